@@ -1,0 +1,30 @@
+/*
+ * cli.h - what every CLI verb file shares: the verb signature and the
+ * dispatch table entry. A verb gets argv with argv[0] = the verb name and
+ * returns the process exit code (0 ok, 2 usage, 125 hedge failure, or the
+ * workload's code for `run`).
+ */
+#ifndef HEDGE_CLI_H
+#define HEDGE_CLI_H
+
+#include <stdio.h>
+
+#include "error.h"
+
+struct hd_command {
+    const char *name;
+    int (*handler)(int argc, char **argv);
+    const char *summary;
+};
+
+int cmd_run(int argc, char **argv);
+int cmd_image(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+/* Print an error, free it and return its exit code. */
+int cli_fail(hd_error_t *err);
+/* Print "hedge VERB: usage: ..." style message and return 2. */
+int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

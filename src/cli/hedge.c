@@ -1,0 +1,77 @@
+/*
+ * hedge.c - the CLI entry point: a table of verbs, one file each (crun's
+ * commands[] habit). Global options come before the verb.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct hd_command commands[] = {
+    {"run", cmd_run, "run a workload in the foreground under an isolation level"},
+    {"image", cmd_image, "import, list and remove images (image import|ls|rm)"},
+    {"version", cmd_version, "print the version"},
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out, "usage: hedge [--state-dir DIR] COMMAND [ARGS...]\n\n"
+                 "hedge runs edge workloads as a process, a container or a VM.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\nglobal options:\n"
+                 "  --state-dir DIR  state directory (default $HEDGE_STATE_DIR or /var/lib/hedge)\n"
+                 "\n'hedge COMMAND --help' describes a command.\n");
+}
+
+int cli_fail(hd_error_t *err)
+{
+    int code = hd_error_exit_code(*err);
+    hd_error_print(*err, "hedge");
+    hd_error_free(err);
+    return code ? code : 125;
+}
+
+int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "hedge %s: ", verb);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nusage: %s\n", usage);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            print_help(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            return cmd_version(0, NULL);
+        } else if (strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc) {
+            setenv("HEDGE_STATE_DIR", argv[++i], 1);
+        } else if (strncmp(argv[i], "--state-dir=", 12) == 0) {
+            setenv("HEDGE_STATE_DIR", argv[i] + 12, 1);
+        } else {
+            fprintf(stderr, "hedge: unknown option %s\n", argv[i]);
+            print_help(stderr);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        print_help(stderr);
+        return 2;
+    }
+    for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
+        if (strcmp(argv[i], commands[c].name) == 0)
+            return commands[c].handler(argc - i, argv + i);
+    fprintf(stderr, "hedge: unknown command '%s'\n", argv[i]);
+    print_help(stderr);
+    return 2;
+}

@@ -1,0 +1,48 @@
+/*
+ * cgroup.h - per-workload cgroups on cgroup v1, hybrid and v2 hosts.
+ *
+ * A workload's cgroup is named hedge/<id>. On v2 it is one directory under
+ * the unified hierarchy; on v1 and hybrid hosts it is one directory per
+ * controller we use (memory, cpu,cpuacct, pids, freezer). The two layouts
+ * are backends (cgroup-v1.c, cgroup-v2.c) behind this small interface.
+ */
+#ifndef HEDGE_CGROUP_H
+#define HEDGE_CGROUP_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "error.h"
+#include "spec.h"
+
+struct hd_stats;
+
+enum hd_cgroup_mode {
+    HD_CGROUP_V1,      /* legacy: only v1 hierarchies */
+    HD_CGROUP_HYBRID,  /* v1 controllers + a v2 hierarchy at /sys/fs/cgroup/unified */
+    HD_CGROUP_V2,      /* unified only */
+};
+
+struct hd_cgroup;
+
+enum hd_cgroup_mode hd_cgroup_detect(void);
+const char *hd_cgroup_mode_name(enum hd_cgroup_mode mode);
+
+/* Create hedge/<name> with the limits applied. The group is empty. */
+int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
+                     hd_error_t *err);
+/* Move pid into the group (all controllers). */
+int hd_cgroup_enter(struct hd_cgroup *cg, pid_t pid, hd_error_t *err);
+/* On v2: an O_PATH fd of the group directory for clone3(CLONE_INTO_CGROUP); -1 on v1. */
+int hd_cgroup_fd(struct hd_cgroup *cg);
+/* True when the kernel OOM-killed a task of this group. */
+bool hd_cgroup_oom_killed(struct hd_cgroup *cg);
+int hd_cgroup_stats(struct hd_cgroup *cg, struct hd_stats *stats, hd_error_t *err);
+/* SIGKILL every task still in the group (freezing it first so none escapes by forking). */
+int hd_cgroup_kill_all(struct hd_cgroup *cg, hd_error_t *err);
+/* Kill what remains, remove the group directories and free cg. cg may be NULL. */
+int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err);
+/* Path of the group in the "main" hierarchy (for messages and tests). */
+const char *hd_cgroup_path(struct hd_cgroup *cg);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * error.h - the one error convention of hedge.
+ *
+ * A fallible function takes `hd_error_t *err` as its last parameter, returns a
+ * negative value on failure and fills *err with {errno, exit code, message}.
+ * Callers add context as the error travels up with hd_error_prefix(), so a
+ * person reads "run filter: mount /proc: Permission denied", never "error -1".
+ * Whoever finally handles the error prints it (hd_error_print) and frees it.
+ *
+ * The exit code rides with the error so that the CLI can exit with docker's
+ * codes: 125 for hedge's own failures (the default), 126 when the command
+ * cannot be invoked, 127 when it is not found, 2 for usage errors.
+ */
+#ifndef HEDGE_ERROR_H
+#define HEDGE_ERROR_H
+
+#include <stdarg.h>
+#include <stdio.h>
+
+enum {
+    HD_EXIT_USAGE = 2,
+    HD_EXIT_HEDGE = 125,
+    HD_EXIT_CANNOT_INVOKE = 126,
+    HD_EXIT_NOT_FOUND = 127,
+};
+
+struct hd_error {
+    int errnum;     /* errno value or 0 */
+    int exit_code;  /* exit code the CLI should use, HD_EXIT_HEDGE by default */
+    char *message;  /* full human message, without the strerror suffix */
+};
+typedef struct hd_error *hd_error_t;
+
+/* Fill *err (if it is empty) and return -1. errnum 0 means "no errno". */
+int hd_error_set(hd_error_t *err, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Same, with an explicit exit code (126, 127, 2, ...). */
+int hd_error_set_code(hd_error_t *err, int exit_code, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Shorthand for hd_error_set(err, errno, ...): for failed system calls. */
+#define hd_error_sys(err, ...) hd_error_set((err), errno, __VA_ARGS__)
+/* Add "context: " in front of the message. Returns -1 for tail calls. */
+int hd_error_prefix(hd_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The text a person reads: "message: strerror(errnum)". Static until next call per thread. */
+const char *hd_error_text(hd_error_t err);
+/* Print "hedge: <text>" to stderr. */
+void hd_error_print(hd_error_t err, const char *program);
+int hd_error_exit_code(hd_error_t err);
+void hd_error_free(hd_error_t *err);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * image.h - the content-addressed image store.
+ *
+ * Layout under <state>/images:
+ *   blobs/sha256/<hex>        layer and config blobs, verified against their digests
+ *   rootfs/<image-id>/        the flattened root filesystem of an image (layers applied in order)
+ *   refs/<name>:<tag> -> image id (a small JSON file with the config defaults)
+ * Import writes into a temp dir and renames into place, so a corrupt or
+ * truncated tarball leaves nothing half-imported.
+ */
+#ifndef HEDGE_IMAGE_H
+#define HEDGE_IMAGE_H
+
+#include <stdint.h>
+
+#include "error.h"
+
+struct hd_image_config {
+    char *id;          /* sha256:<hex> of the config blob */
+    char *name;        /* name:tag */
+    char *rootfs;      /* absolute host path of the flattened rootfs */
+    char **cmd;        /* Cmd, NULL-terminated, or NULL */
+    char **entrypoint; /* Entrypoint or NULL */
+    char **env;        /* Env KEY=VALUE or NULL */
+    char *workdir;     /* WorkingDir or NULL */
+    char *user;        /* User or NULL */
+    int64_t size;      /* bytes of the rootfs */
+    int64_t created;   /* unix time of import */
+};
+
+void hd_image_config_free(struct hd_image_config *c);
+
+/* Default state dir: $HEDGE_STATE_DIR or /var/lib/hedge. */
+const char *hd_state_dir(void);
+
+/* Import a docker-save or OCI-archive tarball; name overrides the tag in the archive. */
+int hd_image_import(const char *state_dir, const char *tarball, const char *name,
+                    struct hd_image_config **out, hd_error_t *err);
+/* Look up name[:tag] (tag defaults to latest) or an id prefix. */
+int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out,
+                    hd_error_t *err);
+/* List images; returns a NULL-terminated array the caller frees with hd_image_list_free. */
+int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error_t *err);
+void hd_image_list_free(struct hd_image_config **list);
+int hd_image_remove(const char *state_dir, const char *ref, hd_error_t *err);
+
+#endif

@@ -1,0 +1,146 @@
+/*
+ * process.c - the `process` isolation backend: a plain fork+exec on the host,
+ * in its own cgroup, with env/workdir/user applied. Lowest latency, weakest
+ * isolation.
+ *
+ * The child waits on a pipe until the parent has put it into the cgroup, so
+ * no instruction of the workload runs outside its limits; exec failures come
+ * back over the report pipe (child.c) as 126/127.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "cgroup.h"
+#include "child.h"
+#include "util.h"
+
+static int process_prepare(struct hd_workload *w, hd_error_t *err)
+{
+    return 0;
+}
+
+/* Make fds 0,1,2 of the child the workload's stdio (they may be any fds). */
+static void child_setup_stdio(const int stdio[3], int report_fd)
+{
+    int copies[3];
+    for (int i = 0; i < 3; i++) {
+        copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (copies[i] < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(copies[i], i) < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
+}
+
+static int process_start(struct hd_workload *w, hd_error_t *err)
+{
+    int go[2], report[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        return hd_error_sys(err, "pipe");
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        close(go[0]);
+        close(go[1]);
+        return hd_error_sys(err, "pipe");
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        return hd_error_set(err, e, "fork");
+    }
+    if (pid == 0) {
+        close(go[1]);
+        close(report[0]);
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(125); /* parent gave up on us */
+        child_setup_stdio(w->stdio, report[1]);
+        struct hd_exec_plan plan = {
+            .argv = w->argv,
+            .env = w->env,
+            .workdir = w->workdir,
+            .user = w->user,
+            .no_new_privs = false, /* a bare process keeps the caller's privilege model */
+        };
+        hd_child_exec(report[1], &plan);
+    }
+    close(go[0]);
+    close(report[1]);
+    cleanup_close int report_fd = report[0];
+    cleanup_close int go_fd = go[1];
+    w->pid = pid;
+    if (w->cgroup && hd_cgroup_enter(w->cgroup, pid, err) < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        w->pid = -1;
+        return -1;
+    }
+    if (write(go_fd, "g", 1) != 1) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        w->pid = -1;
+        return hd_error_set(err, e, "start workload");
+    }
+    close(go_fd);
+    go_fd = -1;
+    if (hd_child_read_report(report_fd, err) < 0) {
+        waitpid(pid, NULL, 0);
+        w->pid = -1;
+        return -1;
+    }
+    return 0;
+}
+
+static int process_signal(struct hd_workload *w, int sig, hd_error_t *err)
+{
+    if (w->pid <= 0)
+        return hd_error_set(err, ESRCH, "signal: workload is not running");
+    if (kill(w->pid, sig) < 0)
+        return hd_error_sys(err, "kill %d", w->pid);
+    return 0;
+}
+
+static int process_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return hd_error_sys(err, "wait for pid %d", w->pid);
+    w->pid = -1;
+    hd_exit_from_wait_status(status, exit);
+    return 0;
+}
+
+static int process_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
+{
+    return hd_cgroup_stats(w->cgroup, stats, err);
+}
+
+static void process_cleanup(struct hd_workload *w)
+{
+    if (w->pid > 0) {
+        kill(w->pid, SIGKILL);
+        waitpid(w->pid, NULL, 0);
+        w->pid = -1;
+    }
+}
+
+const struct hd_backend hd_backend_process = {
+    .name = "process",
+    .prepare = process_prepare,
+    .start = process_start,
+    .signal = process_signal,
+    .wait = process_wait,
+    .stats = process_stats,
+    .cleanup = process_cleanup,
+};

@@ -1,0 +1,5 @@
+/* vm.c - STUB: to be replaced by the VM backend. */
+#include "backend.h"
+#include <errno.h>
+static int stub_prepare(struct hd_workload *w, hd_error_t *err) { (void)w; return hd_error_set(err, ENOSYS, "vm isolation is not built yet"); }
+const struct hd_backend hd_backend_vm = { .name = "vm", .prepare = stub_prepare };

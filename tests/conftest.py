@@ -1,0 +1,116 @@
+"""Shared fixtures for the black-box tests: they drive the real `hedge` binary as root.
+
+HEDGE_BUILD points at the meson build dir (make sets it); HEDGE_SANITIZED=1
+marks an ASan+UBSan build, whose reports fail the test that triggered them.
+Every test gets its own state and runtime dirs, and an autouse fixture checks
+that nothing of a run is left behind: no cgroup, mount, run dir or process.
+"""
+import os
+import shutil
+import subprocess
+import pathlib
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BUILD = pathlib.Path(os.environ.get("HEDGE_BUILD", ROOT / "build"))
+HEDGE = BUILD / "hedge"
+SANITIZED = os.environ.get("HEDGE_SANITIZED") == "1"
+
+SANITIZER_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
+    "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=99",
+    "LSAN_OPTIONS": "exitcode=99",
+}
+
+
+class Result:
+    def __init__(self, proc):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def __repr__(self):
+        return f"<Result code={self.code} out={self.out!r} err={self.err!r}>"
+
+
+def check_sanitizer(text):
+    for marker in ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:"):
+        assert marker not in text, "sanitizer report:\n" + text
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Per-test state and runtime dirs."""
+    state = tmp_path / "state"
+    run = tmp_path / "run"
+    state.mkdir()
+    run.mkdir()
+    return {"state": state, "run": run}
+
+
+@pytest.fixture
+def hedge(dirs):
+    """hedge(*args, input=None, timeout=60, env=None) -> Result; runs the real binary."""
+
+    def run(*args, input=None, timeout=60, env=None, check_leftovers=True):
+        e = dict(os.environ)
+        e.update(SANITIZER_ENV)
+        e["HEDGE_STATE_DIR"] = str(dirs["state"])
+        e["HEDGE_RUN_DIR"] = str(dirs["run"])
+        if env:
+            e.update(env)
+        proc = subprocess.run([str(HEDGE), *map(str, args)], input=input, capture_output=True,
+                              text=True, timeout=timeout, env=e)
+        check_sanitizer(proc.stderr)
+        return Result(proc)
+
+    run.env = lambda: {**os.environ, **SANITIZER_ENV, "HEDGE_STATE_DIR": str(dirs["state"]),
+                       "HEDGE_RUN_DIR": str(dirs["run"])}
+    run.binary = str(HEDGE)
+    return run
+
+
+@pytest.fixture(scope="session")
+def busybox_rootfs(tmp_path_factory):
+    """A minimal root filesystem: Debian's static busybox with its applet links."""
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "sbin", "usr/bin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    subprocess.run([str(root / "bin" / "busybox"), "--install", "-s", str(root / "bin")], check=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+                                         "app:x:1000:1000:app:/tmp:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")
+    os.chmod(root / "tmp", 0o1777)
+    return root
+
+
+def hedge_cgroups():
+    """Every hedge/<id> cgroup directory on this host, in any hierarchy."""
+    found = []
+    base = pathlib.Path("/sys/fs/cgroup")
+    for parent in [base / "hedge"] + list(base.glob("*/hedge")):
+        if parent.is_dir():
+            found += [str(p) for p in parent.iterdir() if p.is_dir()]
+    return sorted(found)
+
+
+def mounts_under(path):
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(path))]
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request, dirs):
+    """After each test: no new hedge cgroup, no mount or run dir below the test's dirs."""
+    before = set(hedge_cgroups())
+    yield
+    if request.node.get_closest_marker("leaves_state"):
+        return
+    after = set(hedge_cgroups())
+    assert after - before == set(), f"cgroups left behind: {sorted(after - before)}"
+    for d in dirs.values():
+        assert mounts_under(d) == [], f"mounts left behind under {d}"
+    runs = dirs["run"] / "runs"
+    if runs.exists():
+        assert list(runs.iterdir()) == [], f"run dirs left behind: {list(runs.iterdir())}"

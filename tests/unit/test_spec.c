@@ -1,0 +1,105 @@
+/* test_spec.c - the JSON spec parser and validator: every error names its field. */
+#include "check.h"
+#include "spec.h"
+#include "util.h"
+
+/* Parse + validate; return the error text or "" when the spec is valid. */
+static char *try_spec(const char *json)
+{
+    static char buf[1024];
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    buf[0] = '\0';
+    if (hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) < 0 ||
+        hd_spec_validate(spec, &err) < 0)
+        snprintf(buf, sizeof(buf), "%s", hd_error_text(err));
+    hd_error_free(&err);
+    hd_spec_free(spec);
+    return buf;
+}
+
+static void test_full_spec(void)
+{
+    const char *json = "{\"name\":\"filter\",\"isolation\":\"container\",\"image\":\"busybox:latest\","
+                       "\"command\":[\"/bin/filter\",\"--rate\",\"10\"],\"env\":{\"LEVEL\":\"info\"},"
+                       "\"workdir\":\"/\",\"user\":\"1000:1000\",\"hostname\":\"filter\","
+                       "\"resources\":{\"memory\":\"64M\",\"cpus\":0.5,\"pids\":64},"
+                       "\"network\":{\"mode\":\"bridge\"},"
+                       "\"mounts\":[{\"source\":\"/var/lib/filter\",\"target\":\"/data\",\"readonly\":false}],"
+                       "\"readonly_rootfs\":true,"
+                       "\"security\":{\"seccomp\":\"default\",\"cap_add\":[],\"cap_drop\":[]},"
+                       "\"restart\":{\"policy\":\"on-failure\",\"max_retries\":5},"
+                       "\"triggers\":[{\"topic\":\"sensors/+/temperature\"}]}";
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    CHECK(hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) == 0);
+    CHECK(hd_spec_validate(spec, &err) == 0);
+    if (err)
+        fprintf(stderr, "%s\n", hd_error_text(err));
+    CHECK(spec->isolation == HD_ISOLATION_CONTAINER);
+    CHECK(spec->resources.memory == 64 << 20);
+    CHECK(spec->resources.cpus == 0.5);
+    CHECK(spec->resources.pids == 64);
+    CHECK(spec->network == HD_NET_BRIDGE);
+    CHECK(spec->n_mounts == 1 && !spec->mounts[0].readonly);
+    CHECK(spec->restart.policy == HD_RESTART_ON_FAILURE && spec->restart.max_retries == 5);
+    CHECK_STR(spec->env[0], "LEVEL=info");
+    CHECK(hd_strv_len(spec->command) == 3);
+    /* round trip through the serializer */
+    char *out = hd_spec_to_json(spec);
+    struct hd_spec *again = hd_spec_new();
+    CHECK(hd_spec_parse_json(again, out, strlen(out), "roundtrip", &err) == 0);
+    char *out2 = hd_spec_to_json(again);
+    CHECK_STR(out, out2);
+    free(out);
+    free(out2);
+    hd_spec_free(again);
+    hd_spec_free(spec);
+    hd_error_free(&err);
+}
+
+static void test_errors(void)
+{
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memory\":\"64Q\"}}"),
+              "t.json: resources.memory: \"64Q\" is not a size (use K, M or G)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"colour\":1}"), "t.json: colour: unknown field");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memroy\":1}}"),
+              "t.json: resources.memroy: unknown field");
+    CHECK_STR(try_spec("{\"image\":\"b\""), "t.json: line 1 column 12: '}' expected near end of file");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"command\":\"ls\"}"),
+              "t.json: command: must be an array of strings, not a string");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"command\":[\"ls\",3]}"),
+              "t.json: command[1]: must be a string, not an integer");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"isolation\":\"docker\"}"),
+              "t.json: isolation: \"docker\" is not an isolation level (process, container or vm)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"rootfs\":\"/r\"}"), "image and rootfs: give one, not both");
+    CHECK_STR(try_spec("{\"command\":[\"x\"]}"), "image or rootfs: one is required for container isolation");
+    CHECK_STR(try_spec("{\"isolation\":\"process\",\"command\":[\"x\"],\"hostname\":\"h\"}"),
+              "hostname: not supported with process isolation (a process shares the host's UTS namespace)");
+    CHECK_STR(try_spec("{\"isolation\":\"vm\",\"image\":\"b\",\"network\":{\"mode\":\"host\"}}"),
+              "network.mode: not supported with vm isolation (a VM has its own kernel and network stack; use none or bridge)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"mounts\":[{\"source\":\"rel\",\"target\":\"/d\"}]}"),
+              "mounts[0].source: \"rel\" must be an absolute path");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"mounts\":[{\"target\":\"/d\"}]}"),
+              "t.json: mounts[0].source: is required");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"cpus\":0}}"),
+              "t.json: resources.cpus: 0 is out of range (greater than 0, at most 1024)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"pids\":0}}"),
+              "t.json: resources.pids: 0 is out of range (1..4194304)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"env\":{\"A\":1}}"), "t.json: env.A: must be a string, not an integer");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"name\":\"-bad\"}"),
+              "name: \"-bad\" is not a valid name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"image\":\"c\"}"),
+              "t.json: line 1 column 20: duplicate object key near '\"image\"'");
+    CHECK_STR(try_spec("[]"), "t.json: spec: must be an object, not an array");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memory\":1024}}"),
+              "resources.memory: 1024 bytes is below the 1M minimum");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memory\":\"64M\"}}"), "");
+}
+
+int main(void)
+{
+    test_full_spec();
+    test_errors();
+    CHECK_DONE();
+}
