@@ -16,6 +16,10 @@ BUILD = pathlib.Path(os.environ.get("HEDGE_BUILD", ROOT / "build"))
 HEDGE = BUILD / "hedge"
 SANITIZED = os.environ.get("HEDGE_SANITIZED") == "1"
 
+# Each test session uses its own cgroup parent (hedge-test-<pid> instead of
+# hedge), so parallel sessions never see each other's groups.
+CGROUP_PARENT = f"hedge-test-{os.getpid()}"
+
 SANITIZER_ENV = {
     "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=99",
     "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1:exitcode=99",
@@ -57,6 +61,7 @@ def hedge(dirs):
         e.update(SANITIZER_ENV)
         e["HEDGE_STATE_DIR"] = str(dirs["state"])
         e["HEDGE_RUN_DIR"] = str(dirs["run"])
+        e["HEDGE_CGROUP_PARENT"] = CGROUP_PARENT
         if env:
             e.update(env)
         proc = subprocess.run([str(HEDGE), *map(str, args)], input=input, capture_output=True,
@@ -65,7 +70,7 @@ def hedge(dirs):
         return Result(proc)
 
     run.env = lambda: {**os.environ, **SANITIZER_ENV, "HEDGE_STATE_DIR": str(dirs["state"]),
-                       "HEDGE_RUN_DIR": str(dirs["run"])}
+                       "HEDGE_RUN_DIR": str(dirs["run"]), "HEDGE_CGROUP_PARENT": CGROUP_PARENT}
     run.binary = str(HEDGE)
     return run
 
@@ -86,10 +91,10 @@ def busybox_rootfs(tmp_path_factory):
 
 
 def hedge_cgroups():
-    """Every hedge/<id> cgroup directory on this host, in any hierarchy."""
+    """Every <parent>/<id> cgroup directory of this test session, in any hierarchy."""
     found = []
     base = pathlib.Path("/sys/fs/cgroup")
-    for parent in [base / "hedge"] + list(base.glob("*/hedge")):
+    for parent in [base / CGROUP_PARENT] + list(base.glob("*/" + CGROUP_PARENT)):
         if parent.is_dir():
             found += [str(p) for p in parent.iterdir() if p.is_dir()]
     return sorted(found)

@@ -1,7 +1,8 @@
 /*
  * cgroup.h - per-workload cgroups on cgroup v1, hybrid and v2 hosts.
  *
- * A workload's cgroup is named hedge/<id>. On v2 it is one directory under
+ * A workload's cgroup is named hedge/<id> ($HEDGE_CGROUP_PARENT replaces
+ * "hedge", so test sessions running side by side never collide). On v2 it is one directory under
  * the unified hierarchy; on v1 and hybrid hosts it is one directory per
  * controller we use (memory, cpu,cpuacct, pids, freezer). The two layouts
  * are backends (cgroup-v1.c, cgroup-v2.c) behind this small interface.
