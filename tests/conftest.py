@@ -119,3 +119,16 @@ def nothing_left_behind(request, dirs):
     runs = dirs["run"] / "runs"
     if runs.exists():
         assert list(runs.iterdir()) == [], f"run dirs left behind: {list(runs.iterdir())}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_session_cgroup_parent():
+    """The session's cgroup parent is created by hedge on first use; remove it (empty) at the end."""
+    yield
+    base = pathlib.Path("/sys/fs/cgroup")
+    for parent in [base / CGROUP_PARENT] + list(base.glob("*/" + CGROUP_PARENT)):
+        if parent.is_dir():
+            try:
+                parent.rmdir()
+            except OSError as e:
+                pytest.fail(f"cgroup parent {parent} not empty at session end: {e}")
