@@ -245,11 +245,18 @@ static int attach(int tree, const char *target)
     return move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
 }
 
-/* mkdir that accepts an existing directory. */
+/* The mount point of a filesystem: a directory, made if missing. Errors read "mount PATH: ...". */
 static int ensure_dir(const char *path, mode_t mode, hd_error_t *err)
 {
-    if (mkdir(path, mode) < 0 && errno != EEXIST)
-        return hd_error_sys(err, "mkdir %s", path);
+    if (mkdir(path, mode) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return hd_error_sys(err, "mount %s", path);
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return hd_error_sys(err, "mount %s", path);
+    if (!S_ISDIR(st.st_mode))
+        return hd_error_set(err, ENOTDIR, "mount %s", path);
     return 0;
 }
 
