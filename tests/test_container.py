@@ -480,12 +480,17 @@ def test_user_namespace_maps_root(hedge, ctr_rootfs):
     assert int(lines[4].split()[1], 16) == DEFAULT_CAPS
 
 
-def test_user_namespace_root_is_not_host_root(hedge, scratch_rootfs):
-    # files of host root are not owned by root inside: writing the rootfs fails
-    r = sh(hedge, scratch_rootfs, "touch /root/x; echo rc=$?; stat -c %u /bin/busybox",
-           "--userns", "100000:100000:65536")
+def test_user_namespace_rootfs_is_idmapped(hedge, scratch_rootfs, tmp_path):
+    # the rootfs is an idmapped mount: host root's files belong to root inside, and what
+    # root inside writes lands on disk as host root; a bind mount keeps host ownership
+    (tmp_path / "vol").mkdir()
+    r = sh(hedge, scratch_rootfs, "stat -c %u /bin/busybox; echo x > /root/made; stat -c %u /vol; "
+                                  "touch /vol/f; echo rc=$?",
+           "--userns", "100000:100000:65536", "-v", f"{tmp_path}/vol:/vol")
     assert r.code == 0, r
-    assert r.out == "rc=1\n65534\n"
+    assert r.out == "0\n65534\nrc=1\n"
+    st = (scratch_rootfs / "root" / "made").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
 
 
 def test_user_namespace_host_pid_owner(hedge, ctr_rootfs):
@@ -573,4 +578,18 @@ def test_image_rootfs_read_only_bind(scratch_rootfs, dirs):
                        capture_output=True, text=True, env=env, timeout=30)
     assert p.returncode == 0, p
     assert p.stdout == "rc=1\n0\n"
+    assert tree_snapshot(scratch_rootfs) == before
+
+
+def test_image_rootfs_overlay_in_user_namespace(scratch_rootfs, dirs):
+    before = tree_snapshot(scratch_rootfs)
+    env = {**os.environ, "HEDGE_RUN_DIR": str(dirs["run"])}
+    p = subprocess.run([str(IMAGE_RUN), str(scratch_rootfs), "rw-userns", "sh", "-c",
+                        "cat /proc/self/uid_map; echo hi > /tmp/x && cat /tmp/x; stat -c %u /bin/busybox"],
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert p.returncode == 0, p
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["0", "100000", "65536"]
+    # not idmapped (overlayfs refuses it): host root's files show as nobody
+    assert lines[1:] == ["hi", "65534"]
     assert tree_snapshot(scratch_rootfs) == before

@@ -208,8 +208,17 @@ static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_erro
     struct container *c = container_of(w);
     if (w->cgroup && hd_cgroup_enter(w->cgroup, pid, err) < 0)
         return -1;
-    if (w->spec->userns.enabled && write_id_maps(pid, &w->spec->userns, err) < 0)
-        return -1;
+    if (w->spec->userns.enabled) {
+        if (write_id_maps(pid, &w->spec->userns, err) < 0)
+            return -1;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
+        cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (userns_fd < 0)
+            return hd_error_sys(err, "user namespace: open %s", path);
+        if (hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+            return -1;
+    }
     if (c->net_mode != HD_NET_HOST && hd_net_setup(w->state_dir, w->id, c->net_mode, pid, &c->net, err) < 0)
         return hd_error_prefix(err, "network");
     return 0;

@@ -224,6 +224,19 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, bool use
     return 0;
 }
 
+int hd_rootfs_idmap(struct hd_rootfs *r, int userns_fd, hd_error_t *err)
+{
+    /* overlayfs cannot be idmapped as a whole (it could over idmapped layers, which
+     * needs path-less layer set-up); an image overlay keeps host ownership: files of
+     * host root show as nobody inside and the container's root cannot replace them */
+    if (r->overlay_dir)
+        return 0;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns_fd};
+    if (mount_setattr(r->root_tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+        return hd_error_sys(err, "rootfs: idmapped mount for the user namespace");
+    return 0;
+}
+
 /* ---- child side ------------------------------------------------------ */
 
 /* A new filesystem as a detached mount: fsopen + fsconfig + fsmount. */

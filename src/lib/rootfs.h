@@ -38,6 +38,12 @@ void hd_rootfs_init(struct hd_rootfs *r);
 int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, bool user_namespace,
                       bool host_network, hd_error_t *err);
 /*
+ * Parent side, user namespace only: map the rootfs through the namespace's id
+ * map (an idmapped mount), so files owned by host root belong to root inside.
+ * Not done for an image overlay (overlayfs refuses it; see rootfs.c).
+ */
+int hd_rootfs_idmap(struct hd_rootfs *r, int userns_fd, hd_error_t *err);
+/*
  * Child side, in the new mount namespace: make the host's mounts private,
  * attach the root, pivot_root into it and detach the old root, then mount
  * /proc, /dev, /sys, the bind mounts, the masks, and make / read-only if asked.
