@@ -22,8 +22,8 @@
  *
  * Compiling costs libseccomp about 2 ms (mostly the personality rules, once per
  * ABI), more than the rest of a container start, so compiled programs are
- * cached in <runtime dir>/seccomp-cache under a SHA-256 of everything that
- * shapes them: a format tag (bump SECCOMP_CACHE_TAG when the rule logic
+ * cached in <runtime dir>/seccomp-cache, keyed by everything that shapes
+ * them: a format tag (bump SECCOMP_CACHE_TAG when the rule logic
  * changes), hedge's and libseccomp's versions, the deny table, the
  * capability mask and, for a JSON profile, the file's bytes.
  */
@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -47,7 +46,7 @@
 #include "run.h"
 #include "util.h"
 
-#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-2"
+#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-3"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -316,31 +315,49 @@ static int export_program(scmp_filter_ctx ctx, struct hd_seccomp *f, hd_error_t 
 
 /* ---- cache of compiled programs ---------------------------------------- */
 
-/* Hex SHA-256 naming the program built from (profile, caps, profile bytes). */
-static void cache_key(const char *profile, uint64_t caps, const char *bytes, size_t len, char out[65])
+/*
+ * The cache key is everything that shapes the program, spelled out ("key
+ * material"); the file is named by a 64-bit FNV-1a hash of it and starts with
+ * the material itself, which a reader compares in full, so a hash collision
+ * is a cache miss, never a wrong filter. (No OpenSSL here: initialising it
+ * costs more than the compile we are saving.)
+ */
+struct cache_key {
+    char *material;
+    size_t len;
+    char name[17];
+};
+
+static void material_add(struct cache_key *k, const void *data, size_t len)
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    k->material = hd_xrealloc(k->material, k->len + len);
+    memcpy(k->material + k->len, data, len);
+    k->len += len;
+}
+
+static void cache_key_make(struct cache_key *k, const char *profile, uint64_t caps, const char *bytes,
+                           size_t len)
+{
     const struct scmp_version *v = seccomp_version();
     char head[256];
     int n = snprintf(head, sizeof(head), "%s|%s|%u.%u.%u|%s|%llx|", SECCOMP_CACHE_TAG, HEDGE_VERSION,
                      v->major, v->minor, v->micro, profile, (unsigned long long)caps);
-    EVP_DigestUpdate(md, head, (size_t)n);
+    material_add(k, head, (size_t)n);
     for (size_t i = 0; i < ARRAY_SIZE(default_denied); i++) {
-        EVP_DigestUpdate(md, default_denied[i].name, strlen(default_denied[i].name) + 1);
-        EVP_DigestUpdate(md, &default_denied[i].unless_cap, sizeof(int));
+        material_add(k, default_denied[i].name, strlen(default_denied[i].name) + 1);
+        material_add(k, &default_denied[i].unless_cap, sizeof(int));
     }
-    EVP_DigestUpdate(md, namespace_flags, sizeof(namespace_flags));
+    material_add(k, namespace_flags, sizeof(namespace_flags));
     if (bytes)
-        EVP_DigestUpdate(md, bytes, len);
-    unsigned char digest[32];
-    EVP_DigestFinal_ex(md, digest, NULL);
-    EVP_MD_CTX_free(md);
-    for (int i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+        material_add(k, bytes, len);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < k->len; i++)
+        h = (h ^ (unsigned char)k->material[i]) * 0x100000001b3ULL;
+    snprintf(k->name, sizeof(k->name), "%016llx", (unsigned long long)h);
 }
 
-static struct hd_seccomp *cache_read(const char *path)
+/* File layout: u64 material length, material, BPF program. */
+static struct hd_seccomp *cache_read(const char *path, const struct cache_key *k)
 {
     cleanup_free char *data = NULL;
     size_t len = 0;
@@ -349,21 +366,35 @@ static struct hd_seccomp *cache_read(const char *path)
         hd_error_free(&ignored);
         return NULL;
     }
-    if (len == 0 || len % sizeof(struct sock_filter) != 0 || len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+    uint64_t mlen;
+    if (len < sizeof(mlen))
+        return NULL;
+    memcpy(&mlen, data, sizeof(mlen));
+    if (mlen != k->len || len - sizeof(mlen) < mlen || memcmp(data + sizeof(mlen), k->material, k->len) != 0)
+        return NULL;
+    size_t prog_len = len - sizeof(mlen) - k->len;
+    if (prog_len == 0 || prog_len % sizeof(struct sock_filter) != 0 ||
+        prog_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
         return NULL;
     struct hd_seccomp *f = hd_xcalloc(1, sizeof(*f));
-    f->prog.filter = (struct sock_filter *)get_and_reset(&data);
-    f->prog.len = (unsigned short)(len / sizeof(struct sock_filter));
+    f->prog.filter = hd_xmalloc(prog_len);
+    memcpy(f->prog.filter, data + sizeof(mlen) + k->len, prog_len);
+    f->prog.len = (unsigned short)(prog_len / sizeof(struct sock_filter));
     return f;
 }
 
 /* Best effort: a cache that cannot be written only costs the next start time. */
-static void cache_write(const char *dir, const char *path, const struct hd_seccomp *f)
+static void cache_write(const char *dir, const char *path, const struct cache_key *k, const struct hd_seccomp *f)
 {
+    size_t prog_len = f->prog.len * sizeof(struct sock_filter);
+    uint64_t mlen = k->len;
+    cleanup_free char *data = hd_xmalloc(sizeof(mlen) + k->len + prog_len);
+    memcpy(data, &mlen, sizeof(mlen));
+    memcpy(data + sizeof(mlen), k->material, k->len);
+    memcpy(data + sizeof(mlen) + k->len, f->prog.filter, prog_len);
     hd_error_t ignored = NULL;
     if (hd_mkdir_p(dir, 0700, &ignored) < 0 ||
-        hd_write_file_atomic(path, (const char *)f->prog.filter, f->prog.len * sizeof(struct sock_filter),
-                             &ignored) < 0)
+        hd_write_file_atomic(path, data, sizeof(mlen) + k->len + prog_len, &ignored) < 0)
         hd_error_free(&ignored);
 }
 
@@ -384,16 +415,17 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
             return hd_error_sys(err, "security.seccomp: %s", profile);
         caps = 0; /* a JSON profile does not depend on capabilities */
     }
-    char key[65];
-    cache_key(profile, caps, bytes, len, key);
+    struct cache_key key = {0};
+    cache_key_make(&key, profile, caps, bytes, len);
+    cleanup_free char *material = key.material;
     cleanup_free char *dir = hd_xasprintf("%s/seccomp-cache", hd_runtime_dir());
-    cleanup_free char *path = hd_xasprintf("%s/%s.bpf", dir, key);
-    *out = cache_read(path);
+    cleanup_free char *path = hd_xasprintf("%s/%s.bpf", dir, key.name);
+    *out = cache_read(path, &key);
     if (*out)
         return 0;
     if (build_uncached(profile, bytes, len, caps, out, err) < 0)
         return -1;
-    cache_write(dir, path, *out);
+    cache_write(dir, path, &key, *out);
     return 0;
 }
 
