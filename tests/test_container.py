@@ -593,3 +593,27 @@ def test_image_rootfs_overlay_in_user_namespace(scratch_rootfs, dirs):
     # not idmapped (overlayfs refuses it): host root's files show as nobody
     assert lines[1:] == ["hi", "65534"]
     assert tree_snapshot(scratch_rootfs) == before
+
+
+# ---- seccomp program cache ------------------------------------------------------
+
+
+def test_seccomp_cache_reused_and_corruption_ignored(hedge, ctr_rootfs, dirs):
+    r = run_c(hedge, ctr_rootfs, "--", "probe", "keyctl")
+    assert r.out == "keyctl=EPERM\n", r
+    cache = list((dirs["run"] / "seccomp-cache").iterdir())
+    assert len(cache) == 1
+    mtime = cache[0].stat().st_mtime_ns
+    r = run_c(hedge, ctr_rootfs, "--", "probe", "keyctl")
+    assert r.out == "keyctl=EPERM\n"
+    assert cache[0].stat().st_mtime_ns == mtime  # read, not rebuilt
+    # another capability set is another program
+    r = run_c(hedge, ctr_rootfs, "--cap-add", "SYS_ADMIN", "--", "probe", "mount")
+    assert r.out == "mount=0\n", r
+    assert len(list((dirs["run"] / "seccomp-cache").iterdir())) == 2
+    # a damaged entry is a miss: rebuilt, and the filter still holds
+    data = cache[0].read_bytes()
+    cache[0].write_bytes(data[:8] + b"X" + data[9:-8])
+    r = run_c(hedge, ctr_rootfs, "--", "probe", "keyctl")
+    assert r.out == "keyctl=EPERM\n"
+    assert cache[0].read_bytes() == data
