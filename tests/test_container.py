@@ -617,3 +617,16 @@ def test_seccomp_cache_reused_and_corruption_ignored(hedge, ctr_rootfs, dirs):
     r = run_c(hedge, ctr_rootfs, "--", "probe", "keyctl")
     assert r.out == "keyctl=EPERM\n"
     assert cache[0].read_bytes() == data
+
+
+def test_inherited_fds_do_not_reach_the_workload(hedge, ctr_rootfs, tmp_path):
+    leak = open(tmp_path / "secret", "w")
+    try:
+        p = subprocess.run([hedge.binary, "run", "--isolation", "container", "--rootfs", str(ctr_rootfs), "--",
+                            "ls", "/proc/self/fd"], env=hedge.env(), capture_output=True, text=True,
+                           pass_fds=(leak.fileno(),), timeout=30)
+    finally:
+        leak.close()
+    assert p.returncode == 0, p
+    # 0, 1, 2 and the directory ls itself opened
+    assert sorted(int(x) for x in p.stdout.split()) == [0, 1, 2, 3], p.stdout

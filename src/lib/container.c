@@ -156,6 +156,9 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, int
         _exit(125); /* the parent gave up on us */
     close(go_fd);
     hd_child_setup_stdio(w->stdio, report_fd);
+    /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
     if (spec->userns.enabled && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
         hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
     if (unshare(CLONE_NEWCGROUP) < 0)
