@@ -4,21 +4,25 @@
  * namespace too), pivot_root'ed into its rootfs, with Docker's default
  * capabilities and a seccomp filter.
  *
- * Start sequence (one clone, two pipes, no helper binaries):
+ * Start sequence (one clone, a socket and a pipe, no helper binaries):
  *
  *   parent                                child (PID 1 in its namespaces)
  *   prepare: caps mask, seccomp BPF,
  *            detached rootfs/bind mounts
  *   clone(NEWPID|NEWNS|NEWUTS|NEWIPC
- *         |NEWNET|NEWUSER?)  ───────────▶  waits on the go pipe
- *   cgroup enter, uid/gid maps, network
- *   write go  ───────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
- *                                           hostname, mounts, pivot_root (rootfs.c)
- *                                           drop the bounding set
+ *         |NEWNET|NEWUSER?)  ───────────▶  hostname, mounts, pivot_root (rootfs.c),
+ *   cgroup enter, uid/gid maps, network      drop the bounding set (in parallel;
+ *                                            with a user namespace only after "go")
+ *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
  *                                           user, workdir, no_new_privs,
  *                                           caps, seccomp, exec (child.c)
  *   read report: EOF = exec'd  ◀──────────  CLOEXEC report pipe (125/126/127)
+ *
+ * No instruction of the workload runs before "go", so the workload starts
+ * inside its cgroup; hedge's own mount work may overlap the parent's cgroup
+ * and network set-up, which hides the RCU grace period the kernel waits for
+ * when the old root is detached.
  *
  * The cgroup namespace is unshared only after the parent has moved the child
  * into the workload's cgroup, so the namespace root is that cgroup and
@@ -40,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -146,29 +151,44 @@ static void container_init_or_continue(int report_fd)
     }
 }
 
-__attribute__((noreturn)) static void container_child(struct hd_workload *w, int go_fd, int report_fd)
+static void child_wait_for_go(int go_fd)
 {
-    struct container *c = container_of(w);
-    const struct hd_spec *spec = w->spec;
-    hd_error_t err = NULL;
     char byte;
     if (read(go_fd, &byte, 1) != 1)
         _exit(125); /* the parent gave up on us */
     close(go_fd);
+}
+
+__attribute__((noreturn)) static void container_child(struct hd_workload *w, int go_fd, int report_fd)
+{
+    struct container *c = container_of(w);
+    const struct hd_spec *spec = w->spec;
+    bool userns = spec->userns.enabled;
+    hd_error_t err = NULL;
+    /*
+     * Without a user namespace the mount work does not depend on the parent, so it
+     * runs while the parent enters the cgroup and sets up the network; in a user
+     * namespace it needs the id maps first. Only the cgroup namespace must wait
+     * for the cgroup.
+     */
+    if (userns)
+        child_wait_for_go(go_fd);
     hd_child_setup_stdio(w->stdio, report_fd);
     /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
-    if (spec->userns.enabled && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+    if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
         hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
-    if (unshare(CLONE_NEWCGROUP) < 0)
-        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
     if (sethostname(c->hostname, strlen(c->hostname)) < 0)
         hd_child_fail(report_fd, 125, errno, "sethostname %s", c->hostname);
     if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
         hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
         hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    if (!userns)
+        child_wait_for_go(go_fd);
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
@@ -238,8 +258,9 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
     int go[2], report[2];
-    if (pipe2(go, O_CLOEXEC) < 0)
-        return hd_error_sys(err, "pipe");
+    /* "go" is a socket so that a write to a child that already failed is EPIPE, not SIGPIPE */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0)
+        return hd_error_sys(err, "socketpair");
     if (pipe2(report, O_CLOEXEC) < 0) {
         close(go[0]);
         close(go[1]);
@@ -268,16 +289,27 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     cleanup_close int go_fd = go[1];
     w->pid = pid;
     int ret = container_setup_from_parent(w, pid, err);
-    if (ret == 0 && write(go_fd, "g", 1) != 1)
-        ret = hd_error_sys(err, "start the container");
-    close(steal_fd(&go_fd));
-    if (ret == 0)
+    bool parent_step_failed = ret < 0;
+    if (ret == 0) {
+        bool sent = send(go_fd, "g", 1, MSG_NOSIGNAL) == 1;
+        close(steal_fd(&go_fd));
+        /* a child that failed before "go" has left its report: that is the error */
         ret = hd_child_read_report(report_fd, err);
+        if (ret == 0 && !sent)
+            ret = hd_error_set(err, 0, "container set-up: the container's first process exited");
+    }
     /* the child holds its own copies of the detached mounts now */
     hd_rootfs_close(&c->rootfs);
     if (ret < 0) {
         kill_and_reap(pid);
         w->pid = -1;
+        /* the parent's step may have failed only because the child had failed first */
+        hd_error_t child_err = NULL;
+        if (parent_step_failed && hd_child_read_report(report_fd, &child_err) < 0) {
+            hd_error_free(err);
+            *err = get_and_reset(&child_err);
+        }
+        hd_error_free(&child_err);
     }
     return ret;
 }
