@@ -385,6 +385,11 @@ def test_json_profile_errors_name_the_field(hedge, ctr_rootfs, tmp_path):
     r = sh(hedge, ctr_rootfs, "true", "--seccomp", profile)
     assert r.code == 125
     assert r.err == f"hedge: security.seccomp: {profile}: syscalls[0].action: missing or not a known action\n"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "action": '
+                       '"SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}')
+    r = sh(hedge, ctr_rootfs, "true", "--seccomp", profile)
+    assert r.code == 125
+    assert r.err == f"hedge: security.seccomp: {profile}: syscalls[0].args: argument filters are not supported yet\n"
     r = sh(hedge, ctr_rootfs, "true", "--seccomp", tmp_path / "missing.json")
     assert r.code == 125
     assert r.err.startswith(f"hedge: security.seccomp: {tmp_path}/missing.json: ")

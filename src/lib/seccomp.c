@@ -266,7 +266,7 @@ static int json_profile(const char *path, const char *bytes, size_t len, scmp_fi
             goto out;
         }
         if (args && !json_is_null(args) && json_array_size(args) > 0) {
-            hd_error_set(err, ENOTSUP, "security.seccomp: %s: syscalls[%zu].args: argument filters", path, i);
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].args: argument filters are not supported yet", path, i);
             goto out;
         }
         if (act == def_action)
