@@ -379,6 +379,29 @@ def test_json_profile(hedge, ctr_rootfs, tmp_path):
     assert "Permission denied" in r.err
 
 
+def test_json_profile_docker_features(hedge, ctr_rootfs, tmp_path):
+    # argument comparisons, and Docker's includes/excludes by capability and architecture
+    profile = tmp_path / "docker.json"
+    profile.write_text("""{
+      "defaultAction": "SCMP_ACT_ALLOW",
+      "syscalls": [
+        {"names": ["personality"], "action": "SCMP_ACT_ERRNO",
+         "args": [{"index": 0, "value": 262144, "valueTwo": 262144, "op": "SCMP_CMP_MASKED_EQ"}]},
+        {"names": ["keyctl"], "action": "SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["io_uring_setup"], "action": "SCMP_ACT_ERRNO", "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "includes": {"arches": ["s390x"]}},
+        {"names": ["ptrace"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38, "includes": {"arches": ["amd64"]}}
+      ]}""")
+    calls = ["personality_norandom", "personality_linux32", "keyctl", "io_uring_setup", "getpid", "ptrace"]
+    r = run_c(hedge, ctr_rootfs, "--seccomp", profile, "--", "probe", *calls)
+    assert r.code == 0, r
+    assert r.out.split() == ["personality_norandom=EPERM", "personality_linux32=0", "keyctl=0",
+                             "io_uring_setup=EPERM", "getpid=0", "ptrace=ENOSYS"]
+    r = run_c(hedge, ctr_rootfs, "--seccomp", profile, "--cap-add", "SYS_ADMIN", "--", "probe", "keyctl",
+              "io_uring_setup")
+    assert r.out.split() == ["keyctl=EPERM", "io_uring_setup=EFAULT"], r
+
+
 def test_json_profile_errors_name_the_field(hedge, ctr_rootfs, tmp_path):
     profile = tmp_path / "bad.json"
     profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "NOPE"}]}')
@@ -386,10 +409,16 @@ def test_json_profile_errors_name_the_field(hedge, ctr_rootfs, tmp_path):
     assert r.code == 125
     assert r.err == f"hedge: security.seccomp: {profile}: syscalls[0].action: missing or not a known action\n"
     profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "action": '
-                       '"SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}]}]}')
+                       '"SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_EQ"}, '
+                       '{"index": 1, "value": 15, "op": "SCMP_CMP_EQ"}]}]}')
     r = sh(hedge, ctr_rootfs, "true", "--seccomp", profile)
     assert r.code == 125
-    assert r.err == f"hedge: security.seccomp: {profile}: syscalls[0].args: argument filters are not supported yet\n"
+    assert r.err == (f"hedge: security.seccomp: {profile}: syscalls[0].args[1]: a second comparison of "
+                     "argument 1 in one rule (libseccomp allows one; use two rules)\n")
+    profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["kill"], "action": '
+                       '"SCMP_ACT_ERRNO", "includes": {"caps": ["CAP_FLY"]}}]}')
+    r = sh(hedge, ctr_rootfs, "true", "--seccomp", profile)
+    assert r.err == f"hedge: security.seccomp: {profile}: syscalls[0].includes.caps[0]: not a capability\n"
     r = sh(hedge, ctr_rootfs, "true", "--seccomp", tmp_path / "missing.json")
     assert r.code == 125
     assert r.err.startswith(f"hedge: security.seccomp: {tmp_path}/missing.json: ")

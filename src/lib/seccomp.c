@@ -44,9 +44,10 @@
 
 #include "config.h"
 #include "run.h"
+#include "caps.h"
 #include "util.h"
 
-#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-3"
+#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-4"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -201,7 +202,7 @@ static int default_profile(scmp_filter_ctx ctx, uint64_t caps, hd_error_t *err)
     return 0;
 }
 
-/* ---- Docker/OCI JSON profiles (the subset without argument filters) ---- */
+/* ---- Docker/OCI JSON profiles ------------------------------------------ */
 
 static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
 {
@@ -222,7 +223,119 @@ static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
     return 0;
 }
 
-static int json_profile(const char *path, const char *bytes, size_t len, scmp_filter_ctx *out,
+static const struct {
+    const char *name;
+    enum scmp_compare op;
+} json_ops[] = {
+    {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT}, {"SCMP_CMP_LE", SCMP_CMP_LE},
+    {"SCMP_CMP_EQ", SCMP_CMP_EQ}, {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+    {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ},
+};
+
+/* syscalls[i].args: up to six {index, value, valueTwo, op} comparisons. */
+static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp *cmp, unsigned *n,
+                     hd_error_t *err)
+{
+    *n = 0;
+    if (args == NULL || json_is_null(args))
+        return 0;
+    if (!json_is_array(args) || json_array_size(args) > 6)
+        return hd_error_set(err, 0, "%s.args: not an array of at most 6 comparisons", where);
+    size_t k;
+    json_t *arg;
+    json_array_foreach(args, k, arg) {
+        json_t *index = json_object_get(arg, "index");
+        json_t *value = json_object_get(arg, "value");
+        json_t *value2 = json_object_get(arg, "valueTwo");
+        json_t *op = json_object_get(arg, "op");
+        if (!json_is_integer(index) || json_integer_value(index) < 0 || json_integer_value(index) > 5)
+            return hd_error_set(err, 0, "%s.args[%zu].index: not 0..5", where, k);
+        if (!json_is_integer(value) || (value2 && !json_is_null(value2) && !json_is_integer(value2)))
+            return hd_error_set(err, 0, "%s.args[%zu].value: not an integer", where, k);
+        size_t o = 0;
+        while (o < ARRAY_SIZE(json_ops) && !(json_is_string(op) && strcmp(json_string_value(op), json_ops[o].name) == 0))
+            o++;
+        if (o == ARRAY_SIZE(json_ops))
+            return hd_error_set(err, 0, "%s.args[%zu].op: not a known comparison", where, k);
+        for (unsigned prev = 0; prev < *n; prev++)
+            if (cmp[prev].arg == (unsigned)json_integer_value(index))
+                return hd_error_set(err, 0, "%s.args[%zu]: a second comparison of argument %lld in one rule "
+                                    "(libseccomp allows one; use two rules)",
+                                    where, k, json_integer_value(index));
+        cmp[*n] = (struct scmp_arg_cmp){
+            .arg = (unsigned)json_integer_value(index),
+            .op = json_ops[o].op,
+            .datum_a = (scmp_datum_t)json_integer_value(value),
+            .datum_b = json_is_integer(value2) ? (scmp_datum_t)json_integer_value(value2) : 0,
+        };
+        (*n)++;
+    }
+    return 0;
+}
+
+static bool json_names_arch(const json_t *arches)
+{
+    size_t k;
+    json_t *a;
+    json_array_foreach(arches, k, a) {
+        const char *s = json_string_value(a);
+        if (s && (strcmp(s, "amd64") == 0 || strcmp(s, "SCMP_ARCH_X86_64") == 0 || strcmp(s, "386") == 0 ||
+                  strcmp(s, "SCMP_ARCH_X86") == 0))
+            return true;
+    }
+    return false;
+}
+
+/* All of caps[] held (want_all) / any of them held (!want_all). Unknown names are errors. */
+static int json_caps_match(const json_t *caps, uint64_t held, bool want_all, const char *where, bool *out,
+                           hd_error_t *err)
+{
+    size_t k;
+    json_t *c;
+    *out = want_all;
+    json_array_foreach(caps, k, c) {
+        int cap = json_is_string(c) ? hd_cap_parse(json_string_value(c)) : -1;
+        if (cap < 0)
+            return hd_error_set(err, 0, "%s[%zu]: not a capability", where, k);
+        bool has = held & (1ULL << cap);
+        if (want_all && !has)
+            *out = false;
+        if (!want_all && has)
+            *out = true;
+    }
+    return 0;
+}
+
+/* Docker's includes/excludes: does the rule apply to this workload (caps, x86 arches)? */
+static int json_rule_applies(const json_t *rule, uint64_t caps, const char *where, bool *out, hd_error_t *err)
+{
+    json_t *inc = json_object_get(rule, "includes");
+    json_t *exc = json_object_get(rule, "excludes");
+    cleanup_free char *inc_where = hd_xasprintf("%s.includes.caps", where);
+    cleanup_free char *exc_where = hd_xasprintf("%s.excludes.caps", where);
+    bool match;
+    *out = false;
+    if (json_is_array(json_object_get(inc, "arches")) && !json_names_arch(json_object_get(inc, "arches")))
+        return 0;
+    if (json_is_array(json_object_get(exc, "arches")) && json_names_arch(json_object_get(exc, "arches")))
+        return 0;
+    if (json_is_array(json_object_get(inc, "caps"))) {
+        if (json_caps_match(json_object_get(inc, "caps"), caps, true, inc_where, &match, err) < 0)
+            return -1;
+        if (!match)
+            return 0;
+    }
+    if (json_is_array(json_object_get(exc, "caps"))) {
+        if (json_caps_match(json_object_get(exc, "caps"), caps, false, exc_where, &match, err) < 0)
+            return -1;
+        if (match)
+            return 0;
+    }
+    *out = true;
+    return 0;
+}
+
+static int json_profile(const char *path, const char *bytes, size_t len, uint64_t caps, scmp_filter_ctx *out,
                         hd_error_t *err)
 {
     json_error_t jerr;
@@ -265,11 +378,17 @@ static int json_profile(const char *path, const char *bytes, size_t len, scmp_fi
                          path, i);
             goto out;
         }
-        if (args && !json_is_null(args) && json_array_size(args) > 0) {
-            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].args: argument filters are not supported yet", path, i);
+        char where[64];
+        snprintf(where, sizeof(where), "syscalls[%zu]", i);
+        struct scmp_arg_cmp cmp[6];
+        unsigned n_cmp;
+        bool applies;
+        if (json_args(args, where, cmp, &n_cmp, err) < 0 ||
+            json_rule_applies(rule, caps, where, &applies, err) < 0) {
+            hd_error_prefix(err, "security.seccomp: %s", path);
             goto out;
         }
-        if (act == def_action)
+        if (!applies || act == def_action)
             continue; /* libseccomp refuses rules that repeat the default */
         size_t j;
         json_t *name;
@@ -279,8 +398,10 @@ static int json_profile(const char *path, const char *bytes, size_t len, scmp_fi
                 goto out;
             }
             /* unknown names are skipped, as runc does: profiles list syscalls of many kernels */
-            if (add_rule(ctx, act, json_string_value(name), 0, NULL, err) < 0)
+            if (add_rule(ctx, act, json_string_value(name), n_cmp, cmp, err) < 0) {
+                hd_error_prefix(err, "security.seccomp: %s: %s", path, where);
                 goto out;
+            }
         }
     }
     *out = get_and_reset(&ctx);
@@ -413,7 +534,6 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
     if (strcmp(profile, "default") != 0) {
         if (hd_read_file(profile, &bytes, &len, NULL) < 0)
             return hd_error_sys(err, "security.seccomp: %s", profile);
-        caps = 0; /* a JSON profile does not depend on capabilities */
     }
     struct cache_key key = {0};
     cache_key_make(&key, profile, caps, bytes, len);
@@ -437,7 +557,7 @@ static int build_uncached(const char *profile, const char *bytes, size_t len, ui
         ctx = seccomp_init(SCMP_ACT_ALLOW);
         if (ctx == NULL)
             return hd_error_set(err, ENOMEM, "seccomp: seccomp_init");
-    } else if (json_profile(profile, bytes, len, &ctx, err) < 0) {
+    } else if (json_profile(profile, bytes, len, caps, &ctx, err) < 0) {
         return -1;
     }
     int ret = -1;
