@@ -493,9 +493,19 @@ def test_init_reaps_orphan_zombies(hedge, ctr_rootfs):
 
 
 def test_init_is_pid_1_and_workload_pid_2(hedge, ctr_rootfs):
-    r = sh(hedge, ctr_rootfs, "echo $$; cat /proc/1/comm", "--init")
+    r = sh(hedge, ctr_rootfs, "echo $$; cat /proc/1/comm; grep CapEff /proc/1/status", "--init")
     assert r.code == 0, r
-    assert r.out == "2\nhedge-init\n"
+    assert r.out.split() == ["2", "hedge-init", "CapEff:", "%016x" % (1 << 5)]  # only CAP_KILL
+
+
+def test_init_forwards_to_non_root_workload(hedge, ctr_rootfs):
+    p = _start(hedge, ctr_rootfs, "--init", "-u", "app", "--", "sh", "-c",
+               'trap "echo got TERM; exit 9" TERM; echo ready; while true; do sleep 0.05; done')
+    _wait_ready(p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 9, err
+    assert out == "got TERM\n"
 
 
 # ---- user namespace ----------------------------------------------------------

@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -116,7 +117,7 @@ static int container_before_exec(void *data, hd_error_t *err)
  * --init: PID 1 stays behind as a minimal reaper. It forwards every signal it
  * can catch to the workload, reaps orphans, and exits with the workload's
  * status (128+N when a signal killed it). Signals are blocked and read with
- * sigwaitinfo, so none is lost and no handler runs.
+ * sigwaitinfo, so none is lost and no handler runs. It keeps only CAP_KILL.
  */
 static void container_init_or_continue(int report_fd)
 {
@@ -129,6 +130,12 @@ static void container_init_or_continue(int report_fd)
     if (child == 0)
         return; /* the workload; hd_child_exec resets the signal mask */
     close(report_fd);
+    /* the reaper needs no privilege but CAP_KILL (to signal a workload of another uid) */
+    hd_error_t err = NULL;
+    if (hd_caps_apply(1ULL << CAP_KILL, &err) < 0) {
+        kill(child, SIGKILL);
+        _exit(125);
+    }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; fd++)
         if (null >= 0)
