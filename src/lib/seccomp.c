@@ -253,7 +253,8 @@ static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp 
         if (!json_is_integer(value) || (value2 && !json_is_null(value2) && !json_is_integer(value2)))
             return hd_error_set(err, 0, "%s.args[%zu].value: not an integer", where, k);
         size_t o = 0;
-        while (o < ARRAY_SIZE(json_ops) && !(json_is_string(op) && strcmp(json_string_value(op), json_ops[o].name) == 0))
+        const char *op_name = json_is_string(op) ? json_string_value(op) : "";
+        while (o < ARRAY_SIZE(json_ops) && strcmp(op_name, json_ops[o].name) != 0)
             o++;
         if (o == ARRAY_SIZE(json_ops))
             return hd_error_set(err, 0, "%s.args[%zu].op: not a known comparison", where, k);
@@ -369,7 +370,8 @@ static int json_profile(const char *path, const char *bytes, size_t len, uint64_
         json_t *args = json_object_get(rule, "args");
         uint32_t act;
         if (!json_is_array(names)) {
-            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path, i);
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path,
+                         i);
             goto out;
         }
         if (!json_is_string(action) ||
@@ -394,7 +396,8 @@ static int json_profile(const char *path, const char *bytes, size_t len, uint64_
         json_t *name;
         json_array_foreach(names, j, name) {
             if (!json_is_string(name)) {
-                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i, j);
+                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i,
+                             j);
                 goto out;
             }
             /* unknown names are skipped, as runc does: profiles list syscalls of many kernels */
@@ -505,7 +508,8 @@ static struct hd_seccomp *cache_read(const char *path, const struct cache_key *k
 }
 
 /* Best effort: a cache that cannot be written only costs the next start time. */
-static void cache_write(const char *dir, const char *path, const struct cache_key *k, const struct hd_seccomp *f)
+static void cache_write(const char *dir, const char *path, const struct cache_key *k,
+                        const struct hd_seccomp *f)
 {
     size_t prog_len = f->prog.len * sizeof(struct sock_filter);
     uint64_t mlen = k->len;
@@ -545,7 +549,8 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
         return 0;
     if (build_uncached(profile, bytes, len, caps, out, err) < 0)
         return -1;
-    cache_write(dir, path, &key, *out);
+    if (*out)
+        cache_write(dir, path, &key, *out);
     return 0;
 }
 
