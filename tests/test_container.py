@@ -4,6 +4,7 @@ seccomp, --init, user namespaces, exit codes, and that nothing is left behind.
 Rootfs fixtures copy the session's busybox rootfs, so tests that write into a rootfs
 or add the syscall probe never touch the shared one.
 """
+import json
 import os
 import pathlib
 import shutil
@@ -674,3 +675,16 @@ def test_inherited_fds_do_not_reach_the_workload(hedge, ctr_rootfs, tmp_path):
     assert p.returncode == 0, p
     # 0, 1, 2 and the directory ls itself opened
     assert sorted(int(x) for x in p.stdout.split()) == [0, 1, 2, 3], p.stdout
+
+
+def test_seccomp_without_no_new_privs(hedge, ctr_rootfs, tmp_path):
+    # no_new_privs off: the filter is installed before the user switch, while CAP_SYS_ADMIN allows it
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "isolation": "container", "rootfs": str(ctr_rootfs), "user": "app",
+        "command": ["sh", "-c", "grep -E 'NoNewPrivs|Seccomp:' /proc/self/status; probe keyctl"],
+        "security": {"no_new_privs": False},
+    }))
+    r = hedge("run", "-f", spec)
+    assert r.code == 0, r
+    assert r.out.split() == ["NoNewPrivs:", "0", "Seccomp:", "2", "keyctl=EPERM"]
