@@ -40,7 +40,8 @@ def probe_binary(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ctr_rootfs(busybox_rootfs, probe_binary, tmp_path_factory):
-    """A private copy of the busybox rootfs with /bin/probe (never written by the tests)."""
+    """A private copy of the busybox rootfs with /bin/probe (tests do not write into it; hedge
+    adds mount points such as /etc/hosts on first use)."""
     root = tmp_path_factory.mktemp("ctr") / "rootfs"
     shutil.copytree(busybox_rootfs, root, symlinks=True)
     shutil.copy(probe_binary, root / "bin" / "probe")
@@ -111,6 +112,18 @@ def test_hostname_default_and_set(hedge, ctr_rootfs):
     assert r.out.strip() != host and len(r.out.strip()) == 12  # the run id
 
 
+def test_etc_hostname_and_hosts(hedge, scratch_rootfs):
+    r = sh(hedge, scratch_rootfs, "cat /etc/hostname /etc/hosts; echo x >> /etc/hosts", "--hostname", "box1")
+    assert r.code == 0, r
+    assert r.out == "box1\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tbox1\n"
+    # the rootfs got empty mount points, the generated files lived in the run dir
+    assert (scratch_rootfs / "etc" / "hostname").read_text() == ""
+    assert (scratch_rootfs / "etc" / "hosts").read_text() == ""
+    r = sh(hedge, scratch_rootfs, "cat /etc/hosts", "--network", "host")
+    with open("/etc/hosts") as f:
+        assert r.out == f.read()
+
+
 def test_own_network_namespace(hedge, ctr_rootfs):
     r = sh(hedge, ctr_rootfs, "ls /sys/class/net")
     assert r.code == 0, r
@@ -140,7 +153,7 @@ def test_host_mounts_invisible(hedge, ctr_rootfs):
     assert r.code == 0, r
     targets = [line.split()[4] for line in r.out.splitlines()]
     assert targets[0] == "/"
-    assert set(targets) <= {"/", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
+    assert set(targets) <= {"/", "/etc/hostname", "/etc/hosts", "/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys",
                             "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
                             "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
                             "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/asound",

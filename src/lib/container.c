@@ -96,7 +96,8 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_seccomp_build(&spec->security, c->caps, &c->seccomp, err) < 0)
         return -1;
-    return hd_rootfs_prepare(w, &c->rootfs, spec->userns.enabled, c->net_mode == HD_NET_HOST, err);
+    return hd_rootfs_prepare(w, &c->rootfs, c->hostname, spec->userns.enabled, c->net_mode == HD_NET_HOST,
+                             err);
 }
 
 /* ---- child side ------------------------------------------------------ */
