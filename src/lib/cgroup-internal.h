@@ -107,6 +107,8 @@ void cgroup_poll_sleep(int round);
 /* Where the v2 backend works: /sys/fs/cgroup on a v2 host, the unified hierarchy on a
  * hybrid one; NULL when no cgroup2 hierarchy is mounted at either place. */
 const char *cgroup_v2_root(void);
+/* v2 kill for kernels without cgroup.kill: freeze, SIGKILL every task, thaw (tests call it directly). */
+int cgroup_v2_freeze_and_kill(const char *dir, hd_error_t *err);
 /* How long kill_all waits for the killed tasks to leave the group. */
 #define CGROUP_KILL_TIMEOUT_NS (5ULL * 1000000000ULL)
 

@@ -239,8 +239,8 @@ static bool v2_is_empty(const char *dir)
     return populated == 0;
 }
 
-/* Without cgroup.kill: freeze, SIGKILL each task, thaw. */
-static int v2_freeze_and_kill(const char *dir, hd_error_t *err)
+/* Without cgroup.kill (before Linux 5.14): freeze, SIGKILL each task, thaw. */
+int cgroup_v2_freeze_and_kill(const char *dir, hd_error_t *err)
 {
     int n_tasks = 0, rc = 0;
     if (cgroup_write(dir, "cgroup.freeze", "1", err) < 0)
@@ -268,7 +268,7 @@ static int v2_kill_all(struct hd_cgroup *cg, hd_error_t *err)
     if (v2_is_empty(dir))
         return 0;
     bool has_kill = cgroup_file_exists(dir, "cgroup.kill");
-    if (has_kill ? cgroup_write(dir, "cgroup.kill", "1", err) < 0 : v2_freeze_and_kill(dir, err) < 0)
+    if (has_kill ? cgroup_write(dir, "cgroup.kill", "1", err) < 0 : cgroup_v2_freeze_and_kill(dir, err) < 0)
         return -1;
     uint64_t deadline = hd_now_ns() + CGROUP_KILL_TIMEOUT_NS;
     int n_tasks = 0;

@@ -128,15 +128,11 @@ static bool list_has_item(const char *list, size_t len, const char *word)
 char *hd_cgroup_v1_mount_point(const char *mountinfo, const char *controller)
 {
     /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS" */
-    for (const char *line = mountinfo; line && *line;) {
-        const char *eol = strchr(line, '\n');
-        size_t len = eol ? (size_t)(eol - line) : strlen(line);
-        cleanup_free char *copy = strndup(line, len);
-        line = eol ? eol + 1 : NULL;
-        if (copy == NULL)
-            abort();
+    cleanup_free char *copy = hd_xstrdup(mountinfo);
+    char *line_save = NULL;
+    for (char *line = strtok_r(copy, "\n", &line_save); line; line = strtok_r(NULL, "\n", &line_save)) {
         char *save = NULL, *field[5] = {0};
-        char *tok = strtok_r(copy, " ", &save);
+        char *tok = strtok_r(line, " ", &save);
         for (int i = 0; i < 5 && tok; i++) {
             field[i] = tok;
             tok = strtok_r(NULL, " ", &save);
@@ -452,7 +448,7 @@ static int remove_dirs(struct hd_cgroup *cg, hd_error_t *err)
 int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
                      hd_error_t *err)
 {
-    enum hd_cgroup_mode mode;
+    enum hd_cgroup_mode mode = HD_CGROUP_V2;
     *out = NULL;
     if (choose_mode(&mode, err) < 0)
         return -1;

@@ -55,6 +55,23 @@ static pid_t start_child(int go_fd, int touch_mb)
         pause();
 }
 
+/* waitpid, bounded: a child the code under test failed to kill is a failure, not a hang. */
+static int reap(pid_t pid)
+{
+    int status = 0;
+    for (int i = 0; i < 500; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        usleep(10000);
+    }
+    fprintf(stderr, "pid %d still running 5 s after the kill\n", (int)pid);
+    CHECK(0);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return 0;
+}
+
 /* clone3 into the group's directory fd; the child checks /proc/self/cgroup names the group. */
 static void check_clone_into_cgroup(struct hd_cgroup *cg, const char *name)
 {
@@ -125,8 +142,7 @@ static void run_backend(const char *mode, bool limits)
         check_clone_into_cgroup(cg, name);
 
     CHECK(hd_cgroup_kill_all(cg, &err) == 0);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    int status = reap(pid);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     CHECK(!hd_cgroup_oom_killed(cg));
     CHECK(hd_cgroup_destroy(cg, &err) == 0);
@@ -159,10 +175,73 @@ static void run_oom(const char *mode)
     CHECK(write(go[1], "g", 1) == 1);
     close(go[0]);
     close(go[1]);
-    int status = 0;
-    CHECK(waitpid(pid, &status, 0) == pid);
+    int status = reap(pid);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     CHECK(hd_cgroup_oom_killed(cg));
+    CHECK(hd_cgroup_destroy(cg, &err) == 0);
+    hd_error_free(&err);
+}
+
+/*
+ * The v2 kill path for kernels without cgroup.kill (this one has it, so call the
+ * fallback directly): a child and three grandchildren that keep forking
+ * short-lived tasks; freeze, SIGKILL, thaw must leave the group empty.
+ */
+static void run_v2_freeze_kill(void)
+{
+    setenv("HEDGE_CGROUP_MODE", "v2", 1);
+    char id[16];
+    hd_random_id(id, sizeof(id));
+    struct hd_resources res = {0};
+    struct hd_cgroup *cg = NULL;
+    hd_error_t err = NULL;
+    if (hd_cgroup_create(id, &res, &cg, &err) < 0) {
+        fprintf(stderr, "v2: create: %s\n", hd_error_text(err));
+        hd_error_free(&err);
+        CHECK(0);
+        return;
+    }
+    int go[2];
+    CHECK(pipe(go) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char c;
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
+        for (int i = 0; i < 3; i++) {
+            if (fork() == 0) {
+                for (;;) {
+                    pid_t p = fork();
+                    if (p == 0)
+                        _exit(0);
+                    if (p > 0)
+                        waitpid(p, NULL, 0);
+                }
+            }
+        }
+        for (;;)
+            pause();
+    }
+    CHECK(hd_cgroup_enter(cg, pid, &err) == 0);
+    CHECK(write(go[1], "g", 1) == 1);
+    close(go[0]);
+    close(go[1]);
+    usleep(50000);
+    const char *dir = hd_cgroup_path(cg);
+    CHECK(!cgroup_is_empty(dir));
+    CHECK(cgroup_v2_freeze_and_kill(dir, &err) == 0);
+    int status = reap(pid);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    bool empty = false;
+    for (int i = 0; i < 500 && !(empty = cgroup_is_empty(dir)); i++)
+        usleep(10000);
+    CHECK(empty);
+    uint64_t frozen = 1;
+    CHECK(cgroup_read_key(dir, "cgroup.events", "frozen", &frozen, &err) == 0 && frozen == 0);
+    if (err) {
+        fprintf(stderr, "v2 freeze kill: %s\n", hd_error_text(err));
+        hd_error_free(&err);
+    }
     CHECK(hd_cgroup_destroy(cg, &err) == 0);
     hd_error_free(&err);
 }
@@ -196,6 +275,7 @@ int main(void)
         run_backend("v2", has_all);
         if (has_all)
             run_oom("v2");
+        run_v2_freeze_kill();
     }
 
     /* Remove this test's parent in every hierarchy; each must be empty by now. */
