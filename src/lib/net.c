@@ -44,6 +44,9 @@
 
 #include <libmnl/libmnl.h>
 #include <linux/if_link.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/if_tun.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
@@ -403,6 +406,47 @@ static int net_masquerade_ensure(const struct net_config *cfg, hd_error_t *err)
     return ret;
 }
 
+/*
+ * Whether the chain postrouting of table ip hedge-<bridge> exists: one
+ * NFT_MSG_GETCHAIN over nfnetlink (tens of microseconds), so that the costly
+ * libnftables transaction (about 10 ms: it parses and loads a cache) runs
+ * only when the rule is missing, not at every workload start.
+ */
+static bool net_masquerade_present(const struct net_config *cfg)
+{
+    struct mnl_socket *sock = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+    if (sock == NULL)
+        return false;
+    bool present = false;
+    if (mnl_socket_bind(sock, 0, MNL_SOCKET_AUTOPID) == 0) {
+        char buf[NET_BUFFER_SIZE];
+        cleanup_free char *table = hd_xasprintf("hedge-%s", cfg->bridge);
+        struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+        nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETCHAIN;
+        nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+        nlh->nlmsg_seq = 1;
+        struct nfgenmsg *nfg = mnl_nlmsg_put_extra_header(nlh, sizeof *nfg);
+        nfg->nfgen_family = NFPROTO_IPV4;
+        nfg->version = NFNETLINK_V0;
+        mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, table);
+        mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, "postrouting");
+        unsigned portid = mnl_socket_get_portid(sock);
+        if (mnl_socket_sendto(sock, nlh, nlh->nlmsg_len) >= 0) {
+            /* The answer is the chain (then an ack), or an error: ENOENT when missing. */
+            ssize_t n;
+            int ret = MNL_CB_OK;
+            while (ret == MNL_CB_OK && (n = mnl_socket_recvfrom(sock, buf, sizeof buf)) > 0) {
+                const struct nlmsghdr *reply = (const struct nlmsghdr *)buf;
+                if (reply->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN))
+                    present = true;
+                ret = mnl_cb_run(buf, (size_t)n, 1, portid, NULL, NULL);
+            }
+        }
+    }
+    mnl_socket_close(sock);
+    return present;
+}
+
 /* Routing between the bridge and the uplink needs ip_forward in this namespace. */
 static int net_forwarding_ensure(hd_error_t *err)
 {
@@ -436,8 +480,10 @@ static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, in
     }
     if ((ret = rtnl_link_set_up(host, *index)) < 0)
         return hd_error_set(err, -ret, "bridge %s: set up", cfg->bridge);
-    if (net_forwarding_ensure(err) < 0 || net_masquerade_ensure(cfg, err) < 0)
+    if (net_forwarding_ensure(err) < 0)
         return hd_error_prefix(err, "bridge %s", cfg->bridge);
+    if (!net_masquerade_present(cfg) && net_masquerade_ensure(cfg, err) < 0)
+        return -1;
     return 0;
 }
 

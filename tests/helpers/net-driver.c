@@ -128,14 +128,18 @@ int main(int argc, char **argv)
 
     hd_error_t err = NULL;
     struct hd_net *net = NULL;
+    uint64_t started = hd_now_ns();
     if (hd_net_setup(state, id, mode, pid, &net, &err) < 0) {
         close(go[1]);
         if (!dead_pid)
             wait_status(pid);
         return fail(&err);
     }
+    uint64_t took_us = (hd_now_ns() - started) / 1000;
     if (hd_net_address(net))
         fprintf(stderr, "net-driver: %s via %s\n", hd_net_address(net), hd_net_gateway(net));
+    if (getenv("NET_DRIVER_TIME"))
+        fprintf(stderr, "net-driver: setup %s took %llu us\n", mode_name, (unsigned long long)took_us);
     if (write(go[1], "g", 1) != 1)
         return 125;
     close(go[1]);
