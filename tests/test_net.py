@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import BUILD
+from conftest import BUILD, SANITIZER_ENV, check_sanitizer
 
 DRIVER = BUILD / "tests" / "helpers" / "net-driver"
 BUSYBOX = "/bin/busybox"
@@ -48,15 +48,15 @@ class Netns:
                 *map(str, cmd)]
 
     def driver(self, id, mode, *cmd, flags=(), env=None, timeout=30):
-        e = dict(os.environ)
-        e.update(env or {})
-        return subprocess.run(self.driver_argv(id, mode, *cmd, flags=flags), capture_output=True,
+        e = {**os.environ, **SANITIZER_ENV, **(env or {})}
+        proc = subprocess.run(self.driver_argv(id, mode, *cmd, flags=flags), capture_output=True,
                               text=True, timeout=timeout, env=e)
+        check_sanitizer(proc.stderr)
+        return proc
 
     def holder(self, id, env=None):
         """A bridge workload that prints its eth0 address and waits for stdin to close."""
-        e = dict(os.environ)
-        e.update(env or {})
+        e = {**os.environ, **SANITIZER_ENV, **(env or {})}
         proc = subprocess.Popen(self.driver_argv(id, "bridge", "sh", "-c",
                                                  "ip -o -4 addr show eth0; read x; exit 0"),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,6 +84,7 @@ class Netns:
 
 def release(proc):
     out, err = proc.communicate(input="", timeout=30)
+    check_sanitizer(err)
     assert proc.returncode == 0, err
     return out, err
 
@@ -269,12 +270,40 @@ def test_tap_on_the_bridge(ns):
     assert ns.leases() == []
 
 
-def test_setup_failing_at_veth_leaves_nothing(ns):
+def test_setup_for_a_gone_pid_fails_cleanly(ns):
     r = ns.driver("x0000000000x", "bridge", "true", flags=["--dead-pid"])
     assert r.returncode == 125
-    assert "net-driver: network bridge: create veth hdx0000000000x (eth0 in pid" in r.stderr
-    assert ns.workload_links() == []
+    assert re.search(r"net-driver: network bridge: workload pid \d+: /proc/\d+/ns/net: No such file", r.stderr), r.stderr
+    assert ns.links() == ["lo"]
     assert ns.leases() == []
+
+
+def test_setup_refuses_the_callers_namespace(ns):
+    for mode in ("bridge", "none"):
+        r = ns.driver("w0000000000w", mode, "true", flags=["--same-netns"])
+        assert r.returncode == 125
+        assert "shares the caller's network namespace" in r.stderr, r.stderr
+    assert ns.links() == ["lo"]
+    assert ns.leases() == []
+
+
+def test_setup_failing_at_veth_leaves_nothing(ns):
+    # Somebody else's link already has the name: the veth cannot be made, after the lease was taken.
+    ns.run("ip", "link", "add", "hdx0000000000x", "type", "veth", "peer", "name", "other0")
+    r = ns.driver("x0000000000x", "bridge", "true")
+    assert r.returncode == 125
+    assert re.search(r"create veth hdx0000000000x \(eth0 in pid \d+\): File exists", r.stderr), r.stderr
+    assert ns.leases() == []
+    assert sorted(ns.workload_links()) == ["hdx0000000000x"]  # not ours: left alone
+
+
+def test_existing_non_bridge_is_not_used(ns):
+    ns.run("ip", "link", "add", "hbx", "type", "veth", "peer", "name", "hby")
+    r = ns.driver("v0000000000v", "bridge", "true", env={"HEDGE_BRIDGE": "hbx"})
+    assert r.returncode == 125
+    assert "bridge hbx: the interface exists and is not a bridge (veth)" in r.stderr, r.stderr
+    assert ns.run("ip", "-o", "addr", "show", "hbx").stdout == ""
+    assert ns.leases("hbx") == []
 
 
 def test_setup_failing_inside_leaves_nothing(ns):

@@ -303,6 +303,25 @@ static int rtnl_default_route_add(struct rtnl *r, int index, uint32_t gateway)
 /* ---- the workload's namespace ---- */
 
 /*
+ * Refuse a pid that shares our network namespace: bridge mode would put an
+ * eth0 and a default route on the host itself.
+ */
+static int net_check_separate_namespace(pid_t pid, hd_error_t *err)
+{
+    char path[64];
+    struct stat theirs, ours;
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+    if (stat(path, &theirs) < 0)
+        return hd_error_sys(err, "workload pid %d: %s", (int)pid, path);
+    if (stat("/proc/thread-self/ns/net", &ours) < 0)
+        return hd_error_sys(err, "stat /proc/thread-self/ns/net");
+    if (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
+        return hd_error_set(err, EINVAL, "workload pid %d shares the caller's network namespace",
+                            (int)pid);
+    return 0;
+}
+
+/*
  * Open a netlink socket inside the network namespace of pid: enter it, open
  * the socket (it stays bound to that namespace), and come back. Only the
  * calling thread moves, and only for the two system calls.
@@ -335,29 +354,60 @@ static int rtnl_open_in(struct rtnl *r, pid_t pid, hd_error_t *err)
     return 0;
 }
 
-/* Ask the namespace of r for the index of name (RTM_GETLINK). */
-static int rtnl_link_index_cb(const struct nlmsghdr *nlh, void *data)
+/* What RTM_GETLINK tells about one link. */
+struct rtnl_link_info {
+    int index;
+    char kind[32]; /* IFLA_INFO_KIND ("bridge", "veth", "tun"), "" if none */
+};
+
+static int rtnl_link_kind_cb(const struct nlattr *attr, void *data)
 {
-    const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
-    *(int *)data = ifi->ifi_index;
+    struct rtnl_link_info *info = data;
+    if (mnl_attr_get_type(attr) == IFLA_INFO_KIND && mnl_attr_validate(attr, MNL_TYPE_STRING) == 0)
+        snprintf(info->kind, sizeof info->kind, "%s", mnl_attr_get_str(attr));
     return MNL_CB_OK;
 }
 
-static int rtnl_link_index(struct rtnl *r, const char *name, int *index)
+static int rtnl_link_attr_cb(const struct nlattr *attr, void *data)
+{
+    if (mnl_attr_get_type(attr) == IFLA_LINKINFO && mnl_attr_validate(attr, MNL_TYPE_NESTED) == 0)
+        mnl_attr_parse_nested(attr, rtnl_link_kind_cb, data);
+    return MNL_CB_OK;
+}
+
+static int rtnl_link_info_cb(const struct nlmsghdr *nlh, void *data)
+{
+    struct rtnl_link_info *info = data;
+    const struct ifinfomsg *ifi = mnl_nlmsg_get_payload(nlh);
+    info->index = ifi->ifi_index;
+    mnl_attr_parse(nlh, sizeof *ifi, rtnl_link_attr_cb, info);
+    return MNL_CB_OK;
+}
+
+/* Look up name in the namespace of r. Returns 0, -ENODEV if absent, or -errno. */
+static int rtnl_link_query(struct rtnl *r, const char *name, struct rtnl_link_info *info)
 {
     char buf[NET_BUFFER_SIZE];
     struct nlmsghdr *nlh = rtnl_link_msg(buf, RTM_GETLINK, NLM_F_REQUEST, 0, 0);
     mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
-    nlh->nlmsg_seq = ++r->seq;
+    unsigned seq = nlh->nlmsg_seq = ++r->seq;
     if (mnl_socket_sendto(r->sock, nlh, nlh->nlmsg_len) < 0)
         return -errno;
     ssize_t n = mnl_socket_recvfrom(r->sock, buf, sizeof buf);
     if (n < 0)
         return -errno;
-    *index = 0;
-    if (mnl_cb_run(buf, (size_t)n, nlh->nlmsg_seq, r->portid, rtnl_link_index_cb, index) < 0)
+    *info = (struct rtnl_link_info){0};
+    if (mnl_cb_run(buf, (size_t)n, seq, r->portid, rtnl_link_info_cb, info) < 0)
         return -errno;
-    return *index > 0 ? 0 : -ENODEV;
+    return info->index > 0 ? 0 : -ENODEV;
+}
+
+static int rtnl_link_index(struct rtnl *r, const char *name, int *index)
+{
+    struct rtnl_link_info info;
+    int ret = rtnl_link_query(r, name, &info);
+    *index = info.index;
+    return ret;
 }
 
 static int net_inside_lo_up(struct rtnl *inside, hd_error_t *err)
@@ -463,15 +513,20 @@ static int net_forwarding_ensure(hd_error_t *err)
 static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, int *index,
                              hd_error_t *err)
 {
-    int ret;
-    *index = (int)if_nametoindex(cfg->bridge);
-    if (*index == 0) {
+    struct rtnl_link_info link;
+    int ret = rtnl_link_query(host, cfg->bridge, &link);
+    if (ret == -ENODEV) {
         if ((ret = rtnl_bridge_create(host, cfg->bridge)) < 0 && ret != -EEXIST)
             return hd_error_set(err, -ret, "create bridge %s", cfg->bridge);
-        *index = (int)if_nametoindex(cfg->bridge);
-        if (*index == 0)
-            return hd_error_sys(err, "bridge %s", cfg->bridge);
+        ret = rtnl_link_query(host, cfg->bridge, &link);
     }
+    if (ret < 0)
+        return hd_error_set(err, -ret, "bridge %s", cfg->bridge);
+    /* Never put the gateway address on someone else's interface. */
+    if (strcmp(link.kind, "bridge") != 0)
+        return hd_error_set(err, EEXIST, "bridge %s: the interface exists and is not a bridge (%s)",
+                            cfg->bridge, link.kind[0] ? link.kind : "no link kind");
+    *index = link.index;
     ret = rtnl_addr_add(host, *index, cfg->gateway, cfg->prefix, cfg->broadcast);
     if (ret < 0 && ret != -EEXIST) {
         char gw[INET_ADDRSTRLEN];
@@ -637,7 +692,7 @@ static void net_record_address(struct hd_net *n, const struct net_config *cfg, u
 static int net_setup_none(pid_t pid, hd_error_t *err)
 {
     struct rtnl inside = {0};
-    if (rtnl_open_in(&inside, pid, err) < 0)
+    if (net_check_separate_namespace(pid, err) < 0 || rtnl_open_in(&inside, pid, err) < 0)
         return -1;
     int ret = net_inside_lo_up(&inside, err);
     rtnl_close(&inside);
@@ -688,7 +743,7 @@ static int net_setup_bridge(const char *state_dir, const char *id, pid_t pid, st
     struct net_leases leases = {.lock_fd = -1};
     uint32_t addr = 0;
     int bridge = 0, ret;
-    if (net_link_name("hd", id, n->link, err) < 0)
+    if (net_check_separate_namespace(pid, err) < 0 || net_link_name("hd", id, n->link, err) < 0)
         goto fail;
     if (rtnl_open(&host, err) < 0)
         goto fail;

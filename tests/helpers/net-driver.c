@@ -2,12 +2,13 @@
  * net-driver.c - test driver for src/lib/net.c, built by meson, not installed.
  * It stands in for the container and VM backends until they call hd_net_*:
  *
- *   net-driver STATE ID MODE [--keep] [--dead-pid] -- CMD...
+ *   net-driver STATE ID MODE [--keep] [--dead-pid] [--same-netns] -- CMD...
  *       fork a child in a new network namespace (unshare(CLONE_NEWNET)),
  *       hd_net_setup(STATE, ID, MODE, child), then the child runs CMD; the
  *       driver waits, tears down (unless --keep: the lease is then left to
  *       be reclaimed as stale) and exits with CMD's status. --dead-pid sets
  *       up for a child that has already exited (setup must fail cleanly).
+ *       --same-netns skips the unshare (setup must refuse such a pid).
  *       $NET_DRIVER_PREPARE, if set, is run by sh in the child's namespace
  *       before the setup (to make the setup fail halfway).
  *   net-driver STATE ID tap -- CMD...
@@ -66,17 +67,19 @@ static int run_tap(const char *state, const char *id, char **cmd)
 int main(int argc, char **argv)
 {
     if (argc < 5) {
-        fprintf(stderr, "usage: net-driver STATE ID MODE|tap [--keep] [--dead-pid] -- CMD...\n");
+        fprintf(stderr, "usage: net-driver STATE ID MODE|tap [--keep] [--dead-pid] [--same-netns] -- CMD...\n");
         return 2;
     }
     const char *state = argv[1], *id = argv[2], *mode_name = argv[3];
-    bool keep = false, dead_pid = false;
+    bool keep = false, dead_pid = false, same_netns = false;
     int i = 4;
     for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "--keep") == 0)
             keep = true;
         else if (strcmp(argv[i], "--dead-pid") == 0)
             dead_pid = true;
+        else if (strcmp(argv[i], "--same-netns") == 0)
+            same_netns = true;
     }
     if (i + 1 >= argc) {
         fprintf(stderr, "net-driver: no command\n");
@@ -100,7 +103,7 @@ int main(int argc, char **argv)
     if (pid == 0) {
         close(ready[0]);
         close(go[1]);
-        if (unshare(CLONE_NEWNET) < 0) {
+        if (!same_netns && unshare(CLONE_NEWNET) < 0) {
             perror("net-driver: unshare");
             _exit(125);
         }
