@@ -270,6 +270,20 @@ def test_tap_on_the_bridge(ns):
     assert ns.leases() == []
 
 
+def test_tap_removed_while_another_process_holds_it(ns, tmp_path):
+    """Teardown removes the tap even if the hypervisor still holds its fd (it outlived hedge)."""
+    pidfile = tmp_path / "holder.pid"
+    r = ns.driver("t000000000t2", "tap", "sh", "-c", f"sleep 30 >/dev/null 2>&1 & echo $! > {pidfile}")
+    holder = int(pidfile.read_text())
+    try:
+        assert r.returncode == 0, r.stderr
+        assert os.readlink(f"/proc/{holder}/fd/3") == "/dev/net/tun"
+        assert ns.workload_links() == []
+        assert ns.leases() == []
+    finally:
+        os.kill(holder, 9)
+
+
 def test_setup_for_a_gone_pid_fails_cleanly(ns):
     r = ns.driver("x0000000000x", "bridge", "true", flags=["--dead-pid"])
     assert r.returncode == 125

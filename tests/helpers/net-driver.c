@@ -13,7 +13,7 @@
  *       before the setup (to make the setup fail halfway).
  *   net-driver STATE ID tap -- CMD...
  *       hd_net_setup_tap, print "tap NAME CIDR GATEWAY", run CMD in the
- *       driver's own namespace while the tap exists, tear down.
+ *       driver's own namespace with the tap as fd 3, tear down.
  *
  * Setup failures print "net-driver: <error>" and exit 125.
  */
@@ -55,6 +55,9 @@ static int run_tap(const char *state, const char *id, char **cmd)
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        /* CMD gets the tap as fd 3, as QEMU would (-netdev tap,fd=3). */
+        if (dup2(hd_net_tap_fd(net), 3) < 0)
+            _exit(125);
         execvp(cmd[0], cmd);
         _exit(127);
     }
