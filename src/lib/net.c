@@ -387,6 +387,7 @@ static int rtnl_link_info_cb(const struct nlmsghdr *nlh, void *data)
 /* Look up name in the namespace of r. Returns 0, -ENODEV if absent, or -errno. */
 static int rtnl_link_query(struct rtnl *r, const char *name, struct rtnl_link_info *info)
 {
+    *info = (struct rtnl_link_info){0};
     char buf[NET_BUFFER_SIZE];
     struct nlmsghdr *nlh = rtnl_link_msg(buf, RTM_GETLINK, NLM_F_REQUEST, 0, 0);
     mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
@@ -396,7 +397,6 @@ static int rtnl_link_query(struct rtnl *r, const char *name, struct rtnl_link_in
     ssize_t n = mnl_socket_recvfrom(r->sock, buf, sizeof buf);
     if (n < 0)
         return -errno;
-    *info = (struct rtnl_link_info){0};
     if (mnl_cb_run(buf, (size_t)n, seq, r->portid, rtnl_link_info_cb, info) < 0)
         return -errno;
     return info->index > 0 ? 0 : -ENODEV;
@@ -513,7 +513,7 @@ static int net_forwarding_ensure(hd_error_t *err)
 static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, int *index,
                              hd_error_t *err)
 {
-    struct rtnl_link_info link;
+    struct rtnl_link_info link = {0};
     int ret = rtnl_link_query(host, cfg->bridge, &link);
     if (ret == -ENODEV) {
         if ((ret = rtnl_bridge_create(host, cfg->bridge)) < 0 && ret != -EEXIST)
@@ -609,9 +609,8 @@ static int net_lease_take(struct net_leases *l, const struct net_config *cfg, co
         struct in_addr a;
         if (e->d_name[0] == '.')
             continue;
-        if (inet_pton(AF_INET, e->d_name, &a) != 1) {
-            continue; /* not ours; leave it alone */
-        }
+        if (inet_pton(AF_INET, e->d_name, &a) != 1)
+            continue; /* not a lease; leave it alone */
         uint32_t host = ntohl(a.s_addr);
         char owner[IF_NAMESIZE];
         bool live = net_lease_link(dirfd(d), e->d_name, owner) && if_nametoindex(owner) != 0;
@@ -735,7 +734,7 @@ out:
 static int net_setup_bridge(const char *state_dir, const char *id, pid_t pid, struct hd_net **out,
                             hd_error_t *err)
 {
-    struct net_config cfg;
+    struct net_config cfg = {0};
     if (net_config_load(&cfg, err) < 0)
         return -1;
     struct hd_net *n = net_new(HD_NET_BRIDGE);
@@ -791,6 +790,8 @@ int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, p
         *out = net_new(HD_NET_NONE);
         return 0;
     case HD_NET_BRIDGE:
+        if (state_dir == NULL)
+            return hd_error_set(err, EINVAL, "network bridge: no state dir for the address leases");
         if (net_setup_bridge(state_dir, id, pid, out, err) < 0)
             return hd_error_prefix(err, "network bridge");
         return 0;
@@ -814,7 +815,7 @@ static int net_tap_open(const char *name, hd_error_t *err)
 
 static int net_setup_tap(const char *state_dir, const char *id, struct hd_net **out, hd_error_t *err)
 {
-    struct net_config cfg;
+    struct net_config cfg = {0};
     if (net_config_load(&cfg, err) < 0)
         return -1;
     struct hd_net *n = net_new(HD_NET_BRIDGE);
@@ -862,6 +863,8 @@ int hd_net_setup_tap(const char *state_dir, const char *id, struct hd_net **out,
                      hd_error_t *err)
 {
     *out = NULL;
+    if (state_dir == NULL)
+        return hd_error_set(err, EINVAL, "network tap: no state dir for the address leases");
     if (net_setup_tap(state_dir, id, out, err) < 0)
         return hd_error_prefix(err, "network tap");
     *tap_name = (*out)->link;
