@@ -56,11 +56,19 @@ class Netns:
 
     def holder(self, id, env=None):
         """A bridge workload that prints its eth0 address and waits for stdin to close."""
+        return self.holder_address(self.holder_start(id, env))
+
+    def holder_start(self, id, env=None):
         e = {**os.environ, **SANITIZER_ENV, **(env or {})}
         proc = subprocess.Popen(self.driver_argv(id, "bridge", "sh", "-c",
                                                  "ip -o -4 addr show eth0; read x; exit 0"),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=e)
+        proc.id = id
+        return proc
+
+    def holder_address(self, proc):
+        id = proc.id
         line = proc.stdout.readline()
         m = re.search(r"inet (\S+)", line)
         if m is None:
@@ -192,6 +200,24 @@ def test_addresses_unique_then_released(ns):
         assert "inet 10.89.0.2/24" in r.stdout  # the lowest address is free again each time
         assert ns.leases() == []
         assert ns.workload_links() == []
+
+
+def test_concurrent_setups_get_distinct_addresses(ns):
+    # Started together: the lease lock serialises them.
+    started = [ns.holder_start(f"c{i:011d}") for i in range(8)]
+    holders = []
+    try:
+        for proc in started:
+            holders.append(ns.holder_address(proc))
+        addresses = [h.address for h in holders]
+        assert sorted(addresses) == sorted(f"10.89.0.{i}/24" for i in range(2, 10))
+        assert len(ns.workload_links()) == 8
+    finally:
+        for h in started:
+            if h.poll() is None:
+                release(h)
+    assert ns.leases() == []
+    assert ns.workload_links() == []
 
 
 def test_stale_lease_of_dead_run_is_reclaimed(ns):
