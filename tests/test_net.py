@@ -393,3 +393,55 @@ def test_bad_bridge_name_is_refused(ns):
     assert r.returncode == 125
     assert 'HEDGE_BRIDGE "bad name/x": not a valid interface name' in r.stderr, r.stderr
     assert ns.links() == ["lo"]
+
+
+# ---- end to end: hedge run --isolation container (the container backend calls hd_net_setup) ----
+
+def hedge_in(ns, hedge, *args, timeout=60):
+    proc = subprocess.run(["ip", "netns", "exec", ns.name, hedge.binary, *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=hedge.env())
+    check_sanitizer(proc.stderr)
+    return proc
+
+
+def hedge_leases(dirs, bridge="hedge0"):
+    d = dirs["state"] / "net" / bridge / "leases"
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def test_container_none_brings_up_lo(ns, hedge, busybox_rootfs):
+    r = hedge_in(ns, hedge, "run", "-i", "container", "--rootfs", busybox_rootfs, "--",
+                 "sh", "-c", "ip -o link; ping -c1 -W2 127.0.0.1")
+    assert r.returncode == 0, r.stderr
+    links = [line for line in r.stdout.splitlines() if re.match(r"\d+: ", line)]
+    assert len(links) == 1 and links[0].startswith("1: lo: <LOOPBACK,UP,LOWER_UP>"), r.stdout
+    assert "1 packets received" in r.stdout
+
+
+def test_container_bridge_end_to_end(ns, hedge, dirs, busybox_rootfs):
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, hedge.binary, "run", "-i", "container", "--rootfs", str(busybox_rootfs),
+         "--network", "bridge", "--", "sh", "-c", "ip -o -4 addr show eth0; nc -l -p 5000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hedge.env())
+    try:
+        line = listener.stdout.readline()
+        m = re.search(r"inet (\S+)/24", line)
+        assert m, line + listener.stderr.read() if listener.poll() is not None else line
+        a_ip = m.group(1)
+        assert hedge_leases(dirs) == [a_ip]
+        r = hedge_in(ns, hedge, "run", "-i", "container", "--rootfs", busybox_rootfs, "--network", "bridge", "--",
+                     "sh", "-c", f"ip route; ping -c1 -W2 {a_ip} && ping -c1 -W2 10.89.0.1 && "
+                                 f"echo hello | nc -w 2 {a_ip} 5000")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "default via 10.89.0.1 dev eth0" in r.stdout
+        assert r.stdout.count("1 packets received") == 2
+        out, err = listener.communicate(timeout=30)
+        check_sanitizer(err)
+        assert listener.returncode == 0, err
+        assert out == "hello\n"
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+            listener.communicate()
+    assert hedge_leases(dirs) == []
+    assert ns.workload_links() == []
