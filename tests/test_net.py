@@ -445,3 +445,16 @@ def test_container_bridge_end_to_end(ns, hedge, dirs, busybox_rootfs):
             listener.communicate()
     assert hedge_leases(dirs) == []
     assert ns.workload_links() == []
+
+
+def test_container_bridge_in_a_user_namespace(ns, hedge, dirs, busybox_rootfs):
+    """The workload's network namespace belongs to its own user namespace: setup still works from the host."""
+    r = hedge_in(ns, hedge, "run", "-i", "container", "--rootfs", busybox_rootfs, "--network", "bridge",
+                 "--userns", "0:100000:65536", "--", "sh", "-c",
+                 "cat /proc/self/uid_map; ip -o -4 addr show eth0; ping -c1 -W2 10.89.0.1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split()[2] == "65536"  # inside a user namespace (the host's map is 4294967295 wide)
+    assert "inet 10.89.0.2/24" in r.stdout
+    assert "1 packets received" in r.stdout
+    assert hedge_leases(dirs) == []
+    assert ns.workload_links() == []
