@@ -397,8 +397,13 @@ def test_bad_bridge_name_is_refused(ns):
 
 # ---- end to end: hedge run --isolation container (the container backend calls hd_net_setup) ----
 
+def in_netns(ns):
+    """Enter only the network namespace: `ip netns exec` also remounts /sys, which hides the cgroup mounts."""
+    return ["nsenter", f"--net=/run/netns/{ns.name}"]
+
+
 def hedge_in(ns, hedge, *args, timeout=60):
-    proc = subprocess.run(["ip", "netns", "exec", ns.name, hedge.binary, *map(str, args)],
+    proc = subprocess.run([*in_netns(ns), hedge.binary, *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, env=hedge.env())
     check_sanitizer(proc.stderr)
     return proc
@@ -420,7 +425,7 @@ def test_container_none_brings_up_lo(ns, hedge, busybox_rootfs):
 
 def test_container_bridge_end_to_end(ns, hedge, dirs, busybox_rootfs):
     listener = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, hedge.binary, "run", "-i", "container", "--rootfs", str(busybox_rootfs),
+        [*in_netns(ns), hedge.binary, "run", "-i", "container", "--rootfs", str(busybox_rootfs),
          "--network", "bridge", "--", "sh", "-c", "ip -o -4 addr show eth0; nc -l -p 5000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hedge.env())
     try:
