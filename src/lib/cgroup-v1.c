@@ -86,15 +86,15 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         rc = hd_error_set(err, 0, "no cgroup v1 hierarchy (memory, cpu, cpuacct, pids, freezer) is mounted");
         goto out;
     }
+    /* The unified directory only tracks tasks (the freezer kills without it): best effort. */
     const char *unified = cgroup_v2_root();
     if (cg->mode == HD_CGROUP_HYBRID && unified) {
         cleanup_free char *parent = hd_xasprintf("%s/%s", unified, cg->parent);
         cleanup_free char *group = hd_xasprintf("%s/%s", unified, cg->name);
-        if (hd_mkdir_p(parent, 0755, err) < 0 || cgroup_mkdir(group, false, err) < 0) {
-            rc = -1;
-            goto out;
-        }
-        cg->unified_dir = cgroup_add_dir(cg, group);
+        hd_error_t unified_err = NULL;
+        if (hd_mkdir_p(parent, 0755, &unified_err) == 0 && cgroup_mkdir(group, false, &unified_err) == 0)
+            cg->unified_dir = cgroup_add_dir(cg, group);
+        hd_error_free(&unified_err);
     }
 out:
     for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
