@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, BUILD
+from conftest import BUILD, CGROUP_PARENT, ROOT
 
 DEFAULT_CAPS = 0x00000000A80425FB  # Docker's default set
 CAP_NET_RAW = 13
@@ -700,3 +700,39 @@ def test_seccomp_without_no_new_privs(hedge, ctr_rootfs, tmp_path):
     r = hedge("run", "-f", spec)
     assert r.code == 0, r
     assert r.out.split() == ["NoNewPrivs:", "0", "Seccomp:", "2", "keyctl=EPERM"]
+
+
+def _have_cgroup_v2():
+    return os.path.exists("/sys/fs/cgroup/cgroup.controllers") or os.path.exists("/sys/fs/cgroup/unified/cgroup.procs")
+
+
+@pytest.mark.parametrize("mode", ["detected", "v2"])
+def test_pid_1_is_in_the_workload_cgroup(hedge, ctr_rootfs, mode):
+    # v2 (forced on a hybrid host: the unified hierarchy) is born there with
+    # clone3(CLONE_INTO_CGROUP); v1/hybrid is moved in through cgroup.procs before "go"
+    if mode == "v2" and not _have_cgroup_v2():
+        pytest.skip("no cgroup v2 hierarchy on this host")
+    env = dict(hedge.env())
+    if mode == "v2":
+        env["HEDGE_CGROUP_MODE"] = "v2"
+    p = subprocess.Popen([hedge.binary, "run", "--isolation", "container", "--rootfs", str(ctr_rootfs), "--init",
+                          "--", "sh", "-c", "cat /proc/self/cgroup; echo ready; exec sleep 100"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    inside = []
+    while True:
+        line = p.stdout.readline()
+        if line in ("ready\n", ""):
+            break
+        inside.append(line.strip())
+    kids = pathlib.Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()
+    host_view = pathlib.Path(f"/proc/{kids[0]}/cgroup").read_text().splitlines() if kids else []
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=10)
+    assert p.returncode == 143
+    assert inside and all(l.split(":", 2)[2] == "/" for l in inside), inside
+    paths = {l.split(":", 2)[1]: l.split(":", 2)[2] for l in host_view}
+    if mode == "v2" or "memory" not in paths:  # forced v2, or a pure v2 host
+        assert paths[""].startswith(f"/{CGROUP_PARENT}/"), host_view
+    else:
+        assert paths["memory"].startswith(f"/{CGROUP_PARENT}/"), host_view
+        assert paths["pids"].startswith(f"/{CGROUP_PARENT}/"), host_view

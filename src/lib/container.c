@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/capability.h>
+#include <linux/sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -237,7 +238,7 @@ static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error
 static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_error_t *err)
 {
     struct container *c = container_of(w);
-    if (w->cgroup && hd_cgroup_enter(w->cgroup, pid, err) < 0)
+    if (w->cgroup && hd_cgroup_fd(w->cgroup) < 0 && hd_cgroup_enter(w->cgroup, pid, err) < 0)
         return -1;
     if (w->spec->userns.enabled) {
         if (write_id_maps(pid, &w->spec->userns, err) < 0)
@@ -279,8 +280,23 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         flags |= CLONE_NEWNET;
     if (w->spec->userns.enabled)
         flags |= CLONE_NEWUSER;
-    /* fork-like clone (no new stack): the child continues here with a copy of our memory */
-    pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    /*
+     * A fork-like clone (no new stack): the child continues here with a copy of
+     * our memory. On cgroup v2 it is born in its cgroup (CLONE_INTO_CGROUP), which
+     * spares the cgroup.procs write and the RCU grace period that write waits for.
+     */
+    int cgroup_fd = w->cgroup ? hd_cgroup_fd(w->cgroup) : -1;
+    pid_t pid;
+    if (cgroup_fd >= 0) {
+        struct clone_args args = {
+            .flags = flags | CLONE_INTO_CGROUP,
+            .exit_signal = SIGCHLD,
+            .cgroup = (uint64_t)cgroup_fd,
+        };
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    } else {
+        pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    }
     if (pid < 0) {
         int e = errno;
         close(go[0]); close(go[1]); close(report[0]); close(report[1]);
