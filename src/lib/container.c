@@ -11,7 +11,9 @@
  *            detached rootfs/bind mounts
  *   clone(NEWPID|NEWNS|NEWUTS|NEWIPC
  *         |NEWNET|NEWUSER?)  ───────────▶  hostname, mounts, pivot_root (rootfs.c),
- *   cgroup enter, uid/gid maps, network      drop the bounding set (in parallel;
+ *     (v2: clone3, CLONE_INTO_CGROUP)
+ *   cgroup enter (v1), uid/gid maps,         drop the bounding set (in parallel;
+ *   network
  *                                            with a user namespace only after "go")
  *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
