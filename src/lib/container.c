@@ -13,8 +13,7 @@
  *         |NEWNET|NEWUSER?)  ───────────▶  hostname, mounts, pivot_root (rootfs.c),
  *     (v2: clone3, CLONE_INTO_CGROUP)
  *   cgroup enter (v1), uid/gid maps,         drop the bounding set (in parallel;
- *   network
- *                                            with a user namespace only after "go")
+ *   network                                  with a user namespace only after "go")
  *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
  *                                           user, workdir, no_new_privs,
