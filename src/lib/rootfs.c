@@ -280,17 +280,17 @@ int hd_rootfs_idmap(struct hd_rootfs *r, int userns_fd, hd_error_t *err)
 
 /* ---- child side ------------------------------------------------------ */
 
-/* A new filesystem as a detached mount: fsopen + fsconfig + fsmount. */
-static int new_fs(const char *type, unsigned attrs, hd_error_t *err)
+/* A new filesystem as a detached mount (fsopen + fsconfig + fsmount); errors say "mount TARGET". */
+static int new_fs(const char *type, const char *target, unsigned attrs, hd_error_t *err)
 {
     cleanup_close int fs = fsopen(type, FSOPEN_CLOEXEC);
     if (fs < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     int tree = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
     if (tree < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     return tree;
 }
 
@@ -462,11 +462,11 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hd_error_sys(err, "make mounts private");
 
-    cleanup_close int proc = new_fs("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    const unsigned safe = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    cleanup_close int proc = new_fs("proc", "/proc", safe, err);
     if (proc < 0)
-        return hd_error_prefix(err, "/proc");
-    int sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-                     err);
+        return -1;
+    int sys = new_fs("sysfs", "/sys", safe | MOUNT_ATTR_RDONLY, err);
     if (sys < 0 && r->sys_tree >= 0) {
         hd_error_free(err);
         sys = fcntl(r->sys_tree, F_DUPFD_CLOEXEC, 3);
