@@ -542,9 +542,11 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         return hd_error_set(err, 0, "invalid image name \"%s\" (want name[:tag], lower-case name)", name);
     struct stat st;
     if (stat(tarball, &st) < 0)
-        return hd_error_sys(err, "%s", tarball);
+        return hd_error_sys(err, "image import %s", tarball);
     if (!S_ISREG(st.st_mode))
-        return hd_error_set(err, 0, "%s: not a regular file", tarball);
+        return hd_error_set(err, 0, "image import %s: not a regular file", tarball);
+    if (st.st_size == 0)
+        return hd_error_set(err, 0, "image import %s: the file is empty", tarball);
 
     struct store store = {.lock_fd = -1};
     if (store_open_locked(state_dir, &store, err) < 0)

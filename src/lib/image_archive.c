@@ -212,8 +212,8 @@ static int stage_archive(const char *tarball, const char *stage_dir, struct stag
     archive_read_support_format_tar(a);
     int ret = 0;
     if (archive_read_open_filename(a, tarball, ARCHIVE_BLOCK) != ARCHIVE_OK) {
-        int e = archive_errno(a);
-        ret = e > 0 ? hd_error_set(err, e, "open %s", tarball) : archive_failure(a, err);
+        int e = archive_errno(a); /* EILSEQ is libarchive's ARCHIVE_ERRNO_FILE_FORMAT */
+        ret = e > 0 && e != EILSEQ ? hd_error_set(err, e, "open %s", tarball) : archive_failure(a, err);
         goto out;
     }
     size_t n_entries = 0;
