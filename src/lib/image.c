@@ -388,7 +388,7 @@ static int gc_blobs(const char *store_dir, hd_error_t *err)
         size_t len = strlen(de->d_name);
         if (len != IMAGE_HEX_LEN + 5 || strcmp(de->d_name + IMAGE_HEX_LEN, ".json") != 0)
             continue;
-        cleanup_free char *hex = strndup(de->d_name, IMAGE_HEX_LEN);
+        cleanup_free char *hex = hd_xasprintf("%.*s", IMAGE_HEX_LEN, de->d_name);
         hd_error_t ignored = NULL;
         json_t *meta = meta_load(store_dir, hex, &ignored);
         if (meta == NULL) {
@@ -650,7 +650,7 @@ static int resolve_ref(const char *store_dir, json_t *refs, const char *ref, cha
                 strncmp(de->d_name, prefix, strlen(prefix)) != 0)
                 continue;
             if (matches++ == 0)
-                found = strndup(de->d_name, IMAGE_HEX_LEN);
+                found = hd_xasprintf("%.*s", IMAGE_HEX_LEN, de->d_name);
         }
         if (d)
             closedir(d);

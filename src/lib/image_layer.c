@@ -149,17 +149,12 @@ static int open_dir_beneath(int rootfd, const char *rel)
     return fd < 0 ? -errno : (int)fd;
 }
 
-/* Split "a/b/c" into dir "a/b" (modified in place) and base "c". */
-static const char *split_base(char *path)
+/* The directory part of "a/b/c" ("a/b", "" for a top-level name), newly allocated; *base points at "c". */
+static char *split_dir(const char *path, const char **base)
 {
-    char *slash = strrchr(path, '/');
-    if (slash == NULL) {
-        memmove(path + 1, path, strlen(path) + 1);
-        path[0] = '\0';
-        return path + 1;
-    }
-    *slash = '\0';
-    return slash + 1;
+    const char *slash = strrchr(path, '/');
+    *base = slash ? slash + 1 : path;
+    return slash ? hd_xasprintf("%.*s", (int)(slash - path), path) : hd_xstrdup("");
 }
 
 /*
@@ -277,8 +272,8 @@ static int layer_copy_data(struct archive *in, struct archive *out, const char *
 static int layer_write_entry(int rootfd, const char *rootfs, struct archive *in, struct archive *out,
                              struct archive_entry *e, const char *path, hd_error_t *err)
 {
-    cleanup_free char *dir = hd_xstrdup(path);
-    const char *base = split_base(dir);
+    const char *base;
+    cleanup_free char *dir = split_dir(path, &base);
     cleanup_close int dirfd = -1;
     if (open_parent(rootfd, path, dir, &dirfd, err) < 0)
         return -1;
@@ -289,8 +284,8 @@ static int layer_write_entry(int rootfd, const char *rootfs, struct archive *in,
         cleanup_free char *target = NULL;
         if (layer_clean_path(hardlink, &target, err) < 0)
             return hd_error_prefix(err, "hardlink %s", path);
-        cleanup_free char *target_dir = hd_xstrdup(target);
-        split_base(target_dir);
+        const char *target_base;
+        cleanup_free char *target_dir = split_dir(target, &target_base);
         cleanup_close int target_dirfd = -1;
         if (open_parent(rootfd, target, target_dir, &target_dirfd, err) < 0)
             return hd_error_prefix(err, "hardlink %s", path);
@@ -353,8 +348,8 @@ static int layer_apply_one(int rootfd, const char *rootfs, const struct image_bl
         cleanup_free char *path_owned = path;
         if (*path == '\0')
             continue; /* the root directory itself: keep the store's */
-        cleanup_free char *dir = hd_xstrdup(path);
-        const char *base = split_base(dir);
+        const char *base;
+        cleanup_free char *dir = split_dir(path, &base);
         if (strcmp(base, WHITEOUT_OPAQUE) == 0) {
             ret = layer_make_opaque(rootfd, path, dir, &unpacked, err);
         } else if (strncmp(base, WHITEOUT_PREFIX WHITEOUT_PREFIX, 8) == 0) {
