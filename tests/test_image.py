@@ -442,6 +442,46 @@ def test_docker25_layout(hedge, tmp_path):
     assert os.listdir(root / "d") == ["y"]
 
 
+def legacy_docker_archive(path, layers, config=None, repo_tags=("old:1",)):
+    """Pre-25 `docker save`: <id>/layer.tar per layer, a repeated layer as a symlink to the first copy."""
+    config = config or json.dumps(image_config(layers, Cmd=["true"])).encode()
+    members, names, first_dir = [], [], {}
+    for n, layer in enumerate(layers):
+        layer_dir = f"{n:064x}"
+        names.append(f"{layer_dir}/layer.tar")
+        if sha256(layer) in first_dir:
+            members.append(("symlink", f"{layer_dir}/layer.tar", f"../{first_dir[sha256(layer)]}/layer.tar"))
+        else:
+            first_dir[sha256(layer)] = layer_dir
+            members.append(("file", f"{layer_dir}/layer.tar", layer))
+    members.append(("file", f"{sha256(config)}.json", config))
+    members.append(("file", "manifest.json", json.dumps([{"Config": f"{sha256(config)}.json",
+                                                          "RepoTags": list(repo_tags), "Layers": names}]).encode()))
+    path.write_bytes(layer_tar(*members))
+    return path
+
+
+def test_legacy_docker_layout(hedge, tmp_path):
+    base = layer_tar(("file", "f", b"base\n"))
+    layers = [base, layer_tar(("file", ".wh.f", b"")), base]  # the third is a symlink to the first
+    r = hedge("image", "import", legacy_docker_archive(tmp_path / "old.tar", layers))
+    assert r.code == 0, r
+    image = only_image(hedge)
+    assert (image["name"], image["cmd"]) == ("old:1", ["true"])
+    assert os.listdir(image["rootfs"]) == ["f"]
+
+
+def test_oci_ref_name_annotation(hedge, tmp_path):
+    b = OciBuilder()
+    top = b.manifest([layer_tar(("file", "f", b"f"))])
+    tarball = b.write(tmp_path / "ref.tar", top,
+                      {"org.opencontainers.image.ref.name": "registry.local:5000/team/app:2"})
+    assert hedge("image", "import", tarball).code == 0
+    assert only_image(hedge)["name"] == "registry.local:5000/team/app:2"
+    r = hedge("image", "rm", "registry.local:5000/team/app:2")
+    assert (r.code, r.out.splitlines()[0]) == (0, "Untagged: registry.local:5000/team/app:2")
+
+
 # ---- bad input: exact message, exit 125, nothing left in the store --------------------------
 
 @pytest.fixture
@@ -503,6 +543,28 @@ def test_corrupt_manifest_digest(hedge, dirs, seeded_store, tmp_path):
     expect_failure(hedge, dirs, seeded_store, tarball,
                    f"manifest sha256:{hex_}: digest mismatch: expected sha256:{hex_}, "
                    f"got sha256:{sha256(b.blobs[hex_])}", "--name", "x")
+
+
+def test_docker_config_digest_mismatch(hedge, dirs, seeded_store, tmp_path):
+    """docker save names the config file by its digest: a config that does not match its name is refused."""
+    layer = layer_tar(("file", "f", b"f"))
+    config = json.dumps(image_config([layer])).encode()
+    fake = "f" * 64
+    tarball = write_tar(tmp_path / "old.tar", {
+        "0" * 64 + "/layer.tar": layer,
+        f"{fake}.json": config,
+        "manifest.json": json.dumps([{"Config": f"{fake}.json", "RepoTags": ["old:1"],
+                                      "Layers": ["0" * 64 + "/layer.tar"]}]).encode()})
+    expect_failure(hedge, dirs, seeded_store, tarball,
+                   f"config {fake}.json: digest mismatch: expected sha256:{fake}, got sha256:{sha256(config)}")
+
+
+def test_docker_diff_id_count_mismatch(hedge, dirs, seeded_store, tmp_path):
+    layers = [layer_tar(("file", "f", b"f")), layer_tar(("file", "g", b"g"))]
+    config = json.dumps(image_config(layers[:1])).encode()
+    tarball = legacy_docker_archive(tmp_path / "old.tar", layers, config)
+    expect_failure(hedge, dirs, seeded_store, tarball,
+                   f"config {sha256(config)}.json: rootfs.diff_ids lists 1 layers, manifest.json 2")
 
 
 def test_truncated_tarball(hedge, dirs, seeded_store, rich_oci_tar, tmp_path):
