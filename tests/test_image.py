@@ -393,6 +393,15 @@ def test_layer_compressions(hedge, tmp_path, how):
     assert sorted(os.listdir(pathlib.Path(image["rootfs"]) / "d")) == ["f", "h"]
 
 
+def test_compressed_tarball(hedge, rich_oci_tar, tmp_path):
+    """`docker save | gzip` and friends: the outer tarball may be compressed too."""
+    gz = tmp_path / "rich.tar.gz"
+    gz.write_bytes(gzip.compress(rich_oci_tar.read_bytes()))
+    r = hedge("image", "import", gz, "--name", "rich:gz")
+    assert r.code == 0, r
+    check_rich_rootfs(only_image(hedge)["rootfs"])
+
+
 def test_image_index_picks_host_platform(hedge, tmp_path):
     b = OciBuilder()
     other_arch = "arm64" if GOARCH != "arm64" else "amd64"
@@ -565,6 +574,24 @@ def test_docker_diff_id_count_mismatch(hedge, dirs, seeded_store, tmp_path):
     tarball = legacy_docker_archive(tmp_path / "old.tar", layers, config)
     expect_failure(hedge, dirs, seeded_store, tarball,
                    f"config {sha256(config)}.json: rootfs.diff_ids lists 1 layers, manifest.json 2")
+
+
+def test_size_mismatch(hedge, dirs, seeded_store, tmp_path):
+    b = OciBuilder()
+    top = b.manifest([layer_tar(("file", "f", b"f"))])
+    top = {**top, "size": top["size"] + 1}
+    tarball = b.write(tmp_path / "m.tar", top)
+    expect_failure(hedge, dirs, seeded_store, tarball,
+                   f"manifest {top['digest']}: size mismatch: expected {top['size']} bytes, got {top['size'] - 1}",
+                   "--name", "x")
+
+
+def test_other_architecture(hedge, dirs, seeded_store, tmp_path):
+    b = OciBuilder()
+    top = b.manifest([layer_tar(("file", "f", b"f"))], arch="s390x")
+    tarball = b.write(tmp_path / "m.tar", top)
+    expect_failure(hedge, dirs, seeded_store, tarball,
+                   f"the image is built for linux/s390x; this host runs linux/{GOARCH}", "--name", "x")
 
 
 def test_truncated_tarball(hedge, dirs, seeded_store, rich_oci_tar, tmp_path):
