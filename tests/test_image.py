@@ -260,6 +260,18 @@ def test_import_docker_archive(hedge, rich_docker_tar):
     check_rich_rootfs(image["rootfs"])
 
 
+def test_import_skopeo_oci_archive(hedge, rich_layout, tmp_path):
+    """skopeo's oci-archive: transport writes the name into the ref.name annotation."""
+    need("skopeo")
+    tarball = tmp_path / "skopeo-oci.tar"
+    run("skopeo", "--insecure-policy", "copy", f"oci:{rich_layout}:{RICH_TAG}", f"oci-archive:{tarball}:rich:sk")
+    r = hedge("image", "import", tarball)
+    assert r.code == 0, r
+    image = only_image(hedge)
+    assert image["name"] == "rich:sk"
+    check_rich_rootfs(image["rootfs"])
+
+
 def test_both_formats_are_one_image(hedge, rich_oci_tar, rich_docker_tar):
     assert hedge("image", "import", rich_oci_tar, "--name", "rich:oci").code == 0
     assert hedge("image", "import", rich_docker_tar).code == 0
