@@ -556,6 +556,7 @@ static int oci_blob(const struct stage *st, json_t *descriptor, const char *what
                     const struct staged_entry **out, hd_error_t *err)
 {
     char hex[IMAGE_HEX_LEN + 1];
+    *out = NULL;
     if (!json_is_object(descriptor))
         return hd_error_set(err, 0, "%s: descriptor is not an object", what);
     if (parse_digest(json_object_get(descriptor, "digest"), what, hex, err) < 0)
@@ -623,7 +624,7 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
     src->format = "oci";
     if (read_staged_json(index_entry, "index.json", &index, err) < 0)
         goto out;
-    json_t *descriptor;
+    json_t *descriptor = NULL;
     if (oci_pick_platform(json_object_get(index, "manifests"), "index.json", &descriptor, err) < 0)
         goto out;
     json_t *annotations = json_object_get(descriptor, "annotations");
@@ -659,7 +660,7 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
     }
 
     const struct staged_entry *config_blob;
-    if (oci_blob(st, json_object_get(doc, "config"), "config", &config_blob, err) < 0)
+    if (oci_blob(st, json_object_get(doc, "config"), "config", &config_blob, err) < 0 || config_blob == NULL)
         goto out;
     memcpy(src->config_hex, config_blob->blob.hex, sizeof(src->config_hex));
     if (read_staged_json(config_blob, "config", &config, err) < 0)

@@ -111,8 +111,11 @@ void image_string_set_clear(struct image_string_set *set)
  */
 static int layer_clean_path(const char *name, char **out, hd_error_t *err)
 {
-    if (name[0] == '/')
-        return hd_error_set(err, 0, "entry %s: absolute path", name);
+    *out = NULL;
+    if (name[0] == '/') {
+        hd_error_set(err, 0, "entry %s: absolute path", name);
+        return -1;
+    }
     char *clean = hd_xcalloc(1, strlen(name) + 1);
     size_t n = 0;
     for (const char *p = name; *p;) {
@@ -120,7 +123,8 @@ static int layer_clean_path(const char *name, char **out, hd_error_t *err)
         size_t len = (size_t)(end - p);
         if (len == 2 && p[0] == '.' && p[1] == '.') {
             free(clean);
-            return hd_error_set(err, 0, "entry %s: path escapes the rootfs", name);
+            hd_error_set(err, 0, "entry %s: path escapes the rootfs", name);
+            return -1;
         }
         if (len > 0 && !(len == 1 && p[0] == '.')) {
             if (n)
