@@ -364,6 +364,22 @@ def test_rm_unknown(hedge, rich_oci_tar):
     assert len(images(hedge)) == 1
 
 
+def test_inspect_lookup(hedge, tmp_path):
+    """`image inspect` is hd_image_lookup, the path `hedge run IMAGE` takes."""
+    tarball, _ = oci_archive(tmp_path / "a.tar", [layer_tar(("file", "f", b"f"))], Cmd=["sh"])
+    assert hedge("image", "import", tarball, "--name", "docker.io/library/app").code == 0
+    image = only_image(hedge)
+    assert image["name"] == "app:latest"
+    hex_ = image["id"][7:]
+    for ref in ("app", "app:latest", "docker.io/library/app:latest", hex_[:12], "sha256:" + hex_, hex_):
+        r = hedge("image", "inspect", ref)
+        assert r.code == 0, (ref, r)
+        assert json.loads(r.out) == image, ref
+    for ref in ("app:1", "App", hex_[:11], "sha256:" + "0" * 64, "nosuch"):
+        r = hedge("image", "inspect", ref)
+        assert (r.code, r.err) == (125, f"hedge: image {ref}: not found\n"), ref
+
+
 def test_name_moves_to_new_image(hedge, rich_oci_tar, tmp_path):
     assert hedge("image", "import", rich_oci_tar, "--name", "app:1").code == 0
     old = only_image(hedge)

@@ -4,6 +4,7 @@
  *   hedge image import FILE.tar [--name NAME:TAG]   docker-save or OCI-archive tarball
  *   hedge image ls [--json]                         one line per name
  *   hedge image rm NAME[:TAG]|ID                    untag; the image goes with its last name
+ *   hedge image inspect NAME[:TAG]|ID               what `hedge run` would use (hd_image_lookup)
  *
  * The store lives in hd_state_dir() (HEDGE_STATE_DIR, or the global
  * --state-dir flag, which sets it).
@@ -22,7 +23,8 @@
 static const char usage[] =
     "hedge image import FILE.tar [--name NAME:TAG]\n"
     "       hedge image ls [--json]\n"
-    "       hedge image rm NAME[:TAG]|ID";
+    "       hedge image rm NAME[:TAG]|ID\n"
+    "       hedge image inspect NAME[:TAG]|ID";
 
 static int image_import(int argc, char **argv)
 {
@@ -83,6 +85,43 @@ static json_t *string_or_null(const char *s)
     return s ? json_string(s) : json_null();
 }
 
+static json_t *image_json(const struct hd_image_config *c)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", string_or_null(c->name));
+    json_object_set_new(o, "id", json_string(c->id));
+    json_object_set_new(o, "size", json_integer(c->size));
+    json_object_set_new(o, "created", json_integer(c->created));
+    json_object_set_new(o, "rootfs", json_string(c->rootfs));
+    json_object_set_new(o, "cmd", strv_json(c->cmd));
+    json_object_set_new(o, "entrypoint", strv_json(c->entrypoint));
+    json_object_set_new(o, "env", strv_json(c->env));
+    json_object_set_new(o, "workdir", string_or_null(c->workdir));
+    json_object_set_new(o, "user", string_or_null(c->user));
+    return o;
+}
+
+static void print_json(json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_INDENT(2));
+    printf("%s\n", text);
+    free(text);
+    json_decref(doc);
+}
+
+static int image_inspect(int argc, char **argv)
+{
+    if (argc != 2)
+        return cli_usage_error("image inspect", usage, "name one image");
+    hd_error_t err = NULL;
+    struct hd_image_config *image = NULL;
+    if (hd_image_lookup(hd_state_dir(), argv[1], &image, &err) < 0)
+        return cli_fail(&err);
+    print_json(image_json(image));
+    hd_image_config_free(image);
+    return 0;
+}
+
 static int image_ls(int argc, char **argv)
 {
     bool as_json = false;
@@ -101,25 +140,9 @@ static int image_ls(int argc, char **argv)
         return cli_fail(&err);
     if (as_json) {
         json_t *arr = json_array();
-        for (size_t i = 0; list[i]; i++) {
-            struct hd_image_config *c = list[i];
-            json_t *o = json_object();
-            json_object_set_new(o, "name", json_string(c->name));
-            json_object_set_new(o, "id", json_string(c->id));
-            json_object_set_new(o, "size", json_integer(c->size));
-            json_object_set_new(o, "created", json_integer(c->created));
-            json_object_set_new(o, "rootfs", json_string(c->rootfs));
-            json_object_set_new(o, "cmd", strv_json(c->cmd));
-            json_object_set_new(o, "entrypoint", strv_json(c->entrypoint));
-            json_object_set_new(o, "env", strv_json(c->env));
-            json_object_set_new(o, "workdir", string_or_null(c->workdir));
-            json_object_set_new(o, "user", string_or_null(c->user));
-            json_array_append_new(arr, o);
-        }
-        char *text = json_dumps(arr, JSON_INDENT(2));
-        printf("%s\n", text);
-        free(text);
-        json_decref(arr);
+        for (size_t i = 0; list[i]; i++)
+            json_array_append_new(arr, image_json(list[i]));
+        print_json(arr);
     } else {
         printf("%-32s %-12s %-10s %s\n", "NAME:TAG", "ID", "SIZE", "CREATED");
         for (size_t i = 0; list[i]; i++) {
@@ -173,6 +196,8 @@ int cmd_image(int argc, char **argv)
         return image_ls(argc - 1, argv + 1);
     if (strcmp(sub, "rm") == 0 || strcmp(sub, "remove") == 0)
         return image_rm(argc - 1, argv + 1);
+    if (strcmp(sub, "inspect") == 0)
+        return image_inspect(argc - 1, argv + 1);
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
         printf("usage: %s\n", usage);
         return 0;
