@@ -508,6 +508,30 @@ def test_legacy_docker_layout(hedge, tmp_path):
     assert os.listdir(image["rootfs"]) == ["f"]
 
 
+def test_docker_compressed_layer(hedge, dirs, tmp_path):
+    """A gzip-compressed layer in a docker-save tarball: its diff id is the digest of the decompressed tar."""
+    layer = layer_tar(("file", "f", b"compressed\n"))
+    config = json.dumps(image_config([layer])).encode()
+    tarball = write_tar(tmp_path / "gz.tar", {
+        "l/layer.tar": gzip.compress(layer, mtime=0),
+        f"{sha256(config)}.json": config,
+        "manifest.json": json.dumps([{"Config": f"{sha256(config)}.json", "RepoTags": ["gz:1"],
+                                      "Layers": ["l/layer.tar"]}]).encode()})
+    r = hedge("image", "import", tarball)
+    assert r.code == 0, r
+    assert (pathlib.Path(only_image(hedge)["rootfs"]) / "f").read_text() == "compressed\n"
+    # and a compressed layer that does not decompress to its diff id is refused
+    bad_layer = layer_tar(("file", "f", b"other\n"))
+    bad = write_tar(tmp_path / "bad.tar", {
+        "l/layer.tar": gzip.compress(bad_layer, mtime=0),
+        f"{sha256(config)}.json": config,
+        "manifest.json": json.dumps([{"Config": f"{sha256(config)}.json", "RepoTags": ["gz:2"],
+                                      "Layers": ["l/layer.tar"]}]).encode()})
+    r = hedge("image", "import", bad)
+    assert (r.code, r.err) == (125, f"hedge: image import {bad}: layer l/layer.tar: digest mismatch: "
+                                    f"expected sha256:{sha256(layer)}, got sha256:{sha256(bad_layer)}\n")
+
+
 def test_oci_ref_name_annotation(hedge, tmp_path):
     b = OciBuilder()
     top = b.manifest([layer_tar(("file", "f", b"f"))])
