@@ -21,8 +21,6 @@ import tarfile
 
 import pytest
 
-from conftest import build_oci_layout
-
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
@@ -690,6 +688,15 @@ def test_bad_name(hedge, tmp_path):
     tarball, _ = oci_archive(tmp_path / "x.tar", [layer_tar(("file", "f", b"f"))])
     r = hedge("image", "import", tarball, "--name", "Bad:Name")
     assert (r.code, r.err) == (125, 'hedge: invalid image name "Bad:Name" (want name[:tag], lower-case name)\n')
+
+
+def test_usage_errors(hedge):
+    for args, message in [((), "missing subcommand"), (("bogus",), "unknown subcommand 'bogus'"),
+                          (("import",), "give exactly one tarball"), (("rm",), "name an image"),
+                          (("ls", "extra"), "unexpected argument extra"), (("inspect",), "name one image")]:
+        r = hedge("image", *args)
+        assert r.code == 2, (args, r)
+        assert r.err.startswith(f"hedge image{' ' + args[0] if args and args[0] != 'bogus' else ''}: {message}\n"), r
 
 
 def test_missing_file(hedge, tmp_path):
