@@ -390,6 +390,21 @@ def test_name_moves_to_new_image(hedge, rich_oci_tar, tmp_path):
     assert (pathlib.Path(new["rootfs"]) / "hello").read_text() == "hi\n"
 
 
+def test_store_heals_after_a_killed_import(hedge, dirs, tmp_path):
+    """What a killed import can leave (a temp dir, a rootfs without metadata, an unlisted blob) goes next time."""
+    tarball, _ = oci_archive(tmp_path / "a.tar", [layer_tar(("file", "f", b"f"))])
+    assert hedge("image", "import", tarball, "--name", "a").code == 0
+    before = store_files(dirs["state"])
+    store = pathlib.Path(dirs["state"]) / "images"
+    (store / "tmp" / "import-dead" / "stage").mkdir(parents=True)
+    (store / "tmp" / "import-dead" / "stage" / "1").write_text("partial")
+    (store / "rootfs" / ("0" * 64) / "etc").mkdir(parents=True)
+    (store / "blobs" / "sha256" / sha256(b"junk")).write_bytes(b"junk")
+    r = hedge("image", "import", tarball, "--name", "a")
+    assert r.code == 0, r
+    assert store_files(dirs["state"]) == before
+
+
 def test_concurrent_imports(hedge, tmp_path):
     procs = []
     for n in range(4):

@@ -16,7 +16,9 @@
  * metadata renamed into place and refs.json replaced (the commit point). A
  * failure before that removes the temp dir and leaves the store as it was.
  * An image whose metadata already exists is not unpacked again: re-importing
- * costs one read of the tarball. Readers (lookup, list) take no lock: every
+ * costs one read of the tarball. After every change to the refs (import, rm)
+ * a sweep removes what no name reaches: unnamed images, rootfs trees without
+ * metadata, unlisted blobs; so a killed import heals at the next one. Readers (lookup, list) take no lock: every
  * file they read is replaced by rename, and meta/<id>.json is written only
  * after rootfs/<id> is complete.
  */
@@ -308,6 +310,13 @@ static bool path_exists(const char *path)
     return lstat(path, &st) == 0;
 }
 
+/* meta/<64 hex>.json; not the temp files of an atomic write */
+static bool is_meta_name(const char *name)
+{
+    size_t len = strlen(name);
+    return len == IMAGE_HEX_LEN + 5 && strcmp(name + IMAGE_HEX_LEN, ".json") == 0;
+}
+
 /* ---- size --------------------------------------------------------------------------------- */
 
 /* Apparent bytes of files and symlinks below dirfd; a hardlinked file counts once. */
@@ -385,8 +394,7 @@ static int gc_blobs(const char *store_dir, hd_error_t *err)
         return hd_error_sys(err, "open %s", meta_dir);
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        size_t len = strlen(de->d_name);
-        if (len != IMAGE_HEX_LEN + 5 || strcmp(de->d_name + IMAGE_HEX_LEN, ".json") != 0)
+        if (!is_meta_name(de->d_name))
             continue;
         cleanup_free char *hex = hd_xasprintf("%.*s", IMAGE_HEX_LEN, de->d_name);
         hd_error_t ignored = NULL;
@@ -424,19 +432,59 @@ static int gc_blobs(const char *store_dir, hd_error_t *err)
     return ret;
 }
 
-/* Remove an image nobody refers to: metadata first (so it stops being "present"), then its tree. */
-static int gc_image(const char *store_dir, const char *hex, hd_error_t *err)
+/* Remove one image's tree: renamed into tmp/ first, so a half-deleted tree never looks like an image. */
+static int remove_rootfs(const char *store_dir, const char *hex, hd_error_t *err)
 {
-    cleanup_free char *meta = hd_xasprintf("%s/meta/%s.json", store_dir, hex);
     cleanup_free char *rootfs = hd_xasprintf("%s/rootfs/%s", store_dir, hex);
     cleanup_free char *doomed = hd_xasprintf("%s/tmp/remove-%s", store_dir, hex);
-    if (unlink(meta) < 0 && errno != ENOENT)
-        return hd_error_sys(err, "remove %s", meta);
     if (rename(rootfs, doomed) < 0 && errno != ENOENT)
         return hd_error_sys(err, "move %s aside", rootfs);
-    if (hd_rm_rf(doomed, err) < 0)
+    return hd_rm_rf(doomed, err);
+}
+
+/*
+ * Drop everything no name reaches: images no ref uses (metadata first, so the
+ * image stops being "present", then its tree), rootfs trees without metadata
+ * (a crash between the two renames of an import), then unlisted blobs. Runs
+ * under the lock after every change to the refs, so the store heals itself.
+ */
+static int store_gc(const char *store_dir, hd_error_t *err)
+{
+    json_t *refs = refs_load(store_dir, err);
+    if (refs == NULL)
         return -1;
-    return gc_blobs(store_dir, err);
+    cleanup_free char *meta_dir = hd_xasprintf("%s/meta", store_dir);
+    cleanup_free char *rootfs_dir = hd_xasprintf("%s/rootfs", store_dir);
+    cleanup_strv char **doomed = NULL;
+    DIR *d = opendir(meta_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (!is_meta_name(de->d_name))
+            continue;
+        cleanup_free char *id = hd_xasprintf("sha256:%.*s", IMAGE_HEX_LEN, de->d_name);
+        if (!refs_use(refs, id))
+            hd_strv_push(&doomed, de->d_name);
+    }
+    if (d)
+        closedir(d);
+    json_decref(refs);
+    int ret = 0;
+    for (size_t i = 0; ret == 0 && doomed && doomed[i]; i++) {
+        cleanup_free char *meta = hd_xasprintf("%s/%s", meta_dir, doomed[i]);
+        if (unlink(meta) < 0 && errno != ENOENT)
+            ret = hd_error_sys(err, "remove %s", meta);
+    }
+    d = opendir(rootfs_dir);
+    while (ret == 0 && d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        cleanup_free char *meta = hd_xasprintf("%s/%s.json", meta_dir, de->d_name);
+        if (!path_exists(meta))
+            ret = remove_rootfs(store_dir, de->d_name, err);
+    }
+    if (d)
+        closedir(d);
+    return ret < 0 ? -1 : gc_blobs(store_dir, err);
 }
 
 /* ---- import ------------------------------------------------------------------------------- */
@@ -472,7 +520,7 @@ static json_t *meta_build(const struct image_source *src, int64_t size)
  * write can be undone by gc; the refs.json rename is the commit point.
  */
 static int import_commit(const char *store_dir, const char *tmp, const struct image_source *src, bool reuse,
-                         const char *name, char **replaced_id, hd_error_t *err)
+                         const char *name, hd_error_t *err)
 {
     const char *hex = src->config_hex;
     if (!reuse) {
@@ -524,11 +572,7 @@ static int import_commit(const char *store_dir, const char *tmp, const struct im
     json_t *refs = refs_load(store_dir, err);
     if (refs == NULL)
         return -1;
-    cleanup_free char *id = hd_xasprintf("sha256:%s", hex);
-    const char *old = json_string_value(json_object_get(refs, name));
-    if (old && strcmp(old, id) != 0)
-        *replaced_id = hd_xstrdup(old);
-    json_object_set_new(refs, name, json_string(id));
+    json_object_set_new(refs, name, json_sprintf("sha256:%s", hex));
     int ret = refs_save(store_dir, refs, err);
     json_decref(refs);
     return ret;
@@ -553,7 +597,7 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         return -1;
     struct image_source src = {0};
     cleanup_free char *tmp = hd_xasprintf("%s/tmp/import-XXXXXX", store.dir);
-    cleanup_free char *stage = NULL, *rootfs = NULL, *replaced = NULL, *meta_path = NULL, *stored_rootfs = NULL;
+    cleanup_free char *stage = NULL, *rootfs = NULL, *meta_path = NULL, *stored_rootfs = NULL;
     int ret = -1;
     if (mkdtemp(tmp) == NULL) {
         hd_error_sys(err, "create %s", tmp);
@@ -584,25 +628,17 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         if (image_layers_apply(rootfs, src.layers, src.n_layers, err) < 0)
             goto out;
     }
-    if (import_commit(store.dir, tmp, &src, reuse, final_name, &replaced, err) < 0) {
-        hd_error_t ignored = NULL;
-        if (!reuse)
-            gc_image(store.dir, src.config_hex, &ignored);
-        else
-            gc_blobs(store.dir, &ignored);
-        hd_error_free(&ignored);
+    int committed = import_commit(store.dir, tmp, &src, reuse, final_name, err);
+    /*
+     * Failed: drop what was moved in (the new image has no name). Done: the
+     * name may have moved off another image, which may have lost its last
+     * name. The import stands even if this sweep fails; the next one retries.
+     */
+    hd_error_t gc_err = NULL;
+    store_gc(store.dir, &gc_err);
+    hd_error_free(&gc_err);
+    if (committed < 0)
         goto out;
-    }
-    /* the name moved to the new image: the old one may have lost its last ref */
-    if (replaced) {
-        json_t *refs = refs_load(store.dir, err);
-        if (refs == NULL)
-            goto out;
-        bool used = refs_use(refs, replaced);
-        json_decref(refs);
-        if (!used && strncmp(replaced, "sha256:", 7) == 0 && gc_image(store.dir, replaced + 7, err) < 0)
-            goto out;
-    }
     if (out) {
         json_t *meta = meta_load(store.dir, src.config_hex, err);
         if (meta == NULL)
@@ -645,9 +681,7 @@ static int resolve_ref(const char *store_dir, json_t *refs, const char *ref, cha
         int matches = 0;
         struct dirent *de;
         while (d && (de = readdir(d)) != NULL) {
-            size_t len = strlen(de->d_name);
-            if (len != IMAGE_HEX_LEN + 5 || strcmp(de->d_name + IMAGE_HEX_LEN, ".json") != 0 ||
-                strncmp(de->d_name, prefix, strlen(prefix)) != 0)
+            if (!is_meta_name(de->d_name) || strncmp(de->d_name, prefix, strlen(prefix)) != 0)
                 continue;
             if (matches++ == 0)
                 found = hd_xasprintf("%.*s", IMAGE_HEX_LEN, de->d_name);
@@ -781,12 +815,10 @@ int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, ch
     }
     if (refs_save(store.dir, refs, err) < 0)
         goto out;
-    if (!refs_use(refs, id)) {
-        if (gc_image(store.dir, hex, err) < 0)
-            goto out;
-        if (deleted)
-            *deleted = hd_xstrdup(id);
-    }
+    if (!refs_use(refs, id) && deleted)
+        *deleted = hd_xstrdup(id);
+    if (store_gc(store.dir, err) < 0)
+        goto out;
     ret = 0;
 out:
     if (ret < 0 && untagged) {
