@@ -523,7 +523,13 @@ static int import_commit(const char *store_dir, const char *tmp, const struct im
                          const char *name, hd_error_t *err)
 {
     const char *hex = src->config_hex;
-    if (!reuse) {
+    bool adds_data = !reuse;
+    for (size_t i = 0; i < src->n_blobs && !adds_data; i++) {
+        cleanup_free char *target = hd_xasprintf("%s/blobs/sha256/%s", store_dir, src->blobs[i].hex);
+        adds_data = !path_exists(target);
+    }
+    if (adds_data) {
+        /* what is renamed into the store must be on disk before the refs say it is there */
         cleanup_close int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0 || syncfs(fd) < 0)
             return hd_error_sys(err, "sync %s", tmp);
