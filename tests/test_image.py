@@ -40,7 +40,7 @@ def run(*args, **kw):
 # ---- hand-written archives ------------------------------------------------------------------
 
 def layer_tar(*entries):
-    """An uncompressed layer tar. Entries: ("file", name, data[, mode]), ("dir", name),
+    """An uncompressed layer tar. Entries: ("file", name, data[, mode[, xattrs]]), ("dir", name),
     ("symlink", name, target), ("hardlink", name, target)."""
     bio = io.BytesIO()
     with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
@@ -52,6 +52,8 @@ def layer_tar(*entries):
                 data = rest[0]
                 ti.size = len(data)
                 ti.mode = rest[1] if len(rest) > 1 else 0o644
+                for key, value in (rest[2] if len(rest) > 2 else {}).items():
+                    ti.pax_headers["SCHILY.xattr." + key] = value
             elif kind == "dir":
                 ti.type, ti.mode = tarfile.DIRTYPE, 0o755
             elif kind == "symlink":
@@ -441,6 +443,16 @@ def test_compressed_tarball(hedge, rich_oci_tar, tmp_path):
     r = hedge("image", "import", gz, "--name", "rich:gz")
     assert r.code == 0, r
     check_rich_rootfs(only_image(hedge)["rootfs"])
+
+
+def test_overlay_xattrs_dropped(hedge, tmp_path):
+    """trusted.overlay.* xattrs would be overlayfs metadata once the rootfs is a lower layer: not restored."""
+    layer = layer_tar(("file", "f", b"f", 0o644, {"trusted.overlay.opaque": "y", "user.keep": "1"}))
+    tarball, _ = oci_archive(tmp_path / "x.tar", [layer], name="xattr:1")
+    assert hedge("image", "import", tarball).code == 0
+    f = pathlib.Path(only_image(hedge)["rootfs"]) / "f"
+    assert os.listxattr(f) == ["user.keep"]
+    assert os.getxattr(f, "user.keep") == b"1"
 
 
 def test_image_index_picks_host_platform(hedge, tmp_path):

@@ -3,7 +3,8 @@
  *
  * Layers are applied in order, each with libarchive's disk writer, keeping
  * owners (numeric ids, never looked up in the host's passwd), modes, times,
- * hardlinks, symlinks, device nodes and xattrs. Whiteouts follow the OCI
+ * hardlinks, symlinks, device nodes and xattrs (but not trusted.overlay.*,
+ * which would act as overlayfs metadata). Whiteouts follow the OCI
  * image spec:
  *   dir/.wh.NAME       removes NAME (file or whole tree) of lower layers;
  *   dir/.wh..wh..opq   makes dir opaque: everything in it from lower layers
@@ -272,6 +273,46 @@ static int layer_copy_data(struct archive *in, struct archive *out, const char *
     }
 }
 
+/*
+ * Drop trusted.overlay.* xattrs: the rootfs may become an overlayfs lower
+ * layer, where they would act as overlay metadata (opaque dirs, redirects)
+ * that the image has no business setting. Other xattrs are kept.
+ */
+static void layer_filter_xattrs(struct archive_entry *e)
+{
+    static const char overlay_prefix[] = "trusted.overlay.";
+    if (archive_entry_xattr_reset(e) == 0)
+        return;
+    struct kept { char *name; void *value; size_t size; } *kept = NULL;
+    size_t n = 0;
+    bool dropped = false;
+    const char *name;
+    const void *value;
+    size_t size;
+    while (archive_entry_xattr_next(e, &name, &value, &size) == ARCHIVE_OK) {
+        if (strncmp(name, overlay_prefix, sizeof(overlay_prefix) - 1) == 0) {
+            dropped = true;
+            continue;
+        }
+        kept = hd_xrealloc(kept, (n + 1) * sizeof(*kept));
+        kept[n].name = hd_xstrdup(name);
+        kept[n].value = hd_xmalloc(size);
+        memcpy(kept[n].value, value, size);
+        kept[n].size = size;
+        n++;
+    }
+    if (dropped) {
+        archive_entry_xattr_clear(e);
+        for (size_t i = 0; i < n; i++)
+            archive_entry_xattr_add_entry(e, kept[i].name, kept[i].value, kept[i].size);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(kept[i].name);
+        free(kept[i].value);
+    }
+    free(kept);
+}
+
 /* Write one ordinary (non-whiteout) entry below rootfs. */
 static int layer_write_entry(int rootfd, const char *rootfs, struct archive *in, struct archive *out,
                              struct archive_entry *e, const char *path, hd_error_t *err)
@@ -304,6 +345,7 @@ static int layer_write_entry(int rootfd, const char *rootfs, struct archive *in,
             return hd_error_prefix(err, "entry %s", path);
     }
 
+    layer_filter_xattrs(e);
     cleanup_free char *abs = hd_xasprintf("%s/%s", rootfs, path);
     archive_entry_set_pathname(e, abs);
     if (link_abs)
