@@ -407,6 +407,17 @@ def test_store_heals_after_a_killed_import(hedge, dirs, tmp_path):
     assert store_files(dirs["state"]) == before
 
 
+def test_state_dir_flag(hedge, dirs, tmp_path):
+    """--state-dir (a global flag) wins over $HEDGE_STATE_DIR."""
+    other = tmp_path / "other-state"
+    tarball, _ = oci_archive(tmp_path / "a.tar", [layer_tar(("file", "f", b"f"))])
+    assert hedge("--state-dir", other, "image", "import", tarball, "--name", "a").code == 0
+    assert (other / "images" / "refs.json").exists()
+    assert images(hedge) == []
+    r = hedge("--state-dir", other, "image", "ls", "--json")
+    assert [i["name"] for i in json.loads(r.out)] == ["a:latest"]
+
+
 def test_concurrent_imports(hedge, tmp_path):
     procs = []
     for n in range(4):
