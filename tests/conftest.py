@@ -79,14 +79,7 @@ def hedge(dirs):
 def busybox_rootfs(tmp_path_factory):
     """A minimal root filesystem: Debian's static busybox with its applet links."""
     root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "sbin", "usr/bin"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    subprocess.run([str(root / "bin" / "busybox"), "--install", "-s", str(root / "bin")], check=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
-                                         "app:x:1000:1000:app:/tmp:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")
-    os.chmod(root / "tmp", 0o1777)
+    subprocess.run([str(ROOT / "scripts" / "mk-busybox-rootfs"), str(root)], check=True)
     return root
 
 
@@ -161,15 +154,7 @@ def build_oci_layout(layout, rootfs_dir, tag="latest", cmd=None):
 def busybox_image_tar(busybox_rootfs, tmp_path_factory):
     """An OCI archive (tar of an OCI layout) of the busybox rootfs, config Cmd ["sh"]; tag "latest", no name."""
     work = tmp_path_factory.mktemp("busybox-image")
-    rootfs = work / "rootfs"
-    subprocess.run(["cp", "-a", str(busybox_rootfs), str(rootfs)], check=True)
-    # `busybox --install -s` links the applets to the host path of the binary it ran as: point them
-    # at /bin/busybox inside the image instead
-    for link in rootfs.rglob("*"):
-        if link.is_symlink() and os.readlink(link).startswith("/") and os.readlink(link).endswith("/busybox"):
-            link.unlink()
-            link.symlink_to("/bin/busybox")
-    layout = build_oci_layout(work / "layout", rootfs, cmd=["sh"])
+    layout = build_oci_layout(work / "layout", busybox_rootfs, cmd=["sh"])
     tarball = work / "busybox.tar"
     subprocess.run(["tar", "-C", str(layout), "-cf", str(tarball), "."], check=True)
     return tarball
