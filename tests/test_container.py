@@ -736,3 +736,38 @@ def test_pid_1_is_in_the_workload_cgroup(hedge, ctr_rootfs, mode):
     else:
         assert paths["memory"].startswith(f"/{CGROUP_PARENT}/"), host_view
         assert paths["pids"].startswith(f"/{CGROUP_PARENT}/"), host_view
+
+
+# ---- image rootfs through the image store (hedge image import + hedge run IMAGE) ----------
+
+
+def _image_rootfs(hedge):
+    r = hedge("image", "inspect", "busybox:latest")
+    assert r.code == 0, r
+    return pathlib.Path(json.loads(r.out)["rootfs"])
+
+
+def test_image_run_is_an_overlay_and_read_only_is_a_bind(hedge, imported_busybox):
+    root = _image_rootfs(hedge)
+    before = tree_snapshot(root)
+    r = hedge("run", "busybox", "--", "sh", "-c", "grep -c ' / overlay ' /proc/mounts; echo y > /root/y")
+    assert (r.code, r.out) == (0, "1\n"), r
+    r = hedge("run", "--read-only", "busybox", "--", "sh", "-c",
+              "touch /root/z; echo rc=$?; grep ' / ' /proc/mounts | cut -d' ' -f3,4 | cut -d, -f1; "
+              "ls /etc/hostname")
+    # a read-only bind of the store's dir (not an overlay); no mount point is ever created in it,
+    # so the image, which has no /etc/hostname, gets none
+    assert r.code == 1, r
+    lines = r.out.splitlines()
+    assert lines[0] == "rc=1" and lines[1].endswith(" ro") and not lines[1].startswith("overlay"), r.out
+    assert tree_snapshot(root) == before
+
+
+def test_image_run_in_a_user_namespace(hedge, imported_busybox):
+    root = _image_rootfs(hedge)
+    before = tree_snapshot(root)
+    r = hedge("run", "--userns", "100000:100000:65536", "busybox", "--", "sh", "-c",
+              "cat /proc/self/uid_map; echo t > /tmp/t && cat /tmp/t")
+    assert r.code == 0, r
+    assert r.out.split() == ["0", "100000", "65536", "t"]
+    assert tree_snapshot(root) == before
