@@ -144,6 +144,11 @@ int main(int argc, char **argv)
     if (anonymous != -2)
         cfg.allow_anonymous = anonymous;
 
+    if (check) {  /* validate everything but bind nothing the real broker would need */
+        hd_strv_free(cfg.listen);
+        cfg.listen = NULL;
+        hd_strv_push(&cfg.listen, "127.0.0.1:0");
+    }
     struct hd_broker *b = NULL;
     if (hd_broker_new(&cfg, &b, &err) < 0)
         goto fail;
