@@ -639,3 +639,33 @@ def test_sys_topics(broker):
     for _ in range(3):
         p = parse_publish(c.recv())
         assert p["payload"] != b"666"
+
+
+def test_large_payloads_slow_reader_intact(broker):
+    """Payloads >= 1 KiB leave by reference (writev); a reader with a tiny socket buffer
+    forces partial writes through them: every byte must arrive intact and in order."""
+    import os as _os
+    t = uid("big")
+    sub = Raw.__new__(Raw)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", broker.port))
+    sub.sock, sub.buf = s, b""
+    sub.connect(uid())
+    sub.send(subscribe(1, [(t, 0)])).recv()
+    other = Raw(broker.port)
+    other.connect(uid())
+    other.send(subscribe(1, [(t, 0)])).recv()
+    pub = Raw(broker.port)
+    pub.connect(uid())
+    payloads = [i.to_bytes(4, "big") + _os.urandom(1000 + (i * 7919) % 15000) + (b"s" if i % 5 else b"") for i in range(600)]
+    payloads[7] = b"tiny"  # small ones are copied, interleaved with referenced ones
+    for p in payloads:
+        pub.send(publish(t, p))
+    time.sleep(0.5)  # let the broker hit the full socket buffer
+    for p in payloads:
+        got = parse_publish(sub.recv(timeout=10))
+        assert got["payload"] == p
+    for p in payloads:
+        assert parse_publish(other.recv(timeout=10))["payload"] == p

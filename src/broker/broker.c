@@ -29,6 +29,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -36,6 +37,7 @@
 
 #define READ_BUF_SIZE (256 * 1024)
 #define QOS0_BACKLOG_LIMIT (8u << 20)  /* a socket this far behind drops QoS 0 messages */
+#define REF_PAYLOAD_MIN 1024           /* payloads from this size are written by reference, not copied */
 
 static int stop_marker, timer_marker;
 
@@ -111,7 +113,7 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
 {
     if (c->state == CONN_CLOSED)
         return;
-    if (qos == 0 && c->out.len - c->out_sent > QOS0_BACKLOG_LIMIT) {
+    if (qos == 0 && c->out.len - c->out_sent + c->ref_bytes > QOS0_BACKLOG_LIMIT) {
         b->stats.messages_dropped++;
         return;
     }
@@ -153,7 +155,17 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
         }
         mqtt_put_bytes(o, m->props, m->props_len);
     }
-    mqtt_put_bytes(o, m->payload, m->payload_len);
+    if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls) {
+        /* one shared copy for every subscriber; writev() gathers it at flush time */
+        if (c->n_refs == c->cap_refs) {
+            c->cap_refs = c->cap_refs ? c->cap_refs * 2 : 8;
+            c->refs = hd_xrealloc(c->refs, c->cap_refs * sizeof(*c->refs));
+        }
+        c->refs[c->n_refs++] = (struct out_ref){o->len, broker_msg_hold(m)};
+        c->ref_bytes += m->payload_len;
+    } else {
+        mqtt_put_bytes(o, m->payload, m->payload_len);
+    }
     b->stats.messages_sent++;
 }
 
@@ -205,27 +217,100 @@ void broker_conn_want_write(struct hd_broker *b, struct broker_conn *c, bool on)
     c->want_write = on;
 }
 
-/* Write what is pending; returns -1 when the peer is gone. */
+/* Account n written bytes against the buffer and the referenced payloads. */
+static void out_advance(struct broker_conn *c, size_t n)
+{
+    while (n > 0) {
+        size_t seg_end = c->ref_head < c->n_refs ? c->refs[c->ref_head].at : c->out.len;
+        if (c->out_sent < seg_end) {
+            size_t k = seg_end - c->out_sent < n ? seg_end - c->out_sent : n;
+            c->out_sent += k;
+            n -= k;
+            continue;
+        }
+        struct out_ref *r = &c->refs[c->ref_head];
+        size_t left = r->msg->payload_len - c->ref_partial;
+        size_t k = left < n ? left : n;
+        c->ref_partial += (uint32_t)k;
+        c->ref_bytes -= k;
+        n -= k;
+        if (c->ref_partial == r->msg->payload_len) {
+            broker_msg_unref(r->msg);
+            c->ref_head++;
+            c->ref_partial = 0;
+        }
+    }
+}
+
+static bool out_pending(const struct broker_conn *c)
+{
+    return c->out_sent < c->out.len || c->ref_head < c->n_refs;
+}
+
+/* Gather buffer ranges and referenced payloads into iov; returns the count. */
+static int out_gather(struct broker_conn *c, struct iovec *iov, int max)
+{
+    int n = 0;
+    size_t pos = c->out_sent;
+    uint32_t r = c->ref_head, partial = c->ref_partial;
+    while (n < max) {
+        size_t seg_end = r < c->n_refs ? c->refs[r].at : c->out.len;
+        if (pos < seg_end) {
+            iov[n++] = (struct iovec){c->out.data + pos, seg_end - pos};
+            pos = seg_end;
+        } else if (r < c->n_refs) {
+            struct broker_msg *m = c->refs[r].msg;
+            iov[n++] = (struct iovec){m->payload + partial, m->payload_len - partial};
+            partial = 0;
+            r++;
+        } else {
+            break;
+        }
+    }
+    return n;
+}
+
+/* Write what is pending with as few system calls as possible; -1 when the peer is gone. */
 static int conn_flush(struct hd_broker *b, struct broker_conn *c)
 {
-    while (c->out_sent < c->out.len) {
-        ssize_t n = conn_raw_write(c, c->out.data + c->out_sent, c->out.len - c->out_sent);
+    while (out_pending(c)) {
+        ssize_t n;
+        if (c->tls) {
+            n = conn_raw_write(c, c->out.data + c->out_sent, c->out.len - c->out_sent);
+        } else {
+            struct iovec iov[64];
+            int cnt = out_gather(c, iov, 64);
+            n = writev(c->fd, iov, cnt);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                n = 0;
+        }
         if (n < 0)
             return -1;
         if (n == 0)
             break;
-        c->out_sent += (size_t)n;
+        out_advance(c, (size_t)n);
         b->stats.bytes_sent += (uint64_t)n;
     }
-    if (c->out_sent == c->out.len) {
+    if (!out_pending(c)) {
         c->out.len = c->out_sent = 0;
+        c->n_refs = c->ref_head = 0;
         if (c->out.cap > 64 * 1024)
             mqtt_buf_free(&c->out);
+        if (c->cap_refs > 64) {
+            free(c->refs);
+            c->refs = NULL;
+            c->cap_refs = 0;
+        }
         broker_conn_want_write(b, c, false);
     } else {
-        if (c->out_sent > 64 * 1024) {
+        if (c->out_sent > 64 * 1024) {  /* compact: drop what was written */
             memmove(c->out.data, c->out.data + c->out_sent, c->out.len - c->out_sent);
             c->out.len -= c->out_sent;
+            memmove(c->refs, c->refs + c->ref_head, (c->n_refs - c->ref_head) * sizeof(*c->refs));
+            c->n_refs -= c->ref_head;
+            c->ref_head = 0;
+            for (uint32_t i = 0; i < c->n_refs; i++)
+                c->refs[i].at -= c->out_sent;
             c->out_sent = 0;
         }
         broker_conn_want_write(b, c, true);
@@ -242,7 +327,7 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
     if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
         conn_flush(b, c);  /* best effort: the DISCONNECT and anything before it */
-    } else if (c->out.len > c->out_sent) {
+    } else if (out_pending(c)) {
         conn_flush(b, c);
     }
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
@@ -267,6 +352,9 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
 
 static void conn_free(struct broker_conn *c)
 {
+    for (uint32_t i = c->ref_head; i < c->n_refs; i++)
+        broker_msg_unref(c->refs[i].msg);
+    free(c->refs);
     free(c->in);
     mqtt_buf_free(&c->out);
     if (c->aliases) {

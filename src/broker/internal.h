@@ -103,8 +103,12 @@ struct broker_conn {
     struct broker_conn *close_next;         /* closed this round, freed at round end */
     uint8_t *in;                  /* partial packet kept between reads */
     uint32_t in_len, in_cap;
-    struct mqtt_buf out;
-    size_t out_sent;
+    struct mqtt_buf out;          /* packet bytes, with gaps where referenced payloads go */
+    size_t out_sent;              /* bytes of `out` already written */
+    struct out_ref *refs;         /* large payloads sent by reference (writev), in order */
+    uint32_t n_refs, cap_refs, ref_head;
+    uint32_t ref_partial;         /* bytes of refs[ref_head]'s payload already written */
+    uint64_t ref_bytes;           /* payload bytes still to write by reference */
     uint64_t last_rx_ns, created_ns;
     uint16_t keepalive;
     uint16_t client_receive_max;  /* in-flight limit toward the client */
@@ -117,6 +121,12 @@ struct broker_conn {
     char *cert_cn;                /* client certificate CN on TLS listeners */
     struct broker_tls *tls;
     char peer[64];
+};
+
+/* A payload written by reference: it goes out right after out.data[at - 1]. */
+struct out_ref {
+    size_t at;
+    struct broker_msg *msg;
 };
 
 /* A node of the subscription tree or of the retained tree: one topic level. */
