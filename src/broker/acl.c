@@ -25,11 +25,13 @@ struct acl_rule {
     bool pattern;    /* applies to every client, with %u/%c */
     int access;      /* ACL_READ | ACL_WRITE, 0 = deny */
     char *topic;
+    bool runtime;    /* added by hd_broker_allow(); may use %u/%c */
 };
 
 struct broker_acl {
     struct acl_rule *rules;
     size_t n_rules;
+    bool from_file;  /* without a file, only users with run-time rules are restricted */
 };
 
 int broker_acl_load(struct hd_broker *b, hd_error_t *err)
@@ -40,6 +42,7 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err)
     if (hd_read_file(b->cfg.acl_file, &text, NULL, err) < 0)
         return hd_error_prefix(err, "acl file");
     b->acl = hd_xcalloc(1, sizeof(*b->acl));
+    b->acl->from_file = true;
     cleanup_free char *user = NULL;
     int lineno = 0;
     for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -84,7 +87,7 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err)
             return hd_error_set(err, 0, "acl file %s line %d: invalid topic '%s'", b->cfg.acl_file, lineno, rest);
         b->acl->rules = hd_xrealloc(b->acl->rules, (b->acl->n_rules + 1) * sizeof(struct acl_rule));
         b->acl->rules[b->acl->n_rules++] = (struct acl_rule){
-            pattern ? NULL : user ? hd_xstrdup(user) : NULL, pattern, access, hd_xstrdup(rest)};
+            pattern ? NULL : user ? hd_xstrdup(user) : NULL, pattern, access, hd_xstrdup(rest), false};
     }
     return 0;
 }
@@ -117,6 +120,13 @@ bool broker_acl_allows(struct hd_broker *b, const char *username, const char *cl
 {
     if (!b->acl)
         return true;
+    if (!b->acl->from_file) {
+        bool restricted = false;
+        for (size_t i = 0; i < b->acl->n_rules && !restricted; i++)
+            restricted = b->acl->rules[i].user && username && strcmp(b->acl->rules[i].user, username) == 0;
+        if (!restricted)
+            return true;
+    }
     bool allowed = false;
     for (size_t i = 0; i < b->acl->n_rules; i++) {
         struct acl_rule *r = &b->acl->rules[i];
@@ -124,8 +134,9 @@ bool broker_acl_allows(struct hd_broker *b, const char *username, const char *cl
             if ((r->user == NULL) != (username == NULL) || (r->user && strcmp(r->user, username) != 0))
                 continue;
         }
-        cleanup_free char *expanded = r->pattern ? pattern_expand(r->topic, username, client_id) : NULL;
-        const char *filter = r->pattern ? expanded : r->topic;
+        bool expand = r->pattern || r->runtime;
+        cleanup_free char *expanded = expand ? pattern_expand(r->topic, username, client_id) : NULL;
+        const char *filter = expand ? expanded : r->topic;
         if (!filter || !broker_topic_matches(filter, topic))
             continue;
         if (r->access == 0)
@@ -134,6 +145,39 @@ bool broker_acl_allows(struct hd_broker *b, const char *username, const char *cl
             allowed = true;
     }
     return allowed;
+}
+
+int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err)
+{
+    int a = strcmp(access, "read") == 0 ? ACL_READ : strcmp(access, "write") == 0 ? ACL_WRITE
+          : strcmp(access, "readwrite") == 0 ? (ACL_READ | ACL_WRITE) : -1;
+    if (a < 0)
+        return hd_error_set(err, 0, "broker acl for %s: access '%s': expected read, write or readwrite", user, access);
+    if (!broker_topic_filter_valid(filter, strlen(filter)))
+        return hd_error_set(err, 0, "broker acl for %s: invalid topic filter '%s'", user, filter);
+    if (!b->acl)
+        b->acl = hd_xcalloc(1, sizeof(*b->acl));
+    b->acl->rules = hd_xrealloc(b->acl->rules, (b->acl->n_rules + 1) * sizeof(struct acl_rule));
+    /* a user rule with %u/%c is stored as a pattern bound to that user */
+    b->acl->rules[b->acl->n_rules++] = (struct acl_rule){hd_xstrdup(user), false, a, hd_xstrdup(filter), true};
+    return 0;
+}
+
+void broker_acl_forget_user(struct hd_broker *b, const char *user)
+{
+    if (!b->acl)
+        return;
+    for (size_t i = 0; i < b->acl->n_rules;) {
+        struct acl_rule *r = &b->acl->rules[i];
+        if (r->runtime && strcmp(r->user, user) == 0) {
+            free(r->user);
+            free(r->topic);
+            memmove(r, r + 1, (b->acl->n_rules - i - 1) * sizeof(*r));  /* keep rule order */
+            b->acl->n_rules--;
+        } else {
+            i++;
+        }
+    }
 }
 
 void broker_acl_free(struct hd_broker *b)

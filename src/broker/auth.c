@@ -23,6 +23,7 @@
 #include "util.h"
 
 #define PBKDF2_ITERATIONS 10000
+#define RUNTIME_ITERATIONS 1000  /* run-time users get random 128-bit secrets, not human passwords */
 #define SALT_LEN 12
 #define HASH_LEN 64
 
@@ -133,6 +134,41 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
         return CRYPTO_memcmp(hash, u->hash, HASH_LEN) == 0 ? 0 : RC_BAD_USER_OR_PASSWORD;
     }
     return RC_BAD_USER_OR_PASSWORD;
+}
+
+int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
+{
+    if (!user[0] || strchr(user, ':'))
+        return hd_error_set(err, 0, "broker user %s: must be non-empty without ':'", user);
+    struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN};
+    if (RAND_bytes(u.salt, SALT_LEN) != 1 ||
+        !PKCS5_PBKDF2_HMAC(password, (int)strlen(password), u.salt, SALT_LEN, u.iterations, EVP_sha512(), HASH_LEN,
+                           u.hash)) {
+        free(u.name);
+        return hd_error_set(err, 0, "broker user %s: cannot hash the password", user);
+    }
+    for (size_t i = 0; i < b->auth->n_users; i++) {  /* replace the password, keep the rules */
+        if (strcmp(b->auth->users[i].name, user) == 0) {
+            free(b->auth->users[i].name);
+            b->auth->users[i] = b->auth->users[--b->auth->n_users];
+            break;
+        }
+    }
+    b->auth->users = hd_xrealloc(b->auth->users, (b->auth->n_users + 1) * sizeof(u));
+    b->auth->users[b->auth->n_users++] = u;
+    return 0;
+}
+
+void hd_broker_remove_user(struct hd_broker *b, const char *user)
+{
+    broker_acl_forget_user(b, user);
+    for (size_t i = 0; i < b->auth->n_users; i++) {
+        if (strcmp(b->auth->users[i].name, user) == 0) {
+            free(b->auth->users[i].name);
+            b->auth->users[i] = b->auth->users[--b->auth->n_users];
+            return;
+        }
+    }
 }
 
 void broker_auth_free(struct hd_broker *b)

@@ -74,6 +74,16 @@ struct hd_broker_stats {
 };
 void hd_broker_get_stats(struct hd_broker *b, struct hd_broker_stats *out);
 
+/*
+ * Credentials hedged hands to workloads at run time (kept in memory, next to
+ * the password file's users). A user given rules with hd_broker_allow() may
+ * use only those topics, even when no acl_file is configured.
+ */
+int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err);
+void hd_broker_remove_user(struct hd_broker *b, const char *user);
+/* access: "read", "write" or "readwrite"; filter may use %u and %c. */
+int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err);
+
 /* Add or replace USER in a password file with a salted PBKDF2-SHA512 hash. */
 int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err);
 

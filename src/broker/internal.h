@@ -291,6 +291,8 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err);
 enum { ACL_READ = 1, ACL_WRITE = 2 };
 bool broker_acl_allows(struct hd_broker *b, const char *username, const char *client_id, const char *topic,
                        int access);
+/* Drop the run-time rules of a user (hd_broker_remove_user). */
+void broker_acl_forget_user(struct hd_broker *b, const char *user);
 void broker_acl_free(struct hd_broker *b);
 
 /* ---- store (persist.c) ---- */
