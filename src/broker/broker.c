@@ -273,6 +273,7 @@ static int out_gather(struct broker_conn *c, struct iovec *iov, int max)
 /* Write what is pending with as few system calls as possible; -1 when the peer is gone. */
 static int conn_flush(struct hd_broker *b, struct broker_conn *c)
 {
+    size_t flushed = 0;
     while (out_pending(c)) {
         ssize_t n;
         if (c->tls) {
@@ -289,12 +290,15 @@ static int conn_flush(struct hd_broker *b, struct broker_conn *c)
         if (n == 0)
             break;
         out_advance(c, (size_t)n);
+        flushed += (size_t)n;
         b->stats.bytes_sent += (uint64_t)n;
     }
     if (!out_pending(c)) {
         c->out.len = c->out_sent = 0;
         c->n_refs = c->ref_head = 0;
-        if (c->out.cap > 64 * 1024)
+        /* light traffic (a CONNACK, a PINGRESP) keeps no buffer: idle connections cost less;
+         * busy ones keep theirs instead of growing a new one every round */
+        if (c->out.cap > 64 * 1024 || flushed < 1024)
             mqtt_buf_free(&c->out);
         if (c->cap_refs > 64) {
             free(c->refs);
@@ -527,9 +531,6 @@ static void listener_accept(struct hd_broker *b, struct broker_listener *l)
         c->fd = fd;
         c->state = CONN_WAIT_CONNECT;
         c->created_ns = c->last_rx_ns = now;
-        char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-        getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-        snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
         c->next = b->conns;
         if (b->conns)
             b->conns->prev = c;

@@ -120,7 +120,6 @@ struct broker_conn {
     char *username;
     char *cert_cn;                /* client certificate CN on TLS listeners */
     struct broker_tls *tls;
-    char peer[64];
 };
 
 /* A payload written by reference: it goes out right after out.data[at - 1]. */
