@@ -155,8 +155,9 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
         }
         mqtt_put_bytes(o, m->props, m->props_len);
     }
-    if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls) {
-        /* one shared copy for every subscriber; writev() gathers it at flush time */
+    if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls && (m->refs || b->routing_fanout)) {
+        /* one shared copy for every subscriber (or the one a queue already holds), gathered by
+         * writev() at flush time; a read-buffer message for a single subscriber is just copied */
         if (c->n_refs == c->cap_refs) {
             c->cap_refs = c->cap_refs ? c->cap_refs * 2 : 8;
             c->refs = hd_xrealloc(c->refs, c->cap_refs * sizeof(*c->refs));

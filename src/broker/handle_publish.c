@@ -57,6 +57,7 @@ void broker_route(struct hd_broker *b, struct broker_session *from, struct broke
     struct route_ctx r = {b, from, m, ++b->match_gen};
     b->n_targets = 0;
     broker_tree_match(&b->sub_root, m->topic, route_collect, &r);
+    b->routing_fanout = b->n_targets > 1;
     for (uint32_t i = 0; i < b->n_targets; i++) {
         struct broker_session *s = b->targets[i];
         if (!broker_acl_allows(b, s->username, s->client_id, m->topic, ACL_READ))
@@ -65,6 +66,7 @@ void broker_route(struct hd_broker *b, struct broker_session *from, struct broke
         broker_session_deliver(b, s, m, s->match_qos, retain, s->match_sub_id);
     }
     b->n_targets = 0;
+    b->routing_fanout = false;
 }
 
 static void ack_publish(struct hd_broker *b, struct broker_conn *c, uint8_t qos, uint16_t id, uint8_t reason)

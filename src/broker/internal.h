@@ -172,6 +172,7 @@ struct hd_broker {
     bool shutting_down;             /* hd_broker_free: no wills, keep stored sessions */
     struct broker_session **targets; /* routing scratch */
     uint32_t n_targets, cap_targets;
+    bool routing_fanout;             /* the message being routed goes to more than one session */
     struct broker_listener *listeners;
     size_t n_listeners;
     struct broker_conn *conns;
