@@ -342,6 +342,22 @@ def test_connection_rate(tmp_path):
         b.stop()
 
 
+def test_client_connection_rate(tmp_path):
+    b = Broker(tmp_path / "b", config="client_connection_rate 2\n").start()
+    try:
+        ok = 0
+        for _ in range(5):
+            try:
+                ok += Raw(b.port).connect(uid()) == b"\x20\x02\x00\x00"
+            except (EOFError, ConnectionResetError):
+                pass
+        assert 2 <= ok <= 3  # a window may roll over once during the loop
+        time.sleep(1.1)
+        assert Raw(b.port).connect(uid()) == b"\x20\x02\x00\x00"
+    finally:
+        b.stop()
+
+
 def test_bad_config_is_refused(tmp_path):
     cfg = tmp_path / "c.conf"
     cfg.write_text("max_packet_size lots\n")

@@ -503,6 +503,32 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
     /* a TLS read drained OpenSSL's buffer; plain sockets are level-triggered */
 }
 
+/*
+ * Per-address connection rate: a fixed table indexed by a hash of the address.
+ * Two addresses sharing a slot reset each other's window, which can only let a
+ * few more connections through, never refuse a well-behaved client for long.
+ */
+static bool client_rate_exceeded(struct hd_broker *b, const struct sockaddr_storage *ss, uint64_t now)
+{
+    uint8_t addr[16] = {0};
+    if (ss->ss_family == AF_INET)
+        memcpy(addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+    else if (ss->ss_family == AF_INET6)
+        memcpy(addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ addr[i]) * 16777619u;
+    if (!b->rate_slots)
+        b->rate_slots = hd_xcalloc(RATE_SLOTS, sizeof(*b->rate_slots));
+    struct rate_slot *slot = &b->rate_slots[h % RATE_SLOTS];
+    if (memcmp(slot->addr, addr, 16) != 0 || now - slot->window_ns >= BROKER_NS_PER_S) {
+        memcpy(slot->addr, addr, 16);
+        slot->window_ns = now;
+        slot->count = 0;
+    }
+    return ++slot->count > b->cfg.client_connection_rate;
+}
+
 static void listener_accept(struct hd_broker *b, struct broker_listener *l)
 {
     for (;;) {
@@ -521,6 +547,10 @@ static void listener_accept(struct hd_broker *b, struct broker_listener *l)
                 close(fd);
                 continue;
             }
+        }
+        if (b->cfg.client_connection_rate && client_rate_exceeded(b, &ss, now)) {
+            close(fd);
+            continue;
         }
         if (b->cfg.max_connections && b->stats.clients_connected >= b->cfg.max_connections) {
             close(fd);
@@ -796,6 +826,7 @@ void hd_broker_free(struct hd_broker *b)
         close(b->stop_fd);
     free(b->read_buf);
     free(b->targets);
+    free(b->rate_slots);
     hd_broker_config_free(&b->cfg);
     free(b);
 }

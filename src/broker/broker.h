@@ -41,6 +41,7 @@ struct hd_broker_config {
     enum hd_broker_queue_policy queue_policy;
     uint32_t max_connections;   /* 0 = unlimited */
     uint32_t connection_rate;   /* new connections per second accepted, 0 = unlimited */
+    uint32_t client_connection_rate; /* new connections per second from one source address, 0 = unlimited */
     uint16_t topic_alias_max;   /* aliases a 5.0 client may use toward the broker */
     uint16_t max_keepalive;     /* 0 = no cap */
     uint32_t connect_timeout_ms;/* a connection must send CONNECT within this */

@@ -142,6 +142,9 @@ int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_err
         } else if (strcmp(key, "connection_rate") == 0) {
             bad = parse_u64(val, UINT32_MAX, &n);
             cfg->connection_rate = (uint32_t)n;
+        } else if (strcmp(key, "client_connection_rate") == 0) {
+            bad = parse_u64(val, UINT32_MAX, &n);
+            cfg->client_connection_rate = (uint32_t)n;
         } else if (strcmp(key, "topic_alias_maximum") == 0) {
             bad = parse_u64(val, 65535, &n);
             cfg->topic_alias_max = (uint16_t)n;

@@ -160,6 +160,14 @@ struct broker_listener {
     int port;
 };
 
+/* Recent connection counts per source address (client_connection_rate). */
+#define RATE_SLOTS 1024
+struct rate_slot {
+    uint8_t addr[16];
+    uint64_t window_ns;
+    uint32_t count;
+};
+
 struct broker_auth;
 struct broker_acl;
 struct broker_store;
@@ -192,6 +200,7 @@ struct hd_broker {
     uint64_t last_sys_ns, start_ns;
     uint64_t rate_window_ns;
     uint32_t rate_count;
+    struct rate_slot *rate_slots;  /* allocated when client_connection_rate is set */
     uint64_t next_client_seq;
 };
 
