@@ -129,3 +129,28 @@ def test_unwritable_state_dir_is_an_error(tmp_path):
     b = Broker(tmp_path / "b", args=["--state-dir", str(tmp_path / "file" / "sub")])
     with pytest.raises(RuntimeError, match="store"):
         b.start()
+
+
+def test_incoming_qos2_exactly_once_across_kill9(broker):
+    """A publisher that did not see the PUBREC resends the PUBLISH (DUP) after the broker
+    restarted: it is acknowledged again, but not delivered a second time."""
+    pub_id, sub_id, t = uid(), uid(), uid("x1")
+    s = Raw(broker.port)
+    s.connect(sub_id, clean=False)
+    s.send(subscribe(1, [(t, 1)])).recv()
+    s.close()
+    p = Raw(broker.port)
+    p.connect(pub_id, clean=False)
+    p.send(publish(t, "one", qos=2, pid=77)).expect(b"\x50\x02\x00\x4d")
+    broker.kill9()
+    broker.restart()
+    p = Raw(broker.port)
+    assert p.connect(pub_id, clean=False) == b"\x20\x02\x01\x00"
+    p.send(publish(t, "one", qos=2, pid=77, dup=True)).expect(b"\x50\x02\x00\x4d")
+    p.send(ack("pubrel", 77)).expect(b"\x70\x02\x00\x4d")
+    s = Raw(broker.port)
+    s.connect(sub_id, clean=False)
+    m = parse_publish(s.recv())
+    assert m["payload"] == b"one"
+    s.send(ack("puback", m["pid"]))
+    s.expect_nothing()

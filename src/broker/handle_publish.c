@@ -148,8 +148,10 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     }
     if (topic_z != stack_topic)
         free(topic_z);
-    if (p.qos == 2 && reason < 0x80)
+    if (p.qos == 2 && reason < 0x80) {
         broker_session_qos2_in_add(s, p.packet_id);
+        broker_store_qos2_in(b, s, p.packet_id, true);  /* exactly once, also across a restart */
+    }
     if (c->protocol < 5)
         reason = 0;  /* 3.1.1 has no negative acknowledgement: accept and drop */
     ack_publish(b, c, p.qos, p.packet_id, reason);
@@ -167,6 +169,8 @@ int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, 
     switch (type) {
     case MQTT_PUBREL: {
         bool known = broker_session_qos2_in_remove(s, a.packet_id);
+        if (known)
+            broker_store_qos2_in(b, s, a.packet_id, false);
         broker_send_ack(b, c, MQTT_PUBCOMP, a.packet_id, known ? 0 : RC_PACKET_ID_NOT_FOUND);
         break;
     }

@@ -315,6 +315,8 @@ void broker_store_session_delete(struct hd_broker *b, struct broker_session *s);
 void broker_store_delivery_add(struct hd_broker *b, struct broker_session *s, struct broker_delivery *d);
 void broker_store_delivery_update(struct hd_broker *b, struct broker_delivery *d);
 void broker_store_delivery_delete(struct hd_broker *b, struct broker_delivery *d);
+/* The incoming QoS 2 packet ids awaiting PUBREL of a persistent session. */
+void broker_store_qos2_in(struct hd_broker *b, struct broker_session *s, uint16_t packet_id, bool add);
 
 /* ---- tls.c ---- */
 int broker_tls_init(struct hd_broker *b, hd_error_t *err);

@@ -24,7 +24,8 @@
 
 enum {
     ST_PUT_RETAINED, ST_DEL_RETAINED, ST_PUT_SESSION, ST_DEL_SESSION, ST_DEL_SUBS, ST_PUT_SUB,
-    ST_DEL_SESSION_DELIVERIES, ST_PUT_DELIVERY, ST_UPD_DELIVERY, ST_DEL_DELIVERY, ST_COUNT,
+    ST_DEL_SESSION_DELIVERIES, ST_PUT_DELIVERY, ST_UPD_DELIVERY, ST_DEL_DELIVERY, ST_PUT_QOS2, ST_DEL_QOS2,
+    ST_DEL_SESSION_QOS2, ST_COUNT,
 };
 
 static const char *const statements[ST_COUNT] = {
@@ -39,6 +40,9 @@ static const char *const statements[ST_COUNT] = {
                         "packet_id, sub_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
     [ST_UPD_DELIVERY] = "UPDATE deliveries SET state = ?, packet_id = ? WHERE id = ?",
     [ST_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?",
+    [ST_PUT_QOS2] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES (?,?)",
+    [ST_DEL_QOS2] = "DELETE FROM qos2_in WHERE client_id = ? AND packet_id = ?",
+    [ST_DEL_SESSION_QOS2] = "DELETE FROM qos2_in WHERE client_id = ?",
 };
 
 static const char schema[] =
@@ -48,7 +52,8 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS subs_client ON subs(client_id);"
     "CREATE TABLE IF NOT EXISTS deliveries(id INTEGER PRIMARY KEY AUTOINCREMENT, client_id TEXT, topic TEXT, "
     "qos INT, retain INT, props BLOB, payload BLOB, expires_at INT, state INT, packet_id INT, sub_id INT);"
-    "CREATE INDEX IF NOT EXISTS deliveries_client ON deliveries(client_id);";
+    "CREATE INDEX IF NOT EXISTS deliveries_client ON deliveries(client_id);"
+    "CREATE TABLE IF NOT EXISTS qos2_in(client_id TEXT, packet_id INT, PRIMARY KEY(client_id, packet_id));";
 
 struct broker_store {
     sqlite3 *db;
@@ -163,7 +168,7 @@ void broker_store_session_delete(struct hd_broker *b, struct broker_session *s)
         d->store_id = 0;
     if (!b->store)
         return;
-    static const int which[] = {ST_DEL_SESSION, ST_DEL_SUBS, ST_DEL_SESSION_DELIVERIES};
+    static const int which[] = {ST_DEL_SESSION, ST_DEL_SUBS, ST_DEL_SESSION_DELIVERIES, ST_DEL_SESSION_QOS2};
     for (size_t i = 0; i < ARRAY_SIZE(which); i++) {
         sqlite3_stmt *q = stmt(b, which[i]);
         sqlite3_bind_text(q, 1, s->client_id, -1, SQLITE_STATIC);
@@ -210,6 +215,16 @@ void broker_store_delivery_delete(struct hd_broker *b, struct broker_delivery *d
     sqlite3_bind_int64(q, 1, d->store_id);
     run(b, q);
     d->store_id = 0;
+}
+
+void broker_store_qos2_in(struct hd_broker *b, struct broker_session *s, uint16_t packet_id, bool add)
+{
+    if (!b->store || !s->persisted)
+        return;
+    sqlite3_stmt *q = stmt(b, add ? ST_PUT_QOS2 : ST_DEL_QOS2);
+    sqlite3_bind_text(q, 1, s->client_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(q, 2, packet_id);
+    run(b, q);
 }
 
 static struct broker_msg *row_msg(sqlite3_stmt *q, int topic_col, int qos_col, int retain_col, int props_col,
@@ -280,6 +295,15 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
                                         (uint32_t)sqlite3_column_int64(q, 10), (uint8_t)sqlite3_column_int(q, 8),
                                         (uint16_t)sqlite3_column_int(q, 9), sqlite3_column_int64(q, 0));
         broker_msg_unref(m);
+    }
+    sqlite3_finalize(q);
+
+    if (sqlite3_prepare_v2(db, "SELECT client_id, packet_id FROM qos2_in", -1, &q, NULL))
+        goto fail;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        struct broker_session *s = broker_session_find(b, (const char *)sqlite3_column_text(q, 0));
+        if (s)
+            broker_session_qos2_in_add(s, (uint16_t)sqlite3_column_int(q, 1));
     }
     sqlite3_finalize(q);
     return 0;
