@@ -311,7 +311,8 @@ static int conn_flush(struct hd_broker *b, struct broker_conn *c)
         if (c->out_sent > 64 * 1024) {  /* compact: drop what was written */
             memmove(c->out.data, c->out.data + c->out_sent, c->out.len - c->out_sent);
             c->out.len -= c->out_sent;
-            memmove(c->refs, c->refs + c->ref_head, (c->n_refs - c->ref_head) * sizeof(*c->refs));
+            if (c->n_refs)
+                memmove(c->refs, c->refs + c->ref_head, (c->n_refs - c->ref_head) * sizeof(*c->refs));
             c->n_refs -= c->ref_head;
             c->ref_head = 0;
             for (uint32_t i = 0; i < c->n_refs; i++)
