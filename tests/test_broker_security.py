@@ -366,3 +366,14 @@ def test_bad_config_is_refused(tmp_path):
     cfg.write_text("allow_anonymus false\n")
     r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
     assert r.returncode == 125 and "unknown key 'allow_anonymus'" in r.stderr
+
+
+def test_check_validates_without_binding(pki, tmp_path):
+    cfg = tmp_path / "c.conf"
+    cfg.write_text(f"listener 127.0.0.1:1883\nlistener_tls 127.0.0.1:8883\ntls_cert {pki}/server.crt\n"
+                   f"tls_key {pki}/server.key\n")
+    r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "configuration ok", r.stderr
+    cfg.write_text(f"listener_tls 127.0.0.1:8883\ntls_cert {pki}/server.crt\ntls_key {pki}/missing.key\n")
+    r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
+    assert r.returncode == 125 and "missing.key" in r.stderr
