@@ -155,6 +155,20 @@ def test_acl_patterns(secured):
     assert parse_publish(bob.recv())["payload"] == b"bob device"
 
 
+@pytest.mark.parametrize("version", [4, 5])
+def test_other_user_cannot_take_over_a_client_id(secured, version):
+    cid = uid("dev")
+    alice = login(secured, "alice", "rabbit", version, cid=cid)
+    r = Raw(secured.port)
+    ca = r.connect(cid, version=version, user="bob", password="builder")
+    assert ca == b"\x20\x02\x00\x05" if version == 4 else ca[3] == 0x87
+    r.expect_closed()
+    alice.send(b"\xc0\x00").expect(b"\xd0\x00")  # alice is still connected
+    again = Raw(secured.port)  # the same user may take over
+    again.connect(cid, version=version, user="alice", password="rabbit")
+    alice.expect_closed()
+
+
 def test_acl_will_denied(secured):
     r = Raw(secured.port)
     r.send(connect(uid(), user="bob", password="builder", will=("alice/x", b"w", 0, False)))
