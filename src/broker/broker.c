@@ -380,7 +380,7 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
 {
     uint8_t type = type_flags >> 4, flags = type_flags & 0x0f;
     int rc;
-    c->last_rx_ns = hd_now_ns();
+    c->last_rx_ns = b->now_ns;  /* one clock read per round is precise enough for keepalive */
     if (c->state == CONN_WAIT_CONNECT) {
         if (type != MQTT_CONNECT || flags) {
             broker_conn_close(b, c, 0);
@@ -496,7 +496,7 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
             c->in = hd_xmalloc(left);
             c->in_cap = c->in_len = (uint32_t)left;
             memcpy(c->in, data + used, left);
-            c->last_rx_ns = hd_now_ns();  /* the partial-packet deadline starts now */
+            c->last_rx_ns = b->now_ns;  /* the partial-packet deadline starts now */
         }
         if ((size_t)n < b->read_buf_size)
             return;
@@ -630,6 +630,7 @@ int hd_broker_dispatch(struct hd_broker *b, int timeout_ms, hd_error_t *err)
             return 0;
         return hd_error_sys(err, "broker: epoll_wait");
     }
+    b->now_ns = hd_now_ns();
     for (int i = 0; i < n; i++) {
         void *p = events[i].data.ptr;
         if (p == &timer_marker) {

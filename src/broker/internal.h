@@ -198,6 +198,7 @@ struct hd_broker {
     struct hd_broker_stats stats;
     uint64_t retained_count;
     uint64_t last_sys_ns, start_ns;
+    uint64_t now_ns;                 /* CLOCK_MONOTONIC at the start of this dispatch round */
     uint64_t rate_window_ns;
     uint32_t rate_count;
     struct rate_slot *rate_slots;  /* allocated when client_connection_rate is set */

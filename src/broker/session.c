@@ -246,11 +246,14 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
     struct broker_conn *c = s->conn;
     if (!c || c->state != CONN_ACTIVE)
         return;
+    if (!s->n_queued)
+        return;
     uint32_t limit = inflight_limit(b, s);
     uint64_t now = 0;
-    struct broker_delivery *d = s->out_head, *next;
-    while (d && d->state != DELIV_QUEUED)
-        d = d->next;
+    /* the queued entries are the last n_queued of the list */
+    struct broker_delivery *d = s->out_tail, *next;
+    for (uint32_t i = 1; i < s->n_queued; i++)
+        d = d->prev;
     for (; d && s->n_inflight < limit; d = next) {
         next = d->next;
         if (d->msg->expire_at_ns) {
@@ -325,12 +328,29 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
     *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .sub_id = sub_id,
                                   .packet_id = packet_id, .qos = qos, .state = state, .retain = retain};
-    d->prev = s->out_tail;
-    if (s->out_tail)
-        s->out_tail->next = d;
-    else
-        s->out_head = d;
-    s->out_tail = d;
+    /* keep the invariant (in-flight entries first) even if the rows say otherwise */
+    struct broker_delivery *before = NULL;
+    if (state != DELIV_QUEUED && s->n_queued) {
+        before = s->out_tail;
+        for (uint32_t i = 1; i < s->n_queued; i++)
+            before = before->prev;
+    }
+    if (before) {
+        d->next = before;
+        d->prev = before->prev;
+        if (before->prev)
+            before->prev->next = d;
+        else
+            s->out_head = d;
+        before->prev = d;
+    } else {
+        d->prev = s->out_tail;
+        if (s->out_tail)
+            s->out_tail->next = d;
+        else
+            s->out_head = d;
+        s->out_tail = d;
+    }
     if (state == DELIV_QUEUED) {
         s->n_queued++;
         s->queued_bytes += m->payload_len;
