@@ -133,7 +133,8 @@ struct topic_node {
     char *level;
     uint32_t level_len;
     struct topic_node *parent;
-    struct topic_node **children;  /* sorted by (len, bytes) */
+    struct topic_node **children;  /* sorted by (len, bytes); "+" and "#" are kept apart: */
+    struct topic_node *plus, *hash;  /* the wildcard children, looked up on every level */
     uint32_t n_children, cap_children;
     struct topic_sub *subs;
     uint32_t n_subs, cap_subs;
