@@ -811,6 +811,7 @@ void hd_broker_free(struct hd_broker *b)
         broker_conn_close(b, b->conns, RC_SERVER_SHUTTING_DOWN);
     round_finish(b);
     broker_sessions_free(b);
+    broker_delivery_pool_free(b);
     broker_tree_free(&b->sub_root);
     broker_tree_free(&b->retained_root);
     broker_store_close(b);

@@ -181,7 +181,9 @@ struct hd_broker {
     bool shutting_down;             /* hd_broker_free: no wills, keep stored sessions */
     struct broker_session **targets; /* routing scratch */
     uint32_t n_targets, cap_targets;
-    bool routing_fanout;             /* the message being routed goes to more than one session */
+    bool routing_fanout;
+    struct broker_delivery *delivery_pool;  /* recycled deliveries (session.c) */
+    uint32_t delivery_pool_size;             /* the message being routed goes to more than one session */
     struct broker_listener *listeners;
     size_t n_listeners;
     struct broker_conn *conns;
@@ -260,6 +262,7 @@ bool broker_session_qos2_in_remove(struct broker_session *s, uint16_t id);
 /* Expire offline sessions and fire delayed wills. */
 void broker_sessions_tick(struct hd_broker *b, uint64_t now);
 void broker_sessions_free(struct hd_broker *b);
+void broker_delivery_pool_free(struct hd_broker *b);
 
 /* ---- connections and the loop (broker.c) ---- */
 void broker_conn_write(struct hd_broker *b, struct broker_conn *c, const void *data, size_t len);

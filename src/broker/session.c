@@ -76,10 +76,40 @@ bool broker_session_persistent(const struct broker_session *s)
     return s->expiry_interval > 0;
 }
 
-static void delivery_free(struct broker_delivery *d)
+#define DELIVERY_POOL_MAX 4096
+
+/* Deliveries are recycled through a small pool: no malloc/free per QoS 1/2 message. */
+static struct broker_delivery *delivery_new(struct hd_broker *b)
+{
+    struct broker_delivery *d = b->delivery_pool;
+    if (!d)
+        return hd_xcalloc(1, sizeof(*d));
+    b->delivery_pool = d->next;
+    b->delivery_pool_size--;
+    memset(d, 0, sizeof(*d));
+    return d;
+}
+
+static void delivery_free(struct hd_broker *b, struct broker_delivery *d)
 {
     broker_msg_unref(d->msg);
-    free(d);
+    if (b->delivery_pool_size >= DELIVERY_POOL_MAX) {
+        free(d);
+        return;
+    }
+    d->next = b->delivery_pool;
+    b->delivery_pool = d;
+    b->delivery_pool_size++;
+}
+
+void broker_delivery_pool_free(struct hd_broker *b)
+{
+    while (b->delivery_pool) {
+        struct broker_delivery *d = b->delivery_pool;
+        b->delivery_pool = d->next;
+        free(d);
+    }
+    b->delivery_pool_size = 0;
 }
 
 static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
@@ -106,7 +136,7 @@ static void delivery_drop(struct hd_broker *b, struct broker_session *s, struct 
     delivery_unlink(s, d);
     if (d->store_id)
         broker_store_delivery_delete(b, d);
-    delivery_free(d);
+    delivery_free(b, d);
 }
 
 void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
@@ -123,7 +153,7 @@ void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
     struct broker_delivery *d = s->out_head, *next;
     for (; d; d = next) {
         next = d->next;
-        delivery_free(d);
+        delivery_free(b, d);
     }
     if (s->pending_will)
         broker_msg_unref(s->pending_will);
@@ -221,7 +251,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
         delivery_drop(b, s, old);
         b->stats.messages_dropped++;
     }
-    struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
+    struct broker_delivery *d = delivery_new(b);
     d->msg = broker_msg_hold(m);
     d->qos = qos;
     d->retain = retain;
