@@ -330,6 +330,8 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
 {
     if (c->state == CONN_CLOSED)
         return;
+    /* what is flushed below may hold acknowledgements of this round: commit them first */
+    broker_store_commit(b);
     if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
         conn_flush(b, c);  /* best effort: the DISCONNECT and anything before it */

@@ -73,6 +73,7 @@ struct broker_session {
     struct broker_sub *subs;
     uint32_t n_subs, cap_subs;
     struct broker_delivery *out_head, *out_tail;
+    struct broker_delivery *first_queued;  /* where the queued part of the list starts, or NULL */
     uint32_t n_inflight, n_queued;
     uint64_t queued_bytes;
     uint16_t next_packet_id;

@@ -123,6 +123,8 @@ static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
     else
         s->out_tail = d->prev;
     if (d->state == DELIV_QUEUED) {
+        if (s->first_queued == d)
+            s->first_queued = d->next;
         s->n_queued--;
         s->queued_bytes -= d->msg->payload_len;
     } else {
@@ -241,9 +243,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     }
     if ((b->cfg.max_queued_messages && s->n_queued >= b->cfg.max_queued_messages) ||
         (b->cfg.max_queued_bytes && s->queued_bytes + m->payload_len > b->cfg.max_queued_bytes)) {
-        struct broker_delivery *old = s->out_head;
-        while (old && old->state != DELIV_QUEUED)
-            old = old->next;
+        struct broker_delivery *old = s->first_queued;
         if (b->cfg.queue_policy != HD_BROKER_DROP_OLDEST || !old) {
             b->stats.messages_dropped++;
             return;
@@ -263,6 +263,8 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     else
         s->out_head = d;
     s->out_tail = d;
+    if (!s->first_queued)
+        s->first_queued = d;
     s->n_queued++;
     s->queued_bytes += m->payload_len;
     if (s->persisted)
@@ -276,15 +278,10 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
     struct broker_conn *c = s->conn;
     if (!c || c->state != CONN_ACTIVE)
         return;
-    if (!s->n_queued)
-        return;
     uint32_t limit = inflight_limit(b, s);
     uint64_t now = 0;
-    /* the queued entries are the last n_queued of the list */
-    struct broker_delivery *d = s->out_tail, *next;
-    for (uint32_t i = 1; i < s->n_queued; i++)
-        d = d->prev;
-    for (; d && s->n_inflight < limit; d = next) {
+    struct broker_delivery *d, *next;
+    for (d = s->first_queued; d && s->n_inflight < limit; d = next) {
         next = d->next;
         if (d->msg->expire_at_ns) {
             if (!now)
@@ -294,6 +291,7 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
                 continue;
             }
         }
+        s->first_queued = d->next;
         s->n_queued--;
         s->queued_bytes -= d->msg->payload_len;
         s->n_inflight++;
@@ -359,12 +357,7 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
     *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .sub_id = sub_id,
                                   .packet_id = packet_id, .qos = qos, .state = state, .retain = retain};
     /* keep the invariant (in-flight entries first) even if the rows say otherwise */
-    struct broker_delivery *before = NULL;
-    if (state != DELIV_QUEUED && s->n_queued) {
-        before = s->out_tail;
-        for (uint32_t i = 1; i < s->n_queued; i++)
-            before = before->prev;
-    }
+    struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
     if (before) {
         d->next = before;
         d->prev = before->prev;
@@ -382,6 +375,8 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
         s->out_tail = d;
     }
     if (state == DELIV_QUEUED) {
+        if (!s->first_queued)
+            s->first_queued = d;
         s->n_queued++;
         s->queued_bytes += m->payload_len;
     } else {
