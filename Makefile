@@ -46,16 +46,11 @@ run: build
 bench: build
 	./bench/start
 
-# libFuzzer on the MQTT packet decoder for a bounded time (FUZZ_SECONDS); any crash fails.
-FUZZ_BUILD ?= build-fuzz
+# Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
 FUZZ_SECONDS ?= 60
-fuzz: deps $(BUILD)/build.ninja
-	@mkdir -p $(FUZZ_BUILD)/broker-corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
-		-Isrc/broker -Isrc/lib -I$(BUILD) src/broker/fuzz_packet.c src/broker/packet.c src/lib/util.c \
-		src/lib/error.c -o $(FUZZ_BUILD)/fuzz_packet
-	$(FUZZ_BUILD)/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
-		$(FUZZ_BUILD)/broker-corpus tests/fuzz/broker-corpus
+fuzz: build
+	./scripts/fuzz-mqtt $(FUZZ_SECONDS)
+	./scripts/fuzz-image $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
