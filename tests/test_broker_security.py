@@ -391,3 +391,26 @@ def test_check_validates_without_binding(pki, tmp_path):
     cfg.write_text(f"listener_tls 127.0.0.1:8883\ntls_cert {pki}/server.crt\ntls_key {pki}/missing.key\n")
     r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
     assert r.returncode == 125 and "missing.key" in r.stderr
+
+
+def test_queue_byte_limit(tmp_path):
+    b = Broker(tmp_path / "b", config="max_queued_bytes 2500\n").start()
+    try:
+        cid, t = uid(), uid("qb")
+        s = Raw(b.port)
+        s.connect(cid, clean=False)
+        s.send(subscribe(1, [(t, 1)])).recv()
+        s.close()
+        p = Raw(b.port)
+        p.connect(uid())
+        for i in range(4):
+            p.send(publish(t, bytes([48 + i]) * 1000, qos=1, pid=i + 1)).recv()
+        s = Raw(b.port)
+        s.connect(cid, clean=False)
+        got = [parse_publish(s.recv()) for _ in range(2)]  # 2 x 1000 B fit in 2500 B, the rest is dropped
+        assert [g["payload"][:1] for g in got] == [b"0", b"1"]
+        for g in got:
+            s.send(ack("puback", g["pid"]))
+        s.expect_nothing()
+    finally:
+        b.stop()
