@@ -535,7 +535,7 @@ static bool client_rate_exceeded(struct hd_broker *b, const struct sockaddr_stor
 static void listener_accept(struct hd_broker *b, struct broker_listener *l)
 {
     for (;;) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t sl = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
@@ -734,12 +734,18 @@ static int listen_on(struct hd_broker *b, const char *spec, bool tls, hd_error_t
     freeaddrinfo(ai);
     if (listen(fd, 1024) < 0)
         return hd_error_sys(err, "listener %s: listen", spec);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    b->listeners[b->n_listeners++] = (struct broker_listener){steal_fd(&fd), tls, port};
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage storage;
+    } bound = {.storage = {0}};
+    socklen_t sl = sizeof(bound);
+    if (getsockname(fd, &bound.sa, &sl) < 0)
+        return hd_error_sys(err, "listener %s: getsockname", spec);
+    int port = ntohs(bound.sa.sa_family == AF_INET6 ? bound.in6.sin6_port : bound.in4.sin_port);
+    int listen_fd = steal_fd(&fd);
+    b->listeners[b->n_listeners++] = (struct broker_listener){listen_fd, tls, port};
     return 0;
 }
 
