@@ -414,3 +414,28 @@ def test_queue_byte_limit(tmp_path):
         s.expect_nothing()
     finally:
         b.stop()
+
+
+def test_tls_large_payloads_partial_writes(pki, tls_broker):
+    """Many large messages through TLS to a reader with a tiny receive buffer: SSL_write
+    must resume partial writes correctly."""
+    import os as _os
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", tls_broker.tls_port))
+    r = Raw.__new__(Raw)
+    r.sock, r.buf = ctx.wrap_socket(raw, server_hostname="localhost"), b""
+    r.connect(uid())
+    t = "tls/" + uid()
+    r.send(subscribe(1, [(t, 0)])).recv()
+    pub = tls_client(pki, tls_broker.tls_port)
+    pub.connect(uid())
+    payloads = [i.to_bytes(4, "big") + _os.urandom(3000 + (i * 7919) % 30000) for i in range(150)]
+    for p in payloads:
+        pub.send(publish(t, p))
+    time.sleep(0.5)
+    for p in payloads:
+        assert parse_publish(r.recv(timeout=10))["payload"] == p
