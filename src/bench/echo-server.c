@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -232,10 +233,15 @@ static int hog_memory(void)
     return 0;
 }
 
-/* Keep up to HOG_FORK_CAP children alive and keep trying to fork more. */
+/*
+ * Keep up to HOG_FORK_CAP children alive and keep trying to fork more. The
+ * children die with the hog (PR_SET_PDEATHSIG), so killing the hog's first
+ * process ends the storm even where no cgroup collects them.
+ */
 static int hog_fork(void)
 {
     signal(SIGCHLD, SIG_IGN);
+    pid_t hog = getpid();
     int alive = 0;
     for (;;) {
         if (alive >= HOG_FORK_CAP) {
@@ -247,6 +253,9 @@ static int hog_fork(void)
         }
         pid_t p = fork();
         if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != hog)
+                _exit(0);
             for (;;)
                 pause();
         }

@@ -35,14 +35,16 @@ static const char usage[] =
     "      --response-size B    response bytes (default: the request size)\n"
     "      --protocol P         message (hedge-echo-server, sockperf server) | echo | connect\n"
     "                           (default message with --builtin, connect with -f)\n"
-    "      --no-stream          skip the stream throughput test\n"
+    "      --no-stream          skip the stream throughput test (done by default with --builtin echo)\n"
+    "      --stream             run it for -f or --connect too (the server must count a stream as\n"
+    "                           hedge-echo-server does)\n"
     "      --ready-timeout S    how long the port may take to open (default 30, 180 with vm)\n"
     "      --neighbour KIND     repeat RR beside a hostile workload: cpu | memory | fork\n"
     "      --json               print report.json on stdout; no progress, no table\n";
 
 enum {
     OPT_BUILTIN = 256, OPT_RUN_TO_COMPLETION, OPT_CONNECT, OPT_RUNS, OPT_DURATION, OPT_WARMUP, OPT_COUNT,
-    OPT_REQUEST_SIZE, OPT_RESPONSE_SIZE, OPT_PROTOCOL, OPT_NO_STREAM, OPT_READY_TIMEOUT, OPT_NEIGHBOUR,
+    OPT_REQUEST_SIZE, OPT_RESPONSE_SIZE, OPT_PROTOCOL, OPT_NO_STREAM, OPT_STREAM, OPT_READY_TIMEOUT, OPT_NEIGHBOUR,
     OPT_JSON, OPT_ECHO_SERVER, OPT_HELP,
 };
 
@@ -62,6 +64,7 @@ static const struct option options[] = {
     {"response-size", required_argument, NULL, OPT_RESPONSE_SIZE},
     {"protocol", required_argument, NULL, OPT_PROTOCOL},
     {"no-stream", no_argument, NULL, OPT_NO_STREAM},
+    {"stream", no_argument, NULL, OPT_STREAM},
     {"ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT},
     {"neighbour", required_argument, NULL, OPT_NEIGHBOUR},
     {"json", no_argument, NULL, OPT_JSON},
@@ -126,6 +129,7 @@ int cmd_bench(int argc, char **argv)
     const char *out_dir = NULL, *file = NULL;
     bool json = false, run_to_completion = false, protocol_set = false, timeout_set = false;
     double response_size = -1;
+    int no_stream = -1; /* -1: the default, stream only for the built-in echo */
     hd_error_t err = NULL;
     int opt;
     double v;
@@ -185,7 +189,8 @@ int cmd_bench(int argc, char **argv)
                 return bad("%s: \"%s\" is not a protocol (message, echo or connect)", "--protocol", optarg);
             protocol_set = true;
             break;
-        case OPT_NO_STREAM: o.no_stream = true; break;
+        case OPT_NO_STREAM: no_stream = 1; break;
+        case OPT_STREAM: no_stream = 0; break;
         case OPT_READY_TIMEOUT:
             if (parse_number(optarg, 0.1, 3600, &o.ready_timeout_s) < 0)
                 return bad("%s: \"%s\" is not a duration in seconds (0.1..3600)", "--ready-timeout", optarg);
@@ -241,8 +246,10 @@ int cmd_bench(int argc, char **argv)
     if (o.client.protocol == HD_BENCH_MESSAGE && (o.client.request_size < 18 || o.client.response_size < 14))
         return cli_usage_error("bench", bench_usage_line, "--protocol message: requests need at least 18 bytes "
                                "and responses 14 (the message header)");
-    if (o.client.protocol != HD_BENCH_MESSAGE)
-        o.no_stream = true; /* the stream test needs a server that counts what it reads */
+    o.no_stream = no_stream == -1 ? !o.builtin_echo : no_stream;
+    if (!o.no_stream && o.client.protocol != HD_BENCH_MESSAGE)
+        return cli_usage_error("bench", bench_usage_line, "--stream needs --protocol message (a server that "
+                               "counts what it reads, like hedge-echo-server)");
     if (!timeout_set) {
         o.ready_timeout_s = 30;
         for (int i = 0; i < o.n_levels; i++)

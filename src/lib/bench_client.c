@@ -116,7 +116,7 @@ int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeo
         if (stop && *stop)
             return hd_error_set(err, EINTR, "waiting for %s", t->text);
         if (hd_now_ns() > deadline)
-            return hd_error_set(err, ETIMEDOUT, "%s did not accept a connection within %.0f s", t->text,
+            return hd_error_set(err, ETIMEDOUT, "%s did not accept a connection within %g s", t->text,
                                 timeout_s);
         /* 200 us between probes: fine enough for a start-to-ready figure */
         usleep(200);

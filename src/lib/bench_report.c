@@ -242,7 +242,9 @@ static double ratio_to_reference(const struct hd_bench_report *r, int level, int
 static void format_value(char *buf, size_t len, double v)
 {
     double a = fabs(v);
-    if (a >= 100)
+    if (v == 0)
+        snprintf(buf, len, "0");
+    else if (a >= 100)
         snprintf(buf, len, "%.0f", v);
     else if (a >= 10)
         snprintf(buf, len, "%.1f", v);

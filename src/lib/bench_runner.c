@@ -497,11 +497,56 @@ struct live {
     double start_ms;
 };
 
+/* True while pid exists and is not a zombie. */
+static bool process_alive(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    cleanup_free char *text = NULL;
+    hd_error_t ignored = NULL;
+    if (hd_read_file(path, &text, NULL, &ignored) < 0) {
+        hd_error_free(&ignored);
+        return false;
+    }
+    char *rp = strrchr(text, ')');
+    return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+}
+
+/*
+ * Stop a workload and make sure its whole process tree is gone before the
+ * next measurement: the runtime's destroy kills what its cgroup holds, but a
+ * fork-storm neighbour without a cgroup (or one whose children were already
+ * reparented) would outlive it. Only descendants of the workload we started
+ * are touched.
+ */
 static void live_stop(struct live *l)
 {
     if (l == NULL)
         return;
+    pid_t *tree = NULL;
+    size_t n_tree = 0;
+    if (l->w && l->w->pid > 0) {
+        struct proc_info *v = NULL;
+        size_t n = read_procs(&v);
+        tree = hd_xcalloc(n + 1, sizeof(pid_t));
+        for (size_t i = 0; i < n; i++)
+            if (v[i].pid != l->w->pid && descends_from(v, n, v[i].pid, l->w->pid))
+                tree[n_tree++] = v[i].pid;
+        free(v);
+    }
     hd_workload_destroy(l->w);
+    for (size_t i = 0; i < n_tree; i++)
+        kill(tree[i], SIGKILL);
+    for (int tries = 0; tries < 400; tries++) {
+        bool any = false;
+        for (size_t i = 0; i < n_tree && !any; i++)
+            any = process_alive(tree[i]);
+        if (!any)
+            break;
+        struct timespec pause = {0, 5 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    free(tree);
     if (l->pidfd >= 0)
         close(l->pidfd);
     if (l->log_fd >= 0)
