@@ -83,6 +83,12 @@ def busybox_rootfs(tmp_path_factory):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copy("/bin/busybox", root / "bin" / "busybox")
     subprocess.run([str(root / "bin" / "busybox"), "--install", "-s", str(root / "bin")], check=True)
+    # --install -s links to the absolute host path; make the links relative so they
+    # also resolve inside the rootfs (container, vm)
+    for link in (root / "bin").iterdir():
+        if link.is_symlink():
+            link.unlink()
+            link.symlink_to("busybox")
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
                                          "app:x:1000:1000:app:/tmp:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")

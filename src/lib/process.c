@@ -24,20 +24,6 @@ static int process_prepare(struct hd_workload *w, hd_error_t *err)
     return 0;
 }
 
-/* Make fds 0,1,2 of the child the workload's stdio (they may be any fds). */
-static void child_setup_stdio(const int stdio[3], int report_fd)
-{
-    int copies[3];
-    for (int i = 0; i < 3; i++) {
-        copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
-        if (copies[i] < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
-    }
-    for (int i = 0; i < 3; i++)
-        if (dup2(copies[i], i) < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
-}
-
 static int process_start(struct hd_workload *w, hd_error_t *err)
 {
     int go[2], report[2];
@@ -60,7 +46,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(125); /* parent gave up on us */
-        child_setup_stdio(w->stdio, report[1]);
+        hd_child_setup_stdio(w->stdio, report[1]);
         struct hd_exec_plan plan = {
             .argv = w->argv,
             .env = w->env,

@@ -1,0 +1,361 @@
+/*
+ * seccomp.c - hedge's default syscall filter and Docker/OCI JSON profiles,
+ * compiled to BPF with libseccomp (see seccomp_filter.h; the header is not called seccomp.h so that
+ * it cannot shadow libseccomp's <seccomp.h>).
+ *
+ * The default profile follows Docker's in what it refuses, but is written as
+ * a deny list over a default of "allow": it names the syscalls that reach
+ * kernel state shared with the host (modules, kexec, reboot, swap, clock,
+ * keyrings, bpf, perf, io_uring, mount and namespace creation, ptrace and
+ * cross-process memory access, raw I/O ports) and makes them fail with
+ * EPERM. A call whose capability the workload was given back through
+ * cap_add is allowed again, as Docker does: CAP_SYS_ADMIN re-enables mount
+ * and namespaces, CAP_SYS_PTRACE ptrace, CAP_SYS_TIME the clock, and so on.
+ * personality() is limited to the values Docker allows (Linux and
+ * Linux32, optionally UNAME26, and the 0xffffffff query), so a workload
+ * cannot switch address space randomisation off. clone3 answers ENOSYS
+ * (its flags sit in memory a filter cannot read), so libc falls back to
+ * clone, whose namespace flags the filter can see.
+ *
+ * The filter covers the x86_64, i386 and x32 ABIs, so the deny list cannot be
+ * side-stepped through int 0x80; other ABIs are killed.
+ */
+#include "seccomp_filter.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "util.h"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+#ifndef CLONE_NEWCGROUP
+#define CLONE_NEWCGROUP 0x02000000
+#endif
+
+struct hd_seccomp {
+    struct sock_fprog prog;
+};
+
+#define NO_CAP (-1)
+
+/* One denied syscall, and the capability that allows it again (NO_CAP: never). */
+struct denied_syscall {
+    const char *name;
+    int unless_cap;
+};
+
+static const struct denied_syscall default_denied[] = {
+    /* kernel modules and kexec: code into the shared kernel */
+    {"init_module", 16 /* CAP_SYS_MODULE */},
+    {"finit_module", 16},
+    {"delete_module", 16},
+    {"create_module", NO_CAP},
+    {"get_kernel_syms", NO_CAP},
+    {"query_module", NO_CAP},
+    {"kexec_load", 22 /* CAP_SYS_BOOT */},
+    {"kexec_file_load", 22},
+    {"reboot", 22},
+    /* host-wide state */
+    {"swapon", 21 /* CAP_SYS_ADMIN */},
+    {"swapoff", 21},
+    {"acct", 20 /* CAP_SYS_PACCT */},
+    {"settimeofday", 25 /* CAP_SYS_TIME */},
+    {"clock_settime", 25},
+    {"clock_adjtime", 25},
+    {"stime", 25},
+    {"syslog", 34 /* CAP_SYSLOG */},
+    {"quotactl", 21},
+    {"quotactl_fd", 21},
+    {"nfsservctl", NO_CAP},
+    {"_sysctl", NO_CAP},
+    {"sysfs", NO_CAP},
+    {"uselib", NO_CAP},
+    {"ustat", NO_CAP},
+    {"vm86", NO_CAP},
+    {"vm86old", NO_CAP},
+    {"lookup_dcookie", 21},
+    {"vhangup", 26 /* CAP_SYS_TTY_CONFIG */},
+    {"iopl", 17 /* CAP_SYS_RAWIO */},
+    {"ioperm", 17},
+    /* keyrings are not namespaced */
+    {"add_key", NO_CAP},
+    {"keyctl", NO_CAP},
+    {"request_key", NO_CAP},
+    /* large kernel attack surface */
+    {"bpf", 21},
+    {"perf_event_open", 21},
+    {"userfaultfd", 21},
+    {"fanotify_init", 21},
+    {"io_uring_setup", NO_CAP},
+    {"io_uring_enter", NO_CAP},
+    {"io_uring_register", NO_CAP},
+    {"open_by_handle_at", 2 /* CAP_DAC_READ_SEARCH */},
+    /* mounts and namespaces */
+    {"mount", 21},
+    {"umount", 21},
+    {"umount2", 21},
+    {"pivot_root", 21},
+    {"move_mount", 21},
+    {"open_tree", 21},
+    {"fsopen", 21},
+    {"fsconfig", 21},
+    {"fsmount", 21},
+    {"fspick", 21},
+    {"mount_setattr", 21},
+    {"setns", 21},
+    {"sethostname", 21},
+    {"setdomainname", 21},
+    /* other processes' memory */
+    {"ptrace", 19 /* CAP_SYS_PTRACE */},
+    {"process_vm_readv", 19},
+    {"process_vm_writev", 19},
+    {"process_madvise", 19},
+    {"kcmp", 19},
+    {"pidfd_getfd", 19},
+};
+
+static const unsigned long namespace_flags[] = {
+    CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET,
+};
+
+static bool has_cap(uint64_t caps, int cap)
+{
+    return cap >= 0 && (caps & (1ULL << cap));
+}
+
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n,
+                    const struct scmp_arg_cmp *cmp, hd_error_t *err)
+{
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR)
+        return 0; /* not a syscall of this libseccomp: nothing to filter */
+    int r = seccomp_rule_add_array(ctx, action, nr, n, cmp);
+    if (r < 0)
+        return hd_error_set(err, -r, "seccomp: rule for %s", name);
+    return 0;
+}
+
+static int default_profile(scmp_filter_ctx ctx, uint64_t caps, hd_error_t *err)
+{
+    const uint32_t deny = SCMP_ACT_ERRNO(EPERM);
+    for (size_t i = 0; i < ARRAY_SIZE(default_denied); i++)
+        if (!has_cap(caps, default_denied[i].unless_cap) &&
+            add_rule(ctx, deny, default_denied[i].name, 0, NULL, err) < 0)
+            return -1;
+    if (!has_cap(caps, 21 /* CAP_SYS_ADMIN */)) {
+        /* clone/unshare creating a namespace: one rule per flag (rules are OR'ed) */
+        for (size_t i = 0; i < ARRAY_SIZE(namespace_flags); i++) {
+            struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, namespace_flags[i], namespace_flags[i]);
+            if (add_rule(ctx, deny, "clone", 1, &c, err) < 0 ||
+                add_rule(ctx, deny, "unshare", 1, &c, err) < 0)
+                return -1;
+        }
+        struct scmp_arg_cmp t = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWTIME, CLONE_NEWTIME);
+        if (add_rule(ctx, deny, "unshare", 1, &t, err) < 0)
+            return -1;
+        if (add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL, err) < 0)
+            return -1;
+    }
+    /*
+     * personality: allow 0 (PER_LINUX), 8 (PER_LINUX32), 0x20000 (UNAME26), their
+     * combination, and the 0xffffffff query. libseccomp cannot compare one argument
+     * twice in a rule, so each rule tests one bit against bit 31: a value below
+     * 0x80000000 is refused if it has a bit outside {3, 17}; a value with bit 31 set
+     * is refused unless all 31 low bits are set too.
+     */
+    for (int b = 0; b < 31; b++) {
+        unsigned long bit = 1UL << b;
+        struct scmp_arg_cmp c;
+        if (b != 3 && b != 17) {
+            c = SCMP_A0(SCMP_CMP_MASKED_EQ, 0x80000000UL | bit, bit);
+            if (add_rule(ctx, deny, "personality", 1, &c, err) < 0)
+                return -1;
+        }
+        c = SCMP_A0(SCMP_CMP_MASKED_EQ, 0x80000000UL | bit, 0x80000000UL);
+        if (add_rule(ctx, deny, "personality", 1, &c, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- Docker/OCI JSON profiles (the subset without argument filters) ---- */
+
+static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
+{
+    if (strcmp(name, "SCMP_ACT_ALLOW") == 0)
+        *out = SCMP_ACT_ALLOW;
+    else if (strcmp(name, "SCMP_ACT_ERRNO") == 0)
+        *out = SCMP_ACT_ERRNO(json_is_integer(errno_ret) ? (uint16_t)json_integer_value(errno_ret) : EPERM);
+    else if (strcmp(name, "SCMP_ACT_KILL") == 0 || strcmp(name, "SCMP_ACT_KILL_THREAD") == 0)
+        *out = SCMP_ACT_KILL_THREAD;
+    else if (strcmp(name, "SCMP_ACT_KILL_PROCESS") == 0)
+        *out = SCMP_ACT_KILL_PROCESS;
+    else if (strcmp(name, "SCMP_ACT_TRAP") == 0)
+        *out = SCMP_ACT_TRAP;
+    else if (strcmp(name, "SCMP_ACT_LOG") == 0)
+        *out = SCMP_ACT_LOG;
+    else
+        return -1;
+    return 0;
+}
+
+static int json_profile(const char *path, scmp_filter_ctx *out, hd_error_t *err)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (root == NULL)
+        return hd_error_set(err, 0, "security.seccomp: %s: line %d: %s", path, jerr.line, jerr.text);
+    int ret = -1;
+    scmp_filter_ctx ctx = NULL;
+    json_t *def = json_object_get(root, "defaultAction");
+    uint32_t def_action;
+    if (!json_is_string(def) ||
+        json_action(json_string_value(def), json_object_get(root, "defaultErrnoRet"), &def_action) < 0) {
+        hd_error_set(err, 0, "security.seccomp: %s: defaultAction: missing or not a known action", path);
+        goto out;
+    }
+    ctx = seccomp_init(def_action);
+    if (ctx == NULL) {
+        hd_error_set(err, ENOMEM, "security.seccomp: seccomp_init");
+        goto out;
+    }
+    json_t *calls = json_object_get(root, "syscalls");
+    if (calls && !json_is_array(calls)) {
+        hd_error_set(err, 0, "security.seccomp: %s: syscalls: not an array", path);
+        goto out;
+    }
+    size_t i;
+    json_t *rule;
+    json_array_foreach(calls, i, rule) {
+        json_t *names = json_object_get(rule, "names");
+        json_t *action = json_object_get(rule, "action");
+        json_t *args = json_object_get(rule, "args");
+        uint32_t act;
+        if (!json_is_array(names)) {
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path, i);
+            goto out;
+        }
+        if (!json_is_string(action) ||
+            json_action(json_string_value(action), json_object_get(rule, "errnoRet"), &act) < 0) {
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].action: missing or not a known action",
+                         path, i);
+            goto out;
+        }
+        if (args && !json_is_null(args) && json_array_size(args) > 0) {
+            hd_error_set(err, ENOTSUP, "security.seccomp: %s: syscalls[%zu].args: argument filters", path, i);
+            goto out;
+        }
+        if (act == def_action)
+            continue; /* libseccomp refuses rules that repeat the default */
+        size_t j;
+        json_t *name;
+        json_array_foreach(names, j, name) {
+            if (!json_is_string(name)) {
+                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i, j);
+                goto out;
+            }
+            /* unknown names are skipped, as runc does: profiles list syscalls of many kernels */
+            if (add_rule(ctx, act, json_string_value(name), 0, NULL, err) < 0)
+                goto out;
+        }
+    }
+    *out = get_and_reset(&ctx);
+    ret = 0;
+out:
+    if (ctx)
+        seccomp_release(ctx);
+    json_decref(root);
+    return ret;
+}
+
+/* Compile ctx to a BPF program in memory (libseccomp 2.5 only exports to an fd). */
+static int export_program(scmp_filter_ctx ctx, struct hd_seccomp *f, hd_error_t *err)
+{
+    cleanup_close int fd = memfd_create("hedge-seccomp", MFD_CLOEXEC);
+    if (fd < 0)
+        return hd_error_sys(err, "seccomp: memfd_create");
+    int r = seccomp_export_bpf(ctx, fd);
+    if (r < 0)
+        return hd_error_set(err, -r, "seccomp: compile the filter");
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0 || size % sizeof(struct sock_filter) != 0 ||
+        size / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return hd_error_set(err, EINVAL, "seccomp: compiled filter has a bad size (%lld bytes)",
+                            (long long)size);
+    f->prog.filter = hd_xmalloc((size_t)size);
+    if (pread(fd, f->prog.filter, (size_t)size, 0) != size)
+        return hd_error_sys(err, "seccomp: read the compiled filter");
+    f->prog.len = (unsigned short)(size / sizeof(struct sock_filter));
+    return 0;
+}
+
+int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out,
+                     hd_error_t *err)
+{
+    *out = NULL;
+    const char *profile = sec->seccomp ? sec->seccomp : "default";
+    if (strcmp(profile, "unconfined") == 0)
+        return 0;
+    scmp_filter_ctx ctx = NULL;
+    if (strcmp(profile, "default") == 0) {
+        ctx = seccomp_init(SCMP_ACT_ALLOW);
+        if (ctx == NULL)
+            return hd_error_set(err, ENOMEM, "seccomp: seccomp_init");
+    } else if (json_profile(profile, &ctx, err) < 0) {
+        return -1;
+    }
+    int ret = -1;
+    struct hd_seccomp *f = hd_xcalloc(1, sizeof(*f));
+#ifdef __x86_64__
+    int r = seccomp_arch_add(ctx, SCMP_ARCH_X86);
+    if (r == 0 || r == -EEXIST)
+        r = seccomp_arch_add(ctx, SCMP_ARCH_X32);
+    if (r < 0 && r != -EEXIST) {
+        hd_error_set(err, -r, "seccomp: add the i386/x32 ABIs");
+        goto out;
+    }
+#endif
+    if (strcmp(profile, "default") == 0 && default_profile(ctx, caps, err) < 0)
+        goto out;
+    if (export_program(ctx, f, err) < 0)
+        goto out;
+    *out = get_and_reset(&f);
+    ret = 0;
+out:
+    hd_seccomp_free(f);
+    seccomp_release(ctx);
+    return ret;
+}
+
+int hd_seccomp_load(const struct hd_seccomp *filter, hd_error_t *err)
+{
+    if (filter == NULL)
+        return 0;
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &filter->prog) < 0)
+        return hd_error_sys(err, "seccomp: load the filter");
+    return 0;
+}
+
+unsigned hd_seccomp_length(const struct hd_seccomp *filter)
+{
+    return filter ? filter->prog.len : 0;
+}
+
+void hd_seccomp_free(struct hd_seccomp *filter)
+{
+    if (filter == NULL)
+        return;
+    free(filter->prog.filter);
+    free(filter);
+}
