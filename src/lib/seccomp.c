@@ -19,11 +19,20 @@
  *
  * The filter covers the x86_64, i386 and x32 ABIs, so the deny list cannot be
  * side-stepped through int 0x80; other ABIs are killed.
+ *
+ * Compiling costs libseccomp about 2 ms (the personality rules times three
+ * ABIs), more than the rest of a container start, so compiled programs are
+ * cached in <runtime dir>/seccomp-cache under a SHA-256 of everything that
+ * shapes them: a format tag (bump SECCOMP_CACHE_TAG when the rule logic
+ * changes), hedge's and libseccomp's versions, the deny table, the
+ * capability mask and, for a JSON profile, the file's bytes.
  */
 #include "seccomp_filter.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -34,7 +43,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "run.h"
 #include "util.h"
+
+#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-1"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -210,10 +223,11 @@ static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
     return 0;
 }
 
-static int json_profile(const char *path, scmp_filter_ctx *out, hd_error_t *err)
+static int json_profile(const char *path, const char *bytes, size_t len, scmp_filter_ctx *out,
+                        hd_error_t *err)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *root = json_loadb(bytes, len, 0, &jerr);
     if (root == NULL)
         return hd_error_set(err, 0, "security.seccomp: %s: line %d: %s", path, jerr.line, jerr.text);
     int ret = -1;
@@ -300,6 +314,62 @@ static int export_program(scmp_filter_ctx ctx, struct hd_seccomp *f, hd_error_t 
     return 0;
 }
 
+/* ---- cache of compiled programs ---------------------------------------- */
+
+/* Hex SHA-256 naming the program built from (profile, caps, profile bytes). */
+static void cache_key(const char *profile, uint64_t caps, const char *bytes, size_t len, char out[65])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    const struct scmp_version *v = seccomp_version();
+    char head[256];
+    int n = snprintf(head, sizeof(head), "%s|%s|%u.%u.%u|%s|%llx|", SECCOMP_CACHE_TAG, HEDGE_VERSION,
+                     v->major, v->minor, v->micro, profile, (unsigned long long)caps);
+    EVP_DigestUpdate(md, head, (size_t)n);
+    for (size_t i = 0; i < ARRAY_SIZE(default_denied); i++) {
+        EVP_DigestUpdate(md, default_denied[i].name, strlen(default_denied[i].name) + 1);
+        EVP_DigestUpdate(md, &default_denied[i].unless_cap, sizeof(int));
+    }
+    EVP_DigestUpdate(md, namespace_flags, sizeof(namespace_flags));
+    if (bytes)
+        EVP_DigestUpdate(md, bytes, len);
+    unsigned char digest[32];
+    EVP_DigestFinal_ex(md, digest, NULL);
+    EVP_MD_CTX_free(md);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", digest[i]);
+}
+
+static struct hd_seccomp *cache_read(const char *path)
+{
+    cleanup_free char *data = NULL;
+    size_t len = 0;
+    hd_error_t ignored = NULL;
+    if (hd_read_file(path, &data, &len, &ignored) < 0) {
+        hd_error_free(&ignored);
+        return NULL;
+    }
+    if (len == 0 || len % sizeof(struct sock_filter) != 0 || len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return NULL;
+    struct hd_seccomp *f = hd_xcalloc(1, sizeof(*f));
+    f->prog.filter = (struct sock_filter *)get_and_reset(&data);
+    f->prog.len = (unsigned short)(len / sizeof(struct sock_filter));
+    return f;
+}
+
+/* Best effort: a cache that cannot be written only costs the next start time. */
+static void cache_write(const char *dir, const char *path, const struct hd_seccomp *f)
+{
+    hd_error_t ignored = NULL;
+    if (hd_mkdir_p(dir, 0700, &ignored) < 0 ||
+        hd_write_file_atomic(path, (const char *)f->prog.filter, f->prog.len * sizeof(struct sock_filter),
+                             &ignored) < 0)
+        hd_error_free(&ignored);
+}
+
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
+                          struct hd_seccomp **out, hd_error_t *err);
+
 int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out,
                      hd_error_t *err)
 {
@@ -307,12 +377,35 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
     const char *profile = sec->seccomp ? sec->seccomp : "default";
     if (strcmp(profile, "unconfined") == 0)
         return 0;
+    cleanup_free char *bytes = NULL;
+    size_t len = 0;
+    if (strcmp(profile, "default") != 0) {
+        if (hd_read_file(profile, &bytes, &len, NULL) < 0)
+            return hd_error_sys(err, "security.seccomp: %s", profile);
+        caps = 0; /* a JSON profile does not depend on capabilities */
+    }
+    char key[65];
+    cache_key(profile, caps, bytes, len, key);
+    cleanup_free char *dir = hd_xasprintf("%s/seccomp-cache", hd_runtime_dir());
+    cleanup_free char *path = hd_xasprintf("%s/%s.bpf", dir, key);
+    *out = cache_read(path);
+    if (*out)
+        return 0;
+    if (build_uncached(profile, bytes, len, caps, out, err) < 0)
+        return -1;
+    cache_write(dir, path, *out);
+    return 0;
+}
+
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
+                          struct hd_seccomp **out, hd_error_t *err)
+{
     scmp_filter_ctx ctx = NULL;
     if (strcmp(profile, "default") == 0) {
         ctx = seccomp_init(SCMP_ACT_ALLOW);
         if (ctx == NULL)
             return hd_error_set(err, ENOMEM, "seccomp: seccomp_init");
-    } else if (json_profile(profile, &ctx, err) < 0) {
+    } else if (json_profile(profile, bytes, len, &ctx, err) < 0) {
         return -1;
     }
     int ret = -1;
