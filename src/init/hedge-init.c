@@ -331,7 +331,9 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
         if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
             hd_child_fail(report[1], 125, errno, "stdio: dup2");
         hd_error_t err = NULL;
-        if (hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
+        /* hedge-init is exempt from the OOM killer; the workload must not inherit that */
+        if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
+            hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
             hd_child_fail(report[1], 125, err->errnum, "%s", err->message);
         if (chroot("/newroot") < 0 || chdir("/") < 0)
             hd_child_fail(report[1], 125, errno, "chroot /newroot");

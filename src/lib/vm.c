@@ -47,7 +47,7 @@
 #include "vm-proto.h"
 #include "vm.h"
 
-#define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed */
+#define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed ($HEDGE_VM_STOP_GRACE_MS) */
 #define POWEROFF_GRACE_MS 10000    /* after the EXIT message, for QEMU to end */
 #define BOOT_TIMEOUT_TCG_MS 120000 /* a TCG boot takes ~3-6 s; allow a very loaded host */
 #define BOOT_TIMEOUT_KVM_MS 30000
@@ -97,6 +97,12 @@ struct vm {
 static uint64_t now_ms(void)
 {
     return hd_now_ns() / 1000000u;
+}
+
+static int stop_grace_ms(void)
+{
+    const char *env = getenv("HEDGE_VM_STOP_GRACE_MS");
+    return env && atoi(env) > 0 ? atoi(env) : STOP_GRACE_MS;
 }
 
 int64_t hd_vm_guest_ram(const struct hd_resources *res)
@@ -171,13 +177,14 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
     pthread_mutex_init(&vm->lock, NULL);
     w->backend_data = vm;
 
+    /* cheapest checks first: nothing is built for a VM that cannot start */
+    if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
+        return -1;
     if (hd_vm_kernel_find(w->state_dir, &vm->kernel, err) < 0)
         return -1;
     if (hd_vm_initramfs(w->state_dir, &vm->kernel, &vm->initramfs, err) < 0)
         return -1;
     if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
-        return -1;
-    if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
         return -1;
     if (build_config(w, vm, err) < 0)
         return -1;
@@ -480,7 +487,7 @@ static void *relay_main(void *arg)
         uint64_t now = now_ms();
         if (kill_at && now >= kill_at && !vm->got_exit) {
             snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not stop within %d ms of SIGTERM; the VM was killed", STOP_GRACE_MS);
+                     "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
             vm->killed_after_grace = true;
             kill_qemu(vm);
             kill_at = 0;
@@ -573,7 +580,7 @@ static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)
     if (vm->n_queued < (int)ARRAY_SIZE(vm->queued_signals))
         vm->queued_signals[vm->n_queued++] = sig;
     if (sig == SIGTERM && vm->kill_at_ms == 0)
-        vm->kill_at_ms = now_ms() + STOP_GRACE_MS;
+        vm->kill_at_ms = now_ms() + (uint64_t)stop_grace_ms();
     if (sig == SIGKILL)
         vm->kill_at_ms = now_ms(); /* SIGKILL for the workload: end the whole VM now */
     pthread_mutex_unlock(&vm->lock);
