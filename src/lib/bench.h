@@ -123,6 +123,7 @@ int hd_bench_run(const struct hd_bench_options *o, struct hd_bench_report **out,
 
 enum hd_bench_figure {
     HD_FIG_START_MS = 0,
+    HD_FIG_EXIT_MS,      /* run-to-completion: create to exit */
     HD_FIG_RR_P50_US,
     HD_FIG_RR_P90_US,
     HD_FIG_RR_P99_US,

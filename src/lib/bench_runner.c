@@ -304,7 +304,7 @@ static struct hd_spec *builtin_spec(struct bench_ctx *c, enum hd_isolation level
     } else {
         s->rootfs = hd_xstrdup(c->echo_root);
         hd_strv_push(&s->command, "/hedge-echo-server");
-        s->network = HD_NET_BRIDGE;
+        s->network = hog ? HD_NET_NONE : HD_NET_BRIDGE; /* a hog needs no network */
     }
     if (hog) {
         hd_strv_push(&s->command, "--hog");
@@ -586,8 +586,9 @@ static int workload_address(struct bench_ctx *c, struct live *l, hd_error_t *err
     if (level == HD_ISOLATION_PROCESS || l->spec->network == HD_NET_HOST)
         return hd_bench_target_set(&l->target, "127.0.0.1", c->o->port, err);
     if (level == HD_ISOLATION_VM)
-        return hd_error_set(err, ENOSYS, "vm: the bench cannot yet learn the guest's address from the vm "
-                            "backend");
+        return hd_error_set(err, ENOSYS, "vm: the vm backend gives its guest no network yet, so port %d "
+                            "cannot be reached; measure vm with --run-to-completion or leave it out",
+                            c->o->port);
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)l->w->pid);
     struct stat theirs, ours;
@@ -708,11 +709,12 @@ static int measure_level(struct bench_ctx *c, int li, int rep, hd_error_t *err)
     int ret = -1;
     if (live_start(c, spec, c->o->port > 0 ? WAIT_PORT : WAIT_EXIT, &l, err) < 0)
         goto out;
-    hd_bench_report_add(c->report, li, HD_FIG_START_MS, l.start_ms);
     if (c->o->port == 0) {
+        hd_bench_report_add(c->report, li, HD_FIG_EXIT_MS, l.start_ms);
         ret = 0;
         goto out;
     }
+    hd_bench_report_add(c->report, li, HD_FIG_START_MS, l.start_ms);
 
     struct measure_window m = {.w = l.w};
     struct hd_bench_client_options co = c->o->client;
