@@ -138,3 +138,52 @@ def remove_session_cgroup_parent():
                 parent.rmdir()
             except OSError as e:
                 pytest.fail(f"cgroup parent {parent} not empty at session end: {e}")
+
+
+# ---- images (tests/test_image.py; other tests run containers from them) ----
+
+def build_oci_layout(layout, rootfs_dir, tag="latest", cmd=None):
+    """Make an OCI image layout with umoci whose one layer is the tree rootfs_dir; returns the layout dir."""
+    if shutil.which("umoci") is None:
+        pytest.skip("umoci is not installed (deps/image.txt)")
+    layout = pathlib.Path(layout)
+    bundle = layout.parent / (layout.name + "-bundle")
+    ref = f"{layout}:{tag}"
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True, capture_output=True)
+    subprocess.run(["umoci", "new", "--image", ref], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--image", ref, str(bundle)], check=True, capture_output=True)
+    subprocess.run(["cp", "-a", f"{rootfs_dir}/.", str(bundle / "rootfs")], check=True)
+    subprocess.run(["umoci", "repack", "--image", ref, str(bundle)], check=True, capture_output=True)
+    if cmd is not None:
+        args = ["umoci", "config", "--image", ref]
+        for word in cmd:
+            args += ["--config.cmd", word]
+        subprocess.run(args, check=True, capture_output=True)
+    shutil.rmtree(bundle)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def busybox_image_tar(busybox_rootfs, tmp_path_factory):
+    """An OCI archive (tar of an OCI layout) of the busybox rootfs, config Cmd ["sh"]; tag "latest", no name."""
+    work = tmp_path_factory.mktemp("busybox-image")
+    rootfs = work / "rootfs"
+    subprocess.run(["cp", "-a", str(busybox_rootfs), str(rootfs)], check=True)
+    # `busybox --install -s` links the applets to the host path of the binary it ran as: point them
+    # at /bin/busybox inside the image instead
+    for link in rootfs.rglob("*"):
+        if link.is_symlink() and os.readlink(link).startswith("/") and os.readlink(link).endswith("/busybox"):
+            link.unlink()
+            link.symlink_to("/bin/busybox")
+    layout = build_oci_layout(work / "layout", rootfs, cmd=["sh"])
+    tarball = work / "busybox.tar"
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(tarball), "."], check=True)
+    return tarball
+
+
+@pytest.fixture
+def imported_busybox(hedge, busybox_image_tar):
+    """busybox_image_tar imported as busybox:latest into this test's state dir; returns its image id."""
+    r = hedge("image", "import", busybox_image_tar, "--name", "busybox:latest")
+    assert r.code == 0, r
+    return r.out.split()[-1]
