@@ -10,6 +10,7 @@
  *                   levels interleaved, CPU and memory accounting
  *   bench_report.c  medians and spread, the terminal table, report.json and
  *                   report.html with inline SVG bar charts
+ *   bench_image.c   the built-in echo workload's image in the image store
  * The isolation level is only a field of the spec handed to
  * hd_workload_create, so every level is measured by the same code.
  */
@@ -118,6 +119,14 @@ struct hd_bench_report;
 
 /* Run the whole experiment. *out is freed with hd_bench_report_free. */
 int hd_bench_run(const struct hd_bench_options *o, struct hd_bench_report **out, hd_error_t *err);
+
+/*
+ * The image of the built-in echo workload (bench_image.c): imported into the
+ * store under state_dir at first use from the static server binary, named
+ * hedge-bench/echo:<digest prefix of the binary>. Returns the name (caller
+ * frees). tmp_dir holds the archive while it is imported.
+ */
+char *hd_bench_echo_image(const char *state_dir, const char *server_path, const char *tmp_dir, hd_error_t *err);
 
 /* ---- the report (bench_report.c) ---- */
 

@@ -272,7 +272,7 @@ void hd_bench_report_print_table(const struct hd_bench_report *r, FILE *out)
             r->machine, r->cpus, r->kernel, r->cgroup_mode, r->vm_accel);
     fprintf(out, "%-36s %-7s", "figure (median [min-max])", "unit");
     for (int i = 0; i < r->n_levels; i++)
-        fprintf(out, " %-28s", r->levels[i]);
+        fprintf(out, " %-30s", r->levels[i]);
     fputc('\n', out);
     for (int f = 0; f < HD_FIG_COUNT; f++) {
         if (!figure_present(r, f))
@@ -293,7 +293,7 @@ void hd_bench_report_print_table(const struct hd_bench_report *r, FILE *out)
                     snprintf(ratio, sizeof(ratio), " %.2fx", q);
                 snprintf(cell, sizeof(cell), "%s [%s-%s]%s", med, lo, hi, ratio);
             }
-            fprintf(out, " %-28s", cell);
+            fprintf(out, " %-30s", cell);
         }
         fputc('\n', out);
     }

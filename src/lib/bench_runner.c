@@ -209,59 +209,6 @@ static char *find_echo_server(const struct hd_bench_options *o, hd_error_t *err)
     return NULL;
 }
 
-static int copy_file(const char *from, const char *to, mode_t mode, hd_error_t *err)
-{
-    cleanup_free char *data = NULL;
-    size_t len;
-    if (hd_read_file(from, &data, &len, err) < 0)
-        return -1;
-    cleanup_free char *tmp = hd_xasprintf("%s.tmp", to);
-    if (hd_write_file(tmp, data, len, err) < 0)
-        return -1;
-    if (chmod(tmp, mode) < 0 || rename(tmp, to) < 0) {
-        hd_error_sys(err, "install %s", to);
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
-/*
- * The rootfs of the built-in echo workload: <state>/bench/echo/rootfs with
- * the static server at /hedge-echo-server. Made (or refreshed, when the
- * binary changed) at first use.
- */
-static char *echo_rootfs(const char *server, hd_error_t *err)
-{
-    char *root = hd_xasprintf("%s/bench/echo/rootfs", hd_state_dir());
-    static const char *dirs[] = {"proc", "sys", "dev", "tmp", "etc"};
-    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-        cleanup_free char *d = hd_xasprintf("%s/%s", root, dirs[i]);
-        if (hd_mkdir_p(d, 0755, err) < 0)
-            goto fail;
-    }
-    cleanup_free char *bin = hd_xasprintf("%s/hedge-echo-server", root);
-    struct stat a, b;
-    if (stat(server, &a) < 0) {
-        hd_error_sys(err, "%s", server);
-        goto fail;
-    }
-    if (stat(bin, &b) < 0 || a.st_size != b.st_size || a.st_mtime > b.st_mtime)
-        if (copy_file(server, bin, 0755, err) < 0)
-            goto fail;
-    cleanup_free char *passwd = hd_xasprintf("%s/etc/passwd", root);
-    if (access(passwd, F_OK) < 0) {
-        static const char text[] = "root:x:0:0:root:/:/hedge-echo-server\n";
-        if (hd_write_file(passwd, text, sizeof(text) - 1, err) < 0)
-            goto fail;
-    }
-    return root;
-fail:
-    hd_error_prefix(err, "built-in echo rootfs %s", root);
-    free(root);
-    return NULL;
-}
-
 /* ---- per-level specs ---- */
 
 static struct hd_spec *spec_copy(const struct hd_spec *spec, hd_error_t *err)
@@ -279,8 +226,8 @@ struct bench_ctx {
     const struct hd_bench_options *o;
     struct hd_bench_report *report;
     struct bench_netns netns;
-    char *echo_server;  /* host path of the static server */
-    char *echo_root;    /* its rootfs dir */
+    char *echo_server;  /* host path of the static server (process level) */
+    char *echo_image;   /* its image in the store (container, vm) */
     char *tmp_dir;      /* the bench's own temp dir (workload logs) */
     int step, steps;
     uint64_t started_ns;
@@ -288,8 +235,8 @@ struct bench_ctx {
 
 /*
  * The spec of the built-in echo server (or a neighbour hog when hog is set)
- * at one level: the same binary, on the host for process, as the rootfs for
- * container and vm.
+ * at one level: the same binary, run from the host for process, from its
+ * image in the store for container and vm.
  */
 static struct hd_spec *builtin_spec(struct bench_ctx *c, enum hd_isolation level, const char *hog,
                                     const struct hd_resources *limits)
@@ -299,11 +246,10 @@ static struct hd_spec *builtin_spec(struct bench_ctx *c, enum hd_isolation level
     s->isolation_set = true;
     s->name = hd_xstrdup(hog ? "bench-neighbour" : "bench-echo");
     if (level == HD_ISOLATION_PROCESS) {
-        cleanup_free char *bin = hd_xasprintf("%s/hedge-echo-server", c->echo_root);
-        hd_strv_push(&s->command, bin);
+        hd_strv_push(&s->command, c->echo_server);
     } else {
-        s->rootfs = hd_xstrdup(c->echo_root);
-        hd_strv_push(&s->command, "/hedge-echo-server");
+        s->image = hd_xstrdup(c->echo_image);
+        hd_strv_push(&s->entrypoint, "/hedge-echo-server");
         s->network = hog ? HD_NET_NONE : HD_NET_BRIDGE; /* a hog needs no network */
     }
     if (hog) {
@@ -884,7 +830,10 @@ int hd_bench_run(const struct hd_bench_options *o, struct hd_bench_report **out,
         if (o->builtin_echo || o->neighbour) {
             if ((c.echo_server = find_echo_server(o, err)) == NULL)
                 goto out;
-            if ((c.echo_root = echo_rootfs(c.echo_server, err)) == NULL)
+            bool isolated = false;
+            for (int i = 0; i < o->n_levels; i++)
+                isolated |= o->levels[i] != HD_ISOLATION_PROCESS;
+            if (isolated && (c.echo_image = hd_bench_echo_image(hd_state_dir(), c.echo_server, c.tmp_dir, err)) == NULL)
                 goto out;
         }
         if (netns_enter_new(&c.netns, err) < 0)
@@ -901,7 +850,7 @@ out:
     }
     free(c.tmp_dir);
     free(c.echo_server);
-    free(c.echo_root);
+    free(c.echo_image);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     if (ret < 0) {
