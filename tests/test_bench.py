@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import BUILD
+from conftest import BUILD, check_sanitizer
 
 ECHO_SERVER = BUILD / "hedge-echo-server"
 SHORT = ["--runs", "2", "--duration", "0.4", "--warmup", "0.1"]
@@ -227,19 +227,21 @@ def test_html_renders_in_chromium(process_report, tmp_path):
     assert bar > drawn * 500, f"bar colour covers only {bar} pixels for {drawn} charts"
 
 
-def sockperf_p50(port, seconds):
-    r = subprocess.run(["sockperf", "ping-pong", "--tcp", "-i", "127.0.0.1", "-p", str(port), "-t", str(seconds),
+def sockperf_p50(port, seconds, pin):
+    r = subprocess.run([*pin, "sockperf", "ping-pong", "--tcp", "-i", "127.0.0.1", "-p", str(port), "-t", str(seconds),
                         "-m", "64", "--full-rtt"], capture_output=True, text=True, timeout=60)
     m = re.search(r"percentile 50\.000 =\s+([\d.]+)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     return float(m.group(1))
 
 
-def hedge_p50(hedge, port, seconds):
-    r = hedge("bench", "--connect", f"127.0.0.1:{port}", "--runs", "1", "--duration", seconds, "--warmup", "0.2",
-              "--no-stream", "--json")
-    assert r.code == 0, r
-    return json.loads(r.out)["results"]["external"]["rr_latency_p50_us"]["median"]
+def hedge_p50(hedge, port, seconds, pin):
+    r = subprocess.run([*pin, hedge.binary, "bench", "--connect", f"127.0.0.1:{port}", "--runs", "1", "--duration",
+                        seconds, "--warmup", "0.2", "--json"], env=hedge.env(), capture_output=True, text=True,
+                       timeout=60)
+    check_sanitizer(r.stderr)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["results"]["external"]["rr_latency_p50_us"]["median"]
 
 
 def wait_port(port, proc):
@@ -253,23 +255,30 @@ def wait_port(port, proc):
 
 
 def test_rr_latency_agrees_with_sockperf(hedge):
-    """hedge's RR client and `sockperf ping-pong` against the same server, for `sockperf server`
-    and for hedge-echo-server: median p50 round trips within 15% of each other."""
+    """hedge's RR client and `sockperf ping-pong` against the same server, for `sockperf server` and for
+    hedge-echo-server: their p50 round trips agree within 15%.
+
+    The machine is shared (other test sessions load both cores) and its latency switches between a
+    fast and a slow mode (about 9.5 and 13-17 us here, for both clients alike); load only ever adds
+    latency. So each client's figure is its lowest p50 of 12 one-second rounds, the two clients taking
+    turns: each sees the fast mode at least once unless the machine never offers it. Server
+    and clients are pinned to one CPU, so no round gains or loses by where the scheduler put them."""
     if shutil.which("sockperf") is None:
         pytest.skip("sockperf is not installed (Debian package sockperf)")
     sp_port, echo_port = free_port(), free_port()
-    servers = [subprocess.Popen(["sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(sp_port)],
+    pin = ["taskset", "-c", str(max(os.sched_getaffinity(0)))]
+    servers = [subprocess.Popen([*pin, "sockperf", "server", "--tcp", "-i", "127.0.0.1", "-p", str(sp_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-               subprocess.Popen([str(ECHO_SERVER), "--address", "127.0.0.1", "--port", str(echo_port)])]
+               subprocess.Popen([*pin, str(ECHO_SERVER), "--address", "127.0.0.1", "--port", str(echo_port)])]
     try:
         wait_port(sp_port, servers[0])
         wait_port(echo_port, servers[1])
         for port in (sp_port, echo_port):
             ours, theirs = [], []
-            for _ in range(5):  # interleaved, so load from other tests hits both alike
-                ours.append(hedge_p50(hedge, port, "1"))
-                theirs.append(sockperf_p50(port, 1))
-            a, b = statistics.median(ours), statistics.median(theirs)
+            for _ in range(12):
+                ours.append(hedge_p50(hedge, port, "1", pin))
+                theirs.append(sockperf_p50(port, 1, pin))
+            a, b = min(ours), min(theirs)
             assert abs(a - b) / b <= 0.15, f"port {port}: hedge p50 {ours} vs sockperf p50 {theirs}"
     finally:
         for s in servers:

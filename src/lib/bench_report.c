@@ -282,7 +282,7 @@ void hd_bench_report_print_table(const struct hd_bench_report *r, FILE *out)
         fprintf(out, "%-36s %s%*s", fi->title, fi->unit, (int)(7 - (strcmp(fi->unit, "\xc2\xb5s") ? strlen(fi->unit) : 2)), "");
         for (int i = 0; i < r->n_levels; i++) {
             struct summary s = summarize(&r->data[i][f]);
-            char cell[96] = "-";
+            char cell[128] = "-";
             if (s.present) {
                 char med[24], lo[24], hi[24], ratio[24] = "";
                 format_value(med, sizeof(med), s.median);
