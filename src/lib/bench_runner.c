@@ -625,8 +625,9 @@ static void progress(struct bench_ctx *c, const char *level, int rep, const char
     if (c->o->quiet)
         return;
     double elapsed = (double)(hd_now_ns() - c->started_ns) / 1e9;
-    double per_step = c->step > 1 ? elapsed / (c->step - 1)
-                                   : 2 * (c->o->client.duration_s + c->o->client.warmup_s) + 1;
+    /* before the first step is done, guess: RR and stream phases, or one second for a command */
+    double first_guess = c->o->port ? 2 * (c->o->client.duration_s + c->o->client.warmup_s) + 1 : 1;
+    double per_step = c->step > 1 ? elapsed / (c->step - 1) : first_guess;
     fprintf(stderr, "hedge bench: %s, repetition %d of %d%s (step %d of %d, about %.0f s left)\n", level,
             rep + 1, c->o->runs, what, c->step, c->steps, per_step * (c->steps - c->step + 1));
 }
