@@ -446,6 +446,47 @@ def test_builtin_echo_container(hedge, dirs, tmp_path, busybox_rootfs):
     assert f"hedge-bench/echo:{digest[:12]}" in images.out
 
 
+def net_links(pid="self"):
+    with open(f"/proc/{pid}/net/dev") as f:
+        return {line.split(":")[0].strip() for line in f.readlines()[2:]}
+
+
+def test_container_network_lives_in_the_bench_netns(hedge, dirs, busybox_rootfs):
+    """The bridge and the container's veth are made in the bench's own namespace, never on the host,
+    and go away with it."""
+    r = hedge("run", "--isolation", "container", "--rootfs", busybox_rootfs, "--", "/bin/busybox", "true")
+    if r.code != 0:
+        pytest.skip(f"container isolation does not run here: {r.err.strip()}")
+    host_before = net_links()
+    p = subprocess.Popen([hedge.binary, "bench", "--builtin", "echo", "-i", "container", "--runs", "1",
+                          "--duration", "2", "--warmup", "0", "--no-stream", "--json"],
+                         env=hedge.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = set()
+    try:
+        for _ in range(1000):
+            if p.poll() is not None:
+                break
+            try:
+                seen = net_links(p.pid)
+            except OSError:
+                break
+            if "hedge0" in seen and any(n.startswith("hd") for n in seen):
+                break
+            time.sleep(0.01)
+    finally:
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    veths = {n for n in seen if n.startswith("hd")}
+    assert "hedge0" in seen and veths, f"links in the bench's namespace: {seen}"
+    host_after = net_links()
+    assert veths & host_after == set(), "the container's veth showed up on the host"
+    new_on_host = host_after - host_before
+    assert [n for n in new_on_host if n.startswith(("hd", "ht")) or n == "hedge0"] == [], new_on_host
+    report = json.loads(out)
+    assert processes_in_netns(report["netns"]) == []
+    assert_nothing_left(dirs, report)
+
+
 KERNEL_DIR = BUILD / "guest-kernel"
 
 
