@@ -308,6 +308,20 @@ def test_spec_workload_sockperf_server(hedge, dirs, tmp_path):
     assert processes_in_netns(report["netns"]) == []
 
 
+def test_spec_workload_default_connect_protocol(hedge, dirs, tmp_path):
+    """A spec serving a port with an unknown protocol: a transaction is a TCP connect and close."""
+    spec = tmp_path / "server.json"
+    spec.write_text(json.dumps({"name": "server", "command": [str(ECHO_SERVER), "--port", "8080"]}))
+    r = hedge("bench", "-f", spec, "--port", "8080", "-i", "process", *SHORT, "--json")
+    assert r.code == 0, r
+    report = json.loads(r.out)
+    assert report["workload"]["protocol"] == "connect"
+    res = report["results"]["process"]
+    assert 0 < res["rr_latency_p50_us"]["median"] <= res["rr_latency_p99_us"]["median"]
+    assert "stream_throughput_mbit_s" not in res
+    assert_nothing_left(dirs, report)
+
+
 def test_run_to_completion(hedge, dirs, tmp_path):
     spec = tmp_path / "true.json"
     spec.write_text(json.dumps({"command": ["/bin/true"]}))
