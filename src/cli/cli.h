@@ -19,7 +19,9 @@ struct hd_command {
 
 int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_vm(int argc, char **argv);
 
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);

@@ -26,6 +26,7 @@
 #include "cgroup.h"
 #include "image.h"
 #include "util.h"
+#include "vm.h"
 
 const char *hd_runtime_dir(void)
 {
@@ -168,7 +169,11 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
         w->run_dir = NULL;
         goto fail;
     }
-    if (hd_cgroup_create(w->id, &spec->resources, &w->cgroup, err) < 0)
+    /* A VM's cgroup holds QEMU: guest RAM plus QEMU's own memory; the spec's pids apply inside the guest. */
+    struct hd_resources cgroup_limits = spec->resources;
+    if (spec->isolation == HD_ISOLATION_VM)
+        hd_vm_host_resources(&spec->resources, &cgroup_limits);
+    if (hd_cgroup_create(w->id, &cgroup_limits, &w->cgroup, err) < 0)
         goto fail;
     if (w->backend->prepare(w, err) < 0)
         goto fail;

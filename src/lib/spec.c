@@ -643,6 +643,20 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
             return refuse(err, spec, "network.mode", "a VM has its own kernel and network stack; use none or bridge");
         if (spec->userns.enabled)
             return refuse(err, spec, "user_namespace", "the guest kernel is the isolation boundary");
+        if (spec->network == HD_NET_BRIDGE)
+            return refuse(err, spec, "network.mode",
+                          "bridge (a tap on the hedge bridge) is not built yet for VMs; use none");
+        if (spec->n_mounts)
+            return hd_error_set(err, 0,
+                                "mounts[0]: %s → %s: not supported with vm isolation (the guest cannot share "
+                                "host directories: no 9p/virtiofs here)",
+                                spec->mounts[0].source, spec->mounts[0].target);
+        if (spec->security.cap_add || spec->security.cap_drop)
+            return refuse(err, spec, spec->security.cap_add ? "security.cap_add" : "security.cap_drop",
+                          "the workload is root in its own guest kernel; hedge-init does not change capabilities");
+        if (spec->security.seccomp && strcmp(spec->security.seccomp, "unconfined") != 0)
+            return refuse(err, spec, "security.seccomp",
+                          "no seccomp filter is applied inside the guest; the hypervisor is the boundary");
     }
     if (spec->isolation != HD_ISOLATION_VM && spec->vm_accel)
         return refuse(err, spec, "vm.accel", "only vm isolation has an accelerator");
