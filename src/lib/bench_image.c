@@ -9,13 +9,12 @@
  * hedge-bench/echo:<first 12 hex of the binary's sha256>, so a rebuilt
  * server gets a new image and an unchanged one is imported once.
  */
+#include "digest.h"
+#include "archive_lazy.h"
 #include "bench.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -23,16 +22,6 @@
 
 #include "image.h"
 #include "util.h"
-
-static void sha256_hex(const void *data, size_t len, char hex[65])
-{
-    unsigned char raw[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_Digest(data, len, raw, &n, EVP_sha256(), NULL);
-    for (unsigned int i = 0; i < n && i < 32; i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    hex[64] = '\0';
-}
 
 /* An in-memory tar archive. */
 struct tar_buffer {
@@ -43,6 +32,8 @@ struct tar_buffer {
 
 static int tar_open(struct tar_buffer *t, hd_error_t *err)
 {
+    if (hd_archive_load(err) < 0)
+        return -1;
     t->cap = 16u << 20;
     t->data = hd_xmalloc(t->cap);
     t->used = 0;
@@ -119,7 +110,7 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
         tar_close(&layer, err) < 0)
         goto out;
     char layer_hex[65], config_hex[65];
-    sha256_hex(layer.data, layer.used, layer_hex);
+    hd_sha256_hex(layer.data, layer.used, layer_hex);
     cleanup_free char *diff_id = hd_xasprintf("sha256:%s", layer_hex);
     json_t *cj = json_pack("{s:s,s:s,s:{s:[s],s:[s]},s:{s:s,s:[s]}}", "architecture", image_architecture(), "os",
                            "linux", "config", "Entrypoint", "/hedge-echo-server", "Env",
@@ -127,7 +118,7 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
                            "layers", "diff_ids", diff_id);
     config = json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(cj);
-    sha256_hex(config, strlen(config), config_hex);
+    hd_sha256_hex(config, strlen(config), config_hex);
     cleanup_free char *config_name = hd_xasprintf("%s.json", config_hex);
     cleanup_free char *layer_name = hd_xasprintf("%s/layer.tar", layer_hex);
     json_t *mj = json_pack("[{s:s,s:[s],s:[s]}]", "Config", config_name, "RepoTags", tag, "Layers", layer_name);
@@ -156,7 +147,7 @@ char *hd_bench_echo_image(const char *state_dir, const char *server_path, const 
     if (hd_read_file(server_path, &server, &len, err) < 0)
         return NULL;
     char hex[65];
-    sha256_hex(server, len, hex);
+    hd_sha256_hex(server, len, hex);
     char *ref = hd_xasprintf("hedge-bench/echo:%.12s", hex);
     struct hd_image_config *found = NULL;
     hd_error_t missing = NULL;
