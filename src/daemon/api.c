@@ -57,7 +57,7 @@ struct conn {
     size_t body_len;
     bool sent_continue;
     char method[16];
-    char *target;          /* points into in */
+    size_t target_off;     /* offset of the request target in in (in may move) */
     char *out;
     size_t out_len, out_off;
     /* logs?follow=1 */
@@ -540,7 +540,11 @@ static void conn_read(struct conn *c)
             return respond_error(c, 431, "request header: more than %d bytes", MAX_HEADER);
         hd_error_t err = NULL;
         int status;
-        if (parse_head(c, c->method, sizeof(c->method), &c->target, &err, &status) < 0) {
+        char *target = NULL;
+        int r = parse_head(c, c->method, sizeof(c->method), &target, &err, &status);
+        if (target)
+            c->target_off = (size_t)(target - c->in);
+        if (r < 0) {
             respond_error(c, status, "%s", hd_error_text(err));
             hd_error_free(&err);
             return;
@@ -550,7 +554,7 @@ static void conn_read(struct conn *c)
         return;
     if (c->in_len > c->header_len + c->body_len)
         return respond_error(c, 400, "request: more bytes than Content-Length (one request per connection)");
-    route(c, c->method, c->target, c->in + c->header_len, c->body_len);
+    route(c, c->method, c->in + c->target_off, c->in + c->header_len, c->body_len);
 }
 
 static void on_conn(struct hd_loop *loop, int fd, uint32_t events, void *data)

@@ -78,6 +78,8 @@ struct hd_store_deployment {
     bool desired_running;
     int restarts;         /* restarts since the last deploy/start */
     int64_t created_at;   /* unix ms */
+    char *state;          /* last settled state ("exited", "failed", ...), NULL if never */
+    char *last_error;
 };
 
 struct hd_store_instance {

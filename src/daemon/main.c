@@ -83,6 +83,9 @@ static int daemon_run(struct hd_daemon_config *cfg)
     struct hd_watch *sigwatch = NULL;
     cleanup_close int lock = -1;
     cleanup_close int sfd = -1;
+    cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
+    cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
+    cleanup_free char *db = hd_xasprintf("%s/hedged.db", cfg->state_dir);
     int ret = 1;
 
     char exe[PATH_MAX];
@@ -96,11 +99,9 @@ static int daemon_run(struct hd_daemon_config *cfg)
     /* Monitors and the image store use the same state dir as the daemon. */
     setenv("HEDGE_STATE_DIR", cfg->state_dir, 1);
 
-    cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
     if (hd_mkdir_p(cfg->state_dir, 0700, &err) < 0 || hd_mkdir_p(instances, 0700, &err) < 0 ||
         hd_mkdir_p(cfg->log_dir, 0750, &err) < 0)
         goto out;
-    cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
     lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
         hd_error_sys(&err, "state dir %s: another hedged uses it", cfg->state_dir);
@@ -122,7 +123,6 @@ static int daemon_run(struct hd_daemon_config *cfg)
         goto out;
     }
 
-    cleanup_free char *db = hd_xasprintf("%s/hedged.db", cfg->state_dir);
     if ((loop = hd_loop_new(&err)) == NULL || hd_store_open(db, &store, &err) < 0)
         goto out;
     if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, NULL, &err)) == NULL)

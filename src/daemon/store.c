@@ -28,7 +28,7 @@ struct hd_store {
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS deployments("
     "  name TEXT PRIMARY KEY, version INTEGER NOT NULL, desired TEXT NOT NULL,"
-    "  restarts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL);"
+    "  restarts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, state TEXT, last_error TEXT);"
     "CREATE TABLE IF NOT EXISTS versions("
     "  name TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL, digest TEXT NOT NULL,"
     "  created_at INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, note TEXT,"
@@ -183,11 +183,12 @@ int hd_store_put_deployment(struct hd_store *st, const struct hd_store_deploymen
 {
     return store_run(st,
                      store_prepare(st, err,
-                                   "INSERT INTO deployments(name, version, desired, restarts, created_at) "
-                                   "VALUES(?1, ?2, ?3, ?4, ?5) ON CONFLICT(name) DO UPDATE SET "
-                                   "version=?2, desired=?3, restarts=?4",
-                                   "sisiI", d->name, d->version, d->desired_running ? "running" : "stopped",
-                                   d->restarts, (int64_t)(d->created_at ? d->created_at : unix_ms())),
+                                   "INSERT INTO deployments(name, version, desired, restarts, created_at, state, last_error) "
+                                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO UPDATE SET "
+                                   "version=?2, desired=?3, restarts=?4, state=?6, last_error=?7",
+                                   "sisiInn", d->name, d->version, d->desired_running ? "running" : "stopped",
+                                   d->restarts, (int64_t)(d->created_at ? d->created_at : unix_ms()), d->state,
+                                   d->last_error),
                      err);
 }
 
@@ -204,7 +205,7 @@ int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **
                               hd_error_t *err)
 {
     sqlite3_stmt *q = store_prepare(st, err,
-                                    "SELECT name, version, desired, restarts, created_at FROM deployments "
+                                    "SELECT name, version, desired, restarts, created_at, state, last_error FROM deployments "
                                     "ORDER BY name", "");
     if (q == NULL)
         return -1;
@@ -217,6 +218,8 @@ int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **
         v[count].desired_running = strcmp((const char *)sqlite3_column_text(q, 2), "running") == 0;
         v[count].restarts = sqlite3_column_int(q, 3);
         v[count].created_at = sqlite3_column_int64(q, 4);
+        v[count].state = column_dup(q, 5);
+        v[count].last_error = column_dup(q, 6);
         count++;
     }
     sqlite3_finalize(q);
@@ -231,8 +234,11 @@ int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **
 
 void hd_store_deployments_free(struct hd_store_deployment *d, int n)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         free(d[i].name);
+        free(d[i].state);
+        free(d[i].last_error);
+    }
     free(d);
 }
 

@@ -169,7 +169,8 @@ static const char *state_name(const struct workload *wl)
 static void save_deployment(struct workload *wl)
 {
     hd_error_t err = NULL;
-    struct hd_store_deployment d = {wl->name, wl->version, wl->desired_running, wl->restarts, wl->created_at};
+    struct hd_store_deployment d = {wl->name,       wl->version,          wl->desired_running, wl->restarts,
+                                    wl->created_at, (char *)state_name(wl), wl->last_error};
     if (hd_store_put_deployment(wl->sup->store, &d, &err) < 0)
         log_error(&err);
 }
@@ -182,6 +183,7 @@ static void set_state(struct workload *wl, enum wl_state state)
     wl->state = state;
     if (state == WL_STARTING || state == WL_STOPPING || wl->removing)
         return; /* a removal answers in workload_finish_remove */
+    save_deployment(wl);
     while (wl->waiters) {
         struct waiter *w = wl->waiters;
         wl->waiters = w->next;
@@ -1173,7 +1175,16 @@ int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err)
         wl->desired_running = deps[i].desired_running;
         wl->restarts = deps[i].restarts;
         wl->created_at = deps[i].created_at;
-        wl->state = deps[i].desired_running ? WL_CREATED : WL_STOPPED;
+        /* A run that ended for good stays ended; one that was running when its monitor
+         * vanished without a trace (a reboot) is started again below. */
+        wl->state = WL_CREATED;
+        wl->last_error = hd_xstrdup(deps[i].last_error);
+        if (!deps[i].desired_running)
+            wl->state = WL_STOPPED;
+        else if (deps[i].state && strcmp(deps[i].state, "exited") == 0)
+            wl->state = WL_EXITED;
+        else if (deps[i].state && strcmp(deps[i].state, "failed") == 0)
+            wl->state = WL_FAILED;
     }
     hd_store_deployments_free(deps, n);
 
