@@ -142,6 +142,7 @@ struct hd_instance {
     bool exited;
     struct hd_exit exit;
     char *start_error;      /* the workload never started: why */
+    bool lost;              /* no exit record: the monitor never ran or was killed */
     int64_t finished_at;    /* unix ms */
 };
 

@@ -90,6 +90,10 @@ static int monitor_start_failed(struct monitor *m, hd_error_t *err)
                                  "start_error", text));
     monitor_report("err %d %s\n", code ? code : 125, text);
     hd_error_free(err);
+    if (m->dirfd >= 0)
+        close(m->dirfd);
+    free(m->dir);
+    free(m->log_path);
     return 1;
 }
 
@@ -307,7 +311,6 @@ int hd_monitor_main(const char *dir)
                        json_pack("{s:i,s:i,s:I}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
                                  (json_int_t)unix_ms()));
     monitor_report("ok %d\n", (int)pid);
-    /* From here on nobody reads our stderr but the monitor log in DIR. */
 
     bool out_open = true, err_open = true;
     for (;;) {

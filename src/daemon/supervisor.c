@@ -1145,6 +1145,15 @@ static void recover_instance(struct hd_supervisor *sup, const struct hd_store_in
                        run->inst->pid);
         if (!wl->desired_running)
             workload_stop(wl);
+    } else if (run->inst->lost) {
+        /* hedged died before the monitor ran, or the monitor was killed (a reboot):
+         * nothing to collect; a workload that should run is started again below */
+        hd_store_event(sup->store, wl->name, "lost", "version %d: monitor gone without an exit record",
+                       wl->version);
+        wl->cur = NULL;
+        run_free(run);
+        if (wl->desired_running)
+            wl->state = WL_CREATED;
     } else {
         run->started = run->inst->started_at != 0;
         set_state(wl, WL_RUNNING);
