@@ -6,7 +6,7 @@
  *   loop.c        one epoll loop: fd watches, timers, signals via signalfd
  *   store.c       SQLite (WAL): deployments, versions, instances, events
  *   instance.c    hedged's side of a workload monitor: spawn, adopt, signal, collect
- *   monitor.c     the monitor process itself (`hedged --monitor DIR`)
+ *   monitor.c     the monitor process itself: the hedge-monitor binary
  *   supervisor.c  the per-workload state machine, restart policy, deploy/upgrade/rollback
  *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
  *
@@ -146,7 +146,7 @@ struct hd_instance {
     int64_t finished_at;    /* unix ms */
 };
 
-/* Path of the hedged binary, re-executed as the monitor. */
+/* Path of the hedge-monitor binary. */
 void hd_instance_set_exe(const char *path);
 /* Start a monitor for spec_json; returns with inst->report_fd to watch. */
 int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json,
@@ -164,11 +164,6 @@ int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error
 void hd_instance_free(struct hd_instance *inst, bool remove_dir);
 /* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
 void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id);
-
-/* ---- monitor.c --------------------------------------------------------- */
-
-/* `hedged --monitor DIR`: run the workload described in DIR, report on fd 3. */
-int hd_monitor_main(const char *dir);
 
 /* ---- supervisor.c ------------------------------------------------------ */
 

@@ -117,7 +117,7 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
-        execl(monitor_exe, "hedge-monitor", "--monitor", inst->dir, (char *)NULL);
+        execl(monitor_exe, "hedge-monitor", inst->dir, (char *)NULL);
         _exit(127);
     }
     close(report[1]);

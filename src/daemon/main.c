@@ -12,8 +12,8 @@
  * hedged is a child subreaper, so the monitors it double-forked are reaped
  * here while it lives (and by init after).
  *
- * `hedged --monitor DIR` is the per-workload monitor (monitor.c), the same
- * binary so that a monitor always matches the daemon that started it.
+ * The per-workload monitors are the hedge-monitor binary (monitor.c), found
+ * next to hedged (a build dir) or in the libexec dir (an install).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -95,7 +95,17 @@ static int daemon_run(struct hd_daemon_config *cfg)
         goto out;
     }
     exe[n] = '\0';
-    hd_instance_set_exe(exe);
+    char *slash = strrchr(exe, '/');
+    cleanup_free char *monitor = hd_xasprintf("%.*s/hedge-monitor", (int)(slash - exe), exe);
+    if (access(monitor, X_OK) < 0) {
+        free(monitor);
+        monitor = hd_xstrdup(HEDGE_LIBEXECDIR "/hedge-monitor");
+    }
+    if (access(monitor, X_OK) < 0) {
+        hd_error_sys(&err, "monitor binary %s", monitor);
+        goto out;
+    }
+    hd_instance_set_exe(monitor);
     /* Monitors and the image store use the same state dir as the daemon. */
     setenv("HEDGE_STATE_DIR", cfg->state_dir, 1);
 
@@ -151,9 +161,6 @@ out:
 
 int main(int argc, char **argv)
 {
-    if (argc == 3 && strcmp(argv[1], "--monitor") == 0)
-        return hd_monitor_main(argv[2]);
-
     enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},

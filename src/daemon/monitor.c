@@ -1,6 +1,6 @@
 /*
- * monitor.c - the per-workload monitor (`hedged --monitor DIR`), hedge's
- * conmon/containerd-shim: one small process per running workload that
+ * monitor.c - hedge-monitor, the per-workload monitor (`hedge-monitor DIR`),
+ * hedge's conmon/containerd-shim: one small process per running workload that
  *
  *   - runs the workload with the runtime library (hd_workload_create/start/
  *     wait/destroy), so process, container and vm isolation behave the same;
@@ -12,7 +12,9 @@
  *     hedged can tell "alive" from "dead" without trusting a pid.
  *
  * hedged double-forks it away (see instance.c), so `kill -9 hedged` leaves
- * the monitor and its workload running. The start report goes to fd 3:
+ * the monitor and its workload running. It is its own binary so that hedged
+ * never maps what only a running workload needs (libseccomp, libcap,
+ * libarchive, OpenSSL): the daemon's RSS stays small. The start report goes to fd 3:
  * "ok PID\n" once the command exec'd, or "err CODE MESSAGE\n".
  */
 #include <errno.h>
@@ -256,7 +258,7 @@ static int monitor_load(struct monitor *m, struct hd_spec *spec, hd_error_t *err
     return r;
 }
 
-int hd_monitor_main(const char *dir)
+static int monitor_main(const char *dir)
 {
     prctl(PR_SET_NAME, "hedge-monitor");
     struct monitor m = {.dirfd = -1, .log_fd = -1, .dir = hd_xstrdup(dir)};
@@ -368,4 +370,13 @@ int hd_monitor_main(const char *dir)
     free(m.dir);
     free(m.log_path);
     return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] != '/') {
+        fprintf(stderr, "usage: hedge-monitor INSTANCE_DIR (started by hedged, with the start report on fd 3)\n");
+        return 2;
+    }
+    return monitor_main(argv[1]);
 }
