@@ -104,6 +104,9 @@ class Daemon:
             self.proc.send_signal(signal.SIGTERM)
             assert self.proc.wait(timeout=10) == 0
         check_sanitizer(self.errlog.read_text())
+        monitor_log = self.state / "monitor.log"
+        if monitor_log.exists():
+            check_sanitizer(monitor_log.read_text())
 
     def raw(self, data, timeout=20):
         s = socket.socket(socket.AF_UNIX)

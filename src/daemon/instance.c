@@ -5,7 +5,9 @@
  *
  * An instance lives in <state>/instances/<id>/: monitor.json (what to run),
  * monitor.lock (flock held by a live monitor), state.json (pids, start time),
- * exit.json (written by the monitor as its last act), ctl.sock.
+ * exit.json (written by the monitor as its last act), ctl.sock. Monitors
+ * write their own messages (rare: failures to log or record) to
+ * <state>/monitor.log.
  * Liveness is the lock, never a pid alone, so pid reuse cannot fool a
  * restarted hedged; the pidfd is opened before the lock is re-checked.
  */
@@ -94,6 +96,7 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         hd_error_sys(err, "pipe");
         goto fail;
     }
+    cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
     pid_t pid = fork();
     if (pid < 0) {
         hd_error_sys(err, "fork monitor");
@@ -106,10 +109,12 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         pid_t grandchild = fork();
         if (grandchild != 0)
             _exit(grandchild < 0 ? 1 : 0);
-        /* stdout to /dev/null; stderr stays hedged's (the journal under systemd), where the
-         * monitor's rare messages belong; it ignores SIGPIPE should hedged's end go away. */
+        /* The monitors' rare messages go to one file in the state dir: not to hedged's
+         * stderr, which may be a pipe that a monitor must not hold open after hedged exits. */
         int devnull = open("/dev/null", O_RDWR);
-        if (devnull < 0 || dup2(report[1], 3) < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
+        int logfd = open(mlog, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (devnull < 0 || logfd < 0 || dup2(report[1], 3) < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 ||
+            dup2(logfd, 2) < 0)
             _exit(1);
         if (report[1] == 3)
             fcntl(3, F_SETFD, 0);
