@@ -6,8 +6,8 @@
  * local clients over a unix socket, one request per connection, and must run
  * inside hedged's single epoll loop next to the supervisor without threads.
  * What it needs is small: a request line, a few headers, a Content-Length
- * body. The parser below accepts exactly that and refuses the rest with a
- * JSON error: headers above 16 KiB (431), bodies above 1 MiB (413), chunked
+ * body. The parser (http.c, fuzzed by fuzz/fuzz_http.c) accepts exactly that
+ * and refuses the rest with a JSON error: headers above 16 KiB (431), bodies above 1 MiB (413), chunked
  * bodies (411), anything but HTTP/1.0 or 1.1 (505). Every response closes
  * the connection, so there is no keep-alive or pipelining state to get wrong.
  *
@@ -29,10 +29,11 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "http.h"
 #include "util.h"
 
-#define MAX_HEADER (16 * 1024)
-#define MAX_BODY (1024 * 1024)
+#define MAX_HEADER HD_HTTP_MAX_HEADER
+#define MAX_BODY HD_HTTP_MAX_BODY
 #define FOLLOW_INTERVAL 0.2
 
 struct hd_api {
@@ -55,7 +56,6 @@ struct conn {
     size_t in_len;
     size_t header_len;     /* bytes of request line + headers, 0 until complete */
     size_t body_len;
-    bool sent_continue;
     char method[16];
     size_t target_off;     /* offset of the request target in in (in may move) */
     char *out;
@@ -166,71 +166,16 @@ static void reply_later(void *ctx, int status, json_t *body)
 
 /* ---- query strings ------------------------------------------------------ */
 
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode in place; false on a malformed escape or a NUL. */
-static bool url_decode(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '%') {
-            int hi = hexval(r[1]), lo = hi >= 0 ? hexval(r[2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return false;
-            *w++ = (char)(hi * 16 + lo);
-            r += 2;
-        } else
-            *w++ = *r == '+' ? ' ' : *r;
-    }
-    *w = '\0';
-    return true;
-}
-
-/* Value of key in "a=1&b=2" (decoded copy), or NULL. */
-static char *query_get(const char *query, const char *key)
-{
-    if (query == NULL)
-        return NULL;
-    size_t klen = strlen(key);
-    for (const char *p = query; *p;) {
-        const char *end = strchr(p, '&');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
-            char *v = strndup(p + klen + 1, len - klen - 1);
-            if (v == NULL)
-                abort();
-            if (!url_decode(v)) {
-                free(v);
-                return NULL;
-            }
-            return v;
-        }
-        if (len == klen && strncmp(p, key, klen) == 0)
-            return hd_xstrdup("1");
-        p += len + (end ? 1 : 0);
-    }
-    return NULL;
-}
-
 static bool query_flag(const char *query, const char *key)
 {
-    cleanup_free char *v = query_get(query, key);
+    cleanup_free char *v = hd_http_query_get(query, key);
     return v && (strcmp(v, "1") == 0 || strcmp(v, "true") == 0);
 }
 
 /* health_wait=SECONDS, or -1 (the configured default). */
 static int query_seconds(const char *query, const char *key, double *out)
 {
-    cleanup_free char *v = query_get(query, key);
+    cleanup_free char *v = hd_http_query_get(query, key);
     *out = -1;
     if (v == NULL)
         return 0;
@@ -319,7 +264,7 @@ static void handle_logs(struct conn *c, const char *name, const char *query)
     cleanup_free char *path = hd_supervisor_log_path(api->sup, name);
     if (path == NULL)
         return respond_error(c, 404, "workload \"%s\": not found", name);
-    cleanup_free char *tail = query_get(query, "tail");
+    cleanup_free char *tail = hd_http_query_get(query, "tail");
     long lines = -1;
     if (tail) {
         char *end;
@@ -362,7 +307,7 @@ static void route(struct conn *c, const char *method, char *target, const char *
     char *query = strchr(target, '?');
     if (query)
         *query++ = '\0';
-    if (!url_decode(target))
+    if (!hd_http_url_decode(target))
         return respond_error(c, 400, "request target: malformed percent-escape");
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0,
          del = strcmp(method, "DELETE") == 0;
@@ -386,7 +331,7 @@ static void route(struct conn *c, const char *method, char *target, const char *
         double health_wait;
         if (query_seconds(query, "health_wait", &health_wait) < 0)
             return respond_error(c, 400, "health_wait: must be a number of seconds (0..3600)");
-        cleanup_free char *origin = query_get(query, "origin");
+        cleanup_free char *origin = hd_http_query_get(query, "origin");
         c->state = CONN_WAITING;
         hd_supervisor_deploy(api->sup, body, body_len, origin ? origin : "request body", health_wait,
                              reply_later, c);
@@ -443,65 +388,6 @@ static void route(struct conn *c, const char *method, char *target, const char *
 
 /* ---- request parsing ------------------------------------------------------ */
 
-/* Look at the complete header block: request line and the headers we act on. */
-static int parse_head(struct conn *c, char *method, size_t msize, char **target, hd_error_t *err, int *status)
-{
-    char *head = c->in;
-    char *line_end = strstr(head, "\r\n");
-    *line_end = '\0';
-    char *sp1 = strchr(head, ' ');
-    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    *status = 400;
-    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') || (size_t)(sp1 - head) >= msize || sp1 == head)
-        return hd_error_set(err, 0, "request line: malformed");
-    if (strcmp(sp2 + 1, "HTTP/1.1") != 0 && strcmp(sp2 + 1, "HTTP/1.0") != 0) {
-        *status = 505;
-        return hd_error_set(err, 0, "request line: only HTTP/1.0 and HTTP/1.1 are spoken here");
-    }
-    memcpy(method, head, (size_t)(sp1 - head));
-    method[sp1 - head] = '\0';
-    *sp2 = '\0';
-    *target = sp1 + 1;
-    if ((*target)[0] != '/')
-        return hd_error_set(err, 0, "request target: must start with /");
-    c->body_len = 0;
-    bool expect_continue = false;
-    for (char *line = line_end + 2; line < c->in + c->header_len - 2;) {
-        char *end = strstr(line, "\r\n");
-        *end = '\0';
-        char *colon = strchr(line, ':');
-        if (colon == NULL || colon == line)
-            return hd_error_set(err, 0, "header: malformed line");
-        *colon = '\0';
-        char *value = colon + 1;
-        while (*value == ' ' || *value == '\t')
-            value++;
-        if (strcasecmp(line, "Content-Length") == 0) {
-            char *e;
-            errno = 0;
-            unsigned long long n = strtoull(value, &e, 10);
-            if (e == value || (*e && *e != ' ') || errno || value[0] == '-')
-                return hd_error_set(err, 0, "Content-Length: \"%s\" is not a length", value);
-            if (n > MAX_BODY) {
-                *status = 413;
-                return hd_error_set(err, 0, "request body: %llu bytes is more than %d", n, MAX_BODY);
-            }
-            c->body_len = (size_t)n;
-        } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
-            *status = 411;
-            return hd_error_set(err, 0, "Transfer-Encoding: not supported; send a Content-Length");
-        } else if (strcasecmp(line, "Expect") == 0 && strcasecmp(value, "100-continue") == 0)
-            expect_continue = true;
-        line = end + 2;
-    }
-    if (expect_continue && c->body_len > 0 && !c->sent_continue) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
-        c->sent_continue = true;
-    }
-    return 0;
-}
-
 static void conn_read(struct conn *c)
 {
     char buf[8192];
@@ -527,9 +413,7 @@ static void conn_read(struct conn *c)
     if (c->in == NULL)
         return;
     if (c->header_len == 0) {
-        if (memchr(c->in, '\0', c->in_len))
-            return respond_error(c, 400, "request: NUL byte in the header");
-        char *end = strstr(c->in, "\r\n\r\n");
+        char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
         if (end == NULL) {
             if (c->in_len > MAX_HEADER)
                 respond_error(c, 431, "request header: more than %d bytes", MAX_HEADER);
@@ -538,16 +422,22 @@ static void conn_read(struct conn *c)
         c->header_len = (size_t)(end - c->in) + 4;
         if (c->header_len > MAX_HEADER)
             return respond_error(c, 431, "request header: more than %d bytes", MAX_HEADER);
+        if (memchr(c->in, '\0', c->header_len))
+            return respond_error(c, 400, "request header: NUL byte");
         hd_error_t err = NULL;
         int status;
-        char *target = NULL;
-        int r = parse_head(c, c->method, sizeof(c->method), &target, &err, &status);
-        if (target)
-            c->target_off = (size_t)(target - c->in);
-        if (r < 0) {
+        struct hd_http_request req;
+        if (hd_http_parse_head(c->in, c->header_len, MAX_BODY, &req, &status, &err) < 0) {
             respond_error(c, status, "%s", hd_error_text(err));
             hd_error_free(&err);
             return;
+        }
+        memcpy(c->method, req.method, sizeof(c->method));
+        c->target_off = (size_t)(req.target - c->in);
+        c->body_len = req.content_length;
+        if (req.expect_continue && c->body_len > 0 && c->in_len < c->header_len + c->body_len) {
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
         }
     }
     if (c->in_len < c->header_len + c->body_len)
