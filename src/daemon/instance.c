@@ -97,6 +97,15 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         goto fail;
     }
     cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
+    /* The lock is taken here, before the fork, and handed to the monitor as fd 4: so from
+     * now until the monitor exits there is no moment in which a restarted hedged could
+     * take a starting monitor for a dead one. */
+    cleanup_free char *lock_path = hd_xasprintf("%s/monitor.lock", inst->dir);
+    cleanup_close int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        hd_error_sys(err, "%s", lock_path);
+        goto fail;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         hd_error_sys(err, "fork monitor");
@@ -113,11 +122,12 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
          * stderr, which may be a pipe that a monitor must not hold open after hedged exits. */
         int devnull = open("/dev/null", O_RDWR);
         int logfd = open(mlog, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (devnull < 0 || logfd < 0 || dup2(report[1], 3) < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 ||
-            dup2(logfd, 2) < 0)
+        /* move the two fds out of the way first, so that dup2 to 3 and 4 clobbers neither */
+        int report_high = fcntl(report[1], F_DUPFD, 10);
+        int lock_high = fcntl(lock, F_DUPFD, 10);
+        if (devnull < 0 || logfd < 0 || report_high < 0 || lock_high < 0 || dup2(report_high, 3) < 0 ||
+            dup2(lock_high, 4) < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0)
             _exit(1);
-        if (report[1] == 3)
-            fcntl(3, F_SETFD, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
@@ -231,6 +241,15 @@ int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct
 {
     struct hd_instance *inst = instance_new(cfg, id);
     *out = inst;
+    /* A monitor still starting its workload holds the lock but has no workload pid yet:
+     * wait for it to report in its state.json (or to give up). */
+    for (int i = 0; i < 600 && instance_locked(inst); i++) {
+        if (instance_read_state(inst, err) == 0 && inst->pid > 0)
+            break;
+        hd_error_free(err);
+        usleep(50 * 1000);
+    }
+    hd_error_free(err);
     if (instance_locked(inst) && instance_read_state(inst, err) == 0) {
         inst->pidfd = (int)syscall(SYS_pidfd_open, inst->monitor_pid, 0);
         /* the pid named the monitor if the lock is still held now that we hold a pidfd */

@@ -8,8 +8,9 @@
  *     file, rotating it past a size limit;
  *   - records the exit status in DIR/exit.json (atomically) before it exits;
  *   - answers "signal N" and "stats" on DIR/ctl.sock;
- *   - holds an flock on DIR/monitor.lock for its whole life, so a restarted
- *     hedged can tell "alive" from "dead" without trusting a pid.
+ *   - holds an flock on DIR/monitor.lock for its whole life (taken by hedged
+ *     before the fork and inherited as fd 4), so a restarted hedged can tell
+ *     "alive" from "dead" without trusting a pid, and without a window.
  *
  * hedged double-forks it away (see instance.c), so `kill -9 hedged` leaves
  * the monitor and its workload running. It is its own binary so that hedged
@@ -40,6 +41,7 @@
 #include "util.h"
 
 #define REPORT_FD 3
+#define LOCK_FD 4
 
 struct monitor {
     int dirfd;
@@ -272,8 +274,10 @@ static int monitor_main(const char *dir)
         monitor_report("err 125 %s\n", hd_error_text(err));
         return 1;
     }
-    cleanup_close int lock = openat(m.dirfd, "monitor.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+    /* fd 4: DIR/monitor.lock, locked by hedged before it forked us; it is our lock now
+     * (same open file). CLOEXEC, so that a workload never holds it. */
+    cleanup_close int lock = LOCK_FD;
+    if (fcntl(lock, F_SETFD, FD_CLOEXEC) < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
         hd_error_sys(&err, "monitor: lock %s/monitor.lock", dir);
         return monitor_start_failed(&m, &err);
     }
