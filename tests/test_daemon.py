@@ -605,3 +605,27 @@ def test_logs_follow_and_rotation(daemon):
     assert d.cli("rm", "ticker").code == 0
     f.stdout.read()
     assert f.wait(timeout=5) == 0
+
+
+# ---- other isolation levels -------------------------------------------------------------------
+
+def test_container_workload_is_supervised_like_a_process(daemon, busybox_rootfs):
+    d = daemon()
+    r = d.deploy({"name": "boxed", "isolation": "container", "rootfs": str(busybox_rootfs),
+                  "command": ["/bin/sh", "-c", "echo in-box $(hostname); exec sleep 1000"], "hostname": "boxed",
+                  "resources": {"memory": "32M", "pids": 16}})
+    assert r.code == 0, r
+    w = d.wait_state("boxed", "running")
+    assert w["isolation"] == "container" and alive(w["pid"])
+    wait_for(lambda: d.cli("logs", "boxed").out == "in-box boxed\n", what="container output in the log")
+    code, text = d.api("GET", "/metrics")
+    mem = re.search(r'^hedge_workload_memory_bytes\{name="boxed",isolation="container"\} (\d+)$', text, re.M)
+    assert mem and int(mem.group(1)) > 0, text
+    d.kill9()
+    assert alive(w["pid"])
+    d.start()
+    again = d.ps("boxed")
+    assert again["state"] == "running" and again["pid"] == w["pid"]
+    assert d.cli("stop", "boxed").out.strip() == "boxed: stopped"
+    assert not alive(w["pid"])
+    assert d.cli("rm", "boxed").code == 0
