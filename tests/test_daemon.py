@@ -629,3 +629,47 @@ def test_container_workload_is_supervised_like_a_process(daemon, busybox_rootfs)
     assert d.cli("stop", "boxed").out.strip() == "boxed: stopped"
     assert not alive(w["pid"])
     assert d.cli("rm", "boxed").code == 0
+
+
+def test_move_bundle_to_another_daemon(daemon, busybox_rootfs, tmp_path):
+    one, two = daemon("one"), daemon("two")
+    vol = tmp_path / "vol"
+    (vol / "sub").mkdir(parents=True)
+    (vol / "seed").write_text("s1\n")
+    (vol / "sub" / "deep").write_text("deep\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    spec_ = {"name": "mover", "isolation": "container", "rootfs": str(busybox_rootfs),
+             "mounts": [{"source": str(ro), "target": "/ro", "readonly": True},
+                        {"source": str(vol), "target": "/data"}],
+             "command": ["/bin/sh", "-c", "cat /data/seed /data/sub/deep; echo run >> /data/runs; exec sleep 1000"]}
+    assert one.deploy(spec_).code == 0
+    one.wait_state("mover", "running")
+    wait_for(lambda: (vol / "runs").exists(), what="first run to write its volume")
+    bundle = tmp_path / "mover.tar"
+    r = one.cli("move", "mover", "--out", bundle)
+    assert r.code == 0, r
+    assert r.out.splitlines()[0] == f"mover: stopped; version 1 and 1 volume written to {bundle}"
+    assert one.ps("mover")["state"] == "stopped"
+
+    r = two.cli("deploy", "--bundle", bundle)
+    assert r.code == 0, r
+    assert r.out.strip() == "mover: version 1 (created)"
+    two.wait_state("mover", "running")
+    moved = two.state / "volumes" / "mover" / "1"
+    wait_for(lambda: two.cli("logs", "mover").out == "s1\ndeep\n", what="moved data in the new workload's log")
+    wait_for(lambda: (moved / "runs").exists() and (moved / "runs").read_text() == "run\nrun\n",
+             what="second run to append to the moved volume")
+    mounts = two.api("GET", "/v1/workloads/mover")[1]["spec"]["mounts"]
+    assert mounts == [{"source": str(ro), "target": "/ro", "readonly": True},
+                      {"source": str(moved), "target": "/data", "readonly": False}]
+    assert (vol / "runs").read_text() == "run\n"  # the source node's data is left as it was
+
+    # a bundle never overwrites existing volume data
+    r = two.cli("deploy", "--bundle", bundle)
+    assert r.code == 125 and f"volume {moved}: File exists" in r.err, r
+    # and a tar that is not a bundle is refused
+    junk = tmp_path / "junk.tar"
+    subprocess.run(["tar", "-cf", str(junk), "-C", str(tmp_path), "vol"], check=True)
+    r = two.cli("deploy", "--bundle", junk)
+    assert r.code == 125 and "not a hedge bundle" in r.err, r

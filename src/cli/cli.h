@@ -29,6 +29,7 @@ int cmd_rollback(int argc, char **argv);
 int cmd_stop(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
+int cmd_move(int argc, char **argv);
 
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);
