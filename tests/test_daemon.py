@@ -673,3 +673,15 @@ def test_move_bundle_to_another_daemon(daemon, busybox_rootfs, tmp_path):
     subprocess.run(["tar", "-cf", str(junk), "-C", str(tmp_path), "vol"], check=True)
     r = two.cli("deploy", "--bundle", junk)
     assert r.code == 125 and "not a hedge bundle" in r.err, r
+
+
+def test_socket_group_and_bad_group(daemon, tmp_path):
+    d = daemon(config={"socket_group": "root"})
+    st = os.stat(d.sock)
+    assert oct(st.st_mode & 0o777) == "0o660" and st.st_gid == 0
+    bad = Daemon(tmp_path, d.hedge, "bad", {"socket_group": "no-such-group-hedge"})
+    p = subprocess.run([str(HEDGED), "--config", str(bad.config), "--state-dir", str(bad.state), "--socket",
+                        str(bad.sock)], capture_output=True, text=True, timeout=10, env=d.hedge.env())
+    assert p.returncode == 1
+    assert 'socket_group: group "no-such-group-hedge" does not exist' in p.stderr
+    assert not bad.sock.exists()

@@ -546,8 +546,8 @@ int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct h
         struct group *g = getgrnam(cfg->socket_group);
         if (g == NULL || chown(cfg->socket_path, 0, g->gr_gid) < 0 || chmod(cfg->socket_path, 0660) < 0) {
             unlink(cfg->socket_path);
-            return hd_error_set(err, g ? errno : 0, "socket %s: group %s", cfg->socket_path,
-                                g ? "cannot be set" : "does not exist");
+            return hd_error_set(err, g ? errno : 0, "socket %s: group %s %s", cfg->socket_path,
+                                cfg->socket_group, g ? "cannot be set" : "does not exist");
         }
     }
     if (listen(fd, 64) < 0)

@@ -8,6 +8,7 @@
  * `hedged --check FILE` runs exactly this code and exits.
  */
 #include <errno.h>
+#include <grp.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,8 @@ int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
         cfg->log_dir = hd_xasprintf("%s/logs", cfg->state_dir);
     if (cfg->backoff_max < cfg->backoff_initial)
         return hd_error_set(err, 0, "restart_backoff_max: must be at least restart_backoff_initial");
+    if (cfg->socket_group && getgrnam(cfg->socket_group) == NULL)
+        return hd_error_set(err, 0, "socket_group: group \"%s\" does not exist", cfg->socket_group);
     if (strlen(cfg->socket_path) >= 108)
         return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)",
                             cfg->socket_path);
