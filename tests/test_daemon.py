@@ -685,3 +685,53 @@ def test_socket_group_and_bad_group(daemon, tmp_path):
     assert p.returncode == 1
     assert 'socket_group: group "no-such-group-hedge" does not exist' in p.stderr
     assert not bad.sock.exists()
+
+
+def test_health_command_decides_an_upgrade(daemon, tmp_path):
+    d = daemon(config={"health_wait": 30})
+    ready = tmp_path / "ready"
+    d.deploy(spec("probed", echo_then_sleep("v1")))
+    v1 = d.wait_state("probed", "running")
+    # v2 is healthy once it created the file its health command looks for (after ~0.3 s)
+    check = ["/bin/sh", "-c", f'test -e {ready} && [ "$HEDGE_WORKLOAD_NAME" = probed ] && '
+                              f'kill -0 "$HEDGE_WORKLOAD_PID" && [ "$HEDGE_WORKLOAD_VERSION" = 2 ]']
+    t0 = time.monotonic()
+    r = d.deploy(spec("probed", ["/bin/sh", "-c", f"sleep 0.3; touch {ready}; exec /bin/sleep 1000"],
+                      health={"command": check, "wait": 5}))
+    took = time.monotonic() - t0
+    assert r.code == 0, r
+    assert r.out.strip() == "probed: version 2 (upgraded from version 1)"
+    assert 0.3 <= took < 5, took  # decided by the command, not by health_wait (30 s)
+    assert [e for e in d.events("probed") if e["type"] == "health"][0]["message"] == \
+        "version 2: the health command passed"
+    wait_for(lambda: not alive(v1["pid"]), what="v1 to stop")
+
+    # a command that never passes fails the upgrade after health.wait; v2 keeps running
+    v2 = d.ps("probed")
+    t0 = time.monotonic()
+    r = d.deploy(spec("probed", echo_then_sleep("v3"), health={"command": ["/bin/sh", "-c", "exit 3"], "wait": 1}))
+    assert r.code == 125
+    assert "upgrade probed to version 3 failed: the health command did not pass within 1s (last exit code 3); " \
+           "version 2 kept" in r.err
+    assert 1 <= time.monotonic() - t0 < 5
+    assert d.ps("probed")["pid"] == v2["pid"] and alive(v2["pid"])
+
+
+def test_health_field_is_validated(hedge, tmp_path):
+    bad = tmp_path / "h.json"
+    bad.write_text(json.dumps(spec("x", ["/bin/true"], health={"command": [], "wait": 1})))
+    r = hedge("run", "-f", bad)
+    assert r.code == 125 and r.err == f"hedge: {bad}: health.command: must not be empty\n"
+    bad.write_text(json.dumps(spec("x", ["/bin/true"], health={"wait": -1})))
+    r = hedge("run", "-f", bad)
+    assert r.code == 125 and "health.wait: -1 is out of range" in r.err
+    bad.write_text(json.dumps(spec("x", ["/bin/true"], health={"cmd": ["true"]})))
+    assert "health.cmd: unknown field" in hedge("run", "-f", bad).err
+
+
+def test_hedged_maps_no_runtime_libraries():
+    """hedged's RSS target depends on it: the runtime (seccomp, caps, archive, crypto, nftables) lives in
+    hedge-monitor, never in the daemon."""
+    libs = subprocess.run(["ldd", str(HEDGED)], capture_output=True, text=True, check=True).stdout
+    for lib in ("libcrypto", "libseccomp", "libcap", "libarchive", "libnftables"):
+        assert lib not in libs, libs

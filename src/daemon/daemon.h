@@ -185,6 +185,8 @@ void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double 
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */
+void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status);
 /* Cancel every pending reply that uses ctx (the client went away). */
 void hd_supervisor_forget(struct hd_supervisor *sup, void *ctx);
 

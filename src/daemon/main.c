@@ -48,8 +48,11 @@ static void on_signal(struct hd_loop *loop, int fd, uint32_t events, void *data)
     struct signalfd_siginfo si;
     while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGCHLD) {
-            while (waitpid(-1, NULL, WNOHANG) > 0)
-                ;
+            /* monitors (we are their subreaper), health probes, orphans of workloads */
+            int status;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+                hd_supervisor_child_exited(data, pid, status);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             fprintf(stderr, "hedged: signal %d: exiting; workloads keep running\n", (int)si.ssi_signo);
             hd_loop_quit(loop);
@@ -135,9 +138,9 @@ static int daemon_run(struct hd_daemon_config *cfg)
 
     if ((loop = hd_loop_new(&err)) == NULL || hd_store_open(db, &store, &err) < 0)
         goto out;
-    if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, NULL, &err)) == NULL)
-        goto out;
     sup = hd_supervisor_new(loop, store, cfg, &err);
+    if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, sup, &err)) == NULL)
+        goto out;
     if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
         goto out;
     fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path, cfg->state_dir);

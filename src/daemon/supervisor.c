@@ -18,16 +18,20 @@
  * upgrade. Every run is recorded in the store *before* its monitor is
  * spawned, so a restarted hedged finds every monitor it may have started.
  *
- * Upgrade: the candidate must keep running for health_wait seconds; then the
- * old run is retired and the candidate becomes current. If the candidate
+ * Upgrade: the candidate must keep running for health_wait seconds (or, when
+ * the spec has health.command, that command, run on the host every 0.5 s,
+ * must exit 0 within health_wait); then the old run is retired and the
+ * candidate becomes current. If the candidate
  * fails to start or exits early, its version is marked failed with the
  * reason and the old run never stopped. Rollback deploys the spec of the
  * previous good version as a new version (its note says so).
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +85,11 @@ struct upgrade {
     char *spec_json;
     char *digest;
     struct run *run;
-    struct hd_timer *health_timer;
+    struct hd_timer *health_timer;   /* the health deadline (or, without a command, the wait) */
     double health_wait;
+    pid_t probe_pid;                 /* the spec's health command, running; 0 when not */
+    int probe_last_code;             /* its last exit code, -1 before the first */
+    struct hd_timer *probe_timer;    /* the next probe */
     hd_reply_fn reply;
     void *ctx;
 };
@@ -120,6 +127,7 @@ struct hd_supervisor {
 static void run_start_watch(struct run *run);
 static void workload_start(struct workload *wl);
 static void upgrade_fail(struct workload *wl, const char *why);
+static void upgrade_probe(struct hd_loop *loop, void *data);
 
 static int64_t unix_ms(void)
 {
@@ -429,8 +437,15 @@ static void run_started(struct run *run)
         if (wl->state == WL_STARTING)
             set_state(wl, WL_RUNNING);
     } else if (run->role == ROLE_CANDIDATE) {
-        hd_store_event(wl->sup->store, wl->name, "upgrade", "version %d started, pid %d; healthy after %gs",
-                       wl->up->version, run->inst->pid, wl->up->health_wait);
+        struct upgrade *up = wl->up;
+        if (up->spec->health.command) {
+            hd_store_event(wl->sup->store, wl->name, "upgrade",
+                           "version %d started, pid %d; health command has %gs to pass", up->version,
+                           run->inst->pid, up->health_wait);
+            upgrade_probe(wl->sup->loop, wl);
+        } else
+            hd_store_event(wl->sup->store, wl->name, "upgrade", "version %d started, pid %d; healthy after %gs",
+                           up->version, run->inst->pid, up->health_wait);
     }
 }
 
@@ -551,6 +566,10 @@ static void upgrade_free(struct hd_supervisor *sup, struct upgrade *up)
 {
     if (up->health_timer)
         hd_loop_cancel(sup->loop, up->health_timer);
+    if (up->probe_timer)
+        hd_loop_cancel(sup->loop, up->probe_timer);
+    if (up->probe_pid > 0)
+        kill(up->probe_pid, SIGKILL); /* reaped by hd_supervisor_child_exited, which then ignores it */
     hd_spec_free(up->spec);
     free(up->spec_json);
     free(up->digest);
@@ -588,6 +607,14 @@ static void upgrade_healthy(struct hd_loop *loop, void *data)
     up->health_timer = NULL;
     if (!up->run->started) { /* still starting after the wait: keep waiting */
         up->health_timer = hd_loop_timer(loop, 0.1, upgrade_healthy, wl);
+        return;
+    }
+    if (up->spec->health.command && up->probe_last_code != 0) {
+        cleanup_free char *why = up->probe_last_code < 0
+                                     ? hd_xasprintf("the health command did not finish within %gs", up->health_wait)
+                                     : hd_xasprintf("the health command did not pass within %gs (last exit code %d)",
+                                                    up->health_wait, up->probe_last_code);
+        upgrade_fail(wl, why);
         return;
     }
     wl->up = NULL;
@@ -631,6 +658,63 @@ static void upgrade_healthy(struct hd_loop *loop, void *data)
 }
 
 
+/* Run the spec's health command once, on the host, told which workload it checks. */
+static void upgrade_probe(struct hd_loop *loop, void *data)
+{
+    struct workload *wl = data;
+    struct upgrade *up = wl->up;
+    up->probe_timer = NULL;
+    char pid_text[16], version_text[16];
+    snprintf(pid_text, sizeof(pid_text), "%d", (int)up->run->inst->pid);
+    snprintf(version_text, sizeof(version_text), "%d", up->version);
+    pid_t pid = fork();
+    if (pid < 0) {
+        up->probe_timer = hd_loop_timer(loop, 0.5, upgrade_probe, wl);
+        return;
+    }
+    if (pid == 0) {
+        /* not hd_child_reset_signals: child.c would pull the whole runtime into hedged */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        setsid();
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        setenv("HEDGE_WORKLOAD_NAME", wl->name, 1);
+        setenv("HEDGE_WORKLOAD_PID", pid_text, 1);
+        setenv("HEDGE_WORKLOAD_VERSION", version_text, 1);
+        execvp(up->spec->health.command[0], up->spec->health.command);
+        _exit(errno == ENOENT ? 127 : 126);
+    }
+    up->probe_pid = pid;
+}
+
+void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status)
+{
+    for (struct workload *wl = sup->workloads; wl; wl = wl->next) {
+        struct upgrade *up = wl->up;
+        if (up == NULL || up->probe_pid != pid)
+            continue;
+        up->probe_pid = 0;
+        /* (not hd_exit_from_wait_status: run.c would pull the whole runtime into hedged) */
+        up->probe_last_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        if (up->probe_last_code == 0) {
+            hd_store_event(sup->store, wl->name, "health", "version %d: the health command passed", up->version);
+            if (up->health_timer)
+                hd_loop_cancel(sup->loop, up->health_timer);
+            up->health_timer = NULL;
+            upgrade_healthy(sup->loop, wl);
+        } else
+            up->probe_timer = hd_loop_timer(sup->loop, 0.5, upgrade_probe, wl);
+        return;
+    }
+}
+
 static void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_json, char *digest,
                           const char *note, double health_wait, hd_reply_fn reply, void *ctx)
 {
@@ -640,7 +724,8 @@ static void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_
     up->spec = spec;
     up->spec_json = spec_json;
     up->digest = digest;
-    up->health_wait = health_wait >= 0 ? health_wait : sup->cfg->health_wait;
+    up->health_wait = health_wait >= 0 ? health_wait : spec->health.wait > 0 ? spec->health.wait : sup->cfg->health_wait;
+    up->probe_last_code = -1;
     up->reply = reply;
     up->ctx = ctx;
     hd_error_t err = NULL;
