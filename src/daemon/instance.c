@@ -79,15 +79,18 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
 {
     struct hd_instance *inst = instance_new(cfg, id);
     int report[2] = {-1, -1};
+    cleanup_free char *log = hd_xasprintf("%s/%s.log", cfg->log_dir, name);
+    cleanup_free char *path = hd_xasprintf("%s/monitor.json", inst->dir);
+    cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
+    cleanup_free char *lock_path = hd_xasprintf("%s/monitor.lock", inst->dir);
+    cleanup_close int lock = -1;
     if (hd_mkdir_p(inst->dir, 0700, err) < 0 || hd_mkdir_p(cfg->log_dir, 0750, err) < 0)
         goto fail;
     json_t *spec = json_loads(spec_json, 0, NULL);
-    cleanup_free char *log = hd_xasprintf("%s/%s.log", cfg->log_dir, name);
     json_t *m = json_pack("{s:s,s:o,s:s,s:I}", "name", name, "spec", spec ? spec : json_object(), "log", log,
                           "log_max_bytes", (json_int_t)cfg->log_max_bytes);
     char *text = json_dumps(m, JSON_COMPACT);
     json_decref(m);
-    cleanup_free char *path = hd_xasprintf("%s/monitor.json", inst->dir);
     int r = hd_write_file_atomic(path, text, strlen(text), err);
     free(text);
     if (r < 0)
@@ -96,12 +99,10 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         hd_error_sys(err, "pipe");
         goto fail;
     }
-    cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
     /* The lock is taken here, before the fork, and handed to the monitor as fd 4: so from
      * now until the monitor exits there is no moment in which a restarted hedged could
      * take a starting monitor for a dead one. */
-    cleanup_free char *lock_path = hd_xasprintf("%s/monitor.lock", inst->dir);
-    cleanup_close int lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
         hd_error_sys(err, "%s", lock_path);
         goto fail;

@@ -89,6 +89,7 @@ static int daemon_run(struct hd_daemon_config *cfg)
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
     cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
     cleanup_free char *db = hd_xasprintf("%s/hedged.db", cfg->state_dir);
+    cleanup_free char *monitor = NULL;
     int ret = 1;
 
     char exe[PATH_MAX];
@@ -99,7 +100,7 @@ static int daemon_run(struct hd_daemon_config *cfg)
     }
     exe[n] = '\0';
     char *slash = strrchr(exe, '/');
-    cleanup_free char *monitor = hd_xasprintf("%.*s/hedge-monitor", (int)(slash - exe), exe);
+    monitor = hd_xasprintf("%.*s/hedge-monitor", (int)(slash - exe), exe);
     if (access(monitor, X_OK) < 0) {
         free(monitor);
         monitor = hd_xstrdup(HEDGE_LIBEXECDIR "/hedge-monitor");

@@ -282,7 +282,7 @@ static void run_stop(struct run *run)
     if (run->stop_requested && run->kill_timer == NULL && run->started)
         return;
     run->stop_requested = true;
-    if (!run->started || run->inst->exited)
+    if (!run->started || run->inst == NULL || run->inst->exited)
         return; /* run_started sends it */
     hd_error_t err = NULL;
     if (hd_instance_signal(run->inst, SIGTERM, &err) < 0)
