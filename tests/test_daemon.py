@@ -253,6 +253,11 @@ def test_deploy_ps_logs_and_curl(daemon):
     assert header.split() == ["NAME", "VERSION", "ISOLATION", "STATE", "PID", "UPTIME", "RESTARTS", "CPU", "MEMORY"]
     assert line.split()[:6] == ["web", "1", "process", "running", str(w["pid"]), line.split()[5]]
     assert json.loads(d.cli("ps", "--json").out)[0]["pid"] == w["pid"]
+    # the global --socket flag finds the daemon as $HEDGE_SOCKET does
+    via_flag = d.hedge("--socket", d.sock, "ps", "--json", env={"HEDGE_SOCKET": "/nonexistent.sock"})
+    assert via_flag.code == 0 and json.loads(via_flag.out)[0]["name"] == "web"
+    r = d.hedge("ps", env={"HEDGE_SOCKET": str(d.tmp / "nothing.sock")})
+    assert r.code == 125 and "cannot reach hedged at" in r.err
 
     wait_for(lambda: "hello-from-web" in d.cli("logs", "web").out, what="log line")
     assert d.cli("logs", "--tail", "1", "web").out == "hello-from-web\n"

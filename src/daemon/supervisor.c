@@ -299,21 +299,33 @@ static void retire(struct run *run)
     if (run->inst && hd_store_put_instance(sup->store, run->inst->id, run->wl->name, run->version, "retiring",
                                            &err) < 0)
         log_error(&err);
-    run->wl = NULL;
-    run->next = sup->retiring;
+    run->next = sup->retiring; /* run->wl stays valid: a removal waits for its retiring runs */
     sup->retiring = run;
     run_stop(run);
 }
 
+static bool has_retiring(struct hd_supervisor *sup, struct workload *wl)
+{
+    for (struct run *run = sup->retiring; run; run = run->next)
+        if (run->wl == wl)
+            return true;
+    return false;
+}
+
+static void workload_finish_remove(struct workload *wl);
+
 static void retiring_done(struct run *run)
 {
     struct hd_supervisor *sup = run->sup;
+    struct workload *wl = run->wl;
     for (struct run **p = &sup->retiring; *p; p = &(*p)->next)
         if (*p == run) {
             *p = run->next;
             break;
         }
     run_free(run);
+    if (wl->removing && wl->cur == NULL)
+        workload_finish_remove(wl);
 }
 
 /* ---- the current run ------------------------------------------------- */
@@ -396,6 +408,8 @@ static void workload_free(struct workload *wl);
 static void workload_finish_remove(struct workload *wl)
 {
     struct hd_supervisor *sup = wl->sup;
+    if (has_retiring(sup, wl))
+        return; /* the last retiring run to end calls us again */
     hd_error_t err = NULL;
     if (hd_store_begin(sup->store, &err) < 0 || hd_store_delete_deployment(sup->store, wl->name, &err) < 0 ||
         hd_store_commit(sup->store, &err) < 0) {
