@@ -740,3 +740,24 @@ def test_hedged_maps_no_runtime_libraries():
     libs = subprocess.run(["ldd", str(HEDGED)], capture_output=True, text=True, check=True).stdout
     for lib in ("libcrypto", "libseccomp", "libcap", "libarchive", "libnftables"):
         assert lib not in libs, libs
+
+
+@pytest.mark.leaves_state
+def test_killed_monitor_takes_its_workload_along(daemon, dirs):
+    from conftest import hedge_cgroups
+    cgroups_before = set(hedge_cgroups())
+    d = daemon()
+    d.deploy(spec("orphaned", SLEEP, restart={"policy": "on-failure"}))
+    w = d.wait_state("orphaned", "running")
+    os.kill(w["monitor_pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(w["pid"]), what="the killed monitor's workload to be killed")
+    again = wait_for(lambda: (x := d.ps("orphaned"))["state"] == "running" and x["pid"] != w["pid"] and x,
+                     what="the restart policy to start it again")
+    assert again["restarts"] == 1
+    assert [e["message"] for e in d.events("orphaned") if e["type"] == "failed"] == [
+        "version 1 lost its monitor, which recorded no exit (its workload was killed)"]
+    assert d.cli("rm", "orphaned").code == 0
+    assert list((dirs["run"] / "runs").iterdir()) == []
+    # Known limit: the killed run's cgroup stays (only its dead monitor held it); remove it here.
+    for cg in sorted(set(hedge_cgroups()) - cgroups_before):
+        os.rmdir(cg)

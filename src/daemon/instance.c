@@ -65,6 +65,7 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir)
     }
     free(inst->dir);
     free(inst->start_error);
+    free(inst->run_dir);
     free(inst);
 }
 
@@ -163,6 +164,10 @@ static int instance_read_state(struct hd_instance *inst, hd_error_t *err)
     inst->monitor_pid = (pid_t)json_integer_value(json_object_get(s, "monitor_pid"));
     inst->pid = (pid_t)json_integer_value(json_object_get(s, "pid"));
     inst->started_at = json_integer_value(json_object_get(s, "started_at"));
+    inst->pid_start = (uint64_t)json_integer_value(json_object_get(s, "pid_start"));
+    const char *run_dir = json_string_value(json_object_get(s, "run_dir"));
+    free(inst->run_dir);
+    inst->run_dir = run_dir && strstr(run_dir, "/runs/") ? hd_xstrdup(run_dir) : NULL;
     json_decref(s);
     if (inst->monitor_pid <= 0)
         return hd_error_set(err, 0, "instance %s: bad state.json", inst->id);
@@ -221,6 +226,14 @@ void hd_instance_collect(struct hd_instance *inst)
     json_t *e = instance_read_json(inst, "exit.json");
     if (e == NULL) {
         inst->lost = true;
+        /* The monitor died without its exit record (SIGKILL, OOM): its workload may still run,
+         * supervised by nobody. Kill it if the pid still names the process it started. */
+        if (inst->pid > 0 && inst->pid_start && hd_proc_start_time(inst->pid) == inst->pid_start)
+            kill(inst->pid, SIGKILL);
+        /* Its run dir goes too; its cgroup stays: only the dead monitor held it. */
+        hd_error_t err = NULL;
+        if (inst->run_dir && hd_rm_rf(inst->run_dir, &err) < 0)
+            hd_error_free(&err);
         inst->exit = (struct hd_exit){.code = 125, .status = -1};
         if (!inst->start_error)
             inst->start_error = hd_xstrdup("the monitor exited without recording the workload's exit");

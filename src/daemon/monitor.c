@@ -314,8 +314,9 @@ static int monitor_main(const char *dir)
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int listen_fd = monitor_listen(&m);
     monitor_write_json(&m, "state.json",
-                       json_pack("{s:i,s:i,s:I}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
-                                 (json_int_t)unix_ms()));
+                       json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid,
+                                 "started_at", (json_int_t)unix_ms(), "pid_start",
+                                 (json_int_t)hd_proc_start_time(pid), "run_dir", m.workload->run_dir));
     monitor_report("ok %d\n", (int)pid);
 
     bool out_open = true, err_open = true;

@@ -332,6 +332,8 @@ static void retiring_done(struct run *run)
 
 static char *describe_exit(const struct hd_instance *inst)
 {
+    if (inst->lost)
+        return hd_xasprintf("lost its monitor, which recorded no exit (its workload was killed)");
     if (inst->start_error)
         return hd_xasprintf("start failed (exit code %d): %s", inst->exit.code, inst->start_error);
     if (inst->exit.oom_killed)
