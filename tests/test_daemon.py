@@ -246,6 +246,8 @@ def test_deploy_ps_logs_and_curl(daemon):
     w = d.wait_state("web", "running")
     assert w["version"] == 1 and w["isolation"] == "process" and alive(w["pid"])
     assert oct(os.stat(d.sock).st_mode & 0o777) == "0o600"
+    for f in ("hedged.db", "hedged.db-wal", "hedged.db-shm"):
+        assert oct(os.stat(d.state / f).st_mode & 0o777) == "0o600", f
 
     ps = d.cli("ps")
     assert ps.code == 0

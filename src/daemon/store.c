@@ -10,6 +10,9 @@
  * one that knows SQL.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <sha2.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -53,6 +56,17 @@ static int store_fail(struct hd_store *st, hd_error_t *err, const char *what)
 
 int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err)
 {
+    /* Specs may carry secrets in env: the DB is root's alone. SQLite gives the -wal and -shm
+     * files the database file's mode, so setting it before the open covers all three. */
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
+        cleanup_free char *file = hd_xasprintf("%s%s", path, suffixes[i]);
+        int fd = open(file, O_RDWR | O_CLOEXEC | (i == 0 ? O_CREAT : 0), 0600);
+        if (fd >= 0) {
+            fchmod(fd, 0600);
+            close(fd);
+        }
+    }
     struct hd_store *st = hd_xcalloc(1, sizeof(*st));
     if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
