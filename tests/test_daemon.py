@@ -763,3 +763,40 @@ def test_killed_monitor_takes_its_workload_along(daemon, dirs):
     # Known limit: the killed run's cgroup stays (only its dead monitor held it); remove it here.
     for cg in sorted(set(hedge_cgroups()) - cgroups_before):
         os.rmdir(cg)
+
+
+def test_half_closing_clients_and_follow_disconnects(daemon):
+    d = daemon()
+    # a client that shuts down its write side after the request still gets the answer
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(d.sock))
+    s.sendall(b"GET /v1/workloads HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and out.endswith(b"[]\n")
+    # ... also for an answer that comes later (a deploy waits for the start)
+    body = json.dumps(spec("late", SLEEP)).encode()
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(str(d.sock))
+    s.sendall(f"POST /v1/workloads HTTP/1.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    s.shutdown(socket.SHUT_WR)
+    out = b""
+    while chunk := s.recv(65536):
+        out += chunk
+    s.close()
+    assert out.startswith(b"HTTP/1.1 201 Created\r\n"), out
+    # a follower that goes away is dropped: hedged's open fds return to where they were
+    d.wait_state("late", "running")
+    fds = lambda: len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+    base = fds()
+    f = subprocess.Popen([str(d.hedge.binary), "logs", "-f", "late"], stdout=subprocess.PIPE,
+                         env={**d.hedge.env(), "HEDGE_SOCKET": str(d.sock)})
+    wait_for(lambda: fds() > base, what="the follow connection")
+    f.kill()
+    f.wait()
+    wait_for(lambda: fds() == base, what="hedged to drop the follower")

@@ -104,7 +104,7 @@ static bool conn_flush(struct conn *c)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN) {
-            hd_loop_modify(c->api->loop, c->watch, EPOLLOUT | EPOLLRDHUP);
+            hd_loop_modify(c->api->loop, c->watch, EPOLLOUT);
             return true;
         }
         if (n <= 0) {
@@ -120,7 +120,7 @@ static bool conn_flush(struct conn *c)
         conn_close(c);
         return false;
     }
-    hd_loop_modify(c->api->loop, c->watch, EPOLLRDHUP | EPOLLIN);
+    hd_loop_modify(c->api->loop, c->watch, 0); /* streaming: only hang-ups matter now */
     return true;
 }
 
@@ -391,15 +391,20 @@ static void route(struct conn *c, const char *method, char *target, const char *
 static void conn_read(struct conn *c)
 {
     char buf[8192];
+    bool eof = false;
     for (;;) {
         ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
             break;
-        if (n <= 0) {
+        if (n < 0) {
             conn_close(c);
             return;
+        }
+        if (n == 0) { /* a client may half-close after its request: answer it all the same */
+            eof = true;
+            break;
         }
         if (c->in_len + (size_t)n > MAX_HEADER + MAX_BODY + 1) {
             respond_error(c, 413, "request: too large");
@@ -410,13 +415,18 @@ static void conn_read(struct conn *c)
         c->in_len += (size_t)n;
         c->in[c->in_len] = '\0';
     }
-    if (c->in == NULL)
+    if (c->in == NULL) {
+        if (eof)
+            conn_close(c);
         return;
+    }
     if (c->header_len == 0) {
         char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
         if (end == NULL) {
             if (c->in_len > MAX_HEADER)
                 respond_error(c, 431, "request header: more than %d bytes", MAX_HEADER);
+            else if (eof)
+                conn_close(c);
             return;
         }
         c->header_len = (size_t)(end - c->in) + 4;
@@ -440,8 +450,13 @@ static void conn_read(struct conn *c)
             send(c->fd, cont, sizeof(cont) - 1, MSG_NOSIGNAL);
         }
     }
-    if (c->in_len < c->header_len + c->body_len)
+    if (c->in_len < c->header_len + c->body_len) {
+        if (eof)
+            conn_close(c);
         return;
+    }
+    if (eof)
+        hd_loop_modify(c->api->loop, c->watch, 0); /* the read side is done; RDHUP would repeat */
     if (c->in_len > c->header_len + c->body_len)
         return respond_error(c, 400, "request: more bytes than Content-Length (one request per connection)");
     route(c, c->method, c->in + c->target_off, c->in + c->header_len, c->body_len);
@@ -450,22 +465,21 @@ static void conn_read(struct conn *c)
 static void on_conn(struct hd_loop *loop, int fd, uint32_t events, void *data)
 {
     struct conn *c = data;
-    if (c->state == CONN_READING && (events & EPOLLIN)) {
+    if (c->state == CONN_READING && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
         conn_read(c);
+        return;
+    }
+    if (events & (EPOLLHUP | EPOLLERR)) {
+        conn_close(c); /* the client went away while we waited or streamed */
         return;
     }
     if (events & EPOLLOUT) {
         conn_flush(c);
         return;
     }
-    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLIN)) {
-        /* the client went away while we waited or streamed */
-        char b;
-        if (c->state != CONN_READING && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
-            conn_close(c);
-        else if (c->state != CONN_READING)
-            hd_loop_modify(loop, c->watch, EPOLLRDHUP); /* ignore stray bytes after the request */
-    }
+    /* Waiting or streaming: a half-close (shutdown(SHUT_WR), as `nc -N` does) or stray bytes
+     * end nothing; stop listening for them (EPOLLHUP and EPOLLERR are always reported). */
+    hd_loop_modify(loop, c->watch, c->out_off < c->out_len ? EPOLLOUT : 0);
 }
 
 static void conn_close(struct conn *c)
