@@ -33,6 +33,7 @@
     X(archive_entry_set_perm) \
     X(archive_entry_set_size) \
     X(archive_entry_size) \
+    X(archive_entry_sourcepath) \
     X(archive_entry_symlink) \
     X(archive_entry_xattr_add_entry) \
     X(archive_entry_xattr_clear) \
@@ -42,9 +43,15 @@
     X(archive_error_string) \
     X(archive_read_data) \
     X(archive_read_data_block) \
+    X(archive_read_disk_descend) \
+    X(archive_read_disk_new) \
+    X(archive_read_disk_open) \
+    X(archive_read_disk_set_behavior) \
+    X(archive_read_disk_set_standard_lookup) \
     X(archive_read_free) \
     X(archive_read_new) \
     X(archive_read_next_header) \
+    X(archive_read_next_header2) \
     X(archive_read_open_filename) \
     X(archive_read_support_filter_all) \
     X(archive_read_support_format_raw) \
@@ -54,10 +61,12 @@
     X(archive_write_data_block) \
     X(archive_write_disk_new) \
     X(archive_write_disk_set_options) \
+    X(archive_write_disk_set_standard_lookup) \
     X(archive_write_finish_entry) \
     X(archive_write_free) \
     X(archive_write_header) \
     X(archive_write_new) \
+    X(archive_write_open_filename) \
     X(archive_write_open_memory) \
     X(archive_write_set_bytes_in_last_block) \
     X(archive_write_set_format_pax_restricted)
@@ -86,6 +95,7 @@ extern struct hd_archive_api hd_archive;
 #define archive_entry_set_perm (hd_archive.archive_entry_set_perm)
 #define archive_entry_set_size (hd_archive.archive_entry_set_size)
 #define archive_entry_size (hd_archive.archive_entry_size)
+#define archive_entry_sourcepath (hd_archive.archive_entry_sourcepath)
 #define archive_entry_symlink (hd_archive.archive_entry_symlink)
 #define archive_entry_xattr_add_entry (hd_archive.archive_entry_xattr_add_entry)
 #define archive_entry_xattr_clear (hd_archive.archive_entry_xattr_clear)
@@ -95,9 +105,15 @@ extern struct hd_archive_api hd_archive;
 #define archive_error_string (hd_archive.archive_error_string)
 #define archive_read_data (hd_archive.archive_read_data)
 #define archive_read_data_block (hd_archive.archive_read_data_block)
+#define archive_read_disk_descend (hd_archive.archive_read_disk_descend)
+#define archive_read_disk_new (hd_archive.archive_read_disk_new)
+#define archive_read_disk_open (hd_archive.archive_read_disk_open)
+#define archive_read_disk_set_behavior (hd_archive.archive_read_disk_set_behavior)
+#define archive_read_disk_set_standard_lookup (hd_archive.archive_read_disk_set_standard_lookup)
 #define archive_read_free (hd_archive.archive_read_free)
 #define archive_read_new (hd_archive.archive_read_new)
 #define archive_read_next_header (hd_archive.archive_read_next_header)
+#define archive_read_next_header2 (hd_archive.archive_read_next_header2)
 #define archive_read_open_filename (hd_archive.archive_read_open_filename)
 #define archive_read_support_filter_all (hd_archive.archive_read_support_filter_all)
 #define archive_read_support_format_raw (hd_archive.archive_read_support_format_raw)
@@ -107,10 +123,12 @@ extern struct hd_archive_api hd_archive;
 #define archive_write_data_block (hd_archive.archive_write_data_block)
 #define archive_write_disk_new (hd_archive.archive_write_disk_new)
 #define archive_write_disk_set_options (hd_archive.archive_write_disk_set_options)
+#define archive_write_disk_set_standard_lookup (hd_archive.archive_write_disk_set_standard_lookup)
 #define archive_write_finish_entry (hd_archive.archive_write_finish_entry)
 #define archive_write_free (hd_archive.archive_write_free)
 #define archive_write_header (hd_archive.archive_write_header)
 #define archive_write_new (hd_archive.archive_write_new)
+#define archive_write_open_filename (hd_archive.archive_write_open_filename)
 #define archive_write_open_memory (hd_archive.archive_write_open_memory)
 #define archive_write_set_bytes_in_last_block (hd_archive.archive_write_set_bytes_in_last_block)
 #define archive_write_set_format_pax_restricted (hd_archive.archive_write_set_format_pax_restricted)

@@ -84,6 +84,7 @@ void hd_spec_free(struct hd_spec *spec)
         free(spec->triggers[i].topic);
     free(spec->triggers);
     free(spec->vm_accel);
+    hd_strv_free(spec->health.command);
     free(spec);
 }
 
@@ -524,7 +525,41 @@ static int parse_vm(struct hd_spec *s, const json_t *v, const char *p, hd_error_
     return check_fields(v, p, vm_fields, s, e);
 }
 
+static int parse_health_command(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    hd_strv_free(s->health.command);
+    s->health.command = NULL;
+    if (get_strv(v, p, &s->health.command, e) < 0)
+        return -1;
+    if (s->health.command[0] == NULL || s->health.command[0][0] == '\0')
+        return hd_error_set(e, 0, "%s: must not be empty", p);
+    return 0;
+}
+
+static int parse_health_wait(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    if (!json_is_number(v))
+        return type_error(e, p, "a number of seconds", v);
+    double d = json_number_value(v);
+    if (!(d > 0 && d <= 3600))
+        return hd_error_set(e, 0, "%s: %g is out of range (greater than 0, at most 3600 seconds)", p, d);
+    s->health.wait = d;
+    return 0;
+}
+
+static const struct field health_fields[] = {
+    {"command", parse_health_command},
+    {"wait", parse_health_wait},
+    {NULL, NULL},
+};
+
+static int parse_health(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return check_fields(v, p, health_fields, s, e);
+}
+
 static const struct field spec_fields[] = {
+    {"health", parse_health},
     {"name", parse_name},
     {"isolation", parse_isolation},
     {"image", parse_image},
@@ -815,6 +850,14 @@ char *hd_spec_to_json(const struct hd_spec *spec)
                                       (json_int_t)spec->userns.size));
     if (spec->vm_accel)
         json_object_set_new(o, "vm", json_pack("{s:s}", "accel", spec->vm_accel));
+    if (spec->health.command || spec->health.wait > 0) {
+        json_t *h = json_object();
+        if (spec->health.command)
+            json_object_set_new(h, "command", strv_to_json(spec->health.command));
+        if (spec->health.wait > 0)
+            json_object_set_new(h, "wait", json_real(spec->health.wait));
+        json_object_set_new(o, "health", h);
+    }
     char *out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     if (out == NULL)

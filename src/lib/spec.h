@@ -63,6 +63,12 @@ struct hd_restart {
     int max_retries;      /* 0 = unlimited (for on-failure) */
 };
 
+/* When hedged counts a new version as healthy during an upgrade (daemon only). */
+struct hd_health {
+    char **command;       /* run on the host until it exits 0; NULL = "keeps running for wait seconds" */
+    double wait;          /* seconds to wait (the deadline, with a command); 0 = the daemon's default */
+};
+
 struct hd_user_namespace {
     bool enabled;
     uint32_t uid_base;    /* host uid that maps to 0 inside */
@@ -94,6 +100,7 @@ struct hd_spec {
     bool init;            /* run a minimal reaper as PID 1 (container) */
     struct hd_user_namespace userns;
     char *vm_accel;       /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
+    struct hd_health health;
 };
 
 const char *hd_isolation_name(enum hd_isolation iso);
