@@ -40,11 +40,15 @@ test: unit pytest asan-test
 
 test-quick: unit pytest
 
+# The demo: one workload under each isolation level, then hedged in the
+# foreground with its embedded defaults and a small deployment (Ctrl-C stops it).
 run: build
 	./scripts/demo $(BUILD)
+	./scripts/demo-daemon $(BUILD)
 
 bench: build
 	./bench/start
+	./bench/daemon
 
 # Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
 FUZZ_SECONDS ?= 60
