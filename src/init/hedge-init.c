@@ -53,6 +53,7 @@
 #define DEVICE_WAIT_MS 20000
 
 static int port_fd = -1;
+static int debug; /* "hedge.debug" on the kernel command line: phase timestamps on the console */
 
 struct guest_config {
     char **argv;
@@ -81,6 +82,15 @@ static void console_print(const char *fmt, ...)
     dprintf(fd, "hedge-init: %s\n", line);
     if (fd != 2)
         close(fd);
+}
+
+static void debug_phase(const char *phase)
+{
+    if (!debug)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    console_print("%ld.%03ld %s", (long)ts.tv_sec, ts.tv_nsec / 1000000, phase);
 }
 
 __attribute__((noreturn)) static void power_off(void)
@@ -537,19 +547,30 @@ int main(void)
     mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
     mount_or_fail("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
     hd_write_file("/proc/self/oom_score_adj", "-1000", 5, NULL);
+    char *cmdline = NULL;
+    size_t cmdline_len;
+    if (hd_read_file("/proc/cmdline", &cmdline, &cmdline_len, NULL) == 0)
+        debug = strstr(cmdline, "hedge.debug") != NULL;
+    free(cmdline);
+    debug_phase("init");
     load_modules();
+    debug_phase("modules loaded");
     port_fd = open_host_port();
+    debug_phase("port open");
 
     struct guest_config cfg = {0};
     read_config(&cfg);
     if (sigchld_fd < 0)
         guest_fail(125, errno, "signalfd");
     setup_rootfs(&cfg);
+    debug_phase("rootfs mounted");
     setup_cgroup(&cfg);
 
     struct workload wl = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
     start_workload(&cfg, &wl);
+    debug_phase("workload started");
     int status = relay(&wl, sigchld_fd);
+    debug_phase("workload exited");
 
     struct hd_vm_exit_msg exit_msg = {.status = -1};
     if (WIFEXITED(status)) {

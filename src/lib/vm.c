@@ -368,7 +368,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .accel = vm->accel,
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
         .vcpus = vcpus,
-        .extra_append = getenv("HEDGE_VM_APPEND"),
+        .extra_append = getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : NULL,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -648,7 +648,15 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->wake_fd);
     if (vm->qemu_pidfd >= 0)
         close(vm->qemu_pidfd);
-    if (vm->console_log && getenv("HEDGE_VM_KEEP_CONSOLE") == NULL)
+    if (vm->console_log && getenv("HEDGE_VM_DEBUG")) {
+        cleanup_free char *text = NULL;
+        size_t len = 0;
+        hd_error_t ignored = NULL;
+        if (hd_read_file(vm->console_log, &text, &len, &ignored) == 0)
+            fprintf(stderr, "hedge: vm: guest console:\n%s", text);
+        hd_error_free(&ignored);
+    }
+    if (vm->console_log)
         unlink(vm->console_log);
     if (vm->qemu_log)
         unlink(vm->qemu_log);
