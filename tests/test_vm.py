@@ -233,3 +233,41 @@ def test_vm_kernel_verb_and_kvm_probe(hedge, guest_kernel, vm_rootfs, dirs):
         r = hedge("run", "--isolation", "vm", "--vm-accel", "kvm", "--rootfs", vm_rootfs, "--", "true", env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)})
         assert r.code == 125
         assert r.err.startswith("hedge: vm.accel kvm: KVM cannot run guests at speed here: "), r.err
+
+
+def _newc(entries):
+    """A newc cpio archive of (name, mode, data) entries."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        out += b"070701" + b"".join(b"%08X" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out += nb + b"\0" * ((4 - (110 + len(nb)) % 4) % 4)
+        out += data + b"\0" * ((4 - len(data) % 4) % 4)
+    return bytes(out)
+
+
+# A rogue guest: a busybox shell as /init that loads the same modules, sends STARTED and then a message
+# of a type no guest may send, and would then hang forever.
+ROGUE_INIT = r"""#!/bin/busybox sh
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+for m in /modules/*.ko; do /bin/busybox insmod $m; done
+while [ ! -e /dev/vport1p1 ]; do /bin/busybox usleep 10000; done
+printf '\020\000\000\000\000\000\000\000\143\000\000\000\000\000\000\000' > /dev/vport1p1
+/bin/busybox sleep 1000
+"""
+
+
+def test_malformed_guest_message_ends_vm(vm, guest_kernel, tmp_path):
+    entries = [("bin", 0o40755, b""), ("dev", 0o40755, b""), ("sys", 0o40755, b""), ("modules", 0o40755, b""),
+               ("bin/busybox", 0o100755, pathlib.Path("/bin/busybox").read_bytes()),
+               ("init", 0o100755, ROGUE_INIT.encode())]
+    for ko in sorted((guest_kernel / "modules").glob("*.ko")):
+        entries.append((f"modules/{ko.name}", 0o100644, ko.read_bytes()))
+    initrd = tmp_path / "rogue.cpio"
+    initrd.write_bytes(_newc(entries))
+    t0 = time.monotonic()
+    r = vm("--", "true", env={"HEDGE_VM_INITRD": str(initrd)})
+    assert r.code == 125, r
+    assert r.err == "hedge: vm: protocol: malformed message from the guest (type 99, length 0)\n"
+    assert time.monotonic() - t0 < 90
