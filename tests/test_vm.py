@@ -121,11 +121,13 @@ def test_memory_hog_is_oom_killed_in_guest(vm):
     assert "OOM-killed: the memory limit (67108864 bytes) was hit" in r.err
 
 
-def test_pids_limit_inside_guest(vm):
-    # pids.max 5 in the guest cgroup: the shell itself and 4 children, the 5th fork fails
-    r = vm("--pids", "5", "--", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 2 & echo started $i; done")
+def test_pids_limit_inside_guest_and_read_only_root(vm):
+    # pids.max 5 in the guest cgroup: the shell itself and 4 children, the 5th fork fails.
+    # --read-only: the erofs image is the root as is, no overlay.
+    r = vm("--pids", "5", "--read-only", "--", "sh", "-c",
+           "touch /x 2>/dev/null || echo read-only; for i in 1 2 3 4 5 6 7 8; do sleep 2 & echo started $i; done")
     assert r.code == 2, r
-    assert r.out == "started 1\nstarted 2\nstarted 3\nstarted 4\n"
+    assert r.out == "read-only\nstarted 1\nstarted 2\nstarted 3\nstarted 4\n"
     assert r.err == "sh: can't fork: Resource temporarily unavailable\n"
 
 
