@@ -108,6 +108,15 @@ def test_env_workdir_user_hostname_stdin(vm):
     assert r.err == ""
 
 
+def test_large_stdin_and_stdout_stream_through(vm):
+    # more than the socket and virtqueue buffers in both directions at once: backpressure, no deadlock
+    data = os.urandom(3 * 1024 * 1024)
+    proc = subprocess.run(vm.argv("--", "cat"), input=data, capture_output=True, env=vm.env(), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == data
+    assert proc.stderr == b""
+
+
 def test_command_not_found_127(vm):
     r = vm("--", "no-such-command-xyz")
     assert r.code == 127, r

@@ -467,7 +467,8 @@ static int relay(struct workload *wl, int sigchld_fd)
     struct pending_input in = {0};
     int status = -1;
     int port_open = 1;
-    fcntl(port_fd, F_SETFL, O_NONBLOCK);
+    /* The port stays blocking: reads only follow POLLIN (one read returns what is there), and
+     * writes must wait while the host drains the virtqueue rather than fail with EAGAIN. */
     while (wl->pid > 0 || wl->out_fd >= 0 || wl->err_fd >= 0) {
         struct pollfd fds[5] = {
             {.fd = sigchld_fd, .events = POLLIN},
@@ -579,7 +580,6 @@ int main(void)
         exit_msg.signal = WTERMSIG(status);
     }
     exit_msg.oom_killed = oom_kills() > 0;
-    fcntl(port_fd, F_SETFL, 0);
     hd_vm_send(port_fd, HD_VM_MSG_EXIT, &exit_msg, sizeof(exit_msg));
     power_off();
 }
