@@ -466,6 +466,11 @@ static void *relay_main(void *arg)
 {
     struct hd_workload *w = arg;
     struct vm *vm = w->backend_data;
+    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
+    sigset_t pipe_mask;
+    sigemptyset(&pipe_mask);
+    sigaddset(&pipe_mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
     /* 64 KiB each: not on the thread's stack */
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
     cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
