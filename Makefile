@@ -6,7 +6,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean guest-kernel
 
 all: build
 
@@ -39,6 +39,10 @@ asan-test: asan-build
 test: unit pytest asan-test
 
 test-quick: unit pytest
+
+# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) where the tests and bench look.
+guest-kernel: deps
+	./scripts/fetch-guest-kernel $(BUILD)/guest-kernel
 
 run: build
 	./scripts/demo $(BUILD)
