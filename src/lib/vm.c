@@ -282,10 +282,6 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
                         last ? last : "none");
 }
 
-struct boot_reply {
-    uint32_t type; /* STARTED, ERROR, or 0 when QEMU/the channel ended */
-};
-
 /* Wait for STARTED or ERROR after CONFIG; bounded by the boot timeout. */
 static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
