@@ -136,6 +136,8 @@ static void sleep_ms(long ms)
         ;
 }
 
+static void debug_phase(const char *phase);
+
 static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags,
                           const char *data)
 {
@@ -166,6 +168,7 @@ static void load_modules(void)
         if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
             guest_fail(125, errno, "load module %s", path);
         close(fd);
+        debug_phase(names[i]->d_name);
         free(names[i]);
     }
     free(names);

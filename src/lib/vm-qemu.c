@@ -86,7 +86,8 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-device");
     hd_strv_push(&v, "virtio-blk-pci,drive=rootfs");
     hd_strv_push(&v, "-device");
-    hd_strv_push(&v, "virtio-serial-pci,id=hedgeser");
+    /* port 0 is the (unused) console port, ours is 1: two ports instead of 31 means 4 virtqueues, not 64 */
+    hd_strv_push(&v, "virtio-serial-pci,id=hedgeser,max_ports=2");
     hd_strv_push(&v, "-chardev");
     hd_strv_push(&v, "socket,id=hedgeport,fd=3");
     hd_strv_push(&v, "-device");
