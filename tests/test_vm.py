@@ -83,14 +83,21 @@ def qemu_processes_for(run_dir):
 
 @pytest.fixture(autouse=True)
 def no_qemu_left(dirs):
+    """Beside conftest's checks: no QEMU of this test still running, no half-written cache file."""
     yield
     assert qemu_processes_for(dirs["run"]) == [], "QEMU left running"
+    vm_state = dirs["state"] / "vm"
+    if vm_state.exists():
+        assert [p for p in vm_state.rglob("*") if ".tmp." in p.name] == []
 
 
 def test_guest_kernel_exit_code_and_stdio(vm, dirs):
-    r = vm("--", "sh", "-c", "uname -r; echo to-stderr >&2; exit 7")
+    r = vm("--memory", "100M", "--", "sh", "-c",
+           "uname -r; echo to-stderr >&2; grep MemTotal /proc/meminfo; exit 7")
     assert r.code == 7, r
-    release = r.out.strip()
+    release, memtotal = r.out.splitlines()
+    # guest RAM is memory + 64 MiB; the guest kernel keeps some of it
+    assert 100 * 1024 < int(memtotal.split()[1]) < 164 * 1024, memtotal
     assert release == (KERNEL_DIR / "release").read_text().strip()
     assert release != platform.release()
     assert r.err == "to-stderr\n"
@@ -101,10 +108,12 @@ def test_guest_kernel_exit_code_and_stdio(vm, dirs):
 
 
 def test_env_workdir_user_hostname_stdin(vm):
-    r = vm("-e", "GREETING=hello vm", "-w", "/tmp/work", "-u", "app", "--hostname", "guest1", "--",
-           "sh", "-c", 'echo "$GREETING"; pwd; id -u; id -g; hostname; tr a-z A-Z', input="from stdin\n")
+    r = vm("-e", "GREETING=hello vm", "-w", "/tmp/work", "-u", "app", "--hostname", "guest1", "--cpus", "1.5",
+           "--", "sh", "-c", 'echo "$GREETING"; pwd; id -u; id -g; hostname; nproc; tr a-z A-Z',
+           input="from stdin\n")
     assert r.code == 0, r
-    assert r.out == "hello vm\n/tmp/work\n1000\n1000\nguest1\nFROM STDIN\n"
+    # --cpus 1.5 → 2 vCPUs (and a 1.5 CPU quota on QEMU's cgroup)
+    assert r.out == "hello vm\n/tmp/work\n1000\n1000\nguest1\n2\nFROM STDIN\n"
     assert r.err == ""
 
 
