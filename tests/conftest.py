@@ -79,14 +79,7 @@ def hedge(dirs):
 def busybox_rootfs(tmp_path_factory):
     """A minimal root filesystem: Debian's static busybox with its applet links."""
     root = tmp_path_factory.mktemp("busybox") / "rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "sbin", "usr/bin"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    subprocess.run([str(root / "bin" / "busybox"), "--install", "-s", str(root / "bin")], check=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
-                                         "app:x:1000:1000:app:/tmp:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\napp:x:1000:\n")
-    os.chmod(root / "tmp", 0o1777)
+    subprocess.run([str(ROOT / "scripts" / "mk-busybox-rootfs"), str(root)], check=True)
     return root
 
 
@@ -132,3 +125,44 @@ def remove_session_cgroup_parent():
                 parent.rmdir()
             except OSError as e:
                 pytest.fail(f"cgroup parent {parent} not empty at session end: {e}")
+
+
+# ---- images (tests/test_image.py; other tests run containers from them) ----
+
+def build_oci_layout(layout, rootfs_dir, tag="latest", cmd=None):
+    """Make an OCI image layout with umoci whose one layer is the tree rootfs_dir; returns the layout dir."""
+    if shutil.which("umoci") is None:
+        pytest.skip("umoci is not installed (deps/image.txt)")
+    layout = pathlib.Path(layout)
+    bundle = layout.parent / (layout.name + "-bundle")
+    ref = f"{layout}:{tag}"
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True, capture_output=True)
+    subprocess.run(["umoci", "new", "--image", ref], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--image", ref, str(bundle)], check=True, capture_output=True)
+    subprocess.run(["cp", "-a", f"{rootfs_dir}/.", str(bundle / "rootfs")], check=True)
+    subprocess.run(["umoci", "repack", "--image", ref, str(bundle)], check=True, capture_output=True)
+    if cmd is not None:
+        args = ["umoci", "config", "--image", ref]
+        for word in cmd:
+            args += ["--config.cmd", word]
+        subprocess.run(args, check=True, capture_output=True)
+    shutil.rmtree(bundle)
+    return layout
+
+
+@pytest.fixture(scope="session")
+def busybox_image_tar(busybox_rootfs, tmp_path_factory):
+    """An OCI archive (tar of an OCI layout) of the busybox rootfs, config Cmd ["sh"]; tag "latest", no name."""
+    work = tmp_path_factory.mktemp("busybox-image")
+    layout = build_oci_layout(work / "layout", busybox_rootfs, cmd=["sh"])
+    tarball = work / "busybox.tar"
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(tarball), "."], check=True)
+    return tarball
+
+
+@pytest.fixture
+def imported_busybox(hedge, busybox_image_tar):
+    """busybox_image_tar imported as busybox:latest into this test's state dir; returns its image id."""
+    r = hedge("image", "import", busybox_image_tar, "--name", "busybox:latest")
+    assert r.code == 0, r
+    return r.out.split()[-1]

@@ -78,6 +78,30 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* Say why the workload died: its own memory limit, or (no limit) the host running out. */
+static void print_oom_line(const struct hd_spec *spec)
+{
+    const char *name = spec->name ? spec->name : "";
+    const char *sep = spec->name ? ": " : "";
+    long long limit = (long long)spec->resources.memory;
+    if (limit <= 0) {
+        fprintf(stderr, "hedge: %s%sOOM-killed: the kernel killed the workload because the host ran out of memory\n",
+                name, sep);
+        return;
+    }
+    const char *unit = "KiB";
+    long long scaled = limit >> 10;
+    if (limit % (1LL << 30) == 0) {
+        unit = "GiB";
+        scaled = limit >> 30;
+    } else if (limit % (1LL << 20) == 0) {
+        unit = "MiB";
+        scaled = limit >> 20;
+    }
+    fprintf(stderr, "hedge: %s%sOOM-killed: the workload hit its memory limit of %lld %s (%lld bytes)\n", name,
+            sep, scaled, unit, limit);
+}
+
 static int flag_error(const char *flag, const char *value, const char *why)
 {
     fprintf(stderr, "hedge run: %s: \"%s\" %s\n", flag, value, why);
@@ -256,8 +280,6 @@ int cmd_run(int argc, char **argv)
     if (hd_run(spec, NULL, &exit_info, &err) < 0)
         return cli_fail(&err);
     if (exit_info.oom_killed)
-        fprintf(stderr, "hedge: %s%sOOM-killed: the memory limit (%lld bytes) was hit\n",
-                spec->name ? spec->name : "", spec->name ? ": " : "",
-                (long long)spec->resources.memory);
+        print_oom_line(spec);
     return exit_info.code;
 }

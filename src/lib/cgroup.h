@@ -4,8 +4,11 @@
  * A workload's cgroup is named hedge/<id> ($HEDGE_CGROUP_PARENT replaces
  * "hedge", so test sessions running side by side never collide). On v2 it is one directory under
  * the unified hierarchy; on v1 and hybrid hosts it is one directory per
- * controller we use (memory, cpu,cpuacct, pids, freezer). The two layouts
- * are backends (cgroup-v1.c, cgroup-v2.c) behind this small interface.
+ * v1 hierarchy we use (memory, cpu, cpuacct, pids, freezer), plus on hybrid
+ * hosts one in /sys/fs/cgroup/unified that tracks the tasks. The two layouts
+ * are backends (cgroup-v1.c, cgroup-v2.c) behind this small interface;
+ * docs/cgroups.md says how each limit maps. $HEDGE_CGROUP_MODE=v1|hybrid|v2
+ * overrides detection (for tests).
  */
 #ifndef HEDGE_CGROUP_H
 #define HEDGE_CGROUP_H

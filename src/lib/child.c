@@ -57,6 +57,19 @@ int hd_child_read_report(int report_fd, hd_error_t *err)
     return hd_error_set_code(err, r.exit_code, r.errnum, "%s", r.message);
 }
 
+void hd_child_setup_stdio(const int stdio[3], int report_fd)
+{
+    int copies[3];
+    for (int i = 0; i < 3; i++) {
+        copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (copies[i] < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(copies[i], i) < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
+}
+
 void hd_child_reset_signals(void)
 {
     sigset_t all;
@@ -166,6 +179,8 @@ void hd_child_exec(int report_fd, const struct hd_exec_plan *plan)
         hd_child_fail(report_fd, 125, errno, "workdir: chdir %s", plan->workdir);
     if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         hd_child_fail(report_fd, 125, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
+    if (plan->before_exec && plan->before_exec(plan->before_exec_data, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
 
     const char *cmd = plan->argv[0];
     if (strchr(cmd, '/')) {

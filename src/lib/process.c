@@ -3,14 +3,21 @@
  * in its own cgroup, with env/workdir/user applied. Lowest latency, weakest
  * isolation.
  *
- * The child waits on a pipe until the parent has put it into the cgroup, so
- * no instruction of the workload runs outside its limits; exec failures come
- * back over the report pipe (child.c) as 126/127.
+ * On cgroup v2 the child is born inside its cgroup (clone3 with
+ * CLONE_INTO_CGROUP). Elsewhere the child waits on a pipe until the parent
+ * has moved it in, so no instruction of the workload runs outside its limits.
+ * The difference matters for speed: writing a pid to cgroup.procs takes the
+ * kernel's global cgroup_threadgroup_rwsem for writing, which waits for an
+ * RCU grace period (~5-15 ms here), while CLONE_INTO_CGROUP only reads it.
+ * Exec failures come back over the report pipe (child.c) as 126/127.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,20 +31,6 @@ static int process_prepare(struct hd_workload *w, hd_error_t *err)
     return 0;
 }
 
-/* Make fds 0,1,2 of the child the workload's stdio (they may be any fds). */
-static void child_setup_stdio(const int stdio[3], int report_fd)
-{
-    int copies[3];
-    for (int i = 0; i < 3; i++) {
-        copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
-        if (copies[i] < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
-    }
-    for (int i = 0; i < 3; i++)
-        if (dup2(copies[i], i) < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
-}
-
 static int process_start(struct hd_workload *w, hd_error_t *err)
 {
     int go[2], report[2];
@@ -48,7 +41,19 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         close(go[1]);
         return hd_error_sys(err, "pipe");
     }
-    pid_t pid = fork();
+    /* Born in the cgroup when the host can (v2); else forked and moved in below. */
+    int cgroup_fd = w->cgroup ? hd_cgroup_fd(w->cgroup) : -1;
+    pid_t pid;
+    if (cgroup_fd >= 0) {
+        struct clone_args args = {
+            .flags = CLONE_INTO_CGROUP,
+            .exit_signal = SIGCHLD,
+            .cgroup = (uint64_t)cgroup_fd,
+        };
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    } else {
+        pid = fork();
+    }
     if (pid < 0) {
         int e = errno;
         close(go[0]); close(go[1]); close(report[0]); close(report[1]);
@@ -60,7 +65,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(125); /* parent gave up on us */
-        child_setup_stdio(w->stdio, report[1]);
+        hd_child_setup_stdio(w->stdio, report[1]);
         struct hd_exec_plan plan = {
             .argv = w->argv,
             .env = w->env,
@@ -75,7 +80,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
     cleanup_close int report_fd = report[0];
     cleanup_close int go_fd = go[1];
     w->pid = pid;
-    if (w->cgroup && hd_cgroup_enter(w->cgroup, pid, err) < 0) {
+    if (w->cgroup && cgroup_fd < 0 && hd_cgroup_enter(w->cgroup, pid, err) < 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         w->pid = -1;

@@ -280,6 +280,14 @@ int hd_rm_rf(const char *path, hd_error_t *err)
     return rm_rf_at(AT_FDCWD, path, st.st_dev, err);
 }
 
+int hd_rm_rf_at(int dirfd, const char *name, hd_error_t *err)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : hd_error_sys(err, "stat %s", name);
+    return rm_rf_at(dirfd, name, st.st_dev, err);
+}
+
 int hd_parse_size(const char *text, int64_t *out)
 {
     if (text == NULL || *text == '\0')

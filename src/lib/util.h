@@ -59,6 +59,8 @@ int hd_write_file_atomic(const char *path, const char *data, size_t len, hd_erro
 int hd_mkdir_p(const char *path, mode_t mode, hd_error_t *err);
 /* Remove a directory tree without following symlinks or crossing mounts. */
 int hd_rm_rf(const char *path, hd_error_t *err);
+/* Same for the entry name inside the directory dirfd (name is never followed if a symlink). */
+int hd_rm_rf_at(int dirfd, const char *name, hd_error_t *err);
 
 /*
  * Parse a size with an optional K/M/G/T suffix (binary: 1K = 1024),
