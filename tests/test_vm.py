@@ -136,7 +136,7 @@ def test_memory_hog_is_oom_killed_in_guest(vm):
     # 80M is below the guest's RAM (so the allocation itself succeeds) and above the 64M limit
     r = vm("--memory", "64M", "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=80M", "count=1")
     assert r.code == 137, r
-    assert "OOM-killed: the memory limit (67108864 bytes) was hit" in r.err
+    assert r.err == "hedge: OOM-killed: the workload hit its memory limit of 64 MiB (67108864 bytes)\n"
 
 
 def test_pids_limit_inside_guest_and_read_only_root(vm):
