@@ -88,6 +88,15 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-device");
     /* port 0 is the (unused) console port, ours is 1: two ports instead of 31 means 4 virtqueues, not 64 */
     hd_strv_push(&v, "virtio-serial-pci,id=hedgeser,max_ports=2");
+    if (l->tap_fd >= 0) {
+        /* the tap is fd 4 in QEMU; vhost would need /dev/vhost-net, plain virtio-net is enough here */
+        hd_strv_push(&v, "-netdev");
+        hd_strv_push(&v, "tap,id=net0,fd=4,vhost=off");
+        hd_strv_push(&v, "-device");
+        s = hd_xasprintf("virtio-net-pci,netdev=net0,mac=%s", l->mac);
+        hd_strv_push(&v, s);
+        free(s);
+    }
     hd_strv_push(&v, "-chardev");
     hd_strv_push(&v, "socket,id=hedgeport,fd=3");
     hd_strv_push(&v, "-device");
@@ -125,7 +134,8 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         return hd_error_set(err, e, "fork");
     }
     if (pid == 0) {
-        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3. Nothing else. */
+        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
+         * (bridge network only). Nothing else. */
         int e = 0;
         char c;
         close(go[1]);
@@ -135,7 +145,9 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         if (read(go[0], &c, 1) != 1) /* wait until the parent put us in the cgroup */
             _exit(125);
         int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
-        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0) {
+        int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
+        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0 ||
+            (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0))) {
             e = errno;
         } else {
             sigset_t none;

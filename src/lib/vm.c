@@ -43,6 +43,7 @@
 
 #include "backend.h"
 #include "cgroup.h"
+#include "net.h"
 #include "util.h"
 #include "vm-proto.h"
 #include "vm.h"
@@ -68,6 +69,8 @@ struct vm {
     enum hd_vm_accel accel;
     char *config;
     size_t config_len;
+    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    char mac[18];
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
     pid_t qemu_pid;
@@ -157,6 +160,10 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     if (spec->readonly_rootfs)
         config_add(&buf, &len, HD_VM_CFG_READONLY, "1");
+    if (vm->net) {
+        config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
+        config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
+    }
     if (len > HD_VM_MSG_MAX) {
         free(buf);
         return hd_error_set(err, E2BIG, "vm config: command and environment take %zu bytes, more than %u", len,
@@ -186,6 +193,13 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
         return -1;
+    if (w->spec->network == HD_NET_BRIDGE) {
+        const char *tap, *cidr, *gateway;
+        if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
+            return -1;
+        /* locally administered, unique per run: taken from the run id */
+        snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
+    }
     if (build_config(w, vm, err) < 0)
         return -1;
     vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
@@ -365,6 +379,8 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
         .vcpus = vcpus,
         .extra_append = getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : NULL,
+        .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
+        .mac = vm->mac,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -640,6 +656,14 @@ static void vm_cleanup(struct hd_workload *w)
         ssize_t n = write(vm->wake_fd, &one, sizeof(one));
         (void)n;
         relay_join(vm);
+    }
+    if (vm->net) { /* QEMU is dead: nothing holds the tap any more */
+        hd_error_t err = NULL;
+        if (hd_net_teardown(vm->net, &err) < 0) {
+            hd_error_print(err, "hedge: cleanup");
+            hd_error_free(&err);
+        }
+        vm->net = NULL;
     }
     if (vm->port_fd >= 0)
         close(vm->port_fd);

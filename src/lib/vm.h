@@ -23,6 +23,7 @@ struct hd_vm_kernel {
     char *vmlinuz;   /* dir/vmlinuz */
     char *release;   /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
     char **modules;  /* dir/modules/NN-name.ko in load order (may be empty) */
+    char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
 };
 
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err);
@@ -82,6 +83,8 @@ struct hd_vm_launch {
     int64_t ram_bytes;
     int vcpus;
     const char *extra_append;  /* appended to the kernel command line, may be NULL */
+    int tap_fd;                /* a tap on the hedge bridge for virtio-net, or -1 */
+    const char *mac;           /* the guest NIC's MAC when tap_fd >= 0 */
 };
 
 struct hd_cgroup;
