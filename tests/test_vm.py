@@ -38,16 +38,8 @@ def guest_kernel():
 
 
 @pytest.fixture(scope="session")
-def vm_rootfs(busybox_rootfs, tmp_path_factory):
-    """busybox_rootfs with its applet links made relative: conftest's point at the host path of busybox,
-    which does not exist inside a guest (or any chroot)."""
-    root = tmp_path_factory.mktemp("vm") / "rootfs"
-    shutil.copytree(busybox_rootfs, root, symlinks=True)
-    for link in (root / "bin").iterdir():
-        if link.is_symlink() and os.readlink(link).endswith("/busybox"):
-            link.unlink()
-            link.symlink_to("busybox")
-    return root
+def vm_rootfs(busybox_rootfs):
+    return busybox_rootfs
 
 
 @pytest.fixture
@@ -126,10 +118,14 @@ def test_large_stdin_and_stdout_stream_through(vm):
     assert proc.stderr == b""
 
 
-def test_command_not_found_127(vm):
-    r = vm("--", "no-such-command-xyz")
+def test_image_from_store_and_command_not_found_127(hedge, guest_kernel, imported_busybox, dirs):
+    r = hedge("run", "--isolation", "vm", "--vm-accel", "tcg", "busybox:latest", "--", "no-such-command-xyz",
+              env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)}, timeout=180)
     assert r.code == 127, r
     assert r.err == "hedge: exec no-such-command-xyz: command not found in PATH\n"
+    # an image's erofs is cached under its content digest
+    digest = imported_busybox.split(":")[-1]
+    assert [p.name for p in (dirs["state"] / "vm" / "rootfs").iterdir()] == [f"image-{digest}.erofs"]
 
 
 def test_memory_hog_is_oom_killed_in_guest(vm):
