@@ -67,10 +67,17 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-initrd");
     hd_strv_push(&v, l->initramfs);
     hd_strv_push(&v, "-append");
-    /* panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting */
+    /* panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
+     * cryptomgr.notests: the crypto self-tests take ~1 s of an emulated boot.
+     * pci=noacpi on pc with one vCPU: routing PCI interrupts through ACPI's interrupt links runs
+     * AML that takes 200-800 ms per virtio device under TCG; the BIOS's routing table does it in
+     * milliseconds. It also stops the kernel from finding CPUs in ACPI's MADT, so an SMP guest keeps
+     * ACPI routing (and boots slower). microvm finds its PCIe bridge through ACPI: it keeps it too. */
+    bool pci_noacpi = strncmp(machine_type(l->accel), "pc", 2) == 0 && l->vcpus == 1;
     s = hd_xasprintf("console=ttyS0 quiet panic=-1 oops=panic reboot=t tsc=reliable no_timer_check "
-                     "random.trust_cpu=on%s%s",
-                     l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
+                     "random.trust_cpu=on cryptomgr.notests%s%s%s",
+                     pci_noacpi ? " pci=noacpi" : "",
+                     l->extra_append && *l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
     hd_strv_push(&v, s);
     free(s);
     hd_strv_push(&v, "-chardev");

@@ -368,6 +368,11 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = w->backend_data;
     int vcpus = w->spec->resources.cpus > 0 ? (int)ceil(w->spec->resources.cpus) : 1;
+    /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
+    const char *append = getenv("HEDGE_VM_APPEND");
+    cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
+                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "",
+                                                   append ? append : "");
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -378,7 +383,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .accel = vm->accel,
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
         .vcpus = vcpus,
-        .extra_append = getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : NULL,
+        .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
     };
