@@ -13,6 +13,8 @@
  *   3. mount the erofs rootfs from /dev/vda read-only at /lower, a tmpfs for
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
+ *   3b. bring lo up; with a bridge network load /modules/net, give eth0 the
+ *      leased address and a default route via the gateway (plain ioctls);
  *   4. put the workload in a guest cgroup v2 group whose pids.max and
  *      memory.max come from the spec (so pids are enforced *inside* the guest,
  *      and an OOM kill shows in memory.events), fork, chroot, apply
