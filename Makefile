@@ -6,7 +6,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean guest-kernel
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel
 
 all: build
 
@@ -50,5 +50,11 @@ run: build
 bench: build
 	./bench/start
 
+# Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	./scripts/fuzz-mqtt $(FUZZ_SECONDS)
+	./scripts/fuzz-image $(FUZZ_SECONDS)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

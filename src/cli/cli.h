@@ -19,6 +19,7 @@ struct hd_command {
 
 int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 

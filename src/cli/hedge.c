@@ -11,6 +11,7 @@
 
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},
+    {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer"},
     {"image", cmd_image, "import, list and remove images (image import|ls|rm)"},
     {"vm", cmd_vm, "show the VM guest kernel, initramfs and accelerator (vm kernel)"},
     {"version", cmd_version, "print the version"},

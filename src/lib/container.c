@@ -339,34 +339,6 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     return ret;
 }
 
-static int container_signal(struct hd_workload *w, int sig, hd_error_t *err)
-{
-    if (w->pid <= 0)
-        return hd_error_set(err, ESRCH, "signal: container is not running");
-    if (kill(w->pid, sig) < 0)
-        return hd_error_sys(err, "kill %d", w->pid);
-    return 0;
-}
-
-static int container_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
-{
-    int status;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &status, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return hd_error_sys(err, "wait for pid %d", w->pid);
-    w->pid = -1;
-    hd_exit_from_wait_status(status, exit);
-    return 0;
-}
-
-static int container_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
-{
-    return hd_cgroup_stats(w->cgroup, stats, err);
-}
-
 static void container_cleanup(struct hd_workload *w)
 {
     /* PID 1 dying takes the whole pid namespace, and with it every mount */
@@ -393,8 +365,8 @@ const struct hd_backend hd_backend_container = {
     .name = "container",
     .prepare = container_prepare,
     .start = container_start,
-    .signal = container_signal,
-    .wait = container_wait,
-    .stats = container_stats,
+    .signal = hd_backend_pid_signal,
+    .wait = hd_backend_pid_wait,
+    .stats = hd_backend_cgroup_stats,
     .cleanup = container_cleanup,
 };

@@ -60,6 +60,34 @@ void hd_exit_from_wait_status(int wstatus, struct hd_exit *exit)
     }
 }
 
+int hd_backend_pid_signal(struct hd_workload *w, int sig, hd_error_t *err)
+{
+    if (w->pid <= 0)
+        return hd_error_set(err, ESRCH, "signal: workload is not running");
+    if (kill(w->pid, sig) < 0)
+        return hd_error_sys(err, "kill %d", w->pid);
+    return 0;
+}
+
+int hd_backend_pid_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return hd_error_sys(err, "wait for pid %d", w->pid);
+    w->pid = -1;
+    hd_exit_from_wait_status(status, exit);
+    return 0;
+}
+
+int hd_backend_cgroup_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
+{
+    return hd_cgroup_stats(w->cgroup, stats, err);
+}
+
 #define DEFAULT_PATH_ENV "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Merge spec and image config into the plan fields of w. */
