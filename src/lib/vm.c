@@ -591,6 +591,12 @@ static void relay_join(struct vm *vm)
     vm->relay_started = false;
 }
 
+const char *hd_vm_guest_address(const struct hd_workload *w)
+{
+    const struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    return vm && vm->net ? hd_net_address(vm->net) : NULL;
+}
+
 /* ---- signal / wait / cleanup ------------------------------------------- */
 
 static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)

@@ -65,6 +65,10 @@ void hd_vm_accel_probe(struct hd_vm_accel_probe *probe);
 int hd_vm_accel_choose(const char *want, bool quiet, enum hd_vm_accel *out, hd_error_t *err);
 const char *hd_vm_accel_name(enum hd_vm_accel accel);
 
+struct hd_workload;
+/* The guest's address ("10.89.0.2/24") on the hedge bridge, or NULL without a bridge network. */
+const char *hd_vm_guest_address(const struct hd_workload *w);
+
 /* Guest RAM for a spec (memory + guest overhead, or the default). */
 int64_t hd_vm_guest_ram(const struct hd_resources *res);
 /* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,
