@@ -49,6 +49,20 @@ static int select_ko(const struct dirent *d)
     return n > 3 && strcmp(d->d_name + n - 3, ".ko") == 0;
 }
 
+/* The .ko files of dir/sub in name order (the load order) into *out. */
+static void list_modules(const char *dir, const char *sub, char ***out)
+{
+    cleanup_free char *mod_dir = hd_xasprintf("%s/%s", dir, sub);
+    struct dirent **names = NULL;
+    int n = scandir(mod_dir, &names, select_ko, alphasort);
+    for (int i = 0; i < n; i++) {
+        cleanup_free char *p = hd_xasprintf("%s/%s", mod_dir, names[i]->d_name);
+        hd_strv_push(out, p);
+        free(names[i]);
+    }
+    free(names);
+}
+
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err)
 {
     memset(k, 0, sizeof(*k));
@@ -75,15 +89,8 @@ int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t 
         k->release = hd_xstrdup("unknown");
         hd_error_free(&ignored);
     }
-    cleanup_free char *mod_dir = hd_xasprintf("%s/modules", k->dir);
-    struct dirent **names = NULL;
-    int n = scandir(mod_dir, &names, select_ko, alphasort);
-    for (int i = 0; i < n; i++) {
-        cleanup_free char *p = hd_xasprintf("%s/%s", mod_dir, names[i]->d_name);
-        hd_strv_push(&k->modules, p);
-        free(names[i]);
-    }
-    free(names);
+    list_modules(k->dir, "modules", &k->modules);
+    list_modules(k->dir, "modules/net", &k->net_modules);
     return 0;
 }
 
@@ -93,6 +100,7 @@ void hd_vm_kernel_free(struct hd_vm_kernel *k)
     free(k->vmlinuz);
     free(k->release);
     hd_strv_free(k->modules);
+    hd_strv_free(k->net_modules);
     memset(k, 0, sizeof(*k));
 }
 
@@ -198,7 +206,8 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     if (f == NULL)
         return hd_error_sys(err, "create %s", path);
     struct cpio_writer c = {.f = f};
-    static const char *const dirs[] = {"dev", "proc", "sys", "modules", "lower", "upper", "newroot", "cg"};
+    static const char *const dirs[] = {"dev", "proc", "sys", "modules", "modules/net", "lower", "upper", "newroot",
+                                       "cg"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         cpio_entry(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
     /* the kernel opens /dev/console for init's stdio before devtmpfs is mounted */
@@ -208,6 +217,11 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     for (size_t i = 0; k->modules && k->modules[i]; i++) {
         cleanup_free char *name = hd_xasprintf("modules/%s", strrchr(k->modules[i], '/') + 1);
         if (cpio_file(&c, name, k->modules[i], 0644, err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; k->net_modules && k->net_modules[i]; i++) {
+        cleanup_free char *name = hd_xasprintf("modules/net/%s", strrchr(k->net_modules[i], '/') + 1);
+        if (cpio_file(&c, name, k->net_modules[i], 0644, err) < 0)
             return -1;
     }
     cpio_entry(&c, "TRAILER!!!", 0, 0, 0, NULL, 0);
@@ -234,6 +248,10 @@ int hd_vm_initramfs(const char *state_dir, const struct hd_vm_kernel *k, char **
     for (size_t i = 0; r == 0 && k->modules && k->modules[i]; i++) {
         EVP_DigestUpdate(ctx, k->modules[i], strlen(k->modules[i]) + 1);
         r = digest_file(ctx, k->modules[i], err);
+    }
+    for (size_t i = 0; r == 0 && k->net_modules && k->net_modules[i]; i++) {
+        EVP_DigestUpdate(ctx, k->net_modules[i], strlen(k->net_modules[i]) + 1);
+        r = digest_file(ctx, k->net_modules[i], err);
     }
     char hex[65] = "";
     digest_hex(ctx, hex);
