@@ -6,7 +6,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz
 
 all: build
 
@@ -46,5 +46,16 @@ run: build
 bench: build
 	./bench/start
 
+# libFuzzer on the MQTT packet decoder for a bounded time (FUZZ_SECONDS); any crash fails.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps $(BUILD)/build.ninja
+	@mkdir -p $(FUZZ_BUILD)/broker-corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
+		-Isrc/broker -Isrc/lib -I$(BUILD) src/broker/fuzz_packet.c src/broker/packet.c src/lib/util.c \
+		src/lib/error.c -o $(FUZZ_BUILD)/fuzz_packet
+	$(FUZZ_BUILD)/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+		$(FUZZ_BUILD)/broker-corpus tests/fuzz/broker-corpus
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,91 @@
+/*
+ * broker.h - the MQTT 3.1.1 + 5.0 broker as an embeddable subsystem.
+ *
+ * The broker owns one epoll fd. A host event loop (hedged) adds that fd to its
+ * own epoll set and calls hd_broker_dispatch(b, 0) when it is readable; the
+ * standalone `hedge-broker` simply calls hd_broker_run(), which loops until
+ * hd_broker_stop() (async-signal-safe) is called. Nothing in the broker
+ * blocks: sockets are non-blocking, and SQLite commits happen once per
+ * dispatch round (group commit) before acknowledgements are written.
+ */
+#ifndef HEDGE_BROKER_H
+#define HEDGE_BROKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+
+struct hd_broker;
+
+enum hd_broker_queue_policy {
+    HD_BROKER_DROP_NEW,     /* a full queue refuses the new message (default) */
+    HD_BROKER_DROP_OLDEST,  /* a full queue drops its oldest queued (not in-flight) message */
+};
+
+struct hd_broker_config {
+    char **listen;              /* "HOST:PORT" plain TCP listeners; default 127.0.0.1:1883 */
+    char **listen_tls;          /* "HOST:PORT" TLS listeners */
+    char *tls_cert, *tls_key, *tls_ca;
+    bool tls_require_cert;      /* client certificate mandatory on TLS listeners */
+    bool tls_cert_as_username;  /* the certificate's CN becomes the username */
+    char *state_dir;            /* SQLite store (broker.db) lives here; NULL = no persistence */
+    bool sync_full;             /* fsync every group commit (default: survive kill -9, not power loss) */
+    char *password_file;
+    char *acl_file;
+    int allow_anonymous;        /* -1 = default: allowed only while no user is configured */
+    uint32_t max_packet_size;   /* largest packet accepted (and announced in CONNACK) */
+    uint16_t max_inflight;      /* unacknowledged QoS 1/2 messages toward one client */
+    uint32_t max_queued_messages;
+    uint64_t max_queued_bytes;  /* 0 = unlimited */
+    enum hd_broker_queue_policy queue_policy;
+    uint32_t max_connections;   /* 0 = unlimited */
+    uint32_t connection_rate;   /* new connections per second accepted, 0 = unlimited */
+    uint32_t client_connection_rate; /* new connections per second from one source address, 0 = unlimited */
+    uint16_t topic_alias_max;   /* aliases a 5.0 client may use toward the broker */
+    uint16_t max_keepalive;     /* 0 = no cap */
+    uint32_t connect_timeout_ms;/* a connection must send CONNECT within this */
+    uint32_t sys_interval;      /* seconds between $SYS updates, 0 = off */
+};
+
+/* Fill cfg with the defaults. */
+void hd_broker_config_init(struct hd_broker_config *cfg);
+void hd_broker_config_free(struct hd_broker_config *cfg);
+/* Read a mosquitto-style "key value" config file into cfg. */
+int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_error_t *err);
+
+/* Bind the listeners, open the store (restoring retained messages and sessions), load auth files. */
+int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd_error_t *err);
+/* The epoll fd to watch for readability when embedding. */
+int hd_broker_fd(struct hd_broker *b);
+/* Handle ready events, waiting at most timeout_ms (0 = poll). */
+int hd_broker_dispatch(struct hd_broker *b, int timeout_ms, hd_error_t *err);
+/* Loop until hd_broker_stop(). */
+int hd_broker_run(struct hd_broker *b, hd_error_t *err);
+/* Ask hd_broker_run() to return; safe from a signal handler. */
+void hd_broker_stop(struct hd_broker *b);
+/* Local port of the n-th plain listener (for tests binding port 0). */
+int hd_broker_port(struct hd_broker *b, int n);
+/* Close every connection, flush the store, free everything. */
+void hd_broker_free(struct hd_broker *b);
+
+struct hd_broker_stats {
+    uint64_t clients_connected, clients_total, messages_received, messages_sent, bytes_received, bytes_sent,
+        messages_dropped, retained_count, subscriptions;
+};
+void hd_broker_get_stats(struct hd_broker *b, struct hd_broker_stats *out);
+
+/*
+ * Credentials hedged hands to workloads at run time (kept in memory, next to
+ * the password file's users). A user given rules with hd_broker_allow() may
+ * use only those topics, even when no acl_file is configured.
+ */
+int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err);
+void hd_broker_remove_user(struct hd_broker *b, const char *user);
+/* access: "read", "write" or "readwrite"; filter may use %u and %c. */
+int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err);
+
+/* Add or replace USER in a password file with a salted PBKDF2-SHA512 hash. */
+int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err);
+
+#endif

@@ -1,0 +1,101 @@
+/* test_broker_codec.c - the broker's pure parts: packet decoding (including the
+ * corrupt inputs it must refuse), UTF-8 rules and topic matching. */
+#include <string.h>
+
+#include "check.h"
+#include "packet.h"
+
+/* the topic functions live in topic_tree.c, declared in internal.h */
+#include "internal.h"
+
+static int decode(const char *bytes, size_t len, uint8_t proto)
+{
+    uint8_t tf;
+    uint32_t remaining, hlen;
+    const uint8_t *b = (const uint8_t *)bytes;
+    int r = mqtt_parse_fixed_header(b, len, &tf, &remaining, &hlen);
+    if (r <= 0)
+        return -1;
+    if (hlen + remaining != len)
+        return -2;
+    return mqtt_decode_any(tf, b + hlen, remaining, proto);
+}
+
+#define DEC(lit, proto) decode(lit, sizeof(lit) - 1, proto)
+
+int main(void)
+{
+    /* fixed header */
+    uint8_t tf;
+    uint32_t rem, hl;
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30", 1, &tf, &rem, &hl) == 0);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\x7f", 5, &tf, &rem, &hl) == 1 && rem == 268435455);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\xff\x01", 6, &tf, &rem, &hl) == -1);
+
+    /* CONNECT */
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x", 4) == 0);
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x03\x00\x3c\x00\x01x", 4) == RC_MALFORMED);     /* reserved flag */
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x07\x02\x00\x3c\x00\x01x", 4) == RC_UNSUPPORTED_PROTOCOL);
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x12\x00\x3c\x00\x01x", 4) == RC_MALFORMED);     /* will qos, no will */
+    CHECK(DEC("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x01", 4) == RC_MALFORMED);      /* short client id */
+    CHECK(DEC("\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01x", 5) == 0);
+    /* 5.0 duplicate property and a property not allowed in CONNECT */
+    CHECK(DEC("\x10\x17\x00\x04MQTT\x05\x02\x00\x3c\x0a\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
+    CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
+
+    /* PUBLISH */
+    CHECK(DEC("\x30\x05\x00\x01" "ahi", 4) == 0);
+    CHECK(DEC("\x36\x05\x00\x01" "ahi", 4) == RC_MALFORMED);                            /* qos 3 */
+    CHECK(DEC("\x38\x05\x00\x01" "ahi", 4) == RC_MALFORMED);                            /* dup on qos 0 */
+    CHECK(DEC("\x32\x05\x00\x01" "a\x00\x00", 4) == RC_PROTOCOL_ERROR);                 /* packet id 0 */
+    CHECK(DEC("\x30\x05\x00\x02\xc3\x28x", 4) == RC_MALFORMED);                      /* bad utf-8 */
+    CHECK(DEC("\x30\x06\x00\x01" "a\x05\x01\x01", 5) == RC_MALFORMED);                  /* props overrun */
+    CHECK(DEC("\x30\x07\x00\x01" "a\x02\x01\x01\xff", 5) == RC_PAYLOAD_FORMAT_INVALID); /* utf-8 payload flag */
+
+    /* SUBSCRIBE */
+    CHECK(DEC("\x82\x06\x00\x01\x00\x01" "a\x01", 4) == 0);
+    CHECK(DEC("\x80\x06\x00\x01\x00\x01" "a\x01", 4) == RC_MALFORMED);  /* flags must be 0010 */
+    CHECK(DEC("\x82\x06\x00\x01\x00\x01" "a\x03", 4) == RC_MALFORMED);  /* qos 3 */
+    CHECK(DEC("\x82\x02\x00\x01", 4) == RC_PROTOCOL_ERROR);          /* no filters */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01" "a\x2c", 5) == 0);          /* 5.0 options NL|RAP|RH=2 */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01" "a\x30", 5) == RC_MALFORMED);  /* retain handling 3 */
+
+    /* acks, ping, disconnect */
+    CHECK(DEC("\x40\x02\x00\x01", 4) == 0);
+    CHECK(DEC("\x62\x02\x00\x01", 4) == 0);
+    CHECK(DEC("\x60\x02\x00\x01", 4) == RC_MALFORMED);
+    CHECK(DEC("\x40\x02\x00\x00", 4) == RC_MALFORMED);
+    CHECK(DEC("\xc0\x00", 4) == 0);
+    CHECK(DEC("\xc0\x01\x00", 4) == RC_MALFORMED);
+    CHECK(DEC("\xe0\x00", 4) == 0);
+    CHECK(DEC("\xe0\x01\x04", 5) == 0);
+    CHECK(DEC("\xe0\x01\x04", 4) == RC_MALFORMED);
+    CHECK(DEC("\xf0\x00", 4) == RC_MALFORMED);  /* AUTH is 5.0 only */
+    CHECK(DEC("\x00\x00", 4) == RC_PROTOCOL_ERROR);
+
+    /* UTF-8 */
+    CHECK(mqtt_utf8_valid((const uint8_t *)"h\xc3\xa9llo", 6));
+    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));  /* surrogate */
+    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xc0\x80", 2));      /* overlong NUL */
+    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4));
+
+    /* topics */
+    CHECK(broker_topic_name_valid("a/b", 3));
+    CHECK(!broker_topic_name_valid("a/+", 3));
+    CHECK(!broker_topic_name_valid("", 0));
+    CHECK(broker_topic_filter_valid("a/+/#", 5));
+    CHECK(broker_topic_filter_valid("+", 1));
+    CHECK(!broker_topic_filter_valid("a/#/b", 5));
+    CHECK(!broker_topic_filter_valid("a+", 2));
+    CHECK(!broker_topic_filter_valid("a/b#", 4));
+    CHECK(broker_topic_matches("a/+/c", "a/b/c"));
+    CHECK(broker_topic_matches("a/#", "a"));
+    CHECK(broker_topic_matches("a/#", "a/b/c"));
+    CHECK(broker_topic_matches("+/+", "/x"));
+    CHECK(!broker_topic_matches("a/+", "a/b/c"));
+    CHECK(!broker_topic_matches("#", "$SYS/x"));
+    CHECK(!broker_topic_matches("+/x", "$SYS/x"));
+    CHECK(broker_topic_matches("$SYS/#", "$SYS/x"));
+    CHECK(!broker_topic_matches("a/b", "a"));
+    CHECK_DONE();
+}
