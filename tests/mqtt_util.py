@@ -71,7 +71,8 @@ class Mosquitto:
         self.conf = self.dir / f"{name}.conf"
         self.log = self.dir / f"{name}.log"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # user root: read the test's 0700 temp dirs (mosquitto would drop to user mosquitto).
+            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             # Hold everything for offline sessions and deliver without a window limit:
             # the tests count every message.
             "max_queued_messages 0\nmax_inflight_messages 0\n" + extra)
@@ -157,13 +158,13 @@ def dedup_in_order(items):
 class Uplink:
     """build/hedge-uplink with a generated config; kill() is kill -9."""
 
-    def __init__(self, directory, node_id, local_port, cloud_port, spool=None, extra=None, cloud=None):
+    def __init__(self, directory, node_id, local_port, cloud_port, spool=None, extra=None, cloud_options=None):
         self.dir = pathlib.Path(directory)
         self.config = {
             "node_id": node_id,
             "local": {"host": "127.0.0.1", "port": local_port, "client_id": f"uplink-{node_id}-{os.getpid()}"},
             "cloud": {"host": "127.0.0.1", "port": cloud_port, "client_id": f"uplink-{node_id}-{os.getpid()}",
-                      **(cloud or {})},
+                      **(cloud_options or {})},
             "up": [{"local": "sensors/#", "cloud": "nodes/{node_id}/sensors/#"}],
             "down": [{"cloud": "nodes/{node_id}/cmd/#", "local": "cmd/#"}],
             "spool": {"path": str(self.dir / f"spool-{node_id}.db"), **(spool or {})},

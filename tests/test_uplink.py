@@ -248,3 +248,87 @@ def test_good_config_check(tmp_path):
     path.write_text(json.dumps(cfg))
     r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True)
     assert r.returncode == 0 and "ok (node n1, 1 up, 0 down mappings)" in r.stdout, r
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=hedge test CA")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=hedge-{name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    # A second CA the server certificate does not chain to.
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.crt", "-days", "2",
+        "-subj", "/CN=other CA")
+
+
+@pytest.fixture
+def tls_cloud(tmp_path):
+    need_mqtt_tools()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    local = Mosquitto(tmp_path, "local").start()
+    cloud = Mosquitto(tmp_path, "cloud", extra=(
+        f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\nrequire_certificate true\n"))
+    # The TLS listener needs a plain one beside it for the test's collector.
+    cloud.plain_port = __import__("mqtt_util").free_port()
+    cloud.conf.write_text(cloud.conf.read_text() + f"listener {cloud.plain_port} 127.0.0.1\n")
+    cloud.start()
+    yield local, cloud, pki
+    local.stop()
+    cloud.stop()
+
+
+def test_tls_with_client_certificate(tmp_path, tls_cloud, uplinks):
+    local, cloud, pki = tls_cloud
+    sub = Collector(cloud.plain_port, "nodes/#")
+    u = make_uplink(tmp_path, uplinks, local, cloud, cloud_options={
+        "tls": {"ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"),
+                "key_file": str(pki / "client.key")}})
+    wait_for(lambda: u.status().get("connected"), 10, "the TLS cloud link")
+    publish_many(local.port, "sensors/secure", [b"s1", b"s2"])
+    wait_for(lambda: len(sub.messages) >= 2, 10, "messages over TLS")
+    assert sub.payloads() == [b"s1", b"s2"]
+    sub.close()
+    u.stop()
+
+
+def test_tls_untrusted_server_is_refused(tmp_path, tls_cloud, uplinks):
+    local, cloud, pki = tls_cloud
+    u = make_uplink(tmp_path, uplinks, local, cloud, cloud_options={
+        "tls": {"ca_file": str(pki / "other.crt"), "cert_file": str(pki / "client.crt"),
+                "key_file": str(pki / "client.key")}})
+    wait_for(lambda: "certificate" in u.status().get("last_error", ""), 10, "the TLS failure in the status")
+    st = u.status()
+    assert st["connected"] is False and "verify failed" in st["last_error"], st
+    publish_many(local.port, "sensors/x", [b"kept"])
+    wait_for(lambda: u.status().get("depth") == 1, 10, "the message to wait in the spool")
+    u.stop()
+
+
+def test_cloud_user_password(tmp_path, uplinks):
+    need_mqtt_tools()
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "node1", "s3cret"], check=True)
+    local = Mosquitto(tmp_path, "local").start()
+    cloud = Mosquitto(tmp_path, "cloud", extra=f"password_file {passwd}\n")
+    cloud.conf.write_text(cloud.conf.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    cloud.start()
+    try:
+        bad = make_uplink(tmp_path, uplinks, local, cloud, node="bad", cloud_options={"username": "node1", "password": "nope"})
+        wait_for(lambda: "refused" in bad.status().get("last_error", ""), 10, "the refusal in the status")
+        bad.stop()
+        u = make_uplink(tmp_path, uplinks, local, cloud, cloud_options={"username": "node1", "password": "s3cret"})
+        wait_for(lambda: u.status().get("connected"), 10, "the authenticated cloud link")
+        publish_many(local.port, "sensors/x", [b"auth"])
+        wait_for(lambda: u.status().get("drained") == 1, 10, "the message to be drained")
+        u.stop()
+    finally:
+        local.stop()
+        cloud.stop()

@@ -90,12 +90,15 @@ static void uplink_set_status(struct hd_uplink *u, const char *key, const char *
         uplink_fatal(u, &err);
 }
 
-static void uplink_cloud_status(struct hd_uplink *u)
+/* Record the cloud link in the spool's status table; `since` moves only when the state changes. */
+static void uplink_cloud_status(struct hd_uplink *u, bool state_changed)
 {
     char buf[32];
     uplink_set_status(u, "cloud_connected", u->cloud.connected ? "1" : "0");
-    snprintf(buf, sizeof(buf), "%lld", (long long)hd_wall_ms());
-    uplink_set_status(u, "cloud_since_ms", buf);
+    if (state_changed) {
+        snprintf(buf, sizeof(buf), "%lld", (long long)hd_wall_ms());
+        uplink_set_status(u, "cloud_since_ms", buf);
+    }
     uplink_set_status(u, "cloud_last_error", u->cloud.last_error ? u->cloud.last_error : "");
 }
 
@@ -178,7 +181,7 @@ static void cloud_on_connect(void *ctx, bool session_present)
     fprintf(stderr, "hedge-uplink: cloud broker %s:%d connected\n", u->cfg->cloud.host, u->cfg->cloud.port);
     if (u->cloud_filters)
         hd_mqtt_subscribe(u->cloud.client, 1, u->cloud_filters, 1);
-    uplink_cloud_status(u);
+    uplink_cloud_status(u, true);
 }
 
 static void cloud_on_message(void *ctx, const struct hd_mqtt_message *m)
@@ -238,8 +241,7 @@ static void cloud_on_disconnect(void *ctx, const char *reason)
     u->inflight_count = 0;
     u->last_sent_id = 0;
     uplink_schedule_reconnect(u, &u->cloud);
-    if (was_connected)
-        uplink_cloud_status(u);
+    uplink_cloud_status(u, was_connected);
 }
 
 /* ---- the drain ---- */
@@ -283,6 +285,7 @@ static void uplink_try_connect(struct hd_uplink *u, struct uplink_link *l, uint6
         if (l == &u->cloud) {
             free(u->cloud.last_error);
             u->cloud.last_error = hd_xstrdup(hd_error_text(err));
+            uplink_cloud_status(u, false);
         }
         hd_error_free(&err);
         uplink_schedule_reconnect(u, l);
