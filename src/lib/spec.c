@@ -597,7 +597,7 @@ static int parse_function_max_concurrency(struct hd_spec *s, const json_t *v, co
 static int parse_function_max_queue(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     int64_t n = 0;
-    if (get_int(v, p, 0, 1000000, &n, e) < 0)
+    if (get_int(v, p, 1, 1000000, &n, e) < 0)
         return -1;
     s->function.max_queue = (int)n;
     return 0;
