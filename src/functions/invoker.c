@@ -211,8 +211,8 @@ static int instance_start(struct instance *ins, hd_error_t *err)
     return 0;
 }
 
-/* Kill (if asked), wait and destroy; returns the exit. */
-static struct hd_exit instance_end(struct instance *ins, bool kill_it)
+/* Kill (if asked) and wait; the instance is left for instance_destroy. */
+static struct hd_exit instance_reap(struct instance *ins, bool kill_it)
 {
     struct hd_exit exit = {.code = -1, .status = -1};
     if (ins->state == INSTANCE_RUNNING) {
@@ -221,7 +221,15 @@ static struct hd_exit instance_end(struct instance *ins, bool kill_it)
         hd_error_t err = NULL;
         if (hd_workload_wait(ins->w, &exit, &err) < 0)
             hd_error_free(&err);
+        ins->state = INSTANCE_CREATED;
     }
+    return exit;
+}
+
+/* Kill (if asked), wait and destroy; returns the exit. */
+static struct hd_exit instance_end(struct instance *ins, bool kill_it)
+{
+    struct hd_exit exit = instance_reap(ins, kill_it);
     instance_destroy(ins);
     return exit;
 }
@@ -326,7 +334,7 @@ static void ondemand_invoke(struct hd_invoker *inv, struct instance *ins, struct
     if ((ins->state == INSTANCE_EMPTY && instance_create(inv, ins, &err) < 0) || instance_start(ins, &err) < 0) {
         call_fail(inv, call, "start", "%s", hd_error_text(err));
         hd_error_free(&err);
-        instance_end(ins, true);
+        instance_reap(ins, true);
         return;
     }
     uint8_t *in = NULL;
@@ -334,7 +342,8 @@ static void ondemand_invoke(struct hd_invoker *inv, struct instance *ins, struct
     uint64_t deadline = hd_now_ns() + (uint64_t)inv->spec->function.timeout_ms * 1000000ull;
     int r = instance_exchange(inv, ins, call->payload, call->payload_len, true, &in, &in_len, &in_cap, NULL,
                               NULL, deadline);
-    struct hd_exit exit = instance_end(ins, r != 2);
+    /* Reaped now, removed by the caller after the result is out. */
+    struct hd_exit exit = instance_reap(ins, r != 2);
     if (r == 1) {
         pthread_mutex_lock(&inv->lock);
         inv->stats.timeouts++;
@@ -397,6 +406,7 @@ static void *ondemand_worker(void *arg)
         pthread_mutex_unlock(&inv->lock);
         ondemand_invoke(inv, &warm, call);
         invoker_post(inv, call);
+        instance_destroy(&warm);
         /* Prepare the next instance now, off the next invocation's path. */
         if (!invoker_stopping(inv)) {
             hd_error_t err = NULL;
