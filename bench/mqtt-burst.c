@@ -83,7 +83,7 @@ int main(int argc, char **argv)
     while (b.acked < count && !b.failed) {
         if (b.connected) {
             while (sent < count && sent - b.acked < window) {
-                char head[16];
+                char head[24];
                 snprintf(head, sizeof(head), "%08ld", sent);
                 memcpy(payload, head, 8);
                 if (++next_id == 0)

@@ -20,6 +20,27 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUILD = pathlib.Path(os.environ.get("HEDGE_BUILD", ROOT / "build"))
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+SANITIZED = os.environ.get("HEDGE_SANITIZED") == "1"
+
+
+def hedge_env(extra=None):
+    """Environment for hedge's own binaries: sanitizer options when the build is sanitized."""
+    from conftest import SANITIZER_ENV
+    env = dict(os.environ, **(extra or {}))
+    if SANITIZED:
+        env.update(SANITIZER_ENV)
+    return env
+
+
+def check_log_text(text):
+    from conftest import check_sanitizer
+    check_sanitizer(text)
+
+
+def check_log(path):
+    """A sanitizer report in a daemon's log fails the test."""
+    from conftest import check_sanitizer
+    check_sanitizer(pathlib.Path(path).read_text(errors="replace"))
 
 try:
     import paho.mqtt.client as paho
@@ -179,14 +200,15 @@ class Uplink:
 
     def start(self):
         self.proc = subprocess.Popen([str(BUILD / "hedge-uplink"), "--config", str(self.config_path)],
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=hedge_env())
         wait_for(lambda: self.status().get("running") and "local broker connected" in self.log.read_text(),
                  10, "the uplink to connect to the local broker")
         return self
 
     def status(self):
         r = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--config", str(self.config_path), "--json"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, env=hedge_env())
+        check_log_text(r.stderr)
         if r.returncode != 0:
             return {}
         return json.loads(r.stdout)
@@ -202,4 +224,5 @@ class Uplink:
             self.proc.terminate()
             code = self.proc.wait(timeout=10)
             assert code == 0, f"hedge-uplink exited {code}: {self.log.read_text()}"
+            check_log(self.log)
         self.proc = None

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import CGROUP_PARENT
-from mqtt_util import BUILD, Mosquitto, need_mqtt_tools, paho, wait_for
+from mqtt_util import BUILD, Mosquitto, check_log, hedge_env, need_mqtt_tools, paho, wait_for
 
 # A pinned function in busybox sh: reads a frame (4-byte big-endian length,
 # body) from stdin, answers "<count>:<body>" as a frame; "crash" exits 3,
@@ -105,8 +105,8 @@ def functions(tmp_path, dirs, broker):
         path = tmp_path / f"{spec['name']}.json"
         path.write_text(json.dumps(spec))
         log = tmp_path / f"{spec['name']}.log"
-        env = dict(os.environ, HEDGE_STATE_DIR=str(dirs["state"]), HEDGE_RUN_DIR=str(dirs["run"]),
-                   HEDGE_CGROUP_PARENT=CGROUP_PARENT)
+        env = hedge_env({"HEDGE_STATE_DIR": str(dirs["state"]), "HEDGE_RUN_DIR": str(dirs["run"]),
+                         "HEDGE_CGROUP_PARENT": CGROUP_PARENT})
         proc = subprocess.Popen([str(BUILD / "hedge-functions"), "--spec", str(path), "--broker",
                                  f"127.0.0.1:{broker.port}"], env=env, stdout=open(log, "ab"),
                                 stderr=subprocess.STDOUT)
@@ -121,6 +121,7 @@ def functions(tmp_path, dirs, broker):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0, proc.log.read_text()
+            check_log(proc.log)
 
 
 @pytest.fixture
@@ -267,9 +268,9 @@ def test_on_demand_vm(functions, requester, busybox_rootfs):
 def test_spec_without_function_block(tmp_path, broker):
     path = tmp_path / "plain.json"
     path.write_text(json.dumps({"isolation": "process", "command": ["/bin/true"]}))
-    r = subprocess.run([str(BUILD / "hedge-functions"), "--spec", str(path), "--check"], capture_output=True, text=True)
+    r = subprocess.run([str(BUILD / "hedge-functions"), "--spec", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 2 and "function: the spec has no function block" in r.stderr
     path.write_text(json.dumps({"isolation": "process", "command": ["/bin/true"], "triggers": [{"topic": "t"}],
                                 "function": {"mode": "pinned", "idle_timeout": 3}}))
-    r = subprocess.run([str(BUILD / "hedge-functions"), "--spec", str(path), "--check"], capture_output=True, text=True)
+    r = subprocess.run([str(BUILD / "hedge-functions"), "--spec", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 125 and "function.idle_timeout: only applies to on-demand functions" in r.stderr

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mqtt_util import (BUILD, ROOT, Collector, Mosquitto, Uplink, dedup_in_order, need_mqtt_tools, publish_many,
+from mqtt_util import (BUILD, ROOT, hedge_env, wait_port, Collector, Mosquitto, Uplink, dedup_in_order, need_mqtt_tools, publish_many,
                        wait_for)
 
 
@@ -159,7 +159,7 @@ def test_spool_full_policy(tmp_path, brokers, uplinks, policy):
         assert st["rejected_new"] == 90 and st["dropped_oldest"] == 0
         expected = payloads[:10]
     text = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--config", str(u.config_path)],
-                          capture_output=True, text=True).stdout
+                          capture_output=True, text=True, env=hedge_env()).stdout
     assert "dropped:   90" in text and "spool:     10 messages, 300 bytes" in text
     cloud.start()
     sub = Collector(cloud.port, "nodes/n1/sensors/#")
@@ -195,10 +195,10 @@ def test_status_without_uplink_running(tmp_path, brokers, uplinks):
     u = make_uplink(tmp_path, uplinks, local, cloud)
     u.stop()
     r = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--config", str(u.config_path)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 0 and "uplink:    not running" in r.stdout
     r = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--spool", str(tmp_path / "nope.db")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 125 and "nope.db" in r.stderr
 
 
@@ -234,7 +234,7 @@ def test_bad_config_names_the_field(tmp_path, change, message):
             cfg[key] = value
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(cfg))
-    r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True)
+    r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 2, r
     assert message in r.stderr, r.stderr
     assert not (tmp_path / "s.db").exists()
@@ -246,7 +246,7 @@ def test_good_config_check(tmp_path):
            "max_bytes": "64M", "ttl": 86400, "full_policy": "reject-new", "sync": "normal"}}
     path = tmp_path / "good.json"
     path.write_text(json.dumps(cfg))
-    r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True)
+    r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 0 and "ok (node n1, 1 up, 0 down mappings)" in r.stdout, r
 
 
@@ -280,6 +280,7 @@ def tls_cloud(tmp_path):
     cloud.plain_port = __import__("mqtt_util").free_port()
     cloud.conf.write_text(cloud.conf.read_text() + f"listener {cloud.plain_port} 127.0.0.1\n")
     cloud.start()
+    wait_port(cloud.plain_port)
     yield local, cloud, pki
     local.stop()
     cloud.stop()
