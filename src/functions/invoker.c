@@ -69,6 +69,7 @@ struct hd_invoker {
     pthread_t *threads;
     int n_threads;
     struct hd_invoker_stats stats;
+    int64_t timeout_ms, idle_timeout_ms;  /* the spec's, or the defaults */
 };
 
 static void list_push(struct call_list *l, struct hd_invocation *call)
@@ -339,7 +340,7 @@ static void ondemand_invoke(struct hd_invoker *inv, struct instance *ins, struct
     }
     uint8_t *in = NULL;
     size_t in_len = 0, in_cap = 0;
-    uint64_t deadline = hd_now_ns() + (uint64_t)inv->spec->function.timeout_ms * 1000000ull;
+    uint64_t deadline = hd_now_ns() + (uint64_t)inv->timeout_ms * 1000000ull;
     int r = instance_exchange(inv, ins, call->payload, call->payload_len, true, &in, &in_len, &in_cap, NULL,
                               NULL, deadline);
     /* Reaped now, removed by the caller after the result is out. */
@@ -348,7 +349,7 @@ static void ondemand_invoke(struct hd_invoker *inv, struct instance *ins, struct
         pthread_mutex_lock(&inv->lock);
         inv->stats.timeouts++;
         pthread_mutex_unlock(&inv->lock);
-        call_fail(inv, call, "timeout", "killed after %lld ms", (long long)inv->spec->function.timeout_ms);
+        call_fail(inv, call, "timeout", "killed after %lld ms", (long long)inv->timeout_ms);
     } else if (r == 3) {
         call_fail(inv, call, "stopped", "the function is being stopped");
     } else if (r == 4 || in_len > HD_INVOKER_MAX_OUTPUT) {
@@ -372,7 +373,7 @@ static void *ondemand_worker(void *arg)
     struct hd_invoker *inv = arg;
     struct instance warm;
     instance_init(&warm);
-    uint64_t idle_ns = (uint64_t)inv->spec->function.idle_timeout_ms * 1000000ull;
+    uint64_t idle_ns = (uint64_t)inv->idle_timeout_ms * 1000000ull;
     pthread_mutex_lock(&inv->lock);
     for (;;) {
         inv->idle_workers++;
@@ -513,7 +514,7 @@ static void *pinned_worker(void *arg)
         memcpy(frame + 4, call->payload, call->payload_len);
         struct frame_want want = {0};
         in_len = 0;
-        uint64_t deadline = hd_now_ns() + (uint64_t)inv->spec->function.timeout_ms * 1000000ull;
+        uint64_t deadline = hd_now_ns() + (uint64_t)inv->timeout_ms * 1000000ull;
         int r = instance_exchange(inv, &ins, frame, call->payload_len + 4, false, &in, &in_len, &in_cap,
                                   frame_complete, &want, deadline);
         free(frame);
@@ -533,7 +534,7 @@ static void *pinned_worker(void *arg)
             inv->stats.timeouts++;
             pthread_mutex_unlock(&inv->lock);
             call_fail(inv, call, "timeout", "killed after %lld ms; the instance is restarted",
-                      (long long)inv->spec->function.timeout_ms);
+                      (long long)inv->timeout_ms);
             killed = true;
         } else if (r == 3) {
             call_fail(inv, call, "stopped", "the function is being stopped");
@@ -575,6 +576,8 @@ struct hd_invoker *hd_invoker_new(const struct hd_spec *spec, const char *state_
     inv->spec = spec;
     inv->state_dir = state_dir ? hd_xstrdup(state_dir) : NULL;
     inv->name = spec->name ? spec->name : "function";
+    inv->timeout_ms = spec->function.timeout_ms ? spec->function.timeout_ms : 10000;
+    inv->idle_timeout_ms = spec->function.idle_timeout_ms ? spec->function.idle_timeout_ms : 60000;
     inv->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (inv->event_fd < 0) {
         hd_error_sys(err, "eventfd");

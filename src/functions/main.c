@@ -150,10 +150,6 @@ int main(int argc, char **argv)
         hd_error_set_code(&err, HD_EXIT_USAGE, 0, "%s: function: the spec has no function block", spec_path);
         goto fail_usage;
     }
-    if (!spec->function.timeout_ms)
-        spec->function.timeout_ms = 10000;
-    if (!spec->function.idle_timeout_ms && spec->function.mode == HD_FUNCTION_ON_DEMAND)
-        spec->function.idle_timeout_ms = 60000;
     if (check) {
         printf("%s: ok (%s function, %d trigger(s))\n", spec_path, hd_function_mode_name(spec->function.mode),
                spec->n_triggers);
