@@ -370,57 +370,78 @@ void hd_uplink_free(struct hd_uplink *u)
     free(u);
 }
 
-int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err)
+int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms)
 {
-    while (!*stop && !u->fatal) {
-        uint64_t now = hd_now_ns();
-        uplink_try_connect(u, &u->local, now);
-        uplink_try_connect(u, &u->cloud, now);
-        struct pollfd fds[2] = {
-            {.fd = hd_mqtt_client_fd(u->local.client), .events = hd_mqtt_client_events(u->local.client)},
-            {.fd = hd_mqtt_client_fd(u->cloud.client), .events = hd_mqtt_client_events(u->cloud.client)},
-        };
-        int timeout = 1000;
-        uint64_t nexts[2] = {u->local.next_attempt_ns, u->cloud.next_attempt_ns};
-        for (int i = 0; i < 2; i++)
-            if (fds[i].fd < 0 && nexts[i] > now && (nexts[i] - now) / 1000000 + 1 < (uint64_t)timeout)
-                timeout = (int)((nexts[i] - now) / 1000000 + 1);
-        if (poll(fds, 2, timeout) < 0 && errno != EINTR)
-            return hd_error_sys(err, "poll");
-        if (fds[0].fd >= 0 && fds[0].revents)
-            hd_mqtt_client_handle(u->local.client, fds[0].revents);
-        if (fds[1].fd >= 0 && fds[1].revents)
-            hd_mqtt_client_handle(u->cloud.client, fds[1].revents);
-        now = hd_now_ns();
-        if (now - u->last_expire_ns > 1000000000ull) {
-            u->last_expire_ns = now;
-            hd_error_t e = NULL;
-            if (hd_spool_expire(u->spool, hd_wall_ms(), &e) < 0)
-                uplink_fatal(u, &e);
-            hd_mqtt_client_tick(u->local.client, now);
-            hd_mqtt_client_tick(u->cloud.client, now);
-        }
+    uint64_t now = hd_now_ns();
+    uplink_try_connect(u, &u->local, now);
+    uplink_try_connect(u, &u->cloud, now);
+    fds[0] = (struct pollfd){.fd = hd_mqtt_client_fd(u->local.client), .events = hd_mqtt_client_events(u->local.client)};
+    fds[1] = (struct pollfd){.fd = hd_mqtt_client_fd(u->cloud.client), .events = hd_mqtt_client_events(u->cloud.client)};
+    int timeout = 1000;
+    uint64_t nexts[2] = {u->local.next_attempt_ns, u->cloud.next_attempt_ns};
+    for (int i = 0; i < 2; i++)
+        if (fds[i].fd < 0 && nexts[i] > now && (nexts[i] - now) / 1000000 + 1 < (uint64_t)timeout)
+            timeout = (int)((nexts[i] - now) / 1000000 + 1);
+    *timeout_ms = timeout;
+    return 2;
+}
+
+int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err)
+{
+    if (fds[0].fd >= 0 && fds[0].revents)
+        hd_mqtt_client_handle(u->local.client, fds[0].revents);
+    if (fds[1].fd >= 0 && fds[1].revents)
+        hd_mqtt_client_handle(u->cloud.client, fds[1].revents);
+    uint64_t now = hd_now_ns();
+    if (now - u->last_expire_ns > 1000000000ull) {
+        u->last_expire_ns = now;
         hd_error_t e = NULL;
-        if (hd_spool_commit(u->spool, &e) < 0) {
+        if (hd_spool_expire(u->spool, hd_wall_ms(), &e) < 0)
             uplink_fatal(u, &e);
-            break;
-        }
-        /* Durable now: let the local broker forget these messages. */
-        if (u->local.connected) {
-            for (size_t i = 0; i < u->n_pending_acks; i++)
-                hd_mqtt_puback(u->local.client, u->pending_acks[i]);
-            hd_mqtt_client_flush(u->local.client);
-        }
-        u->n_pending_acks = 0;
-        uplink_fill_window(u);
-        if (u->cloud.connected)
-            hd_mqtt_client_flush(u->cloud.client);
+        hd_mqtt_client_tick(u->local.client, now);
+        hd_mqtt_client_tick(u->cloud.client, now);
     }
-    hd_mqtt_client_close(u->local.client, true);
-    hd_mqtt_client_close(u->cloud.client, true);
+    hd_error_t e = NULL;
+    if (!u->fatal && hd_spool_commit(u->spool, &e) < 0)
+        uplink_fatal(u, &e);
+    if (u->fatal) {
+        *err = get_and_reset(&u->fatal);
+        return -1;
+    }
+    /* Durable now: let the local broker forget these messages. */
+    if (u->local.connected) {
+        for (size_t i = 0; i < u->n_pending_acks; i++)
+            hd_mqtt_puback(u->local.client, u->pending_acks[i]);
+        hd_mqtt_client_flush(u->local.client);
+    }
+    u->n_pending_acks = 0;
+    uplink_fill_window(u);
+    if (u->cloud.connected)
+        hd_mqtt_client_flush(u->cloud.client);
     if (u->fatal) {
         *err = get_and_reset(&u->fatal);
         return -1;
     }
     return 0;
+}
+
+int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err)
+{
+    int ret = 0;
+    while (!*stop) {
+        struct pollfd fds[2];
+        int timeout;
+        hd_uplink_prepare_poll(u, fds, &timeout);
+        if (poll(fds, 2, timeout) < 0 && errno != EINTR) {
+            ret = hd_error_sys(err, "poll");
+            break;
+        }
+        if (hd_uplink_dispatch(u, fds, err) < 0) {
+            ret = -1;
+            break;
+        }
+    }
+    hd_mqtt_client_close(u->local.client, true);
+    hd_mqtt_client_close(u->cloud.client, true);
+    return ret;
 }

@@ -19,12 +19,14 @@
  * by first arrival, the stream is exactly the spool order (at-least-once,
  * in order).
  *
- * The library part (hd_uplink_*) runs its own poll loop today; hedged can
- * drive the same state from its loop later via hd_uplink_poll_fds/handle.
+ * The library part (hd_uplink_*) runs its own poll loop (hd_uplink_run);
+ * an outside event loop (hedged's) drives the same state with
+ * hd_uplink_prepare_poll + poll + hd_uplink_dispatch.
  */
 #ifndef HEDGE_UPLINK_H
 #define HEDGE_UPLINK_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -64,6 +66,10 @@ struct hd_uplink;
 
 struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *err);
 void hd_uplink_free(struct hd_uplink *u);
+/* For an outside loop: fill fds[0..1] (fd -1 = not in use) and the poll timeout; returns 2. */
+int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms);
+/* After poll: handle readiness, commit the spool, release local PUBACKs, refill the window. -1 on a spool error. */
+int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err);
 /* Run until *stop becomes true (set from a signal) or a fatal spool error. */
 int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err);
 
