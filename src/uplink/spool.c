@@ -166,6 +166,11 @@ static int spool_save_counters(struct hd_spool *s, hd_error_t *err)
     return 0;
 }
 
+bool hd_spool_in_transaction(const struct hd_spool *s)
+{
+    return s->in_txn;
+}
+
 int hd_spool_commit(struct hd_spool *s, hd_error_t *err)
 {
     if (!s->in_txn)

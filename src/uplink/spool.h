@@ -69,6 +69,8 @@ void hd_spool_close(struct hd_spool *s);
 
 /* Open a transaction if none is open (cheap to call per message). */
 int hd_spool_begin(struct hd_spool *s, hd_error_t *err);
+/* Whether a transaction is open (changes not yet committed). */
+bool hd_spool_in_transaction(const struct hd_spool *s);
 /* Commit the open transaction (and the counters); no-op when none is open. */
 int hd_spool_commit(struct hd_spool *s, hd_error_t *err);
 

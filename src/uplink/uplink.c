@@ -6,10 +6,11 @@
  *      spool inside one open transaction and their PUBACKs are held back;
  *   2. read from the cloud: PUBACKs delete their rows (same transaction),
  *      downlink PUBLISHes are forwarded to the local broker;
- *   3. commit (group commit: one fsync for everything the turn gathered),
+ *   3. refill the cloud window from the spool (rows after the last sent id);
+ *   4. commit (group commit: one fsync for everything the turn gathered),
  *      then release the held local PUBACKs: the local broker forgets a
- *      message only once it is on disk;
- *   4. refill the cloud window from the spool (rows after the last sent id);
+ *      message only once it is on disk. A turn with only deletes may defer
+ *      its commit up to 50 ms (a lost delete means a resend, not a loss);
  *   5. TTL expiry once a second, status rows on every link change.
  *
  * Link states per broker: DISCONNECTED (waiting for the back-off deadline),
@@ -32,6 +33,7 @@
 #include "util.h"
 
 #define UPLINK_PENDING_ACKS_MAX 65536
+#define UPLINK_DELETE_COMMIT_NS 50000000ull  /* 50 ms */
 
 struct uplink_link {
     struct hd_mqtt_client *client;
@@ -60,7 +62,7 @@ struct hd_uplink {
     bool downlink_refused;
     char **local_filters, **cloud_filters;
     hd_error_t fatal;
-    uint64_t last_expire_ns;
+    uint64_t last_expire_ns, last_commit_ns;
     bool status_dirty;
 };
 
@@ -382,6 +384,9 @@ int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeo
     for (int i = 0; i < 2; i++)
         if (fds[i].fd < 0 && nexts[i] > now && (nexts[i] - now) / 1000000 + 1 < (uint64_t)timeout)
             timeout = (int)((nexts[i] - now) / 1000000 + 1);
+    /* Deletes-only transactions are committed within UPLINK_DELETE_COMMIT_NS. */
+    if (hd_spool_in_transaction(u->spool) && timeout > 10)
+        timeout = 10;
     *timeout_ms = timeout;
     return 2;
 }
@@ -401,23 +406,36 @@ int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error
         hd_mqtt_client_tick(u->local.client, now);
         hd_mqtt_client_tick(u->cloud.client, now);
     }
+    /* Refill the cloud window first: sending needs no commit, so the next
+     * batch is on the wire while the commit below waits for the disk. */
+    uplink_fill_window(u);
+    if (u->cloud.connected)
+        hd_mqtt_client_flush(u->cloud.client);
+    /*
+     * Commit at once when local messages wait for their PUBACK (durability
+     * first); a transaction holding only deletes of acknowledged rows (and
+     * counters) may wait up to UPLINK_DELETE_COMMIT_NS so a fast drain pays
+     * one fsync per interval, not per turn. Losing such a transaction in a
+     * crash only resends rows the cloud already has (at-least-once).
+     */
     hd_error_t e = NULL;
-    if (!u->fatal && hd_spool_commit(u->spool, &e) < 0)
-        uplink_fatal(u, &e);
+    if (!u->fatal && hd_spool_in_transaction(u->spool) &&
+        (u->n_pending_acks > 0 || now - u->last_commit_ns >= UPLINK_DELETE_COMMIT_NS)) {
+        if (hd_spool_commit(u->spool, &e) < 0)
+            uplink_fatal(u, &e);
+        u->last_commit_ns = now;
+    }
     if (u->fatal) {
         *err = get_and_reset(&u->fatal);
         return -1;
     }
     /* Durable now: let the local broker forget these messages. */
-    if (u->local.connected) {
+    if (u->local.connected && u->n_pending_acks) {
         for (size_t i = 0; i < u->n_pending_acks; i++)
             hd_mqtt_puback(u->local.client, u->pending_acks[i]);
         hd_mqtt_client_flush(u->local.client);
     }
     u->n_pending_acks = 0;
-    uplink_fill_window(u);
-    if (u->cloud.connected)
-        hd_mqtt_client_flush(u->cloud.client);
     if (u->fatal) {
         *err = get_and_reset(&u->fatal);
         return -1;
