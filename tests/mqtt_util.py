@@ -112,6 +112,35 @@ class Mosquitto:
         self.proc = None
 
 
+class HedgeBroker:
+    """build/hedge-broker on 127.0.0.1:port with a state dir: the node's own broker as the local one."""
+
+    def __init__(self, directory, name, extra=""):
+        self.dir = pathlib.Path(directory)
+        self.name = name
+        self.port = free_port()
+        self.conf = self.dir / f"{name}.conf"
+        self.log = self.dir / f"{name}.log"
+        state = self.dir / f"{name}-state"
+        state.mkdir(exist_ok=True)
+        # Unlimited queues for offline sessions: the tests count every message.
+        self.conf.write_text(f"listener 127.0.0.1:{self.port}\nstate_dir {state}\nmax_queued_messages 0\n" + extra)
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([str(BUILD / "hedge-broker"), "--config", str(self.conf)],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=hedge_env())
+        wait_port(self.port)
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            assert self.proc.wait(timeout=10) == 0, self.log.read_text()
+            check_log(self.log)
+        self.proc = None
+
+
 class Collector:
     """A paho subscriber that records (topic, payload) in arrival order."""
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import CGROUP_PARENT
-from mqtt_util import BUILD, Mosquitto, check_log, hedge_env, need_mqtt_tools, paho, wait_for
+from mqtt_util import BUILD, HedgeBroker, Mosquitto, check_log, hedge_env, need_mqtt_tools, paho, wait_for
 
 # A pinned function in busybox sh: reads a frame (4-byte big-endian length,
 # body) from stdin, answers "<count>:<body>" as a frame; "crash" exits 3,
@@ -41,9 +41,11 @@ done
 
 
 @pytest.fixture
-def broker(tmp_path):
+def broker(request, tmp_path):
+    """Debian's mosquitto, or hedge-broker when parametrized so."""
     need_mqtt_tools()
-    b = Mosquitto(tmp_path, "local").start()
+    kind = getattr(request, "param", "mosquitto")
+    b = (HedgeBroker if kind == "hedge-broker" else Mosquitto)(tmp_path, "local").start()
     yield b
     b.stop()
 
@@ -143,6 +145,7 @@ def error_of(payload):
     return json.loads(payload)
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "hedge-broker"], indirect=True)
 def test_on_demand_process(functions, requester):
     functions(spec_for("upper", "process", ["/usr/bin/tr", "a-z", "A-Z"]))
     assert requester.call("fn/upper", b"hello") == b"HELLO"
@@ -150,6 +153,7 @@ def test_on_demand_process(functions, requester):
     assert requester.replies[0][0] == "fn/upper/reply"
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "hedge-broker"], indirect=True)
 def test_response_topic_and_correlation_data(functions, requester):
     functions(spec_for("echo", "process", ["/bin/cat"]))
     requester.send("fn/echo", b"ping", response_topic="replies/client-7", correlation=b"\x00req-42")
@@ -174,6 +178,7 @@ def test_on_demand_container(functions, requester, busybox_rootfs):
     assert b"bin" in listing and b"home" not in listing
 
 
+@pytest.mark.parametrize("broker", ["mosquitto", "hedge-broker"], indirect=True)
 def test_pinned_process_keeps_state(functions, requester):
     functions(spec_for("count", "process", ["/bin/sh", "-c", PINNED_SH], mode="pinned"))
     assert requester.call("fn/count", b"a") == b"1:a"

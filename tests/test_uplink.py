@@ -11,14 +11,16 @@ import time
 
 import pytest
 
-from mqtt_util import (BUILD, ROOT, hedge_env, wait_port, Collector, Mosquitto, Uplink, dedup_in_order, need_mqtt_tools, publish_many,
+from mqtt_util import (BUILD, ROOT, hedge_env, wait_port, Collector, HedgeBroker, Mosquitto, Uplink, dedup_in_order, need_mqtt_tools, publish_many,
                        wait_for)
 
 
 @pytest.fixture
-def brokers(tmp_path):
+def brokers(request, tmp_path):
+    """(local, cloud): the local broker is mosquitto, or hedge-broker when parametrized so."""
     need_mqtt_tools()
-    local = Mosquitto(tmp_path, "local").start()
+    kind = getattr(request, "param", "mosquitto")
+    local = (HedgeBroker if kind == "hedge-broker" else Mosquitto)(tmp_path, "local").start()
     cloud = Mosquitto(tmp_path, "cloud").start()
     yield local, cloud
     local.stop()
@@ -39,6 +41,7 @@ def make_uplink(tmp_path, uplinks, local, cloud, node="n1", **kw):
     return u.start()
 
 
+@pytest.mark.parametrize("brokers", ["mosquitto", "hedge-broker"], indirect=True)
 def test_forwards_up_with_topic_remapping(tmp_path, brokers, uplinks):
     local, cloud = brokers
     sub = Collector(cloud.port, "nodes/#")
@@ -55,6 +58,7 @@ def test_forwards_up_with_topic_remapping(tmp_path, brokers, uplinks):
     u.stop()
 
 
+@pytest.mark.parametrize("brokers", ["mosquitto", "hedge-broker"], indirect=True)
 def test_downlink_reaches_local_subscribers(tmp_path, brokers, uplinks):
     local, cloud = brokers
     sub = Collector(local.port, "cmd/#")
@@ -69,6 +73,7 @@ def test_downlink_reaches_local_subscribers(tmp_path, brokers, uplinks):
     u.stop()
 
 
+@pytest.mark.parametrize("brokers", ["mosquitto", "hedge-broker"], indirect=True)
 def test_outage_10000_messages_all_arrive_in_order(tmp_path, brokers, uplinks):
     local, cloud = brokers
     u = make_uplink(tmp_path, uplinks, local, cloud)
@@ -91,6 +96,7 @@ def test_outage_10000_messages_all_arrive_in_order(tmp_path, brokers, uplinks):
     u.stop()
 
 
+@pytest.mark.parametrize("brokers", ["mosquitto", "hedge-broker"], indirect=True)
 def test_kill_9_during_drain_loses_nothing(tmp_path, brokers, uplinks):
     local, cloud = brokers
     u = make_uplink(tmp_path, uplinks, local, cloud)
@@ -116,6 +122,7 @@ def test_kill_9_during_drain_loses_nothing(tmp_path, brokers, uplinks):
     u.stop()
 
 
+@pytest.mark.parametrize("brokers", ["mosquitto", "hedge-broker"], indirect=True)
 def test_kill_9_while_spooling_loses_nothing_acknowledged(tmp_path, brokers, uplinks):
     local, cloud = brokers
     u = make_uplink(tmp_path, uplinks, local, cloud)
