@@ -279,3 +279,28 @@ def test_spec_without_function_block(tmp_path, broker):
                                 "function": {"mode": "pinned", "idle_timeout": 3}}))
     r = subprocess.run([str(BUILD / "hedge-functions"), "--spec", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 125 and "function.idle_timeout: only applies to on-demand functions" in r.stderr
+
+
+def invoke(broker, *args, input=None):
+    return subprocess.run([str(BUILD / "hedge"), "invoke", "--broker", f"127.0.0.1:{broker.port}", *args],
+                          capture_output=True, input=input, timeout=60, env=hedge_env())
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "hedge-broker"], indirect=True)
+def test_hedge_invoke_prints_the_result(functions, broker):
+    functions(spec_for("shout", "process", ["/usr/bin/tr", "a-z", "A-Z"]))
+    r = invoke(broker, "--topic", "fn/shout", "--payload", "by hand")
+    assert (r.returncode, r.stdout) == (0, b"BY HAND"), r
+    r = invoke(broker, "--topic", "fn/shout", input=b"from stdin")
+    assert (r.returncode, r.stdout) == (0, b"FROM STDIN"), r
+
+
+def test_hedge_invoke_error_event_and_no_listener(functions, broker):
+    functions(spec_for("broken", "process", ["/bin/sh", "-c", "cat >/dev/null; exit 7"]))
+    r = invoke(broker, "--topic", "fn/broken", "--payload", "x")
+    assert r.returncode == 1 and r.stdout == b"", r
+    assert b"broken: exit: exited with code 7" in r.stderr
+    r = invoke(broker, "--topic", "fn/nobody", "--payload", "x", "--timeout", "0.5")
+    assert r.returncode == 125 and b"no reply" in r.stderr, r
+    r = invoke(broker, "--topic", "fn/+", "--payload", "x")
+    assert r.returncode == 2 and b"no wildcards" in r.stderr, r

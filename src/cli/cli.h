@@ -21,6 +21,7 @@ int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_uplink(int argc, char **argv);
+int cmd_invoke(int argc, char **argv);
 
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);

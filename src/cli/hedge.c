@@ -12,6 +12,7 @@
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},
     {"image", cmd_image, "import, list and remove images (image import|ls|rm)"},
+    {"invoke", cmd_invoke, "call a function by its trigger topic and print the result"},
     {"uplink", cmd_uplink, "show the store-and-forward cloud uplink (uplink status)"},
     {"version", cmd_version, "print the version"},
 };

@@ -530,15 +530,19 @@ int hd_mqtt_client_tick(struct hd_mqtt_client *c, uint64_t now)
     return 1000;
 }
 
-void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
-                     bool retain, uint16_t packet_id, const void *correlation, size_t correlation_len)
+static void client_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
+                           uint8_t qos, bool retain, uint16_t packet_id, const char *response_topic,
+                           const void *correlation, size_t correlation_len)
 {
     size_t tlen = strlen(topic);
     size_t props_len = 0;
-    if (c->opts.protocol == 5 && correlation)
-        props_len = 1 + 2 + correlation_len;
+    bool v5 = c->opts.protocol == 5;
+    if (v5 && correlation)
+        props_len += 1 + 2 + correlation_len;
+    if (v5 && response_topic)
+        props_len += 1 + 2 + strlen(response_topic);
     size_t remaining = 2 + tlen + (qos ? 2 : 0) + len;
-    if (c->opts.protocol == 5)
+    if (v5)
         remaining += mqtt_varint_size((uint32_t)props_len) + props_len;
     mqtt_buf_reserve(&c->out, remaining + 5);
     mqtt_put_u8(&c->out, (uint8_t)(MQTT_PUBLISH << 4 | qos << 1 | (retain ? 1 : 0)));
@@ -546,14 +550,31 @@ void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *pa
     mqtt_put_string(&c->out, topic, (uint16_t)tlen);
     if (qos)
         mqtt_put_u16(&c->out, packet_id);
-    if (c->opts.protocol == 5) {
+    if (v5) {
         mqtt_put_varint(&c->out, (uint32_t)props_len);
-        if (props_len) {
+        if (response_topic) {
+            mqtt_put_u8(&c->out, PROP_RESPONSE_TOPIC);
+            put_string_z(&c->out, response_topic);
+        }
+        if (correlation) {
             mqtt_put_u8(&c->out, PROP_CORRELATION_DATA);
             mqtt_put_string(&c->out, correlation, (uint16_t)correlation_len);
         }
     }
     mqtt_put_bytes(&c->out, payload, len);
+}
+
+void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
+                     bool retain, uint16_t packet_id, const void *correlation, size_t correlation_len)
+{
+    client_publish(c, topic, payload, len, qos, retain, packet_id, NULL, correlation, correlation_len);
+}
+
+void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
+                             uint8_t qos, uint16_t packet_id, const char *response_topic, const void *correlation,
+                             size_t correlation_len)
+{
+    client_publish(c, topic, payload, len, qos, false, packet_id, response_topic, correlation, correlation_len);
 }
 
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id)

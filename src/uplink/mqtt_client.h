@@ -109,6 +109,10 @@ size_t hd_mqtt_client_pending(const struct hd_mqtt_client *c);
  */
 void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
                      bool retain, uint16_t packet_id, const void *correlation, size_t correlation_len);
+/* MQTT 5 request: a PUBLISH carrying a response topic and correlation data. */
+void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
+                             uint8_t qos, uint16_t packet_id, const char *response_topic, const void *correlation,
+                             size_t correlation_len);
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id);
 void hd_mqtt_subscribe(struct hd_mqtt_client *c, uint16_t packet_id, char *const *filters, uint8_t qos);
 
