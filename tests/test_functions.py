@@ -180,10 +180,14 @@ def test_on_demand_container(functions, requester, busybox_rootfs):
 
 @pytest.mark.parametrize("broker", ["mosquitto", "hedge-broker"], indirect=True)
 def test_pinned_process_keeps_state(functions, requester):
-    functions(spec_for("count", "process", ["/bin/sh", "-c", PINNED_SH], mode="pinned"))
+    proc = functions(spec_for("count", "process", ["/bin/sh", "-c", PINNED_SH], mode="pinned"))
     assert requester.call("fn/count", b"a") == b"1:a"
     assert requester.call("fn/count", b"b") == b"2:b"
     assert requester.call("fn/count", b"c") == b"3:c"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    check_log(proc.log)
+    assert "stopping (3 invocations, 0 errors, 0 timeouts, 0 rejected, 0 restarts, latency p50" in proc.log.read_text()
 
 
 def test_pinned_container(functions, requester, busybox_rootfs):

@@ -35,6 +35,8 @@
 #include "run.h"
 #include "util.h"
 
+#define INVOKER_LATENCY_RING 1024
+
 enum instance_state { INSTANCE_EMPTY, INSTANCE_CREATED, INSTANCE_RUNNING };
 
 struct instance {
@@ -70,6 +72,8 @@ struct hd_invoker {
     int n_threads;
     struct hd_invoker_stats stats;
     int64_t timeout_ms, idle_timeout_ms;  /* the spec's, or the defaults */
+    uint64_t latency_ns[INVOKER_LATENCY_RING];
+    size_t n_latency;                     /* results recorded (ring index = n % size) */
 };
 
 static void list_push(struct call_list *l, struct hd_invocation *call)
@@ -117,6 +121,8 @@ static void invoker_post(struct hd_invoker *inv, struct hd_invocation *call)
     pthread_mutex_lock(&inv->lock);
     if (call->error)
         inv->stats.errors++;
+    if (call->received_ns && call->done_ns >= call->received_ns)
+        inv->latency_ns[inv->n_latency++ % INVOKER_LATENCY_RING] = call->done_ns - call->received_ns;
     list_push(&inv->done, call);
     pthread_mutex_unlock(&inv->lock);
     uint64_t one = 1;
@@ -658,9 +664,23 @@ struct hd_invocation *hd_invoker_next_result(struct hd_invoker *inv)
     return call;
 }
 
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 void hd_invoker_get_stats(struct hd_invoker *inv, struct hd_invoker_stats *out)
 {
+    uint64_t sorted[INVOKER_LATENCY_RING];
     pthread_mutex_lock(&inv->lock);
     *out = inv->stats;
+    size_t n = inv->n_latency < INVOKER_LATENCY_RING ? inv->n_latency : INVOKER_LATENCY_RING;
+    memcpy(sorted, inv->latency_ns, n * sizeof(*sorted));
     pthread_mutex_unlock(&inv->lock);
+    if (n) {
+        qsort(sorted, n, sizeof(*sorted), compare_u64);
+        out->p50_ns = sorted[(n - 1) / 2];
+        out->p99_ns = sorted[(n - 1) * 99 / 100];
+    }
 }

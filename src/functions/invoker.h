@@ -49,6 +49,7 @@ struct hd_invocation {
 
 struct hd_invoker_stats {
     uint64_t invocations, errors, timeouts, rejected, restarts;
+    uint64_t p50_ns, p99_ns;  /* received -> result ready, over the last 1024 results */
 };
 
 struct hd_invoker;

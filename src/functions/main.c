@@ -199,8 +199,9 @@ int main(int argc, char **argv)
     struct hd_invoker_stats st;
     hd_invoker_get_stats(a.inv, &st);
     fprintf(stderr, "hedge-functions: stopping (%llu invocations, %llu errors, %llu timeouts, %llu rejected, "
-                    "%llu restarts)\n", (unsigned long long)st.invocations, (unsigned long long)st.errors,
-            (unsigned long long)st.timeouts, (unsigned long long)st.rejected, (unsigned long long)st.restarts);
+                    "%llu restarts, latency p50 %.2f ms p99 %.2f ms)\n", (unsigned long long)st.invocations,
+            (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
+            (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
     hd_invoker_free(a.inv);
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);
