@@ -32,7 +32,6 @@
 
 #include "util.h"
 
-#define UPLINK_PENDING_ACKS_MAX 65536
 #define UPLINK_DELETE_COMMIT_NS 50000000ull  /* 50 ms */
 
 struct uplink_link {
@@ -55,7 +54,7 @@ struct hd_uplink {
     int64_t last_sent_id;
     /* local PUBACKs held until the spool commit */
     uint16_t *pending_acks;
-    size_t n_pending_acks;
+    size_t n_pending_acks, cap_pending_acks;
     /* downlink: local packet id -> cloud packet id + 1 (0 = free) */
     uint32_t *downlink;
     uint16_t next_local_id;
@@ -142,8 +141,13 @@ static void local_on_message(void *ctx, const struct hd_mqtt_message *m)
         }
         break;
     }
-    if (m->qos && u->n_pending_acks < UPLINK_PENDING_ACKS_MAX)
+    if (m->qos) {
+        if (u->n_pending_acks == u->cap_pending_acks) {
+            u->cap_pending_acks *= 2;
+            u->pending_acks = hd_xrealloc(u->pending_acks, u->cap_pending_acks * sizeof(*u->pending_acks));
+        }
         u->pending_acks[u->n_pending_acks++] = m->packet_id;
+    }
 }
 
 static void local_on_puback(void *ctx, uint16_t id, uint8_t reason)
@@ -314,7 +318,8 @@ struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *
     u->spool = spool;
     u->inflight = hd_xcalloc(65536, sizeof(*u->inflight));
     u->downlink = hd_xcalloc(65536, sizeof(*u->downlink));
-    u->pending_acks = hd_xcalloc(UPLINK_PENDING_ACKS_MAX, sizeof(*u->pending_acks));
+    u->cap_pending_acks = 4096;
+    u->pending_acks = hd_xcalloc(u->cap_pending_acks, sizeof(*u->pending_acks));
     u->local_filters = uplink_filters(cfg->up, cfg->n_up);
     u->cloud_filters = uplink_filters(cfg->down, cfg->n_down);
     static const struct hd_mqtt_callbacks local_cb = {
