@@ -203,6 +203,8 @@ static int instance_create(struct hd_invoker *inv, struct instance *ins, hd_erro
 
 static int instance_start(struct instance *ins, hd_error_t *err)
 {
+    if (!ins->w)
+        return hd_error_set(err, 0, "start: no prepared instance");
     if (hd_workload_start(ins->w, err) < 0)
         return -1;
     close(ins->child_in);

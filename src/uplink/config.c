@@ -81,6 +81,8 @@ static int cfg_known_keys(json_t *obj, const char *path, const char *const *know
 
 static char *cfg_expand(const char *s, const char *node_id)
 {
+    if (!s)
+        return NULL;
     const char *at = strstr(s, "{node_id}");
     if (!at)
         return hd_xstrdup(s);
