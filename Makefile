@@ -56,6 +56,12 @@ fuzz: deps $(BUILD)/build.ninja
 		src/lib/error.c -o $(FUZZ_BUILD)/fuzz_packet
 	$(FUZZ_BUILD)/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
 		$(FUZZ_BUILD)/broker-corpus tests/fuzz/broker-corpus
+	@mkdir -p $(FUZZ_BUILD)/client-corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
+		-Isrc/uplink -Isrc/broker -Isrc/lib -I$(BUILD) src/uplink/fuzz_client.c src/uplink/mqtt_client.c \
+		src/broker/packet.c src/lib/util.c src/lib/error.c -lssl -lcrypto -o $(FUZZ_BUILD)/fuzz_client
+	$(FUZZ_BUILD)/fuzz_client -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+		$(FUZZ_BUILD)/client-corpus
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -90,6 +90,11 @@ static void client_reset_io(struct hd_mqtt_client *c)
     c->state = HD_MQTT_DISCONNECTED;
 }
 
+void hd_mqtt_client_set_context(struct hd_mqtt_client *c, void *ctx)
+{
+    c->ctx = ctx;
+}
+
 void hd_mqtt_client_free(struct hd_mqtt_client *c)
 {
     if (!c)
@@ -411,6 +416,49 @@ static const char *client_dispatch(struct hd_mqtt_client *c, uint8_t type_flags,
     }
 }
 
+/* Decode and dispatch every complete packet in the input buffer; -1 when the connection was dropped. */
+static int client_process_input(struct hd_mqtt_client *c)
+{
+    size_t pos = 0;
+    for (;;) {
+        uint8_t tf;
+        uint32_t remaining, header;
+        int rc = mqtt_parse_fixed_header(c->in + pos, c->in_len - pos, &tf, &remaining, &header);
+        if (rc < 0) {
+            client_drop(c, "malformed packet length");
+            return -1;
+        }
+        if (rc == 0 || c->in_len - pos < (size_t)header + remaining)
+            break;
+        const char *why = client_dispatch(c, tf, c->in + pos + header, remaining);
+        if (c->state == HD_MQTT_DISCONNECTED)
+            return -1;  /* a callback closed us */
+        if (why) {
+            client_drop(c, why);
+            return -1;
+        }
+        pos += header + remaining;
+    }
+    memmove(c->in, c->in + pos, c->in_len - pos);
+    c->in_len -= pos;
+    return 0;
+}
+
+int hd_mqtt_client_feed(struct hd_mqtt_client *c, const uint8_t *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (c->state == HD_MQTT_DISCONNECTED)
+        c->state = HD_MQTT_CONNECT_SENT;
+    if (c->in_cap - c->in_len < len) {
+        c->in_cap = c->in_len + len + 1;
+        c->in = hd_xrealloc(c->in, c->in_cap);
+    }
+    memcpy(c->in + c->in_len, data, len);
+    c->in_len += len;
+    return client_process_input(c);
+}
+
 /* Read what is there; 0 = would block, -1 = dropped. */
 static int client_read(struct hd_mqtt_client *c)
 {
@@ -447,28 +495,8 @@ static int client_read(struct hd_mqtt_client *c)
         }
         c->in_len += (size_t)n;
         c->last_received_ns = hd_now_ns();
-        size_t pos = 0;
-        for (;;) {
-            uint8_t tf;
-            uint32_t remaining, header;
-            int rc = mqtt_parse_fixed_header(c->in + pos, c->in_len - pos, &tf, &remaining, &header);
-            if (rc < 0) {
-                client_drop(c, "malformed packet length");
-                return -1;
-            }
-            if (rc == 0 || c->in_len - pos < (size_t)header + remaining)
-                break;
-            const char *why = client_dispatch(c, tf, c->in + pos + header, remaining);
-            if (c->state == HD_MQTT_DISCONNECTED)
-                return -1;  /* a callback closed us */
-            if (why) {
-                client_drop(c, why);
-                return -1;
-            }
-            pos += header + remaining;
-        }
-        memmove(c->in, c->in + pos, c->in_len - pos);
-        c->in_len -= pos;
+        if (client_process_input(c) < 0)
+            return -1;
         if (!c->ssl && (size_t)n < 16384)
             return 0;
     }

@@ -84,6 +84,8 @@ struct hd_mqtt_client;
 struct hd_mqtt_client *hd_mqtt_client_new(const struct hd_mqtt_options *opts, const struct hd_mqtt_callbacks *cb,
                                           void *ctx);
 void hd_mqtt_client_free(struct hd_mqtt_client *c);
+/* Replace the callbacks' context. */
+void hd_mqtt_client_set_context(struct hd_mqtt_client *c, void *ctx);
 
 /* Start connecting (non-blocking). -1 with err when it fails at once. */
 int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err);
@@ -115,6 +117,13 @@ void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const 
                              size_t correlation_len);
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id);
 void hd_mqtt_subscribe(struct hd_mqtt_client *c, uint16_t packet_id, char *const *filters, uint8_t qos);
+
+/*
+ * For tests and the fuzz target: process bytes as if the broker had sent
+ * them (a DISCONNECTED client is treated as waiting for CONNACK). -1 when
+ * they made the client drop the connection.
+ */
+int hd_mqtt_client_feed(struct hd_mqtt_client *c, const uint8_t *data, size_t len);
 
 /* Split "host:port" (port default `default_port`). */
 int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *port, hd_error_t *err);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "mqtt_client.h"
 #include "spool.h"
 #include "uplink.h"
 #include "util.h"
@@ -62,8 +63,63 @@ static void test_spool(void)
     free(path);
 }
 
+struct client_seen {
+    int connects, messages, subacks, disconnects;
+    char topic[64], response[64], correlation[16], payload[16];
+};
+
+static void seen_connect(void *ctx, bool sp) { ((struct client_seen *)ctx)->connects++; }
+static void seen_suback(void *ctx, uint16_t id, const uint8_t *c, size_t n) { ((struct client_seen *)ctx)->subacks++; }
+static void seen_disconnect(void *ctx, const char *r) { ((struct client_seen *)ctx)->disconnects++; }
+static void seen_message(void *ctx, const struct hd_mqtt_message *m)
+{
+    struct client_seen *s = ctx;
+    s->messages++;
+    snprintf(s->topic, sizeof(s->topic), "%s", m->topic);
+    snprintf(s->response, sizeof(s->response), "%.*s", (int)m->response_topic_len, (const char *)m->response_topic);
+    snprintf(s->correlation, sizeof(s->correlation), "%.*s", (int)m->correlation_len, (const char *)m->correlation);
+    snprintf(s->payload, sizeof(s->payload), "%.*s", (int)m->payload_len, (const char *)m->payload);
+}
+
+/* The client's decoding of what a v5 broker sends, byte-exact. */
+static void test_client_v5(void)
+{
+    struct client_seen s = {0};
+    struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = 1, .protocol = 5};
+    struct hd_mqtt_callbacks cb = {.on_connect = seen_connect, .on_message = seen_message,
+                                   .on_suback = seen_suback, .on_disconnect = seen_disconnect};
+    struct hd_mqtt_client *c = hd_mqtt_client_new(&o, &cb, &s);
+    const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+    const uint8_t suback[] = {0x90, 0x04, 0x00, 0x01, 0x00, 0x01};
+    /* PUBLISH QoS 1 "t/a", id 5, props: response topic "r/1", correlation "c9"; payload "hi" */
+    const uint8_t publish[] = {0x32, 0x15, 0x00, 0x03, 't', '/', 'a', 0x00, 0x05, 0x0b,
+                               0x08, 0x00, 0x03, 'r', '/', '1', 0x09, 0x00, 0x02, 'c', '9', 'h', 'i'};
+    CHECK(hd_mqtt_client_feed(c, connack, sizeof(connack)) == 0);
+    CHECK(hd_mqtt_client_state(c) == HD_MQTT_CONNECTED && s.connects == 1);
+    CHECK(hd_mqtt_client_feed(c, suback, sizeof(suback)) == 0 && s.subacks == 1);
+    /* split across two reads */
+    CHECK(hd_mqtt_client_feed(c, publish, 9) == 0 && s.messages == 0);
+    CHECK(hd_mqtt_client_feed(c, publish + 9, sizeof(publish) - 9) == 0 && s.messages == 1);
+    CHECK_STR(s.topic, "t/a");
+    CHECK_STR(s.response, "r/1");
+    CHECK_STR(s.correlation, "c9");
+    CHECK_STR(s.payload, "hi");
+    /* a SUBACK whose property length runs past the packet: dropped */
+    const uint8_t bad_suback[] = {0x90, 0x04, 0x00, 0x02, 0x7f, 0x00};
+    CHECK(hd_mqtt_client_feed(c, bad_suback, sizeof(bad_suback)) < 0);
+    CHECK(hd_mqtt_client_state(c) == HD_MQTT_DISCONNECTED && s.disconnects == 1);
+    hd_mqtt_client_free(c);
+    /* a refused CONNACK (3.1.1 code 5) */
+    o.protocol = 4;
+    c = hd_mqtt_client_new(&o, &cb, &s);
+    const uint8_t refused[] = {0x20, 0x02, 0x00, 0x05};
+    CHECK(hd_mqtt_client_feed(c, refused, sizeof(refused)) < 0 && s.connects == 1);
+    hd_mqtt_client_free(c);
+}
+
 int main(void)
 {
+    test_client_v5();
     CHECK(hd_mqtt_topic_matches("a/#", "a"));
     CHECK(hd_mqtt_topic_matches("a/#", "a/b/c"));
     CHECK(hd_mqtt_topic_matches("a/+/c", "a/b/c"));
