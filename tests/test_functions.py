@@ -308,3 +308,36 @@ def test_hedge_invoke_error_event_and_no_listener(functions, broker):
     assert r.returncode == 125 and b"no reply" in r.stderr, r
     r = invoke(broker, "--topic", "fn/+", "--payload", "x")
     assert r.returncode == 2 and b"no wildcards" in r.stderr, r
+
+
+def test_sensor_filter_uplink_scenario(tmp_path, functions, broker, busybox_rootfs):
+    """The article's node: readings -> a filter function (container) -> the uplink -> the cloud,
+    with the cloud broker stopped for a while: the filtered results wait in the spool, then arrive in order."""
+    from mqtt_util import Collector, Uplink, publish_many
+    cloud = Mosquitto(tmp_path, "cloud").start()
+    uplink = Uplink(tmp_path, "n1", broker.port, cloud.port, extra={
+        "up": [{"local": "sensors/filtered", "cloud": "nodes/{node_id}/filtered"}], "down": []})
+    try:
+        uplink.start()
+        spec = spec_for("filter", "container", ["/bin/awk", '{ if ($1 > 20) print "hot " $1; else print "ok " $1 }'],
+                        rootfs=busybox_rootfs, reply_topic="sensors/filtered")
+        spec["triggers"] = [{"topic": "sensors/raw"}]
+        functions(spec)
+        sub = Collector(cloud.port, "nodes/n1/#")
+        publish_many(broker.port, "sensors/raw", [b"19.5", b"21.0"])
+        wait_for(lambda: len(sub.messages) == 2, 20, "the first results at the cloud")
+        sub.close()
+        cloud.stop()
+        publish_many(broker.port, "sensors/raw", [b"22.5", b"18.0", b"25.1"])
+        wait_for(lambda: uplink.status().get("depth") == 3, 20, "3 results in the spool")
+        cloud.start()
+        sub = Collector(cloud.port, "nodes/n1/#")
+        wait_for(lambda: uplink.status().get("depth") == 0, 20, "the drain")
+        wait_for(lambda: len(sub.messages) >= 3, 10, "the spooled results at the cloud")
+        assert sub.messages == [("nodes/n1/filtered", b"hot 22.5\n"), ("nodes/n1/filtered", b"ok 18.0\n"),
+                                ("nodes/n1/filtered", b"hot 25.1\n")]
+        sub.close()
+        uplink.stop()
+    finally:
+        uplink.kill()
+        cloud.stop()
