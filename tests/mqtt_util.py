@@ -242,6 +242,17 @@ class Uplink:
             return {}
         return json.loads(r.stdout)
 
+    def restore_cloud(self, cloud, topic):
+        """Start the cloud broker and subscribe there before the uplink can reconnect (it is
+        paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            cloud.start()
+            sub = Collector(cloud.port, topic)
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+        return sub
+
     def kill(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

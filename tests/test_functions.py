@@ -330,8 +330,7 @@ def test_sensor_filter_uplink_scenario(tmp_path, functions, broker, busybox_root
         cloud.stop()
         publish_many(broker.port, "sensors/raw", [b"22.5", b"18.0", b"25.1"])
         wait_for(lambda: uplink.status().get("depth") == 3, 20, "3 results in the spool")
-        cloud.start()
-        sub = Collector(cloud.port, "nodes/n1/#")
+        sub = uplink.restore_cloud(cloud, "nodes/n1/#")
         wait_for(lambda: uplink.status().get("depth") == 0, 20, "the drain")
         wait_for(lambda: len(sub.messages) >= 3, 10, "the spooled results at the cloud")
         assert sub.messages == [("nodes/n1/filtered", b"hot 22.5\n"), ("nodes/n1/filtered", b"ok 18.0\n"),

@@ -86,8 +86,7 @@ def test_outage_10000_messages_all_arrive_in_order(tmp_path, brokers, uplinks):
     wait_for(lambda: u.status().get("depth") == n, 60, f"{n} messages in the spool")
     st = u.status()
     assert st["connected"] is False and st["oldest_age_s"] >= 0 and st["bytes"] > 0
-    cloud.start()
-    sub = Collector(cloud.port, "nodes/n1/sensors/#")
+    sub = u.restore_cloud(cloud, "nodes/n1/sensors/#")
     wait_for(lambda: u.status().get("drained") == n, 60, "the spool to drain")
     wait_for(lambda: len(dedup_in_order(sub.payloads())) == n, 30, "every message at the cloud")
     assert dedup_in_order(sub.payloads()) == payloads
@@ -107,8 +106,7 @@ def test_kill_9_during_drain_loses_nothing(tmp_path, brokers, uplinks):
     publish_many(local.port, "sensors/seq", payloads)
     wait_for(lambda: u.status().get("depth") == n, 90, f"{n} messages in the spool")
     # Subscribe at the cloud before the uplink can reach it again.
-    cloud.start()
-    sub = Collector(cloud.port, "nodes/n1/sensors/#")
+    sub = u.restore_cloud(cloud, "nodes/n1/sensors/#")
     wait_for(lambda: u.status().get("drained", 0) > 0, 30, "the drain to start")
     u.kill()
     left = u.status()
@@ -139,8 +137,7 @@ publish_many({local.port}, "sensors/seq", [str(i).encode() for i in range({n})])
     u.start()
     assert publisher.wait(timeout=120) == 0
     wait_for(lambda: u.status().get("depth", 0) >= n, 60, "all messages spooled")
-    cloud.start()
-    sub = Collector(cloud.port, "nodes/n1/sensors/#")
+    sub = u.restore_cloud(cloud, "nodes/n1/sensors/#")
     wait_for(lambda: u.status().get("depth") == 0, 60, "the drain")
     wait_for(lambda: len(dedup_in_order(sub.payloads())) == n, 30, "every message at the cloud")
     assert dedup_in_order(sub.payloads()) == payloads
@@ -168,8 +165,7 @@ def test_spool_full_policy(tmp_path, brokers, uplinks, policy):
     text = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--config", str(u.config_path)],
                           capture_output=True, text=True, env=hedge_env()).stdout
     assert "dropped:   90" in text and "spool:     10 messages, 300 bytes" in text
-    cloud.start()
-    sub = Collector(cloud.port, "nodes/n1/sensors/#")
+    sub = u.restore_cloud(cloud, "nodes/n1/sensors/#")
     wait_for(lambda: u.status().get("depth") == 0, 30, "the drain")
     wait_for(lambda: len(dedup_in_order(sub.payloads())) == 10, 10, "10 messages at the cloud")
     time.sleep(0.3)
