@@ -40,28 +40,22 @@ test: unit pytest asan-test
 
 test-quick: unit pytest
 
+# The demo: one workload under each isolation level, then hedged in the
+# foreground with its embedded defaults and a small deployment (Ctrl-C stops it).
 run: build
 	./scripts/demo $(BUILD)
+	./scripts/demo-daemon $(BUILD)
 
 bench: build
 	./bench/start
+	./bench/daemon
 
-# libFuzzer on the MQTT packet decoder for a bounded time (FUZZ_SECONDS); any crash fails.
-FUZZ_BUILD ?= build-fuzz
+# Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
 FUZZ_SECONDS ?= 60
-fuzz: deps $(BUILD)/build.ninja
-	@mkdir -p $(FUZZ_BUILD)/broker-corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
-		-Isrc/broker -Isrc/lib -I$(BUILD) src/broker/fuzz_packet.c src/broker/packet.c src/lib/util.c \
-		src/lib/error.c -o $(FUZZ_BUILD)/fuzz_packet
-	$(FUZZ_BUILD)/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
-		$(FUZZ_BUILD)/broker-corpus tests/fuzz/broker-corpus
-	@mkdir -p $(FUZZ_BUILD)/client-corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -D_GNU_SOURCE \
-		-Isrc/uplink -Isrc/broker -Isrc/lib -I$(BUILD) src/uplink/fuzz_client.c src/uplink/mqtt_client.c \
-		src/broker/packet.c src/lib/util.c src/lib/error.c -lssl -lcrypto -o $(FUZZ_BUILD)/fuzz_client
-	$(FUZZ_BUILD)/fuzz_client -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
-		$(FUZZ_BUILD)/client-corpus
+fuzz: build
+	./scripts/fuzz-mqtt $(FUZZ_SECONDS)
+	./scripts/fuzz-image $(FUZZ_SECONDS)
+	./scripts/fuzz-mqtt-client $(FUZZ_SECONDS)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

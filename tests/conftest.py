@@ -166,3 +166,7 @@ def imported_busybox(hedge, busybox_image_tar):
     r = hedge("image", "import", busybox_image_tar, "--name", "busybox:latest")
     assert r.code == 0, r
     return r.out.split()[-1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "leaves_state: skip the nothing_left_behind check (the test cleans up itself)")

@@ -675,3 +675,34 @@ def test_large_payloads_slow_reader_intact(broker, subscribers):
     if subscribers == 2:
         for p in payloads:
             assert parse_publish(other.recv(timeout=10))["payload"] == p
+
+
+def test_v5_disconnect_session_expiry_rules(broker):
+    cid = uid()
+    c = Raw(broker.port)
+    c.connect(cid, version=5)  # session expiry 0
+    c.send(b"\xe0\x07\x00\x05" + p_u32(0x11, 60))  # 0 -> 60 at DISCONNECT: protocol error
+    assert c.expect_closed() == [b"\xe0\x02\x82\x00"]
+    c = Raw(broker.port)
+    c.connect(cid, version=5, cprops=p_u32(0x11, 60))
+    c.send(b"\xe0\x07\x00\x05" + p_u32(0x11, 0))  # 60 -> 0: the session ends with this connection
+    c.expect_closed()
+    c = Raw(broker.port)
+    assert c.connect(cid, version=5, clean=False, cprops=p_u32(0x11, 60))[2] == 0
+
+
+def test_v5_payload_format_invalid(broker):
+    c = Raw(broker.port)
+    c.connect(uid(), version=5)
+    c.send(publish(uid("pf"), b"\xff\xfe", version=5, pprops=p_u8(0x01, 1)))
+    assert c.expect_closed() == [b"\xe0\x02\x99\x00"]
+
+
+def test_server_keepalive(tmp_path):
+    b = Broker(tmp_path / "b", config="max_keepalive 30\n").start()
+    try:
+        c = Raw(b.port)
+        ca = c.connect(uid(), version=5, keepalive=0)
+        assert b"\x13\x00\x1e" in ca  # Server Keep Alive 30
+    finally:
+        b.stop()

@@ -154,3 +154,12 @@ def test_incoming_qos2_exactly_once_across_kill9(broker):
     assert m["payload"] == b"one"
     s.send(ack("puback", m["pid"]))
     s.expect_nothing()
+
+
+def test_corrupt_store_is_an_error(tmp_path):
+    state = tmp_path / "corrupt-state"
+    state.mkdir()
+    (state / "broker.db").write_bytes(b"\x00garbage" * 600)
+    b = Broker(tmp_path / "b", args=["--state-dir", str(state)])
+    with pytest.raises(RuntimeError, match="exited 125.*broker.db: file is not a database"):
+        b.start()

@@ -155,6 +155,20 @@ def test_acl_patterns(secured):
     assert parse_publish(bob.recv())["payload"] == b"bob device"
 
 
+@pytest.mark.parametrize("version", [4, 5])
+def test_other_user_cannot_take_over_a_client_id(secured, version):
+    cid = uid("dev")
+    alice = login(secured, "alice", "rabbit", version, cid=cid)
+    r = Raw(secured.port)
+    ca = r.connect(cid, version=version, user="bob", password="builder")
+    assert ca == b"\x20\x02\x00\x05" if version == 4 else ca[3] == 0x87
+    r.expect_closed()
+    alice.send(b"\xc0\x00").expect(b"\xd0\x00")  # alice is still connected
+    again = Raw(secured.port)  # the same user may take over
+    again.connect(cid, version=version, user="alice", password="rabbit")
+    alice.expect_closed()
+
+
 def test_acl_will_denied(secured):
     r = Raw(secured.port)
     r.send(connect(uid(), user="bob", password="builder", will=("alice/x", b"w", 0, False)))
@@ -366,3 +380,62 @@ def test_bad_config_is_refused(tmp_path):
     cfg.write_text("allow_anonymus false\n")
     r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
     assert r.returncode == 125 and "unknown key 'allow_anonymus'" in r.stderr
+
+
+def test_check_validates_without_binding(pki, tmp_path):
+    cfg = tmp_path / "c.conf"
+    cfg.write_text(f"listener 127.0.0.1:1883\nlistener_tls 127.0.0.1:8883\ntls_cert {pki}/server.crt\n"
+                   f"tls_key {pki}/server.key\n")
+    r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "configuration ok", r.stderr
+    cfg.write_text(f"listener_tls 127.0.0.1:8883\ntls_cert {pki}/server.crt\ntls_key {pki}/missing.key\n")
+    r = subprocess.run([str(HEDGE_BROKER), "--config", str(cfg), "--check"], capture_output=True, text=True)
+    assert r.returncode == 125 and "missing.key" in r.stderr
+
+
+def test_queue_byte_limit(tmp_path):
+    b = Broker(tmp_path / "b", config="max_queued_bytes 2500\n").start()
+    try:
+        cid, t = uid(), uid("qb")
+        s = Raw(b.port)
+        s.connect(cid, clean=False)
+        s.send(subscribe(1, [(t, 1)])).recv()
+        s.close()
+        p = Raw(b.port)
+        p.connect(uid())
+        for i in range(4):
+            p.send(publish(t, bytes([48 + i]) * 1000, qos=1, pid=i + 1)).recv()
+        s = Raw(b.port)
+        s.connect(cid, clean=False)
+        got = [parse_publish(s.recv()) for _ in range(2)]  # 2 x 1000 B fit in 2500 B, the rest is dropped
+        assert [g["payload"][:1] for g in got] == [b"0", b"1"]
+        for g in got:
+            s.send(ack("puback", g["pid"]))
+        s.expect_nothing()
+    finally:
+        b.stop()
+
+
+def test_tls_large_payloads_partial_writes(pki, tls_broker):
+    """Many large messages through TLS to a reader with a tiny receive buffer: SSL_write
+    must resume partial writes correctly."""
+    import os as _os
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", tls_broker.tls_port))
+    r = Raw.__new__(Raw)
+    r.sock, r.buf = ctx.wrap_socket(raw, server_hostname="localhost"), b""
+    r.connect(uid())
+    t = "tls/" + uid()
+    r.send(subscribe(1, [(t, 0)])).recv()
+    pub = tls_client(pki, tls_broker.tls_port)
+    pub.connect(uid())
+    payloads = [i.to_bytes(4, "big") + _os.urandom(3000 + (i * 7919) % 30000) for i in range(150)]
+    for p in payloads:
+        pub.send(publish(t, p))
+    time.sleep(0.5)
+    for p in payloads:
+        assert parse_publish(r.recv(timeout=10))["payload"] == p

@@ -426,7 +426,9 @@ def test_container_none_brings_up_lo(ns, hedge, busybox_rootfs):
 def test_container_bridge_end_to_end(ns, hedge, dirs, busybox_rootfs):
     listener = subprocess.Popen(
         [*in_netns(ns), hedge.binary, "run", "-i", "container", "--rootfs", str(busybox_rootfs),
-         "--network", "bridge", "--", "sh", "-c", "ip -o -4 addr show eth0; nc -l -p 5000"],
+         "--network", "bridge", "--", "sh", "-c",
+         # nc's stdin must stay open (not EOF) or busybox nc may close before the peer's data arrives
+         "ip -o -4 addr show eth0; sleep 5 | nc -l -p 5000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=hedge.env())
     try:
         line = listener.stdout.readline()
@@ -436,7 +438,9 @@ def test_container_bridge_end_to_end(ns, hedge, dirs, busybox_rootfs):
         assert hedge_leases(dirs) == [a_ip]
         r = hedge_in(ns, hedge, "run", "-i", "container", "--rootfs", busybox_rootfs, "--network", "bridge", "--",
                      "sh", "-c", f"ip route; ping -c1 -W2 {a_ip} && ping -c1 -W2 10.89.0.1 && "
-                                 f"echo hello | nc -w 2 {a_ip} 5000")
+                                 # retried: the listener may not be listening yet
+                                 f"for i in 1 2 3 4 5 6 7 8 9 10; do echo hello | nc -w 2 {a_ip} 5000 && break; "
+                                 f"sleep 0.2; done")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "default via 10.89.0.1 dev eth0" in r.stdout
         assert r.stdout.count("1 packets received") == 2

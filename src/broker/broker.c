@@ -311,7 +311,8 @@ static int conn_flush(struct hd_broker *b, struct broker_conn *c)
         if (c->out_sent > 64 * 1024) {  /* compact: drop what was written */
             memmove(c->out.data, c->out.data + c->out_sent, c->out.len - c->out_sent);
             c->out.len -= c->out_sent;
-            memmove(c->refs, c->refs + c->ref_head, (c->n_refs - c->ref_head) * sizeof(*c->refs));
+            if (c->n_refs)
+                memmove(c->refs, c->refs + c->ref_head, (c->n_refs - c->ref_head) * sizeof(*c->refs));
             c->n_refs -= c->ref_head;
             c->ref_head = 0;
             for (uint32_t i = 0; i < c->n_refs; i++)
@@ -329,6 +330,8 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
 {
     if (c->state == CONN_CLOSED)
         return;
+    /* what is flushed below may hold acknowledgements of this round: commit them first */
+    broker_store_commit(b);
     if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
         conn_flush(b, c);  /* best effort: the DISCONNECT and anything before it */
@@ -379,7 +382,7 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
 {
     uint8_t type = type_flags >> 4, flags = type_flags & 0x0f;
     int rc;
-    c->last_rx_ns = hd_now_ns();
+    c->last_rx_ns = b->now_ns;  /* one clock read per round is precise enough for keepalive */
     if (c->state == CONN_WAIT_CONNECT) {
         if (type != MQTT_CONNECT || flags) {
             broker_conn_close(b, c, 0);
@@ -495,7 +498,7 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
             c->in = hd_xmalloc(left);
             c->in_cap = c->in_len = (uint32_t)left;
             memcpy(c->in, data + used, left);
-            c->last_rx_ns = hd_now_ns();  /* the partial-packet deadline starts now */
+            c->last_rx_ns = b->now_ns;  /* the partial-packet deadline starts now */
         }
         if ((size_t)n < b->read_buf_size)
             return;
@@ -532,7 +535,7 @@ static bool client_rate_exceeded(struct hd_broker *b, const struct sockaddr_stor
 static void listener_accept(struct hd_broker *b, struct broker_listener *l)
 {
     for (;;) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t sl = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
@@ -629,6 +632,7 @@ int hd_broker_dispatch(struct hd_broker *b, int timeout_ms, hd_error_t *err)
             return 0;
         return hd_error_sys(err, "broker: epoll_wait");
     }
+    b->now_ns = hd_now_ns();
     for (int i = 0; i < n; i++) {
         void *p = events[i].data.ptr;
         if (p == &timer_marker) {
@@ -730,12 +734,18 @@ static int listen_on(struct hd_broker *b, const char *spec, bool tls, hd_error_t
     freeaddrinfo(ai);
     if (listen(fd, 1024) < 0)
         return hd_error_sys(err, "listener %s: listen", spec);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    int port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                              : ((struct sockaddr_in *)&ss)->sin_port);
-    b->listeners[b->n_listeners++] = (struct broker_listener){steal_fd(&fd), tls, port};
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+        struct sockaddr_storage storage;
+    } bound = {.storage = {0}};
+    socklen_t sl = sizeof(bound);
+    if (getsockname(fd, &bound.sa, &sl) < 0)
+        return hd_error_sys(err, "listener %s: getsockname", spec);
+    int port = ntohs(bound.sa.sa_family == AF_INET6 ? bound.in6.sin6_port : bound.in4.sin_port);
+    int listen_fd = steal_fd(&fd);
+    b->listeners[b->n_listeners++] = (struct broker_listener){listen_fd, tls, port};
     return 0;
 }
 
@@ -809,6 +819,7 @@ void hd_broker_free(struct hd_broker *b)
         broker_conn_close(b, b->conns, RC_SERVER_SHUTTING_DOWN);
     round_finish(b);
     broker_sessions_free(b);
+    broker_delivery_pool_free(b);
     broker_tree_free(&b->sub_root);
     broker_tree_free(&b->retained_root);
     broker_store_close(b);

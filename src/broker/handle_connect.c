@@ -8,7 +8,8 @@
  * Session state machine, per client id:
  *   (none) --CONNECT--> ONLINE --connection lost--> OFFLINE --expiry--> (none)
  *                         ^---------CONNECT (clean_start=0)----'
- * A session with expiry 0 skips OFFLINE and ends with its connection.
+ * A session with expiry 0 skips OFFLINE and ends with its connection. Only the
+ * user that created a session can take it over or resume it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -157,8 +158,12 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         expiry = k.clean_start ? 0 : 0xFFFFFFFFu;
     }
 
-    /* take over a session in use by another connection */
+    /* a client id belongs to the user that created its session: another user may
+     * neither kick that device off nor inherit its subscriptions and queued messages */
     struct broker_session *s = broker_session_find(b, client_id);
+    if (s && !((!s->username && !username) || (s->username && username && strcmp(s->username, username) == 0)))
+        return connect_refuse(b, c, RC_NOT_AUTHORIZED);
+    /* take over a session in use by another connection */
     if (s && s->conn) {
         struct broker_conn *old = s->conn;
         broker_conn_close(b, old, RC_SESSION_TAKEN_OVER);

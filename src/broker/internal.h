@@ -73,6 +73,7 @@ struct broker_session {
     struct broker_sub *subs;
     uint32_t n_subs, cap_subs;
     struct broker_delivery *out_head, *out_tail;
+    struct broker_delivery *first_queued;  /* where the queued part of the list starts, or NULL */
     uint32_t n_inflight, n_queued;
     uint64_t queued_bytes;
     uint16_t next_packet_id;
@@ -133,7 +134,8 @@ struct topic_node {
     char *level;
     uint32_t level_len;
     struct topic_node *parent;
-    struct topic_node **children;  /* sorted by (len, bytes) */
+    struct topic_node **children;  /* sorted by (len, bytes); "+" and "#" are kept apart: */
+    struct topic_node *plus, *hash;  /* the wildcard children, looked up on every level */
     uint32_t n_children, cap_children;
     struct topic_sub *subs;
     uint32_t n_subs, cap_subs;
@@ -180,7 +182,9 @@ struct hd_broker {
     bool shutting_down;             /* hd_broker_free: no wills, keep stored sessions */
     struct broker_session **targets; /* routing scratch */
     uint32_t n_targets, cap_targets;
-    bool routing_fanout;             /* the message being routed goes to more than one session */
+    bool routing_fanout;
+    struct broker_delivery *delivery_pool;  /* recycled deliveries (session.c) */
+    uint32_t delivery_pool_size;             /* the message being routed goes to more than one session */
     struct broker_listener *listeners;
     size_t n_listeners;
     struct broker_conn *conns;
@@ -198,6 +202,7 @@ struct hd_broker {
     struct hd_broker_stats stats;
     uint64_t retained_count;
     uint64_t last_sys_ns, start_ns;
+    uint64_t now_ns;                 /* CLOCK_MONOTONIC at the start of this dispatch round */
     uint64_t rate_window_ns;
     uint32_t rate_count;
     struct rate_slot *rate_slots;  /* allocated when client_connection_rate is set */
@@ -258,6 +263,7 @@ bool broker_session_qos2_in_remove(struct broker_session *s, uint16_t id);
 /* Expire offline sessions and fire delayed wills. */
 void broker_sessions_tick(struct hd_broker *b, uint64_t now);
 void broker_sessions_free(struct hd_broker *b);
+void broker_delivery_pool_free(struct hd_broker *b);
 
 /* ---- connections and the loop (broker.c) ---- */
 void broker_conn_write(struct hd_broker *b, struct broker_conn *c, const void *data, size_t len);

@@ -148,6 +148,10 @@ int main(int argc, char **argv)
         hd_strv_free(cfg.listen);
         cfg.listen = NULL;
         hd_strv_push(&cfg.listen, "127.0.0.1:0");
+        for (char **l = cfg.listen_tls; l && *l; l++) {  /* still load the certificates */
+            free(*l);
+            *l = hd_xstrdup("127.0.0.1:0");
+        }
     }
     struct hd_broker *b = NULL;
     if (hd_broker_new(&cfg, &b, &err) < 0)

@@ -76,10 +76,40 @@ bool broker_session_persistent(const struct broker_session *s)
     return s->expiry_interval > 0;
 }
 
-static void delivery_free(struct broker_delivery *d)
+#define DELIVERY_POOL_MAX 4096
+
+/* Deliveries are recycled through a small pool: no malloc/free per QoS 1/2 message. */
+static struct broker_delivery *delivery_new(struct hd_broker *b)
+{
+    struct broker_delivery *d = b->delivery_pool;
+    if (!d)
+        return hd_xcalloc(1, sizeof(*d));
+    b->delivery_pool = d->next;
+    b->delivery_pool_size--;
+    memset(d, 0, sizeof(*d));
+    return d;
+}
+
+static void delivery_free(struct hd_broker *b, struct broker_delivery *d)
 {
     broker_msg_unref(d->msg);
-    free(d);
+    if (b->delivery_pool_size >= DELIVERY_POOL_MAX) {
+        free(d);
+        return;
+    }
+    d->next = b->delivery_pool;
+    b->delivery_pool = d;
+    b->delivery_pool_size++;
+}
+
+void broker_delivery_pool_free(struct hd_broker *b)
+{
+    while (b->delivery_pool) {
+        struct broker_delivery *d = b->delivery_pool;
+        b->delivery_pool = d->next;
+        free(d);
+    }
+    b->delivery_pool_size = 0;
 }
 
 static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
@@ -93,6 +123,8 @@ static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
     else
         s->out_tail = d->prev;
     if (d->state == DELIV_QUEUED) {
+        if (s->first_queued == d)
+            s->first_queued = d->next;
         s->n_queued--;
         s->queued_bytes -= d->msg->payload_len;
     } else {
@@ -106,7 +138,7 @@ static void delivery_drop(struct hd_broker *b, struct broker_session *s, struct 
     delivery_unlink(s, d);
     if (d->store_id)
         broker_store_delivery_delete(b, d);
-    delivery_free(d);
+    delivery_free(b, d);
 }
 
 void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
@@ -123,7 +155,7 @@ void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
     struct broker_delivery *d = s->out_head, *next;
     for (; d; d = next) {
         next = d->next;
-        delivery_free(d);
+        delivery_free(b, d);
     }
     if (s->pending_will)
         broker_msg_unref(s->pending_will);
@@ -211,9 +243,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     }
     if ((b->cfg.max_queued_messages && s->n_queued >= b->cfg.max_queued_messages) ||
         (b->cfg.max_queued_bytes && s->queued_bytes + m->payload_len > b->cfg.max_queued_bytes)) {
-        struct broker_delivery *old = s->out_head;
-        while (old && old->state != DELIV_QUEUED)
-            old = old->next;
+        struct broker_delivery *old = s->first_queued;
         if (b->cfg.queue_policy != HD_BROKER_DROP_OLDEST || !old) {
             b->stats.messages_dropped++;
             return;
@@ -221,7 +251,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
         delivery_drop(b, s, old);
         b->stats.messages_dropped++;
     }
-    struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
+    struct broker_delivery *d = delivery_new(b);
     d->msg = broker_msg_hold(m);
     d->qos = qos;
     d->retain = retain;
@@ -233,6 +263,8 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     else
         s->out_head = d;
     s->out_tail = d;
+    if (!s->first_queued)
+        s->first_queued = d;
     s->n_queued++;
     s->queued_bytes += m->payload_len;
     if (s->persisted)
@@ -248,10 +280,8 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
         return;
     uint32_t limit = inflight_limit(b, s);
     uint64_t now = 0;
-    struct broker_delivery *d = s->out_head, *next;
-    while (d && d->state != DELIV_QUEUED)
-        d = d->next;
-    for (; d && s->n_inflight < limit; d = next) {
+    struct broker_delivery *d, *next;
+    for (d = s->first_queued; d && s->n_inflight < limit; d = next) {
         next = d->next;
         if (d->msg->expire_at_ns) {
             if (!now)
@@ -261,6 +291,7 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
                 continue;
             }
         }
+        s->first_queued = d->next;
         s->n_queued--;
         s->queued_bytes -= d->msg->payload_len;
         s->n_inflight++;
@@ -325,13 +356,27 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
     *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .sub_id = sub_id,
                                   .packet_id = packet_id, .qos = qos, .state = state, .retain = retain};
-    d->prev = s->out_tail;
-    if (s->out_tail)
-        s->out_tail->next = d;
-    else
-        s->out_head = d;
-    s->out_tail = d;
+    /* keep the invariant (in-flight entries first) even if the rows say otherwise */
+    struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
+    if (before) {
+        d->next = before;
+        d->prev = before->prev;
+        if (before->prev)
+            before->prev->next = d;
+        else
+            s->out_head = d;
+        before->prev = d;
+    } else {
+        d->prev = s->out_tail;
+        if (s->out_tail)
+            s->out_tail->next = d;
+        else
+            s->out_head = d;
+        s->out_tail = d;
+    }
     if (state == DELIV_QUEUED) {
+        if (!s->first_queued)
+            s->first_queued = d;
         s->n_queued++;
         s->queued_bytes += m->payload_len;
     } else {

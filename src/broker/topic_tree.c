@@ -68,8 +68,20 @@ static int level_cmp(const char *a, uint32_t alen, const char *b, uint32_t blen)
 }
 
 /* Binary search; returns the child or NULL and the insertion index. */
+static struct topic_node **wildcard_slot(struct topic_node *n, const char *level, uint32_t len)
+{
+    if (len == 1 && level[0] == '+')
+        return &n->plus;
+    if (len == 1 && level[0] == '#')
+        return &n->hash;
+    return NULL;
+}
+
 static struct topic_node *child_find(struct topic_node *n, const char *level, uint32_t len, uint32_t *at)
 {
+    struct topic_node **wild = wildcard_slot(n, level, len);
+    if (wild)
+        return *wild;
     uint32_t lo = 0, hi = n->n_children;
     while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
@@ -101,6 +113,11 @@ static struct topic_node *child_get(struct topic_node *n, const char *level, uin
     c->level[len] = '\0';
     c->level_len = len;
     c->parent = n;
+    struct topic_node **wild = wildcard_slot(n, level, len);
+    if (wild) {
+        *wild = c;
+        return c;
+    }
     if (n->n_children == n->cap_children) {
         n->cap_children = n->cap_children ? n->cap_children * 2 : 4;
         n->children = hd_xrealloc(n->children, n->cap_children * sizeof(*n->children));
@@ -140,10 +157,14 @@ static void node_free(struct topic_node *n)
 
 static void node_prune(struct topic_node *n)
 {
-    while (n->parent && n->n_children == 0 && n->n_subs == 0 && n->n_shares == 0 && !n->retained) {
+    while (n->parent && n->n_children == 0 && !n->plus && !n->hash && n->n_subs == 0 && n->n_shares == 0 &&
+           !n->retained) {
         struct topic_node *p = n->parent;
         uint32_t at;
-        if (child_find(p, n->level, n->level_len, &at) == n) {
+        struct topic_node **wild = wildcard_slot(p, n->level, n->level_len);
+        if (wild) {
+            *wild = NULL;
+        } else if (child_find(p, n->level, n->level_len, &at) == n) {
             memmove(p->children + at, p->children + at + 1, (p->n_children - at - 1) * sizeof(*p->children));
             p->n_children--;
         }
@@ -355,14 +376,24 @@ void broker_retain_match(struct hd_broker *b, const char *filter, broker_retain_
     retain_walk(&w, &b->retained_root, filter, true);
 }
 
+static void tree_free_node(struct topic_node *c);
+
 static void tree_free_children(struct topic_node *n)
 {
-    for (uint32_t i = 0; i < n->n_children; i++) {
-        tree_free_children(n->children[i]);
-        if (n->children[i]->retained)
-            broker_msg_unref(n->children[i]->retained);
-        node_free(n->children[i]);
-    }
+    for (uint32_t i = 0; i < n->n_children; i++)
+        tree_free_node(n->children[i]);
+    if (n->plus)
+        tree_free_node(n->plus);
+    if (n->hash)
+        tree_free_node(n->hash);
+}
+
+static void tree_free_node(struct topic_node *c)
+{
+    tree_free_children(c);
+    if (c->retained)
+        broker_msg_unref(c->retained);
+    node_free(c);
 }
 
 void broker_tree_free(struct topic_node *root)

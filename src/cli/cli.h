@@ -19,9 +19,21 @@ struct hd_command {
 
 int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_uplink(int argc, char **argv);
 int cmd_invoke(int argc, char **argv);
+int cmd_vm(int argc, char **argv);
+/* Verbs that talk to hedged (client.c does the HTTP). */
+int cmd_deploy(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
+int cmd_history(int argc, char **argv);
+int cmd_rollback(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_move(int argc, char **argv);
 
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);

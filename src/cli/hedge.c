@@ -11,7 +11,18 @@
 
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},
+    {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer"},
     {"image", cmd_image, "import, list and remove images (image import|ls|rm)"},
+    {"vm", cmd_vm, "show the VM guest kernel, initramfs and accelerator (vm kernel)"},
+    {"deploy", cmd_deploy, "deploy a workload spec to hedged (create or upgrade)"},
+    {"ps", cmd_ps, "list the workloads hedged supervises"},
+    {"logs", cmd_logs, "print (or follow) a workload's output"},
+    {"history", cmd_history, "list a workload's versions"},
+    {"rollback", cmd_rollback, "return a workload to its previous version"},
+    {"stop", cmd_stop, "stop workloads (they stay deployed)"},
+    {"start", cmd_start, "start stopped workloads"},
+    {"rm", cmd_rm, "stop and remove workloads"},
+    {"move", cmd_move, "stop a workload and bundle its spec and volumes for another node"},
     {"invoke", cmd_invoke, "call a function by its trigger topic and print the result"},
     {"uplink", cmd_uplink, "show the store-and-forward cloud uplink (uplink status)"},
     {"version", cmd_version, "print the version"},
@@ -19,12 +30,13 @@ static const struct hd_command commands[] = {
 
 static void print_help(FILE *out)
 {
-    fprintf(out, "usage: hedge [--state-dir DIR] COMMAND [ARGS...]\n\n"
+    fprintf(out, "usage: hedge [--state-dir DIR] [--socket PATH] COMMAND [ARGS...]\n\n"
                  "hedge runs edge workloads as a process, a container or a VM.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "\nglobal options:\n"
                  "  --state-dir DIR  state directory (default $HEDGE_STATE_DIR or /var/lib/hedge)\n"
+                 "  --socket PATH    hedged's API socket (default $HEDGE_SOCKET or /run/hedge/hedged.sock)\n"
                  "\n'hedge COMMAND --help' describes a command.\n");
 }
 
@@ -60,6 +72,10 @@ int main(int argc, char **argv)
             setenv("HEDGE_STATE_DIR", argv[++i], 1);
         } else if (strncmp(argv[i], "--state-dir=", 12) == 0) {
             setenv("HEDGE_STATE_DIR", argv[i] + 12, 1);
+        } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+            setenv("HEDGE_SOCKET", argv[++i], 1);
+        } else if (strncmp(argv[i], "--socket=", 9) == 0) {
+            setenv("HEDGE_SOCKET", argv[i] + 9, 1);
         } else {
             fprintf(stderr, "hedge: unknown option %s\n", argv[i]);
             print_help(stderr);

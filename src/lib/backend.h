@@ -88,4 +88,9 @@ const struct hd_backend *hd_backend_for(enum hd_isolation iso);
 /* Turn a wait(2) status into struct hd_exit (docker's codes). */
 void hd_exit_from_wait_status(int wstatus, struct hd_exit *exit);
 
+/* Steps shared by backends whose workload is one host process (w->pid) in w->cgroup. */
+int hd_backend_pid_signal(struct hd_workload *w, int sig, hd_error_t *err);
+int hd_backend_pid_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
+int hd_backend_cgroup_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err);
+
 #endif

@@ -77,10 +77,18 @@ int hd_cap_parse(const char *name)
     return (int)v;
 }
 
+static bool names_all(char *const *names)
+{
+    for (size_t i = 0; names && names[i]; i++)
+        if (strcasecmp(names[i], "ALL") == 0)
+            return true;
+    return false;
+}
+
 int hd_caps_from_spec(const struct hd_security *sec, uint64_t *out, hd_error_t *err)
 {
-    bool add_all = hd_strv_contains(sec->cap_add, "ALL") || hd_strv_contains(sec->cap_add, "all");
-    bool drop_all = hd_strv_contains(sec->cap_drop, "ALL") || hd_strv_contains(sec->cap_drop, "all");
+    bool add_all = names_all(sec->cap_add);
+    bool drop_all = names_all(sec->cap_drop);
     uint64_t own = caps_own_permitted();
     uint64_t mask = add_all ? caps_all_known() & own : drop_all ? 0 : hd_caps_default();
     for (size_t i = 0; sec->cap_add && sec->cap_add[i]; i++) {

@@ -4,21 +4,26 @@
  * namespace too), pivot_root'ed into its rootfs, with Docker's default
  * capabilities and a seccomp filter.
  *
- * Start sequence (one clone, two pipes, no helper binaries):
+ * Start sequence (one clone, a socket and a pipe, no helper binaries):
  *
  *   parent                                child (PID 1 in its namespaces)
  *   prepare: caps mask, seccomp BPF,
  *            detached rootfs/bind mounts
  *   clone(NEWPID|NEWNS|NEWUTS|NEWIPC
- *         |NEWNET|NEWUSER?)  ───────────▶  waits on the go pipe
- *   cgroup enter, uid/gid maps, network
- *   write go  ───────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
- *                                           hostname, mounts, pivot_root (rootfs.c)
- *                                           drop the bounding set
+ *         |NEWNET|NEWUSER?)  ───────────▶  hostname, mounts, pivot_root (rootfs.c),
+ *     (v2: clone3, CLONE_INTO_CGROUP)
+ *   cgroup enter (v1), uid/gid maps,         drop the bounding set (in parallel;
+ *   network                                  with a user namespace only after "go")
+ *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
  *                                           user, workdir, no_new_privs,
  *                                           caps, seccomp, exec (child.c)
  *   read report: EOF = exec'd  ◀──────────  CLOEXEC report pipe (125/126/127)
+ *
+ * No instruction of the workload runs before "go", so the workload starts
+ * inside its cgroup; hedge's own mount work may overlap the parent's cgroup
+ * and network set-up, which hides the RCU grace period the kernel waits for
+ * when the old root is detached.
  *
  * The cgroup namespace is unshared only after the parent has moved the child
  * into the workload's cgroup, so the namespace root is that cgroup and
@@ -39,7 +44,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -90,7 +98,8 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_seccomp_build(&spec->security, c->caps, &c->seccomp, err) < 0)
         return -1;
-    return hd_rootfs_prepare(w, &c->rootfs, spec->userns.enabled, c->net_mode == HD_NET_HOST, err);
+    return hd_rootfs_prepare(w, &c->rootfs, c->hostname, spec->userns.enabled, c->net_mode == HD_NET_HOST,
+                             err);
 }
 
 /* ---- child side ------------------------------------------------------ */
@@ -111,7 +120,7 @@ static int container_before_exec(void *data, hd_error_t *err)
  * --init: PID 1 stays behind as a minimal reaper. It forwards every signal it
  * can catch to the workload, reaps orphans, and exits with the workload's
  * status (128+N when a signal killed it). Signals are blocked and read with
- * sigwaitinfo, so none is lost and no handler runs.
+ * sigwaitinfo, so none is lost and no handler runs. It keeps only CAP_KILL.
  */
 static void container_init_or_continue(int report_fd)
 {
@@ -124,6 +133,12 @@ static void container_init_or_continue(int report_fd)
     if (child == 0)
         return; /* the workload; hd_child_exec resets the signal mask */
     close(report_fd);
+    /* the reaper needs no privilege but CAP_KILL (to signal a workload of another uid) */
+    hd_error_t err = NULL;
+    if (hd_caps_apply(1ULL << CAP_KILL, &err) < 0) {
+        kill(child, SIGKILL);
+        _exit(125);
+    }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; fd++)
         if (null >= 0)
@@ -146,26 +161,44 @@ static void container_init_or_continue(int report_fd)
     }
 }
 
-__attribute__((noreturn)) static void container_child(struct hd_workload *w, int go_fd, int report_fd)
+static void child_wait_for_go(int go_fd)
 {
-    struct container *c = container_of(w);
-    const struct hd_spec *spec = w->spec;
-    hd_error_t err = NULL;
     char byte;
     if (read(go_fd, &byte, 1) != 1)
         _exit(125); /* the parent gave up on us */
     close(go_fd);
+}
+
+__attribute__((noreturn)) static void container_child(struct hd_workload *w, int go_fd, int report_fd)
+{
+    struct container *c = container_of(w);
+    const struct hd_spec *spec = w->spec;
+    bool userns = spec->userns.enabled;
+    hd_error_t err = NULL;
+    /*
+     * Without a user namespace the mount work does not depend on the parent, so it
+     * runs while the parent enters the cgroup and sets up the network; in a user
+     * namespace it needs the id maps first. Only the cgroup namespace must wait
+     * for the cgroup.
+     */
+    if (userns)
+        child_wait_for_go(go_fd);
     hd_child_setup_stdio(w->stdio, report_fd);
-    if (spec->userns.enabled && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+    /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
+    if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
         hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
-    if (unshare(CLONE_NEWCGROUP) < 0)
-        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
     if (sethostname(c->hostname, strlen(c->hostname)) < 0)
         hd_child_fail(report_fd, 125, errno, "sethostname %s", c->hostname);
     if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
         hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
         hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    if (!userns)
+        child_wait_for_go(go_fd);
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
@@ -206,10 +239,19 @@ static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error
 static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_error_t *err)
 {
     struct container *c = container_of(w);
-    if (w->cgroup && hd_cgroup_enter(w->cgroup, pid, err) < 0)
+    if (w->cgroup && hd_cgroup_fd(w->cgroup) < 0 && hd_cgroup_enter(w->cgroup, pid, err) < 0)
         return -1;
-    if (w->spec->userns.enabled && write_id_maps(pid, &w->spec->userns, err) < 0)
-        return -1;
+    if (w->spec->userns.enabled) {
+        if (write_id_maps(pid, &w->spec->userns, err) < 0)
+            return -1;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
+        cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (userns_fd < 0)
+            return hd_error_sys(err, "user namespace: open %s", path);
+        if (hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+            return -1;
+    }
     if (c->net_mode != HD_NET_HOST && hd_net_setup(w->state_dir, w->id, c->net_mode, pid, &c->net, err) < 0)
         return hd_error_prefix(err, "network");
     return 0;
@@ -226,8 +268,9 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
     int go[2], report[2];
-    if (pipe2(go, O_CLOEXEC) < 0)
-        return hd_error_sys(err, "pipe");
+    /* "go" is a socket so that a write to a child that already failed is EPIPE, not SIGPIPE */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0)
+        return hd_error_sys(err, "socketpair");
     if (pipe2(report, O_CLOEXEC) < 0) {
         close(go[0]);
         close(go[1]);
@@ -238,8 +281,23 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         flags |= CLONE_NEWNET;
     if (w->spec->userns.enabled)
         flags |= CLONE_NEWUSER;
-    /* fork-like clone (no new stack): the child continues here with a copy of our memory */
-    pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    /*
+     * A fork-like clone (no new stack): the child continues here with a copy of
+     * our memory. On cgroup v2 it is born in its cgroup (CLONE_INTO_CGROUP), which
+     * spares the cgroup.procs write and the RCU grace period that write waits for.
+     */
+    int cgroup_fd = w->cgroup ? hd_cgroup_fd(w->cgroup) : -1;
+    pid_t pid;
+    if (cgroup_fd >= 0) {
+        struct clone_args args = {
+            .flags = flags | CLONE_INTO_CGROUP,
+            .exit_signal = SIGCHLD,
+            .cgroup = (uint64_t)cgroup_fd,
+        };
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    } else {
+        pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    }
     if (pid < 0) {
         int e = errno;
         close(go[0]); close(go[1]); close(report[0]); close(report[1]);
@@ -256,46 +314,29 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     cleanup_close int go_fd = go[1];
     w->pid = pid;
     int ret = container_setup_from_parent(w, pid, err);
-    if (ret == 0 && write(go_fd, "g", 1) != 1)
-        ret = hd_error_sys(err, "start the container");
-    close(steal_fd(&go_fd));
-    if (ret == 0)
+    bool parent_step_failed = ret < 0;
+    if (ret == 0) {
+        bool sent = send(go_fd, "g", 1, MSG_NOSIGNAL) == 1;
+        close(steal_fd(&go_fd));
+        /* a child that failed before "go" has left its report: that is the error */
         ret = hd_child_read_report(report_fd, err);
+        if (ret == 0 && !sent)
+            ret = hd_error_set(err, 0, "container set-up: the container's first process exited");
+    }
     /* the child holds its own copies of the detached mounts now */
     hd_rootfs_close(&c->rootfs);
     if (ret < 0) {
         kill_and_reap(pid);
         w->pid = -1;
+        /* the parent's step may have failed only because the child had failed first */
+        hd_error_t child_err = NULL;
+        if (parent_step_failed && hd_child_read_report(report_fd, &child_err) < 0) {
+            hd_error_free(err);
+            *err = get_and_reset(&child_err);
+        }
+        hd_error_free(&child_err);
     }
     return ret;
-}
-
-static int container_signal(struct hd_workload *w, int sig, hd_error_t *err)
-{
-    if (w->pid <= 0)
-        return hd_error_set(err, ESRCH, "signal: container is not running");
-    if (kill(w->pid, sig) < 0)
-        return hd_error_sys(err, "kill %d", w->pid);
-    return 0;
-}
-
-static int container_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
-{
-    int status;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &status, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return hd_error_sys(err, "wait for pid %d", w->pid);
-    w->pid = -1;
-    hd_exit_from_wait_status(status, exit);
-    return 0;
-}
-
-static int container_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
-{
-    return hd_cgroup_stats(w->cgroup, stats, err);
 }
 
 static void container_cleanup(struct hd_workload *w)
@@ -324,8 +365,8 @@ const struct hd_backend hd_backend_container = {
     .name = "container",
     .prepare = container_prepare,
     .start = container_start,
-    .signal = container_signal,
-    .wait = container_wait,
-    .stats = container_stats,
+    .signal = hd_backend_pid_signal,
+    .wait = hd_backend_pid_wait,
+    .stats = hd_backend_cgroup_stats,
     .cleanup = container_cleanup,
 };

@@ -14,19 +14,18 @@
  * wins because it carries the image's RepoTags.
  *
  * libarchive streams, so the tarball is read once: every regular file is
- * copied into stage_dir while its sha256 is computed (OpenSSL EVP). Names
+ * copied into stage_dir while its sha256 is computed (libmd, digest.h). Names
  * from the archive are never used as host paths; staged files are numbered.
  * The JSON documents are then read from the stage and every referenced blob
  * is checked against its digest before anything is applied or stored.
  */
+#include "digest.h"
+#include "archive_lazy.h"
 #include "image_internal.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,16 +60,6 @@ static void stage_free(struct stage *st)
     }
     free(st->entries);
     memset(st, 0, sizeof(*st));
-}
-
-static void hex_encode(const unsigned char *raw, size_t n, char *out)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = digits[raw[i] >> 4];
-        out[2 * i + 1] = digits[raw[i] & 15];
-    }
-    out[2 * n] = '\0';
 }
 
 static bool is_hex64(const char *s, size_t len)
@@ -151,11 +140,8 @@ static int stage_copy_data(struct archive *a, const char *path, struct image_blo
     cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return hd_error_sys(err, "create %s", path);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(md);
-        return hd_error_set(err, 0, "sha256: OpenSSL digest init failed");
-    }
+    struct hd_sha256 md;
+    hd_sha256_init(&md);
     cleanup_free char *buf = hd_xmalloc(ARCHIVE_BLOCK);
     int ret = 0;
     int64_t total = 0;
@@ -167,7 +153,7 @@ static int stage_copy_data(struct archive *a, const char *path, struct image_blo
             ret = archive_failure(a, err);
             break;
         }
-        EVP_DigestUpdate(md, buf, (size_t)r);
+        hd_sha256_update(&md, buf, (size_t)r);
         total += r;
         for (la_ssize_t off = 0; off < r;) {
             ssize_t w = write(fd, buf + off, (size_t)(r - off));
@@ -182,13 +168,9 @@ static int stage_copy_data(struct archive *a, const char *path, struct image_blo
         if (ret < 0)
             break;
     }
-    unsigned char raw[EVP_MAX_MD_SIZE];
-    unsigned int raw_len = 0;
-    EVP_DigestFinal_ex(md, raw, &raw_len);
-    EVP_MD_CTX_free(md);
+    hd_sha256_final_hex(&md, blob->hex);
     if (ret < 0)
         return ret;
-    hex_encode(raw, raw_len, blob->hex);
     blob->size = total;
     return 0;
 }
@@ -359,8 +341,8 @@ static int digest_uncompressed(const struct image_blob *blob, const char *what, 
     struct archive *a = archive_read_new();
     archive_read_support_filter_all(a);
     archive_read_support_format_raw(a);
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    struct hd_sha256 md;
+    hd_sha256_init(&md);
     int ret = 0;
     struct archive_entry *entry;
     cleanup_free char *buf = hd_xmalloc(ARCHIVE_BLOCK);
@@ -377,14 +359,10 @@ static int digest_uncompressed(const struct image_blob *blob, const char *what, 
             ret = hd_error_set(err, 0, "%s: cannot decompress: %s", what, archive_error_string(a));
             goto out;
         }
-        EVP_DigestUpdate(md, buf, (size_t)r);
+        hd_sha256_update(&md, buf, (size_t)r);
     }
-    unsigned char raw[EVP_MAX_MD_SIZE];
-    unsigned int raw_len = 0;
-    EVP_DigestFinal_ex(md, raw, &raw_len);
-    hex_encode(raw, raw_len, hex);
+    hd_sha256_final_hex(&md, hex);
 out:
-    EVP_MD_CTX_free(md);
     archive_read_free(a);
     return ret;
 }
@@ -714,6 +692,8 @@ void image_source_free(struct image_source *s)
 
 int image_archive_read(const char *tarball, const char *stage_dir, struct image_source *out, hd_error_t *err)
 {
+    if (hd_archive_load(err) < 0)
+        return -1;
     struct stage st = {0};
     int ret = stage_archive(tarball, stage_dir, &st, err);
     if (ret == 0) {

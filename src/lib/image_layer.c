@@ -27,10 +27,9 @@
  * its content), and a lower directory replaced by a non-directory is removed
  * first.
  */
+#include "archive_lazy.h"
 #include "image_internal.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -420,6 +419,8 @@ out:
 
 int image_layers_apply(const char *rootfs, const struct image_blob *layers, size_t n_layers, hd_error_t *err)
 {
+    if (hd_archive_load(err) < 0)
+        return -1;
     cleanup_close int rootfd = open(rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return hd_error_sys(err, "open %s", rootfs);

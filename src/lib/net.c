@@ -14,6 +14,9 @@
  * The masquerade rule lives in its own nftables table (ip hedge-<bridge>),
  * written with libnftables as one atomic transaction that replaces the whole
  * table, so it is idempotent and never touches anybody else's rules.
+ * libnftables is loaded with dlopen() on the rare occasion the table is
+ * missing: linked directly, it and its dependencies (libxml2, ICU, libstdc++,
+ * ...) cost every `hedge` invocation ~20 ms of dynamic linking.
  *
  * Addresses come from a small allocator under <state>/net/<bridge>/: a lock
  * file (flock) and one lease file per address in leases/, named by the
@@ -28,6 +31,7 @@
  * removes only the workload's own link and lease.
  */
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <dirent.h>
@@ -420,6 +424,41 @@ static int net_inside_lo_up(struct rtnl *inside, hd_error_t *err)
 
 /* ---- masquerade and forwarding ---- */
 
+/* The part of libnftables hedge uses, resolved at run time (see the head of this file). */
+struct nftables_api {
+    struct nft_ctx *(*ctx_new)(uint32_t flags);
+    int (*ctx_buffer_output)(struct nft_ctx *ctx);
+    int (*ctx_buffer_error)(struct nft_ctx *ctx);
+    int (*run_cmd_from_buffer)(struct nft_ctx *ctx, const char *buf);
+    const char *(*ctx_get_error_buffer)(struct nft_ctx *ctx);
+    void (*ctx_free)(struct nft_ctx *ctx);
+};
+
+static int net_nftables_load(struct nftables_api *api, hd_error_t *err)
+{
+    /* kept loaded for the life of the process once needed: no dlclose */
+    void *lib = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL)
+        return hd_error_set(err, 0, "nftables: load libnftables.so.1: %s (install libnftables1)", dlerror());
+    struct {
+        const char *name;
+        void **slot;
+    } symbols[] = {
+        {"nft_ctx_new", (void **)&api->ctx_new},
+        {"nft_ctx_buffer_output", (void **)&api->ctx_buffer_output},
+        {"nft_ctx_buffer_error", (void **)&api->ctx_buffer_error},
+        {"nft_run_cmd_from_buffer", (void **)&api->run_cmd_from_buffer},
+        {"nft_ctx_get_error_buffer", (void **)&api->ctx_get_error_buffer},
+        {"nft_ctx_free", (void **)&api->ctx_free},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(symbols); i++) {
+        *symbols[i].slot = dlsym(lib, symbols[i].name);
+        if (*symbols[i].slot == NULL)
+            return hd_error_set(err, 0, "nftables: libnftables.so.1 has no %s", symbols[i].name);
+    }
+    return 0;
+}
+
 /*
  * Replace the table ip hedge-<bridge> with one postrouting rule that
  * masquerades what leaves the subnet through any other interface. The three
@@ -439,20 +478,23 @@ static int net_masquerade_ensure(const struct net_config *cfg, hd_error_t *err)
         "  }\n"
         "}\n",
         cfg->bridge, net_text, cfg->prefix);
-    struct nft_ctx *nft = nft_ctx_new(NFT_CTX_DEFAULT);
+    struct nftables_api nft_api;
+    if (net_nftables_load(&nft_api, err) < 0)
+        return -1;
+    struct nft_ctx *nft = nft_api.ctx_new(NFT_CTX_DEFAULT);
     if (nft == NULL)
         return hd_error_set(err, ENOMEM, "nftables: create context");
-    nft_ctx_buffer_output(nft);
-    nft_ctx_buffer_error(nft);
+    nft_api.ctx_buffer_output(nft);
+    nft_api.ctx_buffer_error(nft);
     int ret = 0;
-    if (nft_run_cmd_from_buffer(nft, rules) != 0) {
-        cleanup_free char *msg = hd_xstrdup(nft_ctx_get_error_buffer(nft));
+    if (nft_api.run_cmd_from_buffer(nft, rules) != 0) {
+        cleanup_free char *msg = hd_xstrdup(nft_api.ctx_get_error_buffer(nft));
         size_t len = strlen(msg);
         while (len > 0 && msg[len - 1] == '\n')
             msg[--len] = '\0';
         ret = hd_error_set(err, 0, "nftables: masquerade rule for %s: %s", cfg->bridge, msg);
     }
-    nft_ctx_free(nft);
+    nft_api.ctx_free(nft);
     return ret;
 }
 

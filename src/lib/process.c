@@ -103,34 +103,6 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
     return 0;
 }
 
-static int process_signal(struct hd_workload *w, int sig, hd_error_t *err)
-{
-    if (w->pid <= 0)
-        return hd_error_set(err, ESRCH, "signal: workload is not running");
-    if (kill(w->pid, sig) < 0)
-        return hd_error_sys(err, "kill %d", w->pid);
-    return 0;
-}
-
-static int process_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
-{
-    int status;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &status, 0);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return hd_error_sys(err, "wait for pid %d", w->pid);
-    w->pid = -1;
-    hd_exit_from_wait_status(status, exit);
-    return 0;
-}
-
-static int process_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
-{
-    return hd_cgroup_stats(w->cgroup, stats, err);
-}
-
 static void process_cleanup(struct hd_workload *w)
 {
     if (w->pid > 0) {
@@ -144,8 +116,8 @@ const struct hd_backend hd_backend_process = {
     .name = "process",
     .prepare = process_prepare,
     .start = process_start,
-    .signal = process_signal,
-    .wait = process_wait,
-    .stats = process_stats,
+    .signal = hd_backend_pid_signal,
+    .wait = hd_backend_pid_wait,
+    .stats = hd_backend_cgroup_stats,
     .cleanup = process_cleanup,
 };

@@ -17,6 +17,8 @@
  *   /sys            sysfs of the container's network namespace, read-only
  *                   (a read-only bind of the host's when sysfs cannot be
  *                   mounted: host network inside a user namespace)
+ *   /etc/hostname   generated in the run dir and bound in (if the rootfs has
+ *   /etc/hosts      /etc; a missing file is created unless the root is read-only)
  *   mounts[i]       the spec's bind mounts, read-only ones recursively so
  *   masked paths    OCI defaults: /dev/null over files, an empty read-only
  *                   tmpfs over directories
@@ -52,6 +54,8 @@ static const struct device devices[HD_ROOTFS_N_DEVICES] = {
     {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
 };
 
+static const char *const etc_files[HD_ROOTFS_N_ETC] = {"hostname", "hosts"};
+
 static const char *const masked_paths[] = {
     "/proc/acpi",       "/proc/kcore",       "/proc/keys",    "/proc/latency_stats",
     "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
@@ -76,6 +80,8 @@ void hd_rootfs_init(struct hd_rootfs *r)
     r->sys_tree = -1;
     for (int i = 0; i < HD_ROOTFS_N_DEVICES; i++)
         r->device_trees[i] = -1;
+    for (int i = 0; i < HD_ROOTFS_N_ETC; i++)
+        r->etc_trees[i] = -1;
 }
 
 void hd_rootfs_close(struct hd_rootfs *r)
@@ -84,6 +90,8 @@ void hd_rootfs_close(struct hd_rootfs *r)
     close_fd(&r->sys_tree);
     for (int i = 0; i < HD_ROOTFS_N_DEVICES; i++)
         close_fd(&r->device_trees[i]);
+    for (int i = 0; i < HD_ROOTFS_N_ETC; i++)
+        close_fd(&r->etc_trees[i]);
     for (int i = 0; i < r->n_mounts; i++)
         close_fd(&r->mount_trees[i]);
     free(r->mount_trees);
@@ -176,8 +184,38 @@ static int prepare_overlay(const struct hd_workload *w, struct hd_rootfs *r, hd_
     return r->root_tree < 0 ? -1 : 0;
 }
 
-int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, bool user_namespace,
-                      bool host_network, hd_error_t *err)
+/* /etc/hostname and /etc/hosts for the container, written to <run_dir>/etc. */
+static int prepare_etc(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname,
+                       bool host_network, hd_error_t *err)
+{
+    cleanup_free char *dir = hd_xasprintf("%s/etc", w->run_dir);
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return hd_error_sys(err, "mkdir %s", dir);
+    cleanup_free char *hosts = NULL;
+    if (host_network) {
+        /* the host's network, so the host's names (as Docker does) */
+        hd_error_t ignored = NULL;
+        if (hd_read_file("/etc/hosts", &hosts, NULL, &ignored) < 0)
+            hd_error_free(&ignored);
+    }
+    if (hosts == NULL)
+        hosts = hd_xasprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                             "127.0.1.1\t%s\n", hostname);
+    cleanup_free char *name = hd_xasprintf("%s\n", hostname);
+    const char *contents[HD_ROOTFS_N_ETC] = {name, hosts};
+    for (int i = 0; i < HD_ROOTFS_N_ETC; i++) {
+        cleanup_free char *path = hd_xasprintf("%s/%s", dir, etc_files[i]);
+        if (hd_write_file(path, contents[i], strlen(contents[i]), err) < 0)
+            return -1;
+        r->etc_trees[i] = clone_tree(path, false, false);
+        if (r->etc_trees[i] < 0)
+            return hd_error_sys(err, "/etc/%s: bind %s", etc_files[i], path);
+    }
+    return 0;
+}
+
+int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname,
+                      bool user_namespace, bool host_network, hd_error_t *err)
 {
     const struct hd_spec *spec = w->spec;
     r->user_namespace = user_namespace;
@@ -190,6 +228,9 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, bool use
         if (r->root_tree < 0)
             return hd_error_sys(err, "rootfs: bind %s", w->rootfs);
     }
+
+    if (prepare_etc(w, r, hostname, host_network, err) < 0)
+        return -1;
 
     r->mount_trees = hd_xcalloc((size_t)spec->n_mounts + 1, sizeof(int));
     r->mount_is_dir = hd_xcalloc((size_t)spec->n_mounts + 1, sizeof(bool));
@@ -224,19 +265,32 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, bool use
     return 0;
 }
 
+int hd_rootfs_idmap(struct hd_rootfs *r, int userns_fd, hd_error_t *err)
+{
+    /* overlayfs cannot be idmapped as a whole (it could over idmapped layers, which
+     * needs path-less layer set-up); an image overlay keeps host ownership: files of
+     * host root show as nobody inside and the container's root cannot replace them */
+    if (r->overlay_dir)
+        return 0;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns_fd};
+    if (mount_setattr(r->root_tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+        return hd_error_sys(err, "rootfs: idmapped mount for the user namespace");
+    return 0;
+}
+
 /* ---- child side ------------------------------------------------------ */
 
-/* A new filesystem as a detached mount: fsopen + fsconfig + fsmount. */
-static int new_fs(const char *type, unsigned attrs, hd_error_t *err)
+/* A new filesystem as a detached mount (fsopen + fsconfig + fsmount); errors say "mount TARGET". */
+static int new_fs(const char *type, const char *target, unsigned attrs, hd_error_t *err)
 {
     cleanup_close int fs = fsopen(type, FSOPEN_CLOEXEC);
     if (fs < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     int tree = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
     if (tree < 0)
-        return hd_error_sys(err, "mount %s", type);
+        return hd_error_sys(err, "mount %s", target);
     return tree;
 }
 
@@ -319,6 +373,33 @@ static int setup_dev(const struct hd_rootfs *r, hd_error_t *err)
     return 0;
 }
 
+/* Bind the generated /etc files over the rootfs's; a rootfs without /etc gets none. */
+static int setup_etc(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
+{
+    struct stat st;
+    if (stat("/etc", &st) < 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    char path[64];
+    for (int i = 0; i < HD_ROOTFS_N_ETC; i++) {
+        snprintf(path, sizeof(path), "/etc/%s", etc_files[i]);
+        if (lstat(path, &st) < 0) {
+            if (w->spec->readonly_rootfs)
+                continue; /* a read-only root is never written, not even for a mount point */
+            int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+            if (fd < 0 && (errno == EACCES || errno == EPERM || errno == EROFS))
+                continue; /* root inside may not own /etc (user namespace over an image) */
+            if (fd < 0)
+                return hd_error_sys(err, "create %s", path);
+            close(fd);
+        } else if (!S_ISREG(st.st_mode)) {
+            continue; /* e.g. a symlink the image manages itself */
+        }
+        if (attach(r->etc_trees[i], path) < 0)
+            return hd_error_sys(err, "bind %s", path);
+    }
+    return 0;
+}
+
 static int setup_bind_mounts(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
 {
     for (int i = 0; i < r->n_mounts; i++) {
@@ -381,11 +462,11 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return hd_error_sys(err, "make mounts private");
 
-    cleanup_close int proc = new_fs("proc", MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, err);
+    const unsigned safe = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+    cleanup_close int proc = new_fs("proc", "/proc", safe, err);
     if (proc < 0)
-        return hd_error_prefix(err, "/proc");
-    int sys = new_fs("sysfs", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-                     err);
+        return -1;
+    int sys = new_fs("sysfs", "/sys", safe | MOUNT_ATTR_RDONLY, err);
     if (sys < 0 && r->sys_tree >= 0) {
         hd_error_free(err);
         sys = fcntl(r->sys_tree, F_DUPFD_CLOEXEC, 3);
@@ -415,7 +496,7 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
         return -1;
     if (attach(sys_fd, "/sys") < 0)
         return hd_error_sys(err, "mount /sys");
-    if (setup_bind_mounts(w, r, err) < 0)
+    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0)
         return -1;
     if (setup_masks(err) < 0)
         return -1;

@@ -26,6 +26,7 @@
 #include "cgroup.h"
 #include "image.h"
 #include "util.h"
+#include "vm.h"
 
 const char *hd_runtime_dir(void)
 {
@@ -57,6 +58,34 @@ void hd_exit_from_wait_status(int wstatus, struct hd_exit *exit)
         exit->status = -1;
         exit->code = 125;
     }
+}
+
+int hd_backend_pid_signal(struct hd_workload *w, int sig, hd_error_t *err)
+{
+    if (w->pid <= 0)
+        return hd_error_set(err, ESRCH, "signal: workload is not running");
+    if (kill(w->pid, sig) < 0)
+        return hd_error_sys(err, "kill %d", w->pid);
+    return 0;
+}
+
+int hd_backend_pid_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
+{
+    int status;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &status, 0);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return hd_error_sys(err, "wait for pid %d", w->pid);
+    w->pid = -1;
+    hd_exit_from_wait_status(status, exit);
+    return 0;
+}
+
+int hd_backend_cgroup_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
+{
+    return hd_cgroup_stats(w->cgroup, stats, err);
 }
 
 #define DEFAULT_PATH_ENV "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -140,7 +169,11 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
         w->run_dir = NULL;
         goto fail;
     }
-    if (hd_cgroup_create(w->id, &spec->resources, &w->cgroup, err) < 0)
+    /* A VM's cgroup holds QEMU: guest RAM plus QEMU's own memory; the spec's pids apply inside the guest. */
+    struct hd_resources cgroup_limits = spec->resources;
+    if (spec->isolation == HD_ISOLATION_VM)
+        hd_vm_host_resources(&spec->resources, &cgroup_limits);
+    if (hd_cgroup_create(w->id, &cgroup_limits, &w->cgroup, err) < 0)
         goto fail;
     if (w->backend->prepare(w, err) < 0)
         goto fail;

@@ -17,12 +17,20 @@
  * (its flags sit in memory a filter cannot read), so libc falls back to
  * clone, whose namespace flags the filter can see.
  *
- * The filter covers the x86_64, i386 and x32 ABIs, so the deny list cannot be
- * side-stepped through int 0x80; other ABIs are killed.
+ * The filter covers the x86_64 and i386 ABIs, so the deny list cannot be
+ * side-stepped through int 0x80; x32 and other ABIs are killed.
+ *
+ * Compiling costs libseccomp about 2 ms (mostly the personality rules, once per
+ * ABI), more than the rest of a container start, so compiled programs are
+ * cached in <runtime dir>/seccomp-cache, keyed by everything that shapes
+ * them: a format tag (bump SECCOMP_CACHE_TAG when the rule logic
+ * changes), hedge's and libseccomp's versions, the deny table, the
+ * capability mask and, for a JSON profile, the file's bytes.
  */
 #include "seccomp_filter.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -34,7 +42,12 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "run.h"
+#include "caps.h"
 #include "util.h"
+
+#define SECCOMP_CACHE_TAG "hedge-seccomp-cache-4"
 
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
@@ -189,7 +202,7 @@ static int default_profile(scmp_filter_ctx ctx, uint64_t caps, hd_error_t *err)
     return 0;
 }
 
-/* ---- Docker/OCI JSON profiles (the subset without argument filters) ---- */
+/* ---- Docker/OCI JSON profiles ------------------------------------------ */
 
 static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
 {
@@ -210,10 +223,124 @@ static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
     return 0;
 }
 
-static int json_profile(const char *path, scmp_filter_ctx *out, hd_error_t *err)
+static const struct {
+    const char *name;
+    enum scmp_compare op;
+} json_ops[] = {
+    {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT}, {"SCMP_CMP_LE", SCMP_CMP_LE},
+    {"SCMP_CMP_EQ", SCMP_CMP_EQ}, {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+    {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ},
+};
+
+/* syscalls[i].args: up to six {index, value, valueTwo, op} comparisons. */
+static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp *cmp, unsigned *n,
+                     hd_error_t *err)
+{
+    *n = 0;
+    if (args == NULL || json_is_null(args))
+        return 0;
+    if (!json_is_array(args) || json_array_size(args) > 6)
+        return hd_error_set(err, 0, "%s.args: not an array of at most 6 comparisons", where);
+    size_t k;
+    json_t *arg;
+    json_array_foreach(args, k, arg) {
+        json_t *index = json_object_get(arg, "index");
+        json_t *value = json_object_get(arg, "value");
+        json_t *value2 = json_object_get(arg, "valueTwo");
+        json_t *op = json_object_get(arg, "op");
+        if (!json_is_integer(index) || json_integer_value(index) < 0 || json_integer_value(index) > 5)
+            return hd_error_set(err, 0, "%s.args[%zu].index: not 0..5", where, k);
+        if (!json_is_integer(value) || (value2 && !json_is_null(value2) && !json_is_integer(value2)))
+            return hd_error_set(err, 0, "%s.args[%zu].value: not an integer", where, k);
+        size_t o = 0;
+        const char *op_name = json_is_string(op) ? json_string_value(op) : "";
+        while (o < ARRAY_SIZE(json_ops) && strcmp(op_name, json_ops[o].name) != 0)
+            o++;
+        if (o == ARRAY_SIZE(json_ops))
+            return hd_error_set(err, 0, "%s.args[%zu].op: not a known comparison", where, k);
+        for (unsigned prev = 0; prev < *n; prev++)
+            if (cmp[prev].arg == (unsigned)json_integer_value(index))
+                return hd_error_set(err, 0, "%s.args[%zu]: a second comparison of argument %lld in one rule "
+                                    "(libseccomp allows one; use two rules)",
+                                    where, k, json_integer_value(index));
+        cmp[*n] = (struct scmp_arg_cmp){
+            .arg = (unsigned)json_integer_value(index),
+            .op = json_ops[o].op,
+            .datum_a = (scmp_datum_t)json_integer_value(value),
+            .datum_b = json_is_integer(value2) ? (scmp_datum_t)json_integer_value(value2) : 0,
+        };
+        (*n)++;
+    }
+    return 0;
+}
+
+static bool json_names_arch(const json_t *arches)
+{
+    size_t k;
+    json_t *a;
+    json_array_foreach(arches, k, a) {
+        const char *s = json_string_value(a);
+        if (s && (strcmp(s, "amd64") == 0 || strcmp(s, "SCMP_ARCH_X86_64") == 0 || strcmp(s, "386") == 0 ||
+                  strcmp(s, "SCMP_ARCH_X86") == 0))
+            return true;
+    }
+    return false;
+}
+
+/* All of caps[] held (want_all) / any of them held (!want_all). Unknown names are errors. */
+static int json_caps_match(const json_t *caps, uint64_t held, bool want_all, const char *where, bool *out,
+                           hd_error_t *err)
+{
+    size_t k;
+    json_t *c;
+    *out = want_all;
+    json_array_foreach(caps, k, c) {
+        int cap = json_is_string(c) ? hd_cap_parse(json_string_value(c)) : -1;
+        if (cap < 0)
+            return hd_error_set(err, 0, "%s[%zu]: not a capability", where, k);
+        bool has = held & (1ULL << cap);
+        if (want_all && !has)
+            *out = false;
+        if (!want_all && has)
+            *out = true;
+    }
+    return 0;
+}
+
+/* Docker's includes/excludes: does the rule apply to this workload (caps, x86 arches)? */
+static int json_rule_applies(const json_t *rule, uint64_t caps, const char *where, bool *out, hd_error_t *err)
+{
+    json_t *inc = json_object_get(rule, "includes");
+    json_t *exc = json_object_get(rule, "excludes");
+    cleanup_free char *inc_where = hd_xasprintf("%s.includes.caps", where);
+    cleanup_free char *exc_where = hd_xasprintf("%s.excludes.caps", where);
+    bool match;
+    *out = false;
+    if (json_is_array(json_object_get(inc, "arches")) && !json_names_arch(json_object_get(inc, "arches")))
+        return 0;
+    if (json_is_array(json_object_get(exc, "arches")) && json_names_arch(json_object_get(exc, "arches")))
+        return 0;
+    if (json_is_array(json_object_get(inc, "caps"))) {
+        if (json_caps_match(json_object_get(inc, "caps"), caps, true, inc_where, &match, err) < 0)
+            return -1;
+        if (!match)
+            return 0;
+    }
+    if (json_is_array(json_object_get(exc, "caps"))) {
+        if (json_caps_match(json_object_get(exc, "caps"), caps, false, exc_where, &match, err) < 0)
+            return -1;
+        if (match)
+            return 0;
+    }
+    *out = true;
+    return 0;
+}
+
+static int json_profile(const char *path, const char *bytes, size_t len, uint64_t caps, scmp_filter_ctx *out,
+                        hd_error_t *err)
 {
     json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
+    json_t *root = json_loadb(bytes, len, 0, &jerr);
     if (root == NULL)
         return hd_error_set(err, 0, "security.seccomp: %s: line %d: %s", path, jerr.line, jerr.text);
     int ret = -1;
@@ -243,7 +370,8 @@ static int json_profile(const char *path, scmp_filter_ctx *out, hd_error_t *err)
         json_t *args = json_object_get(rule, "args");
         uint32_t act;
         if (!json_is_array(names)) {
-            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path, i);
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path,
+                         i);
             goto out;
         }
         if (!json_is_string(action) ||
@@ -252,22 +380,31 @@ static int json_profile(const char *path, scmp_filter_ctx *out, hd_error_t *err)
                          path, i);
             goto out;
         }
-        if (args && !json_is_null(args) && json_array_size(args) > 0) {
-            hd_error_set(err, ENOTSUP, "security.seccomp: %s: syscalls[%zu].args: argument filters", path, i);
+        char where[64];
+        snprintf(where, sizeof(where), "syscalls[%zu]", i);
+        struct scmp_arg_cmp cmp[6];
+        unsigned n_cmp;
+        bool applies;
+        if (json_args(args, where, cmp, &n_cmp, err) < 0 ||
+            json_rule_applies(rule, caps, where, &applies, err) < 0) {
+            hd_error_prefix(err, "security.seccomp: %s", path);
             goto out;
         }
-        if (act == def_action)
+        if (!applies || act == def_action)
             continue; /* libseccomp refuses rules that repeat the default */
         size_t j;
         json_t *name;
         json_array_foreach(names, j, name) {
             if (!json_is_string(name)) {
-                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i, j);
+                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i,
+                             j);
                 goto out;
             }
             /* unknown names are skipped, as runc does: profiles list syscalls of many kernels */
-            if (add_rule(ctx, act, json_string_value(name), 0, NULL, err) < 0)
+            if (add_rule(ctx, act, json_string_value(name), n_cmp, cmp, err) < 0) {
+                hd_error_prefix(err, "security.seccomp: %s: %s", path, where);
                 goto out;
+            }
         }
     }
     *out = get_and_reset(&ctx);
@@ -300,6 +437,95 @@ static int export_program(scmp_filter_ctx ctx, struct hd_seccomp *f, hd_error_t 
     return 0;
 }
 
+/* ---- cache of compiled programs ---------------------------------------- */
+
+/*
+ * The cache key is everything that shapes the program, spelled out ("key
+ * material"); the file is named by a 64-bit FNV-1a hash of it and starts with
+ * the material itself, which a reader compares in full, so a hash collision
+ * is a cache miss, never a wrong filter. (No OpenSSL here: initialising it
+ * costs more than the compile we are saving.)
+ */
+struct cache_key {
+    char *material;
+    size_t len;
+    char name[17];
+};
+
+static void material_add(struct cache_key *k, const void *data, size_t len)
+{
+    k->material = hd_xrealloc(k->material, k->len + len);
+    memcpy(k->material + k->len, data, len);
+    k->len += len;
+}
+
+static void cache_key_make(struct cache_key *k, const char *profile, uint64_t caps, const char *bytes,
+                           size_t len)
+{
+    const struct scmp_version *v = seccomp_version();
+    char head[256];
+    int n = snprintf(head, sizeof(head), "%s|%s|%u.%u.%u|%s|%llx|", SECCOMP_CACHE_TAG, HEDGE_VERSION,
+                     v->major, v->minor, v->micro, profile, (unsigned long long)caps);
+    material_add(k, head, (size_t)n);
+    for (size_t i = 0; i < ARRAY_SIZE(default_denied); i++) {
+        material_add(k, default_denied[i].name, strlen(default_denied[i].name) + 1);
+        material_add(k, &default_denied[i].unless_cap, sizeof(int));
+    }
+    material_add(k, namespace_flags, sizeof(namespace_flags));
+    if (bytes)
+        material_add(k, bytes, len);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < k->len; i++)
+        h = (h ^ (unsigned char)k->material[i]) * 0x100000001b3ULL;
+    snprintf(k->name, sizeof(k->name), "%016llx", (unsigned long long)h);
+}
+
+/* File layout: u64 material length, material, BPF program. */
+static struct hd_seccomp *cache_read(const char *path, const struct cache_key *k)
+{
+    cleanup_free char *data = NULL;
+    size_t len = 0;
+    hd_error_t ignored = NULL;
+    if (hd_read_file(path, &data, &len, &ignored) < 0) {
+        hd_error_free(&ignored);
+        return NULL;
+    }
+    uint64_t mlen;
+    if (len < sizeof(mlen))
+        return NULL;
+    memcpy(&mlen, data, sizeof(mlen));
+    if (mlen != k->len || len - sizeof(mlen) < mlen || memcmp(data + sizeof(mlen), k->material, k->len) != 0)
+        return NULL;
+    size_t prog_len = len - sizeof(mlen) - k->len;
+    if (prog_len == 0 || prog_len % sizeof(struct sock_filter) != 0 ||
+        prog_len / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return NULL;
+    struct hd_seccomp *f = hd_xcalloc(1, sizeof(*f));
+    f->prog.filter = hd_xmalloc(prog_len);
+    memcpy(f->prog.filter, data + sizeof(mlen) + k->len, prog_len);
+    f->prog.len = (unsigned short)(prog_len / sizeof(struct sock_filter));
+    return f;
+}
+
+/* Best effort: a cache that cannot be written only costs the next start time. */
+static void cache_write(const char *dir, const char *path, const struct cache_key *k,
+                        const struct hd_seccomp *f)
+{
+    size_t prog_len = f->prog.len * sizeof(struct sock_filter);
+    uint64_t mlen = k->len;
+    cleanup_free char *data = hd_xmalloc(sizeof(mlen) + k->len + prog_len);
+    memcpy(data, &mlen, sizeof(mlen));
+    memcpy(data + sizeof(mlen), k->material, k->len);
+    memcpy(data + sizeof(mlen) + k->len, f->prog.filter, prog_len);
+    hd_error_t ignored = NULL;
+    if (hd_mkdir_p(dir, 0700, &ignored) < 0 ||
+        hd_write_file_atomic(path, data, sizeof(mlen) + k->len + prog_len, &ignored) < 0)
+        hd_error_free(&ignored);
+}
+
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
+                          struct hd_seccomp **out, hd_error_t *err);
+
 int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out,
                      hd_error_t *err)
 {
@@ -307,22 +533,45 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
     const char *profile = sec->seccomp ? sec->seccomp : "default";
     if (strcmp(profile, "unconfined") == 0)
         return 0;
+    cleanup_free char *bytes = NULL;
+    size_t len = 0;
+    if (strcmp(profile, "default") != 0) {
+        if (hd_read_file(profile, &bytes, &len, NULL) < 0)
+            return hd_error_sys(err, "security.seccomp: %s", profile);
+    }
+    struct cache_key key = {0};
+    cache_key_make(&key, profile, caps, bytes, len);
+    cleanup_free char *material = key.material;
+    cleanup_free char *dir = hd_xasprintf("%s/seccomp-cache", hd_runtime_dir());
+    cleanup_free char *path = hd_xasprintf("%s/%s.bpf", dir, key.name);
+    *out = cache_read(path, &key);
+    if (*out)
+        return 0;
+    if (build_uncached(profile, bytes, len, caps, out, err) < 0)
+        return -1;
+    if (*out)
+        cache_write(dir, path, &key, *out);
+    return 0;
+}
+
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
+                          struct hd_seccomp **out, hd_error_t *err)
+{
     scmp_filter_ctx ctx = NULL;
     if (strcmp(profile, "default") == 0) {
         ctx = seccomp_init(SCMP_ACT_ALLOW);
         if (ctx == NULL)
             return hd_error_set(err, ENOMEM, "seccomp: seccomp_init");
-    } else if (json_profile(profile, &ctx, err) < 0) {
+    } else if (json_profile(profile, bytes, len, caps, &ctx, err) < 0) {
         return -1;
     }
     int ret = -1;
     struct hd_seccomp *f = hd_xcalloc(1, sizeof(*f));
 #ifdef __x86_64__
+    /* x32 needs no rules of its own: an x86_64 filter kills x32 calls (nr >= 0x40000000) */
     int r = seccomp_arch_add(ctx, SCMP_ARCH_X86);
-    if (r == 0 || r == -EEXIST)
-        r = seccomp_arch_add(ctx, SCMP_ARCH_X32);
     if (r < 0 && r != -EEXIST) {
-        hd_error_set(err, -r, "seccomp: add the i386/x32 ABIs");
+        hd_error_set(err, -r, "seccomp: add the i386 ABI");
         goto out;
     }
 #endif

@@ -85,6 +85,7 @@ void hd_spec_free(struct hd_spec *spec)
     free(spec->triggers);
     free(spec->vm_accel);
     free(spec->function.reply_topic);
+    hd_strv_free(spec->health.command);
     free(spec);
 }
 
@@ -624,7 +625,41 @@ static int parse_function(struct hd_spec *s, const json_t *v, const char *p, hd_
     return 0;
 }
 
+static int parse_health_command(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    hd_strv_free(s->health.command);
+    s->health.command = NULL;
+    if (get_strv(v, p, &s->health.command, e) < 0)
+        return -1;
+    if (s->health.command[0] == NULL || s->health.command[0][0] == '\0')
+        return hd_error_set(e, 0, "%s: must not be empty", p);
+    return 0;
+}
+
+static int parse_health_wait(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    if (!json_is_number(v))
+        return type_error(e, p, "a number of seconds", v);
+    double d = json_number_value(v);
+    if (!(d > 0 && d <= 3600))
+        return hd_error_set(e, 0, "%s: %g is out of range (greater than 0, at most 3600 seconds)", p, d);
+    s->health.wait = d;
+    return 0;
+}
+
+static const struct field health_fields[] = {
+    {"command", parse_health_command},
+    {"wait", parse_health_wait},
+    {NULL, NULL},
+};
+
+static int parse_health(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return check_fields(v, p, health_fields, s, e);
+}
+
 static const struct field spec_fields[] = {
+    {"health", parse_health},
     {"name", parse_name},
     {"isolation", parse_isolation},
     {"image", parse_image},
@@ -744,6 +779,20 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
             return refuse(err, spec, "network.mode", "a VM has its own kernel and network stack; use none or bridge");
         if (spec->userns.enabled)
             return refuse(err, spec, "user_namespace", "the guest kernel is the isolation boundary");
+        if (spec->network == HD_NET_BRIDGE)
+            return refuse(err, spec, "network.mode",
+                          "bridge (a tap on the hedge bridge) is not built yet for VMs; use none");
+        if (spec->n_mounts)
+            return hd_error_set(err, 0,
+                                "mounts[0]: %s → %s: not supported with vm isolation (the guest cannot share "
+                                "host directories: no 9p/virtiofs here)",
+                                spec->mounts[0].source, spec->mounts[0].target);
+        if (spec->security.cap_add || spec->security.cap_drop)
+            return refuse(err, spec, spec->security.cap_add ? "security.cap_add" : "security.cap_drop",
+                          "the workload is root in its own guest kernel; hedge-init does not change capabilities");
+        if (spec->security.seccomp && strcmp(spec->security.seccomp, "unconfined") != 0)
+            return refuse(err, spec, "security.seccomp",
+                          "no seccomp filter is applied inside the guest; the hypervisor is the boundary");
     }
     if (spec->isolation != HD_ISOLATION_VM && spec->vm_accel)
         return refuse(err, spec, "vm.accel", "only vm isolation has an accelerator");
@@ -930,6 +979,14 @@ char *hd_spec_to_json(const struct hd_spec *spec)
         if (fn->max_queue)
             json_object_set_new(f, "max_queue", json_integer(fn->max_queue));
         json_object_set_new(o, "function", f);
+    }
+    if (spec->health.command || spec->health.wait > 0) {
+        json_t *h = json_object();
+        if (spec->health.command)
+            json_object_set_new(h, "command", strv_to_json(spec->health.command));
+        if (spec->health.wait > 0)
+            json_object_set_new(h, "wait", json_real(spec->health.wait));
+        json_object_set_new(o, "health", h);
     }
     char *out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);

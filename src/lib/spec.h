@@ -79,6 +79,12 @@ struct hd_function {
     int max_queue;            /* invocations waiting for an instance; default 100; beyond: error event */
 };
 
+/* When hedged counts a new version as healthy during an upgrade (daemon only). */
+struct hd_health {
+    char **command;       /* run on the host until it exits 0; NULL = "keeps running for wait seconds" */
+    double wait;          /* seconds to wait (the deadline, with a command); 0 = the daemon's default */
+};
+
 struct hd_user_namespace {
     bool enabled;
     uint32_t uid_base;    /* host uid that maps to 0 inside */
@@ -111,6 +117,7 @@ struct hd_spec {
     struct hd_user_namespace userns;
     char *vm_accel;       /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
     struct hd_function function;
+    struct hd_health health;
 };
 
 const char *hd_function_mode_name(enum hd_function_mode mode);

@@ -68,6 +68,10 @@ int hd_rm_rf_at(int dirfd, const char *name, hd_error_t *err);
  */
 int hd_parse_size(const char *text, int64_t *out);
 
+/* Start time of a process (clock ticks since boot, /proc/PID/stat field 22), 0 if it is gone:
+ * with the pid, it names one process even after the pid is reused. */
+uint64_t hd_proc_start_time(pid_t pid);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t hd_now_ns(void);
 

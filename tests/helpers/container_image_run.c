@@ -3,10 +3,11 @@
  * with a plan that marks ROOTFS as an image store rootfs (rootfs_from_image),
  * to test the overlay / read-only path before the image store exists.
  *
- *   container_image_run ROOTFS rw|ro COMMAND [ARG...]
+ *   container_image_run ROOTFS rw|ro|rw-userns COMMAND [ARG...]
  *
  * "rw" is a writable container (overlay over ROOTFS), "ro" readonly_rootfs (a
- * read-only bind). It drives the real backend (prepare, start, wait,
+ * read-only bind), "rw-userns" the overlay in a user namespace (0 inside =
+ * 100000 outside). It drives the real backend (prepare, start, wait,
  * cleanup) exactly as run.c does, and exits with the workload's code.
  */
 #include <stdio.h>
@@ -21,11 +22,13 @@
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s ROOTFS rw|ro COMMAND [ARG...]\n", argv[0]);
+        fprintf(stderr, "usage: %s ROOTFS rw|ro|rw-userns COMMAND [ARG...]\n", argv[0]);
         return 2;
     }
     struct hd_spec *spec = hd_spec_new();
     spec->readonly_rootfs = strcmp(argv[2], "ro") == 0;
+    if (strcmp(argv[2], "rw-userns") == 0)
+        spec->userns = (struct hd_user_namespace){true, 100000, 100000, 65536};
     struct hd_workload *w = hd_xcalloc(1, sizeof(*w));
     w->spec = spec;
     w->backend = &hd_backend_container;

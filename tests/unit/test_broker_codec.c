@@ -23,6 +23,43 @@ static int decode(const char *bytes, size_t len, uint8_t proto)
 
 #define DEC(lit, proto) decode(lit, sizeof(lit) - 1, proto)
 
+static int matched[8];
+static void count_match(void *ctx, struct broker_session *s, uint8_t options, uint32_t sub_id)
+{
+    (void)options;
+    (void)sub_id;
+    matched[s - (struct broker_session *)ctx]++;  /* ctx is the array of fake sessions */
+}
+
+/* Subscribe fake sessions to filters, match topics, unsubscribe: the tree must end empty. */
+static void check_tree(void)
+{
+    static struct broker_session fake[8];
+    struct topic_node root = {0};
+    const char *filters[] = {"a/b/c", "a/+/c", "a/#", "#", "+/+/+", "$SYS/#", "+/b", "a/b/c/#"};
+    bool existed;
+    for (int i = 0; i < 8; i++)
+        broker_tree_subscribe(&root, filters[i], NULL, &fake[i], 0, 0, &existed);
+    broker_tree_subscribe(&root, "a/+/c", NULL, &fake[1], 1, 0, &existed);
+    CHECK(existed);
+    memset(matched, 0, sizeof(matched));
+    broker_tree_match(&root, "a/b/c", count_match, fake);
+    /* a/b/c, a/+/c, a/#, #, +/+/+, a/b/c/# ("a/b/c/#" matches its parent level) */
+    CHECK(matched[0] == 1 && matched[1] == 1 && matched[2] == 1 && matched[3] == 1 && matched[4] == 1 &&
+          matched[5] == 0 && matched[6] == 0 && matched[7] == 1);
+    memset(matched, 0, sizeof(matched));
+    broker_tree_match(&root, "$SYS/x", count_match, fake);
+    CHECK(matched[3] == 0 && matched[5] == 1 && matched[6] == 0);  /* "#" and "+/b" skip $ topics */
+    memset(matched, 0, sizeof(matched));
+    broker_tree_match(&root, "a", count_match, fake);
+    CHECK(matched[2] == 1 && matched[3] == 1 && matched[0] == 0);
+    for (int i = 0; i < 8; i++)
+        CHECK(broker_tree_unsubscribe(&root, filters[i], NULL, &fake[i]));
+    CHECK(!broker_tree_unsubscribe(&root, "a/b/c", NULL, &fake[0]));
+    CHECK(root.n_children == 0 && !root.plus && !root.hash);
+    broker_tree_free(&root);
+}
+
 int main(void)
 {
     /* fixed header */
@@ -97,5 +134,6 @@ int main(void)
     CHECK(!broker_topic_matches("+/x", "$SYS/x"));
     CHECK(broker_topic_matches("$SYS/#", "$SYS/x"));
     CHECK(!broker_topic_matches("a/b", "a"));
+    check_tree();
     CHECK_DONE();
 }

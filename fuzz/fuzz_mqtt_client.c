@@ -3,7 +3,7 @@
  * MQTT client (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, ...): the first
  * input byte picks MQTT 3.1.1 or 5, the rest is fed as received bytes
  * (hd_mqtt_client_feed). Callbacks answer like the uplink does (PUBACK,
- * SUBSCRIBE), so the encoders run on decoded data too. Built by `make fuzz`.
+ * SUBSCRIBE), so the encoders run on decoded data too. Built and run by scripts/fuzz-mqtt-client (make fuzz).
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 /*
- * fuzz_packet.c - libFuzzer target for the MQTT packet decoder (`make fuzz`).
+ * fuzz_mqtt_packet.c - libFuzzer target for the MQTT packet decoder (scripts/fuzz-mqtt, `make fuzz`).
  *
  * Input: one byte selecting the protocol level (odd = 5.0, even = 3.1.1),
  * then a stream of packets framed exactly as on the wire. Every packet the

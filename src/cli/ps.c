@@ -1,0 +1,58 @@
+/*
+ * ps.c - `hedge ps`: the workloads hedged supervises, one line each: name,
+ * version, isolation, state (crash-loop when it keeps failing), pid, uptime,
+ * restarts, cpu, memory. --json prints GET /v1/workloads as it is.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "client.h"
+
+static const char usage[] = "hedge ps [--json]";
+
+int cmd_ps(int argc, char **argv)
+{
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: %s\n", usage);
+            return 0;
+        } else
+            return cli_usage_error("ps", usage, "unexpected argument %s", argv[i]);
+    }
+    int code = 0;
+    json_t *list = hd_client_call("ps", "GET", "/v1/workloads", NULL, 0, &code);
+    if (list == NULL)
+        return code;
+    if (json) {
+        json_dumpf(list, stdout, JSON_INDENT(2));
+        putchar('\n');
+        json_decref(list);
+        return 0;
+    }
+    printf("%-20s %-7s %-10s %-11s %-8s %-8s %-8s %-8s %s\n", "NAME", "VERSION", "ISOLATION", "STATE", "PID",
+           "UPTIME", "RESTARTS", "CPU", "MEMORY");
+    size_t i;
+    json_t *w;
+    json_array_foreach(list, i, w) {
+        char pid[16] = "-", uptime[16] = "-", cpu[16] = "-", mem[16] = "-";
+        json_t *v;
+        if (json_is_integer(v = json_object_get(w, "pid")))
+            snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(v));
+        if (json_is_number(v = json_object_get(w, "uptime_seconds")))
+            hd_client_duration(json_number_value(v), uptime, sizeof(uptime));
+        if (json_is_number(v = json_object_get(w, "cpu_seconds")))
+            snprintf(cpu, sizeof(cpu), "%.2fs", json_number_value(v));
+        if (json_is_number(v = json_object_get(w, "memory_bytes")))
+            hd_client_size(json_number_value(v), mem, sizeof(mem));
+        printf("%-20s %-7lld %-10s %-11s %-8s %-8s %-8lld %-8s %s\n", json_string_value(json_object_get(w, "name")),
+               (long long)json_integer_value(json_object_get(w, "version")),
+               json_string_value(json_object_get(w, "isolation")), json_string_value(json_object_get(w, "state")),
+               pid, uptime, (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
+    }
+    json_decref(list);
+    return 0;
+}

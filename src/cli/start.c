@@ -1,0 +1,8 @@
+/* start.c - `hedge start NAME...`: start stopped workloads again (resets the restart count) (hedged API: POST /v1/workloads/NAME/start). */
+#include "cli.h"
+#include "client.h"
+
+int cmd_start(int argc, char **argv)
+{
+    return hd_client_workload_verb(argc, argv, "POST", "/start", "hedge start [--json] NAME...");
+}

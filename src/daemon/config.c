@@ -1,0 +1,143 @@
+/*
+ * config.c - hedged's configuration: embedded defaults, overlaid by an
+ * optional JSON file, overlaid by flags (main.c).
+ *
+ * The daemon must run with no file at all (design.md: embedded defaults), so
+ * every field has a default here. Unknown fields are errors that name the
+ * field, as in the workload spec: a typo must never silently keep a default.
+ * `hedged --check FILE` runs exactly this code and exits.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "util.h"
+
+void hd_config_defaults(struct hd_daemon_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->state_dir = hd_xstrdup("/var/lib/hedge");
+    cfg->socket_path = hd_xstrdup("/run/hedge/hedged.sock");
+    cfg->log_max_bytes = 1 << 20;
+    cfg->health_wait = 3;
+    cfg->backoff_initial = 0.5;
+    cfg->backoff_max = 30;
+    cfg->restart_reset_after = 10;
+    cfg->crash_loop_after = 3;
+    cfg->stop_grace = 10;
+}
+
+void hd_config_free(struct hd_daemon_config *cfg)
+{
+    free(cfg->state_dir);
+    free(cfg->socket_path);
+    free(cfg->socket_group);
+    free(cfg->log_dir);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+static int config_path(const json_t *v, const char *key, char **out, hd_error_t *err)
+{
+    if (!json_is_string(v) || json_string_length(v) == 0)
+        return hd_error_set(err, 0, "%s: must be a non-empty string", key);
+    const char *s = json_string_value(v);
+    if (s[0] != '/')
+        return hd_error_set(err, 0, "%s: \"%s\" must be an absolute path", key, s);
+    free(*out);
+    *out = hd_xstrdup(s);
+    return 0;
+}
+
+static int config_seconds(const json_t *v, const char *key, double min, double max, double *out,
+                          hd_error_t *err)
+{
+    if (!json_is_number(v))
+        return hd_error_set(err, 0, "%s: must be a number of seconds", key);
+    double d = json_number_value(v);
+    if (!(d >= min && d <= max))
+        return hd_error_set(err, 0, "%s: %g is out of range (%g..%g seconds)", key, d, min, max);
+    *out = d;
+    return 0;
+}
+
+int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *err)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return hd_error_set(err, 0, "%s: line %d column %d: %s", path, jerr.line, jerr.column, jerr.text);
+    int r = 0;
+    if (!json_is_object(root)) {
+        r = hd_error_set(err, 0, "must be a JSON object");
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "state_dir") == 0)
+            r = config_path(v, key, &cfg->state_dir, err);
+        else if (strcmp(key, "socket") == 0)
+            r = config_path(v, key, &cfg->socket_path, err);
+        else if (strcmp(key, "log_dir") == 0)
+            r = config_path(v, key, &cfg->log_dir, err);
+        else if (strcmp(key, "socket_group") == 0) {
+            if (!json_is_string(v) || json_string_length(v) == 0)
+                r = hd_error_set(err, 0, "%s: must be a group name", key);
+            else {
+                free(cfg->socket_group);
+                cfg->socket_group = hd_xstrdup(json_string_value(v));
+            }
+        } else if (strcmp(key, "log_max_size") == 0) {
+            int64_t size = 0;
+            if (json_is_integer(v))
+                size = json_integer_value(v);
+            else if (!json_is_string(v) || hd_parse_size(json_string_value(v), &size) < 0)
+                size = -1;
+            if (size < 4096)
+                r = hd_error_set(err, 0, "%s: must be a size of at least 4K (a number of bytes or \"1M\")",
+                                 key);
+            else
+                cfg->log_max_bytes = size;
+        } else if (strcmp(key, "health_wait") == 0)
+            r = config_seconds(v, key, 0, 3600, &cfg->health_wait, err);
+        else if (strcmp(key, "restart_backoff_initial") == 0)
+            r = config_seconds(v, key, 0.01, 3600, &cfg->backoff_initial, err);
+        else if (strcmp(key, "restart_backoff_max") == 0)
+            r = config_seconds(v, key, 0.01, 86400, &cfg->backoff_max, err);
+        else if (strcmp(key, "restart_reset_after") == 0)
+            r = config_seconds(v, key, 0, 86400, &cfg->restart_reset_after, err);
+        else if (strcmp(key, "stop_grace") == 0)
+            r = config_seconds(v, key, 0, 3600, &cfg->stop_grace, err);
+        else if (strcmp(key, "crash_loop_after") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000)
+                r = hd_error_set(err, 0, "%s: must be an integer 1..1000", key);
+            else
+                cfg->crash_loop_after = (int)json_integer_value(v);
+        } else
+            r = hd_error_set(err, 0, "%s: unknown field", key);
+        if (r < 0)
+            break;
+    }
+out:
+    json_decref(root);
+    if (r < 0)
+        return hd_error_prefix(err, "%s", path);
+    return 0;
+}
+
+int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
+{
+    if (cfg->log_dir == NULL)
+        cfg->log_dir = hd_xasprintf("%s/logs", cfg->state_dir);
+    if (cfg->backoff_max < cfg->backoff_initial)
+        return hd_error_set(err, 0, "restart_backoff_max: must be at least restart_backoff_initial");
+    if (cfg->socket_group && getgrnam(cfg->socket_group) == NULL)
+        return hd_error_set(err, 0, "socket_group: group \"%s\" does not exist", cfg->socket_group);
+    if (strlen(cfg->socket_path) >= 108)
+        return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)",
+                            cfg->socket_path);
+    return 0;
+}

@@ -1,0 +1,212 @@
+/*
+ * daemon.h - the parts of hedged and how they fit:
+ *
+ *   main.c        flags, config, start-up and shutdown
+ *   config.c      embedded defaults + JSON config file (`hedged --check`)
+ *   loop.c        one epoll loop: fd watches, timers, signals via signalfd
+ *   store.c       SQLite (WAL): deployments, versions, instances, events
+ *   instance.c    hedged's side of a workload monitor: spawn, adopt, signal, collect
+ *   monitor.c     the monitor process itself: the hedge-monitor binary
+ *   supervisor.c  the per-workload state machine, restart policy, deploy/upgrade/rollback
+ *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
+ *
+ * Everything runs on one thread; nothing blocks the loop for longer than a
+ * local file or SQLite write, or one request to a monitor's control socket.
+ */
+#ifndef HEDGE_DAEMON_H
+#define HEDGE_DAEMON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "backend.h"
+#include "error.h"
+#include "spec.h"
+
+/* ---- config.c ---------------------------------------------------------- */
+
+struct hd_daemon_config {
+    char *state_dir;            /* SQLite DB, instance dirs, logs */
+    char *socket_path;          /* API socket */
+    char *socket_group;         /* group allowed on the socket (mode 0660), NULL = root only (0600) */
+    char *log_dir;              /* workload logs; default <state_dir>/logs */
+    int64_t log_max_bytes;      /* rotate a workload log past this size */
+    double health_wait;         /* seconds a new version must keep running to be healthy */
+    double backoff_initial;     /* first restart delay, seconds */
+    double backoff_max;         /* restart delay cap, seconds */
+    double restart_reset_after; /* a run this long resets the back-off */
+    int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
+    double stop_grace;          /* seconds between SIGTERM and SIGKILL */
+};
+
+void hd_config_defaults(struct hd_daemon_config *cfg);
+/* Overlay a JSON config file; errors name the field ("config.json: health_wait: ..."). */
+int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *err);
+/* Fill derived defaults (log_dir) and check the whole. */
+int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err);
+void hd_config_free(struct hd_daemon_config *cfg);
+
+/* ---- loop.c ------------------------------------------------------------ */
+
+struct hd_loop;
+struct hd_watch;
+struct hd_timer;
+typedef void (*hd_fd_fn)(struct hd_loop *loop, int fd, uint32_t events, void *data);
+typedef void (*hd_timer_fn)(struct hd_loop *loop, void *data);
+
+struct hd_loop *hd_loop_new(hd_error_t *err);
+void hd_loop_free(struct hd_loop *loop);
+struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data,
+                               hd_error_t *err);
+int hd_loop_modify(struct hd_loop *loop, struct hd_watch *w, uint32_t events);
+/* Stop watching (the fd is not closed). Safe inside any callback. */
+void hd_loop_unwatch(struct hd_loop *loop, struct hd_watch *w);
+struct hd_timer *hd_loop_timer(struct hd_loop *loop, double seconds, hd_timer_fn fn, void *data);
+void hd_loop_cancel(struct hd_loop *loop, struct hd_timer *t);
+int hd_loop_run(struct hd_loop *loop, hd_error_t *err);
+void hd_loop_quit(struct hd_loop *loop);
+
+/* ---- store.c ----------------------------------------------------------- */
+
+struct hd_store;
+
+struct hd_store_deployment {
+    char *name;
+    int version;          /* the active version */
+    bool desired_running;
+    int restarts;         /* restarts since the last deploy/start */
+    int64_t created_at;   /* unix ms */
+    char *state;          /* last settled state ("exited", "failed", ...), NULL if never */
+    char *last_error;
+};
+
+struct hd_store_instance {
+    char *id;
+    char *name;
+    int version;
+    char *role;           /* "current", "candidate" */
+};
+
+int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err);
+void hd_store_close(struct hd_store *st);
+int hd_store_begin(struct hd_store *st, hd_error_t *err);
+int hd_store_commit(struct hd_store *st, hd_error_t *err);
+void hd_store_rollback(struct hd_store *st);
+
+int hd_store_put_deployment(struct hd_store *st, const struct hd_store_deployment *d, hd_error_t *err);
+int hd_store_delete_deployment(struct hd_store *st, const char *name, hd_error_t *err);
+/* All deployments; caller frees with hd_store_deployments_free. */
+int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **out, int *n,
+                              hd_error_t *err);
+void hd_store_deployments_free(struct hd_store_deployment *d, int n);
+
+int hd_store_add_version(struct hd_store *st, const char *name, int version, const char *spec_json,
+                         const char *digest, const char *status, const char *note, hd_error_t *err);
+int hd_store_set_version_status(struct hd_store *st, const char *name, int version, const char *status,
+                                const char *reason, hd_error_t *err);
+/* Spec JSON of one version (caller frees), or NULL when absent. */
+char *hd_store_version_spec(struct hd_store *st, const char *name, int version);
+int hd_store_max_version(struct hd_store *st, const char *name);
+/* JSON array of {version, created_at, digest, status, reason, note}. */
+json_t *hd_store_history(struct hd_store *st, const char *name);
+
+int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version,
+                          const char *role, hd_error_t *err);
+int hd_store_delete_instance(struct hd_store *st, const char *id, hd_error_t *err);
+int hd_store_list_instances(struct hd_store *st, struct hd_store_instance **out, int *n, hd_error_t *err);
+void hd_store_instances_free(struct hd_store_instance *v, int n);
+
+void hd_store_event(struct hd_store *st, const char *name, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* JSON array of the last `limit` events of name (all names when NULL), oldest first. */
+json_t *hd_store_events(struct hd_store *st, const char *name, int limit);
+
+/* "sha256:<hex>" of data; caller frees. */
+char *hd_digest(const char *data, size_t len);
+
+/* ---- instance.c -------------------------------------------------------- */
+
+/* One run of one version of a workload, owned by a monitor process. */
+struct hd_instance {
+    char id[16];
+    char *dir;              /* <state>/instances/<id> */
+    pid_t monitor_pid;
+    pid_t pid;              /* the workload's host pid */
+    uint64_t pid_start;     /* its start time (hd_proc_start_time), to tell it from a reused pid */
+    char *run_dir;          /* the run's runtime dir (removed by the monitor, or by us if it was lost) */
+    int64_t started_at;     /* unix ms */
+    int report_fd;          /* start report from the monitor, -1 once read */
+    int pidfd;              /* the monitor's pidfd, -1 until known */
+    struct hd_watch *watch; /* on report_fd, then on pidfd */
+    /* After the monitor exits: */
+    bool exited;
+    struct hd_exit exit;
+    char *start_error;      /* the workload never started: why */
+    bool lost;              /* no exit record: the monitor never ran or was killed */
+    int64_t finished_at;    /* unix ms */
+};
+
+/* Path of the hedge-monitor binary. */
+void hd_instance_set_exe(const char *path);
+/* Start a monitor for spec_json; returns with inst->report_fd to watch. */
+int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json,
+                      const char *id, struct hd_instance **out, hd_error_t *err);
+/* Read the start report: 0 started (pidfd set), -1 failed (err holds the workload's error). */
+int hd_instance_read_report(struct hd_instance *inst, hd_error_t *err);
+/* Re-attach to an instance dir after a daemon restart: 1 monitor alive (pidfd set), 0 exited (exit filled). */
+int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct hd_instance **out,
+                      hd_error_t *err);
+/* After the pidfd fired: read the exit record. */
+void hd_instance_collect(struct hd_instance *inst);
+int hd_instance_signal(struct hd_instance *inst, int sig, hd_error_t *err);
+int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error_t *err);
+/* Close fds, remove the instance dir, free. */
+void hd_instance_free(struct hd_instance *inst, bool remove_dir);
+/* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
+void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id);
+
+/* ---- supervisor.c ------------------------------------------------------ */
+
+struct hd_supervisor;
+
+/* The answer to a request that may complete later (deploy waits for health). */
+typedef void (*hd_reply_fn)(void *ctx, int http_status, json_t *body);
+
+struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *store,
+                                        const struct hd_daemon_config *cfg, hd_error_t *err);
+void hd_supervisor_free(struct hd_supervisor *sup);
+/* Load deployments from the store and re-adopt or restart their instances. */
+int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
+
+void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin,
+                          double health_wait, hd_reply_fn reply, void *ctx);
+void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait,
+                            hd_reply_fn reply, void *ctx);
+void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */
+void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status);
+/* Cancel every pending reply that uses ctx (the client went away). */
+void hd_supervisor_forget(struct hd_supervisor *sup, void *ctx);
+
+/* JSON views; NULL when the workload is unknown. */
+json_t *hd_supervisor_list(struct hd_supervisor *sup);
+json_t *hd_supervisor_get(struct hd_supervisor *sup, const char *name);
+json_t *hd_supervisor_history(struct hd_supervisor *sup, const char *name);
+/* Log file of a workload (caller frees), NULL when unknown. */
+char *hd_supervisor_log_path(struct hd_supervisor *sup, const char *name);
+bool hd_supervisor_exists(struct hd_supervisor *sup, const char *name);
+/* Prometheus text for the workloads; caller frees. */
+char *hd_supervisor_metrics(struct hd_supervisor *sup);
+
+/* ---- api.c ------------------------------------------------------------- */
+
+struct hd_api;
+int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,
+                 struct hd_api **out, hd_error_t *err);
+void hd_api_stop(struct hd_api *api);
+
+#endif

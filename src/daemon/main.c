@@ -1,0 +1,224 @@
+/*
+ * main.c - hedged, the node daemon: flags, config, start-up, the loop, exit.
+ *
+ * Runs in the foreground (systemd style, contrib/hedged.service) with
+ * embedded defaults; a JSON config (--config) overrides them and the
+ * --state-dir/--socket flags override both, so tests and several daemons on
+ * one host never collide. `hedged --check FILE` validates a config and
+ * exits 0 or 1. One state dir belongs to one daemon (an flock says so).
+ *
+ * On SIGTERM/SIGINT hedged closes its socket and exits; the workloads keep
+ * running under their monitors, and the next hedged re-adopts them.
+ * hedged is a child subreaper, so the monitors it double-forked are reaped
+ * here while it lives (and by init after).
+ *
+ * The per-workload monitors are the hedge-monitor binary (monitor.c), found
+ * next to hedged (a build dir) or in the libexec dir (an install).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "util.h"
+
+static const char usage[] =
+    "usage: hedged [OPTIONS]\n"
+    "  -c, --config FILE     JSON config (overrides the embedded defaults)\n"
+    "      --state-dir DIR   state: database, instances, logs (default /var/lib/hedge)\n"
+    "      --socket PATH     API socket (default /run/hedge/hedged.sock)\n"
+    "      --check FILE      validate a config file and exit (0 valid, 1 not)\n"
+    "      --foreground      run in the foreground (the default; for init systems that pass it)\n"
+    "      --version         print the version\n";
+
+static void on_signal(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    struct signalfd_siginfo si;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD) {
+            /* monitors (we are their subreaper), health probes, orphans of workloads */
+            int status;
+            pid_t pid;
+            while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+                hd_supervisor_child_exited(data, pid, status);
+        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            fprintf(stderr, "hedged: signal %d: exiting; workloads keep running\n", (int)si.ssi_signo);
+            hd_loop_quit(loop);
+        }
+        /* SIGHUP: nothing to reload yet; ignored rather than fatal */
+    }
+}
+
+static int check_config(const char *path)
+{
+    struct hd_daemon_config cfg;
+    hd_config_defaults(&cfg);
+    hd_error_t err = NULL;
+    int r = hd_config_load(&cfg, path, &err) < 0 || hd_config_finish(&cfg, &err) < 0;
+    if (r) {
+        hd_error_print(err, "hedged");
+        hd_error_free(&err);
+    } else
+        printf("hedged: %s: ok\n", path);
+    hd_config_free(&cfg);
+    return r;
+}
+
+static int daemon_run(struct hd_daemon_config *cfg)
+{
+    hd_error_t err = NULL;
+    struct hd_loop *loop = NULL;
+    struct hd_store *store = NULL;
+    struct hd_supervisor *sup = NULL;
+    struct hd_api *api = NULL;
+    struct hd_watch *sigwatch = NULL;
+    cleanup_close int lock = -1;
+    cleanup_close int sfd = -1;
+    cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
+    cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
+    cleanup_free char *db = hd_xasprintf("%s/hedged.db", cfg->state_dir);
+    cleanup_free char *monitor = NULL;
+    int ret = 1;
+
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0) {
+        hd_error_sys(&err, "readlink /proc/self/exe");
+        goto out;
+    }
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    monitor = hd_xasprintf("%.*s/hedge-monitor", (int)(slash - exe), exe);
+    if (access(monitor, X_OK) < 0) {
+        free(monitor);
+        monitor = hd_xstrdup(HEDGE_LIBEXECDIR "/hedge-monitor");
+    }
+    if (access(monitor, X_OK) < 0) {
+        hd_error_sys(&err, "monitor binary %s", monitor);
+        goto out;
+    }
+    hd_instance_set_exe(monitor);
+    /* Monitors and the image store use the same state dir as the daemon. */
+    setenv("HEDGE_STATE_DIR", cfg->state_dir, 1);
+
+    if (hd_mkdir_p(cfg->state_dir, 0700, &err) < 0 || hd_mkdir_p(instances, 0700, &err) < 0 ||
+        hd_mkdir_p(cfg->log_dir, 0750, &err) < 0)
+        goto out;
+    lock = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        hd_error_sys(&err, "state dir %s: another hedged uses it", cfg->state_dir);
+        goto out;
+    }
+
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) {
+        hd_error_sys(&err, "signalfd");
+        goto out;
+    }
+
+    if ((loop = hd_loop_new(&err)) == NULL || hd_store_open(db, &store, &err) < 0)
+        goto out;
+    sup = hd_supervisor_new(loop, store, cfg, &err);
+    if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, sup, &err)) == NULL)
+        goto out;
+    if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
+        goto out;
+    fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path, cfg->state_dir);
+    if (hd_loop_run(loop, &err) < 0)
+        goto out;
+    ret = 0;
+out:
+    if (err) {
+        hd_error_print(err, "hedged");
+        hd_error_free(&err);
+    }
+    hd_api_stop(api);
+    hd_supervisor_free(sup);
+    hd_store_close(store);
+    if (loop && sigwatch)
+        hd_loop_unwatch(loop, sigwatch);
+    hd_loop_free(loop);
+    hd_instance_set_exe(NULL);
+    return ret;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP };
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"check", required_argument, NULL, OPT_CHECK},
+        {"foreground", no_argument, NULL, OPT_FOREGROUND},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"help", no_argument, NULL, OPT_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config = NULL, *state_dir = NULL, *socket_path = NULL;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config = optarg; break;
+        case OPT_STATE_DIR: state_dir = optarg; break;
+        case OPT_SOCKET: socket_path = optarg; break;
+        case OPT_CHECK: return check_config(optarg);
+        case OPT_FOREGROUND: break;
+        case OPT_VERSION: printf("hedged %s\n", HEDGE_VERSION); return 0;
+        case OPT_HELP: fputs(usage, stdout); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hedged: unexpected argument %s\n%s", argv[optind], usage);
+        return 2;
+    }
+    struct hd_daemon_config cfg;
+    hd_config_defaults(&cfg);
+    hd_error_t err = NULL;
+    if (config && hd_config_load(&cfg, config, &err) < 0)
+        goto fail;
+    if (state_dir) {
+        if (state_dir[0] != '/') {
+            hd_error_set(&err, 0, "--state-dir: \"%s\" must be an absolute path", state_dir);
+            goto fail;
+        }
+        free(cfg.state_dir);
+        cfg.state_dir = hd_xstrdup(state_dir);
+    }
+    if (socket_path) {
+        free(cfg.socket_path);
+        cfg.socket_path = hd_xstrdup(socket_path);
+    }
+    if (hd_config_finish(&cfg, &err) < 0)
+        goto fail;
+    int r = daemon_run(&cfg);
+    hd_config_free(&cfg);
+    return r;
+fail:
+    hd_error_print(err, "hedged");
+    hd_error_free(&err);
+    hd_config_free(&cfg);
+    return 1;
+}

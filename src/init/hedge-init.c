@@ -1,0 +1,564 @@
+/*
+ * hedge-init.c - PID 1 of a hedge VM guest (static, no libc beyond glibc's
+ * static archive). The initramfs holds it as /init plus the kernel modules
+ * the guest needs in /modules, named NN-name.ko in load order.
+ *
+ * Boot to workload:
+ *   1. mount /proc, /sys, /dev (devtmpfs); load /modules/NN-name.ko in name order
+ *      with finit_module (Debian's cloud kernel builds virtio, erofs and
+ *      overlay as modules; devices then appear asynchronously);
+ *   2. find the virtio-serial port named HD_VM_PORT_NAME via
+ *      /sys/class/virtio-ports/<dev>/name (no udev here) and read the CONFIG
+ *      message (vm-proto.h) from the host;
+ *   3. mount the erofs rootfs from /dev/vda read-only at /lower, a tmpfs for
+ *      writes and an overlay of both at /newroot (or /lower as is when the
+ *      rootfs is read-only), with /proc, /sys and /dev inside;
+ *   4. put the workload in a guest cgroup v2 group whose pids.max and
+ *      memory.max come from the spec (so pids are enforced *inside* the guest,
+ *      and an OOM kill shows in memory.events), fork, chroot, apply
+ *      user/workdir/env and exec - child.c's hd_child_exec, shared with the
+ *      process and container backends, so messages and 126/127 are the same;
+ *   5. relay stdin/stdout/stderr and signals as messages, report the exit
+ *      status (and OOM), and power off.
+ *
+ * Any failure before or after the workload runs goes to the host as an ERROR
+ * message (and to the console), then the guest powers off: the host never
+ * waits on a guest that gave up. A malformed message from the host is such a
+ * failure.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "util.h"
+#include "vm-proto.h"
+
+#define GUEST_CGROUP "/cg"
+#define WORKLOAD_CGROUP GUEST_CGROUP "/workload"
+#define DEVICE_WAIT_MS 20000
+
+static int port_fd = -1;
+
+struct guest_config {
+    char **argv;
+    char **env;
+    char *workdir;
+    char *user;
+    char *hostname;
+    char *pids;
+    char *memory;
+    int readonly;
+};
+
+static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void console_print(const char *fmt, ...)
+{
+    char line[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    int fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        fd = 2;
+    dprintf(fd, "hedge-init: %s\n", line);
+    if (fd != 2)
+        close(fd);
+}
+
+__attribute__((noreturn)) static void power_off(void)
+{
+    sync();
+    reboot(RB_POWER_OFF);
+    /* reboot(2) only returns on failure; PID 1 must not exit (that panics, which -no-reboot also ends) */
+    for (;;)
+        pause();
+}
+
+/* Report a failure to the host (exit code + text) and the console, then power off. */
+__attribute__((noreturn, format(printf, 3, 4))) static void guest_fail(int code, int errnum, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n >= 0 && errnum && (size_t)n < sizeof(text))
+        snprintf(text + n, sizeof(text) - (size_t)n, ": %s", strerror(errnum));
+    console_print("%s", text);
+    if (port_fd >= 0) {
+        char msg[4 + sizeof(text)];
+        uint32_t c = (uint32_t)code;
+        size_t len = strlen(text);
+        memcpy(msg, &c, 4);
+        memcpy(msg + 4, text, len);
+        hd_vm_send(port_fd, HD_VM_MSG_ERROR, msg, (uint32_t)(4 + len));
+    }
+    power_off();
+}
+
+static uint64_t now_ms(void)
+{
+    return hd_now_ns() / 1000000u;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags,
+                          const char *data)
+{
+    mkdir(target, 0755);
+    if (mount(src, target, type, flags, data) < 0)
+        guest_fail(125, errno, "mount %s (%s) on %s", src, type, target);
+}
+
+static int select_ko(const struct dirent *d)
+{
+    size_t n = strlen(d->d_name);
+    return n > 3 && strcmp(d->d_name + n - 3, ".ko") == 0;
+}
+
+/* Load the modules in /modules in name order; a module already built in or loaded is fine. */
+static void load_modules(void)
+{
+    struct dirent **names = NULL;
+    int n = scandir("/modules", &names, select_ko, alphasort);
+    if (n < 0)
+        return; /* a custom kernel with everything built in */
+    for (int i = 0; i < n; i++) {
+        char path[512];
+        snprintf(path, sizeof(path), "/modules/%s", names[i]->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            guest_fail(125, errno, "open module %s", path);
+        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+            guest_fail(125, errno, "load module %s", path);
+        close(fd);
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* Find /dev/<port> whose /sys/class/virtio-ports/<port>/name is ours; wait for it to appear. */
+static int open_host_port(void)
+{
+    uint64_t deadline = now_ms() + DEVICE_WAIT_MS;
+    for (;;) {
+        DIR *d = opendir("/sys/class/virtio-ports");
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            if (e->d_name[0] == '.')
+                continue;
+            char path[300], name[64] = "";
+            snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", e->d_name);
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            ssize_t n = read(fd, name, sizeof(name) - 1);
+            close(fd);
+            if (n <= 0)
+                continue;
+            name[n] = '\0';
+            name[strcspn(name, "\n")] = '\0';
+            if (strcmp(name, HD_VM_PORT_NAME) != 0)
+                continue;
+            snprintf(path, sizeof(path), "/dev/%s", e->d_name);
+            closedir(d);
+            int port;
+            while ((port = open(path, O_RDWR | O_CLOEXEC)) < 0 && errno == ENOENT && now_ms() < deadline)
+                sleep_ms(1);
+            if (port < 0)
+                guest_fail(125, errno, "open host port %s", path);
+            return port;
+        }
+        if (d)
+            closedir(d);
+        if (now_ms() >= deadline)
+            guest_fail(125, 0, "virtio port %s did not appear within %d ms", HD_VM_PORT_NAME, DEVICE_WAIT_MS);
+        sleep_ms(1);
+    }
+}
+
+static void wait_for_device(const char *path)
+{
+    uint64_t deadline = now_ms() + DEVICE_WAIT_MS;
+    struct stat st;
+    while (stat(path, &st) < 0) {
+        if (now_ms() >= deadline)
+            guest_fail(125, 0, "device %s did not appear within %d ms", path, DEVICE_WAIT_MS);
+        sleep_ms(1);
+    }
+}
+
+/* Read and decode the CONFIG message; malformed → fail. */
+static void read_config(struct guest_config *cfg)
+{
+    struct hd_vm_msg_header h;
+    int r = hd_vm_read_all(port_fd, &h, sizeof(h));
+    if (r < 0)
+        guest_fail(125, -r, "read config from host");
+    if (h.type != HD_VM_MSG_CONFIG || !hd_vm_msg_valid(h.type, h.length, 0))
+        guest_fail(125, 0, "protocol: expected a config message, got type %u length %u", h.type, h.length);
+    char *buf = hd_xmalloc(h.length);
+    r = hd_vm_read_all(port_fd, buf, h.length);
+    if (r < 0)
+        guest_fail(125, -r, "read config from host");
+    for (size_t off = 0; off < h.length;) {
+        char tag = buf[off++];
+        const char *value = buf + off;
+        const char *nul = memchr(value, '\0', h.length - off);
+        if (nul == NULL)
+            guest_fail(125, 0, "protocol: config record '%c' is not NUL-terminated", tag);
+        off += (size_t)(nul - value) + 1;
+        switch (tag) {
+        case HD_VM_CFG_ARG: hd_strv_push(&cfg->argv, value); break;
+        case HD_VM_CFG_ENV: hd_strv_push(&cfg->env, value); break;
+        case HD_VM_CFG_WORKDIR: cfg->workdir = hd_xstrdup(value); break;
+        case HD_VM_CFG_USER: cfg->user = hd_xstrdup(value); break;
+        case HD_VM_CFG_HOSTNAME: cfg->hostname = hd_xstrdup(value); break;
+        case HD_VM_CFG_PIDS: cfg->pids = hd_xstrdup(value); break;
+        case HD_VM_CFG_MEMORY: cfg->memory = hd_xstrdup(value); break;
+        case HD_VM_CFG_READONLY: cfg->readonly = strcmp(value, "1") == 0; break;
+        default: guest_fail(125, 0, "protocol: unknown config tag 0x%02x", (unsigned char)tag);
+        }
+    }
+    free(buf);
+    if (cfg->argv == NULL)
+        guest_fail(125, 0, "protocol: config has no command");
+}
+
+static void setup_rootfs(const struct guest_config *cfg)
+{
+    wait_for_device("/dev/vda");
+    if (cfg->readonly) {
+        mount_or_fail("/dev/vda", "/newroot", "erofs", MS_RDONLY, NULL);
+    } else {
+        mount_or_fail("/dev/vda", "/lower", "erofs", MS_RDONLY, NULL);
+        mount_or_fail("upper", "/upper", "tmpfs", 0, "mode=0755");
+        mkdir("/upper/data", 0755);
+        mkdir("/upper/work", 0755);
+        mount_or_fail("overlay", "/newroot", "overlay", 0,
+                      "lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work");
+    }
+    /* A read-only root without these dirs cannot get them; the workload then runs without. */
+    struct { const char *target, *type; } inside[] = {
+        {"/newroot/proc", "proc"}, {"/newroot/sys", "sysfs"}, {"/newroot/dev", "devtmpfs"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(inside); i++) {
+        mkdir(inside[i].target, 0755);
+        struct stat st;
+        if (stat(inside[i].target, &st) == 0 &&
+            mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, NULL) < 0)
+            guest_fail(125, errno, "mount %s on %s", inside[i].type, inside[i].target);
+    }
+}
+
+static void write_control(const char *path, const char *value)
+{
+    hd_error_t err = NULL;
+    if (hd_write_file(path, value, strlen(value), &err) < 0)
+        guest_fail(125, err->errnum, "%s", err->message);
+}
+
+/* The workload's guest cgroup: pids.max and memory.max as the spec says. */
+static void setup_cgroup(const struct guest_config *cfg)
+{
+    mount_or_fail("cgroup2", GUEST_CGROUP, "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
+    write_control(GUEST_CGROUP "/cgroup.subtree_control", "+memory +pids");
+    if (mkdir(WORKLOAD_CGROUP, 0755) < 0 && errno != EEXIST)
+        guest_fail(125, errno, "mkdir %s", WORKLOAD_CGROUP);
+    if (cfg->pids)
+        write_control(WORKLOAD_CGROUP "/pids.max", cfg->pids);
+    if (cfg->memory)
+        write_control(WORKLOAD_CGROUP "/memory.max", cfg->memory);
+}
+
+static int oom_kills(void)
+{
+    char *text = NULL;
+    size_t len;
+    hd_error_t err = NULL;
+    if (hd_read_file(WORKLOAD_CGROUP "/memory.events", &text, &len, &err) < 0) {
+        hd_error_free(&err);
+        return 0;
+    }
+    const char *p = strstr(text, "oom_kill ");
+    int n = p ? atoi(p + 9) : 0;
+    free(text);
+    return n;
+}
+
+struct workload {
+    pid_t pid;
+    int in_fd;  /* our end of its stdin, -1 once closed */
+    int out_fd; /* our end of its stdout, -1 at EOF */
+    int err_fd;
+};
+
+static void start_workload(const struct guest_config *cfg, struct workload *wl)
+{
+    int in[2], out[2], errp[2], report[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+        pipe2(report, O_CLOEXEC) < 0)
+        guest_fail(125, errno, "pipe");
+    pid_t pid = fork();
+    if (pid < 0)
+        guest_fail(125, errno, "fork");
+    if (pid == 0) {
+        setsid();
+        if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
+            hd_child_fail(report[1], 125, errno, "stdio: dup2");
+        hd_error_t err = NULL;
+        /* hedge-init is exempt from the OOM killer; the workload must not inherit that */
+        if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
+            hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
+            hd_child_fail(report[1], 125, err->errnum, "%s", err->message);
+        if (chroot("/newroot") < 0 || chdir("/") < 0)
+            hd_child_fail(report[1], 125, errno, "chroot /newroot");
+        if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
+            hd_child_fail(report[1], 125, errno, "sethostname %s", cfg->hostname);
+        if (cfg->workdir && !cfg->readonly)
+            hd_mkdir_p(cfg->workdir, 0755, &err); /* docker creates a missing workdir; chdir reports failure */
+        hd_error_free(&err);
+        struct hd_exec_plan plan = {
+            .argv = cfg->argv,
+            .env = cfg->env,
+            .workdir = cfg->workdir ? cfg->workdir : "/",
+            .user = cfg->user,
+            .no_new_privs = false, /* root in the guest: the guest kernel is the boundary */
+        };
+        hd_child_exec(report[1], &plan);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(errp[1]);
+    close(report[1]);
+    hd_error_t err = NULL;
+    if (hd_child_read_report(report[0], &err) < 0) {
+        waitpid(pid, NULL, 0);
+        guest_fail(hd_error_exit_code(err), 0, "%s", hd_error_text(err));
+    }
+    close(report[0]);
+    wl->pid = pid;
+    wl->in_fd = in[1];
+    wl->out_fd = out[0];
+    wl->err_fd = errp[0];
+    fcntl(wl->in_fd, F_SETFL, O_NONBLOCK);
+    int r = hd_vm_send(port_fd, HD_VM_MSG_STARTED, NULL, 0);
+    if (r < 0)
+        guest_fail(125, -r, "send started");
+}
+
+/* Forward what a workload pipe has to the host; close it at EOF. */
+static void forward_output(int *fd, uint32_t type)
+{
+    char buf[16384];
+    ssize_t n = read(*fd, buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        close(*fd);
+        *fd = -1;
+        return;
+    }
+    int r = hd_vm_send(port_fd, type, buf, (uint32_t)n);
+    if (r < 0)
+        guest_fail(125, -r, "send output to host");
+}
+
+/* Stdin bytes the workload has not taken yet; while some wait, the port is not read (backpressure). */
+struct pending_input {
+    unsigned char *data;
+    size_t len, off;
+    int eof; /* close stdin once the pending bytes are written */
+};
+
+static void flush_input(struct workload *wl, struct pending_input *in)
+{
+    while (wl->in_fd >= 0 && in->off < in->len) {
+        ssize_t n = write(wl->in_fd, in->data + in->off, in->len - in->off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n < 0) { /* EPIPE: the workload closed its stdin; drop the rest */
+            in->off = in->len;
+            break;
+        }
+        in->off += (size_t)n;
+    }
+    if (in->off >= in->len) {
+        free(in->data);
+        in->data = NULL;
+        in->len = in->off = 0;
+        if (in->eof && wl->in_fd >= 0) {
+            close(wl->in_fd);
+            wl->in_fd = -1;
+        }
+    }
+}
+
+static void handle_host_message(struct workload *wl, struct pending_input *in, const struct hd_vm_msg_header *h,
+                                const unsigned char *payload)
+{
+    switch (h->type) {
+    case HD_VM_MSG_STDIN:
+        if (wl->in_fd >= 0 && h->length) {
+            in->data = hd_xmalloc(h->length);
+            memcpy(in->data, payload, h->length);
+            in->len = h->length;
+            in->off = 0;
+        }
+        break;
+    case HD_VM_MSG_STDIN_EOF:
+        in->eof = 1;
+        break;
+    case HD_VM_MSG_SIGNAL: {
+        uint32_t sig;
+        memcpy(&sig, payload, 4);
+        if (sig == 0 || sig >= 65)
+            guest_fail(125, 0, "protocol: signal %u out of range", sig);
+        if (wl->pid > 0)
+            kill(wl->pid, (int)sig);
+        break;
+    }
+    default:
+        guest_fail(125, 0, "protocol: unexpected message type %u from host", h->type);
+    }
+    flush_input(wl, in);
+}
+
+/* Relay until the workload exited and its output is drained; returns its wait status. */
+static int relay(struct workload *wl, int sigchld_fd)
+{
+    static struct hd_vm_reader reader;
+    struct pending_input in = {0};
+    int status = -1;
+    int port_open = 1;
+    fcntl(port_fd, F_SETFL, O_NONBLOCK);
+    while (wl->pid > 0 || wl->out_fd >= 0 || wl->err_fd >= 0) {
+        struct pollfd fds[5] = {
+            {.fd = sigchld_fd, .events = POLLIN},
+            {.fd = port_open && in.len == 0 ? port_fd : -1, .events = POLLIN},
+            {.fd = wl->out_fd, .events = POLLIN},
+            {.fd = wl->err_fd, .events = POLLIN},
+            {.fd = in.len ? wl->in_fd : -1, .events = POLLOUT},
+        };
+        if (poll(fds, 5, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            guest_fail(125, errno, "poll");
+        }
+        if (fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            while (read(sigchld_fd, &si, sizeof(si)) > 0)
+                ;
+            int st;
+            pid_t p;
+            while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+                if (p == wl->pid) {
+                    status = st;
+                    wl->pid = -1;
+                    /* background tasks of the workload would keep its pipes open forever */
+                    int fd = open(WORKLOAD_CGROUP "/cgroup.kill", O_WRONLY | O_CLOEXEC);
+                    if (fd >= 0) {
+                        ssize_t w = write(fd, "1", 1);
+                        (void)w;
+                        close(fd);
+                    }
+                }
+            }
+        }
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = hd_vm_reader_fill(&reader, port_fd);
+            if (n == 0 || (n < 0 && n != -EAGAIN)) {
+                port_open = 0; /* host went away; finish the workload anyway */
+            }
+        }
+        if (fds[2].revents & (POLLIN | POLLHUP | POLLERR))
+            forward_output(&wl->out_fd, HD_VM_MSG_STDOUT);
+        if (fds[3].revents & (POLLIN | POLLHUP | POLLERR))
+            forward_output(&wl->err_fd, HD_VM_MSG_STDERR);
+        if (fds[4].revents & (POLLOUT | POLLERR | POLLHUP))
+            flush_input(wl, &in);
+        /* whole messages already buffered, also those held back while stdin was full */
+        struct hd_vm_msg_header h;
+        const unsigned char *payload;
+        size_t used;
+        int r;
+        while (in.len == 0 && (r = hd_vm_reader_next(&reader, 0, &h, &payload, &used)) != 0) {
+            if (r < 0)
+                guest_fail(125, 0, "protocol: malformed message from host (type %u, length %u)", h.type,
+                           h.length);
+            handle_host_message(wl, &in, &h, payload);
+            hd_vm_reader_consume(&reader, used);
+        }
+        if (in.len == 0 && in.eof && wl->in_fd >= 0) {
+            close(wl->in_fd);
+            wl->in_fd = -1;
+        }
+    }
+    free(in.data);
+    return status;
+}
+
+int main(void)
+{
+    /* SIGCHLD through a signalfd; the rest default (PID 1 ignores signals it has no handler for anyway). */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sigchld_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    mount_or_fail("proc", "/proc", "proc", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
+    mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
+    mount_or_fail("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
+    hd_write_file("/proc/self/oom_score_adj", "-1000", 5, NULL);
+    load_modules();
+    port_fd = open_host_port();
+
+    struct guest_config cfg = {0};
+    read_config(&cfg);
+    if (sigchld_fd < 0)
+        guest_fail(125, errno, "signalfd");
+    setup_rootfs(&cfg);
+    setup_cgroup(&cfg);
+
+    struct workload wl = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
+    start_workload(&cfg, &wl);
+    int status = relay(&wl, sigchld_fd);
+
+    struct hd_vm_exit_msg exit_msg = {.status = -1};
+    if (WIFEXITED(status)) {
+        exit_msg.status = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        exit_msg.signal = WTERMSIG(status);
+    }
+    exit_msg.oom_killed = oom_kills() > 0;
+    fcntl(port_fd, F_SETFL, 0);
+    hd_vm_send(port_fd, HD_VM_MSG_EXIT, &exit_msg, sizeof(exit_msg));
+    power_off();
+}

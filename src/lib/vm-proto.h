@@ -1,0 +1,200 @@
+/*
+ * vm-proto.h - the messages between hedge (host) and hedge-init (guest PID 1).
+ *
+ * They travel over one virtio-serial port (this host has no vhost-vsock). A
+ * message is a fixed 8-byte header {u32 type, u32 length} in the guest's and
+ * host's byte order (both x86-64) followed by `length` payload bytes, at most
+ * HD_VM_MSG_MAX. Either side drops the peer on any malformed message (unknown
+ * type, oversize length, a payload that does not fit its type) - the guest
+ * reports it and powers off, the host kills QEMU - so a bad byte stream ends
+ * the VM with a clear error and never hangs it (OpenBSD imsg habit).
+ *
+ * Header-only (static inline) because the guest side is the static hedge-init,
+ * which does not link libhedge.
+ *
+ *   host → guest   CONFIG (once, first), STDIN, STDIN_EOF, SIGNAL
+ *   guest → host   STARTED, STDOUT, STDERR, EXIT, ERROR
+ *
+ * CONFIG's payload is a list of records {u8 tag, NUL-terminated string}; the
+ * tags are HD_VM_CFG_*. The other payloads are described beside their types.
+ */
+#ifndef HEDGE_VM_PROTO_H
+#define HEDGE_VM_PROTO_H
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HD_VM_MSG_MAX 65536u
+#define HD_VM_PORT_NAME "org.hedge.0"
+
+enum hd_vm_msg_type {
+    HD_VM_MSG_CONFIG = 1,    /* host → guest: records, see HD_VM_CFG_* */
+    HD_VM_MSG_STDIN = 2,     /* host → guest: bytes for the workload's stdin */
+    HD_VM_MSG_STDIN_EOF = 3, /* host → guest: empty; close the workload's stdin */
+    HD_VM_MSG_SIGNAL = 4,    /* host → guest: u32 signal number for the workload */
+    HD_VM_MSG_STARTED = 16,  /* guest → host: empty; the command was exec'd */
+    HD_VM_MSG_STDOUT = 17,   /* guest → host: bytes the workload wrote to fd 1 */
+    HD_VM_MSG_STDERR = 18,   /* guest → host: bytes the workload wrote to fd 2 */
+    HD_VM_MSG_EXIT = 19,     /* guest → host: struct hd_vm_exit_msg */
+    HD_VM_MSG_ERROR = 20,    /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
+};
+
+enum hd_vm_config_tag {
+    HD_VM_CFG_ARG = 'a',      /* argv element, in order */
+    HD_VM_CFG_ENV = 'e',      /* KEY=VALUE */
+    HD_VM_CFG_WORKDIR = 'w',
+    HD_VM_CFG_USER = 'u',     /* "uid[:gid]" or a name from the rootfs's /etc/passwd */
+    HD_VM_CFG_HOSTNAME = 'h',
+    HD_VM_CFG_PIDS = 'p',     /* decimal pids.max for the workload's guest cgroup */
+    HD_VM_CFG_MEMORY = 'm',   /* decimal memory.max in bytes for the workload's guest cgroup */
+    HD_VM_CFG_READONLY = 'r', /* "1": no overlay, the erofs rootfs is the root as is */
+};
+
+struct hd_vm_msg_header {
+    uint32_t type;
+    uint32_t length;
+};
+
+struct hd_vm_exit_msg {
+    int32_t status;      /* exit status if the workload exited, else -1 */
+    int32_t signal;      /* terminating signal, else 0 */
+    uint32_t oom_killed; /* 1: the guest kernel's OOM killer killed a workload task */
+};
+
+/* True when type is one a peer may send and length fits it. */
+static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest)
+{
+    if (length > HD_VM_MSG_MAX)
+        return 0;
+    if (from_guest) {
+        switch (type) {
+        case HD_VM_MSG_STARTED: return length == 0;
+        case HD_VM_MSG_STDOUT:
+        case HD_VM_MSG_STDERR: return 1;
+        case HD_VM_MSG_EXIT: return length == sizeof(struct hd_vm_exit_msg);
+        case HD_VM_MSG_ERROR: return length >= 4;
+        default: return 0;
+        }
+    }
+    switch (type) {
+    case HD_VM_MSG_CONFIG: return length > 0;
+    case HD_VM_MSG_STDIN: return 1;
+    case HD_VM_MSG_STDIN_EOF: return length == 0;
+    case HD_VM_MSG_SIGNAL: return length == 4;
+    default: return 0;
+    }
+}
+
+/* Write all of buf; retries short writes and EINTR. 0 or -errno. */
+static inline int hd_vm_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = (const char *)buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Read exactly len bytes. 0, -errno, or -EPIPE at end of stream. */
+static inline int hd_vm_read_all(int fd, void *buf, size_t len)
+{
+    char *p = (char *)buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EPIPE;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Send one message (header and payload in one write when it fits a page). 0 or -errno. */
+static inline int hd_vm_send(int fd, uint32_t type, const void *payload, uint32_t length)
+{
+    if (length > HD_VM_MSG_MAX)
+        return -EMSGSIZE;
+    struct hd_vm_msg_header h = {type, length};
+    char small[4096];
+    if (length <= sizeof(small) - sizeof(h)) {
+        memcpy(small, &h, sizeof(h));
+        if (length)
+            memcpy(small + sizeof(h), payload, length);
+        return hd_vm_write_all(fd, small, sizeof(h) + length);
+    }
+    int r = hd_vm_write_all(fd, &h, sizeof(h));
+    return r < 0 ? r : hd_vm_write_all(fd, payload, length);
+}
+
+/*
+ * Incremental receiver for a non-blocking stream: feed bytes in, take whole
+ * messages out. buf holds one header plus the largest payload.
+ */
+struct hd_vm_reader {
+    unsigned char buf[sizeof(struct hd_vm_msg_header) + HD_VM_MSG_MAX];
+    size_t have;
+};
+
+/*
+ * Read what fd has into r. Returns bytes read (>0), 0 at end of stream,
+ * -EAGAIN when nothing is ready, or -errno.
+ */
+static inline ssize_t hd_vm_reader_fill(struct hd_vm_reader *r, int fd)
+{
+    size_t want = sizeof(struct hd_vm_msg_header);
+    if (r->have >= want) {
+        struct hd_vm_msg_header h;
+        memcpy(&h, r->buf, sizeof(h));
+        want += h.length <= HD_VM_MSG_MAX ? h.length : 0;
+    }
+    if (r->have >= want)
+        return 1; /* a whole message is waiting: take it first */
+    ssize_t n;
+    do
+        n = read(fd, r->buf + r->have, want - r->have);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    r->have += (size_t)n;
+    return n;
+}
+
+/*
+ * Take the next whole message: 1 with *h and *payload (valid until the next
+ * call) set, 0 when incomplete, -EBADMSG when the header is malformed.
+ */
+static inline int hd_vm_reader_next(struct hd_vm_reader *r, int from_guest, struct hd_vm_msg_header *h,
+                                    const unsigned char **payload, size_t *consumed)
+{
+    if (r->have < sizeof(*h))
+        return 0;
+    memcpy(h, r->buf, sizeof(*h));
+    if (!hd_vm_msg_valid(h->type, h->length, from_guest))
+        return -EBADMSG;
+    if (r->have < sizeof(*h) + h->length)
+        return 0;
+    *payload = r->buf + sizeof(*h);
+    *consumed = sizeof(*h) + h->length;
+    return 1;
+}
+
+/* Drop a message hd_vm_reader_next returned (after its payload was used). */
+static inline void hd_vm_reader_consume(struct hd_vm_reader *r, size_t consumed)
+{
+    memmove(r->buf, r->buf + consumed, r->have - consumed);
+    r->have -= consumed;
+}
+
+#endif
