@@ -3,6 +3,7 @@
  * its own until hedged embeds the invoker (src/functions/invoker.h).
  *
  *   hedge-functions --spec F.json --broker HOST:PORT [--state-dir DIR] [--check]
+ *   hedge-functions invoke --topic TOPIC ...   (what `hedge invoke` runs; src/cli/invoke.c)
  *
  * It connects to the broker with MQTT 5 (for response topics and correlation
  * data), subscribes to the spec's triggers at QoS 1 and hands every message
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "invoker.h"
 #include "mqtt_client.h"
 #include "util.h"
@@ -117,6 +119,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "invoke") == 0)
+        return cmd_invoke(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},

@@ -3,6 +3,7 @@
  * hedged embeds the library (src/uplink/uplink.h).
  *
  *   hedge-uplink --config FILE [--check]
+ *   hedge-uplink status (--spool FILE | --config FILE) [--json]   (what `hedge uplink status` runs)
  *
  * --check validates the configuration and exits (0, or 2 with the field at
  * fault). SIGINT/SIGTERM set a flag the poll loop sees within a second (poll
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli.h"
 #include "uplink.h"
 #include "util.h"
 
@@ -33,6 +35,8 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "status") == 0)
+        return cmd_uplink(argc, argv);
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, 'n'},
