@@ -6,7 +6,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel
 
 all: build
 
@@ -39,6 +39,10 @@ asan-test: asan-build
 test: unit pytest asan-test
 
 test-quick: unit pytest
+
+# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) where the tests and bench look.
+guest-kernel: deps
+	./scripts/fetch-guest-kernel $(BUILD)/guest-kernel
 
 # The demo: one workload under each isolation level, then hedged in the
 # foreground with its embedded defaults and a small deployment (Ctrl-C stops it).

@@ -151,10 +151,13 @@ def build_oci_layout(layout, rootfs_dir, tag="latest", cmd=None):
 
 
 @pytest.fixture(scope="session")
-def busybox_image_tar(busybox_rootfs, tmp_path_factory):
-    """An OCI archive (tar of an OCI layout) of the busybox rootfs, config Cmd ["sh"]; tag "latest", no name."""
+def busybox_image_tar(tmp_path_factory):
+    """An OCI archive (tar of an OCI layout) of a busybox rootfs, config Cmd ["sh"]; tag "latest", no name.
+    Built from a rootfs of its own: busybox_rootfs is written in place by container runs."""
     work = tmp_path_factory.mktemp("busybox-image")
-    layout = build_oci_layout(work / "layout", busybox_rootfs, cmd=["sh"])
+    rootfs = work / "rootfs"
+    subprocess.run([str(ROOT / "scripts" / "mk-busybox-rootfs"), str(rootfs)], check=True)
+    layout = build_oci_layout(work / "layout", rootfs, cmd=["sh"])
     tarball = work / "busybox.tar"
     subprocess.run(["tar", "-C", str(layout), "-cf", str(tarball), "."], check=True)
     return tarball

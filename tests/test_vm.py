@@ -29,25 +29,17 @@ def guest_kernel():
     missing = _missing_tools()
     if missing:
         pytest.skip(f"vm tests need {', '.join(missing)} (deps/vm.txt)")
-    if not (KERNEL_DIR / "vmlinuz").exists():
-        r = subprocess.run([str(ROOT / "scripts" / "fetch-guest-kernel"), str(KERNEL_DIR)],
-                           capture_output=True, text=True, timeout=600)
-        if r.returncode != 0:
-            pytest.skip(f"guest kernel not available: {r.stderr.strip()}")
+    # idempotent: returns at once when the dir is complete
+    r = subprocess.run([str(ROOT / "scripts" / "fetch-guest-kernel"), str(KERNEL_DIR)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.skip(f"guest kernel not available: {r.stderr.strip()}")
     return KERNEL_DIR
 
 
 @pytest.fixture(scope="session")
-def vm_rootfs(busybox_rootfs, tmp_path_factory):
-    """busybox_rootfs with its applet links made relative: conftest's point at the host path of busybox,
-    which does not exist inside a guest (or any chroot)."""
-    root = tmp_path_factory.mktemp("vm") / "rootfs"
-    shutil.copytree(busybox_rootfs, root, symlinks=True)
-    for link in (root / "bin").iterdir():
-        if link.is_symlink() and os.readlink(link).endswith("/busybox"):
-            link.unlink()
-            link.symlink_to("busybox")
-    return root
+def vm_rootfs(busybox_rootfs):
+    return busybox_rootfs
 
 
 @pytest.fixture
@@ -83,14 +75,21 @@ def qemu_processes_for(run_dir):
 
 @pytest.fixture(autouse=True)
 def no_qemu_left(dirs):
+    """Beside conftest's checks: no QEMU of this test still running, no half-written cache file."""
     yield
     assert qemu_processes_for(dirs["run"]) == [], "QEMU left running"
+    vm_state = dirs["state"] / "vm"
+    if vm_state.exists():
+        assert [p for p in vm_state.rglob("*") if ".tmp." in p.name] == []
 
 
 def test_guest_kernel_exit_code_and_stdio(vm, dirs):
-    r = vm("--", "sh", "-c", "uname -r; echo to-stderr >&2; exit 7")
+    r = vm("--memory", "100M", "--", "sh", "-c",
+           "uname -r; echo to-stderr >&2; grep MemTotal /proc/meminfo; exit 7")
     assert r.code == 7, r
-    release = r.out.strip()
+    release, memtotal = r.out.splitlines()
+    # guest RAM is memory + 64 MiB; the guest kernel keeps some of it
+    assert 100 * 1024 < int(memtotal.split()[1]) < 164 * 1024, memtotal
     assert release == (KERNEL_DIR / "release").read_text().strip()
     assert release != platform.release()
     assert r.err == "to-stderr\n"
@@ -101,31 +100,48 @@ def test_guest_kernel_exit_code_and_stdio(vm, dirs):
 
 
 def test_env_workdir_user_hostname_stdin(vm):
-    r = vm("-e", "GREETING=hello vm", "-w", "/tmp/work", "-u", "app", "--hostname", "guest1", "--",
-           "sh", "-c", 'echo "$GREETING"; pwd; id -u; id -g; hostname; tr a-z A-Z', input="from stdin\n")
+    r = vm("-e", "GREETING=hello vm", "-w", "/tmp/work", "-u", "app", "--hostname", "guest1", "--cpus", "1.5",
+           "--", "sh", "-c", 'echo "$GREETING"; pwd; id -u; id -g; hostname; nproc; tr a-z A-Z',
+           input="from stdin\n")
     assert r.code == 0, r
-    assert r.out == "hello vm\n/tmp/work\n1000\n1000\nguest1\nFROM STDIN\n"
+    # --cpus 1.5 → 2 vCPUs (and a 1.5 CPU quota on QEMU's cgroup)
+    assert r.out == "hello vm\n/tmp/work\n1000\n1000\nguest1\n2\nFROM STDIN\n"
     assert r.err == ""
 
 
-def test_command_not_found_127(vm):
-    r = vm("--", "no-such-command-xyz")
+def test_large_stdin_and_stdout_stream_through(vm):
+    # more than the socket and virtqueue buffers in both directions at once: backpressure, no deadlock
+    data = os.urandom(3 * 1024 * 1024)
+    proc = subprocess.run(vm.argv("--", "cat"), input=data, capture_output=True, env=vm.env(), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == data
+    assert proc.stderr == b""
+
+
+def test_image_from_store_and_command_not_found_127(hedge, guest_kernel, imported_busybox, dirs):
+    r = hedge("run", "--isolation", "vm", "--vm-accel", "tcg", "busybox:latest", "--", "no-such-command-xyz",
+              env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)}, timeout=180)
     assert r.code == 127, r
     assert r.err == "hedge: exec no-such-command-xyz: command not found in PATH\n"
+    # an image's erofs is cached under its content digest
+    digest = imported_busybox.split(":")[-1]
+    assert [p.name for p in (dirs["state"] / "vm" / "rootfs").iterdir()] == [f"image-{digest}.erofs"]
 
 
 def test_memory_hog_is_oom_killed_in_guest(vm):
     # 80M is below the guest's RAM (so the allocation itself succeeds) and above the 64M limit
     r = vm("--memory", "64M", "--", "dd", "if=/dev/zero", "of=/dev/null", "bs=80M", "count=1")
     assert r.code == 137, r
-    assert "OOM-killed: the memory limit (67108864 bytes) was hit" in r.err
+    assert r.err == "hedge: OOM-killed: the workload hit its memory limit of 64 MiB (67108864 bytes)\n"
 
 
-def test_pids_limit_inside_guest(vm):
-    # pids.max 5 in the guest cgroup: the shell itself and 4 children, the 5th fork fails
-    r = vm("--pids", "5", "--", "sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 2 & echo started $i; done")
+def test_pids_limit_inside_guest_and_read_only_root(vm):
+    # pids.max 5 in the guest cgroup: the shell itself and 4 children, the 5th fork fails.
+    # --read-only: the erofs image is the root as is, no overlay.
+    r = vm("--pids", "5", "--read-only", "--", "sh", "-c",
+           "touch /x 2>/dev/null || echo read-only; for i in 1 2 3 4 5 6 7 8; do sleep 2 & echo started $i; done")
     assert r.code == 2, r
-    assert r.out == "started 1\nstarted 2\nstarted 3\nstarted 4\n"
+    assert r.out == "read-only\nstarted 1\nstarted 2\nstarted 3\nstarted 4\n"
     assert r.err == "sh: can't fork: Resource temporarily unavailable\n"
 
 
@@ -202,7 +218,6 @@ def test_missing_kernel_is_clear_error(hedge, vm_rootfs, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--network", "host"], "hedge: network.mode: not supported with vm isolation (a VM has its own kernel"),
-    (["--network", "bridge"], "hedge: network.mode: not supported with vm isolation (bridge"),
     (["-v", "/tmp:/data"], "hedge: mounts[0]: /tmp → /data: not supported with vm isolation (the guest cannot "
                            "share host directories"),
     (["--cap-add", "CAP_NET_ADMIN"], "hedge: security.cap_add: not supported with vm isolation"),
@@ -233,3 +248,67 @@ def test_vm_kernel_verb_and_kvm_probe(hedge, guest_kernel, vm_rootfs, dirs):
         r = hedge("run", "--isolation", "vm", "--vm-accel", "kvm", "--rootfs", vm_rootfs, "--", "true", env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)})
         assert r.code == 125
         assert r.err.startswith("hedge: vm.accel kvm: KVM cannot run guests at speed here: "), r.err
+
+
+def _newc(entries):
+    """A newc cpio archive of (name, mode, data) entries."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        out += b"070701" + b"".join(b"%08X" % v for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out += nb + b"\0" * ((4 - (110 + len(nb)) % 4) % 4)
+        out += data + b"\0" * ((4 - len(data) % 4) % 4)
+    return bytes(out)
+
+
+# A rogue guest: a busybox shell as /init that loads the same modules, sends STARTED and then a message
+# of a type no guest may send, and would then hang forever.
+ROGUE_INIT = r"""#!/bin/busybox sh
+/bin/busybox mount -t sysfs sys /sys
+/bin/busybox mount -t devtmpfs dev /dev
+for m in /modules/*.ko; do /bin/busybox insmod $m; done
+while [ ! -e /dev/vport1p1 ]; do /bin/busybox usleep 10000; done
+printf '\020\000\000\000\000\000\000\000\143\000\000\000\000\000\000\000' > /dev/vport1p1
+/bin/busybox sleep 1000
+"""
+
+
+def test_malformed_guest_message_ends_vm(vm, guest_kernel, tmp_path):
+    entries = [("bin", 0o40755, b""), ("dev", 0o40755, b""), ("sys", 0o40755, b""), ("modules", 0o40755, b""),
+               ("bin/busybox", 0o100755, pathlib.Path("/bin/busybox").read_bytes()),
+               ("init", 0o100755, ROGUE_INIT.encode())]
+    for ko in sorted((guest_kernel / "modules").glob("*.ko")):
+        entries.append((f"modules/{ko.name}", 0o100644, ko.read_bytes()))
+    initrd = tmp_path / "rogue.cpio"
+    initrd.write_bytes(_newc(entries))
+    t0 = time.monotonic()
+    r = vm("--", "true", env={"HEDGE_VM_INITRD": str(initrd)})
+    assert r.code == 125, r
+    assert r.err == "hedge: vm: protocol: malformed message from the guest (type 99, length 0)\n"
+    assert time.monotonic() - t0 < 90
+
+
+def test_bridge_network_reaches_gateway(vm, dirs):
+    """A tap on the hedge bridge, inside a network namespace this test made (nsenter --net only: `ip netns
+    exec` would remount /sys and hide the cgroups). The guest gets the leased address and the default
+    route; its ping reaches the bridge's gateway address in that namespace. Tap and lease go at the end."""
+    import secrets
+    name = f"hedge-test-{secrets.token_hex(4)}"
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot create a network namespace (ip netns add): {r.stderr.strip()}")
+    try:
+        proc = subprocess.run(["nsenter", f"--net=/run/netns/{name}", *vm.argv(
+            "--network", "bridge", "--", "sh", "-c", "ip -o -4 addr show eth0; ip route; ping -c1 -W5 10.89.0.1")],
+            capture_output=True, text=True, env=vm.env(), timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "eth0    inet 10.89.0.2/24" in proc.stdout
+        assert "default via 10.89.0.1 dev eth0" in proc.stdout
+        assert "1 packets received" in proc.stdout
+        links = subprocess.run(["ip", "netns", "exec", name, "ip", "-o", "link"], capture_output=True,
+                               text=True, check=True).stdout
+        assert [l for l in links.splitlines() if " ht" in l] == [], links
+        leases = dirs["state"] / "net" / "hedge0" / "leases"
+        assert not leases.exists() or list(leases.iterdir()) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)

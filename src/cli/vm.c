@@ -28,7 +28,10 @@ static int vm_kernel(void)
     printf("kernel:     %s\nrelease:    %s\nmodules:   ", k.vmlinuz, k.release);
     for (size_t i = 0; k.modules && k.modules[i]; i++)
         printf(" %s", strrchr(k.modules[i], '/') + 1);
-    printf("%s\ninitramfs:  %s\n", k.modules && k.modules[0] ? "" : " (none)", initramfs);
+    printf("%s\nnet modules:", k.modules && k.modules[0] ? "" : " (none)");
+    for (size_t i = 0; k.net_modules && k.net_modules[i]; i++)
+        printf(" %s", strrchr(k.net_modules[i], '/') + 1);
+    printf("%s\ninitramfs:  %s\n", k.net_modules && k.net_modules[0] ? "" : " (none)", initramfs);
     struct hd_vm_accel_probe probe;
     hd_vm_accel_probe(&probe);
     printf("accel:      %s (auto; KVM %s: %s)\n", probe.usable ? "kvm" : "tcg",

@@ -13,6 +13,8 @@
  *   3. mount the erofs rootfs from /dev/vda read-only at /lower, a tmpfs for
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
+ *   3b. bring lo up; with a bridge network load /modules/net, give eth0 the
+ *      leased address and a default route via the gateway (plain ioctls);
  *   4. put the workload in a guest cgroup v2 group whose pids.max and
  *      memory.max come from the spec (so pids are enforced *inside* the guest,
  *      and an OOM kill shows in memory.events), fork, chroot, apply
@@ -26,18 +28,24 @@
  * waits on a guest that gave up. A malformed message from the host is such a
  * failure.
  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -53,6 +61,7 @@
 #define DEVICE_WAIT_MS 20000
 
 static int port_fd = -1;
+static int debug; /* "hedge.debug" on the kernel command line: phase timestamps on the console */
 
 struct guest_config {
     char **argv;
@@ -63,6 +72,8 @@ struct guest_config {
     char *pids;
     char *memory;
     int readonly;
+    char *net_address; /* "10.89.0.2/24" with a bridge network, else NULL */
+    char *net_gateway;
 };
 
 static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -81,6 +92,15 @@ static void console_print(const char *fmt, ...)
     dprintf(fd, "hedge-init: %s\n", line);
     if (fd != 2)
         close(fd);
+}
+
+static void debug_phase(const char *phase)
+{
+    if (!debug)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    console_print("%ld.%03ld %s", (long)ts.tv_sec, ts.tv_nsec / 1000000, phase);
 }
 
 __attribute__((noreturn)) static void power_off(void)
@@ -126,6 +146,8 @@ static void sleep_ms(long ms)
         ;
 }
 
+static void debug_phase(const char *phase);
+
 static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags,
                           const char *data)
 {
@@ -140,22 +162,23 @@ static int select_ko(const struct dirent *d)
     return n > 3 && strcmp(d->d_name + n - 3, ".ko") == 0;
 }
 
-/* Load the modules in /modules in name order; a module already built in or loaded is fine. */
-static void load_modules(void)
+/* Load the modules in dir in name order; a module already built in or loaded is fine. */
+static void load_modules(const char *dir)
 {
     struct dirent **names = NULL;
-    int n = scandir("/modules", &names, select_ko, alphasort);
+    int n = scandir(dir, &names, select_ko, alphasort);
     if (n < 0)
         return; /* a custom kernel with everything built in */
     for (int i = 0; i < n; i++) {
         char path[512];
-        snprintf(path, sizeof(path), "/modules/%s", names[i]->d_name);
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             guest_fail(125, errno, "open module %s", path);
         if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
             guest_fail(125, errno, "load module %s", path);
         close(fd);
+        debug_phase(names[i]->d_name);
         free(names[i]);
     }
     free(names);
@@ -241,12 +264,83 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_PIDS: cfg->pids = hd_xstrdup(value); break;
         case HD_VM_CFG_MEMORY: cfg->memory = hd_xstrdup(value); break;
         case HD_VM_CFG_READONLY: cfg->readonly = strcmp(value, "1") == 0; break;
+        case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
+        case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
         default: guest_fail(125, 0, "protocol: unknown config tag 0x%02x", (unsigned char)tag);
         }
     }
     free(buf);
     if (cfg->argv == NULL)
         guest_fail(125, 0, "protocol: config has no command");
+}
+
+static void set_inet(struct sockaddr *sa, in_addr_t addr)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)(void *)sa;
+    memset(in, 0, sizeof(*in));
+    in->sin_family = AF_INET;
+    in->sin_addr.s_addr = addr;
+}
+
+static void interface_up(int sock, const char *name)
+{
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
+        guest_fail(125, errno, "network: %s flags", name);
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
+        guest_fail(125, errno, "network: bring %s up", name);
+}
+
+/*
+ * lo always comes up (like a container's own namespace). With a bridge network: load the
+ * virtio-net modules, wait for eth0, give it the leased address and route via the gateway.
+ */
+static void setup_network(const struct guest_config *cfg)
+{
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        guest_fail(125, errno, "network: socket");
+    interface_up(sock, "lo");
+    if (cfg->net_address == NULL) {
+        close(sock);
+        return;
+    }
+    char addr_text[32];
+    snprintf(addr_text, sizeof(addr_text), "%s", cfg->net_address);
+    char *slash = strchr(addr_text, '/');
+    int prefix = slash ? atoi(slash + 1) : 32;
+    if (slash)
+        *slash = '\0';
+    struct in_addr addr, gateway;
+    if (inet_pton(AF_INET, addr_text, &addr) != 1 || prefix < 1 || prefix > 32)
+        guest_fail(125, 0, "network: bad address \"%s\"", cfg->net_address);
+    if (cfg->net_gateway == NULL || inet_pton(AF_INET, cfg->net_gateway, &gateway) != 1)
+        guest_fail(125, 0, "network: bad gateway \"%s\"", cfg->net_gateway ? cfg->net_gateway : "");
+    load_modules("/modules/net");
+    wait_for_device("/sys/class/net/eth0");
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
+    set_inet(&ifr.ifr_addr, addr.s_addr);
+    if (ioctl(sock, SIOCSIFADDR, &ifr) < 0)
+        guest_fail(125, errno, "network: eth0 address %s", cfg->net_address);
+    set_inet(&ifr.ifr_netmask, htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix)));
+    if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0)
+        guest_fail(125, errno, "network: eth0 netmask /%d", prefix);
+    interface_up(sock, "eth0");
+    struct rtentry route;
+    memset(&route, 0, sizeof(route));
+    set_inet(&route.rt_dst, INADDR_ANY);
+    set_inet(&route.rt_genmask, INADDR_ANY);
+    set_inet(&route.rt_gateway, gateway.s_addr);
+    route.rt_flags = RTF_UP | RTF_GATEWAY;
+    route.rt_dev = (char *)"eth0";
+    if (ioctl(sock, SIOCADDRT, &route) < 0)
+        guest_fail(125, errno, "network: default route via %s", cfg->net_gateway);
+    close(sock);
 }
 
 static void setup_rootfs(const struct guest_config *cfg)
@@ -457,7 +551,8 @@ static int relay(struct workload *wl, int sigchld_fd)
     struct pending_input in = {0};
     int status = -1;
     int port_open = 1;
-    fcntl(port_fd, F_SETFL, O_NONBLOCK);
+    /* The port stays blocking: reads only follow POLLIN (one read returns what is there), and
+     * writes must wait while the host drains the virtqueue rather than fail with EAGAIN. */
     while (wl->pid > 0 || wl->out_fd >= 0 || wl->err_fd >= 0) {
         struct pollfd fds[5] = {
             {.fd = sigchld_fd, .events = POLLIN},
@@ -537,19 +632,32 @@ int main(void)
     mount_or_fail("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
     mount_or_fail("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
     hd_write_file("/proc/self/oom_score_adj", "-1000", 5, NULL);
-    load_modules();
+    char *cmdline = NULL;
+    size_t cmdline_len;
+    if (hd_read_file("/proc/cmdline", &cmdline, &cmdline_len, NULL) == 0)
+        debug = strstr(cmdline, "hedge.debug") != NULL;
+    free(cmdline);
+    debug_phase("init");
+    load_modules("/modules");
+    debug_phase("modules loaded");
     port_fd = open_host_port();
+    debug_phase("port open");
 
     struct guest_config cfg = {0};
     read_config(&cfg);
     if (sigchld_fd < 0)
         guest_fail(125, errno, "signalfd");
     setup_rootfs(&cfg);
+    debug_phase("rootfs mounted");
     setup_cgroup(&cfg);
+    setup_network(&cfg);
+    debug_phase("network up");
 
     struct workload wl = {.pid = -1, .in_fd = -1, .out_fd = -1, .err_fd = -1};
     start_workload(&cfg, &wl);
+    debug_phase("workload started");
     int status = relay(&wl, sigchld_fd);
+    debug_phase("workload exited");
 
     struct hd_vm_exit_msg exit_msg = {.status = -1};
     if (WIFEXITED(status)) {
@@ -558,7 +666,6 @@ int main(void)
         exit_msg.signal = WTERMSIG(status);
     }
     exit_msg.oom_killed = oom_kills() > 0;
-    fcntl(port_fd, F_SETFL, 0);
     hd_vm_send(port_fd, HD_VM_MSG_EXIT, &exit_msg, sizeof(exit_msg));
     power_off();
 }

@@ -56,6 +56,7 @@
 #include "image.h"
 #include "run.h"
 #include "util.h"
+#include "vm.h"
 
 /* The limits of the built-in echo workload (and of a neighbour beside it). */
 #define ECHO_MEMORY (128ll << 20)
@@ -531,10 +532,15 @@ static int workload_address(struct bench_ctx *c, struct live *l, hd_error_t *err
     enum hd_isolation level = l->spec->isolation;
     if (level == HD_ISOLATION_PROCESS || l->spec->network == HD_NET_HOST)
         return hd_bench_target_set(&l->target, "127.0.0.1", c->o->port, err);
-    if (level == HD_ISOLATION_VM)
-        return hd_error_set(err, ENOSYS, "vm: the vm backend gives its guest no network yet, so port %d "
-                            "cannot be reached; measure vm with --run-to-completion or leave it out",
-                            c->o->port);
+    if (level == HD_ISOLATION_VM) { /* the guest's address on the bridge, through its tap */
+        const char *cidr = hd_vm_guest_address(l->w);
+        if (cidr == NULL)
+            return hd_error_set(err, 0, "the vm workload has no address (network mode %s)",
+                                hd_net_mode_name(l->spec->network));
+        char guest[INET_ADDRSTRLEN];
+        snprintf(guest, sizeof(guest), "%.*s", (int)strcspn(cidr, "/"), cidr);
+        return hd_bench_target_set(&l->target, guest, c->o->port, err);
+    }
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)l->w->pid);
     struct stat theirs, ours;

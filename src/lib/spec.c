@@ -779,9 +779,6 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
             return refuse(err, spec, "network.mode", "a VM has its own kernel and network stack; use none or bridge");
         if (spec->userns.enabled)
             return refuse(err, spec, "user_namespace", "the guest kernel is the isolation boundary");
-        if (spec->network == HD_NET_BRIDGE)
-            return refuse(err, spec, "network.mode",
-                          "bridge (a tap on the hedge bridge) is not built yet for VMs; use none");
         if (spec->n_mounts)
             return hd_error_set(err, 0,
                                 "mounts[0]: %s → %s: not supported with vm isolation (the guest cannot share "

@@ -25,7 +25,6 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
-#include <openssl/evp.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "digest.h"
 #include "config.h"
 #include "util.h"
 #include "vm.h"
@@ -47,6 +47,20 @@ static int select_ko(const struct dirent *d)
 {
     size_t n = strlen(d->d_name);
     return n > 3 && strcmp(d->d_name + n - 3, ".ko") == 0;
+}
+
+/* The .ko files of dir/sub in name order (the load order) into *out. */
+static void list_modules(const char *dir, const char *sub, char ***out)
+{
+    cleanup_free char *mod_dir = hd_xasprintf("%s/%s", dir, sub);
+    struct dirent **names = NULL;
+    int n = scandir(mod_dir, &names, select_ko, alphasort);
+    for (int i = 0; i < n; i++) {
+        cleanup_free char *p = hd_xasprintf("%s/%s", mod_dir, names[i]->d_name);
+        hd_strv_push(out, p);
+        free(names[i]);
+    }
+    free(names);
 }
 
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err)
@@ -75,15 +89,8 @@ int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t 
         k->release = hd_xstrdup("unknown");
         hd_error_free(&ignored);
     }
-    cleanup_free char *mod_dir = hd_xasprintf("%s/modules", k->dir);
-    struct dirent **names = NULL;
-    int n = scandir(mod_dir, &names, select_ko, alphasort);
-    for (int i = 0; i < n; i++) {
-        cleanup_free char *p = hd_xasprintf("%s/%s", mod_dir, names[i]->d_name);
-        hd_strv_push(&k->modules, p);
-        free(names[i]);
-    }
-    free(names);
+    list_modules(k->dir, "modules", &k->modules);
+    list_modules(k->dir, "modules/net", &k->net_modules);
     return 0;
 }
 
@@ -93,6 +100,7 @@ void hd_vm_kernel_free(struct hd_vm_kernel *k)
     free(k->vmlinuz);
     free(k->release);
     hd_strv_free(k->modules);
+    hd_strv_free(k->net_modules);
     memset(k, 0, sizeof(*k));
 }
 
@@ -136,29 +144,6 @@ int hd_vm_init_binary(char **out, hd_error_t *err)
 
 /* ---- content digests ---------------------------------------------------- */
 
-static int digest_file(EVP_MD_CTX *ctx, const char *path, hd_error_t *err)
-{
-    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return hd_error_sys(err, "open %s", path);
-    char buf[65536];
-    ssize_t n;
-    while ((n = read(fd, buf, sizeof(buf))) > 0)
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
-    if (n < 0)
-        return hd_error_sys(err, "read %s", path);
-    return 0;
-}
-
-static void digest_hex(EVP_MD_CTX *ctx, char out[65])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx, md, &len);
-    for (unsigned int i = 0; i < len && i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-}
-
 /* ---- newc cpio writer --------------------------------------------------- */
 
 struct cpio_writer {
@@ -198,7 +183,8 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     if (f == NULL)
         return hd_error_sys(err, "create %s", path);
     struct cpio_writer c = {.f = f};
-    static const char *const dirs[] = {"dev", "proc", "sys", "modules", "lower", "upper", "newroot", "cg"};
+    static const char *const dirs[] = {"dev", "proc", "sys", "modules", "modules/net", "lower", "upper", "newroot",
+                                       "cg"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         cpio_entry(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
     /* the kernel opens /dev/console for init's stdio before devtmpfs is mounted */
@@ -208,6 +194,11 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     for (size_t i = 0; k->modules && k->modules[i]; i++) {
         cleanup_free char *name = hd_xasprintf("modules/%s", strrchr(k->modules[i], '/') + 1);
         if (cpio_file(&c, name, k->modules[i], 0644, err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; k->net_modules && k->net_modules[i]; i++) {
+        cleanup_free char *name = hd_xasprintf("modules/net/%s", strrchr(k->net_modules[i], '/') + 1);
+        if (cpio_file(&c, name, k->net_modules[i], 0644, err) < 0)
             return -1;
     }
     cpio_entry(&c, "TRAILER!!!", 0, 0, 0, NULL, 0);
@@ -228,16 +219,19 @@ int hd_vm_initramfs(const char *state_dir, const struct hd_vm_kernel *k, char **
     cleanup_free char *init = NULL;
     if (hd_vm_init_binary(&init, err) < 0)
         return -1;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    int r = digest_file(ctx, init, err);
+    struct hd_sha256 ctx;
+    hd_sha256_init(&ctx);
+    int r = hd_sha256_update_file(&ctx, init, err);
     for (size_t i = 0; r == 0 && k->modules && k->modules[i]; i++) {
-        EVP_DigestUpdate(ctx, k->modules[i], strlen(k->modules[i]) + 1);
-        r = digest_file(ctx, k->modules[i], err);
+        hd_sha256_update(&ctx, k->modules[i], strlen(k->modules[i]) + 1);
+        r = hd_sha256_update_file(&ctx, k->modules[i], err);
     }
-    char hex[65] = "";
-    digest_hex(ctx, hex);
-    EVP_MD_CTX_free(ctx);
+    for (size_t i = 0; r == 0 && k->net_modules && k->net_modules[i]; i++) {
+        hd_sha256_update(&ctx, k->net_modules[i], strlen(k->net_modules[i]) + 1);
+        r = hd_sha256_update_file(&ctx, k->net_modules[i], err);
+    }
+    char hex[HD_SHA256_HEX_LEN + 1];
+    hd_sha256_final_hex(&ctx, hex);
     if (r < 0)
         return hd_error_prefix(err, "initramfs");
     cleanup_free char *dir = vm_dir(state_dir);
@@ -264,7 +258,7 @@ int hd_vm_initramfs(const char *state_dir, const struct hd_vm_kernel *k, char **
 
 /* ---- rootfs images ------------------------------------------------------ */
 
-static EVP_MD_CTX *tree_ctx; /* nftw has no user pointer */
+static struct hd_sha256 tree_ctx; /* nftw has no user pointer */
 static size_t tree_prefix;
 
 static int digest_tree_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
@@ -273,24 +267,21 @@ static int digest_tree_entry(const char *path, const struct stat *st, int type, 
     int n = snprintf(buf, sizeof(buf), "%s|%o|%u|%u|%lld|%lld.%09ld|", path + tree_prefix, st->st_mode,
                      st->st_uid, st->st_gid, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
                      st->st_mtim.tv_nsec);
-    EVP_DigestUpdate(tree_ctx, buf, (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1));
+    hd_sha256_update(&tree_ctx, buf, (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1));
     if (type == FTW_SL) {
         ssize_t l = readlink(path, buf, sizeof(buf));
         if (l > 0)
-            EVP_DigestUpdate(tree_ctx, buf, (size_t)l);
+            hd_sha256_update(&tree_ctx, buf, (size_t)l);
     }
     return 0;
 }
 
 static int tree_digest(const char *root, char hex[65], hd_error_t *err)
 {
-    tree_ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(tree_ctx, EVP_sha256(), NULL);
+    hd_sha256_init(&tree_ctx);
     tree_prefix = strlen(root);
     int r = nftw(root, digest_tree_entry, 32, FTW_PHYS | FTW_MOUNT);
-    digest_hex(tree_ctx, hex);
-    EVP_MD_CTX_free(tree_ctx);
-    tree_ctx = NULL;
+    hd_sha256_final_hex(&tree_ctx, hex);
     if (r != 0)
         return hd_error_sys(err, "walk %s", root);
     return 0;

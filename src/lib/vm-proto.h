@@ -50,6 +50,8 @@ enum hd_vm_config_tag {
     HD_VM_CFG_PIDS = 'p',     /* decimal pids.max for the workload's guest cgroup */
     HD_VM_CFG_MEMORY = 'm',   /* decimal memory.max in bytes for the workload's guest cgroup */
     HD_VM_CFG_READONLY = 'r', /* "1": no overlay, the erofs rootfs is the root as is */
+    HD_VM_CFG_NET_ADDRESS = 'n', /* "10.89.0.2/24": eth0's address (bridge network) */
+    HD_VM_CFG_NET_GATEWAY = 'g', /* "10.89.0.1": the default route */
 };
 
 struct hd_vm_msg_header {

@@ -10,9 +10,9 @@
  * hedge already holds (one end of a socketpair, passed as fd 3), so there is
  * no socket file to race on or leave behind.
  *
- * Machine: `pc` under TCG (microvm hangs in calibration under TCG here);
- * `microvm` with KVM, virtio on MMIO (the kernel command line QEMU generates
- * names the devices; hedge-init hands virtio_mmio.* options to the module).
+ * Machine: `pc` under TCG; `microvm,pcie=on` with KVM (plain microvm hangs in
+ * TSC calibration under TCG here; with its PCIe bridge it boots, so the same
+ * virtio-pci devices and guest modules serve both machine types).
  * The default CPU model: `-cpu host`/`max` abort on this PVM host.
  */
 #include <errno.h>
@@ -31,17 +31,25 @@
 
 #define QEMU_BINARY "qemu-system-x86_64"
 
+/* The machine type: pc under TCG; microvm with a PCIe bridge under KVM, so the same virtio-pci
+ * devices and modules serve both. $HEDGE_VM_MACHINE overrides it (experiments, other hosts). */
+static const char *machine_type(enum hd_vm_accel accel)
+{
+    const char *env = getenv("HEDGE_VM_MACHINE");
+    if (env && *env)
+        return env;
+    return accel == HD_VM_ACCEL_KVM ? "microvm,pcie=on,rtc=off" : "pc";
+}
+
 static char **qemu_argv(const struct hd_vm_launch *l)
 {
     bool kvm = l->accel == HD_VM_ACCEL_KVM;
-    const char *blk = kvm ? "virtio-blk-device" : "virtio-blk-pci";
-    const char *serial = kvm ? "virtio-serial-device" : "virtio-serial-pci";
     char **v = NULL;
     const char *fixed[] = {QEMU_BINARY, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
                            "-M"};
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
         hd_strv_push(&v, fixed[i]);
-    hd_strv_push(&v, kvm ? "microvm,x-option-roms=off,rtc=off,pic=off,pit=off,isa-serial=on" : "pc");
+    hd_strv_push(&v, machine_type(l->accel));
     hd_strv_push(&v, "-accel");
     /* a small TCG translation buffer: QEMU's default (1 GiB) would count against the memory limit */
     hd_strv_push(&v, kvm ? "kvm" : "tcg,tb-size=64");
@@ -59,10 +67,17 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-initrd");
     hd_strv_push(&v, l->initramfs);
     hd_strv_push(&v, "-append");
-    /* panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting */
+    /* panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
+     * cryptomgr.notests: the crypto self-tests take ~1 s of an emulated boot.
+     * pci=noacpi on pc with one vCPU: routing PCI interrupts through ACPI's interrupt links runs
+     * AML that takes 200-800 ms per virtio device under TCG; the BIOS's routing table does it in
+     * milliseconds. It also stops the kernel from finding CPUs in ACPI's MADT, so an SMP guest keeps
+     * ACPI routing (and boots slower). microvm finds its PCIe bridge through ACPI: it keeps it too. */
+    bool pci_noacpi = strncmp(machine_type(l->accel), "pc", 2) == 0 && l->vcpus == 1;
     s = hd_xasprintf("console=ttyS0 quiet panic=-1 oops=panic reboot=t tsc=reliable no_timer_check "
-                     "random.trust_cpu=on%s%s",
-                     l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
+                     "random.trust_cpu=on cryptomgr.notests%s%s%s",
+                     pci_noacpi ? " pci=noacpi" : "",
+                     l->extra_append && *l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
     hd_strv_push(&v, s);
     free(s);
     hd_strv_push(&v, "-chardev");
@@ -76,13 +91,19 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, s);
     free(s);
     hd_strv_push(&v, "-device");
-    s = hd_xasprintf("%s,drive=rootfs", blk);
-    hd_strv_push(&v, s);
-    free(s);
+    hd_strv_push(&v, "virtio-blk-pci,drive=rootfs");
     hd_strv_push(&v, "-device");
-    s = hd_xasprintf("%s,id=hedgeser", serial);
-    hd_strv_push(&v, s);
-    free(s);
+    /* port 0 is the (unused) console port, ours is 1: two ports instead of 31 means 4 virtqueues, not 64 */
+    hd_strv_push(&v, "virtio-serial-pci,id=hedgeser,max_ports=2");
+    if (l->tap_fd >= 0) {
+        /* the tap is fd 4 in QEMU; vhost would need /dev/vhost-net, plain virtio-net is enough here */
+        hd_strv_push(&v, "-netdev");
+        hd_strv_push(&v, "tap,id=net0,fd=4,vhost=off");
+        hd_strv_push(&v, "-device");
+        s = hd_xasprintf("virtio-net-pci,netdev=net0,mac=%s", l->mac);
+        hd_strv_push(&v, s);
+        free(s);
+    }
     hd_strv_push(&v, "-chardev");
     hd_strv_push(&v, "socket,id=hedgeport,fd=3");
     hd_strv_push(&v, "-device");
@@ -120,7 +141,8 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         return hd_error_set(err, e, "fork");
     }
     if (pid == 0) {
-        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3. Nothing else. */
+        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
+         * (bridge network only). Nothing else. */
         int e = 0;
         char c;
         close(go[1]);
@@ -130,7 +152,9 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         if (read(go[0], &c, 1) != 1) /* wait until the parent put us in the cgroup */
             _exit(125);
         int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
-        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0) {
+        int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
+        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0 ||
+            (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0))) {
             e = errno;
         } else {
             sigset_t none;

@@ -43,6 +43,7 @@
 
 #include "backend.h"
 #include "cgroup.h"
+#include "net.h"
 #include "util.h"
 #include "vm-proto.h"
 #include "vm.h"
@@ -68,6 +69,8 @@ struct vm {
     enum hd_vm_accel accel;
     char *config;
     size_t config_len;
+    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    char mac[18];
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
     pid_t qemu_pid;
@@ -157,6 +160,10 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     if (spec->readonly_rootfs)
         config_add(&buf, &len, HD_VM_CFG_READONLY, "1");
+    if (vm->net) {
+        config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
+        config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
+    }
     if (len > HD_VM_MSG_MAX) {
         free(buf);
         return hd_error_set(err, E2BIG, "vm config: command and environment take %zu bytes, more than %u", len,
@@ -186,6 +193,13 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
         return -1;
+    if (w->spec->network == HD_NET_BRIDGE) {
+        const char *tap, *cidr, *gateway;
+        if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
+            return -1;
+        /* locally administered, unique per run: taken from the run id */
+        snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
+    }
     if (build_config(w, vm, err) < 0)
         return -1;
     vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
@@ -282,10 +296,6 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
                         last ? last : "none");
 }
 
-struct boot_reply {
-    uint32_t type; /* STARTED, ERROR, or 0 when QEMU/the channel ended */
-};
-
 /* Wait for STARTED or ERROR after CONFIG; bounded by the boot timeout. */
 static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
@@ -358,6 +368,11 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = w->backend_data;
     int vcpus = w->spec->resources.cpus > 0 ? (int)ceil(w->spec->resources.cpus) : 1;
+    /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
+    const char *append = getenv("HEDGE_VM_APPEND");
+    cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
+                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "",
+                                                   append ? append : "");
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -368,7 +383,9 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .accel = vm->accel,
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
         .vcpus = vcpus,
-        .extra_append = getenv("HEDGE_VM_APPEND"),
+        .extra_append = extra_append,
+        .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
+        .mac = vm->mac,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -466,6 +483,11 @@ static void *relay_main(void *arg)
 {
     struct hd_workload *w = arg;
     struct vm *vm = w->backend_data;
+    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
+    sigset_t pipe_mask;
+    sigemptyset(&pipe_mask);
+    sigaddset(&pipe_mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
     /* 64 KiB each: not on the thread's stack */
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
     cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
@@ -569,6 +591,12 @@ static void relay_join(struct vm *vm)
     vm->relay_started = false;
 }
 
+const char *hd_vm_guest_address(const struct hd_workload *w)
+{
+    const struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    return vm && vm->net ? hd_net_address(vm->net) : NULL;
+}
+
 /* ---- signal / wait / cleanup ------------------------------------------- */
 
 static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)
@@ -640,6 +668,14 @@ static void vm_cleanup(struct hd_workload *w)
         (void)n;
         relay_join(vm);
     }
+    if (vm->net) { /* QEMU is dead: nothing holds the tap any more */
+        hd_error_t err = NULL;
+        if (hd_net_teardown(vm->net, &err) < 0) {
+            hd_error_print(err, "hedge: cleanup");
+            hd_error_free(&err);
+        }
+        vm->net = NULL;
+    }
     if (vm->port_fd >= 0)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)
@@ -648,7 +684,15 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->wake_fd);
     if (vm->qemu_pidfd >= 0)
         close(vm->qemu_pidfd);
-    if (vm->console_log && getenv("HEDGE_VM_KEEP_CONSOLE") == NULL)
+    if (vm->console_log && getenv("HEDGE_VM_DEBUG")) {
+        cleanup_free char *text = NULL;
+        size_t len = 0;
+        hd_error_t ignored = NULL;
+        if (hd_read_file(vm->console_log, &text, &len, &ignored) == 0)
+            fprintf(stderr, "hedge: vm: guest console:\n%s", text);
+        hd_error_free(&ignored);
+    }
+    if (vm->console_log)
         unlink(vm->console_log);
     if (vm->qemu_log)
         unlink(vm->qemu_log);

@@ -23,6 +23,7 @@ struct hd_vm_kernel {
     char *vmlinuz;   /* dir/vmlinuz */
     char *release;   /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
     char **modules;  /* dir/modules/NN-name.ko in load order (may be empty) */
+    char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
 };
 
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err);
@@ -64,6 +65,10 @@ void hd_vm_accel_probe(struct hd_vm_accel_probe *probe);
 int hd_vm_accel_choose(const char *want, bool quiet, enum hd_vm_accel *out, hd_error_t *err);
 const char *hd_vm_accel_name(enum hd_vm_accel accel);
 
+struct hd_workload;
+/* The guest's address ("10.89.0.2/24") on the hedge bridge, or NULL without a bridge network. */
+const char *hd_vm_guest_address(const struct hd_workload *w);
+
 /* Guest RAM for a spec (memory + guest overhead, or the default). */
 int64_t hd_vm_guest_ram(const struct hd_resources *res);
 /* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,
@@ -82,6 +87,8 @@ struct hd_vm_launch {
     int64_t ram_bytes;
     int vcpus;
     const char *extra_append;  /* appended to the kernel command line, may be NULL */
+    int tap_fd;                /* a tap on the hedge bridge for virtio-net, or -1 */
+    const char *mac;           /* the guest NIC's MAC when tap_fd >= 0 */
 };
 
 struct hd_cgroup;
