@@ -102,7 +102,11 @@ class Mosquitto:
     def start(self):
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=open(self.log, "ab"),
                                      stderr=subprocess.STDOUT)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"mosquitto {self.name} did not start: {self.log.read_text()}")
         return self
 
     def stop(self):

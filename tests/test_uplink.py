@@ -21,10 +21,13 @@ def brokers(request, tmp_path):
     need_mqtt_tools()
     kind = getattr(request, "param", "mosquitto")
     local = (HedgeBroker if kind == "hedge-broker" else Mosquitto)(tmp_path, "local").start()
-    cloud = Mosquitto(tmp_path, "cloud").start()
-    yield local, cloud
-    local.stop()
-    cloud.stop()
+    cloud = Mosquitto(tmp_path, "cloud")
+    try:
+        cloud.start()
+        yield local, cloud
+    finally:
+        local.stop()
+        cloud.stop()
 
 
 @pytest.fixture
@@ -282,11 +285,13 @@ def tls_cloud(tmp_path):
     # The TLS listener needs a plain one beside it for the test's collector.
     cloud.plain_port = __import__("mqtt_util").free_port()
     cloud.conf.write_text(cloud.conf.read_text() + f"listener {cloud.plain_port} 127.0.0.1\n")
-    cloud.start()
-    wait_port(cloud.plain_port)
-    yield local, cloud, pki
-    local.stop()
-    cloud.stop()
+    try:
+        cloud.start()
+        wait_port(cloud.plain_port)
+        yield local, cloud, pki
+    finally:
+        local.stop()
+        cloud.stop()
 
 
 def test_tls_with_client_certificate(tmp_path, tls_cloud, uplinks):
