@@ -59,6 +59,7 @@ FUZZ_SECONDS ?= 60
 fuzz: build
 	./scripts/fuzz-mqtt $(FUZZ_SECONDS)
 	./scripts/fuzz-image $(FUZZ_SECONDS)
+	./scripts/fuzz-mqtt-client $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -23,6 +23,8 @@ static const struct hd_command commands[] = {
     {"start", cmd_start, "start stopped workloads"},
     {"rm", cmd_rm, "stop and remove workloads"},
     {"move", cmd_move, "stop a workload and bundle its spec and volumes for another node"},
+    {"invoke", cmd_invoke_exec, "call a function by its trigger topic and print the result"},
+    {"uplink", cmd_uplink_exec, "show the store-and-forward cloud uplink (uplink status)"},
     {"version", cmd_version, "print the version"},
 };
 
@@ -36,25 +38,6 @@ static void print_help(FILE *out)
                  "  --state-dir DIR  state directory (default $HEDGE_STATE_DIR or /var/lib/hedge)\n"
                  "  --socket PATH    hedged's API socket (default $HEDGE_SOCKET or /run/hedge/hedged.sock)\n"
                  "\n'hedge COMMAND --help' describes a command.\n");
-}
-
-int cli_fail(hd_error_t *err)
-{
-    int code = hd_error_exit_code(*err);
-    hd_error_print(*err, "hedge");
-    hd_error_free(err);
-    return code ? code : 125;
-}
-
-int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
-{
-    va_list ap;
-    fprintf(stderr, "hedge %s: ", verb);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\nusage: %s\n", usage);
-    return 2;
 }
 
 int main(int argc, char **argv)

@@ -84,6 +84,7 @@ void hd_spec_free(struct hd_spec *spec)
         free(spec->triggers[i].topic);
     free(spec->triggers);
     free(spec->vm_accel);
+    free(spec->function.reply_topic);
     hd_strv_free(spec->health.command);
     free(spec);
 }
@@ -525,6 +526,105 @@ static int parse_vm(struct hd_spec *s, const json_t *v, const char *p, hd_error_
     return check_fields(v, p, vm_fields, s, e);
 }
 
+static const char *const function_mode_names[] = {"none", "on-demand", "pinned"};
+
+const char *hd_function_mode_name(enum hd_function_mode mode)
+{
+    return (size_t)mode < ARRAY_SIZE(function_mode_names) ? function_mode_names[mode] : "?";
+}
+
+static int parse_function_mode(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    if (!json_is_string(v))
+        return type_error(e, p, "a string", v);
+    for (size_t i = 1; i < ARRAY_SIZE(function_mode_names); i++)
+        if (strcmp(json_string_value(v), function_mode_names[i]) == 0) {
+            s->function.mode = (enum hd_function_mode)i;
+            return 0;
+        }
+    return hd_error_set(e, 0, "%s: \"%s\" is not a function mode (on-demand or pinned)", p, json_string_value(v));
+}
+
+/* A duration: a number of seconds (fractions allowed) or a string "250ms", "10s", "5m". */
+static int get_duration_ms(const json_t *v, const char *p, int64_t *out, hd_error_t *e)
+{
+    double seconds;
+    if (json_is_number(v)) {
+        seconds = json_number_value(v);
+    } else if (json_is_string(v)) {
+        char *end;
+        const char *text = json_string_value(v);
+        seconds = strtod(text, &end);
+        if (end == text)
+            goto bad;
+        if (strcmp(end, "ms") == 0)
+            seconds /= 1000.0;
+        else if (strcmp(end, "m") == 0)
+            seconds *= 60.0;
+        else if (strcmp(end, "s") != 0 && *end)
+            goto bad;
+    } else {
+        return type_error(e, p, "a duration (seconds, or \"250ms\", \"10s\", \"5m\")", v);
+    }
+    if (!(seconds > 0) || seconds > 86400.0 * 365)
+        return hd_error_set(e, 0, "%s: must be more than 0 and at most a year", p);
+    *out = (int64_t)(seconds * 1000.0 + 0.5);
+    if (*out == 0)
+        *out = 1;
+    return 0;
+bad:
+    return hd_error_set(e, 0, "%s: \"%s\" is not a duration (\"250ms\", \"10s\", \"5m\")", p, json_string_value(v));
+}
+
+static int parse_function_timeout(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return get_duration_ms(v, p, &s->function.timeout_ms, e);
+}
+
+static int parse_function_idle_timeout(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return get_duration_ms(v, p, &s->function.idle_timeout_ms, e);
+}
+
+static int parse_function_max_concurrency(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    int64_t n = 0;
+    if (get_int(v, p, 1, 1024, &n, e) < 0)
+        return -1;
+    s->function.max_concurrency = (int)n;
+    return 0;
+}
+
+static int parse_function_max_queue(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    int64_t n = 0;
+    if (get_int(v, p, 1, 1000000, &n, e) < 0)
+        return -1;
+    s->function.max_queue = (int)n;
+    return 0;
+}
+
+STRING_FIELD(parse_function_reply_topic, function.reply_topic)
+
+static const struct field function_fields[] = {
+    {"mode", parse_function_mode},
+    {"timeout", parse_function_timeout},
+    {"max_concurrency", parse_function_max_concurrency},
+    {"idle_timeout", parse_function_idle_timeout},
+    {"reply_topic", parse_function_reply_topic},
+    {"max_queue", parse_function_max_queue},
+    {NULL, NULL},
+};
+
+static int parse_function(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    if (check_fields(v, p, function_fields, s, e) < 0)
+        return -1;
+    if (s->function.mode == HD_FUNCTION_NONE)
+        return hd_error_set(e, 0, "%s.mode: is required (on-demand or pinned)", p);
+    return 0;
+}
+
 static int parse_health_command(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     hd_strv_free(s->health.command);
@@ -580,6 +680,7 @@ static const struct field spec_fields[] = {
     {"init", parse_init},
     {"user_namespace", parse_userns},
     {"vm", parse_vm},
+    {"function", parse_function},
     {NULL, NULL},
 };
 
@@ -737,6 +838,20 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
         strcmp(spec->vm_accel, "tcg") != 0)
         return hd_error_set(err, 0, "vm.accel: \"%s\" is not an accelerator (auto, kvm or tcg)",
                             spec->vm_accel);
+    const struct hd_function *fn = &spec->function;
+    if (fn->mode != HD_FUNCTION_NONE) {
+        if (spec->n_triggers == 0)
+            return hd_error_set(err, 0, "triggers: a function needs at least one trigger topic");
+        if (fn->mode == HD_FUNCTION_PINNED && fn->max_concurrency > 1)
+            return hd_error_set(err, 0, "function.max_concurrency: a pinned function has one instance");
+        if (fn->mode == HD_FUNCTION_PINNED && fn->idle_timeout_ms)
+            return hd_error_set(err, 0, "function.idle_timeout: only applies to on-demand functions");
+        if (fn->reply_topic && (fn->reply_topic[0] == '\0' || strpbrk(fn->reply_topic, "+#")))
+            return hd_error_set(err, 0, "function.reply_topic: \"%s\" must be a topic name without wildcards",
+                                fn->reply_topic);
+    } else if (fn->timeout_ms || fn->max_concurrency || fn->idle_timeout_ms || fn->reply_topic || fn->max_queue) {
+        return hd_error_set(err, 0, "function.mode: is required");
+    }
     if (spec->isolation == HD_ISOLATION_PROCESS)
         return validate_process(spec, err);
     return validate_container_or_vm(spec, err);
@@ -847,6 +962,21 @@ char *hd_spec_to_json(const struct hd_spec *spec)
                                       (json_int_t)spec->userns.size));
     if (spec->vm_accel)
         json_object_set_new(o, "vm", json_pack("{s:s}", "accel", spec->vm_accel));
+    if (spec->function.mode != HD_FUNCTION_NONE) {
+        const struct hd_function *fn = &spec->function;
+        json_t *f = json_pack("{s:s}", "mode", hd_function_mode_name(fn->mode));
+        if (fn->timeout_ms)
+            json_object_set_new(f, "timeout", json_real((double)fn->timeout_ms / 1000.0));
+        if (fn->max_concurrency)
+            json_object_set_new(f, "max_concurrency", json_integer(fn->max_concurrency));
+        if (fn->idle_timeout_ms)
+            json_object_set_new(f, "idle_timeout", json_real((double)fn->idle_timeout_ms / 1000.0));
+        if (fn->reply_topic)
+            json_object_set_new(f, "reply_topic", json_string(fn->reply_topic));
+        if (fn->max_queue)
+            json_object_set_new(f, "max_queue", json_integer(fn->max_queue));
+        json_object_set_new(o, "function", f);
+    }
     if (spec->health.command || spec->health.wait > 0) {
         json_t *h = json_object();
         if (spec->health.command)

@@ -63,6 +63,22 @@ struct hd_restart {
     int max_retries;      /* 0 = unlimited (for on-failure) */
 };
 
+/* The `function` block: how triggers invoke the workload (src/functions/). */
+enum hd_function_mode {
+    HD_FUNCTION_NONE = 0,     /* no function block: not a function */
+    HD_FUNCTION_ON_DEMAND,    /* one run-to-completion per invocation: payload on stdin, result on stdout */
+    HD_FUNCTION_PINNED,       /* one long-lived instance: length-prefixed events on stdin/stdout */
+};
+
+struct hd_function {
+    enum hd_function_mode mode;
+    int64_t timeout_ms;       /* per invocation; default 10000 */
+    int max_concurrency;      /* on-demand instances at once; default 1 (pinned: always 1) */
+    int64_t idle_timeout_ms;  /* on-demand: warm instances kept this long; default 60000 */
+    char *reply_topic;        /* NULL: the MQTT 5 response topic, else "<topic>/reply" */
+    int max_queue;            /* invocations waiting for an instance; default 100; beyond: error event */
+};
+
 /* When hedged counts a new version as healthy during an upgrade (daemon only). */
 struct hd_health {
     char **command;       /* run on the host until it exits 0; NULL = "keeps running for wait seconds" */
@@ -100,8 +116,11 @@ struct hd_spec {
     bool init;            /* run a minimal reaper as PID 1 (container) */
     struct hd_user_namespace userns;
     char *vm_accel;       /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
+    struct hd_function function;
     struct hd_health health;
 };
+
+const char *hd_function_mode_name(enum hd_function_mode mode);
 
 const char *hd_isolation_name(enum hd_isolation iso);
 int hd_isolation_parse(const char *text, enum hd_isolation *out);

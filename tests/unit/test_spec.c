@@ -97,9 +97,60 @@ static void test_errors(void)
     CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memory\":\"64M\"}}"), "");
 }
 
+static void test_function_block(void)
+{
+    const char *json = "{\"isolation\":\"process\",\"command\":[\"/bin/cat\"],"
+                       "\"triggers\":[{\"topic\":\"fn/echo\"}],"
+                       "\"function\":{\"mode\":\"on-demand\",\"timeout\":\"250ms\",\"max_concurrency\":4,"
+                       "\"idle_timeout\":30,\"reply_topic\":\"fn/echo/out\",\"max_queue\":10}}";
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    CHECK(hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) == 0);
+    CHECK(hd_spec_validate(spec, &err) == 0);
+    CHECK(spec->function.mode == HD_FUNCTION_ON_DEMAND);
+    CHECK(spec->function.timeout_ms == 250 && spec->function.idle_timeout_ms == 30000);
+    CHECK(spec->function.max_concurrency == 4 && spec->function.max_queue == 10);
+    CHECK_STR(spec->function.reply_topic, "fn/echo/out");
+    char *out = hd_spec_to_json(spec);
+    struct hd_spec *again = hd_spec_new();
+    CHECK(hd_spec_parse_json(again, out, strlen(out), "roundtrip", &err) == 0);
+    char *out2 = hd_spec_to_json(again);
+    CHECK_STR(out, out2);
+    CHECK(again->function.timeout_ms == 250);
+    free(out);
+    free(out2);
+    hd_spec_free(again);
+    hd_spec_free(spec);
+    hd_error_free(&err);
+
+    const char *base = "{\"isolation\":\"process\",\"command\":[\"x\"],\"triggers\":[{\"topic\":\"t\"}],";
+    char buf[512];
+#define FN(rest) (snprintf(buf, sizeof(buf), "%s%s}", base, rest), try_spec(buf))
+    CHECK_STR(FN("\"function\":{\"mode\":\"lazy\"}"),
+              "t.json: function.mode: \"lazy\" is not a function mode (on-demand or pinned)");
+    CHECK_STR(FN("\"function\":{\"timeout\":5}"), "t.json: function.mode: is required (on-demand or pinned)");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"timeout\":\"soon\"}"),
+              "t.json: function.timeout: \"soon\" is not a duration (\"250ms\", \"10s\", \"5m\")");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"timeout\":0}"),
+              "t.json: function.timeout: must be more than 0 and at most a year");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"max_concurrency\":2}"),
+              "function.max_concurrency: a pinned function has one instance");
+    CHECK_STR(FN("\"function\":{\"mode\":\"on-demand\",\"max_concurrency\":0}"),
+              "t.json: function.max_concurrency: 0 is out of range (1..1024)");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"idle_timeout\":5}"),
+              "function.idle_timeout: only applies to on-demand functions");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"reply_topic\":\"a/#\"}"),
+              "function.reply_topic: \"a/#\" must be a topic name without wildcards");
+    CHECK_STR(FN("\"function\":{\"mode\":\"pinned\",\"retries\":1}"), "t.json: function.retries: unknown field");
+    CHECK_STR(try_spec("{\"isolation\":\"process\",\"command\":[\"x\"],\"function\":{\"mode\":\"pinned\"}}"),
+              "triggers: a function needs at least one trigger topic");
+#undef FN
+}
+
 int main(void)
 {
     test_full_spec();
     test_errors();
+    test_function_block();
     CHECK_DONE();
 }

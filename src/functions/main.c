@@ -1,0 +1,223 @@
+/*
+ * main.c - `hedge-functions`: one function, invoked by MQTT messages, run on
+ * its own until hedged embeds the invoker (src/functions/invoker.h).
+ *
+ *   hedge-functions --spec F.json --broker HOST:PORT [--state-dir DIR] [--check]
+ *   hedge-functions invoke --topic TOPIC ...   (what `hedge invoke` runs; src/cli/invoke.c)
+ *
+ * It connects to the broker with MQTT 5 (for response topics and correlation
+ * data), subscribes to the spec's triggers at QoS 1 and hands every message
+ * to the invoker. A result is published (QoS 1) to the function's
+ * reply_topic, else the request's response topic, else "<topic>/reply", with
+ * the request's correlation data. Errors are JSON events on the same topic:
+ * {"error": KIND, "function": NAME, "detail": TEXT}. Requests are
+ * acknowledged on receipt: an invocation is not durable (a broker outage
+ * loses those in flight). On SIGINT/SIGTERM the instances are stopped and
+ * removed. The broker connection is retried every 500 ms.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "invoker.h"
+#include "mqtt_client.h"
+#include "util.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+struct app {
+    const struct hd_spec *spec;
+    struct hd_invoker *inv;
+    struct hd_mqtt_client *mqtt;
+    char **filters;
+    uint16_t next_id;
+    bool connected;
+};
+
+static void app_on_connect(void *ctx, bool session_present)
+{
+    struct app *a = ctx;
+    a->connected = true;
+    hd_mqtt_subscribe(a->mqtt, 1, a->filters, 1);
+    hd_mqtt_client_flush(a->mqtt);
+    fprintf(stderr, "hedge-functions: %s: connected, listening on %s%s\n",
+            a->spec->name ? a->spec->name : "function", a->filters[0], a->filters[1] ? ", ..." : "");
+}
+
+static void app_on_suback(void *ctx, uint16_t id, const uint8_t *codes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (codes[i] >= 0x80)
+            fprintf(stderr, "hedge-functions: subscription %zu refused by the broker (0x%02x)\n", i, codes[i]);
+    fprintf(stderr, "hedge-functions: subscribed\n");
+}
+
+static void app_on_message(void *ctx, const struct hd_mqtt_message *m)
+{
+    struct app *a = ctx;
+    if (m->qos)
+        hd_mqtt_puback(a->mqtt, m->packet_id);
+    struct hd_invocation *call = hd_xcalloc(1, sizeof(*call));
+    call->received_ns = hd_now_ns();
+    if (a->spec->function.reply_topic)
+        call->reply_topic = hd_xstrdup(a->spec->function.reply_topic);
+    else if (m->response_topic && m->response_topic_len)
+        call->reply_topic = strndup((const char *)m->response_topic, m->response_topic_len);
+    else
+        call->reply_topic = hd_xasprintf("%s/reply", m->topic);
+    call->payload = hd_xmalloc(m->payload_len + 1);
+    memcpy(call->payload, m->payload, m->payload_len);
+    call->payload_len = m->payload_len;
+    if (m->correlation) {
+        call->correlation = hd_xmalloc(m->correlation_len + 1);
+        memcpy(call->correlation, m->correlation, m->correlation_len);
+        call->correlation_len = m->correlation_len;
+    }
+    hd_invoker_submit(a->inv, call);
+}
+
+static void app_on_disconnect(void *ctx, const char *reason)
+{
+    struct app *a = ctx;
+    a->connected = false;
+    fprintf(stderr, "hedge-functions: broker: %s\n", reason);
+}
+
+static void app_publish_results(struct app *a)
+{
+    struct hd_invocation *call;
+    while ((call = hd_invoker_next_result(a->inv))) {
+        if (a->connected) {
+            if (++a->next_id == 0)
+                a->next_id = 1;
+            hd_mqtt_publish(a->mqtt, call->reply_topic, call->body ? call->body : "", call->body_len, 1, false,
+                            a->next_id, call->correlation, call->correlation_len);
+        } else {
+            fprintf(stderr, "hedge-functions: result for %s dropped: not connected\n", call->reply_topic);
+        }
+        hd_invocation_free(call);
+    }
+    hd_mqtt_client_flush(a->mqtt);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: hedge-functions --spec F.json --broker HOST:PORT [--state-dir DIR] [--check]\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "invoke") == 0)
+        return cmd_invoke(argc - 1, argv + 1);
+    static const struct option longopts[] = {
+        {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
+        {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+    };
+    const char *spec_path = NULL, *broker = "127.0.0.1:1883", *state_dir = NULL;
+    bool check = false;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "s:b:d:nh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's': spec_path = optarg; break;
+        case 'b': broker = optarg; break;
+        case 'd': state_dir = optarg; break;
+        case 'n': check = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return HD_EXIT_USAGE;
+        }
+    }
+    if (!spec_path || optind != argc) {
+        usage(stderr);
+        return HD_EXIT_USAGE;
+    }
+    hd_error_t err = NULL;
+    cleanup_spec struct hd_spec *spec = hd_spec_new();
+    cleanup_free char *host = NULL;
+    int port;
+    if (hd_spec_load_file(spec, spec_path, &err) < 0 || hd_spec_validate(spec, &err) < 0 ||
+        hd_mqtt_parse_address(broker, 1883, &host, &port, &err) < 0)
+        goto fail_usage;
+    if (spec->function.mode == HD_FUNCTION_NONE) {
+        hd_error_set_code(&err, HD_EXIT_USAGE, 0, "%s: function: the spec has no function block", spec_path);
+        goto fail_usage;
+    }
+    if (check) {
+        printf("%s: ok (%s function, %d trigger(s))\n", spec_path, hd_function_mode_name(spec->function.mode),
+               spec->n_triggers);
+        return 0;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct app a = {.spec = spec};
+    for (int i = 0; i < spec->n_triggers; i++)
+        hd_strv_push(&a.filters, spec->triggers[i].topic);
+    a.inv = hd_invoker_new(spec, state_dir, &err);
+    if (!a.inv) {
+        hd_strv_free(a.filters);
+        goto fail;
+    }
+    char client_id[64];
+    snprintf(client_id, sizeof(client_id), "hedge-fn-%s-%d", spec->name ? spec->name : "f", (int)getpid());
+    struct hd_mqtt_options mo = {.host = host, .port = port, .client_id = client_id, .clean_session = true,
+                                 .keepalive = 30, .protocol = 5};
+    struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect, .on_message = app_on_message,
+                                   .on_suback = app_on_suback, .on_disconnect = app_on_disconnect};
+    a.mqtt = hd_mqtt_client_new(&mo, &cb, &a);
+    uint64_t next_attempt = 0;
+    while (!stop_requested) {
+        uint64_t now = hd_now_ns();
+        if (hd_mqtt_client_state(a.mqtt) == HD_MQTT_DISCONNECTED && now >= next_attempt) {
+            next_attempt = now + 500000000ull;
+            if (hd_mqtt_client_connect(a.mqtt, &err) < 0) {
+                fprintf(stderr, "hedge-functions: broker %s: %s\n", broker, hd_error_text(err));
+                hd_error_free(&err);
+            }
+        }
+        struct pollfd fds[2] = {
+            {.fd = hd_mqtt_client_fd(a.mqtt), .events = hd_mqtt_client_events(a.mqtt)},
+            {.fd = hd_invoker_fd(a.inv), .events = POLLIN},
+        };
+        if (poll(fds, 2, 500) < 0 && errno != EINTR)
+            break;
+        if (fds[0].fd >= 0 && fds[0].revents)
+            hd_mqtt_client_handle(a.mqtt, fds[0].revents);
+        app_publish_results(&a);
+        hd_mqtt_client_tick(a.mqtt, hd_now_ns());
+    }
+    struct hd_invoker_stats st;
+    hd_invoker_get_stats(a.inv, &st);
+    fprintf(stderr, "hedge-functions: stopping (%llu invocations, %llu errors, %llu timeouts, %llu rejected, "
+                    "%llu restarts, latency p50 %.2f ms p99 %.2f ms)\n", (unsigned long long)st.invocations,
+            (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
+            (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
+    hd_invoker_free(a.inv);
+    hd_mqtt_client_close(a.mqtt, true);
+    hd_mqtt_client_free(a.mqtt);
+    hd_strv_free(a.filters);
+    return 0;
+
+fail_usage:
+fail:
+    {
+        int code = hd_error_exit_code(err);
+        hd_error_print(err, "hedge-functions");
+        hd_error_free(&err);
+        return code ? code : HD_EXIT_HEDGE;
+    }
+}

@@ -1,0 +1,388 @@
+/*
+ * config.c - the uplink's JSON configuration (see docs/uplink.md).
+ *
+ * Every error names the field path ("cloud.tls.ca_file: must be a string")
+ * and unknown keys are refused, so a typo does not silently become a
+ * default. "{node_id}" in topic strings and client ids is replaced by the
+ * node id. Mapping pairs must carry the same wildcards in the same order
+ * (checked here, so hd_uplink_map_topic never meets a pair it cannot map).
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "uplink.h"
+#include "util.h"
+
+static int cfg_type_error(hd_error_t *err, const char *path, const char *want)
+{
+    return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: must be %s", path, want);
+}
+
+static int cfg_string(json_t *obj, const char *key, const char *path, char **out, bool required, hd_error_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v) {
+        if (required)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: is required", path, key);
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 || strlen(json_string_value(v)) != json_string_length(v)) {
+        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+        return cfg_type_error(err, p, "a non-empty string");
+    }
+    free(*out);
+    *out = hd_xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int cfg_int(json_t *obj, const char *key, const char *path, int64_t min, int64_t max, int64_t *out,
+                   hd_error_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
+        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+        cleanup_free char *want = hd_xasprintf("an integer in %lld..%lld", (long long)min, (long long)max);
+        return cfg_type_error(err, p, want);
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int cfg_bool(json_t *obj, const char *key, const char *path, bool *out, hd_error_t *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v)) {
+        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+        return cfg_type_error(err, p, "true or false");
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* Refuse keys not in `known` (NULL-terminated). */
+static int cfg_known_keys(json_t *obj, const char *path, const char *const *known, hd_error_t *err)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(obj, key, v) {
+        bool ok = false;
+        for (size_t i = 0; known[i]; i++)
+            ok |= strcmp(key, known[i]) == 0;
+        if (!ok)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: unknown field", path, key);
+    }
+    return 0;
+}
+
+static char *cfg_expand(const char *s, const char *node_id)
+{
+    if (!s)
+        return NULL;
+    const char *at = strstr(s, "{node_id}");
+    if (!at)
+        return hd_xstrdup(s);
+    cleanup_free char *rest = cfg_expand(at + 9, node_id);
+    return hd_xasprintf("%.*s%s%s", (int)(at - s), s, node_id, rest);
+}
+
+static int cfg_broker(json_t *root, const char *name, struct hd_mqtt_options *o, const char *node_id,
+                      bool cloud, hd_error_t *err)
+{
+    json_t *obj = json_object_get(root, name);
+    cleanup_free char *path = hd_xasprintf("%s.", name);
+    if (!obj)
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: is required", name);
+    if (!json_is_object(obj))
+        return cfg_type_error(err, name, "an object");
+    static const char *const known[] = {"host", "port", "client_id", "username", "password", "keepalive",
+                                        "clean_session", "tls", NULL};
+    if (cfg_known_keys(obj, path, known, err) < 0)
+        return -1;
+    int64_t port = cloud ? 8883 : 1883, keepalive = 30;
+    o->host = hd_xstrdup("127.0.0.1");
+    if (cfg_string(obj, "host", path, &o->host, false, err) < 0 ||
+        cfg_int(obj, "port", path, 1, 65535, &port, err) < 0 ||
+        cfg_string(obj, "client_id", path, &o->client_id, false, err) < 0 ||
+        cfg_string(obj, "username", path, &o->username, false, err) < 0 ||
+        cfg_string(obj, "password", path, &o->password, false, err) < 0 ||
+        cfg_int(obj, "keepalive", path, 0, 65535, &keepalive, err) < 0 ||
+        cfg_bool(obj, "clean_session", path, &o->clean_session, err) < 0)
+        return -1;
+    o->port = (int)port;
+    o->keepalive = (uint16_t)keepalive;
+    o->protocol = 4;
+    if (!o->client_id)
+        o->client_id = hd_xasprintf("hedge-uplink-%s", node_id);
+    else {
+        char *expanded = cfg_expand(o->client_id, node_id);
+        free(o->client_id);
+        o->client_id = expanded;
+    }
+    json_t *tls = json_object_get(obj, "tls");
+    if (tls) {
+        cleanup_free char *tpath = hd_xasprintf("%stls.", path);
+        if (!json_is_object(tls))
+            return cfg_type_error(err, "cloud.tls", "an object");
+        static const char *const tls_known[] = {"ca_file", "cert_file", "key_file", "server_name", "insecure", NULL};
+        if (cfg_known_keys(tls, tpath, tls_known, err) < 0)
+            return -1;
+        o->tls.enabled = true;
+        if (cfg_string(tls, "ca_file", tpath, &o->tls.ca_file, false, err) < 0 ||
+            cfg_string(tls, "cert_file", tpath, &o->tls.cert_file, false, err) < 0 ||
+            cfg_string(tls, "key_file", tpath, &o->tls.key_file, false, err) < 0 ||
+            cfg_string(tls, "server_name", tpath, &o->tls.server_name, false, err) < 0 ||
+            cfg_bool(tls, "insecure", tpath, &o->tls.insecure, err) < 0)
+            return -1;
+        if (o->tls.key_file && !o->tls.cert_file)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%stls.key_file: needs cert_file", path);
+    }
+    return 0;
+}
+
+/* The wildcard skeleton of a filter ("+#" for "a/+/b/#"); NULL if the filter is malformed. */
+static char *cfg_wildcards(const char *filter)
+{
+    size_t n = strlen(filter);
+    char *w = hd_xcalloc(n + 1, 1);
+    size_t k = 0;
+    const char *level = filter;
+    for (;;) {
+        const char *end = strchrnul(level, '/');
+        size_t len = (size_t)(end - level);
+        bool has_wild = memchr(level, '+', len) || memchr(level, '#', len);
+        if (has_wild) {
+            if (len != 1 || (level[0] == '#' && *end)) {
+                free(w);
+                return NULL;
+            }
+            w[k++] = level[0];
+        }
+        if (!*end)
+            break;
+        level = end + 1;
+    }
+    return w;
+}
+
+static int cfg_maps(json_t *root, const char *name, const char *from_key, const char *to_key,
+                    const char *node_id, struct hd_uplink_map **out, size_t *n_out, hd_error_t *err)
+{
+    json_t *arr = json_object_get(root, name);
+    if (!arr)
+        return 0;
+    if (!json_is_array(arr))
+        return cfg_type_error(err, name, "an array of {\"local\": FILTER, \"cloud\": FILTER}");
+    *out = hd_xcalloc(json_array_size(arr) + 1, sizeof(**out));
+    size_t i;
+    json_t *item;
+    json_array_foreach(arr, i, item) {
+        cleanup_free char *path = hd_xasprintf("%s[%zu].", name, i);
+        if (!json_is_object(item))
+            return cfg_type_error(err, path, "an object");
+        static const char *const known[] = {"local", "cloud", NULL};
+        if (cfg_known_keys(item, path, known, err) < 0)
+            return -1;
+        cleanup_free char *from = NULL, *to = NULL;
+        if (cfg_string(item, from_key, path, &from, true, err) < 0 || cfg_string(item, to_key, path, &to, true, err) < 0)
+            return -1;
+        struct hd_uplink_map *m = &(*out)[i];
+        m->from = cfg_expand(from, node_id);
+        m->to = cfg_expand(to, node_id);
+        *n_out = i + 1;
+        cleanup_free char *wf = cfg_wildcards(m->from), *wt = cfg_wildcards(m->to);
+        if (!wf)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path,
+                                     from_key, m->from);
+        if (!wt)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path,
+                                     to_key, m->to);
+        if (strcmp(wf, wt) != 0)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0,
+                                     "%s%s: \"%s\" must have the same wildcards as \"%s\"", path, to_key, m->to,
+                                     m->from);
+    }
+    return 0;
+}
+
+static int cfg_spool(json_t *root, struct hd_uplink_config *cfg, hd_error_t *err)
+{
+    json_t *obj = json_object_get(root, "spool");
+    if (!obj)
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "spool: is required (at least spool.path)");
+    if (!json_is_object(obj))
+        return cfg_type_error(err, "spool", "an object");
+    static const char *const known[] = {"path", "max_bytes", "ttl", "full_policy", "sync", NULL};
+    if (cfg_known_keys(obj, "spool.", known, err) < 0 || cfg_string(obj, "path", "spool.", &cfg->spool_path, true, err) < 0)
+        return -1;
+    json_t *v = json_object_get(obj, "max_bytes");
+    if (v) {
+        int64_t bytes = -1;
+        if (json_is_integer(v))
+            bytes = json_integer_value(v);
+        else if (json_is_string(v) && hd_parse_size(json_string_value(v), &bytes) < 0)
+            bytes = -1;
+        if (bytes < 0)
+            return cfg_type_error(err, "spool.max_bytes", "a size (\"64M\") or a number of bytes");
+        cfg->spool.max_bytes = bytes;
+    }
+    int64_t ttl = 0;
+    if (cfg_int(obj, "ttl", "spool.", 0, INT64_MAX / 1000, &ttl, err) < 0)
+        return -1;
+    cfg->spool.ttl_ms = ttl * 1000;
+    cleanup_free char *policy = NULL, *sync = NULL;
+    if (cfg_string(obj, "full_policy", "spool.", &policy, false, err) < 0 ||
+        cfg_string(obj, "sync", "spool.", &sync, false, err) < 0)
+        return -1;
+    if (!policy || strcmp(policy, "drop-oldest") == 0)
+        cfg->spool.policy = HD_SPOOL_DROP_OLDEST;
+    else if (strcmp(policy, "reject-new") == 0)
+        cfg->spool.policy = HD_SPOOL_REJECT_NEW;
+    else
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0,
+                                 "spool.full_policy: \"%s\" is not drop-oldest or reject-new", policy);
+    if (!sync || strcmp(sync, "full") == 0)
+        cfg->spool.sync_full = true;
+    else if (strcmp(sync, "normal") == 0)
+        cfg->spool.sync_full = false;
+    else
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "spool.sync: \"%s\" is not full or normal", sync);
+    return 0;
+}
+
+int hd_uplink_config_load(const char *path, struct hd_uplink_config *cfg, hd_error_t *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->window = 256;
+    cfg->reconnect_min_ms = 500;
+    cfg->reconnect_max_ms = 30000;
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s:%d: %s", path, jerr.line, jerr.text);
+    int ret = -1;
+    if (!json_is_object(root)) {
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: must be a JSON object", path);
+        goto out;
+    }
+    static const char *const known[] = {"node_id", "local", "cloud", "up", "down", "spool", "window",
+                                        "reconnect_min_ms", "reconnect_max_ms", NULL};
+    int64_t window = cfg->window;
+    if (cfg_known_keys(root, "", known, err) < 0 || cfg_string(root, "node_id", "", &cfg->node_id, true, err) < 0)
+        goto out;
+    if (strpbrk(cfg->node_id, "/+#")) {
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "node_id: \"%s\" must not contain '/', '+' or '#'", cfg->node_id);
+        goto out;
+    }
+    if (cfg_broker(root, "local", &cfg->local, cfg->node_id, false, err) < 0 ||
+        cfg_broker(root, "cloud", &cfg->cloud, cfg->node_id, true, err) < 0 ||
+        cfg_maps(root, "up", "local", "cloud", cfg->node_id, &cfg->up, &cfg->n_up, err) < 0 ||
+        cfg_maps(root, "down", "cloud", "local", cfg->node_id, &cfg->down, &cfg->n_down, err) < 0 ||
+        cfg_spool(root, cfg, err) < 0 || cfg_int(root, "window", "", 1, 65535, &window, err) < 0 ||
+        cfg_int(root, "reconnect_min_ms", "", 1, 3600000, &cfg->reconnect_min_ms, err) < 0 ||
+        cfg_int(root, "reconnect_max_ms", "", 1, 3600000, &cfg->reconnect_max_ms, err) < 0)
+        goto out;
+    cfg->window = (int)window;
+    if (cfg->n_up + cfg->n_down == 0) {
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "up: no topics to forward (give \"up\" and/or \"down\" mappings)");
+        goto out;
+    }
+    if (cfg->local.tls.enabled) {
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "local.tls: the local broker is reached in plain TCP on the node");
+        goto out;
+    }
+    ret = 0;
+out:
+    json_decref(root);
+    if (ret < 0) {
+        hd_error_prefix(err, "uplink config %s", path);
+        hd_uplink_config_free(cfg);
+    }
+    return ret;
+}
+
+static void free_options(struct hd_mqtt_options *o)
+{
+    free(o->host);
+    free(o->client_id);
+    free(o->username);
+    free(o->password);
+    free(o->tls.ca_file);
+    free(o->tls.cert_file);
+    free(o->tls.key_file);
+    free(o->tls.server_name);
+}
+
+void hd_uplink_config_free(struct hd_uplink_config *cfg)
+{
+    free(cfg->node_id);
+    free_options(&cfg->local);
+    free_options(&cfg->cloud);
+    for (size_t i = 0; i < cfg->n_up; i++) {
+        free(cfg->up[i].from);
+        free(cfg->up[i].to);
+    }
+    for (size_t i = 0; i < cfg->n_down; i++) {
+        free(cfg->down[i].from);
+        free(cfg->down[i].to);
+    }
+    free(cfg->up);
+    free(cfg->down);
+    free(cfg->spool_path);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+char *hd_uplink_map_topic(const char *from, const char *to, const char *topic)
+{
+    if (!hd_mqtt_topic_matches(from, topic))
+        return NULL;
+    /* Walk `from` and `topic` level by level, collecting what each wildcard matched. */
+    const char *captures[64];
+    size_t capture_len[64], n = 0;
+    const char *f = from, *t = topic;
+    while (*f && n < 64) {
+        const char *fe = strchrnul(f, '/'), *te = strchrnul(t, '/');
+        if (f[0] == '#') {
+            captures[n] = t;
+            capture_len[n++] = strlen(t);
+            break;
+        }
+        if (f[0] == '+' && fe - f == 1) {
+            captures[n] = t;
+            capture_len[n++] = (size_t)(te - t);
+        }
+        if (!*fe)
+            break;
+        f = fe + 1;
+        t = *te ? te + 1 : te;
+    }
+    /* Rebuild `to` with the captures in order. */
+    size_t cap = strlen(to) + strlen(topic) + 2, k = 0, len = 0;
+    char *out = hd_xmalloc(cap);
+    const char *p = to;
+    for (;;) {
+        const char *pe = strchrnul(p, '/');
+        if ((p[0] == '+' || p[0] == '#') && pe - p == 1 && k < n) {
+            if (p[0] == '#' && capture_len[k] == 0 && len > 0) {
+                len--;  /* "a/#" matched "a": drop the trailing '/' */
+            } else {
+                memcpy(out + len, captures[k], capture_len[k]);
+                len += capture_len[k];
+            }
+            k++;
+        } else {
+            memcpy(out + len, p, (size_t)(pe - p));
+            len += (size_t)(pe - p);
+        }
+        if (!*pe)
+            break;
+        out[len++] = '/';
+        p = pe + 1;
+    }
+    out[len] = 0;
+    return out;
+}

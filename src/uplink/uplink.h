@@ -1,0 +1,76 @@
+/*
+ * uplink.h - the store-and-forward bridge between the local broker and one
+ * cloud broker.
+ *
+ * Up: the uplink subscribes (persistent session, QoS 1) to the chosen local
+ * topics, appends each message to the durable spool, and PUBACKs the local
+ * broker only after the spool commit; it forwards spooled messages to the
+ * cloud with up to `window` QoS 1 PUBLISHes in flight and deletes a row only
+ * when the cloud PUBACKs it. Down: cloud topics are forwarded to the local
+ * broker (QoS 1) and the cloud PUBLISH is acknowledged once the local broker
+ * acknowledged the copy.
+ *
+ * Ordering guarantee: messages are sent to the cloud in spool order (the
+ * order the local broker delivered them, which for one topic is the order
+ * they were published). On one cloud connection the broker receives them in
+ * that order. After a reconnect the uplink resends from the oldest
+ * unacknowledged row, so the cloud may see a contiguous run of messages a
+ * second time, but never a message before one that preceded it: deduplicated
+ * by first arrival, the stream is exactly the spool order (at-least-once,
+ * in order).
+ *
+ * The library part (hd_uplink_*) runs its own poll loop (hd_uplink_run);
+ * an outside event loop (hedged's) drives the same state with
+ * hd_uplink_prepare_poll + poll + hd_uplink_dispatch.
+ */
+#ifndef HEDGE_UPLINK_H
+#define HEDGE_UPLINK_H
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "mqtt_client.h"
+#include "spool.h"
+
+/* One topic mapping: a filter on one side and its image on the other. */
+struct hd_uplink_map {
+    char *from;  /* filter subscribed to on the source side */
+    char *to;    /* the same wildcards, on the destination side */
+};
+
+struct hd_uplink_config {
+    char *node_id;
+    struct hd_mqtt_options local, cloud;
+    struct hd_uplink_map *up, *down;
+    size_t n_up, n_down;
+    char *spool_path;
+    struct hd_spool_options spool;
+    int window;               /* QoS 1 messages in flight to the cloud */
+    int64_t reconnect_min_ms, reconnect_max_ms;
+};
+
+/* Parse the JSON config; errors name the field ("cloud.port: ..."). */
+int hd_uplink_config_load(const char *path, struct hd_uplink_config *cfg, hd_error_t *err);
+void hd_uplink_config_free(struct hd_uplink_config *cfg);
+
+/*
+ * Map a topic through a pair of filters with the same wildcards: the levels
+ * matched by + and # in `from` replace the wildcards of `to`. NULL if the
+ * topic does not match `from`.
+ */
+char *hd_uplink_map_topic(const char *from, const char *to, const char *topic);
+
+struct hd_uplink;
+
+struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *err);
+void hd_uplink_free(struct hd_uplink *u);
+/* For an outside loop: fill fds[0..1] (fd -1 = not in use) and the poll timeout; returns 2. */
+int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms);
+/* After poll: handle readiness, commit the spool, release local PUBACKs, refill the window. -1 on a spool error. */
+int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err);
+/* Run until *stop becomes true (set from a signal) or a fatal spool error. */
+int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err);
+
+#endif

@@ -1,0 +1,138 @@
+/* test_uplink.c - the uplink's pure logic: topic matching, topic remapping, and the spool's limits and order. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "mqtt_client.h"
+#include "spool.h"
+#include "uplink.h"
+#include "util.h"
+
+static void check_map(const char *from, const char *to, const char *topic, const char *want)
+{
+    char *got = hd_uplink_map_topic(from, to, topic);
+    if (want)
+        CHECK_STR(got, want);
+    else
+        CHECK(got == NULL);
+    free(got);
+}
+
+static bool collect(void *ctx, const struct hd_spool_row *row)
+{
+    char ***v = ctx;
+    hd_strv_push(v, (const char *)row->payload);
+    return true;
+}
+
+static void test_spool(void)
+{
+    char dir[] = "/tmp/hedge-test-spool-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char *path = hd_xasprintf("%s/s.db", dir);
+    struct hd_spool_options o = {.max_bytes = 30, .policy = HD_SPOOL_DROP_OLDEST};
+    hd_error_t err = NULL;
+    struct hd_spool *s = hd_spool_open(path, &o, &err);
+    CHECK(s != NULL);
+    /* "t" + 9-byte payloads incl. NUL = 10 bytes a row: 3 rows fit. */
+    const char *p[] = {"msg-0001", "msg-0002", "msg-0003", "msg-0004"};
+    for (int i = 0; i < 4; i++)
+        CHECK(hd_spool_append(s, "t", p[i], 9, 1, false, &err) == 0);
+    CHECK(hd_spool_commit(s, &err) == 0);
+    char **rows = NULL;
+    CHECK(hd_spool_fetch(s, 0, 10, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 3);
+    CHECK_STR(rows[0], "msg-0002");
+    CHECK_STR(rows[2], "msg-0004");
+    hd_strv_free(rows);
+    struct hd_spool_stats st;
+    CHECK(hd_spool_stats(s, &st, &err) == 0);
+    CHECK(st.depth == 3 && st.bytes == 30 && st.counters.dropped_oldest == 1 && st.counters.received == 4);
+    hd_spool_close(s);
+    /* Reopen with reject-new: the totals come back from the file, the new message is refused. */
+    o.policy = HD_SPOOL_REJECT_NEW;
+    s = hd_spool_open(path, &o, &err);
+    CHECK(s != NULL);
+    CHECK(hd_spool_append(s, "t", "msg-0005", 9, 1, false, &err) == 1);
+    CHECK(hd_spool_ack(s, 2, &err) == 0);
+    CHECK(hd_spool_commit(s, &err) == 0);
+    CHECK(hd_spool_stats(s, &st, &err) == 0);
+    CHECK(st.depth == 2 && st.counters.rejected_new == 1 && st.counters.drained == 1);
+    hd_spool_close(s);
+    hd_rm_rf(dir, NULL);
+    free(path);
+}
+
+struct client_seen {
+    int connects, messages, subacks, disconnects;
+    char topic[64], response[64], correlation[16], payload[16];
+};
+
+static void seen_connect(void *ctx, bool sp) { ((struct client_seen *)ctx)->connects++; }
+static void seen_suback(void *ctx, uint16_t id, const uint8_t *c, size_t n) { ((struct client_seen *)ctx)->subacks++; }
+static void seen_disconnect(void *ctx, const char *r) { ((struct client_seen *)ctx)->disconnects++; }
+static void seen_message(void *ctx, const struct hd_mqtt_message *m)
+{
+    struct client_seen *s = ctx;
+    s->messages++;
+    snprintf(s->topic, sizeof(s->topic), "%s", m->topic);
+    snprintf(s->response, sizeof(s->response), "%.*s", (int)m->response_topic_len, (const char *)m->response_topic);
+    snprintf(s->correlation, sizeof(s->correlation), "%.*s", (int)m->correlation_len, (const char *)m->correlation);
+    snprintf(s->payload, sizeof(s->payload), "%.*s", (int)m->payload_len, (const char *)m->payload);
+}
+
+/* The client's decoding of what a v5 broker sends, byte-exact. */
+static void test_client_v5(void)
+{
+    struct client_seen s = {0};
+    struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = 1, .protocol = 5};
+    struct hd_mqtt_callbacks cb = {.on_connect = seen_connect, .on_message = seen_message,
+                                   .on_suback = seen_suback, .on_disconnect = seen_disconnect};
+    struct hd_mqtt_client *c = hd_mqtt_client_new(&o, &cb, &s);
+    const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
+    const uint8_t suback[] = {0x90, 0x04, 0x00, 0x01, 0x00, 0x01};
+    /* PUBLISH QoS 1 "t/a", id 5, props: response topic "r/1", correlation "c9"; payload "hi" */
+    const uint8_t publish[] = {0x32, 0x15, 0x00, 0x03, 't', '/', 'a', 0x00, 0x05, 0x0b,
+                               0x08, 0x00, 0x03, 'r', '/', '1', 0x09, 0x00, 0x02, 'c', '9', 'h', 'i'};
+    CHECK(hd_mqtt_client_feed(c, connack, sizeof(connack)) == 0);
+    CHECK(hd_mqtt_client_state(c) == HD_MQTT_CONNECTED && s.connects == 1);
+    CHECK(hd_mqtt_client_feed(c, suback, sizeof(suback)) == 0 && s.subacks == 1);
+    /* split across two reads */
+    CHECK(hd_mqtt_client_feed(c, publish, 9) == 0 && s.messages == 0);
+    CHECK(hd_mqtt_client_feed(c, publish + 9, sizeof(publish) - 9) == 0 && s.messages == 1);
+    CHECK_STR(s.topic, "t/a");
+    CHECK_STR(s.response, "r/1");
+    CHECK_STR(s.correlation, "c9");
+    CHECK_STR(s.payload, "hi");
+    /* a SUBACK whose property length runs past the packet: dropped */
+    const uint8_t bad_suback[] = {0x90, 0x04, 0x00, 0x02, 0x7f, 0x00};
+    CHECK(hd_mqtt_client_feed(c, bad_suback, sizeof(bad_suback)) < 0);
+    CHECK(hd_mqtt_client_state(c) == HD_MQTT_DISCONNECTED && s.disconnects == 1);
+    hd_mqtt_client_free(c);
+    /* a refused CONNACK (3.1.1 code 5) */
+    o.protocol = 4;
+    c = hd_mqtt_client_new(&o, &cb, &s);
+    const uint8_t refused[] = {0x20, 0x02, 0x00, 0x05};
+    CHECK(hd_mqtt_client_feed(c, refused, sizeof(refused)) < 0 && s.connects == 1);
+    hd_mqtt_client_free(c);
+}
+
+int main(void)
+{
+    test_client_v5();
+    CHECK(hd_mqtt_topic_matches("a/#", "a"));
+    CHECK(hd_mqtt_topic_matches("a/#", "a/b/c"));
+    CHECK(hd_mqtt_topic_matches("a/+/c", "a/b/c"));
+    CHECK(hd_mqtt_topic_matches("+/+", "/x"));
+    CHECK(!hd_mqtt_topic_matches("a/+/c", "a/b/d"));
+    CHECK(!hd_mqtt_topic_matches("#", "$SYS/x"));
+    CHECK(!hd_mqtt_topic_matches("a/b", "a/b/c"));
+    check_map("sensors/#", "nodes/n1/sensors/#", "sensors/room1/temp", "nodes/n1/sensors/room1/temp");
+    check_map("sensors/#", "nodes/n1/sensors/#", "sensors", "nodes/n1/sensors");
+    check_map("a/+/b/#", "x/+/y/z/#", "a/k/b/1/2", "x/k/y/z/1/2");
+    check_map("nodes/n1/cmd/#", "cmd/#", "nodes/n1/cmd/reboot", "cmd/reboot");
+    check_map("sensors/#", "nodes/n1/sensors/#", "other/x", NULL);
+    check_map("exact/topic", "cloud/topic", "exact/topic", "cloud/topic");
+    test_spool();
+    CHECK_DONE();
+}
