@@ -22,6 +22,7 @@ int cmd_image(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
+int cmd_broker(int argc, char **argv);
 /* Verbs that talk to hedged (client.c does the HTTP). */
 int cmd_deploy(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
