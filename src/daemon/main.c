@@ -74,8 +74,11 @@ static int check_config(const char *path)
     struct hd_daemon_config cfg;
     hd_config_defaults(&cfg);
     hd_error_t err = NULL;
-    int r = hd_config_load(&cfg, path, &err) < 0 || hd_config_finish(&cfg, &err) < 0 ||
-            hd_config_check_broker(&cfg, &err) < 0;
+    int r = hd_config_load(&cfg, path, &err) < 0;
+    if (!r && (hd_config_finish(&cfg, &err) < 0 || hd_config_check_broker(&cfg, &err) < 0)) {
+        hd_error_prefix(&err, "%s", path);
+        r = 1;
+    }
     if (r) {
         hd_error_print(err, "hedged");
         hd_error_free(&err);
