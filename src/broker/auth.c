@@ -14,14 +14,12 @@
  * exists, unless allow_anonymous is set explicitly.
  */
 #include <errno.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "openssl_lazy.h"
 #include "util.h"
 
 #define RUNTIME_ITERATIONS 1000  /* run-time users get random 128-bit secrets, not human passwords */
@@ -84,6 +82,8 @@ int broker_auth_load(struct hd_broker *b, hd_error_t *err)
     b->auth = hd_xcalloc(1, sizeof(*b->auth));
     if (!b->cfg.password_file)
         return 0;
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "password file");
     cleanup_free char *text = NULL;
     if (hd_read_file(b->cfg.password_file, &text, NULL, err) < 0)
         return hd_error_prefix(err, "password file");
@@ -139,6 +139,8 @@ int hd_broker_set_user(struct hd_broker *b, const char *user, const char *passwo
 {
     if (!user[0] || strchr(user, ':'))
         return hd_error_set(err, 0, "broker user %s: must be non-empty without ':'", user);
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "broker user %s", user);
     struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN};
     if (RAND_bytes(u.salt, SALT_LEN) != 1 ||
         !PKCS5_PBKDF2_HMAC(password, (int)strlen(password), u.salt, SALT_LEN, u.iterations, EVP_sha512(), HASH_LEN,

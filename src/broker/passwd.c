@@ -5,8 +5,6 @@
  * this file alone, not the broker (no SQLite, no libssl in the CLI).
  */
 #include <errno.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +12,15 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "openssl_lazy.h"
 #include "util.h"
 
 int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err)
 {
     if (!user[0] || strchr(user, ':') || strchr(user, '\n'))
         return hd_error_set_code(err, HD_EXIT_USAGE, 0, "passwd: user name %s: must be non-empty without ':'", user);
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "passwd");
     unsigned char salt[SALT_LEN], hash[HASH_LEN];
     if (RAND_bytes(salt, sizeof(salt)) != 1)
         return hd_error_set(err, 0, "passwd: no random bytes for the salt");
