@@ -110,6 +110,9 @@ def test_round_trip_qos1_and_metrics(daemons):
     assert metrics["hedge_broker_subscriptions"] == "0"
     assert "hedge_broker_retained_messages" in metrics
     assert "# TYPE hedge_broker_messages_received_total counter" in text
+    # a client hanging up mid-write must never kill hedged: SIGPIPE is ignored
+    sigign = next(line for line in open(f"/proc/{d.proc.pid}/status") if line.startswith("SigIgn:"))
+    assert int(sigign.split()[1], 16) & (1 << (signal.SIGPIPE - 1))
     d.stop()
 
 
