@@ -28,6 +28,7 @@ FAST = {
     "restart_reset_after": 5,
     "crash_loop_after": 3,
     "stop_grace": 2,
+    "broker": {"enabled": False},  # the embedded broker is tested in test_daemon_broker.py (free ports)
 }
 
 

@@ -8,24 +8,21 @@
  * enough to make offline guessing costly, fast enough (a few ms) not to turn a
  * reconnect storm into a CPU storm on a small edge box.
  *
+ * Writing the file (hd_broker_passwd) is passwd.c, so the CLI links only that.
+ *
  * Secure by default: anonymous clients are refused as soon as one user
  * exists, unless allow_anonymous is set explicitly.
  */
 #include <errno.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "internal.h"
+#include "openssl_lazy.h"
 #include "util.h"
 
-#define PBKDF2_ITERATIONS 10000
 #define RUNTIME_ITERATIONS 1000  /* run-time users get random 128-bit secrets, not human passwords */
-#define SALT_LEN 12
-#define HASH_LEN 64
 
 struct auth_user {
     char *name;
@@ -85,6 +82,8 @@ int broker_auth_load(struct hd_broker *b, hd_error_t *err)
     b->auth = hd_xcalloc(1, sizeof(*b->auth));
     if (!b->cfg.password_file)
         return 0;
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "password file");
     cleanup_free char *text = NULL;
     if (hd_read_file(b->cfg.password_file, &text, NULL, err) < 0)
         return hd_error_prefix(err, "password file");
@@ -140,6 +139,8 @@ int hd_broker_set_user(struct hd_broker *b, const char *user, const char *passwo
 {
     if (!user[0] || strchr(user, ':'))
         return hd_error_set(err, 0, "broker user %s: must be non-empty without ':'", user);
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "broker user %s", user);
     struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN};
     if (RAND_bytes(u.salt, SALT_LEN) != 1 ||
         !PKCS5_PBKDF2_HMAC(password, (int)strlen(password), u.salt, SALT_LEN, u.iterations, EVP_sha512(), HASH_LEN,
@@ -180,42 +181,4 @@ void broker_auth_free(struct hd_broker *b)
     free(b->auth->users);
     free(b->auth);
     b->auth = NULL;
-}
-
-int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err)
-{
-    if (!user[0] || strchr(user, ':') || strchr(user, '\n'))
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "passwd: user name %s: must be non-empty without ':'", user);
-    unsigned char salt[SALT_LEN], hash[HASH_LEN];
-    if (RAND_bytes(salt, sizeof(salt)) != 1)
-        return hd_error_set(err, 0, "passwd: no random bytes for the salt");
-    if (!PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, sizeof(salt), PBKDF2_ITERATIONS, EVP_sha512(),
-                           HASH_LEN, hash))
-        return hd_error_set(err, 0, "passwd: PBKDF2 failed");
-    char salt64[32], hash64[128];
-    EVP_EncodeBlock((unsigned char *)salt64, salt, sizeof(salt));
-    EVP_EncodeBlock((unsigned char *)hash64, hash, sizeof(hash));
-    cleanup_free char *old = NULL;
-    hd_error_t rerr = NULL;
-    if (hd_read_file(file, &old, NULL, &rerr) < 0) {
-        bool missing = rerr->errnum == ENOENT;
-        hd_error_free(&rerr);
-        if (!missing)
-            return hd_error_set(err, errno, "passwd: read %s", file);
-    }
-    struct mqtt_buf out = {0};
-    size_t ulen = strlen(user);
-    for (char *save = NULL, *line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
-        if (strncmp(line, user, ulen) == 0 && line[ulen] == ':')
-            continue;  /* replaced below */
-        mqtt_put_bytes(&out, line, strlen(line));
-        mqtt_put_u8(&out, '\n');
-    }
-    cleanup_free char *entry = hd_xasprintf("%s:$7$%d$%s$%s\n", user, PBKDF2_ITERATIONS, salt64, hash64);
-    mqtt_put_bytes(&out, entry, strlen(entry));
-    mode_t old_mask = umask(077);
-    int rc = hd_write_file_atomic(file, (const char *)out.data, out.len, err);
-    umask(old_mask);
-    mqtt_buf_free(&out);
-    return rc < 0 ? hd_error_prefix(err, "passwd") : 0;
 }

@@ -87,5 +87,8 @@ int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, c
 
 /* Add or replace USER in a password file with a salted PBKDF2-SHA512 hash. */
 int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err);
+/* The same with the password read from stdin's first line (prompting on a terminal):
+ * `hedge broker passwd` and `hedge-broker passwd`. */
+int hd_broker_passwd_stdin(const char *file, const char *user, hd_error_t *err);
 
 #endif

@@ -20,6 +20,11 @@
 #include "broker.h"
 #include "packet.h"
 
+/* Password file hashes (auth.c verifies, passwd.c writes): PBKDF2-HMAC-SHA512, mosquitto's $7$ format. */
+#define PBKDF2_ITERATIONS 10000
+#define SALT_LEN 12
+#define HASH_LEN 64
+
 #define BROKER_NS_PER_S 1000000000ull
 
 struct broker_msg {

@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "broker.h"
@@ -47,24 +46,10 @@ static int cmd_passwd(int argc, char **argv)
         usage(stderr);
         return HD_EXIT_USAGE;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    if (isatty(STDIN_FILENO))
-        fprintf(stderr, "password for %s: ", argv[3]);
-    ssize_t n = getline(&line, &cap, stdin);
-    if (n <= 0) {
-        free(line);
-        fprintf(stderr, "hedge-broker: passwd: no password on stdin\n");
-        return HD_EXIT_USAGE;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
     hd_error_t err = NULL;
-    int rc = hd_broker_passwd(argv[2], argv[3], line, &err);
-    explicit_bzero(line, cap);
-    free(line);
-    if (rc < 0) {
+    if (hd_broker_passwd_stdin(argv[2], argv[3], &err) < 0) {
         hd_error_print(err, "hedge-broker");
-        rc = hd_error_exit_code(err);
+        int rc = hd_error_exit_code(err);
         hd_error_free(&err);
         return rc;
     }

@@ -8,13 +8,11 @@
  * already decrypted (SSL_pending) before returning; otherwise bytes buffered
  * inside OpenSSL would wait for the next packet to arrive.
  */
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
+#include "openssl_lazy.h"
 #include "util.h"
 
 struct broker_tls_ctx {
@@ -40,6 +38,8 @@ int broker_tls_init(struct hd_broker *b, hd_error_t *err)
 {
     if (!b->cfg.tls_cert || !b->cfg.tls_key)
         return hd_error_set(err, 0, "tls: a TLS listener needs tls_cert and tls_key");
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "tls");
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx)
         return hd_error_set(err, 0, "tls: %s", tls_error());

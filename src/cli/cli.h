@@ -28,6 +28,7 @@ int cmd_invoke(int argc, char **argv);
 int cmd_uplink_exec(int argc, char **argv);
 int cmd_invoke_exec(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
+int cmd_broker(int argc, char **argv);
 /* Verbs that talk to hedged (client.c does the HTTP). */
 int cmd_deploy(int argc, char **argv);
 int cmd_ps(int argc, char **argv);

@@ -40,6 +40,7 @@ struct hd_api {
     struct hd_loop *loop;
     struct hd_supervisor *sup;
     const struct hd_daemon_config *cfg;
+    struct hd_broker *broker;   /* its counters join /metrics; NULL when disabled */
     int fd;
     struct hd_watch *watch;
     struct conn *conns;
@@ -316,6 +317,11 @@ static void route(struct conn *c, const char *method, char *target, const char *
         if (!get)
             return respond_error(c, 405, "%s /metrics: use GET", method);
         cleanup_free char *text = hd_supervisor_metrics(api->sup);
+        if (api->broker) {
+            cleanup_free char *workloads = get_and_reset(&text);
+            cleanup_free char *broker = hd_daemon_broker_metrics(api->broker);
+            text = hd_xasprintf("%s%s", workloads, broker);
+        }
         return respond_raw(c, 200, "text/plain; version=0.0.4", text, strlen(text));
     }
     if (strcmp(target, "/v1/info") == 0) {
@@ -527,6 +533,11 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
         c->next = api->conns;
         api->conns = c;
     }
+}
+
+void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker)
+{
+    api->broker = broker;
 }
 
 int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,

@@ -28,6 +28,8 @@ void hd_config_defaults(struct hd_daemon_config *cfg)
     cfg->restart_reset_after = 10;
     cfg->crash_loop_after = 3;
     cfg->stop_grace = 10;
+    cfg->broker_enabled = true;
+    hd_broker_config_init(&cfg->broker);
 }
 
 void hd_config_free(struct hd_daemon_config *cfg)
@@ -36,6 +38,7 @@ void hd_config_free(struct hd_daemon_config *cfg)
     free(cfg->socket_path);
     free(cfg->socket_group);
     free(cfg->log_dir);
+    hd_broker_config_free(&cfg->broker);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -116,7 +119,9 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
                 r = hd_error_set(err, 0, "%s: must be an integer 1..1000", key);
             else
                 cfg->crash_loop_after = (int)json_integer_value(v);
-        } else
+        } else if (strcmp(key, "broker") == 0)
+            r = hd_config_load_broker(cfg, v, err);
+        else
             r = hd_error_set(err, 0, "%s: unknown field", key);
         if (r < 0)
             break;
@@ -132,6 +137,8 @@ int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
 {
     if (cfg->log_dir == NULL)
         cfg->log_dir = hd_xasprintf("%s/logs", cfg->state_dir);
+    if (cfg->broker.state_dir == NULL)
+        cfg->broker.state_dir = hd_xasprintf("%s/broker", cfg->state_dir);
     if (cfg->backoff_max < cfg->backoff_initial)
         return hd_error_set(err, 0, "restart_backoff_max: must be at least restart_backoff_initial");
     if (cfg->socket_group && getgrnam(cfg->socket_group) == NULL)

@@ -9,6 +9,7 @@
  *   monitor.c     the monitor process itself: the hedge-monitor binary
  *   supervisor.c  the per-workload state machine, restart policy, deploy/upgrade/rollback
  *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
+ *   embed_broker.c  the MQTT broker (src/broker/) in the same loop; its config section
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
@@ -22,6 +23,7 @@
 #include <sys/types.h>
 
 #include "backend.h"
+#include "broker.h"
 #include "error.h"
 #include "spec.h"
 
@@ -39,6 +41,8 @@ struct hd_daemon_config {
     double restart_reset_after; /* a run this long resets the back-off */
     int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
     double stop_grace;          /* seconds between SIGTERM and SIGKILL */
+    bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
+    struct hd_broker_config broker; /* state_dir defaults to <state_dir>/broker */
 };
 
 void hd_config_defaults(struct hd_daemon_config *cfg);
@@ -47,6 +51,21 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
 /* Fill derived defaults (log_dir) and check the whole. */
 int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err);
 void hd_config_free(struct hd_daemon_config *cfg);
+
+/* ---- embed_broker.c ---------------------------------------------------- */
+
+struct hd_loop;
+struct hd_watch;
+/* Overlay the config's "broker" object; errors name "broker.<field>". */
+int hd_config_load_broker(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
+/* --check: load the broker's password, ACL and TLS files without binding its ports. */
+int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err);
+/* Start the broker (when enabled) and watch its epoll fd in loop; *out stays NULL when disabled. */
+int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
+                           struct hd_watch **watch, hd_error_t *err);
+void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_watch *watch);
+/* Prometheus text of the broker's counters; caller frees. */
+char *hd_daemon_broker_metrics(struct hd_broker *b);
 
 /* ---- loop.c ------------------------------------------------------------ */
 
@@ -208,5 +227,7 @@ struct hd_api;
 int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,
                  struct hd_api **out, hd_error_t *err);
 void hd_api_stop(struct hd_api *api);
+/* Add the broker's counters to /metrics (NULL: none). */
+void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker);
 
 #endif

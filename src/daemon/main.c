@@ -7,6 +7,11 @@
  * one host never collide. `hedged --check FILE` validates a config and
  * exits 0 or 1. One state dir belongs to one daemon (an flock says so).
  *
+ * The MQTT broker runs in the same loop (embed_broker.c); --mqtt-listen
+ * replaces its listeners (tests use a free port) and --broker-only runs the
+ * broker alone with the daemon's config (no supervisor, no API socket), for
+ * benchmarks. hedged ignores SIGPIPE: a client that hangs up must never kill it.
+ *
  * On SIGTERM/SIGINT hedged closes its socket and exits; the workloads keep
  * running under their monitors, and the next hedged re-adopts them.
  * hedged is a child subreaper, so the monitors it double-forked are reaped
@@ -39,6 +44,8 @@ static const char usage[] =
     "  -c, --config FILE     JSON config (overrides the embedded defaults)\n"
     "      --state-dir DIR   state: database, instances, logs (default /var/lib/hedge)\n"
     "      --socket PATH     API socket (default /run/hedge/hedged.sock)\n"
+    "      --mqtt-listen HOST:PORT  the broker's plain MQTT listener (replaces broker.listen)\n"
+    "      --broker-only     run only the MQTT broker (no workloads, no API socket)\n"
     "      --check FILE      validate a config file and exit (0 valid, 1 not)\n"
     "      --foreground      run in the foreground (the default; for init systems that pass it)\n"
     "      --version         print the version\n";
@@ -52,7 +59,8 @@ static void on_signal(struct hd_loop *loop, int fd, uint32_t events, void *data)
             int status;
             pid_t pid;
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-                hd_supervisor_child_exited(data, pid, status);
+                if (data)
+                    hd_supervisor_child_exited(data, pid, status);
         } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             fprintf(stderr, "hedged: signal %d: exiting; workloads keep running\n", (int)si.ssi_signo);
             hd_loop_quit(loop);
@@ -66,7 +74,11 @@ static int check_config(const char *path)
     struct hd_daemon_config cfg;
     hd_config_defaults(&cfg);
     hd_error_t err = NULL;
-    int r = hd_config_load(&cfg, path, &err) < 0 || hd_config_finish(&cfg, &err) < 0;
+    int r = hd_config_load(&cfg, path, &err) < 0;
+    if (!r && (hd_config_finish(&cfg, &err) < 0 || hd_config_check_broker(&cfg, &err) < 0)) {
+        hd_error_prefix(&err, "%s", path);
+        r = 1;
+    }
     if (r) {
         hd_error_print(err, "hedged");
         hd_error_free(&err);
@@ -76,7 +88,7 @@ static int check_config(const char *path)
     return r;
 }
 
-static int daemon_run(struct hd_daemon_config *cfg)
+static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
 {
     hd_error_t err = NULL;
     struct hd_loop *loop = NULL;
@@ -84,6 +96,8 @@ static int daemon_run(struct hd_daemon_config *cfg)
     struct hd_supervisor *sup = NULL;
     struct hd_api *api = NULL;
     struct hd_watch *sigwatch = NULL;
+    struct hd_broker *broker = NULL;
+    struct hd_watch *broker_watch = NULL;
     cleanup_close int lock = -1;
     cleanup_close int sfd = -1;
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
@@ -137,14 +151,31 @@ static int daemon_run(struct hd_daemon_config *cfg)
         goto out;
     }
 
-    if ((loop = hd_loop_new(&err)) == NULL || hd_store_open(db, &store, &err) < 0)
+    if ((loop = hd_loop_new(&err)) == NULL)
         goto out;
-    sup = hd_supervisor_new(loop, store, cfg, &err);
-    if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, sup, &err)) == NULL)
-        goto out;
-    if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
-        goto out;
-    fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path, cfg->state_dir);
+    if (broker_only) {
+        if (!cfg->broker_enabled) {
+            hd_error_set(&err, 0, "--broker-only: the broker is disabled in the config");
+            goto out;
+        }
+        if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, NULL, &err)) == NULL ||
+            hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
+            goto out;
+        fprintf(stderr, "hedged %s: broker only, state in %s\n", HEDGE_VERSION, cfg->broker.state_dir);
+    } else {
+        if (hd_store_open(db, &store, &err) < 0)
+            goto out;
+        sup = hd_supervisor_new(loop, store, cfg, &err);
+        if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, sup, &err)) == NULL)
+            goto out;
+        if (hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
+            goto out;
+        if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
+            goto out;
+        hd_api_set_broker(api, broker);
+        fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path,
+                cfg->state_dir);
+    }
     if (hd_loop_run(loop, &err) < 0)
         goto out;
     ret = 0;
@@ -154,6 +185,7 @@ out:
         hd_error_free(&err);
     }
     hd_api_stop(api);
+    hd_daemon_broker_stop(loop, broker, broker_watch);
     hd_supervisor_free(sup);
     hd_store_close(store);
     if (loop && sigwatch)
@@ -165,18 +197,22 @@ out:
 
 int main(int argc, char **argv)
 {
-    enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP };
+    enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP, OPT_MQTT_LISTEN,
+           OPT_BROKER_ONLY };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
         {"socket", required_argument, NULL, OPT_SOCKET},
         {"check", required_argument, NULL, OPT_CHECK},
+        {"mqtt-listen", required_argument, NULL, OPT_MQTT_LISTEN},
+        {"broker-only", no_argument, NULL, OPT_BROKER_ONLY},
         {"foreground", no_argument, NULL, OPT_FOREGROUND},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *state_dir = NULL, *socket_path = NULL;
+    const char *config = NULL, *state_dir = NULL, *socket_path = NULL, *mqtt_listen = NULL;
+    bool broker_only = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
         switch (opt) {
@@ -184,6 +220,8 @@ int main(int argc, char **argv)
         case OPT_STATE_DIR: state_dir = optarg; break;
         case OPT_SOCKET: socket_path = optarg; break;
         case OPT_CHECK: return check_config(optarg);
+        case OPT_MQTT_LISTEN: mqtt_listen = optarg; break;
+        case OPT_BROKER_ONLY: broker_only = true; break;
         case OPT_FOREGROUND: break;
         case OPT_VERSION: printf("hedged %s\n", HEDGE_VERSION); return 0;
         case OPT_HELP: fputs(usage, stdout); return 0;
@@ -211,9 +249,18 @@ int main(int argc, char **argv)
         free(cfg.socket_path);
         cfg.socket_path = hd_xstrdup(socket_path);
     }
+    if (mqtt_listen) {
+        if (strrchr(mqtt_listen, ':') == NULL) {
+            hd_error_set(&err, 0, "--mqtt-listen: \"%s\" must be HOST:PORT", mqtt_listen);
+            goto fail;
+        }
+        hd_strv_free(cfg.broker.listen);
+        cfg.broker.listen = NULL;
+        hd_strv_push(&cfg.broker.listen, mqtt_listen);
+    }
     if (hd_config_finish(&cfg, &err) < 0)
         goto fail;
-    int r = daemon_run(&cfg);
+    int r = daemon_run(&cfg, broker_only);
     hd_config_free(&cfg);
     return r;
 fail:
