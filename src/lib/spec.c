@@ -86,6 +86,8 @@ void hd_spec_free(struct hd_spec *spec)
     free(spec->vm_accel);
     free(spec->function.reply_topic);
     hd_strv_free(spec->health.command);
+    hd_strv_free(spec->mqtt.publish);
+    hd_strv_free(spec->mqtt.subscribe);
     free(spec);
 }
 
@@ -658,7 +660,29 @@ static int parse_health(struct hd_spec *s, const json_t *v, const char *p, hd_er
     return check_fields(v, p, health_fields, s, e);
 }
 
+static int parse_mqtt_publish(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return get_strv(v, p, &s->mqtt.publish, e);
+}
+
+static int parse_mqtt_subscribe(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return get_strv(v, p, &s->mqtt.subscribe, e);
+}
+
+static const struct field mqtt_fields[] = {
+    {"publish", parse_mqtt_publish},
+    {"subscribe", parse_mqtt_subscribe},
+    {NULL, NULL},
+};
+
+static int parse_mqtt(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return check_fields(v, p, mqtt_fields, s, e);
+}
+
 static const struct field spec_fields[] = {
+    {"mqtt", parse_mqtt},
     {"health", parse_health},
     {"name", parse_name},
     {"isolation", parse_isolation},
@@ -796,8 +820,41 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
     return 0;
 }
 
+bool hd_mqtt_filter_valid(const char *filter)
+{
+    if (filter == NULL || filter[0] == '\0' || strlen(filter) > 65535)
+        return false;
+    for (const char *c = filter; *c; c++) {
+        bool level_start = c == filter || c[-1] == '/';
+        bool level_end = c[1] == '\0' || c[1] == '/';
+        if (*c == '+' && !(level_start && level_end))
+            return false;
+        if (*c == '#' && !(level_start && c[1] == '\0'))
+            return false;
+    }
+    return true;
+}
+
+static int validate_mqtt_filters(char *const *filters, const char *field, hd_error_t *err)
+{
+    for (size_t i = 0; filters && filters[i]; i++)
+        if (!hd_mqtt_filter_valid(filters[i]))
+            return hd_error_set(err, 0,
+                                "%s[%zu]: \"%s\" is not a topic filter (non-empty; '+' and '#' must be a whole "
+                                "level, '#' only last)",
+                                field, i, filters[i]);
+    return 0;
+}
+
 int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
 {
+    if (validate_mqtt_filters(spec->mqtt.publish, "mqtt.publish", err) < 0 ||
+        validate_mqtt_filters(spec->mqtt.subscribe, "mqtt.subscribe", err) < 0)
+        return -1;
+    for (int i = 0; i < spec->n_triggers; i++)
+        if (!hd_mqtt_filter_valid(spec->triggers[i].topic))
+            return hd_error_set(err, 0, "triggers[%d].topic: \"%s\" is not a topic filter", i,
+                                spec->triggers[i].topic);
     if (spec->name && !valid_name(spec->name))
         return hd_error_set(err, 0,
                             "name: \"%s\" is not a valid name (1-63 letters, digits, '-', '_', '.', "
@@ -984,6 +1041,14 @@ char *hd_spec_to_json(const struct hd_spec *spec)
         if (spec->health.wait > 0)
             json_object_set_new(h, "wait", json_real(spec->health.wait));
         json_object_set_new(o, "health", h);
+    }
+    if (spec->mqtt.publish || spec->mqtt.subscribe) {
+        json_t *m = json_object();
+        if (spec->mqtt.publish)
+            json_object_set_new(m, "publish", strv_to_json(spec->mqtt.publish));
+        if (spec->mqtt.subscribe)
+            json_object_set_new(m, "subscribe", strv_to_json(spec->mqtt.subscribe));
+        json_object_set_new(o, "mqtt", m);
     }
     char *out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);

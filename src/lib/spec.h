@@ -85,6 +85,12 @@ struct hd_health {
     double wait;          /* seconds to wait (the deadline, with a command); 0 = the daemon's default */
 };
 
+/* The `mqtt` block: topic filters the workload's broker credentials allow (daemon only). */
+struct hd_mqtt_access {
+    char **publish;       /* filters it may publish to; NULL = none */
+    char **subscribe;     /* filters it may subscribe to (triggers[].topic count too) */
+};
+
 struct hd_user_namespace {
     bool enabled;
     uint32_t uid_base;    /* host uid that maps to 0 inside */
@@ -118,6 +124,7 @@ struct hd_spec {
     char *vm_accel;       /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
     struct hd_function function;
     struct hd_health health;
+    struct hd_mqtt_access mqtt;
 };
 
 const char *hd_function_mode_name(enum hd_function_mode mode);
@@ -139,6 +146,9 @@ int hd_spec_parse_json(struct hd_spec *spec, const char *json, size_t len, const
 int hd_spec_load_file(struct hd_spec *spec, const char *path, hd_error_t *err);
 /* Serialize to JSON (the daemon stores this); caller frees. */
 char *hd_spec_to_json(const struct hd_spec *spec);
+
+/* A valid MQTT topic filter: non-empty, '+' and '#' each a whole level, '#' last. */
+bool hd_mqtt_filter_valid(const char *filter);
 
 /* Check the spec as a whole and against its isolation level. */
 int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err);

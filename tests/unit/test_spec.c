@@ -147,8 +147,61 @@ static void test_function_block(void)
 #undef FN
 }
 
+/* The mqtt block: parsed, serialized, validated at every isolation level. */
+static void test_mqtt_block(void)
+{
+    const char *json = "{\"isolation\":\"process\",\"command\":[\"x\"],"
+                       "\"mqtt\":{\"publish\":[\"sensors/a/#\",\"+/status\"],\"subscribe\":[\"cmd/a\"]}}";
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    CHECK(hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) == 0);
+    CHECK(hd_spec_validate(spec, &err) == 0);
+    CHECK(hd_strv_len(spec->mqtt.publish) == 2);
+    CHECK_STR(spec->mqtt.publish[1], "+/status");
+    CHECK_STR(spec->mqtt.subscribe[0], "cmd/a");
+    char *out = hd_spec_to_json(spec);
+    CHECK(strstr(out, "\"mqtt\":{\"publish\":[\"sensors/a/#\",\"+/status\"],\"subscribe\":[\"cmd/a\"]}") != NULL);
+    struct hd_spec *again = hd_spec_new();
+    CHECK(hd_spec_parse_json(again, out, strlen(out), "stored", &err) == 0);
+    char *out2 = hd_spec_to_json(again);
+    CHECK_STR(out, out2);
+    free(out);
+    free(out2);
+    hd_spec_free(again);
+    hd_spec_free(spec);
+    hd_error_free(&err);
+
+    CHECK(hd_mqtt_filter_valid("#"));
+    CHECK(hd_mqtt_filter_valid("+"));
+    CHECK(hd_mqtt_filter_valid("a/+/b/#"));
+    CHECK(hd_mqtt_filter_valid("/a//b"));
+    CHECK(!hd_mqtt_filter_valid(""));
+    CHECK(!hd_mqtt_filter_valid("a/#/b"));
+    CHECK(!hd_mqtt_filter_valid("a#"));
+    CHECK(!hd_mqtt_filter_valid("a/b+"));
+    CHECK(!hd_mqtt_filter_valid("+a/b"));
+
+    const char *base = "{\"isolation\":\"process\",\"command\":[\"x\"],";
+    char buf[512];
+#define MQ(rest) (snprintf(buf, sizeof(buf), "%s%s}", base, rest), try_spec(buf))
+    CHECK_STR(MQ("\"mqtt\":{\"publish\":[\"a\",\"b/#/c\"]}"),
+              "mqtt.publish[1]: \"b/#/c\" is not a topic filter (non-empty; '+' and '#' must be a whole level, "
+              "'#' only last)");
+    CHECK_STR(MQ("\"mqtt\":{\"subscribe\":[\"\"]}"),
+              "mqtt.subscribe[0]: \"\" is not a topic filter (non-empty; '+' and '#' must be a whole level, "
+              "'#' only last)");
+    CHECK_STR(MQ("\"mqtt\":{\"publish\":\"a\"}"), "t.json: mqtt.publish: must be an array of strings, not a string");
+    CHECK_STR(MQ("\"mqtt\":{\"retain\":true}"), "t.json: mqtt.retain: unknown field");
+    CHECK_STR(MQ("\"triggers\":[{\"topic\":\"a+\"}]"), "triggers[0].topic: \"a+\" is not a topic filter");
+#undef MQ
+    /* Accepted at every isolation level. */
+    CHECK_STR(try_spec("{\"isolation\":\"container\",\"rootfs\":\"/r\",\"mqtt\":{\"publish\":[\"x\"]}}"), "");
+    CHECK_STR(try_spec("{\"isolation\":\"vm\",\"rootfs\":\"/r\",\"mqtt\":{\"subscribe\":[\"x\"]}}"), "");
+}
+
 int main(void)
 {
+    test_mqtt_block();
     test_full_spec();
     test_errors();
     test_function_block();
