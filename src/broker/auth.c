@@ -137,8 +137,10 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
 
 int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
 {
-    if (!user[0] || strchr(user, ':'))
-        return hd_error_set(err, 0, "broker user %s: must be non-empty without ':'", user);
+    /* ':' is allowed here (unlike in a password file): hedged's "workload:<name>" users
+     * thus never collide with a password file's users. */
+    if (!user[0])
+        return hd_error_set(err, 0, "broker user: must be non-empty");
     if (hd_openssl_load(err) < 0)
         return hd_error_prefix(err, "broker user %s", user);
     struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN};

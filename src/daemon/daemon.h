@@ -10,6 +10,7 @@
  *   supervisor.c  the per-workload state machine, restart policy, deploy/upgrade/rollback
  *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
  *   embed_broker.c  the MQTT broker (src/broker/) in the same loop; its config section
+ *   workload_creds.c  per-workload broker users from the spec's mqtt/triggers filters
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
@@ -66,6 +67,22 @@ int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *
 void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_watch *watch);
 /* Prometheus text of the broker's counters; caller frees. */
 char *hd_daemon_broker_metrics(struct hd_broker *b);
+
+/* ---- workload_creds.c -------------------------------------------------- */
+
+/* The spec asks for broker credentials (an mqtt block or triggers). */
+bool hd_creds_wanted(const struct hd_spec *spec);
+/* The spec JSON for the workload's monitor: with broker b (may be NULL) and a spec that wants
+ * credentials, the user "workload:<name>" is (re-)registered with the spec's filters and
+ * HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD are added to its env. Caller frees; NULL on error. */
+char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+                     const struct hd_spec *spec, hd_error_t *err);
+/* Register the user again with spec's filters (adoption, a failed upgrade). */
+int hd_creds_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+                     const struct hd_spec *spec, hd_error_t *err);
+/* Remove the broker user (stop); forget also deletes the kept password (rm). */
+void hd_creds_revoke(struct hd_broker *b, const char *name);
+void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name);
 
 /* ---- loop.c ------------------------------------------------------------ */
 
@@ -196,6 +213,8 @@ typedef void (*hd_reply_fn)(void *ctx, int http_status, json_t *body);
 struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *store,
                                         const struct hd_daemon_config *cfg, hd_error_t *err);
 void hd_supervisor_free(struct hd_supervisor *sup);
+/* The broker whose users hold workload credentials (NULL: none); set before recover. */
+void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broker);
 /* Load deployments from the store and re-adopt or restart their instances. */
 int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
 

@@ -170,6 +170,7 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
             goto out;
         if (hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
             goto out;
+        hd_supervisor_set_broker(sup, broker);
         if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
         hd_api_set_broker(api, broker);

@@ -122,6 +122,7 @@ struct hd_supervisor {
     const struct hd_daemon_config *cfg;
     struct workload *workloads;
     struct run *retiring;
+    struct hd_broker *broker;  /* workload credentials live here; NULL when disabled */
 };
 
 static void run_start_watch(struct run *run);
@@ -418,6 +419,7 @@ static void workload_finish_remove(struct workload *wl)
         hd_store_rollback(sup->store);
         log_error(&err);
     }
+    hd_creds_forget(sup->broker, sup->cfg, wl->name);
     hd_store_event(sup->store, wl->name, "removed", "removed");
     for (const char *suffix = ""; suffix; suffix = *suffix ? NULL : ".1") {
         cleanup_free char *log = hd_xasprintf("%s/%s.log%s", sup->cfg->log_dir, wl->name, suffix);
@@ -539,14 +541,16 @@ static void run_start_watch(struct run *run)
 
 static void workload_start(struct workload *wl)
 {
-    cleanup_free char *spec_json = hd_spec_to_json(wl->spec);
-    struct run *run = run_new(wl, ROLE_CURRENT, wl->version);
     hd_error_t err = NULL;
+    cleanup_free char *spec_json = hd_creds_grant(wl->sup->broker, wl->sup->cfg, wl->name, wl->spec, &err);
+    struct run *run = run_new(wl, ROLE_CURRENT, wl->version);
     wl->cur = run;
     set_state(wl, WL_STARTING);
     free(wl->start_error);
     wl->start_error = NULL;
-    if (run_spawn(run, spec_json, &err) < 0) {
+    if (spec_json == NULL)
+        hd_error_prefix(&err, "MQTT credentials");
+    if (spec_json == NULL || run_spawn(run, spec_json, &err) < 0) {
         wl->cur = NULL;
         free(wl->last_error);
         wl->last_error = hd_xstrdup(hd_error_text(err));
@@ -608,6 +612,8 @@ static void upgrade_fail(struct workload *wl, const char *why)
         else
             retire(up->run);
     }
+    if (wl->desired_running && hd_creds_restore(sup->broker, sup->cfg, wl->name, wl->spec, &err) < 0)
+        log_error(&err);
     if (up->reply)
         up->reply(up->ctx, 409,
                   error_body("upgrade %s to version %d failed: %s; version %d kept", wl->name, up->version, why,
@@ -755,7 +761,10 @@ static void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_
                    wl->version, note ? ": " : "", note ? note : "");
     wl->up = up;
     up->run = run_new(wl, ROLE_CANDIDATE, up->version);
-    if (run_spawn(up->run, spec_json, &err) < 0) {
+    cleanup_free char *monitor_json = hd_creds_grant(sup->broker, sup->cfg, wl->name, spec, &err);
+    if (monitor_json == NULL)
+        hd_error_prefix(&err, "MQTT credentials");
+    if (monitor_json == NULL || run_spawn(up->run, monitor_json, &err) < 0) {
         free(up->run);
         up->run = NULL;
         cleanup_free char *why = hd_xstrdup(hd_error_text(err));
@@ -937,6 +946,7 @@ void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn
     }
     wl->desired_running = false;
     save_deployment(wl);
+    hd_creds_revoke(sup->broker, name);
     hd_store_event(sup->store, name, "stop", "stop requested");
     add_waiter(wl, reply, ctx, false);
     if (wl->state != WL_STOPPING)
@@ -1170,6 +1180,11 @@ struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *s
     return sup;
 }
 
+void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broker)
+{
+    sup->broker = broker;
+}
+
 /* Runs that exist only in memory: hedged exits, the monitors stay. */
 static void run_detach(struct run *run)
 {
@@ -1239,6 +1254,8 @@ static void recover_instance(struct hd_supervisor *sup, const struct hd_store_in
     hd_error_free(&err);
     wl->cur = run;
     if (alive) {
+        if (wl->desired_running && hd_creds_restore(sup->broker, sup->cfg, wl->name, wl->spec, &err) < 0)
+            log_error(&err);
         run->started = true;
         run_start_watch(run);
         set_state(wl, WL_RUNNING);
