@@ -175,3 +175,22 @@ def test_credentials_survive_a_kill9_of_hedged(broker_daemon, tmp_path):
     r = pub(d.port, "sensors/a/after", "restart", *creds)
     assert r.returncode == 0, r.stderr
     assert seen.communicate(timeout=20)[0] == "sensors/a/after restart\n"
+
+
+def test_upgrade_changes_the_topics_and_keeps_the_password(broker_daemon, tmp_path):
+    d = broker_daemon
+    spec, out = env_workload(tmp_path, "up", mqtt={"publish": ["sensors/a/#"]})
+    assert d.deploy(spec).code == 0
+    env = wait_for(lambda: read_env(out), what="workload env")
+    creds = ["-u", env["HEDGE_MQTT_USERNAME"], "-P", env["HEDGE_MQTT_PASSWORD"]]
+    out.unlink()
+    spec["mqtt"] = {"publish": ["sensors/c/#"]}
+    r = d.deploy(spec)
+    assert r.code == 0, r.err
+    assert d.ps("up")["version"] == 2
+    assert wait_for(lambda: read_env(out), what="new version env")["HEDGE_MQTT_PASSWORD"] == env["HEDGE_MQTT_PASSWORD"]
+    seen = watch(d.port, "sensors/#", *ADMIN)
+    wait_for(subscribed(d, 1), what="admin subscription")
+    pub(d.port, "sensors/a/old", "no", *creds)
+    assert pub(d.port, "sensors/c/new", "yes", *creds).returncode == 0
+    assert seen.communicate(timeout=20)[0] == "sensors/c/new yes\n"

@@ -127,8 +127,12 @@ char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, co
                      const struct hd_spec *spec, hd_error_t *err)
 {
     char *spec_json = hd_spec_to_json(spec);
-    if (b == NULL || !hd_creds_wanted(spec))
+    if (b == NULL)
         return spec_json;
+    if (!hd_creds_wanted(spec)) {
+        hd_creds_revoke(b, name); /* a new version without mqtt/triggers: no user (the kept password stays) */
+        return spec_json;
+    }
     cleanup_free char *user = creds_user(name);
     cleanup_free char *password = creds_password(cfg, name, err);
     if (password == NULL || creds_register(b, user, password, spec, err) < 0) {
