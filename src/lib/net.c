@@ -773,48 +773,78 @@ out:
     return ret;
 }
 
+/*
+ * The first half of attaching a workload to the bridge, shared by veth
+ * (containers) and tap (VMs): the config, a link name "<prefix><id>", the
+ * rtnetlink socket, the bridge, and an address lease taken under the lease
+ * lock. The caller then creates its link, closes the lease lock once the link
+ * exists (the lease is live from then on), and ends with net_attach_done or,
+ * on failure, net_attach_abort (which also releases the lease).
+ */
+struct net_attach {
+    struct net_config cfg;
+    struct hd_net *net;
+    struct rtnl host;
+    struct net_leases leases;
+    uint32_t addr;
+    int bridge;
+};
+
+static void net_attach_abort(struct net_attach *a)
+{
+    if (a->net->lease_path)
+        unlink(a->net->lease_path);
+    net_leases_close(&a->leases);
+    rtnl_close(&a->host);
+    net_free(a->net);
+    a->net = NULL;
+}
+
+static int net_attach_begin(const char *state_dir, const char *prefix, const char *id, struct net_attach *a,
+                            hd_error_t *err)
+{
+    *a = (struct net_attach){.leases = {.lock_fd = -1}};
+    if (net_config_load(&a->cfg, err) < 0)
+        return -1;
+    a->net = net_new(HD_NET_BRIDGE);
+    if (net_link_name(prefix, id, a->net->link, err) < 0 || rtnl_open(&a->host, err) < 0 ||
+        net_leases_lock(state_dir, &a->cfg, &a->leases, err) < 0 ||
+        net_bridge_ensure(&a->host, &a->cfg, &a->bridge, err) < 0 ||
+        net_lease_take(&a->leases, &a->cfg, id, a->net->link, &a->addr, &a->net->lease_path, err) < 0) {
+        net_attach_abort(a);
+        return -1;
+    }
+    return 0;
+}
+
+static void net_attach_done(struct net_attach *a, struct hd_net **out)
+{
+    net_leases_close(&a->leases);
+    rtnl_close(&a->host);
+    net_record_address(a->net, &a->cfg, a->addr);
+    *out = a->net;
+}
+
 static int net_setup_bridge(const char *state_dir, const char *id, pid_t pid, struct hd_net **out,
                             hd_error_t *err)
 {
-    struct net_config cfg = {0};
-    if (net_config_load(&cfg, err) < 0)
+    struct net_attach a;
+    int ret;
+    if (net_check_separate_namespace(pid, err) < 0 || net_attach_begin(state_dir, "hd", id, &a, err) < 0)
         return -1;
-    struct hd_net *n = net_new(HD_NET_BRIDGE);
-    struct rtnl host = {0};
-    struct net_leases leases = {.lock_fd = -1};
-    uint32_t addr = 0;
-    int bridge = 0, ret;
-    if (net_check_separate_namespace(pid, err) < 0 || net_link_name("hd", id, n->link, err) < 0)
+    if ((ret = rtnl_veth_create(&a.host, a.net->link, a.bridge, "eth0", pid)) < 0) {
+        hd_error_set(err, -ret, "create veth %s (eth0 in pid %d)", a.net->link, (int)pid);
         goto fail;
-    if (rtnl_open(&host, err) < 0)
-        goto fail;
-    if (net_leases_lock(state_dir, &cfg, &leases, err) < 0)
-        goto fail_unlock;
-    if (net_bridge_ensure(&host, &cfg, &bridge, err) < 0)
-        goto fail_unlock;
-    if (net_lease_take(&leases, &cfg, id, n->link, &addr, &n->lease_path, err) < 0)
-        goto fail_unlock;
-    if ((ret = rtnl_veth_create(&host, n->link, bridge, "eth0", pid)) < 0) {
-        hd_error_set(err, -ret, "create veth %s (eth0 in pid %d)", n->link, (int)pid);
-        goto fail_release_lease;
     }
-    net_leases_close(&leases); /* the link exists: the lease is live */
-    if (net_configure_inside(pid, &cfg, addr, err) < 0)
-        goto fail_delete_link;
-    rtnl_close(&host);
-    net_record_address(n, &cfg, addr);
-    *out = n;
+    net_leases_close(&a.leases); /* the link exists: the lease is live */
+    if (net_configure_inside(pid, &a.cfg, a.addr, err) < 0) {
+        rtnl_link_delete(&a.host, a.net->link);
+        goto fail;
+    }
+    net_attach_done(&a, out);
     return 0;
-
-fail_delete_link:
-    rtnl_link_delete(&host, n->link);
-fail_release_lease:
-    unlink(n->lease_path);
-fail_unlock:
-    net_leases_close(&leases);
 fail:
-    rtnl_close(&host);
-    net_free(n);
+    net_attach_abort(&a);
     return -1;
 }
 
@@ -857,46 +887,23 @@ static int net_tap_open(const char *name, hd_error_t *err)
 
 static int net_setup_tap(const char *state_dir, const char *id, struct hd_net **out, hd_error_t *err)
 {
-    struct net_config cfg = {0};
-    if (net_config_load(&cfg, err) < 0)
+    struct net_attach a;
+    int ret;
+    if (net_attach_begin(state_dir, "ht", id, &a, err) < 0)
         return -1;
-    struct hd_net *n = net_new(HD_NET_BRIDGE);
-    struct rtnl host = {0};
-    struct net_leases leases = {.lock_fd = -1};
-    uint32_t addr = 0;
-    int bridge = 0, ret;
-    if (net_link_name("ht", id, n->link, err) < 0)
+    if ((a.net->tap_fd = net_tap_open(a.net->link, err)) < 0)
         goto fail;
-    if (rtnl_open(&host, err) < 0)
+    net_leases_close(&a.leases);
+    if ((ret = rtnl_link_set_master_up(&a.host, (int)if_nametoindex(a.net->link), a.bridge)) < 0) {
+        hd_error_set(err, -ret, "attach tap %s to bridge %s", a.net->link, a.cfg.bridge);
+        close(a.net->tap_fd); /* the last fd of a non-persistent tap: the tap goes */
+        a.net->tap_fd = -1;
         goto fail;
-    if (net_leases_lock(state_dir, &cfg, &leases, err) < 0)
-        goto fail_unlock;
-    if (net_bridge_ensure(&host, &cfg, &bridge, err) < 0)
-        goto fail_unlock;
-    if (net_lease_take(&leases, &cfg, id, n->link, &addr, &n->lease_path, err) < 0)
-        goto fail_unlock;
-    if ((n->tap_fd = net_tap_open(n->link, err)) < 0)
-        goto fail_release_lease;
-    net_leases_close(&leases);
-    if ((ret = rtnl_link_set_master_up(&host, (int)if_nametoindex(n->link), bridge)) < 0) {
-        hd_error_set(err, -ret, "attach tap %s to bridge %s", n->link, cfg.bridge);
-        goto fail_close_tap;
     }
-    rtnl_close(&host);
-    net_record_address(n, &cfg, addr);
-    *out = n;
+    net_attach_done(&a, out);
     return 0;
-
-fail_close_tap:
-    close(n->tap_fd); /* the last fd of a non-persistent tap: the tap goes */
-    n->tap_fd = -1;
-fail_release_lease:
-    unlink(n->lease_path);
-fail_unlock:
-    net_leases_close(&leases);
 fail:
-    rtnl_close(&host);
-    net_free(n);
+    net_attach_abort(&a);
     return -1;
 }
 

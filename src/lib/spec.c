@@ -347,74 +347,92 @@ static int parse_network(struct hd_spec *s, const json_t *v, const char *p, hd_e
     return check_fields(v, p, network_fields, s, e);
 }
 
-/* Mounts and triggers are arrays of small objects: parsed by hand, one index at a time. */
-static int parse_mounts(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+/*
+ * Mounts and triggers are arrays of small objects. Each entry must be an
+ * object; it is appended to *items (zeroed, item_size bytes), each of its keys
+ * goes to parse_key with its path ("mounts[2].source"), which refuses the
+ * unknown ones, and check then sees the whole entry (required fields).
+ */
+typedef int (*item_key_fn)(void *item, const char *key, const json_t *value, const char *path, hd_error_t *e);
+typedef int (*item_check_fn)(const void *item, const char *path, hd_error_t *e);
+
+static int parse_object_array(const json_t *v, const char *p, const char *what, void **items, int *n,
+                              size_t item_size, item_key_fn parse_key, item_check_fn check, hd_error_t *e)
 {
     if (!json_is_array(v))
-        return type_error(e, p, "an array of mounts", v);
+        return type_error(e, p, what, v);
     size_t i;
-    json_t *item;
-    json_array_foreach(v, i, item)
+    json_t *entry;
+    json_array_foreach(v, i, entry)
     {
         cleanup_free char *ip = hd_xasprintf("%s[%zu]", p, i);
-        if (!json_is_object(item))
-            return type_error(e, ip, "an object", item);
-        s->mounts = hd_xrealloc(s->mounts, (size_t)(s->n_mounts + 1) * sizeof(*s->mounts));
-        struct hd_mount *m = &s->mounts[s->n_mounts++];
-        memset(m, 0, sizeof(*m));
+        if (!json_is_object(entry))
+            return type_error(e, ip, "an object", entry);
+        *items = hd_xrealloc(*items, (size_t)(*n + 1) * item_size);
+        void *item = (char *)*items + (size_t)(*n)++ * item_size;
+        memset(item, 0, item_size);
         const char *key;
         json_t *value;
-        json_object_foreach(item, key, value)
+        json_object_foreach(entry, key, value)
         {
             cleanup_free char *kp = hd_xasprintf("%s.%s", ip, key);
-            int r;
-            if (strcmp(key, "source") == 0)
-                r = get_string(value, kp, &m->source, e);
-            else if (strcmp(key, "target") == 0)
-                r = get_string(value, kp, &m->target, e);
-            else if (strcmp(key, "readonly") == 0)
-                r = get_bool(value, kp, &m->readonly, e);
-            else
-                r = hd_error_set(e, 0, "%s: unknown field", kp);
-            if (r < 0)
+            if (parse_key(item, key, value, kp, e) < 0)
                 return -1;
         }
-        if (m->source == NULL)
-            return hd_error_set(e, 0, "%s.source: is required", ip);
-        if (m->target == NULL)
-            return hd_error_set(e, 0, "%s.target: is required", ip);
+        if (check(item, ip, e) < 0)
+            return -1;
     }
+    return 0;
+}
+
+static int parse_mount_key(void *item, const char *key, const json_t *value, const char *kp, hd_error_t *e)
+{
+    struct hd_mount *m = item;
+    if (strcmp(key, "source") == 0)
+        return get_string(value, kp, &m->source, e);
+    if (strcmp(key, "target") == 0)
+        return get_string(value, kp, &m->target, e);
+    if (strcmp(key, "readonly") == 0)
+        return get_bool(value, kp, &m->readonly, e);
+    return hd_error_set(e, 0, "%s: unknown field", kp);
+}
+
+static int check_mount(const void *item, const char *ip, hd_error_t *e)
+{
+    const struct hd_mount *m = item;
+    if (m->source == NULL)
+        return hd_error_set(e, 0, "%s.source: is required", ip);
+    if (m->target == NULL)
+        return hd_error_set(e, 0, "%s.target: is required", ip);
+    return 0;
+}
+
+static int parse_mounts(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return parse_object_array(v, p, "an array of mounts", (void **)&s->mounts, &s->n_mounts, sizeof(*s->mounts),
+                              parse_mount_key, check_mount, e);
+}
+
+static int parse_trigger_key(void *item, const char *key, const json_t *value, const char *kp, hd_error_t *e)
+{
+    struct hd_trigger *t = item;
+    if (strcmp(key, "topic") == 0)
+        return get_string(value, kp, &t->topic, e);
+    return hd_error_set(e, 0, "%s: unknown field", kp);
+}
+
+static int check_trigger(const void *item, const char *ip, hd_error_t *e)
+{
+    const struct hd_trigger *t = item;
+    if (t->topic == NULL || t->topic[0] == '\0')
+        return hd_error_set(e, 0, "%s.topic: is required", ip);
     return 0;
 }
 
 static int parse_triggers(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    if (!json_is_array(v))
-        return type_error(e, p, "an array of triggers", v);
-    size_t i;
-    json_t *item;
-    json_array_foreach(v, i, item)
-    {
-        cleanup_free char *ip = hd_xasprintf("%s[%zu]", p, i);
-        if (!json_is_object(item))
-            return type_error(e, ip, "an object", item);
-        s->triggers = hd_xrealloc(s->triggers, (size_t)(s->n_triggers + 1) * sizeof(*s->triggers));
-        struct hd_trigger *t = &s->triggers[s->n_triggers++];
-        memset(t, 0, sizeof(*t));
-        const char *key;
-        json_t *value;
-        json_object_foreach(item, key, value)
-        {
-            cleanup_free char *kp = hd_xasprintf("%s.%s", ip, key);
-            if (strcmp(key, "topic") != 0)
-                return hd_error_set(e, 0, "%s: unknown field", kp);
-            if (get_string(value, kp, &t->topic, e) < 0)
-                return -1;
-        }
-        if (t->topic == NULL || t->topic[0] == '\0')
-            return hd_error_set(e, 0, "%s.topic: is required", ip);
-    }
-    return 0;
+    return parse_object_array(v, p, "an array of triggers", (void **)&s->triggers, &s->n_triggers,
+                              sizeof(*s->triggers), parse_trigger_key, check_trigger, e);
 }
 
 static int parse_readonly_rootfs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
