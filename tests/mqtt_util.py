@@ -3,7 +3,8 @@
 Mosquitto runs Debian's mosquitto on its own loopback port with a temporary
 config (the "cloud", and the local broker too), stoppable and restartable on
 the same port to cut and restore the link. Collector and publish_many use
-python3-paho-mqtt. Uplink runs build/hedge-uplink with a generated config.
+python3-paho-mqtt. Uplink runs build/hedge-uplink with a generated config
+(test_daemon_uplink.py runs the same uplink inside hedged).
 """
 import json
 import os
@@ -209,6 +210,18 @@ def dedup_in_order(items):
     return out
 
 
+def restore_cloud(proc, cloud, topic):
+    """Start the cloud broker and subscribe there before the uplink can reconnect (its process,
+    hedge-uplink or hedged, is paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        cloud.start()
+        sub = Collector(cloud.port, topic)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    return sub
+
+
 class Uplink:
     """build/hedge-uplink with a generated config; kill() is kill -9."""
 
@@ -247,15 +260,7 @@ class Uplink:
         return json.loads(r.stdout)
 
     def restore_cloud(self, cloud, topic):
-        """Start the cloud broker and subscribe there before the uplink can reconnect (it is
-        paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
-        self.proc.send_signal(signal.SIGSTOP)
-        try:
-            cloud.start()
-            sub = Collector(cloud.port, topic)
-        finally:
-            self.proc.send_signal(signal.SIGCONT)
-        return sub
+        return restore_cloud(self.proc, cloud, topic)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

@@ -11,6 +11,13 @@
  * from the poll loop (TLS_HANDSHAKE state) and SSL_read/SSL_write replace
  * read/write. Output is one growable buffer written as far as the socket
  * takes it; the uplink batches hundreds of PUBLISH packets per write.
+ *
+ * Nothing here waits: connect() is non-blocking (TCP_CONNECTING until the
+ * socket is writable), CONNACK and every other answer arrive through the
+ * caller's poll, writes stop at EAGAIN. That is what lets hedged run the
+ * uplink's local client against its own broker in the same thread. The one
+ * call that can block is getaddrinfo for a host NAME (DNS); numeric
+ * addresses are parsed with AI_NUMERICHOST and never reach the resolver.
  */
 #include "mqtt_client.h"
 
@@ -200,8 +207,14 @@ int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err)
         return -1;
     char port[16];
     snprintf(port, sizeof(port), "%d", c->opts.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    /* A numeric address is parsed without any lookup (never blocks); only a name goes to the resolver. */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST},
+                    *res = NULL;
     int rc = getaddrinfo(c->opts.host, port, &hints, &res);
+    if (rc == EAI_NONAME) {
+        hints.ai_flags = 0;
+        rc = getaddrinfo(c->opts.host, port, &hints, &res);
+    }
     if (rc != 0)
         return hd_error_set(err, 0, "resolve %s: %s", c->opts.host, gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
