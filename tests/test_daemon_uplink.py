@@ -9,6 +9,7 @@ and, when no hedged answers, reads hedged's spool file.
 """
 import json
 import signal
+import sqlite3
 import subprocess
 
 import pytest
@@ -82,6 +83,18 @@ def daemons(tmp_path, hedge):
             d.proc.wait(timeout=10)
 
 
+def committed_drained(d):
+    """The drained counter as committed in hedged's spool file (read-only; WAL lets it read beside hedged)."""
+    db = sqlite3.connect(f"file:{d.state / 'uplink' / 'spool.db'}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute("SELECT value FROM counters WHERE name = 'drained'").fetchone()
+        return row[0] if row else 0
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    finally:
+        db.close()
+
+
 def cut(d, cloud):
     cloud.stop()
     wait_for(lambda: d.status()["connected"] is False, timeout=10, what="the uplink to notice the cut")
@@ -130,7 +143,9 @@ def test_kill_9_hedged_during_drain_loses_nothing(daemons, cloud):
     publish_many(d.port, "sensors/seq", payloads)
     wait_for(lambda: d.status()["depth"] == n, timeout=60, what=f"{n} messages in the spool")
     sub = restore_cloud(d.proc, cloud, "nodes/n1/sensors/#")
-    wait_for(lambda: d.status()["drained"] > 0, timeout=30, interval=0.002, what="the drain to start")
+    # Kill once some acknowledged rows are committed as deleted (the uplink groups those deletes
+    # into one commit per 50 ms), so the spool file is caught halfway.
+    wait_for(lambda: committed_drained(d) > 0, timeout=30, interval=0.002, what="the drain to start")
     d.kill9()
     # No hedged answers: `hedge uplink status` reads hedged's spool file.
     text = d.cli_status("--json")
@@ -265,6 +280,8 @@ BAD_UPLINK = [
     ({"node_id": None}, "uplink.node_id: is required"),
     ({"colud": {}}, "uplink.colud: unknown field"),
     ({"local": {"tls": {}}}, "uplink.local.tls: the local broker is reached in plain TCP"),
+    ({"cloud": {"tls": {"ca_file": "/nonexistent/ca.pem"}}},
+     "uplink.cloud.tls.ca_file: /nonexistent/ca.pem: No such file or directory"),
 ]
 
 

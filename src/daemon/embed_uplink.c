@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "uplink.h"
@@ -83,6 +84,13 @@ int hd_config_finish_uplink(struct hd_daemon_config *cfg, hd_error_t *err)
         return hd_error_set(err, 0, "uplink.local.host: is required when the embedded broker is disabled");
     if (uc->local.host != NULL && uc->local.port == 0)
         uc->local.port = 1883;
+    /* Files the TLS context loads at the first connect: report a missing one here (and in --check). */
+    const struct hd_mqtt_tls *tls = &uc->cloud.tls;
+    const char *const files[][2] = {{"ca_file", tls->ca_file}, {"cert_file", tls->cert_file},
+                                    {"key_file", tls->key_file}};
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++)
+        if (files[i][1] && access(files[i][1], R_OK) < 0)
+            return hd_error_sys(err, "uplink.cloud.tls.%s: %s", files[i][0], files[i][1]);
     return 0;
 }
 
