@@ -11,7 +11,8 @@
  * replaces its listeners (tests use a free port) and --broker-only runs the
  * broker alone with the daemon's config (no supervisor, no API socket), for
  * benchmarks. The cloud uplink runs in the same loop too when the config has
- * an "uplink" section (embed_uplink.c). hedged ignores SIGPIPE: a client that hangs up must never kill it.
+ * an "uplink" section (embed_uplink.c; not with --broker-only). hedged
+ * ignores SIGPIPE: a client that hangs up must never kill it.
  *
  * On SIGTERM/SIGINT hedged closes its socket and exits; the workloads keep
  * running under their monitors, and the next hedged re-adopts them.

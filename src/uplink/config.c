@@ -312,7 +312,8 @@ int hd_uplink_config_parse(json_t *root, const char *prefix, bool embedded, stru
         cfg_broker(root, prefix, "cloud", &cfg->cloud, cfg->node_id, true, embedded, err) < 0 ||
         cfg_maps(root, prefix, "up", "local", "cloud", cfg->node_id, &cfg->up, &cfg->n_up, err) < 0 ||
         cfg_maps(root, prefix, "down", "cloud", "local", cfg->node_id, &cfg->down, &cfg->n_down, err) < 0 ||
-        cfg_spool(root, prefix, embedded, cfg, err) < 0 || cfg_int(root, "window", prefix, 1, 65535, &window, err) < 0 ||
+        cfg_spool(root, prefix, embedded, cfg, err) < 0 ||
+        cfg_int(root, "window", prefix, 1, 65535, &window, err) < 0 ||
         cfg_int(root, "reconnect_min_ms", prefix, 1, 3600000, &cfg->reconnect_min_ms, err) < 0 ||
         cfg_int(root, "reconnect_max_ms", prefix, 1, 3600000, &cfg->reconnect_max_ms, err) < 0)
         goto out;
