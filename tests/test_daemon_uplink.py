@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from mqtt_util import Collector, Mosquitto, dedup_in_order, need_mqtt_tools, publish_many, restore_cloud
+from mqtt_util import (Collector, Mosquitto, dedup_in_order, free_port, make_pki, need_mqtt_tools, publish_many,
+                       restore_cloud, wait_port)
 from test_daemon import HEDGED, wait_for
 from test_daemon_broker import BrokerDaemon
 
@@ -255,6 +256,32 @@ def test_uplink_authenticates_to_a_broker_that_requires_it(daemons, cloud, hedge
     assert out == "cmd/blink 3\n"
     assert "adminpw" not in d.errlog.read_text()
     d.stop()
+
+
+def test_tls_cloud_with_client_certificate(daemons, tmp_path):
+    """TLS to the cloud: OpenSSL is loaded by hedged only for it (the plain tests never map it)."""
+    need_mqtt_tools()
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    plain_port = free_port()
+    cloud = Mosquitto(tmp_path, "tls-cloud", extra=(
+        f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\nrequire_certificate true\n"
+        f"listener {plain_port} 127.0.0.1\n")).start()
+    try:
+        wait_port(plain_port)
+        sub = Collector(plain_port, "nodes/n1/sensors/#")
+        d = daemons(cloud.port, uplink={"cloud": {"host": "127.0.0.1", "port": cloud.port, "tls": {
+            "ca_file": str(pki / "ca.crt"), "cert_file": str(pki / "client.crt"),
+            "key_file": str(pki / "client.key")}}}).start()
+        d.wait_connected()
+        publish_many(d.port, "sensors/secure", [b"s1", b"s2"])
+        wait_for(lambda: len(sub.messages) >= 2, timeout=10, what="messages over TLS")
+        assert sub.payloads() == [b"s1", b"s2"]
+        sub.close()
+        d.stop()
+    finally:
+        cloud.stop()
 
 
 def test_status_from_hedged_without_uplink(daemons, cloud):

@@ -7,9 +7,11 @@
  * SUBACK, PINGRESP) are read here, each length-checked. A malformed packet
  * closes the connection, as the protocol requires.
  *
- * TLS is OpenSSL over the same non-blocking socket: SSL_connect is driven
- * from the poll loop (TLS_HANDSHAKE state) and SSL_read/SSL_write replace
- * read/write. Output is one growable buffer written as far as the socket
+ * TLS is OpenSSL over the same non-blocking socket, loaded with dlopen on
+ * the first TLS connection (src/broker/openssl_lazy.h: a process that never
+ * uses TLS, such as hedged with a plain cloud link, never maps it).
+ * SSL_connect is driven from the poll loop (TLS_HANDSHAKE state) and
+ * SSL_read/SSL_write replace read/write. Output is one growable buffer written as far as the socket
  * takes it; the uplink batches hundreds of PUBLISH packets per write.
  *
  * Nothing here waits: connect() is non-blocking (TCP_CONNECTING until the
@@ -31,10 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-
+#include "openssl_lazy.h"
 #include "packet.h"
 #include "util.h"
 
@@ -136,6 +135,8 @@ static int client_tls_context(struct hd_mqtt_client *c, hd_error_t *err)
 {
     if (c->ssl_ctx)
         return 0;
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "TLS");
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
         return hd_error_set(err, 0, "TLS: cannot create a context");
