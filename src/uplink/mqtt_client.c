@@ -45,6 +45,7 @@ struct hd_mqtt_client {
     int fd;
     SSL_CTX *ssl_ctx;
     SSL *ssl;
+    bool tls_want_write;    /* the handshake waits for the socket to take more bytes */
     struct mqtt_buf out;
     size_t out_pos;
     uint8_t *in;
@@ -270,6 +271,8 @@ short hd_mqtt_client_events(const struct hd_mqtt_client *c)
         return 0;
     if (c->state == HD_MQTT_TCP_CONNECTING)
         return POLLOUT;
+    if (c->state == HD_MQTT_TLS_HANDSHAKE)
+        return c->tls_want_write ? POLLIN | POLLOUT : POLLIN;
     short ev = POLLIN;
     if (c->out.len > c->out_pos)
         ev |= POLLOUT;
@@ -283,6 +286,7 @@ static int client_tls_step(struct hd_mqtt_client *c)
     if (rc == 1)
         return 0;
     int e = SSL_get_error(c->ssl, rc);
+    c->tls_want_write = e == SSL_ERROR_WANT_WRITE;
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return 1;
     char reason[256];
