@@ -3,7 +3,8 @@
 Mosquitto runs Debian's mosquitto on its own loopback port with a temporary
 config (the "cloud", and the local broker too), stoppable and restartable on
 the same port to cut and restore the link. Collector and publish_many use
-python3-paho-mqtt. Uplink runs build/hedge-uplink with a generated config.
+python3-paho-mqtt. Uplink runs build/hedge-uplink with a generated config
+(test_daemon_uplink.py runs the same uplink inside hedged).
 """
 import json
 import os
@@ -209,6 +210,35 @@ def dedup_in_order(items):
     return out
 
 
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=hedge test CA")
+    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=hedge-{name}")
+        (d / f"{name}.ext").write_text(ext + "\n")
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
+    # A second CA the server certificate does not chain to.
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.crt", "-days", "2",
+        "-subj", "/CN=other CA")
+
+
+def restore_cloud(proc, cloud, topic):
+    """Start the cloud broker and subscribe there before the uplink can reconnect (its process,
+    hedge-uplink or hedged, is paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        cloud.start()
+        sub = Collector(cloud.port, topic)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    return sub
+
+
 class Uplink:
     """build/hedge-uplink with a generated config; kill() is kill -9."""
 
@@ -247,15 +277,7 @@ class Uplink:
         return json.loads(r.stdout)
 
     def restore_cloud(self, cloud, topic):
-        """Start the cloud broker and subscribe there before the uplink can reconnect (it is
-        paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
-        self.proc.send_signal(signal.SIGSTOP)
-        try:
-            cloud.start()
-            sub = Collector(cloud.port, topic)
-        finally:
-            self.proc.send_signal(signal.SIGCONT)
-        return sub
+        return restore_cloud(self.proc, cloud, topic)
 
     def kill(self):
         if self.proc and self.proc.poll() is None:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from mqtt_util import (BUILD, ROOT, hedge_env, wait_port, Collector, HedgeBroker, Mosquitto, Uplink, dedup_in_order, need_mqtt_tools, publish_many,
-                       wait_for)
+from mqtt_util import (BUILD, ROOT, hedge_env, wait_port, Collector, HedgeBroker, Mosquitto, Uplink, dedup_in_order, make_pki,
+                       need_mqtt_tools, publish_many, wait_for)
 
 
 @pytest.fixture
@@ -254,23 +254,6 @@ def test_good_config_check(tmp_path):
     path.write_text(json.dumps(cfg))
     r = subprocess.run([str(BUILD / "hedge-uplink"), "--config", str(path), "--check"], capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 0 and "ok (node n1, 1 up, 0 down mappings)" in r.stdout, r
-
-
-def make_pki(d):
-    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=hedge test CA")
-    for name, ext in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN=hedge-{name}")
-        (d / f"{name}.ext").write_text(ext + "\n")
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext")
-    # A second CA the server certificate does not chain to.
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.crt", "-days", "2",
-        "-subj", "/CN=other CA")
 
 
 @pytest.fixture

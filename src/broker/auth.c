@@ -135,6 +135,11 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
     return RC_BAD_USER_OR_PASSWORD;
 }
 
+bool hd_broker_anonymous_allowed(struct hd_broker *b)
+{
+    return b->cfg.allow_anonymous >= 0 ? b->cfg.allow_anonymous : !broker_auth_has_users(b);
+}
+
 int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
 {
     /* ':' is allowed here (unlike in a password file): hedged's "workload:<name>" users

@@ -82,6 +82,8 @@ void hd_broker_get_stats(struct hd_broker *b, struct hd_broker_stats *out);
  */
 int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err);
 void hd_broker_remove_user(struct hd_broker *b, const char *user);
+/* Whether a client without a username is let in now (allow_anonymous, else: no user known). */
+bool hd_broker_anonymous_allowed(struct hd_broker *b);
 /* access: "read", "write" or "readwrite"; filter may use %u and %c. */
 int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err);
 

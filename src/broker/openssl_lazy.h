@@ -1,5 +1,6 @@
 /*
- * openssl_lazy.h - OpenSSL for the broker, loaded on first use.
+ * openssl_lazy.h - OpenSSL for the broker and the uplink's MQTT client, loaded
+ * on first use.
  *
  * libssl + libcrypto cost hedged ~1.7 MB of resident memory just by being
  * mapped and relocated, about a third of its 5 MiB idle budget. The broker
@@ -31,7 +32,10 @@
     X(SSL_CTX_load_verify_locations) X(SSL_CTX_new) X(SSL_CTX_set_verify) X(SSL_CTX_use_PrivateKey_file) \
     X(SSL_CTX_use_certificate_chain_file) X(SSL_accept) X(SSL_free) X(SSL_get1_peer_certificate) \
     X(SSL_get_error) X(SSL_get_verify_result) X(SSL_new) X(SSL_read) X(SSL_set_fd) X(SSL_write) \
-    X(TLS_server_method) X(X509_NAME_get_text_by_NID) X(X509_free) X(X509_get_subject_name)
+    X(TLS_server_method) X(X509_NAME_get_text_by_NID) X(X509_free) X(X509_get_subject_name) \
+    /* the uplink's MQTT client (src/uplink/mqtt_client.c) */ \
+    X(ERR_reason_error_string) X(SSL_CTX_set_default_verify_paths) X(SSL_connect) X(SSL_ctrl) \
+    X(SSL_set1_host) X(TLS_client_method) X(X509_verify_cert_error_string)
 
 struct hd_openssl_api {
 #define HD_OPENSSL_MEMBER(name) __typeof__(&name) name;
@@ -74,6 +78,13 @@ extern struct hd_openssl_api hd_openssl;
 #define X509_NAME_get_text_by_NID (hd_openssl.X509_NAME_get_text_by_NID)
 #define X509_free (hd_openssl.X509_free)
 #define X509_get_subject_name (hd_openssl.X509_get_subject_name)
+#define ERR_reason_error_string (hd_openssl.ERR_reason_error_string)
+#define SSL_CTX_set_default_verify_paths (hd_openssl.SSL_CTX_set_default_verify_paths)
+#define SSL_connect (hd_openssl.SSL_connect)
+#define SSL_ctrl (hd_openssl.SSL_ctrl)
+#define SSL_set1_host (hd_openssl.SSL_set1_host)
+#define TLS_client_method (hd_openssl.TLS_client_method)
+#define X509_verify_cert_error_string (hd_openssl.X509_verify_cert_error_string)
 #endif
 
 #endif

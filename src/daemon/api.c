@@ -41,6 +41,7 @@ struct hd_api {
     struct hd_supervisor *sup;
     const struct hd_daemon_config *cfg;
     struct hd_broker *broker;   /* its counters join /metrics; NULL when disabled */
+    struct hd_daemon_uplink *uplink; /* its counters join /metrics, GET /v1/uplink; NULL when none */
     int fd;
     struct hd_watch *watch;
     struct conn *conns;
@@ -322,7 +323,19 @@ static void route(struct conn *c, const char *method, char *target, const char *
             cleanup_free char *broker = hd_daemon_broker_metrics(api->broker);
             text = hd_xasprintf("%s%s", workloads, broker);
         }
+        if (api->uplink) {
+            cleanup_free char *before = get_and_reset(&text);
+            cleanup_free char *uplink = hd_daemon_uplink_metrics(api->uplink);
+            text = hd_xasprintf("%s%s", before, uplink);
+        }
         return respond_raw(c, 200, "text/plain; version=0.0.4", text, strlen(text));
+    }
+    if (strcmp(target, "/v1/uplink") == 0) {
+        if (!get)
+            return respond_error(c, 405, "%s /v1/uplink: use GET", method);
+        if (!api->uplink)
+            return respond_error(c, 404, "no uplink: hedged's config has no \"uplink\" section");
+        return respond_json(c, 200, hd_daemon_uplink_status(api->uplink));
     }
     if (strcmp(target, "/v1/info") == 0) {
         if (!get)
@@ -538,6 +551,11 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
 void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker)
 {
     api->broker = broker;
+}
+
+void hd_api_set_uplink(struct hd_api *api, struct hd_daemon_uplink *uplink)
+{
+    api->uplink = uplink;
 }
 
 int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,

@@ -39,6 +39,7 @@ void hd_config_free(struct hd_daemon_config *cfg)
     free(cfg->socket_group);
     free(cfg->log_dir);
     hd_broker_config_free(&cfg->broker);
+    hd_config_free_uplink(cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -121,6 +122,8 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
                 cfg->crash_loop_after = (int)json_integer_value(v);
         } else if (strcmp(key, "broker") == 0)
             r = hd_config_load_broker(cfg, v, err);
+        else if (strcmp(key, "uplink") == 0)
+            r = hd_config_load_uplink(cfg, v, err);
         else
             r = hd_error_set(err, 0, "%s: unknown field", key);
         if (r < 0)
@@ -146,5 +149,5 @@ int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
     if (strlen(cfg->socket_path) >= 108)
         return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)",
                             cfg->socket_path);
-    return 0;
+    return hd_config_finish_uplink(cfg, err);
 }

@@ -11,6 +11,7 @@
  *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
  *   embed_broker.c  the MQTT broker (src/broker/) in the same loop; its config section
  *   workload_creds.c  per-workload broker users from the spec's mqtt/triggers filters
+ *   embed_uplink.c  the store-and-forward cloud uplink (src/uplink/) in the same loop
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
@@ -44,6 +45,7 @@ struct hd_daemon_config {
     double stop_grace;          /* seconds between SIGTERM and SIGKILL */
     bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker; /* state_dir defaults to <state_dir>/broker */
+    struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
 };
 
 void hd_config_defaults(struct hd_daemon_config *cfg);
@@ -68,7 +70,27 @@ void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_
 /* Prometheus text of the broker's counters; caller frees. */
 char *hd_daemon_broker_metrics(struct hd_broker *b);
 
+/* ---- embed_uplink.c ---------------------------------------------------- */
+
+struct hd_daemon_uplink;
+/* Parse the config's "uplink" object (errors name "uplink.<field>"); free with hd_config_free. */
+int hd_config_load_uplink(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
+/* Derived defaults (spool path, local broker) and checks; part of hd_config_finish. */
+int hd_config_finish_uplink(struct hd_daemon_config *cfg, hd_error_t *err);
+void hd_config_free_uplink(struct hd_daemon_config *cfg);
+/* Start the uplink (when configured) in loop; *out stays NULL when there is none. */
+int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, struct hd_broker *broker,
+                           struct hd_daemon_uplink **out, hd_error_t *err);
+void hd_daemon_uplink_stop(struct hd_daemon_uplink *d);
+/* Prometheus text of the uplink's link state and counters; caller frees. */
+char *hd_daemon_uplink_metrics(struct hd_daemon_uplink *d);
+/* The status object of GET /v1/uplink (the keys of `hedge uplink status --json`). */
+json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d);
+
 /* ---- workload_creds.c -------------------------------------------------- */
+
+/* The host a client on this node uses to reach the broker (its first listener; "any" → loopback). */
+char *hd_daemon_broker_host(const struct hd_daemon_config *cfg);
 
 /* The spec asks for broker credentials (an mqtt block or triggers). */
 bool hd_creds_wanted(const struct hd_spec *spec);
@@ -248,5 +270,7 @@ int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct h
 void hd_api_stop(struct hd_api *api);
 /* Add the broker's counters to /metrics (NULL: none). */
 void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker);
+/* Add the uplink's counters to /metrics and serve GET /v1/uplink (NULL: none). */
+void hd_api_set_uplink(struct hd_api *api, struct hd_daemon_uplink *uplink);
 
 #endif

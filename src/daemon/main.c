@@ -10,7 +10,9 @@
  * The MQTT broker runs in the same loop (embed_broker.c); --mqtt-listen
  * replaces its listeners (tests use a free port) and --broker-only runs the
  * broker alone with the daemon's config (no supervisor, no API socket), for
- * benchmarks. hedged ignores SIGPIPE: a client that hangs up must never kill it.
+ * benchmarks. The cloud uplink runs in the same loop too when the config has
+ * an "uplink" section (embed_uplink.c; not with --broker-only). hedged
+ * ignores SIGPIPE: a client that hangs up must never kill it.
  *
  * On SIGTERM/SIGINT hedged closes its socket and exits; the workloads keep
  * running under their monitors, and the next hedged re-adopts them.
@@ -98,6 +100,7 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
     struct hd_watch *sigwatch = NULL;
     struct hd_broker *broker = NULL;
     struct hd_watch *broker_watch = NULL;
+    struct hd_daemon_uplink *uplink = NULL;
     cleanup_close int lock = -1;
     cleanup_close int sfd = -1;
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
@@ -171,9 +174,11 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
         if (hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
             goto out;
         hd_supervisor_set_broker(sup, broker);
-        if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
+        if (hd_supervisor_recover(sup, &err) < 0 || hd_daemon_uplink_start(loop, cfg, broker, &uplink, &err) < 0 ||
+            hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
         hd_api_set_broker(api, broker);
+        hd_api_set_uplink(api, uplink);
         fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path,
                 cfg->state_dir);
     }
@@ -186,6 +191,7 @@ out:
         hd_error_free(&err);
     }
     hd_api_stop(api);
+    hd_daemon_uplink_stop(uplink);
     hd_daemon_broker_stop(loop, broker, broker_watch);
     hd_supervisor_free(sup);
     hd_store_close(store);

@@ -82,7 +82,7 @@ fail:
 }
 
 /* Host clients reach: the listener's address, with "any" addresses turned into loopback. */
-static char *creds_host(const struct hd_daemon_config *cfg)
+char *hd_daemon_broker_host(const struct hd_daemon_config *cfg)
 {
     const char *listen = cfg->broker.listen && cfg->broker.listen[0] ? cfg->broker.listen[0] : "127.0.0.1:1883";
     const char *colon = strrchr(listen, ':');
@@ -148,7 +148,7 @@ char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, co
         env = json_object();
         json_object_set_new(o, "env", env);
     }
-    cleanup_free char *host = creds_host(cfg);
+    cleanup_free char *host = hd_daemon_broker_host(cfg);
     cleanup_free char *port = hd_xasprintf("%d", hd_broker_port(b, 0));
     json_object_set_new(env, "HEDGE_MQTT_HOST", json_string(host));
     json_object_set_new(env, "HEDGE_MQTT_PORT", json_string(port));

@@ -1,8 +1,12 @@
 /*
  * config.c - the uplink's JSON configuration (see docs/uplink.md).
  *
- * Every error names the field path ("cloud.tls.ca_file: must be a string")
- * and unknown keys are refused, so a typo does not silently become a
+ * One parser for both homes of the configuration: hedge-uplink's own file
+ * (hd_uplink_config_load) and the "uplink" object of hedged's config
+ * (hd_uplink_config_parse with the prefix "uplink." and `embedded`, which
+ * lets "local" and "spool.path" default to the embedded broker and the state
+ * dir). Every error names the field path ("cloud.tls.ca_file: must be a
+ * string", "uplink.cloud.port: ...") and unknown keys are refused, so a typo does not silently become a
  * default. "{node_id}" in topic strings and client ids is replaced by the
  * node id. Mapping pairs must carry the same wildcards in the same order
  * (checked here, so hd_uplink_map_topic never meets a pair it cannot map).
@@ -90,21 +94,29 @@ static char *cfg_expand(const char *s, const char *node_id)
     return hd_xasprintf("%.*s%s%s", (int)(at - s), s, node_id, rest);
 }
 
-static int cfg_broker(json_t *root, const char *name, struct hd_mqtt_options *o, const char *node_id,
-                      bool cloud, hd_error_t *err)
+static int cfg_broker(json_t *root, const char *prefix, const char *name, struct hd_mqtt_options *o,
+                      const char *node_id, bool cloud, bool embedded, hd_error_t *err)
 {
     json_t *obj = json_object_get(root, name);
-    cleanup_free char *path = hd_xasprintf("%s.", name);
-    if (!obj)
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: is required", name);
-    if (!json_is_object(obj))
-        return cfg_type_error(err, name, "an object");
+    cleanup_free char *path = hd_xasprintf("%s%s.", prefix, name);
+    /* hedged's local side is its own broker unless said otherwise: host and port stay unset (NULL, 0). */
+    bool embedded_local = embedded && !cloud;
+    if (!obj && embedded_local)
+        obj = json_object();
+    else if (!obj)
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: is required", prefix, name);
+    else if (!json_is_object(obj)) {
+        cleanup_free char *p = hd_xasprintf("%s%s", prefix, name);
+        return cfg_type_error(err, p, "an object");
+    } else
+        json_incref(obj);
+    json_auto_t *owned = obj;
     static const char *const known[] = {"host", "port", "client_id", "username", "password", "keepalive",
                                         "clean_session", "tls", NULL};
     if (cfg_known_keys(obj, path, known, err) < 0)
         return -1;
-    int64_t port = cloud ? 8883 : 1883, keepalive = 30;
-    o->host = hd_xstrdup("127.0.0.1");
+    int64_t port = embedded_local ? 0 : cloud ? 8883 : 1883, keepalive = 30;
+    o->host = embedded_local ? NULL : hd_xstrdup("127.0.0.1");
     if (cfg_string(obj, "host", path, &o->host, false, err) < 0 ||
         cfg_int(obj, "port", path, 1, 65535, &port, err) < 0 ||
         cfg_string(obj, "client_id", path, &o->client_id, false, err) < 0 ||
@@ -126,8 +138,10 @@ static int cfg_broker(json_t *root, const char *name, struct hd_mqtt_options *o,
     json_t *tls = json_object_get(obj, "tls");
     if (tls) {
         cleanup_free char *tpath = hd_xasprintf("%stls.", path);
-        if (!json_is_object(tls))
-            return cfg_type_error(err, "cloud.tls", "an object");
+        if (!json_is_object(tls)) {
+            cleanup_free char *p = hd_xasprintf("%stls", path);
+            return cfg_type_error(err, p, "an object");
+        }
         static const char *const tls_known[] = {"ca_file", "cert_file", "key_file", "server_name", "insecure", NULL};
         if (cfg_known_keys(tls, tpath, tls_known, err) < 0)
             return -1;
@@ -169,19 +183,21 @@ static char *cfg_wildcards(const char *filter)
     return w;
 }
 
-static int cfg_maps(json_t *root, const char *name, const char *from_key, const char *to_key,
+static int cfg_maps(json_t *root, const char *prefix, const char *name, const char *from_key, const char *to_key,
                     const char *node_id, struct hd_uplink_map **out, size_t *n_out, hd_error_t *err)
 {
     json_t *arr = json_object_get(root, name);
     if (!arr)
         return 0;
-    if (!json_is_array(arr))
-        return cfg_type_error(err, name, "an array of {\"local\": FILTER, \"cloud\": FILTER}");
+    if (!json_is_array(arr)) {
+        cleanup_free char *p = hd_xasprintf("%s%s", prefix, name);
+        return cfg_type_error(err, p, "an array of {\"local\": FILTER, \"cloud\": FILTER}");
+    }
     *out = hd_xcalloc(json_array_size(arr) + 1, sizeof(**out));
     size_t i;
     json_t *item;
     json_array_foreach(arr, i, item) {
-        cleanup_free char *path = hd_xasprintf("%s[%zu].", name, i);
+        cleanup_free char *path = hd_xasprintf("%s%s[%zu].", prefix, name, i);
         if (!json_is_object(item))
             return cfg_type_error(err, path, "an object");
         static const char *const known[] = {"local", "cloud", NULL};
@@ -209,15 +225,21 @@ static int cfg_maps(json_t *root, const char *name, const char *from_key, const 
     return 0;
 }
 
-static int cfg_spool(json_t *root, struct hd_uplink_config *cfg, hd_error_t *err)
+static int cfg_spool(json_t *root, const char *prefix, bool embedded, struct hd_uplink_config *cfg, hd_error_t *err)
 {
     json_t *obj = json_object_get(root, "spool");
+    cleanup_free char *path = hd_xasprintf("%sspool.", prefix);
+    if (!obj && embedded)
+        return 0;
     if (!obj)
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "spool: is required (at least spool.path)");
-    if (!json_is_object(obj))
-        return cfg_type_error(err, "spool", "an object");
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%sspool: is required (at least spool.path)", prefix);
+    if (!json_is_object(obj)) {
+        cleanup_free char *p = hd_xasprintf("%sspool", prefix);
+        return cfg_type_error(err, p, "an object");
+    }
     static const char *const known[] = {"path", "max_bytes", "ttl", "full_policy", "sync", NULL};
-    if (cfg_known_keys(obj, "spool.", known, err) < 0 || cfg_string(obj, "path", "spool.", &cfg->spool_path, true, err) < 0)
+    if (cfg_known_keys(obj, path, known, err) < 0 ||
+        cfg_string(obj, "path", path, &cfg->spool_path, !embedded, err) < 0)
         return -1;
     json_t *v = json_object_get(obj, "max_bytes");
     if (v) {
@@ -226,17 +248,19 @@ static int cfg_spool(json_t *root, struct hd_uplink_config *cfg, hd_error_t *err
             bytes = json_integer_value(v);
         else if (json_is_string(v) && hd_parse_size(json_string_value(v), &bytes) < 0)
             bytes = -1;
-        if (bytes < 0)
-            return cfg_type_error(err, "spool.max_bytes", "a size (\"64M\") or a number of bytes");
+        if (bytes < 0) {
+            cleanup_free char *p = hd_xasprintf("%smax_bytes", path);
+            return cfg_type_error(err, p, "a size (\"64M\") or a number of bytes");
+        }
         cfg->spool.max_bytes = bytes;
     }
     int64_t ttl = 0;
-    if (cfg_int(obj, "ttl", "spool.", 0, INT64_MAX / 1000, &ttl, err) < 0)
+    if (cfg_int(obj, "ttl", path, 0, INT64_MAX / 1000, &ttl, err) < 0)
         return -1;
     cfg->spool.ttl_ms = ttl * 1000;
     cleanup_free char *policy = NULL, *sync = NULL;
-    if (cfg_string(obj, "full_policy", "spool.", &policy, false, err) < 0 ||
-        cfg_string(obj, "sync", "spool.", &sync, false, err) < 0)
+    if (cfg_string(obj, "full_policy", path, &policy, false, err) < 0 ||
+        cfg_string(obj, "sync", path, &sync, false, err) < 0)
         return -1;
     if (!policy || strcmp(policy, "drop-oldest") == 0)
         cfg->spool.policy = HD_SPOOL_DROP_OLDEST;
@@ -244,65 +268,89 @@ static int cfg_spool(json_t *root, struct hd_uplink_config *cfg, hd_error_t *err
         cfg->spool.policy = HD_SPOOL_REJECT_NEW;
     else
         return hd_error_set_code(err, HD_EXIT_USAGE, 0,
-                                 "spool.full_policy: \"%s\" is not drop-oldest or reject-new", policy);
+                                 "%sfull_policy: \"%s\" is not drop-oldest or reject-new", path, policy);
     if (!sync || strcmp(sync, "full") == 0)
         cfg->spool.sync_full = true;
     else if (strcmp(sync, "normal") == 0)
         cfg->spool.sync_full = false;
     else
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "spool.sync: \"%s\" is not full or normal", sync);
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%ssync: \"%s\" is not full or normal", path, sync);
     return 0;
 }
 
-int hd_uplink_config_load(const char *path, struct hd_uplink_config *cfg, hd_error_t *err)
+static void cfg_defaults(struct hd_uplink_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->window = 256;
     cfg->reconnect_min_ms = 500;
     cfg->reconnect_max_ms = 30000;
-    json_error_t jerr;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s:%d: %s", path, jerr.line, jerr.text);
+    cfg->spool.sync_full = true;
+}
+
+int hd_uplink_config_parse(json_t *root, const char *prefix, bool embedded, struct hd_uplink_config *cfg,
+                           hd_error_t *err)
+{
+    cfg_defaults(cfg);
     int ret = -1;
     if (!json_is_object(root)) {
-        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: must be a JSON object", path);
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%.*s: must be a JSON object",
+                          (int)(*prefix ? strlen(prefix) - 1 : 6), *prefix ? prefix : "config");
         goto out;
     }
     static const char *const known[] = {"node_id", "local", "cloud", "up", "down", "spool", "window",
                                         "reconnect_min_ms", "reconnect_max_ms", NULL};
     int64_t window = cfg->window;
-    if (cfg_known_keys(root, "", known, err) < 0 || cfg_string(root, "node_id", "", &cfg->node_id, true, err) < 0)
+    if (cfg_known_keys(root, prefix, known, err) < 0 ||
+        cfg_string(root, "node_id", prefix, &cfg->node_id, true, err) < 0)
         goto out;
     if (strpbrk(cfg->node_id, "/+#")) {
-        hd_error_set_code(err, HD_EXIT_USAGE, 0, "node_id: \"%s\" must not contain '/', '+' or '#'", cfg->node_id);
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%snode_id: \"%s\" must not contain '/', '+' or '#'", prefix,
+                          cfg->node_id);
         goto out;
     }
-    if (cfg_broker(root, "local", &cfg->local, cfg->node_id, false, err) < 0 ||
-        cfg_broker(root, "cloud", &cfg->cloud, cfg->node_id, true, err) < 0 ||
-        cfg_maps(root, "up", "local", "cloud", cfg->node_id, &cfg->up, &cfg->n_up, err) < 0 ||
-        cfg_maps(root, "down", "cloud", "local", cfg->node_id, &cfg->down, &cfg->n_down, err) < 0 ||
-        cfg_spool(root, cfg, err) < 0 || cfg_int(root, "window", "", 1, 65535, &window, err) < 0 ||
-        cfg_int(root, "reconnect_min_ms", "", 1, 3600000, &cfg->reconnect_min_ms, err) < 0 ||
-        cfg_int(root, "reconnect_max_ms", "", 1, 3600000, &cfg->reconnect_max_ms, err) < 0)
+    if (cfg_broker(root, prefix, "local", &cfg->local, cfg->node_id, false, embedded, err) < 0 ||
+        cfg_broker(root, prefix, "cloud", &cfg->cloud, cfg->node_id, true, embedded, err) < 0 ||
+        cfg_maps(root, prefix, "up", "local", "cloud", cfg->node_id, &cfg->up, &cfg->n_up, err) < 0 ||
+        cfg_maps(root, prefix, "down", "cloud", "local", cfg->node_id, &cfg->down, &cfg->n_down, err) < 0 ||
+        cfg_spool(root, prefix, embedded, cfg, err) < 0 ||
+        cfg_int(root, "window", prefix, 1, 65535, &window, err) < 0 ||
+        cfg_int(root, "reconnect_min_ms", prefix, 1, 3600000, &cfg->reconnect_min_ms, err) < 0 ||
+        cfg_int(root, "reconnect_max_ms", prefix, 1, 3600000, &cfg->reconnect_max_ms, err) < 0)
         goto out;
     cfg->window = (int)window;
     if (cfg->n_up + cfg->n_down == 0) {
-        hd_error_set_code(err, HD_EXIT_USAGE, 0, "up: no topics to forward (give \"up\" and/or \"down\" mappings)");
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%sup: no topics to forward (give \"up\" and/or \"down\" mappings)",
+                          prefix);
         goto out;
     }
     if (cfg->local.tls.enabled) {
-        hd_error_set_code(err, HD_EXIT_USAGE, 0, "local.tls: the local broker is reached in plain TCP on the node");
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%slocal.tls: the local broker is reached in plain TCP on the node",
+                          prefix);
         goto out;
     }
     ret = 0;
 out:
-    json_decref(root);
-    if (ret < 0) {
-        hd_error_prefix(err, "uplink config %s", path);
+    if (ret < 0)
         hd_uplink_config_free(cfg);
-    }
     return ret;
+}
+
+int hd_uplink_config_load(const char *path, struct hd_uplink_config *cfg, hd_error_t *err)
+{
+    cfg_defaults(cfg);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s:%d: %s", path, jerr.line, jerr.text);
+    int ret = 0;
+    if (!json_is_object(root))
+        ret = hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s: must be a JSON object", path);
+    else
+        ret = hd_uplink_config_parse(root, "", false, cfg, err);
+    json_decref(root);
+    if (ret < 0)
+        return hd_error_prefix(err, "uplink config %s", path);
+    return 0;
 }
 
 static void free_options(struct hd_mqtt_options *o)

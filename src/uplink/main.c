@@ -1,6 +1,7 @@
 /*
- * main.c - `hedge-uplink`: the store-and-forward uplink run on its own until
- * hedged embeds the library (src/uplink/uplink.h).
+ * main.c - `hedge-uplink`: the store-and-forward uplink run on its own, beside
+ * any local broker (hedged runs the same library in its loop:
+ * src/daemon/embed_uplink.c).
  *
  *   hedge-uplink --config FILE [--check]
  *   hedge-uplink status (--spool FILE | --config FILE) [--json]   (what `hedge uplink status` runs)

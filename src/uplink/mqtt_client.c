@@ -7,10 +7,19 @@
  * SUBACK, PINGRESP) are read here, each length-checked. A malformed packet
  * closes the connection, as the protocol requires.
  *
- * TLS is OpenSSL over the same non-blocking socket: SSL_connect is driven
- * from the poll loop (TLS_HANDSHAKE state) and SSL_read/SSL_write replace
- * read/write. Output is one growable buffer written as far as the socket
+ * TLS is OpenSSL over the same non-blocking socket, loaded with dlopen on
+ * the first TLS connection (src/broker/openssl_lazy.h: a process that never
+ * uses TLS, such as hedged with a plain cloud link, never maps it).
+ * SSL_connect is driven from the poll loop (TLS_HANDSHAKE state) and
+ * SSL_read/SSL_write replace read/write. Output is one growable buffer written as far as the socket
  * takes it; the uplink batches hundreds of PUBLISH packets per write.
+ *
+ * Nothing here waits: connect() is non-blocking (TCP_CONNECTING until the
+ * socket is writable), CONNACK and every other answer arrive through the
+ * caller's poll, writes stop at EAGAIN. That is what lets hedged run the
+ * uplink's local client against its own broker in the same thread. The one
+ * call that can block is getaddrinfo for a host NAME (DNS); numeric
+ * addresses are parsed with AI_NUMERICHOST and never reach the resolver.
  */
 #include "mqtt_client.h"
 
@@ -24,10 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-
+#include "openssl_lazy.h"
 #include "packet.h"
 #include "util.h"
 
@@ -39,6 +45,7 @@ struct hd_mqtt_client {
     int fd;
     SSL_CTX *ssl_ctx;
     SSL *ssl;
+    bool tls_want_write;    /* the handshake waits for the socket to take more bytes */
     struct mqtt_buf out;
     size_t out_pos;
     uint8_t *in;
@@ -129,6 +136,8 @@ static int client_tls_context(struct hd_mqtt_client *c, hd_error_t *err)
 {
     if (c->ssl_ctx)
         return 0;
+    if (hd_openssl_load(err) < 0)
+        return hd_error_prefix(err, "TLS");
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx)
         return hd_error_set(err, 0, "TLS: cannot create a context");
@@ -200,8 +209,14 @@ int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err)
         return -1;
     char port[16];
     snprintf(port, sizeof(port), "%d", c->opts.port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    /* A numeric address is parsed without any lookup (never blocks); only a name goes to the resolver. */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST},
+                    *res = NULL;
     int rc = getaddrinfo(c->opts.host, port, &hints, &res);
+    if (rc == EAI_NONAME) {
+        hints.ai_flags = 0;
+        rc = getaddrinfo(c->opts.host, port, &hints, &res);
+    }
     if (rc != 0)
         return hd_error_set(err, 0, "resolve %s: %s", c->opts.host, gai_strerror(rc));
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -256,6 +271,8 @@ short hd_mqtt_client_events(const struct hd_mqtt_client *c)
         return 0;
     if (c->state == HD_MQTT_TCP_CONNECTING)
         return POLLOUT;
+    if (c->state == HD_MQTT_TLS_HANDSHAKE)
+        return c->tls_want_write ? POLLIN | POLLOUT : POLLIN;
     short ev = POLLIN;
     if (c->out.len > c->out_pos)
         ev |= POLLOUT;
@@ -269,6 +286,7 @@ static int client_tls_step(struct hd_mqtt_client *c)
     if (rc == 1)
         return 0;
     int e = SSL_get_error(c->ssl, rc);
+    c->tls_want_write = e == SSL_ERROR_WANT_WRITE;
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
         return 1;
     char reason[256];

@@ -15,8 +15,8 @@
  * Lifecycle (enum hd_mqtt_state): DISCONNECTED -> TCP_CONNECTING ->
  * [TLS_HANDSHAKE] -> CONNECT_SENT -> CONNECTED -> DISCONNECTED. Any protocol
  * error, EOF or keepalive timeout closes the socket and reports on_disconnect.
- * Host names are resolved with getaddrinfo (blocking; use addresses for hosts
- * that may not resolve quickly).
+ * Numeric addresses never block; host names are resolved with getaddrinfo
+ * (blocking: use addresses for hosts that may not resolve quickly).
  */
 #ifndef HEDGE_MQTT_CLIENT_H
 #define HEDGE_MQTT_CLIENT_H

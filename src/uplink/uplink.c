@@ -63,6 +63,7 @@ struct hd_uplink {
     hd_error_t fatal;
     uint64_t last_expire_ns, last_commit_ns;
     bool status_dirty;
+    int64_t cloud_since_ms, cloud_connects, downlink_count;
 };
 
 static void uplink_fatal(struct hd_uplink *u, hd_error_t *err)
@@ -97,7 +98,8 @@ static void uplink_cloud_status(struct hd_uplink *u, bool state_changed)
     char buf[32];
     uplink_set_status(u, "cloud_connected", u->cloud.connected ? "1" : "0");
     if (state_changed) {
-        snprintf(buf, sizeof(buf), "%lld", (long long)hd_wall_ms());
+        u->cloud_since_ms = hd_wall_ms();
+        snprintf(buf, sizeof(buf), "%lld", (long long)u->cloud_since_ms);
         uplink_set_status(u, "cloud_since_ms", buf);
     }
     uplink_set_status(u, "cloud_last_error", u->cloud.last_error ? u->cloud.last_error : "");
@@ -182,6 +184,7 @@ static void cloud_on_connect(void *ctx, bool session_present)
     struct hd_uplink *u = ctx;
     u->cloud.connected = true;
     u->cloud.backoff_ms = 0;
+    u->cloud_connects++;
     free(u->cloud.last_error);
     u->cloud.last_error = NULL;
     fprintf(stderr, "hedge-uplink: cloud broker %s:%d connected\n", u->cfg->cloud.host, u->cfg->cloud.port);
@@ -206,6 +209,7 @@ static void cloud_on_message(void *ctx, const struct hd_mqtt_message *m)
         u->downlink_refused = true;
         return;
     }
+    u->downlink_count++;
     if (m->qos == 0) {
         hd_mqtt_publish(u->local.client, local_topic, m->payload, m->payload_len, 0, m->retain, 0, NULL, 0);
         return;
@@ -342,7 +346,8 @@ struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *
     uplink_set_status(u, "cloud_connected", "0");
     uplink_set_status(u, "local_connected", "0");
     char since[32];
-    snprintf(since, sizeof(since), "%lld", (long long)hd_wall_ms());
+    u->cloud_since_ms = hd_wall_ms();
+    snprintf(since, sizeof(since), "%lld", (long long)u->cloud_since_ms);
     uplink_set_status(u, "cloud_since_ms", since);
     if (u->fatal || hd_spool_commit(u->spool, err) < 0) {
         if (u->fatal)
@@ -446,6 +451,18 @@ int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error
         return -1;
     }
     return 0;
+}
+
+int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->local_connected = u->local.connected;
+    out->cloud_connected = u->cloud.connected;
+    out->cloud_since_ms = u->cloud_since_ms;
+    out->last_error = u->cloud.last_error ? u->cloud.last_error : "";
+    out->reconnects = u->cloud_connects > 1 ? u->cloud_connects - 1 : 0;
+    out->downlink = u->downlink_count;
+    return hd_spool_stats(u->spool, &out->spool, err);
 }
 
 int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err)

@@ -51,8 +51,18 @@ struct hd_uplink_config {
     int64_t reconnect_min_ms, reconnect_max_ms;
 };
 
-/* Parse the JSON config; errors name the field ("cloud.port: ..."). */
+/* Parse the JSON config file; errors name the field ("cloud.port: ..."). */
 int hd_uplink_config_load(const char *path, struct hd_uplink_config *cfg, hd_error_t *err);
+/*
+ * The same parser for a JSON object (hedged's "uplink" section). `prefix`
+ * starts every field path in errors ("uplink." gives "uplink.cloud.port:
+ * ..."). With `embedded`, "local" and "spool" may be left out: local.host
+ * stays NULL and local.port 0 (the caller fills in its own broker), and
+ * spool_path stays NULL (the caller's default).
+ */
+struct json_t;
+int hd_uplink_config_parse(struct json_t *obj, const char *prefix, bool embedded, struct hd_uplink_config *cfg,
+                           hd_error_t *err);
 void hd_uplink_config_free(struct hd_uplink_config *cfg);
 
 /*
@@ -70,6 +80,16 @@ void hd_uplink_free(struct hd_uplink *u);
 int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms);
 /* After poll: handle readiness, commit the spool, release local PUBACKs, refill the window. -1 on a spool error. */
 int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err);
+/* What `hedge uplink status` and /metrics show of a running uplink. */
+struct hd_uplink_status {
+    bool local_connected, cloud_connected;
+    int64_t cloud_since_ms;     /* wall-clock ms of the last cloud link change */
+    const char *last_error;     /* why the cloud link is down ("" when none); valid until the next dispatch */
+    int64_t reconnects;         /* cloud connections made after the first one */
+    int64_t downlink;           /* cloud messages forwarded to the local broker */
+    struct hd_spool_stats spool;
+};
+int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_error_t *err);
 /* Run until *stop becomes true (set from a signal) or a fatal spool error. */
 int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err);
 

@@ -1,5 +1,7 @@
 /* test_uplink.c - the uplink's pure logic: topic matching, topic remapping, and the spool's limits and order. */
+#include <jansson.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -117,8 +119,35 @@ static void test_client_v5(void)
     hd_mqtt_client_free(c);
 }
 
+/* hedged's "uplink" object: local and spool may be left out; errors carry the prefix. */
+static void test_config_parse(void)
+{
+    json_t *o = json_loads("{\"node_id\": \"n1\", \"cloud\": {\"port\": 8884},"
+                           " \"up\": [{\"local\": \"s/#\", \"cloud\": \"nodes/{node_id}/s/#\"}]}", 0, NULL);
+    CHECK(o != NULL);
+    struct hd_uplink_config cfg;
+    hd_error_t err = NULL;
+    CHECK(hd_uplink_config_parse(o, "uplink.", true, &cfg, &err) == 0);
+    CHECK(cfg.local.host == NULL && cfg.local.port == 0 && cfg.spool_path == NULL);
+    CHECK_STR(cfg.local.client_id, "hedge-uplink-n1");
+    CHECK_STR(cfg.cloud.host, "127.0.0.1");
+    CHECK(cfg.cloud.port == 8884 && cfg.spool.sync_full && cfg.window == 256 && cfg.n_up == 1);
+    CHECK_STR(cfg.up[0].to, "nodes/n1/s/#");
+    hd_uplink_config_free(&cfg);
+    /* The standalone file needs both. */
+    CHECK(hd_uplink_config_parse(o, "", false, &cfg, &err) < 0);
+    CHECK_STR(hd_error_text(err), "local: is required");
+    hd_error_free(&err);
+    json_object_set_new(json_object_get(o, "cloud"), "port", json_integer(0));
+    CHECK(hd_uplink_config_parse(o, "uplink.", true, &cfg, &err) < 0);
+    CHECK(strstr(hd_error_text(err), "uplink.cloud.port: must be an integer in 1..65535") != NULL);
+    hd_error_free(&err);
+    json_decref(o);
+}
+
 int main(void)
 {
+    test_config_parse();
     test_client_v5();
     CHECK(hd_mqtt_topic_matches("a/#", "a"));
     CHECK(hd_mqtt_topic_matches("a/#", "a/b/c"));
