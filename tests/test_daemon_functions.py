@@ -17,6 +17,7 @@ import struct
 
 import pytest
 
+from conftest import check_sanitizer
 from mqtt_util import paho
 from test_daemon import alive, wait_for
 from test_daemon_creds import ADMIN, broker_daemon  # noqa: F401 (fixture)
@@ -32,6 +33,12 @@ def node(broker_daemon):  # noqa: F811 (the imported fixture)
     d.requester = Requester(d.port, auth=(ADMIN[1], ADMIN[3]))
     yield d
     d.requester.close()
+    # stop every function host, so that its last words (a sanitizer's report too) are in its log before rm
+    if d.proc.poll() is None:
+        for w in d.ps():
+            if "function" in w:
+                assert d.cli("stop", w["name"]).code == 0
+                check_sanitizer(host_log(d, w["name"]))
 
 
 def fn_spec(name, command, mode="on-demand", isolation="process", extra=None, **function):
