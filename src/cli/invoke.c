@@ -164,9 +164,14 @@ static int invoke_by_name(const char *name, const char *payload, size_t payload_
     cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/invoke.sock", dirfd);
-    if (dirfd < 0 || fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
-        return invoke_fail("%s: cannot reach the function at %s: %s (is it still starting?)", name, sock_copy,
-                           strerror(errno));
+    /* a host that was just (re)started binds its socket after its pinned instance started: wait for it */
+    uint64_t give_up = hd_now_ns() + (uint64_t)(timeout * 1e9);
+    int r;
+    while ((r = dirfd < 0 || fd < 0 ? -1 : connect(fd, (struct sockaddr *)&addr, sizeof(addr))) < 0 && dirfd >= 0 &&
+           fd >= 0 && (errno == ENOENT || errno == ECONNREFUSED) && hd_now_ns() < give_up)
+        usleep(50 * 1000);
+    if (r < 0)
+        return invoke_fail("%s: cannot reach the function at %s: %s", name, sock_copy, strerror(errno));
     struct timeval tv = {.tv_sec = (time_t)timeout, .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

@@ -19,6 +19,10 @@
  * Versions have their own dirs because an upgrade's candidate runs beside
  * the current version during its health wait. `hedge rm` removes the tree.
  *
+ * The host subscribes to the triggers in the shared-subscription group
+ * "hedge-fn-<name>", so while an upgrade's candidate runs beside the current
+ * version each request is answered once.
+ *
  * Broker: the host connects as "function:<name>" (workload_creds.c) with the
  * credentials in HEDGE_MQTT_* of its own environment, which it removes before
  * starting instances. When the spec has an mqtt block, the instances get
@@ -111,8 +115,11 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
         json_object_set_new(env, "HEDGE_MQTT_USERNAME", json_string(user));
         json_object_set_new(env, "HEDGE_MQTT_PASSWORD", json_string(password));
     }
-    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process", "command",
-                             exe, "--spec", spec_path, "--state-dir", cfg->state_dir, "--local", dir, "env", env);
+    /* one share group per function: during an upgrade each request reaches one version, not both */
+    cleanup_free char *group = hd_xasprintf("hedge-fn-%s", name);
+    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process",
+                             "command", exe, "--spec", spec_path, "--state-dir", cfg->state_dir, "--local", dir,
+                             "--share", group, "env", env);
     char *text = json_dumps(host, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(host);
     if (text == NULL)

@@ -21,6 +21,11 @@
  * instance starts, so that a process-isolated function, which inherits the
  * environment, never sees the host's credentials. --local DIR serves `hedge
  * invoke NAME` on DIR/invoke.sock and keeps DIR/stats.json (local.h).
+ * --share GROUP subscribes to "$share/GROUP/<trigger>" (MQTT 5 shared
+ * subscriptions): hedged passes it so that while an upgrade's new version
+ * runs beside the old one, each request is delivered to one of them, not
+ * both (and a retained message does not invoke the function again at every
+ * reconnect).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -126,7 +131,7 @@ static void app_publish_results(struct app *a)
 static void usage(FILE *out)
 {
     fprintf(out, "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
-                 "[--check]\n"
+                 "[--share GROUP] [--check]\n"
                  "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
 }
 
@@ -137,18 +142,19 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
-        {"local", required_argument, NULL, 'l'},
+        {"local", required_argument, NULL, 'l'}, {"share", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
-    const char *spec_path = NULL, *broker = NULL, *state_dir = NULL, *local_dir = NULL;
+    const char *spec_path = NULL, *broker = NULL, *state_dir = NULL, *local_dir = NULL, *share = NULL;
     bool check = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:b:d:l:nh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:b:d:l:g:nh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': spec_path = optarg; break;
         case 'b': broker = optarg; break;
         case 'd': state_dir = optarg; break;
         case 'l': local_dir = optarg; break;
+        case 'g': share = optarg; break;
         case 'n': check = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return HD_EXIT_USAGE;
@@ -196,8 +202,18 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct app a = {.spec = spec};
-    for (int i = 0; i < spec->n_triggers; i++)
-        hd_strv_push(&a.filters, spec->triggers[i].topic);
+    if (share && (!*share || strpbrk(share, "/+#"))) {
+        hd_error_set_code(&err, HD_EXIT_USAGE, 0, "--share %s: a group name has no '/', '+' or '#'", share);
+        goto fail_usage;
+    }
+    for (int i = 0; i < spec->n_triggers; i++) {
+        if (share) {
+            char *shared = hd_xasprintf("$share/%s/%s", share, spec->triggers[i].topic);
+            hd_strv_push(&a.filters, shared);
+            free(shared);
+        } else
+            hd_strv_push(&a.filters, spec->triggers[i].topic);
+    }
     a.inv = hd_invoker_new(spec, state_dir, &err);
     if (!a.inv) {
         hd_strv_free(a.filters);
