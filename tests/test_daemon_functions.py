@@ -181,7 +181,7 @@ def test_pinned_function_state_crash_and_restart(node, tmp_path):
     assert d.ps("count")["restarts"] == 0  # the host itself never restarted
 
 
-def test_container_function(node, busybox_rootfs):
+def test_container_function(node, busybox_rootfs, busybox_image_tar):
     d = node
     deploy_fn(d, fn_spec("cupper", ["/bin/tr", "a-z", "A-Z"], isolation="container",
                          extra={"rootfs": str(busybox_rootfs)}))
@@ -189,6 +189,12 @@ def test_container_function(node, busybox_rootfs):
     assert d.requester.wait(1)[0][:3] == ("replies/cu", b"INSIDE", b"c-1")
     assert invoke(d, "cupper", "warm").out == "WARM"
     assert fn_stats(d, "cupper", 2)["errors"] == 0
+    # from an image in hedged's store: the host looks images up in hedged's state dir
+    r = d.cli("image", "import", busybox_image_tar, "--name", "busybox:fn", env={"HEDGE_STATE_DIR": str(d.state)})
+    assert r.code == 0, r.err
+    deploy_fn(d, fn_spec("cimg", ["/bin/sh", "-c", "echo image $(cat)"], isolation="container",
+                         extra={"image": "busybox:fn"}))
+    assert invoke(d, "cimg", "ok").out == "image ok\n"
 
 
 def test_kill9_hedged_function_keeps_answering_and_is_adopted(node, tmp_path):
