@@ -11,6 +11,7 @@ credentials. The daemon fixture removes every workload and checks no monitor, ho
 """
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -118,6 +119,12 @@ def test_on_demand_process_function(node):
     assert 'hedge_function_invocations_total{name="upper"} 4\n' in metrics
     assert 'hedge_function_errors_total{name="upper"} 0\n' in metrics
     assert 'hedge_function_latency_p99_seconds{name="upper"} ' in metrics
+    sample = re.compile(r'^hedge_function_[a-z0-9_]+\{name="upper"\} [0-9]+(\.[0-9]+)?$')
+    typed = {line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE hedge_function_")}
+    lines = [line for line in metrics.splitlines() if line.startswith("hedge_function_")]
+    assert len(lines) == len(typed) == 7
+    for line in lines:
+        assert sample.match(line) and line.split("{")[0] in typed, line
 
 
 def test_error_events_and_invoke_errors(node):
@@ -169,7 +176,8 @@ def test_pinned_function_state_crash_and_restart(node, tmp_path):
     spec = fn_spec("count", ["/bin/sh", "-c", f"echo up >> {marker}\n" + PINNED_SH], mode="pinned",
                    extra={"restart": {"policy": "always"}})
     deploy_fn(d, spec)
-    assert marker.read_text() == "up\n"  # started with the deployment, before any invocation
+    # started with the deployment, before any invocation
+    wait_for(lambda: marker.exists() and marker.read_text() == "up\n", what="the pinned instance to start")
     assert invoke(d, "count", "a").out == "1:a"
     assert d.requester.call("fn/count", b"b") == b"2:b"
     r = invoke(d, "count", "crash")
