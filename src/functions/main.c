@@ -15,9 +15,9 @@
  * loses those in flight). On SIGINT/SIGTERM the instances are stopped and
  * removed. The broker connection is retried every 500 ms.
  *
- * Without --broker the address and credentials come from HEDGE_MQTT_HOST,
- * HEDGE_MQTT_PORT, HEDGE_MQTT_USERNAME and HEDGE_MQTT_PASSWORD (how hedged
- * hands them over); they are removed from the environment before any
+ * The credentials come from HEDGE_MQTT_USERNAME and HEDGE_MQTT_PASSWORD when
+ * set, and without --broker the address from HEDGE_MQTT_HOST and
+ * HEDGE_MQTT_PORT (how hedged hands them over); all four are removed from the environment before any
  * instance starts, so that a process-isolated function, which inherits the
  * environment, never sees the host's credentials. --local DIR serves `hedge
  * invoke NAME` on DIR/invoke.sock and keeps DIR/stats.json (local.h).
