@@ -17,9 +17,10 @@
  *
  * The credentials come from HEDGE_MQTT_USERNAME and HEDGE_MQTT_PASSWORD when
  * set, and without --broker the address from HEDGE_MQTT_HOST and
- * HEDGE_MQTT_PORT (how hedged hands them over); all four are removed from the environment before any
- * instance starts, so that a process-isolated function, which inherits the
- * environment, never sees the host's credentials. --local DIR serves `hedge
+ * HEDGE_MQTT_PORT (how hedged hands them over); all four are removed from
+ * the environment before any instance starts, so that a process-isolated
+ * function, which inherits the environment, never sees the host's
+ * credentials. --local DIR serves `hedge
  * invoke NAME` on DIR/invoke.sock and keeps DIR/stats.json (local.h).
  * --share GROUP subscribes to "$share/GROUP/<trigger>" (MQTT 5 shared
  * subscriptions): hedged passes it so that while an upgrade's new version
