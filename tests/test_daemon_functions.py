@@ -95,6 +95,7 @@ def test_on_demand_process_function(node):
     d = node
     w = deploy_fn(d, fn_spec("upper", ["/usr/bin/tr", "a-z", "A-Z"]))
     assert w["state"] == "running" and w["function"]["mode"] == "on-demand"
+    assert (w["function"]["invocations"], w["function"]["p50_ms"]) == (0, None)
     assert w["function"]["socket"] == str(d.state / "functions" / "upper" / "v1" / "invoke.sock")
     # MQTT 5 request/response through the authenticated broker
     d.requester.send("fn/upper", b"hello", response_topic="replies/c1", correlation=b"\x00id-1")

@@ -152,9 +152,11 @@ json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, i
         json_t *v = json_object_get(stats, counters[i]);
         json_object_set_new(o, counters[i], json_integer(json_is_integer(v) ? json_integer_value(v) : 0));
     }
+    /* no latency before the first result */
+    bool any = json_integer_value(json_object_get(o, "invocations")) > 0;
     json_t *p50 = json_object_get(stats, "p50_ms"), *p99 = json_object_get(stats, "p99_ms");
-    json_object_set_new(o, "p50_ms", json_is_number(p50) ? json_real(json_number_value(p50)) : json_null());
-    json_object_set_new(o, "p99_ms", json_is_number(p99) ? json_real(json_number_value(p99)) : json_null());
+    json_object_set_new(o, "p50_ms", any && json_is_number(p50) ? json_real(json_number_value(p50)) : json_null());
+    json_object_set_new(o, "p99_ms", any && json_is_number(p99) ? json_real(json_number_value(p99)) : json_null());
     json_decref(stats);
     return o;
 }
