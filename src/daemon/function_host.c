@@ -6,7 +6,11 @@
  * So the supervisor's whole life cycle (restart policy, upgrade with a
  * health wait, rollback, stop/start/rm, logs, adoption after `kill -9
  * hedged`, since a monitor owns the host) applies to functions unchanged,
- * and hedged's loop never runs an invocation. The host runs with process
+ * and hedged's loop never runs an invocation. (The alternative, the invoker
+ * inside hedged, would map the whole runtime (libseccomp, libcap, ...) into
+ * the daemon, which maps none of it on purpose, would put invocation threads
+ * beside the one-thread loop, and would lose every instance and pinned state
+ * at `kill -9 hedged`.) The host runs with process
  * isolation and no limits; it runs the invocations at the spec's isolation
  * level and limits, placed as hedged would place them: it inherits hedged's
  * environment (HEDGE_STATE_DIR, HEDGE_RUN_DIR, HEDGE_CGROUP_PARENT,
