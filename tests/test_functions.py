@@ -54,7 +54,7 @@ def broker(request, tmp_path):
 class Requester:
     """An MQTT 5 client that sends requests and collects replies (topic, payload, correlation data)."""
 
-    def __init__(self, port):
+    def __init__(self, port, auth=None):
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
         self.Properties, self.PacketTypes = Properties, PacketTypes
@@ -62,6 +62,8 @@ class Requester:
         self.lock = threading.Lock()
         self.client = paho.Client(client_id=f"req-{os.getpid()}-{time.monotonic_ns()}", protocol=paho.MQTTv5)
         self.client.on_message = self._on_message
+        if auth:
+            self.client.username_pw_set(*auth)
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect("127.0.0.1", port)

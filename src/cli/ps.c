@@ -2,6 +2,10 @@
  * ps.c - `hedge ps`: the workloads hedged supervises, one line each: name,
  * version, isolation, state (crash-loop when it keeps failing), pid, uptime,
  * restarts, cpu, memory. --json prints GET /v1/workloads as it is.
+ * Function deployments get a second table: mode, invocations, errors (all
+ * error events: timeouts and rejections included), timeouts, rejected, and
+ * the p50/p99 received-to-result latency, as their function host reports
+ * them (counts since the host of the active version started).
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,6 +56,29 @@ int cmd_ps(int argc, char **argv)
                (long long)json_integer_value(json_object_get(w, "version")),
                json_string_value(json_object_get(w, "isolation")), json_string_value(json_object_get(w, "state")),
                pid, uptime, (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
+    }
+    bool header = false;
+    json_array_foreach(list, i, w) {
+        json_t *fn = json_object_get(w, "function");
+        if (!json_is_object(fn))
+            continue;
+        if (!header) {
+            printf("\n%-20s %-9s %-11s %-8s %-8s %-8s %-9s %s\n", "FUNCTION", "MODE", "INVOCATIONS", "ERRORS",
+                   "TIMEOUTS", "REJECTED", "P50", "P99");
+            header = true;
+        }
+        char p50[24] = "-", p99[24] = "-";
+        json_t *v;
+        if (json_is_number(v = json_object_get(fn, "p50_ms")))
+            snprintf(p50, sizeof(p50), "%.2fms", json_number_value(v));
+        if (json_is_number(v = json_object_get(fn, "p99_ms")))
+            snprintf(p99, sizeof(p99), "%.2fms", json_number_value(v));
+        printf("%-20s %-9s %-11lld %-8lld %-8lld %-8lld %-9s %s\n", json_string_value(json_object_get(w, "name")),
+               json_string_value(json_object_get(fn, "mode")),
+               (long long)json_integer_value(json_object_get(fn, "invocations")),
+               (long long)json_integer_value(json_object_get(fn, "errors")),
+               (long long)json_integer_value(json_object_get(fn, "timeouts")),
+               (long long)json_integer_value(json_object_get(fn, "rejected")), p50, p99);
     }
     json_decref(list);
     return 0;

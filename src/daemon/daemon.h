@@ -12,6 +12,7 @@
  *   embed_broker.c  the MQTT broker (src/broker/) in the same loop; its config section
  *   workload_creds.c  per-workload broker users from the spec's mqtt/triggers filters
  *   embed_uplink.c  the store-and-forward cloud uplink (src/uplink/) in the same loop
+ *   function_host.c  function deployments: the workload run is hedge-functions with the real spec
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
@@ -105,6 +106,29 @@ int hd_creds_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, co
 /* Remove the broker user (stop); forget also deletes the kept password (rm). */
 void hd_creds_revoke(struct hd_broker *b, const char *name);
 void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name);
+/* (Re-)register "function:<name>", a function host's user: read on the triggers, write on the
+ * reply topic ("#" without one); its user name and password go to *user and *password. */
+int hd_creds_function_host(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+                           const struct hd_spec *spec, char **user, char **password, hd_error_t *err);
+
+/* ---- function_host.c --------------------------------------------------- */
+
+/* The spec has a function block: hedged runs it through hedge-functions. */
+bool hd_function_is(const struct hd_spec *spec);
+/* <state>/functions/<name>/v<version> (version 0: the name's whole tree); caller frees. */
+char *hd_function_dir(const struct hd_daemon_config *cfg, const char *name, int version);
+/* Write the version's spec file and return the JSON of the host spec the monitor runs
+ * (hedge-functions, process isolation, broker credentials in its env). Caller frees. */
+char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name, int version,
+                            const struct hd_spec *spec, hd_error_t *err);
+/* Register the host's (and the instances') broker users again (adoption, a failed upgrade). */
+int hd_function_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+                        const struct hd_spec *spec, hd_error_t *err);
+/* {mode, triggers, socket, invocations, errors, timeouts, rejected, restarts, p50_ms, p99_ms}. */
+json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version,
+                         const struct hd_spec *spec, bool running);
+/* Remove <state>/functions/<name> (rm). */
+void hd_function_forget(const struct hd_daemon_config *cfg, const char *name);
 
 /* ---- loop.c ------------------------------------------------------------ */
 

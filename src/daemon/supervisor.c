@@ -420,6 +420,7 @@ static void workload_finish_remove(struct workload *wl)
         log_error(&err);
     }
     hd_creds_forget(sup->broker, sup->cfg, wl->name);
+    hd_function_forget(sup->cfg, wl->name);
     hd_store_event(sup->store, wl->name, "removed", "removed");
     for (const char *suffix = ""; suffix; suffix = *suffix ? NULL : ".1") {
         cleanup_free char *log = hd_xasprintf("%s/%s.log%s", sup->cfg->log_dir, wl->name, suffix);
@@ -539,17 +540,38 @@ static void run_start_watch(struct run *run)
 
 /* ---- starting and stopping the current version ------------------------ */
 
+/* The spec JSON a version's monitor runs: the spec with its broker credentials, or for a
+ * function the host spec (function_host.c). NULL with err set on failure. */
+static char *monitor_spec(struct hd_supervisor *sup, const char *name, int version, const struct hd_spec *spec,
+                          hd_error_t *err)
+{
+    if (hd_function_is(spec))
+        return hd_function_host_spec(sup->broker, sup->cfg, name, version, spec, err);
+    char *json = hd_creds_grant(sup->broker, sup->cfg, name, spec, err);
+    if (json == NULL)
+        hd_error_prefix(err, "MQTT credentials");
+    return json;
+}
+
+/* Register the broker users of the active spec again (adoption, a failed upgrade). */
+static void restore_creds(struct workload *wl)
+{
+    hd_error_t err = NULL;
+    int r = hd_function_is(wl->spec) ? hd_function_restore(wl->sup->broker, wl->sup->cfg, wl->name, wl->spec, &err)
+                                     : hd_creds_restore(wl->sup->broker, wl->sup->cfg, wl->name, wl->spec, &err);
+    if (r < 0)
+        log_error(&err);
+}
+
 static void workload_start(struct workload *wl)
 {
     hd_error_t err = NULL;
-    cleanup_free char *spec_json = hd_creds_grant(wl->sup->broker, wl->sup->cfg, wl->name, wl->spec, &err);
+    cleanup_free char *spec_json = monitor_spec(wl->sup, wl->name, wl->version, wl->spec, &err);
     struct run *run = run_new(wl, ROLE_CURRENT, wl->version);
     wl->cur = run;
     set_state(wl, WL_STARTING);
     free(wl->start_error);
     wl->start_error = NULL;
-    if (spec_json == NULL)
-        hd_error_prefix(&err, "MQTT credentials");
     if (spec_json == NULL || run_spawn(run, spec_json, &err) < 0) {
         wl->cur = NULL;
         free(wl->last_error);
@@ -612,8 +634,8 @@ static void upgrade_fail(struct workload *wl, const char *why)
         else
             retire(up->run);
     }
-    if (wl->desired_running && hd_creds_restore(sup->broker, sup->cfg, wl->name, wl->spec, &err) < 0)
-        log_error(&err);
+    if (wl->desired_running)
+        restore_creds(wl);
     if (up->reply)
         up->reply(up->ctx, 409,
                   error_body("upgrade %s to version %d failed: %s; version %d kept", wl->name, up->version, why,
@@ -761,9 +783,7 @@ static void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_
                    wl->version, note ? ": " : "", note ? note : "");
     wl->up = up;
     up->run = run_new(wl, ROLE_CANDIDATE, up->version);
-    cleanup_free char *monitor_json = hd_creds_grant(sup->broker, sup->cfg, wl->name, spec, &err);
-    if (monitor_json == NULL)
-        hd_error_prefix(&err, "MQTT credentials");
+    cleanup_free char *monitor_json = monitor_spec(sup, wl->name, up->version, spec, &err);
     if (monitor_json == NULL || run_spawn(up->run, monitor_json, &err) < 0) {
         free(up->run);
         up->run = NULL;
@@ -1046,6 +1066,8 @@ static json_t *workload_json(struct workload *wl, bool with_stats)
         }
         hd_error_free(&err);
     }
+    if (hd_function_is(wl->spec))
+        json_object_set_new(o, "function", hd_function_json(wl->sup->cfg, wl->name, wl->version, wl->spec, running));
     return o;
 }
 
@@ -1098,6 +1120,53 @@ static void append_label(FILE *f, const char *s)
         }
         fputc(*s, f);
     }
+}
+
+/* hedge_function_*{name=...}: the counters and latency the function hosts report (function_host.c). */
+static void metrics_functions(struct hd_supervisor *sup, FILE *f)
+{
+    static const struct {
+        const char *name, *type, *key, *help;
+        double scale;
+    } families[] = {
+        {"hedge_function_invocations_total", "counter", "invocations", "Invocations received (MQTT and hedge invoke).", 1},
+        {"hedge_function_errors_total", "counter", "errors", "Invocations answered with an error event.", 1},
+        {"hedge_function_timeouts_total", "counter", "timeouts", "Invocations that ran out of time.", 1},
+        {"hedge_function_rejected_total", "counter", "rejected", "Invocations rejected: the queue was full.", 1},
+        {"hedge_function_instance_restarts_total", "counter", "restarts", "Pinned instance restarts.", 1},
+        {"hedge_function_latency_p50_seconds", "gauge", "p50_ms", "Median received-to-result latency.", 1e-3},
+        {"hedge_function_latency_p99_seconds", "gauge", "p99_ms", "99th percentile received-to-result latency.", 1e-3},
+    };
+    size_t n = 0;
+    for (struct workload *wl = sup->workloads; wl; wl = wl->next)
+        n += hd_function_is(wl->spec);
+    if (n == 0)
+        return;
+    cleanup_free json_t **stats = hd_xcalloc(n, sizeof(*stats));
+    cleanup_free struct workload **fns = hd_xcalloc(n, sizeof(*fns));
+    n = 0;
+    for (struct workload *wl = sup->workloads; wl; wl = wl->next)
+        if (hd_function_is(wl->spec)) {
+            fns[n] = wl;
+            stats[n++] = hd_function_json(sup->cfg, wl->name, wl->version, wl->spec, false);
+        }
+    for (size_t fam = 0; fam < ARRAY_SIZE(families); fam++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", families[fam].name, families[fam].help, families[fam].name,
+                families[fam].type);
+        for (size_t i = 0; i < n; i++) {
+            json_t *v = json_object_get(stats[i], families[fam].key);
+            if (!json_is_number(v))
+                continue;
+            fprintf(f, "%s{name=\"", families[fam].name);
+            append_label(f, fns[i]->name);
+            if (families[fam].scale == 1)
+                fprintf(f, "\"} %lld\n", (long long)json_integer_value(v));
+            else
+                fprintf(f, "\"} %.6f\n", json_number_value(v) * families[fam].scale);
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        json_decref(stats[i]);
 }
 
 static uint64_t self_rss_bytes(void)
@@ -1164,6 +1233,7 @@ char *hd_supervisor_metrics(struct hd_supervisor *sup)
             }
         }
     }
+    metrics_functions(sup, f);
     fclose(f);
     return buf;
 }
@@ -1254,8 +1324,8 @@ static void recover_instance(struct hd_supervisor *sup, const struct hd_store_in
     hd_error_free(&err);
     wl->cur = run;
     if (alive) {
-        if (wl->desired_running && hd_creds_restore(sup->broker, sup->cfg, wl->name, wl->spec, &err) < 0)
-            log_error(&err);
+        if (wl->desired_running)
+            restore_creds(wl);
         run->started = true;
         run_start_watch(run);
         set_state(wl, WL_RUNNING);

@@ -12,6 +12,15 @@
  * restarted hedged re-registers the same password for a workload it adopts,
  * and the workload's next run reuses it. `hedge rm` deletes the file; `hedge
  * stop` and `rm` remove the user from the broker at once.
+ *
+ * A function deployment (function_host.c) has a second user,
+ * "function:<name>", for its host, hedge-functions: read on the triggers,
+ * write on the reply_topic, or on "#" when replies follow the requests'
+ * response topics (the requester picks those). The host is hedge's own
+ * binary, never the function's code, and its credentials never reach an
+ * instance; "workload:<name>" exists only when the spec has an mqtt block,
+ * and reaches the instances. Its password is kept as "<name>@host" ('@'
+ * cannot occur in a workload name).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,12 +186,42 @@ void hd_creds_revoke(struct hd_broker *b, const char *name)
         return;
     cleanup_free char *user = creds_user(name);
     hd_broker_remove_user(b, user);
+    cleanup_free char *host_user = hd_xasprintf("function:%s", name);
+    hd_broker_remove_user(b, host_user);
 }
 
 void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name)
 {
     hd_creds_revoke(b, name);
-    cleanup_free char *path = creds_path(cfg, name);
-    if (unlink(path) < 0 && errno != ENOENT)
-        fprintf(stderr, "hedged: %s: cannot remove its MQTT credentials: %s\n", name, strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        cleanup_free char *key = i ? hd_xasprintf("%s@host", name) : hd_xstrdup(name);
+        cleanup_free char *path = creds_path(cfg, key);
+        if (unlink(path) < 0 && errno != ENOENT)
+            fprintf(stderr, "hedged: %s: cannot remove its MQTT credentials: %s\n", name, strerror(errno));
+    }
+}
+
+int hd_creds_function_host(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+                           const struct hd_spec *spec, char **user_out, char **password_out, hd_error_t *err)
+{
+    cleanup_free char *key = hd_xasprintf("%s@host", name);
+    cleanup_free char *user = hd_xasprintf("function:%s", name);
+    cleanup_free char *password = creds_password(cfg, key, err);
+    if (password == NULL)
+        return -1;
+    hd_broker_remove_user(b, user);
+    if (hd_broker_set_user(b, user, password, err) < 0)
+        return -1;
+    const char *reply = spec->function.reply_topic ? spec->function.reply_topic : "#";
+    if (hd_broker_allow(b, user, "write", reply, err) < 0)
+        goto fail;
+    for (int i = 0; i < spec->n_triggers; i++)
+        if (hd_broker_allow(b, user, "read", spec->triggers[i].topic, err) < 0)
+            goto fail;
+    *user_out = get_and_reset(&user);
+    *password_out = get_and_reset(&password);
+    return 0;
+fail:
+    hd_broker_remove_user(b, user);
+    return -1;
 }

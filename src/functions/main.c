@@ -1,9 +1,9 @@
 /*
- * main.c - `hedge-functions`: one function, invoked by MQTT messages, run on
- * its own until hedged embeds the invoker (src/functions/invoker.h).
+ * main.c - `hedge-functions`: one function, invoked by MQTT messages, run by
+ * hedged as a function deployment (src/daemon/function_host.c) or on its own.
  *
- *   hedge-functions --spec F.json --broker HOST:PORT [--state-dir DIR] [--check]
- *   hedge-functions invoke --topic TOPIC ...   (what `hedge invoke` runs; src/cli/invoke.c)
+ *   hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] [--check]
+ *   hedge-functions invoke ...   (what `hedge invoke` runs; src/cli/invoke.c)
  *
  * It connects to the broker with MQTT 5 (for response topics and correlation
  * data), subscribes to the spec's triggers at QoS 1 and hands every message
@@ -14,6 +14,19 @@
  * acknowledged on receipt: an invocation is not durable (a broker outage
  * loses those in flight). On SIGINT/SIGTERM the instances are stopped and
  * removed. The broker connection is retried every 500 ms.
+ *
+ * The credentials come from HEDGE_MQTT_USERNAME and HEDGE_MQTT_PASSWORD when
+ * set, and without --broker the address from HEDGE_MQTT_HOST and
+ * HEDGE_MQTT_PORT (how hedged hands them over); all four are removed from
+ * the environment before any instance starts, so that a process-isolated
+ * function, which inherits the environment, never sees the host's
+ * credentials. --local DIR serves `hedge
+ * invoke NAME` on DIR/invoke.sock and keeps DIR/stats.json (local.h).
+ * --share GROUP subscribes to "$share/GROUP/<trigger>" (MQTT 5 shared
+ * subscriptions): hedged passes it so that while an upgrade's new version
+ * runs beside the old one, each request is delivered to one of them, not
+ * both (and a retained message does not invoke the function again at every
+ * reconnect).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -26,6 +39,7 @@
 
 #include "cli.h"
 #include "invoker.h"
+#include "local.h"
 #include "mqtt_client.h"
 #include "util.h"
 
@@ -40,6 +54,7 @@ static void on_signal(int sig)
 struct app {
     const struct hd_spec *spec;
     struct hd_invoker *inv;
+    struct hd_local *local;   /* NULL without --local */
     struct hd_mqtt_client *mqtt;
     char **filters;
     uint16_t next_id;
@@ -99,6 +114,8 @@ static void app_publish_results(struct app *a)
 {
     struct hd_invocation *call;
     while ((call = hd_invoker_next_result(a->inv))) {
+        if (a->local && hd_local_complete(a->local, call))
+            continue;
         if (a->connected) {
             if (++a->next_id == 0)
                 a->next_id = 1;
@@ -114,7 +131,9 @@ static void app_publish_results(struct app *a)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hedge-functions --spec F.json --broker HOST:PORT [--state-dir DIR] [--check]\n");
+    fprintf(out, "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
+                 "[--share GROUP] [--check]\n"
+                 "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
 }
 
 int main(int argc, char **argv)
@@ -124,16 +143,19 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
+        {"local", required_argument, NULL, 'l'}, {"share", required_argument, NULL, 'g'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
-    const char *spec_path = NULL, *broker = "127.0.0.1:1883", *state_dir = NULL;
+    const char *spec_path = NULL, *broker = NULL, *state_dir = NULL, *local_dir = NULL, *share = NULL;
     bool check = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:b:d:nh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:b:d:l:g:nh", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': spec_path = optarg; break;
         case 'b': broker = optarg; break;
         case 'd': state_dir = optarg; break;
+        case 'l': local_dir = optarg; break;
+        case 'g': share = optarg; break;
         case 'n': check = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return HD_EXIT_USAGE;
@@ -145,8 +167,24 @@ int main(int argc, char **argv)
     }
     hd_error_t err = NULL;
     cleanup_spec struct hd_spec *spec = hd_spec_new();
-    cleanup_free char *host = NULL;
+    cleanup_free char *host = NULL, *env_broker = NULL, *username = NULL, *password = NULL;
     int port;
+    /* the host's broker credentials: read, then gone from the environment instances inherit */
+    if (getenv("HEDGE_MQTT_USERNAME"))
+        username = hd_xstrdup(getenv("HEDGE_MQTT_USERNAME"));
+    if (getenv("HEDGE_MQTT_PASSWORD"))
+        password = hd_xstrdup(getenv("HEDGE_MQTT_PASSWORD"));
+    if (broker == NULL && getenv("HEDGE_MQTT_HOST")) {
+        const char *h = getenv("HEDGE_MQTT_HOST"), *p = getenv("HEDGE_MQTT_PORT");
+        env_broker = strchr(h, ':') ? hd_xasprintf("[%s]:%s", h, p ? p : "1883") : hd_xasprintf("%s:%s", h, p ? p : "1883");
+        broker = env_broker;
+    }
+    if (broker == NULL)
+        broker = "127.0.0.1:1883";
+    unsetenv("HEDGE_MQTT_HOST");
+    unsetenv("HEDGE_MQTT_PORT");
+    unsetenv("HEDGE_MQTT_USERNAME");
+    unsetenv("HEDGE_MQTT_PASSWORD");
     if (hd_spec_load_file(spec, spec_path, &err) < 0 || hd_spec_validate(spec, &err) < 0 ||
         hd_mqtt_parse_address(broker, 1883, &host, &port, &err) < 0)
         goto fail_usage;
@@ -165,17 +203,34 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct app a = {.spec = spec};
-    for (int i = 0; i < spec->n_triggers; i++)
-        hd_strv_push(&a.filters, spec->triggers[i].topic);
+    if (share && (!*share || strpbrk(share, "/+#"))) {
+        hd_error_set_code(&err, HD_EXIT_USAGE, 0, "--share %s: a group name has no '/', '+' or '#'", share);
+        goto fail_usage;
+    }
+    for (int i = 0; i < spec->n_triggers; i++) {
+        if (share) {
+            char *shared = hd_xasprintf("$share/%s/%s", share, spec->triggers[i].topic);
+            hd_strv_push(&a.filters, shared);
+            free(shared);
+        } else
+            hd_strv_push(&a.filters, spec->triggers[i].topic);
+    }
     a.inv = hd_invoker_new(spec, state_dir, &err);
     if (!a.inv) {
         hd_strv_free(a.filters);
         goto fail;
     }
+    if (local_dir && (a.local = hd_local_new(local_dir, &err)) == NULL) {
+        hd_invoker_free(a.inv);
+        hd_strv_free(a.filters);
+        goto fail;
+    }
+    if (a.local)
+        hd_local_write_stats(a.local, a.inv, true);
     char client_id[64];
     snprintf(client_id, sizeof(client_id), "hedge-fn-%s-%d", spec->name ? spec->name : "f", (int)getpid());
     struct hd_mqtt_options mo = {.host = host, .port = port, .client_id = client_id, .clean_session = true,
-                                 .keepalive = 30, .protocol = 5};
+                                 .keepalive = 30, .protocol = 5, .username = username, .password = password};
     struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect, .on_message = app_on_message,
                                    .on_suback = app_on_suback, .on_disconnect = app_on_disconnect};
     a.mqtt = hd_mqtt_client_new(&mo, &cb, &a);
@@ -189,15 +244,21 @@ int main(int argc, char **argv)
                 hd_error_free(&err);
             }
         }
-        struct pollfd fds[2] = {
+        struct pollfd fds[3] = {
             {.fd = hd_mqtt_client_fd(a.mqtt), .events = hd_mqtt_client_events(a.mqtt)},
             {.fd = hd_invoker_fd(a.inv), .events = POLLIN},
+            {.fd = a.local ? hd_local_fd(a.local) : -1, .events = POLLIN},
         };
-        if (poll(fds, 2, 500) < 0 && errno != EINTR)
+        /* a quarter second at most while a stats write may be due */
+        if (poll(fds, 3, a.local ? 250 : 500) < 0 && errno != EINTR)
             break;
         if (fds[0].fd >= 0 && fds[0].revents)
             hd_mqtt_client_handle(a.mqtt, fds[0].revents);
+        if (fds[2].revents & POLLIN)
+            hd_local_accept(a.local, a.inv);
         app_publish_results(&a);
+        if (a.local)
+            hd_local_write_stats(a.local, a.inv, false);
         hd_mqtt_client_tick(a.mqtt, hd_now_ns());
     }
     struct hd_invoker_stats st;
@@ -206,6 +267,10 @@ int main(int argc, char **argv)
                     "%llu restarts, latency p50 %.2f ms p99 %.2f ms)\n", (unsigned long long)st.invocations,
             (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
             (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
+    if (a.local) {
+        hd_local_write_stats(a.local, a.inv, true);
+        hd_local_free(a.local);
+    }
     hd_invoker_free(a.inv);
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);
