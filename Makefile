@@ -44,11 +44,12 @@ test-quick: unit pytest
 guest-kernel: deps
 	./scripts/fetch-guest-kernel $(BUILD)/guest-kernel
 
-# The demo: one workload under each isolation level, then hedged in the
-# foreground with its embedded defaults and a small deployment (Ctrl-C stops it).
+# The demo: one workload under each isolation level, then the edge node: hedged
+# in the foreground with its embedded defaults and an uplink to a local "cloud"
+# broker, a sensor, a filter function, the cloud cut and restored (Ctrl-C ends it).
 run: build
 	./scripts/demo $(BUILD)
-	./scripts/demo-daemon $(BUILD)
+	./scripts/demo-edge $(BUILD)
 
 bench: build
 	./bench/start
