@@ -17,7 +17,17 @@
  * The relay thread owns the host end of the virtio-serial channel (a
  * socketpair: no socket file exists). It moves stdin in and stdout/stderr
  * out, sends queued signals, and enforces deadlines: the stop grace period
- * after SIGTERM and the power-off bound after the EXIT message. The foreground
+ * after SIGTERM and the power-off bound after the EXIT message.
+ *
+ * The workload's stdio fds are the caller's (a terminal, or pipes a caller
+ * such as the function invoker or the daemon's monitor closes right after
+ * start, as it may with the other backends whose child holds its own copies):
+ * the backend takes its own copies at prepare, like a child would, and the
+ * relay closes each when it is done with it - stdin once its end was sent as
+ * STDIN_EOF, stdout/stderr when the guest is gone - so the caller sees end of
+ * file as from a process. The EXIT message is acknowledged (EXIT_ACK) only
+ * after the output before it was written out, and the guest powers off only
+ * then: when QEMU's pid has exited, the output is in the caller's fds. The foreground
  * loop in run.c (pidfd of QEMU + signalfd) needs no change: it sees QEMU exit
  * and calls wait. The socket is non-blocking with one pending outgoing
  * message, and stdin is only read when nothing is pending, so neither side can
@@ -71,6 +81,7 @@ struct vm {
     size_t config_len;
     struct hd_net *net; /* the tap of a bridge network, or NULL */
     char mac[18];
+    int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
     pid_t qemu_pid;
@@ -180,9 +191,16 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
     vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = -1;
+    vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
     w->backend_data = vm;
+    /* our own copies: the caller may close its fds once the workload started */
+    for (int i = 0; i < 3; i++) {
+        vm->stdio[i] = fcntl(w->stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (vm->stdio[i] < 0)
+            return hd_error_sys(err, "stdio: dup fd %d", w->stdio[i]);
+    }
 
     /* cheapest checks first: nothing is built for a VM that cannot start */
     if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
@@ -412,7 +430,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
     if (wait_for_start(w, vm, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
-    r = pthread_create(&vm->relay, NULL, relay_main, w);
+    r = pthread_create(&vm->relay, NULL, relay_main, vm);
     if (r != 0) {
         kill_qemu(vm);
         reap_qemu(vm, true);
@@ -454,12 +472,11 @@ static void write_out(int fd, const unsigned char *data, size_t len)
 }
 
 /* Handle one message from the guest; false on a protocol violation. */
-static bool relay_handle(struct hd_workload *w, struct vm *vm, const struct hd_vm_msg_header *h,
-                         const unsigned char *payload)
+static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
     switch (h->type) {
-    case HD_VM_MSG_STDOUT: write_out(w->stdio[1], payload, h->length); return true;
-    case HD_VM_MSG_STDERR: write_out(w->stdio[2], payload, h->length); return true;
+    case HD_VM_MSG_STDOUT: write_out(vm->stdio[1], payload, h->length); return true;
+    case HD_VM_MSG_STDERR: write_out(vm->stdio[2], payload, h->length); return true;
     case HD_VM_MSG_EXIT:
         memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
         vm->got_exit = true;
@@ -479,33 +496,33 @@ static bool relay_handle(struct hd_workload *w, struct vm *vm, const struct hd_v
     }
 }
 
-static void *relay_main(void *arg)
+static void close_stdio_copy(struct vm *vm, int i)
 {
-    struct hd_workload *w = arg;
-    struct vm *vm = w->backend_data;
-    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
-    sigset_t pipe_mask;
-    sigemptyset(&pipe_mask);
-    sigaddset(&pipe_mask, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
-    /* 64 KiB each: not on the thread's stack */
-    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
-    cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
-    bool stdin_open = true;
+    if (vm->stdio[i] >= 0)
+        close(vm->stdio[i]);
+    vm->stdio[i] = -1;
+}
+
+static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoing *out)
+{
+    bool ack_due = false; /* EXIT came, the output before it is written: send EXIT_ACK next */
     uint64_t exit_deadline = 0;
     for (;;) {
-        /* a queued signal goes next when nothing is pending */
+        /* EXIT_ACK, else a queued signal goes next when nothing is pending */
         pthread_mutex_lock(&vm->lock);
         bool stop = vm->stop;
         uint64_t kill_at = vm->kill_at_ms;
-        if (out->len == 0 && vm->n_queued > 0) {
+        if (out->len == 0 && ack_due) {
+            outgoing_set(out, HD_VM_MSG_EXIT_ACK, NULL, 0);
+            ack_due = false;
+        } else if (out->len == 0 && vm->n_queued > 0) {
             uint32_t sig = (uint32_t)vm->queued_signals[0];
             memmove(vm->queued_signals, vm->queued_signals + 1, (size_t)(--vm->n_queued) * sizeof(int));
             outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
         }
         pthread_mutex_unlock(&vm->lock);
         if (stop)
-            break;
+            return;
         uint64_t now = now_ms();
         if (kill_at && now >= kill_at && !vm->got_exit) {
             snprintf(vm->relay_problem, sizeof(vm->relay_problem),
@@ -519,9 +536,11 @@ static void *relay_main(void *arg)
             exit_deadline = 0;
         }
 
+        /* stdin is read only when nothing is pending, and no more once the workload exited */
+        bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
         struct pollfd fds[3] = {
             {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
-            {.fd = stdin_open && out->len == 0 ? w->stdio[0] : -1, .events = POLLIN},
+            {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
             {.fd = vm->wake_fd, .events = POLLIN},
         };
         int timeout = (kill_at || exit_deadline) ? 100 : -1;
@@ -535,13 +554,13 @@ static void *relay_main(void *arg)
             ssize_t n = read(vm->wake_fd, &v, sizeof(v));
             (void)n;
         }
-        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
             unsigned char buf[16384];
-            ssize_t n = read(w->stdio[0], buf, sizeof(buf));
+            ssize_t n = read(vm->stdio[0], buf, sizeof(buf));
             if (n > 0) {
                 outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                stdin_open = false;
+                close_stdio_copy(vm, 0); /* the writer may be waiting for nobody to read */
                 outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
             }
         }
@@ -568,18 +587,37 @@ static void *relay_main(void *arg)
                     snprintf(vm->relay_problem, sizeof(vm->relay_problem),
                              "protocol: malformed message from the guest (type %u, length %u)", h.type, h.length);
                     kill_qemu(vm);
-                    return NULL;
+                    return;
                 }
-                if (!relay_handle(w, vm, &h, payload)) {
+                if (!relay_handle(vm, &h, payload)) {
                     kill_qemu(vm);
-                    return NULL;
+                    return;
                 }
                 hd_vm_reader_consume(reader, used);
+                if (h.type == HD_VM_MSG_EXIT)
+                    ack_due = true; /* what came before EXIT is written out by now */
                 if ((vm->got_exit || vm->got_error) && exit_deadline == 0)
                     exit_deadline = now_ms() + POWEROFF_GRACE_MS;
             }
         }
     }
+}
+
+static void *relay_main(void *arg)
+{
+    struct vm *vm = arg;
+    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
+    sigset_t pipe_mask;
+    sigemptyset(&pipe_mask);
+    sigaddset(&pipe_mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
+    /* 64 KiB each: not on the thread's stack */
+    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
+    cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
+    relay_loop(vm, reader, out);
+    /* the guest is gone (or being killed): no more output, so the readers see end of file */
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
     return NULL;
 }
 
@@ -676,6 +714,8 @@ static void vm_cleanup(struct hd_workload *w)
         }
         vm->net = NULL;
     }
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
     if (vm->port_fd >= 0)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)
