@@ -268,13 +268,17 @@ def test_pinned_crash_restart_policy(functions, requester, policy):
 
 
 def test_on_demand_vm(functions, requester, guest_kernel, vm_rootfs):
-    """A function in a QEMU guest (TCG: each boot takes seconds, so two invocations): stdin to its end."""
-    spec = spec_for("vmupper", "vm", ["/bin/tr", "a-z", "A-Z"], rootfs=vm_rootfs, timeout=60)
+    """A function in a QEMU guest (TCG: each boot takes seconds, so three invocations): stdin to its end,
+    and a guest flooding stdout past the output limit is killed although the invoker stopped reading."""
+    script = 'x=$(cat); [ "$x" = flood ] && exec cat /dev/zero; printf %s "$x" | tr a-z A-Z'
+    spec = spec_for("vmupper", "vm", ["/bin/sh", "-c", script], rootfs=vm_rootfs, timeout=60)
     spec["vm"] = {"accel": "tcg"}
     functions(spec, env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)})
     reply = requester.call("fn/vmupper", b"guest", timeout=180)
     assert reply == b"GUEST", reply
-    assert requester.call("fn/vmupper", b"again", timeout=180) == b"AGAIN"  # the warm (prepared) instance
+    e = error_of(requester.call("fn/vmupper", b"flood", timeout=180))  # the warm (prepared) instance
+    assert e["error"] == "bad output", e
+    assert requester.call("fn/vmupper", b"again", timeout=180) == b"AGAIN"
 
 
 def test_pinned_vm_keeps_state(functions, requester, guest_kernel, vm_rootfs):

@@ -38,6 +38,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -98,6 +99,8 @@ struct vm {
     int n_queued;
     uint64_t kill_at_ms;  /* 0, or when the relay kills QEMU (grace expired) */
     bool stop;
+    bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
+    bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
     /* written by the relay, read after it is joined */
     bool got_exit;
     struct hd_vm_exit_msg exit_msg;
@@ -458,14 +461,44 @@ static void outgoing_set(struct outgoing *o, uint32_t type, const void *payload,
     o->off = 0;
 }
 
-static void write_out(int fd, const unsigned char *data, size_t len)
+static bool discarding_output(struct vm *vm)
 {
-    while (len) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
+    pthread_mutex_lock(&vm->lock);
+    bool discard = vm->discard_output || vm->stop;
+    pthread_mutex_unlock(&vm->lock);
+    return discard;
+}
+
+/*
+ * Write guest output to the caller's fd. Its reader may stop reading (a caller that gave up on the
+ * workload and kills it): so wait for room together with the wake eventfd, write at most PIPE_BUF
+ * at a time (a pipe that polls writable takes that much without blocking), and once the VM is
+ * being killed drop what cannot be written at once - the relay must always reach the end.
+ */
+static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t len)
+{
+    while (len && fd >= 0) {
+        bool discard = discarding_output(vm);
+        struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = vm->wake_fd, .events = POLLIN}};
+        int r = poll(p, discard ? 1 : 2, discard ? 0 : -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (discard && r == 0))
+            return;
+        if (p[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(vm->wake_fd, &v, sizeof(v)); /* the main loop checks why at its next turn */
+            (void)n;
+        }
+        if (p[0].revents & (POLLERR | POLLNVAL))
+            return; /* the reader of our stdout went away: the output is dropped, the workload runs on */
+        if (!(p[0].revents & (POLLOUT | POLLHUP)))
+            continue;
+        ssize_t n = write(fd, data, len < PIPE_BUF ? len : PIPE_BUF);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
-            return; /* the reader of our stdout went away: the output is dropped, the workload runs on */
+            return; /* EPIPE: as above */
         data += n;
         len -= (size_t)n;
     }
@@ -475,8 +508,8 @@ static void write_out(int fd, const unsigned char *data, size_t len)
 static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
     switch (h->type) {
-    case HD_VM_MSG_STDOUT: write_out(vm->stdio[1], payload, h->length); return true;
-    case HD_VM_MSG_STDERR: write_out(vm->stdio[2], payload, h->length); return true;
+    case HD_VM_MSG_STDOUT: write_out(vm, vm->stdio[1], payload, h->length); return true;
+    case HD_VM_MSG_STDERR: write_out(vm, vm->stdio[2], payload, h->length); return true;
     case HD_VM_MSG_EXIT:
         memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
         vm->got_exit = true;
@@ -525,8 +558,13 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
             return;
         uint64_t now = now_ms();
         if (kill_at && now >= kill_at && !vm->got_exit) {
-            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
+            pthread_mutex_lock(&vm->lock);
+            vm->discard_output = true;
+            bool requested = vm->kill_requested;
+            pthread_mutex_unlock(&vm->lock);
+            if (!requested)
+                snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                         "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
             vm->killed_after_grace = true;
             kill_qemu(vm);
             kill_at = 0;
@@ -647,8 +685,14 @@ static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)
         vm->queued_signals[vm->n_queued++] = sig;
     if (sig == SIGTERM && vm->kill_at_ms == 0)
         vm->kill_at_ms = now_ms() + (uint64_t)stop_grace_ms();
-    if (sig == SIGKILL)
-        vm->kill_at_ms = now_ms(); /* SIGKILL for the workload: end the whole VM now */
+    if (sig == SIGKILL) {
+        /* SIGKILL for the workload: end the whole VM now, here (the relay may be waiting for a
+         * reader of its output that is the caller, now busy killing) */
+        vm->kill_at_ms = now_ms();
+        vm->discard_output = true;
+        vm->kill_requested = true;
+        kill_qemu(vm);
+    }
     pthread_mutex_unlock(&vm->lock);
     uint64_t one = 1;
     if (write(vm->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -675,8 +719,9 @@ static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
     }
     if (vm->got_error)
         return hd_error_set_code(err, vm->error_code, 0, "%s", vm->error_text);
-    if (vm->killed_after_grace) {
-        fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
+    if (vm->killed_after_grace || vm->kill_requested) { /* kill_requested: QEMU may end before the relay looks */
+        if (vm->relay_problem[0])
+            fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
         exit->status = -1;
         exit->signal = SIGKILL;
         exit->code = 128 + SIGKILL;
