@@ -187,9 +187,8 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
         hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
-     * runs while the parent enters the cgroup and sets up the network; in a user
-     * namespace it needs the id maps first. Only the cgroup namespace must wait
-     * for the cgroup.
+     * runs while the parent sets up the network; in a user namespace it needs the
+     * id maps first.
      */
     if (userns)
         child_wait_for_go(go_fd);

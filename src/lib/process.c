@@ -5,7 +5,7 @@
  *
  * On cgroup v2 (and in a hybrid host's unified directory) the child is born
  * inside its cgroup (clone3 with CLONE_INTO_CGROUP); it moves itself into v1
- * hierarchies as its first step (hd_cgroup_entry_enter), so no instruction of
+ * hierarchies before anything else of its own (hd_cgroup_entry_enter), so no instruction of
  * the workload runs outside its limits. The difference matters for speed:
  * the parent writing the pid to cgroup.procs would take the kernel's global
  * cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period

@@ -598,7 +598,7 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
             if (n > 0) {
                 outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                close_stdio_copy(vm, 0); /* the writer may be waiting for nobody to read */
+                close_stdio_copy(vm, 0); /* done with it: the guest gets the end next */
                 outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
             }
         }
