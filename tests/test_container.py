@@ -706,15 +706,17 @@ def _have_cgroup_v2():
     return os.path.exists("/sys/fs/cgroup/cgroup.controllers") or os.path.exists("/sys/fs/cgroup/unified/cgroup.procs")
 
 
-@pytest.mark.parametrize("mode", ["detected", "v2"])
+@pytest.mark.parametrize("mode", ["detected", "v1", "v2"])
 def test_pid_1_is_in_the_workload_cgroup(hedge, ctr_rootfs, mode):
-    # v2 (forced on a hybrid host: the unified hierarchy) is born there with
-    # clone3(CLONE_INTO_CGROUP); v1/hybrid is moved in through cgroup.procs before "go"
+    # v2 (forced on a hybrid host: the unified hierarchy) and a hybrid host's unified directory: born
+    # there with clone3(CLONE_INTO_CGROUP); each v1 hierarchy: the child writes itself into "tasks"
     if mode == "v2" and not _have_cgroup_v2():
         pytest.skip("no cgroup v2 hierarchy on this host")
+    if mode == "v1" and not os.path.isdir("/sys/fs/cgroup/memory"):
+        pytest.skip("no cgroup v1 hierarchies on this host")
     env = dict(hedge.env())
-    if mode == "v2":
-        env["HEDGE_CGROUP_MODE"] = "v2"
+    if mode != "detected":
+        env["HEDGE_CGROUP_MODE"] = mode
     p = subprocess.Popen([hedge.binary, "run", "--isolation", "container", "--rootfs", str(ctr_rootfs), "--init",
                           "--", "sh", "-c", "cat /proc/self/cgroup; echo ready; exec sleep 100"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -734,8 +736,13 @@ def test_pid_1_is_in_the_workload_cgroup(hedge, ctr_rootfs, mode):
     if mode == "v2" or "memory" not in paths:  # forced v2, or a pure v2 host
         assert paths[""].startswith(f"/{CGROUP_PARENT}/"), host_view
     else:
-        assert paths["memory"].startswith(f"/{CGROUP_PARENT}/"), host_view
-        assert paths["pids"].startswith(f"/{CGROUP_PARENT}/"), host_view
+        used = {"memory", "cpu", "cpuacct", "pids", "freezer"}
+        v1_groups = [path for names, path in paths.items() if used & set(names.split(","))]
+        assert len(v1_groups) >= 3, host_view
+        assert all(path.startswith(f"/{CGROUP_PARENT}/") for path in v1_groups), host_view
+        assert len(set(v1_groups)) == 1, host_view
+        if mode == "detected" and os.path.exists("/sys/fs/cgroup/unified/cgroup.procs"):  # hybrid
+            assert paths[""] == v1_groups[0], host_view
 
 
 # ---- image rootfs through the image store (hedge image import + hedge run IMAGE) ----------

@@ -270,17 +270,29 @@ def test_pinned_crash_restart_policy(functions, requester, policy):
 
 
 def test_on_demand_vm(functions, requester, guest_kernel, vm_rootfs):
-    """A function in a QEMU guest (TCG: each boot takes seconds, so one test, two invocations)."""
-    pytest.skip("vm functions do not work yet: with stdio pipes given to hd_workload_create the guest never "
-                "answers (hedge run's foreground path works); the invoker needs the vm backend's stdio "
-                "forwarding outside hd_run (merged from main at the deadline, not investigated)")
-    # The vm backend does not pass stdin's end to the guest yet: read exactly the 5 bytes sent.
-    spec = spec_for("vmupper", "vm", ["/bin/sh", "-c", "head -c 5 | tr a-z A-Z"], rootfs=vm_rootfs, timeout=60)
+    """A function in a QEMU guest (TCG: each boot takes seconds, so three invocations): stdin to its end,
+    and a guest flooding stdout past the output limit is killed although the invoker stopped reading."""
+    script = 'x=$(cat); [ "$x" = flood ] && exec cat /dev/zero; printf %s "$x" | tr a-z A-Z'
+    spec = spec_for("vmupper", "vm", ["/bin/sh", "-c", script], rootfs=vm_rootfs, timeout=60)
     spec["vm"] = {"accel": "tcg"}
     functions(spec, env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)})
     reply = requester.call("fn/vmupper", b"guest", timeout=180)
     assert reply == b"GUEST", reply
-    assert requester.call("fn/vmupper", b"again", timeout=180) == b"AGAIN"  # the warm (prepared) instance
+    e = error_of(requester.call("fn/vmupper", b"flood", timeout=180))  # the warm (prepared) instance
+    assert e["error"] == "bad output", e
+    assert requester.call("fn/vmupper", b"again", timeout=180) == b"AGAIN"
+
+
+def test_pinned_vm_keeps_state(functions, requester, guest_kernel, vm_rootfs):
+    """A pinned function in one guest: frames both ways, state kept; a clean stop leaves no QEMU behind."""
+    spec = spec_for("vmcount", "vm", ["/bin/sh", "-c", PINNED_SH], mode="pinned", rootfs=vm_rootfs, timeout=60)
+    spec["vm"] = {"accel": "tcg"}
+    proc = functions(spec, env={"HEDGE_VM_KERNEL_DIR": str(guest_kernel)})
+    assert requester.call("fn/vmcount", b"a", timeout=180) == b"1:a"
+    assert requester.call("fn/vmcount", b"b", timeout=60) == b"2:b"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    check_log(proc.log)
 
 
 def test_spec_without_function_block(tmp_path, broker):

@@ -21,7 +21,8 @@
  *      user/workdir/env and exec - child.c's hd_child_exec, shared with the
  *      process and container backends, so messages and 126/127 are the same;
  *   5. relay stdin/stdout/stderr and signals as messages, report the exit
- *      status (and OOM), and power off.
+ *      status (and OOM), wait for the host's EXIT_ACK (its output is then
+ *      delivered on the host) and power off.
  *
  * Any failure before or after the workload runs goes to the host as an ERROR
  * message (and to the console), then the guest powers off: the host never
@@ -59,8 +60,10 @@
 #define GUEST_CGROUP "/cg"
 #define WORKLOAD_CGROUP GUEST_CGROUP "/workload"
 #define DEVICE_WAIT_MS 20000
+#define EXIT_ACK_WAIT_MS 10000 /* the host acknowledges EXIT at once; the bound is for a host gone wrong */
 
 static int port_fd = -1;
+static struct hd_vm_reader host_reader; /* messages from the host, after CONFIG */
 static int debug; /* "hedge.debug" on the kernel command line: phase timestamps on the console */
 
 struct guest_config {
@@ -547,7 +550,7 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
 /* Relay until the workload exited and its output is drained; returns its wait status. */
 static int relay(struct workload *wl, int sigchld_fd)
 {
-    static struct hd_vm_reader reader;
+    struct hd_vm_reader *reader = &host_reader;
     struct pending_input in = {0};
     int status = -1;
     int port_open = 1;
@@ -587,7 +590,7 @@ static int relay(struct workload *wl, int sigchld_fd)
             }
         }
         if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t n = hd_vm_reader_fill(&reader, port_fd);
+            ssize_t n = hd_vm_reader_fill(reader, port_fd);
             if (n == 0 || (n < 0 && n != -EAGAIN)) {
                 port_open = 0; /* host went away; finish the workload anyway */
             }
@@ -603,12 +606,12 @@ static int relay(struct workload *wl, int sigchld_fd)
         const unsigned char *payload;
         size_t used;
         int r;
-        while (in.len == 0 && (r = hd_vm_reader_next(&reader, 0, &h, &payload, &used)) != 0) {
+        while (in.len == 0 && (r = hd_vm_reader_next(reader, 0, &h, &payload, &used)) != 0) {
             if (r < 0)
                 guest_fail(125, 0, "protocol: malformed message from host (type %u, length %u)", h.type,
                            h.length);
             handle_host_message(wl, &in, &h, payload);
-            hd_vm_reader_consume(&reader, used);
+            hd_vm_reader_consume(reader, used);
         }
         if (in.len == 0 && in.eof && wl->in_fd >= 0) {
             close(wl->in_fd);
@@ -617,6 +620,42 @@ static int relay(struct workload *wl, int sigchld_fd)
     }
     free(in.data);
     return status;
+}
+
+/*
+ * After EXIT: wait until the host says it delivered the output (EXIT_ACK), so
+ * QEMU ends only after that. Input the host still sends (stdin, signals for a
+ * workload that is gone) is dropped. Bounded: a host that went away or never
+ * answers does not keep the guest up.
+ */
+static void wait_for_exit_ack(void)
+{
+    uint64_t deadline = now_ms() + EXIT_ACK_WAIT_MS;
+    for (;;) {
+        struct hd_vm_msg_header h;
+        const unsigned char *payload;
+        size_t used;
+        int r;
+        while ((r = hd_vm_reader_next(&host_reader, 0, &h, &payload, &used)) != 0) {
+            if (r < 0)
+                return; /* malformed: nothing more to learn from this host */
+            hd_vm_reader_consume(&host_reader, used);
+            if (h.type == HD_VM_MSG_EXIT_ACK)
+                return;
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return;
+        struct pollfd p = {.fd = port_fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now));
+        if (pr < 0 && errno != EINTR)
+            return;
+        if (pr > 0) {
+            ssize_t n = hd_vm_reader_fill(&host_reader, port_fd);
+            if (n == 0 || (n < 0 && n != -EAGAIN))
+                return; /* the host closed the port */
+        }
+    }
 }
 
 int main(void)
@@ -666,6 +705,7 @@ int main(void)
         exit_msg.signal = WTERMSIG(status);
     }
     exit_msg.oom_killed = oom_kills() > 0;
-    hd_vm_send(port_fd, HD_VM_MSG_EXIT, &exit_msg, sizeof(exit_msg));
+    if (hd_vm_send(port_fd, HD_VM_MSG_EXIT, &exit_msg, sizeof(exit_msg)) == 0)
+        wait_for_exit_ack();
     power_off();
 }

@@ -490,6 +490,67 @@ int hd_cgroup_fd(struct hd_cgroup *cg)
     return cg ? cg->v2_fd : -1;
 }
 
+_Static_assert(CGROUP_MAX_DIRS <= HD_CGROUP_ENTRY_MAX, "an entry holds every directory of a group");
+
+int hd_cgroup_entry_open(struct hd_cgroup *cg, struct hd_cgroup_entry *e, hd_error_t *err)
+{
+    memset(e, 0, sizeof(*e));
+    e->clone_fd = -1;
+    if (cg == NULL)
+        return 0;
+    if (cg->mode == HD_CGROUP_V2) {
+        e->clone_fd = fcntl(cg->v2_fd, F_DUPFD_CLOEXEC, 3);
+        if (e->clone_fd < 0)
+            return hd_error_sys(err, "cgroup %s: dup its directory fd", cg->name);
+        return 0;
+    }
+    for (int i = 0; i < cg->n_dirs; i++) {
+        const char *dir = cg->dirs[i];
+        if (dir == cg->unified_dir) {
+            e->clone_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (e->clone_fd < 0) {
+                hd_error_sys(err, "cgroup: open %s", dir);
+                hd_cgroup_entry_close(e);
+                return -1;
+            }
+            continue;
+        }
+        cleanup_free char *path = hd_xasprintf("%s/tasks", dir);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            hd_error_sys(err, "cgroup: open %s", path);
+            hd_cgroup_entry_close(e);
+            return -1;
+        }
+        e->tasks_dir[e->n_tasks] = dir;
+        e->tasks_fd[e->n_tasks++] = fd;
+    }
+    return 0;
+}
+
+int hd_cgroup_entry_enter(struct hd_cgroup_entry *e, const char **failed_dir)
+{
+    int r = 0;
+    for (int i = 0; i < e->n_tasks && r == 0; i++) {
+        if (write(e->tasks_fd[i], "0", 1) != 1) {
+            r = -errno;
+            *failed_dir = e->tasks_dir[i];
+        }
+    }
+    hd_cgroup_entry_close(e);
+    return r;
+}
+
+void hd_cgroup_entry_close(struct hd_cgroup_entry *e)
+{
+    for (int i = 0; i < e->n_tasks; i++)
+        close(e->tasks_fd[i]);
+    e->n_tasks = 0;
+    if (e->clone_fd >= 0)
+        close(e->clone_fd);
+    e->clone_fd = -1;
+}
+
 bool hd_cgroup_oom_killed(struct hd_cgroup *cg)
 {
     return cg && cg->backend->oom_killed(cg);

@@ -9,24 +9,28 @@
  *   parent                                child (PID 1 in its namespaces)
  *   prepare: caps mask, seccomp BPF,
  *            detached rootfs/bind mounts
- *   clone(NEWPID|NEWNS|NEWUTS|NEWIPC
- *         |NEWNET|NEWUSER?)  ───────────▶  hostname, mounts, pivot_root (rootfs.c),
- *     (v2: clone3, CLONE_INTO_CGROUP)
- *   cgroup enter (v1), uid/gid maps,         drop the bounding set (in parallel;
- *   network                                  with a user namespace only after "go")
+ *   open the cgroup's v1 "tasks" files
+ *   clone3(NEWPID|NEWNS|NEWUTS|NEWIPC
+ *         |NEWNET|NEWUSER?, INTO_CGROUP
+ *         for v2/the unified dir) ──────▶  enter the v1 cgroups itself ("0" → tasks)
+ *                                          hostname, mounts, pivot_root (rootfs.c),
+ *   uid/gid maps, network                  drop the bounding set (in parallel;
+ *                                          with a user namespace only after "go")
  *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
  *                                           user, workdir, no_new_privs,
  *                                           caps, seccomp, exec (child.c)
  *   read report: EOF = exec'd  ◀──────────  CLOEXEC report pipe (125/126/127)
  *
- * No instruction of the workload runs before "go", so the workload starts
- * inside its cgroup; hedge's own mount work may overlap the parent's cgroup
- * and network set-up, which hides the RCU grace period the kernel waits for
- * when the old root is detached.
+ * The child is in every cgroup of the workload before it does anything else
+ * (born there on v2, its first step on v1/hybrid: cgroup.h says why it moves
+ * itself - the parent writing its pid would wait for an RCU grace period on
+ * every start), so the workload starts inside its cgroup. hedge's own mount
+ * work overlaps the parent's network set-up, which hides the RCU grace
+ * period the kernel waits for when the old root is detached.
  *
- * The cgroup namespace is unshared only after the parent has moved the child
- * into the workload's cgroup, so the namespace root is that cgroup and
+ * The cgroup namespace is unshared only after the child is in the
+ * workload's cgroup, so the namespace root is that cgroup and
  * /proc/self/cgroup reads "/" inside. The seccomp filter is compiled in the
  * parent and installed by the child as the very last step, so nothing of
  * hedge's own set-up has to fit through it; when no_new_privs is off it is
@@ -169,17 +173,22 @@ static void child_wait_for_go(int go_fd)
     close(go_fd);
 }
 
-__attribute__((noreturn)) static void container_child(struct hd_workload *w, int go_fd, int report_fd)
+__attribute__((noreturn)) static void container_child(struct hd_workload *w, struct hd_cgroup_entry *cgroup_entry,
+                                                     int go_fd, int report_fd)
 {
     struct container *c = container_of(w);
     const struct hd_spec *spec = w->spec;
     bool userns = spec->userns.enabled;
     hd_error_t err = NULL;
+    /* first: nothing of the container runs outside its cgroup (the parent's credentials opened the files) */
+    const char *failed_dir = NULL;
+    int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
+    if (r < 0)
+        hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
-     * runs while the parent enters the cgroup and sets up the network; in a user
-     * namespace it needs the id maps first. Only the cgroup namespace must wait
-     * for the cgroup.
+     * runs while the parent sets up the network; in a user namespace it needs the
+     * id maps first.
      */
     if (userns)
         child_wait_for_go(go_fd);
@@ -239,8 +248,6 @@ static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error
 static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_error_t *err)
 {
     struct container *c = container_of(w);
-    if (w->cgroup && hd_cgroup_fd(w->cgroup) < 0 && hd_cgroup_enter(w->cgroup, pid, err) < 0)
-        return -1;
     if (w->spec->userns.enabled) {
         if (write_id_maps(pid, &w->spec->userns, err) < 0)
             return -1;
@@ -276,6 +283,11 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         close(go[1]);
         return hd_error_sys(err, "pipe");
     }
+    struct hd_cgroup_entry cgroup_entry;
+    if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0) {
+        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        return -1;
+    }
     unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
     if (c->net_mode != HD_NET_HOST)
         flags |= CLONE_NEWNET;
@@ -283,10 +295,10 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         flags |= CLONE_NEWUSER;
     /*
      * A fork-like clone (no new stack): the child continues here with a copy of
-     * our memory. On cgroup v2 it is born in its cgroup (CLONE_INTO_CGROUP), which
-     * spares the cgroup.procs write and the RCU grace period that write waits for.
+     * our memory. On cgroup v2 (and in the unified directory of a hybrid host) it
+     * is born in its cgroup (CLONE_INTO_CGROUP); it enters v1 hierarchies itself.
      */
-    int cgroup_fd = w->cgroup ? hd_cgroup_fd(w->cgroup) : -1;
+    int cgroup_fd = cgroup_entry.clone_fd;
     pid_t pid;
     if (cgroup_fd >= 0) {
         struct clone_args args = {
@@ -301,13 +313,15 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     if (pid < 0) {
         int e = errno;
         close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        hd_cgroup_entry_close(&cgroup_entry);
         return hd_error_set(err, e, "clone the container's namespaces");
     }
     if (pid == 0) {
         close(go[1]);
         close(report[0]);
-        container_child(w, go[0], report[1]);
+        container_child(w, &cgroup_entry, go[0], report[1]);
     }
+    hd_cgroup_entry_close(&cgroup_entry);
     close(go[0]);
     close(report[1]);
     cleanup_close int report_fd = report[0];

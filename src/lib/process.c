@@ -3,13 +3,14 @@
  * in its own cgroup, with env/workdir/user applied. Lowest latency, weakest
  * isolation.
  *
- * On cgroup v2 the child is born inside its cgroup (clone3 with
- * CLONE_INTO_CGROUP). Elsewhere the child waits on a pipe until the parent
- * has moved it in, so no instruction of the workload runs outside its limits.
- * The difference matters for speed: writing a pid to cgroup.procs takes the
- * kernel's global cgroup_threadgroup_rwsem for writing, which waits for an
- * RCU grace period (~5-15 ms here), while CLONE_INTO_CGROUP only reads it.
- * Exec failures come back over the report pipe (child.c) as 126/127.
+ * On cgroup v2 (and in a hybrid host's unified directory) the child is born
+ * inside its cgroup (clone3 with CLONE_INTO_CGROUP); it moves itself into v1
+ * hierarchies before anything else of its own (hd_cgroup_entry_enter), so no instruction of
+ * the workload runs outside its limits. The difference matters for speed:
+ * the parent writing the pid to cgroup.procs would take the kernel's global
+ * cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period
+ * (~5-15 ms here); neither CLONE_INTO_CGROUP nor a task moving only itself
+ * takes it. Exec failures come back over the report pipe (child.c) as 126/127.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,8 +42,13 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         close(go[1]);
         return hd_error_sys(err, "pipe");
     }
-    /* Born in the cgroup when the host can (v2); else forked and moved in below. */
-    int cgroup_fd = w->cgroup ? hd_cgroup_fd(w->cgroup) : -1;
+    struct hd_cgroup_entry cgroup_entry;
+    if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0) {
+        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        return -1;
+    }
+    /* Born in the cgroup where there is a v2 directory; the child enters v1 hierarchies itself. */
+    int cgroup_fd = cgroup_entry.clone_fd;
     pid_t pid;
     if (cgroup_fd >= 0) {
         struct clone_args args = {
@@ -57,6 +63,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
     if (pid < 0) {
         int e = errno;
         close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        hd_cgroup_entry_close(&cgroup_entry);
         return hd_error_set(err, e, "fork");
     }
     if (pid == 0) {
@@ -65,6 +72,11 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         char c;
         if (read(go[0], &c, 1) != 1)
             _exit(125); /* parent gave up on us */
+        /* after "go" (a failure here must not meet the parent's write to a closed pipe), before exec */
+        const char *failed_dir = NULL;
+        int r = hd_cgroup_entry_enter(&cgroup_entry, &failed_dir);
+        if (r < 0)
+            hd_child_fail(report[1], 125, -r, "cgroup: enter %s", failed_dir);
         hd_child_setup_stdio(w->stdio, report[1]);
         struct hd_exec_plan plan = {
             .argv = w->argv,
@@ -75,17 +87,12 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         };
         hd_child_exec(report[1], &plan);
     }
+    hd_cgroup_entry_close(&cgroup_entry);
     close(go[0]);
     close(report[1]);
     cleanup_close int report_fd = report[0];
     cleanup_close int go_fd = go[1];
     w->pid = pid;
-    if (w->cgroup && cgroup_fd < 0 && hd_cgroup_enter(w->cgroup, pid, err) < 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        w->pid = -1;
-        return -1;
-    }
     if (write(go_fd, "g", 1) != 1) {
         int e = errno;
         kill(pid, SIGKILL);

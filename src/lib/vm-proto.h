@@ -12,8 +12,14 @@
  * Header-only (static inline) because the guest side is the static hedge-init,
  * which does not link libhedge.
  *
- *   host → guest   CONFIG (once, first), STDIN, STDIN_EOF, SIGNAL
+ *   host → guest   CONFIG (once, first), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK
  *   guest → host   STARTED, STDOUT, STDERR, EXIT, ERROR
+ *
+ * EXIT_ACK answers EXIT: the host sends it once it has delivered every
+ * STDOUT/STDERR message before the EXIT to the workload's stdio fds, and the
+ * guest powers off only then (or after a bound). So QEMU ends after the
+ * output is out, as a host process ends after its writes: a caller that
+ * watches QEMU's pid and then reads its pipes misses nothing.
  *
  * CONFIG's payload is a list of records {u8 tag, NUL-terminated string}; the
  * tags are HD_VM_CFG_*. The other payloads are described beside their types.
@@ -34,6 +40,7 @@ enum hd_vm_msg_type {
     HD_VM_MSG_STDIN = 2,     /* host → guest: bytes for the workload's stdin */
     HD_VM_MSG_STDIN_EOF = 3, /* host → guest: empty; close the workload's stdin */
     HD_VM_MSG_SIGNAL = 4,    /* host → guest: u32 signal number for the workload */
+    HD_VM_MSG_EXIT_ACK = 5,  /* host → guest: empty; the output before EXIT is delivered, power off */
     HD_VM_MSG_STARTED = 16,  /* guest → host: empty; the command was exec'd */
     HD_VM_MSG_STDOUT = 17,   /* guest → host: bytes the workload wrote to fd 1 */
     HD_VM_MSG_STDERR = 18,   /* guest → host: bytes the workload wrote to fd 2 */
@@ -85,6 +92,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_STDIN: return 1;
     case HD_VM_MSG_STDIN_EOF: return length == 0;
     case HD_VM_MSG_SIGNAL: return length == 4;
+    case HD_VM_MSG_EXIT_ACK: return length == 0;
     default: return 0;
     }
 }

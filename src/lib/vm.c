@@ -17,7 +17,17 @@
  * The relay thread owns the host end of the virtio-serial channel (a
  * socketpair: no socket file exists). It moves stdin in and stdout/stderr
  * out, sends queued signals, and enforces deadlines: the stop grace period
- * after SIGTERM and the power-off bound after the EXIT message. The foreground
+ * after SIGTERM and the power-off bound after the EXIT message.
+ *
+ * The workload's stdio fds are the caller's (a terminal, or pipes a caller
+ * such as the function invoker or the daemon's monitor closes right after
+ * start, as it may with the other backends whose child holds its own copies):
+ * the backend takes its own copies at prepare, like a child would, and the
+ * relay closes each when it is done with it - stdin once its end was sent as
+ * STDIN_EOF, stdout/stderr when the guest is gone - so the caller sees end of
+ * file as from a process. The EXIT message is acknowledged (EXIT_ACK) only
+ * after the output before it was written out, and the guest powers off only
+ * then: when QEMU's pid has exited, the output is in the caller's fds. The foreground
  * loop in run.c (pidfd of QEMU + signalfd) needs no change: it sees QEMU exit
  * and calls wait. The socket is non-blocking with one pending outgoing
  * message, and stdin is only read when nothing is pending, so neither side can
@@ -28,6 +38,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -71,6 +82,7 @@ struct vm {
     size_t config_len;
     struct hd_net *net; /* the tap of a bridge network, or NULL */
     char mac[18];
+    int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
     pid_t qemu_pid;
@@ -87,6 +99,8 @@ struct vm {
     int n_queued;
     uint64_t kill_at_ms;  /* 0, or when the relay kills QEMU (grace expired) */
     bool stop;
+    bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
+    bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
     /* written by the relay, read after it is joined */
     bool got_exit;
     struct hd_vm_exit_msg exit_msg;
@@ -180,9 +194,16 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
     vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = -1;
+    vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
     w->backend_data = vm;
+    /* our own copies: the caller may close its fds once the workload started */
+    for (int i = 0; i < 3; i++) {
+        vm->stdio[i] = fcntl(w->stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (vm->stdio[i] < 0)
+            return hd_error_sys(err, "stdio: dup fd %d", w->stdio[i]);
+    }
 
     /* cheapest checks first: nothing is built for a VM that cannot start */
     if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
@@ -412,7 +433,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
     if (wait_for_start(w, vm, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
-    r = pthread_create(&vm->relay, NULL, relay_main, w);
+    r = pthread_create(&vm->relay, NULL, relay_main, vm);
     if (r != 0) {
         kill_qemu(vm);
         reap_qemu(vm, true);
@@ -440,26 +461,55 @@ static void outgoing_set(struct outgoing *o, uint32_t type, const void *payload,
     o->off = 0;
 }
 
-static void write_out(int fd, const unsigned char *data, size_t len)
+static bool discarding_output(struct vm *vm)
 {
-    while (len) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
+    pthread_mutex_lock(&vm->lock);
+    bool discard = vm->discard_output || vm->stop;
+    pthread_mutex_unlock(&vm->lock);
+    return discard;
+}
+
+/*
+ * Write guest output to the caller's fd. Its reader may stop reading (a caller that gave up on the
+ * workload and kills it): so wait for room together with the wake eventfd, write at most PIPE_BUF
+ * at a time (a pipe that polls writable takes that much without blocking), and once the VM is
+ * being killed drop what cannot be written at once - the relay must always reach the end.
+ */
+static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t len)
+{
+    while (len && fd >= 0) {
+        bool discard = discarding_output(vm);
+        struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = vm->wake_fd, .events = POLLIN}};
+        int r = poll(p, discard ? 1 : 2, discard ? 0 : -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (discard && r == 0))
+            return;
+        if (p[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(vm->wake_fd, &v, sizeof(v)); /* the main loop checks why at its next turn */
+            (void)n;
+        }
+        if (p[0].revents & (POLLERR | POLLNVAL))
+            return; /* the reader of our stdout went away: the output is dropped, the workload runs on */
+        if (!(p[0].revents & (POLLOUT | POLLHUP)))
+            continue;
+        ssize_t n = write(fd, data, len < PIPE_BUF ? len : PIPE_BUF);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
-            return; /* the reader of our stdout went away: the output is dropped, the workload runs on */
+            return; /* EPIPE: as above */
         data += n;
         len -= (size_t)n;
     }
 }
 
 /* Handle one message from the guest; false on a protocol violation. */
-static bool relay_handle(struct hd_workload *w, struct vm *vm, const struct hd_vm_msg_header *h,
-                         const unsigned char *payload)
+static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
     switch (h->type) {
-    case HD_VM_MSG_STDOUT: write_out(w->stdio[1], payload, h->length); return true;
-    case HD_VM_MSG_STDERR: write_out(w->stdio[2], payload, h->length); return true;
+    case HD_VM_MSG_STDOUT: write_out(vm, vm->stdio[1], payload, h->length); return true;
+    case HD_VM_MSG_STDERR: write_out(vm, vm->stdio[2], payload, h->length); return true;
     case HD_VM_MSG_EXIT:
         memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
         vm->got_exit = true;
@@ -479,37 +529,42 @@ static bool relay_handle(struct hd_workload *w, struct vm *vm, const struct hd_v
     }
 }
 
-static void *relay_main(void *arg)
+static void close_stdio_copy(struct vm *vm, int i)
 {
-    struct hd_workload *w = arg;
-    struct vm *vm = w->backend_data;
-    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
-    sigset_t pipe_mask;
-    sigemptyset(&pipe_mask);
-    sigaddset(&pipe_mask, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
-    /* 64 KiB each: not on the thread's stack */
-    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
-    cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
-    bool stdin_open = true;
+    if (vm->stdio[i] >= 0)
+        close(vm->stdio[i]);
+    vm->stdio[i] = -1;
+}
+
+static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoing *out)
+{
+    bool ack_due = false; /* EXIT came, the output before it is written: send EXIT_ACK next */
     uint64_t exit_deadline = 0;
     for (;;) {
-        /* a queued signal goes next when nothing is pending */
+        /* EXIT_ACK, else a queued signal goes next when nothing is pending */
         pthread_mutex_lock(&vm->lock);
         bool stop = vm->stop;
         uint64_t kill_at = vm->kill_at_ms;
-        if (out->len == 0 && vm->n_queued > 0) {
+        if (out->len == 0 && ack_due) {
+            outgoing_set(out, HD_VM_MSG_EXIT_ACK, NULL, 0);
+            ack_due = false;
+        } else if (out->len == 0 && vm->n_queued > 0) {
             uint32_t sig = (uint32_t)vm->queued_signals[0];
             memmove(vm->queued_signals, vm->queued_signals + 1, (size_t)(--vm->n_queued) * sizeof(int));
             outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
         }
         pthread_mutex_unlock(&vm->lock);
         if (stop)
-            break;
+            return;
         uint64_t now = now_ms();
         if (kill_at && now >= kill_at && !vm->got_exit) {
-            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
+            pthread_mutex_lock(&vm->lock);
+            vm->discard_output = true;
+            bool requested = vm->kill_requested;
+            pthread_mutex_unlock(&vm->lock);
+            if (!requested)
+                snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                         "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
             vm->killed_after_grace = true;
             kill_qemu(vm);
             kill_at = 0;
@@ -519,9 +574,11 @@ static void *relay_main(void *arg)
             exit_deadline = 0;
         }
 
+        /* stdin is read only when nothing is pending, and no more once the workload exited */
+        bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
         struct pollfd fds[3] = {
             {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
-            {.fd = stdin_open && out->len == 0 ? w->stdio[0] : -1, .events = POLLIN},
+            {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
             {.fd = vm->wake_fd, .events = POLLIN},
         };
         int timeout = (kill_at || exit_deadline) ? 100 : -1;
@@ -535,13 +592,13 @@ static void *relay_main(void *arg)
             ssize_t n = read(vm->wake_fd, &v, sizeof(v));
             (void)n;
         }
-        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
             unsigned char buf[16384];
-            ssize_t n = read(w->stdio[0], buf, sizeof(buf));
+            ssize_t n = read(vm->stdio[0], buf, sizeof(buf));
             if (n > 0) {
                 outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                stdin_open = false;
+                close_stdio_copy(vm, 0); /* done with it: the guest gets the end next */
                 outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
             }
         }
@@ -568,18 +625,37 @@ static void *relay_main(void *arg)
                     snprintf(vm->relay_problem, sizeof(vm->relay_problem),
                              "protocol: malformed message from the guest (type %u, length %u)", h.type, h.length);
                     kill_qemu(vm);
-                    return NULL;
+                    return;
                 }
-                if (!relay_handle(w, vm, &h, payload)) {
+                if (!relay_handle(vm, &h, payload)) {
                     kill_qemu(vm);
-                    return NULL;
+                    return;
                 }
                 hd_vm_reader_consume(reader, used);
+                if (h.type == HD_VM_MSG_EXIT)
+                    ack_due = true; /* what came before EXIT is written out by now */
                 if ((vm->got_exit || vm->got_error) && exit_deadline == 0)
                     exit_deadline = now_ms() + POWEROFF_GRACE_MS;
             }
         }
     }
+}
+
+static void *relay_main(void *arg)
+{
+    struct vm *vm = arg;
+    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
+    sigset_t pipe_mask;
+    sigemptyset(&pipe_mask);
+    sigaddset(&pipe_mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
+    /* 64 KiB each: not on the thread's stack */
+    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
+    cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
+    relay_loop(vm, reader, out);
+    /* the guest is gone (or being killed): no more output, so the readers see end of file */
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
     return NULL;
 }
 
@@ -609,8 +685,14 @@ static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)
         vm->queued_signals[vm->n_queued++] = sig;
     if (sig == SIGTERM && vm->kill_at_ms == 0)
         vm->kill_at_ms = now_ms() + (uint64_t)stop_grace_ms();
-    if (sig == SIGKILL)
-        vm->kill_at_ms = now_ms(); /* SIGKILL for the workload: end the whole VM now */
+    if (sig == SIGKILL) {
+        /* SIGKILL for the workload: end the whole VM now, here (the relay may be waiting for a
+         * reader of its output that is the caller, now busy killing) */
+        vm->kill_at_ms = now_ms();
+        vm->discard_output = true;
+        vm->kill_requested = true;
+        kill_qemu(vm);
+    }
     pthread_mutex_unlock(&vm->lock);
     uint64_t one = 1;
     if (write(vm->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
@@ -637,8 +719,9 @@ static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
     }
     if (vm->got_error)
         return hd_error_set_code(err, vm->error_code, 0, "%s", vm->error_text);
-    if (vm->killed_after_grace) {
-        fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
+    if (vm->killed_after_grace || vm->kill_requested) { /* kill_requested: QEMU may end before the relay looks */
+        if (vm->relay_problem[0])
+            fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
         exit->status = -1;
         exit->signal = SIGKILL;
         exit->code = 128 + SIGKILL;
@@ -676,6 +759,8 @@ static void vm_cleanup(struct hd_workload *w)
         }
         vm->net = NULL;
     }
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
     if (vm->port_fd >= 0)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)

@@ -20,6 +20,9 @@ static void test_validity(void)
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_SIGNAL, 3, 0));
     CHECK(hd_vm_msg_valid(HD_VM_MSG_STDIN_EOF, 0, 0));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_STDIN_EOF, 1, 0));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXIT_ACK, 0, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXIT_ACK, 1, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXIT_ACK, 0, 1)); /* host → guest only */
     CHECK(hd_vm_msg_valid(HD_VM_MSG_EXIT, sizeof(struct hd_vm_exit_msg), 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXIT, sizeof(struct hd_vm_exit_msg) - 1, 1));
     CHECK(hd_vm_msg_valid(HD_VM_MSG_STARTED, 0, 1));
