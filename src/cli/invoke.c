@@ -123,21 +123,6 @@ static int invoke_fail(const char *fmt, ...)
     return HD_EXIT_HEDGE;
 }
 
-static bool io_full(int fd, void *buf, size_t len, bool write_it)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write_it ? write(fd, p, len) : read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 /* hedge invoke NAME: through the invoke socket hedged reports for the deployed function. */
 static int invoke_by_name(const char *name, const char *payload, size_t payload_len, double timeout)
 {
@@ -177,10 +162,10 @@ static int invoke_by_name(const char *name, const char *payload, size_t payload_
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     uint8_t head[5] = {(uint8_t)(payload_len >> 24), (uint8_t)(payload_len >> 16), (uint8_t)(payload_len >> 8),
                        (uint8_t)payload_len};
-    if (!io_full(fd, head, 4, true) || !io_full(fd, (void *)payload, payload_len, true))
+    if (hd_write_all(fd, head, 4) < 0 || hd_write_all(fd, payload, payload_len) < 0)
         return invoke_fail("%s: sending the payload: %s", name, errno ? strerror(errno) : "connection closed");
     errno = 0;
-    if (!io_full(fd, head, 5, false))
+    if (hd_read_exact(fd, head, 5) < 0)
         return invoke_fail("%s: %s", name, errno == EAGAIN || errno == EWOULDBLOCK
                                                ? "no result within the timeout"
                                                : "the function host closed the connection without a result");
@@ -188,7 +173,7 @@ static int invoke_by_name(const char *name, const char *payload, size_t payload_
     if ((head[0] != 'R' && head[0] != 'E') || len > MAX_ANSWER)
         return invoke_fail("%s: malformed answer from the function host", name);
     cleanup_free char *body = hd_xmalloc(len + 1);
-    if (!io_full(fd, body, len, false))
+    if (hd_read_exact(fd, body, len) < 0)
         return invoke_fail("%s: the function host closed the connection in the middle of the result", name);
     if (head[0] == 'E')
         return invoke_print(body, len) ? 1 : invoke_fail("%s: malformed error event", name);

@@ -93,36 +93,6 @@ int hd_local_fd(const struct hd_local *l)
     return l->listen_fd;
 }
 
-static bool read_full(int fd, void *buf, size_t len)
-{
-    uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-static bool write_full(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        p += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
 void hd_local_accept(struct hd_local *l, struct hd_invoker *inv)
 {
     int fd = accept4(l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -132,7 +102,7 @@ void hd_local_accept(struct hd_local *l, struct hd_invoker *inv)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     uint8_t head[4];
-    if (!read_full(fd, head, sizeof(head))) {
+    if (hd_read_exact(fd, head, sizeof(head)) < 0) {
         close(fd);
         return;
     }
@@ -145,7 +115,7 @@ void hd_local_accept(struct hd_local *l, struct hd_invoker *inv)
     call->received_ns = hd_now_ns();
     call->payload = hd_xmalloc(len + 1);
     call->payload_len = len;
-    if (!read_full(fd, call->payload, len)) {
+    if (hd_read_exact(fd, call->payload, len) < 0) {
         hd_invocation_free(call);
         close(fd);
         return;
@@ -167,7 +137,7 @@ bool hd_local_complete(struct hd_local *l, struct hd_invocation *call)
         *pp = p->next;
         uint8_t head[5] = {call->error ? 'E' : 'R', (uint8_t)(call->body_len >> 24), (uint8_t)(call->body_len >> 16),
                            (uint8_t)(call->body_len >> 8), (uint8_t)call->body_len};
-        if (!write_full(p->fd, head, sizeof(head)) || !write_full(p->fd, call->body, call->body_len))
+        if (hd_write_all(p->fd, head, sizeof(head)) < 0 || hd_write_all(p->fd, call->body, call->body_len) < 0)
             fprintf(stderr, "hedge-functions: a local invocation's client went away before its result\n");
         close(p->fd);
         free(p);

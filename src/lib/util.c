@@ -170,8 +170,9 @@ int hd_read_file(const char *path, char **out, size_t *len, hd_error_t *err)
     return 0;
 }
 
-static int write_all(int fd, const char *data, size_t len)
+int hd_write_all(int fd, const void *buf, size_t len)
 {
+    const char *data = buf;
     while (len > 0) {
         ssize_t w = write(fd, data, len);
         if (w < 0) {
@@ -185,12 +186,30 @@ static int write_all(int fd, const char *data, size_t len)
     return 0;
 }
 
+int hd_read_exact(int fd, void *buf, size_t len)
+{
+    char *data = buf;
+    while (len > 0) {
+        ssize_t r = read(fd, data, len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0)
+                errno = EPIPE;
+            return -1;
+        }
+        data += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
 int hd_write_file_at(int dirfd, const char *path, const char *data, size_t len, hd_error_t *err)
 {
     cleanup_close int fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return hd_error_sys(err, "open %s", path);
-    if (write_all(fd, data, len) < 0)
+    if (hd_write_all(fd, data, len) < 0)
         return hd_error_sys(err, "write %s", path);
     return 0;
 }
@@ -206,7 +225,7 @@ int hd_write_file_atomic(const char *path, const char *data, size_t len, hd_erro
     cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return hd_error_sys(err, "open %s", tmp);
-    if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (hd_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
         int saved = errno;
         unlink(tmp);
         return hd_error_set(err, saved, "write %s", tmp);

@@ -52,6 +52,10 @@ bool hd_strv_contains(char *const *v, const char *s);
 /* Whole-file helpers. hd_read_file returns a NUL-terminated buffer. */
 int hd_read_file(const char *path, char **out, size_t *len, hd_error_t *err);
 int hd_write_file(const char *path, const char *data, size_t len, hd_error_t *err);
+/* All of buf to fd, through short writes and EINTR: 0, or -1 with errno. */
+int hd_write_all(int fd, const void *buf, size_t len);
+/* Exactly len bytes from fd: 0, or -1 with errno (EPIPE at end of stream). */
+int hd_read_exact(int fd, void *buf, size_t len);
 int hd_write_file_at(int dirfd, const char *path, const char *data, size_t len, hd_error_t *err);
 /* Write data to path atomically (tmp + fsync + rename). */
 int hd_write_file_atomic(const char *path, const char *data, size_t len, hd_error_t *err);
