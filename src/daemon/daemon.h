@@ -93,6 +93,9 @@ json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d);
 /* The host a client on this node uses to reach the broker (its first listener; "any" → loopback). */
 char *hd_daemon_broker_host(const struct hd_daemon_config *cfg);
 
+/* Set HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD in env: how a client of this node reaches broker b as user. */
+void hd_creds_env(json_t *env, struct hd_broker *b, const struct hd_daemon_config *cfg, const char *user,
+                  const char *password);
 /* The spec asks for broker credentials (an mqtt block or triggers). */
 bool hd_creds_wanted(const struct hd_spec *spec);
 /* The spec JSON for the workload's monitor: with broker b (may be NULL) and a spec that wants

@@ -112,12 +112,7 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
             hd_error_prefix(err, "MQTT credentials for the function host");
             return NULL;
         }
-        cleanup_free char *host = hd_daemon_broker_host(cfg);
-        cleanup_free char *port = hd_xasprintf("%d", hd_broker_port(b, 0));
-        json_object_set_new(env, "HEDGE_MQTT_HOST", json_string(host));
-        json_object_set_new(env, "HEDGE_MQTT_PORT", json_string(port));
-        json_object_set_new(env, "HEDGE_MQTT_USERNAME", json_string(user));
-        json_object_set_new(env, "HEDGE_MQTT_PASSWORD", json_string(password));
+        hd_creds_env(env, b, cfg, user, password);
     }
     /* one share group per function: during an upgrade each request reaches one version, not both */
     cleanup_free char *group = hd_xasprintf("hedge-fn-%s", name);

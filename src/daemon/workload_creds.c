@@ -132,6 +132,17 @@ fail:
     return -1;
 }
 
+void hd_creds_env(json_t *env, struct hd_broker *b, const struct hd_daemon_config *cfg, const char *user,
+                  const char *password)
+{
+    cleanup_free char *host = hd_daemon_broker_host(cfg);
+    cleanup_free char *port = hd_xasprintf("%d", hd_broker_port(b, 0));
+    json_object_set_new(env, "HEDGE_MQTT_HOST", json_string(host));
+    json_object_set_new(env, "HEDGE_MQTT_PORT", json_string(port));
+    json_object_set_new(env, "HEDGE_MQTT_USERNAME", json_string(user));
+    json_object_set_new(env, "HEDGE_MQTT_PASSWORD", json_string(password));
+}
+
 char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
                      const struct hd_spec *spec, hd_error_t *err)
 {
@@ -157,12 +168,7 @@ char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, co
         env = json_object();
         json_object_set_new(o, "env", env);
     }
-    cleanup_free char *host = hd_daemon_broker_host(cfg);
-    cleanup_free char *port = hd_xasprintf("%d", hd_broker_port(b, 0));
-    json_object_set_new(env, "HEDGE_MQTT_HOST", json_string(host));
-    json_object_set_new(env, "HEDGE_MQTT_PORT", json_string(port));
-    json_object_set_new(env, "HEDGE_MQTT_USERNAME", json_string(user));
-    json_object_set_new(env, "HEDGE_MQTT_PASSWORD", json_string(password));
+    hd_creds_env(env, b, cfg, user, password);
     spec_json = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     if (spec_json == NULL)
