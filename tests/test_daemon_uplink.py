@@ -258,6 +258,37 @@ def test_uplink_authenticates_to_a_broker_that_requires_it(daemons, cloud, hedge
     d.stop()
 
 
+def test_uplink_user_is_its_own_and_leaves_anonymous_clients_alone(daemons, cloud):
+    """The uplink always connects to the embedded broker as the internal user hedged:uplink: that user
+    alone does not turn anonymous devices away, its name cannot be used without its password, nobody
+    can take over its session by client id, and it keeps forwarding after workload users appear."""
+    d = daemons(cloud.port).start()
+    d.wait_connected()
+    sub = Collector(cloud.port, "nodes/n1/sensors/#")
+
+    def pub(*args):
+        return subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(d.port), "-q", "1", *args],
+                              capture_output=True, text=True, timeout=15)
+    r = pub("-t", "sensors/anon", "-m", "1")  # anonymous devices are still welcome
+    assert r.returncode == 0, r.stderr
+    assert pub("-u", "hedged:uplink", "-P", "guess", "-t", "sensors/x", "-m", "x").returncode != 0
+    assert pub("-i", "hedge-uplink-n1", "-t", "sensors/x", "-m", "x").returncode != 0  # its session is its own
+    assert d.status()["local_connected"]
+    # a workload's credentials turn anonymous clients away; the uplink carries on
+    r = d.deploy({"name": "sensor", "isolation": "process", "command": ["/bin/sleep", "60"],
+                  "mqtt": {"publish": ["sensors/#"]}})
+    assert r.code == 0, r
+    assert pub("-t", "sensors/anon", "-m", "refused").returncode != 0
+    password = (d.state / "mqtt-credentials" / "sensor").read_text().strip()
+    r = pub("-u", "workload:sensor", "-P", password, "-t", "sensors/after", "-m", "2")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: len(sub.messages) == 2, timeout=15, what="both messages at the cloud")
+    assert sub.messages == [("nodes/n1/sensors/anon", b"1"), ("nodes/n1/sensors/after", b"2")]
+    sub.close()
+    assert d.cli("rm", "sensor").code == 0
+    d.stop()
+
+
 def test_tls_cloud_with_client_certificate(daemons, tmp_path):
     """TLS to the cloud: OpenSSL is loaded by hedged only for it (the plain tests never map it)."""
     need_mqtt_tools()

@@ -30,6 +30,7 @@ struct auth_user {
     unsigned char salt[64];
     int salt_len;
     unsigned char hash[HASH_LEN];
+    bool internal;  /* hedged's own (hd_broker_set_internal_user): not a reason to refuse anonymous clients */
 };
 
 struct broker_auth {
@@ -108,7 +109,10 @@ int broker_auth_load(struct hd_broker *b, hd_error_t *err)
 
 bool broker_auth_has_users(struct hd_broker *b)
 {
-    return b->auth && b->auth->n_users > 0;
+    for (size_t i = 0; b->auth && i < b->auth->n_users; i++)
+        if (!b->auth->users[i].internal)
+            return true;
+    return false;
 }
 
 int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const struct mqtt_bytes *password,
@@ -118,9 +122,8 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
     bool anonymous_ok = b->cfg.allow_anonymous >= 0 ? b->cfg.allow_anonymous : !has_users;
     if (!has_user)
         return anonymous_ok ? 0 : RC_NOT_AUTHORIZED;
-    if (!has_users)
-        return anonymous_ok ? 0 : RC_NOT_AUTHORIZED;
-    for (size_t i = 0; i < b->auth->n_users; i++) {
+    /* A known name is always checked (an internal user's too, even while anonymous clients are welcome). */
+    for (size_t i = 0; b->auth && i < b->auth->n_users; i++) {
         struct auth_user *u = &b->auth->users[i];
         if (strlen(u->name) != user->len || memcmp(u->name, user->data, user->len) != 0)
             continue;
@@ -132,6 +135,9 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
             return RC_BAD_USER_OR_PASSWORD;
         return CRYPTO_memcmp(hash, u->hash, HASH_LEN) == 0 ? 0 : RC_BAD_USER_OR_PASSWORD;
     }
+    /* An unknown name: as anonymous while there are no users to check it against. */
+    if (!has_users)
+        return anonymous_ok ? 0 : RC_NOT_AUTHORIZED;
     return RC_BAD_USER_OR_PASSWORD;
 }
 
@@ -140,7 +146,8 @@ bool hd_broker_anonymous_allowed(struct hd_broker *b)
     return b->cfg.allow_anonymous >= 0 ? b->cfg.allow_anonymous : !broker_auth_has_users(b);
 }
 
-int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
+static int auth_set_user(struct hd_broker *b, const char *user, const char *password, bool internal,
+                         hd_error_t *err)
 {
     /* ':' is allowed here (unlike in a password file): hedged's "workload:<name>" users
      * thus never collide with a password file's users. */
@@ -148,7 +155,8 @@ int hd_broker_set_user(struct hd_broker *b, const char *user, const char *passwo
         return hd_error_set(err, 0, "broker user: must be non-empty");
     if (hd_openssl_load(err) < 0)
         return hd_error_prefix(err, "broker user %s", user);
-    struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN};
+    struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN,
+                          .internal = internal};
     if (RAND_bytes(u.salt, SALT_LEN) != 1 ||
         !PKCS5_PBKDF2_HMAC(password, (int)strlen(password), u.salt, SALT_LEN, u.iterations, EVP_sha512(), HASH_LEN,
                            u.hash)) {
@@ -165,6 +173,16 @@ int hd_broker_set_user(struct hd_broker *b, const char *user, const char *passwo
     b->auth->users = hd_xrealloc(b->auth->users, (b->auth->n_users + 1) * sizeof(u));
     b->auth->users[b->auth->n_users++] = u;
     return 0;
+}
+
+int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
+{
+    return auth_set_user(b, user, password, false, err);
+}
+
+int hd_broker_set_internal_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err)
+{
+    return auth_set_user(b, user, password, true, err);
 }
 
 void hd_broker_remove_user(struct hd_broker *b, const char *user)

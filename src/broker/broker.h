@@ -81,8 +81,11 @@ void hd_broker_get_stats(struct hd_broker *b, struct hd_broker_stats *out);
  * use only those topics, even when no acl_file is configured.
  */
 int hd_broker_set_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err);
+/* The same for hedged's own clients (its uplink): checked like any user, but its existence alone
+ * does not make an automatic allow_anonymous refuse anonymous clients. */
+int hd_broker_set_internal_user(struct hd_broker *b, const char *user, const char *password, hd_error_t *err);
 void hd_broker_remove_user(struct hd_broker *b, const char *user);
-/* Whether a client without a username is let in now (allow_anonymous, else: no user known). */
+/* Whether a client without a username is let in now (allow_anonymous, else: no user but internal ones). */
 bool hd_broker_anonymous_allowed(struct hd_broker *b);
 /* access: "read", "write" or "readwrite"; filter may use %u and %c. */
 int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err);

@@ -23,11 +23,12 @@
  * resolver must not stall hedged. SQLite commits of the spool run in the loop
  * like the broker's (one group commit per turn).
  *
- * The local side defaults to the embedded broker (its first listener). When
- * that broker refuses anonymous clients (a password file, or run-time users
- * such as workload credentials, and allow_anonymous not set), hedged
- * registers an internal user "hedged:uplink" with a random password kept in
- * memory only, allowed to read the up filters and write the down topics.
+ * The local side defaults to the embedded broker (its first listener), where
+ * hedged registers an internal user "hedged:uplink" with a random password
+ * kept in memory only, allowed to read the up filters and write the down
+ * topics. Its session on the broker is thus always its own, whatever
+ * anonymous clients may do later (workload users turn them away), and as an
+ * internal user it does not itself turn anonymous clients away.
  * A fatal spool error stops the uplink (hedged keeps running) and is shown
  * by /v1/uplink.
  */
@@ -48,10 +49,10 @@
 
 struct hd_daemon_uplink {
     struct hd_loop *loop;
-    const struct hd_uplink_config *cfg;
+    struct hd_uplink_config *cfg;   /* hedged's config; local.username/password set here */
     struct hd_uplink *uplink;       /* NULL once a fatal error stopped it */
-    struct hd_broker *broker;       /* holds the internal user, when one was registered */
-    bool broker_user;
+    struct hd_broker *broker;       /* the embedded broker, when it is the local side */
+    bool broker_user;               /* "hedged:uplink" is registered */
     struct pollfd fds[2];           /* from the last hd_uplink_prepare_poll */
     struct hd_watch *watch[2];
     int watched_fd[2];
@@ -115,7 +116,7 @@ static int uplink_broker_user(struct hd_daemon_uplink *d, struct hd_uplink_confi
     for (size_t i = 0; i < sizeof(raw); i++)
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
     hd_broker_remove_user(d->broker, UPLINK_BROKER_USER);
-    if (hd_broker_set_user(d->broker, UPLINK_BROKER_USER, hex, err) < 0)
+    if (hd_broker_set_internal_user(d->broker, UPLINK_BROKER_USER, hex, err) < 0)
         return -1;
     d->broker_user = true;
     for (size_t i = 0; i < uc->n_up; i++)
@@ -241,7 +242,7 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
         uc->local.host = hd_daemon_broker_host(cfg);
         if (uc->local.port == 0)
             uc->local.port = hd_broker_port(broker, 0);
-        if (uc->local.username == NULL && !hd_broker_anonymous_allowed(broker) && uplink_broker_user(d, uc, err) < 0)
+        if (uc->local.username == NULL && uplink_broker_user(d, uc, err) < 0)
             goto fail;
     }
     cleanup_free char *dir = hd_xstrdup(uc->spool_path);
