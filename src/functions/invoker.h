@@ -1,7 +1,8 @@
 /*
  * invoker.h - runs a function (a workload spec with a `function` block) once
- * per invocation, independent of how invocations arrive (MQTT today through
- * hedge-functions, hedged's loop later).
+ * per invocation, independent of how invocations arrive (MQTT messages and
+ * `hedge invoke` requests, both through hedge-functions, which hedged runs as
+ * a function deployment's host).
  *
  * on-demand: each invocation is one run to completion: the payload is
  * written to the workload's stdin, its stdout (at most 1 MiB, exit status 0)
