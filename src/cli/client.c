@@ -254,19 +254,29 @@ void hd_client_size(double b, char *buf, size_t size)
     snprintf(buf, size, u ? "%.1f%c" : "%.0f%c", b, units[u]);
 }
 
-int hd_client_workload_verb(int argc, char **argv, const char *method, const char *suffix, const char *usage)
+int hd_client_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first)
 {
-    bool json = false;
+    *json = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--json") == 0)
-            json = true;
+            *json = true;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: %s\n", usage);
             return 0;
         } else
-            return cli_usage_error(argv[0], usage, "unknown option %s", argv[i]);
+            return cli_usage_error(verb, usage, "unknown option %s", argv[i]);
     }
+    *first = i;
+    return -1;
+}
+
+int hd_client_workload_verb(int argc, char **argv, const char *method, const char *suffix, const char *usage)
+{
+    bool json;
+    int i, done = hd_client_options(argc, argv, argv[0], usage, &json, &i);
+    if (done >= 0)
+        return done;
     if (i >= argc)
         return cli_usage_error(argv[0], usage, "no workload named");
     int ret = 0;

@@ -15,17 +15,10 @@ static const char usage[] = "hedge history [--json] NAME";
 
 int cmd_history(int argc, char **argv)
 {
-    bool json = false;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage);
-            return 0;
-        } else
-            return cli_usage_error("history", usage, "unknown option %s", argv[i]);
-    }
+    bool json;
+    int i, done = hd_client_options(argc, argv, "history", usage, &json, &i);
+    if (done >= 0)
+        return done;
     if (i != argc - 1)
         return cli_usage_error("history", usage, "name one workload");
     cleanup_free char *name = hd_client_escape(argv[i]);

@@ -17,16 +17,12 @@ static const char usage[] = "hedge ps [--json]";
 
 int cmd_ps(int argc, char **argv)
 {
-    bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            json = true;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage);
-            return 0;
-        } else
-            return cli_usage_error("ps", usage, "unexpected argument %s", argv[i]);
-    }
+    bool json;
+    int first, done = hd_client_options(argc, argv, "ps", usage, &json, &first);
+    if (done >= 0)
+        return done;
+    if (first < argc)
+        return cli_usage_error("ps", usage, "unexpected argument %s", argv[first]);
     int code = 0;
     json_t *list = hd_client_call("ps", "GET", "/v1/workloads", NULL, 0, &code);
     if (list == NULL)
