@@ -123,38 +123,14 @@ int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeo
     }
 }
 
-static int write_full(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Returns 0, or -1 with errno (0 for end of file). */
+/* hd_read_exact, with errno 0 for end of file (the callers say "the server closed the connection"). */
 static int read_full(int fd, void *buf, size_t len)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n == 0)
-                errno = 0;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    if (hd_read_exact(fd, buf, len) == 0)
+        return 0;
+    if (errno == EPIPE)  /* read(2) never fails with EPIPE: hd_read_exact's end of file */
+        errno = 0;
+    return -1;
 }
 
 static void put_be(unsigned char *p, uint64_t v, int bytes)
@@ -200,7 +176,7 @@ static int rr_transaction(const struct hd_bench_target *t, const struct hd_bench
         return 0;
     }
     case HD_BENCH_ECHO:
-        if (write_full(fd, req, o->request_size) < 0)
+        if (hd_write_all(fd, req, o->request_size) < 0)
             return hd_error_sys(err, "send a request to %s", t->text);
         if (read_full(fd, resp, o->request_size) < 0)
             return hd_error_set(err, errno, "read a response from %s%s", t->text,
@@ -208,7 +184,7 @@ static int rr_transaction(const struct hd_bench_target *t, const struct hd_bench
         return 0;
     case HD_BENCH_MESSAGE:
         put_be(req, seq, 8);
-        if (write_full(fd, req, o->request_size) < 0)
+        if (hd_write_all(fd, req, o->request_size) < 0)
             return hd_error_sys(err, "send a request to %s", t->text);
         if (read_full(fd, resp, MESSAGE_HEADER) < 0)
             return hd_error_set(err, errno, "read a response from %s%s", t->text,
@@ -311,7 +287,7 @@ int hd_bench_stream(const struct hd_bench_target *t, const struct hd_bench_clien
     unsigned char header[MESSAGE_HEADER] = {0};
     put_be(header + 8, FLAG_CLIENT | FLAG_STREAM, 2);
     put_be(header + 10, MESSAGE_HEADER, 4);
-    if (write_full(fd, header, sizeof(header)) < 0)
+    if (hd_write_all(fd, header, sizeof(header)) < 0)
         return hd_error_sys(err, "stream test: send to %s", t->text);
     size_t chunk = o->stream_chunk ? o->stream_chunk : 64 * 1024;
     cleanup_free char *buf = hd_xcalloc(1, chunk);
@@ -323,7 +299,7 @@ int hd_bench_stream(const struct hd_bench_target *t, const struct hd_bench_clien
     for (;;) {
         if (o->stop && *o->stop)
             return hd_error_set(err, EINTR, "stream test against %s", t->text);
-        if (write_full(fd, buf, chunk) < 0)
+        if (hd_write_all(fd, buf, chunk) < 0)
             return hd_error_sys(err, "stream test: send to %s", t->text);
         sent += chunk;
         uint64_t now = hd_now_ns();
