@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mqtt_client.h"
-#include "util.h"
+#include "mqtt/client.h"
+#include "base/util.h"
 
 struct burst {
     long acked, failed;

@@ -30,7 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "base/util.h"
 
 struct buf {
     uint8_t *data;

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mqtt_client.h"
+#include "mqtt/client.h"
 
 static void fuzz_on_connect(void *ctx, bool session_present)
 {

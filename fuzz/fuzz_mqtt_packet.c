@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "packet.h"
+#include "mqtt/packet.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,4 +1,4 @@
-"""Workload networking (src/lib/net.c) through tests/helpers/net-driver.
+"""Workload networking (src/net/net.c) through tests/helpers/net-driver.
 
 Every test makes its own network namespace (hedge-test-<random>) and runs the
 driver, and so the bridge, veths, taps and nftables rules, inside it; traffic

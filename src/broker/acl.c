@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 struct acl_rule {
     char *user;      /* NULL: anonymous ("topic" before any "user") */

@@ -18,9 +18,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "internal.h"
-#include "openssl_lazy.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "mqtt/openssl_lazy.h"
+#include "base/util.h"
 
 #define RUNTIME_ITERATIONS 1000  /* run-time users get random 128-bit secrets, not human passwords */
 

@@ -32,8 +32,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 #define READ_BUF_SIZE (256 * 1024)
 #define QOS0_BACKLOG_LIMIT (8u << 20)  /* a socket this far behind drops QoS 0 messages */

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
-#include "util.h"
+#include "broker/broker.h"
+#include "base/util.h"
 
 void hd_broker_config_init(struct hd_broker_config *cfg)
 {

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 static void send_connack(struct hd_broker *b, struct broker_conn *c, bool session_present, uint8_t reason,
                          const char *assigned_id, uint16_t server_keepalive)

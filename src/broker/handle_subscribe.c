@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 /* Split "$share/group/filter"; returns false if the filter is invalid. */
 static bool filter_parse(char *full, char **group, char **filter)

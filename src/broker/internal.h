@@ -17,8 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "broker.h"
-#include "packet.h"
+#include "broker/broker.h"
+#include "mqtt/packet.h"
 
 /* Password file hashes (auth.c verifies, passwd.c writes): PBKDF2-HMAC-SHA512, mosquitto's $7$ format. */
 #define PBKDF2_ITERATIONS 10000

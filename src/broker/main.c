@@ -18,9 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broker.h"
+#include "broker/broker.h"
 #include "config.h"
-#include "util.h"
+#include "base/util.h"
 
 static struct hd_broker *running;
 

@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "openssl_lazy.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "mqtt/openssl_lazy.h"
+#include "base/util.h"
 
 int hd_broker_passwd(const char *file, const char *user, const char *password, hd_error_t *err)
 {

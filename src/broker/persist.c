@@ -19,8 +19,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 enum {
     ST_PUT_RETAINED, ST_DEL_RETAINED, ST_PUT_SESSION, ST_DEL_SESSION, ST_DEL_SUBS, ST_PUT_SUB,

@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 static uint32_t hash_str(const char *s)
 {

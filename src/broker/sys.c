@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "internal.h"
+#include "broker/internal.h"
 
 static void sys_put(struct hd_broker *b, const char *topic, const char *value)
 {

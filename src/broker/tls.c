@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "openssl_lazy.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "mqtt/openssl_lazy.h"
+#include "base/util.h"
 
 struct broker_tls_ctx {
     SSL_CTX *ctx;

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "util.h"
+#include "broker/internal.h"
+#include "base/util.h"
 
 bool broker_topic_name_valid(const char *t, size_t len)
 {

@@ -1,7 +1,7 @@
 /*
  * bench.c - `hedge bench`: measure a workload under process, container and
  * vm isolation and write the answer as a table, report.json and report.html
- * (issue 7). The experiment itself is the library's (src/lib/bench*.c);
+ * (issue 7). The experiment itself is the library's (src/bench/bench*.c);
  * this file turns flags into struct hd_bench_options.
  */
 #include <errno.h>
@@ -12,10 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bench.h"
-#include "cli.h"
-#include "spec.h"
-#include "util.h"
+#include "bench/bench.h"
+#include "cli/cli.h"
+#include "runtime/spec.h"
+#include "base/util.h"
 
 static const char usage[] =
     "hedge bench (-f SPEC.json (--port PORT | --run-to-completion) | --builtin echo | --connect HOST:PORT)\n"

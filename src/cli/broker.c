@@ -12,8 +12,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "broker.h"
-#include "cli.h"
+#include "broker/broker.h"
+#include "cli/cli.h"
 
 static const char broker_usage[] = "hedge broker passwd FILE USER   (reads the password from stdin)";
 

@@ -8,8 +8,8 @@
  * paths, ".." and writes through symlinks (libarchive's SECURE_* flags), and
  * never writes into an existing directory.
  */
-#include "archive_lazy.h"
-#include "bundle.h"
+#include "image/archive_lazy.h"
+#include "cli/bundle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define BUNDLE_META "hedge-bundle.json"
 

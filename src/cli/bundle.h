@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "error.h"
+#include "base/error.h"
 
 /* Write spec (a workload spec object) and its writable mounts' source dirs to path. */
 int hd_bundle_write(const char *path, json_t *spec, hd_error_t *err);

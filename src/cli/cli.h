@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-#include "error.h"
+#include "base/error.h"
 
 struct hd_command {
     const char *name;

@@ -7,7 +7,7 @@
  * `logs -f` uses the streaming variant, which copies the body to stdout as
  * it arrives.
  */
-#include "client.h"
+#include "cli/client.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -17,8 +17,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "base/util.h"
 
 const char *hd_client_socket(void)
 {

@@ -6,7 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 int cli_fail(hd_error_t *err)
 {

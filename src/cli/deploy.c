@@ -11,10 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bundle.h"
-#include "cli.h"
-#include "client.h"
-#include "util.h"
+#include "cli/bundle.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "base/util.h"
 
 static const char usage[] = "hedge deploy [--json] [--health-wait SECONDS] FILE|-\n"
                             "       hedge deploy [--json] --bundle BUNDLE.tar   (from `hedge move`)";

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "cli/cli.h"
 
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},

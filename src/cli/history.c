@@ -7,9 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "client.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "base/util.h"
 
 static const char usage[] = "hedge history [--json] NAME";
 

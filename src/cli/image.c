@@ -16,9 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "image.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "image/image.h"
+#include "base/util.h"
 
 static const char usage[] =
     "hedge image import FILE.tar [--name NAME:TAG]\n"

@@ -30,10 +30,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "client.h"
-#include "mqtt_client.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "mqtt/client.h"
+#include "base/util.h"
 
 /* a result is at most 1 MiB (HD_INVOKER_MAX_OUTPUT); an error event is smaller */
 #define MAX_ANSWER ((1u << 20) + 4096)

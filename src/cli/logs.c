@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "client.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "base/util.h"
 
 static const char usage[] = "hedge logs [-f|--follow] [-n|--tail N] NAME";
 

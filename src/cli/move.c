@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "bundle.h"
-#include "cli.h"
-#include "client.h"
-#include "util.h"
+#include "cli/bundle.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "base/util.h"
 
 static const char usage[] = "hedge move NAME --out BUNDLE.tar";
 

@@ -1,6 +1,6 @@
 /* rm.c - `hedge rm NAME...`: stop and remove workloads with their history and logs (hedged API: DELETE /v1/workloads/NAME). */
-#include "cli.h"
-#include "client.h"
+#include "cli/cli.h"
+#include "cli/client.h"
 
 int cmd_rm(int argc, char **argv)
 {

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
-#include "client.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "base/util.h"
 
 static const char usage[] = "hedge rollback [--json] [--health-wait SECONDS] NAME";
 

@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "run.h"
-#include "spec.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "runtime/run.h"
+#include "runtime/spec.h"
+#include "base/util.h"
 
 static const char usage[] =
     "hedge run [OPTIONS] [IMAGE] [--] [COMMAND [ARG...]]\n"

@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "base/util.h"
 
 static int exec_sibling(const char *binary, const char *first, int argc, char **argv)
 {

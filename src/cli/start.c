@@ -1,6 +1,6 @@
 /* start.c - `hedge start NAME...`: start stopped workloads again (resets the restart count) (hedged API: POST /v1/workloads/NAME/start). */
-#include "cli.h"
-#include "client.h"
+#include "cli/cli.h"
+#include "cli/client.h"
 
 int cmd_start(int argc, char **argv)
 {

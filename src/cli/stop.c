@@ -1,6 +1,6 @@
 /* stop.c - `hedge stop NAME...`: stop workloads: SIGTERM, a grace period, then SIGKILL; they stay deployed (hedged API: POST /v1/workloads/NAME/stop). */
-#include "cli.h"
-#include "client.h"
+#include "cli/cli.h"
+#include "cli/client.h"
 
 int cmd_stop(int argc, char **argv)
 {

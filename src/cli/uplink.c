@@ -27,11 +27,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "client.h"
-#include "spool.h"
-#include "uplink.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "uplink/spool.h"
+#include "uplink/uplink.h"
+#include "base/util.h"
 
 static const char usage_text[] = "hedge uplink status [--spool FILE | --config FILE] [--json]";
 

@@ -1,8 +1,8 @@
 /* version.c - `hedge version`: the version and what this host offers. */
 #include <stdio.h>
 
-#include "cgroup.h"
-#include "cli.h"
+#include "cgroup/cgroup.h"
+#include "cli/cli.h"
 #include "config.h"
 
 int cmd_version(int argc, char **argv)

@@ -6,10 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
-#include "image.h"
-#include "util.h"
-#include "vm.h"
+#include "cli/cli.h"
+#include "image/image.h"
+#include "base/util.h"
+#include "runtime/vm/vm.h"
 
 static const char usage[] = "hedge vm kernel";
 

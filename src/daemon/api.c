@@ -28,9 +28,9 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon.h"
-#include "http.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "daemon/http.h"
+#include "base/util.h"
 
 #define MAX_HEADER HD_HTTP_MAX_HEADER
 #define MAX_BODY HD_HTTP_MAX_BODY

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 void hd_config_defaults(struct hd_daemon_config *cfg)
 {

@@ -25,10 +25,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "backend.h"
-#include "broker.h"
-#include "error.h"
-#include "spec.h"
+#include "runtime/backend.h"
+#include "broker/broker.h"
+#include "base/error.h"
+#include "runtime/spec.h"
 
 /* ---- config.c ---------------------------------------------------------- */
 

@@ -18,8 +18,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 static int broker_bool(const json_t *v, const char *key, bool *out, hd_error_t *err)
 {

@@ -41,9 +41,9 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "uplink.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "uplink/uplink.h"
+#include "base/util.h"
 
 #define UPLINK_BROKER_USER "hedged:uplink"
 

@@ -40,8 +40,8 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 /* hedged's environment variables that say where and how workloads run: handed on to the host. */
 static const char *const placement_env[] = {

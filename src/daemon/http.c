@@ -6,14 +6,14 @@
  * part. Duplicate Content-Length headers that disagree are malformed (the
  * classic request-smuggling ambiguity). Fuzzed by fuzz/fuzz_http.c.
  */
-#include "http.h"
+#include "daemon/http.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "util.h"
+#include "base/util.h"
 
 int hd_http_parse_head(char *buf, size_t header_len, size_t max_body, struct hd_http_request *req, int *status,
                        hd_error_t *err)

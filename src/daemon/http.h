@@ -9,7 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "error.h"
+#include "base/error.h"
 
 #define HD_HTTP_MAX_HEADER (16 * 1024)
 #define HD_HTTP_MAX_BODY (1024 * 1024)

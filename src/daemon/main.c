@@ -38,8 +38,8 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 static const char usage[] =
     "usage: hedged [OPTIONS]\n"

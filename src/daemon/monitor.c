@@ -36,9 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "run.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "runtime/run.h"
+#include "base/util.h"
 
 #define REPORT_FD 3
 #define LOCK_FD 4

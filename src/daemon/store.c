@@ -21,8 +21,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 struct hd_store {
     sqlite3 *db;

@@ -38,8 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 enum wl_state {
     WL_CREATED,

@@ -30,8 +30,8 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "daemon.h"
-#include "util.h"
+#include "daemon/daemon.h"
+#include "base/util.h"
 
 #define PASSWORD_BYTES 24
 

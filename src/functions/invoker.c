@@ -15,7 +15,7 @@
  * Instance states (struct instance): EMPTY -> CREATED (prepared, not
  * started: "warm") -> RUNNING -> EMPTY (waited and destroyed).
  */
-#include "invoker.h"
+#include "functions/invoker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,9 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "run.h"
-#include "util.h"
+#include "runtime/backend.h"
+#include "runtime/run.h"
+#include "base/util.h"
 
 #define INVOKER_LATENCY_RING 1024
 

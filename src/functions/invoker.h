@@ -29,8 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
-#include "spec.h"
+#include "base/error.h"
+#include "runtime/spec.h"
 
 #define HD_INVOKER_MAX_OUTPUT (1u << 20)
 

@@ -21,8 +21,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "local.h"
-#include "util.h"
+#include "functions/local.h"
+#include "base/util.h"
 
 struct local_pending {
     struct hd_invocation *call;

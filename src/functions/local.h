@@ -16,8 +16,8 @@
 
 #include <stdbool.h>
 
-#include "error.h"
-#include "invoker.h"
+#include "base/error.h"
+#include "functions/invoker.h"
 
 #define HD_LOCAL_MAX_REQUEST HD_INVOKER_MAX_OUTPUT
 

@@ -37,11 +37,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "invoker.h"
-#include "local.h"
-#include "mqtt_client.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "functions/invoker.h"
+#include "functions/local.h"
+#include "mqtt/client.h"
+#include "base/util.h"
 
 static volatile sig_atomic_t stop_requested;
 

@@ -53,9 +53,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "child.h"
-#include "util.h"
-#include "vm-proto.h"
+#include "base/child.h"
+#include "base/util.h"
+#include "runtime/vm/proto.h"
 
 #define GUEST_CGROUP "/cg"
 #define WORKLOAD_CGROUP GUEST_CGROUP "/workload"

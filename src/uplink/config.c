@@ -15,8 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "uplink.h"
-#include "util.h"
+#include "uplink/uplink.h"
+#include "base/util.h"
 
 static int cfg_type_error(hd_error_t *err, const char *path, const char *want)
 {

@@ -17,9 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
-#include "uplink.h"
-#include "util.h"
+#include "cli/cli.h"
+#include "uplink/uplink.h"
+#include "base/util.h"
 
 static volatile int stop_requested;
 

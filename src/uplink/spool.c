@@ -8,7 +8,7 @@
  * (loaded once at open) and adjusted with DELETE ... RETURNING size, never by
  * scanning the table on the hot path.
  */
-#include "spool.h"
+#include "uplink/spool.h"
 
 #include <errno.h>
 #include <sqlite3.h>
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "util.h"
+#include "base/util.h"
 
 struct hd_spool {
     sqlite3 *db;

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "base/error.h"
 
 enum hd_spool_policy {
     HD_SPOOL_DROP_OLDEST,

@@ -20,7 +20,7 @@
  * Back-off: min_ms doubling to max_ms, each delay drawn uniformly from
  * [delay/2, delay] (jitter), reset after a successful CONNACK.
  */
-#include "uplink.h"
+#include "uplink/uplink.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -30,7 +30,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "base/util.h"
 
 #define UPLINK_DELETE_COMMIT_NS 50000000ull  /* 50 ms */
 

@@ -30,9 +30,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "error.h"
-#include "mqtt_client.h"
-#include "spool.h"
+#include "base/error.h"
+#include "mqtt/client.h"
+#include "uplink/spool.h"
 
 /* One topic mapping: a filter on one side and its image on the other. */
 struct hd_uplink_map {

@@ -14,10 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "run.h"
-#include "spec.h"
-#include "util.h"
+#include "runtime/backend.h"
+#include "runtime/run.h"
+#include "runtime/spec.h"
+#include "base/util.h"
 
 int main(int argc, char **argv)
 {

@@ -25,8 +25,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "net.h"
-#include "util.h"
+#include "net/net.h"
+#include "base/util.h"
 
 static int wait_status(pid_t pid)
 {

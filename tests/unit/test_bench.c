@@ -3,9 +3,9 @@
 #include <jansson.h>
 #include <math.h>
 
-#include "bench.h"
+#include "bench/bench.h"
 #include "check.h"
-#include "util.h"
+#include "base/util.h"
 
 static double figure(json_t *results, const char *level, const char *key, const char *field)
 {

@@ -3,10 +3,10 @@
 #include <string.h>
 
 #include "check.h"
-#include "packet.h"
+#include "mqtt/packet.h"
 
 /* the topic functions live in topic_tree.c, declared in internal.h */
-#include "internal.h"
+#include "broker/internal.h"
 
 static int decode(const char *bytes, size_t len, uint8_t proto)
 {

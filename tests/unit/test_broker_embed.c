@@ -8,9 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "broker.h"
+#include "broker/broker.h"
 #include "check.h"
-#include "util.h"
+#include "base/util.h"
 
 static struct hd_broker *b;
 

@@ -1,9 +1,9 @@
 /* test_caps.c - capability names and the cap_add/cap_drop arithmetic (Docker's rules). */
 #include <sys/capability.h>
 
-#include "caps.h"
+#include "runtime/container/caps.h"
 #include "check.h"
-#include "util.h"
+#include "base/util.h"
 
 static uint64_t bit(int cap)
 {

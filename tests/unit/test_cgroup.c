@@ -1,9 +1,9 @@
 /* test_cgroup.c - the pure parts of the cgroup code: weight→shares, CPU quota,
  * swap limit math, mode parsing and detection, v1 mount lookup, parent names. */
-#include "cgroup-internal.h"
+#include "cgroup/internal.h"
 #include "check.h"
-#include "spec.h"
-#include "util.h"
+#include "runtime/spec.h"
+#include "base/util.h"
 
 static void test_weight_to_shares(void)
 {

@@ -21,10 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "cgroup-internal.h"
+#include "runtime/backend.h"
+#include "cgroup/internal.h"
 #include "check.h"
-#include "util.h"
+#include "base/util.h"
 
 static char parent[64];
 

@@ -2,8 +2,8 @@
 #include <stdio.h>
 
 #include "check.h"
-#include "image_internal.h"
-#include "util.h"
+#include "image/internal.h"
+#include "base/util.h"
 
 static void check_name(const char *in, const char *want)
 {

@@ -1,7 +1,7 @@
 /* test_spec.c - the JSON spec parser and validator: every error names its field. */
 #include "check.h"
-#include "spec.h"
-#include "util.h"
+#include "runtime/spec.h"
+#include "base/util.h"
 
 /* Parse + validate; return the error text or "" when the spec is valid. */
 static char *try_spec(const char *json)

@@ -5,10 +5,10 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "mqtt_client.h"
-#include "spool.h"
-#include "uplink.h"
-#include "util.h"
+#include "mqtt/client.h"
+#include "uplink/spool.h"
+#include "uplink/uplink.h"
+#include "base/util.h"
 
 static void check_map(const char *from, const char *to, const char *topic, const char *want)
 {

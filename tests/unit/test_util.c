@@ -1,6 +1,6 @@
 /* test_util.c - size parsing, string vectors, env merging. */
 #include "check.h"
-#include "util.h"
+#include "base/util.h"
 
 static void test_sizes(void)
 {

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "vm-proto.h"
+#include "runtime/vm/proto.h"
 
 static void test_validity(void)
 {

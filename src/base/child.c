@@ -1,0 +1,216 @@
+/*
+ * child.c - set-up and exec of a workload's first process, with failures
+ * reported to the parent over a CLOEXEC pipe (see child.h).
+ *
+ * Runs between fork and exec, so it avoids anything that may take locks held
+ * by other threads of the parent (we are single-threaded when we fork, but
+ * keep it simple anyway): no stdio, only syscalls and small string work.
+ */
+#include "base/child.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "base/util.h"
+
+struct report {
+    int exit_code;
+    int errnum;
+    char message[1024];
+};
+
+void hd_child_fail(int report_fd, int exit_code, int errnum, const char *fmt, ...)
+{
+    struct report r = {.exit_code = exit_code, .errnum = errnum};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r.message, sizeof(r.message), fmt, ap);
+    va_end(ap);
+    if (report_fd >= 0) {
+        ssize_t w = write(report_fd, &r, sizeof(r));
+        (void)w;
+    }
+    _exit(exit_code);
+}
+
+int hd_child_read_report(int report_fd, hd_error_t *err)
+{
+    struct report r;
+    ssize_t n;
+    do
+        n = read(report_fd, &r, sizeof(r));
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        return 0;
+    if (n != (ssize_t)sizeof(r))
+        return hd_error_set(err, n < 0 ? errno : 0, "workload set-up: short report from child");
+    r.message[sizeof(r.message) - 1] = '\0';
+    return hd_error_set_code(err, r.exit_code, r.errnum, "%s", r.message);
+}
+
+void hd_child_setup_stdio(const int stdio[3], int report_fd)
+{
+    int copies[3];
+    for (int i = 0; i < 3; i++) {
+        copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (copies[i] < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(copies[i], i) < 0)
+            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
+}
+
+void hd_child_reset_signals(void)
+{
+    sigset_t all;
+    sigemptyset(&all);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+/* Find name in a passwd- or group-style file under root; fields split on ':'. */
+static bool lookup_colon_file(const char *root, const char *file, const char *name, unsigned *id,
+                              unsigned *gid_out)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s%s", strcmp(root, "/") == 0 ? "" : root, file);
+    cleanup_free char *data = NULL;
+    hd_error_t ignored = NULL;
+    if (hd_read_file(path, &data, NULL, &ignored) < 0) {
+        hd_error_free(&ignored);
+        return false;
+    }
+    size_t nlen = strlen(name);
+    for (char *line = data; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        if (strncmp(line, name, nlen) == 0 && line[nlen] == ':') {
+            /* name:x:ID:GID... */
+            char *p = strchr(line + nlen + 1, ':');
+            if (p) {
+                *id = (unsigned)strtoul(p + 1, &p, 10);
+                if (gid_out && *p == ':')
+                    *gid_out = (unsigned)strtoul(p + 1, NULL, 10);
+                return true;
+            }
+        }
+        line = next;
+    }
+    return false;
+}
+
+static bool all_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+int hd_resolve_user(const char *root, const char *user, uid_t *uid, gid_t *gid, hd_error_t *err)
+{
+    cleanup_free char *copy = hd_xstrdup(user);
+    char *group = strchr(copy, ':');
+    if (group)
+        *group++ = '\0';
+    /* docker's rules: a numeric uid alone runs with gid 0; a name takes its passwd group */
+    unsigned u = 0, g = 0;
+    if (all_digits(copy))
+        u = (unsigned)strtoul(copy, NULL, 10);
+    else if (!lookup_colon_file(root, "/etc/passwd", copy, &u, &g))
+        return hd_error_set(err, 0, "user: \"%s\" not found in /etc/passwd", copy);
+    if (group && all_digits(group))
+        g = (unsigned)strtoul(group, NULL, 10);
+    else if (group && !lookup_colon_file(root, "/etc/group", group, &g, NULL))
+        return hd_error_set(err, 0, "user: group \"%s\" not found in /etc/group", group);
+    *uid = u;
+    *gid = g;
+    return 0;
+}
+
+int hd_child_set_user(const char *user, hd_error_t *err)
+{
+    uid_t uid;
+    gid_t gid;
+    if (hd_resolve_user("/", user, &uid, &gid, err) < 0)
+        return -1;
+    if (setgroups(1, &gid) < 0 && errno != EPERM)
+        return hd_error_sys(err, "setgroups");
+    if (setresgid(gid, gid, gid) < 0)
+        return hd_error_sys(err, "setgid %u", gid);
+    if (setresuid(uid, uid, uid) < 0)
+        return hd_error_sys(err, "setuid %u", uid);
+    return 0;
+}
+
+static const char *env_get(char *const *env, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; env && env[i]; i++)
+        if (strncmp(env[i], key, klen) == 0 && env[i][klen] == '=')
+            return env[i] + klen + 1;
+    return NULL;
+}
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+void hd_child_exec(int report_fd, const struct hd_exec_plan *plan)
+{
+    hd_error_t err = NULL;
+    hd_child_reset_signals();
+    if (plan->user && hd_child_set_user(plan->user, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    if (plan->workdir && chdir(plan->workdir) < 0)
+        hd_child_fail(report_fd, 125, errno, "workdir: chdir %s", plan->workdir);
+    if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        hd_child_fail(report_fd, 125, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
+    if (plan->before_exec && plan->before_exec(plan->before_exec_data, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+
+    const char *cmd = plan->argv[0];
+    if (strchr(cmd, '/')) {
+        execve(cmd, plan->argv, plan->env);
+        int e = errno;
+        hd_child_fail(report_fd, e == ENOENT ? 127 : 126, e, "exec %s", cmd);
+    }
+    const char *path = env_get(plan->env, "PATH");
+    if (path == NULL)
+        path = DEFAULT_PATH;
+    int last_error = ENOENT;
+    bool saw_eacces = false;
+    char candidate[PATH_MAX];
+    for (const char *p = path; *p;) {
+        const char *colon = strchr(p, ':');
+        size_t dlen = colon ? (size_t)(colon - p) : strlen(p);
+        if (dlen == 0)
+            snprintf(candidate, sizeof(candidate), "%s", cmd);
+        else
+            snprintf(candidate, sizeof(candidate), "%.*s/%s", (int)dlen, p, cmd);
+        execve(candidate, plan->argv, plan->env);
+        if (errno == EACCES)
+            saw_eacces = true;
+        else if (errno != ENOENT && errno != ENOTDIR)
+            last_error = errno;
+        p = colon ? colon + 1 : p + dlen;
+    }
+    if (saw_eacces)
+        last_error = EACCES;
+    if (last_error == ENOENT)
+        hd_child_fail(report_fd, 127, 0, "exec %s: command not found in PATH", cmd);
+    hd_child_fail(report_fd, 126, last_error, "exec %s", cmd);
+}

@@ -1,0 +1,62 @@
+/*
+ * image.h - the content-addressed image store (docs/images.md).
+ *
+ * Layout under <state>/images:
+ *   blobs/sha256/<hex>        config, manifest and layer blobs, verified against their digests
+ *   rootfs/<image-id>/        the flattened root filesystem of an image (layers applied in order)
+ *   meta/<image-id>.json      the config defaults (struct hd_image_config), size, import time
+ *   refs.json                 name:tag -> image id
+ * The image id is the sha256 of the image's config blob. Import writes into a
+ * temp dir and renames into place, so a corrupt or truncated tarball leaves
+ * nothing half-imported.
+ */
+#ifndef HEDGE_IMAGE_H
+#define HEDGE_IMAGE_H
+
+#include <stdint.h>
+
+#include "base/error.h"
+
+struct hd_image_config {
+    char *id;          /* sha256:<hex> of the config blob */
+    char *name;        /* name:tag */
+    char *rootfs;      /* absolute host path of the flattened rootfs */
+    char **cmd;        /* Cmd, NULL-terminated, or NULL */
+    char **entrypoint; /* Entrypoint or NULL */
+    char **env;        /* Env KEY=VALUE or NULL */
+    char *workdir;     /* WorkingDir or NULL */
+    char *user;        /* User or NULL */
+    int64_t size;      /* bytes of the rootfs */
+    int64_t created;   /* unix time of import */
+};
+
+void hd_image_config_free(struct hd_image_config *c);
+
+/* Default state dir: $HEDGE_STATE_DIR or /var/lib/hedge. */
+const char *hd_state_dir(void);
+
+/*
+ * Import a docker-save or OCI-archive tarball; name (NULL: the archive's own)
+ * is the name:tag it gets. out (optional) receives the imported image.
+ */
+int hd_image_import(const char *state_dir, const char *tarball, const char *name,
+                    struct hd_image_config **out, hd_error_t *err);
+/*
+ * Look up name[:tag] (tag defaults to latest) or an id prefix (>= 12 hex
+ * digits, "sha256:" optional). Unknown: "image REF: not found".
+ */
+int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out,
+                    hd_error_t *err);
+/* List images, one entry per name, sorted by name; returns a NULL-terminated array the caller frees with hd_image_list_free. */
+int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error_t *err);
+void hd_image_list_free(struct hd_image_config **list);
+/*
+ * Remove name[:tag] (or, given an id prefix, every name of that image); the
+ * rootfs and blobs go when no name refers to them any more. untagged (the
+ * names removed) and deleted (the image id, if the image went) are optional
+ * outputs the caller frees.
+ */
+int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, char **deleted,
+                    hd_error_t *err);
+
+#endif

@@ -1,0 +1,96 @@
+/*
+ * backend.h - the isolation backend interface and the workload it acts on.
+ *
+ * hd_run (run.c) turns a spec into a plan (struct hd_workload: resolved
+ * rootfs, argv, env, ids, cgroup) and hands it to one backend. Every
+ * isolation level (process, container, vm) implements the same six steps, so
+ * a new backend (a native KVM VMM, another hypervisor) slots in without
+ * touching the callers:
+ *
+ *   prepare  - build what the workload needs before it starts (run dir,
+ *              rootfs image, network); nothing visible runs yet
+ *   start    - create the workload's processes; on return w->pid is the
+ *              host pid to wait for and signal, and the command has been
+ *              exec'd (exec failures come back as errors with 126/127)
+ *   signal   - deliver a signal to the workload
+ *   wait     - block until the workload exits; fill struct hd_exit
+ *   stats    - cpu/memory/pids figures
+ *   cleanup  - remove everything prepare/start created; safe to call on a
+ *              half-prepared workload and more than once
+ */
+#ifndef HEDGE_BACKEND_H
+#define HEDGE_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/error.h"
+#include "runtime/spec.h"
+
+struct hd_cgroup;
+struct hd_image_config;
+
+struct hd_exit {
+    int code;          /* docker-style exit code: status, or 128+signal */
+    int status;        /* exit status if exited normally, else -1 */
+    int signal;        /* terminating signal, else 0 */
+    bool oom_killed;   /* the memory limit was hit and the kernel killed a task */
+};
+
+struct hd_stats {
+    uint64_t cpu_usage_ns;
+    uint64_t memory_bytes;
+    uint64_t memory_peak_bytes;
+    uint64_t pids;
+};
+
+struct hd_workload {
+    const struct hd_spec *spec;
+    char id[16];               /* unique run id, names the cgroup and run dir */
+    const struct hd_backend *backend;
+
+    /* The plan: what to run, resolved from spec + image config defaults. */
+    char *rootfs;              /* host path of the rootfs dir (container/vm); NULL for process */
+    bool rootfs_from_image;    /* rootfs is an image store dir: must never be written */
+    char *image_digest;        /* content digest of the image, if from the store */
+    char **argv;               /* NULL-terminated, argv[0] is the command */
+    char **env;                /* KEY=VALUE, NULL-terminated */
+    char *workdir;             /* NULL = "/" in container/vm, cwd for process */
+    char *user;                /* "uid:gid" or name, NULL = 0:0 / current */
+    char *run_dir;             /* host dir for this run's temp files (owned) */
+    const char *state_dir;     /* hedge state dir (image store lives there) */
+
+    struct hd_cgroup *cgroup;  /* created by run.c before start, entered by the backend */
+    int stdio[3];              /* fds the workload gets as 0,1,2 */
+    bool console_only;         /* reserved */
+
+    pid_t pid;                 /* host pid that backend->wait waits for */
+    void *backend_data;        /* backend-private state */
+};
+
+struct hd_backend {
+    const char *name;
+    int (*prepare)(struct hd_workload *w, hd_error_t *err);
+    int (*start)(struct hd_workload *w, hd_error_t *err);
+    int (*signal)(struct hd_workload *w, int sig, hd_error_t *err);
+    int (*wait)(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
+    int (*stats)(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err);
+    void (*cleanup)(struct hd_workload *w);
+};
+
+extern const struct hd_backend hd_backend_process;
+extern const struct hd_backend hd_backend_container;
+extern const struct hd_backend hd_backend_vm;
+
+const struct hd_backend *hd_backend_for(enum hd_isolation iso);
+
+/* Turn a wait(2) status into struct hd_exit (docker's codes). */
+void hd_exit_from_wait_status(int wstatus, struct hd_exit *exit);
+
+/* Steps shared by backends whose workload is one host process (w->pid) in w->cgroup. */
+int hd_backend_pid_signal(struct hd_workload *w, int sig, hd_error_t *err);
+int hd_backend_pid_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
+int hd_backend_cgroup_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err);
+
+#endif

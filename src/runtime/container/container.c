@@ -1,0 +1,386 @@
+/*
+ * container.c - the `container` isolation backend: the workload runs as PID 1
+ * of new pid, mount, uts, ipc, net and cgroup namespaces (optionally a user
+ * namespace too), pivot_root'ed into its rootfs, with Docker's default
+ * capabilities and a seccomp filter.
+ *
+ * Start sequence (one clone, a socket and a pipe, no helper binaries):
+ *
+ *   parent                                child (PID 1 in its namespaces)
+ *   prepare: caps mask, seccomp BPF,
+ *            detached rootfs/bind mounts
+ *   open the cgroup's v1 "tasks" files
+ *   clone3(NEWPID|NEWNS|NEWUTS|NEWIPC
+ *         |NEWNET|NEWUSER?, INTO_CGROUP
+ *         for v2/the unified dir) ──────▶  enter the v1 cgroups itself ("0" → tasks)
+ *                                          hostname, mounts, pivot_root (rootfs.c),
+ *   uid/gid maps, network                  drop the bounding set (in parallel;
+ *                                          with a user namespace only after "go")
+ *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
+ *                                           [--init: fork; PID 1 stays as reaper]
+ *                                           user, workdir, no_new_privs,
+ *                                           caps, seccomp, exec (child.c)
+ *   read report: EOF = exec'd  ◀──────────  CLOEXEC report pipe (125/126/127)
+ *
+ * The child is in every cgroup of the workload before it does anything else
+ * (born there on v2, its first step on v1/hybrid: cgroup.h says why it moves
+ * itself - the parent writing its pid would wait for an RCU grace period on
+ * every start), so the workload starts inside its cgroup. hedge's own mount
+ * work overlaps the parent's network set-up, which hides the RCU grace
+ * period the kernel waits for when the old root is detached.
+ *
+ * The cgroup namespace is unshared only after the child is in the
+ * workload's cgroup, so the namespace root is that cgroup and
+ * /proc/self/cgroup reads "/" inside. The seccomp filter is compiled in the
+ * parent and installed by the child as the very last step, so nothing of
+ * hedge's own set-up has to fit through it; when no_new_privs is off it is
+ * installed before the user switch instead, while CAP_SYS_ADMIN still allows
+ * it.
+ *
+ * Every mount lives in the container's mount namespace and dies with its last
+ * process, so cleanup only has to kill PID 1 (which kills the whole pid
+ * namespace), reap it, tear the network down and remove the overlay dirs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/backend.h"
+#include "runtime/container/caps.h"
+#include "cgroup/cgroup.h"
+#include "base/child.h"
+#include "net/net.h"
+#include "runtime/container/rootfs.h"
+#include "runtime/container/seccomp_filter.h"
+#include "base/util.h"
+
+struct container {
+    uint64_t caps;                /* capability set of the workload */
+    struct hd_seccomp *seccomp;   /* compiled filter, NULL = unconfined */
+    struct hd_rootfs rootfs;      /* detached mounts until start, overlay dirs until cleanup */
+    char *hostname;
+    enum hd_net_mode net_mode;
+    struct hd_net *net;
+};
+
+static struct container *container_of(struct hd_workload *w)
+{
+    return w->backend_data;
+}
+
+static int container_prepare(struct hd_workload *w, hd_error_t *err)
+{
+    const struct hd_spec *spec = w->spec;
+    struct container *c = hd_xcalloc(1, sizeof(*c));
+    hd_rootfs_init(&c->rootfs);
+    w->backend_data = c;
+    if (w->rootfs == NULL)
+        return hd_error_set(err, 0, "rootfs: container isolation needs an image or a rootfs");
+    c->net_mode = spec->network == HD_NET_DEFAULT ? HD_NET_NONE : spec->network;
+    c->hostname = hd_xstrdup(spec->hostname ? spec->hostname : spec->name ? spec->name : w->id);
+    bool have_hostname = false;
+    for (size_t i = 0; w->env && w->env[i]; i++)
+        if (strncmp(w->env[i], "HOSTNAME=", 9) == 0)
+            have_hostname = true;
+    if (!have_hostname) {
+        cleanup_free char *kv = hd_xasprintf("HOSTNAME=%s", c->hostname);
+        hd_env_set(&w->env, kv);
+    }
+    if (hd_caps_from_spec(&spec->security, &c->caps, err) < 0)
+        return -1;
+    if (hd_seccomp_build(&spec->security, c->caps, &c->seccomp, err) < 0)
+        return -1;
+    return hd_rootfs_prepare(w, &c->rootfs, c->hostname, spec->userns.enabled, c->net_mode == HD_NET_HOST,
+                             err);
+}
+
+/* ---- child side ------------------------------------------------------ */
+
+/* Last step before exec (child.c calls it after user, workdir and no_new_privs). */
+static int container_before_exec(void *data, hd_error_t *err)
+{
+    struct hd_workload *w = data;
+    struct container *c = container_of(w);
+    if (hd_caps_apply(c->caps, err) < 0)
+        return -1;
+    if (w->spec->security.no_new_privs)
+        return hd_seccomp_load(c->seccomp, err);
+    return 0;
+}
+
+/*
+ * --init: PID 1 stays behind as a minimal reaper. It forwards every signal it
+ * can catch to the workload, reaps orphans, and exits with the workload's
+ * status (128+N when a signal killed it). Signals are blocked and read with
+ * sigwaitinfo, so none is lost and no handler runs. It keeps only CAP_KILL.
+ */
+static void container_init_or_continue(int report_fd)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t child = fork();
+    if (child < 0)
+        hd_child_fail(report_fd, 125, errno, "init: fork the workload");
+    if (child == 0)
+        return; /* the workload; hd_child_exec resets the signal mask */
+    close(report_fd);
+    /* the reaper needs no privilege but CAP_KILL (to signal a workload of another uid) */
+    hd_error_t err = NULL;
+    if (hd_caps_apply(1ULL << CAP_KILL, &err) < 0) {
+        kill(child, SIGKILL);
+        _exit(125);
+    }
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int fd = 0; fd < 3; fd++)
+        if (null >= 0)
+            dup2(null, fd);
+    prctl(PR_SET_NAME, "hedge-init", 0, 0, 0);
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        int status;
+        pid_t p;
+        while ((p = waitpid(-1, &status, WNOHANG)) > 0)
+            if (p == child)
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+}
+
+static void child_wait_for_go(int go_fd)
+{
+    char byte;
+    if (read(go_fd, &byte, 1) != 1)
+        _exit(125); /* the parent gave up on us */
+    close(go_fd);
+}
+
+__attribute__((noreturn)) static void container_child(struct hd_workload *w, struct hd_cgroup_entry *cgroup_entry,
+                                                     int go_fd, int report_fd)
+{
+    struct container *c = container_of(w);
+    const struct hd_spec *spec = w->spec;
+    bool userns = spec->userns.enabled;
+    hd_error_t err = NULL;
+    /* first: nothing of the container runs outside its cgroup (the parent's credentials opened the files) */
+    const char *failed_dir = NULL;
+    int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
+    if (r < 0)
+        hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
+    /*
+     * Without a user namespace the mount work does not depend on the parent, so it
+     * runs while the parent sets up the network; in a user namespace it needs the
+     * id maps first.
+     */
+    if (userns)
+        child_wait_for_go(go_fd);
+    hd_child_setup_stdio(w->stdio, report_fd);
+    /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
+    if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+        hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
+    if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+        hd_child_fail(report_fd, 125, errno, "sethostname %s", c->hostname);
+    if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    if (hd_caps_drop_bounding(c->caps, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    if (!userns)
+        child_wait_for_go(go_fd);
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
+    umask(022);
+    if (spec->init)
+        container_init_or_continue(report_fd);
+    if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+    struct hd_exec_plan plan = {
+        .argv = w->argv,
+        .env = w->env,
+        .workdir = w->workdir ? w->workdir : "/",
+        .user = w->user,
+        .no_new_privs = spec->security.no_new_privs,
+        .before_exec = container_before_exec,
+        .before_exec_data = w,
+    };
+    hd_child_exec(report_fd, &plan);
+}
+
+/* ---- parent side ----------------------------------------------------- */
+
+static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error_t *err)
+{
+    char path[64];
+    cleanup_free char *uid_map = hd_xasprintf("0 %u %u\n", ns->uid_base, ns->size);
+    cleanup_free char *gid_map = hd_xasprintf("0 %u %u\n", ns->gid_base, ns->size);
+    snprintf(path, sizeof(path), "/proc/%d/setgroups", pid);
+    if (hd_write_file(path, "deny", 4, err) < 0)
+        return hd_error_prefix(err, "user namespace");
+    snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
+    if (hd_write_file(path, uid_map, strlen(uid_map), err) < 0)
+        return hd_error_prefix(err, "user namespace: uid map \"%.*s\"", (int)strlen(uid_map) - 1, uid_map);
+    snprintf(path, sizeof(path), "/proc/%d/gid_map", pid);
+    if (hd_write_file(path, gid_map, strlen(gid_map), err) < 0)
+        return hd_error_prefix(err, "user namespace: gid map \"%.*s\"", (int)strlen(gid_map) - 1, gid_map);
+    return 0;
+}
+
+/* Everything the parent does between clone and "go". */
+static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_error_t *err)
+{
+    struct container *c = container_of(w);
+    if (w->spec->userns.enabled) {
+        if (write_id_maps(pid, &w->spec->userns, err) < 0)
+            return -1;
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
+        cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (userns_fd < 0)
+            return hd_error_sys(err, "user namespace: open %s", path);
+        if (hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+            return -1;
+    }
+    if (c->net_mode != HD_NET_HOST && hd_net_setup(w->state_dir, w->id, c->net_mode, pid, &c->net, err) < 0)
+        return hd_error_prefix(err, "network");
+    return 0;
+}
+
+static void kill_and_reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static int container_start(struct hd_workload *w, hd_error_t *err)
+{
+    struct container *c = container_of(w);
+    int go[2], report[2];
+    /* "go" is a socket so that a write to a child that already failed is EPIPE, not SIGPIPE */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0)
+        return hd_error_sys(err, "socketpair");
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        close(go[0]);
+        close(go[1]);
+        return hd_error_sys(err, "pipe");
+    }
+    struct hd_cgroup_entry cgroup_entry;
+    if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0) {
+        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        return -1;
+    }
+    unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
+    if (c->net_mode != HD_NET_HOST)
+        flags |= CLONE_NEWNET;
+    if (w->spec->userns.enabled)
+        flags |= CLONE_NEWUSER;
+    /*
+     * A fork-like clone (no new stack): the child continues here with a copy of
+     * our memory. On cgroup v2 (and in the unified directory of a hybrid host) it
+     * is born in its cgroup (CLONE_INTO_CGROUP); it enters v1 hierarchies itself.
+     */
+    int cgroup_fd = cgroup_entry.clone_fd;
+    pid_t pid;
+    if (cgroup_fd >= 0) {
+        struct clone_args args = {
+            .flags = flags | CLONE_INTO_CGROUP,
+            .exit_signal = SIGCHLD,
+            .cgroup = (uint64_t)cgroup_fd,
+        };
+        pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
+    } else {
+        pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+    }
+    if (pid < 0) {
+        int e = errno;
+        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+        hd_cgroup_entry_close(&cgroup_entry);
+        return hd_error_set(err, e, "clone the container's namespaces");
+    }
+    if (pid == 0) {
+        close(go[1]);
+        close(report[0]);
+        container_child(w, &cgroup_entry, go[0], report[1]);
+    }
+    hd_cgroup_entry_close(&cgroup_entry);
+    close(go[0]);
+    close(report[1]);
+    cleanup_close int report_fd = report[0];
+    cleanup_close int go_fd = go[1];
+    w->pid = pid;
+    int ret = container_setup_from_parent(w, pid, err);
+    bool parent_step_failed = ret < 0;
+    if (ret == 0) {
+        bool sent = send(go_fd, "g", 1, MSG_NOSIGNAL) == 1;
+        close(steal_fd(&go_fd));
+        /* a child that failed before "go" has left its report: that is the error */
+        ret = hd_child_read_report(report_fd, err);
+        if (ret == 0 && !sent)
+            ret = hd_error_set(err, 0, "container set-up: the container's first process exited");
+    }
+    /* the child holds its own copies of the detached mounts now */
+    hd_rootfs_close(&c->rootfs);
+    if (ret < 0) {
+        kill_and_reap(pid);
+        w->pid = -1;
+        /* the parent's step may have failed only because the child had failed first */
+        hd_error_t child_err = NULL;
+        if (parent_step_failed && hd_child_read_report(report_fd, &child_err) < 0) {
+            hd_error_free(err);
+            *err = get_and_reset(&child_err);
+        }
+        hd_error_free(&child_err);
+    }
+    return ret;
+}
+
+static void container_cleanup(struct hd_workload *w)
+{
+    /* PID 1 dying takes the whole pid namespace, and with it every mount */
+    if (w->pid > 0) {
+        kill_and_reap(w->pid);
+        w->pid = -1;
+    }
+    struct container *c = container_of(w);
+    if (c == NULL)
+        return;
+    hd_error_t err = NULL;
+    if (hd_net_teardown(c->net, &err) < 0) {
+        hd_error_print(err, "hedge: cleanup");
+        hd_error_free(&err);
+    }
+    hd_rootfs_cleanup(&c->rootfs);
+    hd_seccomp_free(c->seccomp);
+    free(c->hostname);
+    free(c);
+    w->backend_data = NULL;
+}
+
+const struct hd_backend hd_backend_container = {
+    .name = "container",
+    .prepare = container_prepare,
+    .start = container_start,
+    .signal = hd_backend_pid_signal,
+    .wait = hd_backend_pid_wait,
+    .stats = hd_backend_cgroup_stats,
+    .cleanup = container_cleanup,
+};

@@ -1,0 +1,36 @@
+/*
+ * run.h - from spec to a running workload: hd_workload_create resolves the
+ * plan (image defaults, env, ids), creates the cgroup and lets the backend
+ * prepare; start/signal/wait/destroy drive it. hd_run does all of it in the
+ * foreground with signal forwarding, which is what `hedge run` is.
+ */
+#ifndef HEDGE_RUN_H
+#define HEDGE_RUN_H
+
+#include "runtime/backend.h"
+#include "base/error.h"
+#include "runtime/spec.h"
+
+struct hd_run_options {
+    const char *state_dir;   /* NULL: hd_state_dir() */
+    int stdio[3];            /* fds for the workload's 0,1,2; {0,1,2} by default */
+    bool set_stdio;          /* stdio[] was filled in */
+};
+
+int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts,
+                       struct hd_workload **out, hd_error_t *err);
+int hd_workload_start(struct hd_workload *w, hd_error_t *err);
+int hd_workload_signal(struct hd_workload *w, int sig, hd_error_t *err);
+int hd_workload_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
+/* Kill what remains, clean up everything the run created, free w. w may be NULL. */
+void hd_workload_destroy(struct hd_workload *w);
+
+/* Run a workload to completion in the foreground, forwarding SIGINT, SIGTERM,
+ * SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2. Returns 0 with *exit filled, or -1. */
+int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit,
+           hd_error_t *err);
+
+/* Runtime directory for per-run temp state: $HEDGE_RUN_DIR or /run/hedge. */
+const char *hd_runtime_dir(void);
+
+#endif

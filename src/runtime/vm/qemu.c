@@ -1,0 +1,199 @@
+/*
+ * vm-qemu.c - how hedge starts QEMU for a guest: the only QEMU-specific file
+ * of the VM backend (a native KVM VMM would replace it).
+ *
+ * Kata-style: no firmware beyond what the machine needs (-kernel/-initrd
+ * direct boot), no default devices (-nodefaults -no-user-config), no display,
+ * -no-reboot with panic=-1 so a guest panic or reboot ends QEMU at once. The
+ * guest's serial console goes to a file the backend quotes when the guest
+ * dies; the host↔guest channel is a virtserialport whose chardev is a socket
+ * hedge already holds (one end of a socketpair, passed as fd 3), so there is
+ * no socket file to race on or leave behind.
+ *
+ * Machine: `pc` under TCG; `microvm,pcie=on` with KVM (plain microvm hangs in
+ * TSC calibration under TCG here; with its PCIe bridge it boots, so the same
+ * virtio-pci devices and guest modules serve both machine types).
+ * The default CPU model: `-cpu host`/`max` abort on this PVM host.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cgroup/cgroup.h"
+#include "base/util.h"
+#include "runtime/vm/vm.h"
+
+#define QEMU_BINARY "qemu-system-x86_64"
+
+/* The machine type: pc under TCG; microvm with a PCIe bridge under KVM, so the same virtio-pci
+ * devices and modules serve both. $HEDGE_VM_MACHINE overrides it (experiments, other hosts). */
+static const char *machine_type(enum hd_vm_accel accel)
+{
+    const char *env = getenv("HEDGE_VM_MACHINE");
+    if (env && *env)
+        return env;
+    return accel == HD_VM_ACCEL_KVM ? "microvm,pcie=on,rtc=off" : "pc";
+}
+
+static char **qemu_argv(const struct hd_vm_launch *l)
+{
+    bool kvm = l->accel == HD_VM_ACCEL_KVM;
+    char **v = NULL;
+    const char *fixed[] = {QEMU_BINARY, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                           "-M"};
+    for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
+        hd_strv_push(&v, fixed[i]);
+    hd_strv_push(&v, machine_type(l->accel));
+    hd_strv_push(&v, "-accel");
+    /* a small TCG translation buffer: QEMU's default (1 GiB) would count against the memory limit */
+    hd_strv_push(&v, kvm ? "kvm" : "tcg,tb-size=64");
+    char *s;
+    hd_strv_push(&v, "-m");
+    s = hd_xasprintf("%lldM", (long long)(l->ram_bytes >> 20));
+    hd_strv_push(&v, s);
+    free(s);
+    hd_strv_push(&v, "-smp");
+    s = hd_xasprintf("%d", l->vcpus);
+    hd_strv_push(&v, s);
+    free(s);
+    hd_strv_push(&v, "-kernel");
+    hd_strv_push(&v, l->vmlinuz);
+    hd_strv_push(&v, "-initrd");
+    hd_strv_push(&v, l->initramfs);
+    hd_strv_push(&v, "-append");
+    /* panic=-1: reboot at once on panic, which -no-reboot turns into QEMU exiting.
+     * cryptomgr.notests: the crypto self-tests take ~1 s of an emulated boot.
+     * pci=noacpi on pc with one vCPU: routing PCI interrupts through ACPI's interrupt links runs
+     * AML that takes 200-800 ms per virtio device under TCG; the BIOS's routing table does it in
+     * milliseconds. It also stops the kernel from finding CPUs in ACPI's MADT, so an SMP guest keeps
+     * ACPI routing (and boots slower). microvm finds its PCIe bridge through ACPI: it keeps it too. */
+    bool pci_noacpi = strncmp(machine_type(l->accel), "pc", 2) == 0 && l->vcpus == 1;
+    s = hd_xasprintf("console=ttyS0 quiet panic=-1 oops=panic reboot=t tsc=reliable no_timer_check "
+                     "random.trust_cpu=on cryptomgr.notests%s%s%s",
+                     pci_noacpi ? " pci=noacpi" : "",
+                     l->extra_append && *l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
+    hd_strv_push(&v, s);
+    free(s);
+    hd_strv_push(&v, "-chardev");
+    s = hd_xasprintf("file,id=console,path=%s", l->console_log);
+    hd_strv_push(&v, s);
+    free(s);
+    hd_strv_push(&v, "-serial");
+    hd_strv_push(&v, "chardev:console");
+    hd_strv_push(&v, "-drive");
+    s = hd_xasprintf("file=%s,if=none,id=rootfs,format=raw,readonly=on", l->rootfs_image);
+    hd_strv_push(&v, s);
+    free(s);
+    hd_strv_push(&v, "-device");
+    hd_strv_push(&v, "virtio-blk-pci,drive=rootfs");
+    hd_strv_push(&v, "-device");
+    /* port 0 is the (unused) console port, ours is 1: two ports instead of 31 means 4 virtqueues, not 64 */
+    hd_strv_push(&v, "virtio-serial-pci,id=hedgeser,max_ports=2");
+    if (l->tap_fd >= 0) {
+        /* the tap is fd 4 in QEMU; vhost would need /dev/vhost-net, plain virtio-net is enough here */
+        hd_strv_push(&v, "-netdev");
+        hd_strv_push(&v, "tap,id=net0,fd=4,vhost=off");
+        hd_strv_push(&v, "-device");
+        s = hd_xasprintf("virtio-net-pci,netdev=net0,mac=%s", l->mac);
+        hd_strv_push(&v, s);
+        free(s);
+    }
+    hd_strv_push(&v, "-chardev");
+    hd_strv_push(&v, "socket,id=hedgeport,fd=3");
+    hd_strv_push(&v, "-device");
+    hd_strv_push(&v, "virtserialport,bus=hedgeser.0,chardev=hedgeport,name=" "org.hedge.0");
+    return v;
+}
+
+int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *pid_out, hd_error_t *err)
+{
+    cleanup_strv char **argv = qemu_argv(l);
+    if (getenv("HEDGE_VM_DEBUG")) {
+        for (size_t i = 0; argv[i]; i++)
+            fprintf(stderr, "%s%s", i ? " " : "hedge: vm: ", argv[i]);
+        fputc('\n', stderr);
+    }
+    cleanup_close int log = open(l->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log < 0)
+        return hd_error_sys(err, "create %s", l->qemu_log);
+    cleanup_close int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0)
+        return hd_error_sys(err, "open /dev/null");
+    int report[2], go[2];
+    if (pipe2(report, O_CLOEXEC) < 0)
+        return hd_error_sys(err, "pipe");
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        close(report[0]);
+        close(report[1]);
+        return hd_error_sys(err, "pipe");
+    }
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(report[0]); close(report[1]); close(go[0]); close(go[1]);
+        return hd_error_set(err, e, "fork");
+    }
+    if (pid == 0) {
+        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
+         * (bridge network only). Nothing else. */
+        int e = 0;
+        char c;
+        close(go[1]);
+        /* QEMU must not outlive hedge: nobody else would reap or kill it */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(125);
+        if (read(go[0], &c, 1) != 1) /* wait until the parent put us in the cgroup */
+            _exit(125);
+        int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
+        int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
+        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0 ||
+            (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0))) {
+            e = errno;
+        } else {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            execvp(argv[0], argv);
+            e = errno;
+        }
+        ssize_t w = write(report[1], &e, sizeof(e));
+        (void)w;
+        _exit(127);
+    }
+    close(report[1]);
+    close(go[0]);
+    cleanup_close int report_fd = report[0];
+    cleanup_close int go_fd = go[1];
+    if (cg && hd_cgroup_enter(cg, pid, err) < 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return hd_error_prefix(err, "qemu cgroup");
+    }
+    if (write(go_fd, "g", 1) != 1) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return hd_error_set(err, e, "start %s", QEMU_BINARY);
+    }
+    int child_errno = 0;
+    ssize_t n;
+    do
+        n = read(report_fd, &child_errno, sizeof(child_errno));
+    while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(child_errno)) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return hd_error_set(err, child_errno, "start %s (package qemu-system-x86)", QEMU_BINARY);
+    }
+    *pid_out = pid;
+    return 0;
+}

@@ -1,0 +1,804 @@
+/*
+ * vm.c - the `vm` isolation backend: the workload runs in a QEMU guest with
+ * its own kernel, started by hedge-init (src/init/hedge-init.c) as PID 1.
+ *
+ *   prepare  find the guest kernel, build/reuse the initramfs and the erofs
+ *            image of the rootfs (vm-assets.c), pick the accelerator
+ *            (vm-accel.c), encode the spec as the CONFIG message
+ *   start    spawn QEMU in the workload's cgroup (vm-qemu.c), send CONFIG,
+ *            wait for STARTED (or the guest's ERROR: 125/126/127 like the
+ *            other backends), then start the relay thread; w->pid is QEMU
+ *   signal   queue a SIGNAL message; SIGTERM also arms the stop grace period
+ *   wait     reap QEMU, join the relay, turn the guest's EXIT message into
+ *            struct hd_exit - or, without one, report why the guest died
+ *            (kernel panic quoted from the console, QEMU's own error) as 125
+ *   cleanup  kill QEMU, join the relay, close everything
+ *
+ * The relay thread owns the host end of the virtio-serial channel (a
+ * socketpair: no socket file exists). It moves stdin in and stdout/stderr
+ * out, sends queued signals, and enforces deadlines: the stop grace period
+ * after SIGTERM and the power-off bound after the EXIT message.
+ *
+ * The workload's stdio fds are the caller's (a terminal, or pipes a caller
+ * such as the function invoker or the daemon's monitor closes right after
+ * start, as it may with the other backends whose child holds its own copies):
+ * the backend takes its own copies at prepare, like a child would, and the
+ * relay closes each when it is done with it - stdin once its end was sent as
+ * STDIN_EOF, stdout/stderr when the guest is gone - so the caller sees end of
+ * file as from a process. The EXIT message is acknowledged (EXIT_ACK) only
+ * after the output before it was written out, and the guest powers off only
+ * then: when QEMU's pid has exited, the output is in the caller's fds. The foreground
+ * loop in run.c (pidfd of QEMU + signalfd) needs no change: it sees QEMU exit
+ * and calls wait. The socket is non-blocking with one pending outgoing
+ * message, and stdin is only read when nothing is pending, so neither side can
+ * deadlock the other by not reading.
+ *
+ * Lifecycle (state): PREPARED → BOOTING → RUNNING → EXITED; any → DEAD when
+ * QEMU ends without an EXIT message (the cause is then diagnosed).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "runtime/backend.h"
+#include "cgroup/cgroup.h"
+#include "net/net.h"
+#include "base/util.h"
+#include "runtime/vm/proto.h"
+#include "runtime/vm/vm.h"
+
+#define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed ($HEDGE_VM_STOP_GRACE_MS) */
+#define POWEROFF_GRACE_MS 10000    /* after the EXIT message, for QEMU to end */
+#define BOOT_TIMEOUT_TCG_MS 120000 /* a TCG boot takes ~3-6 s; allow a very loaded host */
+#define BOOT_TIMEOUT_KVM_MS 30000
+#define DEFAULT_GUEST_RAM (256ll << 20)
+#define GUEST_KERNEL_OVERHEAD (64ll << 20)  /* kernel, page tables, initramfs, tmpfs metadata */
+#define QEMU_OVERHEAD (192ll << 20)         /* QEMU itself + 64 MiB TCG translation buffer */
+#define QEMU_PIDS 64                        /* QEMU's threads: vCPUs, I/O, RCU, workers */
+
+enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
+
+struct vm {
+    enum vm_state state;
+    struct hd_vm_kernel kernel;
+    char *initramfs;
+    char *rootfs_image;
+    char *console_log;
+    char *qemu_log;
+    enum hd_vm_accel accel;
+    char *config;
+    size_t config_len;
+    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    char mac[18];
+    int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
+    int port_fd;   /* our end of the channel */
+    int qemu_end;  /* QEMU's end until it is spawned */
+    pid_t qemu_pid;
+    int qemu_pidfd; /* signals go through it: never to a recycled pid */
+    int qemu_status;
+    bool qemu_reaped;
+
+    pthread_t relay;
+    bool relay_started;
+    int wake_fd;  /* eventfd: queued signals or stop request for the relay */
+    pthread_mutex_t lock;
+    /* guarded by lock */
+    int queued_signals[16];
+    int n_queued;
+    uint64_t kill_at_ms;  /* 0, or when the relay kills QEMU (grace expired) */
+    bool stop;
+    bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
+    bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
+    /* written by the relay, read after it is joined */
+    bool got_exit;
+    struct hd_vm_exit_msg exit_msg;
+    bool got_error;
+    int error_code;
+    char error_text[1024];
+    char relay_problem[300]; /* protocol error or a deadline that fired */
+    bool killed_after_grace;
+};
+
+static uint64_t now_ms(void)
+{
+    return hd_now_ns() / 1000000u;
+}
+
+static int stop_grace_ms(void)
+{
+    const char *env = getenv("HEDGE_VM_STOP_GRACE_MS");
+    return env && atoi(env) > 0 ? atoi(env) : STOP_GRACE_MS;
+}
+
+int64_t hd_vm_guest_ram(const struct hd_resources *res)
+{
+    if (res->memory <= 0)
+        return DEFAULT_GUEST_RAM;
+    int64_t ram = res->memory + GUEST_KERNEL_OVERHEAD;
+    return (ram + (1 << 20) - 1) & ~((int64_t)(1 << 20) - 1);
+}
+
+void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resources *out)
+{
+    *out = *spec_res;
+    out->memory = hd_vm_guest_ram(spec_res) + QEMU_OVERHEAD;
+    out->memory_swap = 0;
+    out->pids = QEMU_PIDS;
+}
+
+/* ---- the CONFIG message ------------------------------------------------ */
+
+static void config_add(char **buf, size_t *len, char tag, const char *value)
+{
+    size_t n = strlen(value) + 1;
+    *buf = hd_xrealloc(*buf, *len + 1 + n);
+    (*buf)[*len] = tag;
+    memcpy(*buf + *len + 1, value, n);
+    *len += 1 + n;
+}
+
+static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    const struct hd_spec *spec = w->spec;
+    char *buf = NULL;
+    size_t len = 0;
+    for (size_t i = 0; w->argv[i]; i++)
+        config_add(&buf, &len, HD_VM_CFG_ARG, w->argv[i]);
+    for (size_t i = 0; w->env && w->env[i]; i++)
+        config_add(&buf, &len, HD_VM_CFG_ENV, w->env[i]);
+    if (w->workdir)
+        config_add(&buf, &len, HD_VM_CFG_WORKDIR, w->workdir);
+    if (w->user)
+        config_add(&buf, &len, HD_VM_CFG_USER, w->user);
+    config_add(&buf, &len, HD_VM_CFG_HOSTNAME, spec->hostname ? spec->hostname : w->id);
+    char num[32];
+    if (spec->resources.pids > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)spec->resources.pids);
+        config_add(&buf, &len, HD_VM_CFG_PIDS, num);
+    }
+    if (spec->resources.memory > 0) {
+        snprintf(num, sizeof(num), "%lld", (long long)spec->resources.memory);
+        config_add(&buf, &len, HD_VM_CFG_MEMORY, num);
+    }
+    if (spec->readonly_rootfs)
+        config_add(&buf, &len, HD_VM_CFG_READONLY, "1");
+    if (vm->net) {
+        config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
+        config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
+    }
+    if (len > HD_VM_MSG_MAX) {
+        free(buf);
+        return hd_error_set(err, E2BIG, "vm config: command and environment take %zu bytes, more than %u", len,
+                            HD_VM_MSG_MAX);
+    }
+    vm->config = buf;
+    vm->config_len = len;
+    return 0;
+}
+
+/* ---- prepare / start ---------------------------------------------------- */
+
+static int vm_prepare(struct hd_workload *w, hd_error_t *err)
+{
+    struct vm *vm = hd_xcalloc(1, sizeof(*vm));
+    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = -1;
+    vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
+    vm->qemu_pid = -1;
+    pthread_mutex_init(&vm->lock, NULL);
+    w->backend_data = vm;
+    /* our own copies: the caller may close its fds once the workload started */
+    for (int i = 0; i < 3; i++) {
+        vm->stdio[i] = fcntl(w->stdio[i], F_DUPFD_CLOEXEC, 3);
+        if (vm->stdio[i] < 0)
+            return hd_error_sys(err, "stdio: dup fd %d", w->stdio[i]);
+    }
+
+    /* cheapest checks first: nothing is built for a VM that cannot start */
+    if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
+        return -1;
+    if (hd_vm_kernel_find(w->state_dir, &vm->kernel, err) < 0)
+        return -1;
+    if (hd_vm_initramfs(w->state_dir, &vm->kernel, &vm->initramfs, err) < 0)
+        return -1;
+    if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
+        return -1;
+    if (w->spec->network == HD_NET_BRIDGE) {
+        const char *tap, *cidr, *gateway;
+        if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
+            return -1;
+        /* locally administered, unique per run: taken from the run id */
+        snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
+    }
+    if (build_config(w, vm, err) < 0)
+        return -1;
+    vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
+    vm->qemu_log = hd_xasprintf("%s/qemu.log", w->run_dir);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->port_fd = sv[0];
+    vm->qemu_end = sv[1];
+    vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (vm->wake_fd < 0)
+        return hd_error_sys(err, "eventfd");
+    vm->state = VM_PREPARED;
+    return 0;
+}
+
+/* Send one whole message on the (blocking) socket, without SIGPIPE. */
+static int socket_send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void reap_qemu(struct vm *vm, bool block)
+{
+    if (vm->qemu_pid <= 0 || vm->qemu_reaped)
+        return;
+    pid_t r;
+    do
+        r = waitpid(vm->qemu_pid, &vm->qemu_status, block ? 0 : WNOHANG);
+    while (r < 0 && errno == EINTR);
+    if (r == vm->qemu_pid)
+        vm->qemu_reaped = true;
+}
+
+static void kill_qemu(struct vm *vm)
+{
+    if (vm->qemu_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, vm->qemu_pidfd, SIGKILL, NULL, 0);
+}
+
+/* Last line of a log file containing needle (or the last non-empty line when needle is NULL). */
+static char *log_line(const char *path, const char *needle)
+{
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    hd_error_t ignored = NULL;
+    if (path == NULL || hd_read_file(path, &text, &len, &ignored) < 0) {
+        hd_error_free(&ignored);
+        return NULL;
+    }
+    char *found = NULL;
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        if (needle ? strstr(line, needle) != NULL : line[strspn(line, " \t")] != '\0') {
+            free(found);
+            found = hd_xstrdup(needle ? strstr(line, needle) : line);
+        }
+    }
+    return found;
+}
+
+/* The guest ended without an EXIT message: say why, as well as we can tell. */
+static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    vm->state = VM_DEAD;
+    if (vm->relay_problem[0])
+        return hd_error_set(err, 0, "vm: %s", vm->relay_problem);
+    cleanup_free char *panic = log_line(vm->console_log, "Kernel panic - not syncing:");
+    if (panic)
+        return hd_error_set(err, 0, "vm: guest kernel panic: %s", panic + strlen("Kernel panic - not syncing:") +
+                                                                    (panic[27] == ' ' ? 1 : 0));
+    if (vm->qemu_reaped && WIFSIGNALED(vm->qemu_status)) {
+        if (w->cgroup && hd_cgroup_oom_killed(w->cgroup))
+            return hd_error_set(err, 0, "vm: QEMU was OOM-killed on the host (its cgroup limit is guest RAM + %lld MiB)",
+                                QEMU_OVERHEAD >> 20);
+        return hd_error_set(err, 0, "vm: QEMU was killed by signal %d before the guest reported an exit",
+                            WTERMSIG(vm->qemu_status));
+    }
+    cleanup_free char *qemu_err = log_line(vm->qemu_log, NULL);
+    if (vm->qemu_reaped && WIFEXITED(vm->qemu_status) && WEXITSTATUS(vm->qemu_status) != 0)
+        return hd_error_set(err, 0, "vm: QEMU exited with status %d: %s", WEXITSTATUS(vm->qemu_status),
+                            qemu_err ? qemu_err : "no message");
+    cleanup_free char *last = log_line(vm->console_log, NULL);
+    return hd_error_set(err, 0, "vm: the guest stopped without reporting an exit status (last console line: %s)",
+                        last ? last : "none");
+}
+
+/* Wait for STARTED or ERROR after CONFIG; bounded by the boot timeout. */
+static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
+    int timeout_ms = vm->accel == HD_VM_ACCEL_KVM ? BOOT_TIMEOUT_KVM_MS : BOOT_TIMEOUT_TCG_MS;
+    const char *env = getenv("HEDGE_VM_BOOT_TIMEOUT_MS");
+    if (env && atoi(env) > 0)
+        timeout_ms = atoi(env);
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct hd_vm_msg_header h;
+        const unsigned char *payload;
+        size_t used;
+        int r = hd_vm_reader_next(reader, 1, &h, &payload, &used);
+        if (r < 0) {
+            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                     "protocol: malformed message from the guest (type %u, length %u)", h.type, h.length);
+            break;
+        }
+        if (r > 0) {
+            if (h.type == HD_VM_MSG_STARTED)
+                return 0;
+            if (h.type == HD_VM_MSG_ERROR) {
+                uint32_t code;
+                memcpy(&code, payload, 4);
+                if (code != 125 && code != 126 && code != 127)
+                    code = 125;
+                vm->got_error = true;
+                /* the guest powers off after an error; give QEMU a moment to go */
+                uint64_t until = now_ms() + POWEROFF_GRACE_MS;
+                while (!vm->qemu_reaped && now_ms() < until) {
+                    reap_qemu(vm, false);
+                    usleep(5000);
+                }
+                return hd_error_set_code(err, (int)code, 0, "%.*s", (int)(h.length - 4), payload + 4);
+            }
+            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                     "protocol: the guest sent message type %u before starting the workload", h.type);
+            break;
+        }
+        uint64_t now = now_ms();
+        if (now >= deadline) {
+            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                     "the guest did not start the workload within %d ms (console: %s)", timeout_ms,
+                     vm->console_log);
+            break;
+        }
+        struct pollfd p = {.fd = vm->port_fd, .events = POLLIN};
+        int pr = poll(&p, 1, (int)(deadline - now < 100 ? deadline - now : 100));
+        if (pr < 0 && errno != EINTR)
+            return hd_error_sys(err, "poll");
+        if (pr > 0) {
+            ssize_t n = hd_vm_reader_fill(reader, vm->port_fd);
+            if (n == 0 || (n < 0 && n != -EAGAIN))
+                break; /* QEMU closed the channel: it is gone or going */
+        }
+        reap_qemu(vm, false);
+        if (vm->qemu_reaped)
+            break;
+    }
+    kill_qemu(vm);
+    reap_qemu(vm, true);
+    return diagnose_dead_guest(w, vm, err);
+}
+
+static void *relay_main(void *arg);
+
+static int vm_start(struct hd_workload *w, hd_error_t *err)
+{
+    struct vm *vm = w->backend_data;
+    int vcpus = w->spec->resources.cpus > 0 ? (int)ceil(w->spec->resources.cpus) : 1;
+    /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
+    const char *append = getenv("HEDGE_VM_APPEND");
+    cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
+                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "",
+                                                   append ? append : "");
+    struct hd_vm_launch launch = {
+        .vmlinuz = vm->kernel.vmlinuz,
+        .initramfs = vm->initramfs,
+        .rootfs_image = vm->rootfs_image,
+        .console_log = vm->console_log,
+        .qemu_log = vm->qemu_log,
+        .port_fd = vm->qemu_end,
+        .accel = vm->accel,
+        .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
+        .vcpus = vcpus,
+        .extra_append = extra_append,
+        .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
+        .mac = vm->mac,
+    };
+    vm->state = VM_BOOTING;
+    if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
+        return hd_error_prefix(err, "vm");
+    close(vm->qemu_end);
+    vm->qemu_end = -1;
+    vm->qemu_pidfd = (int)syscall(SYS_pidfd_open, vm->qemu_pid, 0);
+    if (vm->qemu_pidfd < 0) {
+        int e = errno;
+        kill(vm->qemu_pid, SIGKILL); /* not reaped yet: the pid is still ours */
+        reap_qemu(vm, true);
+        return hd_error_set(err, e, "vm: pidfd_open %d", vm->qemu_pid);
+    }
+    /* CONFIG fits the socket buffer: it is queued before the guest even boots */
+    struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)vm->config_len};
+    int r = socket_send_all(vm->port_fd, &h, sizeof(h));
+    if (r == 0)
+        r = socket_send_all(vm->port_fd, vm->config, vm->config_len);
+    if (r < 0) {
+        kill_qemu(vm);
+        reap_qemu(vm, true);
+        return hd_error_set(err, -r, "vm: send config to the guest");
+    }
+    if (wait_for_start(w, vm, err) < 0)
+        return -1;
+    vm->state = VM_RUNNING;
+    r = pthread_create(&vm->relay, NULL, relay_main, vm);
+    if (r != 0) {
+        kill_qemu(vm);
+        reap_qemu(vm, true);
+        return hd_error_set(err, r, "vm: start relay thread");
+    }
+    vm->relay_started = true;
+    w->pid = vm->qemu_pid;
+    return 0;
+}
+
+/* ---- the relay thread --------------------------------------------------- */
+
+struct outgoing {
+    unsigned char buf[sizeof(struct hd_vm_msg_header) + HD_VM_MSG_MAX];
+    size_t len, off;
+};
+
+static void outgoing_set(struct outgoing *o, uint32_t type, const void *payload, uint32_t length)
+{
+    struct hd_vm_msg_header h = {type, length};
+    memcpy(o->buf, &h, sizeof(h));
+    if (length)
+        memcpy(o->buf + sizeof(h), payload, length);
+    o->len = sizeof(h) + length;
+    o->off = 0;
+}
+
+static bool discarding_output(struct vm *vm)
+{
+    pthread_mutex_lock(&vm->lock);
+    bool discard = vm->discard_output || vm->stop;
+    pthread_mutex_unlock(&vm->lock);
+    return discard;
+}
+
+/*
+ * Write guest output to the caller's fd. Its reader may stop reading (a caller that gave up on the
+ * workload and kills it): so wait for room together with the wake eventfd, write at most PIPE_BUF
+ * at a time (a pipe that polls writable takes that much without blocking), and once the VM is
+ * being killed drop what cannot be written at once - the relay must always reach the end.
+ */
+static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t len)
+{
+    while (len && fd >= 0) {
+        bool discard = discarding_output(vm);
+        struct pollfd p[2] = {{.fd = fd, .events = POLLOUT}, {.fd = vm->wake_fd, .events = POLLIN}};
+        int r = poll(p, discard ? 1 : 2, discard ? 0 : -1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 || (discard && r == 0))
+            return;
+        if (p[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(vm->wake_fd, &v, sizeof(v)); /* the main loop checks why at its next turn */
+            (void)n;
+        }
+        if (p[0].revents & (POLLERR | POLLNVAL))
+            return; /* the reader of our stdout went away: the output is dropped, the workload runs on */
+        if (!(p[0].revents & (POLLOUT | POLLHUP)))
+            continue;
+        ssize_t n = write(fd, data, len < PIPE_BUF ? len : PIPE_BUF);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (n <= 0)
+            return; /* EPIPE: as above */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+/* Handle one message from the guest; false on a protocol violation. */
+static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
+{
+    switch (h->type) {
+    case HD_VM_MSG_STDOUT: write_out(vm, vm->stdio[1], payload, h->length); return true;
+    case HD_VM_MSG_STDERR: write_out(vm, vm->stdio[2], payload, h->length); return true;
+    case HD_VM_MSG_EXIT:
+        memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
+        vm->got_exit = true;
+        return true;
+    case HD_VM_MSG_ERROR: {
+        uint32_t code;
+        memcpy(&code, payload, 4);
+        vm->got_error = true;
+        vm->error_code = code == 126 || code == 127 ? (int)code : 125;
+        snprintf(vm->error_text, sizeof(vm->error_text), "%.*s", (int)(h->length - 4), payload + 4);
+        return true;
+    }
+    default:
+        snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                 "protocol: unexpected message type %u from the running guest", h->type);
+        return false;
+    }
+}
+
+static void close_stdio_copy(struct vm *vm, int i)
+{
+    if (vm->stdio[i] >= 0)
+        close(vm->stdio[i]);
+    vm->stdio[i] = -1;
+}
+
+static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoing *out)
+{
+    bool ack_due = false; /* EXIT came, the output before it is written: send EXIT_ACK next */
+    uint64_t exit_deadline = 0;
+    for (;;) {
+        /* EXIT_ACK, else a queued signal goes next when nothing is pending */
+        pthread_mutex_lock(&vm->lock);
+        bool stop = vm->stop;
+        uint64_t kill_at = vm->kill_at_ms;
+        if (out->len == 0 && ack_due) {
+            outgoing_set(out, HD_VM_MSG_EXIT_ACK, NULL, 0);
+            ack_due = false;
+        } else if (out->len == 0 && vm->n_queued > 0) {
+            uint32_t sig = (uint32_t)vm->queued_signals[0];
+            memmove(vm->queued_signals, vm->queued_signals + 1, (size_t)(--vm->n_queued) * sizeof(int));
+            outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
+        }
+        pthread_mutex_unlock(&vm->lock);
+        if (stop)
+            return;
+        uint64_t now = now_ms();
+        if (kill_at && now >= kill_at && !vm->got_exit) {
+            pthread_mutex_lock(&vm->lock);
+            vm->discard_output = true;
+            bool requested = vm->kill_requested;
+            pthread_mutex_unlock(&vm->lock);
+            if (!requested)
+                snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                         "the guest did not stop within %d ms of SIGTERM; the VM was killed", stop_grace_ms());
+            vm->killed_after_grace = true;
+            kill_qemu(vm);
+            kill_at = 0;
+        }
+        if (exit_deadline && now >= exit_deadline) {
+            kill_qemu(vm); /* reported exit, but QEMU hangs in power-off */
+            exit_deadline = 0;
+        }
+
+        /* stdin is read only when nothing is pending, and no more once the workload exited */
+        bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
+        struct pollfd fds[3] = {
+            {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
+            {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
+            {.fd = vm->wake_fd, .events = POLLIN},
+        };
+        int timeout = (kill_at || exit_deadline) ? 100 : -1;
+        if (poll(fds, 3, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[2].revents & POLLIN) {
+            uint64_t v;
+            ssize_t n = read(vm->wake_fd, &v, sizeof(v));
+            (void)n;
+        }
+        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+            unsigned char buf[16384];
+            ssize_t n = read(vm->stdio[0], buf, sizeof(buf));
+            if (n > 0) {
+                outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                close_stdio_copy(vm, 0); /* done with it: the guest gets the end next */
+                outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
+            }
+        }
+        if (out->len && (fds[0].revents & POLLOUT)) {
+            ssize_t n = send(vm->port_fd, out->buf + out->off, out->len - out->off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                out->off += (size_t)n;
+                if (out->off == out->len)
+                    out->len = out->off = 0;
+            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+                out->len = out->off = 0; /* QEMU is gone; reading will see the end */
+            }
+        }
+        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = hd_vm_reader_fill(reader, vm->port_fd);
+            if (n == 0 || (n < 0 && n != -EAGAIN))
+                break; /* QEMU ended: wait() takes it from here */
+            struct hd_vm_msg_header h;
+            const unsigned char *payload;
+            size_t used;
+            int r;
+            while ((r = hd_vm_reader_next(reader, 1, &h, &payload, &used)) != 0) {
+                if (r < 0) {
+                    snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                             "protocol: malformed message from the guest (type %u, length %u)", h.type, h.length);
+                    kill_qemu(vm);
+                    return;
+                }
+                if (!relay_handle(vm, &h, payload)) {
+                    kill_qemu(vm);
+                    return;
+                }
+                hd_vm_reader_consume(reader, used);
+                if (h.type == HD_VM_MSG_EXIT)
+                    ack_due = true; /* what came before EXIT is written out by now */
+                if ((vm->got_exit || vm->got_error) && exit_deadline == 0)
+                    exit_deadline = now_ms() + POWEROFF_GRACE_MS;
+            }
+        }
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    struct vm *vm = arg;
+    /* a reader that closed our stdout must give EPIPE here, not kill hedge with SIGPIPE */
+    sigset_t pipe_mask;
+    sigemptyset(&pipe_mask);
+    sigaddset(&pipe_mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_mask, NULL);
+    /* 64 KiB each: not on the thread's stack */
+    cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
+    cleanup_free struct outgoing *out = hd_xcalloc(1, sizeof(*out));
+    relay_loop(vm, reader, out);
+    /* the guest is gone (or being killed): no more output, so the readers see end of file */
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
+    return NULL;
+}
+
+static void relay_join(struct vm *vm)
+{
+    if (!vm->relay_started)
+        return;
+    pthread_join(vm->relay, NULL);
+    vm->relay_started = false;
+}
+
+const char *hd_vm_guest_address(const struct hd_workload *w)
+{
+    const struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    return vm && vm->net ? hd_net_address(vm->net) : NULL;
+}
+
+/* ---- signal / wait / cleanup ------------------------------------------- */
+
+static int vm_signal(struct hd_workload *w, int sig, hd_error_t *err)
+{
+    struct vm *vm = w->backend_data;
+    if (vm == NULL || vm->state != VM_RUNNING)
+        return hd_error_set(err, ESRCH, "signal: the VM is not running");
+    pthread_mutex_lock(&vm->lock);
+    if (vm->n_queued < (int)ARRAY_SIZE(vm->queued_signals))
+        vm->queued_signals[vm->n_queued++] = sig;
+    if (sig == SIGTERM && vm->kill_at_ms == 0)
+        vm->kill_at_ms = now_ms() + (uint64_t)stop_grace_ms();
+    if (sig == SIGKILL) {
+        /* SIGKILL for the workload: end the whole VM now, here (the relay may be waiting for a
+         * reader of its output that is the caller, now busy killing) */
+        vm->kill_at_ms = now_ms();
+        vm->discard_output = true;
+        vm->kill_requested = true;
+        kill_qemu(vm);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    uint64_t one = 1;
+    if (write(vm->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return hd_error_sys(err, "signal: wake relay");
+    return 0;
+}
+
+static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
+{
+    struct vm *vm = w->backend_data;
+    reap_qemu(vm, true);
+    relay_join(vm);
+    w->pid = -1;
+    memset(exit, 0, sizeof(*exit));
+    if (vm->got_exit) {
+        vm->state = VM_EXITED;
+        exit->status = vm->exit_msg.status;
+        exit->signal = vm->exit_msg.signal;
+        exit->code = exit->signal ? 128 + exit->signal : exit->status;
+        if (exit->status < 0 && exit->signal == 0)
+            exit->code = 125;
+        exit->oom_killed = vm->exit_msg.oom_killed != 0;
+        return 0;
+    }
+    if (vm->got_error)
+        return hd_error_set_code(err, vm->error_code, 0, "%s", vm->error_text);
+    if (vm->killed_after_grace || vm->kill_requested) { /* kill_requested: QEMU may end before the relay looks */
+        if (vm->relay_problem[0])
+            fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
+        exit->status = -1;
+        exit->signal = SIGKILL;
+        exit->code = 128 + SIGKILL;
+        return 0;
+    }
+    return diagnose_dead_guest(w, vm, err);
+}
+
+static int vm_stats(struct hd_workload *w, struct hd_stats *stats, hd_error_t *err)
+{
+    return hd_cgroup_stats(w->cgroup, stats, err); /* QEMU's footprint on the host */
+}
+
+static void vm_cleanup(struct hd_workload *w)
+{
+    struct vm *vm = w->backend_data;
+    if (vm == NULL)
+        return;
+    kill_qemu(vm);
+    reap_qemu(vm, true);
+    if (vm->relay_started) {
+        pthread_mutex_lock(&vm->lock);
+        vm->stop = true;
+        pthread_mutex_unlock(&vm->lock);
+        uint64_t one = 1;
+        ssize_t n = write(vm->wake_fd, &one, sizeof(one));
+        (void)n;
+        relay_join(vm);
+    }
+    if (vm->net) { /* QEMU is dead: nothing holds the tap any more */
+        hd_error_t err = NULL;
+        if (hd_net_teardown(vm->net, &err) < 0) {
+            hd_error_print(err, "hedge: cleanup");
+            hd_error_free(&err);
+        }
+        vm->net = NULL;
+    }
+    for (int i = 0; i < 3; i++)
+        close_stdio_copy(vm, i);
+    if (vm->port_fd >= 0)
+        close(vm->port_fd);
+    if (vm->qemu_end >= 0)
+        close(vm->qemu_end);
+    if (vm->wake_fd >= 0)
+        close(vm->wake_fd);
+    if (vm->qemu_pidfd >= 0)
+        close(vm->qemu_pidfd);
+    if (vm->console_log && getenv("HEDGE_VM_DEBUG")) {
+        cleanup_free char *text = NULL;
+        size_t len = 0;
+        hd_error_t ignored = NULL;
+        if (hd_read_file(vm->console_log, &text, &len, &ignored) == 0)
+            fprintf(stderr, "hedge: vm: guest console:\n%s", text);
+        hd_error_free(&ignored);
+    }
+    if (vm->console_log)
+        unlink(vm->console_log);
+    if (vm->qemu_log)
+        unlink(vm->qemu_log);
+    pthread_mutex_destroy(&vm->lock);
+    hd_vm_kernel_free(&vm->kernel);
+    free(vm->initramfs);
+    free(vm->rootfs_image);
+    free(vm->console_log);
+    free(vm->qemu_log);
+    free(vm->config);
+    free(vm);
+    w->backend_data = NULL;
+    w->pid = -1;
+}
+
+const struct hd_backend hd_backend_vm = {
+    .name = "vm",
+    .prepare = vm_prepare,
+    .start = vm_start,
+    .signal = vm_signal,
+    .wait = vm_wait,
+    .stats = vm_stats,
+    .cleanup = vm_cleanup,
+};

@@ -1,0 +1,99 @@
+/*
+ * vm.h - the parts of the VM isolation backend, shared by vm.c (the backend:
+ * lifecycle and I/O relay), vm-qemu.c (how QEMU is started), vm-assets.c
+ * (guest kernel, initramfs, rootfs images) and vm-accel.c (is KVM usable?),
+ * plus what the CLI's `hedge vm` verb and run.c need.
+ *
+ * The QEMU-specific part is only vm-qemu.c: a native KVM VMM would replace it
+ * and keep the rest (protocol, assets, relay).
+ */
+#ifndef HEDGE_VM_H
+#define HEDGE_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "base/error.h"
+#include "runtime/spec.h"
+
+/* The guest kernel hedge boots: a dir laid out by scripts/fetch-guest-kernel. */
+struct hd_vm_kernel {
+    char *dir;       /* $HEDGE_VM_KERNEL_DIR or <state>/vm/kernel */
+    char *vmlinuz;   /* dir/vmlinuz */
+    char *release;   /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
+    char **modules;  /* dir/modules/NN-name.ko in load order (may be empty) */
+    char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
+};
+
+int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err);
+void hd_vm_kernel_free(struct hd_vm_kernel *k);
+
+/* Path of the hedge-init binary: $HEDGE_INIT, next to the running hedge, or libexecdir. */
+int hd_vm_init_binary(char **out, hd_error_t *err);
+
+/*
+ * The initramfs (newc cpio: hedge-init as /init + the kernel's modules),
+ * built once per content and cached in <state>/vm/. $HEDGE_VM_INITRD
+ * replaces it with a custom one.
+ */
+int hd_vm_initramfs(const char *state_dir, const struct hd_vm_kernel *k, char **path, hd_error_t *err);
+
+/*
+ * The read-only erofs image of a rootfs, cached in <state>/vm/rootfs/ by the
+ * image's content digest, or for a plain directory by a digest of its tree's
+ * metadata (paths, modes, owners, sizes, mtimes, link targets).
+ */
+int hd_vm_rootfs_image(const char *state_dir, const char *rootfs, const char *image_digest, char **path,
+                       hd_error_t *err);
+
+enum hd_vm_accel {
+    HD_VM_ACCEL_TCG,
+    HD_VM_ACCEL_KVM,
+};
+
+struct hd_vm_accel_probe {
+    bool usable;          /* KVM runs an ordinary guest at native speed */
+    double loop_ms;       /* time of the probe guest's loop, < 0 if it did not run */
+    char reason[256];     /* why not usable, or a short description */
+};
+
+/* Time a tiny real-mode guest loop through the KVM API (bounded to a few ms). */
+void hd_vm_accel_probe(struct hd_vm_accel_probe *probe);
+/* Pick the accelerator for want ("auto", "kvm", "tcg" or NULL = auto). auto
+ * without a usable KVM prints one warning line and picks TCG. */
+int hd_vm_accel_choose(const char *want, bool quiet, enum hd_vm_accel *out, hd_error_t *err);
+const char *hd_vm_accel_name(enum hd_vm_accel accel);
+
+struct hd_workload;
+/* The guest's address ("10.89.0.2/24") on the hedge bridge, or NULL without a bridge network. */
+const char *hd_vm_guest_address(const struct hd_workload *w);
+
+/* Guest RAM for a spec (memory + guest overhead, or the default). */
+int64_t hd_vm_guest_ram(const struct hd_resources *res);
+/* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,
+ * pids for QEMU's threads (the spec's pids apply inside the guest). */
+void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resources *out);
+
+/* How QEMU is started (vm-qemu.c). */
+struct hd_vm_launch {
+    const char *vmlinuz;
+    const char *initramfs;
+    const char *rootfs_image;
+    const char *console_log;   /* guest serial console goes here */
+    const char *qemu_log;      /* QEMU's own stderr */
+    int port_fd;               /* connected socket: the virtio-serial port's host end */
+    enum hd_vm_accel accel;
+    int64_t ram_bytes;
+    int vcpus;
+    const char *extra_append;  /* appended to the kernel command line, may be NULL */
+    int tap_fd;                /* a tap on the hedge bridge for virtio-net, or -1 */
+    const char *mac;           /* the guest NIC's MAC when tap_fd >= 0 */
+};
+
+struct hd_cgroup;
+/* Spawn QEMU inside cg (may be NULL) before it runs; returns its pid. QEMU gets
+ * port_fd as fd 3 and no other descriptor of ours. */
+int hd_vm_qemu_spawn(const struct hd_vm_launch *launch, struct hd_cgroup *cg, pid_t *pid, hd_error_t *err);
+
+#endif
