@@ -21,12 +21,9 @@ int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
-/* Served by hedge-uplink / hedge-functions (which link SQLite and OpenSSL, hedge does not): */
+/* These reach SQLite (the spool) and OpenSSL (MQTT over TLS) only through dlopen. */
 int cmd_uplink(int argc, char **argv);
 int cmd_invoke(int argc, char **argv);
-/* ... which `hedge uplink` and `hedge invoke` exec (sibling.c). */
-int cmd_uplink_exec(int argc, char **argv);
-int cmd_invoke_exec(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_broker(int argc, char **argv);
 /* Verbs that talk to hedged (client.c does the HTTP). */
