@@ -7,6 +7,7 @@
 #ifndef HEDGE_CLI_H
 #define HEDGE_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "base/error.h"
@@ -37,10 +38,19 @@ int cmd_start(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_move(int argc, char **argv);
 
+/* common.c: */
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);
-/* Print "hedge VERB: usage: ..." style message and return 2. */
+/* Print "hedge VERB: <message>" and the usage to stderr and return 2. */
 int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Print "usage: <usage>" to stdout (the answer to --help) and return 0. */
+int cli_help(const char *usage);
+/*
+ * The options of verbs that take only --json and --help, before the operands:
+ * -1 to go on (*first: the first operand), else the exit code to return
+ * (0 after --help, 2 after an unknown option).
+ */
+int cli_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first);
 
 #endif
