@@ -8,6 +8,7 @@ after hedge-functions stopped.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -329,6 +330,20 @@ def test_hedge_invoke_error_event_and_no_listener(functions, broker):
     assert r.returncode == 125 and b"no reply" in r.stderr, r
     r = invoke(broker, "--topic", "fn/+", "--payload", "x")
     assert r.returncode == 2 and b"no wildcards" in r.stderr, r
+
+
+
+def test_hedge_invoke_is_served_by_hedge_alone(tmp_path, functions, broker):
+    """`hedge invoke` is hedge's own verb: a copy of hedge with no other binary beside it
+    (none in PATH either) calls the function."""
+    functions(spec_for("echo", "process", ["/bin/cat"]))
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy2(BUILD / "hedge", alone / "hedge")
+    r = subprocess.run([str(alone / "hedge"), "invoke", "--broker", f"127.0.0.1:{broker.port}", "--topic", "fn/echo",
+                        "--payload", "alone"], capture_output=True, timeout=60,
+                       env=hedge_env({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}))
+    assert (r.returncode, r.stdout) == (0, b"alone"), r
 
 
 def test_sensor_filter_uplink_scenario(tmp_path, functions, broker, busybox_rootfs):

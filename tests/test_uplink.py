@@ -6,6 +6,7 @@ it. Publishers and subscribers are paho clients. Nothing is mocked: the spool
 is the real SQLite file and `hedge uplink status` reads it.
 """
 import json
+import shutil
 import subprocess
 import time
 
@@ -206,6 +207,39 @@ def test_status_without_uplink_running(tmp_path, brokers, uplinks):
     r = subprocess.run([str(BUILD / "hedge"), "uplink", "status", "--spool", str(tmp_path / "nope.db")],
                        capture_output=True, text=True, env=hedge_env())
     assert r.returncode == 125 and "nope.db" in r.stderr
+
+
+
+def test_status_is_served_by_hedge_alone(tmp_path, brokers, uplinks):
+    """`hedge uplink status` is hedge's own verb: a copy of hedge with no other binary beside it
+    (none in PATH either) reads the spool, through SQLite it loads itself."""
+    local, cloud = brokers
+    u = make_uplink(tmp_path, uplinks, local, cloud)
+    publish_many(local.port, "sensors/x", [b"one", b"two"])
+    wait_for(lambda: u.status().get("received") == 2, 10, "2 messages offered to the spool")
+    u.stop()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy2(BUILD / "hedge", alone / "hedge")
+    env = hedge_env({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    r = subprocess.run([str(alone / "hedge"), "uplink", "status", "--config", str(u.config_path), "--json"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r
+    st = json.loads(r.stdout)
+    assert st["running"] is False and st["received"] == 2, st
+    r = subprocess.run([str(alone / "hedge"), "uplink", "status", "--config", str(u.config_path)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "uplink:    not running" in r.stdout and "received:  2" in r.stdout, r
+
+
+def test_hedge_links_neither_sqlite_nor_openssl():
+    """hedge starts for every `hedge run`: the spool's SQLite and MQTT's OpenSSL are loaded
+    on first use, never at start."""
+    r = subprocess.run(["readelf", "-d", str(BUILD / "hedge")], capture_output=True, text=True, check=True)
+    needed = [line for line in r.stdout.splitlines() if "(NEEDED)" in line]
+    assert needed, r.stdout
+    for lib in ("libsqlite3", "libssl", "libcrypto"):
+        assert not any(lib in line for line in needed), needed
 
 
 BAD_CONFIGS = [

@@ -78,6 +78,8 @@ uint64_t hd_proc_start_time(pid_t pid);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t hd_now_ns(void);
+/* Wall clock (CLOCK_REALTIME) in milliseconds since the epoch: timestamps stored or shown. */
+int64_t hd_wall_ms(void);
 
 /* Make a unique run id: 12 hex chars. buf must hold 13 bytes. */
 void hd_random_id(char *buf, size_t len);

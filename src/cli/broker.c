@@ -20,8 +20,7 @@ static const char broker_usage[] = "hedge broker passwd FILE USER   (reads the p
 int cmd_broker(int argc, char **argv)
 {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: %s\n", broker_usage);
-        return 0;
+        return cli_help(broker_usage);
     }
     if (argc < 2)
         return cli_usage_error("broker", broker_usage, "missing subcommand");

@@ -7,6 +7,7 @@
 #ifndef HEDGE_CLI_H
 #define HEDGE_CLI_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "base/error.h"
@@ -21,12 +22,9 @@ int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
-/* Served by hedge-uplink / hedge-functions (which link SQLite and OpenSSL, hedge does not): */
+/* These reach SQLite (the spool) and OpenSSL (MQTT over TLS) only through dlopen. */
 int cmd_uplink(int argc, char **argv);
 int cmd_invoke(int argc, char **argv);
-/* ... which `hedge uplink` and `hedge invoke` exec (sibling.c). */
-int cmd_uplink_exec(int argc, char **argv);
-int cmd_invoke_exec(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_broker(int argc, char **argv);
 /* Verbs that talk to hedged (client.c does the HTTP). */
@@ -40,10 +38,19 @@ int cmd_start(int argc, char **argv);
 int cmd_rm(int argc, char **argv);
 int cmd_move(int argc, char **argv);
 
+/* common.c: */
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);
-/* Print "hedge VERB: usage: ..." style message and return 2. */
+/* Print "hedge VERB: <message>" and the usage to stderr and return 2. */
 int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Print "usage: <usage>" to stdout (the answer to --help) and return 0. */
+int cli_help(const char *usage);
+/*
+ * The options of verbs that take only --json and --help, before the operands:
+ * -1 to go on (*first: the first operand), else the exit code to return
+ * (0 after --help, 2 after an unknown option).
+ */
+int cli_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * client.c - HTTP/1.1 over hedged's unix socket for the daemon verbs
- * (deploy, ps, logs, history, rollback, stop, start, rm).
+ * client.c - HTTP/1.1 over hedged's unix socket for the verbs that talk to
+ * hedged (deploy, ps, logs, history, rollback, stop, start, rm, move, and
+ * invoke NAME and uplink status).
  *
  * The daemon closes every connection after one response, so the client
  * sends one request, reads to EOF and splits status line, headers and body.
@@ -254,27 +255,10 @@ void hd_client_size(double b, char *buf, size_t size)
     snprintf(buf, size, u ? "%.1f%c" : "%.0f%c", b, units[u]);
 }
 
-int hd_client_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first)
-{
-    *json = false;
-    int i = 1;
-    for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            *json = true;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage);
-            return 0;
-        } else
-            return cli_usage_error(verb, usage, "unknown option %s", argv[i]);
-    }
-    *first = i;
-    return -1;
-}
-
 int hd_client_workload_verb(int argc, char **argv, const char *method, const char *suffix, const char *usage)
 {
     bool json;
-    int i, done = hd_client_options(argc, argv, argv[0], usage, &json, &i);
+    int i, done = cli_options(argc, argv, argv[0], usage, &json, &i);
     if (done >= 0)
         return done;
     if (i >= argc)

@@ -47,7 +47,5 @@ void hd_client_size(double bytes, char *buf, size_t size);
  * The shape of stop, start and rm: `hedge VERB [--json] NAME...`, one request
  * per name (method + /v1/workloads/NAME + suffix); prints "NAME: <state>".
  */
-/* The options of the API verbs, --json and --help: -1 to go on (*first: the first operand), else the exit code. */
-int hd_client_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first);
 int hd_client_workload_verb(int argc, char **argv, const char *method, const char *suffix, const char *usage);
 #endif

@@ -1,10 +1,15 @@
 /*
- * common.c - what every verb uses to fail: shared by `hedge` and the
- * standalone binaries that serve some verbs (hedge-uplink serves `uplink
- * status`, hedge-functions serves `invoke`; see sibling.c).
+ * common.c - what every verb shares to parse its options, print its help and
+ * fail: the one place a verb's command line meets the user.
+ *
+ * Verbs with many options use getopt_long and call cli_help / cli_usage_error
+ * from it; verbs whose only options are --json and --help take them with
+ * cli_options. Usage errors go to stderr and exit 2, help goes to stdout and
+ * exits 0, hedge's own failures exit with the error's code (125 by default).
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/cli.h"
 
@@ -25,4 +30,26 @@ int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "\nusage: %s\n", usage);
     return 2;
+}
+
+int cli_help(const char *usage)
+{
+    printf("usage: %s\n", usage);
+    return 0;
+}
+
+int cli_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first)
+{
+    *json = false;
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            *json = true;
+        else if (strcmp(argv[i], "--help") == 0)
+            return cli_help(usage);
+        else
+            return cli_usage_error(verb, usage, "unknown option %s", argv[i]);
+    }
+    *first = i;
+    return -1;
 }

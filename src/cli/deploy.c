@@ -57,7 +57,7 @@ int cmd_deploy(int argc, char **argv)
         case 'j': json = true; break;
         case 'w': health = optarg; break;
         case 'b': bundle = optarg; break;
-        case 'h': printf("usage: %s\n", usage); return 0;
+        case 'h': return cli_help(usage);
         default: return cli_usage_error("deploy", usage, "unknown option");
         }
     }

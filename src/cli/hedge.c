@@ -24,8 +24,8 @@ static const struct hd_command commands[] = {
     {"rm", cmd_rm, "stop and remove workloads"},
     {"broker", cmd_broker, "manage the MQTT broker's password file (broker passwd FILE USER)"},
     {"move", cmd_move, "stop a workload and bundle its spec and volumes for another node"},
-    {"invoke", cmd_invoke_exec, "call a function by its trigger topic and print the result"},
-    {"uplink", cmd_uplink_exec, "show the store-and-forward cloud uplink (uplink status)"},
+    {"invoke", cmd_invoke, "call a function by its trigger topic and print the result"},
+    {"uplink", cmd_uplink, "show the store-and-forward cloud uplink (uplink status)"},
     {"version", cmd_version, "print the version"},
 };
 

@@ -16,7 +16,7 @@ static const char usage[] = "hedge history [--json] NAME";
 int cmd_history(int argc, char **argv)
 {
     bool json;
-    int i, done = hd_client_options(argc, argv, "history", usage, &json, &i);
+    int i, done = cli_options(argc, argv, "history", usage, &json, &i);
     if (done >= 0)
         return done;
     if (i != argc - 1)

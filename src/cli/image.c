@@ -39,7 +39,7 @@ static int image_import(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "n:h", options, NULL)) != -1) {
         switch (c) {
         case 'n': name = optarg; break;
-        case 'h': printf("usage: %s\n", usage); return 0;
+        case 'h': return cli_help(usage);
         default: return cli_usage_error("image import", usage, "bad option");
         }
     }
@@ -124,16 +124,12 @@ static int image_inspect(int argc, char **argv)
 
 static int image_ls(int argc, char **argv)
 {
-    bool as_json = false;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
-            as_json = true;
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage);
-            return 0;
-        } else
-            return cli_usage_error("image ls", usage, "unexpected argument %s", argv[i]);
-    }
+    bool as_json;
+    int first, done = cli_options(argc, argv, "image ls", usage, &as_json, &first);
+    if (done >= 0)
+        return done;
+    if (first < argc)
+        return cli_usage_error("image ls", usage, "unexpected argument %s", argv[first]);
     hd_error_t err = NULL;
     struct hd_image_config **list = NULL;
     if (hd_image_list(hd_state_dir(), &list, &err) < 0)
@@ -162,10 +158,8 @@ static int image_ls(int argc, char **argv)
 
 static int image_rm(int argc, char **argv)
 {
-    if (argc == 2 && strcmp(argv[1], "--help") == 0) {
-        printf("usage: %s\n", usage);
-        return 0;
-    }
+    if (argc == 2 && strcmp(argv[1], "--help") == 0)
+        return cli_help(usage);
     if (argc < 2)
         return cli_usage_error("image rm", usage, "name an image");
     int status = 0;
@@ -198,9 +192,7 @@ int cmd_image(int argc, char **argv)
         return image_rm(argc - 1, argv + 1);
     if (strcmp(sub, "inspect") == 0)
         return image_inspect(argc - 1, argv + 1);
-    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
-        printf("usage: %s\n", usage);
-        return 0;
-    }
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)
+        return cli_help(usage);
     return cli_usage_error("image", usage, "unknown subcommand '%s'", sub);
 }

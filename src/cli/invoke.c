@@ -187,10 +187,8 @@ int cmd_invoke(int argc, char **argv)
     const char *topic = NULL, *payload = NULL, *broker = "127.0.0.1:1883", *name = NULL;
     double timeout = 30;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage_text);
-            return 0;
-        }
+        if (strcmp(argv[i], "--help") == 0)
+            return cli_help(usage_text);
         if (argv[i][0] != '-' && name == NULL)
             name = argv[i];
         else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc)

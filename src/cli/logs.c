@@ -38,7 +38,7 @@ int cmd_logs(int argc, char **argv)
             tail = optarg;
             break;
         }
-        case 'h': printf("usage: %s\n", usage); return 0;
+        case 'h': return cli_help(usage);
         default: return cli_usage_error("logs", usage, "unknown option");
         }
     }

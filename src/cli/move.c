@@ -29,7 +29,7 @@ int cmd_move(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "o:", options, NULL)) != -1) {
         switch (opt) {
         case 'o': out = optarg; break;
-        case 'h': printf("usage: %s\n", usage); return 0;
+        case 'h': return cli_help(usage);
         default: return cli_usage_error("move", usage, "unknown option");
         }
     }

@@ -18,7 +18,7 @@ static const char usage[] = "hedge ps [--json]";
 int cmd_ps(int argc, char **argv)
 {
     bool json;
-    int first, done = hd_client_options(argc, argv, "ps", usage, &json, &first);
+    int first, done = cli_options(argc, argv, "ps", usage, &json, &first);
     if (done >= 0)
         return done;
     if (first < argc)

@@ -22,10 +22,9 @@ int cmd_rollback(int argc, char **argv)
             json = true;
         else if (strcmp(argv[i], "--health-wait") == 0 && i + 1 < argc)
             health = argv[++i];
-        else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: %s\n", usage);
-            return 0;
-        } else
+        else if (strcmp(argv[i], "--help") == 0)
+            return cli_help(usage);
+        else
             return cli_usage_error("rollback", usage, "unknown option %s", argv[i]);
     }
     if (i != argc - 1)

@@ -2,7 +2,7 @@
  * uplink.c - `hedge uplink status`: what the store-and-forward uplink is doing.
  *
  *   hedge uplink status [--json]                     (the uplink inside hedged)
- *   hedge uplink status (--spool FILE | --config FILE) [--json]   (hedge-uplink's)
+ *   hedge uplink status (--spool FILE | --config FILE) [--json]   (a hedge-uplink's)
  *
  * Shows: cloud link up or down and since when (and the last error), spool
  * depth / bytes / oldest message age, and the drained, dropped (drop-oldest),
@@ -16,6 +16,8 @@
  * mode: readable while the uplink writes), and the pid of the uplink's process
  * is checked to be alive; a dead one reads as "not running". Both ways build
  * the same JSON object, printed by the same code, so the output is the same.
+ * The spool is read by uplink/spool_read.c, which loads SQLite only when it
+ * is called: hedge itself does not link it.
  */
 #include <errno.h>
 #include <jansson.h>

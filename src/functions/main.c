@@ -3,7 +3,6 @@
  * hedged as a function deployment (src/daemon/function_host.c) or on its own.
  *
  *   hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] [--check]
- *   hedge-functions invoke ...   (what `hedge invoke` runs; src/cli/invoke.c)
  *
  * It connects to the broker with MQTT 5 (for response topics and correlation
  * data), subscribes to the spec's triggers at QoS 1 and hands every message
@@ -37,7 +36,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
 #include "functions/invoker.h"
 #include "functions/local.h"
 #include "mqtt/client.h"
@@ -138,8 +136,6 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "invoke") == 0)
-        return cmd_invoke(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},

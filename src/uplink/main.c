@@ -4,20 +4,18 @@
  * src/daemon/embed_uplink.c).
  *
  *   hedge-uplink --config FILE [--check]
- *   hedge-uplink status (--spool FILE | --config FILE) [--json]   (what `hedge uplink status` runs)
  *
  * --check validates the configuration and exits (0, or 2 with the field at
  * fault). SIGINT/SIGTERM set a flag the poll loop sees within a second (poll
  * is interrupted by the signal in the common case); the spool is committed
  * and closed on the way out. kill -9 loses nothing either: every message the
- * local broker saw acknowledged is already committed.
+ * local broker saw acknowledged is already committed. `hedge uplink status
+ * --config FILE` reads the link status and counters from the spool file.
  */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
-#include <string.h>
 
-#include "cli/cli.h"
 #include "uplink/uplink.h"
 #include "base/util.h"
 
@@ -36,8 +34,6 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "status") == 0)
-        return cmd_uplink(argc, argv);
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, 'n'},

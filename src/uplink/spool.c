@@ -14,7 +14,6 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/util.h"
 
@@ -41,13 +40,6 @@ static int64_t *counter_slot(struct hd_spool_counters *c, size_t i)
 {
     int64_t *slots[] = {&c->received, &c->drained, &c->dropped_oldest, &c->rejected_new, &c->expired};
     return slots[i];
-}
-
-int64_t hd_wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int spool_sql_error(sqlite3 *db, hd_error_t *err, const char *what)
@@ -312,31 +304,6 @@ int hd_spool_set_status(struct hd_spool *s, const char *key, const char *value, 
     return 0;
 }
 
-static int spool_query_stats(sqlite3 *db, struct hd_spool_stats *out, hd_error_t *err)
-{
-    sqlite3_stmt *st;
-    memset(out, 0, sizeof(*out));
-    if (sqlite3_prepare_v2(db, "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MIN(ts), 0) FROM spool", -1, &st,
-                           NULL) != SQLITE_OK)
-        return spool_sql_error(db, err, "read spool");
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        out->depth = sqlite3_column_int64(st, 0);
-        out->bytes = sqlite3_column_int64(st, 1);
-        out->oldest_ms = sqlite3_column_int64(st, 2);
-    }
-    sqlite3_finalize(st);
-    if (sqlite3_prepare_v2(db, "SELECT name, value FROM counters", -1, &st, NULL) != SQLITE_OK)
-        return spool_sql_error(db, err, "read counters");
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        for (size_t i = 0; i < ARRAY_SIZE(counter_names); i++)
-            if (name && strcmp(name, counter_names[i]) == 0)
-                *counter_slot(&out->counters, i) = sqlite3_column_int64(st, 1);
-    }
-    sqlite3_finalize(st);
-    return 0;
-}
-
 int hd_spool_stats(struct hd_spool *s, struct hd_spool_stats *out, hd_error_t *err)
 {
     /* The totals from memory (exact after every append and delete): a /metrics scrape of a
@@ -354,33 +321,4 @@ int hd_spool_stats(struct hd_spool *s, struct hd_spool_stats *out, hd_error_t *e
         out->oldest_ms = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return 0;
-}
-
-int hd_spool_read_status(const char *path, struct hd_spool_stats *stats, char ***status_kv, hd_error_t *err)
-{
-    sqlite3 *db = NULL;
-    int ret = -1;
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        hd_error_set(err, ENOENT, "spool %s: %s", path, db ? sqlite3_errmsg(db) : "cannot open");
-        goto out;
-    }
-    sqlite3_busy_timeout(db, 5000);
-    if (spool_query_stats(db, stats, err) < 0)
-        goto out;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT name, value FROM status ORDER BY name", -1, &st, NULL) != SQLITE_OK) {
-        spool_sql_error(db, err, "read status");
-        goto out;
-    }
-    *status_kv = NULL;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *k = (const char *)sqlite3_column_text(st, 0), *v = (const char *)sqlite3_column_text(st, 1);
-        hd_strv_push(status_kv, k ? k : "");
-        hd_strv_push(status_kv, v ? v : "");
-    }
-    sqlite3_finalize(st);
-    ret = 0;
-out:
-    sqlite3_close(db);
-    return ret;
 }

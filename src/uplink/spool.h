@@ -89,9 +89,11 @@ int hd_spool_stats(struct hd_spool *s, struct hd_spool_stats *out, hd_error_t *e
 /* Link status, stored in the same database (key/value text). */
 int hd_spool_set_status(struct hd_spool *s, const char *key, const char *value, hd_error_t *err);
 
-/* For readers (`hedge uplink status`): stats and status of a spool file, read-only. */
+/*
+ * For readers in other processes (`hedge uplink status`): stats and status of
+ * a spool file, read-only. In spool_read.c, which loads SQLite with dlopen on
+ * first use, so that a program linking only it does not map libsqlite3.
+ */
 int hd_spool_read_status(const char *path, struct hd_spool_stats *stats, char ***status_kv, hd_error_t *err);
-
-int64_t hd_wall_ms(void);
 
 #endif
