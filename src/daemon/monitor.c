@@ -36,9 +36,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/daemon.h"
-#include "runtime/run.h"
+/* Only the runtime library: the monitor includes nothing of hedged (daemon.h) and no broker header. */
+#include "base/error.h"
 #include "base/util.h"
+#include "runtime/backend.h"
+#include "runtime/run.h"
+#include "runtime/spec.h"
 
 #define REPORT_FD 3
 #define LOCK_FD 4
