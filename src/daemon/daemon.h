@@ -19,7 +19,8 @@
  *   function_host.c  function deployments: the workload run is hedge-functions with the real spec
  *
  * monitor.c (the hedge-monitor binary, one per running workload) is not part of
- * hedged and includes none of this: only the runtime library.
+ * hedged and includes none of this: only the runtime library and monitor_proto.h,
+ * the instance dir and fds it shares with instance.c.
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
