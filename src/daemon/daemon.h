@@ -260,7 +260,7 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir);
 /* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
 void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id);
 
-/* ---- supervisor.c ------------------------------------------------------ */
+/* ---- supervisor.c, upgrade.c, recover.c, metrics.c ------------------------ */
 
 struct hd_supervisor;
 
@@ -288,12 +288,18 @@ void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broke
 /* Load deployments from the store and re-adopt or restart their instances. */
 int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
 
+/* Deploy a spec: a new name answers CREATED once started (START_FAILED when it cannot start,
+ * and nothing is kept); an unchanged spec OK at once; a changed one OK once the upgrade is healthy,
+ * CONFLICT when it failed. INVALID for a bad spec, CONFLICT while removing or upgrading. */
 void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin,
                           double health_wait, hd_reply_fn reply, void *ctx);
+/* Deploy the previous good version again, as an upgrade; CONFLICT when there is none. */
 void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait,
                             hd_reply_fn reply, void *ctx);
+/* OK once the state settled (stopped; started or failed); start says CONFLICT while stopping. */
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* OK once stopped and forgotten (its store rows, logs and broker user). */
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 /* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */
 void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status);
