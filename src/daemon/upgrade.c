@@ -166,8 +166,9 @@ void upgrade_candidate_started(struct workload *wl)
 {
     struct upgrade *up = wl->up;
     if (up->spec->health.command) {
-        hd_store_event(wl->sup->store, wl->name, "upgrade", "version %d started, pid %d; health command has %gs to pass",
-                       up->version, up->run->inst->pid, up->health_wait);
+        hd_store_event(wl->sup->store, wl->name, "upgrade",
+                       "version %d started, pid %d; health command has %gs to pass", up->version,
+                       up->run->inst->pid, up->health_wait);
         upgrade_probe(wl->sup->loop, wl);
     } else
         hd_store_event(wl->sup->store, wl->name, "upgrade", "version %d started, pid %d; healthy after %gs",
@@ -204,7 +205,9 @@ void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_json, c
     up->spec = spec;
     up->spec_json = spec_json;
     up->digest = digest;
-    up->health_wait = health_wait >= 0 ? health_wait : spec->health.wait > 0 ? spec->health.wait : sup->cfg->health_wait;
+    up->health_wait = health_wait >= 0       ? health_wait
+                      : spec->health.wait > 0 ? spec->health.wait
+                                              : sup->cfg->health_wait;
     up->probe_last_code = -1;
     up->reply = reply;
     up->ctx = ctx;

@@ -12,19 +12,20 @@
 
 #include "check.h"
 
-/* One cell: "-" illegal, else "<action letter><next state letter>".
+/* Rows: the states; columns: the events, in the order of enum hd_lc_event.
+ * One cell: "-" illegal, else "<action letter><next state letter>".
  * Actions: n nothing, k keep, s spawn, t terminate, r schedule restart, c cancel restart.
  * States:  C created, S starting, R running, T stopping, P stopped, E exited, F failed, B backoff. */
 static const char *const expected[HD_LC_STATE_COUNT][HD_LC_EVENT_COUNT] = {
-    /*                deploy start started spawnf exited failed crashed stopped timer stop  rm    hok   hfail adopt lost */
-    [HD_LC_CREATED] = {"sS", "sS", "-",    "-",   "-",   "-",   "-",    "-",    "-",  "nP", "nP", "nR", "kC", "nR", "nC"},
-    [HD_LC_STARTING] = {"-", "kS", "nR",   "nF",  "nE",  "nF",  "rB",   "nP",   "-",  "tT", "tT", "nR", "kS", "-",  "-"},
-    [HD_LC_RUNNING] = {"-",  "kR", "-",    "-",   "nE",  "nF",  "rB",   "nP",   "-",  "tT", "tT", "nR", "kR", "-",  "-"},
-    [HD_LC_STOPPING] = {"-", "-",  "kT",   "-",   "-",   "-",   "-",    "nP",   "-",  "kT", "kT", "nR", "kT", "-",  "-"},
-    [HD_LC_STOPPED] = {"-",  "sS", "-",    "-",   "-",   "-",   "-",    "-",    "-",  "nP", "nP", "nR", "kP", "nR", "nC"},
-    [HD_LC_EXITED] = {"-",   "sS", "-",    "-",   "-",   "-",   "-",    "-",    "-",  "nP", "nP", "nR", "kE", "nR", "nC"},
-    [HD_LC_FAILED] = {"-",   "sS", "-",    "-",   "-",   "-",   "-",    "-",    "-",  "nP", "nP", "nR", "kF", "nR", "nC"},
-    [HD_LC_BACKOFF] = {"-",  "sS", "-",    "-",   "-",   "-",   "-",    "-",    "sS", "cP", "cP", "cR", "kB", "-",  "-"},
+    /*                  dply  start strtd spwnf exitd faild crash stopd timer stop  rm    hok   hfail adopt lost */
+    [HD_LC_CREATED]  = {"sS", "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kC", "nR", "nC"},
+    [HD_LC_STARTING] = {"-",  "kS", "nR", "nF", "nE", "nF", "rB", "nP", "-",  "tT", "tT", "nR", "kS", "-",  "-"},
+    [HD_LC_RUNNING]  = {"-",  "kR", "-",  "-",  "nE", "nF", "rB", "nP", "-",  "tT", "tT", "nR", "kR", "-",  "-"},
+    [HD_LC_STOPPING] = {"-",  "-",  "kT", "-",  "-",  "-",  "-",  "nP", "-",  "kT", "kT", "nR", "kT", "-",  "-"},
+    [HD_LC_STOPPED]  = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kP", "nR", "nC"},
+    [HD_LC_EXITED]   = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kE", "nR", "nC"},
+    [HD_LC_FAILED]   = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kF", "nR", "nC"},
+    [HD_LC_BACKOFF]  = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "sS", "cP", "cP", "cR", "kB", "-",  "-"},
 };
 
 static char action_letter(enum hd_lc_action a)
