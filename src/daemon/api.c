@@ -159,11 +159,33 @@ static void respond_error(struct conn *c, int status, const char *fmt, ...)
     respond_json(c, status, json_pack("{s:s}", "error", msg));
 }
 
-/* The supervisor's answer to a request that waited. */
-static void reply_later(void *ctx, int status, json_t *body)
+/* The one place a supervisor result becomes an HTTP status. */
+static int api_status(enum hd_sup_result result)
+{
+    switch (result) {
+    case HD_SUP_OK: return 200;
+    case HD_SUP_CREATED: return 201;
+    case HD_SUP_INVALID: return 400;
+    case HD_SUP_NOT_FOUND: return 404;
+    case HD_SUP_CONFLICT: return 409;
+    case HD_SUP_START_FAILED: return 422;
+    case HD_SUP_INTERNAL: return 500;
+    }
+    return 500;
+}
+
+/* The supervisor's answer to a request (now or after a wait). A failure is {"error": message}
+ * plus what the supervisor added to body (a failed first deploy's exit_code). */
+static void reply_later(void *ctx, enum hd_sup_result result, json_t *body, hd_error_t err)
 {
     struct conn *c = ctx;
-    respond_json(c, status, body);
+    if (result != HD_SUP_OK && result != HD_SUP_CREATED) {
+        if (body == NULL)
+            body = json_object();
+        /* the message as the supervisor wrote it: hd_error_text would cut it at 4 KiB */
+        json_object_set_new(body, "error", json_string(err ? err->message : "unknown error"));
+    }
+    respond_json(c, api_status(result), body ? body : json_object());
 }
 
 /* ---- query strings ------------------------------------------------------ */

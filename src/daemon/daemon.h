@@ -6,13 +6,21 @@
  *   loop.c        one epoll loop: fd watches, timers, signals via signalfd
  *   store.c       SQLite (WAL): deployments, versions, instances, events
  *   instance.c    hedged's side of a workload monitor: spawn, adopt, signal, collect
- *   monitor.c     the monitor process itself: the hedge-monitor binary
- *   supervisor.c  the per-workload state machine, restart policy, deploy/upgrade/rollback
+ *   supervisor.c  deployments, restart policy and the lifecycle driver (supervisor_internal.h)
+ *   lifecycle.c   the workload life cycle as a transition table (lifecycle.h)
+ *   run.c         a workload's runs: spawn, watch, stop, retire
+ *   upgrade.c     health-gated upgrade and rollback
+ *   recover.c     re-adopting the runs a restarted hedged finds
+ *   metrics.c     the /metrics text of the workloads
  *   api.c         HTTP/1.1 + JSON over the unix socket, /metrics
  *   embed_broker.c  the MQTT broker (src/broker/) in the same loop; its config section
  *   workload_creds.c  per-workload broker users from the spec's mqtt/triggers filters
  *   embed_uplink.c  the store-and-forward cloud uplink (src/uplink/) in the same loop
  *   function_host.c  function deployments: the workload run is hedge-functions with the real spec
+ *
+ * monitor.c (the hedge-monitor binary, one per running workload) is not part of
+ * hedged and includes none of this: only the runtime library and monitor_proto.h,
+ * the instance dir and fds it shares with instance.c.
  *
  * Everything runs on one thread; nothing blocks the loop for longer than a
  * local file or SQLite write, or one request to a monitor's control socket.
@@ -252,12 +260,25 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir);
 /* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
 void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id);
 
-/* ---- supervisor.c ------------------------------------------------------ */
+/* ---- supervisor.c, upgrade.c, recover.c, metrics.c ------------------------ */
 
 struct hd_supervisor;
 
-/* The answer to a request that may complete later (deploy waits for health). */
-typedef void (*hd_reply_fn)(void *ctx, int http_status, json_t *body);
+/* What a supervisor operation came to. The supervisor knows nothing of HTTP: api.c alone
+ * turns a result into a status code (api_status). */
+enum hd_sup_result {
+    HD_SUP_OK,            /* done; the body says what the workload is now */
+    HD_SUP_CREATED,       /* a first deploy started its workload */
+    HD_SUP_INVALID,       /* the request is malformed (a spec that does not parse or validate) */
+    HD_SUP_NOT_FOUND,     /* no such workload */
+    HD_SUP_CONFLICT,      /* not in this state: removing, upgrading, stopping; or the upgrade failed */
+    HD_SUP_START_FAILED,  /* a first deploy could not start (the body holds its exit code) */
+    HD_SUP_INTERNAL,      /* hedged's own failure (the store) */
+};
+
+/* The answer to a request that may complete later (deploy waits for health). body (stolen,
+ * may be NULL) is the answer; on a failure err says why (the caller keeps and frees it). */
+typedef void (*hd_reply_fn)(void *ctx, enum hd_sup_result result, json_t *body, hd_error_t err);
 
 struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *store,
                                         const struct hd_daemon_config *cfg, hd_error_t *err);
@@ -267,12 +288,18 @@ void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broke
 /* Load deployments from the store and re-adopt or restart their instances. */
 int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
 
+/* Deploy a spec: a new name answers CREATED once started (START_FAILED when it cannot start,
+ * and nothing is kept); an unchanged spec OK at once; a changed one OK once the upgrade is healthy,
+ * CONFLICT when it failed. INVALID for a bad spec, CONFLICT while removing or upgrading. */
 void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin,
                           double health_wait, hd_reply_fn reply, void *ctx);
+/* Deploy the previous good version again, as an upgrade; CONFLICT when there is none. */
 void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait,
                             hd_reply_fn reply, void *ctx);
+/* OK once the state settled (stopped; started or failed); start says CONFLICT while stopping. */
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* OK once stopped and forgotten (its store rows, logs and broker user). */
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 /* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */
 void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status);

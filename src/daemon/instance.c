@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/monitor_proto.h"
 #include "base/util.h"
 
 static char *monitor_exe;
@@ -81,9 +82,9 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
     struct hd_instance *inst = instance_new(cfg, id);
     int report[2] = {-1, -1};
     cleanup_free char *log = hd_xasprintf("%s/%s.log", cfg->log_dir, name);
-    cleanup_free char *path = hd_xasprintf("%s/monitor.json", inst->dir);
+    cleanup_free char *path = hd_xasprintf("%s/" HD_MONITOR_SPEC_FILE, inst->dir);
     cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
-    cleanup_free char *lock_path = hd_xasprintf("%s/monitor.lock", inst->dir);
+    cleanup_free char *lock_path = hd_xasprintf("%s/" HD_MONITOR_LOCK_FILE, inst->dir);
     cleanup_close int lock = -1;
     if (hd_mkdir_p(inst->dir, 0700, err) < 0 || hd_mkdir_p(cfg->log_dir, 0750, err) < 0)
         goto fail;
@@ -127,8 +128,9 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         /* move the two fds out of the way first, so that dup2 to 3 and 4 clobbers neither */
         int report_high = fcntl(report[1], F_DUPFD, 10);
         int lock_high = fcntl(lock, F_DUPFD, 10);
-        if (devnull < 0 || logfd < 0 || report_high < 0 || lock_high < 0 || dup2(report_high, 3) < 0 ||
-            dup2(lock_high, 4) < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0)
+        if (devnull < 0 || logfd < 0 || report_high < 0 || lock_high < 0 ||
+            dup2(report_high, HD_MONITOR_REPORT_FD) < 0 || dup2(lock_high, HD_MONITOR_LOCK_FD) < 0 ||
+            dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0)
             _exit(1);
         sigset_t none;
         sigemptyset(&none);
@@ -158,7 +160,7 @@ fail:
 /* state.json: pids and start time, written by the monitor before it reports. */
 static int instance_read_state(struct hd_instance *inst, hd_error_t *err)
 {
-    json_t *s = instance_read_json(inst, "state.json");
+    json_t *s = instance_read_json(inst, HD_MONITOR_STATE_FILE);
     if (s == NULL)
         return hd_error_set(err, 0, "instance %s: no state.json", inst->id);
     inst->monitor_pid = (pid_t)json_integer_value(json_object_get(s, "monitor_pid"));
@@ -210,7 +212,7 @@ int hd_instance_read_report(struct hd_instance *inst, hd_error_t *err)
 /* True when a live monitor holds the instance lock. */
 static bool instance_locked(struct hd_instance *inst)
 {
-    cleanup_free char *path = hd_xasprintf("%s/monitor.lock", inst->dir);
+    cleanup_free char *path = hd_xasprintf("%s/" HD_MONITOR_LOCK_FILE, inst->dir);
     cleanup_close int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return false;
@@ -223,7 +225,7 @@ static bool instance_locked(struct hd_instance *inst)
 void hd_instance_collect(struct hd_instance *inst)
 {
     inst->exited = true;
-    json_t *e = instance_read_json(inst, "exit.json");
+    json_t *e = instance_read_json(inst, HD_MONITOR_EXIT_FILE);
     if (e == NULL) {
         inst->lost = true;
         /* The monitor died without its exit record (SIGKILL, OOM): its workload may still run,
@@ -290,7 +292,7 @@ static int instance_request(struct hd_instance *inst, const char *req, char *rep
     if (dirfd < 0 || fd < 0)
         return hd_error_sys(err, "instance %s", inst->id);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/ctl.sock", dirfd);
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/" HD_MONITOR_CTL_SOCKET, dirfd);
     struct timeval tv = {.tv_sec = 2};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));

@@ -36,12 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/daemon.h"
-#include "runtime/run.h"
+/* The runtime library and the protocol with hedged (monitor_proto.h): nothing else of hedged,
+ * no broker header (daemon.h names the broker's config). */
+#include "base/error.h"
 #include "base/util.h"
-
-#define REPORT_FD 3
-#define LOCK_FD 4
+#include "daemon/monitor_proto.h"
+#include "runtime/backend.h"
+#include "runtime/run.h"
+#include "runtime/spec.h"
 
 struct monitor {
     int dirfd;
@@ -78,9 +80,9 @@ static void monitor_report(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vdprintf(REPORT_FD, fmt, ap);
+    vdprintf(HD_MONITOR_REPORT_FD, fmt, ap);
     va_end(ap);
-    close(REPORT_FD);
+    close(HD_MONITOR_REPORT_FD);
 }
 
 /* The workload never ran: record and report why, so hedged shows the same message as `hedge run`. */
@@ -88,7 +90,7 @@ static int monitor_start_failed(struct monitor *m, hd_error_t *err)
 {
     int code = hd_error_exit_code(*err);
     const char *text = hd_error_text(*err);
-    monitor_write_json(m, "exit.json",
+    monitor_write_json(m, HD_MONITOR_EXIT_FILE,
                        json_pack("{s:i,s:i,s:i,s:b,s:I,s:s}", "code", code ? code : 125, "status", -1,
                                  "signal", 0, "oom_killed", 0, "finished_at", (json_int_t)unix_ms(),
                                  "start_error", text));
@@ -224,19 +226,19 @@ static int monitor_listen(struct monitor *m)
         return -1;
     /* Through /proc/self/fd so that a long state dir path still fits sun_path. */
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/ctl.sock", m->dirfd);
-    unlinkat(m->dirfd, "ctl.sock", 0);
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/" HD_MONITOR_CTL_SOCKET, m->dirfd);
+    unlinkat(m->dirfd, HD_MONITOR_CTL_SOCKET, 0);
     if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0) {
         close(fd);
         return -1;
     }
-    fchmodat(m->dirfd, "ctl.sock", 0600, 0);
+    fchmodat(m->dirfd, HD_MONITOR_CTL_SOCKET, 0600, 0);
     return fd;
 }
 
 static int monitor_load(struct monitor *m, struct hd_spec *spec, hd_error_t *err)
 {
-    cleanup_free char *path = hd_xasprintf("%s/monitor.json", m->dir);
+    cleanup_free char *path = hd_xasprintf("%s/" HD_MONITOR_SPEC_FILE, m->dir);
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
     if (root == NULL)
@@ -276,9 +278,9 @@ static int monitor_main(const char *dir)
     }
     /* fd 4: DIR/monitor.lock, locked by hedged before it forked us; it is our lock now
      * (same open file). CLOEXEC, so that a workload never holds it. */
-    cleanup_close int lock = LOCK_FD;
+    cleanup_close int lock = HD_MONITOR_LOCK_FD;
     if (fcntl(lock, F_SETFD, FD_CLOEXEC) < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
-        hd_error_sys(&err, "monitor: lock %s/monitor.lock", dir);
+        hd_error_sys(&err, "monitor: lock %s/" HD_MONITOR_LOCK_FILE, dir);
         return monitor_start_failed(&m, &err);
     }
     if (monitor_load(&m, spec, &err) < 0)
@@ -313,7 +315,7 @@ static int monitor_main(const char *dir)
     pid_t pid = m.workload->pid;
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int listen_fd = monitor_listen(&m);
-    monitor_write_json(&m, "state.json",
+    monitor_write_json(&m, HD_MONITOR_STATE_FILE,
                        json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid,
                                  "started_at", (json_int_t)unix_ms(), "pid_start",
                                  (json_int_t)hd_proc_start_time(pid), "run_dir", m.workload->run_dir));
@@ -360,11 +362,11 @@ static int monitor_main(const char *dir)
     if (hd_workload_wait(m.workload, &ex, &werr) < 0)
         hd_error_free(&werr);
     hd_workload_destroy(m.workload);
-    monitor_write_json(&m, "exit.json",
+    monitor_write_json(&m, HD_MONITOR_EXIT_FILE,
                        json_pack("{s:i,s:i,s:i,s:b,s:I}", "code", ex.code, "status", ex.status, "signal",
                                  ex.signal, "oom_killed", ex.oom_killed, "finished_at", (json_int_t)unix_ms()));
     if (listen_fd >= 0) {
-        unlinkat(m.dirfd, "ctl.sock", 0);
+        unlinkat(m.dirfd, HD_MONITOR_CTL_SOCKET, 0);
         close(listen_fd);
     }
     close(out[0]);
