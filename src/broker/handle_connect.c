@@ -120,7 +120,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
 
     if (k.will_flag) {
         cleanup_free char *topic = bytes_dup(&k.will_topic);
-        if (!broker_topic_name_valid(topic, k.will_topic.len)) {
+        if (!hd_mqtt_topic_valid_name(topic, k.will_topic.len)) {
             if (c->protocol == 5)
                 return connect_refuse(b, c, RC_TOPIC_NAME_INVALID);
             broker_conn_close(b, c, 0);

@@ -15,23 +15,18 @@
 #include "broker/internal.h"
 #include "base/util.h"
 
-/* Split "$share/group/filter"; returns false if the filter is invalid. */
+/* Split "$share/group/filter" in place (mqtt/topic.h has the rules); false if it is invalid. */
 static bool filter_parse(char *full, char **group, char **filter)
 {
+    struct hd_mqtt_subscription sub;
+    bool ok = hd_mqtt_subscription_parse(full, strlen(full), &sub);
     *group = NULL;
-    *filter = full;
-    if (strncmp(full, "$share/", 7) == 0) {
-        char *g = full + 7;
-        char *slash = strchr(g, '/');
-        if (!slash || slash == g)
-            return false;
-        *slash = '\0';
-        if (strpbrk(g, "+#"))
-            return false;
-        *group = g;
-        *filter = slash + 1;
+    *filter = full + (sub.filter - full);
+    if (ok && sub.group) {
+        *group = full + (sub.group - full);
+        (*group)[sub.group_len] = '\0';
     }
-    return broker_topic_filter_valid(*filter, strlen(*filter));
+    return ok;
 }
 
 static char *entry_dup(const struct mqtt_bytes *f)

@@ -667,25 +667,3 @@ int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *
     }
     return 0;
 }
-
-bool hd_mqtt_topic_matches(const char *filter, const char *topic)
-{
-    if (topic[0] == '$' && (filter[0] == '+' || filter[0] == '#'))
-        return false;
-    const char *f = filter, *t = topic;
-    for (;;) {
-        if (f[0] == '#' && f[1] == 0)
-            return true;
-        const char *fe = strchrnul(f, '/'), *te = strchrnul(t, '/');
-        if (!(fe - f == 1 && f[0] == '+') && (fe - f != te - t || memcmp(f, t, (size_t)(fe - f)) != 0))
-            return false;
-        if (!*fe && !*te)
-            return true;
-        if (!*te) /* "a/#" matches "a" */
-            return fe[0] == '/' && fe[1] == '#' && fe[2] == 0;
-        if (!*fe)
-            return false;
-        f = fe + 1;
-        t = te + 1;
-    }
-}

@@ -128,7 +128,4 @@ int hd_mqtt_client_feed(struct hd_mqtt_client *c, const uint8_t *data, size_t le
 /* Split "host:port" (port default `default_port`). */
 int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *port, hd_error_t *err);
 
-/* MQTT topic filter match (+ and #; $-topics not matched by leading wildcards). */
-bool hd_mqtt_topic_matches(const char *filter, const char *topic);
-
 #endif
