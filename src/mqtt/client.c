@@ -573,7 +573,7 @@ void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const 
 
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id)
 {
-    mqtt_encode_ack(&c->out, MQTT_PUBACK, packet_id);
+    mqtt_encode_ack(&c->out, c->opts.protocol, MQTT_PUBACK, packet_id, RC_SUCCESS);
 }
 
 void hd_mqtt_subscribe(struct hd_mqtt_client *c, uint16_t packet_id, char *const *filters, uint8_t qos)

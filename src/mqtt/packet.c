@@ -729,10 +729,41 @@ void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id
     }
 }
 
-void mqtt_encode_ack(struct mqtt_buf *b, uint8_t type, uint16_t packet_id)
+void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, uint8_t reason)
 {
-    put_fixed_header(b, (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 0x02 : 0)), 2);
+    bool with_reason = proto == 5 && reason != RC_SUCCESS;
+    put_fixed_header(b, (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 0x02 : 0)), with_reason ? 3 : 2);
     mqtt_put_u16(b, packet_id);
+    if (with_reason)
+        mqtt_put_u8(b, reason);
+}
+
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
+                         const uint8_t *props, size_t props_len)
+{
+    if (proto != 5) {
+        put_fixed_header(b, MQTT_CONNACK << 4, 2);
+        mqtt_put_u8(b, session_present ? 1 : 0);
+        mqtt_put_u8(b, reason);
+        return;
+    }
+    put_fixed_header(b, MQTT_CONNACK << 4, 2 + mqtt_varint_size((uint32_t)props_len) + props_len);
+    mqtt_put_u8(b, session_present ? 1 : 0);
+    mqtt_put_u8(b, reason);
+    mqtt_put_varint(b, (uint32_t)props_len);
+    mqtt_put_bytes(b, props, props_len);
+}
+
+void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
+                        size_t n)
+{
+    if (type == MQTT_UNSUBACK && proto != 5)
+        n = 0;
+    put_fixed_header(b, (uint8_t)(type << 4), 2 + (proto == 5 ? 1 : 0) + n);
+    mqtt_put_u16(b, packet_id);
+    if (proto == 5)
+        mqtt_put_varint(b, 0);
+    mqtt_put_bytes(b, reasons, n);
 }
 
 void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type)

@@ -206,9 +206,16 @@ void mqtt_encode_publish(struct mqtt_buf *b, uint8_t proto, const struct mqtt_pu
 /* SUBSCRIBE with the same options for every filter (a NULL-terminated list). */
 void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters,
                            uint8_t options);
-/* PUBACK / PUBREC / PUBREL / PUBCOMP with reason success (the short form). */
-void mqtt_encode_ack(struct mqtt_buf *b, uint8_t type, uint16_t packet_id);
+/* PUBACK / PUBREC / PUBREL / PUBCOMP; a 5.0 reason other than success adds the reason byte. */
+void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, uint8_t reason);
 /* PINGREQ, PINGRESP, or a DISCONNECT with reason success. */
 void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type);
+
+/* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
+                         const uint8_t *props, size_t props_len);
+/* SUBACK or UNSUBACK with n reason codes (a 3.1.1 UNSUBACK carries none: reasons are ignored). */
+void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
+                        size_t n);
 
 #endif

@@ -101,11 +101,39 @@ static void test_publish_subscribe_acks(void)
     CHECK_BYTES(b, "\x82\x0f\x00\x07\x00\x0a$share/g/b\x00");
     b.len = 0;
 
-    mqtt_encode_ack(&b, MQTT_PUBACK, 0x1234);
-    mqtt_encode_ack(&b, MQTT_PUBREL, 1);
+    mqtt_encode_ack(&b, 4, MQTT_PUBACK, 0x1234, 0);
+    mqtt_encode_ack(&b, 5, MQTT_PUBREL, 1, 0);
     mqtt_encode_empty(&b, MQTT_PINGREQ);
     mqtt_encode_empty(&b, MQTT_DISCONNECT);
     CHECK_BYTES(b, "\x40\x02\x12\x34\x62\x02\x00\x01\xc0\x00\xe0\x00");
+    b.len = 0;
+    mqtt_encode_ack(&b, 5, MQTT_PUBREC, 2, RC_NO_MATCHING_SUBSCRIBERS);
+    mqtt_encode_ack(&b, 4, MQTT_PUBREC, 2, RC_NO_MATCHING_SUBSCRIBERS);  /* 3.1.1 has no reason */
+    CHECK_BYTES(b, "\x50\x03\x00\x02\x10\x50\x02\x00\x02");
+    b.len = 0;
+
+    /* what the broker sends, decoded by the client's decoders */
+    struct mqtt_connack k;
+    mqtt_encode_connack(&b, 4, true, 5, NULL, 0);
+    CHECK_BYTES(b, "\x20\x02\x01\x05");
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 4, &k) == 0 &&
+          k.session_present && k.reason == 5);
+    b.len = 0;
+    mqtt_encode_connack(&b, 5, false, 0, (const uint8_t *)"\x13\x00\x1e", 3);
+    CHECK_BYTES(b, "\x20\x06\x00\x00\x03\x13\x00\x1e");
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 5, &k) == 0 &&
+          k.props.has_server_keepalive && k.props.server_keepalive == 30);
+    b.len = 0;
+    struct mqtt_suback sa;
+    mqtt_encode_suback(&b, 5, MQTT_SUBACK, 9, (const uint8_t *)"\x01\x87", 2);
+    CHECK_BYTES(b, "\x90\x05\x00\x09\x00\x01\x87");
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_suback(MQTT_SUBACK, tf & 0x0f, body, len, 5, &sa) == 0 &&
+          sa.packet_id == 9 && sa.n_reasons == 2 && sa.reasons[1] == 0x87);
+    b.len = 0;
+    mqtt_encode_suback(&b, 4, MQTT_UNSUBACK, 9, (const uint8_t *)"\x00", 1);
+    CHECK_BYTES(b, "\xb0\x02\x00\x09");
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_suback(MQTT_UNSUBACK, tf & 0x0f, body, len, 4, &sa) == 0 &&
+          sa.n_reasons == 0);
     mqtt_buf_free(&b);
 }
 
