@@ -1,5 +1,5 @@
 /*
- * mqtt_client.c - the non-blocking MQTT client (see mqtt_client.h).
+ * client.c - the non-blocking MQTT client (see client.h).
  *
  * Every packet is encoded and decoded by the codec (src/mqtt/packet.h:
  * mqtt_encode_* for what the client sends, mqtt_decode_connack / _publish /

@@ -1,7 +1,8 @@
 /*
- * mqtt_client.h - a small non-blocking MQTT client (3.1.1 or 5) for the
- * uplink and the function invoker, built on the broker's packet codec
- * (src/mqtt/packet.h: the length-checked decoder and the buffer encoders).
+ * client.h - a small non-blocking MQTT client (3.1.1 or 5) for the uplink,
+ * the function host, `hedge invoke` and the benches, built on the one packet
+ * codec (src/mqtt/packet.h: every packet it sends or receives goes through
+ * it). Topic names and filters: src/mqtt/topic.h.
  *
  * The client owns one socket and never blocks: the caller polls
  * hd_mqtt_client_fd() for hd_mqtt_client_events() and hands the revents to

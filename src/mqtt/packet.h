@@ -15,8 +15,8 @@
  * mqtt_decode_any() and, through the client, the server-to-client decoders
  * with arbitrary bytes.
  */
-#ifndef HEDGE_BROKER_PACKET_H
-#define HEDGE_BROKER_PACKET_H
+#ifndef HEDGE_MQTT_PACKET_H
+#define HEDGE_MQTT_PACKET_H
 
 #include <stdbool.h>
 #include <stddef.h>
