@@ -61,6 +61,7 @@ fuzz: build
 	./scripts/fuzz-mqtt $(FUZZ_SECONDS)
 	./scripts/fuzz-image $(FUZZ_SECONDS)
 	./scripts/fuzz-mqtt-client $(FUZZ_SECONDS)
+	./scripts/fuzz-mqtt-topic $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

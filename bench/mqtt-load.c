@@ -7,18 +7,18 @@
  *             [--qos 0|1] [--size BYTES] [--seconds S] [--window W]
  *   mqtt-load --port P --idle N --pid BROKER_PID      (memory per idle connection)
  *
- * Flow control is end to end: a publisher keeps at most W messages whose
- * deliveries have not all arrived yet, so the figure is the broker's
- * sustainable throughput with bounded queues, and latency is not just the
- * depth of a queue the generator itself built up. Each payload carries the
- * publisher index and the send time (CLOCK_MONOTONIC); one timestamp is
- * taken per write/read batch. Output: one line of key=value pairs.
+ * Every connection is an hd_mqtt_client (src/mqtt/client.h, MQTT 3.1.1): the
+ * packets are the ones the uplink and the function host send, and only the
+ * driving loop is here (the clients' fds in one epoll set, their poll events
+ * mapped one to one). Flow control is end to end: a publisher keeps at most W
+ * messages whose deliveries have not all arrived yet, so the figure is the
+ * broker's sustainable throughput with bounded queues, and latency is not
+ * just the depth of a queue the generator itself built up. Each payload
+ * carries the publisher index and the send time (CLOCK_MONOTONIC); one
+ * timestamp is taken per readiness batch. Output: one line of key=value pairs.
  */
-#include <arpa/inet.h>
-#include <errno.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,22 +26,17 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "base/util.h"
-
-struct buf {
-    uint8_t *data;
-    size_t len, cap, off;
-};
+#include "mqtt/client.h"
 
 struct client {
-    int fd;
-    bool is_pub, want_out;
+    struct hd_mqtt_client *mqtt;
+    bool is_pub;
     int idx;
-    struct buf in, out;
+    uint32_t events;  /* what the epoll set waits for on this client's fd */
     char topic[64];
     uint16_t next_pid;
     uint64_t sent, deliveries;  /* publishers: messages sent, deliveries seen by subscribers */
@@ -52,103 +47,49 @@ static int n_clients, n_pubs, n_subs, epfd;
 static int qos, payload_size = 64, window = 16, expected_per_msg = 1;
 static int connacks, subacks;
 static bool measuring;
+static uint64_t now_ns;  /* taken once per readiness batch */
 static uint64_t delivered_in_window;
 static uint32_t *lat;  /* latency samples in ns (capped at 4 s) */
 static size_t n_lat, cap_lat;
 
-static void put(struct buf *b, const void *d, size_t n)
+/* Make the epoll set wait for what the client wants now (poll and epoll bits are the same values). */
+static void watch(struct client *c)
 {
-    if (b->cap - b->len < n) {
-        while (b->cap - b->len < n)
-            b->cap = b->cap ? b->cap * 2 : 4096;
-        b->data = hd_xrealloc(b->data, b->cap);
-    }
-    memcpy(b->data + b->len, d, n);
-    b->len += n;
+    uint32_t want = (uint32_t)hd_mqtt_client_events(c->mqtt);
+    if (want == c->events)
+        return;
+    struct epoll_event ev = {.events = want, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_MOD, hd_mqtt_client_fd(c->mqtt), &ev);
+    c->events = want;
 }
 
-static void put_varint(struct buf *b, uint32_t v)
+static void on_connect(void *ctx, bool session_present)
 {
-    do {
-        uint8_t x = v & 0x7f;
-        v >>= 7;
-        x |= v ? 0x80 : 0;
-        put(b, &x, 1);
-    } while (v);
+    connacks++;
 }
 
-static void put_str(struct buf *b, const char *s)
+static void on_suback(void *ctx, uint16_t packet_id, const uint8_t *codes, size_t n)
 {
-    uint8_t len[2] = {(uint8_t)(strlen(s) >> 8), (uint8_t)strlen(s)};
-    put(b, len, 2);
-    put(b, s, strlen(s));
+    subacks++;
 }
 
-static int connect_to(int port)
+static void on_disconnect(void *ctx, const char *reason)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        perror("mqtt-load: connect");
-        exit(1);
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
+    fprintf(stderr, "mqtt-load: connection %d: %s\n", ((struct client *)ctx)->idx, reason);
+    exit(1);
 }
 
-static void send_connect(struct client *c, const char *id)
+static void on_message(void *ctx, const struct hd_mqtt_message *m)
 {
-    struct buf body = {0};
-    put_str(&body, "MQTT");
-    uint8_t hdr[4] = {4, 0x02, 0, 60};  /* 3.1.1, clean session, keepalive 60 */
-    put(&body, hdr, 4);
-    put_str(&body, id);
-    uint8_t type = 0x10;
-    put(&c->out, &type, 1);
-    put_varint(&c->out, (uint32_t)body.len);
-    put(&c->out, body.data, body.len);
-    free(body.data);
-}
-
-static void flush(struct client *c)
-{
-    while (c->out.off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN)
-                break;
-            perror("mqtt-load: send");
-            exit(1);
-        }
-        c->out.off += (size_t)n;
-    }
-    bool pending = c->out.off < c->out.len;
-    if (!pending)
-        c->out.len = c->out.off = 0;
-    if (pending != c->want_out) {
-        struct epoll_event ev = {.events = EPOLLIN | (pending ? EPOLLOUT : 0), .data.ptr = c};
-        epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
-        c->want_out = pending;
-    }
-}
-
-static void on_publish(struct client *c, const uint8_t *body, uint32_t len, uint8_t flags, uint64_t now)
-{
-    uint32_t tl = (uint32_t)body[0] << 8 | body[1];
-    uint32_t off = 2 + tl;
-    if ((flags >> 1) & 3) {
-        uint8_t ack[4] = {0x40, 2, body[off], body[off + 1]};
-        put(&c->out, ack, 4);
-        off += 2;
-    }
-    if (len - off < 16)
+    struct client *c = ctx;
+    if (m->qos)
+        hd_mqtt_puback(c->mqtt, m->packet_id);  /* written when the read batch is done */
+    if (m->payload_len < 16)
         return;
     uint32_t pub;
     uint64_t sent_ns;
-    memcpy(&pub, body + off, 4);
-    memcpy(&sent_ns, body + off + 8, 8);
+    memcpy(&pub, m->payload, 4);
+    memcpy(&sent_ns, m->payload + 8, 8);
     if (pub < (uint32_t)n_pubs)
         clients[pub].deliveries++;
     if (measuring) {
@@ -157,54 +98,9 @@ static void on_publish(struct client *c, const uint8_t *body, uint32_t len, uint
             cap_lat = cap_lat ? cap_lat * 2 : 1 << 20;
             lat = hd_xrealloc(lat, cap_lat * sizeof(*lat));
         }
-        uint64_t d = now - sent_ns;
+        uint64_t d = now_ns - sent_ns;
         lat[n_lat++] = d > 4000000000ull ? 4000000000u : (uint32_t)d;
     }
-}
-
-static void on_readable(struct client *c)
-{
-    if (c->in.cap - c->in.len < 65536) {
-        c->in.cap = c->in.len + 65536 * 2;
-        c->in.data = hd_xrealloc(c->in.data, c->in.cap);
-    }
-    ssize_t n = recv(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len, MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN)) {
-        fprintf(stderr, "mqtt-load: connection %d closed by the broker\n", c->idx);
-        exit(1);
-    }
-    if (n < 0)
-        return;
-    c->in.len += (size_t)n;
-    uint64_t now = hd_now_ns();
-    size_t pos = 0;
-    while (c->in.len - pos >= 2) {
-        uint32_t rl = 0, mult = 1, i = 1;
-        bool complete = false;
-        for (; i < 5 && pos + i < c->in.len; i++) {
-            rl += (c->in.data[pos + i] & 0x7fu) * mult;
-            mult *= 128;
-            if (!(c->in.data[pos + i] & 0x80)) {
-                complete = true;
-                break;
-            }
-        }
-        if (!complete || c->in.len - pos < i + 1 + rl)
-            break;
-        uint8_t type = c->in.data[pos] >> 4;
-        const uint8_t *body = c->in.data + pos + i + 1;
-        if (type == 2)
-            connacks++;
-        else if (type == 9)
-            subacks++;
-        else if (type == 3)
-            on_publish(c, body, rl, c->in.data[pos] & 0x0f, now);
-        pos += i + 1 + rl;
-    }
-    memmove(c->in.data, c->in.data + pos, c->in.len - pos);
-    c->in.len -= pos;
-    if (c->out.len)
-        flush(c);
 }
 
 static void top_up(struct client *p, uint64_t now)
@@ -214,45 +110,48 @@ static void top_up(struct client *p, uint64_t now)
     uint32_t idx = (uint32_t)p->idx;
     memcpy(payload, &idx, 4);
     memcpy(payload + 8, &now, 8);
-    size_t tl = strlen(p->topic);
-    uint32_t rl = (uint32_t)(2 + tl + (qos ? 2 : 0) + (size_t)payload_size);
-    while (p->sent - p->deliveries / (uint64_t)expected_per_msg < (uint64_t)window && p->out.len < (1 << 20)) {
-        uint8_t type = (uint8_t)(0x30 | qos << 1);
-        put(&p->out, &type, 1);
-        put_varint(&p->out, rl);
-        put_str(&p->out, p->topic);
-        if (qos) {
-            if (++p->next_pid == 0)
-                p->next_pid = 1;
-            uint8_t pid[2] = {(uint8_t)(p->next_pid >> 8), (uint8_t)p->next_pid};
-            put(&p->out, pid, 2);
-        }
-        put(&p->out, payload, (size_t)payload_size);
+    while (p->sent - p->deliveries / (uint64_t)expected_per_msg < (uint64_t)window &&
+           hd_mqtt_client_pending(p->mqtt) < (1 << 20)) {
+        if (qos && ++p->next_pid == 0)
+            p->next_pid = 1;
+        hd_mqtt_publish(p->mqtt, p->topic, payload, (size_t)payload_size, (uint8_t)qos, false, p->next_pid, NULL, 0);
         p->sent++;
     }
-    flush(p);
+    hd_mqtt_client_flush(p->mqtt);
+    watch(p);
 }
 
 static void pump(int timeout_ms)
 {
     struct epoll_event ev[512];
     int n = epoll_wait(epfd, ev, 512, timeout_ms);
+    now_ns = hd_now_ns();
     for (int i = 0; i < n; i++) {
         struct client *c = ev[i].data.ptr;
-        if (ev[i].events & EPOLLOUT)
-            flush(c);
-        if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-            on_readable(c);
+        hd_mqtt_client_handle(c->mqtt, (short)ev[i].events);
+        watch(c);
     }
 }
 
-static void add_client(struct client *c, int port, bool is_pub, int idx)
+/* Connect (non-blocking: CONNECT goes out when the socket is writable, CONNACK arrives through pump). */
+static void add_client(struct client *c, int port, bool is_pub, int idx, const char *id)
 {
-    c->fd = connect_to(port);
+    static const struct hd_mqtt_callbacks cb = {
+        .on_connect = on_connect, .on_message = on_message, .on_suback = on_suback, .on_disconnect = on_disconnect,
+    };
+    struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = port, .client_id = (char *)id,
+                                .clean_session = true, .keepalive = 60, .protocol = 4};
     c->is_pub = is_pub;
     c->idx = idx;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
+    c->mqtt = hd_mqtt_client_new(&o, &cb, c);
+    hd_error_t err = NULL;
+    if (hd_mqtt_client_connect(c->mqtt, &err) < 0) {
+        hd_error_print(err, "mqtt-load");
+        exit(1);
+    }
+    c->events = (uint32_t)hd_mqtt_client_events(c->mqtt);
+    struct epoll_event ev = {.events = c->events, .data.ptr = c};
+    epoll_ctl(epfd, EPOLL_CTL_ADD, hd_mqtt_client_fd(c->mqtt), &ev);
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -286,11 +185,9 @@ static int run_idle(int port, int n, int pid)
     for (int i = 0; i < n; i += 200) {
         int end = i + 200 < n ? i + 200 : n;
         for (int k = i; k < end; k++) {
-            add_client(&clients[k], port, false, k);
             char id[32];
             snprintf(id, sizeof(id), "idle-%d", k);
-            send_connect(&clients[k], id);
-            flush(&clients[k]);
+            add_client(&clients[k], port, false, k, id);
         }
         while (connacks < end)
             pump(1000);
@@ -345,11 +242,9 @@ int main(int argc, char **argv)
         bool is_pub = i < n_pubs;
         int idx = is_pub ? i : i - n_pubs;
         struct client *c = &clients[i];
-        add_client(c, port, is_pub, i);
         char id[64];
         snprintf(id, sizeof(id), "load-%s-%d-%d", is_pub ? "pub" : "sub", idx, getpid());
-        send_connect(c, id);
-        flush(c);
+        add_client(c, port, is_pub, i, id);
         if (is_pub)
             snprintf(c->topic, sizeof(c->topic), fanout ? "bench/out" : pairs ? "bench/pair/%d" : "bench/in/%d", idx);
     }
@@ -359,18 +254,10 @@ int main(int argc, char **argv)
         struct client *c = &clients[n_pubs + j];
         char filter[64];
         snprintf(filter, sizeof(filter), fanout ? "bench/out" : pairs ? "bench/pair/%d" : "bench/in/+", j);
-        struct buf body = {0};
-        uint8_t pid2[2] = {0, 1};
-        put(&body, pid2, 2);
-        put_str(&body, filter);
-        uint8_t q = (uint8_t)qos;
-        put(&body, &q, 1);
-        uint8_t type = 0x82;
-        put(&c->out, &type, 1);
-        put_varint(&c->out, (uint32_t)body.len);
-        put(&c->out, body.data, body.len);
-        free(body.data);
-        flush(c);
+        char *filters[] = {filter, NULL};
+        hd_mqtt_subscribe(c->mqtt, 1, filters, (uint8_t)qos);
+        hd_mqtt_client_flush(c->mqtt);
+        watch(c);
     }
     while (subacks < n_subs)
         pump(1000);

@@ -83,7 +83,7 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err)
                 *word_end = saved;
             }
         }
-        if (!*rest || !broker_topic_filter_valid(rest, strlen(rest)))
+        if (!*rest || !hd_mqtt_filter_valid(rest))
             return hd_error_set(err, 0, "acl file %s line %d: invalid topic '%s'", b->cfg.acl_file, lineno, rest);
         b->acl->rules = hd_xrealloc(b->acl->rules, (b->acl->n_rules + 1) * sizeof(struct acl_rule));
         b->acl->rules[b->acl->n_rules++] = (struct acl_rule){
@@ -101,7 +101,7 @@ static char *pattern_expand(const char *pat, const char *username, const char *c
     for (const char *p = pat; *p; p++) {
         if (p[0] == '%' && (p[1] == 'u' || p[1] == 'c')) {
             const char *v = p[1] == 'u' ? username : client_id;
-            if (!v || !*v || strpbrk(v, "/+#")) {
+            if (!hd_mqtt_level_valid_name(v)) {
                 mqtt_buf_free(&out);
                 return NULL;
             }
@@ -137,7 +137,7 @@ bool broker_acl_allows(struct hd_broker *b, const char *username, const char *cl
         bool expand = r->pattern || r->runtime;
         cleanup_free char *expanded = expand ? pattern_expand(r->topic, username, client_id) : NULL;
         const char *filter = expand ? expanded : r->topic;
-        if (!filter || !broker_topic_matches(filter, topic))
+        if (!filter || !hd_mqtt_filter_matches(filter, topic))
             continue;
         if (r->access == 0)
             return false;
@@ -153,7 +153,7 @@ int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, c
           : strcmp(access, "readwrite") == 0 ? (ACL_READ | ACL_WRITE) : -1;
     if (a < 0)
         return hd_error_set(err, 0, "broker acl for %s: access '%s': expected read, write or readwrite", user, access);
-    if (!broker_topic_filter_valid(filter, strlen(filter)))
+    if (!hd_mqtt_filter_valid(filter))
         return hd_error_set(err, 0, "broker acl for %s: invalid topic filter '%s'", user, filter);
     if (!b->acl)
         b->acl = hd_xcalloc(1, sizeof(*b->acl));

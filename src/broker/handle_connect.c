@@ -32,8 +32,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
         case RC_NOT_AUTHORIZED: rc = 5; break;
         default: rc = 3; break;
         }
-        uint8_t pkt[4] = {MQTT_CONNACK << 4, 2, session_present ? 1 : 0, rc};
-        mqtt_put_bytes(o, pkt, 4);
+        mqtt_encode_connack(o, c->protocol, session_present, rc, NULL, 0);
         return;
     }
     struct mqtt_buf props = {0};
@@ -51,12 +50,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
             mqtt_put_u16(&props, server_keepalive);
         }
     }
-    mqtt_put_u8(o, MQTT_CONNACK << 4);
-    mqtt_put_varint(o, (uint32_t)(2 + mqtt_varint_size((uint32_t)props.len) + props.len));
-    mqtt_put_u8(o, session_present ? 1 : 0);
-    mqtt_put_u8(o, reason);
-    mqtt_put_varint(o, (uint32_t)props.len);
-    mqtt_put_bytes(o, props.data, props.len);
+    mqtt_encode_connack(o, c->protocol, session_present, reason, props.data, props.len);
     mqtt_buf_free(&props);
 }
 
@@ -120,7 +114,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
 
     if (k.will_flag) {
         cleanup_free char *topic = bytes_dup(&k.will_topic);
-        if (!broker_topic_name_valid(topic, k.will_topic.len)) {
+        if (!hd_mqtt_topic_valid_name(topic, k.will_topic.len)) {
             if (c->protocol == 5)
                 return connect_refuse(b, c, RC_TOPIC_NAME_INVALID);
             broker_conn_close(b, c, 0);

@@ -107,7 +107,7 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
         topic = c->aliases[a];
         topic_len = (uint32_t)strlen(topic);
     }
-    if (!broker_topic_name_valid(topic, topic_len))
+    if (!hd_mqtt_topic_valid_name(topic, topic_len))
         return c->protocol == 5 ? RC_TOPIC_NAME_INVALID : RC_MALFORMED;
 
     if (p.qos == 2 && broker_session_qos2_in_has(s, p.packet_id)) {

@@ -15,23 +15,18 @@
 #include "broker/internal.h"
 #include "base/util.h"
 
-/* Split "$share/group/filter"; returns false if the filter is invalid. */
+/* Split "$share/group/filter" in place (mqtt/topic.h has the rules); false if it is invalid. */
 static bool filter_parse(char *full, char **group, char **filter)
 {
+    struct hd_mqtt_subscription sub;
+    bool ok = hd_mqtt_subscription_parse(full, strlen(full), &sub);
     *group = NULL;
-    *filter = full;
-    if (strncmp(full, "$share/", 7) == 0) {
-        char *g = full + 7;
-        char *slash = strchr(g, '/');
-        if (!slash || slash == g)
-            return false;
-        *slash = '\0';
-        if (strpbrk(g, "+#"))
-            return false;
-        *group = g;
-        *filter = slash + 1;
+    *filter = full + (sub.filter - full);
+    if (ok && sub.group) {
+        *group = full + (sub.group - full);
+        (*group)[sub.group_len] = '\0';
     }
-    return broker_topic_filter_valid(*filter, strlen(*filter));
+    return ok;
 }
 
 static char *entry_dup(const struct mqtt_bytes *f)
@@ -111,14 +106,7 @@ int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t 
         return rc;
     }
 
-    struct mqtt_buf *o = broker_conn_outbuf(b, c);
-    uint32_t rl = 2 + n + (c->protocol == 5 ? 1 : 0);
-    mqtt_put_u8(o, MQTT_SUBACK << 4);
-    mqtt_put_varint(o, rl);
-    mqtt_put_u16(o, sub.packet_id);
-    if (c->protocol == 5)
-        mqtt_put_u8(o, 0);
-    mqtt_put_bytes(o, reasons, n);
+    mqtt_encode_suback(broker_conn_outbuf(b, c), c->protocol, MQTT_SUBACK, sub.packet_id, reasons, n);
 
     for (uint32_t i = 0; i < n_retained; i++) {
         struct retained_ctx r = {b, s, retained[i].qos, sub_id};
@@ -159,16 +147,6 @@ int broker_handle_unsubscribe(struct hd_broker *b, struct broker_conn *c, uint8_
     }
     if (changed && broker_session_persistent(s))
         broker_store_session(b, s);
-    struct mqtt_buf *o = broker_conn_outbuf(b, c);
-    mqtt_put_u8(o, MQTT_UNSUBACK << 4);
-    if (c->protocol == 5) {
-        mqtt_put_varint(o, 3 + n);
-        mqtt_put_u16(o, sub.packet_id);
-        mqtt_put_u8(o, 0);
-        mqtt_put_bytes(o, reasons, n);
-    } else {
-        mqtt_put_varint(o, 2);
-        mqtt_put_u16(o, sub.packet_id);
-    }
+    mqtt_encode_suback(broker_conn_outbuf(b, c), c->protocol, MQTT_UNSUBACK, sub.packet_id, reasons, n);
     return 0;
 }

@@ -19,6 +19,7 @@
 
 #include "broker/broker.h"
 #include "mqtt/packet.h"
+#include "mqtt/topic.h"
 
 /* Password file hashes (auth.c verifies, passwd.c writes): PBKDF2-HMAC-SHA512, mosquitto's $7$ format. */
 #define PBKDF2_ITERATIONS 10000
@@ -222,11 +223,7 @@ struct broker_msg *broker_msg_hold(struct broker_msg *m);
 void broker_msg_unref(struct broker_msg *m);
 bool broker_msg_expired(const struct broker_msg *m, uint64_t now);
 
-/* ---- topics (topic_tree.c) ---- */
-bool broker_topic_name_valid(const char *t, size_t len);
-bool broker_topic_filter_valid(const char *f, size_t len);
-/* Does topic match filter (MQTT rules incl. $-topics)? */
-bool broker_topic_matches(const char *filter, const char *topic);
+/* ---- topic trees (topic_tree.c; names, filters and matching are mqtt/topic.h) ---- */
 int broker_tree_subscribe(struct topic_node *root, const char *filter, const char *group,
                           struct broker_session *s, uint8_t options, uint32_t sub_id, bool *existed);
 bool broker_tree_unsubscribe(struct topic_node *root, const char *filter, const char *group,

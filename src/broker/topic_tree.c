@@ -1,64 +1,23 @@
 /*
- * topic_tree.c - topic validation and the two level trees of the broker: the
- * subscription tree (filters -> subscribers) and the retained tree (topics ->
- * the retained message).
+ * topic_tree.c - the two level trees of the broker: the subscription tree
+ * (filters -> subscribers) and the retained tree (topics -> the retained
+ * message). What a valid name or filter is, how they split into levels and the
+ * '$' rule are mqtt/topic.h's; this file only keeps the trees.
  *
  * Matching a published topic walks the subscription tree one level at a time,
  * following the exact child, the `+` child and the `#` child, so its cost
  * depends on the topic's depth and the wildcards in use, not on the number of
  * subscriptions. Children are kept sorted for a binary search. The `$` rule
  * (MQTT 4.7.2: wildcards in the first level never match topics starting with
- * `$`) is applied at the root. Empty nodes are pruned on removal.
+ * `$`, hd_mqtt_wildcard_may_match) is applied at the root. Empty nodes are
+ * pruned on removal. The walks must agree with hd_mqtt_filter_matches (the
+ * broker unit test checks the tree against it).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/internal.h"
 #include "base/util.h"
-
-bool broker_topic_name_valid(const char *t, size_t len)
-{
-    if (len == 0 || len > 65535)
-        return false;
-    return memchr(t, '+', len) == NULL && memchr(t, '#', len) == NULL;
-}
-
-bool broker_topic_filter_valid(const char *f, size_t len)
-{
-    if (len == 0 || len > 65535)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        bool level_start = i == 0 || f[i - 1] == '/';
-        bool level_end = i + 1 == len || f[i + 1] == '/';
-        if (f[i] == '+' && !(level_start && level_end))
-            return false;
-        if (f[i] == '#' && !(level_start && i + 1 == len))
-            return false;
-    }
-    return true;
-}
-
-bool broker_topic_matches(const char *filter, const char *topic)
-{
-    if (topic[0] == '$' && (filter[0] == '+' || filter[0] == '#'))
-        return false;
-    const char *f = filter, *t = topic;
-    for (;;) {
-        const char *fe = strchrnul(f, '/'), *te = strchrnul(t, '/');
-        if (fe - f == 1 && *f == '#')
-            return true;
-        if (!(fe - f == 1 && *f == '+') && (fe - f != te - t || memcmp(f, t, (size_t)(fe - f)) != 0))
-            return false;
-        if (!*fe && !*te)
-            return true;
-        if (!*te)  /* topic ended: "a/#" matches "a" */
-            return *fe == '/' && strcmp(fe + 1, "#") == 0;
-        if (!*fe)
-            return false;
-        f = fe + 1;
-        t = te + 1;
-    }
-}
 
 static int level_cmp(const char *a, uint32_t alen, const char *b, uint32_t blen)
 {
@@ -70,11 +29,11 @@ static int level_cmp(const char *a, uint32_t alen, const char *b, uint32_t blen)
 /* Binary search; returns the child or NULL and the insertion index. */
 static struct topic_node **wildcard_slot(struct topic_node *n, const char *level, uint32_t len)
 {
-    if (len == 1 && level[0] == '+')
-        return &n->plus;
-    if (len == 1 && level[0] == '#')
-        return &n->hash;
-    return NULL;
+    switch (hd_mqtt_level_kind_of(level, len)) {
+    case HD_MQTT_LEVEL_PLUS: return &n->plus;
+    case HD_MQTT_LEVEL_HASH: return &n->hash;
+    default: return NULL;
+    }
 }
 
 static struct topic_node *child_find(struct topic_node *n, const char *level, uint32_t len, uint32_t *at)
@@ -132,13 +91,10 @@ static struct topic_node *child_get(struct topic_node *n, const char *level, uin
 static struct topic_node *node_for(struct topic_node *root, const char *path, bool create)
 {
     struct topic_node *n = root;
-    const char *p = path;
-    for (;;) {
-        const char *e = strchrnul(p, '/');
-        n = create ? child_get(n, p, (uint32_t)(e - p)) : child_find(n, p, (uint32_t)(e - p), NULL);
-        if (!n || !*e)
+    for (struct hd_mqtt_level l = hd_mqtt_level_first(path);; l = hd_mqtt_level_next(&l)) {
+        n = create ? child_get(n, l.start, (uint32_t)l.len) : child_find(n, l.start, (uint32_t)l.len, NULL);
+        if (!n || l.last)
             return n;
-        p = e + 1;
     }
 }
 
@@ -270,35 +226,37 @@ static void emit_node(struct topic_node *n, broker_match_fn fn, void *ctx)
     }
 }
 
-static void match_walk(struct topic_node *n, const char *topic, const char *level, bool first,
-                       broker_match_fn fn, void *ctx)
+/* Match the topic's levels from `level` on (NULL: the topic is used up) below node n. */
+static void match_walk(struct topic_node *n, const struct hd_mqtt_level *level, bool wild_ok, broker_match_fn fn,
+                       void *ctx)
 {
     if (!level) {
         emit_node(n, fn, ctx);
-        struct topic_node *hash = child_find(n, "#", 1, NULL);
-        if (hash)
-            emit_node(hash, fn, ctx);
+        if (n->hash)  /* "a/#" also matches "a" */
+            emit_node(n->hash, fn, ctx);
         return;
     }
-    const char *end = strchrnul(level, '/');
-    const char *next = *end ? end + 1 : NULL;
-    bool wild_ok = !(first && topic[0] == '$');
-    if (wild_ok) {
-        struct topic_node *c = child_find(n, "#", 1, NULL);
-        if (c)
-            emit_node(c, fn, ctx);
-        c = child_find(n, "+", 1, NULL);
-        if (c)
-            match_walk(c, topic, next, false, fn, ctx);
+    struct hd_mqtt_level next_level;
+    const struct hd_mqtt_level *next = NULL;
+    if (!level->last) {
+        next_level = hd_mqtt_level_next(level);
+        next = &next_level;
     }
-    struct topic_node *c = child_find(n, level, (uint32_t)(end - level), NULL);
+    if (wild_ok) {
+        if (n->hash)
+            emit_node(n->hash, fn, ctx);
+        if (n->plus)
+            match_walk(n->plus, next, true, fn, ctx);
+    }
+    struct topic_node *c = child_find(n, level->start, (uint32_t)level->len, NULL);
     if (c)
-        match_walk(c, topic, next, false, fn, ctx);
+        match_walk(c, next, true, fn, ctx);
 }
 
 void broker_tree_match(struct topic_node *root, const char *topic, broker_match_fn fn, void *ctx)
 {
-    match_walk(root, topic, topic, true, fn, ctx);
+    struct hd_mqtt_level first = hd_mqtt_level_first(topic);
+    match_walk(root, &first, hd_mqtt_wildcard_may_match(topic), fn, ctx);
 }
 
 void broker_retain_set(struct hd_broker *b, const char *topic, struct broker_msg *msg)
@@ -337,35 +295,40 @@ static void retain_all(struct retain_walk *w, struct topic_node *n, bool skip_do
 {
     retain_emit(w, n);
     for (uint32_t i = 0; i < n->n_children; i++) {
-        if (skip_dollar && n->children[i]->level[0] == '$')
+        if (skip_dollar && !hd_mqtt_wildcard_may_match(n->children[i]->level))
             continue;
         retain_all(w, n->children[i], false);
     }
 }
 
-static void retain_walk(struct retain_walk *w, struct topic_node *n, const char *level, bool first)
+/* Walk the retained topics matching the filter's levels from `level` on (NULL: the filter is used up). */
+static void retain_walk(struct retain_walk *w, struct topic_node *n, const struct hd_mqtt_level *level, bool first)
 {
     if (!level) {
         retain_emit(w, n);
         return;
     }
-    const char *end = strchrnul(level, '/');
-    const char *next = *end ? end + 1 : NULL;
-    if (end - level == 1 && *level == '#') {
+    struct hd_mqtt_level next_level;
+    const struct hd_mqtt_level *next = NULL;
+    if (!level->last) {
+        next_level = hd_mqtt_level_next(level);
+        next = &next_level;
+    }
+    if (level->kind == HD_MQTT_LEVEL_HASH) {
         if (!first)
             retain_emit(w, n);  /* "a/#" also matches "a" */
         for (uint32_t i = 0; i < n->n_children; i++)
-            if (!(first && n->children[i]->level[0] == '$'))
+            if (!first || hd_mqtt_wildcard_may_match(n->children[i]->level))
                 retain_all(w, n->children[i], false);
         return;
     }
-    if (end - level == 1 && *level == '+') {
+    if (level->kind == HD_MQTT_LEVEL_PLUS) {
         for (uint32_t i = 0; i < n->n_children; i++)
-            if (!(first && n->children[i]->level[0] == '$'))
+            if (!first || hd_mqtt_wildcard_may_match(n->children[i]->level))
                 retain_walk(w, n->children[i], next, false);
         return;
     }
-    struct topic_node *c = child_find(n, level, (uint32_t)(end - level), NULL);
+    struct topic_node *c = child_find(n, level->start, (uint32_t)level->len, NULL);
     if (c)
         retain_walk(w, c, next, false);
 }
@@ -373,7 +336,8 @@ static void retain_walk(struct retain_walk *w, struct topic_node *n, const char 
 void broker_retain_match(struct hd_broker *b, const char *filter, broker_retain_fn fn, void *ctx)
 {
     struct retain_walk w = {b, fn, ctx, hd_now_ns()};
-    retain_walk(&w, &b->retained_root, filter, true);
+    struct hd_mqtt_level first = hd_mqtt_level_first(filter);
+    retain_walk(&w, &b->retained_root, &first, true);
 }
 
 static void tree_free_node(struct topic_node *c);

@@ -33,6 +33,7 @@
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "mqtt/client.h"
+#include "mqtt/topic.h"
 #include "base/util.h"
 
 /* a result is at most 1 MiB (HD_INVOKER_MAX_OUTPUT); an error event is smaller */
@@ -204,7 +205,7 @@ int cmd_invoke(int argc, char **argv)
     }
     if (name && topic)
         return cli_usage_error("invoke", usage_text, "give a function NAME or --topic, not both");
-    if (!name && (!topic || !*topic || strpbrk(topic, "+#")))
+    if (!name && (!topic || !hd_mqtt_topic_valid_name(topic, strlen(topic))))
         return cli_usage_error("invoke", usage_text, "give a function NAME, or --topic with a topic name (no wildcards)");
     if (timeout <= 0)
         return cli_usage_error("invoke", usage_text, "--timeout must be more than 0");

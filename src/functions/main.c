@@ -39,6 +39,7 @@
 #include "functions/invoker.h"
 #include "functions/local.h"
 #include "mqtt/client.h"
+#include "mqtt/topic.h"
 #include "base/util.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -199,7 +200,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct app a = {.spec = spec};
-    if (share && (!*share || strpbrk(share, "/+#"))) {
+    if (share && !hd_mqtt_level_valid_name(share)) {
         hd_error_set_code(&err, HD_EXIT_USAGE, 0, "--share %s: a group name has no '/', '+' or '#'", share);
         goto fail_usage;
     }

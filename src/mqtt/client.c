@@ -1,11 +1,11 @@
 /*
- * mqtt_client.c - the non-blocking MQTT client (see mqtt_client.h).
+ * client.c - the non-blocking MQTT client (see client.h).
  *
- * Framing and decoding reuse the broker's codec (mqtt_parse_fixed_header,
- * mqtt_decode_publish, mqtt_decode_ack and the mqtt_put_* encoders); only the
- * packets a broker sends and the broker codec does not decode (CONNACK,
- * SUBACK, PINGRESP) are read here, each length-checked. A malformed packet
- * closes the connection, as the protocol requires.
+ * Every packet is encoded and decoded by the codec (src/mqtt/packet.h:
+ * mqtt_encode_* for what the client sends, mqtt_decode_connack / _publish /
+ * _ack / _suback / _empty for what a broker sends); this file holds no wire
+ * format of its own. A malformed packet closes the connection, as the
+ * protocol requires.
  *
  * TLS is OpenSSL over the same non-blocking socket, loaded with dlopen on
  * the first TLS connection (src/mqtt/openssl_lazy.h: a process that never
@@ -162,43 +162,25 @@ static int client_tls_context(struct hd_mqtt_client *c, hd_error_t *err)
     return 0;
 }
 
-static void put_string_z(struct mqtt_buf *b, const char *s)
+static struct mqtt_bytes bytes_z(const char *s)
 {
-    mqtt_put_string(b, s, (uint16_t)strlen(s));
+    return (struct mqtt_bytes){(const uint8_t *)s, s ? (uint32_t)strlen(s) : 0};
 }
 
 static void client_send_connect(struct hd_mqtt_client *c)
 {
-    struct mqtt_buf body = {0};
-    bool v5 = c->opts.protocol == 5;
-    put_string_z(&body, "MQTT");
-    mqtt_put_u8(&body, c->opts.protocol);
-    uint8_t flags = c->opts.clean_session ? 0x02 : 0;
-    if (c->opts.username)
-        flags |= 0x80;
-    if (c->opts.password)
-        flags |= 0x40;
-    mqtt_put_u8(&body, flags);
-    mqtt_put_u16(&body, c->opts.keepalive);
-    if (v5) {
-        /* A persistent session must outlive the connection: session expiry "never". */
-        if (!c->opts.clean_session) {
-            mqtt_put_varint(&body, 5);
-            mqtt_put_u8(&body, PROP_SESSION_EXPIRY);
-            mqtt_put_u32(&body, 0xffffffffu);
-        } else {
-            mqtt_put_varint(&body, 0);
-        }
+    struct mqtt_connect k = {
+        .protocol_level = c->opts.protocol, .clean_start = c->opts.clean_session, .keepalive = c->opts.keepalive,
+        .client_id = bytes_z(c->opts.client_id),
+        .has_username = c->opts.username != NULL, .username = bytes_z(c->opts.username),
+        .has_password = c->opts.password != NULL, .password = bytes_z(c->opts.password),
+    };
+    /* A persistent 5.0 session must outlive the connection: session expiry "never". */
+    if (c->opts.protocol == 5 && !c->opts.clean_session) {
+        k.props.has_session_expiry = true;
+        k.props.session_expiry = 0xffffffffu;
     }
-    put_string_z(&body, c->opts.client_id);
-    if (c->opts.username)
-        put_string_z(&body, c->opts.username);
-    if (c->opts.password)
-        put_string_z(&body, c->opts.password);
-    mqtt_put_u8(&c->out, MQTT_CONNECT << 4);
-    mqtt_put_varint(&c->out, (uint32_t)body.len);
-    mqtt_put_bytes(&c->out, body.data, body.len);
-    mqtt_buf_free(&body);
+    mqtt_encode_connect(&c->out, &k);
     c->state = HD_MQTT_CONNECT_SENT;
 }
 
@@ -243,8 +225,7 @@ int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err)
 void hd_mqtt_client_close(struct hd_mqtt_client *c, bool graceful)
 {
     if (graceful && c->state == HD_MQTT_CONNECTED) {
-        mqtt_put_u8(&c->out, MQTT_DISCONNECT << 4);
-        mqtt_put_u8(&c->out, 0);
+        mqtt_encode_empty(&c->out, MQTT_DISCONNECT);
         hd_mqtt_client_flush(c);
     }
     client_reset_io(c);
@@ -346,18 +327,19 @@ void hd_mqtt_client_flush(struct hd_mqtt_client *c)
     c->out.len = c->out_pos = 0;
 }
 
-static const char *client_handle_connack(struct hd_mqtt_client *c, const uint8_t *b, uint32_t len)
+static const char *client_handle_connack(struct hd_mqtt_client *c, uint8_t flags, const uint8_t *b, uint32_t len)
 {
-    if (c->state != HD_MQTT_CONNECT_SENT || len < 2)
+    struct mqtt_connack k;
+    if (c->state != HD_MQTT_CONNECT_SENT || mqtt_decode_connack(flags, b, len, c->opts.protocol, &k) != 0)
         return "malformed CONNACK";
-    if (b[1] != 0) {
+    if (k.reason != 0) {
         static char reason[64];
-        snprintf(reason, sizeof(reason), "connection refused by the broker (code %u)", b[1]);
+        snprintf(reason, sizeof(reason), "connection refused by the broker (code %u)", k.reason);
         return reason;
     }
     c->state = HD_MQTT_CONNECTED;
     if (c->cb.on_connect)
-        c->cb.on_connect(c->ctx, b[0] & 1);
+        c->cb.on_connect(c->ctx, k.session_present);
     return NULL;
 }
 
@@ -389,7 +371,7 @@ static const char *client_dispatch(struct hd_mqtt_client *c, uint8_t type_flags,
 {
     uint8_t type = type_flags >> 4, flags = type_flags & 0x0f;
     if (type == MQTT_CONNACK)
-        return client_handle_connack(c, b, len);
+        return client_handle_connack(c, flags, b, len);
     if (c->state != HD_MQTT_CONNECTED)
         return "packet before CONNACK";
     switch (type) {
@@ -404,27 +386,16 @@ static const char *client_dispatch(struct hd_mqtt_client *c, uint8_t type_flags,
         return NULL;
     }
     case MQTT_SUBACK: {
-        if (len < 3)
+        struct mqtt_suback s;
+        if (mqtt_decode_suback(type, flags, b, len, c->opts.protocol, &s) != 0)
             return "malformed SUBACK";
-        uint16_t id = (uint16_t)(b[0] << 8 | b[1]);
-        uint32_t pos = 2;
-        if (c->opts.protocol == 5) {
-            uint32_t plen = 0, shift = 0;
-            do {
-                if (pos >= len || shift > 21)
-                    return "malformed SUBACK";
-                plen |= (uint32_t)(b[pos] & 0x7f) << shift;
-                shift += 7;
-            } while (b[pos++] & 0x80);
-            if (plen > len - pos)
-                return "malformed SUBACK";
-            pos += plen;
-        }
         if (c->cb.on_suback)
-            c->cb.on_suback(c->ctx, id, b + pos, len - pos);
+            c->cb.on_suback(c->ctx, s.packet_id, s.reasons, s.n_reasons);
         return NULL;
     }
     case MQTT_PINGRESP:
+        if (mqtt_decode_empty(flags, len) != 0)
+            return "malformed PINGRESP";
         c->ping_sent_ns = 0;
         return NULL;
     case MQTT_DISCONNECT:
@@ -568,8 +539,7 @@ int hd_mqtt_client_tick(struct hd_mqtt_client *c, uint64_t now)
         return 1000;
     }
     if (!c->ping_sent_ns && now - c->last_received_ns > ka / 2) {
-        mqtt_put_u8(&c->out, MQTT_PINGREQ << 4);
-        mqtt_put_u8(&c->out, 0);
+        mqtt_encode_empty(&c->out, MQTT_PINGREQ);
         c->ping_sent_ns = now;
         hd_mqtt_client_flush(c);
     }
@@ -580,34 +550,12 @@ static void client_publish(struct hd_mqtt_client *c, const char *topic, const vo
                            uint8_t qos, bool retain, uint16_t packet_id, const char *response_topic,
                            const void *correlation, size_t correlation_len)
 {
-    size_t tlen = strlen(topic);
-    size_t props_len = 0;
-    bool v5 = c->opts.protocol == 5;
-    if (v5 && correlation)
-        props_len += 1 + 2 + correlation_len;
-    if (v5 && response_topic)
-        props_len += 1 + 2 + strlen(response_topic);
-    size_t remaining = 2 + tlen + (qos ? 2 : 0) + len;
-    if (v5)
-        remaining += mqtt_varint_size((uint32_t)props_len) + props_len;
-    mqtt_buf_reserve(&c->out, remaining + 5);
-    mqtt_put_u8(&c->out, (uint8_t)(MQTT_PUBLISH << 4 | qos << 1 | (retain ? 1 : 0)));
-    mqtt_put_varint(&c->out, (uint32_t)remaining);
-    mqtt_put_string(&c->out, topic, (uint16_t)tlen);
-    if (qos)
-        mqtt_put_u16(&c->out, packet_id);
-    if (v5) {
-        mqtt_put_varint(&c->out, (uint32_t)props_len);
-        if (response_topic) {
-            mqtt_put_u8(&c->out, PROP_RESPONSE_TOPIC);
-            put_string_z(&c->out, response_topic);
-        }
-        if (correlation) {
-            mqtt_put_u8(&c->out, PROP_CORRELATION_DATA);
-            mqtt_put_string(&c->out, correlation, (uint16_t)correlation_len);
-        }
-    }
-    mqtt_put_bytes(&c->out, payload, len);
+    struct mqtt_publish p = {
+        .qos = qos, .retain = retain, .packet_id = packet_id, .topic = bytes_z(topic),
+        .payload = {payload, (uint32_t)len},
+        .props = {.response_topic = bytes_z(response_topic), .correlation_data = {correlation, (uint32_t)correlation_len}},
+    };
+    mqtt_encode_publish(&c->out, c->opts.protocol, &p);
 }
 
 void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
@@ -625,25 +573,12 @@ void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const 
 
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id)
 {
-    mqtt_put_u8(&c->out, MQTT_PUBACK << 4);
-    mqtt_put_u8(&c->out, 2);
-    mqtt_put_u16(&c->out, packet_id);
+    mqtt_encode_ack(&c->out, c->opts.protocol, MQTT_PUBACK, packet_id, RC_SUCCESS);
 }
 
 void hd_mqtt_subscribe(struct hd_mqtt_client *c, uint16_t packet_id, char *const *filters, uint8_t qos)
 {
-    struct mqtt_buf body = {0};
-    mqtt_put_u16(&body, packet_id);
-    if (c->opts.protocol == 5)
-        mqtt_put_varint(&body, 0);
-    for (size_t i = 0; filters[i]; i++) {
-        put_string_z(&body, filters[i]);
-        mqtt_put_u8(&body, qos);
-    }
-    mqtt_put_u8(&c->out, MQTT_SUBSCRIBE << 4 | 0x02);
-    mqtt_put_varint(&c->out, (uint32_t)body.len);
-    mqtt_put_bytes(&c->out, body.data, body.len);
-    mqtt_buf_free(&body);
+    mqtt_encode_subscribe(&c->out, c->opts.protocol, packet_id, filters, qos);
 }
 
 int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *port, hd_error_t *err)
@@ -666,26 +601,4 @@ int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *
         return hd_error_set_code(err, HD_EXIT_USAGE, 0, "missing host in %s", text);
     }
     return 0;
-}
-
-bool hd_mqtt_topic_matches(const char *filter, const char *topic)
-{
-    if (topic[0] == '$' && (filter[0] == '+' || filter[0] == '#'))
-        return false;
-    const char *f = filter, *t = topic;
-    for (;;) {
-        if (f[0] == '#' && f[1] == 0)
-            return true;
-        const char *fe = strchrnul(f, '/'), *te = strchrnul(t, '/');
-        if (!(fe - f == 1 && f[0] == '+') && (fe - f != te - t || memcmp(f, t, (size_t)(fe - f)) != 0))
-            return false;
-        if (!*fe && !*te)
-            return true;
-        if (!*te) /* "a/#" matches "a" */
-            return fe[0] == '/' && fe[1] == '#' && fe[2] == 0;
-        if (!*fe)
-            return false;
-        f = fe + 1;
-        t = te + 1;
-    }
 }

@@ -1,7 +1,8 @@
 /*
- * mqtt_client.h - a small non-blocking MQTT client (3.1.1 or 5) for the
- * uplink and the function invoker, built on the broker's packet codec
- * (src/mqtt/packet.h: the length-checked decoder and the buffer encoders).
+ * client.h - a small non-blocking MQTT client (3.1.1 or 5) for the uplink,
+ * the function host, `hedge invoke` and the benches, built on the one packet
+ * codec (src/mqtt/packet.h: every packet it sends or receives goes through
+ * it). Topic names and filters: src/mqtt/topic.h.
  *
  * The client owns one socket and never blocks: the caller polls
  * hd_mqtt_client_fd() for hd_mqtt_client_events() and hands the revents to
@@ -127,8 +128,5 @@ int hd_mqtt_client_feed(struct hd_mqtt_client *c, const uint8_t *data, size_t le
 
 /* Split "host:port" (port default `default_port`). */
 int hd_mqtt_parse_address(const char *text, int default_port, char **host, int *port, hd_error_t *err);
-
-/* MQTT topic filter match (+ and #; $-topics not matched by leading wildcards). */
-bool hd_mqtt_topic_matches(const char *filter, const char *topic);
 
 #endif

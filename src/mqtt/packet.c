@@ -162,6 +162,12 @@ int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags,
 #define ALLOW_DISCONNECT (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) | \
                           BIT(PROP_SERVER_REFERENCE))
 #define ALLOW_AUTH (BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY))
+#define ALLOW_CONNACK (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_RECEIVE_MAXIMUM) | BIT(PROP_MAXIMUM_QOS) |              \
+                       BIT(PROP_RETAIN_AVAILABLE) | BIT(PROP_MAXIMUM_PACKET_SIZE) | BIT(PROP_ASSIGNED_CLIENT_ID) | \
+                       BIT(PROP_TOPIC_ALIAS_MAXIMUM) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) |        \
+                       BIT(PROP_WILDCARD_SUB_AVAILABLE) | BIT(PROP_SUB_ID_AVAILABLE) |                            \
+                       BIT(PROP_SHARED_SUB_AVAILABLE) | BIT(PROP_SERVER_KEEPALIVE) | BIT(PROP_RESPONSE_INFO) |   \
+                       BIT(PROP_SERVER_REFERENCE) | BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA))
 
 /* Parse a property block; returns 0, RC_MALFORMED or RC_PROTOCOL_ERROR. */
 static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
@@ -235,6 +241,24 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             if (!pr.bad && p->max_packet_size == 0)
                 return RC_PROTOCOL_ERROR;
             break;
+        /* the broker-to-client ones (CONNACK) */
+        case PROP_MAXIMUM_QOS:
+            p->maximum_qos = rd_u8(&pr);
+            p->has_maximum_qos = true;
+            if (p->maximum_qos > 1)
+                return RC_PROTOCOL_ERROR;
+            break;
+        case PROP_RETAIN_AVAILABLE: case PROP_WILDCARD_SUB_AVAILABLE: case PROP_SUB_ID_AVAILABLE:
+        case PROP_SHARED_SUB_AVAILABLE:
+            if (rd_u8(&pr) > 1)
+                return RC_PROTOCOL_ERROR;
+            break;
+        case PROP_SERVER_KEEPALIVE:
+            p->server_keepalive = rd_u16(&pr);
+            p->has_server_keepalive = true;
+            break;
+        case PROP_ASSIGNED_CLIENT_ID: p->assigned_client_id = rd_string(&pr); break;
+        case PROP_RESPONSE_INFO: rd_string(&pr); break;
         default:
             return RC_PROTOCOL_ERROR;
         }
@@ -438,7 +462,7 @@ int mqtt_decode_any(uint8_t type_flags, const uint8_t *body, uint32_t len, uint8
         return mqtt_decode_subscribe(type, flags, body, len, proto, &s);
     }
     case MQTT_PINGREQ:
-        return flags || len ? RC_MALFORMED : 0;
+        return mqtt_decode_empty(flags, len);
     case MQTT_DISCONNECT: {
         struct mqtt_disconnect d;
         return mqtt_decode_disconnect(flags, body, len, proto, &d);
@@ -457,6 +481,58 @@ int mqtt_decode_any(uint8_t type_flags, const uint8_t *body, uint32_t len, uint8
     default:
         return RC_PROTOCOL_ERROR;
     }
+}
+
+int mqtt_decode_empty(uint8_t flags, uint32_t len)
+{
+    return flags || len ? RC_MALFORMED : 0;
+}
+
+int mqtt_decode_connack(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto, struct mqtt_connack *out)
+{
+    struct reader r = {body, len, 0, false};
+    memset(out, 0, sizeof(*out));
+    if (flags)
+        return RC_MALFORMED;
+    uint8_t ack_flags = rd_u8(&r);
+    out->reason = rd_u8(&r);
+    if (r.bad || (ack_flags & 0xfe))
+        return RC_MALFORMED;  /* bits 7-1 are reserved */
+    out->session_present = ack_flags & 1;
+    if (proto == 5 && r.pos < r.len) {
+        int rc = rd_props(&r, ALLOW_CONNACK, &out->props);
+        if (rc)
+            return rc;
+    }
+    if (r.bad || r.pos != r.len)
+        return RC_MALFORMED;
+    return 0;
+}
+
+int mqtt_decode_suback(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
+                       struct mqtt_suback *out)
+{
+    struct reader r = {body, len, 0, false};
+    memset(out, 0, sizeof(*out));
+    if (flags)
+        return RC_MALFORMED;
+    out->packet_id = rd_u16(&r);
+    if (r.bad || out->packet_id == 0)
+        return RC_MALFORMED;
+    if (proto == 5) {
+        int rc = rd_props(&r, ALLOW_ACK, &out->props);
+        if (rc)
+            return rc;
+    }
+    if (r.bad)
+        return RC_MALFORMED;
+    out->reasons = body + r.pos;
+    out->n_reasons = len - r.pos;
+    if (type == MQTT_SUBACK && out->n_reasons == 0)
+        return RC_PROTOCOL_ERROR;  /* one reason per filter, and a SUBSCRIBE has at least one */
+    if (type == MQTT_UNSUBACK && proto < 5 && out->n_reasons != 0)
+        return RC_MALFORMED;
+    return 0;
 }
 
 /* ---- encoding ---- */
@@ -549,4 +625,148 @@ void mqtt_forwardable_props(const struct mqtt_bytes *raw, struct mqtt_buf *out)
         if (keep && !r.bad)
             mqtt_put_bytes(out, raw->data + start, r.pos - start);
     }
+}
+
+/* The fixed header: type and flags, then the remaining length. */
+static void put_fixed_header(struct mqtt_buf *b, uint8_t type_flags, size_t remaining)
+{
+    mqtt_buf_reserve(b, 5 + remaining);
+    mqtt_put_u8(b, type_flags);
+    mqtt_put_varint(b, (uint32_t)remaining);
+}
+
+static void put_bytes_field(struct mqtt_buf *b, const struct mqtt_bytes *v)
+{
+    mqtt_put_string(b, v->data, (uint16_t)v->len);
+}
+
+void mqtt_encode_connect(struct mqtt_buf *b, const struct mqtt_connect *c)
+{
+    struct mqtt_buf body = {0};
+    bool v5 = c->protocol_level == 5;
+    if (c->protocol_level == 3)
+        mqtt_put_string(&body, "MQIsdp", 6);
+    else
+        mqtt_put_string(&body, "MQTT", 4);
+    mqtt_put_u8(&body, c->protocol_level);
+    uint8_t flags = c->clean_start ? 0x02 : 0;
+    if (c->will_flag)
+        flags |= (uint8_t)(0x04 | (c->will_qos & 3) << 3 | (c->will_retain ? 0x20 : 0));
+    if (c->has_username)
+        flags |= 0x80;
+    if (c->has_password)
+        flags |= 0x40;
+    mqtt_put_u8(&body, flags);
+    mqtt_put_u16(&body, c->keepalive);
+    if (v5) {
+        if (c->props.has_session_expiry) {
+            mqtt_put_varint(&body, 5);
+            mqtt_put_u8(&body, PROP_SESSION_EXPIRY);
+            mqtt_put_u32(&body, c->props.session_expiry);
+        } else {
+            mqtt_put_varint(&body, 0);
+        }
+    }
+    put_bytes_field(&body, &c->client_id);
+    if (c->will_flag) {
+        if (v5)
+            mqtt_put_varint(&body, 0);  /* no will properties */
+        put_bytes_field(&body, &c->will_topic);
+        put_bytes_field(&body, &c->will_payload);
+    }
+    if (c->has_username)
+        put_bytes_field(&body, &c->username);
+    if (c->has_password)
+        put_bytes_field(&body, &c->password);
+    put_fixed_header(b, MQTT_CONNECT << 4, body.len);
+    mqtt_put_bytes(b, body.data, body.len);
+    mqtt_buf_free(&body);
+}
+
+void mqtt_encode_publish(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish *p)
+{
+    const struct mqtt_bytes *response = &p->props.response_topic, *correlation = &p->props.correlation_data;
+    size_t props_len = 0;
+    if (proto == 5 && response->data)
+        props_len += 1 + 2 + response->len;
+    if (proto == 5 && correlation->data)
+        props_len += 1 + 2 + correlation->len;
+    size_t remaining = 2 + p->topic.len + (p->qos ? 2 : 0) + p->payload.len;
+    if (proto == 5)
+        remaining += mqtt_varint_size((uint32_t)props_len) + props_len;
+    put_fixed_header(b, (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 0x08 : 0) | p->qos << 1 | (p->retain ? 1 : 0)),
+                     remaining);
+    put_bytes_field(b, &p->topic);
+    if (p->qos)
+        mqtt_put_u16(b, p->packet_id);
+    if (proto == 5) {
+        mqtt_put_varint(b, (uint32_t)props_len);
+        if (response->data) {
+            mqtt_put_u8(b, PROP_RESPONSE_TOPIC);
+            put_bytes_field(b, response);
+        }
+        if (correlation->data) {
+            mqtt_put_u8(b, PROP_CORRELATION_DATA);
+            put_bytes_field(b, correlation);
+        }
+    }
+    mqtt_put_bytes(b, p->payload.data, p->payload.len);
+}
+
+void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters,
+                           uint8_t options)
+{
+    size_t remaining = 2 + (proto == 5 ? 1 : 0);
+    for (size_t i = 0; filters[i]; i++)
+        remaining += 2 + strlen(filters[i]) + 1;
+    put_fixed_header(b, MQTT_SUBSCRIBE << 4 | 0x02, remaining);
+    mqtt_put_u16(b, packet_id);
+    if (proto == 5)
+        mqtt_put_varint(b, 0);
+    for (size_t i = 0; filters[i]; i++) {
+        mqtt_put_string(b, filters[i], (uint16_t)strlen(filters[i]));
+        mqtt_put_u8(b, options);
+    }
+}
+
+void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, uint8_t reason)
+{
+    bool with_reason = proto == 5 && reason != RC_SUCCESS;
+    put_fixed_header(b, (uint8_t)(type << 4 | (type == MQTT_PUBREL ? 0x02 : 0)), with_reason ? 3 : 2);
+    mqtt_put_u16(b, packet_id);
+    if (with_reason)
+        mqtt_put_u8(b, reason);
+}
+
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
+                         const uint8_t *props, size_t props_len)
+{
+    if (proto != 5) {
+        put_fixed_header(b, MQTT_CONNACK << 4, 2);
+        mqtt_put_u8(b, session_present ? 1 : 0);
+        mqtt_put_u8(b, reason);
+        return;
+    }
+    put_fixed_header(b, MQTT_CONNACK << 4, 2 + mqtt_varint_size((uint32_t)props_len) + props_len);
+    mqtt_put_u8(b, session_present ? 1 : 0);
+    mqtt_put_u8(b, reason);
+    mqtt_put_varint(b, (uint32_t)props_len);
+    mqtt_put_bytes(b, props, props_len);
+}
+
+void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
+                        size_t n)
+{
+    if (type == MQTT_UNSUBACK && proto != 5)
+        n = 0;
+    put_fixed_header(b, (uint8_t)(type << 4), 2 + (proto == 5 ? 1 : 0) + n);
+    mqtt_put_u16(b, packet_id);
+    if (proto == 5)
+        mqtt_put_varint(b, 0);
+    mqtt_put_bytes(b, reasons, n);
+}
+
+void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type)
+{
+    put_fixed_header(b, (uint8_t)(type << 4), 0);
 }

@@ -1,17 +1,22 @@
 /*
- * packet.h - the MQTT 3.1.1 / 5.0 packet codec: a strict, length-checked
- * decoder for every packet a client may send and the encoders for every packet
- * the broker sends.
+ * packet.h - the MQTT 3.1.1 / 5.0 packet codec, the one place MQTT is encoded
+ * and decoded: a strict, length-checked decoder for every packet a client may
+ * send (the broker's side) and for the packets a broker sends (CONNACK,
+ * SUBACK/UNSUBACK, PUBLISH, the acks, PINGRESP: the client's side), the buffer
+ * encoders the broker builds its packets with, and whole-packet encoders for
+ * what a client sends (CONNECT, PUBLISH, SUBSCRIBE, the acks, PINGREQ,
+ * DISCONNECT) used by src/mqtt/client.c and the benches.
  *
  * The decoder never allocates: decoded strings and binaries point into the
  * caller's buffer, so a packet is parsed in place from the read buffer. Every
  * read is bounds-checked against the packet's remaining length; a violation
  * yields a reason code (MQTT 5 numbering, also used internally for 3.1.1) and
- * the connection is closed by the caller. The fuzz target (fuzz_packet.c)
- * drives mqtt_decode_any() with arbitrary bytes.
+ * the connection is closed by the caller. The fuzz targets (fuzz/) drive
+ * mqtt_decode_any() and, through the client, the server-to-client decoders
+ * with arbitrary bytes.
  */
-#ifndef HEDGE_BROKER_PACKET_H
-#define HEDGE_BROKER_PACKET_H
+#ifndef HEDGE_MQTT_PACKET_H
+#define HEDGE_MQTT_PACKET_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -64,6 +69,11 @@ struct mqtt_props {
     bool has_session_expiry, has_message_expiry, has_max_packet_size, has_will_delay;
     bool has_subscription_id, has_receive_max, has_topic_alias_max, has_topic_alias;
     bool has_payload_format, has_auth_method;
+    /* CONNACK only (what a broker announces) */
+    uint16_t server_keepalive;
+    uint8_t maximum_qos;
+    bool has_server_keepalive, has_maximum_qos;
+    struct mqtt_bytes assigned_client_id;
     struct mqtt_bytes content_type, response_topic, correlation_data, reason_string;
     /* Properties the broker forwards unchanged with a message (payload format,
      * content type, response topic, correlation data, user properties), as
@@ -114,6 +124,21 @@ struct mqtt_disconnect {
     struct mqtt_props props;
 };
 
+/* CONNACK: reason is the 3.1.1 return code (0..5) or the 5.0 reason code. */
+struct mqtt_connack {
+    bool session_present;
+    uint8_t reason;
+    struct mqtt_props props;
+};
+
+/* SUBACK / UNSUBACK: one reason code per filter (a 3.1.1 UNSUBACK has none). */
+struct mqtt_suback {
+    uint16_t packet_id;
+    struct mqtt_props props;
+    const uint8_t *reasons;
+    uint32_t n_reasons;
+};
+
 /*
  * Parse the fixed header at buf. Returns 1 with *type_flags (first byte),
  * *remaining and *header_len set when complete, 0 when more bytes are needed,
@@ -136,6 +161,12 @@ int mqtt_decode_disconnect(uint8_t flags, const uint8_t *body, uint32_t len, uin
                            struct mqtt_disconnect *out);
 /* Decode any client-to-server packet (the fuzz entry point); 0 or a reason code. */
 int mqtt_decode_any(uint8_t type_flags, const uint8_t *body, uint32_t len, uint8_t proto);
+/* Server-to-client packets (the client's side). */
+int mqtt_decode_connack(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto, struct mqtt_connack *out);
+int mqtt_decode_suback(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
+                       struct mqtt_suback *out);
+/* A packet that is only its fixed header (PINGREQ, PINGRESP): 0 or RC_MALFORMED. */
+int mqtt_decode_empty(uint8_t flags, uint32_t len);
 
 /* UTF-8 as MQTT wants it: well-formed, no surrogates, no U+0000. */
 bool mqtt_utf8_valid(const uint8_t *s, size_t len);
@@ -160,5 +191,31 @@ void mqtt_put_string(struct mqtt_buf *b, const void *data, uint16_t len);
 
 /* Filter a received PUBLISH property block down to what is forwarded to subscribers. */
 void mqtt_forwardable_props(const struct mqtt_bytes *raw, struct mqtt_buf *out);
+
+/*
+ * Whole-packet encoders (fixed header included), appended to b. They use the
+ * decoders' structures, so whatever is encoded decodes back to the same values.
+ * mqtt_encode_connect writes: protocol_level, clean_start, keepalive, the will
+ * (topic, payload, QoS, retain; no will properties), username / password when
+ * has_username / has_password, and for 5.0 the session expiry when
+ * props.has_session_expiry. mqtt_encode_publish writes, for 5.0, the response
+ * topic and the correlation data when their data is not NULL.
+ */
+void mqtt_encode_connect(struct mqtt_buf *b, const struct mqtt_connect *c);
+void mqtt_encode_publish(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish *p);
+/* SUBSCRIBE with the same options for every filter (a NULL-terminated list). */
+void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters,
+                           uint8_t options);
+/* PUBACK / PUBREC / PUBREL / PUBCOMP; a 5.0 reason other than success adds the reason byte. */
+void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, uint8_t reason);
+/* PINGREQ, PINGRESP, or a DISCONNECT with reason success. */
+void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type);
+
+/* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
+                         const uint8_t *props, size_t props_len);
+/* SUBACK or UNSUBACK with n reason codes (a 3.1.1 UNSUBACK carries none: reasons are ignored). */
+void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
+                        size_t n);
 
 #endif

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "base/util.h"
+#include "mqtt/topic.h"
 
 static const char *const isolation_names[] = {"process", "container", "vm"};
 static const char *const net_mode_names[] = {"default", "none", "host", "bridge"};
@@ -838,21 +839,6 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
     return 0;
 }
 
-bool hd_mqtt_filter_valid(const char *filter)
-{
-    if (filter == NULL || filter[0] == '\0' || strlen(filter) > 65535)
-        return false;
-    for (const char *c = filter; *c; c++) {
-        bool level_start = c == filter || c[-1] == '/';
-        bool level_end = c[1] == '\0' || c[1] == '/';
-        if (*c == '+' && !(level_start && level_end))
-            return false;
-        if (*c == '#' && !(level_start && c[1] == '\0'))
-            return false;
-    }
-    return true;
-}
-
 static int validate_mqtt_filters(char *const *filters, const char *field, hd_error_t *err)
 {
     for (size_t i = 0; filters && filters[i]; i++)
@@ -921,7 +907,7 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
             return hd_error_set(err, 0, "function.max_concurrency: a pinned function has one instance");
         if (fn->mode == HD_FUNCTION_PINNED && fn->idle_timeout_ms)
             return hd_error_set(err, 0, "function.idle_timeout: only applies to on-demand functions");
-        if (fn->reply_topic && (fn->reply_topic[0] == '\0' || strpbrk(fn->reply_topic, "+#")))
+        if (fn->reply_topic && !hd_mqtt_topic_valid_name(fn->reply_topic, strlen(fn->reply_topic)))
             return hd_error_set(err, 0, "function.reply_topic: \"%s\" must be a topic name without wildcards",
                                 fn->reply_topic);
     } else if (fn->timeout_ms || fn->max_concurrency || fn->idle_timeout_ms || fn->reply_topic || fn->max_queue) {

@@ -147,9 +147,6 @@ int hd_spec_load_file(struct hd_spec *spec, const char *path, hd_error_t *err);
 /* Serialize to JSON (the daemon stores this); caller frees. */
 char *hd_spec_to_json(const struct hd_spec *spec);
 
-/* A valid MQTT topic filter: non-empty, '+' and '#' each a whole level, '#' last. */
-bool hd_mqtt_filter_valid(const char *filter);
-
 /* Check the spec as a whole and against its isolation level. */
 int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err);
 

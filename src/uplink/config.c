@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mqtt/topic.h"
 #include "uplink/uplink.h"
 #include "base/util.h"
 
@@ -161,24 +162,15 @@ static int cfg_broker(json_t *root, const char *prefix, const char *name, struct
 /* The wildcard skeleton of a filter ("+#" for "a/+/b/#"); NULL if the filter is malformed. */
 static char *cfg_wildcards(const char *filter)
 {
-    size_t n = strlen(filter);
-    char *w = hd_xcalloc(n + 1, 1);
+    if (!hd_mqtt_filter_valid(filter))
+        return NULL;
+    char *w = hd_xcalloc(strlen(filter) + 1, 1);
     size_t k = 0;
-    const char *level = filter;
-    for (;;) {
-        const char *end = strchrnul(level, '/');
-        size_t len = (size_t)(end - level);
-        bool has_wild = memchr(level, '+', len) || memchr(level, '#', len);
-        if (has_wild) {
-            if (len != 1 || (level[0] == '#' && *end)) {
-                free(w);
-                return NULL;
-            }
-            w[k++] = level[0];
-        }
-        if (!*end)
+    for (struct hd_mqtt_level l = hd_mqtt_level_first(filter);; l = hd_mqtt_level_next(&l)) {
+        if (l.kind != HD_MQTT_LEVEL_PLAIN)
+            w[k++] = l.start[0];
+        if (l.last)
             break;
-        level = end + 1;
     }
     return w;
 }
@@ -303,7 +295,7 @@ int hd_uplink_config_parse(json_t *root, const char *prefix, bool embedded, stru
     if (cfg_known_keys(root, prefix, known, err) < 0 ||
         cfg_string(root, "node_id", prefix, &cfg->node_id, true, err) < 0)
         goto out;
-    if (strpbrk(cfg->node_id, "/+#")) {
+    if (!hd_mqtt_level_valid_name(cfg->node_id)) {
         hd_error_set_code(err, HD_EXIT_USAGE, 0, "%snode_id: \"%s\" must not contain '/', '+' or '#'", prefix,
                           cfg->node_id);
         goto out;
@@ -386,36 +378,37 @@ void hd_uplink_config_free(struct hd_uplink_config *cfg)
 
 char *hd_uplink_map_topic(const char *from, const char *to, const char *topic)
 {
-    if (!hd_mqtt_topic_matches(from, topic))
+    if (!hd_mqtt_filter_matches(from, topic))
         return NULL;
     /* Walk `from` and `topic` level by level, collecting what each wildcard matched. */
     const char *captures[64];
     size_t capture_len[64], n = 0;
-    const char *f = from, *t = topic;
-    while (*f && n < 64) {
-        const char *fe = strchrnul(f, '/'), *te = strchrnul(t, '/');
-        if (f[0] == '#') {
-            captures[n] = t;
-            capture_len[n++] = strlen(t);
+    struct hd_mqtt_level f = hd_mqtt_level_first(from), t = hd_mqtt_level_first(topic);
+    bool topic_done = false;  /* "a/#" matched "a": '#' captures nothing */
+    while (n < 64) {
+        if (f.kind == HD_MQTT_LEVEL_HASH) {
+            captures[n] = topic_done ? "" : t.start;
+            capture_len[n++] = topic_done ? 0 : strlen(t.start);
             break;
         }
-        if (f[0] == '+' && fe - f == 1) {
-            captures[n] = t;
-            capture_len[n++] = (size_t)(te - t);
+        if (f.kind == HD_MQTT_LEVEL_PLUS) {
+            captures[n] = t.start;
+            capture_len[n++] = t.len;
         }
-        if (!*fe)
+        if (f.last)
             break;
-        f = fe + 1;
-        t = *te ? te + 1 : te;
+        f = hd_mqtt_level_next(&f);
+        if (t.last)
+            topic_done = true;
+        else
+            t = hd_mqtt_level_next(&t);
     }
     /* Rebuild `to` with the captures in order. */
     size_t cap = strlen(to) + strlen(topic) + 2, k = 0, len = 0;
     char *out = hd_xmalloc(cap);
-    const char *p = to;
-    for (;;) {
-        const char *pe = strchrnul(p, '/');
-        if ((p[0] == '+' || p[0] == '#') && pe - p == 1 && k < n) {
-            if (p[0] == '#' && capture_len[k] == 0 && len > 0) {
+    for (struct hd_mqtt_level p = hd_mqtt_level_first(to);; p = hd_mqtt_level_next(&p)) {
+        if (p.kind != HD_MQTT_LEVEL_PLAIN && k < n) {
+            if (p.kind == HD_MQTT_LEVEL_HASH && capture_len[k] == 0 && len > 0) {
                 len--;  /* "a/#" matched "a": drop the trailing '/' */
             } else {
                 memcpy(out + len, captures[k], capture_len[k]);
@@ -423,13 +416,12 @@ char *hd_uplink_map_topic(const char *from, const char *to, const char *topic)
             }
             k++;
         } else {
-            memcpy(out + len, p, (size_t)(pe - p));
-            len += (size_t)(pe - p);
+            memcpy(out + len, p.start, p.len);
+            len += p.len;
         }
-        if (!*pe)
+        if (p.last)
             break;
         out[len++] = '/';
-        p = pe + 1;
     }
     out[len] = 0;
     return out;

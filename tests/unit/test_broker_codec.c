@@ -5,8 +5,9 @@
 #include "check.h"
 #include "mqtt/packet.h"
 
-/* the topic functions live in topic_tree.c, declared in internal.h */
+/* the topic trees live in topic_tree.c, declared in internal.h; names and filters are mqtt/topic.h */
 #include "broker/internal.h"
+#include "mqtt_topic_cases.h"
 
 static int decode(const char *bytes, size_t len, uint8_t proto)
 {
@@ -57,6 +58,27 @@ static void check_tree(void)
         CHECK(broker_tree_unsubscribe(&root, filters[i], NULL, &fake[i]));
     CHECK(!broker_tree_unsubscribe(&root, "a/b/c", NULL, &fake[0]));
     CHECK(root.n_children == 0 && !root.plus && !root.hash);
+    broker_tree_free(&root);
+}
+
+/* The subscription tree must agree with hd_mqtt_filter_matches on the whole shared table. */
+static void check_tree_table(void)
+{
+    static struct broker_session fake[N_TOPIC_MATCH_CASES];
+    struct topic_node root = {0};
+    bool existed;
+    for (size_t i = 0; i < N_TOPIC_MATCH_CASES; i++) {
+        memset(matched, 0, sizeof(matched));
+        broker_tree_subscribe(&root, topic_match_cases[i].filter, NULL, &fake[0], 0, 0, &existed);
+        broker_tree_match(&root, topic_match_cases[i].topic, count_match, fake);
+        if ((matched[0] == 1) != topic_match_cases[i].matches || matched[0] > 1) {
+            fprintf(stderr, "tree: filter \"%s\" topic \"%s\": %d match(es)\n", topic_match_cases[i].filter,
+                    topic_match_cases[i].topic, matched[0]);
+            check_failures++;
+        }
+        CHECK(broker_tree_unsubscribe(&root, topic_match_cases[i].filter, NULL, &fake[0]));
+        CHECK(root.n_children == 0 && !root.plus && !root.hash);
+    }
     broker_tree_free(&root);
 }
 
@@ -117,23 +139,24 @@ int main(void)
     CHECK(!mqtt_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4));
 
     /* topics */
-    CHECK(broker_topic_name_valid("a/b", 3));
-    CHECK(!broker_topic_name_valid("a/+", 3));
-    CHECK(!broker_topic_name_valid("", 0));
-    CHECK(broker_topic_filter_valid("a/+/#", 5));
-    CHECK(broker_topic_filter_valid("+", 1));
-    CHECK(!broker_topic_filter_valid("a/#/b", 5));
-    CHECK(!broker_topic_filter_valid("a+", 2));
-    CHECK(!broker_topic_filter_valid("a/b#", 4));
-    CHECK(broker_topic_matches("a/+/c", "a/b/c"));
-    CHECK(broker_topic_matches("a/#", "a"));
-    CHECK(broker_topic_matches("a/#", "a/b/c"));
-    CHECK(broker_topic_matches("+/+", "/x"));
-    CHECK(!broker_topic_matches("a/+", "a/b/c"));
-    CHECK(!broker_topic_matches("#", "$SYS/x"));
-    CHECK(!broker_topic_matches("+/x", "$SYS/x"));
-    CHECK(broker_topic_matches("$SYS/#", "$SYS/x"));
-    CHECK(!broker_topic_matches("a/b", "a"));
+    CHECK(hd_mqtt_topic_valid_name("a/b", 3));
+    CHECK(!hd_mqtt_topic_valid_name("a/+", 3));
+    CHECK(!hd_mqtt_topic_valid_name("", 0));
+    CHECK(hd_mqtt_filter_valid_len("a/+/#", 5));
+    CHECK(hd_mqtt_filter_valid_len("+", 1));
+    CHECK(!hd_mqtt_filter_valid_len("a/#/b", 5));
+    CHECK(!hd_mqtt_filter_valid_len("a+", 2));
+    CHECK(!hd_mqtt_filter_valid_len("a/b#", 4));
+    CHECK(hd_mqtt_filter_matches("a/+/c", "a/b/c"));
+    CHECK(hd_mqtt_filter_matches("a/#", "a"));
+    CHECK(hd_mqtt_filter_matches("a/#", "a/b/c"));
+    CHECK(hd_mqtt_filter_matches("+/+", "/x"));
+    CHECK(!hd_mqtt_filter_matches("a/+", "a/b/c"));
+    CHECK(!hd_mqtt_filter_matches("#", "$SYS/x"));
+    CHECK(!hd_mqtt_filter_matches("+/x", "$SYS/x"));
+    CHECK(hd_mqtt_filter_matches("$SYS/#", "$SYS/x"));
+    CHECK(!hd_mqtt_filter_matches("a/b", "a"));
     check_tree();
+    check_tree_table();
     CHECK_DONE();
 }

@@ -1,6 +1,7 @@
 /* test_spec.c - the JSON spec parser and validator: every error names its field. */
 #include "check.h"
 #include "runtime/spec.h"
+#include "mqtt/topic.h"
 #include "base/util.h"
 
 /* Parse + validate; return the error text or "" when the spec is valid. */

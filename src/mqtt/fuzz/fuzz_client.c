@@ -1,9 +1,10 @@
 /*
- * fuzz_client.c - libFuzzer target for what a broker can send the uplink's
- * MQTT client (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, ...): the first
+ * fuzz_client.c - libFuzzer target for what a broker can send the
+ * MQTT client (src/mqtt/client.c) (CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, ...): the first
  * input byte picks MQTT 3.1.1 or 5, the rest is fed as received bytes
  * (hd_mqtt_client_feed). Callbacks answer like the uplink does (PUBACK,
- * SUBSCRIBE), so the encoders run on decoded data too. Built and run by scripts/fuzz-mqtt-client (make fuzz).
+ * SUBSCRIBE), so the encoders run on decoded data too. Built and run by scripts/fuzz-mqtt-client
+ * (make fuzz).
  */
 #include <stddef.h>
 #include <stdint.h>
