@@ -3,7 +3,6 @@
  *
  *   main.c        flags, config, start-up and shutdown
  *   config.c      embedded defaults + JSON config file (`hedged --check`)
- *   loop.c        one epoll loop: fd watches, timers, signals via signalfd
  *   store.c       SQLite (WAL): deployments, versions, instances, events
  *   instance.c    hedged's side of a workload monitor: spawn, adopt, signal, collect
  *   monitor.c     the monitor process itself: the hedge-monitor binary
@@ -28,6 +27,7 @@
 #include "runtime/backend.h"
 #include "broker/broker.h"
 #include "base/error.h"
+#include "base/loop.h"
 #include "runtime/spec.h"
 
 /* ---- config.c ---------------------------------------------------------- */
@@ -132,26 +132,6 @@ json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, i
                          const struct hd_spec *spec, bool running);
 /* Remove <state>/functions/<name> (rm). */
 void hd_function_forget(const struct hd_daemon_config *cfg, const char *name);
-
-/* ---- loop.c ------------------------------------------------------------ */
-
-struct hd_loop;
-struct hd_watch;
-struct hd_timer;
-typedef void (*hd_fd_fn)(struct hd_loop *loop, int fd, uint32_t events, void *data);
-typedef void (*hd_timer_fn)(struct hd_loop *loop, void *data);
-
-struct hd_loop *hd_loop_new(hd_error_t *err);
-void hd_loop_free(struct hd_loop *loop);
-struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data,
-                               hd_error_t *err);
-int hd_loop_modify(struct hd_loop *loop, struct hd_watch *w, uint32_t events);
-/* Stop watching (the fd is not closed). Safe inside any callback. */
-void hd_loop_unwatch(struct hd_loop *loop, struct hd_watch *w);
-struct hd_timer *hd_loop_timer(struct hd_loop *loop, double seconds, hd_timer_fn fn, void *data);
-void hd_loop_cancel(struct hd_loop *loop, struct hd_timer *t);
-int hd_loop_run(struct hd_loop *loop, hd_error_t *err);
-void hd_loop_quit(struct hd_loop *loop);
 
 /* ---- store.c ----------------------------------------------------------- */
 
