@@ -77,6 +77,15 @@ int hd_log_parse_level(const char *name, enum hd_log_level *out, hd_error_t *err
     return hd_error_set(err, EINVAL, "log level \"%s\": expected error, warn, info or debug", name ? name : "");
 }
 
+int hd_log_set_level_name(const char *name, hd_error_t *err)
+{
+    enum hd_log_level level;
+    if (hd_log_parse_level(name, &level, err) < 0)
+        return -1;
+    hd_log_set_level(level);
+    return 0;
+}
+
 static void log_close_fd(void)
 {
     if (log_state.fd_owned && log_state.fd >= 0)

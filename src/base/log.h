@@ -37,6 +37,8 @@ void hd_log_set_level(enum hd_log_level level);
 enum hd_log_level hd_log_get_level(void);
 /* "error", "warn" (or "warning"), "info", "debug"; -1 with err naming the value otherwise. */
 int hd_log_parse_level(const char *name, enum hd_log_level *out, hd_error_t *err);
+/* hd_log_parse_level + hd_log_set_level: what --log-level does. */
+int hd_log_set_level_name(const char *name, hd_error_t *err);
 /* Append to path instead of stderr (NULL: back to stderr). */
 int hd_log_open(const char *path, hd_error_t *err);
 /* Write to fd (not owned; -1: back to stderr). For tests and programs that redirect. */

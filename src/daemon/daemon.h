@@ -44,6 +44,7 @@ struct hd_daemon_config {
     double restart_reset_after; /* a run this long resets the back-off */
     int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
     double stop_grace;          /* seconds between SIGTERM and SIGKILL */
+    int log_level;              /* enum hd_log_level of hedged's own log (default info) */
     bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker; /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
@@ -64,10 +65,10 @@ struct hd_watch;
 int hd_config_load_broker(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
 /* --check: load the broker's password, ACL and TLS files without binding its ports. */
 int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err);
-/* Start the broker (when enabled) and watch its epoll fd in loop; *out stays NULL when disabled. */
+/* Start the broker (when enabled) in loop; *out stays NULL when disabled. Stop it before freeing the loop. */
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
-                           struct hd_watch **watch, hd_error_t *err);
-void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_watch *watch);
+                           hd_error_t *err);
+void hd_daemon_broker_stop(struct hd_broker *b);
 /* Prometheus text of the broker's counters; caller frees. */
 char *hd_daemon_broker_metrics(struct hd_broker *b);
 
