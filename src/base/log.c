@@ -7,11 +7,13 @@
  * shared stderr. The repeat check compares the formatted line with the last
  * one written: cheap, and a flood of one identical error (a peer that
  * reconnects in a tight loop, a failing commit) costs a counter, not a write.
+ * One mutex guards the state: hedge-functions' invoker logs from its threads.
  */
 #include "base/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@ static struct {
     unsigned long repeats;
     uint64_t repeat_start_ns;
 } log_state = {.level = HD_LOG_INFO, .fd = -1};
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void hd_log_init(const char *program, const char *own_component)
 {
@@ -163,7 +166,9 @@ static void log_report_repeats(void)
 
 void hd_log_flush(void)
 {
+    pthread_mutex_lock(&log_lock);
     log_report_repeats();
+    pthread_mutex_unlock(&log_lock);
 }
 
 void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...)
@@ -186,12 +191,15 @@ void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...
     /* the level is part of the identity of a line: an error never hides behind an equal warning */
     char tag = (char)('0' + level);
     uint64_t now = hd_now_ns();
+    pthread_mutex_lock(&log_lock);
     if (n + 1 == log_state.last_len && log_state.last[0] == tag && memcmp(log_state.last + 1, body, n) == 0) {
         if (log_state.repeats == 0)
             log_state.repeat_start_ns = now;
         log_state.repeats++;
-        if (now - log_state.repeat_start_ns < LOG_REPEAT_NS)
+        if (now - log_state.repeat_start_ns < LOG_REPEAT_NS) {
+            pthread_mutex_unlock(&log_lock);
             return;
+        }
         log_report_repeats();  /* a long run: say so now and then, and show the line again */
     } else {
         log_report_repeats();
@@ -200,4 +208,5 @@ void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...
         log_state.last_len = n + 1 < sizeof(log_state.last) ? n + 1 : sizeof(log_state.last);
     }
     log_write(body, n);
+    pthread_mutex_unlock(&log_lock);
 }

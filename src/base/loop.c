@@ -26,6 +26,7 @@ struct hd_watch {
     hd_fd_fn fn;
     void *data;
     bool dead;
+    struct hd_watch *prev, *next;  /* live watches (freed with the loop) */
     struct hd_watch *next_dead;
 };
 
@@ -46,7 +47,7 @@ struct hd_loop {
     int epfd;
     bool quit;
     struct hd_timer *timers;
-    struct hd_watch *dead;
+    struct hd_watch *live, *dead;
     struct hd_defer *defer_head, **defer_tail;
     int signal_fd;
     struct hd_watch *signal_watch;
@@ -91,8 +92,8 @@ void hd_loop_free(struct hd_loop *loop)
         loop->defer_head = d->next;
         free(d);
     }
-    if (loop->signal_watch)
-        hd_loop_unwatch(loop, loop->signal_watch);
+    while (loop->live)
+        hd_loop_unwatch(loop, loop->live);
     if (loop->signal_fd >= 0)
         close(loop->signal_fd);
     loop_free_dead(loop);
@@ -113,6 +114,10 @@ struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd
         free(w);
         return NULL;
     }
+    w->next = loop->live;
+    if (loop->live)
+        loop->live->prev = w;
+    loop->live = w;
     return w;
 }
 
@@ -127,6 +132,12 @@ void hd_loop_unwatch(struct hd_loop *loop, struct hd_watch *w)
     if (w == NULL || w->dead)
         return;
     epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        loop->live = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
     w->dead = true;
     w->next_dead = loop->dead;
     loop->dead = w;
