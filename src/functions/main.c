@@ -178,7 +178,7 @@ static void app_on_timer(struct hd_loop *loop, void *data)
             hd_error_free(&err);
         }
     }
-    hd_mqtt_client_tick(a->mqtt, now);
+    hd_mqtt_client_tick(a->mqtt, hd_now_ns());  /* not `now`: a connect just made is younger */
     app_want_turn(a);
     hd_loop_timer(loop, a->local ? 0.25 : 0.5, app_on_timer, a);
 }
@@ -280,13 +280,27 @@ int main(int argc, char **argv)
         } else
             hd_strv_push(&a.filters, spec->triggers[i].topic);
     }
+    /* Before the invoker starts its threads: they inherit the blocked signals, so SIGTERM reaches the
+     * loop's signalfd and never a thread's default action. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    a.loop = hd_loop_new(&err);
+    if (a.loop == NULL || hd_loop_signals(a.loop, &stop_signals, on_signal, NULL, &err) < 0) {
+        hd_loop_free(a.loop);
+        hd_strv_free(a.filters);
+        goto fail;
+    }
     a.inv = hd_invoker_new(spec, state_dir, &err);
     if (!a.inv) {
+        hd_loop_free(a.loop);
         hd_strv_free(a.filters);
         goto fail;
     }
     if (local_dir && (a.local = hd_local_new(local_dir, &err)) == NULL) {
         hd_invoker_free(a.inv);
+        hd_loop_free(a.loop);
         hd_strv_free(a.filters);
         goto fail;
     }
@@ -299,13 +313,8 @@ int main(int argc, char **argv)
     struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect, .on_message = app_on_message,
                                    .on_suback = app_on_suback, .on_disconnect = app_on_disconnect};
     a.mqtt = hd_mqtt_client_new(&mo, &cb, &a);
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
     int rc = -1;
-    a.loop = hd_loop_new(&err);
-    if (a.loop && hd_loop_signals(a.loop, &stop_signals, on_signal, NULL, &err) == 0 &&
+    if (a.loop &&
         hd_loop_watch(a.loop, hd_invoker_fd(a.inv), EPOLLIN, app_on_results, &a, &err) != NULL &&
         (!a.local || hd_loop_watch(a.loop, hd_local_fd(a.local), EPOLLIN, app_on_local, &a, &err) != NULL)) {
         hd_mqtt_client_attach(a.mqtt, a.loop, app_after_io);
