@@ -2,12 +2,15 @@
  * broker.c - the broker's event loop: listeners, connections, framing,
  * outgoing buffers, timers, and the public hd_broker_* entry points.
  *
- * One epoll set holds the listeners, every client socket, a 1 s timerfd
- * (keepalive, connect and partial-packet deadlines, session expiry, delayed
- * wills, $SYS) and an eventfd for hd_broker_stop(). A dispatch round:
+ * The host's loop (src/base/loop.c) watches the listeners and every client
+ * socket (level-triggered) and runs a 1 s tick (keepalive, connect and
+ * partial-packet deadlines, session expiry, delayed wills, $SYS). A dispatch
+ * round is one turn of that loop:
  *   1. handle ready sockets: read into one shared buffer and parse complete
  *      packets in place (only a trailing partial packet is copied to the
  *      connection), handlers append replies to per-connection out buffers;
+ *      the first thing that gives the round work defers round_finish to the
+ *      end of the turn (hd_loop_defer);
  *   2. commit the store once for the whole round (group commit), so every
  *      QoS 1/2 message acknowledged in this round is durable first;
  *   3. flush each connection that has output with one write (the batching:
@@ -26,9 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -39,7 +40,7 @@
 #define QOS0_BACKLOG_LIMIT (8u << 20)  /* a socket this far behind drops QoS 0 messages */
 #define REF_PAYLOAD_MIN 1024           /* payloads from this size are written by reference, not copied */
 
-static int stop_marker, timer_marker;
+static void round_begin(struct hd_broker *b);
 
 /* ---- messages ---- */
 
@@ -94,6 +95,7 @@ bool broker_msg_expired(const struct broker_msg *m, uint64_t now)
 struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c)
 {
     if (!c->in_flush_list) {
+        round_begin(b);  /* output queued outside an event (a user removed) still leaves this turn */
         c->in_flush_list = true;
         c->flush_next = b->flush_list;
         b->flush_list = c;
@@ -213,8 +215,7 @@ void broker_conn_want_write(struct hd_broker *b, struct broker_conn *c, bool on)
 {
     if (c->want_write == on)
         return;
-    struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(b->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+    hd_loop_modify(b->loop, c->watch, EPOLLIN | (on ? EPOLLOUT : 0));
     c->want_write = on;
 }
 
@@ -338,7 +339,9 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
     } else if (out_pending(c)) {
         conn_flush(b, c);
     }
-    epoll_ctl(b->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    round_begin(b);  /* the connection is freed at the end of the round */
+    hd_loop_unwatch(b->loop, c->watch);
+    c->watch = NULL;
     bool was_active = c->state == CONN_ACTIVE;
     c->state = CONN_CLOSED;
     if (c->prev)
@@ -532,6 +535,8 @@ static bool client_rate_exceeded(struct hd_broker *b, const struct sockaddr_stor
     return ++slot->count > b->cfg.client_connection_rate;
 }
 
+static void on_conn_ready(struct hd_loop *loop, int fd, uint32_t events, void *data);
+
 static void listener_accept(struct hd_broker *b, struct broker_listener *l)
 {
     for (;;) {
@@ -563,14 +568,18 @@ static void listener_accept(struct hd_broker *b, struct broker_listener *l)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct broker_conn *c = hd_xcalloc(1, sizeof(*c));
         c->fd = fd;
+        c->broker = b;
         c->state = CONN_WAIT_CONNECT;
         c->created_ns = c->last_rx_ns = now;
         c->next = b->conns;
         if (b->conns)
             b->conns->prev = c;
         b->conns = c;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-        epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev);
+        c->watch = hd_loop_watch(b->loop, fd, EPOLLIN, on_conn_ready, c, NULL);
+        if (c->watch == NULL) {
+            broker_conn_close(b, c, 0);
+            continue;
+        }
         if (l->tls && broker_tls_accept(b, c) < 0)
             broker_conn_close(b, c, 0);
     }
@@ -623,68 +632,73 @@ static void round_finish(struct hd_broker *b)
     }
 }
 
-int hd_broker_dispatch(struct hd_broker *b, int timeout_ms, hd_error_t *err)
+static void on_round_end(struct hd_loop *loop, void *data)
 {
-    struct epoll_event events[256];
-    int n = epoll_wait(b->epfd, events, ARRAY_SIZE(events), timeout_ms);
-    if (n < 0) {
-        if (errno == EINTR)
-            return 0;
-        return hd_error_sys(err, "broker: epoll_wait");
-    }
+    struct hd_broker *b = data;
+    b->round = NULL;
+    round_finish(b);
+}
+
+/* Something gave this turn work: commit and flush at its end (once). */
+static void round_begin(struct hd_broker *b)
+{
+    if (b->round || b->loop == NULL)
+        return;
+    b->round = hd_loop_defer(b->loop, on_round_end, b);
     b->now_ns = hd_now_ns();
-    for (int i = 0; i < n; i++) {
-        void *p = events[i].data.ptr;
-        if (p == &timer_marker) {
-            uint64_t ticks;
-            if (read(b->timerfd, &ticks, sizeof(ticks)) > 0)
-                broker_tick(b);
-        } else if (p == &stop_marker) {
-            b->stop = 1;
-        } else if ((struct broker_listener *)p >= b->listeners &&
-                   (struct broker_listener *)p < b->listeners + b->n_listeners) {
-            listener_accept(b, p);
-        } else {
-            struct broker_conn *c = p;
-            if (c->state == CONN_CLOSED)
-                continue;
-            if (events[i].events & EPOLLOUT) {
-                if (c->tls && broker_tls_accept(b, c) < 0) {  /* a handshake waiting to write */
-                    broker_conn_close(b, c, 0);
-                    continue;
-                }
-                if (conn_flush(b, c) < 0) {
-                    broker_conn_close(b, c, 0);
-                    continue;
-                }
-            }
-            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                conn_readable(b, c);
+}
+
+static void on_conn_ready(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    struct broker_conn *c = data;
+    struct hd_broker *b = c->broker;
+    if (c->state == CONN_CLOSED)
+        return;
+    round_begin(b);
+    if (events & EPOLLOUT) {
+        if (c->tls && broker_tls_accept(b, c) < 0) {  /* a handshake waiting to write */
+            broker_conn_close(b, c, 0);
+            return;
+        }
+        if (conn_flush(b, c) < 0) {
+            broker_conn_close(b, c, 0);
+            return;
         }
     }
-    round_finish(b);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        conn_readable(b, c);
+}
+
+static void on_listener_ready(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    struct broker_listener *l = data;
+    round_begin(l->broker);
+    listener_accept(l->broker, l);
+}
+
+static void on_tick(struct hd_loop *loop, void *data)
+{
+    struct hd_broker *b = data;
+    b->tick = hd_loop_timer(loop, 1.0, on_tick, b);
+    round_begin(b);
+    broker_tick(b);
+}
+
+int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
+{
+    if (b->loop)
+        return hd_error_set(err, EBUSY, "broker: attached to a loop already");
+    b->loop = loop;
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        struct broker_listener *l = &b->listeners[i];
+        l->broker = b;
+        l->watch = hd_loop_watch(loop, l->fd, EPOLLIN, on_listener_ready, l, err);
+        if (l->watch == NULL)
+            return hd_error_prefix(err, "broker");
+    }
+    b->tick = hd_loop_timer(loop, 1.0, on_tick, b);
+    round_begin(b);  /* what hd_broker_new stored ($SYS, restored sessions) is committed in the first turn */
     return 0;
-}
-
-int hd_broker_run(struct hd_broker *b, hd_error_t *err)
-{
-    while (!b->stop)
-        if (hd_broker_dispatch(b, 1000, err) < 0)
-            return -1;
-    return 0;
-}
-
-void hd_broker_stop(struct hd_broker *b)
-{
-    uint64_t one = 1;
-    b->stop = 1;
-    ssize_t r = write(b->stop_fd, &one, sizeof(one));
-    (void)r;
-}
-
-int hd_broker_fd(struct hd_broker *b)
-{
-    return b->epfd;
 }
 
 int hd_broker_port(struct hd_broker *b, int n)
@@ -761,7 +775,6 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
     b->cfg.state_dir = cfg->state_dir ? hd_xstrdup(cfg->state_dir) : NULL;
     b->cfg.password_file = cfg->password_file ? hd_xstrdup(cfg->password_file) : NULL;
     b->cfg.acl_file = cfg->acl_file ? hd_xstrdup(cfg->acl_file) : NULL;
-    b->epfd = b->timerfd = b->stop_fd = -1;
     b->start_ns = hd_now_ns();
     b->read_buf_size = READ_BUF_SIZE;
     b->read_buf = hd_xmalloc(READ_BUF_SIZE);
@@ -770,20 +783,6 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
             hd_strv_push(&b->cfg.listen, "127.0.0.1:1883");
     size_t nl = hd_strv_len(b->cfg.listen) + hd_strv_len(b->cfg.listen_tls);
     b->listeners = hd_xcalloc(nl ? nl : 1, sizeof(*b->listeners));
-
-    b->epfd = epoll_create1(EPOLL_CLOEXEC);
-    b->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    b->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (b->epfd < 0 || b->timerfd < 0 || b->stop_fd < 0) {
-        hd_error_sys(err, "broker: epoll/timerfd/eventfd");
-        goto fail;
-    }
-    struct itimerspec its = {.it_interval = {1, 0}, .it_value = {1, 0}};
-    timerfd_settime(b->timerfd, 0, &its, NULL);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &timer_marker};
-    epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->timerfd, &ev);
-    ev.data.ptr = &stop_marker;
-    epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->stop_fd, &ev);
 
     if (broker_auth_load(b, err) < 0 || broker_acl_load(b, err) < 0)
         goto fail;
@@ -797,10 +796,6 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
     for (char **l = b->cfg.listen_tls; l && *l; l++)
         if (listen_on(b, *l, true, err) < 0)
             goto fail;
-    for (size_t i = 0; i < b->n_listeners; i++) {
-        struct epoll_event lev = {.events = EPOLLIN, .data.ptr = &b->listeners[i]};
-        epoll_ctl(b->epfd, EPOLL_CTL_ADD, b->listeners[i].fd, &lev);
-    }
     if (b->cfg.sys_interval)
         broker_sys_publish(b, b->start_ns);
     *out = b;
@@ -818,6 +813,10 @@ void hd_broker_free(struct hd_broker *b)
     while (b->conns)
         broker_conn_close(b, b->conns, RC_SERVER_SHUTTING_DOWN);
     round_finish(b);
+    if (b->round)
+        hd_loop_cancel_defer(b->loop, b->round);
+    if (b->tick)
+        hd_loop_cancel(b->loop, b->tick);
     broker_sessions_free(b);
     broker_delivery_pool_free(b);
     broker_tree_free(&b->sub_root);
@@ -826,15 +825,12 @@ void hd_broker_free(struct hd_broker *b)
     broker_auth_free(b);
     broker_acl_free(b);
     broker_tls_free(b);
-    for (size_t i = 0; i < b->n_listeners; i++)
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        if (b->listeners[i].watch)
+            hd_loop_unwatch(b->loop, b->listeners[i].watch);
         close(b->listeners[i].fd);
+    }
     free(b->listeners);
-    if (b->epfd >= 0)
-        close(b->epfd);
-    if (b->timerfd >= 0)
-        close(b->timerfd);
-    if (b->stop_fd >= 0)
-        close(b->stop_fd);
     free(b->read_buf);
     free(b->targets);
     free(b->rate_slots);

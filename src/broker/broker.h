@@ -1,12 +1,12 @@
 /*
  * broker.h - the MQTT 3.1.1 + 5.0 broker as an embeddable subsystem.
  *
- * The broker owns one epoll fd. A host event loop (hedged) adds that fd to its
- * own epoll set and calls hd_broker_dispatch(b, 0) when it is readable; the
- * standalone `hedge-broker` simply calls hd_broker_run(), which loops until
- * hd_broker_stop() (async-signal-safe) is called. Nothing in the broker
- * blocks: sockets are non-blocking, and SQLite commits happen once per
- * dispatch round (group commit) before acknowledgements are written.
+ * The broker runs in its host's event loop (src/base/loop.h): hd_broker_attach
+ * adds its listeners, then every accepted socket, and a 1 s tick to the loop;
+ * hedged attaches it to its one loop, the standalone `hedge-broker` to a loop
+ * of its own. Nothing in the broker blocks: sockets are non-blocking, and
+ * SQLite commits happen once per loop turn (group commit, deferred work at the
+ * end of the turn) before acknowledgements are written.
  */
 #ifndef HEDGE_BROKER_H
 #define HEDGE_BROKER_H
@@ -17,6 +17,7 @@
 #include "base/error.h"
 
 struct hd_broker;
+struct hd_loop;
 
 enum hd_broker_queue_policy {
     HD_BROKER_DROP_NEW,     /* a full queue refuses the new message (default) */
@@ -56,14 +57,9 @@ int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_err
 
 /* Bind the listeners, open the store (restoring retained messages and sessions), load auth files. */
 int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd_error_t *err);
-/* The epoll fd to watch for readability when embedding. */
-int hd_broker_fd(struct hd_broker *b);
-/* Handle ready events, waiting at most timeout_ms (0 = poll). */
-int hd_broker_dispatch(struct hd_broker *b, int timeout_ms, hd_error_t *err);
-/* Loop until hd_broker_stop(). */
-int hd_broker_run(struct hd_broker *b, hd_error_t *err);
-/* Ask hd_broker_run() to return; safe from a signal handler. */
-void hd_broker_stop(struct hd_broker *b);
+/* Serve in loop: watch the listeners (and later each connection), start the 1 s tick. Once only;
+ * the broker must be freed before the loop. */
+int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err);
 /* Local port of the n-th plain listener (for tests binding port 0). */
 int hd_broker_port(struct hd_broker *b, int n);
 /* Close every connection, flush the store, free everything. */

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "base/loop.h"
 #include "broker/broker.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
@@ -101,6 +102,8 @@ struct broker_tls;
 
 struct broker_conn {
     int fd;
+    struct hd_watch *watch;       /* the socket in the host loop */
+    struct hd_broker *broker;
     enum conn_state state;
     uint8_t protocol;             /* 3, 4 or 5 after CONNECT */
     bool want_write, in_flush_list, is_tls, disconnect_clean;
@@ -166,6 +169,8 @@ struct broker_listener {
     int fd;
     bool tls;
     int port;
+    struct hd_watch *watch;     /* in the host loop, once attached */
+    struct hd_broker *broker;
 };
 
 /* Recent connection counts per source address (client_connection_rate). */
@@ -183,8 +188,9 @@ struct broker_tls_ctx;
 
 struct hd_broker {
     struct hd_broker_config cfg;
-    int epfd, timerfd, stop_fd;
-    volatile int stop;
+    struct hd_loop *loop;           /* hd_broker_attach; NULL before */
+    struct hd_timer *tick;          /* the 1 s tick */
+    struct hd_defer *round;         /* the end of the current dispatch round, once it has work */
     bool shutting_down;             /* hd_broker_free: no wills, keep stored sessions */
     struct broker_session **targets; /* routing scratch */
     uint32_t n_targets, cap_targets;

@@ -9,7 +9,8 @@
  *
  * Command-line flags override the config file. --port-file writes the bound
  * port of the first plain listener (useful with port 0). SIGINT/SIGTERM stop
- * the broker cleanly (stores flushed).
+ * the broker cleanly (stores flushed): they arrive through the loop's signalfd.
+ * --log-level sets how much the broker logs (default info).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -18,17 +19,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/log.h"
+#include "base/loop.h"
 #include "broker/broker.h"
 #include "config.h"
 #include "base/util.h"
 
-static struct hd_broker *running;
-
-static void on_signal(int sig)
+static void on_signal(struct hd_loop *loop, int signo, void *data)
 {
-    (void)sig;
-    if (running)
-        hd_broker_stop(running);
+    hd_loop_quit(loop);
 }
 
 static void usage(FILE *out)
@@ -36,6 +35,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: hedge-broker [--listen HOST:PORT]... [--listen-tls HOST:PORT]... [--config FILE]\n"
                  "                    [--state-dir DIR] [--password-file FILE] [--acl-file FILE]\n"
                  "                    [--allow-anonymous true|false] [--port-file FILE] [--check]\n"
+                 "                    [--log-level error|warn|info|debug]\n"
                  "       hedge-broker passwd FILE USER   (reads the password from stdin)\n"
                  "       hedge-broker --version\n");
 }
@@ -60,8 +60,10 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
         return cmd_passwd(argc, argv);
+    hd_log_init("hedge-broker", "broker");
+    hd_error_t err = NULL;
     enum { OPT_LISTEN_TLS = 256, OPT_STATE_DIR, OPT_PASSWORD_FILE, OPT_ACL_FILE, OPT_ANON, OPT_PORT_FILE, OPT_CHECK,
-           OPT_VERSION };
+           OPT_VERSION, OPT_LOG_LEVEL };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
@@ -73,6 +75,7 @@ int main(int argc, char **argv)
         {"port-file", required_argument, NULL, OPT_PORT_FILE},
         {"check", no_argument, NULL, OPT_CHECK},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -95,6 +98,13 @@ int main(int argc, char **argv)
         case OPT_PORT_FILE: port_file = optarg; break;
         case OPT_CHECK: check = true; break;
         case OPT_VERSION: printf("hedge-broker %s\n", HEDGE_VERSION); return 0;
+        case OPT_LOG_LEVEL:
+            if (hd_log_set_level_name(optarg, &err) < 0) {
+                hd_error_print(err, "hedge-broker: --log-level");
+                hd_error_free(&err);
+                return HD_EXIT_USAGE;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return HD_EXIT_USAGE;
         }
@@ -103,7 +113,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return HD_EXIT_USAGE;
     }
-    hd_error_t err = NULL;
     if (config_file && hd_broker_config_load(&cfg, config_file, &err) < 0)
         goto fail;
     if (listen) {
@@ -155,14 +164,18 @@ int main(int argc, char **argv)
             goto fail;
         }
     }
-    running = b;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    int rc = hd_broker_run(b, &err);
-    running = NULL;
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    struct hd_loop *loop = hd_loop_new(&err);
+    int rc = -1;
+    if (loop && hd_loop_signals(loop, &stop_signals, on_signal, NULL, &err) == 0 &&
+        hd_broker_attach(b, loop, &err) == 0)
+        rc = hd_loop_run(loop, &err);
     hd_broker_free(b);
+    hd_loop_free(loop);
     hd_broker_config_free(&cfg);
     if (rc < 0) {
         hd_error_print(err, "hedge-broker");

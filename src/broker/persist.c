@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
 #include "broker/internal.h"
 #include "base/util.h"
 
@@ -79,7 +80,7 @@ static void run(struct hd_broker *b, sqlite3_stmt *s)
     int rc = sqlite3_step(s);
     if (rc != SQLITE_DONE && !b->store->failed) {
         b->store->failed = true;  /* report once; the broker keeps serving from memory */
-        fprintf(stderr, "hedge-broker: store: %s\n", sqlite3_errmsg(b->store->db));
+        hd_log(HD_LOG_ERROR, "broker", "store: %s", sqlite3_errmsg(b->store->db));
     }
     sqlite3_reset(s);
 }
@@ -106,7 +107,7 @@ void broker_store_commit(struct hd_broker *b)
     if (!b->store || !b->store->in_tx)
         return;
     if (sqlite3_exec(b->store->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        fprintf(stderr, "hedge-broker: store commit: %s\n", sqlite3_errmsg(b->store->db));
+        hd_log(HD_LOG_ERROR, "broker", "store commit: %s", sqlite3_errmsg(b->store->db));
     b->store->in_tx = false;
 }
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -28,6 +29,7 @@ void hd_config_defaults(struct hd_daemon_config *cfg)
     cfg->restart_reset_after = 10;
     cfg->crash_loop_after = 3;
     cfg->stop_grace = 10;
+    cfg->log_level = HD_LOG_INFO;
     cfg->broker_enabled = true;
     hd_broker_config_init(&cfg->broker);
 }
@@ -120,6 +122,13 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
                 r = hd_error_set(err, 0, "%s: must be an integer 1..1000", key);
             else
                 cfg->crash_loop_after = (int)json_integer_value(v);
+        } else if (strcmp(key, "log_level") == 0) {
+            enum hd_log_level level;
+            if (!json_is_string(v) || hd_log_parse_level(json_string_value(v), &level, err) < 0) {
+                hd_error_free(err);
+                r = hd_error_set(err, 0, "%s: must be \"error\", \"warn\", \"info\" or \"debug\"", key);
+            } else
+                cfg->log_level = (int)level;
         } else if (strcmp(key, "broker") == 0)
             r = hd_config_load_broker(cfg, v, err);
         else if (strcmp(key, "uplink") == 0)

@@ -3,7 +3,6 @@
  *
  *   main.c        flags, config, start-up and shutdown
  *   config.c      embedded defaults + JSON config file (`hedged --check`)
- *   loop.c        one epoll loop: fd watches, timers, signals via signalfd
  *   store.c       SQLite (WAL): deployments, versions, instances, events
  *   instance.c    hedged's side of a workload monitor: spawn, adopt, signal, collect
  *   supervisor.c  deployments, restart policy and the lifecycle driver (supervisor_internal.h)
@@ -36,6 +35,7 @@
 #include "runtime/backend.h"
 #include "broker/broker.h"
 #include "base/error.h"
+#include "base/loop.h"
 #include "runtime/spec.h"
 
 /* ---- config.c ---------------------------------------------------------- */
@@ -52,6 +52,7 @@ struct hd_daemon_config {
     double restart_reset_after; /* a run this long resets the back-off */
     int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
     double stop_grace;          /* seconds between SIGTERM and SIGKILL */
+    int log_level;              /* enum hd_log_level of hedged's own log (default info) */
     bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker; /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
@@ -72,10 +73,10 @@ struct hd_watch;
 int hd_config_load_broker(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
 /* --check: load the broker's password, ACL and TLS files without binding its ports. */
 int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err);
-/* Start the broker (when enabled) and watch its epoll fd in loop; *out stays NULL when disabled. */
+/* Start the broker (when enabled) in loop; *out stays NULL when disabled. Stop it before freeing the loop. */
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
-                           struct hd_watch **watch, hd_error_t *err);
-void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_watch *watch);
+                           hd_error_t *err);
+void hd_daemon_broker_stop(struct hd_broker *b);
 /* Prometheus text of the broker's counters; caller frees. */
 char *hd_daemon_broker_metrics(struct hd_broker *b);
 
@@ -140,26 +141,6 @@ json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, i
                          const struct hd_spec *spec, bool running);
 /* Remove <state>/functions/<name> (rm). */
 void hd_function_forget(const struct hd_daemon_config *cfg, const char *name);
-
-/* ---- loop.c ------------------------------------------------------------ */
-
-struct hd_loop;
-struct hd_watch;
-struct hd_timer;
-typedef void (*hd_fd_fn)(struct hd_loop *loop, int fd, uint32_t events, void *data);
-typedef void (*hd_timer_fn)(struct hd_loop *loop, void *data);
-
-struct hd_loop *hd_loop_new(hd_error_t *err);
-void hd_loop_free(struct hd_loop *loop);
-struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data,
-                               hd_error_t *err);
-int hd_loop_modify(struct hd_loop *loop, struct hd_watch *w, uint32_t events);
-/* Stop watching (the fd is not closed). Safe inside any callback. */
-void hd_loop_unwatch(struct hd_loop *loop, struct hd_watch *w);
-struct hd_timer *hd_loop_timer(struct hd_loop *loop, double seconds, hd_timer_fn fn, void *data);
-void hd_loop_cancel(struct hd_loop *loop, struct hd_timer *t);
-int hd_loop_run(struct hd_loop *loop, hd_error_t *err);
-void hd_loop_quit(struct hd_loop *loop);
 
 /* ---- store.c ----------------------------------------------------------- */
 

@@ -1,10 +1,9 @@
 /*
  * embed_broker.c - the MQTT broker (src/broker/) inside hedged.
  *
- * The broker owns one epoll fd; hedged watches it in its own loop and calls
- * hd_broker_dispatch(b, 0) when it is readable. The broker's own 1 s timerfd
- * (keepalive, wills, session expiry, $SYS) sits inside that epoll set, so
- * hedged needs no timer for it. Embedded default: plain MQTT on
+ * The broker attaches to hedged's one loop (hd_broker_attach): its listeners,
+ * its connections, its 1 s tick (keepalive, wills, session expiry, $SYS) and
+ * its end-of-turn group commit all live there. Embedded default: plain MQTT on
  * 127.0.0.1:1883, persistence under <state_dir>/broker.
  *
  * The `broker` section of hedged's JSON config maps onto struct
@@ -16,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -200,46 +199,29 @@ int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err)
     return 0;
 }
 
-static void on_broker_ready(struct hd_loop *loop, int fd, uint32_t events, void *data)
-{
-    (void)loop;
-    (void)fd;
-    (void)events;
-    hd_error_t err = NULL;
-    if (hd_broker_dispatch(data, 0, &err) < 0) {
-        hd_error_print(err, "hedged: broker");
-        hd_error_free(&err);
-    }
-}
-
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
-                           struct hd_watch **watch, hd_error_t *err)
+                           hd_error_t *err)
 {
     *out = NULL;
-    *watch = NULL;
     if (!cfg->broker_enabled)
         return 0;
     struct hd_broker *b = NULL;
     if (hd_broker_new(&cfg->broker, &b, err) < 0)
         return hd_error_prefix(err, "broker");
-    struct hd_watch *w = hd_loop_watch(loop, hd_broker_fd(b), EPOLLIN, on_broker_ready, b, err);
-    if (w == NULL) {
+    if (hd_broker_attach(b, loop, err) < 0) {
         hd_broker_free(b);
         return hd_error_prefix(err, "broker");
     }
     for (char **l = cfg->broker.listen; l && *l; l++)
-        fprintf(stderr, "hedged: MQTT broker listening on %s\n", *l);
+        hd_log(HD_LOG_INFO, "broker", "MQTT broker listening on %s", *l);
     for (char **l = cfg->broker.listen_tls; l && *l; l++)
-        fprintf(stderr, "hedged: MQTT broker listening on %s (TLS)\n", *l);
+        hd_log(HD_LOG_INFO, "broker", "MQTT broker listening on %s (TLS)", *l);
     *out = b;
-    *watch = w;
     return 0;
 }
 
-void hd_daemon_broker_stop(struct hd_loop *loop, struct hd_broker *b, struct hd_watch *watch)
+void hd_daemon_broker_stop(struct hd_broker *b)
 {
-    if (loop && watch)
-        hd_loop_unwatch(loop, watch);
     hd_broker_free(b);
 }
 

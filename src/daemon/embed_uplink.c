@@ -3,23 +3,16 @@
  * hedged, configured by the "uplink" section of hedged's config (the same
  * fields as hedge-uplink's file, parsed by the same hd_uplink_config_parse).
  *
- * Driving it from hedged's epoll loop needs no hook in loop.c: the uplink
- * library states what it waits for with hd_uplink_prepare_poll (two fds with
- * their poll events, and a timeout), so after every hd_uplink_dispatch this
- * file re-arms: it adjusts the two fd watches and replaces one loop timer for
- * the timeout (commits of acknowledged deletes, TTL expiry, keepalive,
- * reconnect back-off). A watch firing or the timer expiring runs one
- * dispatch and re-arms again. An fd the MQTT client closed inside a dispatch
- * is gone from the epoll set by the time we re-arm (nothing else in hedged
- * runs in between, so its number cannot belong to anyone else yet); a
- * reconnect that got the same number back is noticed because modifying the
- * old registration fails (ENOENT), and the fd is watched anew.
+ * The uplink attaches itself to hedged's one loop (hd_uplink_attach): its
+ * two MQTT clients watch their own sockets, and its timer and end-of-turn
+ * work (spool commit, held PUBACKs) are the loop's too. What stays here is
+ * the config section, the embedded broker as the local side, and status.
  *
- * Nothing here blocks the loop: the MQTT client (mqtt_client.c) connects,
+ * Nothing blocks the loop: the MQTT client (src/mqtt/client.c) connects,
  * waits for CONNACK and writes without blocking, which matters because the
  * local side is hedged's own broker in this same thread. Host names are
  * resolved with getaddrinfo, which can block on DNS: numeric addresses never
- * do (see mqtt_client.c), so use an address for the cloud host when a slow
+ * do (see src/mqtt/client.c), so use an address for the cloud host when a slow
  * resolver must not stall hedged. SQLite commits of the spool run in the loop
  * like the broker's (one group commit per turn).
  *
@@ -33,14 +26,13 @@
  * by /v1/uplink.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "uplink/uplink.h"
 #include "base/util.h"
@@ -53,10 +45,6 @@ struct hd_daemon_uplink {
     struct hd_uplink *uplink;       /* NULL once a fatal error stopped it */
     struct hd_broker *broker;       /* the embedded broker, when it is the local side */
     bool broker_user;               /* "hedged:uplink" is registered */
-    struct pollfd fds[2];           /* from the last hd_uplink_prepare_poll */
-    struct hd_watch *watch[2];
-    int watched_fd[2];
-    struct hd_timer *timer;
     char *failed;                   /* the fatal error, once stopped */
 };
 
@@ -133,93 +121,25 @@ static int uplink_broker_user(struct hd_daemon_uplink *d, struct hd_uplink_confi
     return 0;
 }
 
-/* ---- driving the uplink from the loop ------------------------------------ */
+/* ---- a fatal spool error ------------------------------------------------- */
 
-static void uplink_rearm(struct hd_daemon_uplink *d);
-
-static void uplink_fail(struct hd_daemon_uplink *d, hd_error_t *err)
+static void uplink_free_stopped(struct hd_loop *loop, void *data)
 {
-    hd_error_prefix(err, "uplink stopped");
-    hd_error_print(*err, "hedged");
-    free(d->failed);
-    d->failed = hd_xstrdup(hd_error_text(*err));
-    hd_error_free(err);
-    for (int i = 0; i < 2; i++) {
-        hd_loop_unwatch(d->loop, d->watch[i]);
-        d->watch[i] = NULL;
-    }
-    if (d->timer)
-        hd_loop_cancel(d->loop, d->timer);
-    d->timer = NULL;
+    struct hd_daemon_uplink *d = data;
     hd_uplink_free(d->uplink);
     d->uplink = NULL;
 }
 
-static void uplink_dispatch(struct hd_daemon_uplink *d, int fd, uint32_t events)
+/* The uplink stopped itself (hedged keeps running); /v1/uplink shows why. */
+static void uplink_on_fatal(void *ctx, hd_error_t *err)
 {
-    struct pollfd fds[2] = {d->fds[0], d->fds[1]};
-    for (int i = 0; i < 2; i++) {
-        fds[i].revents = 0;
-        if (fd >= 0 && fds[i].fd == fd)
-            fds[i].revents = (short)((events & EPOLLIN ? POLLIN : 0) | (events & EPOLLOUT ? POLLOUT : 0) |
-                                     (events & EPOLLERR ? POLLERR : 0) | (events & EPOLLHUP ? POLLHUP : 0));
-    }
-    hd_error_t err = NULL;
-    if (hd_uplink_dispatch(d->uplink, fds, &err) < 0) {
-        uplink_fail(d, &err);
-        return;
-    }
-    uplink_rearm(d);
-}
-
-static void on_uplink_fd(struct hd_loop *loop, int fd, uint32_t events, void *data)
-{
-    (void)loop;
-    uplink_dispatch(data, fd, events);
-}
-
-static void on_uplink_timer(struct hd_loop *loop, void *data)
-{
-    (void)loop;
-    struct hd_daemon_uplink *d = data;
-    d->timer = NULL;  /* the loop frees a timer before calling it */
-    uplink_dispatch(d, -1, 0);
-}
-
-static void uplink_rearm(struct hd_daemon_uplink *d)
-{
-    int timeout = 1000;
-    hd_uplink_prepare_poll(d->uplink, d->fds, &timeout);
-    /* First drop the watches of fds that went away, so a number reused by the other client is free. */
-    for (int i = 0; i < 2; i++)
-        if (d->watch[i] && d->watched_fd[i] != d->fds[i].fd) {
-            hd_loop_unwatch(d->loop, d->watch[i]);
-            d->watch[i] = NULL;
-        }
-    for (int i = 0; i < 2; i++) {
-        if (d->fds[i].fd < 0)
-            continue;
-        uint32_t events = (d->fds[i].events & POLLIN ? EPOLLIN : 0) | (d->fds[i].events & POLLOUT ? EPOLLOUT : 0);
-        if (d->watch[i] && hd_loop_modify(d->loop, d->watch[i], events) == 0)
-            continue;
-        if (d->watch[i]) {  /* closed and reopened under the same number: not in the set any more */
-            hd_loop_unwatch(d->loop, d->watch[i]);
-            d->watch[i] = NULL;
-        }
-        hd_error_t err = NULL;
-        d->watch[i] = hd_loop_watch(d->loop, d->fds[i].fd, events, on_uplink_fd, d, &err);
-        d->watched_fd[i] = d->fds[i].fd;
-        if (d->watch[i] == NULL) {
-            /* The timer below retries; the link times out and reconnects if this persists. */
-            hd_error_print(err, "hedged: uplink");
-            hd_error_free(&err);
-            if (timeout > 100)
-                timeout = 100;
-        }
-    }
-    if (d->timer)
-        hd_loop_cancel(d->loop, d->timer);
-    d->timer = hd_loop_timer(d->loop, timeout / 1000.0, on_uplink_timer, d);
+    struct hd_daemon_uplink *d = ctx;
+    hd_error_prefix(err, "uplink stopped");
+    hd_log(HD_LOG_ERROR, "uplink", "%s", hd_error_text(*err));
+    free(d->failed);
+    d->failed = hd_xstrdup(hd_error_text(*err));
+    hd_error_free(err);
+    hd_loop_defer(d->loop, uplink_free_stopped, d);  /* not inside the uplink's own callback */
 }
 
 int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, struct hd_broker *broker,
@@ -232,7 +152,6 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
     struct hd_daemon_uplink *d = hd_xcalloc(1, sizeof(*d));
     d->loop = loop;
     d->cfg = uc;
-    d->fds[0].fd = d->fds[1].fd = -1;
     if (uc->local.host == NULL) {
         if (broker == NULL) {
             hd_error_set(err, 0, "uplink.local.host: is required when the embedded broker is disabled");
@@ -255,9 +174,10 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
     d->uplink = hd_uplink_new(uc, err);
     if (d->uplink == NULL)
         goto fail;
-    fprintf(stderr, "hedged: uplink %s: local %s:%d, cloud %s:%d%s, spool %s\n", uc->node_id, uc->local.host,
-            uc->local.port, uc->cloud.host, uc->cloud.port, uc->cloud.tls.enabled ? " (TLS)" : "", uc->spool_path);
-    uplink_rearm(d);
+    if (hd_uplink_attach(d->uplink, loop, uplink_on_fatal, d, err) < 0)
+        goto fail;
+    hd_log(HD_LOG_INFO, "uplink", "%s: local %s:%d, cloud %s:%d%s, spool %s", uc->node_id, uc->local.host,
+           uc->local.port, uc->cloud.host, uc->cloud.port, uc->cloud.tls.enabled ? " (TLS)" : "", uc->spool_path);
     *out = d;
     return 0;
 fail:
@@ -269,10 +189,6 @@ void hd_daemon_uplink_stop(struct hd_daemon_uplink *d)
 {
     if (d == NULL)
         return;
-    for (int i = 0; i < 2; i++)
-        hd_loop_unwatch(d->loop, d->watch[i]);
-    if (d->timer)
-        hd_loop_cancel(d->loop, d->timer);
     hd_uplink_free(d->uplink);
     if (d->broker_user)
         hd_broker_remove_user(d->broker, UPLINK_BROKER_USER);
@@ -319,7 +235,7 @@ char *hd_daemon_uplink_metrics(struct hd_daemon_uplink *d)
     struct hd_uplink_status st = {0};
     hd_error_t err = NULL;
     if (d->uplink && hd_uplink_get_status(d->uplink, &st, &err) < 0) {
-        hd_error_print(err, "hedged: uplink metrics");
+        hd_log(HD_LOG_ERROR, "uplink", "metrics: %s", hd_error_text(err));
         hd_error_free(&err);
     }
     int64_t now = hd_wall_ms();

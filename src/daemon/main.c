@@ -30,14 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -48,27 +47,25 @@ static const char usage[] =
     "      --socket PATH     API socket (default /run/hedge/hedged.sock)\n"
     "      --mqtt-listen HOST:PORT  the broker's plain MQTT listener (replaces broker.listen)\n"
     "      --broker-only     run only the MQTT broker (no workloads, no API socket)\n"
+    "      --log-level LEVEL error, warn, info (the default) or debug (overrides log_level)\n"
     "      --check FILE      validate a config file and exit (0 valid, 1 not)\n"
     "      --foreground      run in the foreground (the default; for init systems that pass it)\n"
     "      --version         print the version\n";
 
-static void on_signal(struct hd_loop *loop, int fd, uint32_t events, void *data)
+static void on_signal(struct hd_loop *loop, int signo, void *data)
 {
-    struct signalfd_siginfo si;
-    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-        if (si.ssi_signo == SIGCHLD) {
-            /* monitors (we are their subreaper), health probes, orphans of workloads */
-            int status;
-            pid_t pid;
-            while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-                if (data)
-                    hd_supervisor_child_exited(data, pid, status);
-        } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
-            fprintf(stderr, "hedged: signal %d: exiting; workloads keep running\n", (int)si.ssi_signo);
-            hd_loop_quit(loop);
-        }
-        /* SIGHUP: nothing to reload yet; ignored rather than fatal */
+    if (signo == SIGCHLD) {
+        /* monitors (we are their subreaper), health probes, orphans of workloads */
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
+            if (data)
+                hd_supervisor_child_exited(data, pid, status);
+    } else if (signo == SIGTERM || signo == SIGINT) {
+        hd_log(HD_LOG_INFO, NULL, "signal %d: exiting; workloads keep running", signo);
+        hd_loop_quit(loop);
     }
+    /* SIGHUP: nothing to reload yet; ignored rather than fatal */
 }
 
 static int check_config(const char *path)
@@ -97,12 +94,9 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
     struct hd_store *store = NULL;
     struct hd_supervisor *sup = NULL;
     struct hd_api *api = NULL;
-    struct hd_watch *sigwatch = NULL;
     struct hd_broker *broker = NULL;
-    struct hd_watch *broker_watch = NULL;
     struct hd_daemon_uplink *uplink = NULL;
     cleanup_close int lock = -1;
-    cleanup_close int sfd = -1;
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
     cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
     cleanup_free char *db = hd_xasprintf("%s/hedged.db", cfg->state_dir);
@@ -145,14 +139,8 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (sfd < 0) {
-        hd_error_sys(&err, "signalfd");
-        goto out;
-    }
 
     if ((loop = hd_loop_new(&err)) == NULL)
         goto out;
@@ -161,17 +149,17 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
             hd_error_set(&err, 0, "--broker-only: the broker is disabled in the config");
             goto out;
         }
-        if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, NULL, &err)) == NULL ||
-            hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
+        if (hd_loop_signals(loop, &mask, on_signal, NULL, &err) < 0 ||
+            hd_daemon_broker_start(loop, cfg, &broker, &err) < 0)
             goto out;
-        fprintf(stderr, "hedged %s: broker only, state in %s\n", HEDGE_VERSION, cfg->broker.state_dir);
+        hd_log(HD_LOG_INFO, NULL, "version %s, broker only, state in %s", HEDGE_VERSION, cfg->broker.state_dir);
     } else {
         if (hd_store_open(db, &store, &err) < 0)
             goto out;
         sup = hd_supervisor_new(loop, store, cfg, &err);
-        if ((sigwatch = hd_loop_watch(loop, sfd, EPOLLIN, on_signal, sup, &err)) == NULL)
+        if (hd_loop_signals(loop, &mask, on_signal, sup, &err) < 0)
             goto out;
-        if (hd_daemon_broker_start(loop, cfg, &broker, &broker_watch, &err) < 0)
+        if (hd_daemon_broker_start(loop, cfg, &broker, &err) < 0)
             goto out;
         hd_supervisor_set_broker(sup, broker);
         if (hd_supervisor_recover(sup, &err) < 0 || hd_daemon_uplink_start(loop, cfg, broker, &uplink, &err) < 0 ||
@@ -179,8 +167,8 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
             goto out;
         hd_api_set_broker(api, broker);
         hd_api_set_uplink(api, uplink);
-        fprintf(stderr, "hedged %s: listening on %s, state in %s\n", HEDGE_VERSION, cfg->socket_path,
-                cfg->state_dir);
+        hd_log(HD_LOG_INFO, NULL, "version %s, listening on %s, state in %s", HEDGE_VERSION, cfg->socket_path,
+               cfg->state_dir);
     }
     if (hd_loop_run(loop, &err) < 0)
         goto out;
@@ -192,11 +180,9 @@ out:
     }
     hd_api_stop(api);
     hd_daemon_uplink_stop(uplink);
-    hd_daemon_broker_stop(loop, broker, broker_watch);
+    hd_daemon_broker_stop(broker);
     hd_supervisor_free(sup);
     hd_store_close(store);
-    if (loop && sigwatch)
-        hd_loop_unwatch(loop, sigwatch);
     hd_loop_free(loop);
     hd_instance_set_exe(NULL);
     return ret;
@@ -205,7 +191,7 @@ out:
 int main(int argc, char **argv)
 {
     enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP, OPT_MQTT_LISTEN,
-           OPT_BROKER_ONLY };
+           OPT_BROKER_ONLY, OPT_LOG_LEVEL };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},
@@ -213,13 +199,15 @@ int main(int argc, char **argv)
         {"check", required_argument, NULL, OPT_CHECK},
         {"mqtt-listen", required_argument, NULL, OPT_MQTT_LISTEN},
         {"broker-only", no_argument, NULL, OPT_BROKER_ONLY},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"foreground", no_argument, NULL, OPT_FOREGROUND},
         {"version", no_argument, NULL, OPT_VERSION},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    const char *config = NULL, *state_dir = NULL, *socket_path = NULL, *mqtt_listen = NULL;
+    const char *config = NULL, *state_dir = NULL, *socket_path = NULL, *mqtt_listen = NULL, *log_level = NULL;
     bool broker_only = false;
+    hd_log_init("hedged", NULL);
     int opt;
     while ((opt = getopt_long(argc, argv, "c:", options, NULL)) != -1) {
         switch (opt) {
@@ -229,6 +217,7 @@ int main(int argc, char **argv)
         case OPT_CHECK: return check_config(optarg);
         case OPT_MQTT_LISTEN: mqtt_listen = optarg; break;
         case OPT_BROKER_ONLY: broker_only = true; break;
+        case OPT_LOG_LEVEL: log_level = optarg; break;
         case OPT_FOREGROUND: break;
         case OPT_VERSION: printf("hedged %s\n", HEDGE_VERSION); return 0;
         case OPT_HELP: fputs(usage, stdout); return 0;
@@ -265,6 +254,15 @@ int main(int argc, char **argv)
         cfg.broker.listen = NULL;
         hd_strv_push(&cfg.broker.listen, mqtt_listen);
     }
+    if (log_level) {
+        enum hd_log_level level;
+        if (hd_log_parse_level(log_level, &level, &err) < 0) {
+            hd_error_prefix(&err, "--log-level");
+            goto fail;
+        }
+        cfg.log_level = (int)level;
+    }
+    hd_log_set_level((enum hd_log_level)cfg.log_level);
     if (hd_config_finish(&cfg, &err) < 0)
         goto fail;
     int r = daemon_run(&cfg, broker_only);

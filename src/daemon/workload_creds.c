@@ -30,6 +30,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -203,7 +204,7 @@ void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, co
         cleanup_free char *key = i ? hd_xasprintf("%s@host", name) : hd_xstrdup(name);
         cleanup_free char *path = creds_path(cfg, key);
         if (unlink(path) < 0 && errno != ENOENT)
-            fprintf(stderr, "hedged: %s: cannot remove its MQTT credentials: %s\n", name, strerror(errno));
+            hd_log(HD_LOG_WARN, "supervisor", "%s: cannot remove its MQTT credentials: %s", name, strerror(errno));
     }
 }
 

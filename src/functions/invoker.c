@@ -15,6 +15,7 @@
  * Instance states (struct instance): EMPTY -> CREATED (prepared, not
  * started: "warm") -> RUNNING -> EMPTY (waited and destroyed).
  */
+#include "base/log.h"
 #include "functions/invoker.h"
 
 #include <errno.h>
@@ -420,7 +421,7 @@ static void *ondemand_worker(void *arg)
         if (!invoker_stopping(inv)) {
             hd_error_t err = NULL;
             if (instance_create(inv, &warm, &err) < 0) {
-                fprintf(stderr, "hedge-functions: %s: prepare a warm instance: %s\n", inv->name, hd_error_text(err));
+                hd_log(HD_LOG_WARN, "functions", "%s: prepare a warm instance: %s", inv->name, hd_error_text(err));
                 hd_error_free(&err);
             }
         }
@@ -473,7 +474,7 @@ static void *pinned_worker(void *arg)
         if (ins.state == INSTANCE_EMPTY && !dead) {
             hd_error_t err = NULL;
             if (instance_create(inv, &ins, &err) < 0 || instance_start(&ins, &err) < 0) {
-                fprintf(stderr, "hedge-functions: %s: start: %s\n", inv->name, hd_error_text(err));
+                hd_log(HD_LOG_ERROR, "functions", "%s: start: %s", inv->name, hd_error_text(err));
                 snprintf(dead_reason, sizeof(dead_reason), "start failed: %s", hd_error_text(err));
                 hd_error_free(&err);
                 instance_end(&ins, true);
@@ -498,7 +499,7 @@ static void *pinned_worker(void *arg)
             if (ins.state == INSTANCE_RUNNING && instance_exited(&ins)) {
                 /* Exited between invocations: restart per policy. */
                 struct hd_exit exit = instance_end(&ins, false);
-                fprintf(stderr, "hedge-functions: %s: instance exited with code %d\n", inv->name, exit.code);
+                hd_log(HD_LOG_WARN, "functions", "%s: instance exited with code %d", inv->name, exit.code);
                 if (pinned_may_restart(inv, &exit, false, &retries)) {
                     pthread_mutex_lock(&inv->lock);
                     inv->stats.restarts++;
@@ -534,8 +535,7 @@ static void *pinned_worker(void *arg)
             /* Anything past the frame is a protocol error of the function: drop it with the instance. */
             if (in_len != 4 + (size_t)want.len) {
                 killed = true;
-                fprintf(stderr, "hedge-functions: %s: bytes after a reply frame; restarting the instance\n",
-                        inv->name);
+                hd_log(HD_LOG_WARN, "functions", "%s: bytes after a reply frame; restarting the instance", inv->name);
             }
         } else if (r == 1) {
             pthread_mutex_lock(&inv->lock);

@@ -21,6 +21,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "functions/local.h"
 #include "base/util.h"
 
@@ -138,7 +139,7 @@ bool hd_local_complete(struct hd_local *l, struct hd_invocation *call)
         uint8_t head[5] = {call->error ? 'E' : 'R', (uint8_t)(call->body_len >> 24), (uint8_t)(call->body_len >> 16),
                            (uint8_t)(call->body_len >> 8), (uint8_t)call->body_len};
         if (hd_write_all(p->fd, head, sizeof(head)) < 0 || hd_write_all(p->fd, call->body, call->body_len) < 0)
-            fprintf(stderr, "hedge-functions: a local invocation's client went away before its result\n");
+            hd_log(HD_LOG_WARN, "functions", "a local invocation's client went away before its result");
         close(p->fd);
         free(p);
         hd_invocation_free(call);
@@ -165,7 +166,7 @@ void hd_local_write_stats(struct hd_local *l, struct hd_invoker *inv, bool force
     cleanup_free char *path = hd_xasprintf("%s/stats.json", l->dir);
     hd_error_t err = NULL;
     if (text == NULL || hd_write_file_atomic(path, text, strlen(text), &err) < 0) {
-        hd_error_print(err, "hedge-functions");
+        hd_log(HD_LOG_ERROR, "functions", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     free(text);

@@ -14,6 +14,12 @@
  * loses those in flight). On SIGINT/SIGTERM the instances are stopped and
  * removed. The broker connection is retried every 500 ms.
  *
+ * Everything runs in one hd_loop (src/base/loop.h): the MQTT client watches
+ * its own socket, the invoker's result eventfd and the local socket are
+ * watched, signals come through the loop's signalfd, and a 250/500 ms timer
+ * retries the connection and ticks the keepalive. Results go out at the end
+ * of every turn (deferred work), in one flush.
+ *
  * The credentials come from HEDGE_MQTT_USERNAME and HEDGE_MQTT_PASSWORD when
  * set, and without --broker the address from HEDGE_MQTT_HOST and
  * HEDGE_MQTT_PORT (how hedged hands them over); all four are removed from
@@ -29,26 +35,20 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <unistd.h>
 
+#include "base/log.h"
+#include "base/loop.h"
 #include "functions/invoker.h"
 #include "functions/local.h"
 #include "mqtt/client.h"
 #include "mqtt/topic.h"
 #include "base/util.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
 
 struct app {
     const struct hd_spec *spec;
@@ -58,6 +58,10 @@ struct app {
     char **filters;
     uint16_t next_id;
     bool connected;
+    struct hd_loop *loop;
+    struct hd_defer *turn;      /* results and stats at the end of this turn */
+    const char *broker;
+    uint64_t next_attempt_ns;
 };
 
 static void app_on_connect(void *ctx, bool session_present)
@@ -66,16 +70,16 @@ static void app_on_connect(void *ctx, bool session_present)
     a->connected = true;
     hd_mqtt_subscribe(a->mqtt, 1, a->filters, 1);
     hd_mqtt_client_flush(a->mqtt);
-    fprintf(stderr, "hedge-functions: %s: connected, listening on %s%s\n",
-            a->spec->name ? a->spec->name : "function", a->filters[0], a->filters[1] ? ", ..." : "");
+    hd_log(HD_LOG_INFO, "functions", "%s: connected, listening on %s%s", a->spec->name ? a->spec->name : "function",
+           a->filters[0], a->filters[1] ? ", ..." : "");
 }
 
 static void app_on_suback(void *ctx, uint16_t id, const uint8_t *codes, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (codes[i] >= 0x80)
-            fprintf(stderr, "hedge-functions: subscription %zu refused by the broker (0x%02x)\n", i, codes[i]);
-    fprintf(stderr, "hedge-functions: subscribed\n");
+            hd_log(HD_LOG_ERROR, "functions", "subscription %zu refused by the broker (0x%02x)", i, codes[i]);
+    hd_log(HD_LOG_INFO, "functions", "subscribed");
 }
 
 static void app_on_message(void *ctx, const struct hd_mqtt_message *m)
@@ -106,7 +110,7 @@ static void app_on_disconnect(void *ctx, const char *reason)
 {
     struct app *a = ctx;
     a->connected = false;
-    fprintf(stderr, "hedge-functions: broker: %s\n", reason);
+    hd_log(HD_LOG_WARN, "functions", "broker: %s", reason);
 }
 
 static void app_publish_results(struct app *a)
@@ -121,17 +125,72 @@ static void app_publish_results(struct app *a)
             hd_mqtt_publish(a->mqtt, call->reply_topic, call->body ? call->body : "", call->body_len, 1, false,
                             a->next_id, call->correlation, call->correlation_len);
         } else {
-            fprintf(stderr, "hedge-functions: result for %s dropped: not connected\n", call->reply_topic);
+            hd_log(HD_LOG_WARN, "functions", "result for %s dropped: not connected", call->reply_topic);
         }
         hd_invocation_free(call);
     }
     hd_mqtt_client_flush(a->mqtt);
 }
 
+static void app_on_turn_end(struct hd_loop *loop, void *data)
+{
+    struct app *a = data;
+    a->turn = NULL;
+    app_publish_results(a);
+    if (a->local)
+        hd_local_write_stats(a->local, a->inv, false);
+}
+
+static void app_want_turn(struct app *a)
+{
+    if (a->turn == NULL)
+        a->turn = hd_loop_defer(a->loop, app_on_turn_end, a);
+}
+
+static void app_after_io(void *ctx)
+{
+    app_want_turn(ctx);
+}
+
+static void app_on_results(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    app_want_turn(data);  /* the turn's end drains the queue (and its eventfd) */
+}
+
+static void app_on_local(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    struct app *a = data;
+    hd_local_accept(a->local, a->inv);
+    app_want_turn(a);
+}
+
+/* Connect when due, keepalive, stats: every 250 ms with --local (a stats write may be due), else 500 ms. */
+static void app_on_timer(struct hd_loop *loop, void *data)
+{
+    struct app *a = data;
+    uint64_t now = hd_now_ns();
+    if (hd_mqtt_client_state(a->mqtt) == HD_MQTT_DISCONNECTED && now >= a->next_attempt_ns) {
+        a->next_attempt_ns = now + 500000000ull;
+        hd_error_t err = NULL;
+        if (hd_mqtt_client_connect(a->mqtt, &err) < 0) {
+            hd_log(HD_LOG_WARN, "functions", "broker %s: %s", a->broker, hd_error_text(err));
+            hd_error_free(&err);
+        }
+    }
+    hd_mqtt_client_tick(a->mqtt, hd_now_ns());  /* not `now`: a connect just made is younger */
+    app_want_turn(a);
+    hd_loop_timer(loop, a->local ? 0.25 : 0.5, app_on_timer, a);
+}
+
+static void on_signal(struct hd_loop *loop, int signo, void *data)
+{
+    hd_loop_quit(loop);
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
-                 "[--share GROUP] [--check]\n"
+                 "[--share GROUP] [--check] [--log-level LEVEL]\n"
                  "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
 }
 
@@ -141,12 +200,15 @@ int main(int argc, char **argv)
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
         {"local", required_argument, NULL, 'l'}, {"share", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
+    hd_log_init("hedge-functions", "functions");
+    hd_error_t err = NULL;
     const char *spec_path = NULL, *broker = NULL, *state_dir = NULL, *local_dir = NULL, *share = NULL;
     bool check = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:b:d:l:g:nh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:b:d:l:g:nhL:", longopts, NULL)) != -1) {
         switch (opt) {
         case 's': spec_path = optarg; break;
         case 'b': broker = optarg; break;
@@ -154,6 +216,13 @@ int main(int argc, char **argv)
         case 'l': local_dir = optarg; break;
         case 'g': share = optarg; break;
         case 'n': check = true; break;
+        case 'L':
+            if (hd_log_set_level_name(optarg, &err) < 0) {
+                hd_error_print(err, "hedge-functions: --log-level");
+                hd_error_free(&err);
+                return HD_EXIT_USAGE;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return HD_EXIT_USAGE;
         }
@@ -162,7 +231,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return HD_EXIT_USAGE;
     }
-    hd_error_t err = NULL;
     cleanup_spec struct hd_spec *spec = hd_spec_new();
     cleanup_free char *host = NULL, *env_broker = NULL, *username = NULL, *password = NULL;
     int port;
@@ -194,12 +262,9 @@ int main(int argc, char **argv)
                spec->n_triggers);
         return 0;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct app a = {.spec = spec};
+    struct app a = {.spec = spec, .broker = broker};
     if (share && !hd_mqtt_level_valid_name(share)) {
         hd_error_set_code(&err, HD_EXIT_USAGE, 0, "--share %s: a group name has no '/', '+' or '#'", share);
         goto fail_usage;
@@ -212,13 +277,27 @@ int main(int argc, char **argv)
         } else
             hd_strv_push(&a.filters, spec->triggers[i].topic);
     }
+    /* Before the invoker starts its threads: they inherit the blocked signals, so SIGTERM reaches the
+     * loop's signalfd and never a thread's default action. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    a.loop = hd_loop_new(&err);
+    if (a.loop == NULL || hd_loop_signals(a.loop, &stop_signals, on_signal, NULL, &err) < 0) {
+        hd_loop_free(a.loop);
+        hd_strv_free(a.filters);
+        goto fail;
+    }
     a.inv = hd_invoker_new(spec, state_dir, &err);
     if (!a.inv) {
+        hd_loop_free(a.loop);
         hd_strv_free(a.filters);
         goto fail;
     }
     if (local_dir && (a.local = hd_local_new(local_dir, &err)) == NULL) {
         hd_invoker_free(a.inv);
+        hd_loop_free(a.loop);
         hd_strv_free(a.filters);
         goto fail;
     }
@@ -231,39 +310,25 @@ int main(int argc, char **argv)
     struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect, .on_message = app_on_message,
                                    .on_suback = app_on_suback, .on_disconnect = app_on_disconnect};
     a.mqtt = hd_mqtt_client_new(&mo, &cb, &a);
-    uint64_t next_attempt = 0;
-    while (!stop_requested) {
-        uint64_t now = hd_now_ns();
-        if (hd_mqtt_client_state(a.mqtt) == HD_MQTT_DISCONNECTED && now >= next_attempt) {
-            next_attempt = now + 500000000ull;
-            if (hd_mqtt_client_connect(a.mqtt, &err) < 0) {
-                fprintf(stderr, "hedge-functions: broker %s: %s\n", broker, hd_error_text(err));
-                hd_error_free(&err);
-            }
-        }
-        struct pollfd fds[3] = {
-            {.fd = hd_mqtt_client_fd(a.mqtt), .events = hd_mqtt_client_events(a.mqtt)},
-            {.fd = hd_invoker_fd(a.inv), .events = POLLIN},
-            {.fd = a.local ? hd_local_fd(a.local) : -1, .events = POLLIN},
-        };
-        /* a quarter second at most while a stats write may be due */
-        if (poll(fds, 3, a.local ? 250 : 500) < 0 && errno != EINTR)
-            break;
-        if (fds[0].fd >= 0 && fds[0].revents)
-            hd_mqtt_client_handle(a.mqtt, fds[0].revents);
-        if (fds[2].revents & POLLIN)
-            hd_local_accept(a.local, a.inv);
-        app_publish_results(&a);
-        if (a.local)
-            hd_local_write_stats(a.local, a.inv, false);
-        hd_mqtt_client_tick(a.mqtt, hd_now_ns());
+    int rc = -1;
+    if (a.loop &&
+        hd_loop_watch(a.loop, hd_invoker_fd(a.inv), EPOLLIN, app_on_results, &a, &err) != NULL &&
+        (!a.local || hd_loop_watch(a.loop, hd_local_fd(a.local), EPOLLIN, app_on_local, &a, &err) != NULL)) {
+        hd_mqtt_client_attach(a.mqtt, a.loop, app_after_io);
+        app_on_timer(a.loop, &a);  /* connect now */
+        rc = hd_loop_run(a.loop, &err);
+    }
+    if (rc < 0) {
+        hd_log(HD_LOG_ERROR, "functions", "%s", hd_error_text(err));
+        hd_error_free(&err);
     }
     struct hd_invoker_stats st;
     hd_invoker_get_stats(a.inv, &st);
-    fprintf(stderr, "hedge-functions: stopping (%llu invocations, %llu errors, %llu timeouts, %llu rejected, "
-                    "%llu restarts, latency p50 %.2f ms p99 %.2f ms)\n", (unsigned long long)st.invocations,
-            (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
-            (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
+    hd_log(HD_LOG_INFO, "functions",
+           "stopping (%llu invocations, %llu errors, %llu timeouts, %llu rejected, "
+           "%llu restarts, latency p50 %.2f ms p99 %.2f ms)", (unsigned long long)st.invocations,
+           (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
+           (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
     if (a.local) {
         hd_local_write_stats(a.local, a.inv, true);
         hd_local_free(a.local);
@@ -271,8 +336,9 @@ int main(int argc, char **argv)
     hd_invoker_free(a.inv);
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);
+    hd_loop_free(a.loop);  /* its watches, timer and pending turn go with it */
     hd_strv_free(a.filters);
-    return 0;
+    return rc < 0 ? HD_EXIT_HEDGE : 0;
 
 fail_usage:
 fail:

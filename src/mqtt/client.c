@@ -10,13 +10,13 @@
  * TLS is OpenSSL over the same non-blocking socket, loaded with dlopen on
  * the first TLS connection (src/mqtt/openssl_lazy.h: a process that never
  * uses TLS, such as hedged with a plain cloud link, never maps it).
- * SSL_connect is driven from the poll loop (TLS_HANDSHAKE state) and
+ * SSL_connect is driven from the caller's loop (TLS_HANDSHAKE state) and
  * SSL_read/SSL_write replace read/write. Output is one growable buffer written as far as the socket
  * takes it; the uplink batches hundreds of PUBLISH packets per write.
  *
  * Nothing here waits: connect() is non-blocking (TCP_CONNECTING until the
  * socket is writable), CONNACK and every other answer arrive through the
- * caller's poll, writes stop at EAGAIN. That is what lets hedged run the
+ * caller's poll or hd_loop (hd_mqtt_client_attach), writes stop at EAGAIN. That is what lets hedged run the
  * uplink's local client against its own broker in the same thread. The one
  * call that can block is getaddrinfo for a host NAME (DNS); numeric
  * addresses are parsed with AI_NUMERICHOST and never reach the resolver.
@@ -30,9 +30,11 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/loop.h"
 #include "mqtt/openssl_lazy.h"
 #include "mqtt/packet.h"
 #include "base/util.h"
@@ -53,6 +55,11 @@ struct hd_mqtt_client {
     uint64_t last_sent_ns, last_received_ns, ping_sent_ns;
     char *topic_copy;
     size_t topic_copy_cap;
+    /* hd_mqtt_client_attach: the socket's watch in the host loop */
+    struct hd_loop *loop;
+    struct hd_watch *watch;
+    uint32_t watch_events;
+    void (*after_io)(void *ctx);
 };
 
 static char *dup_or_null(const char *s)
@@ -83,6 +90,10 @@ struct hd_mqtt_client *hd_mqtt_client_new(const struct hd_mqtt_options *opts, co
 
 static void client_reset_io(struct hd_mqtt_client *c)
 {
+    if (c->watch) {  /* before close: the fd number is free for others the moment it is closed */
+        hd_loop_unwatch(c->loop, c->watch);
+        c->watch = NULL;
+    }
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -184,6 +195,34 @@ static void client_send_connect(struct hd_mqtt_client *c)
     c->state = HD_MQTT_CONNECT_SENT;
 }
 
+/* Keep the loop's watch on the events the state asks for (a syscall only when they change). */
+static void client_watch_sync(struct hd_mqtt_client *c)
+{
+    if (c->watch == NULL)
+        return;
+    short want = hd_mqtt_client_events(c);
+    uint32_t events = (want & POLLIN ? EPOLLIN : 0) | (want & POLLOUT ? EPOLLOUT : 0);
+    if (events != c->watch_events && hd_loop_modify(c->loop, c->watch, events) == 0)
+        c->watch_events = events;
+}
+
+static void client_on_ready(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    struct hd_mqtt_client *c = data;
+    short revents = (short)((events & EPOLLIN ? POLLIN : 0) | (events & EPOLLOUT ? POLLOUT : 0) |
+                            (events & EPOLLERR ? POLLERR : 0) | (events & EPOLLHUP ? POLLHUP : 0));
+    hd_mqtt_client_handle(c, revents);
+    client_watch_sync(c);
+    if (c->after_io)
+        c->after_io(c->ctx);
+}
+
+void hd_mqtt_client_attach(struct hd_mqtt_client *c, struct hd_loop *loop, void (*after_io)(void *ctx))
+{
+    c->loop = loop;
+    c->after_io = after_io;
+}
+
 int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err)
 {
     client_reset_io(c);
@@ -214,6 +253,14 @@ int hd_mqtt_client_connect(struct hd_mqtt_client *c, hd_error_t *err)
         int saved = errno;
         close(fd);
         return hd_error_set(err, saved, "connect %s:%d", c->opts.host, c->opts.port);
+    }
+    if (c->loop) {
+        c->watch = hd_loop_watch(c->loop, fd, EPOLLOUT, client_on_ready, c, err);
+        if (c->watch == NULL) {
+            close(fd);
+            return -1;
+        }
+        c->watch_events = EPOLLOUT;
     }
     c->fd = fd;
     c->state = HD_MQTT_TCP_CONNECTING;
@@ -294,7 +341,15 @@ static void client_start_session(struct hd_mqtt_client *c)
     client_send_connect(c);
 }
 
+static void client_flush_out(struct hd_mqtt_client *c);
+
 void hd_mqtt_client_flush(struct hd_mqtt_client *c)
+{
+    client_flush_out(c);
+    client_watch_sync(c);
+}
+
+static void client_flush_out(struct hd_mqtt_client *c)
 {
     if (c->state < HD_MQTT_CONNECT_SENT)
         return;

@@ -7,7 +7,8 @@
  * The client owns one socket and never blocks: the caller polls
  * hd_mqtt_client_fd() for hd_mqtt_client_events() and hands the revents to
  * hd_mqtt_client_handle(), which reads, decodes and calls the callbacks, then
- * writes what is queued. So it drops into any poll/epoll loop (hedged's later).
+ * writes what is queued. So it drops into any poll loop; with hd_mqtt_client_attach
+ * it registers itself with an hd_loop (the uplink in hedged and hedge-uplink).
  *
  * Acknowledgements are the caller's: an incoming QoS 1 PUBLISH is NOT
  * acknowledged until the caller calls hd_mqtt_puback(). That is what lets the
@@ -97,6 +98,15 @@ enum hd_mqtt_state hd_mqtt_client_state(const struct hd_mqtt_client *c);
 int hd_mqtt_client_fd(const struct hd_mqtt_client *c);
 /* POLLIN|POLLOUT as needed. */
 short hd_mqtt_client_events(const struct hd_mqtt_client *c);
+/*
+ * Or let the client register itself with an event loop (src/base/loop.h): from the next connect on
+ * it watches its own socket (removed before every close, so a reused fd number is never confused),
+ * handles readiness, and keeps the watched events in step with its state at the end of every
+ * handle and flush (epoll_ctl only when they change). Queue packets, then hd_mqtt_client_flush.
+ * after_io(ctx) runs after each readiness it handled (NULL: nothing).
+ */
+struct hd_loop;
+void hd_mqtt_client_attach(struct hd_mqtt_client *c, struct hd_loop *loop, void (*after_io)(void *ctx));
 /* Process readiness: read, decode, callback, write. The state tells the result. */
 void hd_mqtt_client_handle(struct hd_mqtt_client *c, short revents);
 /* Write queued bytes now (after a batch of publishes/acks). */

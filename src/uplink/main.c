@@ -6,30 +6,40 @@
  *   hedge-uplink --config FILE [--check]
  *
  * --check validates the configuration and exits (0, or 2 with the field at
- * fault). SIGINT/SIGTERM set a flag the poll loop sees within a second (poll
- * is interrupted by the signal in the common case); the spool is committed
- * and closed on the way out. kill -9 loses nothing either: every message the
- * local broker saw acknowledged is already committed. `hedge uplink status
- * --config FILE` reads the link status and counters from the spool file.
+ * fault). The uplink runs in an hd_loop of its own; SIGINT/SIGTERM arrive
+ * through the loop's signalfd and end it; both links are disconnected
+ * cleanly and the spool is committed and closed on the way out. kill -9 loses nothing either: every message the
+ * local broker saw acknowledged is already committed.
  */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 
+#include "base/log.h"
+#include "base/loop.h"
 #include "uplink/uplink.h"
 #include "base/util.h"
 
-static volatile int stop_requested;
-
-static void on_signal(int sig)
+static void on_signal(struct hd_loop *loop, int signo, void *data)
 {
-    (void)sig;
-    stop_requested = 1;
+    hd_loop_quit(loop);
+}
+
+struct uplink_main {
+    struct hd_loop *loop;
+    hd_error_t fatal;
+};
+
+static void on_fatal(void *ctx, hd_error_t *err)
+{
+    struct uplink_main *m = ctx;
+    m->fatal = get_and_reset(err);
+    hd_loop_quit(m->loop);
 }
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hedge-uplink --config FILE [--check]\n");
+    fprintf(out, "usage: hedge-uplink --config FILE [--check] [--log-level error|warn|info|debug]\n");
 }
 
 int main(int argc, char **argv)
@@ -37,16 +47,26 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check", no_argument, NULL, 'n'},
+        {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
+    hd_log_init("hedge-uplink", "uplink");
+    hd_error_t err = NULL;
     const char *config_path = NULL;
     bool check = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "c:nh", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:nhL:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': config_path = optarg; break;
         case 'n': check = true; break;
+        case 'L':
+            if (hd_log_set_level_name(optarg, &err) < 0) {
+                hd_error_print(err, "hedge-uplink: --log-level");
+                hd_error_free(&err);
+                return HD_EXIT_USAGE;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return HD_EXIT_USAGE;
         }
@@ -55,7 +75,6 @@ int main(int argc, char **argv)
         usage(stderr);
         return HD_EXIT_USAGE;
     }
-    hd_error_t err = NULL;
     struct hd_uplink_config cfg;
     if (hd_uplink_config_load(config_path, &cfg, &err) < 0) {
         int code = hd_error_exit_code(err);
@@ -68,13 +87,25 @@ int main(int argc, char **argv)
         hd_uplink_config_free(&cfg);
         return 0;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    struct hd_uplink *u = hd_uplink_new(&cfg, &err);
-    int rc = u ? hd_uplink_run(u, &stop_requested, &err) : -1;
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    struct uplink_main m = {.loop = hd_loop_new(&err)};
+    struct hd_uplink *u = NULL;
+    int rc = -1;
+    if (m.loop && hd_loop_signals(m.loop, &stop_signals, on_signal, NULL, &err) == 0 &&
+        (u = hd_uplink_new(&cfg, &err)) != NULL && hd_uplink_attach(u, m.loop, on_fatal, &m, &err) == 0)
+        rc = hd_loop_run(m.loop, &err);
+    if (rc == 0 && m.fatal) {
+        err = get_and_reset(&m.fatal);
+        rc = -1;
+    }
+    if (u && rc == 0)
+        hd_uplink_close(u);
     hd_uplink_free(u);
+    hd_loop_free(m.loop);
     hd_uplink_config_free(&cfg);
     if (rc < 0) {
         int code = hd_error_exit_code(err);

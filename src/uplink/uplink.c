@@ -1,7 +1,12 @@
 /*
  * uplink.c - the store-and-forward bridge (see uplink.h for the guarantees).
  *
- * One poll loop, two MQTT clients, one spool. Each turn of the loop:
+ * Two MQTT clients and one spool in the host's event loop (hd_uplink_attach:
+ * hedged's one loop, or hedge-uplink's own). The clients watch their own
+ * sockets (hd_mqtt_client_attach); whatever they handled in a turn, the
+ * uplink finishes at the end of that turn (deferred work), and one loop timer
+ * brings a turn when nothing else does (reconnect back-off, TTL expiry,
+ * keepalive, the commit of deletes). A turn:
  *   1. read from the local broker: matching PUBLISHes are appended to the
  *      spool inside one open transaction and their PUBACKs are held back;
  *   2. read from the cloud: PUBACKs delete their rows (same transaction),
@@ -23,13 +28,14 @@
 #include "uplink/uplink.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "base/log.h"
+#include "base/loop.h"
 #include "base/util.h"
 
 #define UPLINK_DELETE_COMMIT_NS 50000000ull  /* 50 ms */
@@ -64,7 +70,16 @@ struct hd_uplink {
     uint64_t last_expire_ns, last_commit_ns;
     bool status_dirty;
     int64_t cloud_since_ms, cloud_connects, downlink_count;
+    /* hd_uplink_attach */
+    struct hd_loop *loop;
+    struct hd_timer *timer;      /* the next turn when no socket brings one */
+    struct hd_defer *turn;       /* the end of the current turn, once there is work */
+    bool stopped;                /* a fatal error stopped it */
+    hd_uplink_fatal_fn on_fatal;
+    void *fatal_ctx;
 };
+
+static void uplink_on_timer(struct hd_loop *loop, void *data);
 
 static void uplink_fatal(struct hd_uplink *u, hd_error_t *err)
 {
@@ -114,7 +129,7 @@ static void local_on_connect(void *ctx, bool session_present)
     struct hd_uplink *u = ctx;
     u->local.connected = true;
     u->local.backoff_ms = 0;
-    fprintf(stderr, "hedge-uplink: local broker connected (session %s)\n", session_present ? "resumed" : "new");
+    hd_log(HD_LOG_INFO, "uplink", "local broker connected (session %s)", session_present ? "resumed" : "new");
     if (u->local_filters)
         hd_mqtt_subscribe(u->local.client, 1, u->local_filters, 1);
     uplink_set_status(u, "local_connected", "1");
@@ -164,7 +179,7 @@ static void local_on_puback(void *ctx, uint16_t id, uint8_t reason)
 static void local_on_disconnect(void *ctx, const char *reason)
 {
     struct hd_uplink *u = ctx;
-    fprintf(stderr, "hedge-uplink: local broker %s:%d: %s\n", u->cfg->local.host, u->cfg->local.port, reason);
+    hd_log(HD_LOG_WARN, "uplink", "local broker %s:%d: %s", u->cfg->local.host, u->cfg->local.port, reason);
     u->local.connected = false;
     /* Held acks are void: the persistent session redelivers those messages. */
     u->n_pending_acks = 0;
@@ -187,7 +202,7 @@ static void cloud_on_connect(void *ctx, bool session_present)
     u->cloud_connects++;
     free(u->cloud.last_error);
     u->cloud.last_error = NULL;
-    fprintf(stderr, "hedge-uplink: cloud broker %s:%d connected\n", u->cfg->cloud.host, u->cfg->cloud.port);
+    hd_log(HD_LOG_INFO, "uplink", "cloud broker %s:%d connected", u->cfg->cloud.host, u->cfg->cloud.port);
     if (u->cloud_filters)
         hd_mqtt_subscribe(u->cloud.client, 1, u->cloud_filters, 1);
     uplink_cloud_status(u, true);
@@ -241,7 +256,7 @@ static void cloud_on_puback(void *ctx, uint16_t id, uint8_t reason)
 static void cloud_on_disconnect(void *ctx, const char *reason)
 {
     struct hd_uplink *u = ctx;
-    fprintf(stderr, "hedge-uplink: cloud broker %s:%d: %s\n", u->cfg->cloud.host, u->cfg->cloud.port, reason);
+    hd_log(HD_LOG_WARN, "uplink", "cloud broker %s:%d: %s", u->cfg->cloud.host, u->cfg->cloud.port, reason);
     bool was_connected = u->cloud.connected;
     u->cloud.connected = false;
     free(u->cloud.last_error);
@@ -291,7 +306,7 @@ static void uplink_try_connect(struct hd_uplink *u, struct uplink_link *l, uint6
         return;
     hd_error_t err = NULL;
     if (hd_mqtt_client_connect(l->client, &err) < 0) {
-        fprintf(stderr, "hedge-uplink: %s broker: %s\n", l->name, hd_error_text(err));
+        hd_log(HD_LOG_WARN, "uplink", "%s broker: %s", l->name, hd_error_text(err));
         if (l == &u->cloud) {
             free(u->cloud.last_error);
             u->cloud.last_error = hd_xstrdup(hd_error_text(err));
@@ -362,6 +377,10 @@ void hd_uplink_free(struct hd_uplink *u)
 {
     if (!u)
         return;
+    if (u->turn)
+        hd_loop_cancel_defer(u->loop, u->turn);
+    if (u->timer)
+        hd_loop_cancel(u->loop, u->timer);
     hd_mqtt_client_free(u->local.client);
     hd_mqtt_client_free(u->cloud.client);
     if (u->spool) {
@@ -382,31 +401,31 @@ void hd_uplink_free(struct hd_uplink *u)
     free(u);
 }
 
-int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms)
+/* Connect what is due and arm the timer for the next turn nobody else brings. */
+static void uplink_arm(struct hd_uplink *u)
 {
     uint64_t now = hd_now_ns();
     uplink_try_connect(u, &u->local, now);
     uplink_try_connect(u, &u->cloud, now);
-    fds[0] = (struct pollfd){.fd = hd_mqtt_client_fd(u->local.client), .events = hd_mqtt_client_events(u->local.client)};
-    fds[1] = (struct pollfd){.fd = hd_mqtt_client_fd(u->cloud.client), .events = hd_mqtt_client_events(u->cloud.client)};
     int timeout = 1000;
-    uint64_t nexts[2] = {u->local.next_attempt_ns, u->cloud.next_attempt_ns};
-    for (int i = 0; i < 2; i++)
-        if (fds[i].fd < 0 && nexts[i] > now && (nexts[i] - now) / 1000000 + 1 < (uint64_t)timeout)
-            timeout = (int)((nexts[i] - now) / 1000000 + 1);
+    const struct uplink_link *links[2] = {&u->local, &u->cloud};
+    for (int i = 0; i < 2; i++) {
+        uint64_t next = links[i]->next_attempt_ns;
+        if (hd_mqtt_client_state(links[i]->client) == HD_MQTT_DISCONNECTED && next > now &&
+            (next - now) / 1000000 + 1 < (uint64_t)timeout)
+            timeout = (int)((next - now) / 1000000 + 1);
+    }
     /* Deletes-only transactions are committed within UPLINK_DELETE_COMMIT_NS. */
     if (hd_spool_in_transaction(u->spool) && timeout > 10)
         timeout = 10;
-    *timeout_ms = timeout;
-    return 2;
+    if (u->timer)
+        hd_loop_cancel(u->loop, u->timer);
+    u->timer = hd_loop_timer(u->loop, timeout / 1000.0, uplink_on_timer, u);
 }
 
-int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err)
+/* The end of a turn: expiry and keepalive, refill the window, commit, release local PUBACKs. */
+static int uplink_turn(struct hd_uplink *u, hd_error_t *err)
 {
-    if (fds[0].fd >= 0 && fds[0].revents)
-        hd_mqtt_client_handle(u->local.client, fds[0].revents);
-    if (fds[1].fd >= 0 && fds[1].revents)
-        hd_mqtt_client_handle(u->cloud.client, fds[1].revents);
     uint64_t now = hd_now_ns();
     if (now - u->last_expire_ns > 1000000000ull) {
         u->last_expire_ns = now;
@@ -440,17 +459,78 @@ int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error
         return -1;
     }
     /* Durable now: let the local broker forget these messages. */
-    if (u->local.connected && u->n_pending_acks) {
+    if (u->local.connected && u->n_pending_acks)
         for (size_t i = 0; i < u->n_pending_acks; i++)
             hd_mqtt_puback(u->local.client, u->pending_acks[i]);
-        hd_mqtt_client_flush(u->local.client);
-    }
     u->n_pending_acks = 0;
+    /* What callbacks queued (downlink publishes, cloud PUBACKs) leaves now; nothing queued: no syscall. */
+    hd_mqtt_client_flush(u->local.client);
+    hd_mqtt_client_flush(u->cloud.client);
     if (u->fatal) {
         *err = get_and_reset(&u->fatal);
         return -1;
     }
     return 0;
+}
+
+static void uplink_on_turn_end(struct hd_loop *loop, void *data)
+{
+    struct hd_uplink *u = data;
+    u->turn = NULL;
+    hd_error_t err = NULL;
+    if (uplink_turn(u, &err) < 0) {
+        /* Stopped for good: the links close, the owner hears why (and may free u after this turn). */
+        u->stopped = true;
+        if (u->timer)
+            hd_loop_cancel(loop, u->timer);
+        u->timer = NULL;
+        hd_mqtt_client_close(u->local.client, false);
+        hd_mqtt_client_close(u->cloud.client, false);
+        if (u->on_fatal)
+            u->on_fatal(u->fatal_ctx, &err);
+        hd_error_free(&err);
+        return;
+    }
+    uplink_arm(u);
+}
+
+/* Something happened in this turn: finish it at its end (once). */
+static void uplink_want_turn(struct hd_uplink *u)
+{
+    if (u->turn == NULL && !u->stopped)
+        u->turn = hd_loop_defer(u->loop, uplink_on_turn_end, u);
+}
+
+static void uplink_after_io(void *ctx)
+{
+    uplink_want_turn(ctx);
+}
+
+static void uplink_on_timer(struct hd_loop *loop, void *data)
+{
+    struct hd_uplink *u = data;
+    u->timer = NULL;  /* the loop frees a timer before calling it */
+    uplink_want_turn(u);
+}
+
+int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_fn on_fatal, void *ctx,
+                     hd_error_t *err)
+{
+    if (u->loop)
+        return hd_error_set(err, EBUSY, "uplink: attached to a loop already");
+    u->loop = loop;
+    u->on_fatal = on_fatal;
+    u->fatal_ctx = ctx;
+    hd_mqtt_client_attach(u->local.client, loop, uplink_after_io);
+    hd_mqtt_client_attach(u->cloud.client, loop, uplink_after_io);
+    uplink_want_turn(u);  /* the first turn connects both links */
+    return 0;
+}
+
+void hd_uplink_close(struct hd_uplink *u)
+{
+    hd_mqtt_client_close(u->local.client, true);
+    hd_mqtt_client_close(u->cloud.client, true);
 }
 
 int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_error_t *err)
@@ -463,25 +543,4 @@ int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_e
     out->reconnects = u->cloud_connects > 1 ? u->cloud_connects - 1 : 0;
     out->downlink = u->downlink_count;
     return hd_spool_stats(u->spool, &out->spool, err);
-}
-
-int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err)
-{
-    int ret = 0;
-    while (!*stop) {
-        struct pollfd fds[2];
-        int timeout;
-        hd_uplink_prepare_poll(u, fds, &timeout);
-        if (poll(fds, 2, timeout) < 0 && errno != EINTR) {
-            ret = hd_error_sys(err, "poll");
-            break;
-        }
-        if (hd_uplink_dispatch(u, fds, err) < 0) {
-            ret = -1;
-            break;
-        }
-    }
-    hd_mqtt_client_close(u->local.client, true);
-    hd_mqtt_client_close(u->cloud.client, true);
-    return ret;
 }

@@ -19,14 +19,14 @@
  * by first arrival, the stream is exactly the spool order (at-least-once,
  * in order).
  *
- * The library part (hd_uplink_*) runs its own poll loop (hd_uplink_run);
- * an outside event loop (hedged's) drives the same state with
- * hd_uplink_prepare_poll + poll + hd_uplink_dispatch.
+ * The library part (hd_uplink_*) runs in an event loop (src/base/loop.h):
+ * hd_uplink_attach registers its two MQTT clients' sockets, its timer and its
+ * end-of-turn work; hedged attaches it to its one loop, hedge-uplink to a
+ * loop of its own.
  */
 #ifndef HEDGE_UPLINK_H
 #define HEDGE_UPLINK_H
 
-#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -76,10 +76,15 @@ struct hd_uplink;
 
 struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *err);
 void hd_uplink_free(struct hd_uplink *u);
-/* For an outside loop: fill fds[0..1] (fd -1 = not in use) and the poll timeout; returns 2. */
-int hd_uplink_prepare_poll(struct hd_uplink *u, struct pollfd fds[2], int *timeout_ms);
-/* After poll: handle readiness, commit the spool, release local PUBACKs, refill the window. -1 on a spool error. */
-int hd_uplink_dispatch(struct hd_uplink *u, const struct pollfd fds[2], hd_error_t *err);
+/* A fatal spool error stopped the uplink (its links are closed). *err is the owner's to take; the
+ * owner may free the uplink, but not inside this callback (defer it). */
+typedef void (*hd_uplink_fatal_fn)(void *ctx, hd_error_t *err);
+struct hd_loop;
+/* Run in loop: connect both links and keep serving them. Once only; free the uplink before the loop. */
+int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_fn on_fatal, void *ctx,
+                     hd_error_t *err);
+/* Disconnect both links cleanly (DISCONNECT sent): what hedge-uplink does on SIGTERM. */
+void hd_uplink_close(struct hd_uplink *u);
 /* What `hedge uplink status` and /metrics show of a running uplink. */
 struct hd_uplink_status {
     bool local_connected, cloud_connected;
@@ -90,7 +95,5 @@ struct hd_uplink_status {
     struct hd_spool_stats spool;
 };
 int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_error_t *err);
-/* Run until *stop becomes true (set from a signal) or a fatal spool error. */
-int hd_uplink_run(struct hd_uplink *u, volatile int *stop, hd_error_t *err);
 
 #endif

@@ -1,18 +1,19 @@
 /* test_broker_embed.c - the broker as hedged embeds it: hd_broker_new on an
- * ephemeral port, the epoll fd polled by the host loop, hd_broker_dispatch,
+ * ephemeral port, attached to a host loop (hd_broker_attach) that the test turns,
  * and run-time workload credentials (hd_broker_set_user / hd_broker_allow). */
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "base/loop.h"
 #include "broker/broker.h"
 #include "check.h"
 #include "base/util.h"
 
 static struct hd_broker *b;
+static struct hd_loop *loop;
 
 /* Send req and return the first reply packet's length in resp (0 = none in time, -1 = closed). */
 static int xfer(int fd, const char *req, size_t len, unsigned char *resp, size_t cap)
@@ -21,9 +22,7 @@ static int xfer(int fd, const char *req, size_t len, unsigned char *resp, size_t
         return -1;
     size_t got = 0;
     for (int i = 0; i < 40; i++) {
-        struct pollfd p = {hd_broker_fd(b), POLLIN, 0};
-        if (poll(&p, 1, 50) > 0)
-            hd_broker_dispatch(b, 0, NULL);
+        hd_loop_run_once(loop, 50, NULL);
         ssize_t n = recv(fd, resp + got, cap - got, MSG_DONTWAIT);
         if (n == 0)
             return -1;
@@ -55,6 +54,11 @@ int main(void)
     cfg.sys_interval = 0;
     hd_error_t err = NULL;
     CHECK(hd_broker_new(&cfg, &b, &err) == 0);
+    loop = hd_loop_new(&err);
+    CHECK(loop != NULL);
+    CHECK(b == NULL || hd_broker_attach(b, loop, &err) == 0);
+    CHECK(b == NULL || hd_broker_attach(b, loop, &err) < 0);  /* once only */
+    hd_error_free(&err);
     hd_broker_config_free(&cfg);
     if (!b) {
         fprintf(stderr, "%s\n", hd_error_text(err));
@@ -90,5 +94,6 @@ int main(void)
     hd_broker_get_stats(b, &st);
     CHECK(st.clients_total == 1 && st.clients_connected == 0);
     hd_broker_free(b);
+    hd_loop_free(loop);
     CHECK_DONE();
 }
