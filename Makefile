@@ -40,9 +40,11 @@ test: unit pytest asan-test
 
 test-quick: unit pytest
 
-# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) where the tests and bench look.
-guest-kernel: deps
-	./scripts/fetch-guest-kernel $(BUILD)/guest-kernel
+# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) in the one place hedge reads it:
+# $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (/var/lib/hedge/vm/kernel), as `hedge vm kernel fetch` does.
+# (The tests and bench keep their own copy in $(BUILD)/guest-kernel.)
+guest-kernel: build
+	$(BUILD)/hedge vm kernel fetch
 
 # The demo: one workload under each isolation level, then the edge node: hedged
 # in the foreground with its embedded defaults and an uplink to a local "cloud"
