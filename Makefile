@@ -6,7 +6,8 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel \
+	install deb package-test
 
 all: build
 
@@ -40,9 +41,11 @@ test: unit pytest asan-test
 
 test-quick: unit pytest
 
-# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) where the tests and bench look.
-guest-kernel: deps
-	./scripts/fetch-guest-kernel $(BUILD)/guest-kernel
+# The VM guest kernel (Debian's cloud kernel, unpacked, not installed) in the one place hedge reads it:
+# $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (/var/lib/hedge/vm/kernel), as `hedge vm kernel fetch` does.
+# (The tests and bench keep their own copy in $(BUILD)/guest-kernel.)
+guest-kernel: build
+	$(BUILD)/hedge vm kernel fetch
 
 # The demo: one workload under each isolation level, then the edge node: hedged
 # in the foreground with its embedded defaults and an uplink to a local "cloud"
@@ -63,5 +66,36 @@ fuzz: build
 	./scripts/fuzz-mqtt-client $(FUZZ_SECONDS)
 	./scripts/fuzz-mqtt-topic $(FUZZ_SECONDS)
 
+# Install: binaries, helpers, /etc/hedge/hedged.json (kept when it exists), man pages, bash completion,
+# the systemd unit, docs (docs/install.md lists them). A build dir of its own, configured for PREFIX
+# (hedge looks for its helpers in PREFIX/libexec/hedge); DESTDIR stages the tree.
+PREFIX        ?= /usr/local
+SYSCONFDIR    ?= /etc
+INSTALL_BUILD ?= build-install
+DESTDIR       ?=
+install: deps
+	@if [ -f $(INSTALL_BUILD)/build.ninja ]; then \
+		meson configure $(INSTALL_BUILD) --prefix=$(PREFIX) --sysconfdir=$(SYSCONFDIR) >/dev/null; \
+	else \
+		meson setup $(INSTALL_BUILD) --prefix=$(PREFIX) --sysconfdir=$(SYSCONFDIR) --localstatedir=/var >/dev/null; \
+	fi
+	@ninja -C $(INSTALL_BUILD) >/dev/null || ninja -C $(INSTALL_BUILD)
+	@conf="$(DESTDIR)$(SYSCONFDIR)/hedge/hedged.json"; keep=""; \
+	if [ -f "$$conf" ]; then keep=$$(mktemp); cp -p "$$conf" "$$keep"; fi; \
+	meson install -C $(INSTALL_BUILD) --no-rebuild --quiet $(if $(DESTDIR),--destdir "$(DESTDIR)") && \
+	if [ -n "$$keep" ]; then mv "$$keep" "$$conf"; echo "kept your $$conf"; fi
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && ! getent group hedge >/dev/null; then \
+		groupadd --system hedge && echo "created the system group hedge (the API socket's group)"; \
+	fi
+
+# The Debian package (debian/, debhelper; dpkg-buildpackage -b -us -uc on a copy of the tree):
+# build-deb/hedge_VERSION_ARCH.deb, lintian clean of errors.
+deb: deps
+	./scripts/build-deb build-deb
+
+# The package installed into a clean Debian 12 root (debootstrap), hedge and hedged run there.
+package-test: deps
+	./scripts/package-test
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) $(INSTALL_BUILD) build-fuzz

@@ -2,7 +2,7 @@
 
 Each boot takes ~4-6 s under TCG here (KVM is PVM and cannot run ordinary guests at speed), so the tests
 that boot are few and each checks several things. They use the real guest kernel (Debian's cloud kernel,
-fetched once per build dir by scripts/fetch-guest-kernel), real QEMU and mkfs.erofs.
+fetched once per build dir by `hedge vm kernel fetch`, which runs scripts/fetch-guest-kernel), real QEMU and mkfs.erofs.
 """
 import os
 import pathlib
@@ -30,7 +30,7 @@ def guest_kernel():
     if missing:
         pytest.skip(f"vm tests need {', '.join(missing)} (deps/vm.txt)")
     # idempotent: returns at once when the dir is complete
-    r = subprocess.run([str(ROOT / "scripts" / "fetch-guest-kernel"), str(KERNEL_DIR)],
+    r = subprocess.run([str(BUILD / "hedge"), "vm", "kernel", "fetch", str(KERNEL_DIR)],
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         pytest.skip(f"guest kernel not available: {r.stderr.strip()}")
@@ -212,8 +212,33 @@ def test_missing_kernel_is_clear_error(hedge, vm_rootfs, tmp_path):
     r = hedge("run", "--isolation", "vm", "--vm-accel", "tcg", "--rootfs", vm_rootfs, "--", "true",
               env={"HEDGE_VM_KERNEL_DIR": str(tmp_path / "no-kernel")})
     assert r.code == 125
-    assert r.err.startswith(f"hedge: guest kernel {tmp_path}/no-kernel/vmlinuz: not found (run "
-                            f"scripts/fetch-guest-kernel {tmp_path}/no-kernel"), r.err
+    # it says how to get one: the verb (which fills the dir hedge reads) and the make target
+    assert r.err.startswith(f"hedge: guest kernel {tmp_path}/no-kernel/vmlinuz: not found (get Debian's cloud "
+                            f"kernel into {tmp_path}/no-kernel with `hedge vm kernel fetch`, or `make "
+                            f"guest-kernel` in a source tree;"), r.err
+
+
+def test_kernel_one_place_found_without_env(hedge, guest_kernel, tmp_path):
+    """Without HEDGE_VM_KERNEL_DIR the kernel lives in <state>/vm/kernel: `hedge vm kernel fetch` fills that
+    dir (here already complete: it says so and leaves it alone) and `hedge vm kernel` reads it."""
+    state = tmp_path / "state"
+    place = state / "vm" / "kernel"
+    env = {k: v for k, v in hedge.env().items() if k != "HEDGE_VM_KERNEL_DIR"}
+    env["HEDGE_STATE_DIR"] = str(state)
+    r = subprocess.run([hedge.binary, "vm", "kernel"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 125
+    assert f"guest kernel {place}/vmlinuz: not found" in r.stderr and "hedge vm kernel fetch" in r.stderr
+    shutil.copytree(guest_kernel, place)
+    release = (guest_kernel / "release").read_text().strip()
+    r = subprocess.run([hedge.binary, "vm", "kernel", "fetch"], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"fetch-guest-kernel: {release} already in {place}"
+    r = subprocess.run([hedge.binary, "vm", "kernel"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = dict(line.split(":", 1) for line in r.stdout.splitlines())
+    assert lines["kernel"].strip() == f"{place}/vmlinuz"
+    assert lines["release"].strip() == release
 
 
 @pytest.mark.parametrize("args,message", [

@@ -2,16 +2,26 @@
  * vm.c - `hedge vm kernel`: what `--isolation vm` would boot here - the guest
  * kernel (path, release, modules), the initramfs (built and cached if needed)
  * and the accelerator `--vm-accel auto` picks, with the probe's figure.
+ * `hedge vm kernel fetch [DIR]` puts Debian's cloud kernel in the one place
+ * hedge reads it (hd_vm_kernel_dir) by running hedge-fetch-kernel (the
+ * source tree's scripts/fetch-guest-kernel: apt-get download, dpkg-deb -x),
+ * found next to this binary (the build dir) or in libexecdir.
  */
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "image/image.h"
 #include "base/util.h"
+#include "config.h"
 #include "runtime/vm/vm.h"
 
-static const char usage[] = "hedge vm kernel";
+static const char usage[] = "hedge vm kernel [fetch [DIR]]";
 
 static int vm_kernel(void)
 {
@@ -40,12 +50,40 @@ static int vm_kernel(void)
     return 0;
 }
 
+/* Runs hedge-fetch-kernel DIR; it replaces this process. */
+static int vm_kernel_fetch(const char *dir_arg)
+{
+    cleanup_free char *dir = dir_arg ? hd_xstrdup(dir_arg) : hd_vm_kernel_dir(hd_state_dir());
+    cleanup_free char *script = NULL;
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len > 0) {
+        self[len] = '\0';
+        script = hd_xasprintf("%s/hedge-fetch-kernel", dirname(self));
+        if (access(script, X_OK) < 0) {
+            free(script);
+            script = NULL;
+        }
+    }
+    if (!script)
+        script = hd_xasprintf("%s/hedge-fetch-kernel", HEDGE_LIBEXECDIR);
+    char *args[] = {script, dir, NULL};
+    execv(script, args);
+    hd_error_t err = NULL;
+    hd_error_sys(&err, "%s (installed with hedge) cannot be run", script);
+    return cli_fail(&err);
+}
+
 int cmd_vm(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "kernel") == 0)
         return vm_kernel();
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "kernel") == 0 && strcmp(argv[2], "fetch") == 0)
+        return vm_kernel_fetch(argc == 4 ? argv[3] : NULL);
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: %s\n  shows the guest kernel, initramfs and accelerator --isolation vm uses\n", usage);
+        printf("usage: %s\n  kernel        shows the guest kernel, initramfs and accelerator --isolation vm uses\n"
+               "  kernel fetch  downloads Debian's cloud kernel (apt) into the dir hedge reads, or DIR\n",
+               usage);
         return 0;
     }
     return cli_usage_error("vm", usage, "%s", argc < 2 ? "missing subcommand" : "unknown subcommand");

@@ -12,6 +12,7 @@
  * `hedged --check` also builds a throw-away broker (listeners on port 0, no
  * store) so missing password, ACL and certificate files are reported there.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,6 +200,18 @@ int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err)
     return 0;
 }
 
+/* A listener's address is taken (on Debian, mosquitto.service holds 127.0.0.1:1883): keep the broker's
+ * "listener HOST:PORT: bind: Address already in use" and say what to change. */
+static void broker_explain_address_in_use(hd_error_t *err)
+{
+    cleanup_free char *text = hd_xstrdup(hd_error_text(*err));
+    hd_error_free(err);
+    hd_error_set(err, 0,
+                 "%s (another program holds that address, e.g. another MQTT broker such as "
+                 "mosquitto.service; choose a free one with broker.listen (or broker.listen_tls) in the "
+                 "config file, or --mqtt-listen HOST:PORT)", text);
+}
+
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
                            hd_error_t *err)
 {
@@ -206,8 +219,11 @@ int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *
     if (!cfg->broker_enabled)
         return 0;
     struct hd_broker *b = NULL;
-    if (hd_broker_new(&cfg->broker, &b, err) < 0)
+    if (hd_broker_new(&cfg->broker, &b, err) < 0) {
+        if (*err && (*err)->errnum == EADDRINUSE)
+            broker_explain_address_in_use(err);
         return hd_error_prefix(err, "broker");
+    }
     if (hd_broker_attach(b, loop, err) < 0) {
         hd_broker_free(b);
         return hd_error_prefix(err, "broker");

@@ -33,10 +33,12 @@
  * "workload:<name>" through the spec file's env, like any workload.
  */
 #include <errno.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -77,6 +79,32 @@ static char *function_host_exe(void)
     return hd_xstrdup("hedge-functions");
 }
 
+/*
+ * `hedge invoke NAME` for members of the API socket's group, without root: the CLI asks the API for the
+ * invoke socket and connects to it, so functions/, functions/NAME and its version dir become
+ * group-searchable (0710: no listing) and the host makes invoke.sock 0660 in that group (it takes the
+ * group of its dir, src/functions/local.c). spec.json stays 0600: it may hold instance credentials.
+ * (The state dir itself must be searchable: the package makes /var/lib/hedge 0711.)
+ */
+static int function_dirs_share(const struct hd_daemon_config *cfg, const char *name, int version,
+                               hd_error_t *err)
+{
+    if (!cfg->socket_group)
+        return 0;
+    struct group *g = getgrnam(cfg->socket_group);
+    if (g == NULL)
+        return hd_error_set(err, 0, "socket_group: group \"%s\" does not exist", cfg->socket_group);
+    char *dirs[] = {hd_xasprintf("%s/functions", cfg->state_dir), hd_function_dir(cfg, name, 0),
+                    hd_function_dir(cfg, name, version)};
+    int r = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+        if (r == 0 && (chown(dirs[i], (uid_t)-1, g->gr_gid) < 0 || chmod(dirs[i], 0710) < 0))
+            r = hd_error_sys(err, "%s: share with group %s", dirs[i], cfg->socket_group);
+        free(dirs[i]);
+    }
+    return r;
+}
+
 char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name, int version,
                             const struct hd_spec *spec, hd_error_t *err)
 {
@@ -97,6 +125,12 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
         inner = hd_spec_to_json(spec);
     }
     if (hd_write_file_atomic(spec_path, inner, strlen(inner), err) < 0)
+        return NULL;
+    if (chmod(spec_path, 0600) < 0) {
+        hd_error_sys(err, "%s", spec_path);
+        return NULL;
+    }
+    if (function_dirs_share(cfg, name, version, err) < 0)
         return NULL;
 
     cleanup_free char *exe = function_host_exe();

@@ -58,8 +58,13 @@ struct hd_local *hd_local_new(const char *dir, hd_error_t *err)
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     snprintf(addr.sun_path, sizeof(addr.sun_path), "/proc/self/fd/%d/invoke.sock", l->dirfd);
     unlinkat(l->dirfd, "invoke.sock", 0);
+    /* A dir hedged shared with the API socket's group (0710, function_host.c): the socket is that
+     * group's too, so its members can `hedge invoke`; otherwise root's alone. */
+    struct stat dir_st;
+    bool shared = fstat(l->dirfd, &dir_st) == 0 && dir_st.st_gid != 0 && (dir_st.st_mode & S_IXGRP);
     if (l->listen_fd < 0 || bind(l->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-        fchmodat(l->dirfd, "invoke.sock", 0600, 0) < 0 || listen(l->listen_fd, 64) < 0) {
+        (shared && fchownat(l->dirfd, "invoke.sock", (uid_t)-1, dir_st.st_gid, 0) < 0) ||
+        fchmodat(l->dirfd, "invoke.sock", shared ? 0660 : 0600, 0) < 0 || listen(l->listen_fd, 64) < 0) {
         hd_error_sys(err, "%s/invoke.sock", dir);
         goto fail;
     }

@@ -3,9 +3,11 @@
  * the rootfs image.
  *
  * - Kernel: a dir with vmlinuz, release and modules/NN-name.ko, written by
- *   scripts/fetch-guest-kernel from Debian's cloud kernel package (never
- *   installed as the host's kernel). $HEDGE_VM_KERNEL_DIR points elsewhere,
- *   e.g. at a custom kernel with the same layout (modules/ may be empty).
+ *   `hedge vm kernel fetch` (scripts/fetch-guest-kernel, installed as
+ *   hedge-fetch-kernel) from Debian's cloud kernel package (never installed
+ *   as the host's kernel). One place: <state>/vm/kernel; $HEDGE_VM_KERNEL_DIR
+ *   points elsewhere, e.g. at a custom kernel with the same layout (modules/
+ *   may be empty).
  * - Initramfs: a newc cpio written here directly (the format is a header of
  *   hex fields per entry; no cpio tool needed) holding hedge-init as /init,
  *   the modules and the empty mount points. Cached in <state>/vm/ under the
@@ -63,17 +65,23 @@ static void list_modules(const char *dir, const char *sub, char ***out)
     free(names);
 }
 
+char *hd_vm_kernel_dir(const char *state_dir)
+{
+    const char *env = getenv("HEDGE_VM_KERNEL_DIR");
+    return env && *env ? hd_xstrdup(env) : hd_xasprintf("%s/vm/kernel", state_dir);
+}
+
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err)
 {
     memset(k, 0, sizeof(*k));
-    const char *env = getenv("HEDGE_VM_KERNEL_DIR");
-    k->dir = env && *env ? hd_xstrdup(env) : hd_xasprintf("%s/vm/kernel", state_dir);
+    k->dir = hd_vm_kernel_dir(state_dir);
     k->vmlinuz = hd_xasprintf("%s/vmlinuz", k->dir);
     if (access(k->vmlinuz, R_OK) < 0) {
         int e = errno;
         hd_error_set(err, e,
-                     "guest kernel %s: not found (run scripts/fetch-guest-kernel %s, or set "
-                     "HEDGE_VM_KERNEL_DIR to a dir holding vmlinuz, release and modules/)",
+                     "guest kernel %s: not found (get Debian's cloud kernel into %s with `hedge vm kernel "
+                     "fetch`, or `make guest-kernel` in a source tree; or set HEDGE_VM_KERNEL_DIR to a dir "
+                     "holding vmlinuz, release and modules/)",
                      k->vmlinuz, k->dir);
         hd_vm_kernel_free(k);
         return -1;

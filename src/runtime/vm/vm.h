@@ -26,6 +26,10 @@ struct hd_vm_kernel {
     char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
 };
 
+/* The one place the guest kernel lives: $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (by default
+ * /var/lib/hedge/vm/kernel). `hedge vm kernel fetch`, `make guest-kernel`, hedged and the package all
+ * use it. Returns a new string. */
+char *hd_vm_kernel_dir(const char *state_dir);
 int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t *err);
 void hd_vm_kernel_free(struct hd_vm_kernel *k);
 
