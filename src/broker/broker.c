@@ -103,13 +103,6 @@ struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c)
     return &c->out;
 }
 
-void broker_conn_write(struct hd_broker *b, struct broker_conn *c, const void *data, size_t len)
-{
-    if (c->state == CONN_CLOSED)
-        return;
-    mqtt_put_bytes(broker_conn_outbuf(b, c), data, len);
-}
-
 void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos, bool retain,
                          bool dup, uint16_t packet_id, uint32_t sub_id)
 {
@@ -119,44 +112,31 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
         b->stats.messages_dropped++;
         return;
     }
-    uint32_t props_len = 0, expiry = 0;
-    if (c->protocol == 5) {
-        props_len = m->props_len;
-        if (m->expire_at_ns) {
-            uint64_t now = hd_now_ns();
-            expiry = m->expire_at_ns > now ? (uint32_t)((m->expire_at_ns - now + BROKER_NS_PER_S - 1) / BROKER_NS_PER_S) : 1;
-            props_len += 5;
-        }
-        if (sub_id)
-            props_len += 1 + (uint32_t)mqtt_varint_size(sub_id);
+    struct mqtt_publish_head head = {
+        .topic = {(const uint8_t *)m->topic, m->topic_len},
+        .qos = qos,
+        .dup = dup,
+        .retain = retain,
+        .packet_id = packet_id,
+        .payload_len = m->payload_len,
+        .sub_ids = sub_id ? &sub_id : NULL,
+        .n_sub_ids = sub_id ? 1 : 0,
+        .raw_props = m->props,
+        .raw_props_len = m->props_len,
+    };
+    if (c->protocol == 5 && m->expire_at_ns) {
+        uint64_t now = hd_now_ns();
+        head.has_expiry = true;
+        head.expiry = m->expire_at_ns > now ? (uint32_t)((m->expire_at_ns - now + BROKER_NS_PER_S - 1) / BROKER_NS_PER_S) : 1;
     }
-    uint32_t remaining = 2 + m->topic_len + (qos ? 2 : 0) + m->payload_len;
-    if (c->protocol == 5)
-        remaining += (uint32_t)mqtt_varint_size(props_len) + props_len;
-    size_t total = 1 + mqtt_varint_size(remaining) + remaining;
+    size_t total = mqtt_publish_size(c->protocol, &head);
     if (c->client_max_packet && total > c->client_max_packet) {
         b->stats.messages_dropped++;  /* MQTT 5 §3.1.2.25: discard what the client cannot take */
         return;
     }
     struct mqtt_buf *o = broker_conn_outbuf(b, c);
     mqtt_buf_reserve(o, total);
-    o->data[o->len++] = (uint8_t)(MQTT_PUBLISH << 4 | (dup ? 8 : 0) | qos << 1 | (retain ? 1 : 0));
-    mqtt_put_varint(o, remaining);
-    mqtt_put_string(o, m->topic, m->topic_len);
-    if (qos)
-        mqtt_put_u16(o, packet_id);
-    if (c->protocol == 5) {
-        mqtt_put_varint(o, props_len);
-        if (m->expire_at_ns) {
-            mqtt_put_u8(o, PROP_MESSAGE_EXPIRY);
-            mqtt_put_u32(o, expiry);
-        }
-        if (sub_id) {
-            mqtt_put_u8(o, PROP_SUBSCRIPTION_ID);
-            mqtt_put_varint(o, sub_id);
-        }
-        mqtt_put_bytes(o, m->props, m->props_len);
-    }
+    mqtt_encode_publish_head(o, c->protocol, &head);
     if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls && (m->refs || b->routing_fanout)) {
         /* one shared copy for every subscriber (or the one a queue already holds), gathered by
          * writev() at flush time; a read-buffer message for a single subscriber is just copied */
@@ -174,31 +154,16 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
 
 void broker_send_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
 {
-    uint8_t pkt[5] = {(uint8_t)(type << 4 | (type == MQTT_PUBREL ? 2 : 0)), 2, (uint8_t)(packet_id >> 8),
-                      (uint8_t)packet_id, reason};
-    if (c->protocol == 5 && reason) {
-        pkt[1] = 3;
-        broker_conn_write(b, c, pkt, 5);
-    } else {
-        broker_conn_write(b, c, pkt, 4);
-    }
+    if (c->state == CONN_CLOSED)
+        return;
+    mqtt_encode_ack(broker_conn_outbuf(b, c), c->protocol, type, packet_id, reason);
 }
 
 void broker_send_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t reason, const char *why)
 {
     if (c->protocol != 5 || c->state != CONN_ACTIVE)
         return;
-    struct mqtt_buf *o = broker_conn_outbuf(b, c);
-    size_t why_len = why ? strlen(why) : 0;
-    uint32_t props = why ? (uint32_t)(3 + why_len) : 0;
-    mqtt_put_u8(o, MQTT_DISCONNECT << 4);
-    mqtt_put_varint(o, 1 + (uint32_t)mqtt_varint_size(props) + props);
-    mqtt_put_u8(o, reason);
-    mqtt_put_varint(o, props);
-    if (why) {
-        mqtt_put_u8(o, PROP_REASON_STRING);
-        mqtt_put_string(o, why, (uint16_t)why_len);
-    }
+    mqtt_encode_disconnect(broker_conn_outbuf(b, c), c->protocol, reason, why);
 }
 
 static ssize_t conn_raw_write(struct broker_conn *c, const void *data, size_t len)
@@ -405,7 +370,8 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
                 rc = RC_MALFORMED;
                 break;
             }
-            broker_conn_write(b, c, (const uint8_t[]){MQTT_PINGRESP << 4, 0}, 2);
+            if (c->state != CONN_CLOSED)
+                mqtt_encode_empty(broker_conn_outbuf(b, c), MQTT_PINGRESP);
             rc = 0;
             break;
         case MQTT_DISCONNECT: rc = broker_handle_disconnect(b, c, flags, body, len); break;

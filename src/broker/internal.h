@@ -274,7 +274,6 @@ void broker_sessions_free(struct hd_broker *b);
 void broker_delivery_pool_free(struct hd_broker *b);
 
 /* ---- connections and the loop (broker.c) ---- */
-void broker_conn_write(struct hd_broker *b, struct broker_conn *c, const void *data, size_t len);
 /* Ask epoll for writability (pending output, TLS handshake) or stop asking. */
 void broker_conn_want_write(struct hd_broker *b, struct broker_conn *c, bool on);
 struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c);

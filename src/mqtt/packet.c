@@ -683,34 +683,96 @@ void mqtt_encode_connect(struct mqtt_buf *b, const struct mqtt_connect *c)
     mqtt_buf_free(&body);
 }
 
-void mqtt_encode_publish(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish *p)
+static size_t publish_props_len(const struct mqtt_publish_head *h)
 {
-    const struct mqtt_bytes *response = &p->props.response_topic, *correlation = &p->props.correlation_data;
-    size_t props_len = 0;
-    if (proto == 5 && response->data)
-        props_len += 1 + 2 + response->len;
-    if (proto == 5 && correlation->data)
-        props_len += 1 + 2 + correlation->len;
-    size_t remaining = 2 + p->topic.len + (p->qos ? 2 : 0) + p->payload.len;
+    size_t n = h->raw_props_len;
+    if (h->has_expiry)
+        n += 1 + 4;
+    for (size_t i = 0; i < h->n_sub_ids; i++)
+        n += 1 + mqtt_varint_size(h->sub_ids[i]);
+    if (h->response_topic.data)
+        n += 1 + 2 + h->response_topic.len;
+    if (h->correlation_data.data)
+        n += 1 + 2 + h->correlation_data.len;
+    return n;
+}
+
+static size_t publish_remaining(uint8_t proto, const struct mqtt_publish_head *h, size_t props_len)
+{
+    size_t remaining = 2 + h->topic.len + (h->qos ? 2 : 0) + h->payload_len;
     if (proto == 5)
         remaining += mqtt_varint_size((uint32_t)props_len) + props_len;
-    put_fixed_header(b, (uint8_t)(MQTT_PUBLISH << 4 | (p->dup ? 0x08 : 0) | p->qos << 1 | (p->retain ? 1 : 0)),
+    return remaining;
+}
+
+size_t mqtt_publish_size(uint8_t proto, const struct mqtt_publish_head *h)
+{
+    size_t remaining = publish_remaining(proto, h, proto == 5 ? publish_props_len(h) : 0);
+    return 1 + mqtt_varint_size((uint32_t)remaining) + remaining;
+}
+
+void mqtt_encode_publish_head(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish_head *h)
+{
+    size_t props_len = proto == 5 ? publish_props_len(h) : 0;
+    size_t remaining = publish_remaining(proto, h, props_len);
+    put_fixed_header(b, (uint8_t)(MQTT_PUBLISH << 4 | (h->dup ? 0x08 : 0) | h->qos << 1 | (h->retain ? 1 : 0)),
                      remaining);
-    put_bytes_field(b, &p->topic);
-    if (p->qos)
-        mqtt_put_u16(b, p->packet_id);
-    if (proto == 5) {
-        mqtt_put_varint(b, (uint32_t)props_len);
-        if (response->data) {
-            mqtt_put_u8(b, PROP_RESPONSE_TOPIC);
-            put_bytes_field(b, response);
-        }
-        if (correlation->data) {
-            mqtt_put_u8(b, PROP_CORRELATION_DATA);
-            put_bytes_field(b, correlation);
-        }
+    put_bytes_field(b, &h->topic);
+    if (h->qos)
+        mqtt_put_u16(b, h->packet_id);
+    if (proto != 5)
+        return;
+    mqtt_put_varint(b, (uint32_t)props_len);
+    if (h->has_expiry) {
+        mqtt_put_u8(b, PROP_MESSAGE_EXPIRY);
+        mqtt_put_u32(b, h->expiry);
     }
+    for (size_t i = 0; i < h->n_sub_ids; i++) {
+        mqtt_put_u8(b, PROP_SUBSCRIPTION_ID);
+        mqtt_put_varint(b, h->sub_ids[i]);
+    }
+    if (h->response_topic.data) {
+        mqtt_put_u8(b, PROP_RESPONSE_TOPIC);
+        put_bytes_field(b, &h->response_topic);
+    }
+    if (h->correlation_data.data) {
+        mqtt_put_u8(b, PROP_CORRELATION_DATA);
+        put_bytes_field(b, &h->correlation_data);
+    }
+    mqtt_put_bytes(b, h->raw_props, h->raw_props_len);
+}
+
+void mqtt_encode_publish(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish *p)
+{
+    struct mqtt_publish_head h = {
+        .topic = p->topic,
+        .qos = p->qos,
+        .dup = p->dup,
+        .retain = p->retain,
+        .packet_id = p->packet_id,
+        .payload_len = p->payload.len,
+        .response_topic = p->props.response_topic,
+        .correlation_data = p->props.correlation_data,
+    };
+    mqtt_encode_publish_head(b, proto, &h);
     mqtt_put_bytes(b, p->payload.data, p->payload.len);
+}
+
+void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, const char *why)
+{
+    if (proto != 5) {
+        put_fixed_header(b, MQTT_DISCONNECT << 4, 0);
+        return;
+    }
+    size_t why_len = why ? strlen(why) : 0;
+    size_t props_len = why ? 1 + 2 + why_len : 0;
+    put_fixed_header(b, MQTT_DISCONNECT << 4, 1 + mqtt_varint_size((uint32_t)props_len) + props_len);
+    mqtt_put_u8(b, reason);
+    mqtt_put_varint(b, (uint32_t)props_len);
+    if (why) {
+        mqtt_put_u8(b, PROP_REASON_STRING);
+        mqtt_put_string(b, why, (uint16_t)why_len);
+    }
 }
 
 void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters,

@@ -211,6 +211,33 @@ void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t p
 /* PINGREQ, PINGRESP, or a DISCONNECT with reason success. */
 void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type);
 
+/*
+ * An outgoing PUBLISH up to its payload, which the caller appends (the client copies it; the broker may
+ * gather one stored copy for every subscriber with writev). For 5.0 the properties are written in this
+ * order: message expiry (when has_expiry), one Subscription Identifier per entry of sub_ids, response
+ * topic and correlation data (when their data is not NULL), then raw_props, an already encoded property
+ * block (the properties a broker forwards from the incoming PUBLISH).
+ */
+struct mqtt_publish_head {
+    struct mqtt_bytes topic;
+    uint8_t qos;
+    bool dup, retain;
+    uint16_t packet_id;
+    size_t payload_len;
+    bool has_expiry;
+    uint32_t expiry;
+    const uint32_t *sub_ids;
+    size_t n_sub_ids;
+    struct mqtt_bytes response_topic, correlation_data;
+    const uint8_t *raw_props;
+    size_t raw_props_len;
+};
+/* The whole packet's size on the wire, payload included (for a peer's Maximum Packet Size). */
+size_t mqtt_publish_size(uint8_t proto, const struct mqtt_publish_head *h);
+void mqtt_encode_publish_head(struct mqtt_buf *b, uint8_t proto, const struct mqtt_publish_head *h);
+/* DISCONNECT: 3.1.1 has no reason; 5.0 carries the reason and, when why is not NULL, a Reason String. */
+void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, const char *why);
+
 /* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
 void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
                          const uint8_t *props, size_t props_len);

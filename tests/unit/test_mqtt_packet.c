@@ -182,8 +182,54 @@ static void test_server_packets(void)
     CHECK(mqtt_decode_empty(0, 1) == RC_MALFORMED);
 }
 
+/* The broker's PUBLISH head: expiry, every subscription id, forwarded properties; the payload is the caller's. */
+static void test_publish_head_and_disconnect(void)
+{
+    struct mqtt_buf b = {0};
+    uint32_t ids[] = {1, 200};
+    const uint8_t fwd[] = {0x01, 0x01};  /* payload format indicator = 1, forwarded as is */
+    struct mqtt_publish_head h = {.topic = {(const uint8_t *)"a/b", 3}, .qos = 1, .retain = true, .packet_id = 9,
+                                  .payload_len = 2, .has_expiry = true, .expiry = 60, .sub_ids = ids, .n_sub_ids = 2,
+                                  .raw_props = fwd, .raw_props_len = sizeof(fwd)};
+    mqtt_encode_publish_head(&b, 5, &h);
+    mqtt_put_bytes(&b, "hi", 2);
+    CHECK_BYTES(b, "\x33\x16\x00\x03" "a/b\x00\x09\x0c\x02\x00\x00\x00\x3c\x0b\x01\x0b\xc8\x01\x01\x01hi");
+    CHECK(mqtt_publish_size(5, &h) == b.len);
+    uint8_t tf;
+    const uint8_t *body;
+    uint32_t len;
+    struct mqtt_publish d;
+    mqtt_buf_free(&b);
+    /* without the subscription ids (a server never receives them) it decodes back to the same values */
+    struct mqtt_publish_head plain = h;
+    plain.n_sub_ids = 0;
+    mqtt_encode_publish_head(&b, 5, &plain);
+    mqtt_put_bytes(&b, "hi", 2);
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_publish(tf & 0x0f, body, len, 5, &d) == 0);
+    CHECK(d.qos == 1 && d.retain && d.packet_id == 9 && bytes_eq(d.topic, "a/b") && bytes_eq(d.payload, "hi") &&
+          d.props.has_message_expiry && d.props.message_expiry == 60);
+    mqtt_buf_free(&b);
+    /* 3.1.1 carries no properties at all */
+    mqtt_encode_publish_head(&b, 4, &h);
+    mqtt_put_bytes(&b, "hi", 2);
+    CHECK_BYTES(b, "\x33\x09\x00\x03" "a/b\x00\x09hi");
+    CHECK(mqtt_publish_size(4, &h) == b.len);
+    mqtt_buf_free(&b);
+
+    mqtt_encode_disconnect(&b, 5, 0x8e, "taken over");
+    CHECK_BYTES(b, "\xe0\x0f\x8e\x0d\x1f\x00\x0a" "taken over");
+    mqtt_buf_free(&b);
+    mqtt_encode_disconnect(&b, 5, 0x00, NULL);
+    CHECK_BYTES(b, "\xe0\x02\x00\x00");
+    mqtt_buf_free(&b);
+    mqtt_encode_disconnect(&b, 4, 0x8e, "ignored");
+    CHECK_BYTES(b, "\xe0\x00");
+    mqtt_buf_free(&b);
+}
+
 int main(void)
 {
+    test_publish_head_and_disconnect();
     test_connect();
     test_publish_subscribe_acks();
     test_server_packets();
