@@ -18,11 +18,15 @@
 #include <stdio.h>
 
 enum {
+    HD_EXIT_OK = 0,
     HD_EXIT_USAGE = 2,
     HD_EXIT_HEDGE = 125,
     HD_EXIT_CANNOT_INVOKE = 126,
     HD_EXIT_NOT_FOUND = 127,
+    HD_EXIT_SIGNAL_BASE = 128,
 };
+/* Docker's code for a workload killed by signal sig: 128+N (137 for SIGKILL). */
+#define HD_EXIT_SIGNAL(sig) (HD_EXIT_SIGNAL_BASE + (sig))
 
 struct hd_error {
     int errnum;     /* errno value or 0 */

@@ -514,7 +514,7 @@ static void on_report(struct hd_loop *loop, int fd, uint32_t events, void *data)
     if (hd_instance_read_report(run->inst, &err) < 0) {
         if (!run->inst->exited) {
             run->inst->exited = true;
-            run->inst->exit.code = hd_error_exit_code(err) ? hd_error_exit_code(err) : 125;
+            run->inst->exit.code = hd_error_exit_code(err) ? hd_error_exit_code(err) : HD_EXIT_HEDGE;
             run->inst->start_error = hd_xstrdup(hd_error_text(err));
         }
         hd_error_free(&err);
@@ -577,7 +577,7 @@ static void workload_start(struct workload *wl)
         free(wl->last_error);
         wl->last_error = hd_xstrdup(hd_error_text(err));
         wl->start_error = hd_xstrdup(wl->last_error);
-        wl->last_exit_code = 125;
+        wl->last_exit_code = HD_EXIT_HEDGE;
         hd_store_event(wl->sup->store, wl->name, "failed", "%s", wl->last_error);
         hd_error_free(&err);
         free(run);
@@ -733,7 +733,7 @@ static void upgrade_probe(struct hd_loop *loop, void *data)
         setenv("HEDGE_WORKLOAD_PID", pid_text, 1);
         setenv("HEDGE_WORKLOAD_VERSION", version_text, 1);
         execvp(up->spec->health.command[0], up->spec->health.command);
-        _exit(errno == ENOENT ? 127 : 126);
+        _exit(errno == ENOENT ? HD_EXIT_NOT_FOUND : HD_EXIT_CANNOT_INVOKE);
     }
     up->probe_pid = pid;
 }
@@ -746,7 +746,7 @@ void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status
             continue;
         up->probe_pid = 0;
         /* (not hd_exit_from_wait_status: run.c would pull the whole runtime into hedged) */
-        up->probe_last_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        up->probe_last_code = WIFEXITED(status) ? WEXITSTATUS(status) : HD_EXIT_SIGNAL(WTERMSIG(status));
         if (up->probe_last_code == 0) {
             hd_store_event(sup->store, wl->name, "health", "version %d: the health command passed", up->version);
             if (up->health_timer)

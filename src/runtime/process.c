@@ -71,12 +71,12 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         close(report[0]);
         char c;
         if (read(go[0], &c, 1) != 1)
-            _exit(125); /* parent gave up on us */
+            _exit(HD_EXIT_HEDGE); /* parent gave up on us */
         /* after "go" (a failure here must not meet the parent's write to a closed pipe), before exec */
         const char *failed_dir = NULL;
         int r = hd_cgroup_entry_enter(&cgroup_entry, &failed_dir);
         if (r < 0)
-            hd_child_fail(report[1], 125, -r, "cgroup: enter %s", failed_dir);
+            hd_child_fail(report[1], HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
         hd_child_setup_stdio(w->stdio, report[1]);
         struct hd_exec_plan plan = {
             .argv = w->argv,

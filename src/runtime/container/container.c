@@ -133,7 +133,7 @@ static void container_init_or_continue(int report_fd)
     sigprocmask(SIG_SETMASK, &all, &old);
     pid_t child = fork();
     if (child < 0)
-        hd_child_fail(report_fd, 125, errno, "init: fork the workload");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "init: fork the workload");
     if (child == 0)
         return; /* the workload; hd_child_exec resets the signal mask */
     close(report_fd);
@@ -141,7 +141,7 @@ static void container_init_or_continue(int report_fd)
     hd_error_t err = NULL;
     if (hd_caps_apply(1ULL << CAP_KILL, &err) < 0) {
         kill(child, SIGKILL);
-        _exit(125);
+        _exit(HD_EXIT_HEDGE);
     }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; fd++)
@@ -161,7 +161,7 @@ static void container_init_or_continue(int report_fd)
         pid_t p;
         while ((p = waitpid(-1, &status, WNOHANG)) > 0)
             if (p == child)
-                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : HD_EXIT_SIGNAL(WTERMSIG(status)));
     }
 }
 
@@ -169,7 +169,7 @@ static void child_wait_for_go(int go_fd)
 {
     char byte;
     if (read(go_fd, &byte, 1) != 1)
-        _exit(125); /* the parent gave up on us */
+        _exit(HD_EXIT_HEDGE); /* the parent gave up on us */
     close(go_fd);
 }
 
@@ -184,7 +184,7 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
     const char *failed_dir = NULL;
     int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
     if (r < 0)
-        hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
      * runs while the parent sets up the network; in a user namespace it needs the
@@ -195,24 +195,24 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
     hd_child_setup_stdio(w->stdio, report_fd);
     /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
     if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
-        hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "user namespace: become root inside");
     if (sethostname(c->hostname, strlen(c->hostname)) < 0)
-        hd_child_fail(report_fd, 125, errno, "sethostname %s", c->hostname);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "sethostname %s", c->hostname);
     if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (!userns)
         child_wait_for_go(go_fd);
     if (unshare(CLONE_NEWCGROUP) < 0)
-        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "unshare the cgroup namespace");
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
     if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = w->argv,
         .env = w->env,

@@ -148,9 +148,9 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         close(go[1]);
         /* QEMU must not outlive hedge: nobody else would reap or kill it */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(125);
+            _exit(HD_EXIT_HEDGE);
         if (read(go[0], &c, 1) != 1) /* wait until the parent put us in the cgroup */
-            _exit(125);
+            _exit(HD_EXIT_HEDGE);
         int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
         int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
         if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0 ||
@@ -165,7 +165,7 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
         }
         ssize_t w = write(report[1], &e, sizeof(e));
         (void)w;
-        _exit(127);
+        _exit(HD_EXIT_NOT_FOUND);
     }
     close(report[1]);
     close(go[0]);
