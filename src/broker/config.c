@@ -257,8 +257,11 @@ int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_err
     if (hd_read_file(path, &text, NULL, err) < 0)
         return hd_error_prefix(err, "broker config");
     int lineno = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* line by line, blank ones included, so that "line N" is the file's line N */
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         line[strcspn(line, "\r#")] = '\0';
         char *key = line + strspn(line, " \t");
