@@ -127,12 +127,9 @@ static int check_fields(const json_t *obj, const char *path, const struct field 
         const struct field *f = fields;
         while (f->key && strcmp(f->key, key) != 0)
             f++;
-        if (f->key == NULL) {
-            if (path[0])
-                return hd_error_set(err, 0, "%s.%s: unknown field", path, key);
-            return hd_error_set(err, 0, "%s: unknown field", key);
-        }
-        cleanup_free char *sub = path[0] ? hd_xasprintf("%s.%s", path, key) : hd_xstrdup(key);
+        cleanup_free char *sub = hd_json_path(path, key);
+        if (f->key == NULL)
+            return hd_error_set(err, 0, "%s: unknown field", sub);
         if (f->parse(spec, value, sub, err) < 0)
             return -1;
     }
