@@ -38,8 +38,8 @@ __attribute__((noreturn)) static void process_child(void *data, int go_fd, int r
 {
     struct process_child *pc = data;
     struct hd_workload *w = pc->w;
-    hd_spawn_child_wait_go(go_fd);
-    /* after "go" (a failure here must not meet the parent's "go" to a closed socket), before exec */
+    /* no "go": the parent has nothing to do between fork and exec; the child enters its
+     * v1 cgroups itself before anything else (born in the v2 one) */
     const char *failed_dir = NULL;
     int r = hd_cgroup_entry_enter(pc->cgroup_entry, &failed_dir);
     if (r < 0)
@@ -65,7 +65,6 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
     struct hd_spawn_options opts = {
         .what = "start workload",
         .cgroup_fd = cgroup_entry.clone_fd,
-        .go = true,
         .child = process_child,
         .data = &pc,
     };
