@@ -10,7 +10,8 @@
  * the parent writing the pid to cgroup.procs would take the kernel's global
  * cgroup_threadgroup_rwsem for writing, which waits for an RCU grace period
  * (~5-15 ms here); neither CLONE_INTO_CGROUP nor a task moving only itself
- * takes it. Exec failures come back over the report pipe (child.c) as 126/127.
+ * takes it. Exec failures come back over the report pipe (base/child.c, base/spawn.c)
+ * as 126/127.
  */
 #include <errno.h>
 #include <signal.h>
