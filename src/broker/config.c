@@ -241,8 +241,7 @@ int hd_broker_config_set_json(struct hd_broker_config *cfg, const char *key, con
     else if (s->type == SETTING_NUMBER && json_is_integer(value) && json_integer_value(value) >= 0) {
         snprintf(number, sizeof(number), "%lld", (long long)json_integer_value(value));
         text = number;
-    }
-    else if (s->type != SETTING_BOOL && json_is_string(value))
+    } else if (s->type != SETTING_BOOL && json_is_string(value))
         text = json_string_value(value);
     /* hedged's working directory is "/": a relative path would mean nothing there */
     if (text == NULL || (s->type == SETTING_PATH && text[0] != '/') || !setting_parse(s, text, &v))
