@@ -63,11 +63,11 @@ void hd_child_setup_stdio(const int stdio[3], int report_fd)
     for (int i = 0; i < 3; i++) {
         copies[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3);
         if (copies[i] < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup fd %d", stdio[i]);
+            hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "stdio: dup fd %d", stdio[i]);
     }
     for (int i = 0; i < 3; i++)
         if (dup2(copies[i], i) < 0)
-            hd_child_fail(report_fd, 125, errno, "stdio: dup2");
+            hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "stdio: dup2");
 }
 
 void hd_child_reset_signals(void)
@@ -174,19 +174,19 @@ void hd_child_exec(int report_fd, const struct hd_exec_plan *plan)
     hd_error_t err = NULL;
     hd_child_reset_signals();
     if (plan->user && hd_child_set_user(plan->user, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (plan->workdir && chdir(plan->workdir) < 0)
-        hd_child_fail(report_fd, 125, errno, "workdir: chdir %s", plan->workdir);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "workdir: chdir %s", plan->workdir);
     if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        hd_child_fail(report_fd, 125, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "prctl(PR_SET_NO_NEW_PRIVS)");
     if (plan->before_exec && plan->before_exec(plan->before_exec_data, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
 
     const char *cmd = plan->argv[0];
     if (strchr(cmd, '/')) {
         execve(cmd, plan->argv, plan->env);
         int e = errno;
-        hd_child_fail(report_fd, e == ENOENT ? 127 : 126, e, "exec %s", cmd);
+        hd_child_fail(report_fd, e == ENOENT ? HD_EXIT_NOT_FOUND : HD_EXIT_CANNOT_INVOKE, e, "exec %s", cmd);
     }
     const char *path = env_get(plan->env, "PATH");
     if (path == NULL)
@@ -211,6 +211,6 @@ void hd_child_exec(int report_fd, const struct hd_exec_plan *plan)
     if (saw_eacces)
         last_error = EACCES;
     if (last_error == ENOENT)
-        hd_child_fail(report_fd, 127, 0, "exec %s: command not found in PATH", cmd);
-    hd_child_fail(report_fd, 126, last_error, "exec %s", cmd);
+        hd_child_fail(report_fd, HD_EXIT_NOT_FOUND, 0, "exec %s: command not found in PATH", cmd);
+    hd_child_fail(report_fd, HD_EXIT_CANNOT_INVOKE, last_error, "exec %s", cmd);
 }

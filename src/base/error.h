@@ -1,15 +1,35 @@
 /*
  * error.h - the one error convention of hedge.
  *
- * A fallible function takes `hd_error_t *err` as its last parameter, returns a
- * negative value on failure and fills *err with {errno, exit code, message}.
- * Callers add context as the error travels up with hd_error_prefix(), so a
- * person reads "run filter: mount /proc: Permission denied", never "error -1".
- * Whoever finally handles the error prints it (hd_error_print) and frees it.
+ * THE RULE (crun's libcrun_error_t):
+ *   A fallible function takes `hd_error_t *err` as its last parameter, returns
+ *   a negative value on failure and fills *err with {errno, exit code,
+ *   message}. Callers add context as the error travels up with
+ *   hd_error_prefix(), so a person reads "run filter: mount /proc: Permission
+ *   denied", never "error -1". Whoever finally handles the error prints it
+ *   (hd_error_print) and frees it; nothing below that level prints.
+ *   The first error set wins (a later hd_error_set on a filled err is a no-op),
+ *   so a clean-up step cannot hide the cause.
  *
- * The exit code rides with the error so that the CLI can exit with docker's
- * codes: 125 for hedge's own failures (the default), 126 when the command
- * cannot be invoked, 127 when it is not found, 2 for usage errors.
+ * The only other shapes allowed, each for a reason:
+ *   - Predicates return bool (hd_cgroup_oom_killed, broker_topic_filter_valid).
+ *   - Tiny syscall wrappers documented as "0 or -1 with errno" (hd_write_all,
+ *     hd_read_exact) and static helpers that return 0 or -errno to their one
+ *     caller, which turns the errno into an hd_error.
+ *   - Text-to-value parsers that a caller names (hd_parse_size,
+ *     hd_isolation_parse, hd_cap_parse) return 0 or a negative value and no
+ *     message: only the caller knows the field path the message must name.
+ *   - Code between fork and exec, which must not allocate, reports through
+ *     base/child.h (hd_child_fail) or returns -errno (hd_cgroup_entry_enter);
+ *     the parent turns the report into an hd_error (base/spawn.h).
+ *   - Protocol handlers return the protocol's own reason codes (MQTT).
+ *
+ * Exit codes are docker's, named here (never write the numbers): the exit
+ * code rides with the error so the CLI exits with HD_EXIT_HEDGE (125, the
+ * default) for hedge's own failures, HD_EXIT_CANNOT_INVOKE (126) when the
+ * command cannot be invoked, HD_EXIT_NOT_FOUND (127) when it is not found,
+ * HD_EXIT_USAGE (2) for usage errors, and HD_EXIT_SIGNAL(n) (128+n) for a
+ * workload killed by signal n.
  */
 #ifndef HEDGE_ERROR_H
 #define HEDGE_ERROR_H
@@ -18,11 +38,15 @@
 #include <stdio.h>
 
 enum {
+    HD_EXIT_OK = 0,
     HD_EXIT_USAGE = 2,
     HD_EXIT_HEDGE = 125,
     HD_EXIT_CANNOT_INVOKE = 126,
     HD_EXIT_NOT_FOUND = 127,
+    HD_EXIT_SIGNAL_BASE = 128,
 };
+/* Docker's code for a workload killed by signal sig: 128+N (137 for SIGKILL). */
+#define HD_EXIT_SIGNAL(sig) (HD_EXIT_SIGNAL_BASE + (sig))
 
 struct hd_error {
     int errnum;     /* errno value or 0 */

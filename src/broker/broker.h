@@ -54,6 +54,11 @@ void hd_broker_config_init(struct hd_broker_config *cfg);
 void hd_broker_config_free(struct hd_broker_config *cfg);
 /* Read a mosquitto-style "key value" config file into cfg. */
 int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_error_t *err);
+/* Set one setting from the `broker` object of hedged's JSON config (key as there: "listen",
+ * "max_inflight_messages"); errors read "broker.KEY: must be ...". Same table as the file. */
+struct json_t;
+int hd_broker_config_set_json(struct hd_broker_config *cfg, const char *key, const struct json_t *value,
+                              hd_error_t *err);
 
 /* Bind the listeners, open the store (restoring retained messages and sessions), load auth files. */
 int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd_error_t *err);

@@ -3,8 +3,18 @@
  * "key value" file (one setting a line, '#' comments). docs/broker.md lists
  * every key. Unknown keys and bad values are errors naming the line, so a
  * typo never silently weakens security.
+ *
+ * The same settings are also read from the `broker` section of hedged's JSON
+ * config (hd_broker_config_set_json, called by daemon/embed_broker.c). Both
+ * dialects go through one table (settings[]: key, type, range or choices,
+ * field): a setting is defined once; the dialects differ only in spelling
+ * (a line per listener vs. an array; yes/no vs. JSON booleans) and in how
+ * they word an error ("line 3: bad value" vs. "broker.max_keepalive: must be ...").
  */
 #include <errno.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,30 +47,207 @@ void hd_broker_config_free(struct hd_broker_config *cfg)
     memset(cfg, 0, sizeof(*cfg));
 }
 
-static int parse_bool(const char *v, bool *out)
+/* ---- the settings, defined once for both dialects ---------------------- */
+
+enum setting_type {
+    SETTING_BOOL,     /* file: true/yes/1, false/no/0; JSON: true or false */
+    SETTING_NUMBER,   /* an integer in min..max; a size with K/M/G is accepted too */
+    SETTING_PATH,     /* a file or directory (hedged's JSON wants it absolute) */
+    SETTING_CHOICE,   /* one of choices[] */
+    SETTING_ADDRESS,  /* "HOST:PORT" listeners: a line each in the file, an array in JSON */
+};
+
+struct setting_value {
+    bool flag;
+    uint64_t number;
+    const char *text;
+    size_t choice;    /* index into choices[] */
+};
+
+struct setting {
+    const char *key;        /* hedged's JSON key, and the file's unless file_key is set */
+    const char *file_key;   /* the file's (mosquitto's) key where it differs */
+    enum setting_type type;
+    uint64_t min, max;      /* SETTING_NUMBER */
+    const char *choices[3]; /* SETTING_CHOICE */
+    void (*set)(struct hd_broker_config *cfg, const struct setting_value *v);
+    size_t offset;          /* SETTING_PATH (char *) and SETTING_ADDRESS (char **) fields */
+};
+
+#define FIELD(name) offsetof(struct hd_broker_config, name)
+#define SETTER(fn, stmt)                                                                  \
+    static void fn(struct hd_broker_config *cfg, const struct setting_value *v)           \
+    {                                                                                     \
+        stmt;                                                                             \
+    }
+SETTER(set_tls_require_cert, cfg->tls_require_cert = v->flag)
+SETTER(set_tls_cert_as_username, cfg->tls_cert_as_username = v->flag)
+SETTER(set_sync, cfg->sync_full = v->choice == 0)
+SETTER(set_allow_anonymous, cfg->allow_anonymous = v->flag)
+SETTER(set_max_packet_size, cfg->max_packet_size = (uint32_t)v->number)
+SETTER(set_max_inflight, cfg->max_inflight = (uint16_t)v->number)
+SETTER(set_max_queued_messages, cfg->max_queued_messages = (uint32_t)v->number)
+SETTER(set_max_queued_bytes, cfg->max_queued_bytes = v->number)
+SETTER(set_queue_policy, cfg->queue_policy = v->choice == 0 ? HD_BROKER_DROP_NEW : HD_BROKER_DROP_OLDEST)
+SETTER(set_max_connections, cfg->max_connections = (uint32_t)v->number)
+SETTER(set_connection_rate, cfg->connection_rate = (uint32_t)v->number)
+SETTER(set_client_connection_rate, cfg->client_connection_rate = (uint32_t)v->number)
+SETTER(set_topic_alias_max, cfg->topic_alias_max = (uint16_t)v->number)
+SETTER(set_max_keepalive, cfg->max_keepalive = (uint16_t)v->number)
+SETTER(set_connect_timeout, cfg->connect_timeout_ms = (uint32_t)(v->number * 1000))
+SETTER(set_sys_interval, cfg->sys_interval = (uint32_t)v->number)
+
+/* docs/broker.md lists them; a new setting is one line here. */
+static const struct setting settings[] = {
+    {"listen", "listener", SETTING_ADDRESS, .offset = FIELD(listen)},
+    {"listen_tls", "listener_tls", SETTING_ADDRESS, .offset = FIELD(listen_tls)},
+    {"tls_cert", NULL, SETTING_PATH, .offset = FIELD(tls_cert)},
+    {"tls_key", NULL, SETTING_PATH, .offset = FIELD(tls_key)},
+    {"tls_ca", NULL, SETTING_PATH, .offset = FIELD(tls_ca)},
+    {"tls_require_certificate", NULL, SETTING_BOOL, .set = set_tls_require_cert},
+    {"tls_use_identity_as_username", NULL, SETTING_BOOL, .set = set_tls_cert_as_username},
+    {"state_dir", NULL, SETTING_PATH, .offset = FIELD(state_dir)},
+    {"persistence_sync", NULL, SETTING_CHOICE, .choices = {"full", "normal"}, .set = set_sync},
+    {"password_file", NULL, SETTING_PATH, .offset = FIELD(password_file)},
+    {"acl_file", NULL, SETTING_PATH, .offset = FIELD(acl_file)},
+    {"allow_anonymous", NULL, SETTING_BOOL, .set = set_allow_anonymous},
+    {"max_packet_size", NULL, SETTING_NUMBER, 64, 268435455, .set = set_max_packet_size},
+    {"max_inflight_messages", NULL, SETTING_NUMBER, 1, 65535, .set = set_max_inflight},
+    {"max_queued_messages", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_max_queued_messages},
+    {"max_queued_bytes", NULL, SETTING_NUMBER, 0, UINT64_MAX >> 1, .set = set_max_queued_bytes},
+    {"queue_full_policy", NULL, SETTING_CHOICE, .choices = {"drop-new", "drop-oldest"}, .set = set_queue_policy},
+    {"max_connections", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_max_connections},
+    {"connection_rate", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_connection_rate},
+    {"client_connection_rate", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_client_connection_rate},
+    {"topic_alias_maximum", NULL, SETTING_NUMBER, 0, 65535, .set = set_topic_alias_max},
+    {"max_keepalive", NULL, SETTING_NUMBER, 0, 65535, .set = set_max_keepalive},
+    {"connect_timeout", NULL, SETTING_NUMBER, 1, 3600, .set = set_connect_timeout},
+    {"sys_interval", NULL, SETTING_NUMBER, 0, 86400, .set = set_sys_interval},
+};
+
+static const struct setting *setting_find(const char *key, bool file)
 {
-    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 || strcmp(v, "1") == 0)
-        *out = true;
-    else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 || strcmp(v, "0") == 0)
-        *out = false;
-    else
-        return -1;
-    return 0;
+    for (size_t i = 0; i < ARRAY_SIZE(settings); i++) {
+        const char *name = file && settings[i].file_key ? settings[i].file_key : settings[i].key;
+        if (strcmp(name, key) == 0)
+            return &settings[i];
+    }
+    return NULL;
 }
 
-static int parse_u64(const char *v, uint64_t max, uint64_t *out)
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses). */
+static bool address_ok(const char *s)
 {
-    int64_t n;
-    if (hd_parse_size(v, &n) < 0 || n < 0 || (uint64_t)n > max)
-        return -1;
-    *out = (uint64_t)n;
-    return 0;
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon[1] == '\0' || strlen(colon + 1) > 5)
+        return false;
+    for (const char *p = colon + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return atoi(colon + 1) <= 65535;
 }
 
-static void set_str(char **dst, const char *v)
+/* Parse and check text as s's value (both dialects end here); false when it is not one. */
+static bool setting_parse(const struct setting *s, const char *text, struct setting_value *v)
 {
-    free(*dst);
-    *dst = hd_xstrdup(v);
+    *v = (struct setting_value){.text = text};
+    switch (s->type) {
+    case SETTING_BOOL:
+        if (strcmp(text, "true") == 0 || strcmp(text, "yes") == 0 || strcmp(text, "1") == 0)
+            v->flag = true;
+        else if (strcmp(text, "false") == 0 || strcmp(text, "no") == 0 || strcmp(text, "0") == 0)
+            v->flag = false;
+        else
+            return false;
+        return true;
+    case SETTING_NUMBER: {
+        int64_t n;
+        if (hd_parse_size(text, &n) < 0 || n < 0 || (uint64_t)n < s->min || (uint64_t)n > s->max)
+            return false;
+        v->number = (uint64_t)n;
+        return true;
+    }
+    case SETTING_PATH:
+        return text[0] != '\0';
+    case SETTING_CHOICE:
+        for (v->choice = 0; v->choice < ARRAY_SIZE(s->choices) && s->choices[v->choice]; v->choice++)
+            if (strcmp(text, s->choices[v->choice]) == 0)
+                return true;
+        return false;
+    case SETTING_ADDRESS:
+        return address_ok(text);
+    }
+    return false;
+}
+
+static void setting_apply(const struct setting *s, struct hd_broker_config *cfg, const struct setting_value *v)
+{
+    char *base = (char *)cfg;
+    if (s->type == SETTING_PATH) {
+        char **field = (char **)(base + s->offset);
+        free(*field);
+        *field = hd_xstrdup(v->text);
+    } else if (s->type == SETTING_ADDRESS) {
+        hd_strv_push((char ***)(base + s->offset), v->text);
+    } else {
+        s->set(cfg, v);
+    }
+}
+
+/* What hedged's JSON dialect says a setting must be. */
+static char *setting_want(const struct setting *s)
+{
+    switch (s->type) {
+    case SETTING_BOOL: return hd_xstrdup("true or false");
+    case SETTING_NUMBER:
+        return hd_xasprintf("an integer %llu..%llu", (unsigned long long)s->min, (unsigned long long)s->max);
+    case SETTING_PATH: return hd_xstrdup("an absolute path");
+    case SETTING_CHOICE: return hd_xasprintf("\"%s\" or \"%s\"", s->choices[0], s->choices[1]);
+    case SETTING_ADDRESS: return hd_xstrdup("an array of \"HOST:PORT\" strings");
+    }
+    return hd_xstrdup("?");
+}
+
+int hd_broker_config_set_json(struct hd_broker_config *cfg, const char *key, const json_t *value, hd_error_t *err)
+{
+    const struct setting *s = setting_find(key, false);
+    if (s == NULL)
+        return hd_error_set(err, 0, "broker.%s: unknown field", key);
+    cleanup_free char *want = setting_want(s);
+    struct setting_value v;
+    char number[32];
+    const char *text = NULL;
+    if (s->type == SETTING_ADDRESS) {
+        if (!json_is_array(value))
+            return hd_error_set(err, 0, "broker.%s: must be %s", key, want);
+        char **list = NULL;
+        size_t i;
+        json_t *item;
+        json_array_foreach(value, i, item) {
+            if (!json_is_string(item) || !setting_parse(s, json_string_value(item), &v)) {
+                hd_strv_free(list);
+                return hd_error_set(err, 0, "broker.%s[%zu]: must be \"HOST:PORT\"", key, i);
+            }
+            hd_strv_push(&list, json_string_value(item));
+        }
+        char ***field = (char ***)((char *)cfg + s->offset);
+        hd_strv_free(*field);
+        *field = list;
+        return 0;
+    }
+    /* JSON's own types first: a boolean is true or false, a number an integer (or a size string) */
+    if (s->type == SETTING_BOOL && json_is_boolean(value))
+        text = json_is_true(value) ? "true" : "false";
+    else if (s->type == SETTING_NUMBER && json_is_integer(value) && json_integer_value(value) >= 0) {
+        snprintf(number, sizeof(number), "%lld", (long long)json_integer_value(value));
+        text = number;
+    } else if (s->type != SETTING_BOOL && json_is_string(value))
+        text = json_string_value(value);
+    /* hedged's working directory is "/": a relative path would mean nothing there */
+    if (text == NULL || (s->type == SETTING_PATH && text[0] != '/') || !setting_parse(s, text, &v))
+        return hd_error_set(err, 0, "broker.%s: must be %s", key, want);
+    setting_apply(s, cfg, &v);
+    return 0;
 }
 
 int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_error_t *err)
@@ -69,8 +256,11 @@ int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_err
     if (hd_read_file(path, &text, NULL, err) < 0)
         return hd_error_prefix(err, "broker config");
     int lineno = 0;
-    char *save = NULL;
-    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+    /* line by line, blank ones included, so that "line N" is the file's line N */
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         line[strcspn(line, "\r#")] = '\0';
         char *key = line + strspn(line, " \t");
@@ -82,86 +272,15 @@ int hd_broker_config_load(struct hd_broker_config *cfg, const char *path, hd_err
         val += strspn(val, " \t");
         for (char *end = val + strlen(val); end > val && (end[-1] == ' ' || end[-1] == '\t'); end--)
             end[-1] = '\0';
-        uint64_t n = 0;
-        bool flag = false;
-        int bad = 0;
-        if (!*val) {
-            bad = 1;
-        } else if (strcmp(key, "listener") == 0) {
-            hd_strv_push(&cfg->listen, val);
-        } else if (strcmp(key, "listener_tls") == 0) {
-            hd_strv_push(&cfg->listen_tls, val);
-        } else if (strcmp(key, "tls_cert") == 0) {
-            set_str(&cfg->tls_cert, val);
-        } else if (strcmp(key, "tls_key") == 0) {
-            set_str(&cfg->tls_key, val);
-        } else if (strcmp(key, "tls_ca") == 0) {
-            set_str(&cfg->tls_ca, val);
-        } else if (strcmp(key, "tls_require_certificate") == 0) {
-            bad = parse_bool(val, &cfg->tls_require_cert);
-        } else if (strcmp(key, "tls_use_identity_as_username") == 0) {
-            bad = parse_bool(val, &cfg->tls_cert_as_username);
-        } else if (strcmp(key, "state_dir") == 0) {
-            set_str(&cfg->state_dir, val);
-        } else if (strcmp(key, "persistence_sync") == 0) {
-            if (strcmp(val, "full") == 0)
-                cfg->sync_full = true;
-            else if (strcmp(val, "normal") == 0)
-                cfg->sync_full = false;
-            else
-                bad = 1;
-        } else if (strcmp(key, "password_file") == 0) {
-            set_str(&cfg->password_file, val);
-        } else if (strcmp(key, "acl_file") == 0) {
-            set_str(&cfg->acl_file, val);
-        } else if (strcmp(key, "allow_anonymous") == 0) {
-            bad = parse_bool(val, &flag);
-            cfg->allow_anonymous = flag;
-        } else if (strcmp(key, "max_packet_size") == 0) {
-            bad = parse_u64(val, 268435455, &n) || n < 64;
-            cfg->max_packet_size = (uint32_t)n;
-        } else if (strcmp(key, "max_inflight_messages") == 0) {
-            bad = parse_u64(val, 65535, &n) || n == 0;
-            cfg->max_inflight = (uint16_t)n;
-        } else if (strcmp(key, "max_queued_messages") == 0) {
-            bad = parse_u64(val, UINT32_MAX, &n);
-            cfg->max_queued_messages = (uint32_t)n;
-        } else if (strcmp(key, "max_queued_bytes") == 0) {
-            bad = parse_u64(val, UINT64_MAX >> 1, &n);
-            cfg->max_queued_bytes = n;
-        } else if (strcmp(key, "queue_full_policy") == 0) {
-            if (strcmp(val, "drop-new") == 0)
-                cfg->queue_policy = HD_BROKER_DROP_NEW;
-            else if (strcmp(val, "drop-oldest") == 0)
-                cfg->queue_policy = HD_BROKER_DROP_OLDEST;
-            else
-                bad = 1;
-        } else if (strcmp(key, "max_connections") == 0) {
-            bad = parse_u64(val, UINT32_MAX, &n);
-            cfg->max_connections = (uint32_t)n;
-        } else if (strcmp(key, "connection_rate") == 0) {
-            bad = parse_u64(val, UINT32_MAX, &n);
-            cfg->connection_rate = (uint32_t)n;
-        } else if (strcmp(key, "client_connection_rate") == 0) {
-            bad = parse_u64(val, UINT32_MAX, &n);
-            cfg->client_connection_rate = (uint32_t)n;
-        } else if (strcmp(key, "topic_alias_maximum") == 0) {
-            bad = parse_u64(val, 65535, &n);
-            cfg->topic_alias_max = (uint16_t)n;
-        } else if (strcmp(key, "max_keepalive") == 0) {
-            bad = parse_u64(val, 65535, &n);
-            cfg->max_keepalive = (uint16_t)n;
-        } else if (strcmp(key, "connect_timeout") == 0) {
-            bad = parse_u64(val, 3600, &n) || n == 0;
-            cfg->connect_timeout_ms = (uint32_t)(n * 1000);
-        } else if (strcmp(key, "sys_interval") == 0) {
-            bad = parse_u64(val, 86400, &n);
-            cfg->sys_interval = (uint32_t)n;
-        } else {
-            return hd_error_set(err, 0, "broker config %s line %d: unknown key '%s'", path, lineno, key);
+        const struct setting *s = setting_find(key, true);
+        struct setting_value v;
+        if (*val && s && setting_parse(s, val, &v)) {
+            setting_apply(s, cfg, &v);
+            continue;
         }
-        if (bad)
-            return hd_error_set(err, 0, "broker config %s line %d: bad value '%s' for %s", path, lineno, val, key);
+        if (s == NULL && *val)
+            return hd_error_set(err, 0, "broker config %s line %d: unknown key '%s'", path, lineno, key);
+        return hd_error_set(err, 0, "broker config %s line %d: bad value '%s' for %s", path, lineno, val, key);
     }
     return 0;
 }

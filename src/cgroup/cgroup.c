@@ -33,7 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "runtime/backend.h"
 #include "base/util.h"
 
 #ifndef CGROUP2_SUPER_MAGIC

@@ -14,12 +14,19 @@
 #define HEDGE_CGROUP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "base/error.h"
 #include "runtime/spec.h"
 
-struct hd_stats;
+/* What a workload's cgroup says it used (the backends' stats() fill the same struct). */
+struct hd_stats {
+    uint64_t cpu_usage_ns;
+    uint64_t memory_bytes;
+    uint64_t memory_peak_bytes;
+    uint64_t pids;
+};
 
 enum hd_cgroup_mode {
     HD_CGROUP_V1,      /* legacy: only v1 hierarchies */

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/backend.h"
 #include "cgroup/internal.h"
 #include "base/util.h"
 

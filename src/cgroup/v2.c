@@ -24,7 +24,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/backend.h"
 #include "cgroup/internal.h"
 #include "base/util.h"
 

@@ -208,7 +208,7 @@ int cmd_bench(int argc, char **argv)
             return 0;
         default:
             fprintf(stderr, "usage: %s", usage);
-            return 2;
+            return HD_EXIT_USAGE;
         }
     }
     if (optind < argc)

@@ -204,7 +204,7 @@ int hd_client_fail(const char *verb, const struct hd_client_response *resp)
 {
     json_t *o = json_loadb(resp->body, resp->len, 0, NULL);
     const char *msg = json_string_value(json_object_get(o, "error"));
-    int code = 125;
+    int code = HD_EXIT_HEDGE;
     json_t *ec = json_object_get(o, "exit_code");
     if (json_is_integer(ec) && json_integer_value(ec) > 0 && json_integer_value(ec) < 256)
         code = (int)json_integer_value(ec);

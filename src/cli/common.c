@@ -18,7 +18,7 @@ int cli_fail(hd_error_t *err)
     int code = hd_error_exit_code(*err);
     hd_error_print(*err, "hedge");
     hd_error_free(err);
-    return code ? code : 125;
+    return code ? code : HD_EXIT_HEDGE;
 }
 
 int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
@@ -29,7 +29,7 @@ int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fprintf(stderr, "\nusage: %s\n", usage);
-    return 2;
+    return HD_EXIT_USAGE;
 }
 
 int cli_help(const char *usage)

@@ -61,17 +61,17 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "hedge: unknown option %s\n", argv[i]);
             print_help(stderr);
-            return 2;
+            return HD_EXIT_USAGE;
         }
     }
     if (i >= argc) {
         print_help(stderr);
-        return 2;
+        return HD_EXIT_USAGE;
     }
     for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
         if (strcmp(argv[i], commands[c].name) == 0)
             return commands[c].handler(argc - i, argv + i);
     fprintf(stderr, "hedge: unknown command '%s'\n", argv[i]);
     print_help(stderr);
-    return 2;
+    return HD_EXIT_USAGE;
 }

@@ -105,7 +105,7 @@ static void print_oom_line(const struct hd_spec *spec)
 static int flag_error(const char *flag, const char *value, const char *why)
 {
     fprintf(stderr, "hedge run: %s: \"%s\" %s\n", flag, value, why);
-    return 125;
+    return HD_EXIT_HEDGE;
 }
 
 static int parse_long(const char *text, long long min, long long max, long long *out)
@@ -223,7 +223,7 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
         return 0;
     case OPT_VM_ACCEL: free(spec->vm_accel); spec->vm_accel = hd_xstrdup(arg); return 0;
     }
-    return 2;
+    return HD_EXIT_USAGE;
 }
 
 int cmd_run(int argc, char **argv)
@@ -250,7 +250,7 @@ int cmd_run(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "+f:i:e:w:u:m:v:", options, NULL)) != -1) {
         if (opt == '?' || opt == ':') {
             fprintf(stderr, "usage: %s", usage);
-            return 2;
+            return HD_EXIT_USAGE;
         }
         int r = apply_flag(spec, opt, optarg);
         if (r)

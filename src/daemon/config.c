@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "daemon/daemon.h"
+#include "base/json.h"
 #include "base/util.h"
 
 void hd_config_defaults(struct hd_daemon_config *cfg)
@@ -47,26 +48,80 @@ void hd_config_free(struct hd_daemon_config *cfg)
 
 static int config_path(const json_t *v, const char *key, char **out, hd_error_t *err)
 {
-    if (!json_is_string(v) || json_string_length(v) == 0)
-        return hd_error_set(err, 0, "%s: must be a non-empty string", key);
-    const char *s = json_string_value(v);
-    if (s[0] != '/')
-        return hd_error_set(err, 0, "%s: \"%s\" must be an absolute path", key, s);
+    cleanup_free char *path = NULL;
+    if (hd_json_string(v, key, "a non-empty string", true, &path, err) < 0)
+        return -1;
+    if (path[0] != '/')
+        return hd_error_set(err, 0, "%s: \"%s\" must be an absolute path", key, path);
     free(*out);
-    *out = hd_xstrdup(s);
+    *out = get_and_reset(&path);
     return 0;
 }
 
 static int config_seconds(const json_t *v, const char *key, double min, double max, double *out,
                           hd_error_t *err)
 {
-    if (!json_is_number(v))
-        return hd_error_set(err, 0, "%s: must be a number of seconds", key);
-    double d = json_number_value(v);
-    if (!(d >= min && d <= max))
-        return hd_error_set(err, 0, "%s: %g is out of range (%g..%g seconds)", key, d, min, max);
-    *out = d;
-    return 0;
+    cleanup_free char *want = hd_xasprintf("a number of seconds in %g..%g", min, max);
+    return hd_json_number(v, key, min, max, want, out, err);
+}
+
+static const char *const config_keys[] = {
+    "state_dir", "socket", "log_dir", "socket_group", "log_max_size", "health_wait", "restart_backoff_initial",
+    "restart_backoff_max", "restart_reset_after", "stop_grace", "crash_loop_after", "log_level", "broker", "uplink",
+    NULL,
+};
+
+static int config_field(struct hd_daemon_config *cfg, const char *key, const json_t *v, hd_error_t *err)
+{
+    if (strcmp(key, "state_dir") == 0)
+        return config_path(v, key, &cfg->state_dir, err);
+    if (strcmp(key, "socket") == 0)
+        return config_path(v, key, &cfg->socket_path, err);
+    if (strcmp(key, "log_dir") == 0)
+        return config_path(v, key, &cfg->log_dir, err);
+    if (strcmp(key, "socket_group") == 0)
+        return hd_json_string(v, key, "a group name", true, &cfg->socket_group, err);
+    if (strcmp(key, "log_max_size") == 0) {
+        int64_t size;
+        if (hd_json_size(v, key, 4096, "a size of at least 4K (a number of bytes or \"1M\")", &size, err) < 0)
+            return -1;
+        cfg->log_max_bytes = size;
+        return 0;
+    }
+    if (strcmp(key, "health_wait") == 0)
+        return config_seconds(v, key, 0, 3600, &cfg->health_wait, err);
+    if (strcmp(key, "restart_backoff_initial") == 0)
+        return config_seconds(v, key, 0.01, 3600, &cfg->backoff_initial, err);
+    if (strcmp(key, "restart_backoff_max") == 0)
+        return config_seconds(v, key, 0.01, 86400, &cfg->backoff_max, err);
+    if (strcmp(key, "restart_reset_after") == 0)
+        return config_seconds(v, key, 0, 86400, &cfg->restart_reset_after, err);
+    if (strcmp(key, "stop_grace") == 0)
+        return config_seconds(v, key, 0, 3600, &cfg->stop_grace, err);
+    if (strcmp(key, "crash_loop_after") == 0) {
+        int64_t n;
+        if (hd_json_int(v, key, 1, 1000, "an integer 1..1000", &n, err) < 0)
+            return -1;
+        cfg->crash_loop_after = (int)n;
+        return 0;
+    }
+    if (strcmp(key, "log_level") == 0) {
+        const char *want = "\"error\", \"warn\", \"info\" or \"debug\"";
+        cleanup_free char *name = NULL;
+        if (hd_json_string(v, key, want, true, &name, err) < 0)
+            return -1;
+        hd_error_t ignored = NULL;
+        enum hd_log_level level;
+        if (hd_log_parse_level(name, &level, &ignored) < 0) {
+            hd_error_free(&ignored);
+            return hd_error_set(err, 0, "%s: must be %s", key, want);
+        }
+        cfg->log_level = (int)level;
+        return 0;
+    }
+    if (strcmp(key, "broker") == 0)
+        return hd_config_load_broker(cfg, v, err);
+    return hd_config_load_uplink(cfg, v, err); /* "uplink": the only key left (config_keys) */
 }
 
 int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *err)
@@ -80,63 +135,13 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
         r = hd_error_set(err, 0, "must be a JSON object");
         goto out;
     }
+    r = hd_json_check_keys(root, NULL, config_keys, err);
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v) {
-        if (strcmp(key, "state_dir") == 0)
-            r = config_path(v, key, &cfg->state_dir, err);
-        else if (strcmp(key, "socket") == 0)
-            r = config_path(v, key, &cfg->socket_path, err);
-        else if (strcmp(key, "log_dir") == 0)
-            r = config_path(v, key, &cfg->log_dir, err);
-        else if (strcmp(key, "socket_group") == 0) {
-            if (!json_is_string(v) || json_string_length(v) == 0)
-                r = hd_error_set(err, 0, "%s: must be a group name", key);
-            else {
-                free(cfg->socket_group);
-                cfg->socket_group = hd_xstrdup(json_string_value(v));
-            }
-        } else if (strcmp(key, "log_max_size") == 0) {
-            int64_t size = 0;
-            if (json_is_integer(v))
-                size = json_integer_value(v);
-            else if (!json_is_string(v) || hd_parse_size(json_string_value(v), &size) < 0)
-                size = -1;
-            if (size < 4096)
-                r = hd_error_set(err, 0, "%s: must be a size of at least 4K (a number of bytes or \"1M\")",
-                                 key);
-            else
-                cfg->log_max_bytes = size;
-        } else if (strcmp(key, "health_wait") == 0)
-            r = config_seconds(v, key, 0, 3600, &cfg->health_wait, err);
-        else if (strcmp(key, "restart_backoff_initial") == 0)
-            r = config_seconds(v, key, 0.01, 3600, &cfg->backoff_initial, err);
-        else if (strcmp(key, "restart_backoff_max") == 0)
-            r = config_seconds(v, key, 0.01, 86400, &cfg->backoff_max, err);
-        else if (strcmp(key, "restart_reset_after") == 0)
-            r = config_seconds(v, key, 0, 86400, &cfg->restart_reset_after, err);
-        else if (strcmp(key, "stop_grace") == 0)
-            r = config_seconds(v, key, 0, 3600, &cfg->stop_grace, err);
-        else if (strcmp(key, "crash_loop_after") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000)
-                r = hd_error_set(err, 0, "%s: must be an integer 1..1000", key);
-            else
-                cfg->crash_loop_after = (int)json_integer_value(v);
-        } else if (strcmp(key, "log_level") == 0) {
-            enum hd_log_level level;
-            if (!json_is_string(v) || hd_log_parse_level(json_string_value(v), &level, err) < 0) {
-                hd_error_free(err);
-                r = hd_error_set(err, 0, "%s: must be \"error\", \"warn\", \"info\" or \"debug\"", key);
-            } else
-                cfg->log_level = (int)level;
-        } else if (strcmp(key, "broker") == 0)
-            r = hd_config_load_broker(cfg, v, err);
-        else if (strcmp(key, "uplink") == 0)
-            r = hd_config_load_uplink(cfg, v, err);
-        else
-            r = hd_error_set(err, 0, "%s: unknown field", key);
         if (r < 0)
             break;
+        r = config_field(cfg, key, v, err);
     }
 out:
     json_decref(root);

@@ -137,7 +137,7 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         sigprocmask(SIG_SETMASK, &none, NULL);
         signal(SIGPIPE, SIG_DFL);
         execl(monitor_exe, "hedge-monitor", inst->dir, (char *)NULL);
-        _exit(127);
+        _exit(HD_EXIT_NOT_FOUND);
     }
     close(report[1]);
     report[1] = -1;
@@ -191,7 +191,7 @@ int hd_instance_read_report(struct hd_instance *inst, hd_error_t *err)
     }
     buf[n] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
-    int code = 125, pos = 0;
+    int code = HD_EXIT_HEDGE, pos = 0;
     if (strncmp(buf, "ok ", 3) == 0) {
         if (instance_read_state(inst, err) < 0)
             return -1;
@@ -236,7 +236,7 @@ void hd_instance_collect(struct hd_instance *inst)
         hd_error_t err = NULL;
         if (inst->run_dir && hd_rm_rf(inst->run_dir, &err) < 0)
             hd_error_free(&err);
-        inst->exit = (struct hd_exit){.code = 125, .status = -1};
+        inst->exit = (struct hd_exit){.code = HD_EXIT_HEDGE, .status = -1};
         if (!inst->start_error)
             inst->start_error = hd_xstrdup("the monitor exited without recording the workload's exit");
         return;

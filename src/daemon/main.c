@@ -221,12 +221,12 @@ int main(int argc, char **argv)
         case OPT_FOREGROUND: break;
         case OPT_VERSION: printf("hedged %s\n", HEDGE_VERSION); return 0;
         case OPT_HELP: fputs(usage, stdout); return 0;
-        default: fputs(usage, stderr); return 2;
+        default: fputs(usage, stderr); return HD_EXIT_USAGE;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "hedged: unexpected argument %s\n%s", argv[optind], usage);
-        return 2;
+        return HD_EXIT_USAGE;
     }
     struct hd_daemon_config cfg;
     hd_config_defaults(&cfg);

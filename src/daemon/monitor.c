@@ -91,10 +91,10 @@ static int monitor_start_failed(struct monitor *m, hd_error_t *err)
     int code = hd_error_exit_code(*err);
     const char *text = hd_error_text(*err);
     monitor_write_json(m, HD_MONITOR_EXIT_FILE,
-                       json_pack("{s:i,s:i,s:i,s:b,s:I,s:s}", "code", code ? code : 125, "status", -1,
+                       json_pack("{s:i,s:i,s:i,s:b,s:I,s:s}", "code", code ? code : HD_EXIT_HEDGE, "status", -1,
                                  "signal", 0, "oom_killed", 0, "finished_at", (json_int_t)unix_ms(),
                                  "start_error", text));
-    monitor_report("err %d %s\n", code ? code : 125, text);
+    monitor_report("err %d %s\n", code ? code : HD_EXIT_HEDGE, text);
     hd_error_free(err);
     if (m->dirfd >= 0)
         close(m->dirfd);
@@ -273,7 +273,7 @@ static int monitor_main(const char *dir)
     m.dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (m.dirfd < 0) {
         hd_error_sys(&err, "monitor: %s", dir);
-        monitor_report("err 125 %s\n", hd_error_text(err));
+        monitor_report("err %d %s\n", HD_EXIT_HEDGE, hd_error_text(err));
         return 1;
     }
     /* fd 4: DIR/monitor.lock, locked by hedged before it forked us; it is our lock now
@@ -357,7 +357,7 @@ static int monitor_main(const char *dir)
     /* The workload is gone; what it wrote last is still in the pipes. */
     log_drain(&m, out[0]);
     log_drain(&m, errp[0]);
-    struct hd_exit ex = {.code = 125, .status = -1};
+    struct hd_exit ex = {.code = HD_EXIT_HEDGE, .status = -1};
     hd_error_t werr = NULL;
     if (hd_workload_wait(m.workload, &ex, &werr) < 0)
         hd_error_free(&werr);

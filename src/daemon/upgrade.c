@@ -183,7 +183,7 @@ void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status
             continue;
         up->probe_pid = 0;
         /* (not hd_exit_from_wait_status: run.c would pull the whole runtime into hedged) */
-        up->probe_last_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        up->probe_last_code = WIFEXITED(status) ? WEXITSTATUS(status) : HD_EXIT_SIGNAL(WTERMSIG(status));
         if (up->probe_last_code == 0) {
             hd_store_event(sup->store, wl->name, "health", "version %d: the health command passed", up->version);
             if (up->health_timer)

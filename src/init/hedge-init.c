@@ -156,7 +156,7 @@ static void mount_or_fail(const char *src, const char *target, const char *type,
 {
     mkdir(target, 0755);
     if (mount(src, target, type, flags, data) < 0)
-        guest_fail(125, errno, "mount %s (%s) on %s", src, type, target);
+        guest_fail(HD_EXIT_HEDGE, errno, "mount %s (%s) on %s", src, type, target);
 }
 
 static int select_ko(const struct dirent *d)
@@ -177,9 +177,9 @@ static void load_modules(const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-            guest_fail(125, errno, "open module %s", path);
+            guest_fail(HD_EXIT_HEDGE, errno, "open module %s", path);
         if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
-            guest_fail(125, errno, "load module %s", path);
+            guest_fail(HD_EXIT_HEDGE, errno, "load module %s", path);
         close(fd);
         debug_phase(names[i]->d_name);
         free(names[i]);
@@ -216,13 +216,13 @@ static int open_host_port(void)
             while ((port = open(path, O_RDWR | O_CLOEXEC)) < 0 && errno == ENOENT && now_ms() < deadline)
                 sleep_ms(1);
             if (port < 0)
-                guest_fail(125, errno, "open host port %s", path);
+                guest_fail(HD_EXIT_HEDGE, errno, "open host port %s", path);
             return port;
         }
         if (d)
             closedir(d);
         if (now_ms() >= deadline)
-            guest_fail(125, 0, "virtio port %s did not appear within %d ms", HD_VM_PORT_NAME, DEVICE_WAIT_MS);
+            guest_fail(HD_EXIT_HEDGE, 0, "virtio port %s did not appear within %d ms", HD_VM_PORT_NAME, DEVICE_WAIT_MS);
         sleep_ms(1);
     }
 }
@@ -233,7 +233,7 @@ static void wait_for_device(const char *path)
     struct stat st;
     while (stat(path, &st) < 0) {
         if (now_ms() >= deadline)
-            guest_fail(125, 0, "device %s did not appear within %d ms", path, DEVICE_WAIT_MS);
+            guest_fail(HD_EXIT_HEDGE, 0, "device %s did not appear within %d ms", path, DEVICE_WAIT_MS);
         sleep_ms(1);
     }
 }
@@ -244,19 +244,19 @@ static void read_config(struct guest_config *cfg)
     struct hd_vm_msg_header h;
     int r = hd_vm_read_all(port_fd, &h, sizeof(h));
     if (r < 0)
-        guest_fail(125, -r, "read config from host");
+        guest_fail(HD_EXIT_HEDGE, -r, "read config from host");
     if (h.type != HD_VM_MSG_CONFIG || !hd_vm_msg_valid(h.type, h.length, 0))
-        guest_fail(125, 0, "protocol: expected a config message, got type %u length %u", h.type, h.length);
+        guest_fail(HD_EXIT_HEDGE, 0, "protocol: expected a config message, got type %u length %u", h.type, h.length);
     char *buf = hd_xmalloc(h.length);
     r = hd_vm_read_all(port_fd, buf, h.length);
     if (r < 0)
-        guest_fail(125, -r, "read config from host");
+        guest_fail(HD_EXIT_HEDGE, -r, "read config from host");
     for (size_t off = 0; off < h.length;) {
         char tag = buf[off++];
         const char *value = buf + off;
         const char *nul = memchr(value, '\0', h.length - off);
         if (nul == NULL)
-            guest_fail(125, 0, "protocol: config record '%c' is not NUL-terminated", tag);
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config record '%c' is not NUL-terminated", tag);
         off += (size_t)(nul - value) + 1;
         switch (tag) {
         case HD_VM_CFG_ARG: hd_strv_push(&cfg->argv, value); break;
@@ -269,12 +269,12 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_READONLY: cfg->readonly = strcmp(value, "1") == 0; break;
         case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
         case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
-        default: guest_fail(125, 0, "protocol: unknown config tag 0x%02x", (unsigned char)tag);
+        default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unknown config tag 0x%02x", (unsigned char)tag);
         }
     }
     free(buf);
     if (cfg->argv == NULL)
-        guest_fail(125, 0, "protocol: config has no command");
+        guest_fail(HD_EXIT_HEDGE, 0, "protocol: config has no command");
 }
 
 static void set_inet(struct sockaddr *sa, in_addr_t addr)
@@ -291,10 +291,10 @@ static void interface_up(int sock, const char *name)
     memset(&ifr, 0, sizeof(ifr));
     snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
     if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
-        guest_fail(125, errno, "network: %s flags", name);
+        guest_fail(HD_EXIT_HEDGE, errno, "network: %s flags", name);
     ifr.ifr_flags |= IFF_UP;
     if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
-        guest_fail(125, errno, "network: bring %s up", name);
+        guest_fail(HD_EXIT_HEDGE, errno, "network: bring %s up", name);
 }
 
 /*
@@ -305,7 +305,7 @@ static void setup_network(const struct guest_config *cfg)
 {
     int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
-        guest_fail(125, errno, "network: socket");
+        guest_fail(HD_EXIT_HEDGE, errno, "network: socket");
     interface_up(sock, "lo");
     if (cfg->net_address == NULL) {
         close(sock);
@@ -319,9 +319,9 @@ static void setup_network(const struct guest_config *cfg)
         *slash = '\0';
     struct in_addr addr, gateway;
     if (inet_pton(AF_INET, addr_text, &addr) != 1 || prefix < 1 || prefix > 32)
-        guest_fail(125, 0, "network: bad address \"%s\"", cfg->net_address);
+        guest_fail(HD_EXIT_HEDGE, 0, "network: bad address \"%s\"", cfg->net_address);
     if (cfg->net_gateway == NULL || inet_pton(AF_INET, cfg->net_gateway, &gateway) != 1)
-        guest_fail(125, 0, "network: bad gateway \"%s\"", cfg->net_gateway ? cfg->net_gateway : "");
+        guest_fail(HD_EXIT_HEDGE, 0, "network: bad gateway \"%s\"", cfg->net_gateway ? cfg->net_gateway : "");
     load_modules("/modules/net");
     wait_for_device("/sys/class/net/eth0");
     struct ifreq ifr;
@@ -329,10 +329,10 @@ static void setup_network(const struct guest_config *cfg)
     snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
     set_inet(&ifr.ifr_addr, addr.s_addr);
     if (ioctl(sock, SIOCSIFADDR, &ifr) < 0)
-        guest_fail(125, errno, "network: eth0 address %s", cfg->net_address);
+        guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 address %s", cfg->net_address);
     set_inet(&ifr.ifr_netmask, htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix)));
     if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0)
-        guest_fail(125, errno, "network: eth0 netmask /%d", prefix);
+        guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 netmask /%d", prefix);
     interface_up(sock, "eth0");
     struct rtentry route;
     memset(&route, 0, sizeof(route));
@@ -342,7 +342,7 @@ static void setup_network(const struct guest_config *cfg)
     route.rt_flags = RTF_UP | RTF_GATEWAY;
     route.rt_dev = (char *)"eth0";
     if (ioctl(sock, SIOCADDRT, &route) < 0)
-        guest_fail(125, errno, "network: default route via %s", cfg->net_gateway);
+        guest_fail(HD_EXIT_HEDGE, errno, "network: default route via %s", cfg->net_gateway);
     close(sock);
 }
 
@@ -368,7 +368,7 @@ static void setup_rootfs(const struct guest_config *cfg)
         struct stat st;
         if (stat(inside[i].target, &st) == 0 &&
             mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, NULL) < 0)
-            guest_fail(125, errno, "mount %s on %s", inside[i].type, inside[i].target);
+            guest_fail(HD_EXIT_HEDGE, errno, "mount %s on %s", inside[i].type, inside[i].target);
     }
 }
 
@@ -376,7 +376,7 @@ static void write_control(const char *path, const char *value)
 {
     hd_error_t err = NULL;
     if (hd_write_file(path, value, strlen(value), &err) < 0)
-        guest_fail(125, err->errnum, "%s", err->message);
+        guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
 }
 
 /* The workload's guest cgroup: pids.max and memory.max as the spec says. */
@@ -385,7 +385,7 @@ static void setup_cgroup(const struct guest_config *cfg)
     mount_or_fail("cgroup2", GUEST_CGROUP, "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
     write_control(GUEST_CGROUP "/cgroup.subtree_control", "+memory +pids");
     if (mkdir(WORKLOAD_CGROUP, 0755) < 0 && errno != EEXIST)
-        guest_fail(125, errno, "mkdir %s", WORKLOAD_CGROUP);
+        guest_fail(HD_EXIT_HEDGE, errno, "mkdir %s", WORKLOAD_CGROUP);
     if (cfg->pids)
         write_control(WORKLOAD_CGROUP "/pids.max", cfg->pids);
     if (cfg->memory)
@@ -419,23 +419,23 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
     int in[2], out[2], errp[2], report[2];
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
         pipe2(report, O_CLOEXEC) < 0)
-        guest_fail(125, errno, "pipe");
+        guest_fail(HD_EXIT_HEDGE, errno, "pipe");
     pid_t pid = fork();
     if (pid < 0)
-        guest_fail(125, errno, "fork");
+        guest_fail(HD_EXIT_HEDGE, errno, "fork");
     if (pid == 0) {
         setsid();
         if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
-            hd_child_fail(report[1], 125, errno, "stdio: dup2");
+            hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
         hd_error_t err = NULL;
         /* hedge-init is exempt from the OOM killer; the workload must not inherit that */
         if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
             hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
-            hd_child_fail(report[1], 125, err->errnum, "%s", err->message);
+            hd_child_fail(report[1], HD_EXIT_HEDGE, err->errnum, "%s", err->message);
         if (chroot("/newroot") < 0 || chdir("/") < 0)
-            hd_child_fail(report[1], 125, errno, "chroot /newroot");
+            hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "chroot /newroot");
         if (cfg->hostname && sethostname(cfg->hostname, strlen(cfg->hostname)) < 0)
-            hd_child_fail(report[1], 125, errno, "sethostname %s", cfg->hostname);
+            hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "sethostname %s", cfg->hostname);
         if (cfg->workdir && !cfg->readonly)
             hd_mkdir_p(cfg->workdir, 0755, &err); /* docker creates a missing workdir; chdir reports failure */
         hd_error_free(&err);
@@ -465,7 +465,7 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
     fcntl(wl->in_fd, F_SETFL, O_NONBLOCK);
     int r = hd_vm_send(port_fd, HD_VM_MSG_STARTED, NULL, 0);
     if (r < 0)
-        guest_fail(125, -r, "send started");
+        guest_fail(HD_EXIT_HEDGE, -r, "send started");
 }
 
 /* Forward what a workload pipe has to the host; close it at EOF. */
@@ -482,7 +482,7 @@ static void forward_output(int *fd, uint32_t type)
     }
     int r = hd_vm_send(port_fd, type, buf, (uint32_t)n);
     if (r < 0)
-        guest_fail(125, -r, "send output to host");
+        guest_fail(HD_EXIT_HEDGE, -r, "send output to host");
 }
 
 /* Stdin bytes the workload has not taken yet; while some wait, the port is not read (backpressure). */
@@ -536,13 +536,13 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
         uint32_t sig;
         memcpy(&sig, payload, 4);
         if (sig == 0 || sig >= 65)
-            guest_fail(125, 0, "protocol: signal %u out of range", sig);
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: signal %u out of range", sig);
         if (wl->pid > 0)
             kill(wl->pid, (int)sig);
         break;
     }
     default:
-        guest_fail(125, 0, "protocol: unexpected message type %u from host", h->type);
+        guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);
 }
@@ -567,7 +567,7 @@ static int relay(struct workload *wl, int sigchld_fd)
         if (poll(fds, 5, -1) < 0) {
             if (errno == EINTR)
                 continue;
-            guest_fail(125, errno, "poll");
+            guest_fail(HD_EXIT_HEDGE, errno, "poll");
         }
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -608,7 +608,7 @@ static int relay(struct workload *wl, int sigchld_fd)
         int r;
         while (in.len == 0 && (r = hd_vm_reader_next(reader, 0, &h, &payload, &used)) != 0) {
             if (r < 0)
-                guest_fail(125, 0, "protocol: malformed message from host (type %u, length %u)", h.type,
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: malformed message from host (type %u, length %u)", h.type,
                            h.length);
             handle_host_message(wl, &in, &h, payload);
             hd_vm_reader_consume(reader, used);
@@ -685,7 +685,7 @@ int main(void)
     struct guest_config cfg = {0};
     read_config(&cfg);
     if (sigchld_fd < 0)
-        guest_fail(125, errno, "signalfd");
+        guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
     debug_phase("rootfs mounted");
     setup_cgroup(&cfg);

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
+#include "cgroup/cgroup.h" /* struct hd_stats */
 #include "runtime/spec.h"
 
 struct hd_cgroup;
@@ -36,13 +37,6 @@ struct hd_exit {
     int status;        /* exit status if exited normally, else -1 */
     int signal;        /* terminating signal, else 0 */
     bool oom_killed;   /* the memory limit was hit and the kernel killed a task */
-};
-
-struct hd_stats {
-    uint64_t cpu_usage_ns;
-    uint64_t memory_bytes;
-    uint64_t memory_peak_bytes;
-    uint64_t pids;
 };
 
 struct hd_workload {

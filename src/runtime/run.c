@@ -53,10 +53,10 @@ void hd_exit_from_wait_status(int wstatus, struct hd_exit *exit)
     } else if (WIFSIGNALED(wstatus)) {
         exit->status = -1;
         exit->signal = WTERMSIG(wstatus);
-        exit->code = 128 + exit->signal;
+        exit->code = HD_EXIT_SIGNAL(exit->signal);
     } else {
         exit->status = -1;
-        exit->code = 125;
+        exit->code = HD_EXIT_HEDGE;
     }
 }
 

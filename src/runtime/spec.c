@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "base/util.h"
 #include "mqtt/topic.h"
 
@@ -99,99 +100,14 @@ void hd_cleanup_specp(struct hd_spec **spec)
 
 /* ---- JSON parsing ---------------------------------------------------- */
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "an object";
-    case JSON_ARRAY: return "an array";
-    case JSON_STRING: return "a string";
-    case JSON_INTEGER: return "an integer";
-    case JSON_REAL: return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE: return "a boolean";
-    case JSON_NULL: return "null";
-    }
-    return "?";
-}
-
-static int type_error(hd_error_t *err, const char *path, const char *want, const json_t *v)
-{
-    return hd_error_set(err, 0, "%s: must be %s, not %s", path, want, json_type_name(v));
-}
-
-static int get_string(const json_t *v, const char *path, char **out, hd_error_t *err)
-{
-    if (!json_is_string(v))
-        return type_error(err, path, "a string", v);
-    if (strlen(json_string_value(v)) != json_string_length(v))
-        return hd_error_set(err, 0, "%s: must not contain NUL characters", path);
-    free(*out);
-    *out = hd_xstrdup(json_string_value(v));
-    return 0;
-}
-
-static int get_bool(const json_t *v, const char *path, bool *out, hd_error_t *err)
-{
-    if (!json_is_boolean(v))
-        return type_error(err, path, "a boolean", v);
-    *out = json_is_true(v);
-    return 0;
-}
-
-static int get_int(const json_t *v, const char *path, int64_t min, int64_t max, int64_t *out,
-                   hd_error_t *err)
-{
-    if (!json_is_integer(v))
-        return type_error(err, path, "an integer", v);
-    json_int_t i = json_integer_value(v);
-    if (i < min || i > max)
-        return hd_error_set(err, 0, "%s: %lld is out of range (%lld..%lld)", path, (long long)i,
-                            (long long)min, (long long)max);
-    *out = i;
-    return 0;
-}
-
-static int get_strv(const json_t *v, const char *path, char ***out, hd_error_t *err)
-{
-    if (!json_is_array(v))
-        return type_error(err, path, "an array of strings", v);
-    char **strv = hd_xcalloc(json_array_size(v) + 1, sizeof(char *));
-    size_t i;
-    json_t *item;
-    json_array_foreach(v, i, item)
-    {
-        if (!json_is_string(item)) {
-            hd_strv_free(strv);
-            cleanup_free char *p = hd_xasprintf("%s[%zu]", path, i);
-            return type_error(err, p, "a string", item);
-        }
-        strv[i] = hd_xstrdup(json_string_value(item));
-    }
-    hd_strv_free(*out);
-    *out = strv;
-    return 0;
-}
-
-/* Parse a size that is either an integer of bytes or a string with K/M/G. */
+/* A size: an integer of bytes or a string with K/M/G ("-1" also for memory_swap: unlimited). */
 static int get_size(const json_t *v, const char *path, int64_t *out, hd_error_t *err)
 {
-    if (json_is_integer(v)) {
-        if (json_integer_value(v) < 0)
-            return hd_error_set(err, 0, "%s: %lld is negative", path,
-                                (long long)json_integer_value(v));
-        *out = json_integer_value(v);
-        return 0;
-    }
-    if (!json_is_string(v))
-        return type_error(err, path, "a size (\"64M\") or an integer of bytes", v);
-    const char *text = json_string_value(v);
-    if (strcmp(path, "resources.memory_swap") == 0 && strcmp(text, "-1") == 0) {
+    if (json_is_string(v) && strcmp(path, "resources.memory_swap") == 0 && strcmp(json_string_value(v), "-1") == 0) {
         *out = -1;
         return 0;
     }
-    if (hd_parse_size(text, out) < 0)
-        return hd_error_set(err, 0, "%s: \"%s\" is not a size (use K, M or G)", path, text);
-    return 0;
+    return hd_json_size(v, path, 0, NULL, out, err);
 }
 
 /* The shape of an object: its known keys, each with a parser. */
@@ -204,7 +120,7 @@ static int check_fields(const json_t *obj, const char *path, const struct field 
                         struct hd_spec *spec, hd_error_t *err)
 {
     if (!json_is_object(obj))
-        return type_error(err, path[0] ? path : "spec", "an object", obj);
+        return hd_json_type_error(obj, path[0] ? path : "spec", "an object", err);
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)obj, key, value)
@@ -212,12 +128,9 @@ static int check_fields(const json_t *obj, const char *path, const struct field 
         const struct field *f = fields;
         while (f->key && strcmp(f->key, key) != 0)
             f++;
-        if (f->key == NULL) {
-            if (path[0])
-                return hd_error_set(err, 0, "%s.%s: unknown field", path, key);
-            return hd_error_set(err, 0, "%s: unknown field", key);
-        }
-        cleanup_free char *sub = path[0] ? hd_xasprintf("%s.%s", path, key) : hd_xstrdup(key);
+        cleanup_free char *sub = hd_json_path(path, key);
+        if (f->key == NULL)
+            return hd_error_set(err, 0, "%s: unknown field", sub);
         if (f->parse(spec, value, sub, err) < 0)
             return -1;
     }
@@ -227,7 +140,7 @@ static int check_fields(const json_t *obj, const char *path, const struct field 
 #define STRING_FIELD(fn, member)                                                              \
     static int fn(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)           \
     {                                                                                         \
-        return get_string(v, p, &s->member, e);                                               \
+        return hd_json_string(v, p, NULL, false, &s->member, e);                                               \
     }
 STRING_FIELD(parse_name, name)
 STRING_FIELD(parse_image, image)
@@ -241,7 +154,7 @@ STRING_FIELD(parse_vm_accel, vm_accel)
 static int parse_isolation(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_string(v))
-        return type_error(e, p, "a string", v);
+        return hd_json_type_error(v, p, "a string", e);
     if (hd_isolation_parse(json_string_value(v), &s->isolation) < 0)
         return hd_error_set(e, 0, "%s: \"%s\" is not an isolation level (process, container or vm)",
                             p, json_string_value(v));
@@ -251,7 +164,7 @@ static int parse_isolation(struct hd_spec *s, const json_t *v, const char *p, hd
 
 static int parse_command(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    if (get_strv(v, p, &s->command, e) < 0)
+    if (hd_json_strv(v, p, NULL, &s->command, e) < 0)
         return -1;
     if (s->command[0] == NULL)
         return hd_error_set(e, 0, "%s: must not be empty", p);
@@ -260,20 +173,20 @@ static int parse_command(struct hd_spec *s, const json_t *v, const char *p, hd_e
 
 static int parse_entrypoint(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_strv(v, p, &s->entrypoint, e);
+    return hd_json_strv(v, p, NULL, &s->entrypoint, e);
 }
 
 static int parse_env(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_object(v))
-        return type_error(e, p, "an object of strings", v);
+        return hd_json_type_error(v, p, "an object of strings", e);
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)v, key, value)
     {
         if (!json_is_string(value)) {
             cleanup_free char *sub = hd_xasprintf("%s.%s", p, key);
-            return type_error(e, sub, "a string", value);
+            return hd_json_type_error(value, sub, "a string", e);
         }
         if (key[0] == '\0' || strchr(key, '='))
             return hd_error_set(e, 0, "%s: \"%s\" is not a variable name", p, key);
@@ -296,7 +209,7 @@ static int parse_memory_swap(struct hd_spec *s, const json_t *v, const char *p, 
 static int parse_cpus(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_number(v))
-        return type_error(e, p, "a number", v);
+        return hd_json_type_error(v, p, "a number", e);
     double cpus = json_number_value(v);
     if (!(cpus > 0 && cpus <= 1024))
         return hd_error_set(e, 0, "%s: %g is out of range (greater than 0, at most 1024)", p, cpus);
@@ -306,12 +219,12 @@ static int parse_cpus(struct hd_spec *s, const json_t *v, const char *p, hd_erro
 
 static int parse_cpu_weight(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_int(v, p, 1, 10000, &s->resources.cpu_weight, e);
+    return hd_json_int(v, p, 1, 10000, NULL, &s->resources.cpu_weight, e);
 }
 
 static int parse_pids(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_int(v, p, 1, 4194304, &s->resources.pids, e);
+    return hd_json_int(v, p, 1, 4194304, NULL, &s->resources.pids, e);
 }
 
 static const struct field resources_fields[] = {
@@ -331,7 +244,7 @@ static int parse_resources(struct hd_spec *s, const json_t *v, const char *p, hd
 static int parse_network_mode(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_string(v))
-        return type_error(e, p, "a string", v);
+        return hd_json_type_error(v, p, "a string", e);
     if (hd_net_mode_parse(json_string_value(v), &s->network) < 0)
         return hd_error_set(e, 0, "%s: \"%s\" is not a network mode (none, host or bridge)", p,
                             json_string_value(v));
@@ -361,14 +274,14 @@ static int parse_object_array(const json_t *v, const char *p, const char *what, 
                               size_t item_size, item_key_fn parse_key, item_check_fn check, hd_error_t *e)
 {
     if (!json_is_array(v))
-        return type_error(e, p, what, v);
+        return hd_json_type_error(v, p, what, e);
     size_t i;
     json_t *entry;
     json_array_foreach(v, i, entry)
     {
         cleanup_free char *ip = hd_xasprintf("%s[%zu]", p, i);
         if (!json_is_object(entry))
-            return type_error(e, ip, "an object", entry);
+            return hd_json_type_error(entry, ip, "an object", e);
         *items = hd_xrealloc(*items, (size_t)(*n + 1) * item_size);
         void *item = (char *)*items + (size_t)(*n)++ * item_size;
         memset(item, 0, item_size);
@@ -390,11 +303,11 @@ static int parse_mount_key(void *item, const char *key, const json_t *value, con
 {
     struct hd_mount *m = item;
     if (strcmp(key, "source") == 0)
-        return get_string(value, kp, &m->source, e);
+        return hd_json_string(value, kp, NULL, false, &m->source, e);
     if (strcmp(key, "target") == 0)
-        return get_string(value, kp, &m->target, e);
+        return hd_json_string(value, kp, NULL, false, &m->target, e);
     if (strcmp(key, "readonly") == 0)
-        return get_bool(value, kp, &m->readonly, e);
+        return hd_json_bool(value, kp, NULL, &m->readonly, e);
     return hd_error_set(e, 0, "%s: unknown field", kp);
 }
 
@@ -418,7 +331,7 @@ static int parse_trigger_key(void *item, const char *key, const json_t *value, c
 {
     struct hd_trigger *t = item;
     if (strcmp(key, "topic") == 0)
-        return get_string(value, kp, &t->topic, e);
+        return hd_json_string(value, kp, NULL, false, &t->topic, e);
     return hd_error_set(e, 0, "%s: unknown field", kp);
 }
 
@@ -438,27 +351,27 @@ static int parse_triggers(struct hd_spec *s, const json_t *v, const char *p, hd_
 
 static int parse_readonly_rootfs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_bool(v, p, &s->readonly_rootfs, e);
+    return hd_json_bool(v, p, NULL, &s->readonly_rootfs, e);
 }
 
 static int parse_init(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_bool(v, p, &s->init, e);
+    return hd_json_bool(v, p, NULL, &s->init, e);
 }
 
 static int parse_cap_add(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_strv(v, p, &s->security.cap_add, e);
+    return hd_json_strv(v, p, NULL, &s->security.cap_add, e);
 }
 
 static int parse_cap_drop(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_strv(v, p, &s->security.cap_drop, e);
+    return hd_json_strv(v, p, NULL, &s->security.cap_drop, e);
 }
 
 static int parse_no_new_privs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_bool(v, p, &s->security.no_new_privs, e);
+    return hd_json_bool(v, p, NULL, &s->security.no_new_privs, e);
 }
 
 static const struct field security_fields[] = {
@@ -477,7 +390,7 @@ static int parse_security(struct hd_spec *s, const json_t *v, const char *p, hd_
 static int parse_restart_policy(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_string(v))
-        return type_error(e, p, "a string", v);
+        return hd_json_type_error(v, p, "a string", e);
     for (size_t i = 0; i < ARRAY_SIZE(restart_names); i++)
         if (strcmp(json_string_value(v), restart_names[i]) == 0) {
             s->restart.policy = (enum hd_restart_policy)i;
@@ -490,7 +403,7 @@ static int parse_restart_policy(struct hd_spec *s, const json_t *v, const char *
 static int parse_max_retries(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     int64_t n = 0;
-    if (get_int(v, p, 0, 1000000, &n, e) < 0)
+    if (hd_json_int(v, p, 0, 1000000, NULL, &n, e) < 0)
         return -1;
     s->restart.max_retries = (int)n;
     return 0;
@@ -510,7 +423,7 @@ static int parse_restart(struct hd_spec *s, const json_t *v, const char *p, hd_e
 static int parse_userns_field(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     int64_t n = 0;
-    if (get_int(v, p, 0, UINT32_MAX, &n, e) < 0)
+    if (hd_json_int(v, p, 0, UINT32_MAX, NULL, &n, e) < 0)
         return -1;
     const char *leaf = strrchr(p, '.') + 1;
     if (strcmp(leaf, "uid") == 0)
@@ -557,7 +470,7 @@ const char *hd_function_mode_name(enum hd_function_mode mode)
 static int parse_function_mode(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_string(v))
-        return type_error(e, p, "a string", v);
+        return hd_json_type_error(v, p, "a string", e);
     for (size_t i = 1; i < ARRAY_SIZE(function_mode_names); i++)
         if (strcmp(json_string_value(v), function_mode_names[i]) == 0) {
             s->function.mode = (enum hd_function_mode)i;
@@ -585,7 +498,7 @@ static int get_duration_ms(const json_t *v, const char *p, int64_t *out, hd_erro
         else if (strcmp(end, "s") != 0 && *end)
             goto bad;
     } else {
-        return type_error(e, p, "a duration (seconds, or \"250ms\", \"10s\", \"5m\")", v);
+        return hd_json_type_error(v, p, "a duration (seconds, or \"250ms\", \"10s\", \"5m\")", e);
     }
     if (!(seconds > 0) || seconds > 86400.0 * 365)
         return hd_error_set(e, 0, "%s: must be more than 0 and at most a year", p);
@@ -610,7 +523,7 @@ static int parse_function_idle_timeout(struct hd_spec *s, const json_t *v, const
 static int parse_function_max_concurrency(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     int64_t n = 0;
-    if (get_int(v, p, 1, 1024, &n, e) < 0)
+    if (hd_json_int(v, p, 1, 1024, NULL, &n, e) < 0)
         return -1;
     s->function.max_concurrency = (int)n;
     return 0;
@@ -619,7 +532,7 @@ static int parse_function_max_concurrency(struct hd_spec *s, const json_t *v, co
 static int parse_function_max_queue(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     int64_t n = 0;
-    if (get_int(v, p, 1, 1000000, &n, e) < 0)
+    if (hd_json_int(v, p, 1, 1000000, NULL, &n, e) < 0)
         return -1;
     s->function.max_queue = (int)n;
     return 0;
@@ -650,7 +563,7 @@ static int parse_health_command(struct hd_spec *s, const json_t *v, const char *
 {
     hd_strv_free(s->health.command);
     s->health.command = NULL;
-    if (get_strv(v, p, &s->health.command, e) < 0)
+    if (hd_json_strv(v, p, NULL, &s->health.command, e) < 0)
         return -1;
     if (s->health.command[0] == NULL || s->health.command[0][0] == '\0')
         return hd_error_set(e, 0, "%s: must not be empty", p);
@@ -660,7 +573,7 @@ static int parse_health_command(struct hd_spec *s, const json_t *v, const char *
 static int parse_health_wait(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
     if (!json_is_number(v))
-        return type_error(e, p, "a number of seconds", v);
+        return hd_json_type_error(v, p, "a number of seconds", e);
     double d = json_number_value(v);
     if (!(d > 0 && d <= 3600))
         return hd_error_set(e, 0, "%s: %g is out of range (greater than 0, at most 3600 seconds)", p, d);
@@ -681,12 +594,12 @@ static int parse_health(struct hd_spec *s, const json_t *v, const char *p, hd_er
 
 static int parse_mqtt_publish(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_strv(v, p, &s->mqtt.publish, e);
+    return hd_json_strv(v, p, NULL, &s->mqtt.publish, e);
 }
 
 static int parse_mqtt_subscribe(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return get_strv(v, p, &s->mqtt.subscribe, e);
+    return hd_json_strv(v, p, NULL, &s->mqtt.subscribe, e);
 }
 
 static const struct field mqtt_fields[] = {

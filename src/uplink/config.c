@@ -17,7 +17,16 @@
 
 #include "mqtt/topic.h"
 #include "uplink/uplink.h"
+#include "base/json.h"
 #include "base/util.h"
+
+/* The uplink's configuration errors are usage errors (exit code 2). */
+static int cfg_usage(int r, hd_error_t *err)
+{
+    if (r < 0 && *err)
+        (*err)->exit_code = HD_EXIT_USAGE;
+    return r;
+}
 
 static int cfg_type_error(hd_error_t *err, const char *path, const char *want)
 {
@@ -32,13 +41,8 @@ static int cfg_string(json_t *obj, const char *key, const char *path, char **out
             return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: is required", path, key);
         return 0;
     }
-    if (!json_is_string(v) || json_string_length(v) == 0 || strlen(json_string_value(v)) != json_string_length(v)) {
-        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
-        return cfg_type_error(err, p, "a non-empty string");
-    }
-    free(*out);
-    *out = hd_xstrdup(json_string_value(v));
-    return 0;
+    cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+    return cfg_usage(hd_json_string(v, p, "a non-empty string", true, out, err), err);
 }
 
 static int cfg_int(json_t *obj, const char *key, const char *path, int64_t min, int64_t max, int64_t *out,
@@ -47,13 +51,9 @@ static int cfg_int(json_t *obj, const char *key, const char *path, int64_t min, 
     json_t *v = json_object_get(obj, key);
     if (!v)
         return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max) {
-        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
-        cleanup_free char *want = hd_xasprintf("an integer in %lld..%lld", (long long)min, (long long)max);
-        return cfg_type_error(err, p, want);
-    }
-    *out = json_integer_value(v);
-    return 0;
+    cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+    cleanup_free char *want = hd_xasprintf("an integer in %lld..%lld", (long long)min, (long long)max);
+    return cfg_usage(hd_json_int(v, p, min, max, want, out, err), err);
 }
 
 static int cfg_bool(json_t *obj, const char *key, const char *path, bool *out, hd_error_t *err)
@@ -61,27 +61,16 @@ static int cfg_bool(json_t *obj, const char *key, const char *path, bool *out, h
     json_t *v = json_object_get(obj, key);
     if (!v)
         return 0;
-    if (!json_is_boolean(v)) {
-        cleanup_free char *p = hd_xasprintf("%s%s", path, key);
-        return cfg_type_error(err, p, "true or false");
-    }
-    *out = json_is_true(v);
-    return 0;
+    cleanup_free char *p = hd_xasprintf("%s%s", path, key);
+    return cfg_usage(hd_json_bool(v, p, "true or false", out, err), err);
 }
 
-/* Refuse keys not in `known` (NULL-terminated). */
+/* Refuse keys not in `known` (NULL-terminated); path ends in '.' or is empty. */
 static int cfg_known_keys(json_t *obj, const char *path, const char *const *known, hd_error_t *err)
 {
-    const char *key;
-    json_t *v;
-    json_object_foreach(obj, key, v) {
-        bool ok = false;
-        for (size_t i = 0; known[i]; i++)
-            ok |= strcmp(key, known[i]) == 0;
-        if (!ok)
-            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: unknown field", path, key);
-    }
-    return 0;
+    size_t len = strlen(path);
+    cleanup_free char *parent = hd_xasprintf("%.*s", (int)(len && path[len - 1] == '.' ? len - 1 : len), path);
+    return cfg_usage(hd_json_check_keys(obj, parent, known, err), err);
 }
 
 static char *cfg_expand(const char *s, const char *node_id)
@@ -235,15 +224,10 @@ static int cfg_spool(json_t *root, const char *prefix, bool embedded, struct hd_
         return -1;
     json_t *v = json_object_get(obj, "max_bytes");
     if (v) {
-        int64_t bytes = -1;
-        if (json_is_integer(v))
-            bytes = json_integer_value(v);
-        else if (json_is_string(v) && hd_parse_size(json_string_value(v), &bytes) < 0)
-            bytes = -1;
-        if (bytes < 0) {
-            cleanup_free char *p = hd_xasprintf("%smax_bytes", path);
-            return cfg_type_error(err, p, "a size (\"64M\") or a number of bytes");
-        }
+        cleanup_free char *p = hd_xasprintf("%smax_bytes", path);
+        int64_t bytes;
+        if (cfg_usage(hd_json_size(v, p, 0, "a size (\"64M\") or a number of bytes", &bytes, err), err) < 0)
+            return -1;
         cfg->spool.max_bytes = bytes;
     }
     int64_t ttl = 0;

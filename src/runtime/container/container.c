@@ -21,6 +21,7 @@
  *                                           user, workdir, no_new_privs,
  *                                           caps, seccomp, exec (child.c)
  *   read report: EOF = exec'd  ◀──────────  CLOEXEC report pipe (125/126/127)
+ *   (the clone, "go" and report are base/spawn.c's)
  *
  * The child is in every cgroup of the workload before it does anything else
  * (born there on v2, its first step on v1/hybrid: cgroup.h says why it moves
@@ -61,6 +62,7 @@
 #include "runtime/container/caps.h"
 #include "cgroup/cgroup.h"
 #include "base/child.h"
+#include "base/spawn.h"
 #include "net/net.h"
 #include "runtime/container/rootfs.h"
 #include "runtime/container/seccomp_filter.h"
@@ -133,7 +135,7 @@ static void container_init_or_continue(int report_fd)
     sigprocmask(SIG_SETMASK, &all, &old);
     pid_t child = fork();
     if (child < 0)
-        hd_child_fail(report_fd, 125, errno, "init: fork the workload");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "init: fork the workload");
     if (child == 0)
         return; /* the workload; hd_child_exec resets the signal mask */
     close(report_fd);
@@ -141,7 +143,7 @@ static void container_init_or_continue(int report_fd)
     hd_error_t err = NULL;
     if (hd_caps_apply(1ULL << CAP_KILL, &err) < 0) {
         kill(child, SIGKILL);
-        _exit(125);
+        _exit(HD_EXIT_HEDGE);
     }
     int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     for (int fd = 0; fd < 3; fd++)
@@ -161,21 +163,20 @@ static void container_init_or_continue(int report_fd)
         pid_t p;
         while ((p = waitpid(-1, &status, WNOHANG)) > 0)
             if (p == child)
-                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : HD_EXIT_SIGNAL(WTERMSIG(status)));
     }
 }
 
-static void child_wait_for_go(int go_fd)
-{
-    char byte;
-    if (read(go_fd, &byte, 1) != 1)
-        _exit(125); /* the parent gave up on us */
-    close(go_fd);
-}
+struct container_child_args {
+    struct hd_workload *w;
+    struct hd_cgroup_entry *cgroup_entry;
+};
 
-__attribute__((noreturn)) static void container_child(struct hd_workload *w, struct hd_cgroup_entry *cgroup_entry,
-                                                     int go_fd, int report_fd)
+__attribute__((noreturn)) static void container_child(void *data, int go_fd, int report_fd)
 {
+    struct container_child_args *args = data;
+    struct hd_workload *w = args->w;
+    struct hd_cgroup_entry *cgroup_entry = args->cgroup_entry;
     struct container *c = container_of(w);
     const struct hd_spec *spec = w->spec;
     bool userns = spec->userns.enabled;
@@ -184,35 +185,35 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
     const char *failed_dir = NULL;
     int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
     if (r < 0)
-        hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
      * runs while the parent sets up the network; in a user namespace it needs the
      * id maps first.
      */
     if (userns)
-        child_wait_for_go(go_fd);
+        hd_spawn_child_wait_go(go_fd);
     hd_child_setup_stdio(w->stdio, report_fd);
     /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        hd_child_fail(report_fd, 125, errno, "mark inherited fds close-on-exec");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
     if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
-        hd_child_fail(report_fd, 125, errno, "user namespace: become root inside");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "user namespace: become root inside");
     if (sethostname(c->hostname, strlen(c->hostname)) < 0)
-        hd_child_fail(report_fd, 125, errno, "sethostname %s", c->hostname);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "sethostname %s", c->hostname);
     if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (!userns)
-        child_wait_for_go(go_fd);
+        hd_spawn_child_wait_go(go_fd);
     if (unshare(CLONE_NEWCGROUP) < 0)
-        hd_child_fail(report_fd, 125, errno, "unshare the cgroup namespace");
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "unshare the cgroup namespace");
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
     if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
-        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = w->argv,
         .env = w->env,
@@ -264,92 +265,45 @@ static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_erro
     return 0;
 }
 
-static void kill_and_reap(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-}
-
 static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
-    int go[2], report[2];
-    /* "go" is a socket so that a write to a child that already failed is EPIPE, not SIGPIPE */
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, go) < 0)
-        return hd_error_sys(err, "socketpair");
-    if (pipe2(report, O_CLOEXEC) < 0) {
-        close(go[0]);
-        close(go[1]);
-        return hd_error_sys(err, "pipe");
-    }
     struct hd_cgroup_entry cgroup_entry;
-    if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0) {
-        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
+    if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
         return -1;
-    }
     unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
     if (c->net_mode != HD_NET_HOST)
         flags |= CLONE_NEWNET;
     if (w->spec->userns.enabled)
         flags |= CLONE_NEWUSER;
     /*
-     * A fork-like clone (no new stack): the child continues here with a copy of
-     * our memory. On cgroup v2 (and in the unified directory of a hybrid host) it
+     * A fork-like clone (spawn.c): the child continues with a copy of our
+     * memory. On cgroup v2 (and in the unified directory of a hybrid host) it
      * is born in its cgroup (CLONE_INTO_CGROUP); it enters v1 hierarchies itself.
      */
-    int cgroup_fd = cgroup_entry.clone_fd;
-    pid_t pid;
-    if (cgroup_fd >= 0) {
-        struct clone_args args = {
-            .flags = flags | CLONE_INTO_CGROUP,
-            .exit_signal = SIGCHLD,
-            .cgroup = (uint64_t)cgroup_fd,
-        };
-        pid = (pid_t)syscall(SYS_clone3, &args, sizeof(args));
-    } else {
-        pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
-    }
-    if (pid < 0) {
-        int e = errno;
-        close(go[0]); close(go[1]); close(report[0]); close(report[1]);
-        hd_cgroup_entry_close(&cgroup_entry);
-        return hd_error_set(err, e, "clone the container's namespaces");
-    }
-    if (pid == 0) {
-        close(go[1]);
-        close(report[0]);
-        container_child(w, &cgroup_entry, go[0], report[1]);
-    }
+    struct container_child_args args = {.w = w, .cgroup_entry = &cgroup_entry};
+    struct hd_spawn_options opts = {
+        .what = "container set-up",
+        .clone_flags = flags,
+        .cgroup_fd = cgroup_entry.clone_fd,
+        .go = true,
+        .child = container_child,
+        .data = &args,
+    };
+    struct hd_spawn s;
+    int ret = hd_spawn_start(&opts, &s, err);
     hd_cgroup_entry_close(&cgroup_entry);
-    close(go[0]);
-    close(report[1]);
-    cleanup_close int report_fd = report[0];
-    cleanup_close int go_fd = go[1];
-    w->pid = pid;
-    int ret = container_setup_from_parent(w, pid, err);
-    bool parent_step_failed = ret < 0;
-    if (ret == 0) {
-        bool sent = send(go_fd, "g", 1, MSG_NOSIGNAL) == 1;
-        close(steal_fd(&go_fd));
-        /* a child that failed before "go" has left its report: that is the error */
-        ret = hd_child_read_report(report_fd, err);
-        if (ret == 0 && !sent)
-            ret = hd_error_set(err, 0, "container set-up: the container's first process exited");
-    }
+    if (ret < 0)
+        return hd_error_prefix(err, "clone the container's namespaces");
+    w->pid = s.pid;
+    if (container_setup_from_parent(w, s.pid, err) < 0)
+        ret = hd_spawn_abort(&s, err);
+    else
+        ret = hd_spawn_finish(&s, err);
     /* the child holds its own copies of the detached mounts now */
     hd_rootfs_close(&c->rootfs);
-    if (ret < 0) {
-        kill_and_reap(pid);
+    if (ret < 0)
         w->pid = -1;
-        /* the parent's step may have failed only because the child had failed first */
-        hd_error_t child_err = NULL;
-        if (parent_step_failed && hd_child_read_report(report_fd, &child_err) < 0) {
-            hd_error_free(err);
-            *err = get_and_reset(&child_err);
-        }
-        hd_error_free(&child_err);
-    }
     return ret;
 }
 
@@ -357,7 +311,9 @@ static void container_cleanup(struct hd_workload *w)
 {
     /* PID 1 dying takes the whole pid namespace, and with it every mount */
     if (w->pid > 0) {
-        kill_and_reap(w->pid);
+        kill(w->pid, SIGKILL);
+        while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
+            ;
         w->pid = -1;
     }
     struct container *c = container_of(w);

@@ -14,6 +14,7 @@
  * TSC calibration under TCG here; with its PCIe bridge it boots, so the same
  * virtio-pci devices and guest modules serve both machine types).
  * The default CPU model: `-cpu host`/`max` abort on this PVM host.
+ * The fork, "go" after the cgroup entry and the exec-failure report are base/spawn.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "cgroup/cgroup.h"
+#include "base/child.h"
+#include "base/spawn.h"
 #include "base/util.h"
 #include "runtime/vm/vm.h"
 
@@ -111,6 +113,35 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     return v;
 }
 
+struct qemu_child {
+    const struct hd_vm_launch *l;
+    char **argv;
+    int log_fd, null_fd;
+    pid_t parent;
+};
+
+/* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
+ * (bridge network only). Nothing else. */
+__attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int report_fd)
+{
+    struct qemu_child *q = data;
+    const struct hd_vm_launch *l = q->l;
+    /* QEMU must not outlive hedge: nobody else would reap or kill it */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != q->parent)
+        _exit(HD_EXIT_HEDGE);
+    hd_spawn_child_wait_go(go_fd); /* wait until the parent put us in the cgroup */
+    int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
+    int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 ||
+        dup2(port, 3) < 0 || (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)))
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s: set up its fds", QEMU_BINARY);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(q->argv[0], q->argv);
+    hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s (package qemu-system-x86)", QEMU_BINARY);
+}
+
 int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *pid_out, hd_error_t *err)
 {
     cleanup_strv char **argv = qemu_argv(l);
@@ -125,75 +156,24 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
     cleanup_close int null = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (null < 0)
         return hd_error_sys(err, "open /dev/null");
-    int report[2], go[2];
-    if (pipe2(report, O_CLOEXEC) < 0)
-        return hd_error_sys(err, "pipe");
-    if (pipe2(go, O_CLOEXEC) < 0) {
-        close(report[0]);
-        close(report[1]);
-        return hd_error_sys(err, "pipe");
+    struct qemu_child q = {.l = l, .argv = argv, .log_fd = log, .null_fd = null, .parent = getpid()};
+    struct hd_spawn_options opts = {
+        .what = "start " QEMU_BINARY,
+        .cgroup_fd = -1,
+        .go = true,
+        .child = qemu_child,
+        .data = &q,
+    };
+    struct hd_spawn s;
+    if (hd_spawn_start(&opts, &s, err) < 0)
+        return -1;
+    if (cg && hd_cgroup_enter(cg, s.pid, err) < 0) {
+        hd_error_prefix(err, "qemu cgroup");
+        return hd_spawn_abort(&s, err);
     }
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(report[0]); close(report[1]); close(go[0]); close(go[1]);
-        return hd_error_set(err, e, "fork");
-    }
-    if (pid == 0) {
-        /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
-         * (bridge network only). Nothing else. */
-        int e = 0;
-        char c;
-        close(go[1]);
-        /* QEMU must not outlive hedge: nobody else would reap or kill it */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-            _exit(125);
-        if (read(go[0], &c, 1) != 1) /* wait until the parent put us in the cgroup */
-            _exit(125);
-        int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
-        int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
-        if (port < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 || dup2(log, 2) < 0 || dup2(port, 3) < 0 ||
-            (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0))) {
-            e = errno;
-        } else {
-            sigset_t none;
-            sigemptyset(&none);
-            sigprocmask(SIG_SETMASK, &none, NULL);
-            execvp(argv[0], argv);
-            e = errno;
-        }
-        ssize_t w = write(report[1], &e, sizeof(e));
-        (void)w;
-        _exit(127);
-    }
-    close(report[1]);
-    close(go[0]);
-    cleanup_close int report_fd = report[0];
-    cleanup_close int go_fd = go[1];
-    if (cg && hd_cgroup_enter(cg, pid, err) < 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        return hd_error_prefix(err, "qemu cgroup");
-    }
-    if (write(go_fd, "g", 1) != 1) {
-        int e = errno;
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        return hd_error_set(err, e, "start %s", QEMU_BINARY);
-    }
-    int child_errno = 0;
-    ssize_t n;
-    do
-        n = read(report_fd, &child_errno, sizeof(child_errno));
-    while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(child_errno)) {
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        return hd_error_set(err, child_errno, "start %s (package qemu-system-x86)", QEMU_BINARY);
-    }
+    pid_t pid = s.pid;
+    if (hd_spawn_finish(&s, err) < 0)
+        return -1;
     *pid_out = pid;
     return 0;
 }

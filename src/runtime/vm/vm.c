@@ -343,8 +343,8 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             if (h.type == HD_VM_MSG_ERROR) {
                 uint32_t code;
                 memcpy(&code, payload, 4);
-                if (code != 125 && code != 126 && code != 127)
-                    code = 125;
+                if (code != HD_EXIT_HEDGE && code != HD_EXIT_CANNOT_INVOKE && code != HD_EXIT_NOT_FOUND)
+                    code = HD_EXIT_HEDGE;
                 vm->got_error = true;
                 /* the guest powers off after an error; give QEMU a moment to go */
                 uint64_t until = now_ms() + POWEROFF_GRACE_MS;
@@ -518,7 +518,7 @@ static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const 
         uint32_t code;
         memcpy(&code, payload, 4);
         vm->got_error = true;
-        vm->error_code = code == 126 || code == 127 ? (int)code : 125;
+        vm->error_code = code == HD_EXIT_CANNOT_INVOKE || code == HD_EXIT_NOT_FOUND ? (int)code : HD_EXIT_HEDGE;
         snprintf(vm->error_text, sizeof(vm->error_text), "%.*s", (int)(h->length - 4), payload + 4);
         return true;
     }
@@ -711,9 +711,9 @@ static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
         vm->state = VM_EXITED;
         exit->status = vm->exit_msg.status;
         exit->signal = vm->exit_msg.signal;
-        exit->code = exit->signal ? 128 + exit->signal : exit->status;
+        exit->code = exit->signal ? HD_EXIT_SIGNAL(exit->signal) : exit->status;
         if (exit->status < 0 && exit->signal == 0)
-            exit->code = 125;
+            exit->code = HD_EXIT_HEDGE;
         exit->oom_killed = vm->exit_msg.oom_killed != 0;
         return 0;
     }
@@ -724,7 +724,7 @@ static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
             fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
         exit->status = -1;
         exit->signal = SIGKILL;
-        exit->code = 128 + SIGKILL;
+        exit->code = HD_EXIT_SIGNAL(SIGKILL);
         return 0;
     }
     return diagnose_dead_guest(w, vm, err);
