@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "cli/cli.h"
 
 static const struct hd_command commands[] = {
@@ -43,6 +44,7 @@ static void print_help(FILE *out)
 
 int main(int argc, char **argv)
 {
+    hd_log_init("hedge", NULL);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

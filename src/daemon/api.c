@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "daemon/http.h"
 #include "base/util.h"
@@ -559,7 +560,7 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
         hd_error_t err = NULL;
         c->watch = hd_loop_watch(loop, cfd, EPOLLIN | EPOLLRDHUP, on_conn, c, &err);
         if (c->watch == NULL) {
-            hd_error_print(err, "hedged");
+            hd_log(HD_LOG_ERROR, "api", "%s", hd_error_text(err));
             hd_error_free(&err);
             close(cfd);
             free(c);

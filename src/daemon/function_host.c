@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -199,7 +200,7 @@ void hd_function_forget(const struct hd_daemon_config *cfg, const char *name)
     cleanup_free char *dir = hd_function_dir(cfg, name, 0);
     hd_error_t err = NULL;
     if (hd_rm_rf(dir, &err) < 0) {
-        hd_error_print(err, "hedged");
+        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
 }

@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "daemon/monitor_proto.h"
 #include "base/util.h"
@@ -60,7 +61,7 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir)
     if (remove_dir) {
         hd_error_t err = NULL;
         if (hd_rm_rf(inst->dir, &err) < 0) {
-            hd_error_print(err, "hedged");
+            hd_log(HD_LOG_WARN, "instance", "%s", hd_error_text(err));
             hd_error_free(&err);
         }
     }

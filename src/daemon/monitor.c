@@ -39,6 +39,7 @@
 /* The runtime library and the protocol with hedged (monitor_proto.h): nothing else of hedged,
  * no broker header (daemon.h names the broker's config). */
 #include "base/error.h"
+#include "base/log.h"
 #include "base/util.h"
 #include "daemon/monitor_proto.h"
 #include "runtime/backend.h"
@@ -381,6 +382,7 @@ static int monitor_main(const char *dir)
 
 int main(int argc, char **argv)
 {
+    hd_log_init("hedge-monitor", NULL);
     if (argc != 2 || argv[1][0] != '/') {
         fprintf(stderr, "usage: hedge-monitor INSTANCE_DIR (started by hedged, with the start report on fd 3)\n");
         return 2;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "daemon/supervisor_internal.h"
 #include "base/util.h"
 
@@ -77,8 +78,8 @@ static void recover_deployments(struct hd_supervisor *sup, const struct hd_store
         struct hd_spec *spec =
             spec_json ? supervisor_parse_spec(spec_json, strlen(spec_json), "stored spec", &err) : NULL;
         if (spec == NULL) {
-            fprintf(stderr, "hedged: %s: version %d cannot be loaded: %s\n", deps[i].name, deps[i].version,
-                    err ? hd_error_text(err) : "no spec");
+            hd_log(HD_LOG_ERROR, "supervisor", "%s: version %d cannot be loaded: %s", deps[i].name,
+                   deps[i].version, err ? hd_error_text(err) : "no spec");
             hd_error_free(&err);
             continue;
         }

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
 
@@ -390,7 +391,7 @@ void hd_store_event(struct hd_store *st, const char *name, const char *type, con
                   store_prepare(st, &err, "INSERT INTO events(time, name, type, message) VALUES(?1,?2,?3,?4)",
                                 "Isss", unix_ms(), name, type, msg),
                   &err) < 0) {
-        hd_error_print(err, "hedged");
+        hd_log(HD_LOG_ERROR, "store", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     /* Keep the event log bounded. */

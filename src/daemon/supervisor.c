@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "daemon/supervisor_internal.h"
 #include "base/util.h"
 
@@ -37,7 +38,7 @@ int64_t supervisor_unix_ms(void)
 
 void supervisor_log_error(hd_error_t *err)
 {
-    hd_error_print(*err, "hedged");
+    hd_log(HD_LOG_ERROR, "supervisor", "%s", hd_error_text(*err));
     hd_error_free(err);
 }
 
@@ -204,8 +205,8 @@ enum hd_sup_result workload_apply(struct workload *wl, enum hd_lc_event event)
 {
     struct hd_lc_transition t;
     if (hd_lifecycle_next(wl->state, event, &t) != HD_LC_OK) {
-        fprintf(stderr, "hedged: %s: lifecycle: event \"%s\" in state %s ignored\n", wl->name,
-                hd_lc_event_name(event), hd_lc_state_name(wl->state));
+        hd_log(HD_LOG_WARN, "supervisor", "%s: lifecycle: event \"%s\" in state %s ignored", wl->name,
+               hd_lc_event_name(event), hd_lc_state_name(wl->state));
         return HD_SUP_CONFLICT;
     }
     if (t.action == HD_LC_DO_KEEP)

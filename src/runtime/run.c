@@ -25,6 +25,7 @@
 
 #include "cgroup/cgroup.h"
 #include "image/image.h"
+#include "base/log.h"
 #include "base/util.h"
 #include "runtime/vm/vm.h"
 
@@ -223,12 +224,12 @@ void hd_workload_destroy(struct hd_workload *w)
     if (w->backend && w->backend->cleanup)
         w->backend->cleanup(w);
     if (w->cgroup && hd_cgroup_destroy(w->cgroup, &err) < 0) {
-        hd_error_print(err, "hedge: cleanup");
+        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     w->cgroup = NULL;
     if (w->run_dir && hd_rm_rf(w->run_dir, &err) < 0) {
-        hd_error_print(err, "hedge: cleanup");
+        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     free(w->run_dir);

@@ -61,6 +61,7 @@
 #include "runtime/backend.h"
 #include "runtime/container/caps.h"
 #include "cgroup/cgroup.h"
+#include "base/log.h"
 #include "base/child.h"
 #include "base/spawn.h"
 #include "net/net.h"
@@ -321,7 +322,7 @@ static void container_cleanup(struct hd_workload *w)
         return;
     hd_error_t err = NULL;
     if (hd_net_teardown(c->net, &err) < 0) {
-        hd_error_print(err, "hedge: cleanup");
+        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     hd_rootfs_cleanup(&c->rootfs);

@@ -43,6 +43,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/util.h"
 
 struct device {
@@ -107,7 +108,7 @@ void hd_rootfs_cleanup(struct hd_rootfs *r)
     if (r->overlay_dir) {
         hd_error_t err = NULL;
         if (hd_rm_rf(r->overlay_dir, &err) < 0) {
-            hd_error_print(err, "hedge: cleanup");
+            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
             hd_error_free(&err);
         }
         free(r->overlay_dir);

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/log.h"
 #include "base/util.h"
 #include "runtime/vm/vm.h"
 
@@ -182,7 +183,7 @@ int hd_vm_accel_choose(const char *want, bool quiet, enum hd_vm_accel *out, hd_e
     if (want && strcmp(want, "kvm") == 0)
         return hd_error_set(err, 0, "vm.accel kvm: KVM cannot run guests at speed here: %s", probe.reason);
     if (!quiet)
-        fprintf(stderr, "hedge: vm: KVM not usable (%s); using TCG, expect seconds to boot\n", probe.reason);
+        hd_log(HD_LOG_WARN, "vm", "KVM not usable (%s); using TCG, expect seconds to boot", probe.reason);
     *out = HD_VM_ACCEL_TCG;
     return 0;
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "cgroup/cgroup.h"
+#include "base/log.h"
 #include "base/child.h"
 #include "base/spawn.h"
 #include "base/util.h"
@@ -146,9 +147,13 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
 {
     cleanup_strv char **argv = qemu_argv(l);
     if (getenv("HEDGE_VM_DEBUG")) {
-        for (size_t i = 0; argv[i]; i++)
-            fprintf(stderr, "%s%s", i ? " " : "hedge: vm: ", argv[i]);
-        fputc('\n', stderr);
+        cleanup_free char *line = NULL;
+        for (size_t i = 0; argv[i]; i++) {
+            char *longer = hd_xasprintf("%s%s%s", line ? line : "", i ? " " : "", argv[i]);
+            free(line);
+            line = longer;
+        }
+        hd_log(HD_LOG_INFO, "vm", "%s", line);
     }
     cleanup_close int log = open(l->qemu_log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (log < 0)

@@ -55,6 +55,7 @@
 #include "runtime/backend.h"
 #include "cgroup/cgroup.h"
 #include "net/net.h"
+#include "base/log.h"
 #include "base/util.h"
 #include "runtime/vm/proto.h"
 #include "runtime/vm/vm.h"
@@ -721,7 +722,7 @@ static int vm_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err)
         return hd_error_set_code(err, vm->error_code, 0, "%s", vm->error_text);
     if (vm->killed_after_grace || vm->kill_requested) { /* kill_requested: QEMU may end before the relay looks */
         if (vm->relay_problem[0])
-            fprintf(stderr, "hedge: vm: %s\n", vm->relay_problem);
+            hd_log(HD_LOG_WARN, "vm", "%s", vm->relay_problem);
         exit->status = -1;
         exit->signal = SIGKILL;
         exit->code = HD_EXIT_SIGNAL(SIGKILL);
@@ -754,7 +755,7 @@ static void vm_cleanup(struct hd_workload *w)
     if (vm->net) { /* QEMU is dead: nothing holds the tap any more */
         hd_error_t err = NULL;
         if (hd_net_teardown(vm->net, &err) < 0) {
-            hd_error_print(err, "hedge: cleanup");
+            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
             hd_error_free(&err);
         }
         vm->net = NULL;
@@ -773,8 +774,11 @@ static void vm_cleanup(struct hd_workload *w)
         cleanup_free char *text = NULL;
         size_t len = 0;
         hd_error_t ignored = NULL;
-        if (hd_read_file(vm->console_log, &text, &len, &ignored) == 0)
-            fprintf(stderr, "hedge: vm: guest console:\n%s", text);
+        if (hd_read_file(vm->console_log, &text, &len, &ignored) == 0) {
+            char *save = NULL;
+            for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+                hd_log(HD_LOG_INFO, "vm", "guest console: %s", line);
+        }
         hd_error_free(&ignored);
     }
     if (vm->console_log)
