@@ -35,6 +35,11 @@ const char *hd_cgroup_mode_name(enum hd_cgroup_mode mode);
 /* Create hedge/<name> with the limits applied. The group is empty. */
 int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
                      hd_error_t *err);
+/* Find the existing group hedge/<name> (another process created it) to signal or destroy it;
+ * directories that are missing are made, so destroy always has a complete group. No limits. */
+int hd_cgroup_open(const char *name, struct hd_cgroup **out, hd_error_t *err);
+/* Free cg without touching the group (it stays for hd_cgroup_open). cg may be NULL. */
+void hd_cgroup_forget(struct hd_cgroup *cg);
 /* Move pid into the group (all controllers). */
 int hd_cgroup_enter(struct hd_cgroup *cg, pid_t pid, hd_error_t *err);
 /* On v2: an O_PATH fd of the group directory for clone3(CLONE_INTO_CGROUP); -1 on v1. */

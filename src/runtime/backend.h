@@ -67,6 +67,28 @@ struct hd_workload {
 
     pid_t pid;                 /* host pid that backend->wait waits for */
     void *backend_data;        /* backend-private state */
+
+    /*
+     * Optional extensions for callers that drive the container backend step by
+     * step (hedge-oci, src/oci/); all zero for hedge itself. Set them between
+     * hd_workload_create and hd_workload_start.
+     *
+     * container_setup runs in the container's first process after its mounts,
+     * pivot_root and cgroup namespace, before the user switch: still root with
+     * every capability the bounding set keeps. A failure is reported as a
+     * start error.
+     *
+     * With hold_before_exec, the first process does everything up to exec
+     * (user, workdir, capabilities, seccomp), reports "ready" (start returns),
+     * then blocks opening exec_fifo_fd (an O_PATH fd of a FIFO, reopened through
+     * /proc/self/fd) for writing until someone opens the FIFO for reading, writes
+     * one byte and execs: runc's create/start split. Exec failures after the
+     * hold only show in the exit status (127/126).
+     */
+    int (*container_setup)(const struct hd_workload *w, void *data, hd_error_t *err);
+    void *container_setup_data;
+    bool hold_before_exec;
+    int exec_fifo_fd;
 };
 
 struct hd_backend {
