@@ -70,6 +70,10 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->cgroup_name);
     free(cfg->seccomp_json);
     free(cfg->annotations_json);
+    hd_strv_free(cfg->device_rules);
+    free(cfg->devices_dir);
+    if (cfg->devices_tasks_fd > 0)
+        close(cfg->devices_tasks_fd);
     free(cfg);
 }
 
@@ -450,36 +454,43 @@ static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
     return 0;
 }
 
-static int parse_devices_rules(json_t *arr, hd_error_t *err)
+/* resources.devices as v1 devices.allow/deny lines ("allow c 1:3 rwm"); devices.c writes them. */
+static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *err)
 {
-    /* There is no device cgroup yet. The container's /dev holds only null, zero, full, random,
-     * urandom, tty and a private pts (rootfs.c), so rules that deny are honoured as long as it
-     * cannot make device nodes; allow rules need nothing beyond what /dev has. */
     size_t i;
     json_t *r;
     json_array_foreach(arr, i, r) {
-        if (!json_is_true(json_object_get(r, "allow")))
-            continue;
-        json_t *type = json_object_get(r, "type");
-        json_t *major = json_object_get(r, "major");
-        bool everything = (!json_is_string(type) || strcmp(json_string_value(type), "a") == 0) &&
-                          (major == NULL || json_is_null(major) || json_integer_value(major) < 0);
-        if (everything)
-            return hd_error_set(err, 0, "linux.resources.devices[%zu]: allowing every device is not supported yet "
-                                        "(no device cgroup)", i);
+        json_t *type = json_object_get(r, "type"), *major = json_object_get(r, "major");
+        json_t *minor = json_object_get(r, "minor"), *access_j = json_object_get(r, "access");
+        const char *t = json_is_string(type) ? json_string_value(type) : "a";
+        const char *access = json_is_string(access_j) ? json_string_value(access_j) : "rwm";
+        if (strcmp(t, "a") != 0 && strcmp(t, "b") != 0 && strcmp(t, "c") != 0)
+            return hd_error_set(err, 0, "linux.resources.devices[%zu].type: \"%s\" is not a, b or c", i, t);
+        if (strspn(access, "rwm") != strlen(access) || !*access)
+            return hd_error_set(err, 0, "linux.resources.devices[%zu].access: \"%s\" is not made of r, w, m", i,
+                                access);
+        char maj[24] = "*", min[24] = "*";
+        if (json_is_integer(major) && json_integer_value(major) >= 0)
+            snprintf(maj, sizeof(maj), "%lld", (long long)json_integer_value(major));
+        if (json_is_integer(minor) && json_integer_value(minor) >= 0)
+            snprintf(min, sizeof(min), "%lld", (long long)json_integer_value(minor));
+        cleanup_free char *line = hd_xasprintf("%s %s %s:%s %s", json_is_true(json_object_get(r, "allow")) ?
+                                               "allow" : "deny", t, maj, min, access);
+        hd_strv_push(&cfg->device_rules, line);
     }
     return 0;
 }
 
-static int parse_resources(json_t *res, struct hd_spec *spec, hd_error_t *err)
+static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
 {
+    struct hd_spec *spec = cfg->spec;
     if (res == NULL || json_is_null(res))
         return 0;
     static const char *const refused[] = {"blockIO", "hugepageLimits", "network", "rdma", "unified"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(res, refused[i], "linux.resources.", err) < 0)
             return -1;
-    if (parse_devices_rules(json_object_get(res, "devices"), err) < 0)
+    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0)
         return -1;
     json_t *mem = json_object_get(res, "memory");
     if (json_is_object(mem)) {
@@ -604,7 +615,7 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
     if (is_set(json_object_get(lx, "mountLabel")) && lsm_enabled("selinux"))
         return unsupported(err, "linux.mountLabel", "SELinux labels are not supported yet");
     if (parse_namespaces(json_object_get(lx, "namespaces"), cfg->spec, err) < 0 ||
-        parse_resources(json_object_get(lx, "resources"), cfg->spec, err) < 0 ||
+        parse_resources(json_object_get(lx, "resources"), cfg, err) < 0 ||
         parse_cgroups_path(json_object_get(lx, "cgroupsPath"), cfg, err) < 0 ||
         parse_seccomp(json_object_get(lx, "seccomp"), cfg, err) < 0 ||
         get_strv(json_object_get(lx, "maskedPaths"), "linux.maskedPaths", &cfg->masked_paths, err) < 0 ||
@@ -852,10 +863,15 @@ static int write_sysctls(const struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-int oci_container_setup(const struct hd_workload *w, void *data, hd_error_t *err)
+int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err)
 {
     (void)w;
     const struct oci_config *cfg = data;
+    if (phase == HD_SETUP_CGROUPS) {
+        if (cfg->devices_tasks_fd > 0 && write(cfg->devices_tasks_fd, "0", 1) != 1)
+            return hd_error_sys(err, "linux.resources.devices: enter the devices cgroup %s", cfg->devices_dir);
+        return 0;
+    }
     for (int i = 0; i < cfg->n_mounts; i++)
         if (setup_mount(&cfg->mounts[i], i, err) < 0)
             return -1;

@@ -18,9 +18,8 @@
 #include <sys/types.h>
 
 #include "base/error.h"
+#include "runtime/backend.h"
 #include "runtime/spec.h"
-
-struct hd_workload;
 
 #define OCI_VERSION "1.1.0"
 #define OCI_DEFAULT_ROOT "/run/hedge-oci"
@@ -90,6 +89,9 @@ struct oci_config {
     char *cgroup_parent;     /* from linux.cgroupsPath, or NULL: hedge's default parent */
     char *cgroup_name;       /* from linux.cgroupsPath, or NULL: the container id */
     char *seccomp_json;      /* linux.seccomp as text, or NULL: unconfined */
+    char **device_rules;     /* "allow c 1:3 rwm" / "deny a *:* rwm", in order, or NULL */
+    char *devices_dir;       /* the v1 devices cgroup made for the rules (devices.c) */
+    int devices_tasks_fd;    /* its "tasks", opened by the runtime for the container to enter */
     char *annotations_json;  /* "annotations" as text, or NULL */
 };
 
@@ -97,7 +99,7 @@ struct oci_config {
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
 /* The container_setup hook (backend.h): mounts, masks, read-only paths and sysctls inside. */
-int oci_container_setup(const struct hd_workload *w, void *data, hd_error_t *err);
+int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
 /* The default config.json of `spec`. Caller frees. */
 char *oci_default_config(void);
 
@@ -116,7 +118,15 @@ struct oci_state {
     char *cgroup_name;
     char *run_dir;
     char *annotations_json;
+    char *devices_dir;       /* v1 devices cgroup to remove, or NULL */
 };
+
+/* ---- the device cgroup (devices.c) ---- */
+/* Make the v1 devices cgroup for cfg->device_rules (plus the runtime's own /dev nodes) and open
+ * its tasks file for the container; a no-op without rules. */
+int oci_devices_create(struct oci_config *cfg, hd_error_t *err);
+/* Remove it (the container's processes are gone). */
+int oci_devices_remove(const char *dir, hd_error_t *err);
 
 int oci_id_check(const char *id, hd_error_t *err);
 char *oci_state_dir(const char *id);

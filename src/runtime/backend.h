@@ -45,6 +45,8 @@ struct hd_stats {
     uint64_t pids;
 };
 
+enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
+
 struct hd_workload {
     const struct hd_spec *spec;
     char id[16];               /* unique run id, names the cgroup and run dir */
@@ -73,10 +75,12 @@ struct hd_workload {
      * step (hedge-oci, src/oci/); all zero for hedge itself. Set them between
      * hd_workload_create and hd_workload_start.
      *
-     * container_setup runs in the container's first process after its mounts,
-     * pivot_root and cgroup namespace, before the user switch: still root with
-     * every capability the bounding set keeps. A failure is reported as a
-     * start error.
+     * container_setup runs twice in the container's first process: with
+     * HD_SETUP_CGROUPS right after it entered its cgroups (before anything of
+     * its own, and before its cgroup namespace), then with HD_SETUP_INSIDE
+     * after its mounts, pivot_root and cgroup namespace, before the user
+     * switch: still root with every capability the bounding set keeps. A
+     * failure is reported as a start error.
      *
      * With hold_before_exec, the first process does everything up to exec
      * (user, workdir, capabilities, seccomp), reports "ready" (start returns),
@@ -85,7 +89,7 @@ struct hd_workload {
      * one byte and execs: runc's create/start split. Exec failures after the
      * hold only show in the exit status (127/126).
      */
-    int (*container_setup)(const struct hd_workload *w, void *data, hd_error_t *err);
+    int (*container_setup)(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
     void *container_setup_data;
     bool hold_before_exec;
     int exec_fifo_fd;

@@ -219,6 +219,8 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
     int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
     if (r < 0)
         hd_child_fail(report_fd, 125, -r, "cgroup: enter %s", failed_dir);
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_CGROUPS, &err) < 0)
+        hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
      * runs while the parent sets up the network; in a user namespace it needs the
@@ -245,7 +247,7 @@ __attribute__((noreturn)) static void container_child(struct hd_workload *w, str
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
-    if (w->container_setup && w->container_setup(w, w->container_setup_data, &err) < 0)
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_INSIDE, &err) < 0)
         hd_child_fail(report_fd, 125, err->errnum, "%s", err->message);
     c->report_fd = report_fd;
     if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
