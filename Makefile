@@ -6,7 +6,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel oci-conformance
 
 all: build
 
@@ -39,6 +39,15 @@ asan-test: asan-build
 test: unit pytest asan-test
 
 test-quick: unit pytest
+
+# The OCI runtime conformance suite (opencontainers/runtime-tools validation, built offline), hedge-oci side
+# by side with runc: lists every check runc passes and hedge-oci does not (OCI_TESTS: a subset; default all,
+# about 10 minutes). Not in CI yet; docs/oci.md has the latest results.
+OCI_CONFORMANCE ?= ../shared/tools/oci-conformance/run
+OCI_TESTS ?=
+oci-conformance: build
+	@command -v go >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null)
+	$(OCI_CONFORMANCE) --vs /usr/sbin/runc $(BUILD)/hedge-oci $(OCI_TESTS)
 
 # The VM guest kernel (Debian's cloud kernel, unpacked, not installed) where the tests and bench look.
 guest-kernel: deps
