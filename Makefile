@@ -43,7 +43,8 @@ test-quick: unit pytest
 # The OCI runtime conformance suite (opencontainers/runtime-tools validation, built offline), hedge-oci side
 # by side with runc: lists every check runc passes and hedge-oci does not (OCI_TESTS: a subset; default all,
 # about 10 minutes). Not in CI yet; docs/oci.md has the latest results.
-OCI_CONFORMANCE ?= ../shared/tools/oci-conformance/run
+# ../shared from the main checkout; ../../shared from a worktree under wt/
+OCI_CONFORMANCE ?= $(firstword $(wildcard ../shared/tools/oci-conformance/run ../../shared/tools/oci-conformance/run) ../shared/tools/oci-conformance/run)
 OCI_TESTS ?=
 oci-conformance: build
 	@command -v go >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null)

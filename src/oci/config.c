@@ -184,8 +184,17 @@ static int parse_rlimits(json_t *arr, struct oci_config *cfg, hd_error_t *err)
 
 static const char *const cap_sets[] = {"bounding", "effective", "permitted", "inheritable", "ambient"};
 
-static int parse_capabilities(json_t *caps, struct hd_spec *spec, hd_error_t *err)
+static uint64_t cap_mask(char **names)
 {
+    uint64_t m = 0;
+    for (size_t i = 0; names && names[i]; i++)
+        m |= 1ULL << hd_cap_parse(names[i]);
+    return m;
+}
+
+static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
     /* runc grants nothing without a capabilities object; hedge's one set serves bounding,
      * effective and permitted, so those must agree; inheritable and ambient stay empty. */
     hd_strv_push(&spec->security.cap_drop, "ALL");
@@ -219,10 +228,25 @@ static int parse_capabilities(json_t *caps, struct hd_spec *spec, hd_error_t *er
                               "bounding, effective and permitted (not supported yet)",
                               cap_sets[s]);
     }
-    for (size_t s = 3; s < 5 && rc == 0; s++)
-        if (sets[s] && sets[s][0])
-            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet (hedge keeps it empty)",
+    /* inheritable and ambient: within the set, and (for now) only for root, whose permitted set holds them */
+    uint64_t main_set = cap_mask(set);
+    for (size_t s = 3; s < 5 && rc == 0; s++) {
+        uint64_t m = cap_mask(sets[s]);
+        if (m == 0)
+            continue;
+        if ((m & ~main_set) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.%s: holds capabilities the bounding set does not",
                               cap_sets[s]);
+        else if (spec->user && strncmp(spec->user, "0:", 2) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user",
+                              cap_sets[s]);
+        else if (s == 4 && (m & ~cap_mask(sets[3])) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.ambient: every ambient capability must be inheritable");
+        else if (s == 3)
+            cfg->caps_inheritable = m;
+        else
+            cfg->caps_ambient = m;
+    }
     for (size_t i = 0; rc == 0 && set && set[i]; i++)
         hd_strv_push(&spec->security.cap_add, set[i]);
     for (size_t s = 0; s < ARRAY_SIZE(cap_sets); s++)
@@ -280,7 +304,7 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
         return hd_error_set(err, 0, "process.cwd: must be an absolute path");
     spec->workdir = hd_xstrdup(json_string_value(cwd));
     if (parse_user(json_object_get(proc, "user"), spec, err) < 0 ||
-        parse_capabilities(json_object_get(proc, "capabilities"), spec, err) < 0 ||
+        parse_capabilities(json_object_get(proc, "capabilities"), cfg, err) < 0 ||
         parse_rlimits(json_object_get(proc, "rlimits"), cfg, err) < 0)
         return -1;
     spec->security.no_new_privs = json_is_true(json_object_get(proc, "noNewPrivileges"));
@@ -699,8 +723,9 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     json_t *hostname = json_object_get(root, "hostname");
     if (is_set(hostname))
         cfg->spec->hostname = hd_xstrdup(json_string_value(hostname));
-    else
-        cfg->spec->hostname = hd_xstrdup(id);
+    else if (strlen(id) <= 63 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
+                                     strlen(id))
+        cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
     if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
         refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
         refuse_if_set(root, "zos", "", err) < 0 || parse_hooks(json_object_get(root, "hooks"), err) < 0)

@@ -149,6 +149,8 @@ static int create_container(const char *id, const struct create_flags *f, struct
     w->container_setup = oci_container_setup;
     w->container_setup_data = cfg;
     w->hold_before_exec = true;
+    w->caps_inheritable = cfg->caps_inheritable;
+    w->caps_ambient = cfg->caps_ambient;
     w->exec_fifo_fd = fifo;
     if (hd_workload_start(w, err) < 0)
         goto fail;

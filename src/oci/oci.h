@@ -84,6 +84,8 @@ struct oci_config {
     int n_sysctls;
     struct oci_rlimit *rlimits;
     int n_rlimits;
+    uint64_t caps_inheritable;  /* process.capabilities.inheritable / ambient (root only) */
+    uint64_t caps_ambient;
     bool have_oom_score_adj;
     int oom_score_adj;
     char *cgroup_parent;     /* from linux.cgroupsPath, or NULL: hedge's default parent */

@@ -93,6 +93,9 @@ struct hd_workload {
     void *container_setup_data;
     bool hold_before_exec;
     int exec_fifo_fd;
+    /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
+    uint64_t caps_inheritable;
+    uint64_t caps_ambient;
 };
 
 struct hd_backend {

@@ -147,6 +147,9 @@ static int container_before_exec(void *data, hd_error_t *err)
     struct container *c = container_of(w);
     if (hd_caps_apply(c->caps, err) < 0)
         return -1;
+    if ((w->caps_inheritable || w->caps_ambient) &&
+        hd_caps_set_inheritable_ambient(w->caps_inheritable, w->caps_ambient, err) < 0)
+        return -1;
     if (w->spec->security.no_new_privs && hd_seccomp_load(c->seccomp, err) < 0)
         return -1;
     if (w->hold_before_exec)
