@@ -286,7 +286,8 @@ static int new_fs(const char *type, const char *target, unsigned attrs, hd_error
     cleanup_close int fs = fsopen(type, FSOPEN_CLOEXEC);
     if (fs < 0)
         return hd_error_sys(err, "mount %s", target);
-    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+    /* the source /proc/self/mountinfo shows ("proc", "sysfs"), as mount(2) with that source would */
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", type, 0) < 0 || fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         return hd_error_sys(err, "mount %s", target);
     int tree = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
     if (tree < 0)
