@@ -207,9 +207,9 @@ def test_run_foreground_and_detached(oci, bundle, subreaper):
 
 def test_process_fields(oci, bundle, tmp_path):
     caps = ["CAP_CHOWN", "CAP_KILL"]
-    b = bundle("sh", "-c", "id -u; id -g; pwd; echo $FOO; ulimit -n; hostname; grep -E 'CapEff|NoNewPrivs' "
+    b = bundle("sh", "-c", "id -u; id -g; pwd; echo $FOO; ulimit -n; hostname; umask; grep -E 'CapEff|NoNewPrivs' "
                "/proc/self/status",
-               **{"process.user": {"uid": 1000, "gid": 1001}, "process.cwd": "/tmp",
+               **{"process.user": {"uid": 1000, "gid": 1001, "umask": 0o027}, "process.cwd": "/tmp",
                   "process.env": ["PATH=/bin:/sbin", "FOO=bar"], "hostname": "oci-host",
                   "process.rlimits": [{"type": "RLIMIT_NOFILE", "soft": 512, "hard": 512}],
                   "process.noNewPrivileges": True,
@@ -217,10 +217,10 @@ def test_process_fields(oci, bundle, tmp_path):
     r = oci("run", "--bundle", b, "p")
     assert r.code == 0, r
     lines = r.out.splitlines()
-    assert lines[:6] == ["1000", "1001", "/tmp", "bar", "512", "oci-host"], r
+    assert lines[:7] == ["1000", "1001", "/tmp", "bar", "512", "oci-host", "0027"], r
     # a non-root user keeps no capabilities (as runc without ambient caps)
-    assert lines[6].split() == ["CapEff:", "0000000000000000"]
-    assert lines[7].split() == ["NoNewPrivs:", "1"]
+    assert lines[7].split() == ["CapEff:", "0000000000000000"]
+    assert lines[8].split() == ["NoNewPrivs:", "1"]
     b = bundle("sh", "-c", "grep CapEff /proc/self/status",
                **{"process.capabilities": {"bounding": caps, "effective": caps, "permitted": caps}})
     r = oci("run", "--bundle", b, "p")

@@ -254,8 +254,9 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
     return rc;
 }
 
-static int parse_user(json_t *user, struct hd_spec *spec, hd_error_t *err)
+static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
 {
+    struct hd_spec *spec = cfg->spec;
     if (user == NULL || json_is_null(user))
         return 0;
     if (!json_is_object(user))
@@ -268,8 +269,11 @@ static int parse_user(json_t *user, struct hd_spec *spec, hd_error_t *err)
         return hd_error_set(err, 0, "process.user: uid/gid out of range");
     spec->user = hd_xasprintf("%lld:%lld", u, g);
     json_t *umask = json_object_get(user, "umask");
-    if (umask && !json_is_null(umask) && (!json_is_integer(umask) || json_integer_value(umask) != 022))
-        return unsupported(err, "process.user.umask", "only 0022 (18) is supported yet");
+    if (umask && !json_is_null(umask)) {
+        if (!json_is_integer(umask) || json_integer_value(umask) < 0 || json_integer_value(umask) > 0777)
+            return hd_error_set(err, 0, "process.user.umask: must be a number from 0 to 0777 (511)");
+        cfg->umask = (int)json_integer_value(umask);
+    }
     json_t *groups = json_object_get(user, "additionalGids");
     size_t i;
     json_t *v;
@@ -303,7 +307,7 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
     if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/')
         return hd_error_set(err, 0, "process.cwd: must be an absolute path");
     spec->workdir = hd_xstrdup(json_string_value(cwd));
-    if (parse_user(json_object_get(proc, "user"), spec, err) < 0 ||
+    if (parse_user(json_object_get(proc, "user"), cfg, err) < 0 ||
         parse_capabilities(json_object_get(proc, "capabilities"), cfg, err) < 0 ||
         parse_rlimits(json_object_get(proc, "rlimits"), cfg, err) < 0)
         return -1;
@@ -699,6 +703,7 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     cfg->spec->isolation_set = true;
     cfg->spec->security.seccomp = hd_xstrdup("unconfined");
     cfg->bundle = hd_xstrdup(resolved);
+    cfg->umask = -1;
     int rc = -1;
     json_t *ver = json_object_get(root, "ociVersion");
     if (!json_is_string(ver) || strncmp(json_string_value(ver), "1.", 2) != 0) {
@@ -900,6 +905,8 @@ int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_p
     for (int i = 0; i < cfg->n_mounts; i++)
         if (setup_mount(&cfg->mounts[i], i, err) < 0)
             return -1;
+    if (cfg->umask >= 0)
+        umask((mode_t)cfg->umask); /* the runtime set 0022 just before; this one reaches the exec */
     for (size_t i = 0; cfg->masked_paths && cfg->masked_paths[i]; i++)
         if (mask_path(cfg->masked_paths[i], err) < 0)
             return -1;

@@ -86,6 +86,7 @@ struct oci_config {
     int n_rlimits;
     uint64_t caps_inheritable;  /* process.capabilities.inheritable / ambient (root only) */
     uint64_t caps_ambient;
+    int umask;               /* process.user.umask, or -1: hedge's 0022 */
     bool have_oom_score_adj;
     int oom_score_adj;
     char *cgroup_parent;     /* from linux.cgroupsPath, or NULL: hedge's default parent */
