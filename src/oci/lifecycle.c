@@ -191,23 +191,28 @@ fail:
     return hd_error_prefix(err, "create %s", id);
 }
 
-static const struct oci_option *create_options(struct create_flags *f, bool run)
+/* create's flags; run has the same and --detach, --keep, --no-subreaper. */
+static void create_options(struct create_flags *f, bool run, struct oci_option out[12])
 {
-    static struct oci_option opts[12];
-    struct oci_option list[] = {
+    struct oci_option common[] = {
         {"bundle", 'b', true, &f->bundle, NULL},
         {"pid-file", 0, true, &f->pid_file, NULL},
         {"console-socket", 0, true, &f->console_socket, NULL},
         {"preserve-fds", 0, true, &f->preserve_fds, NULL},
         {"no-pivot", 0, false, NULL, &f->no_pivot},
         {"no-new-keyring", 0, false, NULL, &f->no_new_keyring},
-        {run ? "detach" : "x-unused", run ? 'd' : 0, false, NULL, &f->detach},
-        {run ? "keep" : "x-unused2", 0, false, NULL, &f->keep},
-        {run ? "no-subreaper" : "x-unused3", 0, false, NULL, &f->no_subreaper},
-        {NULL, 0, false, NULL, NULL},
     };
-    memcpy(opts, list, sizeof(list));
-    return opts;
+    struct oci_option run_only[] = {
+        {"detach", 'd', false, NULL, &f->detach},
+        {"keep", 0, false, NULL, &f->keep},             /* accepted; run in the foreground always deletes */
+        {"no-subreaper", 0, false, NULL, &f->no_subreaper}, /* hedge-oci never becomes a subreaper */
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(common); i++)
+        out[n++] = common[i];
+    for (size_t i = 0; run && i < ARRAY_SIZE(run_only); i++)
+        out[n++] = run_only[i];
+    out[n] = (struct oci_option){NULL, 0, false, NULL, NULL};
 }
 
 static const char *one_id(const char *verb, int argc, char **argv, int first)
@@ -224,7 +229,9 @@ static const char *one_id(const char *verb, int argc, char **argv, int first)
 int oci_cmd_create(int argc, char **argv)
 {
     struct create_flags f = {0};
-    const char *id = one_id("create", argc, argv, oci_parse_options("create", argc, argv, create_options(&f, false)));
+    struct oci_option opts[12];
+    create_options(&f, false, opts);
+    const char *id = one_id("create", argc, argv, oci_parse_options("create", argc, argv, opts));
     if (id == NULL)
         return OCI_EXIT_FAILURE;
     hd_error_t err = NULL;
@@ -314,7 +321,9 @@ static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
 int oci_cmd_run(int argc, char **argv)
 {
     struct create_flags f = {0};
-    const char *id = one_id("run", argc, argv, oci_parse_options("run", argc, argv, create_options(&f, true)));
+    struct oci_option opts[12];
+    create_options(&f, true, opts);
+    const char *id = one_id("run", argc, argv, oci_parse_options("run", argc, argv, opts));
     if (id == NULL)
         return OCI_EXIT_FAILURE;
     hd_error_t err = NULL;

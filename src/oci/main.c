@@ -178,7 +178,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *log_format = NULL;
-    bool version = false, help = false, systemd = false, debug = false, rootless_ignored = false;
+    bool version = false, help = false, systemd = false, debug = false;
     const char *criu_ignored = NULL, *rootless = NULL;
     struct oci_option globals[] = {
         {"root", 0, true, &oci_globals.root, NULL},
@@ -192,7 +192,6 @@ int main(int argc, char **argv)
         {"rootless", 0, true, &rootless, NULL},
         {NULL, 0, false, NULL, NULL},
     };
-    (void)rootless_ignored;
     int first = oci_parse_options("hedge-oci", argc - 1, argv + 1, globals);
     if (first < 0)
         return OCI_EXIT_FAILURE;
