@@ -251,6 +251,28 @@ def test_resources_and_cgroups_path(oci, bundle, subreaper):
     assert cgroup_dirs("oci-cg") == []
 
 
+def test_cgroups_path_of_one_component(oci, bundle, subreaper):
+    name = f"hedge-oci-top-{os.getpid()}"
+    b = bundle("sleep", "1000", **{"linux.cgroupsPath": f"/{name}", "linux.resources": {"pids": {"limit": 40}}})
+    base = pathlib.Path("/sys/fs/cgroup")
+    try:
+        r = oci("create", "--bundle", b, "top")
+        assert r.code == 0, r
+        pid = state(oci, "top")["pid"]
+        groups = [p for p in base.glob(f"*/{name}") if p.is_dir()] + [p for p in [base / name] if p.is_dir()]
+        assert groups, "the group sits at the top of the hierarchies"
+        pids = base / "pids" / name
+        if pids.is_dir():
+            assert pids.joinpath("pids.max").read_text().strip() == "40"
+        assert oci("delete", "--force", "top").code == 0
+        reap(pid)
+        assert [p for p in base.glob(f"*/{name}") if p.is_dir()] == [] and not (base / name).is_dir()
+    finally:
+        for p in list(base.glob(f"*/{name}")) + [base / name]:
+            if p.is_dir():
+                p.rmdir()
+
+
 def test_mounts_masks_and_devices(oci, bundle, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()

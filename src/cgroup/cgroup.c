@@ -483,7 +483,9 @@ static int cgroup_make(const char *name, const struct hd_resources *res, bool ad
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
     if (parent == NULL || *parent == '\0')
         parent = "hedge";
-    if (!hd_cgroup_parent_valid(parent))
+    /* "/": the group sits at the top of each hierarchy (hedge-oci: a one-component cgroupsPath) */
+    bool top = strcmp(parent, "/") == 0;
+    if (!top && !hd_cgroup_parent_valid(parent))
         return hd_error_set(err, 0,
                             "HEDGE_CGROUP_PARENT: \"%s\" is not a relative cgroup path "
                             "(no leading '/', no empty, '.' or '..' parts)",
@@ -494,8 +496,8 @@ static int cgroup_make(const char *name, const struct hd_resources *res, bool ad
     struct hd_cgroup *cg = hd_xcalloc(1, sizeof(*cg));
     cg->mode = mode;
     cg->backend = mode == HD_CGROUP_V2 ? &cgroup_backend_v2 : &cgroup_backend_v1;
-    cg->parent = hd_xstrdup(parent);
-    cg->name = hd_xasprintf("%s/%s", parent, name);
+    cg->parent = hd_xstrdup(top ? "" : parent);
+    cg->name = top ? hd_xstrdup(name) : hd_xasprintf("%s/%s", parent, name);
     cg->v2_fd = -1;
     cg->adopt = adopt;
     if (cg->backend->create(cg, res, err) < 0) {

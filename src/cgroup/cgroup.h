@@ -2,7 +2,8 @@
  * cgroup.h - per-workload cgroups on cgroup v1, hybrid and v2 hosts.
  *
  * A workload's cgroup is named hedge/<id> ($HEDGE_CGROUP_PARENT replaces
- * "hedge", so test sessions running side by side never collide). On v2 it is one directory under
+ * "hedge", so test sessions running side by side never collide; "/" puts it at the top
+ * of each hierarchy, for hedge-oci's one-component cgroupsPath). On v2 it is one directory under
  * the unified hierarchy; on v1 and hybrid hosts it is one directory per
  * v1 hierarchy we use (memory, cpu, cpuacct, pids, freezer), plus on hybrid
  * hosts one in /sys/fs/cgroup/unified that tracks the tasks. The two layouts

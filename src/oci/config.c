@@ -585,11 +585,12 @@ static int parse_cgroups_path(json_t *path_j, struct oci_config *cfg, hd_error_t
     while (*path == '/')
         path++;
     const char *slash = strrchr(path, '/');
-    if (slash == NULL || slash == path || slash[1] == '\0')
-        return hd_error_set(err, 0, "linux.cgroupsPath: \"%s\": needs a parent and a name (\"/parent/name\")",
+    if (*path == '\0' || slash == path || (slash && slash[1] == '\0'))
+        return hd_error_set(err, 0, "linux.cgroupsPath: \"%s\": not a cgroup path (\"/parent/name\" or \"/name\")",
                             json_string_value(path_j));
-    cfg->cgroup_parent = hd_xasprintf("%.*s", (int)(slash - path), path);
-    cfg->cgroup_name = hd_xstrdup(slash + 1);
+    /* "/name": at the top of each hierarchy (the cgroup module's parent "/") */
+    cfg->cgroup_parent = slash ? hd_xasprintf("%.*s", (int)(slash - path), path) : hd_xstrdup("/");
+    cfg->cgroup_name = hd_xstrdup(slash ? slash + 1 : path);
     if (strstr(cfg->cgroup_parent, "..") || strcmp(cfg->cgroup_name, "..") == 0)
         return hd_error_set(err, 0, "linux.cgroupsPath: \"..\" is not allowed");
     return 0;

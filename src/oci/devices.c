@@ -54,7 +54,10 @@ int oci_devices_create(struct oci_config *cfg, hd_error_t *err)
         return hd_error_set(err, 0, "linux.resources.devices: no cgroup v1 devices hierarchy at %s (the cgroup v2 "
                                     "device filter, an eBPF program, is not supported yet)", DEVICES_MOUNT);
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
-    cfg->devices_dir = hd_xasprintf("%s/%s/%s", DEVICES_MOUNT, parent && *parent ? parent : "hedge", cfg->cgroup_name);
+    if (parent == NULL || *parent == '\0')
+        parent = "hedge";
+    cfg->devices_dir = strcmp(parent, "/") == 0 ? hd_xasprintf("%s/%s", DEVICES_MOUNT, cfg->cgroup_name)
+                                                : hd_xasprintf("%s/%s/%s", DEVICES_MOUNT, parent, cfg->cgroup_name);
     if (hd_mkdir_p(cfg->devices_dir, 0755, err) < 0)
         return hd_error_prefix(err, "linux.resources.devices");
     for (size_t i = 0; cfg->device_rules[i]; i++)
