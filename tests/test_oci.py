@@ -68,7 +68,12 @@ def oci(dirs):
         return Result(proc)
 
     run.root = root
-    return run
+    yield run
+    # a test that failed half-way must not leave a container running: delete it, then say so
+    left = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    for cid in left:
+        run("delete", "--force", cid)
+    assert left == [], f"containers left behind under --root: {left}"
 
 
 def make_bundle(path, rootfs, args, **changes):
