@@ -7,7 +7,7 @@ PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
 .PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel \
-	install deb package-test
+	install deb package-test oci-conformance
 
 all: build
 
@@ -40,6 +40,16 @@ asan-test: asan-build
 test: unit pytest asan-test
 
 test-quick: unit pytest
+
+# The OCI runtime conformance suite (opencontainers/runtime-tools validation, built offline), hedge-oci side
+# by side with runc: lists every check runc passes and hedge-oci does not (OCI_TESTS: a subset; default all,
+# about 10 minutes). Not in CI yet; docs/oci.md has the latest results.
+# ../shared from the main checkout; ../../shared from a worktree under wt/
+OCI_CONFORMANCE ?= $(firstword $(wildcard ../shared/tools/oci-conformance/run ../../shared/tools/oci-conformance/run) ../shared/tools/oci-conformance/run)
+OCI_TESTS ?=
+oci-conformance: build
+	@command -v go >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null)
+	$(OCI_CONFORMANCE) --vs /usr/sbin/runc $(BUILD)/hedge-oci $(OCI_TESTS)
 
 # The VM guest kernel (Debian's cloud kernel, unpacked, not installed) in the one place hedge reads it:
 # $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (/var/lib/hedge/vm/kernel), as `hedge vm kernel fetch` does.

@@ -444,8 +444,36 @@ static int remove_dirs(struct hd_cgroup *cg, hd_error_t *err)
     return rc;
 }
 
+static int cgroup_make(const char *name, const struct hd_resources *res, bool adopt, struct hd_cgroup **out,
+                       hd_error_t *err);
+
 int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
                      hd_error_t *err)
+{
+    return cgroup_make(name, res, false, out, err);
+}
+
+int hd_cgroup_open(const char *name, struct hd_cgroup **out, hd_error_t *err)
+{
+    struct hd_resources none = {0};
+    return cgroup_make(name, &none, true, out, err);
+}
+
+void hd_cgroup_forget(struct hd_cgroup *cg)
+{
+    if (cg == NULL)
+        return;
+    for (int i = 0; i < cg->n_dirs; i++)
+        free(cg->dirs[i]);
+    if (cg->v2_fd >= 0)
+        close(cg->v2_fd);
+    free(cg->name);
+    free(cg->parent);
+    free(cg);
+}
+
+static int cgroup_make(const char *name, const struct hd_resources *res, bool adopt, struct hd_cgroup **out,
+                       hd_error_t *err)
 {
     enum hd_cgroup_mode mode = HD_CGROUP_V2;
     *out = NULL;
@@ -454,7 +482,9 @@ int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
     if (parent == NULL || *parent == '\0')
         parent = "hedge";
-    if (!hd_cgroup_parent_valid(parent))
+    /* "/": the group sits at the top of each hierarchy (hedge-oci: a one-component cgroupsPath) */
+    bool top = strcmp(parent, "/") == 0;
+    if (!top && !hd_cgroup_parent_valid(parent))
         return hd_error_set(err, 0,
                             "HEDGE_CGROUP_PARENT: \"%s\" is not a relative cgroup path "
                             "(no leading '/', no empty, '.' or '..' parts)",
@@ -465,9 +495,10 @@ int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd
     struct hd_cgroup *cg = hd_xcalloc(1, sizeof(*cg));
     cg->mode = mode;
     cg->backend = mode == HD_CGROUP_V2 ? &cgroup_backend_v2 : &cgroup_backend_v1;
-    cg->parent = hd_xstrdup(parent);
-    cg->name = hd_xasprintf("%s/%s", parent, name);
+    cg->parent = hd_xstrdup(top ? "" : parent);
+    cg->name = top ? hd_xstrdup(name) : hd_xasprintf("%s/%s", parent, name);
     cg->v2_fd = -1;
+    cg->adopt = adopt;
     if (cg->backend->create(cg, res, err) < 0) {
         hd_error_prefix(err, "cgroup %s (%s)", cg->name, hd_cgroup_mode_name(mode));
         hd_cgroup_destroy(cg, err);

@@ -2,7 +2,8 @@
  * cgroup.h - per-workload cgroups on cgroup v1, hybrid and v2 hosts.
  *
  * A workload's cgroup is named hedge/<id> ($HEDGE_CGROUP_PARENT replaces
- * "hedge", so test sessions running side by side never collide). On v2 it is one directory under
+ * "hedge", so test sessions running side by side never collide; "/" puts it at the top
+ * of each hierarchy, for hedge-oci's one-component cgroupsPath). On v2 it is one directory under
  * the unified hierarchy; on v1 and hybrid hosts it is one directory per
  * v1 hierarchy we use (memory, cpu, cpuacct, pids, freezer), plus on hybrid
  * hosts one in /sys/fs/cgroup/unified that tracks the tasks. The two layouts
@@ -42,6 +43,11 @@ const char *hd_cgroup_mode_name(enum hd_cgroup_mode mode);
 /* Create hedge/<name> with the limits applied. The group is empty. */
 int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
                      hd_error_t *err);
+/* Find the existing group hedge/<name> (another process created it) to signal or destroy it;
+ * directories that are missing are made, so destroy always has a complete group. No limits. */
+int hd_cgroup_open(const char *name, struct hd_cgroup **out, hd_error_t *err);
+/* Free cg without touching the group (it stays for hd_cgroup_open). cg may be NULL. */
+void hd_cgroup_forget(struct hd_cgroup *cg);
 /* Move pid into the group (all controllers). */
 int hd_cgroup_enter(struct hd_cgroup *cg, pid_t pid, hd_error_t *err);
 /* On v2: an O_PATH fd of the group directory for clone3(CLONE_INTO_CGROUP); -1 on v1. */

@@ -55,6 +55,7 @@ struct hd_cgroup {
     /* v2: the group directory (alias of dirs[0]) and an O_PATH fd of it. */
     const char *v2_dir;
     int v2_fd;
+    bool adopt;                       /* hd_cgroup_open: directories may exist already */
 };
 
 extern const struct cgroup_backend cgroup_backend_v1;

@@ -124,7 +124,7 @@ static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_r
     if (v2_enable_controllers(dir, wanted, required, err) < 0)
         return -1;
     cleanup_free char *group = hd_xasprintf("%s/%s", root, cg->name);
-    if (cgroup_mkdir(group, false, err) < 0)
+    if (cgroup_mkdir(group, cg->adopt, err) < 0)
         return -1;
     cg->v2_dir = cgroup_add_dir(cg, group);
     return 0;

@@ -39,6 +39,8 @@ struct hd_exit {
     bool oom_killed;   /* the memory limit was hit and the kernel killed a task */
 };
 
+enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
+
 struct hd_workload {
     const struct hd_spec *spec;
     char id[16];               /* unique run id, names the cgroup and run dir */
@@ -61,6 +63,33 @@ struct hd_workload {
 
     pid_t pid;                 /* host pid that backend->wait waits for */
     void *backend_data;        /* backend-private state */
+
+    /*
+     * Optional extensions for callers that drive the container backend step by
+     * step (hedge-oci, src/oci/); all zero for hedge itself. Set them between
+     * hd_workload_create and hd_workload_start.
+     *
+     * container_setup runs twice in the container's first process: with
+     * HD_SETUP_CGROUPS right after it entered its cgroups (before anything of
+     * its own, and before its cgroup namespace), then with HD_SETUP_INSIDE
+     * after its mounts, pivot_root and cgroup namespace, before the user
+     * switch: still root with every capability the bounding set keeps. A
+     * failure is reported as a start error.
+     *
+     * With hold_before_exec, the first process does everything up to exec
+     * (user, workdir, capabilities, seccomp), reports "ready" (start returns),
+     * then blocks opening exec_fifo_fd (an O_PATH fd of a FIFO, reopened through
+     * /proc/self/fd) for writing until someone opens the FIFO for reading, writes
+     * one byte and execs: runc's create/start split. Exec failures after the
+     * hold only show in the exit status (127/126).
+     */
+    int (*container_setup)(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
+    void *container_setup_data;
+    bool hold_before_exec;
+    int exec_fifo_fd;
+    /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
+    uint64_t caps_inheritable;
+    uint64_t caps_ambient;
 };
 
 struct hd_backend {

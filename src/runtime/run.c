@@ -174,7 +174,8 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
     struct hd_resources cgroup_limits = spec->resources;
     if (spec->isolation == HD_ISOLATION_VM)
         hd_vm_host_resources(&spec->resources, &cgroup_limits);
-    if (hd_cgroup_create(w->id, &cgroup_limits, &w->cgroup, err) < 0)
+    const char *cgroup_name = opts && opts->cgroup_name ? opts->cgroup_name : w->id;
+    if (hd_cgroup_create(cgroup_name, &cgroup_limits, &w->cgroup, err) < 0)
         goto fail;
     if (w->backend->prepare(w, err) < 0)
         goto fail;
@@ -232,6 +233,24 @@ void hd_workload_destroy(struct hd_workload *w)
         hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
+    free(w->run_dir);
+    free(w->rootfs);
+    free(w->image_digest);
+    hd_strv_free(w->argv);
+    hd_strv_free(w->env);
+    free(w->workdir);
+    free(w->user);
+    free(w);
+}
+
+void hd_workload_release(struct hd_workload *w)
+{
+    if (w == NULL)
+        return;
+    w->pid = -1; /* so that the backend's cleanup does not kill it */
+    if (w->backend && w->backend->cleanup)
+        w->backend->cleanup(w);
+    hd_cgroup_forget(w->cgroup);
     free(w->run_dir);
     free(w->rootfs);
     free(w->image_digest);

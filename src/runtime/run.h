@@ -15,6 +15,7 @@ struct hd_run_options {
     const char *state_dir;   /* NULL: hd_state_dir() */
     int stdio[3];            /* fds for the workload's 0,1,2; {0,1,2} by default */
     bool set_stdio;          /* stdio[] was filled in */
+    const char *cgroup_name; /* the group under the cgroup parent; NULL: the run id (hedge-oci names it) */
 };
 
 int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts,
@@ -24,6 +25,14 @@ int hd_workload_signal(struct hd_workload *w, int sig, hd_error_t *err);
 int hd_workload_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
 /* Kill what remains, clean up everything the run created, free w. w may be NULL. */
 void hd_workload_destroy(struct hd_workload *w);
+/*
+ * Free w but leave the started workload running: its processes, cgroup and run
+ * dir stay for another process to find (hedge-oci's create returns while the
+ * container waits for start; delete removes them later). Only for the
+ * container backend with network none or host, whose remaining state in w
+ * (namespaces, mounts) lives in the workload's own processes. w may be NULL.
+ */
+void hd_workload_release(struct hd_workload *w);
 
 /* Run a workload to completion in the foreground, forwarding SIGINT, SIGTERM,
  * SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2. Returns 0 with *exit filled, or -1. */

@@ -153,3 +153,29 @@ int hd_caps_apply(uint64_t keep, hd_error_t *err)
         return hd_error_set(err, e, "capabilities: set permitted/effective");
     return 0;
 }
+
+int hd_caps_set_inheritable_ambient(uint64_t inheritable, uint64_t ambient, hd_error_t *err)
+{
+    int bits = cap_max_bits();
+    if (inheritable) {
+        cap_t caps = cap_get_proc();
+        if (caps == NULL)
+            return hd_error_sys(err, "capabilities: read the process's sets");
+        for (int c = 0; c < bits && c < 64; c++) {
+            cap_value_t v = c;
+            if ((inheritable & (1ULL << c)) && cap_set_flag(caps, CAP_INHERITABLE, 1, &v, CAP_SET) < 0) {
+                cap_free(caps);
+                return hd_error_sys(err, "capabilities: inheritable %d", c);
+            }
+        }
+        int r = cap_set_proc(caps);
+        int e = errno;
+        cap_free(caps);
+        if (r < 0)
+            return hd_error_set(err, e, "capabilities: set the inheritable set");
+    }
+    for (int c = 0; c < bits && c < 64; c++)
+        if ((ambient & (1ULL << c)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+            return hd_error_sys(err, "capabilities: raise ambient capability %d", c);
+    return 0;
+}

@@ -28,4 +28,8 @@ int hd_caps_drop_bounding(uint64_t keep, hd_error_t *err);
  * other users (as Docker); inheritable and ambient empty. */
 int hd_caps_apply(uint64_t keep, hd_error_t *err);
 
+/* Child side, after hd_caps_apply: set the inheritable set and raise ambient capabilities (hedge-oci's
+ * process.capabilities; both must lie within the permitted set, so only for root). */
+int hd_caps_set_inheritable_ambient(uint64_t inheritable, uint64_t ambient, hd_error_t *err);
+
 #endif

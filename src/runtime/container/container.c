@@ -76,6 +76,7 @@ struct container {
     char *hostname;
     enum hd_net_mode net_mode;
     struct hd_net *net;
+    int report_fd;                /* child side: the report pipe, for the exec hold */
 };
 
 static struct container *container_of(struct hd_workload *w)
@@ -111,6 +112,37 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
 
 /* ---- child side ------------------------------------------------------ */
 
+/*
+ * hold_before_exec (backend.h): report "ready" by closing the report pipe (a
+ * /dev/null takes its fd number, so a later exec failure writes nowhere), then
+ * wait in open(2) of the exec FIFO until the starter opens it for reading.
+ */
+static int container_hold_before_exec(const struct hd_workload *w, int report_fd, hd_error_t *err)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", w->exec_fifo_fd);
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (null < 0)
+        return hd_error_sys(err, "exec hold: open /dev/null");
+    if (dup3(null, report_fd, O_CLOEXEC) < 0) {
+        close(null);
+        return hd_error_sys(err, "exec hold: close the report pipe");
+    }
+    close(null);
+    int fifo;
+    do
+        fifo = open(path, O_WRONLY | O_CLOEXEC);
+    while (fifo < 0 && errno == EINTR);
+    if (fifo < 0)
+        _exit(HD_EXIT_HEDGE);
+    ssize_t n = write(fifo, "0", 1);
+    close(fifo);
+    close(w->exec_fifo_fd);
+    if (n != 1)
+        _exit(HD_EXIT_HEDGE);
+    return 0;
+}
+
 /* Last step before exec (child.c calls it after user, workdir and no_new_privs). */
 static int container_before_exec(void *data, hd_error_t *err)
 {
@@ -118,8 +150,13 @@ static int container_before_exec(void *data, hd_error_t *err)
     struct container *c = container_of(w);
     if (hd_caps_apply(c->caps, err) < 0)
         return -1;
-    if (w->spec->security.no_new_privs)
-        return hd_seccomp_load(c->seccomp, err);
+    if ((w->caps_inheritable || w->caps_ambient) &&
+        hd_caps_set_inheritable_ambient(w->caps_inheritable, w->caps_ambient, err) < 0)
+        return -1;
+    if (w->spec->security.no_new_privs && hd_seccomp_load(c->seccomp, err) < 0)
+        return -1;
+    if (w->hold_before_exec)
+        return container_hold_before_exec(w, c->report_fd, err);
     return 0;
 }
 
@@ -187,6 +224,8 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     int r = hd_cgroup_entry_enter(cgroup_entry, &failed_dir);
     if (r < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_CGROUPS, &err) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     /*
      * Without a user namespace the mount work does not depend on the parent, so it
      * runs while the parent sets up the network; in a user namespace it needs the
@@ -213,6 +252,9 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_INSIDE, &err) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+    c->report_fd = report_fd;
     if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {

@@ -287,7 +287,8 @@ static int new_fs(const char *type, const char *target, unsigned attrs, hd_error
     cleanup_close int fs = fsopen(type, FSOPEN_CLOEXEC);
     if (fs < 0)
         return hd_error_sys(err, "mount %s", target);
-    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+    /* the source /proc/self/mountinfo shows ("proc", "sysfs"), as mount(2) with that source would */
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", type, 0) < 0 || fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         return hd_error_sys(err, "mount %s", target);
     int tree = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
     if (tree < 0)
@@ -298,6 +299,20 @@ static int new_fs(const char *type, const char *target, unsigned attrs, hd_error
 static int attach(int tree, const char *target)
 {
     return move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+/* A read-only sysfs of the container's network namespace, or the host's bound read-only (prepared in
+ * r->sys_tree) when one cannot be mounted. */
+static int new_sysfs(const struct hd_rootfs *r, unsigned attrs, hd_error_t *err)
+{
+    int sys = new_fs("sysfs", "/sys", attrs | MOUNT_ATTR_RDONLY, err);
+    if (sys < 0 && r->sys_tree >= 0) {
+        hd_error_free(err);
+        sys = fcntl(r->sys_tree, F_DUPFD_CLOEXEC, 3);
+        if (sys < 0)
+            return hd_error_sys(err, "mount /sys");
+    }
+    return sys;
 }
 
 /* The mount point of a filesystem: a directory, made if missing. Errors read "mount PATH: ...". */
@@ -467,14 +482,12 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
     cleanup_close int proc = new_fs("proc", "/proc", safe, err);
     if (proc < 0)
         return -1;
-    int sys = new_fs("sysfs", "/sys", safe | MOUNT_ATTR_RDONLY, err);
-    if (sys < 0 && r->sys_tree >= 0) {
-        hd_error_free(err);
-        sys = fcntl(r->sys_tree, F_DUPFD_CLOEXEC, 3);
-    }
-    if (sys < 0)
+    /* In a user namespace sysfs, like proc, must be made while the host's is visible; otherwise it is
+     * made after /dev, so that /proc/self/mountinfo (in creation order on recent kernels) lists the
+     * mounts in the order the OCI runtime spec's default config gives them. */
+    cleanup_close int sys_fd = -1;
+    if (r->user_namespace && (sys_fd = new_sysfs(r, safe, err)) < 0)
         return -1;
-    cleanup_close int sys_fd = sys;
 
     if (attach(r->root_tree, "/") < 0)
         return hd_error_sys(err, "rootfs: attach %s", w->rootfs);
@@ -492,6 +505,8 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
     if (attach(proc, "/proc") < 0)
         return hd_error_sys(err, "mount /proc");
     if (setup_dev(r, err) < 0)
+        return -1;
+    if (sys_fd < 0 && (sys_fd = new_sysfs(r, safe, err)) < 0)
         return -1;
     if (ensure_dir("/sys", 0555, err) < 0)
         return -1;

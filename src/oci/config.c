@@ -1,0 +1,918 @@
+/*
+ * config.c - a bundle's config.json (OCI runtime-spec 1.1) turned into a hedge
+ * spec, plus the few things a spec cannot say, done inside the container by
+ * the runtime's container_setup hook (backend.h).
+ *
+ * Every field is either honoured or refused with an error that names it
+ * ("process.terminal: not supported yet"); properties the runtime spec does
+ * not define are ignored, as the spec requires. How each field maps is
+ * listed in docs/oci.md. In short:
+ *   process.args/env/cwd/user.uid+gid     spec command/env/workdir/user
+ *   process.capabilities                  spec cap_drop ALL + cap_add (one set)
+ *   process.noNewPrivileges               spec no_new_privs
+ *   process.rlimits, oomScoreAdj          set in the runtime before the clone (inherited)
+ *   root.path/readonly, hostname          spec rootfs/readonly_rootfs/hostname
+ *   mounts: bind/rbind                    spec mounts (+ nosuid/nodev/noexec inside)
+ *   mounts: proc, sysfs, /dev tmpfs,      the runtime's own (rootfs.c makes them)
+ *           devpts, mqueue, /dev/shm
+ *   mounts: other tmpfs/mqueue/..., cgroup  mounted inside by the hook
+ *   linux.namespaces                      the container backend's set; network absent = host
+ *   linux.resources memory/cpu/pids       spec resources
+ *   linux.cgroupsPath                     cgroup parent + name
+ *   linux.seccomp                         written to the state dir, spec seccomp = that file
+ *   linux.maskedPaths/readonlyPaths       inside by the hook (on top of hedge's defaults)
+ *   linux.sysctl                          namespaced keys, written inside by the hook
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/util.h"
+#include "runtime/backend.h"
+#include "runtime/container/caps.h"
+
+void oci_config_free(struct oci_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    hd_spec_free(cfg->spec);
+    free(cfg->bundle);
+    free(cfg->rootfs);
+    for (int i = 0; i < cfg->n_mounts; i++) {
+        free(cfg->mounts[i].type);
+        free(cfg->mounts[i].source);
+        free(cfg->mounts[i].target);
+        free(cfg->mounts[i].data);
+    }
+    free(cfg->mounts);
+    hd_strv_free(cfg->masked_paths);
+    hd_strv_free(cfg->readonly_paths);
+    for (int i = 0; i < cfg->n_sysctls; i++) {
+        free(cfg->sysctls[i].key);
+        free(cfg->sysctls[i].value);
+    }
+    free(cfg->sysctls);
+    for (int i = 0; i < cfg->n_rlimits; i++)
+        free(cfg->rlimits[i].name);
+    free(cfg->rlimits);
+    free(cfg->cgroup_parent);
+    free(cfg->cgroup_name);
+    free(cfg->seccomp_json);
+    free(cfg->annotations_json);
+    hd_strv_free(cfg->device_rules);
+    free(cfg->devices_dir);
+    if (cfg->devices_tasks_fd > 0)
+        close(cfg->devices_tasks_fd);
+    free(cfg);
+}
+
+static int unsupported(hd_error_t *err, const char *field, const char *why)
+{
+    return hd_error_set(err, 0, "%s: %s", field, why ? why : "not supported yet by hedge-oci");
+}
+
+/* A field that is set: present, not null, not false, not an empty array, object or string. */
+static bool is_set(json_t *v)
+{
+    if (v == NULL || json_is_null(v) || json_is_false(v))
+        return false;
+    if (json_is_array(v))
+        return json_array_size(v) > 0;
+    if (json_is_object(v))
+        return json_object_size(v) > 0;
+    if (json_is_string(v))
+        return json_string_length(v) > 0;
+    return true;
+}
+
+static int refuse_if_set(json_t *obj, const char *key, const char *prefix, hd_error_t *err)
+{
+    if (is_set(json_object_get(obj, key))) {
+        char field[128];
+        snprintf(field, sizeof(field), "%s%s", prefix, key);
+        return unsupported(err, field, NULL);
+    }
+    return 0;
+}
+
+static int get_strv(json_t *arr, const char *field, char ***out, hd_error_t *err)
+{
+    if (arr == NULL || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return hd_error_set(err, 0, "%s: not an array", field);
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v) {
+        if (!json_is_string(v))
+            return hd_error_set(err, 0, "%s[%zu]: not a string", field, i);
+        hd_strv_push(out, json_string_value(v));
+    }
+    if (*out == NULL)
+        *out = hd_xcalloc(1, sizeof(char *));
+    return 0;
+}
+
+static bool lsm_enabled(const char *name)
+{
+    if (strcmp(name, "apparmor") == 0) {
+        cleanup_free char *text = NULL;
+        hd_error_t ignored = NULL;
+        bool on = hd_read_file("/sys/module/apparmor/parameters/enabled", &text, NULL, &ignored) == 0 &&
+                  text[0] == 'Y';
+        hd_error_free(&ignored);
+        return on;
+    }
+    return access("/sys/fs/selinux/enforce", F_OK) == 0;
+}
+
+/* ---- process ---- */
+
+static const struct {
+    const char *name;
+    int resource;
+} rlimit_names[] = {
+    {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_CORE", RLIMIT_CORE},     {"RLIMIT_CPU", RLIMIT_CPU},
+    {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_FSIZE", RLIMIT_FSIZE},   {"RLIMIT_LOCKS", RLIMIT_LOCKS},
+    {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},
+    {"RLIMIT_NOFILE", RLIMIT_NOFILE},   {"RLIMIT_NPROC", RLIMIT_NPROC},   {"RLIMIT_RSS", RLIMIT_RSS},
+    {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME}, {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+    {"RLIMIT_STACK", RLIMIT_STACK},
+};
+
+static int parse_rlimits(json_t *arr, struct oci_config *cfg, hd_error_t *err)
+{
+    if (arr == NULL || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return hd_error_set(err, 0, "process.rlimits: not an array");
+    cfg->rlimits = hd_xcalloc(json_array_size(arr) + 1, sizeof(*cfg->rlimits));
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r) {
+        json_t *type = json_object_get(r, "type");
+        json_t *soft = json_object_get(r, "soft");
+        json_t *hard = json_object_get(r, "hard");
+        if (!json_is_string(type) || !json_is_integer(soft) || !json_is_integer(hard))
+            return hd_error_set(err, 0, "process.rlimits[%zu]: needs type (string), soft and hard (numbers)", i);
+        int resource = -1;
+        for (size_t k = 0; k < ARRAY_SIZE(rlimit_names); k++)
+            if (strcmp(rlimit_names[k].name, json_string_value(type)) == 0)
+                resource = rlimit_names[k].resource;
+        if (resource < 0)
+            return hd_error_set(err, 0, "process.rlimits[%zu].type: \"%s\" is not a known rlimit", i,
+                                json_string_value(type));
+        struct oci_rlimit *l = &cfg->rlimits[cfg->n_rlimits++];
+        l->resource = resource;
+        l->name = hd_xasprintf("process.rlimits[%zu] (%s)", i, json_string_value(type));
+        l->limit.rlim_cur = (rlim_t)json_integer_value(soft);
+        l->limit.rlim_max = (rlim_t)json_integer_value(hard);
+    }
+    return 0;
+}
+
+static const char *const cap_sets[] = {"bounding", "effective", "permitted", "inheritable", "ambient"};
+
+static uint64_t cap_mask(char **names)
+{
+    uint64_t m = 0;
+    for (size_t i = 0; names && names[i]; i++)
+        m |= 1ULL << hd_cap_parse(names[i]);
+    return m;
+}
+
+static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
+    /* runc grants nothing without a capabilities object; hedge's one set serves bounding,
+     * effective and permitted, so those must agree; inheritable and ambient stay empty. */
+    hd_strv_push(&spec->security.cap_drop, "ALL");
+    if (caps == NULL || json_is_null(caps))
+        return 0;
+    if (!json_is_object(caps))
+        return hd_error_set(err, 0, "process.capabilities: not an object");
+    char **sets[ARRAY_SIZE(cap_sets)] = {0};
+    int rc = 0;
+    for (size_t s = 0; s < ARRAY_SIZE(cap_sets) && rc == 0; s++) {
+        char field[64];
+        snprintf(field, sizeof(field), "process.capabilities.%s", cap_sets[s]);
+        rc = get_strv(json_object_get(caps, cap_sets[s]), field, &sets[s], err);
+        for (size_t i = 0; rc == 0 && sets[s] && sets[s][i]; i++)
+            if (hd_cap_parse(sets[s][i]) < 0)
+                rc = hd_error_set(err, 0, "%s[%zu]: \"%s\" is not a capability hedge knows", field, i, sets[s][i]);
+    }
+    /* the set: bounding, else effective, else permitted */
+    char **set = sets[0] ? sets[0] : sets[1] ? sets[1] : sets[2];
+    for (size_t s = 0; s < 3 && rc == 0; s++) {
+        if (sets[s] == NULL || sets[s] == set)
+            continue;
+        uint64_t a = 0, b = 0;
+        for (size_t i = 0; sets[s][i]; i++)
+            a |= 1ULL << hd_cap_parse(sets[s][i]);
+        for (size_t i = 0; set && set[i]; i++)
+            b |= 1ULL << hd_cap_parse(set[i]);
+        if (a != b)
+            rc = hd_error_set(err, 0,
+                              "process.capabilities.%s: differs from the other sets; hedge gives one set as "
+                              "bounding, effective and permitted (not supported yet)",
+                              cap_sets[s]);
+    }
+    /* inheritable and ambient: within the set, and (for now) only for root, whose permitted set holds them */
+    uint64_t main_set = cap_mask(set);
+    for (size_t s = 3; s < 5 && rc == 0; s++) {
+        uint64_t m = cap_mask(sets[s]);
+        if (m == 0)
+            continue;
+        if ((m & ~main_set) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.%s: holds capabilities the bounding set does not",
+                              cap_sets[s]);
+        else if (spec->user && strncmp(spec->user, "0:", 2) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user",
+                              cap_sets[s]);
+        else if (s == 4 && (m & ~cap_mask(sets[3])) != 0)
+            rc = hd_error_set(err, 0, "process.capabilities.ambient: every ambient capability must be inheritable");
+        else if (s == 3)
+            cfg->caps_inheritable = m;
+        else
+            cfg->caps_ambient = m;
+    }
+    for (size_t i = 0; rc == 0 && set && set[i]; i++)
+        hd_strv_push(&spec->security.cap_add, set[i]);
+    for (size_t s = 0; s < ARRAY_SIZE(cap_sets); s++)
+        hd_strv_free(sets[s]);
+    return rc;
+}
+
+static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
+    if (user == NULL || json_is_null(user))
+        return 0;
+    if (!json_is_object(user))
+        return hd_error_set(err, 0, "process.user: not an object");
+    json_t *uid = json_object_get(user, "uid"), *gid = json_object_get(user, "gid");
+    if ((uid && !json_is_integer(uid)) || (gid && !json_is_integer(gid)))
+        return hd_error_set(err, 0, "process.user: uid and gid must be numbers");
+    long long u = uid ? json_integer_value(uid) : 0, g = gid ? json_integer_value(gid) : 0;
+    if (u < 0 || g < 0 || u > UINT32_MAX || g > UINT32_MAX)
+        return hd_error_set(err, 0, "process.user: uid/gid out of range");
+    spec->user = hd_xasprintf("%lld:%lld", u, g);
+    json_t *umask = json_object_get(user, "umask");
+    if (umask && !json_is_null(umask)) {
+        if (!json_is_integer(umask) || json_integer_value(umask) < 0 || json_integer_value(umask) > 0777)
+            return hd_error_set(err, 0, "process.user.umask: must be a number from 0 to 0777 (511)");
+        cfg->umask = (int)json_integer_value(umask);
+    }
+    json_t *groups = json_object_get(user, "additionalGids");
+    size_t i;
+    json_t *v;
+    json_array_foreach(groups, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) != g)
+            return unsupported(err, "process.user.additionalGids",
+                               "supplementary groups are not supported yet (only the primary gid)");
+    }
+    return refuse_if_set(user, "username", "process.user.", err);
+}
+
+static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
+    if (!json_is_object(proc))
+        return hd_error_set(err, 0, "process: missing or not an object");
+    if (json_is_true(json_object_get(proc, "terminal")))
+        return unsupported(err, "process.terminal", "a terminal (console socket) is not supported yet");
+    if (refuse_if_set(proc, "commandLine", "process.", err) < 0 ||
+        refuse_if_set(proc, "ioPriority", "process.", err) < 0 ||
+        refuse_if_set(proc, "scheduler", "process.", err) < 0 ||
+        refuse_if_set(proc, "execCPUAffinity", "process.", err) < 0)
+        return -1;
+    if (get_strv(json_object_get(proc, "args"), "process.args", &spec->command, err) < 0)
+        return -1;
+    if (spec->command == NULL || spec->command[0] == NULL)
+        return hd_error_set(err, 0, "process.args: at least one argument is required");
+    if (get_strv(json_object_get(proc, "env"), "process.env", &spec->env, err) < 0)
+        return -1;
+    json_t *cwd = json_object_get(proc, "cwd");
+    if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/')
+        return hd_error_set(err, 0, "process.cwd: must be an absolute path");
+    spec->workdir = hd_xstrdup(json_string_value(cwd));
+    if (parse_user(json_object_get(proc, "user"), cfg, err) < 0 ||
+        parse_capabilities(json_object_get(proc, "capabilities"), cfg, err) < 0 ||
+        parse_rlimits(json_object_get(proc, "rlimits"), cfg, err) < 0)
+        return -1;
+    spec->security.no_new_privs = json_is_true(json_object_get(proc, "noNewPrivileges"));
+    json_t *oom = json_object_get(proc, "oomScoreAdj");
+    if (oom && !json_is_null(oom)) {
+        if (!json_is_integer(oom) || json_integer_value(oom) < -1000 || json_integer_value(oom) > 1000)
+            return hd_error_set(err, 0, "process.oomScoreAdj: must be a number from -1000 to 1000");
+        cfg->have_oom_score_adj = true;
+        cfg->oom_score_adj = (int)json_integer_value(oom);
+    }
+    /* as runc: a profile or label is an error only where that LSM is active */
+    if (is_set(json_object_get(proc, "apparmorProfile")) && lsm_enabled("apparmor"))
+        return unsupported(err, "process.apparmorProfile", "AppArmor profiles are not supported yet");
+    if (is_set(json_object_get(proc, "selinuxLabel")) && lsm_enabled("selinux"))
+        return unsupported(err, "process.selinuxLabel", "SELinux labels are not supported yet");
+    return 0;
+}
+
+/* ---- mounts ---- */
+
+struct mount_option {
+    const char *name;
+    unsigned long set;      /* MS_* for new filesystems */
+    unsigned attr;          /* MOUNT_ATTR_* for binds */
+};
+
+static const struct mount_option flag_options[] = {
+    {"ro", MS_RDONLY, MOUNT_ATTR_RDONLY},      {"nosuid", MS_NOSUID, MOUNT_ATTR_NOSUID},
+    {"nodev", MS_NODEV, MOUNT_ATTR_NODEV},     {"noexec", MS_NOEXEC, MOUNT_ATTR_NOEXEC},
+    {"noatime", MS_NOATIME, MOUNT_ATTR_NOATIME}, {"nodiratime", MS_NODIRATIME, MOUNT_ATTR_NODIRATIME},
+    {"strictatime", MS_STRICTATIME, MOUNT_ATTR_STRICTATIME}, {"relatime", MS_RELATIME, 0},
+    {"rw", 0, 0}, {"suid", 0, 0}, {"dev", 0, 0}, {"exec", 0, 0}, {"atime", 0, 0},
+    /* every mount of the container is private already (rootfs.c) */
+    {"private", 0, 0}, {"rprivate", 0, 0}, {"bind", 0, 0}, {"rbind", 0, 0},
+};
+
+/* Mounts the runtime makes itself (rootfs.c): accepted at exactly these places. */
+static const struct {
+    const char *type;
+    const char *target;
+} runtime_mounts[] = {
+    {"proc", "/proc"}, {"tmpfs", "/dev"}, {"devpts", "/dev/pts"}, {"mqueue", "/dev/mqueue"},
+    {"tmpfs", "/dev/shm"}, {"sysfs", "/sys"},
+};
+
+static bool is_new_fs_type(const char *type)
+{
+    static const char *const types[] = {"tmpfs", "proc", "sysfs", "mqueue", "devpts"};
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++)
+        if (strcmp(type, types[i]) == 0)
+            return true;
+    return false;
+}
+
+static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *dest = json_object_get(m, "destination");
+    if (!json_is_string(dest) || json_string_value(dest)[0] != '/')
+        return hd_error_set(err, 0, "mounts[%zu].destination: must be an absolute path", i);
+    const char *target = json_string_value(dest);
+    json_t *type_j = json_object_get(m, "type");
+    json_t *source_j = json_object_get(m, "source");
+    const char *type = json_is_string(type_j) ? json_string_value(type_j) : "";
+    const char *source = json_is_string(source_j) ? json_string_value(source_j) : "";
+    if (is_set(json_object_get(m, "uidMappings")) || is_set(json_object_get(m, "gidMappings")))
+        return hd_error_set(err, 0, "mounts[%zu].uidMappings: idmapped mounts are not supported yet", i);
+    cleanup_strv char **options = NULL;
+    char field[64];
+    snprintf(field, sizeof(field), "mounts[%zu].options", i);
+    if (get_strv(json_object_get(m, "options"), field, &options, err) < 0)
+        return -1;
+    bool bind = strcmp(type, "bind") == 0 || strcmp(type, "rbind") == 0;
+    unsigned long flags = 0;
+    unsigned attr = 0;
+    cleanup_free char *data = NULL;
+    for (size_t k = 0; options && options[k]; k++) {
+        const char *o = options[k];
+        if (strcmp(o, "bind") == 0 || strcmp(o, "rbind") == 0)
+            bind = true;
+        bool known = false;
+        for (size_t f = 0; f < ARRAY_SIZE(flag_options); f++) {
+            if (strcmp(flag_options[f].name, o) == 0) {
+                flags |= flag_options[f].set;
+                attr |= flag_options[f].attr;
+                known = true;
+            }
+        }
+        if (known)
+            continue;
+        if (!bind && strchr(o, '=') == NULL && strcmp(o, "newinstance") != 0)
+            return hd_error_set(err, 0, "mounts[%zu].options[%zu]: \"%s\" is not supported yet", i, k, o);
+        if (bind || strncmp(o, "tmpcopyup", 9) == 0)
+            return hd_error_set(err, 0, "mounts[%zu].options[%zu]: \"%s\" is not supported yet", i, k, o);
+        /* filesystem data such as size=65536k, mode=755 */
+        char *joined = data ? hd_xasprintf("%s,%s", data, o) : hd_xstrdup(o);
+        free(data);
+        data = joined;
+    }
+    if (bind) {
+        if (strcmp(source, "") == 0)
+            return hd_error_set(err, 0, "mounts[%zu].source: a bind mount needs a source", i);
+        cleanup_free char *abs = source[0] == '/' ? hd_xstrdup(source) : hd_xasprintf("%s/%s", cfg->bundle, source);
+        struct hd_spec *spec = cfg->spec;
+        spec->mounts = hd_xrealloc(spec->mounts, (size_t)(spec->n_mounts + 1) * sizeof(*spec->mounts));
+        spec->mounts[spec->n_mounts++] = (struct hd_mount){
+            .source = get_and_reset(&abs), .target = hd_xstrdup(target), .readonly = (attr & MOUNT_ATTR_RDONLY) != 0};
+        attr &= ~(unsigned)MOUNT_ATTR_RDONLY; /* the runtime binds it read-only (recursively) */
+        if (attr == 0)
+            return 0;
+        cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
+        cfg->mounts[cfg->n_mounts++] = (struct oci_mount){
+            .kind = OCI_MOUNT_ATTR, .type = hd_xstrdup("bind"), .target = hd_xstrdup(target), .attr = attr};
+        return 0;
+    }
+    for (size_t r = 0; r < ARRAY_SIZE(runtime_mounts); r++) {
+        if (strcmp(runtime_mounts[r].type, type) != 0 || strcmp(runtime_mounts[r].target, target) != 0)
+            continue;
+        if (strcmp(type, "sysfs") == 0 && !(flags & MS_RDONLY))
+            return hd_error_set(err, 0, "mounts[%zu]: sysfs at /sys is always read-only in hedge; add \"ro\"", i);
+        return 0; /* the runtime's own, with its own options (docs/oci.md lists them) */
+    }
+    if (strcmp(type, "cgroup") == 0 || strcmp(type, "cgroup2") == 0) {
+        cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
+        cfg->mounts[cfg->n_mounts++] = (struct oci_mount){
+            .kind = OCI_MOUNT_CGROUP, .type = hd_xstrdup(type), .target = hd_xstrdup(target), .flags = flags};
+        return 0;
+    }
+    if (!is_new_fs_type(type))
+        return hd_error_set(err, 0, "mounts[%zu].type: \"%s\" is not supported yet", i, type);
+    if (strcmp(target, "/") == 0 || strncmp(target, "/proc", 5) == 0 || strcmp(target, "/sys") == 0)
+        return hd_error_set(err, 0, "mounts[%zu].destination: %s over %s is not supported yet", i, type, target);
+    cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
+    cfg->mounts[cfg->n_mounts++] = (struct oci_mount){
+        .kind = OCI_MOUNT_FS, .type = hd_xstrdup(type), .source = hd_xstrdup(*source ? source : type),
+        .target = hd_xstrdup(target), .flags = flags, .data = get_and_reset(&data)};
+    return 0;
+}
+
+/* ---- linux ---- */
+
+static const char *const namespace_types[] = {"pid", "mount", "ipc", "uts", "network", "cgroup", "user", "time"};
+
+static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
+{
+    bool have[ARRAY_SIZE(namespace_types)] = {0};
+    size_t i;
+    json_t *ns;
+    json_array_foreach(arr, i, ns) {
+        json_t *type = json_object_get(ns, "type");
+        size_t t = 0;
+        while (t < ARRAY_SIZE(namespace_types) && !(json_is_string(type) &&
+                                                   strcmp(json_string_value(type), namespace_types[t]) == 0))
+            t++;
+        if (t == ARRAY_SIZE(namespace_types))
+            return hd_error_set(err, 0, "linux.namespaces[%zu].type: not a namespace type", i);
+        if (is_set(json_object_get(ns, "path")))
+            return hd_error_set(err, 0, "linux.namespaces[%zu].path: joining an existing %s namespace is not "
+                                        "supported yet", i, namespace_types[t]);
+        if (strcmp(namespace_types[t], "user") == 0 || strcmp(namespace_types[t], "time") == 0)
+            return hd_error_set(err, 0, "linux.namespaces[%zu]: a new %s namespace is not supported yet", i,
+                                namespace_types[t]);
+        have[t] = true;
+    }
+    /* hedge's container always has its own pid, mount, ipc and uts namespaces (and cgroup,
+     * which only hides more); the network namespace is its own unless the config shares the host's */
+    for (size_t t = 0; t < 4; t++)
+        if (!have[t])
+            return hd_error_set(err, 0, "linux.namespaces: sharing the host's %s namespace is not supported yet "
+                                        "(hedge always gives the container its own)", namespace_types[t]);
+    spec->network = have[4] ? HD_NET_NONE : HD_NET_HOST;
+    return 0;
+}
+
+/* resources.devices as v1 devices.allow/deny lines ("allow c 1:3 rwm"); devices.c writes them. */
+static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *err)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(arr, i, r) {
+        json_t *type = json_object_get(r, "type"), *major = json_object_get(r, "major");
+        json_t *minor = json_object_get(r, "minor"), *access_j = json_object_get(r, "access");
+        const char *t = json_is_string(type) ? json_string_value(type) : "a";
+        const char *access = json_is_string(access_j) ? json_string_value(access_j) : "rwm";
+        if (strcmp(t, "a") != 0 && strcmp(t, "b") != 0 && strcmp(t, "c") != 0)
+            return hd_error_set(err, 0, "linux.resources.devices[%zu].type: \"%s\" is not a, b or c", i, t);
+        if (strspn(access, "rwm") != strlen(access) || !*access)
+            return hd_error_set(err, 0, "linux.resources.devices[%zu].access: \"%s\" is not made of r, w, m", i,
+                                access);
+        char maj[24] = "*", min[24] = "*";
+        if (json_is_integer(major) && json_integer_value(major) >= 0)
+            snprintf(maj, sizeof(maj), "%lld", (long long)json_integer_value(major));
+        if (json_is_integer(minor) && json_integer_value(minor) >= 0)
+            snprintf(min, sizeof(min), "%lld", (long long)json_integer_value(minor));
+        cleanup_free char *line = hd_xasprintf("%s %s %s:%s %s", json_is_true(json_object_get(r, "allow")) ?
+                                               "allow" : "deny", t, maj, min, access);
+        hd_strv_push(&cfg->device_rules, line);
+    }
+    return 0;
+}
+
+static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
+    if (res == NULL || json_is_null(res))
+        return 0;
+    static const char *const refused[] = {"blockIO", "hugepageLimits", "network", "rdma", "unified"};
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (refuse_if_set(res, refused[i], "linux.resources.", err) < 0)
+            return -1;
+    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0)
+        return -1;
+    json_t *mem = json_object_get(res, "memory");
+    if (json_is_object(mem)) {
+        static const char *const mem_refused[] = {"reservation", "kernel", "kernelTCP", "swappiness",
+                                                  "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"};
+        for (size_t i = 0; i < ARRAY_SIZE(mem_refused); i++)
+            if (refuse_if_set(mem, mem_refused[i], "linux.resources.memory.", err) < 0)
+                return -1;
+        json_t *limit = json_object_get(mem, "limit"), *swap = json_object_get(mem, "swap");
+        if (json_is_integer(limit) && json_integer_value(limit) > 0) {
+            spec->resources.memory = json_integer_value(limit);
+            /* as runc: swap unset means no swap limit */
+            spec->resources.memory_swap = -1;
+            if (json_is_integer(swap) && json_integer_value(swap) > 0) {
+                if (json_integer_value(swap) < spec->resources.memory)
+                    return hd_error_set(err, 0, "linux.resources.memory.swap: must be at least memory.limit");
+                spec->resources.memory_swap = json_integer_value(swap);
+            }
+        } else if (json_is_integer(swap) && json_integer_value(swap) > 0) {
+            return unsupported(err, "linux.resources.memory.swap", "a swap limit needs memory.limit");
+        }
+    }
+    json_t *cpu = json_object_get(res, "cpu");
+    if (json_is_object(cpu)) {
+        static const char *const cpu_refused[] = {"realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle",
+                                                  "burst"};
+        for (size_t i = 0; i < ARRAY_SIZE(cpu_refused); i++)
+            if (refuse_if_set(cpu, cpu_refused[i], "linux.resources.cpu.", err) < 0)
+                return -1;
+        json_t *shares = json_object_get(cpu, "shares");
+        if (json_is_integer(shares) && json_integer_value(shares) > 0) {
+            long long s = json_integer_value(shares);
+            if (s < 2 || s > 262144)
+                return hd_error_set(err, 0, "linux.resources.cpu.shares: must be 2..262144");
+            /* crun's shares → weight; the cgroup backend maps the weight back on v1 (rounded) */
+            spec->resources.cpu_weight = 1 + ((s - 2) * 9999) / 262142;
+        }
+        json_t *quota = json_object_get(cpu, "quota"), *period = json_object_get(cpu, "period");
+        long long p = json_is_integer(period) && json_integer_value(period) > 0 ? json_integer_value(period) : 100000;
+        if (p != 100000)
+            return unsupported(err, "linux.resources.cpu.period", "only 100000 (the default) is supported yet");
+        if (json_is_integer(quota) && json_integer_value(quota) > 0)
+            spec->resources.cpus = (double)json_integer_value(quota) / (double)p;
+    }
+    json_t *pids = json_object_get(res, "pids");
+    if (json_is_object(pids)) {
+        json_t *limit = json_object_get(pids, "limit");
+        if (json_is_integer(limit) && json_integer_value(limit) > 0)
+            spec->resources.pids = json_integer_value(limit);
+    }
+    return 0;
+}
+
+static int parse_cgroups_path(json_t *path_j, struct oci_config *cfg, hd_error_t *err)
+{
+    if (!is_set(path_j))
+        return 0;
+    if (!json_is_string(path_j))
+        return hd_error_set(err, 0, "linux.cgroupsPath: not a string");
+    const char *path = json_string_value(path_j);
+    if (strchr(path, ':'))
+        return unsupported(err, "linux.cgroupsPath",
+                           "systemd \"slice:prefix:name\" paths are not supported yet; use a cgroupfs path");
+    while (*path == '/')
+        path++;
+    const char *slash = strrchr(path, '/');
+    if (*path == '\0' || slash == path || (slash && slash[1] == '\0'))
+        return hd_error_set(err, 0, "linux.cgroupsPath: \"%s\": not a cgroup path (\"/parent/name\" or \"/name\")",
+                            json_string_value(path_j));
+    /* "/name": at the top of each hierarchy (the cgroup module's parent "/") */
+    cfg->cgroup_parent = slash ? hd_xasprintf("%.*s", (int)(slash - path), path) : hd_xstrdup("/");
+    cfg->cgroup_name = hd_xstrdup(slash ? slash + 1 : path);
+    if (strstr(cfg->cgroup_parent, "..") || strcmp(cfg->cgroup_name, "..") == 0)
+        return hd_error_set(err, 0, "linux.cgroupsPath: \"..\" is not allowed");
+    return 0;
+}
+
+static bool sysctl_namespaced(const char *key, bool own_network)
+{
+    static const char *const ipc[] = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                                      "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"};
+    for (size_t i = 0; i < ARRAY_SIZE(ipc); i++)
+        if (strcmp(key, ipc[i]) == 0)
+            return true;
+    if (strncmp(key, "fs.mqueue.", 10) == 0)
+        return true;
+    return own_network && strncmp(key, "net.", 4) == 0;
+}
+
+static int parse_seccomp(json_t *sc, struct oci_config *cfg, hd_error_t *err)
+{
+    if (!is_set(sc))
+        return 0;
+    if (refuse_if_set(sc, "flags", "linux.seccomp.", err) < 0 ||
+        refuse_if_set(sc, "listenerPath", "linux.seccomp.", err) < 0 ||
+        refuse_if_set(sc, "listenerMetadata", "linux.seccomp.", err) < 0)
+        return -1;
+    size_t i;
+    json_t *arch;
+    json_array_foreach(json_object_get(sc, "architectures"), i, arch) {
+        const char *a = json_is_string(arch) ? json_string_value(arch) : "";
+        if (strcmp(a, "SCMP_ARCH_X86_64") != 0 && strcmp(a, "SCMP_ARCH_X86") != 0 && strcmp(a, "SCMP_ARCH_X32") != 0)
+            return hd_error_set(err, 0, "linux.seccomp.architectures[%zu]: \"%s\" is not supported yet "
+                                        "(the filter covers x86_64 and i386; x32 is refused)", i, a);
+    }
+    cfg->seccomp_json = json_dumps(sc, JSON_COMPACT);
+    return 0;
+}
+
+static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
+{
+    if (!json_is_object(lx))
+        return hd_error_set(err, 0, "linux: missing or not an object");
+    static const char *const refused[] = {"uidMappings", "gidMappings", "devices", "intelRdt", "personality",
+                                          "timeOffsets", "memoryPolicy", "netDevices"};
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
+            return -1;
+    json_t *prop = json_object_get(lx, "rootfsPropagation");
+    if (is_set(prop) && (!json_is_string(prop) || (strcmp(json_string_value(prop), "private") != 0 &&
+                                                    strcmp(json_string_value(prop), "rprivate") != 0)))
+        return unsupported(err, "linux.rootfsPropagation", "only private/rprivate is supported yet");
+    if (is_set(json_object_get(lx, "mountLabel")) && lsm_enabled("selinux"))
+        return unsupported(err, "linux.mountLabel", "SELinux labels are not supported yet");
+    if (parse_namespaces(json_object_get(lx, "namespaces"), cfg->spec, err) < 0 ||
+        parse_resources(json_object_get(lx, "resources"), cfg, err) < 0 ||
+        parse_cgroups_path(json_object_get(lx, "cgroupsPath"), cfg, err) < 0 ||
+        parse_seccomp(json_object_get(lx, "seccomp"), cfg, err) < 0 ||
+        get_strv(json_object_get(lx, "maskedPaths"), "linux.maskedPaths", &cfg->masked_paths, err) < 0 ||
+        get_strv(json_object_get(lx, "readonlyPaths"), "linux.readonlyPaths", &cfg->readonly_paths, err) < 0)
+        return -1;
+    json_t *sysctl = json_object_get(lx, "sysctl");
+    if (is_set(sysctl)) {
+        if (!json_is_object(sysctl))
+            return hd_error_set(err, 0, "linux.sysctl: not an object");
+        cfg->sysctls = hd_xcalloc(json_object_size(sysctl), sizeof(*cfg->sysctls));
+        const char *key;
+        json_t *value;
+        json_object_foreach(sysctl, key, value) {
+            if (!json_is_string(value))
+                return hd_error_set(err, 0, "linux.sysctl.%s: not a string", key);
+            if (!sysctl_namespaced(key, cfg->spec->network != HD_NET_HOST) || strstr(key, ".."))
+                return hd_error_set(err, 0, "linux.sysctl.%s: not a sysctl of the container's own namespaces", key);
+            cfg->sysctls[cfg->n_sysctls].key = hd_xstrdup(key);
+            cfg->sysctls[cfg->n_sysctls++].value = hd_xstrdup(json_string_value(value));
+        }
+    }
+    return 0;
+}
+
+static int parse_hooks(json_t *hooks, hd_error_t *err)
+{
+    if (!is_set(hooks))
+        return 0;
+    const char *key;
+    json_t *list;
+    json_object_foreach(hooks, key, list) {
+        if (is_set(list))
+            return hd_error_set(err, 0, "hooks.%s: hooks are not supported yet", key);
+    }
+    return 0;
+}
+
+int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err)
+{
+    char resolved[PATH_MAX];
+    if (realpath(bundle, resolved) == NULL)
+        return hd_error_sys(err, "bundle %s", bundle);
+    cleanup_free char *path = hd_xasprintf("%s/config.json", resolved);
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    if (hd_read_file(path, &text, &len, err) < 0)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return hd_error_set(err, 0, "%s: line %d: %s", path, jerr.line, root ? "not an object" : jerr.text);
+    }
+    struct oci_config *cfg = hd_xcalloc(1, sizeof(*cfg));
+    cfg->spec = hd_spec_new();
+    cfg->spec->isolation = HD_ISOLATION_CONTAINER;
+    cfg->spec->isolation_set = true;
+    cfg->spec->security.seccomp = hd_xstrdup("unconfined");
+    cfg->bundle = hd_xstrdup(resolved);
+    cfg->umask = -1;
+    int rc = -1;
+    json_t *ver = json_object_get(root, "ociVersion");
+    if (!json_is_string(ver) || strncmp(json_string_value(ver), "1.", 2) != 0) {
+        hd_error_set(err, 0, "ociVersion: \"%s\" is not a 1.x version", json_is_string(ver) ? json_string_value(ver) : "");
+        goto out;
+    }
+    json_t *rootobj = json_object_get(root, "root");
+    json_t *rootpath = json_object_get(rootobj, "path");
+    if (!json_is_string(rootpath) || json_string_length(rootpath) == 0) {
+        hd_error_set(err, 0, "root.path: missing");
+        goto out;
+    }
+    const char *rp = json_string_value(rootpath);
+    cfg->rootfs = rp[0] == '/' ? hd_xstrdup(rp) : hd_xasprintf("%s/%s", resolved, rp);
+    struct stat st;
+    if (stat(cfg->rootfs, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        hd_error_set(err, errno, "root.path: %s is not a directory", cfg->rootfs);
+        goto out;
+    }
+    cfg->spec->rootfs = hd_xstrdup(cfg->rootfs);
+    cfg->spec->readonly_rootfs = json_is_true(json_object_get(rootobj, "readonly"));
+    json_t *hostname = json_object_get(root, "hostname");
+    if (is_set(hostname))
+        cfg->spec->hostname = hd_xstrdup(json_string_value(hostname));
+    else if (strlen(id) <= 63 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
+                                     strlen(id))
+        cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
+    if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
+        refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
+        refuse_if_set(root, "zos", "", err) < 0 || parse_hooks(json_object_get(root, "hooks"), err) < 0)
+        goto out;
+    if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
+        parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
+        goto out;
+    json_t *mounts = json_object_get(root, "mounts");
+    size_t i;
+    json_t *m;
+    json_array_foreach(mounts, i, m) {
+        if (parse_mount(m, i, cfg, err) < 0)
+            goto out;
+    }
+    json_t *ann = json_object_get(root, "annotations");
+    if (json_is_object(ann))
+        cfg->annotations_json = json_dumps(ann, JSON_COMPACT);
+    if (hd_spec_validate(cfg->spec, err) < 0) {
+        hd_error_prefix(err, "config.json (as a hedge spec)");
+        goto out;
+    }
+    *out = get_and_reset(&cfg);
+    rc = 0;
+out:
+    oci_config_free(cfg);
+    json_decref(root);
+    return rc;
+}
+
+/* ---- inside the container: the container_setup hook ---- */
+
+static int mkdir_p_inside(const char *path, hd_error_t *err)
+{
+    return hd_mkdir_p(path, 0755, err);
+}
+
+/* The container's cgroup hierarchies, as /proc/self/cgroup lists them, under target. */
+static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
+{
+    cleanup_free char *text = NULL;
+    if (hd_read_file("/proc/self/cgroup", &text, NULL, err) < 0)
+        return -1;
+    unsigned long base = MS_NOSUID | MS_NODEV | MS_NOEXEC | (m->flags & MS_RDONLY);
+    bool only_v2 = strncmp(text, "0::", 3) == 0 && strchr(text, '\n') == text + strlen(text) - 1;
+    if (mkdir_p_inside(m->target, err) < 0)
+        return -1;
+    if (only_v2) {
+        if (mount("cgroup2", m->target, "cgroup2", base, NULL) < 0)
+            return hd_error_sys(err, "mount cgroup2 on %s", m->target);
+        return 0;
+    }
+    if (mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+        return hd_error_sys(err, "mount tmpfs on %s", m->target);
+    for (char *line = text; line && *line;) {
+        char *next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        /* "ID:CONTROLLERS:PATH" */
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2) {
+            *c2 = '\0';
+            const char *ctrls = c1 + 1;
+            const char *name = *ctrls == '\0' ? "unified" : strncmp(ctrls, "name=", 5) == 0 ? ctrls + 5 : ctrls;
+            cleanup_free char *dir = hd_xasprintf("%s/%s", m->target, name);
+            if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return hd_error_sys(err, "mkdir %s", dir);
+            cleanup_free char *opts = strncmp(ctrls, "name=", 5) == 0 ? hd_xasprintf("none,%s", ctrls)
+                                                                      : hd_xstrdup(ctrls);
+            int r = *ctrls == '\0' ? mount("cgroup2", dir, "cgroup2", base, NULL)
+                                   : mount("cgroup", dir, "cgroup", base, opts);
+            if (r < 0)
+                return hd_error_sys(err, "mount cgroup %s on %s", ctrls, dir);
+            /* runc's links: cpu and cpuacct for "cpu,cpuacct" */
+            if (strchr(name, ',')) {
+                cleanup_free char *copy = hd_xstrdup(name);
+                char *save = NULL;
+                for (char *part = strtok_r(copy, ",", &save); part; part = strtok_r(NULL, ",", &save)) {
+                    cleanup_free char *link = hd_xasprintf("%s/%s", m->target, part);
+                    if (symlink(name, link) < 0 && errno != EEXIST)
+                        return hd_error_sys(err, "symlink %s", link);
+                }
+            }
+        }
+        line = next;
+    }
+    if ((m->flags & MS_RDONLY) &&
+        mount(NULL, m->target, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
+        return hd_error_sys(err, "remount %s read-only", m->target);
+    return 0;
+}
+
+static int setup_mount(const struct oci_mount *m, int index, hd_error_t *err)
+{
+    (void)index;
+    switch (m->kind) {
+    case OCI_MOUNT_ATTR: {
+        struct mount_attr a = {.attr_set = m->attr};
+        if (syscall(SYS_mount_setattr, AT_FDCWD, m->target, AT_RECURSIVE, &a, sizeof(a)) < 0)
+            return hd_error_sys(err, "mounts: set nosuid/nodev/noexec on %s", m->target);
+        return 0;
+    }
+    case OCI_MOUNT_CGROUP:
+        return mount_cgroups(m, err);
+    case OCI_MOUNT_FS:
+        if (mkdir_p_inside(m->target, err) < 0)
+            return -1;
+        if (mount(m->source, m->target, m->type, m->flags, m->data) < 0)
+            return hd_error_sys(err, "mounts: mount %s on %s", m->type, m->target);
+        return 0;
+    }
+    return 0;
+}
+
+static int mask_path(const char *path, hd_error_t *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0)
+        return 0; /* as runc: a path that does not exist needs no mask */
+    if (S_ISDIR(st.st_mode)) {
+        if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0") < 0)
+            return hd_error_sys(err, "linux.maskedPaths: %s", path);
+    } else if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0) {
+        return hd_error_sys(err, "linux.maskedPaths: %s", path);
+    }
+    return 0;
+}
+
+static int readonly_path(const char *path, hd_error_t *err)
+{
+    if (access(path, F_OK) < 0)
+        return 0;
+    if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return hd_error_sys(err, "linux.readonlyPaths: %s", path);
+    struct mount_attr ro = {.attr_set = MOUNT_ATTR_RDONLY};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, path, AT_RECURSIVE, &ro, sizeof(ro)) < 0)
+        return hd_error_sys(err, "linux.readonlyPaths: %s", path);
+    return 0;
+}
+
+/* Write the sysctls through a private, detached proc (the container's /proc/sys is read-only). */
+static int write_sysctls(const struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->n_sysctls == 0)
+        return 0;
+    cleanup_close int fs = (int)syscall(SYS_fsopen, "proc", FSOPEN_CLOEXEC);
+    if (fs < 0 || syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return hd_error_sys(err, "linux.sysctl: mount a private proc");
+    cleanup_close int proc = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+    if (proc < 0)
+        return hd_error_sys(err, "linux.sysctl: mount a private proc");
+    for (int i = 0; i < cfg->n_sysctls; i++) {
+        cleanup_free char *rel = hd_xasprintf("sys/%s", cfg->sysctls[i].key);
+        for (char *p = rel + 4; *p; p++)
+            if (*p == '.')
+                *p = '/';
+        if (hd_write_file_at(proc, rel, cfg->sysctls[i].value, strlen(cfg->sysctls[i].value), err) < 0)
+            return hd_error_prefix(err, "linux.sysctl.%s", cfg->sysctls[i].key);
+    }
+    return 0;
+}
+
+int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err)
+{
+    (void)w;
+    const struct oci_config *cfg = data;
+    if (phase == HD_SETUP_CGROUPS) {
+        if (cfg->devices_tasks_fd > 0 && write(cfg->devices_tasks_fd, "0", 1) != 1)
+            return hd_error_sys(err, "linux.resources.devices: enter the devices cgroup %s", cfg->devices_dir);
+        return 0;
+    }
+    for (int i = 0; i < cfg->n_mounts; i++)
+        if (setup_mount(&cfg->mounts[i], i, err) < 0)
+            return -1;
+    if (cfg->umask >= 0)
+        umask((mode_t)cfg->umask); /* the runtime set 0022 just before; this one reaches the exec */
+    for (size_t i = 0; cfg->masked_paths && cfg->masked_paths[i]; i++)
+        if (mask_path(cfg->masked_paths[i], err) < 0)
+            return -1;
+    for (size_t i = 0; cfg->readonly_paths && cfg->readonly_paths[i]; i++)
+        if (readonly_path(cfg->readonly_paths[i], err) < 0)
+            return -1;
+    return write_sysctls(cfg, err);
+}

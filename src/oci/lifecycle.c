@@ -1,0 +1,470 @@
+/*
+ * lifecycle.c - the verbs that change a container: create, start, run, kill,
+ * delete.
+ *
+ * create turns the bundle into a hedge spec (config.c), lets the runtime
+ * create the workload (cgroup, run dir, mounts prepared) and start it in the
+ * hold mode of backend.h: the container's first process does all its set-up,
+ * reports ready, and waits in open(2) of <root>/<id>/exec.fifo. create then
+ * writes state.json and the pid file and exits, releasing the workload (its
+ * processes, cgroup and run dir stay; the engine's subreaper - conmon, the
+ * containerd shim - inherits the process and collects its exit status).
+ * start opens the FIFO for reading, which lets the process exec, and removes
+ * the FIFO. delete kills what is left and removes the cgroup, the run dir and
+ * the state dir (state.c). run is create + start, then in the foreground it
+ * forwards signals, waits and deletes.
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "cgroup/cgroup.h"
+#include "runtime/backend.h"
+#include "runtime/run.h"
+
+struct create_flags {
+    const char *bundle;
+    const char *pid_file;
+    const char *console_socket;
+    const char *preserve_fds;
+    bool no_pivot, no_new_keyring, detach, keep, no_subreaper;
+};
+
+static char *now_rfc3339(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char buf[64];
+    size_t n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%09ldZ", ts.tv_nsec);
+    return hd_xstrdup(buf);
+}
+
+static int check_create_flags(const struct create_flags *f, hd_error_t *err)
+{
+    if (f->console_socket && *f->console_socket)
+        return hd_error_set(err, 0, "--console-socket: a terminal (console socket) is not supported yet");
+    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
+        return hd_error_set(err, 0, "--preserve-fds: passing extra file descriptors is not supported yet");
+    /* --no-pivot: hedge always uses pivot_root; --no-new-keyring: hedge never makes a session
+     * keyring (its seccomp filter refuses keyctl), which is what the flag asks for. */
+    return 0;
+}
+
+/* Apply the config's rlimits and oomScoreAdj to ourselves: the container's process inherits them. */
+static int apply_inherited_limits(const struct oci_config *cfg, hd_error_t *err)
+{
+    for (int i = 0; i < cfg->n_rlimits; i++)
+        if (setrlimit(cfg->rlimits[i].resource, &cfg->rlimits[i].limit) < 0)
+            return hd_error_sys(err, "%s: setrlimit %llu:%llu", cfg->rlimits[i].name,
+                                (unsigned long long)cfg->rlimits[i].limit.rlim_cur,
+                                (unsigned long long)cfg->rlimits[i].limit.rlim_max);
+    if (cfg->have_oom_score_adj) {
+        char value[16];
+        snprintf(value, sizeof(value), "%d", cfg->oom_score_adj);
+        if (hd_write_file("/proc/self/oom_score_adj", value, strlen(value), err) < 0)
+            return hd_error_prefix(err, "process.oomScoreAdj");
+    }
+    return 0;
+}
+
+static int write_pid_file(const char *path, pid_t pid, hd_error_t *err)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d", (int)pid);
+    if (hd_write_file_atomic(path, text, strlen(text), err) < 0)
+        return hd_error_prefix(err, "--pid-file");
+    return 0;
+}
+
+/*
+ * Create the container id from the bundle, its process held before exec.
+ * On success *w_out is the started workload and the state is saved.
+ */
+static int create_container(const char *id, const struct create_flags *f, struct hd_workload **w_out,
+                            struct oci_config **cfg_out, hd_error_t *err)
+{
+    if (oci_id_check(id, err) < 0 || check_create_flags(f, err) < 0)
+        return -1;
+    struct oci_config *cfg = NULL;
+    if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
+        return -1;
+    cleanup_free char *dir = oci_state_dir(id);
+    cleanup_free char *fifo_path = oci_fifo_path(id);
+    struct hd_workload *w = NULL;
+    cleanup_close int fifo = -1;
+    bool made_dir = false;
+    if (hd_mkdir_p(oci_globals.root, 0711, err) < 0)
+        goto fail;
+    if (mkdir(dir, 0711) < 0) {
+        if (errno == EEXIST)
+            hd_error_set(err, EEXIST, "container \"%s\" already exists", id);
+        else
+            hd_error_sys(err, "mkdir %s", dir);
+        goto fail;
+    }
+    made_dir = true;
+    if (mkfifo(fifo_path, 0622) < 0 || chmod(fifo_path, 0622) < 0) {
+        hd_error_sys(err, "mkfifo %s", fifo_path);
+        goto fail;
+    }
+    fifo = open(fifo_path, O_PATH | O_CLOEXEC);
+    if (fifo < 0) {
+        hd_error_sys(err, "open %s", fifo_path);
+        goto fail;
+    }
+    if (cfg->seccomp_json) {
+        cleanup_free char *path = hd_xasprintf("%s/seccomp.json", dir);
+        if (hd_write_file(path, cfg->seccomp_json, strlen(cfg->seccomp_json), err) < 0)
+            goto fail;
+        free(cfg->spec->security.seccomp);
+        cfg->spec->security.seccomp = get_and_reset(&path);
+    }
+    oci_use_cgroup_parent(cfg->cgroup_parent);
+    if (apply_inherited_limits(cfg, err) < 0)
+        goto fail;
+    if (cfg->cgroup_name == NULL)
+        cfg->cgroup_name = hd_xstrdup(id);
+    if (oci_devices_create(cfg, err) < 0)
+        goto fail;
+    struct hd_run_options opts = {.cgroup_name = cfg->cgroup_name};
+    if (hd_workload_create(cfg->spec, &opts, &w, err) < 0)
+        goto fail;
+    w->container_setup = oci_container_setup;
+    w->container_setup_data = cfg;
+    w->hold_before_exec = true;
+    w->caps_inheritable = cfg->caps_inheritable;
+    w->caps_ambient = cfg->caps_ambient;
+    w->exec_fifo_fd = fifo;
+    if (hd_workload_start(w, err) < 0)
+        goto fail;
+    const char *parent = getenv("HEDGE_CGROUP_PARENT");
+    cleanup_free char *created = now_rfc3339();
+    struct oci_state st = {
+        .id = (char *)id,
+        .pid = w->pid,
+        .pid_start = hd_proc_start_time(w->pid),
+        .bundle = cfg->bundle,
+        .rootfs = cfg->rootfs,
+        .created = created,
+        .cgroup_parent = (char *)(parent && *parent ? parent : "hedge"),
+        .cgroup_name = (char *)opts.cgroup_name,
+        .run_dir = w->run_dir,
+        .annotations_json = cfg->annotations_json,
+        .devices_dir = cfg->devices_dir,
+    };
+    if (oci_state_save(&st, err) < 0 || (f->pid_file && write_pid_file(f->pid_file, w->pid, err) < 0))
+        goto fail;
+    oci_log("debug", "created %s: pid %d", id, (int)w->pid);
+    *w_out = w;
+    *cfg_out = cfg;
+    return 0;
+fail:
+    hd_workload_destroy(w);
+    if (cfg->devices_dir) {
+        hd_error_t ignored = NULL;
+        oci_devices_remove(cfg->devices_dir, &ignored);
+        hd_error_free(&ignored);
+    }
+    if (made_dir) {
+        hd_error_t ignored = NULL;
+        hd_rm_rf(dir, &ignored);
+        hd_error_free(&ignored);
+    }
+    oci_config_free(cfg);
+    return hd_error_prefix(err, "create %s", id);
+}
+
+/* create's flags; run has the same and --detach, --keep, --no-subreaper. */
+static void create_options(struct create_flags *f, bool run, struct oci_option out[12])
+{
+    struct oci_option common[] = {
+        {"bundle", 'b', true, &f->bundle, NULL},
+        {"pid-file", 0, true, &f->pid_file, NULL},
+        {"console-socket", 0, true, &f->console_socket, NULL},
+        {"preserve-fds", 0, true, &f->preserve_fds, NULL},
+        {"no-pivot", 0, false, NULL, &f->no_pivot},
+        {"no-new-keyring", 0, false, NULL, &f->no_new_keyring},
+    };
+    struct oci_option run_only[] = {
+        {"detach", 'd', false, NULL, &f->detach},
+        {"keep", 0, false, NULL, &f->keep},             /* accepted; run in the foreground always deletes */
+        {"no-subreaper", 0, false, NULL, &f->no_subreaper}, /* hedge-oci never becomes a subreaper */
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(common); i++)
+        out[n++] = common[i];
+    for (size_t i = 0; run && i < ARRAY_SIZE(run_only); i++)
+        out[n++] = run_only[i];
+    out[n] = (struct oci_option){NULL, 0, false, NULL, NULL};
+}
+
+static const char *one_id(const char *verb, int argc, char **argv, int first)
+{
+    if (first < 0)
+        return NULL;
+    if (argc - first != 1) {
+        oci_log("error", "%s: expects exactly one container id (got %d arguments)", verb, argc - first);
+        return NULL;
+    }
+    return argv[first];
+}
+
+int oci_cmd_create(int argc, char **argv)
+{
+    struct create_flags f = {0};
+    struct oci_option opts[12];
+    create_options(&f, false, opts);
+    const char *id = one_id("create", argc, argv, oci_parse_options("create", argc, argv, opts));
+    if (id == NULL)
+        return OCI_EXIT_FAILURE;
+    hd_error_t err = NULL;
+    struct hd_workload *w = NULL;
+    struct oci_config *cfg = NULL;
+    if (create_container(id, &f, &w, &cfg, &err) < 0)
+        return oci_fail(&err);
+    hd_workload_release(w);
+    oci_config_free(cfg);
+    return 0;
+}
+
+/* Let the held process exec: open the FIFO for reading and take its byte. */
+static int start_container(const struct oci_state *st, hd_error_t *err)
+{
+    enum oci_status status = oci_state_status(st);
+    if (status != OCI_CREATED)
+        return hd_error_set(err, 0, "start %s: the container is %s, not created", st->id, oci_status_name(status));
+    cleanup_free char *fifo_path = oci_fifo_path(st->id);
+    cleanup_close int fd = open(fifo_path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return hd_error_sys(err, "start %s: open %s", st->id, fifo_path);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int r = poll(&p, 1, 50);
+        if (r < 0 && errno != EINTR)
+            return hd_error_sys(err, "start %s: poll", st->id);
+        char byte;
+        if (r > 0 && read(fd, &byte, 1) == 1)
+            break;
+        if (oci_state_status(st) == OCI_STOPPED)
+            return hd_error_set(err, 0, "start %s: the container's process exited before start", st->id);
+    }
+    if (unlink(fifo_path) < 0)
+        return hd_error_sys(err, "start %s: remove %s", st->id, fifo_path);
+    oci_log("debug", "started %s", st->id);
+    return 0;
+}
+
+int oci_cmd_start(int argc, char **argv)
+{
+    struct oci_option opts[] = {{NULL, 0, false, NULL, NULL}};
+    const char *id = one_id("start", argc, argv, oci_parse_options("start", argc, argv, opts));
+    if (id == NULL)
+        return OCI_EXIT_FAILURE;
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = start_container(st, &err);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* run in the foreground: forward signals to the container until it exits; its status is ours. */
+static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++)
+        sigaddset(&mask, forwarded_signals[i]);
+    if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+        return hd_error_sys(err, "sigprocmask");
+    cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
+    if (sfd < 0 || pidfd < 0)
+        return hd_error_sys(err, "run: watch pid %d", (int)w->pid);
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0 && errno != EINTR)
+            return hd_error_sys(err, "poll");
+        struct signalfd_siginfo si;
+        while ((fds[1].revents & POLLIN) && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            kill(w->pid, (int)si.ssi_signo);
+        if (fds[0].revents & POLLIN)
+            break;
+    }
+    struct hd_exit exit;
+    if (hd_workload_wait(w, &exit, err) < 0)
+        return -1;
+    *code = exit.code;
+    return 0;
+}
+
+int oci_cmd_run(int argc, char **argv)
+{
+    struct create_flags f = {0};
+    struct oci_option opts[12];
+    create_options(&f, true, opts);
+    const char *id = one_id("run", argc, argv, oci_parse_options("run", argc, argv, opts));
+    if (id == NULL)
+        return OCI_EXIT_FAILURE;
+    hd_error_t err = NULL;
+    struct hd_workload *w = NULL;
+    struct oci_config *cfg = NULL;
+    if (create_container(id, &f, &w, &cfg, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    int code = 0;
+    int rc = oci_state_load(id, &st, &err);
+    if (rc == 0)
+        rc = start_container(st, &err);
+    if (rc == 0 && f.detach) {
+        hd_workload_release(w);
+        w = NULL;
+    } else if (rc == 0) {
+        rc = run_foreground(w, &code, &err);
+    }
+    if (w) {
+        /* foreground (or a failed start): the container ends with this call */
+        hd_workload_destroy(w);
+        cleanup_free char *dir = oci_state_dir(id);
+        hd_error_t ignored = NULL;
+        oci_devices_remove(cfg->devices_dir, &ignored);
+        hd_error_free(&ignored);
+        hd_rm_rf(dir, &ignored);
+        hd_error_free(&ignored);
+    }
+    oci_state_free(st);
+    oci_config_free(cfg);
+    if (rc < 0)
+        return oci_fail(&err);
+    return code;
+}
+
+static int parse_signal(const char *text, int *out)
+{
+    char *end = NULL;
+    long n = strtol(text, &end, 10);
+    if (end != text && *end == '\0') {
+        if (n <= 0 || n >= NSIG)
+            return -1;
+        *out = (int)n;
+        return 0;
+    }
+    const char *name = strncasecmp(text, "SIG", 3) == 0 ? text + 3 : text;
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *abbrev = sigabbrev_np(sig);
+        if (abbrev && strcasecmp(abbrev, name) == 0) {
+            *out = sig;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* kill --all: every process of the container's cgroup. */
+static int signal_all(const struct oci_state *st, int sig, hd_error_t *err)
+{
+    oci_use_cgroup_parent(st->cgroup_parent);
+    struct hd_cgroup *cg = NULL;
+    if (hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
+        return -1;
+    int rc = 0;
+    if (sig == SIGKILL) {
+        rc = hd_cgroup_kill_all(cg, err);
+    } else {
+        cleanup_free char *procs = hd_xasprintf("%s/cgroup.procs", hd_cgroup_path(cg));
+        cleanup_free char *text = NULL;
+        rc = hd_read_file(procs, &text, NULL, err);
+        for (char *p = text; rc == 0 && p && *p;) {
+            char *end = NULL;
+            long pid = strtol(p, &end, 10);
+            if (end == p)
+                break;
+            if (pid > 0 && kill((pid_t)pid, sig) < 0 && errno != ESRCH)
+                rc = hd_error_sys(err, "kill %ld", pid);
+            p = end;
+            while (*p == '\n')
+                p++;
+        }
+    }
+    hd_cgroup_forget(cg);
+    return rc;
+}
+
+int oci_cmd_kill(int argc, char **argv)
+{
+    bool all = false;
+    struct oci_option opts[] = {{"all", 'a', false, NULL, &all}, {NULL, 0, false, NULL, NULL}};
+    int first = oci_parse_options("kill", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first < 1 || argc - first > 2) {
+        oci_log("error", "kill: usage: hedge-oci kill [--all] ID [SIGNAL]");
+        return OCI_EXIT_FAILURE;
+    }
+    const char *id = argv[first];
+    int sig = SIGTERM;
+    if (argc - first == 2 && parse_signal(argv[first + 1], &sig) < 0) {
+        oci_log("error", "kill: \"%s\" is not a signal", argv[first + 1]);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, ESRCH, "kill %s: the container is not running", id);
+    else if (all)
+        rc = signal_all(st, sig, &err);
+    else if (kill(st->pid, sig) < 0)
+        rc = hd_error_sys(&err, "kill %s: pid %d", id, (int)st->pid);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+int oci_cmd_delete(int argc, char **argv)
+{
+    bool force = false;
+    struct oci_option opts[] = {{"force", 'f', false, NULL, &force}, {NULL, 0, false, NULL, NULL}};
+    const char *id = one_id("delete", argc, argv, oci_parse_options("delete", argc, argv, opts));
+    if (id == NULL)
+        return OCI_EXIT_FAILURE;
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, &err) < 0) {
+        /* as runc: --force on a container that is gone is not an error */
+        if (force && err->errnum == ENOENT) {
+            hd_error_free(&err);
+            return 0;
+        }
+        return oci_fail(&err);
+    }
+    int rc = 0;
+    enum oci_status status = oci_state_status(st);
+    if (status == OCI_RUNNING && !force)
+        rc = hd_error_set(&err, 0, "delete %s: the container is running (stop it, or use --force)", id);
+    else
+        rc = oci_state_destroy(st, &err);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
