@@ -1,7 +1,7 @@
 /*
  * main.c - hedged, the node daemon: flags, config, start-up, the loop, exit.
  *
- * Runs in the foreground (systemd style, contrib/hedged.service) with
+ * Runs in the foreground (systemd style, contrib/hedged.service.in) with
  * embedded defaults; a JSON config (--config) overrides them and the
  * --state-dir/--socket flags override both, so tests and several daemons on
  * one host never collide. `hedged --check FILE` validates a config and
