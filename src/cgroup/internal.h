@@ -25,6 +25,7 @@ enum cgroup_controller {
     CGROUP_CPUACCT,
     CGROUP_PIDS,
     CGROUP_FREEZER,
+    CGROUP_DEVICES,   /* only with a device list (devices.c) or when opening an existing group */
     CGROUP_N_CONTROLLERS,
 };
 
