@@ -293,10 +293,7 @@ static int v1_devices_dir(struct hd_cgroup *cg, hd_error_t *err)
 {
     if (cg->controller_dir[CGROUP_DEVICES])
         return 0;
-    cleanup_free char *mountinfo = NULL;
-    if (hd_read_file("/proc/self/mountinfo", &mountinfo, NULL, err) < 0)
-        return -1;
-    cleanup_free char *mount = hd_cgroup_v1_mount_point(mountinfo, "devices");
+    const char *mount = cg->v1_devices_mount; /* found with the other hierarchies (v1.c) */
     if (mount == NULL)
         return hd_error_set(err, 0, "devices: no cgroup v1 hierarchy carries the devices controller, so the "
                                     "device allow-list cannot be applied");

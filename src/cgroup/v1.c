@@ -98,6 +98,7 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         hd_error_free(&unified_err);
     }
 out:
+    cg->v1_devices_mount = get_and_reset(&mount[CGROUP_DEVICES]);
     for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
         free(mount[c]);
     return rc;
