@@ -9,6 +9,9 @@
  *   parent                                child (PID 1 in its namespaces)
  *   prepare: caps mask, seccomp BPF,
  *            detached rootfs/bind mounts
+ *   device allow-list on the cgroup
+ *   (cgroup/devices.h: v1 devices files
+ *   or a v2 BPF_CGROUP_DEVICE program)
  *   open the cgroup's v1 "tasks" files
  *   clone3(NEWPID|NEWNS|NEWUTS|NEWIPC
  *         |NEWNET|NEWUSER?, INTO_CGROUP
