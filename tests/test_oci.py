@@ -311,6 +311,29 @@ def test_mounts_masks_and_devices(oci, bundle, tmp_path):
     assert not (shared / "g").exists()
 
 
+@pytest.mark.parametrize("mode", ["detected", "v2"])
+def test_device_rules_go_through_the_runtime_device_list(oci, bundle, mode):
+    # linux.resources.devices goes through cgroup/devices.c like every container's list: a rule allowing
+    # c 10:200 makes that node openable (after deny-all), a block node stays refused. v2 forced on this hybrid
+    # host: the BPF_CGROUP_DEVICE program on the unified hierarchy's group (docs/cgroups.md)
+    if mode == "v2" and not os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") \
+            and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.fail("no cgroup2 hierarchy here: the v2 path cannot run")
+    b = bundle("sh", "-c", "mknod /dev/tun c 10 200; (exec 3<>/dev/tun) && echo tun-open; "
+               "mknod /dev/l b 7 0; (exec 3</dev/l) || echo loop-refused; echo y > /dev/null && echo null-ok",
+               mounts=[{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}],
+               **{"linux.resources": {"devices": [{"allow": False, "access": "rwm"},
+                                                  {"allow": True, "type": "c", "major": 10, "minor": 200,
+                                                   "access": "rwm"}]},
+                  "process.capabilities": {"bounding": ["CAP_MKNOD"], "effective": ["CAP_MKNOD"],
+                                           "permitted": ["CAP_MKNOD"]}})
+    r = oci("run", "--bundle", b, "d", env={} if mode == "detected" else {"HEDGE_CGROUP_MODE": mode})
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["tun-open", "loop-refused", "null-ok"], r
+    assert "Operation not permitted" in r.err, r
+
+
 @pytest.mark.parametrize("change,field", [
     ({"process.terminal": True}, "process.terminal"),
     ({"hooks": {"prestart": [{"path": "/bin/true"}]}}, "hooks.prestart"),

@@ -467,6 +467,7 @@ void hd_cgroup_forget(struct hd_cgroup *cg)
         free(cg->dirs[i]);
     if (cg->v2_fd >= 0)
         close(cg->v2_fd);
+    free(cg->v1_devices_mount);
     free(cg->name);
     free(cg->parent);
     free(cg);
@@ -615,6 +616,7 @@ int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err)
         rc = -1;
     if (cg->v2_fd >= 0)
         close(cg->v2_fd);
+    free(cg->v1_devices_mount);
     free(cg->name);
     free(cg->parent);
     free(cg);

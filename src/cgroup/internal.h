@@ -25,6 +25,7 @@ enum cgroup_controller {
     CGROUP_CPUACCT,
     CGROUP_PIDS,
     CGROUP_FREEZER,
+    CGROUP_DEVICES,   /* only with a device list (devices.c) or when opening an existing group */
     CGROUP_N_CONTROLLERS,
 };
 
@@ -50,6 +51,8 @@ struct hd_cgroup {
     int n_dirs;
     /* v1: the group directory per controller (aliases of dirs[]), NULL when not mounted. */
     const char *controller_dir[CGROUP_N_CONTROLLERS];
+    /* v1: mount point of the devices hierarchy (found with the others), or NULL; for devices.c. */
+    char *v1_devices_mount;
     /* hybrid: the group's directory in the unified hierarchy (alias), or NULL. */
     const char *unified_dir;
     /* v2: the group directory (alias of dirs[0]) and an O_PATH fd of it. */

@@ -30,6 +30,7 @@ static const char *const controller_name[CGROUP_N_CONTROLLERS] = {
     [CGROUP_CPUACCT] = "cpuacct",
     [CGROUP_PIDS] = "pids",
     [CGROUP_FREEZER] = "freezer",
+    [CGROUP_DEVICES] = "devices",
 };
 
 /* The resources.* field that needs controller c, or NULL when no limit asks for it. */
@@ -65,7 +66,8 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         }
     }
     for (int c = 0; c < CGROUP_N_CONTROLLERS; c++) {
-        if (mount[c] == NULL)
+        /* the devices group is made by hd_cgroup_devices_apply; an opened group includes it to remove it */
+        if (mount[c] == NULL || (c == CGROUP_DEVICES && !cg->adopt))
             continue;
         for (int other = 0; other < c; other++) {
             if (mount[other] && strcmp(mount[other], mount[c]) == 0)
@@ -96,6 +98,7 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         hd_error_free(&unified_err);
     }
 out:
+    cg->v1_devices_mount = get_and_reset(&mount[CGROUP_DEVICES]);
     for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
         free(mount[c]);
     return rc;

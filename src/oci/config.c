@@ -39,6 +39,7 @@
 #include <jansson.h>
 
 #include "base/util.h"
+#include "cgroup/devices.h"
 #include "runtime/backend.h"
 #include "runtime/container/caps.h"
 
@@ -70,10 +71,7 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->cgroup_name);
     free(cfg->seccomp_json);
     free(cfg->annotations_json);
-    hd_strv_free(cfg->device_rules);
-    free(cfg->devices_dir);
-    if (cfg->devices_tasks_fd > 0)
-        close(cfg->devices_tasks_fd);
+    free(cfg->device_rules);
     free(cfg);
 }
 
@@ -482,7 +480,34 @@ static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
     return 0;
 }
 
-/* resources.devices as v1 devices.allow/deny lines ("allow c 1:3 rwm"); devices.c writes them. */
+/* Add one rule to the container's device list (cgroup/devices.h). */
+static void push_device_rule(struct oci_config *cfg, const struct hd_device_rule *rule)
+{
+    cfg->device_rules = hd_xrealloc(cfg->device_rules, (cfg->n_device_rules + 1) * sizeof(*cfg->device_rules));
+    cfg->device_rules[cfg->n_device_rules++] = *rule;
+}
+
+/*
+ * The list runc applies: deny everything, then resources.devices in order,
+ * then the runtime's defaults for the nodes it puts in /dev (Docker's list
+ * without its leading deny-all; see cgroup/devices.c). A config without
+ * rules gets the same: only the default nodes.
+ */
+static void finish_device_rules(struct oci_config *cfg)
+{
+    struct hd_device_rule *config_rules = cfg->device_rules;
+    size_t n_config = cfg->n_device_rules;
+    cfg->device_rules = NULL;
+    cfg->n_device_rules = 0;
+    push_device_rule(cfg, &hd_device_rules_default[0]);
+    for (size_t i = 0; i < n_config; i++)
+        push_device_rule(cfg, &config_rules[i]);
+    for (size_t i = 1; i < hd_device_rules_default_count; i++)
+        push_device_rule(cfg, &hd_device_rules_default[i]);
+    free(config_rules);
+}
+
+/* resources.devices: rules of the device list, in order (finish_device_rules completes it). */
 static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *err)
 {
     size_t i;
@@ -497,14 +522,23 @@ static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *
         if (strspn(access, "rwm") != strlen(access) || !*access)
             return hd_error_set(err, 0, "linux.resources.devices[%zu].access: \"%s\" is not made of r, w, m", i,
                                 access);
-        char maj[24] = "*", min[24] = "*";
-        if (json_is_integer(major) && json_integer_value(major) >= 0)
-            snprintf(maj, sizeof(maj), "%lld", (long long)json_integer_value(major));
-        if (json_is_integer(minor) && json_integer_value(minor) >= 0)
-            snprintf(min, sizeof(min), "%lld", (long long)json_integer_value(minor));
-        cleanup_free char *line = hd_xasprintf("%s %s %s:%s %s", json_is_true(json_object_get(r, "allow")) ?
-                                               "allow" : "deny", t, maj, min, access);
-        hd_strv_push(&cfg->device_rules, line);
+        struct hd_device_rule rule = {.allow = json_is_true(json_object_get(r, "allow")), .type = t[0],
+                                      .major = HD_DEV_ANY, .minor = HD_DEV_ANY};
+        for (const char *p = access; *p; p++)
+            rule.access |= *p == 'r' ? HD_DEV_READ : *p == 'w' ? HD_DEV_WRITE : HD_DEV_MKNOD;
+        if (t[0] != 'a') { /* type a means every device: its numbers do not count */
+            json_t *num[2] = {major, minor};
+            int64_t *field[2] = {&rule.major, &rule.minor};
+            for (int k = 0; k < 2; k++) {
+                if (!json_is_integer(num[k]) || json_integer_value(num[k]) < 0)
+                    continue; /* absent or -1: any */
+                if (json_integer_value(num[k]) > 0xfffff)
+                    return hd_error_set(err, 0, "linux.resources.devices[%zu].%s: %lld is not a device number", i,
+                                        k == 0 ? "major" : "minor", (long long)json_integer_value(num[k]));
+                *field[k] = json_integer_value(num[k]);
+            }
+        }
+        push_device_rule(cfg, &rule);
     }
     return 0;
 }
@@ -739,6 +773,7 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
         parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
         goto out;
+    finish_device_rules(cfg);
     json_t *mounts = json_object_get(root, "mounts");
     size_t i;
     json_t *m;
@@ -898,11 +933,8 @@ int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_p
 {
     (void)w;
     const struct oci_config *cfg = data;
-    if (phase == HD_SETUP_CGROUPS) {
-        if (cfg->devices_tasks_fd > 0 && write(cfg->devices_tasks_fd, "0", 1) != 1)
-            return hd_error_sys(err, "linux.resources.devices: enter the devices cgroup %s", cfg->devices_dir);
-        return 0;
-    }
+    if (phase == HD_SETUP_CGROUPS)
+        return 0; /* the device list is on the workload's cgroup, entered with it (cgroup/devices.h) */
     for (int i = 0; i < cfg->n_mounts; i++)
         if (setup_mount(&cfg->mounts[i], i, err) < 0)
             return -1;

@@ -141,8 +141,6 @@ static int create_container(const char *id, const struct create_flags *f, struct
         goto fail;
     if (cfg->cgroup_name == NULL)
         cfg->cgroup_name = hd_xstrdup(id);
-    if (oci_devices_create(cfg, err) < 0)
-        goto fail;
     struct hd_run_options opts = {.cgroup_name = cfg->cgroup_name};
     if (hd_workload_create(cfg->spec, &opts, &w, err) < 0)
         goto fail;
@@ -151,6 +149,8 @@ static int create_container(const char *id, const struct create_flags *f, struct
     w->hold_before_exec = true;
     w->caps_inheritable = cfg->caps_inheritable;
     w->caps_ambient = cfg->caps_ambient;
+    w->device_rules = cfg->device_rules;
+    w->n_device_rules = cfg->n_device_rules;
     w->exec_fifo_fd = fifo;
     if (hd_workload_start(w, err) < 0)
         goto fail;
@@ -167,7 +167,6 @@ static int create_container(const char *id, const struct create_flags *f, struct
         .cgroup_name = (char *)opts.cgroup_name,
         .run_dir = w->run_dir,
         .annotations_json = cfg->annotations_json,
-        .devices_dir = cfg->devices_dir,
     };
     if (oci_state_save(&st, err) < 0 || (f->pid_file && write_pid_file(f->pid_file, w->pid, err) < 0))
         goto fail;
@@ -177,11 +176,6 @@ static int create_container(const char *id, const struct create_flags *f, struct
     return 0;
 fail:
     hd_workload_destroy(w);
-    if (cfg->devices_dir) {
-        hd_error_t ignored = NULL;
-        oci_devices_remove(cfg->devices_dir, &ignored);
-        hd_error_free(&ignored);
-    }
     if (made_dir) {
         hd_error_t ignored = NULL;
         hd_rm_rf(dir, &ignored);
@@ -347,8 +341,6 @@ int oci_cmd_run(int argc, char **argv)
         hd_workload_destroy(w);
         cleanup_free char *dir = oci_state_dir(id);
         hd_error_t ignored = NULL;
-        oci_devices_remove(cfg->devices_dir, &ignored);
-        hd_error_free(&ignored);
         hd_rm_rf(dir, &ignored);
         hd_error_free(&ignored);
     }

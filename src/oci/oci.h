@@ -92,9 +92,10 @@ struct oci_config {
     char *cgroup_parent;     /* from linux.cgroupsPath, or NULL: hedge's default parent */
     char *cgroup_name;       /* from linux.cgroupsPath, or NULL: the container id */
     char *seccomp_json;      /* linux.seccomp as text, or NULL: unconfined */
-    char **device_rules;     /* "allow c 1:3 rwm" / "deny a *:* rwm", in order, or NULL */
-    char *devices_dir;       /* the v1 devices cgroup made for the rules (devices.c) */
-    int devices_tasks_fd;    /* its "tasks", opened by the runtime for the container to enter */
+    /* the container's device list (cgroup/devices.h): deny all, linux.resources.devices in order,
+     * then the runtime's defaults for its own /dev nodes (runc's order) */
+    struct hd_device_rule *device_rules;
+    size_t n_device_rules;
     char *annotations_json;  /* "annotations" as text, or NULL */
 };
 
@@ -121,15 +122,8 @@ struct oci_state {
     char *cgroup_name;
     char *run_dir;
     char *annotations_json;
-    char *devices_dir;       /* v1 devices cgroup to remove, or NULL */
 };
 
-/* ---- the device cgroup (devices.c) ---- */
-/* Make the v1 devices cgroup for cfg->device_rules (plus the runtime's own /dev nodes) and open
- * its tasks file for the container; a no-op without rules. */
-int oci_devices_create(struct oci_config *cfg, hd_error_t *err);
-/* Remove it (the container's processes are gone). */
-int oci_devices_remove(const char *dir, hd_error_t *err);
 
 int oci_id_check(const char *id, hd_error_t *err);
 char *oci_state_dir(const char *id);

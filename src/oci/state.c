@@ -68,7 +68,6 @@ int oci_state_save(const struct oci_state *st, hd_error_t *err)
     json_object_set_new(o, "cgroup_name", str_or_null(st->cgroup_name));
     json_object_set_new(o, "run_dir", str_or_null(st->run_dir));
     json_object_set_new(o, "annotations", str_or_null(st->annotations_json));
-    json_object_set_new(o, "devices_cgroup", str_or_null(st->devices_dir));
     cleanup_free char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     cleanup_free char *path = hd_xasprintf("%s/%s/state.json", oci_globals.root, st->id);
@@ -113,7 +112,6 @@ int oci_state_load(const char *id, struct oci_state **out, hd_error_t *err)
     st->cgroup_name = get_str(o, "cgroup_name");
     st->run_dir = get_str(o, "run_dir");
     st->annotations_json = get_str(o, "annotations");
-    st->devices_dir = get_str(o, "devices_cgroup");
     json_decref(o);
     *out = st;
     return 0;
@@ -131,7 +129,6 @@ void oci_state_free(struct oci_state *st)
     free(st->cgroup_name);
     free(st->run_dir);
     free(st->annotations_json);
-    free(st->devices_dir);
     free(st);
 }
 
@@ -221,12 +218,6 @@ int oci_state_destroy(const struct oci_state *st, hd_error_t *err)
             rc = hd_error_set(err, 0, "delete %s: the cgroup could not be removed", st->id);
         }
     }
-    hd_error_t dev_err = NULL;
-    if (oci_devices_remove(st->devices_dir, &dev_err) < 0) {
-        oci_log("error", "delete %s: %s", st->id, hd_error_text(dev_err));
-        rc = -1;
-    }
-    hd_error_free(&dev_err);
     if (st->run_dir) {
         hd_error_t rm_err = NULL;
         if (hd_rm_rf(st->run_dir, &rm_err) < 0 && rm_err->errnum != ENOENT) {

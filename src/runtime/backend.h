@@ -41,6 +41,8 @@ struct hd_exit {
 
 enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
 
+struct hd_device_rule;
+
 struct hd_workload {
     const struct hd_spec *spec;
     char id[16];               /* unique run id, names the cgroup and run dir */
@@ -90,6 +92,9 @@ struct hd_workload {
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;
+    /* The container's device allow-list (cgroup/devices.h), NULL: Docker's default list. Not owned. */
+    const struct hd_device_rule *device_rules;
+    size_t n_device_rules;
 };
 
 struct hd_backend {

@@ -9,6 +9,9 @@
  *   parent                                child (PID 1 in its namespaces)
  *   prepare: caps mask, seccomp BPF,
  *            detached rootfs/bind mounts
+ *   device allow-list on the cgroup
+ *   (cgroup/devices.h: v1 devices files
+ *   or a v2 BPF_CGROUP_DEVICE program)
  *   open the cgroup's v1 "tasks" files
  *   clone3(NEWPID|NEWNS|NEWUTS|NEWIPC
  *         |NEWNET|NEWUSER?, INTO_CGROUP
@@ -61,6 +64,7 @@
 #include "runtime/backend.h"
 #include "runtime/container/caps.h"
 #include "cgroup/cgroup.h"
+#include "cgroup/devices.h"
 #include "base/log.h"
 #include "base/child.h"
 #include "base/spawn.h"
@@ -312,6 +316,11 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
     struct hd_cgroup_entry cgroup_entry;
+    /* the device list is on the group before the child is born in it (v2) or opens its files (v1) */
+    const struct hd_device_rule *rules = w->device_rules ? w->device_rules : hd_device_rules_default;
+    size_t n_rules = w->device_rules ? w->n_device_rules : hd_device_rules_default_count;
+    if (w->cgroup && hd_cgroup_devices_apply(w->cgroup, rules, n_rules, err) < 0)
+        return -1;
     if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
         return -1;
     unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
