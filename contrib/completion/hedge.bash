@@ -149,8 +149,9 @@ _hedged()
         -c|--config|--check|--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --state-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
         --mqtt-listen) return ;;
+        --log-level) COMPREPLY=($(compgen -W "error warn info debug" -- "$cur")); return ;;
     esac
-    COMPREPLY=($(compgen -W "-c --config --state-dir --socket --mqtt-listen --broker-only --check --foreground
+    COMPREPLY=($(compgen -W "-c --config --state-dir --socket --mqtt-listen --log-level --broker-only --check --foreground
                              --version --help" -- "$cur"))
 }
 complete -F _hedged hedged
