@@ -24,7 +24,7 @@
 #include <sys/socket.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 /* ---- clients (bench_client.c) ---- */
 

@@ -19,7 +19,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 /* What a workload's cgroup says it used (the backends' stats() fill the same struct). */
 struct hd_stats {

@@ -14,7 +14,7 @@
 
 #include "bench/bench.h"
 #include "cli/cli.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 
 static const char usage[] =

@@ -15,7 +15,7 @@
 
 #include "cli/cli.h"
 #include "runtime/run.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 
 static const char usage[] =

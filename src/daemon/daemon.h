@@ -36,7 +36,7 @@
 #include "broker/broker.h"
 #include "base/error.h"
 #include "base/loop.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 /* ---- config.c ---------------------------------------------------------- */
 

@@ -44,7 +44,7 @@
 #include "daemon/monitor_proto.h"
 #include "runtime/backend.h"
 #include "runtime/run.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 struct monitor {
     int dirfd;

@@ -30,7 +30,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 #define HD_INVOKER_MAX_OUTPUT (1u << 20)
 

@@ -14,7 +14,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 struct hd_net;
 

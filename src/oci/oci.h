@@ -19,7 +19,7 @@
 
 #include "base/error.h"
 #include "runtime/backend.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 #define OCI_VERSION "1.1.0"
 #define OCI_DEFAULT_ROOT "/run/hedge-oci"

@@ -27,7 +27,7 @@
 
 #include "base/error.h"
 #include "cgroup/cgroup.h" /* struct hd_stats */
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 struct hd_cgroup;
 struct hd_image_config;

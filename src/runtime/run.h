@@ -9,7 +9,7 @@
 
 #include "runtime/backend.h"
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 struct hd_run_options {
     const char *state_dir;   /* NULL: hd_state_dir() */

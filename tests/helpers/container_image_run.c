@@ -16,7 +16,7 @@
 
 #include "runtime/backend.h"
 #include "runtime/run.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 
 int main(int argc, char **argv)

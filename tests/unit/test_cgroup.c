@@ -2,7 +2,7 @@
  * swap limit math, mode parsing and detection, v1 mount lookup, parent names. */
 #include "cgroup/internal.h"
 #include "check.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 #include "base/util.h"
 
 static void test_weight_to_shares(void)

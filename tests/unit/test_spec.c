@@ -1,6 +1,6 @@
 /* test_spec.c - the JSON spec parser and validator: every error names its field. */
 #include "check.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 #include "mqtt/topic.h"
 #include "base/util.h"
 

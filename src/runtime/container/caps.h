@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 /* Docker's default capability set as a mask (bit N = capability N). */
 uint64_t hd_caps_default(void);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 struct hd_seccomp;
 

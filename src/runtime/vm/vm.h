@@ -15,7 +15,7 @@
 #include <sys/types.h>
 
 #include "base/error.h"
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 /* The guest kernel hedge boots: a dir laid out by scripts/fetch-guest-kernel. */
 struct hd_vm_kernel {

@@ -7,7 +7,7 @@
  * separate pass (hd_spec_validate) because the CLI fills the same structure
  * from flags, and because the isolation level decides which fields are legal.
  */
-#include "runtime/spec.h"
+#include "spec/spec.h"
 
 #include <ctype.h>
 #include <errno.h>
