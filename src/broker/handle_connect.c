@@ -18,7 +18,7 @@
 #include "base/util.h"
 
 static void send_connack(struct hd_broker *b, struct broker_conn *c, bool session_present, uint8_t reason,
-                         const char *assigned_id, uint16_t server_keepalive)
+                         const char *assigned_id, uint16_t server_keepalive, bool want_response_info)
 {
     struct mqtt_buf *o = broker_conn_outbuf(b, c);
     if (c->protocol < 5) {
@@ -49,6 +49,15 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
             mqtt_put_u8(&props, PROP_SERVER_KEEPALIVE);
             mqtt_put_u16(&props, server_keepalive);
         }
+        if (b->cfg.receive_maximum < 65535) {  /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
+            mqtt_put_u8(&props, PROP_RECEIVE_MAXIMUM);
+            mqtt_put_u16(&props, b->cfg.receive_maximum);
+        }
+        /* only to a client that asked (Request Response Information = 1, MQTT 5 §3.1.2.11.6) */
+        if (want_response_info && b->cfg.response_information) {
+            mqtt_put_u8(&props, PROP_RESPONSE_INFO);
+            mqtt_put_string(&props, b->cfg.response_information, (uint16_t)strlen(b->cfg.response_information));
+        }
     }
     mqtt_encode_connack(o, c->protocol, session_present, reason, props.data, props.len);
     mqtt_buf_free(&props);
@@ -57,7 +66,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
 /* Refuse a CONNECT with a CONNACK reason and close. Returns -1 (closed). */
 static int connect_refuse(struct hd_broker *b, struct broker_conn *c, uint8_t reason)
 {
-    send_connack(b, c, false, reason, NULL, 0);
+    send_connack(b, c, false, reason, NULL, 0, false);
     broker_conn_close(b, c, 0);
     return -1;
 }
@@ -147,6 +156,12 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         if (k.props.has_max_packet_size)
             c->client_max_packet = k.props.max_packet_size;
         c->alias_max = b->cfg.topic_alias_max;
+        /* aliases toward the client: never more than it allows (MQTT-3.3.2-9), none unless configured */
+        if (k.props.has_topic_alias_max)
+            c->out_alias_max = k.props.topic_alias_max < b->cfg.topic_alias_out ? k.props.topic_alias_max
+                                                                                 : b->cfg.topic_alias_out;
+        /* Request Problem Information 0 (MQTT-3.1.2-29) holds by construction: the broker's only Reason
+         * String is on DISCONNECT, and User Properties leave it only forwarded on PUBLISH */
         expiry = k.props.session_expiry;
     } else {
         expiry = k.clean_start ? 0 : 0xFFFFFFFFu;
@@ -198,7 +213,8 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     else if (s->persisted)
         broker_store_session_delete(b, s);
 
-    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive);
+    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive,
+                 c->protocol == 5 && k.props.request_response_info == 1);
     if (present)
         broker_session_resume(b, s);
     return 0;

@@ -192,7 +192,7 @@ void broker_store_delivery_add(struct hd_broker *b, struct broker_session *s, st
     sqlite3_bind_int64(q, 7, wall_expiry(m));
     sqlite3_bind_int(q, 8, d->state);
     sqlite3_bind_int(q, 9, d->packet_id);
-    sqlite3_bind_int64(q, 10, d->sub_id);
+    sqlite3_bind_int64(q, 10, broker_delivery_first_sub_id(d));  /* the store keeps one (docs/broker.md) */
     run(b, q);
     d->store_id = sqlite3_last_insert_rowid(b->store->db);
 }

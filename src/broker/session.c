@@ -93,6 +93,8 @@ static struct broker_delivery *delivery_new(struct hd_broker *b)
 static void delivery_free(struct hd_broker *b, struct broker_delivery *d)
 {
     broker_msg_unref(d->msg);
+    if (d->n_sub_ids > 1)
+        free(d->sub_ids.many);
     if (b->delivery_pool_size >= DELIVERY_POOL_MAX) {
         free(d);
         return;
@@ -110,6 +112,27 @@ void broker_delivery_pool_free(struct hd_broker *b)
         free(d);
     }
     b->delivery_pool_size = 0;
+}
+
+static const uint32_t *delivery_sub_ids(const struct broker_delivery *d)
+{
+    return d->n_sub_ids > 1 ? d->sub_ids.many : &d->sub_ids.one;
+}
+
+uint32_t broker_delivery_first_sub_id(const struct broker_delivery *d)
+{
+    return d->n_sub_ids ? delivery_sub_ids(d)[0] : 0;
+}
+
+static void delivery_set_sub_ids(struct broker_delivery *d, const uint32_t *ids, uint32_t n)
+{
+    d->n_sub_ids = n;
+    if (n == 1) {
+        d->sub_ids.one = ids[0];
+    } else if (n > 1) {
+        d->sub_ids.many = hd_xmalloc(n * sizeof(*ids));
+        memcpy(d->sub_ids.many, ids, n * sizeof(*ids));
+    }
 }
 
 static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
@@ -168,6 +191,7 @@ void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
     }
     b->n_sessions--;
     free(s->qos2_in);
+    free(s->match_more_ids);
     free(s->username);
     free(s->client_id);
     free(s);
@@ -233,12 +257,12 @@ static uint16_t packet_id_next(struct broker_session *s)
 }
 
 void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struct broker_msg *m, uint8_t qos,
-                            bool retain, uint32_t sub_id)
+                            bool retain, const uint32_t *sub_ids, uint32_t n_sub_ids)
 {
     struct broker_conn *c = s->conn;
     if (qos == 0) {
         if (c && c->state == CONN_ACTIVE)
-            broker_send_publish(b, c, m, 0, retain, false, 0, sub_id);
+            broker_send_publish(b, c, m, 0, retain, false, 0, sub_ids, n_sub_ids);
         return;
     }
     if ((b->cfg.max_queued_messages && s->n_queued >= b->cfg.max_queued_messages) ||
@@ -255,7 +279,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     d->msg = broker_msg_hold(m);
     d->qos = qos;
     d->retain = retain;
-    d->sub_id = sub_id;
+    delivery_set_sub_ids(d, sub_ids, n_sub_ids);
     d->state = DELIV_QUEUED;
     d->prev = s->out_tail;
     if (s->out_tail)
@@ -297,20 +321,28 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
         s->n_inflight++;
         d->state = DELIV_WAIT_ACK;
         d->packet_id = packet_id_next(s);
+        if (!broker_send_publish(b, c, d->msg, d->qos, d->retain, false, d->packet_id, delivery_sub_ids(d),
+                                 d->n_sub_ids)) {
+            /* too large for the client: discarded, and treated as delivered (MQTT-3.1.2-25) */
+            delivery_drop(b, s, d);
+            continue;
+        }
         if (d->store_id)
             broker_store_delivery_update(b, d);
-        broker_send_publish(b, c, d->msg, d->qos, d->retain, false, d->packet_id, d->sub_id);
     }
 }
 
 void broker_session_resume(struct hd_broker *b, struct broker_session *s)
 {
     struct broker_conn *c = s->conn;
-    for (struct broker_delivery *d = s->out_head; d && d->state != DELIV_QUEUED; d = d->next) {
-        if (d->state == DELIV_WAIT_ACK)
-            broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, d->sub_id);
-        else
+    struct broker_delivery *d, *next;
+    for (d = s->out_head; d && d->state != DELIV_QUEUED; d = next) {
+        next = d->next;
+        if (d->state == DELIV_WAIT_COMP)
             broker_send_ack(b, c, MQTT_PUBREL, d->packet_id, 0);
+        else if (!broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
+                                      d->n_sub_ids))
+            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
     }
     broker_session_pump(b, s);
 }
@@ -354,8 +386,9 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
                                      uint32_t sub_id, uint8_t state, uint16_t packet_id, int64_t store_id)
 {
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
-    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .sub_id = sub_id,
-                                  .packet_id = packet_id, .qos = qos, .state = state, .retain = retain};
+    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .n_sub_ids = sub_id ? 1 : 0,
+                                  .sub_ids.one = sub_id, .packet_id = packet_id, .qos = qos, .state = state,
+                                  .retain = retain};
     /* keep the invariant (in-flight entries first) even if the rows say otherwise */
     struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
     if (before) {
