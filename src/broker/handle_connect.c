@@ -53,7 +53,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
             mqtt_put_u8(&props, PROP_RECEIVE_MAXIMUM);
             mqtt_put_u16(&props, b->cfg.receive_maximum);
         }
-        /* only to a client that asked (Request Response Information = 1, MQTT 5 §3.1.2.11.6) */
+        /* only to a client that asked: Request Response Information 1 (MQTT-3.1.2-28) */
         if (want_response_info && b->cfg.response_information) {
             mqtt_put_u8(&props, PROP_RESPONSE_INFO);
             mqtt_put_string(&props, b->cfg.response_information, (uint16_t)strlen(b->cfg.response_information));
@@ -156,7 +156,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         if (k.props.has_max_packet_size)
             c->client_max_packet = k.props.max_packet_size;
         c->alias_max = b->cfg.topic_alias_max;
-        /* aliases toward the client: never more than it allows (MQTT-3.3.2-9), none unless configured */
+        /* aliases toward the client: never above its Topic Alias Maximum (MQTT-3.1.2-26/27, MQTT-3.3.2-11) */
         if (k.props.has_topic_alias_max)
             c->out_alias_max = k.props.topic_alias_max < b->cfg.topic_alias_out ? k.props.topic_alias_max
                                                                                  : b->cfg.topic_alias_out;

@@ -140,7 +140,7 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
         return 0;
     }
     /* our Receive Maximum: QoS 1 is acknowledged at once, so what is unacknowledged is the QoS 2
-     * exchanges of this connection still waiting for PUBREL (MQTT-3.3.4-9, 0x93 per §3.3.4) */
+     * exchanges of this connection still waiting for PUBREL (MQTT-3.3.4-7: 0x93 when exceeded) */
     if (p.qos && c->protocol == 5 && c->in_unacked >= b->cfg.receive_maximum)
         return RC_RECEIVE_MAX_EXCEEDED;
     char stack_topic[256];
