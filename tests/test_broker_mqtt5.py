@@ -307,3 +307,59 @@ def test_request_problem_information_bad_value(broker):
     c = Raw(broker.port)
     c.send(connect(uid(), version=5, cprops=p_u8(0x17, 2)))
     c.expect_closed()
+
+
+# ---- further statements of 3.1-3.3 ----
+
+def test_response_topic_with_wildcard_is_protocol_error(broker):
+    c = Raw(broker.port)
+    c.connect(uid(), version=5)
+    c.send(publish("rt/" + uid(), "x", version=5, pprops=p_str(0x08, "replies/+")))
+    assert c.expect_closed() == [b"\xe0\x02\x82\x00"]  # MQTT-3.3.2-14
+    w = Raw(broker.port)
+    w.send(connect(uid(), version=5, will=("w/" + uid(), "bye", 0, False, p_str(0x08, "replies/#"))))
+    assert w.expect_closed() == [b"\x20\x03\x00\x82\x00"]
+
+
+def test_will_retain_published_retained(broker):
+    t = uid("wret")
+    w = Raw(broker.port)
+    w.connect(uid(), version=5, will=(t, "gone", 1, True))
+    w.sock.close()  # no DISCONNECT: the will goes out, retained (MQTT-3.1.2-15)
+    time.sleep(0.3)
+    late = Raw(broker.port)
+    late.connect(uid(), version=5)
+    late.send(subscribe(1, [(t, 0)], version=5)).expect(b"\x90\x04\x00\x01\x00\x00")
+    late.expect(packet(0x31, mstr(t) + props() + b"gone"))
+    late.send(publish(t, b"", retain=True, version=5))
+
+
+def test_retain_handling_1_only_for_a_new_subscription(broker):
+    t = uid("rh1")
+    p = Raw(broker.port)
+    p.connect(uid(), version=5)
+    p.send(publish(t, "kept", retain=True, version=5))
+    s = Raw(broker.port)
+    s.connect(uid(), version=5)
+    s.send(subscribe(1, [(t, 0x10)], version=5)).expect(b"\x90\x04\x00\x01\x00\x00")
+    s.expect(packet(0x31, mstr(t) + props() + b"kept"))  # new subscription: sent (MQTT-3.3.1-10)
+    s.send(subscribe(2, [(t, 0x10)], version=5)).expect(b"\x90\x04\x00\x02\x00\x00")
+    s.expect_nothing()  # it existed: not sent again
+    s.send(subscribe(3, [(t, 0x00)], version=5)).expect(b"\x90\x04\x00\x03\x00\x00")
+    s.expect(packet(0x31, mstr(t) + props() + b"kept"))  # Retain Handling 0: always (MQTT-3.3.1-9)
+    p.send(publish(t, b"", retain=True, version=5))
+
+
+def test_assigned_client_ids_differ(broker):
+    ids = set()
+    conns = []
+    for _ in range(5):
+        c = Raw(broker.port)
+        ca = c.connect("", version=5)
+        i = ca.index(b"\x12")
+        n = struct.unpack("!H", ca[i + 1:i + 3])[0]
+        ids.add(ca[i + 3:i + 3 + n])
+        conns.append(c)
+    assert len(ids) == 5
+    for c in conns:
+        c.close()

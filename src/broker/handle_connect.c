@@ -99,10 +99,13 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     if (!client_id[0]) {
         if (c->protocol < 5 && !k.clean_start)
             return connect_refuse(b, c, RC_CLIENT_ID_NOT_VALID);
-        char id[13];
-        hd_random_id(id, sizeof(id));
-        free(client_id);
-        client_id = hd_xasprintf("auto-%s", id);
+        /* an id no session has (MQTT-3.2.2-16): a collision of 12 random characters is only theoretical */
+        do {
+            char id[13];
+            hd_random_id(id, sizeof(id));
+            free(client_id);
+            client_id = hd_xasprintf("auto-%s", id);
+        } while (broker_session_find(b, client_id));
         if (c->protocol == 5)
             assigned = hd_xstrdup(client_id);
     }
@@ -129,6 +132,9 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
             broker_conn_close(b, c, 0);
             return -1;
         }
+        const struct mqtt_bytes *rt = &k.will_props.response_topic;
+        if (rt->data && !hd_mqtt_topic_valid_name((const char *)rt->data, rt->len))
+            return connect_refuse(b, c, RC_PROTOCOL_ERROR);  /* MQTT-3.3.2-14, for the will too */
         if (!broker_acl_allows(b, username, client_id, topic, ACL_WRITE))
             return connect_refuse(b, c, RC_NOT_AUTHORIZED);
         struct mqtt_buf props = {0};

@@ -134,6 +134,10 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     }
     if (!hd_mqtt_topic_valid_name(topic, topic_len))
         return c->protocol == 5 ? RC_TOPIC_NAME_INVALID : RC_MALFORMED;
+    /* a Response Topic is a topic name: no wildcards (MQTT-3.3.2-14) */
+    if (p.props.response_topic.data &&
+        !hd_mqtt_topic_valid_name((const char *)p.props.response_topic.data, p.props.response_topic.len))
+        return RC_PROTOCOL_ERROR;
 
     if (p.qos == 2 && broker_session_qos2_in_has(s, p.packet_id)) {
         broker_send_ack(b, c, MQTT_PUBREC, p.packet_id, 0);  /* retransmission: already routed */
