@@ -272,9 +272,10 @@ void broker_session_resume(struct hd_broker *b, struct broker_session *s);
 bool broker_session_ack(struct hd_broker *b, struct broker_session *s, uint8_t type, uint16_t packet_id);
 /* Append a delivery read back from the store. */
 void broker_session_restore_delivery(struct broker_session *s, struct broker_msg *m, uint8_t qos, bool retain,
-                                     uint32_t sub_id, uint8_t state, uint16_t packet_id, int64_t store_id);
-/* The first Subscription Identifier of a delivery (what the store keeps), 0 = none. */
-uint32_t broker_delivery_first_sub_id(const struct broker_delivery *d);
+                                     const uint32_t *sub_ids, uint32_t n_sub_ids, uint8_t state, uint16_t packet_id,
+                                     int64_t store_id);
+/* The Subscription Identifiers of a delivery: returns how many, *ids points at them. */
+uint32_t broker_delivery_sub_ids(const struct broker_delivery *d, const uint32_t **ids);
 /* End an in-flight delivery without further packets (5.0 PUBREC with an error reason). */
 void broker_session_cancel(struct hd_broker *b, struct broker_session *s, uint16_t packet_id);
 bool broker_session_qos2_in_has(struct broker_session *s, uint16_t id);

@@ -119,9 +119,10 @@ static const uint32_t *delivery_sub_ids(const struct broker_delivery *d)
     return d->n_sub_ids > 1 ? d->sub_ids.many : &d->sub_ids.one;
 }
 
-uint32_t broker_delivery_first_sub_id(const struct broker_delivery *d)
+uint32_t broker_delivery_sub_ids(const struct broker_delivery *d, const uint32_t **ids)
 {
-    return d->n_sub_ids ? delivery_sub_ids(d)[0] : 0;
+    *ids = delivery_sub_ids(d);
+    return d->n_sub_ids;
 }
 
 static void delivery_set_sub_ids(struct broker_delivery *d, const uint32_t *ids, uint32_t n)
@@ -383,12 +384,13 @@ bool broker_session_ack(struct hd_broker *b, struct broker_session *s, uint8_t t
 }
 
 void broker_session_restore_delivery(struct broker_session *s, struct broker_msg *m, uint8_t qos, bool retain,
-                                     uint32_t sub_id, uint8_t state, uint16_t packet_id, int64_t store_id)
+                                     const uint32_t *sub_ids, uint32_t n_sub_ids, uint8_t state, uint16_t packet_id,
+                                     int64_t store_id)
 {
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
-    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .n_sub_ids = sub_id ? 1 : 0,
-                                  .sub_ids.one = sub_id, .packet_id = packet_id, .qos = qos, .state = state,
-                                  .retain = retain};
+    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .packet_id = packet_id,
+                                  .qos = qos, .state = state, .retain = retain};
+    delivery_set_sub_ids(d, sub_ids, n_sub_ids);
     /* keep the invariant (in-flight entries first) even if the rows say otherwise */
     struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
     if (before) {
