@@ -201,6 +201,29 @@ def test_client_receive_maximum_counts_publishes(broker):
     s.expect_nothing()
 
 
+def test_resend_after_reconnect_keeps_the_new_receive_maximum(broker):
+    """Three unacknowledged QoS 1 messages, then a reconnect with Receive Maximum 1: they are resent with their
+    packet ids and DUP (MQTT-4.4.0-1), one at a time (MQTT-3.3.4-9)."""
+    t, cid = uid("rsnd"), uid()
+    s = Raw(broker.port)
+    s.connect(cid, version=5, cprops=p_u32(0x11, 60) + p_u16(0x21, 3))
+    s.send(subscribe(1, [(t, 1)], version=5)).recv()
+    p = Raw(broker.port)
+    p.connect(uid(), version=5)
+    for i in range(3):
+        p.send(publish(t, f"m{i}", qos=1, pid=i + 1, version=5)).expect(b"\x40\x02\x00" + bytes([i + 1]))
+    first = [parse_publish(s.recv(), 5) for _ in range(3)]
+    s.close()
+    time.sleep(0.2)
+    s = Raw(broker.port)
+    assert s.connect(cid, version=5, clean=False, cprops=p_u32(0x11, 0) + p_u16(0x21, 1))[2:4] == b"\x01\x00"
+    for m in first:
+        s.expect(packet(0x3A, mstr(t) + struct.pack("!H", m["pid"]) + props() + m["payload"]))  # DUP, same id
+        s.expect_nothing(wait=0.3)  # one at a time
+        s.send(ack("puback", m["pid"]))
+    s.expect_nothing()
+
+
 # ---- Maximum Packet Size of the client ----
 
 def test_oversize_queued_message_is_completed_not_stuck(broker):

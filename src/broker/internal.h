@@ -61,6 +61,7 @@ struct broker_delivery {
     uint16_t packet_id;
     uint8_t qos, state;
     bool retain;
+    bool held;          /* in flight, but not yet resent on this connection (its Receive Maximum is smaller) */
 };
 
 struct broker_sub {
@@ -86,6 +87,7 @@ struct broker_session {
     struct broker_delivery *out_head, *out_tail;
     struct broker_delivery *first_queued;  /* where the queued part of the list starts, or NULL */
     uint32_t n_inflight, n_queued;
+    uint32_t n_held;               /* in-flight deliveries waiting to be resent (delivery.held) */
     uint64_t queued_bytes;
     uint16_t next_packet_id;
     uint16_t *qos2_in;             /* incoming QoS 2 packet ids awaiting PUBREL */

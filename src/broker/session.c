@@ -5,7 +5,11 @@
  * Each session keeps one ordered list of deliveries. Entries are sent in
  * order, so the in-flight ones (DELIV_WAIT_ACK, DELIV_WAIT_COMP) always come
  * before the queued ones (DELIV_QUEUED); the in-flight window is the client's
- * Receive Maximum (5.0) capped by max_inflight. The queue limit counts only
+ * Receive Maximum (5.0) capped by max_inflight. After a reconnect the in-flight
+ * entries are resent with their packet ids; those beyond the new connection's
+ * window are `held` and resent, before any queued entry, as acks make room. A
+ * delivery carries the Subscription Identifiers of every matching subscription
+ * (inline when there is one, on the heap only for several). The queue limit counts only
  * queued entries; when it is reached the configured policy drops the new
  * message or the oldest queued one (documented in docs/broker.md).
  *
@@ -153,6 +157,8 @@ static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
         s->queued_bytes -= d->msg->payload_len;
     } else {
         s->n_inflight--;
+        if (d->held)
+            s->n_held--;
     }
 }
 
@@ -298,12 +304,33 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
         broker_session_pump(b, s);
 }
 
+/* Resend held in-flight deliveries while the connection's window has room; false if some are still held. */
+static bool resend_held(struct hd_broker *b, struct broker_session *s, uint32_t limit)
+{
+    struct broker_delivery *d, *next;
+    for (d = s->out_head; d && s->n_held && d->state != DELIV_QUEUED; d = next) {
+        next = d->next;
+        if (!d->held)
+            continue;
+        if (s->n_inflight - s->n_held >= limit)
+            return false;
+        d->held = false;
+        s->n_held--;
+        if (!broker_send_publish(b, s->conn, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
+                                 d->n_sub_ids))
+            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+    }
+    return s->n_held == 0;
+}
+
 void broker_session_pump(struct hd_broker *b, struct broker_session *s)
 {
     struct broker_conn *c = s->conn;
     if (!c || c->state != CONN_ACTIVE)
         return;
     uint32_t limit = inflight_limit(b, s);
+    if (s->n_held && !resend_held(b, s, limit))
+        return;  /* held ones first: the queue waits behind them */
     uint64_t now = 0;
     struct broker_delivery *d, *next;
     for (d = s->first_queued; d && s->n_inflight < limit; d = next) {
@@ -335,15 +362,27 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
 
 void broker_session_resume(struct hd_broker *b, struct broker_session *s)
 {
+    /* every unacknowledged PUBLISH is resent with its packet id (MQTT-4.4.0-1), but no more at once than
+     * this connection's Receive Maximum (MQTT-3.3.4-9): the rest are held and go out as acks make room */
     struct broker_conn *c = s->conn;
+    uint32_t limit = inflight_limit(b, s), on_wire = 0;
     struct broker_delivery *d, *next;
+    s->n_held = 0;
     for (d = s->out_head; d && d->state != DELIV_QUEUED; d = next) {
         next = d->next;
-        if (d->state == DELIV_WAIT_COMP)
+        d->held = false;
+        if (d->state == DELIV_WAIT_COMP) {
             broker_send_ack(b, c, MQTT_PUBREL, d->packet_id, 0);
-        else if (!broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
-                                      d->n_sub_ids))
+            on_wire++;
+        } else if (on_wire >= limit) {
+            d->held = true;
+            s->n_held++;
+        } else if (broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
+                                       d->n_sub_ids)) {
+            on_wire++;
+        } else {
             delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+        }
     }
     broker_session_pump(b, s);
 }
