@@ -7,8 +7,11 @@
  * retransmitted PUBLISH (DUP) is acknowledged again but not delivered twice.
  *
  * Routing collects the matching sessions first (one entry per session: with
- * overlapping subscriptions the highest QoS wins, MQTT 5 §4.8.1 style), then
- * delivers. The message stays a view into the read buffer unless a session
+ * overlapping subscriptions one copy goes out at the highest QoS, carrying the
+ * Subscription Identifiers of all of them, and retained if any of them has
+ * Retain As Published), then delivers. The identifiers of the common case, one
+ * subscription, stay in the session's scratch; only several use a heap array,
+ * grown once per session. The message stays a view into the read buffer unless a session
  * has to keep it (QoS > 0, offline queue, retained store).
  */
 #include <stdlib.h>
@@ -206,7 +209,7 @@ int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, 
         if (known)
             broker_store_qos2_in(b, s, a.packet_id, false);
         if (known && c->in_unacked)
-            c->in_unacked--;  /* ids resumed from an earlier connection were never counted: floor at 0 */
+            c->in_unacked--;  /* ids from an earlier connection were not counted: this errs toward allowing */
         broker_send_ack(b, c, MQTT_PUBCOMP, a.packet_id, known ? 0 : RC_PACKET_ID_NOT_FOUND);
         break;
     }
