@@ -163,3 +163,27 @@ def test_corrupt_store_is_an_error(tmp_path):
     b = Broker(tmp_path / "b", args=["--state-dir", str(state)])
     with pytest.raises(RuntimeError, match="exited 125.*broker.db: file is not a database"):
         b.start()
+
+
+@pytest.mark.parametrize("how", ["restart", "kill9"])
+def test_queued_message_keeps_all_subscription_identifiers(broker, how):
+    """A message queued for overlapping subscriptions carries all their identifiers (MQTT-3.3.4-3/4), also
+    after a restart: the store keeps every identifier, not only the first."""
+    cid, t = uid(), uid("ids")
+    s = Raw(broker.port)
+    s.connect(cid, version=5, clean=False, cprops=p_u32(0x11, 3600))
+    s.send(subscribe(1, [(t + "/+", 1)], version=5, sprops=b"\x0b\x05")).recv()
+    s.send(subscribe(2, [(t + "/#", 1)], version=5, sprops=b"\x0b\xc8\x01")).recv()  # 200
+    s.send(subscribe(3, [(t + "/a", 0)], version=5)).recv()  # no identifier
+    s.close()
+    p = Raw(broker.port)
+    p.connect(uid())
+    p.send(publish(t + "/a", "kept", qos=1, pid=1)).expect(b"\x40\x02\x00\x01")
+    stop_or_kill(broker, how)
+    s = Raw(broker.port)
+    assert s.connect(cid, version=5, clean=False, cprops=p_u32(0x11, 3600))[2] == 1
+    m = parse_publish(s.recv(), 5)
+    assert (m["topic"], m["payload"], m["qos"]) == (t + "/a", b"kept", 1)
+    assert m["props"] in (b"\x0b\x05\x0b\xc8\x01", b"\x0b\xc8\x01\x0b\x05"), m["props"].hex()
+    s.send(ack("puback", m["pid"]))
+    s.expect_nothing()

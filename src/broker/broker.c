@@ -103,14 +103,28 @@ struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c)
     return &c->out;
 }
 
-void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos, bool retain,
-                         bool dup, uint16_t packet_id, uint32_t sub_id)
+/* The alias of topic toward c: *known when the client has it already, else a new one to announce, or 0
+ * when aliases are off or used up (the first out_alias_max topics keep theirs for the connection). */
+static uint16_t out_alias_find(struct broker_conn *c, const struct broker_msg *m, bool *known)
+{
+    *known = false;
+    for (uint16_t i = 0; i < c->n_out_aliases; i++) {
+        if (strcmp(c->out_aliases[i], m->topic) == 0) {
+            *known = true;
+            return (uint16_t)(i + 1);
+        }
+    }
+    return c->n_out_aliases < c->out_alias_max ? (uint16_t)(c->n_out_aliases + 1) : 0;
+}
+
+bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos, bool retain,
+                         bool dup, uint16_t packet_id, const uint32_t *sub_ids, uint32_t n_sub_ids)
 {
     if (c->state == CONN_CLOSED)
-        return;
+        return true;
     if (qos == 0 && c->out.len - c->out_sent + c->ref_bytes > QOS0_BACKLOG_LIMIT) {
         b->stats.messages_dropped++;
-        return;
+        return false;
     }
     struct mqtt_publish_head head = {
         .topic = {(const uint8_t *)m->topic, m->topic_len},
@@ -119,11 +133,17 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
         .retain = retain,
         .packet_id = packet_id,
         .payload_len = m->payload_len,
-        .sub_ids = sub_id ? &sub_id : NULL,
-        .n_sub_ids = sub_id ? 1 : 0,
+        .sub_ids = sub_ids,
+        .n_sub_ids = n_sub_ids,
         .raw_props = m->props,
         .raw_props_len = m->props_len,
     };
+    bool alias_known = false;
+    if (c->out_alias_max) {
+        head.topic_alias = out_alias_find(c, m, &alias_known);
+        if (alias_known)
+            head.topic.len = 0;  /* the client maps the alias back to the topic (MQTT 5 §3.3.2.3.4) */
+    }
     if (c->protocol == 5 && m->expire_at_ns) {
         uint64_t now = hd_now_ns();
         head.has_expiry = true;
@@ -131,8 +151,13 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
     }
     size_t total = mqtt_publish_size(c->protocol, &head);
     if (c->client_max_packet && total > c->client_max_packet) {
-        b->stats.messages_dropped++;  /* MQTT 5 §3.1.2.25: discard what the client cannot take */
-        return;
+        b->stats.messages_dropped++;  /* MQTT-3.1.2-24/25: discard what the client cannot take */
+        return false;
+    }
+    if (head.topic_alias && !alias_known) {
+        if (!c->out_aliases)
+            c->out_aliases = hd_xcalloc(c->out_alias_max, sizeof(*c->out_aliases));
+        c->out_aliases[c->n_out_aliases++] = hd_xstrdup(m->topic);
     }
     struct mqtt_buf *o = broker_conn_outbuf(b, c);
     mqtt_buf_reserve(o, total);
@@ -150,6 +175,7 @@ void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
         mqtt_put_bytes(o, m->payload, m->payload_len);
     }
     b->stats.messages_sent++;
+    return true;
 }
 
 void broker_send_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason)
@@ -338,6 +364,9 @@ static void conn_free(struct broker_conn *c)
             free(c->aliases[i]);
         free(c->aliases);
     }
+    for (uint16_t i = 0; i < c->n_out_aliases; i++)
+        free(c->out_aliases[i]);
+    free(c->out_aliases);
     broker_msg_unref(c->will);
     free(c->username);
     free(c->cert_cn);
@@ -741,6 +770,9 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
     b->cfg.state_dir = cfg->state_dir ? hd_xstrdup(cfg->state_dir) : NULL;
     b->cfg.password_file = cfg->password_file ? hd_xstrdup(cfg->password_file) : NULL;
     b->cfg.acl_file = cfg->acl_file ? hd_xstrdup(cfg->acl_file) : NULL;
+    b->cfg.response_information = cfg->response_information ? hd_xstrdup(cfg->response_information) : NULL;
+    if (!b->cfg.receive_maximum)
+        b->cfg.receive_maximum = 65535;  /* a zeroed config: the protocol's default */
     b->start_ns = hd_now_ns();
     b->read_buf_size = READ_BUF_SIZE;
     b->read_buf = hd_xmalloc(READ_BUF_SIZE);

@@ -44,6 +44,9 @@ struct hd_broker_config {
     uint32_t connection_rate;   /* new connections per second accepted, 0 = unlimited */
     uint32_t client_connection_rate; /* new connections per second from one source address, 0 = unlimited */
     uint16_t topic_alias_max;   /* aliases a 5.0 client may use toward the broker */
+    uint16_t topic_alias_out;   /* aliases the broker uses toward a 5.0 client that allows them, 0 = off */
+    uint16_t receive_maximum;   /* unacknowledged QoS 1/2 PUBLISHes a client may have toward us */
+    char *response_information; /* sent in CONNACK to a client that asks for it, NULL = none */
     uint16_t max_keepalive;     /* 0 = no cap */
     uint32_t connect_timeout_ms;/* a connection must send CONNECT within this */
     uint32_t sys_interval;      /* seconds between $SYS updates, 0 = off */

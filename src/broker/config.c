@@ -30,6 +30,7 @@ void hd_broker_config_init(struct hd_broker_config *cfg)
     cfg->max_queued_messages = 1000;
     cfg->queue_policy = HD_BROKER_DROP_NEW;
     cfg->topic_alias_max = 10;
+    cfg->receive_maximum = 65535;
     cfg->connect_timeout_ms = 10000;
     cfg->sys_interval = 10;
 }
@@ -44,6 +45,7 @@ void hd_broker_config_free(struct hd_broker_config *cfg)
     free(cfg->state_dir);
     free(cfg->password_file);
     free(cfg->acl_file);
+    free(cfg->response_information);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -53,6 +55,7 @@ enum setting_type {
     SETTING_BOOL,     /* file: true/yes/1, false/no/0; JSON: true or false */
     SETTING_NUMBER,   /* an integer in min..max; a size with K/M/G is accepted too */
     SETTING_PATH,     /* a file or directory (hedged's JSON wants it absolute) */
+    SETTING_TEXT,     /* a non-empty string of at most 65535 bytes */
     SETTING_CHOICE,   /* one of choices[] */
     SETTING_ADDRESS,  /* "HOST:PORT" listeners: a line each in the file, an array in JSON */
 };
@@ -71,7 +74,7 @@ struct setting {
     uint64_t min, max;      /* SETTING_NUMBER */
     const char *choices[3]; /* SETTING_CHOICE */
     void (*set)(struct hd_broker_config *cfg, const struct setting_value *v);
-    size_t offset;          /* SETTING_PATH (char *) and SETTING_ADDRESS (char **) fields */
+    size_t offset;          /* SETTING_PATH, SETTING_TEXT (char *) and SETTING_ADDRESS (char **) fields */
 };
 
 #define FIELD(name) offsetof(struct hd_broker_config, name)
@@ -93,6 +96,8 @@ SETTER(set_max_connections, cfg->max_connections = (uint32_t)v->number)
 SETTER(set_connection_rate, cfg->connection_rate = (uint32_t)v->number)
 SETTER(set_client_connection_rate, cfg->client_connection_rate = (uint32_t)v->number)
 SETTER(set_topic_alias_max, cfg->topic_alias_max = (uint16_t)v->number)
+SETTER(set_topic_alias_out, cfg->topic_alias_out = (uint16_t)v->number)
+SETTER(set_receive_maximum, cfg->receive_maximum = (uint16_t)v->number)
 SETTER(set_max_keepalive, cfg->max_keepalive = (uint16_t)v->number)
 SETTER(set_connect_timeout, cfg->connect_timeout_ms = (uint32_t)(v->number * 1000))
 SETTER(set_sys_interval, cfg->sys_interval = (uint32_t)v->number)
@@ -120,6 +125,9 @@ static const struct setting settings[] = {
     {"connection_rate", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_connection_rate},
     {"client_connection_rate", NULL, SETTING_NUMBER, 0, UINT32_MAX, .set = set_client_connection_rate},
     {"topic_alias_maximum", NULL, SETTING_NUMBER, 0, 65535, .set = set_topic_alias_max},
+    {"topic_alias_to_client", NULL, SETTING_NUMBER, 0, 65535, .set = set_topic_alias_out},
+    {"receive_maximum", NULL, SETTING_NUMBER, 1, 65535, .set = set_receive_maximum},
+    {"response_information", NULL, SETTING_TEXT, .offset = FIELD(response_information)},
     {"max_keepalive", NULL, SETTING_NUMBER, 0, 65535, .set = set_max_keepalive},
     {"connect_timeout", NULL, SETTING_NUMBER, 1, 3600, .set = set_connect_timeout},
     {"sys_interval", NULL, SETTING_NUMBER, 0, 86400, .set = set_sys_interval},
@@ -169,6 +177,8 @@ static bool setting_parse(const struct setting *s, const char *text, struct sett
     }
     case SETTING_PATH:
         return text[0] != '\0';
+    case SETTING_TEXT:
+        return text[0] != '\0' && strlen(text) <= 65535;
     case SETTING_CHOICE:
         for (v->choice = 0; v->choice < ARRAY_SIZE(s->choices) && s->choices[v->choice]; v->choice++)
             if (strcmp(text, s->choices[v->choice]) == 0)
@@ -183,7 +193,7 @@ static bool setting_parse(const struct setting *s, const char *text, struct sett
 static void setting_apply(const struct setting *s, struct hd_broker_config *cfg, const struct setting_value *v)
 {
     char *base = (char *)cfg;
-    if (s->type == SETTING_PATH) {
+    if (s->type == SETTING_PATH || s->type == SETTING_TEXT) {
         char **field = (char **)(base + s->offset);
         free(*field);
         *field = hd_xstrdup(v->text);
@@ -202,6 +212,7 @@ static char *setting_want(const struct setting *s)
     case SETTING_NUMBER:
         return hd_xasprintf("an integer %llu..%llu", (unsigned long long)s->min, (unsigned long long)s->max);
     case SETTING_PATH: return hd_xstrdup("an absolute path");
+    case SETTING_TEXT: return hd_xstrdup("a non-empty string");
     case SETTING_CHOICE: return hd_xasprintf("\"%s\" or \"%s\"", s->choices[0], s->choices[1]);
     case SETTING_ADDRESS: return hd_xstrdup("an array of \"HOST:PORT\" strings");
     }

@@ -18,7 +18,7 @@
 #include "base/util.h"
 
 static void send_connack(struct hd_broker *b, struct broker_conn *c, bool session_present, uint8_t reason,
-                         const char *assigned_id, uint16_t server_keepalive)
+                         const char *assigned_id, uint16_t server_keepalive, bool want_response_info)
 {
     struct mqtt_buf *o = broker_conn_outbuf(b, c);
     if (c->protocol < 5) {
@@ -49,6 +49,15 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
             mqtt_put_u8(&props, PROP_SERVER_KEEPALIVE);
             mqtt_put_u16(&props, server_keepalive);
         }
+        if (b->cfg.receive_maximum < 65535) {  /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
+            mqtt_put_u8(&props, PROP_RECEIVE_MAXIMUM);
+            mqtt_put_u16(&props, b->cfg.receive_maximum);
+        }
+        /* only to a client that asked: Request Response Information 1 (MQTT-3.1.2-28) */
+        if (want_response_info && b->cfg.response_information) {
+            mqtt_put_u8(&props, PROP_RESPONSE_INFO);
+            mqtt_put_string(&props, b->cfg.response_information, (uint16_t)strlen(b->cfg.response_information));
+        }
     }
     mqtt_encode_connack(o, c->protocol, session_present, reason, props.data, props.len);
     mqtt_buf_free(&props);
@@ -57,7 +66,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
 /* Refuse a CONNECT with a CONNACK reason and close. Returns -1 (closed). */
 static int connect_refuse(struct hd_broker *b, struct broker_conn *c, uint8_t reason)
 {
-    send_connack(b, c, false, reason, NULL, 0);
+    send_connack(b, c, false, reason, NULL, 0, false);
     broker_conn_close(b, c, 0);
     return -1;
 }
@@ -90,10 +99,13 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     if (!client_id[0]) {
         if (c->protocol < 5 && !k.clean_start)
             return connect_refuse(b, c, RC_CLIENT_ID_NOT_VALID);
-        char id[13];
-        hd_random_id(id, sizeof(id));
-        free(client_id);
-        client_id = hd_xasprintf("auto-%s", id);
+        /* an id no session has (MQTT-3.2.2-16): a collision of 12 random characters is only theoretical */
+        do {
+            char id[13];
+            hd_random_id(id, sizeof(id));
+            free(client_id);
+            client_id = hd_xasprintf("auto-%s", id);
+        } while (broker_session_find(b, client_id));
         if (c->protocol == 5)
             assigned = hd_xstrdup(client_id);
     }
@@ -120,6 +132,9 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
             broker_conn_close(b, c, 0);
             return -1;
         }
+        const struct mqtt_bytes *rt = &k.will_props.response_topic;
+        if (rt->data && !hd_mqtt_topic_valid_name((const char *)rt->data, rt->len))
+            return connect_refuse(b, c, RC_PROTOCOL_ERROR);  /* MQTT-3.3.2-14, for the will too */
         if (!broker_acl_allows(b, username, client_id, topic, ACL_WRITE))
             return connect_refuse(b, c, RC_NOT_AUTHORIZED);
         struct mqtt_buf props = {0};
@@ -147,6 +162,12 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         if (k.props.has_max_packet_size)
             c->client_max_packet = k.props.max_packet_size;
         c->alias_max = b->cfg.topic_alias_max;
+        /* aliases toward the client: never above its Topic Alias Maximum (MQTT-3.1.2-26/27, MQTT-3.3.2-11) */
+        if (k.props.has_topic_alias_max)
+            c->out_alias_max = k.props.topic_alias_max < b->cfg.topic_alias_out ? k.props.topic_alias_max
+                                                                                 : b->cfg.topic_alias_out;
+        /* Request Problem Information 0 (MQTT-3.1.2-29) holds by construction: the broker's only Reason
+         * String is on DISCONNECT, and User Properties leave it only forwarded on PUBLISH */
         expiry = k.props.session_expiry;
     } else {
         expiry = k.clean_start ? 0 : 0xFFFFFFFFu;
@@ -198,7 +219,8 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     else if (s->persisted)
         broker_store_session_delete(b, s);
 
-    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive);
+    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive,
+                 c->protocol == 5 && k.props.request_response_info == 1);
     if (present)
         broker_session_resume(b, s);
     return 0;

@@ -7,8 +7,11 @@
  * retransmitted PUBLISH (DUP) is acknowledged again but not delivered twice.
  *
  * Routing collects the matching sessions first (one entry per session: with
- * overlapping subscriptions the highest QoS wins, MQTT 5 §4.8.1 style), then
- * delivers. The message stays a view into the read buffer unless a session
+ * overlapping subscriptions one copy goes out at the highest QoS, carrying the
+ * Subscription Identifiers of all of them, and retained if any of them has
+ * Retain As Published), then delivers. The identifiers of the common case, one
+ * subscription, stay in the session's scratch; only several use a heap array,
+ * grown once per session. The message stays a view into the read buffer unless a session
  * has to keep it (QoS > 0, offline queue, retained store).
  */
 #include <stdlib.h>
@@ -24,27 +27,46 @@ struct route_ctx {
     uint64_t gen;
 };
 
+/* Remember one more Subscription Identifier of a session's matching subscriptions. */
+static void match_add_sub_id(struct broker_session *s, uint32_t sub_id)
+{
+    if (!s->n_match_ids) {
+        s->match_sub_id = sub_id;
+        s->n_match_ids = 1;
+        return;
+    }
+    uint32_t more = s->n_match_ids - 1;
+    if (more == s->cap_match_more_ids) {
+        s->cap_match_more_ids = s->cap_match_more_ids ? s->cap_match_more_ids * 2 : 4;
+        s->match_more_ids = hd_xrealloc(s->match_more_ids, s->cap_match_more_ids * sizeof(*s->match_more_ids));
+    }
+    s->match_more_ids[more] = sub_id;
+    s->n_match_ids++;
+}
+
 static void route_collect(void *ctx, struct broker_session *s, uint8_t options, uint32_t sub_id)
 {
     struct route_ctx *r = ctx;
     struct hd_broker *b = r->b;
     if ((options & 0x04) && s == r->from)
-        return;  /* No Local */
+        return;  /* No Local, per subscription (MQTT-3.8.3-3) */
     uint8_t qos = options & 3;
     if (qos > r->msg->qos)
         qos = r->msg->qos;
     if (s->match_gen == r->gen) {
+        /* overlapping subscriptions: one copy, the highest QoS (MQTT-3.3.4-2), every identifier (MQTT-3.3.4-3/4) */
         if (qos > s->match_qos)
             s->match_qos = qos;
         s->match_opts |= options & 0x08;
-        if (!s->match_sub_id)
-            s->match_sub_id = sub_id;
+        if (sub_id)
+            match_add_sub_id(s, sub_id);
         return;
     }
     s->match_gen = r->gen;
     s->match_qos = qos;
     s->match_opts = options;
     s->match_sub_id = sub_id;
+    s->n_match_ids = sub_id ? 1 : 0;
     if (b->n_targets == b->cap_targets) {
         b->cap_targets = b->cap_targets ? b->cap_targets * 2 : 64;
         b->targets = hd_xrealloc(b->targets, b->cap_targets * sizeof(*b->targets));
@@ -63,7 +85,13 @@ void broker_route(struct hd_broker *b, struct broker_session *from, struct broke
         if (!broker_acl_allows(b, s->username, s->client_id, m->topic, ACL_READ))
             continue;
         bool retain = (s->match_opts & 0x08) ? m->retain : false;  /* Retain As Published */
-        broker_session_deliver(b, s, m, s->match_qos, retain, s->match_sub_id);
+        if (s->n_match_ids <= 1) {
+            broker_session_deliver(b, s, m, s->match_qos, retain, &s->match_sub_id, s->n_match_ids);
+            continue;
+        }
+        /* two or more: append the first to match_more_ids, which then holds them all in one array */
+        match_add_sub_id(s, s->match_sub_id);
+        broker_session_deliver(b, s, m, s->match_qos, retain, s->match_more_ids, s->n_match_ids - 1);
     }
     b->n_targets = 0;
     b->routing_fanout = false;
@@ -109,11 +137,19 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     }
     if (!hd_mqtt_topic_valid_name(topic, topic_len))
         return c->protocol == 5 ? RC_TOPIC_NAME_INVALID : RC_MALFORMED;
+    /* a Response Topic is a topic name: no wildcards (MQTT-3.3.2-14) */
+    if (p.props.response_topic.data &&
+        !hd_mqtt_topic_valid_name((const char *)p.props.response_topic.data, p.props.response_topic.len))
+        return RC_PROTOCOL_ERROR;
 
     if (p.qos == 2 && broker_session_qos2_in_has(s, p.packet_id)) {
         broker_send_ack(b, c, MQTT_PUBREC, p.packet_id, 0);  /* retransmission: already routed */
         return 0;
     }
+    /* our Receive Maximum: QoS 1 is acknowledged at once, so what is unacknowledged is the QoS 2
+     * exchanges of this connection still waiting for PUBREL (MQTT-3.3.4-7: 0x93 when exceeded) */
+    if (p.qos && c->protocol == 5 && c->in_unacked >= b->cfg.receive_maximum)
+        return RC_RECEIVE_MAX_EXCEEDED;
     char stack_topic[256];
     char *topic_z = topic_len < sizeof(stack_topic) ? stack_topic : hd_xmalloc(topic_len + 1);
     memcpy(topic_z, topic, topic_len);
@@ -149,6 +185,7 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     if (topic_z != stack_topic)
         free(topic_z);
     if (p.qos == 2 && reason < 0x80) {
+        c->in_unacked++;
         broker_session_qos2_in_add(s, p.packet_id);
         broker_store_qos2_in(b, s, p.packet_id, true);  /* exactly once, also across a restart */
     }
@@ -171,6 +208,8 @@ int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, 
         bool known = broker_session_qos2_in_remove(s, a.packet_id);
         if (known)
             broker_store_qos2_in(b, s, a.packet_id, false);
+        if (known && c->in_unacked)
+            c->in_unacked--;  /* ids from an earlier connection were not counted: this errs toward allowing */
         broker_send_ack(b, c, MQTT_PUBCOMP, a.packet_id, known ? 0 : RC_PACKET_ID_NOT_FOUND);
         break;
     }

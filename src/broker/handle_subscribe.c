@@ -49,7 +49,7 @@ static void send_retained(void *ctx, struct broker_msg *m)
     struct retained_ctx *r = ctx;
     if (!broker_acl_allows(r->b, r->s->username, r->s->client_id, m->topic, ACL_READ))
         return;
-    broker_session_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true, r->sub_id);
+    broker_session_deliver(r->b, r->s, m, m->qos < r->qos ? m->qos : r->qos, true, &r->sub_id, r->sub_id ? 1 : 0);
 }
 
 int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,

@@ -53,10 +53,15 @@ struct broker_delivery {
     struct broker_delivery *next, *prev;
     struct broker_msg *msg;
     int64_t store_id;   /* row in the store, 0 = not persisted */
-    uint32_t sub_id;
+    uint32_t n_sub_ids; /* Subscription Identifiers of the matching subscriptions (MQTT-3.3.4-3/4) */
+    union {
+        uint32_t one;   /* n_sub_ids <= 1: no allocation in the common case */
+        uint32_t *many; /* n_sub_ids > 1: heap, freed with the delivery */
+    } sub_ids;
     uint16_t packet_id;
     uint8_t qos, state;
     bool retain;
+    bool held;          /* in flight, but not yet resent on this connection (its Receive Maximum is smaller) */
 };
 
 struct broker_sub {
@@ -82,6 +87,7 @@ struct broker_session {
     struct broker_delivery *out_head, *out_tail;
     struct broker_delivery *first_queued;  /* where the queued part of the list starts, or NULL */
     uint32_t n_inflight, n_queued;
+    uint32_t n_held;               /* in-flight deliveries waiting to be resent (delivery.held) */
     uint64_t queued_bytes;
     uint16_t next_packet_id;
     uint16_t *qos2_in;             /* incoming QoS 2 packet ids awaiting PUBREL */
@@ -89,7 +95,9 @@ struct broker_session {
     /* routing scratch: one match per session per publish */
     uint64_t match_gen;
     uint8_t match_qos, match_opts;
-    uint32_t match_sub_id;
+    uint32_t match_sub_id;         /* the first identifier; further ones go to match_more_ids */
+    uint32_t *match_more_ids;      /* grown once, reused by every later publish */
+    uint32_t n_match_ids, cap_match_more_ids;  /* n_match_ids counts match_sub_id too */
     /* a will waiting for its delay (5.0) after the connection dropped */
     struct broker_msg *pending_will;
     uint64_t will_at_ns;
@@ -122,6 +130,10 @@ struct broker_conn {
     uint64_t last_rx_ns, created_ns;
     uint16_t keepalive;
     uint16_t client_receive_max;  /* in-flight limit toward the client */
+    uint16_t in_unacked;          /* QoS 2 PUBLISHes of this connection awaiting PUBREL (our Receive Maximum) */
+    uint16_t out_alias_max;       /* aliases we may use toward the client (min of its maximum and ours) */
+    uint16_t n_out_aliases;
+    char **out_aliases;           /* alias - 1 -> topic, allocated on first use */
     uint32_t client_max_packet;   /* largest packet the client accepts, 0 = protocol max */
     uint16_t alias_max;           /* aliases the client may use (what we announced) */
     char **aliases;               /* alias -> topic, allocated on first use */
@@ -253,7 +265,7 @@ void broker_session_add_sub(struct broker_session *s, const char *filter, const 
 bool broker_session_remove_sub(struct broker_session *s, const char *filter, const char *group);
 /* Queue or send one message to a session. */
 void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struct broker_msg *m, uint8_t qos,
-                            bool retain, uint32_t sub_id);
+                            bool retain, const uint32_t *sub_ids, uint32_t n_sub_ids);
 /* Send queued messages while in-flight room allows. */
 void broker_session_pump(struct hd_broker *b, struct broker_session *s);
 /* After reconnect: resend in-flight messages with DUP set, then pump. */
@@ -262,7 +274,10 @@ void broker_session_resume(struct hd_broker *b, struct broker_session *s);
 bool broker_session_ack(struct hd_broker *b, struct broker_session *s, uint8_t type, uint16_t packet_id);
 /* Append a delivery read back from the store. */
 void broker_session_restore_delivery(struct broker_session *s, struct broker_msg *m, uint8_t qos, bool retain,
-                                     uint32_t sub_id, uint8_t state, uint16_t packet_id, int64_t store_id);
+                                     const uint32_t *sub_ids, uint32_t n_sub_ids, uint8_t state, uint16_t packet_id,
+                                     int64_t store_id);
+/* The Subscription Identifiers of a delivery: returns how many, *ids points at them. */
+uint32_t broker_delivery_sub_ids(const struct broker_delivery *d, const uint32_t **ids);
 /* End an in-flight delivery without further packets (5.0 PUBREC with an error reason). */
 void broker_session_cancel(struct hd_broker *b, struct broker_session *s, uint16_t packet_id);
 bool broker_session_qos2_in_has(struct broker_session *s, uint16_t id);
@@ -279,8 +294,10 @@ void broker_conn_want_write(struct hd_broker *b, struct broker_conn *c, bool on)
 struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c);
 /* Close with an optional v5 DISCONNECT carrying reason (0 = none sent). */
 void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reason);
-void broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos,
-                         bool retain, bool dup, uint16_t packet_id, uint32_t sub_id);
+/* False when the message was discarded instead: larger than the client's Maximum Packet Size
+ * (MQTT-3.1.2-24/25) or a QoS 0 message behind a full backlog; counted in messages_dropped. */
+bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos,
+                         bool retain, bool dup, uint16_t packet_id, const uint32_t *sub_ids, uint32_t n_sub_ids);
 void broker_send_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
 void broker_send_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t reason, const char *why);
 

@@ -192,7 +192,24 @@ void broker_store_delivery_add(struct hd_broker *b, struct broker_session *s, st
     sqlite3_bind_int64(q, 7, wall_expiry(m));
     sqlite3_bind_int(q, 8, d->state);
     sqlite3_bind_int(q, 9, d->packet_id);
-    sqlite3_bind_int64(q, 10, d->sub_id);
+    /* sub_id: one Subscription Identifier as an integer (0 = none), or several (overlapping subscriptions)
+     * as a blob of big-endian 32-bit values; SQLite keeps a blob in an INT column as it is, so the
+     * schema and older stores stay as they were */
+    const uint32_t *ids;
+    uint32_t n_ids = broker_delivery_sub_ids(d, &ids);
+    if (n_ids <= 1) {
+        sqlite3_bind_int64(q, 10, n_ids ? ids[0] : 0);
+    } else {
+        uint8_t *blob = hd_xmalloc(n_ids * 4);
+        for (uint32_t i = 0; i < n_ids; i++) {
+            blob[4 * i] = (uint8_t)(ids[i] >> 24);
+            blob[4 * i + 1] = (uint8_t)(ids[i] >> 16);
+            blob[4 * i + 2] = (uint8_t)(ids[i] >> 8);
+            blob[4 * i + 3] = (uint8_t)ids[i];
+        }
+        sqlite3_bind_blob(q, 10, blob, (int)(n_ids * 4), SQLITE_TRANSIENT);
+        free(blob);
+    }
     run(b, q);
     d->store_id = sqlite3_last_insert_rowid(b->store->db);
 }
@@ -292,9 +309,22 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
         if (!s)
             continue;
         struct broker_msg *m = row_msg(q, 2, 3, 4, 5, 6, 7);
+        uint32_t one = 0, n_ids = 0, *many = NULL;
+        if (sqlite3_column_type(q, 10) == SQLITE_BLOB) {  /* several identifiers (broker_store_delivery_add) */
+            const uint8_t *blob = sqlite3_column_blob(q, 10);
+            n_ids = (uint32_t)sqlite3_column_bytes(q, 10) / 4;
+            many = hd_xmalloc((n_ids ? n_ids : 1) * sizeof(*many));
+            for (uint32_t i = 0; i < n_ids; i++)
+                many[i] = (uint32_t)blob[4 * i] << 24 | (uint32_t)blob[4 * i + 1] << 16 |
+                          (uint32_t)blob[4 * i + 2] << 8 | blob[4 * i + 3];
+        } else {
+            one = (uint32_t)sqlite3_column_int64(q, 10);
+            n_ids = one ? 1 : 0;
+        }
         broker_session_restore_delivery(s, m, (uint8_t)sqlite3_column_int(q, 3), sqlite3_column_int(q, 4),
-                                        (uint32_t)sqlite3_column_int64(q, 10), (uint8_t)sqlite3_column_int(q, 8),
+                                        many ? many : &one, n_ids, (uint8_t)sqlite3_column_int(q, 8),
                                         (uint16_t)sqlite3_column_int(q, 9), sqlite3_column_int64(q, 0));
+        free(many);
         broker_msg_unref(m);
     }
     sqlite3_finalize(q);

@@ -5,7 +5,11 @@
  * Each session keeps one ordered list of deliveries. Entries are sent in
  * order, so the in-flight ones (DELIV_WAIT_ACK, DELIV_WAIT_COMP) always come
  * before the queued ones (DELIV_QUEUED); the in-flight window is the client's
- * Receive Maximum (5.0) capped by max_inflight. The queue limit counts only
+ * Receive Maximum (5.0) capped by max_inflight. After a reconnect the in-flight
+ * entries are resent with their packet ids; those beyond the new connection's
+ * window are `held` and resent, before any queued entry, as acks make room. A
+ * delivery carries the Subscription Identifiers of every matching subscription
+ * (inline when there is one, on the heap only for several). The queue limit counts only
  * queued entries; when it is reached the configured policy drops the new
  * message or the oldest queued one (documented in docs/broker.md).
  *
@@ -93,6 +97,8 @@ static struct broker_delivery *delivery_new(struct hd_broker *b)
 static void delivery_free(struct hd_broker *b, struct broker_delivery *d)
 {
     broker_msg_unref(d->msg);
+    if (d->n_sub_ids > 1)
+        free(d->sub_ids.many);
     if (b->delivery_pool_size >= DELIVERY_POOL_MAX) {
         free(d);
         return;
@@ -112,6 +118,28 @@ void broker_delivery_pool_free(struct hd_broker *b)
     b->delivery_pool_size = 0;
 }
 
+static const uint32_t *delivery_sub_ids(const struct broker_delivery *d)
+{
+    return d->n_sub_ids > 1 ? d->sub_ids.many : &d->sub_ids.one;
+}
+
+uint32_t broker_delivery_sub_ids(const struct broker_delivery *d, const uint32_t **ids)
+{
+    *ids = delivery_sub_ids(d);
+    return d->n_sub_ids;
+}
+
+static void delivery_set_sub_ids(struct broker_delivery *d, const uint32_t *ids, uint32_t n)
+{
+    d->n_sub_ids = n;
+    if (n == 1) {
+        d->sub_ids.one = ids[0];
+    } else if (n > 1) {
+        d->sub_ids.many = hd_xmalloc(n * sizeof(*ids));
+        memcpy(d->sub_ids.many, ids, n * sizeof(*ids));
+    }
+}
+
 static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
 {
     if (d->prev)
@@ -129,6 +157,8 @@ static void delivery_unlink(struct broker_session *s, struct broker_delivery *d)
         s->queued_bytes -= d->msg->payload_len;
     } else {
         s->n_inflight--;
+        if (d->held)
+            s->n_held--;
     }
 }
 
@@ -168,6 +198,7 @@ void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
     }
     b->n_sessions--;
     free(s->qos2_in);
+    free(s->match_more_ids);
     free(s->username);
     free(s->client_id);
     free(s);
@@ -233,12 +264,12 @@ static uint16_t packet_id_next(struct broker_session *s)
 }
 
 void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struct broker_msg *m, uint8_t qos,
-                            bool retain, uint32_t sub_id)
+                            bool retain, const uint32_t *sub_ids, uint32_t n_sub_ids)
 {
     struct broker_conn *c = s->conn;
     if (qos == 0) {
         if (c && c->state == CONN_ACTIVE)
-            broker_send_publish(b, c, m, 0, retain, false, 0, sub_id);
+            broker_send_publish(b, c, m, 0, retain, false, 0, sub_ids, n_sub_ids);
         return;
     }
     if ((b->cfg.max_queued_messages && s->n_queued >= b->cfg.max_queued_messages) ||
@@ -255,7 +286,7 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
     d->msg = broker_msg_hold(m);
     d->qos = qos;
     d->retain = retain;
-    d->sub_id = sub_id;
+    delivery_set_sub_ids(d, sub_ids, n_sub_ids);
     d->state = DELIV_QUEUED;
     d->prev = s->out_tail;
     if (s->out_tail)
@@ -273,12 +304,33 @@ void broker_session_deliver(struct hd_broker *b, struct broker_session *s, struc
         broker_session_pump(b, s);
 }
 
+/* Resend held in-flight deliveries while the connection's window has room; false if some are still held. */
+static bool resend_held(struct hd_broker *b, struct broker_session *s, uint32_t limit)
+{
+    struct broker_delivery *d, *next;
+    for (d = s->out_head; d && s->n_held && d->state != DELIV_QUEUED; d = next) {
+        next = d->next;
+        if (!d->held)
+            continue;
+        if (s->n_inflight - s->n_held >= limit)
+            return false;
+        d->held = false;
+        s->n_held--;
+        if (!broker_send_publish(b, s->conn, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
+                                 d->n_sub_ids))
+            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+    }
+    return s->n_held == 0;
+}
+
 void broker_session_pump(struct hd_broker *b, struct broker_session *s)
 {
     struct broker_conn *c = s->conn;
     if (!c || c->state != CONN_ACTIVE)
         return;
     uint32_t limit = inflight_limit(b, s);
+    if (s->n_held && !resend_held(b, s, limit))
+        return;  /* held ones first: the queue waits behind them */
     uint64_t now = 0;
     struct broker_delivery *d, *next;
     for (d = s->first_queued; d && s->n_inflight < limit; d = next) {
@@ -297,20 +349,40 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
         s->n_inflight++;
         d->state = DELIV_WAIT_ACK;
         d->packet_id = packet_id_next(s);
+        if (!broker_send_publish(b, c, d->msg, d->qos, d->retain, false, d->packet_id, delivery_sub_ids(d),
+                                 d->n_sub_ids)) {
+            /* too large for the client: discarded, and treated as delivered (MQTT-3.1.2-25) */
+            delivery_drop(b, s, d);
+            continue;
+        }
         if (d->store_id)
             broker_store_delivery_update(b, d);
-        broker_send_publish(b, c, d->msg, d->qos, d->retain, false, d->packet_id, d->sub_id);
     }
 }
 
 void broker_session_resume(struct hd_broker *b, struct broker_session *s)
 {
+    /* every unacknowledged PUBLISH is resent with its packet id (MQTT-4.4.0-1), but no more at once than
+     * this connection's Receive Maximum (MQTT-3.3.4-9): the rest are held and go out as acks make room */
     struct broker_conn *c = s->conn;
-    for (struct broker_delivery *d = s->out_head; d && d->state != DELIV_QUEUED; d = d->next) {
-        if (d->state == DELIV_WAIT_ACK)
-            broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, d->sub_id);
-        else
+    uint32_t limit = inflight_limit(b, s), on_wire = 0;
+    struct broker_delivery *d, *next;
+    s->n_held = 0;
+    for (d = s->out_head; d && d->state != DELIV_QUEUED; d = next) {
+        next = d->next;
+        d->held = false;
+        if (d->state == DELIV_WAIT_COMP) {
             broker_send_ack(b, c, MQTT_PUBREL, d->packet_id, 0);
+            on_wire++;
+        } else if (on_wire >= limit) {
+            d->held = true;
+            s->n_held++;
+        } else if (broker_send_publish(b, c, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
+                                       d->n_sub_ids)) {
+            on_wire++;
+        } else {
+            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+        }
     }
     broker_session_pump(b, s);
 }
@@ -351,11 +423,13 @@ bool broker_session_ack(struct hd_broker *b, struct broker_session *s, uint8_t t
 }
 
 void broker_session_restore_delivery(struct broker_session *s, struct broker_msg *m, uint8_t qos, bool retain,
-                                     uint32_t sub_id, uint8_t state, uint16_t packet_id, int64_t store_id)
+                                     const uint32_t *sub_ids, uint32_t n_sub_ids, uint8_t state, uint16_t packet_id,
+                                     int64_t store_id)
 {
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
-    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .sub_id = sub_id,
-                                  .packet_id = packet_id, .qos = qos, .state = state, .retain = retain};
+    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .packet_id = packet_id,
+                                  .qos = qos, .state = state, .retain = retain};
+    delivery_set_sub_ids(d, sub_ids, n_sub_ids);
     /* keep the invariant (in-flight entries first) even if the rows say otherwise */
     struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
     if (before) {

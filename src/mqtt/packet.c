@@ -688,6 +688,8 @@ static size_t publish_props_len(const struct mqtt_publish_head *h)
     size_t n = h->raw_props_len;
     if (h->has_expiry)
         n += 1 + 4;
+    if (h->topic_alias)
+        n += 1 + 2;
     for (size_t i = 0; i < h->n_sub_ids; i++)
         n += 1 + mqtt_varint_size(h->sub_ids[i]);
     if (h->response_topic.data)
@@ -726,6 +728,10 @@ void mqtt_encode_publish_head(struct mqtt_buf *b, uint8_t proto, const struct mq
     if (h->has_expiry) {
         mqtt_put_u8(b, PROP_MESSAGE_EXPIRY);
         mqtt_put_u32(b, h->expiry);
+    }
+    if (h->topic_alias) {
+        mqtt_put_u8(b, PROP_TOPIC_ALIAS);
+        mqtt_put_u16(b, h->topic_alias);
     }
     for (size_t i = 0; i < h->n_sub_ids; i++) {
         mqtt_put_u8(b, PROP_SUBSCRIPTION_ID);

@@ -214,7 +214,8 @@ void mqtt_encode_empty(struct mqtt_buf *b, uint8_t type);
 /*
  * An outgoing PUBLISH up to its payload, which the caller appends (the client copies it; the broker may
  * gather one stored copy for every subscriber with writev). For 5.0 the properties are written in this
- * order: message expiry (when has_expiry), one Subscription Identifier per entry of sub_ids, response
+ * order: message expiry (when has_expiry), the Topic Alias (when not 0; the topic may then be empty),
+ * one Subscription Identifier per entry of sub_ids, response
  * topic and correlation data (when their data is not NULL), then raw_props, an already encoded property
  * block (the properties a broker forwards from the incoming PUBLISH).
  */
@@ -226,6 +227,7 @@ struct mqtt_publish_head {
     size_t payload_len;
     bool has_expiry;
     uint32_t expiry;
+    uint16_t topic_alias;  /* 0 = none */
     const uint32_t *sub_ids;
     size_t n_sub_ids;
     struct mqtt_bytes response_topic, correlation_data;

@@ -26,6 +26,9 @@ static const char file_text[] =
     "max_queued_bytes 1M\n"
     "queue_full_policy drop-oldest\n"
     "connect_timeout 3\n"
+    "receive_maximum 7\n"
+    "topic_alias_to_client 4\n"
+    "response_information resp/node 1\n"
     "sys_interval 0\n";
 
 static const char json_text[] =
@@ -33,7 +36,8 @@ static const char json_text[] =
     "\"tls_cert\":\"/etc/c.pem\",\"tls_key\":\"/etc/k.pem\",\"tls_require_certificate\":true,"
     "\"persistence_sync\":\"full\",\"allow_anonymous\":false,\"max_packet_size\":\"64K\","
     "\"max_inflight_messages\":5,\"max_queued_bytes\":1048576,\"queue_full_policy\":\"drop-oldest\","
-    "\"connect_timeout\":3,\"sys_interval\":0}";
+    "\"connect_timeout\":3,\"receive_maximum\":7,\"topic_alias_to_client\":4,"
+    "\"response_information\":\"resp/node 1\",\"sys_interval\":0}";
 
 static int load_file(struct hd_broker_config *cfg, const char *text, hd_error_t *err)
 {
@@ -84,6 +88,9 @@ static void check_same(const struct hd_broker_config *a, const struct hd_broker_
     CHECK(a->queue_policy == b->queue_policy);
     CHECK(a->connect_timeout_ms == b->connect_timeout_ms);
     CHECK(a->sys_interval == b->sys_interval);
+    CHECK(a->receive_maximum == b->receive_maximum);
+    CHECK(a->topic_alias_out == b->topic_alias_out);
+    CHECK_STR(a->response_information, b->response_information);
 }
 
 static void test_same_settings(void)
@@ -101,6 +108,8 @@ static void test_same_settings(void)
     CHECK(f.tls_require_cert && f.sync_full && f.allow_anonymous == 0);
     CHECK(f.max_packet_size == 65536 && f.max_inflight == 5 && f.max_queued_bytes == 1 << 20);
     CHECK(f.queue_policy == HD_BROKER_DROP_OLDEST && f.connect_timeout_ms == 3000 && f.sys_interval == 0);
+    CHECK(f.receive_maximum == 7 && f.topic_alias_out == 4);
+    CHECK(f.response_information && strcmp(f.response_information, "resp/node 1") == 0);
     if (f.listen && j.listen && f.listen_tls && j.listen_tls)
         check_same(&f, &j);
     hd_broker_config_free(&f);
@@ -142,6 +151,11 @@ static void test_errors(void)
 {
     CHECK_STR(file_error("max_inflight_messages 0\n"), "line 1: bad value '0' for max_inflight_messages");
     CHECK_STR(json_error("{\"max_inflight_messages\":0}"), "broker.max_inflight_messages: must be an integer 1..65535");
+    CHECK_STR(file_error("receive_maximum 0\n"), "line 1: bad value '0' for receive_maximum");
+    CHECK_STR(json_error("{\"receive_maximum\":70000}"), "broker.receive_maximum: must be an integer 1..65535");
+    CHECK_STR(json_error("{\"response_information\":5}"), "broker.response_information: must be a non-empty string");
+    CHECK_STR(json_error("{\"response_information\":\"\"}"),
+              "broker.response_information: must be a non-empty string");
     CHECK_STR(file_error("\nallow_anonymus true\n"), "line 2: unknown key 'allow_anonymus'");
     CHECK_STR(json_error("{\"allow_anonymus\":true}"), "broker.allow_anonymus: unknown field");
     CHECK_STR(file_error("allow_anonymous maybe\n"), "line 1: bad value 'maybe' for allow_anonymous");

@@ -209,6 +209,17 @@ static void test_publish_head_and_disconnect(void)
     CHECK(d.qos == 1 && d.retain && d.packet_id == 9 && bytes_eq(d.topic, "a/b") && bytes_eq(d.payload, "hi") &&
           d.props.has_message_expiry && d.props.message_expiry == 60);
     mqtt_buf_free(&b);
+    /* a Topic Alias (after the expiry, before the ids): the topic may then be empty, and it decodes back */
+    struct mqtt_publish_head aliased = plain;
+    aliased.topic.len = 0;
+    aliased.topic_alias = 0x0102;
+    mqtt_encode_publish_head(&b, 5, &aliased);
+    mqtt_put_bytes(&b, "hi", 2);
+    CHECK_BYTES(b, "\x33\x11\x00\x00\x00\x09\x0a\x02\x00\x00\x00\x3c\x23\x01\x02\x01\x01hi");
+    CHECK(mqtt_publish_size(5, &aliased) == b.len);
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_publish(tf & 0x0f, body, len, 5, &d) == 0);
+    CHECK(d.topic.len == 0 && d.props.has_topic_alias && d.props.topic_alias == 0x0102 && bytes_eq(d.payload, "hi"));
+    mqtt_buf_free(&b);
     /* 3.1.1 carries no properties at all */
     mqtt_encode_publish_head(&b, 4, &h);
     mqtt_put_bytes(&b, "hi", 2);
