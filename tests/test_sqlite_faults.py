@@ -3,6 +3,7 @@
 Real faults, no fakes: a second SQLite connection holds the write lock of the
 database (the broker's statement or COMMIT fails with SQLITE_BUSY), and a
 tiny tmpfs in a private mount namespace runs full (SQLITE_FULL at COMMIT).
+The same for the uplink's spool and the daemon's deploy store.
 
 The broker must then roll the round back, log it, and withhold the round's
 acknowledgements (the connection is closed without its PUBACK), so that the
@@ -19,6 +20,7 @@ import uuid
 import pytest
 
 from broker_util import HEDGE_BROKER, SANITIZER_ENV, Broker, Raw, ack, parse_publish, publish, subscribe
+from mqtt_util import Collector, Mosquitto, Uplink, need_mqtt_tools, publish_many, wait_for
 
 
 def uid(prefix="t"):
@@ -186,3 +188,38 @@ def test_broker_disk_full_commit_fails_loudly(tmp_path):
     for marker in ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer", "runtime error:"):
         assert marker not in text, text
     assert rc == 0, text
+
+
+# ---- the uplink's spool ----
+
+def test_uplink_locked_spool_fails_loudly_and_loses_nothing(tmp_path):
+    """The spool cannot take a write: hedge-uplink stops with the SQLite error, without acknowledging the
+    local message; restarted on a writable spool it forwards that message (the local broker kept it)."""
+    need_mqtt_tools()
+    local = Mosquitto(tmp_path, "local").start()
+    cloud = Mosquitto(tmp_path, "cloud").start()
+    u = Uplink(tmp_path, "n1", local.port, cloud.port)
+    try:
+        sub = Collector(cloud.port, "nodes/n1/sensors/#")
+        u.start()
+        wait_for(lambda: u.status().get("connected"), 10, "the cloud link")
+        lock = lock_db(u.config["spool"]["path"])
+        publish_many(local.port, "sensors/a", [b"held"])
+        # BEGIN IMMEDIATE waits out the 5 s busy timeout, then the uplink stops (its last status
+        # writes wait as long again); the lock is held until then so every write fails for real
+        code = u.proc.wait(timeout=60)
+        lock.rollback()
+        lock.close()
+        text = u.log.read_text()
+        assert code != 0, text
+        assert "spool" in text and "database is locked" in text, text
+        assert sub.payloads() == []
+        u.start()
+        wait_for(lambda: sub.payloads() == [b"held"], 20, "the held message at the cloud")
+        assert u.status()["drained"] == 1
+        sub.close()
+        u.stop()
+    finally:
+        u.kill()
+        local.stop()
+        cloud.stop()
