@@ -21,6 +21,7 @@ import pytest
 
 from broker_util import HEDGE_BROKER, SANITIZER_ENV, Broker, Raw, ack, parse_publish, publish, subscribe
 from mqtt_util import Collector, Mosquitto, Uplink, need_mqtt_tools, publish_many, wait_for
+from test_daemon import SLEEP, daemon, spec  # noqa: F401 (daemon is a fixture)
 
 
 def uid(prefix="t"):
@@ -223,3 +224,28 @@ def test_uplink_locked_spool_fails_loudly_and_loses_nothing(tmp_path):
         u.kill()
         local.stop()
         cloud.stop()
+
+
+# ---- hedged's deploy store ----
+
+def test_daemon_locked_store_fails_the_deploy_loudly(daemon):
+    """hedged's state db cannot take a write: the deploy fails with the SQLite error (nothing runs, nothing
+    is half stored); once the lock is gone the same deploy succeeds and survives a kill -9."""
+    d = daemon()
+    lock = lock_db(d.state / "hedged.db")
+    try:
+        r = d.deploy(spec("locked", SLEEP))
+        assert r.code != 0, r
+        assert "state db" in r.err and "database is locked" in r.err, r
+        assert d.ps("locked") is None
+    finally:
+        lock.rollback()
+        lock.close()
+    with sqlite3.connect(d.state / "hedged.db") as db:
+        assert db.execute("SELECT count(*) FROM versions WHERE name='locked'").fetchone()[0] == 0
+    r = d.deploy(spec("locked", SLEEP))
+    assert r.code == 0, r
+    d.wait_state("locked", "running")
+    d.kill9()
+    d.start()
+    assert d.wait_state("locked", "running")["version"] == 1
