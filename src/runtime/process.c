@@ -100,8 +100,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
         w->pid = -1;
         return hd_error_set(err, e, "start workload");
     }
-    close(go_fd);
-    go_fd = -1;
+    close(steal_fd(&go_fd));
     if (hd_child_read_report(report_fd, err) < 0) {
         waitpid(pid, NULL, 0);
         w->pid = -1;

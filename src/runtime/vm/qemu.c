@@ -160,7 +160,7 @@ int hd_vm_qemu_spawn(const struct hd_vm_launch *l, struct hd_cgroup *cg, pid_t *
             sigset_t none;
             sigemptyset(&none);
             sigprocmask(SIG_SETMASK, &none, NULL);
-            execvp(argv[0], argv);
+            execvp(QEMU_BINARY, argv); /* argv[0] too */
             e = errno;
         }
         ssize_t w = write(report[1], &e, sizeof(e));
