@@ -233,6 +233,7 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
     d->loop = loop;
     d->cfg = uc;
     d->fds[0].fd = d->fds[1].fd = -1;
+    cleanup_free char *dir = hd_xstrdup(uc->spool_path); /* before any goto: its cleanup runs at fail too */
     if (uc->local.host == NULL) {
         if (broker == NULL) {
             hd_error_set(err, 0, "uplink.local.host: is required when the embedded broker is disabled");
@@ -245,7 +246,6 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
         if (uc->local.username == NULL && uplink_broker_user(d, uc, err) < 0)
             goto fail;
     }
-    cleanup_free char *dir = hd_xstrdup(uc->spool_path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';
