@@ -2,6 +2,7 @@
  * error.c - hd_error: errors that carry errno, an exit code and a message
  * that grows context on its way up (see error.h for the rule).
  */
+#define HD_ERROR_DEFINITIONS /* the real functions, not error.h's hint to the analyzer */
 #include "base/error.h"
 
 #include <errno.h>

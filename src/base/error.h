@@ -72,4 +72,12 @@ void hd_error_print(hd_error_t err, const char *program);
 int hd_error_exit_code(hd_error_t err);
 void hd_error_free(hd_error_t *err);
 
+#if defined(__clang_analyzer__) && !defined(HD_ERROR_DEFINITIONS)
+/* The static analyzer (make analyze) sees one file at a time, so it cannot know that these always return -1
+ * and follows impossible paths where `return hd_error_set(...)` succeeds. Tell it; error.c is exempt. */
+#define hd_error_set(...) (hd_error_set(__VA_ARGS__), -1)
+#define hd_error_set_code(...) (hd_error_set_code(__VA_ARGS__), -1)
+#define hd_error_prefix(...) (hd_error_prefix(__VA_ARGS__), -1)
+#endif
+
 #endif

@@ -232,7 +232,7 @@ int hd_bench_rr(const struct hd_bench_target *t, const struct hd_bench_client_op
     uint64_t warm_end = start + (uint64_t)(o->warmup_s * 1e9);
     uint64_t end = warm_end + (uint64_t)(o->duration_s * 1e9);
     bool measuring = o->warmup_s <= 0;
-    uint64_t measure_start = start, seq = 1, now = start;
+    uint64_t measure_start = start, seq = 1, now;
     if (measuring && o->on_measure)
         o->on_measure(o->ctx, true);
     for (;; seq++) {

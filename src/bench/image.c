@@ -98,6 +98,8 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
     struct tar_buffer layer = {0}, outer = {0};
     int ret = -1;
     char *config = NULL, *manifest = NULL;
+    /* declared before any goto: their cleanup runs at out too */
+    cleanup_free char *diff_id = NULL, *config_name = NULL, *layer_name = NULL;
     if (tar_open(&layer, err) < 0)
         goto out;
     static const char *dirs[] = {"proc", "sys", "dev", "tmp", "etc"};
@@ -111,7 +113,7 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
         goto out;
     char layer_hex[65], config_hex[65];
     hd_sha256_hex(layer.data, layer.used, layer_hex);
-    cleanup_free char *diff_id = hd_xasprintf("sha256:%s", layer_hex);
+    diff_id = hd_xasprintf("sha256:%s", layer_hex);
     json_t *cj = json_pack("{s:s,s:s,s:{s:[s],s:[s]},s:{s:s,s:[s]}}", "architecture", image_architecture(), "os",
                            "linux", "config", "Entrypoint", "/hedge-echo-server", "Env",
                            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "rootfs", "type",
@@ -119,8 +121,8 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
     config = json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(cj);
     hd_sha256_hex(config, strlen(config), config_hex);
-    cleanup_free char *config_name = hd_xasprintf("%s.json", config_hex);
-    cleanup_free char *layer_name = hd_xasprintf("%s/layer.tar", layer_hex);
+    config_name = hd_xasprintf("%s.json", config_hex);
+    layer_name = hd_xasprintf("%s/layer.tar", layer_hex);
     json_t *mj = json_pack("[{s:s,s:[s],s:[s]}]", "Config", config_name, "RepoTags", tag, "Layers", layer_name);
     manifest = json_dumps(mj, JSON_COMPACT);
     json_decref(mj);

@@ -322,9 +322,11 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
 {
     if (c->state == CONN_CLOSED)
         return;
-    /* what is flushed below may hold acknowledgements of this round: commit them first */
-    broker_store_commit(b);
-    if (reason) {
+    /* what is flushed below may hold acknowledgements of this round: commit them first;
+     * if that failed, none of it may leave (persist.c) */
+    if (broker_store_commit(b) < 0) {
+        /* dropped unsent: conn_free releases the buffer */
+    } else if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
         conn_flush(b, c);  /* best effort: the DISCONNECT and anything before it */
     } else if (out_pending(c)) {
@@ -612,14 +614,17 @@ static void broker_tick(struct hd_broker *b)
 
 static void round_finish(struct hd_broker *b)
 {
-    broker_store_commit(b);
+    /* a failed commit withholds every reply of the round: the clients get no acknowledgement of
+     * what is not stored and send it again when they reconnect */
+    bool withhold = broker_store_commit(b) < 0;
     while (b->flush_list) {
         struct broker_conn *c = b->flush_list;
         b->flush_list = c->flush_next;
         c->in_flush_list = false;
-        if (c->state != CONN_CLOSED && conn_flush(b, c) < 0)
+        if (c->state != CONN_CLOSED && (withhold || conn_flush(b, c) < 0))
             broker_conn_close(b, c, 0);
     }
+    broker_store_round_end(b);
     while (b->close_list) {
         struct broker_conn *c = b->close_list;
         b->close_list = c->close_next;

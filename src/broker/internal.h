@@ -337,8 +337,12 @@ void broker_acl_free(struct hd_broker *b);
 /* ---- store (persist.c) ---- */
 int broker_store_open(struct hd_broker *b, hd_error_t *err);
 void broker_store_close(struct hd_broker *b);
-/* Group commit: called once per dispatch round before replies are flushed. */
-void broker_store_commit(struct hd_broker *b);
+/* Group commit: called before replies are flushed. Returns -1 when a transaction of this dispatch round
+ * failed (rolled back and logged): the round's acknowledgements must not be sent. */
+int broker_store_commit(struct hd_broker *b);
+/* The end of a dispatch round, after its replies were flushed or withheld: commit, forget the round's
+ * failure, and after an earlier failure rewrite the store from memory. */
+void broker_store_round_end(struct hd_broker *b);
 void broker_store_retain(struct hd_broker *b, const char *topic, struct broker_msg *m);
 void broker_store_session(struct hd_broker *b, struct broker_session *s);
 void broker_store_session_delete(struct hd_broker *b, struct broker_session *s);

@@ -11,6 +11,16 @@
  * crash or kill -9 of the broker; persistence_sync=full also fsyncs each
  * commit to survive power loss.
  *
+ * A failure is never silent: when a statement or the COMMIT of a round fails,
+ * the round is rolled back, the failure is logged and broker_store_commit()
+ * returns -1, so that the round's acknowledgements (PUBACK, PUBREC, SUBACK,
+ * CONNACK of a persistent session) do not leave: their connections are closed
+ * unflushed and the clients send again. Memory keeps serving; the store no
+ * longer matches it, so it is rewritten from memory (store_resync) at the end
+ * of a round, at most once a second, until that succeeds. Delivery rows get
+ * their ids from a counter in memory, never from SQLite: a rolled-back id is
+ * never handed out twice.
+ *
  * Time in the store is wall-clock seconds (message expiry); a restored offline
  * session starts its expiry interval again from the restart.
  */
@@ -38,7 +48,7 @@ static const char *const statements[ST_COUNT] = {
     [ST_PUT_SUB] = "INSERT INTO subs(client_id, filter, share_group, options, sub_id) VALUES (?,?,?,?,?)",
     [ST_DEL_SESSION_DELIVERIES] = "DELETE FROM deliveries WHERE client_id = ?",
     [ST_PUT_DELIVERY] = "INSERT INTO deliveries(client_id, topic, qos, retain, props, payload, expires_at, state, "
-                        "packet_id, sub_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        "packet_id, sub_id, id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
     [ST_UPD_DELIVERY] = "UPDATE deliveries SET state = ?, packet_id = ? WHERE id = ?",
     [ST_DEL_DELIVERY] = "DELETE FROM deliveries WHERE id = ?",
     [ST_PUT_QOS2] = "INSERT OR IGNORE INTO qos2_in(client_id, packet_id) VALUES (?,?)",
@@ -59,14 +69,29 @@ static const char schema[] =
 struct broker_store {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
-    bool in_tx, failed;
+    bool in_tx;
+    bool tx_failed;        /* a statement of the open transaction failed: it must not commit */
+    bool round_failed;     /* a commit of this dispatch round failed: withhold the round's acks */
+    bool diverged;         /* a rollback left the store behind memory: store_resync() pending */
+    uint64_t resync_at_ns; /* the last attempt of store_resync() */
+    int64_t next_delivery_id;
+    uint64_t failures;     /* failed commits since start (logged with each) */
 };
+
+static void store_report(struct hd_broker *b, const char *what)
+{
+    hd_log(HD_LOG_ERROR, "broker", "store %s/broker.db: %s: %s", b->cfg.state_dir, what,
+            sqlite3_errmsg(b->store->db));
+}
 
 static sqlite3_stmt *stmt(struct hd_broker *b, int which)
 {
     struct broker_store *st = b->store;
     if (!st->in_tx) {
-        sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL);
+        if (sqlite3_exec(st->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+            store_report(b, "begin");
+            st->tx_failed = true;
+        }
         st->in_tx = true;
     }
     sqlite3_stmt *s = st->st[which];
@@ -77,10 +102,10 @@ static sqlite3_stmt *stmt(struct hd_broker *b, int which)
 
 static void run(struct hd_broker *b, sqlite3_stmt *s)
 {
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE && !b->store->failed) {
-        b->store->failed = true;  /* report once; the broker keeps serving from memory */
-        hd_log(HD_LOG_ERROR, "broker", "store: %s", sqlite3_errmsg(b->store->db));
+    if (sqlite3_step(s) != SQLITE_DONE) {
+        if (!b->store->tx_failed)  /* the first failure of a transaction names the cause */
+            store_report(b, "write");
+        b->store->tx_failed = true;
     }
     sqlite3_reset(s);
 }
@@ -102,13 +127,58 @@ static uint64_t mono_expiry(int64_t wall)
     return hd_now_ns() + (uint64_t)(left > 0 ? left : 0) * BROKER_NS_PER_S + (left > 0 ? 0 : 1);
 }
 
-void broker_store_commit(struct hd_broker *b)
+/* Commit the open transaction; on any failure roll it back: 0 or -1. */
+static int store_tx_end(struct hd_broker *b)
 {
-    if (!b->store || !b->store->in_tx)
+    struct broker_store *st = b->store;
+    if (!st->in_tx)
+        return 0;
+    st->in_tx = false;
+    bool failed = st->tx_failed;
+    st->tx_failed = false;
+    if (!failed && sqlite3_exec(st->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    if (!failed)
+        store_report(b, "commit");
+    /* a failed COMMIT (SQLITE_BUSY, SQLITE_FULL, an I/O error) may leave the transaction open */
+    if (!sqlite3_get_autocommit(st->db) && sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK)
+        store_report(b, "rollback");
+    return -1;
+}
+
+static void store_resync(struct hd_broker *b);
+
+int broker_store_commit(struct hd_broker *b)
+{
+    struct broker_store *st = b->store;
+    if (!st)
+        return 0;
+    if (store_tx_end(b) < 0) {
+        st->failures++;
+        st->diverged = true;
+        st->round_failed = true;
+        hd_log(HD_LOG_ERROR, "broker", "store: transaction rolled back (%llu so far); its acknowledgements are withheld",
+               (unsigned long long)st->failures);
+    }
+    return st->round_failed ? -1 : 0;
+}
+
+void broker_store_round_end(struct hd_broker *b)
+{
+    struct broker_store *st = b->store;
+    if (!st)
         return;
-    if (sqlite3_exec(b->store->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-        hd_log(HD_LOG_ERROR, "broker", "store commit: %s", sqlite3_errmsg(b->store->db));
-    b->store->in_tx = false;
+    broker_store_commit(b);
+    st->round_failed = false;
+    uint64_t now = hd_now_ns();
+    if (st->diverged && now - st->resync_at_ns >= BROKER_NS_PER_S) {
+        st->resync_at_ns = now;
+        store_resync(b);
+        if (store_tx_end(b) == 0) {
+            st->diverged = false;
+            hd_log(HD_LOG_INFO, "broker", "store: rewritten from memory, in step again");
+        }
+    }
 }
 
 void broker_store_retain(struct hd_broker *b, const char *topic, struct broker_msg *m)
@@ -210,8 +280,9 @@ void broker_store_delivery_add(struct hd_broker *b, struct broker_session *s, st
         sqlite3_bind_blob(q, 10, blob, (int)(n_ids * 4), SQLITE_TRANSIENT);
         free(blob);
     }
+    d->store_id = ++b->store->next_delivery_id;
+    sqlite3_bind_int64(q, 11, d->store_id);
     run(b, q);
-    d->store_id = sqlite3_last_insert_rowid(b->store->db);
 }
 
 void broker_store_delivery_update(struct hd_broker *b, struct broker_delivery *d)
@@ -261,20 +332,22 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
 {
     sqlite3 *db = b->store->db;
     sqlite3_stmt *q;
+    int rc;
     if (sqlite3_prepare_v2(db, "SELECT topic, qos, props, payload, expires_at FROM retained", -1, &q, NULL))
         goto fail;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct broker_msg *m = row_msg(q, 0, 1, -1, 2, 3, 4);
         if (!broker_msg_expired(m, hd_now_ns()))
             broker_retain_set(b, m->topic, m);
         broker_msg_unref(m);
     }
-    sqlite3_finalize(q);
+    if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
+        goto fail;
 
     if (sqlite3_prepare_v2(db, "SELECT client_id, expiry, username FROM sessions", -1, &q, NULL))
         goto fail;
     uint64_t now = hd_now_ns();
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct broker_session *s = broker_session_create(b, (const char *)sqlite3_column_text(q, 0));
         s->expiry_interval = (uint32_t)sqlite3_column_int64(q, 1);
         s->offline_since_ns = now;
@@ -282,11 +355,12 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
         if (sqlite3_column_type(q, 2) == SQLITE_TEXT)
             s->username = hd_xstrdup((const char *)sqlite3_column_text(q, 2));
     }
-    sqlite3_finalize(q);
+    if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
+        goto fail;
 
     if (sqlite3_prepare_v2(db, "SELECT client_id, filter, share_group, options, sub_id FROM subs", -1, &q, NULL))
         goto fail;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct broker_session *s = broker_session_find(b, (const char *)sqlite3_column_text(q, 0));
         if (!s)
             continue;
@@ -299,12 +373,14 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
         broker_session_add_sub(s, filter, group, options, sub_id);
         b->stats.subscriptions++;
     }
-    sqlite3_finalize(q);
+    if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
+        goto fail;
 
     if (sqlite3_prepare_v2(db, "SELECT id, client_id, topic, qos, retain, props, payload, expires_at, state, "
                                "packet_id, sub_id FROM deliveries ORDER BY id", -1, &q, NULL))
         goto fail;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        b->store->next_delivery_id = sqlite3_column_int64(q, 0);  /* ORDER BY id: the largest is last */
         struct broker_session *s = broker_session_find(b, (const char *)sqlite3_column_text(q, 1));
         if (!s)
             continue;
@@ -327,19 +403,56 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
         free(many);
         broker_msg_unref(m);
     }
-    sqlite3_finalize(q);
+    if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
+        goto fail;
 
     if (sqlite3_prepare_v2(db, "SELECT client_id, packet_id FROM qos2_in", -1, &q, NULL))
         goto fail;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         struct broker_session *s = broker_session_find(b, (const char *)sqlite3_column_text(q, 0));
         if (s)
             broker_session_qos2_in_add(s, (uint16_t)sqlite3_column_int(q, 1));
     }
-    sqlite3_finalize(q);
+    if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
+        goto fail;
     return 0;
 fail:
     return hd_error_set(err, 0, "store %s: load: %s", b->cfg.state_dir, sqlite3_errmsg(db));
+}
+
+static void resync_retained(void *ctx, struct broker_msg *m)
+{
+    struct hd_broker *b = ctx;
+    broker_store_retain(b, m->topic, m);
+}
+
+/* Write all of memory into the store again, in one transaction the caller ends. */
+static void store_resync(struct hd_broker *b)
+{
+    /* "#" does not reach retained topics starting with '$': their rows stay as they are */
+    static const char *const deletes[] = {
+        "DELETE FROM retained WHERE substr(topic, 1, 1) <> '$'", "DELETE FROM sessions", "DELETE FROM subs",
+        "DELETE FROM deliveries", "DELETE FROM qos2_in",
+    };
+    stmt(b, ST_DEL_RETAINED);  /* opens the transaction */
+    for (size_t i = 0; i < ARRAY_SIZE(deletes); i++) {
+        if (sqlite3_exec(b->store->db, deletes[i], NULL, NULL, NULL) != SQLITE_OK && !b->store->tx_failed) {
+            store_report(b, "resync");
+            b->store->tx_failed = true;
+        }
+    }
+    broker_retain_match(b, "#", resync_retained, b);
+    for (uint32_t i = 0; i < b->n_session_buckets; i++)
+        for (struct broker_session *s = b->sessions[i]; s; s = s->hash_next) {
+            if (!s->persisted)
+                continue;
+            s->persisted = false;
+            for (struct broker_delivery *d = s->out_head; d; d = d->next)
+                d->store_id = 0;
+            broker_store_session(b, s);  /* the session, its subscriptions and deliveries */
+            for (uint32_t k = 0; k < s->n_qos2_in; k++)
+                broker_store_qos2_in(b, s, s->qos2_in[k], true);
+        }
 }
 
 int broker_store_open(struct hd_broker *b, hd_error_t *err)

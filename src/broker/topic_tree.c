@@ -27,6 +27,7 @@ static int level_cmp(const char *a, uint32_t alen, const char *b, uint32_t blen)
 }
 
 /* Binary search; returns the child or NULL and the insertion index. */
+__attribute__((nonnull)) /* so &n->plus is never NULL: the analyzer thought it could be */
 static struct topic_node **wildcard_slot(struct topic_node *n, const char *level, uint32_t len)
 {
     switch (hd_mqtt_level_kind_of(level, len)) {

@@ -41,6 +41,7 @@ int cli_help(const char *usage)
 int cli_options(int argc, char **argv, const char *verb, const char *usage, bool *json, int *first)
 {
     *json = false;
+    *first = argc; /* set on every path (the analyzer cannot see that cli_usage_error returns >= 0) */
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--json") == 0)

@@ -636,8 +636,11 @@ void hd_api_stop(struct hd_api *api)
 {
     if (api == NULL)
         return;
-    while (api->conns)
-        conn_close(api->conns);
+    /* next is read before conn_close frees c (the analyzer cannot see that conn_close unlinks it) */
+    for (struct conn *c = api->conns, *next; c; c = next) {
+        next = c->next;
+        conn_close(c);
+    }
     hd_loop_unwatch(api->loop, api->watch);
     close(api->fd);
     unlink(api->cfg->socket_path);

@@ -152,6 +152,7 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
     struct hd_daemon_uplink *d = hd_xcalloc(1, sizeof(*d));
     d->loop = loop;
     d->cfg = uc;
+    cleanup_free char *dir = hd_xstrdup(uc->spool_path); /* before any goto: its cleanup runs at fail too */
     if (uc->local.host == NULL) {
         if (broker == NULL) {
             hd_error_set(err, 0, "uplink.local.host: is required when the embedded broker is disabled");
@@ -164,7 +165,6 @@ int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, s
         if (uc->local.username == NULL && uplink_broker_user(d, uc, err) < 0)
             goto fail;
     }
-    cleanup_free char *dir = hd_xstrdup(uc->spool_path);
     char *slash = strrchr(dir, '/');
     if (slash && slash != dir) {
         *slash = '\0';

@@ -8,6 +8,11 @@
  * or discards the WAL on the next open. Every multi-row change is one
  * transaction, so a restart never sees half a deploy. This file is the only
  * one that knows SQL.
+ *
+ * No SQLite failure is silent: writes and commits return it as an error,
+ * reads that have no error out-parameter print it. A write that fails inside
+ * a transaction poisons it: hd_store_commit() rolls it back and fails rather
+ * than commit the other half.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +32,7 @@
 
 struct hd_store {
     sqlite3 *db;
+    bool tx_failed;  /* a write of the open transaction failed: it must not commit */
 };
 
 static const char schema[] =
@@ -53,6 +59,23 @@ static int64_t unix_ms(void)
 static int store_fail(struct hd_store *st, hd_error_t *err, const char *what)
 {
     return hd_error_set(err, 0, "state db: %s: %s", what, sqlite3_errmsg(st->db));
+}
+
+/* A failed write: inside a transaction it must not be committed. */
+static int store_write_fail(struct hd_store *st, hd_error_t *err, const char *what)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        st->tx_failed = true;
+    return store_fail(st, err, what);
+}
+
+/* A failed read of a function that has no error out-parameter: say so. */
+static void store_read_fail(struct hd_store *st, hd_error_t *err, const char *what)
+{
+    if (*err == NULL)
+        store_fail(st, err, what);
+    hd_error_print(*err, "hedged");
+    hd_error_free(err);
 }
 
 int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err)
@@ -90,15 +113,19 @@ int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err)
     }
     /* A DB left by a crash must be whole before we trust it. */
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW) {
-        const char *r = (const char *)sqlite3_column_text(q, 0);
-        if (r == NULL || strcmp(r, "ok") != 0) {
-            hd_error_set(err, 0, "state db %s: integrity check failed: %s", path, r ? r : "?");
-            sqlite3_finalize(q);
-            hd_store_close(st);
-            return -1;
-        }
+    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK ||
+        sqlite3_step(q) != SQLITE_ROW) {
+        hd_error_set(err, 0, "state db %s: integrity check: %s", path, sqlite3_errmsg(st->db));
+        sqlite3_finalize(q);
+        hd_store_close(st);
+        return -1;
+    }
+    const char *r = (const char *)sqlite3_column_text(q, 0);
+    if (r == NULL || strcmp(r, "ok") != 0) {
+        hd_error_set(err, 0, "state db %s: integrity check failed: %s", path, r ? r : "?");
+        sqlite3_finalize(q);
+        hd_store_close(st);
+        return -1;
     }
     sqlite3_finalize(q);
     *out = st;
@@ -126,17 +153,33 @@ static int store_exec(struct hd_store *st, const char *sql, hd_error_t *err)
 
 int hd_store_begin(struct hd_store *st, hd_error_t *err)
 {
+    st->tx_failed = false;
     return store_exec(st, "BEGIN IMMEDIATE", err);
 }
 
 int hd_store_commit(struct hd_store *st, hd_error_t *err)
 {
-    return store_exec(st, "COMMIT", err);
+    if (st->tx_failed) {
+        hd_error_set(err, 0, "state db: a write of this transaction failed: rolled back, not committed");
+        hd_store_rollback(st);
+        return -1;
+    }
+    if (store_exec(st, "COMMIT", err) == 0)
+        return 0;
+    hd_store_rollback(st);  /* a failed COMMIT (SQLITE_BUSY, SQLITE_FULL) may leave it open */
+    return -1;
 }
 
 void hd_store_rollback(struct hd_store *st)
 {
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+    st->tx_failed = false;
+    if (sqlite3_get_autocommit(st->db))
+        return;  /* no transaction open (never begun, committed, or already rolled back) */
+    hd_error_t err = NULL;
+    if (store_exec(st, "ROLLBACK", &err) < 0) {
+        hd_error_print(err, "hedged");
+        hd_error_free(&err);
+    }
 }
 
 /*
@@ -179,12 +222,15 @@ static sqlite3_stmt *store_prepare(struct hd_store *st, hd_error_t *err, const c
 /* Step a statement that returns no rows, and finalize it. */
 static int store_run(struct hd_store *st, sqlite3_stmt *q, hd_error_t *err)
 {
-    if (q == NULL)
+    if (q == NULL) {  /* store_prepare filled err */
+        if (!sqlite3_get_autocommit(st->db))
+            st->tx_failed = true;
         return -1;
+    }
     int r = sqlite3_step(q);
     sqlite3_finalize(q);
     if (r != SQLITE_DONE)
-        return store_fail(st, err, "write");
+        return store_write_fail(st, err, "write");
     return 0;
 }
 
@@ -284,10 +330,14 @@ char *hd_store_version_spec(struct hd_store *st, const char *name, int version)
     hd_error_t err = NULL;
     sqlite3_stmt *q = store_prepare(st, &err, "SELECT spec FROM versions WHERE name=?1 AND version=?2", "si",
                                     name, version);
-    hd_error_free(&err);
-    if (q == NULL)
+    if (q == NULL) {
+        store_read_fail(st, &err, "read spec");
         return NULL;
-    char *spec = sqlite3_step(q) == SQLITE_ROW ? column_dup(q, 0) : NULL;
+    }
+    int r = sqlite3_step(q);
+    char *spec = r == SQLITE_ROW ? column_dup(q, 0) : NULL;
+    if (r != SQLITE_ROW && r != SQLITE_DONE)
+        store_read_fail(st, &err, "read spec");
     sqlite3_finalize(q);
     return spec;
 }
@@ -297,10 +347,14 @@ int hd_store_max_version(struct hd_store *st, const char *name)
     hd_error_t err = NULL;
     sqlite3_stmt *q = store_prepare(st, &err, "SELECT coalesce(max(version), 0) FROM versions WHERE name=?1",
                                     "s", name);
-    hd_error_free(&err);
-    if (q == NULL)
+    if (q == NULL) {
+        store_read_fail(st, &err, "read versions");
         return 0;
-    int v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+    }
+    int r = sqlite3_step(q);
+    int v = r == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+    if (r != SQLITE_ROW)
+        store_read_fail(st, &err, "read versions");
     sqlite3_finalize(q);
     return v;
 }
@@ -312,11 +366,13 @@ json_t *hd_store_history(struct hd_store *st, const char *name)
                                     "SELECT version, created_at, digest, status, reason, note FROM versions "
                                     "WHERE name=?1 ORDER BY version",
                                     "s", name);
-    hd_error_free(&err);
     json_t *a = json_array();
-    if (q == NULL)
+    if (q == NULL) {
+        store_read_fail(st, &err, "read history");
         return a;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    }
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
         json_t *o = json_pack("{s:i,s:I,s:s,s:s}", "version", sqlite3_column_int(q, 0), "created_at",
                               (json_int_t)sqlite3_column_int64(q, 1), "digest",
                               (const char *)sqlite3_column_text(q, 2), "status",
@@ -327,6 +383,8 @@ json_t *hd_store_history(struct hd_store *st, const char *name)
         json_object_set_new(o, "note", note ? json_string(note) : json_null());
         json_array_append_new(a, o);
     }
+    if (r != SQLITE_DONE)
+        store_read_fail(st, &err, "read history");
     sqlite3_finalize(q);
     return a;
 }
@@ -353,8 +411,8 @@ int hd_store_list_instances(struct hd_store *st, struct hd_store_instance **out,
     if (q == NULL)
         return -1;
     struct hd_store_instance *v = NULL;
-    int count = 0;
-    while (sqlite3_step(q) == SQLITE_ROW) {
+    int count = 0, r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
         v = hd_xrealloc(v, (size_t)(count + 1) * sizeof(*v));
         v[count].id = column_dup(q, 0);
         v[count].name = column_dup(q, 1);
@@ -363,6 +421,10 @@ int hd_store_list_instances(struct hd_store *st, struct hd_store_instance **out,
         count++;
     }
     sqlite3_finalize(q);
+    if (r != SQLITE_DONE) {
+        hd_store_instances_free(v, count);
+        return store_fail(st, err, "read instances");
+    }
     *out = v;
     *n = count;
     return 0;
@@ -395,8 +457,12 @@ void hd_store_event(struct hd_store *st, const char *name, const char *type, con
         hd_error_free(&err);
     }
     /* Keep the event log bounded. */
-    sqlite3_exec(st->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - 10000", NULL, NULL,
-                 NULL);
+    if (sqlite3_exec(st->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - 10000", NULL, NULL,
+                     NULL) != SQLITE_OK) {
+        store_write_fail(st, &err, "trim events");
+        hd_error_print(err, "hedged");
+        hd_error_free(&err);
+    }
 }
 
 json_t *hd_store_events(struct hd_store *st, const char *name, int limit)
@@ -406,15 +472,19 @@ json_t *hd_store_events(struct hd_store *st, const char *name, int limit)
                                     "SELECT time, name, type, message FROM (SELECT * FROM events "
                                     "WHERE ?1 IS NULL OR name=?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
                                     "ni", name, limit);
-    hd_error_free(&err);
     json_t *a = json_array();
-    if (q == NULL)
+    if (q == NULL) {
+        store_read_fail(st, &err, "read events");
         return a;
-    while (sqlite3_step(q) == SQLITE_ROW)
+    }
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW)
         json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:s}", "time", (json_int_t)sqlite3_column_int64(q, 0),
                                            "name", (const char *)sqlite3_column_text(q, 1), "type",
                                            (const char *)sqlite3_column_text(q, 2), "message",
                                            (const char *)sqlite3_column_text(q, 3)));
+    if (r != SQLITE_DONE)
+        store_read_fail(st, &err, "read events");
     sqlite3_finalize(q);
     return a;
 }

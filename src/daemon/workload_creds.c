@@ -72,10 +72,11 @@ static char *creds_password(const struct hd_daemon_config *cfg, const char *name
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
     cleanup_free char *dir = hd_xasprintf("%s/mqtt-credentials", cfg->state_dir);
     cleanup_free char *tmp = hd_xasprintf("%s.tmp", path);
+    cleanup_close int fd = -1; /* before the goto: its cleanup runs at fail too */
     if (hd_mkdir_p(dir, 0700, err) < 0)
         goto fail;
     unlink(tmp);
-    cleanup_close int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         hd_error_sys(err, "open %s", tmp);
         goto fail;

@@ -239,8 +239,9 @@ int main(int argc, char **argv)
         username = hd_xstrdup(getenv("HEDGE_MQTT_USERNAME"));
     if (getenv("HEDGE_MQTT_PASSWORD"))
         password = hd_xstrdup(getenv("HEDGE_MQTT_PASSWORD"));
-    if (broker == NULL && getenv("HEDGE_MQTT_HOST")) {
-        const char *h = getenv("HEDGE_MQTT_HOST"), *p = getenv("HEDGE_MQTT_PORT");
+    const char *h = getenv("HEDGE_MQTT_HOST");
+    if (broker == NULL && h) {
+        const char *p = getenv("HEDGE_MQTT_PORT");
         env_broker = strchr(h, ':') ? hd_xasprintf("[%s]:%s", h, p ? p : "1883") : hd_xasprintf("%s:%s", h, p ? p : "1883");
         broker = env_broker;
     }

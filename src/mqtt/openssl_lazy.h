@@ -26,6 +26,8 @@
 
 #include "base/error.h"
 
+/* clang-format would indent each line of this list one step deeper than the last */
+/* clang-format off */
 #define HD_OPENSSL_FUNCTIONS(X) \
     X(CRYPTO_memcmp) X(ERR_clear_error) X(ERR_error_string_n) X(ERR_get_error) X(EVP_DecodeBlock) \
     X(EVP_EncodeBlock) X(EVP_sha512) X(PKCS5_PBKDF2_HMAC) X(RAND_bytes) X(SSL_CTX_ctrl) X(SSL_CTX_free) \
@@ -36,6 +38,7 @@
     /* the uplink's MQTT client (src/mqtt/client.c) */ \
     X(ERR_reason_error_string) X(SSL_CTX_set_default_verify_paths) X(SSL_connect) X(SSL_ctrl) \
     X(SSL_set1_host) X(TLS_client_method) X(X509_verify_cert_error_string)
+/* clang-format on */
 
 struct hd_openssl_api {
 #define HD_OPENSSL_MEMBER(name) __typeof__(&name) name;

@@ -7,6 +7,11 @@
  * machine. Each row stores its own size so the byte total is kept in memory
  * (loaded once at open) and adjusted with DELETE ... RETURNING size, never by
  * scanning the table on the hot path.
+ *
+ * Every SQLite failure is returned as an error. A write that fails inside a
+ * transaction poisons it: hd_spool_commit() then rolls it back instead of
+ * committing half of it, reloads the totals from the file and fails, so the
+ * caller never acknowledges what the spool does not hold.
  */
 #include "uplink/spool.h"
 
@@ -23,6 +28,7 @@ struct hd_spool {
     struct hd_spool_counters counters;
     int64_t depth, bytes;
     bool in_txn, counters_dirty;
+    bool txn_failed;  /* a write of the open transaction failed: it must not commit */
     sqlite3_stmt *insert, *delete_id, *delete_oldest, *fetch, *expire, *save_counter, *set_status;
 };
 
@@ -47,6 +53,14 @@ static int spool_sql_error(sqlite3 *db, hd_error_t *err, const char *what)
     return hd_error_set(err, 0, "spool: %s: %s", what, db ? sqlite3_errmsg(db) : "out of memory");
 }
 
+/* A failed write inside the open transaction. */
+static int spool_write_error(struct hd_spool *s, hd_error_t *err, const char *what)
+{
+    if (s->in_txn)
+        s->txn_failed = true;
+    return spool_sql_error(s->db, err, what);
+}
+
 static int spool_exec(struct hd_spool *s, const char *sql, hd_error_t *err)
 {
     char *msg = NULL;
@@ -69,6 +83,8 @@ void hd_spool_close(struct hd_spool *s)
 {
     if (!s)
         return;
+    /* uncommitted changes are dropped by design (the caller did not commit them); closing the
+     * connection rolls back as well, so a failure of this ROLLBACK loses nothing more */
     if (s->in_txn)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_stmt *all[] = {s->insert, s->delete_id, s->delete_oldest, s->fetch, s->expire, s->save_counter,
@@ -84,20 +100,23 @@ static int spool_load(struct hd_spool *s, hd_error_t *err)
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool", -1, &st, NULL) != SQLITE_OK)
         return spool_sql_error(s->db, err, "count rows");
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
         s->depth = sqlite3_column_int64(st, 0);
         s->bytes = sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    if (sqlite3_finalize(st) != SQLITE_OK || rc != SQLITE_ROW)
+        return spool_sql_error(s->db, err, "count rows");
     if (sqlite3_prepare_v2(s->db, "SELECT name, value FROM counters", -1, &st, NULL) != SQLITE_OK)
         return spool_sql_error(s->db, err, "load counters");
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
         for (size_t i = 0; i < ARRAY_SIZE(counter_names); i++)
             if (name && strcmp(name, counter_names[i]) == 0)
                 *counter_slot(&s->counters, i) = sqlite3_column_int64(st, 1);
     }
-    sqlite3_finalize(st);
+    if (sqlite3_finalize(st) != SQLITE_OK || rc != SQLITE_DONE)
+        return spool_sql_error(s->db, err, "load counters");
     return 0;
 }
 
@@ -152,7 +171,7 @@ static int spool_save_counters(struct hd_spool *s, hd_error_t *err)
         int rc = sqlite3_step(s->save_counter);
         sqlite3_reset(s->save_counter);
         if (rc != SQLITE_DONE)
-            return spool_sql_error(s->db, err, "save counters");
+            return spool_write_error(s, err, "save counters");
     }
     s->counters_dirty = false;
     return 0;
@@ -167,17 +186,23 @@ int hd_spool_commit(struct hd_spool *s, hd_error_t *err)
 {
     if (!s->in_txn)
         return 0;
-    if (s->counters_dirty && spool_save_counters(s, err) < 0)
-        return -1;
-    if (spool_exec(s, "COMMIT", err) < 0) {
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    if (s->txn_failed)
+        hd_error_set(err, 0, "spool: a write of this transaction failed: not committed");
+    else if ((!s->counters_dirty || spool_save_counters(s, err) == 0) && spool_exec(s, "COMMIT", err) == 0) {
         s->in_txn = false;
-        /* The in-memory totals may now be ahead of the file: reload them. */
-        spool_load(s, NULL);
-        return -1;
+        return 0;
     }
-    s->in_txn = false;
-    return 0;
+    /* a failed COMMIT (SQLITE_BUSY, SQLITE_FULL, an I/O error) may leave the transaction open */
+    hd_error_t again = NULL;
+    if (!sqlite3_get_autocommit(s->db) && spool_exec(s, "ROLLBACK", &again) < 0)
+        hd_error_prefix(err, "%s; after", hd_error_text(again));
+    hd_error_free(&again);
+    s->in_txn = s->txn_failed = false;
+    /* The in-memory totals and counters may now be ahead of the file: reload them. */
+    if (spool_load(s, &again) < 0)
+        hd_error_prefix(err, "%s; after", hd_error_text(again));
+    hd_error_free(&again);
+    return -1;
 }
 
 /* Step a DELETE ... RETURNING size statement to the end; returns rows deleted or -1. */
@@ -192,7 +217,7 @@ static int64_t spool_step_delete(struct hd_spool *s, sqlite3_stmt *st, hd_error_
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
-        return spool_sql_error(s->db, err, "delete");
+        return spool_write_error(s, err, "delete");
     return rows;
 }
 
@@ -228,7 +253,7 @@ int hd_spool_append(struct hd_spool *s, const char *topic, const void *payload, 
     sqlite3_reset(s->insert);
     sqlite3_clear_bindings(s->insert);
     if (rc != SQLITE_DONE)
-        return spool_sql_error(s->db, err, "append");
+        return spool_write_error(s, err, "append");
     s->depth++;
     s->bytes += size;
     return 0;
@@ -300,7 +325,7 @@ int hd_spool_set_status(struct hd_spool *s, const char *key, const char *value, 
     int rc = sqlite3_step(s->set_status);
     sqlite3_reset(s->set_status);
     if (rc != SQLITE_DONE)
-        return spool_sql_error(s->db, err, "set status");
+        return spool_write_error(s, err, "set status");
     return 0;
 }
 
@@ -317,8 +342,10 @@ int hd_spool_stats(struct hd_spool *s, struct hd_spool_stats *out, hd_error_t *e
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MIN(ts), 0) FROM spool", -1, &st, NULL) != SQLITE_OK)
         return spool_sql_error(s->db, err, "read spool");
-    if (sqlite3_step(st) == SQLITE_ROW)
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
         out->oldest_ms = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
+    if (sqlite3_finalize(st) != SQLITE_OK || rc != SQLITE_ROW)
+        return spool_sql_error(s->db, err, "read spool");
     return 0;
 }

@@ -387,7 +387,11 @@ void hd_uplink_free(struct hd_uplink *u)
         uplink_set_status(u, "cloud_connected", "0");
         uplink_set_status(u, "local_connected", "0");
         uplink_set_status(u, "pid", "");
-        hd_spool_commit(u->spool, NULL);
+        hd_error_t err = NULL;
+        if (hd_spool_commit(u->spool, &err) < 0)
+            uplink_fatal(u, &err);
+        if (u->fatal)  /* a failure of this last write; an earlier one was returned already */
+            hd_error_print(u->fatal, "hedge-uplink: final status");
     }
     hd_spool_close(u->spool);
     free(u->inflight);

@@ -54,7 +54,7 @@ static void test_reader_split_and_batched(void)
             continue;
         }
         if (got == 0) {
-            CHECK(h.type == HD_VM_MSG_STDOUT && h.length == 5 && memcmp(payload, "hello", 5) == 0);
+            CHECK(h.type == HD_VM_MSG_STDOUT && h.length == 5 && payload && memcmp(payload, "hello", 5) == 0);
         } else {
             CHECK(h.type == HD_VM_MSG_STARTED && h.length == 0);
         }
