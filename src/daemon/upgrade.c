@@ -113,8 +113,18 @@ static void upgrade_healthy(struct hd_loop *loop, void *data)
     wl->desired_running = true;
     workload_save(wl);
     hd_store_event(sup->store, wl->name, "upgraded", "version %d replaced version %d", wl->version, old_version);
-    if (hd_store_commit(sup->store, &err) < 0) {
+    bool recorded = hd_store_commit(sup->store, &err) == 0;
+    if (!recorded) {
+        /* the new version runs, but a restarted hedged would not know it: say so, never "upgraded" */
         hd_store_rollback(sup->store);
+        if (up->reply) {
+            supervisor_reply_error(up->reply, up->ctx, HD_SUP_INTERNAL,
+                                   json_pack("{s:s,s:i,s:i}", "name", wl->name, "version", wl->version,
+                                             "previous", old_version),
+                                   "version %d runs, but the state db could not record the upgrade: %s",
+                                   wl->version, hd_error_text(err));
+            up->reply = NULL;
+        }
         supervisor_log_error(&err);
     }
     if (up->reply)
