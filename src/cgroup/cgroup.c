@@ -249,6 +249,18 @@ int cgroup_mkdir(const char *path, bool may_exist, hd_error_t *err)
     return hd_error_sys(err, "mkdir %s", path);
 }
 
+int cgroup_mkdir_under(const char *parent, const char *path, bool may_exist, hd_error_t *err)
+{
+    /* The parent exists on every start but the first: one mkdir, not one per path component. */
+    if (mkdir(path, 0755) == 0 || (may_exist && errno == EEXIST))
+        return 0;
+    if (errno != ENOENT)
+        return hd_error_sys(err, "mkdir %s", path);
+    if (hd_mkdir_p(parent, 0755, err) < 0)
+        return -1;
+    return cgroup_mkdir(path, may_exist, err);
+}
+
 const char *cgroup_add_dir(struct hd_cgroup *cg, const char *path)
 {
     if (cg->n_dirs >= CGROUP_MAX_DIRS)
@@ -427,10 +439,16 @@ static int remove_dirs(struct hd_cgroup *cg, hd_error_t *err)
     int rc = 0;
     for (int i = cg->n_dirs - 1; i >= 0; i--) {
         int round = 0;
-        remove_sub_groups(cg->dirs[i]);
+        bool swept = false;
         while (rmdir(cg->dirs[i]) < 0) {
             if (errno == ENOENT)
                 break;
+            if (errno == EBUSY && !swept) {
+                /* sub-groups (made by the workload) are looked for only when the plain rmdir is refused */
+                remove_sub_groups(cg->dirs[i]);
+                swept = true;
+                continue;
+            }
             if (errno != EBUSY || ++round >= CGROUP_RMDIR_ROUNDS) {
                 rc = hd_error_sys(err, "remove cgroup %s", cg->dirs[i]);
                 break;
