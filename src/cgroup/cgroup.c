@@ -490,16 +490,46 @@ void hd_cgroup_forget(struct hd_cgroup *cg)
     free(cg);
 }
 
+static int cgroup_make_in(const char *parent, const char *name, const struct hd_resources *res, bool adopt,
+                          struct hd_cgroup **out, hd_error_t *err);
+
+static const char *cgroup_parent(void)
+{
+    const char *parent = getenv("HEDGE_CGROUP_PARENT");
+    return parent && *parent ? parent : "hedge";
+}
+
 static int cgroup_make(const char *name, const struct hd_resources *res, bool adopt, struct hd_cgroup **out,
                        hd_error_t *err)
+{
+    return cgroup_make_in(cgroup_parent(), name, res, adopt, out, err);
+}
+
+int hd_cgroup_sweep(const char *parent, hd_error_t *err)
+{
+    if (strcmp(parent, "/") == 0 || !hd_cgroup_parent_valid(parent))
+        return hd_error_set(err, 0, "sweep cgroup \"%s\": not a relative cgroup path below the top", parent);
+    /* The parent is opened as a group of its own parent ("a/b/c": group c under a/b) and destroyed:
+     * its kill reaches every sub-group, its removal takes the sub-groups first. */
+    cleanup_free char *above = hd_xstrdup(parent);
+    char *slash = strrchr(above, '/');
+    const char *name = slash ? slash + 1 : above;
+    if (slash)
+        *slash = '\0';
+    struct hd_resources none = {0};
+    struct hd_cgroup *cg;
+    if (cgroup_make_in(slash ? above : "/", name, &none, true, &cg, err) < 0)
+        return -1;
+    return hd_cgroup_destroy(cg, err);
+}
+
+static int cgroup_make_in(const char *parent, const char *name, const struct hd_resources *res, bool adopt,
+                          struct hd_cgroup **out, hd_error_t *err)
 {
     enum hd_cgroup_mode mode = HD_CGROUP_V2;
     *out = NULL;
     if (choose_mode(&mode, err) < 0)
         return -1;
-    const char *parent = getenv("HEDGE_CGROUP_PARENT");
-    if (parent == NULL || *parent == '\0')
-        parent = "hedge";
     /* "/": the group sits at the top of each hierarchy (hedge-oci: a one-component cgroupsPath) */
     bool top = strcmp(parent, "/") == 0;
     if (!top && !hd_cgroup_parent_valid(parent))
