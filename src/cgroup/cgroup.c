@@ -126,10 +126,18 @@ static bool list_has_item(const char *list, size_t len, const char *word)
 
 char *hd_cgroup_v1_mount_point(const char *mountinfo, const char *controller)
 {
-    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS" */
-    cleanup_free char *copy = hd_xstrdup(mountinfo);
-    char *line_save = NULL;
-    for (char *line = strtok_r(copy, "\n", &line_save); line; line = strtok_r(NULL, "\n", &line_save)) {
+    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS"
+     * Only the cgroup (v1) lines are copied and split: this runs once per controller at every start. */
+    for (const char *next = mountinfo; *next;) {
+        const char *end = strchr(next, '\n');
+        size_t len = end ? (size_t)(end - next) : strlen(next);
+        const char *start = next;
+        next += len + (end ? 1 : 0);
+        if (!memmem(start, len, " - cgroup ", 10))
+            continue;
+        cleanup_free char *line = hd_xmalloc(len + 1);
+        memcpy(line, start, len);
+        line[len] = '\0';
         char *save = NULL, *field[5] = {0};
         char *tok = strtok_r(line, " ", &save);
         for (int i = 0; i < 5 && tok; i++) {
