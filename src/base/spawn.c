@@ -54,7 +54,13 @@ static void spawn_kill_and_reap(struct hd_spawn *s)
     s->pid = -1;
 }
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+/* ASan (gcc's macro, clang's feature) would track the child's frames on a stack we unmap: no sharing there. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SPAWN_ASAN 1
+#endif
+#endif
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(SPAWN_ASAN)
 #define SPAWN_CAN_SHARE_MEMORY 1
 #include <sys/mman.h>
 
