@@ -661,10 +661,44 @@ int hd_cgroup_kill_all(struct hd_cgroup *cg, hd_error_t *err)
     return 0;
 }
 
+/* Forget dirs[i] (removed already) and every alias of it. */
+static void forget_dir(struct hd_cgroup *cg, int i)
+{
+    const char *dir = cg->dirs[i];
+    for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
+        if (cg->controller_dir[c] == dir)
+            cg->controller_dir[c] = NULL;
+    if (cg->unified_dir == dir)
+        cg->unified_dir = NULL;
+    if (cg->v2_dir == dir)
+        cg->v2_dir = NULL;
+    free(cg->dirs[i]);
+    cg->dirs[i] = NULL;
+}
+
+/*
+ * The common end of a run: its group is empty. The kernel refuses to rmdir a group that holds a
+ * task or a sub-group, so removing the directories (in the usual reverse order) before looking
+ * for tasks proves the emptiness in one syscall per hierarchy instead of a read of cgroup.procs
+ * and a directory walk per hierarchy. At the first refusal the rest stays for the kill-and-remove
+ * path, which then works on the directories that remain (each still lists its own tasks).
+ */
+static void remove_while_empty(struct hd_cgroup *cg)
+{
+    while (cg->n_dirs > 0) {
+        int i = cg->n_dirs - 1;
+        if (rmdir(cg->dirs[i]) < 0 && errno != ENOENT)
+            return;
+        forget_dir(cg, i);
+        cg->n_dirs = i;
+    }
+}
+
 int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err)
 {
     if (cg == NULL)
         return 0;
+    remove_while_empty(cg);
     /* Both steps run whatever the first one says: leave no directory behind. */
     int rc = hd_cgroup_kill_all(cg, err);
     if (remove_dirs(cg, err) < 0)
