@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -166,9 +167,17 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
     image = NULL;
 
     /* A bare process keeps nothing there (the containers' overlay and /etc files, a VM's logs), so its
-     * run dir is named but not made: two mkdirs and an rm -rf off the process start path. */
+     * run dir is named but not made (only <runtime>/runs, one mkdir once it exists): an rm -rf off the
+     * process start path. */
     w->run_dir = hd_xasprintf("%s/runs/%s", hd_runtime_dir(), w->id);
-    if (spec->isolation != HD_ISOLATION_PROCESS && hd_mkdir_p(w->run_dir, 0700, err) < 0) {
+    if (spec->isolation == HD_ISOLATION_PROCESS) {
+        cleanup_free char *runs = hd_xasprintf("%s/runs", hd_runtime_dir());
+        if (mkdir(runs, 0700) < 0 && errno != EEXIST && hd_mkdir_p(runs, 0700, err) < 0) {
+            free(w->run_dir);
+            w->run_dir = NULL;
+            goto fail;
+        }
+    } else if (hd_mkdir_p(w->run_dir, 0700, err) < 0) {
         free(w->run_dir);
         w->run_dir = NULL;
         goto fail;
