@@ -6,11 +6,12 @@ requests with a paho MQTT 5 client: response topic, correlation data); the host 
 user. Covered: on-demand process and container functions invoked by MQTT and by `hedge invoke NAME`, error
 events and hedge's own errors, exact counts in ps / the API / /metrics, a pinned function's state and crash
 restart, kill -9 of hedged (the function keeps answering on its socket; the next hedged adopts it), the pinned
-instance starting with hedged, an upgrade, stop/start/rm clean-up, and that no instance sees the host's
-credentials. The daemon fixture removes every workload and checks no monitor, host or instance dir is left.
+instance starting with hedged, an upgrade, stop/start/rm clean-up, that no instance sees the host's
+credentials, and that a host killed with SIGKILL leaves nothing behind. The daemon fixture removes every workload and checks no monitor, host or instance dir is left.
 """
 import json
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -277,3 +278,52 @@ def test_upgrade_stop_start_and_rm(node):
     assert not (d.state / "functions" / "ver").exists()
     assert not (d.state / "mqtt-credentials" / "ver@host").exists()
     assert json.loads(d.cli("ps", "--json").out) == []
+
+
+def function_instance_cgroups(name, version=1):
+    """{hierarchy dir: [instance group dirs]} under the function host's own cgroup parent, in every hierarchy."""
+    from conftest import CGROUP_PARENT
+    base = pathlib.Path("/sys/fs/cgroup")
+    found = {}
+    for parent in [base / CGROUP_PARENT] + list(base.glob("*/" + CGROUP_PARENT)):
+        host_parent = parent / f"fn-{name}-v{version}"
+        if host_parent.is_dir():
+            found[str(host_parent)] = sorted(p for p in host_parent.iterdir() if p.is_dir())
+    return found
+
+
+def test_sigkill_of_the_host_leaves_nothing_and_the_pinned_function_returns(node, tmp_path, dirs):
+    """Issue 18: a function host killed with SIGKILL leaves no instance cgroup, socket or dir behind; the
+    monitor restarts it, the new host sweeps what the old one left and the pinned function answers again."""
+    d = node
+    marker = tmp_path / "starts"
+    spec = fn_spec("phoenix", ["/bin/sh", "-c", f"echo up >> {marker}\n" + PINNED_SH], mode="pinned",
+                   extra={"restart": {"policy": "always"}})
+    w = deploy_fn(d, spec)
+    wait_for(lambda: marker.exists() and marker.read_text() == "up\n", what="the pinned instance to start")
+    assert invoke(d, "phoenix", "a").out == "1:a"
+    groups = function_instance_cgroups("phoenix")
+    assert groups and all(len(g) == 1 for g in groups.values()), groups  # one instance, in every hierarchy
+    old_groups = {g[0] for g in groups.values()}
+    old_pids = {int(p) for g in old_groups for p in (g / "cgroup.procs").read_text().split()}
+    assert old_pids
+
+    os.kill(w["pid"], signal.SIGKILL)
+    wait_for(lambda: marker.read_text() == "up\nup\n", what="the pinned instance of the restarted host")
+    wait_for(lambda: host_log(d, "phoenix").count("hedge-functions: subscribed") >= 2, what="the new host")
+    assert invoke(d, "phoenix", "b").out == "1:b"  # a new instance: its state starts over
+    assert d.requester.call("fn/phoenix", b"c") == b"2:c"
+    assert d.ps("phoenix")["pid"] != w["pid"]
+    # the old instance and its cgroup in every hierarchy are gone; the new one has its own
+    wait_for(lambda: not any(alive(p) for p in old_pids), what="the old pinned instance to end")
+    groups = function_instance_cgroups("phoenix")
+    assert all(len(g) == 1 for g in groups.values()), groups
+    assert not any(g.exists() for g in old_groups), sorted(str(g) for g in old_groups if g.exists())
+
+    # `hedge rm` right after another SIGKILL: nothing of the host remains
+    os.kill(d.ps("phoenix")["pid"], signal.SIGKILL)
+    assert d.cli("rm", "phoenix").code == 0
+    assert function_instance_cgroups("phoenix") == {}
+    assert not (d.state / "functions" / "phoenix").exists()  # spec, invoke.sock, stats
+    assert not (dirs["run"] / "functions" / "phoenix").exists()  # the instances' run dirs
+    assert marker.read_text() in ("up\nup\n", "up\nup\nup\n")

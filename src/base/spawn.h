@@ -35,6 +35,11 @@ struct hd_spawn_options {
     unsigned long clone_flags;  /* CLONE_NEW* flags; 0: a plain fork */
     int cgroup_fd;              /* >= 0: born in this cgroup (CLONE_INTO_CGROUP); -1: where we are */
     bool go;                    /* the child waits for the parent's "go" (hd_spawn_child_wait_go) */
+    /* vfork semantics (CLONE_VM|CLONE_VFORK): the child runs on a stack of its own in our memory and
+     * hd_spawn_start returns once it exec'd or exited, so our page tables are not copied (the largest
+     * cost of starting a bare process). Not with go. The child must touch nothing of ours that
+     * another thread may change. x86_64 without ASan; elsewhere a fork-like clone as before. */
+    bool share_memory;
     /* Runs in the child; never returns (exec, or hd_child_fail). go_fd is -1 without opts->go. */
     __attribute__((noreturn)) void (*child)(void *data, int go_fd, int report_fd);
     void *data;

@@ -126,10 +126,18 @@ static bool list_has_item(const char *list, size_t len, const char *word)
 
 char *hd_cgroup_v1_mount_point(const char *mountinfo, const char *controller)
 {
-    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS" */
-    cleanup_free char *copy = hd_xstrdup(mountinfo);
-    char *line_save = NULL;
-    for (char *line = strtok_r(copy, "\n", &line_save); line; line = strtok_r(NULL, "\n", &line_save)) {
+    /* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS"
+     * Only the cgroup (v1) lines are copied and split: this runs once per controller at every start. */
+    for (const char *next = mountinfo; *next;) {
+        const char *end = strchr(next, '\n');
+        size_t len = end ? (size_t)(end - next) : strlen(next);
+        const char *start = next;
+        next += len + (end ? 1 : 0);
+        if (!memmem(start, len, " - cgroup ", 10))
+            continue;
+        cleanup_free char *line = hd_xmalloc(len + 1);
+        memcpy(line, start, len);
+        line[len] = '\0';
         char *save = NULL, *field[5] = {0};
         char *tok = strtok_r(line, " ", &save);
         for (int i = 0; i < 5 && tok; i++) {
@@ -247,6 +255,18 @@ int cgroup_mkdir(const char *path, bool may_exist, hd_error_t *err)
     if (mkdir(path, 0755) == 0 || (may_exist && errno == EEXIST))
         return 0;
     return hd_error_sys(err, "mkdir %s", path);
+}
+
+int cgroup_mkdir_under(const char *parent, const char *path, bool may_exist, hd_error_t *err)
+{
+    /* The parent exists on every start but the first: one mkdir, not one per path component. */
+    if (mkdir(path, 0755) == 0 || (may_exist && errno == EEXIST))
+        return 0;
+    if (errno != ENOENT)
+        return hd_error_sys(err, "mkdir %s", path);
+    if (hd_mkdir_p(parent, 0755, err) < 0)
+        return -1;
+    return cgroup_mkdir(path, may_exist, err);
 }
 
 const char *cgroup_add_dir(struct hd_cgroup *cg, const char *path)
@@ -427,10 +447,16 @@ static int remove_dirs(struct hd_cgroup *cg, hd_error_t *err)
     int rc = 0;
     for (int i = cg->n_dirs - 1; i >= 0; i--) {
         int round = 0;
-        remove_sub_groups(cg->dirs[i]);
+        bool swept = false;
         while (rmdir(cg->dirs[i]) < 0) {
             if (errno == ENOENT)
                 break;
+            if (errno == EBUSY && !swept) {
+                /* sub-groups (made by the workload) are looked for only when the plain rmdir is refused */
+                remove_sub_groups(cg->dirs[i]);
+                swept = true;
+                continue;
+            }
             if (errno != EBUSY || ++round >= CGROUP_RMDIR_ROUNDS) {
                 rc = hd_error_sys(err, "remove cgroup %s", cg->dirs[i]);
                 break;
@@ -473,16 +499,46 @@ void hd_cgroup_forget(struct hd_cgroup *cg)
     free(cg);
 }
 
+static int cgroup_make_in(const char *parent, const char *name, const struct hd_resources *res, bool adopt,
+                          struct hd_cgroup **out, hd_error_t *err);
+
+static const char *cgroup_parent(void)
+{
+    const char *parent = getenv("HEDGE_CGROUP_PARENT");
+    return parent && *parent ? parent : "hedge";
+}
+
 static int cgroup_make(const char *name, const struct hd_resources *res, bool adopt, struct hd_cgroup **out,
                        hd_error_t *err)
+{
+    return cgroup_make_in(cgroup_parent(), name, res, adopt, out, err);
+}
+
+int hd_cgroup_sweep(const char *parent, hd_error_t *err)
+{
+    if (strcmp(parent, "/") == 0 || !hd_cgroup_parent_valid(parent))
+        return hd_error_set(err, 0, "sweep cgroup \"%s\": not a relative cgroup path below the top", parent);
+    /* The parent is opened as a group of its own parent ("a/b/c": group c under a/b) and destroyed:
+     * its kill reaches every sub-group, its removal takes the sub-groups first. */
+    cleanup_free char *above = hd_xstrdup(parent);
+    char *slash = strrchr(above, '/');
+    const char *name = slash ? slash + 1 : above;
+    if (slash)
+        *slash = '\0';
+    struct hd_resources none = {0};
+    struct hd_cgroup *cg;
+    if (cgroup_make_in(slash ? above : "/", name, &none, true, &cg, err) < 0)
+        return -1;
+    return hd_cgroup_destroy(cg, err);
+}
+
+static int cgroup_make_in(const char *parent, const char *name, const struct hd_resources *res, bool adopt,
+                          struct hd_cgroup **out, hd_error_t *err)
 {
     enum hd_cgroup_mode mode = HD_CGROUP_V2;
     *out = NULL;
     if (choose_mode(&mode, err) < 0)
         return -1;
-    const char *parent = getenv("HEDGE_CGROUP_PARENT");
-    if (parent == NULL || *parent == '\0')
-        parent = "hedge";
     /* "/": the group sits at the top of each hierarchy (hedge-oci: a one-component cgroupsPath) */
     bool top = strcmp(parent, "/") == 0;
     if (!top && !hd_cgroup_parent_valid(parent))
@@ -606,10 +662,44 @@ int hd_cgroup_kill_all(struct hd_cgroup *cg, hd_error_t *err)
     return 0;
 }
 
+/* Forget dirs[i] (removed already) and every alias of it. */
+static void forget_dir(struct hd_cgroup *cg, int i)
+{
+    const char *dir = cg->dirs[i];
+    for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
+        if (cg->controller_dir[c] == dir)
+            cg->controller_dir[c] = NULL;
+    if (cg->unified_dir == dir)
+        cg->unified_dir = NULL;
+    if (cg->v2_dir == dir)
+        cg->v2_dir = NULL;
+    free(cg->dirs[i]);
+    cg->dirs[i] = NULL;
+}
+
+/*
+ * The common end of a run: its group is empty. The kernel refuses to rmdir a group that holds a
+ * task or a sub-group, so removing the directories (in the usual reverse order) before looking
+ * for tasks proves the emptiness in one syscall per hierarchy instead of a read of cgroup.procs
+ * and a directory walk per hierarchy. At the first refusal the rest stays for the kill-and-remove
+ * path, which then works on the directories that remain (each still lists its own tasks).
+ */
+static void remove_while_empty(struct hd_cgroup *cg)
+{
+    while (cg->n_dirs > 0) {
+        int i = cg->n_dirs - 1;
+        if (rmdir(cg->dirs[i]) < 0 && errno != ENOENT)
+            return;
+        forget_dir(cg, i);
+        cg->n_dirs = i;
+    }
+}
+
 int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err)
 {
     if (cg == NULL)
         return 0;
+    remove_while_empty(cg);
     /* Both steps run whatever the first one says: leave no directory behind. */
     int rc = hd_cgroup_kill_all(cg, err);
     if (remove_dirs(cg, err) < 0)

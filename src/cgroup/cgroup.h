@@ -46,6 +46,10 @@ int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd
 /* Find the existing group hedge/<name> (another process created it) to signal or destroy it;
  * directories that are missing are made, so destroy always has a complete group. No limits. */
 int hd_cgroup_open(const char *name, struct hd_cgroup **out, hd_error_t *err);
+/* Kill every task in the cgroup parent (a relative path like $HEDGE_CGROUP_PARENT, not "/") and in
+ * every group below it, then remove them all from every hierarchy: what an owner of the parent that
+ * died (a function host killed with SIGKILL) left behind. A parent that does not exist is 0. */
+int hd_cgroup_sweep(const char *parent, hd_error_t *err);
 /* Free cg without touching the group (it stays for hd_cgroup_open). cg may be NULL. */
 void hd_cgroup_forget(struct hd_cgroup *cg);
 /* Move pid into the group (all controllers). */

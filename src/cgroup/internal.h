@@ -99,6 +99,8 @@ int cgroup_read_key(const char *dir, const char *file, const char *key, uint64_t
                     hd_error_t *err);
 /* Make one directory level; EEXIST is fine when may_exist. */
 int cgroup_mkdir(const char *path, bool may_exist, hd_error_t *err);
+/* cgroup_mkdir, making parent (and its parents) only when path's mkdir says ENOENT. */
+int cgroup_mkdir_under(const char *parent, const char *path, bool may_exist, hd_error_t *err);
 /* Record a directory the group owns (removed by hd_cgroup_destroy). Returns the stored copy. */
 const char *cgroup_add_dir(struct hd_cgroup *cg, const char *path);
 /* Send sig to every pid listed in cgroup.procs of dir and of the groups below it;

@@ -77,7 +77,7 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
             continue;
         cleanup_free char *parent = hd_xasprintf("%s/%s", mount[c], cg->parent);
         cleanup_free char *group = hd_xasprintf("%s/%s", mount[c], cg->name);
-        if (hd_mkdir_p(parent, 0755, err) < 0 || cgroup_mkdir(group, cg->adopt, err) < 0) {
+        if (cgroup_mkdir_under(parent, group, cg->adopt, err) < 0) {
             rc = -1;
             goto out;
         }
@@ -93,7 +93,7 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         cleanup_free char *parent = hd_xasprintf("%s/%s", unified, cg->parent);
         cleanup_free char *group = hd_xasprintf("%s/%s", unified, cg->name);
         hd_error_t unified_err = NULL;
-        if (hd_mkdir_p(parent, 0755, &unified_err) == 0 && cgroup_mkdir(group, cg->adopt, &unified_err) == 0)
+        if (cgroup_mkdir_under(parent, group, cg->adopt, &unified_err) == 0)
             cg->unified_dir = cgroup_add_dir(cg, group);
         hd_error_free(&unified_err);
     }

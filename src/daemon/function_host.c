@@ -32,6 +32,7 @@
  * starting instances. When the spec has an mqtt block, the instances get
  * "workload:<name>" through the spec file's env, like any workload.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
@@ -42,6 +43,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "cgroup/cgroup.h"
 #include "base/log.h"
 #include "daemon/daemon.h"
 #include "base/util.h"
@@ -62,6 +64,34 @@ char *hd_function_dir(const struct hd_daemon_config *cfg, const char *name, int 
     if (version <= 0)
         return hd_xasprintf("%s/functions/%s", cfg->state_dir, name);
     return hd_xasprintf("%s/functions/%s/v%d", cfg->state_dir, name, version);
+}
+
+/*
+ * Where a version's host puts its instances: a cgroup parent and a runtime dir of its own
+ * (HEDGE_CGROUP_PARENT and HEDGE_RUN_DIR in the host's environment, with --own-placement). The host
+ * sweeps both when it starts, so what a predecessor killed with SIGKILL left there (its pinned
+ * instance with the instance's cgroup in every hierarchy, run dirs) goes before a new instance
+ * starts, and removes both when it exits; `hedge rm` sweeps them for every version (the host may
+ * have been killed last). Per version, because an upgrade's candidate runs beside the current one.
+ * The defaults are the runtime's ("hedge", /run/hedge: cgroup.c, runtime/run.c), which hedged does
+ * not link.
+ */
+static char *function_cgroup_parent(const char *name, int version)
+{
+    const char *parent = getenv("HEDGE_CGROUP_PARENT");
+    if (parent == NULL || *parent == '\0')
+        parent = "hedge";
+    if (strcmp(parent, "/") == 0)
+        return hd_xasprintf("hedge-fn-%s-v%d", name, version);
+    return hd_xasprintf("%s/fn-%s-v%d", parent, name, version);
+}
+
+static char *function_run_dir(const char *name, int version)
+{
+    const char *run = getenv("HEDGE_RUN_DIR");
+    if (version <= 0)
+        return hd_xasprintf("%s/functions/%s", run && *run ? run : "/run/hedge", name);
+    return hd_xasprintf("%s/functions/%s/v%d", run && *run ? run : "/run/hedge", name, version);
 }
 
 /* hedge-functions beside hedged (a build dir, or the install's bindir), else in PATH. */
@@ -140,6 +170,10 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
         if (getenv(placement_env[i]))
             json_object_set_new(env, placement_env[i], json_string(getenv(placement_env[i])));
     json_object_set_new(env, "HEDGE_STATE_DIR", json_string(cfg->state_dir));
+    cleanup_free char *instances_cgroup = function_cgroup_parent(name, version);
+    cleanup_free char *instances_run_dir = function_run_dir(name, version);
+    json_object_set_new(env, "HEDGE_CGROUP_PARENT", json_string(instances_cgroup));
+    json_object_set_new(env, "HEDGE_RUN_DIR", json_string(instances_run_dir));
     if (b) {
         cleanup_free char *user = NULL, *password = NULL;
         if (hd_creds_function_host(b, cfg, name, spec, &user, &password, err) < 0) {
@@ -151,9 +185,9 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
     }
     /* one share group per function: during an upgrade each request reaches one version, not both */
     cleanup_free char *group = hd_xasprintf("hedge-fn-%s", name);
-    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process",
+    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process",
                              "command", exe, "--spec", spec_path, "--state-dir", cfg->state_dir, "--local", dir,
-                             "--share", group, "env", env);
+                             "--share", group, "--own-placement", "env", env);
     char *text = json_dumps(host, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(host);
     if (text == NULL)
@@ -199,6 +233,27 @@ void hd_function_forget(const struct hd_daemon_config *cfg, const char *name)
 {
     cleanup_free char *dir = hd_function_dir(cfg, name, 0);
     hd_error_t err = NULL;
+    /* every version's instance placement (function_cgroup_parent): a host killed last left it */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char tail;
+        int version;
+        if (sscanf(e->d_name, "v%d%c", &version, &tail) != 1 || version <= 0)
+            continue;
+        cleanup_free char *parent = function_cgroup_parent(name, version);
+        if (hd_cgroup_sweep(parent, &err) < 0) {
+            hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
+            hd_error_free(&err);
+        }
+    }
+    if (d)
+        closedir(d);
+    cleanup_free char *run_dir = function_run_dir(name, 0);
+    if (hd_rm_rf(run_dir, &err) < 0) {
+        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
+        hd_error_free(&err);
+    }
     if (hd_rm_rf(dir, &err) < 0) {
         hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
         hd_error_free(&err);

@@ -32,6 +32,10 @@
  * runs beside the old one, each request is delivered to one of them, not
  * both (and a retained message does not invoke the function again at every
  * reconnect).
+ * --own-placement (hedged passes it): the host owns $HEDGE_CGROUP_PARENT and
+ * $HEDGE_RUN_DIR, where its instances' cgroups and run dirs go. It sweeps
+ * both at start (a predecessor killed with SIGKILL left its pinned instance
+ * and that instance's cgroups there) and removes them at exit.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -44,6 +48,7 @@
 
 #include "base/log.h"
 #include "base/loop.h"
+#include "cgroup/cgroup.h"
 #include "functions/invoker.h"
 #include "functions/local.h"
 #include "mqtt/client.h"
@@ -187,10 +192,21 @@ static void on_signal(struct hd_loop *loop, int signo, void *data)
     hd_loop_quit(loop);
 }
 
+/* --own-placement: kill and remove what is in our instances' cgroup parent and run dir (see the top). */
+static int placement_sweep(hd_error_t *err)
+{
+    const char *parent = getenv("HEDGE_CGROUP_PARENT"), *run_dir = getenv("HEDGE_RUN_DIR");
+    if (parent == NULL || !*parent || run_dir == NULL || !*run_dir)
+        return hd_error_set(err, 0, "--own-placement: HEDGE_CGROUP_PARENT and HEDGE_RUN_DIR must be set");
+    if (hd_cgroup_sweep(parent, err) < 0 || hd_rm_rf(run_dir, err) < 0)
+        return hd_error_prefix(err, "--own-placement: sweep");
+    return 0;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out, "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
-                 "[--share GROUP] [--check] [--log-level LEVEL]\n"
+                 "[--share GROUP] [--own-placement] [--check] [--log-level LEVEL]\n"
                  "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
 }
 
@@ -200,13 +216,13 @@ int main(int argc, char **argv)
         {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
         {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
         {"local", required_argument, NULL, 'l'}, {"share", required_argument, NULL, 'g'},
-        {"log-level", required_argument, NULL, 'L'},
+        {"log-level", required_argument, NULL, 'L'}, {"own-placement", no_argument, NULL, 'P'},
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
     hd_log_init("hedge-functions", "functions");
     hd_error_t err = NULL;
     const char *spec_path = NULL, *broker = NULL, *state_dir = NULL, *local_dir = NULL, *share = NULL;
-    bool check = false;
+    bool check = false, own_placement = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "s:b:d:l:g:nhL:", longopts, NULL)) != -1) {
         switch (opt) {
@@ -216,6 +232,7 @@ int main(int argc, char **argv)
         case 'l': local_dir = optarg; break;
         case 'g': share = optarg; break;
         case 'n': check = true; break;
+        case 'P': own_placement = true; break;
         case 'L':
             if (hd_log_set_level_name(optarg, &err) < 0) {
                 hd_error_print(err, "hedge-functions: --log-level");
@@ -264,6 +281,8 @@ int main(int argc, char **argv)
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    if (own_placement && placement_sweep(&err) < 0)
+        goto fail;
 
     struct app a = {.spec = spec, .broker = broker};
     if (share && !hd_mqtt_level_valid_name(share)) {
@@ -335,6 +354,10 @@ int main(int argc, char **argv)
         hd_local_free(a.local);
     }
     hd_invoker_free(a.inv);
+    if (own_placement && placement_sweep(&err) < 0) {
+        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
+        hd_error_free(&err);
+    }
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);
     hd_loop_free(a.loop);  /* its watches, timer and pending turn go with it */

@@ -12,6 +12,10 @@
  * (~5-15 ms here); neither CLONE_INTO_CGROUP nor a task moving only itself
  * takes it. Exec failures come back over the report pipe (base/child.c, base/spawn.c)
  * as 126/127.
+ *
+ * The child is a vfork child (hd_spawn_options.share_memory): it runs in our
+ * memory until it execs, so the kernel copies none of our page tables; the
+ * child only makes syscalls on what we prepared and writes nothing of ours.
  */
 #include <errno.h>
 #include <signal.h>
@@ -42,7 +46,9 @@ __attribute__((noreturn)) static void process_child(void *data, int go_fd, int r
     /* no "go": the parent has nothing to do between fork and exec; the child enters its
      * v1 cgroups itself before anything else (born in the v2 one) */
     const char *failed_dir = NULL;
-    int r = hd_cgroup_entry_enter(pc->cgroup_entry, &failed_dir);
+    /* a copy: entering closes (and marks closed) the entry, and we share the parent's memory */
+    struct hd_cgroup_entry entry = *pc->cgroup_entry;
+    int r = hd_cgroup_entry_enter(&entry, &failed_dir);
     if (r < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
     hd_child_setup_stdio(w->stdio, report_fd);
@@ -66,6 +72,7 @@ static int process_start(struct hd_workload *w, hd_error_t *err)
     struct hd_spawn_options opts = {
         .what = "start workload",
         .cgroup_fd = cgroup_entry.clone_fd,
+        .share_memory = true, /* vfork semantics: our page tables are not copied */
         .child = process_child,
         .data = &pc,
     };

@@ -4,8 +4,9 @@
  * The plan merges the spec with the image's config defaults the way docker
  * does: the spec's entrypoint/command override the image's Entrypoint/Cmd,
  * env is image Env overlaid with spec env, workdir and user fall back to the
- * image's. Each run owns a run dir (<runtime>/runs/<id>) and a cgroup
- * (hedge/<id>); hd_workload_destroy removes both on every path.
+ * image's. Each run owns a run dir (<runtime>/runs/<id>; made only for
+ * container and VM runs, which keep files there) and a cgroup (hedge/<id>);
+ * hd_workload_destroy removes both on every path.
  *
  * The foreground loop blocks the forwarded signals, reads them from a
  * signalfd and watches the workload through a pidfd, so no work happens in a
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -164,8 +166,18 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
     hd_image_config_free(image);
     image = NULL;
 
+    /* A bare process keeps nothing there (the containers' overlay and /etc files, a VM's logs), so its
+     * run dir is named but not made (only <runtime>/runs, one mkdir once it exists): an rm -rf off the
+     * process start path. */
     w->run_dir = hd_xasprintf("%s/runs/%s", hd_runtime_dir(), w->id);
-    if (hd_mkdir_p(w->run_dir, 0700, err) < 0) {
+    if (spec->isolation == HD_ISOLATION_PROCESS) {
+        cleanup_free char *runs = hd_xasprintf("%s/runs", hd_runtime_dir());
+        if (mkdir(runs, 0700) < 0 && errno != EEXIST && hd_mkdir_p(runs, 0700, err) < 0) {
+            free(w->run_dir);
+            w->run_dir = NULL;
+            goto fail;
+        }
+    } else if (hd_mkdir_p(w->run_dir, 0700, err) < 0) {
         free(w->run_dir);
         w->run_dir = NULL;
         goto fail;
