@@ -47,9 +47,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/backend.h"
@@ -246,6 +248,15 @@ static int socket_send_all(int fd, const void *buf, size_t len)
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN) { /* non-blocking: wait for room, bounded */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int r = poll(&pfd, 1, 10000);
+            if (r == 0)
+                return -ETIMEDOUT;
+            if (r < 0 && errno != EINTR)
+                return -errno;
+            continue;
+        }
         if (n < 0)
             return -errno;
         p += n;
@@ -318,7 +329,49 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
                         last ? last : "none");
 }
 
-/* Wait for STARTED or ERROR after CONFIG; bounded by the boot timeout. */
+/*
+ * Answer READY with CONFIG: the spec's records plus what must be fresh when the guest reads it -
+ * a seed from the host's getrandom() and the host's wall clock. CONFIG fits the socket buffer.
+ */
+static int send_config(struct vm *vm, hd_error_t *err)
+{
+    unsigned char seed[HD_VM_SEED_BYTES];
+    size_t got = 0;
+    while (got < sizeof(seed)) {
+        ssize_t n = getrandom(seed + got, sizeof(seed) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return hd_error_sys(err, "vm: getrandom for the guest's entropy seed");
+        got += (size_t)n;
+    }
+    char hex[2 * HD_VM_SEED_BYTES + 1];
+    for (size_t i = 0; i < sizeof(seed); i++)
+        snprintf(hex + 2 * i, 3, "%02x", seed[i]);
+    explicit_bzero(seed, sizeof(seed));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char clock[48];
+    snprintf(clock, sizeof(clock), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
+    size_t len = vm->config_len;
+    cleanup_free char *buf = hd_xmalloc(len);
+    memcpy(buf, vm->config, len);
+    config_add(&buf, &len, HD_VM_CFG_SEED, hex);
+    config_add(&buf, &len, HD_VM_CFG_CLOCK, clock);
+    explicit_bzero(hex, sizeof(hex));
+    if (len > HD_VM_MSG_MAX)
+        return hd_error_set(err, E2BIG, "vm config: %zu bytes, more than %u", len, HD_VM_MSG_MAX);
+    struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)len};
+    int r = socket_send_all(vm->port_fd, &h, sizeof(h));
+    if (r == 0)
+        r = socket_send_all(vm->port_fd, buf, len);
+    explicit_bzero(buf, len);
+    if (r < 0)
+        return hd_error_set(err, -r, "vm: send config to the guest");
+    return 0;
+}
+
+/* Answer READY with CONFIG, then wait for STARTED or ERROR; bounded by the boot timeout. */
 static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
@@ -327,6 +380,7 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     if (env && atoi(env) > 0)
         timeout_ms = atoi(env);
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    bool ready = false;
     fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
     for (;;) {
         struct hd_vm_msg_header h;
@@ -339,6 +393,16 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             break;
         }
         if (r > 0) {
+            if (h.type == HD_VM_MSG_READY && !ready) {
+                ready = true;
+                hd_vm_reader_consume(reader, used);
+                if (send_config(vm, err) < 0) {
+                    kill_qemu(vm);
+                    reap_qemu(vm, true);
+                    return -1;
+                }
+                continue;
+            }
             if (h.type == HD_VM_MSG_STARTED)
                 return 0;
             if (h.type == HD_VM_MSG_ERROR) {
@@ -421,20 +485,11 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         reap_qemu(vm, true);
         return hd_error_set(err, e, "vm: pidfd_open %d", vm->qemu_pid);
     }
-    /* CONFIG fits the socket buffer: it is queued before the guest even boots */
-    struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)vm->config_len};
-    int r = socket_send_all(vm->port_fd, &h, sizeof(h));
-    if (r == 0)
-        r = socket_send_all(vm->port_fd, vm->config, vm->config_len);
-    if (r < 0) {
-        kill_qemu(vm);
-        reap_qemu(vm, true);
-        return hd_error_set(err, -r, "vm: send config to the guest");
-    }
+    /* CONFIG goes when the guest says READY (wait_for_start) */
     if (wait_for_start(w, vm, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
-    r = pthread_create(&vm->relay, NULL, relay_main, vm);
+    int r = pthread_create(&vm->relay, NULL, relay_main, vm);
     if (r != 0) {
         kill_qemu(vm);
         reap_qemu(vm, true);
