@@ -60,6 +60,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "runtime/vm/proto.h"
+#include "runtime/vm/qmp.h"
 #include "runtime/vm/vm.h"
 
 #define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed ($HEDGE_VM_STOP_GRACE_MS) */
@@ -88,6 +89,9 @@ struct vm {
     int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
+    int qmp_end;   /* QEMU's end of the QMP socketpair until it is spawned */
+    int qmp_fd;    /* our end, until hd_qmp_attach takes it */
+    struct hd_qmp *qmp; /* attached on first use (main thread only, before the relay runs) */
     pid_t qemu_pid;
     int qemu_pidfd; /* signals go through it: never to a recycled pid */
     int qemu_status;
@@ -196,7 +200,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
-    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = -1;
+    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
@@ -233,6 +237,10 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return hd_error_sys(err, "socketpair");
     vm->port_fd = sv[0];
     vm->qemu_end = sv[1];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->qmp_fd = sv[0];
+    vm->qmp_end = sv[1];
     vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->wake_fd < 0)
         return hd_error_sys(err, "eventfd");
@@ -327,6 +335,58 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
     cleanup_free char *last = log_line(vm->console_log, NULL);
     return hd_error_set(err, 0, "vm: the guest stopped without reporting an exit status (last console line: %s)",
                         last ? last : "none");
+}
+
+#define QMP_TIMEOUT_MS 2000
+
+/* QMP to this VM's QEMU, attached on first use; NULL (with a log line) when QEMU does not answer. */
+static struct hd_qmp *vm_qmp(struct vm *vm)
+{
+    if (vm->qmp == NULL && vm->qmp_fd >= 0) {
+        hd_error_t err = NULL;
+        int fd = vm->qmp_fd;
+        vm->qmp_fd = -1; /* hd_qmp_attach owns it now */
+        if (hd_qmp_attach(fd, QMP_TIMEOUT_MS, &vm->qmp, &err) < 0) {
+            hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
+            hd_error_free(&err);
+        }
+    }
+    return vm->qmp;
+}
+
+/* QEMU's run state as QMP reports it ("running", "paused", ...), or why it cannot be had. */
+static char *qemu_status(struct vm *vm)
+{
+    struct hd_qmp *q = vm_qmp(vm);
+    if (q == NULL)
+        return hd_xstrdup("status unknown, QMP does not answer");
+    char *status = NULL;
+    hd_error_t err = NULL;
+    if (hd_qmp_query_status(q, QMP_TIMEOUT_MS, &status, NULL, &err) < 0) {
+        status = hd_xstrdup(hd_error_text(err));
+        hd_error_free(&err);
+    }
+    return status;
+}
+
+/* Ask QEMU to quit through QMP (bounded); the caller still kills it if it does not go. */
+static void qemu_quit(struct vm *vm)
+{
+    struct hd_qmp *q = vm_qmp(vm);
+    hd_error_t err = NULL;
+    if (q == NULL)
+        return;
+    if (hd_qmp_quit(q, QMP_TIMEOUT_MS, &err) < 0) {
+        hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
+        hd_error_free(&err);
+        return;
+    }
+    uint64_t until = now_ms() + QMP_TIMEOUT_MS;
+    while (!vm->qemu_reaped && now_ms() < until) {
+        reap_qemu(vm, false);
+        if (!vm->qemu_reaped)
+            usleep(5000);
+    }
 }
 
 /*
@@ -425,9 +485,11 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         }
         uint64_t now = now_ms();
         if (now >= deadline) {
+            cleanup_free char *status = qemu_status(vm);
             snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not start the workload within %d ms (console: %s)", timeout_ms,
-                     vm->console_log);
+                     "the guest did not start the workload within %d ms (QEMU: %s; console: %s)", timeout_ms,
+                     status, vm->console_log);
+            qemu_quit(vm);
             break;
         }
         struct pollfd p = {.fd = vm->port_fd, .events = POLLIN};
@@ -472,12 +534,15 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
+        .qmp_fd = vm->qmp_end,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
         return hd_error_prefix(err, "vm");
     close(vm->qemu_end);
     vm->qemu_end = -1;
+    close(vm->qmp_end);
+    vm->qmp_end = -1;
     vm->qemu_pidfd = (int)syscall(SYS_pidfd_open, vm->qemu_pid, 0);
     if (vm->qemu_pidfd < 0) {
         int e = errno;
@@ -821,6 +886,11 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)
         close(vm->qemu_end);
+    if (vm->qmp_end >= 0)
+        close(vm->qmp_end);
+    if (vm->qmp_fd >= 0)
+        close(vm->qmp_fd);
+    hd_qmp_close(vm->qmp);
     if (vm->wake_fd >= 0)
         close(vm->wake_fd);
     if (vm->qemu_pidfd >= 0)
