@@ -316,7 +316,8 @@ int hd_qmp_quit(struct hd_qmp *q, int timeout_ms, hd_error_t *err)
         hd_error_free(&e);
         return 0;
     }
-    *err = e;
+    hd_error_set(err, e->errnum, "%s", e->message); /* the first error set wins */
+    hd_error_free(&e);
     return -1;
 }
 
