@@ -8,8 +8,10 @@
  *      with finit_module (Debian's cloud kernel builds virtio, erofs and
  *      overlay as modules; devices then appear asynchronously);
  *   2. find the virtio-serial port named HD_VM_PORT_NAME via
- *      /sys/class/virtio-ports/<dev>/name (no udev here) and read the CONFIG
- *      message (vm-proto.h) from the host;
+ *      /sys/class/virtio-ports/<dev>/name (no udev here), say READY and read
+ *      the CONFIG message (vm-proto.h) the host answers with; credit the
+ *      host's entropy seed and reseed the CRNG (no RDRAND in the guest CPU),
+ *      set the wall clock from the host's;
  *   3. mount the erofs rootfs from /dev/vda read-only at /lower, a tmpfs for
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
@@ -44,6 +46,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <linux/random.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -77,6 +80,10 @@ struct guest_config {
     int readonly;
     char *net_address; /* "10.89.0.2/24" with a bridge network, else NULL */
     char *net_gateway;
+    unsigned char seed[HD_VM_SEED_BYTES];
+    int have_seed;
+    struct timespec clock; /* the host's wall clock when it sent CONFIG */
+    int have_clock;
 };
 
 static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -269,12 +276,61 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_READONLY: cfg->readonly = strcmp(value, "1") == 0; break;
         case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
         case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
+        case HD_VM_CFG_SEED:
+            if (hd_vm_hex_decode(value, cfg->seed, sizeof(cfg->seed)) < 0)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config seed is not %d hex digits", 2 * HD_VM_SEED_BYTES);
+            cfg->have_seed = 1;
+            break;
+        case HD_VM_CFG_CLOCK: {
+            char *end;
+            errno = 0;
+            long long sec = strtoll(value, &end, 10);
+            long nsec = *end == '.' ? strtol(end + 1, &end, 10) : -1;
+            if (errno || *end || sec <= 0 || nsec < 0 || nsec > 999999999)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config clock \"%s\" is not SEC.NSEC", value);
+            cfg->clock.tv_sec = (time_t)sec;
+            cfg->clock.tv_nsec = nsec;
+            cfg->have_clock = 1;
+            break;
+        }
         default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unknown config tag 0x%02x", (unsigned char)tag);
         }
     }
+    explicit_bzero(buf, h.length);
     free(buf);
     if (cfg->argv == NULL)
         guest_fail(HD_EXIT_HEDGE, 0, "protocol: config has no command");
+}
+
+/*
+ * The host's seed goes into the input pool, credited at full weight (RNDADDENTROPY), and the CRNG is
+ * reseeded from it (RNDRESEEDCRNG): the guest's CPU model has no RDRAND, so without this the first
+ * getrandom() blocks ~1 s while the kernel gathers jitter, and a restored clone would share the
+ * random state of the snapshot. Then the wall clock: a restored guest's is stale by the snapshot's age.
+ */
+static void apply_host_state(struct guest_config *cfg)
+{
+    if (cfg->have_seed) {
+        struct {
+            struct rand_pool_info info;
+            unsigned char bytes[HD_VM_SEED_BYTES];
+        } pool;
+        pool.info.entropy_count = HD_VM_SEED_BYTES * 8; /* bits */
+        pool.info.buf_size = HD_VM_SEED_BYTES;          /* bytes */
+        memcpy(pool.bytes, cfg->seed, HD_VM_SEED_BYTES);
+        explicit_bzero(cfg->seed, sizeof(cfg->seed));
+        int fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
+        if (fd < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "entropy: open /dev/random");
+        if (ioctl(fd, RNDADDENTROPY, &pool) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "entropy: RNDADDENTROPY");
+        explicit_bzero(&pool, sizeof(pool));
+        if (ioctl(fd, RNDRESEEDCRNG) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "entropy: RNDRESEEDCRNG");
+        close(fd);
+    }
+    if (cfg->have_clock && clock_settime(CLOCK_REALTIME, &cfg->clock) < 0)
+        guest_fail(HD_EXIT_HEDGE, errno, "clock_settime");
 }
 
 static void set_inet(struct sockaddr *sa, in_addr_t addr)
@@ -682,8 +738,14 @@ int main(void)
     port_fd = open_host_port();
     debug_phase("port open");
 
+    /* say READY: the host answers with CONFIG (a snapshot taken here sees fresh state on restore) */
+    int r = hd_vm_send(port_fd, HD_VM_MSG_READY, NULL, 0);
+    if (r < 0)
+        guest_fail(HD_EXIT_HEDGE, -r, "send ready");
     struct guest_config cfg = {0};
     read_config(&cfg);
+    apply_host_state(&cfg);
+    debug_phase("entropy and clock from host");
     if (sigchld_fd < 0)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);

@@ -30,6 +30,9 @@ static void test_validity(void)
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_ERROR, 3, 1));
     CHECK(hd_vm_msg_valid(HD_VM_MSG_STDOUT, HD_VM_MSG_MAX, 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_STDOUT, HD_VM_MSG_MAX + 1, 1));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_READY, 0, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_READY, 1, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_READY, 0, 0)); /* guest → host only */
     CHECK(!hd_vm_msg_valid(0, 0, 0));
     CHECK(!hd_vm_msg_valid(999, 0, 1));
 }
@@ -77,9 +80,22 @@ static void test_reader_split_and_batched(void)
     CHECK(hd_vm_send(-1, HD_VM_MSG_STDOUT, "x", HD_VM_MSG_MAX + 1) == -EMSGSIZE);
 }
 
+/* The entropy seed's hex record: exactly 2n digits of either case, nothing else. */
+static void test_hex_decode(void)
+{
+    unsigned char out[4];
+    CHECK(hd_vm_hex_decode("00ff7Aa5", out, 4) == 0);
+    CHECK(out[0] == 0x00 && out[1] == 0xff && out[2] == 0x7a && out[3] == 0xa5);
+    CHECK(hd_vm_hex_decode("00ff7a", out, 4) == -1);    /* short */
+    CHECK(hd_vm_hex_decode("00ff7aa5b", out, 4) == -1); /* long */
+    CHECK(hd_vm_hex_decode("00fg7aa5", out, 4) == -1);  /* not hex */
+    CHECK(hd_vm_hex_decode("", out, 0) == 0);
+}
+
 int main(void)
 {
     test_validity();
+    test_hex_decode();
     test_reader_split_and_batched();
     CHECK_DONE();
     return 0;

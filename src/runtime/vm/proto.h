@@ -12,8 +12,13 @@
  * Header-only (static inline) because the guest side is the static hedge-init,
  * which does not link libhedge.
  *
- *   host → guest   CONFIG (once, first), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK
- *   guest → host   STARTED, STDOUT, STDERR, EXIT, ERROR
+ *   host → guest   CONFIG (once, first, as the answer to READY), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK
+ *   guest → host   READY (once, first), STARTED, STDOUT, STDERR, EXIT, ERROR
+ *
+ * READY says hedge-init is up and the port is open. The host answers with
+ * CONFIG only then, so the wall clock and the entropy seed CONFIG carries are
+ * taken when the guest reads them (not a boot's length earlier); a guest
+ * restored from a snapshot taken at READY gets them fresh too.
  *
  * EXIT_ACK answers EXIT: the host sends it once it has delivered every
  * STDOUT/STDERR message before the EXIT to the workload's stdio fds, and the
@@ -46,6 +51,7 @@ enum hd_vm_msg_type {
     HD_VM_MSG_STDERR = 18,   /* guest → host: bytes the workload wrote to fd 2 */
     HD_VM_MSG_EXIT = 19,     /* guest → host: struct hd_vm_exit_msg */
     HD_VM_MSG_ERROR = 20,    /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
+    HD_VM_MSG_READY = 21,    /* guest → host: empty; hedge-init runs and waits for CONFIG */
 };
 
 enum hd_vm_config_tag {
@@ -59,7 +65,12 @@ enum hd_vm_config_tag {
     HD_VM_CFG_READONLY = 'r', /* "1": no overlay, the erofs rootfs is the root as is */
     HD_VM_CFG_NET_ADDRESS = 'n', /* "10.89.0.2/24": eth0's address (bridge network) */
     HD_VM_CFG_NET_GATEWAY = 'g', /* "10.89.0.1": the default route */
+    HD_VM_CFG_SEED = 's',     /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
+                                 the guest's input pool (RNDADDENTROPY), then the CRNG is reseeded */
+    HD_VM_CFG_CLOCK = 't',    /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
 };
+
+#define HD_VM_SEED_BYTES 64
 
 struct hd_vm_msg_header {
     uint32_t type;
@@ -84,6 +95,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
         case HD_VM_MSG_STDERR: return 1;
         case HD_VM_MSG_EXIT: return length == sizeof(struct hd_vm_exit_msg);
         case HD_VM_MSG_ERROR: return length >= 4;
+        case HD_VM_MSG_READY: return length == 0;
         default: return 0;
         }
     }
@@ -95,6 +107,27 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_EXIT_ACK: return length == 0;
     default: return 0;
     }
+}
+
+/* Decode exactly 2*n hex digits (and nothing more) of text into out. 0, or -1 when malformed. */
+static inline int hd_vm_hex_decode(const char *text, unsigned char *out, size_t n)
+{
+    if (strlen(text) != 2 * n)
+        return -1;
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = text[i];
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (v < 0)
+            return -1;
+        if (i % 2 == 0)
+            out[i / 2] = (unsigned char)(v << 4);
+        else
+            out[i / 2] |= (unsigned char)v;
+    }
+    return 0;
 }
 
 /* Write all of buf; retries short writes and EINTR. 0 or -errno. */

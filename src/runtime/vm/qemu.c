@@ -107,6 +107,12 @@ static char **qemu_argv(const struct hd_vm_launch *l)
         hd_strv_push(&v, s);
         free(s);
     }
+    if (l->qmp_fd >= 0) { /* QMP on fd 5: a socketpair like the port, no socket file */
+        hd_strv_push(&v, "-chardev");
+        hd_strv_push(&v, "socket,id=qmp,fd=5");
+        hd_strv_push(&v, "-mon");
+        hd_strv_push(&v, "chardev=qmp,mode=control");
+    }
     hd_strv_push(&v, "-chardev");
     hd_strv_push(&v, "socket,id=hedgeport,fd=3");
     hd_strv_push(&v, "-device");
@@ -122,7 +128,7 @@ struct qemu_child {
 };
 
 /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
- * (bridge network only). Nothing else. */
+ * (bridge network only), its QMP monitor as fd 5 (when asked for). Nothing else. */
 __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int report_fd)
 {
     struct qemu_child *q = data;
@@ -133,8 +139,10 @@ __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int repo
     hd_spawn_child_wait_go(go_fd); /* wait until the parent put us in the cgroup */
     int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
     int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    int qmp = l->qmp_fd >= 0 ? fcntl(l->qmp_fd, F_DUPFD_CLOEXEC, 10) : -1;
     if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 ||
-        dup2(port, 3) < 0 || (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)))
+        dup2(port, 3) < 0 || (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) ||
+        (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s: set up its fds", QEMU_BINARY);
     sigset_t none;
     sigemptyset(&none);

@@ -47,9 +47,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "runtime/backend.h"
@@ -58,6 +60,7 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "runtime/vm/proto.h"
+#include "runtime/vm/qmp.h"
 #include "runtime/vm/vm.h"
 
 #define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed ($HEDGE_VM_STOP_GRACE_MS) */
@@ -86,6 +89,9 @@ struct vm {
     int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;   /* our end of the channel */
     int qemu_end;  /* QEMU's end until it is spawned */
+    int qmp_end;   /* QEMU's end of the QMP socketpair until it is spawned */
+    int qmp_fd;    /* our end, until hd_qmp_attach takes it */
+    struct hd_qmp *qmp; /* attached on first use (main thread only, before the relay runs) */
     pid_t qemu_pid;
     int qemu_pidfd; /* signals go through it: never to a recycled pid */
     int qemu_status;
@@ -194,7 +200,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
-    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = -1;
+    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
@@ -231,6 +237,10 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return hd_error_sys(err, "socketpair");
     vm->port_fd = sv[0];
     vm->qemu_end = sv[1];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->qmp_fd = sv[0];
+    vm->qmp_end = sv[1];
     vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->wake_fd < 0)
         return hd_error_sys(err, "eventfd");
@@ -246,6 +256,15 @@ static int socket_send_all(int fd, const void *buf, size_t len)
         ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN) { /* non-blocking: wait for room, bounded */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int r = poll(&pfd, 1, 10000);
+            if (r == 0)
+                return -ETIMEDOUT;
+            if (r < 0 && errno != EINTR)
+                return -errno;
+            continue;
+        }
         if (n < 0)
             return -errno;
         p += n;
@@ -318,7 +337,101 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
                         last ? last : "none");
 }
 
-/* Wait for STARTED or ERROR after CONFIG; bounded by the boot timeout. */
+#define QMP_TIMEOUT_MS 2000
+
+/* QMP to this VM's QEMU, attached on first use; NULL (with a log line) when QEMU does not answer. */
+static struct hd_qmp *vm_qmp(struct vm *vm)
+{
+    if (vm->qmp == NULL && vm->qmp_fd >= 0) {
+        hd_error_t err = NULL;
+        int fd = vm->qmp_fd;
+        vm->qmp_fd = -1; /* hd_qmp_attach owns it now */
+        if (hd_qmp_attach(fd, QMP_TIMEOUT_MS, &vm->qmp, &err) < 0) {
+            hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
+            hd_error_free(&err);
+        }
+    }
+    return vm->qmp;
+}
+
+/* QEMU's run state as QMP reports it ("running", "paused", ...), or why it cannot be had. */
+static char *qemu_status(struct vm *vm)
+{
+    struct hd_qmp *q = vm_qmp(vm);
+    if (q == NULL)
+        return hd_xstrdup("status unknown, QMP does not answer");
+    char *status = NULL;
+    hd_error_t err = NULL;
+    if (hd_qmp_query_status(q, QMP_TIMEOUT_MS, &status, NULL, &err) < 0) {
+        status = hd_xstrdup(hd_error_text(err));
+        hd_error_free(&err);
+    }
+    return status;
+}
+
+/* Ask QEMU to quit through QMP (bounded); the caller still kills it if it does not go. */
+static void qemu_quit(struct vm *vm)
+{
+    struct hd_qmp *q = vm_qmp(vm);
+    hd_error_t err = NULL;
+    if (q == NULL)
+        return;
+    if (hd_qmp_quit(q, QMP_TIMEOUT_MS, &err) < 0) {
+        hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
+        hd_error_free(&err);
+        return;
+    }
+    uint64_t until = now_ms() + QMP_TIMEOUT_MS;
+    while (!vm->qemu_reaped && now_ms() < until) {
+        reap_qemu(vm, false);
+        if (!vm->qemu_reaped)
+            usleep(5000);
+    }
+}
+
+/*
+ * Answer READY with CONFIG: the spec's records plus what must be fresh when the guest reads it -
+ * a seed from the host's getrandom() and the host's wall clock. CONFIG fits the socket buffer.
+ */
+static int send_config(struct vm *vm, hd_error_t *err)
+{
+    unsigned char seed[HD_VM_SEED_BYTES];
+    size_t got = 0;
+    while (got < sizeof(seed)) {
+        ssize_t n = getrandom(seed + got, sizeof(seed) - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return hd_error_sys(err, "vm: getrandom for the guest's entropy seed");
+        got += (size_t)n;
+    }
+    char hex[2 * HD_VM_SEED_BYTES + 1];
+    for (size_t i = 0; i < sizeof(seed); i++)
+        snprintf(hex + 2 * i, 3, "%02x", seed[i]);
+    explicit_bzero(seed, sizeof(seed));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char clock[48];
+    snprintf(clock, sizeof(clock), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
+    size_t len = vm->config_len;
+    cleanup_free char *buf = hd_xmalloc(len);
+    memcpy(buf, vm->config, len);
+    config_add(&buf, &len, HD_VM_CFG_SEED, hex);
+    config_add(&buf, &len, HD_VM_CFG_CLOCK, clock);
+    explicit_bzero(hex, sizeof(hex));
+    if (len > HD_VM_MSG_MAX)
+        return hd_error_set(err, E2BIG, "vm config: %zu bytes, more than %u", len, HD_VM_MSG_MAX);
+    struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)len};
+    int r = socket_send_all(vm->port_fd, &h, sizeof(h));
+    if (r == 0)
+        r = socket_send_all(vm->port_fd, buf, len);
+    explicit_bzero(buf, len);
+    if (r < 0)
+        return hd_error_set(err, -r, "vm: send config to the guest");
+    return 0;
+}
+
+/* Answer READY with CONFIG, then wait for STARTED or ERROR; bounded by the boot timeout. */
 static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
@@ -327,6 +440,7 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     if (env && atoi(env) > 0)
         timeout_ms = atoi(env);
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    bool ready = false;
     fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
     for (;;) {
         struct hd_vm_msg_header h;
@@ -339,6 +453,16 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             break;
         }
         if (r > 0) {
+            if (h.type == HD_VM_MSG_READY && !ready) {
+                ready = true;
+                hd_vm_reader_consume(reader, used);
+                if (send_config(vm, err) < 0) {
+                    kill_qemu(vm);
+                    reap_qemu(vm, true);
+                    return -1;
+                }
+                continue;
+            }
             if (h.type == HD_VM_MSG_STARTED)
                 return 0;
             if (h.type == HD_VM_MSG_ERROR) {
@@ -361,9 +485,11 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         }
         uint64_t now = now_ms();
         if (now >= deadline) {
+            cleanup_free char *status = qemu_status(vm);
             snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not start the workload within %d ms (console: %s)", timeout_ms,
-                     vm->console_log);
+                     "the guest did not start the workload within %d ms (QEMU: %s; console: %s)", timeout_ms,
+                     status, vm->console_log);
+            qemu_quit(vm);
             break;
         }
         struct pollfd p = {.fd = vm->port_fd, .events = POLLIN};
@@ -408,12 +534,15 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
+        .qmp_fd = vm->qmp_end,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
         return hd_error_prefix(err, "vm");
     close(vm->qemu_end);
     vm->qemu_end = -1;
+    close(vm->qmp_end);
+    vm->qmp_end = -1;
     vm->qemu_pidfd = (int)syscall(SYS_pidfd_open, vm->qemu_pid, 0);
     if (vm->qemu_pidfd < 0) {
         int e = errno;
@@ -421,20 +550,11 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         reap_qemu(vm, true);
         return hd_error_set(err, e, "vm: pidfd_open %d", vm->qemu_pid);
     }
-    /* CONFIG fits the socket buffer: it is queued before the guest even boots */
-    struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)vm->config_len};
-    int r = socket_send_all(vm->port_fd, &h, sizeof(h));
-    if (r == 0)
-        r = socket_send_all(vm->port_fd, vm->config, vm->config_len);
-    if (r < 0) {
-        kill_qemu(vm);
-        reap_qemu(vm, true);
-        return hd_error_set(err, -r, "vm: send config to the guest");
-    }
+    /* CONFIG goes when the guest says READY (wait_for_start) */
     if (wait_for_start(w, vm, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
-    r = pthread_create(&vm->relay, NULL, relay_main, vm);
+    int r = pthread_create(&vm->relay, NULL, relay_main, vm);
     if (r != 0) {
         kill_qemu(vm);
         reap_qemu(vm, true);
@@ -766,6 +886,11 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)
         close(vm->qemu_end);
+    if (vm->qmp_end >= 0)
+        close(vm->qmp_end);
+    if (vm->qmp_fd >= 0)
+        close(vm->qmp_fd);
+    hd_qmp_close(vm->qmp);
     if (vm->wake_fd >= 0)
         close(vm->wake_fd);
     if (vm->qemu_pidfd >= 0)

@@ -93,6 +93,7 @@ struct hd_vm_launch {
     const char *extra_append;  /* appended to the kernel command line, may be NULL */
     int tap_fd;                /* a tap on the hedge bridge for virtio-net, or -1 */
     const char *mac;           /* the guest NIC's MAC when tap_fd >= 0 */
+    int qmp_fd;                /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
 };
 
 struct hd_cgroup;
