@@ -101,7 +101,7 @@ static char *pattern_expand(const char *pat, const char *username, const char *c
     for (const char *p = pat; *p; p++) {
         if (p[0] == '%' && (p[1] == 'u' || p[1] == 'c')) {
             const char *v = p[1] == 'u' ? username : client_id;
-            if (!hd_mqtt_level_valid_name(v)) {
+            if (v == NULL || !hd_mqtt_level_valid_name(v)) {
                 mqtt_buf_free(&out);
                 return NULL;
             }
