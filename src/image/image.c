@@ -124,6 +124,21 @@ char *image_name_normalize(const char *ref)
     return hd_xasprintf("%.*s:%s", (int)repo_len, ref, tag);
 }
 
+char *image_digest_ref_normalize(const char *ref)
+{
+    const char *at = ref ? strchr(ref, '@') : NULL;
+    if (at == NULL || strncmp(at + 1, "sha256:", 7) != 0 || strlen(at + 8) != IMAGE_HEX_LEN)
+        return NULL;
+    for (const char *p = at + 8; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return NULL;
+    cleanup_free char *repo = hd_xasprintf("%.*s", (int)(at - ref), ref);
+    cleanup_free char *name = image_name_normalize(repo);
+    if (name == NULL || strcmp(name + strlen(name) - 7, ":latest") != 0 || strstr(repo, ":latest"))
+        return NULL; /* repository@digest: a tag in front of the digest is not accepted */
+    return hd_xasprintf("%.*s%s", (int)(strlen(name) - 7), name, at);
+}
+
 /* "sha256:<hex prefix>" or "<hex prefix>" of at least 12 hex digits -> the hex part. */
 static const char *id_prefix(const char *ref)
 {
@@ -579,9 +594,19 @@ static int import_commit(const char *store_dir, const char *tmp, const struct im
     if (refs == NULL)
         return -1;
     json_object_set_new(refs, name, json_sprintf("sha256:%s", hex));
+    if (src->digest_name)
+        json_object_set_new(refs, src->digest_name, json_sprintf("sha256:%s", hex));
     int ret = refs_save(store_dir, refs, err);
     json_decref(refs);
     return ret;
+}
+
+/* The archive reader of the import transaction: the tarball is the whole source. */
+static int import_read_archive(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *out,
+                               hd_error_t *err)
+{
+    (void)store_dir;
+    return image_archive_read(ctx, stage_dir, out, err);
 }
 
 int hd_image_import(const char *state_dir, const char *tarball, const char *name,
@@ -597,7 +622,14 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         return hd_error_set(err, 0, "image import %s: not a regular file", tarball);
     if (st.st_size == 0)
         return hd_error_set(err, 0, "image import %s: the file is empty", tarball);
+    if (image_store_import(state_dir, import_read_archive, (void *)tarball, wanted, out, err) < 0)
+        return hd_error_prefix(err, "image import %s", tarball);
+    return 0;
+}
 
+int image_store_import(const char *state_dir, image_read_fn read, void *ctx, const char *wanted,
+                       struct hd_image_config **out, hd_error_t *err)
+{
     struct store store = {.lock_fd = -1};
     if (store_open_locked(state_dir, &store, err) < 0)
         return -1;
@@ -617,7 +649,7 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         hd_error_sys(err, "create %s", stage);
         goto out;
     }
-    if (image_archive_read(tarball, stage, &src, err) < 0)
+    if (read(ctx, store.dir, stage, &src, err) < 0)
         goto out;
     const char *final_name = wanted ? wanted : src.name;
     if (final_name == NULL) {
@@ -654,8 +686,6 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
     }
     ret = 0;
 out:
-    if (ret < 0)
-        hd_error_prefix(err, "image import %s", tarball);
     if (tmp) {
         hd_error_t ignored = NULL;
         hd_rm_rf(tmp, &ignored);
@@ -672,7 +702,7 @@ out:
 static int resolve_ref(const char *store_dir, json_t *refs, const char *ref, char **hex_out, char **name_out,
                        hd_error_t *err)
 {
-    cleanup_free char *name = image_name_normalize(ref);
+    cleanup_free char *name = strchr(ref, '@') ? image_digest_ref_normalize(ref) : image_name_normalize(ref);
     const char *id = name ? json_string_value(json_object_get(refs, name)) : NULL;
     if (id && strncmp(id, "sha256:", 7) == 0) {
         *hex_out = hd_xstrdup(id + 7);

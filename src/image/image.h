@@ -14,6 +14,7 @@
 #define HEDGE_IMAGE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/error.h"
 
@@ -41,8 +42,26 @@ const char *hd_state_dir(void);
  */
 int hd_image_import(const char *state_dir, const char *tarball, const char *name,
                     struct hd_image_config **out, hd_error_t *err);
+/* How hd_image_pull reaches a registry. */
+struct hd_image_pull_options {
+    const char *platform;      /* os/arch[/variant] to pick from an index; NULL: linux/<this host> */
+    char *const *insecure;     /* NULL-terminated host[:port] list reached over plain HTTP, or NULL */
+    const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
+    FILE *progress;            /* one line per blob, or NULL for quiet */
+};
+
 /*
- * Look up name[:tag] (tag defaults to latest) or an id prefix (>= 12 hex
+ * Pull [registry/]repository[:tag][@sha256:<hex>] from its registry into the
+ * store (docs/images.md): the image gets the name repository:tag and the
+ * digest reference repository@sha256:<manifest digest>, so it can be run by
+ * either. digest_out (optional) receives "sha256:<hex>" of the manifest the
+ * reference resolved to.
+ */
+int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_pull_options *opts,
+                  struct hd_image_config **out, char **digest_out, hd_error_t *err);
+
+/*
+ * Look up name[:tag] (tag defaults to latest), name@sha256:<manifest digest> (a pulled image) or an id prefix (>= 12 hex
  * digits, "sha256:" optional). Unknown: "image REF: not found".
  */
 int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out,

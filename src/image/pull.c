@@ -1,0 +1,357 @@
+/*
+ * pull.c - `hedge image pull`: an image from an OCI distribution registry
+ * into the store, through the same import transaction as a tarball
+ * (image_store_import in image.c): this file is only another reader.
+ *
+ * The reader resolves the reference to a manifest (following an image index
+ * or docker manifest list to the requested platform), fetches the config and
+ * the layers the store does not hold yet into the transaction's stage dir,
+ * each verified against its descriptor's digest and size while it streams
+ * (registry.c), and hands over an image_source like archive.c does. A layer
+ * already in blobs/ is not fetched: its stored file is applied in place. An
+ * image whose config (its id) is already stored costs the manifest and config
+ * requests only. A failure anywhere leaves the store as it was: everything
+ * fetched sits in the transaction's temp dir until the commit.
+ *
+ * The store lock is held for the whole pull, so a pull and an import or rm
+ * never interleave (a slow registry delays them; acceptable for a first cut).
+ *
+ * References: [host[:port]/]repository[:tag][@sha256:<hex>]. The first path
+ * component is a registry host when it has a '.' or ':' or is "localhost";
+ * otherwise the registry is Docker Hub (registry-1.docker.io, "library/" for
+ * one-component names), as docker does.
+ */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/util.h"
+#include "image/image.h"
+#include "image/internal.h"
+#include "image/registry.h"
+
+#define INDEX_MAX_DEPTH 4
+#define CONFIG_MAX_BYTES (16 * 1024 * 1024)
+
+struct pull_ref {
+    char *host;        /* registry host[:port] */
+    char *repository;  /* repository inside the registry */
+    char *reference;   /* tag, or sha256:<hex> */
+    char *name;        /* the store's name:tag, or NULL for a digest-only reference */
+    char *repo_name;   /* the store's normalized repository (name without tag) */
+};
+
+static void pull_ref_free(struct pull_ref *r)
+{
+    free(r->host);
+    free(r->repository);
+    free(r->reference);
+    free(r->name);
+    free(r->repo_name);
+}
+
+static int pull_ref_parse(const char *ref, struct pull_ref *out, hd_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    cleanup_free char *digest = NULL, *tag = NULL;
+    cleanup_free char *rest = hd_xstrdup(ref);
+    char *at = strchr(rest, '@');
+    if (at) {
+        *at = '\0';
+        digest = hd_xstrdup(at + 1);
+        cleanup_free char *check = hd_xasprintf("x@%s", digest);
+        cleanup_free char *valid = image_digest_ref_normalize(check);
+        if (valid == NULL)
+            return hd_error_set(err, 0, "image reference %s: the digest must be sha256:<64 hex digits>", ref);
+    }
+    char *slash = strrchr(rest, '/');
+    char *colon = strrchr(rest, ':');
+    if (colon && (slash == NULL || colon > slash)) {
+        *colon = '\0';
+        tag = hd_xstrdup(colon + 1);
+    }
+    char *first_slash = strchr(rest, '/');
+    if (first_slash && (memchr(rest, '.', (size_t)(first_slash - rest)) ||
+                        memchr(rest, ':', (size_t)(first_slash - rest)) ||
+                        strncmp(rest, "localhost/", 10) == 0)) {
+        out->host = hd_xasprintf("%.*s", (int)(first_slash - rest), rest);
+        out->repository = hd_xstrdup(first_slash + 1);
+    } else {
+        out->host = hd_xstrdup("registry-1.docker.io");
+        out->repository = first_slash ? hd_xstrdup(rest) : hd_xasprintf("library/%s", rest);
+    }
+    if (strcmp(out->host, "docker.io") == 0 || strcmp(out->host, "index.docker.io") == 0) {
+        free(out->host);
+        out->host = hd_xstrdup("registry-1.docker.io");
+        if (strchr(out->repository, '/') == NULL) {
+            char *full = hd_xasprintf("library/%s", out->repository);
+            free(out->repository);
+            out->repository = full;
+        }
+    }
+    /* the store's names: what image_name_normalize makes of the reference */
+    cleanup_free char *tagged = hd_xasprintf("%s:%s", rest, tag ? tag : "latest");
+    cleanup_free char *normal = image_name_normalize(tagged);
+    if (normal == NULL) {
+        pull_ref_free(out);
+        return hd_error_set(err, 0, "invalid image reference \"%s\" (want [host[:port]/]name[:tag][@sha256:<hex>], "
+                                    "lower-case name)", ref);
+    }
+    out->repo_name = hd_xasprintf("%.*s", (int)(strrchr(normal, ':') - normal), normal);
+    if (tag || digest == NULL)
+        out->name = get_and_reset(&normal);
+    out->reference = digest ? get_and_reset(&digest) : hd_xstrdup(tag ? tag : "latest");
+    return 0;
+}
+
+struct pull {
+    struct pull_ref ref;
+    const struct hd_image_pull_options *opts;
+    struct registry reg;
+    char *platform_os, *platform_arch, *platform_variant;
+    char top_hex[IMAGE_HEX_LEN + 1]; /* the digest the reference resolved to */
+    int n_staged;
+};
+
+static void progress(struct pull *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress(struct pull *p, const char *fmt, ...)
+{
+    if (p->opts->progress == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(p->opts->progress, fmt, ap);
+    va_end(ap);
+    fputc('\n', p->opts->progress);
+    fflush(p->opts->progress);
+}
+
+/* Keep a fetched manifest as a blob of the image (the OCI archive reader does the same). */
+static int stage_bytes(struct pull *p, const char *stage_dir, const char *hex, const char *data, size_t len,
+                       struct image_source *src, hd_error_t *err)
+{
+    struct image_blob blob = {.size = (int64_t)len};
+    memcpy(blob.hex, hex, sizeof(blob.hex));
+    cleanup_free char *path = hd_xasprintf("%s/%d", stage_dir, ++p->n_staged);
+    if (hd_write_file(path, data, len, err) < 0)
+        return -1;
+    blob.stage_path = path;
+    image_source_add_blob(src, &blob);
+    return 0;
+}
+
+/* digest and size of a descriptor, named for errors by what */
+static int descriptor_parse(json_t *d, const char *what, char hex[IMAGE_HEX_LEN + 1], int64_t *size,
+                            hd_error_t *err)
+{
+    if (!json_is_object(d))
+        return hd_error_set(err, 0, "%s: descriptor missing", what);
+    const char *digest = json_string_value(json_object_get(d, "digest"));
+    cleanup_free char *check = digest ? hd_xasprintf("x@%s", digest) : NULL;
+    cleanup_free char *valid = check ? image_digest_ref_normalize(check) : NULL;
+    if (valid == NULL)
+        return hd_error_set(err, 0, "%s: digest \"%s\" is not sha256:<64 hex digits>", what,
+                            digest ? digest : "(missing)");
+    memcpy(hex, digest + 7, IMAGE_HEX_LEN + 1);
+    json_t *s = json_object_get(d, "size");
+    if (!json_is_integer(s) || json_integer_value(s) < 0)
+        return hd_error_set(err, 0, "%s %s: size missing", what, digest);
+    *size = json_integer_value(s);
+    return 0;
+}
+
+/* stage_path of a blob: the store's own file when it is there, else fetched into the stage. */
+static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_dir, const char *what,
+                      const char *hex, int64_t size, struct image_blob *blob, hd_error_t *err)
+{
+    memset(blob, 0, sizeof(*blob));
+    memcpy(blob->hex, hex, IMAGE_HEX_LEN + 1);
+    blob->size = size;
+    cleanup_free char *stored = hd_xasprintf("%s/blobs/sha256/%s", store_dir, hex);
+    struct stat st;
+    if (stat(stored, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == size) {
+        progress(p, "%s sha256:%.12s: already present", what, hex);
+        blob->stage_path = get_and_reset(&stored);
+        return 0;
+    }
+    blob->stage_path = hd_xasprintf("%s/%d", stage_dir, ++p->n_staged);
+    if (registry_get_blob(&p->reg, hex, size, blob->stage_path, err) < 0) {
+        free(blob->stage_path);
+        blob->stage_path = NULL;
+        return hd_error_prefix(err, "%s", what);
+    }
+    progress(p, "%s sha256:%.12s: pulled (%lld bytes)", what, hex, (long long)size);
+    return 0;
+}
+
+static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *src,
+                     hd_error_t *err)
+{
+    struct pull *p = ctx;
+    struct registry_manifest m = {0};
+    json_t *doc = NULL, *config = NULL;
+    cleanup_free char *meta = NULL, *rootfs = NULL; /* declared before the first goto out */
+    int ret = -1;
+    src->format = "registry";
+    if (registry_get_manifest(&p->reg, p->ref.reference, &m, err) < 0)
+        goto out;
+    memcpy(p->top_hex, m.hex, sizeof(p->top_hex));
+    for (int depth = 0;; depth++) {
+        json_error_t jerr;
+        json_decref(doc);
+        doc = json_loadb(m.body, m.len, 0, &jerr);
+        if (!json_is_object(doc)) {
+            hd_error_set(err, 0, "manifest sha256:%s: invalid JSON: %s", m.hex, jerr.text);
+            goto out;
+        }
+        if (json_integer_value(json_object_get(doc, "schemaVersion")) != 2) {
+            hd_error_set(err, 0, "manifest sha256:%s: schema version %lld is not supported (want 2)", m.hex,
+                         (long long)json_integer_value(json_object_get(doc, "schemaVersion")));
+            goto out;
+        }
+        if (stage_bytes(p, stage_dir, m.hex, m.body, m.len, src, err) < 0)
+            goto out;
+        const char *own_type = json_string_value(json_object_get(doc, "mediaType"));
+        if (!image_is_index_media_type(m.media_type) && !image_is_index_media_type(own_type) &&
+            json_object_get(doc, "config") != NULL)
+            break;
+        if (depth >= INDEX_MAX_DEPTH) {
+            hd_error_set(err, 0, "manifest sha256:%s: image indexes nest too deeply", m.hex);
+            goto out;
+        }
+        cleanup_free char *what = hd_xasprintf("image index sha256:%s", m.hex);
+        json_t *chosen = NULL;
+        if (image_pick_platform(json_object_get(doc, "manifests"), what, p->platform_os, p->platform_arch,
+                                p->platform_variant, &chosen, err) < 0)
+            goto out;
+        char hex[IMAGE_HEX_LEN + 1];
+        int64_t size;
+        if (descriptor_parse(chosen, what, hex, &size, err) < 0)
+            goto out;
+        cleanup_free char *digest = hd_xasprintf("sha256:%s", hex);
+        registry_manifest_free(&m);
+        if (registry_get_manifest(&p->reg, digest, &m, err) < 0)
+            goto out;
+        if ((int64_t)m.len != size) {
+            hd_error_set(err, 0, "manifest %s: size mismatch: expected %lld bytes, got %zu", digest,
+                         (long long)size, m.len);
+            goto out;
+        }
+    }
+
+    /* the config: the image id, and the run defaults */
+    char hex[IMAGE_HEX_LEN + 1];
+    int64_t size;
+    if (descriptor_parse(json_object_get(doc, "config"), "config", hex, &size, err) < 0)
+        goto out;
+    if (size > CONFIG_MAX_BYTES) {
+        hd_error_set(err, 0, "config sha256:%s: %lld bytes is too large", hex, (long long)size);
+        goto out;
+    }
+    struct image_blob config_blob;
+    if (fetch_blob(p, store_dir, stage_dir, "config", hex, size, &config_blob, err) < 0)
+        goto out;
+    image_source_add_blob(src, &config_blob);
+    memcpy(src->config_hex, hex, sizeof(src->config_hex));
+    json_error_t jerr;
+    config = json_load_file(config_blob.stage_path, 0, &jerr);
+    free(config_blob.stage_path);
+    if (config == NULL) {
+        hd_error_set(err, 0, "config sha256:%s: invalid JSON: %s", hex, jerr.text);
+        goto out;
+    }
+    if (image_config_parse(config, src, err) < 0) {
+        hd_error_prefix(err, "config sha256:%s", hex);
+        goto out;
+    }
+
+    /* an image already stored needs no layer: the store has its rootfs */
+    meta = hd_xasprintf("%s/meta/%s.json", store_dir, hex);
+    rootfs = hd_xasprintf("%s/rootfs/%s", store_dir, hex);
+    bool have_image = access(meta, F_OK) == 0 && access(rootfs, F_OK) == 0;
+    if (have_image)
+        progress(p, "image sha256:%.12s: already present", hex);
+    json_t *layers = json_object_get(doc, "layers");
+    if (!json_is_array(layers)) {
+        hd_error_set(err, 0, "manifest sha256:%s: layers missing", m.hex);
+        goto out;
+    }
+    size_t i;
+    json_t *layer;
+    json_array_foreach(layers, i, layer) {
+        cleanup_free char *what = hd_xasprintf("layer %zu", i);
+        if (descriptor_parse(layer, what, hex, &size, err) < 0)
+            goto out;
+        if (have_image)
+            continue;
+        struct image_blob blob;
+        if (fetch_blob(p, store_dir, stage_dir, what, hex, size, &blob, err) < 0)
+            goto out;
+        image_source_add_layer(src, &blob);
+        image_source_add_blob(src, &blob);
+        free(blob.stage_path);
+    }
+    if (p->ref.name)
+        src->digest_name = hd_xasprintf("%s@sha256:%s", p->ref.repo_name, p->top_hex);
+    ret = 0;
+out:
+    registry_manifest_free(&m);
+    json_decref(doc);
+    json_decref(config);
+    return ret;
+}
+
+static bool listed(char *const *list, const char *host)
+{
+    for (size_t i = 0; list && list[i]; i++)
+        if (strcmp(list[i], host) == 0)
+            return true;
+    return false;
+}
+
+int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_pull_options *opts,
+                  struct hd_image_config **out, char **digest_out, hd_error_t *err)
+{
+    static const struct hd_image_pull_options defaults = {0};
+    struct pull p = {.opts = opts ? opts : &defaults};
+    cleanup_free char *digest_name = NULL; /* declared before the first goto out */
+    int ret = -1;
+    if (pull_ref_parse(ref, &p.ref, err) < 0)
+        return -1;
+    if (p.opts->platform) {
+        cleanup_free char *copy = hd_xstrdup(p.opts->platform);
+        char *save = NULL;
+        char *os = strtok_r(copy, "/", &save), *arch = strtok_r(NULL, "/", &save);
+        char *variant = strtok_r(NULL, "/", &save);
+        if (os == NULL || arch == NULL || strtok_r(NULL, "/", &save)) {
+            hd_error_set(err, 0, "--platform %s: want OS/ARCH[/VARIANT]", p.opts->platform);
+            goto out;
+        }
+        p.platform_os = hd_xstrdup(os);
+        p.platform_arch = hd_xstrdup(arch);
+        p.platform_variant = variant ? hd_xstrdup(variant) : NULL;
+    }
+    if (registry_open(&p.reg, p.ref.host, p.ref.repository, listed(p.opts->insecure, p.ref.host),
+                      p.opts->ca_file, err) < 0)
+        goto out;
+    /* a digest-only reference is named by its digest: that is the ref the store keeps */
+    digest_name = p.ref.name ? NULL : hd_xasprintf("%s@%s", p.ref.repo_name, p.ref.reference);
+    if (image_store_import(state_dir, pull_read, &p, p.ref.name ? p.ref.name : digest_name, out, err) < 0)
+        goto out;
+    if (digest_out)
+        *digest_out = hd_xasprintf("sha256:%s", p.top_hex);
+    ret = 0;
+out:
+    if (ret < 0)
+        hd_error_prefix(err, "image pull %s", ref);
+    registry_close(&p.reg);
+    pull_ref_free(&p.ref);
+    free(p.platform_os);
+    free(p.platform_arch);
+    free(p.platform_variant);
+    return ret;
+}

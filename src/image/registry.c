@@ -1,0 +1,294 @@
+/*
+ * registry.c - the OCI distribution API over libcurl: GET a manifest (with
+ * the Accept list every registry understands), GET a blob into a file.
+ *
+ * Every byte is checked as it arrives: a blob's sha256 is computed in the
+ * write callback (base/digest.h) and the transfer is cut as soon as the
+ * registry sends more than the descriptor's size, so a wrong or endless blob
+ * costs at most size bytes of disk. A manifest is held in memory (at most
+ * MANIFEST_MAX_BYTES) and hashed whole.
+ *
+ * Plain HTTP is used only for a registry the caller lists as insecure; every
+ * other registry is HTTPS, verified against the system CA store or the given
+ * CA file. Redirects (blob stores behind a registry) are followed over http
+ * and https only.
+ *
+ * Not yet: authentication (a 401 is reported as such), Range resume.
+ */
+#include "image/registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "base/digest.h"
+#include "base/util.h"
+#include "image/curl_lazy.h"
+
+#define MANIFEST_MAX_BYTES (4 * 1024 * 1024)
+#define CONNECT_TIMEOUT_S 30L
+#define LOW_SPEED_TIME_S 60L
+
+static const char accept_manifests[] =
+    "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
+    "application/vnd.docker.distribution.manifest.v2+json, "
+    "application/vnd.docker.distribution.manifest.list.v2+json";
+
+int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
+                  const char *ca_file, hd_error_t *err)
+{
+    memset(r, 0, sizeof(*r));
+    if (hd_curl_load(err) < 0)
+        return -1;
+    r->curl = curl_easy_init();
+    if (r->curl == NULL)
+        return hd_error_set(err, ENOMEM, "curl_easy_init");
+    r->host = hd_xstrdup(host);
+    r->base = hd_xasprintf("%s://%s", insecure ? "http" : "https", host);
+    r->repository = hd_xstrdup(repository);
+    r->ca_file = ca_file ? hd_xstrdup(ca_file) : NULL;
+    return 0;
+}
+
+void registry_close(struct registry *r)
+{
+    if (r->curl)
+        curl_easy_cleanup(r->curl);
+    free(r->host);
+    free(r->base);
+    free(r->repository);
+    free(r->ca_file);
+    memset(r, 0, sizeof(*r));
+}
+
+void registry_manifest_free(struct registry_manifest *m)
+{
+    free(m->body);
+    free(m->media_type);
+    memset(m, 0, sizeof(*m));
+}
+
+/* Where the bytes of one response go. */
+struct response {
+    /* body to memory (manifests, error documents) */
+    char *buf;
+    size_t len, cap, max;
+    /* or body to a file (blobs), hashed on the way */
+    int fd;
+    struct hd_sha256 md;
+    int64_t got, limit;  /* limit < 0: none */
+    bool too_long;
+    int write_errno;
+    long status;
+    char *content_type;
+};
+
+static size_t response_header(char *data, size_t size, size_t n, void *arg)
+{
+    struct response *resp = arg;
+    size_t len = size * n;
+    static const char key[] = "content-type:";
+    if (len > sizeof(key) - 1 && strncasecmp(data, key, sizeof(key) - 1) == 0) {
+        const char *v = data + sizeof(key) - 1;
+        size_t vlen = len - (sizeof(key) - 1);
+        while (vlen && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        const char *semi = memchr(v, ';', vlen);
+        if (semi)
+            vlen = (size_t)(semi - v);
+        free(resp->content_type);
+        resp->content_type = hd_xasprintf("%.*s", (int)vlen, v);
+    }
+    return len;
+}
+
+static size_t response_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct response *resp = arg;
+    size_t len = size * n;
+    if (resp->fd >= 0 && resp->status == 200) {
+        if (resp->limit >= 0 && resp->got + (int64_t)len > resp->limit) {
+            resp->too_long = true;
+            return 0; /* stops the transfer: CURLE_WRITE_ERROR */
+        }
+        hd_sha256_update(&resp->md, data, len);
+        for (size_t off = 0; off < len;) {
+            ssize_t w = write(resp->fd, data + off, len - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                resp->write_errno = errno;
+                return 0;
+            }
+            off += (size_t)w;
+        }
+        resp->got += (int64_t)len;
+        return len;
+    }
+    /* memory: a manifest, or the error document of a failed request */
+    if (resp->len + len > resp->max) {
+        resp->too_long = true;
+        return 0;
+    }
+    if (resp->len + len + 1 > resp->cap) {
+        resp->cap = (resp->len + len + 1) * 2;
+        resp->buf = hd_xrealloc(resp->buf, resp->cap);
+    }
+    memcpy(resp->buf + resp->len, data, len);
+    resp->len += len;
+    resp->buf[resp->len] = '\0';
+    return len;
+}
+
+/* libcurl gives the status only after the headers; the header callback sees the status line first. */
+static size_t response_header_status(char *data, size_t size, size_t n, void *arg)
+{
+    struct response *resp = arg;
+    size_t len = size * n;
+    if (len > 9 && strncmp(data, "HTTP/", 5) == 0) {
+        const char *sp = memchr(data, ' ', len);
+        if (sp)
+            resp->status = strtol(sp + 1, NULL, 10);
+        /* a redirect's body and headers are not the answer's */
+        free(resp->content_type);
+        resp->content_type = NULL;
+        return len;
+    }
+    return response_header(data, size, n, arg);
+}
+
+/* "UNKNOWN: ... " from a registry error document {"errors":[{"code","message"}]}, or NULL. */
+static char *registry_error_text(const struct response *resp)
+{
+    if (resp->buf == NULL)
+        return NULL;
+    json_t *doc = json_loadb(resp->buf, resp->len, 0, NULL);
+    json_t *first = json_array_get(json_object_get(doc, "errors"), 0);
+    const char *code = json_string_value(json_object_get(first, "code"));
+    const char *message = json_string_value(json_object_get(first, "message"));
+    char *text = code ? hd_xasprintf("%s%s%s", code, message ? ": " : "", message ? message : "") : NULL;
+    json_decref(doc);
+    return text;
+}
+
+/* One GET of base + path into resp; fails on transport errors and any status other than 200. */
+static int registry_get(struct registry *r, const char *path, const char *accept, struct response *resp,
+                        const char *what, hd_error_t *err)
+{
+    CURL *c = r->curl;
+    cleanup_free char *url = hd_xasprintf("%s/v2/%s", r->base, path);
+    struct curl_slist *headers = NULL;
+    if (accept)
+        headers = curl_slist_append(headers, accept);
+    char curl_error[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "hedge");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_S);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
+    if (r->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, response_header_status);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, response_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+    curl_slist_free_all(headers);
+    if (resp->write_errno)
+        return hd_error_set(err, resp->write_errno, "%s: write", what);
+    if (resp->too_long)
+        return -1; /* the caller names the limit */
+    if (rc != CURLE_OK)
+        return hd_error_set(err, 0, "%s: %s: %s", what, url, curl_error[0] ? curl_error : curl_easy_strerror(rc));
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    resp->status = status;
+    if (status == 200)
+        return 0;
+    cleanup_free char *detail = registry_error_text(resp);
+    if (status == 401)
+        return hd_error_set(err, 0, "%s: %s/%s: authentication required (registry auth is not supported yet)",
+                            what, r->host, r->repository);
+    if (status == 404)
+        return hd_error_set(err, 0, "%s: not found in %s/%s%s%s", what, r->host, r->repository,
+                            detail ? ": " : "", detail ? detail : "");
+    return hd_error_set(err, 0, "%s: %s: HTTP %ld%s%s", what, url, status, detail ? ": " : "",
+                        detail ? detail : "");
+}
+
+int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out,
+                          hd_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    cleanup_free char *what = hd_xasprintf("manifest %s", reference);
+    cleanup_free char *path = hd_xasprintf("%s/manifests/%s", r->repository, reference);
+    struct response resp = {.fd = -1, .limit = -1, .max = MANIFEST_MAX_BYTES};
+    int ret = registry_get(r, path, accept_manifests, &resp, what, err);
+    if (ret < 0 && resp.too_long)
+        hd_error_set(err, 0, "%s: larger than %d bytes", what, MANIFEST_MAX_BYTES);
+    if (ret == 0 && resp.buf == NULL) {
+        ret = hd_error_set(err, 0, "%s: the registry sent an empty document", what);
+    }
+    if (ret == 0) {
+        hd_sha256_hex(resp.buf, resp.len, out->hex);
+        if (strncmp(reference, "sha256:", 7) == 0 && strcmp(reference + 7, out->hex) != 0)
+            ret = hd_error_set(err, 0, "%s: digest mismatch: expected %s, got sha256:%s", what, reference,
+                               out->hex);
+    }
+    if (ret < 0) {
+        free(resp.buf);
+        free(resp.content_type);
+        return -1;
+    }
+    out->body = resp.buf;
+    out->len = resp.len;
+    out->media_type = resp.content_type;
+    return 0;
+}
+
+int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *path, hd_error_t *err)
+{
+    cleanup_free char *what = hd_xasprintf("blob sha256:%s", hex);
+    cleanup_free char *url_path = hd_xasprintf("%s/blobs/sha256:%s", r->repository, hex);
+    struct response resp = {.fd = -1, .limit = size, .max = 64 * 1024};
+    resp.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (resp.fd < 0)
+        return hd_error_sys(err, "create %s", path);
+    hd_sha256_init(&resp.md);
+    int ret = registry_get(r, url_path, NULL, &resp, what, err);
+    if (ret < 0 && resp.too_long)
+        hd_error_set(err, 0, "%s: size mismatch: the registry sent more than the %lld bytes expected", what,
+                     (long long)size);
+    if (ret == 0 && size >= 0 && resp.got != size)
+        ret = hd_error_set(err, 0, "%s: size mismatch: expected %lld bytes, got %lld", what, (long long)size,
+                           (long long)resp.got);
+    if (ret == 0) {
+        char got[HD_SHA256_HEX_LEN + 1];
+        hd_sha256_final_hex(&resp.md, got);
+        if (strcmp(got, hex) != 0)
+            ret = hd_error_set(err, 0, "%s: digest mismatch: expected sha256:%s, got sha256:%s", what, hex, got);
+    }
+    close(resp.fd);
+    free(resp.buf);
+    free(resp.content_type);
+    if (ret < 0)
+        unlink(path);
+    return ret;
+}

@@ -1,0 +1,51 @@
+/*
+ * registry.h - a client of one repository of an OCI distribution registry
+ * (the /v2/ HTTP API), over libcurl (curl_lazy.h). Used by pull.c only.
+ */
+#ifndef HEDGE_IMAGE_REGISTRY_H
+#define HEDGE_IMAGE_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "image/internal.h"
+
+struct registry {
+    char *host;        /* host[:port] as named in the reference */
+    char *base;        /* scheme://host[:port] (https, or http for an insecure registry) */
+    char *repository;  /* name inside the registry, e.g. library/busybox */
+    char *ca_file;     /* CA bundle for TLS, or NULL for the system's */
+    void *curl;        /* one CURL handle reused for every request (keeps the connection) */
+};
+
+int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
+                  const char *ca_file, hd_error_t *err);
+void registry_close(struct registry *r);
+
+/* A manifest or index as the registry served it, verified against its digest. */
+struct registry_manifest {
+    char *body;
+    size_t len;
+    char *media_type;                /* the Content-Type the registry sent (or the document's own) */
+    char hex[IMAGE_HEX_LEN + 1];     /* sha256 of body */
+};
+void registry_manifest_free(struct registry_manifest *m);
+
+/*
+ * GET /v2/<repo>/manifests/<reference> with Accept naming the OCI manifest and
+ * index and the docker v2 manifest and manifest list. reference is a tag or
+ * "sha256:<hex>"; for a digest the body must hash to it.
+ */
+int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out,
+                          hd_error_t *err);
+
+/*
+ * GET /v2/<repo>/blobs/sha256:<hex> into a new file path, checking size and
+ * digest while the bytes stream (more than size bytes stops the transfer).
+ * On failure path is removed.
+ */
+int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *path, hd_error_t *err);
+
+#endif
