@@ -2,6 +2,7 @@
 free loopback port with its own config and storage dir, loaded with `skopeo copy` from archives these tests
 build. Plain HTTP, so every pull names the registry with --insecure-registry.
 """
+import base64
 import json
 import os
 import pathlib
@@ -9,11 +10,17 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
+import warnings
 
 import pytest
 
 from conftest import build_oci_layout
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # bcrypt hashes for docker-registry's htpasswd (Python 3.11's crypt(3) binding)
 
 
 def need(tool):
@@ -28,7 +35,7 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, root):
+    def __init__(self, root, htpasswd=None):
         self.root = root
         self.storage = root / "storage"
         self.storage.mkdir()
@@ -39,7 +46,8 @@ class Registry:
             "version: 0.1\n"
             "log:\n  level: info\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n")
+            f"http:\n  addr: {self.host}\n" +
+            (f"auth:\n  htpasswd:\n    realm: hedge-test\n    path: {htpasswd}\n" if htpasswd else ""))
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -48,19 +56,23 @@ class Registry:
             try:
                 urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).read()
                 break
+            except urllib.error.HTTPError:
+                break  # an auth registry answers 401: it is up
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("docker-registry did not start:\n" + self.log_path.read_text())
                 time.sleep(0.05)
 
-    def push(self, oci_tar, repo):
+    def push(self, oci_tar, repo, creds=None):
         subprocess.run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+                        *(["--dest-creds", creds] if creds else []),
                         f"oci-archive:{oci_tar}:latest", f"docker://{self.host}/{repo}:latest"],
                        check=True, capture_output=True)
 
-    def manifest(self, repo, tag="latest"):
+    def manifest(self, repo, tag="latest", creds=None):
         """(digest, manifest) as the registry serves them."""
-        req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{tag}", headers={
+        auth = {"Authorization": "Basic " + base64.b64encode(creds.encode()).decode()} if creds else {}
+        req = urllib.request.Request(f"http://{self.host}/v2/{repo}/manifests/{tag}", headers={**auth,
             "Accept": "application/vnd.oci.image.manifest.v1+json, "
                       "application/vnd.docker.distribution.manifest.v2+json"})
         with urllib.request.urlopen(req) as resp:
@@ -204,3 +216,45 @@ def test_hedge_does_not_map_libcurl(hedge):
     """libcurl is loaded only by a pull: the binary does not link it."""
     out = subprocess.run(["readelf", "-d", hedge.binary], check=True, capture_output=True, text=True).stdout
     assert "libcurl" not in out
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory, busybox_image_tar):
+    """A registry with htpasswd (Basic) auth: user hedge, password s3cret."""
+    need("docker-registry")
+    need("skopeo")
+    root = tmp_path_factory.mktemp("auth-registry")
+    (root / "htpasswd").write_text("hedge:" + crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH)) + "\n")
+    r = Registry(root, htpasswd=root / "htpasswd")
+    try:
+        r.push(busybox_image_tar, "private/busybox", creds="hedge:s3cret")
+        yield r
+    finally:
+        r.stop()
+
+
+def test_basic_auth_login_and_pull(hedge, dirs, auth_registry):
+    """hedge login checks and keeps credentials (docker config.json "auths"); a pull answers the Basic challenge."""
+    reg = auth_registry
+    r = pull(hedge, reg, "private/busybox")
+    assert r.code != 0 and "authentication required" in r.err and "hedge login" in r.err, r
+    r = hedge("login", "--insecure-registry", reg.host, reg.host, "-u", "hedge", "--password-stdin", input="wrong\n")
+    assert r.code != 0 and "unauthorized" in r.err, r
+    auth_file = pathlib.Path(dirs["state"]) / "auth.json"
+    assert not auth_file.exists()
+    r = hedge("login", "--insecure-registry", reg.host, reg.host, "-u", "hedge", "--password-stdin", input="s3cret\n")
+    assert (r.code, r.out) == (0, "Login Succeeded\n"), r
+    assert auth_file.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(auth_file.read_text())
+    assert doc == {"auths": {reg.host: {"auth": base64.b64encode(b"hedge:s3cret").decode()}}}
+    r = pull(hedge, reg, "private/busybox")
+    assert r.code == 0, r
+    digest, _ = reg.manifest("private/busybox", creds="hedge:s3cret")
+    assert f"Digest: {digest}" in r.out
+    r = hedge("run", "-i", "container", f"{reg.host}/private/busybox", "--", "echo", "authed")
+    assert (r.code, r.out) == (0, "authed\n"), r
+    # a docker-style auth file given with --authfile; a wrong password there is refused
+    other = pathlib.Path(dirs["state"]) / "docker-config.json"
+    other.write_text(json.dumps({"auths": {reg.host: {"auth": base64.b64encode(b"hedge:nope").decode()}}}))
+    r = pull(hedge, reg, "private/busybox", "--authfile", other)
+    assert r.code != 0 and "refused the credentials" in r.err, r

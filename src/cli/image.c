@@ -25,7 +25,7 @@
 static const char usage[] =
     "hedge image import FILE.tar [--name NAME:TAG]\n"
     "       hedge image pull [HOST[:PORT]/]NAME[:TAG][@sha256:HEX] [--platform OS/ARCH[/VARIANT]]\n"
-    "                        [--insecure-registry HOST[:PORT]]... [--ca FILE] [-q|--quiet]\n"
+    "                        [--insecure-registry HOST[:PORT]]... [--ca FILE] [--authfile FILE] [-q|--quiet]\n"
     "       hedge image ls [--json]\n"
     "       hedge image rm NAME[:TAG]|ID\n"
     "       hedge image inspect NAME[:TAG]|ID";
@@ -64,6 +64,7 @@ static int image_pull(int argc, char **argv)
         {"platform", required_argument, NULL, 'p'},
         {"insecure-registry", required_argument, NULL, 'k'},
         {"ca", required_argument, NULL, 'c'},
+        {"authfile", required_argument, NULL, 'a'},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -77,6 +78,7 @@ static int image_pull(int argc, char **argv)
         case 'p': opts.platform = optarg; break;
         case 'k': hd_strv_push(&insecure, optarg); break;
         case 'c': opts.ca_file = optarg; break;
+        case 'a': opts.auth_file = optarg; break;
         case 'q': opts.progress = NULL; break;
         case 'h': return cli_help(usage);
         default: return cli_usage_error("image pull", usage, "bad option");

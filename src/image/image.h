@@ -48,6 +48,7 @@ struct hd_image_pull_options {
     char *const *insecure;     /* NULL-terminated host[:port] list reached over plain HTTP, or NULL */
     const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
     FILE *progress;            /* one line per blob, or NULL for quiet */
+    const char *auth_file;     /* docker config.json-style credentials; NULL: <state>/auth.json */
 };
 
 /*
@@ -59,6 +60,15 @@ struct hd_image_pull_options {
  */
 int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_pull_options *opts,
                   struct hd_image_config **out, char **digest_out, hd_error_t *err);
+
+/* <state>/auth.json: where `hedge login` keeps credentials by default (caller frees). */
+char *hd_registry_auth_default_file(const char *state_dir);
+/*
+ * Check user/password against host's registry (GET /v2/ answering its
+ * challenge) and store them in auth_file ({"auths": {host: {"auth": base64}}}).
+ */
+int hd_registry_login(const char *auth_file, const char *host, const char *user, const char *password,
+                      const struct hd_image_pull_options *opts, hd_error_t *err);
 
 /*
  * Look up name[:tag] (tag defaults to latest), name@sha256:<manifest digest> (a pulled image) or an id prefix (>= 12 hex

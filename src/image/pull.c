@@ -318,7 +318,7 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
 {
     static const struct hd_image_pull_options defaults = {0};
     struct pull p = {.opts = opts ? opts : &defaults};
-    cleanup_free char *digest_name = NULL; /* declared before the first goto out */
+    cleanup_free char *digest_name = NULL, *auth_file = NULL; /* declared before the first goto out */
     int ret = -1;
     if (pull_ref_parse(ref, &p.ref, err) < 0)
         return -1;
@@ -337,6 +337,9 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
     }
     if (registry_open(&p.reg, p.ref.host, p.ref.repository, listed(p.opts->insecure, p.ref.host),
                       p.opts->ca_file, err) < 0)
+        goto out;
+    auth_file = p.opts->auth_file ? hd_xstrdup(p.opts->auth_file) : hd_registry_auth_default_file(state_dir);
+    if (registry_auth_lookup(auth_file, p.ref.host, &p.reg.user, &p.reg.password, err) < 0)
         goto out;
     /* a digest-only reference is named by its digest: that is the ref the store keeps */
     digest_name = p.ref.name ? NULL : hd_xasprintf("%s@%s", p.ref.repo_name, p.ref.reference);

@@ -13,7 +13,10 @@
  * CA file. Redirects (blob stores behind a registry) are followed over http
  * and https only.
  *
- * Not yet: authentication (a 401 is reported as such), Range resume.
+ * Authentication: a 401 whose WWW-Authenticate challenge is Basic is answered
+ * once with the credentials (from the auth file, auth.c), and every later
+ * request of the pull sends them. Not yet: the Bearer token flow (a Bearer
+ * challenge is reported as unsupported), Range resume.
  */
 #include "image/registry.h"
 
@@ -63,6 +66,8 @@ void registry_close(struct registry *r)
     free(r->base);
     free(r->repository);
     free(r->ca_file);
+    free(r->user);
+    free(r->password);
     memset(r, 0, sizeof(*r));
 }
 
@@ -86,13 +91,24 @@ struct response {
     int write_errno;
     long status;
     char *content_type;
+    char *challenge;     /* WWW-Authenticate */
 };
 
 static size_t response_header(char *data, size_t size, size_t n, void *arg)
 {
     struct response *resp = arg;
     size_t len = size * n;
-    static const char key[] = "content-type:";
+    static const char key[] = "content-type:", auth_key[] = "www-authenticate:";
+    if (len > sizeof(auth_key) - 1 && strncasecmp(data, auth_key, sizeof(auth_key) - 1) == 0) {
+        const char *v = data + sizeof(auth_key) - 1;
+        size_t vlen = len - (sizeof(auth_key) - 1);
+        while (vlen && (*v == ' ' || *v == '\t'))
+            v++, vlen--;
+        while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+            vlen--;
+        free(resp->challenge);
+        resp->challenge = hd_xasprintf("%.*s", (int)vlen, v);
+    }
     if (len > sizeof(key) - 1 && strncasecmp(data, key, sizeof(key) - 1) == 0) {
         const char *v = data + sizeof(key) - 1;
         size_t vlen = len - (sizeof(key) - 1);
@@ -179,8 +195,8 @@ static char *registry_error_text(const struct response *resp)
 }
 
 /* One GET of base + path into resp; fails on transport errors and any status other than 200. */
-static int registry_get(struct registry *r, const char *path, const char *accept, struct response *resp,
-                        const char *what, hd_error_t *err)
+static int registry_get_once(struct registry *r, const char *path, const char *accept, struct response *resp,
+                             const char *what, hd_error_t *err)
 {
     CURL *c = r->curl;
     cleanup_free char *url = hd_xasprintf("%s/v2/%s", r->base, path);
@@ -203,6 +219,11 @@ static int registry_get(struct registry *r, const char *path, const char *accept
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
     if (r->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    if (r->use_basic) {
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(c, CURLOPT_USERNAME, r->user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, r->password);
+    }
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, response_header_status);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, response_body);
@@ -223,14 +244,59 @@ static int registry_get(struct registry *r, const char *path, const char *accept
     if (status == 200)
         return 0;
     cleanup_free char *detail = registry_error_text(resp);
+    if (status == 401 && r->use_basic)
+        return hd_error_set(err, 0, "%s: %s: unauthorized: the registry refused the credentials%s%s", what,
+                            r->host, detail ? ": " : "", detail ? detail : "");
     if (status == 401)
-        return hd_error_set(err, 0, "%s: %s/%s: authentication required (registry auth is not supported yet)",
-                            what, r->host, r->repository);
+        return hd_error_set(err, 0, "%s: %s: authentication required (%s; log in with `hedge login %s`)", what,
+                            r->host, resp->challenge ? resp->challenge : "no challenge", r->host);
     if (status == 404)
         return hd_error_set(err, 0, "%s: not found in %s/%s%s%s", what, r->host, r->repository,
                             detail ? ": " : "", detail ? detail : "");
     return hd_error_set(err, 0, "%s: %s: HTTP %ld%s%s", what, url, status, detail ? ": " : "",
                         detail ? detail : "");
+}
+
+/*
+ * registry_get_once, answering a Basic challenge: a 401 asking for Basic auth
+ * is retried once with the credentials, which every later request then sends
+ * up front. The first response's body and headers are dropped.
+ */
+static int registry_get(struct registry *r, const char *path, const char *accept, struct response *resp,
+                        const char *what, hd_error_t *err)
+{
+    hd_error_t first = NULL;
+    if (registry_get_once(r, path, accept, resp, what, &first) == 0)
+        return 0;
+    bool basic = resp->status == 401 && resp->challenge && strncasecmp(resp->challenge, "basic", 5) == 0;
+    if (!basic || r->use_basic || r->user == NULL || resp->got > 0) {
+        if (resp->status == 401 && resp->challenge && strncasecmp(resp->challenge, "bearer", 6) == 0) {
+            hd_error_free(&first);
+            return hd_error_set(err, 0, "%s: %s: the registry wants a bearer token (%s), which hedge does not "
+                                        "support yet", what, r->host, resp->challenge);
+        }
+        if (err && *err == NULL)
+            *err = get_and_reset(&first); /* the first answer is the error */
+        hd_error_free(&first);
+        return -1;
+    }
+    hd_error_free(&first);
+    r->use_basic = true;
+    free(resp->buf);
+    resp->buf = NULL;
+    resp->len = resp->cap = 0;
+    resp->status = 0;
+    return registry_get_once(r, path, accept, resp, what, err);
+}
+
+int registry_check(struct registry *r, hd_error_t *err)
+{
+    struct response resp = {.fd = -1, .limit = -1, .max = 64 * 1024};
+    int ret = registry_get(r, "", NULL, &resp, "registry", err);
+    free(resp.buf);
+    free(resp.content_type);
+    free(resp.challenge);
+    return ret;
 }
 
 int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out,
@@ -255,8 +321,10 @@ int registry_get_manifest(struct registry *r, const char *reference, struct regi
     if (ret < 0) {
         free(resp.buf);
         free(resp.content_type);
+        free(resp.challenge);
         return -1;
     }
+    free(resp.challenge);
     out->body = resp.buf;
     out->len = resp.len;
     out->media_type = resp.content_type;
@@ -288,6 +356,7 @@ int registry_get_blob(struct registry *r, const char *hex, int64_t size, const c
     close(resp.fd);
     free(resp.buf);
     free(resp.content_type);
+    free(resp.challenge);
     if (ret < 0)
         unlink(path);
     return ret;

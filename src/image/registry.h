@@ -17,12 +17,20 @@ struct registry {
     char *base;        /* scheme://host[:port] (https, or http for an insecure registry) */
     char *repository;  /* name inside the registry, e.g. library/busybox */
     char *ca_file;     /* CA bundle for TLS, or NULL for the system's */
+    char *user, *password; /* credentials for a Basic challenge, or NULL (anonymous) */
+    bool use_basic;    /* the registry asked for Basic auth: send the credentials with every request */
     void *curl;        /* one CURL handle reused for every request (keeps the connection) */
 };
 
 int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
                   const char *ca_file, hd_error_t *err);
 void registry_close(struct registry *r);
+
+/* GET /v2/: reachable, and the credentials (if any) accepted. */
+int registry_check(struct registry *r, hd_error_t *err);
+
+/* user and password for host from a docker config.json-style auth file; both NULL when it has none. */
+int registry_auth_lookup(const char *auth_file, const char *host, char **user, char **password, hd_error_t *err);
 
 /* A manifest or index as the registry served it, verified against its digest. */
 struct registry_manifest {
