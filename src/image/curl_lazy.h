@@ -19,11 +19,13 @@
 
 #define HD_CURL_FUNCTIONS(X) \
     X(curl_easy_cleanup) \
+    X(curl_easy_escape) \
     X(curl_easy_getinfo) \
     X(curl_easy_init) \
     X(curl_easy_perform) \
     X(curl_easy_setopt) \
     X(curl_easy_strerror) \
+    X(curl_free) \
     X(curl_global_init) \
     X(curl_slist_append) \
     X(curl_slist_free_all)
@@ -43,6 +45,8 @@ extern struct hd_curl_api hd_curl;
 #undef curl_easy_getinfo /* curl.h's three-argument checks */
 #undef curl_easy_setopt
 #define curl_easy_cleanup (hd_curl.curl_easy_cleanup)
+#define curl_easy_escape (hd_curl.curl_easy_escape)
+#define curl_free (hd_curl.curl_free)
 #define curl_easy_getinfo (hd_curl.curl_easy_getinfo)
 #define curl_easy_init (hd_curl.curl_easy_init)
 #define curl_easy_perform (hd_curl.curl_easy_perform)

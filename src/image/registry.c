@@ -13,10 +13,10 @@
  * CA file. Redirects (blob stores behind a registry) are followed over http
  * and https only.
  *
- * Authentication: a 401 whose WWW-Authenticate challenge is Basic is answered
- * once with the credentials (from the auth file, auth.c), and every later
- * request of the pull sends them. Not yet: the Bearer token flow (a Bearer
- * challenge is reported as unsupported), Range resume.
+ * Authentication: a 401's WWW-Authenticate challenge is answered once: Basic
+ * with the credentials (from the auth file, auth.c), Bearer with a token
+ * fetched from the challenge's realm (registry_fetch_token); every later
+ * request of the pull sends the same. Not yet: Range resume.
  */
 #include "image/registry.h"
 
@@ -68,6 +68,7 @@ void registry_close(struct registry *r)
     free(r->ca_file);
     free(r->user);
     free(r->password);
+    free(r->bearer);
     memset(r, 0, sizeof(*r));
 }
 
@@ -203,6 +204,8 @@ static int registry_get_once(struct registry *r, const char *path, const char *a
     struct curl_slist *headers = NULL;
     if (accept)
         headers = curl_slist_append(headers, accept);
+    if (r->bearer)
+        headers = curl_slist_append(headers, r->bearer);
     char curl_error[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
@@ -244,7 +247,7 @@ static int registry_get_once(struct registry *r, const char *path, const char *a
     if (status == 200)
         return 0;
     cleanup_free char *detail = registry_error_text(resp);
-    if (status == 401 && r->use_basic)
+    if (status == 401 && (r->use_basic || r->bearer))
         return hd_error_set(err, 0, "%s: %s: unauthorized: the registry refused the credentials%s%s", what,
                             r->host, detail ? ": " : "", detail ? detail : "");
     if (status == 401)
@@ -257,10 +260,123 @@ static int registry_get_once(struct registry *r, const char *path, const char *a
                         detail ? detail : "");
 }
 
+/* The value of key="value" (or key=value) in a WWW-Authenticate challenge's parameters, or NULL. */
+static char *challenge_param(const char *challenge, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *p = strchr(challenge, ' ');
+    while (p && *p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *eq = strchr(p, '=');
+        if (eq == NULL)
+            return NULL;
+        bool match = (size_t)(eq - p) == klen && strncasecmp(p, key, klen) == 0;
+        const char *v = eq + 1, *end;
+        if (*v == '"') {
+            v++;
+            end = strchr(v, '"');
+            if (end == NULL)
+                return NULL;
+            p = end + 1;
+        } else {
+            end = strchrnul(v, ',');
+            p = end;
+        }
+        if (match)
+            return hd_xasprintf("%.*s", (int)(end - v), v);
+    }
+    return NULL;
+}
+
 /*
- * registry_get_once, answering a Basic challenge: a 401 asking for Basic auth
- * is retried once with the credentials, which every later request then sends
- * up front. The first response's body and headers are dropped.
+ * The Bearer flow of the distribution spec: GET realm?service=&scope= (with
+ * the credentials as Basic auth when there are any, anonymous otherwise), and
+ * keep the token (or access_token) of the JSON answer for the requests that
+ * follow. A realm over plain HTTP is refused unless the registry itself is
+ * insecure: the credentials would cross the network in clear.
+ */
+static int registry_fetch_token(struct registry *r, const char *challenge, const char *what, hd_error_t *err)
+{
+    cleanup_free char *realm = challenge_param(challenge, "realm");
+    cleanup_free char *service = challenge_param(challenge, "service");
+    cleanup_free char *scope = challenge_param(challenge, "scope");
+    if (realm == NULL)
+        return hd_error_set(err, 0, "%s: %s: bearer challenge without a realm: %s", what, r->host, challenge);
+    if (strncmp(realm, "https://", 8) != 0 && !(strncmp(realm, "http://", 7) == 0 && strncmp(r->base, "http://", 7) == 0))
+        return hd_error_set(err, 0, "%s: %s: token realm %s is not https", what, r->host, realm);
+    if (scope == NULL && r->repository[0])
+        scope = hd_xasprintf("repository:%s:pull", r->repository);
+    CURL *c = curl_easy_init();
+    if (c == NULL)
+        return hd_error_set(err, ENOMEM, "curl_easy_init");
+    char *service_q = service ? curl_easy_escape(c, service, 0) : NULL;
+    char *scope_q = scope ? curl_easy_escape(c, scope, 0) : NULL;
+    cleanup_free char *url = hd_xasprintf("%s%s%s%s%s%s", realm, strchr(realm, '?') ? "&" : "?",
+                                          service_q ? "service=" : "", service_q ? service_q : "",
+                                          scope_q ? (service_q ? "&scope=" : "scope=") : "", scope_q ? scope_q : "");
+    curl_free(service_q);
+    curl_free(scope_q);
+    struct response resp = {.fd = -1, .limit = -1, .max = 1024 * 1024};
+    char curl_error[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "hedge");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME_S);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_error);
+    if (r->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, r->ca_file);
+    if (r->user) {
+        curl_easy_setopt(c, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        curl_easy_setopt(c, CURLOPT_USERNAME, r->user);
+        curl_easy_setopt(c, CURLOPT_PASSWORD, r->password);
+    }
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, response_header_status);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &resp);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, response_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    int ret = 0;
+    json_t *doc = NULL;
+    if (rc != CURLE_OK)
+        ret = hd_error_set(err, 0, "%s: token from %s: %s", what, realm, curl_error[0] ? curl_error : curl_easy_strerror(rc));
+    else if (status == 401 || status == 403)
+        ret = hd_error_set(err, 0, "%s: %s: unauthorized: the token server %s refused %s (HTTP %ld)", what, r->host,
+                           realm, r->user ? "the credentials" : "an anonymous pull", status);
+    else if (status != 200)
+        ret = hd_error_set(err, 0, "%s: token from %s: HTTP %ld", what, realm, status);
+    else if ((doc = json_loadb(resp.buf ? resp.buf : "", resp.len, 0, NULL)) == NULL)
+        ret = hd_error_set(err, 0, "%s: token from %s: not JSON", what, realm);
+    if (ret == 0) {
+        const char *token = json_string_value(json_object_get(doc, "token"));
+        if (token == NULL || *token == '\0')
+            token = json_string_value(json_object_get(doc, "access_token"));
+        if (token == NULL || *token == '\0' || strpbrk(token, "\r\n"))
+            ret = hd_error_set(err, 0, "%s: token from %s: no token in the answer", what, realm);
+        else {
+            free(r->bearer);
+            r->bearer = hd_xasprintf("Authorization: Bearer %s", token);
+        }
+    }
+    json_decref(doc);
+    free(resp.buf);
+    free(resp.content_type);
+    free(resp.challenge);
+    return ret;
+}
+
+/*
+ * registry_get_once, answering the registry's challenge: a 401 asking for
+ * Basic auth is retried once with the credentials, which every later request
+ * then sends up front; a 401 asking for a Bearer token fetches one (again,
+ * when the one we had expired) and retries once. The first response's body
+ * and headers are dropped.
  */
 static int registry_get(struct registry *r, const char *path, const char *accept, struct response *resp,
                         const char *what, hd_error_t *err)
@@ -268,20 +384,20 @@ static int registry_get(struct registry *r, const char *path, const char *accept
     hd_error_t first = NULL;
     if (registry_get_once(r, path, accept, resp, what, &first) == 0)
         return 0;
-    bool basic = resp->status == 401 && resp->challenge && strncasecmp(resp->challenge, "basic", 5) == 0;
-    if (!basic || r->use_basic || r->user == NULL || resp->got > 0) {
-        if (resp->status == 401 && resp->challenge && strncasecmp(resp->challenge, "bearer", 6) == 0) {
-            hd_error_free(&first);
-            return hd_error_set(err, 0, "%s: %s: the registry wants a bearer token (%s), which hedge does not "
-                                        "support yet", what, r->host, resp->challenge);
-        }
+    const char *challenge = resp->status == 401 && resp->got == 0 ? resp->challenge : NULL;
+    bool basic = challenge && strncasecmp(challenge, "basic", 5) == 0 && r->user && !r->use_basic;
+    bool bearer = challenge && strncasecmp(challenge, "bearer ", 7) == 0;
+    if (!basic && !bearer) {
         if (err && *err == NULL)
             *err = get_and_reset(&first); /* the first answer is the error */
         hd_error_free(&first);
         return -1;
     }
     hd_error_free(&first);
-    r->use_basic = true;
+    if (basic)
+        r->use_basic = true;
+    else if (registry_fetch_token(r, challenge, what, err) < 0)
+        return -1;
     free(resp->buf);
     resp->buf = NULL;
     resp->len = resp->cap = 0;

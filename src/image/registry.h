@@ -18,6 +18,7 @@ struct registry {
     char *repository;  /* name inside the registry, e.g. library/busybox */
     char *ca_file;     /* CA bundle for TLS, or NULL for the system's */
     char *user, *password; /* credentials for a Basic challenge, or NULL (anonymous) */
+    char *bearer;      /* "Authorization: Bearer <token>" once a Bearer challenge was answered */
     bool use_basic;    /* the registry asked for Basic auth: send the credentials with every request */
     void *curl;        /* one CURL handle reused for every request (keeps the connection) */
 };
