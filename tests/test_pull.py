@@ -35,7 +35,7 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, root, htpasswd=None):
+    def __init__(self, root, htpasswd=None, token=None):
         self.root = root
         self.storage = root / "storage"
         self.storage.mkdir()
@@ -47,7 +47,9 @@ class Registry:
             "log:\n  level: info\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n" +
-            (f"auth:\n  htpasswd:\n    realm: hedge-test\n    path: {htpasswd}\n" if htpasswd else ""))
+            (f"auth:\n  htpasswd:\n    realm: hedge-test\n    path: {htpasswd}\n" if htpasswd else "") +
+            (f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
+             f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert_path}\n" if token else ""))
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -258,3 +260,114 @@ def test_basic_auth_login_and_pull(hedge, dirs, auth_registry):
     other.write_text(json.dumps({"auths": {reg.host: {"auth": base64.b64encode(b"hedge:nope").decode()}}}))
     r = pull(hedge, reg, "private/busybox", "--authfile", other)
     assert r.code != 0 and "refused the credentials" in r.err, r
+
+
+# ---- Bearer tokens: docker-registry's token auth, with a token server written here -----------------------------
+
+class TokenServer:
+    """The token endpoint of the distribution token spec: Basic-authenticated GET /token?service=&scope=, answered
+    with a JWT (ES256, the signing certificate in x5c) that docker-registry verifies against rootcertbundle."""
+
+    def __init__(self, root, user, password):
+        import datetime
+        import http.server
+        import threading
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hedge-test-token")])
+        now = datetime.datetime.utcnow()
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(self.key, hashes.SHA256()))
+        self.cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self.cert_path = root / "token-cert.pem"
+        self.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.service, self.issuer = "hedge-registry", "hedge-test-issuer"
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.requests = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                if self.headers.get("Authorization") != server.expected:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = json.dumps({"token": server.token(self.path)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, path):
+        import urllib.parse
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        access = []
+        for scope in query.get("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": "hedge", "aud": query.get("service", [""])[0], "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+        r, s = decode_dss_signature(self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+        return signing_input + "." + b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory, busybox_image_tar):
+    need("docker-registry")
+    need("skopeo")
+    pytest.importorskip("cryptography")
+    root = tmp_path_factory.mktemp("token-registry")
+    tokens = TokenServer(root, "hedge", "t0ken-pass")
+    r = Registry(root, token=tokens)
+    r.tokens = tokens
+    try:
+        r.push(busybox_image_tar, "team/busybox", creds="hedge:t0ken-pass")
+        yield r
+    finally:
+        r.stop()
+        tokens.stop()
+
+
+def test_bearer_token_flow(hedge, token_registry):
+    """A registry with token auth: the pull follows the challenge to the realm, authenticates there with the stored
+    credentials, and uses the token it gets; without credentials the token server refuses."""
+    reg = token_registry
+    r = pull(hedge, reg, "team/busybox")
+    assert r.code != 0 and "token server" in r.err and "refused an anonymous pull" in r.err, r
+    r = hedge("login", "--insecure-registry", reg.host, reg.host, "-u", "hedge", "-p", "t0ken-pass")
+    assert (r.code, r.out) == (0, "Login Succeeded\n"), r
+    before = len(reg.tokens.requests)
+    r = pull(hedge, reg, "team/busybox")
+    assert r.code == 0, r
+    # one token for the whole pull, asked for the repository's pull scope
+    asked = reg.tokens.requests[before:]
+    assert len(asked) == 1 and "scope=repository%3Ateam%2Fbusybox%3Apull" in asked[0], asked
+    r = hedge("run", "-i", "container", f"{reg.host}/team/busybox", "--", "echo", "token")
+    assert (r.code, r.out) == (0, "token\n"), r
