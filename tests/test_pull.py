@@ -212,6 +212,7 @@ def test_corrupt_blob_is_caught(hedge, dirs, registry, tmp_path):
     assert not (blobs / layer.split(":")[1]).exists()
     assert not (blobs / manifest["config"]["digest"].split(":")[1]).exists()
     assert list((store(dirs) / "tmp").iterdir()) == []
+    assert list((store(dirs) / "partial").iterdir()) == []  # known-wrong bytes are not kept for a resume
 
 
 def test_hedge_does_not_map_libcurl(hedge):
@@ -371,3 +372,95 @@ def test_bearer_token_flow(hedge, token_registry):
     assert len(asked) == 1 and "scope=repository%3Ateam%2Fbusybox%3Apull" in asked[0], asked
     r = hedge("run", "-i", "container", f"{reg.host}/team/busybox", "--", "echo", "token")
     assert (r.code, r.out) == (0, "token\n"), r
+
+
+# ---- resume: the link is cut mid-blob ------------------------------------------------------------------------------
+
+class CuttingProxy:
+    """A TCP relay to the registry standing in for the network link: the first connection is cut (both sockets
+    closed) once `cut_after` bytes have gone from the registry to the client; later connections pass untouched."""
+
+    def __init__(self, target_port, cut_after):
+        import threading
+        self.target_port, self.cut_after = target_port, cut_after
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.cuts = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        import threading
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            limit = self.cut_after if self.connections == 1 else None
+            threading.Thread(target=self.relay, args=(client, limit), daemon=True).start()
+
+    def relay(self, client, limit):
+        import select
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        sent = 0
+        try:
+            while True:
+                ready, _, _ = select.select([client, upstream], [], [], 30)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is upstream:
+                        if limit is not None and sent + len(data) > limit:
+                            client.sendall(data[:limit - sent])
+                            self.cuts += 1
+                            return  # the link goes down mid-transfer
+                        sent += len(data)
+                        client.sendall(data)
+                    else:
+                        upstream.sendall(data)
+        except OSError:
+            return
+        finally:
+            client.close()
+            upstream.close()
+
+    def stop(self):
+        self.listener.close()
+
+
+def test_cut_download_resumes(hedge, dirs, registry):
+    """The link breaks in the middle of the layer: the pull fails keeping the bytes it got, and the next pull asks
+    for the rest only (HTTP Range, a 206 from the registry) and ends with a verified image."""
+    _, manifest = registry.manifest("busybox")
+    layer = manifest["layers"][0]
+    assert layer["size"] > 600_000  # busybox's layer is ~1 MB: cut after ~400 kB of it
+    proxy = CuttingProxy(registry.port, cut_after=400_000)
+    try:
+        ref = f"{proxy.host}/busybox:latest"
+        r = hedge("image", "pull", "--insecure-registry", proxy.host, ref)
+        assert r.code != 0 and f"blob {layer['digest']}" in r.err and "pull again to resume" in r.err, r
+        assert proxy.cuts == 1
+        partial = store(dirs) / "partial" / layer["digest"].split(":")[1]
+        kept = partial.stat().st_size
+        assert 0 < kept < layer["size"]
+        assert hedge("image", "ls", "--json").out.strip() == "[]"
+        r = hedge("image", "pull", "--insecure-registry", proxy.host, ref)
+        assert r.code == 0, r
+        assert f"resuming at byte {kept}" in r.out, r
+        # the registry served the rest of the blob as a partial response
+        registry.log.flush()
+        served = [line for line in registry.log_path.read_text().splitlines()
+                  if f"/blobs/{layer['digest']} " in line and '" 206 ' in line]
+        assert any(f'" 206 {layer["size"] - kept} ' in line for line in served), served[-3:]
+        assert not partial.exists()
+        r = hedge("run", "-i", "container", ref, "--", "echo", "resumed")
+        assert (r.code, r.out) == (0, "resumed\n"), r
+    finally:
+        proxy.stop()

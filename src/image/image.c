@@ -9,6 +9,7 @@
  *   blobs/sha256/<hex>        every verified blob (config, manifest, layers); sha256(file) == hex
  *   tmp/                      imports in progress; whatever is here when the lock is taken is
  *                             left over from a killed import and is removed
+ *   partial/<hex>             blob downloads cut short, kept for a later pull to resume (pull.c)
  * The image id is the sha256 of the image's config blob, as in docker.
  *
  * Import is a transaction: the tarball is staged and verified and the layers
@@ -181,7 +182,7 @@ static int store_open_locked(const char *state_dir, struct store *s, hd_error_t 
     if (realpath(dir, real) == NULL)
         return hd_error_sys(err, "realpath %s", dir);
     s->dir = hd_xstrdup(real);
-    static const char *const subdirs[] = {"blobs/sha256", "rootfs", "meta", "tmp"};
+    static const char *const subdirs[] = {"blobs/sha256", "rootfs", "meta", "tmp", "partial"};
     for (size_t i = 0; i < ARRAY_SIZE(subdirs); i++) {
         cleanup_free char *sub = hd_xasprintf("%s/%s", s->dir, subdirs[i]);
         if (hd_mkdir_p(sub, 0700, err) < 0)

@@ -13,6 +13,11 @@
  * requests only. A failure anywhere leaves the store as it was: everything
  * fetched sits in the transaction's temp dir until the commit.
  *
+ * A blob downloads into <store>/partial/<hex>, outside the transaction's temp
+ * dir, so a pull cut short (link lost, registry stopped, hedge killed) leaves
+ * its bytes for the next pull of the same blob to resume with an HTTP Range
+ * request; a verified blob is renamed into the stage.
+ *
  * The store lock is held for the whole pull, so a pull and an import or rm
  * never interleave (a slow registry delays them; acceptable for a first cut).
  *
@@ -179,7 +184,11 @@ static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_d
         return 0;
     }
     blob->stage_path = hd_xasprintf("%s/%d", stage_dir, ++p->n_staged);
-    if (registry_get_blob(&p->reg, hex, size, blob->stage_path, err) < 0) {
+    cleanup_free char *partial = hd_xasprintf("%s/partial/%s", store_dir, hex);
+    struct stat pst;
+    if (stat(partial, &pst) == 0 && pst.st_size > 0 && pst.st_size < size)
+        progress(p, "%s sha256:%.12s: resuming at byte %lld", what, hex, (long long)pst.st_size);
+    if (registry_get_blob(&p->reg, hex, size, partial, blob->stage_path, err) < 0) {
         free(blob->stage_path);
         blob->stage_path = NULL;
         return hd_error_prefix(err, "%s", what);

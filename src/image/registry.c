@@ -16,7 +16,13 @@
  * Authentication: a 401's WWW-Authenticate challenge is answered once: Basic
  * with the credentials (from the auth file, auth.c), Bearer with a token
  * fetched from the challenge's realm (registry_fetch_token); every later
- * request of the pull sends the same. Not yet: Range resume.
+ * request of the pull sends the same.
+ *
+ * Resume: a blob downloads into a partial file the caller keeps across pulls;
+ * a transfer cut short (connection lost, registry gone) leaves its bytes
+ * there, and the next download hashes them and asks for the rest with
+ * Range: bytes=N-. A registry that answers 200 instead of 206 sends the whole
+ * blob again, which replaces the partial bytes.
  */
 #include "image/registry.h"
 
@@ -27,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/digest.h"
@@ -87,7 +94,9 @@ struct response {
     /* or body to a file (blobs), hashed on the way */
     int fd;
     struct hd_sha256 md;
+    int64_t offset;      /* bytes already in the file (a resumed download): the Range start */
     int64_t got, limit;  /* limit < 0: none */
+    bool cut;            /* the transfer broke off after a good start: keep the bytes */
     bool too_long;
     int write_errno;
     long status;
@@ -130,8 +139,17 @@ static size_t response_body(char *data, size_t size, size_t n, void *arg)
 {
     struct response *resp = arg;
     size_t len = size * n;
-    if (resp->fd >= 0 && resp->status == 200) {
-        if (resp->limit >= 0 && resp->got + (int64_t)len > resp->limit) {
+    if (resp->fd >= 0 && (resp->status == 200 || resp->status == 206)) {
+        if (resp->status == 200 && resp->offset > 0) {
+            /* the registry ignored the Range: start over */
+            if (ftruncate(resp->fd, 0) < 0) {
+                resp->write_errno = errno;
+                return 0;
+            }
+            hd_sha256_init(&resp->md);
+            resp->offset = 0;
+        }
+        if (resp->limit >= 0 && resp->offset + resp->got + (int64_t)len > resp->limit) {
             resp->too_long = true;
             return 0; /* stops the transfer: CURLE_WRITE_ERROR */
         }
@@ -196,14 +214,14 @@ static char *registry_error_text(const struct response *resp)
 }
 
 /* One GET of base + path into resp; fails on transport errors and any status other than 200. */
-static int registry_get_once(struct registry *r, const char *path, const char *accept, struct response *resp,
+static int registry_get_once(struct registry *r, const char *path, const char *header, struct response *resp,
                              const char *what, hd_error_t *err)
 {
     CURL *c = r->curl;
     cleanup_free char *url = hd_xasprintf("%s/v2/%s", r->base, path);
     struct curl_slist *headers = NULL;
-    if (accept)
-        headers = curl_slist_append(headers, accept);
+    if (header)
+        headers = curl_slist_append(headers, header);
     if (r->bearer)
         headers = curl_slist_append(headers, r->bearer);
     char curl_error[CURL_ERROR_SIZE] = "";
@@ -239,12 +257,15 @@ static int registry_get_once(struct registry *r, const char *path, const char *a
         return hd_error_set(err, resp->write_errno, "%s: write", what);
     if (resp->too_long)
         return -1; /* the caller names the limit */
-    if (rc != CURLE_OK)
-        return hd_error_set(err, 0, "%s: %s: %s", what, url, curl_error[0] ? curl_error : curl_easy_strerror(rc));
+    if (rc != CURLE_OK) {
+        resp->cut = resp->fd >= 0 && resp->got > 0;
+        return hd_error_set(err, 0, "%s: %s: %s%s", what, url, curl_error[0] ? curl_error : curl_easy_strerror(rc),
+                            resp->cut ? " (the bytes received are kept: pull again to resume)" : "");
+    }
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     resp->status = status;
-    if (status == 200)
+    if (status == 200 || (status == 206 && resp->offset > 0))
         return 0;
     cleanup_free char *detail = registry_error_text(resp);
     if (status == 401 && (r->use_basic || r->bearer))
@@ -378,11 +399,11 @@ static int registry_fetch_token(struct registry *r, const char *challenge, const
  * when the one we had expired) and retries once. The first response's body
  * and headers are dropped.
  */
-static int registry_get(struct registry *r, const char *path, const char *accept, struct response *resp,
+static int registry_get(struct registry *r, const char *path, const char *header, struct response *resp,
                         const char *what, hd_error_t *err)
 {
     hd_error_t first = NULL;
-    if (registry_get_once(r, path, accept, resp, what, &first) == 0)
+    if (registry_get_once(r, path, header, resp, what, &first) == 0)
         return 0;
     const char *challenge = resp->status == 401 && resp->got == 0 ? resp->challenge : NULL;
     bool basic = challenge && strncasecmp(challenge, "basic", 5) == 0 && r->user && !r->use_basic;
@@ -402,7 +423,7 @@ static int registry_get(struct registry *r, const char *path, const char *accept
     resp->buf = NULL;
     resp->len = resp->cap = 0;
     resp->status = 0;
-    return registry_get_once(r, path, accept, resp, what, err);
+    return registry_get_once(r, path, header, resp, what, err);
 }
 
 int registry_check(struct registry *r, hd_error_t *err)
@@ -447,33 +468,62 @@ int registry_get_manifest(struct registry *r, const char *reference, struct regi
     return 0;
 }
 
-int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *path, hd_error_t *err)
+int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *partial, const char *path,
+                      hd_error_t *err)
 {
     cleanup_free char *what = hd_xasprintf("blob sha256:%s", hex);
     cleanup_free char *url_path = hd_xasprintf("%s/blobs/sha256:%s", r->repository, hex);
     struct response resp = {.fd = -1, .limit = size, .max = 64 * 1024};
-    resp.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    resp.fd = open(partial, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (resp.fd < 0)
-        return hd_error_sys(err, "create %s", path);
+        return hd_error_sys(err, "open %s", partial);
     hd_sha256_init(&resp.md);
-    int ret = registry_get(r, url_path, NULL, &resp, what, err);
-    if (ret < 0 && resp.too_long)
-        hd_error_set(err, 0, "%s: size mismatch: the registry sent more than the %lld bytes expected", what,
-                     (long long)size);
-    if (ret == 0 && size >= 0 && resp.got != size)
+    struct stat st;
+    int ret = 0;
+    if (fstat(resp.fd, &st) < 0) {
+        ret = hd_error_sys(err, "stat %s", partial);
+        goto out;
+    }
+    if (st.st_size > size && ftruncate(resp.fd, 0) < 0) {
+        ret = hd_error_sys(err, "truncate %s", partial);
+        goto out;
+    }
+    if (st.st_size > 0 && st.st_size <= size) {
+        /* what an interrupted pull left: hash it, then ask only for the rest */
+        if (hd_sha256_update_file(&resp.md, partial, err) < 0) {
+            ret = -1;
+            goto out;
+        }
+        resp.offset = st.st_size;
+    }
+    if (resp.offset < size || size == 0) {
+        cleanup_free char *range = resp.offset ? hd_xasprintf("Range: bytes=%lld-", (long long)resp.offset) : NULL;
+        ret = registry_get(r, url_path, range, &resp, what, err);
+        if (ret < 0 && resp.too_long)
+            hd_error_set(err, 0, "%s: size mismatch: the registry sent more than the %lld bytes expected", what,
+                         (long long)size);
+    }
+    if (ret == 0 && resp.offset + resp.got != size)
         ret = hd_error_set(err, 0, "%s: size mismatch: expected %lld bytes, got %lld", what, (long long)size,
-                           (long long)resp.got);
+                           (long long)(resp.offset + resp.got));
     if (ret == 0) {
         char got[HD_SHA256_HEX_LEN + 1];
         hd_sha256_final_hex(&resp.md, got);
         if (strcmp(got, hex) != 0)
             ret = hd_error_set(err, 0, "%s: digest mismatch: expected sha256:%s, got sha256:%s", what, hex, got);
     }
+    if (ret == 0 && rename(partial, path) < 0)
+        ret = hd_error_sys(err, "%s: rename %s", what, partial);
+out:
     close(resp.fd);
     free(resp.buf);
     free(resp.content_type);
     free(resp.challenge);
-    if (ret < 0)
-        unlink(path);
+    /*
+     * A transfer cut short keeps its bytes for the next pull to resume; bytes
+     * that are known wrong (digest, size, an error answer) are dropped.
+     */
+    if (ret < 0 && !resp.cut)
+        unlink(partial);
     return ret;
 }

@@ -51,10 +51,13 @@ int registry_get_manifest(struct registry *r, const char *reference, struct regi
                           hd_error_t *err);
 
 /*
- * GET /v2/<repo>/blobs/sha256:<hex> into a new file path, checking size and
- * digest while the bytes stream (more than size bytes stops the transfer).
- * On failure path is removed.
+ * GET /v2/<repo>/blobs/sha256:<hex>, checking size and digest while the bytes
+ * stream (more than size bytes stops the transfer). The bytes go to partial,
+ * resuming from what it already holds (Range); once verified it is renamed to
+ * path. A transfer cut short keeps partial for the next call; any other
+ * failure removes it.
  */
-int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *path, hd_error_t *err);
+int registry_get_blob(struct registry *r, const char *hex, int64_t size, const char *partial, const char *path,
+                      hd_error_t *err);
 
 #endif
