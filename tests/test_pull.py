@@ -377,8 +377,9 @@ def test_bearer_token_flow(hedge, token_registry):
 # ---- resume: the link is cut mid-blob ------------------------------------------------------------------------------
 
 class CuttingProxy:
-    """A TCP relay to the registry standing in for the network link: the first connection is cut (both sockets
-    closed) once `cut_after` bytes have gone from the registry to the client; later connections pass untouched."""
+    """A TCP relay to the registry standing in for the network link: the first connection that carries more than
+    `cut_after` bytes from the registry to the client is cut there (both sockets closed); after that one cut,
+    connections pass untouched."""
 
     def __init__(self, target_port, cut_after):
         import threading
@@ -400,10 +401,9 @@ class CuttingProxy:
             except OSError:
                 return
             self.connections += 1
-            limit = self.cut_after if self.connections == 1 else None
-            threading.Thread(target=self.relay, args=(client, limit), daemon=True).start()
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
 
-    def relay(self, client, limit):
+    def relay(self, client):
         import select
         upstream = socket.create_connection(("127.0.0.1", self.target_port))
         sent = 0
@@ -417,8 +417,8 @@ class CuttingProxy:
                     if not data:
                         return
                     if sock is upstream:
-                        if limit is not None and sent + len(data) > limit:
-                            client.sendall(data[:limit - sent])
+                        if self.cuts == 0 and sent + len(data) > self.cut_after:
+                            client.sendall(data[:self.cut_after - sent])
                             self.cuts += 1
                             return  # the link goes down mid-transfer
                         sent += len(data)
@@ -464,3 +464,43 @@ def test_cut_download_resumes(hedge, dirs, registry):
         assert (r.code, r.out) == (0, "resumed\n"), r
     finally:
         proxy.stop()
+
+
+def test_layers_download_in_parallel_and_apply_in_order(hedge, registry, tmp_path, busybox_rootfs):
+    """A 3-layer image (busybox; + /data/one; + /data/two and /data/one deleted): the layers arrive on several
+    connections, each blob once, and are applied in manifest order (the whiteout of the last layer holds)."""
+    need("umoci")
+    layout, ref = tmp_path / "layout", f"{tmp_path / 'layout'}:latest"
+    umoci = lambda *a: subprocess.run(["umoci", *map(str, a)], check=True, capture_output=True)
+    umoci("init", "--layout", layout)
+    umoci("new", "--image", ref)
+    steps = [lambda root: subprocess.run(["cp", "-a", f"{busybox_rootfs}/.", str(root)], check=True),
+             lambda root: ((root / "data").mkdir(), (root / "data" / "one").write_bytes(os.urandom(300_000))),
+             lambda root: ((root / "data" / "two").write_bytes(os.urandom(300_000)), (root / "data" / "one").unlink())]
+    for n, step in enumerate(steps):
+        bundle = tmp_path / f"bundle{n}"
+        umoci("unpack", "--image", ref, bundle)
+        step(bundle / "rootfs")
+        umoci("repack", "--image", ref, bundle)
+        shutil.rmtree(bundle)
+    umoci("config", "--image", ref, "--config.cmd", "sh")
+    tar = tmp_path / "layers.tar"
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(tar), "."], check=True)
+    registry.push(tar, "layered")
+    _, manifest = registry.manifest("layered")
+    layers = [l["digest"] for l in manifest["layers"]]
+    assert len(layers) == 3
+    before = {d: registry.blob_gets(d) for d in layers}
+    relay = CuttingProxy(registry.port, cut_after=1 << 40)  # never cuts: it only counts connections
+    try:
+        r = hedge("image", "pull", "--insecure-registry", relay.host, f"{relay.host}/layered:latest")
+    finally:
+        relay.stop()
+    assert r.code == 0, r
+    # manifest and config on one connection, the three layers on three more (PULL_PARALLEL)
+    assert relay.connections == 4, relay.connections
+    assert sorted(line.split(" sha256:")[0] for line in r.out.splitlines() if "pulled (" in line and
+                  line.startswith("layer")) == ["layer 0", "layer 1", "layer 2"], r.out
+    assert all(registry.blob_gets(d) == before[d] + 1 for d in layers)
+    r = hedge("run", "-i", "container", f"{relay.host}/layered", "--", "sh", "-c", "ls /data; wc -c < /data/two")
+    assert (r.code, r.out) == (0, "two\n300000\n"), r

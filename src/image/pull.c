@@ -27,6 +27,8 @@
  * one-component names), as docker does.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,10 +131,12 @@ static void progress(struct pull *p, const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
+    flockfile(p->opts->progress); /* download threads print too: one whole line at a time */
     vfprintf(p->opts->progress, fmt, ap);
-    va_end(ap);
     fputc('\n', p->opts->progress);
     fflush(p->opts->progress);
+    funlockfile(p->opts->progress);
+    va_end(ap);
 }
 
 /* Keep a fetched manifest as a blob of the image (the OCI archive reader does the same). */
@@ -169,6 +173,31 @@ static int descriptor_parse(json_t *d, const char *what, char hex[IMAGE_HEX_LEN 
     return 0;
 }
 
+/* The store's own file of a blob, when it holds one of that size. */
+static char *stored_blob(const char *store_dir, const char *hex, int64_t size)
+{
+    char *stored = hd_xasprintf("%s/blobs/sha256/%s", store_dir, hex);
+    struct stat st;
+    if (stat(stored, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == size)
+        return stored;
+    free(stored);
+    return NULL;
+}
+
+/* Download one blob (resuming a partial one) into stage_path, verified. */
+static int download_blob(struct pull *p, struct registry *reg, const char *store_dir, const char *stage_path,
+                         const char *what, const char *hex, int64_t size, hd_error_t *err)
+{
+    cleanup_free char *partial = hd_xasprintf("%s/partial/%s", store_dir, hex);
+    struct stat pst;
+    if (stat(partial, &pst) == 0 && pst.st_size > 0 && pst.st_size < size)
+        progress(p, "%s sha256:%.12s: resuming at byte %lld", what, hex, (long long)pst.st_size);
+    if (registry_get_blob(reg, hex, size, partial, stage_path, err) < 0)
+        return hd_error_prefix(err, "%s", what);
+    progress(p, "%s sha256:%.12s: pulled (%lld bytes)", what, hex, (long long)size);
+    return 0;
+}
+
 /* stage_path of a blob: the store's own file when it is there, else fetched into the stage. */
 static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_dir, const char *what,
                       const char *hex, int64_t size, struct image_blob *blob, hd_error_t *err)
@@ -176,25 +205,113 @@ static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_d
     memset(blob, 0, sizeof(*blob));
     memcpy(blob->hex, hex, IMAGE_HEX_LEN + 1);
     blob->size = size;
-    cleanup_free char *stored = hd_xasprintf("%s/blobs/sha256/%s", store_dir, hex);
-    struct stat st;
-    if (stat(stored, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == size) {
+    blob->stage_path = stored_blob(store_dir, hex, size);
+    if (blob->stage_path) {
         progress(p, "%s sha256:%.12s: already present", what, hex);
-        blob->stage_path = get_and_reset(&stored);
         return 0;
     }
     blob->stage_path = hd_xasprintf("%s/%d", stage_dir, ++p->n_staged);
-    cleanup_free char *partial = hd_xasprintf("%s/partial/%s", store_dir, hex);
-    struct stat pst;
-    if (stat(partial, &pst) == 0 && pst.st_size > 0 && pst.st_size < size)
-        progress(p, "%s sha256:%.12s: resuming at byte %lld", what, hex, (long long)pst.st_size);
-    if (registry_get_blob(&p->reg, hex, size, partial, blob->stage_path, err) < 0) {
+    if (download_blob(p, &p->reg, store_dir, blob->stage_path, what, hex, size, err) < 0) {
         free(blob->stage_path);
         blob->stage_path = NULL;
-        return hd_error_prefix(err, "%s", what);
+        return -1;
     }
-    progress(p, "%s sha256:%.12s: pulled (%lld bytes)", what, hex, (long long)size);
     return 0;
+}
+
+/*
+ * Layers download in parallel, at most PULL_PARALLEL at a time (docker's
+ * default too), each worker with its own connection (a registry clone with
+ * the same credentials and token). Layers are applied in manifest order
+ * afterwards, so the order they arrive in does not matter; the first failing
+ * layer (in manifest order) is the error reported.
+ */
+#define PULL_PARALLEL 3
+
+struct layer_job {
+    char hex[IMAGE_HEX_LEN + 1];
+    int64_t size;
+    char *what;
+    struct image_blob blob;    /* stage_path: the store's file, or where the download goes */
+    bool download;             /* false: in the store already, or a repeat of an earlier layer */
+    int ret;
+    hd_error_t err;
+};
+
+struct layer_pool {
+    struct pull *p;
+    const char *store_dir;
+    struct layer_job *jobs;
+    size_t n_jobs, next;
+    pthread_mutex_t lock;
+};
+
+struct layer_worker {
+    struct layer_pool *pool;
+    struct registry reg;
+    pthread_t thread;
+};
+
+static void *layer_worker_run(void *arg)
+{
+    struct layer_worker *w = arg;
+    struct layer_pool *pool = w->pool;
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        size_t i = pool->next;
+        while (i < pool->n_jobs && !pool->jobs[i].download)
+            i++;
+        pool->next = i + 1;
+        pthread_mutex_unlock(&pool->lock);
+        if (i >= pool->n_jobs)
+            return NULL;
+        struct layer_job *job = &pool->jobs[i];
+        job->ret = download_blob(pool->p, &w->reg, pool->store_dir, job->blob.stage_path, job->what, job->hex,
+                                 job->size, &job->err);
+    }
+}
+
+static int fetch_layers(struct pull *p, const char *store_dir, struct layer_job *jobs, size_t n_jobs, hd_error_t *err)
+{
+    size_t n_downloads = 0;
+    for (size_t i = 0; i < n_jobs; i++)
+        n_downloads += jobs[i].download;
+    size_t n_workers = n_downloads < PULL_PARALLEL ? n_downloads : PULL_PARALLEL;
+    struct layer_pool pool = {.p = p, .store_dir = store_dir, .jobs = jobs, .n_jobs = n_jobs};
+    struct layer_worker workers[PULL_PARALLEL];
+    memset(workers, 0, sizeof(workers));
+    pthread_mutex_init(&pool.lock, NULL);
+    int ret = 0;
+    size_t started = 0;
+    for (size_t i = 0; i < n_workers && ret == 0; i++) {
+        workers[i].pool = &pool;
+        if (registry_clone(&p->reg, &workers[i].reg, err) < 0) {
+            ret = -1;
+            break;
+        }
+        int e = pthread_create(&workers[i].thread, NULL, layer_worker_run, &workers[i]);
+        if (e != 0) {
+            registry_close(&workers[i].reg);
+            ret = hd_error_set(err, e, "start a download thread");
+            break;
+        }
+        started++;
+    }
+    for (size_t i = 0; i < started; i++) {
+        pthread_join(workers[i].thread, NULL);
+        registry_close(&workers[i].reg);
+    }
+    pthread_mutex_destroy(&pool.lock);
+    if (ret < 0 && started == 0)
+        return -1;
+    for (size_t i = 0; i < n_jobs; i++) {
+        if (jobs[i].download && jobs[i].ret < 0) {
+            if (err && *err == NULL)
+                *err = get_and_reset(&jobs[i].err);
+            return -1;
+        }
+    }
+    return ret;
 }
 
 static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *src,
@@ -204,6 +321,8 @@ static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, st
     struct registry_manifest m = {0};
     json_t *doc = NULL, *config = NULL;
     cleanup_free char *meta = NULL, *rootfs = NULL; /* declared before the first goto out */
+    struct layer_job *jobs = NULL;
+    size_t n_jobs = 0;
     int ret = -1;
     src->format = "registry";
     if (registry_get_manifest(&p->reg, p->ref.reference, &m, err) < 0)
@@ -289,25 +408,47 @@ static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, st
         hd_error_set(err, 0, "manifest sha256:%s: layers missing", m.hex);
         goto out;
     }
+    n_jobs = json_array_size(layers);
+    jobs = hd_xcalloc(n_jobs + 1, sizeof(*jobs));
     size_t i;
     json_t *layer;
     json_array_foreach(layers, i, layer) {
-        cleanup_free char *what = hd_xasprintf("layer %zu", i);
-        if (descriptor_parse(layer, what, hex, &size, err) < 0)
+        struct layer_job *job = &jobs[i];
+        job->what = hd_xasprintf("layer %zu", i);
+        if (descriptor_parse(layer, job->what, job->hex, &job->size, err) < 0)
             goto out;
+        memcpy(job->blob.hex, job->hex, sizeof(job->hex));
+        job->blob.size = job->size;
         if (have_image)
             continue;
-        struct image_blob blob;
-        if (fetch_blob(p, store_dir, stage_dir, what, hex, size, &blob, err) < 0)
+        for (size_t k = 0; k < i && job->blob.stage_path == NULL; k++)
+            if (strcmp(jobs[k].hex, job->hex) == 0)
+                job->blob.stage_path = hd_xstrdup(jobs[k].blob.stage_path); /* a repeated layer */
+        if (job->blob.stage_path == NULL && (job->blob.stage_path = stored_blob(store_dir, job->hex, job->size)))
+            progress(p, "%s sha256:%.12s: already present", job->what, job->hex);
+        if (job->blob.stage_path == NULL) {
+            job->blob.stage_path = hd_xasprintf("%s/%d", stage_dir, ++p->n_staged);
+            job->download = true;
+        }
+    }
+    if (!have_image) {
+        if (fetch_layers(p, store_dir, jobs, n_jobs, err) < 0)
             goto out;
-        image_source_add_layer(src, &blob);
-        image_source_add_blob(src, &blob);
-        free(blob.stage_path);
+        for (i = 0; i < n_jobs; i++) {
+            image_source_add_layer(src, &jobs[i].blob);
+            image_source_add_blob(src, &jobs[i].blob);
+        }
     }
     if (p->ref.name)
         src->digest_name = hd_xasprintf("%s@sha256:%s", p->ref.repo_name, p->top_hex);
     ret = 0;
 out:
+    for (size_t k = 0; k < n_jobs; k++) {
+        free(jobs[k].what);
+        free(jobs[k].blob.stage_path);
+        hd_error_free(&jobs[k].err);
+    }
+    free(jobs);
     registry_manifest_free(&m);
     json_decref(doc);
     json_decref(config);

@@ -65,6 +65,18 @@ int registry_open(struct registry *r, const char *host, const char *repository, 
     return 0;
 }
 
+int registry_clone(const struct registry *from, struct registry *to, hd_error_t *err)
+{
+    if (registry_open(to, from->host, from->repository, strncmp(from->base, "http://", 7) == 0, from->ca_file,
+                      err) < 0)
+        return -1;
+    to->user = from->user ? hd_xstrdup(from->user) : NULL;
+    to->password = from->password ? hd_xstrdup(from->password) : NULL;
+    to->bearer = from->bearer ? hd_xstrdup(from->bearer) : NULL;
+    to->use_basic = from->use_basic;
+    return 0;
+}
+
 void registry_close(struct registry *r)
 {
     if (r->curl)

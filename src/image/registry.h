@@ -26,6 +26,8 @@ struct registry {
 int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
                   const char *ca_file, hd_error_t *err);
 void registry_close(struct registry *r);
+/* A second client of the same repository with the same credentials and token (its own connection: a thread's). */
+int registry_clone(const struct registry *from, struct registry *to, hd_error_t *err);
 
 /* GET /v2/: reachable, and the credentials (if any) accepted. */
 int registry_check(struct registry *r, hd_error_t *err);
