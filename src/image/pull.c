@@ -44,15 +44,7 @@
 #define INDEX_MAX_DEPTH 4
 #define CONFIG_MAX_BYTES (16 * 1024 * 1024)
 
-struct pull_ref {
-    char *host;        /* registry host[:port] */
-    char *repository;  /* repository inside the registry */
-    char *reference;   /* tag, or sha256:<hex> */
-    char *name;        /* the store's name:tag, or NULL for a digest-only reference */
-    char *repo_name;   /* the store's normalized repository (name without tag) */
-};
-
-static void pull_ref_free(struct pull_ref *r)
+void registry_ref_free(struct registry_ref *r)
 {
     free(r->host);
     free(r->repository);
@@ -61,7 +53,7 @@ static void pull_ref_free(struct pull_ref *r)
     free(r->repo_name);
 }
 
-static int pull_ref_parse(const char *ref, struct pull_ref *out, hd_error_t *err)
+int registry_ref_parse(const char *ref, struct registry_ref *out, hd_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     cleanup_free char *digest = NULL, *tag = NULL;
@@ -104,7 +96,7 @@ static int pull_ref_parse(const char *ref, struct pull_ref *out, hd_error_t *err
     cleanup_free char *tagged = hd_xasprintf("%s:%s", rest, tag ? tag : "latest");
     cleanup_free char *normal = image_name_normalize(tagged);
     if (normal == NULL) {
-        pull_ref_free(out);
+        registry_ref_free(out);
         return hd_error_set(err, 0, "invalid image reference \"%s\" (want [host[:port]/]name[:tag][@sha256:<hex>], "
                                     "lower-case name)", ref);
     }
@@ -116,7 +108,7 @@ static int pull_ref_parse(const char *ref, struct pull_ref *out, hd_error_t *err
 }
 
 struct pull {
-    struct pull_ref ref;
+    struct registry_ref ref;
     const struct hd_image_pull_options *opts;
     struct registry reg;
     char *platform_os, *platform_arch, *platform_variant;
@@ -470,7 +462,7 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
     struct pull p = {.opts = opts ? opts : &defaults};
     cleanup_free char *digest_name = NULL, *auth_file = NULL; /* declared before the first goto out */
     int ret = -1;
-    if (pull_ref_parse(ref, &p.ref, err) < 0)
+    if (registry_ref_parse(ref, &p.ref, err) < 0)
         return -1;
     if (p.opts->platform) {
         cleanup_free char *copy = hd_xstrdup(p.opts->platform);
@@ -502,7 +494,7 @@ out:
     if (ret < 0)
         hd_error_prefix(err, "image pull %s", ref);
     registry_close(&p.reg);
-    pull_ref_free(&p.ref);
+    registry_ref_free(&p.ref);
     free(p.platform_os);
     free(p.platform_arch);
     free(p.platform_variant);

@@ -294,7 +294,7 @@ static int registry_get_once(struct registry *r, const char *path, const char *h
 }
 
 /* The value of key="value" (or key=value) in a WWW-Authenticate challenge's parameters, or NULL. */
-static char *challenge_param(const char *challenge, const char *key)
+char *registry_challenge_param(const char *challenge, const char *key)
 {
     size_t klen = strlen(key);
     const char *p = strchr(challenge, ' ');
@@ -331,9 +331,9 @@ static char *challenge_param(const char *challenge, const char *key)
  */
 static int registry_fetch_token(struct registry *r, const char *challenge, const char *what, hd_error_t *err)
 {
-    cleanup_free char *realm = challenge_param(challenge, "realm");
-    cleanup_free char *service = challenge_param(challenge, "service");
-    cleanup_free char *scope = challenge_param(challenge, "scope");
+    cleanup_free char *realm = registry_challenge_param(challenge, "realm");
+    cleanup_free char *service = registry_challenge_param(challenge, "service");
+    cleanup_free char *scope = registry_challenge_param(challenge, "scope");
     if (realm == NULL)
         return hd_error_set(err, 0, "%s: %s: bearer challenge without a realm: %s", what, r->host, challenge);
     if (strncmp(realm, "https://", 8) != 0 && !(strncmp(realm, "http://", 7) == 0 && strncmp(r->base, "http://", 7) == 0))

@@ -12,6 +12,25 @@
 #include "base/error.h"
 #include "image/internal.h"
 
+/* An image reference taken apart (pull.c). */
+struct registry_ref {
+    char *host;        /* registry host[:port] */
+    char *repository;  /* repository inside the registry */
+    char *reference;   /* tag, or sha256:<hex> */
+    char *name;        /* the store's name:tag, or NULL for a digest-only reference */
+    char *repo_name;   /* the store's normalized repository (name without tag) */
+};
+
+/*
+ * Parse [host[:port]/]repository[:tag][@sha256:<hex>]: the first component is
+ * a registry host when it has a '.' or ':' or is "localhost", else Docker Hub.
+ */
+int registry_ref_parse(const char *ref, struct registry_ref *out, hd_error_t *err);
+void registry_ref_free(struct registry_ref *r);
+
+/* The value of key in a WWW-Authenticate challenge (Bearer realm="...",service="..."), or NULL. */
+char *registry_challenge_param(const char *challenge, const char *key);
+
 struct registry {
     char *host;        /* host[:port] as named in the reference */
     char *base;        /* scheme://host[:port] (https, or http for an insecure registry) */
