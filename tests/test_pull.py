@@ -35,7 +35,7 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, root, htpasswd=None, token=None):
+    def __init__(self, root, htpasswd=None, token=None, tls=None):
         self.root = root
         self.storage = root / "storage"
         self.storage.mkdir()
@@ -47,6 +47,7 @@ class Registry:
             "log:\n  level: info\n  accesslog:\n    disabled: false\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: {self.host}\n" +
+            (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") +
             (f"auth:\n  htpasswd:\n    realm: hedge-test\n    path: {htpasswd}\n" if htpasswd else "") +
             (f"auth:\n  token:\n    realm: {token.realm}\n    service: {token.service}\n"
              f"    issuer: {token.issuer}\n    rootcertbundle: {token.cert_path}\n" if token else ""))
@@ -56,7 +57,10 @@ class Registry:
         deadline = time.monotonic() + 10
         while True:
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).read()
+                if tls:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                else:
+                    urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).read()
                 break
             except urllib.error.HTTPError:
                 break  # an auth registry answers 401: it is up
@@ -65,8 +69,9 @@ class Registry:
                     raise RuntimeError("docker-registry did not start:\n" + self.log_path.read_text())
                 time.sleep(0.05)
 
-    def push(self, oci_tar, repo, creds=None):
-        subprocess.run(["skopeo", "--insecure-policy", "copy", "--dest-tls-verify=false",
+    def push(self, oci_tar, repo, creds=None, cert_dir=None):
+        subprocess.run(["skopeo", "--insecure-policy", "copy",
+                        *([f"--dest-cert-dir={cert_dir}"] if cert_dir else ["--dest-tls-verify=false"]),
                         *(["--dest-creds", creds] if creds else []),
                         f"oci-archive:{oci_tar}:latest", f"docker://{self.host}/{repo}:latest"],
                        check=True, capture_output=True)
@@ -504,3 +509,59 @@ def test_layers_download_in_parallel_and_apply_in_order(hedge, registry, tmp_pat
     assert all(registry.blob_gets(d) == before[d] + 1 for d in layers)
     r = hedge("run", "-i", "container", f"{relay.host}/layered", "--", "sh", "-c", "ls /data; wc -c < /data/two")
     assert (r.code, r.out) == (0, "two\n300000\n"), r
+
+
+def make_tls(root):
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key)."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now = datetime.datetime.utcnow()
+    validity = dict(not_valid_before=now - datetime.timedelta(days=1), not_valid_after=now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hedge test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(validity["not_valid_before"])
+          .not_valid_after(validity["not_valid_after"])
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(validity["not_valid_before"]).not_valid_after(validity["not_valid_after"])
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (root / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (root / "server.pem").write_bytes(cert.public_bytes(pem))
+    (root / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.TraditionalOpenSSL,
+                                                        serialization.NoEncryption()))
+    return root / "ca.pem", root / "server.pem", root / "server.key"
+
+
+def test_tls_registry_with_given_ca(hedge, tmp_path, busybox_image_tar):
+    """A TLS registry whose certificate the system does not trust: refused, unless --ca names its CA."""
+    need("docker-registry")
+    need("skopeo")
+    pytest.importorskip("cryptography")
+    ca, cert, key = make_tls(tmp_path)
+    cert_dir = tmp_path / "skopeo-certs"
+    cert_dir.mkdir()
+    shutil.copy(ca, cert_dir / "ca.crt")
+    root = tmp_path / "registry"
+    root.mkdir()
+    reg = Registry(root, tls=(cert, key))
+    try:
+        reg.push(busybox_image_tar, "busybox", cert_dir=cert_dir)
+        r = hedge("image", "pull", f"{reg.host}/busybox")
+        assert r.code != 0 and "certificate" in r.err.lower(), r
+        r = hedge("image", "pull", "--ca", ca, f"{reg.host}/busybox")
+        assert r.code == 0, r
+        r = hedge("run", "-i", "container", f"{reg.host}/busybox", "--", "echo", "over tls")
+        assert (r.code, r.out) == (0, "over tls\n"), r
+    finally:
+        reg.stop()
