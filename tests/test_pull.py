@@ -185,6 +185,25 @@ def test_tag_resolves_to_digest(hedge, dirs, registry):
     assert r.code != 0 and "not found" in r.err, r
 
 
+def test_digest_ref_follows_the_tag(hedge, registry):
+    """ls shows a pulled image once, by its tag; removing the last tag removes the digest ref and the image with
+    it (as in docker); an image pulled by digest alone is listed and removed by its digest ref."""
+    digest, _ = registry.manifest("busybox")
+    tag, by_digest = f"{registry.host}/busybox:latest", f"{registry.host}/busybox@{digest}"
+    assert pull(hedge, registry, "busybox", "-q").code == 0
+    assert [i["name"] for i in json.loads(hedge("image", "ls", "--json").out)] == [tag]
+    r = hedge("image", "rm", tag)
+    assert r.code == 0, r
+    assert r.out.splitlines()[:2] == [f"Untagged: {tag}", f"Untagged: {by_digest}"], r.out
+    assert r.out.splitlines()[2].startswith("Deleted: sha256:"), r.out
+    assert json.loads(hedge("image", "ls", "--json").out) == []
+    assert pull(hedge, registry, f"busybox@{digest}", "-q").code == 0
+    assert [i["name"] for i in json.loads(hedge("image", "ls", "--json").out)] == [by_digest]
+    r = hedge("image", "rm", by_digest)
+    assert r.code == 0 and f"Untagged: {by_digest}\n" in r.out and "Deleted: " in r.out, r
+    assert json.loads(hedge("image", "ls", "--json").out) == []
+
+
 def test_unknown_tag_and_plain_http_refused(hedge, registry):
     r = pull(hedge, registry, "busybox:nope")
     assert r.code != 0 and "manifest nope: not found" in r.err, r

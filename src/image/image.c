@@ -398,6 +398,36 @@ static bool refs_use(json_t *refs, const char *id)
     return false;
 }
 
+/*
+ * Digest refs (repository@sha256:<manifest>, written by a pull) are a second
+ * name of a tagged image: not listed while a tag names the image, and dropped
+ * with its last tag, as in docker. An image pulled by digest alone keeps its
+ * digest ref as its name.
+ */
+static bool refs_use_by_tag(json_t *refs, const char *id)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(refs, key, value)
+        if (!strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0)
+            return true;
+    return false;
+}
+
+static void refs_drop_digests(json_t *refs, const char *id, char ***untagged)
+{
+    const char *key;
+    json_t *value;
+    void *tmp;
+    json_object_foreach_safe(refs, tmp, key, value) {
+        if (strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0) {
+            if (untagged)
+                hd_strv_push(untagged, key);
+            json_object_del(refs, key);
+        }
+    }
+}
+
 /* Remove blobs that no image's metadata lists. Runs under the lock. */
 static int gc_blobs(const char *store_dir, hd_error_t *err)
 {
@@ -800,6 +830,8 @@ int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error
         const char *id = json_string_value(value);
         if (id == NULL || strncmp(id, "sha256:", 7) != 0)
             continue;
+        if (strchr(key, '@') && refs_use_by_tag(refs, id))
+            continue; /* a pull's digest ref of a tagged image: the tag stands for it */
         hd_error_t ignored = NULL;
         json_t *meta = meta_load(store_dir, id + 7, &ignored);
         hd_error_free(&ignored);
@@ -837,6 +869,8 @@ int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, ch
         json_object_del(refs, name);
         if (untagged)
             hd_strv_push(untagged, name);
+        if (!strchr(name, '@') && !refs_use_by_tag(refs, id))
+            refs_drop_digests(refs, id, untagged); /* the last tag takes the pull's digest refs along */
     } else {
         /* by id: every name of the image goes */
         const char *key;
