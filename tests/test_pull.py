@@ -204,6 +204,36 @@ def test_digest_ref_follows_the_tag(hedge, registry):
     assert json.loads(hedge("image", "ls", "--json").out) == []
 
 
+def test_progress_bar_on_a_terminal(hedge, registry):
+    """On a terminal the pull draws a bar line (redrawn with \\r) that ends at 100%; piped, there is none."""
+    import pty
+    main, sub = pty.openpty()
+    proc = subprocess.run([hedge.binary, "image", "pull", "--insecure-registry", registry.host,
+                           f"{registry.host}/busybox"], stdout=sub, stderr=subprocess.PIPE, env=hedge.env(),
+                          timeout=60)
+    os.close(sub)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(main)
+    assert proc.returncode == 0, proc.stderr
+    text = out.decode()
+    _, manifest = registry.manifest("busybox")
+    total = sum(l["size"] for l in manifest["layers"]) / 1e6
+    assert f"\r\033[KDownloading {total:.1f} MB / {total:.1f} MB 100%" in text, repr(text)
+    assert "Pulled image: " in text
+    # piped: blob lines only (the image removed first, so the layer is downloaded again)
+    assert hedge("image", "rm", f"{registry.host}/busybox").code == 0
+    piped = hedge("image", "pull", "--insecure-registry", registry.host, f"{registry.host}/busybox")
+    assert piped.code == 0 and "pulled (" in piped.out and "Downloading" not in piped.out and "\r" not in piped.out, piped
+
+
 def test_unknown_tag_and_plain_http_refused(hedge, registry):
     r = pull(hedge, registry, "busybox:nope")
     assert r.code != 0 and "manifest nope: not found" in r.err, r

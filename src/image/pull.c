@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/util.h"
@@ -114,8 +115,27 @@ struct pull {
     char *platform_os, *platform_arch, *platform_variant;
     char top_hex[IMAGE_HEX_LEN + 1]; /* the digest the reference resolved to */
     int n_staged;
+    /* the progress bar (progress stream on a terminal): bytes of the layer downloads */
+    bool bar;
+    pthread_mutex_t bar_lock;
+    int64_t bar_done, bar_total;
+    struct timespec bar_drawn;
 };
 
+/* Draw the bar line (caller holds the stream's lock): "\r" + erase + "Downloading  X MB / Y MB  N%". */
+static void bar_draw(struct pull *p)
+{
+    if (p->bar_total <= 0)
+        return;
+    fprintf(p->opts->progress, "\r\033[KDownloading %.1f MB / %.1f MB %3d%%", (double)p->bar_done / 1e6,
+            (double)p->bar_total / 1e6, (int)(p->bar_done * 100 / p->bar_total));
+    fflush(p->opts->progress);
+}
+
+/*
+ * A line about one blob. On a terminal the bar line is erased first and
+ * redrawn under it, so the blob lines scroll and the bar stays last.
+ */
 static void progress(struct pull *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void progress(struct pull *p, const char *fmt, ...)
 {
@@ -124,11 +144,35 @@ static void progress(struct pull *p, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     flockfile(p->opts->progress); /* download threads print too: one whole line at a time */
+    if (p->bar)
+        fputs("\r\033[K", p->opts->progress);
     vfprintf(p->opts->progress, fmt, ap);
     fputc('\n', p->opts->progress);
+    if (p->bar)
+        bar_draw(p);
     fflush(p->opts->progress);
     funlockfile(p->opts->progress);
     va_end(ap);
+}
+
+/* registry.c's byte counter for blob downloads (any thread): redraw at most every 100 ms. */
+static void bar_bytes(void *arg, size_t n)
+{
+    struct pull *p = arg;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&p->bar_lock);
+    p->bar_done += (int64_t)n;
+    int64_t ms = (now.tv_sec - p->bar_drawn.tv_sec) * 1000 + (now.tv_nsec - p->bar_drawn.tv_nsec) / 1000000;
+    bool draw = ms >= 100 || p->bar_done == p->bar_total;
+    if (draw)
+        p->bar_drawn = now;
+    pthread_mutex_unlock(&p->bar_lock);
+    if (draw) {
+        flockfile(p->opts->progress);
+        bar_draw(p);
+        funlockfile(p->opts->progress);
+    }
 }
 
 /* Keep a fetched manifest as a blob of the image (the OCI archive reader does the same). */
@@ -424,8 +468,23 @@ static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, st
         }
     }
     if (!have_image) {
+        p->bar_done = 0; /* the bar counts the layers only */
+        for (i = 0; i < n_jobs; i++)
+            if (jobs[i].download) {
+                cleanup_free char *partial = hd_xasprintf("%s/partial/%s", store_dir, jobs[i].hex);
+                struct stat pst;
+                p->bar_total += jobs[i].size;
+                if (stat(partial, &pst) == 0 && pst.st_size < jobs[i].size)
+                    p->bar_done += pst.st_size; /* a resume starts where the last pull stopped */
+            }
         if (fetch_layers(p, store_dir, jobs, n_jobs, err) < 0)
             goto out;
+        if (p->bar && p->bar_total > 0) {
+            flockfile(p->opts->progress);
+            fputs("\r\033[K", p->opts->progress); /* the blob lines above say what came */
+            fflush(p->opts->progress);
+            funlockfile(p->opts->progress);
+        }
         for (i = 0; i < n_jobs; i++) {
             image_source_add_layer(src, &jobs[i].blob);
             image_source_add_blob(src, &jobs[i].blob);
@@ -459,7 +518,7 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
                   struct hd_image_config **out, char **digest_out, hd_error_t *err)
 {
     static const struct hd_image_pull_options defaults = {0};
-    struct pull p = {.opts = opts ? opts : &defaults};
+    struct pull p = {.opts = opts ? opts : &defaults, .bar_lock = PTHREAD_MUTEX_INITIALIZER};
     cleanup_free char *digest_name = NULL, *auth_file = NULL; /* declared before the first goto out */
     int ret = -1;
     if (registry_ref_parse(ref, &p.ref, err) < 0)
@@ -480,6 +539,11 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
     if (registry_open(&p.reg, p.ref.host, p.ref.repository, listed(p.opts->insecure, p.ref.host),
                       p.opts->ca_file, err) < 0)
         goto out;
+    p.bar = p.opts->progress && isatty(fileno(p.opts->progress));
+    if (p.bar) {
+        p.reg.on_bytes = bar_bytes;
+        p.reg.on_bytes_arg = &p;
+    }
     auth_file = p.opts->auth_file ? hd_xstrdup(p.opts->auth_file) : hd_registry_auth_default_file(state_dir);
     if (registry_auth_lookup(auth_file, p.ref.host, &p.reg.user, &p.reg.password, err) < 0)
         goto out;

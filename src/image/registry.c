@@ -74,6 +74,8 @@ int registry_clone(const struct registry *from, struct registry *to, hd_error_t 
     to->password = from->password ? hd_xstrdup(from->password) : NULL;
     to->bearer = from->bearer ? hd_xstrdup(from->bearer) : NULL;
     to->use_basic = from->use_basic;
+    to->on_bytes = from->on_bytes;
+    to->on_bytes_arg = from->on_bytes_arg;
     return 0;
 }
 
@@ -109,6 +111,7 @@ struct response {
     int64_t offset;      /* bytes already in the file (a resumed download): the Range start */
     int64_t got, limit;  /* limit < 0: none */
     bool cut;            /* the transfer broke off after a good start: keep the bytes */
+    struct registry *reg; /* for on_bytes (blob downloads) */
     bool too_long;
     int write_errno;
     long status;
@@ -177,6 +180,8 @@ static size_t response_body(char *data, size_t size, size_t n, void *arg)
             off += (size_t)w;
         }
         resp->got += (int64_t)len;
+        if (resp->reg->on_bytes)
+            resp->reg->on_bytes(resp->reg->on_bytes_arg, len);
         return len;
     }
     /* memory: a manifest, or the error document of a failed request */
@@ -485,7 +490,7 @@ int registry_get_blob(struct registry *r, const char *hex, int64_t size, const c
 {
     cleanup_free char *what = hd_xasprintf("blob sha256:%s", hex);
     cleanup_free char *url_path = hd_xasprintf("%s/blobs/sha256:%s", r->repository, hex);
-    struct response resp = {.fd = -1, .limit = size, .max = 64 * 1024};
+    struct response resp = {.fd = -1, .limit = size, .max = 64 * 1024, .reg = r};
     resp.fd = open(partial, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (resp.fd < 0)
         return hd_error_sys(err, "open %s", partial);

@@ -38,7 +38,9 @@ struct registry {
     char *ca_file;     /* CA bundle for TLS, or NULL for the system's */
     char *user, *password; /* credentials for a Basic challenge, or NULL (anonymous) */
     char *bearer;      /* "Authorization: Bearer <token>" once a Bearer challenge was answered */
-    bool use_basic;    /* the registry asked for Basic auth: send the credentials with every request */
+    bool use_basic;
+    void (*on_bytes)(void *arg, size_t n); /* told of every blob byte stored (a progress bar), or NULL */
+    void *on_bytes_arg;    /* the registry asked for Basic auth: send the credentials with every request */
     void *curl;        /* one CURL handle reused for every request (keeps the connection) */
 };
 
