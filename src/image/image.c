@@ -3,7 +3,8 @@
  *
  * Layout under <state>/images (mode 0700: rootfs trees hold set-uid files):
  *   lock                      flock'ed by import and remove, so they never collide
- *   refs.json                 {"refs": {"name:tag": "sha256:<image id>"}}, replaced atomically
+ *   refs.json                 {"refs": {"name:tag": "sha256:<image id>"}}, replaced atomically; a
+ *                             pull adds "name@sha256:<manifest digest>" refs too (see refs_use_by_tag)
  *   meta/<id>.json            per image: config defaults, size, import time, layers, blobs
  *   rootfs/<id>/              the flattened root filesystem (layers applied in order)
  *   blobs/sha256/<hex>        every verified blob (config, manifest, layers); sha256(file) == hex

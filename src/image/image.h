@@ -5,7 +5,8 @@
  *   blobs/sha256/<hex>        config, manifest and layer blobs, verified against their digests
  *   rootfs/<image-id>/        the flattened root filesystem of an image (layers applied in order)
  *   meta/<image-id>.json      the config defaults (struct hd_image_config), size, import time
- *   refs.json                 name:tag -> image id
+ *   refs.json                 name:tag (and, for pulls, name@sha256:<manifest>) -> image id
+ *   partial/<hex>             registry blob downloads cut short, for the next pull to resume
  * The image id is the sha256 of the image's config blob. Import writes into a
  * temp dir and renames into place, so a corrupt or truncated tarball leaves
  * nothing half-imported.
