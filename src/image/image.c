@@ -135,10 +135,14 @@ char *image_digest_ref_normalize(const char *ref)
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
             return NULL;
     cleanup_free char *repo = hd_xasprintf("%.*s", (int)(at - ref), ref);
-    cleanup_free char *name = image_name_normalize(repo);
-    if (name == NULL || strcmp(name + strlen(name) - 7, ":latest") != 0 || strstr(repo, ":latest"))
+    const char *slash = strrchr(repo, '/'), *colon = strrchr(repo, ':');
+    if (colon && (slash == NULL || colon > slash))
         return NULL; /* repository@digest: a tag in front of the digest is not accepted */
-    return hd_xasprintf("%.*s%s", (int)(strlen(name) - 7), name, at);
+    cleanup_free char *name = image_name_normalize(repo); /* "<repository>:latest" */
+    size_t len = name ? strlen(name) : 0;
+    if (len <= 7 || strcmp(name + len - 7, ":latest") != 0)
+        return NULL;
+    return hd_xasprintf("%.*s%s", (int)(len - 7), name, at);
 }
 
 /* "sha256:<hex prefix>" or "<hex prefix>" of at least 12 hex digits -> the hex part. */

@@ -80,6 +80,7 @@ static void test_digest_refs(void)
     check_digest_ref("docker.io/library/busybox@sha256:" HEX64, "busybox@sha256:" HEX64);
     check_digest_ref("127.0.0.1:5000/team/app@sha256:" HEX64, "127.0.0.1:5000/team/app@sha256:" HEX64);
     check_digest_ref("busybox:latest@sha256:" HEX64, NULL); /* a tag in front of the digest */
+    check_digest_ref("__p:v1@sha256:" HEX64, NULL);          /* found by fuzz_registry: a short tagged name */
     check_digest_ref("busybox@sha256:0123", NULL);
     check_digest_ref("busybox@sha512:" HEX64, NULL);
     check_digest_ref("busybox@sha256:" "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef", NULL);
