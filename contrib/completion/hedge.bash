@@ -20,7 +20,7 @@ _hedge()
         cword=$COMP_CWORD
     fi
 
-    local verbs="run bench image vm deploy ps logs history rollback stop start rm broker move invoke uplink version"
+    local verbs="run bench image login vm deploy ps logs history rollback stop start rm broker move invoke uplink version"
     local global_opts="--state-dir --socket --help --version"
 
     # the verb: the first word after the global options
@@ -75,15 +75,29 @@ _hedge()
             ;;
         image)
             if ((cword == verb_at + 1)); then
-                COMPREPLY=($(compgen -W "import ls rm inspect --help" -- "$cur")); return
+                COMPREPLY=($(compgen -W "import pull ls rm inspect --help" -- "$cur")); return
             fi
             sub=${words[verb_at + 1]}
             case $sub in
                 import) [[ $prev == --name ]] && return; opts="--name"; files=1 ;;
+                pull)
+                    case $prev in
+                        --ca|--authfile) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                        --platform) COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7" -- "$cur")); return ;;
+                        --insecure-registry) return ;;
+                    esac
+                    opts="--platform --insecure-registry --ca --authfile -q --quiet" ;;
                 ls) opts="--json" ;;
                 rm|inspect)
                     COMPREPLY=($(compgen -W "$(hedge image ls 2>/dev/null | awk 'NR > 1 {print $1}')" -- "$cur")); return ;;
             esac
+            ;;
+        login)
+            case $prev in
+                --ca|--authfile) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -u|--username|-p|--password|--insecure-registry) return ;;
+            esac
+            opts="-u --username -p --password --password-stdin --insecure-registry --ca --authfile --help"
             ;;
         vm)
             if ((cword == verb_at + 1)); then

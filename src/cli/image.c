@@ -1,7 +1,9 @@
 /*
- * image.c - `hedge image import|ls|rm`: the CLI face of the image store.
+ * image.c - `hedge image import|pull|ls|rm`: the CLI face of the image store.
  *
  *   hedge image import FILE.tar [--name NAME:TAG]   docker-save or OCI-archive tarball
+ *   hedge image pull REF [--platform OS/ARCH] [--insecure-registry HOST:PORT]... [--ca FILE] [-q]
+ *                                                   from an OCI distribution registry
  *   hedge image ls [--json]                         one line per name
  *   hedge image rm NAME[:TAG]|ID                    untag; the image goes with its last name
  *   hedge image inspect NAME[:TAG]|ID               what `hedge run` would use (hd_image_lookup)
@@ -22,6 +24,8 @@
 
 static const char usage[] =
     "hedge image import FILE.tar [--name NAME:TAG]\n"
+    "       hedge image pull [HOST[:PORT]/]NAME[:TAG][@sha256:HEX] [--platform OS/ARCH[/VARIANT]]\n"
+    "                        [--insecure-registry HOST[:PORT]]... [--ca FILE] [--authfile FILE] [-q|--quiet]\n"
     "       hedge image ls [--json]\n"
     "       hedge image rm NAME[:TAG]|ID\n"
     "       hedge image inspect NAME[:TAG]|ID";
@@ -50,6 +54,45 @@ static int image_import(int argc, char **argv)
     if (hd_image_import(hd_state_dir(), argv[optind], name, &image, &err) < 0)
         return cli_fail(&err);
     printf("Loaded image: %s %s\n", image->name, image->id);
+    hd_image_config_free(image);
+    return 0;
+}
+
+static int image_pull(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"platform", required_argument, NULL, 'p'},
+        {"insecure-registry", required_argument, NULL, 'k'},
+        {"ca", required_argument, NULL, 'c'},
+        {"authfile", required_argument, NULL, 'a'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct hd_image_pull_options opts = {.progress = stdout};
+    cleanup_strv char **insecure = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "p:c:qh", options, NULL)) != -1) {
+        switch (c) {
+        case 'p': opts.platform = optarg; break;
+        case 'k': hd_strv_push(&insecure, optarg); break;
+        case 'c': opts.ca_file = optarg; break;
+        case 'a': opts.auth_file = optarg; break;
+        case 'q': opts.progress = NULL; break;
+        case 'h': return cli_help(usage);
+        default: return cli_usage_error("image pull", usage, "bad option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("image pull", usage, "give exactly one image reference");
+    opts.insecure = insecure;
+    hd_error_t err = NULL;
+    struct hd_image_config *image = NULL;
+    cleanup_free char *digest = NULL;
+    if (hd_image_pull(hd_state_dir(), argv[optind], &opts, &image, &digest, &err) < 0)
+        return cli_fail(&err);
+    printf("Digest: %s\nPulled image: %s %s\n", digest, image->name, image->id);
     hd_image_config_free(image);
     return 0;
 }
@@ -186,6 +229,8 @@ int cmd_image(int argc, char **argv)
     const char *sub = argv[1];
     if (strcmp(sub, "import") == 0 || strcmp(sub, "load") == 0)
         return image_import(argc - 1, argv + 1);
+    if (strcmp(sub, "pull") == 0)
+        return image_pull(argc - 1, argv + 1);
     if (strcmp(sub, "ls") == 0 || strcmp(sub, "list") == 0)
         return image_ls(argc - 1, argv + 1);
     if (strcmp(sub, "rm") == 0 || strcmp(sub, "remove") == 0)

@@ -367,7 +367,7 @@ out:
     return ret;
 }
 
-static const char *host_architecture(void)
+const char *image_host_architecture(void)
 {
     static const struct { const char *machine, *goarch; } map[] = {
         {"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7l", "arm"}, {"armv6l", "arm"},
@@ -383,7 +383,7 @@ static const char *host_architecture(void)
     return u.machine;
 }
 
-static void push_blob(struct image_source *src, const struct image_blob *blob)
+void image_source_add_blob(struct image_source *src, const struct image_blob *blob)
 {
     for (size_t i = 0; i < src->n_blobs; i++)
         if (strcmp(src->blobs[i].hex, blob->hex) == 0)
@@ -394,7 +394,7 @@ static void push_blob(struct image_source *src, const struct image_blob *blob)
     src->n_blobs++;
 }
 
-static void push_layer(struct image_source *src, const struct image_blob *blob)
+void image_source_add_layer(struct image_source *src, const struct image_blob *blob)
 {
     src->layers = hd_xrealloc(src->layers, (src->n_layers + 1) * sizeof(*src->layers));
     src->layers[src->n_layers] = *blob;
@@ -403,16 +403,16 @@ static void push_layer(struct image_source *src, const struct image_blob *blob)
 }
 
 /* Record the config defaults and check that the image is for this host. */
-static int parse_config(json_t *config, struct image_source *src, hd_error_t *err)
+int image_config_parse(json_t *config, struct image_source *src, hd_error_t *err)
 {
     if (!json_is_object(config))
         return hd_error_set(err, 0, "config: not a JSON object");
     const char *os = json_string_value(json_object_get(config, "os"));
     src->architecture = json_str(config, "architecture");
     if ((os && strcmp(os, "linux") != 0) ||
-        (src->architecture && strcmp(src->architecture, host_architecture()) != 0))
+        (src->architecture && strcmp(src->architecture, image_host_architecture()) != 0))
         return hd_error_set(err, 0, "the image is built for %s/%s; this host runs linux/%s", os ? os : "?",
-                            src->architecture ? src->architecture : "?", host_architecture());
+                            src->architecture ? src->architecture : "?", image_host_architecture());
     src->image_created = json_str(config, "created");
     json_t *c = json_object_get(config, "config");
     if (json_is_object(c)) {
@@ -479,9 +479,9 @@ static int read_docker(const struct stage *st, const struct staged_entry *manife
     memcpy(src->config_hex, config_entry->blob.hex, sizeof(src->config_hex));
     if (read_staged_json(config_entry, config_name, &config, err) < 0)
         goto out;
-    if (parse_config(config, src, err) < 0)
+    if (image_config_parse(config, src, err) < 0)
         goto out;
-    push_blob(src, &config_entry->blob);
+    image_source_add_blob(src, &config_entry->blob);
 
     json_t *diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
     if (json_array_size(diff_ids) != json_array_size(layer_names)) {
@@ -517,8 +517,8 @@ static int read_docker(const struct stage *st, const struct staged_entry *manife
             digest_mismatch(what, want, got, err);
             goto out;
         }
-        push_layer(src, &layer->blob);
-        push_blob(src, &layer->blob);
+        image_source_add_layer(src, &layer->blob);
+        image_source_add_blob(src, &layer->blob);
     }
     ret = 0;
 out:
@@ -554,18 +554,22 @@ static int oci_blob(const struct stage *st, json_t *descriptor, const char *what
     return 0;
 }
 
-static bool is_index_media_type(const char *type)
+bool image_is_index_media_type(const char *type)
 {
     return type && (strcmp(type, "application/vnd.oci.image.index.v1+json") == 0 ||
                     strcmp(type, "application/vnd.docker.distribution.manifest.list.v2+json") == 0);
 }
 
 /* Pick the manifest for linux/<host arch> from an index's manifests array. */
-static int oci_pick_platform(json_t *manifests, const char *what, json_t **out, hd_error_t *err)
+int image_pick_platform(json_t *manifests, const char *what, const char *want_os, const char *arch,
+                        const char *variant, json_t **out, hd_error_t *err)
 {
     if (!json_is_array(manifests) || json_array_size(manifests) == 0)
         return hd_error_set(err, 0, "%s: no manifests in it", what);
-    const char *arch = host_architecture();
+    if (want_os == NULL)
+        want_os = "linux";
+    if (arch == NULL)
+        arch = image_host_architecture();
     size_t i;
     json_t *m, *unlabelled = NULL;
     size_t n_unlabelled = 0;
@@ -579,7 +583,9 @@ static int oci_pick_platform(json_t *manifests, const char *what, json_t **out, 
         }
         const char *os = json_string_value(json_object_get(platform, "os"));
         const char *a = json_string_value(json_object_get(platform, "architecture"));
-        if (os && a && strcmp(os, "linux") == 0 && strcmp(a, arch) == 0) {
+        const char *v = json_string_value(json_object_get(platform, "variant"));
+        if (os && a && strcmp(os, want_os) == 0 && strcmp(a, arch) == 0 &&
+            (variant == NULL || (v && strcmp(v, variant) == 0))) {
             *out = m;
             return 0;
         }
@@ -591,7 +597,8 @@ static int oci_pick_platform(json_t *manifests, const char *what, json_t **out, 
         *out = unlabelled; /* a plain layout with no platform data: its first image */
         return 0;
     }
-    return hd_error_set(err, 0, "%s: no linux/%s image in it (it has: %s)", what, arch, seen);
+    return hd_error_set(err, 0, "%s: no %s/%s%s%s image in it (it has: %s)", what, want_os, arch,
+                        variant ? "/" : "", variant ? variant : "", seen);
 }
 
 static int read_oci(const struct stage *st, const struct staged_entry *index_entry, struct image_source *src,
@@ -603,7 +610,7 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
     if (read_staged_json(index_entry, "index.json", &index, err) < 0)
         goto out;
     json_t *descriptor = NULL;
-    if (oci_pick_platform(json_object_get(index, "manifests"), "index.json", &descriptor, err) < 0)
+    if (image_pick_platform(json_object_get(index, "manifests"), "index.json", NULL, NULL, NULL, &descriptor, err) < 0)
         goto out;
     json_t *annotations = json_object_get(descriptor, "annotations");
     const char *full_name = json_string_value(json_object_get(annotations, "io.containerd.image.name"));
@@ -622,10 +629,10 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
         doc = NULL;
         if (read_staged_json(blob, "manifest", &doc, err) < 0)
             goto out;
-        push_blob(src, &blob->blob);
+        image_source_add_blob(src, &blob->blob);
         const char *type = json_string_value(json_object_get(descriptor, "mediaType"));
         const char *own_type = json_string_value(json_object_get(doc, "mediaType"));
-        if (!is_index_media_type(type) && !is_index_media_type(own_type) &&
+        if (!image_is_index_media_type(type) && !image_is_index_media_type(own_type) &&
             json_object_get(doc, "config") != NULL)
             break;
         if (depth >= INDEX_MAX_DEPTH) {
@@ -633,7 +640,7 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
             goto out;
         }
         cleanup_free char *what = hd_xasprintf("image index sha256:%s", blob->blob.hex);
-        if (oci_pick_platform(json_object_get(doc, "manifests"), what, &descriptor, err) < 0)
+        if (image_pick_platform(json_object_get(doc, "manifests"), what, NULL, NULL, NULL, &descriptor, err) < 0)
             goto out;
     }
 
@@ -643,9 +650,9 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
     memcpy(src->config_hex, config_blob->blob.hex, sizeof(src->config_hex));
     if (read_staged_json(config_blob, "config", &config, err) < 0)
         goto out;
-    if (parse_config(config, src, err) < 0)
+    if (image_config_parse(config, src, err) < 0)
         goto out;
-    push_blob(src, &config_blob->blob);
+    image_source_add_blob(src, &config_blob->blob);
 
     json_t *layers = json_object_get(doc, "layers");
     if (!json_is_array(layers)) {
@@ -658,8 +665,8 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
         const struct staged_entry *blob;
         if (oci_blob(st, layer, "layer", &blob, err) < 0)
             goto out;
-        push_layer(src, &blob->blob);
-        push_blob(src, &blob->blob);
+        image_source_add_layer(src, &blob->blob);
+        image_source_add_blob(src, &blob->blob);
     }
     ret = 0;
 out:
@@ -674,6 +681,7 @@ void image_source_free(struct image_source *s)
     if (s == NULL)
         return;
     free(s->name);
+    free(s->digest_name);
     free(s->architecture);
     free(s->image_created);
     hd_strv_free(s->cmd);

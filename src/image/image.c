@@ -3,12 +3,14 @@
  *
  * Layout under <state>/images (mode 0700: rootfs trees hold set-uid files):
  *   lock                      flock'ed by import and remove, so they never collide
- *   refs.json                 {"refs": {"name:tag": "sha256:<image id>"}}, replaced atomically
+ *   refs.json                 {"refs": {"name:tag": "sha256:<image id>"}}, replaced atomically; a
+ *                             pull adds "name@sha256:<manifest digest>" refs too (see refs_use_by_tag)
  *   meta/<id>.json            per image: config defaults, size, import time, layers, blobs
  *   rootfs/<id>/              the flattened root filesystem (layers applied in order)
  *   blobs/sha256/<hex>        every verified blob (config, manifest, layers); sha256(file) == hex
  *   tmp/                      imports in progress; whatever is here when the lock is taken is
  *                             left over from a killed import and is removed
+ *   partial/<hex>             blob downloads cut short, kept for a later pull to resume (pull.c)
  * The image id is the sha256 of the image's config blob, as in docker.
  *
  * Import is a transaction: the tarball is staged and verified and the layers
@@ -124,6 +126,25 @@ char *image_name_normalize(const char *ref)
     return hd_xasprintf("%.*s:%s", (int)repo_len, ref, tag);
 }
 
+char *image_digest_ref_normalize(const char *ref)
+{
+    const char *at = ref ? strchr(ref, '@') : NULL;
+    if (at == NULL || strncmp(at + 1, "sha256:", 7) != 0 || strlen(at + 8) != IMAGE_HEX_LEN)
+        return NULL;
+    for (const char *p = at + 8; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return NULL;
+    cleanup_free char *repo = hd_xasprintf("%.*s", (int)(at - ref), ref);
+    const char *slash = strrchr(repo, '/'), *colon = strrchr(repo, ':');
+    if (colon && (slash == NULL || colon > slash))
+        return NULL; /* repository@digest: a tag in front of the digest is not accepted */
+    cleanup_free char *name = image_name_normalize(repo); /* "<repository>:latest" */
+    size_t len = name ? strlen(name) : 0;
+    if (len <= 7 || strcmp(name + len - 7, ":latest") != 0)
+        return NULL;
+    return hd_xasprintf("%.*s%s", (int)(len - 7), name, at);
+}
+
 /* "sha256:<hex prefix>" or "<hex prefix>" of at least 12 hex digits -> the hex part. */
 static const char *id_prefix(const char *ref)
 {
@@ -166,7 +187,7 @@ static int store_open_locked(const char *state_dir, struct store *s, hd_error_t 
     if (realpath(dir, real) == NULL)
         return hd_error_sys(err, "realpath %s", dir);
     s->dir = hd_xstrdup(real);
-    static const char *const subdirs[] = {"blobs/sha256", "rootfs", "meta", "tmp"};
+    static const char *const subdirs[] = {"blobs/sha256", "rootfs", "meta", "tmp", "partial"};
     for (size_t i = 0; i < ARRAY_SIZE(subdirs); i++) {
         cleanup_free char *sub = hd_xasprintf("%s/%s", s->dir, subdirs[i]);
         if (hd_mkdir_p(sub, 0700, err) < 0)
@@ -382,6 +403,36 @@ static bool refs_use(json_t *refs, const char *id)
     return false;
 }
 
+/*
+ * Digest refs (repository@sha256:<manifest>, written by a pull) are a second
+ * name of a tagged image: not listed while a tag names the image, and dropped
+ * with its last tag, as in docker. An image pulled by digest alone keeps its
+ * digest ref as its name.
+ */
+static bool refs_use_by_tag(json_t *refs, const char *id)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(refs, key, value)
+        if (!strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0)
+            return true;
+    return false;
+}
+
+static void refs_drop_digests(json_t *refs, const char *id, char ***untagged)
+{
+    const char *key;
+    json_t *value;
+    void *tmp;
+    json_object_foreach_safe(refs, tmp, key, value) {
+        if (strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0) {
+            if (untagged)
+                hd_strv_push(untagged, key);
+            json_object_del(refs, key);
+        }
+    }
+}
+
 /* Remove blobs that no image's metadata lists. Runs under the lock. */
 static int gc_blobs(const char *store_dir, hd_error_t *err)
 {
@@ -579,9 +630,19 @@ static int import_commit(const char *store_dir, const char *tmp, const struct im
     if (refs == NULL)
         return -1;
     json_object_set_new(refs, name, json_sprintf("sha256:%s", hex));
+    if (src->digest_name)
+        json_object_set_new(refs, src->digest_name, json_sprintf("sha256:%s", hex));
     int ret = refs_save(store_dir, refs, err);
     json_decref(refs);
     return ret;
+}
+
+/* The archive reader of the import transaction: the tarball is the whole source. */
+static int import_read_archive(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *out,
+                               hd_error_t *err)
+{
+    (void)store_dir;
+    return image_archive_read(ctx, stage_dir, out, err);
 }
 
 int hd_image_import(const char *state_dir, const char *tarball, const char *name,
@@ -597,7 +658,14 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         return hd_error_set(err, 0, "image import %s: not a regular file", tarball);
     if (st.st_size == 0)
         return hd_error_set(err, 0, "image import %s: the file is empty", tarball);
+    if (image_store_import(state_dir, import_read_archive, (void *)tarball, wanted, out, err) < 0)
+        return hd_error_prefix(err, "image import %s", tarball);
+    return 0;
+}
 
+int image_store_import(const char *state_dir, image_read_fn read, void *ctx, const char *wanted,
+                       struct hd_image_config **out, hd_error_t *err)
+{
     struct store store = {.lock_fd = -1};
     if (store_open_locked(state_dir, &store, err) < 0)
         return -1;
@@ -617,7 +685,7 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
         hd_error_sys(err, "create %s", stage);
         goto out;
     }
-    if (image_archive_read(tarball, stage, &src, err) < 0)
+    if (read(ctx, store.dir, stage, &src, err) < 0)
         goto out;
     const char *final_name = wanted ? wanted : src.name;
     if (final_name == NULL) {
@@ -654,8 +722,6 @@ int hd_image_import(const char *state_dir, const char *tarball, const char *name
     }
     ret = 0;
 out:
-    if (ret < 0)
-        hd_error_prefix(err, "image import %s", tarball);
     if (tmp) {
         hd_error_t ignored = NULL;
         hd_rm_rf(tmp, &ignored);
@@ -672,7 +738,7 @@ out:
 static int resolve_ref(const char *store_dir, json_t *refs, const char *ref, char **hex_out, char **name_out,
                        hd_error_t *err)
 {
-    cleanup_free char *name = image_name_normalize(ref);
+    cleanup_free char *name = strchr(ref, '@') ? image_digest_ref_normalize(ref) : image_name_normalize(ref);
     const char *id = name ? json_string_value(json_object_get(refs, name)) : NULL;
     if (id && strncmp(id, "sha256:", 7) == 0) {
         *hex_out = hd_xstrdup(id + 7);
@@ -769,6 +835,8 @@ int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error
         const char *id = json_string_value(value);
         if (id == NULL || strncmp(id, "sha256:", 7) != 0)
             continue;
+        if (strchr(key, '@') && refs_use_by_tag(refs, id))
+            continue; /* a pull's digest ref of a tagged image: the tag stands for it */
         hd_error_t ignored = NULL;
         json_t *meta = meta_load(store_dir, id + 7, &ignored);
         hd_error_free(&ignored);
@@ -806,6 +874,8 @@ int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, ch
         json_object_del(refs, name);
         if (untagged)
             hd_strv_push(untagged, name);
+        if (!strchr(name, '@') && !refs_use_by_tag(refs, id))
+            refs_drop_digests(refs, id, untagged); /* the last tag takes the pull's digest refs along */
     } else {
         /* by id: every name of the image goes */
         const char *key;

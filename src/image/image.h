@@ -5,7 +5,8 @@
  *   blobs/sha256/<hex>        config, manifest and layer blobs, verified against their digests
  *   rootfs/<image-id>/        the flattened root filesystem of an image (layers applied in order)
  *   meta/<image-id>.json      the config defaults (struct hd_image_config), size, import time
- *   refs.json                 name:tag -> image id
+ *   refs.json                 name:tag (and, for pulls, name@sha256:<manifest>) -> image id
+ *   partial/<hex>             registry blob downloads cut short, for the next pull to resume
  * The image id is the sha256 of the image's config blob. Import writes into a
  * temp dir and renames into place, so a corrupt or truncated tarball leaves
  * nothing half-imported.
@@ -14,6 +15,7 @@
 #define HEDGE_IMAGE_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "base/error.h"
 
@@ -41,8 +43,36 @@ const char *hd_state_dir(void);
  */
 int hd_image_import(const char *state_dir, const char *tarball, const char *name,
                     struct hd_image_config **out, hd_error_t *err);
+/* How hd_image_pull reaches a registry. */
+struct hd_image_pull_options {
+    const char *platform;      /* os/arch[/variant] to pick from an index; NULL: linux/<this host> */
+    char *const *insecure;     /* NULL-terminated host[:port] list reached over plain HTTP, or NULL */
+    const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
+    FILE *progress;            /* one line per blob, or NULL for quiet */
+    const char *auth_file;     /* docker config.json-style credentials; NULL: <state>/auth.json */
+};
+
 /*
- * Look up name[:tag] (tag defaults to latest) or an id prefix (>= 12 hex
+ * Pull [registry/]repository[:tag][@sha256:<hex>] from its registry into the
+ * store (docs/images.md): the image gets the name repository:tag and the
+ * digest reference repository@sha256:<manifest digest>, so it can be run by
+ * either. digest_out (optional) receives "sha256:<hex>" of the manifest the
+ * reference resolved to.
+ */
+int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_pull_options *opts,
+                  struct hd_image_config **out, char **digest_out, hd_error_t *err);
+
+/* <state>/auth.json: where `hedge login` keeps credentials by default (caller frees). */
+char *hd_registry_auth_default_file(const char *state_dir);
+/*
+ * Check user/password against host's registry (GET /v2/ answering its
+ * challenge) and store them in auth_file ({"auths": {host: {"auth": base64}}}).
+ */
+int hd_registry_login(const char *auth_file, const char *host, const char *user, const char *password,
+                      const struct hd_image_pull_options *opts, hd_error_t *err);
+
+/*
+ * Look up name[:tag] (tag defaults to latest), name@sha256:<manifest digest> (a pulled image) or an id prefix (>= 12 hex
  * digits, "sha256:" optional). Unknown: "image REF: not found".
  */
 int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out,

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/error.h"
 
 #define IMAGE_HEX_LEN 64
@@ -31,6 +33,7 @@ struct image_source {
     const char *format;            /* "oci" or "docker" */
     char config_hex[IMAGE_HEX_LEN + 1]; /* sha256 of the config blob: the image id */
     char *name;                    /* normalized name:tag the archive gives, or NULL */
+    char *digest_name;             /* a second ref, repository@sha256:<manifest hex> (a pull), or NULL */
     char *architecture;            /* from the config, or NULL */
     char *image_created;           /* the config's "created", or NULL */
     char **cmd, **entrypoint, **env;
@@ -42,6 +45,32 @@ struct image_source {
 };
 
 void image_source_free(struct image_source *s);
+/* Append a copy of blob (its stage_path duplicated) to the blobs to keep (once per digest) or the layers. */
+void image_source_add_blob(struct image_source *src, const struct image_blob *blob);
+void image_source_add_layer(struct image_source *src, const struct image_blob *blob);
+
+/*
+ * The import transaction (image.c) with its source abstracted: read fills out
+ * with verified blobs staged under stage_dir (or, for blobs the store already
+ * has, stage_path naming the stored file under store_dir). wanted (NULL: the
+ * source's own name) is the normalized name:tag the image gets.
+ */
+typedef int (*image_read_fn)(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *out,
+                             hd_error_t *err);
+struct hd_image_config;
+int image_store_import(const char *state_dir, image_read_fn read, void *ctx, const char *wanted,
+                       struct hd_image_config **out, hd_error_t *err);
+
+/* Shared with the registry pull (pull.c): */
+/* The GOARCH name of this host ("amd64", "arm64", ...). */
+const char *image_host_architecture(void);
+/* Pick the manifest for os/arch from an index's manifests array (arch NULL: this host's). */
+int image_pick_platform(json_t *manifests, const char *what, const char *os, const char *arch,
+                        const char *variant, json_t **out, hd_error_t *err);
+/* An OCI image index or a docker manifest list. */
+bool image_is_index_media_type(const char *type);
+/* Record an image config's defaults in src and check it is for this host. */
+int image_config_parse(json_t *config, struct image_source *src, hd_error_t *err);
 
 /*
  * Read the tarball, staging its regular files under stage_dir, and verify the
@@ -60,6 +89,8 @@ int image_layers_apply(const char *rootfs, const struct image_blob *layers, size
  * valid name (upper case, digest references, bad characters).
  */
 char *image_name_normalize(const char *ref);
+/* "name@sha256:<hex>" -> the same with the name normalized; NULL when not a digest reference. */
+char *image_digest_ref_normalize(const char *ref);
 
 /* A set of strings (paths, inode keys); a small open-addressing hash table. */
 struct image_string_set {
