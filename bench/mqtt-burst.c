@@ -45,8 +45,8 @@ int main(int argc, char **argv)
     long count = 1000, size = 64;
     const char *topic = "bench";
     static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'}, {"topic", required_argument, NULL, 't'},
-        {"count", required_argument, NULL, 'n'}, {"size", required_argument, NULL, 's'},
+        {"port", required_argument, NULL, 'p'},   {"topic", required_argument, NULL, 't'},
+        {"count", required_argument, NULL, 'n'},  {"size", required_argument, NULL, 's'},
         {"window", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0},
     };
     int o;

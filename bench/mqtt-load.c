@@ -36,10 +36,10 @@ struct client {
     struct hd_mqtt_client *mqtt;
     bool is_pub;
     int idx;
-    uint32_t events;  /* what the epoll set waits for on this client's fd */
+    uint32_t events; /* what the epoll set waits for on this client's fd */
     char topic[64];
     uint16_t next_pid;
-    uint64_t sent, deliveries;  /* publishers: messages sent, deliveries seen by subscribers */
+    uint64_t sent, deliveries; /* publishers: messages sent, deliveries seen by subscribers */
 };
 
 static struct client *clients;
@@ -47,9 +47,9 @@ static int n_clients, n_pubs, n_subs, epfd;
 static int qos, payload_size = 64, window = 16, expected_per_msg = 1;
 static int connacks, subacks;
 static bool measuring;
-static uint64_t now_ns;  /* taken once per readiness batch */
+static uint64_t now_ns; /* taken once per readiness batch */
 static uint64_t delivered_in_window;
-static uint32_t *lat;  /* latency samples in ns (capped at 4 s) */
+static uint32_t *lat; /* latency samples in ns (capped at 4 s) */
 static size_t n_lat, cap_lat;
 
 /* Make the epoll set wait for what the client wants now (poll and epoll bits are the same values). */
@@ -83,7 +83,7 @@ static void on_message(void *ctx, const struct hd_mqtt_message *m)
 {
     struct client *c = ctx;
     if (m->qos)
-        hd_mqtt_puback(c->mqtt, m->packet_id);  /* written when the read batch is done */
+        hd_mqtt_puback(c->mqtt, m->packet_id); /* written when the read batch is done */
     if (m->payload_len < 16)
         return;
     uint32_t pub;
@@ -137,10 +137,17 @@ static void pump(int timeout_ms)
 static void add_client(struct client *c, int port, bool is_pub, int idx, const char *id)
 {
     static const struct hd_mqtt_callbacks cb = {
-        .on_connect = on_connect, .on_message = on_message, .on_suback = on_suback, .on_disconnect = on_disconnect,
+        .on_connect = on_connect,
+        .on_message = on_message,
+        .on_suback = on_suback,
+        .on_disconnect = on_disconnect,
     };
-    struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = port, .client_id = (char *)id,
-                                .clean_session = true, .keepalive = 60, .protocol = 4};
+    struct hd_mqtt_options o = {.host = (char *)"127.0.0.1",
+                                .port = port,
+                                .client_id = (char *)id,
+                                .clean_session = true,
+                                .keepalive = 60,
+                                .protocol = 4};
     c->is_pub = is_pub;
     c->idx = idx;
     c->mqtt = hd_mqtt_client_new(&o, &cb, c);
@@ -178,7 +185,7 @@ static int run_idle(int port, int n, int pid)
 {
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max;  /* only up to the hard limit: no privilege needed */
+    rl.rlim_cur = rl.rlim_max; /* only up to the hard limit: no privilege needed */
     setrlimit(RLIMIT_NOFILE, &rl);
     clients = hd_xcalloc((size_t)n, sizeof(*clients));
     long before = rss_kb(pid);
@@ -205,11 +212,16 @@ int main(int argc, char **argv)
     const char *scenario = "pairs";
     n_pubs = n_subs = 1;
     static const struct option opts[] = {
-        {"port", required_argument, NULL, 'p'}, {"scenario", required_argument, NULL, 's'},
-        {"pubs", required_argument, NULL, 'P'}, {"subs", required_argument, NULL, 'S'},
-        {"qos", required_argument, NULL, 'q'}, {"size", required_argument, NULL, 'z'},
-        {"seconds", required_argument, NULL, 't'}, {"window", required_argument, NULL, 'w'},
-        {"idle", required_argument, NULL, 'i'}, {"pid", required_argument, NULL, 'd'},
+        {"port", required_argument, NULL, 'p'},
+        {"scenario", required_argument, NULL, 's'},
+        {"pubs", required_argument, NULL, 'P'},
+        {"subs", required_argument, NULL, 'S'},
+        {"qos", required_argument, NULL, 'q'},
+        {"size", required_argument, NULL, 'z'},
+        {"seconds", required_argument, NULL, 't'},
+        {"window", required_argument, NULL, 'w'},
+        {"idle", required_argument, NULL, 'i'},
+        {"pid", required_argument, NULL, 'd'},
         {NULL, 0, NULL, 0},
     };
     int o;

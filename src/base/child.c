@@ -81,8 +81,7 @@ void hd_child_reset_signals(void)
 }
 
 /* Find name in a passwd- or group-style file under root; fields split on ':'. */
-static bool lookup_colon_file(const char *root, const char *file, const char *name, unsigned *id,
-                              unsigned *gid_out)
+static bool lookup_colon_file(const char *root, const char *file, const char *name, unsigned *id, unsigned *gid_out)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s%s", strcmp(root, "/") == 0 ? "" : root, file);

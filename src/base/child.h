@@ -19,8 +19,8 @@
 struct hd_exec_plan {
     char **argv;
     char **env;
-    const char *workdir;  /* NULL: stay where we are */
-    const char *user;     /* "uid[:gid]" or "name[:group]"; NULL: keep ids */
+    const char *workdir; /* NULL: stay where we are */
+    const char *user;    /* "uid[:gid]" or "name[:group]"; NULL: keep ids */
     bool no_new_privs;
     /* Called last, after user, workdir and no_new_privs, right before exec (the
      * container backend sets capabilities and loads seccomp here). A failure is
@@ -30,8 +30,8 @@ struct hd_exec_plan {
 };
 
 /* Child side: report a failure on report_fd and _exit(exit_code). */
-__attribute__((noreturn, format(printf, 4, 5))) void hd_child_fail(int report_fd, int exit_code,
-                                                                   int errnum, const char *fmt, ...);
+__attribute__((noreturn, format(printf, 4, 5))) void hd_child_fail(int report_fd, int exit_code, int errnum,
+                                                                   const char *fmt, ...);
 /* Child side: make fds 0,1,2 the workload's stdio (they may be any fds). */
 void hd_child_setup_stdio(const int stdio[3], int report_fd);
 /* Child side: reset signals, apply user/workdir/no_new_privs and exec; never returns. */

@@ -49,15 +49,14 @@ enum {
 #define HD_EXIT_SIGNAL(sig) (HD_EXIT_SIGNAL_BASE + (sig))
 
 struct hd_error {
-    int errnum;     /* errno value or 0 */
-    int exit_code;  /* exit code the CLI should use, HD_EXIT_HEDGE by default */
-    char *message;  /* full human message, without the strerror suffix */
+    int errnum;    /* errno value or 0 */
+    int exit_code; /* exit code the CLI should use, HD_EXIT_HEDGE by default */
+    char *message; /* full human message, without the strerror suffix */
 };
 typedef struct hd_error *hd_error_t;
 
 /* Fill *err (if it is empty) and return -1. errnum 0 means "no errno". */
-int hd_error_set(hd_error_t *err, int errnum, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int hd_error_set(hd_error_t *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Same, with an explicit exit code (126, 127, 2, ...). */
 int hd_error_set_code(hd_error_t *err, int exit_code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

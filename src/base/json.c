@@ -68,13 +68,12 @@ int hd_json_check_keys(const json_t *obj, const char *path, const char *const kn
     return 0;
 }
 
-int hd_json_string(const json_t *v, const char *path, const char *want, bool non_empty, char **out,
-                   hd_error_t *err)
+int hd_json_string(const json_t *v, const char *path, const char *want, bool non_empty, char **out, hd_error_t *err)
 {
     if (!json_is_string(v) || (non_empty && json_string_length(v) == 0))
-        return want ? want_error(path, want, err)
-                    : json_is_string(v) ? hd_error_set(err, 0, "%s: must not be empty", path)
-                                        : hd_json_type_error(v, path, "a string", err);
+        return want             ? want_error(path, want, err)
+            : json_is_string(v) ? hd_error_set(err, 0, "%s: must not be empty", path)
+                                : hd_json_type_error(v, path, "a string", err);
     if (strlen(json_string_value(v)) != json_string_length(v))
         return hd_error_set(err, 0, "%s: must not contain NUL characters", path);
     free(*out);
@@ -98,8 +97,8 @@ int hd_json_int(const json_t *v, const char *path, int64_t min, int64_t max, con
     json_int_t i = json_integer_value(v);
     if (i < min || i > max)
         return want ? want_error(path, want, err)
-                    : hd_error_set(err, 0, "%s: %lld is out of range (%lld..%lld)", path, (long long)i,
-                                   (long long)min, (long long)max);
+                    : hd_error_set(err, 0, "%s: %lld is out of range (%lld..%lld)", path, (long long)i, (long long)min,
+                                   (long long)max);
     *out = i;
     return 0;
 }
@@ -117,8 +116,7 @@ int hd_json_number(const json_t *v, const char *path, double min, double max, co
     return 0;
 }
 
-int hd_json_size(const json_t *v, const char *path, int64_t min, const char *want, int64_t *out,
-                 hd_error_t *err)
+int hd_json_size(const json_t *v, const char *path, int64_t min, const char *want, int64_t *out, hd_error_t *err)
 {
     int64_t n;
     if (json_is_integer(v)) {

@@ -35,8 +35,7 @@ int hd_json_object(const json_t *v, const char *path, const char *want, hd_error
 int hd_json_check_keys(const json_t *obj, const char *path, const char *const known[], hd_error_t *err);
 
 /* A string without NUL characters; non_empty refuses "". */
-int hd_json_string(const json_t *v, const char *path, const char *want, bool non_empty, char **out,
-                   hd_error_t *err);
+int hd_json_string(const json_t *v, const char *path, const char *want, bool non_empty, char **out, hd_error_t *err);
 int hd_json_bool(const json_t *v, const char *path, const char *want, bool *out, hd_error_t *err);
 /* An integer in min..max. */
 int hd_json_int(const json_t *v, const char *path, int64_t min, int64_t max, const char *want, int64_t *out,
@@ -45,8 +44,7 @@ int hd_json_int(const json_t *v, const char *path, int64_t min, int64_t max, con
 int hd_json_number(const json_t *v, const char *path, double min, double max, const char *want, double *out,
                    hd_error_t *err);
 /* A size: an integer of bytes or a string with a K/M/G suffix ("64M"), at least min. */
-int hd_json_size(const json_t *v, const char *path, int64_t min, const char *want, int64_t *out,
-                 hd_error_t *err);
+int hd_json_size(const json_t *v, const char *path, int64_t min, const char *want, int64_t *out, hd_error_t *err);
 /* An array of strings, as a NULL-terminated strv. */
 int hd_json_strv(const json_t *v, const char *path, const char *want, char ***out, hd_error_t *err);
 

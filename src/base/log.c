@@ -24,16 +24,16 @@
 #include "base/util.h"
 
 #define LOG_LINE_MAX 4096
-#define LOG_REPEAT_NS (10ull * 1000000000ull)  /* a repeat run is reported at least this often */
+#define LOG_REPEAT_NS (10ull * 1000000000ull) /* a repeat run is reported at least this often */
 
 static struct {
     char program[64];
     char own_component[32];
     enum hd_log_level level;
-    int fd;          /* -1: stderr */
+    int fd; /* -1: stderr */
     bool fd_owned;
     bool timestamps;
-    char last[LOG_LINE_MAX];  /* the last line written, without prefix and timestamp */
+    char last[LOG_LINE_MAX]; /* the last line written, without prefix and timestamp */
     size_t last_len;
     unsigned long repeats;
     uint64_t repeat_start_ns;
@@ -46,7 +46,7 @@ void hd_log_init(const char *program, const char *own_component)
     snprintf(log_state.own_component, sizeof(log_state.own_component), "%s", own_component ? own_component : "");
     static bool registered;
     if (!registered)
-        atexit(hd_log_flush);  /* a run of repeats still pending at exit is reported */
+        atexit(hd_log_flush); /* a run of repeats still pending at exit is reported */
     registered = true;
 }
 
@@ -70,8 +70,11 @@ int hd_log_parse_level(const char *name, enum hd_log_level *out, hd_error_t *err
     static const struct {
         const char *name;
         enum hd_log_level level;
-    } names[] = {{"error", HD_LOG_ERROR}, {"warn", HD_LOG_WARN}, {"warning", HD_LOG_WARN},
-                 {"info", HD_LOG_INFO},   {"debug", HD_LOG_DEBUG}};
+    } names[] = {{"error", HD_LOG_ERROR},
+                 {"warn", HD_LOG_WARN},
+                 {"warning", HD_LOG_WARN},
+                 {"info", HD_LOG_INFO},
+                 {"debug", HD_LOG_DEBUG}};
     for (size_t i = 0; name && i < ARRAY_SIZE(names); i++)
         if (strcmp(name, names[i].name) == 0) {
             *out = names[i].level;
@@ -200,7 +203,7 @@ void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...
             pthread_mutex_unlock(&log_lock);
             return;
         }
-        log_report_repeats();  /* a long run: say so now and then, and show the line again */
+        log_report_repeats(); /* a long run: say so now and then, and show the line again */
     } else {
         log_report_repeats();
         log_state.last[0] = tag;

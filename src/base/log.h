@@ -26,7 +26,7 @@
 enum hd_log_level {
     HD_LOG_ERROR,
     HD_LOG_WARN,
-    HD_LOG_INFO,   /* the default: start-up, link changes, stops */
+    HD_LOG_INFO, /* the default: start-up, link changes, stops */
     HD_LOG_DEBUG,
 };
 
@@ -46,8 +46,7 @@ void hd_log_set_fd(int fd);
 bool hd_log_enabled(enum hd_log_level level);
 
 /* Log one line; component may be NULL. No trailing newline in fmt. */
-void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Write the pending "last message repeated" line, if any (at exit). */
 void hd_log_flush(void);
 

@@ -19,14 +19,14 @@
 
 #include "base/util.h"
 
-#define LOOP_BATCH 256  /* events per epoll_wait: a busy broker handles this many sockets per turn */
+#define LOOP_BATCH 256 /* events per epoll_wait: a busy broker handles this many sockets per turn */
 
 struct hd_watch {
     int fd;
     hd_fd_fn fn;
     void *data;
     bool dead;
-    struct hd_watch *prev, *next;  /* live watches (freed with the loop) */
+    struct hd_watch *prev, *next; /* live watches (freed with the loop) */
     struct hd_watch *next_dead;
 };
 
@@ -101,8 +101,7 @@ void hd_loop_free(struct hd_loop *loop)
     free(loop);
 }
 
-struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data,
-                               hd_error_t *err)
+struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data, hd_error_t *err)
 {
     struct hd_watch *w = hd_xcalloc(1, sizeof(*w));
     w->fd = fd;
@@ -258,7 +257,7 @@ int hd_loop_run_once(struct hd_loop *loop, int timeout_ms, hd_error_t *err)
     struct epoll_event events[LOOP_BATCH];
     int timeout = timeout_ms;
     if (loop->defer_head) {
-        timeout = 0;  /* work queued outside a turn runs at the end of this one, without waiting */
+        timeout = 0; /* work queued outside a turn runs at the end of this one, without waiting */
     } else if (loop->timers) {
         uint64_t now = hd_now_ns();
         uint64_t d = loop->timers->deadline_ns;

@@ -35,8 +35,7 @@ struct hd_loop *hd_loop_new(hd_error_t *err);
 void hd_loop_free(struct hd_loop *loop);
 
 /* Watch fd for epoll events (EPOLLIN, EPOLLOUT, ... level-triggered unless EPOLLET is given). */
-struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data,
-                               hd_error_t *err);
+struct hd_watch *hd_loop_watch(struct hd_loop *loop, int fd, uint32_t events, hd_fd_fn fn, void *data, hd_error_t *err);
 /* Change the events of a watch; -1 with errno set when epoll refuses. */
 int hd_loop_modify(struct hd_loop *loop, struct hd_watch *w, uint32_t events);
 /* Stop watching (the fd is not closed). Safe inside any callback, its own included; NULL is ignored. */

@@ -70,16 +70,16 @@ long spawn_clone3_call(struct clone_args *args, size_t size, void (*fn)(void *),
 __asm__(".text\n"
         ".type spawn_clone3_call, @function\n"
         "spawn_clone3_call:\n"
-        "    mov %rdx, %r8\n"        /* fn and arg survive the syscall in r8 and r9 */
+        "    mov %rdx, %r8\n" /* fn and arg survive the syscall in r8 and r9 */
         "    mov %rcx, %r9\n"
-        "    mov $435, %eax\n"       /* __NR_clone3 */
+        "    mov $435, %eax\n" /* __NR_clone3 */
         "    syscall\n"
         "    test %rax, %rax\n"
         "    jnz 1f\n"
-        "    xor %ebp, %ebp\n"       /* the child: on its own stack, the end of a frame chain */
+        "    xor %ebp, %ebp\n" /* the child: on its own stack, the end of a frame chain */
         "    mov %r9, %rdi\n"
         "    call *%r8\n"
-        "    mov $60, %eax\n"        /* fn never returns; if it did: _exit(127) */
+        "    mov $60, %eax\n" /* fn never returns; if it did: _exit(127) */
         "    mov $127, %edi\n"
         "    syscall\n"
         "1:  ret\n"
@@ -101,8 +101,7 @@ static void spawn_shared_child_main(void *data)
 /* A vfork child (see the top of this file); returns its pid, or -1 with errno. */
 static pid_t spawn_clone_shared(const struct hd_spawn_options *opts, int go_fd, int report_fd)
 {
-    void *stack = mmap(NULL, SPAWN_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
-                       -1, 0);
+    void *stack = mmap(NULL, SPAWN_CHILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED)
         return -1;
     struct spawn_shared_child c = {.opts = opts, .go_fd = go_fd, .report_fd = report_fd};

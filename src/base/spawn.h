@@ -31,10 +31,10 @@
 #include "base/error.h"
 
 struct hd_spawn_options {
-    const char *what;           /* names the child in errors: "start qemu-system-x86_64" */
-    unsigned long clone_flags;  /* CLONE_NEW* flags; 0: a plain fork */
-    int cgroup_fd;              /* >= 0: born in this cgroup (CLONE_INTO_CGROUP); -1: where we are */
-    bool go;                    /* the child waits for the parent's "go" (hd_spawn_child_wait_go) */
+    const char *what;          /* names the child in errors: "start qemu-system-x86_64" */
+    unsigned long clone_flags; /* CLONE_NEW* flags; 0: a plain fork */
+    int cgroup_fd;             /* >= 0: born in this cgroup (CLONE_INTO_CGROUP); -1: where we are */
+    bool go;                   /* the child waits for the parent's "go" (hd_spawn_child_wait_go) */
     /* vfork semantics (CLONE_VM|CLONE_VFORK): the child runs on a stack of its own in our memory and
      * hd_spawn_start returns once it exec'd or exited, so our page tables are not copied (the largest
      * cost of starting a bare process). Not with go. The child must touch nothing of ours that
@@ -46,9 +46,9 @@ struct hd_spawn_options {
 };
 
 struct hd_spawn {
-    pid_t pid;       /* the child; -1 once reaped by finish/abort */
-    int go_fd;       /* parent's end of the "go" socket, -1 once sent */
-    int report_fd;   /* read end of the report pipe */
+    pid_t pid;     /* the child; -1 once reaped by finish/abort */
+    int go_fd;     /* parent's end of the "go" socket, -1 once sent */
+    int report_fd; /* read end of the report pipe */
     const char *what;
 };
 

@@ -325,11 +325,28 @@ int hd_parse_size(const char *text, int64_t *out)
     int64_t mult = 1;
     switch (*end) {
     case '\0': break;
-    case 'b': case 'B': end++; break;
-    case 'k': case 'K': mult = 1LL << 10; end++; break;
-    case 'm': case 'M': mult = 1LL << 20; end++; break;
-    case 'g': case 'G': mult = 1LL << 30; end++; break;
-    case 't': case 'T': mult = 1LL << 40; end++; break;
+    case 'b':
+    case 'B': end++; break;
+    case 'k':
+    case 'K':
+        mult = 1LL << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1LL << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1LL << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1LL << 40;
+        end++;
+        break;
     default: return -EINVAL;
     }
     if (mult > 1) {
@@ -397,8 +414,7 @@ uint64_t hd_proc_start_time(pid_t pid)
     unsigned long long start = 0;
     /* after ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
      * cutime cstime priority nice num_threads itrealvalue starttime(22) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-               &start) != 1)
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
         return 0;
     return start;
 }

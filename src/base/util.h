@@ -26,9 +26,19 @@ void hd_cleanup_strvp(void *p);
 #define cleanup_strv __attribute__((cleanup(hd_cleanup_strvp)))
 
 /* Hand ownership out of a cleanup-managed pointer (it becomes NULL). */
-#define get_and_reset(p) ({ __typeof__(*(p)) hd_tmp_ = *(p); *(p) = NULL; hd_tmp_; })
+#define get_and_reset(p) \
+    ({ \
+        __typeof__(*(p)) hd_tmp_ = *(p); \
+        *(p) = NULL; \
+        hd_tmp_; \
+    })
 /* Hand ownership out of a cleanup-managed fd (it becomes -1). */
-#define steal_fd(p) ({ int hd_fd_ = *(p); *(p) = -1; hd_fd_; })
+#define steal_fd(p) \
+    ({ \
+        int hd_fd_ = *(p); \
+        *(p) = -1; \
+        hd_fd_; \
+    })
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 

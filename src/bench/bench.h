@@ -48,12 +48,12 @@ int hd_bench_target_set(struct hd_bench_target *t, const char *host, int port, h
 
 struct hd_bench_client_options {
     enum hd_bench_protocol protocol;
-    size_t request_size;    /* bytes per request (message: total, header included) */
-    size_t response_size;   /* bytes per response */
-    double duration_s;      /* measured time, after the warm-up */
-    double warmup_s;        /* excluded from every figure */
-    uint64_t count;         /* >0: stop after this many measured transactions instead */
-    size_t stream_chunk;    /* bytes per write in the stream test */
+    size_t request_size;  /* bytes per request (message: total, header included) */
+    size_t response_size; /* bytes per response */
+    double duration_s;    /* measured time, after the warm-up */
+    double warmup_s;      /* excluded from every figure */
+    uint64_t count;       /* >0: stop after this many measured transactions instead */
+    size_t stream_chunk;  /* bytes per write in the stream test */
     /* Called once when the warm-up ends and once when measuring ends. */
     void (*on_measure)(void *ctx, bool start);
     void *ctx;
@@ -68,7 +68,7 @@ struct hd_bench_rr_result {
 };
 
 struct hd_bench_stream_result {
-    uint64_t bytes;    /* received by the server after the warm-up */
+    uint64_t bytes; /* received by the server after the warm-up */
     double elapsed_s;
     double mbit_s;
 };
@@ -78,8 +78,8 @@ struct hd_bench_stream_result {
  * workload's: if it exits first, that is an error naming its status. Returns
  * 0 with *elapsed_ns, or -1 (timeout, workload gone).
  */
-int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeout_s,
-                        volatile sig_atomic_t *stop, hd_error_t *err);
+int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeout_s, volatile sig_atomic_t *stop,
+                        hd_error_t *err);
 int hd_bench_rr(const struct hd_bench_target *t, const struct hd_bench_client_options *o,
                 struct hd_bench_rr_result *out, hd_error_t *err);
 int hd_bench_stream(const struct hd_bench_target *t, const struct hd_bench_client_options *o,
@@ -100,19 +100,19 @@ int hd_bench_neighbour_parse(const char *text, enum hd_bench_neighbour *out);
 #define HD_BENCH_MAX_LEVELS 3
 
 struct hd_bench_options {
-    const struct hd_spec *spec;  /* the workload; NULL with builtin_echo */
+    const struct hd_spec *spec; /* the workload; NULL with builtin_echo */
     bool builtin_echo;
-    int port;                    /* 0: run-to-completion command (start = exec to exit) */
-    const char *connect;         /* "HOST:PORT": measure a server already running; no workload */
+    int port;            /* 0: run-to-completion command (start = exec to exit) */
+    const char *connect; /* "HOST:PORT": measure a server already running; no workload */
     enum hd_isolation levels[HD_BENCH_MAX_LEVELS];
     int n_levels;
-    int runs;                    /* repetitions per level */
+    int runs; /* repetitions per level */
     double ready_timeout_s;
     bool no_stream;
     enum hd_bench_neighbour neighbour;
-    bool quiet;                  /* no progress on stderr */
+    bool quiet; /* no progress on stderr */
     struct hd_bench_client_options client;
-    const char *echo_server;     /* path of hedge-echo-server; NULL: find it */
+    const char *echo_server; /* path of hedge-echo-server; NULL: find it */
 };
 
 struct hd_bench_report;
@@ -132,7 +132,7 @@ char *hd_bench_echo_image(const char *state_dir, const char *server_path, const 
 
 enum hd_bench_figure {
     HD_FIG_START_MS = 0,
-    HD_FIG_EXIT_MS,      /* run-to-completion: create to exit */
+    HD_FIG_EXIT_MS, /* run-to-completion: create to exit */
     HD_FIG_RR_P50_US,
     HD_FIG_RR_P90_US,
     HD_FIG_RR_P99_US,
@@ -149,7 +149,7 @@ enum hd_bench_figure {
 };
 
 struct hd_bench_figure_info {
-    const char *key;    /* report.json key, unit in the name */
+    const char *key; /* report.json key, unit in the name */
     const char *title;
     const char *unit;
     bool lower_is_better;

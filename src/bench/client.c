@@ -95,8 +95,8 @@ static int connect_to(const struct hd_bench_target *t, hd_error_t *err)
     return fd;
 }
 
-int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeout_s,
-                        volatile sig_atomic_t *stop, hd_error_t *err)
+int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeout_s, volatile sig_atomic_t *stop,
+                        hd_error_t *err)
 {
     uint64_t deadline = hd_now_ns() + (uint64_t)(timeout_s * 1e9);
     for (;;) {
@@ -110,14 +110,12 @@ int hd_bench_wait_ready(const struct hd_bench_target *t, int pidfd, double timeo
         if (pidfd >= 0) {
             struct pollfd p = {.fd = pidfd, .events = POLLIN};
             if (poll(&p, 1, 0) == 1)
-                return hd_error_set(err, 0, "the workload exited before %s accepted a connection",
-                                    t->text);
+                return hd_error_set(err, 0, "the workload exited before %s accepted a connection", t->text);
         }
         if (stop && *stop)
             return hd_error_set(err, EINTR, "waiting for %s", t->text);
         if (hd_now_ns() > deadline)
-            return hd_error_set(err, ETIMEDOUT, "%s did not accept a connection within %g s", t->text,
-                                timeout_s);
+            return hd_error_set(err, ETIMEDOUT, "%s did not accept a connection within %g s", t->text, timeout_s);
         /* 200 us between probes: fine enough for a start-to-ready figure */
         usleep(200);
     }
@@ -128,7 +126,7 @@ static int read_full(int fd, void *buf, size_t len)
 {
     if (hd_read_exact(fd, buf, len) == 0)
         return 0;
-    if (errno == EPIPE)  /* read(2) never fails with EPIPE: hd_read_exact's end of file */
+    if (errno == EPIPE) /* read(2) never fails with EPIPE: hd_read_exact's end of file */
         errno = 0;
     return -1;
 }
@@ -163,9 +161,8 @@ static double percentile_us(const uint64_t *sorted, size_t n, double q)
 }
 
 /* One transaction on fd (or a fresh connection for HD_BENCH_CONNECT). */
-static int rr_transaction(const struct hd_bench_target *t, const struct hd_bench_client_options *o,
-                          int fd, unsigned char *req, unsigned char *resp, uint64_t seq,
-                          hd_error_t *err)
+static int rr_transaction(const struct hd_bench_target *t, const struct hd_bench_client_options *o, int fd,
+                          unsigned char *req, unsigned char *resp, uint64_t seq, hd_error_t *err)
 {
     switch (o->protocol) {
     case HD_BENCH_CONNECT: {
@@ -191,8 +188,10 @@ static int rr_transaction(const struct hd_bench_target *t, const struct hd_bench
                                 errno ? "" : ": the server closed the connection");
         uint64_t len = get_be(resp + 10, 4);
         if (get_be(resp, 8) != seq || len < MESSAGE_HEADER || len > MESSAGE_MAX)
-            return hd_error_set(err, 0, "%s: the response is not a reply to request %llu "
-                                "(is it speaking the message protocol?)", t->text, (unsigned long long)seq);
+            return hd_error_set(err, 0,
+                                "%s: the response is not a reply to request %llu "
+                                "(is it speaking the message protocol?)",
+                                t->text, (unsigned long long)seq);
         if (read_full(fd, resp + MESSAGE_HEADER, len - MESSAGE_HEADER) < 0)
             return hd_error_set(err, errno, "read a response from %s", t->text);
         return 0;
@@ -205,8 +204,8 @@ int hd_bench_rr(const struct hd_bench_target *t, const struct hd_bench_client_op
 {
     memset(out, 0, sizeof(*out));
     if (o->protocol == HD_BENCH_MESSAGE && o->request_size < MESSAGE_HEADER + 4)
-        return hd_error_set(err, 0, "request size %zu: the message protocol needs at least %d bytes",
-                            o->request_size, MESSAGE_HEADER + 4);
+        return hd_error_set(err, 0, "request size %zu: the message protocol needs at least %d bytes", o->request_size,
+                            MESSAGE_HEADER + 4);
     if (o->request_size > MESSAGE_MAX || o->response_size > MESSAGE_MAX)
         return hd_error_set(err, 0, "request and response sizes are limited to %u bytes", MESSAGE_MAX);
     cleanup_free unsigned char *req = hd_xcalloc(1, o->request_size ? o->request_size : 1);
@@ -320,8 +319,8 @@ int hd_bench_stream(const struct hd_bench_target *t, const struct hd_bench_clien
     uint64_t done = hd_now_ns();
     uint64_t received = get_be(answer, 8);
     if (received != sent)
-        return hd_error_set(err, 0, "stream test: sent %llu bytes but %s counted %llu",
-                            (unsigned long long)sent, t->text, (unsigned long long)received);
+        return hd_error_set(err, 0, "stream test: sent %llu bytes but %s counted %llu", (unsigned long long)sent,
+                            t->text, (unsigned long long)received);
     out->bytes = received - sent_at_warm;
     out->elapsed_s = (double)(done - measure_start) / 1e9;
     out->mbit_s = out->elapsed_s > 0 ? (double)out->bytes * 8 / 1e6 / out->elapsed_s : 0;

@@ -86,8 +86,10 @@ static uint32_t get_be32(const unsigned char *p)
 
 static void put_be32(unsigned char *p, uint32_t v)
 {
-    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8); p[3] = (unsigned char)v;
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
 }
 
 static void serve_stream(int fd)
@@ -267,8 +269,9 @@ static int hog_fork(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: hedge-echo-server [--port PORT] [--address ADDR]\n"
-                    "       hedge-echo-server --hog cpu|memory|fork\n");
+    fprintf(stderr,
+            "usage: hedge-echo-server [--port PORT] [--address ADDR]\n"
+            "       hedge-echo-server --hog cpu|memory|fork\n");
 }
 
 int main(int argc, char **argv)

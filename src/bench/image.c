@@ -92,8 +92,7 @@ static const char *image_architecture(void)
 }
 
 /* The docker-save archive of the echo image, written to path. */
-static int write_echo_archive(const char *path, const char *tag, const char *server, size_t server_len,
-                              hd_error_t *err)
+static int write_echo_archive(const char *path, const char *tag, const char *server, size_t server_len, hd_error_t *err)
 {
     struct tar_buffer layer = {0}, outer = {0};
     int ret = -1;
@@ -108,8 +107,7 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
             goto out;
     static const char passwd[] = "root:x:0:0:root:/:/hedge-echo-server\n";
     if (tar_add(&layer, "etc/passwd", AE_IFREG, 0644, passwd, sizeof(passwd) - 1, err) < 0 ||
-        tar_add(&layer, "hedge-echo-server", AE_IFREG, 0755, server, server_len, err) < 0 ||
-        tar_close(&layer, err) < 0)
+        tar_add(&layer, "hedge-echo-server", AE_IFREG, 0755, server, server_len, err) < 0 || tar_close(&layer, err) < 0)
         goto out;
     char layer_hex[65], config_hex[65];
     hd_sha256_hex(layer.data, layer.used, layer_hex);
@@ -130,8 +128,7 @@ static int write_echo_archive(const char *path, const char *tag, const char *ser
     if (tar_open(&outer, err) < 0 ||
         tar_add(&outer, "manifest.json", AE_IFREG, 0644, manifest, strlen(manifest), err) < 0 ||
         tar_add(&outer, config_name, AE_IFREG, 0644, config, strlen(config), err) < 0 ||
-        tar_add(&outer, layer_name, AE_IFREG, 0644, layer.data, layer.used, err) < 0 ||
-        tar_close(&outer, err) < 0)
+        tar_add(&outer, layer_name, AE_IFREG, 0644, layer.data, layer.used, err) < 0 || tar_close(&outer, err) < 0)
         goto out;
     ret = hd_write_file(path, outer.data, outer.used, err);
 out:

@@ -38,18 +38,14 @@ const struct hd_bench_figure_info hd_bench_figures[HD_FIG_COUNT] = {
     [HD_FIG_RR_P99_US] = {"rr_latency_p99_us", "RR latency p99", "\xc2\xb5s", true},
     [HD_FIG_RR_TPS] = {"rr_transactions_per_s", "RR transactions", "1/s", false},
     [HD_FIG_STREAM_MBIT] = {"stream_throughput_mbit_s", "Stream throughput", "Mbit/s", false},
-    [HD_FIG_HOST_CPU_10K] = {"host_cpu_s_per_10k_transactions", "Host-side CPU per 10k transactions",
-                             "CPU s", true},
-    [HD_FIG_WORKLOAD_CPU_10K] = {"workload_cpu_s_per_10k_transactions",
-                                 "Workload CPU per 10k transactions", "CPU s", true},
+    [HD_FIG_HOST_CPU_10K] = {"host_cpu_s_per_10k_transactions", "Host-side CPU per 10k transactions", "CPU s", true},
+    [HD_FIG_WORKLOAD_CPU_10K] = {"workload_cpu_s_per_10k_transactions", "Workload CPU per 10k transactions", "CPU s",
+                                 true},
     [HD_FIG_WORKLOAD_MEM_MIB] = {"workload_memory_mib", "Workload memory", "MiB", true},
     [HD_FIG_OVERHEAD_MEM_MIB] = {"runtime_overhead_memory_mib", "Runtime overhead memory", "MiB", true},
-    [HD_FIG_NB_RR_P50_US] = {"neighbour_rr_latency_p50_us", "RR latency p50 beside a neighbour",
-                             "\xc2\xb5s", true},
-    [HD_FIG_NB_RR_P99_US] = {"neighbour_rr_latency_p99_us", "RR latency p99 beside a neighbour",
-                             "\xc2\xb5s", true},
-    [HD_FIG_NB_RR_TPS] = {"neighbour_rr_transactions_per_s", "RR transactions beside a neighbour", "1/s",
-                          false},
+    [HD_FIG_NB_RR_P50_US] = {"neighbour_rr_latency_p50_us", "RR latency p50 beside a neighbour", "\xc2\xb5s", true},
+    [HD_FIG_NB_RR_P99_US] = {"neighbour_rr_latency_p99_us", "RR latency p99 beside a neighbour", "\xc2\xb5s", true},
+    [HD_FIG_NB_RR_TPS] = {"neighbour_rr_transactions_per_s", "RR transactions beside a neighbour", "1/s", false},
 };
 
 struct series {
@@ -109,8 +105,9 @@ struct hd_bench_report *hd_bench_report_new(const struct hd_bench_options *o)
         r->n_levels = o->n_levels;
         for (int i = 0; i < o->n_levels; i++)
             r->levels[i] = hd_xstrdup(hd_isolation_name(o->levels[i]));
-        r->workload = hd_xstrdup(o->builtin_echo ? "built-in echo (hedge-echo-server)"
-                                 : o->spec && o->spec->name ? o->spec->name : "workload spec");
+        r->workload = hd_xstrdup(o->builtin_echo                ? "built-in echo (hedge-echo-server)"
+                                     : o->spec && o->spec->name ? o->spec->name
+                                                                : "workload spec");
     }
     r->port = o->port;
     r->protocol = hd_xstrdup(hd_bench_protocol_name(o->client.protocol));
@@ -260,16 +257,16 @@ void hd_bench_report_print_table(const struct hd_bench_report *r, FILE *out)
 {
     fprintf(out, "hedge bench: %s", r->workload);
     if (r->port)
-        fprintf(out, ", port %d, %s protocol, %zu B request / %zu B response", r->port, r->protocol,
-                r->request_size, r->response_size);
+        fprintf(out, ", port %d, %s protocol, %zu B request / %zu B response", r->port, r->protocol, r->request_size,
+                r->response_size);
     if (r->port)
         fprintf(out, "\n%d run%s per level, interleaved, %.1f s measured after %.1f s warm-up%s%s\n", r->runs,
                 r->runs == 1 ? "" : "s", r->duration_s, r->warmup_s,
                 strcmp(r->neighbour, "none") ? ", neighbour: " : "", strcmp(r->neighbour, "none") ? r->neighbour : "");
     else
         fprintf(out, ", run to completion\n%d run%s per level, interleaved\n", r->runs, r->runs == 1 ? "" : "s");
-    fprintf(out, "host %s (%s, %ld CPUs), kernel %s\ncgroup mode %s; vm accelerator: %s\n\n", r->hostname,
-            r->machine, r->cpus, r->kernel, r->cgroup_mode, r->vm_accel);
+    fprintf(out, "host %s (%s, %ld CPUs), kernel %s\ncgroup mode %s; vm accelerator: %s\n\n", r->hostname, r->machine,
+            r->cpus, r->kernel, r->cgroup_mode, r->vm_accel);
     fprintf(out, "%-36s %-7s", "figure (median [min-max])", "unit");
     for (int i = 0; i < r->n_levels; i++)
         fprintf(out, " %-30s", r->levels[i]);
@@ -279,7 +276,8 @@ void hd_bench_report_print_table(const struct hd_bench_report *r, FILE *out)
             continue;
         const struct hd_bench_figure_info *fi = &hd_bench_figures[f];
         /* the unit may be multi-byte (µs): pad by hand */
-        fprintf(out, "%-36s %s%*s", fi->title, fi->unit, (int)(7 - (strcmp(fi->unit, "\xc2\xb5s") ? strlen(fi->unit) : 2)), "");
+        fprintf(out, "%-36s %s%*s", fi->title, fi->unit,
+                (int)(7 - (strcmp(fi->unit, "\xc2\xb5s") ? strlen(fi->unit) : 2)), "");
         for (int i = 0; i < r->n_levels; i++) {
             struct summary s = summarize(&r->data[i][f]);
             char cell[128] = "-";
@@ -316,8 +314,9 @@ static json_t *report_to_json(const struct hd_bench_report *r)
         if (!figure_present(r, f))
             continue;
         const struct hd_bench_figure_info *fi = &hd_bench_figures[f];
-        json_array_append_new(figures, json_pack("{s:s,s:s,s:s,s:b}", "key", fi->key, "title", fi->title, "unit",
-                                                 fi->unit, "lower_is_better", fi->lower_is_better));
+        json_array_append_new(figures,
+                              json_pack("{s:s,s:s,s:s,s:b}", "key", fi->key, "title", fi->title, "unit", fi->unit,
+                                        "lower_is_better", fi->lower_is_better));
         for (int i = 0; i < r->n_levels; i++) {
             struct summary s = summarize(&r->data[i][f]);
             if (!s.present)
@@ -327,27 +326,24 @@ static json_t *report_to_json(const struct hd_bench_report *r)
                 json_array_append_new(samples, json_real(r->data[i][f].v[k]));
             double q = ratio_to_reference(r, i, f);
             json_object_set_new(json_object_get(results, r->levels[i]), fi->key,
-                                json_pack("{s:f,s:f,s:f,s:f,s:o,s:o}", "median", s.median, "min", s.min, "max",
-                                          s.max, "spread_pct", s.median ? (s.max - s.min) / s.median * 100 : 0.0,
-                                          "samples", samples, "ratio_to_process",
-                                          isfinite(q) ? json_real(q) : json_null()));
+                                json_pack("{s:f,s:f,s:f,s:f,s:o,s:o}", "median", s.median, "min", s.min, "max", s.max,
+                                          "spread_pct", s.median ? (s.max - s.min) / s.median * 100 : 0.0, "samples",
+                                          samples, "ratio_to_process", isfinite(q) ? json_real(q) : json_null()));
         }
     }
     json_t *notes = json_array();
     for (size_t i = 0; r->notes && r->notes[i]; i++)
         json_array_append_new(notes, json_string(r->notes[i]));
-    return json_pack(
-        "{s:s,s:s,s:{s:s,s:s,s:s,s:I,s:s,s:s},s:{s:s,s:i,s:s,s:I,s:I},"
-        "s:{s:o,s:i,s:f,s:f,s:b,s:s},s:o,s:o,s:o,s:o}",
-        "hedge_version", HEDGE_VERSION, "created", r->created,
-        "host", "hostname", r->hostname, "kernel", r->kernel, "machine", r->machine, "cpus", (json_int_t)r->cpus,
-        "cgroup_mode", r->cgroup_mode, "vm_accelerator", r->vm_accel,
-        "workload", "name", r->workload, "port", r->port, "protocol", r->protocol,
-        "request_bytes", (json_int_t)r->request_size, "response_bytes", (json_int_t)r->response_size,
-        "settings", "levels", levels, "runs", r->runs, "duration_s", r->duration_s, "warmup_s", r->warmup_s,
-        "interleaved", 1, "neighbour", r->neighbour,
-        "netns", r->netns ? json_string(r->netns) : json_null(), "figures", figures, "results", results,
-        "notes", notes);
+    return json_pack("{s:s,s:s,s:{s:s,s:s,s:s,s:I,s:s,s:s},s:{s:s,s:i,s:s,s:I,s:I},"
+                     "s:{s:o,s:i,s:f,s:f,s:b,s:s},s:o,s:o,s:o,s:o}",
+                     "hedge_version", HEDGE_VERSION, "created", r->created, "host", "hostname", r->hostname, "kernel",
+                     r->kernel, "machine", r->machine, "cpus", (json_int_t)r->cpus, "cgroup_mode", r->cgroup_mode,
+                     "vm_accelerator", r->vm_accel, "workload", "name", r->workload, "port", r->port, "protocol",
+                     r->protocol, "request_bytes", (json_int_t)r->request_size, "response_bytes",
+                     (json_int_t)r->response_size, "settings", "levels", levels, "runs", r->runs, "duration_s",
+                     r->duration_s, "warmup_s", r->warmup_s, "interleaved", 1, "neighbour", r->neighbour, "netns",
+                     r->netns ? json_string(r->netns) : json_null(), "figures", figures, "results", results, "notes",
+                     notes);
 }
 
 char *hd_bench_report_json(const struct hd_bench_report *r)
@@ -439,15 +435,19 @@ static void chart_svg(const struct hd_bench_report *r, int f, struct text *t)
     }
     top = nice_ceiling(top * 1.15);
     int plot_w = CHART_W - PLOT_LEFT - PLOT_RIGHT, plot_h = CHART_H - PLOT_TOP - PLOT_BOTTOM;
-    text_printf(t, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+    text_printf(t,
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                 "font-family=\"DejaVu Sans, Arial, sans-serif\" font-size=\"12\" role=\"img\" "
-                "data-figure=\"%s\">\n", CHART_W, CHART_H, CHART_W, CHART_H, fi->key);
+                "data-figure=\"%s\">\n",
+                CHART_W, CHART_H, CHART_W, CHART_H, fi->key);
     text_printf(t, "<title>%s (%s)</title>\n", fi->title, fi->unit);
     text_printf(t, "<rect x=\"0\" y=\"0\" width=\"%d\" height=\"%d\" fill=\"#ffffff\"/>\n", CHART_W, CHART_H);
     text_printf(t, "<text x=\"%d\" y=\"20\" font-size=\"14\" font-weight=\"bold\">%s</text>\n", PLOT_LEFT - 50,
                 fi->title);
-    text_printf(t, "<text x=\"%d\" y=\"36\" fill=\"#555555\">%s, %s is better; bars: median, whisker: "
-                "min-max</text>\n", PLOT_LEFT - 50, fi->unit, fi->lower_is_better ? "lower" : "higher");
+    text_printf(t,
+                "<text x=\"%d\" y=\"36\" fill=\"#555555\">%s, %s is better; bars: median, whisker: "
+                "min-max</text>\n",
+                PLOT_LEFT - 50, fi->unit, fi->lower_is_better ? "lower" : "higher");
     for (int g = 0; g <= 4; g++) {
         double v = top * g / 4;
         double y = PLOT_TOP + plot_h - plot_h * g / 4.0;
@@ -455,40 +455,44 @@ static void chart_svg(const struct hd_bench_report *r, int f, struct text *t)
         format_value(label, sizeof(label), v);
         text_printf(t, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1\"/>\n",
                     PLOT_LEFT, y, CHART_W - PLOT_RIGHT, y, g ? "#e0e0e0" : "#333333");
-        text_printf(t, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555555\">%s</text>\n",
-                    PLOT_LEFT - 6, y + 4, label);
+        text_printf(t, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" fill=\"#555555\">%s</text>\n", PLOT_LEFT - 6,
+                    y + 4, label);
     }
     double slot = (double)plot_w / r->n_levels;
     double bar_w = slot * 0.56;
     for (int i = 0; i < r->n_levels; i++) {
         double cx = PLOT_LEFT + slot * (i + 0.5);
-        text_printf(t, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", cx,
-                    CHART_H - PLOT_BOTTOM + 18, r->levels[i]);
+        text_printf(t, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n", cx, CHART_H - PLOT_BOTTOM + 18,
+                    r->levels[i]);
         struct summary s = summarize(&r->data[i][f]);
         if (!s.present) {
-            text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#999999\">not measured"
-                        "</text>\n", cx, PLOT_TOP + plot_h - 8.0);
+            text_printf(t,
+                        "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#999999\">not measured"
+                        "</text>\n",
+                        cx, PLOT_TOP + plot_h - 8.0);
             continue;
         }
         double h = plot_h * s.median / top, y = PLOT_TOP + plot_h - h;
-        text_printf(t, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n",
-                    cx - bar_w / 2, y, bar_w, h, level_colour(r->levels[i]));
+        text_printf(t, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", cx - bar_w / 2, y,
+                    bar_w, h, level_colour(r->levels[i]));
         double ylo = PLOT_TOP + plot_h - plot_h * s.min / top, yhi = PLOT_TOP + plot_h - plot_h * s.max / top;
-        text_printf(t, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\" "
-                    "stroke-width=\"1.5\"/>\n", cx, ylo, cx, yhi);
-        text_printf(t, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\"/>\n",
-                    cx - 6, yhi, cx + 6, yhi);
-        text_printf(t, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\"/>\n",
-                    cx - 6, ylo, cx + 6, ylo);
+        text_printf(t,
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\" "
+                    "stroke-width=\"1.5\"/>\n",
+                    cx, ylo, cx, yhi);
+        text_printf(t, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\"/>\n", cx - 6, yhi,
+                    cx + 6, yhi);
+        text_printf(t, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#222222\"/>\n", cx - 6, ylo,
+                    cx + 6, ylo);
         char med[24];
         format_value(med, sizeof(med), s.median);
-        text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-weight=\"bold\">%s</text>\n",
-                    cx, fmin(y, yhi) - 6, med);
+        text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-weight=\"bold\">%s</text>\n", cx,
+                    fmin(y, yhi) - 6, med);
         double q = ratio_to_reference(r, i, f);
         if (isfinite(q)) {
             bool inside = h > 22;
-            text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%.2f\xc3\x97</text>\n",
-                        cx, inside ? PLOT_TOP + plot_h - 8.0 : fmin(y, yhi) - 20, inside ? "#ffffff" : "#333333", q);
+            text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%.2f\xc3\x97</text>\n", cx,
+                        inside ? PLOT_TOP + plot_h - 8.0 : fmin(y, yhi) - 20, inside ? "#ffffff" : "#333333", q);
         }
     }
     text_printf(t, "</svg>\n");
@@ -496,10 +500,12 @@ static void chart_svg(const struct hd_bench_report *r, int f, struct text *t)
 
 static void html_report(const struct hd_bench_report *r, struct text *t)
 {
-    text_printf(t, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    text_printf(t,
+                "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 "<title>hedge bench: ");
     text_escaped(t, r->workload);
-    text_printf(t, "</title>\n<style>\nbody{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#222}\n"
+    text_printf(t,
+                "</title>\n<style>\nbody{font-family:'DejaVu Sans',Arial,sans-serif;margin:24px;color:#222}\n"
                 "table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;"
                 "text-align:right}th:first-child,td:first-child{text-align:left}\n"
                 ".charts{display:flex;flex-wrap:wrap;gap:16px}.charts svg{border:1px solid #ddd}\n"
@@ -511,7 +517,8 @@ static void html_report(const struct hd_bench_report *r, struct text *t)
     text_escaped(t, r->kernel);
     text_printf(t, "</li>\n<li>cgroup mode: %s</li>\n<li>vm accelerator: ", r->cgroup_mode);
     text_escaped(t, r->vm_accel);
-    text_printf(t, "</li>\n<li>%d run%s per level, levels interleaved; %.1f s measured after %.1f s warm-up; "
+    text_printf(t,
+                "</li>\n<li>%d run%s per level, levels interleaved; %.1f s measured after %.1f s warm-up; "
                 "protocol %s, %zu B request / %zu B response; neighbour: %s</li>\n<li>created %s</li>\n</ul>\n",
                 r->runs, r->runs == 1 ? "" : "s", r->duration_s, r->warmup_s, r->protocol, r->request_size,
                 r->response_size, r->neighbour, r->created);

@@ -110,8 +110,10 @@ static int bench_lock(int *out, hd_error_t *err)
         ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        return hd_error_set(err, 0, "another hedge bench is running (pid %s holds %s); benches would "
-                            "measure each other, so only one runs at a time", pid[0] ? pid : "?", path);
+        return hd_error_set(err, 0,
+                            "another hedge bench is running (pid %s holds %s); benches would "
+                            "measure each other, so only one runs at a time",
+                            pid[0] ? pid : "?", path);
     }
     char pid[32];
     int len = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
@@ -227,9 +229,9 @@ struct bench_ctx {
     const struct hd_bench_options *o;
     struct hd_bench_report *report;
     struct bench_netns netns;
-    char *echo_server;  /* host path of the static server (process level) */
-    char *echo_image;   /* its image in the store (container, vm) */
-    char *tmp_dir;      /* the bench's own temp dir (workload logs) */
+    char *echo_server; /* host path of the static server (process level) */
+    char *echo_image;  /* its image in the store (container, vm) */
+    char *tmp_dir;     /* the bench's own temp dir (workload logs) */
     int step, steps;
     uint64_t started_ns;
 };
@@ -337,12 +339,15 @@ static size_t read_procs(struct proc_info **out)
         int ppid;
         unsigned long long utime, stime, vsize;
         long long rss;
-        if (sscanf(rp + 2, "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
-                   "%*u %llu %lld", &state, &ppid, &utime, &stime, &vsize, &rss) != 6)
+        if (sscanf(rp + 2,
+                   "%c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d %*d "
+                   "%*u %llu %lld",
+                   &state, &ppid, &utime, &stime, &vsize, &rss) != 6)
             continue;
         if (n == cap)
             v = hd_xrealloc(v, (cap *= 2) * sizeof(*v));
-        v[n++] = (struct proc_info){.pid = atoi(e->d_name), .ppid = ppid,
+        v[n++] = (struct proc_info){.pid = atoi(e->d_name),
+                                    .ppid = ppid,
                                     .cpu_s = (double)(utime + stime) / (double)tick,
                                     .rss_bytes = (uint64_t)(rss > 0 ? rss : 0) * (uint64_t)page,
                                     .group = -1};
@@ -370,11 +375,11 @@ static bool descends_from(const struct proc_info *v, size_t n, pid_t pid, pid_t 
 }
 
 struct usage {
-    double client_cpu_s;     /* this process */
-    double workload_cpu_s;   /* the workload under test */
-    double overhead_cpu_s;   /* the runtime's own processes (not in a workload) */
-    double workload_mem;     /* bytes */
-    double overhead_mem;     /* bytes */
+    double client_cpu_s;   /* this process */
+    double workload_cpu_s; /* the workload under test */
+    double overhead_cpu_s; /* the runtime's own processes (not in a workload) */
+    double workload_mem;   /* bytes */
+    double overhead_mem;   /* bytes */
     bool from_cgroup;
 };
 
@@ -384,8 +389,8 @@ static void measure_usage(struct hd_workload *w, struct hd_workload *neighbour, 
     memset(u, 0, sizeof(*u));
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    u->client_cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    u->client_cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+        (double)ru.ru_stime.tv_usec / 1e6;
 
     struct proc_info *v = NULL;
     size_t n = read_procs(&v);
@@ -565,8 +570,10 @@ static int workload_address(struct bench_ctx *c, struct live *l, hd_error_t *err
     if (setns(c->netns.own_fd, CLONE_NEWNET) < 0)
         return hd_error_sys(err, "return to the bench's network namespace");
     if (host[0] == '\0')
-        return hd_error_set(err, 0, "the %s workload has no IPv4 address in its network namespace "
-                            "(network mode %s)", hd_isolation_name(level), hd_net_mode_name(l->spec->network));
+        return hd_error_set(err, 0,
+                            "the %s workload has no IPv4 address in its network namespace "
+                            "(network mode %s)",
+                            hd_isolation_name(level), hd_net_mode_name(l->spec->network));
     return hd_bench_target_set(&l->target, host, c->o->port, err);
 }
 
@@ -578,8 +585,7 @@ static int workload_address(struct bench_ctx *c, struct live *l, hd_error_t *err
  */
 enum live_wait { WAIT_PORT, WAIT_EXIT, WAIT_NONE };
 
-static int live_start(struct bench_ctx *c, struct hd_spec *spec, enum live_wait wait, struct live *l,
-                      hd_error_t *err)
+static int live_start(struct bench_ctx *c, struct hd_spec *spec, enum live_wait wait, struct live *l, hd_error_t *err)
 {
     memset(l, 0, sizeof(*l));
     l->pidfd = -1;
@@ -634,8 +640,8 @@ static void progress(struct bench_ctx *c, const char *level, int rep, const char
     /* before the first step is done, guess: RR and stream phases, or one second for a command */
     double first_guess = c->o->port ? 2 * (c->o->client.duration_s + c->o->client.warmup_s) + 1 : 1;
     double per_step = c->step > 1 ? elapsed / (c->step - 1) : first_guess;
-    fprintf(stderr, "hedge bench: %s, repetition %d of %d%s (step %d of %d, about %.0f s left)\n", level,
-            rep + 1, c->o->runs, what, c->step, c->steps, per_step * (c->steps - c->step + 1));
+    fprintf(stderr, "hedge bench: %s, repetition %d of %d%s (step %d of %d, about %.0f s left)\n", level, rep + 1,
+            c->o->runs, what, c->step, c->steps, per_step * (c->steps - c->step + 1));
 }
 
 /* ---- measuring ---- */
@@ -683,8 +689,8 @@ static int measure_level(struct bench_ctx *c, int li, int rep, hd_error_t *err)
     hd_bench_report_add(c->report, li, HD_FIG_RR_TPS, rr.tps);
     if (rr.transactions > 0) {
         double per10k = 10000.0 / (double)rr.transactions;
-        double host = (m.after.client_cpu_s - m.before.client_cpu_s) +
-                      (m.after.overhead_cpu_s - m.before.overhead_cpu_s);
+        double host =
+            (m.after.client_cpu_s - m.before.client_cpu_s) + (m.after.overhead_cpu_s - m.before.overhead_cpu_s);
         hd_bench_report_add(c->report, li, HD_FIG_HOST_CPU_10K, host * per10k);
         hd_bench_report_add(c->report, li, HD_FIG_WORKLOAD_CPU_10K,
                             (m.after.workload_cpu_s - m.before.workload_cpu_s) * per10k);
@@ -693,7 +699,8 @@ static int measure_level(struct bench_ctx *c, int li, int rep, hd_error_t *err)
     hd_bench_report_add(c->report, li, HD_FIG_OVERHEAD_MEM_MIB, m.after.overhead_mem / (1 << 20));
     if (!m.after.from_cgroup && rep == 0) {
         cleanup_free char *note = hd_xasprintf("%s: no cgroup statistics; workload CPU and memory are its "
-                                               "process tree's from /proc", hd_isolation_name(level));
+                                               "process tree's from /proc",
+                                               hd_isolation_name(level));
         hd_bench_report_add_note(c->report, note);
     }
 
@@ -728,8 +735,7 @@ static int measure_with_neighbour(struct bench_ctx *c, int li, int rep, hd_error
     if (live_start(c, spec, WAIT_PORT, &l, err) < 0)
         goto out;
     /* the hostile neighbour: same level, same limits as the workload under test */
-    struct hd_spec *nb_spec = builtin_spec(c, level, hd_bench_neighbour_name(c->o->neighbour),
-                                           &l.spec->resources);
+    struct hd_spec *nb_spec = builtin_spec(c, level, hd_bench_neighbour_name(c->o->neighbour), &l.spec->resources);
     if (live_start(c, nb_spec, WAIT_NONE, &nb, err) < 0) {
         hd_error_prefix(err, "neighbour");
         goto out;

@@ -21,17 +21,17 @@
 #include "base/util.h"
 
 struct acl_rule {
-    char *user;      /* NULL: anonymous ("topic" before any "user") */
-    bool pattern;    /* applies to every client, with %u/%c */
-    int access;      /* ACL_READ | ACL_WRITE, 0 = deny */
+    char *user;   /* NULL: anonymous ("topic" before any "user") */
+    bool pattern; /* applies to every client, with %u/%c */
+    int access;   /* ACL_READ | ACL_WRITE, 0 = deny */
     char *topic;
-    bool runtime;    /* added by hd_broker_allow(); may use %u/%c */
+    bool runtime; /* added by hd_broker_allow(); may use %u/%c */
 };
 
 struct broker_acl {
     struct acl_rule *rules;
     size_t n_rules;
-    bool from_file;  /* without a file, only users with run-time rules are restricted */
+    bool from_file; /* without a file, only users with run-time rules are restricted */
 };
 
 int broker_acl_load(struct hd_broker *b, hd_error_t *err)
@@ -72,8 +72,11 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err)
         if (*word_end) {
             char saved = *word_end;
             *word_end = '\0';
-            int a = strcmp(rest, "read") == 0 ? ACL_READ : strcmp(rest, "write") == 0 ? ACL_WRITE
-                  : strcmp(rest, "readwrite") == 0 ? (ACL_READ | ACL_WRITE) : strcmp(rest, "deny") == 0 ? 0 : -1;
+            int a = strcmp(rest, "read") == 0    ? ACL_READ
+                : strcmp(rest, "write") == 0     ? ACL_WRITE
+                : strcmp(rest, "readwrite") == 0 ? (ACL_READ | ACL_WRITE)
+                : strcmp(rest, "deny") == 0      ? 0
+                                                 : -1;
             if (a >= 0) {
                 access = a;
                 rest = word_end + 1;
@@ -86,8 +89,10 @@ int broker_acl_load(struct hd_broker *b, hd_error_t *err)
         if (!*rest || !hd_mqtt_filter_valid(rest))
             return hd_error_set(err, 0, "acl file %s line %d: invalid topic '%s'", b->cfg.acl_file, lineno, rest);
         b->acl->rules = hd_xrealloc(b->acl->rules, (b->acl->n_rules + 1) * sizeof(struct acl_rule));
-        b->acl->rules[b->acl->n_rules++] = (struct acl_rule){
-            pattern ? NULL : user ? hd_xstrdup(user) : NULL, pattern, access, hd_xstrdup(rest), false};
+        b->acl->rules[b->acl->n_rules++] = (struct acl_rule){pattern    ? NULL
+                                                                 : user ? hd_xstrdup(user)
+                                                                        : NULL,
+                                                             pattern, access, hd_xstrdup(rest), false};
     }
     return 0;
 }
@@ -115,8 +120,7 @@ static char *pattern_expand(const char *pat, const char *username, const char *c
     return (char *)out.data;
 }
 
-bool broker_acl_allows(struct hd_broker *b, const char *username, const char *client_id, const char *topic,
-                       int access)
+bool broker_acl_allows(struct hd_broker *b, const char *username, const char *client_id, const char *topic, int access)
 {
     if (!b->acl)
         return true;
@@ -149,8 +153,10 @@ bool broker_acl_allows(struct hd_broker *b, const char *username, const char *cl
 
 int hd_broker_allow(struct hd_broker *b, const char *user, const char *access, const char *filter, hd_error_t *err)
 {
-    int a = strcmp(access, "read") == 0 ? ACL_READ : strcmp(access, "write") == 0 ? ACL_WRITE
-          : strcmp(access, "readwrite") == 0 ? (ACL_READ | ACL_WRITE) : -1;
+    int a = strcmp(access, "read") == 0    ? ACL_READ
+        : strcmp(access, "write") == 0     ? ACL_WRITE
+        : strcmp(access, "readwrite") == 0 ? (ACL_READ | ACL_WRITE)
+                                           : -1;
     if (a < 0)
         return hd_error_set(err, 0, "broker acl for %s: access '%s': expected read, write or readwrite", user, access);
     if (!hd_mqtt_filter_valid(filter))
@@ -172,7 +178,7 @@ void broker_acl_forget_user(struct hd_broker *b, const char *user)
         if (r->runtime && strcmp(r->user, user) == 0) {
             free(r->user);
             free(r->topic);
-            memmove(r, r + 1, (b->acl->n_rules - i - 1) * sizeof(*r));  /* keep rule order */
+            memmove(r, r + 1, (b->acl->n_rules - i - 1) * sizeof(*r)); /* keep rule order */
             b->acl->n_rules--;
         } else {
             i++;

@@ -22,7 +22,7 @@
 #include "mqtt/openssl_lazy.h"
 #include "base/util.h"
 
-#define RUNTIME_ITERATIONS 1000  /* run-time users get random 128-bit secrets, not human passwords */
+#define RUNTIME_ITERATIONS 1000 /* run-time users get random 128-bit secrets, not human passwords */
 
 struct auth_user {
     char *name;
@@ -30,7 +30,7 @@ struct auth_user {
     unsigned char salt[64];
     int salt_len;
     unsigned char hash[HASH_LEN];
-    bool internal;  /* hedged's own (hd_broker_set_internal_user): not a reason to refuse anonymous clients */
+    bool internal; /* hedged's own (hd_broker_set_internal_user): not a reason to refuse anonymous clients */
 };
 
 struct broker_auth {
@@ -130,8 +130,8 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
         if (!has_password)
             return RC_BAD_USER_OR_PASSWORD;
         unsigned char hash[HASH_LEN];
-        if (!PKCS5_PBKDF2_HMAC((const char *)password->data, (int)password->len, u->salt, u->salt_len,
-                               u->iterations, EVP_sha512(), HASH_LEN, hash))
+        if (!PKCS5_PBKDF2_HMAC((const char *)password->data, (int)password->len, u->salt, u->salt_len, u->iterations,
+                               EVP_sha512(), HASH_LEN, hash))
             return RC_BAD_USER_OR_PASSWORD;
         return CRYPTO_memcmp(hash, u->hash, HASH_LEN) == 0 ? 0 : RC_BAD_USER_OR_PASSWORD;
     }
@@ -146,8 +146,7 @@ bool hd_broker_anonymous_allowed(struct hd_broker *b)
     return b->cfg.allow_anonymous >= 0 ? b->cfg.allow_anonymous : !broker_auth_has_users(b);
 }
 
-static int auth_set_user(struct hd_broker *b, const char *user, const char *password, bool internal,
-                         hd_error_t *err)
+static int auth_set_user(struct hd_broker *b, const char *user, const char *password, bool internal, hd_error_t *err)
 {
     /* ':' is allowed here (unlike in a password file): hedged's "workload:<name>" users
      * thus never collide with a password file's users. */
@@ -155,15 +154,15 @@ static int auth_set_user(struct hd_broker *b, const char *user, const char *pass
         return hd_error_set(err, 0, "broker user: must be non-empty");
     if (hd_openssl_load(err) < 0)
         return hd_error_prefix(err, "broker user %s", user);
-    struct auth_user u = {.name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN,
-                          .internal = internal};
+    struct auth_user u = {
+        .name = hd_xstrdup(user), .iterations = RUNTIME_ITERATIONS, .salt_len = SALT_LEN, .internal = internal};
     if (RAND_bytes(u.salt, SALT_LEN) != 1 ||
         !PKCS5_PBKDF2_HMAC(password, (int)strlen(password), u.salt, SALT_LEN, u.iterations, EVP_sha512(), HASH_LEN,
                            u.hash)) {
         free(u.name);
         return hd_error_set(err, 0, "broker user %s: cannot hash the password", user);
     }
-    for (size_t i = 0; i < b->auth->n_users; i++) {  /* replace the password, keep the rules */
+    for (size_t i = 0; i < b->auth->n_users; i++) { /* replace the password, keep the rules */
         if (strcmp(b->auth->users[i].name, user) == 0) {
             free(b->auth->users[i].name);
             b->auth->users[i] = b->auth->users[--b->auth->n_users];

@@ -37,8 +37,8 @@
 #include "base/util.h"
 
 #define READ_BUF_SIZE (256 * 1024)
-#define QOS0_BACKLOG_LIMIT (8u << 20)  /* a socket this far behind drops QoS 0 messages */
-#define REF_PAYLOAD_MIN 1024           /* payloads from this size are written by reference, not copied */
+#define QOS0_BACKLOG_LIMIT (8u << 20) /* a socket this far behind drops QoS 0 messages */
+#define REF_PAYLOAD_MIN 1024          /* payloads from this size are written by reference, not copied */
 
 static void round_begin(struct hd_broker *b);
 
@@ -49,8 +49,12 @@ struct broker_msg *broker_msg_new(const char *topic, size_t topic_len, const voi
 {
     struct broker_msg *m = hd_xmalloc(sizeof(*m) + topic_len + 1 + props_len + payload_len);
     char *p = (char *)(m + 1);
-    *m = (struct broker_msg){.refs = 1, .qos = qos, .retain = retain, .topic_len = (uint16_t)topic_len,
-                             .payload_len = (uint32_t)payload_len, .props_len = (uint32_t)props_len};
+    *m = (struct broker_msg){.refs = 1,
+                             .qos = qos,
+                             .retain = retain,
+                             .topic_len = (uint16_t)topic_len,
+                             .payload_len = (uint32_t)payload_len,
+                             .props_len = (uint32_t)props_len};
     m->topic = p;
     memcpy(p, topic, topic_len);
     p[topic_len] = '\0';
@@ -70,8 +74,8 @@ struct broker_msg *broker_msg_hold(struct broker_msg *m)
         return m;
     }
     if (!m->owned) {
-        m->owned = broker_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props, m->props_len,
-                                  m->qos, m->retain);
+        m->owned = broker_msg_new(m->topic, m->topic_len, m->payload, m->payload_len, m->props, m->props_len, m->qos,
+                                  m->retain);
         m->owned->expire_at_ns = m->expire_at_ns;
         m->owned->expiry_wall = m->expiry_wall;
     }
@@ -95,7 +99,7 @@ bool broker_msg_expired(const struct broker_msg *m, uint64_t now)
 struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c)
 {
     if (!c->in_flush_list) {
-        round_begin(b);  /* output queued outside an event (a user removed) still leaves this turn */
+        round_begin(b); /* output queued outside an event (a user removed) still leaves this turn */
         c->in_flush_list = true;
         c->flush_next = b->flush_list;
         b->flush_list = c;
@@ -142,16 +146,17 @@ bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
     if (c->out_alias_max) {
         head.topic_alias = out_alias_find(c, m, &alias_known);
         if (alias_known)
-            head.topic.len = 0;  /* the client maps the alias back to the topic (MQTT 5 §3.3.2.3.4) */
+            head.topic.len = 0; /* the client maps the alias back to the topic (MQTT 5 §3.3.2.3.4) */
     }
     if (c->protocol == 5 && m->expire_at_ns) {
         uint64_t now = hd_now_ns();
         head.has_expiry = true;
-        head.expiry = m->expire_at_ns > now ? (uint32_t)((m->expire_at_ns - now + BROKER_NS_PER_S - 1) / BROKER_NS_PER_S) : 1;
+        head.expiry =
+            m->expire_at_ns > now ? (uint32_t)((m->expire_at_ns - now + BROKER_NS_PER_S - 1) / BROKER_NS_PER_S) : 1;
     }
     size_t total = mqtt_publish_size(c->protocol, &head);
     if (c->client_max_packet && total > c->client_max_packet) {
-        b->stats.messages_dropped++;  /* MQTT-3.1.2-24/25: discard what the client cannot take */
+        b->stats.messages_dropped++; /* MQTT-3.1.2-24/25: discard what the client cannot take */
         return false;
     }
     if (head.topic_alias && !alias_known) {
@@ -300,7 +305,7 @@ static int conn_flush(struct hd_broker *b, struct broker_conn *c)
         }
         broker_conn_want_write(b, c, false);
     } else {
-        if (c->out_sent > 64 * 1024) {  /* compact: drop what was written */
+        if (c->out_sent > 64 * 1024) { /* compact: drop what was written */
             memmove(c->out.data, c->out.data + c->out_sent, c->out.len - c->out_sent);
             c->out.len -= c->out_sent;
             if (c->n_refs)
@@ -328,11 +333,11 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
         /* dropped unsent: conn_free releases the buffer */
     } else if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
-        conn_flush(b, c);  /* best effort: the DISCONNECT and anything before it */
+        conn_flush(b, c); /* best effort: the DISCONNECT and anything before it */
     } else if (out_pending(c)) {
         conn_flush(b, c);
     }
-    round_begin(b);  /* the connection is freed at the end of the round */
+    round_begin(b); /* the connection is freed at the end of the round */
     hd_loop_unwatch(b->loop, c->watch);
     c->watch = NULL;
     bool was_active = c->state == CONN_ACTIVE;
@@ -381,7 +386,7 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
 {
     uint8_t type = type_flags >> 4, flags = type_flags & 0x0f;
     int rc;
-    c->last_rx_ns = b->now_ns;  /* one clock read per round is precise enough for keepalive */
+    c->last_rx_ns = b->now_ns; /* one clock read per round is precise enough for keepalive */
     if (c->state == CONN_WAIT_CONNECT) {
         if (type != MQTT_CONNECT || flags) {
             broker_conn_close(b, c, 0);
@@ -391,9 +396,10 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
     } else {
         switch (type) {
         case MQTT_PUBLISH: rc = broker_handle_publish(b, c, flags, body, len); break;
-        case MQTT_PUBACK: case MQTT_PUBREC: case MQTT_PUBREL: case MQTT_PUBCOMP:
-            rc = broker_handle_ack(b, c, type, flags, body, len);
-            break;
+        case MQTT_PUBACK:
+        case MQTT_PUBREC:
+        case MQTT_PUBREL:
+        case MQTT_PUBCOMP: rc = broker_handle_ack(b, c, type, flags, body, len); break;
         case MQTT_SUBSCRIBE: rc = broker_handle_subscribe(b, c, flags, body, len); break;
         case MQTT_UNSUBSCRIBE: rc = broker_handle_unsubscribe(b, c, flags, body, len); break;
         case MQTT_PINGREQ:
@@ -406,7 +412,7 @@ static int conn_packet(struct hd_broker *b, struct broker_conn *c, uint8_t type_
             rc = 0;
             break;
         case MQTT_DISCONNECT: rc = broker_handle_disconnect(b, c, flags, body, len); break;
-        case MQTT_CONNECT: rc = RC_PROTOCOL_ERROR; break;  /* a second CONNECT */
+        case MQTT_CONNECT: rc = RC_PROTOCOL_ERROR; break; /* a second CONNECT */
         default: rc = RC_PROTOCOL_ERROR; break;
         }
     }
@@ -450,7 +456,7 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
         ssize_t n;
         if (c->tls) {
             n = broker_tls_read(c, b->read_buf, b->read_buf_size);
-            if (n == -2) {  /* handshake in progress */
+            if (n == -2) { /* handshake in progress */
                 int r = broker_tls_accept(b, c);
                 if (r < 0)
                     broker_conn_close(b, c, 0);
@@ -498,7 +504,7 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
             c->in = hd_xmalloc(left);
             c->in_cap = c->in_len = (uint32_t)left;
             memcpy(c->in, data + used, left);
-            c->last_rx_ns = b->now_ns;  /* the partial-packet deadline starts now */
+            c->last_rx_ns = b->now_ns; /* the partial-packet deadline starts now */
         }
         if ((size_t)n < b->read_buf_size)
             return;
@@ -596,7 +602,7 @@ static void conns_tick(struct hd_broker *b, uint64_t now)
             broker_conn_close(b, c, RC_KEEPALIVE_TIMEOUT);
         } else if (c->in_len && now - c->last_rx_ns > packet_deadline &&
                    (!c->keepalive || packet_deadline < (uint64_t)c->keepalive * 1500000000ull)) {
-            broker_conn_close(b, c, RC_MALFORMED);  /* slowloris: a packet that never completes */
+            broker_conn_close(b, c, RC_MALFORMED); /* slowloris: a packet that never completes */
         }
     }
 }
@@ -656,7 +662,7 @@ static void on_conn_ready(struct hd_loop *loop, int fd, uint32_t events, void *d
         return;
     round_begin(b);
     if (events & EPOLLOUT) {
-        if (c->tls && broker_tls_accept(b, c) < 0) {  /* a handshake waiting to write */
+        if (c->tls && broker_tls_accept(b, c) < 0) { /* a handshake waiting to write */
             broker_conn_close(b, c, 0);
             return;
         }
@@ -697,7 +703,7 @@ int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
             return hd_error_prefix(err, "broker");
     }
     b->tick = hd_loop_timer(loop, 1.0, on_tick, b);
-    round_begin(b);  /* what hd_broker_new stored ($SYS, restored sessions) is committed in the first turn */
+    round_begin(b); /* what hd_broker_new stored ($SYS, restored sessions) is committed in the first turn */
     return 0;
 }
 
@@ -723,13 +729,14 @@ static int listen_on(struct hd_broker *b, const char *spec, bool tls, hd_error_t
         return hd_error_set(err, 0, "listener %s: expected HOST:PORT", spec);
     *colon = '\0';
     char *host = copy;
-    if (host[0] == '[') {  /* [::1]:1883 */
+    if (host[0] == '[') { /* [::1]:1883 */
         host++;
         char *end = strchr(host, ']');
         if (end)
             *end = '\0';
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(*host ? host : NULL, colon + 1, &hints, &ai);
     if (rc)
@@ -777,7 +784,7 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
     b->cfg.acl_file = cfg->acl_file ? hd_xstrdup(cfg->acl_file) : NULL;
     b->cfg.response_information = cfg->response_information ? hd_xstrdup(cfg->response_information) : NULL;
     if (!b->cfg.receive_maximum)
-        b->cfg.receive_maximum = 65535;  /* a zeroed config: the protocol's default */
+        b->cfg.receive_maximum = 65535; /* a zeroed config: the protocol's default */
     b->start_ns = hd_now_ns();
     b->read_buf_size = READ_BUF_SIZE;
     b->read_buf = hd_xmalloc(READ_BUF_SIZE);

@@ -20,36 +20,36 @@ struct hd_broker;
 struct hd_loop;
 
 enum hd_broker_queue_policy {
-    HD_BROKER_DROP_NEW,     /* a full queue refuses the new message (default) */
-    HD_BROKER_DROP_OLDEST,  /* a full queue drops its oldest queued (not in-flight) message */
+    HD_BROKER_DROP_NEW,    /* a full queue refuses the new message (default) */
+    HD_BROKER_DROP_OLDEST, /* a full queue drops its oldest queued (not in-flight) message */
 };
 
 struct hd_broker_config {
-    char **listen;              /* "HOST:PORT" plain TCP listeners; default 127.0.0.1:1883 */
-    char **listen_tls;          /* "HOST:PORT" TLS listeners */
+    char **listen;     /* "HOST:PORT" plain TCP listeners; default 127.0.0.1:1883 */
+    char **listen_tls; /* "HOST:PORT" TLS listeners */
     char *tls_cert, *tls_key, *tls_ca;
-    bool tls_require_cert;      /* client certificate mandatory on TLS listeners */
-    bool tls_cert_as_username;  /* the certificate's CN becomes the username */
-    char *state_dir;            /* SQLite store (broker.db) lives here; NULL = no persistence */
-    bool sync_full;             /* fsync every group commit (default: survive kill -9, not power loss) */
+    bool tls_require_cert;     /* client certificate mandatory on TLS listeners */
+    bool tls_cert_as_username; /* the certificate's CN becomes the username */
+    char *state_dir;           /* SQLite store (broker.db) lives here; NULL = no persistence */
+    bool sync_full;            /* fsync every group commit (default: survive kill -9, not power loss) */
     char *password_file;
     char *acl_file;
-    int allow_anonymous;        /* -1 = default: allowed only while no user is configured */
-    uint32_t max_packet_size;   /* largest packet accepted (and announced in CONNACK) */
-    uint16_t max_inflight;      /* unacknowledged QoS 1/2 messages toward one client */
+    int allow_anonymous;      /* -1 = default: allowed only while no user is configured */
+    uint32_t max_packet_size; /* largest packet accepted (and announced in CONNACK) */
+    uint16_t max_inflight;    /* unacknowledged QoS 1/2 messages toward one client */
     uint32_t max_queued_messages;
-    uint64_t max_queued_bytes;  /* 0 = unlimited */
+    uint64_t max_queued_bytes; /* 0 = unlimited */
     enum hd_broker_queue_policy queue_policy;
-    uint32_t max_connections;   /* 0 = unlimited */
-    uint32_t connection_rate;   /* new connections per second accepted, 0 = unlimited */
+    uint32_t max_connections;        /* 0 = unlimited */
+    uint32_t connection_rate;        /* new connections per second accepted, 0 = unlimited */
     uint32_t client_connection_rate; /* new connections per second from one source address, 0 = unlimited */
-    uint16_t topic_alias_max;   /* aliases a 5.0 client may use toward the broker */
-    uint16_t topic_alias_out;   /* aliases the broker uses toward a 5.0 client that allows them, 0 = off */
-    uint16_t receive_maximum;   /* unacknowledged QoS 1/2 PUBLISHes a client may have toward us */
-    char *response_information; /* sent in CONNACK to a client that asks for it, NULL = none */
-    uint16_t max_keepalive;     /* 0 = no cap */
-    uint32_t connect_timeout_ms;/* a connection must send CONNECT within this */
-    uint32_t sys_interval;      /* seconds between $SYS updates, 0 = off */
+    uint16_t topic_alias_max;        /* aliases a 5.0 client may use toward the broker */
+    uint16_t topic_alias_out;        /* aliases the broker uses toward a 5.0 client that allows them, 0 = off */
+    uint16_t receive_maximum;        /* unacknowledged QoS 1/2 PUBLISHes a client may have toward us */
+    char *response_information;      /* sent in CONNACK to a client that asks for it, NULL = none */
+    uint16_t max_keepalive;          /* 0 = no cap */
+    uint32_t connect_timeout_ms;     /* a connection must send CONNECT within this */
+    uint32_t sys_interval;           /* seconds between $SYS updates, 0 = off */
 };
 
 /* Fill cfg with the defaults. */

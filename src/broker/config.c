@@ -52,36 +52,36 @@ void hd_broker_config_free(struct hd_broker_config *cfg)
 /* ---- the settings, defined once for both dialects ---------------------- */
 
 enum setting_type {
-    SETTING_BOOL,     /* file: true/yes/1, false/no/0; JSON: true or false */
-    SETTING_NUMBER,   /* an integer in min..max; a size with K/M/G is accepted too */
-    SETTING_PATH,     /* a file or directory (hedged's JSON wants it absolute) */
-    SETTING_TEXT,     /* a non-empty string of at most 65535 bytes */
-    SETTING_CHOICE,   /* one of choices[] */
-    SETTING_ADDRESS,  /* "HOST:PORT" listeners: a line each in the file, an array in JSON */
+    SETTING_BOOL,    /* file: true/yes/1, false/no/0; JSON: true or false */
+    SETTING_NUMBER,  /* an integer in min..max; a size with K/M/G is accepted too */
+    SETTING_PATH,    /* a file or directory (hedged's JSON wants it absolute) */
+    SETTING_TEXT,    /* a non-empty string of at most 65535 bytes */
+    SETTING_CHOICE,  /* one of choices[] */
+    SETTING_ADDRESS, /* "HOST:PORT" listeners: a line each in the file, an array in JSON */
 };
 
 struct setting_value {
     bool flag;
     uint64_t number;
     const char *text;
-    size_t choice;    /* index into choices[] */
+    size_t choice; /* index into choices[] */
 };
 
 struct setting {
-    const char *key;        /* hedged's JSON key, and the file's unless file_key is set */
-    const char *file_key;   /* the file's (mosquitto's) key where it differs */
+    const char *key;      /* hedged's JSON key, and the file's unless file_key is set */
+    const char *file_key; /* the file's (mosquitto's) key where it differs */
     enum setting_type type;
     uint64_t min, max;      /* SETTING_NUMBER */
     const char *choices[3]; /* SETTING_CHOICE */
     void (*set)(struct hd_broker_config *cfg, const struct setting_value *v);
-    size_t offset;          /* SETTING_PATH, SETTING_TEXT (char *) and SETTING_ADDRESS (char **) fields */
+    size_t offset; /* SETTING_PATH, SETTING_TEXT (char *) and SETTING_ADDRESS (char **) fields */
 };
 
 #define FIELD(name) offsetof(struct hd_broker_config, name)
-#define SETTER(fn, stmt)                                                                  \
-    static void fn(struct hd_broker_config *cfg, const struct setting_value *v)           \
-    {                                                                                     \
-        stmt;                                                                             \
+#define SETTER(fn, stmt) \
+    static void fn(struct hd_broker_config *cfg, const struct setting_value *v) \
+    { \
+        stmt; \
     }
 SETTER(set_tls_require_cert, cfg->tls_require_cert = v->flag)
 SETTER(set_tls_cert_as_username, cfg->tls_cert_as_username = v->flag)
@@ -175,17 +175,14 @@ static bool setting_parse(const struct setting *s, const char *text, struct sett
         v->number = (uint64_t)n;
         return true;
     }
-    case SETTING_PATH:
-        return text[0] != '\0';
-    case SETTING_TEXT:
-        return text[0] != '\0' && strlen(text) <= 65535;
+    case SETTING_PATH: return text[0] != '\0';
+    case SETTING_TEXT: return text[0] != '\0' && strlen(text) <= 65535;
     case SETTING_CHOICE:
         for (v->choice = 0; v->choice < ARRAY_SIZE(s->choices) && s->choices[v->choice]; v->choice++)
             if (strcmp(text, s->choices[v->choice]) == 0)
                 return true;
         return false;
-    case SETTING_ADDRESS:
-        return address_ok(text);
+    case SETTING_ADDRESS: return address_ok(text);
     }
     return false;
 }
@@ -234,7 +231,8 @@ int hd_broker_config_set_json(struct hd_broker_config *cfg, const char *key, con
         char **list = NULL;
         size_t i;
         json_t *item;
-        json_array_foreach(value, i, item) {
+        json_array_foreach(value, i, item)
+        {
             if (!json_is_string(item) || !setting_parse(s, json_string_value(item), &v)) {
                 hd_strv_free(list);
                 return hd_error_set(err, 0, "broker.%s[%zu]: must be \"HOST:PORT\"", key, i);

@@ -49,7 +49,7 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
             mqtt_put_u8(&props, PROP_SERVER_KEEPALIVE);
             mqtt_put_u16(&props, server_keepalive);
         }
-        if (b->cfg.receive_maximum < 65535) {  /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
+        if (b->cfg.receive_maximum < 65535) { /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
             mqtt_put_u8(&props, PROP_RECEIVE_MAXIMUM);
             mqtt_put_u16(&props, b->cfg.receive_maximum);
         }
@@ -111,7 +111,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     }
 
     if (c->protocol == 5 && k.props.has_auth_method)
-        return connect_refuse(b, c, RC_BAD_AUTH_METHOD);  /* no enhanced (AUTH packet) methods */
+        return connect_refuse(b, c, RC_BAD_AUTH_METHOD); /* no enhanced (AUTH packet) methods */
     /* identity: a TLS client certificate may stand for the username */
     cleanup_free char *username = NULL;
     if (c->cert_cn && b->cfg.tls_cert_as_username) {
@@ -134,7 +134,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         }
         const struct mqtt_bytes *rt = &k.will_props.response_topic;
         if (rt->data && !hd_mqtt_topic_valid_name((const char *)rt->data, rt->len))
-            return connect_refuse(b, c, RC_PROTOCOL_ERROR);  /* MQTT-3.3.2-14, for the will too */
+            return connect_refuse(b, c, RC_PROTOCOL_ERROR); /* MQTT-3.3.2-14, for the will too */
         if (!broker_acl_allows(b, username, client_id, topic, ACL_WRITE))
             return connect_refuse(b, c, RC_NOT_AUTHORIZED);
         struct mqtt_buf props = {0};
@@ -164,8 +164,8 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         c->alias_max = b->cfg.topic_alias_max;
         /* aliases toward the client: never above its Topic Alias Maximum (MQTT-3.1.2-26/27, MQTT-3.3.2-11) */
         if (k.props.has_topic_alias_max)
-            c->out_alias_max = k.props.topic_alias_max < b->cfg.topic_alias_out ? k.props.topic_alias_max
-                                                                                 : b->cfg.topic_alias_out;
+            c->out_alias_max =
+                k.props.topic_alias_max < b->cfg.topic_alias_out ? k.props.topic_alias_max : b->cfg.topic_alias_out;
         /* Request Problem Information 0 (MQTT-3.1.2-29) holds by construction: the broker's only Reason
          * String is on DISCONNECT, and User Properties leave it only forwarded on PUBLISH */
         expiry = k.props.session_expiry;
@@ -182,7 +182,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     if (s && s->conn) {
         struct broker_conn *old = s->conn;
         broker_conn_close(b, old, RC_SESSION_TAKEN_OVER);
-        s = broker_session_find(b, client_id);  /* it ended if it was not persistent */
+        s = broker_session_find(b, client_id); /* it ended if it was not persistent */
     }
     bool present = false;
     if (s && k.clean_start) {
@@ -196,7 +196,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     }
     if (s) {
         present = true;
-        if (s->pending_will) {  /* resumed before the will delay ran out: no will */
+        if (s->pending_will) { /* resumed before the will delay ran out: no will */
             broker_msg_unref(s->pending_will);
             s->pending_will = NULL;
         }
@@ -236,7 +236,7 @@ int broker_handle_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t
     struct broker_session *s = c->session;
     if (d.props.has_session_expiry) {
         if (s->expiry_interval == 0 && d.props.session_expiry != 0)
-            return RC_PROTOCOL_ERROR;  /* MQTT 5 §3.14.2.2.2 */
+            return RC_PROTOCOL_ERROR; /* MQTT 5 §3.14.2.2.2 */
         s->expiry_interval = d.props.session_expiry;
         if (broker_session_persistent(s))
             broker_store_session(b, s);

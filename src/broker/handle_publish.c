@@ -49,7 +49,7 @@ static void route_collect(void *ctx, struct broker_session *s, uint8_t options, 
     struct route_ctx *r = ctx;
     struct hd_broker *b = r->b;
     if ((options & 0x04) && s == r->from)
-        return;  /* No Local, per subscription (MQTT-3.8.3-3) */
+        return; /* No Local, per subscription (MQTT-3.8.3-3) */
     uint8_t qos = options & 3;
     if (qos > r->msg->qos)
         qos = r->msg->qos;
@@ -84,7 +84,7 @@ void broker_route(struct hd_broker *b, struct broker_session *from, struct broke
         struct broker_session *s = b->targets[i];
         if (!broker_acl_allows(b, s->username, s->client_id, m->topic, ACL_READ))
             continue;
-        bool retain = (s->match_opts & 0x08) ? m->retain : false;  /* Retain As Published */
+        bool retain = (s->match_opts & 0x08) ? m->retain : false; /* Retain As Published */
         if (s->n_match_ids <= 1) {
             broker_session_deliver(b, s, m, s->match_qos, retain, &s->match_sub_id, s->n_match_ids);
             continue;
@@ -105,8 +105,7 @@ static void ack_publish(struct hd_broker *b, struct broker_conn *c, uint8_t qos,
         broker_send_ack(b, c, MQTT_PUBREC, id, reason);
 }
 
-int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,
-                          uint32_t len)
+int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body, uint32_t len)
 {
     struct mqtt_publish p;
     int rc = mqtt_decode_publish(flags, body, len, c->protocol, &p);
@@ -143,7 +142,7 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
         return RC_PROTOCOL_ERROR;
 
     if (p.qos == 2 && broker_session_qos2_in_has(s, p.packet_id)) {
-        broker_send_ack(b, c, MQTT_PUBREC, p.packet_id, 0);  /* retransmission: already routed */
+        broker_send_ack(b, c, MQTT_PUBREC, p.packet_id, 0); /* retransmission: already routed */
         return 0;
     }
     /* our Receive Maximum: QoS 1 is acknowledged at once, so what is unacknowledged is the QoS 2
@@ -159,15 +158,21 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     if (!broker_acl_allows(b, c->username, s->client_id, topic_z, ACL_WRITE)) {
         reason = RC_NOT_AUTHORIZED;
     } else if (strncmp(topic_z, "$SYS/", 5) == 0 || strcmp(topic_z, "$SYS") == 0) {
-        reason = 0;  /* $SYS belongs to the broker: accepted and dropped, like mosquitto */
+        reason = 0; /* $SYS belongs to the broker: accepted and dropped, like mosquitto */
     } else {
         struct mqtt_buf props = {0};
         if (c->protocol == 5 && p.props.raw.len)
             mqtt_forwardable_props(&p.props.raw, &props);
         struct broker_msg view = {
-            .refs = 0, .qos = p.qos, .retain = p.retain, .topic_len = (uint16_t)topic_len,
-            .payload_len = p.payload.len, .props_len = (uint32_t)props.len, .topic = topic_z,
-            .payload = (uint8_t *)p.payload.data, .props = props.data,
+            .refs = 0,
+            .qos = p.qos,
+            .retain = p.retain,
+            .topic_len = (uint16_t)topic_len,
+            .payload_len = p.payload.len,
+            .props_len = (uint32_t)props.len,
+            .topic = topic_z,
+            .payload = (uint8_t *)p.payload.data,
+            .props = props.data,
         };
         if (p.props.has_message_expiry) {
             view.expiry_wall = p.props.message_expiry;
@@ -187,10 +192,10 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     if (p.qos == 2 && reason < 0x80) {
         c->in_unacked++;
         broker_session_qos2_in_add(s, p.packet_id);
-        broker_store_qos2_in(b, s, p.packet_id, true);  /* exactly once, also across a restart */
+        broker_store_qos2_in(b, s, p.packet_id, true); /* exactly once, also across a restart */
     }
     if (c->protocol < 5)
-        reason = 0;  /* 3.1.1 has no negative acknowledgement: accept and drop */
+        reason = 0; /* 3.1.1 has no negative acknowledgement: accept and drop */
     ack_publish(b, c, p.qos, p.packet_id, reason);
     return 0;
 }
@@ -209,7 +214,7 @@ int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, 
         if (known)
             broker_store_qos2_in(b, s, a.packet_id, false);
         if (known && c->in_unacked)
-            c->in_unacked--;  /* ids from an earlier connection were not counted: this errs toward allowing */
+            c->in_unacked--; /* ids from an earlier connection were not counted: this errs toward allowing */
         broker_send_ack(b, c, MQTT_PUBCOMP, a.packet_id, known ? 0 : RC_PACKET_ID_NOT_FOUND);
         break;
     }
@@ -222,7 +227,7 @@ int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, 
         }
         break;
     default:
-        broker_session_ack(b, s, type, a.packet_id);  /* unknown ids are ignored (late duplicates) */
+        broker_session_ack(b, s, type, a.packet_id); /* unknown ids are ignored (late duplicates) */
         break;
     }
     return 0;

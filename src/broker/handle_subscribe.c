@@ -62,14 +62,18 @@ int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t 
     struct broker_session *s = c->session;
     uint32_t sub_id = sub.props.has_subscription_id ? sub.props.subscription_id : 0;
     uint8_t reasons[256];
-    struct { char *filter; uint8_t qos; bool send; } retained[256];
+    struct {
+        char *filter;
+        uint8_t qos;
+        bool send;
+    } retained[256];
     uint32_t n = 0, n_retained = 0;
     uint32_t pos = 0;
     struct mqtt_sub_entry e;
     bool changed = false;
     while (mqtt_next_sub_entry(&sub, MQTT_SUBSCRIBE, &pos, &e) == 1) {
         if (n == sizeof(reasons)) {
-            rc = RC_QUOTA_EXCEEDED;  /* more than 256 filters in one SUBSCRIBE */
+            rc = RC_QUOTA_EXCEEDED; /* more than 256 filters in one SUBSCRIBE */
             break;
         }
         cleanup_free char *full = entry_dup(&e.filter);
@@ -80,7 +84,7 @@ int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t 
             continue;
         }
         if (group && (e.options & 0x04) && c->protocol == 5) {
-            rc = RC_PROTOCOL_ERROR;  /* No Local on a shared subscription */
+            rc = RC_PROTOCOL_ERROR; /* No Local on a shared subscription */
             break;
         }
         if (!broker_acl_allows(b, c->username, s->client_id, filter, ACL_READ)) {

@@ -30,23 +30,23 @@
 #define BROKER_NS_PER_S 1000000000ull
 
 struct broker_msg {
-    uint32_t refs;       /* 0 = a view into a read buffer, not owned */
+    uint32_t refs; /* 0 = a view into a read buffer, not owned */
     uint8_t qos;
     bool retain;
     uint16_t topic_len;
     uint32_t payload_len, props_len;
-    uint64_t expire_at_ns;  /* 0 = never (CLOCK_MONOTONIC) */
-    uint32_t expiry_wall;   /* message expiry interval as received (for persistence) */
-    char *topic;            /* NUL-terminated */
+    uint64_t expire_at_ns; /* 0 = never (CLOCK_MONOTONIC) */
+    uint32_t expiry_wall;  /* message expiry interval as received (for persistence) */
+    char *topic;           /* NUL-terminated */
     uint8_t *payload;
-    uint8_t *props;         /* forwardable v5 properties, already encoded */
-    struct broker_msg *owned;  /* for a view: its heap copy once someone kept it */
+    uint8_t *props;           /* forwardable v5 properties, already encoded */
+    struct broker_msg *owned; /* for a view: its heap copy once someone kept it */
 };
 
 enum delivery_state {
-    DELIV_QUEUED,     /* waiting for in-flight room or for the client to come back */
-    DELIV_WAIT_ACK,   /* PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2) */
-    DELIV_WAIT_COMP,  /* PUBREL sent; waiting for PUBCOMP */
+    DELIV_QUEUED,    /* waiting for in-flight room or for the client to come back */
+    DELIV_WAIT_ACK,  /* PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2) */
+    DELIV_WAIT_COMP, /* PUBREL sent; waiting for PUBCOMP */
 };
 
 struct broker_delivery {
@@ -61,14 +61,14 @@ struct broker_delivery {
     uint16_t packet_id;
     uint8_t qos, state;
     bool retain;
-    bool held;          /* in flight, but not yet resent on this connection (its Receive Maximum is smaller) */
+    bool held; /* in flight, but not yet resent on this connection (its Receive Maximum is smaller) */
 };
 
 struct broker_sub {
-    char *filter;        /* as subscribed, without the $share/group/ prefix */
-    char *share_group;   /* NULL unless shared */
+    char *filter;      /* as subscribed, without the $share/group/ prefix */
+    char *share_group; /* NULL unless shared */
     uint32_t sub_id;
-    uint8_t options;     /* QoS | NL<<2 | RAP<<3 | RH<<4 */
+    uint8_t options; /* QoS | NL<<2 | RAP<<3 | RH<<4 */
 };
 
 enum session_state { SESSION_ONLINE, SESSION_OFFLINE };
@@ -76,28 +76,28 @@ enum session_state { SESSION_ONLINE, SESSION_OFFLINE };
 struct broker_session {
     char *client_id;
     struct broker_session *hash_next;
-    struct broker_conn *conn;      /* NULL while offline */
+    struct broker_conn *conn; /* NULL while offline */
     enum session_state state;
-    uint32_t expiry_interval;      /* seconds; 0xFFFFFFFF = never */
+    uint32_t expiry_interval; /* seconds; 0xFFFFFFFF = never */
     uint64_t offline_since_ns;
-    bool persisted;                /* has a row in the store */
+    bool persisted; /* has a row in the store */
     uint8_t protocol;
     struct broker_sub *subs;
     uint32_t n_subs, cap_subs;
     struct broker_delivery *out_head, *out_tail;
-    struct broker_delivery *first_queued;  /* where the queued part of the list starts, or NULL */
+    struct broker_delivery *first_queued; /* where the queued part of the list starts, or NULL */
     uint32_t n_inflight, n_queued;
-    uint32_t n_held;               /* in-flight deliveries waiting to be resent (delivery.held) */
+    uint32_t n_held; /* in-flight deliveries waiting to be resent (delivery.held) */
     uint64_t queued_bytes;
     uint16_t next_packet_id;
-    uint16_t *qos2_in;             /* incoming QoS 2 packet ids awaiting PUBREL */
+    uint16_t *qos2_in; /* incoming QoS 2 packet ids awaiting PUBREL */
     uint32_t n_qos2_in, cap_qos2_in;
     /* routing scratch: one match per session per publish */
     uint64_t match_gen;
     uint8_t match_qos, match_opts;
-    uint32_t match_sub_id;         /* the first identifier; further ones go to match_more_ids */
-    uint32_t *match_more_ids;      /* grown once, reused by every later publish */
-    uint32_t n_match_ids, cap_match_more_ids;  /* n_match_ids counts match_sub_id too */
+    uint32_t match_sub_id;                    /* the first identifier; further ones go to match_more_ids */
+    uint32_t *match_more_ids;                 /* grown once, reused by every later publish */
+    uint32_t n_match_ids, cap_match_more_ids; /* n_match_ids counts match_sub_id too */
     /* a will waiting for its delay (5.0) after the connection dropped */
     struct broker_msg *pending_will;
     uint64_t will_at_ns;
@@ -110,37 +110,37 @@ struct broker_tls;
 
 struct broker_conn {
     int fd;
-    struct hd_watch *watch;       /* the socket in the host loop */
+    struct hd_watch *watch; /* the socket in the host loop */
     struct hd_broker *broker;
     enum conn_state state;
-    uint8_t protocol;             /* 3, 4 or 5 after CONNECT */
+    uint8_t protocol; /* 3, 4 or 5 after CONNECT */
     bool want_write, in_flush_list, is_tls, disconnect_clean;
     struct broker_session *session;
-    struct broker_conn *prev, *next;        /* all connections */
-    struct broker_conn *flush_next;         /* pending writes this round */
-    struct broker_conn *close_next;         /* closed this round, freed at round end */
-    uint8_t *in;                  /* partial packet kept between reads */
+    struct broker_conn *prev, *next; /* all connections */
+    struct broker_conn *flush_next;  /* pending writes this round */
+    struct broker_conn *close_next;  /* closed this round, freed at round end */
+    uint8_t *in;                     /* partial packet kept between reads */
     uint32_t in_len, in_cap;
-    struct mqtt_buf out;          /* packet bytes, with gaps where referenced payloads go */
-    size_t out_sent;              /* bytes of `out` already written */
-    struct out_ref *refs;         /* large payloads sent by reference (writev), in order */
+    struct mqtt_buf out;  /* packet bytes, with gaps where referenced payloads go */
+    size_t out_sent;      /* bytes of `out` already written */
+    struct out_ref *refs; /* large payloads sent by reference (writev), in order */
     uint32_t n_refs, cap_refs, ref_head;
-    uint32_t ref_partial;         /* bytes of refs[ref_head]'s payload already written */
-    uint64_t ref_bytes;           /* payload bytes still to write by reference */
+    uint32_t ref_partial; /* bytes of refs[ref_head]'s payload already written */
+    uint64_t ref_bytes;   /* payload bytes still to write by reference */
     uint64_t last_rx_ns, created_ns;
     uint16_t keepalive;
-    uint16_t client_receive_max;  /* in-flight limit toward the client */
-    uint16_t in_unacked;          /* QoS 2 PUBLISHes of this connection awaiting PUBREL (our Receive Maximum) */
-    uint16_t out_alias_max;       /* aliases we may use toward the client (min of its maximum and ours) */
+    uint16_t client_receive_max; /* in-flight limit toward the client */
+    uint16_t in_unacked;         /* QoS 2 PUBLISHes of this connection awaiting PUBREL (our Receive Maximum) */
+    uint16_t out_alias_max;      /* aliases we may use toward the client (min of its maximum and ours) */
     uint16_t n_out_aliases;
-    char **out_aliases;           /* alias - 1 -> topic, allocated on first use */
-    uint32_t client_max_packet;   /* largest packet the client accepts, 0 = protocol max */
-    uint16_t alias_max;           /* aliases the client may use (what we announced) */
-    char **aliases;               /* alias -> topic, allocated on first use */
+    char **out_aliases;         /* alias - 1 -> topic, allocated on first use */
+    uint32_t client_max_packet; /* largest packet the client accepts, 0 = protocol max */
+    uint16_t alias_max;         /* aliases the client may use (what we announced) */
+    char **aliases;             /* alias -> topic, allocated on first use */
     struct broker_msg *will;
     uint32_t will_delay;
     char *username;
-    char *cert_cn;                /* client certificate CN on TLS listeners */
+    char *cert_cn; /* client certificate CN on TLS listeners */
     struct broker_tls *tls;
 };
 
@@ -155,8 +155,8 @@ struct topic_node {
     char *level;
     uint32_t level_len;
     struct topic_node *parent;
-    struct topic_node **children;  /* sorted by (len, bytes); "+" and "#" are kept apart: */
-    struct topic_node *plus, *hash;  /* the wildcard children, looked up on every level */
+    struct topic_node **children;   /* sorted by (len, bytes); "+" and "#" are kept apart: */
+    struct topic_node *plus, *hash; /* the wildcard children, looked up on every level */
     uint32_t n_children, cap_children;
     struct topic_sub *subs;
     uint32_t n_subs, cap_subs;
@@ -181,7 +181,7 @@ struct broker_listener {
     int fd;
     bool tls;
     int port;
-    struct hd_watch *watch;     /* in the host loop, once attached */
+    struct hd_watch *watch; /* in the host loop, once attached */
     struct hd_broker *broker;
 };
 
@@ -200,20 +200,20 @@ struct broker_tls_ctx;
 
 struct hd_broker {
     struct hd_broker_config cfg;
-    struct hd_loop *loop;           /* hd_broker_attach; NULL before */
-    struct hd_timer *tick;          /* the 1 s tick */
-    struct hd_defer *round;         /* the end of the current dispatch round, once it has work */
-    bool shutting_down;             /* hd_broker_free: no wills, keep stored sessions */
+    struct hd_loop *loop;            /* hd_broker_attach; NULL before */
+    struct hd_timer *tick;           /* the 1 s tick */
+    struct hd_defer *round;          /* the end of the current dispatch round, once it has work */
+    bool shutting_down;              /* hd_broker_free: no wills, keep stored sessions */
     struct broker_session **targets; /* routing scratch */
     uint32_t n_targets, cap_targets;
     bool routing_fanout;
-    struct broker_delivery *delivery_pool;  /* recycled deliveries (session.c) */
-    uint32_t delivery_pool_size;             /* the message being routed goes to more than one session */
+    struct broker_delivery *delivery_pool; /* recycled deliveries (session.c) */
+    uint32_t delivery_pool_size;           /* the message being routed goes to more than one session */
     struct broker_listener *listeners;
     size_t n_listeners;
     struct broker_conn *conns;
     struct broker_conn *flush_list, *close_list;
-    struct broker_session **sessions;   /* hash table by client id */
+    struct broker_session **sessions; /* hash table by client id */
     uint32_t n_session_buckets, n_sessions;
     struct topic_node sub_root, retained_root;
     uint64_t match_gen;
@@ -226,10 +226,10 @@ struct hd_broker {
     struct hd_broker_stats stats;
     uint64_t retained_count;
     uint64_t last_sys_ns, start_ns;
-    uint64_t now_ns;                 /* CLOCK_MONOTONIC at the start of this dispatch round */
+    uint64_t now_ns; /* CLOCK_MONOTONIC at the start of this dispatch round */
     uint64_t rate_window_ns;
     uint32_t rate_count;
-    struct rate_slot *rate_slots;  /* allocated when client_connection_rate is set */
+    struct rate_slot *rate_slots; /* allocated when client_connection_rate is set */
     uint64_t next_client_seq;
 };
 
@@ -242,10 +242,9 @@ void broker_msg_unref(struct broker_msg *m);
 bool broker_msg_expired(const struct broker_msg *m, uint64_t now);
 
 /* ---- topic trees (topic_tree.c; names, filters and matching are mqtt/topic.h) ---- */
-int broker_tree_subscribe(struct topic_node *root, const char *filter, const char *group,
-                          struct broker_session *s, uint8_t options, uint32_t sub_id, bool *existed);
-bool broker_tree_unsubscribe(struct topic_node *root, const char *filter, const char *group,
-                             struct broker_session *s);
+int broker_tree_subscribe(struct topic_node *root, const char *filter, const char *group, struct broker_session *s,
+                          uint8_t options, uint32_t sub_id, bool *existed);
+bool broker_tree_unsubscribe(struct topic_node *root, const char *filter, const char *group, struct broker_session *s);
 /* Call fn for each subscription matching topic (shared groups pick one member). */
 typedef void (*broker_match_fn)(void *ctx, struct broker_session *s, uint8_t options, uint32_t sub_id);
 void broker_tree_match(struct topic_node *root, const char *topic, broker_match_fn fn, void *ctx);
@@ -296,8 +295,8 @@ struct mqtt_buf *broker_conn_outbuf(struct hd_broker *b, struct broker_conn *c);
 void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reason);
 /* False when the message was discarded instead: larger than the client's Maximum Packet Size
  * (MQTT-3.1.2-24/25) or a QoS 0 message behind a full backlog; counted in messages_dropped. */
-bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos,
-                         bool retain, bool dup, uint16_t packet_id, const uint32_t *sub_ids, uint32_t n_sub_ids);
+bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct broker_msg *m, uint8_t qos, bool retain,
+                         bool dup, uint16_t packet_id, const uint32_t *sub_ids, uint32_t n_sub_ids);
 void broker_send_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint16_t packet_id, uint8_t reason);
 void broker_send_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t reason, const char *why);
 
@@ -305,10 +304,9 @@ void broker_send_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t 
 int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint8_t *body, uint32_t len);
 int broker_handle_disconnect(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,
                              uint32_t len);
-int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,
-                          uint32_t len);
-int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint8_t flags,
-                      const uint8_t *body, uint32_t len);
+int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body, uint32_t len);
+int broker_handle_ack(struct hd_broker *b, struct broker_conn *c, uint8_t type, uint8_t flags, const uint8_t *body,
+                      uint32_t len);
 int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,
                             uint32_t len);
 int broker_handle_unsubscribe(struct hd_broker *b, struct broker_conn *c, uint8_t flags, const uint8_t *body,
@@ -328,8 +326,7 @@ int broker_auth_check(struct hd_broker *b, const struct mqtt_bytes *user, const 
 void broker_auth_free(struct hd_broker *b);
 int broker_acl_load(struct hd_broker *b, hd_error_t *err);
 enum { ACL_READ = 1, ACL_WRITE = 2 };
-bool broker_acl_allows(struct hd_broker *b, const char *username, const char *client_id, const char *topic,
-                       int access);
+bool broker_acl_allows(struct hd_broker *b, const char *username, const char *client_id, const char *topic, int access);
 /* Drop the run-time rules of a user (hd_broker_remove_user). */
 void broker_acl_forget_user(struct hd_broker *b, const char *user);
 void broker_acl_free(struct hd_broker *b);

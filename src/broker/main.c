@@ -32,12 +32,13 @@ static void on_signal(struct hd_loop *loop, int signo, void *data)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hedge-broker [--listen HOST:PORT]... [--listen-tls HOST:PORT]... [--config FILE]\n"
-                 "                    [--state-dir DIR] [--password-file FILE] [--acl-file FILE]\n"
-                 "                    [--allow-anonymous true|false] [--port-file FILE] [--check]\n"
-                 "                    [--log-level error|warn|info|debug]\n"
-                 "       hedge-broker passwd FILE USER   (reads the password from stdin)\n"
-                 "       hedge-broker --version\n");
+    fprintf(out,
+            "usage: hedge-broker [--listen HOST:PORT]... [--listen-tls HOST:PORT]... [--config FILE]\n"
+            "                    [--state-dir DIR] [--password-file FILE] [--acl-file FILE]\n"
+            "                    [--allow-anonymous true|false] [--port-file FILE] [--check]\n"
+            "                    [--log-level error|warn|info|debug]\n"
+            "       hedge-broker passwd FILE USER   (reads the password from stdin)\n"
+            "       hedge-broker --version\n");
 }
 
 static int cmd_passwd(int argc, char **argv)
@@ -62,8 +63,17 @@ int main(int argc, char **argv)
         return cmd_passwd(argc, argv);
     hd_log_init("hedge-broker", "broker");
     hd_error_t err = NULL;
-    enum { OPT_LISTEN_TLS = 256, OPT_STATE_DIR, OPT_PASSWORD_FILE, OPT_ACL_FILE, OPT_ANON, OPT_PORT_FILE, OPT_CHECK,
-           OPT_VERSION, OPT_LOG_LEVEL };
+    enum {
+        OPT_LISTEN_TLS = 256,
+        OPT_STATE_DIR,
+        OPT_PASSWORD_FILE,
+        OPT_ACL_FILE,
+        OPT_ANON,
+        OPT_PORT_FILE,
+        OPT_CHECK,
+        OPT_VERSION,
+        OPT_LOG_LEVEL
+    };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
         {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
@@ -138,11 +148,11 @@ int main(int argc, char **argv)
     if (anonymous != -2)
         cfg.allow_anonymous = anonymous;
 
-    if (check) {  /* validate everything but bind nothing the real broker would need */
+    if (check) { /* validate everything but bind nothing the real broker would need */
         hd_strv_free(cfg.listen);
         cfg.listen = NULL;
         hd_strv_push(&cfg.listen, "127.0.0.1:0");
-        for (char **l = cfg.listen_tls; l && *l; l++) {  /* still load the certificates */
+        for (char **l = cfg.listen_tls; l && *l; l++) { /* still load the certificates */
             free(*l);
             *l = hd_xstrdup("127.0.0.1:0");
         }

@@ -42,7 +42,7 @@ int hd_broker_passwd(const char *file, const char *user, const char *password, h
     size_t ulen = strlen(user);
     for (char *save = NULL, *line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
         if (strncmp(line, user, ulen) == 0 && line[ulen] == ':')
-            continue;  /* replaced below */
+            continue; /* replaced below */
         mqtt_put_bytes(&out, line, strlen(line));
         mqtt_put_u8(&out, '\n');
     }

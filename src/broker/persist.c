@@ -34,9 +34,20 @@
 #include "base/util.h"
 
 enum {
-    ST_PUT_RETAINED, ST_DEL_RETAINED, ST_PUT_SESSION, ST_DEL_SESSION, ST_DEL_SUBS, ST_PUT_SUB,
-    ST_DEL_SESSION_DELIVERIES, ST_PUT_DELIVERY, ST_UPD_DELIVERY, ST_DEL_DELIVERY, ST_PUT_QOS2, ST_DEL_QOS2,
-    ST_DEL_SESSION_QOS2, ST_COUNT,
+    ST_PUT_RETAINED,
+    ST_DEL_RETAINED,
+    ST_PUT_SESSION,
+    ST_DEL_SESSION,
+    ST_DEL_SUBS,
+    ST_PUT_SUB,
+    ST_DEL_SESSION_DELIVERIES,
+    ST_PUT_DELIVERY,
+    ST_UPD_DELIVERY,
+    ST_DEL_DELIVERY,
+    ST_PUT_QOS2,
+    ST_DEL_QOS2,
+    ST_DEL_SESSION_QOS2,
+    ST_COUNT,
 };
 
 static const char *const statements[ST_COUNT] = {
@@ -75,13 +86,12 @@ struct broker_store {
     bool diverged;         /* a rollback left the store behind memory: store_resync() pending */
     uint64_t resync_at_ns; /* the last attempt of store_resync() */
     int64_t next_delivery_id;
-    uint64_t failures;     /* failed commits since start (logged with each) */
+    uint64_t failures; /* failed commits since start (logged with each) */
 };
 
 static void store_report(struct hd_broker *b, const char *what)
 {
-    hd_log(HD_LOG_ERROR, "broker", "store %s/broker.db: %s: %s", b->cfg.state_dir, what,
-            sqlite3_errmsg(b->store->db));
+    hd_log(HD_LOG_ERROR, "broker", "store %s/broker.db: %s: %s", b->cfg.state_dir, what, sqlite3_errmsg(b->store->db));
 }
 
 static sqlite3_stmt *stmt(struct hd_broker *b, int which)
@@ -103,7 +113,7 @@ static sqlite3_stmt *stmt(struct hd_broker *b, int which)
 static void run(struct hd_broker *b, sqlite3_stmt *s)
 {
     if (sqlite3_step(s) != SQLITE_DONE) {
-        if (!b->store->tx_failed)  /* the first failure of a transaction names the cause */
+        if (!b->store->tx_failed) /* the first failure of a transaction names the cause */
             store_report(b, "write");
         b->store->tx_failed = true;
     }
@@ -157,7 +167,8 @@ int broker_store_commit(struct hd_broker *b)
         st->failures++;
         st->diverged = true;
         st->round_failed = true;
-        hd_log(HD_LOG_ERROR, "broker", "store: transaction rolled back (%llu so far); its acknowledgements are withheld",
+        hd_log(HD_LOG_ERROR, "broker",
+               "store: transaction rolled back (%llu so far); its acknowledgements are withheld",
                (unsigned long long)st->failures);
     }
     return st->round_failed ? -1 : 0;
@@ -320,10 +331,10 @@ static struct broker_msg *row_msg(sqlite3_stmt *q, int topic_col, int qos_col, i
                                   int payload_col, int expiry_col)
 {
     const char *topic = (const char *)sqlite3_column_text(q, topic_col);
-    struct broker_msg *m = broker_msg_new(topic, strlen(topic), sqlite3_column_blob(q, payload_col),
-                                          (size_t)sqlite3_column_bytes(q, payload_col), sqlite3_column_blob(q, props_col),
-                                          (size_t)sqlite3_column_bytes(q, props_col), (uint8_t)sqlite3_column_int(q, qos_col),
-                                          retain_col >= 0 ? sqlite3_column_int(q, retain_col) : true);
+    struct broker_msg *m = broker_msg_new(
+        topic, strlen(topic), sqlite3_column_blob(q, payload_col), (size_t)sqlite3_column_bytes(q, payload_col),
+        sqlite3_column_blob(q, props_col), (size_t)sqlite3_column_bytes(q, props_col),
+        (uint8_t)sqlite3_column_int(q, qos_col), retain_col >= 0 ? sqlite3_column_int(q, retain_col) : true);
     m->expire_at_ns = mono_expiry(sqlite3_column_int64(q, expiry_col));
     return m;
 }
@@ -376,23 +387,25 @@ static int store_load(struct hd_broker *b, hd_error_t *err)
     if (sqlite3_finalize(q) != SQLITE_OK || rc != SQLITE_DONE)
         goto fail;
 
-    if (sqlite3_prepare_v2(db, "SELECT id, client_id, topic, qos, retain, props, payload, expires_at, state, "
-                               "packet_id, sub_id FROM deliveries ORDER BY id", -1, &q, NULL))
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, client_id, topic, qos, retain, props, payload, expires_at, state, "
+                           "packet_id, sub_id FROM deliveries ORDER BY id",
+                           -1, &q, NULL))
         goto fail;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        b->store->next_delivery_id = sqlite3_column_int64(q, 0);  /* ORDER BY id: the largest is last */
+        b->store->next_delivery_id = sqlite3_column_int64(q, 0); /* ORDER BY id: the largest is last */
         struct broker_session *s = broker_session_find(b, (const char *)sqlite3_column_text(q, 1));
         if (!s)
             continue;
         struct broker_msg *m = row_msg(q, 2, 3, 4, 5, 6, 7);
         uint32_t one = 0, n_ids = 0, *many = NULL;
-        if (sqlite3_column_type(q, 10) == SQLITE_BLOB) {  /* several identifiers (broker_store_delivery_add) */
+        if (sqlite3_column_type(q, 10) == SQLITE_BLOB) { /* several identifiers (broker_store_delivery_add) */
             const uint8_t *blob = sqlite3_column_blob(q, 10);
             n_ids = (uint32_t)sqlite3_column_bytes(q, 10) / 4;
             many = hd_xmalloc((n_ids ? n_ids : 1) * sizeof(*many));
             for (uint32_t i = 0; i < n_ids; i++)
                 many[i] = (uint32_t)blob[4 * i] << 24 | (uint32_t)blob[4 * i + 1] << 16 |
-                          (uint32_t)blob[4 * i + 2] << 8 | blob[4 * i + 3];
+                    (uint32_t)blob[4 * i + 2] << 8 | blob[4 * i + 3];
         } else {
             one = (uint32_t)sqlite3_column_int64(q, 10);
             n_ids = one ? 1 : 0;
@@ -431,10 +444,13 @@ static void store_resync(struct hd_broker *b)
 {
     /* "#" does not reach retained topics starting with '$': their rows stay as they are */
     static const char *const deletes[] = {
-        "DELETE FROM retained WHERE substr(topic, 1, 1) <> '$'", "DELETE FROM sessions", "DELETE FROM subs",
-        "DELETE FROM deliveries", "DELETE FROM qos2_in",
+        "DELETE FROM retained WHERE substr(topic, 1, 1) <> '$'",
+        "DELETE FROM sessions",
+        "DELETE FROM subs",
+        "DELETE FROM deliveries",
+        "DELETE FROM qos2_in",
     };
-    stmt(b, ST_DEL_RETAINED);  /* opens the transaction */
+    stmt(b, ST_DEL_RETAINED); /* opens the transaction */
     for (size_t i = 0; i < ARRAY_SIZE(deletes); i++) {
         if (sqlite3_exec(b->store->db, deletes[i], NULL, NULL, NULL) != SQLITE_OK && !b->store->tx_failed) {
             store_report(b, "resync");
@@ -449,7 +465,7 @@ static void store_resync(struct hd_broker *b)
             s->persisted = false;
             for (struct broker_delivery *d = s->out_head; d; d = d->next)
                 d->store_id = 0;
-            broker_store_session(b, s);  /* the session, its subscriptions and deliveries */
+            broker_store_session(b, s); /* the session, its subscriptions and deliveries */
             for (uint32_t k = 0; k < s->n_qos2_in; k++)
                 broker_store_qos2_in(b, s, s->qos2_in[k], true);
         }
@@ -461,8 +477,8 @@ int broker_store_open(struct hd_broker *b, hd_error_t *err)
         return hd_error_prefix(err, "store");
     cleanup_free char *path = hd_xasprintf("%s/broker.db", b->cfg.state_dir);
     b->store = hd_xcalloc(1, sizeof(*b->store));
-    if (sqlite3_open_v2(path, &b->store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK)
+    if (sqlite3_open_v2(path, &b->store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK)
         return hd_error_set(err, 0, "store %s: open: %s", path, sqlite3_errmsg(b->store->db));
     const char *sync = b->cfg.sync_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
     char *msg = NULL;

@@ -181,7 +181,7 @@ void broker_session_destroy(struct hd_broker *b, struct broker_session *s)
     }
     free(s->subs);
     if (s->persisted)
-        broker_store_session_delete(b, s);  /* deletes its deliveries too */
+        broker_store_session_delete(b, s); /* deletes its deliveries too */
     struct broker_delivery *d = s->out_head, *next;
     for (; d; d = next) {
         next = d->next;
@@ -318,7 +318,7 @@ static bool resend_held(struct hd_broker *b, struct broker_session *s, uint32_t 
         s->n_held--;
         if (!broker_send_publish(b, s->conn, d->msg, d->qos, d->retain, true, d->packet_id, delivery_sub_ids(d),
                                  d->n_sub_ids))
-            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+            delivery_drop(b, s, d); /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
     }
     return s->n_held == 0;
 }
@@ -330,7 +330,7 @@ void broker_session_pump(struct hd_broker *b, struct broker_session *s)
         return;
     uint32_t limit = inflight_limit(b, s);
     if (s->n_held && !resend_held(b, s, limit))
-        return;  /* held ones first: the queue waits behind them */
+        return; /* held ones first: the queue waits behind them */
     uint64_t now = 0;
     struct broker_delivery *d, *next;
     for (d = s->first_queued; d && s->n_inflight < limit; d = next) {
@@ -381,7 +381,7 @@ void broker_session_resume(struct hd_broker *b, struct broker_session *s)
                                        d->n_sub_ids)) {
             on_wire++;
         } else {
-            delivery_drop(b, s, d);  /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
+            delivery_drop(b, s, d); /* the new connection's Maximum Packet Size is smaller (MQTT-3.1.2-25) */
         }
     }
     broker_session_pump(b, s);
@@ -415,8 +415,7 @@ bool broker_session_ack(struct hd_broker *b, struct broker_session *s, uint8_t t
             return false;
         delivery_drop(b, s, d);
         break;
-    default:
-        return false;
+    default: return false;
     }
     broker_session_pump(b, s);
     return true;
@@ -427,8 +426,12 @@ void broker_session_restore_delivery(struct broker_session *s, struct broker_msg
                                      int64_t store_id)
 {
     struct broker_delivery *d = hd_xcalloc(1, sizeof(*d));
-    *d = (struct broker_delivery){.msg = broker_msg_hold(m), .store_id = store_id, .packet_id = packet_id,
-                                  .qos = qos, .state = state, .retain = retain};
+    *d = (struct broker_delivery){.msg = broker_msg_hold(m),
+                                  .store_id = store_id,
+                                  .packet_id = packet_id,
+                                  .qos = qos,
+                                  .state = state,
+                                  .retain = retain};
     delivery_set_sub_ids(d, sub_ids, n_sub_ids);
     /* keep the invariant (in-flight entries first) even if the rows say otherwise */
     struct broker_delivery *before = state != DELIV_QUEUED ? s->first_queued : NULL;
@@ -508,7 +511,7 @@ void broker_sessions_tick(struct hd_broker *b, uint64_t now)
             if (s->conn)
                 continue;
             bool expired = s->expiry_interval != 0xFFFFFFFFu &&
-                           now >= s->offline_since_ns + (uint64_t)s->expiry_interval * BROKER_NS_PER_S;
+                now >= s->offline_since_ns + (uint64_t)s->expiry_interval * BROKER_NS_PER_S;
             if (s->pending_will && (expired || now >= s->will_at_ns)) {
                 struct broker_msg *will = get_and_reset(&s->pending_will);
                 broker_publish_will(b, will);
@@ -526,7 +529,7 @@ void broker_sessions_free(struct hd_broker *b)
         struct broker_session *s = b->sessions[i], *next;
         for (; s; s = next) {
             next = s->hash_next;
-            s->persisted = false;  /* shutting down: keep the stored copy */
+            s->persisted = false; /* shutting down: keep the stored copy */
             broker_session_destroy(b, s);
         }
     }

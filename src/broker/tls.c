@@ -120,7 +120,7 @@ int broker_tls_accept(struct hd_broker *b, struct broker_conn *c)
 ssize_t broker_tls_read(struct broker_conn *c, void *buf, size_t len)
 {
     if (!c->tls->established)
-        return -2;  /* handled by the caller: continue the handshake */
+        return -2; /* handled by the caller: continue the handshake */
     size_t got = 0;
     while (got < len) {
         int r = SSL_read(c->tls->ssl, (char *)buf + got, (int)(len - got > 1 << 30 ? 1 << 30 : len - got));

@@ -28,7 +28,8 @@ static int level_cmp(const char *a, uint32_t alen, const char *b, uint32_t blen)
 
 /* Binary search; returns the child or NULL and the insertion index. */
 __attribute__((nonnull)) /* so &n->plus is never NULL: the analyzer thought it could be */
-static struct topic_node **wildcard_slot(struct topic_node *n, const char *level, uint32_t len)
+static struct topic_node **
+wildcard_slot(struct topic_node *n, const char *level, uint32_t len)
 {
     switch (hd_mqtt_level_kind_of(level, len)) {
     case HD_MQTT_LEVEL_PLUS: return &n->plus;
@@ -233,7 +234,7 @@ static void match_walk(struct topic_node *n, const struct hd_mqtt_level *level, 
 {
     if (!level) {
         emit_node(n, fn, ctx);
-        if (n->hash)  /* "a/#" also matches "a" */
+        if (n->hash) /* "a/#" also matches "a" */
             emit_node(n->hash, fn, ctx);
         return;
     }
@@ -317,7 +318,7 @@ static void retain_walk(struct retain_walk *w, struct topic_node *n, const struc
     }
     if (level->kind == HD_MQTT_LEVEL_HASH) {
         if (!first)
-            retain_emit(w, n);  /* "a/#" also matches "a" */
+            retain_emit(w, n); /* "a/#" also matches "a" */
         for (uint32_t i = 0; i < n->n_children; i++)
             if (!first || hd_mqtt_wildcard_may_match(n->children[i]->level))
                 retain_all(w, n->children[i], false);

@@ -225,8 +225,7 @@ int cgroup_read_u64(const char *dir, const char *file, uint64_t *out, hd_error_t
     return 0;
 }
 
-int cgroup_read_key(const char *dir, const char *file, const char *key, uint64_t *out,
-                    hd_error_t *err)
+int cgroup_read_key(const char *dir, const char *file, const char *key, uint64_t *out, hd_error_t *err)
 {
     cleanup_free char *text = NULL;
     if (cgroup_read(dir, file, &text, err) < 0)
@@ -473,8 +472,7 @@ static int remove_dirs(struct hd_cgroup *cg, hd_error_t *err)
 static int cgroup_make(const char *name, const struct hd_resources *res, bool adopt, struct hd_cgroup **out,
                        hd_error_t *err);
 
-int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
-                     hd_error_t *err)
+int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out, hd_error_t *err)
 {
     return cgroup_make(name, res, false, out, err);
 }

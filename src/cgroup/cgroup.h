@@ -30,9 +30,9 @@ struct hd_stats {
 };
 
 enum hd_cgroup_mode {
-    HD_CGROUP_V1,      /* legacy: only v1 hierarchies */
-    HD_CGROUP_HYBRID,  /* v1 controllers + a v2 hierarchy at /sys/fs/cgroup/unified */
-    HD_CGROUP_V2,      /* unified only */
+    HD_CGROUP_V1,     /* legacy: only v1 hierarchies */
+    HD_CGROUP_HYBRID, /* v1 controllers + a v2 hierarchy at /sys/fs/cgroup/unified */
+    HD_CGROUP_V2,     /* unified only */
 };
 
 struct hd_cgroup;
@@ -41,8 +41,7 @@ enum hd_cgroup_mode hd_cgroup_detect(void);
 const char *hd_cgroup_mode_name(enum hd_cgroup_mode mode);
 
 /* Create hedge/<name> with the limits applied. The group is empty. */
-int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out,
-                     hd_error_t *err);
+int hd_cgroup_create(const char *name, const struct hd_resources *res, struct hd_cgroup **out, hd_error_t *err);
 /* Find the existing group hedge/<name> (another process created it) to signal or destroy it;
  * directories that are missing are made, so destroy always has a complete group. No limits. */
 int hd_cgroup_open(const char *name, struct hd_cgroup **out, hd_error_t *err);
@@ -71,8 +70,8 @@ int hd_cgroup_fd(struct hd_cgroup *cg);
  */
 #define HD_CGROUP_ENTRY_MAX 8
 struct hd_cgroup_entry {
-    int clone_fd;                          /* for clone3(CLONE_INTO_CGROUP), or -1 */
-    int tasks_fd[HD_CGROUP_ENTRY_MAX];     /* v1 "tasks" files, opened for writing */
+    int clone_fd;                      /* for clone3(CLONE_INTO_CGROUP), or -1 */
+    int tasks_fd[HD_CGROUP_ENTRY_MAX]; /* v1 "tasks" files, opened for writing */
     const char *tasks_dir[HD_CGROUP_ENTRY_MAX];
     int n_tasks;
 };

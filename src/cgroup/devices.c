@@ -35,20 +35,23 @@
 #include "cgroup/internal.h"
 #include "base/util.h"
 
-#define RULE(a, t, maj, min, acc) {.allow = (a), .type = (t), .major = (maj), .minor = (min), .access = (acc)}
+#define RULE(a, t, maj, min, acc) \
+    { \
+        .allow = (a), .type = (t), .major = (maj), .minor = (min), .access = (acc) \
+    }
 
 const struct hd_device_rule hd_device_rules_default[] = {
     RULE(false, 'a', HD_DEV_ANY, HD_DEV_ANY, HD_DEV_RWM),
     RULE(true, 'c', HD_DEV_ANY, HD_DEV_ANY, HD_DEV_MKNOD),
     RULE(true, 'b', HD_DEV_ANY, HD_DEV_ANY, HD_DEV_MKNOD),
-    RULE(true, 'c', 1, 3, HD_DEV_RWM),          /* /dev/null */
-    RULE(true, 'c', 1, 5, HD_DEV_RWM),          /* /dev/zero */
-    RULE(true, 'c', 1, 7, HD_DEV_RWM),          /* /dev/full */
-    RULE(true, 'c', 1, 8, HD_DEV_RWM),          /* /dev/random */
-    RULE(true, 'c', 1, 9, HD_DEV_RWM),          /* /dev/urandom */
-    RULE(true, 'c', 5, 0, HD_DEV_RWM),          /* /dev/tty */
-    RULE(true, 'c', 5, 1, HD_DEV_RWM),          /* /dev/console */
-    RULE(true, 'c', 5, 2, HD_DEV_RWM),          /* /dev/ptmx */
+    RULE(true, 'c', 1, 3, HD_DEV_RWM),            /* /dev/null */
+    RULE(true, 'c', 1, 5, HD_DEV_RWM),            /* /dev/zero */
+    RULE(true, 'c', 1, 7, HD_DEV_RWM),            /* /dev/full */
+    RULE(true, 'c', 1, 8, HD_DEV_RWM),            /* /dev/random */
+    RULE(true, 'c', 1, 9, HD_DEV_RWM),            /* /dev/urandom */
+    RULE(true, 'c', 5, 0, HD_DEV_RWM),            /* /dev/tty */
+    RULE(true, 'c', 5, 1, HD_DEV_RWM),            /* /dev/console */
+    RULE(true, 'c', 5, 2, HD_DEV_RWM),            /* /dev/ptmx */
     RULE(true, 'c', 136, HD_DEV_ANY, HD_DEV_RWM), /* /dev/pts/N */
 };
 const size_t hd_device_rules_default_count = ARRAY_SIZE(hd_device_rules_default);
@@ -98,16 +101,15 @@ int hd_device_rule_parse(const char *text, struct hd_device_rule *out, hd_error_
         const char *colon = strchr(numbers, ':');
         if (colon == NULL || parse_number(numbers, (size_t)(colon - numbers), &r.major) < 0 ||
             parse_number(colon + 1, strlen(colon + 1), &r.minor) < 0)
-            return hd_error_set(err, 0, "device rule \"%s\": \"%s\" is not MAJOR:MINOR (numbers up to %d or *)",
-                                text, numbers, DEVICE_NUMBER_MAX);
+            return hd_error_set(err, 0, "device rule \"%s\": \"%s\" is not MAJOR:MINOR (numbers up to %d or *)", text,
+                                numbers, DEVICE_NUMBER_MAX);
     }
     if (access) {
         r.access = 0;
         for (const char *p = access; *p; p++) {
             unsigned bit = *p == 'r' ? HD_DEV_READ : *p == 'w' ? HD_DEV_WRITE : *p == 'm' ? HD_DEV_MKNOD : 0;
             if (bit == 0)
-                return hd_error_set(err, 0, "device rule \"%s\": access \"%s\" is not made of r, w, m", text,
-                                    access);
+                return hd_error_set(err, 0, "device rule \"%s\": access \"%s\" is not made of r, w, m", text, access);
             r.access |= bit;
         }
     }
@@ -264,8 +266,8 @@ int hd_devices_bpf_load(const struct hd_device_rule *rules, size_t n, hd_error_t
     if (fd >= 0)
         close(fd);
     log[sizeof(log) - 1] = '\0';
-    return hd_error_set(err, saved, "devices: load the BPF_CGROUP_DEVICE program (%zu instructions): %s%s%s",
-                        n_insns, strerror(saved), *log ? "; verifier: " : "", log);
+    return hd_error_set(err, saved, "devices: load the BPF_CGROUP_DEVICE program (%zu instructions): %s%s%s", n_insns,
+                        strerror(saved), *log ? "; verifier: " : "", log);
 }
 
 static int v2_devices_apply(struct hd_cgroup *cg, const struct hd_device_rule *rules, size_t n, hd_error_t *err)
@@ -295,8 +297,9 @@ static int v1_devices_dir(struct hd_cgroup *cg, hd_error_t *err)
         return 0;
     const char *mount = cg->v1_devices_mount; /* found with the other hierarchies (v1.c) */
     if (mount == NULL)
-        return hd_error_set(err, 0, "devices: no cgroup v1 hierarchy carries the devices controller, so the "
-                                    "device allow-list cannot be applied");
+        return hd_error_set(err, 0,
+                            "devices: no cgroup v1 hierarchy carries the devices controller, so the "
+                            "device allow-list cannot be applied");
     cleanup_free char *parent = hd_xasprintf("%s/%s", mount, cg->parent);
     cleanup_free char *group = hd_xasprintf("%s/%s", mount, cg->name);
     if (hd_mkdir_p(parent, 0755, err) < 0 || cgroup_mkdir(group, cg->adopt, err) < 0)

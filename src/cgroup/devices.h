@@ -33,8 +33,8 @@ enum {
 
 struct hd_device_rule {
     bool allow;
-    char type;       /* 'a' any, 'b' block, 'c' char */
-    int64_t major;   /* HD_DEV_ANY or 0..0xfffff */
+    char type;     /* 'a' any, 'b' block, 'c' char */
+    int64_t major; /* HD_DEV_ANY or 0..0xfffff */
     int64_t minor;
     unsigned access; /* HD_DEV_* bits, not 0 */
 };

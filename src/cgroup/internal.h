@@ -25,7 +25,7 @@ enum cgroup_controller {
     CGROUP_CPUACCT,
     CGROUP_PIDS,
     CGROUP_FREEZER,
-    CGROUP_DEVICES,   /* only with a device list (devices.c) or when opening an existing group */
+    CGROUP_DEVICES, /* only with a device list (devices.c) or when opening an existing group */
     CGROUP_N_CONTROLLERS,
 };
 
@@ -45,9 +45,9 @@ struct cgroup_backend {
 struct hd_cgroup {
     enum hd_cgroup_mode mode;
     const struct cgroup_backend *backend;
-    char *name;                       /* "<parent>/<id>" */
-    char *parent;                     /* "<parent>" */
-    char *dirs[CGROUP_MAX_DIRS];      /* every directory we created, removed in reverse order */
+    char *name;                  /* "<parent>/<id>" */
+    char *parent;                /* "<parent>" */
+    char *dirs[CGROUP_MAX_DIRS]; /* every directory we created, removed in reverse order */
     int n_dirs;
     /* v1: the group directory per controller (aliases of dirs[]), NULL when not mounted. */
     const char *controller_dir[CGROUP_N_CONTROLLERS];
@@ -58,7 +58,7 @@ struct hd_cgroup {
     /* v2: the group directory (alias of dirs[0]) and an O_PATH fd of it. */
     const char *v2_dir;
     int v2_fd;
-    bool adopt;                       /* hd_cgroup_open: directories may exist already */
+    bool adopt; /* hd_cgroup_open: directories may exist already */
 };
 
 extern const struct cgroup_backend cgroup_backend_v1;
@@ -95,8 +95,7 @@ int cgroup_read(const char *dir, const char *file, char **out, hd_error_t *err);
 /* A single number ("max" reads as UINT64_MAX). */
 int cgroup_read_u64(const char *dir, const char *file, uint64_t *out, hd_error_t *err);
 /* The value of "key N" in a flat keyed file (memory.events, cpu.stat); -1 if key absent. */
-int cgroup_read_key(const char *dir, const char *file, const char *key, uint64_t *out,
-                    hd_error_t *err);
+int cgroup_read_key(const char *dir, const char *file, const char *key, uint64_t *out, hd_error_t *err);
 /* Make one directory level; EEXIST is fine when may_exist. */
 int cgroup_mkdir(const char *path, bool may_exist, hd_error_t *err);
 /* cgroup_mkdir, making parent (and its parents) only when path's mkdir says ENOENT. */

@@ -25,12 +25,8 @@
 #include "base/util.h"
 
 static const char *const controller_name[CGROUP_N_CONTROLLERS] = {
-    [CGROUP_MEMORY] = "memory",
-    [CGROUP_CPU] = "cpu",
-    [CGROUP_CPUACCT] = "cpuacct",
-    [CGROUP_PIDS] = "pids",
-    [CGROUP_FREEZER] = "freezer",
-    [CGROUP_DEVICES] = "devices",
+    [CGROUP_MEMORY] = "memory", [CGROUP_CPU] = "cpu",         [CGROUP_CPUACCT] = "cpuacct",
+    [CGROUP_PIDS] = "pids",     [CGROUP_FREEZER] = "freezer", [CGROUP_DEVICES] = "devices",
 };
 
 /* The resources.* field that needs controller c, or NULL when no limit asks for it. */
@@ -38,14 +34,10 @@ static const char *field_needing(enum cgroup_controller c, const struct hd_resou
 {
     switch (c) {
     case CGROUP_MEMORY:
-        return res->memory > 0 ? "resources.memory"
-               : res->memory_swap > 0 ? "resources.memory_swap" : NULL;
-    case CGROUP_CPU:
-        return res->cpus > 0 ? "resources.cpus" : res->cpu_weight > 0 ? "resources.cpu_weight" : NULL;
-    case CGROUP_PIDS:
-        return res->pids > 0 ? "resources.pids" : NULL;
-    default:
-        return NULL;
+        return res->memory > 0 ? "resources.memory" : res->memory_swap > 0 ? "resources.memory_swap" : NULL;
+    case CGROUP_CPU: return res->cpus > 0 ? "resources.cpus" : res->cpu_weight > 0 ? "resources.cpu_weight" : NULL;
+    case CGROUP_PIDS: return res->pids > 0 ? "resources.pids" : NULL;
+    default: return NULL;
     }
 }
 
@@ -195,8 +187,9 @@ static int v1_stats(struct hd_cgroup *cg, struct hd_stats *stats, hd_error_t *er
     const char *pids = cg->controller_dir[CGROUP_PIDS];
     if (cpuacct && cgroup_read_u64(cpuacct, "cpuacct.usage", &stats->cpu_usage_ns, err) < 0)
         return -1;
-    if (memory && (cgroup_read_u64(memory, "memory.usage_in_bytes", &stats->memory_bytes, err) < 0 ||
-                   cgroup_read_u64(memory, "memory.max_usage_in_bytes", &stats->memory_peak_bytes, err) < 0))
+    if (memory &&
+        (cgroup_read_u64(memory, "memory.usage_in_bytes", &stats->memory_bytes, err) < 0 ||
+         cgroup_read_u64(memory, "memory.max_usage_in_bytes", &stats->memory_peak_bytes, err) < 0))
         return -1;
     if (pids && cgroup_read_u64(pids, "pids.current", &stats->pids, err) < 0)
         return -1;

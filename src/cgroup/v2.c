@@ -38,15 +38,10 @@ static const char *const v2_controller_name[V2_N_CONTROLLERS] = {
 static const char *v2_field_needing(enum v2_controller c, const struct hd_resources *res)
 {
     switch (c) {
-    case V2_MEMORY:
-        return res->memory > 0 ? "resources.memory"
-               : res->memory_swap > 0 ? "resources.memory_swap" : NULL;
-    case V2_CPU:
-        return res->cpus > 0 ? "resources.cpus" : res->cpu_weight > 0 ? "resources.cpu_weight" : NULL;
-    case V2_PIDS:
-        return res->pids > 0 ? "resources.pids" : NULL;
-    default:
-        return NULL;
+    case V2_MEMORY: return res->memory > 0 ? "resources.memory" : res->memory_swap > 0 ? "resources.memory_swap" : NULL;
+    case V2_CPU: return res->cpus > 0 ? "resources.cpus" : res->cpu_weight > 0 ? "resources.cpu_weight" : NULL;
+    case V2_PIDS: return res->pids > 0 ? "resources.pids" : NULL;
+    default: return NULL;
     }
 }
 
@@ -68,8 +63,8 @@ static bool word_listed(const char *text, const char *word)
  * controller that cannot be enabled is an error; an optional one is dropped
  * from *wanted.
  */
-static int v2_enable_controllers(const char *dir, bool wanted[V2_N_CONTROLLERS],
-                                 const bool required[V2_N_CONTROLLERS], hd_error_t *err)
+static int v2_enable_controllers(const char *dir, bool wanted[V2_N_CONTROLLERS], const bool required[V2_N_CONTROLLERS],
+                                 hd_error_t *err)
 {
     cleanup_free char *enabled = NULL;
     if (cgroup_read(dir, "cgroup.subtree_control", &enabled, err) < 0)
@@ -92,8 +87,7 @@ static int v2_enable_controllers(const char *dir, bool wanted[V2_N_CONTROLLERS],
     return 0;
 }
 
-static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_resources *res,
-                       hd_error_t *err)
+static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_resources *res, hd_error_t *err)
 {
     cleanup_free char *available = NULL;
     if (cgroup_read(root, "cgroup.controllers", &available, err) < 0)
@@ -103,8 +97,8 @@ static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_r
         const char *field = v2_field_needing(c, res);
         bool present = word_listed(available, v2_controller_name[c]);
         if (field && !present)
-            return hd_error_set(err, 0, "%s: the %s controller is not available in the cgroup2 hierarchy %s",
-                                field, v2_controller_name[c], root);
+            return hd_error_set(err, 0, "%s: the %s controller is not available in the cgroup2 hierarchy %s", field,
+                                v2_controller_name[c], root);
         required[c] = field != NULL;
         wanted[c] = present;
     }

@@ -43,9 +43,23 @@ static const char usage[] =
     "      --json               print report.json on stdout; no progress, no table\n";
 
 enum {
-    OPT_BUILTIN = 256, OPT_RUN_TO_COMPLETION, OPT_CONNECT, OPT_RUNS, OPT_DURATION, OPT_WARMUP, OPT_COUNT,
-    OPT_REQUEST_SIZE, OPT_RESPONSE_SIZE, OPT_PROTOCOL, OPT_NO_STREAM, OPT_STREAM, OPT_READY_TIMEOUT, OPT_NEIGHBOUR,
-    OPT_JSON, OPT_ECHO_SERVER, OPT_HELP,
+    OPT_BUILTIN = 256,
+    OPT_RUN_TO_COMPLETION,
+    OPT_CONNECT,
+    OPT_RUNS,
+    OPT_DURATION,
+    OPT_WARMUP,
+    OPT_COUNT,
+    OPT_REQUEST_SIZE,
+    OPT_RESPONSE_SIZE,
+    OPT_PROTOCOL,
+    OPT_NO_STREAM,
+    OPT_STREAM,
+    OPT_READY_TIMEOUT,
+    OPT_NEIGHBOUR,
+    OPT_JSON,
+    OPT_ECHO_SERVER,
+    OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -206,9 +220,7 @@ int cmd_bench(int argc, char **argv)
             fputs("usage: ", stdout);
             fputs(usage, stdout);
             return 0;
-        default:
-            fprintf(stderr, "usage: %s", usage);
-            return HD_EXIT_USAGE;
+        default: fprintf(stderr, "usage: %s", usage); return HD_EXIT_USAGE;
         }
     }
     if (optind < argc)
@@ -223,7 +235,8 @@ int cmd_bench(int argc, char **argv)
         if (!o.port && !run_to_completion)
             return cli_usage_error("bench", bench_usage_line,
                                    "-f %s: no port; give --port PORT for a server (ready = the port accepts) "
-                                   "or --run-to-completion for a command (measured exec to exit)", file);
+                                   "or --run-to-completion for a command (measured exec to exit)",
+                                   file);
         if (o.port && run_to_completion)
             return cli_usage_error("bench", bench_usage_line, "--port and --run-to-completion exclude each other");
         spec = hd_spec_new();
@@ -241,14 +254,17 @@ int cmd_bench(int argc, char **argv)
         return cli_usage_error("bench", bench_usage_line, "--neighbour needs a workload, not --connect");
     o.client.response_size = response_size > 0 ? (size_t)response_size : o.client.request_size;
     if (o.client.protocol == HD_BENCH_ECHO && o.client.response_size != o.client.request_size)
-        return cli_usage_error("bench", bench_usage_line, "--protocol echo: the response is the request echoed; "
+        return cli_usage_error("bench", bench_usage_line,
+                               "--protocol echo: the response is the request echoed; "
                                "--response-size must equal --request-size");
     if (o.client.protocol == HD_BENCH_MESSAGE && (o.client.request_size < 18 || o.client.response_size < 14))
-        return cli_usage_error("bench", bench_usage_line, "--protocol message: requests need at least 18 bytes "
+        return cli_usage_error("bench", bench_usage_line,
+                               "--protocol message: requests need at least 18 bytes "
                                "and responses 14 (the message header)");
     o.no_stream = no_stream == -1 ? !o.builtin_echo : no_stream;
     if (!o.no_stream && o.client.protocol != HD_BENCH_MESSAGE)
-        return cli_usage_error("bench", bench_usage_line, "--stream needs --protocol message (a server that "
+        return cli_usage_error("bench", bench_usage_line,
+                               "--stream needs --protocol message (a server that "
                                "counts what it reads, like hedge-echo-server)");
     if (!timeout_set) {
         o.ready_timeout_s = 30;

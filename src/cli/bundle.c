@@ -94,10 +94,8 @@ int hd_bundle_write(const char *path, json_t *spec, hd_error_t *err)
     json_t *volumes = json_array();
     size_t i;
     json_t *m;
-    json_array_foreach(json_object_get(spec, "mounts"), i, m)
-        if (!json_is_true(json_object_get(m, "readonly")))
-            json_array_append_new(volumes, json_pack("{s:i,s:O}", "mount", (int)i, "target",
-                                                     json_object_get(m, "target")));
+    json_array_foreach(json_object_get(spec, "mounts"), i, m) if (!json_is_true(json_object_get(m, "readonly")))
+        json_array_append_new(volumes, json_pack("{s:i,s:O}", "mount", (int)i, "target", json_object_get(m, "target")));
     json_t *meta = json_pack("{s:i,s:O,s:o}", "hedge_bundle", 1, "spec", spec, "volumes", volumes);
     char *text = json_dumps(meta, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(meta);
@@ -117,16 +115,16 @@ int hd_bundle_write(const char *path, json_t *spec, hd_error_t *err)
     archive_entry_set_size(entry, (la_int64_t)strlen(text));
     archive_entry_set_mtime(entry, time(NULL), 0);
     int ok = archive_write_header(out, entry) == ARCHIVE_OK &&
-             archive_write_data(out, text, strlen(text)) == (la_ssize_t)strlen(text);
+        archive_write_data(out, text, strlen(text)) == (la_ssize_t)strlen(text);
     archive_entry_free(entry);
     if (!ok) {
         archive_fail(out, err, path);
         goto out;
     }
-    json_array_foreach(json_object_get(spec, "mounts"), i, m)
-        if (!json_is_true(json_object_get(m, "readonly")) &&
-            bundle_add_tree(out, json_string_value(json_object_get(m, "source")), (int)i, err) < 0)
-            goto out;
+    json_array_foreach(json_object_get(spec, "mounts"), i,
+                       m) if (!json_is_true(json_object_get(m, "readonly")) &&
+                              bundle_add_tree(out, json_string_value(json_object_get(m, "source")), (int)i, err) <
+                                  0) goto out;
     if (archive_write_close(out) != ARCHIVE_OK) {
         archive_fail(out, err, path);
         goto out;
@@ -170,8 +168,7 @@ static bool volume_path(const char *name, int *index, const char **rest)
     return (*rest)[0] != '/';
 }
 
-int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec_out, char ***created,
-                   hd_error_t *err)
+int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec_out, char ***created, hd_error_t *err)
 {
     if (hd_archive_load(err) < 0)
         return -1;
@@ -182,8 +179,9 @@ int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec_out
     struct archive *disk = archive_write_disk_new();
     /* Entry names are rewritten to absolute paths below the volume dir by us, so the
      * absolute-path check is ours (volume_path); libarchive refuses ".." and symlinks. */
-    archive_write_disk_set_options(disk, ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-                                             ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER);
+    archive_write_disk_set_options(disk,
+                                   ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+                                       ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER);
     archive_write_disk_set_standard_lookup(disk);
     json_t *meta = NULL, *spec = NULL;
     char *base = NULL;
@@ -211,15 +209,16 @@ int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec_out
             meta = json_loadb(text, size, 0, &jerr);
             spec = meta ? json_object_get(meta, "spec") : NULL;
             const char *wl = json_string_value(json_object_get(spec, "name"));
-            if (!json_is_object(spec) || json_integer_value(json_object_get(meta, "hedge_bundle")) != 1 ||
-                wl == NULL || strchr(wl, '/') || wl[0] == '.') {
+            if (!json_is_object(spec) || json_integer_value(json_object_get(meta, "hedge_bundle")) != 1 || wl == NULL ||
+                strchr(wl, '/') || wl[0] == '.') {
                 hd_error_set(err, 0, "%s: not a version 1 bundle with a named spec", BUNDLE_META);
                 goto out;
             }
             base = hd_xasprintf("%s/%s", volumes_base, wl);
             json_t *v;
             size_t k;
-            json_array_foreach(json_object_get(meta, "volumes"), k, v) {
+            json_array_foreach(json_object_get(meta, "volumes"), k, v)
+            {
                 int i = (int)json_integer_value(json_object_get(v, "mount"));
                 json_t *mount = json_array_get(json_object_get(spec, "mounts"), (size_t)i);
                 if (mount == NULL) {

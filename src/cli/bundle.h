@@ -17,8 +17,7 @@ int hd_bundle_write(const char *path, json_t *spec, hd_error_t *err);
  * not exist yet) and return the spec with those mounts' sources pointing there, and
  * the list of directories made (for hd_bundle_remove_volumes if the deploy fails).
  */
-int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec, char ***created,
-                   hd_error_t *err);
+int hd_bundle_read(const char *path, const char *volumes_base, json_t **spec, char ***created, hd_error_t *err);
 /* Remove the volume directories hd_bundle_read made, and free the list. */
 void hd_bundle_remove_volumes(char **dirs);
 

@@ -43,8 +43,7 @@ int cmd_move(int argc, char **argv);
 /* Print an error, free it and return its exit code. */
 int cli_fail(hd_error_t *err);
 /* Print "hedge VERB: <message>" and the usage to stderr and return 2. */
-int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int cli_usage_error(const char *verb, const char *usage, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Print "usage: <usage>" to stdout (the answer to --help) and return 0. */
 int cli_help(const char *usage);
 /*

@@ -60,8 +60,7 @@ static int client_connect(hd_error_t *err)
     return fd;
 }
 
-static int client_send(int fd, const char *method, const char *path, const char *body, size_t len,
-                       hd_error_t *err)
+static int client_send(int fd, const char *method, const char *path, const char *body, size_t len, hd_error_t *err)
 {
     cleanup_free char *head = hd_xasprintf("%s %s HTTP/1.1\r\nHost: hedged\r\nContent-Length: %zu\r\n"
                                            "Connection: close\r\n\r\n",
@@ -213,8 +212,7 @@ int hd_client_fail(const char *verb, const struct hd_client_response *resp)
     return code;
 }
 
-json_t *hd_client_call(const char *verb, const char *method, const char *path, const char *body, size_t len,
-                       int *code)
+json_t *hd_client_call(const char *verb, const char *method, const char *path, const char *body, size_t len, int *code)
 {
     struct hd_client_response resp;
     hd_error_t err = NULL;

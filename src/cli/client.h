@@ -14,7 +14,7 @@
 
 struct hd_client_response {
     int status;
-    char *body;      /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t len;
 };
 
@@ -34,14 +34,11 @@ json_t *hd_client_json(const struct hd_client_response *resp, hd_error_t *err);
  */
 int hd_client_fail(const char *verb, const struct hd_client_response *resp);
 /* Send and handle the common case: request, error or JSON body. Returns NULL and sets *code on failure. */
-json_t *hd_client_call(const char *verb, const char *method, const char *path, const char *body, size_t len,
-                       int *code);
+json_t *hd_client_call(const char *verb, const char *method, const char *path, const char *body, size_t len, int *code);
 /* "1h2m", "35s": a short human duration. */
 void hd_client_duration(double seconds, char *buf, size_t size);
 /* "12.3M": a short human size. */
 void hd_client_size(double bytes, char *buf, size_t size);
-
-
 
 /*
  * The shape of stop, start and rm: `hedge VERB [--json] NAME...`, one request

@@ -85,8 +85,8 @@ int cmd_deploy(int argc, char **argv)
     }
     cleanup_free char *origin = hd_client_escape(strcmp(file, "-") == 0 ? "stdin" : file);
     cleanup_free char *wait = health ? hd_client_escape(health) : NULL;
-    cleanup_free char *path = hd_xasprintf("/v1/workloads?origin=%s%s%s", origin, wait ? "&health_wait=" : "",
-                                           wait ? wait : "");
+    cleanup_free char *path =
+        hd_xasprintf("/v1/workloads?origin=%s%s%s", origin, wait ? "&health_wait=" : "", wait ? wait : "");
     int code = 0;
     json_t *o = hd_client_call("deploy", "POST", path, data, len, &code);
     if (o == NULL) {

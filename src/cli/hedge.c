@@ -33,14 +33,16 @@ static const struct hd_command commands[] = {
 
 static void print_help(FILE *out)
 {
-    fprintf(out, "usage: hedge [--state-dir DIR] [--socket PATH] COMMAND [ARGS...]\n\n"
-                 "hedge runs edge workloads as a process, a container or a VM.\n\ncommands:\n");
+    fprintf(out,
+            "usage: hedge [--state-dir DIR] [--socket PATH] COMMAND [ARGS...]\n\n"
+            "hedge runs edge workloads as a process, a container or a VM.\n\ncommands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\nglobal options:\n"
-                 "  --state-dir DIR  state directory (default $HEDGE_STATE_DIR or /var/lib/hedge)\n"
-                 "  --socket PATH    hedged's API socket (default $HEDGE_SOCKET or /run/hedge/hedged.sock)\n"
-                 "\n'hedge COMMAND --help' describes a command.\n");
+    fprintf(out,
+            "\nglobal options:\n"
+            "  --state-dir DIR  state directory (default $HEDGE_STATE_DIR or /var/lib/hedge)\n"
+            "  --socket PATH    hedged's API socket (default $HEDGE_SOCKET or /run/hedge/hedged.sock)\n"
+            "\n'hedge COMMAND --help' describes a command.\n");
 }
 
 int main(int argc, char **argv)

@@ -36,7 +36,8 @@ int cmd_history(int argc, char **argv)
     printf("%-8s %-20s %-11s %-19s %s\n", "VERSION", "CREATED (UTC)", "STATUS", "DIGEST", "NOTE");
     size_t k;
     json_t *v;
-    json_array_foreach(json_object_get(o, "versions"), k, v) {
+    json_array_foreach(json_object_get(o, "versions"), k, v)
+    {
         time_t t = (time_t)(json_integer_value(json_object_get(v, "created_at")) / 1000);
         char when[32];
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime(&t));

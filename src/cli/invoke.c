@@ -158,7 +158,8 @@ static int invoke_by_name(const char *name, const char *payload, size_t payload_
         usleep(50 * 1000);
     if (r < 0)
         return invoke_fail("%s: cannot reach the function at %s: %s", name, sock_copy, strerror(errno));
-    struct timeval tv = {.tv_sec = (time_t)timeout, .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
+    struct timeval tv = {.tv_sec = (time_t)timeout,
+                         .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     uint8_t head[5] = {(uint8_t)(payload_len >> 24), (uint8_t)(payload_len >> 16), (uint8_t)(payload_len >> 8),
@@ -167,9 +168,10 @@ static int invoke_by_name(const char *name, const char *payload, size_t payload_
         return invoke_fail("%s: sending the payload: %s", name, errno ? strerror(errno) : "connection closed");
     errno = 0;
     if (hd_read_exact(fd, head, 5) < 0)
-        return invoke_fail("%s: %s", name, errno == EAGAIN || errno == EWOULDBLOCK
-                                               ? "no result within the timeout"
-                                               : "the function host closed the connection without a result");
+        return invoke_fail("%s: %s", name,
+                           errno == EAGAIN || errno == EWOULDBLOCK
+                               ? "no result within the timeout"
+                               : "the function host closed the connection without a result");
     size_t len = (size_t)head[1] << 24 | (size_t)head[2] << 16 | (size_t)head[3] << 8 | head[4];
     if ((head[0] != 'R' && head[0] != 'E') || len > MAX_ANSWER)
         return invoke_fail("%s: malformed answer from the function host", name);
@@ -206,7 +208,8 @@ int cmd_invoke(int argc, char **argv)
     if (name && topic)
         return cli_usage_error("invoke", usage_text, "give a function NAME or --topic, not both");
     if (!name && (!topic || !hd_mqtt_topic_valid_name(topic, strlen(topic))))
-        return cli_usage_error("invoke", usage_text, "give a function NAME, or --topic with a topic name (no wildcards)");
+        return cli_usage_error("invoke", usage_text,
+                               "give a function NAME, or --topic with a topic name (no wildcards)");
     if (timeout <= 0)
         return cli_usage_error("invoke", usage_text, "--timeout must be more than 0");
     hd_error_t err = NULL;
@@ -232,10 +235,12 @@ int cmd_invoke(int argc, char **argv)
     s.reply_topic = reply_topic;
     char client_id[32];
     snprintf(client_id, sizeof(client_id), "hedge-invoke-%s", s.correlation);
-    struct hd_mqtt_options mo = {.host = host, .port = port, .client_id = client_id, .clean_session = true,
-                                 .keepalive = 60, .protocol = 5};
-    struct hd_mqtt_callbacks cb = {.on_connect = invoke_on_connect, .on_message = invoke_on_message,
-                                   .on_suback = invoke_on_suback, .on_disconnect = invoke_on_disconnect};
+    struct hd_mqtt_options mo = {
+        .host = host, .port = port, .client_id = client_id, .clean_session = true, .keepalive = 60, .protocol = 5};
+    struct hd_mqtt_callbacks cb = {.on_connect = invoke_on_connect,
+                                   .on_message = invoke_on_message,
+                                   .on_suback = invoke_on_suback,
+                                   .on_disconnect = invoke_on_disconnect};
     s.c = hd_mqtt_client_new(&mo, &cb, &s);
     if (hd_mqtt_client_connect(s.c, &err) < 0) {
         hd_mqtt_client_free(s.c);
@@ -246,8 +251,8 @@ int cmd_invoke(int argc, char **argv)
     while (!s.done) {
         uint64_t now = hd_now_ns();
         if (now >= deadline) {
-            fprintf(stderr, "hedge invoke: no reply on %s within %gs (is a function listening on %s?)\n",
-                    reply_topic, timeout, topic);
+            fprintf(stderr, "hedge invoke: no reply on %s within %gs (is a function listening on %s?)\n", reply_topic,
+                    timeout, topic);
             break;
         }
         struct pollfd p = {.fd = hd_mqtt_client_fd(s.c), .events = hd_mqtt_client_events(s.c)};

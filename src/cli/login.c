@@ -18,21 +18,16 @@
 #include "cli/cli.h"
 #include "image/image.h"
 
-static const char usage[] =
-    "hedge login HOST[:PORT] -u USER (--password-stdin | -p PASSWORD)\n"
-    "                   [--insecure-registry HOST[:PORT]]... [--ca FILE] [--authfile FILE]";
+static const char usage[] = "hedge login HOST[:PORT] -u USER (--password-stdin | -p PASSWORD)\n"
+                            "                   [--insecure-registry HOST[:PORT]]... [--ca FILE] [--authfile FILE]";
 
 int cmd_login(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"username", required_argument, NULL, 'u'},
-        {"password", required_argument, NULL, 'p'},
-        {"password-stdin", no_argument, NULL, 's'},
-        {"insecure-registry", required_argument, NULL, 'k'},
-        {"ca", required_argument, NULL, 'c'},
-        {"authfile", required_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"username", required_argument, NULL, 'u'}, {"password", required_argument, NULL, 'p'},
+        {"password-stdin", no_argument, NULL, 's'}, {"insecure-registry", required_argument, NULL, 'k'},
+        {"ca", required_argument, NULL, 'c'},       {"authfile", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     const char *user = NULL, *password = NULL, *auth_file = NULL;
     bool from_stdin = false;

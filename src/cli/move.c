@@ -55,12 +55,12 @@ int cmd_move(int argc, char **argv)
     if (r == 0) {
         size_t volumes = 0, i;
         json_t *m;
-        json_array_foreach(json_object_get(spec, "mounts"), i, m)
-            volumes += !json_is_true(json_object_get(m, "readonly"));
+        json_array_foreach(json_object_get(spec, "mounts"), i, m) volumes +=
+            !json_is_true(json_object_get(m, "readonly"));
         printf("%s: stopped; version %lld and %zu volume%s written to %s\n"
                "start it elsewhere with `hedge deploy --bundle %s`, then `hedge rm %s` here\n",
-               name, (long long)json_integer_value(json_object_get(info, "version")), volumes,
-               volumes == 1 ? "" : "s", out, out, name);
+               name, (long long)json_integer_value(json_object_get(info, "version")), volumes, volumes == 1 ? "" : "s",
+               out, out, name);
     }
     json_decref(info);
     return r < 0 ? cli_fail(&err) : 0;

@@ -33,11 +33,12 @@ int cmd_ps(int argc, char **argv)
         json_decref(list);
         return 0;
     }
-    printf("%-20s %-7s %-10s %-11s %-8s %-8s %-8s %-8s %s\n", "NAME", "VERSION", "ISOLATION", "STATE", "PID",
-           "UPTIME", "RESTARTS", "CPU", "MEMORY");
+    printf("%-20s %-7s %-10s %-11s %-8s %-8s %-8s %-8s %s\n", "NAME", "VERSION", "ISOLATION", "STATE", "PID", "UPTIME",
+           "RESTARTS", "CPU", "MEMORY");
     size_t i;
     json_t *w;
-    json_array_foreach(list, i, w) {
+    json_array_foreach(list, i, w)
+    {
         char pid[16] = "-", uptime[16] = "-", cpu[16] = "-", mem[16] = "-";
         json_t *v;
         if (json_is_integer(v = json_object_get(w, "pid")))
@@ -50,11 +51,12 @@ int cmd_ps(int argc, char **argv)
             hd_client_size(json_number_value(v), mem, sizeof(mem));
         printf("%-20s %-7lld %-10s %-11s %-8s %-8s %-8lld %-8s %s\n", json_string_value(json_object_get(w, "name")),
                (long long)json_integer_value(json_object_get(w, "version")),
-               json_string_value(json_object_get(w, "isolation")), json_string_value(json_object_get(w, "state")),
-               pid, uptime, (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
+               json_string_value(json_object_get(w, "isolation")), json_string_value(json_object_get(w, "state")), pid,
+               uptime, (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
     }
     bool header = false;
-    json_array_foreach(list, i, w) {
+    json_array_foreach(list, i, w)
+    {
         json_t *fn = json_object_get(w, "function");
         if (!json_is_object(fn))
             continue;

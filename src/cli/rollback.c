@@ -31,8 +31,8 @@ int cmd_rollback(int argc, char **argv)
         return cli_usage_error("rollback", usage, "name one workload");
     cleanup_free char *name = hd_client_escape(argv[i]);
     cleanup_free char *wait = health ? hd_client_escape(health) : NULL;
-    cleanup_free char *path = hd_xasprintf("/v1/workloads/%s/rollback%s%s", name, wait ? "?health_wait=" : "",
-                                           wait ? wait : "");
+    cleanup_free char *path =
+        hd_xasprintf("/v1/workloads/%s/rollback%s%s", name, wait ? "?health_wait=" : "", wait ? wait : "");
     int code = 0;
     json_t *o = hd_client_call("rollback", "POST", path, NULL, 0, &code);
     if (o == NULL)

@@ -45,9 +45,23 @@ static const char usage[] =
     "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n";
 
 enum {
-    OPT_NAME = 256, OPT_ROOTFS, OPT_HOSTNAME, OPT_MEMORY_SWAP, OPT_CPUS, OPT_CPU_WEIGHT, OPT_PIDS,
-    OPT_NETWORK, OPT_READ_ONLY, OPT_SECCOMP, OPT_CAP_ADD, OPT_CAP_DROP, OPT_INIT, OPT_USERNS,
-    OPT_ENTRYPOINT, OPT_VM_ACCEL, OPT_HELP,
+    OPT_NAME = 256,
+    OPT_ROOTFS,
+    OPT_HOSTNAME,
+    OPT_MEMORY_SWAP,
+    OPT_CPUS,
+    OPT_CPU_WEIGHT,
+    OPT_PIDS,
+    OPT_NETWORK,
+    OPT_READ_ONLY,
+    OPT_SECCOMP,
+    OPT_CAP_ADD,
+    OPT_CAP_DROP,
+    OPT_INIT,
+    OPT_USERNS,
+    OPT_ENTRYPOINT,
+    OPT_VM_ACCEL,
+    OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -98,8 +112,8 @@ static void print_oom_line(const struct hd_spec *spec)
         unit = "MiB";
         scaled = limit >> 20;
     }
-    fprintf(stderr, "hedge: %s%sOOM-killed: the workload hit its memory limit of %lld %s (%lld bytes)\n", name,
-            sep, scaled, unit, limit);
+    fprintf(stderr, "hedge: %s%sOOM-killed: the workload hit its memory limit of %lld %s (%lld bytes)\n", name, sep,
+            scaled, unit, limit);
 }
 
 static int flag_error(const char *flag, const char *value, const char *why)
@@ -124,15 +138,20 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
 {
     long long n;
     switch (opt) {
-    case 'f':
-        return 0; /* loaded before the flags */
+    case 'f': return 0; /* loaded before the flags */
     case 'i':
         if (hd_isolation_parse(arg, &spec->isolation) < 0)
             return flag_error("--isolation", arg, "is not an isolation level (process, container or vm)");
         spec->isolation_set = true;
         return 0;
-    case OPT_NAME: free(spec->name); spec->name = hd_xstrdup(arg); return 0;
-    case OPT_ROOTFS: free(spec->rootfs); spec->rootfs = hd_xstrdup(arg); return 0;
+    case OPT_NAME:
+        free(spec->name);
+        spec->name = hd_xstrdup(arg);
+        return 0;
+    case OPT_ROOTFS:
+        free(spec->rootfs);
+        spec->rootfs = hd_xstrdup(arg);
+        return 0;
     case 'e':
         if (strchr(arg, '=') == NULL) {
             const char *v = getenv(arg); /* docker: -e NAME passes the caller's value */
@@ -146,9 +165,18 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
             return flag_error("--env", arg, "has no variable name");
         hd_env_set(&spec->env, arg);
         return 0;
-    case 'w': free(spec->workdir); spec->workdir = hd_xstrdup(arg); return 0;
-    case 'u': free(spec->user); spec->user = hd_xstrdup(arg); return 0;
-    case OPT_HOSTNAME: free(spec->hostname); spec->hostname = hd_xstrdup(arg); return 0;
+    case 'w':
+        free(spec->workdir);
+        spec->workdir = hd_xstrdup(arg);
+        return 0;
+    case 'u':
+        free(spec->user);
+        spec->user = hd_xstrdup(arg);
+        return 0;
+    case OPT_HOSTNAME:
+        free(spec->hostname);
+        spec->hostname = hd_xstrdup(arg);
+        return 0;
     case 'm':
         if (hd_parse_size(arg, &spec->resources.memory) < 0)
             return flag_error("--memory", arg, "is not a size (use K, M or G)");
@@ -201,7 +229,10 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
         return 0;
     }
     case OPT_READ_ONLY: spec->readonly_rootfs = true; return 0;
-    case OPT_SECCOMP: free(spec->security.seccomp); spec->security.seccomp = hd_xstrdup(arg); return 0;
+    case OPT_SECCOMP:
+        free(spec->security.seccomp);
+        spec->security.seccomp = hd_xstrdup(arg);
+        return 0;
     case OPT_CAP_ADD: hd_strv_push(&spec->security.cap_add, arg); return 0;
     case OPT_CAP_DROP: hd_strv_push(&spec->security.cap_drop, arg); return 0;
     case OPT_INIT: spec->init = true; return 0;
@@ -221,7 +252,10 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
         else
             spec->entrypoint = hd_xcalloc(1, sizeof(char *)); /* "" clears the image's */
         return 0;
-    case OPT_VM_ACCEL: free(spec->vm_accel); spec->vm_accel = hd_xstrdup(arg); return 0;
+    case OPT_VM_ACCEL:
+        free(spec->vm_accel);
+        spec->vm_accel = hd_xstrdup(arg);
+        return 0;
     }
     return HD_EXIT_USAGE;
 }
@@ -262,8 +296,8 @@ int cmd_run(int argc, char **argv)
     bool dashdash_seen = i > 1 && strcmp(argv[i - 1], "--") == 0;
     if (!spec->isolation_set)
         spec->isolation = (spec->image || spec->rootfs || (i < argc && !dashdash_seen && strcmp(argv[i], "--")))
-                              ? HD_ISOLATION_CONTAINER
-                              : HD_ISOLATION_PROCESS;
+            ? HD_ISOLATION_CONTAINER
+            : HD_ISOLATION_PROCESS;
     bool wants_image = spec->isolation != HD_ISOLATION_PROCESS && !spec->image && !spec->rootfs;
     if (wants_image && i < argc && !dashdash_seen && strcmp(argv[i], "--") != 0)
         spec->image = hd_xstrdup(argv[i++]);

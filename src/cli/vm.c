@@ -44,8 +44,8 @@ static int vm_kernel(void)
     printf("%s\ninitramfs:  %s\n", k.net_modules && k.net_modules[0] ? "" : " (none)", initramfs);
     struct hd_vm_accel_probe probe;
     hd_vm_accel_probe(&probe);
-    printf("accel:      %s (auto; KVM %s: %s)\n", probe.usable ? "kvm" : "tcg",
-           probe.usable ? "usable" : "not usable", probe.reason);
+    printf("accel:      %s (auto; KVM %s: %s)\n", probe.usable ? "kvm" : "tcg", probe.usable ? "usable" : "not usable",
+           probe.reason);
     hd_vm_kernel_free(&k);
     return 0;
 }

@@ -41,7 +41,7 @@ struct hd_api {
     struct hd_loop *loop;
     struct hd_supervisor *sup;
     const struct hd_daemon_config *cfg;
-    struct hd_broker *broker;   /* its counters join /metrics; NULL when disabled */
+    struct hd_broker *broker;        /* its counters join /metrics; NULL when disabled */
     struct hd_daemon_uplink *uplink; /* its counters join /metrics, GET /v1/uplink; NULL when none */
     int fd;
     struct hd_watch *watch;
@@ -57,10 +57,10 @@ struct conn {
     enum conn_state state;
     char *in;
     size_t in_len;
-    size_t header_len;     /* bytes of request line + headers, 0 until complete */
+    size_t header_len; /* bytes of request line + headers, 0 until complete */
     size_t body_len;
     char method[16];
-    size_t target_off;     /* offset of the request target in in (in may move) */
+    size_t target_off; /* offset of the request target in in (in may move) */
     char *out;
     size_t out_len, out_off;
     /* logs?follow=1 */
@@ -334,8 +334,7 @@ static void route(struct conn *c, const char *method, char *target, const char *
         *query++ = '\0';
     if (!hd_http_url_decode(target))
         return respond_error(c, 400, "request target: malformed percent-escape");
-    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0,
-         del = strcmp(method, "DELETE") == 0;
+    bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0, del = strcmp(method, "DELETE") == 0;
 
     if (strcmp(target, "/metrics") == 0) {
         if (!get)
@@ -375,8 +374,7 @@ static void route(struct conn *c, const char *method, char *target, const char *
             return respond_error(c, 400, "health_wait: must be a number of seconds (0..3600)");
         cleanup_free char *origin = hd_http_query_get(query, "origin");
         c->state = CONN_WAITING;
-        hd_supervisor_deploy(api->sup, body, body_len, origin ? origin : "request body", health_wait,
-                             reply_later, c);
+        hd_supervisor_deploy(api->sup, body, body_len, origin ? origin : "request body", health_wait, reply_later, c);
         return;
     }
     if (strncmp(target, "/v1/workloads/", 14) != 0)
@@ -612,8 +610,8 @@ int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct h
         struct group *g = getgrnam(cfg->socket_group);
         if (g == NULL || chown(cfg->socket_path, 0, g->gr_gid) < 0 || chmod(cfg->socket_path, 0660) < 0) {
             unlink(cfg->socket_path);
-            return hd_error_set(err, g ? errno : 0, "socket %s: group %s %s", cfg->socket_path,
-                                cfg->socket_group, g ? "cannot be set" : "does not exist");
+            return hd_error_set(err, g ? errno : 0, "socket %s: group %s %s", cfg->socket_path, cfg->socket_group,
+                                g ? "cannot be set" : "does not exist");
         }
     }
     if (listen(fd, 64) < 0)

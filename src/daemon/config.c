@@ -58,16 +58,27 @@ static int config_path(const json_t *v, const char *key, char **out, hd_error_t 
     return 0;
 }
 
-static int config_seconds(const json_t *v, const char *key, double min, double max, double *out,
-                          hd_error_t *err)
+static int config_seconds(const json_t *v, const char *key, double min, double max, double *out, hd_error_t *err)
 {
     cleanup_free char *want = hd_xasprintf("a number of seconds in %g..%g", min, max);
     return hd_json_number(v, key, min, max, want, out, err);
 }
 
 static const char *const config_keys[] = {
-    "state_dir", "socket", "log_dir", "socket_group", "log_max_size", "health_wait", "restart_backoff_initial",
-    "restart_backoff_max", "restart_reset_after", "stop_grace", "crash_loop_after", "log_level", "broker", "uplink",
+    "state_dir",
+    "socket",
+    "log_dir",
+    "socket_group",
+    "log_max_size",
+    "health_wait",
+    "restart_backoff_initial",
+    "restart_backoff_max",
+    "restart_reset_after",
+    "stop_grace",
+    "crash_loop_after",
+    "log_level",
+    "broker",
+    "uplink",
     NULL,
 };
 
@@ -138,7 +149,8 @@ int hd_config_load(struct hd_daemon_config *cfg, const char *path, hd_error_t *e
     r = hd_json_check_keys(root, NULL, config_keys, err);
     const char *key;
     json_t *v;
-    json_object_foreach(root, key, v) {
+    json_object_foreach(root, key, v)
+    {
         if (r < 0)
             break;
         r = config_field(cfg, key, v, err);
@@ -161,7 +173,6 @@ int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
     if (cfg->socket_group && getgrnam(cfg->socket_group) == NULL)
         return hd_error_set(err, 0, "socket_group: group \"%s\" does not exist", cfg->socket_group);
     if (strlen(cfg->socket_path) >= 108)
-        return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)",
-                            cfg->socket_path);
+        return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)", cfg->socket_path);
     return hd_config_finish_uplink(cfg, err);
 }

@@ -41,20 +41,20 @@
 /* ---- config.c ---------------------------------------------------------- */
 
 struct hd_daemon_config {
-    char *state_dir;            /* SQLite DB, instance dirs, logs */
-    char *socket_path;          /* API socket */
-    char *socket_group;         /* group allowed on the socket (mode 0660), NULL = root only (0600) */
-    char *log_dir;              /* workload logs; default <state_dir>/logs */
-    int64_t log_max_bytes;      /* rotate a workload log past this size */
-    double health_wait;         /* seconds a new version must keep running to be healthy */
-    double backoff_initial;     /* first restart delay, seconds */
-    double backoff_max;         /* restart delay cap, seconds */
-    double restart_reset_after; /* a run this long resets the back-off */
-    int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
-    double stop_grace;          /* seconds between SIGTERM and SIGKILL */
-    int log_level;              /* enum hd_log_level of hedged's own log (default info) */
-    bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
-    struct hd_broker_config broker; /* state_dir defaults to <state_dir>/broker */
+    char *state_dir;                 /* SQLite DB, instance dirs, logs */
+    char *socket_path;               /* API socket */
+    char *socket_group;              /* group allowed on the socket (mode 0660), NULL = root only (0600) */
+    char *log_dir;                   /* workload logs; default <state_dir>/logs */
+    int64_t log_max_bytes;           /* rotate a workload log past this size */
+    double health_wait;              /* seconds a new version must keep running to be healthy */
+    double backoff_initial;          /* first restart delay, seconds */
+    double backoff_max;              /* restart delay cap, seconds */
+    double restart_reset_after;      /* a run this long resets the back-off */
+    int crash_loop_after;            /* consecutive quick failures shown as crash-loop */
+    double stop_grace;               /* seconds between SIGTERM and SIGKILL */
+    int log_level;                   /* enum hd_log_level of hedged's own log (default info) */
+    bool broker_enabled;             /* run the MQTT broker in the loop (default true) */
+    struct hd_broker_config broker;  /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
 };
 
@@ -137,8 +137,8 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
 int hd_function_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
                         const struct hd_spec *spec, hd_error_t *err);
 /* {mode, triggers, socket, invocations, errors, timeouts, rejected, restarts, p50_ms, p99_ms}. */
-json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version,
-                         const struct hd_spec *spec, bool running);
+json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version, const struct hd_spec *spec,
+                         bool running);
 /* Remove <state>/functions/<name> (rm). */
 void hd_function_forget(const struct hd_daemon_config *cfg, const char *name);
 
@@ -148,11 +148,11 @@ struct hd_store;
 
 struct hd_store_deployment {
     char *name;
-    int version;          /* the active version */
+    int version; /* the active version */
     bool desired_running;
-    int restarts;         /* restarts since the last deploy/start */
-    int64_t created_at;   /* unix ms */
-    char *state;          /* last settled state ("exited", "failed", ...), NULL if never */
+    int restarts;       /* restarts since the last deploy/start */
+    int64_t created_at; /* unix ms */
+    char *state;        /* last settled state ("exited", "failed", ...), NULL if never */
     char *last_error;
 };
 
@@ -160,7 +160,7 @@ struct hd_store_instance {
     char *id;
     char *name;
     int version;
-    char *role;           /* "current", "candidate" */
+    char *role; /* "current", "candidate" */
 };
 
 int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err);
@@ -172,12 +172,11 @@ void hd_store_rollback(struct hd_store *st);
 int hd_store_put_deployment(struct hd_store *st, const struct hd_store_deployment *d, hd_error_t *err);
 int hd_store_delete_deployment(struct hd_store *st, const char *name, hd_error_t *err);
 /* All deployments; caller frees with hd_store_deployments_free. */
-int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **out, int *n,
-                              hd_error_t *err);
+int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **out, int *n, hd_error_t *err);
 void hd_store_deployments_free(struct hd_store_deployment *d, int n);
 
-int hd_store_add_version(struct hd_store *st, const char *name, int version, const char *spec_json,
-                         const char *digest, const char *status, const char *note, hd_error_t *err);
+int hd_store_add_version(struct hd_store *st, const char *name, int version, const char *spec_json, const char *digest,
+                         const char *status, const char *note, hd_error_t *err);
 int hd_store_set_version_status(struct hd_store *st, const char *name, int version, const char *status,
                                 const char *reason, hd_error_t *err);
 /* Spec JSON of one version (caller frees), or NULL when absent. */
@@ -186,8 +185,8 @@ int hd_store_max_version(struct hd_store *st, const char *name);
 /* JSON array of {version, created_at, digest, status, reason, note}. */
 json_t *hd_store_history(struct hd_store *st, const char *name);
 
-int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version,
-                          const char *role, hd_error_t *err);
+int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version, const char *role,
+                          hd_error_t *err);
 int hd_store_delete_instance(struct hd_store *st, const char *id, hd_error_t *err);
 int hd_store_list_instances(struct hd_store *st, struct hd_store_instance **out, int *n, hd_error_t *err);
 void hd_store_instances_free(struct hd_store_instance *v, int n);
@@ -205,7 +204,7 @@ char *hd_digest(const char *data, size_t len);
 /* One run of one version of a workload, owned by a monitor process. */
 struct hd_instance {
     char id[16];
-    char *dir;              /* <state>/instances/<id> */
+    char *dir; /* <state>/instances/<id> */
     pid_t monitor_pid;
     pid_t pid;              /* the workload's host pid */
     uint64_t pid_start;     /* its start time (hd_proc_start_time), to tell it from a reused pid */
@@ -217,21 +216,20 @@ struct hd_instance {
     /* After the monitor exits: */
     bool exited;
     struct hd_exit exit;
-    char *start_error;      /* the workload never started: why */
-    bool lost;              /* no exit record: the monitor never ran or was killed */
-    int64_t finished_at;    /* unix ms */
+    char *start_error;   /* the workload never started: why */
+    bool lost;           /* no exit record: the monitor never ran or was killed */
+    int64_t finished_at; /* unix ms */
 };
 
 /* Path of the hedge-monitor binary. */
 void hd_instance_set_exe(const char *path);
 /* Start a monitor for spec_json; returns with inst->report_fd to watch. */
-int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json,
-                      const char *id, struct hd_instance **out, hd_error_t *err);
+int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json, const char *id,
+                      struct hd_instance **out, hd_error_t *err);
 /* Read the start report: 0 started (pidfd set), -1 failed (err holds the workload's error). */
 int hd_instance_read_report(struct hd_instance *inst, hd_error_t *err);
 /* Re-attach to an instance dir after a daemon restart: 1 monitor alive (pidfd set), 0 exited (exit filled). */
-int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct hd_instance **out,
-                      hd_error_t *err);
+int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct hd_instance **out, hd_error_t *err);
 /* After the pidfd fired: read the exit record. */
 void hd_instance_collect(struct hd_instance *inst);
 int hd_instance_signal(struct hd_instance *inst, int sig, hd_error_t *err);
@@ -248,13 +246,13 @@ struct hd_supervisor;
 /* What a supervisor operation came to. The supervisor knows nothing of HTTP: api.c alone
  * turns a result into a status code (api_status). */
 enum hd_sup_result {
-    HD_SUP_OK,            /* done; the body says what the workload is now */
-    HD_SUP_CREATED,       /* a first deploy started its workload */
-    HD_SUP_INVALID,       /* the request is malformed (a spec that does not parse or validate) */
-    HD_SUP_NOT_FOUND,     /* no such workload */
-    HD_SUP_CONFLICT,      /* not in this state: removing, upgrading, stopping; or the upgrade failed */
-    HD_SUP_START_FAILED,  /* a first deploy could not start (the body holds its exit code) */
-    HD_SUP_INTERNAL,      /* hedged's own failure (the store) */
+    HD_SUP_OK,           /* done; the body says what the workload is now */
+    HD_SUP_CREATED,      /* a first deploy started its workload */
+    HD_SUP_INVALID,      /* the request is malformed (a spec that does not parse or validate) */
+    HD_SUP_NOT_FOUND,    /* no such workload */
+    HD_SUP_CONFLICT,     /* not in this state: removing, upgrading, stopping; or the upgrade failed */
+    HD_SUP_START_FAILED, /* a first deploy could not start (the body holds its exit code) */
+    HD_SUP_INTERNAL,     /* hedged's own failure (the store) */
 };
 
 /* The answer to a request that may complete later (deploy waits for health). body (stolen,
@@ -275,8 +273,8 @@ int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
 void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin,
                           double health_wait, hd_reply_fn reply, void *ctx);
 /* Deploy the previous good version again, as an upgrade; CONFLICT when there is none. */
-void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait,
-                            hd_reply_fn reply, void *ctx);
+void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait, hd_reply_fn reply,
+                            void *ctx);
 /* OK once the state settled (stopped; started or failed); start says CONFLICT while stopping. */
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);

@@ -29,7 +29,8 @@ int hd_config_load_broker(struct hd_daemon_config *cfg, const json_t *section, h
         return hd_error_set(err, 0, "broker: must be an object");
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)section, key, v) {
+    json_object_foreach((json_t *)section, key, v)
+    {
         int r;
         if (strcmp(key, "enabled") == 0)
             r = hd_json_bool(v, "broker.enabled", "true or false", &cfg->broker_enabled, err);
@@ -72,7 +73,8 @@ static void broker_explain_address_in_use(hd_error_t *err)
     hd_error_set(err, 0,
                  "%s (another program holds that address, e.g. another MQTT broker such as "
                  "mosquitto.service; choose a free one with broker.listen (or broker.listen_tls) in the "
-                 "config file, or --mqtt-listen HOST:PORT)", text);
+                 "config file, or --mqtt-listen HOST:PORT)",
+                 text);
 }
 
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
@@ -108,37 +110,36 @@ char *hd_daemon_broker_metrics(struct hd_broker *b)
 {
     struct hd_broker_stats s;
     hd_broker_get_stats(b, &s);
-    return hd_xasprintf(
-        "# HELP hedge_broker_clients_connected MQTT clients connected now.\n"
-        "# TYPE hedge_broker_clients_connected gauge\n"
-        "hedge_broker_clients_connected %llu\n"
-        "# HELP hedge_broker_clients_total MQTT connections accepted since start.\n"
-        "# TYPE hedge_broker_clients_total counter\n"
-        "hedge_broker_clients_total %llu\n"
-        "# HELP hedge_broker_messages_received_total PUBLISH packets received from clients.\n"
-        "# TYPE hedge_broker_messages_received_total counter\n"
-        "hedge_broker_messages_received_total %llu\n"
-        "# HELP hedge_broker_messages_sent_total PUBLISH packets sent to clients.\n"
-        "# TYPE hedge_broker_messages_sent_total counter\n"
-        "hedge_broker_messages_sent_total %llu\n"
-        "# HELP hedge_broker_messages_dropped_total Messages dropped by full queues.\n"
-        "# TYPE hedge_broker_messages_dropped_total counter\n"
-        "hedge_broker_messages_dropped_total %llu\n"
-        "# HELP hedge_broker_bytes_received_total Bytes received from MQTT clients.\n"
-        "# TYPE hedge_broker_bytes_received_total counter\n"
-        "hedge_broker_bytes_received_total %llu\n"
-        "# HELP hedge_broker_bytes_sent_total Bytes sent to MQTT clients.\n"
-        "# TYPE hedge_broker_bytes_sent_total counter\n"
-        "hedge_broker_bytes_sent_total %llu\n"
-        "# HELP hedge_broker_retained_messages Retained messages held.\n"
-        "# TYPE hedge_broker_retained_messages gauge\n"
-        "hedge_broker_retained_messages %llu\n"
-        "# HELP hedge_broker_subscriptions Subscriptions held (all sessions).\n"
-        "# TYPE hedge_broker_subscriptions gauge\n"
-        "hedge_broker_subscriptions %llu\n",
-        (unsigned long long)s.clients_connected, (unsigned long long)s.clients_total,
-        (unsigned long long)s.messages_received, (unsigned long long)s.messages_sent,
-        (unsigned long long)s.messages_dropped, (unsigned long long)s.bytes_received,
-        (unsigned long long)s.bytes_sent, (unsigned long long)s.retained_count,
-        (unsigned long long)s.subscriptions);
+    return hd_xasprintf("# HELP hedge_broker_clients_connected MQTT clients connected now.\n"
+                        "# TYPE hedge_broker_clients_connected gauge\n"
+                        "hedge_broker_clients_connected %llu\n"
+                        "# HELP hedge_broker_clients_total MQTT connections accepted since start.\n"
+                        "# TYPE hedge_broker_clients_total counter\n"
+                        "hedge_broker_clients_total %llu\n"
+                        "# HELP hedge_broker_messages_received_total PUBLISH packets received from clients.\n"
+                        "# TYPE hedge_broker_messages_received_total counter\n"
+                        "hedge_broker_messages_received_total %llu\n"
+                        "# HELP hedge_broker_messages_sent_total PUBLISH packets sent to clients.\n"
+                        "# TYPE hedge_broker_messages_sent_total counter\n"
+                        "hedge_broker_messages_sent_total %llu\n"
+                        "# HELP hedge_broker_messages_dropped_total Messages dropped by full queues.\n"
+                        "# TYPE hedge_broker_messages_dropped_total counter\n"
+                        "hedge_broker_messages_dropped_total %llu\n"
+                        "# HELP hedge_broker_bytes_received_total Bytes received from MQTT clients.\n"
+                        "# TYPE hedge_broker_bytes_received_total counter\n"
+                        "hedge_broker_bytes_received_total %llu\n"
+                        "# HELP hedge_broker_bytes_sent_total Bytes sent to MQTT clients.\n"
+                        "# TYPE hedge_broker_bytes_sent_total counter\n"
+                        "hedge_broker_bytes_sent_total %llu\n"
+                        "# HELP hedge_broker_retained_messages Retained messages held.\n"
+                        "# TYPE hedge_broker_retained_messages gauge\n"
+                        "hedge_broker_retained_messages %llu\n"
+                        "# HELP hedge_broker_subscriptions Subscriptions held (all sessions).\n"
+                        "# TYPE hedge_broker_subscriptions gauge\n"
+                        "hedge_broker_subscriptions %llu\n",
+                        (unsigned long long)s.clients_connected, (unsigned long long)s.clients_total,
+                        (unsigned long long)s.messages_received, (unsigned long long)s.messages_sent,
+                        (unsigned long long)s.messages_dropped, (unsigned long long)s.bytes_received,
+                        (unsigned long long)s.bytes_sent, (unsigned long long)s.retained_count,
+                        (unsigned long long)s.subscriptions);
 }

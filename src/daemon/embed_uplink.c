@@ -41,11 +41,11 @@
 
 struct hd_daemon_uplink {
     struct hd_loop *loop;
-    struct hd_uplink_config *cfg;   /* hedged's config; local.username/password set here */
-    struct hd_uplink *uplink;       /* NULL once a fatal error stopped it */
-    struct hd_broker *broker;       /* the embedded broker, when it is the local side */
-    bool broker_user;               /* "hedged:uplink" is registered */
-    char *failed;                   /* the fatal error, once stopped */
+    struct hd_uplink_config *cfg; /* hedged's config; local.username/password set here */
+    struct hd_uplink *uplink;     /* NULL once a fatal error stopped it */
+    struct hd_broker *broker;     /* the embedded broker, when it is the local side */
+    bool broker_user;             /* "hedged:uplink" is registered */
+    char *failed;                 /* the fatal error, once stopped */
 };
 
 /* ---- config ------------------------------------------------------------- */
@@ -75,8 +75,8 @@ int hd_config_finish_uplink(struct hd_daemon_config *cfg, hd_error_t *err)
         uc->local.port = 1883;
     /* Files the TLS context loads at the first connect: report a missing one here (and in --check). */
     const struct hd_mqtt_tls *tls = &uc->cloud.tls;
-    const char *const files[][2] = {{"ca_file", tls->ca_file}, {"cert_file", tls->cert_file},
-                                    {"key_file", tls->key_file}};
+    const char *const files[][2] = {
+        {"ca_file", tls->ca_file}, {"cert_file", tls->cert_file}, {"key_file", tls->key_file}};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++)
         if (files[i][1] && access(files[i][1], R_OK) < 0)
             return hd_error_sys(err, "uplink.cloud.tls.%s: %s", files[i][0], files[i][1]);
@@ -139,7 +139,7 @@ static void uplink_on_fatal(void *ctx, hd_error_t *err)
     free(d->failed);
     d->failed = hd_xstrdup(hd_error_text(*err));
     hd_error_free(err);
-    hd_loop_defer(d->loop, uplink_free_stopped, d);  /* not inside the uplink's own callback */
+    hd_loop_defer(d->loop, uplink_free_stopped, d); /* not inside the uplink's own callback */
 }
 
 int hd_daemon_uplink_start(struct hd_loop *loop, struct hd_daemon_config *cfg, struct hd_broker *broker,
@@ -211,14 +211,13 @@ json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d)
     int64_t now = hd_wall_ms();
     double oldest_age = st.spool.oldest_ms ? (double)(now - st.spool.oldest_ms) / 1000.0 : 0.0;
     cleanup_free char *cloud = hd_xasprintf("%s:%d", d->cfg->cloud.host, d->cfg->cloud.port);
-    json_t *o = json_pack("{s:b,s:b,s:I,s:s,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "running", d->uplink != NULL,
-                          "connected", st.cloud_connected, "since_ms", (json_int_t)st.cloud_since_ms, "last_error",
-                          st.last_error, "depth", (json_int_t)st.spool.depth, "bytes", (json_int_t)st.spool.bytes,
-                          "oldest_age_s", oldest_age, "received", (json_int_t)st.spool.counters.received, "drained",
-                          (json_int_t)st.spool.counters.drained, "dropped_oldest",
-                          (json_int_t)st.spool.counters.dropped_oldest, "rejected_new",
-                          (json_int_t)st.spool.counters.rejected_new, "expired",
-                          (json_int_t)st.spool.counters.expired);
+    json_t *o =
+        json_pack("{s:b,s:b,s:I,s:s,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I}", "running", d->uplink != NULL, "connected",
+                  st.cloud_connected, "since_ms", (json_int_t)st.cloud_since_ms, "last_error", st.last_error, "depth",
+                  (json_int_t)st.spool.depth, "bytes", (json_int_t)st.spool.bytes, "oldest_age_s", oldest_age,
+                  "received", (json_int_t)st.spool.counters.received, "drained", (json_int_t)st.spool.counters.drained,
+                  "dropped_oldest", (json_int_t)st.spool.counters.dropped_oldest, "rejected_new",
+                  (json_int_t)st.spool.counters.rejected_new, "expired", (json_int_t)st.spool.counters.expired);
     json_object_set_new(o, "local_connected", json_boolean(st.local_connected));
     json_object_set_new(o, "downlink", json_integer(st.downlink));
     json_object_set_new(o, "reconnects", json_integer(st.reconnects));
@@ -283,7 +282,7 @@ char *hd_daemon_uplink_metrics(struct hd_daemon_uplink *d)
         "# TYPE hedge_uplink_reconnects_total counter\n"
         "hedge_uplink_reconnects_total %lld\n",
         d->uplink != NULL, st.cloud_connected, st.local_connected, (double)st.cloud_since_ms / 1000.0,
-        (long long)st.spool.depth, (long long)st.spool.bytes, oldest_age, (long long)c->received,
-        (long long)c->drained, (long long)c->dropped_oldest, (long long)c->rejected_new, (long long)c->expired,
-        (long long)st.downlink, (long long)st.reconnects);
+        (long long)st.spool.depth, (long long)st.spool.bytes, oldest_age, (long long)c->received, (long long)c->drained,
+        (long long)c->dropped_oldest, (long long)c->rejected_new, (long long)c->expired, (long long)st.downlink,
+        (long long)st.reconnects);
 }

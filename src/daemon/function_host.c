@@ -50,8 +50,8 @@
 
 /* hedged's environment variables that say where and how workloads run: handed on to the host. */
 static const char *const placement_env[] = {
-    "HEDGE_STATE_DIR", "HEDGE_RUN_DIR",  "HEDGE_CGROUP_PARENT", "HEDGE_CGROUP_MODE", "HEDGE_VM_KERNEL_DIR",
-    "HEDGE_INIT",      "HEDGE_VM_INITRD", "HEDGE_VM_MACHINE",   "HEDGE_BRIDGE",      "HEDGE_BRIDGE_SUBNET",
+    "HEDGE_STATE_DIR", "HEDGE_RUN_DIR",   "HEDGE_CGROUP_PARENT", "HEDGE_CGROUP_MODE", "HEDGE_VM_KERNEL_DIR",
+    "HEDGE_INIT",      "HEDGE_VM_INITRD", "HEDGE_VM_MACHINE",    "HEDGE_BRIDGE",      "HEDGE_BRIDGE_SUBNET",
 };
 
 bool hd_function_is(const struct hd_spec *spec)
@@ -117,8 +117,7 @@ static char *function_host_exe(void)
  * group of its dir, src/functions/local.c). spec.json stays 0600: it may hold instance credentials.
  * (The state dir itself must be searchable: the package makes /var/lib/hedge 0711.)
  */
-static int function_dirs_share(const struct hd_daemon_config *cfg, const char *name, int version,
-                               hd_error_t *err)
+static int function_dirs_share(const struct hd_daemon_config *cfg, const char *name, int version, hd_error_t *err)
 {
     if (!cfg->socket_group)
         return 0;
@@ -185,9 +184,9 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
     }
     /* one share group per function: during an upgrade each request reaches one version, not both */
     cleanup_free char *group = hd_xasprintf("hedge-fn-%s", name);
-    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process",
-                             "command", exe, "--spec", spec_path, "--state-dir", cfg->state_dir, "--local", dir,
-                             "--share", group, "--own-placement", "env", env);
+    json_t *host = json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s],s:o}", "name", name, "isolation", "process", "command",
+                             exe, "--spec", spec_path, "--state-dir", cfg->state_dir, "--local", dir, "--share", group,
+                             "--own-placement", "env", env);
     char *text = json_dumps(host, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(host);
     if (text == NULL)
@@ -206,14 +205,14 @@ int hd_function_restore(struct hd_broker *b, const struct hd_daemon_config *cfg,
     return hd_creds_function_host(b, cfg, name, spec, &user, &password, err);
 }
 
-json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version,
-                         const struct hd_spec *spec, bool running)
+json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version, const struct hd_spec *spec,
+                         bool running)
 {
     cleanup_free char *dir = hd_function_dir(cfg, name, version);
     cleanup_free char *stats_path = hd_xasprintf("%s/stats.json", dir);
     json_t *stats = json_load_file(stats_path, 0, NULL);
-    json_t *o = json_pack("{s:s,s:i}", "mode", hd_function_mode_name(spec->function.mode), "triggers",
-                          spec->n_triggers);
+    json_t *o =
+        json_pack("{s:s,s:i}", "mode", hd_function_mode_name(spec->function.mode), "triggers", spec->n_triggers);
     json_object_set_new(o, "socket", running ? json_sprintf("%s/invoke.sock", dir) : json_null());
     static const char *const counters[] = {"invocations", "errors", "timeouts", "rejected", "restarts"};
     for (size_t i = 0; i < ARRAY_SIZE(counters); i++) {

@@ -27,8 +27,7 @@ int hd_http_parse_head(char *buf, size_t header_len, size_t max_body, struct hd_
     *line_end = '\0';
     char *sp1 = strchr(buf, ' ');
     char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') || sp1 == buf ||
-        (size_t)(sp1 - buf) >= sizeof(req->method))
+    if (sp1 == NULL || sp2 == NULL || strchr(sp2 + 1, ' ') || sp1 == buf || (size_t)(sp1 - buf) >= sizeof(req->method))
         return hd_error_set(err, 0, "request line: malformed");
     if (strcmp(sp2 + 1, "HTTP/1.1") != 0 && strcmp(sp2 + 1, "HTTP/1.0") != 0) {
         *status = 505;
@@ -134,4 +133,3 @@ char *hd_http_query_get(const char *query, const char *key)
     }
     return NULL;
 }
-

@@ -16,7 +16,7 @@
 
 struct hd_http_request {
     char method[16];
-    char *target;            /* points into the parsed buffer */
+    char *target; /* points into the parsed buffer */
     size_t content_length;
     bool expect_continue;
 };

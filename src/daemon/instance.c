@@ -77,8 +77,8 @@ static json_t *instance_read_json(struct hd_instance *inst, const char *name)
     return json_load_file(path, 0, NULL);
 }
 
-int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json,
-                      const char *id, struct hd_instance **out, hd_error_t *err)
+int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json, const char *id,
+                      struct hd_instance **out, hd_error_t *err)
 {
     struct hd_instance *inst = instance_new(cfg, id);
     int report[2] = {-1, -1};
@@ -253,8 +253,7 @@ void hd_instance_collect(struct hd_instance *inst)
     json_decref(e);
 }
 
-int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct hd_instance **out,
-                      hd_error_t *err)
+int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct hd_instance **out, hd_error_t *err)
 {
     struct hd_instance *inst = instance_new(cfg, id);
     *out = inst;
@@ -285,8 +284,7 @@ int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct
 }
 
 /* One request to the monitor's control socket; the reply line goes to reply. */
-static int instance_request(struct hd_instance *inst, const char *req, char *reply, size_t size,
-                            hd_error_t *err)
+static int instance_request(struct hd_instance *inst, const char *req, char *reply, size_t size, hd_error_t *err)
 {
     cleanup_close int dirfd = open(inst->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -38,64 +38,73 @@ struct entry {
     enum hd_lc_state next;
 };
 
-#define GO(act, state) {true, HD_LC_DO_##act, HD_LC_##state}
+#define GO(act, state) \
+    { \
+        true, HD_LC_DO_##act, HD_LC_##state \
+    }
 
 /* The run of a starting or running workload ended: the same outcomes in both states. */
-#define RUN_ENDS                                                                                             \
-    [HD_LC_EV_EXITED] = GO(NOTHING, EXITED), [HD_LC_EV_FAILED] = GO(NOTHING, FAILED),                        \
+#define RUN_ENDS \
+    [HD_LC_EV_EXITED] = GO(NOTHING, EXITED), [HD_LC_EV_FAILED] = GO(NOTHING, FAILED), \
     [HD_LC_EV_CRASHED] = GO(SCHEDULE_RESTART, BACKOFF), [HD_LC_EV_STOPPED] = GO(NOTHING, STOPPED)
 
 /* Down and settled: a start spawns again, a stop or rm has nothing to stop, an upgrade may
  * make its candidate the running version, and hedged may find a run again after a restart. */
-#define SETTLED(self)                                                                                        \
-    [HD_LC_EV_START] = GO(SPAWN, STARTING), [HD_LC_EV_STOP] = GO(NOTHING, STOPPED),                          \
-    [HD_LC_EV_RM] = GO(NOTHING, STOPPED), [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING),                        \
-    [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, self), [HD_LC_EV_ADOPT] = GO(NOTHING, RUNNING),                    \
+#define SETTLED(self) \
+    [HD_LC_EV_START] = GO(SPAWN, STARTING), [HD_LC_EV_STOP] = GO(NOTHING, STOPPED), \
+    [HD_LC_EV_RM] = GO(NOTHING, STOPPED), [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING), \
+    [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, self), [HD_LC_EV_ADOPT] = GO(NOTHING, RUNNING), \
     [HD_LC_EV_LOST] = GO(NOTHING, CREATED)
 
-static const struct entry table[HD_LC_STATE_COUNT][HD_LC_EVENT_COUNT] = {
-    [HD_LC_CREATED] = {
-        SETTLED(CREATED),
-        [HD_LC_EV_DEPLOY] = GO(SPAWN, STARTING),
-    },
-    [HD_LC_STARTING] = {
-        [HD_LC_EV_START] = GO(KEEP, STARTING),
-        [HD_LC_EV_STARTED] = GO(NOTHING, RUNNING),
-        [HD_LC_EV_SPAWN_FAILED] = GO(NOTHING, FAILED),
-        RUN_ENDS,
-        [HD_LC_EV_STOP] = GO(TERMINATE, STOPPING),
-        [HD_LC_EV_RM] = GO(TERMINATE, STOPPING),
-        [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING),   /* the starting run is retired */
-        [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, STARTING),
-    },
-    [HD_LC_RUNNING] = {
-        [HD_LC_EV_START] = GO(KEEP, RUNNING),
-        RUN_ENDS,
-        [HD_LC_EV_STOP] = GO(TERMINATE, STOPPING),
-        [HD_LC_EV_RM] = GO(TERMINATE, STOPPING),
-        [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING),   /* the old run is retired */
-        [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, RUNNING),
-    },
-    [HD_LC_STOPPING] = {
-        /* no start: the caller waits until it stopped */
-        [HD_LC_EV_STARTED] = GO(KEEP, STOPPING),       /* the run is stopped once it reported */
-        [HD_LC_EV_STOPPED] = GO(NOTHING, STOPPED),
-        [HD_LC_EV_STOP] = GO(KEEP, STOPPING),
-        [HD_LC_EV_RM] = GO(KEEP, STOPPING),
-        [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING),   /* an upgrade deployed while stopping */
-        [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, STOPPING),
-    },
-    [HD_LC_STOPPED] = {SETTLED(STOPPED)},
-    [HD_LC_EXITED] = {SETTLED(EXITED)},
-    [HD_LC_FAILED] = {SETTLED(FAILED)},
-    [HD_LC_BACKOFF] = {
-        [HD_LC_EV_START] = GO(SPAWN, STARTING),
-        [HD_LC_EV_RESTART_TIMER] = GO(SPAWN, STARTING),
-        [HD_LC_EV_STOP] = GO(CANCEL_RESTART, STOPPED),
-        [HD_LC_EV_RM] = GO(CANCEL_RESTART, STOPPED),
-        [HD_LC_EV_HEALTH_OK] = GO(CANCEL_RESTART, RUNNING),
-        [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, BACKOFF),
-    },
+static const struct entry table[HD_LC_STATE_COUNT][HD_LC_EVENT_COUNT] =
+    {
+        [HD_LC_CREATED] =
+            {
+                SETTLED(CREATED),
+                [HD_LC_EV_DEPLOY] = GO(SPAWN, STARTING),
+            },
+        [HD_LC_STARTING] =
+            {
+                [HD_LC_EV_START] = GO(KEEP, STARTING),
+                [HD_LC_EV_STARTED] = GO(NOTHING, RUNNING),
+                [HD_LC_EV_SPAWN_FAILED] = GO(NOTHING, FAILED),
+                RUN_ENDS,
+                [HD_LC_EV_STOP] = GO(TERMINATE, STOPPING),
+                [HD_LC_EV_RM] = GO(TERMINATE, STOPPING),
+                [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING), /* the starting run is retired */
+                [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, STARTING),
+            },
+        [HD_LC_RUNNING] =
+            {
+                [HD_LC_EV_START] = GO(KEEP, RUNNING),
+                RUN_ENDS,
+                [HD_LC_EV_STOP] = GO(TERMINATE, STOPPING),
+                [HD_LC_EV_RM] = GO(TERMINATE, STOPPING),
+                [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING), /* the old run is retired */
+                [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, RUNNING),
+            },
+        [HD_LC_STOPPING] =
+            {
+                /* no start: the caller waits until it stopped */
+                [HD_LC_EV_STARTED] = GO(KEEP, STOPPING), /* the run is stopped once it reported */
+                [HD_LC_EV_STOPPED] = GO(NOTHING, STOPPED),
+                [HD_LC_EV_STOP] = GO(KEEP, STOPPING),
+                [HD_LC_EV_RM] = GO(KEEP, STOPPING),
+                [HD_LC_EV_HEALTH_OK] = GO(NOTHING, RUNNING), /* an upgrade deployed while stopping */
+                [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, STOPPING),
+            },
+        [HD_LC_STOPPED] = {SETTLED(STOPPED)},
+        [HD_LC_EXITED] = {SETTLED(EXITED)},
+        [HD_LC_FAILED] = {SETTLED(FAILED)},
+        [HD_LC_BACKOFF] =
+            {
+                [HD_LC_EV_START] = GO(SPAWN, STARTING),
+                [HD_LC_EV_RESTART_TIMER] = GO(SPAWN, STARTING),
+                [HD_LC_EV_STOP] = GO(CANCEL_RESTART, STOPPED),
+                [HD_LC_EV_RM] = GO(CANCEL_RESTART, STOPPED),
+                [HD_LC_EV_HEALTH_OK] = GO(CANCEL_RESTART, RUNNING),
+                [HD_LC_EV_HEALTH_FAILED] = GO(KEEP, BACKOFF),
+            },
 };
 
 enum hd_lc_result hd_lifecycle_next(enum hd_lc_state state, enum hd_lc_event event, struct hd_lc_transition *out)
@@ -113,9 +122,9 @@ enum hd_lc_result hd_lifecycle_next(enum hd_lc_state state, enum hd_lc_event eve
 const char *hd_lc_state_name(enum hd_lc_state state)
 {
     static const char *const names[HD_LC_STATE_COUNT] = {
-        [HD_LC_CREATED] = "created", [HD_LC_STARTING] = "starting", [HD_LC_RUNNING] = "running",
-        [HD_LC_STOPPING] = "stopping", [HD_LC_STOPPED] = "stopped", [HD_LC_EXITED] = "exited",
-        [HD_LC_FAILED] = "failed", [HD_LC_BACKOFF] = "backoff",
+        [HD_LC_CREATED] = "created",   [HD_LC_STARTING] = "starting", [HD_LC_RUNNING] = "running",
+        [HD_LC_STOPPING] = "stopping", [HD_LC_STOPPED] = "stopped",   [HD_LC_EXITED] = "exited",
+        [HD_LC_FAILED] = "failed",     [HD_LC_BACKOFF] = "backoff",
     };
     return (unsigned)state < HD_LC_STATE_COUNT ? names[state] : "?";
 }
@@ -123,11 +132,21 @@ const char *hd_lc_state_name(enum hd_lc_state state)
 const char *hd_lc_event_name(enum hd_lc_event event)
 {
     static const char *const names[HD_LC_EVENT_COUNT] = {
-        [HD_LC_EV_DEPLOY] = "deploy", [HD_LC_EV_START] = "start", [HD_LC_EV_STARTED] = "started",
-        [HD_LC_EV_SPAWN_FAILED] = "spawn failed", [HD_LC_EV_EXITED] = "exited", [HD_LC_EV_FAILED] = "failed",
-        [HD_LC_EV_CRASHED] = "crashed", [HD_LC_EV_STOPPED] = "stopped", [HD_LC_EV_RESTART_TIMER] = "restart timer",
-        [HD_LC_EV_STOP] = "stop", [HD_LC_EV_RM] = "rm", [HD_LC_EV_HEALTH_OK] = "health ok",
-        [HD_LC_EV_HEALTH_FAILED] = "health failed", [HD_LC_EV_ADOPT] = "adopt", [HD_LC_EV_LOST] = "lost",
+        [HD_LC_EV_DEPLOY] = "deploy",
+        [HD_LC_EV_START] = "start",
+        [HD_LC_EV_STARTED] = "started",
+        [HD_LC_EV_SPAWN_FAILED] = "spawn failed",
+        [HD_LC_EV_EXITED] = "exited",
+        [HD_LC_EV_FAILED] = "failed",
+        [HD_LC_EV_CRASHED] = "crashed",
+        [HD_LC_EV_STOPPED] = "stopped",
+        [HD_LC_EV_RESTART_TIMER] = "restart timer",
+        [HD_LC_EV_STOP] = "stop",
+        [HD_LC_EV_RM] = "rm",
+        [HD_LC_EV_HEALTH_OK] = "health ok",
+        [HD_LC_EV_HEALTH_FAILED] = "health failed",
+        [HD_LC_EV_ADOPT] = "adopt",
+        [HD_LC_EV_LOST] = "lost",
     };
     return (unsigned)event < HD_LC_EVENT_COUNT ? names[event] : "?";
 }

@@ -10,33 +10,33 @@
 
 /* The states `hedge ps` shows ("backoff" reads "crash-loop" after crash_loop_after quick failures). */
 enum hd_lc_state {
-    HD_LC_CREATED,   /* known, never started (or its monitor vanished while hedged was down) */
-    HD_LC_STARTING,  /* its monitor is spawned; the start report has not come */
+    HD_LC_CREATED,  /* known, never started (or its monitor vanished while hedged was down) */
+    HD_LC_STARTING, /* its monitor is spawned; the start report has not come */
     HD_LC_RUNNING,
-    HD_LC_STOPPING,  /* SIGTERM sent, SIGKILL after the grace period */
-    HD_LC_STOPPED,   /* stopped on request; stays down */
-    HD_LC_EXITED,    /* ended with code 0 and the restart policy let it be */
-    HD_LC_FAILED,    /* ended in failure (or could not start) and is not restarted */
-    HD_LC_BACKOFF,   /* ended; restarts when the back-off timer fires */
+    HD_LC_STOPPING, /* SIGTERM sent, SIGKILL after the grace period */
+    HD_LC_STOPPED,  /* stopped on request; stays down */
+    HD_LC_EXITED,   /* ended with code 0 and the restart policy let it be */
+    HD_LC_FAILED,   /* ended in failure (or could not start) and is not restarted */
+    HD_LC_BACKOFF,  /* ended; restarts when the back-off timer fires */
     HD_LC_STATE_COUNT,
 };
 
 enum hd_lc_event {
-    HD_LC_EV_DEPLOY,         /* the first deploy of a name */
-    HD_LC_EV_START,          /* a start request, or a deploy of the unchanged spec of a stopped workload */
-    HD_LC_EV_STARTED,        /* the monitor reported the workload started */
-    HD_LC_EV_SPAWN_FAILED,   /* the monitor could not be spawned (or its spec not built) */
-    HD_LC_EV_EXITED,         /* the run ended with code 0; the restart policy keeps it down */
-    HD_LC_EV_FAILED,         /* the run ended in failure; the policy keeps it down (or gave up) */
-    HD_LC_EV_CRASHED,        /* the run ended; the restart policy restarts it */
-    HD_LC_EV_STOPPED,        /* the run ended after a stop (or while not desired running) */
-    HD_LC_EV_RESTART_TIMER,  /* the back-off delay is over */
-    HD_LC_EV_STOP,           /* a stop request */
-    HD_LC_EV_RM,             /* a remove request: stop first; the driver deletes it once stopped */
-    HD_LC_EV_HEALTH_OK,      /* an upgrade's candidate passed its health wait: it is the running version */
-    HD_LC_EV_HEALTH_FAILED,  /* an upgrade's candidate failed: rolled back, the old version runs on */
-    HD_LC_EV_ADOPT,          /* hedged restarted and found the run's monitor (alive, or with an exit record) */
-    HD_LC_EV_LOST,           /* hedged restarted and the monitor is gone without an exit record */
+    HD_LC_EV_DEPLOY,        /* the first deploy of a name */
+    HD_LC_EV_START,         /* a start request, or a deploy of the unchanged spec of a stopped workload */
+    HD_LC_EV_STARTED,       /* the monitor reported the workload started */
+    HD_LC_EV_SPAWN_FAILED,  /* the monitor could not be spawned (or its spec not built) */
+    HD_LC_EV_EXITED,        /* the run ended with code 0; the restart policy keeps it down */
+    HD_LC_EV_FAILED,        /* the run ended in failure; the policy keeps it down (or gave up) */
+    HD_LC_EV_CRASHED,       /* the run ended; the restart policy restarts it */
+    HD_LC_EV_STOPPED,       /* the run ended after a stop (or while not desired running) */
+    HD_LC_EV_RESTART_TIMER, /* the back-off delay is over */
+    HD_LC_EV_STOP,          /* a stop request */
+    HD_LC_EV_RM,            /* a remove request: stop first; the driver deletes it once stopped */
+    HD_LC_EV_HEALTH_OK,     /* an upgrade's candidate passed its health wait: it is the running version */
+    HD_LC_EV_HEALTH_FAILED, /* an upgrade's candidate failed: rolled back, the old version runs on */
+    HD_LC_EV_ADOPT,         /* hedged restarted and found the run's monitor (alive, or with an exit record) */
+    HD_LC_EV_LOST,          /* hedged restarted and the monitor is gone without an exit record */
     HD_LC_EVENT_COUNT,
 };
 
@@ -52,7 +52,7 @@ enum hd_lc_action {
 
 enum hd_lc_result {
     HD_LC_OK,
-    HD_LC_ILLEGAL,  /* the event cannot happen in this state: nothing changes */
+    HD_LC_ILLEGAL, /* the event cannot happen in this state: nothing changes */
 };
 
 struct hd_lc_transition {

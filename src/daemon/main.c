@@ -190,8 +190,17 @@ out:
 
 int main(int argc, char **argv)
 {
-    enum { OPT_STATE_DIR = 256, OPT_SOCKET, OPT_CHECK, OPT_FOREGROUND, OPT_VERSION, OPT_HELP, OPT_MQTT_LISTEN,
-           OPT_BROKER_ONLY, OPT_LOG_LEVEL };
+    enum {
+        OPT_STATE_DIR = 256,
+        OPT_SOCKET,
+        OPT_CHECK,
+        OPT_FOREGROUND,
+        OPT_VERSION,
+        OPT_HELP,
+        OPT_MQTT_LISTEN,
+        OPT_BROKER_ONLY,
+        OPT_LOG_LEVEL
+    };
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"state-dir", required_argument, NULL, OPT_STATE_DIR},

@@ -32,7 +32,8 @@ static void metrics_functions(struct hd_supervisor *sup, FILE *f)
         const char *name, *type, *key, *help;
         double scale;
     } families[] = {
-        {"hedge_function_invocations_total", "counter", "invocations", "Invocations received (MQTT and hedge invoke).", 1},
+        {"hedge_function_invocations_total", "counter", "invocations", "Invocations received (MQTT and hedge invoke).",
+         1},
         {"hedge_function_errors_total", "counter", "errors", "Invocations answered with an error event.", 1},
         {"hedge_function_timeouts_total", "counter", "timeouts", "Invocations that ran out of time.", 1},
         {"hedge_function_rejected_total", "counter", "rejected", "Invocations rejected: the queue was full.", 1},
@@ -96,8 +97,9 @@ char *hd_supervisor_metrics(struct hd_supervisor *sup)
     int count = 0;
     for (struct workload *wl = sup->workloads; wl; wl = wl->next)
         count++;
-    fprintf(f, "# HELP hedged_resident_memory_bytes Resident set size of the hedged process.\n"
-               "# TYPE hedged_resident_memory_bytes gauge\nhedged_resident_memory_bytes %llu\n",
+    fprintf(f,
+            "# HELP hedged_resident_memory_bytes Resident set size of the hedged process.\n"
+            "# TYPE hedged_resident_memory_bytes gauge\nhedged_resident_memory_bytes %llu\n",
             (unsigned long long)metrics_self_rss_bytes());
     fprintf(f, "# HELP hedged_workloads Deployed workloads.\n# TYPE hedged_workloads gauge\nhedged_workloads %d\n",
             count);

@@ -93,8 +93,8 @@ static int monitor_start_failed(struct monitor *m, hd_error_t *err)
     const char *text = hd_error_text(*err);
     monitor_write_json(m, HD_MONITOR_EXIT_FILE,
                        json_pack("{s:i,s:i,s:i,s:b,s:I,s:s}", "code", code ? code : HD_EXIT_HEDGE, "status", -1,
-                                 "signal", 0, "oom_killed", 0, "finished_at", (json_int_t)unix_ms(),
-                                 "start_error", text));
+                                 "signal", 0, "oom_killed", 0, "finished_at", (json_int_t)unix_ms(), "start_error",
+                                 text));
     monitor_report("err %d %s\n", code ? code : HD_EXIT_HEDGE, text);
     hd_error_free(err);
     if (m->dirfd >= 0)
@@ -177,8 +177,8 @@ static void stats_from_proc(pid_t pid, struct hd_stats *s)
     unsigned long utime = 0, stime = 0;
     long rss = 0;
     /* fields after ')': state(3) ... utime(14) stime(15) ... rss(24) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %*u %ld",
-               &utime, &stime, &rss) == 3) {
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %*u %*u %ld", &utime,
+               &stime, &rss) == 3) {
         long hz = sysconf(_SC_CLK_TCK);
         s->cpu_usage_ns = (uint64_t)(utime + stime) * (1000000000ULL / (uint64_t)(hz > 0 ? hz : 100));
         s->memory_bytes = (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
@@ -214,8 +214,8 @@ static void monitor_serve(struct monitor *m, int listen_fd)
         if (m->workload->backend->stats(m->workload, &s, &err) < 0 && m->workload->pid > 0)
             stats_from_proc(m->workload->pid, &s);
         hd_error_free(&err);
-        dprintf(c, "ok %llu %llu %llu\n", (unsigned long long)s.cpu_usage_ns,
-                (unsigned long long)s.memory_bytes, (unsigned long long)s.pids);
+        dprintf(c, "ok %llu %llu %llu\n", (unsigned long long)s.cpu_usage_ns, (unsigned long long)s.memory_bytes,
+                (unsigned long long)s.pids);
     } else
         dprintf(c, "err unknown request\n");
 }
@@ -317,9 +317,9 @@ static int monitor_main(const char *dir)
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int listen_fd = monitor_listen(&m);
     monitor_write_json(&m, HD_MONITOR_STATE_FILE,
-                       json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid,
-                                 "started_at", (json_int_t)unix_ms(), "pid_start",
-                                 (json_int_t)hd_proc_start_time(pid), "run_dir", m.workload->run_dir));
+                       json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
+                                 (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
+                                 m.workload->run_dir));
     monitor_report("ok %d\n", (int)pid);
 
     bool out_open = true, err_open = true;
@@ -364,8 +364,8 @@ static int monitor_main(const char *dir)
         hd_error_free(&werr);
     hd_workload_destroy(m.workload);
     monitor_write_json(&m, HD_MONITOR_EXIT_FILE,
-                       json_pack("{s:i,s:i,s:i,s:b,s:I}", "code", ex.code, "status", ex.status, "signal",
-                                 ex.signal, "oom_killed", ex.oom_killed, "finished_at", (json_int_t)unix_ms()));
+                       json_pack("{s:i,s:i,s:i,s:b,s:I}", "code", ex.code, "status", ex.status, "signal", ex.signal,
+                                 "oom_killed", ex.oom_killed, "finished_at", (json_int_t)unix_ms()));
     if (listen_fd >= 0) {
         unlinkat(m.dirfd, HD_MONITOR_CTL_SOCKET, 0);
         close(listen_fd);

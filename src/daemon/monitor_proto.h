@@ -14,8 +14,8 @@
 #ifndef HEDGE_DAEMON_MONITOR_PROTO_H
 #define HEDGE_DAEMON_MONITOR_PROTO_H
 
-#define HD_MONITOR_REPORT_FD 3   /* the start report's pipe */
-#define HD_MONITOR_LOCK_FD 4     /* monitor.lock, locked */
+#define HD_MONITOR_REPORT_FD 3 /* the start report's pipe */
+#define HD_MONITOR_LOCK_FD 4   /* monitor.lock, locked */
 
 #define HD_MONITOR_SPEC_FILE "monitor.json"
 #define HD_MONITOR_LOCK_FILE "monitor.lock"

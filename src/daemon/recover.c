@@ -49,15 +49,13 @@ static void recover_instance(struct hd_supervisor *sup, const struct hd_store_in
         run->started = true;
         run_start_watch(run);
         workload_apply(wl, HD_LC_EV_ADOPT);
-        hd_store_event(sup->store, wl->name, "adopted", "version %d re-adopted, pid %d", wl->version,
-                       run->inst->pid);
+        hd_store_event(sup->store, wl->name, "adopted", "version %d re-adopted, pid %d", wl->version, run->inst->pid);
         if (!wl->desired_running)
             workload_stop(wl);
     } else if (run->inst->lost) {
         /* hedged died before the monitor ran, or the monitor was killed (a reboot):
          * nothing to collect; a workload that should run is started again below */
-        hd_store_event(sup->store, wl->name, "lost", "version %d: monitor gone without an exit record",
-                       wl->version);
+        hd_store_event(sup->store, wl->name, "lost", "version %d: monitor gone without an exit record", wl->version);
         wl->cur = NULL;
         run_free(run);
         if (wl->desired_running)
@@ -78,8 +76,8 @@ static void recover_deployments(struct hd_supervisor *sup, const struct hd_store
         struct hd_spec *spec =
             spec_json ? supervisor_parse_spec(spec_json, strlen(spec_json), "stored spec", &err) : NULL;
         if (spec == NULL) {
-            hd_log(HD_LOG_ERROR, "supervisor", "%s: version %d cannot be loaded: %s", deps[i].name,
-                   deps[i].version, err ? hd_error_text(err) : "no spec");
+            hd_log(HD_LOG_ERROR, "supervisor", "%s: version %d cannot be loaded: %s", deps[i].name, deps[i].version,
+                   err ? hd_error_text(err) : "no spec");
             hd_error_free(&err);
             continue;
         }

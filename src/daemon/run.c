@@ -108,8 +108,8 @@ void run_retire(struct run *run)
     struct hd_supervisor *sup = run->sup;
     run->role = ROLE_RETIRING;
     hd_error_t err = NULL;
-    if (run->inst && hd_store_put_instance(sup->store, run->inst->id, run->wl->name, run->version, "retiring",
-                                           &err) < 0)
+    if (run->inst &&
+        hd_store_put_instance(sup->store, run->inst->id, run->wl->name, run->version, "retiring", &err) < 0)
         supervisor_log_error(&err);
     run->next = sup->retiring; /* run->wl stays valid: a removal waits for its retiring runs */
     sup->retiring = run;
@@ -160,8 +160,7 @@ static void run_started(struct run *run)
     }
     struct workload *wl = run->wl;
     if (run->role == ROLE_CURRENT) {
-        hd_store_event(wl->sup->store, wl->name, "started", "version %d started, pid %d", wl->version,
-                       run->inst->pid);
+        hd_store_event(wl->sup->store, wl->name, "started", "version %d started, pid %d", wl->version, run->inst->pid);
         if (wl->state == HD_LC_STARTING || wl->state == HD_LC_STOPPING)
             workload_apply(wl, HD_LC_EV_STARTED);
     } else if (run->role == ROLE_CANDIDATE) {
@@ -172,9 +171,7 @@ static void run_started(struct run *run)
 void run_ended(struct run *run, bool while_down)
 {
     switch (run->role) {
-    case ROLE_RETIRING:
-        run_retiring_done(run);
-        return;
+    case ROLE_RETIRING: run_retiring_done(run); return;
     case ROLE_CANDIDATE: {
         cleanup_free char *why = run_describe_exit(run->inst);
         upgrade_fail(run->wl, why);

@@ -32,7 +32,7 @@
 
 struct hd_store {
     sqlite3 *db;
-    bool tx_failed;  /* a write of the open transaction failed: it must not commit */
+    bool tx_failed; /* a write of the open transaction failed: it must not commit */
 };
 
 static const char schema[] =
@@ -92,8 +92,8 @@ int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err)
         }
     }
     struct hd_store *st = hd_xcalloc(1, sizeof(*st));
-    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
         hd_error_set(err, 0, "state db %s: %s", path, st->db ? sqlite3_errmsg(st->db) : "out of memory");
         hd_store_close(st);
         return -1;
@@ -113,8 +113,7 @@ int hd_store_open(const char *path, struct hd_store **out, hd_error_t *err)
     }
     /* A DB left by a crash must be whole before we trust it. */
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK ||
-        sqlite3_step(q) != SQLITE_ROW) {
+    if (sqlite3_prepare_v2(st->db, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK || sqlite3_step(q) != SQLITE_ROW) {
         hd_error_set(err, 0, "state db %s: integrity check: %s", path, sqlite3_errmsg(st->db));
         sqlite3_finalize(q);
         hd_store_close(st);
@@ -166,7 +165,7 @@ int hd_store_commit(struct hd_store *st, hd_error_t *err)
     }
     if (store_exec(st, "COMMIT", err) == 0)
         return 0;
-    hd_store_rollback(st);  /* a failed COMMIT (SQLITE_BUSY, SQLITE_FULL) may leave it open */
+    hd_store_rollback(st); /* a failed COMMIT (SQLITE_BUSY, SQLITE_FULL) may leave it open */
     return -1;
 }
 
@@ -174,7 +173,7 @@ void hd_store_rollback(struct hd_store *st)
 {
     st->tx_failed = false;
     if (sqlite3_get_autocommit(st->db))
-        return;  /* no transaction open (never begun, committed, or already rolled back) */
+        return; /* no transaction open (never begun, committed, or already rolled back) */
     hd_error_t err = NULL;
     if (store_exec(st, "ROLLBACK", &err) < 0) {
         hd_error_print(err, "hedged");
@@ -186,8 +185,7 @@ void hd_store_rollback(struct hd_store *st)
  * Prepare sql and bind the arguments described by types: 's' text, 'i' int,
  * 'I' int64, 'n' NULL-able text. Returns NULL (err filled) on failure.
  */
-static sqlite3_stmt *store_prepare(struct hd_store *st, hd_error_t *err, const char *sql,
-                                   const char *types, ...)
+static sqlite3_stmt *store_prepare(struct hd_store *st, hd_error_t *err, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(st->db, sql, -1, &q, NULL) != SQLITE_OK) {
@@ -222,7 +220,7 @@ static sqlite3_stmt *store_prepare(struct hd_store *st, hd_error_t *err, const c
 /* Step a statement that returns no rows, and finalize it. */
 static int store_run(struct hd_store *st, sqlite3_stmt *q, hd_error_t *err)
 {
-    if (q == NULL) {  /* store_prepare filled err */
+    if (q == NULL) { /* store_prepare filled err */
         if (!sqlite3_get_autocommit(st->db))
             st->tx_failed = true;
         return -1;
@@ -242,15 +240,15 @@ static char *column_dup(sqlite3_stmt *q, int col)
 
 int hd_store_put_deployment(struct hd_store *st, const struct hd_store_deployment *d, hd_error_t *err)
 {
-    return store_run(st,
-                     store_prepare(st, err,
-                                   "INSERT INTO deployments(name, version, desired, restarts, created_at, state, last_error) "
-                                   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO UPDATE SET "
-                                   "version=?2, desired=?3, restarts=?4, state=?6, last_error=?7",
-                                   "sisiInn", d->name, d->version, d->desired_running ? "running" : "stopped",
-                                   d->restarts, (int64_t)(d->created_at ? d->created_at : unix_ms()), d->state,
-                                   d->last_error),
-                     err);
+    return store_run(
+        st,
+        store_prepare(st, err,
+                      "INSERT INTO deployments(name, version, desired, restarts, created_at, state, last_error) "
+                      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(name) DO UPDATE SET "
+                      "version=?2, desired=?3, restarts=?4, state=?6, last_error=?7",
+                      "sisiInn", d->name, d->version, d->desired_running ? "running" : "stopped", d->restarts,
+                      (int64_t)(d->created_at ? d->created_at : unix_ms()), d->state, d->last_error),
+        err);
 }
 
 int hd_store_delete_deployment(struct hd_store *st, const char *name, hd_error_t *err)
@@ -262,12 +260,13 @@ int hd_store_delete_deployment(struct hd_store *st, const char *name, hd_error_t
     return 0;
 }
 
-int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **out, int *n,
-                              hd_error_t *err)
+int hd_store_list_deployments(struct hd_store *st, struct hd_store_deployment **out, int *n, hd_error_t *err)
 {
-    sqlite3_stmt *q = store_prepare(st, err,
-                                    "SELECT name, version, desired, restarts, created_at, state, last_error FROM deployments "
-                                    "ORDER BY name", "");
+    sqlite3_stmt *q =
+        store_prepare(st, err,
+                      "SELECT name, version, desired, restarts, created_at, state, last_error FROM deployments "
+                      "ORDER BY name",
+                      "");
     if (q == NULL)
         return -1;
     struct hd_store_deployment *v = NULL;
@@ -303,8 +302,8 @@ void hd_store_deployments_free(struct hd_store_deployment *d, int n)
     free(d);
 }
 
-int hd_store_add_version(struct hd_store *st, const char *name, int version, const char *spec_json,
-                         const char *digest, const char *status, const char *note, hd_error_t *err)
+int hd_store_add_version(struct hd_store *st, const char *name, int version, const char *spec_json, const char *digest,
+                         const char *status, const char *note, hd_error_t *err)
 {
     return store_run(st,
                      store_prepare(st, err,
@@ -328,8 +327,8 @@ int hd_store_set_version_status(struct hd_store *st, const char *name, int versi
 char *hd_store_version_spec(struct hd_store *st, const char *name, int version)
 {
     hd_error_t err = NULL;
-    sqlite3_stmt *q = store_prepare(st, &err, "SELECT spec FROM versions WHERE name=?1 AND version=?2", "si",
-                                    name, version);
+    sqlite3_stmt *q =
+        store_prepare(st, &err, "SELECT spec FROM versions WHERE name=?1 AND version=?2", "si", name, version);
     if (q == NULL) {
         store_read_fail(st, &err, "read spec");
         return NULL;
@@ -345,8 +344,8 @@ char *hd_store_version_spec(struct hd_store *st, const char *name, int version)
 int hd_store_max_version(struct hd_store *st, const char *name)
 {
     hd_error_t err = NULL;
-    sqlite3_stmt *q = store_prepare(st, &err, "SELECT coalesce(max(version), 0) FROM versions WHERE name=?1",
-                                    "s", name);
+    sqlite3_stmt *q =
+        store_prepare(st, &err, "SELECT coalesce(max(version), 0) FROM versions WHERE name=?1", "s", name);
     if (q == NULL) {
         store_read_fail(st, &err, "read versions");
         return 0;
@@ -374,9 +373,8 @@ json_t *hd_store_history(struct hd_store *st, const char *name)
     int r;
     while ((r = sqlite3_step(q)) == SQLITE_ROW) {
         json_t *o = json_pack("{s:i,s:I,s:s,s:s}", "version", sqlite3_column_int(q, 0), "created_at",
-                              (json_int_t)sqlite3_column_int64(q, 1), "digest",
-                              (const char *)sqlite3_column_text(q, 2), "status",
-                              (const char *)sqlite3_column_text(q, 3));
+                              (json_int_t)sqlite3_column_int64(q, 1), "digest", (const char *)sqlite3_column_text(q, 2),
+                              "status", (const char *)sqlite3_column_text(q, 3));
         const char *reason = (const char *)sqlite3_column_text(q, 4);
         const char *note = (const char *)sqlite3_column_text(q, 5);
         json_object_set_new(o, "reason", reason ? json_string(reason) : json_null());
@@ -389,8 +387,8 @@ json_t *hd_store_history(struct hd_store *st, const char *name)
     return a;
 }
 
-int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version,
-                          const char *role, hd_error_t *err)
+int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version, const char *role,
+                          hd_error_t *err)
 {
     return store_run(st,
                      store_prepare(st, err,
@@ -450,15 +448,15 @@ void hd_store_event(struct hd_store *st, const char *name, const char *type, con
     va_end(ap);
     hd_error_t err = NULL;
     if (store_run(st,
-                  store_prepare(st, &err, "INSERT INTO events(time, name, type, message) VALUES(?1,?2,?3,?4)",
-                                "Isss", unix_ms(), name, type, msg),
+                  store_prepare(st, &err, "INSERT INTO events(time, name, type, message) VALUES(?1,?2,?3,?4)", "Isss",
+                                unix_ms(), name, type, msg),
                   &err) < 0) {
         hd_log(HD_LOG_ERROR, "store", "%s", hd_error_text(err));
         hd_error_free(&err);
     }
     /* Keep the event log bounded. */
-    if (sqlite3_exec(st->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - 10000", NULL, NULL,
-                     NULL) != SQLITE_OK) {
+    if (sqlite3_exec(st->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - 10000", NULL, NULL, NULL) !=
+        SQLITE_OK) {
         store_write_fail(st, &err, "trim events");
         hd_error_print(err, "hedged");
         hd_error_free(&err);
@@ -479,10 +477,11 @@ json_t *hd_store_events(struct hd_store *st, const char *name, int limit)
     }
     int r;
     while ((r = sqlite3_step(q)) == SQLITE_ROW)
-        json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:s}", "time", (json_int_t)sqlite3_column_int64(q, 0),
-                                           "name", (const char *)sqlite3_column_text(q, 1), "type",
-                                           (const char *)sqlite3_column_text(q, 2), "message",
-                                           (const char *)sqlite3_column_text(q, 3)));
+        json_array_append_new(a,
+                              json_pack("{s:I,s:s,s:s,s:s}", "time", (json_int_t)sqlite3_column_int64(q, 0), "name",
+                                        (const char *)sqlite3_column_text(q, 1), "type",
+                                        (const char *)sqlite3_column_text(q, 2), "message",
+                                        (const char *)sqlite3_column_text(q, 3)));
     if (r != SQLITE_DONE)
         store_read_fail(st, &err, "read events");
     sqlite3_finalize(q);

@@ -42,8 +42,8 @@ void supervisor_log_error(hd_error_t *err)
     hd_error_free(err);
 }
 
-void supervisor_reply_error(hd_reply_fn reply, void *ctx, enum hd_sup_result result, json_t *extra,
-                            const char *fmt, ...)
+void supervisor_reply_error(hd_reply_fn reply, void *ctx, enum hd_sup_result result, json_t *extra, const char *fmt,
+                            ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -80,8 +80,9 @@ const char *workload_state_name(const struct workload *wl)
 void workload_save(struct workload *wl)
 {
     hd_error_t err = NULL;
-    struct hd_store_deployment d = {wl->name,       wl->version,          wl->desired_running, wl->restarts,
-                                    wl->created_at, (char *)workload_state_name(wl), wl->last_error};
+    struct hd_store_deployment d = {wl->name,      wl->version,    wl->desired_running,
+                                    wl->restarts,  wl->created_at, (char *)workload_state_name(wl),
+                                    wl->last_error};
     if (hd_store_put_deployment(wl->sup->store, &d, &err) < 0)
         supervisor_log_error(&err);
 }
@@ -248,8 +249,7 @@ void workload_current_ended(struct workload *wl, bool while_down)
     run_free(run);
 
     if (was_stopping || !wl->desired_running) {
-        hd_store_event(wl->sup->store, wl->name, "stopped", "version %d stopped: %s", wl->version,
-                       wl->last_error);
+        hd_store_event(wl->sup->store, wl->name, "stopped", "version %d stopped: %s", wl->version, wl->last_error);
         workload_apply(wl, HD_LC_EV_STOPPED);
         return;
     }
@@ -382,8 +382,7 @@ void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t le
     }
     if (wl && wl->up) {
         supervisor_reply_error(reply, ctx, HD_SUP_CONFLICT, NULL,
-                               "workload \"%s\": an upgrade to version %d is in progress", spec->name,
-                               wl->up->version);
+                               "workload \"%s\": an upgrade to version %d is in progress", spec->name, wl->up->version);
         goto drop;
     }
     if (wl && strcmp(wl->digest, digest) == 0) {
@@ -510,21 +509,21 @@ static json_t *workload_json(struct workload *wl, bool with_stats)
 {
     json_t *o = json_pack("{s:s,s:i,s:s,s:s,s:s,s:i,s:s}", "name", wl->name, "version", wl->version, "isolation",
                           hd_isolation_name(wl->spec->isolation), "state", workload_state_name(wl), "desired",
-                          wl->desired_running ? "running" : "stopped", "restarts", wl->restarts, "digest",
-                          wl->digest);
+                          wl->desired_running ? "running" : "stopped", "restarts", wl->restarts, "digest", wl->digest);
     struct run *run = wl->cur;
     bool running = run_is_up(run);
     json_object_set_new(o, "pid", running ? json_integer(run->inst->pid) : json_null());
     json_object_set_new(o, "monitor_pid", running ? json_integer(run->inst->monitor_pid) : json_null());
     json_object_set_new(o, "started_at", running ? json_integer(run->inst->started_at) : json_null());
     json_object_set_new(o, "uptime_seconds",
-                        running ? json_real((double)(supervisor_unix_ms() - run->inst->started_at) / 1000.0) : json_null());
+                        running ? json_real((double)(supervisor_unix_ms() - run->inst->started_at) / 1000.0)
+                                : json_null());
     json_object_set_new(o, "last_error", wl->last_error ? json_string(wl->last_error) : json_null());
     json_object_set_new(o, "upgrading_to", wl->up ? json_integer(wl->up->version) : json_null());
-    json_object_set_new(o, "restart_policy", json_string(wl->spec->restart.policy == HD_RESTART_ALWAYS ? "always"
-                                                         : wl->spec->restart.policy == HD_RESTART_ON_FAILURE
-                                                             ? "on-failure"
-                                                             : "never"));
+    json_object_set_new(o, "restart_policy",
+                        json_string(wl->spec->restart.policy == HD_RESTART_ALWAYS           ? "always"
+                                        : wl->spec->restart.policy == HD_RESTART_ON_FAILURE ? "on-failure"
+                                                                                            : "never"));
     if (with_stats) {
         struct hd_stats st = {0};
         hd_error_t err = NULL;

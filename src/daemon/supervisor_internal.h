@@ -28,21 +28,21 @@ struct workload;
 
 struct run {
     struct hd_instance *inst;
-    struct workload *wl;      /* NULL once retiring and the workload is gone */
+    struct workload *wl; /* NULL once retiring and the workload is gone */
     struct hd_supervisor *sup;
     enum run_role role;
     int version;
-    bool started;             /* the start report said ok */
-    bool stop_requested;      /* TERM sent (or to send once started) */
+    bool started;        /* the start report said ok */
+    bool stop_requested; /* TERM sent (or to send once started) */
     struct hd_timer *kill_timer;
-    struct run *next;         /* in sup->retiring */
+    struct run *next; /* in sup->retiring */
 };
 
 /* A request that is answered when the workload's state settles. */
 struct waiter {
     hd_reply_fn fn;
     void *ctx;
-    bool first_deploy;         /* answer "created" or the start error, not the state */
+    bool first_deploy; /* answer "created" or the start error, not the state */
     struct waiter *next;
 };
 
@@ -52,11 +52,11 @@ struct upgrade {
     char *spec_json;
     char *digest;
     struct run *run;
-    struct hd_timer *health_timer;   /* the health deadline (or, without a command, the wait) */
+    struct hd_timer *health_timer; /* the health deadline (or, without a command, the wait) */
     double health_wait;
-    pid_t probe_pid;                 /* the spec's health command, running; 0 when not */
-    int probe_last_code;             /* its last exit code, -1 before the first */
-    struct hd_timer *probe_timer;    /* the next probe */
+    pid_t probe_pid;              /* the spec's health command, running; 0 when not */
+    int probe_last_code;          /* its last exit code, -1 before the first */
+    struct hd_timer *probe_timer; /* the next probe */
     hd_reply_fn reply;
     void *ctx;
 };
@@ -69,17 +69,17 @@ struct workload {
     char *digest;
     bool desired_running;
     bool removing;
-    enum hd_lc_state state;    /* changed only by workload_apply (and recover.c, from the store) */
+    enum hd_lc_state state; /* changed only by workload_apply (and recover.c, from the store) */
     struct run *cur;
-    int restarts;              /* restarts since the last deploy/start */
+    int restarts; /* restarts since the last deploy/start */
     int consecutive_failures;
     struct hd_timer *backoff_timer;
     char *last_error;
-    char *start_error;         /* the last run never started: the runtime's message */
+    char *start_error; /* the last run never started: the runtime's message */
     int last_exit_code;
     int64_t created_at;
     struct upgrade *up;
-    struct waiter *waiters;    /* replies sent when the state settles */
+    struct waiter *waiters; /* replies sent when the state settles */
     struct workload *next;
 };
 
@@ -89,7 +89,7 @@ struct hd_supervisor {
     const struct hd_daemon_config *cfg;
     struct workload *workloads;
     struct run *retiring;
-    struct hd_broker *broker;  /* workload credentials live here; NULL when disabled */
+    struct hd_broker *broker; /* workload credentials live here; NULL when disabled */
 };
 
 /* ---- supervisor.c ---- */
@@ -97,14 +97,14 @@ int64_t supervisor_unix_ms(void);
 void supervisor_log_error(hd_error_t *err);
 /* Answer a request with a failure: the message goes out as err. extra (stolen, may be NULL)
  * carries more of the answer (a failed first deploy's exit code). */
-void supervisor_reply_error(hd_reply_fn reply, void *ctx, enum hd_sup_result result, json_t *extra,
-                            const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void supervisor_reply_error(hd_reply_fn reply, void *ctx, enum hd_sup_result result, json_t *extra, const char *fmt,
+                            ...) __attribute__((format(printf, 5, 6)));
 struct workload *supervisor_find(struct hd_supervisor *sup, const char *name);
 /* Parse and validate a spec the way `hedge run -f` does, so the messages match. */
 struct hd_spec *supervisor_parse_spec(const char *body, size_t len, const char *origin, hd_error_t *err);
 /* The spec JSON a version's monitor runs (with its broker credentials, or a function's host spec). */
-char *supervisor_monitor_spec(struct hd_supervisor *sup, const char *name, int version,
-                              const struct hd_spec *spec, hd_error_t *err);
+char *supervisor_monitor_spec(struct hd_supervisor *sup, const char *name, int version, const struct hd_spec *spec,
+                              hd_error_t *err);
 
 struct workload *workload_new(struct hd_supervisor *sup, const char *name);
 void workload_free(struct workload *wl);

@@ -49,8 +49,8 @@ void upgrade_fail(struct workload *wl, const char *why)
     hd_error_t err = NULL;
     if (hd_store_set_version_status(sup->store, wl->name, up->version, "failed", why, &err) < 0)
         supervisor_log_error(&err);
-    hd_store_event(sup->store, wl->name, "upgrade-failed", "version %d failed: %s; version %d kept",
-                   up->version, why, wl->version);
+    hd_store_event(sup->store, wl->name, "upgrade-failed", "version %d failed: %s; version %d kept", up->version, why,
+                   wl->version);
     if (up->run) {
         if (up->run->inst->exited)
             run_free(up->run);
@@ -79,9 +79,9 @@ static void upgrade_healthy(struct hd_loop *loop, void *data)
     }
     if (up->spec->health.command && up->probe_last_code != 0) {
         cleanup_free char *why = up->probe_last_code < 0
-                                     ? hd_xasprintf("the health command did not finish within %gs", up->health_wait)
-                                     : hd_xasprintf("the health command did not pass within %gs (last exit code %d)",
-                                                    up->health_wait, up->probe_last_code);
+            ? hd_xasprintf("the health command did not finish within %gs", up->health_wait)
+            : hd_xasprintf("the health command did not pass within %gs (last exit code %d)", up->health_wait,
+                           up->probe_last_code);
         upgrade_fail(wl, why);
         return;
     }
@@ -118,11 +118,10 @@ static void upgrade_healthy(struct hd_loop *loop, void *data)
         /* the new version runs, but a restarted hedged would not know it: say so, never "upgraded" */
         hd_store_rollback(sup->store);
         if (up->reply) {
-            supervisor_reply_error(up->reply, up->ctx, HD_SUP_INTERNAL,
-                                   json_pack("{s:s,s:i,s:i}", "name", wl->name, "version", wl->version,
-                                             "previous", old_version),
-                                   "version %d runs, but the state db could not record the upgrade: %s",
-                                   wl->version, hd_error_text(err));
+            supervisor_reply_error(
+                up->reply, up->ctx, HD_SUP_INTERNAL,
+                json_pack("{s:s,s:i,s:i}", "name", wl->name, "version", wl->version, "previous", old_version),
+                "version %d runs, but the state db could not record the upgrade: %s", wl->version, hd_error_text(err));
             up->reply = NULL;
         }
         supervisor_log_error(&err);
@@ -177,8 +176,8 @@ void upgrade_candidate_started(struct workload *wl)
     struct upgrade *up = wl->up;
     if (up->spec->health.command) {
         hd_store_event(wl->sup->store, wl->name, "upgrade",
-                       "version %d started, pid %d; health command has %gs to pass", up->version,
-                       up->run->inst->pid, up->health_wait);
+                       "version %d started, pid %d; health command has %gs to pass", up->version, up->run->inst->pid,
+                       up->health_wait);
         upgrade_probe(wl->sup->loop, wl);
     } else
         hd_store_event(wl->sup->store, wl->name, "upgrade", "version %d started, pid %d; healthy after %gs",
@@ -215,9 +214,9 @@ void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_json, c
     up->spec = spec;
     up->spec_json = spec_json;
     up->digest = digest;
-    up->health_wait = health_wait >= 0       ? health_wait
-                      : spec->health.wait > 0 ? spec->health.wait
-                                              : sup->cfg->health_wait;
+    up->health_wait = health_wait >= 0 ? health_wait
+        : spec->health.wait > 0        ? spec->health.wait
+                                       : sup->cfg->health_wait;
     up->probe_last_code = -1;
     up->reply = reply;
     up->ctx = ctx;
@@ -244,8 +243,8 @@ void upgrade_begin(struct workload *wl, struct hd_spec *spec, char *spec_json, c
     up->health_timer = hd_loop_timer(sup->loop, up->health_wait, upgrade_healthy, wl);
 }
 
-void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait,
-                            hd_reply_fn reply, void *ctx)
+void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double health_wait, hd_reply_fn reply,
+                            void *ctx)
 {
     struct workload *wl = supervisor_find(sup, name);
     if (wl == NULL)
@@ -259,7 +258,8 @@ void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double 
     int target = 0;
     size_t i;
     json_t *v;
-    json_array_foreach(history, i, v) {
+    json_array_foreach(history, i, v)
+    {
         int ver = (int)json_integer_value(json_object_get(v, "version"));
         const char *status = json_string_value(json_object_get(v, "status"));
         if (ver < wl->version && strcmp(status, "superseded") == 0)

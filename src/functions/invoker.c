@@ -43,8 +43,8 @@ enum instance_state { INSTANCE_EMPTY, INSTANCE_CREATED, INSTANCE_RUNNING };
 struct instance {
     enum instance_state state;
     struct hd_workload *w;
-    int in_fd, out_fd;              /* our ends: write requests, read results */
-    int child_in, child_out;        /* the workload's ends, closed once started */
+    int in_fd, out_fd;       /* our ends: write requests, read results */
+    int child_in, child_out; /* the workload's ends, closed once started */
     int pidfd;
     uint64_t created_ns, started_ns;
 };
@@ -72,9 +72,9 @@ struct hd_invoker {
     pthread_t *threads;
     int n_threads;
     struct hd_invoker_stats stats;
-    int64_t timeout_ms, idle_timeout_ms;  /* the spec's, or the defaults */
+    int64_t timeout_ms, idle_timeout_ms; /* the spec's, or the defaults */
     uint64_t latency_ns[INVOKER_LATENCY_RING];
-    size_t n_latency;                     /* results recorded (ring index = n % size) */
+    size_t n_latency; /* results recorded (ring index = n % size) */
 };
 
 static void list_push(struct call_list *l, struct hd_invocation *call)
@@ -190,8 +190,8 @@ static int instance_create(struct hd_invoker *inv, struct instance *ins, hd_erro
     ins->in_fd = in_pipe[1];
     ins->out_fd = out_pipe[0];
     ins->child_out = out_pipe[1];
-    struct hd_run_options opts = {.state_dir = inv->state_dir, .set_stdio = true,
-                                  .stdio = {ins->child_in, ins->child_out, STDERR_FILENO}};
+    struct hd_run_options opts = {
+        .state_dir = inv->state_dir, .set_stdio = true, .stdio = {ins->child_in, ins->child_out, STDERR_FILENO}};
     if (hd_workload_create(inv->spec, &opts, &ins->w, err) < 0) {
         instance_reset_fds(ins);
         ins->w = NULL;
@@ -265,9 +265,8 @@ static bool invoker_stopping(struct hd_invoker *inv)
  * stdout drained), 3 on stop, 4 when the output limit was passed.
  */
 static int instance_exchange(struct hd_invoker *inv, struct instance *ins, const uint8_t *out, size_t out_len,
-                             bool close_stdin, uint8_t **in, size_t *in_len,
-                             size_t *in_cap, bool (*done)(const uint8_t *, size_t, void *), void *ctx,
-                             uint64_t deadline_ns)
+                             bool close_stdin, uint8_t **in, size_t *in_len, size_t *in_cap,
+                             bool (*done)(const uint8_t *, size_t, void *), void *ctx, uint64_t deadline_ns)
 {
     size_t written = 0;
     bool out_eof = false;
@@ -350,8 +349,8 @@ static void ondemand_invoke(struct hd_invoker *inv, struct instance *ins, struct
     uint8_t *in = NULL;
     size_t in_len = 0, in_cap = 0;
     uint64_t deadline = hd_now_ns() + (uint64_t)inv->timeout_ms * 1000000ull;
-    int r = instance_exchange(inv, ins, call->payload, call->payload_len, true, &in, &in_len, &in_cap, NULL,
-                              NULL, deadline);
+    int r = instance_exchange(inv, ins, call->payload, call->payload_len, true, &in, &in_len, &in_cap, NULL, NULL,
+                              deadline);
     /* Reaped now, removed by the caller after the result is out. */
     struct hd_exit exit = instance_reap(ins, r != 2);
     if (r == 1) {
@@ -519,13 +518,14 @@ static void *pinned_worker(void *arg)
         }
         uint8_t *frame = hd_xmalloc(call->payload_len + 4);
         uint32_t n = (uint32_t)call->payload_len;
-        frame[0] = (uint8_t)(n >> 24), frame[1] = (uint8_t)(n >> 16), frame[2] = (uint8_t)(n >> 8), frame[3] = (uint8_t)n;
+        frame[0] = (uint8_t)(n >> 24), frame[1] = (uint8_t)(n >> 16), frame[2] = (uint8_t)(n >> 8),
+        frame[3] = (uint8_t)n;
         memcpy(frame + 4, call->payload, call->payload_len);
         struct frame_want want = {0};
         in_len = 0;
         uint64_t deadline = hd_now_ns() + (uint64_t)inv->timeout_ms * 1000000ull;
-        int r = instance_exchange(inv, &ins, frame, call->payload_len + 4, false, &in, &in_len, &in_cap,
-                                  frame_complete, &want, deadline);
+        int r = instance_exchange(inv, &ins, frame, call->payload_len + 4, false, &in, &in_len, &in_cap, frame_complete,
+                                  &want, deadline);
         free(frame);
         bool killed = false;
         if (r == 0 && want.len <= HD_INVOKER_MAX_OUTPUT) {

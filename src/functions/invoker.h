@@ -38,11 +38,11 @@ struct hd_invocation {
     char *reply_topic;
     void *payload;
     size_t payload_len;
-    void *correlation;        /* MQTT 5 correlation data, copied to the reply */
+    void *correlation; /* MQTT 5 correlation data, copied to the reply */
     size_t correlation_len;
     uint64_t received_ns;
     /* filled when done */
-    bool error;               /* body is an error event (JSON) */
+    bool error; /* body is an error event (JSON) */
     void *body;
     size_t body_len;
     uint64_t done_ns;
@@ -50,7 +50,7 @@ struct hd_invocation {
 
 struct hd_invoker_stats {
     uint64_t invocations, errors, timeouts, rejected, restarts;
-    uint64_t p50_ns, p99_ns;  /* received -> result ready, over the last 1024 results */
+    uint64_t p50_ns, p99_ns; /* received -> result ready, over the last 1024 results */
 };
 
 struct hd_invoker;

@@ -58,13 +58,13 @@
 struct app {
     const struct hd_spec *spec;
     struct hd_invoker *inv;
-    struct hd_local *local;   /* NULL without --local */
+    struct hd_local *local; /* NULL without --local */
     struct hd_mqtt_client *mqtt;
     char **filters;
     uint16_t next_id;
     bool connected;
     struct hd_loop *loop;
-    struct hd_defer *turn;      /* results and stats at the end of this turn */
+    struct hd_defer *turn; /* results and stats at the end of this turn */
     const char *broker;
     uint64_t next_attempt_ns;
 };
@@ -159,7 +159,7 @@ static void app_after_io(void *ctx)
 
 static void app_on_results(struct hd_loop *loop, int fd, uint32_t events, void *data)
 {
-    app_want_turn(data);  /* the turn's end drains the queue (and its eventfd) */
+    app_want_turn(data); /* the turn's end drains the queue (and its eventfd) */
 }
 
 static void app_on_local(struct hd_loop *loop, int fd, uint32_t events, void *data)
@@ -182,7 +182,7 @@ static void app_on_timer(struct hd_loop *loop, void *data)
             hd_error_free(&err);
         }
     }
-    hd_mqtt_client_tick(a->mqtt, hd_now_ns());  /* not `now`: a connect just made is younger */
+    hd_mqtt_client_tick(a->mqtt, hd_now_ns()); /* not `now`: a connect just made is younger */
     app_want_turn(a);
     hd_loop_timer(loop, a->local ? 0.25 : 0.5, app_on_timer, a);
 }
@@ -205,19 +205,25 @@ static int placement_sweep(hd_error_t *err)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
-                 "[--share GROUP] [--own-placement] [--check] [--log-level LEVEL]\n"
-                 "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
+    fprintf(out,
+            "usage: hedge-functions --spec F.json [--broker HOST:PORT] [--state-dir DIR] [--local DIR] "
+            "[--share GROUP] [--own-placement] [--check] [--log-level LEVEL]\n"
+            "  without --broker: HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD, else 127.0.0.1:1883\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"spec", required_argument, NULL, 's'}, {"broker", required_argument, NULL, 'b'},
-        {"state-dir", required_argument, NULL, 'd'}, {"check", no_argument, NULL, 'n'},
-        {"local", required_argument, NULL, 'l'}, {"share", required_argument, NULL, 'g'},
-        {"log-level", required_argument, NULL, 'L'}, {"own-placement", no_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
+        {"spec", required_argument, NULL, 's'},
+        {"broker", required_argument, NULL, 'b'},
+        {"state-dir", required_argument, NULL, 'd'},
+        {"check", no_argument, NULL, 'n'},
+        {"local", required_argument, NULL, 'l'},
+        {"share", required_argument, NULL, 'g'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"own-placement", no_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     hd_log_init("hedge-functions", "functions");
     hd_error_t err = NULL;
@@ -259,7 +265,8 @@ int main(int argc, char **argv)
     const char *h = getenv("HEDGE_MQTT_HOST");
     if (broker == NULL && h) {
         const char *p = getenv("HEDGE_MQTT_PORT");
-        env_broker = strchr(h, ':') ? hd_xasprintf("[%s]:%s", h, p ? p : "1883") : hd_xasprintf("%s:%s", h, p ? p : "1883");
+        env_broker =
+            strchr(h, ':') ? hd_xasprintf("[%s]:%s", h, p ? p : "1883") : hd_xasprintf("%s:%s", h, p ? p : "1883");
         broker = env_broker;
     }
     if (broker == NULL)
@@ -325,17 +332,24 @@ int main(int argc, char **argv)
         hd_local_write_stats(a.local, a.inv, true);
     char client_id[64];
     snprintf(client_id, sizeof(client_id), "hedge-fn-%s-%d", spec->name ? spec->name : "f", (int)getpid());
-    struct hd_mqtt_options mo = {.host = host, .port = port, .client_id = client_id, .clean_session = true,
-                                 .keepalive = 30, .protocol = 5, .username = username, .password = password};
-    struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect, .on_message = app_on_message,
-                                   .on_suback = app_on_suback, .on_disconnect = app_on_disconnect};
+    struct hd_mqtt_options mo = {.host = host,
+                                 .port = port,
+                                 .client_id = client_id,
+                                 .clean_session = true,
+                                 .keepalive = 30,
+                                 .protocol = 5,
+                                 .username = username,
+                                 .password = password};
+    struct hd_mqtt_callbacks cb = {.on_connect = app_on_connect,
+                                   .on_message = app_on_message,
+                                   .on_suback = app_on_suback,
+                                   .on_disconnect = app_on_disconnect};
     a.mqtt = hd_mqtt_client_new(&mo, &cb, &a);
     int rc = -1;
-    if (a.loop &&
-        hd_loop_watch(a.loop, hd_invoker_fd(a.inv), EPOLLIN, app_on_results, &a, &err) != NULL &&
+    if (a.loop && hd_loop_watch(a.loop, hd_invoker_fd(a.inv), EPOLLIN, app_on_results, &a, &err) != NULL &&
         (!a.local || hd_loop_watch(a.loop, hd_local_fd(a.local), EPOLLIN, app_on_local, &a, &err) != NULL)) {
         hd_mqtt_client_attach(a.mqtt, a.loop, app_after_io);
-        app_on_timer(a.loop, &a);  /* connect now */
+        app_on_timer(a.loop, &a); /* connect now */
         rc = hd_loop_run(a.loop, &err);
     }
     if (rc < 0) {
@@ -346,9 +360,10 @@ int main(int argc, char **argv)
     hd_invoker_get_stats(a.inv, &st);
     hd_log(HD_LOG_INFO, "functions",
            "stopping (%llu invocations, %llu errors, %llu timeouts, %llu rejected, "
-           "%llu restarts, latency p50 %.2f ms p99 %.2f ms)", (unsigned long long)st.invocations,
-           (unsigned long long)st.errors, (unsigned long long)st.timeouts, (unsigned long long)st.rejected,
-           (unsigned long long)st.restarts, (double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6);
+           "%llu restarts, latency p50 %.2f ms p99 %.2f ms)",
+           (unsigned long long)st.invocations, (unsigned long long)st.errors, (unsigned long long)st.timeouts,
+           (unsigned long long)st.rejected, (unsigned long long)st.restarts, (double)st.p50_ns / 1e6,
+           (double)st.p99_ns / 1e6);
     if (a.local) {
         hd_local_write_stats(a.local, a.inv, true);
         hd_local_free(a.local);
@@ -360,16 +375,15 @@ int main(int argc, char **argv)
     }
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);
-    hd_loop_free(a.loop);  /* its watches, timer and pending turn go with it */
+    hd_loop_free(a.loop); /* its watches, timer and pending turn go with it */
     hd_strv_free(a.filters);
     return rc < 0 ? HD_EXIT_HEDGE : 0;
 
 fail_usage:
-fail:
-    {
-        int code = hd_error_exit_code(err);
-        hd_error_print(err, "hedge-functions");
-        hd_error_free(&err);
-        return code ? code : HD_EXIT_HEDGE;
-    }
+fail : {
+    int code = hd_error_exit_code(err);
+    hd_error_print(err, "hedge-functions");
+    hd_error_free(&err);
+    return code ? code : HD_EXIT_HEDGE;
+}
 }

@@ -41,8 +41,8 @@
 
 /* One entry of the tarball: a staged regular file, or a link to another entry. */
 struct staged_entry {
-    char *name;         /* cleaned archive path */
-    char *alias_of;     /* cleaned target path for symlinks and hardlinks, else NULL */
+    char *name;     /* cleaned archive path */
+    char *alias_of; /* cleaned target path for symlinks and hardlinks, else NULL */
     struct image_blob blob;
 };
 
@@ -103,8 +103,8 @@ static char *resolve_link_target(const char *link_name, const char *target)
     if (target[0] == '/')
         return clean_archive_name(target);
     const char *slash = strrchr(link_name, '/');
-    cleanup_free char *joined = slash ? hd_xasprintf("%.*s/%s", (int)(slash - link_name), link_name, target)
-                                      : hd_xstrdup(target);
+    cleanup_free char *joined =
+        slash ? hd_xasprintf("%.*s/%s", (int)(slash - link_name), link_name, target) : hd_xstrdup(target);
     /* fold ".." components */
     cleanup_free char *clean = clean_archive_name(joined);
     char *out = hd_xcalloc(1, strlen(clean) + 1);
@@ -134,8 +134,7 @@ static int archive_failure(struct archive *a, hd_error_t *err)
     return hd_error_set(err, 0, "corrupt archive: %s", msg);
 }
 
-static int stage_copy_data(struct archive *a, const char *path, struct image_blob *blob,
-                           hd_error_t *err)
+static int stage_copy_data(struct archive *a, const char *path, struct image_blob *blob, hd_error_t *err)
 {
     cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
@@ -266,8 +265,7 @@ static const struct staged_entry *stage_find(const struct stage *st, const char 
 static int read_staged_json(const struct staged_entry *e, const char *what, json_t **out, hd_error_t *err)
 {
     if (e->blob.size > JSON_MAX_BYTES)
-        return hd_error_set(err, 0, "%s: %lld bytes is too large for a JSON document", what,
-                            (long long)e->blob.size);
+        return hd_error_set(err, 0, "%s: %lld bytes is too large for a JSON document", what, (long long)e->blob.size);
     cleanup_free char *text = NULL;
     size_t len = 0;
     if (hd_read_file(e->blob.stage_path, &text, &len, err) < 0)
@@ -286,7 +284,8 @@ static char **json_strv(json_t *arr)
     char **v = hd_xcalloc(json_array_size(arr) + 1, sizeof(char *));
     size_t n = 0, i;
     json_t *item;
-    json_array_foreach(arr, i, item) {
+    json_array_foreach(arr, i, item)
+    {
         if (json_is_string(item))
             v[n++] = hd_xstrdup(json_string_value(item));
     }
@@ -330,10 +329,10 @@ static int digest_uncompressed(const struct image_blob *blob, const char *what, 
         if (read(fd, magic, sizeof(magic)) < 0)
             return hd_error_sys(err, "read %s", blob->stage_path);
     }
-    bool compressed = (magic[0] == 0x1f && magic[1] == 0x8b) ||                                   /* gzip */
-                      (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) || /* zstd */
-                      (magic[0] == 0xfd && magic[1] == '7' && magic[2] == 'z' && magic[3] == 'X') ||  /* xz */
-                      (magic[0] == 'B' && magic[1] == 'Z' && magic[2] == 'h');                        /* bzip2 */
+    bool compressed = (magic[0] == 0x1f && magic[1] == 0x8b) ||                           /* gzip */
+        (magic[0] == 0x28 && magic[1] == 0xb5 && magic[2] == 0x2f && magic[3] == 0xfd) || /* zstd */
+        (magic[0] == 0xfd && magic[1] == '7' && magic[2] == 'z' && magic[3] == 'X') ||    /* xz */
+        (magic[0] == 'B' && magic[1] == 'Z' && magic[2] == 'h');                          /* bzip2 */
     if (!compressed) {
         memcpy(hex, blob->hex, IMAGE_HEX_LEN + 1);
         return 0;
@@ -369,10 +368,11 @@ out:
 
 const char *image_host_architecture(void)
 {
-    static const struct { const char *machine, *goarch; } map[] = {
-        {"x86_64", "amd64"}, {"aarch64", "arm64"}, {"armv7l", "arm"}, {"armv6l", "arm"},
-        {"i686", "386"},     {"i386", "386"},      {"ppc64le", "ppc64le"}, {"s390x", "s390x"},
-        {"riscv64", "riscv64"},
+    static const struct {
+        const char *machine, *goarch;
+    } map[] = {
+        {"x86_64", "amd64"}, {"aarch64", "arm64"},   {"armv7l", "arm"},  {"armv6l", "arm"},      {"i686", "386"},
+        {"i386", "386"},     {"ppc64le", "ppc64le"}, {"s390x", "s390x"}, {"riscv64", "riscv64"},
     };
     static struct utsname u;
     if (uname(&u) < 0)
@@ -442,8 +442,8 @@ static bool name_digest(const char *name, char hex[IMAGE_HEX_LEN + 1])
     return true;
 }
 
-static int read_docker(const struct stage *st, const struct staged_entry *manifest_entry,
-                       struct image_source *src, hd_error_t *err)
+static int read_docker(const struct stage *st, const struct staged_entry *manifest_entry, struct image_source *src,
+                       hd_error_t *err)
 {
     json_t *manifest = NULL, *config = NULL;
     int ret = -1;
@@ -491,7 +491,8 @@ static int read_docker(const struct stage *st, const struct staged_entry *manife
     }
     size_t i;
     json_t *layer_name;
-    json_array_foreach(layer_names, i, layer_name) {
+    json_array_foreach(layer_names, i, layer_name)
+    {
         const char *name = json_string_value(layer_name);
         if (name == NULL) {
             hd_error_set(err, 0, "manifest.json: Layers[%zu] is not a string", i);
@@ -530,8 +531,8 @@ out:
 /* ---- OCI archive ---------------------------------------------------------------------------- */
 
 /* Find and verify the blob a descriptor points to. */
-static int oci_blob(const struct stage *st, json_t *descriptor, const char *what,
-                    const struct staged_entry **out, hd_error_t *err)
+static int oci_blob(const struct stage *st, json_t *descriptor, const char *what, const struct staged_entry **out,
+                    hd_error_t *err)
 {
     char hex[IMAGE_HEX_LEN + 1];
     *out = NULL;
@@ -556,13 +557,14 @@ static int oci_blob(const struct stage *st, json_t *descriptor, const char *what
 
 bool image_is_index_media_type(const char *type)
 {
-    return type && (strcmp(type, "application/vnd.oci.image.index.v1+json") == 0 ||
-                    strcmp(type, "application/vnd.docker.distribution.manifest.list.v2+json") == 0);
+    return type &&
+        (strcmp(type, "application/vnd.oci.image.index.v1+json") == 0 ||
+         strcmp(type, "application/vnd.docker.distribution.manifest.list.v2+json") == 0);
 }
 
 /* Pick the manifest for linux/<host arch> from an index's manifests array. */
-int image_pick_platform(json_t *manifests, const char *what, const char *want_os, const char *arch,
-                        const char *variant, json_t **out, hd_error_t *err)
+int image_pick_platform(json_t *manifests, const char *what, const char *want_os, const char *arch, const char *variant,
+                        json_t **out, hd_error_t *err)
 {
     if (!json_is_array(manifests) || json_array_size(manifests) == 0)
         return hd_error_set(err, 0, "%s: no manifests in it", what);
@@ -574,7 +576,8 @@ int image_pick_platform(json_t *manifests, const char *what, const char *want_os
     json_t *m, *unlabelled = NULL;
     size_t n_unlabelled = 0;
     cleanup_free char *seen = hd_xstrdup("");
-    json_array_foreach(manifests, i, m) {
+    json_array_foreach(manifests, i, m)
+    {
         json_t *platform = json_object_get(m, "platform");
         if (!json_is_object(platform)) {
             unlabelled = unlabelled ? unlabelled : m;
@@ -597,8 +600,8 @@ int image_pick_platform(json_t *manifests, const char *what, const char *want_os
         *out = unlabelled; /* a plain layout with no platform data: its first image */
         return 0;
     }
-    return hd_error_set(err, 0, "%s: no %s/%s%s%s image in it (it has: %s)", what, want_os, arch,
-                        variant ? "/" : "", variant ? variant : "", seen);
+    return hd_error_set(err, 0, "%s: no %s/%s%s%s image in it (it has: %s)", what, want_os, arch, variant ? "/" : "",
+                        variant ? variant : "", seen);
 }
 
 static int read_oci(const struct stage *st, const struct staged_entry *index_entry, struct image_source *src,
@@ -661,7 +664,8 @@ static int read_oci(const struct stage *st, const struct staged_entry *index_ent
     }
     size_t i;
     json_t *layer;
-    json_array_foreach(layers, i, layer) {
+    json_array_foreach(layers, i, layer)
+    {
         const struct staged_entry *blob;
         if (oci_blob(st, layer, "layer", &blob, err) < 0)
             goto out;
@@ -712,8 +716,9 @@ int image_archive_read(const char *tarball, const char *stage_dir, struct image_
         else if (index)
             ret = read_oci(&st, index, out, err);
         else
-            ret = hd_error_set(err, 0, "not an image archive: neither manifest.json (docker save) nor "
-                                       "index.json (OCI) in it");
+            ret = hd_error_set(err, 0,
+                               "not an image archive: neither manifest.json (docker save) nor "
+                               "index.json (OCI) in it");
     }
     stage_free(&st);
     if (ret < 0)

@@ -19,15 +19,14 @@ static void archive_load_once(void)
 {
     void *lib = dlopen("libarchive.so.13", RTLD_NOW | RTLD_LOCAL);
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libarchive.so.13: %s (install libarchive13)",
-                 dlerror());
+        snprintf(load_error, sizeof(load_error), "load libarchive.so.13: %s (install libarchive13)", dlerror());
         return;
     }
-#define HD_ARCHIVE_RESOLVE(name)                                                               \
-    *(void **)&hd_archive.name = dlsym(lib, #name);                                            \
-    if (*(void **)&hd_archive.name == NULL) {                                                  \
-        snprintf(load_error, sizeof(load_error), "libarchive.so.13 has no %s", #name);         \
-        return;                                                                                \
+#define HD_ARCHIVE_RESOLVE(name) \
+    *(void **)&hd_archive.name = dlsym(lib, #name); \
+    if (*(void **)&hd_archive.name == NULL) { \
+        snprintf(load_error, sizeof(load_error), "libarchive.so.13 has no %s", #name); \
+        return; \
     }
     HD_ARCHIVE_FUNCTIONS(HD_ARCHIVE_RESOLVE)
 #undef HD_ARCHIVE_RESOLVE

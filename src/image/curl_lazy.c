@@ -25,11 +25,11 @@ static void curl_load_once(void)
         snprintf(load_error, sizeof(load_error), "load libcurl.so.4: %s (install libcurl4)", dlerror());
         return;
     }
-#define HD_CURL_RESOLVE(name)                                                                  \
-    *(void **)&hd_curl.name = dlsym(lib, #name);                                               \
-    if (*(void **)&hd_curl.name == NULL) {                                                     \
-        snprintf(load_error, sizeof(load_error), "libcurl.so.4 has no %s", #name);             \
-        return;                                                                                \
+#define HD_CURL_RESOLVE(name) \
+    *(void **)&hd_curl.name = dlsym(lib, #name); \
+    if (*(void **)&hd_curl.name == NULL) { \
+        snprintf(load_error, sizeof(load_error), "libcurl.so.4 has no %s", #name); \
+        return; \
     }
     HD_CURL_FUNCTIONS(HD_CURL_RESOLVE)
 #undef HD_CURL_RESOLVE

@@ -42,7 +42,7 @@ int hd_curl_load(hd_error_t *err);
 extern struct hd_curl_api hd_curl;
 
 #ifndef HD_CURL_NO_MACROS /* curl_lazy.c sees the real names */
-#undef curl_easy_getinfo /* curl.h's three-argument checks */
+#undef curl_easy_getinfo  /* curl.h's three-argument checks */
 #undef curl_easy_setopt
 #define curl_easy_cleanup (hd_curl.curl_easy_cleanup)
 #define curl_easy_escape (hd_curl.curl_easy_escape)

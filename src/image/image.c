@@ -81,8 +81,8 @@ static bool valid_repository(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         /* lower case only; ':' allowed for a registry port (host:5000/name) */
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' ||
-              c == '/' || c == ':'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' || c == '/' ||
+              c == ':'))
             return false;
     }
     return s[0] != '/' && s[len - 1] != '/';
@@ -95,8 +95,8 @@ static bool valid_tag(const char *s)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
             return false;
     }
     return true;
@@ -162,7 +162,7 @@ static const char *id_prefix(const char *ref)
 /* ---- store files -------------------------------------------------------------------------- */
 
 struct store {
-    char *dir;       /* <state>/images, a real path when the store exists */
+    char *dir; /* <state>/images, a real path when the store exists */
     int lock_fd;
 };
 
@@ -291,9 +291,7 @@ static char **json_strv_or_null(json_t *arr)
     char **v = hd_xcalloc(json_array_size(arr) + 1, sizeof(char *));
     size_t n = 0, i;
     json_t *item;
-    json_array_foreach(arr, i, item)
-        if (json_is_string(item))
-            v[n++] = hd_xstrdup(json_string_value(item));
+    json_array_foreach(arr, i, item) if (json_is_string(item)) v[n++] = hd_xstrdup(json_string_value(item));
     return v;
 }
 
@@ -307,8 +305,7 @@ static json_t *json_strv(char *const *v)
     return arr;
 }
 
-static struct hd_image_config *config_from_meta(const char *store_dir, const char *hex, json_t *meta,
-                                                const char *name)
+static struct hd_image_config *config_from_meta(const char *store_dir, const char *hex, json_t *meta, const char *name)
 {
     struct hd_image_config *c = hd_xcalloc(1, sizeof(*c));
     json_t *defaults = json_object_get(meta, "config");
@@ -368,8 +365,7 @@ static int64_t tree_size(int dir_fd, struct image_string_set *inodes)
         } else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
             if (st.st_nlink > 1) {
                 char key[64];
-                snprintf(key, sizeof(key), "%llu:%llu", (unsigned long long)st.st_dev,
-                         (unsigned long long)st.st_ino);
+                snprintf(key, sizeof(key), "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
                 if (!image_string_set_add(inodes, key))
                     continue;
             }
@@ -397,9 +393,8 @@ static bool refs_use(json_t *refs, const char *id)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(refs, key, value)
-        if (json_is_string(value) && strcmp(json_string_value(value), id) == 0)
-            return true;
+    json_object_foreach(refs, key,
+                        value) if (json_is_string(value) && strcmp(json_string_value(value), id) == 0) return true;
     return false;
 }
 
@@ -413,9 +408,8 @@ static bool refs_use_by_tag(json_t *refs, const char *id)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(refs, key, value)
-        if (!strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0)
-            return true;
+    json_object_foreach(refs, key, value) if (!strchr(key, '@') && json_is_string(value) &&
+                                              strcmp(json_string_value(value), id) == 0) return true;
     return false;
 }
 
@@ -424,7 +418,8 @@ static void refs_drop_digests(json_t *refs, const char *id, char ***untagged)
     const char *key;
     json_t *value;
     void *tmp;
-    json_object_foreach_safe(refs, tmp, key, value) {
+    json_object_foreach_safe(refs, tmp, key, value)
+    {
         if (strchr(key, '@') && json_is_string(value) && strcmp(json_string_value(value), id) == 0) {
             if (untagged)
                 hd_strv_push(untagged, key);
@@ -459,9 +454,9 @@ static int gc_blobs(const char *store_dir, hd_error_t *err)
         }
         size_t i;
         json_t *blob;
-        json_array_foreach(json_object_get(meta, "blobs"), i, blob)
-            if (json_is_string(blob) && strncmp(json_string_value(blob), "sha256:", 7) == 0)
-                image_string_set_add(&used, json_string_value(blob) + 7);
+        json_array_foreach(json_object_get(meta, "blobs"), i,
+                           blob) if (json_is_string(blob) && strncmp(json_string_value(blob), "sha256:", 7) == 0)
+            image_string_set_add(&used, json_string_value(blob) + 7);
         json_decref(meta);
     }
     closedir(d);
@@ -605,8 +600,8 @@ static int import_commit(const char *store_dir, const char *tmp, const struct im
             bool known = false;
             size_t k;
             json_t *item;
-            json_array_foreach(listed, k, item)
-                known = known || (json_is_string(item) && strcmp(json_string_value(item), digest) == 0);
+            json_array_foreach(listed, k, item) known =
+                known || (json_is_string(item) && strcmp(json_string_value(item), digest) == 0);
             if (!known)
                 json_array_append_new(listed, json_string(digest));
         }
@@ -645,8 +640,8 @@ static int import_read_archive(void *ctx, const char *store_dir, const char *sta
     return image_archive_read(ctx, stage_dir, out, err);
 }
 
-int hd_image_import(const char *state_dir, const char *tarball, const char *name,
-                    struct hd_image_config **out, hd_error_t *err)
+int hd_image_import(const char *state_dir, const char *tarball, const char *name, struct hd_image_config **out,
+                    hd_error_t *err)
 {
     cleanup_free char *wanted = NULL;
     if (name && (wanted = image_name_normalize(name)) == NULL)
@@ -778,9 +773,8 @@ static char *first_name_of(json_t *refs, const char *id)
 {
     const char *key, *best = NULL;
     json_t *value;
-    json_object_foreach(refs, key, value)
-        if (json_is_string(value) && strcmp(json_string_value(value), id) == 0 && (!best || strcmp(key, best) < 0))
-            best = key;
+    json_object_foreach(refs, key, value) if (json_is_string(value) && strcmp(json_string_value(value), id) == 0 &&
+                                              (!best || strcmp(key, best) < 0)) best = key;
     return hd_xstrdup(best);
 }
 
@@ -831,7 +825,8 @@ int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error
     size_t n = 0;
     const char *key;
     json_t *value;
-    json_object_foreach(refs, key, value) {
+    json_object_foreach(refs, key, value)
+    {
         const char *id = json_string_value(value);
         if (id == NULL || strncmp(id, "sha256:", 7) != 0)
             continue;
@@ -881,7 +876,8 @@ int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, ch
         const char *key;
         json_t *value;
         void *tmp;
-        json_object_foreach_safe(refs, tmp, key, value) {
+        json_object_foreach_safe(refs, tmp, key, value)
+        {
             if (json_is_string(value) && strcmp(json_string_value(value), id) == 0) {
                 if (untagged)
                     hd_strv_push(untagged, key);

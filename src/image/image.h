@@ -41,15 +41,15 @@ const char *hd_state_dir(void);
  * Import a docker-save or OCI-archive tarball; name (NULL: the archive's own)
  * is the name:tag it gets. out (optional) receives the imported image.
  */
-int hd_image_import(const char *state_dir, const char *tarball, const char *name,
-                    struct hd_image_config **out, hd_error_t *err);
+int hd_image_import(const char *state_dir, const char *tarball, const char *name, struct hd_image_config **out,
+                    hd_error_t *err);
 /* How hd_image_pull reaches a registry. */
 struct hd_image_pull_options {
-    const char *platform;      /* os/arch[/variant] to pick from an index; NULL: linux/<this host> */
-    char *const *insecure;     /* NULL-terminated host[:port] list reached over plain HTTP, or NULL */
-    const char *ca_file;       /* CA bundle for TLS; NULL: the system's */
-    FILE *progress;            /* one line per blob, or NULL for quiet */
-    const char *auth_file;     /* docker config.json-style credentials; NULL: <state>/auth.json */
+    const char *platform;  /* os/arch[/variant] to pick from an index; NULL: linux/<this host> */
+    char *const *insecure; /* NULL-terminated host[:port] list reached over plain HTTP, or NULL */
+    const char *ca_file;   /* CA bundle for TLS; NULL: the system's */
+    FILE *progress;        /* one line per blob, or NULL for quiet */
+    const char *auth_file; /* docker config.json-style credentials; NULL: <state>/auth.json */
 };
 
 /*
@@ -75,8 +75,7 @@ int hd_registry_login(const char *auth_file, const char *host, const char *user,
  * Look up name[:tag] (tag defaults to latest), name@sha256:<manifest digest> (a pulled image) or an id prefix (>= 12 hex
  * digits, "sha256:" optional). Unknown: "image REF: not found".
  */
-int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out,
-                    hd_error_t *err);
+int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out, hd_error_t *err);
 /* List images, one entry per name, sorted by name; returns a NULL-terminated array the caller frees with hd_image_list_free. */
 int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error_t *err);
 void hd_image_list_free(struct hd_image_config **list);
@@ -86,7 +85,6 @@ void hd_image_list_free(struct hd_image_config **list);
  * names removed) and deleted (the image id, if the image went) are optional
  * outputs the caller frees.
  */
-int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, char **deleted,
-                    hd_error_t *err);
+int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, char **deleted, hd_error_t *err);
 
 #endif

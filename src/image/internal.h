@@ -23,24 +23,24 @@
 
 /* One verified file of the archive, staged on disk inside the import's temp dir. */
 struct image_blob {
-    char *stage_path;              /* absolute path of the staged bytes */
-    char hex[IMAGE_HEX_LEN + 1];   /* sha256 of the staged bytes (the blob store address) */
+    char *stage_path;            /* absolute path of the staged bytes */
+    char hex[IMAGE_HEX_LEN + 1]; /* sha256 of the staged bytes (the blob store address) */
     int64_t size;
 };
 
 /* What an archive holds once every digest has been checked. */
 struct image_source {
-    const char *format;            /* "oci" or "docker" */
+    const char *format;                 /* "oci" or "docker" */
     char config_hex[IMAGE_HEX_LEN + 1]; /* sha256 of the config blob: the image id */
-    char *name;                    /* normalized name:tag the archive gives, or NULL */
-    char *digest_name;             /* a second ref, repository@sha256:<manifest hex> (a pull), or NULL */
-    char *architecture;            /* from the config, or NULL */
-    char *image_created;           /* the config's "created", or NULL */
+    char *name;                         /* normalized name:tag the archive gives, or NULL */
+    char *digest_name;                  /* a second ref, repository@sha256:<manifest hex> (a pull), or NULL */
+    char *architecture;                 /* from the config, or NULL */
+    char *image_created;                /* the config's "created", or NULL */
     char **cmd, **entrypoint, **env;
     char *workdir, *user;
-    struct image_blob *layers;     /* in the order they are applied */
+    struct image_blob *layers; /* in the order they are applied */
     size_t n_layers;
-    struct image_blob *blobs;      /* every blob to keep: manifest (OCI), config, layers */
+    struct image_blob *blobs; /* every blob to keep: manifest (OCI), config, layers */
     size_t n_blobs;
 };
 
@@ -65,8 +65,8 @@ int image_store_import(const char *state_dir, image_read_fn read, void *ctx, con
 /* The GOARCH name of this host ("amd64", "arm64", ...). */
 const char *image_host_architecture(void);
 /* Pick the manifest for os/arch from an index's manifests array (arch NULL: this host's). */
-int image_pick_platform(json_t *manifests, const char *what, const char *os, const char *arch,
-                        const char *variant, json_t **out, hd_error_t *err);
+int image_pick_platform(json_t *manifests, const char *what, const char *os, const char *arch, const char *variant,
+                        json_t **out, hd_error_t *err);
 /* An OCI image index or a docker manifest list. */
 bool image_is_index_media_type(const char *type);
 /* Record an image config's defaults in src and check it is for this host. */
@@ -76,12 +76,10 @@ int image_config_parse(json_t *config, struct image_source *src, hd_error_t *err
  * Read the tarball, staging its regular files under stage_dir, and verify the
  * image it holds. On failure nothing outside stage_dir has been touched.
  */
-int image_archive_read(const char *tarball, const char *stage_dir, struct image_source *out,
-                       hd_error_t *err);
+int image_archive_read(const char *tarball, const char *stage_dir, struct image_source *out, hd_error_t *err);
 
 /* Apply layers in order onto the (existing, empty) directory rootfs, which must be a real path. */
-int image_layers_apply(const char *rootfs, const struct image_blob *layers, size_t n_layers,
-                       hd_error_t *err);
+int image_layers_apply(const char *rootfs, const struct image_blob *layers, size_t n_layers, hd_error_t *err);
 
 /*
  * Normalize an image reference to "name:tag": docker.io/library/ and docker.io/

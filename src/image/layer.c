@@ -46,9 +46,8 @@
 #define WHITEOUT_PREFIX ".wh."
 #define WHITEOUT_OPAQUE ".wh..wh..opq"
 
-static const int layer_extract_flags =
-    ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_XATTR |
-    ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+static const int layer_extract_flags = ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
+    ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_ACL | ARCHIVE_EXTRACT_UNLINK | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
     ARCHIVE_EXTRACT_SECURE_SYMLINKS;
 /* Not ARCHIVE_EXTRACT_FFLAGS: an immutable flag from an image would make its rootfs undeletable. */
 
@@ -241,8 +240,8 @@ static int opaque_clear(int dirfd, const char *rel, const struct image_string_se
     return 0;
 }
 
-static int layer_make_opaque(int rootfd, const char *entry, const char *dir,
-                             const struct image_string_set *unpacked, hd_error_t *err)
+static int layer_make_opaque(int rootfd, const char *entry, const char *dir, const struct image_string_set *unpacked,
+                             hd_error_t *err)
 {
     cleanup_close int dirfd = -1;
     if (open_parent(rootfd, entry, dir, &dirfd, err) < 0)
@@ -282,7 +281,11 @@ static void layer_filter_xattrs(struct archive_entry *e)
     static const char overlay_prefix[] = "trusted.overlay.";
     if (archive_entry_xattr_reset(e) == 0)
         return;
-    struct kept { char *name; void *value; size_t size; } *kept = NULL;
+    struct kept {
+        char *name;
+        void *value;
+        size_t size;
+    } *kept = NULL;
     size_t n = 0;
     bool dropped = false;
     const char *name;

@@ -75,9 +75,9 @@ int registry_ref_parse(const char *ref, struct registry_ref *out, hd_error_t *er
         tag = hd_xstrdup(colon + 1);
     }
     char *first_slash = strchr(rest, '/');
-    if (first_slash && (memchr(rest, '.', (size_t)(first_slash - rest)) ||
-                        memchr(rest, ':', (size_t)(first_slash - rest)) ||
-                        strncmp(rest, "localhost/", 10) == 0)) {
+    if (first_slash &&
+        (memchr(rest, '.', (size_t)(first_slash - rest)) || memchr(rest, ':', (size_t)(first_slash - rest)) ||
+         strncmp(rest, "localhost/", 10) == 0)) {
         out->host = hd_xasprintf("%.*s", (int)(first_slash - rest), rest);
         out->repository = hd_xstrdup(first_slash + 1);
     } else {
@@ -98,8 +98,10 @@ int registry_ref_parse(const char *ref, struct registry_ref *out, hd_error_t *er
     cleanup_free char *normal = image_name_normalize(tagged);
     if (normal == NULL) {
         registry_ref_free(out);
-        return hd_error_set(err, 0, "invalid image reference \"%s\" (want [host[:port]/]name[:tag][@sha256:<hex>], "
-                                    "lower-case name)", ref);
+        return hd_error_set(err, 0,
+                            "invalid image reference \"%s\" (want [host[:port]/]name[:tag][@sha256:<hex>], "
+                            "lower-case name)",
+                            ref);
     }
     out->repo_name = hd_xasprintf("%.*s", (int)(strrchr(normal, ':') - normal), normal);
     if (tag || digest == NULL)
@@ -190,8 +192,7 @@ static int stage_bytes(struct pull *p, const char *stage_dir, const char *hex, c
 }
 
 /* digest and size of a descriptor, named for errors by what */
-static int descriptor_parse(json_t *d, const char *what, char hex[IMAGE_HEX_LEN + 1], int64_t *size,
-                            hd_error_t *err)
+static int descriptor_parse(json_t *d, const char *what, char hex[IMAGE_HEX_LEN + 1], int64_t *size, hd_error_t *err)
 {
     if (!json_is_object(d))
         return hd_error_set(err, 0, "%s: descriptor missing", what);
@@ -235,8 +236,8 @@ static int download_blob(struct pull *p, struct registry *reg, const char *store
 }
 
 /* stage_path of a blob: the store's own file when it is there, else fetched into the stage. */
-static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_dir, const char *what,
-                      const char *hex, int64_t size, struct image_blob *blob, hd_error_t *err)
+static int fetch_blob(struct pull *p, const char *store_dir, const char *stage_dir, const char *what, const char *hex,
+                      int64_t size, struct image_blob *blob, hd_error_t *err)
 {
     memset(blob, 0, sizeof(*blob));
     memcpy(blob->hex, hex, IMAGE_HEX_LEN + 1);
@@ -268,8 +269,8 @@ struct layer_job {
     char hex[IMAGE_HEX_LEN + 1];
     int64_t size;
     char *what;
-    struct image_blob blob;    /* stage_path: the store's file, or where the download goes */
-    bool download;             /* false: in the store already, or a repeat of an earlier layer */
+    struct image_blob blob; /* stage_path: the store's file, or where the download goes */
+    bool download;          /* false: in the store already, or a repeat of an earlier layer */
     int ret;
     hd_error_t err;
 };
@@ -350,8 +351,7 @@ static int fetch_layers(struct pull *p, const char *store_dir, struct layer_job 
     return ret;
 }
 
-static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *src,
-                     hd_error_t *err)
+static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, struct image_source *src, hd_error_t *err)
 {
     struct pull *p = ctx;
     struct registry_manifest m = {0};
@@ -401,8 +401,8 @@ static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, st
         if (registry_get_manifest(&p->reg, digest, &m, err) < 0)
             goto out;
         if ((int64_t)m.len != size) {
-            hd_error_set(err, 0, "manifest %s: size mismatch: expected %lld bytes, got %zu", digest,
-                         (long long)size, m.len);
+            hd_error_set(err, 0, "manifest %s: size mismatch: expected %lld bytes, got %zu", digest, (long long)size,
+                         m.len);
             goto out;
         }
     }
@@ -448,7 +448,8 @@ static int pull_read(void *ctx, const char *store_dir, const char *stage_dir, st
     jobs = hd_xcalloc(n_jobs + 1, sizeof(*jobs));
     size_t i;
     json_t *layer;
-    json_array_foreach(layers, i, layer) {
+    json_array_foreach(layers, i, layer)
+    {
         struct layer_job *job = &jobs[i];
         job->what = hd_xasprintf("layer %zu", i);
         if (descriptor_parse(layer, job->what, job->hex, &job->size, err) < 0)
@@ -536,8 +537,8 @@ int hd_image_pull(const char *state_dir, const char *ref, const struct hd_image_
         p.platform_arch = hd_xstrdup(arch);
         p.platform_variant = variant ? hd_xstrdup(variant) : NULL;
     }
-    if (registry_open(&p.reg, p.ref.host, p.ref.repository, listed(p.opts->insecure, p.ref.host),
-                      p.opts->ca_file, err) < 0)
+    if (registry_open(&p.reg, p.ref.host, p.ref.repository, listed(p.opts->insecure, p.ref.host), p.opts->ca_file,
+                      err) < 0)
         goto out;
     p.bar = p.opts->progress && isatty(fileno(p.opts->progress));
     if (p.bar) {

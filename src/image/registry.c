@@ -49,8 +49,8 @@ static const char accept_manifests[] =
     "application/vnd.docker.distribution.manifest.v2+json, "
     "application/vnd.docker.distribution.manifest.list.v2+json";
 
-int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
-                  const char *ca_file, hd_error_t *err)
+int registry_open(struct registry *r, const char *host, const char *repository, bool insecure, const char *ca_file,
+                  hd_error_t *err)
 {
     memset(r, 0, sizeof(*r));
     if (hd_curl_load(err) < 0)
@@ -67,8 +67,7 @@ int registry_open(struct registry *r, const char *host, const char *repository, 
 
 int registry_clone(const struct registry *from, struct registry *to, hd_error_t *err)
 {
-    if (registry_open(to, from->host, from->repository, strncmp(from->base, "http://", 7) == 0, from->ca_file,
-                      err) < 0)
+    if (registry_open(to, from->host, from->repository, strncmp(from->base, "http://", 7) == 0, from->ca_file, err) < 0)
         return -1;
     to->user = from->user ? hd_xstrdup(from->user) : NULL;
     to->password = from->password ? hd_xstrdup(from->password) : NULL;
@@ -108,15 +107,15 @@ struct response {
     /* or body to a file (blobs), hashed on the way */
     int fd;
     struct hd_sha256 md;
-    int64_t offset;      /* bytes already in the file (a resumed download): the Range start */
-    int64_t got, limit;  /* limit < 0: none */
-    bool cut;            /* the transfer broke off after a good start: keep the bytes */
+    int64_t offset;       /* bytes already in the file (a resumed download): the Range start */
+    int64_t got, limit;   /* limit < 0: none */
+    bool cut;             /* the transfer broke off after a good start: keep the bytes */
     struct registry *reg; /* for on_bytes (blob downloads) */
     bool too_long;
     int write_errno;
     long status;
     char *content_type;
-    char *challenge;     /* WWW-Authenticate */
+    char *challenge; /* WWW-Authenticate */
 };
 
 static size_t response_header(char *data, size_t size, size_t n, void *arg)
@@ -286,16 +285,15 @@ static int registry_get_once(struct registry *r, const char *path, const char *h
         return 0;
     cleanup_free char *detail = registry_error_text(resp);
     if (status == 401 && (r->use_basic || r->bearer))
-        return hd_error_set(err, 0, "%s: %s: unauthorized: the registry refused the credentials%s%s", what,
-                            r->host, detail ? ": " : "", detail ? detail : "");
-    if (status == 401)
-        return hd_error_set(err, 0, "%s: %s: authentication required (%s; log in with `hedge login %s`)", what,
-                            r->host, resp->challenge ? resp->challenge : "no challenge", r->host);
-    if (status == 404)
-        return hd_error_set(err, 0, "%s: not found in %s/%s%s%s", what, r->host, r->repository,
+        return hd_error_set(err, 0, "%s: %s: unauthorized: the registry refused the credentials%s%s", what, r->host,
                             detail ? ": " : "", detail ? detail : "");
-    return hd_error_set(err, 0, "%s: %s: HTTP %ld%s%s", what, url, status, detail ? ": " : "",
-                        detail ? detail : "");
+    if (status == 401)
+        return hd_error_set(err, 0, "%s: %s: authentication required (%s; log in with `hedge login %s`)", what, r->host,
+                            resp->challenge ? resp->challenge : "no challenge", r->host);
+    if (status == 404)
+        return hd_error_set(err, 0, "%s: not found in %s/%s%s%s", what, r->host, r->repository, detail ? ": " : "",
+                            detail ? detail : "");
+    return hd_error_set(err, 0, "%s: %s: HTTP %ld%s%s", what, url, status, detail ? ": " : "", detail ? detail : "");
 }
 
 /* The value of key="value" (or key=value) in a WWW-Authenticate challenge's parameters, or NULL. */
@@ -341,7 +339,8 @@ static int registry_fetch_token(struct registry *r, const char *challenge, const
     cleanup_free char *scope = registry_challenge_param(challenge, "scope");
     if (realm == NULL)
         return hd_error_set(err, 0, "%s: %s: bearer challenge without a realm: %s", what, r->host, challenge);
-    if (strncmp(realm, "https://", 8) != 0 && !(strncmp(realm, "http://", 7) == 0 && strncmp(r->base, "http://", 7) == 0))
+    if (strncmp(realm, "https://", 8) != 0 &&
+        !(strncmp(realm, "http://", 7) == 0 && strncmp(r->base, "http://", 7) == 0))
         return hd_error_set(err, 0, "%s: %s: token realm %s is not https", what, r->host, realm);
     if (scope == NULL && r->repository[0])
         scope = hd_xasprintf("repository:%s:pull", r->repository);
@@ -383,7 +382,8 @@ static int registry_fetch_token(struct registry *r, const char *challenge, const
     int ret = 0;
     json_t *doc = NULL;
     if (rc != CURLE_OK)
-        ret = hd_error_set(err, 0, "%s: token from %s: %s", what, realm, curl_error[0] ? curl_error : curl_easy_strerror(rc));
+        ret = hd_error_set(err, 0, "%s: token from %s: %s", what, realm,
+                           curl_error[0] ? curl_error : curl_easy_strerror(rc));
     else if (status == 401 || status == 403)
         ret = hd_error_set(err, 0, "%s: %s: unauthorized: the token server %s refused %s (HTTP %ld)", what, r->host,
                            realm, r->user ? "the credentials" : "an anonymous pull", status);
@@ -453,8 +453,7 @@ int registry_check(struct registry *r, hd_error_t *err)
     return ret;
 }
 
-int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out,
-                          hd_error_t *err)
+int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out, hd_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     cleanup_free char *what = hd_xasprintf("manifest %s", reference);
@@ -469,8 +468,7 @@ int registry_get_manifest(struct registry *r, const char *reference, struct regi
     if (ret == 0) {
         hd_sha256_hex(resp.buf, resp.len, out->hex);
         if (strncmp(reference, "sha256:", 7) == 0 && strcmp(reference + 7, out->hex) != 0)
-            ret = hd_error_set(err, 0, "%s: digest mismatch: expected %s, got sha256:%s", what, reference,
-                               out->hex);
+            ret = hd_error_set(err, 0, "%s: digest mismatch: expected %s, got sha256:%s", what, reference, out->hex);
     }
     if (ret < 0) {
         free(resp.buf);

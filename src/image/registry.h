@@ -14,11 +14,11 @@
 
 /* An image reference taken apart (pull.c). */
 struct registry_ref {
-    char *host;        /* registry host[:port] */
-    char *repository;  /* repository inside the registry */
-    char *reference;   /* tag, or sha256:<hex> */
-    char *name;        /* the store's name:tag, or NULL for a digest-only reference */
-    char *repo_name;   /* the store's normalized repository (name without tag) */
+    char *host;       /* registry host[:port] */
+    char *repository; /* repository inside the registry */
+    char *reference;  /* tag, or sha256:<hex> */
+    char *name;       /* the store's name:tag, or NULL for a digest-only reference */
+    char *repo_name;  /* the store's normalized repository (name without tag) */
 };
 
 /*
@@ -32,20 +32,20 @@ void registry_ref_free(struct registry_ref *r);
 char *registry_challenge_param(const char *challenge, const char *key);
 
 struct registry {
-    char *host;        /* host[:port] as named in the reference */
-    char *base;        /* scheme://host[:port] (https, or http for an insecure registry) */
-    char *repository;  /* name inside the registry, e.g. library/busybox */
-    char *ca_file;     /* CA bundle for TLS, or NULL for the system's */
+    char *host;            /* host[:port] as named in the reference */
+    char *base;            /* scheme://host[:port] (https, or http for an insecure registry) */
+    char *repository;      /* name inside the registry, e.g. library/busybox */
+    char *ca_file;         /* CA bundle for TLS, or NULL for the system's */
     char *user, *password; /* credentials for a Basic challenge, or NULL (anonymous) */
-    char *bearer;      /* "Authorization: Bearer <token>" once a Bearer challenge was answered */
+    char *bearer;          /* "Authorization: Bearer <token>" once a Bearer challenge was answered */
     bool use_basic;
     void (*on_bytes)(void *arg, size_t n); /* told of every blob byte stored (a progress bar), or NULL */
-    void *on_bytes_arg;    /* the registry asked for Basic auth: send the credentials with every request */
-    void *curl;        /* one CURL handle reused for every request (keeps the connection) */
+    void *on_bytes_arg; /* the registry asked for Basic auth: send the credentials with every request */
+    void *curl;         /* one CURL handle reused for every request (keeps the connection) */
 };
 
-int registry_open(struct registry *r, const char *host, const char *repository, bool insecure,
-                  const char *ca_file, hd_error_t *err);
+int registry_open(struct registry *r, const char *host, const char *repository, bool insecure, const char *ca_file,
+                  hd_error_t *err);
 void registry_close(struct registry *r);
 /* A second client of the same repository with the same credentials and token (its own connection: a thread's). */
 int registry_clone(const struct registry *from, struct registry *to, hd_error_t *err);
@@ -60,8 +60,8 @@ int registry_auth_lookup(const char *auth_file, const char *host, char **user, c
 struct registry_manifest {
     char *body;
     size_t len;
-    char *media_type;                /* the Content-Type the registry sent (or the document's own) */
-    char hex[IMAGE_HEX_LEN + 1];     /* sha256 of body */
+    char *media_type;            /* the Content-Type the registry sent (or the document's own) */
+    char hex[IMAGE_HEX_LEN + 1]; /* sha256 of body */
 };
 void registry_manifest_free(struct registry_manifest *m);
 
@@ -70,8 +70,7 @@ void registry_manifest_free(struct registry_manifest *m);
  * index and the docker v2 manifest and manifest list. reference is a tag or
  * "sha256:<hex>"; for a digest the body must hash to it.
  */
-int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out,
-                          hd_error_t *err);
+int registry_get_manifest(struct registry *r, const char *reference, struct registry_manifest *out, hd_error_t *err);
 
 /*
  * GET /v2/<repo>/blobs/sha256:<hex>, checking size and digest while the bytes

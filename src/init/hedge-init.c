@@ -67,7 +67,7 @@
 
 static int port_fd = -1;
 static struct hd_vm_reader host_reader; /* messages from the host, after CONFIG */
-static int debug; /* "hedge.debug" on the kernel command line: phase timestamps on the console */
+static int debug;                       /* "hedge.debug" on the kernel command line: phase timestamps on the console */
 
 struct guest_config {
     char **argv;
@@ -158,8 +158,7 @@ static void sleep_ms(long ms)
 
 static void debug_phase(const char *phase);
 
-static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags,
-                          const char *data)
+static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data)
 {
     mkdir(target, 0755);
     if (mount(src, target, type, flags, data) < 0)
@@ -412,12 +411,15 @@ static void setup_rootfs(const struct guest_config *cfg)
         mount_or_fail("upper", "/upper", "tmpfs", 0, "mode=0755");
         mkdir("/upper/data", 0755);
         mkdir("/upper/work", 0755);
-        mount_or_fail("overlay", "/newroot", "overlay", 0,
-                      "lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work");
+        mount_or_fail("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work");
     }
     /* A read-only root without these dirs cannot get them; the workload then runs without. */
-    struct { const char *target, *type; } inside[] = {
-        {"/newroot/proc", "proc"}, {"/newroot/sys", "sysfs"}, {"/newroot/dev", "devtmpfs"},
+    struct {
+        const char *target, *type;
+    } inside[] = {
+        {"/newroot/proc", "proc"},
+        {"/newroot/sys", "sysfs"},
+        {"/newroot/dev", "devtmpfs"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(inside); i++) {
         mkdir(inside[i].target, 0755);
@@ -585,9 +587,7 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
             in->off = 0;
         }
         break;
-    case HD_VM_MSG_STDIN_EOF:
-        in->eof = 1;
-        break;
+    case HD_VM_MSG_STDIN_EOF: in->eof = 1; break;
     case HD_VM_MSG_SIGNAL: {
         uint32_t sig;
         memcpy(&sig, payload, 4);
@@ -597,8 +597,7 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
             kill(wl->pid, (int)sig);
         break;
     }
-    default:
-        guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
+    default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);
 }

@@ -47,7 +47,7 @@ struct hd_mqtt_client {
     int fd;
     SSL_CTX *ssl_ctx;
     SSL *ssl;
-    bool tls_want_write;    /* the handshake waits for the socket to take more bytes */
+    bool tls_want_write; /* the handshake waits for the socket to take more bytes */
     struct mqtt_buf out;
     size_t out_pos;
     uint8_t *in;
@@ -90,7 +90,7 @@ struct hd_mqtt_client *hd_mqtt_client_new(const struct hd_mqtt_options *opts, co
 
 static void client_reset_io(struct hd_mqtt_client *c)
 {
-    if (c->watch) {  /* before close: the fd number is free for others the moment it is closed */
+    if (c->watch) { /* before close: the fd number is free for others the moment it is closed */
         hd_loop_unwatch(c->loop, c->watch);
         c->watch = NULL;
     }
@@ -181,10 +181,14 @@ static struct mqtt_bytes bytes_z(const char *s)
 static void client_send_connect(struct hd_mqtt_client *c)
 {
     struct mqtt_connect k = {
-        .protocol_level = c->opts.protocol, .clean_start = c->opts.clean_session, .keepalive = c->opts.keepalive,
+        .protocol_level = c->opts.protocol,
+        .clean_start = c->opts.clean_session,
+        .keepalive = c->opts.keepalive,
         .client_id = bytes_z(c->opts.client_id),
-        .has_username = c->opts.username != NULL, .username = bytes_z(c->opts.username),
-        .has_password = c->opts.password != NULL, .password = bytes_z(c->opts.password),
+        .has_username = c->opts.username != NULL,
+        .username = bytes_z(c->opts.username),
+        .has_password = c->opts.password != NULL,
+        .password = bytes_z(c->opts.password),
     };
     /* A persistent 5.0 session must outlive the connection: session expiry "never". */
     if (c->opts.protocol == 5 && !c->opts.clean_session) {
@@ -410,11 +414,18 @@ static const char *client_handle_publish(struct hd_mqtt_client *c, uint8_t flags
     memcpy(c->topic_copy, p.topic.data, p.topic.len);
     c->topic_copy[p.topic.len] = 0;
     struct hd_mqtt_message m = {
-        .topic = c->topic_copy, .topic_len = p.topic.len,
-        .payload = p.payload.data, .payload_len = p.payload.len,
-        .qos = p.qos, .retain = p.retain, .dup = p.dup, .packet_id = p.packet_id,
-        .response_topic = p.props.response_topic.data, .response_topic_len = p.props.response_topic.len,
-        .correlation = p.props.correlation_data.data, .correlation_len = p.props.correlation_data.len,
+        .topic = c->topic_copy,
+        .topic_len = p.topic.len,
+        .payload = p.payload.data,
+        .payload_len = p.payload.len,
+        .qos = p.qos,
+        .retain = p.retain,
+        .dup = p.dup,
+        .packet_id = p.packet_id,
+        .response_topic = p.props.response_topic.data,
+        .response_topic_len = p.props.response_topic.len,
+        .correlation = p.props.correlation_data.data,
+        .correlation_len = p.props.correlation_data.len,
     };
     if (c->cb.on_message)
         c->cb.on_message(c->ctx, &m);
@@ -430,8 +441,7 @@ static const char *client_dispatch(struct hd_mqtt_client *c, uint8_t type_flags,
     if (c->state != HD_MQTT_CONNECTED)
         return "packet before CONNACK";
     switch (type) {
-    case MQTT_PUBLISH:
-        return client_handle_publish(c, flags, b, len);
+    case MQTT_PUBLISH: return client_handle_publish(c, flags, b, len);
     case MQTT_PUBACK: {
         struct mqtt_ack a;
         if (mqtt_decode_ack(type, flags, b, len, c->opts.protocol, &a) != 0)
@@ -453,10 +463,8 @@ static const char *client_dispatch(struct hd_mqtt_client *c, uint8_t type_flags,
             return "malformed PINGRESP";
         c->ping_sent_ns = 0;
         return NULL;
-    case MQTT_DISCONNECT:
-        return "the broker sent DISCONNECT";
-    default:
-        return "unexpected packet type";
+    case MQTT_DISCONNECT: return "the broker sent DISCONNECT";
+    default: return "unexpected packet type";
     }
 }
 
@@ -476,7 +484,7 @@ static int client_process_input(struct hd_mqtt_client *c)
             break;
         const char *why = client_dispatch(c, tf, c->in + pos + header, remaining);
         if (c->state == HD_MQTT_DISCONNECTED)
-            return -1;  /* a callback closed us */
+            return -1; /* a callback closed us */
         if (why) {
             client_drop(c, why);
             return -1;
@@ -514,8 +522,8 @@ static int client_read(struct hd_mqtt_client *c)
         ssize_t n;
         if (c->ssl) {
             ERR_clear_error();
-            int rc = SSL_read(c->ssl, c->in + c->in_len, (int)(c->in_cap - c->in_len > INT32_MAX ? INT32_MAX
-                                                                   : c->in_cap - c->in_len));
+            int rc = SSL_read(c->ssl, c->in + c->in_len,
+                              (int)(c->in_cap - c->in_len > INT32_MAX ? INT32_MAX : c->in_cap - c->in_len));
             if (rc <= 0) {
                 int e = SSL_get_error(c->ssl, rc);
                 if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -601,14 +609,18 @@ int hd_mqtt_client_tick(struct hd_mqtt_client *c, uint64_t now)
     return 1000;
 }
 
-static void client_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
-                           uint8_t qos, bool retain, uint16_t packet_id, const char *response_topic,
-                           const void *correlation, size_t correlation_len)
+static void client_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
+                           bool retain, uint16_t packet_id, const char *response_topic, const void *correlation,
+                           size_t correlation_len)
 {
     struct mqtt_publish p = {
-        .qos = qos, .retain = retain, .packet_id = packet_id, .topic = bytes_z(topic),
+        .qos = qos,
+        .retain = retain,
+        .packet_id = packet_id,
+        .topic = bytes_z(topic),
         .payload = {payload, (uint32_t)len},
-        .props = {.response_topic = bytes_z(response_topic), .correlation_data = {correlation, (uint32_t)correlation_len}},
+        .props = {.response_topic = bytes_z(response_topic),
+                  .correlation_data = {correlation, (uint32_t)correlation_len}},
     };
     mqtt_encode_publish(&c->out, c->opts.protocol, &p);
 }
@@ -619,8 +631,8 @@ void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *pa
     client_publish(c, topic, payload, len, qos, retain, packet_id, NULL, correlation, correlation_len);
 }
 
-void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
-                             uint8_t qos, uint16_t packet_id, const char *response_topic, const void *correlation,
+void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
+                             uint16_t packet_id, const char *response_topic, const void *correlation,
                              size_t correlation_len)
 {
     client_publish(c, topic, payload, len, qos, false, packet_id, response_topic, correlation, correlation_len);

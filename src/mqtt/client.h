@@ -39,11 +39,11 @@ enum hd_mqtt_state {
 
 struct hd_mqtt_tls {
     bool enabled;
-    char *ca_file;      /* trust anchors; NULL = the system store */
-    char *cert_file;    /* client certificate chain (optional) */
-    char *key_file;     /* its private key */
-    char *server_name;  /* name checked in the server certificate; default: host */
-    bool insecure;      /* skip certificate verification (tests only) */
+    char *ca_file;     /* trust anchors; NULL = the system store */
+    char *cert_file;   /* client certificate chain (optional) */
+    char *key_file;    /* its private key */
+    char *server_name; /* name checked in the server certificate; default: host */
+    bool insecure;     /* skip certificate verification (tests only) */
 };
 
 struct hd_mqtt_options {
@@ -52,23 +52,23 @@ struct hd_mqtt_options {
     char *client_id;
     char *username, *password;
     bool clean_session;
-    uint16_t keepalive;   /* seconds */
-    uint8_t protocol;     /* 4 (3.1.1) or 5 */
+    uint16_t keepalive; /* seconds */
+    uint8_t protocol;   /* 4 (3.1.1) or 5 */
     struct hd_mqtt_tls tls;
 };
 
 /* One received PUBLISH; the pointers are valid only during the callback. */
 struct hd_mqtt_message {
-    const char *topic;    /* NUL-terminated copy */
+    const char *topic; /* NUL-terminated copy */
     size_t topic_len;
     const uint8_t *payload;
     size_t payload_len;
     uint8_t qos;
     bool retain, dup;
     uint16_t packet_id;
-    const uint8_t *response_topic;  /* MQTT 5 only, else NULL */
+    const uint8_t *response_topic; /* MQTT 5 only, else NULL */
     size_t response_topic_len;
-    const uint8_t *correlation;     /* MQTT 5 only, else NULL */
+    const uint8_t *correlation; /* MQTT 5 only, else NULL */
     size_t correlation_len;
 };
 
@@ -123,8 +123,8 @@ size_t hd_mqtt_client_pending(const struct hd_mqtt_client *c);
 void hd_mqtt_publish(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
                      bool retain, uint16_t packet_id, const void *correlation, size_t correlation_len);
 /* MQTT 5 request: a PUBLISH carrying a response topic and correlation data. */
-void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len,
-                             uint8_t qos, uint16_t packet_id, const char *response_topic, const void *correlation,
+void hd_mqtt_publish_request(struct hd_mqtt_client *c, const char *topic, const void *payload, size_t len, uint8_t qos,
+                             uint16_t packet_id, const char *response_topic, const void *correlation,
                              size_t correlation_len);
 void hd_mqtt_puback(struct hd_mqtt_client *c, uint16_t packet_id);
 void hd_mqtt_subscribe(struct hd_mqtt_client *c, uint16_t packet_id, char *const *filters, uint8_t qos);

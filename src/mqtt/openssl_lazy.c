@@ -22,11 +22,11 @@ static void openssl_load_once(void)
         snprintf(load_error, sizeof(load_error), "load libssl.so.3: %s (install libssl3)", dlerror());
         return;
     }
-#define HD_OPENSSL_RESOLVE(name)                                                             \
-    *(void **)&hd_openssl.name = dlsym(lib, #name);                                          \
-    if (*(void **)&hd_openssl.name == NULL) {                                                \
-        snprintf(load_error, sizeof(load_error), "libssl.so.3 has no %s", #name);            \
-        return;                                                                              \
+#define HD_OPENSSL_RESOLVE(name) \
+    *(void **)&hd_openssl.name = dlsym(lib, #name); \
+    if (*(void **)&hd_openssl.name == NULL) { \
+        snprintf(load_error, sizeof(load_error), "libssl.so.3 has no %s", #name); \
+        return; \
     }
     HD_OPENSSL_FUNCTIONS(HD_OPENSSL_RESOLVE)
 #undef HD_OPENSSL_RESOLVE

@@ -148,26 +148,27 @@ int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags,
 }
 
 #define BIT(id) (1ull << (id))
-#define ALLOW_CONNECT (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_RECEIVE_MAXIMUM) | BIT(PROP_MAXIMUM_PACKET_SIZE) | \
-                       BIT(PROP_TOPIC_ALIAS_MAXIMUM) | BIT(PROP_REQUEST_RESPONSE_INFO) |                       \
-                       BIT(PROP_REQUEST_PROBLEM_INFO) | BIT(PROP_USER_PROPERTY) | BIT(PROP_AUTH_METHOD) |       \
-                       BIT(PROP_AUTH_DATA))
-#define ALLOW_MESSAGE (BIT(PROP_PAYLOAD_FORMAT) | BIT(PROP_MESSAGE_EXPIRY) | BIT(PROP_CONTENT_TYPE) | \
-                       BIT(PROP_RESPONSE_TOPIC) | BIT(PROP_CORRELATION_DATA) | BIT(PROP_USER_PROPERTY))
+#define ALLOW_CONNECT \
+    (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_RECEIVE_MAXIMUM) | BIT(PROP_MAXIMUM_PACKET_SIZE) | \
+     BIT(PROP_TOPIC_ALIAS_MAXIMUM) | BIT(PROP_REQUEST_RESPONSE_INFO) | BIT(PROP_REQUEST_PROBLEM_INFO) | \
+     BIT(PROP_USER_PROPERTY) | BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA))
+#define ALLOW_MESSAGE \
+    (BIT(PROP_PAYLOAD_FORMAT) | BIT(PROP_MESSAGE_EXPIRY) | BIT(PROP_CONTENT_TYPE) | BIT(PROP_RESPONSE_TOPIC) | \
+     BIT(PROP_CORRELATION_DATA) | BIT(PROP_USER_PROPERTY))
 #define ALLOW_WILL (ALLOW_MESSAGE | BIT(PROP_WILL_DELAY))
 #define ALLOW_PUBLISH (ALLOW_MESSAGE | BIT(PROP_TOPIC_ALIAS))
 #define ALLOW_ACK (BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY))
 #define ALLOW_SUBSCRIBE (BIT(PROP_SUBSCRIPTION_ID) | BIT(PROP_USER_PROPERTY))
 #define ALLOW_UNSUBSCRIBE (BIT(PROP_USER_PROPERTY))
-#define ALLOW_DISCONNECT (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) | \
-                          BIT(PROP_SERVER_REFERENCE))
+#define ALLOW_DISCONNECT \
+    (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) | BIT(PROP_SERVER_REFERENCE))
 #define ALLOW_AUTH (BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY))
-#define ALLOW_CONNACK (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_RECEIVE_MAXIMUM) | BIT(PROP_MAXIMUM_QOS) |              \
-                       BIT(PROP_RETAIN_AVAILABLE) | BIT(PROP_MAXIMUM_PACKET_SIZE) | BIT(PROP_ASSIGNED_CLIENT_ID) | \
-                       BIT(PROP_TOPIC_ALIAS_MAXIMUM) | BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) |        \
-                       BIT(PROP_WILDCARD_SUB_AVAILABLE) | BIT(PROP_SUB_ID_AVAILABLE) |                            \
-                       BIT(PROP_SHARED_SUB_AVAILABLE) | BIT(PROP_SERVER_KEEPALIVE) | BIT(PROP_RESPONSE_INFO) |   \
-                       BIT(PROP_SERVER_REFERENCE) | BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA))
+#define ALLOW_CONNACK \
+    (BIT(PROP_SESSION_EXPIRY) | BIT(PROP_RECEIVE_MAXIMUM) | BIT(PROP_MAXIMUM_QOS) | BIT(PROP_RETAIN_AVAILABLE) | \
+     BIT(PROP_MAXIMUM_PACKET_SIZE) | BIT(PROP_ASSIGNED_CLIENT_ID) | BIT(PROP_TOPIC_ALIAS_MAXIMUM) | \
+     BIT(PROP_REASON_STRING) | BIT(PROP_USER_PROPERTY) | BIT(PROP_WILDCARD_SUB_AVAILABLE) | \
+     BIT(PROP_SUB_ID_AVAILABLE) | BIT(PROP_SHARED_SUB_AVAILABLE) | BIT(PROP_SERVER_KEEPALIVE) | \
+     BIT(PROP_RESPONSE_INFO) | BIT(PROP_SERVER_REFERENCE) | BIT(PROP_AUTH_METHOD) | BIT(PROP_AUTH_DATA))
 
 /* Parse a property block; returns 0, RC_MALFORMED or RC_PROTOCOL_ERROR. */
 static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
@@ -197,7 +198,10 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             if (p->payload_format > 1)
                 return RC_PROTOCOL_ERROR;
             break;
-        case PROP_MESSAGE_EXPIRY: p->message_expiry = rd_u32(&pr); p->has_message_expiry = true; break;
+        case PROP_MESSAGE_EXPIRY:
+            p->message_expiry = rd_u32(&pr);
+            p->has_message_expiry = true;
+            break;
         case PROP_CONTENT_TYPE: p->content_type = rd_string(&pr); break;
         case PROP_RESPONSE_TOPIC: p->response_topic = rd_string(&pr); break;
         case PROP_CORRELATION_DATA: p->correlation_data = rd_binary(&pr); break;
@@ -207,15 +211,24 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             if (!pr.bad && p->subscription_id == 0)
                 return RC_PROTOCOL_ERROR;
             break;
-        case PROP_SESSION_EXPIRY: p->session_expiry = rd_u32(&pr); p->has_session_expiry = true; break;
-        case PROP_AUTH_METHOD: rd_string(&pr); p->has_auth_method = true; break;
+        case PROP_SESSION_EXPIRY:
+            p->session_expiry = rd_u32(&pr);
+            p->has_session_expiry = true;
+            break;
+        case PROP_AUTH_METHOD:
+            rd_string(&pr);
+            p->has_auth_method = true;
+            break;
         case PROP_AUTH_DATA: rd_binary(&pr); break;
         case PROP_REQUEST_PROBLEM_INFO:
             p->request_problem_info = rd_u8(&pr);
             if (p->request_problem_info > 1)
                 return RC_PROTOCOL_ERROR;
             break;
-        case PROP_WILL_DELAY: p->will_delay = rd_u32(&pr); p->has_will_delay = true; break;
+        case PROP_WILL_DELAY:
+            p->will_delay = rd_u32(&pr);
+            p->has_will_delay = true;
+            break;
         case PROP_REQUEST_RESPONSE_INFO:
             p->request_response_info = rd_u8(&pr);
             if (p->request_response_info > 1)
@@ -229,8 +242,14 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             if (!pr.bad && p->receive_max == 0)
                 return RC_PROTOCOL_ERROR;
             break;
-        case PROP_TOPIC_ALIAS_MAXIMUM: p->topic_alias_max = rd_u16(&pr); p->has_topic_alias_max = true; break;
-        case PROP_TOPIC_ALIAS: p->topic_alias = rd_u16(&pr); p->has_topic_alias = true; break;
+        case PROP_TOPIC_ALIAS_MAXIMUM:
+            p->topic_alias_max = rd_u16(&pr);
+            p->has_topic_alias_max = true;
+            break;
+        case PROP_TOPIC_ALIAS:
+            p->topic_alias = rd_u16(&pr);
+            p->has_topic_alias = true;
+            break;
         case PROP_USER_PROPERTY:
             rd_string(&pr);
             rd_string(&pr);
@@ -248,7 +267,9 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             if (p->maximum_qos > 1)
                 return RC_PROTOCOL_ERROR;
             break;
-        case PROP_RETAIN_AVAILABLE: case PROP_WILDCARD_SUB_AVAILABLE: case PROP_SUB_ID_AVAILABLE:
+        case PROP_RETAIN_AVAILABLE:
+        case PROP_WILDCARD_SUB_AVAILABLE:
+        case PROP_SUB_ID_AVAILABLE:
         case PROP_SHARED_SUB_AVAILABLE:
             if (rd_u8(&pr) > 1)
                 return RC_PROTOCOL_ERROR;
@@ -259,8 +280,7 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
             break;
         case PROP_ASSIGNED_CLIENT_ID: p->assigned_client_id = rd_string(&pr); break;
         case PROP_RESPONSE_INFO: rd_string(&pr); break;
-        default:
-            return RC_PROTOCOL_ERROR;
+        default: return RC_PROTOCOL_ERROR;
         }
     }
     return pr.bad ? RC_MALFORMED : 0;
@@ -279,7 +299,7 @@ int mqtt_decode_connect(const uint8_t *body, uint32_t len, struct mqtt_connect *
         return RC_UNSUPPORTED_PROTOCOL;
     uint8_t flags = rd_u8(&r);
     if (flags & 0x01)
-        return RC_MALFORMED;  /* reserved flag */
+        return RC_MALFORMED; /* reserved flag */
     c->clean_start = flags & 0x02;
     c->will_flag = flags & 0x04;
     c->will_qos = (flags >> 3) & 3;
@@ -347,8 +367,7 @@ int mqtt_decode_publish(uint8_t flags, const uint8_t *body, uint32_t len, uint8_
     return 0;
 }
 
-int mqtt_decode_ack(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
-                    struct mqtt_ack *a)
+int mqtt_decode_ack(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto, struct mqtt_ack *a)
 {
     struct reader r = {body, len, 0, false};
     memset(a, 0, sizeof(*a));
@@ -391,7 +410,7 @@ int mqtt_decode_subscribe(uint8_t type, uint8_t flags, const uint8_t *body, uint
     s->entries = body + r.pos;
     s->entries_len = len - r.pos;
     if (s->entries_len == 0)
-        return RC_PROTOCOL_ERROR;  /* at least one topic filter */
+        return RC_PROTOCOL_ERROR; /* at least one topic filter */
     /* validate all entries now so handlers see a well-formed list */
     uint32_t pos = 0;
     struct mqtt_sub_entry e;
@@ -420,8 +439,7 @@ int mqtt_next_sub_entry(const struct mqtt_subscribe *s, uint8_t type, uint32_t *
     return 1;
 }
 
-int mqtt_decode_disconnect(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
-                           struct mqtt_disconnect *d)
+int mqtt_decode_disconnect(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto, struct mqtt_disconnect *d)
 {
     struct reader r = {body, len, 0, false};
     memset(d, 0, sizeof(*d));
@@ -453,16 +471,19 @@ int mqtt_decode_any(uint8_t type_flags, const uint8_t *body, uint32_t len, uint8
         struct mqtt_publish p;
         return mqtt_decode_publish(flags, body, len, proto, &p);
     }
-    case MQTT_PUBACK: case MQTT_PUBREC: case MQTT_PUBREL: case MQTT_PUBCOMP: {
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBREL:
+    case MQTT_PUBCOMP: {
         struct mqtt_ack a;
         return mqtt_decode_ack(type, flags, body, len, proto, &a);
     }
-    case MQTT_SUBSCRIBE: case MQTT_UNSUBSCRIBE: {
+    case MQTT_SUBSCRIBE:
+    case MQTT_UNSUBSCRIBE: {
         struct mqtt_subscribe s;
         return mqtt_decode_subscribe(type, flags, body, len, proto, &s);
     }
-    case MQTT_PINGREQ:
-        return mqtt_decode_empty(flags, len);
+    case MQTT_PINGREQ: return mqtt_decode_empty(flags, len);
     case MQTT_DISCONNECT: {
         struct mqtt_disconnect d;
         return mqtt_decode_disconnect(flags, body, len, proto, &d);
@@ -478,8 +499,7 @@ int mqtt_decode_any(uint8_t type_flags, const uint8_t *body, uint32_t len, uint8
         int rc = rd_props(&r, ALLOW_AUTH, &props);
         return rc ? rc : (r.bad || r.pos != r.len) ? RC_MALFORMED : 0;
     }
-    default:
-        return RC_PROTOCOL_ERROR;
+    default: return RC_PROTOCOL_ERROR;
     }
 }
 
@@ -497,7 +517,7 @@ int mqtt_decode_connack(uint8_t flags, const uint8_t *body, uint32_t len, uint8_
     uint8_t ack_flags = rd_u8(&r);
     out->reason = rd_u8(&r);
     if (r.bad || (ack_flags & 0xfe))
-        return RC_MALFORMED;  /* bits 7-1 are reserved */
+        return RC_MALFORMED; /* bits 7-1 are reserved */
     out->session_present = ack_flags & 1;
     if (proto == 5 && r.pos < r.len) {
         int rc = rd_props(&r, ALLOW_CONNACK, &out->props);
@@ -529,7 +549,7 @@ int mqtt_decode_suback(uint8_t type, uint8_t flags, const uint8_t *body, uint32_
     out->reasons = body + r.pos;
     out->n_reasons = len - r.pos;
     if (type == MQTT_SUBACK && out->n_reasons == 0)
-        return RC_PROTOCOL_ERROR;  /* one reason per filter, and a SUBSCRIBE has at least one */
+        return RC_PROTOCOL_ERROR; /* one reason per filter, and a SUBSCRIBE has at least one */
     if (type == MQTT_UNSUBACK && proto < 5 && out->n_reasons != 0)
         return RC_MALFORMED;
     return 0;
@@ -615,11 +635,25 @@ void mqtt_forwardable_props(const struct mqtt_bytes *raw, struct mqtt_buf *out)
         bool keep = true;
         switch (id) {
         case PROP_PAYLOAD_FORMAT: rd_u8(&r); break;
-        case PROP_MESSAGE_EXPIRY: rd_u32(&r); keep = false; break;
-        case PROP_TOPIC_ALIAS: rd_u16(&r); keep = false; break;
-        case PROP_WILL_DELAY: rd_u32(&r); keep = false; break;
-        case PROP_CONTENT_TYPE: case PROP_RESPONSE_TOPIC: case PROP_CORRELATION_DATA: rd_binary(&r); break;
-        case PROP_USER_PROPERTY: rd_binary(&r); rd_binary(&r); break;
+        case PROP_MESSAGE_EXPIRY:
+            rd_u32(&r);
+            keep = false;
+            break;
+        case PROP_TOPIC_ALIAS:
+            rd_u16(&r);
+            keep = false;
+            break;
+        case PROP_WILL_DELAY:
+            rd_u32(&r);
+            keep = false;
+            break;
+        case PROP_CONTENT_TYPE:
+        case PROP_RESPONSE_TOPIC:
+        case PROP_CORRELATION_DATA: rd_binary(&r); break;
+        case PROP_USER_PROPERTY:
+            rd_binary(&r);
+            rd_binary(&r);
+            break;
         default: return;
         }
         if (keep && !r.bad)
@@ -670,7 +704,7 @@ void mqtt_encode_connect(struct mqtt_buf *b, const struct mqtt_connect *c)
     put_bytes_field(&body, &c->client_id);
     if (c->will_flag) {
         if (v5)
-            mqtt_put_varint(&body, 0);  /* no will properties */
+            mqtt_put_varint(&body, 0); /* no will properties */
         put_bytes_field(&body, &c->will_topic);
         put_bytes_field(&body, &c->will_payload);
     }
@@ -781,8 +815,7 @@ void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, c
     }
 }
 
-void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters,
-                           uint8_t options)
+void mqtt_encode_subscribe(struct mqtt_buf *b, uint8_t proto, uint16_t packet_id, char *const *filters, uint8_t options)
 {
     size_t remaining = 2 + (proto == 5 ? 1 : 0);
     for (size_t i = 0; filters[i]; i++)
@@ -806,8 +839,8 @@ void mqtt_encode_ack(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t p
         mqtt_put_u8(b, reason);
 }
 
-void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
-                         const uint8_t *props, size_t props_len)
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason, const uint8_t *props,
+                         size_t props_len)
 {
     if (proto != 5) {
         put_fixed_header(b, MQTT_CONNACK << 4, 2);

@@ -23,37 +23,90 @@
 #include <stdint.h>
 
 enum mqtt_type {
-    MQTT_CONNECT = 1, MQTT_CONNACK, MQTT_PUBLISH, MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBREL,
-    MQTT_PUBCOMP, MQTT_SUBSCRIBE, MQTT_SUBACK, MQTT_UNSUBSCRIBE, MQTT_UNSUBACK,
-    MQTT_PINGREQ, MQTT_PINGRESP, MQTT_DISCONNECT, MQTT_AUTH,
+    MQTT_CONNECT = 1,
+    MQTT_CONNACK,
+    MQTT_PUBLISH,
+    MQTT_PUBACK,
+    MQTT_PUBREC,
+    MQTT_PUBREL,
+    MQTT_PUBCOMP,
+    MQTT_SUBSCRIBE,
+    MQTT_SUBACK,
+    MQTT_UNSUBSCRIBE,
+    MQTT_UNSUBACK,
+    MQTT_PINGREQ,
+    MQTT_PINGRESP,
+    MQTT_DISCONNECT,
+    MQTT_AUTH,
 };
 
 /* MQTT 5 reason codes the broker uses. */
 enum mqtt_reason {
-    RC_SUCCESS = 0x00, RC_GRANTED_QOS1 = 0x01, RC_GRANTED_QOS2 = 0x02,
-    RC_DISCONNECT_WITH_WILL = 0x04, RC_NO_MATCHING_SUBSCRIBERS = 0x10, RC_NO_SUBSCRIPTION_EXISTED = 0x11,
-    RC_UNSPECIFIED = 0x80, RC_MALFORMED = 0x81, RC_PROTOCOL_ERROR = 0x82, RC_IMPL_SPECIFIC = 0x83,
-    RC_UNSUPPORTED_PROTOCOL = 0x84, RC_CLIENT_ID_NOT_VALID = 0x85, RC_BAD_USER_OR_PASSWORD = 0x86,
-    RC_NOT_AUTHORIZED = 0x87, RC_SERVER_UNAVAILABLE = 0x88, RC_SERVER_BUSY = 0x89, RC_SERVER_SHUTTING_DOWN = 0x8B,
-    RC_BAD_AUTH_METHOD = 0x8C, RC_KEEPALIVE_TIMEOUT = 0x8D, RC_SESSION_TAKEN_OVER = 0x8E,
-    RC_TOPIC_FILTER_INVALID = 0x8F, RC_TOPIC_NAME_INVALID = 0x90, RC_PACKET_ID_IN_USE = 0x91,
-    RC_PACKET_ID_NOT_FOUND = 0x92, RC_RECEIVE_MAX_EXCEEDED = 0x93, RC_TOPIC_ALIAS_INVALID = 0x94,
-    RC_PACKET_TOO_LARGE = 0x95, RC_QUOTA_EXCEEDED = 0x97, RC_PAYLOAD_FORMAT_INVALID = 0x99,
-    RC_QOS_NOT_SUPPORTED = 0x9B, RC_SHARED_SUB_NOT_SUPPORTED = 0x9E, RC_CONNECTION_RATE_EXCEEDED = 0x9F,
-    RC_SUB_ID_NOT_SUPPORTED = 0xA1, RC_WILDCARD_SUB_NOT_SUPPORTED = 0xA2,
+    RC_SUCCESS = 0x00,
+    RC_GRANTED_QOS1 = 0x01,
+    RC_GRANTED_QOS2 = 0x02,
+    RC_DISCONNECT_WITH_WILL = 0x04,
+    RC_NO_MATCHING_SUBSCRIBERS = 0x10,
+    RC_NO_SUBSCRIPTION_EXISTED = 0x11,
+    RC_UNSPECIFIED = 0x80,
+    RC_MALFORMED = 0x81,
+    RC_PROTOCOL_ERROR = 0x82,
+    RC_IMPL_SPECIFIC = 0x83,
+    RC_UNSUPPORTED_PROTOCOL = 0x84,
+    RC_CLIENT_ID_NOT_VALID = 0x85,
+    RC_BAD_USER_OR_PASSWORD = 0x86,
+    RC_NOT_AUTHORIZED = 0x87,
+    RC_SERVER_UNAVAILABLE = 0x88,
+    RC_SERVER_BUSY = 0x89,
+    RC_SERVER_SHUTTING_DOWN = 0x8B,
+    RC_BAD_AUTH_METHOD = 0x8C,
+    RC_KEEPALIVE_TIMEOUT = 0x8D,
+    RC_SESSION_TAKEN_OVER = 0x8E,
+    RC_TOPIC_FILTER_INVALID = 0x8F,
+    RC_TOPIC_NAME_INVALID = 0x90,
+    RC_PACKET_ID_IN_USE = 0x91,
+    RC_PACKET_ID_NOT_FOUND = 0x92,
+    RC_RECEIVE_MAX_EXCEEDED = 0x93,
+    RC_TOPIC_ALIAS_INVALID = 0x94,
+    RC_PACKET_TOO_LARGE = 0x95,
+    RC_QUOTA_EXCEEDED = 0x97,
+    RC_PAYLOAD_FORMAT_INVALID = 0x99,
+    RC_QOS_NOT_SUPPORTED = 0x9B,
+    RC_SHARED_SUB_NOT_SUPPORTED = 0x9E,
+    RC_CONNECTION_RATE_EXCEEDED = 0x9F,
+    RC_SUB_ID_NOT_SUPPORTED = 0xA1,
+    RC_WILDCARD_SUB_NOT_SUPPORTED = 0xA2,
 };
 
 /* MQTT 5 property identifiers. */
 enum mqtt_prop_id {
-    PROP_PAYLOAD_FORMAT = 0x01, PROP_MESSAGE_EXPIRY = 0x02, PROP_CONTENT_TYPE = 0x03,
-    PROP_RESPONSE_TOPIC = 0x08, PROP_CORRELATION_DATA = 0x09, PROP_SUBSCRIPTION_ID = 0x0B,
-    PROP_SESSION_EXPIRY = 0x11, PROP_ASSIGNED_CLIENT_ID = 0x12, PROP_SERVER_KEEPALIVE = 0x13,
-    PROP_AUTH_METHOD = 0x15, PROP_AUTH_DATA = 0x16, PROP_REQUEST_PROBLEM_INFO = 0x17,
-    PROP_WILL_DELAY = 0x18, PROP_REQUEST_RESPONSE_INFO = 0x19, PROP_RESPONSE_INFO = 0x1A,
-    PROP_SERVER_REFERENCE = 0x1C, PROP_REASON_STRING = 0x1F, PROP_RECEIVE_MAXIMUM = 0x21,
-    PROP_TOPIC_ALIAS_MAXIMUM = 0x22, PROP_TOPIC_ALIAS = 0x23, PROP_MAXIMUM_QOS = 0x24,
-    PROP_RETAIN_AVAILABLE = 0x25, PROP_USER_PROPERTY = 0x26, PROP_MAXIMUM_PACKET_SIZE = 0x27,
-    PROP_WILDCARD_SUB_AVAILABLE = 0x28, PROP_SUB_ID_AVAILABLE = 0x29, PROP_SHARED_SUB_AVAILABLE = 0x2A,
+    PROP_PAYLOAD_FORMAT = 0x01,
+    PROP_MESSAGE_EXPIRY = 0x02,
+    PROP_CONTENT_TYPE = 0x03,
+    PROP_RESPONSE_TOPIC = 0x08,
+    PROP_CORRELATION_DATA = 0x09,
+    PROP_SUBSCRIPTION_ID = 0x0B,
+    PROP_SESSION_EXPIRY = 0x11,
+    PROP_ASSIGNED_CLIENT_ID = 0x12,
+    PROP_SERVER_KEEPALIVE = 0x13,
+    PROP_AUTH_METHOD = 0x15,
+    PROP_AUTH_DATA = 0x16,
+    PROP_REQUEST_PROBLEM_INFO = 0x17,
+    PROP_WILL_DELAY = 0x18,
+    PROP_REQUEST_RESPONSE_INFO = 0x19,
+    PROP_RESPONSE_INFO = 0x1A,
+    PROP_SERVER_REFERENCE = 0x1C,
+    PROP_REASON_STRING = 0x1F,
+    PROP_RECEIVE_MAXIMUM = 0x21,
+    PROP_TOPIC_ALIAS_MAXIMUM = 0x22,
+    PROP_TOPIC_ALIAS = 0x23,
+    PROP_MAXIMUM_QOS = 0x24,
+    PROP_RETAIN_AVAILABLE = 0x25,
+    PROP_USER_PROPERTY = 0x26,
+    PROP_MAXIMUM_PACKET_SIZE = 0x27,
+    PROP_WILDCARD_SUB_AVAILABLE = 0x28,
+    PROP_SUB_ID_AVAILABLE = 0x29,
+    PROP_SHARED_SUB_AVAILABLE = 0x2A,
 };
 
 struct mqtt_bytes {
@@ -78,11 +131,11 @@ struct mqtt_props {
     /* Properties the broker forwards unchanged with a message (payload format,
      * content type, response topic, correlation data, user properties), as
      * encoded bytes: a contiguous copy is built by the caller when needed. */
-    struct mqtt_bytes raw;  /* the whole property block as received */
+    struct mqtt_bytes raw; /* the whole property block as received */
 };
 
 struct mqtt_connect {
-    uint8_t protocol_level;  /* 3, 4 or 5 */
+    uint8_t protocol_level; /* 3, 4 or 5 */
     bool clean_start, will_flag, will_retain, has_username, has_password;
     uint8_t will_qos;
     uint16_t keepalive;
@@ -116,7 +169,7 @@ struct mqtt_subscribe {
 
 struct mqtt_sub_entry {
     struct mqtt_bytes filter;
-    uint8_t options;  /* SUBSCRIBE only: QoS | NL<<2 | RAP<<3 | RH<<4 */
+    uint8_t options; /* SUBSCRIBE only: QoS | NL<<2 | RAP<<3 | RH<<4 */
 };
 
 struct mqtt_disconnect {
@@ -149,8 +202,7 @@ int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags,
 
 /* The decoders: body/len is the packet after the fixed header. Return 0 or a reason code. */
 int mqtt_decode_connect(const uint8_t *body, uint32_t len, struct mqtt_connect *out);
-int mqtt_decode_publish(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
-                        struct mqtt_publish *out);
+int mqtt_decode_publish(uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto, struct mqtt_publish *out);
 int mqtt_decode_ack(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
                     struct mqtt_ack *out);
 int mqtt_decode_subscribe(uint8_t type, uint8_t flags, const uint8_t *body, uint32_t len, uint8_t proto,
@@ -227,7 +279,7 @@ struct mqtt_publish_head {
     size_t payload_len;
     bool has_expiry;
     uint32_t expiry;
-    uint16_t topic_alias;  /* 0 = none */
+    uint16_t topic_alias; /* 0 = none */
     const uint32_t *sub_ids;
     size_t n_sub_ids;
     struct mqtt_bytes response_topic, correlation_data;
@@ -241,8 +293,8 @@ void mqtt_encode_publish_head(struct mqtt_buf *b, uint8_t proto, const struct mq
 void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, const char *why);
 
 /* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
-void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason,
-                         const uint8_t *props, size_t props_len);
+void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason, const uint8_t *props,
+                         size_t props_len);
 /* SUBACK or UNSUBACK with n reason codes (a 3.1.1 UNSUBACK carries none: reasons are ignored). */
 void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
                         size_t n);

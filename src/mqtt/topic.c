@@ -65,7 +65,7 @@ bool hd_mqtt_filter_matches(const char *filter, const char *topic)
             return false;
         if (f.last && t.last)
             return true;
-        if (t.last) {  /* the topic ended: "a/#" matches "a" */
+        if (t.last) { /* the topic ended: "a/#" matches "a" */
             struct hd_mqtt_level rest = hd_mqtt_level_next(&f);
             return rest.kind == HD_MQTT_LEVEL_HASH && rest.last;
         }

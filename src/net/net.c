@@ -65,11 +65,11 @@
 
 struct hd_net {
     enum hd_net_mode mode;
-    char link[IF_NAMESIZE];  /* host end of the veth, or the tap; "" for none */
-    char *lease_path;        /* NULL when no address is leased */
-    int tap_fd;              /* -1 unless a tap */
-    char *address;           /* "10.89.0.2/24" */
-    char *gateway;           /* "10.89.0.1" */
+    char link[IF_NAMESIZE]; /* host end of the veth, or the tap; "" for none */
+    char *lease_path;       /* NULL when no address is leased */
+    int tap_fd;             /* -1 unless a tap */
+    char *address;          /* "10.89.0.2/24" */
+    char *gateway;          /* "10.89.0.1" */
 };
 
 /* The bridge and its subnet, from the environment. Addresses in host byte order. */
@@ -89,8 +89,8 @@ static bool net_valid_ifname(const char *name)
     if (len == 0 || len >= IF_NAMESIZE)
         return false;
     for (const char *p = name; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '-' || *p == '_' || *p == '.'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+              *p == '_' || *p == '.'))
             return false;
     return true;
 }
@@ -101,8 +101,10 @@ static int net_config_load(struct net_config *cfg, hd_error_t *err)
     if (bridge == NULL || *bridge == '\0')
         bridge = NET_DEFAULT_BRIDGE;
     if (!net_valid_ifname(bridge))
-        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE \"%s\": not a valid interface name "
-                            "(1-15 of [A-Za-z0-9_.-])", bridge);
+        return hd_error_set(err, EINVAL,
+                            "HEDGE_BRIDGE \"%s\": not a valid interface name "
+                            "(1-15 of [A-Za-z0-9_.-])",
+                            bridge);
     snprintf(cfg->bridge, sizeof cfg->bridge, "%s", bridge);
 
     const char *subnet = getenv("HEDGE_BRIDGE_SUBNET");
@@ -114,21 +116,23 @@ static int net_config_load(struct net_config *cfg, hd_error_t *err)
     struct in_addr addr;
     unsigned long prefix = slash ? strtoul(slash + 1, &end, 10) : 0;
     if (slash == NULL || (size_t)(slash - subnet) >= sizeof addr_text || end == slash + 1 || *end != '\0')
-        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": expected an IPv4 CIDR like %s",
-                            subnet, NET_DEFAULT_SUBNET);
+        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": expected an IPv4 CIDR like %s", subnet,
+                            NET_DEFAULT_SUBNET);
     memcpy(addr_text, subnet, (size_t)(slash - subnet));
     addr_text[slash - subnet] = '\0';
     if (inet_pton(AF_INET, addr_text, &addr) != 1)
-        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": \"%s\" is not an IPv4 address",
-                            subnet, addr_text);
+        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": \"%s\" is not an IPv4 address", subnet,
+                            addr_text);
     /* /16 bounds the allocator's bitmap; /30 leaves one address beside the gateway. */
     if (prefix < 16 || prefix > 30)
         return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": prefix must be 16 to 30", subnet);
     uint32_t mask = ~0u << (32 - prefix);
     uint32_t network = ntohl(addr.s_addr);
     if (network & ~mask)
-        return hd_error_set(err, EINVAL, "HEDGE_BRIDGE_SUBNET \"%s\": host bits are set "
-                            "(give the network address)", subnet);
+        return hd_error_set(err, EINVAL,
+                            "HEDGE_BRIDGE_SUBNET \"%s\": host bits are set "
+                            "(give the network address)",
+                            subnet);
     cfg->network = network;
     cfg->prefix = (unsigned)prefix;
     cfg->gateway = network + 1;
@@ -193,8 +197,7 @@ static int rtnl_talk(struct rtnl *r, struct nlmsghdr *nlh)
     }
 }
 
-static struct nlmsghdr *rtnl_link_msg(char *buf, uint16_t type, uint16_t flags, int index,
-                                      unsigned up_flags)
+static struct nlmsghdr *rtnl_link_msg(char *buf, uint16_t type, uint16_t flags, int index, unsigned up_flags)
 {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
     nlh->nlmsg_type = type;
@@ -229,8 +232,7 @@ static int rtnl_bridge_create(struct rtnl *r, const char *name)
  * named peer_name, directly in the network namespace of peer_pid (down: the
  * inside brings it up).
  */
-static int rtnl_veth_create(struct rtnl *r, const char *host_name, int master, const char *peer_name,
-                            pid_t peer_pid)
+static int rtnl_veth_create(struct rtnl *r, const char *host_name, int master, const char *peer_name, pid_t peer_pid)
 {
     char buf[NET_BUFFER_SIZE];
     struct nlmsghdr *nlh = rtnl_link_msg(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, 0, IFF_UP);
@@ -320,8 +322,7 @@ static int net_check_separate_namespace(pid_t pid, hd_error_t *err)
     if (stat("/proc/thread-self/ns/net", &ours) < 0)
         return hd_error_sys(err, "stat /proc/thread-self/ns/net");
     if (theirs.st_dev == ours.st_dev && theirs.st_ino == ours.st_ino)
-        return hd_error_set(err, EINVAL, "workload pid %d shares the caller's network namespace",
-                            (int)pid);
+        return hd_error_set(err, EINVAL, "workload pid %d shares the caller's network namespace", (int)pid);
     return 0;
 }
 
@@ -350,8 +351,7 @@ static int rtnl_open_in(struct rtnl *r, pid_t pid, hd_error_t *err)
         abort();
     }
     if (ret < 0) {
-        hd_error_set(err, open_err->errnum, "network namespace of pid %d: %s", (int)pid,
-                     open_err->message);
+        hd_error_set(err, open_err->errnum, "network namespace of pid %d: %s", (int)pid, open_err->message);
         hd_error_free(&open_err);
         return -1;
     }
@@ -468,16 +468,15 @@ static int net_masquerade_ensure(const struct net_config *cfg, hd_error_t *err)
 {
     char net_text[INET_ADDRSTRLEN];
     net_format_ip(cfg->network, net_text);
-    cleanup_free char *rules = hd_xasprintf(
-        "add table ip hedge-%1$s\n"
-        "delete table ip hedge-%1$s\n"
-        "table ip hedge-%1$s {\n"
-        "  chain postrouting {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        "    ip saddr %2$s/%3$u oifname != \"%1$s\" masquerade\n"
-        "  }\n"
-        "}\n",
-        cfg->bridge, net_text, cfg->prefix);
+    cleanup_free char *rules = hd_xasprintf("add table ip hedge-%1$s\n"
+                                            "delete table ip hedge-%1$s\n"
+                                            "table ip hedge-%1$s {\n"
+                                            "  chain postrouting {\n"
+                                            "    type nat hook postrouting priority srcnat; policy accept;\n"
+                                            "    ip saddr %2$s/%3$u oifname != \"%1$s\" masquerade\n"
+                                            "  }\n"
+                                            "}\n",
+                                            cfg->bridge, net_text, cfg->prefix);
     struct nftables_api nft_api;
     if (net_nftables_load(&nft_api, err) < 0)
         return -1;
@@ -552,8 +551,7 @@ static int net_forwarding_ensure(hd_error_t *err)
 }
 
 /* The bridge exists, carries the gateway address, is up, and the rule exists. */
-static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, int *index,
-                             hd_error_t *err)
+static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, int *index, hd_error_t *err)
 {
     struct rtnl_link_info link = {0};
     int ret = rtnl_link_query(host, cfg->bridge, &link);
@@ -566,8 +564,8 @@ static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, in
         return hd_error_set(err, -ret, "bridge %s", cfg->bridge);
     /* Never put the gateway address on someone else's interface. */
     if (strcmp(link.kind, "bridge") != 0)
-        return hd_error_set(err, EEXIST, "bridge %s: the interface exists and is not a bridge (%s)",
-                            cfg->bridge, link.kind[0] ? link.kind : "no link kind");
+        return hd_error_set(err, EEXIST, "bridge %s: the interface exists and is not a bridge (%s)", cfg->bridge,
+                            link.kind[0] ? link.kind : "no link kind");
     *index = link.index;
     ret = rtnl_addr_add(host, *index, cfg->gateway, cfg->prefix, cfg->broadcast);
     if (ret < 0 && ret != -EEXIST) {
@@ -587,8 +585,8 @@ static int net_bridge_ensure(struct rtnl *host, const struct net_config *cfg, in
 /* ---- address allocator ---- */
 
 struct net_leases {
-    char *dir;      /* <state>/net/<bridge>/leases */
-    int lock_fd;    /* flock'ed <state>/net/<bridge>/lock */
+    char *dir;   /* <state>/net/<bridge>/leases */
+    int lock_fd; /* flock'ed <state>/net/<bridge>/lock */
 };
 
 static void net_leases_close(struct net_leases *l)
@@ -600,8 +598,7 @@ static void net_leases_close(struct net_leases *l)
     l->lock_fd = -1;
 }
 
-static int net_leases_lock(const char *state_dir, const struct net_config *cfg, struct net_leases *l,
-                           hd_error_t *err)
+static int net_leases_lock(const char *state_dir, const struct net_config *cfg, struct net_leases *l, hd_error_t *err)
 {
     cleanup_free char *base = hd_xasprintf("%s/net/%s", state_dir, cfg->bridge);
     l->dir = hd_xasprintf("%s/leases", base);
@@ -638,8 +635,8 @@ static bool net_lease_link(int dirfd, const char *name, char link[IF_NAMESIZE])
  * Lease the lowest free address of the subnet for (id, link) while holding
  * the lock; reclaim leases whose link is gone. Fills *addr and *path.
  */
-static int net_lease_take(struct net_leases *l, const struct net_config *cfg, const char *id,
-                          const char *link, uint32_t *addr, char **path, hd_error_t *err)
+static int net_lease_take(struct net_leases *l, const struct net_config *cfg, const char *id, const char *link,
+                          uint32_t *addr, char **path, hd_error_t *err)
 {
     uint32_t size = cfg->broadcast - cfg->network + 1;
     cleanup_free unsigned char *used = hd_xcalloc(size / 8 + 1, 1);
@@ -825,8 +822,7 @@ static void net_attach_done(struct net_attach *a, struct hd_net **out)
     *out = a->net;
 }
 
-static int net_setup_bridge(const char *state_dir, const char *id, pid_t pid, struct hd_net **out,
-                            hd_error_t *err)
+static int net_setup_bridge(const char *state_dir, const char *id, pid_t pid, struct hd_net **out, hd_error_t *err)
 {
     struct net_attach a;
     int ret;
@@ -848,13 +844,12 @@ fail:
     return -1;
 }
 
-int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, pid_t pid,
-                 struct hd_net **out, hd_error_t *err)
+int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, pid_t pid, struct hd_net **out,
+                 hd_error_t *err)
 {
     *out = NULL;
     switch (mode) {
-    case HD_NET_HOST:
-        return 0;
+    case HD_NET_HOST: return 0;
     case HD_NET_DEFAULT:
     case HD_NET_NONE:
         if (net_setup_none(pid, err) < 0)
@@ -907,9 +902,8 @@ fail:
     return -1;
 }
 
-int hd_net_setup_tap(const char *state_dir, const char *id, struct hd_net **out,
-                     const char **tap_name, const char **guest_cidr, const char **gateway,
-                     hd_error_t *err)
+int hd_net_setup_tap(const char *state_dir, const char *id, struct hd_net **out, const char **tap_name,
+                     const char **guest_cidr, const char **gateway, hd_error_t *err)
 {
     *out = NULL;
     if (state_dir == NULL)

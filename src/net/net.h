@@ -27,8 +27,8 @@ struct hd_net;
  * pair (eth0 inside), the address and the default route. *out owns what was
  * created. On failure nothing is left behind.
  */
-int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, pid_t pid,
-                 struct hd_net **out, hd_error_t *err);
+int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, pid_t pid, struct hd_net **out,
+                 hd_error_t *err);
 /*
  * For VMs: a tap device attached to the bridge, with an address leased for
  * the guest. *tap_name, *guest_cidr ("10.89.0.2/24") and *gateway
@@ -36,9 +36,8 @@ int hd_net_setup(const char *state_dir, const char *id, enum hd_net_mode mode, p
  * an fd to it is open; hd_net_tap_fd gives *out's fd (pass a dup to QEMU as
  * -netdev tap,fd=N; it has IFF_VNET_HDR set).
  */
-int hd_net_setup_tap(const char *state_dir, const char *id, struct hd_net **out,
-                     const char **tap_name, const char **guest_cidr, const char **gateway,
-                     hd_error_t *err);
+int hd_net_setup_tap(const char *state_dir, const char *id, struct hd_net **out, const char **tap_name,
+                     const char **guest_cidr, const char **gateway, hd_error_t *err);
 /* The tap fd of a hd_net_setup_tap result (owned by n), else -1. */
 int hd_net_tap_fd(const struct hd_net *n);
 /* The workload's (or guest's) address as CIDR and the gateway, or NULL when none. */

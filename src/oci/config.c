@@ -112,7 +112,8 @@ static int get_strv(json_t *arr, const char *field, char ***out, hd_error_t *err
         return hd_error_set(err, 0, "%s: not an array", field);
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!json_is_string(v))
             return hd_error_set(err, 0, "%s[%zu]: not a string", field, i);
         hd_strv_push(out, json_string_value(v));
@@ -127,8 +128,7 @@ static bool lsm_enabled(const char *name)
     if (strcmp(name, "apparmor") == 0) {
         cleanup_free char *text = NULL;
         hd_error_t ignored = NULL;
-        bool on = hd_read_file("/sys/module/apparmor/parameters/enabled", &text, NULL, &ignored) == 0 &&
-                  text[0] == 'Y';
+        bool on = hd_read_file("/sys/module/apparmor/parameters/enabled", &text, NULL, &ignored) == 0 && text[0] == 'Y';
         hd_error_free(&ignored);
         return on;
     }
@@ -141,11 +141,11 @@ static const struct {
     const char *name;
     int resource;
 } rlimit_names[] = {
-    {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_CORE", RLIMIT_CORE},     {"RLIMIT_CPU", RLIMIT_CPU},
-    {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_FSIZE", RLIMIT_FSIZE},   {"RLIMIT_LOCKS", RLIMIT_LOCKS},
+    {"RLIMIT_AS", RLIMIT_AS},           {"RLIMIT_CORE", RLIMIT_CORE},         {"RLIMIT_CPU", RLIMIT_CPU},
+    {"RLIMIT_DATA", RLIMIT_DATA},       {"RLIMIT_FSIZE", RLIMIT_FSIZE},       {"RLIMIT_LOCKS", RLIMIT_LOCKS},
     {"RLIMIT_MEMLOCK", RLIMIT_MEMLOCK}, {"RLIMIT_MSGQUEUE", RLIMIT_MSGQUEUE}, {"RLIMIT_NICE", RLIMIT_NICE},
-    {"RLIMIT_NOFILE", RLIMIT_NOFILE},   {"RLIMIT_NPROC", RLIMIT_NPROC},   {"RLIMIT_RSS", RLIMIT_RSS},
-    {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME}, {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
+    {"RLIMIT_NOFILE", RLIMIT_NOFILE},   {"RLIMIT_NPROC", RLIMIT_NPROC},       {"RLIMIT_RSS", RLIMIT_RSS},
+    {"RLIMIT_RTPRIO", RLIMIT_RTPRIO},   {"RLIMIT_RTTIME", RLIMIT_RTTIME},     {"RLIMIT_SIGPENDING", RLIMIT_SIGPENDING},
     {"RLIMIT_STACK", RLIMIT_STACK},
 };
 
@@ -158,7 +158,8 @@ static int parse_rlimits(json_t *arr, struct oci_config *cfg, hd_error_t *err)
     cfg->rlimits = hd_xcalloc(json_array_size(arr) + 1, sizeof(*cfg->rlimits));
     size_t i;
     json_t *r;
-    json_array_foreach(arr, i, r) {
+    json_array_foreach(arr, i, r)
+    {
         json_t *type = json_object_get(r, "type");
         json_t *soft = json_object_get(r, "soft");
         json_t *hard = json_object_get(r, "hard");
@@ -236,8 +237,7 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
             rc = hd_error_set(err, 0, "process.capabilities.%s: holds capabilities the bounding set does not",
                               cap_sets[s]);
         else if (spec->user && strncmp(spec->user, "0:", 2) != 0)
-            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user",
-                              cap_sets[s]);
+            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user", cap_sets[s]);
         else if (s == 4 && (m & ~cap_mask(sets[3])) != 0)
             rc = hd_error_set(err, 0, "process.capabilities.ambient: every ambient capability must be inheritable");
         else if (s == 3)
@@ -275,7 +275,8 @@ static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
     json_t *groups = json_object_get(user, "additionalGids");
     size_t i;
     json_t *v;
-    json_array_foreach(groups, i, v) {
+    json_array_foreach(groups, i, v)
+    {
         if (!json_is_integer(v) || json_integer_value(v) != g)
             return unsupported(err, "process.user.additionalGids",
                                "supplementary groups are not supported yet (only the primary gid)");
@@ -329,18 +330,29 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
 
 struct mount_option {
     const char *name;
-    unsigned long set;      /* MS_* for new filesystems */
-    unsigned attr;          /* MOUNT_ATTR_* for binds */
+    unsigned long set; /* MS_* for new filesystems */
+    unsigned attr;     /* MOUNT_ATTR_* for binds */
 };
 
 static const struct mount_option flag_options[] = {
-    {"ro", MS_RDONLY, MOUNT_ATTR_RDONLY},      {"nosuid", MS_NOSUID, MOUNT_ATTR_NOSUID},
-    {"nodev", MS_NODEV, MOUNT_ATTR_NODEV},     {"noexec", MS_NOEXEC, MOUNT_ATTR_NOEXEC},
-    {"noatime", MS_NOATIME, MOUNT_ATTR_NOATIME}, {"nodiratime", MS_NODIRATIME, MOUNT_ATTR_NODIRATIME},
-    {"strictatime", MS_STRICTATIME, MOUNT_ATTR_STRICTATIME}, {"relatime", MS_RELATIME, 0},
-    {"rw", 0, 0}, {"suid", 0, 0}, {"dev", 0, 0}, {"exec", 0, 0}, {"atime", 0, 0},
+    {"ro", MS_RDONLY, MOUNT_ATTR_RDONLY},
+    {"nosuid", MS_NOSUID, MOUNT_ATTR_NOSUID},
+    {"nodev", MS_NODEV, MOUNT_ATTR_NODEV},
+    {"noexec", MS_NOEXEC, MOUNT_ATTR_NOEXEC},
+    {"noatime", MS_NOATIME, MOUNT_ATTR_NOATIME},
+    {"nodiratime", MS_NODIRATIME, MOUNT_ATTR_NODIRATIME},
+    {"strictatime", MS_STRICTATIME, MOUNT_ATTR_STRICTATIME},
+    {"relatime", MS_RELATIME, 0},
+    {"rw", 0, 0},
+    {"suid", 0, 0},
+    {"dev", 0, 0},
+    {"exec", 0, 0},
+    {"atime", 0, 0},
     /* every mount of the container is private already (rootfs.c) */
-    {"private", 0, 0}, {"rprivate", 0, 0}, {"bind", 0, 0}, {"rbind", 0, 0},
+    {"private", 0, 0},
+    {"rprivate", 0, 0},
+    {"bind", 0, 0},
+    {"rbind", 0, 0},
 };
 
 /* Mounts the runtime makes itself (rootfs.c): accepted at exactly these places. */
@@ -348,8 +360,8 @@ static const struct {
     const char *type;
     const char *target;
 } runtime_mounts[] = {
-    {"proc", "/proc"}, {"tmpfs", "/dev"}, {"devpts", "/dev/pts"}, {"mqueue", "/dev/mqueue"},
-    {"tmpfs", "/dev/shm"}, {"sysfs", "/sys"},
+    {"proc", "/proc"},         {"tmpfs", "/dev"},     {"devpts", "/dev/pts"},
+    {"mqueue", "/dev/mqueue"}, {"tmpfs", "/dev/shm"}, {"sysfs", "/sys"},
 };
 
 static bool is_new_fs_type(const char *type)
@@ -439,9 +451,12 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
     if (strcmp(target, "/") == 0 || strncmp(target, "/proc", 5) == 0 || strcmp(target, "/sys") == 0)
         return hd_error_set(err, 0, "mounts[%zu].destination: %s over %s is not supported yet", i, type, target);
     cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
-    cfg->mounts[cfg->n_mounts++] = (struct oci_mount){
-        .kind = OCI_MOUNT_FS, .type = hd_xstrdup(type), .source = hd_xstrdup(*source ? source : type),
-        .target = hd_xstrdup(target), .flags = flags, .data = get_and_reset(&data)};
+    cfg->mounts[cfg->n_mounts++] = (struct oci_mount){.kind = OCI_MOUNT_FS,
+                                                      .type = hd_xstrdup(type),
+                                                      .source = hd_xstrdup(*source ? source : type),
+                                                      .target = hd_xstrdup(target),
+                                                      .flags = flags,
+                                                      .data = get_and_reset(&data)};
     return 0;
 }
 
@@ -454,17 +469,20 @@ static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
     bool have[ARRAY_SIZE(namespace_types)] = {0};
     size_t i;
     json_t *ns;
-    json_array_foreach(arr, i, ns) {
+    json_array_foreach(arr, i, ns)
+    {
         json_t *type = json_object_get(ns, "type");
         size_t t = 0;
-        while (t < ARRAY_SIZE(namespace_types) && !(json_is_string(type) &&
-                                                   strcmp(json_string_value(type), namespace_types[t]) == 0))
+        while (t < ARRAY_SIZE(namespace_types) &&
+               !(json_is_string(type) && strcmp(json_string_value(type), namespace_types[t]) == 0))
             t++;
         if (t == ARRAY_SIZE(namespace_types))
             return hd_error_set(err, 0, "linux.namespaces[%zu].type: not a namespace type", i);
         if (is_set(json_object_get(ns, "path")))
-            return hd_error_set(err, 0, "linux.namespaces[%zu].path: joining an existing %s namespace is not "
-                                        "supported yet", i, namespace_types[t]);
+            return hd_error_set(err, 0,
+                                "linux.namespaces[%zu].path: joining an existing %s namespace is not "
+                                "supported yet",
+                                i, namespace_types[t]);
         if (strcmp(namespace_types[t], "user") == 0 || strcmp(namespace_types[t], "time") == 0)
             return hd_error_set(err, 0, "linux.namespaces[%zu]: a new %s namespace is not supported yet", i,
                                 namespace_types[t]);
@@ -474,8 +492,10 @@ static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
      * which only hides more); the network namespace is its own unless the config shares the host's */
     for (size_t t = 0; t < 4; t++)
         if (!have[t])
-            return hd_error_set(err, 0, "linux.namespaces: sharing the host's %s namespace is not supported yet "
-                                        "(hedge always gives the container its own)", namespace_types[t]);
+            return hd_error_set(err, 0,
+                                "linux.namespaces: sharing the host's %s namespace is not supported yet "
+                                "(hedge always gives the container its own)",
+                                namespace_types[t]);
     spec->network = have[4] ? HD_NET_NONE : HD_NET_HOST;
     return 0;
 }
@@ -512,7 +532,8 @@ static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *
 {
     size_t i;
     json_t *r;
-    json_array_foreach(arr, i, r) {
+    json_array_foreach(arr, i, r)
+    {
         json_t *type = json_object_get(r, "type"), *major = json_object_get(r, "major");
         json_t *minor = json_object_get(r, "minor"), *access_j = json_object_get(r, "access");
         const char *t = json_is_string(type) ? json_string_value(type) : "a";
@@ -522,8 +543,8 @@ static int parse_devices_rules(json_t *arr, struct oci_config *cfg, hd_error_t *
         if (strspn(access, "rwm") != strlen(access) || !*access)
             return hd_error_set(err, 0, "linux.resources.devices[%zu].access: \"%s\" is not made of r, w, m", i,
                                 access);
-        struct hd_device_rule rule = {.allow = json_is_true(json_object_get(r, "allow")), .type = t[0],
-                                      .major = HD_DEV_ANY, .minor = HD_DEV_ANY};
+        struct hd_device_rule rule = {
+            .allow = json_is_true(json_object_get(r, "allow")), .type = t[0], .major = HD_DEV_ANY, .minor = HD_DEV_ANY};
         for (const char *p = access; *p; p++)
             rule.access |= *p == 'r' ? HD_DEV_READ : *p == 'w' ? HD_DEV_WRITE : HD_DEV_MKNOD;
         if (t[0] != 'a') { /* type a means every device: its numbers do not count */
@@ -556,7 +577,7 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
         return -1;
     json_t *mem = json_object_get(res, "memory");
     if (json_is_object(mem)) {
-        static const char *const mem_refused[] = {"reservation", "kernel", "kernelTCP", "swappiness",
+        static const char *const mem_refused[] = {"reservation",      "kernel",       "kernelTCP",        "swappiness",
                                                   "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"};
         for (size_t i = 0; i < ARRAY_SIZE(mem_refused); i++)
             if (refuse_if_set(mem, mem_refused[i], "linux.resources.memory.", err) < 0)
@@ -577,8 +598,7 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     }
     json_t *cpu = json_object_get(res, "cpu");
     if (json_is_object(cpu)) {
-        static const char *const cpu_refused[] = {"realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle",
-                                                  "burst"};
+        static const char *const cpu_refused[] = {"realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst"};
         for (size_t i = 0; i < ARRAY_SIZE(cpu_refused); i++)
             if (refuse_if_set(cpu, cpu_refused[i], "linux.resources.cpu.", err) < 0)
                 return -1;
@@ -652,11 +672,14 @@ static int parse_seccomp(json_t *sc, struct oci_config *cfg, hd_error_t *err)
         return -1;
     size_t i;
     json_t *arch;
-    json_array_foreach(json_object_get(sc, "architectures"), i, arch) {
+    json_array_foreach(json_object_get(sc, "architectures"), i, arch)
+    {
         const char *a = json_is_string(arch) ? json_string_value(arch) : "";
         if (strcmp(a, "SCMP_ARCH_X86_64") != 0 && strcmp(a, "SCMP_ARCH_X86") != 0 && strcmp(a, "SCMP_ARCH_X32") != 0)
-            return hd_error_set(err, 0, "linux.seccomp.architectures[%zu]: \"%s\" is not supported yet "
-                                        "(the filter covers x86_64 and i386; x32 is refused)", i, a);
+            return hd_error_set(err, 0,
+                                "linux.seccomp.architectures[%zu]: \"%s\" is not supported yet "
+                                "(the filter covers x86_64 and i386; x32 is refused)",
+                                i, a);
     }
     cfg->seccomp_json = json_dumps(sc, JSON_COMPACT);
     return 0;
@@ -666,14 +689,15 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
 {
     if (!json_is_object(lx))
         return hd_error_set(err, 0, "linux: missing or not an object");
-    static const char *const refused[] = {"uidMappings", "gidMappings", "devices", "intelRdt", "personality",
-                                          "timeOffsets", "memoryPolicy", "netDevices"};
+    static const char *const refused[] = {"uidMappings", "gidMappings", "devices",      "intelRdt",
+                                          "personality", "timeOffsets", "memoryPolicy", "netDevices"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
             return -1;
     json_t *prop = json_object_get(lx, "rootfsPropagation");
-    if (is_set(prop) && (!json_is_string(prop) || (strcmp(json_string_value(prop), "private") != 0 &&
-                                                    strcmp(json_string_value(prop), "rprivate") != 0)))
+    if (is_set(prop) &&
+        (!json_is_string(prop) ||
+         (strcmp(json_string_value(prop), "private") != 0 && strcmp(json_string_value(prop), "rprivate") != 0)))
         return unsupported(err, "linux.rootfsPropagation", "only private/rprivate is supported yet");
     if (is_set(json_object_get(lx, "mountLabel")) && lsm_enabled("selinux"))
         return unsupported(err, "linux.mountLabel", "SELinux labels are not supported yet");
@@ -691,7 +715,8 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
         cfg->sysctls = hd_xcalloc(json_object_size(sysctl), sizeof(*cfg->sysctls));
         const char *key;
         json_t *value;
-        json_object_foreach(sysctl, key, value) {
+        json_object_foreach(sysctl, key, value)
+        {
             if (!json_is_string(value))
                 return hd_error_set(err, 0, "linux.sysctl.%s: not a string", key);
             if (!sysctl_namespaced(key, cfg->spec->network != HD_NET_HOST) || strstr(key, ".."))
@@ -709,7 +734,8 @@ static int parse_hooks(json_t *hooks, hd_error_t *err)
         return 0;
     const char *key;
     json_t *list;
-    json_object_foreach(hooks, key, list) {
+    json_object_foreach(hooks, key, list)
+    {
         if (is_set(list))
             return hd_error_set(err, 0, "hooks.%s: hooks are not supported yet", key);
     }
@@ -742,7 +768,8 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     int rc = -1;
     json_t *ver = json_object_get(root, "ociVersion");
     if (!json_is_string(ver) || strncmp(json_string_value(ver), "1.", 2) != 0) {
-        hd_error_set(err, 0, "ociVersion: \"%s\" is not a 1.x version", json_is_string(ver) ? json_string_value(ver) : "");
+        hd_error_set(err, 0, "ociVersion: \"%s\" is not a 1.x version",
+                     json_is_string(ver) ? json_string_value(ver) : "");
         goto out;
     }
     json_t *rootobj = json_object_get(root, "root");
@@ -763,8 +790,8 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     json_t *hostname = json_object_get(root, "hostname");
     if (is_set(hostname))
         cfg->spec->hostname = hd_xstrdup(json_string_value(hostname));
-    else if (strlen(id) <= 63 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") ==
-                                     strlen(id))
+    else if (strlen(id) <= 63 &&
+             strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") == strlen(id))
         cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
     if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
         refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
@@ -777,7 +804,8 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     json_t *mounts = json_object_get(root, "mounts");
     size_t i;
     json_t *m;
-    json_array_foreach(mounts, i, m) {
+    json_array_foreach(mounts, i, m)
+    {
         if (parse_mount(m, i, cfg, err) < 0)
             goto out;
     }
@@ -834,8 +862,8 @@ static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
             cleanup_free char *dir = hd_xasprintf("%s/%s", m->target, name);
             if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                 return hd_error_sys(err, "mkdir %s", dir);
-            cleanup_free char *opts = strncmp(ctrls, "name=", 5) == 0 ? hd_xasprintf("none,%s", ctrls)
-                                                                      : hd_xstrdup(ctrls);
+            cleanup_free char *opts =
+                strncmp(ctrls, "name=", 5) == 0 ? hd_xasprintf("none,%s", ctrls) : hd_xstrdup(ctrls);
             int r = *ctrls == '\0' ? mount("cgroup2", dir, "cgroup2", base, NULL)
                                    : mount("cgroup", dir, "cgroup", base, opts);
             if (r < 0)
@@ -869,8 +897,7 @@ static int setup_mount(const struct oci_mount *m, int index, hd_error_t *err)
             return hd_error_sys(err, "mounts: set nosuid/nodev/noexec on %s", m->target);
         return 0;
     }
-    case OCI_MOUNT_CGROUP:
-        return mount_cgroups(m, err);
+    case OCI_MOUNT_CGROUP: return mount_cgroups(m, err);
     case OCI_MOUNT_FS:
         if (mkdir_p_inside(m->target, err) < 0)
             return -1;

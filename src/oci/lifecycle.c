@@ -198,7 +198,7 @@ static void create_options(struct create_flags *f, bool run, struct oci_option o
     };
     struct oci_option run_only[] = {
         {"detach", 'd', false, NULL, &f->detach},
-        {"keep", 0, false, NULL, &f->keep},             /* accepted; run in the foreground always deletes */
+        {"keep", 0, false, NULL, &f->keep},                 /* accepted; run in the foreground always deletes */
         {"no-subreaper", 0, false, NULL, &f->no_subreaper}, /* hedge-oci never becomes a subreaper */
     };
     size_t n = 0;

@@ -142,8 +142,9 @@ struct verb {
 
 static int not_yet(const char *verb)
 {
-    oci_log("error", "%s: not supported yet by hedge-oci (supported: create, start, run, state, kill, delete, "
-                     "list, spec, features)",
+    oci_log("error",
+            "%s: not supported yet by hedge-oci (supported: create, start, run, state, kill, delete, "
+            "list, spec, features)",
             verb);
     return OCI_EXIT_FAILURE;
 }
@@ -160,13 +161,13 @@ static const struct verb verbs[] = {
     {"features", oci_cmd_features, "print what this runtime supports (JSON)"},
 };
 
-static const char *const later_verbs[] = {"exec", "ps", "pause", "resume", "update", "events",
-                                          "checkpoint", "restore"};
+static const char *const later_verbs[] = {"exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore"};
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hedge-oci [--root DIR] [--log FILE] [--log-format text|json] [--debug] "
-               "[--systemd-cgroup] VERB [flags] [ID]\n\nverbs:\n");
+    fprintf(f,
+            "usage: hedge-oci [--root DIR] [--log FILE] [--log-format text|json] [--debug] "
+            "[--systemd-cgroup] VERB [flags] [ID]\n\nverbs:\n");
     for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
         fprintf(f, "  %-9s %s\n", verbs[i].name, verbs[i].summary);
     fprintf(f, "\nnot supported yet:");
@@ -188,7 +189,7 @@ int main(int argc, char **argv)
         {"systemd-cgroup", 0, false, NULL, &systemd},
         {"version", 'v', false, NULL, &version},
         {"help", 'h', false, NULL, &help},
-        {"criu", 0, true, &criu_ignored, NULL},   /* checkpointing is not supported; the path is unused */
+        {"criu", 0, true, &criu_ignored, NULL}, /* checkpointing is not supported; the path is unused */
         {"rootless", 0, true, &rootless, NULL},
         {NULL, 0, false, NULL, NULL},
     };
@@ -221,8 +222,9 @@ int main(int argc, char **argv)
     if (systemd) {
         /* systemd manages cgroups only where it runs as init */
         if (access("/run/systemd/system", F_OK) < 0) {
-            oci_log("error", "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); "
-                             "use cgroupfs paths");
+            oci_log("error",
+                    "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); "
+                    "use cgroupfs paths");
             return OCI_EXIT_FAILURE;
         }
         oci_log("error", "--systemd-cgroup: systemd cgroup management is not supported yet; use cgroupfs paths");

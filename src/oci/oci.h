@@ -28,9 +28,9 @@
 enum { OCI_EXIT_FAILURE = 1 };
 
 struct oci_globals {
-    const char *root;        /* --root: state dirs live in <root>/<id> */
-    const char *log_path;    /* --log, or NULL (stderr only) */
-    bool log_json;           /* --log-format json */
+    const char *root;     /* --root: state dirs live in <root>/<id> */
+    const char *log_path; /* --log, or NULL (stderr only) */
+    bool log_json;        /* --log-format json */
     bool debug;
     bool systemd_cgroup;
 };
@@ -45,9 +45,9 @@ int oci_fail(hd_error_t *err);
 /* ---- config.json (config.c) ---- */
 
 enum oci_mount_kind {
-    OCI_MOUNT_FS,       /* a new filesystem, mounted in the container (tmpfs, proc, mqueue, ...) */
-    OCI_MOUNT_CGROUP,   /* the container's cgroup hierarchies at the destination */
-    OCI_MOUNT_ATTR,     /* a bind the runtime made (spec.mounts): only attributes to add */
+    OCI_MOUNT_FS,     /* a new filesystem, mounted in the container (tmpfs, proc, mqueue, ...) */
+    OCI_MOUNT_CGROUP, /* the container's cgroup hierarchies at the destination */
+    OCI_MOUNT_ATTR,   /* a bind the runtime made (spec.mounts): only attributes to add */
 };
 
 /* Mount work done inside the container (container_setup hook), in config order. */
@@ -56,9 +56,9 @@ struct oci_mount {
     char *type;
     char *source;
     char *target;
-    unsigned long flags;     /* MS_* for a new filesystem */
-    unsigned attr;           /* MOUNT_ATTR_* to set on a bind */
-    char *data;              /* filesystem options, or NULL */
+    unsigned long flags; /* MS_* for a new filesystem */
+    unsigned attr;       /* MOUNT_ATTR_* to set on a bind */
+    char *data;          /* filesystem options, or NULL */
 };
 
 struct oci_rlimit {
@@ -74,8 +74,8 @@ struct oci_sysctl {
 
 struct oci_config {
     struct hd_spec *spec;
-    char *bundle;            /* absolute path */
-    char *rootfs;            /* absolute path */
+    char *bundle; /* absolute path */
+    char *rootfs; /* absolute path */
     struct oci_mount *mounts;
     int n_mounts;
     char **masked_paths;
@@ -84,19 +84,19 @@ struct oci_config {
     int n_sysctls;
     struct oci_rlimit *rlimits;
     int n_rlimits;
-    uint64_t caps_inheritable;  /* process.capabilities.inheritable / ambient (root only) */
+    uint64_t caps_inheritable; /* process.capabilities.inheritable / ambient (root only) */
     uint64_t caps_ambient;
-    int umask;               /* process.user.umask, or -1: hedge's 0022 */
+    int umask; /* process.user.umask, or -1: hedge's 0022 */
     bool have_oom_score_adj;
     int oom_score_adj;
-    char *cgroup_parent;     /* from linux.cgroupsPath, or NULL: hedge's default parent */
-    char *cgroup_name;       /* from linux.cgroupsPath, or NULL: the container id */
-    char *seccomp_json;      /* linux.seccomp as text, or NULL: unconfined */
+    char *cgroup_parent; /* from linux.cgroupsPath, or NULL: hedge's default parent */
+    char *cgroup_name;   /* from linux.cgroupsPath, or NULL: the container id */
+    char *seccomp_json;  /* linux.seccomp as text, or NULL: unconfined */
     /* the container's device list (cgroup/devices.h): deny all, linux.resources.devices in order,
      * then the runtime's defaults for its own /dev nodes (runc's order) */
     struct hd_device_rule *device_rules;
     size_t n_device_rules;
-    char *annotations_json;  /* "annotations" as text, or NULL */
+    char *annotations_json; /* "annotations" as text, or NULL */
 };
 
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
@@ -114,16 +114,15 @@ enum oci_status { OCI_CREATED, OCI_RUNNING, OCI_STOPPED };
 struct oci_state {
     char *id;
     pid_t pid;
-    uint64_t pid_start;      /* /proc/PID/stat start time: the pid names this process only */
+    uint64_t pid_start; /* /proc/PID/stat start time: the pid names this process only */
     char *bundle;
     char *rootfs;
-    char *created;           /* RFC 3339 */
-    char *cgroup_parent;     /* NULL: hedge's default */
+    char *created;       /* RFC 3339 */
+    char *cgroup_parent; /* NULL: hedge's default */
     char *cgroup_name;
     char *run_dir;
     char *annotations_json;
 };
-
 
 int oci_id_check(const char *id, hd_error_t *err);
 char *oci_state_dir(const char *id);
@@ -154,11 +153,11 @@ int oci_cmd_features(int argc, char **argv);
 
 /* ---- option parsing shared by the verbs (main.c) ---- */
 struct oci_option {
-    const char *name;        /* long name without dashes */
-    char short_name;         /* or 0 */
+    const char *name; /* long name without dashes */
+    char short_name;  /* or 0 */
     bool has_arg;
-    const char **value;      /* has_arg: where the value goes */
-    bool *flag;              /* !has_arg: set to true */
+    const char **value; /* has_arg: where the value goes */
+    bool *flag;         /* !has_arg: set to true */
 };
 /* Parse runc-style flags (-x, --name, --name=value, -name value) up to the first
  * positional; returns the index of the first positional, or -1 (error printed). */

@@ -32,8 +32,8 @@ int oci_id_check(const char *id, hd_error_t *err)
     if (strcmp(id, ".") == 0 || strcmp(id, "..") == 0 || strlen(id) > 1024)
         return hd_error_set(err, 0, "container id \"%s\": invalid", id);
     for (const char *c = id; *c; c++) {
-        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-                  *c == '_' || *c == '-' || *c == '.' || *c == '+';
+        bool ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' ||
+            *c == '-' || *c == '.' || *c == '+';
         if (!ok)
             return hd_error_set(err, 0, "container id \"%s\": only letters, digits and _ - . + are allowed", id);
     }

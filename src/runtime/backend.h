@@ -33,10 +33,10 @@ struct hd_cgroup;
 struct hd_image_config;
 
 struct hd_exit {
-    int code;          /* docker-style exit code: status, or 128+signal */
-    int status;        /* exit status if exited normally, else -1 */
-    int signal;        /* terminating signal, else 0 */
-    bool oom_killed;   /* the memory limit was hit and the kernel killed a task */
+    int code;        /* docker-style exit code: status, or 128+signal */
+    int status;      /* exit status if exited normally, else -1 */
+    int signal;      /* terminating signal, else 0 */
+    bool oom_killed; /* the memory limit was hit and the kernel killed a task */
 };
 
 enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
@@ -45,26 +45,26 @@ struct hd_device_rule;
 
 struct hd_workload {
     const struct hd_spec *spec;
-    char id[16];               /* unique run id, names the cgroup and run dir */
+    char id[16]; /* unique run id, names the cgroup and run dir */
     const struct hd_backend *backend;
 
     /* The plan: what to run, resolved from spec + image config defaults. */
-    char *rootfs;              /* host path of the rootfs dir (container/vm); NULL for process */
-    bool rootfs_from_image;    /* rootfs is an image store dir: must never be written */
-    char *image_digest;        /* content digest of the image, if from the store */
-    char **argv;               /* NULL-terminated, argv[0] is the command */
-    char **env;                /* KEY=VALUE, NULL-terminated */
-    char *workdir;             /* NULL = "/" in container/vm, cwd for process */
-    char *user;                /* "uid:gid" or name, NULL = 0:0 / current */
-    char *run_dir;             /* host dir for this run's temp files (owned) */
-    const char *state_dir;     /* hedge state dir (image store lives there) */
+    char *rootfs;           /* host path of the rootfs dir (container/vm); NULL for process */
+    bool rootfs_from_image; /* rootfs is an image store dir: must never be written */
+    char *image_digest;     /* content digest of the image, if from the store */
+    char **argv;            /* NULL-terminated, argv[0] is the command */
+    char **env;             /* KEY=VALUE, NULL-terminated */
+    char *workdir;          /* NULL = "/" in container/vm, cwd for process */
+    char *user;             /* "uid:gid" or name, NULL = 0:0 / current */
+    char *run_dir;          /* host dir for this run's temp files (owned) */
+    const char *state_dir;  /* hedge state dir (image store lives there) */
 
-    struct hd_cgroup *cgroup;  /* created by run.c before start, entered by the backend */
-    int stdio[3];              /* fds the workload gets as 0,1,2 */
-    bool console_only;         /* reserved */
+    struct hd_cgroup *cgroup; /* created by run.c before start, entered by the backend */
+    int stdio[3];             /* fds the workload gets as 0,1,2 */
+    bool console_only;        /* reserved */
 
-    pid_t pid;                 /* host pid that backend->wait waits for */
-    void *backend_data;        /* backend-private state */
+    pid_t pid;          /* host pid that backend->wait waits for */
+    void *backend_data; /* backend-private state */
 
     /*
      * Optional extensions for callers that drive the container backend step by

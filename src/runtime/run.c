@@ -94,8 +94,7 @@ int hd_backend_cgroup_stats(struct hd_workload *w, struct hd_stats *stats, hd_er
 #define DEFAULT_PATH_ENV "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 /* Merge spec and image config into the plan fields of w. */
-static int plan_from_spec(struct hd_workload *w, const struct hd_image_config *image,
-                          hd_error_t *err)
+static int plan_from_spec(struct hd_workload *w, const struct hd_image_config *image, hd_error_t *err)
 {
     const struct hd_spec *spec = w->spec;
     char **entry = spec->entrypoint ? spec->entrypoint : (image ? image->entrypoint : NULL);
@@ -128,13 +127,12 @@ static int plan_from_spec(struct hd_workload *w, const struct hd_image_config *i
 
     w->workdir = hd_xstrdup(spec->workdir ? spec->workdir
                                           : (image && image->workdir && image->workdir[0] ? image->workdir : NULL));
-    w->user = hd_xstrdup(spec->user ? spec->user
-                                    : (image && image->user && image->user[0] ? image->user : NULL));
+    w->user = hd_xstrdup(spec->user ? spec->user : (image && image->user && image->user[0] ? image->user : NULL));
     return 0;
 }
 
-int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts,
-                       struct hd_workload **out, hd_error_t *err)
+int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,
+                       hd_error_t *err)
 {
     if (hd_spec_validate(spec, err) < 0)
         return -1;
@@ -275,8 +273,7 @@ void hd_workload_release(struct hd_workload *w)
 
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
-int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit,
-           hd_error_t *err)
+int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit, hd_error_t *err)
 {
     sigset_t mask, old_mask;
     sigemptyset(&mask);

@@ -18,8 +18,8 @@ struct hd_run_options {
     const char *cgroup_name; /* the group under the cgroup parent; NULL: the run id (hedge-oci names it) */
 };
 
-int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts,
-                       struct hd_workload **out, hd_error_t *err);
+int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,
+                       hd_error_t *err);
 int hd_workload_start(struct hd_workload *w, hd_error_t *err);
 int hd_workload_signal(struct hd_workload *w, int sig, hd_error_t *err);
 int hd_workload_wait(struct hd_workload *w, struct hd_exit *exit, hd_error_t *err);
@@ -36,8 +36,7 @@ void hd_workload_release(struct hd_workload *w);
 
 /* Run a workload to completion in the foreground, forwarding SIGINT, SIGTERM,
  * SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2. Returns 0 with *exit filled, or -1. */
-int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit,
-           hd_error_t *err);
+int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit, hd_error_t *err);
 
 /* Runtime directory for per-run temp state: $HEDGE_RUN_DIR or /run/hedge. */
 const char *hd_runtime_dir(void);

@@ -116,8 +116,8 @@ struct field {
     int (*parse)(struct hd_spec *spec, const json_t *v, const char *path, hd_error_t *err);
 };
 
-static int check_fields(const json_t *obj, const char *path, const struct field *fields,
-                        struct hd_spec *spec, hd_error_t *err)
+static int check_fields(const json_t *obj, const char *path, const struct field *fields, struct hd_spec *spec,
+                        hd_error_t *err)
 {
     if (!json_is_object(obj))
         return hd_json_type_error(obj, path[0] ? path : "spec", "an object", err);
@@ -137,10 +137,10 @@ static int check_fields(const json_t *obj, const char *path, const struct field 
     return 0;
 }
 
-#define STRING_FIELD(fn, member)                                                              \
-    static int fn(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)           \
-    {                                                                                         \
-        return hd_json_string(v, p, NULL, false, &s->member, e);                                               \
+#define STRING_FIELD(fn, member) \
+    static int fn(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e) \
+    { \
+        return hd_json_string(v, p, NULL, false, &s->member, e); \
     }
 STRING_FIELD(parse_name, name)
 STRING_FIELD(parse_image, image)
@@ -156,8 +156,8 @@ static int parse_isolation(struct hd_spec *s, const json_t *v, const char *p, hd
     if (!json_is_string(v))
         return hd_json_type_error(v, p, "a string", e);
     if (hd_isolation_parse(json_string_value(v), &s->isolation) < 0)
-        return hd_error_set(e, 0, "%s: \"%s\" is not an isolation level (process, container or vm)",
-                            p, json_string_value(v));
+        return hd_error_set(e, 0, "%s: \"%s\" is not an isolation level (process, container or vm)", p,
+                            json_string_value(v));
     s->isolation_set = true;
     return 0;
 }
@@ -228,12 +228,9 @@ static int parse_pids(struct hd_spec *s, const json_t *v, const char *p, hd_erro
 }
 
 static const struct field resources_fields[] = {
-    {"memory", parse_memory},
-    {"memory_swap", parse_memory_swap},
-    {"cpus", parse_cpus},
-    {"cpu_weight", parse_cpu_weight},
-    {"pids", parse_pids},
-    {NULL, NULL},
+    {"memory", parse_memory}, {"memory_swap", parse_memory_swap},
+    {"cpus", parse_cpus},     {"cpu_weight", parse_cpu_weight},
+    {"pids", parse_pids},     {NULL, NULL},
 };
 
 static int parse_resources(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
@@ -246,8 +243,7 @@ static int parse_network_mode(struct hd_spec *s, const json_t *v, const char *p,
     if (!json_is_string(v))
         return hd_json_type_error(v, p, "a string", e);
     if (hd_net_mode_parse(json_string_value(v), &s->network) < 0)
-        return hd_error_set(e, 0, "%s: \"%s\" is not a network mode (none, host or bridge)", p,
-                            json_string_value(v));
+        return hd_error_set(e, 0, "%s: \"%s\" is not a network mode (none, host or bridge)", p, json_string_value(v));
     return 0;
 }
 
@@ -270,8 +266,8 @@ static int parse_network(struct hd_spec *s, const json_t *v, const char *p, hd_e
 typedef int (*item_key_fn)(void *item, const char *key, const json_t *value, const char *path, hd_error_t *e);
 typedef int (*item_check_fn)(const void *item, const char *path, hd_error_t *e);
 
-static int parse_object_array(const json_t *v, const char *p, const char *what, void **items, int *n,
-                              size_t item_size, item_key_fn parse_key, item_check_fn check, hd_error_t *e)
+static int parse_object_array(const json_t *v, const char *p, const char *what, void **items, int *n, size_t item_size,
+                              item_key_fn parse_key, item_check_fn check, hd_error_t *e)
 {
     if (!json_is_array(v))
         return hd_json_type_error(v, p, what, e);
@@ -345,8 +341,8 @@ static int check_trigger(const void *item, const char *ip, hd_error_t *e)
 
 static int parse_triggers(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
-    return parse_object_array(v, p, "an array of triggers", (void **)&s->triggers, &s->n_triggers,
-                              sizeof(*s->triggers), parse_trigger_key, check_trigger, e);
+    return parse_object_array(v, p, "an array of triggers", (void **)&s->triggers, &s->n_triggers, sizeof(*s->triggers),
+                              parse_trigger_key, check_trigger, e);
 }
 
 static int parse_readonly_rootfs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
@@ -640,14 +636,12 @@ static const struct field spec_fields[] = {
     {NULL, NULL},
 };
 
-int hd_spec_parse_json(struct hd_spec *spec, const char *json, size_t len, const char *origin,
-                       hd_error_t *err)
+int hd_spec_parse_json(struct hd_spec *spec, const char *json, size_t len, const char *origin, hd_error_t *err)
 {
     json_error_t jerr;
     json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL)
-        return hd_error_set(err, 0, "%s: line %d column %d: %s", origin, jerr.line, jerr.column,
-                            jerr.text);
+        return hd_error_set(err, 0, "%s: line %d column %d: %s", origin, jerr.line, jerr.column, jerr.text);
     int r = check_fields(root, "", spec_fields, spec, err);
     json_decref(root);
     if (r < 0)
@@ -691,8 +685,8 @@ static bool valid_hostname(const char *s)
 /* A field the isolation level cannot honour: one message shape for all of them. */
 static int refuse(hd_error_t *err, const struct hd_spec *spec, const char *field, const char *why)
 {
-    return hd_error_set(err, 0, "%s: not supported with %s isolation (%s)", field,
-                        hd_isolation_name(spec->isolation), why);
+    return hd_error_set(err, 0, "%s: not supported with %s isolation (%s)", field, hd_isolation_name(spec->isolation),
+                        why);
 }
 
 static int validate_process(const struct hd_spec *spec, hd_error_t *err)
@@ -770,8 +764,7 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
         return -1;
     for (int i = 0; i < spec->n_triggers; i++)
         if (!hd_mqtt_filter_valid(spec->triggers[i].topic))
-            return hd_error_set(err, 0, "triggers[%d].topic: \"%s\" is not a topic filter", i,
-                                spec->triggers[i].topic);
+            return hd_error_set(err, 0, "triggers[%d].topic: \"%s\" is not a topic filter", i, spec->triggers[i].topic);
     if (spec->name && !valid_name(spec->name))
         return hd_error_set(err, 0,
                             "name: \"%s\" is not a valid name (1-63 letters, digits, '-', '_', '.', "
@@ -783,19 +776,20 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
         return hd_error_set(err, 0, "command[0]: must not be empty");
     const struct hd_resources *r = &spec->resources;
     if (r->memory && r->memory < (1 << 20))
-        return hd_error_set(err, 0, "resources.memory: %lld bytes is below the 1M minimum",
-                            (long long)r->memory);
+        return hd_error_set(err, 0, "resources.memory: %lld bytes is below the 1M minimum", (long long)r->memory);
     if (r->memory_swap > 0 && r->memory == 0)
         return hd_error_set(err, 0, "resources.memory_swap: needs resources.memory");
     if (r->memory_swap > 0 && r->memory_swap < r->memory)
-        return hd_error_set(err, 0, "resources.memory_swap: must be at least resources.memory (it counts memory plus swap)");
+        return hd_error_set(err, 0,
+                            "resources.memory_swap: must be at least resources.memory (it counts memory plus swap)");
     for (int i = 0; i < spec->n_mounts; i++) {
         const struct hd_mount *m = &spec->mounts[i];
         if (m->source[0] != '/')
             return hd_error_set(err, 0, "mounts[%d].source: \"%s\" must be an absolute path", i, m->source);
         if (m->target[0] != '/')
             return hd_error_set(err, 0, "mounts[%d].target: \"%s\" must be an absolute path", i, m->target);
-        if (strstr(m->target, "/../") || strcmp(m->target + strlen(m->target) - (strlen(m->target) >= 3 ? 3 : 0), "/..") == 0)
+        if (strstr(m->target, "/../") ||
+            strcmp(m->target + strlen(m->target) - (strlen(m->target) >= 3 ? 3 : 0), "/..") == 0)
             return hd_error_set(err, 0, "mounts[%d].target: \"%s\" must not contain \"..\"", i, m->target);
     }
     if (spec->security.seccomp && strcmp(spec->security.seccomp, "default") != 0 &&
@@ -810,8 +804,7 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
         return hd_error_set(err, 0, "user_namespace.size: must be at least 1");
     if (spec->vm_accel && strcmp(spec->vm_accel, "auto") != 0 && strcmp(spec->vm_accel, "kvm") != 0 &&
         strcmp(spec->vm_accel, "tcg") != 0)
-        return hd_error_set(err, 0, "vm.accel: \"%s\" is not an accelerator (auto, kvm or tcg)",
-                            spec->vm_accel);
+        return hd_error_set(err, 0, "vm.accel: \"%s\" is not an accelerator (auto, kvm or tcg)", spec->vm_accel);
     const struct hd_function *fn = &spec->function;
     if (fn->mode != HD_FUNCTION_NONE) {
         if (spec->n_triggers == 0)
@@ -895,9 +888,9 @@ char *hd_spec_to_json(const struct hd_spec *spec)
     if (spec->n_mounts) {
         json_t *a = json_array();
         for (int i = 0; i < spec->n_mounts; i++)
-            json_array_append_new(a, json_pack("{s:s,s:s,s:b}", "source", spec->mounts[i].source,
-                                               "target", spec->mounts[i].target, "readonly",
-                                               spec->mounts[i].readonly));
+            json_array_append_new(a,
+                                  json_pack("{s:s,s:s,s:b}", "source", spec->mounts[i].source, "target",
+                                            spec->mounts[i].target, "readonly", spec->mounts[i].readonly));
         json_object_set_new(o, "mounts", a);
     }
     if (spec->readonly_rootfs)
@@ -932,8 +925,7 @@ char *hd_spec_to_json(const struct hd_spec *spec)
     if (spec->userns.enabled)
         json_object_set_new(o, "user_namespace",
                             json_pack("{s:I,s:I,s:I}", "uid", (json_int_t)spec->userns.uid_base, "gid",
-                                      (json_int_t)spec->userns.gid_base, "size",
-                                      (json_int_t)spec->userns.size));
+                                      (json_int_t)spec->userns.gid_base, "size", (json_int_t)spec->userns.size));
     if (spec->vm_accel)
         json_object_set_new(o, "vm", json_pack("{s:s}", "accel", spec->vm_accel));
     if (spec->function.mode != HD_FUNCTION_NONE) {

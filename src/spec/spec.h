@@ -33,8 +33,8 @@ enum hd_restart_policy {
 };
 
 struct hd_mount {
-    char *source;  /* absolute host path */
-    char *target;  /* absolute path inside the workload */
+    char *source; /* absolute host path */
+    char *target; /* absolute path inside the workload */
     bool readonly;
 };
 
@@ -44,71 +44,71 @@ struct hd_trigger {
 
 /* Unset numeric limits are 0 (memory, swap, pids, weight) or 0.0 (cpus). */
 struct hd_resources {
-    int64_t memory;       /* bytes; 0 = unlimited */
-    int64_t memory_swap;  /* bytes of memory+swap; 0 = same as memory (no swap), -1 = unlimited */
-    double cpus;          /* CPUs of quota; 0 = unlimited */
-    int64_t cpu_weight;   /* 1..10000 (cgroup v2 scale); 0 = default */
-    int64_t pids;         /* max tasks; 0 = unlimited */
+    int64_t memory;      /* bytes; 0 = unlimited */
+    int64_t memory_swap; /* bytes of memory+swap; 0 = same as memory (no swap), -1 = unlimited */
+    double cpus;         /* CPUs of quota; 0 = unlimited */
+    int64_t cpu_weight;  /* 1..10000 (cgroup v2 scale); 0 = default */
+    int64_t pids;        /* max tasks; 0 = unlimited */
 };
 
 struct hd_security {
-    char *seccomp;        /* "default" (NULL means default), "unconfined", or a path to a JSON profile */
-    char **cap_add;       /* "CAP_NET_ADMIN" style names, NULL-terminated; "ALL" allowed */
+    char *seccomp;  /* "default" (NULL means default), "unconfined", or a path to a JSON profile */
+    char **cap_add; /* "CAP_NET_ADMIN" style names, NULL-terminated; "ALL" allowed */
     char **cap_drop;
-    bool no_new_privs;    /* default true */
+    bool no_new_privs; /* default true */
 };
 
 struct hd_restart {
     enum hd_restart_policy policy;
-    int max_retries;      /* 0 = unlimited (for on-failure) */
+    int max_retries; /* 0 = unlimited (for on-failure) */
 };
 
 /* The `function` block: how triggers invoke the workload (src/functions/). */
 enum hd_function_mode {
-    HD_FUNCTION_NONE = 0,     /* no function block: not a function */
-    HD_FUNCTION_ON_DEMAND,    /* one run-to-completion per invocation: payload on stdin, result on stdout */
-    HD_FUNCTION_PINNED,       /* one long-lived instance: length-prefixed events on stdin/stdout */
+    HD_FUNCTION_NONE = 0,  /* no function block: not a function */
+    HD_FUNCTION_ON_DEMAND, /* one run-to-completion per invocation: payload on stdin, result on stdout */
+    HD_FUNCTION_PINNED,    /* one long-lived instance: length-prefixed events on stdin/stdout */
 };
 
 struct hd_function {
     enum hd_function_mode mode;
-    int64_t timeout_ms;       /* per invocation; default 10000 */
-    int max_concurrency;      /* on-demand instances at once; default 1 (pinned: always 1) */
-    int64_t idle_timeout_ms;  /* on-demand: warm instances kept this long; default 60000 */
-    char *reply_topic;        /* NULL: the MQTT 5 response topic, else "<topic>/reply" */
-    int max_queue;            /* invocations waiting for an instance; default 100; beyond: error event */
+    int64_t timeout_ms;      /* per invocation; default 10000 */
+    int max_concurrency;     /* on-demand instances at once; default 1 (pinned: always 1) */
+    int64_t idle_timeout_ms; /* on-demand: warm instances kept this long; default 60000 */
+    char *reply_topic;       /* NULL: the MQTT 5 response topic, else "<topic>/reply" */
+    int max_queue;           /* invocations waiting for an instance; default 100; beyond: error event */
 };
 
 /* When hedged counts a new version as healthy during an upgrade (daemon only). */
 struct hd_health {
-    char **command;       /* run on the host until it exits 0; NULL = "keeps running for wait seconds" */
-    double wait;          /* seconds to wait (the deadline, with a command); 0 = the daemon's default */
+    char **command; /* run on the host until it exits 0; NULL = "keeps running for wait seconds" */
+    double wait;    /* seconds to wait (the deadline, with a command); 0 = the daemon's default */
 };
 
 /* The `mqtt` block: topic filters the workload's broker credentials allow (daemon only). */
 struct hd_mqtt_access {
-    char **publish;       /* filters it may publish to; NULL = none */
-    char **subscribe;     /* filters it may subscribe to (triggers[].topic count too) */
+    char **publish;   /* filters it may publish to; NULL = none */
+    char **subscribe; /* filters it may subscribe to (triggers[].topic count too) */
 };
 
 struct hd_user_namespace {
     bool enabled;
-    uint32_t uid_base;    /* host uid that maps to 0 inside */
+    uint32_t uid_base; /* host uid that maps to 0 inside */
     uint32_t gid_base;
-    uint32_t size;        /* number of ids mapped */
+    uint32_t size; /* number of ids mapped */
 };
 
 struct hd_spec {
     char *name;
     enum hd_isolation isolation;
     bool isolation_set;
-    char *image;          /* NAME:TAG in the image store, or NULL */
-    char *rootfs;         /* host path of a root filesystem directory, or NULL */
-    char **command;       /* argv, NULL-terminated; NULL = image default */
-    char **entrypoint;    /* overrides the image entrypoint; NULL = image default */
-    char **env;           /* KEY=VALUE, NULL-terminated */
+    char *image;       /* NAME:TAG in the image store, or NULL */
+    char *rootfs;      /* host path of a root filesystem directory, or NULL */
+    char **command;    /* argv, NULL-terminated; NULL = image default */
+    char **entrypoint; /* overrides the image entrypoint; NULL = image default */
+    char **env;        /* KEY=VALUE, NULL-terminated */
     char *workdir;
-    char *user;           /* "uid[:gid]" or a name resolved in the rootfs */
+    char *user; /* "uid[:gid]" or a name resolved in the rootfs */
     char *hostname;
     struct hd_resources resources;
     enum hd_net_mode network;
@@ -119,9 +119,9 @@ struct hd_spec {
     struct hd_restart restart;
     struct hd_trigger *triggers;
     int n_triggers;
-    bool init;            /* run a minimal reaper as PID 1 (container) */
+    bool init; /* run a minimal reaper as PID 1 (container) */
     struct hd_user_namespace userns;
-    char *vm_accel;       /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
+    char *vm_accel; /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
     struct hd_function function;
     struct hd_health health;
     struct hd_mqtt_access mqtt;
@@ -141,8 +141,7 @@ void hd_cleanup_specp(struct hd_spec **spec);
 
 /* Parse a JSON document into *out (fields not present keep their defaults).
  * origin names the document in messages ("filter.json"). */
-int hd_spec_parse_json(struct hd_spec *spec, const char *json, size_t len, const char *origin,
-                       hd_error_t *err);
+int hd_spec_parse_json(struct hd_spec *spec, const char *json, size_t len, const char *origin, hd_error_t *err);
 int hd_spec_load_file(struct hd_spec *spec, const char *path, hd_error_t *err);
 /* Serialize to JSON (the daemon stores this); caller frees. */
 char *hd_spec_to_json(const struct hd_spec *spec);

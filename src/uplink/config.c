@@ -101,8 +101,8 @@ static int cfg_broker(json_t *root, const char *prefix, const char *name, struct
     } else
         json_incref(obj);
     json_auto_t *owned = obj;
-    static const char *const known[] = {"host", "port", "client_id", "username", "password", "keepalive",
-                                        "clean_session", "tls", NULL};
+    static const char *const known[] = {"host",      "port",          "client_id", "username", "password",
+                                        "keepalive", "clean_session", "tls",       NULL};
     if (cfg_known_keys(obj, path, known, err) < 0)
         return -1;
     int64_t port = embedded_local ? 0 : cloud ? 8883 : 1883, keepalive = 30;
@@ -177,7 +177,8 @@ static int cfg_maps(json_t *root, const char *prefix, const char *name, const ch
     *out = hd_xcalloc(json_array_size(arr) + 1, sizeof(**out));
     size_t i;
     json_t *item;
-    json_array_foreach(arr, i, item) {
+    json_array_foreach(arr, i, item)
+    {
         cleanup_free char *path = hd_xasprintf("%s%s[%zu].", prefix, name, i);
         if (!json_is_object(item))
             return cfg_type_error(err, path, "an object");
@@ -185,7 +186,8 @@ static int cfg_maps(json_t *root, const char *prefix, const char *name, const ch
         if (cfg_known_keys(item, path, known, err) < 0)
             return -1;
         cleanup_free char *from = NULL, *to = NULL;
-        if (cfg_string(item, from_key, path, &from, true, err) < 0 || cfg_string(item, to_key, path, &to, true, err) < 0)
+        if (cfg_string(item, from_key, path, &from, true, err) < 0 ||
+            cfg_string(item, to_key, path, &to, true, err) < 0)
             return -1;
         struct hd_uplink_map *m = &(*out)[i];
         m->from = cfg_expand(from, node_id);
@@ -193,15 +195,14 @@ static int cfg_maps(json_t *root, const char *prefix, const char *name, const ch
         *n_out = i + 1;
         cleanup_free char *wf = cfg_wildcards(m->from), *wt = cfg_wildcards(m->to);
         if (!wf)
-            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path,
-                                     from_key, m->from);
-        if (!wt)
-            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path,
-                                     to_key, m->to);
-        if (strcmp(wf, wt) != 0)
-            return hd_error_set_code(err, HD_EXIT_USAGE, 0,
-                                     "%s%s: \"%s\" must have the same wildcards as \"%s\"", path, to_key, m->to,
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path, from_key,
                                      m->from);
+        if (!wt)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" is not a valid topic filter", path, to_key,
+                                     m->to);
+        if (strcmp(wf, wt) != 0)
+            return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%s%s: \"%s\" must have the same wildcards as \"%s\"", path,
+                                     to_key, m->to, m->from);
     }
     return 0;
 }
@@ -243,8 +244,8 @@ static int cfg_spool(json_t *root, const char *prefix, bool embedded, struct hd_
     else if (strcmp(policy, "reject-new") == 0)
         cfg->spool.policy = HD_SPOOL_REJECT_NEW;
     else
-        return hd_error_set_code(err, HD_EXIT_USAGE, 0,
-                                 "%sfull_policy: \"%s\" is not drop-oldest or reject-new", path, policy);
+        return hd_error_set_code(err, HD_EXIT_USAGE, 0, "%sfull_policy: \"%s\" is not drop-oldest or reject-new", path,
+                                 policy);
     if (!sync || strcmp(sync, "full") == 0)
         cfg->spool.sync_full = true;
     else if (strcmp(sync, "normal") == 0)
@@ -269,12 +270,12 @@ int hd_uplink_config_parse(json_t *root, const char *prefix, bool embedded, stru
     cfg_defaults(cfg);
     int ret = -1;
     if (!json_is_object(root)) {
-        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%.*s: must be a JSON object",
-                          (int)(*prefix ? strlen(prefix) - 1 : 6), *prefix ? prefix : "config");
+        hd_error_set_code(err, HD_EXIT_USAGE, 0, "%.*s: must be a JSON object", (int)(*prefix ? strlen(prefix) - 1 : 6),
+                          *prefix ? prefix : "config");
         goto out;
     }
-    static const char *const known[] = {"node_id", "local", "cloud", "up", "down", "spool", "window",
-                                        "reconnect_min_ms", "reconnect_max_ms", NULL};
+    static const char *const known[] = {
+        "node_id", "local", "cloud", "up", "down", "spool", "window", "reconnect_min_ms", "reconnect_max_ms", NULL};
     int64_t window = cfg->window;
     if (cfg_known_keys(root, prefix, known, err) < 0 ||
         cfg_string(root, "node_id", prefix, &cfg->node_id, true, err) < 0)
@@ -368,7 +369,7 @@ char *hd_uplink_map_topic(const char *from, const char *to, const char *topic)
     const char *captures[64];
     size_t capture_len[64], n = 0;
     struct hd_mqtt_level f = hd_mqtt_level_first(from), t = hd_mqtt_level_first(topic);
-    bool topic_done = false;  /* "a/#" matched "a": '#' captures nothing */
+    bool topic_done = false; /* "a/#" matched "a": '#' captures nothing */
     while (n < 64) {
         if (f.kind == HD_MQTT_LEVEL_HASH) {
             captures[n] = topic_done ? "" : t.start;
@@ -393,7 +394,7 @@ char *hd_uplink_map_topic(const char *from, const char *to, const char *topic)
     for (struct hd_mqtt_level p = hd_mqtt_level_first(to);; p = hd_mqtt_level_next(&p)) {
         if (p.kind != HD_MQTT_LEVEL_PLAIN && k < n) {
             if (p.kind == HD_MQTT_LEVEL_HASH && capture_len[k] == 0 && len > 0) {
-                len--;  /* "a/#" matched "a": drop the trailing '/' */
+                len--; /* "a/#" matched "a": drop the trailing '/' */
             } else {
                 memcpy(out + len, captures[k], capture_len[k]);
                 len += capture_len[k];

@@ -28,7 +28,7 @@ struct hd_spool {
     struct hd_spool_counters counters;
     int64_t depth, bytes;
     bool in_txn, counters_dirty;
-    bool txn_failed;  /* a write of the open transaction failed: it must not commit */
+    bool txn_failed; /* a write of the open transaction failed: it must not commit */
     sqlite3_stmt *insert, *delete_id, *delete_oldest, *fetch, *expire, *save_counter, *set_status;
 };
 
@@ -87,8 +87,8 @@ void hd_spool_close(struct hd_spool *s)
      * connection rolls back as well, so a failure of this ROLLBACK loses nothing more */
     if (s->in_txn)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_stmt *all[] = {s->insert, s->delete_id, s->delete_oldest, s->fetch, s->expire, s->save_counter,
-                           s->set_status};
+    sqlite3_stmt *all[] = {s->insert, s->delete_id,    s->delete_oldest, s->fetch,
+                           s->expire, s->save_counter, s->set_status};
     for (size_t i = 0; i < ARRAY_SIZE(all); i++)
         sqlite3_finalize(all[i]);
     sqlite3_close(s->db);
@@ -134,11 +134,11 @@ struct hd_spool *hd_spool_open(const char *path, const struct hd_spool_options *
         spool_exec(s, opts->sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", err) < 0 ||
         spool_exec(s, schema, err) < 0)
         goto fail;
-    if (spool_prepare(s, "INSERT INTO spool(ts, topic, payload, qos, retain, size) VALUES(?,?,?,?,?,?)",
-                      &s->insert, err) < 0 ||
+    if (spool_prepare(s, "INSERT INTO spool(ts, topic, payload, qos, retain, size) VALUES(?,?,?,?,?,?)", &s->insert,
+                      err) < 0 ||
         spool_prepare(s, "DELETE FROM spool WHERE id = ? RETURNING size", &s->delete_id, err) < 0 ||
-        spool_prepare(s, "DELETE FROM spool WHERE id = (SELECT MIN(id) FROM spool) RETURNING size",
-                      &s->delete_oldest, err) < 0 ||
+        spool_prepare(s, "DELETE FROM spool WHERE id = (SELECT MIN(id) FROM spool) RETURNING size", &s->delete_oldest,
+                      err) < 0 ||
         spool_prepare(s, "SELECT id, ts, topic, payload, qos, retain FROM spool WHERE id > ? ORDER BY id LIMIT ?",
                       &s->fetch, err) < 0 ||
         spool_prepare(s, "DELETE FROM spool WHERE ts < ? RETURNING size", &s->expire, err) < 0 ||
@@ -221,8 +221,8 @@ static int64_t spool_step_delete(struct hd_spool *s, sqlite3_stmt *st, hd_error_
     return rows;
 }
 
-int hd_spool_append(struct hd_spool *s, const char *topic, const void *payload, size_t len, uint8_t qos,
-                    bool retain, hd_error_t *err)
+int hd_spool_append(struct hd_spool *s, const char *topic, const void *payload, size_t len, uint8_t qos, bool retain,
+                    hd_error_t *err)
 {
     int64_t size = (int64_t)(strlen(topic) + len);
     if (hd_spool_begin(s, err) < 0)

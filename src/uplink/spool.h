@@ -30,10 +30,10 @@ enum hd_spool_policy {
 };
 
 struct hd_spool_options {
-    int64_t max_bytes;      /* 0 = unlimited */
-    int64_t ttl_ms;         /* 0 = forever */
+    int64_t max_bytes; /* 0 = unlimited */
+    int64_t ttl_ms;    /* 0 = forever */
     enum hd_spool_policy policy;
-    bool sync_full;         /* fsync every commit (survives power loss), else WAL sync=NORMAL */
+    bool sync_full; /* fsync every commit (survives power loss), else WAL sync=NORMAL */
 };
 
 /* Counters kept in the database (monotonic over the spool's life). */
@@ -48,7 +48,7 @@ struct hd_spool_counters {
 struct hd_spool_stats {
     struct hd_spool_counters counters;
     int64_t depth, bytes;
-    int64_t oldest_ms;      /* wall-clock ms of the oldest row, 0 if empty */
+    int64_t oldest_ms; /* wall-clock ms of the oldest row, 0 if empty */
 };
 
 /* One spooled message handed to the fetch callback (pointers valid during the call). */
@@ -75,8 +75,8 @@ bool hd_spool_in_transaction(const struct hd_spool *s);
 int hd_spool_commit(struct hd_spool *s, hd_error_t *err);
 
 /* Append one message. Returns 0 stored, 1 refused (reject-new, or larger than the cap), -1 error. */
-int hd_spool_append(struct hd_spool *s, const char *topic, const void *payload, size_t len, uint8_t qos,
-                    bool retain, hd_error_t *err);
+int hd_spool_append(struct hd_spool *s, const char *topic, const void *payload, size_t len, uint8_t qos, bool retain,
+                    hd_error_t *err);
 /* Delete a row acknowledged by the cloud; counts it drained if it still existed. */
 int hd_spool_ack(struct hd_spool *s, int64_t id, hd_error_t *err);
 /* Rows with id > after_id in order, at most limit; cb returns false to stop. */

@@ -21,11 +21,20 @@
 
 #include "base/util.h"
 
-/* The SQLite calls this reader makes, each resolved from the loaded library. */
-#define SPOOL_SQLITE_FUNCTIONS(X)                                                            \
-    X(sqlite3_open_v2) X(sqlite3_close) X(sqlite3_errmsg) X(sqlite3_busy_timeout)             \
-    X(sqlite3_prepare_v2) X(sqlite3_step) X(sqlite3_column_int64) X(sqlite3_column_text)      \
+/* The SQLite calls this reader makes, each resolved from the loaded library.
+ * (clang-format gives no stable layout for an X-macro list: kept by hand.) */
+/* clang-format off */
+#define SPOOL_SQLITE_FUNCTIONS(X) \
+    X(sqlite3_open_v2) \
+    X(sqlite3_close) \
+    X(sqlite3_errmsg) \
+    X(sqlite3_busy_timeout) \
+    X(sqlite3_prepare_v2) \
+    X(sqlite3_step) \
+    X(sqlite3_column_int64) \
+    X(sqlite3_column_text) \
     X(sqlite3_finalize)
+/* clang-format on */
 
 static struct {
 #define SPOOL_SQLITE_SLOT(name) __typeof__(name) *name;
@@ -43,11 +52,11 @@ static void sqlite_load_once(void)
         snprintf(load_error, sizeof(load_error), "load libsqlite3.so.0: %s (install libsqlite3-0)", dlerror());
         return;
     }
-#define SPOOL_SQLITE_RESOLVE(name)                                                           \
-    *(void **)&sql.name = dlsym(lib, #name);                                                 \
-    if (*(void **)&sql.name == NULL) {                                                       \
-        snprintf(load_error, sizeof(load_error), "libsqlite3.so.0 has no %s", #name);        \
-        return;                                                                              \
+#define SPOOL_SQLITE_RESOLVE(name) \
+    *(void **)&sql.name = dlsym(lib, #name); \
+    if (*(void **)&sql.name == NULL) { \
+        snprintf(load_error, sizeof(load_error), "libsqlite3.so.0 has no %s", #name); \
+        return; \
     }
     SPOOL_SQLITE_FUNCTIONS(SPOOL_SQLITE_RESOLVE)
 #undef SPOOL_SQLITE_RESOLVE
@@ -81,8 +90,8 @@ static int read_stats(sqlite3 *db, struct hd_spool_stats *out, hd_error_t *err)
 {
     sqlite3_stmt *st;
     memset(out, 0, sizeof(*out));
-    if (sql.sqlite3_prepare_v2(db, "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MIN(ts), 0) FROM spool", -1,
-                               &st, NULL) != SQLITE_OK)
+    if (sql.sqlite3_prepare_v2(db, "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MIN(ts), 0) FROM spool", -1, &st,
+                               NULL) != SQLITE_OK)
         return read_error(db, err, "read spool");
     if (sql.sqlite3_step(st) == SQLITE_ROW) {
         out->depth = sql.sqlite3_column_int64(st, 0);

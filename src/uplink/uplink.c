@@ -38,7 +38,7 @@
 #include "base/loop.h"
 #include "base/util.h"
 
-#define UPLINK_DELETE_COMMIT_NS 50000000ull  /* 50 ms */
+#define UPLINK_DELETE_COMMIT_NS 50000000ull /* 50 ms */
 
 struct uplink_link {
     struct hd_mqtt_client *client;
@@ -72,9 +72,9 @@ struct hd_uplink {
     int64_t cloud_since_ms, cloud_connects, downlink_count;
     /* hd_uplink_attach */
     struct hd_loop *loop;
-    struct hd_timer *timer;      /* the next turn when no socket brings one */
-    struct hd_defer *turn;       /* the end of the current turn, once there is work */
-    bool stopped;                /* a fatal error stopped it */
+    struct hd_timer *timer; /* the next turn when no socket brings one */
+    struct hd_defer *turn;  /* the end of the current turn, once there is work */
+    bool stopped;           /* a fatal error stopped it */
     hd_uplink_fatal_fn on_fatal;
     void *fatal_ctx;
 };
@@ -342,12 +342,16 @@ struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *
     u->local_filters = uplink_filters(cfg->up, cfg->n_up);
     u->cloud_filters = uplink_filters(cfg->down, cfg->n_down);
     static const struct hd_mqtt_callbacks local_cb = {
-        .on_connect = local_on_connect, .on_message = local_on_message,
-        .on_puback = local_on_puback, .on_disconnect = local_on_disconnect,
+        .on_connect = local_on_connect,
+        .on_message = local_on_message,
+        .on_puback = local_on_puback,
+        .on_disconnect = local_on_disconnect,
     };
     static const struct hd_mqtt_callbacks cloud_cb = {
-        .on_connect = cloud_on_connect, .on_message = cloud_on_message,
-        .on_puback = cloud_on_puback, .on_disconnect = cloud_on_disconnect,
+        .on_connect = cloud_on_connect,
+        .on_message = cloud_on_message,
+        .on_puback = cloud_on_puback,
+        .on_disconnect = cloud_on_disconnect,
     };
     struct hd_mqtt_options local = cfg->local;
     local.clean_session = false; /* the local broker keeps our messages while we are away */
@@ -390,7 +394,7 @@ void hd_uplink_free(struct hd_uplink *u)
         hd_error_t err = NULL;
         if (hd_spool_commit(u->spool, &err) < 0)
             uplink_fatal(u, &err);
-        if (u->fatal)  /* a failure of this last write; an earlier one was returned already */
+        if (u->fatal) /* a failure of this last write; an earlier one was returned already */
             hd_error_print(u->fatal, "hedge-uplink: final status");
     }
     hd_spool_close(u->spool);
@@ -513,12 +517,11 @@ static void uplink_after_io(void *ctx)
 static void uplink_on_timer(struct hd_loop *loop, void *data)
 {
     struct hd_uplink *u = data;
-    u->timer = NULL;  /* the loop frees a timer before calling it */
+    u->timer = NULL; /* the loop frees a timer before calling it */
     uplink_want_turn(u);
 }
 
-int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_fn on_fatal, void *ctx,
-                     hd_error_t *err)
+int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_fn on_fatal, void *ctx, hd_error_t *err)
 {
     if (u->loop)
         return hd_error_set(err, EBUSY, "uplink: attached to a loop already");
@@ -527,7 +530,7 @@ int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_
     u->fatal_ctx = ctx;
     hd_mqtt_client_attach(u->local.client, loop, uplink_after_io);
     hd_mqtt_client_attach(u->cloud.client, loop, uplink_after_io);
-    uplink_want_turn(u);  /* the first turn connects both links */
+    uplink_want_turn(u); /* the first turn connects both links */
     return 0;
 }
 

@@ -36,8 +36,8 @@
 
 /* One topic mapping: a filter on one side and its image on the other. */
 struct hd_uplink_map {
-    char *from;  /* filter subscribed to on the source side */
-    char *to;    /* the same wildcards, on the destination side */
+    char *from; /* filter subscribed to on the source side */
+    char *to;   /* the same wildcards, on the destination side */
 };
 
 struct hd_uplink_config {
@@ -47,7 +47,7 @@ struct hd_uplink_config {
     size_t n_up, n_down;
     char *spool_path;
     struct hd_spool_options spool;
-    int window;               /* QoS 1 messages in flight to the cloud */
+    int window; /* QoS 1 messages in flight to the cloud */
     int64_t reconnect_min_ms, reconnect_max_ms;
 };
 
@@ -88,10 +88,10 @@ void hd_uplink_close(struct hd_uplink *u);
 /* What `hedge uplink status` and /metrics show of a running uplink. */
 struct hd_uplink_status {
     bool local_connected, cloud_connected;
-    int64_t cloud_since_ms;     /* wall-clock ms of the last cloud link change */
-    const char *last_error;     /* why the cloud link is down ("" when none); valid until the next dispatch */
-    int64_t reconnects;         /* cloud connections made after the first one */
-    int64_t downlink;           /* cloud messages forwarded to the local broker */
+    int64_t cloud_since_ms; /* wall-clock ms of the last cloud link change */
+    const char *last_error; /* why the cloud link is down ("" when none); valid until the next dispatch */
+    int64_t reconnects;     /* cloud connections made after the first one */
+    int64_t downlink;       /* cloud messages forwarded to the local broker */
     struct hd_spool_stats spool;
 };
 int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_error_t *err);

@@ -57,7 +57,7 @@ static const struct topic_match_case topic_match_cases[] = {
     {"+", "$SYS", false},
     {"$SYS", "$SYS", true},
     {"a/$x", "a/$x", true},
-    {"a/+", "a/$x", true},   /* the $ rule is for the first level only */
+    {"a/+", "a/$x", true}, /* the $ rule is for the first level only */
     {"a/#", "a/$x/y", true},
     {"abc", "ab", false},
     {"ab", "abc", false},

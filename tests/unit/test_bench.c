@@ -51,8 +51,8 @@ int main(void)
     CHECK(json_array_size(json_object_get(json_object_get(json_object_get(res, "container"), "rr_latency_p50_us"),
                                           "samples")) == 4);
     /* a ratio to a zero is no ratio */
-    CHECK(json_is_null(json_object_get(json_object_get(json_object_get(res, "container"),
-                                                       "runtime_overhead_memory_mib"), "ratio_to_process")));
+    CHECK(json_is_null(json_object_get(
+        json_object_get(json_object_get(res, "container"), "runtime_overhead_memory_mib"), "ratio_to_process")));
     /* only figures with samples are listed, with their units */
     json_t *figs = json_object_get(j, "figures");
     CHECK(json_array_size(figs) == 2);
@@ -71,9 +71,10 @@ int main(void)
     for (int f = 0; f < HD_FIG_COUNT; f++) {
         const char *key = hd_bench_figures[f].key;
         size_t n = strlen(key);
-        CHECK(n > 3 && (strcmp(key + n - 3, "_ms") == 0 || strcmp(key + n - 3, "_us") == 0 ||
-                        strcmp(key + n - 6, "_per_s") == 0 || strcmp(key + n - 7, "_mbit_s") == 0 ||
-                        strcmp(key + n - 17, "_10k_transactions") == 0 || strcmp(key + n - 4, "_mib") == 0));
+        CHECK(n > 3 &&
+              (strcmp(key + n - 3, "_ms") == 0 || strcmp(key + n - 3, "_us") == 0 ||
+               strcmp(key + n - 6, "_per_s") == 0 || strcmp(key + n - 7, "_mbit_s") == 0 ||
+               strcmp(key + n - 17, "_10k_transactions") == 0 || strcmp(key + n - 4, "_mib") == 0));
     }
 
     enum hd_bench_protocol p;

@@ -29,7 +29,7 @@ static void count_match(void *ctx, struct broker_session *s, uint8_t options, ui
 {
     (void)options;
     (void)sub_id;
-    matched[s - (struct broker_session *)ctx]++;  /* ctx is the array of fake sessions */
+    matched[s - (struct broker_session *)ctx]++; /* ctx is the array of fake sessions */
 }
 
 /* Subscribe fake sessions to filters, match topics, unsubscribe: the tree must end empty. */
@@ -50,7 +50,7 @@ static void check_tree(void)
           matched[5] == 0 && matched[6] == 0 && matched[7] == 1);
     memset(matched, 0, sizeof(matched));
     broker_tree_match(&root, "$SYS/x", count_match, fake);
-    CHECK(matched[3] == 0 && matched[5] == 1 && matched[6] == 0);  /* "#" and "+/b" skip $ topics */
+    CHECK(matched[3] == 0 && matched[5] == 1 && matched[6] == 0); /* "#" and "+/b" skip $ topics */
     memset(matched, 0, sizeof(matched));
     broker_tree_match(&root, "a", count_match, fake);
     CHECK(matched[2] == 1 && matched[3] == 1 && matched[0] == 0);
@@ -93,31 +93,54 @@ int main(void)
 
     /* CONNECT */
     CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x", 4) == 0);
-    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x03\x00\x3c\x00\x01x", 4) == RC_MALFORMED);     /* reserved flag */
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x03\x00\x3c\x00\x01x", 4) == RC_MALFORMED); /* reserved flag */
     CHECK(DEC("\x10\x0d\x00\x04MQTT\x07\x02\x00\x3c\x00\x01x", 4) == RC_UNSUPPORTED_PROTOCOL);
-    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x12\x00\x3c\x00\x01x", 4) == RC_MALFORMED);     /* will qos, no will */
-    CHECK(DEC("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x01", 4) == RC_MALFORMED);      /* short client id */
+    CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x12\x00\x3c\x00\x01x", 4) == RC_MALFORMED); /* will qos, no will */
+    CHECK(DEC("\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x01", 4) == RC_MALFORMED);  /* short client id */
     CHECK(DEC("\x10\x0e\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x01x", 5) == 0);
     /* 5.0 duplicate property and a property not allowed in CONNECT */
-    CHECK(DEC("\x10\x17\x00\x04MQTT\x05\x02\x00\x3c\x0a\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
+    CHECK(DEC("\x10\x17\x00\x04MQTT\x05\x02\x00\x3c\x0a\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01\x00\x00", 5) ==
+          RC_PROTOCOL_ERROR);
     CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
 
     /* PUBLISH */
-    CHECK(DEC("\x30\x05\x00\x01" "ahi", 4) == 0);
-    CHECK(DEC("\x36\x05\x00\x01" "ahi", 4) == RC_MALFORMED);                            /* qos 3 */
-    CHECK(DEC("\x38\x05\x00\x01" "ahi", 4) == RC_MALFORMED);                            /* dup on qos 0 */
-    CHECK(DEC("\x32\x05\x00\x01" "a\x00\x00", 4) == RC_PROTOCOL_ERROR);                 /* packet id 0 */
-    CHECK(DEC("\x30\x05\x00\x02\xc3\x28x", 4) == RC_MALFORMED);                      /* bad utf-8 */
-    CHECK(DEC("\x30\x06\x00\x01" "a\x05\x01\x01", 5) == RC_MALFORMED);                  /* props overrun */
-    CHECK(DEC("\x30\x07\x00\x01" "a\x02\x01\x01\xff", 5) == RC_PAYLOAD_FORMAT_INVALID); /* utf-8 payload flag */
+    CHECK(DEC("\x30\x05\x00\x01"
+              "ahi",
+              4) == 0);
+    CHECK(DEC("\x36\x05\x00\x01"
+              "ahi",
+              4) == RC_MALFORMED); /* qos 3 */
+    CHECK(DEC("\x38\x05\x00\x01"
+              "ahi",
+              4) == RC_MALFORMED); /* dup on qos 0 */
+    CHECK(DEC("\x32\x05\x00\x01"
+              "a\x00\x00",
+              4) == RC_PROTOCOL_ERROR);                         /* packet id 0 */
+    CHECK(DEC("\x30\x05\x00\x02\xc3\x28x", 4) == RC_MALFORMED); /* bad utf-8 */
+    CHECK(DEC("\x30\x06\x00\x01"
+              "a\x05\x01\x01",
+              5) == RC_MALFORMED); /* props overrun */
+    CHECK(DEC("\x30\x07\x00\x01"
+              "a\x02\x01\x01\xff",
+              5) == RC_PAYLOAD_FORMAT_INVALID); /* utf-8 payload flag */
 
     /* SUBSCRIBE */
-    CHECK(DEC("\x82\x06\x00\x01\x00\x01" "a\x01", 4) == 0);
-    CHECK(DEC("\x80\x06\x00\x01\x00\x01" "a\x01", 4) == RC_MALFORMED);  /* flags must be 0010 */
-    CHECK(DEC("\x82\x06\x00\x01\x00\x01" "a\x03", 4) == RC_MALFORMED);  /* qos 3 */
-    CHECK(DEC("\x82\x02\x00\x01", 4) == RC_PROTOCOL_ERROR);          /* no filters */
-    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01" "a\x2c", 5) == 0);          /* 5.0 options NL|RAP|RH=2 */
-    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01" "a\x30", 5) == RC_MALFORMED);  /* retain handling 3 */
+    CHECK(DEC("\x82\x06\x00\x01\x00\x01"
+              "a\x01",
+              4) == 0);
+    CHECK(DEC("\x80\x06\x00\x01\x00\x01"
+              "a\x01",
+              4) == RC_MALFORMED); /* flags must be 0010 */
+    CHECK(DEC("\x82\x06\x00\x01\x00\x01"
+              "a\x03",
+              4) == RC_MALFORMED);                          /* qos 3 */
+    CHECK(DEC("\x82\x02\x00\x01", 4) == RC_PROTOCOL_ERROR); /* no filters */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x2c",
+              5) == 0); /* 5.0 options NL|RAP|RH=2 */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x30",
+              5) == RC_MALFORMED); /* retain handling 3 */
 
     /* acks, ping, disconnect */
     CHECK(DEC("\x40\x02\x00\x01", 4) == 0);
@@ -129,13 +152,13 @@ int main(void)
     CHECK(DEC("\xe0\x00", 4) == 0);
     CHECK(DEC("\xe0\x01\x04", 5) == 0);
     CHECK(DEC("\xe0\x01\x04", 4) == RC_MALFORMED);
-    CHECK(DEC("\xf0\x00", 4) == RC_MALFORMED);  /* AUTH is 5.0 only */
+    CHECK(DEC("\xf0\x00", 4) == RC_MALFORMED); /* AUTH is 5.0 only */
     CHECK(DEC("\x00\x00", 4) == RC_PROTOCOL_ERROR);
 
     /* UTF-8 */
     CHECK(mqtt_utf8_valid((const uint8_t *)"h\xc3\xa9llo", 6));
-    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3));  /* surrogate */
-    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xc0\x80", 2));      /* overlong NUL */
+    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xed\xa0\x80", 3)); /* surrogate */
+    CHECK(!mqtt_utf8_valid((const uint8_t *)"\xc0\x80", 2));     /* overlong NUL */
     CHECK(!mqtt_utf8_valid((const uint8_t *)"\xf4\x90\x80\x80", 4));
 
     /* topics */

@@ -11,25 +11,24 @@
 #include "broker/broker.h"
 #include "base/util.h"
 
-static const char file_text[] =
-    "# comment\n"
-    "listener 127.0.0.1:1884\n"
-    "listener [::1]:1885\n"
-    "listener_tls :8883\n"
-    "tls_cert /etc/c.pem\n"
-    "tls_key /etc/k.pem\n"
-    "tls_require_certificate yes\n"
-    "persistence_sync full\n"
-    "allow_anonymous false\n"
-    "max_packet_size 64K\n"
-    "max_inflight_messages 5\n"
-    "max_queued_bytes 1M\n"
-    "queue_full_policy drop-oldest\n"
-    "connect_timeout 3\n"
-    "receive_maximum 7\n"
-    "topic_alias_to_client 4\n"
-    "response_information resp/node 1\n"
-    "sys_interval 0\n";
+static const char file_text[] = "# comment\n"
+                                "listener 127.0.0.1:1884\n"
+                                "listener [::1]:1885\n"
+                                "listener_tls :8883\n"
+                                "tls_cert /etc/c.pem\n"
+                                "tls_key /etc/k.pem\n"
+                                "tls_require_certificate yes\n"
+                                "persistence_sync full\n"
+                                "allow_anonymous false\n"
+                                "max_packet_size 64K\n"
+                                "max_inflight_messages 5\n"
+                                "max_queued_bytes 1M\n"
+                                "queue_full_policy drop-oldest\n"
+                                "connect_timeout 3\n"
+                                "receive_maximum 7\n"
+                                "topic_alias_to_client 4\n"
+                                "response_information resp/node 1\n"
+                                "sys_interval 0\n";
 
 static const char json_text[] =
     "{\"listen\":[\"127.0.0.1:1884\",\"[::1]:1885\"],\"listen_tls\":[\":8883\"],"
@@ -60,7 +59,8 @@ static int load_json(struct hd_broker_config *cfg, const char *text, hd_error_t 
     const char *key;
     json_t *v;
     int r = 0;
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         if ((r = hd_broker_config_set_json(cfg, key, v, err)) < 0)
             break;
     }
@@ -154,8 +154,7 @@ static void test_errors(void)
     CHECK_STR(file_error("receive_maximum 0\n"), "line 1: bad value '0' for receive_maximum");
     CHECK_STR(json_error("{\"receive_maximum\":70000}"), "broker.receive_maximum: must be an integer 1..65535");
     CHECK_STR(json_error("{\"response_information\":5}"), "broker.response_information: must be a non-empty string");
-    CHECK_STR(json_error("{\"response_information\":\"\"}"),
-              "broker.response_information: must be a non-empty string");
+    CHECK_STR(json_error("{\"response_information\":\"\"}"), "broker.response_information: must be a non-empty string");
     CHECK_STR(file_error("\nallow_anonymus true\n"), "line 2: unknown key 'allow_anonymus'");
     CHECK_STR(json_error("{\"allow_anonymus\":true}"), "broker.allow_anonymus: unknown field");
     CHECK_STR(file_error("allow_anonymous maybe\n"), "line 1: bad value 'maybe' for allow_anonymous");
@@ -164,7 +163,8 @@ static void test_errors(void)
     CHECK_STR(json_error("{\"queue_full_policy\":\"drop-all\"}"),
               "broker.queue_full_policy: must be \"drop-new\" or \"drop-oldest\"");
     CHECK_STR(file_error("listener nowhere\n"), "line 1: bad value 'nowhere' for listener");
-    CHECK_STR(json_error("{\"listen\":\"127.0.0.1:1883\"}"), "broker.listen: must be an array of \"HOST:PORT\" strings");
+    CHECK_STR(json_error("{\"listen\":\"127.0.0.1:1883\"}"),
+              "broker.listen: must be an array of \"HOST:PORT\" strings");
     CHECK_STR(json_error("{\"listen\":[\"127.0.0.1:1883\",\"x\"]}"), "broker.listen[1]: must be \"HOST:PORT\"");
     CHECK_STR(json_error("{\"password_file\":\"relative\"}"), "broker.password_file: must be an absolute path");
     CHECK_STR(file_error("tls_cert\n"), "line 1: bad value '' for tls_cert");

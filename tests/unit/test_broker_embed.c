@@ -44,7 +44,9 @@ static int client(void)
     return fd;
 }
 
-#define CONNECT_WL(pw) "\x10\x19\x00\x04MQTT\x04\xc2\x00\x3c\x00\x01" "c\x00\x02wl\x00\x06" pw
+#define CONNECT_WL(pw) \
+    "\x10\x19\x00\x04MQTT\x04\xc2\x00\x3c\x00\x01" \
+    "c\x00\x02wl\x00\x06" pw
 
 int main(void)
 {
@@ -57,7 +59,7 @@ int main(void)
     loop = hd_loop_new(&err);
     CHECK(loop != NULL);
     CHECK(b == NULL || hd_broker_attach(b, loop, &err) == 0);
-    CHECK(b == NULL || hd_broker_attach(b, loop, &err) < 0);  /* once only */
+    CHECK(b == NULL || hd_broker_attach(b, loop, &err) < 0); /* once only */
     hd_error_free(&err);
     hd_broker_config_free(&cfg);
     if (!b) {
@@ -75,13 +77,20 @@ int main(void)
     int fd = client();
     CHECK(xfer(fd, CONNECT_WL("wrong!"), 27, r, sizeof(r)) == 4 && memcmp(r, "\x20\x02\x00\x04", 4) == 0);
     close(fd);
-    fd = client();  /* anonymous: refused once a user exists */
-    CHECK(xfer(fd, "\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01" "a", 15, r, sizeof(r)) == 4 && r[3] == 5);
+    fd = client(); /* anonymous: refused once a user exists */
+    CHECK(xfer(fd,
+               "\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01"
+               "a",
+               15, r, sizeof(r)) == 4 &&
+          r[3] == 5);
     close(fd);
     fd = client();
     CHECK(xfer(fd, CONNECT_WL("secret"), 27, r, sizeof(r)) == 4 && memcmp(r, "\x20\x02\x00\x00", 4) == 0);
     /* SUBSCRIBE apps/wl/# (allowed) and other/# (denied) */
-    CHECK(xfer(fd, "\x82\x18\x00\x07\x00\x09" "apps/wl/#\x01\x00\x07other/#\x00", 26, r, sizeof(r)) == 6 &&
+    CHECK(xfer(fd,
+               "\x82\x18\x00\x07\x00\x09"
+               "apps/wl/#\x01\x00\x07other/#\x00",
+               26, r, sizeof(r)) == 6 &&
           memcmp(r, "\x90\x04\x00\x07\x01\x80", 6) == 0);
     close(fd);
 

@@ -75,8 +75,7 @@ static int reap(pid_t pid)
 /* clone3 into the group's directory fd; the child checks /proc/self/cgroup names the group. */
 static void check_clone_into_cgroup(struct hd_cgroup *cg, const char *name)
 {
-    struct clone_args args = {.flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
-                              .cgroup = (uint64_t)hd_cgroup_fd(cg)};
+    struct clone_args args = {.flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD, .cgroup = (uint64_t)hd_cgroup_fd(cg)};
     long pid = syscall(SYS_clone3, &args, sizeof(args));
     if (pid == 0) {
         char *text = NULL, *want = hd_xasprintf("0::/%s\n", name);
@@ -269,8 +268,7 @@ int main(void)
         cleanup_free char *controllers = NULL;
         hd_error_t err = NULL;
         bool has_all = cgroup_read(root2, "cgroup.controllers", &controllers, &err) == 0 &&
-                       strstr(controllers, "memory") && strstr(controllers, "pids") &&
-                       strstr(controllers, "cpu");
+            strstr(controllers, "memory") && strstr(controllers, "pids") && strstr(controllers, "cpu");
         hd_error_free(&err);
         run_backend("v2", has_all);
         if (has_all)

@@ -14,8 +14,9 @@
 static void test_parse_and_format(void)
 {
     static const char *const lines[][2] = {
-        {"allow c 1:3 rwm", "c 1:3 rwm"}, {"deny a", "a"},           {"allow b *:* m", "b *:* m"},
-        {"allow c 136:* rw", "c 136:* rw"}, {"deny c 10:200", "c 10:200 rwm"}, {"allow a *:* rwm", "a"},
+        {"allow c 1:3 rwm", "c 1:3 rwm"},  {"deny a", "a"},
+        {"allow b *:* m", "b *:* m"},      {"allow c 136:* rw", "c 136:* rw"},
+        {"deny c 10:200", "c 10:200 rwm"}, {"allow a *:* rwm", "a"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(lines); i++) {
         struct hd_device_rule r;
@@ -26,8 +27,14 @@ static void test_parse_and_format(void)
         CHECK_STR(buf, lines[i][1]);
         hd_error_free(&err);
     }
-    static const char *const bad[] = {"", "permit c 1:3 rwm", "allow x 1:3", "allow c 1-3 rwm", "allow c 1:3 rwx",
-                                      "allow c 99999999:1", "allow c 1:3 rwm extra", "deny a 1:3"};
+    static const char *const bad[] = {"",
+                                      "permit c 1:3 rwm",
+                                      "allow x 1:3",
+                                      "allow c 1-3 rwm",
+                                      "allow c 1:3 rwx",
+                                      "allow c 99999999:1",
+                                      "allow c 1:3 rwm extra",
+                                      "deny a 1:3"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         struct hd_device_rule r;
         hd_error_t err = NULL;
@@ -126,7 +133,7 @@ static void test_rule_order(void)
     CHECK(verdict(rules, 4, C, R, 10, 200) == 1);
     CHECK(verdict(rules, 4, C, R | W, 10, 200) == 0); /* rule 2 lacks w: rule 1 decides */
     CHECK(verdict(rules, 4, C, R, 10, 229) == 0);
-    CHECK(verdict(rules, 4, C, R | W, 1, 3) == 1);    /* default allow */
+    CHECK(verdict(rules, 4, C, R | W, 1, 3) == 1); /* default allow */
     CHECK(verdict(rules, 4, B, W, 8, 0) == 0);
     CHECK(verdict(rules, 4, B, R, 8, 0) == 1);
     /* a later reset makes everything before it moot */

@@ -29,8 +29,8 @@ static void test_names(void)
     check_name("index.docker.io/library/alpine:3", "alpine:3");
     check_name("registry.local:5000/team/app", "registry.local:5000/team/app:latest");
     check_name("registry.local:5000/team/app:v2.1_rc-1", "registry.local:5000/team/app:v2.1_rc-1");
-    check_name("Busybox", NULL);      /* upper case repository */
-    check_name("busybox:", NULL);     /* empty tag */
+    check_name("Busybox", NULL);  /* upper case repository */
+    check_name("busybox:", NULL); /* empty tag */
     check_name("busybox:-x", NULL);
     check_name("busy box", NULL);
     check_name("busybox@sha256:0123", NULL);
@@ -80,15 +80,17 @@ static void test_digest_refs(void)
     check_digest_ref("docker.io/library/busybox@sha256:" HEX64, "busybox@sha256:" HEX64);
     check_digest_ref("127.0.0.1:5000/team/app@sha256:" HEX64, "127.0.0.1:5000/team/app@sha256:" HEX64);
     check_digest_ref("busybox:latest@sha256:" HEX64, NULL); /* a tag in front of the digest */
-    check_digest_ref("__p:v1@sha256:" HEX64, NULL);          /* found by fuzz_registry: a short tagged name */
+    check_digest_ref("__p:v1@sha256:" HEX64, NULL);         /* found by fuzz_registry: a short tagged name */
     check_digest_ref("busybox@sha256:0123", NULL);
     check_digest_ref("busybox@sha512:" HEX64, NULL);
-    check_digest_ref("busybox@sha256:" "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef", NULL);
+    check_digest_ref("busybox@sha256:"
+                     "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+                     NULL);
     check_digest_ref("busybox", NULL);
 }
 
-static void check_ref(const char *in, const char *host, const char *repository, const char *reference,
-                      const char *name, const char *repo_name)
+static void check_ref(const char *in, const char *host, const char *repository, const char *reference, const char *name,
+                      const char *repo_name)
 {
     struct registry_ref r;
     hd_error_t err = NULL;

@@ -15,17 +15,17 @@ static json_t *parse(const char *text)
 }
 
 /* Run one reader on text; return its error text ("" on success). */
-#define TRY(text, call)                                                                        \
-    ({                                                                                         \
-        static char buf_[256];                                                                 \
-        json_t *v = parse(text);                                                               \
-        hd_error_t err = NULL;                                                                 \
-        buf_[0] = '\0';                                                                        \
-        if ((call) < 0)                                                                        \
-            snprintf(buf_, sizeof(buf_), "%s", hd_error_text(err));                           \
-        hd_error_free(&err);                                                                   \
-        json_decref(v);                                                                        \
-        buf_;                                                                                  \
+#define TRY(text, call) \
+    ({ \
+        static char buf_[256]; \
+        json_t *v = parse(text); \
+        hd_error_t err = NULL; \
+        buf_[0] = '\0'; \
+        if ((call) < 0) \
+            snprintf(buf_, sizeof(buf_), "%s", hd_error_text(err)); \
+        hd_error_free(&err); \
+        json_decref(v); \
+        buf_; \
     })
 
 static void test_readers(void)
@@ -75,7 +75,8 @@ static void test_readers(void)
     CHECK_STR(TRY("[\"a\",\"b\"]", hd_json_strv(v, "cmd", NULL, &strv, &err)), "");
     CHECK(strv && strv[0] && strcmp(strv[1], "b") == 0 && strv[2] == NULL);
     CHECK_STR(TRY("[\"a\",1]", hd_json_strv(v, "cmd", NULL, &strv, &err)), "cmd[1]: must be a string, not an integer");
-    CHECK_STR(TRY("\"a\"", hd_json_strv(v, "cmd", NULL, &strv, &err)), "cmd: must be an array of strings, not a string");
+    CHECK_STR(TRY("\"a\"", hd_json_strv(v, "cmd", NULL, &strv, &err)),
+              "cmd: must be an array of strings, not a string");
     CHECK(strv && strv[0] && strcmp(strv[0], "a") == 0);
     hd_strv_free(strv);
 

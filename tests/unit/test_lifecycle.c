@@ -18,20 +18,23 @@
  * States:  C created, S starting, R running, T stopping, P stopped, E exited, F failed, B backoff. */
 static const char *const expected[HD_LC_STATE_COUNT][HD_LC_EVENT_COUNT] = {
     /*                  dply  start strtd spwnf exitd faild crash stopd timer stop  rm    hok   hfail adopt lost */
-    [HD_LC_CREATED]  = {"sS", "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kC", "nR", "nC"},
-    [HD_LC_STARTING] = {"-",  "kS", "nR", "nF", "nE", "nF", "rB", "nP", "-",  "tT", "tT", "nR", "kS", "-",  "-"},
-    [HD_LC_RUNNING]  = {"-",  "kR", "-",  "-",  "nE", "nF", "rB", "nP", "-",  "tT", "tT", "nR", "kR", "-",  "-"},
-    [HD_LC_STOPPING] = {"-",  "-",  "kT", "-",  "-",  "-",  "-",  "nP", "-",  "kT", "kT", "nR", "kT", "-",  "-"},
-    [HD_LC_STOPPED]  = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kP", "nR", "nC"},
-    [HD_LC_EXITED]   = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kE", "nR", "nC"},
-    [HD_LC_FAILED]   = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "-",  "nP", "nP", "nR", "kF", "nR", "nC"},
-    [HD_LC_BACKOFF]  = {"-",  "sS", "-",  "-",  "-",  "-",  "-",  "-",  "sS", "cP", "cP", "cR", "kB", "-",  "-"},
+    [HD_LC_CREATED] = {"sS", "sS", "-", "-", "-", "-", "-", "-", "-", "nP", "nP", "nR", "kC", "nR", "nC"},
+    [HD_LC_STARTING] = {"-", "kS", "nR", "nF", "nE", "nF", "rB", "nP", "-", "tT", "tT", "nR", "kS", "-", "-"},
+    [HD_LC_RUNNING] = {"-", "kR", "-", "-", "nE", "nF", "rB", "nP", "-", "tT", "tT", "nR", "kR", "-", "-"},
+    [HD_LC_STOPPING] = {"-", "-", "kT", "-", "-", "-", "-", "nP", "-", "kT", "kT", "nR", "kT", "-", "-"},
+    [HD_LC_STOPPED] = {"-", "sS", "-", "-", "-", "-", "-", "-", "-", "nP", "nP", "nR", "kP", "nR", "nC"},
+    [HD_LC_EXITED] = {"-", "sS", "-", "-", "-", "-", "-", "-", "-", "nP", "nP", "nR", "kE", "nR", "nC"},
+    [HD_LC_FAILED] = {"-", "sS", "-", "-", "-", "-", "-", "-", "-", "nP", "nP", "nR", "kF", "nR", "nC"},
+    [HD_LC_BACKOFF] = {"-", "sS", "-", "-", "-", "-", "-", "-", "sS", "cP", "cP", "cR", "kB", "-", "-"},
 };
 
 static char action_letter(enum hd_lc_action a)
 {
-    static const char letters[] = {[HD_LC_DO_NOTHING] = 'n', [HD_LC_DO_KEEP] = 'k', [HD_LC_DO_SPAWN] = 's',
-                                   [HD_LC_DO_TERMINATE] = 't', [HD_LC_DO_SCHEDULE_RESTART] = 'r',
+    static const char letters[] = {[HD_LC_DO_NOTHING] = 'n',
+                                   [HD_LC_DO_KEEP] = 'k',
+                                   [HD_LC_DO_SPAWN] = 's',
+                                   [HD_LC_DO_TERMINATE] = 't',
+                                   [HD_LC_DO_SCHEDULE_RESTART] = 'r',
                                    [HD_LC_DO_CANCEL_RESTART] = 'c'};
     return (unsigned)a < sizeof(letters) && letters[a] ? letters[a] : '?';
 }
@@ -44,11 +47,11 @@ static char state_letter(enum hd_lc_state s)
 /* The table's cell, in the notation of expected[][]. */
 static void cell(enum hd_lc_state s, enum hd_lc_event e, char out[3])
 {
-    struct hd_lc_transition t = {.action = (enum hd_lc_action)-1, .next = (enum hd_lc_state)-1};
+    struct hd_lc_transition t = {.action = (enum hd_lc_action) - 1, .next = (enum hd_lc_state) - 1};
     enum hd_lc_result r = hd_lifecycle_next(s, e, &t);
     if (r == HD_LC_ILLEGAL) {
         strcpy(out, "-");
-        CHECK(t.action == (enum hd_lc_action)-1 && t.next == (enum hd_lc_state)-1); /* untouched */
+        CHECK(t.action == (enum hd_lc_action) - 1 && t.next == (enum hd_lc_state) - 1); /* untouched */
         return;
     }
     CHECK(r == HD_LC_OK);
@@ -77,7 +80,7 @@ static int walk(enum hd_lc_state s, ...)
 
 static enum hd_lc_action action_of(enum hd_lc_state s, enum hd_lc_event e)
 {
-    struct hd_lc_transition t = {.action = (enum hd_lc_action)-1};
+    struct hd_lc_transition t = {.action = (enum hd_lc_action) - 1};
     hd_lifecycle_next(s, e, &t);
     return t.action;
 }
@@ -109,7 +112,7 @@ int main(void)
     struct hd_lc_transition t;
     CHECK(hd_lifecycle_next(HD_LC_STATE_COUNT, HD_LC_EV_START, &t) == HD_LC_ILLEGAL);
     CHECK(hd_lifecycle_next(HD_LC_RUNNING, HD_LC_EVENT_COUNT, &t) == HD_LC_ILLEGAL);
-    CHECK(hd_lifecycle_next((enum hd_lc_state)-1, (enum hd_lc_event)-1, &t) == HD_LC_ILLEGAL);
+    CHECK(hd_lifecycle_next((enum hd_lc_state) - 1, (enum hd_lc_event) - 1, &t) == HD_LC_ILLEGAL);
 
     /* deploy -> running */
     CHECK(walk(HD_LC_CREATED, HD_LC_EV_DEPLOY, HD_LC_EV_STARTED, -1) == HD_LC_RUNNING);

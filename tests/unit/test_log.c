@@ -67,7 +67,7 @@ int main(void)
     hd_log(HD_LOG_WARN, "uplink", "something else");
     hd_log_flush();
     CHECK_STR(drain(), "hedged: last message repeated 1 time\n");
-    hd_log_flush();  /* nothing pending: nothing written */
+    hd_log_flush(); /* nothing pending: nothing written */
     hd_log(HD_LOG_INFO, NULL, "after");
     CHECK_STR(drain(), "hedged: after\n");
 

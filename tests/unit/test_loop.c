@@ -35,7 +35,7 @@ struct pipe_watch {
     int fds[2];
     struct hd_watch *w;
     int calls;
-    struct pipe_watch *other;  /* unwatched by this one's callback */
+    struct pipe_watch *other; /* unwatched by this one's callback */
 };
 
 static void on_read_unwatch_self(struct hd_loop *loop, int fd, uint32_t events, void *data)
@@ -44,7 +44,7 @@ static void on_read_unwatch_self(struct hd_loop *loop, int fd, uint32_t events, 
     p->calls++;
     CHECK(fd == p->fds[0]);
     CHECK(events & EPOLLIN);
-    hd_loop_unwatch(loop, p->w);  /* removing itself: safe */
+    hd_loop_unwatch(loop, p->w); /* removing itself: safe */
     if (p->other)
         hd_loop_unwatch(loop, p->other->w);
 }
@@ -69,7 +69,7 @@ static void on_defer_nested(struct hd_loop *loop, void *data)
 {
     defer_nested_runs++;
     mark('N');
-    hd_loop_defer(loop, on_defer, data);  /* runs in the same turn, after this */
+    hd_loop_defer(loop, on_defer, data); /* runs in the same turn, after this */
 }
 
 static void on_read_defer(struct hd_loop *loop, int fd, uint32_t events, void *data)
@@ -123,7 +123,7 @@ int main(void)
     /* level-triggered and never read: p3 fires every turn; of p1 and p2 only the first of the batch ran, once */
     CHECK(p1.calls + p2.calls == 1);
     CHECK(p3.calls == 3);
-    CHECK(hd_loop_modify(loop, p3.w, EPOLLOUT) == 0);  /* a pipe's read end is never writable */
+    CHECK(hd_loop_modify(loop, p3.w, EPOLLOUT) == 0); /* a pipe's read end is never writable */
     CHECK(hd_loop_run_once(loop, 20, &err) == 0);
     CHECK(p3.calls == 3);
     hd_loop_unwatch(loop, p3.w);
@@ -136,14 +136,14 @@ int main(void)
     struct pipe_watch p4 = {0};
     CHECK(pipe(p4.fds) == 0);
     p4.w = hd_loop_watch(loop, p4.fds[0], EPOLLIN, on_read_defer, (void *)&e, &err);
-    hd_loop_defer(loop, on_defer_nested, (void *)&f);  /* queued outside a turn: end of the next, first */
+    hd_loop_defer(loop, on_defer_nested, (void *)&f); /* queued outside a turn: end of the next, first */
     struct hd_defer *gone = hd_loop_defer(loop, on_defer, (void *)&x);
     hd_loop_cancel_defer(loop, gone);
     CHECK(write(p4.fds[1], "y", 1) == 1);
     CHECK(hd_loop_run_once(loop, 100, &err) == 0);
     CHECK_STR(order, "RNef");
     CHECK(defer_nested_runs == 1);
-    CHECK(hd_loop_run_once(loop, 10, &err) == 0);  /* nothing more: deferred work ran once */
+    CHECK(hd_loop_run_once(loop, 10, &err) == 0); /* nothing more: deferred work ran once */
     CHECK_STR(order, "RNef");
     hd_loop_unwatch(loop, p4.w);
 
@@ -157,7 +157,7 @@ int main(void)
     kill(getpid(), SIGUSR1);
     CHECK(hd_loop_run(loop, &err) == 0);
     CHECK(last_signal == SIGUSR1);
-    hd_loop_defer(loop, on_defer, (void *)&g);  /* pending at free: freed, not run */
+    hd_loop_defer(loop, on_defer, (void *)&g); /* pending at free: freed, not run */
     hd_loop_free(loop);
     CHECK_STR(order, "RNef");
     int all[] = {p1.fds[0], p1.fds[1], p2.fds[0], p2.fds[1], p3.fds[0], p3.fds[1], p4.fds[0], p4.fds[1]};

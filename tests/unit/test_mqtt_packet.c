@@ -24,7 +24,7 @@ static bool frame(const struct mqtt_buf *b, uint8_t *tf, const uint8_t **body, u
 {
     uint32_t hl;
     return mqtt_parse_fixed_header(b->data, b->len, tf, len, &hl) == 1 && hl + *len == b->len &&
-           (*body = b->data + hl, true);
+        (*body = b->data + hl, true);
 }
 
 #define CHECK_BYTES(buf, lit) CHECK((buf).len == sizeof(lit) - 1 && memcmp((buf).data, lit, sizeof(lit) - 1) == 0)
@@ -37,8 +37,13 @@ static void test_connect(void)
     CHECK_BYTES(b, "\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x");
     b.len = 0;
     /* 5.0, persistent session ("never" expires), username and password */
-    k = (struct mqtt_connect){.protocol_level = 5, .keepalive = 30, .client_id = z("id"), .has_username = true,
-                              .username = z("u"), .has_password = true, .password = z("pw")};
+    k = (struct mqtt_connect){.protocol_level = 5,
+                              .keepalive = 30,
+                              .client_id = z("id"),
+                              .has_username = true,
+                              .username = z("u"),
+                              .has_password = true,
+                              .password = z("pw")};
     k.props.has_session_expiry = true;
     k.props.session_expiry = 0xffffffffu;
     mqtt_encode_connect(&b, &k);
@@ -55,8 +60,14 @@ static void test_connect(void)
     b.len = 0;
     /* a will, both protocols */
     for (uint8_t proto = 4; proto <= 5; proto++) {
-        k = (struct mqtt_connect){.protocol_level = proto, .clean_start = true, .client_id = z("w"), .will_flag = true,
-                                  .will_qos = 1, .will_retain = true, .will_topic = z("t/w"), .will_payload = z("bye")};
+        k = (struct mqtt_connect){.protocol_level = proto,
+                                  .clean_start = true,
+                                  .client_id = z("w"),
+                                  .will_flag = true,
+                                  .will_qos = 1,
+                                  .will_retain = true,
+                                  .will_topic = z("t/w"),
+                                  .will_payload = z("bye")};
         mqtt_encode_connect(&b, &k);
         CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connect(body, len, &d) == 0);
         CHECK(d.will_flag && d.will_qos == 1 && d.will_retain && bytes_eq(d.will_topic, "t/w") &&
@@ -77,7 +88,9 @@ static void test_publish_subscribe_acks(void)
     p.props.response_topic = z("r/1");
     p.props.correlation_data = z("c9");
     mqtt_encode_publish(&b, 5, &p);
-    CHECK_BYTES(b, "\x32\x15\x00\x03t/a\x00\x05\x0b\x08\x00\x03r/1\x09\x00\x02" "c9hi");
+    CHECK_BYTES(b,
+                "\x32\x15\x00\x03t/a\x00\x05\x0b\x08\x00\x03r/1\x09\x00\x02"
+                "c9hi");
     struct mqtt_publish d;
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_publish(tf & 0x0f, body, len, 5, &d) == 0);
     CHECK(d.qos == 1 && d.packet_id == 5 && bytes_eq(d.topic, "t/a") && bytes_eq(d.payload, "hi") &&
@@ -87,12 +100,16 @@ static void test_publish_subscribe_acks(void)
     p = (struct mqtt_publish){.retain = true, .topic = z("a"), .payload = z("x")};
     p.props.correlation_data = z("c");
     mqtt_encode_publish(&b, 4, &p);
-    CHECK_BYTES(b, "\x31\x04\x00\x01" "ax");
+    CHECK_BYTES(b,
+                "\x31\x04\x00\x01"
+                "ax");
     b.len = 0;
 
     char *filters[] = {(char *)"a/#", (char *)"$share/g/b", NULL};
     mqtt_encode_subscribe(&b, 5, 7, filters, 1);
-    CHECK_BYTES(b, "\x82\x16\x00\x07\x00\x00\x03" "a/#\x01\x00\x0a$share/g/b\x01");
+    CHECK_BYTES(b,
+                "\x82\x16\x00\x07\x00\x00\x03"
+                "a/#\x01\x00\x0a$share/g/b\x01");
     struct mqtt_subscribe s;
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_subscribe(MQTT_SUBSCRIBE, tf & 0x0f, body, len, 5, &s) == 0);
     CHECK(s.packet_id == 7);
@@ -108,7 +125,7 @@ static void test_publish_subscribe_acks(void)
     CHECK_BYTES(b, "\x40\x02\x12\x34\x62\x02\x00\x01\xc0\x00\xe0\x00");
     b.len = 0;
     mqtt_encode_ack(&b, 5, MQTT_PUBREC, 2, RC_NO_MATCHING_SUBSCRIBERS);
-    mqtt_encode_ack(&b, 4, MQTT_PUBREC, 2, RC_NO_MATCHING_SUBSCRIBERS);  /* 3.1.1 has no reason */
+    mqtt_encode_ack(&b, 4, MQTT_PUBREC, 2, RC_NO_MATCHING_SUBSCRIBERS); /* 3.1.1 has no reason */
     CHECK_BYTES(b, "\x50\x03\x00\x02\x10\x50\x02\x00\x02");
     b.len = 0;
 
@@ -116,8 +133,8 @@ static void test_publish_subscribe_acks(void)
     struct mqtt_connack k;
     mqtt_encode_connack(&b, 4, true, 5, NULL, 0);
     CHECK_BYTES(b, "\x20\x02\x01\x05");
-    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 4, &k) == 0 &&
-          k.session_present && k.reason == 5);
+    CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 4, &k) == 0 && k.session_present &&
+          k.reason == 5);
     b.len = 0;
     mqtt_encode_connack(&b, 5, false, 0, (const uint8_t *)"\x13\x00\x1e", 3);
     CHECK_BYTES(b, "\x20\x06\x00\x00\x03\x13\x00\x1e");
@@ -138,8 +155,7 @@ static void test_publish_subscribe_acks(void)
 }
 
 #define CONNACK(lit, proto, out) mqtt_decode_connack(0, (const uint8_t *)(lit), sizeof(lit) - 1, proto, out)
-#define SUBACK(type, lit, proto, out) \
-    mqtt_decode_suback(type, 0, (const uint8_t *)(lit), sizeof(lit) - 1, proto, out)
+#define SUBACK(type, lit, proto, out) mqtt_decode_suback(type, 0, (const uint8_t *)(lit), sizeof(lit) - 1, proto, out)
 
 static void test_server_packets(void)
 {
@@ -147,8 +163,8 @@ static void test_server_packets(void)
     CHECK(CONNACK("\x01\x00", 4, &k) == 0 && k.session_present && k.reason == 0);
     CHECK(CONNACK("\x00\x05", 4, &k) == 0 && !k.session_present && k.reason == 5);
     CHECK(CONNACK("\x00", 4, &k) == RC_MALFORMED);
-    CHECK(CONNACK("\x02\x00", 4, &k) == RC_MALFORMED);        /* reserved flag bits */
-    CHECK(CONNACK("\x00\x00\x00", 4, &k) == RC_MALFORMED);    /* 3.1.1: exactly two bytes */
+    CHECK(CONNACK("\x02\x00", 4, &k) == RC_MALFORMED);     /* reserved flag bits */
+    CHECK(CONNACK("\x00\x00\x00", 4, &k) == RC_MALFORMED); /* 3.1.1: exactly two bytes */
     CHECK(mqtt_decode_connack(1, (const uint8_t *)"\x00\x00", 2, 4, &k) == RC_MALFORMED);
     CHECK(CONNACK("\x00\x00\x00", 5, &k) == 0);
     /* what hedge's broker sends: assigned id, topic alias max, max packet size, server keepalive */
@@ -156,20 +172,20 @@ static void test_server_packets(void)
     CHECK(bytes_eq(k.props.assigned_client_id, "id") && k.props.has_topic_alias_max && k.props.topic_alias_max == 10 &&
           k.props.max_packet_size == 65536 && k.props.has_server_keepalive && k.props.server_keepalive == 30);
     CHECK(CONNACK("\x00\x00\x02\x24\x01", 5, &k) == 0 && k.props.has_maximum_qos && k.props.maximum_qos == 1);
-    CHECK(CONNACK("\x00\x00\x02\x24\x02", 5, &k) == RC_PROTOCOL_ERROR);  /* maximum QoS is 0 or 1 */
-    CHECK(CONNACK("\x00\x00\x02\x25\x02", 5, &k) == RC_PROTOCOL_ERROR);  /* retain available is 0 or 1 */
-    CHECK(CONNACK("\x00\x00\x02\x23\x00", 5, &k) == RC_PROTOCOL_ERROR);  /* topic alias: not in a CONNACK */
-    CHECK(CONNACK("\x00\x00\x05\x21\x00\x01", 5, &k) == RC_MALFORMED);   /* property block runs past the end */
+    CHECK(CONNACK("\x00\x00\x02\x24\x02", 5, &k) == RC_PROTOCOL_ERROR); /* maximum QoS is 0 or 1 */
+    CHECK(CONNACK("\x00\x00\x02\x25\x02", 5, &k) == RC_PROTOCOL_ERROR); /* retain available is 0 or 1 */
+    CHECK(CONNACK("\x00\x00\x02\x23\x00", 5, &k) == RC_PROTOCOL_ERROR); /* topic alias: not in a CONNACK */
+    CHECK(CONNACK("\x00\x00\x05\x21\x00\x01", 5, &k) == RC_MALFORMED);  /* property block runs past the end */
     CHECK(CONNACK("\x00\x87\x00", 5, &k) == 0 && k.reason == RC_NOT_AUTHORIZED);
 
     struct mqtt_suback s;
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x00\x01\x80", 5, &s) == 0 && s.packet_id == 1 && s.n_reasons == 2 &&
           s.reasons[0] == 1 && s.reasons[1] == 0x80);
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x02", 4, &s) == 0 && s.n_reasons == 1 && s.reasons[0] == 2);
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x01", 4, &s) == RC_PROTOCOL_ERROR);          /* no reason code */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x01", 4, &s) == RC_PROTOCOL_ERROR); /* no reason code */
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x00", 5, &s) == RC_PROTOCOL_ERROR);
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x00\x00", 4, &s) == RC_MALFORMED);           /* packet id 0 */
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x7f\x00", 5, &s) == RC_MALFORMED);       /* properties past the end */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x00\x00", 4, &s) == RC_MALFORMED);                  /* packet id 0 */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x7f\x00", 5, &s) == RC_MALFORMED);              /* properties past the end */
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x02\x01\x00\x00", 5, &s) == RC_PROTOCOL_ERROR); /* payload format: not here */
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x04\x1f\x00\x01r\x00", 5, &s) == 0 && bytes_eq(s.props.reason_string, "r"));
     CHECK(mqtt_decode_suback(MQTT_SUBACK, 2, (const uint8_t *)"\x00\x01\x00", 3, 4, &s) == RC_MALFORMED);
@@ -187,13 +203,23 @@ static void test_publish_head_and_disconnect(void)
 {
     struct mqtt_buf b = {0};
     uint32_t ids[] = {1, 200};
-    const uint8_t fwd[] = {0x01, 0x01};  /* payload format indicator = 1, forwarded as is */
-    struct mqtt_publish_head h = {.topic = {(const uint8_t *)"a/b", 3}, .qos = 1, .retain = true, .packet_id = 9,
-                                  .payload_len = 2, .has_expiry = true, .expiry = 60, .sub_ids = ids, .n_sub_ids = 2,
-                                  .raw_props = fwd, .raw_props_len = sizeof(fwd)};
+    const uint8_t fwd[] = {0x01, 0x01}; /* payload format indicator = 1, forwarded as is */
+    struct mqtt_publish_head h = {.topic = {(const uint8_t *)"a/b", 3},
+                                  .qos = 1,
+                                  .retain = true,
+                                  .packet_id = 9,
+                                  .payload_len = 2,
+                                  .has_expiry = true,
+                                  .expiry = 60,
+                                  .sub_ids = ids,
+                                  .n_sub_ids = 2,
+                                  .raw_props = fwd,
+                                  .raw_props_len = sizeof(fwd)};
     mqtt_encode_publish_head(&b, 5, &h);
     mqtt_put_bytes(&b, "hi", 2);
-    CHECK_BYTES(b, "\x33\x16\x00\x03" "a/b\x00\x09\x0c\x02\x00\x00\x00\x3c\x0b\x01\x0b\xc8\x01\x01\x01hi");
+    CHECK_BYTES(b,
+                "\x33\x16\x00\x03"
+                "a/b\x00\x09\x0c\x02\x00\x00\x00\x3c\x0b\x01\x0b\xc8\x01\x01\x01hi");
     CHECK(mqtt_publish_size(5, &h) == b.len);
     uint8_t tf;
     const uint8_t *body;
@@ -223,12 +249,16 @@ static void test_publish_head_and_disconnect(void)
     /* 3.1.1 carries no properties at all */
     mqtt_encode_publish_head(&b, 4, &h);
     mqtt_put_bytes(&b, "hi", 2);
-    CHECK_BYTES(b, "\x33\x09\x00\x03" "a/b\x00\x09hi");
+    CHECK_BYTES(b,
+                "\x33\x09\x00\x03"
+                "a/b\x00\x09hi");
     CHECK(mqtt_publish_size(4, &h) == b.len);
     mqtt_buf_free(&b);
 
     mqtt_encode_disconnect(&b, 5, 0x8e, "taken over");
-    CHECK_BYTES(b, "\xe0\x0f\x8e\x0d\x1f\x00\x0a" "taken over");
+    CHECK_BYTES(b,
+                "\xe0\x0f\x8e\x0d\x1f\x00\x0a"
+                "taken over");
     mqtt_buf_free(&b);
     mqtt_encode_disconnect(&b, 5, 0x00, NULL);
     CHECK_BYTES(b, "\xe0\x02\x00\x00");

@@ -12,32 +12,62 @@ struct valid_case {
 
 /* Topic filters: the spec's examples (§4.7.1), then corner cases. */
 static const struct valid_case filter_cases[] = {
-    {"sport/tennis/player1/#", true}, {"sport/#", true}, {"#", true}, {"sport/tennis#", false},
-    {"sport/tennis/#/ranking", false}, {"+", true}, {"+/tennis/#", true}, {"sport+", false},
-    {"sport/+/player1", true}, {"/+", true}, {"+/+", true}, {"$SYS/#", true},
-    {"a/+/b/#", true}, {"/a//b", true}, {"/", true}, {"//", true},
-    {"", false}, {"a/#/b", false}, {"a#", false}, {"a/b+", false}, {"+a/b", false}, {"a/b#", false},
-    {"##", false}, {"++", false}, {"#/", false}, {"a/+#", false}, {"+/#", true},
-    {"$share/g/a", true},  /* as a plain filter it is just levels */
+    {"sport/tennis/player1/#", true},
+    {"sport/#", true},
+    {"#", true},
+    {"sport/tennis#", false},
+    {"sport/tennis/#/ranking", false},
+    {"+", true},
+    {"+/tennis/#", true},
+    {"sport+", false},
+    {"sport/+/player1", true},
+    {"/+", true},
+    {"+/+", true},
+    {"$SYS/#", true},
+    {"a/+/b/#", true},
+    {"/a//b", true},
+    {"/", true},
+    {"//", true},
+    {"", false},
+    {"a/#/b", false},
+    {"a#", false},
+    {"a/b+", false},
+    {"+a/b", false},
+    {"a/b#", false},
+    {"##", false},
+    {"++", false},
+    {"#/", false},
+    {"a/+#", false},
+    {"+/#", true},
+    {"$share/g/a", true}, /* as a plain filter it is just levels */
 };
 
 /* Topic names (§4.7.3). */
 static const struct valid_case name_cases[] = {
-    {"sport/tennis/player1", true}, {"/", true}, {"//", true}, {"Accounts payable", true},
-    {"$SYS/broker/uptime", true}, {"a/b/", true},
-    {"", false}, {"sport/+", false}, {"sport/#", false}, {"+", false}, {"#", false}, {"a+b", false},
+    {"sport/tennis/player1", true},
+    {"/", true},
+    {"//", true},
+    {"Accounts payable", true},
+    {"$SYS/broker/uptime", true},
+    {"a/b/", true},
+    {"", false},
+    {"sport/+", false},
+    {"sport/#", false},
+    {"+", false},
+    {"#", false},
+    {"a+b", false},
 };
 
 /* Single levels spliced into topics (node ids, share groups, ACL %u/%c). */
 static const struct valid_case level_cases[] = {
-    {"node-1", true}, {"$x", true}, {"a b", true},
-    {"", false}, {"a/b", false}, {"+", false}, {"a#", false}, {"/", false},
+    {"node-1", true}, {"$x", true}, {"a b", true}, {"", false},
+    {"a/b", false},   {"+", false}, {"a#", false}, {"/", false},
 };
 
 struct share_case {
     const char *full;
     bool valid;
-    const char *group, *filter;  /* group NULL: not shared */
+    const char *group, *filter; /* group NULL: not shared */
 };
 
 static const struct share_case share_cases[] = {
@@ -46,7 +76,7 @@ static const struct share_case share_cases[] = {
     {"$share/group1/#", true, "group1", "#"},
     {"$share/g/$SYS/#", true, "g", "$SYS/#"},
     {"$sharex/a", true, NULL, "$sharex/a"},
-    {"$SHARE/g/a", true, NULL, "$SHARE/g/a"},  /* the prefix is case-sensitive */
+    {"$SHARE/g/a", true, NULL, "$SHARE/g/a"}, /* the prefix is case-sensitive */
     {"$share/g", false, NULL, NULL},
     {"$share/g/", false, NULL, NULL},
     {"$share//a", false, NULL, NULL},
@@ -61,7 +91,8 @@ static void test_filters(void)
 {
     for (size_t i = 0; i < sizeof(filter_cases) / sizeof(filter_cases[0]); i++) {
         const struct valid_case *c = &filter_cases[i];
-        if (hd_mqtt_filter_valid(c->text) != c->valid || hd_mqtt_filter_valid_len(c->text, strlen(c->text)) != c->valid) {
+        if (hd_mqtt_filter_valid(c->text) != c->valid ||
+            hd_mqtt_filter_valid_len(c->text, strlen(c->text)) != c->valid) {
             fprintf(stderr, "filter \"%s\": expected %s\n", c->text, c->valid ? "valid" : "invalid");
             check_failures++;
         }

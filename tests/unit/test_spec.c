@@ -11,8 +11,7 @@ static char *try_spec(const char *json)
     struct hd_spec *spec = hd_spec_new();
     hd_error_t err = NULL;
     buf[0] = '\0';
-    if (hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) < 0 ||
-        hd_spec_validate(spec, &err) < 0)
+    if (hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) < 0 || hd_spec_validate(spec, &err) < 0)
         snprintf(buf, sizeof(buf), "%s", hd_error_text(err));
     hd_error_free(&err);
     hd_spec_free(spec);
@@ -64,8 +63,7 @@ static void test_errors(void)
     CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memory\":\"64Q\"}}"),
               "t.json: resources.memory: \"64Q\" is not a size (use K, M or G)");
     CHECK_STR(try_spec("{\"image\":\"b\",\"colour\":1}"), "t.json: colour: unknown field");
-    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memroy\":1}}"),
-              "t.json: resources.memroy: unknown field");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"memroy\":1}}"), "t.json: resources.memroy: unknown field");
     CHECK_STR(try_spec("{\"image\":\"b\""), "t.json: line 1 column 12: '}' expected near end of file");
     CHECK_STR(try_spec("{\"image\":\"b\",\"command\":\"ls\"}"),
               "t.json: command: must be an array of strings, not a string");
@@ -78,18 +76,19 @@ static void test_errors(void)
     CHECK_STR(try_spec("{\"isolation\":\"process\",\"command\":[\"x\"],\"hostname\":\"h\"}"),
               "hostname: not supported with process isolation (a process shares the host's UTS namespace)");
     CHECK_STR(try_spec("{\"isolation\":\"vm\",\"image\":\"b\",\"network\":{\"mode\":\"host\"}}"),
-              "network.mode: not supported with vm isolation (a VM has its own kernel and network stack; use none or bridge)");
+              "network.mode: not supported with vm isolation (a VM has its own kernel and network stack; use none or "
+              "bridge)");
     CHECK_STR(try_spec("{\"image\":\"b\",\"mounts\":[{\"source\":\"rel\",\"target\":\"/d\"}]}"),
               "mounts[0].source: \"rel\" must be an absolute path");
-    CHECK_STR(try_spec("{\"image\":\"b\",\"mounts\":[{\"target\":\"/d\"}]}"),
-              "t.json: mounts[0].source: is required");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"mounts\":[{\"target\":\"/d\"}]}"), "t.json: mounts[0].source: is required");
     CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"cpus\":0}}"),
               "t.json: resources.cpus: 0 is out of range (greater than 0, at most 1024)");
     CHECK_STR(try_spec("{\"image\":\"b\",\"resources\":{\"pids\":0}}"),
               "t.json: resources.pids: 0 is out of range (1..4194304)");
     CHECK_STR(try_spec("{\"image\":\"b\",\"env\":{\"A\":1}}"), "t.json: env.A: must be a string, not an integer");
-    CHECK_STR(try_spec("{\"image\":\"b\",\"name\":\"-bad\"}"),
-              "name: \"-bad\" is not a valid name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
+    CHECK_STR(
+        try_spec("{\"image\":\"b\",\"name\":\"-bad\"}"),
+        "name: \"-bad\" is not a valid name (1-63 letters, digits, '-', '_', '.', starting with a letter or digit)");
     CHECK_STR(try_spec("{\"image\":\"b\",\"image\":\"c\"}"),
               "t.json: line 1 column 20: duplicate object key near '\"image\"'");
     CHECK_STR(try_spec("[]"), "t.json: spec: must be an object, not an array");

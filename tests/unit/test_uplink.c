@@ -71,9 +71,18 @@ struct client_seen {
     char topic[64], response[64], correlation[16], payload[16];
 };
 
-static void seen_connect(void *ctx, bool sp) { ((struct client_seen *)ctx)->connects++; }
-static void seen_suback(void *ctx, uint16_t id, const uint8_t *c, size_t n) { ((struct client_seen *)ctx)->subacks++; }
-static void seen_disconnect(void *ctx, const char *r) { ((struct client_seen *)ctx)->disconnects++; }
+static void seen_connect(void *ctx, bool sp)
+{
+    ((struct client_seen *)ctx)->connects++;
+}
+static void seen_suback(void *ctx, uint16_t id, const uint8_t *c, size_t n)
+{
+    ((struct client_seen *)ctx)->subacks++;
+}
+static void seen_disconnect(void *ctx, const char *r)
+{
+    ((struct client_seen *)ctx)->disconnects++;
+}
 static void seen_message(void *ctx, const struct hd_mqtt_message *m)
 {
     struct client_seen *s = ctx;
@@ -89,14 +98,16 @@ static void test_client_v5(void)
 {
     struct client_seen s = {0};
     struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = 1, .protocol = 5};
-    struct hd_mqtt_callbacks cb = {.on_connect = seen_connect, .on_message = seen_message,
-                                   .on_suback = seen_suback, .on_disconnect = seen_disconnect};
+    struct hd_mqtt_callbacks cb = {.on_connect = seen_connect,
+                                   .on_message = seen_message,
+                                   .on_suback = seen_suback,
+                                   .on_disconnect = seen_disconnect};
     struct hd_mqtt_client *c = hd_mqtt_client_new(&o, &cb, &s);
     const uint8_t connack[] = {0x20, 0x03, 0x00, 0x00, 0x00};
     const uint8_t suback[] = {0x90, 0x04, 0x00, 0x01, 0x00, 0x01};
     /* PUBLISH QoS 1 "t/a", id 5, props: response topic "r/1", correlation "c9"; payload "hi" */
-    const uint8_t publish[] = {0x32, 0x15, 0x00, 0x03, 't', '/', 'a', 0x00, 0x05, 0x0b,
-                               0x08, 0x00, 0x03, 'r', '/', '1', 0x09, 0x00, 0x02, 'c', '9', 'h', 'i'};
+    const uint8_t publish[] = {0x32, 0x15, 0x00, 0x03, 't',  '/',  'a',  0x00, 0x05, 0x0b, 0x08, 0x00,
+                               0x03, 'r',  '/',  '1',  0x09, 0x00, 0x02, 'c',  '9',  'h',  'i'};
     CHECK(hd_mqtt_client_feed(c, connack, sizeof(connack)) == 0);
     CHECK(hd_mqtt_client_state(c) == HD_MQTT_CONNECTED && s.connects == 1);
     CHECK(hd_mqtt_client_feed(c, suback, sizeof(suback)) == 0 && s.subacks == 1);
@@ -124,7 +135,8 @@ static void test_client_v5(void)
 static void test_config_parse(void)
 {
     json_t *o = json_loads("{\"node_id\": \"n1\", \"cloud\": {\"port\": 8884},"
-                           " \"up\": [{\"local\": \"s/#\", \"cloud\": \"nodes/{node_id}/s/#\"}]}", 0, NULL);
+                           " \"up\": [{\"local\": \"s/#\", \"cloud\": \"nodes/{node_id}/s/#\"}]}",
+                           0, NULL);
     CHECK(o != NULL);
     struct hd_uplink_config cfg;
     hd_error_t err = NULL;

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct hd_mqtt_options o = {.host = (char *)"127.0.0.1", .port = 1, .protocol = (uint8_t)(data[0] & 1 ? 5 : 4)};
     struct hd_mqtt_callbacks cb = {.on_connect = fuzz_on_connect, .on_message = fuzz_on_message};
     struct hd_mqtt_client *c = hd_mqtt_client_new(&o, &cb, NULL);
-    hd_mqtt_client_set_context(c, c);  /* the callbacks answer through the client itself */
+    hd_mqtt_client_set_context(c, c); /* the callbacks answer through the client itself */
     hd_mqtt_client_feed(c, data + 1, size - 1);
     hd_mqtt_client_free(c);
     return 0;

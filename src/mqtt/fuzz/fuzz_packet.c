@@ -42,14 +42,13 @@ static void connect_round_trip(const struct mqtt_connect *c)
     uint8_t tf;
     uint32_t len;
     const uint8_t *body = reframe(&out, &tf, &len);
-    if (tf != MQTT_CONNECT << 4 || mqtt_decode_connect(body, len, &d) != 0 ||
-        d.protocol_level != k.protocol_level || d.clean_start != k.clean_start || d.keepalive != k.keepalive ||
-        d.will_flag != k.will_flag || d.will_qos != k.will_qos || d.will_retain != k.will_retain ||
-        d.has_username != k.has_username || d.has_password != k.has_password ||
-        bytes_cmp(d.client_id, k.client_id) || bytes_cmp(d.will_topic, k.will_topic) ||
-        bytes_cmp(d.will_payload, k.will_payload) || bytes_cmp(d.username, k.username) ||
-        bytes_cmp(d.password, k.password) || d.props.has_session_expiry != k.props.has_session_expiry ||
-        d.props.session_expiry != k.props.session_expiry)
+    if (tf != MQTT_CONNECT << 4 || mqtt_decode_connect(body, len, &d) != 0 || d.protocol_level != k.protocol_level ||
+        d.clean_start != k.clean_start || d.keepalive != k.keepalive || d.will_flag != k.will_flag ||
+        d.will_qos != k.will_qos || d.will_retain != k.will_retain || d.has_username != k.has_username ||
+        d.has_password != k.has_password || bytes_cmp(d.client_id, k.client_id) ||
+        bytes_cmp(d.will_topic, k.will_topic) || bytes_cmp(d.will_payload, k.will_payload) ||
+        bytes_cmp(d.username, k.username) || bytes_cmp(d.password, k.password) ||
+        d.props.has_session_expiry != k.props.has_session_expiry || d.props.session_expiry != k.props.session_expiry)
         abort();
     mqtt_buf_free(&out);
 }
@@ -57,10 +56,10 @@ static void connect_round_trip(const struct mqtt_connect *c)
 static void publish_round_trip(const struct mqtt_publish *p, uint8_t proto)
 {
     if (p->props.has_topic_alias && p->topic.len == 0)
-        return;  /* an alias-only PUBLISH has no topic to encode */
+        return; /* an alias-only PUBLISH has no topic to encode */
     struct mqtt_publish k = *p, d;
-    k.props = (struct mqtt_props){.response_topic = p->props.response_topic,
-                                  .correlation_data = p->props.correlation_data};
+    k.props =
+        (struct mqtt_props){.response_topic = p->props.response_topic, .correlation_data = p->props.correlation_data};
     struct mqtt_buf out = {0};
     mqtt_encode_publish(&out, proto, &k);
     uint8_t tf;
@@ -69,8 +68,9 @@ static void publish_round_trip(const struct mqtt_publish *p, uint8_t proto)
     if (tf >> 4 != MQTT_PUBLISH || mqtt_decode_publish(tf & 0x0f, body, len, proto, &d) != 0 || d.qos != k.qos ||
         d.dup != k.dup || d.retain != k.retain || d.packet_id != k.packet_id || bytes_cmp(d.topic, k.topic) ||
         bytes_cmp(d.payload, k.payload) ||
-        (proto == 5 && (bytes_cmp(d.props.response_topic, k.props.response_topic) ||
-                        bytes_cmp(d.props.correlation_data, k.props.correlation_data))))
+        (proto == 5 &&
+         (bytes_cmp(d.props.response_topic, k.props.response_topic) ||
+          bytes_cmp(d.props.correlation_data, k.props.correlation_data))))
         abort();
     mqtt_buf_free(&out);
 }

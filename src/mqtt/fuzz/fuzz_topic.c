@@ -52,7 +52,7 @@ static bool reference_match(const struct levels *f, size_t i, const struct level
     if (i == f->n)
         return j == t->n;
     if (level_is(f, i, "#"))
-        return true;  /* the rest, including nothing ("a/#" matches "a") */
+        return true; /* the rest, including nothing ("a/#" matches "a") */
     if (j == t->n)
         return false;
     if (!level_is(f, i, "+") && (f->len[i] != t->len[j] || memcmp(f->start[i], t->start[j], f->len[i]) != 0))
@@ -106,8 +106,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (hd_mqtt_subscription_parse(filter, filter_len, &sub)) {
         if (!hd_mqtt_filter_valid_len(sub.filter, sub.filter_len) || sub.filter + sub.filter_len != filter + filter_len)
             abort();
-        if (sub.group && (sub.group_len == 0 || memchr(sub.group, '/', sub.group_len) ||
-                          memchr(sub.group, '+', sub.group_len) || memchr(sub.group, '#', sub.group_len)))
+        if (sub.group &&
+            (sub.group_len == 0 || memchr(sub.group, '/', sub.group_len) || memchr(sub.group, '+', sub.group_len) ||
+             memchr(sub.group, '#', sub.group_len)))
             abort();
         if (!sub.group && !fvalid)
             abort();
@@ -120,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fvalid && tvalid && split(filter, &fl) && split(topic, &tl)) {
         bool expect = reference_match(&fl, 0, &tl, 0);
         if (topic[0] == '$' && (level_is(&fl, 0, "+") || level_is(&fl, 0, "#")))
-            expect = false;  /* §4.7.2 */
+            expect = false; /* §4.7.2 */
         if (hd_mqtt_filter_matches(filter, topic) != expect)
             abort();
         if (!hd_mqtt_filter_matches(topic, topic))

@@ -71,5 +71,5 @@ int main(int argc, char **argv)
             closedir(d);
     }
     printf("%d input(s) replayed\n", inputs);
-    return inputs > 0 ? 0 : 1;  /* an empty corpus is a mistake, not a pass */
+    return inputs > 0 ? 0 : 1; /* an empty corpus is a mistake, not a pass */
 }

@@ -19,9 +19,8 @@
 #include "base/util.h"
 
 static const cap_value_t docker_default_caps[] = {
-    CAP_CHOWN,   CAP_DAC_OVERRIDE, CAP_FSETID,     CAP_FOWNER,           CAP_MKNOD,
-    CAP_NET_RAW, CAP_SETGID,       CAP_SETUID,     CAP_SETFCAP,          CAP_SETPCAP,
-    CAP_NET_BIND_SERVICE,          CAP_SYS_CHROOT, CAP_KILL,             CAP_AUDIT_WRITE,
+    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FSETID,  CAP_FOWNER,           CAP_MKNOD,      CAP_NET_RAW, CAP_SETGID,
+    CAP_SETUID, CAP_SETFCAP,      CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_SYS_CHROOT, CAP_KILL,    CAP_AUDIT_WRITE,
 };
 
 uint64_t hd_caps_default(void)
@@ -96,11 +95,9 @@ int hd_caps_from_spec(const struct hd_security *sec, uint64_t *out, hd_error_t *
             continue;
         int c = hd_cap_parse(sec->cap_add[i]);
         if (c < 0)
-            return hd_error_set(err, 0, "security.cap_add[%zu]: \"%s\" is not a capability", i,
-                                sec->cap_add[i]);
+            return hd_error_set(err, 0, "security.cap_add[%zu]: \"%s\" is not a capability", i, sec->cap_add[i]);
         if (!(own & (1ULL << c)))
-            return hd_error_set(err, EPERM, "security.cap_add[%zu]: hedge itself does not hold %s",
-                                i, sec->cap_add[i]);
+            return hd_error_set(err, EPERM, "security.cap_add[%zu]: hedge itself does not hold %s", i, sec->cap_add[i]);
         mask |= 1ULL << c;
     }
     for (size_t i = 0; sec->cap_drop && sec->cap_drop[i]; i++) {
@@ -108,8 +105,7 @@ int hd_caps_from_spec(const struct hd_security *sec, uint64_t *out, hd_error_t *
             continue;
         int c = hd_cap_parse(sec->cap_drop[i]);
         if (c < 0)
-            return hd_error_set(err, 0, "security.cap_drop[%zu]: \"%s\" is not a capability", i,
-                                sec->cap_drop[i]);
+            return hd_error_set(err, 0, "security.cap_drop[%zu]: \"%s\" is not a capability", i, sec->cap_drop[i]);
         mask &= ~(1ULL << c);
     }
     /* the default set may hold a capability hedge lacks; never ask for it */

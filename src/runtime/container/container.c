@@ -74,13 +74,13 @@
 #include "base/util.h"
 
 struct container {
-    uint64_t caps;                /* capability set of the workload */
-    struct hd_seccomp *seccomp;   /* compiled filter, NULL = unconfined */
-    struct hd_rootfs rootfs;      /* detached mounts until start, overlay dirs until cleanup */
+    uint64_t caps;              /* capability set of the workload */
+    struct hd_seccomp *seccomp; /* compiled filter, NULL = unconfined */
+    struct hd_rootfs rootfs;    /* detached mounts until start, overlay dirs until cleanup */
     char *hostname;
     enum hd_net_mode net_mode;
     struct hd_net *net;
-    int report_fd;                /* child side: the report pipe, for the exec hold */
+    int report_fd; /* child side: the report pipe, for the exec hold */
 };
 
 static struct container *container_of(struct hd_workload *w)
@@ -110,8 +110,7 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_seccomp_build(&spec->security, c->caps, &c->seccomp, err) < 0)
         return -1;
-    return hd_rootfs_prepare(w, &c->rootfs, c->hostname, spec->userns.enabled, c->net_mode == HD_NET_HOST,
-                             err);
+    return hd_rootfs_prepare(w, &c->rootfs, c->hostname, spec->userns.enabled, c->net_mode == HD_NET_HOST, err);
 }
 
 /* ---- child side ------------------------------------------------------ */

@@ -58,9 +58,8 @@ static const struct device devices[HD_ROOTFS_N_DEVICES] = {
 static const char *const etc_files[HD_ROOTFS_N_ETC] = {"hostname", "hosts"};
 
 static const char *const masked_paths[] = {
-    "/proc/acpi",       "/proc/kcore",       "/proc/keys",    "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware",    "/sys/devices/virtual/powercap",
+    "/proc/acpi",        "/proc/kcore",       "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",       "/sys/devices/virtual/powercap",
 };
 
 static const char *const readonly_paths[] = {
@@ -186,8 +185,8 @@ static int prepare_overlay(const struct hd_workload *w, struct hd_rootfs *r, hd_
 }
 
 /* /etc/hostname and /etc/hosts for the container, written to <run_dir>/etc. */
-static int prepare_etc(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname,
-                       bool host_network, hd_error_t *err)
+static int prepare_etc(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname, bool host_network,
+                       hd_error_t *err)
 {
     cleanup_free char *dir = hd_xasprintf("%s/etc", w->run_dir);
     if (mkdir(dir, 0755) < 0 && errno != EEXIST)
@@ -201,7 +200,8 @@ static int prepare_etc(const struct hd_workload *w, struct hd_rootfs *r, const c
     }
     if (hosts == NULL)
         hosts = hd_xasprintf("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                             "127.0.1.1\t%s\n", hostname);
+                             "127.0.1.1\t%s\n",
+                             hostname);
     cleanup_free char *name = hd_xasprintf("%s\n", hostname);
     const char *contents[HD_ROOTFS_N_ETC] = {name, hosts};
     for (int i = 0; i < HD_ROOTFS_N_ETC; i++) {
@@ -215,8 +215,8 @@ static int prepare_etc(const struct hd_workload *w, struct hd_rootfs *r, const c
     return 0;
 }
 
-int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname,
-                      bool user_namespace, bool host_network, hd_error_t *err)
+int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname, bool user_namespace,
+                      bool host_network, hd_error_t *err)
 {
     const struct hd_spec *spec = w->spec;
     r->user_namespace = user_namespace;
@@ -288,7 +288,8 @@ static int new_fs(const char *type, const char *target, unsigned attrs, hd_error
     if (fs < 0)
         return hd_error_sys(err, "mount %s", target);
     /* the source /proc/self/mountinfo shows ("proc", "sysfs"), as mount(2) with that source would */
-    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", type, 0) < 0 || fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", type, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         return hd_error_sys(err, "mount %s", target);
     int tree = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
     if (tree < 0)
@@ -363,8 +364,8 @@ static int setup_dev(const struct hd_rootfs *r, hd_error_t *err)
     }
     if (ensure_dir("/dev/pts", 0755, err) < 0)
         return -1;
-    const char *pts_opts = r->user_namespace ? "newinstance,ptmxmode=0666,mode=0620"
-                                             : "newinstance,ptmxmode=0666,mode=0620,gid=5";
+    const char *pts_opts =
+        r->user_namespace ? "newinstance,ptmxmode=0666,mode=0620" : "newinstance,ptmxmode=0666,mode=0620,gid=5";
     if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, pts_opts) < 0)
         return hd_error_sys(err, "mount /dev/pts");
     if (symlink("pts/ptmx", "/dev/ptmx") < 0)

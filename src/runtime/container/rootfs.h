@@ -23,21 +23,21 @@
 enum { HD_ROOTFS_N_DEVICES = 6, HD_ROOTFS_N_ETC = 2 };
 
 struct hd_rootfs {
-    int root_tree;               /* detached mount of the new root */
-    int *mount_trees;            /* one per spec->mounts[i] */
+    int root_tree;    /* detached mount of the new root */
+    int *mount_trees; /* one per spec->mounts[i] */
     bool *mount_is_dir;
     int n_mounts;
     int device_trees[HD_ROOTFS_N_DEVICES]; /* host nodes to bind (user namespace), else -1 */
-    int sys_tree;                /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
-    int etc_trees[HD_ROOTFS_N_ETC]; /* generated /etc/hostname and /etc/hosts (in the run dir) */
+    int sys_tree;                          /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
+    int etc_trees[HD_ROOTFS_N_ETC];        /* generated /etc/hostname and /etc/hosts (in the run dir) */
     bool user_namespace;
-    char *overlay_dir;           /* <run_dir>/overlay holding upper/ and work/, or NULL */
+    char *overlay_dir; /* <run_dir>/overlay holding upper/ and work/, or NULL */
 };
 
 void hd_rootfs_init(struct hd_rootfs *r);
 /* Parent side: build the detached mounts for w (see above). */
-int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname,
-                      bool user_namespace, bool host_network, hd_error_t *err);
+int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname, bool user_namespace,
+                      bool host_network, hd_error_t *err);
 /*
  * Parent side, user namespace only: map the rootfs through the namespace's id
  * map (an idmapped mount), so files owned by host root belong to root inside.

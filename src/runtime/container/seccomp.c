@@ -147,8 +147,8 @@ static bool has_cap(uint64_t caps, int cap)
     return cap >= 0 && (caps & (1ULL << cap));
 }
 
-static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n,
-                    const struct scmp_arg_cmp *cmp, hd_error_t *err)
+static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n, const struct scmp_arg_cmp *cmp,
+                    hd_error_t *err)
 {
     int nr = seccomp_syscall_resolve_name(name);
     if (nr == __NR_SCMP_ERROR)
@@ -170,8 +170,7 @@ static int default_profile(scmp_filter_ctx ctx, uint64_t caps, hd_error_t *err)
         /* clone/unshare creating a namespace: one rule per flag (rules are OR'ed) */
         for (size_t i = 0; i < ARRAY_SIZE(namespace_flags); i++) {
             struct scmp_arg_cmp c = SCMP_A0(SCMP_CMP_MASKED_EQ, namespace_flags[i], namespace_flags[i]);
-            if (add_rule(ctx, deny, "clone", 1, &c, err) < 0 ||
-                add_rule(ctx, deny, "unshare", 1, &c, err) < 0)
+            if (add_rule(ctx, deny, "clone", 1, &c, err) < 0 || add_rule(ctx, deny, "unshare", 1, &c, err) < 0)
                 return -1;
         }
         struct scmp_arg_cmp t = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWTIME, CLONE_NEWTIME);
@@ -227,14 +226,17 @@ static const struct {
     const char *name;
     enum scmp_compare op;
 } json_ops[] = {
-    {"SCMP_CMP_NE", SCMP_CMP_NE}, {"SCMP_CMP_LT", SCMP_CMP_LT}, {"SCMP_CMP_LE", SCMP_CMP_LE},
-    {"SCMP_CMP_EQ", SCMP_CMP_EQ}, {"SCMP_CMP_GE", SCMP_CMP_GE}, {"SCMP_CMP_GT", SCMP_CMP_GT},
+    {"SCMP_CMP_NE", SCMP_CMP_NE},
+    {"SCMP_CMP_LT", SCMP_CMP_LT},
+    {"SCMP_CMP_LE", SCMP_CMP_LE},
+    {"SCMP_CMP_EQ", SCMP_CMP_EQ},
+    {"SCMP_CMP_GE", SCMP_CMP_GE},
+    {"SCMP_CMP_GT", SCMP_CMP_GT},
     {"SCMP_CMP_MASKED_EQ", SCMP_CMP_MASKED_EQ},
 };
 
 /* syscalls[i].args: up to six {index, value, valueTwo, op} comparisons. */
-static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp *cmp, unsigned *n,
-                     hd_error_t *err)
+static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp *cmp, unsigned *n, hd_error_t *err)
 {
     *n = 0;
     if (args == NULL || json_is_null(args))
@@ -243,7 +245,8 @@ static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp 
         return hd_error_set(err, 0, "%s.args: not an array of at most 6 comparisons", where);
     size_t k;
     json_t *arg;
-    json_array_foreach(args, k, arg) {
+    json_array_foreach(args, k, arg)
+    {
         json_t *index = json_object_get(arg, "index");
         json_t *value = json_object_get(arg, "value");
         json_t *value2 = json_object_get(arg, "valueTwo");
@@ -260,7 +263,8 @@ static int json_args(const json_t *args, const char *where, struct scmp_arg_cmp 
             return hd_error_set(err, 0, "%s.args[%zu].op: not a known comparison", where, k);
         for (unsigned prev = 0; prev < *n; prev++)
             if (cmp[prev].arg == (unsigned)json_integer_value(index))
-                return hd_error_set(err, 0, "%s.args[%zu]: a second comparison of argument %lld in one rule "
+                return hd_error_set(err, 0,
+                                    "%s.args[%zu]: a second comparison of argument %lld in one rule "
                                     "(libseccomp allows one; use two rules)",
                                     where, k, json_integer_value(index));
         cmp[*n] = (struct scmp_arg_cmp){
@@ -278,10 +282,12 @@ static bool json_names_arch(const json_t *arches)
 {
     size_t k;
     json_t *a;
-    json_array_foreach(arches, k, a) {
+    json_array_foreach(arches, k, a)
+    {
         const char *s = json_string_value(a);
-        if (s && (strcmp(s, "amd64") == 0 || strcmp(s, "SCMP_ARCH_X86_64") == 0 || strcmp(s, "386") == 0 ||
-                  strcmp(s, "SCMP_ARCH_X86") == 0))
+        if (s &&
+            (strcmp(s, "amd64") == 0 || strcmp(s, "SCMP_ARCH_X86_64") == 0 || strcmp(s, "386") == 0 ||
+             strcmp(s, "SCMP_ARCH_X86") == 0))
             return true;
     }
     return false;
@@ -294,7 +300,8 @@ static int json_caps_match(const json_t *caps, uint64_t held, bool want_all, con
     size_t k;
     json_t *c;
     *out = want_all;
-    json_array_foreach(caps, k, c) {
+    json_array_foreach(caps, k, c)
+    {
         int cap = json_is_string(c) ? hd_cap_parse(json_string_value(c)) : -1;
         if (cap < 0)
             return hd_error_set(err, 0, "%s[%zu]: not a capability", where, k);
@@ -364,20 +371,19 @@ static int json_profile(const char *path, const char *bytes, size_t len, uint64_
     }
     size_t i;
     json_t *rule;
-    json_array_foreach(calls, i, rule) {
+    json_array_foreach(calls, i, rule)
+    {
         json_t *names = json_object_get(rule, "names");
         json_t *action = json_object_get(rule, "action");
         json_t *args = json_object_get(rule, "args");
         uint32_t act;
         if (!json_is_array(names)) {
-            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path,
-                         i);
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names: missing or not an array", path, i);
             goto out;
         }
         if (!json_is_string(action) ||
             json_action(json_string_value(action), json_object_get(rule, "errnoRet"), &act) < 0) {
-            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].action: missing or not a known action",
-                         path, i);
+            hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].action: missing or not a known action", path, i);
             goto out;
         }
         char where[64];
@@ -385,8 +391,7 @@ static int json_profile(const char *path, const char *bytes, size_t len, uint64_
         struct scmp_arg_cmp cmp[6];
         unsigned n_cmp;
         bool applies;
-        if (json_args(args, where, cmp, &n_cmp, err) < 0 ||
-            json_rule_applies(rule, caps, where, &applies, err) < 0) {
+        if (json_args(args, where, cmp, &n_cmp, err) < 0 || json_rule_applies(rule, caps, where, &applies, err) < 0) {
             hd_error_prefix(err, "security.seccomp: %s", path);
             goto out;
         }
@@ -394,10 +399,10 @@ static int json_profile(const char *path, const char *bytes, size_t len, uint64_
             continue; /* libseccomp refuses rules that repeat the default */
         size_t j;
         json_t *name;
-        json_array_foreach(names, j, name) {
+        json_array_foreach(names, j, name)
+        {
             if (!json_is_string(name)) {
-                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i,
-                             j);
+                hd_error_set(err, 0, "security.seccomp: %s: syscalls[%zu].names[%zu]: not a string", path, i, j);
                 goto out;
             }
             /* unknown names are skipped, as runc does: profiles list syscalls of many kernels */
@@ -426,10 +431,8 @@ static int export_program(scmp_filter_ctx ctx, struct hd_seccomp *f, hd_error_t 
     if (r < 0)
         return hd_error_set(err, -r, "seccomp: compile the filter");
     off_t size = lseek(fd, 0, SEEK_END);
-    if (size <= 0 || size % sizeof(struct sock_filter) != 0 ||
-        size / sizeof(struct sock_filter) > BPF_MAXINSNS)
-        return hd_error_set(err, EINVAL, "seccomp: compiled filter has a bad size (%lld bytes)",
-                            (long long)size);
+    if (size <= 0 || size % sizeof(struct sock_filter) != 0 || size / sizeof(struct sock_filter) > BPF_MAXINSNS)
+        return hd_error_set(err, EINVAL, "seccomp: compiled filter has a bad size (%lld bytes)", (long long)size);
     f->prog.filter = hd_xmalloc((size_t)size);
     if (pread(fd, f->prog.filter, (size_t)size, 0) != size)
         return hd_error_sys(err, "seccomp: read the compiled filter");
@@ -459,13 +462,12 @@ static void material_add(struct cache_key *k, const void *data, size_t len)
     k->len += len;
 }
 
-static void cache_key_make(struct cache_key *k, const char *profile, uint64_t caps, const char *bytes,
-                           size_t len)
+static void cache_key_make(struct cache_key *k, const char *profile, uint64_t caps, const char *bytes, size_t len)
 {
     const struct scmp_version *v = seccomp_version();
     char head[256];
-    int n = snprintf(head, sizeof(head), "%s|%s|%u.%u.%u|%s|%llx|", SECCOMP_CACHE_TAG, HEDGE_VERSION,
-                     v->major, v->minor, v->micro, profile, (unsigned long long)caps);
+    int n = snprintf(head, sizeof(head), "%s|%s|%u.%u.%u|%s|%llx|", SECCOMP_CACHE_TAG, HEDGE_VERSION, v->major,
+                     v->minor, v->micro, profile, (unsigned long long)caps);
     material_add(k, head, (size_t)n);
     for (size_t i = 0; i < ARRAY_SIZE(default_denied); i++) {
         material_add(k, default_denied[i].name, strlen(default_denied[i].name) + 1);
@@ -508,8 +510,7 @@ static struct hd_seccomp *cache_read(const char *path, const struct cache_key *k
 }
 
 /* Best effort: a cache that cannot be written only costs the next start time. */
-static void cache_write(const char *dir, const char *path, const struct cache_key *k,
-                        const struct hd_seccomp *f)
+static void cache_write(const char *dir, const char *path, const struct cache_key *k, const struct hd_seccomp *f)
 {
     size_t prog_len = f->prog.len * sizeof(struct sock_filter);
     uint64_t mlen = k->len;
@@ -523,11 +524,10 @@ static void cache_write(const char *dir, const char *path, const struct cache_ke
         hd_error_free(&ignored);
 }
 
-static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
-                          struct hd_seccomp **out, hd_error_t *err);
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps, struct hd_seccomp **out,
+                          hd_error_t *err);
 
-int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out,
-                     hd_error_t *err)
+int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out, hd_error_t *err)
 {
     *out = NULL;
     const char *profile = sec->seccomp ? sec->seccomp : "default";
@@ -554,8 +554,8 @@ int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_sec
     return 0;
 }
 
-static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps,
-                          struct hd_seccomp **out, hd_error_t *err)
+static int build_uncached(const char *profile, const char *bytes, size_t len, uint64_t caps, struct hd_seccomp **out,
+                          hd_error_t *err)
 {
     scmp_filter_ctx ctx = NULL;
     if (strcmp(profile, "default") == 0) {

@@ -22,8 +22,7 @@ struct hd_seccomp;
  * profile (relaxed by the capabilities in caps, as Docker's is), "unconfined"
  * = no filter (*out = NULL), an absolute path = a Docker/OCI JSON profile.
  */
-int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out,
-                     hd_error_t *err);
+int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out, hd_error_t *err);
 /* Child side: install the filter. Needs no_new_privs or CAP_SYS_ADMIN. */
 int hd_seccomp_load(const struct hd_seccomp *filter, hd_error_t *err);
 /* Number of BPF instructions (for tests and messages). */

@@ -28,7 +28,7 @@
 #include "base/util.h"
 #include "runtime/vm/vm.h"
 
-#define PROBE_LOOPS 1000000u   /* ~0.3-1 ms natively */
+#define PROBE_LOOPS 1000000u /* ~0.3-1 ms natively */
 #define PROBE_LIMIT_MS 25
 #define GUEST_MEM 0x2000
 #define GUEST_CODE 0x1000
@@ -159,8 +159,7 @@ void hd_vm_accel_probe(struct hd_vm_accel_probe *p)
     } else {
         p->loop_ms = (double)elapsed / 1e6;
         p->usable = true;
-        snprintf(p->reason, sizeof(p->reason), "a %u-iteration guest loop ran in %.2f ms", PROBE_LOOPS,
-                 p->loop_ms);
+        snprintf(p->reason, sizeof(p->reason), "a %u-iteration guest loop ran in %.2f ms", PROBE_LOOPS, p->loop_ms);
     }
 out:
     if (run != MAP_FAILED)

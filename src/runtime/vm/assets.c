@@ -159,12 +159,12 @@ struct cpio_writer {
     unsigned ino;
 };
 
-static int cpio_entry(struct cpio_writer *c, const char *name, mode_t mode, unsigned rdev_major,
-                      unsigned rdev_minor, const char *data, size_t size)
+static int cpio_entry(struct cpio_writer *c, const char *name, mode_t mode, unsigned rdev_major, unsigned rdev_minor,
+                      const char *data, size_t size)
 {
     size_t namesize = strlen(name) + 1;
-    fprintf(c->f, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ++c->ino, (unsigned)mode,
-            0u, 0u, S_ISDIR(mode) ? 2u : 1u, 0u, size, 0u, 0u, rdev_major, rdev_minor, namesize, 0u);
+    fprintf(c->f, "070701%08X%08X%08X%08X%08X%08X%08zX%08X%08X%08X%08X%08zX%08X", ++c->ino, (unsigned)mode, 0u, 0u,
+            S_ISDIR(mode) ? 2u : 1u, 0u, size, 0u, 0u, rdev_major, rdev_minor, namesize, 0u);
     fwrite(name, 1, namesize, c->f);
     static const char zeros[4] = {0};
     fwrite(zeros, 1, (4 - (110 + namesize) % 4) % 4, c->f);
@@ -175,8 +175,7 @@ static int cpio_entry(struct cpio_writer *c, const char *name, mode_t mode, unsi
     return ferror(c->f) ? -1 : 0;
 }
 
-static int cpio_file(struct cpio_writer *c, const char *name, const char *host_path, mode_t perm,
-                     hd_error_t *err)
+static int cpio_file(struct cpio_writer *c, const char *name, const char *host_path, mode_t perm, hd_error_t *err)
 {
     cleanup_free char *data = NULL;
     size_t len = 0;
@@ -191,8 +190,8 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     if (f == NULL)
         return hd_error_sys(err, "create %s", path);
     struct cpio_writer c = {.f = f};
-    static const char *const dirs[] = {"dev", "proc", "sys", "modules", "modules/net", "lower", "upper", "newroot",
-                                       "cg"};
+    static const char *const dirs[] = {"dev",   "proc",  "sys",     "modules", "modules/net",
+                                       "lower", "upper", "newroot", "cg"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         cpio_entry(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
     /* the kernel opens /dev/console for init's stdio before devtmpfs is mounted */
@@ -272,9 +271,8 @@ static size_t tree_prefix;
 static int digest_tree_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
     char buf[PATH_MAX + 256];
-    int n = snprintf(buf, sizeof(buf), "%s|%o|%u|%u|%lld|%lld.%09ld|", path + tree_prefix, st->st_mode,
-                     st->st_uid, st->st_gid, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
-                     st->st_mtim.tv_nsec);
+    int n = snprintf(buf, sizeof(buf), "%s|%o|%u|%u|%lld|%lld.%09ld|", path + tree_prefix, st->st_mode, st->st_uid,
+                     st->st_gid, (long long)st->st_size, (long long)st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
     hd_sha256_update(&tree_ctx, buf, (size_t)(n < (int)sizeof(buf) ? n : (int)sizeof(buf) - 1));
     if (type == FTW_SL) {
         ssize_t l = readlink(path, buf, sizeof(buf));

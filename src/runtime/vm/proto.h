@@ -55,19 +55,19 @@ enum hd_vm_msg_type {
 };
 
 enum hd_vm_config_tag {
-    HD_VM_CFG_ARG = 'a',      /* argv element, in order */
-    HD_VM_CFG_ENV = 'e',      /* KEY=VALUE */
+    HD_VM_CFG_ARG = 'a', /* argv element, in order */
+    HD_VM_CFG_ENV = 'e', /* KEY=VALUE */
     HD_VM_CFG_WORKDIR = 'w',
-    HD_VM_CFG_USER = 'u',     /* "uid[:gid]" or a name from the rootfs's /etc/passwd */
+    HD_VM_CFG_USER = 'u', /* "uid[:gid]" or a name from the rootfs's /etc/passwd */
     HD_VM_CFG_HOSTNAME = 'h',
-    HD_VM_CFG_PIDS = 'p',     /* decimal pids.max for the workload's guest cgroup */
-    HD_VM_CFG_MEMORY = 'm',   /* decimal memory.max in bytes for the workload's guest cgroup */
-    HD_VM_CFG_READONLY = 'r', /* "1": no overlay, the erofs rootfs is the root as is */
+    HD_VM_CFG_PIDS = 'p',        /* decimal pids.max for the workload's guest cgroup */
+    HD_VM_CFG_MEMORY = 'm',      /* decimal memory.max in bytes for the workload's guest cgroup */
+    HD_VM_CFG_READONLY = 'r',    /* "1": no overlay, the erofs rootfs is the root as is */
     HD_VM_CFG_NET_ADDRESS = 'n', /* "10.89.0.2/24": eth0's address (bridge network) */
     HD_VM_CFG_NET_GATEWAY = 'g', /* "10.89.0.1": the default route */
-    HD_VM_CFG_SEED = 's',     /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
+    HD_VM_CFG_SEED = 's',        /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
                                  the guest's input pool (RNDADDENTROPY), then the CRNG is reseeded */
-    HD_VM_CFG_CLOCK = 't',    /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
+    HD_VM_CFG_CLOCK = 't',       /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
 };
 
 #define HD_VM_SEED_BYTES 64
@@ -116,10 +116,10 @@ static inline int hd_vm_hex_decode(const char *text, unsigned char *out, size_t 
         return -1;
     for (size_t i = 0; i < 2 * n; i++) {
         char c = text[i];
-        int v = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
+        int v = c >= '0' && c <= '9' ? c - '0'
+            : c >= 'a' && c <= 'f'   ? c - 'a' + 10
+            : c >= 'A' && c <= 'F'   ? c - 'A' + 10
+                                     : -1;
         if (v < 0)
             return -1;
         if (i % 2 == 0)

@@ -48,8 +48,7 @@ static char **qemu_argv(const struct hd_vm_launch *l)
 {
     bool kvm = l->accel == HD_VM_ACCEL_KVM;
     char **v = NULL;
-    const char *fixed[] = {QEMU_BINARY, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                           "-M"};
+    const char *fixed[] = {QEMU_BINARY, "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M"};
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
         hd_strv_push(&v, fixed[i]);
     hd_strv_push(&v, machine_type(l->accel));
@@ -79,8 +78,8 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     bool pci_noacpi = strncmp(machine_type(l->accel), "pc", 2) == 0 && l->vcpus == 1;
     s = hd_xasprintf("console=ttyS0 quiet panic=-1 oops=panic reboot=t tsc=reliable no_timer_check "
                      "random.trust_cpu=on cryptomgr.notests%s%s%s",
-                     pci_noacpi ? " pci=noacpi" : "",
-                     l->extra_append && *l->extra_append ? " " : "", l->extra_append ? l->extra_append : "");
+                     pci_noacpi ? " pci=noacpi" : "", l->extra_append && *l->extra_append ? " " : "",
+                     l->extra_append ? l->extra_append : "");
     hd_strv_push(&v, s);
     free(s);
     hd_strv_push(&v, "-chardev");
@@ -116,7 +115,9 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-chardev");
     hd_strv_push(&v, "socket,id=hedgeport,fd=3");
     hd_strv_push(&v, "-device");
-    hd_strv_push(&v, "virtserialport,bus=hedgeser.0,chardev=hedgeport,name=" "org.hedge.0");
+    hd_strv_push(&v,
+                 "virtserialport,bus=hedgeser.0,chardev=hedgeport,name="
+                 "org.hedge.0");
     return v;
 }
 
@@ -140,9 +141,8 @@ __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int repo
     int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
     int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
     int qmp = l->qmp_fd >= 0 ? fcntl(l->qmp_fd, F_DUPFD_CLOEXEC, 10) : -1;
-    if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 ||
-        dup2(port, 3) < 0 || (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) ||
-        (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)))
+    if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 || dup2(port, 3) < 0 ||
+        (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) || (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s: set up its fds", QEMU_BINARY);
     sigset_t none;
     sigemptyset(&none);

@@ -223,8 +223,7 @@ static int command_until(struct hd_qmp *q, const char *command, json_t *args, ui
     }
 }
 
-int hd_qmp_command(struct hd_qmp *q, const char *command, json_t *args, int timeout_ms, json_t **ret,
-                   hd_error_t *err)
+int hd_qmp_command(struct hd_qmp *q, const char *command, json_t *args, int timeout_ms, json_t **ret, hd_error_t *err)
 {
     return command_until(q, command, args, now_ms() + (uint64_t)timeout_ms, ret, err);
 }

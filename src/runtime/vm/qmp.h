@@ -65,8 +65,7 @@ int hd_qmp_attach(int fd, int timeout_ms, struct hd_qmp **out, hd_error_t *err);
  * *ret (if not NULL) is a new reference to the "return" value. A QMP error becomes
  * "qmp CMD: CLASS: DESC"; a timeout or a closed socket names the command too.
  */
-int hd_qmp_command(struct hd_qmp *q, const char *command, json_t *args, int timeout_ms, json_t **ret,
-                   hd_error_t *err);
+int hd_qmp_command(struct hd_qmp *q, const char *command, json_t *args, int timeout_ms, json_t **ret, hd_error_t *err);
 /* query-status: QEMU's run state ("running", "paused", "prelaunch", "inmigrate", ...). */
 int hd_qmp_query_status(struct hd_qmp *q, int timeout_ms, char **status, bool *running, hd_error_t *err);
 /* quit: QEMU exits. QEMU may close the socket before its reply arrives; both count as done. */

@@ -68,9 +68,9 @@
 #define BOOT_TIMEOUT_TCG_MS 120000 /* a TCG boot takes ~3-6 s; allow a very loaded host */
 #define BOOT_TIMEOUT_KVM_MS 30000
 #define DEFAULT_GUEST_RAM (256ll << 20)
-#define GUEST_KERNEL_OVERHEAD (64ll << 20)  /* kernel, page tables, initramfs, tmpfs metadata */
-#define QEMU_OVERHEAD (192ll << 20)         /* QEMU itself + 64 MiB TCG translation buffer */
-#define QEMU_PIDS 64                        /* QEMU's threads: vCPUs, I/O, RCU, workers */
+#define GUEST_KERNEL_OVERHEAD (64ll << 20) /* kernel, page tables, initramfs, tmpfs metadata */
+#define QEMU_OVERHEAD (192ll << 20)        /* QEMU itself + 64 MiB TCG translation buffer */
+#define QEMU_PIDS 64                       /* QEMU's threads: vCPUs, I/O, RCU, workers */
 
 enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
 
@@ -86,11 +86,11 @@ struct vm {
     size_t config_len;
     struct hd_net *net; /* the tap of a bridge network, or NULL */
     char mac[18];
-    int stdio[3];  /* our copies of w->stdio, -1 once the relay is done with one */
-    int port_fd;   /* our end of the channel */
-    int qemu_end;  /* QEMU's end until it is spawned */
-    int qmp_end;   /* QEMU's end of the QMP socketpair until it is spawned */
-    int qmp_fd;    /* our end, until hd_qmp_attach takes it */
+    int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
+    int port_fd;        /* our end of the channel */
+    int qemu_end;       /* QEMU's end until it is spawned */
+    int qmp_end;        /* QEMU's end of the QMP socketpair until it is spawned */
+    int qmp_fd;         /* our end, until hd_qmp_attach takes it */
     struct hd_qmp *qmp; /* attached on first use (main thread only, before the relay runs) */
     pid_t qemu_pid;
     int qemu_pidfd; /* signals go through it: never to a recycled pid */
@@ -99,12 +99,12 @@ struct vm {
 
     pthread_t relay;
     bool relay_started;
-    int wake_fd;  /* eventfd: queued signals or stop request for the relay */
+    int wake_fd; /* eventfd: queued signals or stop request for the relay */
     pthread_mutex_t lock;
     /* guarded by lock */
     int queued_signals[16];
     int n_queued;
-    uint64_t kill_at_ms;  /* 0, or when the relay kills QEMU (grace expired) */
+    uint64_t kill_at_ms; /* 0, or when the relay kills QEMU (grace expired) */
     bool stop;
     bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
     bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
@@ -319,11 +319,12 @@ static int diagnose_dead_guest(struct hd_workload *w, struct vm *vm, hd_error_t 
         return hd_error_set(err, 0, "vm: %s", vm->relay_problem);
     cleanup_free char *panic = log_line(vm->console_log, "Kernel panic - not syncing:");
     if (panic)
-        return hd_error_set(err, 0, "vm: guest kernel panic: %s", panic + strlen("Kernel panic - not syncing:") +
-                                                                    (panic[27] == ' ' ? 1 : 0));
+        return hd_error_set(err, 0, "vm: guest kernel panic: %s",
+                            panic + strlen("Kernel panic - not syncing:") + (panic[27] == ' ' ? 1 : 0));
     if (vm->qemu_reaped && WIFSIGNALED(vm->qemu_status)) {
         if (w->cgroup && hd_cgroup_oom_killed(w->cgroup))
-            return hd_error_set(err, 0, "vm: QEMU was OOM-killed on the host (its cgroup limit is guest RAM + %lld MiB)",
+            return hd_error_set(err, 0,
+                                "vm: QEMU was OOM-killed on the host (its cgroup limit is guest RAM + %lld MiB)",
                                 QEMU_OVERHEAD >> 20);
         return hd_error_set(err, 0, "vm: QEMU was killed by signal %d before the guest reported an exit",
                             WTERMSIG(vm->qemu_status));
@@ -487,8 +488,8 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         if (now >= deadline) {
             cleanup_free char *status = qemu_status(vm);
             snprintf(vm->relay_problem, sizeof(vm->relay_problem),
-                     "the guest did not start the workload within %d ms (QEMU: %s; console: %s)", timeout_ms,
-                     status, vm->console_log);
+                     "the guest did not start the workload within %d ms (QEMU: %s; console: %s)", timeout_ms, status,
+                     vm->console_log);
             qemu_quit(vm);
             break;
         }
@@ -519,8 +520,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
     /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
     const char *append = getenv("HEDGE_VM_APPEND");
     cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
-                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "",
-                                                   append ? append : "");
+                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "", append ? append : "");
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,

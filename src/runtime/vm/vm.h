@@ -19,10 +19,10 @@
 
 /* The guest kernel hedge boots: a dir laid out by scripts/fetch-guest-kernel. */
 struct hd_vm_kernel {
-    char *dir;       /* $HEDGE_VM_KERNEL_DIR or <state>/vm/kernel */
-    char *vmlinuz;   /* dir/vmlinuz */
-    char *release;   /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
-    char **modules;  /* dir/modules/NN-name.ko in load order (may be empty) */
+    char *dir;          /* $HEDGE_VM_KERNEL_DIR or <state>/vm/kernel */
+    char *vmlinuz;      /* dir/vmlinuz */
+    char *release;      /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
+    char **modules;     /* dir/modules/NN-name.ko in load order (may be empty) */
     char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
 };
 
@@ -57,9 +57,9 @@ enum hd_vm_accel {
 };
 
 struct hd_vm_accel_probe {
-    bool usable;          /* KVM runs an ordinary guest at native speed */
-    double loop_ms;       /* time of the probe guest's loop, < 0 if it did not run */
-    char reason[256];     /* why not usable, or a short description */
+    bool usable;      /* KVM runs an ordinary guest at native speed */
+    double loop_ms;   /* time of the probe guest's loop, < 0 if it did not run */
+    char reason[256]; /* why not usable, or a short description */
 };
 
 /* Time a tiny real-mode guest loop through the KVM API (bounded to a few ms). */
@@ -84,16 +84,16 @@ struct hd_vm_launch {
     const char *vmlinuz;
     const char *initramfs;
     const char *rootfs_image;
-    const char *console_log;   /* guest serial console goes here */
-    const char *qemu_log;      /* QEMU's own stderr */
-    int port_fd;               /* connected socket: the virtio-serial port's host end */
+    const char *console_log; /* guest serial console goes here */
+    const char *qemu_log;    /* QEMU's own stderr */
+    int port_fd;             /* connected socket: the virtio-serial port's host end */
     enum hd_vm_accel accel;
     int64_t ram_bytes;
     int vcpus;
-    const char *extra_append;  /* appended to the kernel command line, may be NULL */
-    int tap_fd;                /* a tap on the hedge bridge for virtio-net, or -1 */
-    const char *mac;           /* the guest NIC's MAC when tap_fd >= 0 */
-    int qmp_fd;                /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
+    const char *extra_append; /* appended to the kernel command line, may be NULL */
+    int tap_fd;               /* a tap on the hedge bridge for virtio-net, or -1 */
+    const char *mac;          /* the guest NIC's MAC when tap_fd >= 0 */
+    int qmp_fd;               /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
 };
 
 struct hd_cgroup;
