@@ -109,6 +109,7 @@ static int create_container(const char *id, const struct create_flags *f, struct
     cleanup_free char *fifo_path = oci_fifo_path(id);
     struct hd_workload *w = NULL;
     cleanup_close int fifo = -1;
+    cleanup_free char *created = NULL; /* declared before the first goto: its cleanup runs at fail too */
     bool made_dir = false;
     if (hd_mkdir_p(oci_globals.root, 0711, err) < 0)
         goto fail;
@@ -155,7 +156,7 @@ static int create_container(const char *id, const struct create_flags *f, struct
     if (hd_workload_start(w, err) < 0)
         goto fail;
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
-    cleanup_free char *created = now_rfc3339();
+    created = now_rfc3339();
     struct oci_state st = {
         .id = (char *)id,
         .pid = w->pid,

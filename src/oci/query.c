@@ -67,7 +67,7 @@ int oci_cmd_list(int argc, char **argv)
         closedir(d);
     }
     size_t n = hd_strv_len(ids);
-    if (n)
+    if (ids != NULL && n > 1)
         qsort(ids, n, sizeof(char *), compare_names);
     json_t *arr = json_array();
     if (!json && !quiet)

@@ -48,10 +48,10 @@ static void test_connect(void)
     k.props.session_expiry = 0xffffffffu;
     mqtt_encode_connect(&b, &k);
     CHECK_BYTES(b, "\x10\x1b\x00\x04MQTT\x05\xc0\x00\x1e\x05\x11\xff\xff\xff\xff\x00\x02id\x00\x01u\x00\x02pw");
-    uint8_t tf;
-    const uint8_t *body;
-    uint32_t len;
-    struct mqtt_connect d;
+    uint8_t tf = 0;
+    const uint8_t *body = NULL;
+    uint32_t len = 0;
+    struct mqtt_connect d = {0};
     CHECK(frame(&b, &tf, &body, &len) && tf == 0x10);
     CHECK(mqtt_decode_connect(body, len, &d) == 0);
     CHECK(d.protocol_level == 5 && !d.clean_start && d.keepalive == 30 && d.props.has_session_expiry &&
@@ -80,9 +80,9 @@ static void test_connect(void)
 static void test_publish_subscribe_acks(void)
 {
     struct mqtt_buf b = {0};
-    uint8_t tf;
-    const uint8_t *body;
-    uint32_t len;
+    uint8_t tf = 0;
+    const uint8_t *body = NULL;
+    uint32_t len = 0;
     /* the same bytes test_uplink feeds the client: QoS 1 "t/a", id 5, response topic, correlation, "hi" */
     struct mqtt_publish p = {.qos = 1, .packet_id = 5, .topic = z("t/a"), .payload = z("hi")};
     p.props.response_topic = z("r/1");
@@ -91,7 +91,7 @@ static void test_publish_subscribe_acks(void)
     CHECK_BYTES(b,
                 "\x32\x15\x00\x03t/a\x00\x05\x0b\x08\x00\x03r/1\x09\x00\x02"
                 "c9hi");
-    struct mqtt_publish d;
+    struct mqtt_publish d = {0};
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_publish(tf & 0x0f, body, len, 5, &d) == 0);
     CHECK(d.qos == 1 && d.packet_id == 5 && bytes_eq(d.topic, "t/a") && bytes_eq(d.payload, "hi") &&
           bytes_eq(d.props.response_topic, "r/1") && bytes_eq(d.props.correlation_data, "c9"));
@@ -110,7 +110,7 @@ static void test_publish_subscribe_acks(void)
     CHECK_BYTES(b,
                 "\x82\x16\x00\x07\x00\x00\x03"
                 "a/#\x01\x00\x0a$share/g/b\x01");
-    struct mqtt_subscribe s;
+    struct mqtt_subscribe s = {0};
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_subscribe(MQTT_SUBSCRIBE, tf & 0x0f, body, len, 5, &s) == 0);
     CHECK(s.packet_id == 7);
     b.len = 0;
@@ -130,7 +130,7 @@ static void test_publish_subscribe_acks(void)
     b.len = 0;
 
     /* what the broker sends, decoded by the client's decoders */
-    struct mqtt_connack k;
+    struct mqtt_connack k = {0};
     mqtt_encode_connack(&b, 4, true, 5, NULL, 0);
     CHECK_BYTES(b, "\x20\x02\x01\x05");
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 4, &k) == 0 && k.session_present &&
@@ -141,7 +141,7 @@ static void test_publish_subscribe_acks(void)
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_connack(tf & 0x0f, body, len, 5, &k) == 0 &&
           k.props.has_server_keepalive && k.props.server_keepalive == 30);
     b.len = 0;
-    struct mqtt_suback sa;
+    struct mqtt_suback sa = {0};
     mqtt_encode_suback(&b, 5, MQTT_SUBACK, 9, (const uint8_t *)"\x01\x87", 2);
     CHECK_BYTES(b, "\x90\x05\x00\x09\x00\x01\x87");
     CHECK(frame(&b, &tf, &body, &len) && mqtt_decode_suback(MQTT_SUBACK, tf & 0x0f, body, len, 5, &sa) == 0 &&
@@ -159,7 +159,7 @@ static void test_publish_subscribe_acks(void)
 
 static void test_server_packets(void)
 {
-    struct mqtt_connack k;
+    struct mqtt_connack k = {0};
     CHECK(CONNACK("\x01\x00", 4, &k) == 0 && k.session_present && k.reason == 0);
     CHECK(CONNACK("\x00\x05", 4, &k) == 0 && !k.session_present && k.reason == 5);
     CHECK(CONNACK("\x00", 4, &k) == RC_MALFORMED);
@@ -178,7 +178,7 @@ static void test_server_packets(void)
     CHECK(CONNACK("\x00\x00\x05\x21\x00\x01", 5, &k) == RC_MALFORMED);  /* property block runs past the end */
     CHECK(CONNACK("\x00\x87\x00", 5, &k) == 0 && k.reason == RC_NOT_AUTHORIZED);
 
-    struct mqtt_suback s;
+    struct mqtt_suback s = {0};
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x00\x01\x80", 5, &s) == 0 && s.packet_id == 1 && s.n_reasons == 2 &&
           s.reasons[0] == 1 && s.reasons[1] == 0x80);
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x02", 4, &s) == 0 && s.n_reasons == 1 && s.reasons[0] == 2);
@@ -221,10 +221,10 @@ static void test_publish_head_and_disconnect(void)
                 "\x33\x16\x00\x03"
                 "a/b\x00\x09\x0c\x02\x00\x00\x00\x3c\x0b\x01\x0b\xc8\x01\x01\x01hi");
     CHECK(mqtt_publish_size(5, &h) == b.len);
-    uint8_t tf;
-    const uint8_t *body;
-    uint32_t len;
-    struct mqtt_publish d;
+    uint8_t tf = 0;
+    const uint8_t *body = NULL;
+    uint32_t len = 0;
+    struct mqtt_publish d = {0};
     mqtt_buf_free(&b);
     /* without the subscription ids (a server never receives them) it decodes back to the same values */
     struct mqtt_publish_head plain = h;
