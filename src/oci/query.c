@@ -66,8 +66,8 @@ int oci_cmd_list(int argc, char **argv)
         }
         closedir(d);
     }
-    size_t n = hd_strv_len(ids);
-    if (ids != NULL && n > 1)
+    size_t n = ids ? hd_strv_len(ids) : 0; /* no container: no list at all */
+    if (n > 1)
         qsort(ids, n, sizeof(char *), compare_names);
     json_t *arr = json_array();
     if (!json && !quiet)
