@@ -520,7 +520,7 @@ def test_cut_download_resumes(hedge, dirs, registry):
 
 
 def test_layers_download_in_parallel_and_apply_in_order(hedge, registry, tmp_path, busybox_rootfs):
-    """A 3-layer image (busybox; + /data/one; + /data/two and /data/one deleted): the layers arrive on several
+    """A 3-layer image (busybox; + /layered/one; + /layered/two and /layered/one deleted): the layers arrive on several
     connections, each blob once, and are applied in manifest order (the whiteout of the last layer holds)."""
     need("umoci")
     layout, ref = tmp_path / "layout", f"{tmp_path / 'layout'}:latest"
@@ -528,8 +528,10 @@ def test_layers_download_in_parallel_and_apply_in_order(hedge, registry, tmp_pat
     umoci("init", "--layout", layout)
     umoci("new", "--image", ref)
     steps = [lambda root: subprocess.run(["cp", "-a", f"{busybox_rootfs}/.", str(root)], check=True),
-             lambda root: ((root / "data").mkdir(), (root / "data" / "one").write_bytes(os.urandom(300_000))),
-             lambda root: ((root / "data" / "two").write_bytes(os.urandom(300_000)), (root / "data" / "one").unlink())]
+             # a directory of the test's own: the shared busybox rootfs may hold a /data another test made
+             lambda root: ((root / "layered").mkdir(), (root / "layered" / "one").write_bytes(os.urandom(300_000))),
+             lambda root: ((root / "layered" / "two").write_bytes(os.urandom(300_000)),
+                           (root / "layered" / "one").unlink())]
     for n, step in enumerate(steps):
         bundle = tmp_path / f"bundle{n}"
         umoci("unpack", "--image", ref, bundle)
@@ -555,7 +557,7 @@ def test_layers_download_in_parallel_and_apply_in_order(hedge, registry, tmp_pat
     assert sorted(line.split(" sha256:")[0] for line in r.out.splitlines() if "pulled (" in line and
                   line.startswith("layer")) == ["layer 0", "layer 1", "layer 2"], r.out
     assert all(registry.blob_gets(d) == before[d] + 1 for d in layers)
-    r = hedge("run", "-i", "container", f"{relay.host}/layered", "--", "sh", "-c", "ls /data; wc -c < /data/two")
+    r = hedge("run", "-i", "container", f"{relay.host}/layered", "--", "sh", "-c", "ls /layered; wc -c < /layered/two")
     assert (r.code, r.out) == (0, "two\n300000\n"), r
 
 
