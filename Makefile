@@ -38,7 +38,9 @@ asan-test: asan-build
 	meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
 	HEDGE_BUILD=$(abspath $(ASAN_BUILD)) HEDGE_SANITIZED=1 $(PYTEST) -q tests $(PYTEST_ARGS)
 
-test: unit pytest asan-test
+# Unit tests, then the suite against the plain and the ASan+UBSan build side by side (scripts/test-all).
+test: build asan-build
+	PYTEST="$(PYTEST)" ./scripts/test-all $(BUILD) $(ASAN_BUILD) $(PYTEST_ARGS)
 
 test-quick: unit pytest
 

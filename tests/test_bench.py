@@ -61,6 +61,21 @@ def processes_with(marker):
     return found
 
 
+def echo_servers():
+    """Running copies of this build's hedge-echo-server (by the executable's inode, so neither a compiler
+    building echo-server.c nor another test session's echo servers count)."""
+    ours = os.stat(ECHO_SERVER)
+    found = []
+    for pid, cmd in processes_with("hedge-echo-server"):
+        try:
+            exe = os.stat(f"/proc/{pid}/exe")
+        except OSError:
+            continue
+        if (exe.st_dev, exe.st_ino) == (ours.st_dev, ours.st_ino):
+            found.append((pid, cmd))
+    return found
+
+
 def processes_in_netns(netns):
     found = []
     for d in pathlib.Path("/proc").iterdir():
@@ -80,12 +95,12 @@ _echo_before = set()
 def echo_servers_before():
     """hedge-echo-server processes that already ran before the test (not ours to account for)."""
     _echo_before.clear()
-    _echo_before.update(pid for pid, _ in processes_with("hedge-echo-server"))
+    _echo_before.update(pid for pid, _ in echo_servers())
     yield
 
 
 def assert_nothing_left(dirs, report=None):
-    left = [p for p in processes_with("hedge-echo-server") if p[0] not in _echo_before]
+    left = [p for p in echo_servers() if p[0] not in _echo_before]
     left += processes_with(str(dirs["state"]))
     assert left == [], f"processes left behind: {left}"
     if report and report.get("netns"):
@@ -379,7 +394,7 @@ def test_interrupt_cleans_up(hedge, dirs):
                           "--duration", "30", "--warmup", "0", "--no-stream"],
                          env=hedge.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for _ in range(500):
-        if [p for p in processes_with("hedge-echo-server") if p[0] not in _echo_before]:
+        if [p for p in echo_servers() if p[0] not in _echo_before]:
             break
         time.sleep(0.01)
     time.sleep(0.3)

@@ -122,6 +122,8 @@ __attribute__((noreturn)) static void power_off(void)
         pause();
 }
 
+static void wait_for_exit_ack(void);
+
 /* Report a failure to the host (exit code + text) and the console, then power off. */
 __attribute__((noreturn, format(printf, 3, 4))) static void guest_fail(int code, int errnum, const char *fmt, ...)
 {
@@ -139,7 +141,10 @@ __attribute__((noreturn, format(printf, 3, 4))) static void guest_fail(int code,
         size_t len = strlen(text);
         memcpy(msg, &c, 4);
         memcpy(msg + 4, text, len);
-        hd_vm_send(port_fd, HD_VM_MSG_ERROR, msg, (uint32_t)(4 + len));
+        /* As after EXIT: power off only once the host has the message (QEMU drops what its chardev has not
+         * passed on yet when the guest goes down, which a loaded host shows) */
+        if (hd_vm_send(port_fd, HD_VM_MSG_ERROR, msg, (uint32_t)(4 + len)) == 0)
+            wait_for_exit_ack();
     }
     power_off();
 }
@@ -678,7 +683,7 @@ static int relay(struct workload *wl, int sigchld_fd)
 }
 
 /*
- * After EXIT: wait until the host says it delivered the output (EXIT_ACK), so
+ * After EXIT (or ERROR): wait until the host says it delivered the output (EXIT_ACK), so
  * QEMU ends only after that. Input the host still sends (stdin, signals for a
  * workload that is gone) is dropped. Bounded: a host that went away or never
  * answers does not keep the guest up.

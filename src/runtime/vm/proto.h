@@ -45,7 +45,7 @@ enum hd_vm_msg_type {
     HD_VM_MSG_STDIN = 2,     /* host → guest: bytes for the workload's stdin */
     HD_VM_MSG_STDIN_EOF = 3, /* host → guest: empty; close the workload's stdin */
     HD_VM_MSG_SIGNAL = 4,    /* host → guest: u32 signal number for the workload */
-    HD_VM_MSG_EXIT_ACK = 5,  /* host → guest: empty; the output before EXIT is delivered, power off */
+    HD_VM_MSG_EXIT_ACK = 5,  /* host → guest: empty; what came before EXIT or ERROR is delivered, power off */
     HD_VM_MSG_STARTED = 16,  /* guest → host: empty; the command was exec'd */
     HD_VM_MSG_STDOUT = 17,   /* guest → host: bytes the workload wrote to fd 1 */
     HD_VM_MSG_STDERR = 18,   /* guest → host: bytes the workload wrote to fd 2 */

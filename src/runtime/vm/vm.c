@@ -472,7 +472,9 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
                 if (code != HD_EXIT_HEDGE && code != HD_EXIT_CANNOT_INVOKE && code != HD_EXIT_NOT_FOUND)
                     code = HD_EXIT_HEDGE;
                 vm->got_error = true;
-                /* the guest powers off after an error; give QEMU a moment to go */
+                /* the guest powers off after an error once we acknowledge it; give QEMU a moment to go */
+                struct hd_vm_msg_header ack = {HD_VM_MSG_EXIT_ACK, 0};
+                (void)socket_send_all(vm->port_fd, &ack, sizeof(ack));
                 uint64_t until = now_ms() + POWEROFF_GRACE_MS;
                 while (!vm->qemu_reaped && now_ms() < until) {
                     reap_qemu(vm, false);
@@ -753,8 +755,8 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
                     return;
                 }
                 hd_vm_reader_consume(reader, used);
-                if (h.type == HD_VM_MSG_EXIT)
-                    ack_due = true; /* what came before EXIT is written out by now */
+                if (h.type == HD_VM_MSG_EXIT || h.type == HD_VM_MSG_ERROR)
+                    ack_due = true; /* what came before EXIT (or ERROR) is written out by now */
                 if ((vm->got_exit || vm->got_error) && exit_deadline == 0)
                     exit_deadline = now_ms() + POWEROFF_GRACE_MS;
             }
