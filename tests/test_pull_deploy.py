@@ -1,0 +1,172 @@
+"""hedged pulls the image a deployment names (docs/images.md, "Pulls on deploy"): against Debian's
+docker-registry, as in test_pull.py. The resolved tag is pinned to its digest in the deployment's record, so
+with the registry stopped the node still deploys, restarts, rolls back and survives a restart of hedged.
+`hedge image prune` keeps what deployments, tags and running workloads use.
+"""
+import json
+import socket
+import sqlite3
+import subprocess
+import threading
+
+from test_daemon import Daemon, wait_for  # noqa: F401 (the daemon fixture below builds on it)
+from test_pull import auth_registry, need, registry  # noqa: F401 (module fixtures)
+
+import pytest
+
+
+@pytest.fixture
+def daemon(tmp_path, hedge):
+    made = []
+
+    def make(config):
+        d = Daemon(tmp_path, hedge, "d", config)
+        made.append(d)
+        return d.start()
+
+    yield make
+    for d in made:
+        d.cleanup()
+
+
+def box(name, image, text):
+    return {"name": name, "isolation": "container", "image": image,
+            "command": ["sh", "-c", f"echo {text}; exec sleep 1000"]}
+
+
+def versions_images(d):
+    db = sqlite3.connect(str(d.state / "hedged.db"))
+    try:
+        return [json.loads(s)["image"] for (s,) in db.execute("SELECT spec FROM versions ORDER BY name, version")]
+    finally:
+        db.close()
+
+
+def test_pull_errors_and_pulling_state(daemon, registry, auth_registry, tmp_path):
+    reg, areg = registry, auth_registry
+    # a registry that accepts connections and never answers: the deploy stays "pulling" until removed
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    hole_host = f"127.0.0.1:{hole.getsockname()[1]}"
+    d = daemon({"registries": {"insecure": [reg.host, areg.host, hole_host]}})
+    try:
+        r = d.deploy(box("nope", f"{reg.host}/busybox:nope", "x"))
+        assert r.code != 0 and f"image {reg.host}/busybox:nope: pull failed: manifest nope: not found" in r.err, r
+        r = d.deploy(box("priv", f"{areg.host}/private/busybox:latest", "x"))
+        assert r.code != 0 and "pull failed" in r.err and "authentication required" in r.err, r
+
+        spec_path = tmp_path / "slow.json"
+        spec_path.write_text(json.dumps(box("slow", f"{hole_host}/busybox:latest", "x")))
+        out = {}
+        t = threading.Thread(target=lambda: out.update(r=d.cli("deploy", spec_path)))
+        t.start()
+        w = d.wait_state("slow", "pulling")
+        assert w["pulling"] == f"{hole_host}/busybox:latest" and w["version"] == 0
+        r = d.deploy(box("slow", f"{hole_host}/busybox:latest", "y"))
+        assert r.code != 0 and "is being pulled" in r.err, r
+        assert d.cli("rm", "slow").code == 0
+        t.join(timeout=20)
+        assert out["r"].code != 0 and "removed while its image" in out["r"].err, out
+        assert d.ps("slow") is None
+
+        # credentials from the file `hedge login` writes in hedged's state dir
+        r = d.cli("--state-dir", d.state, "login", "--insecure-registry", areg.host, areg.host, "-u", "hedge",
+                  "--password-stdin", input="s3cret\n")
+        assert r.code == 0, r
+        r = d.deploy(box("priv", f"{areg.host}/private/busybox:latest", "authed"))
+        assert r.code == 0, (r, d.errlog.read_text())
+        wait_for(lambda: d.cli("logs", "priv").out == "authed\n", what="the private image's run")
+    finally:
+        hole.close()
+
+
+def test_prune_keeps_running_workloads_and_removes_partial(hedge, dirs, registry):
+    """Without hedged: prune keeps an image a `hedge run` container has mounted, drops dangling ones."""
+    reg = registry
+    r = hedge("image", "pull", "--insecure-registry", reg.host, f"{reg.host}/busybox:latest")
+    assert r.code == 0, r
+    images = dirs["state"] / "images"
+    (images / "partial" / ("0" * 64)).write_bytes(b"x" * 1000)
+    env = hedge.env()
+    proc = subprocess.Popen([hedge.binary, "run", "-i", "container", f"{reg.host}/busybox:latest", "--",
+                             "sh", "-c", "echo up; exec sleep 4"], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "up\n"
+        r = hedge("image", "prune", "--all")
+        assert r.code == 0 and "Deleted:" not in r.out and "1 partial downloads" in r.out, r
+        assert list((images / "partial").iterdir()) == []
+    finally:
+        proc.wait(timeout=20)  # the workload ends by itself
+    # the tag untagged by hand leaves a digest ref only: dangling, pruned without --all
+    digest, manifest = reg.manifest("busybox")
+    refs = json.loads((images / "refs.json").read_text())
+    del refs["refs"][f"{reg.host}/busybox:latest"]
+    (images / "refs.json").write_text(json.dumps(refs))
+    r = hedge("image", "prune")
+    assert r.code == 0 and f"Untagged: {reg.host}/busybox@{digest}" in r.out, r
+    assert f"Deleted: {manifest['config']['digest']}" in r.out, r
+    assert hedge("image", "ls", "--json").out.strip() == "[]"
+
+
+def test_deploy_pulls_pins_and_runs_offline(daemon, registry):
+    """Last in the file: it stops the module's registry."""
+    offline(daemon, registry)
+
+
+def offline(daemon, reg):
+    d = daemon({"registries": {"insecure": [reg.host]}})
+    ref = f"{reg.host}/busybox:latest"
+    digest, manifest = reg.manifest("busybox")
+    pinned = f"{ref}@{digest}"
+
+    r = d.deploy(box("web", ref, "v1"))
+    assert r.code == 0, (r, d.errlog.read_text())
+    w = d.wait_state("web", "running")
+    code, info = d.api("GET", "/v1/workloads/web")
+    assert info["spec"]["image"] == pinned and info["pulling"] is None
+    kinds = [e["type"] for e in d.events("web")]
+    assert "pulling" in kinds and "pulled" in kinds, kinds
+    assert versions_images(d) == [pinned]
+    wait_for(lambda: d.cli("logs", "web").out == "v1\n", what="v1's output")
+
+    # the tag is pinned: a deploy of the same spec is unchanged, without asking the registry
+    reg.stop()
+    reg.stop = lambda: None  # the fixture's teardown
+    r = d.deploy(box("web", ref, "v1"))
+    assert r.code == 0 and "unchanged" in r.out, r
+    # offline: another deployment of the stored tag, an upgrade, a rollback, stop/start, a restart of hedged
+    r = d.deploy(box("web2", ref, "other"))
+    assert r.code == 0, r
+    r = d.deploy(box("web", ref, "v2"))
+    assert r.code == 0 and "version 2" in r.out, r
+    r = d.cli("rollback", "web")
+    assert r.code == 0 and "version 3" in r.out, r
+    assert versions_images(d) == [pinned] * 4
+    assert d.cli("stop", "web").code == 0
+    assert d.cli("start", "web").code == 0
+    d.wait_state("web", "running")
+    d.stop()
+    d.start()
+    w = d.wait_state("web", "running")
+    assert w["version"] == 3
+    wait_for(lambda: d.cli("logs", "web").out == "v1\nv2\nv1\nv1\n", what="every run's output")
+
+    # a reference the store lacks, with the registry down: an error naming it and the reason
+    r = d.deploy(box("web3", f"{reg.host}/busybox:v9", "x"))
+    assert r.code != 0 and f"image {reg.host}/busybox:v9: pull failed:" in r.err, r
+    assert "onnect" in r.err, r  # curl's "Couldn't connect to server"
+    assert d.ps("web3") is None
+
+    # prune keeps what deployments use, even untagged; removes the rest
+    r = d.cli("--state-dir", d.state, "image", "prune", "--all")
+    assert r.code == 0 and "Deleted:" not in r.out, r
+    assert d.cli("rm", "web", "web2").code == 0
+    r = d.cli("--state-dir", d.state, "image", "prune")
+    assert r.code == 0 and "Deleted:" not in r.out, r  # tagged: kept without --all
+    r = d.cli("--state-dir", d.state, "image", "prune", "--all")
+    assert r.code == 0, r
+    assert f"Untagged: {ref}" in r.out and f"Deleted: {manifest['config']['digest']}" in r.out, r
+    assert "Total reclaimed space:" in r.out and "0 blobs" not in r.out, r
+    assert list((d.state / "images/blobs/sha256").iterdir()) == []
+    assert list((d.state / "images/rootfs").iterdir()) == []
