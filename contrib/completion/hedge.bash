@@ -75,7 +75,7 @@ _hedge()
             ;;
         image)
             if ((cword == verb_at + 1)); then
-                COMPREPLY=($(compgen -W "import pull ls rm inspect --help" -- "$cur")); return
+                COMPREPLY=($(compgen -W "import pull ls rm inspect prune --help" -- "$cur")); return
             fi
             sub=${words[verb_at + 1]}
             case $sub in
@@ -88,6 +88,7 @@ _hedge()
                     esac
                     opts="--platform --insecure-registry --ca --authfile -q --quiet" ;;
                 ls) opts="--json" ;;
+                prune) opts="-a --all" ;;
                 rm|inspect)
                     COMPREPLY=($(compgen -W "$(hedge image ls 2>/dev/null | awk 'NR > 1 {print $1}')" -- "$cur")); return ;;
             esac
