@@ -9,8 +9,8 @@ import sqlite3
 import subprocess
 import threading
 
-from test_daemon import Daemon, wait_for  # noqa: F401 (the daemon fixture below builds on it)
-from test_pull import auth_registry, need, registry  # noqa: F401 (module fixtures)
+from test_daemon import HEDGED, Daemon, wait_for  # noqa: F401 (the daemon fixture below builds on it)
+from test_pull import Registry, crypt, need, registry  # noqa: F401 (a module fixture)
 
 import pytest
 
@@ -29,9 +29,32 @@ def daemon(tmp_path, hedge):
         d.cleanup()
 
 
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory):
+    """An htpasswd (Basic) registry holding nothing (user hedge, password s3cret): with the login, a pull gets
+    as far as the manifest; test_pull.py pulls through auth for real."""
+    need("docker-registry")
+    root = tmp_path_factory.mktemp("auth-registry")
+    (root / "htpasswd").write_text("hedge:" + crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH)) + "\n")
+    r = Registry(root, htpasswd=root / "htpasswd")
+    yield r
+    r.stop()
+
+
 def box(name, image, text):
     return {"name": name, "isolation": "container", "image": image,
             "command": ["sh", "-c", f"echo {text}; exec sleep 1000"]}
+
+
+def test_registries_config_is_checked(tmp_path):
+    cfg = tmp_path / "c.json"
+    for content, message in [({"registries": {"insecure": ["127.0.0.1:5000"], "ca": "/etc/ssl/ca.pem"}}, None),
+                             ({"registries": {"insecure": "127.0.0.1:5000"}}, "registries.insecure: must be"),
+                             ({"registries": {"ca": "ca.pem"}}, 'registries.ca: "ca.pem" must be an absolute path'),
+                             ({"registries": {"mirror": "x"}}, "registries.mirror: unknown field")]:
+        cfg.write_text(json.dumps(content))
+        r = subprocess.run([str(HEDGED), "--check", str(cfg)], capture_output=True, text=True)
+        assert (r.returncode == 0) == (message is None) and (message is None or message in r.stderr), (content, r)
 
 
 def versions_images(d):
@@ -70,18 +93,27 @@ def test_pull_errors_and_pulling_state(daemon, registry, auth_registry, tmp_path
         assert out["r"].code != 0 and "removed while its image" in out["r"].err, out
         assert d.ps("slow") is None
 
-        # credentials from the file `hedge login` writes in hedged's state dir
+        # credentials from the file `hedge login` writes in hedged's state dir: past the auth, to the manifest
         r = d.cli("--state-dir", d.state, "login", "--insecure-registry", areg.host, areg.host, "-u", "hedge",
                   "--password-stdin", input="s3cret\n")
         assert r.code == 0, r
-        r = d.deploy(box("priv", f"{areg.host}/private/busybox:latest", "authed"))
-        assert r.code == 0, (r, d.errlog.read_text())
-        wait_for(lambda: d.cli("logs", "priv").out == "authed\n", what="the private image's run")
+        r = d.deploy(box("priv", f"{areg.host}/private/busybox:latest", "x"))
+        assert r.code != 0 and "pull failed: manifest latest: not found" in r.err, r
+
+        # a first deploy pulls; an upgrade to an image not stored yet pulls, then upgrades (health-gated)
+        digest = reg.manifest("busybox")[0]
+        assert d.deploy(box("app", f"{reg.host}/busybox@{digest}", "by-digest")).code == 0
+        r = d.deploy(box("app", f"{reg.host}/busybox:latest", "by-tag"))
+        assert r.code == 0 and "version 2" in r.out, (r, d.errlog.read_text())
+        code, info = d.api("GET", "/v1/workloads/app")
+        assert info["spec"]["image"] == f"{reg.host}/busybox:latest@{digest}", info
+        assert [e["type"] for e in d.events("app")].count("pulled") == 2
+        wait_for(lambda: d.cli("logs", "app").out == "by-digest\nby-tag\n", what="both versions' output")
     finally:
         hole.close()
 
 
-def test_prune_keeps_running_workloads_and_removes_partial(hedge, dirs, registry):
+def test_prune_keeps_running_workloads_and_removes_partial(hedge, dirs, registry, tmp_path):
     """Without hedged: prune keeps an image a `hedge run` container has mounted, drops dangling ones."""
     reg = registry
     r = hedge("image", "pull", "--insecure-registry", reg.host, f"{reg.host}/busybox:latest")
@@ -89,15 +121,20 @@ def test_prune_keeps_running_workloads_and_removes_partial(hedge, dirs, registry
     images = dirs["state"] / "images"
     (images / "partial" / ("0" * 64)).write_bytes(b"x" * 1000)
     env = hedge.env()
-    proc = subprocess.Popen([hedge.binary, "run", "-i", "container", f"{reg.host}/busybox:latest", "--",
-                             "sh", "-c", "echo up; exec sleep 4"], env=env, stdout=subprocess.PIPE, text=True)
+    signal_dir = tmp_path / "signal"
+    signal_dir.mkdir()
+    proc = subprocess.Popen([hedge.binary, "run", "-i", "container", "-v", f"{signal_dir}:/signal",
+                             f"{reg.host}/busybox:latest", "--", "sh", "-c",
+                             "echo up; while [ ! -e /signal/stop ]; do sleep 0.05; done"],
+                            env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "up\n"
         r = hedge("image", "prune", "--all")
         assert r.code == 0 and "Deleted:" not in r.out and "1 partial downloads" in r.out, r
         assert list((images / "partial").iterdir()) == []
     finally:
-        proc.wait(timeout=20)  # the workload ends by itself
+        (signal_dir / "stop").touch()
+        proc.wait(timeout=20)
     # the tag untagged by hand leaves a digest ref only: dangling, pruned without --all
     digest, manifest = reg.manifest("busybox")
     refs = json.loads((images / "refs.json").read_text())
