@@ -3,10 +3,12 @@ docker-registry, as in test_pull.py. The resolved tag is pinned to its digest in
 with the registry stopped the node still deploys, restarts, rolls back and survives a restart of hedged.
 `hedge image prune` keeps what deployments, tags and running workloads use.
 """
+import hashlib
 import json
 import socket
 import sqlite3
 import subprocess
+import tarfile
 import threading
 
 from test_daemon import HEDGED, Daemon, wait_for  # noqa: F401 (the daemon fixture below builds on it)
@@ -144,6 +146,46 @@ def test_prune_keeps_running_workloads_and_removes_partial(hedge, dirs, registry
     assert r.code == 0 and f"Untagged: {reg.host}/busybox@{digest}" in r.out, r
     assert f"Deleted: {manifest['config']['digest']}" in r.out, r
     assert hedge("image", "ls", "--json").out.strip() == "[]"
+
+
+def add_blob(layout, data, media_type, **extra):
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data), **extra}
+
+
+def test_image_index_resolves_the_platform(hedge, registry, busybox_image_tar, tmp_path):
+    """An image index with linux/amd64 and linux/arm64 manifests (pushed with skopeo --all): the pull takes this
+    host's, --platform another's (whose config is then refused: not this host), an absent platform is named."""
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    with tarfile.open(busybox_image_tar) as t:
+        t.extractall(layout)
+    top = json.loads((layout / "index.json").read_text())
+    amd = top["manifests"][0]
+    manifest = json.loads((layout / "blobs/sha256" / amd["digest"].split(":")[1]).read_bytes())
+    config = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"].split(":")[1]).read_bytes())
+    config["architecture"] = "arm64"
+    manifest["config"] = add_blob(layout, json.dumps(config).encode(), manifest["config"]["mediaType"])
+    arm = add_blob(layout, json.dumps(manifest).encode(), amd["mediaType"],
+                   platform={"os": "linux", "architecture": "arm64"})
+    amd = {k: v for k, v in amd.items() if k != "annotations"}
+    amd["platform"] = {"os": "linux", "architecture": "amd64"}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [arm, amd]}
+    desc = add_blob(layout, json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json",
+                    annotations={"org.opencontainers.image.ref.name": "latest"})
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [desc]}))
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--all", "--dest-tls-verify=false",
+                    f"oci:{layout}:latest", f"docker://{registry.host}/multi:latest"], check=True,
+                   capture_output=True)
+    ref = f"{registry.host}/multi:latest"
+    r = hedge("image", "pull", "--insecure-registry", registry.host, ref)
+    assert r.code == 0 and r.out.split()[-1] == json.loads((layout / "blobs/sha256" / amd["digest"].split(":")[1])
+                                                            .read_bytes())["config"]["digest"], r
+    r = hedge("image", "pull", "--insecure-registry", registry.host, "--platform", "linux/arm64", ref)
+    assert r.code != 0 and "arm64" in r.err, r
+    r = hedge("image", "pull", "--insecure-registry", registry.host, "--platform", "linux/s390x", ref)
+    assert r.code != 0 and "no linux/s390x image in it" in r.err, r
 
 
 def test_deploy_pulls_pins_and_runs_offline(daemon, registry):
