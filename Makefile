@@ -7,7 +7,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench clean fuzz guest-kernel \
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench bench-pull clean fuzz guest-kernel \
 	install deb package-test oci-conformance analyze format format-check
 
 all: build
@@ -70,6 +70,10 @@ run: build
 bench: build
 	./bench/start
 	./bench/daemon
+
+# hedge image pull beside skopeo copy and podman pull (a local docker-registry; see docs/images.md).
+bench-pull: build
+	./bench/pull 5
 
 # Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
 FUZZ_SECONDS ?= 60

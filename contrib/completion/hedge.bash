@@ -88,6 +88,7 @@ _hedge()
                     esac
                     opts="--platform --insecure-registry --ca --authfile -q --quiet" ;;
                 ls) opts="--json" ;;
+                prune) opts="-a --all" ;;
                 rm|inspect)
                     COMPREPLY=($(compgen -W "$(hedge image ls 2>/dev/null | awk 'NR > 1 {print $1}')" -- "$cur")); return ;;
             esac

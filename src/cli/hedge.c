@@ -13,7 +13,7 @@
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},
     {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer"},
-    {"image", cmd_image, "import, pull, list and remove images (image import|pull|ls|rm)"},
+    {"image", cmd_image, "import, pull, list, remove and prune images (image import|pull|ls|rm|prune)"},
     {"login", cmd_login, "keep credentials for a registry (login HOST -u USER --password-stdin)"},
     {"vm", cmd_vm, "show or fetch the VM guest kernel (vm kernel, vm kernel fetch)"},
     {"deploy", cmd_deploy, "deploy a workload spec to hedged (create or upgrade)"},

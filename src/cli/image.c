@@ -7,18 +7,22 @@
  *   hedge image ls [--json]                         one line per name
  *   hedge image rm NAME[:TAG]|ID                    untag; the image goes with its last name
  *   hedge image inspect NAME[:TAG]|ID               what `hedge run` would use (hd_image_lookup)
+ *   hedge image prune [-a|--all]                    remove images nothing uses (hd_image_prune)
  *
  * The store lives in hd_state_dir() (HEDGE_STATE_DIR, or the global
  * --state-dir flag, which sets it).
  */
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/client.h"
 #include "image/image.h"
 #include "base/util.h"
 
@@ -28,7 +32,8 @@ static const char usage[] =
     "                        [--insecure-registry HOST[:PORT]]... [--ca FILE] [--authfile FILE] [-q|--quiet]\n"
     "       hedge image ls [--json]\n"
     "       hedge image rm NAME[:TAG]|ID\n"
-    "       hedge image inspect NAME[:TAG]|ID";
+    "       hedge image inspect NAME[:TAG]|ID\n"
+    "       hedge image prune [-a|--all]";
 
 static int image_import(int argc, char **argv)
 {
@@ -222,6 +227,84 @@ static int image_rm(int argc, char **argv)
     return status;
 }
 
+/*
+ * The images hedged's deployments record (every version: a rollback needs its
+ * image too), asked of the hedged whose state dir this is. No hedged.db: no
+ * deployments. A hedged.db but no answer: refuse, rather than guess.
+ */
+static int prune_keep(char ***keep, hd_error_t *err)
+{
+    const char *state = hd_state_dir();
+    cleanup_free char *db = hd_xasprintf("%s/hedged.db", state);
+    if (access(db, F_OK) < 0)
+        return 0;
+    struct hd_client_response resp = {0};
+    if (hd_client_request("GET", "/v1/images/in-use", NULL, 0, &resp, err) < 0)
+        return hd_error_prefix(err,
+                               "%s holds deployments, but hedged does not answer (start it: prune must keep "
+                               "their images)",
+                               db);
+    int ret = -1;
+    json_t *doc = resp.status == 200 ? hd_client_json(&resp, err) : NULL;
+    const char *their_state = json_string_value(json_object_get(doc, "state_dir"));
+    char a[PATH_MAX], b[PATH_MAX];
+    if (resp.status != 200)
+        hd_error_set(err, 0, "hedged at %s: GET /v1/images/in-use: status %d", hd_client_socket(), resp.status);
+    else if (doc == NULL)
+        ;
+    else if (their_state == NULL || realpath(their_state, a) == NULL || realpath(state, b) == NULL || strcmp(a, b) != 0)
+        hd_error_set(err, 0, "the hedged at %s keeps its state in %s, not %s (give --socket)", hd_client_socket(),
+                     their_state ? their_state : "?", state);
+    else {
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(doc, "images"), i, v) if (json_is_string(v))
+            hd_strv_push(keep, json_string_value(v));
+        ret = 0;
+    }
+    json_decref(doc);
+    hd_client_response_free(&resp);
+    return ret;
+}
+
+static int image_prune(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"all", no_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    bool all = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "ah", options, NULL)) != -1) {
+        switch (c) {
+        case 'a': all = true; break;
+        case 'h': return cli_help(usage);
+        default: return cli_usage_error("image prune", usage, "bad option");
+        }
+    }
+    if (optind != argc)
+        return cli_usage_error("image prune", usage, "takes no arguments");
+    hd_error_t err = NULL;
+    cleanup_strv char **keep = NULL;
+    if (prune_keep(&keep, &err) < 0)
+        return cli_fail(&err);
+    struct hd_image_prune_result res;
+    if (hd_image_prune(hd_state_dir(), keep, all, &res, &err) < 0)
+        return cli_fail(&err);
+    for (size_t i = 0; res.untagged && res.untagged[i]; i++)
+        printf("Untagged: %s\n", res.untagged[i]);
+    for (size_t i = 0; res.deleted && res.deleted[i]; i++)
+        printf("Deleted: %s\n", res.deleted[i]);
+    char size[32];
+    format_size(res.bytes, size, sizeof(size));
+    printf("Total reclaimed space: %s (%lld images, %lld blobs, %lld partial downloads)\n", size,
+           (long long)hd_strv_len(res.deleted), (long long)res.blobs, (long long)res.partial);
+    hd_image_prune_result_free(&res);
+    return 0;
+}
+
 int cmd_image(int argc, char **argv)
 {
     if (argc < 2)
@@ -237,6 +320,8 @@ int cmd_image(int argc, char **argv)
         return image_rm(argc - 1, argv + 1);
     if (strcmp(sub, "inspect") == 0)
         return image_inspect(argc - 1, argv + 1);
+    if (strcmp(sub, "prune") == 0)
+        return image_prune(argc - 1, argv + 1);
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0)
         return cli_help(usage);
     return cli_usage_error("image", usage, "unknown subcommand '%s'", sub);

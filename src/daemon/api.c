@@ -171,6 +171,7 @@ static int api_status(enum hd_sup_result result)
     case HD_SUP_CONFLICT: return 409;
     case HD_SUP_START_FAILED: return 422;
     case HD_SUP_INTERNAL: return 500;
+    case HD_SUP_PULL_FAILED: return 502;
     }
     return 500;
 }
@@ -363,6 +364,11 @@ static void route(struct conn *c, const char *method, char *target, const char *
         if (!get)
             return respond_error(c, 405, "%s /v1/info: use GET", method);
         return handle_info(c);
+    }
+    if (strcmp(target, "/v1/images/in-use") == 0) {
+        if (!get)
+            return respond_error(c, 405, "%s /v1/images/in-use: use GET", method);
+        return respond_json(c, 200, hd_supervisor_images_in_use(api->sup));
     }
     if (strcmp(target, "/v1/workloads") == 0 || strcmp(target, "/v1/workloads/") == 0) {
         if (get)

@@ -42,6 +42,8 @@ void hd_config_free(struct hd_daemon_config *cfg)
     free(cfg->socket_group);
     free(cfg->log_dir);
     hd_broker_config_free(&cfg->broker);
+    hd_strv_free(cfg->insecure_registries);
+    free(cfg->registry_ca);
     hd_config_free_uplink(cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
@@ -79,8 +81,27 @@ static const char *const config_keys[] = {
     "log_level",
     "broker",
     "uplink",
+    "registries",
     NULL,
 };
+
+/* "registries": {"insecure": ["host:port", ...], "ca": "/path"}: how hedged's pulls reach registries. */
+static int config_registries(struct hd_daemon_config *cfg, const json_t *v, hd_error_t *err)
+{
+    static const char *const keys[] = {"insecure", "ca", NULL};
+    if (hd_json_object(v, "registries", "an object", err) < 0 || hd_json_check_keys(v, "registries", keys, err) < 0)
+        return -1;
+    json_t *insecure = json_object_get(v, "insecure");
+    if (insecure) {
+        hd_strv_free(cfg->insecure_registries);
+        cfg->insecure_registries = NULL;
+        if (hd_json_strv(insecure, "registries.insecure", "a list of host[:port] strings", &cfg->insecure_registries,
+                         err) < 0)
+            return -1;
+    }
+    json_t *ca = json_object_get(v, "ca");
+    return ca ? config_path(ca, "registries.ca", &cfg->registry_ca, err) : 0;
+}
 
 static int config_field(struct hd_daemon_config *cfg, const char *key, const json_t *v, hd_error_t *err)
 {
@@ -132,6 +153,8 @@ static int config_field(struct hd_daemon_config *cfg, const char *key, const jso
     }
     if (strcmp(key, "broker") == 0)
         return hd_config_load_broker(cfg, v, err);
+    if (strcmp(key, "registries") == 0)
+        return config_registries(cfg, v, err);
     return hd_config_load_uplink(cfg, v, err); /* "uplink": the only key left (config_keys) */
 }
 

@@ -56,6 +56,8 @@ struct hd_daemon_config {
     bool broker_enabled;             /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker;  /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
+    char **insecure_registries;      /* "registries": {"insecure": [...]}: pulled over plain HTTP */
+    char *registry_ca;               /* "registries": {"ca": FILE}: CA bundle for pulls; NULL: the system's */
 };
 
 void hd_config_defaults(struct hd_daemon_config *cfg);
@@ -184,6 +186,8 @@ char *hd_store_version_spec(struct hd_store *st, const char *name, int version);
 int hd_store_max_version(struct hd_store *st, const char *name);
 /* JSON array of {version, created_at, digest, status, reason, note}. */
 json_t *hd_store_history(struct hd_store *st, const char *name);
+/* JSON array of the "image" of every recorded version of every deployment (pinned references). */
+json_t *hd_store_version_images(struct hd_store *st);
 
 int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version, const char *role,
                           hd_error_t *err);
@@ -253,6 +257,7 @@ enum hd_sup_result {
     HD_SUP_CONFLICT,     /* not in this state: removing, upgrading, stopping; or the upgrade failed */
     HD_SUP_START_FAILED, /* a first deploy could not start (the body holds its exit code) */
     HD_SUP_INTERNAL,     /* hedged's own failure (the store) */
+    HD_SUP_PULL_FAILED,  /* the spec's image is not stored and pulling it failed (registry, auth, not found) */
 };
 
 /* The answer to a request that may complete later (deploy waits for health). body (stolen,
@@ -280,7 +285,7 @@ void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 /* OK once stopped and forgotten (its store rows, logs and broker user). */
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
-/* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */
+/* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade, a pull's to its deploy. */
 void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status);
 /* Cancel every pending reply that uses ctx (the client went away). */
 void hd_supervisor_forget(struct hd_supervisor *sup, void *ctx);
@@ -292,6 +297,9 @@ json_t *hd_supervisor_history(struct hd_supervisor *sup, const char *name);
 /* Log file of a workload (caller frees), NULL when unknown. */
 char *hd_supervisor_log_path(struct hd_supervisor *sup, const char *name);
 bool hd_supervisor_exists(struct hd_supervisor *sup, const char *name);
+/* {"state_dir", "images": [...]}: the image references deployments record (every version) and pulls
+ * in progress name: what `hedge image prune` keeps. */
+json_t *hd_supervisor_images_in_use(struct hd_supervisor *sup);
 /* Prometheus text for the workloads; caller frees. */
 char *hd_supervisor_metrics(struct hd_supervisor *sup);
 

@@ -387,6 +387,29 @@ json_t *hd_store_history(struct hd_store *st, const char *name)
     return a;
 }
 
+json_t *hd_store_version_images(struct hd_store *st)
+{
+    hd_error_t err = NULL;
+    sqlite3_stmt *q = store_prepare(st, &err, "SELECT spec FROM versions ORDER BY name, version", "");
+    json_t *a = json_array();
+    if (q == NULL) {
+        store_read_fail(st, &err, "read versions");
+        return a;
+    }
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        json_t *spec = json_loads((const char *)sqlite3_column_text(q, 0), 0, NULL);
+        const char *image = json_string_value(json_object_get(spec, "image"));
+        if (image)
+            json_array_append_new(a, json_string(image));
+        json_decref(spec);
+    }
+    if (r != SQLITE_DONE)
+        store_read_fail(st, &err, "read versions");
+    sqlite3_finalize(q);
+    return a;
+}
+
 int hd_store_put_instance(struct hd_store *st, const char *id, const char *name, int version, const char *role,
                           hd_error_t *err)
 {

@@ -365,6 +365,12 @@ struct hd_spec *supervisor_parse_spec(const char *body, size_t len, const char *
 void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin,
                           double health_wait, hd_reply_fn reply, void *ctx)
 {
+    supervisor_deploy(sup, body, len, origin, health_wait, false, reply, ctx);
+}
+
+void supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin, double health_wait,
+                       bool pulled, hd_reply_fn reply, void *ctx)
+{
     hd_error_t err = NULL;
     struct hd_spec *spec = supervisor_parse_spec(body, len, origin ? origin : "spec", &err);
     if (spec == NULL) {
@@ -372,9 +378,22 @@ void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t le
         hd_error_free(&err);
         return;
     }
-    char *spec_json = hd_spec_to_json(spec);
-    char *digest = hd_digest(spec_json, strlen(spec_json));
+    char *spec_json = NULL, *digest = NULL;
     struct workload *wl = supervisor_find(sup, spec->name);
+    struct pull *pending = pull_find(sup, spec->name);
+
+    if (pending) {
+        supervisor_reply_error(reply, ctx, HD_SUP_CONFLICT, NULL, "workload \"%s\": its image %s is being pulled",
+                               spec->name, pending->image);
+        goto drop;
+    }
+    if (!(wl && (wl->removing || wl->up)) && pull_prepare(sup, spec, pulled) == 1) {
+        pull_start(sup, spec, body, len, origin ? origin : "spec", health_wait, reply, ctx);
+        goto drop;
+    }
+    /* the spec as recorded: its image pinned to the digest it resolved to */
+    spec_json = hd_spec_to_json(spec);
+    digest = hd_digest(spec_json, strlen(spec_json));
 
     if (wl && wl->removing) {
         supervisor_reply_error(reply, ctx, HD_SUP_CONFLICT, NULL, "workload \"%s\": is being removed", spec->name);
@@ -476,6 +495,13 @@ void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_f
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx)
 {
     struct workload *wl = supervisor_find(sup, name);
+    struct pull *pending = pull_find(sup, name);
+    if (pending)
+        pull_cancel(pending); /* its deploy answers that it was removed */
+    if (wl == NULL && pending) {
+        reply(ctx, HD_SUP_OK, json_pack("{s:s,s:s}", "name", name, "state", "removed"), NULL);
+        return;
+    }
     if (wl == NULL)
         return supervisor_reply_error(reply, ctx, HD_SUP_NOT_FOUND, NULL, "workload \"%s\": not found", name);
     wl->removing = true;
@@ -489,6 +515,7 @@ void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_
 
 void hd_supervisor_forget(struct hd_supervisor *sup, void *ctx)
 {
+    pull_forget(sup, ctx);
     for (struct workload *wl = sup->workloads; wl; wl = wl->next) {
         for (struct waiter **p = &wl->waiters; *p;) {
             if ((*p)->ctx == ctx) {
@@ -520,6 +547,8 @@ static json_t *workload_json(struct workload *wl, bool with_stats)
                                 : json_null());
     json_object_set_new(o, "last_error", wl->last_error ? json_string(wl->last_error) : json_null());
     json_object_set_new(o, "upgrading_to", wl->up ? json_integer(wl->up->version) : json_null());
+    struct pull *pending = pull_find(wl->sup, wl->name);
+    json_object_set_new(o, "pulling", pending ? json_string(pending->image) : json_null());
     json_object_set_new(o, "restart_policy",
                         json_string(wl->spec->restart.policy == HD_RESTART_ALWAYS           ? "always"
                                         : wl->spec->restart.policy == HD_RESTART_ON_FAILURE ? "on-failure"
@@ -546,12 +575,26 @@ json_t *hd_supervisor_list(struct hd_supervisor *sup)
     json_t *a = json_array();
     for (struct workload *wl = sup->workloads; wl; wl = wl->next)
         json_array_append_new(a, workload_json(wl, true));
+    for (struct pull *p = sup->pulls; p; p = p->next)
+        if (supervisor_find(sup, p->name) == NULL)
+            json_array_append_new(a, pull_json(p));
     return a;
+}
+
+json_t *hd_supervisor_images_in_use(struct hd_supervisor *sup)
+{
+    json_t *images = hd_store_version_images(sup->store);
+    for (struct pull *p = sup->pulls; p; p = p->next)
+        json_array_append_new(images, json_string(p->image));
+    return json_pack("{s:s,s:o}", "state_dir", sup->cfg->state_dir, "images", images);
 }
 
 json_t *hd_supervisor_get(struct hd_supervisor *sup, const char *name)
 {
     struct workload *wl = supervisor_find(sup, name);
+    struct pull *pending = wl ? NULL : pull_find(sup, name);
+    if (pending)
+        return pull_json(pending);
     if (wl == NULL)
         return NULL;
     json_t *o = workload_json(wl, true);
@@ -600,6 +643,7 @@ void hd_supervisor_free(struct hd_supervisor *sup)
 {
     if (sup == NULL)
         return;
+    pull_free_all(sup);
     while (sup->workloads) {
         struct workload *wl = sup->workloads;
         sup->workloads = wl->next;

@@ -83,6 +83,25 @@ struct workload {
     struct workload *next;
 };
 
+/* A deploy waiting for its image: `hedge image pull` runs as a child of hedged (pull.c). */
+struct pull {
+    struct hd_supervisor *sup;
+    char *name;  /* the workload the deploy names */
+    char *image; /* the reference being pulled */
+    char *isolation;
+    char *body; /* the deploy request, run again once the image is stored */
+    size_t len;
+    char *origin;
+    double health_wait;
+    hd_reply_fn reply; /* NULL once the client went away (the deploy goes on) */
+    void *ctx;
+    pid_t pid;
+    int out_fd; /* a memfd: the child's stdout and stderr */
+    bool cancelled;
+    int64_t started_at;
+    struct pull *next;
+};
+
 struct hd_supervisor {
     struct hd_loop *loop;
     struct hd_store *store;
@@ -90,6 +109,7 @@ struct hd_supervisor {
     struct workload *workloads;
     struct run *retiring;
     struct hd_broker *broker; /* workload credentials live here; NULL when disabled */
+    struct pull *pulls;       /* deploys waiting for their image */
 };
 
 /* ---- supervisor.c ---- */
@@ -120,6 +140,28 @@ void workload_finish_remove(struct workload *wl);
 void workload_current_ended(struct workload *wl, bool while_down);
 /* Register the broker users of the active spec again (adoption, a failed upgrade). */
 void workload_restore_creds(struct workload *wl);
+
+/* The deploy itself; pulled: the spec's image was just pulled (do not pull again). */
+void supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, const char *origin, double health_wait,
+                       bool pulled, hd_reply_fn reply, void *ctx);
+
+/* ---- pull.c ---- */
+/* Pin spec->image to its manifest digest when the store knows it. 1: the image is a registry
+ * reference (a host or a digest) that is not stored and must be pulled; 0: go on. */
+int pull_prepare(struct hd_supervisor *sup, struct hd_spec *spec, bool pulled);
+/* Start `hedge image pull` for spec's image; the deploy (body) runs again once it succeeded. */
+void pull_start(struct hd_supervisor *sup, const struct hd_spec *spec, const char *body, size_t len, const char *origin,
+                double health_wait, hd_reply_fn reply, void *ctx);
+struct pull *pull_find(struct hd_supervisor *sup, const char *name);
+/* The reaped child was a pull: finish its deploy. */
+bool pull_child_exited(struct hd_supervisor *sup, pid_t pid, int status);
+/* Kill the pull; its deploy answers that it was cancelled (by rm). */
+void pull_cancel(struct pull *p);
+void pull_forget(struct hd_supervisor *sup, void *ctx);
+/* hedged exits: kill every pull (their deploys were never recorded). */
+void pull_free_all(struct hd_supervisor *sup);
+/* A deployment that exists only as a pull, as `ps` shows it. */
+json_t *pull_json(const struct pull *p);
 
 /* ---- run.c ---- */
 struct run *run_new(struct workload *wl, enum run_role role, int version);

@@ -186,6 +186,8 @@ void upgrade_candidate_started(struct workload *wl)
 
 void hd_supervisor_child_exited(struct hd_supervisor *sup, pid_t pid, int status)
 {
+    if (pull_child_exited(sup, pid, status))
+        return;
     for (struct workload *wl = sup->workloads; wl; wl = wl->next) {
         struct upgrade *up = wl->up;
         if (up == NULL || up->probe_pid != pid)

@@ -145,6 +145,18 @@ char *image_digest_ref_normalize(const char *ref)
     return hd_xasprintf("%.*s%s", (int)(len - 7), name, at);
 }
 
+/* repository:tag@sha256:<hex> (a deployment's pinned reference) -> repository@sha256:<hex>, or NULL. */
+static char *image_pinned_ref_normalize(const char *ref)
+{
+    const char *at = strchr(ref, '@');
+    cleanup_free char *repo = hd_xasprintf("%.*s", (int)(at - ref), ref);
+    char *slash = strrchr(repo, '/'), *colon = strrchr(repo, ':');
+    if (colon == NULL || (slash && colon < slash))
+        return NULL;
+    cleanup_free char *stripped = hd_xasprintf("%.*s%s", (int)(colon - repo), repo, at);
+    return image_digest_ref_normalize(stripped);
+}
+
 /* "sha256:<hex prefix>" or "<hex prefix>" of at least 12 hex digits -> the hex part. */
 static const char *id_prefix(const char *ref)
 {
@@ -734,6 +746,8 @@ static int resolve_ref(const char *store_dir, json_t *refs, const char *ref, cha
                        hd_error_t *err)
 {
     cleanup_free char *name = strchr(ref, '@') ? image_digest_ref_normalize(ref) : image_name_normalize(ref);
+    if (name == NULL && strchr(ref, '@'))
+        name = image_pinned_ref_normalize(ref); /* repository:tag@sha256:<hex>: the digest decides */
     const char *id = name ? json_string_value(json_object_get(refs, name)) : NULL;
     if (id && strncmp(id, "sha256:", 7) == 0) {
         *hex_out = hd_xstrdup(id + 7);
@@ -801,6 +815,39 @@ int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_conf
             *out = config_from_meta(store_dir, hex, meta, name);
             json_decref(meta);
         }
+    }
+    json_decref(refs);
+    return ret;
+}
+
+int hd_image_pin(const char *state_dir, const char *ref, char **pinned, hd_error_t *err)
+{
+    *pinned = NULL;
+    cleanup_free char *store_dir = store_dir_readonly(state_dir);
+    if (store_dir == NULL)
+        return hd_error_set(err, 0, "image %s: not found", ref);
+    json_t *refs = refs_load(store_dir, err);
+    if (refs == NULL)
+        return -1;
+    cleanup_free char *hex = NULL, *name = NULL;
+    int ret = resolve_ref(store_dir, refs, ref, &hex, &name, err);
+    if (ret == 0 && strchr(ref, '@'))
+        *pinned = hd_xstrdup(ref);
+    else if (ret == 0 && name) {
+        /* name is repository:tag; a pull stored repository@sha256:<manifest> for the same image */
+        cleanup_free char *id = hd_xasprintf("sha256:%s", hex);
+        size_t repo_len = (size_t)(strrchr(name, ':') - name);
+        const char *key, *best = NULL;
+        json_t *value;
+        json_object_foreach(refs, key, value)
+        {
+            const char *at = strchr(key, '@');
+            if (at && (size_t)(at - key) == repo_len && strncmp(key, name, repo_len) == 0 && json_is_string(value) &&
+                strcmp(json_string_value(value), id) == 0 && (best == NULL || strcmp(key, best) < 0))
+                best = key;
+        }
+        if (best)
+            *pinned = hd_xasprintf("%s%s", name, strchr(best, '@'));
     }
     json_decref(refs);
     return ret;
@@ -898,6 +945,183 @@ out:
         *untagged = NULL;
     }
     json_decref(refs);
+    store_close(&store);
+    return ret;
+}
+
+/* ---- prune -------------------------------------------------------------------------------- */
+
+/*
+ * The image ids whose rootfs a running workload has mounted: any mount
+ * namespace's mountinfo naming <...>/rootfs/<hex> (an overlay's lowerdir, or
+ * the root of a bind mount of the tree). Each namespace is read once.
+ */
+static void prune_running(struct image_string_set *running)
+{
+    struct image_string_set seen_ns = {0};
+    DIR *proc = opendir("/proc");
+    struct dirent *de;
+    while (proc && (de = readdir(proc)) != NULL) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        char path[300];
+        struct stat st;
+        snprintf(path, sizeof(path), "/proc/%s/ns/mnt", de->d_name);
+        if (stat(path, &st) < 0)
+            continue;
+        char ns[48];
+        snprintf(ns, sizeof(ns), "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+        if (!image_string_set_add(&seen_ns, ns))
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/mountinfo", de->d_name);
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+            continue;
+        char *line = NULL;
+        size_t cap = 0;
+        while (getline(&line, &cap, f) > 0) {
+            for (const char *p = line; (p = strstr(p, "/rootfs/")) != NULL; p++) {
+                const char *hex = p + 8;
+                size_t n = strspn(hex, "0123456789abcdef");
+                if (n == IMAGE_HEX_LEN) {
+                    char id[IMAGE_HEX_LEN + 1];
+                    memcpy(id, hex, IMAGE_HEX_LEN);
+                    id[IMAGE_HEX_LEN] = '\0';
+                    image_string_set_add(running, id);
+                }
+            }
+        }
+        free(line);
+        fclose(f);
+    }
+    if (proc)
+        closedir(proc);
+    image_string_set_clear(&seen_ns);
+}
+
+/* name -> size of every file in dir (blobs/sha256 or partial). */
+static json_t *prune_dir_sizes(const char *dir)
+{
+    json_t *sizes = json_object();
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        struct stat st;
+        if (de->d_name[0] != '.' && fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            json_object_set_new(sizes, de->d_name, json_integer(st.st_size));
+    }
+    if (d)
+        closedir(d);
+    return sizes;
+}
+
+void hd_image_prune_result_free(struct hd_image_prune_result *r)
+{
+    hd_strv_free(r->untagged);
+    hd_strv_free(r->deleted);
+    memset(r, 0, sizeof(*r));
+}
+
+int hd_image_prune(const char *state_dir, char *const *keep, bool all, struct hd_image_prune_result *out,
+                   hd_error_t *err)
+{
+    memset(out, 0, sizeof(*out));
+    cleanup_free char *existing = store_dir_readonly(state_dir);
+    if (existing == NULL)
+        return 0; /* no store: nothing to free */
+    struct store store = {.lock_fd = -1};
+    if (store_open_locked(state_dir, &store, err) < 0)
+        return -1;
+    int ret = -1;
+    struct image_string_set kept = {0}, running = {0};
+    json_t *blobs_before = NULL, *blobs_after = NULL;
+    cleanup_free char *blob_dir = hd_xasprintf("%s/blobs/sha256", store.dir);
+    cleanup_free char *partial_dir = hd_xasprintf("%s/partial", store.dir);
+    cleanup_strv char **doomed = NULL;
+    cleanup_free char *meta_dir = hd_xasprintf("%s/meta", store.dir);
+    json_t *refs = refs_load(store.dir, err);
+    if (refs == NULL)
+        goto out;
+    for (size_t i = 0; keep && keep[i]; i++) {
+        cleanup_free char *hex = NULL, *name = NULL;
+        hd_error_t ignored = NULL;
+        if (resolve_ref(store.dir, refs, keep[i], &hex, &name, &ignored) == 0)
+            image_string_set_add(&kept, hex);
+        hd_error_free(&ignored);
+    }
+    prune_running(&running);
+
+    /* the images to drop: unreferenced, and (without all) untagged */
+    DIR *d = opendir(meta_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        if (!is_meta_name(de->d_name))
+            continue;
+        cleanup_free char *hex = hd_xasprintf("%.*s", IMAGE_HEX_LEN, de->d_name);
+        cleanup_free char *id = hd_xasprintf("sha256:%s", hex);
+        if (image_string_set_has(&kept, hex) || image_string_set_has(&running, hex))
+            continue;
+        if (!all && refs_use_by_tag(refs, id))
+            continue;
+        hd_strv_push(&doomed, hex);
+    }
+    if (d)
+        closedir(d);
+    for (size_t i = 0; doomed && doomed[i]; i++) {
+        cleanup_free char *id = hd_xasprintf("sha256:%s", doomed[i]);
+        const char *key;
+        json_t *value;
+        void *tmp;
+        json_object_foreach_safe(refs, tmp, key, value)
+        {
+            if (json_is_string(value) && strcmp(json_string_value(value), id) == 0) {
+                hd_strv_push(&out->untagged, key);
+                json_object_del(refs, key);
+            }
+        }
+        hd_error_t ignored = NULL;
+        json_t *meta = meta_load(store.dir, doomed[i], &ignored);
+        hd_error_free(&ignored);
+        out->bytes += json_integer_value(json_object_get(meta, "size"));
+        json_decref(meta);
+        hd_strv_push(&out->deleted, id);
+    }
+    if (doomed && refs_save(store.dir, refs, err) < 0)
+        goto out;
+
+    /* the blobs and trees nothing reaches now (store_gc), and every download cut short */
+    blobs_before = prune_dir_sizes(blob_dir);
+    if (store_gc(store.dir, err) < 0)
+        goto out;
+    blobs_after = prune_dir_sizes(blob_dir);
+    const char *key;
+    json_t *value;
+    json_object_foreach(blobs_before, key, value)
+    {
+        if (json_object_get(blobs_after, key) == NULL) {
+            out->blobs++;
+            out->bytes += json_integer_value(value);
+        }
+    }
+    json_t *partial = prune_dir_sizes(partial_dir);
+    json_object_foreach(partial, key, value)
+    {
+        cleanup_free char *path = hd_xasprintf("%s/%s", partial_dir, key);
+        if (unlink(path) == 0) {
+            out->partial++;
+            out->bytes += json_integer_value(value);
+        }
+    }
+    json_decref(partial);
+    ret = 0;
+out:
+    if (ret < 0)
+        hd_image_prune_result_free(out);
+    json_decref(blobs_before);
+    json_decref(blobs_after);
+    json_decref(refs);
+    image_string_set_clear(&kept);
+    image_string_set_clear(&running);
     store_close(&store);
     return ret;
 }

@@ -14,6 +14,7 @@
 #ifndef HEDGE_IMAGE_H
 #define HEDGE_IMAGE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -76,6 +77,15 @@ int hd_registry_login(const char *auth_file, const char *host, const char *user,
  * digits, "sha256:" optional). Unknown: "image REF: not found".
  */
 int hd_image_lookup(const char *state_dir, const char *ref, struct hd_image_config **out, hd_error_t *err);
+/*
+ * What a deployment records for ref: ref itself when it names a digest; for
+ * repository[:tag], "repository:tag@sha256:<manifest digest>" when a pull
+ * stored that digest for the same image (the tag pinned), else NULL (an
+ * imported image has no manifest digest). Fails as hd_image_lookup when ref
+ * is not in the store. hd_image_lookup accepts the pinned form (the digest
+ * decides).
+ */
+int hd_image_pin(const char *state_dir, const char *ref, char **pinned, hd_error_t *err);
 /* List images, one entry per name, sorted by name; returns a NULL-terminated array the caller frees with hd_image_list_free. */
 int hd_image_list(const char *state_dir, struct hd_image_config ***out, hd_error_t *err);
 void hd_image_list_free(struct hd_image_config **list);
@@ -86,5 +96,24 @@ void hd_image_list_free(struct hd_image_config **list);
  * outputs the caller frees.
  */
 int hd_image_remove(const char *state_dir, const char *ref, char ***untagged, char **deleted, hd_error_t *err);
+
+/* What hd_image_prune removed. */
+struct hd_image_prune_result {
+    char **untagged; /* the refs removed (NULL-terminated, or NULL) */
+    char **deleted;  /* the ids of the images removed */
+    int64_t blobs;   /* blob files removed */
+    int64_t partial; /* partial downloads removed */
+    int64_t bytes;   /* bytes freed: the images' rootfs sizes, the blobs and the partial files */
+};
+void hd_image_prune_result_free(struct hd_image_prune_result *r);
+/*
+ * Remove the images nothing uses (docs/images.md): not named in keep (the
+ * references deployments record), not mounted by a running workload (any
+ * mount namespace's mountinfo naming its rootfs) and, unless all, without a
+ * tag (only digest refs, or none). Then every blob and tree no image reaches,
+ * and every partial download. Holds the store lock, so no pull runs meanwhile.
+ */
+int hd_image_prune(const char *state_dir, char *const *keep, bool all, struct hd_image_prune_result *out,
+                   hd_error_t *err);
 
 #endif
