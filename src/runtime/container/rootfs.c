@@ -20,6 +20,9 @@
  *   /etc/hostname   generated in the run dir and bound in (if the rootfs has
  *   /etc/hosts      /etc; a missing file is created unless the root is read-only)
  *   mounts[i]       the spec's bind mounts, read-only ones recursively so
+ *   devices[i]      the spec's host device nodes at their targets: made with
+ *                   mknod (the host node's type, numbers, mode and owner), or
+ *                   the host node bound there in a user namespace
  *   masked paths    OCI defaults: /dev/null over files, an empty read-only
  *                   tmpfs over directories
  *   read-only paths OCI defaults, re-bound read-only
@@ -94,6 +97,11 @@ void hd_rootfs_close(struct hd_rootfs *r)
         close_fd(&r->etc_trees[i]);
     for (int i = 0; i < r->n_mounts; i++)
         close_fd(&r->mount_trees[i]);
+    for (size_t i = 0; i < r->n_spec_devices; i++)
+        close_fd(&r->spec_device_trees[i]);
+    free(r->spec_device_trees);
+    r->spec_device_trees = NULL;
+    r->n_spec_devices = 0;
     free(r->mount_trees);
     free(r->mount_is_dir);
     r->mount_trees = NULL;
@@ -256,6 +264,15 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
             r->device_trees[i] = clone_tree(path, false, false);
             if (r->device_trees[i] < 0)
                 return hd_error_sys(err, "/dev: bind %s", path);
+        }
+        r->spec_device_trees = hd_xcalloc(w->n_devices + 1, sizeof(int));
+        r->n_spec_devices = w->n_devices;
+        for (size_t i = 0; i < w->n_devices; i++)
+            r->spec_device_trees[i] = -1;
+        for (size_t i = 0; i < w->n_devices; i++) {
+            r->spec_device_trees[i] = clone_tree(w->devices[i].host_path, false, false);
+            if (r->spec_device_trees[i] < 0)
+                return hd_error_sys(err, "devices[%zu]: bind %s", i, w->devices[i].host_path);
         }
         if (host_network) {
             r->sys_tree = clone_tree("/sys", true, true);
@@ -447,6 +464,44 @@ static int setup_bind_mounts(const struct hd_workload *w, const struct hd_rootfs
     return 0;
 }
 
+/*
+ * The spec's devices at their targets (parent directories made as needed).
+ * A node made here is the host node's twin (type, numbers, mode, owner); the
+ * device cgroup decides whether it can be opened. In a user namespace mknod is
+ * refused, so the host node is bound instead.
+ */
+static int setup_spec_devices(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
+{
+    for (size_t i = 0; i < w->n_devices; i++) {
+        const struct hd_workload_device *d = &w->devices[i];
+        cleanup_free char *parent = hd_xstrdup(d->target);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        else
+            parent[1] = '\0';
+        hd_error_t sub = NULL;
+        if (hd_mkdir_p(parent, 0755, &sub) < 0) {
+            hd_error_set(err, sub->errnum, "devices[%zu]: target %s: %s", i, d->target, sub->message);
+            hd_error_free(&sub);
+            return -1;
+        }
+        if (r->spec_device_trees && r->spec_device_trees[i] >= 0) {
+            if (ensure_file(d->target, err) < 0)
+                return hd_error_prefix(err, "devices[%zu]", i);
+            if (attach(r->spec_device_trees[i], d->target) < 0)
+                return hd_error_sys(err, "devices[%zu]: bind %s on %s", i, d->host_path, d->target);
+            continue;
+        }
+        if (mknod(d->target, d->mode, d->rdev) < 0)
+            return hd_error_sys(err, "devices[%zu]: mknod %s (%s %u:%u)", i, d->target, S_ISCHR(d->mode) ? "c" : "b",
+                                major(d->rdev), minor(d->rdev));
+        if (chmod(d->target, d->mode & 07777) < 0 || chown(d->target, d->uid, d->gid) < 0)
+            return hd_error_sys(err, "devices[%zu]: mode and owner of %s", i, d->target);
+    }
+    return 0;
+}
+
 static int setup_masks(hd_error_t *err)
 {
     for (size_t i = 0; i < ARRAY_SIZE(masked_paths); i++) {
@@ -513,7 +568,7 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
         return -1;
     if (attach(sys_fd, "/sys") < 0)
         return hd_error_sys(err, "mount /sys");
-    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0)
+    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0 || setup_spec_devices(w, r, err) < 0)
         return -1;
     if (setup_masks(err) < 0)
         return -1;
