@@ -49,8 +49,6 @@ struct hd_workload_device {
     const char *target;    /* where it appears inside (container): target, else path */
     mode_t mode;           /* S_IFCHR or S_IFBLK, plus the host node's permission bits */
     dev_t rdev;
-    uid_t uid; /* the host node's owner, given to the node made inside */
-    gid_t gid;
 };
 
 struct hd_workload {

@@ -169,8 +169,6 @@ static int plan_devices(struct hd_workload *w, hd_error_t *err)
             .target = d->target ? d->target : d->path,
             .mode = st.st_mode & (S_IFMT | 07777),
             .rdev = st.st_rdev,
-            .uid = st.st_uid,
-            .gid = st.st_gid,
         };
         w->plan_device_rules[n_rules++] = (struct hd_device_rule){
             .allow = true,

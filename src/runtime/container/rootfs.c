@@ -20,9 +20,10 @@
  *   /etc/hostname   generated in the run dir and bound in (if the rootfs has
  *   /etc/hosts      /etc; a missing file is created unless the root is read-only)
  *   mounts[i]       the spec's bind mounts, read-only ones recursively so
- *   devices[i]      the spec's host device nodes at their targets: made with
- *                   mknod (the host node's type, numbers, mode and owner), or
- *                   the host node bound there in a user namespace
+ *   devices[i]      the spec's host device nodes at their targets, each the
+ *                   host node bound there (not a mknod twin: a pty slave opens
+ *                   only through its own devpts instance, and in a user
+ *                   namespace mknod is refused anyway)
  *   masked paths    OCI defaults: /dev/null over files, an empty read-only
  *                   tmpfs over directories
  *   read-only paths OCI defaults, re-bound read-only
@@ -257,6 +258,17 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
             return hd_error_sys(err, "mounts[%d]: bind %s", i, m->source);
     }
 
+    /* the spec's devices: the host nodes themselves, bound at their targets */
+    r->spec_device_trees = hd_xcalloc(w->n_devices + 1, sizeof(int));
+    r->n_spec_devices = w->n_devices;
+    for (size_t i = 0; i < w->n_devices; i++)
+        r->spec_device_trees[i] = -1;
+    for (size_t i = 0; i < w->n_devices; i++) {
+        r->spec_device_trees[i] = clone_tree(w->devices[i].host_path, false, false);
+        if (r->spec_device_trees[i] < 0)
+            return hd_error_sys(err, "devices[%zu]: bind %s", i, w->devices[i].host_path);
+    }
+
     if (user_namespace) {
         /* mknod is not allowed in a user namespace: bind the host's nodes instead */
         for (int i = 0; i < HD_ROOTFS_N_DEVICES; i++) {
@@ -264,15 +276,6 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
             r->device_trees[i] = clone_tree(path, false, false);
             if (r->device_trees[i] < 0)
                 return hd_error_sys(err, "/dev: bind %s", path);
-        }
-        r->spec_device_trees = hd_xcalloc(w->n_devices + 1, sizeof(int));
-        r->n_spec_devices = w->n_devices;
-        for (size_t i = 0; i < w->n_devices; i++)
-            r->spec_device_trees[i] = -1;
-        for (size_t i = 0; i < w->n_devices; i++) {
-            r->spec_device_trees[i] = clone_tree(w->devices[i].host_path, false, false);
-            if (r->spec_device_trees[i] < 0)
-                return hd_error_sys(err, "devices[%zu]: bind %s", i, w->devices[i].host_path);
         }
         if (host_network) {
             r->sys_tree = clone_tree("/sys", true, true);
@@ -464,15 +467,11 @@ static int setup_bind_mounts(const struct hd_workload *w, const struct hd_rootfs
     return 0;
 }
 
-/*
- * The spec's devices at their targets (parent directories made as needed).
- * A node made here is the host node's twin (type, numbers, mode, owner); the
- * device cgroup decides whether it can be opened. In a user namespace mknod is
- * refused, so the host node is bound instead.
- */
+/* The spec's devices at their targets (parent directories made as needed): the host nodes bound there. The
+ * device cgroup decides whether they can be opened. */
 static int setup_spec_devices(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
 {
-    for (size_t i = 0; i < w->n_devices; i++) {
+    for (size_t i = 0; i < r->n_spec_devices; i++) {
         const struct hd_workload_device *d = &w->devices[i];
         cleanup_free char *parent = hd_xstrdup(d->target);
         char *slash = strrchr(parent, '/');
@@ -486,18 +485,13 @@ static int setup_spec_devices(const struct hd_workload *w, const struct hd_rootf
             hd_error_free(&sub);
             return -1;
         }
-        if (r->spec_device_trees && r->spec_device_trees[i] >= 0) {
-            if (ensure_file(d->target, err) < 0)
-                return hd_error_prefix(err, "devices[%zu]", i);
-            if (attach(r->spec_device_trees[i], d->target) < 0)
-                return hd_error_sys(err, "devices[%zu]: bind %s on %s", i, d->host_path, d->target);
-            continue;
-        }
-        if (mknod(d->target, d->mode, d->rdev) < 0)
-            return hd_error_sys(err, "devices[%zu]: mknod %s (%s %u:%u)", i, d->target, S_ISCHR(d->mode) ? "c" : "b",
-                                major(d->rdev), minor(d->rdev));
-        if (chmod(d->target, d->mode & 07777) < 0 || chown(d->target, d->uid, d->gid) < 0)
-            return hd_error_sys(err, "devices[%zu]: mode and owner of %s", i, d->target);
+        /* the mount point: an empty file (mknod of a regular file opens nothing that may already be there) */
+        struct stat st;
+        if (mknod(d->target, S_IFREG | 0644, 0) < 0 &&
+            (errno != EEXIST || stat(d->target, &st) < 0 || S_ISDIR(st.st_mode)))
+            return hd_error_set(err, errno == EEXIST ? EISDIR : errno, "devices[%zu]: target %s", i, d->target);
+        if (attach(r->spec_device_trees[i], d->target) < 0)
+            return hd_error_sys(err, "devices[%zu]: bind %s on %s", i, d->host_path, d->target);
     }
     return 0;
 }

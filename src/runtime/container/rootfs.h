@@ -28,7 +28,7 @@ struct hd_rootfs {
     bool *mount_is_dir;
     int n_mounts;
     int device_trees[HD_ROOTFS_N_DEVICES]; /* host nodes to bind (user namespace), else -1 */
-    int *spec_device_trees;                /* w->devices[i] to bind (user namespace), else NULL */
+    int *spec_device_trees;                /* the host nodes of w->devices[i], bound at their targets */
     size_t n_spec_devices;
     int sys_tree;                   /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
     int etc_trees[HD_ROOTFS_N_ETC]; /* generated /etc/hostname and /etc/hosts (in the run dir) */
