@@ -43,12 +43,10 @@ enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
 
 struct hd_device_rule;
 
-/* A host device node of spec->devices[], resolved on the host (stat) by the plan. */
+/* A host device node of spec->devices[], checked on the host (stat) by the plan. */
 struct hd_workload_device {
-    const char *host_path; /* spec->devices[i].path */
+    const char *host_path; /* spec->devices[i].path: a character or block device */
     const char *target;    /* where it appears inside (container): target, else path */
-    mode_t mode;           /* S_IFCHR or S_IFBLK, plus the host node's permission bits */
-    dev_t rdev;
 };
 
 struct hd_workload {

@@ -143,8 +143,8 @@ static unsigned device_access_bits(const char *letters)
 
 /*
  * spec->devices and device_rules into the plan: each host node must exist and
- * be a character or block device (its numbers and mode are taken now, on the
- * host); the device list is Docker's default plus one allow per device and
+ * be a character or block device (its type and numbers are taken now, on the
+ * host, for its rule); the device list is Docker's default plus one allow per device and
  * per rule (docs/spec.md#devices).
  */
 static int plan_devices(struct hd_workload *w, hd_error_t *err)
@@ -167,8 +167,6 @@ static int plan_devices(struct hd_workload *w, hd_error_t *err)
         w->devices[w->n_devices++] = (struct hd_workload_device){
             .host_path = d->path,
             .target = d->target ? d->target : d->path,
-            .mode = st.st_mode & (S_IFMT | 07777),
-            .rdev = st.st_rdev,
         };
         w->plan_device_rules[n_rules++] = (struct hd_device_rule){
             .allow = true,
