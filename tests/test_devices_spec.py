@@ -13,10 +13,14 @@ the program for real); where a host has no cgroup2 the v2 run is skipped and say
 import json
 import os
 import pathlib
+import select
 import stat
 import subprocess
+import time
 
 import pytest
+
+from test_vm import guest_kernel  # noqa: F401  (the shared session fixture: the guest kernel in the build dir)
 
 MODES = ["v1", "v2"]
 LOOP_DATA = b"LOOPDATA-devices-spec"
@@ -208,3 +212,83 @@ def test_bad_device_input_is_refused_before_anything_starts(hedge, busybox_rootf
 def test_help_names_the_flags(hedge):
     r = hedge("run", "--help")
     assert r.code == 0 and "--device HOST[:TARGET][:PERMS]" in r.out and "--device-cgroup-rule" in r.out, r
+
+
+# ---- vm isolation (docs/vm.md#devices): one guest boot ----
+
+def _read_until(fd, want, deadline):
+    got = b""
+    while want not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, got
+        if select.select([fd], [], [], left)[0]:
+            chunk = os.read(fd, 256)
+            assert chunk, got
+            got += chunk
+    return got
+
+
+def test_vm_gets_a_serial_port_and_a_read_only_disk(hedge, guest_kernel, busybox_rootfs, devs, tmp_path):
+    """A pty slave reaches the guest as a virtio-serial port and a loop device as a read-only virtio-blk
+    disk; hedge-init makes each node at its target. The host writes a line to the pty master, the workload
+    reads it at /dev/ttyX and answers through it; it reads the disk's pattern and cannot write it."""
+    spec = {
+        "isolation": "vm",
+        "vm": {"accel": "tcg"},
+        "rootfs": str(busybox_rootfs),
+        "devices": [
+            {"path": devs["pty"], "target": "/dev/ttyX"},
+            {"path": devs["loop"], "target": "/data/disk0", "permissions": "r"},
+        ],
+        "command": ["sh", "-c",
+                    "stat -c '%n %F %a' /dev/ttyX /data/disk0; head -c 8 /data/disk0; echo; "
+                    "if dd if=/dev/zero of=/data/disk0 bs=512 count=1 2>/tmp/dd.err; then echo disk-written; "
+                    "else head -n 1 /tmp/dd.err; fi; "
+                    "echo ready; read line < /dev/ttyX; echo \"got:$line\" > /dev/ttyX; echo done"],
+    }
+    f = tmp_path / "spec.json"
+    f.write_text(json.dumps(spec))
+    env = {**hedge.env(), "HEDGE_VM_KERNEL_DIR": str(guest_kernel)}
+    p = subprocess.Popen([hedge.binary, "run", "-f", str(f)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 150
+        out = _read_until(p.stdout.fileno(), b"ready\n", deadline)
+        os.write(devs["pty_master"], b"hello-guest\n")
+        assert b"got:hello-guest" in _read_until(devs["pty_master"], b"got:hello-guest", deadline)
+        rest, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, (out, rest, err)
+    lines = (out + rest).decode().splitlines()
+    assert lines[:3] == ["/dev/ttyX character special file 666", "/data/disk0 block special file 444",
+                         LOOP_DATA[:8].decode()], lines
+    assert "disk-written" not in lines and ("Operation not permitted" in lines[3]
+                                            or "Permission denied" in lines[3]), lines
+    assert lines[4:] == ["ready", "done"], lines
+    # the disk is as it was
+    assert pathlib.Path(devs["img"]).read_bytes()[:len(LOOP_DATA)] == LOOP_DATA
+
+
+def test_vm_refuses_what_cannot_reach_a_guest(hedge, busybox_rootfs, devs, tmp_path):
+    """No boot: each is refused before anything is built or started, naming the device (exit 125)."""
+    cases = [
+        ([devs["mynull"]], f"devices[0]: {devs['mynull']}: not supported with vm isolation (a guest gets only "
+                           "serial devices (ttys, as virtio-serial ports) and block devices (as virtio-blk); "
+                           "this is a character device that is not a tty)"),
+        ([devs["loop"] + ":r", devs["pty"] + ":/dev/ttyX:r"],
+         f"devices[1]: {devs['pty']}: a serial device reaches a vm only read-write"),
+        (["/dev/tty"], "devices[0]: /dev/tty: not supported with vm isolation"),
+        ([devs["loop"] + ":/dev/d:w"], f"devices[0]: {devs['loop']}: not supported with vm isolation without \"r\""),
+    ]
+    for devices, message in cases:
+        args = [a for d in devices for a in ("--device", d)]
+        r = hedge("run", "-i", "vm", "--rootfs", busybox_rootfs, *args, "--", "sh", "-c", "echo started")
+        assert r.code == 125, (devices, r)
+        assert message in r.err, (devices, r)
+        assert r.out == "", (devices, r)
+    # device_rules: the guest has its own kernel, QEMU no device cgroup
+    r = hedge("run", "-i", "vm", "--rootfs", busybox_rootfs, "--device-cgroup-rule", "c 188:* rwm", "--", "true")
+    assert r.code == 125 and "device_rules: not supported with vm isolation" in r.err, r

@@ -1027,11 +1027,7 @@ static int validate_devices(const struct hd_spec *spec, hd_error_t *err)
                                 "0..1048575 or *; access of r, w, m)",
                                 i);
     }
-    if (spec->isolation == HD_ISOLATION_VM && spec->n_devices)
-        return hd_error_set(err, 0,
-                            "devices[0]: %s: not supported with vm isolation (no device passthrough to the guest "
-                            "yet; use container or process isolation)",
-                            spec->devices[0].path);
+    /* devices with vm isolation: which host nodes can reach a guest is the vm backend's check (vm.c) */
     if (spec->isolation == HD_ISOLATION_VM && spec->n_device_rules)
         return refuse(err, spec, "device_rules", "QEMU runs in no device cgroup; the guest kernel owns its devices");
     return 0;
