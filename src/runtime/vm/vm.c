@@ -207,18 +207,27 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 
 /* ---- devices ----------------------------------------------------------- */
 
-/* A serial device QEMU can open as a tty: a terminal that is not one of the 5:* nodes (/dev/tty is the
- * opener's own terminal, /dev/console the host's, /dev/ptmx makes a new pty). */
-static bool serial_tty(const char *path, dev_t rdev)
+/*
+ * A serial device QEMU can open as a tty: a node of the kernel's tty class (sysfs, so the device is not
+ * opened here: opening a USB serial adapter raises DTR and resets some boards) or a UNIX98 pty slave
+ * (136-143: devpts nodes have no sysfs entry), but none of the 5:* nodes (/dev/tty is the opener's own
+ * terminal, /dev/console the host's, /dev/ptmx makes a new pty).
+ */
+static bool serial_tty(dev_t rdev)
 {
-    if (major(rdev) == 5)
+    unsigned maj = major(rdev), min = minor(rdev);
+    if (maj == 5)
         return false;
-    int fd = open(path, O_RDONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0)
+    if (maj >= 136 && maj <= 143)
+        return true;
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", maj, min);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
         return false;
-    bool tty = isatty(fd);
-    close(fd);
-    return tty;
+    target[n] = '\0';
+    const char *base = strrchr(target, '/');
+    return base && strcmp(base, "/tty") == 0;
 }
 
 /*
@@ -255,7 +264,7 @@ static int plan_vm_devices(struct hd_workload *w, struct vm *vm, hd_error_t *err
                                     i, d->host_path);
             v->kind = 'b';
             snprintf(v->name, sizeof(v->name), "hedge-dev-%zu", i);
-        } else if (S_ISCHR(st.st_mode) && serial_tty(d->host_path, st.st_rdev)) {
+        } else if (S_ISCHR(st.st_mode) && serial_tty(st.st_rdev)) {
             if (!can_read || !can_write)
                 return hd_error_set(err, 0,
                                     "devices[%zu]: %s: a serial device reaches a vm only read-write (QEMU opens "
