@@ -46,18 +46,18 @@ _hedge()
     case $verb in
         run)
             case $prev in
-                -f|--file|--seccomp) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                -f|--file|--seccomp|--device) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --rootfs|-w|--workdir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
                 -i|--isolation) COMPREPLY=($(compgen -W "process container vm" -- "$cur")); return ;;
                 --network) COMPREPLY=($(compgen -W "none host bridge" -- "$cur")); return ;;
                 --vm-accel) COMPREPLY=($(compgen -W "auto kvm tcg" -- "$cur")); return ;;
                 --cap-add|--cap-drop)
                     COMPREPLY=($(compgen -W "ALL CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_FSETID CAP_KILL CAP_SETGID CAP_SETUID CAP_SETPCAP CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN CAP_SYS_CHROOT CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_MKNOD CAP_AUDIT_WRITE CAP_SETFCAP" -- "$cur")); return ;;
-                --name|-e|--env|-u|--user|--hostname|-m|--memory|--memory-swap|--cpus|--cpu-weight|--pids|-v|--mount|--userns|--entrypoint) return ;;
+                --name|-e|--env|-u|--user|--hostname|-m|--memory|--memory-swap|--cpus|--cpu-weight|--pids|-v|--mount|--userns|--entrypoint|--device-cgroup-rule) return ;;
             esac
             opts="-f --file -i --isolation --name --rootfs -e --env -w --workdir -u --user --hostname -m --memory
                   --memory-swap --cpus --cpu-weight --pids --network -v --mount --read-only --seccomp --cap-add
-                  --cap-drop --init --userns --entrypoint --vm-accel --help"
+                  --cap-drop --init --userns --entrypoint --vm-accel --device --device-cgroup-rule --help"
             ;;
         bench)
             case $prev in

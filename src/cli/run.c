@@ -41,6 +41,8 @@ static const char usage[] =
     "      --cap-drop CAP     drop a capability (repeatable, ALL for all)\n"
     "      --init             run a minimal reaper as PID 1 (container)\n"
     "      --userns UID:GID:SIZE  run in a user namespace with this id map (container)\n"
+    "      --device HOST[:TARGET][:PERMS]  give a host device node (PERMS of r, w, m; default rwm)\n"
+    "      --device-cgroup-rule 'TYPE MAJOR:MINOR ACCESS'  allow a class of devices (c 188:* rwm)\n"
     "      --entrypoint CMD   override the image entrypoint\n"
     "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n";
 
@@ -61,6 +63,8 @@ enum {
     OPT_USERNS,
     OPT_ENTRYPOINT,
     OPT_VM_ACCEL,
+    OPT_DEVICE,
+    OPT_DEVICE_CGROUP_RULE,
     OPT_HELP,
 };
 
@@ -88,6 +92,8 @@ static const struct option options[] = {
     {"userns", required_argument, NULL, OPT_USERNS},
     {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
     {"vm-accel", required_argument, NULL, OPT_VM_ACCEL},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"device-cgroup-rule", required_argument, NULL, OPT_DEVICE_CGROUP_RULE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -256,6 +262,25 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
         free(spec->vm_accel);
         spec->vm_accel = hd_xstrdup(arg);
         return 0;
+    case OPT_DEVICE: {
+        struct hd_device d;
+        const char *why = NULL;
+        if (hd_device_flag_parse(arg, &d, &why) < 0)
+            return flag_error("--device", arg, why);
+        spec->devices = hd_xrealloc(spec->devices, (size_t)(spec->n_devices + 1) * sizeof(*spec->devices));
+        spec->devices[spec->n_devices++] = d;
+        return 0;
+    }
+    case OPT_DEVICE_CGROUP_RULE: {
+        struct hd_device_class c;
+        const char *why = NULL;
+        if (hd_device_class_parse(arg, &c, &why) < 0)
+            return flag_error("--device-cgroup-rule", arg, why);
+        spec->device_rules =
+            hd_xrealloc(spec->device_rules, (size_t)(spec->n_device_rules + 1) * sizeof(*spec->device_rules));
+        spec->device_rules[spec->n_device_rules++] = c;
+        return 0;
+    }
     }
     return HD_EXIT_USAGE;
 }

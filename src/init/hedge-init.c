@@ -15,6 +15,7 @@
  *   3. mount the erofs rootfs from /dev/vda read-only at /lower, a tmpfs for
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
+ *   3a. make the host's devices (CONFIG's device records) appear at their targets;
  *   3b. bring lo up; with a bridge network load /modules/net, give eth0 the
  *      leased address and a default route via the gateway (plain ioctls);
  *   4. put the workload in a guest cgroup v2 group whose pids.max and
@@ -51,6 +52,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,6 +86,7 @@ struct guest_config {
     int have_seed;
     struct timespec clock; /* the host's wall clock when it sent CONFIG */
     int have_clock;
+    char **devices; /* HD_VM_CFG_DEVICE records: "KIND NAME MODE TARGET" */
 };
 
 static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -280,6 +283,7 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_READONLY: cfg->readonly = strcmp(value, "1") == 0; break;
         case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
         case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
+        case HD_VM_CFG_DEVICE: hd_strv_push(&cfg->devices, value); break;
         case HD_VM_CFG_SEED:
             if (hd_vm_hex_decode(value, cfg->seed, sizeof(cfg->seed)) < 0)
                 guest_fail(HD_EXIT_HEDGE, 0, "protocol: config seed is not %d hex digits", 2 * HD_VM_SEED_BYTES);
@@ -432,6 +436,86 @@ static void setup_rootfs(const struct guest_config *cfg)
         if (stat(inside[i].target, &st) == 0 &&
             mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, NULL) < 0)
             guest_fail(HD_EXIT_HEDGE, errno, "mount %s on %s", inside[i].type, inside[i].target);
+    }
+}
+
+/* Read a one-line sysfs attribute dir/entry/attr into buf (newline dropped); 0, or -1 if absent. */
+static int read_attr(const char *dir, const char *entry, const char *attr, char *buf, size_t size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, entry, attr);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return 0;
+}
+
+/* The device number of the entry of dir (entries starting with prefix) whose attr is want; waits for it. */
+static dev_t find_device(const char *dir, const char *prefix, const char *attr, const char *want)
+{
+    uint64_t deadline = now_ms() + DEVICE_WAIT_MS;
+    for (;;) {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while (d && (e = readdir(d))) {
+            char value[64], numbers[32];
+            unsigned maj, min;
+            if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
+                read_attr(dir, e->d_name, attr, value, sizeof(value)) < 0 || strcmp(value, want) != 0 ||
+                read_attr(dir, e->d_name, "dev", numbers, sizeof(numbers)) < 0 ||
+                sscanf(numbers, "%u:%u", &maj, &min) != 2)
+                continue;
+            closedir(d);
+            return makedev(maj, min);
+        }
+        if (d)
+            closedir(d);
+        if (now_ms() >= deadline)
+            guest_fail(HD_EXIT_HEDGE, 0, "device %s (%s/%s*/%s) did not appear within %d ms", want, dir, prefix, attr,
+                       DEVICE_WAIT_MS);
+        sleep_ms(1);
+    }
+}
+
+/*
+ * The host's devices (docs/vm.md#devices): each one's guest node - the virtio-serial port named NAME, or
+ * the virtio-blk disk whose serial is NAME - is made again at TARGET in the new root with the mode the
+ * spec's permissions give (mknod: the same device numbers, so it works outside /dev too).
+ */
+static void setup_devices(const struct guest_config *cfg)
+{
+    for (size_t i = 0; cfg->devices && cfg->devices[i]; i++) {
+        char kind, name[48];
+        unsigned mode;
+        int off = 0;
+        if (sscanf(cfg->devices[i], "%c %47s %o %n", &kind, name, &mode, &off) != 3 || off == 0 ||
+            (kind != 'c' && kind != 'b') || cfg->devices[i][off] != '/' || mode > 0777)
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config device \"%s\" is not KIND NAME MODE TARGET",
+                       cfg->devices[i]);
+        const char *target = cfg->devices[i] + off;
+        dev_t dev = kind == 'c' ? find_device("/sys/class/virtio-ports", "vport", "name", name)
+                                : find_device("/sys/block", "vd", "serial", name);
+        char path[4200];
+        snprintf(path, sizeof(path), "/newroot%s", target);
+        char *slash = strrchr(path, '/');
+        *slash = '\0';
+        hd_error_t err = NULL;
+        if (hd_mkdir_p(path, 0755, &err) < 0)
+            guest_fail(HD_EXIT_HEDGE, err->errnum, "device %s: %s", target, err->message);
+        *slash = '/';
+        struct stat st;
+        if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
+            unlink(path); /* a node of the guest's own /dev at that name gives way */
+        if (mknod(path, (kind == 'c' ? S_IFCHR : S_IFBLK) | mode, dev) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "device %s: mknod", target);
+        if (chmod(path, mode) < 0) /* the umask took some bits */
+            guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
     }
 }
 
@@ -753,6 +837,7 @@ int main(void)
     if (sigchld_fd < 0)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
+    setup_devices(&cfg);
     debug_phase("rootfs mounted");
     setup_cgroup(&cfg);
     setup_network(&cfg);

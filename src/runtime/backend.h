@@ -43,6 +43,12 @@ enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
 
 struct hd_device_rule;
 
+/* A host device node of spec->devices[], checked on the host (stat) by the plan. */
+struct hd_workload_device {
+    const char *host_path; /* spec->devices[i].path: a character or block device */
+    const char *target;    /* where it appears inside (container): target, else path */
+};
+
 struct hd_workload {
     const struct hd_spec *spec;
     char id[16]; /* unique run id, names the cgroup and run dir */
@@ -95,6 +101,16 @@ struct hd_workload {
     /* The container's device allow-list (cgroup/devices.h), NULL: Docker's default list. Not owned. */
     const struct hd_device_rule *device_rules;
     size_t n_device_rules;
+
+    /*
+     * spec->devices resolved (n_devices entries, owned), and the device list
+     * the plan builds when the spec gives devices or device_rules: Docker's
+     * default list, then an allow per device and per rule (device_rules points
+     * to it). A process gets a device cgroup only then.
+     */
+    struct hd_workload_device *devices;
+    size_t n_devices;
+    struct hd_device_rule *plan_device_rules;
 };
 
 struct hd_backend {

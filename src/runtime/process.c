@@ -13,6 +13,10 @@
  * takes it. Exec failures come back over the report pipe (base/child.c, base/spawn.c)
  * as 126/127.
  *
+ * With devices or device_rules in the spec, the process's cgroup gets a
+ * device list (Docker's default plus the listed ones, cgroup/devices.h) before
+ * the child exists; without, it keeps the host's devices, as before.
+ *
  * The child is a vfork child (hd_spawn_options.share_memory): it runs in our
  * memory until it execs, so the kernel copies none of our page tables; the
  * child only makes syscalls on what we prepared and writes nothing of ours.
@@ -25,6 +29,7 @@
 
 #include "runtime/backend.h"
 #include "cgroup/cgroup.h"
+#include "cgroup/devices.h"
 #include "base/child.h"
 #include "base/spawn.h"
 #include "base/util.h"
@@ -65,6 +70,9 @@ __attribute__((noreturn)) static void process_child(void *data, int go_fd, int r
 static int process_start(struct hd_workload *w, hd_error_t *err)
 {
     struct hd_cgroup_entry cgroup_entry;
+    /* a device list only when the spec gives devices or device_rules (run.c); else the host's devices */
+    if (w->cgroup && w->device_rules && hd_cgroup_devices_apply(w->cgroup, w->device_rules, w->n_device_rules, err) < 0)
+        return -1;
     if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
         return -1;
     /* Born in the cgroup where there is a v2 directory; the child enters v1 hierarchies itself. */

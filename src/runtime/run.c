@@ -22,10 +22,12 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "cgroup/cgroup.h"
+#include "cgroup/devices.h"
 #include "image/image.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -131,6 +133,68 @@ static int plan_from_spec(struct hd_workload *w, const struct hd_image_config *i
     return 0;
 }
 
+static unsigned device_access_bits(const char *letters)
+{
+    unsigned bits = 0;
+    for (const char *c = letters; *c; c++)
+        bits |= *c == 'r' ? HD_DEV_READ : *c == 'w' ? HD_DEV_WRITE : *c == 'm' ? HD_DEV_MKNOD : 0;
+    return bits;
+}
+
+/*
+ * spec->devices and device_rules into the plan: each host node must exist and
+ * be a character or block device (its type and numbers are taken now, on the
+ * host, for its rule); the device list is Docker's default plus one allow per device and
+ * per rule (docs/spec.md#devices).
+ */
+static int plan_devices(struct hd_workload *w, hd_error_t *err)
+{
+    const struct hd_spec *spec = w->spec;
+    if (spec->n_devices == 0 && spec->n_device_rules == 0)
+        return 0;
+    w->devices = hd_xcalloc((size_t)spec->n_devices + 1, sizeof(*w->devices));
+    size_t n_rules = hd_device_rules_default_count;
+    w->plan_device_rules =
+        hd_xcalloc(n_rules + (size_t)spec->n_devices + 2 * (size_t)spec->n_device_rules, sizeof(*w->plan_device_rules));
+    memcpy(w->plan_device_rules, hd_device_rules_default, n_rules * sizeof(*w->plan_device_rules));
+    for (int i = 0; i < spec->n_devices; i++) {
+        const struct hd_device *d = &spec->devices[i];
+        struct stat st;
+        if (stat(d->path, &st) < 0)
+            return hd_error_sys(err, "devices[%d].path: %s", i, d->path);
+        if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
+            return hd_error_set(err, 0, "devices[%d].path: %s is not a character or block device", i, d->path);
+        w->devices[w->n_devices++] = (struct hd_workload_device){
+            .host_path = d->path,
+            .target = d->target ? d->target : d->path,
+        };
+        w->plan_device_rules[n_rules++] = (struct hd_device_rule){
+            .allow = true,
+            .type = S_ISCHR(st.st_mode) ? 'c' : 'b',
+            .major = major(st.st_rdev),
+            .minor = minor(st.st_rdev),
+            .access = device_access_bits(d->permissions[0] ? d->permissions : "rwm"),
+        };
+    }
+    for (int i = 0; i < spec->n_device_rules; i++) {
+        const struct hd_device_class *c = &spec->device_rules[i];
+        unsigned access = device_access_bits(c->access);
+        /* v1's "a" line has no access (it is every access): type a with less is c *:* and b *:* */
+        bool split = c->type == 'a' && access != HD_DEV_RWM;
+        for (int k = 0; k < (split ? 2 : 1); k++)
+            w->plan_device_rules[n_rules++] = (struct hd_device_rule){
+                .allow = true,
+                .type = split ? "cb"[k] : c->type,
+                .major = c->type == 'a' ? HD_DEV_ANY : c->major,
+                .minor = c->type == 'a' ? HD_DEV_ANY : c->minor,
+                .access = access,
+            };
+    }
+    w->device_rules = w->plan_device_rules;
+    w->n_device_rules = n_rules;
+    return 0;
+}
+
 int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,
                        hd_error_t *err)
 {
@@ -159,7 +223,7 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
         }
         w->rootfs = hd_xstrdup(spec->rootfs);
     }
-    if (plan_from_spec(w, image, err) < 0)
+    if (plan_from_spec(w, image, err) < 0 || plan_devices(w, err) < 0)
         goto fail;
     hd_image_config_free(image);
     image = NULL;
@@ -250,6 +314,8 @@ void hd_workload_destroy(struct hd_workload *w)
     hd_strv_free(w->env);
     free(w->workdir);
     free(w->user);
+    free(w->devices);
+    free(w->plan_device_rules);
     free(w);
 }
 
@@ -268,6 +334,8 @@ void hd_workload_release(struct hd_workload *w)
     hd_strv_free(w->env);
     free(w->workdir);
     free(w->user);
+    free(w->devices);
+    free(w->plan_device_rules);
     free(w);
 }
 

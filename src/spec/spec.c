@@ -85,6 +85,12 @@ void hd_spec_free(struct hd_spec *spec)
     for (int i = 0; i < spec->n_triggers; i++)
         free(spec->triggers[i].topic);
     free(spec->triggers);
+    for (int i = 0; i < spec->n_devices; i++) {
+        free(spec->devices[i].path);
+        free(spec->devices[i].target);
+    }
+    free(spec->devices);
+    free(spec->device_rules);
     free(spec->vm_accel);
     free(spec->function.reply_topic);
     hd_strv_free(spec->health.command);
@@ -343,6 +349,229 @@ static int parse_triggers(struct hd_spec *s, const json_t *v, const char *p, hd_
 {
     return parse_object_array(v, p, "an array of triggers", (void **)&s->triggers, &s->n_triggers, sizeof(*s->triggers),
                               parse_trigger_key, check_trigger, e);
+}
+
+/* ---- devices --------------------------------------------------------- */
+
+int hd_device_access_parse(const char *text, char out[4])
+{
+    bool r = false, w = false, m = false;
+    if (text == NULL || text[0] == '\0')
+        return -1;
+    for (const char *c = text; *c; c++) {
+        bool *bit = *c == 'r' ? &r : *c == 'w' ? &w : *c == 'm' ? &m : NULL;
+        if (bit == NULL || *bit)
+            return -1;
+        *bit = true;
+    }
+    size_t n = 0;
+    if (r)
+        out[n++] = 'r';
+    if (w)
+        out[n++] = 'w';
+    if (m)
+        out[n++] = 'm';
+    out[n] = '\0';
+    return 0;
+}
+
+#define DEVICE_NUMBER_MAX 0xfffff
+
+/* A major or minor of a rule: digits up to DEVICE_NUMBER_MAX, or "*" (-1). */
+static int device_number_parse(const char *text, size_t len, int64_t *out)
+{
+    if (len == 1 && text[0] == '*') {
+        *out = -1;
+        return 0;
+    }
+    if (len == 0 || len > 7)
+        return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)text[i]))
+            return -1;
+        v = v * 10 + (text[i] - '0');
+    }
+    if (v > DEVICE_NUMBER_MAX)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int hd_device_class_parse(const char *text, struct hd_device_class *out, const char **why)
+{
+    struct hd_device_class c = {.major = -1, .minor = -1};
+    cleanup_free char *copy = hd_xstrdup(text);
+    char *save = NULL;
+    const char *type = strtok_r(copy, " ", &save);
+    const char *numbers = type ? strtok_r(NULL, " ", &save) : NULL;
+    const char *access = numbers ? strtok_r(NULL, " ", &save) : NULL;
+    if (type == NULL || strlen(type) != 1 || strchr("abc", type[0]) == NULL) {
+        *why = "is not TYPE MAJOR:MINOR ACCESS (the type is a, b or c)";
+        return -1;
+    }
+    c.type = type[0];
+    if (c.type == 'a' && numbers == NULL) {
+        memcpy(c.access, "rwm", 4);
+        *out = c;
+        return 0;
+    }
+    const char *colon = numbers ? strchr(numbers, ':') : NULL;
+    if (colon == NULL || device_number_parse(numbers, (size_t)(colon - numbers), &c.major) < 0 ||
+        device_number_parse(colon + 1, strlen(colon + 1), &c.minor) < 0) {
+        *why = "is not TYPE MAJOR:MINOR ACCESS (numbers up to 1048575, or *)";
+        return -1;
+    }
+    if (c.type == 'a' && (c.major != -1 || c.minor != -1)) {
+        *why = "has device numbers, but type a means every device (a *:*)";
+        return -1;
+    }
+    if (hd_device_access_parse(access ? access : "rwm", c.access) < 0) {
+        *why = "has an access that is not made of r, w and m";
+        return -1;
+    }
+    if (access && strtok_r(NULL, " ", &save) != NULL) {
+        *why = "has text after the access";
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+int hd_device_flag_parse(const char *text, struct hd_device *out, const char **why)
+{
+    cleanup_free char *copy = hd_xstrdup(text);
+    char *parts[3] = {copy, NULL, NULL};
+    int n = 1;
+    for (char *c = copy; *c; c++)
+        if (*c == ':') {
+            if (n == 3) {
+                *why = "is not HOST[:TARGET][:PERMISSIONS]";
+                return -1;
+            }
+            *c = '\0';
+            parts[n++] = c + 1;
+        }
+    const char *target = parts[1], *perms = parts[2];
+    /* docker: HOST:PERMS when the second part is not a path */
+    if (n == 2 && target[0] != '/') {
+        perms = target;
+        target = NULL;
+    }
+    struct hd_device d = {0};
+    if (parts[0][0] == '\0' || (target && target[0] == '\0')) {
+        *why = "is not HOST[:TARGET][:PERMISSIONS]";
+        return -1;
+    }
+    if (perms && hd_device_access_parse(perms, d.permissions) < 0) {
+        *why = "has permissions that are not made of r, w and m";
+        return -1;
+    }
+    d.path = hd_xstrdup(parts[0]);
+    d.target = target ? hd_xstrdup(target) : NULL;
+    *out = d;
+    return 0;
+}
+
+static int parse_device_key(void *item, const char *key, const json_t *value, const char *kp, hd_error_t *e)
+{
+    struct hd_device *d = item;
+    if (strcmp(key, "path") == 0)
+        return hd_json_string(value, kp, NULL, true, &d->path, e);
+    if (strcmp(key, "target") == 0)
+        return hd_json_string(value, kp, NULL, true, &d->target, e);
+    if (strcmp(key, "permissions") == 0) {
+        if (!json_is_string(value))
+            return hd_json_type_error(value, kp, "a string", e);
+        if (hd_device_access_parse(json_string_value(value), d->permissions) < 0)
+            return hd_error_set(e, 0, "%s: \"%s\" is not made of r, w and m (each at most once)", kp,
+                                json_string_value(value));
+        return 0;
+    }
+    return hd_error_set(e, 0, "%s: unknown field", kp);
+}
+
+static int check_device(const void *item, const char *ip, hd_error_t *e)
+{
+    const struct hd_device *d = item;
+    if (d->path == NULL)
+        return hd_error_set(e, 0, "%s.path: is required", ip);
+    return 0;
+}
+
+static int parse_devices(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return parse_object_array(v, p, "an array of devices", (void **)&s->devices, &s->n_devices, sizeof(*s->devices),
+                              parse_device_key, check_device, e);
+}
+
+/* major/minor of a device rule: an integer 0..1048575 or "*". */
+static int parse_device_number(const json_t *v, const char *kp, int64_t *out, hd_error_t *e)
+{
+    if (json_is_string(v) && strcmp(json_string_value(v), "*") == 0) {
+        *out = -1;
+        return 0;
+    }
+    return hd_json_int(v, kp, 0, DEVICE_NUMBER_MAX, "a device number (0..1048575) or \"*\"", out, e);
+}
+
+static int parse_device_rule_key(void *item, const char *key, const json_t *value, const char *kp, hd_error_t *e)
+{
+    struct hd_device_class *c = item;
+    if (strcmp(key, "type") == 0) {
+        if (!json_is_string(value))
+            return hd_json_type_error(value, kp, "a string", e);
+        const char *t = json_string_value(value);
+        if (strlen(t) != 1 || strchr("abc", t[0]) == NULL)
+            return hd_error_set(e, 0, "%s: \"%s\" is not a device type (a, b or c)", kp, t);
+        c->type = t[0];
+        return 0;
+    }
+    if (strcmp(key, "major") == 0)
+        return parse_device_number(value, kp, &c->major, e);
+    if (strcmp(key, "minor") == 0)
+        return parse_device_number(value, kp, &c->minor, e);
+    if (strcmp(key, "access") == 0) {
+        if (!json_is_string(value))
+            return hd_json_type_error(value, kp, "a string", e);
+        if (hd_device_access_parse(json_string_value(value), c->access) < 0)
+            return hd_error_set(e, 0, "%s: \"%s\" is not made of r, w and m (each at most once)", kp,
+                                json_string_value(value));
+        return 0;
+    }
+    return hd_error_set(e, 0, "%s: unknown field", kp);
+}
+
+static int check_device_rule(const void *item, const char *ip, hd_error_t *e)
+{
+    const struct hd_device_class *c = item;
+    if (c->type == '\0')
+        return hd_error_set(e, 0, "%s.type: is required (a, b or c)", ip);
+    return 0;
+}
+
+/* Entries read as zeroed items; then the keys an entry leaves out take their defaults: major and minor
+ * "*", access "rwm". Type a means every device: numbers other than "*" are refused. */
+static int parse_device_rules(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    int first = s->n_device_rules;
+    if (parse_object_array(v, p, "an array of device rules", (void **)&s->device_rules, &s->n_device_rules,
+                           sizeof(*s->device_rules), parse_device_rule_key, check_device_rule, e) < 0)
+        return -1;
+    for (int i = first; i < s->n_device_rules; i++) {
+        struct hd_device_class *c = &s->device_rules[i];
+        const json_t *entry = json_array_get(v, (size_t)(i - first));
+        if (json_object_get(entry, "major") == NULL)
+            c->major = -1;
+        if (json_object_get(entry, "minor") == NULL)
+            c->minor = -1;
+        if (c->access[0] == '\0')
+            memcpy(c->access, "rwm", 4);
+        if (c->type == 'a' && (c->major != -1 || c->minor != -1))
+            return hd_error_set(e, 0, "%s[%d]: type a means every device; major and minor must be \"*\" or absent", p,
+                                i - first);
+    }
+    return 0;
 }
 
 static int parse_readonly_rootfs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
@@ -629,6 +858,8 @@ static const struct field spec_fields[] = {
     {"security", parse_security},
     {"restart", parse_restart},
     {"triggers", parse_triggers},
+    {"devices", parse_devices},
+    {"device_rules", parse_device_rules},
     {"init", parse_init},
     {"user_namespace", parse_userns},
     {"vm", parse_vm},
@@ -757,8 +988,55 @@ static int validate_mqtt_filters(char *const *filters, const char *field, hd_err
     return 0;
 }
 
+/* An absolute path without a ".." component. */
+static bool clean_absolute_path(const char *path)
+{
+    if (path[0] != '/')
+        return false;
+    size_t n = strlen(path);
+    return strstr(path, "/../") == NULL && !(n >= 3 && strcmp(path + n - 3, "/..") == 0);
+}
+
+static int validate_devices(const struct hd_spec *spec, hd_error_t *err)
+{
+    for (int i = 0; i < spec->n_devices; i++) {
+        const struct hd_device *d = &spec->devices[i];
+        if (!clean_absolute_path(d->path))
+            return hd_error_set(err, 0, "devices[%d].path: \"%s\" must be an absolute path without \"..\"", i, d->path);
+        if (d->target && !clean_absolute_path(d->target))
+            return hd_error_set(err, 0, "devices[%d].target: \"%s\" must be an absolute path without \"..\"", i,
+                                d->target);
+        if (d->target && strcmp(d->target, "/") == 0)
+            return hd_error_set(err, 0, "devices[%d].target: must not be /", i);
+        char canonical[4];
+        if (d->permissions[0] && (hd_device_access_parse(d->permissions, canonical) < 0))
+            return hd_error_set(err, 0, "devices[%d].permissions: \"%s\" is not made of r, w and m", i, d->permissions);
+        if (spec->isolation == HD_ISOLATION_PROCESS && d->target && strcmp(d->target, d->path) != 0)
+            return hd_error_set(err, 0,
+                                "devices[%d].target: not supported with process isolation (a process sees the "
+                                "host's /dev; the target must be the path or absent)",
+                                i);
+    }
+    for (int i = 0; i < spec->n_device_rules; i++) {
+        const struct hd_device_class *c = &spec->device_rules[i];
+        char canonical[4];
+        if (c->type == '\0' || strchr("abc", c->type) == NULL || c->major < -1 || c->major > DEVICE_NUMBER_MAX ||
+            c->minor < -1 || c->minor > DEVICE_NUMBER_MAX || hd_device_access_parse(c->access, canonical) < 0)
+            return hd_error_set(err, 0,
+                                "device_rules[%d]: is not a device rule (type a, b or c; major and minor "
+                                "0..1048575 or *; access of r, w, m)",
+                                i);
+    }
+    /* devices with vm isolation: which host nodes can reach a guest is the vm backend's check (vm.c) */
+    if (spec->isolation == HD_ISOLATION_VM && spec->n_device_rules)
+        return refuse(err, spec, "device_rules", "QEMU runs in no device cgroup; the guest kernel owns its devices");
+    return 0;
+}
+
 int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
 {
+    if (validate_devices(spec, err) < 0)
+        return -1;
     if (validate_mqtt_filters(spec->mqtt.publish, "mqtt.publish", err) < 0 ||
         validate_mqtt_filters(spec->mqtt.subscribe, "mqtt.subscribe", err) < 0)
         return -1;
@@ -919,6 +1197,28 @@ char *hd_spec_to_json(const struct hd_spec *spec)
         for (int i = 0; i < spec->n_triggers; i++)
             json_array_append_new(a, json_pack("{s:s}", "topic", spec->triggers[i].topic));
         json_object_set_new(o, "triggers", a);
+    }
+    if (spec->n_devices) {
+        json_t *a = json_array();
+        for (int i = 0; i < spec->n_devices; i++) {
+            const struct hd_device *d = &spec->devices[i];
+            json_array_append_new(a,
+                                  json_pack("{s:s,s:s,s:s}", "path", d->path, "target", d->target ? d->target : d->path,
+                                            "permissions", d->permissions[0] ? d->permissions : "rwm"));
+        }
+        json_object_set_new(o, "devices", a);
+    }
+    if (spec->n_device_rules) {
+        json_t *a = json_array();
+        for (int i = 0; i < spec->n_device_rules; i++) {
+            const struct hd_device_class *c = &spec->device_rules[i];
+            char type[2] = {c->type, '\0'};
+            json_t *rule = json_pack("{s:s,s:s}", "type", type, "access", c->access);
+            json_object_set_new(rule, "major", c->major < 0 ? json_string("*") : json_integer(c->major));
+            json_object_set_new(rule, "minor", c->minor < 0 ? json_string("*") : json_integer(c->minor));
+            json_array_append_new(a, rule);
+        }
+        json_object_set_new(o, "device_rules", a);
     }
     if (spec->init)
         json_object_set_new(o, "init", json_true());

@@ -42,6 +42,21 @@ struct hd_trigger {
     char *topic;
 };
 
+/* A host device node given to the workload (devices[]; docs/spec.md#devices). */
+struct hd_device {
+    char *path;          /* absolute host path of a character or block device */
+    char *target;        /* absolute path inside the workload; NULL = path */
+    char permissions[4]; /* the cgroup access: a subset of "rwm", in that order; "" = "rwm" */
+};
+
+/* A device cgroup rule for a class of devices (device_rules[]): allow TYPE MAJOR:MINOR ACCESS. */
+struct hd_device_class {
+    char type;      /* 'a' (every device), 'b' block, 'c' char */
+    int64_t major;  /* -1 = "*" (any) */
+    int64_t minor;  /* -1 = "*" */
+    char access[4]; /* a subset of "rwm", in that order */
+};
+
 /* Unset numeric limits are 0 (memory, swap, pids, weight) or 0.0 (cpus). */
 struct hd_resources {
     int64_t memory;      /* bytes; 0 = unlimited */
@@ -119,6 +134,10 @@ struct hd_spec {
     struct hd_restart restart;
     struct hd_trigger *triggers;
     int n_triggers;
+    struct hd_device *devices;
+    int n_devices;
+    struct hd_device_class *device_rules;
+    int n_device_rules;
     bool init; /* run a minimal reaper as PID 1 (container) */
     struct hd_user_namespace userns;
     char *vm_accel; /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
@@ -138,6 +157,16 @@ struct hd_spec *hd_spec_new(void);
 void hd_spec_free(struct hd_spec *spec);
 void hd_cleanup_specp(struct hd_spec **spec);
 #define cleanup_spec __attribute__((cleanup(hd_cleanup_specp)))
+
+/*
+ * Access letters ("rw", "mr") as the canonical subset of "rwm" (in that order)
+ * in out[4]; -1 if text is empty or holds another letter or one twice.
+ */
+int hd_device_access_parse(const char *text, char out[4]);
+/* "c 188:* rwm" (docker's --device-cgroup-rule): -1 with a reason in *why. */
+int hd_device_class_parse(const char *text, struct hd_device_class *out, const char **why);
+/* "HOST[:TARGET][:PERMS]" (docker's --device) into *out (owned strings); -1 with a reason in *why. */
+int hd_device_flag_parse(const char *text, struct hd_device *out, const char **why);
 
 /* Parse a JSON document into *out (fields not present keep their defaults).
  * origin names the document in messages ("filter.json"). */

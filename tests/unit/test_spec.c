@@ -199,8 +199,111 @@ static void test_mqtt_block(void)
     CHECK_STR(try_spec("{\"isolation\":\"vm\",\"rootfs\":\"/r\",\"mqtt\":{\"subscribe\":[\"x\"]}}"), "");
 }
 
+/* devices[] and device_rules[]: defaults, canonical access, errors naming the field, the round trip. */
+static void test_devices_block(void)
+{
+    const char *json = "{\"rootfs\":\"/r\",\"devices\":[{\"path\":\"/dev/ttyUSB0\",\"permissions\":\"wr\"},"
+                       "{\"path\":\"/dev/loop3\",\"target\":\"/dev/disk\"}],"
+                       "\"device_rules\":[{\"type\":\"c\",\"major\":188,\"minor\":\"*\",\"access\":\"rwm\"},"
+                       "{\"type\":\"b\",\"major\":7},{\"type\":\"a\",\"access\":\"m\"}]}";
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    CHECK(hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) == 0);
+    CHECK(hd_spec_validate(spec, &err) == 0);
+    CHECK(spec->n_devices == 2 && spec->n_device_rules == 3);
+    CHECK_STR(spec->devices[0].permissions, "rw");
+    CHECK(spec->devices[0].target == NULL);
+    CHECK_STR(spec->devices[1].permissions, "");
+    CHECK(spec->device_rules[0].type == 'c' && spec->device_rules[0].major == 188 && spec->device_rules[0].minor == -1);
+    CHECK(spec->device_rules[1].minor == -1);
+    CHECK_STR(spec->device_rules[1].access, "rwm");
+    CHECK(spec->device_rules[2].type == 'a' && spec->device_rules[2].major == -1);
+    char *out = hd_spec_to_json(spec);
+    /* the serialized spec (the digest's input) spells every default out */
+    CHECK(strstr(out,
+                 "\"devices\":[{\"path\":\"/dev/ttyUSB0\",\"permissions\":\"rw\",\"target\":\"/dev/ttyUSB0\"},"
+                 "{\"path\":\"/dev/loop3\",\"permissions\":\"rwm\",\"target\":\"/dev/disk\"}]") != NULL);
+    CHECK(strstr(out, "{\"access\":\"rwm\",\"major\":7,\"minor\":\"*\",\"type\":\"b\"}") != NULL);
+    struct hd_spec *again = hd_spec_new();
+    CHECK(hd_spec_parse_json(again, out, strlen(out), "roundtrip", &err) == 0);
+    char *out2 = hd_spec_to_json(again);
+    CHECK_STR(out, out2);
+    /* a different permission is a different spec */
+    memcpy(again->devices[0].permissions, "r", 2);
+    char *out3 = hd_spec_to_json(again);
+    CHECK(strcmp(out, out3) != 0);
+    free(out);
+    free(out2);
+    free(out3);
+    hd_spec_free(again);
+    hd_spec_free(spec);
+    hd_error_free(&err);
+
+#define DV(body) try_spec("{\"rootfs\":\"/r\"," body "}")
+    CHECK_STR(DV("\"devices\":[{\"path\":\"/dev/x\",\"permissions\":\"rx\"}]"),
+              "t.json: devices[0].permissions: \"rx\" is not made of r, w and m (each at most once)");
+    CHECK_STR(DV("\"devices\":[{\"path\":\"/dev/x\",\"permissions\":\"rr\"}]"),
+              "t.json: devices[0].permissions: \"rr\" is not made of r, w and m (each at most once)");
+    CHECK_STR(DV("\"devices\":[{\"target\":\"/dev/x\"}]"), "t.json: devices[0].path: is required");
+    CHECK_STR(DV("\"devices\":[{\"path\":\"/dev/x\",\"mode\":\"rw\"}]"), "t.json: devices[0].mode: unknown field");
+    CHECK_STR(DV("\"devices\":[{\"path\":\"dev/x\"}]"),
+              "devices[0].path: \"dev/x\" must be an absolute path without \"..\"");
+    CHECK_STR(DV("\"devices\":[{\"path\":\"/dev/x\",\"target\":\"/dev/../etc/x\"}]"),
+              "devices[0].target: \"/dev/../etc/x\" must be an absolute path without \"..\"");
+    CHECK_STR(DV("\"device_rules\":[{\"type\":\"x\"}]"),
+              "t.json: device_rules[0].type: \"x\" is not a device type (a, b or c)");
+    CHECK_STR(DV("\"device_rules\":[{\"major\":1}]"), "t.json: device_rules[0].type: is required (a, b or c)");
+    CHECK_STR(DV("\"device_rules\":[{\"type\":\"c\",\"minor\":\"**\"}]"),
+              "t.json: device_rules[0].minor: must be a device number (0..1048575) or \"*\"");
+    CHECK_STR(DV("\"device_rules\":[{\"type\":\"c\",\"major\":1048576}]"),
+              "t.json: device_rules[0].major: must be a device number (0..1048575) or \"*\"");
+    CHECK_STR(DV("\"device_rules\":[{\"type\":\"a\",\"major\":1}]"),
+              "t.json: device_rules[0]: type a means every device; major and minor must be \"*\" or absent");
+    CHECK_STR(DV("\"device_rules\":[{\"type\":\"c\",\"access\":\"\"}]"),
+              "t.json: device_rules[0].access: \"\" is not made of r, w and m (each at most once)");
+#undef DV
+    CHECK_STR(try_spec("{\"isolation\":\"process\",\"command\":[\"x\"],\"devices\":[{\"path\":\"/dev/a\",\"target\":"
+                       "\"/dev/b\"}]}"),
+              "devices[0].target: not supported with process isolation (a process sees the host's /dev; the "
+              "target must be the path or absent)");
+    CHECK_STR(try_spec("{\"isolation\":\"process\",\"command\":[\"x\"],\"devices\":[{\"path\":\"/dev/a\"}],"
+                       "\"device_rules\":[{\"type\":\"c\",\"major\":4}]}"),
+              "");
+    CHECK_STR(try_spec("{\"isolation\":\"vm\",\"rootfs\":\"/r\",\"device_rules\":[{\"type\":\"c\"}]}"),
+              "device_rules: not supported with vm isolation (QEMU runs in no device cgroup; the guest kernel owns "
+              "its devices)");
+
+    /* the flag forms (hedge run --device, --device-cgroup-rule) */
+    struct hd_device d;
+    const char *why = NULL;
+    CHECK(hd_device_flag_parse("/dev/a", &d, &why) == 0 && d.target == NULL && d.permissions[0] == '\0');
+    free(d.path);
+    CHECK(hd_device_flag_parse("/dev/a:mr", &d, &why) == 0 && d.target == NULL);
+    CHECK_STR(d.permissions, "rm");
+    free(d.path);
+    CHECK(hd_device_flag_parse("/dev/a:/dev/b:w", &d, &why) == 0);
+    CHECK_STR(d.target, "/dev/b");
+    CHECK_STR(d.permissions, "w");
+    free(d.path);
+    free(d.target);
+    CHECK(hd_device_flag_parse("/dev/a:/dev/b:x", &d, &why) < 0);
+    CHECK(hd_device_flag_parse("/dev/a:/b:r:w", &d, &why) < 0);
+    CHECK(hd_device_flag_parse(":/b", &d, &why) < 0);
+    struct hd_device_class c;
+    CHECK(hd_device_class_parse("c 188:* rwm", &c, &why) == 0 && c.type == 'c' && c.major == 188 && c.minor == -1);
+    CHECK(hd_device_class_parse("b *:3 r", &c, &why) == 0 && c.major == -1 && c.minor == 3);
+    CHECK_STR(c.access, "r");
+    CHECK(hd_device_class_parse("a", &c, &why) == 0 && c.type == 'a');
+    CHECK(hd_device_class_parse("x 1:1 r", &c, &why) < 0);
+    CHECK(hd_device_class_parse("c 1 r", &c, &why) < 0);
+    CHECK(hd_device_class_parse("c 1:1 rq", &c, &why) < 0);
+    CHECK(hd_device_class_parse("c 1:1 r extra", &c, &why) < 0);
+    CHECK(hd_device_class_parse("a 1:1 r", &c, &why) < 0);
+}
+
 int main(void)
 {
+    test_devices_block();
     test_mqtt_block();
     test_full_spec();
     test_errors();

@@ -20,6 +20,10 @@
  *   /etc/hostname   generated in the run dir and bound in (if the rootfs has
  *   /etc/hosts      /etc; a missing file is created unless the root is read-only)
  *   mounts[i]       the spec's bind mounts, read-only ones recursively so
+ *   devices[i]      the spec's host device nodes at their targets, each the
+ *                   host node bound there (not a mknod twin: a pty slave opens
+ *                   only through its own devpts instance, and in a user
+ *                   namespace mknod is refused anyway)
  *   masked paths    OCI defaults: /dev/null over files, an empty read-only
  *                   tmpfs over directories
  *   read-only paths OCI defaults, re-bound read-only
@@ -94,6 +98,11 @@ void hd_rootfs_close(struct hd_rootfs *r)
         close_fd(&r->etc_trees[i]);
     for (int i = 0; i < r->n_mounts; i++)
         close_fd(&r->mount_trees[i]);
+    for (size_t i = 0; i < r->n_spec_devices; i++)
+        close_fd(&r->spec_device_trees[i]);
+    free(r->spec_device_trees);
+    r->spec_device_trees = NULL;
+    r->n_spec_devices = 0;
     free(r->mount_trees);
     free(r->mount_is_dir);
     r->mount_trees = NULL;
@@ -247,6 +256,17 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
         r->mount_trees[i] = clone_tree(m->source, true, m->readonly);
         if (r->mount_trees[i] < 0)
             return hd_error_sys(err, "mounts[%d]: bind %s", i, m->source);
+    }
+
+    /* the spec's devices: the host nodes themselves, bound at their targets */
+    r->spec_device_trees = hd_xcalloc(w->n_devices + 1, sizeof(int));
+    r->n_spec_devices = w->n_devices;
+    for (size_t i = 0; i < w->n_devices; i++)
+        r->spec_device_trees[i] = -1;
+    for (size_t i = 0; i < w->n_devices; i++) {
+        r->spec_device_trees[i] = clone_tree(w->devices[i].host_path, false, false);
+        if (r->spec_device_trees[i] < 0)
+            return hd_error_sys(err, "devices[%zu]: bind %s", i, w->devices[i].host_path);
     }
 
     if (user_namespace) {
@@ -447,6 +467,35 @@ static int setup_bind_mounts(const struct hd_workload *w, const struct hd_rootfs
     return 0;
 }
 
+/* The spec's devices at their targets (parent directories made as needed): the host nodes bound there. The
+ * device cgroup decides whether they can be opened. */
+static int setup_spec_devices(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
+{
+    for (size_t i = 0; i < r->n_spec_devices; i++) {
+        const struct hd_workload_device *d = &w->devices[i];
+        cleanup_free char *parent = hd_xstrdup(d->target);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        else
+            parent[1] = '\0';
+        hd_error_t sub = NULL;
+        if (hd_mkdir_p(parent, 0755, &sub) < 0) {
+            hd_error_set(err, sub->errnum, "devices[%zu]: target %s: %s", i, d->target, sub->message);
+            hd_error_free(&sub);
+            return -1;
+        }
+        /* the mount point: an empty file (mknod of a regular file opens nothing that may already be there) */
+        struct stat st;
+        if (mknod(d->target, S_IFREG | 0644, 0) < 0 &&
+            (errno != EEXIST || stat(d->target, &st) < 0 || S_ISDIR(st.st_mode)))
+            return hd_error_set(err, errno == EEXIST ? EISDIR : errno, "devices[%zu]: target %s", i, d->target);
+        if (attach(r->spec_device_trees[i], d->target) < 0)
+            return hd_error_sys(err, "devices[%zu]: bind %s on %s", i, d->host_path, d->target);
+    }
+    return 0;
+}
+
 static int setup_masks(hd_error_t *err)
 {
     for (size_t i = 0; i < ARRAY_SIZE(masked_paths); i++) {
@@ -513,7 +562,7 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
         return -1;
     if (attach(sys_fd, "/sys") < 0)
         return hd_error_sys(err, "mount /sys");
-    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0)
+    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0 || setup_spec_devices(w, r, err) < 0)
         return -1;
     if (setup_masks(err) < 0)
         return -1;

@@ -28,8 +28,10 @@ struct hd_rootfs {
     bool *mount_is_dir;
     int n_mounts;
     int device_trees[HD_ROOTFS_N_DEVICES]; /* host nodes to bind (user namespace), else -1 */
-    int sys_tree;                          /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
-    int etc_trees[HD_ROOTFS_N_ETC];        /* generated /etc/hostname and /etc/hosts (in the run dir) */
+    int *spec_device_trees;                /* the host nodes of w->devices[i], bound at their targets */
+    size_t n_spec_devices;
+    int sys_tree;                   /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
+    int etc_trees[HD_ROOTFS_N_ETC]; /* generated /etc/hostname and /etc/hosts (in the run dir) */
     bool user_namespace;
     char *overlay_dir; /* <run_dir>/overlay holding upper/ and work/, or NULL */
 };

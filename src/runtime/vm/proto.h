@@ -68,6 +68,9 @@ enum hd_vm_config_tag {
     HD_VM_CFG_SEED = 's',        /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
                                  the guest's input pool (RNDADDENTROPY), then the CRNG is reseeded */
     HD_VM_CFG_CLOCK = 't',       /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
+    HD_VM_CFG_DEVICE = 'd',      /* "KIND NAME MODE TARGET": a host device (KIND c: the virtio-serial port
+                                 named NAME; b: the virtio-blk disk whose serial is NAME) to appear at
+                                 TARGET (the rest of the record) with octal permission bits MODE */
 };
 
 #define HD_VM_SEED_BYTES 64

@@ -44,6 +44,47 @@ static const char *machine_type(enum hd_vm_accel accel)
     return accel == HD_VM_ACCEL_KVM ? "microvm,pcie=on,rtc=off" : "pc";
 }
 
+/* A path as a QEMU option value: a comma is written twice. Returns a new string. */
+static char *qemu_escape(const char *path)
+{
+    char *out = hd_xmalloc(2 * strlen(path) + 1), *o = out;
+    for (const char *p = path; *p; p++) {
+        *o++ = *p;
+        if (*p == ',')
+            *o++ = ',';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* The spec's devices: a tty as a serial chardev on a port of the hedge virtio-serial bus, a block
+ * device as virtio-blk (after the rootfs's, so the rootfs stays vda). */
+static void push_devices(char ***v, const struct hd_vm_launch *l)
+{
+    for (size_t i = 0; i < l->n_devices; i++) {
+        const struct hd_vm_device *d = &l->devices[i];
+        cleanup_free char *path = qemu_escape(d->host_path);
+        char *s;
+        if (d->kind == 'c') {
+            hd_strv_push(v, "-chardev");
+            s = hd_xasprintf("serial,id=hdev%zu,path=%s", i, path);
+            hd_strv_push(v, s);
+            free(s);
+            hd_strv_push(v, "-device");
+            s = hd_xasprintf("virtserialport,bus=hedgeser.0,chardev=hdev%zu,name=%s", i, d->name);
+        } else {
+            hd_strv_push(v, "-drive");
+            s = hd_xasprintf("file=%s,if=none,id=hdev%zu,format=raw,readonly=%s", path, i, d->readonly ? "on" : "off");
+            hd_strv_push(v, s);
+            free(s);
+            hd_strv_push(v, "-device");
+            s = hd_xasprintf("virtio-blk-pci,drive=hdev%zu,serial=%s", i, d->name);
+        }
+        hd_strv_push(v, s);
+        free(s);
+    }
+}
+
 static char **qemu_argv(const struct hd_vm_launch *l)
 {
     bool kvm = l->accel == HD_VM_ACCEL_KVM;
@@ -95,8 +136,14 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-device");
     hd_strv_push(&v, "virtio-blk-pci,drive=rootfs");
     hd_strv_push(&v, "-device");
-    /* port 0 is the (unused) console port, ours is 1: two ports instead of 31 means 4 virtqueues, not 64 */
-    hd_strv_push(&v, "virtio-serial-pci,id=hedgeser,max_ports=2");
+    /* port 0 is the (unused) console port, ours is 1, then one per serial device: two ports instead
+     * of 31 means 4 virtqueues, not 64 */
+    size_t n_ports = 2;
+    for (size_t i = 0; i < l->n_devices; i++)
+        n_ports += l->devices[i].kind == 'c';
+    s = hd_xasprintf("virtio-serial-pci,id=hedgeser,max_ports=%zu", n_ports);
+    hd_strv_push(&v, s);
+    free(s);
     if (l->tap_fd >= 0) {
         /* the tap is fd 4 in QEMU; vhost would need /dev/vhost-net, plain virtio-net is enough here */
         hd_strv_push(&v, "-netdev");
@@ -118,6 +165,7 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v,
                  "virtserialport,bus=hedgeser.0,chardev=hedgeport,name="
                  "org.hedge.0");
+    push_devices(&v, l);
     return v;
 }
 

@@ -2,7 +2,8 @@
  * vm.c - the `vm` isolation backend: the workload runs in a QEMU guest with
  * its own kernel, started by hedge-init (src/init/hedge-init.c) as PID 1.
  *
- *   prepare  find the guest kernel, build/reuse the initramfs and the erofs
+ *   prepare  check the spec's devices (a tty or a block device each; plan_vm_devices),
+ *            find the guest kernel, build/reuse the initramfs and the erofs
  *            image of the rootfs (vm-assets.c), pick the accelerator
  *            (vm-accel.c), encode the spec as the CONFIG message
  *   start    spawn QEMU in the workload's cgroup (vm-qemu.c), send CONFIG,
@@ -49,6 +50,8 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -116,6 +119,8 @@ struct vm {
     char error_text[1024];
     char relay_problem[300]; /* protocol error or a deadline that fired */
     bool killed_after_grace;
+    struct hd_vm_device *devices; /* spec devices for the guest (n_devices) */
+    size_t n_devices;
 };
 
 static uint64_t now_ms(void)
@@ -181,6 +186,11 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     if (spec->readonly_rootfs)
         config_add(&buf, &len, HD_VM_CFG_READONLY, "1");
+    for (size_t i = 0; i < vm->n_devices; i++) {
+        const struct hd_vm_device *d = &vm->devices[i];
+        cleanup_free char *record = hd_xasprintf("%c %s %o %s", d->kind, d->name, d->mode, d->target);
+        config_add(&buf, &len, HD_VM_CFG_DEVICE, record);
+    }
     if (vm->net) {
         config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
         config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
@@ -192,6 +202,91 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     vm->config = buf;
     vm->config_len = len;
+    return 0;
+}
+
+/* ---- devices ----------------------------------------------------------- */
+
+/*
+ * A serial device QEMU can open as a tty: a node of the kernel's tty class (sysfs, so the device is not
+ * opened here: opening a USB serial adapter raises DTR and resets some boards) or a UNIX98 pty slave
+ * (136-143: devpts nodes have no sysfs entry), but none of the 5:* nodes (/dev/tty is the opener's own
+ * terminal, /dev/console the host's, /dev/ptmx makes a new pty).
+ */
+static bool serial_tty(dev_t rdev)
+{
+    unsigned maj = major(rdev), min = minor(rdev);
+    if (maj == 5)
+        return false;
+    if (maj >= 136 && maj <= 143)
+        return true;
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof(link), "/sys/dev/char/%u:%u/subsystem", maj, min);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0)
+        return false;
+    target[n] = '\0';
+    const char *base = strrchr(target, '/');
+    return base && strcmp(base, "/tty") == 0;
+}
+
+/*
+ * spec->devices for the guest (docs/vm.md#devices): a tty becomes a virtio-serial port (QEMU's serial
+ * chardev opens it read-write, so it must be given "rw"), a block device a virtio-blk disk (read-only
+ * without "w"). Anything else is refused here, before anything is built or started.
+ */
+static int plan_vm_devices(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    if (w->n_devices == 0)
+        return 0;
+    vm->devices = hd_xcalloc(w->n_devices, sizeof(*vm->devices));
+    for (size_t i = 0; i < w->n_devices; i++) {
+        const struct hd_workload_device *d = &w->devices[i];
+        const char *perms = w->spec->devices[i].permissions;
+        if (perms[0] == '\0')
+            perms = "rwm";
+        bool can_read = strchr(perms, 'r') != NULL, can_write = strchr(perms, 'w') != NULL;
+        struct stat st;
+        if (stat(d->host_path, &st) < 0)
+            return hd_error_sys(err, "devices[%zu].path: %s", i, d->host_path);
+        struct hd_vm_device *v = &vm->devices[vm->n_devices];
+        *v = (struct hd_vm_device){
+            .host_path = d->host_path,
+            .target = d->target,
+            .readonly = !can_write,
+            .mode = (can_read ? 0444u : 0) | (can_write ? 0222u : 0),
+        };
+        if (S_ISBLK(st.st_mode)) {
+            if (!can_read)
+                return hd_error_set(err, 0,
+                                    "devices[%zu]: %s: not supported with vm isolation without \"r\" in its "
+                                    "permissions (a guest disk is always readable)",
+                                    i, d->host_path);
+            v->kind = 'b';
+            snprintf(v->name, sizeof(v->name), "hedge-dev-%zu", i);
+        } else if (S_ISCHR(st.st_mode) && serial_tty(st.st_rdev)) {
+            if (!can_read || !can_write)
+                return hd_error_set(err, 0,
+                                    "devices[%zu]: %s: a serial device reaches a vm only read-write (QEMU opens "
+                                    "a tty read-write); give permissions \"rw\"",
+                                    i, d->host_path);
+            v->kind = 'c';
+            snprintf(v->name, sizeof(v->name), "org.hedge.dev.%zu", i);
+        } else if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 189) {
+            return hd_error_set(err, 0,
+                                "devices[%zu]: %s: not supported with vm isolation (USB passthrough to a guest "
+                                "is not supported: QEMU's usb-host needs an xHCI controller and USB drivers in "
+                                "the guest, which hedge's guest does not have)",
+                                i, d->host_path);
+        } else {
+            return hd_error_set(err, 0,
+                                "devices[%zu]: %s: not supported with vm isolation (a guest gets only serial "
+                                "devices (ttys, as virtio-serial ports) and block devices (as virtio-blk); "
+                                "this is a character device that is not a tty)",
+                                i, d->host_path);
+        }
+        vm->n_devices++;
+    }
     return 0;
 }
 
@@ -213,6 +308,8 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
     }
 
     /* cheapest checks first: nothing is built for a VM that cannot start */
+    if (plan_vm_devices(w, vm, err) < 0)
+        return -1;
     if (hd_vm_accel_choose(w->spec->vm_accel, false, &vm->accel, err) < 0)
         return -1;
     if (hd_vm_kernel_find(w->state_dir, &vm->kernel, err) < 0)
@@ -537,6 +634,8 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
         .qmp_fd = vm->qmp_end,
+        .devices = vm->devices,
+        .n_devices = vm->n_devices,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -919,6 +1018,7 @@ static void vm_cleanup(struct hd_workload *w)
     free(vm->console_log);
     free(vm->qemu_log);
     free(vm->config);
+    free(vm->devices);
     free(vm);
     w->backend_data = NULL;
     w->pid = -1;

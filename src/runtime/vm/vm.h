@@ -79,6 +79,20 @@ int64_t hd_vm_guest_ram(const struct hd_resources *res);
  * pids for QEMU's threads (the spec's pids apply inside the guest). */
 void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resources *out);
 
+/*
+ * A host device given to the guest (spec devices[], docs/vm.md#devices): a tty as a virtio-serial port
+ * named name (QEMU's serial chardev), a block device as virtio-blk with serial name. hedge-init finds it
+ * by that name and makes its node at target.
+ */
+struct hd_vm_device {
+    char kind;             /* 'c' (tty → virtserialport) or 'b' (block → virtio-blk) */
+    const char *host_path; /* the host node */
+    const char *target;    /* where the node appears in the guest */
+    bool readonly;         /* block only: readonly=on */
+    unsigned mode;         /* the guest node's permission bits (r → 0444, w → 0222) */
+    char name[40];         /* port name or disk serial (virtio-blk keeps 20 bytes: ours are shorter) */
+};
+
 /* How QEMU is started (vm-qemu.c). */
 struct hd_vm_launch {
     const char *vmlinuz;
@@ -90,10 +104,12 @@ struct hd_vm_launch {
     enum hd_vm_accel accel;
     int64_t ram_bytes;
     int vcpus;
-    const char *extra_append; /* appended to the kernel command line, may be NULL */
-    int tap_fd;               /* a tap on the hedge bridge for virtio-net, or -1 */
-    const char *mac;          /* the guest NIC's MAC when tap_fd >= 0 */
-    int qmp_fd;               /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
+    const char *extra_append;           /* appended to the kernel command line, may be NULL */
+    int tap_fd;                         /* a tap on the hedge bridge for virtio-net, or -1 */
+    const char *mac;                    /* the guest NIC's MAC when tap_fd >= 0 */
+    int qmp_fd;                         /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
+    const struct hd_vm_device *devices; /* n_devices host devices for the guest */
+    size_t n_devices;
 };
 
 struct hd_cgroup;
