@@ -146,6 +146,6 @@ def test_completion_completes():
     assert complete("hedge", "run", "--network", "b") == ["bridge"]
     assert complete("hedge", "vm", "") == ["--help", "kernel"]
     assert complete("hedge", "vm", "kernel", "") == ["fetch"]
-    assert complete("hedge", "image", "") == ["--help", "import", "inspect", "ls", "pull", "rm"]
+    assert complete("hedge", "image", "") == ["--help", "import", "inspect", "ls", "prune", "pull", "rm"]
     assert complete("hedge", "logs", "-") == ["--follow", "--help", "--tail", "-f", "-n"]
     assert complete("hedge", "uplink", "status", "--j") == ["--json"]

@@ -75,7 +75,7 @@ _hedge()
             ;;
         image)
             if ((cword == verb_at + 1)); then
-                COMPREPLY=($(compgen -W "import pull ls rm inspect --help" -- "$cur")); return
+                COMPREPLY=($(compgen -W "import pull ls rm inspect prune --help" -- "$cur")); return
             fi
             sub=${words[verb_at + 1]}
             case $sub in
