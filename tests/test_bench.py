@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import BUILD, check_sanitizer
+from conftest import BUILD, CGROUP_PARENT, check_sanitizer
 
 ECHO_SERVER = BUILD / "hedge-echo-server"
 SHORT = ["--runs", "2", "--duration", "0.4", "--warmup", "0.1"]
@@ -62,16 +62,18 @@ def processes_with(marker):
 
 
 def echo_servers():
-    """Running copies of this build's hedge-echo-server (by the executable's inode, so neither a compiler
-    building echo-server.c nor another test session's echo servers count)."""
+    """Echo servers of this test session: this build's hedge-echo-server (same executable) or one that runs
+    in this session's cgroup parent (the copy in the bench's container image). Neither a compiler building
+    echo-server.c nor the echo servers of another test session running beside this one count."""
     ours = os.stat(ECHO_SERVER)
     found = []
     for pid, cmd in processes_with("hedge-echo-server"):
         try:
             exe = os.stat(f"/proc/{pid}/exe")
+            cgroups = pathlib.Path(f"/proc/{pid}/cgroup").read_text()
         except OSError:
             continue
-        if (exe.st_dev, exe.st_ino) == (ours.st_dev, ours.st_ino):
+        if (exe.st_dev, exe.st_ino) == (ours.st_dev, ours.st_ino) or f"/{CGROUP_PARENT}/" in cgroups:
             found.append((pid, cmd))
     return found
 
