@@ -8,6 +8,7 @@ pings, violations, bad handshakes, byte-exact) and a headless Chromium page that
 import base64
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -406,3 +407,48 @@ def test_chromium_page_receives_a_message_published_with_mosquitto_pub(broker, t
         browser.wait(timeout=10)
         server.shutdown()
         server.server_close()
+
+
+# ---- embedded in hedged ----
+
+def test_hedged_serves_websockets_next_to_tcp(tmp_path, hedge):
+    from conftest import check_sanitizer
+    from test_daemon import HEDGED
+    from test_daemon_broker import BrokerDaemon
+    # --check: a wss:// listener loads the certificates like listen_tls does, so it needs them
+    cfg = tmp_path / "wss.json"
+    cfg.write_text(json.dumps({"broker": {"listen": ["wss://127.0.0.1:0/mqtt"]}}))
+    r = subprocess.run([str(HEDGED), "--check", str(cfg)], capture_output=True, text=True, timeout=30)
+    check_sanitizer(r.stderr)
+    assert r.returncode == 1 and "tls_cert and tls_key" in r.stderr, r.stderr
+    cfg.write_text(json.dumps({"broker": {"listen": ["ws://127.0.0.1"]}}))
+    r = subprocess.run([str(HEDGED), "--check", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "broker.listen[0]: must be" in r.stderr, r.stderr
+    # a ws listener after the TCP one: workloads and the uplink still get the TCP one
+    d = BrokerDaemon(tmp_path, hedge)
+    ws_port = free_port()
+    config = json.loads(d.config.read_text())
+    config["broker"]["listen"].append(f"ws://127.0.0.1:{ws_port}/mqtt")
+    d.config.write_text(json.dumps(config))
+    d.start()
+    try:
+        topic = f"embedded/{uid()}"
+        c = mqtt.Client(client_id="paho-" + uid(), transport="websockets")
+        c.ws_set_options(path="/mqtt")
+        got, subscribed = [], threading.Event()
+        c.on_message = lambda cl, u, m: got.append((m.topic, m.payload))
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.connect("127.0.0.1", ws_port, keepalive=30)
+        c.loop_start()
+        try:
+            c.subscribe(topic, qos=1)
+            assert subscribed.wait(10)
+            subprocess.run(["mosquitto_pub", "-p", str(d.port), "-t", topic, "-m", "via hedged", "-q", "1"],
+                           check=True, timeout=10)
+            assert wait_for(lambda: got), "no message over ws from hedged's broker"
+            assert got == [(topic, b"via hedged")]
+        finally:
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        d.stop()
