@@ -82,6 +82,7 @@ fuzz: build
 	./scripts/fuzz-image $(FUZZ_SECONDS)
 	./scripts/fuzz-mqtt-client $(FUZZ_SECONDS)
 	./scripts/fuzz-mqtt-topic $(FUZZ_SECONDS)
+	./scripts/fuzz-mqtt-ws $(FUZZ_SECONDS)
 
 # Install: binaries, helpers, /etc/hedge/hedged.json (kept when it exists), man pages, bash completion,
 # the systemd unit, docs (docs/install.md lists them). A build dir of its own, configured for PREFIX

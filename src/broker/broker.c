@@ -126,7 +126,7 @@ bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
 {
     if (c->state == CONN_CLOSED)
         return true;
-    if (qos == 0 && c->out.len - c->out_sent + c->ref_bytes > QOS0_BACKLOG_LIMIT) {
+    if (qos == 0 && c->out.len - c->out_sent + c->ref_bytes + broker_ws_pending(c) > QOS0_BACKLOG_LIMIT) {
         b->stats.messages_dropped++;
         return false;
     }
@@ -167,7 +167,7 @@ bool broker_send_publish(struct hd_broker *b, struct broker_conn *c, struct brok
     struct mqtt_buf *o = broker_conn_outbuf(b, c);
     mqtt_buf_reserve(o, total);
     mqtt_encode_publish_head(o, c->protocol, &head);
-    if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls && (m->refs || b->routing_fanout)) {
+    if (m->payload_len >= REF_PAYLOAD_MIN && !c->tls && !c->ws && (m->refs || b->routing_fanout)) {
         /* one shared copy for every subscriber (or the one a queue already holds), gathered by
          * writev() at flush time; a read-buffer message for a single subscriber is just copied */
         if (c->n_refs == c->cap_refs) {
@@ -242,7 +242,7 @@ static void out_advance(struct broker_conn *c, size_t n)
 
 static bool out_pending(const struct broker_conn *c)
 {
-    return c->out_sent < c->out.len || c->ref_head < c->n_refs;
+    return c->out_sent < c->out.len || c->ref_head < c->n_refs || broker_ws_pending(c);
 }
 
 /* Gather buffer ranges and referenced payloads into iov; returns the count. */
@@ -268,9 +268,40 @@ static int out_gather(struct broker_conn *c, struct iovec *iov, int max)
     return n;
 }
 
+/* A WebSocket connection: frame what is pending, then write the frames (over TLS for wss). */
+static int conn_flush_ws(struct hd_broker *b, struct broker_conn *c)
+{
+    struct broker_ws *ws = c->ws;
+    broker_ws_frame_output(c);
+    while (ws->out_sent < ws->out.len) {
+        ssize_t n = conn_raw_write(c, ws->out.data + ws->out_sent, ws->out.len - ws->out_sent);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        ws->out_sent += (size_t)n;
+        b->stats.bytes_sent += (uint64_t)n;
+    }
+    if (ws->out_sent == ws->out.len) {
+        mqtt_buf_free(&ws->out);
+        ws->out_sent = 0;
+        broker_conn_want_write(b, c, false);
+    } else {
+        if (ws->out_sent > 64 * 1024) { /* compact: drop what was written */
+            memmove(ws->out.data, ws->out.data + ws->out_sent, ws->out.len - ws->out_sent);
+            ws->out.len -= ws->out_sent;
+            ws->out_sent = 0;
+        }
+        broker_conn_want_write(b, c, true);
+    }
+    return 0;
+}
+
 /* Write what is pending with as few system calls as possible; -1 when the peer is gone. */
 static int conn_flush(struct hd_broker *b, struct broker_conn *c)
 {
+    if (c->ws)
+        return conn_flush_ws(b, c);
     size_t flushed = 0;
     while (out_pending(c)) {
         ssize_t n;
@@ -333,9 +364,14 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
         /* dropped unsent: conn_free releases the buffer */
     } else if (reason) {
         broker_send_disconnect(b, c, reason, NULL);
+        if (c->ws)
+            broker_ws_close(c, reason);
         conn_flush(b, c); /* best effort: the DISCONNECT and anything before it */
-    } else if (out_pending(c)) {
-        conn_flush(b, c);
+    } else {
+        if (c->ws)
+            broker_ws_close(c, reason);
+        if (out_pending(c))
+            conn_flush(b, c);
     }
     round_begin(b); /* the connection is freed at the end of the round */
     hd_loop_unwatch(b->loop, c->watch);
@@ -377,6 +413,7 @@ static void conn_free(struct broker_conn *c)
     broker_msg_unref(c->will);
     free(c->username);
     free(c->cert_cn);
+    broker_ws_free(c);
     free(c);
 }
 
@@ -478,6 +515,12 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
         b->stats.bytes_received += (uint64_t)n;
         const uint8_t *data = b->read_buf;
         size_t len = (size_t)n;
+        if (c->ws) { /* the MQTT bytes the frames carry, in place */
+            ssize_t mqtt_len = broker_ws_input(b, c, b->read_buf, len);
+            if (mqtt_len < 0)
+                return;
+            len = (size_t)mqtt_len;
+        }
         if (c->in_len) {
             if (c->in_cap - c->in_len < len) {
                 c->in_cap = c->in_len + (uint32_t)len;
@@ -505,6 +548,10 @@ static void conn_readable(struct hd_broker *b, struct broker_conn *c)
             c->in_cap = c->in_len = (uint32_t)left;
             memcpy(c->in, data + used, left);
             c->last_rx_ns = b->now_ns; /* the partial-packet deadline starts now */
+        }
+        if (c->ws && c->ws->peer_closed) { /* its close frame, after the MQTT bytes before it */
+            broker_conn_close(b, c, 0);
+            return;
         }
         if ((size_t)n < b->read_buf_size)
             return;
@@ -583,6 +630,8 @@ static void listener_accept(struct hd_broker *b, struct broker_listener *l)
             broker_conn_close(b, c, 0);
             continue;
         }
+        if (l->ws)
+            broker_ws_accept(c, l->ws_path);
         if (l->tls && broker_tls_accept(b, c) < 0)
             broker_conn_close(b, c, 0);
     }
@@ -710,7 +759,7 @@ int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
 int hd_broker_port(struct hd_broker *b, int n)
 {
     for (size_t i = 0; i < b->n_listeners; i++)
-        if (!b->listeners[i].tls && n-- == 0)
+        if (!b->listeners[i].tls && !b->listeners[i].ws && n-- == 0)
             return b->listeners[i].port;
     return -1;
 }
@@ -723,10 +772,16 @@ void hd_broker_get_stats(struct hd_broker *b, struct hd_broker_stats *out)
 
 static int listen_on(struct hd_broker *b, const char *spec, bool tls, hd_error_t *err)
 {
-    cleanup_free char *copy = hd_xstrdup(spec);
+    struct broker_listen_addr addr;
+    if (!broker_listen_addr_parse(spec, &addr))
+        return hd_error_set(err, 0, "listener %s: expected HOST:PORT, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH",
+                            spec);
+    cleanup_free char *copy = get_and_reset(&addr.host_port);
+    cleanup_free char *ws_path = get_and_reset(&addr.path);
+    if (tls && addr.ws)
+        return hd_error_set(err, 0, "listener %s: a TLS listener takes HOST:PORT (wss:// goes in listen)", spec);
+    tls = tls || addr.tls;
     char *colon = strrchr(copy, ':');
-    if (!colon)
-        return hd_error_set(err, 0, "listener %s: expected HOST:PORT", spec);
     *colon = '\0';
     char *host = copy;
     if (host[0] == '[') { /* [::1]:1883 */
@@ -766,7 +821,8 @@ static int listen_on(struct hd_broker *b, const char *spec, bool tls, hd_error_t
         return hd_error_sys(err, "listener %s: getsockname", spec);
     int port = ntohs(bound.sa.sa_family == AF_INET6 ? bound.in6.sin6_port : bound.in4.sin_port);
     int listen_fd = steal_fd(&fd);
-    b->listeners[b->n_listeners++] = (struct broker_listener){listen_fd, tls, port};
+    b->listeners[b->n_listeners++] =
+        (struct broker_listener){listen_fd, tls, port, addr.ws, get_and_reset(&ws_path), NULL, NULL};
     return 0;
 }
 
@@ -796,7 +852,10 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
 
     if (broker_auth_load(b, err) < 0 || broker_acl_load(b, err) < 0)
         goto fail;
-    if (b->cfg.listen_tls && b->cfg.listen_tls[0] && broker_tls_init(b, err) < 0)
+    bool any_tls = b->cfg.listen_tls && b->cfg.listen_tls[0];
+    for (char **l = b->cfg.listen; l && *l; l++)
+        any_tls = any_tls || strncmp(*l, "wss://", 6) == 0;
+    if (any_tls && broker_tls_init(b, err) < 0)
         goto fail;
     if (b->cfg.state_dir && broker_store_open(b, err) < 0)
         goto fail;
@@ -839,6 +898,7 @@ void hd_broker_free(struct hd_broker *b)
         if (b->listeners[i].watch)
             hd_loop_unwatch(b->loop, b->listeners[i].watch);
         close(b->listeners[i].fd);
+        free(b->listeners[i].ws_path);
     }
     free(b->listeners);
     free(b->read_buf);

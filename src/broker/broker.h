@@ -25,7 +25,8 @@ enum hd_broker_queue_policy {
 };
 
 struct hd_broker_config {
-    char **listen;     /* "HOST:PORT" plain TCP listeners; default 127.0.0.1:1883 */
+    char **listen;     /* "HOST:PORT" plain TCP listeners, "ws://HOST:PORT[/PATH]" and "wss://..." WebSocket
+                        * listeners; default (no listener at all) 127.0.0.1:1883 */
     char **listen_tls; /* "HOST:PORT" TLS listeners */
     char *tls_cert, *tls_key, *tls_ca;
     bool tls_require_cert;     /* client certificate mandatory on TLS listeners */
@@ -50,6 +51,7 @@ struct hd_broker_config {
     uint16_t max_keepalive;          /* 0 = no cap */
     uint32_t connect_timeout_ms;     /* a connection must send CONNECT within this */
     uint32_t sys_interval;           /* seconds between $SYS updates, 0 = off */
+    uint32_t websocket_max_message;  /* largest WebSocket frame or message, 0 = max_packet_size */
 };
 
 /* Fill cfg with the defaults. */

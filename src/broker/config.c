@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker/broker.h"
+#include "broker/internal.h"
 #include "base/util.h"
 
 void hd_broker_config_init(struct hd_broker_config *cfg)
@@ -101,6 +101,7 @@ SETTER(set_receive_maximum, cfg->receive_maximum = (uint16_t)v->number)
 SETTER(set_max_keepalive, cfg->max_keepalive = (uint16_t)v->number)
 SETTER(set_connect_timeout, cfg->connect_timeout_ms = (uint32_t)(v->number * 1000))
 SETTER(set_sys_interval, cfg->sys_interval = (uint32_t)v->number)
+SETTER(set_websocket_max_message, cfg->websocket_max_message = (uint32_t)v->number)
 
 /* docs/broker.md lists them; a new setting is one line here. */
 static const struct setting settings[] = {
@@ -131,6 +132,7 @@ static const struct setting settings[] = {
     {"max_keepalive", NULL, SETTING_NUMBER, 0, 65535, .set = set_max_keepalive},
     {"connect_timeout", NULL, SETTING_NUMBER, 1, 3600, .set = set_connect_timeout},
     {"sys_interval", NULL, SETTING_NUMBER, 0, 86400, .set = set_sys_interval},
+    {"websocket_max_message_size", NULL, SETTING_NUMBER, 0, 268435455, .set = set_websocket_max_message},
 };
 
 static const struct setting *setting_find(const char *key, bool file)
@@ -143,16 +145,15 @@ static const struct setting *setting_find(const char *key, bool file)
     return NULL;
 }
 
-/* "HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses). */
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses), or a WebSocket listener's
+ * "ws://HOST:PORT[/PATH]" or "wss://HOST:PORT[/PATH]" (websocket.c). */
 static bool address_ok(const char *s)
 {
-    const char *colon = strrchr(s, ':');
-    if (colon == NULL || colon[1] == '\0' || strlen(colon + 1) > 5)
+    struct broker_listen_addr a;
+    if (!broker_listen_addr_parse(s, &a))
         return false;
-    for (const char *p = colon + 1; *p; p++)
-        if (*p < '0' || *p > '9')
-            return false;
-    return atoi(colon + 1) <= 65535;
+    broker_listen_addr_free(&a);
+    return true;
 }
 
 /* Parse and check text as s's value (both dialects end here); false when it is not one. */

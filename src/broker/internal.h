@@ -21,6 +21,7 @@
 #include "broker/broker.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
+#include "mqtt/ws.h"
 
 /* Password file hashes (auth.c verifies, passwd.c writes): PBKDF2-HMAC-SHA512, mosquitto's $7$ format. */
 #define PBKDF2_ITERATIONS 10000
@@ -108,6 +109,22 @@ enum conn_state { CONN_WAIT_CONNECT, CONN_ACTIVE, CONN_CLOSED };
 
 struct broker_tls;
 
+/* A connection on a ws:// or wss:// listener (websocket.c): the handshake, then frames around the MQTT
+ * bytes. Input is unframed in place before the MQTT parser sees it; output leaves c->out as one binary
+ * frame per flush, gathered in out (after the handshake response and next to pongs and the close). */
+struct broker_ws {
+    const char *path;    /* the listener's path, NULL = any */
+    bool upgraded;       /* the 101 response is queued: frames from now on */
+    bool peer_closed;    /* a close frame came in: answer it and drop the connection */
+    bool close_sent;     /* our close frame is queued */
+    uint16_t close_code; /* what our close frame says (0 = decided when closing) */
+    char *request;       /* the handshake request read so far */
+    size_t request_len;
+    struct mqtt_ws_decoder decoder;
+    struct mqtt_buf out; /* framed bytes to write */
+    size_t out_sent;
+};
+
 struct broker_conn {
     int fd;
     struct hd_watch *watch; /* the socket in the host loop */
@@ -142,6 +159,7 @@ struct broker_conn {
     char *username;
     char *cert_cn; /* client certificate CN on TLS listeners */
     struct broker_tls *tls;
+    struct broker_ws *ws; /* NULL unless on a WebSocket listener */
 };
 
 /* A payload written by reference: it goes out right after out.data[at - 1]. */
@@ -181,6 +199,8 @@ struct broker_listener {
     int fd;
     bool tls;
     int port;
+    bool ws;                /* ws:// or wss:// (with tls) */
+    char *ws_path;          /* the path a WebSocket listener serves, NULL = any */
     struct hd_watch *watch; /* in the host loop, once attached */
     struct hd_broker *broker;
 };
@@ -357,6 +377,29 @@ int broker_tls_accept(struct hd_broker *b, struct broker_conn *c);
 ssize_t broker_tls_read(struct broker_conn *c, void *buf, size_t len);
 ssize_t broker_tls_write(struct broker_conn *c, const void *buf, size_t len);
 void broker_tls_conn_free(struct broker_conn *c);
+
+/* ---- WebSocket transport (websocket.c; the codec is mqtt/ws.h) ---- */
+/* A listener address: "HOST:PORT", "ws://HOST:PORT[/PATH]" or "wss://HOST:PORT[/PATH]". Fills the
+ * HOST:PORT part, the path (NULL when none: any path) and the scheme; false when it is none of those. */
+struct broker_listen_addr {
+    char *host_port, *path;
+    bool ws, tls;
+};
+bool broker_listen_addr_parse(const char *spec, struct broker_listen_addr *out);
+void broker_listen_addr_free(struct broker_listen_addr *a);
+/* The connection came in on a WebSocket listener: expect the handshake first. */
+void broker_ws_accept(struct broker_conn *c, const char *path);
+/* Bytes read from a WebSocket connection, turned in place into the MQTT bytes they carry: returns how
+ * many are now at data[0..), or -1 when the connection was closed (a refused handshake, a violation). */
+ssize_t broker_ws_input(struct hd_broker *b, struct broker_conn *c, uint8_t *data, size_t len);
+/* Move the MQTT bytes pending in c->out into one binary frame in c->ws->out. */
+void broker_ws_frame_output(struct broker_conn *c);
+/* Queue our close frame (once, after the handshake): the peer's code echoed, or the one the decoder
+ * failed with, else 1001 when the broker shuts down and 1000 otherwise. */
+void broker_ws_close(struct broker_conn *c, uint8_t mqtt_reason);
+void broker_ws_free(struct broker_conn *c);
+/* Bytes queued in c->ws->out and not yet written (0 for other connections). */
+size_t broker_ws_pending(const struct broker_conn *c);
 
 /* ---- sys.c ---- */
 void broker_sys_publish(struct hd_broker *b, uint64_t now);

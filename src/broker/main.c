@@ -2,7 +2,8 @@
  * main.c - `hedge-broker`: the broker library run on its own, for benchmarks,
  * tests and nodes that want only messaging. hedged embeds the same library.
  *
- *   hedge-broker [--listen HOST:PORT]... [--listen-tls HOST:PORT]... [--config FILE]
+ *   hedge-broker [--listen HOST:PORT|ws://HOST:PORT/PATH|wss://...]... [--listen-tls HOST:PORT]...
+ *                [--config FILE]
  *                [--state-dir DIR] [--password-file FILE] [--acl-file FILE]
  *                [--allow-anonymous true|false] [--port-file FILE] [--check]
  *   hedge-broker passwd FILE USER      (password read from stdin)
@@ -33,7 +34,8 @@ static void on_signal(struct hd_loop *loop, int signo, void *data)
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: hedge-broker [--listen HOST:PORT]... [--listen-tls HOST:PORT]... [--config FILE]\n"
+            "usage: hedge-broker [--listen HOST:PORT|ws://HOST:PORT/PATH|wss://HOST:PORT/PATH]...\n"
+            "                    [--listen-tls HOST:PORT]... [--config FILE]\n"
             "                    [--state-dir DIR] [--password-file FILE] [--acl-file FILE]\n"
             "                    [--allow-anonymous true|false] [--port-file FILE] [--check]\n"
             "                    [--log-level error|warn|info|debug]\n"
@@ -149,9 +151,15 @@ int main(int argc, char **argv)
         cfg.allow_anonymous = anonymous;
 
     if (check) { /* validate everything but bind nothing the real broker would need */
-        hd_strv_free(cfg.listen);
-        cfg.listen = NULL;
-        hd_strv_push(&cfg.listen, "127.0.0.1:0");
+        char **given = get_and_reset(&cfg.listen);
+        for (char **l = given; l && *l; l++) /* each kind of listener still checked (wss loads certificates) */
+            hd_strv_push(&cfg.listen,
+                         strncmp(*l, "wss://", 6) == 0      ? "wss://127.0.0.1:0"
+                             : strncmp(*l, "ws://", 5) == 0 ? "ws://127.0.0.1:0"
+                                                            : "127.0.0.1:0");
+        if (!given || !given[0])
+            hd_strv_push(&cfg.listen, "127.0.0.1:0");
+        hd_strv_free(given);
         for (char **l = cfg.listen_tls; l && *l; l++) { /* still load the certificates */
             free(*l);
             *l = hd_xstrdup("127.0.0.1:0");

@@ -53,8 +53,11 @@ int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err)
     char any_port[] = "127.0.0.1:0", any_port_tls[] = "127.0.0.1:0";
     char *plain[] = {any_port, NULL};
     char *tls[] = {any_port_tls, NULL};
+    bool any_tls = trial.listen_tls && trial.listen_tls[0];
+    for (char **l = trial.listen; l && *l; l++)
+        any_tls = any_tls || strncmp(*l, "wss://", 6) == 0; /* a wss:// listener loads the certificates too */
     trial.listen = plain;
-    trial.listen_tls = trial.listen_tls && trial.listen_tls[0] ? tls : NULL;
+    trial.listen_tls = any_tls ? tls : NULL;
     trial.state_dir = NULL;
     trial.sys_interval = 0;
     struct hd_broker *b = NULL;

@@ -92,10 +92,16 @@ fail:
     return NULL;
 }
 
-/* Host clients reach: the listener's address, with "any" addresses turned into loopback. */
+/* Host clients reach: the first plain listener's address, with "any" addresses turned into loopback. */
 char *hd_daemon_broker_host(const struct hd_daemon_config *cfg)
 {
-    const char *listen = cfg->broker.listen && cfg->broker.listen[0] ? cfg->broker.listen[0] : "127.0.0.1:1883";
+    const char *listen = "127.0.0.1:1883";
+    for (char **l = cfg->broker.listen; l && *l; l++) {
+        if (strstr(*l, "://") == NULL) { /* the first plain MQTT listener (not ws:// or wss://) */
+            listen = *l;
+            break;
+        }
+    }
     const char *colon = strrchr(listen, ':');
     char *host = hd_xasprintf("%.*s", (int)(colon - listen), listen);
     if (host[0] == '[') {

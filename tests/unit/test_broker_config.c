@@ -173,9 +173,29 @@ static void test_errors(void)
     CHECK_STR(file_error("listen :1\n"), "line 1: unknown key 'listen'");
 }
 
+/* WebSocket listeners (src/broker/websocket.c) go in listen, in both dialects; a bad one is refused. */
+static void test_websocket_listeners(void)
+{
+    CHECK_STR(file_error("listener ws://0.0.0.0:8080/mqtt\nlistener wss://[::1]:8443\n"), "");
+    CHECK_STR(json_error("{\"listen\":[\"127.0.0.1:1883\",\"ws://0.0.0.0:8080/mqtt\"],"
+                         "\"websocket_max_message_size\":\"64K\"}"),
+              "");
+    CHECK_STR(file_error("listener ws://0.0.0.0/mqtt\n"), "line 1: bad value 'ws://0.0.0.0/mqtt' for listener");
+    CHECK_STR(file_error("listener ws://h:80/a b\n"), "line 1: bad value 'ws://h:80/a b' for listener");
+    CHECK_STR(json_error("{\"listen\":[\"ws://h:80/a?b\"]}"), "broker.listen[0]: must be \"HOST:PORT\"");
+    CHECK_STR(json_error("{\"listen\":[\"http://h:80/mqtt\"]}"), "broker.listen[0]: must be \"HOST:PORT\"");
+    struct hd_broker_config cfg;
+    hd_broker_config_init(&cfg);
+    hd_error_t err = NULL;
+    CHECK(load_file(&cfg, "websocket_max_message_size 1M\n", &err) == 0 && cfg.websocket_max_message == 1 << 20);
+    hd_error_free(&err);
+    hd_broker_config_free(&cfg);
+}
+
 int main(void)
 {
     test_same_settings();
     test_errors();
+    test_websocket_listeners();
     CHECK_DONE();
 }
