@@ -41,6 +41,10 @@ V1_LAYOUT = MODE in ("v1", "hybrid")
 UNIFIED_ROOT = CGROUP if fs_type(CGROUP) == "cgroup2fs" else CGROUP / "unified"
 HAVE_CGROUP2 = fs_type(UNIFIED_ROOT) == "cgroup2fs"
 
+# A hybrid host whose unified hierarchy has cgroup.kill (Linux 5.14+) gets lean groups: memory always,
+# cpu/cpuacct and pids only for their limits, no freezer (docs/cgroups.md, "Which v1 hierarchies").
+LEAN = MODE == "hybrid" and HAVE_CGROUP2 and tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2]) >= (5, 14)
+
 # Every backend this host can run: its own mode, plain v1 on a hybrid host, v2 wherever a cgroup2
 # hierarchy is mounted (on hybrid: the unified one, without controllers).
 BACKENDS = [MODE]
@@ -102,7 +106,7 @@ def test_limits_visible_in_cgroup_files(hedge):
         want = {"memory:memory.limit_in_bytes": str(48 << 20), "pids:pids.max": "20",
                 "cpu:cpu.cfs_quota_us": "50000", "cpu:cpu.cfs_period_us": "100000",
                 "cpu:cpu.shares": "2597"}
-        hierarchies = ["memory", "pids", "cpu", "cpuacct", "freezer"]
+        hierarchies = ["memory", "pids", "cpu", "cpuacct"] + ([] if LEAN else ["freezer"])
     else:
         files = ["unified:memory.max", "unified:pids.max", "unified:cpu.max", "unified:cpu.weight"]
         want = {"unified:memory.max": str(48 << 20), "unified:pids.max": "20",
@@ -115,6 +119,24 @@ def test_limits_visible_in_cgroup_files(hedge):
     paths = {h: got["cgroup"][h] for h in hierarchies}
     assert len(set(paths.values())) == 1, paths
     assert group_path_ok(paths[hierarchies[0]]), paths
+
+
+def test_lean_hybrid_group_has_only_what_limits_need(hedge):
+    """On a lean hybrid host the group is in memory and the unified hierarchy always, and in cpu,
+    cpuacct and pids only when a limit needs them; the freezer is never used (cgroup.kill kills)."""
+    if not LEAN:
+        pytest.skip("not a hybrid host with cgroup.kill: every v1 hierarchy is used")
+    v1 = ["memory", "cpu", "cpuacct", "pids", "freezer"]
+    cases = [((), {"memory"}), (("--pids", "20"), {"memory", "pids"}),
+             (("--cpus", "0.5"), {"memory", "cpu", "cpuacct"}), (("--cpu-weight", "50"), {"memory", "cpu", "cpuacct"}),
+             (("--memory", "48M"), {"memory"})]
+    for limits, want in cases:
+        got = probe(hedge, *limits, files=["unified:cgroup.procs"])
+        assert group_path_ok(got["cgroup"]["unified"]), (limits, got)
+        inside = {h for h in v1 if got["cgroup"][h] == got["cgroup"]["unified"]}
+        assert inside == want, (limits, got)
+        # the unified directory tracks the workload's tasks
+        assert got["files"]["unified:cgroup.procs"].split() != [], got
 
 
 @pytest.mark.parametrize("weight", [1, 100, 10000])

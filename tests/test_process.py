@@ -110,3 +110,31 @@ def test_process_refuses_container_fields(hedge):
     r = hedge("run", "-i", "process", "--hostname", "x", "--", "true")
     assert r.code == 125
     assert r.err == "hedge: hostname: not supported with process isolation (a process shares the host's UTS namespace)\n"
+
+
+def test_hedge_maps_no_library_run_does_not_use():
+    """Issue 18 part 3: every `hedge run` starts hedge, and each shared library it names costs the
+    loader an open, mmaps and relocations. libmnl is loaded when a netlink socket is first opened
+    (src/net/mnl_lazy.c), and nothing of libm is used."""
+    from conftest import HEDGE
+    r = subprocess.run(["readelf", "-d", str(HEDGE)], capture_output=True, text=True, check=True)
+    needed = [line for line in r.stdout.splitlines() if "(NEEDED)" in line]
+    assert needed, r.stdout
+    for lib in ("libmnl", "libm.so"):
+        assert not any(lib in line for line in needed), needed
+
+
+def test_workload_starts_with_default_signal_dispositions(hedge):
+    """The child resets only what /proc/self/status lists as ignored or caught: signals the caller
+    ignored (exec keeps SIG_IGN) must not reach the workload ignored, and none is blocked."""
+    script = "grep -E '^Sig(Ign|Blk):' /proc/self/status"
+    # the caller ignores SIGINT, SIGQUIT, SIGPIPE, SIGUSR1 and a real-time signal
+    ignoring = ["/usr/bin/python3", "-c",
+                "import os, signal, sys\n"
+                "for s in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGUSR1, signal.SIGRTMIN + 2):\n"
+                "    signal.signal(s, signal.SIG_IGN)\n"
+                "os.execv(sys.argv[1], sys.argv[1:])\n"]
+    p = subprocess.run(ignoring + [hedge.binary, "run", "-i", "process", "--", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=30, env=hedge.env())
+    assert p.returncode == 0, p
+    assert p.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"], p.stdout

@@ -12,6 +12,7 @@
 #define HEDGE_CHILD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "base/error.h"
@@ -40,6 +41,9 @@ __attribute__((noreturn)) void hd_child_exec(int report_fd, const struct hd_exec
 int hd_child_set_user(const char *user, hd_error_t *err);
 /* Child side: restore default dispositions and an empty signal mask. */
 void hd_child_reset_signals(void);
+/* From /proc/<pid>/status text: the signals whose disposition is not the default (SigIgn | SigCgt,
+ * bit n-1 for signal n). False when either line is missing or malformed. */
+bool hd_child_parse_signal_masks(const char *status, uint64_t *touched);
 /* Parent side: 0 when the child exec'd (EOF), else -1 with the child's report in err. */
 int hd_child_read_report(int report_fd, hd_error_t *err);
 /* Resolve a "user" string to ids using the passwd/group files under root ("/" for the host). */

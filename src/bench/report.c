@@ -412,9 +412,16 @@ static const char *level_colour(const char *level)
 /* A "nice" axis maximum: 1, 2 or 5 times a power of ten, at least v. */
 static double nice_ceiling(double v)
 {
+    if (!isfinite(v))
+        return v;
     if (v <= 0)
         return 1;
-    double p = pow(10, floor(log10(v)));
+    /* the power of ten at or below v, by steps: no libm (every `hedge run` would map it) */
+    double p = 1;
+    while (p * 10 <= v)
+        p *= 10;
+    while (p > v)
+        p /= 10;
     for (int i = 0; i < 3; i++) {
         double m = (double[]){1, 2, 5}[i] * p;
         if (m >= v)
@@ -487,12 +494,12 @@ static void chart_svg(const struct hd_bench_report *r, int f, struct text *t)
         char med[24];
         format_value(med, sizeof(med), s.median);
         text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-weight=\"bold\">%s</text>\n", cx,
-                    fmin(y, yhi) - 6, med);
+                    (y < yhi ? y : yhi) - 6, med);
         double q = ratio_to_reference(r, i, f);
         if (isfinite(q)) {
             bool inside = h > 22;
             text_printf(t, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\">%.2f\xc3\x97</text>\n", cx,
-                        inside ? PLOT_TOP + plot_h - 8.0 : fmin(y, yhi) - 20, inside ? "#ffffff" : "#333333", q);
+                        inside ? PLOT_TOP + plot_h - 8.0 : (y < yhi ? y : yhi) - 20, inside ? "#ffffff" : "#333333", q);
         }
     }
     text_printf(t, "</svg>\n");

@@ -6,7 +6,9 @@
  * of each hierarchy, for hedge-oci's one-component cgroupsPath). On v2 it is one directory under
  * the unified hierarchy; on v1 and hybrid hosts it is one directory per
  * v1 hierarchy we use (memory, cpu, cpuacct, pids, freezer), plus on hybrid
- * hosts one in /sys/fs/cgroup/unified that tracks the tasks. The two layouts
+ * hosts one in /sys/fs/cgroup/unified that tracks the tasks (where it has
+ * cgroup.kill, a new group uses only memory and the hierarchies its limits
+ * need: docs/cgroups.md, "Which v1 hierarchies"). The two layouts
  * are backends (cgroup-v1.c, cgroup-v2.c) behind this small interface;
  * docs/cgroups.md says how each limit maps. $HEDGE_CGROUP_MODE=v1|hybrid|v2
  * overrides detection (for tests).
