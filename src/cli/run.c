@@ -42,7 +42,8 @@ static const char usage[] =
     "      --init             run a minimal reaper as PID 1 (container)\n"
     "      --userns UID:GID:SIZE  run in a user namespace with this id map (container)\n"
     "      --entrypoint CMD   override the image entrypoint\n"
-    "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n";
+    "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n"
+    "      --vm-boot BOOT     auto | cold | snapshot: start from a template (hedge vm template) (vm)\n";
 
 enum {
     OPT_NAME = 256,
@@ -61,6 +62,7 @@ enum {
     OPT_USERNS,
     OPT_ENTRYPOINT,
     OPT_VM_ACCEL,
+    OPT_VM_BOOT,
     OPT_HELP,
 };
 
@@ -88,6 +90,7 @@ static const struct option options[] = {
     {"userns", required_argument, NULL, OPT_USERNS},
     {"entrypoint", required_argument, NULL, OPT_ENTRYPOINT},
     {"vm-accel", required_argument, NULL, OPT_VM_ACCEL},
+    {"vm-boot", required_argument, NULL, OPT_VM_BOOT},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -255,6 +258,10 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
     case OPT_VM_ACCEL:
         free(spec->vm_accel);
         spec->vm_accel = hd_xstrdup(arg);
+        return 0;
+    case OPT_VM_BOOT:
+        free(spec->vm_boot);
+        spec->vm_boot = hd_xstrdup(arg);
         return 0;
     }
     return HD_EXIT_USAGE;

@@ -68,6 +68,7 @@ enum hd_vm_config_tag {
     HD_VM_CFG_SEED = 's',        /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
                                  the guest's input pool (RNDADDENTROPY), then the CRNG is reseeded */
     HD_VM_CFG_CLOCK = 't',       /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
+    HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
 };
 
 #define HD_VM_SEED_BYTES 64

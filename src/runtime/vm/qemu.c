@@ -38,10 +38,7 @@
  * devices and modules serve both. $HEDGE_VM_MACHINE overrides it (experiments, other hosts). */
 static const char *machine_type(enum hd_vm_accel accel)
 {
-    const char *env = getenv("HEDGE_VM_MACHINE");
-    if (env && *env)
-        return env;
-    return accel == HD_VM_ACCEL_KVM ? "microvm,pcie=on,rtc=off" : "pc";
+    return hd_vm_machine_type(accel);
 }
 
 static char **qemu_argv(const struct hd_vm_launch *l)
@@ -60,6 +57,19 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     s = hd_xasprintf("%lldM", (long long)(l->ram_bytes >> 20));
     hd_strv_push(&v, s);
     free(s);
+    if (l->mem_path) { /* guest RAM in a file: a template's (shared) or a clone's private mapping of it */
+        hd_strv_push(&v, "-object");
+        s = hd_xasprintf("memory-backend-file,id=hedge-ram,size=%lldM,mem-path=%s,share=%s",
+                         (long long)(l->ram_bytes >> 20), l->mem_path, l->mem_share ? "on" : "off");
+        hd_strv_push(&v, s);
+        free(s);
+        hd_strv_push(&v, "-machine");
+        hd_strv_push(&v, "memory-backend=hedge-ram");
+    }
+    if (l->incoming) {
+        hd_strv_push(&v, "-incoming");
+        hd_strv_push(&v, "defer");
+    }
     hd_strv_push(&v, "-smp");
     s = hd_xasprintf("%d", l->vcpus);
     hd_strv_push(&v, s);

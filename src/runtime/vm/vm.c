@@ -49,6 +49,7 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -116,6 +117,11 @@ struct vm {
     char error_text[1024];
     char relay_problem[300]; /* protocol error or a deadline that fired */
     bool killed_after_grace;
+    /* templates: restore instead of boot (vm_boot auto/snapshot and a verified template) */
+    bool snapshot;
+    bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
+    struct hd_vm_template tmpl;
+    char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
 };
 
 static uint64_t now_ms(void)
@@ -181,6 +187,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     if (spec->readonly_rootfs)
         config_add(&buf, &len, HD_VM_CFG_READONLY, "1");
+    config_add(&buf, &len, HD_VM_CFG_MACHINE_ID, vm->machine_id);
     if (vm->net) {
         config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
         config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
@@ -196,6 +203,104 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 }
 
 /* ---- prepare / start ---------------------------------------------------- */
+
+/* n random bytes from the host as 2n hex digits in out. */
+static int random_hex(char *out, size_t n, hd_error_t *err)
+{
+    unsigned char bytes[64];
+    if (n > sizeof(bytes) || getrandom(bytes, n, 0) != (ssize_t)n)
+        return hd_error_sys(err, "vm: getrandom");
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+    return 0;
+}
+
+/* The guest's channel and QMP socketpairs (again after a failed restore). */
+static int open_channels(struct vm *vm, hd_error_t *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->port_fd = sv[0];
+    vm->qemu_end = sv[1];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->qmp_fd = sv[0];
+    vm->qmp_end = sv[1];
+    return 0;
+}
+
+static int guest_vcpus(const struct hd_spec *spec)
+{
+    return spec->resources.cpus > 0 ? (int)ceil(spec->resources.cpus) : 1;
+}
+
+/* Pad the rootfs image to the template's disk slot (sparse; erofs ignores what follows its blocks). */
+static int fit_rootfs_slot(const char *image, hd_error_t *err)
+{
+    struct stat st;
+    if (stat(image, &st) < 0)
+        return hd_error_sys(err, "stat %s", image);
+    if (st.st_size > HD_VM_SLOT_BYTES)
+        return hd_error_set(err, EFBIG, "the rootfs image (%lld MiB) is larger than a template's disk slot (%lld MiB)",
+                            (long long)(st.st_size >> 20), HD_VM_SLOT_BYTES >> 20);
+    if (st.st_size == HD_VM_SLOT_BYTES)
+        return 0;
+    if (truncate(image, HD_VM_SLOT_BYTES) < 0)
+        return hd_error_sys(err, "pad %s to the template's disk slot", image);
+    return 0;
+}
+
+/*
+ * vm.boot: cold, snapshot (a template must be used) or auto (the default: a template when a verified
+ * one matches this guest). A corrupt template under auto is a log line and a cold boot.
+ */
+static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    const char *want = w->spec->vm_boot ? w->spec->vm_boot : "auto";
+    if (strcmp(want, "cold") == 0)
+        return 0;
+    vm->boot_insist = strcmp(want, "snapshot") == 0;
+    hd_error_t why = NULL;
+    if (vm->net) { /* a template has no network device: auto boots such a guest cold, as always */
+        if (!vm->boot_insist)
+            return 0;
+        hd_error_set(&why, 0, "a template has no network device (bridge network); use --vm-boot cold or auto");
+    } else {
+        cleanup_free char *append = hd_vm_extra_append();
+        struct hd_vm_template_inputs in = {
+            .state_dir = w->state_dir,
+            .vmlinuz = vm->kernel.vmlinuz,
+            .initramfs = vm->initramfs,
+            .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
+            .vcpus = guest_vcpus(w->spec),
+            .accel = vm->accel,
+            .append = append,
+        };
+        if (hd_vm_template_find(&in, &vm->tmpl, &why) == 0 && fit_rootfs_slot(vm->rootfs_image, &why) < 0)
+            hd_vm_template_free(&vm->tmpl);
+    }
+    if (why == NULL) {
+        vm->snapshot = true;
+        return 0;
+    }
+    if (vm->boot_insist) {
+        if (why->errnum == ENOENT)
+            hd_error_set(err, 0,
+                         "vm: --vm-boot snapshot: no template for this guest (%lld MiB RAM, %d vCPU, %s); build it "
+                         "with `hedge vm template build` and the same --memory and --cpus",
+                         (long long)(hd_vm_guest_ram(&w->spec->resources) >> 20), guest_vcpus(w->spec),
+                         hd_vm_accel_name(vm->accel));
+        else
+            hd_error_set(err, 0, "vm: --vm-boot snapshot: %s", hd_error_text(why));
+        hd_error_free(&why);
+        return -1;
+    }
+    if (why->errnum != ENOENT) /* no template at all is the plain cold boot; anything else is news */
+        hd_log(HD_LOG_WARN, "vm", "%s; cold boot", hd_error_text(why));
+    hd_error_free(&why);
+    return 0;
+}
 
 static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
@@ -228,19 +333,14 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         /* locally administered, unique per run: taken from the run id */
         snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
     }
-    if (build_config(w, vm, err) < 0)
+    if (random_hex(vm->machine_id, 16, err) < 0 || build_config(w, vm, err) < 0)
+        return -1;
+    if (choose_boot(w, vm, err) < 0)
         return -1;
     vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
     vm->qemu_log = hd_xasprintf("%s/qemu.log", w->run_dir);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return hd_error_sys(err, "socketpair");
-    vm->port_fd = sv[0];
-    vm->qemu_end = sv[1];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return hd_error_sys(err, "socketpair");
-    vm->qmp_fd = sv[0];
-    vm->qmp_end = sv[1];
+    if (open_channels(vm, err) < 0)
+        return -1;
     vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->wake_fd < 0)
         return hd_error_sys(err, "eventfd");
@@ -432,8 +532,9 @@ static int send_config(struct vm *vm, hd_error_t *err)
     return 0;
 }
 
-/* Answer READY with CONFIG, then wait for STARTED or ERROR; bounded by the boot timeout. */
-static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+/* Answer READY with CONFIG (a restored guest said READY before its snapshot: ready is true and CONFIG
+ * goes at once), then wait for STARTED or ERROR; bounded by the boot timeout. */
+static int wait_for_start(struct hd_workload *w, struct vm *vm, bool ready, hd_error_t *err)
 {
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
     int timeout_ms = vm->accel == HD_VM_ACCEL_KVM ? BOOT_TIMEOUT_KVM_MS : BOOT_TIMEOUT_TCG_MS;
@@ -441,8 +542,12 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     if (env && atoi(env) > 0)
         timeout_ms = atoi(env);
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    bool ready = false;
     fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
+    if (ready && send_config(vm, err) < 0) {
+        kill_qemu(vm);
+        reap_qemu(vm, true);
+        return -1;
+    }
     for (;;) {
         struct hd_vm_msg_header h;
         const unsigned char *payload;
@@ -513,14 +618,12 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 
 static void *relay_main(void *arg);
 
-static int vm_start(struct hd_workload *w, hd_error_t *err)
+#define RESTORE_TIMEOUT_MS 30000
+
+/* Spawn QEMU for this guest: a cold boot, or (vm->snapshot) a clone of the template waiting for its state. */
+static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
-    struct vm *vm = w->backend_data;
-    int vcpus = w->spec->resources.cpus > 0 ? (int)ceil(w->spec->resources.cpus) : 1;
-    /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
-    const char *append = getenv("HEDGE_VM_APPEND");
-    cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
-                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "", append ? append : "");
+    cleanup_free char *extra_append = hd_vm_extra_append();
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -530,11 +633,15 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .port_fd = vm->qemu_end,
         .accel = vm->accel,
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
-        .vcpus = vcpus,
+        .vcpus = guest_vcpus(w->spec),
         .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
         .qmp_fd = vm->qmp_end,
+        /* a clone maps the template's RAM privately: share=on would write into the template */
+        .mem_path = vm->snapshot ? vm->tmpl.ram_path : NULL,
+        .mem_share = false,
+        .incoming = vm->snapshot,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -550,8 +657,100 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         reap_qemu(vm, true);
         return hd_error_set(err, e, "vm: pidfd_open %d", vm->qemu_pid);
     }
+    return 0;
+}
+
+/* Load the template's device state into the waiting clone and let it run (QEMU starts it after the load). */
+static int restore_template(struct vm *vm, hd_error_t *err)
+{
+    int fd = vm->qmp_fd;
+    vm->qmp_fd = -1;
+    if (hd_qmp_attach(fd, RESTORE_TIMEOUT_MS, &vm->qmp, err) < 0)
+        return -1;
+    if (hd_vm_template_set_ignore_shared(vm->qmp, err) < 0)
+        return -1;
+    cleanup_free char *uri = hd_xasprintf("exec:cat '%s'", vm->tmpl.state_path);
+    json_t *args = json_pack("{s:s}", "uri", uri);
+    int r = hd_qmp_command(vm->qmp, "migrate-incoming", args, QMP_TIMEOUT_MS, NULL, err);
+    json_decref(args);
+    if (r < 0)
+        return -1;
+    uint64_t deadline = now_ms() + RESTORE_TIMEOUT_MS;
+    for (;;) {
+        cleanup_free char *status = NULL;
+        bool running = false;
+        if (hd_qmp_query_status(vm->qmp, QMP_TIMEOUT_MS, &status, &running, err) < 0) {
+            reap_qemu(vm, false);
+            cleanup_free char *why = log_line(vm->qemu_log, NULL);
+            if (why)
+                hd_error_prefix(err, "%s", why);
+            return -1;
+        }
+        if (running)
+            return 0;
+        /* the template was saved paused: the loaded clone stays paused until told to go on */
+        if (strcmp(status, "paused") == 0)
+            return hd_qmp_command(vm->qmp, "cont", NULL, QMP_TIMEOUT_MS, NULL, err);
+        if (strcmp(status, "inmigrate") != 0 && strcmp(status, "prelaunch") != 0 &&
+            strcmp(status, "finish-migrate") != 0 && strcmp(status, "restore-vm") != 0)
+            return hd_error_set(err, 0, "QEMU is %s after loading the template", status);
+        if (now_ms() >= deadline)
+            return hd_error_set(err, 0, "QEMU still %s after %d ms", status, RESTORE_TIMEOUT_MS);
+        usleep(2000);
+    }
+}
+
+/* A restore that failed before the workload's CONFIG went out: end that QEMU, start afresh. */
+static int reset_for_cold_boot(struct vm *vm, hd_error_t *err)
+{
+    kill_qemu(vm);
+    reap_qemu(vm, true);
+    if (vm->qemu_pidfd >= 0)
+        close(vm->qemu_pidfd);
+    vm->qemu_pidfd = -1;
+    vm->qemu_pid = -1;
+    vm->qemu_reaped = false;
+    hd_qmp_close(vm->qmp);
+    vm->qmp = NULL;
+    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
+    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    vm->snapshot = false;
+    vm->relay_problem[0] = '\0';
+    return open_channels(vm, err);
+}
+
+static int vm_start(struct hd_workload *w, hd_error_t *err)
+{
+    struct vm *vm = w->backend_data;
+    uint64_t t0 = hd_now_ns();
+    if (spawn_qemu(w, vm, err) < 0)
+        return -1;
+    bool ready = false;
+    if (vm->snapshot) {
+        hd_error_t why = NULL;
+        if (restore_template(vm, &why) == 0) {
+            ready = true; /* the guest said READY before the snapshot: CONFIG goes now */
+            hd_log(HD_LOG_INFO, "vm", "boot: snapshot (template %.12s), restored in %.2f s", vm->tmpl.key,
+                   (double)(hd_now_ns() - t0) / 1e9);
+        } else if (vm->boot_insist) {
+            hd_error_set(err, 0, "vm: restore from template %.12s: %s", vm->tmpl.key, hd_error_text(why));
+            hd_error_free(&why);
+            kill_qemu(vm);
+            reap_qemu(vm, true);
+            return -1;
+        } else {
+            hd_log(HD_LOG_WARN, "vm", "restore from template %.12s: %s; cold boot", vm->tmpl.key, hd_error_text(why));
+            hd_error_free(&why);
+            if (reset_for_cold_boot(vm, err) < 0 || spawn_qemu(w, vm, err) < 0)
+                return -1;
+        }
+    }
     /* CONFIG goes when the guest says READY (wait_for_start) */
-    if (wait_for_start(w, vm, err) < 0)
+    if (wait_for_start(w, vm, ready, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
     int r = pthread_create(&vm->relay, NULL, relay_main, vm);
@@ -912,6 +1111,7 @@ static void vm_cleanup(struct hd_workload *w)
         unlink(vm->qemu_log);
     pthread_mutex_destroy(&vm->lock);
     hd_vm_kernel_free(&vm->kernel);
+    hd_vm_template_free(&vm->tmpl);
     free(vm->initramfs);
     free(vm->rootfs_image);
     free(vm->console_log);
