@@ -262,7 +262,7 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         return 0;
     vm->boot_insist = strcmp(want, "snapshot") == 0;
     hd_error_t why = NULL;
-    if (vm->net) { /* a template has no network device: auto boots such a guest cold, as always */
+    if (w->spec->network == HD_NET_BRIDGE) { /* a template has no NIC: auto boots such a guest cold, as always */
         if (!vm->boot_insist)
             return 0;
         hd_error_set(&why, 0, "a template has no network device (bridge network); use --vm-boot cold or auto");
@@ -326,6 +326,8 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
         return -1;
+    if (choose_boot(w, vm, err) < 0) /* before the network: a refusal leaves nothing to undo */
+        return -1;
     if (w->spec->network == HD_NET_BRIDGE) {
         const char *tap, *cidr, *gateway;
         if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
@@ -334,8 +336,6 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
     }
     if (random_hex(vm->machine_id, 16, err) < 0 || build_config(w, vm, err) < 0)
-        return -1;
-    if (choose_boot(w, vm, err) < 0)
         return -1;
     vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
     vm->qemu_log = hd_xasprintf("%s/qemu.log", w->run_dir);
