@@ -139,7 +139,8 @@ struct qemu_child {
 };
 
 /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
- * (bridge network only), its QMP monitor as fd 5 (when asked for). Nothing else. */
+ * (bridge network only), its QMP monitor as fd 5 (when asked for), a template's state file to restore
+ * from as fd 6 (a clone). Nothing else. */
 __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int report_fd)
 {
     struct qemu_child *q = data;
@@ -151,8 +152,10 @@ __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int repo
     int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
     int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
     int qmp = l->qmp_fd >= 0 ? fcntl(l->qmp_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    int incoming = l->incoming && l->incoming_fd >= 0 ? fcntl(l->incoming_fd, F_DUPFD_CLOEXEC, 10) : -1;
     if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 || dup2(port, 3) < 0 ||
-        (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) || (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)))
+        (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) || (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)) ||
+        (l->incoming && l->incoming_fd >= 0 && (incoming < 0 || dup2(incoming, 6) < 0)))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s: set up its fds", QEMU_BINARY);
     sigset_t none;
     sigemptyset(&none);

@@ -122,6 +122,7 @@ struct vm {
     bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
     struct hd_vm_template tmpl;
     char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
+    int state_fd;        /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
 };
 
 static uint64_t now_ms(void)
@@ -305,7 +306,7 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
-    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = -1;
+    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = vm->state_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
@@ -624,6 +625,11 @@ static void *relay_main(void *arg);
 static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
     cleanup_free char *extra_append = hd_vm_extra_append();
+    if (vm->snapshot && vm->state_fd < 0) {
+        vm->state_fd = open(vm->tmpl.state_path, O_RDONLY | O_CLOEXEC);
+        if (vm->state_fd < 0)
+            return hd_error_sys(err, "vm: open %s", vm->tmpl.state_path);
+    }
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -642,6 +648,7 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         .mem_path = vm->snapshot ? vm->tmpl.ram_path : NULL,
         .mem_share = false,
         .incoming = vm->snapshot,
+        .incoming_fd = vm->state_fd,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -650,6 +657,9 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     vm->qemu_end = -1;
     close(vm->qmp_end);
     vm->qmp_end = -1;
+    if (vm->state_fd >= 0)
+        close(vm->state_fd);
+    vm->state_fd = -1;
     vm->qemu_pidfd = (int)syscall(SYS_pidfd_open, vm->qemu_pid, 0);
     if (vm->qemu_pidfd < 0) {
         int e = errno;
@@ -667,10 +677,13 @@ static int restore_template(struct vm *vm, hd_error_t *err)
     vm->qmp_fd = -1;
     if (hd_qmp_attach(fd, RESTORE_TIMEOUT_MS, &vm->qmp, err) < 0)
         return -1;
+    bool debug = getenv("HEDGE_VM_DEBUG") != NULL;
+    uint64_t t0 = hd_now_ns();
+    if (debug)
+        hd_log(HD_LOG_INFO, "vm", "restore: QMP greeting (QEMU up)");
     if (hd_vm_template_set_ignore_shared(vm->qmp, err) < 0)
         return -1;
-    cleanup_free char *uri = hd_xasprintf("exec:cat '%s'", vm->tmpl.state_path);
-    json_t *args = json_pack("{s:s}", "uri", uri);
+    json_t *args = json_pack("{s:s}", "uri", "fd:6"); /* the state file QEMU holds since its start */
     int r = hd_qmp_command(vm->qmp, "migrate-incoming", args, QMP_TIMEOUT_MS, NULL, err);
     json_decref(args);
     if (r < 0)
@@ -689,8 +702,11 @@ static int restore_template(struct vm *vm, hd_error_t *err)
         if (running)
             return 0;
         /* the template was saved paused: the loaded clone stays paused until told to go on */
-        if (strcmp(status, "paused") == 0)
+        if (strcmp(status, "paused") == 0) {
+            if (debug)
+                hd_log(HD_LOG_INFO, "vm", "restore: state loaded in %.3f s", (double)(hd_now_ns() - t0) / 1e9);
             return hd_qmp_command(vm->qmp, "cont", NULL, QMP_TIMEOUT_MS, NULL, err);
+        }
         if (strcmp(status, "inmigrate") != 0 && strcmp(status, "prelaunch") != 0 &&
             strcmp(status, "finish-migrate") != 0 && strcmp(status, "restore-vm") != 0)
             return hd_error_set(err, 0, "QEMU is %s after loading the template", status);
@@ -1089,6 +1105,8 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->qmp_end);
     if (vm->qmp_fd >= 0)
         close(vm->qmp_fd);
+    if (vm->state_fd >= 0)
+        close(vm->state_fd);
     hd_qmp_close(vm->qmp);
     if (vm->wake_fd >= 0)
         close(vm->wake_fd);

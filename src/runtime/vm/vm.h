@@ -99,7 +99,8 @@ struct hd_vm_launch {
      * (a clone: copy-on-write, the template stays as it is). */
     const char *mem_path;
     bool mem_share;
-    bool incoming; /* -incoming defer: wait for migrate-incoming (restore from a template) */
+    bool incoming;   /* -incoming defer: wait for migrate-incoming (restore from a template) */
+    int incoming_fd; /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
 };
 
 struct hd_cgroup;
