@@ -4,6 +4,7 @@ Guest starts under TCG are slow, so the whole file boots four times: the templat
 fixture shared by every test), two clones restored from it, and one cold boot (the fallback from a
 corrupt template). The rest (errors, listing, removal) starts no guest.
 """
+import json
 import os
 import re
 import shutil
@@ -89,6 +90,14 @@ def test_snapshot_without_a_matching_template_is_a_clear_error(hedge, template, 
     assert r.code == 125 and "a template has no network device" in r.err, r
     r = run_vm(hedge, template, vm_rootfs, "--", "true", boot="warm")
     assert r.code != 0 and 'vm.boot: "warm" is not a boot path (auto, cold or snapshot)' in r.err, r
+    r = hedge("run", "-i", "container", "--rootfs", vm_rootfs, "--vm-boot", "cold", "--", "true")
+    assert r.code == 125 and "vm.boot: not supported with container isolation" in r.err, r
+    # the spec field (hedged deployments take the same): vm.boot
+    spec = dirs["state"].parent / "spec.json"
+    spec.write_text(json.dumps({"isolation": "vm", "rootfs": str(vm_rootfs), "command": ["true"],
+                                "resources": {"memory": "64M"}, "vm": {"boot": "snapshot", "accel": "tcg"}}))
+    r = hedge("run", "-f", spec, env={"HEDGE_VM_KERNEL_DIR": str(template["kernel"])})
+    assert r.code == 125 and "--vm-boot snapshot: no template for this guest (128 MiB RAM" in r.err, r
     r = hedge("vm", "template", "ls")
     assert r.code == 0 and len(r.out.splitlines()) == 1, r.out
     r = hedge("vm", "template", "rm", "abcd")
