@@ -4,6 +4,7 @@ Guest starts under TCG are slow, so the whole file boots four times: the templat
 fixture shared by every test), two clones restored from it, and one cold boot (the fallback from a
 corrupt template). The rest (errors, listing, removal) starts no guest.
 """
+import hashlib
 import json
 import os
 import re
@@ -124,6 +125,22 @@ def test_corrupt_template_falls_back_to_a_cold_boot(hedge, template, vm_rootfs, 
         assert r.code == 3 and r.out == "cold\n", r
         assert re.search(r"hedge: vm: template [0-9a-f]{12}: the state file's sha256 .*; cold boot\n", r.err), r.err
         assert "boot: snapshot" not in r.err
+        # a state file that passes the checks (its sha256 forged into the manifest) but QEMU cannot load:
+        # the restore fails fast with QEMU's reason, no hang (auto would boot cold as above)
+        os.chmod(state_file, 0o644)
+        state_file.write_bytes(backup.read_bytes()[:100000])
+        manifest_file = template["dir"] / "manifest.json"
+        manifest = json.loads(manifest_file.read_text())
+        manifest_backup = manifest_file.read_text()
+        manifest["state_sha256"] = hashlib.sha256(state_file.read_bytes()).hexdigest()
+        os.chmod(manifest_file, 0o644)
+        manifest_file.write_text(json.dumps(manifest))
+        try:
+            r = run_vm(hedge, template, vm_rootfs, "--", "true")
+            assert r.code == 125 and "restore from template" in r.err and "load of migration failed" in r.err, r
+        finally:
+            manifest_file.write_text(manifest_backup)
+            os.chmod(manifest_file, 0o444)
     finally:
         os.chmod(state_file, 0o644)
         shutil.copy2(backup, state_file)

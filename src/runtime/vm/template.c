@@ -17,8 +17,8 @@
  *            machine id.
  *
  * Layout: <state>/vm/templates/<key>/{manifest.json, ram, state}. The key is the SHA-256 of every
- * input that shapes the saved guest: the kernel (path, size, mtime), the initramfs (its name is the
- * digest of its content), guest RAM, vCPUs, accelerator, machine type, the extra kernel arguments,
+ * input that shapes the saved guest: the kernel (path, size, mtime), the initramfs (its name: the
+ * digest of its content; path, size and mtime of a custom $HEDGE_VM_INITRD), guest RAM, vCPUs, accelerator, machine type, the extra kernel arguments,
  * the QEMU binary (path, size, mtime) and the slot size. A changed input gives another key: the
  * old template is no longer found (and `build` removes templates of the same shape it replaces).
  * A template is never trusted blindly: hd_vm_template_find checks the manifest against the key,
@@ -111,9 +111,15 @@ int hd_vm_template_key(const struct hd_vm_template_inputs *in, char key[65], hd_
     char num[64];
     snprintf(num, sizeof(num), "%d", TEMPLATE_FORMAT);
     digest_field(&ctx, "format", num);
-    if (digest_file_identity(&ctx, "kernel", in->vmlinuz, err) < 0 ||
-        digest_file_identity(&ctx, "initramfs", in->initramfs, err) < 0)
+    if (digest_file_identity(&ctx, "kernel", in->vmlinuz, err) < 0)
         return -1;
+    const char *custom_initrd = getenv("HEDGE_VM_INITRD");
+    if (custom_initrd && *custom_initrd) {
+        if (digest_file_identity(&ctx, "initramfs", in->initramfs, err) < 0)
+            return -1;
+    } else { /* hedge's own initramfs is named by the digest of its content: the name is the identity */
+        digest_field(&ctx, "initramfs", strrchr(in->initramfs, '/') ? strrchr(in->initramfs, '/') + 1 : in->initramfs);
+    }
     cleanup_free char *qemu = qemu_path();
     if (qemu == NULL)
         return hd_error_set(err, ENOENT, "template: qemu-system-x86_64 is not on PATH (package qemu-system-x86)");
