@@ -101,6 +101,15 @@ def test_snapshot_without_a_matching_template_is_a_clear_error(hedge, template, 
     assert r.code == 125 and "--vm-boot snapshot: no template for this guest (128 MiB RAM" in r.err, r
     r = hedge("vm", "template", "ls")
     assert r.code == 0 and len(r.out.splitlines()) == 1, r.out
+    # a template of this guest's shape from another kernel, initramfs or QEMU (another key) is stale
+    stale = dirs["state"] / "vm" / "templates" / ("1" * 64)
+    stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text(json.dumps({"ram_bytes": 128 << 20, "vcpus": 1, "accel": "tcg",
+                                                     "machine": "pc", "append": ""}))
+    r = run_vm(hedge, template, vm_rootfs, "--", "true", state=dirs["state"])
+    assert r.code == 125 and f"template {'1' * 12} is stale" in r.err, r
+    r = hedge("vm", "template", "rm", "--all")
+    assert r.code == 0 and r.out == f"removed {'1' * 12}\n" and not stale.exists(), r
     r = hedge("vm", "template", "rm", "abcd")
     assert r.code == 1 and "no template abcd" in r.err, r
 

@@ -370,8 +370,43 @@ static int write_manifest(const struct hd_vm_template_inputs *in, const char *ke
     return r;
 }
 
-/* Templates of the same shape (RAM, vCPUs, accelerator, machine, kernel arguments) under another key: the
- * kernel, initramfs or QEMU changed. */
+/* Is the template dir root/name of the same shape as in (RAM, vCPUs, accelerator, machine, kernel arguments)? */
+static bool same_shape(const char *root, const char *name, const struct hd_vm_template_inputs *in)
+{
+    cleanup_free char *path = hd_xasprintf("%s/%s/manifest.json", root, name);
+    json_t *m = json_load_file(path, 0, NULL);
+    const char *accel = json_string_value(json_object_get(m, "accel"));
+    const char *machine = json_string_value(json_object_get(m, "machine"));
+    const char *append = json_string_value(json_object_get(m, "append"));
+    bool same = m && json_integer_value(json_object_get(m, "ram_bytes")) == in->ram_bytes &&
+        json_integer_value(json_object_get(m, "vcpus")) == in->vcpus && accel &&
+        strcmp(accel, hd_vm_accel_name(in->accel)) == 0 && machine &&
+        strcmp(machine, hd_vm_machine_type(in->accel)) == 0 && append &&
+        strcmp(append, in->append ? in->append : "") == 0;
+    json_decref(m);
+    return same;
+}
+
+int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65])
+{
+    cleanup_free char *root = hd_vm_templates_dir(in->state_dir);
+    DIR *d = opendir(root);
+    struct dirent *e;
+    int found = 0;
+    while (d && !found && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || strcmp(e->d_name, key) == 0 || strlen(e->d_name) != 64)
+            continue;
+        if (same_shape(root, e->d_name, in)) {
+            snprintf(stale, 65, "%s", e->d_name);
+            found = 1;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+/* Templates of the same shape under another key: the kernel, initramfs or QEMU changed. */
 static void remove_replaced(const char *root, const struct hd_vm_template_inputs *in, const char *key)
 {
     DIR *d = opendir(root);
@@ -379,18 +414,7 @@ static void remove_replaced(const char *root, const struct hd_vm_template_inputs
     while (d && (e = readdir(d))) {
         if (e->d_name[0] == '.' || strcmp(e->d_name, key) == 0 || strlen(e->d_name) != 64)
             continue;
-        cleanup_free char *path = hd_xasprintf("%s/%s/manifest.json", root, e->d_name);
-        json_t *m = json_load_file(path, 0, NULL);
-        const char *accel = json_string_value(json_object_get(m, "accel"));
-        const char *machine = json_string_value(json_object_get(m, "machine"));
-        const char *append = json_string_value(json_object_get(m, "append"));
-        bool same = m && json_integer_value(json_object_get(m, "ram_bytes")) == in->ram_bytes &&
-            json_integer_value(json_object_get(m, "vcpus")) == in->vcpus && accel &&
-            strcmp(accel, hd_vm_accel_name(in->accel)) == 0 && machine &&
-            strcmp(machine, hd_vm_machine_type(in->accel)) == 0 && append &&
-            strcmp(append, in->append ? in->append : "") == 0;
-        json_decref(m);
-        if (!same)
+        if (!same_shape(root, e->d_name, in))
             continue;
         cleanup_free char *dir = hd_xasprintf("%s/%s", root, e->d_name);
         hd_error_t err = NULL;

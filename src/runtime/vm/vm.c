@@ -278,8 +278,16 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             .accel = vm->accel,
             .append = append,
         };
-        if (hd_vm_template_find(&in, &vm->tmpl, &why) == 0 && fit_rootfs_slot(vm->rootfs_image, &why) < 0)
+        char stale[65];
+        if (hd_vm_template_find(&in, &vm->tmpl, &why) == 0 && fit_rootfs_slot(vm->rootfs_image, &why) < 0) {
             hd_vm_template_free(&vm->tmpl);
+        } else if (why && why->errnum == ENOENT && hd_vm_template_find_stale(&in, vm->tmpl.key, stale)) {
+            hd_error_free(&why);
+            hd_error_set(&why, 0,
+                         "template %.12s is stale: built from another kernel, initramfs or QEMU (rebuild it with "
+                         "`hedge vm template build`)",
+                         stale);
+        }
     }
     if (why == NULL) {
         vm->snapshot = true;

@@ -141,6 +141,9 @@ int hd_vm_template_key(const struct hd_vm_template_inputs *in, char key[65], hd_
 /* The verified template for in: -1 with errnum ENOENT when there is none, another error when it is
  * corrupt (manifest, state file's sha256, RAM file's size). */
 int hd_vm_template_find(const struct hd_vm_template_inputs *in, struct hd_vm_template *t, hd_error_t *err);
+/* A template of the same shape as in (RAM, vCPUs, accelerator, machine, kernel arguments) under another
+ * key than key: built from another kernel, initramfs or QEMU. 1 with its key in stale, else 0. */
+int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65]);
 /* Build it (boot, READY, pause, save) unless a verified one exists (force: rebuild). */
 int hd_vm_template_build(const struct hd_vm_template_inputs *in, bool force, struct hd_vm_template *t, bool *built,
                          hd_error_t *err);
