@@ -28,6 +28,8 @@ int cmd_uplink(int argc, char **argv);
 int cmd_invoke(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_broker(int argc, char **argv);
+/* `hedge vm template ...` (vm_template.c), dispatched by cmd_vm; argv[0] is "template". */
+int cmd_vm_template(int argc, char **argv);
 /* Verbs that talk to hedged (client.c does the HTTP). */
 int cmd_deploy(int argc, char **argv);
 int cmd_ps(int argc, char **argv);

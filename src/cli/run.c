@@ -44,7 +44,8 @@ static const char usage[] =
     "      --device HOST[:TARGET][:PERMS]  give a host device node (PERMS of r, w, m; default rwm)\n"
     "      --device-cgroup-rule 'TYPE MAJOR:MINOR ACCESS'  allow a class of devices (c 188:* rwm)\n"
     "      --entrypoint CMD   override the image entrypoint\n"
-    "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n";
+    "      --vm-accel ACCEL   auto | kvm | tcg (vm)\n"
+    "      --vm-boot BOOT     auto | cold | snapshot: start from a template (hedge vm template) (vm)\n";
 
 enum {
     OPT_NAME = 256,
@@ -65,6 +66,7 @@ enum {
     OPT_VM_ACCEL,
     OPT_DEVICE,
     OPT_DEVICE_CGROUP_RULE,
+    OPT_VM_BOOT,
     OPT_HELP,
 };
 
@@ -94,6 +96,7 @@ static const struct option options[] = {
     {"vm-accel", required_argument, NULL, OPT_VM_ACCEL},
     {"device", required_argument, NULL, OPT_DEVICE},
     {"device-cgroup-rule", required_argument, NULL, OPT_DEVICE_CGROUP_RULE},
+    {"vm-boot", required_argument, NULL, OPT_VM_BOOT},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -281,6 +284,10 @@ static int apply_flag(struct hd_spec *spec, int opt, const char *arg)
         spec->device_rules[spec->n_device_rules++] = c;
         return 0;
     }
+    case OPT_VM_BOOT:
+        free(spec->vm_boot);
+        spec->vm_boot = hd_xstrdup(arg);
+        return 0;
     }
     return HD_EXIT_USAGE;
 }

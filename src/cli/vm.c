@@ -21,7 +21,7 @@
 #include "config.h"
 #include "runtime/vm/vm.h"
 
-static const char usage[] = "hedge vm kernel [fetch [DIR]]";
+static const char usage[] = "hedge vm kernel [fetch [DIR]] | hedge vm template build|ls|rm";
 
 static int vm_kernel(void)
 {
@@ -78,12 +78,16 @@ int cmd_vm(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "kernel") == 0)
         return vm_kernel();
+    if (argc >= 2 && strcmp(argv[1], "template") == 0)
+        return cmd_vm_template(argc - 1, argv + 1);
     if ((argc == 3 || argc == 4) && strcmp(argv[1], "kernel") == 0 && strcmp(argv[2], "fetch") == 0)
         return vm_kernel_fetch(argc == 4 ? argv[3] : NULL);
     if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: %s\n  kernel        shows the guest kernel, initramfs and accelerator --isolation vm uses\n"
-               "  kernel fetch  downloads Debian's cloud kernel (apt) into the dir hedge reads, or DIR\n",
-               usage);
+        printf(
+            "usage: %s\n  kernel        shows the guest kernel, initramfs and accelerator --isolation vm uses\n"
+            "  kernel fetch  downloads Debian's cloud kernel (apt) into the dir hedge reads, or DIR\n"
+            "  template      builds, lists and removes the templates --vm-boot restores (hedge vm template --help)\n",
+            usage);
         return 0;
     }
     return cli_usage_error("vm", usage, "%s", argc < 2 ? "missing subcommand" : "unknown subcommand");

@@ -82,6 +82,7 @@ struct guest_config {
     int readonly;
     char *net_address; /* "10.89.0.2/24" with a bridge network, else NULL */
     char *net_gateway;
+    char *machine_id; /* 32 hex digits for /etc/machine-id */
     unsigned char seed[HD_VM_SEED_BYTES];
     int have_seed;
     struct timespec clock; /* the host's wall clock when it sent CONFIG */
@@ -284,6 +285,13 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
         case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
         case HD_VM_CFG_DEVICE: hd_strv_push(&cfg->devices, value); break;
+        case HD_VM_CFG_MACHINE_ID: {
+            unsigned char id[16];
+            if (hd_vm_hex_decode(value, id, sizeof(id)) < 0)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config machine id is not 32 hex digits");
+            cfg->machine_id = hd_xstrdup(value);
+            break;
+        }
         case HD_VM_CFG_SEED:
             if (hd_vm_hex_decode(value, cfg->seed, sizeof(cfg->seed)) < 0)
                 guest_fail(HD_EXIT_HEDGE, 0, "protocol: config seed is not %d hex digits", 2 * HD_VM_SEED_BYTES);
@@ -517,6 +525,32 @@ static void setup_devices(const struct guest_config *cfg)
         if (chmod(path, mode) < 0) /* the umask took some bits */
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
     }
+}
+
+/*
+ * The guest's own /etc/machine-id (a clone of a template must not share one): written into the
+ * overlay, or over an existing file of a read-only root by a bind mount of a file on /run's tmpfs.
+ */
+static void setup_machine_id(const struct guest_config *cfg)
+{
+    if (cfg->machine_id == NULL)
+        return;
+    char line[40];
+    int n = snprintf(line, sizeof(line), "%s\n", cfg->machine_id);
+    hd_error_t err = NULL;
+    if (!cfg->readonly) {
+        mkdir("/newroot/etc", 0755);
+        if (hd_write_file("/newroot/etc/machine-id", line, (size_t)n, &err) < 0)
+            guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+        return;
+    }
+    struct stat st;
+    if (stat("/newroot/etc/machine-id", &st) < 0)
+        return; /* a read-only root without the file cannot get one */
+    if (hd_write_file("/machine-id", line, (size_t)n, &err) < 0)
+        guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+    if (mount("/machine-id", "/newroot/etc/machine-id", NULL, MS_BIND, NULL) < 0)
+        guest_fail(HD_EXIT_HEDGE, errno, "bind /etc/machine-id");
 }
 
 static void write_control(const char *path, const char *value)
@@ -838,6 +872,7 @@ int main(void)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
     setup_devices(&cfg);
+    setup_machine_id(&cfg);
     debug_phase("rootfs mounted");
     setup_cgroup(&cfg);
     setup_network(&cfg);

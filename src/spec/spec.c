@@ -92,6 +92,7 @@ void hd_spec_free(struct hd_spec *spec)
     free(spec->devices);
     free(spec->device_rules);
     free(spec->vm_accel);
+    free(spec->vm_boot);
     free(spec->function.reply_topic);
     hd_strv_free(spec->health.command);
     hd_strv_free(spec->mqtt.publish);
@@ -156,6 +157,7 @@ STRING_FIELD(parse_user, user)
 STRING_FIELD(parse_hostname, hostname)
 STRING_FIELD(parse_seccomp, security.seccomp)
 STRING_FIELD(parse_vm_accel, vm_accel)
+STRING_FIELD(parse_vm_boot, vm_boot)
 
 static int parse_isolation(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
 {
@@ -677,6 +679,7 @@ static int parse_userns(struct hd_spec *s, const json_t *v, const char *p, hd_er
 
 static const struct field vm_fields[] = {
     {"accel", parse_vm_accel},
+    {"boot", parse_vm_boot},
     {NULL, NULL},
 };
 
@@ -974,6 +977,8 @@ static int validate_container_or_vm(const struct hd_spec *spec, hd_error_t *err)
     }
     if (spec->isolation != HD_ISOLATION_VM && spec->vm_accel)
         return refuse(err, spec, "vm.accel", "only vm isolation has an accelerator");
+    if (spec->isolation != HD_ISOLATION_VM && spec->vm_boot)
+        return refuse(err, spec, "vm.boot", "only vm isolation boots from a template");
     return 0;
 }
 
@@ -1083,6 +1088,9 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
     if (spec->vm_accel && strcmp(spec->vm_accel, "auto") != 0 && strcmp(spec->vm_accel, "kvm") != 0 &&
         strcmp(spec->vm_accel, "tcg") != 0)
         return hd_error_set(err, 0, "vm.accel: \"%s\" is not an accelerator (auto, kvm or tcg)", spec->vm_accel);
+    if (spec->vm_boot && strcmp(spec->vm_boot, "auto") != 0 && strcmp(spec->vm_boot, "cold") != 0 &&
+        strcmp(spec->vm_boot, "snapshot") != 0)
+        return hd_error_set(err, 0, "vm.boot: \"%s\" is not a boot path (auto, cold or snapshot)", spec->vm_boot);
     const struct hd_function *fn = &spec->function;
     if (fn->mode != HD_FUNCTION_NONE) {
         if (spec->n_triggers == 0)
@@ -1226,8 +1234,14 @@ char *hd_spec_to_json(const struct hd_spec *spec)
         json_object_set_new(o, "user_namespace",
                             json_pack("{s:I,s:I,s:I}", "uid", (json_int_t)spec->userns.uid_base, "gid",
                                       (json_int_t)spec->userns.gid_base, "size", (json_int_t)spec->userns.size));
-    if (spec->vm_accel)
-        json_object_set_new(o, "vm", json_pack("{s:s}", "accel", spec->vm_accel));
+    if (spec->vm_accel || spec->vm_boot) {
+        json_t *vmo = json_object();
+        if (spec->vm_accel)
+            json_object_set_new(vmo, "accel", json_string(spec->vm_accel));
+        if (spec->vm_boot)
+            json_object_set_new(vmo, "boot", json_string(spec->vm_boot));
+        json_object_set_new(o, "vm", vmo);
+    }
     if (spec->function.mode != HD_FUNCTION_NONE) {
         const struct hd_function *fn = &spec->function;
         json_t *f = json_pack("{s:s}", "mode", hd_function_mode_name(fn->mode));

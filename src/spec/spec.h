@@ -141,6 +141,7 @@ struct hd_spec {
     bool init; /* run a minimal reaper as PID 1 (container) */
     struct hd_user_namespace userns;
     char *vm_accel; /* "auto" | "kvm" | "tcg" (vm only); NULL = auto */
+    char *vm_boot;  /* "auto" | "cold" | "snapshot" (vm only): start from a template? NULL = auto */
     struct hd_function function;
     struct hd_health health;
     struct hd_mqtt_access mqtt;

@@ -71,6 +71,7 @@ enum hd_vm_config_tag {
     HD_VM_CFG_DEVICE = 'd',      /* "KIND NAME MODE TARGET": a host device (KIND c: the virtio-serial port
                                  named NAME; b: the virtio-blk disk whose serial is NAME) to appear at
                                  TARGET (the rest of the record) with octal permission bits MODE */
+    HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
 };
 
 #define HD_VM_SEED_BYTES 64

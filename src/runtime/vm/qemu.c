@@ -38,10 +38,7 @@
  * devices and modules serve both. $HEDGE_VM_MACHINE overrides it (experiments, other hosts). */
 static const char *machine_type(enum hd_vm_accel accel)
 {
-    const char *env = getenv("HEDGE_VM_MACHINE");
-    if (env && *env)
-        return env;
-    return accel == HD_VM_ACCEL_KVM ? "microvm,pcie=on,rtc=off" : "pc";
+    return hd_vm_machine_type(accel);
 }
 
 /* A path as a QEMU option value: a comma is written twice. Returns a new string. */
@@ -101,6 +98,19 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     s = hd_xasprintf("%lldM", (long long)(l->ram_bytes >> 20));
     hd_strv_push(&v, s);
     free(s);
+    if (l->mem_path) { /* guest RAM in a file: a template's (shared) or a clone's private mapping of it */
+        hd_strv_push(&v, "-object");
+        s = hd_xasprintf("memory-backend-file,id=hedge-ram,size=%lldM,mem-path=%s,share=%s",
+                         (long long)(l->ram_bytes >> 20), l->mem_path, l->mem_share ? "on" : "off");
+        hd_strv_push(&v, s);
+        free(s);
+        hd_strv_push(&v, "-machine");
+        hd_strv_push(&v, "memory-backend=hedge-ram");
+    }
+    if (l->incoming) {
+        hd_strv_push(&v, "-incoming");
+        hd_strv_push(&v, "defer");
+    }
     hd_strv_push(&v, "-smp");
     s = hd_xasprintf("%d", l->vcpus);
     hd_strv_push(&v, s);
@@ -177,7 +187,8 @@ struct qemu_child {
 };
 
 /* QEMU gets: /dev/null as stdin/stdout, its log as stderr, the port as fd 3, the tap as fd 4
- * (bridge network only), its QMP monitor as fd 5 (when asked for). Nothing else. */
+ * (bridge network only), its QMP monitor as fd 5 (when asked for), a template's state file to restore
+ * from as fd 6 (a clone). Nothing else. */
 __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int report_fd)
 {
     struct qemu_child *q = data;
@@ -189,8 +200,10 @@ __attribute__((noreturn)) static void qemu_child(void *data, int go_fd, int repo
     int port = fcntl(l->port_fd, F_DUPFD_CLOEXEC, 10);
     int tap = l->tap_fd >= 0 ? fcntl(l->tap_fd, F_DUPFD_CLOEXEC, 10) : -1;
     int qmp = l->qmp_fd >= 0 ? fcntl(l->qmp_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    int incoming = l->incoming && l->incoming_fd >= 0 ? fcntl(l->incoming_fd, F_DUPFD_CLOEXEC, 10) : -1;
     if (port < 0 || dup2(q->null_fd, 0) < 0 || dup2(q->null_fd, 1) < 0 || dup2(q->log_fd, 2) < 0 || dup2(port, 3) < 0 ||
-        (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) || (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)))
+        (l->tap_fd >= 0 && (tap < 0 || dup2(tap, 4) < 0)) || (l->qmp_fd >= 0 && (qmp < 0 || dup2(qmp, 5) < 0)) ||
+        (l->incoming && l->incoming_fd >= 0 && (incoming < 0 || dup2(incoming, 6) < 0)))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "start %s: set up its fds", QEMU_BINARY);
     sigset_t none;
     sigemptyset(&none);

@@ -121,6 +121,12 @@ struct vm {
     bool killed_after_grace;
     struct hd_vm_device *devices; /* spec devices for the guest (n_devices) */
     size_t n_devices;
+    /* templates: restore instead of boot (vm_boot auto/snapshot and a verified template) */
+    bool snapshot;
+    bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
+    struct hd_vm_template tmpl;
+    char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
+    int state_fd;        /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
 };
 
 static uint64_t now_ms(void)
@@ -191,6 +197,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         cleanup_free char *record = hd_xasprintf("%c %s %o %s", d->kind, d->name, d->mode, d->target);
         config_add(&buf, &len, HD_VM_CFG_DEVICE, record);
     }
+    config_add(&buf, &len, HD_VM_CFG_MACHINE_ID, vm->machine_id);
     if (vm->net) {
         config_add(&buf, &len, HD_VM_CFG_NET_ADDRESS, hd_net_address(vm->net));
         config_add(&buf, &len, HD_VM_CFG_NET_GATEWAY, hd_net_gateway(vm->net));
@@ -292,10 +299,120 @@ static int plan_vm_devices(struct hd_workload *w, struct vm *vm, hd_error_t *err
 
 /* ---- prepare / start ---------------------------------------------------- */
 
+/* n random bytes from the host as 2n hex digits in out. */
+static int random_hex(char *out, size_t n, hd_error_t *err)
+{
+    unsigned char bytes[64];
+    if (n > sizeof(bytes) || getrandom(bytes, n, 0) != (ssize_t)n)
+        return hd_error_sys(err, "vm: getrandom");
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", bytes[i]);
+    return 0;
+}
+
+/* The guest's channel and QMP socketpairs (again after a failed restore). */
+static int open_channels(struct vm *vm, hd_error_t *err)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->port_fd = sv[0];
+    vm->qemu_end = sv[1];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return hd_error_sys(err, "socketpair");
+    vm->qmp_fd = sv[0];
+    vm->qmp_end = sv[1];
+    return 0;
+}
+
+static int guest_vcpus(const struct hd_spec *spec)
+{
+    return spec->resources.cpus > 0 ? (int)ceil(spec->resources.cpus) : 1;
+}
+
+/* Pad the rootfs image to the template's disk slot (sparse; erofs ignores what follows its blocks). */
+static int fit_rootfs_slot(const char *image, hd_error_t *err)
+{
+    struct stat st;
+    if (stat(image, &st) < 0)
+        return hd_error_sys(err, "stat %s", image);
+    if (st.st_size > HD_VM_SLOT_BYTES)
+        return hd_error_set(err, EFBIG, "the rootfs image (%lld MiB) is larger than a template's disk slot (%lld MiB)",
+                            (long long)(st.st_size >> 20), HD_VM_SLOT_BYTES >> 20);
+    if (st.st_size == HD_VM_SLOT_BYTES)
+        return 0;
+    if (truncate(image, HD_VM_SLOT_BYTES) < 0)
+        return hd_error_sys(err, "pad %s to the template's disk slot", image);
+    return 0;
+}
+
+/*
+ * vm.boot: cold, snapshot (a template must be used) or auto (the default: a template when a verified
+ * one matches this guest). A corrupt template under auto is a log line and a cold boot.
+ */
+static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    const char *want = w->spec->vm_boot ? w->spec->vm_boot : "auto";
+    if (strcmp(want, "cold") == 0)
+        return 0;
+    vm->boot_insist = strcmp(want, "snapshot") == 0;
+    hd_error_t why = NULL;
+    if (w->spec->network == HD_NET_BRIDGE) { /* a template has no NIC: auto boots such a guest cold, as always */
+        if (!vm->boot_insist)
+            return 0;
+        hd_error_set(&why, 0, "a template has no network device (bridge network); use --vm-boot cold or auto");
+    } else if (w->spec->n_devices > 0) { /* nor the ports and disks of host devices: the same */
+        if (!vm->boot_insist)
+            return 0;
+        hd_error_set(&why, 0, "a template has no host devices (devices); use --vm-boot cold or auto");
+    } else {
+        cleanup_free char *append = hd_vm_extra_append();
+        struct hd_vm_template_inputs in = {
+            .state_dir = w->state_dir,
+            .vmlinuz = vm->kernel.vmlinuz,
+            .initramfs = vm->initramfs,
+            .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
+            .vcpus = guest_vcpus(w->spec),
+            .accel = vm->accel,
+            .append = append,
+        };
+        char stale[65];
+        if (hd_vm_template_find(&in, &vm->tmpl, &why) == 0 && fit_rootfs_slot(vm->rootfs_image, &why) < 0) {
+            hd_vm_template_free(&vm->tmpl);
+        } else if (why && why->errnum == ENOENT && hd_vm_template_find_stale(&in, vm->tmpl.key, stale)) {
+            hd_error_free(&why);
+            hd_error_set(&why, 0,
+                         "template %.12s is stale: built from another kernel, initramfs or QEMU (rebuild it with "
+                         "`hedge vm template build`)",
+                         stale);
+        }
+    }
+    if (why == NULL) {
+        vm->snapshot = true;
+        return 0;
+    }
+    if (vm->boot_insist) {
+        if (why->errnum == ENOENT)
+            hd_error_set(err, 0,
+                         "vm: --vm-boot snapshot: no template for this guest (%lld MiB RAM, %d vCPU, %s); build it "
+                         "with `hedge vm template build` and the same --memory and --cpus",
+                         (long long)(hd_vm_guest_ram(&w->spec->resources) >> 20), guest_vcpus(w->spec),
+                         hd_vm_accel_name(vm->accel));
+        else
+            hd_error_set(err, 0, "vm: --vm-boot snapshot: %s", hd_error_text(why));
+        hd_error_free(&why);
+        return -1;
+    }
+    if (why->errnum != ENOENT) /* no template at all is the plain cold boot; anything else is news */
+        hd_log(HD_LOG_WARN, "vm", "%s; cold boot", hd_error_text(why));
+    hd_error_free(&why);
+    return 0;
+}
+
 static int vm_prepare(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = hd_xcalloc(1, sizeof(*vm));
-    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = -1;
+    vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = vm->state_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
     pthread_mutex_init(&vm->lock, NULL);
@@ -318,6 +435,8 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (hd_vm_rootfs_image(w->state_dir, w->rootfs, w->image_digest, &vm->rootfs_image, err) < 0)
         return -1;
+    if (choose_boot(w, vm, err) < 0) /* before the network: a refusal leaves nothing to undo */
+        return -1;
     if (w->spec->network == HD_NET_BRIDGE) {
         const char *tap, *cidr, *gateway;
         if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
@@ -325,19 +444,12 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         /* locally administered, unique per run: taken from the run id */
         snprintf(vm->mac, sizeof(vm->mac), "52:54:%.2s:%.2s:%.2s:%.2s", w->id, w->id + 2, w->id + 4, w->id + 6);
     }
-    if (build_config(w, vm, err) < 0)
+    if (random_hex(vm->machine_id, 16, err) < 0 || build_config(w, vm, err) < 0)
         return -1;
     vm->console_log = hd_xasprintf("%s/console.log", w->run_dir);
     vm->qemu_log = hd_xasprintf("%s/qemu.log", w->run_dir);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return hd_error_sys(err, "socketpair");
-    vm->port_fd = sv[0];
-    vm->qemu_end = sv[1];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return hd_error_sys(err, "socketpair");
-    vm->qmp_fd = sv[0];
-    vm->qmp_end = sv[1];
+    if (open_channels(vm, err) < 0)
+        return -1;
     vm->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (vm->wake_fd < 0)
         return hd_error_sys(err, "eventfd");
@@ -529,8 +641,9 @@ static int send_config(struct vm *vm, hd_error_t *err)
     return 0;
 }
 
-/* Answer READY with CONFIG, then wait for STARTED or ERROR; bounded by the boot timeout. */
-static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+/* Answer READY with CONFIG (a restored guest said READY before its snapshot: ready is true and CONFIG
+ * goes at once), then wait for STARTED or ERROR; bounded by the boot timeout. */
+static int wait_for_start(struct hd_workload *w, struct vm *vm, bool ready, hd_error_t *err)
 {
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
     int timeout_ms = vm->accel == HD_VM_ACCEL_KVM ? BOOT_TIMEOUT_KVM_MS : BOOT_TIMEOUT_TCG_MS;
@@ -538,8 +651,12 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     if (env && atoi(env) > 0)
         timeout_ms = atoi(env);
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    bool ready = false;
     fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
+    if (ready && send_config(vm, err) < 0) {
+        kill_qemu(vm);
+        reap_qemu(vm, true);
+        return -1;
+    }
     for (;;) {
         struct hd_vm_msg_header h;
         const unsigned char *payload;
@@ -612,14 +729,17 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 
 static void *relay_main(void *arg);
 
-static int vm_start(struct hd_workload *w, hd_error_t *err)
+#define RESTORE_TIMEOUT_MS 30000
+
+/* Spawn QEMU for this guest: a cold boot, or (vm->snapshot) a clone of the template waiting for its state. */
+static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
-    struct vm *vm = w->backend_data;
-    int vcpus = w->spec->resources.cpus > 0 ? (int)ceil(w->spec->resources.cpus) : 1;
-    /* $HEDGE_VM_APPEND: more kernel arguments (diagnosis); HEDGE_VM_DEBUG adds hedge-init's timestamps */
-    const char *append = getenv("HEDGE_VM_APPEND");
-    cleanup_free char *extra_append = hd_xasprintf("%s%s%s", getenv("HEDGE_VM_DEBUG") ? "hedge.debug" : "",
-                                                   getenv("HEDGE_VM_DEBUG") && append ? " " : "", append ? append : "");
+    cleanup_free char *extra_append = hd_vm_extra_append();
+    if (vm->snapshot && vm->state_fd < 0) {
+        vm->state_fd = open(vm->tmpl.state_path, O_RDONLY | O_CLOEXEC);
+        if (vm->state_fd < 0)
+            return hd_error_sys(err, "vm: open %s", vm->tmpl.state_path);
+    }
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -629,13 +749,18 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         .port_fd = vm->qemu_end,
         .accel = vm->accel,
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
-        .vcpus = vcpus,
+        .vcpus = guest_vcpus(w->spec),
         .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
         .mac = vm->mac,
         .qmp_fd = vm->qmp_end,
         .devices = vm->devices,
         .n_devices = vm->n_devices,
+        /* a clone maps the template's RAM privately: share=on would write into the template */
+        .mem_path = vm->snapshot ? vm->tmpl.ram_path : NULL,
+        .mem_share = false,
+        .incoming = vm->snapshot,
+        .incoming_fd = vm->state_fd,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -644,6 +769,9 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
     vm->qemu_end = -1;
     close(vm->qmp_end);
     vm->qmp_end = -1;
+    if (vm->state_fd >= 0)
+        close(vm->state_fd);
+    vm->state_fd = -1;
     vm->qemu_pidfd = (int)syscall(SYS_pidfd_open, vm->qemu_pid, 0);
     if (vm->qemu_pidfd < 0) {
         int e = errno;
@@ -651,8 +779,106 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
         reap_qemu(vm, true);
         return hd_error_set(err, e, "vm: pidfd_open %d", vm->qemu_pid);
     }
+    return 0;
+}
+
+/* Load the template's device state into the waiting clone and let it run (QEMU starts it after the load). */
+static int restore_template(struct vm *vm, hd_error_t *err)
+{
+    int fd = vm->qmp_fd;
+    vm->qmp_fd = -1;
+    if (hd_qmp_attach(fd, RESTORE_TIMEOUT_MS, &vm->qmp, err) < 0)
+        return -1;
+    bool debug = getenv("HEDGE_VM_DEBUG") != NULL;
+    uint64_t t0 = hd_now_ns();
+    if (debug)
+        hd_log(HD_LOG_INFO, "vm", "restore: QMP greeting (QEMU up)");
+    if (hd_vm_template_set_ignore_shared(vm->qmp, err) < 0)
+        return -1;
+    json_t *args = json_pack("{s:s}", "uri", "fd:6"); /* the state file QEMU holds since its start */
+    int r = hd_qmp_command(vm->qmp, "migrate-incoming", args, QMP_TIMEOUT_MS, NULL, err);
+    json_decref(args);
+    if (r < 0)
+        return -1;
+    uint64_t deadline = now_ms() + RESTORE_TIMEOUT_MS;
+    for (;;) {
+        cleanup_free char *status = NULL;
+        bool running = false;
+        if (hd_qmp_query_status(vm->qmp, QMP_TIMEOUT_MS, &status, &running, err) < 0) {
+            reap_qemu(vm, false);
+            cleanup_free char *why = log_line(vm->qemu_log, NULL);
+            if (why)
+                hd_error_prefix(err, "%s", why);
+            return -1;
+        }
+        if (running)
+            return 0;
+        /* the template was saved paused: the loaded clone stays paused until told to go on */
+        if (strcmp(status, "paused") == 0) {
+            if (debug)
+                hd_log(HD_LOG_INFO, "vm", "restore: state loaded in %.3f s", (double)(hd_now_ns() - t0) / 1e9);
+            return hd_qmp_command(vm->qmp, "cont", NULL, QMP_TIMEOUT_MS, NULL, err);
+        }
+        if (strcmp(status, "inmigrate") != 0 && strcmp(status, "prelaunch") != 0 &&
+            strcmp(status, "finish-migrate") != 0 && strcmp(status, "restore-vm") != 0)
+            return hd_error_set(err, 0, "QEMU is %s after loading the template", status);
+        if (now_ms() >= deadline)
+            return hd_error_set(err, 0, "QEMU still %s after %d ms", status, RESTORE_TIMEOUT_MS);
+        usleep(2000);
+    }
+}
+
+/* A restore that failed before the workload's CONFIG went out: end that QEMU, start afresh. */
+static int reset_for_cold_boot(struct vm *vm, hd_error_t *err)
+{
+    kill_qemu(vm);
+    reap_qemu(vm, true);
+    if (vm->qemu_pidfd >= 0)
+        close(vm->qemu_pidfd);
+    vm->qemu_pidfd = -1;
+    vm->qemu_pid = -1;
+    vm->qemu_reaped = false;
+    hd_qmp_close(vm->qmp);
+    vm->qmp = NULL;
+    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
+    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    vm->snapshot = false;
+    vm->relay_problem[0] = '\0';
+    return open_channels(vm, err);
+}
+
+static int vm_start(struct hd_workload *w, hd_error_t *err)
+{
+    struct vm *vm = w->backend_data;
+    uint64_t t0 = hd_now_ns();
+    if (spawn_qemu(w, vm, err) < 0)
+        return -1;
+    bool ready = false;
+    if (vm->snapshot) {
+        hd_error_t why = NULL;
+        if (restore_template(vm, &why) == 0) {
+            ready = true; /* the guest said READY before the snapshot: CONFIG goes now */
+            hd_log(HD_LOG_INFO, "vm", "boot: snapshot (template %.12s), restored in %.2f s", vm->tmpl.key,
+                   (double)(hd_now_ns() - t0) / 1e9);
+        } else if (vm->boot_insist) {
+            hd_error_set(err, 0, "vm: restore from template %.12s: %s", vm->tmpl.key, hd_error_text(why));
+            hd_error_free(&why);
+            kill_qemu(vm);
+            reap_qemu(vm, true);
+            return -1;
+        } else {
+            hd_log(HD_LOG_WARN, "vm", "restore from template %.12s: %s; cold boot", vm->tmpl.key, hd_error_text(why));
+            hd_error_free(&why);
+            if (reset_for_cold_boot(vm, err) < 0 || spawn_qemu(w, vm, err) < 0)
+                return -1;
+        }
+    }
     /* CONFIG goes when the guest says READY (wait_for_start) */
-    if (wait_for_start(w, vm, err) < 0)
+    if (wait_for_start(w, vm, ready, err) < 0)
         return -1;
     vm->state = VM_RUNNING;
     int r = pthread_create(&vm->relay, NULL, relay_main, vm);
@@ -991,6 +1217,8 @@ static void vm_cleanup(struct hd_workload *w)
         close(vm->qmp_end);
     if (vm->qmp_fd >= 0)
         close(vm->qmp_fd);
+    if (vm->state_fd >= 0)
+        close(vm->state_fd);
     hd_qmp_close(vm->qmp);
     if (vm->wake_fd >= 0)
         close(vm->wake_fd);
@@ -1013,6 +1241,7 @@ static void vm_cleanup(struct hd_workload *w)
         unlink(vm->qemu_log);
     pthread_mutex_destroy(&vm->lock);
     hd_vm_kernel_free(&vm->kernel);
+    hd_vm_template_free(&vm->tmpl);
     free(vm->initramfs);
     free(vm->rootfs_image);
     free(vm->console_log);

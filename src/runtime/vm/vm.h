@@ -110,11 +110,65 @@ struct hd_vm_launch {
     int qmp_fd;                         /* connected socket: QEMU's QMP monitor (fd 5 in QEMU), or -1 */
     const struct hd_vm_device *devices; /* n_devices host devices for the guest */
     size_t n_devices;
+    /* templates (template.c): guest RAM in this file instead of anonymous memory (NULL: anonymous).
+     * mem_share: writes go to the file (building a template); else the file is mapped privately
+     * (a clone: copy-on-write, the template stays as it is). */
+    const char *mem_path;
+    bool mem_share;
+    bool incoming;   /* -incoming defer: wait for migrate-incoming (restore from a template) */
+    int incoming_fd; /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
 };
 
 struct hd_cgroup;
 /* Spawn QEMU inside cg (may be NULL) before it runs; returns its pid. QEMU gets
  * port_fd as fd 3 and no other descriptor of ours. */
 int hd_vm_qemu_spawn(const struct hd_vm_launch *launch, struct hd_cgroup *cg, pid_t *pid, hd_error_t *err);
+
+/* The machine type for accel ($HEDGE_VM_MACHINE overrides it). */
+const char *hd_vm_machine_type(enum hd_vm_accel accel);
+/* Extra kernel arguments from $HEDGE_VM_APPEND and $HEDGE_VM_DEBUG (new string, may be ""). */
+char *hd_vm_extra_append(void);
+
+/* ---- templates (template.c) ---- */
+
+/* The rootfs disk slot a template leaves: virtio-blk reads a disk's size once, so every clone's
+ * rootfs image is padded to this size (sparse); a larger image cannot use a template. */
+#define HD_VM_SLOT_BYTES (1ll << 30)
+
+struct hd_vm_template_inputs {
+    const char *state_dir;
+    const char *vmlinuz;
+    const char *initramfs;
+    int64_t ram_bytes;
+    int vcpus;
+    enum hd_vm_accel accel;
+    const char *append; /* extra kernel arguments (hd_vm_extra_append), may be NULL */
+};
+
+struct hd_vm_template {
+    char key[65];
+    char *dir, *ram_path, *state_path, *manifest_path;
+};
+
+/* <state>/vm/templates (new string). */
+char *hd_vm_templates_dir(const char *state_dir);
+/* The SHA-256 of every input that shapes a saved guest. */
+int hd_vm_template_key(const struct hd_vm_template_inputs *in, char key[65], hd_error_t *err);
+/* The verified template for in: -1 with errnum ENOENT when there is none, another error when it is
+ * corrupt (manifest, state file's sha256, RAM file's size). */
+int hd_vm_template_find(const struct hd_vm_template_inputs *in, struct hd_vm_template *t, hd_error_t *err);
+/* A template of the same shape as in (RAM, vCPUs, accelerator, machine, kernel arguments) under another
+ * key than key: built from another kernel, initramfs or QEMU. 1 with its key in stale, else 0. */
+int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65]);
+/* Build it (boot, READY, pause, save) unless a verified one exists (force: rebuild). */
+int hd_vm_template_build(const struct hd_vm_template_inputs *in, bool force, struct hd_vm_template *t, bool *built,
+                         hd_error_t *err);
+struct json_t;
+/* Check the template in dir (against want_key if not NULL); its manifest in *manifest when asked. */
+int hd_vm_template_verify(const char *dir, const char *want_key, struct json_t **manifest, hd_error_t *err);
+struct hd_qmp;
+/* migrate-set-capabilities x-ignore-shared: the RAM is the template's file, only devices travel. */
+int hd_vm_template_set_ignore_shared(struct hd_qmp *q, hd_error_t *err);
+void hd_vm_template_free(struct hd_vm_template *t);
 
 #endif
