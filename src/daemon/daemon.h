@@ -41,19 +41,20 @@
 /* ---- config.c ---------------------------------------------------------- */
 
 struct hd_daemon_config {
-    char *state_dir;                 /* SQLite DB, instance dirs, logs */
-    char *socket_path;               /* API socket */
-    char *socket_group;              /* group allowed on the socket (mode 0660), NULL = root only (0600) */
-    char *log_dir;                   /* workload logs; default <state_dir>/logs */
-    int64_t log_max_bytes;           /* rotate a workload log past this size */
-    double health_wait;              /* seconds a new version must keep running to be healthy */
-    double backoff_initial;          /* first restart delay, seconds */
-    double backoff_max;              /* restart delay cap, seconds */
-    double restart_reset_after;      /* a run this long resets the back-off */
-    int crash_loop_after;            /* consecutive quick failures shown as crash-loop */
-    double stop_grace;               /* seconds between SIGTERM and SIGKILL */
-    int log_level;                   /* enum hd_log_level of hedged's own log (default info) */
-    bool broker_enabled;             /* run the MQTT broker in the loop (default true) */
+    char *state_dir;            /* SQLite DB, instance dirs, logs */
+    char *socket_path;          /* API socket */
+    char *socket_group;         /* group allowed on the socket (mode 0660), NULL = root only (0600) */
+    char *log_dir;              /* workload logs; default <state_dir>/logs */
+    char *secret_key;           /* the node key of the secret store; NULL: $HEDGE_SECRET_KEY or <state>/secret.key */
+    int64_t log_max_bytes;      /* rotate a workload log past this size */
+    double health_wait;         /* seconds a new version must keep running to be healthy */
+    double backoff_initial;     /* first restart delay, seconds */
+    double backoff_max;         /* restart delay cap, seconds */
+    double restart_reset_after; /* a run this long resets the back-off */
+    int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
+    double stop_grace;          /* seconds between SIGTERM and SIGKILL */
+    int log_level;              /* enum hd_log_level of hedged's own log (default info) */
+    bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker;  /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
 };
@@ -234,6 +235,8 @@ int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct
 void hd_instance_collect(struct hd_instance *inst);
 int hd_instance_signal(struct hd_instance *inst, int sig, hd_error_t *err);
 int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error_t *err);
+/* Have the monitor rewrite the files of the workload's secret name from the store ("secrets NAME"). */
+int hd_instance_refresh_secrets(struct hd_instance *inst, const char *name, hd_error_t *err);
 /* Close fds, remove the instance dir, free. */
 void hd_instance_free(struct hd_instance *inst, bool remove_dir);
 /* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
@@ -278,6 +281,15 @@ void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double 
 /* OK once the state settled (stopped; started or failed); start says CONFLICT while stopping. */
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/*
+ * The secret name was updated in the store (`hedge secret set`): the running
+ * workloads that use it get their files rewritten in place, or, with
+ * "secret_update": "restart", an upgrade to their spec with the new version.
+ * OK with {name, version, rewritten[], restarted[], errors{}}; never a value.
+ */
+void hd_supervisor_secret_updated(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* Pin the store's current version of each secret into spec (the digest covers it); -1 names a missing one. */
+int hd_supervisor_pin_secrets(const struct hd_daemon_config *cfg, struct hd_spec *spec, hd_error_t *err);
 /* OK once stopped and forgotten (its store rows, logs and broker user). */
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 /* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade. */

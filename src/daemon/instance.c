@@ -330,6 +330,13 @@ int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error
     return 0;
 }
 
+int hd_instance_refresh_secrets(struct hd_instance *inst, const char *name, hd_error_t *err)
+{
+    char req[128], reply[512];
+    snprintf(req, sizeof(req), "secrets %s\n", name);
+    return instance_request(inst, req, reply, sizeof(reply), err);
+}
+
 void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id)
 {
     struct hd_instance *inst = NULL;

@@ -372,6 +372,12 @@ void hd_supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t le
         hd_error_free(&err);
         return;
     }
+    if (hd_supervisor_pin_secrets(sup->cfg, spec, &err) < 0) {
+        supervisor_reply_error(reply, ctx, HD_SUP_INVALID, NULL, "%s", hd_error_text(err));
+        hd_error_free(&err);
+        hd_spec_free(spec);
+        return;
+    }
     char *spec_json = hd_spec_to_json(spec);
     char *digest = hd_digest(spec_json, strlen(spec_json));
     struct workload *wl = supervisor_find(sup, spec->name);
