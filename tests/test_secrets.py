@@ -8,7 +8,9 @@ import pathlib
 import secrets as pysecrets
 import stat
 import subprocess
+import tempfile
 
+from conftest import mounts_under
 from test_daemon import daemon, wait_for  # noqa: F401 (daemon is a fixture)
 
 VALUE = "hunter2-" + pysecrets.token_hex(8)
@@ -103,6 +105,21 @@ def test_delivery_to_a_process_and_a_container(hedge, dirs, tmp_path, busybox_ro
     assert lines[5] == "cert="         # not asked for: file only
     assert lines[6] == "hedge-secrets tmpfs"
     assert secret_dirs(dirs) == []     # unmounted and removed (conftest checks no mount is left)
+
+    # a process of another user reaches its private tmpfs (mode 0700, owned by it) through a 0700 runtime dir
+    outer = pathlib.Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        outer.chmod(0o755)
+        run_dir = outer / "run"
+        run_dir.mkdir(mode=0o700)
+        r = run_spec(hedge, tmp_path, {"name": "u", "isolation": "process", "user": "1000:1000",
+                                       "command": ["sh", "-c", 'id -u; cat "$HEDGE_SECRETS_DIR/run/secrets/db"; echo; '
+                                                   'stat -c "%a %u" "$HEDGE_SECRETS_DIR"'],
+                                       "secrets": [{"name": "db"}]}, env={"HEDGE_RUN_DIR": str(run_dir)})
+        assert r.code == 0 and r.out.splitlines() == ["1000", VALUE, "700 1000"], r
+        assert mounts_under(run_dir) == [] and list((run_dir / "secrets").iterdir()) == []
+    finally:
+        subprocess.run(["rm", "-rf", "--one-file-system", str(outer)], check=True)
 
     script = ('id -u; cat /run/secrets/db; echo; stat -c "%a %u" /run/secrets/db; echo "env=$DB_PASSWORD"; '
               'grep " /run/secrets " /proc/mounts | cut -d" " -f1,3,4 | cut -d, -f1; '

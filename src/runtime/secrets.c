@@ -124,6 +124,11 @@ static int secrets_fill(struct hd_workload *w, const struct opened *o, hd_error_
     gid_t gid = 0;
     if (spec->isolation == HD_ISOLATION_PROCESS)
         workload_ids(w, &uid, &gid);
+    struct stat st;
+    if (uid != 0 && stat(hd_runtime_dir(), &st) == 0 && st.st_uid == 0 && (st.st_mode & 0011) != 0011)
+        /* a process of another user must reach its tmpfs: search (not read) permission on the runtime dir,
+         * whose entries keep their own modes (runs/ 0700, the API socket 0600 or 0660) */
+        chmod(hd_runtime_dir(), (st.st_mode & 07777) | 0011);
     cleanup_free char *opts = hd_xasprintf("mode=0700,uid=%u,gid=%u,size=%dk,nr_inodes=1024", (unsigned)uid,
                                            (unsigned)gid, 4 * 1024 + spec->n_secrets * (HD_SECRET_MAX_VALUE / 1024));
     if (mount("hedge-secrets", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts) < 0) {
