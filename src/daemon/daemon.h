@@ -210,6 +210,7 @@ struct hd_instance {
     pid_t pid;              /* the workload's host pid */
     uint64_t pid_start;     /* its start time (hd_proc_start_time), to tell it from a reused pid */
     char *run_dir;          /* the run's runtime dir (removed by the monitor, or by us if it was lost) */
+    char *secrets_dir;      /* the run's secrets tmpfs, or NULL (unmounted likewise) */
     int64_t started_at;     /* unix ms */
     int report_fd;          /* start report from the monitor, -1 once read */
     int pidfd;              /* the monitor's pidfd, -1 until known */

@@ -325,10 +325,12 @@ static int monitor_main(const char *dir)
     pid_t pid = m.workload->pid;
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int listen_fd = monitor_listen(&m);
-    monitor_write_json(&m, HD_MONITOR_STATE_FILE,
-                       json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
-                                 (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
-                                 m.workload->run_dir));
+    json_t *state = json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
+                              (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
+                              m.workload->run_dir);
+    if (m.workload->secrets_dir) /* for hedged, which unmounts it if this monitor is killed */
+        json_object_set_new(state, "secrets_dir", json_string(m.workload->secrets_dir));
+    monitor_write_json(&m, HD_MONITOR_STATE_FILE, state);
     monitor_report("ok %d\n", (int)pid);
 
     bool out_open = true, err_open = true;
