@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import hedge_cgroups, mounts_under
+from conftest import BUILD, hedge_cgroups, mounts_under
 from test_daemon import daemon, wait_for  # noqa: F401 (daemon is a fixture)
 
 VALUE = "hunter2-" + pysecrets.token_hex(8)
@@ -31,6 +31,10 @@ def secret_dirs(dirs):
 
 
 def test_store_cli_and_bad_input(hedge, dirs, tmp_path):
+    # libcrypto is loaded with dlopen when a secret is sealed or opened, never at start
+    for program in ("hedge", "hedged", "hedge-monitor"):
+        out = subprocess.run(["readelf", "-d", str(BUILD / program)], capture_output=True, text=True, check=True).stdout
+        assert "libcrypto" not in out and "libssl" not in out, program
     r = hedge("secret", "set", "db", input=VALUE)
     assert r.code == 0 and r.out.strip() == "db: version 1", r
     vf = tmp_path / "value"
