@@ -188,6 +188,8 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
     env = {"HEDGE_STATE_DIR": str(d.state)}
     r = d.cli("secret", "set", "db", input=VALUE, env=env)  # hedged runs: it is told, nothing uses it yet
     assert r.code == 0, r
+    r = d.deploy({"name": "missing", "isolation": "process", "command": ["true"], "secrets": [{"name": "nope"}]})
+    assert r.code != 0 and "secrets[0].name: secret nope: no such secret" in r.err, r
     spec = {"name": "rw", "isolation": "process", "command": ["/bin/sleep", "1000"], "secrets": [{"name": "db"}]}
     assert d.deploy(spec).code == 0
     spec2 = {"name": "rs", "isolation": "process", "command": ["/bin/sleep", "1000"],
