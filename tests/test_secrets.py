@@ -183,7 +183,7 @@ def grep_tree(root, needle):
     return found
 
 
-def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_path):
+def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_path, busybox_rootfs):
     d = daemon()
     env = {"HEDGE_STATE_DIR": str(d.state)}
     r = d.cli("secret", "set", "db", input=VALUE, env=env)  # hedged runs: it is told, nothing uses it yet
@@ -195,8 +195,13 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
     spec2 = {"name": "rs", "isolation": "process", "command": ["/bin/sleep", "1000"],
              "secrets": [{"name": "db", "target": "/s/db"}], "secret_update": "restart"}
     assert d.deploy(spec2).code == 0
+    ct = {"name": "ct", "isolation": "container", "rootfs": str(busybox_rootfs), "command": ["sleep", "1000"],
+          "secrets": [{"name": "db"}]}
+    assert d.deploy(ct).code == 0
     d.wait_state("rw", "running")
     d.wait_state("rs", "running")
+    ct_file = pathlib.Path(f"/proc/{d.wait_state('ct', 'running')['pid']}/root/run/secrets/db")  # seen from inside
+    assert ct_file.read_text() == VALUE
 
     def files(target):
         return [p for p in (dirs["run"] / "secrets").glob("*" + target)]
@@ -211,6 +216,7 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
     r = d.cli("secret", "set", "db", input=new_value, env=env)
     assert r.code == 0 and r.out.strip() == "db: version 2", r
     assert rw_file.read_text() == new_value and rw_file.stat().st_ino != inode  # replaced by rename, in place
+    assert ct_file.read_text() == new_value  # the container's bound tmpfs dir shows the new file
     assert d.ps("rw")["version"] == 1
     wait_for(lambda: d.ps("rs")["version"] == 2 and d.ps("rs")["state"] == "running", what="rs upgraded")
     wait_for(lambda: [p.read_text() for p in files("/s/db")] == [new_value], what="rs's new file only")
@@ -223,7 +229,7 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
     assert d.api("GET", "/v1/workloads/rw")[1]["digest"] != digest1
 
     code, answer = d.api("POST", "/v1/secrets/db")
-    assert code == 200 and answer["version"] == 2 and answer["rewritten"] == ["rw"], answer
+    assert code == 200 and answer["version"] == 2 and sorted(answer["rewritten"]) == ["ct", "rw"], answer
     assert d.api("POST", "/v1/secrets/nope")[0] == 404
     assert d.api("POST", "/v1/secrets/a%2Fb")[0] == 400
     assert d.api("GET", "/v1/secrets/db")[0] == 405
