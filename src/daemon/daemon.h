@@ -41,20 +41,20 @@
 /* ---- config.c ---------------------------------------------------------- */
 
 struct hd_daemon_config {
-    char *state_dir;            /* SQLite DB, instance dirs, logs */
-    char *socket_path;          /* API socket */
-    char *socket_group;         /* group allowed on the socket (mode 0660), NULL = root only (0600) */
-    char *log_dir;              /* workload logs; default <state_dir>/logs */
-    char *secret_key;           /* the node key of the secret store; NULL: $HEDGE_SECRET_KEY or <state>/secret.key */
-    int64_t log_max_bytes;      /* rotate a workload log past this size */
-    double health_wait;         /* seconds a new version must keep running to be healthy */
-    double backoff_initial;     /* first restart delay, seconds */
-    double backoff_max;         /* restart delay cap, seconds */
-    double restart_reset_after; /* a run this long resets the back-off */
-    int crash_loop_after;       /* consecutive quick failures shown as crash-loop */
-    double stop_grace;          /* seconds between SIGTERM and SIGKILL */
-    int log_level;              /* enum hd_log_level of hedged's own log (default info) */
-    bool broker_enabled;        /* run the MQTT broker in the loop (default true) */
+    char *state_dir;                 /* SQLite DB, instance dirs, logs */
+    char *socket_path;               /* API socket */
+    char *socket_group;              /* group allowed on the socket (mode 0660), NULL = root only (0600) */
+    char *log_dir;                   /* workload logs; default <state_dir>/logs */
+    char *secret_key;                /* secret store key; NULL: $HEDGE_SECRET_KEY, <state>/secret.key */
+    int64_t log_max_bytes;           /* rotate a workload log past this size */
+    double health_wait;              /* seconds a new version must keep running to be healthy */
+    double backoff_initial;          /* first restart delay, seconds */
+    double backoff_max;              /* restart delay cap, seconds */
+    double restart_reset_after;      /* a run this long resets the back-off */
+    int crash_loop_after;            /* consecutive quick failures shown as crash-loop */
+    double stop_grace;               /* seconds between SIGTERM and SIGKILL */
+    int log_level;                   /* enum hd_log_level of hedged's own log (default info) */
+    bool broker_enabled;             /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker;  /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
 };
