@@ -20,7 +20,7 @@ _hedge()
         cword=$COMP_CWORD
     fi
 
-    local verbs="run bench image login vm deploy ps logs history rollback stop start rm broker move invoke uplink version"
+    local verbs="run bench image login secret vm deploy ps logs history rollback stop start rm broker move invoke uplink version"
     local global_opts="--state-dir --socket --help --version"
 
     # the verb: the first word after the global options
@@ -99,6 +99,21 @@ _hedge()
                 -u|--username|-p|--password|--insecure-registry) return ;;
             esac
             opts="-u --username -p --password --password-stdin --insecure-registry --ca --authfile --help"
+            ;;
+        secret)
+            if ((cword == verb_at + 1)); then
+                COMPREPLY=($(compgen -W "set ls rm --help" -- "$cur")); return
+            fi
+            case ${words[verb_at + 1]} in
+                set)
+                    case $prev in
+                        -f|--file|--key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                    esac
+                    opts="-f --file --key --help" ;;
+                ls) opts="--json --help" ;;
+                rm)
+                    COMPREPLY=($(compgen -W "$(hedge secret ls 2>/dev/null | awk 'NR > 1 {print $1}')" -- "$cur")); return ;;
+            esac
             ;;
         vm)
             if ((cword == verb_at + 1)); then

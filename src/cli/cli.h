@@ -21,6 +21,7 @@ struct hd_command {
 int cmd_run(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_login(int argc, char **argv);
+int cmd_secret(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 /* These reach SQLite (the spool) and OpenSSL (MQTT over TLS) only through dlopen. */

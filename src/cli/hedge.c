@@ -15,6 +15,7 @@ static const struct hd_command commands[] = {
     {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer"},
     {"image", cmd_image, "import, pull, list, remove and prune images (image import|pull|ls|rm|prune)"},
     {"login", cmd_login, "keep credentials for a registry (login HOST -u USER --password-stdin)"},
+    {"secret", cmd_secret, "keep secrets for workloads, encrypted at rest (secret set|ls|rm)"},
     {"vm", cmd_vm, "show or fetch the VM guest kernel (vm kernel, vm kernel fetch)"},
     {"deploy", cmd_deploy, "deploy a workload spec to hedged (create or upgrade)"},
     {"ps", cmd_ps, "list the workloads hedged supervises"},

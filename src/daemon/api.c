@@ -383,6 +383,12 @@ static void route(struct conn *c, const char *method, char *target, const char *
         hd_supervisor_deploy(api->sup, body, body_len, origin ? origin : "request body", health_wait, reply_later, c);
         return;
     }
+    if (strncmp(target, "/v1/secrets/", 12) == 0) {
+        if (!post)
+            return respond_error(c, 405, "%s /v1/secrets/NAME: use POST (the body is ignored)", method);
+        c->state = CONN_WAITING;
+        return hd_supervisor_secret_updated(api->sup, target + 12, reply_later, c);
+    }
     if (strncmp(target, "/v1/workloads/", 14) != 0)
         return respond_error(c, 404, "%s %s: no such endpoint", method, target);
 

@@ -41,6 +41,7 @@ void hd_config_free(struct hd_daemon_config *cfg)
     free(cfg->socket_path);
     free(cfg->socket_group);
     free(cfg->log_dir);
+    free(cfg->secret_key);
     hd_broker_config_free(&cfg->broker);
     hd_strv_free(cfg->insecure_registries);
     free(cfg->registry_ca);
@@ -70,6 +71,7 @@ static const char *const config_keys[] = {
     "state_dir",
     "socket",
     "log_dir",
+    "secret_key",
     "socket_group",
     "log_max_size",
     "health_wait",
@@ -111,6 +113,8 @@ static int config_field(struct hd_daemon_config *cfg, const char *key, const jso
         return config_path(v, key, &cfg->socket_path, err);
     if (strcmp(key, "log_dir") == 0)
         return config_path(v, key, &cfg->log_dir, err);
+    if (strcmp(key, "secret_key") == 0)
+        return config_path(v, key, &cfg->secret_key, err);
     if (strcmp(key, "socket_group") == 0)
         return hd_json_string(v, key, "a group name", true, &cfg->socket_group, err);
     if (strcmp(key, "log_max_size") == 0) {

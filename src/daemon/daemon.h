@@ -45,6 +45,7 @@ struct hd_daemon_config {
     char *socket_path;               /* API socket */
     char *socket_group;              /* group allowed on the socket (mode 0660), NULL = root only (0600) */
     char *log_dir;                   /* workload logs; default <state_dir>/logs */
+    char *secret_key;                /* secret store key; NULL: $HEDGE_SECRET_KEY, <state>/secret.key */
     int64_t log_max_bytes;           /* rotate a workload log past this size */
     double health_wait;              /* seconds a new version must keep running to be healthy */
     double backoff_initial;          /* first restart delay, seconds */
@@ -213,6 +214,7 @@ struct hd_instance {
     pid_t pid;              /* the workload's host pid */
     uint64_t pid_start;     /* its start time (hd_proc_start_time), to tell it from a reused pid */
     char *run_dir;          /* the run's runtime dir (removed by the monitor, or by us if it was lost) */
+    char *secrets_dir;      /* the run's secrets tmpfs, or NULL (unmounted likewise) */
     int64_t started_at;     /* unix ms */
     int report_fd;          /* start report from the monitor, -1 once read */
     int pidfd;              /* the monitor's pidfd, -1 until known */
@@ -238,6 +240,8 @@ int hd_instance_adopt(const struct hd_daemon_config *cfg, const char *id, struct
 void hd_instance_collect(struct hd_instance *inst);
 int hd_instance_signal(struct hd_instance *inst, int sig, hd_error_t *err);
 int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error_t *err);
+/* Have the monitor rewrite the files of the workload's secret name from the store ("secrets NAME"). */
+int hd_instance_refresh_secrets(struct hd_instance *inst, const char *name, hd_error_t *err);
 /* Close fds, remove the instance dir, free. */
 void hd_instance_free(struct hd_instance *inst, bool remove_dir);
 /* Kill a monitor whose instance is not referenced (orphan after a crash) and remove its dir. */
@@ -283,6 +287,15 @@ void hd_supervisor_rollback(struct hd_supervisor *sup, const char *name, double 
 /* OK once the state settled (stopped; started or failed); start says CONFLICT while stopping. */
 void hd_supervisor_stop(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 void hd_supervisor_start(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/*
+ * The secret name was updated in the store (`hedge secret set`): the running
+ * workloads that use it get their files rewritten in place, or, with
+ * "secret_update": "restart", an upgrade to their spec with the new version.
+ * OK with {name, version, rewritten[], restarted[], errors{}}; never a value.
+ */
+void hd_supervisor_secret_updated(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
+/* Pin the store's current version of each secret into spec (the digest covers it); -1 names a missing one. */
+int hd_supervisor_pin_secrets(const struct hd_daemon_config *cfg, struct hd_spec *spec, hd_error_t *err);
 /* OK once stopped and forgotten (its store rows, logs and broker user). */
 void hd_supervisor_remove(struct hd_supervisor *sup, const char *name, hd_reply_fn reply, void *ctx);
 /* A child of hedged was reaped (SIGCHLD): a health probe's status goes to its upgrade, a pull's to its deploy. */

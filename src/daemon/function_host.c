@@ -50,8 +50,9 @@
 
 /* hedged's environment variables that say where and how workloads run: handed on to the host. */
 static const char *const placement_env[] = {
-    "HEDGE_STATE_DIR", "HEDGE_RUN_DIR",   "HEDGE_CGROUP_PARENT", "HEDGE_CGROUP_MODE", "HEDGE_VM_KERNEL_DIR",
-    "HEDGE_INIT",      "HEDGE_VM_INITRD", "HEDGE_VM_MACHINE",    "HEDGE_BRIDGE",      "HEDGE_BRIDGE_SUBNET",
+    "HEDGE_STATE_DIR",     "HEDGE_RUN_DIR",       "HEDGE_CGROUP_PARENT", "HEDGE_CGROUP_MODE",
+    "HEDGE_VM_KERNEL_DIR", "HEDGE_INIT",          "HEDGE_VM_INITRD",     "HEDGE_VM_MACHINE",
+    "HEDGE_BRIDGE",        "HEDGE_BRIDGE_SUBNET", "HEDGE_SECRET_KEY",
 };
 
 bool hd_function_is(const struct hd_spec *spec)

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -68,6 +69,7 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir)
     free(inst->dir);
     free(inst->start_error);
     free(inst->run_dir);
+    free(inst->secrets_dir);
     free(inst);
 }
 
@@ -171,6 +173,9 @@ static int instance_read_state(struct hd_instance *inst, hd_error_t *err)
     const char *run_dir = json_string_value(json_object_get(s, "run_dir"));
     free(inst->run_dir);
     inst->run_dir = run_dir && strstr(run_dir, "/runs/") ? hd_xstrdup(run_dir) : NULL;
+    const char *secrets_dir = json_string_value(json_object_get(s, "secrets_dir"));
+    free(inst->secrets_dir);
+    inst->secrets_dir = secrets_dir && strstr(secrets_dir, "/secrets/") ? hd_xstrdup(secrets_dir) : NULL;
     json_decref(s);
     if (inst->monitor_pid <= 0)
         return hd_error_set(err, 0, "instance %s: bad state.json", inst->id);
@@ -235,6 +240,9 @@ void hd_instance_collect(struct hd_instance *inst)
             kill(inst->pid, SIGKILL);
         /* Its run dir goes too; its cgroup stays: only the dead monitor held it. */
         hd_error_t err = NULL;
+        /* and its secrets' tmpfs: detached, so the values go even if the workload still holds a file */
+        if (inst->secrets_dir && (umount2(inst->secrets_dir, MNT_DETACH) == 0 || errno == EINVAL))
+            rmdir(inst->secrets_dir);
         if (inst->run_dir && hd_rm_rf(inst->run_dir, &err) < 0)
             hd_error_free(&err);
         inst->exit = (struct hd_exit){.code = HD_EXIT_HEDGE, .status = -1};
@@ -328,6 +336,13 @@ int hd_instance_stats(struct hd_instance *inst, struct hd_stats *stats, hd_error
     stats->memory_bytes = mem;
     stats->pids = pids;
     return 0;
+}
+
+int hd_instance_refresh_secrets(struct hd_instance *inst, const char *name, hd_error_t *err)
+{
+    char req[128], reply[512];
+    snprintf(req, sizeof(req), "secrets %s\n", name);
+    return instance_request(inst, req, reply, sizeof(reply), err);
 }
 
 void hd_instance_reap_orphan(const struct hd_daemon_config *cfg, const char *id)

@@ -123,6 +123,9 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
     hd_instance_set_exe(monitor);
     /* Monitors and the image store use the same state dir as the daemon. */
     setenv("HEDGE_STATE_DIR", cfg->state_dir, 1);
+    /* the key's path (never the key): the monitors open the secret store with it */
+    if (cfg->secret_key)
+        setenv("HEDGE_SECRET_KEY", cfg->secret_key, 1);
 
     if (hd_mkdir_p(cfg->state_dir, 0700, &err) < 0 || hd_mkdir_p(instances, 0700, &err) < 0 ||
         hd_mkdir_p(cfg->log_dir, 0750, &err) < 0)

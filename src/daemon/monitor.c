@@ -7,7 +7,7 @@
  *   - owns the workload's stdout/stderr pipes and appends them to the log
  *     file, rotating it past a size limit;
  *   - records the exit status in DIR/exit.json (atomically) before it exits;
- *   - answers "signal N" and "stats" on DIR/ctl.sock;
+ *   - answers "signal N", "stats" and "secrets NAME" on DIR/ctl.sock;
  *   - holds an flock on DIR/monitor.lock for its whole life (taken by hedged
  *     before the fork and inherited as fd 4), so a restarted hedged can tell
  *     "alive" from "dead" without trusting a pid, and without a window.
@@ -186,7 +186,7 @@ static void stats_from_proc(pid_t pid, struct hd_stats *s)
     }
 }
 
-/* One request per connection: "signal N" or "stats". */
+/* One request per connection: "signal N", "stats" or "secrets NAME" (rewrite that secret's files). */
 static void monitor_serve(struct monitor *m, int listen_fd)
 {
     cleanup_close int c = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -195,7 +195,7 @@ static void monitor_serve(struct monitor *m, int listen_fd)
     struct timeval tv = {.tv_sec = 1};
     setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    char req[64];
+    char req[128];
     ssize_t n = read(c, req, sizeof(req) - 1);
     if (n <= 0)
         return;
@@ -216,6 +216,15 @@ static void monitor_serve(struct monitor *m, int listen_fd)
         hd_error_free(&err);
         dprintf(c, "ok %llu %llu %llu\n", (unsigned long long)s.cpu_usage_ns, (unsigned long long)s.memory_bytes,
                 (unsigned long long)s.pids);
+    } else if (strncmp(req, "secrets ", 8) == 0) {
+        char *name = req + 8;
+        name[strcspn(name, "\n")] = '\0';
+        hd_error_t err = NULL;
+        if (hd_workload_refresh_secrets(m->workload, name, &err) < 0) {
+            dprintf(c, "err %s\n", hd_error_text(err));
+            hd_error_free(&err);
+        } else
+            dprintf(c, "ok\n");
     } else
         dprintf(c, "err unknown request\n");
 }
@@ -316,10 +325,12 @@ static int monitor_main(const char *dir)
     pid_t pid = m.workload->pid;
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     int listen_fd = monitor_listen(&m);
-    monitor_write_json(&m, HD_MONITOR_STATE_FILE,
-                       json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
-                                 (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
-                                 m.workload->run_dir));
+    json_t *state = json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
+                              (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
+                              m.workload->run_dir);
+    if (m.workload->secrets_dir) /* for hedged, which unmounts it if this monitor is killed */
+        json_object_set_new(state, "secrets_dir", json_string(m.workload->secrets_dir));
+    monitor_write_json(&m, HD_MONITOR_STATE_FILE, state);
     monitor_report("ok %d\n", (int)pid);
 
     bool out_open = true, err_open = true;

@@ -6,9 +6,10 @@
  * An instance dir <state>/instances/<id>/ holds:
  *   monitor.json  what to run: {name, spec, log, log_max_bytes}, written by hedged
  *   monitor.lock  flock'ed by hedged before the fork, held by the monitor for its whole life
- *   state.json    pids and start time, written by the monitor once the workload runs
+ *   state.json    pids, start time, run dir and secrets tmpfs, written by the monitor once the workload runs
  *   exit.json     the exit record, written (atomically) by the monitor as its last act
- *   ctl.sock      "signal N" -> "ok"; "stats" -> "ok CPU_NS MEMORY_BYTES PIDS"; else "err MESSAGE"
+ *   ctl.sock      "signal N" -> "ok"; "stats" -> "ok CPU_NS MEMORY_BYTES PIDS";
+ *                 "secrets NAME" -> "ok" once that secret's files are rewritten; else "err MESSAGE"
  * The start report goes to fd 3: "ok PID\n" once the command exec'd, or "err CODE MESSAGE\n".
  */
 #ifndef HEDGE_DAEMON_MONITOR_PROTO_H

@@ -378,6 +378,12 @@ void supervisor_deploy(struct hd_supervisor *sup, const char *body, size_t len, 
         hd_error_free(&err);
         return;
     }
+    if (hd_supervisor_pin_secrets(sup->cfg, spec, &err) < 0) {
+        supervisor_reply_error(reply, ctx, HD_SUP_INVALID, NULL, "%s", hd_error_text(err));
+        hd_error_free(&err);
+        hd_spec_free(spec);
+        return;
+    }
     char *spec_json = NULL, *digest = NULL;
     struct workload *wl = supervisor_find(sup, spec->name);
     struct pull *pending = pull_find(sup, spec->name);

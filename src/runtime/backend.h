@@ -63,6 +63,7 @@ struct hd_workload {
     char *workdir;          /* NULL = "/" in container/vm, cwd for process */
     char *user;             /* "uid:gid" or name, NULL = 0:0 / current */
     char *run_dir;          /* host dir for this run's temp files (owned) */
+    char *secrets_dir;      /* the tmpfs holding this run's secret files (runtime/secrets.c), or NULL */
     const char *state_dir;  /* hedge state dir (image store lives there) */
 
     struct hd_cgroup *cgroup; /* created by run.c before start, entered by the backend */

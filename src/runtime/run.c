@@ -31,6 +31,7 @@
 #include "image/image.h"
 #include "base/log.h"
 #include "base/util.h"
+#include "runtime/secrets.h"
 #include "runtime/vm/vm.h"
 
 const char *hd_runtime_dir(void)
@@ -251,6 +252,8 @@ int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *
     const char *cgroup_name = opts && opts->cgroup_name ? opts->cgroup_name : w->id;
     if (hd_cgroup_create(cgroup_name, &cgroup_limits, &w->cgroup, err) < 0)
         goto fail;
+    if (hd_secrets_prepare(w, err) < 0)
+        goto fail;
     if (w->backend->prepare(w, err) < 0)
         goto fail;
     *out = w;
@@ -298,6 +301,7 @@ void hd_workload_destroy(struct hd_workload *w)
     hd_error_t err = NULL;
     if (w->backend && w->backend->cleanup)
         w->backend->cleanup(w);
+    hd_secrets_cleanup(w);
     if (w->cgroup && hd_cgroup_destroy(w->cgroup, &err) < 0) {
         hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
         hd_error_free(&err);
@@ -328,6 +332,7 @@ void hd_workload_release(struct hd_workload *w)
         w->backend->cleanup(w);
     hd_cgroup_forget(w->cgroup);
     free(w->run_dir);
+    free(w->secrets_dir); /* hedge-oci's specs name no secrets: nothing was mounted */
     free(w->rootfs);
     free(w->image_digest);
     hd_strv_free(w->argv);

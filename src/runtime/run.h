@@ -34,6 +34,14 @@ void hd_workload_destroy(struct hd_workload *w);
  */
 void hd_workload_release(struct hd_workload *w);
 
+/*
+ * Rewrite the files of the workload's secrets named name (every secret when
+ * NULL) from the store, each replaced by rename(2), so the workload reads the
+ * old value or the new one (docs/security.md). Variables set from a secret keep
+ * the value they started with. No-op for a workload without secrets.
+ */
+int hd_workload_refresh_secrets(struct hd_workload *w, const char *name, hd_error_t *err);
+
 /* Run a workload to completion in the foreground, forwarding SIGINT, SIGTERM,
  * SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2. Returns 0 with *exit filled, or -1. */
 int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit, hd_error_t *err);

@@ -17,6 +17,7 @@
 
 #include "base/json.h"
 #include "base/util.h"
+#include "secret/secret.h"
 #include "mqtt/topic.h"
 
 static const char *const isolation_names[] = {"process", "container", "vm"};
@@ -97,6 +98,12 @@ void hd_spec_free(struct hd_spec *spec)
     hd_strv_free(spec->health.command);
     hd_strv_free(spec->mqtt.publish);
     hd_strv_free(spec->mqtt.subscribe);
+    for (int i = 0; i < spec->n_secrets; i++) {
+        free(spec->secrets[i].name);
+        free(spec->secrets[i].target);
+        free(spec->secrets[i].env);
+    }
+    free(spec->secrets);
     free(spec);
 }
 
@@ -493,6 +500,49 @@ static int parse_device_key(void *item, const char *key, const json_t *value, co
     return hd_error_set(e, 0, "%s: unknown field", kp);
 }
 
+static int parse_secret_key(void *item, const char *key, const json_t *value, const char *kp, hd_error_t *e)
+{
+    struct hd_secret_ref *r = item;
+    int64_t n = 0;
+    if (strcmp(key, "name") == 0)
+        return hd_json_string(value, kp, NULL, true, &r->name, e);
+    if (strcmp(key, "target") == 0)
+        return hd_json_string(value, kp, NULL, true, &r->target, e);
+    if (strcmp(key, "env") == 0)
+        return hd_json_string(value, kp, NULL, true, &r->env, e);
+    if (strcmp(key, "mode") == 0) {
+        /* "0400" (octal, as chmod reads it) or a number */
+        if (json_is_string(value)) {
+            const char *t = json_string_value(value);
+            char *end = NULL;
+            errno = 0;
+            unsigned long m = strtoul(t, &end, 8);
+            if (t[0] == '\0' || *end || errno || m > 0777)
+                return hd_error_set(e, 0, "%s: \"%s\" is not a file mode (octal, like \"0400\")", kp, t);
+            r->mode = (uint32_t)m;
+            return 0;
+        }
+        if (hd_json_int(value, kp, 0, 0777, "a file mode (\"0400\")", &n, e) < 0)
+            return -1;
+        r->mode = (uint32_t)n;
+        return 0;
+    }
+    if (strcmp(key, "uid") == 0 || strcmp(key, "gid") == 0) {
+        if (hd_json_int(value, kp, 0, UINT32_MAX - 1, NULL, &n, e) < 0)
+            return -1;
+        *(key[0] == 'u' ? &r->uid : &r->gid) = (uint32_t)n;
+        *(key[0] == 'u' ? &r->uid_set : &r->gid_set) = true;
+        return 0;
+    }
+    if (strcmp(key, "version") == 0) {
+        if (hd_json_int(value, kp, 0, INT64_MAX, NULL, &n, e) < 0)
+            return -1;
+        r->version = (uint64_t)n;
+        return 0;
+    }
+    return hd_error_set(e, 0, "%s: unknown field", kp);
+}
+
 static int check_device(const void *item, const char *ip, hd_error_t *e)
 {
     const struct hd_device *d = item;
@@ -573,6 +623,58 @@ static int parse_device_rules(struct hd_spec *s, const json_t *v, const char *p,
             return hd_error_set(e, 0, "%s[%d]: type a means every device; major and minor must be \"*\" or absent", p,
                                 i - first);
     }
+    return 0;
+}
+
+static int check_secret(const void *item, const char *ip, hd_error_t *e)
+{
+    /* the default target is filled here, so the stored spec (and its digest) says where the file goes */
+    struct hd_secret_ref *r = (struct hd_secret_ref *)item;
+    if (r->name == NULL)
+        return hd_error_set(e, 0, "%s.name: is required", ip);
+    if (!hd_secret_name_valid(r->name))
+        return hd_error_set(e, 0,
+                            "%s.name: \"%s\" is not a secret name (1-63 letters, digits, '-', '_', '.', starting "
+                            "with a letter or digit)",
+                            ip, r->name);
+    if (r->target == NULL)
+        r->target = hd_xasprintf("/run/secrets/%s", r->name);
+    size_t n = strlen(r->target);
+    if (r->target[0] != '/' || r->target[n - 1] == '/' || strstr(r->target, "/../") || strstr(r->target, "/./") ||
+        strstr(r->target, "//") || (n >= 3 && strcmp(r->target + n - 3, "/..") == 0) ||
+        (n >= 2 && strcmp(r->target + n - 2, "/.") == 0) || strcmp(r->target, "/") == 0)
+        return hd_error_set(e, 0, "%s.target: \"%s\" must be an absolute path to a file, without \".\" or \"..\"", ip,
+                            r->target);
+    if (strrchr(r->target, '/') == r->target)
+        return hd_error_set(e, 0,
+                            "%s.target: \"%s\" must be in a directory (its directory becomes a tmpfs), like "
+                            "/run/secrets/%s",
+                            ip, r->target, r->name);
+    if (r->env) {
+        for (const char *c = r->env; *c; c++)
+            if (!(isalnum((unsigned char)*c) || *c == '_') || isdigit((unsigned char)r->env[0]))
+                return hd_error_set(e, 0, "%s.env: \"%s\" is not a variable name (letters, digits, '_')", ip, r->env);
+    }
+    return 0;
+}
+
+static int parse_secrets(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return parse_object_array(v, p, "an array of secrets", (void **)&s->secrets, &s->n_secrets, sizeof(*s->secrets),
+                              parse_secret_key, check_secret, e);
+}
+
+static int parse_secret_update(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    if (!json_is_string(v))
+        return hd_json_type_error(v, p, "a string", e);
+    const char *t = json_string_value(v);
+    if (strcmp(t, "rewrite") == 0)
+        s->secret_update = HD_SECRET_UPDATE_REWRITE;
+    else if (strcmp(t, "restart") == 0)
+        s->secret_update = HD_SECRET_UPDATE_RESTART;
+    else
+        return hd_error_set(e, 0, "%s: \"%s\" is not a secret update policy (rewrite or restart)", p, t);
     return 0;
 }
 
@@ -867,6 +969,8 @@ static const struct field spec_fields[] = {
     {"user_namespace", parse_userns},
     {"vm", parse_vm},
     {"function", parse_function},
+    {"secrets", parse_secrets},
+    {"secret_update", parse_secret_update},
     {NULL, NULL},
 };
 
@@ -1091,6 +1195,18 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
     if (spec->vm_boot && strcmp(spec->vm_boot, "auto") != 0 && strcmp(spec->vm_boot, "cold") != 0 &&
         strcmp(spec->vm_boot, "snapshot") != 0)
         return hd_error_set(err, 0, "vm.boot: \"%s\" is not a boot path (auto, cold or snapshot)", spec->vm_boot);
+    for (int i = 0; i < spec->n_secrets; i++)
+        for (int j = 0; j < i; j++) {
+            if (strcmp(spec->secrets[i].target, spec->secrets[j].target) == 0)
+                return hd_error_set(err, 0, "secrets[%d].target: \"%s\" is also the target of secrets[%d]", i,
+                                    spec->secrets[i].target, j);
+            if (spec->secrets[i].env && spec->secrets[j].env && strcmp(spec->secrets[i].env, spec->secrets[j].env) == 0)
+                return hd_error_set(err, 0, "secrets[%d].env: \"%s\" is also the variable of secrets[%d]", i,
+                                    spec->secrets[i].env, j);
+        }
+    if (spec->n_secrets && spec->isolation == HD_ISOLATION_VM)
+        return refuse(err, spec, "secrets",
+                      "delivery into a guest's tmpfs is not implemented yet; use container isolation");
     const struct hd_function *fn = &spec->function;
     if (fn->mode != HD_FUNCTION_NONE) {
         if (spec->n_triggers == 0)
@@ -1273,6 +1389,27 @@ char *hd_spec_to_json(const struct hd_spec *spec)
             json_object_set_new(m, "subscribe", strv_to_json(spec->mqtt.subscribe));
         json_object_set_new(o, "mqtt", m);
     }
+    if (spec->n_secrets) {
+        json_t *a = json_array();
+        for (int i = 0; i < spec->n_secrets; i++) {
+            const struct hd_secret_ref *ref = &spec->secrets[i];
+            char mode[16];
+            snprintf(mode, sizeof(mode), "%04o", ref->mode ? ref->mode : 0400);
+            json_t *so = json_pack("{s:s,s:s,s:s}", "name", ref->name, "target", ref->target, "mode", mode);
+            if (ref->uid_set)
+                json_object_set_new(so, "uid", json_integer(ref->uid));
+            if (ref->gid_set)
+                json_object_set_new(so, "gid", json_integer(ref->gid));
+            if (ref->env)
+                json_object_set_new(so, "env", json_string(ref->env));
+            if (ref->version)
+                json_object_set_new(so, "version", json_integer((json_int_t)ref->version));
+            json_array_append_new(a, so);
+        }
+        json_object_set_new(o, "secrets", a);
+    }
+    if (spec->secret_update == HD_SECRET_UPDATE_RESTART)
+        json_object_set_new(o, "secret_update", json_string("restart"));
     char *out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     if (out == NULL)

@@ -106,6 +106,23 @@ struct hd_mqtt_access {
     char **subscribe; /* filters it may subscribe to (triggers[].topic count too) */
 };
 
+/* One entry of `secrets`: a stored secret delivered as a file (docs/spec.md, "secrets"). */
+struct hd_secret_ref {
+    char *name;            /* the secret in the node's store (src/secret) */
+    char *target;          /* absolute path of the file; a process finds it under $HEDGE_SECRETS_DIR */
+    uint32_t mode;         /* file mode; 0 (not given) = 0400 */
+    uint32_t uid, gid;     /* file owner inside the workload, when given */
+    bool uid_set, gid_set; /* not given: the workload's numeric user and group, else 0 */
+    char *env;             /* also exported as this variable, only when given; NULL = file only */
+    uint64_t version;      /* the store's version when hedged deployed it (the digest covers it); 0 = not recorded */
+};
+
+/* What a running workload does when one of its secrets is updated. */
+enum hd_secret_update {
+    HD_SECRET_UPDATE_REWRITE = 0, /* its files are replaced in place (rename); default */
+    HD_SECRET_UPDATE_RESTART,     /* it is restarted and starts with the new value */
+};
+
 struct hd_user_namespace {
     bool enabled;
     uint32_t uid_base; /* host uid that maps to 0 inside */
@@ -145,6 +162,9 @@ struct hd_spec {
     struct hd_function function;
     struct hd_health health;
     struct hd_mqtt_access mqtt;
+    struct hd_secret_ref *secrets;
+    int n_secrets;
+    enum hd_secret_update secret_update;
 };
 
 const char *hd_function_mode_name(enum hd_function_mode mode);

@@ -49,6 +49,7 @@
 
 #include "base/log.h"
 #include "base/util.h"
+#include "runtime/secrets.h"
 
 struct device {
     const char *name;
@@ -103,6 +104,12 @@ void hd_rootfs_close(struct hd_rootfs *r)
     free(r->spec_device_trees);
     r->spec_device_trees = NULL;
     r->n_spec_devices = 0;
+    for (size_t i = 0; r->secret_dirs && r->secret_dirs[i]; i++)
+        close_fd(&r->secret_trees[i]);
+    free(r->secret_trees);
+    r->secret_trees = NULL;
+    hd_strv_free(r->secret_dirs);
+    r->secret_dirs = NULL;
     free(r->mount_trees);
     free(r->mount_is_dir);
     r->mount_trees = NULL;
@@ -267,6 +274,22 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
         r->spec_device_trees[i] = clone_tree(w->devices[i].host_path, false, false);
         if (r->spec_device_trees[i] < 0)
             return hd_error_sys(err, "devices[%zu]: bind %s", i, w->devices[i].host_path);
+    }
+
+    if (w->secrets_dir) {
+        r->secret_dirs = hd_secrets_container_dirs(w);
+        size_t n = 0;
+        while (r->secret_dirs && r->secret_dirs[n])
+            n++;
+        r->secret_trees = hd_xcalloc(n + 1, sizeof(int));
+        for (size_t i = 0; i < n; i++)
+            r->secret_trees[i] = -1;
+        for (size_t i = 0; i < n; i++) {
+            cleanup_free char *host = hd_xasprintf("%s%s", w->secrets_dir, r->secret_dirs[i]);
+            r->secret_trees[i] = clone_tree(host, false, true);
+            if (r->secret_trees[i] < 0)
+                return hd_error_sys(err, "secrets: bind %s", host);
+        }
     }
 
     if (user_namespace) {
@@ -496,6 +519,19 @@ static int setup_spec_devices(const struct hd_workload *w, const struct hd_rootf
     return 0;
 }
 
+/* Each secret directory (a tmpfs dir of the host's, read-only) on its path inside. */
+static int setup_secrets(const struct hd_rootfs *r, hd_error_t *err)
+{
+    for (size_t i = 0; r->secret_dirs && r->secret_dirs[i]; i++) {
+        const char *dir = r->secret_dirs[i];
+        if (hd_mkdir_p(dir, 0755, err) < 0)
+            return hd_error_prefix(err, "secrets: mount %s", dir);
+        if (attach(r->secret_trees[i], dir) < 0)
+            return hd_error_sys(err, "secrets: mount %s", dir);
+    }
+    return 0;
+}
+
 static int setup_masks(hd_error_t *err)
 {
     for (size_t i = 0; i < ARRAY_SIZE(masked_paths); i++) {
@@ -562,7 +598,8 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
         return -1;
     if (attach(sys_fd, "/sys") < 0)
         return hd_error_sys(err, "mount /sys");
-    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0 || setup_spec_devices(w, r, err) < 0)
+    if (setup_etc(w, r, err) < 0 || setup_bind_mounts(w, r, err) < 0 || setup_spec_devices(w, r, err) < 0 ||
+        setup_secrets(r, err) < 0)
         return -1;
     if (setup_masks(err) < 0)
         return -1;

@@ -32,6 +32,8 @@ struct hd_rootfs {
     size_t n_spec_devices;
     int sys_tree;                   /* host /sys, read-only, when sysfs cannot be mounted; else -1 */
     int etc_trees[HD_ROOTFS_N_ETC]; /* generated /etc/hostname and /etc/hosts (in the run dir) */
+    int *secret_trees;              /* one per secret_dirs[i]: the run's secret tmpfs dir, bound read-only */
+    char **secret_dirs;             /* where they go inside (runtime/secrets.h), NULL-terminated */
     bool user_namespace;
     char *overlay_dir; /* <run_dir>/overlay holding upper/ and work/, or NULL */
 };
