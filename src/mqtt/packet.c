@@ -52,14 +52,19 @@ static uint32_t rd_u32(struct reader *r)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* A Variable Byte Integer in at most four bytes and in its minimum number of
+ * bytes (MQTT-1.5.5-1): a last byte of 0 after a continuation byte is malformed. */
 static uint32_t rd_varint(struct reader *r)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
         uint8_t b = rd_u8(r);
         v |= (uint32_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80))
+        if (!(b & 0x80)) {
+            if (i > 0 && b == 0)
+                break;
             return v;
+        }
     }
     r->bad = true;
     return 0;
@@ -138,6 +143,8 @@ int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags,
         uint8_t b = buf[1 + i];
         v |= (uint32_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {
+            if (i > 0 && b == 0)
+                return -1; /* not in the minimum number of bytes (MQTT-1.5.5-1) */
             *type_flags = buf[0];
             *remaining = v;
             *header_len = 2 + i;

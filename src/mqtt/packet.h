@@ -195,7 +195,8 @@ struct mqtt_suback {
 /*
  * Parse the fixed header at buf. Returns 1 with *type_flags (first byte),
  * *remaining and *header_len set when complete, 0 when more bytes are needed,
- * -1 when the remaining length is malformed (more than 4 bytes).
+ * -1 when the remaining length is malformed (more than 4 bytes, or more bytes
+ * than its value needs: MQTT-1.5.5-1).
  */
 int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags, uint32_t *remaining,
                             uint32_t *header_len);
