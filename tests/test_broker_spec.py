@@ -60,7 +60,7 @@ CLOSES = {
     # SUBSCRIBE / UNSUBSCRIBE payloads
     "subscribe without payload": ("MQTT-3.8.3-2", None, 0x82),
     "unsubscribe without payload": ("MQTT-3.10.3-2", None, 0x82),
-    "subscription options qos 3": ("MQTT-3.8.3-1", None, 0x81),
+    "subscription options qos 3": ("MQTT 5 §3.8.3.1", None, 0x81),
     "subscription reserved bit 6": ("MQTT-3.8.3-5", None, 0x81),
     "unsubscribe bad utf-8 filter": ("MQTT-3.10.3-1", None, 0x81),
     "subscribe NUL in filter": ("MQTT-4.7.3-2", None, 0x81),
@@ -422,3 +422,33 @@ def test_v311_varint_forms(broker):
     c.connect(uid(), version=4)
     c.send(b"\x30" + varint(200) + mstr("v") + b"x" * 197)  # a two-byte length, minimal
     c.send(PINGREQ).expect(b"\xd0\x00")
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_unsubscribe_completes_inflight_delivery(broker, version):
+    """MQTT-3.10.4-2/3 (3.1.1 the same ids): after UNSUBSCRIBE no new message is added, but a QoS 1 message
+    already sent is completed: resent (DUP, same packet id) after a reconnect until acknowledged
+    (MQTT-4.4.0-1); MQTT-4.1.0-1: the session state is kept while the connection is open."""
+    t, cid = uid("uc"), uid()
+    kw = {"clean": False} if version == 4 else {"clean": False, "cprops": p_u32(0x11, 60)}
+    s = Raw(broker.port)
+    s.connect(cid, version=version, **kw)
+    s.send(subscribe(1, [(t, 1)], version=version)).recv()
+    p = Raw(broker.port)
+    p.connect(uid(), version=version)
+    p.send(publish(t, "in flight", qos=1, pid=1, version=version)).expect(b"\x40\x02\x00\x01")
+    first = s.recv()
+    s.send(unsubscribe(2, [t], version=version))
+    s.expect(b"\xb0\x02\x00\x02" if version == 4 else b"\xb0\x04\x00\x02\x00\x00")
+    p.send(publish(t, "after", qos=1, pid=2, version=version)).expect(b"\x40\x02\x00\x02")
+    s.expect_nothing(0.3)
+    s.close()
+    s = Raw(broker.port)
+    assert s.connect(cid, version=version, **kw)[2] == 1
+    s.expect(bytes([first[0] | 0x08]) + first[1:])
+    s.send(ack("puback", parse_publish(first, version)["pid"]))
+    s.expect_nothing(0.3)
+    s.send(DISCONNECT)
+    s = Raw(broker.port)
+    s.connect(cid, version=version)  # clean start: the session is gone
+    s.close()
