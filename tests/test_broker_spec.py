@@ -452,3 +452,26 @@ def test_unsubscribe_completes_inflight_delivery(broker, version):
     s = Raw(broker.port)
     s.connect(cid, version=version)  # clean start: the session is gone
     s.close()
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_many_filters_one_suback(broker, version):
+    """MQTT-3.8.4-5/6, MQTT-3.10.4-6: a SUBSCRIBE with 300 filters is handled as 300 SUBSCRIBEs with one SUBACK
+    of 300 codes (the broker used to stop at 256 with DISCONNECT 0x97); the same for UNSUBSCRIBE."""
+    t = uid("many")
+    filters = [(f"{t}/{i}" if i % 3 else f"{t}/{i}/#/x", i % 3) for i in range(300)]
+    bad = 0x8F if version == 5 else 0x80
+    c = Raw(broker.port)
+    c.connect(uid(), version=version)
+    c.send(subscribe(7, filters, version=version))
+    codes = bytes(o if i % 3 else bad for i, (_, o) in enumerate(filters))
+    c.expect(packet(0x90, b"\x00\x07" + (b"\x00" if version == 5 else b"") + codes))
+    p = Raw(broker.port)
+    p.connect(uid(), version=version)
+    p.send(publish(f"{t}/299", "last", version=version))
+    assert parse_publish(c.recv(), version)["payload"] == b"last"
+    c.send(unsubscribe(8, [f for f, _ in filters], version=version))
+    ucodes = bytes(0x00 if i % 3 else 0x8F for i in range(300))
+    c.expect(b"\xb0\x02\x00\x08" if version == 4 else packet(0xB0, b"\x00\x08\x00" + ucodes))
+    p.send(publish(f"{t}/299", "gone", version=version))
+    c.send(PINGREQ).expect(b"\xd0\x00")
