@@ -64,6 +64,8 @@ CLOSES = {
     "subscription reserved bit 6": ("MQTT-3.8.3-5", None, 0x81),
     "unsubscribe bad utf-8 filter": ("MQTT-3.10.3-1", None, 0x81),
     "subscribe NUL in filter": ("MQTT-4.7.3-2", None, 0x81),
+    # a zero-length Topic Name (MQTT-4.7.3-1); 5.0: without a Topic Alias a protocol error (§3.3.2.1)
+    "empty topic without alias": ("MQTT-4.7.3-1", None, 0x82),
     # UTF-8 rules (MQTT-1.5.4-1/2; 3.1.1 MQTT-1.5.3-1/2)
     "surrogate in topic": ("MQTT-1.5.4-1", None, 0x81),
     "overlong NUL in topic": ("MQTT-1.5.4-1", None, 0x81),
@@ -99,6 +101,8 @@ def close_case(name, version):
         data = packet(0xA2, b"\x00\x01" + (b"\x00" if version == 5 else b"") + b"\x00\x02\xc3\x28")
     elif name == "subscribe NUL in filter":
         data = packet(0x82, b"\x00\x01" + (b"\x00" if version == 5 else b"") + b"\x00\x02a\x00\x00")
+    elif name == "empty topic without alias":
+        data = publish("", "x", version=version)
     elif name == "surrogate in topic":
         data = publish(b"\xed\xa0\x80", "x", version=version)
     elif name == "overlong NUL in topic":
@@ -140,7 +144,6 @@ V5_CLOSES = {
     "content type with NUL": (publish("d/x", "p", version=5, pprops=p_str(0x03, "a\x00b")), 0x81),
     "truncated property": (publish("d/x", "p", version=5, pprops=b"\x02\x00"), 0x81),
     # topic names and aliases (MQTT-3.3.2-1, MQTT-3.3.2-8/9, MQTT 5 §3.3.2.1)
-    "empty topic without alias": (publish("", "p", version=5), 0x82),
     "topic alias 0": (publish("d/x", "p", version=5, pprops=p_u16(0x23, 0)), 0x94),
     "topic alias above maximum": (publish("d/x", "p", version=5, pprops=p_u16(0x23, 11)), 0x94),
     "payload format indicator 2": (publish("d/x", "p", version=5, pprops=p_u8(0x01, 2)), 0x82),
@@ -366,18 +369,19 @@ def test_v5_negative_acks_end_the_exchange(broker):
     s.expect_nothing(0.3)
 
 
-def test_utf8_bom_is_kept(broker):
+@pytest.mark.parametrize("version", [4, 5])
+def test_utf8_bom_is_kept(broker, version):
     """MQTT-1.5.4-3 (3.1.1 MQTT-1.5.3-3): U+FEFF at the start of a topic is part of it, not stripped;
     MQTT-4.7.3-4: no normalisation (the topic without it is another topic)."""
     t = "\ufeff" + uid("bom")
     s = Raw(broker.port)
-    s.connect(uid(), version=5)
-    s.send(sub5(1, [(t, 0)])).recv()
+    s.connect(uid(), version=version)
+    s.send(subscribe(1, [(t, 0)], version=version)).recv()
     p = Raw(broker.port)
-    p.connect(uid(), version=5)
-    p.send(publish(t[1:], "no bom", version=5))
-    p.send(publish(t, "bom", version=5))
-    s.expect(packet(0x30, mstr(t) + b"\x00bom"))
+    p.connect(uid(), version=version)
+    p.send(publish(t[1:], "no bom", version=version))
+    p.send(publish(t, "bom", version=version))
+    s.expect(packet(0x30, mstr(t) + (b"\x00" if version == 5 else b"") + b"bom"))
     s.expect_nothing(0.3)
 
 
