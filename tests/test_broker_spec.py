@@ -479,3 +479,25 @@ def test_many_filters_one_suback(broker, version):
     c.expect(b"\xb0\x02\x00\x08" if version == 4 else packet(0xB0, b"\x00\x08\x00" + ucodes))
     p.send(publish(f"{t}/299", "gone", version=version))
     c.send(PINGREQ).expect(b"\xd0\x00")
+
+
+def test_v5_shared_subscription_qos_and_refusal(broker):
+    """MQTT-4.8.2-3: each member gets the message at its own granted QoS; MQTT-4.8.2-6: a member that refuses
+    it (PUBACK 0x80) does not make the broker send it to another member."""
+    t = uid("sh")
+    a, b = Raw(broker.port), Raw(broker.port)
+    a.connect(uid(), version=5)
+    b.connect(uid(), version=5)
+    a.send(sub5(1, [(f"$share/g/{t}", 0)])).expect(b"\x90\x04\x00\x01\x00\x00")
+    b.send(sub5(1, [(f"$share/g/{t}", 1)])).expect(b"\x90\x04\x00\x01\x00\x01")
+    p = Raw(broker.port)
+    p.connect(uid(), version=5)
+    p.send(publish(t, "m1", qos=1, pid=1, version=5)).expect(b"\x40\x02\x00\x01")
+    p.send(publish(t, "m2", qos=1, pid=2, version=5)).expect(b"\x40\x02\x00\x02")
+    got_a = parse_publish(a.recv(), 5)
+    got_b = parse_publish(b.recv(), 5)
+    assert got_a["qos"] == 0 and got_b["qos"] == 1
+    assert sorted([got_a["payload"], got_b["payload"]]) == [b"m1", b"m2"]
+    b.send(packet(0x40, struct.pack("!H", got_b["pid"]) + b"\x80"))
+    a.expect_nothing(0.3)
+    b.expect_nothing(0.3)
