@@ -90,6 +90,16 @@ int main(void)
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30", 1, &tf, &rem, &hl) == 0);
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\x7f", 5, &tf, &rem, &hl) == 1 && rem == 268435455);
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\xff\x01", 6, &tf, &rem, &hl) == -1);
+    /* a Variable Byte Integer in its minimum number of bytes only (MQTT-1.5.5-1) */
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\x80\x01", 3, &tf, &rem, &hl) == 1 && rem == 128);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\xc0\x80\x00", 3, &tf, &rem, &hl) == -1);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\x85\x80\x00", 4, &tf, &rem, &hl) == -1);
+    CHECK(DEC("\x82\x09\x00\x01\x02\x0b\x01\x00\x01"
+              "a\x00",
+              5) == 0); /* Subscription Identifier 1 */
+    CHECK(DEC("\x82\x0a\x00\x01\x03\x0b\x81\x00\x00\x01"
+              "a\x00",
+              5) == RC_MALFORMED); /* the same in two bytes */
 
     /* CONNECT */
     CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x", 4) == 0);
