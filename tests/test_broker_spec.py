@@ -8,6 +8,7 @@ the connection states every byte the broker sent before closing (a 5.0 client ge
 with the reason code, a 3.1.1 client nothing).
 """
 import struct
+import time
 import uuid
 
 import pytest
@@ -501,3 +502,42 @@ def test_v5_shared_subscription_qos_and_refusal(broker):
     b.send(packet(0x40, struct.pack("!H", got_b["pid"]) + b"\x80"))
     a.expect_nothing(0.3)
     b.expect_nothing(0.3)
+
+
+def test_v5_topic_alias_not_carried_to_the_next_connection(broker):
+    """MQTT-3.3.2-7: topic alias mappings end with the connection, also when the session is resumed."""
+    cid = uid()
+    c = Raw(broker.port)
+    c.connect(cid, version=5, cprops=p_u32(0x11, 60))
+    c.send(publish("al/x", "set", version=5, pprops=p_u16(0x23, 1)))
+    c.send(PINGREQ).expect(b"\xd0\x00")
+    c.close()
+    c = Raw(broker.port)
+    assert c.connect(cid, version=5, clean=False)[2] == 1
+    c.send(publish("", "use", version=5, pprops=p_u16(0x23, 1)))
+    assert c.expect_closed() == [disc(0x82)]
+
+
+def test_v5_expiry_does_not_stop_started_exchanges(broker):
+    """MQTT-4.3.3-7: a message already sent is resent after its Message Expiry Interval passed (expiry
+    applies only to messages not yet sent); MQTT-4.3.3-13: an incoming QoS 2 exchange is completed after
+    the message expired."""
+    t, cid = uid("exp"), uid()
+    s = Raw(broker.port)
+    s.connect(cid, version=5, cprops=p_u32(0x11, 60))
+    s.send(sub5(1, [(t, 1)])).recv()
+    p = Raw(broker.port)
+    p.connect(uid(), version=5)
+    p.send(publish(t, "short", qos=1, pid=1, version=5, pprops=p_u32(0x02, 1))).expect(b"\x40\x02\x00\x01")
+    p.send(publish(t + "/2", "q2", qos=2, pid=2, version=5, pprops=p_u32(0x02, 1))).expect(b"\x50\x02\x00\x02")
+    first = parse_publish(s.recv(), 5)
+    assert first["payload"] == b"short"
+    s.close()  # not acknowledged
+    time.sleep(1.2)  # both messages are past their one-second expiry
+    p.send(ack("pubrel", 2)).expect(b"\x70\x02\x00\x02")
+    s = Raw(broker.port)
+    assert s.connect(cid, version=5, clean=False, cprops=p_u32(0x11, 0))[2] == 1
+    again = parse_publish(s.recv(), 5)
+    assert (again["payload"], again["pid"], again["dup"]) == (b"short", first["pid"], True)
+    s.send(ack("puback", again["pid"]))
+    s.expect_nothing(0.3)
