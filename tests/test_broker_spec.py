@@ -541,3 +541,27 @@ def test_v5_expiry_does_not_stop_started_exchanges(broker):
     assert (again["payload"], again["pid"], again["dup"]) == (b"short", first["pid"], True)
     s.send(ack("puback", again["pid"]))
     s.expect_nothing(0.3)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_dup_and_retain_flags_of_forwarded_messages(broker, version):
+    """MQTT-3.3.1-3 (3.1.1 the same id): the DUP flag sent is not the one received; MQTT-3.3.1-8 (3.1.1
+    MQTT-3.3.1-12): a PUBLISH with RETAIN 0 neither stores nor replaces the retained message."""
+    t = uid("dup")
+    pl = b"\x00" if version == 5 else b""
+    s = Raw(broker.port)
+    s.connect(uid(), version=version)
+    s.send(subscribe(1, [(t, 1)], version=version)).recv()
+    p = Raw(broker.port)
+    p.connect(uid(), version=version)
+    p.send(publish(t, "kept", retain=True, version=version))
+    p.send(publish(t, "dup in", qos=1, pid=4, dup=True, version=version)).expect(b"\x40\x02\x00\x04")
+    s.expect(packet(0x30, mstr(t) + pl + b"kept"))  # RETAIN 0 toward an established subscription
+    got = s.recv()
+    assert got[0] == 0x32, got.hex()  # QoS 1, DUP 0, RETAIN 0
+    s.send(ack("puback", parse_publish(got, version)["pid"]))
+    late = Raw(broker.port)
+    late.connect(uid(), version=version)
+    late.send(subscribe(1, [(t, 0)], version=version)).recv()
+    late.expect(packet(0x31, mstr(t) + pl + b"kept"))  # the non-retained PUBLISH did not replace it
+    p.send(publish(t, b"", retain=True, version=version))
