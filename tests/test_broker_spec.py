@@ -61,7 +61,7 @@ CLOSES = {
     # SUBSCRIBE / UNSUBSCRIBE payloads
     "subscribe without payload": ("MQTT-3.8.3-2", None, 0x82),
     "unsubscribe without payload": ("MQTT-3.10.3-2", None, 0x82),
-    "subscription options qos 3": ("MQTT 5 §3.8.3.1", None, 0x81),
+    "subscription options qos 3": ("MQTT 5 §3.8.3.1", None, 0x82),
     "subscription reserved bit 6": ("MQTT-3.8.3-5", None, 0x81),
     "unsubscribe bad utf-8 filter": ("MQTT-3.10.3-1", None, 0x81),
     "subscribe NUL in filter": ("MQTT-4.7.3-2", None, 0x81),
@@ -135,11 +135,11 @@ V5_CLOSES = {
     "publish message expiry twice": (publish("d/x", "p", version=5, pprops=p_u32(0x02, 5) + p_u32(0x02, 5)), 0x82),
     "subscribe subscription id twice": (sub5(1, [("d/x", 0)], sprops=b"\x0b\x01\x0b\x02"), 0x82),
     "subscription id 0": (sub5(1, [("d/x", 0)], sprops=b"\x0b\x00"), 0x82),
-    # a property not valid in the packet, or unknown (MQTT 5 §2.2.2.2 calls it malformed; the broker
-    # answers 0x82, as for a duplicate; the connection is closed either way, MQTT-4.13.1-1)
-    "subscription id in publish": (publish("d/x", "p", version=5, pprops=b"\x0b\x01"), 0x82),  # MQTT-3.3.4-6
-    "unknown property": (publish("d/x", "p", version=5, pprops=b"\x7f\x00"), 0x82),
-    "session expiry in publish": (publish("d/x", "p", version=5, pprops=p_u32(0x11, 1)), 0x82),
+    # a property identifier not valid for the packet type, or unknown: Malformed Packet (MQTT 5 §2.2.2.2)
+    "unknown property": (publish("d/x", "p", version=5, pprops=b"\x7f\x00"), 0x81),
+    "session expiry in publish": (publish("d/x", "p", version=5, pprops=p_u32(0x11, 1)), 0x81),
+    # a Subscription Identifier is valid in a PUBLISH, but not from a client: Protocol Error (MQTT-3.3.4-6)
+    "subscription id in publish": (publish("d/x", "p", version=5, pprops=b"\x0b\x01"), 0x82),
     # UTF-8 string pairs (MQTT-1.5.7-1) and strings in properties (MQTT-1.5.4-2)
     "user property bad utf-8": (publish("d/x", "p", version=5, pprops=b"\x26\x00\x01k\x00\x01\xff"), 0x81),
     "content type with NUL": (publish("d/x", "p", version=5, pprops=p_str(0x03, "a\x00b")), 0x81),
@@ -150,11 +150,12 @@ V5_CLOSES = {
     "payload format indicator 2": (publish("d/x", "p", version=5, pprops=p_u8(0x01, 2)), 0x82),
     # subscription options (MQTT-3.8.3-4, MQTT 5 §3.8.3.1)
     "no local on a shared subscription": (sub5(1, [("$share/g/d/x", 0x04)]), 0x82),
-    "retain handling 3": (sub5(1, [("d/x", 0x30)]), 0x81),  # §3.8.3.1 says protocol error; closed either way
+    "retain handling 3": (sub5(1, [("d/x", 0x30)]), 0x82),  # §3.8.3.1: a Protocol Error
+    "maximum qos 3 with retain handling 2": (sub5(1, [("d/x", 0x23)]), 0x82),  # §3.8.3.1: a Protocol Error
     "subscription reserved bit 7": (sub5(1, [("d/x", 0x80)]), 0x81),
     # DISCONNECT (MQTT 5 §3.14.2.2.2; MQTT-3.14.2-2 is the server's side)
     "disconnect session expiry from 0": (b"\xe0\x07\x00\x05" + p_u32(0x11, 60), 0x82),
-    "disconnect property not allowed": (b"\xe0\x04\x00\x02" + p_u8(0x17, 1), 0x82),
+    "disconnect property not allowed": (b"\xe0\x04\x00\x02" + p_u8(0x17, 1), 0x81),  # §2.2.2.2
     "disconnect truncated": (b"\xe0\x03\x00\x05\x11", 0x81),
 }
 
@@ -565,3 +566,30 @@ def test_dup_and_retain_flags_of_forwarded_messages(broker, version):
     late.send(subscribe(1, [(t, 0)], version=version)).recv()
     late.expect(packet(0x31, mstr(t) + pl + b"kept"))  # the non-retained PUBLISH did not replace it
     p.send(publish(t, b"", retain=True, version=version))
+
+
+def test_v5_connack_fits_client_maximum_packet_size(broker):
+    """MQTT-3.1.2-24: the CONNACK is never larger than the client's Maximum Packet Size. This broker's CONNACK
+    (Topic Alias Maximum 10, Maximum Packet Size 65536) is 13 bytes; it has no Reason String or User Property
+    to leave out (MQTT-3.1.2-25), so a client announcing 12 bytes is closed without a CONNACK and its session
+    is not created. An assigned client id makes the CONNACK 33 bytes."""
+    exact = bytes.fromhex("200b0000082200 0a27 00010000".replace(" ", ""))
+    c = Raw(broker.port)
+    assert c.connect(uid(), version=5, cprops=p_u32(0x27, 13)) == exact
+    c.send(PINGREQ).expect(b"\xd0\x00")
+    c.close()
+    cid = uid()
+    c = Raw(broker.port)
+    c.send(connect(cid, version=5, clean=False, cprops=p_u32(0x27, 12) + p_u32(0x11, 60)))
+    assert c.expect_closed() == []
+    c = Raw(broker.port)  # no session was left behind: session present 0
+    assert c.connect(cid, version=5, clean=False) == exact
+    c.close()
+    c = Raw(broker.port)
+    c.send(connect("", version=5, cprops=p_u32(0x27, 32)))
+    assert c.expect_closed() == []
+    c = Raw(broker.port)
+    ca = c.connect("", version=5, cprops=p_u32(0x27, 33))
+    assert len(ca) == 33 and ca[:7] == bytes.fromhex("201f00001c1200") and ca[7] == 17, ca.hex()
+    assert ca[8:13] == b"auto-" and ca[25:] == bytes.fromhex("22000a2700010000"), ca.hex()
+    c.close()

@@ -296,6 +296,8 @@ void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, c
 /* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
 void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason, const uint8_t *props,
                          size_t props_len);
+/* The size on the wire of that CONNACK (for the client's Maximum Packet Size, MQTT-3.1.2-24). */
+size_t mqtt_connack_size(uint8_t proto, size_t props_len);
 /* SUBACK or UNSUBACK with n reason codes (a 3.1.1 UNSUBACK carries none: reasons are ignored). */
 void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
                         size_t n);

@@ -111,7 +111,7 @@ int main(void)
     /* 5.0 duplicate property and a property not allowed in CONNECT */
     CHECK(DEC("\x10\x17\x00\x04MQTT\x05\x02\x00\x3c\x0a\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01\x00\x00", 5) ==
           RC_PROTOCOL_ERROR);
-    CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
+    CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_MALFORMED); /* §2.2.2.2 */
 
     /* PUBLISH */
     CHECK(DEC("\x30\x05\x00\x01"
@@ -150,7 +150,13 @@ int main(void)
               5) == 0); /* 5.0 options NL|RAP|RH=2 */
     CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
               "a\x30",
-              5) == RC_MALFORMED); /* retain handling 3 */
+              5) == RC_PROTOCOL_ERROR); /* retain handling 3: Protocol Error (5.0 §3.8.3.1) */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x03",
+              5) == RC_PROTOCOL_ERROR); /* 5.0 maximum QoS 3: Protocol Error */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x40",
+              5) == RC_MALFORMED); /* reserved bit 6: malformed (MQTT-3.8.3-5) */
 
     /* acks, ping, disconnect */
     CHECK(DEC("\x40\x02\x00\x01", 4) == 0);
