@@ -593,3 +593,14 @@ def test_v5_connack_fits_client_maximum_packet_size(broker):
     assert len(ca) == 33 and ca[:7] == bytes.fromhex("201f00001c1200") and ca[7] == 17, ca.hex()
     assert ca[8:13] == b"auto-" and ca[25:] == bytes.fromhex("22000a2700010000"), ca.hex()
     c.close()
+
+
+def test_v5_refusing_connack_fits_client_maximum_packet_size(broker):
+    """MQTT-3.1.2-24 for a refusal: the 5-byte CONNACK 0x8C (unsupported Authentication Method, MQTT-4.12.0-1)
+    goes to a client announcing 5 bytes; one announcing 4 is closed without it."""
+    c = Raw(broker.port)
+    c.send(connect(uid(), version=5, cprops=p_str(0x15, "SCRAM-SHA-1") + p_u32(0x27, 5)))
+    assert c.expect_closed() == [b"\x20\x03\x00\x8c\x00"]
+    c = Raw(broker.port)
+    c.send(connect(uid(), version=5, cprops=p_str(0x15, "SCRAM-SHA-1") + p_u32(0x27, 4)))
+    assert c.expect_closed() == []

@@ -115,6 +115,8 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         return -1;
     }
     c->protocol = k.protocol_level;
+    if (c->protocol == 5 && k.props.has_max_packet_size)
+        c->client_max_packet = k.props.max_packet_size; /* a refusing CONNACK must fit it too (MQTT-3.1.2-24) */
 
     cleanup_free char *assigned = NULL;
     cleanup_free char *client_id = bytes_dup(&k.client_id);
@@ -181,8 +183,6 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     if (c->protocol == 5) {
         if (k.props.has_receive_max)
             c->client_receive_max = k.props.receive_max;
-        if (k.props.has_max_packet_size)
-            c->client_max_packet = k.props.max_packet_size;
         c->alias_max = b->cfg.topic_alias_max;
         /* aliases toward the client: never above its Topic Alias Maximum (MQTT-3.1.2-26/27, MQTT-3.3.2-11) */
         if (k.props.has_topic_alias_max)
@@ -196,7 +196,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     }
 
     /* the CONNACK must fit the client's Maximum Packet Size (MQTT-3.1.2-24). The broker's CONNACK has no Reason
-     * String or User Property (the properties MQTT-3.1.2-25 lets it leave out); Response Information is a MAY, so
+     * String or User Property (the properties MQTT-3.2.2-19/-20 have it leave out); Response Information is a MAY, so
      * it goes first; the rest are needed. If it still does not fit, close without sending anything, before the
      * session is touched (the will is not published: the connection never became active). */
     bool want_response_info = c->protocol == 5 && k.props.request_response_info == 1;
