@@ -386,3 +386,19 @@ def test_assigned_client_ids_differ(broker):
     assert len(ids) == 5
     for c in conns:
         c.close()
+
+
+def test_connack_drops_response_information_to_fit(broker):
+    """MQTT-3.1.2-24: Response Information (a MAY) is left out when the CONNACK with it (28 bytes) would exceed the
+    client's Maximum Packet Size; without it the CONNACK is 16 bytes, below that it is not sent at all."""
+    base = (p_u16(0x22, 10), p_u32(0x27, 65536), p_u16(0x21, 2))
+    full = connack_v5(*base, p_str(0x1A, "rsp/hedge"))
+    assert len(full) == 28
+    for size, want in ((28, full), (27, connack_v5(*base)), (16, connack_v5(*base))):
+        c = Raw(broker.port)
+        assert c.connect(uid(), version=5, cprops=p_u8(0x19, 1) + p_u32(0x27, size)) == want, size
+        c.send(PINGREQ).expect(b"\xd0\x00")
+        c.close()
+    c = Raw(broker.port)
+    c.send(connect(uid(), version=5, cprops=p_u8(0x19, 1) + p_u32(0x27, 15)))
+    assert c.expect_closed() == []

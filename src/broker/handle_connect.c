@@ -17,6 +17,46 @@
 #include "broker/internal.h"
 #include "base/util.h"
 
+/* The 5.0 CONNACK properties of an accepted connection. */
+static void connack_props(struct hd_broker *b, struct mqtt_buf *props, const char *assigned_id,
+                          uint16_t server_keepalive, bool want_response_info)
+{
+    if (assigned_id) {
+        mqtt_put_u8(props, PROP_ASSIGNED_CLIENT_ID);
+        mqtt_put_string(props, assigned_id, (uint16_t)strlen(assigned_id));
+    }
+    mqtt_put_u8(props, PROP_TOPIC_ALIAS_MAXIMUM);
+    mqtt_put_u16(props, b->cfg.topic_alias_max);
+    mqtt_put_u8(props, PROP_MAXIMUM_PACKET_SIZE);
+    mqtt_put_u32(props, b->cfg.max_packet_size);
+    if (server_keepalive) {
+        mqtt_put_u8(props, PROP_SERVER_KEEPALIVE);
+        mqtt_put_u16(props, server_keepalive);
+    }
+    if (b->cfg.receive_maximum < 65535) { /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
+        mqtt_put_u8(props, PROP_RECEIVE_MAXIMUM);
+        mqtt_put_u16(props, b->cfg.receive_maximum);
+    }
+    /* only to a client that asked: Request Response Information 1 (MQTT-3.1.2-28) */
+    if (want_response_info && b->cfg.response_information) {
+        mqtt_put_u8(props, PROP_RESPONSE_INFO);
+        mqtt_put_string(props, b->cfg.response_information, (uint16_t)strlen(b->cfg.response_information));
+    }
+}
+
+/* The size of the CONNACK that accepts the connection. */
+static size_t connack_size(struct hd_broker *b, uint8_t proto, const char *assigned_id, uint16_t server_keepalive,
+                           bool want_response_info)
+{
+    if (proto != 5)
+        return mqtt_connack_size(proto, 0);
+    struct mqtt_buf props = {0};
+    connack_props(b, &props, assigned_id, server_keepalive, want_response_info);
+    size_t n = mqtt_connack_size(proto, props.len);
+    mqtt_buf_free(&props);
+    return n;
+}
+
 static void send_connack(struct hd_broker *b, struct broker_conn *c, bool session_present, uint8_t reason,
                          const char *assigned_id, uint16_t server_keepalive, bool want_response_info)
 {
@@ -36,30 +76,12 @@ static void send_connack(struct hd_broker *b, struct broker_conn *c, bool sessio
         return;
     }
     struct mqtt_buf props = {0};
-    if (reason == RC_SUCCESS) {
-        if (assigned_id) {
-            mqtt_put_u8(&props, PROP_ASSIGNED_CLIENT_ID);
-            mqtt_put_string(&props, assigned_id, (uint16_t)strlen(assigned_id));
-        }
-        mqtt_put_u8(&props, PROP_TOPIC_ALIAS_MAXIMUM);
-        mqtt_put_u16(&props, b->cfg.topic_alias_max);
-        mqtt_put_u8(&props, PROP_MAXIMUM_PACKET_SIZE);
-        mqtt_put_u32(&props, b->cfg.max_packet_size);
-        if (server_keepalive) {
-            mqtt_put_u8(&props, PROP_SERVER_KEEPALIVE);
-            mqtt_put_u16(&props, server_keepalive);
-        }
-        if (b->cfg.receive_maximum < 65535) { /* absent means 65535 (MQTT 5 §3.2.2.3.3) */
-            mqtt_put_u8(&props, PROP_RECEIVE_MAXIMUM);
-            mqtt_put_u16(&props, b->cfg.receive_maximum);
-        }
-        /* only to a client that asked: Request Response Information 1 (MQTT-3.1.2-28) */
-        if (want_response_info && b->cfg.response_information) {
-            mqtt_put_u8(&props, PROP_RESPONSE_INFO);
-            mqtt_put_string(&props, b->cfg.response_information, (uint16_t)strlen(b->cfg.response_information));
-        }
-    }
-    mqtt_encode_connack(o, c->protocol, session_present, reason, props.data, props.len);
+    if (reason == RC_SUCCESS)
+        connack_props(b, &props, assigned_id, server_keepalive, want_response_info);
+    /* a refusal that does not fit the client's Maximum Packet Size (MQTT-3.1.2-24) is not sent: only the
+     * close remains */
+    if (!c->client_max_packet || mqtt_connack_size(c->protocol, props.len) <= c->client_max_packet)
+        mqtt_encode_connack(o, c->protocol, session_present, reason, props.data, props.len);
     mqtt_buf_free(&props);
 }
 
@@ -93,6 +115,8 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         return -1;
     }
     c->protocol = k.protocol_level;
+    if (c->protocol == 5 && k.props.has_max_packet_size)
+        c->client_max_packet = k.props.max_packet_size; /* a refusing CONNACK must fit it too (MQTT-3.1.2-24) */
 
     cleanup_free char *assigned = NULL;
     cleanup_free char *client_id = bytes_dup(&k.client_id);
@@ -159,8 +183,6 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     if (c->protocol == 5) {
         if (k.props.has_receive_max)
             c->client_receive_max = k.props.receive_max;
-        if (k.props.has_max_packet_size)
-            c->client_max_packet = k.props.max_packet_size;
         c->alias_max = b->cfg.topic_alias_max;
         /* aliases toward the client: never above its Topic Alias Maximum (MQTT-3.1.2-26/27, MQTT-3.3.2-11) */
         if (k.props.has_topic_alias_max)
@@ -171,6 +193,20 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
         expiry = k.props.session_expiry;
     } else {
         expiry = k.clean_start ? 0 : 0xFFFFFFFFu;
+    }
+
+    /* the CONNACK must fit the client's Maximum Packet Size (MQTT-3.1.2-24). The broker's CONNACK has no Reason
+     * String or User Property (the properties MQTT-3.2.2-19/-20 have it leave out); Response Information is a MAY, so
+     * it goes first; the rest are needed. If it still does not fit, close without sending anything, before the
+     * session is touched (the will is not published: the connection never became active). */
+    bool want_response_info = c->protocol == 5 && k.props.request_response_info == 1;
+    if (c->client_max_packet &&
+        connack_size(b, c->protocol, assigned, server_keepalive, want_response_info) > c->client_max_packet) {
+        want_response_info = false;
+        if (connack_size(b, c->protocol, assigned, server_keepalive, false) > c->client_max_packet) {
+            broker_conn_close(b, c, 0);
+            return -1;
+        }
     }
 
     /* a client id belongs to the user that created its session: another user may
@@ -219,8 +255,7 @@ int broker_handle_connect(struct hd_broker *b, struct broker_conn *c, const uint
     else if (s->persisted)
         broker_store_session_delete(b, s);
 
-    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive,
-                 c->protocol == 5 && k.props.request_response_info == 1);
+    send_connack(b, c, present, RC_SUCCESS, assigned, server_keepalive, want_response_info);
     if (present)
         broker_session_resume(b, s);
     return 0;

@@ -117,6 +117,8 @@ int broker_handle_publish(struct hd_broker *b, struct broker_conn *c, uint8_t fl
     /* the topic: a copy on the stack-sized scratch, NUL-terminated for the tree */
     const char *topic = (const char *)p.topic.data;
     uint32_t topic_len = p.topic.len;
+    if (!topic_len && !p.props.has_topic_alias && c->protocol == 5)
+        return RC_PROTOCOL_ERROR; /* a zero-length Topic Name needs a Topic Alias (MQTT 5 §3.3.2.1) */
     if (p.props.has_topic_alias) {
         uint16_t a = p.props.topic_alias;
         if (a == 0 || a > c->alias_max)

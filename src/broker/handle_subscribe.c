@@ -37,6 +37,16 @@ static char *entry_dup(const struct mqtt_bytes *f)
     return s;
 }
 
+/* The entries of a decoded (so already validated) SUBSCRIBE or UNSUBSCRIBE; at least one. */
+static uint32_t count_entries(const struct mqtt_subscribe *sub, uint8_t type)
+{
+    uint32_t n = 0, pos = 0;
+    struct mqtt_sub_entry e;
+    while (mqtt_next_sub_entry(sub, type, &pos, &e) == 1)
+        n++;
+    return n;
+}
+
 struct retained_ctx {
     struct hd_broker *b;
     struct broker_session *s;
@@ -61,21 +71,19 @@ int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t 
         return rc;
     struct broker_session *s = c->session;
     uint32_t sub_id = sub.props.has_subscription_id ? sub.props.subscription_id : 0;
-    uint8_t reasons[256];
-    struct {
+    /* every filter gets its code, however many (MQTT-3.8.4-5/6); the packet size bounds them */
+    uint32_t n_entries = count_entries(&sub, MQTT_SUBSCRIBE);
+    cleanup_free uint8_t *reasons = hd_xmalloc(n_entries);
+    struct retained_req {
         char *filter;
         uint8_t qos;
-        bool send;
-    } retained[256];
+    };
+    cleanup_free struct retained_req *retained = hd_xcalloc(n_entries, sizeof(*retained));
     uint32_t n = 0, n_retained = 0;
     uint32_t pos = 0;
     struct mqtt_sub_entry e;
     bool changed = false;
-    while (mqtt_next_sub_entry(&sub, MQTT_SUBSCRIBE, &pos, &e) == 1) {
-        if (n == sizeof(reasons)) {
-            rc = RC_QUOTA_EXCEEDED; /* more than 256 filters in one SUBSCRIBE */
-            break;
-        }
+    while (n < n_entries && mqtt_next_sub_entry(&sub, MQTT_SUBSCRIBE, &pos, &e) == 1) {
         cleanup_free char *full = entry_dup(&e.filter);
         char *group, *filter;
         uint8_t qos = e.options & 3;
@@ -100,7 +108,7 @@ int broker_handle_subscribe(struct hd_broker *b, struct broker_conn *c, uint8_t 
         reasons[n++] = qos;
         uint8_t rh = (e.options >> 4) & 3;
         if (!group && (rh == 0 || (rh == 1 && !existed)))
-            retained[n_retained++] = (typeof(retained[0])){hd_xstrdup(filter), qos, true};
+            retained[n_retained++] = (struct retained_req){hd_xstrdup(filter), qos};
     }
     if (changed && broker_session_persistent(s))
         broker_store_session(b, s);
@@ -128,13 +136,12 @@ int broker_handle_unsubscribe(struct hd_broker *b, struct broker_conn *c, uint8_
     if (rc)
         return rc;
     struct broker_session *s = c->session;
-    uint8_t reasons[256];
+    uint32_t n_entries = count_entries(&sub, MQTT_UNSUBSCRIBE); /* one UNSUBACK for all (MQTT-3.10.4-6) */
+    cleanup_free uint8_t *reasons = hd_xmalloc(n_entries);
     uint32_t n = 0, pos = 0;
     struct mqtt_sub_entry e;
     bool changed = false;
-    while (mqtt_next_sub_entry(&sub, MQTT_UNSUBSCRIBE, &pos, &e) == 1) {
-        if (n == sizeof(reasons))
-            return RC_QUOTA_EXCEEDED;
+    while (n < n_entries && mqtt_next_sub_entry(&sub, MQTT_UNSUBSCRIBE, &pos, &e) == 1) {
         cleanup_free char *full = entry_dup(&e.filter);
         char *group, *filter;
         if (!filter_parse(full, &group, &filter)) {

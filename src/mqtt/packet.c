@@ -52,14 +52,19 @@ static uint32_t rd_u32(struct reader *r)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* A Variable Byte Integer in at most four bytes and in its minimum number of
+ * bytes (MQTT-1.5.5-1): a last byte of 0 after a continuation byte is malformed. */
 static uint32_t rd_varint(struct reader *r)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
         uint8_t b = rd_u8(r);
         v |= (uint32_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80))
+        if (!(b & 0x80)) {
+            if (i > 0 && b == 0)
+                break;
             return v;
+        }
     }
     r->bad = true;
     return 0;
@@ -138,6 +143,8 @@ int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags,
         uint8_t b = buf[1 + i];
         v |= (uint32_t)(b & 0x7f) << (7 * i);
         if (!(b & 0x80)) {
+            if (i > 0 && b == 0)
+                return -1; /* not in the minimum number of bytes (MQTT-1.5.5-1) */
             *type_flags = buf[0];
             *remaining = v;
             *header_len = 2 + i;
@@ -187,7 +194,9 @@ static int rd_props(struct reader *r, uint64_t allowed, struct mqtt_props *p)
         if (pr.bad)
             break;
         if (id >= 64 || !(allowed & BIT(id)))
-            return RC_PROTOCOL_ERROR;
+            /* an identifier not valid for the packet type is a Malformed Packet (5.0 §2.2.2.2); a Subscription
+             * Identifier is valid in a PUBLISH, only not from a client: a Protocol Error (MQTT-3.3.4-6) */
+            return id == PROP_SUBSCRIPTION_ID && allowed == ALLOW_PUBLISH ? RC_PROTOCOL_ERROR : RC_MALFORMED;
         if (id != PROP_USER_PROPERTY && (seen & BIT(id)))
             return RC_PROTOCOL_ERROR;
         seen |= BIT(id);
@@ -418,6 +427,8 @@ int mqtt_decode_subscribe(uint8_t type, uint8_t flags, const uint8_t *body, uint
     while ((rc = mqtt_next_sub_entry(s, type, &pos, &e)) == 1)
         if (type == MQTT_SUBSCRIBE && proto < 5 && (e.options & 0xfc))
             return RC_MALFORMED;
+    if (rc < 0 && proto < 5)
+        return RC_MALFORMED; /* 3.1.1: QoS 3 is malformed too (MQTT-3-8.3-4) */
     return rc < 0 ? -rc : 0;
 }
 
@@ -430,8 +441,10 @@ int mqtt_next_sub_entry(const struct mqtt_subscribe *s, uint8_t type, uint32_t *
     e->options = 0;
     if (type == MQTT_SUBSCRIBE) {
         e->options = rd_u8(&r);
-        if (!r.bad && ((e->options & 0xc0) || (e->options & 3) == 3 || ((e->options >> 4) & 3) == 3))
-            return -RC_MALFORMED;
+        if (!r.bad && (e->options & 0xc0))
+            return -RC_MALFORMED; /* reserved bits: malformed (MQTT-3.8.3-5) */
+        if (!r.bad && ((e->options & 3) == 3 || ((e->options >> 4) & 3) == 3))
+            return -RC_PROTOCOL_ERROR; /* Maximum QoS 3, Retain Handling 3: Protocol Error (5.0 §3.8.3.1) */
     }
     if (r.bad)
         return -RC_MALFORMED;
@@ -853,6 +866,14 @@ void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present
     mqtt_put_u8(b, reason);
     mqtt_put_varint(b, (uint32_t)props_len);
     mqtt_put_bytes(b, props, props_len);
+}
+
+size_t mqtt_connack_size(uint8_t proto, size_t props_len)
+{
+    if (proto != 5)
+        return 4;
+    size_t rem = 2 + mqtt_varint_size((uint32_t)props_len) + props_len;
+    return 1 + mqtt_varint_size((uint32_t)rem) + rem;
 }
 
 void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,

@@ -195,7 +195,8 @@ struct mqtt_suback {
 /*
  * Parse the fixed header at buf. Returns 1 with *type_flags (first byte),
  * *remaining and *header_len set when complete, 0 when more bytes are needed,
- * -1 when the remaining length is malformed (more than 4 bytes).
+ * -1 when the remaining length is malformed (more than 4 bytes, or more bytes
+ * than its value needs: MQTT-1.5.5-1).
  */
 int mqtt_parse_fixed_header(const uint8_t *buf, size_t len, uint8_t *type_flags, uint32_t *remaining,
                             uint32_t *header_len);
@@ -295,6 +296,8 @@ void mqtt_encode_disconnect(struct mqtt_buf *b, uint8_t proto, uint8_t reason, c
 /* What the broker sends. props/props_len: an encoded 5.0 property block (ignored for 3.1.1). */
 void mqtt_encode_connack(struct mqtt_buf *b, uint8_t proto, bool session_present, uint8_t reason, const uint8_t *props,
                          size_t props_len);
+/* The size on the wire of that CONNACK (for the client's Maximum Packet Size, MQTT-3.1.2-24). */
+size_t mqtt_connack_size(uint8_t proto, size_t props_len);
 /* SUBACK or UNSUBACK with n reason codes (a 3.1.1 UNSUBACK carries none: reasons are ignored). */
 void mqtt_encode_suback(struct mqtt_buf *b, uint8_t proto, uint8_t type, uint16_t packet_id, const uint8_t *reasons,
                         size_t n);

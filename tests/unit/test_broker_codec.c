@@ -90,6 +90,16 @@ int main(void)
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30", 1, &tf, &rem, &hl) == 0);
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\x7f", 5, &tf, &rem, &hl) == 1 && rem == 268435455);
     CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\xff\xff\xff\xff\x01", 6, &tf, &rem, &hl) == -1);
+    /* a Variable Byte Integer in its minimum number of bytes only (MQTT-1.5.5-1) */
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\x80\x01", 3, &tf, &rem, &hl) == 1 && rem == 128);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\xc0\x80\x00", 3, &tf, &rem, &hl) == -1);
+    CHECK(mqtt_parse_fixed_header((const uint8_t *)"\x30\x85\x80\x00", 4, &tf, &rem, &hl) == -1);
+    CHECK(DEC("\x82\x09\x00\x01\x02\x0b\x01\x00\x01"
+              "a\x00",
+              5) == 0); /* Subscription Identifier 1 */
+    CHECK(DEC("\x82\x0a\x00\x01\x03\x0b\x81\x00\x00\x01"
+              "a\x00",
+              5) == RC_MALFORMED); /* the same in two bytes */
 
     /* CONNECT */
     CHECK(DEC("\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x", 4) == 0);
@@ -101,7 +111,7 @@ int main(void)
     /* 5.0 duplicate property and a property not allowed in CONNECT */
     CHECK(DEC("\x10\x17\x00\x04MQTT\x05\x02\x00\x3c\x0a\x11\x00\x00\x00\x01\x11\x00\x00\x00\x01\x00\x00", 5) ==
           RC_PROTOCOL_ERROR);
-    CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_PROTOCOL_ERROR);
+    CHECK(DEC("\x10\x10\x00\x04MQTT\x05\x02\x00\x3c\x03\x23\x00\x01\x00\x00", 5) == RC_MALFORMED); /* §2.2.2.2 */
 
     /* PUBLISH */
     CHECK(DEC("\x30\x05\x00\x01"
@@ -140,7 +150,13 @@ int main(void)
               5) == 0); /* 5.0 options NL|RAP|RH=2 */
     CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
               "a\x30",
-              5) == RC_MALFORMED); /* retain handling 3 */
+              5) == RC_PROTOCOL_ERROR); /* retain handling 3: Protocol Error (5.0 §3.8.3.1) */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x03",
+              5) == RC_PROTOCOL_ERROR); /* 5.0 maximum QoS 3: Protocol Error */
+    CHECK(DEC("\x82\x07\x00\x01\x00\x00\x01"
+              "a\x40",
+              5) == RC_MALFORMED); /* reserved bit 6: malformed (MQTT-3.8.3-5) */
 
     /* acks, ping, disconnect */
     CHECK(DEC("\x40\x02\x00\x01", 4) == 0);

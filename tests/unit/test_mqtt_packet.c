@@ -174,7 +174,7 @@ static void test_server_packets(void)
     CHECK(CONNACK("\x00\x00\x02\x24\x01", 5, &k) == 0 && k.props.has_maximum_qos && k.props.maximum_qos == 1);
     CHECK(CONNACK("\x00\x00\x02\x24\x02", 5, &k) == RC_PROTOCOL_ERROR); /* maximum QoS is 0 or 1 */
     CHECK(CONNACK("\x00\x00\x02\x25\x02", 5, &k) == RC_PROTOCOL_ERROR); /* retain available is 0 or 1 */
-    CHECK(CONNACK("\x00\x00\x02\x23\x00", 5, &k) == RC_PROTOCOL_ERROR); /* topic alias: not in a CONNACK */
+    CHECK(CONNACK("\x00\x00\x02\x23\x00", 5, &k) == RC_MALFORMED);      /* topic alias: not in a CONNACK (§2.2.2.2) */
     CHECK(CONNACK("\x00\x00\x05\x21\x00\x01", 5, &k) == RC_MALFORMED);  /* property block runs past the end */
     CHECK(CONNACK("\x00\x87\x00", 5, &k) == 0 && k.reason == RC_NOT_AUTHORIZED);
 
@@ -184,9 +184,9 @@ static void test_server_packets(void)
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x02", 4, &s) == 0 && s.n_reasons == 1 && s.reasons[0] == 2);
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01", 4, &s) == RC_PROTOCOL_ERROR); /* no reason code */
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x01\x00", 5, &s) == RC_PROTOCOL_ERROR);
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x00\x00", 4, &s) == RC_MALFORMED);                  /* packet id 0 */
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x7f\x00", 5, &s) == RC_MALFORMED);              /* properties past the end */
-    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x02\x01\x00\x00", 5, &s) == RC_PROTOCOL_ERROR); /* payload format: not here */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x00\x00", 4, &s) == RC_MALFORMED);             /* packet id 0 */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x7f\x00", 5, &s) == RC_MALFORMED);         /* properties past the end */
+    CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x02\x01\x00\x00", 5, &s) == RC_MALFORMED); /* payload format: not here */
     CHECK(SUBACK(MQTT_SUBACK, "\x00\x02\x04\x1f\x00\x01r\x00", 5, &s) == 0 && bytes_eq(s.props.reason_string, "r"));
     CHECK(mqtt_decode_suback(MQTT_SUBACK, 2, (const uint8_t *)"\x00\x01\x00", 3, 4, &s) == RC_MALFORMED);
     CHECK(SUBACK(MQTT_UNSUBACK, "\x00\x03", 4, &s) == 0 && s.packet_id == 3 && s.n_reasons == 0);
