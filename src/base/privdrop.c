@@ -9,6 +9,7 @@
  * a raw socket ends the process instead of continuing.
  */
 #include <errno.h>
+#include <ftw.h>
 #include <grp.h>
 #include <pwd.h>
 #include <seccomp.h>
@@ -41,6 +42,22 @@ int hd_privdrop_resolve(const char *name, uid_t *uid, gid_t *gid, hd_error_t *er
             return 0;
         }
     return hd_error_set(err, 0, "no unused user id from %d up", HD_PRIVDROP_FALLBACK_ID);
+}
+
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int privdrop_chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    lchown(path, chown_uid, chown_gid); /* best effort: what stays root's is refused later, by name */
+    return 0;
+}
+
+void hd_privdrop_chown_tree(const char *path, uid_t uid, gid_t gid)
+{
+    chown_uid = uid;
+    chown_gid = gid;
+    nftw(path, privdrop_chown_one, 16, FTW_PHYS | FTW_MOUNT);
 }
 
 static int privdrop_set_caps(bool keep_bind, hd_error_t *err)

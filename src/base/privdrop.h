@@ -31,6 +31,9 @@ int hd_privdrop_resolve(const char *name, uid_t *uid, gid_t *gid, hd_error_t *er
 /* Become uid/gid (no supplementary groups) with an empty capability bounding set; with keep_bind,
  * CAP_NET_BIND_SERVICE stays effective (bind ports below 1024) until hd_privdrop_finish. */
 int hd_privdrop_user(uid_t uid, gid_t gid, bool keep_bind, hd_error_t *err);
+/* Give a directory tree (not following symlinks, not crossing mounts) to uid/gid: a part's own
+ * state dir, before it drops root. */
+void hd_privdrop_chown_tree(const char *path, uid_t uid, gid_t gid);
 /* Drop every capability, set no_new_privs and load the network allow-list (default: kill the process). */
 int hd_privdrop_finish(hd_error_t *err);
 /* Call a syscall outside the allow-list (the test hook of docs/security.md): does not return

@@ -599,6 +599,11 @@ json_t *hd_netchild_uplink_status(struct hd_netchild *nc)
     return json_pack("{s:b,s:s}", "running", 0, "error", "the network child is restarting");
 }
 
+void hd_netchild_test_fault(struct hd_netchild *nc)
+{
+    netchild_send(nc, HD_NET_TEST_FAULT, 0, NULL);
+}
+
 pid_t hd_netchild_pid(struct hd_netchild *nc)
 {
     return nc ? nc->pid : 0;

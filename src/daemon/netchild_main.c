@@ -25,7 +25,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,16 +55,6 @@ struct netchild {
 };
 
 /* ---- start-up ------------------------------------------------------------------ */
-
-static uid_t chown_uid;
-static gid_t chown_gid;
-
-static int netchild_chown_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    if (lchown(path, chown_uid, chown_gid) < 0)
-        hd_log(HD_LOG_WARN, "netchild", "chown %s: %s", path, strerror(errno));
-    return 0;
-}
 
 /* Hide dir under an empty tmpfs, binding back the kept dirs that lie under it. */
 static int netchild_hide(const char *dir, char *const *keep, hd_error_t *err)
@@ -342,10 +331,8 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         goto fail;
     if (root) {
         /* 3. the own dirs to the user; 4. the user */
-        chown_uid = uid;
-        chown_gid = gid;
         for (int i = 0; i < n_keep; i++)
-            nftw(keep[i], netchild_chown_one, 16, FTW_PHYS | FTW_MOUNT);
+            hd_privdrop_chown_tree(keep[i], uid, gid);
         if (hd_privdrop_user(uid, gid, false, &err) < 0)
             goto fail;
     }
