@@ -13,7 +13,9 @@
 #include <grp.h>
 #include <pwd.h>
 #include <seccomp.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/capability.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -21,22 +23,55 @@
 
 #include "base/privdrop.h"
 
+/* The password and group files are read directly (fgetpwent), not through NSS: system users live
+ * there, and NSS modules (libnss_systemd and what it links) would cost the network child ~360 KiB of
+ * resident memory for nothing. */
+static bool privdrop_passwd_find(const char *name, uid_t id, struct passwd *out)
+{
+    FILE *f = fopen("/etc/passwd", "re");
+    if (f == NULL)
+        return false;
+    const struct passwd *pw;
+    bool found = false;
+    while (!found && (pw = fgetpwent(f)) != NULL)
+        if (name ? strcmp(pw->pw_name, name) == 0 : pw->pw_uid == id) {
+            *out = (struct passwd){.pw_uid = pw->pw_uid, .pw_gid = pw->pw_gid};
+            found = true;
+        }
+    fclose(f);
+    return found;
+}
+
+static bool privdrop_group_has(gid_t id)
+{
+    FILE *f = fopen("/etc/group", "re");
+    if (f == NULL)
+        return false;
+    const struct group *gr;
+    bool found = false;
+    while (!found && (gr = fgetgrent(f)) != NULL)
+        found = gr->gr_gid == id;
+    fclose(f);
+    return found;
+}
+
 int hd_privdrop_resolve(const char *name, uid_t *uid, gid_t *gid, hd_error_t *err)
 {
-    const struct passwd *pw = getpwnam(name ? name : HD_PRIVDROP_DEFAULT_USER);
-    if (pw) {
-        if (pw->pw_uid == 0)
-            return hd_error_set(err, 0, "user %s: is root", pw->pw_name);
-        *uid = pw->pw_uid;
-        *gid = pw->pw_gid;
+    const char *wanted = name ? name : HD_PRIVDROP_DEFAULT_USER;
+    struct passwd pw;
+    if (privdrop_passwd_find(wanted, 0, &pw)) {
+        if (pw.pw_uid == 0)
+            return hd_error_set(err, 0, "user %s: is root", wanted);
+        *uid = pw.pw_uid;
+        *gid = pw.pw_gid;
         return 0;
     }
     if (name)
-        return hd_error_set(err, ENOENT, "user %s: no such user", name);
+        return hd_error_set(err, ENOENT, "user %s: no such user (in /etc/passwd)", name);
     /* No such user on this host: a fixed id that no user and no group holds (the first one from
      * HD_PRIVDROP_FALLBACK_ID up, so it stays the same from one start to the next). */
     for (unsigned id = HD_PRIVDROP_FALLBACK_ID; id < HD_PRIVDROP_FALLBACK_ID + 1000; id++)
-        if (getpwuid(id) == NULL && getgrgid(id) == NULL) {
+        if (!privdrop_passwd_find(NULL, id, &pw) && !privdrop_group_has(id)) {
             *uid = id;
             *gid = id;
             return 0;

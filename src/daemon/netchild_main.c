@@ -25,6 +25,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -340,6 +341,7 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         goto fail;
     if (hd_loop_watch(c.loop, fd, EPOLLIN, netchild_on_control, &c, &err) == NULL)
         goto fail;
+    malloc_trim(0); /* what start-up freed (config parsing, the TLS copies) goes back: the node's RSS budget */
     char port[16];
     snprintf(port, sizeof(port), "%d", c.broker ? hd_broker_port(c.broker, 0) : 0);
     const char *f[] = {port};
