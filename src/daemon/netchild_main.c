@@ -286,7 +286,7 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
     c.hooks = hooks && strcmp(hooks, "1") == 0;
     hd_error_t err = NULL;
     prctl(PR_SET_NAME, "hedged-net", 0, 0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* hedged killed: the next one must be able to bind at once */
     bool root = geteuid() == 0;
     uid_t uid = 0;
     gid_t gid = 0;
