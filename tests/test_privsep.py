@@ -206,3 +206,33 @@ def test_standalone_broker_drops_to_user(tmp_path):
     r = subprocess.run([str(BUILD / "hedge-broker"), "--listen", "127.0.0.1:0", "--user", "no-such-user-here"],
                        capture_output=True, text=True, env=hedge_env(), timeout=10)
     assert r.returncode != 0 and "no-such-user-here: no such user" in r.stderr, r
+
+
+def test_standalone_uplink_drops_to_user(tmp_path):
+    from mqtt_util import Collector, Mosquitto, Uplink, publish_many
+    nobody = pwd.getpwnam("nobody")
+    top = pathlib.Path(tempfile.mkdtemp(prefix="hedge-privsep-", dir="/tmp"))
+    top.chmod(0o711)
+    (top / "spool").mkdir()
+    local, cloud = Mosquitto(tmp_path, "local").start(), Mosquitto(tmp_path, "cloud").start()
+    u = Uplink(tmp_path, "n1", local.port, cloud.port, spool={"path": str(top / "spool" / "s.db")})
+    proc = subprocess.Popen([str(BUILD / "hedge-uplink"), "--config", str(u.config_path), "--user", "nobody"],
+                            env=hedge_env(), stderr=open(tmp_path / "uplink.stderr", "w"))
+    try:
+        wait_for(lambda: proc.poll() is None and status(proc.pid)["Seccomp"] == "2", what="hedge-uplink's drop")
+        assert assert_unprivileged(proc.pid) == (nobody.pw_uid, nobody.pw_gid)
+        assert (top / "spool").stat().st_uid == nobody.pw_uid and (top / "spool" / "s.db").stat().st_uid == nobody.pw_uid
+        sub = Collector(cloud.port, "nodes/#")
+        # the spool takes messages, commits and drains them as nobody, under the filter
+        wait_for(lambda: publish_many(local.port, "sensors/a", [b"x"]) is None and len(sub.messages) >= 1,
+                 timeout=20, what="a message through the uplink")
+        assert sub.messages[0] == ("nodes/n1/sensors/a", b"x")
+        sub.close()
+        assert proc.poll() is None, (tmp_path / "uplink.stderr").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        local.stop()
+        cloud.stop()
+        shutil.rmtree(top)
+    assert rc == 0, (tmp_path / "uplink.stderr").read_text()

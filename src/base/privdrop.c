@@ -183,6 +183,11 @@ int hd_privdrop_finish(hd_error_t *err)
 {
     if (privdrop_set_caps(false, err) < 0)
         return -1;
+#if defined(__SANITIZE_ADDRESS__)
+    /* The sanitizer build only: LeakSanitizer's tracer attaches to this process at exit, which a
+     * process that changed its uid refuses unless it is dumpable again. */
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+#endif
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return hd_error_sys(err, "PR_SET_NO_NEW_PRIVS");
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
