@@ -236,3 +236,22 @@ def test_standalone_uplink_drops_to_user(tmp_path):
         cloud.stop()
         shutil.rmtree(top)
     assert rc == 0, (tmp_path / "uplink.stderr").read_text()
+
+
+def test_sighup_starts_a_fresh_child_and_retained_messages_survive(hooked):
+    d = hooked()
+    first = net_child(d.proc.pid)
+    r = subprocess.run(["mosquitto_pub", "-p", str(d.port), "-t", "state/door", "-m", "open", "-r", "-q", "1"],
+                       capture_output=True, text=True, timeout=15)
+    assert r.returncode == 0, r.stderr
+    os.kill(d.proc.pid, signal.SIGHUP)  # the child exits on RELOAD; hedged starts one that reads the config again
+    wait_for(lambda: metric(d, "hedge_netchild_restarts_total") == 1 and metric(d, "hedge_netchild_up") == 1,
+             what="a fresh network child")
+    second = net_child(d.proc.pid)
+    assert second != first
+    assert_unprivileged(second)
+    assert metric(d, "hedge_netchild_crashes_total") == 0  # asked for: no crash
+    r = subprocess.run(["mosquitto_sub", "-p", str(d.port), "-t", "state/door", "-C", "1", "-W", "5"],
+                       capture_output=True, text=True, timeout=15)
+    assert r.stdout == "open\n", r
+    assert "exited to reload" in d.errlog.read_text()
