@@ -96,6 +96,8 @@ bool hd_netchild_reaped(struct hd_netchild *nc, pid_t pid, int status);
 /* Start a fresh child that reads the config again (SIGHUP); sessions and spool survive on disk. */
 void hd_netchild_reload(struct hd_netchild *nc);
 pid_t hd_netchild_pid(struct hd_netchild *nc);
+/* hedged was continued (SIGCONT): continue the child, which stops itself while hedged is stopped. */
+void hd_netchild_continued(struct hd_netchild *nc);
 /* Test hook (HEDGE_TEST_HOOKS=1, SIGUSR2): ask the child to call a forbidden syscall. */
 void hd_netchild_test_fault(struct hd_netchild *nc);
 /* Broker users and rules: kept by hedged, sent to the child now and to every restarted child. */

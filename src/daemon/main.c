@@ -76,6 +76,8 @@ static void on_signal(struct hd_loop *loop, int signo, void *data)
     } else if (signo == SIGUSR2 && parts->net) { /* only in the mask with HEDGE_TEST_HOOKS=1 */
         hd_log(HD_LOG_WARN, NULL, "SIGUSR2 (test hook): asking the network child for a forbidden syscall");
         hd_netchild_test_fault(parts->net);
+    } else if (signo == SIGCONT && parts->net) {
+        hd_netchild_continued(parts->net);
     } else if (signo == SIGHUP && parts->net) {
         hd_log(HD_LOG_INFO, NULL, "SIGHUP: starting a fresh network child (broker, uplink)");
         hd_netchild_reload(parts->net);
@@ -152,6 +154,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGCONT); /* hedged continues even so; the signalfd tells it to continue its child */
     const char *hooks = getenv("HEDGE_TEST_HOOKS");
     if (hooks && strcmp(hooks, "1") == 0) /* tests/test_privsep.py: SIGUSR2 crashes the network child */
         sigaddset(&mask, SIGUSR2);

@@ -599,6 +599,21 @@ json_t *hd_netchild_uplink_status(struct hd_netchild *nc)
     return json_pack("{s:b,s:s}", "running", 0, "error", "the network child is restarting");
 }
 
+static void netchild_continue(struct hd_loop *loop, void *data)
+{
+    struct hd_netchild *nc = data;
+    if (nc->pid > 0)
+        kill(nc->pid, SIGCONT);
+}
+
+void hd_netchild_continued(struct hd_netchild *nc)
+{
+    /* now, and once more shortly: a child that saw hedged stopped just before it continued stops
+     * itself after this first SIGCONT */
+    netchild_continue(nc->loop, nc);
+    hd_loop_timer(nc->loop, 0.2, netchild_continue, nc);
+}
+
 void hd_netchild_test_fault(struct hd_netchild *nc)
 {
     netchild_send(nc, HD_NET_TEST_FAULT, 0, NULL);

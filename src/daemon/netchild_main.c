@@ -272,6 +272,25 @@ static void netchild_on_control(struct hd_loop *loop, int fd, uint32_t events, v
     free(m);
 }
 
+/* Stopping hedged (SIGSTOP, SIGTSTP, a debugger) stops the child too, as when both were one process;
+ * hedged sends SIGCONT on when it continues. A pread of hedged's /proc stat every 50 ms. */
+#define NETCHILD_STOP_CHECK_S 0.05
+
+static int parent_stat_fd = -1;
+
+static void netchild_check_parent(struct hd_loop *loop, void *data)
+{
+    char buf[256];
+    ssize_t n = pread(parent_stat_fd, buf, sizeof(buf) - 1, 0);
+    if (n > 0) {
+        buf[n] = '\0';
+        const char *end = strrchr(buf, ')'); /* "pid (comm) S ..." */
+        if (end && end[1] == ' ' && end[2] == 'T')
+            raise(SIGSTOP);
+    }
+    hd_loop_timer(loop, NETCHILD_STOP_CHECK_S, netchild_check_parent, data);
+}
+
 static void netchild_on_signal(struct hd_loop *loop, int signo, void *data)
 {
     if (signo == SIGTERM)
@@ -286,7 +305,11 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
     c.hooks = hooks && strcmp(hooks, "1") == 0;
     hd_error_t err = NULL;
     prctl(PR_SET_NAME, "hedged-net", 0, 0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0); /* hedged killed: the next one must be able to bind at once */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    char parent_stat[64];
+    snprintf(parent_stat, sizeof(parent_stat), "/proc/%d/stat", (int)getppid());
+    parent_stat_fd =
+        open(parent_stat, O_RDONLY | O_CLOEXEC); /* hedged killed: the next one must be able to bind at once */
     bool root = geteuid() == 0;
     uid_t uid = 0;
     gid_t gid = 0;
@@ -328,6 +351,8 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         goto fail;
     if (root && tls_copy && netchild_write_tls(cfg, &tls, uid, gid, &err) < 0)
         goto fail;
+    if (!broker_only && cfg->uplink)
+        cfg->uplink->status_pid = (int)getppid(); /* hedged: `hedge uplink status` says running while it lives */
     if (!broker_only && hd_daemon_uplink_start(c.loop, cfg, c.broker, &c.uplink, &err) < 0)
         goto fail;
     if (root) {
@@ -341,6 +366,8 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         goto fail;
     if (hd_loop_watch(c.loop, fd, EPOLLIN, netchild_on_control, &c, &err) == NULL)
         goto fail;
+    if (parent_stat_fd >= 0)
+        hd_loop_timer(c.loop, NETCHILD_STOP_CHECK_S, netchild_check_parent, &c);
     malloc_trim(0); /* what start-up freed (config parsing, the TLS copies) goes back: the node's RSS budget */
     char port[16];
     snprintf(port, sizeof(port), "%d", c.broker ? hd_broker_port(c.broker, 0) : 0);
@@ -368,6 +395,8 @@ out:
     hd_daemon_uplink_stop(c.uplink);
     hd_daemon_broker_stop(c.broker);
     hd_loop_free(c.loop);
+    if (parent_stat_fd >= 0)
+        close(parent_stat_fd);
     close(fd);
     return c.exit_code;
 }
