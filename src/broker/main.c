@@ -22,6 +22,7 @@
 
 #include "base/log.h"
 #include "base/loop.h"
+#include "base/privdrop.h"
 #include "broker/broker.h"
 #include "config.h"
 #include "base/util.h"
@@ -38,7 +39,7 @@ static void usage(FILE *out)
             "                    [--listen-tls HOST:PORT]... [--config FILE]\n"
             "                    [--state-dir DIR] [--password-file FILE] [--acl-file FILE]\n"
             "                    [--allow-anonymous true|false] [--port-file FILE] [--check]\n"
-            "                    [--log-level error|warn|info|debug]\n"
+            "                    [--log-level error|warn|info|debug] [--user NAME]\n"
             "       hedge-broker passwd FILE USER   (reads the password from stdin)\n"
             "       hedge-broker --version\n");
 }
@@ -59,6 +60,24 @@ static int cmd_passwd(int argc, char **argv)
     return 0;
 }
 
+/* --user: listeners bound, store open, files loaded as root; the rest of the life as user, the same
+ * way as hedged's network child (base/privdrop.h, docs/security.md) minus its mount namespace. */
+static int broker_drop_privileges(const struct hd_broker_config *cfg, const char *user, hd_error_t *err)
+{
+    uid_t uid;
+    gid_t gid;
+    if (geteuid() != 0)
+        return hd_error_set(err, 0, "--user %s: hedge-broker is not running as root", user);
+    if (hd_privdrop_resolve(user, &uid, &gid, err) < 0)
+        return hd_error_prefix(err, "--user");
+    if (cfg->state_dir)
+        hd_privdrop_chown_tree(cfg->state_dir, uid, gid);
+    if (hd_privdrop_user(uid, gid, false, err) < 0 || hd_privdrop_finish(err) < 0)
+        return hd_error_prefix(err, "--user %s", user);
+    hd_log(HD_LOG_INFO, "broker", "running as user %s (uid %u), no capabilities, seccomp", user, (unsigned)uid);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "passwd") == 0)
@@ -74,7 +93,8 @@ int main(int argc, char **argv)
         OPT_PORT_FILE,
         OPT_CHECK,
         OPT_VERSION,
-        OPT_LOG_LEVEL
+        OPT_LOG_LEVEL,
+        OPT_USER
     };
     static const struct option opts[] = {
         {"listen", required_argument, NULL, 'l'},
@@ -88,13 +108,15 @@ int main(int argc, char **argv)
         {"check", no_argument, NULL, OPT_CHECK},
         {"version", no_argument, NULL, OPT_VERSION},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"user", required_argument, NULL, OPT_USER},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct hd_broker_config cfg;
     hd_broker_config_init(&cfg);
     cleanup_strv char **listen = NULL, **listen_tls = NULL;
-    const char *config_file = NULL, *state_dir = NULL, *password_file = NULL, *acl_file = NULL, *port_file = NULL;
+    const char *config_file = NULL, *state_dir = NULL, *password_file = NULL, *acl_file = NULL, *port_file = NULL,
+               *user = NULL;
     int anonymous = -2;
     bool check = false;
     int opt;
@@ -109,6 +131,7 @@ int main(int argc, char **argv)
         case OPT_ANON: anonymous = strcmp(optarg, "true") == 0 ? 1 : 0; break;
         case OPT_PORT_FILE: port_file = optarg; break;
         case OPT_CHECK: check = true; break;
+        case OPT_USER: user = optarg; break;
         case OPT_VERSION: printf("hedge-broker %s\n", HEDGE_VERSION); return 0;
         case OPT_LOG_LEVEL:
             if (hd_log_set_level_name(optarg, &err) < 0) {
@@ -190,7 +213,7 @@ int main(int argc, char **argv)
     struct hd_loop *loop = hd_loop_new(&err);
     int rc = -1;
     if (loop && hd_loop_signals(loop, &stop_signals, on_signal, NULL, &err) == 0 &&
-        hd_broker_attach(b, loop, &err) == 0)
+        hd_broker_attach(b, loop, &err) == 0 && (user == NULL || broker_drop_privileges(&cfg, user, &err) == 0))
         rc = hd_loop_run(loop, &err);
     hd_broker_free(b);
     hd_loop_free(loop);

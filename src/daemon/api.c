@@ -41,8 +41,7 @@ struct hd_api {
     struct hd_loop *loop;
     struct hd_supervisor *sup;
     const struct hd_daemon_config *cfg;
-    struct hd_broker *broker;        /* its counters join /metrics; NULL when disabled */
-    struct hd_daemon_uplink *uplink; /* its counters join /metrics, GET /v1/uplink; NULL when none */
+    struct hd_netchild *net; /* the broker's and uplink's counters join /metrics, GET /v1/uplink; NULL: none */
     int fd;
     struct hd_watch *watch;
     struct conn *conns;
@@ -341,24 +340,19 @@ static void route(struct conn *c, const char *method, char *target, const char *
         if (!get)
             return respond_error(c, 405, "%s /metrics: use GET", method);
         cleanup_free char *text = hd_supervisor_metrics(api->sup);
-        if (api->broker) {
+        if (api->net) {
             cleanup_free char *workloads = get_and_reset(&text);
-            cleanup_free char *broker = hd_daemon_broker_metrics(api->broker);
-            text = hd_xasprintf("%s%s", workloads, broker);
-        }
-        if (api->uplink) {
-            cleanup_free char *before = get_and_reset(&text);
-            cleanup_free char *uplink = hd_daemon_uplink_metrics(api->uplink);
-            text = hd_xasprintf("%s%s", before, uplink);
+            cleanup_free char *net = hd_netchild_metrics(api->net);
+            text = hd_xasprintf("%s%s", workloads, net);
         }
         return respond_raw(c, 200, "text/plain; version=0.0.4", text, strlen(text));
     }
     if (strcmp(target, "/v1/uplink") == 0) {
         if (!get)
             return respond_error(c, 405, "%s /v1/uplink: use GET", method);
-        if (!api->uplink)
+        if (!hd_netchild_has_uplink(api->net))
             return respond_error(c, 404, "no uplink: hedged's config has no \"uplink\" section");
-        return respond_json(c, 200, hd_daemon_uplink_status(api->uplink));
+        return respond_json(c, 200, hd_netchild_uplink_status(api->net));
     }
     if (strcmp(target, "/v1/info") == 0) {
         if (!get)
@@ -581,14 +575,9 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
     }
 }
 
-void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker)
+void hd_api_set_netchild(struct hd_api *api, struct hd_netchild *net)
 {
-    api->broker = broker;
-}
-
-void hd_api_set_uplink(struct hd_api *api, struct hd_daemon_uplink *uplink)
-{
-    api->uplink = uplink;
+    api->net = net;
 }
 
 int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,

@@ -81,7 +81,45 @@ int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *
                            hd_error_t *err);
 void hd_daemon_broker_stop(struct hd_broker *b);
 /* Prometheus text of the broker's counters; caller frees. */
-char *hd_daemon_broker_metrics(struct hd_broker *b);
+struct hd_broker_stats;
+char *hd_daemon_broker_metrics_text(const struct hd_broker_stats *s);
+
+/* ---- netchild.c, netchild_main.c: the broker and uplink in a child without privileges ---- */
+
+struct hd_netchild;
+/* Start the network child (when the broker is enabled or, without broker_only, an uplink is configured)
+ * and wait for it to serve; *out stays NULL when there is nothing to run. argv: hedged's own, which
+ * the child is started with again. */
+int hd_netchild_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, char **argv, bool broker_only,
+                      struct hd_netchild **out, hd_error_t *err);
+/* Ask it to shut down (its store is flushed), wait a bounded time, free. NULL is ignored. */
+void hd_netchild_stop(struct hd_netchild *nc);
+/* SIGCHLD: true when pid was the network child (its crash is counted and logged, a restart scheduled). */
+bool hd_netchild_reaped(struct hd_netchild *nc, pid_t pid, int status);
+/* Start a fresh child that reads the config again (SIGHUP); sessions and spool survive on disk. */
+void hd_netchild_reload(struct hd_netchild *nc);
+pid_t hd_netchild_pid(struct hd_netchild *nc);
+/* hedged was continued (SIGCONT): continue the child, which stops itself while hedged is stopped. */
+void hd_netchild_continued(struct hd_netchild *nc);
+/* Test hook (HEDGE_TEST_HOOKS=1, SIGUSR2): ask the child to call a forbidden syscall. */
+void hd_netchild_test_fault(struct hd_netchild *nc);
+/* Broker users and rules: kept by hedged, sent to the child now and to every restarted child. */
+int hd_netchild_set_user(struct hd_netchild *nc, const char *user, const char *password, bool internal,
+                         hd_error_t *err);
+void hd_netchild_remove_user(struct hd_netchild *nc, const char *user);
+int hd_netchild_allow(struct hd_netchild *nc, const char *user, const char *access, const char *filter,
+                      hd_error_t *err);
+/* Return once the child applied what was sent before (bounded wait). */
+void hd_netchild_sync(struct hd_netchild *nc);
+/* The broker's first plain listener port. */
+int hd_netchild_port(struct hd_netchild *nc);
+bool hd_netchild_has_uplink(struct hd_netchild *nc);
+/* Prometheus text: the broker's and uplink's counters (fetched from the child) and the child's own. */
+char *hd_netchild_metrics(struct hd_netchild *nc);
+/* GET /v1/uplink's object, from the child. */
+json_t *hd_netchild_uplink_status(struct hd_netchild *nc);
+/* The child's side: serve over control socket fd until told to stop; the exit code. */
+int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only);
 
 /* ---- embed_uplink.c ---------------------------------------------------- */
 
@@ -106,24 +144,24 @@ json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d);
 char *hd_daemon_broker_host(const struct hd_daemon_config *cfg);
 
 /* Set HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD in env: how a client of this node reaches broker b as user. */
-void hd_creds_env(json_t *env, struct hd_broker *b, const struct hd_daemon_config *cfg, const char *user,
+void hd_creds_env(json_t *env, struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *user,
                   const char *password);
 /* The spec asks for broker credentials (an mqtt block or triggers). */
 bool hd_creds_wanted(const struct hd_spec *spec);
 /* The spec JSON for the workload's monitor: with broker b (may be NULL) and a spec that wants
  * credentials, the user "workload:<name>" is (re-)registered with the spec's filters and
  * HEDGE_MQTT_HOST/PORT/USERNAME/PASSWORD are added to its env. Caller frees; NULL on error. */
-char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+char *hd_creds_grant(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                      const struct hd_spec *spec, hd_error_t *err);
 /* Register the user again with spec's filters (adoption, a failed upgrade). */
-int hd_creds_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_creds_restore(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                      const struct hd_spec *spec, hd_error_t *err);
 /* Remove the broker user (stop); forget also deletes the kept password (rm). */
-void hd_creds_revoke(struct hd_broker *b, const char *name);
-void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name);
+void hd_creds_revoke(struct hd_netchild *b, const char *name);
+void hd_creds_forget(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name);
 /* (Re-)register "function:<name>", a function host's user: read on the triggers, write on the
  * reply topic ("#" without one); its user name and password go to *user and *password. */
-int hd_creds_function_host(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_creds_function_host(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                            const struct hd_spec *spec, char **user, char **password, hd_error_t *err);
 
 /* ---- function_host.c --------------------------------------------------- */
@@ -134,10 +172,10 @@ bool hd_function_is(const struct hd_spec *spec);
 char *hd_function_dir(const struct hd_daemon_config *cfg, const char *name, int version);
 /* Write the version's spec file and return the JSON of the host spec the monitor runs
  * (hedge-functions, process isolation, broker credentials in its env). Caller frees. */
-char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name, int version,
+char *hd_function_host_spec(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name, int version,
                             const struct hd_spec *spec, hd_error_t *err);
 /* Register the host's (and the instances') broker users again (adoption, a failed upgrade). */
-int hd_function_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_function_restore(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                         const struct hd_spec *spec, hd_error_t *err);
 /* {mode, triggers, socket, invocations, errors, timeouts, rejected, restarts, p50_ms, p99_ms}. */
 json_t *hd_function_json(const struct hd_daemon_config *cfg, const char *name, int version, const struct hd_spec *spec,
@@ -272,7 +310,7 @@ struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *s
                                         const struct hd_daemon_config *cfg, hd_error_t *err);
 void hd_supervisor_free(struct hd_supervisor *sup);
 /* The broker whose users hold workload credentials (NULL: none); set before recover. */
-void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broker);
+void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_netchild *broker);
 /* Load deployments from the store and re-adopt or restart their instances. */
 int hd_supervisor_recover(struct hd_supervisor *sup, hd_error_t *err);
 
@@ -322,9 +360,7 @@ struct hd_api;
 int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct hd_daemon_config *cfg,
                  struct hd_api **out, hd_error_t *err);
 void hd_api_stop(struct hd_api *api);
-/* Add the broker's counters to /metrics (NULL: none). */
-void hd_api_set_broker(struct hd_api *api, struct hd_broker *broker);
-/* Add the uplink's counters to /metrics and serve GET /v1/uplink (NULL: none). */
-void hd_api_set_uplink(struct hd_api *api, struct hd_daemon_uplink *uplink);
+/* Add the network child's counters (broker, uplink) to /metrics and serve GET /v1/uplink (NULL: none). */
+void hd_api_set_netchild(struct hd_api *api, struct hd_netchild *net);
 
 #endif

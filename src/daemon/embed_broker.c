@@ -109,10 +109,9 @@ void hd_daemon_broker_stop(struct hd_broker *b)
     hd_broker_free(b);
 }
 
-char *hd_daemon_broker_metrics(struct hd_broker *b)
+char *hd_daemon_broker_metrics_text(const struct hd_broker_stats *stats)
 {
-    struct hd_broker_stats s;
-    hd_broker_get_stats(b, &s);
+    const struct hd_broker_stats s = *stats;
     return hd_xasprintf("# HELP hedge_broker_clients_connected MQTT clients connected now.\n"
                         "# TYPE hedge_broker_clients_connected gauge\n"
                         "hedge_broker_clients_connected %llu\n"

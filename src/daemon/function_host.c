@@ -136,7 +136,7 @@ static int function_dirs_share(const struct hd_daemon_config *cfg, const char *n
     return r;
 }
 
-char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name, int version,
+char *hd_function_host_spec(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name, int version,
                             const struct hd_spec *spec, hd_error_t *err)
 {
     cleanup_free char *dir = hd_function_dir(cfg, name, version);
@@ -195,7 +195,7 @@ char *hd_function_host_spec(struct hd_broker *b, const struct hd_daemon_config *
     return text;
 }
 
-int hd_function_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_function_restore(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                         const struct hd_spec *spec, hd_error_t *err)
 {
     if (b == NULL)

@@ -7,12 +7,15 @@
  * one host never collide. `hedged --check FILE` validates a config and
  * exits 0 or 1. One state dir belongs to one daemon (an flock says so).
  *
- * The MQTT broker runs in the same loop (embed_broker.c); --mqtt-listen
- * replaces its listeners (tests use a free port) and --broker-only runs the
- * broker alone with the daemon's config (no supervisor, no API socket), for
- * benchmarks. The cloud uplink runs in the same loop too when the config has
- * an "uplink" section (embed_uplink.c; not with --broker-only). hedged
- * ignores SIGPIPE: a client that hangs up must never kill it.
+ * The MQTT broker and the cloud uplink (when the config has an "uplink"
+ * section; not with --broker-only) run in hedged's network child, without
+ * privileges (netchild.c; docs/security.md): hedged started again with
+ * HEDGE_NET_CHILD set, which parses the same flags and config and then runs
+ * netchild_main.c instead of the daemon. SIGHUP starts a fresh child (it reads
+ * the config again). --mqtt-listen replaces the broker's listeners (tests use
+ * a free port) and --broker-only runs the broker alone with the daemon's
+ * config (no supervisor, no API socket), for benchmarks. hedged ignores
+ * SIGPIPE: a client that hangs up must never kill it.
  *
  * On SIGTERM/SIGINT hedged closes its socket and exits; the workloads keep
  * running under their monitors, and the next hedged re-adopts them.
@@ -52,20 +55,33 @@ static const char usage[] =
     "      --foreground      run in the foreground (the default; for init systems that pass it)\n"
     "      --version         print the version\n";
 
+struct daemon_parts {
+    struct hd_supervisor *sup; /* NULL with --broker-only */
+    struct hd_netchild *net;   /* NULL when neither broker nor uplink runs */
+};
+
 static void on_signal(struct hd_loop *loop, int signo, void *data)
 {
+    struct daemon_parts *parts = data;
     if (signo == SIGCHLD) {
-        /* monitors (we are their subreaper), health probes, orphans of workloads */
+        /* the network child, monitors (we are their subreaper), health probes, orphans of workloads */
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-            if (data)
-                hd_supervisor_child_exited(data, pid, status);
+            if (!hd_netchild_reaped(parts->net, pid, status) && parts->sup)
+                hd_supervisor_child_exited(parts->sup, pid, status);
     } else if (signo == SIGTERM || signo == SIGINT) {
         hd_log(HD_LOG_INFO, NULL, "signal %d: exiting; workloads keep running", signo);
         hd_loop_quit(loop);
+    } else if (signo == SIGUSR2 && parts->net) { /* only in the mask with HEDGE_TEST_HOOKS=1 */
+        hd_log(HD_LOG_WARN, NULL, "SIGUSR2 (test hook): asking the network child for a forbidden syscall");
+        hd_netchild_test_fault(parts->net);
+    } else if (signo == SIGCONT && parts->net) {
+        hd_netchild_continued(parts->net);
+    } else if (signo == SIGHUP && parts->net) {
+        hd_log(HD_LOG_INFO, NULL, "SIGHUP: starting a fresh network child (broker, uplink)");
+        hd_netchild_reload(parts->net);
     }
-    /* SIGHUP: nothing to reload yet; ignored rather than fatal */
 }
 
 static int check_config(const char *path)
@@ -87,15 +103,14 @@ static int check_config(const char *path)
     return r;
 }
 
-static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
+static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_only)
 {
     hd_error_t err = NULL;
     struct hd_loop *loop = NULL;
     struct hd_store *store = NULL;
     struct hd_supervisor *sup = NULL;
     struct hd_api *api = NULL;
-    struct hd_broker *broker = NULL;
-    struct hd_daemon_uplink *uplink = NULL;
+    struct daemon_parts parts = {0};
     cleanup_close int lock = -1;
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
     cleanup_free char *lock_path = hd_xasprintf("%s/hedged.lock", cfg->state_dir);
@@ -142,6 +157,10 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGCONT); /* hedged continues even so; the signalfd tells it to continue its child */
+    const char *hooks = getenv("HEDGE_TEST_HOOKS");
+    if (hooks && strcmp(hooks, "1") == 0) /* tests/test_privsep.py: SIGUSR2 crashes the network child */
+        sigaddset(&mask, SIGUSR2);
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_CHILD_SUBREAPER, 1);
 
@@ -152,24 +171,23 @@ static int daemon_run(struct hd_daemon_config *cfg, bool broker_only)
             hd_error_set(&err, 0, "--broker-only: the broker is disabled in the config");
             goto out;
         }
-        if (hd_loop_signals(loop, &mask, on_signal, NULL, &err) < 0 ||
-            hd_daemon_broker_start(loop, cfg, &broker, &err) < 0)
+        if (hd_loop_signals(loop, &mask, on_signal, &parts, &err) < 0 ||
+            hd_netchild_start(loop, cfg, argv, true, &parts.net, &err) < 0)
             goto out;
         hd_log(HD_LOG_INFO, NULL, "version %s, broker only, state in %s", HEDGE_VERSION, cfg->broker.state_dir);
     } else {
         if (hd_store_open(db, &store, &err) < 0)
             goto out;
         sup = hd_supervisor_new(loop, store, cfg, &err);
-        if (hd_loop_signals(loop, &mask, on_signal, sup, &err) < 0)
+        parts.sup = sup;
+        if (hd_loop_signals(loop, &mask, on_signal, &parts, &err) < 0)
             goto out;
-        if (hd_daemon_broker_start(loop, cfg, &broker, &err) < 0)
+        if (hd_netchild_start(loop, cfg, argv, false, &parts.net, &err) < 0)
             goto out;
-        hd_supervisor_set_broker(sup, broker);
-        if (hd_supervisor_recover(sup, &err) < 0 || hd_daemon_uplink_start(loop, cfg, broker, &uplink, &err) < 0 ||
-            hd_api_start(loop, sup, cfg, &api, &err) < 0)
+        hd_supervisor_set_broker(sup, cfg->broker_enabled ? parts.net : NULL);
+        if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
-        hd_api_set_broker(api, broker);
-        hd_api_set_uplink(api, uplink);
+        hd_api_set_netchild(api, parts.net);
         hd_log(HD_LOG_INFO, NULL, "version %s, listening on %s, state in %s", HEDGE_VERSION, cfg->socket_path,
                cfg->state_dir);
     }
@@ -182,8 +200,7 @@ out:
         hd_error_free(&err);
     }
     hd_api_stop(api);
-    hd_daemon_uplink_stop(uplink);
-    hd_daemon_broker_stop(broker);
+    hd_netchild_stop(parts.net);
     hd_supervisor_free(sup);
     hd_store_close(store);
     hd_loop_free(loop);
@@ -277,7 +294,14 @@ int main(int argc, char **argv)
     hd_log_set_level((enum hd_log_level)cfg.log_level);
     if (hd_config_finish(&cfg, &err) < 0)
         goto fail;
-    int r = daemon_run(&cfg, broker_only);
+    const char *net_child = getenv("HEDGE_NET_CHILD");
+    int r;
+    if (net_child) { /* hedged's network child (netchild.c started it with its control socket) */
+        int fd = atoi(net_child);
+        unsetenv("HEDGE_NET_CHILD");
+        r = hd_netchild_main(&cfg, fd, broker_only);
+    } else
+        r = daemon_run(&cfg, argv, broker_only);
     hd_config_free(&cfg);
     return r;
 fail:

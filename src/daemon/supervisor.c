@@ -639,7 +639,7 @@ struct hd_supervisor *hd_supervisor_new(struct hd_loop *loop, struct hd_store *s
     return sup;
 }
 
-void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_broker *broker)
+void hd_supervisor_set_broker(struct hd_supervisor *sup, struct hd_netchild *broker)
 {
     sup->broker = broker;
 }

@@ -108,8 +108,8 @@ struct hd_supervisor {
     const struct hd_daemon_config *cfg;
     struct workload *workloads;
     struct run *retiring;
-    struct hd_broker *broker; /* workload credentials live here; NULL when disabled */
-    struct pull *pulls;       /* deploys waiting for their image */
+    struct hd_netchild *broker; /* workload credentials live here (the network child); NULL when disabled */
+    struct pull *pulls;         /* deploys waiting for their image */
 };
 
 /* ---- supervisor.c ---- */

@@ -1,6 +1,9 @@
 /*
  * workload_creds.c - per-workload MQTT credentials from the embedded broker.
  *
+ * The broker runs in hedged's network child (netchild.c): users and rules go
+ * there through hedged's mirror of them, which a restarted child gets again.
+ *
  * A workload whose spec has an `mqtt` block or `triggers` gets its own broker
  * user, "workload:<name>", allowed exactly the spec's filters (mqtt.publish →
  * write; mqtt.subscribe and triggers[].topic → read). The credentials reach
@@ -119,39 +122,40 @@ char *hd_daemon_broker_host(const struct hd_daemon_config *cfg)
     return host;
 }
 
-static int creds_register(struct hd_broker *b, const char *user, const char *password, const struct hd_spec *spec,
+static int creds_register(struct hd_netchild *b, const char *user, const char *password, const struct hd_spec *spec,
                           hd_error_t *err)
 {
-    hd_broker_remove_user(b, user); /* drops old rules: a new version may allow less */
-    if (hd_broker_set_user(b, user, password, err) < 0)
+    hd_netchild_remove_user(b, user); /* drops old rules: a new version may allow less */
+    if (hd_netchild_set_user(b, user, password, false, err) < 0)
         return -1;
     for (size_t i = 0; spec->mqtt.publish && spec->mqtt.publish[i]; i++)
-        if (hd_broker_allow(b, user, "write", spec->mqtt.publish[i], err) < 0)
+        if (hd_netchild_allow(b, user, "write", spec->mqtt.publish[i], err) < 0)
             goto fail;
     for (size_t i = 0; spec->mqtt.subscribe && spec->mqtt.subscribe[i]; i++)
-        if (hd_broker_allow(b, user, "read", spec->mqtt.subscribe[i], err) < 0)
+        if (hd_netchild_allow(b, user, "read", spec->mqtt.subscribe[i], err) < 0)
             goto fail;
     for (int i = 0; i < spec->n_triggers; i++)
-        if (hd_broker_allow(b, user, "read", spec->triggers[i].topic, err) < 0)
+        if (hd_netchild_allow(b, user, "read", spec->triggers[i].topic, err) < 0)
             goto fail;
+    hd_netchild_sync(b); /* the workload may connect as soon as it starts */
     return 0;
 fail:
-    hd_broker_remove_user(b, user);
+    hd_netchild_remove_user(b, user);
     return -1;
 }
 
-void hd_creds_env(json_t *env, struct hd_broker *b, const struct hd_daemon_config *cfg, const char *user,
+void hd_creds_env(json_t *env, struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *user,
                   const char *password)
 {
     cleanup_free char *host = hd_daemon_broker_host(cfg);
-    cleanup_free char *port = hd_xasprintf("%d", hd_broker_port(b, 0));
+    cleanup_free char *port = hd_xasprintf("%d", hd_netchild_port(b));
     json_object_set_new(env, "HEDGE_MQTT_HOST", json_string(host));
     json_object_set_new(env, "HEDGE_MQTT_PORT", json_string(port));
     json_object_set_new(env, "HEDGE_MQTT_USERNAME", json_string(user));
     json_object_set_new(env, "HEDGE_MQTT_PASSWORD", json_string(password));
 }
 
-char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+char *hd_creds_grant(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                      const struct hd_spec *spec, hd_error_t *err)
 {
     char *spec_json = hd_spec_to_json(spec);
@@ -184,7 +188,7 @@ char *hd_creds_grant(struct hd_broker *b, const struct hd_daemon_config *cfg, co
     return spec_json;
 }
 
-int hd_creds_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_creds_restore(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                      const struct hd_spec *spec, hd_error_t *err)
 {
     char *json = hd_creds_grant(b, cfg, name, spec, err);
@@ -194,17 +198,17 @@ int hd_creds_restore(struct hd_broker *b, const struct hd_daemon_config *cfg, co
     return 0;
 }
 
-void hd_creds_revoke(struct hd_broker *b, const char *name)
+void hd_creds_revoke(struct hd_netchild *b, const char *name)
 {
     if (b == NULL)
         return;
     cleanup_free char *user = creds_user(name);
-    hd_broker_remove_user(b, user);
+    hd_netchild_remove_user(b, user);
     cleanup_free char *host_user = hd_xasprintf("function:%s", name);
-    hd_broker_remove_user(b, host_user);
+    hd_netchild_remove_user(b, host_user);
 }
 
-void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name)
+void hd_creds_forget(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name)
 {
     hd_creds_revoke(b, name);
     for (int i = 0; i < 2; i++) {
@@ -215,7 +219,7 @@ void hd_creds_forget(struct hd_broker *b, const struct hd_daemon_config *cfg, co
     }
 }
 
-int hd_creds_function_host(struct hd_broker *b, const struct hd_daemon_config *cfg, const char *name,
+int hd_creds_function_host(struct hd_netchild *b, const struct hd_daemon_config *cfg, const char *name,
                            const struct hd_spec *spec, char **user_out, char **password_out, hd_error_t *err)
 {
     cleanup_free char *key = hd_xasprintf("%s@host", name);
@@ -223,19 +227,20 @@ int hd_creds_function_host(struct hd_broker *b, const struct hd_daemon_config *c
     cleanup_free char *password = creds_password(cfg, key, err);
     if (password == NULL)
         return -1;
-    hd_broker_remove_user(b, user);
-    if (hd_broker_set_user(b, user, password, err) < 0)
+    hd_netchild_remove_user(b, user);
+    if (hd_netchild_set_user(b, user, password, false, err) < 0)
         return -1;
     const char *reply = spec->function.reply_topic ? spec->function.reply_topic : "#";
-    if (hd_broker_allow(b, user, "write", reply, err) < 0)
+    if (hd_netchild_allow(b, user, "write", reply, err) < 0)
         goto fail;
     for (int i = 0; i < spec->n_triggers; i++)
-        if (hd_broker_allow(b, user, "read", spec->triggers[i].topic, err) < 0)
+        if (hd_netchild_allow(b, user, "read", spec->triggers[i].topic, err) < 0)
             goto fail;
+    hd_netchild_sync(b);
     *user_out = get_and_reset(&user);
     *password_out = get_and_reset(&password);
     return 0;
 fail:
-    hd_broker_remove_user(b, user);
+    hd_netchild_remove_user(b, user);
     return -1;
 }

@@ -360,7 +360,7 @@ struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *
     u->cloud.client = hd_mqtt_client_new(&cfg->cloud, &cloud_cb, u);
     u->cloud.name = "cloud";
     char pid[32];
-    snprintf(pid, sizeof(pid), "%d", getpid());
+    snprintf(pid, sizeof(pid), "%d", cfg->status_pid ? cfg->status_pid : (int)getpid());
     uplink_set_status(u, "pid", pid);
     uplink_set_status(u, "cloud_connected", "0");
     uplink_set_status(u, "local_connected", "0");

@@ -49,6 +49,8 @@ struct hd_uplink_config {
     struct hd_spool_options spool;
     int window; /* QoS 1 messages in flight to the cloud */
     int64_t reconnect_min_ms, reconnect_max_ms;
+    int status_pid; /* the pid `hedge uplink status` checks for liveness (hedged's for its network
+                       child, which may outlive it by a moment); 0: this process */
 };
 
 /* Parse the JSON config file; errors name the field ("cloud.port: ..."). */
