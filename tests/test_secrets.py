@@ -273,6 +273,22 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
 
 
 
+def test_hedged_restarts_a_vm_workload_for_a_new_value(daemon, guest_kernel, vm_rootfs, monkeypatch):
+    """A VM's files are in its guest: an update restarts it (health-gated upgrade) even under `rewrite`."""
+    monkeypatch.setenv("HEDGE_VM_KERNEL_DIR", str(guest_kernel))
+    d = daemon()
+    assert d.cli("secret", "set", "db", input=VALUE, env={"HEDGE_STATE_DIR": str(d.state)}).code == 0
+    assert d.deploy({"name": "v", "isolation": "vm", "vm": {"accel": "tcg"}, "rootfs": str(vm_rootfs),
+                     "command": ["sleep", "1000"], "secrets": [{"name": "db"}]}).code == 0
+    d.wait_state("v", "running")
+    r = d.cli("secret", "set", "db", input=VALUE + "-v2", env={"HEDGE_STATE_DIR": str(d.state)})
+    assert r.code == 0, r
+    wait_for(lambda: d.ps("v")["version"] == 2 and d.ps("v")["state"] == "running", what="v restarted", timeout=120)
+    code, body = d.api("GET", "/v1/workloads/v")
+    assert code == 200 and body["spec"]["secrets"][0]["version"] == 2, body
+    assert d.cli("rm", "v").code == 0
+
+
 @pytest.mark.leaves_state
 def test_killed_monitor_leaves_no_secrets(daemon, dirs):
     """A monitor killed with SIGKILL: hedged unmounts its workload's tmpfs when it collects the lost run."""
