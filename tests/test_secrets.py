@@ -15,6 +15,7 @@ import pytest
 
 from conftest import BUILD, hedge_cgroups, mounts_under
 from test_daemon import daemon, wait_for  # noqa: F401 (daemon is a fixture)
+from test_vm import guest_kernel, vm_rootfs  # noqa: F401 (fixtures)
 
 VALUE = "hunter2-" + pysecrets.token_hex(8)
 
@@ -88,8 +89,6 @@ def test_store_cli_and_bad_input(hedge, dirs, tmp_path):
         assert r.code == 125 and message in r.err, (secrets, r)
     r = run_spec(hedge, tmp_path, {**base, "secret_update": "sometimes"})
     assert r.code == 125 and 'secret_update: "sometimes" is not a secret update policy' in r.err, r
-    r = run_spec(hedge, tmp_path, {"name": "v", "isolation": "vm", "rootfs": "/", "secrets": [{"name": "db"}]})
-    assert r.code == 125 and "secrets: not supported with vm isolation" in r.err, r
     assert secret_dirs(dirs) == []
 
 
@@ -183,6 +182,32 @@ def grep_tree(root, needle):
     return found
 
 
+def test_delivery_into_a_vm_guest(hedge, dirs, tmp_path, guest_kernel, vm_rootfs):
+    """One TCG boot: the files on the guest's tmpfs with their modes and owners, the env variable asked for;
+    the value never on the host's disk. A CONFIG too big for the secrets is refused before boot."""
+    assert hedge("secret", "set", "db", input=VALUE).code == 0
+    assert hedge("secret", "set", "cert", input="CERT").code == 0
+    env = {"HEDGE_VM_KERNEL_DIR": str(guest_kernel)}
+    script = ('id -u; cat /run/secrets/db; echo; stat -c "%a %u %g" /run/secrets/db; cat /etc/app/cert; echo; '
+              'stat -c "%a %u %g" /etc/app/cert; echo "env=$DB_PASSWORD"; echo "cert=$CERT"; '
+              'grep -E " /(run/secrets|etc/app) " /proc/mounts | cut -d" " -f1,2,3; ls /run/secrets')
+    spec = {"name": "v", "isolation": "vm", "vm": {"accel": "tcg"}, "rootfs": str(vm_rootfs), "user": "1000:1000",
+            "command": ["sh", "-c", script],
+            "secrets": [{"name": "db", "env": "DB_PASSWORD"},
+                        {"name": "cert", "target": "/etc/app/cert", "mode": "0440", "uid": 0, "gid": 1000}]}
+    r = run_spec(hedge, tmp_path, spec, env=env)
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["1000", VALUE, "400 1000 1000", "CERT", "440 0 1000", f"env={VALUE}", "cert=",
+                                  "hedge-secrets /etc/app tmpfs", "hedge-secrets /run/secrets tmpfs", "db"], r
+    assert secret_dirs(dirs) == []  # no host tmpfs for a VM: the values went in memory to the guest
+    assert grep_tree(dirs["state"], VALUE.encode()) == []
+    assert grep_tree(dirs["run"], VALUE.encode()) == []
+
+    assert hedge("secret", "set", "big", input="x" * 70000).code == 0
+    r = run_spec(hedge, tmp_path, {**spec, "secrets": [{"name": "big"}]}, env=env)
+    assert r.code == 125 and "secrets: " in r.err and "more than 65536" in r.err, r
+
+
 def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_path, busybox_rootfs):
     d = daemon()
     env = {"HEDGE_STATE_DIR": str(d.state)}
@@ -246,6 +271,22 @@ def test_hedged_delivers_updates_and_never_shows_the_value(daemon, dirs, tmp_pat
     assert grep_tree(d.state, VALUE.encode()) == []
     assert grep_tree(d.state, new_value.encode()) == []
 
+
+
+def test_hedged_restarts_a_vm_workload_for_a_new_value(daemon, guest_kernel, vm_rootfs, monkeypatch):
+    """A VM's files are in its guest: an update restarts it (health-gated upgrade) even under `rewrite`."""
+    monkeypatch.setenv("HEDGE_VM_KERNEL_DIR", str(guest_kernel))
+    d = daemon()
+    assert d.cli("secret", "set", "db", input=VALUE, env={"HEDGE_STATE_DIR": str(d.state)}).code == 0
+    assert d.deploy({"name": "v", "isolation": "vm", "vm": {"accel": "tcg"}, "rootfs": str(vm_rootfs),
+                     "command": ["sleep", "1000"], "secrets": [{"name": "db"}]}).code == 0
+    d.wait_state("v", "running")
+    r = d.cli("secret", "set", "db", input=VALUE + "-v2", env={"HEDGE_STATE_DIR": str(d.state)})
+    assert r.code == 0, r
+    wait_for(lambda: d.ps("v")["version"] == 2 and d.ps("v")["state"] == "running", what="v restarted", timeout=120)
+    code, body = d.api("GET", "/v1/workloads/v")
+    assert code == 200 and body["spec"]["secrets"][0]["version"] == 2, body
+    assert d.cli("rm", "v").code == 0
 
 
 @pytest.mark.leaves_state

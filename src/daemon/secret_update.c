@@ -10,6 +10,7 @@
  * "secrets NAME"), each by rename(2). A deployment with "secret_update":
  * "restart" is upgraded instead to its spec with the new version pinned: the
  * health-gated upgrade of upgrade.c starts the new run and retires the old.
+ * So is a VM workload's, whatever its policy: its files are in the guest.
  */
 #include <jansson.h>
 #include <stdlib.h>
@@ -84,7 +85,8 @@ void hd_supervisor_secret_updated(struct hd_supervisor *sup, const char *name, h
     for (struct workload *wl = sup->workloads; wl; wl = wl->next) {
         if (wl->removing || !spec_uses(wl->spec, name))
             continue;
-        if (wl->spec->secret_update == HD_SECRET_UPDATE_RESTART) {
+        /* a VM's files are in its guest, out of the monitor's reach: it gets the new value by a restart */
+        if (wl->spec->secret_update == HD_SECRET_UPDATE_RESTART || wl->spec->isolation == HD_ISOLATION_VM) {
             if (!wl->desired_running)
                 continue; /* its next start reads the new value */
             int r = secret_restart(wl, name, version, &err);

@@ -87,7 +87,17 @@ struct guest_config {
     int have_seed;
     struct timespec clock; /* the host's wall clock when it sent CONFIG */
     int have_clock;
-    char **devices; /* HD_VM_CFG_DEVICE records: "KIND NAME MODE TARGET" */
+    char **devices;               /* HD_VM_CFG_DEVICE records: "KIND NAME MODE TARGET" */
+    struct guest_secret *secrets; /* HD_VM_CFG_SECRET records, wiped once written */
+    size_t n_secrets;
+};
+
+struct guest_secret {
+    unsigned mode;
+    long long uid, gid; /* -1: the workload user's */
+    char *target;
+    char *value;
+    size_t len;
 };
 
 static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -285,6 +295,22 @@ static void read_config(struct guest_config *cfg)
         case HD_VM_CFG_NET_ADDRESS: cfg->net_address = hd_xstrdup(value); break;
         case HD_VM_CFG_NET_GATEWAY: cfg->net_gateway = hd_xstrdup(value); break;
         case HD_VM_CFG_DEVICE: hd_strv_push(&cfg->devices, value); break;
+        case HD_VM_CFG_SECRET: {
+            struct guest_secret sec = {0};
+            size_t len = 0;
+            int n = 0;
+            if (sscanf(value, "%o %lld %lld %zu %n", &sec.mode, &sec.uid, &sec.gid, &len, &n) != 4 || n == 0 ||
+                value[n] != '/' || sec.mode > 0777 || len > h.length - off)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config secret \"%s\" is not MODE UID GID LEN TARGET", value);
+            sec.target = hd_xstrdup(value + n);
+            sec.value = hd_xmalloc(len ? len : 1);
+            memcpy(sec.value, buf + off, len);
+            sec.len = len;
+            off += len;
+            cfg->secrets = hd_xrealloc(cfg->secrets, (cfg->n_secrets + 1) * sizeof(*cfg->secrets));
+            cfg->secrets[cfg->n_secrets++] = sec;
+            break;
+        }
         case HD_VM_CFG_MACHINE_ID: {
             unsigned char id[16];
             if (hd_vm_hex_decode(value, id, sizeof(id)) < 0)
@@ -525,6 +551,71 @@ static void setup_devices(const struct guest_config *cfg)
         if (chmod(path, mode) < 0) /* the umask took some bits */
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
     }
+}
+
+static int dir_len_cmp(const void *a, const void *b)
+{
+    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+    return la < lb ? -1 : la > lb ? 1 : strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The secrets, as a container gets them (docs/security.md, "Secrets"): each target's directory is a
+ * tmpfs of its own (parents mounted before children), holding only the secrets' files, with the
+ * spec's mode and owner (default: the workload user's ids). The values are wiped from memory here.
+ */
+static void setup_secrets(struct guest_config *cfg)
+{
+    if (cfg->n_secrets == 0)
+        return;
+    uid_t wuid = 0;
+    gid_t wgid = 0;
+    hd_error_t err = NULL;
+    if (cfg->user && hd_resolve_user("/newroot", cfg->user, &wuid, &wgid, &err) < 0)
+        hd_error_free(&err); /* start_workload reports an unknown user */
+    char **dirs = NULL;
+    for (size_t i = 0; i < cfg->n_secrets; i++) {
+        char *d = hd_xstrdup(cfg->secrets[i].target);
+        *strrchr(d, '/') = '\0';
+        if (d[0] != '\0' && !hd_strv_contains(dirs, d))
+            hd_strv_push(&dirs, d);
+        free(d);
+    }
+    size_t n = 0;
+    while (dirs && dirs[n])
+        n++;
+    if (n > 1)
+        qsort(dirs, n, sizeof(*dirs), dir_len_cmp);
+    for (size_t i = 0; i < n; i++) {
+        char path[4200];
+        snprintf(path, sizeof(path), "/newroot%s", dirs[i]);
+        if (hd_mkdir_p(path, 0755, &err) < 0)
+            guest_fail(HD_EXIT_HEDGE, err->errnum, "secrets: %s: %s", dirs[i], err->message);
+        mount_or_fail("hedge-secrets", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,nr_inodes=1024");
+    }
+    hd_strv_free(dirs);
+    for (size_t i = 0; i < cfg->n_secrets; i++) {
+        struct guest_secret *sec = &cfg->secrets[i];
+        char path[4200];
+        snprintf(path, sizeof(path), "/newroot%s", sec->target);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "secrets: create %s", sec->target);
+        int r = hd_vm_write_all(fd, sec->value, sec->len);
+        if (r < 0)
+            guest_fail(HD_EXIT_HEDGE, -r, "secrets: write %s", sec->target);
+        uid_t uid = sec->uid >= 0 ? (uid_t)sec->uid : wuid;
+        gid_t gid = sec->gid >= 0 ? (gid_t)sec->gid : wgid;
+        if (fchown(fd, uid, gid) < 0 || fchmod(fd, sec->mode) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "secrets: owner and mode of %s", sec->target);
+        close(fd);
+        explicit_bzero(sec->value, sec->len);
+        free(sec->value);
+        free(sec->target);
+    }
+    free(cfg->secrets);
+    cfg->secrets = NULL;
+    cfg->n_secrets = 0;
 }
 
 /*
@@ -872,6 +963,7 @@ int main(void)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
     setup_devices(&cfg);
+    setup_secrets(&cfg);
     setup_machine_id(&cfg);
     debug_phase("rootfs mounted");
     setup_cgroup(&cfg);

@@ -29,28 +29,23 @@
 #include "runtime/run.h"
 #include "secret/secret.h"
 
-struct opened {
-    char *value;
-    size_t len;
-};
-
-static void opened_free(struct opened *o, int n)
+void hd_secrets_plain_free(struct hd_secret_plain *o, int n)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; o && i < n; i++)
         hd_secret_value_free(o[i].value, o[i].len);
     free(o);
 }
 
 /* Decrypt every secret of the spec (only those named `only`, when given). */
-static int secrets_open(const struct hd_workload *w, const char *only, struct opened **out, hd_error_t *err)
+static int secrets_open(const struct hd_workload *w, const char *only, struct hd_secret_plain **out, hd_error_t *err)
 {
     const struct hd_spec *spec = w->spec;
-    struct opened *o = hd_xcalloc((size_t)spec->n_secrets, sizeof(*o));
+    struct hd_secret_plain *o = hd_xcalloc((size_t)spec->n_secrets, sizeof(*o));
     for (int i = 0; i < spec->n_secrets; i++) {
         if (only && strcmp(spec->secrets[i].name, only) != 0)
             continue;
         if (hd_secret_get(w->state_dir, NULL, spec->secrets[i].name, &o[i].value, &o[i].len, NULL, err) < 0) {
-            opened_free(o, spec->n_secrets);
+            hd_secrets_plain_free(o, spec->n_secrets);
             return hd_error_prefix(err, "secrets[%d]", i);
         }
     }
@@ -89,7 +84,7 @@ static void file_owner(const struct hd_workload *w, const struct hd_secret_ref *
 }
 
 /* Write one secret's file under the tmpfs, making its directories (0755: the tmpfs root guards them). */
-static int secret_write(const struct hd_workload *w, const struct hd_secret_ref *ref, const struct opened *o,
+static int secret_write(const struct hd_workload *w, const struct hd_secret_ref *ref, const struct hd_secret_plain *o,
                         hd_error_t *err)
 {
     cleanup_free char *path = hd_xasprintf("%s%s", w->secrets_dir, ref->target);
@@ -106,8 +101,24 @@ static int secret_write(const struct hd_workload *w, const struct hd_secret_ref 
     return hd_secret_write_file_at(dirfd, slash + 1, o->value, o->len, ref->mode ? ref->mode : 0400, uid, gid, err);
 }
 
+/* The variables the spec asks for (only then: the environment is readable in /proc by the same user). */
+static void secrets_env(struct hd_workload *w, const struct hd_secret_plain *o)
+{
+    const struct hd_spec *spec = w->spec;
+    for (int i = 0; i < spec->n_secrets; i++) {
+        if (spec->secrets[i].env == NULL)
+            continue;
+        size_t n = strlen(spec->secrets[i].env) + 1 + o[i].len + 1;
+        char *kv = hd_xmalloc(n);
+        snprintf(kv, n, "%s=%.*s", spec->secrets[i].env, (int)o[i].len, o[i].value);
+        hd_env_set(&w->env, kv);
+        explicit_bzero(kv, n);
+        free(kv);
+    }
+}
+
 /* Mount this run's tmpfs and fill it from the opened values. */
-static int secrets_fill(struct hd_workload *w, const struct opened *o, hd_error_t *err)
+static int secrets_fill(struct hd_workload *w, const struct hd_secret_plain *o, hd_error_t *err)
 {
     const struct hd_spec *spec = w->spec;
     cleanup_free char *parent = hd_xasprintf("%s/secrets", hd_runtime_dir());
@@ -141,16 +152,8 @@ static int secrets_fill(struct hd_workload *w, const struct opened *o, hd_error_
     for (int i = 0; i < spec->n_secrets; i++) {
         if (secret_write(w, &spec->secrets[i], &o[i], err) < 0)
             return hd_error_prefix(err, "secrets[%d]: %s", i, spec->secrets[i].target);
-        if (spec->secrets[i].env) {
-            /* only when the spec asks: the environment is readable in /proc by the same user */
-            size_t n = strlen(spec->secrets[i].env) + 1 + o[i].len + 1;
-            char *kv = hd_xmalloc(n);
-            snprintf(kv, n, "%s=%.*s", spec->secrets[i].env, (int)o[i].len, o[i].value);
-            hd_env_set(&w->env, kv);
-            explicit_bzero(kv, n);
-            free(kv);
-        }
     }
+    secrets_env(w, o);
     if (spec->isolation == HD_ISOLATION_PROCESS) {
         cleanup_free char *kv = hd_xasprintf("HEDGE_SECRETS_DIR=%s", w->secrets_dir);
         hd_env_set(&w->env, kv);
@@ -162,26 +165,37 @@ int hd_secrets_prepare(struct hd_workload *w, hd_error_t *err)
 {
     if (w->spec->n_secrets == 0)
         return 0;
-    struct opened *o = NULL;
+    struct hd_secret_plain *o = NULL;
     if (secrets_open(w, NULL, &o, err) < 0)
         return -1;
+    if (w->spec->isolation == HD_ISOLATION_VM) {
+        /* no host tmpfs: the VM backend sends the files in its CONFIG message (hd_secrets_decrypt) */
+        secrets_env(w, o);
+        hd_secrets_plain_free(o, w->spec->n_secrets);
+        return 0;
+    }
     int ret = secrets_fill(w, o, err); /* on failure hd_workload_destroy calls hd_secrets_cleanup */
-    opened_free(o, w->spec->n_secrets);
+    hd_secrets_plain_free(o, w->spec->n_secrets);
     return ret;
+}
+
+int hd_secrets_decrypt(const struct hd_workload *w, struct hd_secret_plain **out, hd_error_t *err)
+{
+    return secrets_open(w, NULL, out, err);
 }
 
 int hd_workload_refresh_secrets(struct hd_workload *w, const char *name, hd_error_t *err)
 {
     if (w->secrets_dir == NULL)
         return 0;
-    struct opened *o = NULL;
+    struct hd_secret_plain *o = NULL;
     if (secrets_open(w, name, &o, err) < 0)
         return -1;
     int ret = 0;
     for (int i = 0; i < w->spec->n_secrets && ret == 0; i++)
         if (o[i].value && secret_write(w, &w->spec->secrets[i], &o[i], err) < 0)
             ret = hd_error_prefix(err, "secrets[%d]: %s", i, w->spec->secrets[i].target);
-    opened_free(o, w->spec->n_secrets);
+    hd_secrets_plain_free(o, w->spec->n_secrets);
     return ret;
 }
 

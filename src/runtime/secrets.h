@@ -15,6 +15,19 @@
  * HEDGE_SECRETS_DIR. Nothing to do without secrets.
  */
 int hd_secrets_prepare(struct hd_workload *w, hd_error_t *err);
+/*
+ * A VM's secrets: hedge-init writes them on tmpfs mounts in the guest, so the
+ * host makes no tmpfs (hd_secrets_prepare only sets the env variables) and the
+ * VM backend sends each value in its CONFIG message. hd_secrets_decrypt gives
+ * every secret of the spec decrypted, in spec order; hd_secrets_plain_free
+ * wipes and frees them.
+ */
+struct hd_secret_plain {
+    char *value;
+    size_t len;
+};
+int hd_secrets_decrypt(const struct hd_workload *w, struct hd_secret_plain **out, hd_error_t *err);
+void hd_secrets_plain_free(struct hd_secret_plain *o, int n);
 /* Unmount and remove the tmpfs; safe when nothing was made. */
 void hd_secrets_cleanup(struct hd_workload *w);
 /*

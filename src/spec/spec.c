@@ -1204,9 +1204,6 @@ int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err)
                 return hd_error_set(err, 0, "secrets[%d].env: \"%s\" is also the variable of secrets[%d]", i,
                                     spec->secrets[i].env, j);
         }
-    if (spec->n_secrets && spec->isolation == HD_ISOLATION_VM)
-        return refuse(err, spec, "secrets",
-                      "delivery into a guest's tmpfs is not implemented yet; use container isolation");
     const struct hd_function *fn = &spec->function;
     if (fn->mode != HD_FUNCTION_NONE) {
         if (spec->n_triggers == 0)

@@ -27,7 +27,8 @@
  * watches QEMU's pid and then reads its pipes misses nothing.
  *
  * CONFIG's payload is a list of records {u8 tag, NUL-terminated string}; the
- * tags are HD_VM_CFG_*. The other payloads are described beside their types.
+ * tags are HD_VM_CFG_*. A HD_VM_CFG_SECRET record's string is followed by the
+ * LEN bytes of the secret's value it announces (raw: a value may hold NULs). The other payloads are described beside their types.
  */
 #ifndef HEDGE_VM_PROTO_H
 #define HEDGE_VM_PROTO_H
@@ -72,6 +73,8 @@ enum hd_vm_config_tag {
                                  named NAME; b: the virtio-blk disk whose serial is NAME) to appear at
                                  TARGET (the rest of the record) with octal permission bits MODE */
     HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
+    HD_VM_CFG_SECRET = 'S',      /* "MODE UID GID LEN TARGET" (octal MODE; UID/GID -1: the workload user's),
+                                 then LEN value bytes: a file at TARGET on a tmpfs mounted at its directory */
 };
 
 #define HD_VM_SEED_BYTES 64

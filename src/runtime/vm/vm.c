@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "runtime/backend.h"
+#include "runtime/secrets.h"
 #include "cgroup/cgroup.h"
 #include "net/net.h"
 #include "base/log.h"
@@ -87,6 +88,8 @@ struct vm {
     enum hd_vm_accel accel;
     char *config;
     size_t config_len;
+    char *secrets; /* HD_VM_CFG_SECRET records (decrypted values): wiped once sent */
+    size_t secrets_len;
     struct hd_net *net; /* the tap of a bridge network, or NULL */
     char mac[18];
     int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
@@ -158,13 +161,85 @@ void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resourc
 
 /* ---- the CONFIG message ------------------------------------------------ */
 
-static void config_add(char **buf, size_t *len, char tag, const char *value)
+/* Put a record at buf + *len (the caller made room: 1 + strlen(value) + 1 bytes). */
+static void config_put(char *buf, size_t *len, char tag, const char *value)
 {
     size_t n = strlen(value) + 1;
-    *buf = hd_xrealloc(*buf, *len + 1 + n);
-    (*buf)[*len] = tag;
-    memcpy(*buf + *len + 1, value, n);
+    buf[*len] = tag;
+    memcpy(buf + *len + 1, value, n);
     *len += 1 + n;
+}
+
+static void config_add(char **buf, size_t *len, char tag, const char *value)
+{
+    *buf = hd_xrealloc(*buf, *len + 1 + strlen(value) + 1);
+    config_put(*buf, len, tag, value);
+}
+
+/* What send_config adds: the seed and clock records. */
+#define CONFIG_FRESH_MAX (2 + 2 * HD_VM_SEED_BYTES + 2 + 48)
+
+/* A secret's record header: "MODE UID GID LEN TARGET" (-1: the workload user's id, resolved in the guest). */
+static char *secret_header(const struct hd_secret_ref *ref, size_t len)
+{
+    return hd_xasprintf("%o %lld %lld %zu %s", ref->mode ? ref->mode : 0400, ref->uid_set ? (long long)ref->uid : -1LL,
+                        ref->gid_set ? (long long)ref->gid : -1LL, len, ref->target);
+}
+
+/*
+ * The secrets' records, in one buffer of the exact size (no realloc leaves a copy of a value behind):
+ * decrypted from the store only here, wiped by send_config once sent (or by cleanup).
+ */
+static int build_secrets(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    const struct hd_spec *spec = w->spec;
+    if (spec->n_secrets == 0)
+        return 0;
+    struct hd_secret_plain *o = NULL;
+    if (hd_secrets_decrypt(w, &o, err) < 0)
+        return -1;
+    size_t total = 0;
+    for (int i = 0; i < spec->n_secrets; i++) {
+        cleanup_free char *head = secret_header(&spec->secrets[i], o[i].len);
+        total += 1 + strlen(head) + 1 + o[i].len;
+    }
+    if (vm->config_len + total + CONFIG_FRESH_MAX > HD_VM_MSG_MAX) {
+        hd_secrets_plain_free(o, spec->n_secrets);
+        return hd_error_set(err, E2BIG,
+                            "secrets: %zu bytes with the command and environment (%zu), more than %u, the limit of "
+                            "the config message that carries a VM's secrets to the guest",
+                            vm->config_len + total + CONFIG_FRESH_MAX, vm->config_len, HD_VM_MSG_MAX);
+    }
+    char *buf = hd_xmalloc(total);
+    size_t len = 0;
+    for (int i = 0; i < spec->n_secrets; i++) {
+        cleanup_free char *head = secret_header(&spec->secrets[i], o[i].len);
+        config_put(buf, &len, HD_VM_CFG_SECRET, head);
+        if (o[i].len)
+            memcpy(buf + len, o[i].value, o[i].len);
+        len += o[i].len;
+    }
+    hd_secrets_plain_free(o, spec->n_secrets);
+    vm->secrets = buf;
+    vm->secrets_len = len;
+    return 0;
+}
+
+/* Wipe what CONFIG held: the secrets' values and (in the environment) the variables that expose them. */
+static void config_wipe(struct vm *vm)
+{
+    if (vm->secrets) {
+        explicit_bzero(vm->secrets, vm->secrets_len);
+        free(vm->secrets);
+        vm->secrets = NULL;
+        vm->secrets_len = 0;
+    }
+    if (vm->config) {
+        explicit_bzero(vm->config, vm->config_len);
+        free(vm->config);
+        vm->config = NULL;
+        vm->config_len = 0;
+    }
 }
 
 static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
@@ -209,7 +284,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     vm->config = buf;
     vm->config_len = len;
-    return 0;
+    return build_secrets(w, vm, err);
 }
 
 /* ---- devices ----------------------------------------------------------- */
@@ -623,14 +698,19 @@ static int send_config(struct vm *vm, hd_error_t *err)
     clock_gettime(CLOCK_REALTIME, &now);
     char clock[48];
     snprintf(clock, sizeof(clock), "%lld.%09ld", (long long)now.tv_sec, now.tv_nsec);
-    size_t len = vm->config_len;
-    cleanup_free char *buf = hd_xmalloc(len);
-    memcpy(buf, vm->config, len);
-    config_add(&buf, &len, HD_VM_CFG_SEED, hex);
-    config_add(&buf, &len, HD_VM_CFG_CLOCK, clock);
+    size_t len = vm->config_len + vm->secrets_len;
+    cleanup_free char *buf = hd_xmalloc(len + 1 + strlen(hex) + 1 + 1 + strlen(clock) + 1);
+    memcpy(buf, vm->config, vm->config_len);
+    if (vm->secrets_len)
+        memcpy(buf + vm->config_len, vm->secrets, vm->secrets_len);
+    config_wipe(vm); /* CONFIG goes once: the values live on only in buf, wiped below */
+    config_put(buf, &len, HD_VM_CFG_SEED, hex);
+    config_put(buf, &len, HD_VM_CFG_CLOCK, clock);
     explicit_bzero(hex, sizeof(hex));
-    if (len > HD_VM_MSG_MAX)
+    if (len > HD_VM_MSG_MAX) {
+        explicit_bzero(buf, len);
         return hd_error_set(err, E2BIG, "vm config: %zu bytes, more than %u", len, HD_VM_MSG_MAX);
+    }
     struct hd_vm_msg_header h = {HD_VM_MSG_CONFIG, (uint32_t)len};
     int r = socket_send_all(vm->port_fd, &h, sizeof(h));
     if (r == 0)
@@ -1246,7 +1326,7 @@ static void vm_cleanup(struct hd_workload *w)
     free(vm->rootfs_image);
     free(vm->console_log);
     free(vm->qemu_log);
-    free(vm->config);
+    config_wipe(vm);
     free(vm->devices);
     free(vm);
     w->backend_data = NULL;
