@@ -397,7 +397,8 @@ int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char
         if (e->d_name[0] == '.' || strcmp(e->d_name, key) == 0 || strlen(e->d_name) != 64)
             continue;
         if (same_shape(root, e->d_name, in)) {
-            snprintf(stale, 65, "%s", e->d_name);
+            memcpy(stale, e->d_name, 64); /* 64 characters: checked above */
+            stale[64] = '\0';
             found = 1;
         }
     }
