@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "cgroup/internal.h"
+#include "spec/spec.h"
 #include "base/util.h"
 
 #define RULE(a, t, maj, min, acc) \
@@ -62,61 +63,21 @@ const size_t hd_device_rules_default_count = ARRAY_SIZE(hd_device_rules_default)
 
 /* ---- rules as text ---- */
 
-static int parse_number(const char *text, size_t len, int64_t *out)
-{
-    if (len == 1 && text[0] == '*') {
-        *out = HD_DEV_ANY;
-        return 0;
-    }
-    if (len == 0 || len > 7)
-        return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] < '0' || text[i] > '9')
-            return -1;
-        v = v * 10 + (text[i] - '0');
-    }
-    if (v > DEVICE_NUMBER_MAX)
-        return -1;
-    *out = v;
-    return 0;
-}
-
+/* "allow|deny CLASS": CLASS read by the spec's one parser of "TYPE MAJOR:MINOR ACCESS" (hd_device_class_parse). */
 int hd_device_rule_parse(const char *text, struct hd_device_rule *out, hd_error_t *err)
 {
-    struct hd_device_rule r = {.major = HD_DEV_ANY, .minor = HD_DEV_ANY, .access = HD_DEV_RWM};
-    cleanup_free char *copy = hd_xstrdup(text);
-    char *save = NULL;
-    const char *verdict = strtok_r(copy, " ", &save);
-    const char *type = verdict ? strtok_r(NULL, " ", &save) : NULL;
-    const char *numbers = type ? strtok_r(NULL, " ", &save) : NULL;
-    const char *access = numbers ? strtok_r(NULL, " ", &save) : NULL;
-    if (verdict == NULL || (strcmp(verdict, "allow") != 0 && strcmp(verdict, "deny") != 0))
+    const char *space = strchr(text, ' ');
+    size_t verdict_len = space ? (size_t)(space - text) : strlen(text);
+    bool allow = verdict_len == 5 && strncmp(text, "allow", 5) == 0;
+    if (!allow && !(verdict_len == 4 && strncmp(text, "deny", 4) == 0))
         return hd_error_set(err, 0, "device rule \"%s\": does not start with allow or deny", text);
-    r.allow = verdict[0] == 'a';
-    if (type == NULL || strlen(type) != 1 || strchr("abc", type[0]) == NULL)
-        return hd_error_set(err, 0, "device rule \"%s\": the type is not a, b or c", text);
-    r.type = type[0];
-    if (numbers) {
-        const char *colon = strchr(numbers, ':');
-        if (colon == NULL || parse_number(numbers, (size_t)(colon - numbers), &r.major) < 0 ||
-            parse_number(colon + 1, strlen(colon + 1), &r.minor) < 0)
-            return hd_error_set(err, 0, "device rule \"%s\": \"%s\" is not MAJOR:MINOR (numbers up to %d or *)", text,
-                                numbers, DEVICE_NUMBER_MAX);
-    }
-    if (access) {
-        r.access = 0;
-        for (const char *p = access; *p; p++) {
-            unsigned bit = *p == 'r' ? HD_DEV_READ : *p == 'w' ? HD_DEV_WRITE : *p == 'm' ? HD_DEV_MKNOD : 0;
-            if (bit == 0)
-                return hd_error_set(err, 0, "device rule \"%s\": access \"%s\" is not made of r, w, m", text, access);
-            r.access |= bit;
-        }
-    }
-    if (strtok_r(NULL, " ", &save) != NULL)
-        return hd_error_set(err, 0, "device rule \"%s\": text after the access", text);
-    if (r.type == 'a' && (r.major != HD_DEV_ANY || r.minor != HD_DEV_ANY))
-        return hd_error_set(err, 0, "device rule \"%s\": type a takes no device number", text);
+    struct hd_device_class class;
+    const char *why = "has no type";
+    if (space == NULL || hd_device_class_parse(space + 1, &class, &why) < 0)
+        return hd_error_set(err, 0, "device rule \"%s\": %s", text, why);
+    struct hd_device_rule r = {.allow = allow, .type = class.type, .major = class.major, .minor = class.minor};
+    for (const char *p = class.access; *p; p++)
+        r.access |= *p == 'r' ? HD_DEV_READ : *p == 'w' ? HD_DEV_WRITE : HD_DEV_MKNOD;
     *out = r;
     return 0;
 }
