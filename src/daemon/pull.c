@@ -139,17 +139,7 @@ void pull_start(struct hd_supervisor *sup, const struct hd_spec *spec, const cha
         return;
     }
     if (pid == 0) {
-        /* as upgrade.c's health probe: hedged's signal mask off, a session of its own */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(out_fd, 1);
-        dup2(out_fd, 2);
+        supervisor_child_begin(out_fd);
         if (strchr(hedge, '/'))
             execv(hedge, argv);
         else

@@ -18,6 +18,8 @@
  * Results are typed (enum hd_sup_result + an error message); api.c alone
  * speaks HTTP.
  */
+#include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -675,4 +677,18 @@ void hd_supervisor_free(struct hd_supervisor *sup)
         run_detach(run);
     }
     free(sup);
+}
+
+void supervisor_child_begin(int out_fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    setsid();
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0)
+        dup2(devnull, 0);
+    dup2(out_fd >= 0 ? out_fd : devnull, 1);
+    dup2(out_fd >= 0 ? out_fd : devnull, 2);
 }

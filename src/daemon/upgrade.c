@@ -150,18 +150,7 @@ static void upgrade_probe(struct hd_loop *loop, void *data)
         return;
     }
     if (pid == 0) {
-        /* not hd_child_reset_signals: child.c would pull the whole runtime into hedged */
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
+        supervisor_child_begin(-1);
         setenv("HEDGE_WORKLOAD_NAME", wl->name, 1);
         setenv("HEDGE_WORKLOAD_PID", pid_text, 1);
         setenv("HEDGE_WORKLOAD_VERSION", version_text, 1);
