@@ -144,7 +144,7 @@ static int not_yet(const char *verb)
 {
     oci_log("error",
             "%s: not supported yet by hedge-oci (supported: create, start, run, state, kill, delete, "
-            "list, spec, features)",
+            "list, spec, features, exec, pause, resume, ps)",
             verb);
     return OCI_EXIT_FAILURE;
 }
@@ -159,9 +159,13 @@ static const struct verb verbs[] = {
     {"list", oci_cmd_list, "list containers (--format json)"},
     {"spec", oci_cmd_spec, "write a default config.json"},
     {"features", oci_cmd_features, "print what this runtime supports (JSON)"},
+    {"exec", oci_cmd_exec, "run one more process in a running container"},
+    {"pause", oci_cmd_pause, "freeze every process of the container (cgroup freezer)"},
+    {"resume", oci_cmd_resume, "thaw a paused container"},
+    {"ps", oci_cmd_ps, "list the container's processes (--format table|json)"},
 };
 
-static const char *const later_verbs[] = {"exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore"};
+static const char *const later_verbs[] = {"update", "events", "checkpoint", "restore"};
 
 static void usage(FILE *f)
 {

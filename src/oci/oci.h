@@ -102,6 +102,8 @@ struct oci_config {
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
+/* exec --process FILE: replace cfg's process part with the file's (errors name "--process FILE: process.x"). */
+int oci_process_load(const char *path, struct oci_config *cfg, hd_error_t *err);
 /* The container_setup hook (backend.h): mounts, masks, read-only paths and sysctls inside. */
 int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
 /* The default config.json of `spec`. Caller frees. */
@@ -109,7 +111,7 @@ char *oci_default_config(void);
 
 /* ---- state under --root (state.c) ---- */
 
-enum oci_status { OCI_CREATED, OCI_RUNNING, OCI_STOPPED };
+enum oci_status { OCI_CREATED, OCI_RUNNING, OCI_PAUSED, OCI_STOPPED };
 
 struct oci_state {
     char *id;
@@ -150,6 +152,12 @@ int oci_cmd_delete(int argc, char **argv);
 int oci_cmd_list(int argc, char **argv);
 int oci_cmd_spec(int argc, char **argv);
 int oci_cmd_features(int argc, char **argv);
+int oci_cmd_exec(int argc, char **argv);
+int oci_cmd_pause(int argc, char **argv);
+int oci_cmd_resume(int argc, char **argv);
+int oci_cmd_ps(int argc, char **argv);
+/* lifecycle.c: forward signals to pid until it exits (it is our child; not reaped here) */
+int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err);
 
 /* ---- option parsing shared by the verbs (main.c) ---- */
 struct oci_option {

@@ -149,10 +149,29 @@ static bool process_alive(const struct oci_state *st)
     return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
 }
 
+/* Is the container's cgroup frozen (pause)? */
+static bool container_frozen(const struct oci_state *st)
+{
+    if (st->cgroup_name == NULL)
+        return false;
+    oci_use_cgroup_parent(st->cgroup_parent);
+    struct hd_cgroup *cg = NULL;
+    hd_error_t err = NULL;
+    if (hd_cgroup_open(st->cgroup_name, &cg, &err) < 0) {
+        hd_error_free(&err);
+        return false;
+    }
+    bool frozen = hd_cgroup_frozen(cg);
+    hd_cgroup_forget(cg);
+    return frozen;
+}
+
 enum oci_status oci_state_status(const struct oci_state *st)
 {
     if (!process_alive(st))
         return OCI_STOPPED;
+    if (container_frozen(st))
+        return OCI_PAUSED;
     cleanup_free char *fifo = oci_fifo_path(st->id);
     return access(fifo, F_OK) == 0 ? OCI_CREATED : OCI_RUNNING;
 }
@@ -162,6 +181,7 @@ const char *oci_status_name(enum oci_status s)
     switch (s) {
     case OCI_CREATED: return "created";
     case OCI_RUNNING: return "running";
+    case OCI_PAUSED: return "paused";
     case OCI_STOPPED: return "stopped";
     }
     return "unknown";
@@ -204,6 +224,16 @@ static void wait_for_exit(const struct oci_state *st)
 int oci_state_destroy(const struct oci_state *st, hd_error_t *err)
 {
     int rc = 0;
+    if (process_alive(st) && container_frozen(st)) {
+        /* a frozen process dies only once thawed */
+        oci_use_cgroup_parent(st->cgroup_parent);
+        struct hd_cgroup *cg = NULL;
+        hd_error_t thaw_err = NULL;
+        if (hd_cgroup_open(st->cgroup_name, &cg, &thaw_err) < 0 || hd_cgroup_freeze(cg, false, &thaw_err) < 0)
+            oci_log("error", "delete %s: thaw: %s", st->id, hd_error_text(thaw_err));
+        hd_error_free(&thaw_err);
+        hd_cgroup_forget(cg);
+    }
     if (process_alive(st)) {
         kill(st->pid, SIGKILL);
         wait_for_exit(st);

@@ -1,0 +1,406 @@
+/*
+ * exec.c - the verbs that act on a running container from outside: exec (one
+ * more process inside), pause/resume (the cgroup freezer) and ps (the pids of
+ * the container's cgroup).
+ *
+ * exec reads the bundle's config.json again for what the container's first
+ * process had (capabilities, no_new_privs, the seccomp profile create saved
+ * under --root), lets --process FILE or the flags replace the process part,
+ * and hands the result to the container backend's hd_container_join
+ * (runtime/container/join.h): the same namespaces, cgroup and security code
+ * as the first process, no second copy here. In the foreground it forwards
+ * signals and returns the process's exit status (128+N for a signal), as
+ * runc does; with --detach it returns once the process has exec'd (the
+ * engine's subreaper - conmon, the containerd shim - collects it).
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/util.h"
+#include "cgroup/cgroup.h"
+#include "runtime/container/join.h"
+
+struct exec_flags {
+    const char *process, *pid_file, *console_socket, *cwd, *user, *preserve_fds, *apparmor, *process_label;
+    const char *cgroup, *env_last, *cap_last, *gids;
+    bool detach, tty, no_new_privs, ignore_paused;
+};
+
+/* runc's repeatable flags (--env, -e): every value before the first positional */
+static void collect_repeated(int argc, char **argv, const char *name, char short_name, char ***out)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0 || a[0] != '-')
+            return;
+        const char *n = a + (a[1] == '-' ? 2 : 1);
+        if (strncmp(n, name, len) == 0 && n[len] == '=') {
+            hd_strv_push(out, n + len + 1);
+        } else if ((strcmp(n, name) == 0 || (n[0] == short_name && n[1] == '\0')) && i + 1 < argc) {
+            hd_strv_push(out, argv[++i]);
+        }
+    }
+}
+
+static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
+{
+    if (f->tty)
+        return hd_error_set(err, 0, "exec --tty: a terminal is not supported yet by hedge-oci");
+    if (f->console_socket && *f->console_socket)
+        return hd_error_set(err, 0, "exec --console-socket: a terminal (console socket) is not supported yet");
+    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
+        return hd_error_set(err, 0, "exec --preserve-fds: passing extra file descriptors is not supported yet");
+    if (f->cap_last)
+        return hd_error_set(err, 0, "exec --cap: adding capabilities to an exec'd process is not supported yet");
+    if (f->gids)
+        return hd_error_set(err, 0, "exec --additional-gids: supplementary groups are not supported yet");
+    if (f->apparmor && *f->apparmor)
+        return hd_error_set(err, 0, "exec --apparmor: AppArmor profiles are not supported yet");
+    if (f->process_label && *f->process_label)
+        return hd_error_set(err, 0, "exec --process-label: SELinux labels are not supported yet");
+    if (f->cgroup && *f->cgroup)
+        return hd_error_set(err, 0, "exec --cgroup: a sub-cgroup for the process is not supported yet");
+    return 0;
+}
+
+static int write_pid(const char *path, pid_t pid, hd_error_t *err)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d", (int)pid);
+    if (hd_write_file_atomic(path, text, strlen(text), err) < 0)
+        return hd_error_prefix(err, "--pid-file");
+    return 0;
+}
+
+/* Build the process of exec from the bundle's config, --process and the flags, and start it. */
+static int exec_process(const struct oci_state *st, const struct exec_flags *f, char **args, char **env_add,
+                        pid_t *pid_out, hd_error_t *err)
+{
+    enum oci_status status = oci_state_status(st);
+    if (status == OCI_STOPPED)
+        return hd_error_set(err, 0, "exec %s: the container is not running", st->id);
+    if (status == OCI_PAUSED && !f->ignore_paused)
+        return hd_error_set(err, 0, "exec %s: the container is paused (resume it, or use --ignore-paused)", st->id);
+    struct oci_config *cfg = NULL;
+    if (oci_config_load(st->bundle, st->id, &cfg, err) < 0)
+        return hd_error_prefix(err, "exec %s: the bundle's config.json", st->id);
+    struct hd_spec *spec = cfg->spec;
+    int rc = -1;
+    struct hd_cgroup *cg = NULL;
+    cleanup_free char *dir = oci_state_dir(st->id);
+    cleanup_free char *seccomp_path = hd_xasprintf("%s/seccomp.json", dir);
+    if (f->process && oci_process_load(f->process, cfg, err) < 0)
+        goto out;
+    if (!f->process) {
+        if (args == NULL || args[0] == NULL) {
+            hd_error_set(err, 0, "exec: give the command after the container id, or --process FILE");
+            goto out;
+        }
+        hd_strv_free(spec->command);
+        spec->command = hd_strv_dup(args);
+    }
+    for (size_t i = 0; env_add && env_add[i]; i++)
+        hd_env_set(&spec->env, env_add[i]);
+    if (f->cwd) {
+        free(spec->workdir);
+        spec->workdir = hd_xstrdup(f->cwd);
+    }
+    if (f->user) {
+        free(spec->user);
+        spec->user = hd_xstrdup(f->user);
+    }
+    if (f->no_new_privs)
+        spec->security.no_new_privs = true;
+    /* the filter the first process got: create saved the config's profile under --root */
+    free(spec->security.seccomp);
+    spec->security.seccomp =
+        hd_xstrdup(cfg->seccomp_json && access(seccomp_path, F_OK) == 0 ? seccomp_path : "unconfined");
+    for (int i = 0; i < cfg->n_rlimits; i++)
+        if (setrlimit(cfg->rlimits[i].resource, &cfg->rlimits[i].limit) < 0) {
+            hd_error_sys(err, "%s: setrlimit", cfg->rlimits[i].name);
+            goto out;
+        }
+    if (cfg->umask >= 0)
+        umask((mode_t)cfg->umask);
+    oci_use_cgroup_parent(st->cgroup_parent);
+    if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
+        goto out;
+    struct hd_container_join j = {
+        .init_pid = st->pid,
+        .security = &spec->security,
+        .caps_inheritable = cfg->caps_inheritable,
+        .caps_ambient = cfg->caps_ambient,
+        .cgroup = cg,
+        .argv = spec->command,
+        .env = spec->env,
+        .workdir = spec->workdir,
+        .user = spec->user,
+    };
+    rc = hd_container_join(&j, pid_out, err);
+    if (rc < 0)
+        hd_error_prefix(err, "exec %s", st->id);
+out:
+    hd_cgroup_forget(cg);
+    oci_config_free(cfg);
+    return rc;
+}
+
+int oci_cmd_exec(int argc, char **argv)
+{
+    struct exec_flags f = {0};
+    struct oci_option opts[] = {
+        {"process", 'p', true, &f.process, NULL},
+        {"pid-file", 0, true, &f.pid_file, NULL},
+        {"console-socket", 0, true, &f.console_socket, NULL},
+        {"cwd", 0, true, &f.cwd, NULL},
+        {"env", 'e', true, &f.env_last, NULL},
+        {"user", 'u', true, &f.user, NULL},
+        {"additional-gids", 'g', true, &f.gids, NULL},
+        {"cap", 'c', true, &f.cap_last, NULL},
+        {"apparmor", 0, true, &f.apparmor, NULL},
+        {"process-label", 0, true, &f.process_label, NULL},
+        {"preserve-fds", 0, true, &f.preserve_fds, NULL},
+        {"cgroup", 0, true, &f.cgroup, NULL},
+        {"detach", 'd', false, NULL, &f.detach},
+        {"tty", 't', false, NULL, &f.tty},
+        {"no-new-privs", 0, false, NULL, &f.no_new_privs},
+        {"ignore-paused", 0, false, NULL, &f.ignore_paused},
+        {NULL, 0, false, NULL, NULL},
+    };
+    int first = oci_parse_options("exec", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (first >= argc) {
+        oci_log("error", "exec: usage: hedge-oci exec [flags] ID [COMMAND [ARG...]]");
+        return OCI_EXIT_FAILURE;
+    }
+    cleanup_strv char **env_add = NULL;
+    collect_repeated(first, argv, "env", 'e', &env_add);
+    const char *id = argv[first];
+    hd_error_t err = NULL;
+    if (check_exec_flags(&f, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, &err) < 0)
+        return oci_fail(&err);
+    cleanup_strv char **args = NULL;
+    for (int i = first + 1; i < argc; i++)
+        hd_strv_push(&args, argv[i]);
+    pid_t pid = -1;
+    int rc = exec_process(st, &f, args, env_add, &pid, &err);
+    oci_state_free(st);
+    if (rc == 0 && f.pid_file)
+        rc = write_pid(f.pid_file, pid, &err);
+    if (rc < 0) {
+        if (pid > 0 && f.pid_file) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        return oci_fail(&err);
+    }
+    if (f.detach)
+        return 0;
+    if (oci_forward_signals_until_exit(pid, &err) < 0)
+        return oci_fail(&err);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return oci_fail((hd_error_sys(&err, "exec: wait for pid %d", (int)pid), &err));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- pause / resume ---- */
+
+static int freeze_verb(const char *verb, bool freeze, int argc, char **argv)
+{
+    struct oci_option opts[] = {{NULL, 0, false, NULL, NULL}};
+    int first = oci_parse_options(verb, argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "%s: expects exactly one container id", verb);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    enum oci_status status = oci_state_status(st);
+    struct hd_cgroup *cg = NULL;
+    if (freeze && status != OCI_RUNNING && status != OCI_CREATED)
+        rc = hd_error_set(&err, 0, "pause %s: the container is %s, not running", st->id, oci_status_name(status));
+    else if (!freeze && status != OCI_PAUSED)
+        rc = hd_error_set(&err, 0, "resume %s: the container is %s, not paused", st->id, oci_status_name(status));
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    if (rc == 0)
+        rc = hd_cgroup_freeze(cg, freeze, &err);
+    if (rc < 0)
+        hd_error_prefix(&err, "%s %s", verb, st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+int oci_cmd_pause(int argc, char **argv)
+{
+    return freeze_verb("pause", true, argc, argv);
+}
+
+int oci_cmd_resume(int argc, char **argv)
+{
+    return freeze_verb("resume", false, argc, argv);
+}
+
+/* ---- ps ---- */
+
+/* The pids in the container's cgroup, in the order of cgroup.procs. */
+static int container_pids(const struct oci_state *st, pid_t **out, size_t *n, hd_error_t *err)
+{
+    oci_use_cgroup_parent(st->cgroup_parent);
+    struct hd_cgroup *cg = NULL;
+    if (hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
+        return -1;
+    cleanup_free char *procs = hd_xasprintf("%s/cgroup.procs", hd_cgroup_path(cg));
+    hd_cgroup_forget(cg);
+    cleanup_free char *text = NULL;
+    if (hd_read_file(procs, &text, NULL, err) < 0)
+        return -1;
+    *out = NULL;
+    *n = 0;
+    for (char *p = text; p && *p;) {
+        char *end = NULL;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        *out = hd_xrealloc(*out, (*n + 1) * sizeof(**out));
+        (*out)[(*n)++] = (pid_t)pid;
+        p = end + strspn(end, "\n");
+    }
+    return 0;
+}
+
+static bool has_pid(const pid_t *pids, size_t n, long pid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+/* runc's table: `ps -ef` (or the ps arguments given after the id), the header and the container's lines. */
+static int ps_table(const pid_t *pids, size_t n, char **ps_args, hd_error_t *err)
+{
+    cleanup_free char *cmd = hd_xstrdup("ps");
+    if (ps_args == NULL || ps_args[0] == NULL) {
+        free(cmd);
+        cmd = hd_xstrdup("ps -ef");
+    }
+    for (size_t i = 0; ps_args && ps_args[i]; i++) {
+        if (strspn(ps_args[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-,=_:%") !=
+            strlen(ps_args[i]))
+            return hd_error_set(err, 0, "ps: argument \"%s\" is not a ps option", ps_args[i]);
+        char *next = hd_xasprintf("%s %s", cmd, ps_args[i]);
+        free(cmd);
+        cmd = next;
+    }
+    FILE *p = popen(cmd, "re");
+    if (p == NULL)
+        return hd_error_sys(err, "ps: run %s", cmd);
+    char *line = NULL;
+    size_t cap = 0;
+    int pid_col = -1;
+    while (getline(&line, &cap, p) > 0) {
+        if (pid_col < 0) {
+            /* the header names the PID column */
+            int col = 0;
+            cleanup_free char *copy = hd_xstrdup(line);
+            char *save = NULL;
+            for (char *t = strtok_r(copy, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save), col++)
+                if (strcmp(t, "PID") == 0 && pid_col < 0)
+                    pid_col = col;
+            fputs(line, stdout);
+            if (pid_col < 0)
+                break;
+            continue;
+        }
+        cleanup_free char *copy = hd_xstrdup(line);
+        char *save = NULL;
+        char *t = strtok_r(copy, " \t\n", &save);
+        for (int col = 0; t && col < pid_col; col++)
+            t = strtok_r(NULL, " \t\n", &save);
+        if (t && has_pid(pids, n, strtol(t, NULL, 10)))
+            fputs(line, stdout);
+    }
+    free(line);
+    int status = pclose(p);
+    if (pid_col < 0)
+        return hd_error_set(err, 0, "ps: %s printed no PID column", cmd);
+    if (status != 0)
+        return hd_error_set(err, 0, "ps: %s failed (status %d)", cmd, status);
+    return 0;
+}
+
+int oci_cmd_ps(int argc, char **argv)
+{
+    const char *format = "table";
+    struct oci_option opts[] = {{"format", 'f', true, &format, NULL}, {NULL, 0, false, NULL, NULL}};
+    int first = oci_parse_options("ps", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (first >= argc) {
+        oci_log("error", "ps: usage: hedge-oci ps [--format table|json] ID [PS_ARGS...]");
+        return OCI_EXIT_FAILURE;
+    }
+    if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0) {
+        oci_log("error", "ps --format: \"%s\" is not table or json", format);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    pid_t *pids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "ps %s: the container is not running", st->id);
+    else
+        rc = container_pids(st, &pids, &n, &err);
+    if (rc == 0 && strcmp(format, "json") == 0) {
+        if (first + 1 < argc) {
+            rc = hd_error_set(&err, 0, "ps: ps arguments cannot be used with --format json");
+        } else {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < n; i++)
+                json_array_append_new(arr, json_integer(pids[i]));
+            char *text = json_dumps(arr, JSON_COMPACT);
+            printf("%s\n", text);
+            free(text);
+            json_decref(arr);
+        }
+    } else if (rc == 0) {
+        cleanup_strv char **ps_args = NULL;
+        for (int i = first + 1; i < argc; i++)
+            hd_strv_push(&ps_args, argv[i]);
+        fflush(stdout);
+        rc = ps_table(pids, n, ps_args, &err);
+    }
+    free(pids);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
