@@ -278,6 +278,25 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     r = oci("ps", "ex")
     assert r.code == 0 and r.out.splitlines()[0].split()[1] == "PID", r
     assert sorted(int(line.split()[1]) for line in r.out.splitlines()[1:]) == sorted([init, pid]), r
+    # update: runc's single-value flags and --resources FILE change the running container's cgroup
+    def limit(v1_file, v2_file):
+        for d in cgroup_dirs("ex"):
+            for f in (v1_file, v2_file):
+                if (d / f).exists():
+                    return (d / f).read_text().split()[0]
+        raise AssertionError(f"no {v1_file} or {v2_file}")
+    r = oci("update", "--memory", "64m", "--pids-limit", "50", "ex")
+    assert r.code == 0, r
+    assert limit("memory.limit_in_bytes", "memory.max") == str(64 << 20)
+    assert limit("pids.max", "pids.max") == "50"
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": 32 << 20}, "pids": {"limit": 20}}))
+    r = oci("update", "--resources", tmp_path / "res.json", "ex")
+    assert r.code == 0, r
+    assert limit("memory.limit_in_bytes", "memory.max") == str(32 << 20)
+    assert limit("pids.max", "pids.max") == "20"
+    for flags, name in [(["--cpuset-cpus", "0"], "--cpuset-cpus"), (["--memory", "1x"], "--memory")]:
+        r = oci("update", *flags, "ex")
+        assert r.code == 1 and name in r.err, r
     # pause / resume: the freezer; a paused container refuses exec
     assert oci("pause", "ex").code == 0
     assert state(oci, "ex")["status"] == "paused"
@@ -441,10 +460,10 @@ def test_cli_surface(oci, tmp_path):
     assert r.code == 0 and "hedge-oci version" in r.out and "spec: 1." in r.out, r
     features = json.loads(oci("features").out)
     assert "pid" in features["linux"]["namespaces"] and features["ociVersionMax"].startswith("1.")
-    for verb in ["update", "events"]:
+    for verb in ["events"]:
         r = oci(verb, "x")
         assert r.code == 1 and f"{verb}: not supported yet" in r.err, r
-    for verb in ["exec", "pause", "resume", "ps"]:
+    for verb in ["exec", "pause", "resume", "ps", "update"]:
         r = oci(verb, "x", *(["true"] if verb == "exec" else []))
         assert r.code == 1 and 'container "x" does not exist' in r.err, r
     r = oci("--systemd-cgroup", "list")
@@ -534,6 +553,11 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     assert r.code == 0, r
     r = podman("--runtime", HEDGE_OCI, "top", "long")
     assert r.code == 0 and "sleep 1000" in r.out, r
+    r = podman("--runtime", HEDGE_OCI, "update", "--memory", "64m", "long")
+    assert r.code == 0, r
+    r = podman("--runtime", HEDGE_OCI, "exec", "long", "sh", "-c",
+               "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert r.code == 0 and r.out == f"{64 << 20}\n", r
     r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "true")
     assert r.code != 0 and "--tty" in r.err, r
     r = podman("--runtime", HEDGE_OCI, "rm", "-f", "-t", "0", "long")

@@ -768,3 +768,12 @@ int hd_cgroup_freeze(struct hd_cgroup *cg, bool freeze, hd_error_t *err)
     }
     return hd_error_set(err, ETIMEDOUT, "cgroup %s: still not %s after 2 s", cg->name, freeze ? "frozen" : "thawed");
 }
+
+int hd_cgroup_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
+{
+    if (cg == NULL || cg->n_dirs == 0)
+        return hd_error_set(err, 0, "cgroup: no group to update");
+    if (cg->backend->update(cg, res, err) < 0)
+        return hd_error_prefix(err, "update cgroup %s", cg->name);
+    return 0;
+}

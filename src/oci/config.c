@@ -662,6 +662,30 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err)
+{
+    json_error_t jerr;
+    json_t *res = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(res)) {
+        json_decref(res);
+        return hd_error_set(err, 0, "--resources: line %d: not a JSON object", jerr.line);
+    }
+    int rc = -1;
+    struct oci_config *cfg = hd_xcalloc(1, sizeof(*cfg));
+    cfg->spec = hd_spec_new();
+    if (is_set(json_object_get(res, "devices")))
+        unsupported(err, "linux.resources.devices",
+                    "changing the device list of a running container is not "
+                    "supported yet");
+    else if (parse_resources(res, cfg, err) == 0)
+        rc = 0;
+    if (rc == 0)
+        *out = cfg->spec->resources; /* as at create: memory without swap leaves swap unlimited */
+    oci_config_free(cfg);
+    json_decref(res);
+    return rc < 0 ? hd_error_prefix(err, "update") : 0;
+}
+
 static int parse_cgroups_path(json_t *path_j, struct oci_config *cfg, hd_error_t *err)
 {
     if (!is_set(path_j))

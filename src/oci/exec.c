@@ -404,3 +404,126 @@ int oci_cmd_ps(int argc, char **argv)
     oci_state_free(st);
     return rc < 0 ? oci_fail(&err) : 0;
 }
+
+/* ---- update ---- */
+
+/* runc's sizes: a number with an optional k, m, g (powers of 1024; "b" allowed after them). */
+static int parse_size(const char *flag, const char *text, long long *out, hd_error_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(text, &end, 10);
+    if (end == text || errno != 0 || n < -1)
+        return hd_error_set(err, 0, "update --%s: \"%s\" is not a size", flag, text);
+    switch (*end | 0x20) {
+    case 'k': n <<= 10, end++; break;
+    case 'm': n <<= 20, end++; break;
+    case 'g': n <<= 30, end++; break;
+    default: break;
+    }
+    if ((*end | 0x20) == 'b')
+        end++;
+    if (*end != '\0')
+        return hd_error_set(err, 0, "update --%s: \"%s\" is not a size", flag, text);
+    *out = n;
+    return 0;
+}
+
+/* The single-value flags as a linux.resources object. */
+static char *resources_from_flags(const char *const values[], const char *const names[], size_t n, hd_error_t *err)
+{
+    json_t *res = json_object(), *mem = json_object(), *cpu = json_object(), *pids = json_object();
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (values[i] == NULL)
+            continue;
+        long long v = 0;
+        rc = parse_size(names[i], values[i], &v, err);
+        if (rc < 0)
+            break;
+        if (strcmp(names[i], "memory") == 0)
+            json_object_set_new(mem, "limit", json_integer(v));
+        else if (strcmp(names[i], "memory-swap") == 0)
+            json_object_set_new(mem, "swap", json_integer(v));
+        else if (strcmp(names[i], "cpu-quota") == 0)
+            json_object_set_new(cpu, "quota", json_integer(v));
+        else if (strcmp(names[i], "cpu-period") == 0)
+            json_object_set_new(cpu, "period", json_integer(v));
+        else if (strcmp(names[i], "cpu-shares") == 0)
+            json_object_set_new(cpu, "shares", json_integer(v));
+        else if (strcmp(names[i], "pids-limit") == 0)
+            json_object_set_new(pids, "limit", json_integer(v));
+    }
+    json_object_set_new(res, "memory", mem);
+    json_object_set_new(res, "cpu", cpu);
+    json_object_set_new(res, "pids", pids);
+    char *text = rc == 0 ? json_dumps(res, JSON_COMPACT) : NULL;
+    json_decref(res);
+    return text;
+}
+
+int oci_cmd_update(int argc, char **argv)
+{
+    static const char *const names[] = {"memory", "memory-swap", "cpu-quota", "cpu-period", "cpu-shares", "pids-limit"};
+    static const char *const refused[] = {"cpuset-cpus",     "cpuset-mems",        "kernel-memory", "kernel-memory-tcp",
+                                          "blkio-weight",    "memory-reservation", "cpu-rt-period", "cpu-rt-runtime",
+                                          "l3-cache-schema", "mem-bw-schema",      "cpu-idle"};
+    const char *values[ARRAY_SIZE(names)] = {0}, *refused_values[ARRAY_SIZE(refused)] = {0};
+    const char *resources = NULL;
+    struct oci_option opts[ARRAY_SIZE(names) + ARRAY_SIZE(refused) + 3];
+    size_t k = 0;
+    opts[k++] = (struct oci_option){"resources", 'r', true, &resources, NULL};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        opts[k++] = (struct oci_option){names[i], 0, true, &values[i], NULL};
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        opts[k++] = (struct oci_option){refused[i], 0, true, &refused_values[i], NULL};
+    opts[k] = (struct oci_option){NULL, 0, false, NULL, NULL};
+    int first = oci_parse_options("update", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "update: usage: hedge-oci update [--resources FILE|-] [--memory N ...] ID");
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (refused_values[i]) {
+            hd_error_set(&err, 0, "update --%s: not supported yet by hedge-oci", refused[i]);
+            return oci_fail(&err);
+        }
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    if (resources && strcmp(resources, "-") == 0) {
+        if (hd_read_file("/dev/stdin", &text, &len, &err) < 0)
+            return oci_fail(&err);
+    } else if (resources) {
+        if (hd_read_file(resources, &text, &len, &err) < 0)
+            return oci_fail((hd_error_prefix(&err, "update --resources"), &err));
+    } else {
+        text = resources_from_flags(values, names, ARRAY_SIZE(names), &err);
+        if (text == NULL)
+            return oci_fail(&err);
+        len = strlen(text);
+    }
+    struct hd_resources res = {0};
+    if (oci_resources_load(text, len, &res, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    struct hd_cgroup *cg = NULL;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "update %s: the container is not running", st->id);
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    if (rc == 0)
+        rc = hd_cgroup_update(cg, &res, &err);
+    if (rc < 0)
+        hd_error_prefix(&err, "update %s", st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}

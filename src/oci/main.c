@@ -144,7 +144,7 @@ static int not_yet(const char *verb)
 {
     oci_log("error",
             "%s: not supported yet by hedge-oci (supported: create, start, run, state, kill, delete, "
-            "list, spec, features, exec, pause, resume, ps)",
+            "list, spec, features, exec, pause, resume, ps, update)",
             verb);
     return OCI_EXIT_FAILURE;
 }
@@ -163,9 +163,10 @@ static const struct verb verbs[] = {
     {"pause", oci_cmd_pause, "freeze every process of the container (cgroup freezer)"},
     {"resume", oci_cmd_resume, "thaw a paused container"},
     {"ps", oci_cmd_ps, "list the container's processes (--format table|json)"},
+    {"update", oci_cmd_update, "change the container's cgroup limits (--resources FILE|-, --memory, ...)"},
 };
 
-static const char *const later_verbs[] = {"update", "events", "checkpoint", "restore"};
+static const char *const later_verbs[] = {"events", "checkpoint", "restore"};
 
 static void usage(FILE *f)
 {

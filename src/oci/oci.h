@@ -102,6 +102,8 @@ struct oci_config {
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
+/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged). */
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err);
 /* exec --process FILE: replace cfg's process part with the file's (errors name "--process FILE: process.x"). */
 int oci_process_load(const char *path, struct oci_config *cfg, hd_error_t *err);
 /* The container_setup hook (backend.h): mounts, masks, read-only paths and sysctls inside. */
@@ -156,6 +158,7 @@ int oci_cmd_exec(int argc, char **argv);
 int oci_cmd_pause(int argc, char **argv);
 int oci_cmd_resume(int argc, char **argv);
 int oci_cmd_ps(int argc, char **argv);
+int oci_cmd_update(int argc, char **argv);
 /* lifecycle.c: forward signals to pid until it exits (it is our child; not reaped here) */
 int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err);
 
