@@ -278,6 +278,14 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     r = oci("ps", "ex")
     assert r.code == 0 and r.out.splitlines()[0].split()[1] == "PID", r
     assert sorted(int(line.split()[1]) for line in r.out.splitlines()[1:]) == sorted([init, pid]), r
+    # events --stats: one stats event of the container's cgroup
+    r = oci("events", "--stats", "ex")
+    assert r.code == 0, r
+    ev = json.loads(r.out)
+    assert ev["type"] == "stats" and ev["id"] == "ex" and ev["data"]["pids"]["current"] == 2, r
+    assert ev["data"]["memory"]["usage"]["usage"] > 0 and ev["data"]["cpu"]["usage"]["total"] > 0, r
+    r = oci("events", "--interval", "5x", "ex")
+    assert r.code == 1 and "--interval" in r.err, r
     # update: runc's single-value flags and --resources FILE change the running container's cgroup
     def limit(v1_file, v2_file):
         for d in cgroup_dirs("ex"):
@@ -460,10 +468,10 @@ def test_cli_surface(oci, tmp_path):
     assert r.code == 0 and "hedge-oci version" in r.out and "spec: 1." in r.out, r
     features = json.loads(oci("features").out)
     assert "pid" in features["linux"]["namespaces"] and features["ociVersionMax"].startswith("1.")
-    for verb in ["events"]:
+    for verb in ["checkpoint", "restore"]:
         r = oci(verb, "x")
         assert r.code == 1 and f"{verb}: not supported yet" in r.err, r
-    for verb in ["exec", "pause", "resume", "ps", "update"]:
+    for verb in ["exec", "pause", "resume", "ps", "update", "events"]:
         r = oci(verb, "x", *(["true"] if verb == "exec" else []))
         assert r.code == 1 and 'container "x" does not exist' in r.err, r
     r = oci("--systemd-cgroup", "list")

@@ -1,7 +1,7 @@
 /*
  * exec.c - the verbs that act on a running container from outside: exec (one
- * more process inside), pause/resume (the cgroup freezer) and ps (the pids of
- * the container's cgroup).
+ * more process inside), pause/resume (the cgroup freezer), ps (the pids of
+ * the container's cgroup), update (its limits) and events (its stats).
  *
  * exec reads the bundle's config.json again for what the container's first
  * process had (capabilities, no_new_privs, the seccomp profile create saved
@@ -523,6 +523,100 @@ int oci_cmd_update(int argc, char **argv)
         rc = hd_cgroup_update(cg, &res, &err);
     if (rc < 0)
         hd_error_prefix(&err, "update %s", st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+/* ---- events ---- */
+
+/* runc's event: {"type":"stats","id":ID,"data":{cpu, memory, pids}} from the container's cgroup. */
+static int stats_event(const struct oci_state *st, struct hd_cgroup *cg, hd_error_t *err)
+{
+    struct hd_stats stats = {0};
+    if (hd_cgroup_stats(cg, &stats, err) < 0)
+        return -1;
+    json_t *data = json_pack("{s:{s:{s:I}}, s:{s:{s:I, s:I}}, s:{s:I}}", "cpu", "usage", "total",
+                             (json_int_t)stats.cpu_usage_ns, "memory", "usage", "usage", (json_int_t)stats.memory_bytes,
+                             "max", (json_int_t)stats.memory_peak_bytes, "pids", "current", (json_int_t)stats.pids);
+    json_t *ev = json_pack("{s:s, s:s, s:o}", "type", "stats", "id", st->id, "data", data);
+    char *text = json_dumps(ev, JSON_COMPACT);
+    printf("%s\n", text);
+    fflush(stdout);
+    free(text);
+    json_decref(ev);
+    return 0;
+}
+
+/* "5s", "250ms", "1m", or plain seconds */
+static int parse_interval(const char *text, uint64_t *ms)
+{
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (end == text || v <= 0)
+        return -1;
+    if (strcmp(end, "ms") == 0)
+        *ms = (uint64_t)v;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        *ms = (uint64_t)(v * 1000);
+    else if (strcmp(end, "m") == 0)
+        *ms = (uint64_t)(v * 60000);
+    else
+        return -1;
+    return *ms > 0 ? 0 : -1;
+}
+
+int oci_cmd_events(int argc, char **argv)
+{
+    bool stats_once = false;
+    const char *interval = "5s";
+    struct oci_option opts[] = {
+        {"stats", 0, false, NULL, &stats_once},
+        {"interval", 0, true, &interval, NULL},
+        {NULL, 0, false, NULL, NULL},
+    };
+    int first = oci_parse_options("events", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "events: usage: hedge-oci events [--stats] [--interval 5s] ID");
+        return OCI_EXIT_FAILURE;
+    }
+    uint64_t ms = 0;
+    if (parse_interval(interval, &ms) < 0) {
+        oci_log("error", "events --interval: \"%s\" is not a duration (5s, 250ms, 1m)", interval);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    struct hd_cgroup *cg = NULL;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "events %s: the container is not running", st->id);
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    /* --stats: one stats event; else one every interval (and "oom" once) until the container stops */
+    bool oom_told = false;
+    while (rc == 0) {
+        rc = stats_event(st, cg, &err);
+        if (rc < 0 || stats_once)
+            break;
+        if (!oom_told && hd_cgroup_oom_killed(cg)) {
+            printf("{\"type\":\"oom\",\"id\":\"%s\"}\n", st->id);
+            fflush(stdout);
+            oom_told = true;
+        }
+        for (uint64_t waited = 0; waited < ms && oci_state_status(st) != OCI_STOPPED; waited += 50)
+            usleep(50000);
+        if (oci_state_status(st) == OCI_STOPPED)
+            break;
+    }
+    if (rc < 0)
+        hd_error_prefix(&err, "events %s", st->id);
     hd_cgroup_forget(cg);
     oci_state_free(st);
     return rc < 0 ? oci_fail(&err) : 0;

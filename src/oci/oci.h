@@ -159,6 +159,7 @@ int oci_cmd_pause(int argc, char **argv);
 int oci_cmd_resume(int argc, char **argv);
 int oci_cmd_ps(int argc, char **argv);
 int oci_cmd_update(int argc, char **argv);
+int oci_cmd_events(int argc, char **argv);
 /* lifecycle.c: forward signals to pid until it exits (it is our child; not reaped here) */
 int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err);
 
