@@ -325,8 +325,8 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
         assert r.code == 1 and name in r.err, r
     r = oci("exec", "ex")
     assert r.code == 1 and "--process" in r.err, r
-    r = oci("exec", "ex", "/nonexistent")
-    assert r.code == 1, r
+    r = oci("exec", "ex", "nonexistent")
+    assert r.code == 1 and "executable file not found in $PATH" in r.err, r
     # a paused container is deleted with --force (thawed first)
     assert oci("pause", "ex").code == 0
     assert oci("delete", "--force", "ex").code == 0
@@ -566,6 +566,8 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     r = podman("--runtime", HEDGE_OCI, "exec", "long", "sh", "-c",
                "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
     assert r.code == 0 and r.out == f"{64 << 20}\n", r
+    r = podman("--runtime", HEDGE_OCI, "exec", "long", "nonexistent")
+    assert r.code == 127, r
     r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "true")
     assert r.code != 0 and "--tty" in r.err, r
     r = podman("--runtime", HEDGE_OCI, "rm", "-f", "-t", "0", "long")

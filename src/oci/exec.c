@@ -148,6 +148,12 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         .user = spec->user,
     };
     rc = hd_container_join(&j, pid_out, err);
+    if (rc < 0 && *err && (*err)->exit_code == HD_EXIT_NOT_FOUND) {
+        /* runc's words, which engines map to 127 (podman: "executable file not found in") */
+        cleanup_free char *msg = hd_xstrdup((*err)->message);
+        hd_error_free(err);
+        hd_error_set_code(err, HD_EXIT_NOT_FOUND, ENOENT, "%s: executable file not found in $PATH", msg);
+    }
     if (rc < 0)
         hd_error_prefix(err, "exec %s", st->id);
 out:
