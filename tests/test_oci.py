@@ -337,6 +337,29 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     assert r.code == 1 and "does not exist" in r.err, r
 
 
+def test_exec_and_pause_on_cgroup_v2(oci, bundle, subreaper):
+    # v2 forced on this hybrid host (the unified hierarchy): the exec'd process is born in the group
+    # (CLONE_INTO_CGROUP), pause writes cgroup.freeze and waits for cgroup.events
+    if not os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") \
+            and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.fail("no cgroup2 hierarchy here: the v2 path cannot run")
+    v2 = {"HEDGE_CGROUP_MODE": "v2"}
+    assert oci("run", "-d", "--bundle", bundle("sleep", "1000"), "v2", env=v2).code == 0
+    init = state(oci, "v2")["pid"]
+    r = oci("exec", "v2", "sh", "-c", "tail -n1 /proc/self/cgroup; echo $$", env=v2)
+    assert r.code == 0 and r.out.splitlines() == ["0::/", "2"], r
+    group = [d for d in cgroup_dirs("v2") if (d / "cgroup.freeze").exists()]
+    assert len(group) == 1, cgroup_dirs("v2")
+    assert oci("pause", "v2", env=v2).code == 0
+    assert (group[0] / "cgroup.freeze").read_text() == "1\n"
+    assert "frozen 1" in (group[0] / "cgroup.events").read_text()
+    assert state(oci, "v2")["status"] == "paused"
+    assert oci("resume", "v2", env=v2).code == 0
+    assert (group[0] / "cgroup.freeze").read_text() == "0\n"
+    assert oci("delete", "--force", "v2", env=v2).code == 0
+    reap(init)
+
+
 def test_resources_and_cgroups_path(oci, bundle, subreaper):
     b = bundle("sleep", "1000", **{
         "linux.cgroupsPath": f"/{CGROUP_PARENT}/oci-cg",

@@ -166,6 +166,7 @@ static int create_container(const char *id, const struct create_flags *f, struct
         .created = created,
         .cgroup_parent = (char *)(parent && *parent ? parent : "hedge"),
         .cgroup_name = (char *)opts.cgroup_name,
+        .cgroup_mode = (char *)hd_cgroup_mode_name(hd_cgroup_detect()),
         .run_dir = w->run_dir,
         .annotations_json = cfg->annotations_json,
     };

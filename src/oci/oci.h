@@ -124,6 +124,7 @@ struct oci_state {
     char *created;       /* RFC 3339 */
     char *cgroup_parent; /* NULL: hedge's default */
     char *cgroup_name;
+    char *cgroup_mode; /* "v1", "hybrid", "v2": the layout the cgroup was made in (NULL: detect) */
     char *run_dir;
     char *annotations_json;
 };
@@ -141,7 +142,8 @@ const char *oci_status_name(enum oci_status s);
 char *oci_state_json(const struct oci_state *st, bool pretty);
 /* Kill what is left, remove the cgroup, the run dir and the state dir. */
 int oci_state_destroy(const struct oci_state *st, hd_error_t *err);
-/* Point hd_cgroup_* at the container's cgroup parent (they read $HEDGE_CGROUP_PARENT). */
+/* Point hd_cgroup_* at the container's cgroup parent (they read $HEDGE_CGROUP_PARENT); oci_state_load also
+ * sets $HEDGE_CGROUP_MODE to the layout the container's cgroup was made in. */
 void oci_use_cgroup_parent(const char *parent);
 
 /* ---- verbs ---- */

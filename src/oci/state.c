@@ -66,6 +66,7 @@ int oci_state_save(const struct oci_state *st, hd_error_t *err)
     json_object_set_new(o, "created", str_or_null(st->created));
     json_object_set_new(o, "cgroup_parent", str_or_null(st->cgroup_parent));
     json_object_set_new(o, "cgroup_name", str_or_null(st->cgroup_name));
+    json_object_set_new(o, "cgroup_mode", str_or_null(st->cgroup_mode));
     json_object_set_new(o, "run_dir", str_or_null(st->run_dir));
     json_object_set_new(o, "annotations", str_or_null(st->annotations_json));
     cleanup_free char *text = json_dumps(o, JSON_COMPACT);
@@ -110,9 +111,13 @@ int oci_state_load(const char *id, struct oci_state **out, hd_error_t *err)
     st->created = get_str(o, "created");
     st->cgroup_parent = get_str(o, "cgroup_parent");
     st->cgroup_name = get_str(o, "cgroup_name");
+    st->cgroup_mode = get_str(o, "cgroup_mode");
     st->run_dir = get_str(o, "run_dir");
     st->annotations_json = get_str(o, "annotations");
     json_decref(o);
+    /* the container's cgroup is found in the layout it was made in (a $HEDGE_CGROUP_MODE override at create) */
+    if (st->cgroup_mode)
+        setenv("HEDGE_CGROUP_MODE", st->cgroup_mode, 1);
     *out = st;
     return 0;
 }
@@ -127,6 +132,7 @@ void oci_state_free(struct oci_state *st)
     free(st->created);
     free(st->cgroup_parent);
     free(st->cgroup_name);
+    free(st->cgroup_mode);
     free(st->run_dir);
     free(st->annotations_json);
     free(st);
