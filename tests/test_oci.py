@@ -258,6 +258,12 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
             "sh", "-c", "echo $A$B; pwd; id -u; id -g")
     assert r.code == 0 and r.out.splitlines() == ["12", "/tmp", "1000", "1001"], r
     # --process FILE replaces the process; --detach --pid-file: the same namespaces, cgroup and security
+    (tmp_path / "umask.json").write_text(json.dumps({"args": ["sh", "-c", "umask"], "cwd": "/",
+                                                      "user": {"uid": 0, "gid": 0, "umask": 0o077}}))
+    r = oci("exec", "--process", tmp_path / "umask.json", "ex")
+    assert r.code == 0 and r.out == "0077\n", r
+    r = oci("exec", "ex", "sh", "-c", "umask")
+    assert r.code == 0 and r.out == "0022\n", r
     proc = {"args": ["sleep", "1000"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
             "noNewPrivileges": True,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}}

@@ -131,8 +131,7 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
             hd_error_sys(err, "%s: setrlimit", cfg->rlimits[i].name);
             goto out;
         }
-    if (cfg->umask >= 0)
-        umask((mode_t)cfg->umask);
+    umask(cfg->umask >= 0 ? (mode_t)cfg->umask : 022); /* process.user.umask, else hedge's */
     oci_use_cgroup_parent(st->cgroup_parent);
     if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
         goto out;

@@ -448,7 +448,6 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
     if (hd_caps_drop_bounding(a->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    umask(022);
     if (!j->security->no_new_privs && hd_seccomp_load(a->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {

@@ -31,7 +31,7 @@ struct hd_container_join {
 };
 
 /* Start the process; it has exec'd when this returns 0 (*pid_out is its host pid, our child).
- * Its stdio is ours; fds above 2 do not reach it. */
+ * Its stdio, umask and rlimits are ours; fds above 2 do not reach it. */
 int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_error_t *err);
 
 #endif
