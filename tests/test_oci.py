@@ -233,6 +233,139 @@ def test_process_fields(oci, bundle, tmp_path):
     assert r.out.split() == ["CapEff:", "%016x" % ((1 << 0) | (1 << 5))]
 
 
+def proc_status(pid):
+    return dict(line.split(":\t", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
+                if ":\t" in line)
+
+
+def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
+    caps = ["CAP_CHOWN", "CAP_KILL", "CAP_SETUID", "CAP_SETGID"]
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
+    b = bundle("sleep", "1000", hostname="oci-exec", **{
+        "process.noNewPrivileges": True, "process.env": ["PATH=/bin:/sbin", "FROM=config"],
+        "process.capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "linux.seccomp": seccomp})
+    assert oci("run", "-d", "--bundle", b, "ex").code == 0
+    init = state(oci, "ex")["pid"]
+    # foreground: the command's output and exit status; the config's env, seccomp and no_new_privs
+    r = oci("exec", "ex", "sh", "-c", "hostname; echo $FROM; echo $$; mkdir /x || echo denied; exit 5")
+    assert r.code == 5, r
+    assert r.out.splitlines()[:3] == ["oci-exec", "config", "2"], r
+    assert "denied" in r.out and "Operation not permitted" in r.err, r
+    # flags: --env (repeated), --cwd, --user
+    r = oci("exec", "--env", "A=1", "-e", "B=2", "--cwd", "/tmp", "--user", "1000:1001", "ex",
+            "sh", "-c", "echo $A$B; pwd; id -u; id -g")
+    assert r.code == 0 and r.out.splitlines() == ["12", "/tmp", "1000", "1001"], r
+    # --process FILE replaces the process; --detach --pid-file: the same namespaces, cgroup and security
+    (tmp_path / "umask.json").write_text(json.dumps({"args": ["sh", "-c", "umask"], "cwd": "/",
+                                                      "user": {"uid": 0, "gid": 0, "umask": 0o077}}))
+    r = oci("exec", "--process", tmp_path / "umask.json", "ex")
+    assert r.code == 0 and r.out == "0077\n", r
+    r = oci("exec", "ex", "sh", "-c", "umask")
+    assert r.code == 0 and r.out == "0022\n", r
+    proc = {"args": ["sleep", "1000"], "env": ["PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "noNewPrivileges": True,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}}
+    (tmp_path / "proc.json").write_text(json.dumps(proc))
+    r = oci("exec", "--process", tmp_path / "proc.json", "--detach", "--pid-file", tmp_path / "pid", "ex")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    for ns in ["pid", "mnt", "uts", "ipc", "net", "cgroup"]:
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/{init}/ns/{ns}"), ns
+    assert pathlib.Path(f"/proc/{pid}/cgroup").read_text() == pathlib.Path(f"/proc/{init}/cgroup").read_text()
+    mine, theirs = proc_status(pid), proc_status(init)
+    for key in ["CapBnd", "CapEff", "CapPrm", "NoNewPrivs", "Seccomp"]:
+        assert mine[key] == theirs[key], key
+    assert mine["Seccomp"].strip() == "2"
+    # ps: both pids, as runc prints them (json) and as a ps table
+    r = oci("ps", "--format", "json", "ex")
+    assert r.code == 0 and sorted(json.loads(r.out)) == sorted([init, pid]), r
+    r = oci("ps", "ex")
+    assert r.code == 0 and r.out.splitlines()[0].split()[1] == "PID", r
+    assert sorted(int(line.split()[1]) for line in r.out.splitlines()[1:]) == sorted([init, pid]), r
+    # events --stats: one stats event of the container's cgroup
+    r = oci("events", "--stats", "ex")
+    assert r.code == 0, r
+    ev = json.loads(r.out)
+    assert ev["type"] == "stats" and ev["id"] == "ex" and ev["data"]["pids"]["current"] == 2, r
+    assert ev["data"]["memory"]["usage"]["usage"] > 0 and ev["data"]["cpu"]["usage"]["total"] > 0, r
+    r = oci("events", "--interval", "5x", "ex")
+    assert r.code == 1 and "--interval" in r.err, r
+    # update: runc's single-value flags and --resources FILE change the running container's cgroup
+    def limit(v1_file, v2_file):
+        for d in cgroup_dirs("ex"):
+            for f in (v1_file, v2_file):
+                if (d / f).exists():
+                    return (d / f).read_text().split()[0]
+        raise AssertionError(f"no {v1_file} or {v2_file}")
+    r = oci("update", "--memory", "64m", "--pids-limit", "50", "ex")
+    assert r.code == 0, r
+    assert limit("memory.limit_in_bytes", "memory.max") == str(64 << 20)
+    assert limit("pids.max", "pids.max") == "50"
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": 32 << 20}, "pids": {"limit": 20}}))
+    r = oci("update", "--resources", tmp_path / "res.json", "ex")
+    assert r.code == 0, r
+    assert limit("memory.limit_in_bytes", "memory.max") == str(32 << 20)
+    assert limit("pids.max", "pids.max") == "20"
+    for flags, name in [(["--cpuset-cpus", "0"], "--cpuset-cpus"), (["--memory", "1x"], "--memory")]:
+        r = oci("update", *flags, "ex")
+        assert r.code == 1 and name in r.err, r
+    # pause / resume: the freezer; a paused container refuses exec
+    assert oci("pause", "ex").code == 0
+    assert state(oci, "ex")["status"] == "paused"
+    assert proc_status(init)["State"].startswith(("D", "S"))
+    r = oci("exec", "ex", "true")
+    assert r.code == 1 and "paused" in r.err, r
+    r = oci("pause", "ex")
+    assert r.code == 1 and "paused" in r.err, r
+    assert oci("resume", "ex").code == 0
+    assert state(oci, "ex")["status"] == "running"
+    r = oci("resume", "ex")
+    assert r.code == 1 and "not paused" in r.err, r
+    # flags hedge-oci does not support name themselves
+    for flags, name in [(["--tty"], "--tty"), (["--cap", "CAP_SYS_ADMIN"], "--cap"),
+                        (["--console-socket", "/tmp/s"], "--console-socket"),
+                        (["--preserve-fds", "2"], "--preserve-fds")]:
+        r = oci("exec", *flags, "ex", "true")
+        assert r.code == 1 and name in r.err, r
+    r = oci("exec", "ex")
+    assert r.code == 1 and "--process" in r.err, r
+    r = oci("exec", "ex", "nonexistent")
+    assert r.code == 1 and "executable file not found in $PATH" in r.err, r
+    # a paused container is deleted with --force (thawed first)
+    assert oci("pause", "ex").code == 0
+    assert oci("delete", "--force", "ex").code == 0
+    reap(pid)  # first: the namespace's init exits only when every process of it is reaped
+    reap(init)
+    assert cgroup_dirs("ex") == []
+    r = oci("exec", "ex", "true")
+    assert r.code == 1 and "does not exist" in r.err, r
+
+
+def test_exec_and_pause_on_cgroup_v2(oci, bundle, subreaper):
+    # v2 forced on this hybrid host (the unified hierarchy): the exec'd process is born in the group
+    # (CLONE_INTO_CGROUP), pause writes cgroup.freeze and waits for cgroup.events
+    if not os.path.exists("/sys/fs/cgroup/unified/cgroup.procs") \
+            and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        pytest.fail("no cgroup2 hierarchy here: the v2 path cannot run")
+    v2 = {"HEDGE_CGROUP_MODE": "v2"}
+    assert oci("run", "-d", "--bundle", bundle("sleep", "1000"), "v2", env=v2).code == 0
+    init = state(oci, "v2")["pid"]
+    r = oci("exec", "v2", "sh", "-c", "tail -n1 /proc/self/cgroup; echo $$", env=v2)
+    assert r.code == 0 and r.out.splitlines() == ["0::/", "2"], r
+    group = [d for d in cgroup_dirs("v2") if (d / "cgroup.freeze").exists()]
+    assert len(group) == 1, cgroup_dirs("v2")
+    assert oci("pause", "v2", env=v2).code == 0
+    assert (group[0] / "cgroup.freeze").read_text() == "1\n"
+    assert "frozen 1" in (group[0] / "cgroup.events").read_text()
+    assert state(oci, "v2")["status"] == "paused"
+    assert oci("resume", "v2", env=v2).code == 0
+    assert (group[0] / "cgroup.freeze").read_text() == "0\n"
+    assert oci("delete", "--force", "v2", env=v2).code == 0
+    reap(init)
+
+
 def test_resources_and_cgroups_path(oci, bundle, subreaper):
     b = bundle("sleep", "1000", **{
         "linux.cgroupsPath": f"/{CGROUP_PARENT}/oci-cg",
@@ -364,9 +497,12 @@ def test_cli_surface(oci, tmp_path):
     assert r.code == 0 and "hedge-oci version" in r.out and "spec: 1." in r.out, r
     features = json.loads(oci("features").out)
     assert "pid" in features["linux"]["namespaces"] and features["ociVersionMax"].startswith("1.")
-    for verb in ["exec", "pause", "resume", "ps", "update", "events"]:
+    for verb in ["checkpoint", "restore"]:
         r = oci(verb, "x")
         assert r.code == 1 and f"{verb}: not supported yet" in r.err, r
+    for verb in ["exec", "pause", "resume", "ps", "update", "events"]:
+        r = oci(verb, "x", *(["true"] if verb == "exec" else []))
+        assert r.code == 1 and 'container "x" does not exist' in r.err, r
     r = oci("--systemd-cgroup", "list")
     assert r.code == 1 and "systemd" in r.err, r
     r = oci("create", "--console-socket", "/tmp/sock", "--bundle", tmp_path, "x")
@@ -438,3 +574,30 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     assert not os.path.exists(f"/run/hedge-oci/{container}")
     assert cgroups_named(f"libpod-{container}") == [], "podman's container cgroups are gone"
     assert not [d for d in cgroups_named("libpod-*") if d not in before]
+    # a detached container: exec (status and output), pause/unpause, top; one container for all
+    r = podman("--runtime", HEDGE_OCI, "run", "-d", "--name", "long", "--network", "none",
+               "localhost/hedge-busybox:test", "sleep", "1000")
+    assert r.code == 0, r
+    r = podman("--runtime", HEDGE_OCI, "exec", "-e", "A=b", "-w", "/tmp", "long", "sh", "-c", "echo $A; pwd; exit 3")
+    assert r.code == 3 and r.out == "b\n/tmp\n", r
+    r = podman("--runtime", HEDGE_OCI, "exec", "-u", "1000", "long", "id", "-u")
+    assert r.code == 0 and r.out == "1000\n", r
+    r = podman("--runtime", HEDGE_OCI, "pause", "long")
+    assert r.code == 0, r
+    r = podman("--runtime", HEDGE_OCI, "inspect", "--format", "{{.State.Status}}", "long")
+    assert r.out == "paused\n", r
+    r = podman("--runtime", HEDGE_OCI, "unpause", "long")
+    assert r.code == 0, r
+    r = podman("--runtime", HEDGE_OCI, "top", "long")
+    assert r.code == 0 and "sleep 1000" in r.out, r
+    r = podman("--runtime", HEDGE_OCI, "update", "--memory", "64m", "long")
+    assert r.code == 0, r
+    r = podman("--runtime", HEDGE_OCI, "exec", "long", "sh", "-c",
+               "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
+    assert r.code == 0 and r.out == f"{64 << 20}\n", r
+    r = podman("--runtime", HEDGE_OCI, "exec", "long", "nonexistent")
+    assert r.code == 127, r
+    r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "true")
+    assert r.code != 0 and "--tty" in r.err, r
+    r = podman("--runtime", HEDGE_OCI, "rm", "-f", "-t", "0", "long")
+    assert r.code == 0, r

@@ -721,3 +721,59 @@ const char *hd_cgroup_path(struct hd_cgroup *cg)
         return cg->controller_dir[CGROUP_MEMORY];
     return cg->dirs[0];
 }
+
+/* The freezer file of the group: v2 cgroup.freeze, v1 freezer.state; NULL when there is none. */
+static const char *freezer_dir(struct hd_cgroup *cg, bool *v2)
+{
+    *v2 = cg != NULL && cg->v2_dir != NULL;
+    if (cg == NULL)
+        return NULL;
+    return *v2 ? cg->v2_dir : cg->controller_dir[CGROUP_FREEZER];
+}
+
+bool hd_cgroup_frozen(struct hd_cgroup *cg)
+{
+    bool v2;
+    const char *dir = freezer_dir(cg, &v2);
+    cleanup_free char *state = NULL;
+    hd_error_t err = NULL;
+    if (dir == NULL || cgroup_read(dir, v2 ? "cgroup.freeze" : "freezer.state", &state, &err) < 0) {
+        hd_error_free(&err);
+        return false;
+    }
+    return v2 ? state[0] == '1' : strncmp(state, "THAWED", 6) != 0;
+}
+
+int hd_cgroup_freeze(struct hd_cgroup *cg, bool freeze, hd_error_t *err)
+{
+    bool v2;
+    const char *dir = freezer_dir(cg, &v2);
+    if (dir == NULL)
+        return hd_error_set(err, ENOTSUP, "cgroup %s: no freezer (v1 freezer hierarchy or v2 cgroup.freeze)",
+                            cg ? cg->name : "?");
+    if (cgroup_write(dir, v2 ? "cgroup.freeze" : "freezer.state",
+                     v2 ? (freeze ? "1" : "0") : (freeze ? "FROZEN" : "THAWED"), err) < 0)
+        return -1;
+    /* wait (bounded) until the kernel says the group is frozen / thawed */
+    uint64_t deadline = hd_now_ns() + 2000000000ULL;
+    for (int round = 0; hd_now_ns() < deadline; round++) {
+        cleanup_free char *state = NULL;
+        if (cgroup_read(dir, v2 ? "cgroup.events" : "freezer.state", &state, err) < 0)
+            return -1;
+        bool done = v2 ? (strstr(state, freeze ? "frozen 1" : "frozen 0") != NULL)
+                       : strncmp(state, freeze ? "FROZEN" : "THAWED", 6) == 0;
+        if (done)
+            return 0;
+        cgroup_poll_sleep(round);
+    }
+    return hd_error_set(err, ETIMEDOUT, "cgroup %s: still not %s after 2 s", cg->name, freeze ? "frozen" : "thawed");
+}
+
+int hd_cgroup_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
+{
+    if (cg == NULL || cg->n_dirs == 0)
+        return hd_error_set(err, 0, "cgroup: no group to update");
+    if (cg->backend->update(cg, res, err) < 0)
+        return hd_error_prefix(err, "update cgroup %s", cg->name);
+    return 0;
+}

@@ -88,6 +88,13 @@ bool hd_cgroup_oom_killed(struct hd_cgroup *cg);
 int hd_cgroup_stats(struct hd_cgroup *cg, struct hd_stats *stats, hd_error_t *err);
 /* SIGKILL every task still in the group (freezing it first so none escapes by forking). */
 int hd_cgroup_kill_all(struct hd_cgroup *cg, hd_error_t *err);
+/* Change the limits of an existing group: only those set in res (> 0) are written, the others stay. */
+int hd_cgroup_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err);
+/* Freeze (pause) or thaw every task of the group: v1 freezer.state, v2 cgroup.freeze; waits (2 s at
+ * most) until the kernel reports the new state. */
+int hd_cgroup_freeze(struct hd_cgroup *cg, bool freeze, hd_error_t *err);
+/* True when the group is frozen (or freezing). */
+bool hd_cgroup_frozen(struct hd_cgroup *cg);
 /* Kill what remains, remove the group directories and free cg. cg may be NULL. */
 int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err);
 /* Path of the group in the "main" hierarchy (for messages and tests). */

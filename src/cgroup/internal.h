@@ -40,6 +40,8 @@ struct cgroup_backend {
     bool (*oom_killed)(struct hd_cgroup *cg);
     int (*stats)(struct hd_cgroup *cg, struct hd_stats *stats, hd_error_t *err);
     int (*kill_all)(struct hd_cgroup *cg, hd_error_t *err);
+    /* Write the limits that are set (> 0) in res to the existing group. */
+    int (*update)(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err);
 };
 
 struct hd_cgroup {

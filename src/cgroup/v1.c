@@ -334,4 +334,5 @@ const struct cgroup_backend cgroup_backend_v1 = {
     .oom_killed = v1_oom_killed,
     .stats = v1_stats,
     .kill_all = v1_kill_all,
+    .update = v1_apply_limits,
 };

@@ -165,6 +165,11 @@ static int v2_apply_limits(const char *dir, const struct hd_resources *res, hd_e
     return 0;
 }
 
+static int v2_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
+{
+    return v2_apply_limits(cg->v2_dir, res, err);
+}
+
 static int v2_create(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
 {
     const char *root = cgroup_v2_root();
@@ -286,4 +291,5 @@ const struct cgroup_backend cgroup_backend_v2 = {
     .oom_killed = v2_oom_killed,
     .stats = v2_stats,
     .kill_all = v2_kill_all,
+    .update = v2_update,
 };

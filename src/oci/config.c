@@ -326,6 +326,42 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+/* exec --process FILE: the file's process replaces the config's (args, env, cwd, user, capabilities,
+ * noNewPrivileges, rlimits, oomScoreAdj); the rest of cfg (seccomp, namespaces, cgroup) stays. */
+int oci_process_load(const char *path, struct oci_config *cfg, hd_error_t *err)
+{
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    if (hd_read_file(path, &text, &len, err) < 0)
+        return hd_error_prefix(err, "--process");
+    json_error_t jerr;
+    json_t *proc = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(proc)) {
+        json_decref(proc);
+        return hd_error_set(err, 0, "--process %s: line %d: %s", path, jerr.line, "not a JSON object");
+    }
+    struct hd_spec *spec = cfg->spec;
+    hd_strv_free(spec->command);
+    hd_strv_free(spec->env);
+    hd_strv_free(spec->security.cap_add);
+    hd_strv_free(spec->security.cap_drop);
+    spec->command = spec->env = spec->security.cap_add = spec->security.cap_drop = NULL;
+    free(spec->workdir);
+    free(spec->user);
+    spec->workdir = spec->user = NULL;
+    for (int i = 0; i < cfg->n_rlimits; i++)
+        free(cfg->rlimits[i].name);
+    free(cfg->rlimits);
+    cfg->rlimits = NULL;
+    cfg->n_rlimits = 0;
+    cfg->caps_inheritable = cfg->caps_ambient = 0;
+    cfg->have_oom_score_adj = false;
+    cfg->umask = -1;
+    int rc = parse_process(proc, cfg, err);
+    json_decref(proc);
+    return rc < 0 ? hd_error_prefix(err, "--process %s", path) : 0;
+}
+
 /* ---- mounts ---- */
 
 struct mount_option {
@@ -624,6 +660,30 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
             spec->resources.pids = json_integer_value(limit);
     }
     return 0;
+}
+
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err)
+{
+    json_error_t jerr;
+    json_t *res = json_loadb(text, len, 0, &jerr);
+    if (!json_is_object(res)) {
+        json_decref(res);
+        return hd_error_set(err, 0, "--resources: line %d: not a JSON object", jerr.line);
+    }
+    int rc = -1;
+    struct oci_config *cfg = hd_xcalloc(1, sizeof(*cfg));
+    cfg->spec = hd_spec_new();
+    if (is_set(json_object_get(res, "devices")))
+        unsupported(err, "linux.resources.devices",
+                    "changing the device list of a running container is not "
+                    "supported yet");
+    else if (parse_resources(res, cfg, err) == 0)
+        rc = 0;
+    if (rc == 0)
+        *out = cfg->spec->resources; /* as at create: memory without swap leaves swap unlimited */
+    oci_config_free(cfg);
+    json_decref(res);
+    return rc < 0 ? hd_error_prefix(err, "update") : 0;
 }
 
 static int parse_cgroups_path(json_t *path_j, struct oci_config *cfg, hd_error_t *err)

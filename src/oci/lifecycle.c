@@ -166,6 +166,7 @@ static int create_container(const char *id, const struct create_flags *f, struct
         .created = created,
         .cgroup_parent = (char *)(parent && *parent ? parent : "hedge"),
         .cgroup_name = (char *)opts.cgroup_name,
+        .cgroup_mode = (char *)hd_cgroup_mode_name(hd_cgroup_detect()),
         .run_dir = w->run_dir,
         .annotations_json = cfg->annotations_json,
     };
@@ -283,8 +284,7 @@ int oci_cmd_start(int argc, char **argv)
 
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
-/* run in the foreground: forward signals to the container until it exits; its status is ours. */
-static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
+int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err)
 {
     sigset_t mask;
     sigemptyset(&mask);
@@ -293,19 +293,26 @@ static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
     if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
         return hd_error_sys(err, "sigprocmask");
     cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
+    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (sfd < 0 || pidfd < 0)
-        return hd_error_sys(err, "run: watch pid %d", (int)w->pid);
+        return hd_error_sys(err, "watch pid %d", (int)pid);
     for (;;) {
         struct pollfd fds[2] = {{.fd = pidfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
         if (poll(fds, 2, -1) < 0 && errno != EINTR)
             return hd_error_sys(err, "poll");
         struct signalfd_siginfo si;
         while ((fds[1].revents & POLLIN) && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
-            kill(w->pid, (int)si.ssi_signo);
+            kill(pid, (int)si.ssi_signo);
         if (fds[0].revents & POLLIN)
-            break;
+            return 0;
     }
+}
+
+/* run in the foreground: forward signals to the container until it exits; its status is ours. */
+static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
+{
+    if (oci_forward_signals_until_exit(w->pid, err) < 0)
+        return -1;
     struct hd_exit exit;
     if (hd_workload_wait(w, &exit, err) < 0)
         return -1;

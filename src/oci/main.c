@@ -1,7 +1,8 @@
 /*
  * main.c - hedge-oci's command line: runc's global flags and verbs, one
  * table, one file per family of verbs (lifecycle.c: create/run/start/kill/
- * delete; query.c: state/list/spec/features).
+ * delete; query.c: state/list/spec/features; exec.c: exec/pause/resume/ps/
+ * update/events).
  *
  * Engines (podman, containerd's runc shim, ctr --runc-binary, CRI-O) call a
  * runtime the way they call runc: `hedge-oci [--root DIR] [--log FILE]
@@ -144,7 +145,7 @@ static int not_yet(const char *verb)
 {
     oci_log("error",
             "%s: not supported yet by hedge-oci (supported: create, start, run, state, kill, delete, "
-            "list, spec, features)",
+            "list, spec, features, exec, pause, resume, ps, update, events)",
             verb);
     return OCI_EXIT_FAILURE;
 }
@@ -159,9 +160,15 @@ static const struct verb verbs[] = {
     {"list", oci_cmd_list, "list containers (--format json)"},
     {"spec", oci_cmd_spec, "write a default config.json"},
     {"features", oci_cmd_features, "print what this runtime supports (JSON)"},
+    {"exec", oci_cmd_exec, "run one more process in a running container"},
+    {"pause", oci_cmd_pause, "freeze every process of the container (cgroup freezer)"},
+    {"resume", oci_cmd_resume, "thaw a paused container"},
+    {"ps", oci_cmd_ps, "list the container's processes (--format table|json)"},
+    {"events", oci_cmd_events, "the container's cgroup stats as JSON events (--stats: once; else every --interval)"},
+    {"update", oci_cmd_update, "change the container's cgroup limits (--resources FILE|-, --memory, ...)"},
 };
 
-static const char *const later_verbs[] = {"exec", "ps", "pause", "resume", "update", "events", "checkpoint", "restore"};
+static const char *const later_verbs[] = {"checkpoint", "restore"};
 
 static void usage(FILE *f)
 {

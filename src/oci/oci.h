@@ -102,6 +102,10 @@ struct oci_config {
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
+/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged). */
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err);
+/* exec --process FILE: replace cfg's process part with the file's (errors name "--process FILE: process.x"). */
+int oci_process_load(const char *path, struct oci_config *cfg, hd_error_t *err);
 /* The container_setup hook (backend.h): mounts, masks, read-only paths and sysctls inside. */
 int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
 /* The default config.json of `spec`. Caller frees. */
@@ -109,7 +113,7 @@ char *oci_default_config(void);
 
 /* ---- state under --root (state.c) ---- */
 
-enum oci_status { OCI_CREATED, OCI_RUNNING, OCI_STOPPED };
+enum oci_status { OCI_CREATED, OCI_RUNNING, OCI_PAUSED, OCI_STOPPED };
 
 struct oci_state {
     char *id;
@@ -120,6 +124,7 @@ struct oci_state {
     char *created;       /* RFC 3339 */
     char *cgroup_parent; /* NULL: hedge's default */
     char *cgroup_name;
+    char *cgroup_mode; /* "v1", "hybrid", "v2": the layout the cgroup was made in (NULL: detect) */
     char *run_dir;
     char *annotations_json;
 };
@@ -137,7 +142,8 @@ const char *oci_status_name(enum oci_status s);
 char *oci_state_json(const struct oci_state *st, bool pretty);
 /* Kill what is left, remove the cgroup, the run dir and the state dir. */
 int oci_state_destroy(const struct oci_state *st, hd_error_t *err);
-/* Point hd_cgroup_* at the container's cgroup parent (they read $HEDGE_CGROUP_PARENT). */
+/* Point hd_cgroup_* at the container's cgroup parent (they read $HEDGE_CGROUP_PARENT); oci_state_load also
+ * sets $HEDGE_CGROUP_MODE to the layout the container's cgroup was made in. */
 void oci_use_cgroup_parent(const char *parent);
 
 /* ---- verbs ---- */
@@ -150,6 +156,14 @@ int oci_cmd_delete(int argc, char **argv);
 int oci_cmd_list(int argc, char **argv);
 int oci_cmd_spec(int argc, char **argv);
 int oci_cmd_features(int argc, char **argv);
+int oci_cmd_exec(int argc, char **argv);
+int oci_cmd_pause(int argc, char **argv);
+int oci_cmd_resume(int argc, char **argv);
+int oci_cmd_ps(int argc, char **argv);
+int oci_cmd_update(int argc, char **argv);
+int oci_cmd_events(int argc, char **argv);
+/* lifecycle.c: forward signals to pid until it exits (it is our child; not reaped here) */
+int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err);
 
 /* ---- option parsing shared by the verbs (main.c) ---- */
 struct oci_option {

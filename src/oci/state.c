@@ -66,6 +66,7 @@ int oci_state_save(const struct oci_state *st, hd_error_t *err)
     json_object_set_new(o, "created", str_or_null(st->created));
     json_object_set_new(o, "cgroup_parent", str_or_null(st->cgroup_parent));
     json_object_set_new(o, "cgroup_name", str_or_null(st->cgroup_name));
+    json_object_set_new(o, "cgroup_mode", str_or_null(st->cgroup_mode));
     json_object_set_new(o, "run_dir", str_or_null(st->run_dir));
     json_object_set_new(o, "annotations", str_or_null(st->annotations_json));
     cleanup_free char *text = json_dumps(o, JSON_COMPACT);
@@ -110,9 +111,13 @@ int oci_state_load(const char *id, struct oci_state **out, hd_error_t *err)
     st->created = get_str(o, "created");
     st->cgroup_parent = get_str(o, "cgroup_parent");
     st->cgroup_name = get_str(o, "cgroup_name");
+    st->cgroup_mode = get_str(o, "cgroup_mode");
     st->run_dir = get_str(o, "run_dir");
     st->annotations_json = get_str(o, "annotations");
     json_decref(o);
+    /* the container's cgroup is found in the layout it was made in (a $HEDGE_CGROUP_MODE override at create) */
+    if (st->cgroup_mode)
+        setenv("HEDGE_CGROUP_MODE", st->cgroup_mode, 1);
     *out = st;
     return 0;
 }
@@ -127,6 +132,7 @@ void oci_state_free(struct oci_state *st)
     free(st->created);
     free(st->cgroup_parent);
     free(st->cgroup_name);
+    free(st->cgroup_mode);
     free(st->run_dir);
     free(st->annotations_json);
     free(st);
@@ -149,10 +155,29 @@ static bool process_alive(const struct oci_state *st)
     return paren && paren[1] == ' ' && paren[2] != 'Z' && paren[2] != 'X';
 }
 
+/* Is the container's cgroup frozen (pause)? */
+static bool container_frozen(const struct oci_state *st)
+{
+    if (st->cgroup_name == NULL)
+        return false;
+    oci_use_cgroup_parent(st->cgroup_parent);
+    struct hd_cgroup *cg = NULL;
+    hd_error_t err = NULL;
+    if (hd_cgroup_open(st->cgroup_name, &cg, &err) < 0) {
+        hd_error_free(&err);
+        return false;
+    }
+    bool frozen = hd_cgroup_frozen(cg);
+    hd_cgroup_forget(cg);
+    return frozen;
+}
+
 enum oci_status oci_state_status(const struct oci_state *st)
 {
     if (!process_alive(st))
         return OCI_STOPPED;
+    if (container_frozen(st))
+        return OCI_PAUSED;
     cleanup_free char *fifo = oci_fifo_path(st->id);
     return access(fifo, F_OK) == 0 ? OCI_CREATED : OCI_RUNNING;
 }
@@ -162,6 +187,7 @@ const char *oci_status_name(enum oci_status s)
     switch (s) {
     case OCI_CREATED: return "created";
     case OCI_RUNNING: return "running";
+    case OCI_PAUSED: return "paused";
     case OCI_STOPPED: return "stopped";
     }
     return "unknown";
@@ -204,6 +230,16 @@ static void wait_for_exit(const struct oci_state *st)
 int oci_state_destroy(const struct oci_state *st, hd_error_t *err)
 {
     int rc = 0;
+    if (process_alive(st) && container_frozen(st)) {
+        /* a frozen process dies only once thawed */
+        oci_use_cgroup_parent(st->cgroup_parent);
+        struct hd_cgroup *cg = NULL;
+        hd_error_t thaw_err = NULL;
+        if (hd_cgroup_open(st->cgroup_name, &cg, &thaw_err) < 0 || hd_cgroup_freeze(cg, false, &thaw_err) < 0)
+            oci_log("error", "delete %s: thaw: %s", st->id, hd_error_text(thaw_err));
+        hd_error_free(&thaw_err);
+        hd_cgroup_forget(cg);
+    }
     if (process_alive(st)) {
         kill(st->pid, SIGKILL);
         wait_for_exit(st);

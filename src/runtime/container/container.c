@@ -69,6 +69,7 @@
 #include "base/child.h"
 #include "base/spawn.h"
 #include "net/net.h"
+#include "runtime/container/join.h"
 #include "runtime/container/rootfs.h"
 #include "runtime/container/seccomp_filter.h"
 #include "base/util.h"
@@ -146,17 +147,27 @@ static int container_hold_before_exec(const struct hd_workload *w, int report_fd
     return 0;
 }
 
+/* The process's security, last before exec: capabilities, then (with no_new_privs) seccomp.
+ * The first process and every joined one (hd_container_join) go through here. */
+static int apply_process_security(uint64_t caps, uint64_t inheritable, uint64_t ambient, bool no_new_privs,
+                                  const struct hd_seccomp *seccomp, hd_error_t *err)
+{
+    if (hd_caps_apply(caps, err) < 0)
+        return -1;
+    if ((inheritable || ambient) && hd_caps_set_inheritable_ambient(inheritable, ambient, err) < 0)
+        return -1;
+    if (no_new_privs && hd_seccomp_load(seccomp, err) < 0)
+        return -1;
+    return 0;
+}
+
 /* Last step before exec (child.c calls it after user, workdir and no_new_privs). */
 static int container_before_exec(void *data, hd_error_t *err)
 {
     struct hd_workload *w = data;
     struct container *c = container_of(w);
-    if (hd_caps_apply(c->caps, err) < 0)
-        return -1;
-    if ((w->caps_inheritable || w->caps_ambient) &&
-        hd_caps_set_inheritable_ambient(w->caps_inheritable, w->caps_ambient, err) < 0)
-        return -1;
-    if (w->spec->security.no_new_privs && hd_seccomp_load(c->seccomp, err) < 0)
+    if (apply_process_security(c->caps, w->caps_inheritable, w->caps_ambient, w->spec->security.no_new_privs,
+                               c->seccomp, err) < 0)
         return -1;
     if (w->hold_before_exec)
         return container_hold_before_exec(w, c->report_fd, err);
@@ -391,3 +402,134 @@ const struct hd_backend hd_backend_container = {
     .stats = hd_backend_cgroup_stats,
     .cleanup = container_cleanup,
 };
+
+/* ---- joining a running container (join.h) ---------------------------- */
+
+/* The namespaces a joined process enters, user first (it grants the rights for the others), mount last. */
+static const struct {
+    const char *name;
+    int type;
+} join_namespaces[] = {
+    {"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC},       {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
+    {"time", CLONE_NEWTIME}, {"cgroup", CLONE_NEWCGROUP}, {"mnt", CLONE_NEWNS},
+};
+#define JOIN_NS_MAX ARRAY_SIZE(join_namespaces)
+
+struct join_child_args {
+    const struct hd_container_join *j;
+    struct hd_cgroup_entry *cgroup_entry;
+    int ns_fd[JOIN_NS_MAX]; /* -1: the same as ours */
+    uint64_t caps;
+    struct hd_seccomp *seccomp;
+};
+
+static int join_before_exec(void *data, hd_error_t *err)
+{
+    struct join_child_args *a = data;
+    return apply_process_security(a->caps, a->j->caps_inheritable, a->j->caps_ambient, a->j->security->no_new_privs,
+                                  a->seccomp, err);
+}
+
+__attribute__((noreturn)) static void join_child(void *data, int go_fd, int report_fd)
+{
+    (void)go_fd;
+    struct join_child_args *a = data;
+    const struct hd_container_join *j = a->j;
+    hd_error_t err = NULL;
+    const char *failed_dir = NULL;
+    int r = hd_cgroup_entry_enter(a->cgroup_entry, &failed_dir);
+    if (r < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
+    for (size_t i = 0; i < JOIN_NS_MAX; i++)
+        if (a->ns_fd[i] >= 0 && setns(a->ns_fd[i], join_namespaces[i].type) < 0)
+            hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "join the container's %s namespace",
+                          join_namespaces[i].name);
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
+    if (hd_caps_drop_bounding(a->caps, &err) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+    if (!j->security->no_new_privs && hd_seccomp_load(a->seccomp, &err) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+    struct hd_exec_plan plan = {
+        .argv = j->argv,
+        .env = j->env,
+        .workdir = j->workdir ? j->workdir : "/",
+        .user = j->user,
+        .no_new_privs = j->security->no_new_privs,
+        .before_exec = join_before_exec,
+        .before_exec_data = a,
+    };
+    hd_child_exec(report_fd, &plan);
+}
+
+/* fd of /proc/PID/ns/NAME when it differs from ours, else -1 (*fd = -1) */
+static int open_ns_if_other(pid_t pid, const char *name, int *fd, hd_error_t *err)
+{
+    char path[64], self[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, name);
+    snprintf(self, sizeof(self), "/proc/self/ns/%s", name);
+    *fd = -1;
+    struct stat theirs, ours;
+    if (stat(path, &theirs) < 0) {
+        if (errno == ENOENT && stat(self, &ours) < 0)
+            return 0; /* the kernel has no such namespace type */
+        return hd_error_sys(err, "%s", path);
+    }
+    if (stat(self, &ours) == 0 && ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev)
+        return 0;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return hd_error_sys(err, "open %s", path);
+    return 0;
+}
+
+int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_error_t *err)
+{
+    struct join_child_args a = {.j = j};
+    for (size_t i = 0; i < JOIN_NS_MAX; i++)
+        a.ns_fd[i] = -1;
+    struct hd_cgroup_entry cgroup_entry;
+    bool entry_open = false;
+    cleanup_close int pid_ns = -1, own_pid_ns = -1;
+    int rc = -1;
+    if (hd_caps_from_spec(j->security, &a.caps, err) < 0 || hd_seccomp_build(j->security, a.caps, &a.seccomp, err) < 0)
+        goto out;
+    for (size_t i = 0; i < JOIN_NS_MAX; i++)
+        if (open_ns_if_other(j->init_pid, join_namespaces[i].name, &a.ns_fd[i], err) < 0)
+            goto out;
+    /* the pid namespace applies to our next child: ours is set for the clone and restored after */
+    if (open_ns_if_other(j->init_pid, "pid", &pid_ns, err) < 0)
+        goto out;
+    if (pid_ns >= 0) {
+        own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (own_pid_ns < 0 || setns(pid_ns, CLONE_NEWPID) < 0) {
+            hd_error_sys(err, "join the container's pid namespace");
+            goto out;
+        }
+    }
+    if (hd_cgroup_entry_open(j->cgroup, &cgroup_entry, err) < 0)
+        goto out;
+    entry_open = true;
+    a.cgroup_entry = &cgroup_entry;
+    struct hd_spawn_options opts = {
+        .what = "exec in the container",
+        .cgroup_fd = cgroup_entry.clone_fd,
+        .child = join_child,
+        .data = &a,
+    };
+    struct hd_spawn s;
+    if (hd_spawn_start(&opts, &s, err) < 0)
+        goto out;
+    *pid_out = s.pid;
+    rc = hd_spawn_finish(&s, err); /* a failed child is reaped there */
+out:
+    if (own_pid_ns >= 0 && setns(own_pid_ns, CLONE_NEWPID) < 0 && rc == 0)
+        rc = hd_error_sys(err, "return to our own pid namespace");
+    if (entry_open)
+        hd_cgroup_entry_close(&cgroup_entry);
+    for (size_t i = 0; i < JOIN_NS_MAX; i++)
+        if (a.ns_fd[i] >= 0)
+            close(a.ns_fd[i]);
+    hd_seccomp_free(a.seccomp);
+    return rc;
+}

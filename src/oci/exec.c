@@ -1,0 +1,628 @@
+/*
+ * exec.c - the verbs that act on a running container from outside: exec (one
+ * more process inside), pause/resume (the cgroup freezer), ps (the pids of
+ * the container's cgroup), update (its limits) and events (its stats).
+ *
+ * exec reads the bundle's config.json again for what the container's first
+ * process had (capabilities, no_new_privs, the seccomp profile create saved
+ * under --root), lets --process FILE or the flags replace the process part,
+ * and hands the result to the container backend's hd_container_join
+ * (runtime/container/join.h): the same namespaces, cgroup and security code
+ * as the first process, no second copy here. In the foreground it forwards
+ * signals and returns the process's exit status (128+N for a signal), as
+ * runc does; with --detach it returns once the process has exec'd (the
+ * engine's subreaper - conmon, the containerd shim - collects it).
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/util.h"
+#include "cgroup/cgroup.h"
+#include "runtime/container/join.h"
+
+struct exec_flags {
+    const char *process, *pid_file, *console_socket, *cwd, *user, *preserve_fds, *apparmor, *process_label;
+    const char *cgroup, *env_last, *cap_last, *gids;
+    bool detach, tty, no_new_privs, ignore_paused;
+};
+
+/* runc's repeatable flags (--env, -e): every value before the first positional */
+static void collect_repeated(int argc, char **argv, const char *name, char short_name, char ***out)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0 || a[0] != '-')
+            return;
+        const char *n = a + (a[1] == '-' ? 2 : 1);
+        if (strncmp(n, name, len) == 0 && n[len] == '=') {
+            hd_strv_push(out, n + len + 1);
+        } else if ((strcmp(n, name) == 0 || (n[0] == short_name && n[1] == '\0')) && i + 1 < argc) {
+            hd_strv_push(out, argv[++i]);
+        }
+    }
+}
+
+static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
+{
+    if (f->tty)
+        return hd_error_set(err, 0, "exec --tty: a terminal is not supported yet by hedge-oci");
+    if (f->console_socket && *f->console_socket)
+        return hd_error_set(err, 0, "exec --console-socket: a terminal (console socket) is not supported yet");
+    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
+        return hd_error_set(err, 0, "exec --preserve-fds: passing extra file descriptors is not supported yet");
+    if (f->cap_last)
+        return hd_error_set(err, 0, "exec --cap: adding capabilities to an exec'd process is not supported yet");
+    if (f->gids)
+        return hd_error_set(err, 0, "exec --additional-gids: supplementary groups are not supported yet");
+    if (f->apparmor && *f->apparmor)
+        return hd_error_set(err, 0, "exec --apparmor: AppArmor profiles are not supported yet");
+    if (f->process_label && *f->process_label)
+        return hd_error_set(err, 0, "exec --process-label: SELinux labels are not supported yet");
+    if (f->cgroup && *f->cgroup)
+        return hd_error_set(err, 0, "exec --cgroup: a sub-cgroup for the process is not supported yet");
+    return 0;
+}
+
+static int write_pid(const char *path, pid_t pid, hd_error_t *err)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%d", (int)pid);
+    if (hd_write_file_atomic(path, text, strlen(text), err) < 0)
+        return hd_error_prefix(err, "--pid-file");
+    return 0;
+}
+
+/* Build the process of exec from the bundle's config, --process and the flags, and start it. */
+static int exec_process(const struct oci_state *st, const struct exec_flags *f, char **args, char **env_add,
+                        pid_t *pid_out, hd_error_t *err)
+{
+    enum oci_status status = oci_state_status(st);
+    if (status == OCI_STOPPED)
+        return hd_error_set(err, 0, "exec %s: the container is not running", st->id);
+    if (status == OCI_PAUSED && !f->ignore_paused)
+        return hd_error_set(err, 0, "exec %s: the container is paused (resume it, or use --ignore-paused)", st->id);
+    struct oci_config *cfg = NULL;
+    if (oci_config_load(st->bundle, st->id, &cfg, err) < 0)
+        return hd_error_prefix(err, "exec %s: the bundle's config.json", st->id);
+    struct hd_spec *spec = cfg->spec;
+    int rc = -1;
+    struct hd_cgroup *cg = NULL;
+    cleanup_free char *dir = oci_state_dir(st->id);
+    cleanup_free char *seccomp_path = hd_xasprintf("%s/seccomp.json", dir);
+    if (f->process && oci_process_load(f->process, cfg, err) < 0)
+        goto out;
+    if (!f->process) {
+        if (args == NULL || args[0] == NULL) {
+            hd_error_set(err, 0, "exec: give the command after the container id, or --process FILE");
+            goto out;
+        }
+        hd_strv_free(spec->command);
+        spec->command = hd_strv_dup(args);
+    }
+    for (size_t i = 0; env_add && env_add[i]; i++)
+        hd_env_set(&spec->env, env_add[i]);
+    if (f->cwd) {
+        free(spec->workdir);
+        spec->workdir = hd_xstrdup(f->cwd);
+    }
+    if (f->user) {
+        free(spec->user);
+        spec->user = hd_xstrdup(f->user);
+    }
+    if (f->no_new_privs)
+        spec->security.no_new_privs = true;
+    /* the filter the first process got: create saved the config's profile under --root */
+    free(spec->security.seccomp);
+    spec->security.seccomp =
+        hd_xstrdup(cfg->seccomp_json && access(seccomp_path, F_OK) == 0 ? seccomp_path : "unconfined");
+    for (int i = 0; i < cfg->n_rlimits; i++)
+        if (setrlimit(cfg->rlimits[i].resource, &cfg->rlimits[i].limit) < 0) {
+            hd_error_sys(err, "%s: setrlimit", cfg->rlimits[i].name);
+            goto out;
+        }
+    umask(cfg->umask >= 0 ? (mode_t)cfg->umask : 022); /* process.user.umask, else hedge's */
+    oci_use_cgroup_parent(st->cgroup_parent);
+    if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
+        goto out;
+    struct hd_container_join j = {
+        .init_pid = st->pid,
+        .security = &spec->security,
+        .caps_inheritable = cfg->caps_inheritable,
+        .caps_ambient = cfg->caps_ambient,
+        .cgroup = cg,
+        .argv = spec->command,
+        .env = spec->env,
+        .workdir = spec->workdir,
+        .user = spec->user,
+    };
+    rc = hd_container_join(&j, pid_out, err);
+    if (rc < 0 && *err && (*err)->exit_code == HD_EXIT_NOT_FOUND) {
+        /* runc's words, which engines map to 127 (podman: "executable file not found in") */
+        cleanup_free char *msg = hd_xstrdup((*err)->message);
+        hd_error_free(err);
+        hd_error_set_code(err, HD_EXIT_NOT_FOUND, ENOENT, "%s: executable file not found in $PATH", msg);
+    }
+    if (rc < 0)
+        hd_error_prefix(err, "exec %s", st->id);
+out:
+    hd_cgroup_forget(cg);
+    oci_config_free(cfg);
+    return rc;
+}
+
+int oci_cmd_exec(int argc, char **argv)
+{
+    struct exec_flags f = {0};
+    struct oci_option opts[] = {
+        {"process", 'p', true, &f.process, NULL},
+        {"pid-file", 0, true, &f.pid_file, NULL},
+        {"console-socket", 0, true, &f.console_socket, NULL},
+        {"cwd", 0, true, &f.cwd, NULL},
+        {"env", 'e', true, &f.env_last, NULL},
+        {"user", 'u', true, &f.user, NULL},
+        {"additional-gids", 'g', true, &f.gids, NULL},
+        {"cap", 'c', true, &f.cap_last, NULL},
+        {"apparmor", 0, true, &f.apparmor, NULL},
+        {"process-label", 0, true, &f.process_label, NULL},
+        {"preserve-fds", 0, true, &f.preserve_fds, NULL},
+        {"cgroup", 0, true, &f.cgroup, NULL},
+        {"detach", 'd', false, NULL, &f.detach},
+        {"tty", 't', false, NULL, &f.tty},
+        {"no-new-privs", 0, false, NULL, &f.no_new_privs},
+        {"ignore-paused", 0, false, NULL, &f.ignore_paused},
+        {NULL, 0, false, NULL, NULL},
+    };
+    int first = oci_parse_options("exec", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (first >= argc) {
+        oci_log("error", "exec: usage: hedge-oci exec [flags] ID [COMMAND [ARG...]]");
+        return OCI_EXIT_FAILURE;
+    }
+    cleanup_strv char **env_add = NULL;
+    collect_repeated(first, argv, "env", 'e', &env_add);
+    const char *id = argv[first];
+    hd_error_t err = NULL;
+    if (check_exec_flags(&f, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, &err) < 0)
+        return oci_fail(&err);
+    cleanup_strv char **args = NULL;
+    for (int i = first + 1; i < argc; i++)
+        hd_strv_push(&args, argv[i]);
+    pid_t pid = -1;
+    int rc = exec_process(st, &f, args, env_add, &pid, &err);
+    oci_state_free(st);
+    if (rc == 0 && f.pid_file)
+        rc = write_pid(f.pid_file, pid, &err);
+    if (rc < 0) {
+        if (pid > 0 && f.pid_file) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+        }
+        return oci_fail(&err);
+    }
+    if (f.detach)
+        return 0;
+    if (oci_forward_signals_until_exit(pid, &err) < 0)
+        return oci_fail(&err);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return oci_fail((hd_error_sys(&err, "exec: wait for pid %d", (int)pid), &err));
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* ---- pause / resume ---- */
+
+static int freeze_verb(const char *verb, bool freeze, int argc, char **argv)
+{
+    struct oci_option opts[] = {{NULL, 0, false, NULL, NULL}};
+    int first = oci_parse_options(verb, argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "%s: expects exactly one container id", verb);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    enum oci_status status = oci_state_status(st);
+    struct hd_cgroup *cg = NULL;
+    if (freeze && status != OCI_RUNNING && status != OCI_CREATED)
+        rc = hd_error_set(&err, 0, "pause %s: the container is %s, not running", st->id, oci_status_name(status));
+    else if (!freeze && status != OCI_PAUSED)
+        rc = hd_error_set(&err, 0, "resume %s: the container is %s, not paused", st->id, oci_status_name(status));
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    if (rc == 0)
+        rc = hd_cgroup_freeze(cg, freeze, &err);
+    if (rc < 0)
+        hd_error_prefix(&err, "%s %s", verb, st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+int oci_cmd_pause(int argc, char **argv)
+{
+    return freeze_verb("pause", true, argc, argv);
+}
+
+int oci_cmd_resume(int argc, char **argv)
+{
+    return freeze_verb("resume", false, argc, argv);
+}
+
+/* ---- ps ---- */
+
+/* The pids in the container's cgroup, in the order of cgroup.procs. */
+static int container_pids(const struct oci_state *st, pid_t **out, size_t *n, hd_error_t *err)
+{
+    oci_use_cgroup_parent(st->cgroup_parent);
+    struct hd_cgroup *cg = NULL;
+    if (hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
+        return -1;
+    cleanup_free char *procs = hd_xasprintf("%s/cgroup.procs", hd_cgroup_path(cg));
+    hd_cgroup_forget(cg);
+    cleanup_free char *text = NULL;
+    if (hd_read_file(procs, &text, NULL, err) < 0)
+        return -1;
+    *out = NULL;
+    *n = 0;
+    for (char *p = text; p && *p;) {
+        char *end = NULL;
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        *out = hd_xrealloc(*out, (*n + 1) * sizeof(**out));
+        (*out)[(*n)++] = (pid_t)pid;
+        p = end + strspn(end, "\n");
+    }
+    return 0;
+}
+
+static bool has_pid(const pid_t *pids, size_t n, long pid)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pids[i] == pid)
+            return true;
+    return false;
+}
+
+/* runc's table: `ps -ef` (or the ps arguments given after the id), the header and the container's lines. */
+static int ps_table(const pid_t *pids, size_t n, char **ps_args, hd_error_t *err)
+{
+    cleanup_free char *cmd = hd_xstrdup("ps");
+    if (ps_args == NULL || ps_args[0] == NULL) {
+        free(cmd);
+        cmd = hd_xstrdup("ps -ef");
+    }
+    for (size_t i = 0; ps_args && ps_args[i]; i++) {
+        if (strspn(ps_args[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-,=_:%") !=
+            strlen(ps_args[i]))
+            return hd_error_set(err, 0, "ps: argument \"%s\" is not a ps option", ps_args[i]);
+        char *next = hd_xasprintf("%s %s", cmd, ps_args[i]);
+        free(cmd);
+        cmd = next;
+    }
+    FILE *p = popen(cmd, "re");
+    if (p == NULL)
+        return hd_error_sys(err, "ps: run %s", cmd);
+    char *line = NULL;
+    size_t cap = 0;
+    int pid_col = -1;
+    while (getline(&line, &cap, p) > 0) {
+        if (pid_col < 0) {
+            /* the header names the PID column */
+            int col = 0;
+            cleanup_free char *copy = hd_xstrdup(line);
+            char *save = NULL;
+            for (char *t = strtok_r(copy, " \t\n", &save); t; t = strtok_r(NULL, " \t\n", &save), col++)
+                if (strcmp(t, "PID") == 0 && pid_col < 0)
+                    pid_col = col;
+            fputs(line, stdout);
+            if (pid_col < 0)
+                break;
+            continue;
+        }
+        cleanup_free char *copy = hd_xstrdup(line);
+        char *save = NULL;
+        char *t = strtok_r(copy, " \t\n", &save);
+        for (int col = 0; t && col < pid_col; col++)
+            t = strtok_r(NULL, " \t\n", &save);
+        if (t && has_pid(pids, n, strtol(t, NULL, 10)))
+            fputs(line, stdout);
+    }
+    free(line);
+    int status = pclose(p);
+    if (pid_col < 0)
+        return hd_error_set(err, 0, "ps: %s printed no PID column", cmd);
+    if (status != 0)
+        return hd_error_set(err, 0, "ps: %s failed (status %d)", cmd, status);
+    return 0;
+}
+
+int oci_cmd_ps(int argc, char **argv)
+{
+    const char *format = "table";
+    struct oci_option opts[] = {{"format", 'f', true, &format, NULL}, {NULL, 0, false, NULL, NULL}};
+    int first = oci_parse_options("ps", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (first >= argc) {
+        oci_log("error", "ps: usage: hedge-oci ps [--format table|json] ID [PS_ARGS...]");
+        return OCI_EXIT_FAILURE;
+    }
+    if (strcmp(format, "table") != 0 && strcmp(format, "json") != 0) {
+        oci_log("error", "ps --format: \"%s\" is not table or json", format);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    pid_t *pids = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "ps %s: the container is not running", st->id);
+    else
+        rc = container_pids(st, &pids, &n, &err);
+    if (rc == 0 && strcmp(format, "json") == 0) {
+        if (first + 1 < argc) {
+            rc = hd_error_set(&err, 0, "ps: ps arguments cannot be used with --format json");
+        } else {
+            json_t *arr = json_array();
+            for (size_t i = 0; i < n; i++)
+                json_array_append_new(arr, json_integer(pids[i]));
+            char *text = json_dumps(arr, JSON_COMPACT);
+            printf("%s\n", text);
+            free(text);
+            json_decref(arr);
+        }
+    } else if (rc == 0) {
+        cleanup_strv char **ps_args = NULL;
+        for (int i = first + 1; i < argc; i++)
+            hd_strv_push(&ps_args, argv[i]);
+        fflush(stdout);
+        rc = ps_table(pids, n, ps_args, &err);
+    }
+    free(pids);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+/* ---- update ---- */
+
+/* runc's sizes: a number with an optional k, m, g (powers of 1024; "b" allowed after them). */
+static int parse_size(const char *flag, const char *text, long long *out, hd_error_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(text, &end, 10);
+    if (end == text || errno != 0 || n < -1)
+        return hd_error_set(err, 0, "update --%s: \"%s\" is not a size", flag, text);
+    switch (*end | 0x20) {
+    case 'k': n <<= 10, end++; break;
+    case 'm': n <<= 20, end++; break;
+    case 'g': n <<= 30, end++; break;
+    default: break;
+    }
+    if ((*end | 0x20) == 'b')
+        end++;
+    if (*end != '\0')
+        return hd_error_set(err, 0, "update --%s: \"%s\" is not a size", flag, text);
+    *out = n;
+    return 0;
+}
+
+/* The single-value flags as a linux.resources object. */
+static char *resources_from_flags(const char *const values[], const char *const names[], size_t n, hd_error_t *err)
+{
+    json_t *res = json_object(), *mem = json_object(), *cpu = json_object(), *pids = json_object();
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (values[i] == NULL)
+            continue;
+        long long v = 0;
+        rc = parse_size(names[i], values[i], &v, err);
+        if (rc < 0)
+            break;
+        if (strcmp(names[i], "memory") == 0)
+            json_object_set_new(mem, "limit", json_integer(v));
+        else if (strcmp(names[i], "memory-swap") == 0)
+            json_object_set_new(mem, "swap", json_integer(v));
+        else if (strcmp(names[i], "cpu-quota") == 0)
+            json_object_set_new(cpu, "quota", json_integer(v));
+        else if (strcmp(names[i], "cpu-period") == 0)
+            json_object_set_new(cpu, "period", json_integer(v));
+        else if (strcmp(names[i], "cpu-shares") == 0)
+            json_object_set_new(cpu, "shares", json_integer(v));
+        else if (strcmp(names[i], "pids-limit") == 0)
+            json_object_set_new(pids, "limit", json_integer(v));
+    }
+    json_object_set_new(res, "memory", mem);
+    json_object_set_new(res, "cpu", cpu);
+    json_object_set_new(res, "pids", pids);
+    char *text = rc == 0 ? json_dumps(res, JSON_COMPACT) : NULL;
+    json_decref(res);
+    return text;
+}
+
+int oci_cmd_update(int argc, char **argv)
+{
+    static const char *const names[] = {"memory", "memory-swap", "cpu-quota", "cpu-period", "cpu-shares", "pids-limit"};
+    static const char *const refused[] = {"cpuset-cpus",     "cpuset-mems",        "kernel-memory", "kernel-memory-tcp",
+                                          "blkio-weight",    "memory-reservation", "cpu-rt-period", "cpu-rt-runtime",
+                                          "l3-cache-schema", "mem-bw-schema",      "cpu-idle"};
+    const char *values[ARRAY_SIZE(names)] = {0}, *refused_values[ARRAY_SIZE(refused)] = {0};
+    const char *resources = NULL;
+    struct oci_option opts[ARRAY_SIZE(names) + ARRAY_SIZE(refused) + 3];
+    size_t k = 0;
+    opts[k++] = (struct oci_option){"resources", 'r', true, &resources, NULL};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        opts[k++] = (struct oci_option){names[i], 0, true, &values[i], NULL};
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        opts[k++] = (struct oci_option){refused[i], 0, true, &refused_values[i], NULL};
+    opts[k] = (struct oci_option){NULL, 0, false, NULL, NULL};
+    int first = oci_parse_options("update", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "update: usage: hedge-oci update [--resources FILE|-] [--memory N ...] ID");
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        if (refused_values[i]) {
+            hd_error_set(&err, 0, "update --%s: not supported yet by hedge-oci", refused[i]);
+            return oci_fail(&err);
+        }
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    if (resources && strcmp(resources, "-") == 0) {
+        if (hd_read_file("/dev/stdin", &text, &len, &err) < 0)
+            return oci_fail(&err);
+    } else if (resources) {
+        if (hd_read_file(resources, &text, &len, &err) < 0)
+            return oci_fail((hd_error_prefix(&err, "update --resources"), &err));
+    } else {
+        text = resources_from_flags(values, names, ARRAY_SIZE(names), &err);
+        if (text == NULL)
+            return oci_fail(&err);
+        len = strlen(text);
+    }
+    struct hd_resources res = {0};
+    if (oci_resources_load(text, len, &res, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    struct hd_cgroup *cg = NULL;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "update %s: the container is not running", st->id);
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    if (rc == 0)
+        rc = hd_cgroup_update(cg, &res, &err);
+    if (rc < 0)
+        hd_error_prefix(&err, "update %s", st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
+/* ---- events ---- */
+
+/* runc's event: {"type":"stats","id":ID,"data":{cpu, memory, pids}} from the container's cgroup. */
+static int stats_event(const struct oci_state *st, struct hd_cgroup *cg, hd_error_t *err)
+{
+    struct hd_stats stats = {0};
+    if (hd_cgroup_stats(cg, &stats, err) < 0)
+        return -1;
+    json_t *data = json_pack("{s:{s:{s:I}}, s:{s:{s:I, s:I}}, s:{s:I}}", "cpu", "usage", "total",
+                             (json_int_t)stats.cpu_usage_ns, "memory", "usage", "usage", (json_int_t)stats.memory_bytes,
+                             "max", (json_int_t)stats.memory_peak_bytes, "pids", "current", (json_int_t)stats.pids);
+    json_t *ev = json_pack("{s:s, s:s, s:o}", "type", "stats", "id", st->id, "data", data);
+    char *text = json_dumps(ev, JSON_COMPACT);
+    printf("%s\n", text);
+    fflush(stdout);
+    free(text);
+    json_decref(ev);
+    return 0;
+}
+
+/* "5s", "250ms", "1m", or plain seconds */
+static int parse_interval(const char *text, uint64_t *ms)
+{
+    char *end = NULL;
+    double v = strtod(text, &end);
+    if (end == text || v <= 0)
+        return -1;
+    if (strcmp(end, "ms") == 0)
+        *ms = (uint64_t)v;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        *ms = (uint64_t)(v * 1000);
+    else if (strcmp(end, "m") == 0)
+        *ms = (uint64_t)(v * 60000);
+    else
+        return -1;
+    return *ms > 0 ? 0 : -1;
+}
+
+int oci_cmd_events(int argc, char **argv)
+{
+    bool stats_once = false;
+    const char *interval = "5s";
+    struct oci_option opts[] = {
+        {"stats", 0, false, NULL, &stats_once},
+        {"interval", 0, true, &interval, NULL},
+        {NULL, 0, false, NULL, NULL},
+    };
+    int first = oci_parse_options("events", argc, argv, opts);
+    if (first < 0)
+        return OCI_EXIT_FAILURE;
+    if (argc - first != 1) {
+        oci_log("error", "events: usage: hedge-oci events [--stats] [--interval 5s] ID");
+        return OCI_EXIT_FAILURE;
+    }
+    uint64_t ms = 0;
+    if (parse_interval(interval, &ms) < 0) {
+        oci_log("error", "events --interval: \"%s\" is not a duration (5s, 250ms, 1m)", interval);
+        return OCI_EXIT_FAILURE;
+    }
+    hd_error_t err = NULL;
+    struct oci_state *st = NULL;
+    if (oci_state_load(argv[first], &st, &err) < 0)
+        return oci_fail(&err);
+    int rc = 0;
+    struct hd_cgroup *cg = NULL;
+    if (oci_state_status(st) == OCI_STOPPED)
+        rc = hd_error_set(&err, 0, "events %s: the container is not running", st->id);
+    if (rc == 0) {
+        oci_use_cgroup_parent(st->cgroup_parent);
+        rc = hd_cgroup_open(st->cgroup_name, &cg, &err);
+    }
+    /* --stats: one stats event; else one every interval (and "oom" once) until the container stops */
+    bool oom_told = false;
+    while (rc == 0) {
+        rc = stats_event(st, cg, &err);
+        if (rc < 0 || stats_once)
+            break;
+        if (!oom_told && hd_cgroup_oom_killed(cg)) {
+            printf("{\"type\":\"oom\",\"id\":\"%s\"}\n", st->id);
+            fflush(stdout);
+            oom_told = true;
+        }
+        for (uint64_t waited = 0; waited < ms && oci_state_status(st) != OCI_STOPPED; waited += 50)
+            usleep(50000);
+        if (oci_state_status(st) == OCI_STOPPED)
+            break;
+    }
+    if (rc < 0)
+        hd_error_prefix(&err, "events %s", st->id);
+    hd_cgroup_forget(cg);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
