@@ -722,13 +722,21 @@ const char *hd_cgroup_path(struct hd_cgroup *cg)
     return cg->dirs[0];
 }
 
-/* The freezer file of the group: v2 cgroup.freeze, v1 freezer.state; NULL when there is none. */
+/* The freezer file of the group: v2 cgroup.freeze, v1 freezer.state; NULL when there is none. A hybrid
+ * host's lean group (no v1 freezer directory, cgroups.md) freezes through its unified directory. */
 static const char *freezer_dir(struct hd_cgroup *cg, bool *v2)
 {
     *v2 = cg != NULL && cg->v2_dir != NULL;
     if (cg == NULL)
         return NULL;
-    return *v2 ? cg->v2_dir : cg->controller_dir[CGROUP_FREEZER];
+    if (*v2)
+        return cg->v2_dir;
+    if (cg->controller_dir[CGROUP_FREEZER] == NULL && cg->unified_dir &&
+        cgroup_file_exists(cg->unified_dir, "cgroup.freeze")) {
+        *v2 = true;
+        return cg->unified_dir;
+    }
+    return cg->controller_dir[CGROUP_FREEZER];
 }
 
 bool hd_cgroup_frozen(struct hd_cgroup *cg)

@@ -72,7 +72,7 @@ static void v1_make_unified_dir(struct hd_cgroup *cg)
     cleanup_free char *parent = hd_xasprintf("%s/%s", unified, cg->parent);
     cleanup_free char *group = hd_xasprintf("%s/%s", unified, cg->name);
     hd_error_t unified_err = NULL;
-    if (cgroup_mkdir_under(parent, group, cg->adopt, &unified_err) == 0)
+    if (cg->adopt ? access(group, F_OK) == 0 : cgroup_mkdir_under(parent, group, false, &unified_err) == 0)
         cg->unified_dir = cgroup_add_dir(cg, group);
     hd_error_free(&unified_err);
 }
@@ -101,7 +101,8 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
         goto out;
     }
     /* First the unified directory: whether it can kill decides which v1 hierarchies the group needs.
-     * An opened group (adopt) gets every directory, whatever its creator made, so that all go. */
+     * An opened group (adopt) takes every directory its creator made and makes none: a lean group
+     * opened by another process (hedge-oci state, ps, pause) must not grow directories nobody removes. */
     v1_make_unified_dir(cg);
     bool lean = !cg->adopt && cg->unified_dir && cgroup_file_exists(cg->unified_dir, "cgroup.kill");
     for (int c = 0; c < CGROUP_N_CONTROLLERS; c++) {
@@ -116,6 +117,8 @@ static int v1_make_dirs(struct hd_cgroup *cg, const struct hd_resources *res, hd
             continue;
         cleanup_free char *parent = hd_xasprintf("%s/%s", mount[c], cg->parent);
         cleanup_free char *group = hd_xasprintf("%s/%s", mount[c], cg->name);
+        if (cg->adopt && access(group, F_OK) < 0)
+            continue;
         if (cgroup_mkdir_under(parent, group, cg->adopt, err) < 0) {
             rc = -1;
             goto out;
@@ -327,6 +330,75 @@ static int v1_kill_all(struct hd_cgroup *cg, hd_error_t *err)
                         CGROUP_KILL_TIMEOUT_NS / 1000000000ULL);
 }
 
+/*
+ * Update: a lean group (hybrid) lacks the directories of the controllers its creation did not need;
+ * a new limit makes the missing ones and moves the group's tasks in (frozen meanwhile, through the
+ * unified directory, so no fork slips past), then writes the limits.
+ */
+static int v1_join_missing(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
+{
+    bool missing = false;
+    for (int c = 0; c < CGROUP_N_CONTROLLERS; c++)
+        missing |= field_needing(c, res) != NULL && cg->controller_dir[c] == NULL;
+    if (!missing)
+        return 0;
+    if (cg->unified_dir == NULL)
+        return hd_error_set(
+            err, 0, "cgroup %s: a controller directory is missing and no unified directory tracks the tasks", cg->name);
+    cleanup_free char *mountinfo = NULL;
+    if (hd_read_file("/proc/self/mountinfo", &mountinfo, NULL, err) < 0)
+        return -1;
+    bool was_frozen = hd_cgroup_frozen(cg);
+    if (!was_frozen && hd_cgroup_freeze(cg, true, err) < 0)
+        return -1;
+    int rc = 0;
+    for (int c = 0; c < CGROUP_N_CONTROLLERS && rc == 0; c++) {
+        const char *field = field_needing(c, res);
+        if (field == NULL || cg->controller_dir[c] != NULL)
+            continue;
+        cleanup_free char *mount = hd_cgroup_v1_mount_point(mountinfo, controller_name[c]);
+        if (mount == NULL) {
+            rc = hd_error_set(err, 0, "%s: the %s controller is not available (no cgroup v1 hierarchy carries it)",
+                              field, controller_name[c]);
+            break;
+        }
+        cleanup_free char *parent = hd_xasprintf("%s/%s", mount, cg->parent);
+        cleanup_free char *group = hd_xasprintf("%s/%s", mount, cg->name);
+        if (cgroup_mkdir_under(parent, group, true, err) < 0) {
+            rc = -1;
+            break;
+        }
+        cg->controller_dir[c] = cgroup_add_dir(cg, group);
+        cleanup_free char *procs = NULL;
+        if (cgroup_read(cg->unified_dir, "cgroup.procs", &procs, err) < 0) {
+            rc = -1;
+            break;
+        }
+        for (char *line = procs, *next; rc == 0 && line && *line; line = next) {
+            next = strchr(line, '\n');
+            if (next)
+                *next++ = '\0';
+            hd_error_t move_err = NULL;
+            if (*line && cgroup_write(group, "cgroup.procs", line, &move_err) < 0 && move_err->errnum != ESRCH) {
+                rc = hd_error_set(err, move_err->errnum, "%s", move_err->message);
+            }
+            hd_error_free(&move_err); /* ESRCH: the task ended meanwhile */
+        }
+    }
+    hd_error_t thaw_err = NULL;
+    if (!was_frozen && hd_cgroup_freeze(cg, false, rc == 0 ? err : &thaw_err) < 0)
+        rc = -1;
+    hd_error_free(&thaw_err);
+    return rc;
+}
+
+static int v1_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
+{
+    if (v1_join_missing(cg, res, err) < 0)
+        return -1;
+    return v1_apply_limits(cg, res, err);
+}
+
 const struct cgroup_backend cgroup_backend_v1 = {
     .name = "v1",
     .create = v1_create,
@@ -334,5 +406,5 @@ const struct cgroup_backend cgroup_backend_v1 = {
     .oom_killed = v1_oom_killed,
     .stats = v1_stats,
     .kill_all = v1_kill_all,
-    .update = v1_apply_limits,
+    .update = v1_update,
 };

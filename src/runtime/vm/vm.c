@@ -40,7 +40,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -402,7 +401,10 @@ static int open_channels(struct vm *vm, hd_error_t *err)
 
 static int guest_vcpus(const struct hd_spec *spec)
 {
-    return spec->resources.cpus > 0 ? (int)ceil(spec->resources.cpus) : 1;
+    if (spec->resources.cpus <= 0)
+        return 1;
+    int whole = (int)spec->resources.cpus; /* rounded up by hand: hedge does not link libm */
+    return whole < spec->resources.cpus ? whole + 1 : whole;
 }
 
 /* Pad the rootfs image to the template's disk slot (sparse; erofs ignores what follows its blocks). */
