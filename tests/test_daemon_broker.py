@@ -155,6 +155,8 @@ def test_kill9_keeps_acked_qos1_for_persistent_session(daemons):
     ({"password_file": "/nonexistent/hedge-passwd"}, "/nonexistent/hedge-passwd"),
     ({"listen_tls": ["127.0.0.1:8883"]}, "broker.listen_tls: needs broker.tls_cert and broker.tls_key"),
     ({"enabled": "no"}, "broker.enabled: must be true or false"),
+    # no plain TCP listener: workloads (HEDGE_MQTT_PORT) and the uplink would have no port to reach
+    ({"listen": ["ws://127.0.0.1:9001/mqtt", "ws://127.0.0.1:9002"]}, "broker.listen: needs a plain TCP listener"),
 ])
 def test_check_rejects_bad_broker_fields(tmp_path, section, message):
     cfg = tmp_path / "hedged.json"
@@ -237,6 +239,24 @@ def test_broker_only_refuses_a_disabled_broker(tmp_path):
     check_sanitizer(r.stderr)
     assert r.returncode == 1
     assert "--broker-only: the broker is disabled" in r.stderr
+
+
+def test_hedged_refuses_a_broker_without_a_tcp_listener(tmp_path):
+    # --check says so, and so does a start (before binding anything); a TCP listener next to it is fine
+    cfg = tmp_path / "hedged.json"
+    cfg.write_text(json.dumps({"broker": {"listen": ["ws://127.0.0.1:0/mqtt"]}}))
+    r = subprocess.run([str(HEDGED), "--check", str(cfg)], capture_output=True, text=True, timeout=30)
+    check_sanitizer(r.stderr)
+    assert r.returncode == 1 and "broker.listen: needs a plain TCP listener" in r.stderr, r.stderr
+    assert "workloads and the uplink" in r.stderr
+    r = subprocess.run([str(HEDGED), "--config", str(cfg), "--state-dir", str(tmp_path / "s"),
+                        "--socket", str(tmp_path / "api.sock")], capture_output=True, text=True, timeout=30)
+    check_sanitizer(r.stderr)
+    assert r.returncode == 1 and "broker.listen: needs a plain TCP listener" in r.stderr, r.stderr
+    cfg.write_text(json.dumps({"broker": {"listen": ["ws://127.0.0.1:0/mqtt", "127.0.0.1:0"]}}))
+    r = subprocess.run([str(HEDGED), "--check", str(cfg)], capture_output=True, text=True, timeout=30)
+    check_sanitizer(r.stderr)
+    assert r.returncode == 0, r.stderr
 
 
 def test_disabled_broker_leaves_the_port_closed(daemons):

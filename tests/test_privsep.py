@@ -7,6 +7,7 @@ mount namespace nor with its uid alone; that a forbidden syscall (the HEDGE_TEST
 to hedged) kills only the child, hedged restarts it, clients reconnect with their workload credentials
 (hedged sends its users again) and not one QoS 1 message is lost.
 """
+import json
 import os
 import pathlib
 import pwd
@@ -174,6 +175,47 @@ def test_forbidden_syscall_kills_only_the_child_and_no_qos1_message_is_lost(hook
     assert d.ps("load")["state"] == "running" and d.ps("load")["pid"] == pid
     log = d.errlog.read_text()
     assert f"network child (pid {first}) killed by signal {signal.SIGSYS.value}" in log, log
+
+
+def test_a_restarted_child_keeps_the_port_a_zero_listener_got(tmp_path, hedge, monkeypatch):
+    # broker.listen 127.0.0.1:0: the first child binds some port and workloads are given it; a restarted
+    # child (hedged passes it the port) binds the same one, so their HEDGE_MQTT_PORT stays right
+    from test_daemon import Daemon
+    monkeypatch.setenv("HEDGE_TEST_HOOKS", "1")
+    d = BrokerDaemon(tmp_path, hedge, name="z")
+    config = json.loads(d.config.read_text())
+    config["broker"]["listen"] = ["127.0.0.1:0"]
+    d.config.write_text(json.dumps(config))
+    try:
+        Daemon.start(d)
+
+        def mqtt_port(name):
+            spec = {"name": name, "isolation": "process", "command": ["/bin/sleep", "1000"],
+                    "mqtt": {"publish": [f"{name}/#"], "subscribe": [f"{name}/#"]}}
+            r = d.deploy(spec)
+            assert r.code == 0, r.err
+            pid = d.wait_state(name, "running")["pid"]
+            env = pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0")
+            env = dict(kv.split("=", 1) for kv in env if "=" in kv)
+            return int(env["HEDGE_MQTT_PORT"]), ["-u", env["HEDGE_MQTT_USERNAME"], "-P", env["HEDGE_MQTT_PASSWORD"]]
+        port, _ = mqtt_port("before")
+        assert 0 < port < 65536 and port_open(port)
+        first = net_child(d.proc.pid)
+        os.kill(d.proc.pid, signal.SIGUSR2)  # the child calls a forbidden syscall and is restarted
+        wait_for(lambda: metric(d, "hedge_netchild_restarts_total") == 1 and metric(d, "hedge_netchild_up") == 1,
+                 what="the restarted child")
+        assert net_child(d.proc.pid) != first
+        after, creds = mqtt_port("after")
+        assert after == port
+        # a client with the new workload's credentials connects to it (the restarted child serves it)
+        r = subprocess.run(["mosquitto_pub", "-p", str(port), *creds, "-t", "after/z", "-m", "same", "-r", "-q", "1"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        r = subprocess.run(["mosquitto_sub", "-p", str(port), *creds, "-t", "after/z", "-C", "1", "-W", "5"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and r.stdout.strip() == "same", r
+    finally:
+        d.cleanup()
 
 
 def test_standalone_broker_drops_to_user(tmp_path):

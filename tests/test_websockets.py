@@ -284,6 +284,21 @@ def test_violations_close_with_their_code(broker, bad, code):
     w.expect_close(code)
 
 
+def test_oversized_frame_with_its_payload_still_gets_the_close_frame(broker):
+    # the broker refuses the frame at its header while the payload is still arriving: it must not
+    # reset the connection (a RST would overtake the close frame, RFC 6455 §7.1.1) but shut down
+    # its side, read and discard until the client closes, then close
+    for _ in range(3):
+        w, _ = upgraded(broker)
+        w.send(frame(2, bytes(100000)))  # over websocket_max_message_size (64 KiB), payload and all
+        w.expect_close(1009)
+        w.sock.close()
+    # the broker is still serving
+    w, _ = upgraded(broker)
+    w.send(frame(2, connect("after-" + uid(), user=USER, password=PASSWORD)))
+    assert w.recv_mqtt(4)[0] == CONNACK_OK
+
+
 @pytest.mark.parametrize("path,protocol,extra,status", [
     ("/mqtt", None, b"", 400),                                # no subprotocol: MQTT-6.0.0-3
     ("/mqtt", "chat", b"", 400),                              # no "mqtt" among them

@@ -389,7 +389,10 @@ void broker_conn_close(struct hd_broker *b, struct broker_conn *c, uint8_t reaso
     broker_connection_lost(b, c);
     if (c->tls)
         broker_tls_conn_free(c);
-    close(c->fd);
+    if (c->ws && !broker_ws_pending(c))
+        broker_ws_linger(b, c->fd); /* drains, then closes */
+    else
+        close(c->fd);
     c->fd = -1;
     c->close_next = b->close_list;
     b->close_list = c;
@@ -882,6 +885,7 @@ void hd_broker_free(struct hd_broker *b)
     while (b->conns)
         broker_conn_close(b, b->conns, RC_SERVER_SHUTTING_DOWN);
     round_finish(b);
+    broker_ws_linger_free_all(b);
     if (b->round)
         hd_loop_cancel_defer(b->loop, b->round);
     if (b->tick)

@@ -233,7 +233,8 @@ struct hd_broker {
     size_t n_listeners;
     struct broker_conn *conns;
     struct broker_conn *flush_list, *close_list;
-    struct broker_session **sessions; /* hash table by client id */
+    struct broker_ws_linger *ws_lingering; /* closed WebSocket sockets being drained (websocket.c) */
+    struct broker_session **sessions;      /* hash table by client id */
     uint32_t n_session_buckets, n_sessions;
     struct topic_node sub_root, retained_root;
     uint64_t match_gen;
@@ -398,6 +399,13 @@ void broker_ws_frame_output(struct broker_conn *c);
  * failed with, else 1001 when the broker shuts down and 1000 otherwise. */
 void broker_ws_close(struct broker_conn *c, uint8_t mqtt_reason);
 void broker_ws_free(struct broker_conn *c);
+/* Close a WebSocket connection's socket the way RFC 6455 §7.1.1 asks of a server: shut down the
+ * write side (after our close frame), read and discard until the peer closes or WS_LINGER_SECONDS
+ * pass, then close, so unread input cannot make the kernel reset the connection ahead of the close
+ * frame. Takes the fd (closes it at once when there is no loop or the broker shuts down). */
+void broker_ws_linger(struct hd_broker *b, int fd);
+/* Close every socket still lingering (hd_broker_free). */
+void broker_ws_linger_free_all(struct hd_broker *b);
 /* Bytes queued in c->ws->out and not yet written (0 for other connections). */
 size_t broker_ws_pending(const struct broker_conn *c);
 

@@ -19,15 +19,32 @@
  *     a TCP connection that ended (the will is published unless an MQTT
  *     DISCONNECT came first); a framing violation closes with 1002 (1003 for
  *     a text frame, 1009 past the size limit); a close by the broker sends
- *     its MQTT DISCONNECT (5.0) first, then a close frame.
+ *     its MQTT DISCONNECT (5.0) first, then a close frame. The socket then
+ *     lingers (RFC 6455 §7.1.1): write side shut down, input read and
+ *     discarded until the peer closes or WS_LINGER_SECONDS pass, so input
+ *     still in flight (the rest of an oversized frame) cannot make the
+ *     kernel reset the connection ahead of the close frame.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "broker/internal.h"
 #include "base/util.h"
 
 #define PONG_BACKLOG_LIMIT (1u << 20) /* a peer this far behind reading gets no more pongs */
+#define WS_LINGER_SECONDS 1.0         /* how long a closed socket is drained at most */
+
+struct broker_ws_linger {
+    struct hd_broker *b;
+    int fd;
+    struct hd_watch *watch;
+    struct hd_timer *timer;
+    struct broker_ws_linger *prev, *next;
+};
 
 bool broker_listen_addr_parse(const char *spec, struct broker_listen_addr *out)
 {
@@ -189,4 +206,85 @@ void broker_ws_free(struct broker_conn *c)
     mqtt_buf_free(&c->ws->out);
     free(c->ws);
     c->ws = NULL;
+}
+
+/* Stop watching and close (the caller unlinks and frees). */
+static void linger_close(struct hd_broker *b, struct broker_ws_linger *l, bool timer_fired)
+{
+    hd_loop_unwatch(b->loop, l->watch);
+    if (!timer_fired)
+        hd_loop_cancel(b->loop, l->timer);
+    close(l->fd);
+}
+
+static void linger_end(struct broker_ws_linger *l, bool timer_fired)
+{
+    struct hd_broker *b = l->b;
+    linger_close(b, l, timer_fired);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        b->ws_lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    free(l);
+}
+
+static void on_linger_readable(struct hd_loop *loop, int fd, uint32_t events, void *data)
+{
+    (void)loop;
+    (void)events;
+    struct broker_ws_linger *l = data;
+    struct hd_broker *b = l->b;
+    for (int round = 0; round < 4; round++) {
+        ssize_t n = recv(fd, b->read_buf, b->read_buf_size, 0);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) { /* the peer closed too (or is gone) */
+            linger_end(l, false);
+            return;
+        }
+    }
+}
+
+static void on_linger_timeout(struct hd_loop *loop, void *data)
+{
+    (void)loop;
+    linger_end(data, true);
+}
+
+void broker_ws_linger(struct hd_broker *b, int fd)
+{
+    if (b->loop == NULL || b->shutting_down || shutdown(fd, SHUT_WR) < 0) {
+        close(fd);
+        return;
+    }
+    struct broker_ws_linger *l = hd_xcalloc(1, sizeof(*l));
+    l->b = b;
+    l->fd = fd;
+    hd_error_t err = NULL;
+    l->watch = hd_loop_watch(b->loop, fd, EPOLLIN, on_linger_readable, l, &err);
+    if (l->watch == NULL) {
+        hd_error_free(&err);
+        close(fd);
+        free(l);
+        return;
+    }
+    l->timer = hd_loop_timer(b->loop, WS_LINGER_SECONDS, on_linger_timeout, l);
+    l->next = b->ws_lingering;
+    if (l->next)
+        l->next->prev = l;
+    b->ws_lingering = l;
+}
+
+void broker_ws_linger_free_all(struct hd_broker *b)
+{
+    struct broker_ws_linger *l = b->ws_lingering;
+    b->ws_lingering = NULL;
+    while (l) {
+        struct broker_ws_linger *next = l->next;
+        linger_close(b, l, false);
+        free(l);
+        l = next;
+    }
 }

@@ -76,6 +76,9 @@ struct hd_watch;
 int hd_config_load_broker(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
 /* --check: load the broker's password, ACL and TLS files without binding its ports. */
 int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err);
+/* The enabled broker has a plain TCP listener (workloads' HEDGE_MQTT_PORT, the uplink's local broker):
+ * refuses a `listen` of only ws:// / wss:// entries (or only listen_tls). hedged checks it at start too. */
+int hd_config_check_broker_listen(const struct hd_daemon_config *cfg, hd_error_t *err);
 /* Start the broker (when enabled) in loop; *out stays NULL when disabled. Stop it before freeing the loop. */
 int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
                            hd_error_t *err);

@@ -64,7 +64,24 @@ int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err)
     if (hd_broker_new(&trial, &b, err) < 0)
         return hd_error_prefix(err, "broker");
     hd_broker_free(b);
-    return 0;
+    return hd_config_check_broker_listen(cfg, err);
+}
+
+int hd_config_check_broker_listen(const struct hd_daemon_config *cfg, hd_error_t *err)
+{
+    if (!cfg->broker_enabled)
+        return 0;
+    bool any = cfg->broker.listen_tls && cfg->broker.listen_tls[0];
+    for (char **l = cfg->broker.listen; l && *l; l++) {
+        if (strstr(*l, "://") == NULL) /* a plain MQTT listener: HEDGE_MQTT_PORT and the uplink use it */
+            return 0;
+        any = true;
+    }
+    if (!any) /* none given: the broker's default 127.0.0.1:1883 */
+        return 0;
+    return hd_error_set(err, 0,
+                        "broker.listen: needs a plain TCP listener (\"HOST:PORT\"): workloads and the uplink reach "
+                        "the broker over TCP; ws://, wss:// and listen_tls listeners can only be added next to one");
 }
 
 /* A listener's address is taken (on Debian, mosquitto.service holds 127.0.0.1:1883): keep the broker's

@@ -292,7 +292,7 @@ int main(int argc, char **argv)
         cfg.log_level = (int)level;
     }
     hd_log_set_level((enum hd_log_level)cfg.log_level);
-    if (hd_config_finish(&cfg, &err) < 0)
+    if (hd_config_finish(&cfg, &err) < 0 || hd_config_check_broker_listen(&cfg, &err) < 0)
         goto fail;
     const char *net_child = getenv("HEDGE_NET_CHILD");
     int r;

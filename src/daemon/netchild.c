@@ -376,6 +376,13 @@ static int netchild_spawn(struct hd_netchild *nc, hd_error_t *err)
             _exit(127);
         close_range(4, ~0U, 0);
         setenv("HEDGE_NET_CHILD", "3", 1);
+        if (nc->port > 0) { /* a restart: the port the first child got (a ":0" listener stays put) */
+            char port[16];
+            snprintf(port, sizeof(port), "%d", nc->port);
+            setenv("HEDGE_NET_PORT", port, 1);
+        } else {
+            unsetenv("HEDGE_NET_PORT");
+        }
         execv("/proc/self/exe", nc->argv);
         _exit(127);
     }

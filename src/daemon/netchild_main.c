@@ -298,6 +298,28 @@ static void netchild_on_signal(struct hd_loop *loop, int signo, void *data)
     /* SIGINT (a terminal's ^C reaches the whole group) and SIGHUP: hedged decides */
 }
 
+/* A restarted child binds the port its first predecessor got for a ":0" plain listener (netchild.c
+ * passes it in HEDGE_NET_PORT), so workloads' HEDGE_MQTT_PORT and their clients stay right. Only the first
+ * plain listener: READY reports that one alone, and it is the one workloads are given. */
+static void netchild_pin_port(struct hd_daemon_config *cfg)
+{
+    const char *pinned = getenv("HEDGE_NET_PORT");
+    int port = pinned ? atoi(pinned) : 0;
+    if (!cfg->broker_enabled || port <= 0 || port > 65535)
+        return;
+    for (char **l = cfg->broker.listen; l && *l; l++) {
+        if (strstr(*l, "://") != NULL)
+            continue;
+        size_t n = strlen(*l);
+        if (n >= 2 && strcmp(*l + n - 2, ":0") == 0) {
+            char *bound = hd_xasprintf("%.*s:%d", (int)(n - 2), *l, port);
+            free(*l);
+            *l = bound;
+        }
+        return;
+    }
+}
+
 int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
 {
     struct netchild c = {.fd = fd, .exit_code = 1};
@@ -342,6 +364,7 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
     if ((c.loop = hd_loop_new(&err)) == NULL || hd_loop_signals(c.loop, &mask, netchild_on_signal, &c, &err) < 0)
         goto fail;
     /* 1. as root: listeners, store, files */
+    netchild_pin_port(cfg);
     if (hd_daemon_broker_start(c.loop, cfg, &c.broker, &err) < 0)
         goto fail;
     /* 2. a view without hedged's state */

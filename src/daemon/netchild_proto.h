@@ -26,7 +26,7 @@
 /* clang-format off */
 enum hd_net_type {
     /* child -> hedged */
-    HD_NET_READY = 1,       /* port (decimal): the child serves; its first plain listener's port */
+    HD_NET_READY = 1,       /* port (decimal): the child serves; its first plain listener's port (kept on restart) */
     HD_NET_FAILED = 2,      /* text: the child could not start (the error hedged reports) */
     HD_NET_STATS = 3,       /* 9 broker counters (decimal), uplink metrics text, uplink status JSON */
     HD_NET_PONG = 4,        /* sequence (decimal): everything sent before the PING is applied */
