@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, ROOT, SANITIZER_ENV
+from conftest import BUILD, SANITIZER_ENV
 
 HEDGE_OCI = BUILD / "hedge-oci"
 IMAGE = "localhost/hedge-busybox:latest"
@@ -135,7 +135,7 @@ def wait_status(ctr, task, status, timeout=10):
     raise AssertionError(f"task {task} not {status}: {ctr('task', 'ls').stdout}")
 
 
-def test_ctr_runs_hedge_oci(containerd):
+def test_ctr_runs_hedge_oci(containerd, dirs):
     ctr = containerd
     runc_root = ctr.base / "hedge-oci-root"
     via = ["--runc-binary", HEDGE_OCI, "--runc-root", runc_root]
@@ -153,9 +153,14 @@ def test_ctr_runs_hedge_oci(containerd):
                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         pid = wait_status(ctr, "t-term", "RUNNING")
-        # the shim called hedge-oci: its state file (hedge-oci's own layout) is under --runc-root/<namespace>
-        state = json.loads((runc_root / ctr.namespace / "t-term" / "state.json").read_text())
-        assert state["pid"] == pid and "cgroup_name" in state, state
+        # the shim called hedge-oci: its state is under --runc-root/<namespace>, and hedge's run dir (the
+        # HEDGE_RUN_DIR containerd passed down through the shim) holds the container's run
+        r = subprocess.run([HEDGE_OCI, "--root", runc_root / ctr.namespace, "state", "t-term"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        state = json.loads(r.stdout)
+        assert (state["pid"], state["status"]) == (pid, "running"), state
+        assert list((dirs["run"] / "runs").iterdir()), "hedge's run dir of the container"
         assert pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sh\0")
         r = ctr("task", "kill", "t-term")
         assert r.returncode == 0, r
