@@ -7,7 +7,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench bench-pull clean fuzz guest-kernel \
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench bench-pull bench-oci clean fuzz guest-kernel \
 	install deb package-test oci-conformance analyze format format-check
 
 all: build
@@ -74,6 +74,10 @@ bench: build
 # hedge image pull beside skopeo copy and podman pull (a local docker-registry; see docs/images.md).
 bench-pull: build
 	./bench/pull 5
+
+# hedge-oci beside runc as the OCI runtime: bare lifecycle, ctr run (a private containerd), podman run (docs/oci.md).
+bench-oci: build
+	./bench/oci --runs 10
 
 # Every libFuzzer target for a bounded time (FUZZ_SECONDS per target); any crash fails.
 FUZZ_SECONDS ?= 60
