@@ -64,12 +64,11 @@ __attribute__((noreturn)) static void child_checks_signals(void *data, int go_fd
 {
     (void)data;
     (void)go_fd;
-    /* no signal ignored or blocked in the new program (grep itself changes nothing) */
-    char sh[] = "/bin/sh", c[] = "-c",
-         script[] = "grep -q '^SigIgn:[[:space:]]*0*$' /proc/self/status && "
-                    "grep -q '^SigBlk:[[:space:]]*0*$' /proc/self/status",
-         path[] = "PATH=/usr/bin:/bin";
-    char *argv[] = {sh, c, script, NULL};
+    /* no signal ignored or blocked in the new program: awk reads its own status (one process, no shell
+     * in between that could block or ignore something of its own) */
+    char awk[] = "/usr/bin/awk", program[] = "/^Sig(Ign|Blk):/ && $2 !~ /^0+$/ { bad = 1 } END { exit bad }",
+         status[] = "/proc/self/status", path[] = "PATH=/usr/bin:/bin";
+    char *argv[] = {awk, program, status, NULL};
     char *env[] = {path, NULL};
     struct hd_exec_plan plan = {.argv = argv, .env = env};
     hd_child_exec(report_fd, &plan);
