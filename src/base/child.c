@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/util.h"
@@ -128,6 +129,22 @@ bool hd_child_parse_signal_masks(const char *status, uint64_t *touched)
  * syscalls instead of one sigaction per signal (64 of ~3 us each on a paravirtualised host, on the
  * path of every start). Without /proc, every signal is reset.
  */
+/*
+ * glibc keeps signals 32 and 33 for its threads and refuses to change them, but a parent may have left
+ * them ignored (GNU make does), and an ignored disposition survives exec: reset them through the kernel.
+ * All fields zero is SIG_DFL with no flags, whatever the architecture's field order.
+ */
+static void reset_reserved_signal(int sig)
+{
+    struct {
+        void *handler;
+        unsigned long flags;
+        void *restorer;
+        uint64_t mask;
+    } dfl = {0};
+    syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask));
+}
+
 void hd_child_reset_signals(void)
 {
     uint64_t touched = ~(uint64_t)0;
@@ -144,8 +161,8 @@ void hd_child_reset_signals(void)
             touched = ~(uint64_t)0;
     }
     for (int sig = 1; sig < NSIG && sig <= 64; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP && (touched >> (sig - 1) & 1))
-            signal(sig, SIG_DFL);
+        if (sig != SIGKILL && sig != SIGSTOP && (touched >> (sig - 1) & 1) && signal(sig, SIG_DFL) == SIG_ERR)
+            reset_reserved_signal(sig);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
