@@ -140,7 +140,9 @@ def test_error_events_and_invoke_errors(node):
     assert r.code == 1 and r.err == "hedge invoke: picky: timeout: killed after 400 ms\n", r
     e = error_of(d.requester.call("fn/picky", b"bad"))
     assert (e["error"], e["function"]) == ("exit", "picky")
-    f = fn_stats(d, "picky", 4)
+    # the host counts an invocation when it starts and its error when it ends, and may report in between
+    f = wait_for(lambda: (f := d.ps("picky")["function"])["invocations"] == 4 and f["errors"] >= 3 and f,
+                 what="picky: 4 invocations, 3 errors in ps")
     assert (f["errors"], f["timeouts"], f["rejected"]) == (3, 1, 0)
     assert 'hedge_function_timeouts_total{name="picky"} 1\n' in d.api("GET", "/metrics")[1]
 

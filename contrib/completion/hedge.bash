@@ -51,13 +51,14 @@ _hedge()
                 -i|--isolation) COMPREPLY=($(compgen -W "process container vm" -- "$cur")); return ;;
                 --network) COMPREPLY=($(compgen -W "none host bridge" -- "$cur")); return ;;
                 --vm-accel) COMPREPLY=($(compgen -W "auto kvm tcg" -- "$cur")); return ;;
+                --vm-boot) COMPREPLY=($(compgen -W "auto cold snapshot" -- "$cur")); return ;;
                 --cap-add|--cap-drop)
                     COMPREPLY=($(compgen -W "ALL CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_FSETID CAP_KILL CAP_SETGID CAP_SETUID CAP_SETPCAP CAP_NET_BIND_SERVICE CAP_NET_RAW CAP_NET_ADMIN CAP_SYS_CHROOT CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_MKNOD CAP_AUDIT_WRITE CAP_SETFCAP" -- "$cur")); return ;;
                 --name|-e|--env|-u|--user|--hostname|-m|--memory|--memory-swap|--cpus|--cpu-weight|--pids|-v|--mount|--userns|--entrypoint|--device-cgroup-rule) return ;;
             esac
             opts="-f --file -i --isolation --name --rootfs -e --env -w --workdir -u --user --hostname -m --memory
                   --memory-swap --cpus --cpu-weight --pids --network -v --mount --read-only --seccomp --cap-add
-                  --cap-drop --init --userns --entrypoint --vm-accel --device --device-cgroup-rule --help"
+                  --cap-drop --init --userns --entrypoint --vm-accel --vm-boot --device --device-cgroup-rule --help"
             ;;
         bench)
             case $prev in
@@ -117,10 +118,21 @@ _hedge()
             ;;
         vm)
             if ((cword == verb_at + 1)); then
-                COMPREPLY=($(compgen -W "kernel --help" -- "$cur")); return
+                COMPREPLY=($(compgen -W "kernel template --help" -- "$cur")); return
             fi
             if ((cword == verb_at + 2)) && [[ ${words[verb_at + 1]} == kernel ]]; then
                 COMPREPLY=($(compgen -W "fetch" -- "$cur")); return
+            fi
+            if ((cword == verb_at + 2)) && [[ ${words[verb_at + 1]} == template ]]; then
+                COMPREPLY=($(compgen -W "build ls rm --help" -- "$cur")); return
+            fi
+            if [[ ${words[verb_at + 1]} == template && ${words[verb_at + 2]} == build ]]; then
+                [[ $prev == --vm-accel ]] && { COMPREPLY=($(compgen -W "auto kvm tcg" -- "$cur")); return; }
+                [[ $prev == --memory || $prev == --cpus ]] && return
+                COMPREPLY=($(compgen -W "--memory --cpus --vm-accel --force" -- "$cur")); return
+            fi
+            if [[ ${words[verb_at + 1]} == template && ${words[verb_at + 2]} == rm ]]; then
+                COMPREPLY=($(compgen -W "--all" -- "$cur")); return
             fi
             if ((cword == verb_at + 3)) && [[ ${words[verb_at + 2]} == fetch ]]; then
                 COMPREPLY=($(compgen -d -- "$cur")); return

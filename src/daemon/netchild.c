@@ -269,6 +269,12 @@ static int netchild_read_one(struct hd_netchild *nc, struct hd_net_msg *m)
         hd_error_free(&err);
         return 0;
     }
+    if (r < 0 && err && err->errnum == ECONNRESET) {
+        /* the child closed with something of ours unread (it exits on RELOAD or a crash): not a bad
+         * message; how it ended comes through SIGCHLD */
+        hd_error_free(&err);
+        r = 0;
+    }
     if (r <= 0) {
         if (r < 0) {
             hd_log(HD_LOG_ERROR, "netchild", "network child: %s", hd_error_text(err));
