@@ -191,6 +191,20 @@ static uint64_t cap_mask(char **names)
     return m;
 }
 
+/*
+ * The ambient capabilities the kernel lets us raise: those also inheritable (permitted is the
+ * bounding set here). As runc (libcontainer/capabilities: one PR_CAP_AMBIENT_RAISE per
+ * capability, a failure only warned about), each other one is left out with runc's warning, and
+ * the container runs without it: `runc spec` lists ambient capabilities but no inheritable ones.
+ */
+static uint64_t ambient_raisable(char **ambient, uint64_t inheritable)
+{
+    for (size_t i = 0; ambient && ambient[i]; i++)
+        if ((inheritable & (1ULL << hd_cap_parse(ambient[i]))) == 0)
+            oci_log("warning", "can't raise ambient capability %s: operation not permitted", ambient[i]);
+    return cap_mask(ambient) & inheritable;
+}
+
 static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *err)
 {
     struct hd_spec *spec = cfg->spec;
@@ -238,12 +252,10 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
                               cap_sets[s]);
         else if (spec->user && strncmp(spec->user, "0:", 2) != 0)
             rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user", cap_sets[s]);
-        else if (s == 4 && (m & ~cap_mask(sets[3])) != 0)
-            rc = hd_error_set(err, 0, "process.capabilities.ambient: every ambient capability must be inheritable");
         else if (s == 3)
             cfg->caps_inheritable = m;
         else
-            cfg->caps_ambient = m;
+            cfg->caps_ambient = ambient_raisable(sets[4], cfg->caps_inheritable);
     }
     for (size_t i = 0; rc == 0 && set && set[i]; i++)
         hd_strv_push(&spec->security.cap_add, set[i]);
