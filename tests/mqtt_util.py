@@ -227,15 +227,39 @@ def make_pki(d):
         "-subj", "/CN=other CA")
 
 
+def process_tree(pid):
+    """pid and every process below it (hedged's uplink runs in its network child, not in hedged)."""
+    pids = [pid]
+    for p in pids:
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(c) for c in f.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return pids
+
+
 def restore_cloud(proc, cloud, topic):
     """Start the cloud broker and subscribe there before the uplink can reconnect (its process,
-    hedge-uplink or hedged, is paused with SIGSTOP meanwhile), so the collector sees the whole drain."""
-    proc.send_signal(signal.SIGSTOP)
+    hedge-uplink or hedged with its network child, is paused with SIGSTOP meanwhile), so the
+    collector sees the whole drain."""
+    stopped = []
     try:
+        for pid in process_tree(proc.pid):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            except ProcessLookupError:
+                pass
         cloud.start()
         sub = Collector(cloud.port, topic)
     finally:
-        proc.send_signal(signal.SIGCONT)
+        for pid in stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
     return sub
 
 

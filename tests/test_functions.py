@@ -334,12 +334,13 @@ def test_hedge_invoke_error_event_and_no_listener(functions, broker):
 
 
 def test_hedge_invoke_is_served_by_hedge_alone(tmp_path, functions, broker):
-    """`hedge invoke` is hedge's own verb: a copy of hedge with no other binary beside it
+    """`hedge invoke` is hedge's own verb: a copy of hedge and its twin hedge-full with no other binary beside them
     (none in PATH either) calls the function."""
     functions(spec_for("echo", "process", ["/bin/cat"]))
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy2(BUILD / "hedge", alone / "hedge")
+    shutil.copy2(BUILD / "hedge-full", alone / "hedge-full")  # the static hedge hands invoke over to it
     r = subprocess.run([str(alone / "hedge"), "invoke", "--broker", f"127.0.0.1:{broker.port}", "--topic", "fn/echo",
                         "--payload", "alone"], capture_output=True, timeout=60,
                        env=hedge_env({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}))

@@ -19,7 +19,8 @@ MAN_PAGES = ["docs/man/hedge.1", "docs/man/hedged.8", "docs/man/hedge-spec.5"]
 
 INSTALLED = [
     "usr/bin/hedge", "usr/bin/hedge-broker", "usr/bin/hedge-uplink", "usr/bin/hedge-functions", "usr/sbin/hedged",
-    "usr/libexec/hedge/hedge-monitor", "usr/libexec/hedge/hedge-init", "usr/libexec/hedge/hedge-echo-server",
+    "usr/sbin/hedge-oci", "usr/sbin/hedge-oci-vm",
+    "usr/libexec/hedge/hedge-monitor", "usr/libexec/hedge/hedge-full", "usr/libexec/hedge/hedge-init", "usr/libexec/hedge/hedge-echo-server",
     "usr/libexec/hedge/hedge-fetch-kernel", "etc/hedge/hedged.json", "usr/lib/systemd/system/hedged.service",
     "usr/share/man/man1/hedge.1", "usr/share/man/man8/hedged.8", "usr/share/man/man5/hedge-spec.5",
     "usr/share/bash-completion/completions/hedge", "usr/share/bash-completion/completions/hedged",
@@ -46,6 +47,8 @@ def test_make_install_stages_everything(staged):
     assert not missing, missing
     for exe in ("usr/bin/hedge", "usr/sbin/hedged", "usr/libexec/hedge/hedge-fetch-kernel"):
         assert os.access(staged / exe, os.X_OK), exe
+    # hedge-oci-vm is hedge-oci under another name (the VM handler, docs/oci.md)
+    assert os.readlink(staged / "usr/sbin/hedge-oci-vm") == "hedge-oci"
     # nothing outside DESTDIR's prefix and /etc
     tops = {p.name for p in staged.iterdir()}
     assert tops == {"usr", "etc"}, tops

@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +33,12 @@ def subreaper():
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     yield
     libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    while True:  # the orphans that ended and were not collected: no zombie stays for the next test's waits
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
 
 
 def reap(pid, timeout=10):
@@ -264,6 +271,120 @@ def test_runc_spec_config_and_ambient_caps_as_runc(oci, tmp_path, busybox_rootfs
     assert "can't raise ambient capability CAP_CHOWN" in text and "capability CAP_KILL" not in text, text
 
 
+@pytest.fixture
+def runc(tmp_path):
+    """runc(*args) -> Result: the reference runtime with its own --root; what a test leaves is deleted."""
+    root = tmp_path / "runc-root"
+
+    def run(*args, timeout=30):
+        argv = ["runc", "--root", str(root)] + [str(a) for a in args]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            proc.stdout, proc.stderr = out.read(), err.read()
+        return Result(proc)
+
+    yield run
+    left = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    for cid in left:
+        run("delete", "--force", cid)
+    assert left == [], f"runc containers left behind: {left}"
+
+
+GROUPS = "id -G; grep Groups /proc/self/status"
+
+
+def test_supplementary_groups_as_runc(oci, runc, bundle, tmp_path):
+    """process.user.additionalGids: exactly those supplementary groups, none without them (as runc)."""
+    for user, expect in [({"uid": 0, "gid": 0, "additionalGids": [10, 20]}, ["0 10 20", "Groups:\t10 20"]),
+                         ({"uid": 1000, "gid": 1001, "additionalGids": [10]}, ["1001 10", "Groups:\t10"]),
+                         ({"uid": 0, "gid": 0}, ["0", "Groups:"])]:
+        b = bundle("sh", "-c", GROUPS, **{"process.user": user})
+        r = oci("run", "--bundle", b, "g")
+        assert r.code == 0, r
+        assert [line.rstrip() for line in r.out.splitlines()] == expect, (user, r)
+        ref = runc("run", "--bundle", b, "g")
+        assert ref.code == 0 and ref.out == r.out, (user, ref, r)
+
+
+def test_exec_additional_gids_and_cap(oci, runc, bundle, tmp_path, subreaper):
+    """exec --additional-gids (repeated or a comma list, added to the config's groups) and --cap (the
+    capability in the process's bounding, effective and permitted sets), each compared with runc."""
+    caps = ["CAP_CHOWN", "CAP_KILL"]
+    b = bundle("sleep", "1000", **{"process.user": {"uid": 0, "gid": 0, "additionalGids": [5]},
+                                   "process.capabilities": {"bounding": caps, "effective": caps,
+                                                            "permitted": caps}})
+    assert oci("run", "-d", "--bundle", b, "xg").code == 0
+    assert runc("run", "-d", "--bundle", b, "rg").code == 0
+    pids = [state(oci, "xg")["pid"], json.loads(runc("state", "rg").out)["pid"]]
+    try:
+        r = oci("exec", "--additional-gids", "10,20", "xg", "id", "-G")
+        assert r.code == 0 and r.out == "0 5 10 20\n", r
+        # runc 1.1 takes one gid per flag
+        r = oci("exec", "-g", "10", "-g", "20", "xg", "sh", "-c", GROUPS)
+        ref = runc("exec", "-g", "10", "-g", "20", "rg", "sh", "-c", GROUPS)
+        assert r.code == 0 and ref.code == 0 and r.out == ref.out, (r, ref)
+        assert r.out.split() == ["0", "5", "10", "20", "Groups:", "5", "10", "20"], r
+        r = oci("exec", "xg", "id", "-G")
+        assert r.code == 0 and r.out == "0 5\n", r
+        # --cap: CAP_NET_ADMIN (bit 12) joins CapEff and the bounding set, as runc; also for another user's
+        # bounding set (effective stays empty for a non-root user)
+        cap_lines = "grep -E 'CapEff|CapPrm|CapBnd' /proc/self/status"
+        for flags in [[], ["--cap", "CAP_NET_ADMIN"], ["-c", "CAP_NET_ADMIN", "-c", "CAP_SYS_MODULE"],
+                      ["--user", "1000:1000", "--cap", "CAP_NET_ADMIN"]]:
+            r = oci("exec", *flags, "xg", "sh", "-c", cap_lines)
+            ref = runc("exec", *flags, "rg", "sh", "-c", cap_lines)
+            assert r.code == 0 and ref.code == 0 and r.out == ref.out, (flags, r, ref)
+            eff = int(dict(line.split(":\t") for line in r.out.splitlines())["CapEff"], 16)
+            root_with_cap = "CAP_NET_ADMIN" in flags and "--user" not in flags
+            assert bool(eff & (1 << 12)) == root_with_cap, (flags, r)
+        # an unknown name is dropped with runc's warning, the rest applies
+        log = tmp_path / "exec.log"
+        r = oci("--log", log, "exec", "--cap", "CAP_BOGUS", "--cap", "CAP_NET_ADMIN", "xg", "grep", "CapEff",
+                "/proc/self/status")
+        assert r.code == 0 and int(r.out.split()[1], 16) & (1 << 12), r
+        assert "ignoring unknown or unavailable capabilities: [CAP_BOGUS]" in log.read_text()
+    finally:
+        assert oci("delete", "--force", "xg").code == 0
+        assert runc("delete", "--force", "rg").code == 0
+        for pid in pids:
+            reap(pid)
+
+
+def test_ambient_caps_of_a_non_root_user_as_runc(oci, runc, bundle):
+    """A non-root user with inheritable and ambient capabilities keeps the ambient ones over exec (runc keeps
+    the permitted set over the user switch); compared with runc, with supplementary groups."""
+    caps = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+    b = bundle("sh", "-c", "grep -E 'Cap|Groups' /proc/self/status; id -u",
+               **{"process.user": {"uid": 1000, "gid": 1001, "additionalGids": [5]},
+                  "process.capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                                           "inheritable": caps, "ambient": caps[:2]}})
+    r = oci("run", "--bundle", b, "na")
+    ref = runc("run", "--bundle", b, "na")
+    assert r.code == 0 and ref.code == 0 and r.out == ref.out, (r, ref)
+    status = dict(line.split(":\t") for line in r.out.splitlines()[:-1])
+    assert status["CapAmb"] == status["CapEff"] == "%016x" % ((1 << 0) | (1 << 5)), r
+    assert status["Groups"].split() == ["5"] and r.out.splitlines()[-1] == "1000", r
+
+
+def test_unknown_capability_dropped_with_runcs_warning(oci, runc, bundle, tmp_path):
+    """An unknown capability name in config.json (OCI conformance process_capabilities_fail's CAP_TEST,
+    or a name without CAP_) is left out with runc's warning; the others apply."""
+    caps = ["CAP_CHOWN", "CAP_TEST", "CAP_KILL", "NET_ADMIN"]
+    b = bundle("grep", "-E", "CapEff|CapBnd", "/proc/self/status",
+               **{"process.capabilities": {"bounding": caps, "effective": caps[:3], "permitted": caps}})
+    texts = []
+    for run, cid in [(oci, "u"), (runc, "ru")]:
+        log = tmp_path / f"{cid}.log"
+        r = run("--log", log, "run", "--bundle", b, cid)
+        assert r.code == 0, r
+        texts.append(r.out)
+        assert "ignoring unknown or unavailable capabilities: [CAP_TEST NET_ADMIN]" in log.read_text(), cid
+    assert texts[0] == texts[1], texts
+    assert texts[0].split() == ["CapEff:", "%016x" % ((1 << 0) | (1 << 5)), "CapBnd:", "%016x" % ((1 << 0) | (1 << 5))]
+
+
 def proc_status(pid):
     return dict(line.split(":\t", 1) for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines()
                 if ":\t" in line)
@@ -339,7 +460,7 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     assert r.code == 0, r
     assert limit("memory.limit_in_bytes", "memory.max") == str(32 << 20)
     assert limit("pids.max", "pids.max") == "20"
-    for flags, name in [(["--cpuset-cpus", "0"], "--cpuset-cpus"), (["--memory", "1x"], "--memory")]:
+    for flags, name in [(["--l3-cache-schema", "L3:0=f"], "--l3-cache-schema"), (["--memory", "1x"], "--memory")]:
         r = oci("update", *flags, "ex")
         assert r.code == 1 and name in r.err, r
     # pause / resume: the freezer; a paused container refuses exec
@@ -355,8 +476,7 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     r = oci("resume", "ex")
     assert r.code == 1 and "not paused" in r.err, r
     # flags hedge-oci does not support name themselves
-    for flags, name in [(["--tty"], "--tty"), (["--cap", "CAP_SYS_ADMIN"], "--cap"),
-                        (["--console-socket", "/tmp/s"], "--console-socket"),
+    for flags, name in [(["--additional-gids", "1,"], "--additional-gids"), (["-g", "x"], "--additional-gids"),
                         (["--preserve-fds", "2"], "--preserve-fds")]:
         r = oci("exec", *flags, "ex", "true")
         assert r.code == 1 and name in r.err, r
@@ -418,6 +538,32 @@ def test_resources_and_cgroups_path(oci, bundle, subreaper):
     assert oci("delete", "--force", "res").code == 0
     reap(pid)
     assert cgroup_dirs("oci-cg") == []
+
+
+def test_memory_reservation_swappiness_and_oom_killer(oci, bundle, subreaper, tmp_path):
+    """linux.resources.memory beyond the limit: reservation (v1 soft limit), swappiness, disableOOMKiller;
+    kernel and kernelTCP are ignored with runc's warning; on cgroup v2 swappiness is refused by name."""
+    memory = {"limit": 64 << 20, "reservation": 32 << 20, "swappiness": 10, "disableOOMKiller": True,
+              "kernel": 64 << 20}
+    b = bundle("sleep", "1000", **{"linux.resources": {"memory": memory}})
+    log = tmp_path / "log"
+    r = oci("--log", log, "create", "--bundle", b, "memx")
+    assert r.code == 0, r
+    pid = state(oci, "memx")["pid"]
+    mem = pathlib.Path("/sys/fs/cgroup/memory") / CGROUP_PARENT / "memx"
+    if mem.is_dir():  # v1/hybrid
+        assert int((mem / "memory.soft_limit_in_bytes").read_text()) == 32 << 20
+        assert (mem / "memory.swappiness").read_text().strip() == "10"
+        assert "oom_kill_disable 1" in (mem / "memory.oom_control").read_text()
+        assert oci("update", "--memory-reservation", "16m", "memx").code == 0
+        assert int((mem / "memory.soft_limit_in_bytes").read_text()) == 16 << 20
+    assert "linux.resources.memory.kernel: kernel memory limits are ignored" in log.read_text()
+    assert oci("delete", "--force", "memx").code == 0
+    reap(pid)
+    b = bundle("true", **{"linux.resources": {"memory": {"swappiness": 10}}})
+    r = oci("create", "--bundle", b, "memv2", env={"HEDGE_CGROUP_MODE": "v2"})
+    assert r.code == 1 and "resources.swappiness: cgroup v2 has no per-group swappiness" in r.err, r
+    assert cgroup_dirs("memv2") == []
 
 
 def test_cgroups_path_of_one_component(oci, bundle, subreaper):
@@ -499,16 +645,23 @@ def test_device_rules_go_through_the_runtime_device_list(oci, bundle, mode):
 
 
 @pytest.mark.parametrize("change,field", [
-    ({"process.terminal": True}, "process.terminal"),
-    ({"hooks": {"prestart": [{"path": "/bin/true"}]}}, "hooks.prestart"),
+    ({"process.terminal": True, "process.consoleSize": {"height": -1, "width": 80}}, "process.consoleSize.height"),
+    ({"hooks": {"prestart": [{"path": "bin/true"}]}}, "hooks.prestart[0].path"),
+    ({"hooks": {"poststop": [{"path": "/bin/true", "timeout": 0}]}}, "hooks.poststop[0].timeout"),
+    ({"hooks": {"prestop": []}}, "hooks.prestop"),
     ({"mounts": [{"destination": "/x", "type": "nfs", "source": "srv:/x"}]}, "mounts[0].type"),
     ({"linux.namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"},
-                           {"type": "network", "path": "/proc/1/ns/net"}]}, "linux.namespaces[4].path"),
-    ({"linux.resources": {"blockIO": {"weight": 10}}}, "linux.resources.blockIO"),
+                           {"type": "network"}, {"type": "user", "path": "/proc/1/ns/user"}]},
+     "linux.namespaces[5].path: joining an existing user namespace is not supported yet"),
+    ({"linux.resources": {"rdma": {"mlx5_0": {"hcaHandles": 1}}}}, "linux.resources.rdma"),
+    ({"linux.resources": {"blockIO": {"weight": 5}}}, "linux.resources.blockIO.weight"),
     ({"linux.uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, "linux.uidMappings"),
     ({"process.rlimits": [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]}, "process.rlimits[0].type"),
     ({"linux.sysctl": {"kernel.hostname": "x"}}, "linux.sysctl.kernel.hostname"),
     ({"domainname": "example.org"}, "domainname"),
+    ({"linux.rootfsPropagation": "sideways"}, "linux.rootfsPropagation"),
+    ({"process.user": {"uid": 0, "gid": 0, "additionalGids": ["x"]}}, "process.user.additionalGids[0]"),
+    ({"process.user": {"uid": 0, "gid": 0, "additionalGids": [-1]}}, "process.user.additionalGids[0]"),
 ])
 def test_config_error_names_the_field(oci, bundle, tmp_path, change, field):
     b = bundle("true", **change)
@@ -520,6 +673,265 @@ def test_config_error_names_the_field(oci, bundle, tmp_path, change, field):
     errors = [l for l in lines if l["level"] == "error"]
     assert errors and field in errors[-1]["msg"] and errors[-1]["time"].endswith("Z"), lines
     assert not (oci.root / "bad").exists()
+
+
+def test_mount_propagation(oci, bundle, tmp_path):
+    """mounts[i].options shared/slave/private/unbindable (r-forms too) and linux.rootfsPropagation, as the
+    container's mountinfo shows them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    b = bundle("sh", "-c", "grep -E ' /(mnt/[a-z]+|tmp/t|) ' /proc/self/mountinfo",
+               **{"linux.rootfsPropagation": "shared"})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [
+        {"destination": "/mnt/shared", "source": str(src), "options": ["rbind", "nosuid", "strictatime", "rshared"]},
+        {"destination": "/mnt/unbindable", "source": str(src), "options": ["bind", "unbindable"]},
+        {"destination": "/tmp/t", "type": "tmpfs", "source": "tmpfs", "options": ["shared", "size=1k"]},
+    ]
+    (b / "config.json").write_text(json.dumps(config))
+    r = oci("run", "--bundle", b, "prop")
+    assert r.code == 0, r
+    lines = {l.split()[4]: l for l in r.out.splitlines()}
+    assert "shared:" in lines["/mnt/shared"] and "nosuid" in lines["/mnt/shared"], lines
+    assert "unbindable" in lines["/mnt/unbindable"], lines
+    assert "shared:" in lines["/tmp/t"], lines
+    assert "shared:" in lines["/"], lines
+
+
+def test_mounts_are_made_in_config_order(oci, bundle, tmp_path):
+    """The config's mounts are made in its order, binds and new filesystems alike: mountinfo lists them so
+    (the runtime-tools `mounts` program checks it), and a bind below a tmpfs that comes before it in the config
+    is not hidden by that tmpfs."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("bound\n")
+    b = bundle("sh", "-c", "cat /scratch/data/f; touch /scratch/data/x 2>/dev/null || echo ro-kept; grep -oE ' /(scratch|scratch/data|early|late) ' /proc/self/mountinfo",
+               mounts=[{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]},
+                       {"destination": "/early", "source": str(src), "options": ["bind", "ro"]},
+                       {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]},
+                       {"destination": "/scratch/data", "source": str(src), "options": ["rbind", "ro"]},
+                       {"destination": "/late", "source": str(src), "options": ["bind", "shared"]}])
+    r = oci("run", "--bundle", b, "order")
+    assert r.code == 0, r
+    assert r.out.split() == ["bound", "ro-kept", "/early", "/scratch", "/scratch/data", "/late"], r
+
+
+def hook_bundle(bundle, tmp_path, args, hooks):
+    """A bundle whose hooks are /bin/sh scripts; tmp_path/hk is bound at /hk inside (startContainer's path
+    resolves in the container)."""
+    hk = tmp_path / "hk"
+    hk.mkdir(exist_ok=True)
+    (hk / "hook.sh").write_text('#!/bin/sh\necho "$1 $(cat)" >> "$2"\n')
+    (hk / "hook.sh").chmod(0o755)
+    mounts = [{"destination": "/hk", "type": "bind", "source": str(hk), "options": ["rbind"]}]
+    b = bundle(*args, hooks=hooks)
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += mounts
+    (b / "config.json").write_text(json.dumps(config))
+    return hk
+
+
+def test_hooks_run_in_their_places_with_the_state(oci, bundle, tmp_path, subreaper):
+    """prestart, createRuntime (hedge-oci, at create), createContainer (inside, before pivot_root: a host
+    path), startContainer (inside, at start: a container path), poststart, poststop (hedge-oci), each with
+    the state document of that moment on stdin."""
+    log = tmp_path / "hk" / "log"
+
+    def hook(name, inside=False):
+        script = "/hk/hook.sh" if inside else str(tmp_path / "hk" / "hook.sh")
+        return [{"path": script, "args": ["hook.sh", name, "/hk/log" if inside else str(log)]}]
+    hooks = {p: hook(p, inside=(p == "startContainer")) for p in
+             ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")}
+    hook_bundle(bundle, tmp_path, ("sh", "-c", "cat /hk/log > /hk/seen-by-workload"), hooks)
+    r = oci("create", "--bundle", tmp_path / "bundle", "hk")
+    assert r.code == 0, r
+    pid = state(oci, "hk")["pid"]
+
+    def entries():
+        out = []
+        for line in log.read_text().splitlines():
+            name, doc = line.split(" ", 1)
+            out.append((name, json.loads(doc)))
+        return out
+    assert [n for n, _ in entries()] == ["prestart", "createRuntime", "createContainer"]
+    assert oci("start", "hk").code == 0
+    status = reap(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # the workload ran after startContainer: it saw that hook's line
+    assert "startContainer" in (tmp_path / "hk" / "seen-by-workload").read_text()
+    assert oci("delete", "hk").code == 0
+    got = entries()
+    assert [n for n, _ in got] == ["prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+                                  "poststop"], got
+    want_status = {"prestart": "created", "createRuntime": "creating", "createContainer": "creating",
+                   "startContainer": "created", "poststart": "running", "poststop": "stopped"}
+    for name, doc in got:
+        assert doc["id"] == "hk" and doc["bundle"] == str(tmp_path / "bundle"), (name, doc)
+        assert doc["status"] == want_status[name], (name, doc)
+        assert doc["pid"] == (0 if name == "poststop" else pid), (name, doc)
+
+
+@pytest.mark.parametrize("phase,hook,message", [
+    ("createRuntime", {"path": "/bin/sh", "args": ["sh", "-c", "echo no network for you >&2; exit 3"]},
+     "hooks.createRuntime[0]: /bin/sh exited with status 3: no network for you"),
+    ("createContainer", {"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1},
+     "hooks.createContainer[0]: /bin/sleep did not finish within its timeout of 1 s"),
+    ("prestart", {"path": "/nonexistent/hook"}, "hooks.prestart[0]: /nonexistent/hook exited with status 127"),
+])
+def test_a_failing_create_hook_fails_create_and_leaves_nothing(oci, bundle, tmp_path, phase, hook, message):
+    b = bundle("true", hooks={phase: [hook]})
+    r = oci("create", "--bundle", b, "hkfail")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "hkfail").exists()
+    assert cgroup_dirs("hkfail") == []
+
+
+def test_a_hook_whose_child_keeps_its_output_open_does_not_hold_create(oci, bundle, tmp_path):
+    """A hook that leaves a background process holding its stdout: the runtime takes what the hook wrote
+    when the hook exits and goes on, instead of waiting for the pipe's end (the sleep's 60 s)."""
+    pid_file = tmp_path / "bg.pid"
+    hook = {"path": "/bin/sh", "args": ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; echo bad; exit 3"]}
+    b = bundle("true", hooks={"createRuntime": [hook]})
+    try:
+        r = oci("create", "--bundle", b, "hkbg", timeout=30)
+        assert r.code == 1 and "hooks.createRuntime[0]: /bin/sh exited with status 3: bad" in r.err, r
+        assert not (oci.root / "hkbg").exists()
+    finally:
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_failing_start_container_hook_fails_start(oci, bundle, subreaper):
+    b = bundle("sleep", "1000", hooks={"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 9"]}]})
+    assert oci("create", "--bundle", b, "hkstart").code == 0
+    pid = state(oci, "hkstart")["pid"]
+    r = oci("start", "hkstart")
+    assert r.code == 1 and "ended before its command" in r.err, r
+    status = reap(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 125
+    assert oci("delete", "hkstart").code == 0
+
+
+def test_poststart_and_poststop_failures_are_warnings(oci, bundle, tmp_path, subreaper):
+    fail = [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 1"]}]
+    b = bundle("sleep", "1000", hooks={"poststart": fail, "poststop": fail})
+    log = tmp_path / "oci.log"
+    assert oci("--log", log, "create", "--bundle", b, "hkwarn").code == 0
+    pid = state(oci, "hkwarn")["pid"]
+    r = oci("--log", log, "start", "hkwarn")
+    assert r.code == 0, r
+    assert state(oci, "hkwarn")["status"] == "running"
+    assert oci("kill", "hkwarn", "KILL").code == 0
+    reap(pid)
+    r = oci("--log", log, "delete", "hkwarn")
+    assert r.code == 0, r
+    text = log.read_text()
+    assert "hooks.poststart[0]: /bin/sh exited with status 1: nope" in text, text
+    assert "hooks.poststop[0]: /bin/sh exited with status 1: nope" in text, text
+
+
+def console_socket(path):
+    """An engine's console socket (what conmon and the containerd shim listen on)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    srv.settimeout(30)
+    return srv
+
+
+def receive_master(srv):
+    conn, _ = srv.accept()
+    with conn:
+        msg, fds, _, _ = socket.recv_fds(conn, 256, 1)
+    assert len(fds) == 1, msg
+    return fds[0], msg
+
+
+def read_terminal(master, timeout=20):
+    """Everything the terminal printed until every slave closed (EIO)."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode().replace("\r\n", "\n")
+
+
+TTY_SCRIPT = "tty; stty size; stat -c '%u %g %a' $(tty); [ /dev/console -ef $(tty) ] && echo console-is-tty; exit 3"
+
+
+def test_terminal_through_the_console_socket(oci, bundle, tmp_path, subreaper):
+    """process.terminal with --console-socket: the master reaches the engine (runc's message, the pty's
+    name), the process has the slave as stdio, controlling terminal and /dev/console, sized by consoleSize
+    and owned by its user."""
+    b = bundle("sh", "-c", TTY_SCRIPT, **{"process.terminal": True,
+                                          "process.consoleSize": {"height": 33, "width": 111},
+                                          "process.user": {"uid": 1000, "gid": 1000}})
+    srv = console_socket(tmp_path / "console.sock")
+    r = oci("create", "--bundle", b, "--console-socket", tmp_path / "console.sock", "tty1")
+    assert r.code == 0, r
+    master, name = receive_master(srv)
+    assert name == b"/dev/ptmx"
+    pid = state(oci, "tty1")["pid"]
+    assert oci("start", "tty1").code == 0
+    out = read_terminal(master)
+    assert out == "/dev/pts/0\n33 111\n1000 1000 620\nconsole-is-tty\n", out
+    status = reap(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 3
+    assert oci("delete", "tty1").code == 0
+
+
+def test_terminal_in_a_foreground_run_is_relayed(oci, bundle, tmp_path):
+    b = bundle("sh", "-c", TTY_SCRIPT, **{"process.terminal": True})
+    r = oci("run", "--bundle", b, "tty2")
+    assert r.code == 3, r
+    assert "/dev/pts/0" in r.out and "console-is-tty" in r.out, r
+
+
+@pytest.mark.parametrize("terminal,flags,message", [
+    (True, [], "a detached container needs --console-socket"),
+    (False, ["--console-socket", "/tmp/nowhere.sock"], "the config has no terminal (process.terminal is false)"),
+    (True, ["--console-socket", "/nonexistent/console.sock"], "--console-socket /nonexistent/console.sock: connect"),
+])
+def test_terminal_errors(oci, bundle, terminal, flags, message):
+    b = bundle("true", **{"process.terminal": terminal})
+    r = oci("create", "--bundle", b, *flags, "ttybad")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "ttybad").exists()
+
+
+def test_exec_with_a_terminal(oci, bundle, tmp_path, subreaper):
+    b = bundle("sleep", "1000")
+    assert oci("create", "--bundle", b, "ttyx").code == 0
+    pid = state(oci, "ttyx")["pid"]
+    assert oci("start", "ttyx").code == 0
+    srv = console_socket(tmp_path / "exec.sock")
+    r = oci("exec", "--tty", "--console-socket", tmp_path / "exec.sock", "--detach", "--user", "1000:1000",
+            "--pid-file", tmp_path / "exec.pid", "ttyx", "sh", "-c", "tty; stat -c '%u %g' $(tty)")
+    assert r.code == 0, r
+    master, _ = receive_master(srv)
+    assert read_terminal(master) == "/dev/pts/0\n1000 1000\n"
+    # the detached process is ours to reap, as it is conmon's (until it is, the container's init cannot
+    # finish exiting: the pid namespace waits for every process of it); by its pid: other tests' orphans
+    # may be waiting for this subreaper too
+    os.waitpid(int((tmp_path / "exec.pid").read_text()), 0)
+    r = oci("exec", "-t", "ttyx", "sh", "-c", "tty; exit 5")
+    assert r.code == 5 and "/dev/pts/" in r.out, r
+    r = oci("exec", "--console-socket", tmp_path / "exec.sock", "ttyx", "true")
+    assert r.code == 1 and "needs --tty" in r.err, r
+    assert oci("kill", "ttyx", "KILL").code == 0
+    reap(pid)
+    assert oci("delete", "ttyx").code == 0
 
 
 def test_cli_surface(oci, tmp_path):
@@ -535,8 +947,8 @@ def test_cli_surface(oci, tmp_path):
         assert r.code == 1 and 'container "x" does not exist' in r.err, r
     r = oci("--systemd-cgroup", "list")
     assert r.code == 1 and "systemd" in r.err, r
-    r = oci("create", "--console-socket", "/tmp/sock", "--bundle", tmp_path, "x")
-    assert r.code == 1 and "--console-socket" in r.err, r
+    r = oci("create", "--preserve-fds", "3", "--bundle", tmp_path, "x")
+    assert r.code == 1 and "--preserve-fds" in r.err, r
     r = oci("--log-format", "xml", "list")
     assert r.code == 1 and "--log-format" in r.err, r
     r = oci("spec", "--bundle", tmp_path)
@@ -547,6 +959,110 @@ def test_cli_surface(oci, tmp_path):
     r = oci("--log", tmp_path / "text.log", "state", "nope")
     assert r.code == 1
     assert 'level=error msg="container \\"nope\\" does not exist' in (tmp_path / "text.log").read_text()
+
+
+# ---- joining existing namespaces by path (linux.namespaces[].path) ----
+
+def namespaces(**paths):
+    """The five namespaces hedge-oci needs (and cgroup when given), each new or joined by the path given
+    (network=..., ipc=...)."""
+    return [{"type": t, **({"path": str(paths[t])} if t in paths else {})}
+            for t in ["pid", "mount", "ipc", "uts", "network"] + (["cgroup"] if "cgroup" in paths else [])]
+
+
+@pytest.fixture
+def netns():
+    """A network namespace made with `ip netns add` holding a veth pair, v0 with 10.123.45.6/24; removed after."""
+    name = f"hedge-oci-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "add", "v0", "type", "veth", "peer", "name", "v1"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "10.123.45.6/24", "dev", "v0"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def test_join_a_network_namespace_by_path(oci, bundle, netns):
+    b = bundle("sh", "-c", "ip -o addr show v0; cat /sys/class/net/lo/operstate; readlink /proc/self/ns/net",
+               **{"linux.namespaces": namespaces(network=f"/run/netns/{netns}")})
+    r = oci("run", "--bundle", b, "nsnet")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert "10.123.45.6/24" in lines[0], r
+    # hedge configured nothing in it: lo is as `ip netns add` left it, down
+    assert lines[1] == "down", r
+    assert lines[2] == f"net:[{os.stat(f'/run/netns/{netns}').st_ino}]", r
+    # the namespace is not ours to remove
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert netns in listed.split(), listed
+    r = subprocess.run(["ip", "-n", netns, "-o", "addr", "show", "v0"], capture_output=True, text=True)
+    assert r.returncode == 0 and "10.123.45.6/24" in r.stdout, r
+
+
+def test_pod_containers_share_network_ipc_uts_pid_and_cgroup(oci, bundle, tmp_path, busybox_rootfs, subreaper):
+    """Kubernetes-style: B joins A's network, ipc, uts, pid (and cgroup) namespaces by /proc/PID/ns paths."""
+    a = make_bundle(tmp_path / "a", busybox_rootfs,
+                    ["sh", "-c", "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && "
+                                 "exec httpd -f -p 127.0.0.1:8080 -h /tmp/www"], hostname="pod-a")
+    assert oci("create", "--bundle", a, "poda").code == 0
+    pid_a = state(oci, "poda")["pid"]
+    try:
+        assert oci("start", "poda").code == 0
+        ns = {t: f"/proc/{pid_a}/ns/{f}" for t, f in [("network", "net"), ("ipc", "ipc"), ("uts", "uts"),
+                                                       ("pid", "pid"), ("cgroup", "cgroup")]}
+        b = make_bundle(tmp_path / "b", busybox_rootfs,
+                        ["sh", "-c", "hostname; cat /etc/hostname; echo $HOSTNAME; for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/ && break; "
+                                     "sleep 0.1; done; for n in net ipc uts pid cgroup; do readlink /proc/self/ns/$n; "
+                                     "done; cat /proc/1/cmdline | tr '\\0' ' '; echo"],
+                        **{"linux.namespaces": namespaces(**ns)})
+        config = json.loads((b / "config.json").read_text())
+        config.pop("hostname", None)
+        (b / "config.json").write_text(json.dumps(config))
+        r = oci("run", "--bundle", b, "podb")
+        assert r.code == 0, r
+        lines = r.out.splitlines()
+        # A's hostname (B's config names none, so hedge-oci set none), also in /etc/hostname and $HOSTNAME
+        assert lines[0:3] == ["pod-a"] * 3, r
+        assert lines[3] == "pong", r    # A's httpd on 127.0.0.1: the same network namespace
+        assert lines[4:9] == [os.readlink(f"/proc/{pid_a}/ns/{f}") for f in ["net", "ipc", "uts", "pid", "cgroup"]], r
+        assert lines[9].startswith("httpd -f"), r  # A's first process is pid 1 of B's /proc too
+        assert os.readlink(f"/proc/{pid_a}/ns/uts") != os.readlink("/proc/self/ns/uts")
+    finally:
+        assert oci("kill", "poda", "KILL").code == 0
+        reap(pid_a)
+        assert oci("delete", "poda").code == 0
+
+
+@pytest.mark.parametrize("ns_type,path,message", [
+    ("network", "/etc/hostname", "linux.namespaces[4].path: /etc/hostname is not a namespace file"),
+    ("network", "/proc/self/ns/mnt", "linux.namespaces[4].path: /proc/self/ns/mnt is a namespace of type mount, "
+                                     "not network"),
+    ("ipc", "/proc/self/ns/uts", "linux.namespaces[2].path: /proc/self/ns/uts is a namespace of type uts, not ipc"),
+    ("uts", "/nonexistent/ns", "linux.namespaces[3].path: open /nonexistent/ns: No such file or directory"),
+    ("pid", "proc/1/ns/pid", "linux.namespaces[0].path: not an absolute path"),
+])
+def test_a_bad_namespace_path_fails_create_and_leaves_nothing(oci, bundle, ns_type, path, message):
+    b = bundle("true", **{"linux.namespaces": namespaces(**{ns_type: path})})
+    r = oci("create", "--bundle", b, "nsbad")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "nsbad").exists()
+    assert cgroup_dirs("nsbad") == []
+
+
+def test_joining_a_pid_namespace_without_init_fails_create(oci, bundle, tmp_path):
+    """A pid namespace kept alive by a bind mount after its init exited takes no new process: create says so."""
+    keep = tmp_path / "pidns"
+    keep.touch()
+    subprocess.run(["unshare", f"--pid={keep}", "--fork", "true"], check=True)
+    try:
+        b = bundle("true", **{"linux.namespaces": namespaces(pid=keep)})
+        r = oci("create", "--bundle", b, "nsdead")
+        assert r.code == 1 and "joined pid namespace (its init process has exited)" in r.err, r
+        assert not (oci.root / "nsdead").exists()
+        assert cgroup_dirs("nsdead") == []
+    finally:
+        subprocess.run(["umount", str(keep)], check=True)
 
 
 # ---- podman drives hedge-oci ----
@@ -600,6 +1116,10 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
                "sh", "-c", "ulimit -n; cat /etc/hostname >/dev/null && echo hostname-ok; exit 4")
     assert r.code == 4, r
     assert r.out == "20000\nhostname-ok\n", r
+    # a terminal (podman -t): conmon's console socket gets the pty
+    r = podman("--runtime", HEDGE_OCI, "run", "--rm", "-t", "--network", "none", "localhost/hedge-busybox:test",
+               "sh", "-c", "tty; exit 5")
+    assert r.code == 5 and r.out.replace("\r", "") == "/dev/pts/0\n", r
     container = cid.read_text().strip()
     assert not os.path.exists(f"/run/hedge-oci/{container}")
     assert cgroups_named(f"libpod-{container}") == [], "podman's container cgroups are gone"
@@ -627,7 +1147,64 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     assert r.code == 0 and r.out == f"{64 << 20}\n", r
     r = podman("--runtime", HEDGE_OCI, "exec", "long", "nonexistent")
     assert r.code == 127, r
-    r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "true")
-    assert r.code != 0 and "--tty" in r.err, r
+    r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "sh", "-c", "tty; exit 7")
+    assert r.code == 7 and r.out.replace("\r", "") == "/dev/pts/0\n", r
     r = podman("--runtime", HEDGE_OCI, "rm", "-f", "-t", "0", "long")
     assert r.code == 0, r
+
+
+@pytest.mark.parametrize("uidmap", [[], ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]],
+                         ids=["", "userns"])
+def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
+    """Two containers on a real podman network (CNI bridge), joined by the namespace path podman passes. podman
+    runs inside a network namespace this test makes, so its bridge, addresses and firewall rules stay there; its
+    network configs live in the test's own directory. With --uidmap the containers have a new user namespace
+    too, and hedge-oci enters podman's network namespace for their clone."""
+    if shutil.which("podman") is None or shutil.which("nsenter") is None:
+        pytest.skip("podman or nsenter is not installed (deps/oci.txt)")
+    if not pathlib.Path("/usr/lib/cni/bridge").exists():
+        pytest.skip("podman's CNI network backend needs the bridge plugin (containernetworking-plugins)")
+    netdir = tmp_path / "cni"
+    netdir.mkdir()
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=1024:1024"]\n'
+                    f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{netdir}"\n')
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    host = f"hedge-oci-podnet-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", host], check=True)
+    runroot = tempfile.mkdtemp(prefix="hedge-oci-podnet-", dir="/tmp")
+    base = ["nsenter", f"--net=/run/netns/{host}", "podman", "--root", str(tmp_path / "storage"), "--runroot",
+            runroot, "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+
+    def podman(*args, timeout=60):
+        return Result(subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
+                                     timeout=timeout))
+
+    try:
+        tar = tmp_path / "busybox.tar"
+        subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+        r = podman("import", tar, "localhost/hedge-busybox:test", timeout=120)
+        assert r.code == 0, r
+        r = podman("network", "create", "hedgenet")
+        assert r.code == 0, r
+        r = podman("--runtime", HEDGE_OCI, "run", "-d", "--name", "srv", "--network", "hedgenet", *uidmap,
+                   "localhost/hedge-busybox:test", "sh", "-c",
+                   "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www")
+        assert r.code == 0, r
+        r = podman("inspect", "--format", "{{.NetworkSettings.Networks.hedgenet.IPAddress}}", "srv")
+        ip = r.out.strip()
+        assert r.code == 0 and ip.count(".") == 3, r
+        r = podman("--runtime", HEDGE_OCI, "run", "--rm", "--network", "hedgenet", *uidmap,
+                   "localhost/hedge-busybox:test",
+                   "sh", "-c", f"ip -o -4 addr show eth0; cat /proc/self/uid_map; for i in $(seq 50); do wget -qO- http://{ip}:8080/ && "
+                               "exit 0; sleep 0.1; done; exit 1")
+        assert r.code == 0, r
+        assert "eth0" in r.out and "pong" in r.out.splitlines()[-1], r
+        assert r.out.splitlines()[1].split() == (["0", "100000", "65536"] if uidmap else ["0", "0", "4294967295"]), r
+    finally:
+        podman("rm", "--all", "--force", "-t", "0")
+        podman("network", "rm", "-f", "hedgenet")
+        subprocess.run(["umount", "-R", runroot], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", host], check=True)
+    assert not (netdir / "hedgenet.conflist").exists()

@@ -4,7 +4,8 @@ A private containerd (its own root, state, socket and config under a tmp dir, no
 archive of a busybox rootfs; `ctr run --runc-binary build/hedge-oci` then runs tasks through the runc v2 shim,
 which calls hedge-oci with runc's command line (create/start/state/kill/delete, --log-format json). Checked:
 output and exit codes reach ctr, `ctr task kill` of a running task (TERM to a trap, then KILL), the state
-lands under --runc-root in hedge-oci's own layout, and nothing is left behind (no task, shim, mount, cgroup).
+lands under --runc-root in hedge-oci's own layout, and nothing is left behind (no task, shim, mount, cgroup);
+and a task joining another's network, ipc and uts namespaces by path (`ctr run --with-ns`).
 """
 import json
 import os
@@ -186,3 +187,29 @@ def test_ctr_runs_hedge_oci(containerd, dirs):
     assert r.returncode == 0, r
     assert ctr("task", "ls", "-q").stdout == "" and ctr("container", "ls", "-q").stdout == ""
     assert list((runc_root / ctr.namespace).iterdir()) == [], "hedge-oci's state is gone after delete"
+
+
+def test_ctr_joins_namespaces_by_path(containerd):
+    """Pod style through the shim: task B joins task A's network, ipc and uts namespaces (`ctr run --with-ns`, the
+    paths containerd's CRI gives a pod's containers) and reaches A's httpd on 127.0.0.1."""
+    ctr = containerd
+    via = ["--runc-binary", HEDGE_OCI, "--runc-root", ctr.base / "hedge-oci-root"]
+    r = ctr("run", "-d", *via, IMAGE, "t-pod-a", "sh", "-c",
+            "hostname pod-a; mkdir -p /tmp/www && echo pong > /tmp/www/index.html && "
+            "exec httpd -f -p 127.0.0.1:8080 -h /tmp/www")
+    assert r.returncode == 0, r
+    try:
+        pid = wait_status(ctr, "t-pod-a", "RUNNING")
+        joins = [a for t, f in [("network", "net"), ("ipc", "ipc"), ("uts", "uts")]
+                 for a in ["--with-ns", f"{t}:/proc/{pid}/ns/{f}"]]
+        r = ctr("run", "--rm", *via, *joins, IMAGE, "t-pod-b", "sh", "-c",
+                "for i in $(seq 50); do wget -qO- http://127.0.0.1:8080/ && break; sleep 0.1; done; "
+                "readlink /proc/self/ns/net")
+        assert r.returncode == 0, r
+        lines = r.stdout.splitlines()
+        assert lines == ["pong", os.readlink(f"/proc/{pid}/ns/net")], r
+    finally:
+        ctr("task", "kill", "-s", "KILL", "t-pod-a")
+        wait_status(ctr, "t-pod-a", "STOPPED")
+        ctr("task", "delete", "t-pod-a")
+        ctr("container", "delete", "t-pod-a")

@@ -160,7 +160,12 @@ def test_forbidden_syscall_kills_only_the_child_and_no_qos1_message_is_lost(hook
             time.sleep(0.002)
         wait_for(lambda: metric(d, "hedge_netchild_crashes_total") == 1, what="the crash counted")
         wait_for(lambda: set(mids) <= acked, timeout=20, what="every PUBACK")
-        wait_for(lambda: len(got) == n, timeout=20, what=f"{n} messages (have {len(got)})")
+        try:
+            wait_for(lambda: len(got) == n, timeout=20, what=f"{n} messages")
+        except AssertionError:
+            missing = sorted(i for i in range(n) if f"m{i}" not in got)
+            raise AssertionError(f"{len(missing)} of {n} messages missing: {missing}\n"
+                                 f"{d.errlog.read_text()[-6000:]}")
         assert got == {f"m{i}" for i in range(n)}
     finally:
         for c in (pub, sub):
@@ -175,6 +180,61 @@ def test_forbidden_syscall_kills_only_the_child_and_no_qos1_message_is_lost(hook
     assert d.ps("load")["state"] == "running" and d.ps("load")["pid"] == pid
     log = d.errlog.read_text()
     assert f"network child (pid {first}) killed by signal {signal.SIGSYS.value}" in log, log
+
+
+def mqtt_connect_rc(port, user, password, timeout=2.0):
+    """A raw MQTT 3.1.1 CONNECT; the CONNACK's return code, or None when no CONNACK came."""
+    import socket
+    import struct
+
+    def field(b):
+        return struct.pack("!H", len(b)) + b
+    body = field(b"MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 30) + field(b"privsep-probe") + \
+        field(user.encode()) + field(password.encode())
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(bytes([0x10, len(body)]) + body)
+            ack = s.recv(4)
+    except OSError:
+        return None
+    return ack[3] if len(ack) == 4 and ack[0] == 0x20 else None
+
+
+def test_a_restarted_child_judges_no_client_before_hedged_users_are_in(hooked):
+    # The restarted child knows no users until hedged sends them: a client it judged before that would pass
+    # as anonymous. It serves only after hedged's users and rules (SERVE): a wrong password, tried over and
+    # over across the restart, is refused every time it gets an answer.
+    d = hooked()
+    spec = {"name": "probe", "isolation": "process", "command": ["/bin/sleep", "1000"],
+            "mqtt": {"publish": ["probe/#"], "subscribe": ["probe/#"]}}
+    r = d.deploy(spec)
+    assert r.code == 0, r.err
+    pid = d.wait_state("probe", "running")["pid"]
+    env = dict(kv.split("=", 1) for kv in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+    user = env["HEDGE_MQTT_USERNAME"]
+    assert mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0
+    assert mqtt_connect_rc(d.port, user, "wrong") == 4
+    answers, stop = [], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            answers.append(mqtt_connect_rc(d.port, user, "wrong", timeout=5))
+    threads = [threading.Thread(target=probe) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        os.kill(d.proc.pid, signal.SIGUSR2)  # the child calls a forbidden syscall and is restarted
+        wait_for(lambda: metric(d, "hedge_netchild_restarts_total") == 1 and metric(d, "hedge_netchild_up") == 1,
+                 what="the restarted child")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    judged = [a for a in answers if a is not None]
+    assert judged and 0 not in judged, f"a wrong password was let in: {judged.count(0)} of {len(judged)}"
+    assert mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0
 
 
 def test_a_restarted_child_keeps_the_port_a_zero_listener_got(tmp_path, hedge, monkeypatch):

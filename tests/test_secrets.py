@@ -33,7 +33,7 @@ def secret_dirs(dirs):
 
 def test_store_cli_and_bad_input(hedge, dirs, tmp_path):
     # libcrypto is loaded with dlopen when a secret is sealed or opened, never at start
-    for program in ("hedge", "hedged", "hedge-monitor"):
+    for program in ("hedge", "hedge-full", "hedged", "hedge-monitor"):
         out = subprocess.run(["readelf", "-d", str(BUILD / program)], capture_output=True, text=True, check=True).stdout
         assert "libcrypto" not in out and "libssl" not in out, program
     r = hedge("secret", "set", "db", input=VALUE)

@@ -38,8 +38,9 @@ def wait_log(path, text, timeout=10):
 
 
 def lock_db(path):
-    """A second connection that holds the database's write lock until it is closed."""
-    db = sqlite3.connect(path, isolation_level=None, timeout=0)
+    """A second connection that holds the database's write lock until it is closed. It waits for a
+    write of the program under test that is under way (its own short transactions) to end."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=10)
     db.execute("BEGIN EXCLUSIVE")
     return db
 

@@ -20,7 +20,7 @@ _hedge()
         cword=$COMP_CWORD
     fi
 
-    local verbs="run bench image login secret vm deploy ps logs history rollback stop start rm broker move invoke uplink version"
+    local verbs="run bench image login secret vm deploy ps logs history rollback stop start rm broker move invoke uplink fleet version"
     local global_opts="--state-dir --socket --help --version"
 
     # the verb: the first word after the global options
@@ -171,6 +171,20 @@ _hedge()
             fi
             case $prev in --spool|--config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             opts="--spool --config --json" ;;
+        fleet)
+            case $prev in --broker|--prefix|--timeout|-l|--canaries|--id|-n) return ;;
+                --ca|--cert|--key|--sign-key) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
+            local w fverb=""
+            for w in "${COMP_WORDS[@]:verb_at+1:cword-verb_at-1}"; do
+                case $w in ls|status|deploy|rm|wait|rollout|job) fverb=$w; break ;; esac
+            done
+            if [[ -z $fverb && $cur != -* ]]; then
+                COMPREPLY=($(compgen -W "ls status deploy rm wait rollout job" -- "$cur")); return
+            fi
+            [[ $fverb == deploy || $fverb == rollout ]] && files=1
+            opts="--broker --prefix --timeout --ca --cert --key --sign-key --id --help"
+            [[ $fverb == deploy || $fverb == rm ]] && opts="-l"
+            [[ $fverb == rollout ]] && opts="-l --canaries" ;;
         version) opts="--help" ;;
     esac
 

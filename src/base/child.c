@@ -230,14 +230,19 @@ int hd_resolve_user(const char *root, const char *user, uid_t *uid, gid_t *gid, 
     return 0;
 }
 
-int hd_child_set_user(const char *user, hd_error_t *err)
+int hd_child_set_user(const char *user, const gid_t *groups, size_t n_groups, hd_error_t *err)
 {
-    uid_t uid;
-    gid_t gid;
-    if (hd_resolve_user("/", user, &uid, &gid, err) < 0)
+    uid_t uid = 0;
+    gid_t gid = 0;
+    if (user && hd_resolve_user("/", user, &uid, &gid, err) < 0)
         return -1;
-    if (setgroups(1, &gid) < 0 && errno != EPERM)
+    /* groups asked for must be set; the primary gid alone is best effort (EPERM in a user namespace) */
+    if (groups && setgroups(n_groups, groups) < 0)
+        return hd_error_sys(err, "setgroups (%zu supplementary groups)", n_groups);
+    if (!groups && user && setgroups(1, &gid) < 0 && errno != EPERM)
         return hd_error_sys(err, "setgroups");
+    if (user == NULL)
+        return 0;
     if (setresgid(gid, gid, gid) < 0)
         return hd_error_sys(err, "setgid %u", gid);
     if (setresuid(uid, uid, uid) < 0)
@@ -260,7 +265,9 @@ void hd_child_exec(int report_fd, const struct hd_exec_plan *plan)
 {
     hd_error_t err = NULL;
     hd_child_reset_signals();
-    if (plan->user && hd_child_set_user(plan->user, &err) < 0)
+    if (plan->keep_caps && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "prctl(PR_SET_KEEPCAPS)");
+    if ((plan->user || plan->groups) && hd_child_set_user(plan->user, plan->groups, plan->n_groups, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (plan->workdir && chdir(plan->workdir) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "workdir: chdir %s", plan->workdir);

@@ -22,6 +22,11 @@ struct hd_exec_plan {
     char **env;
     const char *workdir; /* NULL: stay where we are */
     const char *user;    /* "uid[:gid]" or "name[:group]"; NULL: keep ids */
+    /* Supplementary groups: when groups is not NULL, exactly groups[0..n_groups) (none when n_groups is 0,
+     * as runc without process.user.additionalGids); NULL: the primary gid alone (hedge's own behaviour). */
+    const gid_t *groups;
+    size_t n_groups;
+    bool keep_caps; /* the permitted set outlives the user switch (PR_SET_KEEPCAPS; exec clears it) */
     bool no_new_privs;
     /* Called last, after user, workdir and no_new_privs, right before exec (the
      * container backend sets capabilities and loads seccomp here). A failure is
@@ -37,8 +42,9 @@ __attribute__((noreturn, format(printf, 4, 5))) void hd_child_fail(int report_fd
 void hd_child_setup_stdio(const int stdio[3], int report_fd);
 /* Child side: reset signals, apply user/workdir/no_new_privs and exec; never returns. */
 __attribute__((noreturn)) void hd_child_exec(int report_fd, const struct hd_exec_plan *plan);
-/* Child side: apply only the user (name lookups read /etc/passwd and /etc/group of the current root). */
-int hd_child_set_user(const char *user, hd_error_t *err);
+/* Child side: apply only the user (name lookups read /etc/passwd and /etc/group of the current root) and the
+ * supplementary groups (groups, n_groups as in hd_exec_plan; user NULL: keep the ids, set only the groups). */
+int hd_child_set_user(const char *user, const gid_t *groups, size_t n_groups, hd_error_t *err);
 /* Child side: restore default dispositions and an empty signal mask. */
 void hd_child_reset_signals(void);
 /* From /proc/<pid>/status text: the signals whose disposition is not the default (SigIgn | SigCgt,

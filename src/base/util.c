@@ -3,6 +3,8 @@
  */
 #include "base/util.h"
 
+#include "config.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -417,4 +419,34 @@ uint64_t hd_proc_start_time(pid_t pid)
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
         return 0;
     return start;
+}
+
+char *hd_program_sibling(const char *name)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0)
+        return NULL;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return NULL;
+    char *p = hd_xasprintf("%.*s/%s", (int)(slash - self), self, name);
+    if (access(p, X_OK) == 0)
+        return p;
+    free(p);
+    return NULL;
+}
+
+char *hd_find_program(const char *name, hd_error_t *err)
+{
+    char *p = hd_program_sibling(name);
+    if (p)
+        return p;
+    p = hd_xasprintf("%s/%s", HEDGE_LIBEXECDIR, name);
+    if (access(p, X_OK) == 0)
+        return p;
+    free(p);
+    hd_error_set(err, ENOENT, "%s: not next to this program nor in %s", name, HEDGE_LIBEXECDIR);
+    return NULL;
 }

@@ -71,6 +71,13 @@ int hd_write_file_at(int dirfd, const char *path, const char *data, size_t len, 
 int hd_write_file_atomic(const char *path, const char *data, size_t len, hd_error_t *err);
 
 int hd_mkdir_p(const char *path, mode_t mode, hd_error_t *err);
+
+/* The executable file NAME (it may hold a slash: "src/init/hedge-init") in the directory of the running
+ * program, or NULL. In a build tree every program sits there; an install puts its helpers elsewhere. */
+char *hd_program_sibling(const char *name);
+/* One of hedge's own programs (hedge-echo-server, hedge-full, hedge-monitor): its sibling (the build tree),
+ * else the file of that name in HEDGE_LIBEXECDIR (an install); NULL with an error naming both. */
+char *hd_find_program(const char *name, hd_error_t *err);
 /* Remove a directory tree without following symlinks or crossing mounts. */
 int hd_rm_rf(const char *path, hd_error_t *err);
 /* Same for the entry name inside the directory dirfd (name is never followed if a symlink). */

@@ -191,25 +191,7 @@ static char *find_echo_server(const struct hd_bench_options *o, hd_error_t *err)
         }
         return hd_xstrdup(o->echo_server);
     }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            char *p = hd_xasprintf("%s/hedge-echo-server", self);
-            if (access(p, X_OK) == 0)
-                return p;
-            free(p);
-        }
-    }
-    char *p = hd_xasprintf("%s/hedge-echo-server", HEDGE_LIBEXECDIR);
-    if (access(p, X_OK) == 0)
-        return p;
-    hd_error_set(err, ENOENT, "hedge-echo-server: not next to the hedge binary nor in %s", HEDGE_LIBEXECDIR);
-    free(p);
-    return NULL;
+    return hd_find_program("hedge-echo-server", err);
 }
 
 /* ---- per-level specs ---- */

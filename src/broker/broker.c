@@ -742,21 +742,35 @@ static void on_tick(struct hd_loop *loop, void *data)
     broker_tick(b);
 }
 
-int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
+int hd_broker_attach_held(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
 {
     if (b->loop)
         return hd_error_set(err, EBUSY, "broker: attached to a loop already");
     b->loop = loop;
-    for (size_t i = 0; i < b->n_listeners; i++) {
-        struct broker_listener *l = &b->listeners[i];
-        l->broker = b;
-        l->watch = hd_loop_watch(loop, l->fd, EPOLLIN, on_listener_ready, l, err);
-        if (l->watch == NULL)
-            return hd_error_prefix(err, "broker");
-    }
     b->tick = hd_loop_timer(loop, 1.0, on_tick, b);
     round_begin(b); /* what hd_broker_new stored ($SYS, restored sessions) is committed in the first turn */
     return 0;
+}
+
+int hd_broker_serve(struct hd_broker *b, hd_error_t *err)
+{
+    for (size_t i = 0; i < b->n_listeners; i++) {
+        struct broker_listener *l = &b->listeners[i];
+        if (l->watch)
+            continue; /* serving already */
+        l->broker = b;
+        l->watch = hd_loop_watch(b->loop, l->fd, EPOLLIN, on_listener_ready, l, err);
+        if (l->watch == NULL)
+            return hd_error_prefix(err, "broker");
+    }
+    return 0;
+}
+
+int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err)
+{
+    if (hd_broker_attach_held(b, loop, err) < 0)
+        return -1;
+    return hd_broker_serve(b, err);
 }
 
 int hd_broker_port(struct hd_broker *b, int n)

@@ -70,6 +70,12 @@ int hd_broker_new(const struct hd_broker_config *cfg, struct hd_broker **out, hd
 /* Serve in loop: watch the listeners (and later each connection), start the 1 s tick. Once only;
  * the broker must be freed before the loop. */
 int hd_broker_attach(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err);
+/* Attach with the listeners not yet watched: clients wait in their backlog until hd_broker_serve().
+ * hedged's network child serves only once hedged's users and rules are in (a CONNECT judged before
+ * them would pass as anonymous, and a PUBLISH routed between a user's write and read rules would miss
+ * its subscriber). */
+int hd_broker_attach_held(struct hd_broker *b, struct hd_loop *loop, hd_error_t *err);
+int hd_broker_serve(struct hd_broker *b, hd_error_t *err);
 /* Local port of the n-th plain listener (for tests binding port 0). */
 int hd_broker_port(struct hd_broker *b, int n);
 /* Close every connection, flush the store, free everything. */

@@ -480,6 +480,10 @@ int broker_store_open(struct hd_broker *b, hd_error_t *err)
     if (sqlite3_open_v2(path, &b->store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK)
         return hd_error_set(err, 0, "store %s: open: %s", path, sqlite3_errmsg(b->store->db));
+    /* A broker killed with -9 (or its hedged, whose network child then gets SIGKILL) may still hold
+     * the file's lock for a moment while the kernel tears it down: the next one waits for it while it
+     * opens the store. Once serving, a busy store never blocks the loop (busy timeout 0 again, below). */
+    sqlite3_busy_timeout(b->store->db, 5000);
     const char *sync = b->cfg.sync_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
     char *msg = NULL;
     if (sqlite3_exec(b->store->db, "PRAGMA journal_mode=WAL;", NULL, NULL, &msg) != SQLITE_OK ||
@@ -492,7 +496,9 @@ int broker_store_open(struct hd_broker *b, hd_error_t *err)
     for (int i = 0; i < ST_COUNT; i++)
         if (sqlite3_prepare_v2(b->store->db, statements[i], -1, &b->store->st[i], NULL) != SQLITE_OK)
             return hd_error_set(err, 0, "store %s: prepare: %s", path, sqlite3_errmsg(b->store->db));
-    return store_load(b, err);
+    int r = store_load(b, err);
+    sqlite3_busy_timeout(b->store->db, 0);
+    return r;
 }
 
 void broker_store_close(struct hd_broker *b)

@@ -65,6 +65,56 @@ int64_t hd_cgroup_cpu_quota_us(double cpus, int64_t period_us)
     return quota < 1000 ? 1000 : quota;
 }
 
+int64_t hd_cgroup_cpu_period_us(const struct hd_resources *res)
+{
+    return res->cpu_period_us > 0 ? res->cpu_period_us : CGROUP_CPU_PERIOD_US;
+}
+
+bool hd_cgroup_cpuset_list_valid(const char *list)
+{
+    const char *p = list;
+    if (*p == '\0')
+        return false;
+    for (;;) {
+        if (*p < '0' || *p > '9')
+            return false;
+        char *end = NULL;
+        unsigned long first = strtoul(p, &end, 10);
+        p = end;
+        if (*p == '-') {
+            p++;
+            if (*p < '0' || *p > '9')
+                return false;
+            unsigned long last = strtoul(p, &end, 10);
+            p = end;
+            if (last < first)
+                return false;
+        }
+        if (*p == '\0')
+            return true;
+        if (*p++ != ',')
+            return false;
+    }
+}
+
+uint64_t hd_cgroup_blkio_weight_to_io_weight(uint64_t weight)
+{
+    if (weight < 10)
+        weight = 10;
+    if (weight > 1000)
+        weight = 1000;
+    return 1 + (weight - 10) * 9999 / 990;
+}
+
+bool hd_cgroup_hugepage_size_valid(const char *size)
+{
+    size_t digits = strspn(size, "0123456789");
+    if (digits == 0 || size[0] == '0')
+        return false;
+    const char *unit = size + digits;
+    return strcmp(unit, "KB") == 0 || strcmp(unit, "MB") == 0 || strcmp(unit, "GB") == 0;
+}
+
 int64_t hd_cgroup_v1_memsw_limit(const struct hd_resources *res)
 {
     if (res->memory_swap < 0)

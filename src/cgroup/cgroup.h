@@ -70,7 +70,7 @@ int hd_cgroup_fd(struct hd_cgroup *cg);
  * namespace); the single-threaded child calls hd_cgroup_entry_enter first
  * thing. Either side closes its copies with hd_cgroup_entry_close.
  */
-#define HD_CGROUP_ENTRY_MAX 8
+#define HD_CGROUP_ENTRY_MAX 12
 struct hd_cgroup_entry {
     int clone_fd;                      /* for clone3(CLONE_INTO_CGROUP), or -1 */
     int tasks_fd[HD_CGROUP_ENTRY_MAX]; /* v1 "tasks" files, opened for writing */
@@ -97,6 +97,10 @@ int hd_cgroup_freeze(struct hd_cgroup *cg, bool freeze, hd_error_t *err);
 bool hd_cgroup_frozen(struct hd_cgroup *cg);
 /* Kill what remains, remove the group directories and free cg. cg may be NULL. */
 int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err);
+/* A cpuset list as the kernel takes it: "0", "0-3", "0,2-3"; ranges ascending; nothing else. */
+bool hd_cgroup_cpuset_list_valid(const char *list);
+/* A hugetlb page size as the cgroup files name it: digits then KB, MB or GB ("2MB", "1GB"). */
+bool hd_cgroup_hugepage_size_valid(const char *size);
 /* Path of the group in the "main" hierarchy (for messages and tests). */
 const char *hd_cgroup_path(struct hd_cgroup *cg);
 

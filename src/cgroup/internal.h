@@ -26,6 +26,10 @@ enum cgroup_controller {
     CGROUP_PIDS,
     CGROUP_FREEZER,
     CGROUP_DEVICES, /* only with a device list (devices.c) or when opening an existing group */
+    /* Only for the limits that need them (or when opening an existing group): */
+    CGROUP_CPUSET,
+    CGROUP_BLKIO,
+    CGROUP_HUGETLB,
     CGROUP_N_CONTROLLERS,
 };
 
@@ -72,6 +76,10 @@ extern const struct cgroup_backend cgroup_backend_v2;
 uint64_t hd_cgroup_weight_to_shares(uint64_t weight);
 /* CFS quota in microseconds for `cpus` CPUs per period (at least the kernel's 1 ms minimum). */
 int64_t hd_cgroup_cpu_quota_us(double cpus, int64_t period_us);
+/* The CFS period of res: its cpu_period_us, or the default 100000. */
+int64_t hd_cgroup_cpu_period_us(const struct hd_resources *res);
+/* blkio weight (10..1000, v1 and OCI) to cgroup v2 io.weight (1..10000), as runc converts. */
+uint64_t hd_cgroup_blkio_weight_to_io_weight(uint64_t weight);
 /* v1 memory.memsw.limit_in_bytes for res (res->memory > 0): -1 means unlimited. */
 int64_t hd_cgroup_v1_memsw_limit(const struct hd_resources *res);
 /* v2 memory.swap.max for res (res->memory > 0): -1 means "max". */

@@ -27,20 +27,50 @@
 #include "cgroup/internal.h"
 #include "base/util.h"
 
-enum v2_controller { V2_MEMORY, V2_CPU, V2_PIDS, V2_N_CONTROLLERS };
+/* memory, cpu and pids are enabled whenever the hierarchy has them; the others only for their limits. */
+enum v2_controller { V2_MEMORY, V2_CPU, V2_PIDS, V2_CPUSET, V2_IO, V2_HUGETLB, V2_N_CONTROLLERS };
 
 static const char *const v2_controller_name[V2_N_CONTROLLERS] = {
-    [V2_MEMORY] = "memory",
-    [V2_CPU] = "cpu",
-    [V2_PIDS] = "pids",
+    [V2_MEMORY] = "memory", [V2_CPU] = "cpu", [V2_PIDS] = "pids",
+    [V2_CPUSET] = "cpuset", [V2_IO] = "io",   [V2_HUGETLB] = "hugetlb",
 };
+
+static const char *const throttle_field[HD_THROTTLE_N] = {
+    "resources.blkio.throttle_read_bps_device", "resources.blkio.throttle_write_bps_device",
+    "resources.blkio.throttle_read_iops_device", "resources.blkio.throttle_write_iops_device"};
+
+static const char *v2_io_field(const struct hd_resources *res)
+{
+    if (res->blkio.weight > 0)
+        return "resources.blkio.weight";
+    if (res->blkio.leaf_weight > 0)
+        return "resources.blkio.leaf_weight";
+    if (res->blkio.n_weight_device > 0)
+        return "resources.blkio.weight_device";
+    for (int t = 0; t < HD_THROTTLE_N; t++)
+        if (res->blkio.n_throttle[t] > 0)
+            return throttle_field[t];
+    return NULL;
+}
 
 static const char *v2_field_needing(enum v2_controller c, const struct hd_resources *res)
 {
     switch (c) {
-    case V2_MEMORY: return res->memory > 0 ? "resources.memory" : res->memory_swap > 0 ? "resources.memory_swap" : NULL;
-    case V2_CPU: return res->cpus > 0 ? "resources.cpus" : res->cpu_weight > 0 ? "resources.cpu_weight" : NULL;
+    case V2_MEMORY:
+        return res->memory > 0            ? "resources.memory"
+            : res->memory_swap > 0        ? "resources.memory_swap"
+            : res->memory_reservation > 0 ? "resources.memory_reservation"
+                                          : NULL;
+    case V2_CPU:
+        return res->cpus > 0         ? "resources.cpus"
+            : res->cpu_weight > 0    ? "resources.cpu_weight"
+            : res->cpu_period_us > 0 ? "resources.cpu_period"
+                                     : NULL;
     case V2_PIDS: return res->pids > 0 ? "resources.pids" : NULL;
+    case V2_CPUSET:
+        return res->cpuset_cpus[0] ? "resources.cpuset_cpus" : res->cpuset_mems[0] ? "resources.cpuset_mems" : NULL;
+    case V2_IO: return v2_io_field(res);
+    case V2_HUGETLB: return res->n_hugepage > 0 ? "resources.hugepage_limits" : NULL;
     default: return NULL;
     }
 }
@@ -87,7 +117,8 @@ static int v2_enable_controllers(const char *dir, bool wanted[V2_N_CONTROLLERS],
     return 0;
 }
 
-static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_resources *res, hd_error_t *err)
+/* Enable the controllers res needs (and the default ones present) from root down to the group's parent. */
+static int v2_enable_along(struct hd_cgroup *cg, const char *root, const struct hd_resources *res, hd_error_t *err)
 {
     cleanup_free char *available = NULL;
     if (cgroup_read(root, "cgroup.controllers", &available, err) < 0)
@@ -100,7 +131,7 @@ static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_r
             return hd_error_set(err, 0, "%s: the %s controller is not available in the cgroup2 hierarchy %s", field,
                                 v2_controller_name[c], root);
         required[c] = field != NULL;
-        wanted[c] = present;
+        wanted[c] = present && (c <= V2_PIDS || required[c]);
     }
     /* Walk down from the root: enable, then make the next level. */
     cleanup_free char *dir = hd_xstrdup(root);
@@ -115,7 +146,12 @@ static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_r
         if (cgroup_mkdir(dir, true, err) < 0)
             return -1;
     }
-    if (v2_enable_controllers(dir, wanted, required, err) < 0)
+    return v2_enable_controllers(dir, wanted, required, err);
+}
+
+static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_resources *res, hd_error_t *err)
+{
+    if (v2_enable_along(cg, root, res, err) < 0)
         return -1;
     cleanup_free char *group = hd_xasprintf("%s/%s", root, cg->name);
     if (cgroup_mkdir(group, cg->adopt, err) < 0)
@@ -124,9 +160,83 @@ static int v2_make_dir(struct hd_cgroup *cg, const char *root, const struct hd_r
     return 0;
 }
 
+static int v2_apply_cpuset(const char *dir, const struct hd_resources *res, hd_error_t *err)
+{
+    if (res->cpuset_cpus[0] && cgroup_write(dir, "cpuset.cpus", res->cpuset_cpus, err) < 0)
+        return hd_error_prefix(err,
+                               "resources.cpuset_cpus: \"%s\" (is every CPU in the parent's cpuset.cpus.effective?)",
+                               res->cpuset_cpus);
+    if (res->cpuset_mems[0] && cgroup_write(dir, "cpuset.mems", res->cpuset_mems, err) < 0)
+        return hd_error_prefix(err, "resources.cpuset_mems: \"%s\"", res->cpuset_mems);
+    return 0;
+}
+
+/* io.weight ("default N", then "MAJOR:MINOR N" per device) and io.max (one line per device). */
+static int v2_apply_io(const char *dir, const struct hd_resources *res, hd_error_t *err)
+{
+    static const char *const io_max_key[HD_THROTTLE_N] = {"rbps", "wbps", "riops", "wiops"};
+    const struct hd_blkio *b = &res->blkio;
+    char line[96];
+    if (b->leaf_weight > 0)
+        return hd_error_set(err, 0, "resources.blkio.leaf_weight: cgroup v2 has no leaf weight");
+    if ((b->weight > 0 || b->n_weight_device > 0) && !cgroup_file_exists(dir, "io.weight"))
+        return hd_error_set(err, 0, "resources.blkio.weight: no io.weight in %s (the I/O scheduler is not BFQ)", dir);
+    if (b->weight > 0) {
+        snprintf(line, sizeof(line), "default %" PRIu64, hd_cgroup_blkio_weight_to_io_weight((uint64_t)b->weight));
+        if (cgroup_write(dir, "io.weight", line, err) < 0)
+            return hd_error_prefix(err, "resources.blkio.weight");
+    }
+    for (int i = 0; i < b->n_weight_device; i++) {
+        const struct hd_blkio_device *d = &b->weight_device[i];
+        if (d->leaf_weight > 0)
+            return hd_error_set(err, 0, "resources.blkio.weight_device[%d].leafWeight: cgroup v2 has no leaf weight",
+                                i);
+        if (d->value <= 0)
+            continue;
+        snprintf(line, sizeof(line), "%" PRId64 ":%" PRId64 " %" PRIu64, d->major, d->minor,
+                 hd_cgroup_blkio_weight_to_io_weight((uint64_t)d->value));
+        if (cgroup_write(dir, "io.weight", line, err) < 0)
+            return hd_error_prefix(err, "resources.blkio.weight_device[%d]", i);
+    }
+    for (int t = 0; t < HD_THROTTLE_N; t++)
+        for (int i = 0; i < b->n_throttle[t]; i++) {
+            const struct hd_blkio_device *d = &b->throttle[t][i];
+            snprintf(line, sizeof(line), "%" PRId64 ":%" PRId64 " %s=%" PRId64, d->major, d->minor, io_max_key[t],
+                     d->value);
+            if (cgroup_write(dir, "io.max", line, err) < 0)
+                return hd_error_prefix(err, "%s[%d] (device %" PRId64 ":%" PRId64 ")", throttle_field[t], i, d->major,
+                                       d->minor);
+        }
+    return 0;
+}
+
+static int v2_apply_hugetlb(const char *dir, const struct hd_resources *res, hd_error_t *err)
+{
+    char value[32];
+    for (int i = 0; i < res->n_hugepage; i++) {
+        cleanup_free char *file = hd_xasprintf("hugetlb.%s.max", res->hugepage[i].size);
+        if (!cgroup_file_exists(dir, file))
+            return hd_error_set(err, 0, "resources.hugepage_limits[%d]: the host has no %s huge pages (no %s)", i,
+                                res->hugepage[i].size, file);
+        snprintf(value, sizeof(value), "%" PRId64, res->hugepage[i].limit);
+        if (cgroup_write(dir, file, value, err) < 0)
+            return hd_error_prefix(err, "resources.hugepage_limits[%d]", i);
+    }
+    return 0;
+}
+
 static int v2_apply_limits(const char *dir, const struct hd_resources *res, hd_error_t *err)
 {
     char value[48];
+    if (res->swappiness_set)
+        return hd_error_set(err, 0, "resources.swappiness: cgroup v2 has no per-group swappiness");
+    if (res->disable_oom_killer)
+        return hd_error_set(err, 0, "resources.disable_oom_killer: cgroup v2 cannot turn the OOM killer off");
+    if (res->memory_reservation > 0) {
+        snprintf(value, sizeof(value), "%" PRId64, res->memory_reservation);
+        if (cgroup_write(dir, "memory.low", value, err) < 0)
+            return hd_error_prefix(err, "resources.memory_reservation");
+    }
     if (res->memory > 0) {
         snprintf(value, sizeof(value), "%" PRId64, res->memory);
         if (cgroup_write(dir, "memory.max", value, err) < 0)
@@ -146,12 +256,21 @@ static int v2_apply_limits(const char *dir, const struct hd_resources *res, hd_e
                                 dir);
         }
     }
+    int64_t period = hd_cgroup_cpu_period_us(res);
     if (res->cpus > 0) {
-        snprintf(value, sizeof(value), "%" PRId64 " %d", hd_cgroup_cpu_quota_us(res->cpus, CGROUP_CPU_PERIOD_US),
-                 CGROUP_CPU_PERIOD_US);
+        snprintf(value, sizeof(value), "%" PRId64 " %" PRId64, hd_cgroup_cpu_quota_us(res->cpus, period), period);
         if (cgroup_write(dir, "cpu.max", value, err) < 0)
             return hd_error_prefix(err, "resources.cpus");
+    } else if (res->cpu_period_us > 0) {
+        snprintf(value, sizeof(value), "max %" PRId64, period);
+        if (cgroup_write(dir, "cpu.max", value, err) < 0)
+            return hd_error_prefix(err, "resources.cpu_period");
     }
+    if (res->cpu_rt_period_us > 0 || res->cpu_rt_runtime_us > 0)
+        return hd_error_set(err, 0, "resources.cpu_rt_%s: cgroup v2 has no real-time group scheduling",
+                            res->cpu_rt_period_us > 0 ? "period" : "runtime");
+    if (v2_apply_cpuset(dir, res, err) < 0 || v2_apply_io(dir, res, err) < 0 || v2_apply_hugetlb(dir, res, err) < 0)
+        return -1;
     if (res->cpu_weight > 0) {
         snprintf(value, sizeof(value), "%" PRId64, res->cpu_weight);
         if (cgroup_write(dir, "cpu.weight", value, err) < 0)
@@ -167,6 +286,9 @@ static int v2_apply_limits(const char *dir, const struct hd_resources *res, hd_e
 
 static int v2_update(struct hd_cgroup *cg, const struct hd_resources *res, hd_error_t *err)
 {
+    const char *root = cgroup_v2_root();
+    if (root && v2_enable_along(cg, root, res, err) < 0) /* a limit the creation did not need */
+        return -1;
     return v2_apply_limits(cg->v2_dir, res, err);
 }
 

@@ -16,6 +16,9 @@ struct hd_command {
     const char *name;
     int (*handler)(int argc, char **argv);
     const char *summary;
+    /* Loads shared libraries (OpenSSL, SQLite, libcurl, libarchive): the static `hedge` hands the
+     * command over to hedge-full at once (base/dynlib.h). run, the API clients and version do not. */
+    bool dynamic;
 };
 
 int cmd_run(int argc, char **argv);
@@ -27,6 +30,7 @@ int cmd_version(int argc, char **argv);
 /* These reach SQLite (the spool) and OpenSSL (MQTT over TLS) only through dlopen. */
 int cmd_uplink(int argc, char **argv);
 int cmd_invoke(int argc, char **argv);
+int cmd_fleet(int argc, char **argv);
 int cmd_vm(int argc, char **argv);
 int cmd_broker(int argc, char **argv);
 /* `hedge vm template ...` (vm_template.c), dispatched by cmd_vm; argv[0] is "template". */

@@ -7,16 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/dynlib.h"
 #include "base/log.h"
 #include "cli/cli.h"
 
 static const struct hd_command commands[] = {
     {"run", cmd_run, "run a workload in the foreground under an isolation level"},
-    {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer"},
-    {"image", cmd_image, "import, pull, list, remove and prune images (image import|pull|ls|rm|prune)"},
-    {"login", cmd_login, "keep credentials for a registry (login HOST -u USER --password-stdin)"},
-    {"secret", cmd_secret, "keep secrets for workloads, encrypted at rest (secret set|ls|rm)"},
-    {"vm", cmd_vm, "show or fetch the VM guest kernel (vm kernel, vm kernel fetch)"},
+    {"bench", cmd_bench, "measure a workload under process, container and vm and draw the answer", true},
+    {"image", cmd_image, "import, pull, list, remove and prune images (image import|pull|ls|rm|prune)", true},
+    {"login", cmd_login, "keep credentials for a registry (login HOST -u USER --password-stdin)", true},
+    {"secret", cmd_secret, "keep secrets for workloads, encrypted at rest (secret set|ls|rm)", true},
+    {"vm", cmd_vm, "show or fetch the VM guest kernel (vm kernel, vm kernel fetch)", true},
     {"deploy", cmd_deploy, "deploy a workload spec to hedged (create or upgrade)"},
     {"ps", cmd_ps, "list the workloads hedged supervises"},
     {"logs", cmd_logs, "print (or follow) a workload's output"},
@@ -25,10 +26,11 @@ static const struct hd_command commands[] = {
     {"stop", cmd_stop, "stop workloads (they stay deployed)"},
     {"start", cmd_start, "start stopped workloads"},
     {"rm", cmd_rm, "stop and remove workloads"},
-    {"broker", cmd_broker, "manage the MQTT broker's password file (broker passwd FILE USER)"},
-    {"move", cmd_move, "stop a workload and bundle its spec and volumes for another node"},
-    {"invoke", cmd_invoke, "call a function by its trigger topic and print the result"},
-    {"uplink", cmd_uplink, "show the store-and-forward cloud uplink (uplink status)"},
+    {"broker", cmd_broker, "manage the MQTT broker's password file (broker passwd FILE USER)", true},
+    {"move", cmd_move, "stop a workload and bundle its spec and volumes for another node", true},
+    {"invoke", cmd_invoke, "call a function by its trigger topic and print the result", true},
+    {"uplink", cmd_uplink, "show the store-and-forward cloud uplink (uplink status)", true},
+    {"fleet", cmd_fleet, "drive a fleet of nodes through the cloud broker (fleet ls|status|deploy|rm|wait)", true},
     {"version", cmd_version, "print the version"},
 };
 
@@ -49,6 +51,7 @@ static void print_help(FILE *out)
 int main(int argc, char **argv)
 {
     hd_log_init("hedge", NULL);
+    hd_dynlib_allow_handover(argv);
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -74,9 +77,16 @@ int main(int argc, char **argv)
         print_help(stderr);
         return HD_EXIT_USAGE;
     }
-    for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++)
-        if (strcmp(argv[i], commands[c].name) == 0)
-            return commands[c].handler(argc - i, argv + i);
+    for (size_t c = 0; c < sizeof(commands) / sizeof(commands[0]); c++) {
+        if (strcmp(argv[i], commands[c].name) != 0)
+            continue;
+        if (commands[c].dynamic) {
+            hd_error_t err = NULL;
+            if (hd_dynlib_handover(commands[c].name, &err) < 0)
+                return cli_fail(&err);
+        }
+        return commands[c].handler(argc - i, argv + i);
+    }
     fprintf(stderr, "hedge: unknown command '%s'\n", argv[i]);
     print_help(stderr);
     return HD_EXIT_USAGE;

@@ -8,7 +8,6 @@
  * found next to this binary (the build dir) or in libexecdir.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,22 +53,12 @@ static int vm_kernel(void)
 static int vm_kernel_fetch(const char *dir_arg)
 {
     cleanup_free char *dir = dir_arg ? hd_xstrdup(dir_arg) : hd_vm_kernel_dir(hd_state_dir());
-    cleanup_free char *script = NULL;
-    char self[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (len > 0) {
-        self[len] = '\0';
-        script = hd_xasprintf("%s/hedge-fetch-kernel", dirname(self));
-        if (access(script, X_OK) < 0) {
-            free(script);
-            script = NULL;
-        }
-    }
+    hd_error_t err = NULL;
+    cleanup_free char *script = hd_find_program("hedge-fetch-kernel", &err);
     if (!script)
-        script = hd_xasprintf("%s/hedge-fetch-kernel", HEDGE_LIBEXECDIR);
+        return cli_fail(&err);
     char *args[] = {script, dir, NULL};
     execv(script, args);
-    hd_error_t err = NULL;
     hd_error_sys(&err, "%s (installed with hedge) cannot be run", script);
     return cli_fail(&err);
 }

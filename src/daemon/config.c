@@ -46,6 +46,7 @@ void hd_config_free(struct hd_daemon_config *cfg)
     hd_strv_free(cfg->insecure_registries);
     free(cfg->registry_ca);
     hd_config_free_uplink(cfg);
+    hd_config_free_fleet(cfg);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -83,6 +84,7 @@ static const char *const config_keys[] = {
     "log_level",
     "broker",
     "uplink",
+    "fleet",
     "registries",
     NULL,
 };
@@ -159,6 +161,8 @@ static int config_field(struct hd_daemon_config *cfg, const char *key, const jso
         return hd_config_load_broker(cfg, v, err);
     if (strcmp(key, "registries") == 0)
         return config_registries(cfg, v, err);
+    if (strcmp(key, "fleet") == 0)
+        return hd_config_load_fleet(cfg, v, err);
     return hd_config_load_uplink(cfg, v, err); /* "uplink": the only key left (config_keys) */
 }
 
@@ -201,5 +205,7 @@ int hd_config_finish(struct hd_daemon_config *cfg, hd_error_t *err)
         return hd_error_set(err, 0, "socket_group: group \"%s\" does not exist", cfg->socket_group);
     if (strlen(cfg->socket_path) >= 108)
         return hd_error_set(err, 0, "socket: \"%s\" is longer than a unix socket path may be (107)", cfg->socket_path);
-    return hd_config_finish_uplink(cfg, err);
+    if (hd_config_finish_uplink(cfg, err) < 0)
+        return -1;
+    return hd_config_finish_fleet(cfg, err);
 }

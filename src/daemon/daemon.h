@@ -57,6 +57,7 @@ struct hd_daemon_config {
     bool broker_enabled;             /* run the MQTT broker in the loop (default true) */
     struct hd_broker_config broker;  /* state_dir defaults to <state_dir>/broker */
     struct hd_uplink_config *uplink; /* the "uplink" section; NULL = no uplink (the default) */
+    struct hd_fleet_config *fleet;   /* the "fleet" section; NULL = not managed from a fleet (the default) */
     char **insecure_registries;      /* "registries": {"insecure": [...]}: pulled over plain HTTP */
     char *registry_ca;               /* "registries": {"ca": FILE}: CA bundle for pulls; NULL: the system's */
 };
@@ -79,8 +80,9 @@ int hd_config_check_broker(const struct hd_daemon_config *cfg, hd_error_t *err);
 /* The enabled broker has a plain TCP listener (workloads' HEDGE_MQTT_PORT, the uplink's local broker):
  * refuses a `listen` of only ws:// / wss:// entries (or only listen_tls). hedged checks it at start too. */
 int hd_config_check_broker_listen(const struct hd_daemon_config *cfg, hd_error_t *err);
-/* Start the broker (when enabled) in loop; *out stays NULL when disabled. Stop it before freeing the loop. */
-int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
+/* Start the broker (when enabled) in loop; *out stays NULL when disabled. Stop it before freeing the loop.
+ * held: its clients wait until hd_broker_serve() (hedged's network child, until hedged's users are in). */
+int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, bool held, struct hd_broker **out,
                            hd_error_t *err);
 void hd_daemon_broker_stop(struct hd_broker *b);
 /* Prometheus text of the broker's counters; caller frees. */
@@ -121,6 +123,19 @@ bool hd_netchild_has_uplink(struct hd_netchild *nc);
 char *hd_netchild_metrics(struct hd_netchild *nc);
 /* GET /v1/uplink's object, from the child. */
 json_t *hd_netchild_uplink_status(struct hd_netchild *nc);
+/* {"broker_clients", "spool_depth"} as the child counts them now ({} while it restarts). */
+json_t *hd_netchild_facts(struct hd_netchild *nc);
+/* Desired documents from the child go to fn (NULL: dropped). */
+typedef void (*hd_netchild_fleet_fn)(void *ctx, const char *doc, size_t len, const char *signature, const char *error);
+/* A job from the cloud (its id, and the request as a compact JSON object). */
+typedef void (*hd_netchild_job_fn)(void *ctx, const char *id, const char *request);
+void hd_netchild_set_fleet(struct hd_netchild *nc, hd_netchild_fleet_fn fn, hd_netchild_job_fn job_fn, void *ctx);
+/* Publish a job's result (dropped while no child is ready: the operator asks again with the same id). */
+void hd_netchild_fleet_result(struct hd_netchild *nc, const char *id, const char *result);
+/* Send the fleet report to the child; kept and sent again to a restarted child. */
+void hd_netchild_fleet_report(struct hd_netchild *nc, const char *report);
+/* Send one event (JSON) to the child's spool; held (up to 1000, oldest dropped) while no child is ready. */
+void hd_netchild_fleet_event(struct hd_netchild *nc, const char *event);
 /* The child's side: serve over control socket fd until told to stop; the exit code. */
 int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only);
 
@@ -140,6 +155,47 @@ void hd_daemon_uplink_stop(struct hd_daemon_uplink *d);
 char *hd_daemon_uplink_metrics(struct hd_daemon_uplink *d);
 /* The status object of GET /v1/uplink (the keys of `hedge uplink status --json`). */
 json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d);
+/* The running uplink, NULL once a fatal error stopped it. */
+struct hd_uplink *hd_daemon_uplink_get(struct hd_daemon_uplink *d);
+
+struct hd_supervisor;
+
+/* ---- fleet.c, fleet_link.c: the node's desired state from the cloud broker (docs/fleet.md) ---- */
+
+struct hd_fleet_config {
+    char *prefix;     /* the topics' prefix, ending with '/' (default "hedge/") */
+    json_t *labels;   /* {"key": "value"}: reported, for the operator's selectors */
+    char *verify_key; /* an Ed25519 public key (PEM): only documents it signed apply; NULL: any */
+};
+int hd_config_load_fleet(struct hd_daemon_config *cfg, const json_t *section, hd_error_t *err);
+/* Needs the uplink (its cloud link and node_id); sets the cloud link's will ("offline" on the status topic). */
+int hd_config_finish_fleet(struct hd_daemon_config *cfg, hd_error_t *err);
+void hd_config_free_fleet(struct hd_daemon_config *cfg);
+/* PREFIX NODE_ID "/" leaf; caller frees. */
+char *hd_fleet_topic(const struct hd_daemon_config *cfg, const char *leaf);
+
+/* In the network child: the fleet topics on the uplink's cloud link; NULL when no fleet is configured. */
+struct hd_fleet_link;
+struct hd_fleet_link *hd_fleet_link_start(const struct hd_daemon_config *cfg, struct hd_daemon_uplink *d,
+                                          int control_fd);
+/* Publish hedged's report (retained), now when connected and again at every connect. */
+void hd_fleet_link_report(struct hd_fleet_link *l, const char *report);
+/* Spool an event for PREFIX/NODE/events (priority class 1: after class 0, before telemetry). */
+void hd_fleet_link_event(struct hd_fleet_link *l, const char *event);
+/* Publish a job's result on PREFIX/NODE/jobs/ID/result (QoS 1, not retained). */
+void hd_fleet_link_result(struct hd_fleet_link *l, const char *id, const char *result);
+/* Say "offline" (a clean shutdown sends no will) and free. */
+void hd_fleet_link_stop(struct hd_fleet_link *l);
+
+/* In hedged: apply desired documents, report; NULL when no fleet is configured or no network child runs. */
+struct hd_fleet;
+struct hd_store;
+struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, struct hd_store *store,
+                              struct hd_netchild *net, const struct hd_daemon_config *cfg);
+/* A desired document the child passed on, with its signature ("" unsigned; error: why the child could not
+ * read it, else ""). */
+void hd_fleet_desired(struct hd_fleet *f, const char *doc, size_t len, const char *signature, const char *error);
+void hd_fleet_free(struct hd_fleet *f);
 
 /* ---- workload_creds.c -------------------------------------------------- */
 
@@ -237,6 +293,9 @@ int hd_store_delete_instance(struct hd_store *st, const char *id, hd_error_t *er
 int hd_store_list_instances(struct hd_store *st, struct hd_store_instance **out, int *n, hd_error_t *err);
 void hd_store_instances_free(struct hd_store_instance *v, int n);
 
+/* Every event recorded from now on also goes to fn (the fleet's events topic); NULL: none. */
+typedef void (*hd_store_event_fn)(void *ctx, int64_t time_ms, const char *name, const char *type, const char *message);
+void hd_store_set_event_sink(struct hd_store *st, hd_store_event_fn fn, void *ctx);
 void hd_store_event(struct hd_store *st, const char *name, const char *type, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* JSON array of the last `limit` events of name (all names when NULL), oldest first. */

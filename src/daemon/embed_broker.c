@@ -97,7 +97,7 @@ static void broker_explain_address_in_use(hd_error_t *err)
                  text);
 }
 
-int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, struct hd_broker **out,
+int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, bool held, struct hd_broker **out,
                            hd_error_t *err)
 {
     *out = NULL;
@@ -109,7 +109,7 @@ int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *
             broker_explain_address_in_use(err);
         return hd_error_prefix(err, "broker");
     }
-    if (hd_broker_attach(b, loop, err) < 0) {
+    if ((held ? hd_broker_attach_held(b, loop, err) : hd_broker_attach(b, loop, err)) < 0) {
         hd_broker_free(b);
         return hd_error_prefix(err, "broker");
     }

@@ -196,6 +196,11 @@ void hd_daemon_uplink_stop(struct hd_daemon_uplink *d)
     free(d);
 }
 
+struct hd_uplink *hd_daemon_uplink_get(struct hd_daemon_uplink *d)
+{
+    return d->uplink;
+}
+
 /* ---- status --------------------------------------------------------------- */
 
 json_t *hd_daemon_uplink_status(struct hd_daemon_uplink *d)

@@ -98,17 +98,8 @@ static char *function_run_dir(const char *name, int version)
 /* hedge-functions beside hedged (a build dir, or the install's bindir), else in PATH. */
 static char *function_host_exe(void)
 {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        char *path = hd_xasprintf("%.*s/hedge-functions", (int)(slash - self), self);
-        if (access(path, X_OK) == 0)
-            return path;
-        free(path);
-    }
-    return hd_xstrdup("hedge-functions");
+    char *path = hd_program_sibling("hedge-functions");
+    return path ? path : hd_xstrdup("hedge-functions");
 }
 
 /*

@@ -110,6 +110,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
     struct hd_store *store = NULL;
     struct hd_supervisor *sup = NULL;
     struct hd_api *api = NULL;
+    struct hd_fleet *fleet = NULL;
     struct daemon_parts parts = {0};
     cleanup_close int lock = -1;
     cleanup_free char *instances = hd_xasprintf("%s/instances", cfg->state_dir);
@@ -118,23 +119,9 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
     cleanup_free char *monitor = NULL;
     int ret = 1;
 
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0) {
-        hd_error_sys(&err, "readlink /proc/self/exe");
+    monitor = hd_find_program("hedge-monitor", &err);
+    if (!monitor)
         goto out;
-    }
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    monitor = hd_xasprintf("%.*s/hedge-monitor", (int)(slash - exe), exe);
-    if (access(monitor, X_OK) < 0) {
-        free(monitor);
-        monitor = hd_xstrdup(HEDGE_LIBEXECDIR "/hedge-monitor");
-    }
-    if (access(monitor, X_OK) < 0) {
-        hd_error_sys(&err, "monitor binary %s", monitor);
-        goto out;
-    }
     hd_instance_set_exe(monitor);
     /* Monitors and the image store use the same state dir as the daemon. */
     setenv("HEDGE_STATE_DIR", cfg->state_dir, 1);
@@ -185,6 +172,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
         if (hd_netchild_start(loop, cfg, argv, false, &parts.net, &err) < 0)
             goto out;
         hd_supervisor_set_broker(sup, cfg->broker_enabled ? parts.net : NULL);
+        fleet = hd_fleet_new(loop, sup, store, parts.net, cfg); /* before recover: its events go up too */
         if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
         hd_api_set_netchild(api, parts.net);
@@ -200,6 +188,7 @@ out:
         hd_error_free(&err);
     }
     hd_api_stop(api);
+    hd_fleet_free(fleet);
     hd_netchild_stop(parts.net);
     hd_supervisor_free(sup);
     hd_store_close(store);

@@ -41,7 +41,8 @@
 #define NETCHILD_REQUEST_TIMEOUT_MS 1000
 #define NETCHILD_BACKOFF_MIN 0.1
 #define NETCHILD_BACKOFF_MAX 10.0
-#define NETCHILD_STABLE_MS 30000 /* a child that lived this long restarts at the minimum backoff */
+#define NETCHILD_STABLE_MS 30000  /* a child that lived this long restarts at the minimum backoff */
+#define NETCHILD_EVENTS_HELD 1000 /* fleet events held while the child restarts */
 
 struct netchild_rule {
     char *access, *filter;
@@ -77,6 +78,13 @@ struct hd_netchild {
     struct hd_broker_stats stats;
     char *uplink_metrics;
     json_t *uplink_status;
+    hd_netchild_fleet_fn fleet_fn;
+    hd_netchild_job_fn fleet_job_fn;
+    void *fleet_ctx;
+    char *fleet_report;  /* the last report, sent again to a restarted child */
+    char **fleet_events; /* events waiting for a ready child: a ring of NETCHILD_EVENTS_HELD */
+    size_t events_first, events_count;
+    uint64_t events_dropped;
 };
 
 static void netchild_kill(struct hd_netchild *nc, const char *why);
@@ -225,6 +233,20 @@ static void netchild_on_ready(struct hd_netchild *nc, const char *port_text)
     nc->ready = true;
     for (size_t i = 0; i < nc->n_users; i++)
         netchild_send_user(nc, &nc->users[i]);
+    netchild_send(nc, HD_NET_SERVE, 0, NULL); /* the child's clients waited for these */
+    if (nc->fleet_report)
+        hd_net_send(nc->fd, HD_NET_FLEET_REPORT, 1, (const char *const[]){nc->fleet_report});
+    if (nc->events_dropped)
+        hd_log(HD_LOG_WARN, "netchild", "%llu fleet events dropped while the network child was away",
+               (unsigned long long)nc->events_dropped);
+    nc->events_dropped = 0;
+    for (; nc->events_count; nc->events_count--) {
+        char **e = &nc->fleet_events[nc->events_first];
+        hd_net_send(nc->fd, HD_NET_FLEET_EVENT, 1, (const char *const[]){*e});
+        free(*e);
+        *e = NULL;
+        nc->events_first = (nc->events_first + 1) % NETCHILD_EVENTS_HELD;
+    }
 }
 
 static int netchild_on_stats(struct hd_netchild *nc, const struct hd_net_msg *m)
@@ -305,6 +327,14 @@ static int netchild_read_one(struct hd_netchild *nc, struct hd_net_msg *m)
     case HD_NET_PONG:
         if (!netchild_parse_u64(m->field[0], &nc->pong_seq))
             return netchild_kill(nc, "malformed PONG"), -1;
+        break;
+    case HD_NET_FLEET_JOB:
+        if (nc->fleet_job_fn)
+            nc->fleet_job_fn(nc->fleet_ctx, m->field[0], m->field[1]);
+        break;
+    case HD_NET_FLEET_DESIRED:
+        if (nc->fleet_fn)
+            nc->fleet_fn(nc->fleet_ctx, m->field[0], m->field_len[0], m->field[1], m->field[2]);
         break;
     }
     return 1;
@@ -570,7 +600,30 @@ void hd_netchild_stop(struct hd_netchild *nc)
     free(nc->users);
     free(nc->uplink_metrics);
     json_decref(nc->uplink_status);
+    free(nc->fleet_report);
+    for (size_t i = 0; nc->fleet_events && i < NETCHILD_EVENTS_HELD; i++)
+        free(nc->fleet_events[i]);
+    free(nc->fleet_events);
     free(nc);
+}
+
+void hd_netchild_set_fleet(struct hd_netchild *nc, hd_netchild_fleet_fn fn, hd_netchild_job_fn job_fn, void *ctx)
+{
+    if (!nc)
+        return;
+    nc->fleet_fn = fn;
+    nc->fleet_job_fn = job_fn;
+    nc->fleet_ctx = ctx;
+}
+
+void hd_netchild_fleet_report(struct hd_netchild *nc, const char *report)
+{
+    if (!nc)
+        return;
+    free(nc->fleet_report);
+    nc->fleet_report = hd_xstrdup(report);
+    if (nc->ready && nc->fd >= 0 && strlen(report) < HD_NET_MAX_MSG - 64)
+        hd_net_send(nc->fd, HD_NET_FLEET_REPORT, 1, (const char *const[]){report});
 }
 
 /* ---- metrics and status ------------------------------------------------------ */
@@ -578,6 +631,18 @@ void hd_netchild_stop(struct hd_netchild *nc)
 static void netchild_refresh(struct hd_netchild *nc)
 {
     netchild_request(nc, HD_NET_STATS_REQUEST, 0, NULL, netchild_is_stats, NETCHILD_REQUEST_TIMEOUT_MS);
+}
+
+json_t *hd_netchild_facts(struct hd_netchild *nc)
+{
+    netchild_refresh(nc);
+    if (!netchild_up(nc) || !nc->have_stats)
+        return json_object();
+    json_t *o = json_pack("{s:I}", "broker_clients", (json_int_t)nc->stats.clients_connected);
+    json_t *depth = json_object_get(nc->uplink_status, "depth");
+    if (json_is_integer(depth))
+        json_object_set(o, "spool_depth", depth);
+    return o;
 }
 
 bool hd_netchild_has_uplink(struct hd_netchild *nc)
@@ -635,4 +700,29 @@ void hd_netchild_test_fault(struct hd_netchild *nc)
 pid_t hd_netchild_pid(struct hd_netchild *nc)
 {
     return nc ? nc->pid : 0;
+}
+
+void hd_netchild_fleet_event(struct hd_netchild *nc, const char *event)
+{
+    if (!nc || strlen(event) >= HD_NET_MAX_MSG - 64)
+        return;
+    if (nc->ready && nc->fd >= 0 && nc->events_count == 0 &&
+        hd_net_send(nc->fd, HD_NET_FLEET_EVENT, 1, (const char *const[]){event}) == 0)
+        return;
+    if (!nc->fleet_events)
+        nc->fleet_events = hd_xcalloc(NETCHILD_EVENTS_HELD, sizeof(char *));
+    if (nc->events_count == NETCHILD_EVENTS_HELD) { /* full: the oldest goes */
+        free(nc->fleet_events[nc->events_first]);
+        nc->fleet_events[nc->events_first] = NULL;
+        nc->events_first = (nc->events_first + 1) % NETCHILD_EVENTS_HELD;
+        nc->events_count--;
+        nc->events_dropped++;
+    }
+    nc->fleet_events[(nc->events_first + nc->events_count++) % NETCHILD_EVENTS_HELD] = hd_xstrdup(event);
+}
+
+void hd_netchild_fleet_result(struct hd_netchild *nc, const char *id, const char *result)
+{
+    if (nc && nc->ready && nc->fd >= 0 && strlen(result) < HD_NET_MAX_MSG - 256)
+        hd_net_send(nc->fd, HD_NET_FLEET_RESULT, 2, (const char *const[]){id, result});
 }

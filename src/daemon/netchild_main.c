@@ -15,7 +15,11 @@
  *   3. those two dirs are given to the unprivileged user (HD_PRIVDROP_DEFAULT_USER
  *      or the fallback id, base/privdrop.c);
  *   4. it becomes that user: no capabilities, no_new_privs, seccomp allow-list.
- * Then READY goes to hedged, with the port workloads are told to use.
+ * Then READY goes to hedged, with the port workloads are told to use. hedged
+ * answers with its users and rules, then SERVE: only then are the listeners
+ * watched. Clients that came earlier (a restart) wait in the backlog, so none
+ * is judged without the users (it would pass as anonymous) and no PUBLISH is
+ * routed between a user's write and read rules (its subscriber would miss it).
  *
  * Messages from hedged (netchild_proto.h) add and remove workload users and
  * rules, ask for the counters, reload (exit so that hedged starts a fresh
@@ -51,6 +55,7 @@ struct netchild {
     int fd;
     struct hd_broker *broker;
     struct hd_daemon_uplink *uplink;
+    struct hd_fleet_link *fleet;
     bool hooks;
     int exit_code;
 };
@@ -258,7 +263,18 @@ static void netchild_on_control(struct hd_loop *loop, int fd, uint32_t events, v
             hd_error_free(&err);
         }
         break;
+    case HD_NET_SERVE:
+        if (c->broker && hd_broker_serve(c->broker, &err) < 0) {
+            hd_log(HD_LOG_ERROR, "netchild", "%s", hd_error_text(err));
+            hd_error_free(&err);
+            c->exit_code = 1;
+            hd_loop_quit(loop);
+        }
+        break;
     case HD_NET_STATS_REQUEST: netchild_send_stats(c); break;
+    case HD_NET_FLEET_REPORT: hd_fleet_link_report(c->fleet, m->field[0]); break;
+    case HD_NET_FLEET_EVENT: hd_fleet_link_event(c->fleet, m->field[0]); break;
+    case HD_NET_FLEET_RESULT: hd_fleet_link_result(c->fleet, m->field[0], m->field[1]); break;
     case HD_NET_PING: hd_net_send(fd, HD_NET_PONG, 1, &m->field[0]); break;
     case HD_NET_RELOAD: /* a fresh child reads the config again; sessions and spool are on disk */
     case HD_NET_SHUTDOWN: hd_loop_quit(loop); break;
@@ -365,7 +381,7 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         goto fail;
     /* 1. as root: listeners, store, files */
     netchild_pin_port(cfg);
-    if (hd_daemon_broker_start(c.loop, cfg, &c.broker, &err) < 0)
+    if (hd_daemon_broker_start(c.loop, cfg, !broker_only, &c.broker, &err) < 0)
         goto fail;
     /* 2. a view without hedged's state */
     if (root && tls_copy && netchild_read_tls(cfg, &tls, &err) < 0)
@@ -378,6 +394,8 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
         cfg->uplink->status_pid = (int)getppid(); /* hedged: `hedge uplink status` says running while it lives */
     if (!broker_only && hd_daemon_uplink_start(c.loop, cfg, c.broker, &c.uplink, &err) < 0)
         goto fail;
+    if (!broker_only)
+        c.fleet = hd_fleet_link_start(cfg, c.uplink, fd);
     if (root) {
         /* 3. the own dirs to the user; 4. the user */
         for (int i = 0; i < n_keep; i++)
@@ -415,6 +433,7 @@ fail : {
 }
 out:
     netchild_tls_free(&tls);
+    hd_fleet_link_stop(c.fleet);
     hd_daemon_uplink_stop(c.uplink);
     hd_daemon_broker_stop(c.broker);
     hd_loop_free(c.loop);

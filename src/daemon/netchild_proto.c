@@ -44,12 +44,13 @@ int hd_net_send(int fd, enum hd_net_type type, int n, const char *const *fields)
 
 static bool net_type_from_child(uint16_t t)
 {
-    return t == HD_NET_READY || t == HD_NET_FAILED || t == HD_NET_STATS || t == HD_NET_PONG;
+    return t == HD_NET_READY || t == HD_NET_FAILED || t == HD_NET_STATS || t == HD_NET_PONG ||
+        t == HD_NET_FLEET_DESIRED || t == HD_NET_FLEET_JOB;
 }
 
 static bool net_type_to_child(uint16_t t)
 {
-    return t >= HD_NET_SET_USER && t <= HD_NET_TEST_FAULT;
+    return t >= HD_NET_SET_USER && t <= HD_NET_SERVE;
 }
 
 /* The field count each type must have. */
@@ -64,6 +65,11 @@ static int net_fields_of(uint16_t t)
     case HD_NET_REMOVE_USER: return 1;
     case HD_NET_ALLOW: return 3;
     case HD_NET_PING: return 1;
+    case HD_NET_FLEET_DESIRED: return 3;
+    case HD_NET_FLEET_REPORT: return 1;
+    case HD_NET_FLEET_EVENT: return 1;
+    case HD_NET_FLEET_JOB: return 2;
+    case HD_NET_FLEET_RESULT: return 2;
     default: return 0;
     }
 }

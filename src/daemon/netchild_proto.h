@@ -30,6 +30,10 @@ enum hd_net_type {
     HD_NET_FAILED = 2,      /* text: the child could not start (the error hedged reports) */
     HD_NET_STATS = 3,       /* 9 broker counters (decimal), uplink metrics text, uplink status JSON */
     HD_NET_PONG = 4,        /* sequence (decimal): everything sent before the PING is applied */
+    HD_NET_FLEET_DESIRED = 5, /* document, signature, error: a desired document from the cloud (docs/fleet.md)
+                                 with its Ed25519 signature (base64; "" unsigned), or "", "" and why the child
+                                 could not read it */
+    HD_NET_FLEET_JOB = 6,     /* job id, request (JSON compact, an object): a job from the cloud */
     /* hedged -> child */
     HD_NET_SET_USER = 16,   /* user, password, internal ("0"/"1") */
     HD_NET_REMOVE_USER = 17, /* user */
@@ -39,6 +43,10 @@ enum hd_net_type {
     HD_NET_RELOAD = 21,     /* reload what can be reloaded (see netchild_main.c) */
     HD_NET_SHUTDOWN = 22,
     HD_NET_TEST_FAULT = 23, /* test hook: call a forbidden syscall (only with HEDGE_TEST_HOOKS=1) */
+    HD_NET_FLEET_REPORT = 24, /* document: the node's reported state, to publish (retained) now and at each connect */
+    HD_NET_FLEET_EVENT = 25,  /* event (JSON): to spool for the fleet's events topic */
+    HD_NET_FLEET_RESULT = 26, /* job id, result (JSON): to publish on the job's result topic */
+    HD_NET_SERVE = 27,        /* hedged's users and rules (sent after READY) are in: accept clients */
 };
 /* clang-format on */
 

@@ -71,17 +71,8 @@ struct pull *pull_find(struct hd_supervisor *sup, const char *name)
 /* hedge, next to hedged (a build dir), else from PATH (an install: bin/ beside sbin/). */
 static char *pull_hedge_path(void)
 {
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        char *slash = strrchr(exe, '/');
-        char *path = hd_xasprintf("%.*s/hedge", (int)(slash - exe), exe);
-        if (access(path, X_OK) == 0)
-            return path;
-        free(path);
-    }
-    return hd_xstrdup("hedge");
+    char *path = hd_program_sibling("hedge");
+    return path ? path : hd_xstrdup("hedge");
 }
 
 static void pull_unlink(struct pull *p)

@@ -33,6 +33,8 @@
 struct hd_store {
     sqlite3 *db;
     bool tx_failed; /* a write of the open transaction failed: it must not commit */
+    hd_store_event_fn event_sink;
+    void *event_ctx;
 };
 
 static const char schema[] =
@@ -470,9 +472,12 @@ void hd_store_event(struct hd_store *st, const char *name, const char *type, con
         abort();
     va_end(ap);
     hd_error_t err = NULL;
+    int64_t now = unix_ms();
+    if (st->event_sink)
+        st->event_sink(st->event_ctx, now, name, type, msg);
     if (store_run(st,
                   store_prepare(st, &err, "INSERT INTO events(time, name, type, message) VALUES(?1,?2,?3,?4)", "Isss",
-                                unix_ms(), name, type, msg),
+                                now, name, type, msg),
                   &err) < 0) {
         hd_log(HD_LOG_ERROR, "store", "%s", hd_error_text(err));
         hd_error_free(&err);
@@ -518,4 +523,10 @@ char *hd_digest(const char *data, size_t len)
     if (SHA256Data((const uint8_t *)data, len, hex) == NULL)
         abort();
     return hd_xasprintf("sha256:%s", hex);
+}
+
+void hd_store_set_event_sink(struct hd_store *st, hd_store_event_fn fn, void *ctx)
+{
+    st->event_sink = fn;
+    st->event_ctx = ctx;
 }

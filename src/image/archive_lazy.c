@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 
+#include "base/dynlib.h"
 #include "base/util.h"
 
 struct hd_archive_api hd_archive;
@@ -17,9 +18,10 @@ static char load_error[512];
 
 static void archive_load_once(void)
 {
-    void *lib = dlopen("libarchive.so.13", RTLD_NOW | RTLD_LOCAL);
+    char why[160];
+    void *lib = hd_dlopen("libarchive.so.13", why, sizeof(why));
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libarchive.so.13: %s (install libarchive13)", dlerror());
+        snprintf(load_error, sizeof(load_error), "load libarchive.so.13: %s (install libarchive13)", why);
         return;
     }
 #define HD_ARCHIVE_RESOLVE(name) \

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "base/dynlib.h"
 #include "base/util.h"
 
 struct hd_curl_api hd_curl;
@@ -18,11 +19,12 @@ static char load_error[512];
 
 static void curl_load_once(void)
 {
-    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (lib == NULL)
-        lib = dlopen("libcurl-gnutls.so.4", RTLD_NOW | RTLD_LOCAL);
+    char why[160], why_gnutls[160];
+    void *lib = hd_dlopen("libcurl.so.4", why, sizeof(why));
+    if (lib == NULL && !hd_dynlib_is_static())
+        lib = hd_dlopen("libcurl-gnutls.so.4", why_gnutls, sizeof(why_gnutls));
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libcurl.so.4: %s (install libcurl4)", dlerror());
+        snprintf(load_error, sizeof(load_error), "load libcurl.so.4: %s (install libcurl4)", why);
         return;
     }
 #define HD_CURL_RESOLVE(name) \

@@ -23,9 +23,10 @@
  *      and an OOM kill shows in memory.events), fork, chroot, apply
  *      user/workdir/env and exec - child.c's hd_child_exec, shared with the
  *      process and container backends, so messages and 126/127 are the same;
- *   5. relay stdin/stdout/stderr and signals as messages, report the exit
- *      status (and OOM), wait for the host's EXIT_ACK (its output is then
- *      delivered on the host) and power off.
+ *   5. relay stdin/stdout/stderr and signals as messages (and start the
+ *      processes EXEC messages ask for beside the workload, relaying theirs),
+ *      report the exit status (and OOM), wait for the host's EXIT_ACK (its
+ *      output is then delivered on the host) and power off.
  *
  * Any failure before or after the workload runs goes to the host as an ERROR
  * message (and to the console), then the guest powers off: the host never
@@ -740,18 +741,168 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
         guest_fail(HD_EXIT_HEDGE, -r, "send started");
 }
 
+/* ---- exec'd processes (EXEC, hedge-oci-vm exec): beside the workload, in its root and cgroup ---- */
+
+#define MAX_EXECS 16
+
+struct exec_session {
+    uint32_t id;
+    pid_t pid;  /* -1 once reaped */
+    int out_fd; /* our end of its stdout, -1 at EOF */
+    int err_fd;
+    int status; /* its wait status once reaped */
+    int used;
+};
+
+static struct exec_session execs[MAX_EXECS];
+
+/* Send a message that starts with the session's number. */
+static void send_exec_message(uint32_t type, uint32_t id, const void *data, size_t len)
+{
+    unsigned char buf[4 + 16384 + sizeof(struct hd_vm_exit_msg)];
+    memcpy(buf, &id, 4);
+    if (len)
+        memcpy(buf + 4, data, len);
+    int r = hd_vm_send(port_fd, type, buf, (uint32_t)(4 + len));
+    if (r < 0)
+        guest_fail(HD_EXIT_HEDGE, -r, "send exec message to host");
+}
+
+static void send_exec_exit(uint32_t id, int status_code, int signal)
+{
+    struct hd_vm_exit_msg m = {.status = status_code, .signal = signal};
+    send_exec_message(HD_VM_MSG_EXEC_EXIT, id, &m, sizeof(m));
+}
+
+/* EXEC: decode the records and start the process; a failure is its stderr and exit status. */
+static void start_exec(const unsigned char *payload, uint32_t length)
+{
+    uint32_t id;
+    memcpy(&id, payload, 4);
+    char **argv = NULL, **env = NULL;
+    const char *workdir = "/", *user = NULL;
+    for (size_t off = 4; off < length;) {
+        char tag = (char)payload[off++];
+        const char *value = (const char *)payload + off;
+        const char *nul = memchr(value, '\0', length - off);
+        if (nul == NULL)
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not NUL-terminated", tag);
+        off += (size_t)(nul - value) + 1;
+        switch (tag) {
+        case HD_VM_CFG_ARG: hd_strv_push(&argv, value); break;
+        case HD_VM_CFG_ENV: hd_strv_push(&env, value); break;
+        case HD_VM_CFG_WORKDIR: workdir = value; break;
+        case HD_VM_CFG_USER: user = value; break;
+        default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not ARG, ENV, WORKDIR or USER", tag);
+        }
+    }
+    if (env == NULL)
+        hd_strv_push(&env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    struct exec_session *s = NULL;
+    for (size_t i = 0; i < MAX_EXECS && s == NULL; i++)
+        if (!execs[i].used)
+            s = &execs[i];
+    hd_error_t err = NULL;
+    int out[2] = {-1, -1}, errp[2] = {-1, -1}, report[2] = {-1, -1};
+    if (argv == NULL) {
+        hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: no command");
+    } else if (s == NULL) {
+        hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: %d processes are exec'd already", MAX_EXECS);
+    } else if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0) {
+        hd_error_set_code(&err, HD_EXIT_HEDGE, errno, "exec: pipe");
+        int *all[] = {out, errp, report};
+        for (size_t i = 0; i < 3; i++)
+            for (int k = 0; k < 2; k++)
+                if (all[i][k] >= 0)
+                    close(all[i][k]);
+        out[0] = errp[0] = -1;
+    } else {
+        pid_t pid = fork();
+        if (pid == 0) {
+            setsid();
+            int null = open("/dev/null", O_RDONLY);
+            if (null < 0 || dup2(null, 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
+                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
+            if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
+                hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
+                hd_child_fail(report[1], HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+            if (chroot("/newroot") < 0 || chdir("/") < 0)
+                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "chroot /newroot");
+            struct hd_exec_plan plan = {.argv = argv, .env = env, .workdir = workdir, .user = user};
+            hd_child_exec(report[1], &plan);
+        }
+        close(out[1]);
+        close(errp[1]);
+        close(report[1]);
+        if (pid < 0) {
+            hd_error_set_code(&err, HD_EXIT_HEDGE, errno, "exec: fork");
+        } else if (hd_child_read_report(report[0], &err) < 0) {
+            waitpid(pid, NULL, 0);
+        } else {
+            *s = (struct exec_session){.id = id, .pid = pid, .out_fd = out[0], .err_fd = errp[0], .used = 1};
+            out[0] = errp[0] = -1;
+        }
+        close(report[0]);
+    }
+    if (out[0] >= 0)
+        close(out[0]);
+    if (errp[0] >= 0)
+        close(errp[0]);
+    if (err) {
+        cleanup_free char *text = hd_xasprintf("hedge: %s\n", hd_error_text(err));
+        send_exec_message(HD_VM_MSG_EXEC_STDERR, id, text, strlen(text));
+        send_exec_exit(id, hd_error_exit_code(err), 0);
+        hd_error_free(&err);
+    }
+    hd_strv_free(argv);
+    hd_strv_free(env);
+}
+
+/* What a pipe has now (0: nothing yet); at its end (or an error) it is closed and *fd set to -1. */
+static ssize_t read_pipe(int *fd, char *buf, size_t cap)
+{
+    ssize_t n = read(*fd, buf, cap);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    if (n <= 0) {
+        close(*fd);
+        *fd = -1;
+        return 0;
+    }
+    return n;
+}
+
+/* An exec'd process's pipe: its bytes to the host, the pipe closed at EOF. */
+static void forward_exec_output(struct exec_session *s, int *fd, uint32_t type)
+{
+    char buf[16384];
+    ssize_t n = read_pipe(fd, buf, sizeof(buf));
+    if (n > 0)
+        send_exec_message(type, s->id, buf, (size_t)n);
+}
+
+/* Sessions whose process is reaped and whose output is drained: EXEC_EXIT, and the slot is free. */
+static void finish_execs(void)
+{
+    for (size_t i = 0; i < MAX_EXECS; i++) {
+        struct exec_session *s = &execs[i];
+        if (!s->used || s->pid > 0 || s->out_fd >= 0 || s->err_fd >= 0)
+            continue;
+        if (WIFSIGNALED(s->status))
+            send_exec_exit(s->id, -1, WTERMSIG(s->status));
+        else
+            send_exec_exit(s->id, WEXITSTATUS(s->status), 0);
+        s->used = 0;
+    }
+}
+
 /* Forward what a workload pipe has to the host; close it at EOF. */
 static void forward_output(int *fd, uint32_t type)
 {
     char buf[16384];
-    ssize_t n = read(*fd, buf, sizeof(buf));
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+    ssize_t n = read_pipe(fd, buf, sizeof(buf));
+    if (n == 0)
         return;
-    if (n <= 0) {
-        close(*fd);
-        *fd = -1;
-        return;
-    }
     int r = hd_vm_send(port_fd, type, buf, (uint32_t)n);
     if (r < 0)
         guest_fail(HD_EXIT_HEDGE, -r, "send output to host");
@@ -811,6 +962,7 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
             kill(wl->pid, (int)sig);
         break;
     }
+    case HD_VM_MSG_EXEC: start_exec(payload, h->length); break;
     default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);
@@ -826,14 +978,18 @@ static int relay(struct workload *wl, int sigchld_fd)
     /* The port stays blocking: reads only follow POLLIN (one read returns what is there), and
      * writes must wait while the host drains the virtqueue rather than fail with EAGAIN. */
     while (wl->pid > 0 || wl->out_fd >= 0 || wl->err_fd >= 0) {
-        struct pollfd fds[5] = {
+        struct pollfd fds[5 + 2 * MAX_EXECS] = {
             {.fd = sigchld_fd, .events = POLLIN},
             {.fd = port_open && in.len == 0 ? port_fd : -1, .events = POLLIN},
             {.fd = wl->out_fd, .events = POLLIN},
             {.fd = wl->err_fd, .events = POLLIN},
             {.fd = in.len ? wl->in_fd : -1, .events = POLLOUT},
         };
-        if (poll(fds, 5, -1) < 0) {
+        for (size_t i = 0; i < MAX_EXECS; i++) {
+            fds[5 + 2 * i] = (struct pollfd){.fd = execs[i].used ? execs[i].out_fd : -1, .events = POLLIN};
+            fds[6 + 2 * i] = (struct pollfd){.fd = execs[i].used ? execs[i].err_fd : -1, .events = POLLIN};
+        }
+        if (poll(fds, 5 + 2 * MAX_EXECS, -1) < 0) {
             if (errno == EINTR)
                 continue;
             guest_fail(HD_EXIT_HEDGE, errno, "poll");
@@ -845,6 +1001,11 @@ static int relay(struct workload *wl, int sigchld_fd)
             int st;
             pid_t p;
             while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+                for (size_t i = 0; i < MAX_EXECS; i++)
+                    if (execs[i].used && execs[i].pid == p) {
+                        execs[i].status = st;
+                        execs[i].pid = -1;
+                    }
                 if (p == wl->pid) {
                     status = st;
                     wl->pid = -1;
@@ -870,6 +1031,13 @@ static int relay(struct workload *wl, int sigchld_fd)
             forward_output(&wl->err_fd, HD_VM_MSG_STDERR);
         if (fds[4].revents & (POLLOUT | POLLERR | POLLHUP))
             flush_input(wl, &in);
+        for (size_t i = 0; i < MAX_EXECS; i++) {
+            if (fds[5 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR))
+                forward_exec_output(&execs[i], &execs[i].out_fd, HD_VM_MSG_EXEC_STDOUT);
+            if (fds[6 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR))
+                forward_exec_output(&execs[i], &execs[i].err_fd, HD_VM_MSG_EXEC_STDERR);
+        }
+        finish_execs();
         /* whole messages already buffered, also those held back while stdin was full */
         struct hd_vm_msg_header h;
         const unsigned char *payload;

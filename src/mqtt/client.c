@@ -80,6 +80,8 @@ struct hd_mqtt_client *hd_mqtt_client_new(const struct hd_mqtt_options *opts, co
     c->opts.tls.cert_file = dup_or_null(opts->tls.cert_file);
     c->opts.tls.key_file = dup_or_null(opts->tls.key_file);
     c->opts.tls.server_name = dup_or_null(opts->tls.server_name);
+    c->opts.will_topic = dup_or_null(opts->will_topic);
+    c->opts.will_payload = dup_or_null(opts->will_topic ? (opts->will_payload ? opts->will_payload : "") : NULL);
     if (c->opts.protocol != 5)
         c->opts.protocol = 4;
     c->cb = *cb;
@@ -131,6 +133,8 @@ void hd_mqtt_client_free(struct hd_mqtt_client *c)
     free(c->opts.tls.cert_file);
     free(c->opts.tls.key_file);
     free(c->opts.tls.server_name);
+    free(c->opts.will_topic);
+    free(c->opts.will_payload);
     free(c);
 }
 
@@ -189,6 +193,11 @@ static void client_send_connect(struct hd_mqtt_client *c)
         .username = bytes_z(c->opts.username),
         .has_password = c->opts.password != NULL,
         .password = bytes_z(c->opts.password),
+        .will_flag = c->opts.will_topic != NULL,
+        .will_topic = bytes_z(c->opts.will_topic),
+        .will_payload = bytes_z(c->opts.will_payload),
+        .will_qos = c->opts.will_topic ? c->opts.will_qos : 0,
+        .will_retain = c->opts.will_topic && c->opts.will_retain,
     };
     /* A persistent 5.0 session must outlive the connection: session expiry "never". */
     if (c->opts.protocol == 5 && !c->opts.clean_session) {

@@ -55,6 +55,11 @@ struct hd_mqtt_options {
     uint16_t keepalive; /* seconds */
     uint8_t protocol;   /* 4 (3.1.1) or 5 */
     struct hd_mqtt_tls tls;
+    /* The will: what the broker publishes when the connection ends without a DISCONNECT
+     * (will_topic NULL: none). */
+    char *will_topic, *will_payload;
+    uint8_t will_qos;
+    bool will_retain;
 };
 
 /* One received PUBLISH; the pointers are valid only during the callback. */

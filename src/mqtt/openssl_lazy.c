@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "base/dynlib.h"
+
 struct hd_openssl_api hd_openssl;
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -17,9 +19,10 @@ static char load_error[512];
 static void openssl_load_once(void)
 {
     /* libssl.so.3 brings libcrypto.so.3 in as its dependency; symbols come from either. */
-    void *lib = dlopen("libssl.so.3", RTLD_NOW | RTLD_LOCAL);
+    char why[160];
+    void *lib = hd_dlopen("libssl.so.3", why, sizeof(why));
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libssl.so.3: %s (install libssl3)", dlerror());
+        snprintf(load_error, sizeof(load_error), "load libssl.so.3: %s (install libssl3)", why);
         return;
     }
 #define HD_OPENSSL_RESOLVE(name) \

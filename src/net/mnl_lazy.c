@@ -23,14 +23,17 @@
 
 #include <libmnl/libmnl.h>
 
+#include "base/dynlib.h"
+
 static void *mnl_library(void)
 {
     /* kept loaded for the life of the process once needed: no dlclose */
     static void *lib;
     if (lib == NULL) {
-        lib = dlopen("libmnl.so.0", RTLD_NOW | RTLD_LOCAL);
+        char why[160];
+        lib = hd_dlopen("libmnl.so.0", why, sizeof(why));
         if (lib == NULL)
-            fprintf(stderr, "hedge: load libmnl.so.0: %s (install libmnl0)\n", dlerror());
+            fprintf(stderr, "hedge: load libmnl.so.0: %s (install libmnl0)\n", why);
     }
     return lib;
 }

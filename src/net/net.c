@@ -57,6 +57,7 @@
 #include <nftables/libnftables.h>
 
 #include "net/net.h"
+#include "base/dynlib.h"
 #include "base/util.h"
 
 #define NET_DEFAULT_BRIDGE "hedge0"
@@ -327,11 +328,11 @@ static int net_check_separate_namespace(pid_t pid, hd_error_t *err)
 }
 
 /*
- * Open a netlink socket inside the network namespace of pid: enter it, open
- * the socket (it stays bound to that namespace), and come back. Only the
- * calling thread moves, and only for the two system calls.
+ * Run fn inside the network namespace of pid: enter it, call fn (a socket it
+ * opens stays bound to that namespace), and come back. Only the calling
+ * thread moves, and only for those few system calls.
  */
-static int rtnl_open_in(struct rtnl *r, pid_t pid, hd_error_t *err)
+static int net_in_namespace_of(pid_t pid, int (*fn)(void *arg, hd_error_t *err), void *arg, hd_error_t *err)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
@@ -343,18 +344,46 @@ static int rtnl_open_in(struct rtnl *r, pid_t pid, hd_error_t *err)
         return hd_error_sys(err, "open /proc/thread-self/ns/net");
     if (setns(target, CLONE_NEWNET) < 0)
         return hd_error_sys(err, "enter network namespace of pid %d", (int)pid);
-    hd_error_t open_err = NULL;
-    int ret = rtnl_open(r, &open_err);
+    hd_error_t inner_err = NULL;
+    int ret = fn(arg, &inner_err);
     if (setns(self, CLONE_NEWNET) < 0) {
         /* Carrying on in the workload's namespace would configure the wrong host. */
         perror("hedge: return to own network namespace");
         abort();
     }
     if (ret < 0) {
-        hd_error_set(err, open_err->errnum, "network namespace of pid %d: %s", (int)pid, open_err->message);
-        hd_error_free(&open_err);
+        hd_error_set(err, inner_err->errnum, "network namespace of pid %d: %s", (int)pid, inner_err->message);
+        hd_error_free(&inner_err);
         return -1;
     }
+    return 0;
+}
+
+static int rtnl_open_here(void *r, hd_error_t *err)
+{
+    return rtnl_open(r, err);
+}
+
+/* A netlink socket inside the network namespace of pid. */
+static int rtnl_open_in(struct rtnl *r, pid_t pid, hd_error_t *err)
+{
+    return net_in_namespace_of(pid, rtnl_open_here, r, err);
+}
+
+/* lo up in the current namespace, with the interface ioctls (as ifconfig does): a workload without a
+ * network of its own needs nothing more, and no netlink library is loaded for it. */
+static int net_lo_up_here(void *unused, hd_error_t *err)
+{
+    cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return hd_error_sys(err, "bring up lo: socket");
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+        return hd_error_sys(err, "bring up lo: get flags");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
+        return hd_error_sys(err, "bring up lo");
     return 0;
 }
 
@@ -437,9 +466,10 @@ struct nftables_api {
 static int net_nftables_load(struct nftables_api *api, hd_error_t *err)
 {
     /* kept loaded for the life of the process once needed: no dlclose */
-    void *lib = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+    char why[160];
+    void *lib = hd_dlopen("libnftables.so.1", why, sizeof(why));
     if (lib == NULL)
-        return hd_error_set(err, 0, "nftables: load libnftables.so.1: %s (install libnftables1)", dlerror());
+        return hd_error_set(err, 0, "nftables: load libnftables.so.1: %s (install libnftables1)", why);
     struct {
         const char *name;
         void **slot;
@@ -729,12 +759,9 @@ static void net_record_address(struct hd_net *n, const struct net_config *cfg, u
 
 static int net_setup_none(pid_t pid, hd_error_t *err)
 {
-    struct rtnl inside = {0};
-    if (net_check_separate_namespace(pid, err) < 0 || rtnl_open_in(&inside, pid, err) < 0)
+    if (net_check_separate_namespace(pid, err) < 0)
         return -1;
-    int ret = net_inside_lo_up(&inside, err);
-    rtnl_close(&inside);
-    return ret;
+    return net_in_namespace_of(pid, net_lo_up_here, NULL, err);
 }
 
 /* Inside the workload: lo and eth0 up, the address on eth0, the default route. */

@@ -8,16 +8,22 @@
  * not define are ignored, as the spec requires. How each field maps is
  * listed in docs/oci.md. In short:
  *   process.args/env/cwd/user.uid+gid     spec command/env/workdir/user
- *   process.capabilities                  spec cap_drop ALL + cap_add (one set)
+ *   process.user.additionalGids           cfg groups -> the workload's exact supplementary groups
+ *   process.capabilities                  spec cap_drop ALL + cap_add (one set; unknown names
+ *                                         dropped with runc's warning), inheritable/ambient masks
  *   process.noNewPrivileges               spec no_new_privs
  *   process.rlimits, oomScoreAdj          set in the runtime before the clone (inherited)
  *   root.path/readonly, hostname          spec rootfs/readonly_rootfs/hostname
  *   mounts: bind/rbind                    spec mounts (+ nosuid/nodev/noexec inside)
  *   mounts: proc, sysfs, /dev tmpfs,      the runtime's own (rootfs.c makes them)
  *           devpts, mqueue, /dev/shm
- *   mounts: other tmpfs/mqueue/..., cgroup  mounted inside by the hook
- *   linux.namespaces                      the container backend's set; network absent = host
- *   linux.resources memory/cpu/pids       spec resources
+ *   mounts: other tmpfs/mqueue/..., cgroup  mounted inside by the hook, in config order with the binds
+ *                                         (a bind after one is taken off and put back in its turn)
+ *   linux.namespaces                      the container backend's set; network absent = host;
+ *                                         a path: joined (oci_namespaces_open, the workload's join_ns_fds)
+ *   linux.uidMappings/gidMappings         a new user namespace: the workload's uid_map/gid_map (userns.c)
+ *   linux.resources memory/cpu/pids       spec resources (cpu.cpus/mems, realtime*, blockIO,
+ *                                         hugepageLimits: resources.c)
  *   linux.cgroupsPath                     cgroup parent + name
  *   linux.seccomp                         written to the state dir, spec seccomp = that file
  *   linux.maskedPaths/readonlyPaths       inside by the hook (on top of hedge's defaults)
@@ -31,13 +37,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
+#include "base/json.h"
 #include "base/util.h"
 #include "cgroup/devices.h"
 #include "runtime/backend.h"
@@ -48,6 +60,9 @@ void oci_config_free(struct oci_config *cfg)
     if (cfg == NULL)
         return;
     hd_spec_free(cfg->spec);
+    oci_hooks_free(&cfg->hooks);
+    if (cfg->console_fd >= 0)
+        close(cfg->console_fd);
     free(cfg->bundle);
     free(cfg->rootfs);
     for (int i = 0; i < cfg->n_mounts; i++) {
@@ -57,6 +72,7 @@ void oci_config_free(struct oci_config *cfg)
         free(cfg->mounts[i].data);
     }
     free(cfg->mounts);
+    free(cfg->groups);
     hd_strv_free(cfg->masked_paths);
     hd_strv_free(cfg->readonly_paths);
     for (int i = 0; i < cfg->n_sysctls; i++) {
@@ -72,6 +88,13 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->seccomp_json);
     free(cfg->annotations_json);
     free(cfg->device_rules);
+    free(cfg->uid_map);
+    free(cfg->gid_map);
+    for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
+        if (cfg->ns_paths[t] && cfg->ns_fds[t] >= 0)
+            close(cfg->ns_fds[t]);
+        free(cfg->ns_paths[t]);
+    }
     free(cfg);
 }
 
@@ -92,6 +115,11 @@ static bool is_set(json_t *v)
     if (json_is_string(v))
         return json_string_length(v) > 0;
     return true;
+}
+
+bool oci_json_is_set(json_t *v)
+{
+    return is_set(v);
 }
 
 static int refuse_if_set(json_t *obj, const char *key, const char *prefix, hd_error_t *err)
@@ -183,6 +211,56 @@ static int parse_rlimits(json_t *arr, struct oci_config *cfg, hd_error_t *err)
 
 static const char *const cap_sets[] = {"bounding", "effective", "permitted", "inheritable", "ambient"};
 
+int oci_cap_parse(const char *name)
+{
+    if (strncmp(name, "CAP_", 4) != 0)
+        return -1;
+    for (const char *p = name; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            return -1;
+    return hd_cap_parse(name);
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void oci_warn_unknown_caps(char **unknown)
+{
+    size_t n = hd_strv_len(unknown);
+    if (n == 0)
+        return;
+    qsort(unknown, n, sizeof(*unknown), compare_names);
+    size_t len = 1;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(unknown[i]) + 1;
+    cleanup_free char *list = hd_xcalloc(1, len);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strcat(list, " ");
+        strcat(list, unknown[i]);
+    }
+    oci_log("warning", "ignoring unknown or unavailable capabilities: [%s]", list);
+}
+
+/* Take the names oci_cap_parse does not know out of set, each added once to *unknown (runc drops them). */
+static void drop_unknown_caps(char **set, char ***unknown)
+{
+    size_t kept = 0;
+    for (size_t i = 0; set && set[i]; i++) {
+        if (oci_cap_parse(set[i]) >= 0) {
+            set[kept++] = set[i];
+            continue;
+        }
+        if (!hd_strv_contains(*unknown, set[i]))
+            hd_strv_push(unknown, set[i]);
+        free(set[i]);
+    }
+    if (set)
+        set[kept] = NULL;
+}
+
 static uint64_t cap_mask(char **names)
 {
     uint64_t m = 0;
@@ -216,15 +294,17 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
     if (!json_is_object(caps))
         return hd_error_set(err, 0, "process.capabilities: not an object");
     char **sets[ARRAY_SIZE(cap_sets)] = {0};
+    cleanup_strv char **unknown = NULL;
     int rc = 0;
     for (size_t s = 0; s < ARRAY_SIZE(cap_sets) && rc == 0; s++) {
         char field[64];
         snprintf(field, sizeof(field), "process.capabilities.%s", cap_sets[s]);
         rc = get_strv(json_object_get(caps, cap_sets[s]), field, &sets[s], err);
-        for (size_t i = 0; rc == 0 && sets[s] && sets[s][i]; i++)
-            if (hd_cap_parse(sets[s][i]) < 0)
-                rc = hd_error_set(err, 0, "%s[%zu]: \"%s\" is not a capability hedge knows", field, i, sets[s][i]);
+        drop_unknown_caps(sets[s], &unknown);
     }
+    /* as runc (libcontainer/capabilities.New): a name this kernel does not have is left out, with a warning */
+    if (rc == 0)
+        oci_warn_unknown_caps(unknown);
     /* the set: bounding, else effective, else permitted */
     char **set = sets[0] ? sets[0] : sets[1] ? sets[1] : sets[2];
     for (size_t s = 0; s < 3 && rc == 0; s++) {
@@ -241,7 +321,8 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
                               "bounding, effective and permitted (not supported yet)",
                               cap_sets[s]);
     }
-    /* inheritable and ambient: within the set, and (for now) only for root, whose permitted set holds them */
+    /* inheritable and ambient: within the set (the permitted set, for any user: runtime/container keeps it
+     * over the user switch, as runc) */
     uint64_t main_set = cap_mask(set);
     for (size_t s = 3; s < 5 && rc == 0; s++) {
         uint64_t m = cap_mask(sets[s]);
@@ -250,8 +331,6 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
         if ((m & ~main_set) != 0)
             rc = hd_error_set(err, 0, "process.capabilities.%s: holds capabilities the bounding set does not",
                               cap_sets[s]);
-        else if (spec->user && strncmp(spec->user, "0:", 2) != 0)
-            rc = hd_error_set(err, 0, "process.capabilities.%s: not supported yet for a non-root user", cap_sets[s]);
         else if (s == 3)
             cfg->caps_inheritable = m;
         else
@@ -264,9 +343,19 @@ static int parse_capabilities(json_t *caps, struct oci_config *cfg, hd_error_t *
     return rc;
 }
 
+void oci_config_add_group(struct oci_config *cfg, gid_t gid)
+{
+    cfg->groups = hd_xrealloc(cfg->groups, (cfg->n_groups + 1) * sizeof(gid_t));
+    cfg->groups[cfg->n_groups++] = gid;
+}
+
 static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
 {
     struct hd_spec *spec = cfg->spec;
+    /* as runc: the process gets exactly process.user.additionalGids as its supplementary groups, none without */
+    free(cfg->groups);
+    cfg->groups = hd_xcalloc(1, sizeof(gid_t));
+    cfg->n_groups = 0;
     if (user == NULL || json_is_null(user))
         return 0;
     if (!json_is_object(user))
@@ -278,6 +367,8 @@ static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
     if (u < 0 || g < 0 || u > UINT32_MAX || g > UINT32_MAX)
         return hd_error_set(err, 0, "process.user: uid/gid out of range");
     spec->user = hd_xasprintf("%lld:%lld", u, g);
+    cfg->uid = (uid_t)u;
+    cfg->gid = (gid_t)g;
     json_t *umask = json_object_get(user, "umask");
     if (umask && !json_is_null(umask)) {
         if (!json_is_integer(umask) || json_integer_value(umask) < 0 || json_integer_value(umask) > 0777)
@@ -285,13 +376,18 @@ static int parse_user(json_t *user, struct oci_config *cfg, hd_error_t *err)
         cfg->umask = (int)json_integer_value(umask);
     }
     json_t *groups = json_object_get(user, "additionalGids");
+    if (groups && !json_is_null(groups) && !json_is_array(groups))
+        return hd_error_set(err, 0, "process.user.additionalGids: not an array");
     size_t i;
     json_t *v;
     json_array_foreach(groups, i, v)
     {
-        if (!json_is_integer(v) || json_integer_value(v) != g)
-            return unsupported(err, "process.user.additionalGids",
-                               "supplementary groups are not supported yet (only the primary gid)");
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > UINT32_MAX)
+            return hd_error_set(err, 0, "process.user.additionalGids[%zu]: not a gid (a number from 0 to %u)", i,
+                                UINT32_MAX);
+        if (i >= NGROUPS_MAX)
+            return hd_error_set(err, 0, "process.user.additionalGids: more than %d groups", NGROUPS_MAX);
+        oci_config_add_group(cfg, (gid_t)json_integer_value(v));
     }
     return refuse_if_set(user, "username", "process.user.", err);
 }
@@ -301,8 +397,19 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
     struct hd_spec *spec = cfg->spec;
     if (!json_is_object(proc))
         return hd_error_set(err, 0, "process: missing or not an object");
-    if (json_is_true(json_object_get(proc, "terminal")))
-        return unsupported(err, "process.terminal", "a terminal (console socket) is not supported yet");
+    cfg->terminal = json_is_true(json_object_get(proc, "terminal"));
+    json_t *size = json_object_get(proc, "consoleSize");
+    if (size && !json_is_null(size)) {
+        int64_t height = 0, width = 0;
+        if (hd_json_object(size, "process.consoleSize", "an object", err) < 0 ||
+            hd_json_int(json_object_get(size, "height"), "process.consoleSize.height", 0, 65535,
+                        "a number from 0 to 65535", &height, err) < 0 ||
+            hd_json_int(json_object_get(size, "width"), "process.consoleSize.width", 0, 65535,
+                        "a number from 0 to 65535", &width, err) < 0)
+            return -1;
+        cfg->console_rows = (unsigned)height;
+        cfg->console_cols = (unsigned)width;
+    }
     if (refuse_if_set(proc, "commandLine", "process.", err) < 0 ||
         refuse_if_set(proc, "ioPriority", "process.", err) < 0 ||
         refuse_if_set(proc, "scheduler", "process.", err) < 0 ||
@@ -382,6 +489,26 @@ struct mount_option {
     unsigned attr;     /* MOUNT_ATTR_* for binds */
 };
 
+/* Propagation: of a mount (mounts[i].options) and of the root (linux.rootfsPropagation), set after the
+ * mount is made, inside the container's mount namespace (every mount starts private there, rootfs.c). */
+static const struct {
+    const char *name;
+    unsigned long flags;
+} propagations[] = {
+    {"private", MS_PRIVATE},       {"rprivate", MS_PRIVATE | MS_REC},
+    {"shared", MS_SHARED},         {"rshared", MS_SHARED | MS_REC},
+    {"slave", MS_SLAVE},           {"rslave", MS_SLAVE | MS_REC},
+    {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
+};
+
+static unsigned long propagation_flags(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(propagations); i++)
+        if (strcmp(propagations[i].name, name) == 0)
+            return propagations[i].flags;
+    return 0;
+}
+
 static const struct mount_option flag_options[] = {
     {"ro", MS_RDONLY, MOUNT_ATTR_RDONLY},
     {"nosuid", MS_NOSUID, MOUNT_ATTR_NOSUID},
@@ -396,9 +523,6 @@ static const struct mount_option flag_options[] = {
     {"dev", 0, 0},
     {"exec", 0, 0},
     {"atime", 0, 0},
-    /* every mount of the container is private already (rootfs.c) */
-    {"private", 0, 0},
-    {"rprivate", 0, 0},
     {"bind", 0, 0},
     {"rbind", 0, 0},
 };
@@ -439,7 +563,7 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
     if (get_strv(json_object_get(m, "options"), field, &options, err) < 0)
         return -1;
     bool bind = strcmp(type, "bind") == 0 || strcmp(type, "rbind") == 0;
-    unsigned long flags = 0;
+    unsigned long flags = 0, propagation = 0;
     unsigned attr = 0;
     cleanup_free char *data = NULL;
     for (size_t k = 0; options && options[k]; k++) {
@@ -447,6 +571,10 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
         if (strcmp(o, "bind") == 0 || strcmp(o, "rbind") == 0)
             bind = true;
         bool known = false;
+        if (propagation_flags(o)) {
+            propagation = propagation_flags(o); /* the last one counts, as with mount(8) */
+            continue;
+        }
         for (size_t f = 0; f < ARRAY_SIZE(flag_options); f++) {
             if (strcmp(flag_options[f].name, o) == 0) {
                 flags |= flag_options[f].set;
@@ -458,8 +586,10 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
             continue;
         if (!bind && strchr(o, '=') == NULL && strcmp(o, "newinstance") != 0)
             return hd_error_set(err, 0, "mounts[%zu].options[%zu]: \"%s\" is not supported yet", i, k, o);
-        if (bind || strncmp(o, "tmpcopyup", 9) == 0)
+        if (strncmp(o, "tmpcopyup", 9) == 0 || (bind && strchr(o, '=') == NULL))
             return hd_error_set(err, 0, "mounts[%zu].options[%zu]: \"%s\" is not supported yet", i, k, o);
+        if (bind)
+            continue; /* filesystem data on a bind means nothing (runc ignores it) */
         /* filesystem data such as size=65536k, mode=755 */
         char *joined = data ? hd_xasprintf("%s,%s", data, o) : hd_xstrdup(o);
         free(data);
@@ -474,11 +604,13 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
         spec->mounts[spec->n_mounts++] = (struct hd_mount){
             .source = get_and_reset(&abs), .target = hd_xstrdup(target), .readonly = (attr & MOUNT_ATTR_RDONLY) != 0};
         attr &= ~(unsigned)MOUNT_ATTR_RDONLY; /* the runtime binds it read-only (recursively) */
-        if (attr == 0)
-            return 0;
+        /* every bind gets its entry, even with nothing to set: its place in the config order (setup_inside) */
         cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
-        cfg->mounts[cfg->n_mounts++] = (struct oci_mount){
-            .kind = OCI_MOUNT_ATTR, .type = hd_xstrdup("bind"), .target = hd_xstrdup(target), .attr = attr};
+        cfg->mounts[cfg->n_mounts++] = (struct oci_mount){.kind = OCI_MOUNT_ATTR,
+                                                          .type = hd_xstrdup("bind"),
+                                                          .target = hd_xstrdup(target),
+                                                          .attr = attr,
+                                                          .propagation = propagation};
         return 0;
     }
     for (size_t r = 0; r < ARRAY_SIZE(runtime_mounts); r++) {
@@ -500,6 +632,7 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
         return hd_error_set(err, 0, "mounts[%zu].destination: %s over %s is not supported yet", i, type, target);
     cfg->mounts = hd_xrealloc(cfg->mounts, (size_t)(cfg->n_mounts + 1) * sizeof(*cfg->mounts));
     cfg->mounts[cfg->n_mounts++] = (struct oci_mount){.kind = OCI_MOUNT_FS,
+                                                      .propagation = propagation,
                                                       .type = hd_xstrdup(type),
                                                       .source = hd_xstrdup(*source ? source : type),
                                                       .target = hd_xstrdup(target),
@@ -511,9 +644,92 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
 /* ---- linux ---- */
 
 static const char *const namespace_types[] = {"pid", "mount", "ipc", "uts", "network", "cgroup", "user", "time"};
+/* namespace_types[t] as the runtime's enum hd_join_ns and its CLONE_NEW* type (user, time: not joined) */
+static const struct {
+    int join;
+    int clone_type;
+} namespace_joins[] = {
+    {HD_JOIN_PID, CLONE_NEWPID}, {HD_JOIN_MNT, CLONE_NEWNS},  {HD_JOIN_IPC, CLONE_NEWIPC},
+    {HD_JOIN_UTS, CLONE_NEWUTS}, {HD_JOIN_NET, CLONE_NEWNET}, {HD_JOIN_CGROUP, CLONE_NEWCGROUP},
+    {-1, CLONE_NEWUSER},         {-1, CLONE_NEWTIME},
+};
 
-static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
+/* The name linux.namespaces uses for a CLONE_NEW* type, or NULL. */
+static const char *namespace_type_name(int clone_type)
 {
+    for (size_t t = 0; t < ARRAY_SIZE(namespace_joins); t++)
+        if (namespace_joins[t].clone_type == clone_type)
+            return namespace_types[t];
+    return NULL;
+}
+
+/* The hostname of the uts namespace fd: a child joins it and writes its nodename to a pipe. */
+static char *uts_namespace_hostname(int fd, hd_error_t *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return hd_error_sys(err, "pipe"), NULL;
+    pid_t pid = fork();
+    if (pid < 0) {
+        hd_error_sys(err, "fork");
+        close(p[0]);
+        close(p[1]);
+        return NULL;
+    }
+    if (pid == 0) {
+        struct utsname u;
+        if (setns(fd, CLONE_NEWUTS) < 0 || uname(&u) < 0)
+            _exit(1);
+        _exit(write(p[1], u.nodename, strlen(u.nodename)) < 0);
+    }
+    close(p[1]);
+    char name[sizeof(((struct utsname *)0)->nodename)] = {0};
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof(name) - 1 &&
+           ((n = read(p[0], name + got, sizeof(name) - 1 - got)) > 0 || (n < 0 && errno == EINTR)))
+        got += n > 0 ? (size_t)n : 0;
+    close(p[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return hd_error_set(err, 0, "join it to read its hostname"), NULL;
+    return hd_xstrdup(name);
+}
+
+int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err)
+{
+    for (size_t t = 0; t < ARRAY_SIZE(namespace_joins); t++) {
+        int j = namespace_joins[t].join;
+        if (j < 0 || cfg->ns_paths[j] == NULL)
+            continue;
+        const char *path = cfg->ns_paths[j];
+        size_t i = cfg->ns_index[j];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return hd_error_sys(err, "linux.namespaces[%zu].path: open %s", i, path);
+        cfg->ns_fds[j] = fd;
+        /* what setns(fd, type) checks in the child, asked here so the error names the field */
+        int type = ioctl(fd, NS_GET_NSTYPE);
+        if (type < 0)
+            return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s is not a namespace file", i, path);
+        if (type != namespace_joins[t].clone_type) {
+            const char *name = namespace_type_name(type);
+            return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s is a namespace of type %s, not %s", i, path,
+                                name ? name : "unknown", namespace_types[t]);
+        }
+        /* no hostname in the config: the container's (/etc/hostname, $HOSTNAME) is the joined namespace's */
+        if (j == HD_JOIN_UTS && cfg->spec->hostname == NULL &&
+            (cfg->spec->hostname = uts_namespace_hostname(fd, err)) == NULL)
+            return hd_error_prefix(err, "linux.namespaces[%zu].path: %s", i, path);
+    }
+    return 0;
+}
+
+static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
     bool have[ARRAY_SIZE(namespace_types)] = {0};
     size_t i;
     json_t *ns;
@@ -526,16 +742,43 @@ static int parse_namespaces(json_t *arr, struct hd_spec *spec, hd_error_t *err)
             t++;
         if (t == ARRAY_SIZE(namespace_types))
             return hd_error_set(err, 0, "linux.namespaces[%zu].type: not a namespace type", i);
-        if (is_set(json_object_get(ns, "path")))
-            return hd_error_set(err, 0,
-                                "linux.namespaces[%zu].path: joining an existing %s namespace is not "
-                                "supported yet",
-                                i, namespace_types[t]);
-        if (strcmp(namespace_types[t], "user") == 0 || strcmp(namespace_types[t], "time") == 0)
+        json_t *path = json_object_get(ns, "path");
+        if (have[t])
+            return hd_error_set(err, 0, "linux.namespaces[%zu]: a second %s namespace", i, namespace_types[t]);
+        if (is_set(path)) {
+            int j = namespace_joins[t].join;
+            if (j < 0)
+                return hd_error_set(err, 0,
+                                    "linux.namespaces[%zu].path: joining an existing %s namespace is not "
+                                    "supported yet (network, ipc, uts, mount, cgroup and pid are)",
+                                    i, namespace_types[t]);
+            if (!json_is_string(path) || json_string_value(path)[0] != '/')
+                return hd_error_set(err, 0, "linux.namespaces[%zu].path: not an absolute path", i);
+            cfg->ns_paths[j] = hd_xstrdup(json_string_value(path));
+            cfg->ns_index[j] = i;
+            cfg->ns_fds[j] = -1;
+            have[t] = true;
+            continue;
+        }
+        if (strcmp(namespace_types[t], "time") == 0)
             return hd_error_set(err, 0, "linux.namespaces[%zu]: a new %s namespace is not supported yet", i,
                                 namespace_types[t]);
+        if (strcmp(namespace_types[t], "user") == 0)
+            cfg->new_userns = true; /* with linux.uidMappings/gidMappings (userns.c) */
         have[t] = true;
     }
+    /* with a new user namespace the runtime enters joined network, ipc and uts namespaces for the clone (the
+     * process is born there); the others need rights in their owner inside the container (mount, proc, cgroup) */
+    static const enum hd_join_ns owned_inside[] = {HD_JOIN_MNT, HD_JOIN_PID, HD_JOIN_CGROUP};
+    for (size_t k = 0; k < ARRAY_SIZE(owned_inside) && cfg->new_userns; k++)
+        if (cfg->ns_paths[owned_inside[k]])
+            return hd_error_set(err, 0,
+                                "linux.namespaces[%zu].path: joining an existing %s namespace together with a new "
+                                "user namespace is not supported yet (network, ipc and uts are)",
+                                cfg->ns_index[owned_inside[k]],
+                                owned_inside[k] == HD_JOIN_MNT       ? "mount"
+                                    : owned_inside[k] == HD_JOIN_PID ? "pid"
+                                                                     : "cgroup");
     /* hedge's container always has its own pid, mount, ipc and uts namespaces (and cgroup,
      * which only hides more); the network namespace is its own unless the config shares the host's */
     for (size_t t = 0; t < 4; t++)
@@ -617,7 +860,7 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     struct hd_spec *spec = cfg->spec;
     if (res == NULL || json_is_null(res))
         return 0;
-    static const char *const refused[] = {"blockIO", "hugepageLimits", "network", "rdma", "unified"};
+    static const char *const refused[] = {"network", "rdma", "unified"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(res, refused[i], "linux.resources.", err) < 0)
             return -1;
@@ -625,11 +868,29 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
         return -1;
     json_t *mem = json_object_get(res, "memory");
     if (json_is_object(mem)) {
-        static const char *const mem_refused[] = {"reservation",      "kernel",       "kernelTCP",        "swappiness",
-                                                  "disableOOMKiller", "useHierarchy", "checkBeforeUpdate"};
+        static const char *const mem_refused[] = {"useHierarchy", "checkBeforeUpdate"};
         for (size_t i = 0; i < ARRAY_SIZE(mem_refused); i++)
             if (refuse_if_set(mem, mem_refused[i], "linux.resources.memory.", err) < 0)
                 return -1;
+        /* as runc: kernel memory limits are gone from recent kernels (kernel) or nearly so (kernelTCP) */
+        for (const char *const *k = (const char *const[]){"kernel", "kernelTCP", NULL}; *k; k++)
+            if (is_set(json_object_get(mem, *k)))
+                oci_log("warning", "linux.resources.memory.%s: kernel memory limits are ignored", *k);
+        int64_t value = 0;
+        json_t *reservation = json_object_get(mem, "reservation");
+        if (is_set(reservation)) {
+            if (hd_json_int(reservation, "linux.resources.memory.reservation", -1, INT64_MAX, NULL, &value, err) < 0)
+                return -1;
+            spec->resources.memory_reservation = value > 0 ? value : 0;
+        }
+        json_t *swappiness = json_object_get(mem, "swappiness");
+        if (is_set(swappiness)) {
+            if (hd_json_int(swappiness, "linux.resources.memory.swappiness", 0, 100, NULL, &value, err) < 0)
+                return -1;
+            spec->resources.swappiness_set = true;
+            spec->resources.swappiness = (int)value;
+        }
+        spec->resources.disable_oom_killer = json_is_true(json_object_get(mem, "disableOOMKiller"));
         json_t *limit = json_object_get(mem, "limit"), *swap = json_object_get(mem, "swap");
         if (json_is_integer(limit) && json_integer_value(limit) > 0) {
             spec->resources.memory = json_integer_value(limit);
@@ -646,7 +907,7 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     }
     json_t *cpu = json_object_get(res, "cpu");
     if (json_is_object(cpu)) {
-        static const char *const cpu_refused[] = {"realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst"};
+        static const char *const cpu_refused[] = {"idle", "burst"};
         for (size_t i = 0; i < ARRAY_SIZE(cpu_refused); i++)
             if (refuse_if_set(cpu, cpu_refused[i], "linux.resources.cpu.", err) < 0)
                 return -1;
@@ -657,14 +918,21 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
                 return hd_error_set(err, 0, "linux.resources.cpu.shares: must be 2..262144");
             /* crun's shares → weight; the cgroup backend maps the weight back on v1 (rounded) */
             spec->resources.cpu_weight = 1 + ((s - 2) * 9999) / 262142;
+            spec->resources.cpu_shares = s; /* v1 writes it as given, as runc does */
         }
         json_t *quota = json_object_get(cpu, "quota"), *period = json_object_get(cpu, "period");
-        long long p = json_is_integer(period) && json_integer_value(period) > 0 ? json_integer_value(period) : 100000;
-        if (p != 100000)
-            return unsupported(err, "linux.resources.cpu.period", "only 100000 (the default) is supported yet");
+        int64_t p = 100000;
+        if (is_set(period)) {
+            /* the kernel's CFS bounds: 1 ms .. 1 s */
+            if (hd_json_int(period, "linux.resources.cpu.period", 1000, 1000000, NULL, &p, err) < 0)
+                return -1;
+            spec->resources.cpu_period_us = p;
+        }
         if (json_is_integer(quota) && json_integer_value(quota) > 0)
             spec->resources.cpus = (double)json_integer_value(quota) / (double)p;
     }
+    if (oci_resources_parse_cpuset_io(res, &spec->resources, err) < 0)
+        return -1;
     json_t *pids = json_object_get(res, "pids");
     if (json_is_object(pids)) {
         json_t *limit = json_object_get(pids, "limit");
@@ -761,19 +1029,23 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
 {
     if (!json_is_object(lx))
         return hd_error_set(err, 0, "linux: missing or not an object");
-    static const char *const refused[] = {"uidMappings", "gidMappings", "devices",      "intelRdt",
-                                          "personality", "timeOffsets", "memoryPolicy", "netDevices"};
+    static const char *const refused[] = {"devices",     "intelRdt",     "personality",
+                                          "timeOffsets", "memoryPolicy", "netDevices"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
             return -1;
     json_t *prop = json_object_get(lx, "rootfsPropagation");
-    if (is_set(prop) &&
-        (!json_is_string(prop) ||
-         (strcmp(json_string_value(prop), "private") != 0 && strcmp(json_string_value(prop), "rprivate") != 0)))
-        return unsupported(err, "linux.rootfsPropagation", "only private/rprivate is supported yet");
+    if (is_set(prop)) {
+        if (!json_is_string(prop) || propagation_flags(json_string_value(prop)) == 0)
+            return hd_error_set(err, 0,
+                                "linux.rootfsPropagation: must be one of private, rprivate, shared, rshared, slave, "
+                                "rslave, unbindable, runbindable");
+        cfg->rootfs_propagation = propagation_flags(json_string_value(prop));
+    }
     if (is_set(json_object_get(lx, "mountLabel")) && lsm_enabled("selinux"))
         return unsupported(err, "linux.mountLabel", "SELinux labels are not supported yet");
-    if (parse_namespaces(json_object_get(lx, "namespaces"), cfg->spec, err) < 0 ||
+    if (parse_namespaces(json_object_get(lx, "namespaces"), cfg, err) < 0 ||
+        oci_userns_parse(lx, cfg->new_userns, cfg, err) < 0 ||
         parse_resources(json_object_get(lx, "resources"), cfg, err) < 0 ||
         parse_cgroups_path(json_object_get(lx, "cgroupsPath"), cfg, err) < 0 ||
         parse_seccomp(json_object_get(lx, "seccomp"), cfg, err) < 0 ||
@@ -796,20 +1068,6 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
             cfg->sysctls[cfg->n_sysctls].key = hd_xstrdup(key);
             cfg->sysctls[cfg->n_sysctls++].value = hd_xstrdup(json_string_value(value));
         }
-    }
-    return 0;
-}
-
-static int parse_hooks(json_t *hooks, hd_error_t *err)
-{
-    if (!is_set(hooks))
-        return 0;
-    const char *key;
-    json_t *list;
-    json_object_foreach(hooks, key, list)
-    {
-        if (is_set(list))
-            return hd_error_set(err, 0, "hooks.%s: hooks are not supported yet", key);
     }
     return 0;
 }
@@ -837,6 +1095,9 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     cfg->spec->security.seccomp = hd_xstrdup("unconfined");
     cfg->bundle = hd_xstrdup(resolved);
     cfg->umask = -1;
+    cfg->console_fd = -1;
+    for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++)
+        cfg->ns_fds[t] = -1;
     int rc = -1;
     json_t *ver = json_object_get(root, "ociVersion");
     if (!json_is_string(ver) || strncmp(json_string_value(ver), "1.", 2) != 0) {
@@ -867,11 +1128,16 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
         cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
     if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
         refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
-        refuse_if_set(root, "zos", "", err) < 0 || parse_hooks(json_object_get(root, "hooks"), err) < 0)
+        refuse_if_set(root, "zos", "", err) < 0 ||
+        oci_hooks_parse(json_object_get(root, "hooks"), &cfg->hooks, err) < 0)
         goto out;
     if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
         parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
         goto out;
+    if (cfg->ns_paths[HD_JOIN_UTS] && !is_set(hostname)) {
+        free(cfg->spec->hostname); /* a joined uts namespace keeps its name (oci_namespaces_open reads it) */
+        cfg->spec->hostname = NULL;
+    }
     finish_device_rules(cfg);
     json_t *mounts = json_object_get(root, "mounts");
     size_t i;
@@ -961,13 +1227,14 @@ static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
 
 static int setup_mount(const struct oci_mount *m, int index, hd_error_t *err)
 {
-    (void)index;
     switch (m->kind) {
     case OCI_MOUNT_ATTR: {
         struct mount_attr a = {.attr_set = m->attr};
-        if (syscall(SYS_mount_setattr, AT_FDCWD, m->target, AT_RECURSIVE, &a, sizeof(a)) < 0)
+        if (m->attr & MOUNT_ATTR__ATIME)
+            a.attr_clr = MOUNT_ATTR__ATIME; /* the kernel changes the atime mode only as a whole */
+        if (m->attr && syscall(SYS_mount_setattr, AT_FDCWD, m->target, AT_RECURSIVE, &a, sizeof(a)) < 0)
             return hd_error_sys(err, "mounts: set nosuid/nodev/noexec on %s", m->target);
-        return 0;
+        break;
     }
     case OCI_MOUNT_CGROUP: return mount_cgroups(m, err);
     case OCI_MOUNT_FS:
@@ -975,8 +1242,10 @@ static int setup_mount(const struct oci_mount *m, int index, hd_error_t *err)
             return -1;
         if (mount(m->source, m->target, m->type, m->flags, m->data) < 0)
             return hd_error_sys(err, "mounts: mount %s on %s", m->type, m->target);
-        return 0;
+        break;
     }
+    if (m->propagation && mount(NULL, m->target, NULL, m->propagation, NULL) < 0)
+        return hd_error_sys(err, "mounts[%d]: propagation of %s", index, m->target);
     return 0;
 }
 
@@ -1028,15 +1297,112 @@ static int write_sysctls(const struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+static int setup_inside(const struct oci_config *cfg, hd_error_t *err);
+
 int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err)
 {
-    (void)w;
     const struct oci_config *cfg = data;
-    if (phase == HD_SETUP_CGROUPS)
+    switch (phase) {
+    case HD_SETUP_CGROUPS:
         return 0; /* the device list is on the workload's cgroup, entered with it (cgroup/devices.h) */
-    for (int i = 0; i < cfg->n_mounts; i++)
-        if (setup_mount(&cfg->mounts[i], i, err) < 0)
+    case HD_SETUP_BEFORE_PIVOT:
+        return oci_hooks_run(&cfg->hooks, OCI_HOOK_CREATE_CONTAINER, oci_hook_state(w, "creating"), err);
+    case HD_SETUP_BEFORE_EXEC:
+        return oci_hooks_run(&cfg->hooks, OCI_HOOK_START_CONTAINER, oci_hook_state(w, "created"), err);
+    case HD_SETUP_INSIDE: break;
+    }
+    if (setup_inside(cfg, err) < 0)
+        return -1;
+    if (cfg->terminal) {
+        struct oci_console console = {.socket_fd = cfg->console_fd,
+                                      .rows = cfg->console_rows,
+                                      .cols = cfg->console_cols,
+                                      .uid = cfg->uid,
+                                      .gid = cfg->gid,
+                                      .bind_dev_console = true};
+        return oci_console_make(&console, err);
+    }
+    return 0;
+}
+
+/* Put a bind taken off by take_off_late_binds back on its target (made again if a mount before it hid it),
+ * as a fresh clone. */
+static int put_back_bind(int tree, const struct oci_mount *m, hd_error_t *err)
+{
+    struct stat st;
+    if (fstat(tree, &st) < 0)
+        return hd_error_sys(err, "mounts: %s", m->target);
+    if (S_ISDIR(st.st_mode)) {
+        if (mkdir_p_inside(m->target, err) < 0)
             return -1;
+    } else {
+        cleanup_free char *parent = hd_xstrdup(m->target);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent)
+            *slash = '\0';
+        if (slash && slash != parent && mkdir_p_inside(parent, err) < 0)
+            return -1;
+        int fd = open(m->target, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return hd_error_sys(err, "mounts: create %s", m->target);
+        close(fd);
+    }
+    if (move_mount(tree, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hd_error_sys(err, "mounts: bind on %s", m->target);
+    /* mountinfo lists mounts by their id, given when a mount is made: clone it again here, in its turn */
+    cleanup_close int again = open_tree(AT_FDCWD, m->target, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (again < 0 || umount2(m->target, MNT_DETACH) < 0 ||
+        move_mount(again, "", AT_FDCWD, m->target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hd_error_sys(err, "mounts: bind again on %s", m->target);
+    return 0;
+}
+
+/*
+ * The runtime attaches the config's binds (rootfs.c) before this hook makes the other mounts. A bind
+ * that follows a new filesystem (tmpfs, mqueue, cgroup) in the config is therefore taken off first:
+ * a detached clone of it is kept in trees[i] and the bind unmounted, the last one first (a bind
+ * below another goes before it). setup_inside puts each back in its turn, so the mounts are made in
+ * the config's order: mountinfo lists them so, and a tmpfs that comes before a bind below it does
+ * not hide it.
+ */
+static int take_off_late_binds(const struct oci_config *cfg, int *trees, hd_error_t *err)
+{
+    int first_fs = cfg->n_mounts;
+    for (int i = 0; i < cfg->n_mounts && first_fs == cfg->n_mounts; i++)
+        if (cfg->mounts[i].kind != OCI_MOUNT_ATTR)
+            first_fs = i;
+    for (int i = cfg->n_mounts - 1; i > first_fs; i--) {
+        const struct oci_mount *m = &cfg->mounts[i];
+        if (m->kind != OCI_MOUNT_ATTR)
+            continue;
+        trees[i] = open_tree(AT_FDCWD, m->target, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (trees[i] < 0)
+            return hd_error_sys(err, "mounts: clone the bind on %s", m->target);
+        if (umount2(m->target, MNT_DETACH) < 0)
+            return hd_error_sys(err, "mounts: take off the bind on %s", m->target);
+    }
+    return 0;
+}
+
+/* HD_SETUP_INSIDE: the config's mounts, umask, masked and read-only paths, sysctls. */
+static int setup_inside(const struct oci_config *cfg, hd_error_t *err)
+{
+    int *trees = hd_xcalloc((size_t)cfg->n_mounts + 1, sizeof(int));
+    for (int i = 0; i < cfg->n_mounts; i++)
+        trees[i] = -1;
+    int rc = take_off_late_binds(cfg, trees, err);
+    for (int i = 0; i < cfg->n_mounts && rc == 0; i++) {
+        if (trees[i] >= 0 && put_back_bind(trees[i], &cfg->mounts[i], err) < 0)
+            rc = -1;
+        else if (setup_mount(&cfg->mounts[i], i, err) < 0)
+            rc = -1;
+    }
+    for (int i = 0; i < cfg->n_mounts; i++)
+        if (trees[i] >= 0)
+            close(trees[i]);
+    free(trees);
+    if (rc < 0)
+        return -1;
     if (cfg->umask >= 0)
         umask((mode_t)cfg->umask); /* the runtime set 0022 just before; this one reaches the exec */
     for (size_t i = 0; cfg->masked_paths && cfg->masked_paths[i]; i++)
@@ -1045,5 +1411,9 @@ int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_p
     for (size_t i = 0; cfg->readonly_paths && cfg->readonly_paths[i]; i++)
         if (readonly_path(cfg->readonly_paths[i], err) < 0)
             return -1;
-    return write_sysctls(cfg, err);
+    if (write_sysctls(cfg, err) < 0)
+        return -1;
+    if (cfg->rootfs_propagation && mount(NULL, "/", NULL, cfg->rootfs_propagation, NULL) < 0)
+        return hd_error_sys(err, "linux.rootfsPropagation");
+    return 0;
 }

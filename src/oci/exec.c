@@ -32,39 +32,15 @@
 
 struct exec_flags {
     const char *process, *pid_file, *console_socket, *cwd, *user, *preserve_fds, *apparmor, *process_label;
-    const char *cgroup, *env_last, *cap_last, *gids;
+    const char *cgroup, *env_last, *cap_last, *gids_last;
     bool detach, tty, no_new_privs, ignore_paused;
+    char **env_add, **gids, **caps; /* every --env, --additional-gids, --cap (repeatable, as runc) */
 };
-
-/* runc's repeatable flags (--env, -e): every value before the first positional */
-static void collect_repeated(int argc, char **argv, const char *name, char short_name, char ***out)
-{
-    size_t len = strlen(name);
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--") == 0 || a[0] != '-')
-            return;
-        const char *n = a + (a[1] == '-' ? 2 : 1);
-        if (strncmp(n, name, len) == 0 && n[len] == '=') {
-            hd_strv_push(out, n + len + 1);
-        } else if ((strcmp(n, name) == 0 || (n[0] == short_name && n[1] == '\0')) && i + 1 < argc) {
-            hd_strv_push(out, argv[++i]);
-        }
-    }
-}
 
 static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
 {
-    if (f->tty)
-        return hd_error_set(err, 0, "exec --tty: a terminal is not supported yet by hedge-oci");
-    if (f->console_socket && *f->console_socket)
-        return hd_error_set(err, 0, "exec --console-socket: a terminal (console socket) is not supported yet");
     if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
         return hd_error_set(err, 0, "exec --preserve-fds: passing extra file descriptors is not supported yet");
-    if (f->cap_last)
-        return hd_error_set(err, 0, "exec --cap: adding capabilities to an exec'd process is not supported yet");
-    if (f->gids)
-        return hd_error_set(err, 0, "exec --additional-gids: supplementary groups are not supported yet");
     if (f->apparmor && *f->apparmor)
         return hd_error_set(err, 0, "exec --apparmor: AppArmor profiles are not supported yet");
     if (f->process_label && *f->process_label)
@@ -72,6 +48,49 @@ static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
     if (f->cgroup && *f->cgroup)
         return hd_error_set(err, 0, "exec --cgroup: a sub-cgroup for the process is not supported yet");
     return 0;
+}
+
+/* --additional-gids, -g: each value a gid or a comma list of them (runc 1.1 takes one per flag) */
+static int add_groups(char **values, struct oci_config *cfg, hd_error_t *err)
+{
+    for (size_t i = 0; values && values[i]; i++) {
+        for (const char *p = values[i];;) {
+            char *end = NULL;
+            errno = 0;
+            unsigned long long gid = *p >= '0' && *p <= '9' ? strtoull(p, &end, 10) : 0;
+            if (end == NULL || errno != 0 || gid > UINT32_MAX || (*end != ',' && *end != '\0'))
+                return hd_error_set(err, 0, "exec --additional-gids: \"%s\" is not a gid or a comma list of gids",
+                                    values[i]);
+            oci_config_add_group(cfg, (gid_t)gid);
+            if (*end == '\0')
+                break;
+            p = end + 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * --cap, -c: as runc, each capability joins the process's bounding, effective and permitted sets (the bounding
+ * set is the exec'd process's own, so it may reach past the container's), and its ambient set when the process
+ * has the capability inheritable; names this kernel does not have are dropped with runc's warning.
+ */
+static void add_caps(char **names, struct oci_config *cfg)
+{
+    cleanup_strv char **unknown = NULL;
+    for (size_t i = 0; names && names[i]; i++) {
+        int cap = oci_cap_parse(names[i]);
+        if (cap < 0) {
+            if (!hd_strv_contains(unknown, names[i]))
+                hd_strv_push(&unknown, names[i]);
+            continue;
+        }
+        if (!hd_strv_contains(cfg->spec->security.cap_add, names[i]))
+            hd_strv_push(&cfg->spec->security.cap_add, names[i]);
+        if (cfg->caps_inheritable & (1ULL << cap))
+            cfg->caps_ambient |= 1ULL << cap;
+    }
+    oci_warn_unknown_caps(unknown);
 }
 
 static int write_pid(const char *path, pid_t pid, hd_error_t *err)
@@ -83,9 +102,45 @@ static int write_pid(const char *path, pid_t pid, hd_error_t *err)
     return 0;
 }
 
+static int exec_console_setup(void *data, hd_error_t *err)
+{
+    return oci_console_make(data, err);
+}
+
+/* "uid[:gid]" of --user (a name keeps the config's ids): the owner of the exec's terminal. */
+static void console_owner(const char *user, struct oci_console *c)
+{
+    unsigned uid, gid;
+    int n = user ? sscanf(user, "%u:%u", &uid, &gid) : 0;
+    if (n >= 1)
+        c->uid = uid;
+    if (n == 2)
+        c->gid = gid;
+}
+
+/*
+ * exec's terminal (--tty, or the --process file's process.terminal): through --console-socket, or, in the
+ * foreground without one, relayed by us (*relay_fd). --console-socket without a terminal is runc's error.
+ */
+static int exec_console(const struct exec_flags *f, const struct oci_config *cfg, struct oci_console *c, int *relay_fd,
+                        hd_error_t *err)
+{
+    bool terminal = f->process ? cfg->terminal : f->tty;
+    bool socket_given = f->console_socket && *f->console_socket;
+    if (!terminal)
+        return socket_given ? hd_error_set(err, 0, "exec --console-socket: needs --tty (or process.terminal)") : 0;
+    *c = (struct oci_console){.rows = cfg->console_rows, .cols = cfg->console_cols, .uid = cfg->uid, .gid = cfg->gid};
+    console_owner(f->user, c);
+    if (socket_given)
+        return (c->socket_fd = oci_console_connect(f->console_socket, err)) < 0 ? -1 : 1;
+    if (f->detach)
+        return hd_error_set(err, 0, "exec --tty: a detached process needs --console-socket for its terminal");
+    return oci_console_pair(relay_fd, &c->socket_fd, err) < 0 ? -1 : 1;
+}
+
 /* Build the process of exec from the bundle's config, --process and the flags, and start it. */
-static int exec_process(const struct oci_state *st, const struct exec_flags *f, char **args, char **env_add,
-                        pid_t *pid_out, hd_error_t *err)
+static int exec_process(const struct oci_state *st, const struct exec_flags *f, char **args, pid_t *pid_out,
+                        int *relay_fd, hd_error_t *err)
 {
     enum oci_status status = oci_state_status(st);
     if (status == OCI_STOPPED)
@@ -110,8 +165,11 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         hd_strv_free(spec->command);
         spec->command = hd_strv_dup(args);
     }
-    for (size_t i = 0; env_add && env_add[i]; i++)
-        hd_env_set(&spec->env, env_add[i]);
+    for (size_t i = 0; f->env_add && f->env_add[i]; i++)
+        hd_env_set(&spec->env, f->env_add[i]);
+    if (add_groups(f->gids, cfg, err) < 0)
+        goto out;
+    add_caps(f->caps, cfg);
     if (f->cwd) {
         free(spec->workdir);
         spec->workdir = hd_xstrdup(f->cwd);
@@ -122,6 +180,17 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     }
     if (f->no_new_privs)
         spec->security.no_new_privs = true;
+    if (oci_globals.vm) { /* in the guest: the holder runs it (vm.c) */
+        if (f->process ? cfg->terminal : f->tty)
+            rc = hd_error_set(err, 0, "exec --tty: a terminal is not supported by hedge-oci-vm yet");
+        else if (status == OCI_CREATED) /* the guest is held before its command: nothing runs there yet */
+            rc = hd_error_set(err, 0, "the container is created, not started: start it first");
+        else
+            rc = oci_vm_exec(st, spec, pid_out, err);
+        if (rc < 0)
+            hd_error_prefix(err, "exec %s", st->id);
+        goto out;
+    }
     /* the filter the first process got: create saved the config's profile under --root */
     free(spec->security.seccomp);
     spec->security.seccomp =
@@ -135,7 +204,13 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     oci_use_cgroup_parent(st->cgroup_parent);
     if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
         goto out;
+    struct oci_console console = {.socket_fd = -1};
+    int with_console = exec_console(f, cfg, &console, relay_fd, err);
+    if (with_console < 0)
+        goto out;
     struct hd_container_join j = {
+        .setup = with_console ? exec_console_setup : NULL,
+        .setup_data = &console,
         .init_pid = st->pid,
         .security = &spec->security,
         .caps_inheritable = cfg->caps_inheritable,
@@ -145,8 +220,12 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         .env = spec->env,
         .workdir = spec->workdir,
         .user = spec->user,
+        .groups = cfg->groups,
+        .n_groups = cfg->n_groups,
     };
     rc = hd_container_join(&j, pid_out, err);
+    if (console.socket_fd >= 0)
+        close(console.socket_fd); /* the process has its copy */
     if (rc < 0 && *err && (*err)->exit_code == HD_EXIT_NOT_FOUND) {
         /* runc's words, which engines map to 127 (podman: "executable file not found in") */
         cleanup_free char *msg = hd_xstrdup((*err)->message);
@@ -164,15 +243,16 @@ out:
 int oci_cmd_exec(int argc, char **argv)
 {
     struct exec_flags f = {0};
+    cleanup_strv char **env_add = NULL, **gids = NULL, **caps = NULL;
     struct oci_option opts[] = {
         {"process", 'p', true, &f.process, NULL},
         {"pid-file", 0, true, &f.pid_file, NULL},
         {"console-socket", 0, true, &f.console_socket, NULL},
         {"cwd", 0, true, &f.cwd, NULL},
-        {"env", 'e', true, &f.env_last, NULL},
+        {"env", 'e', true, &f.env_last, NULL, &env_add},
         {"user", 'u', true, &f.user, NULL},
-        {"additional-gids", 'g', true, &f.gids, NULL},
-        {"cap", 'c', true, &f.cap_last, NULL},
+        {"additional-gids", 'g', true, &f.gids_last, NULL, &gids},
+        {"cap", 'c', true, &f.cap_last, NULL, &caps},
         {"apparmor", 0, true, &f.apparmor, NULL},
         {"process-label", 0, true, &f.process_label, NULL},
         {"preserve-fds", 0, true, &f.preserve_fds, NULL},
@@ -190,8 +270,7 @@ int oci_cmd_exec(int argc, char **argv)
         oci_log("error", "exec: usage: hedge-oci exec [flags] ID [COMMAND [ARG...]]");
         return OCI_EXIT_FAILURE;
     }
-    cleanup_strv char **env_add = NULL;
-    collect_repeated(first, argv, "env", 'e', &env_add);
+    f.env_add = env_add, f.gids = gids, f.caps = caps;
     const char *id = argv[first];
     hd_error_t err = NULL;
     if (check_exec_flags(&f, &err) < 0)
@@ -203,7 +282,11 @@ int oci_cmd_exec(int argc, char **argv)
     for (int i = first + 1; i < argc; i++)
         hd_strv_push(&args, argv[i]);
     pid_t pid = -1;
-    int rc = exec_process(st, &f, args, env_add, &pid, &err);
+    cleanup_close int relay = -1; /* --tty without --console-socket: ours to relay */
+    cleanup_close int master = -1;
+    int rc = exec_process(st, &f, args, &pid, &relay, &err);
+    if (rc == 0 && relay >= 0 && (master = oci_console_receive(relay, &err)) < 0)
+        rc = -1;
     oci_state_free(st);
     if (rc == 0 && f.pid_file)
         rc = write_pid(f.pid_file, pid, &err);
@@ -216,6 +299,8 @@ int oci_cmd_exec(int argc, char **argv)
     }
     if (f.detach)
         return 0;
+    if (master >= 0 && oci_console_relay(master, pid, &err) < 0)
+        return oci_fail(&err);
     if (oci_forward_signals_until_exit(pid, &err) < 0)
         return oci_fail(&err);
     int status = 0;
@@ -439,15 +524,22 @@ static char *resources_from_flags(const char *const values[], const char *const 
 {
     json_t *res = json_object(), *mem = json_object(), *cpu = json_object(), *pids = json_object();
     int rc = 0;
+    json_t *bio = json_object();
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (values[i] == NULL)
             continue;
+        if (strcmp(names[i], "cpuset-cpus") == 0 || strcmp(names[i], "cpuset-mems") == 0) {
+            json_object_set_new(cpu, names[i][7] == 'c' ? "cpus" : "mems", json_string(values[i]));
+            continue;
+        }
         long long v = 0;
         rc = parse_size(names[i], values[i], &v, err);
         if (rc < 0)
             break;
         if (strcmp(names[i], "memory") == 0)
             json_object_set_new(mem, "limit", json_integer(v));
+        else if (strcmp(names[i], "memory-reservation") == 0)
+            json_object_set_new(mem, "reservation", json_integer(v));
         else if (strcmp(names[i], "memory-swap") == 0)
             json_object_set_new(mem, "swap", json_integer(v));
         else if (strcmp(names[i], "cpu-quota") == 0)
@@ -458,7 +550,14 @@ static char *resources_from_flags(const char *const values[], const char *const 
             json_object_set_new(cpu, "shares", json_integer(v));
         else if (strcmp(names[i], "pids-limit") == 0)
             json_object_set_new(pids, "limit", json_integer(v));
+        else if (strcmp(names[i], "cpu-rt-period") == 0)
+            json_object_set_new(cpu, "realtimePeriod", json_integer(v));
+        else if (strcmp(names[i], "cpu-rt-runtime") == 0)
+            json_object_set_new(cpu, "realtimeRuntime", json_integer(v));
+        else if (strcmp(names[i], "blkio-weight") == 0)
+            json_object_set_new(bio, "weight", json_integer(v));
     }
+    json_object_set_new(res, "blockIO", bio);
     json_object_set_new(res, "memory", mem);
     json_object_set_new(res, "cpu", cpu);
     json_object_set_new(res, "pids", pids);
@@ -469,10 +568,12 @@ static char *resources_from_flags(const char *const values[], const char *const 
 
 int oci_cmd_update(int argc, char **argv)
 {
-    static const char *const names[] = {"memory", "memory-swap", "cpu-quota", "cpu-period", "cpu-shares", "pids-limit"};
-    static const char *const refused[] = {"cpuset-cpus",     "cpuset-mems",        "kernel-memory", "kernel-memory-tcp",
-                                          "blkio-weight",    "memory-reservation", "cpu-rt-period", "cpu-rt-runtime",
-                                          "l3-cache-schema", "mem-bw-schema",      "cpu-idle"};
+    static const char *const names[] = {
+        "memory",     "memory-swap", "memory-reservation", "cpu-quota",     "cpu-period",     "cpu-shares",
+        "pids-limit", "cpuset-cpus", "cpuset-mems",        "cpu-rt-period", "cpu-rt-runtime", "blkio-weight",
+    };
+    static const char *const refused[] = {"kernel-memory", "kernel-memory-tcp", "l3-cache-schema", "mem-bw-schema",
+                                          "cpu-idle"};
     const char *values[ARRAY_SIZE(names)] = {0}, *refused_values[ARRAY_SIZE(refused)] = {0};
     const char *resources = NULL;
     struct oci_option opts[ARRAY_SIZE(names) + ARRAY_SIZE(refused) + 3];

@@ -44,7 +44,7 @@ struct create_flags {
     bool no_pivot, no_new_keyring, detach, keep, no_subreaper;
 };
 
-static char *now_rfc3339(void)
+char *oci_now_rfc3339(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -58,8 +58,6 @@ static char *now_rfc3339(void)
 
 static int check_create_flags(const struct create_flags *f, hd_error_t *err)
 {
-    if (f->console_socket && *f->console_socket)
-        return hd_error_set(err, 0, "--console-socket: a terminal (console socket) is not supported yet");
     if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
         return hd_error_set(err, 0, "--preserve-fds: passing extra file descriptors is not supported yet");
     /* --no-pivot: hedge always uses pivot_root; --no-new-keyring: hedge never makes a session
@@ -84,7 +82,7 @@ static int apply_inherited_limits(const struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-static int write_pid_file(const char *path, pid_t pid, hd_error_t *err)
+int oci_write_pid_file(const char *path, pid_t pid, hd_error_t *err)
 {
     char text[16];
     snprintf(text, sizeof(text), "%d", (int)pid);
@@ -97,14 +95,44 @@ static int write_pid_file(const char *path, pid_t pid, hd_error_t *err)
  * Create the container id from the bundle, its process held before exec.
  * On success *w_out is the started workload and the state is saved.
  */
-static int create_container(const char *id, const struct create_flags *f, struct hd_workload **w_out,
-                            struct oci_config **cfg_out, hd_error_t *err)
+/*
+ * process.terminal: the console connection the container's process inherits (cfg->console_fd). With
+ * --console-socket, that socket (runc's rules: it needs a terminal, and a terminal that nobody in the
+ * foreground relays needs it); without, a foreground run relays the terminal itself (*relay_fd).
+ */
+static int open_console(struct oci_config *cfg, const struct create_flags *f, bool foreground, int *relay_fd,
+                        hd_error_t *err)
+{
+    bool socket_given = f->console_socket && *f->console_socket;
+    if (!cfg->terminal) {
+        if (socket_given)
+            return hd_error_set(err, 0, "--console-socket: the config has no terminal (process.terminal is false)");
+        return 0;
+    }
+    if (socket_given)
+        return (cfg->console_fd = oci_console_connect(f->console_socket, err)) < 0 ? -1 : 0;
+    if (!foreground)
+        return hd_error_set(err, 0, "process.terminal: a detached container needs --console-socket for its terminal");
+    return oci_console_pair(relay_fd, &cfg->console_fd, err);
+}
+
+static int create_container(const char *id, const struct create_flags *f, bool foreground, int *relay_fd,
+                            struct hd_workload **w_out, struct oci_config **cfg_out, hd_error_t *err)
 {
     if (oci_id_check(id, err) < 0 || check_create_flags(f, err) < 0)
         return -1;
     struct oci_config *cfg = NULL;
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
+    if (oci_namespaces_open(cfg, err) < 0) { /* before anything else, as runc opens them */
+        oci_config_free(cfg);
+        return -1;
+    }
+    cfg->id = id;
+    if (open_console(cfg, f, foreground, relay_fd, err) < 0) {
+        oci_config_free(cfg);
+        return hd_error_prefix(err, "create %s", id);
+    }
     cleanup_free char *dir = oci_state_dir(id);
     cleanup_free char *fifo_path = oci_fifo_path(id);
     struct hd_workload *w = NULL;
@@ -150,13 +178,24 @@ static int create_container(const char *id, const struct create_flags *f, struct
     w->hold_before_exec = true;
     w->caps_inheritable = cfg->caps_inheritable;
     w->caps_ambient = cfg->caps_ambient;
+    w->groups = cfg->groups;
+    w->n_groups = cfg->n_groups;
     w->device_rules = cfg->device_rules;
     w->n_device_rules = cfg->n_device_rules;
+    w->join_ns_fds = cfg->ns_fds;
     w->exec_fifo_fd = fifo;
+    w->uid_map = cfg->uid_map;
+    w->gid_map = cfg->gid_map;
+    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER))
+        w->before_pivot_parent = oci_hooks_before_pivot_parent;
     if (hd_workload_start(w, err) < 0)
         goto fail;
+    if (cfg->console_fd >= 0) { /* the container's process has its copy */
+        close(cfg->console_fd);
+        cfg->console_fd = -1;
+    }
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
-    created = now_rfc3339();
+    created = oci_now_rfc3339();
     struct oci_state st = {
         .id = (char *)id,
         .pid = w->pid,
@@ -170,7 +209,8 @@ static int create_container(const char *id, const struct create_flags *f, struct
         .run_dir = w->run_dir,
         .annotations_json = cfg->annotations_json,
     };
-    if (oci_state_save(&st, err) < 0 || (f->pid_file && write_pid_file(f->pid_file, w->pid, err) < 0))
+    if (oci_state_save(&st, err) < 0 || oci_hooks_save(&cfg->hooks, id, err) < 0 ||
+        (f->pid_file && oci_write_pid_file(f->pid_file, w->pid, err) < 0))
         goto fail;
     oci_log("debug", "created %s: pid %d", id, (int)w->pid);
     *w_out = w;
@@ -185,6 +225,17 @@ fail:
     }
     oci_config_free(cfg);
     return hd_error_prefix(err, "create %s", id);
+}
+
+/* The flags hedge-oci-vm's create and run take (vm.c). */
+static struct oci_vm_flags vm_flags(const struct create_flags *f)
+{
+    return (struct oci_vm_flags){
+        .bundle = f->bundle,
+        .pid_file = f->pid_file,
+        .console_socket = f->console_socket,
+        .preserve_fds = f->preserve_fds,
+    };
 }
 
 /* create's flags; run has the same and --detach, --keep, --no-subreaper. */
@@ -231,13 +282,34 @@ int oci_cmd_create(int argc, char **argv)
     if (id == NULL)
         return OCI_EXIT_FAILURE;
     hd_error_t err = NULL;
+    if (oci_globals.vm) {
+        struct oci_vm_flags vf = vm_flags(&f);
+        return oci_vm_create(id, &vf, &err) < 0 ? oci_fail(&err) : 0;
+    }
     struct hd_workload *w = NULL;
     struct oci_config *cfg = NULL;
-    if (create_container(id, &f, &w, &cfg, &err) < 0)
+    if (create_container(id, &f, false, NULL, &w, &cfg, &err) < 0)
         return oci_fail(&err);
     hd_workload_release(w);
     oci_config_free(cfg);
     return 0;
+}
+
+/* poststart, poststop: kept in <root>/<id>/hooks.json at create; a failure is a warning in the log. */
+static void run_hooks_after(const struct oci_state *st, enum oci_hook_phase phase, const char *status, pid_t pid)
+{
+    struct oci_hooks hooks;
+    hd_error_t err = NULL;
+    if (oci_hooks_load(st->id, &hooks, &err) < 0) {
+        oci_log("warning", "%s hooks of %s: %s", oci_hook_phase_name(phase), st->id, hd_error_text(err));
+        hd_error_free(&err);
+        return;
+    }
+    if (hooks.n[phase] > 0) {
+        cleanup_free char *state = oci_state_document(st, status, pid, false);
+        oci_hooks_run_warn(&hooks, phase, state);
+    }
+    oci_hooks_free(&hooks);
 }
 
 /* Let the held process exec: open the FIFO for reading and take its byte. */
@@ -259,11 +331,15 @@ static int start_container(const struct oci_state *st, hd_error_t *err)
         if (r > 0 && read(fd, &byte, 1) == 1)
             break;
         if (oci_state_status(st) == OCI_STOPPED)
-            return hd_error_set(err, 0, "start %s: the container's process exited before start", st->id);
+            return hd_error_set(err, 0,
+                                "start %s: the container's process ended before its command (a failed "
+                                "startContainer hook, or it was killed; its stderr says which)",
+                                st->id);
     }
     if (unlink(fifo_path) < 0)
         return hd_error_sys(err, "start %s: remove %s", st->id, fifo_path);
     oci_log("debug", "started %s", st->id);
+    run_hooks_after(st, OCI_HOOK_POSTSTART, "running", st->pid);
     return 0;
 }
 
@@ -320,6 +396,34 @@ static int run_foreground(struct hd_workload *w, int *code, hd_error_t *err)
     return 0;
 }
 
+/* hedge-oci-vm run: detached, create (the holder) + start; else the VM in the foreground. A command the
+ * guest cannot run exits 126/127 with its message, as a process would. */
+static int run_vm(const char *id, const struct create_flags *f)
+{
+    hd_error_t err = NULL;
+    int code = 0;
+    struct oci_vm_flags vf = vm_flags(f);
+    if (!f->detach) {
+        if (oci_vm_run_foreground(id, &vf, &code, &err) == 0)
+            return code;
+        code = hd_error_exit_code(err);
+        if (code == HD_EXIT_CANNOT_INVOKE || code == HD_EXIT_NOT_FOUND) {
+            oci_log("error", "%s", hd_error_text(err));
+            hd_error_free(&err);
+            return code;
+        }
+        return oci_fail(&err);
+    }
+    if (oci_vm_create(id, &vf, &err) < 0)
+        return oci_fail(&err);
+    struct oci_state *st = NULL;
+    int rc = oci_state_load(id, &st, &err);
+    if (rc == 0)
+        rc = start_container(st, &err);
+    oci_state_free(st);
+    return rc < 0 ? oci_fail(&err) : 0;
+}
+
 int oci_cmd_run(int argc, char **argv)
 {
     struct create_flags f = {0};
@@ -329,20 +433,29 @@ int oci_cmd_run(int argc, char **argv)
     if (id == NULL)
         return OCI_EXIT_FAILURE;
     hd_error_t err = NULL;
+    if (oci_globals.vm)
+        return run_vm(id, &f);
     struct hd_workload *w = NULL;
     struct oci_config *cfg = NULL;
-    if (create_container(id, &f, &w, &cfg, &err) < 0)
+    cleanup_close int relay = -1; /* a terminal without --console-socket: ours to relay */
+    if (create_container(id, &f, !f.detach, &relay, &w, &cfg, &err) < 0)
         return oci_fail(&err);
     struct oci_state *st = NULL;
     int code = 0;
+    cleanup_close int master = -1;
     int rc = oci_state_load(id, &st, &err);
+    if (rc == 0 && relay >= 0 && (master = oci_console_receive(relay, &err)) < 0)
+        rc = -1;
     if (rc == 0)
         rc = start_container(st, &err);
     if (rc == 0 && f.detach) {
         hd_workload_release(w);
         w = NULL;
     } else if (rc == 0) {
-        rc = run_foreground(w, &code, &err);
+        if (master >= 0)
+            rc = oci_console_relay(master, w->pid, &err);
+        if (rc == 0)
+            rc = run_foreground(w, &code, &err);
     }
     if (w) {
         /* foreground (or a failed start): the container ends with this call */
@@ -351,6 +464,10 @@ int oci_cmd_run(int argc, char **argv)
         hd_error_t ignored = NULL;
         hd_rm_rf(dir, &ignored);
         hd_error_free(&ignored);
+        if (st && cfg->hooks.n[OCI_HOOK_POSTSTOP] > 0) {
+            cleanup_free char *state = oci_state_document(st, "stopped", 0, false);
+            oci_hooks_run_warn(&cfg->hooks, OCI_HOOK_POSTSTOP, state);
+        }
     }
     oci_state_free(st);
     oci_config_free(cfg);
@@ -434,7 +551,7 @@ int oci_cmd_kill(int argc, char **argv)
     int rc = 0;
     if (oci_state_status(st) == OCI_STOPPED)
         rc = hd_error_set(&err, ESRCH, "kill %s: the container is not running", id);
-    else if (all)
+    else if (all && !oci_globals.vm) /* a VM's cgroup holds QEMU: its holder forwards to the guest */
         rc = signal_all(st, sig, &err);
     else if (kill(st->pid, sig) < 0)
         rc = hd_error_sys(&err, "kill %s: pid %d", id, (int)st->pid);
@@ -461,10 +578,22 @@ int oci_cmd_delete(int argc, char **argv)
     }
     int rc = 0;
     enum oci_status status = oci_state_status(st);
-    if (status == OCI_RUNNING && !force)
+    if (status == OCI_RUNNING && !force) {
         rc = hd_error_set(&err, 0, "delete %s: the container is running (stop it, or use --force)", id);
-    else
+    } else {
+        struct oci_hooks hooks;
+        hd_error_t hooks_err = NULL;
+        if (oci_hooks_load(id, &hooks, &hooks_err) < 0) {
+            oci_log("warning", "poststop hooks of %s: %s", id, hd_error_text(hooks_err));
+            hd_error_free(&hooks_err);
+        }
         rc = oci_state_destroy(st, &err);
+        if (hooks.n[OCI_HOOK_POSTSTOP] > 0) {
+            cleanup_free char *state = oci_state_document(st, "stopped", 0, false);
+            oci_hooks_run_warn(&hooks, OCI_HOOK_POSTSTOP, state);
+        }
+        oci_hooks_free(&hooks);
+    }
     oci_state_free(st);
     return rc < 0 ? oci_fail(&err) : 0;
 }

@@ -45,7 +45,7 @@ static void log_vline(const char *level, const char *fmt, va_list ap)
         return;
     bool is_error = strcmp(level, "error") == 0;
     if (is_error)
-        fprintf(stderr, "hedge-oci: %s\n", msg);
+        fprintf(stderr, "%s: %s\n", oci_globals.vm ? "hedge-oci-vm" : "hedge-oci", msg);
     if (oci_globals.log_path == NULL || (!is_error && !oci_globals.debug && strcmp(level, "debug") == 0))
         return;
     FILE *f = fopen(oci_globals.log_path, "ae");
@@ -126,6 +126,8 @@ int oci_parse_options(const char *verb, int argc, char **argv, const struct oci_
                 oci_log("error", "%s: flag needs an argument: -%s", verb, o->name);
                 return -1;
             }
+            if (o->values)
+                hd_strv_push(o->values, *o->value);
         } else {
             /* boolean flags accept --flag=true|false as urfave/cli does */
             *o->flag = !(eq && strcmp(eq + 1, "false") == 0);
@@ -200,6 +202,11 @@ int main(int argc, char **argv)
         {"rootless", 0, true, &rootless, NULL},
         {NULL, 0, false, NULL, NULL},
     };
+    /* the same binary under the name hedge-oci-vm (a symlink): the VM handler (vm.c) */
+    const char *base = strrchr(argv[0], '/');
+    oci_globals.vm = strcmp(base ? base + 1 : argv[0], "hedge-oci-vm") == 0;
+    if (oci_globals.vm) /* its own default root, as each runtime has: list and state see only VMs */
+        oci_globals.root = OCI_VM_DEFAULT_ROOT;
     int first = oci_parse_options("hedge-oci", argc - 1, argv + 1, globals);
     if (first < 0)
         return OCI_EXIT_FAILURE;
@@ -215,7 +222,7 @@ int main(int argc, char **argv)
         return OCI_EXIT_FAILURE;
     }
     if (version) {
-        printf("hedge-oci version %s\nspec: %s\n", HEDGE_VERSION, OCI_VERSION);
+        printf("%s version %s\nspec: %s\n", oci_globals.vm ? "hedge-oci-vm" : "hedge-oci", HEDGE_VERSION, OCI_VERSION);
         return 0;
     }
     if (help || first >= argc) {

@@ -17,12 +17,15 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "base/error.h"
 #include "runtime/backend.h"
 #include "spec/spec.h"
 
 #define OCI_VERSION "1.1.0"
 #define OCI_DEFAULT_ROOT "/run/hedge-oci"
+#define OCI_VM_DEFAULT_ROOT "/run/hedge-oci-vm"
 
 /* runc's convention: any failure of the runtime itself exits 1. */
 enum { OCI_EXIT_FAILURE = 1 };
@@ -33,6 +36,7 @@ struct oci_globals {
     bool log_json;        /* --log-format json */
     bool debug;
     bool systemd_cgroup;
+    bool vm; /* started as hedge-oci-vm: the process runs in a VM (vm.c) */
 };
 
 extern struct oci_globals oci_globals;
@@ -56,9 +60,10 @@ struct oci_mount {
     char *type;
     char *source;
     char *target;
-    unsigned long flags; /* MS_* for a new filesystem */
-    unsigned attr;       /* MOUNT_ATTR_* to set on a bind */
-    char *data;          /* filesystem options, or NULL */
+    unsigned long flags;       /* MS_* for a new filesystem */
+    unsigned attr;             /* MOUNT_ATTR_* to set on a bind */
+    char *data;                /* filesystem options, or NULL */
+    unsigned long propagation; /* MS_SHARED/MS_SLAVE/MS_PRIVATE/MS_UNBINDABLE (| MS_REC), or 0 */
 };
 
 struct oci_rlimit {
@@ -72,10 +77,82 @@ struct oci_sysctl {
     char *value;
 };
 
+/* ---- hooks (hooks.c) ---- */
+
+enum oci_hook_phase {
+    OCI_HOOK_PRESTART,
+    OCI_HOOK_CREATE_RUNTIME,
+    OCI_HOOK_CREATE_CONTAINER,
+    OCI_HOOK_START_CONTAINER,
+    OCI_HOOK_POSTSTART,
+    OCI_HOOK_POSTSTOP,
+    OCI_HOOK_PHASES
+};
+
+struct oci_hook {
+    char *path;
+    char **args; /* NULL: argv is the path alone */
+    char **env;  /* NULL: hedge-oci's environment */
+    int timeout; /* seconds, 0: none */
+};
+
+struct oci_hooks {
+    struct oci_hook *list[OCI_HOOK_PHASES];
+    size_t n[OCI_HOOK_PHASES];
+    char *json; /* the "hooks" object as text (kept in <root>/<id>/hooks.json for poststart and poststop) */
+};
+
+/* config.json's "hooks" (NULL or null: none); errors name the field ("hooks.poststop[1].path: ..."). */
+int oci_hooks_parse(json_t *hooks, struct oci_hooks *out, hd_error_t *err);
+void oci_hooks_free(struct oci_hooks *hooks);
+const char *oci_hook_phase_name(enum oci_hook_phase phase);
+/* Any hook in the phases first..last. */
+bool oci_hooks_any(const struct oci_hooks *hooks, enum oci_hook_phase first, enum oci_hook_phase last);
+/* Run the phase's hooks in order with state on stdin; the first failure is the error. */
+int oci_hooks_run(const struct oci_hooks *hooks, enum oci_hook_phase phase, const char *state, hd_error_t *err);
+/* The same, every failure a warning in the log (poststart, poststop). */
+void oci_hooks_run_warn(const struct oci_hooks *hooks, enum oci_hook_phase phase, const char *state);
+/* Keep (at create) and read back (start, delete) the hooks in <root>/<id>/hooks.json. */
+int oci_hooks_save(const struct oci_hooks *hooks, const char *id, hd_error_t *err);
+int oci_hooks_load(const char *id, struct oci_hooks *out, hd_error_t *err);
+/* before_pivot_parent (backend.h), data the oci_config: the prestart and createRuntime hooks, then the state
+ * documents for the hooks inside as the message. */
+int oci_hooks_before_pivot_parent(const struct hd_workload *w, pid_t pid, void *data, char **message, hd_error_t *err);
+/* Inside the container: the state document handed over before pivot_root, "creating" or "created". */
+const char *oci_hook_state(const struct hd_workload *w, const char *status);
+
+/* ---- terminal (console.c) ---- */
+
+struct oci_console {
+    int socket_fd;       /* the console socket (or our socketpair's end): the master goes there */
+    unsigned rows, cols; /* process.consoleSize; 0: the pty's default */
+    uid_t uid;           /* the slave's owner: the process's user */
+    gid_t gid;
+    bool bind_dev_console; /* the first process: the slave over /dev/console too */
+};
+
+/* Connect to an engine's --console-socket. */
+int oci_console_connect(const char *path, hd_error_t *err);
+/* No --console-socket, in the foreground: a socketpair; hedge-oci keeps *ours and relays the terminal. */
+int oci_console_pair(int *ours, int *theirs, hd_error_t *err);
+/* Inside the container, after its mounts: make the pty, send its master, take the slave as stdio and
+ * controlling terminal. */
+int oci_console_make(const struct oci_console *c, hd_error_t *err);
+/* Receive the master the container's process sent over socket_fd. Returns the fd. */
+int oci_console_receive(int socket_fd, hd_error_t *err);
+/* Relay the master to our stdio (raw mode, window size) until pid (our child or not) exits. */
+int oci_console_relay(int master, pid_t pid, hd_error_t *err);
+
 struct oci_config {
     struct hd_spec *spec;
-    char *bundle; /* absolute path */
-    char *rootfs; /* absolute path */
+    const char *id; /* the container id (the caller's string) */
+    bool terminal;  /* process.terminal */
+    unsigned console_rows, console_cols;
+    uid_t uid; /* process.user */
+    gid_t gid;
+    int console_fd; /* the console connection the container's process inherits, or -1 */
+    char *bundle;   /* absolute path */
+    char *rootfs;   /* absolute path */
     struct oci_mount *mounts;
     int n_mounts;
     char **masked_paths;
@@ -86,26 +163,63 @@ struct oci_config {
     int n_rlimits;
     uint64_t caps_inheritable; /* process.capabilities.inheritable / ambient (root only) */
     uint64_t caps_ambient;
-    int umask; /* process.user.umask, or -1: hedge's 0022 */
+    int umask;     /* process.user.umask, or -1: hedge's 0022 */
+    gid_t *groups; /* process.user.additionalGids: the supplementary groups, exactly (never NULL once parsed) */
+    size_t n_groups;
     bool have_oom_score_adj;
     int oom_score_adj;
-    char *cgroup_parent; /* from linux.cgroupsPath, or NULL: hedge's default parent */
-    char *cgroup_name;   /* from linux.cgroupsPath, or NULL: the container id */
-    char *seccomp_json;  /* linux.seccomp as text, or NULL: unconfined */
+    unsigned long rootfs_propagation; /* linux.rootfsPropagation as MS_* flags, or 0 */
+    char *cgroup_parent;              /* from linux.cgroupsPath, or NULL: hedge's default parent */
+    char *cgroup_name;                /* from linux.cgroupsPath, or NULL: the container id */
+    char *seccomp_json;               /* linux.seccomp as text, or NULL: unconfined */
     /* the container's device list (cgroup/devices.h): deny all, linux.resources.devices in order,
      * then the runtime's defaults for its own /dev nodes (runc's order) */
     struct hd_device_rule *device_rules;
     size_t n_device_rules;
     char *annotations_json; /* "annotations" as text, or NULL */
+    struct oci_hooks hooks;
+    /* the container's state documents for the hooks that run inside it, handed over at create
+     * (before_pivot_parent): "creating" for createContainer, "created" for startContainer */
+    char *state_creating;
+    char *state_created;
+    /* linux.namespaces[].path by enum hd_join_ns (NULL: a new namespace), the entry's index for errors, and
+     * the fds oci_namespaces_open opened (-1 until then) */
+    char *ns_paths[HD_JOIN_NS_COUNT];
+    size_t ns_index[HD_JOIN_NS_COUNT];
+    int ns_fds[HD_JOIN_NS_COUNT];
+    /* a new user namespace (linux.namespaces "user" without a path): linux.uidMappings/gidMappings as the
+     * text of /proc/PID/uid_map and gid_map (userns.c), else NULL */
+    bool new_userns;
+    char *uid_map;
+    char *gid_map;
 };
 
+/* linux.uidMappings/gidMappings (lx: the "linux" object): checked (errors name the field) and kept as cfg's
+ * uid_map/gid_map with a new user namespace; refused without one. After process and linux.namespaces. */
+int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_error_t *err);
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
+/* Open every linux.namespaces[].path (create does it before anything else) and check each is a namespace of
+ * its entry's type; errors name the field. cfg->ns_fds then feed the workload's join_ns_fds. */
+int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err);
 /* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged). */
 int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err);
+/* resources.c: linux.resources.cpu.cpus/mems/realtimePeriod/realtimeRuntime, blockIO and hugepageLimits of
+ * res (a linux.resources object) into r. */
+int oci_resources_parse_cpuset_io(json_t *res, struct hd_resources *r, hd_error_t *err);
+/* A JSON value that is set: present, not null, not false, not an empty array, object or string. */
+bool oci_json_is_set(json_t *v);
 /* exec --process FILE: replace cfg's process part with the file's (errors name "--process FILE: process.x"). */
 int oci_process_load(const char *path, struct oci_config *cfg, hd_error_t *err);
+/* Append one supplementary group (exec --additional-gids adds to the config's, as runc). */
+void oci_config_add_group(struct oci_config *cfg, gid_t gid);
+/* A capability name as runc takes it ("CAP_" and the name in capitals, one this kernel has): its number,
+ * or -1. */
+int oci_cap_parse(const char *name);
+/* runc's warning for the capability names it drops, "ignoring unknown or unavailable capabilities: [A B]"
+ * (sorts unknown; nothing when it is empty). */
+void oci_warn_unknown_caps(char **unknown);
 /* The container_setup hook (backend.h): mounts, masks, read-only paths and sysctls inside. */
 int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
 /* The default config.json of `spec`. Caller frees. */
@@ -140,6 +254,8 @@ enum oci_status oci_state_status(const struct oci_state *st);
 const char *oci_status_name(enum oci_status s);
 /* The OCI state document (`state`, `list --format json`). Caller frees. */
 char *oci_state_json(const struct oci_state *st, bool pretty);
+/* The same document with the status and pid given (the hooks' stdin). Caller frees. */
+char *oci_state_document(const struct oci_state *st, const char *status, pid_t pid, bool pretty);
 /* Kill what is left, remove the cgroup, the run dir and the state dir. */
 int oci_state_destroy(const struct oci_state *st, hd_error_t *err);
 /* Point hd_cgroup_* at the container's cgroup parent (they read $HEDGE_CGROUP_PARENT); oci_state_load also
@@ -165,6 +281,29 @@ int oci_cmd_events(int argc, char **argv);
 /* lifecycle.c: forward signals to pid until it exits (it is our child; not reaped here) */
 int oci_forward_signals_until_exit(pid_t pid, hd_error_t *err);
 
+/* lifecycle.c: the current time as RFC 3339 (state's "created"; caller frees), and --pid-file */
+char *oci_now_rfc3339(void);
+int oci_write_pid_file(const char *path, pid_t pid, hd_error_t *err);
+
+/* ---- hedge-oci-vm (vm.c): the bundle's process in a VM with its own kernel ---- */
+
+struct oci_vm_flags {
+    const char *bundle;
+    const char *pid_file;
+    const char *console_socket; /* refused: no terminal yet */
+    const char *preserve_fds;
+};
+
+/* create: a holder process (outlives the caller) boots the VM and holds it at READY; start is hedge-oci's
+ * (the exec FIFO). 0 once the guest is ready; an error leaves nothing (no QEMU, state dir or cgroup). */
+int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err);
+/* exec: one more process in the guest (spec's command, env, workdir, user), through the holder's exec socket.
+ * *pid_out is a host process that relays nothing (the guest's output goes straight to our stdout/stderr) and
+ * exits with the guest process's exit code. */
+int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *pid_out, hd_error_t *err);
+/* run in the foreground: this process runs the VM; *code is the workload's exit code. */
+int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *code, hd_error_t *err);
+
 /* ---- option parsing shared by the verbs (main.c) ---- */
 struct oci_option {
     const char *name; /* long name without dashes */
@@ -172,6 +311,7 @@ struct oci_option {
     bool has_arg;
     const char **value; /* has_arg: where the value goes */
     bool *flag;         /* !has_arg: set to true */
+    char ***values;     /* has_arg, repeatable (runc's --env, --cap): every value appended (caller frees) */
 };
 /* Parse runc-style flags (-x, --name, --name=value, -name value) up to the first
  * positional; returns the index of the first positional, or -1 (error printed). */

@@ -103,7 +103,7 @@ int oci_cmd_list(int argc, char **argv)
     return 0;
 }
 
-/* runc's `spec`, without a terminal (hedge-oci has no console support yet). */
+/* runc's `spec`, but without a terminal: `create` of that config then needs no --console-socket. */
 static const char default_config[] =
     "{\n"
     "  \"ociVersion\": \"" OCI_VERSION "\",\n"
@@ -195,7 +195,8 @@ int oci_cmd_features(int argc, char **argv)
     printf("{\n"
            "  \"ociVersionMin\": \"1.0.0\",\n"
            "  \"ociVersionMax\": \"" OCI_VERSION "\",\n"
-           "  \"hooks\": [],\n"
+           "  \"hooks\": [\"prestart\", \"createRuntime\", \"createContainer\", \"startContainer\", "
+           "\"poststart\", \"poststop\"],\n"
            "  \"mountOptions\": [\"bind\", \"rbind\", \"ro\", \"rw\", \"nosuid\", \"suid\", \"nodev\", \"dev\", "
            "\"noexec\", \"exec\", \"noatime\", \"nodiratime\", \"relatime\", \"strictatime\", \"atime\", "
            "\"private\", \"rprivate\"],\n"

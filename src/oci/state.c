@@ -196,11 +196,16 @@ const char *oci_status_name(enum oci_status s)
 char *oci_state_json(const struct oci_state *st, bool pretty)
 {
     enum oci_status status = oci_state_status(st);
+    return oci_state_document(st, oci_status_name(status), status == OCI_STOPPED ? 0 : st->pid, pretty);
+}
+
+char *oci_state_document(const struct oci_state *st, const char *status, pid_t pid, bool pretty)
+{
     json_t *o = json_object();
     json_object_set_new(o, "ociVersion", json_string(OCI_VERSION));
     json_object_set_new(o, "id", json_string(st->id));
-    json_object_set_new(o, "pid", json_integer(status == OCI_STOPPED ? 0 : st->pid));
-    json_object_set_new(o, "status", json_string(oci_status_name(status)));
+    json_object_set_new(o, "pid", json_integer(pid));
+    json_object_set_new(o, "status", json_string(status));
     json_object_set_new(o, "bundle", str_or_null(st->bundle));
     json_object_set_new(o, "rootfs", str_or_null(st->rootfs));
     json_object_set_new(o, "created", str_or_null(st->created));

@@ -21,6 +21,7 @@
 #ifndef HEDGE_BACKEND_H
 #define HEDGE_BACKEND_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -39,9 +40,14 @@ struct hd_exit {
     bool oom_killed; /* the memory limit was hit and the kernel killed a task */
 };
 
-enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_INSIDE };
+/* When a container's first process calls container_setup (backend.h, struct hd_workload). */
+enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_BEFORE_PIVOT, HD_SETUP_INSIDE, HD_SETUP_BEFORE_EXEC };
 
 struct hd_device_rule;
+
+/* The namespaces a container's first process can join instead of making new ones (join_ns_fds below),
+ * in the order it joins them: mount last (it changes the view of the paths), pid before the clone. */
+enum hd_join_ns { HD_JOIN_NET, HD_JOIN_IPC, HD_JOIN_UTS, HD_JOIN_CGROUP, HD_JOIN_MNT, HD_JOIN_PID, HD_JOIN_NS_COUNT };
 
 /* A host device node of spec->devices[], checked on the host (stat) by the plan. */
 struct hd_workload_device {
@@ -78,12 +84,23 @@ struct hd_workload {
      * step (hedge-oci, src/oci/); all zero for hedge itself. Set them between
      * hd_workload_create and hd_workload_start.
      *
-     * container_setup runs twice in the container's first process: with
+     * container_setup runs in the container's first process: with
      * HD_SETUP_CGROUPS right after it entered its cgroups (before anything of
-     * its own, and before its cgroup namespace), then with HD_SETUP_INSIDE
-     * after its mounts, pivot_root and cgroup namespace, before the user
-     * switch: still root with every capability the bounding set keeps. A
-     * failure is reported as a start error.
+     * its own, and before its cgroup namespace); with HD_SETUP_BEFORE_PIVOT
+     * right before pivot_root (its namespaces made, the host's root still
+     * its root); with HD_SETUP_INSIDE after its mounts, pivot_root and cgroup
+     * namespace, before the user switch: still root with every capability the
+     * bounding set keeps; and with HD_SETUP_BEFORE_EXEC last, right before the
+     * exec (after the hold, when there is one). A failure is reported as a
+     * start error (after the hold: the process exits with status 125).
+     *
+     * With before_pivot_parent, the first process
+     * stops right before pivot_root, the parent calls
+     * before_pivot_parent(w, pid, data, &message) in its own namespaces, and the
+     * child gets the message it returned (a string, or NULL) in
+     * w->before_pivot_message before its HD_SETUP_BEFORE_PIVOT call: the OCI
+     * prestart/createRuntime hooks and the state document of the hooks that
+     * run inside. A failure kills the child and fails the start.
      *
      * With hold_before_exec, the first process does everything up to exec
      * (user, workdir, capabilities, seccomp), reports "ready" (start returns),
@@ -91,17 +108,51 @@ struct hd_workload {
      * /proc/self/fd) for writing until someone opens the FIFO for reading, writes
      * one byte and execs: runc's create/start split. Exec failures after the
      * hold only show in the exit status (127/126).
+     *
+     * The vm backend holds too (hedge-oci-vm): with hold_before_exec, start
+     * boots the guest to READY, calls held(w, held_data) (when set; a failure
+     * fails the start), then waits until someone opens exec_fifo_fd's FIFO for
+     * reading (or QEMU ends), writes it one byte and only then sends the
+     * workload's CONFIG; start returns once the guest started the command.
+     * With hold_end_signals, one of those signals pending (the caller blocks
+     * them) ends the hold: start fails with ECANCELED and leaves the signal
+     * pending (a held container dies of a signal, as runc's does).
      */
     int (*container_setup)(const struct hd_workload *w, void *data, enum hd_setup_phase phase, hd_error_t *err);
     void *container_setup_data;
+    int (*before_pivot_parent)(const struct hd_workload *w, pid_t pid, void *data, char **message, hd_error_t *err);
+    char *before_pivot_message; /* the child's copy only */
     bool hold_before_exec;
     int exec_fifo_fd;
+    int (*held)(const struct hd_workload *w, void *data, hd_error_t *err); /* vm backend: at the hold */
+    void *held_data;
+    const sigset_t *hold_end_signals;
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;
+    /* The supplementary groups (hedge-oci's process.user.additionalGids), exactly; NULL: the primary gid
+     * alone (hedge's own). Not owned. */
+    const gid_t *groups;
+    size_t n_groups;
     /* The container's device allow-list (cgroup/devices.h), NULL: Docker's default list. Not owned. */
     const struct hd_device_rule *device_rules;
     size_t n_device_rules;
+    /*
+     * Existing namespaces to join (hedge-oci's linux.namespaces[].path): NULL, or HD_JOIN_NS_COUNT open
+     * namespace fds indexed by enum hd_join_ns, -1 where the container gets a new one. Not owned, not with
+     * a user namespace. The first process setns()es into each instead of unsharing it (the pid namespace:
+     * it is born there); hedge configures nothing in a joined network namespace (no lo, no addresses) and
+     * sets the hostname of a joined uts namespace only when the spec names another one.
+     */
+    const int *join_ns_fds;
+    /*
+     * hedge-oci's linux.uidMappings/gidMappings, with spec->userns.enabled: the text written to
+     * /proc/PID/uid_map and gid_map ("inside host count" lines) instead of spec->userns's one range, the way
+     * runc does it as root: setgroups stays allowed (the process's additionalGids) and the rootfs is not
+     * idmapped (the mapped ids see the bundle's owners as they are). NULL for hedge itself. Not owned.
+     */
+    const char *uid_map;
+    const char *gid_map;
 
     /*
      * spec->devices resolved (n_devices entries, owned), and the device list

@@ -29,6 +29,7 @@
 #include "cgroup/cgroup.h"
 #include "cgroup/devices.h"
 #include "image/image.h"
+#include "base/dynlib.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "runtime/secrets.h"
@@ -196,10 +197,29 @@ static int plan_devices(struct hd_workload *w, hd_error_t *err)
     return 0;
 }
 
+/*
+ * The statically linked `hedge` cannot load shared libraries (base/dynlib.h): a workload that will need
+ * one (libcrypto for its secrets, libmnl and libnftables for a bridge network) is handed over to
+ * hedge-full here, before it has a run dir, a cgroup or anything else to undo. Past this point nothing is handed
+ * over. A dynamically linked program passes straight through.
+ */
+static int hand_over_if_libraries_needed(const struct hd_spec *spec, hd_error_t *err)
+{
+    const char *needs = NULL;
+    if (spec->n_secrets > 0)
+        needs = "secrets (libcrypto)";
+    else if (spec->isolation != HD_ISOLATION_PROCESS && spec->network == HD_NET_BRIDGE)
+        needs = "a bridge network (libmnl, libnftables)";
+    if (needs && hd_dynlib_handover(needs, err) < 0)
+        return -1;
+    hd_dynlib_end_handover();
+    return 0;
+}
+
 int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,
                        hd_error_t *err)
 {
-    if (hd_spec_validate(spec, err) < 0)
+    if (hd_spec_validate(spec, err) < 0 || hand_over_if_libraries_needed(spec, err) < 0)
         return -1;
     struct hd_workload *w = hd_xcalloc(1, sizeof(*w));
     w->spec = spec;

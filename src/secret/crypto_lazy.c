@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "base/dynlib.h"
+
 struct hd_crypto_api hd_crypto;
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -15,9 +17,10 @@ static char load_error[512];
 
 static void crypto_load_once(void)
 {
-    void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+    char why[160];
+    void *lib = hd_dlopen("libcrypto.so.3", why, sizeof(why));
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libcrypto.so.3: %s (install libssl3)", dlerror());
+        snprintf(load_error, sizeof(load_error), "load libcrypto.so.3: %s (install libssl3)", why);
         return;
     }
 #define HD_CRYPTO_RESOLVE(name) \

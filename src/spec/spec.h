@@ -57,13 +57,63 @@ struct hd_device_class {
     char access[4]; /* a subset of "rwm", in that order */
 };
 
-/* Unset numeric limits are 0 (memory, swap, pids, weight) or 0.0 (cpus). */
+/* hd_resources' cpuset and block I/O parts (hedge-oci's linux.resources.cpu.cpus/mems, blockIO,
+ * hugepageLimits): inline arrays, so a struct hd_resources copies by value with nothing to free. */
+#define HD_CPUSET_MAX 256
+#define HD_BLKIO_DEVICES_MAX 16
+#define HD_HUGEPAGE_SIZES_MAX 8
+
+/* One blockIO device entry: a weight (10..1000) or a rate (bytes or I/O operations per second). */
+struct hd_blkio_device {
+    int64_t major, minor;
+    int64_t value;       /* weight, or rate; weightDevice entries may leave it 0 (unset) */
+    int64_t leaf_weight; /* weightDevice only (v1 CFQ); 0 = unset */
+};
+
+enum hd_blkio_throttle {
+    HD_THROTTLE_READ_BPS,
+    HD_THROTTLE_WRITE_BPS,
+    HD_THROTTLE_READ_IOPS,
+    HD_THROTTLE_WRITE_IOPS,
+    HD_THROTTLE_N,
+};
+
+struct hd_blkio {
+    int64_t weight;      /* 10..1000; 0 = unset */
+    int64_t leaf_weight; /* 10..1000 (v1 CFQ only); 0 = unset */
+    struct hd_blkio_device weight_device[HD_BLKIO_DEVICES_MAX];
+    int n_weight_device;
+    struct hd_blkio_device throttle[HD_THROTTLE_N][HD_BLKIO_DEVICES_MAX];
+    int n_throttle[HD_THROTTLE_N];
+};
+
+struct hd_hugepage_limit {
+    char size[16]; /* "2MB", "1GB": the page size as the cgroup files name it */
+    int64_t limit; /* bytes */
+};
+
+/* Unset numeric limits are 0 (memory, swap, pids, weight) or 0.0 (cpus); unset strings are "". */
 struct hd_resources {
     int64_t memory;      /* bytes; 0 = unlimited */
     int64_t memory_swap; /* bytes of memory+swap; 0 = same as memory (no swap), -1 = unlimited */
     double cpus;         /* CPUs of quota; 0 = unlimited */
     int64_t cpu_weight;  /* 1..10000 (cgroup v2 scale); 0 = default */
     int64_t pids;        /* max tasks; 0 = unlimited */
+    /* Set by hedge-oci only (linux.resources.memory), not by hedge's spec: */
+    int64_t memory_reservation; /* bytes of soft limit (v1 soft_limit_in_bytes, v2 memory.low); 0 = none */
+    bool swappiness_set;        /* memory.swappiness (v1 only) */
+    int swappiness;
+    bool disable_oom_killer;   /* v1 memory.oom_control */
+    int64_t cpu_shares;        /* v1 cpu.shares as given (linux.resources.cpu.shares); 0 = from cpu_weight */
+    int64_t cpu_period_us;     /* CFS period for cpus; 0 = 100000 */
+    int64_t cpu_rt_period_us;  /* v1 cpu.rt_period_us; 0 = unset */
+    int64_t cpu_rt_runtime_us; /* v1 cpu.rt_runtime_us; 0 = unset */
+    /* cpuset: CPU and memory node lists ("0-1,3"); "" = the parent's */
+    char cpuset_cpus[HD_CPUSET_MAX];
+    char cpuset_mems[HD_CPUSET_MAX];
+    struct hd_blkio blkio;
+    struct hd_hugepage_limit hugepage[HD_HUGEPAGE_SIZES_MAX];
+    int n_hugepage;
 };
 
 struct hd_security {

@@ -182,8 +182,15 @@ static int cfg_maps(json_t *root, const char *prefix, const char *name, const ch
         cleanup_free char *path = hd_xasprintf("%s%s[%zu].", prefix, name, i);
         if (!json_is_object(item))
             return cfg_type_error(err, path, "an object");
-        static const char *const known[] = {"local", "cloud", NULL};
-        if (cfg_known_keys(item, path, known, err) < 0)
+        bool up = strcmp(name, "up") == 0;
+        static const char *const known_down[] = {"local", "cloud", NULL};
+        static const char *const known_up[] = {"local", "cloud", "priority", "ttl", NULL};
+        if (cfg_known_keys(item, path, up ? known_up : known_down, err) < 0)
+            return -1;
+        int64_t priority = HD_SPOOL_DEFAULT_PRIORITY, ttl = 0;
+        if (up &&
+            (cfg_int(item, "priority", path, 0, HD_SPOOL_PRIORITIES - 1, &priority, err) < 0 ||
+             cfg_int(item, "ttl", path, 0, INT64_MAX / 1000, &ttl, err) < 0))
             return -1;
         cleanup_free char *from = NULL, *to = NULL;
         if (cfg_string(item, from_key, path, &from, true, err) < 0 ||
@@ -192,6 +199,8 @@ static int cfg_maps(json_t *root, const char *prefix, const char *name, const ch
         struct hd_uplink_map *m = &(*out)[i];
         m->from = cfg_expand(from, node_id);
         m->to = cfg_expand(to, node_id);
+        m->priority = (uint8_t)priority;
+        m->ttl_ms = ttl * 1000;
         *n_out = i + 1;
         cleanup_free char *wf = cfg_wildcards(m->from), *wt = cfg_wildcards(m->to);
         if (!wf)
@@ -340,6 +349,8 @@ static void free_options(struct hd_mqtt_options *o)
     free(o->tls.cert_file);
     free(o->tls.key_file);
     free(o->tls.server_name);
+    free(o->will_topic);
+    free(o->will_payload);
 }
 
 void hd_uplink_config_free(struct hd_uplink_config *cfg)

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/dynlib.h"
 #include "base/util.h"
 
 /* The SQLite calls this reader makes, each resolved from the loaded library.
@@ -47,9 +48,10 @@ static char load_error[256];
 
 static void sqlite_load_once(void)
 {
-    void *lib = dlopen("libsqlite3.so.0", RTLD_NOW | RTLD_LOCAL);
+    char why[160];
+    void *lib = hd_dlopen("libsqlite3.so.0", why, sizeof(why));
     if (lib == NULL) {
-        snprintf(load_error, sizeof(load_error), "load libsqlite3.so.0: %s (install libsqlite3-0)", dlerror());
+        snprintf(load_error, sizeof(load_error), "load libsqlite3.so.0: %s (install libsqlite3-0)", why);
         return;
     }
 #define SPOOL_SQLITE_RESOLVE(name) \

@@ -11,7 +11,7 @@
  *      spool inside one open transaction and their PUBACKs are held back;
  *   2. read from the cloud: PUBACKs delete their rows (same transaction),
  *      downlink PUBLISHes are forwarded to the local broker;
- *   3. refill the cloud window from the spool (rows after the last sent id);
+ *   3. refill the cloud window from the spool (the most important class first, rows after the last sent id of each);
  *   4. commit (group commit: one fsync for everything the turn gathered),
  *      then release the held local PUBACKs: the local broker forgets a
  *      message only once it is on disk. A turn with only deletes may defer
@@ -37,8 +37,10 @@
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/util.h"
+#include "mqtt/topic.h"
 
 #define UPLINK_DELETE_COMMIT_NS 50000000ull /* 50 ms */
+#define UPLINK_ID_DIRECT (-1)
 
 struct uplink_link {
     struct hd_mqtt_client *client;
@@ -53,11 +55,11 @@ struct hd_uplink {
     const struct hd_uplink_config *cfg;
     struct hd_spool *spool;
     struct uplink_link local, cloud;
-    /* cloud packet id -> spool row id (0 = free) */
+    /* cloud packet id -> spool row id (0 = free, UPLINK_ID_DIRECT: a direct publish or a subscribe) */
     int64_t *inflight;
     int inflight_count;
     uint16_t next_cloud_id;
-    int64_t last_sent_id;
+    struct hd_spool_cursor sent; /* per priority class: the last row handed to the cloud */
     /* local PUBACKs held until the spool commit */
     uint16_t *pending_acks;
     size_t n_pending_acks, cap_pending_acks;
@@ -66,6 +68,9 @@ struct hd_uplink {
     uint16_t next_local_id;
     bool downlink_refused;
     char **local_filters, **cloud_filters;
+    /* hd_uplink_set_cloud_user */
+    char **user_filters;
+    struct hd_uplink_cloud_user user;
     hd_error_t fatal;
     uint64_t last_expire_ns, last_commit_ns;
     bool status_dirty;
@@ -80,6 +85,17 @@ struct hd_uplink {
 };
 
 static void uplink_on_timer(struct hd_loop *loop, void *data);
+
+/* A free cloud packet id, marked with what it carries. */
+static uint16_t uplink_take_id(struct hd_uplink *u, int64_t what)
+{
+    uint16_t id;
+    do
+        id = ++u->next_cloud_id;
+    while (id == 0 || u->inflight[id]);
+    u->inflight[id] = what;
+    return id;
+}
 
 static void uplink_fatal(struct hd_uplink *u, hd_error_t *err)
 {
@@ -152,7 +168,14 @@ static void local_on_message(void *ctx, const struct hd_mqtt_message *m)
             continue;
         hd_error_t err = NULL;
         /* Spooled messages always go up at QoS 1: a row leaves the spool only on a PUBACK. */
-        if (hd_spool_append(u->spool, cloud_topic, m->payload, m->payload_len, 1, m->retain, &err) < 0) {
+        struct hd_spool_message sm = {.topic = cloud_topic,
+                                      .payload = m->payload,
+                                      .len = m->payload_len,
+                                      .qos = 1,
+                                      .retain = m->retain,
+                                      .priority = u->cfg->up[i].priority,
+                                      .ttl_ms = u->cfg->up[i].ttl_ms};
+        if (hd_spool_append_message(u->spool, &sm, &err) < 0) {
             uplink_fatal(u, &err);
             return;
         }
@@ -204,13 +227,42 @@ static void cloud_on_connect(void *ctx, bool session_present)
     u->cloud.last_error = NULL;
     hd_log(HD_LOG_INFO, "uplink", "cloud broker %s:%d connected", u->cfg->cloud.host, u->cfg->cloud.port);
     if (u->cloud_filters)
-        hd_mqtt_subscribe(u->cloud.client, 1, u->cloud_filters, 1);
+        hd_mqtt_subscribe(u->cloud.client, uplink_take_id(u, UPLINK_ID_DIRECT), u->cloud_filters, 1);
+    if (u->user.on_connect)
+        u->user.on_connect(u->user.ctx);
+    if (u->user_filters)
+        hd_mqtt_subscribe(u->cloud.client, uplink_take_id(u, UPLINK_ID_DIRECT), u->user_filters, 1);
     uplink_cloud_status(u, true);
+}
+
+static void cloud_on_suback(void *ctx, uint16_t id, const uint8_t *codes, size_t n)
+{
+    struct hd_uplink *u = ctx;
+    for (size_t i = 0; i < n; i++)
+        if (codes[i] >= 0x80)
+            hd_log(HD_LOG_WARN, "uplink", "cloud broker %s:%d refused a subscription (reason 0x%02x)",
+                   u->cfg->cloud.host, u->cfg->cloud.port, codes[i]);
+    if (u->inflight[id] == UPLINK_ID_DIRECT)
+        u->inflight[id] = 0;
+}
+
+static bool uplink_user_topic(const struct hd_uplink *u, const char *topic)
+{
+    for (char **f = u->user_filters; f && *f; f++)
+        if (hd_mqtt_filter_matches(*f, topic))
+            return true;
+    return false;
 }
 
 static void cloud_on_message(void *ctx, const struct hd_mqtt_message *m)
 {
     struct hd_uplink *u = ctx;
+    if (uplink_user_topic(u, m->topic)) {
+        u->user.on_message(u->user.ctx, m->topic, m->payload, m->payload_len);
+        if (m->qos)
+            hd_mqtt_puback(u->cloud.client, m->packet_id);
+        return;
+    }
     cleanup_free char *local_topic = NULL;
     for (size_t i = 0; i < u->cfg->n_down && !local_topic; i++)
         local_topic = hd_uplink_map_topic(u->cfg->down[i].from, u->cfg->down[i].to, m->topic);
@@ -244,7 +296,9 @@ static void cloud_on_puback(void *ctx, uint16_t id, uint8_t reason)
 {
     struct hd_uplink *u = ctx;
     int64_t row = u->inflight[id];
-    if (!row)
+    if (row == UPLINK_ID_DIRECT)
+        u->inflight[id] = 0;
+    if (row <= 0)
         return;
     u->inflight[id] = 0;
     u->inflight_count--;
@@ -264,7 +318,7 @@ static void cloud_on_disconnect(void *ctx, const char *reason)
     /* Forget what was in flight: the drain restarts from the oldest row. */
     memset(u->inflight, 0, 65536 * sizeof(*u->inflight));
     u->inflight_count = 0;
-    u->last_sent_id = 0;
+    memset(&u->sent, 0, sizeof(u->sent));
     uplink_schedule_reconnect(u, &u->cloud);
     uplink_cloud_status(u, was_connected);
 }
@@ -274,14 +328,9 @@ static void cloud_on_disconnect(void *ctx, const char *reason)
 static bool uplink_send_row(void *ctx, const struct hd_spool_row *row)
 {
     struct hd_uplink *u = ctx;
-    uint16_t id;
-    do
-        id = ++u->next_cloud_id;
-    while (id == 0 || u->inflight[id]);
-    u->inflight[id] = row->id;
+    uint16_t id = uplink_take_id(u, row->id);
     u->inflight_count++;
     hd_mqtt_publish(u->cloud.client, row->topic, row->payload, row->payload_len, 1, row->retain, id, NULL, 0);
-    u->last_sent_id = row->id;
     return true;
 }
 
@@ -293,7 +342,7 @@ static void uplink_fill_window(struct hd_uplink *u)
     if (room <= 0)
         return;
     hd_error_t err = NULL;
-    if (hd_spool_fetch(u->spool, u->last_sent_id, room, uplink_send_row, u, &err) < 0) {
+    if (hd_spool_fetch_next(u->spool, &u->sent, room, uplink_send_row, u, &err) < 0) {
         uplink_fatal(u, &err);
         return;
     }
@@ -351,6 +400,7 @@ struct hd_uplink *hd_uplink_new(const struct hd_uplink_config *cfg, hd_error_t *
         .on_connect = cloud_on_connect,
         .on_message = cloud_on_message,
         .on_puback = cloud_on_puback,
+        .on_suback = cloud_on_suback,
         .on_disconnect = cloud_on_disconnect,
     };
     struct hd_mqtt_options local = cfg->local;
@@ -403,6 +453,7 @@ void hd_uplink_free(struct hd_uplink *u)
     free(u->pending_acks);
     hd_strv_free(u->local_filters);
     hd_strv_free(u->cloud_filters);
+    hd_strv_free(u->user_filters);
     free(u->local.last_error);
     free(u->cloud.last_error);
     hd_error_free(&u->fatal);
@@ -550,4 +601,39 @@ int hd_uplink_get_status(struct hd_uplink *u, struct hd_uplink_status *out, hd_e
     out->reconnects = u->cloud_connects > 1 ? u->cloud_connects - 1 : 0;
     out->downlink = u->downlink_count;
     return hd_spool_stats(u->spool, &out->spool, err);
+}
+
+void hd_uplink_set_cloud_user(struct hd_uplink *u, const struct hd_uplink_cloud_user *user)
+{
+    hd_strv_free(u->user_filters);
+    u->user_filters = NULL;
+    size_t n = 0;
+    while (user->filters && user->filters[n])
+        n++;
+    if (n) {
+        u->user_filters = hd_xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            u->user_filters[i] = hd_xstrdup(user->filters[i]);
+    }
+    u->user = *user;
+    u->user.filters = u->user_filters;
+}
+
+bool hd_uplink_publish_direct(struct hd_uplink *u, const char *topic, const void *payload, size_t len, bool retain)
+{
+    if (!u->cloud.connected)
+        return false;
+    hd_mqtt_publish(u->cloud.client, topic, payload, len, 1, retain, uplink_take_id(u, UPLINK_ID_DIRECT), NULL, 0);
+    hd_mqtt_client_flush(u->cloud.client);
+    return true;
+}
+
+int hd_uplink_enqueue(struct hd_uplink *u, const struct hd_spool_message *m, hd_error_t *err)
+{
+    if (u->stopped)
+        return hd_error_set(err, 0, "the uplink is stopped");
+    if (hd_spool_append_message(u->spool, m, err) < 0)
+        return -1;
+    uplink_want_turn(u);
+    return 0;
 }

@@ -38,6 +38,10 @@
 struct hd_uplink_map {
     char *from; /* filter subscribed to on the source side */
     char *to;   /* the same wildcards, on the destination side */
+    /* up[] only: the spool class of the route's messages (0 most important .. 9) and their own
+     * time to live (0 = only the spool's ttl) */
+    uint8_t priority;
+    int64_t ttl_ms;
 };
 
 struct hd_uplink_config {
@@ -87,6 +91,26 @@ int hd_uplink_attach(struct hd_uplink *u, struct hd_loop *loop, hd_uplink_fatal_
                      hd_error_t *err);
 /* Disconnect both links cleanly (DISCONNECT sent): what hedge-uplink does on SIGTERM. */
 void hd_uplink_close(struct hd_uplink *u);
+/*
+ * A second user of the cloud link: hedged's fleet agent (src/daemon/fleet_link.c). Its filters are
+ * subscribed at every CONNACK (QoS 1), after on_connect ran; PUBLISHes on topics they match go to
+ * on_message (acknowledged when it returns) instead of the down routes. The strings are copied.
+ */
+struct hd_uplink_cloud_user {
+    char *const *filters; /* NULL-terminated */
+    void (*on_connect)(void *ctx);
+    void (*on_message)(void *ctx, const char *topic, const uint8_t *payload, size_t len);
+    void *ctx;
+};
+void hd_uplink_set_cloud_user(struct hd_uplink *u, const struct hd_uplink_cloud_user *user);
+/* Publish on the cloud link now, QoS 1, outside the spool (state whose latest copy is all that matters,
+ * such as a retained report): false when the link is down; the user publishes again from on_connect. */
+bool hd_uplink_publish_direct(struct hd_uplink *u, const char *topic, const void *payload, size_t len, bool retain);
+
+/* Spool a message of the node's own (hedged's fleet events) as if a route had taken it in; sent in
+ * spool order with the rest. -1 when the spool refuses it (a fatal error stops the uplink as usual). */
+int hd_uplink_enqueue(struct hd_uplink *u, const struct hd_spool_message *m, hd_error_t *err);
+
 /* What `hedge uplink status` and /metrics show of a running uplink. */
 struct hd_uplink_status {
     bool local_connected, cloud_connected;

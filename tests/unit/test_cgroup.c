@@ -1,5 +1,6 @@
 /* test_cgroup.c - the pure parts of the cgroup code: weight→shares, CPU quota,
- * swap limit math, mode parsing and detection, v1 mount lookup, parent names. */
+ * swap limit math, mode parsing and detection, v1 mount lookup, parent names,
+ * the CFS period, cpuset lists, blkio weight→io.weight, hugetlb page sizes. */
 #include "cgroup/internal.h"
 #include "check.h"
 #include "spec/spec.h"
@@ -26,6 +27,44 @@ static void test_cpu_quota(void)
     /* the kernel refuses quotas below 1 ms */
     CHECK(hd_cgroup_cpu_quota_us(0.001, 100000) == 1000);
     CHECK(hd_cgroup_cpu_quota_us(1024, 100000) == 102400000);
+}
+
+static void test_cpu_period_and_cpuset_lists(void)
+{
+    struct hd_resources r = {0};
+    CHECK(hd_cgroup_cpu_period_us(&r) == 100000);
+    r.cpu_period_us = 500000;
+    CHECK(hd_cgroup_cpu_period_us(&r) == 500000);
+    CHECK(hd_cgroup_cpu_quota_us(50000.0 / 500000.0, 500000) == 50000);
+    CHECK(hd_cgroup_cpuset_list_valid("0"));
+    CHECK(hd_cgroup_cpuset_list_valid("0-3"));
+    CHECK(hd_cgroup_cpuset_list_valid("0,2-3,7"));
+    CHECK(hd_cgroup_cpuset_list_valid("12-12"));
+    CHECK(!hd_cgroup_cpuset_list_valid(""));
+    CHECK(!hd_cgroup_cpuset_list_valid("abc"));
+    CHECK(!hd_cgroup_cpuset_list_valid("0-"));
+    CHECK(!hd_cgroup_cpuset_list_valid("3-1"));
+    CHECK(!hd_cgroup_cpuset_list_valid("0,,1"));
+    CHECK(!hd_cgroup_cpuset_list_valid("0,"));
+    CHECK(!hd_cgroup_cpuset_list_valid(" 0"));
+    CHECK(!hd_cgroup_cpuset_list_valid("-1"));
+}
+
+static void test_blkio_weight_and_page_sizes(void)
+{
+    /* runc's conversion: 1 + (weight - 10) * 9999 / 990 */
+    CHECK(hd_cgroup_blkio_weight_to_io_weight(10) == 1);
+    CHECK(hd_cgroup_blkio_weight_to_io_weight(1000) == 10000);
+    CHECK(hd_cgroup_blkio_weight_to_io_weight(500) == 1 + 490 * 9999 / 990);
+    CHECK(hd_cgroup_blkio_weight_to_io_weight(1) == 1);
+    CHECK(hd_cgroup_hugepage_size_valid("2MB"));
+    CHECK(hd_cgroup_hugepage_size_valid("1GB"));
+    CHECK(hd_cgroup_hugepage_size_valid("64KB"));
+    CHECK(!hd_cgroup_hugepage_size_valid("2XB"));
+    CHECK(!hd_cgroup_hugepage_size_valid("MB"));
+    CHECK(!hd_cgroup_hugepage_size_valid("02MB"));
+    CHECK(!hd_cgroup_hugepage_size_valid("2MB/"));
+    CHECK(!hd_cgroup_hugepage_size_valid("../2MB"));
 }
 
 static void test_swap_limits(void)
@@ -133,6 +172,8 @@ int main(void)
     test_weight_to_shares();
     test_cpu_quota();
     test_swap_limits();
+    test_cpu_period_and_cpuset_lists();
+    test_blkio_weight_and_page_sizes();
     test_modes();
     test_mount_points();
     test_parent_names();

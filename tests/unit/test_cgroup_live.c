@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <glob.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,57 @@ static void run_backend(const char *mode, bool limits)
     CHECK(access(path, F_OK) < 0 && errno == ENOENT);
 }
 
+/*
+ * A cpuset of CPU 0: the new directory (and the parent made for it) is filled from above, a
+ * child enters it by itself (the entry's tasks file), runs on CPU 0 only, and destroy removes
+ * the cpuset directory with the others. An update to the parent's CPUs is written too.
+ */
+static void run_cpuset(const char *mode)
+{
+    setenv("HEDGE_CGROUP_MODE", mode, 1);
+    char id[16];
+    hd_random_id(id, sizeof(id));
+    struct hd_resources res = {0};
+    snprintf(res.cpuset_cpus, sizeof(res.cpuset_cpus), "0");
+    struct hd_cgroup *cg = NULL;
+    hd_error_t err = NULL;
+    if (hd_cgroup_create(id, &res, &cg, &err) < 0) {
+        fprintf(stderr, "%s: cpuset create: %s\n", mode, hd_error_text(err));
+        hd_error_free(&err);
+        CHECK(0);
+        return;
+    }
+    cleanup_free char *dir = hd_xasprintf("/sys/fs/cgroup/cpuset/%s/%s", parent, id);
+    cleanup_free char *cpus = NULL, *mems = NULL;
+    CHECK(cgroup_read(dir, "cpuset.cpus", &cpus, &err) == 0 && strcmp(cpus, "0\n") == 0);
+    CHECK(cgroup_read(dir, "cpuset.mems", &mems, &err) == 0 && mems[0] != '\n');
+    struct hd_cgroup_entry entry;
+    CHECK(hd_cgroup_entry_open(cg, &entry, &err) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        const char *failed = NULL;
+        cpu_set_t set;
+        if (hd_cgroup_entry_enter(&entry, &failed) < 0 || sched_getaffinity(0, sizeof(set), &set) < 0)
+            _exit(2);
+        _exit(CPU_COUNT(&set) == 1 && CPU_ISSET(0, &set) ? 0 : 3);
+    }
+    hd_cgroup_entry_close(&entry);
+    int status = reap(pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    struct hd_resources wider = {0};
+    snprintf(wider.cpuset_cpus, sizeof(wider.cpuset_cpus), "0-%ld", sysconf(_SC_NPROCESSORS_ONLN) - 1);
+    CHECK(hd_cgroup_update(cg, &wider, &err) == 0);
+    cleanup_free char *after = NULL;
+    CHECK(cgroup_read(dir, "cpuset.cpus", &after, &err) == 0 &&
+          strncmp(after, wider.cpuset_cpus, strlen(after) - 1) == 0);
+    CHECK(hd_cgroup_destroy(cg, &err) == 0);
+    if (err) {
+        fprintf(stderr, "%s: %s\n", mode, hd_error_text(err));
+        hd_error_free(&err);
+    }
+    CHECK(access(dir, F_OK) < 0 && errno == ENOENT);
+}
+
 /* A child that allocates past a 16M limit is OOM-killed, and the group says so. */
 static void run_oom(const char *mode)
 {
@@ -264,6 +316,11 @@ int main(void)
         run_oom(hd_cgroup_mode_name(host));
         /* no limits: on hybrid the lean group (memory and unified only; CPU time from cgroup2) */
         run_backend(hd_cgroup_mode_name(host), false);
+        if (access("/sys/fs/cgroup/cpuset/cpuset.cpus", F_OK) == 0) {
+            run_cpuset(hd_cgroup_mode_name(host));
+            if (host == HD_CGROUP_HYBRID)
+                run_cpuset("v1"); /* every hierarchy made, not a lean group */
+        }
         if (host == HD_CGROUP_HYBRID)
             run_backend("v1", true);
     }

@@ -1,5 +1,6 @@
 /* test_uplink.c - the uplink's pure logic: topic matching, topic remapping, and the spool's limits and order. */
 #include <jansson.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +62,111 @@ static void test_spool(void)
     CHECK(hd_spool_commit(s, &err) == 0);
     CHECK(hd_spool_stats(s, &st, &err) == 0);
     CHECK(st.depth == 2 && st.counters.rejected_new == 1 && st.counters.drained == 1);
+    hd_spool_close(s);
+    hd_rm_rf(dir, NULL);
+    free(path);
+}
+
+static int spool_put(struct hd_spool *s, const char *payload, uint8_t priority, int64_t ttl_ms)
+{
+    hd_error_t err = NULL;
+    struct hd_spool_message m = {
+        .topic = "t", .payload = payload, .len = strlen(payload) + 1, .qos = 1, .priority = priority, .ttl_ms = ttl_ms};
+    int rc = hd_spool_append_message(s, &m, &err);
+    hd_error_free(&err);
+    return rc;
+}
+
+/* Priority classes: the drain order, eviction from the least important class only, own TTLs, and a
+ * file from before the classes existed. */
+static void test_spool_classes(void)
+{
+    char dir[] = "/tmp/hedge-test-spool-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char *path = hd_xasprintf("%s/s.db", dir);
+    hd_error_t err = NULL;
+
+    /* An old-format file (no priority/expires columns) with one row: opened, migrated, kept. */
+    sqlite3 *old = NULL;
+    CHECK(sqlite3_open(path, &old) == SQLITE_OK);
+    CHECK(
+        sqlite3_exec(old,
+                     "CREATE TABLE spool(id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, topic TEXT NOT "
+                     "NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL, retain INTEGER NOT NULL, size INTEGER NOT "
+                     "NULL); INSERT INTO spool(ts, topic, payload, qos, retain, size) VALUES(1, 't', 'old', 1, 0, 4);",
+                     NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(old);
+
+    /* 5-byte payloads + "t" = 6 bytes a row (4 with "old"); cap 40. */
+    struct hd_spool_options o = {.max_bytes = 40, .policy = HD_SPOOL_DROP_OLDEST};
+    struct hd_spool *s = hd_spool_open(path, &o, &err);
+    CHECK(s != NULL);
+    char **rows = NULL;
+    CHECK(hd_spool_fetch(s, 0, 10, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 1 && strcmp(rows[0], "old") == 0);
+    hd_strv_free(rows);
+    rows = NULL;
+    CHECK(hd_spool_ack(s, 1, &err) == 0);
+    CHECK(spool_put(s, "log1", 9, 0) == 0);
+    CHECK(spool_put(s, "tel1", 5, 0) == 0);
+    CHECK(spool_put(s, "evt1", 1, 0) == 0);
+    CHECK(spool_put(s, "log2", 9, 0) == 0);
+    CHECK(spool_put(s, "tel2", 5, 0) == 0);
+    CHECK(spool_put(s, "evt2", 1, 0) == 0);
+    CHECK(hd_spool_commit(s, &err) == 0);
+    /* The drain: most important class first, id order within a class; the cursor moves on. */
+    struct hd_spool_cursor cur = {0};
+    CHECK(hd_spool_fetch_next(s, &cur, 3, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 3);
+    CHECK_STR(rows[0], "evt1");
+    CHECK_STR(rows[1], "evt2");
+    CHECK_STR(rows[2], "tel1");
+    hd_strv_free(rows);
+    rows = NULL;
+    /* A new important row is sent before the rest of the less important ones. The 7th row (42 bytes > 40)
+     * made room by dropping the oldest row of the least important class: log1. */
+    CHECK(spool_put(s, "evt3", 1, 0) == 0);
+    CHECK(hd_spool_fetch_next(s, &cur, 10, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 3);
+    CHECK_STR(rows[0], "evt3");
+    CHECK_STR(rows[1], "tel2");
+    CHECK_STR(rows[2], "log2");
+    hd_strv_free(rows);
+    rows = NULL;
+    /* Full: events push out logs first, then telemetry, never an event; a log is refused once only more
+     * important rows are left. */
+    struct hd_spool_stats st;
+    CHECK(hd_spool_stats(s, &st, &err) == 0);
+    CHECK(st.depth == 6 && st.counters.dropped_oldest == 1);
+    CHECK(spool_put(s, "evt4", 1, 0) == 0); /* drops log2 */
+    CHECK(spool_put(s, "evt5", 1, 0) == 0); /* drops tel1 */
+    CHECK(spool_put(s, "log3", 9, 0) == 1); /* no log or lower left to drop: refused */
+    CHECK(hd_spool_stats(s, &st, &err) == 0);
+    CHECK(st.depth == 6 && st.counters.dropped_oldest == 3 && st.counters.rejected_new == 1);
+    CHECK(hd_spool_fetch(s, 0, 10, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 6);
+    for (size_t i = 0; rows && rows[i]; i++)
+        CHECK(strncmp(rows[i], "log", 3) != 0 && strcmp(rows[i], "tel1") != 0);
+    hd_strv_free(rows);
+    rows = NULL;
+    CHECK(hd_spool_commit(s, &err) == 0);
+    hd_spool_close(s);
+
+    /* Own TTLs (the spool has none): only the expired row goes, and the class counts survive a reopen. */
+    o.max_bytes = 0;
+    s = hd_spool_open(path, &o, &err);
+    CHECK(s != NULL);
+    CHECK(spool_put(s, "shrt", 5, 1000) == 0);
+    CHECK(hd_spool_commit(s, &err) == 0);
+    CHECK(hd_spool_expire(s, hd_wall_ms(), &err) == 0);
+    CHECK(hd_spool_expire(s, hd_wall_ms() + 2000, &err) == 1);
+    CHECK(hd_spool_commit(s, &err) == 0);
+    struct hd_spool_cursor fresh = {0};
+    CHECK(hd_spool_fetch_next(s, &fresh, 10, collect, &rows, &err) == 0);
+    CHECK(hd_strv_len(rows) == 6);
+    CHECK_STR(rows[0], "evt1");
+    hd_strv_free(rows);
+    CHECK(err == NULL);
     hd_spool_close(s);
     hd_rm_rf(dir, NULL);
     free(path);
@@ -176,5 +282,6 @@ int main(void)
     check_map("sensors/#", "nodes/n1/sensors/#", "other/x", NULL);
     check_map("exact/topic", "cloud/topic", "exact/topic", "cloud/topic");
     test_spool();
+    test_spool_classes();
     CHECK_DONE();
 }

@@ -33,6 +33,15 @@ static void test_validity(void)
     CHECK(hd_vm_msg_valid(HD_VM_MSG_READY, 0, 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_READY, 1, 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_READY, 0, 0)); /* guest → host only */
+    /* exec: a session number first; EXEC goes to the guest, its output and end come back */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC, 6, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC, 4, 0)); /* a session and no record */
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC, 6, 1));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_STDOUT, 4, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDERR, 3, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDOUT, 4, 0));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_EXIT, 4 + sizeof(struct hd_vm_exit_msg), 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_EXIT, sizeof(struct hd_vm_exit_msg), 1));
     CHECK(!hd_vm_msg_valid(0, 0, 0));
     CHECK(!hd_vm_msg_valid(999, 0, 1));
 }

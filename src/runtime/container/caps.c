@@ -129,6 +129,11 @@ int hd_caps_apply(uint64_t keep, hd_error_t *err)
 {
     if (geteuid() != 0)
         keep = 0; /* Docker: a non-root user runs without capabilities */
+    return hd_caps_apply_any_user(keep, err);
+}
+
+int hd_caps_apply_any_user(uint64_t keep, hd_error_t *err)
+{
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return hd_error_sys(err, "capabilities: clear the ambient set");
     cap_t caps = cap_init(); /* all clear */

@@ -27,9 +27,12 @@ int hd_caps_drop_bounding(uint64_t keep, hd_error_t *err);
 /* Child side, after the user switch: permitted = effective = keep for root, nothing for
  * other users (as Docker); inheritable and ambient empty. */
 int hd_caps_apply(uint64_t keep, hd_error_t *err);
+/* The same for any user (runc's way, with PR_SET_KEEPCAPS held over the user switch): a non-root user keeps
+ * them until exec, which leaves it only what is ambient. */
+int hd_caps_apply_any_user(uint64_t keep, hd_error_t *err);
 
-/* Child side, after hd_caps_apply: set the inheritable set and raise ambient capabilities (hedge-oci's
- * process.capabilities; both must lie within the permitted set, so only for root). */
+/* Child side, after hd_caps_apply(_any_user): set the inheritable set and raise ambient capabilities
+ * (hedge-oci's process.capabilities; both must lie within the permitted set). */
 int hd_caps_set_inheritable_ambient(uint64_t inheritable, uint64_t ambient, hd_error_t *err);
 
 #endif

@@ -16,9 +16,10 @@
  *   clone3(NEWPID|NEWNS|NEWUTS|NEWIPC
  *         |NEWNET|NEWUSER?, INTO_CGROUP
  *         for v2/the unified dir) ──────▶  enter the v1 cgroups itself ("0" → tasks)
- *                                          hostname, mounts, pivot_root (rootfs.c),
- *   uid/gid maps, network                  drop the bounding set (in parallel;
- *                                          with a user namespace only after "go")
+ *   [user namespace: uid/gid maps,
+ *    idmapped rootfs, send "u"] ─────────▶  [wait for "u", become uid/gid 0 inside]
+ *   network                                hostname, mounts, pivot_root (rootfs.c),
+ *                                          drop the bounding set (in parallel)
  *   send go  ────────────────────────────▶  unshare(NEWCGROUP): its cgroup is now "/"
  *                                           [--init: fork; PID 1 stays as reaper]
  *                                           user, workdir, no_new_privs,
@@ -41,6 +42,19 @@
  * installed before the user switch instead, while CAP_SYS_ADMIN still allows
  * it.
  *
+ * A caller can hand over existing namespaces to join instead (backend.h:
+ * join_ns_fds, hedge-oci's linux.namespaces[].path, as runc does): their
+ * CLONE_NEW* flags are left out, the child setns()es into network, ipc, uts
+ * and mount first thing after entering its cgroups (mount last), into the
+ * cgroup namespace where it would unshare one, and the parent enters a joined
+ * pid namespace for the clone only (the code hd_container_join uses), so the
+ * child is born there. A joined network namespace is left as it is. With a
+ * new user namespace the child would have no rights over namespaces the
+ * host's user namespace owns: the parent enters joined network, ipc and uts
+ * namespaces for the clone too, and joined mount, pid and cgroup ones are
+ * refused. hedge-oci's id maps (w->uid_map) are written as given, with
+ * setgroups allowed and no idmapped rootfs, as runc does as root.
+ *
  * Every mount lives in the container's mount namespace and dies with its last
  * process, so cleanup only has to kill PID 1 (which kills the whole pid
  * namespace), reap it, tear the network down and remove the overlay dirs.
@@ -58,6 +72,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -87,6 +103,35 @@ struct container {
 static struct container *container_of(struct hd_workload *w)
 {
     return w->backend_data;
+}
+
+/* The fd of an existing namespace the workload joins instead of a new one, or -1. */
+static int joined_ns_fd(const struct hd_workload *w, enum hd_join_ns ns)
+{
+    return w->join_ns_fds ? w->join_ns_fds[ns] : -1;
+}
+
+/* Our next children are born in the pid namespace ns_fd (setns of a pid namespace applies to children only);
+ * *own_fd keeps ours for pid_ns_restore. The first process of a container that joins one and every process
+ * hd_container_join starts go through here. */
+static int pid_ns_enter_for_children(int ns_fd, int *own_fd, hd_error_t *err)
+{
+    *own_fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (*own_fd < 0 || setns(ns_fd, CLONE_NEWPID) < 0)
+        return hd_error_sys(err, "join the container's pid namespace");
+    return 0;
+}
+
+/* Back to our own pid namespace for later children (own_fd from pid_ns_enter_for_children, -1: nothing to do);
+ * closes own_fd. */
+static int pid_ns_restore(int *own_fd, hd_error_t *err)
+{
+    if (*own_fd < 0)
+        return 0;
+    int rc = setns(*own_fd, CLONE_NEWPID) < 0 ? hd_error_sys(err, "return to our own pid namespace") : 0;
+    close(*own_fd);
+    *own_fd = -1;
+    return rc;
 }
 
 static int container_prepare(struct hd_workload *w, hd_error_t *err)
@@ -139,9 +184,16 @@ static int container_hold_before_exec(const struct hd_workload *w, int report_fd
     while (fifo < 0 && errno == EINTR);
     if (fifo < 0)
         _exit(HD_EXIT_HEDGE);
+    close(w->exec_fifo_fd);
+    /* started: the last step (the OCI startContainer hooks) before the byte that lets the starter go on,
+     * so that what it does next (poststart hooks) comes after it; a failure ends us without the byte */
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_BEFORE_EXEC, err) < 0) {
+        /* nobody reads the report past the hold: say it on the container's stderr, exit 125 */
+        dprintf(2, "hedge: %s\n", hd_error_text(*err));
+        _exit(HD_EXIT_HEDGE);
+    }
     ssize_t n = write(fifo, "0", 1);
     close(fifo);
-    close(w->exec_fifo_fd);
     if (n != 1)
         _exit(HD_EXIT_HEDGE);
     return 0;
@@ -152,10 +204,14 @@ static int container_hold_before_exec(const struct hd_workload *w, int report_fd
 static int apply_process_security(uint64_t caps, uint64_t inheritable, uint64_t ambient, bool no_new_privs,
                                   const struct hd_seccomp *seccomp, hd_error_t *err)
 {
-    if (hd_caps_apply(caps, err) < 0)
+    /* with inheritable/ambient sets (hedge-oci), as runc: the permitted set whatever the user (keep_caps held
+     * it over the user switch), so that ambient capabilities can be raised and outlive exec */
+    if (inheritable || ambient) {
+        if (hd_caps_apply_any_user(caps, err) < 0 || hd_caps_set_inheritable_ambient(inheritable, ambient, err) < 0)
+            return -1;
+    } else if (hd_caps_apply(caps, err) < 0) {
         return -1;
-    if ((inheritable || ambient) && hd_caps_set_inheritable_ambient(inheritable, ambient, err) < 0)
-        return -1;
+    }
     if (no_new_privs && hd_seccomp_load(seccomp, err) < 0)
         return -1;
     return 0;
@@ -171,6 +227,8 @@ static int container_before_exec(void *data, hd_error_t *err)
         return -1;
     if (w->hold_before_exec)
         return container_hold_before_exec(w, c->report_fd, err);
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_BEFORE_EXEC, err) < 0)
+        return -1;
     return 0;
 }
 
@@ -219,10 +277,108 @@ static void container_init_or_continue(int report_fd)
     }
 }
 
+/* The namespaces the first process joins right after its cgroups, in enum hd_join_ns order (mount last).
+ * With a new user namespace the parent enters them for the clone instead (parent_enter_for_clone). */
+static const struct {
+    enum hd_join_ns ns;
+    int type;
+    const char *name;
+    const char *proc_name; /* under /proc/PID/ns */
+} child_joins[] = {
+    {HD_JOIN_NET, CLONE_NEWNET, "network", "net"},
+    {HD_JOIN_IPC, CLONE_NEWIPC, "ipc", "ipc"},
+    {HD_JOIN_UTS, CLONE_NEWUTS, "uts", "uts"},
+    {HD_JOIN_MNT, CLONE_NEWNS, "mount", "mnt"},
+};
+
+/*
+ * A process cloned into a new user namespace has no rights over the namespaces the host's user namespace
+ * owns, so it could not setns() into them: with one, we enter the joined network, ipc and uts namespaces for
+ * the clone, the child is born in them (runc joins them before it unshares the user namespace), and
+ * parent_return_after_clone takes us back. own_fds[i] (-1: not joined) keeps ours for child_joins[i].
+ */
+static int parent_enter_for_clone(const struct hd_workload *w, int own_fds[], hd_error_t *err)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins); i++)
+        own_fds[i] = -1;
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins); i++) {
+        int fd = joined_ns_fd(w, child_joins[i].ns);
+        if (fd < 0)
+            continue;
+        char path[32];
+        snprintf(path, sizeof(path), "/proc/self/ns/%s", child_joins[i].proc_name);
+        own_fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+        if (own_fds[i] < 0)
+            return hd_error_sys(err, "open %s", path);
+        if (setns(fd, child_joins[i].type) < 0)
+            return hd_error_sys(err, "join the existing %s namespace", child_joins[i].name);
+    }
+    return 0;
+}
+
+/* Back to our own namespaces after parent_enter_for_clone (also after one that failed half-way); closes them. */
+static int parent_return_after_clone(int own_fds[], hd_error_t *err)
+{
+    int rc = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins); i++) {
+        if (own_fds[i] < 0)
+            continue;
+        if (setns(own_fds[i], child_joins[i].type) < 0 && rc == 0)
+            rc = hd_error_sys(err, "return to our own %s namespace", child_joins[i].name);
+        close(own_fds[i]);
+        own_fds[i] = -1;
+    }
+    return rc;
+}
+
 struct container_child_args {
     struct hd_workload *w;
     struct hd_cgroup_entry *cgroup_entry;
+    int go_fd; /* child side */
 };
+
+/* Read exactly n bytes from the go socket; false on EOF or error. */
+static bool go_read(int fd, void *buf, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t r = read(fd, (char *)buf + done, n - done);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        done += (size_t)r;
+    }
+    return true;
+}
+
+/*
+ * Right before pivot_root (rootfs.c): with before_pivot_parent, ask the parent over the go socket ("h"),
+ * wait for its answer (a length, then the message) and keep the message; then container_setup's
+ * HD_SETUP_BEFORE_PIVOT. A parent that fails kills us: a socket that closes unanswered means just that, so
+ * we leave without a report of our own.
+ */
+static int container_before_pivot(void *data, hd_error_t *err)
+{
+    struct container_child_args *args = data;
+    struct hd_workload *w = args->w;
+    if (w->before_pivot_parent) {
+        uint32_t len;
+        /* no answer: the parent failed (its error is the one to report, and it is killing us) */
+        if (write(args->go_fd, "h", 1) != 1 || !go_read(args->go_fd, &len, sizeof(len)))
+            _exit(HD_EXIT_HEDGE);
+        if (len > 0) {
+            char *message = hd_xcalloc(1, (size_t)len + 1);
+            if (!go_read(args->go_fd, message, len)) {
+                free(message);
+                return hd_error_set(err, EPIPE, "before pivot_root: the runtime's message was cut short");
+            }
+            w->before_pivot_message = message;
+        }
+    }
+    if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_BEFORE_PIVOT, err) < 0)
+        return -1;
+    return 0;
+}
 
 __attribute__((noreturn)) static void container_child(void *data, int go_fd, int report_fd)
 {
@@ -240,29 +396,41 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
         hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_CGROUPS, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins) && !userns; i++) {
+        int fd = joined_ns_fd(w, child_joins[i].ns);
+        if (fd >= 0 && setns(fd, child_joins[i].type) < 0)
+            hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "join the existing %s namespace", child_joins[i].name);
+    }
     /*
-     * Without a user namespace the mount work does not depend on the parent, so it
-     * runs while the parent sets up the network; in a user namespace it needs the
-     * id maps first.
+     * The mount work does not depend on the parent's network set-up, so it runs
+     * while the parent does it; in a user namespace it needs the id maps first
+     * (the parent's "u" once they are written).
      */
-    if (userns)
-        hd_spawn_child_wait_go(go_fd);
+    char maps_written;
+    if (userns && (!go_read(go_fd, &maps_written, 1) || maps_written != 'u'))
+        _exit(HD_EXIT_HEDGE); /* the parent failed: its error is the one to report */
     hd_child_setup_stdio(w->stdio, report_fd);
     /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
     if (userns && (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "user namespace: become root inside");
-    if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+    /* a joined uts namespace keeps its name unless the spec gives another one (runc sets the config's) */
+    char current[sizeof(((struct utsname *)0)->nodename)] = "";
+    bool rename = joined_ns_fd(w, HD_JOIN_UTS) < 0 ||
+        (spec->hostname && (gethostname(current, sizeof(current)) < 0 || strcmp(current, c->hostname) != 0));
+    if (rename && sethostname(c->hostname, strlen(c->hostname)) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "sethostname %s", c->hostname);
-    if (hd_rootfs_enter(w, &c->rootfs, &err) < 0)
+    args->go_fd = go_fd;
+    if (hd_rootfs_enter(w, &c->rootfs, container_before_pivot, args, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    if (!userns)
-        hd_spawn_child_wait_go(go_fd);
-    if (unshare(CLONE_NEWCGROUP) < 0)
-        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "unshare the cgroup namespace");
+    hd_spawn_child_wait_go(go_fd);
+    int cgroup_ns = joined_ns_fd(w, HD_JOIN_CGROUP);
+    if (cgroup_ns >= 0 ? setns(cgroup_ns, CLONE_NEWCGROUP) < 0 : unshare(CLONE_NEWCGROUP) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "%s the cgroup namespace",
+                      cgroup_ns >= 0 ? "join the existing" : "unshare");
     umask(022);
     if (spec->init)
         container_init_or_continue(report_fd);
@@ -276,6 +444,9 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
         .env = w->env,
         .workdir = w->workdir ? w->workdir : "/",
         .user = w->user,
+        .groups = w->groups,
+        .n_groups = w->n_groups,
+        .keep_caps = w->caps_inheritable || w->caps_ambient,
         .no_new_privs = spec->security.no_new_privs,
         .before_exec = container_before_exec,
         .before_exec_data = w,
@@ -285,13 +456,18 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
 
 /* ---- parent side ----------------------------------------------------- */
 
-static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error_t *err)
+/* The child's uid and gid maps: hedge's one range (setgroups denied), or the caller's maps (w->uid_map, hedge-oci:
+ * setgroups allowed, as runc leaves it when it runs as root). */
+static int write_id_maps(pid_t pid, const struct hd_workload *w, hd_error_t *err)
 {
+    const struct hd_user_namespace *ns = &w->spec->userns;
     char path[64];
-    cleanup_free char *uid_map = hd_xasprintf("0 %u %u\n", ns->uid_base, ns->size);
-    cleanup_free char *gid_map = hd_xasprintf("0 %u %u\n", ns->gid_base, ns->size);
+    cleanup_free char *uid_map =
+        w->uid_map ? hd_xstrdup(w->uid_map) : hd_xasprintf("0 %u %u\n", ns->uid_base, ns->size);
+    cleanup_free char *gid_map =
+        w->gid_map ? hd_xstrdup(w->gid_map) : hd_xasprintf("0 %u %u\n", ns->gid_base, ns->size);
     snprintf(path, sizeof(path), "/proc/%d/setgroups", pid);
-    if (hd_write_file(path, "deny", 4, err) < 0)
+    if (w->uid_map == NULL && hd_write_file(path, "deny", 4, err) < 0)
         return hd_error_prefix(err, "user namespace");
     snprintf(path, sizeof(path), "/proc/%d/uid_map", pid);
     if (hd_write_file(path, uid_map, strlen(uid_map), err) < 0)
@@ -302,23 +478,50 @@ static int write_id_maps(pid_t pid, const struct hd_user_namespace *ns, hd_error
     return 0;
 }
 
-/* Everything the parent does between clone and "go". */
-static int container_setup_from_parent(struct hd_workload *w, pid_t pid, hd_error_t *err)
+/* Everything the parent does between clone and "go". In a user namespace the child waits for the id maps (and
+ * the idmapped rootfs) first: "u" on the go socket says they are there. */
+static int container_setup_from_parent(struct hd_workload *w, const struct hd_spawn *s, hd_error_t *err)
 {
     struct container *c = container_of(w);
+    pid_t pid = s->pid;
     if (w->spec->userns.enabled) {
-        if (write_id_maps(pid, &w->spec->userns, err) < 0)
+        if (write_id_maps(pid, w, err) < 0)
             return -1;
         char path[64];
         snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
         cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
         if (userns_fd < 0)
             return hd_error_sys(err, "user namespace: open %s", path);
-        if (hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+        if (w->uid_map == NULL && hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
             return -1;
+        if (send(s->go_fd, "u", 1, MSG_NOSIGNAL) != 1)
+            return hd_error_sys(err, "user namespace: hand the id maps over to the container's process");
     }
     if (c->net_mode != HD_NET_HOST && hd_net_setup(w->state_dir, w->id, c->net_mode, pid, &c->net, err) < 0)
         return hd_error_prefix(err, "network");
+    return 0;
+}
+
+/* The parent's half of container_before_pivot: wait for the child's "h", call before_pivot_parent, answer
+ * with the length and the message. A child that failed first closes the socket: its report says why. */
+static int container_parent_before_pivot(struct hd_workload *w, struct hd_spawn *s, hd_error_t *err)
+{
+    char byte;
+    ssize_t n;
+    do
+        n = read(s->go_fd, &byte, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1 || byte != 'h')
+        return hd_error_set(err, EPIPE, "the container's process ended before pivot_root");
+    cleanup_free char *message = NULL;
+    if (w->before_pivot_parent(w, s->pid, w->container_setup_data, &message, err) < 0)
+        return -1;
+    uint32_t len = message ? (uint32_t)strlen(message) : 0;
+    struct iovec iov[2] = {{.iov_base = &len, .iov_len = sizeof(len)}, {.iov_base = message, .iov_len = len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+    size_t want = sizeof(len) + len;
+    if (sendmsg(s->go_fd, &msg, MSG_NOSIGNAL) != (ssize_t)want)
+        return hd_error_sys(err, "hand the message over to the container's process");
     return 0;
 }
 
@@ -331,13 +534,48 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     size_t n_rules = w->device_rules ? w->n_device_rules : hd_device_rules_default_count;
     if (w->cgroup && hd_cgroup_devices_apply(w->cgroup, rules, n_rules, err) < 0)
         return -1;
+    bool userns = w->spec->userns.enabled;
+    /* mount: the child sets up its root there; pid, cgroup: its proc and cgroup mounts; all need rights in
+     * the namespace's owner, which a process in a new user namespace lacks */
+    if (userns &&
+        (joined_ns_fd(w, HD_JOIN_MNT) >= 0 || joined_ns_fd(w, HD_JOIN_PID) >= 0 ||
+         joined_ns_fd(w, HD_JOIN_CGROUP) >= 0))
+        return hd_error_set(err, EINVAL,
+                            "joining an existing mount, pid or cgroup namespace: not with a new user namespace");
+    if (joined_ns_fd(w, HD_JOIN_NET) >= 0) {
+        c->net_mode = HD_NET_HOST; /* nothing to make or set up: the namespace is someone else's */
+        /* sysfs belongs to the network namespace's owner: the host's /sys is bound instead */
+        if (userns && hd_rootfs_use_host_sys(&c->rootfs, err) < 0)
+            return -1;
+    }
     if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
         return -1;
     unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
     if (c->net_mode != HD_NET_HOST)
-        flags |= CLONE_NEWNET;
-    if (w->spec->userns.enabled)
+        flags |= CLONE_NEWNET; /* not for a joined one (HD_NET_HOST above) */
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins); i++)
+        if (joined_ns_fd(w, child_joins[i].ns) >= 0)
+            flags &= ~(unsigned long)child_joins[i].type;
+    /* a joined pid namespace: the child is born in it */
+    cleanup_close int own_pid_ns = -1;
+    if (joined_ns_fd(w, HD_JOIN_PID) >= 0) {
+        flags &= ~(unsigned long)CLONE_NEWPID;
+        if (pid_ns_enter_for_children(joined_ns_fd(w, HD_JOIN_PID), &own_pid_ns, err) < 0) {
+            hd_cgroup_entry_close(&cgroup_entry);
+            return -1;
+        }
+    }
+    int own_ns[ARRAY_SIZE(child_joins)];
+    if (userns) {
         flags |= CLONE_NEWUSER;
+        if (parent_enter_for_clone(w, own_ns, err) < 0) {
+            hd_error_t ignored = NULL;
+            if (parent_return_after_clone(own_ns, &ignored) < 0)
+                hd_error_free(&ignored);
+            hd_cgroup_entry_close(&cgroup_entry);
+            return -1;
+        }
+    }
     /*
      * A fork-like clone (spawn.c): the child continues with a copy of our
      * memory. On cgroup v2 (and in the unified directory of a hybrid host) it
@@ -355,10 +593,23 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     struct hd_spawn s;
     int ret = hd_spawn_start(&opts, &s, err);
     hd_cgroup_entry_close(&cgroup_entry);
+    if (userns && parent_return_after_clone(own_ns, err) < 0) {
+        if (ret == 0)
+            hd_spawn_abort(&s, err);
+        return -1;
+    }
+    if (pid_ns_restore(&own_pid_ns, err) < 0) {
+        if (ret == 0)
+            hd_spawn_abort(&s, err);
+        return -1;
+    }
+    if (ret < 0 && joined_ns_fd(w, HD_JOIN_PID) >= 0 && *err && (*err)->errnum == ENOMEM)
+        return hd_error_prefix(err, "clone into the joined pid namespace (its init process has exited)");
     if (ret < 0)
         return hd_error_prefix(err, "clone the container's namespaces");
     w->pid = s.pid;
-    if (container_setup_from_parent(w, s.pid, err) < 0)
+    if (container_setup_from_parent(w, &s, err) < 0 ||
+        (w->before_pivot_parent && container_parent_before_pivot(w, &s, err) < 0))
         ret = hd_spawn_abort(&s, err);
     else
         ret = hd_spawn_finish(&s, err);
@@ -405,13 +656,15 @@ const struct hd_backend hd_backend_container = {
 
 /* ---- joining a running container (join.h) ---------------------------- */
 
-/* The namespaces a joined process enters, user first (it grants the rights for the others), mount last. */
+/* The namespaces a joined process enters, mount last. We are root on the host, with rights in every user
+ * namespace, so the container's user namespace comes late: its process may share namespaces the host's user
+ * namespace owns (a joined network namespace), which it could not enter from inside. */
 static const struct {
     const char *name;
     int type;
 } join_namespaces[] = {
-    {"user", CLONE_NEWUSER}, {"ipc", CLONE_NEWIPC},       {"uts", CLONE_NEWUTS}, {"net", CLONE_NEWNET},
-    {"time", CLONE_NEWTIME}, {"cgroup", CLONE_NEWCGROUP}, {"mnt", CLONE_NEWNS},
+    {"ipc", CLONE_NEWIPC},       {"uts", CLONE_NEWUTS},   {"net", CLONE_NEWNET}, {"time", CLONE_NEWTIME},
+    {"cgroup", CLONE_NEWCGROUP}, {"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},
 };
 #define JOIN_NS_MAX ARRAY_SIZE(join_namespaces)
 
@@ -446,6 +699,8 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
                           join_namespaces[i].name);
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
+    if (j->setup && j->setup(j->setup_data, &err) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(a->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (!j->security->no_new_privs && hd_seccomp_load(a->seccomp, &err) < 0)
@@ -455,6 +710,9 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
         .env = j->env,
         .workdir = j->workdir ? j->workdir : "/",
         .user = j->user,
+        .groups = j->groups,
+        .n_groups = j->n_groups,
+        .keep_caps = j->caps_inheritable || j->caps_ambient,
         .no_new_privs = j->security->no_new_privs,
         .before_exec = join_before_exec,
         .before_exec_data = a,
@@ -490,7 +748,8 @@ int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_erro
         a.ns_fd[i] = -1;
     struct hd_cgroup_entry cgroup_entry;
     bool entry_open = false;
-    cleanup_close int pid_ns = -1, own_pid_ns = -1;
+    cleanup_close int pid_ns = -1;
+    int own_pid_ns = -1;
     int rc = -1;
     if (hd_caps_from_spec(j->security, &a.caps, err) < 0 || hd_seccomp_build(j->security, a.caps, &a.seccomp, err) < 0)
         goto out;
@@ -500,13 +759,8 @@ int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_erro
     /* the pid namespace applies to our next child: ours is set for the clone and restored after */
     if (open_ns_if_other(j->init_pid, "pid", &pid_ns, err) < 0)
         goto out;
-    if (pid_ns >= 0) {
-        own_pid_ns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
-        if (own_pid_ns < 0 || setns(pid_ns, CLONE_NEWPID) < 0) {
-            hd_error_sys(err, "join the container's pid namespace");
-            goto out;
-        }
-    }
+    if (pid_ns >= 0 && pid_ns_enter_for_children(pid_ns, &own_pid_ns, err) < 0)
+        goto out;
     if (hd_cgroup_entry_open(j->cgroup, &cgroup_entry, err) < 0)
         goto out;
     entry_open = true;
@@ -523,8 +777,8 @@ int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_erro
     *pid_out = s.pid;
     rc = hd_spawn_finish(&s, err); /* a failed child is reaped there */
 out:
-    if (own_pid_ns >= 0 && setns(own_pid_ns, CLONE_NEWPID) < 0 && rc == 0)
-        rc = hd_error_sys(err, "return to our own pid namespace");
+    if (pid_ns_restore(&own_pid_ns, err) < 0)
+        rc = -1;
     if (entry_open)
         hd_cgroup_entry_close(&cgroup_entry);
     for (size_t i = 0; i < JOIN_NS_MAX; i++)

@@ -28,6 +28,12 @@ struct hd_container_join {
     char **env;
     const char *workdir; /* NULL: "/" */
     const char *user;    /* "uid[:gid]" or a name; NULL: root */
+    /* Optional, in the process after it joined the namespaces and the cgroup, before its user and
+     * security (hedge-oci exec --tty makes its terminal there). */
+    int (*setup)(void *data, hd_error_t *err);
+    void *setup_data;
+    const gid_t *groups; /* supplementary groups, exactly (as hd_exec_plan); NULL: the primary gid alone */
+    size_t n_groups;
 };
 
 /* Start the process; it has exec'd when this returns 0 (*pid_out is its host pid, our child).

@@ -300,12 +300,19 @@ int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const ch
             if (r->device_trees[i] < 0)
                 return hd_error_sys(err, "/dev: bind %s", path);
         }
-        if (host_network) {
-            r->sys_tree = clone_tree("/sys", true, true);
-            if (r->sys_tree < 0)
-                return hd_error_sys(err, "/sys: bind the host's /sys");
-        }
+        if (host_network && hd_rootfs_use_host_sys(r, err) < 0)
+            return -1;
     }
+    return 0;
+}
+
+int hd_rootfs_use_host_sys(struct hd_rootfs *r, hd_error_t *err)
+{
+    if (r->sys_tree >= 0)
+        return 0;
+    r->sys_tree = clone_tree("/sys", true, true);
+    if (r->sys_tree < 0)
+        return hd_error_sys(err, "/sys: bind the host's /sys");
     return 0;
 }
 
@@ -376,6 +383,11 @@ static int ensure_dir(const char *path, mode_t mode, hd_error_t *err)
 
 static int ensure_file(const char *path, hd_error_t *err)
 {
+    /* one that is there is not opened: it may be a bind of a file the container's root may not write (hedge's
+     * own /etc/hosts, in a user namespace) */
+    struct stat st;
+    if (lstat(path, &st) == 0 && !S_ISLNK(st.st_mode))
+        return 0;
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0 && errno != EEXIST && errno != EISDIR)
         return hd_error_sys(err, "create %s", path);
@@ -558,7 +570,8 @@ static int setup_masks(hd_error_t *err)
     return 0;
 }
 
-int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err)
+int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r,
+                    int (*before_pivot)(void *arg, hd_error_t *err), void *before_pivot_arg, hd_error_t *err)
 {
     /* nothing mounted from here on may propagate back to the host */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -568,20 +581,24 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
     cleanup_close int proc = new_fs("proc", "/proc", safe, err);
     if (proc < 0)
         return -1;
-    /* In a user namespace sysfs, like proc, must be made while the host's is visible; otherwise it is
-     * made after /dev, so that /proc/self/mountinfo (in creation order on recent kernels) lists the
-     * mounts in the order the OCI runtime spec's default config gives them. */
+    /* sysfs is made after /dev, so that /proc/self/mountinfo (in creation order on recent kernels) lists
+     * the mounts in the order the OCI runtime spec's default config gives them. In a user namespace the
+     * kernel makes it, like proc, only while a full one is visible in the mount namespace: there the old
+     * root stays stacked on the new one (pivot_root(".", ".")) until then; paths from "/" resolve in the
+     * new root all the same. */
     cleanup_close int sys_fd = -1;
-    if (r->user_namespace && (sys_fd = new_sysfs(r, safe, err)) < 0)
-        return -1;
 
     if (attach(r->root_tree, "/") < 0)
         return hd_error_sys(err, "rootfs: attach %s", w->rootfs);
     if (fchdir(r->root_tree) < 0)
         return hd_error_sys(err, "rootfs: chdir %s", w->rootfs);
+    if (before_pivot && before_pivot(before_pivot_arg, err) < 0)
+        return -1;
+    if (fchdir(r->root_tree) < 0) /* the callback may have moved */
+        return hd_error_sys(err, "rootfs: chdir %s", w->rootfs);
     if (syscall(SYS_pivot_root, ".", ".") < 0)
         return hd_error_sys(err, "pivot_root %s", w->rootfs);
-    if (umount2(".", MNT_DETACH) < 0)
+    if (!r->user_namespace && umount2(".", MNT_DETACH) < 0)
         return hd_error_sys(err, "detach the old root");
     if (chdir("/") < 0)
         return hd_error_sys(err, "chdir /");
@@ -592,8 +609,10 @@ int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_e
         return hd_error_sys(err, "mount /proc");
     if (setup_dev(r, err) < 0)
         return -1;
-    if (sys_fd < 0 && (sys_fd = new_sysfs(r, safe, err)) < 0)
+    if ((sys_fd = new_sysfs(r, safe, err)) < 0)
         return -1;
+    if (r->user_namespace && umount2(".", MNT_DETACH) < 0) /* "." (the cwd, "/") is the old root on top */
+        return hd_error_sys(err, "detach the old root");
     if (ensure_dir("/sys", 0555, err) < 0)
         return -1;
     if (attach(sys_fd, "/sys") < 0)

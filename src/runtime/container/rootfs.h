@@ -42,6 +42,9 @@ void hd_rootfs_init(struct hd_rootfs *r);
 /* Parent side: build the detached mounts for w (see above). */
 int hd_rootfs_prepare(const struct hd_workload *w, struct hd_rootfs *r, const char *hostname, bool user_namespace,
                       bool host_network, hd_error_t *err);
+/* Parent side, user namespace only: /sys will be the host's, bound read-only (the container's network namespace
+ * is not its user namespace's, so sysfs cannot be mounted there). prepare does it for host_network. */
+int hd_rootfs_use_host_sys(struct hd_rootfs *r, hd_error_t *err);
 /*
  * Parent side, user namespace only: map the rootfs through the namespace's id
  * map (an idmapped mount), so files owned by host root belong to root inside.
@@ -54,7 +57,10 @@ int hd_rootfs_idmap(struct hd_rootfs *r, int userns_fd, hd_error_t *err);
  * /proc, /dev, /sys, the bind mounts, the masks, and make / read-only if asked.
  * Errors name the step ("mount /proc: ...").
  */
-int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r, hd_error_t *err);
+/* before_pivot (or NULL) runs right before pivot_root: the root tree is attached, the host's root is still
+ * the process's root (the OCI createContainer hooks run there). */
+int hd_rootfs_enter(const struct hd_workload *w, const struct hd_rootfs *r,
+                    int (*before_pivot)(void *arg, hd_error_t *err), void *before_pivot_arg, hd_error_t *err);
 /* Close the detached mounts (they vanish with their last fd). */
 void hd_rootfs_close(struct hd_rootfs *r);
 /* Close, and remove the overlay's upper and work dirs. */

@@ -121,33 +121,12 @@ int hd_vm_init_binary(char **out, hd_error_t *err)
         *out = hd_xstrdup(env);
         return 0;
     }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            /* the build tree keeps it in src/init/; an install puts it in libexecdir */
-            const char *candidates[] = {"hedge-init", "src/init/hedge-init"};
-            for (size_t i = 0; i < ARRAY_SIZE(candidates); i++) {
-                char *p = hd_xasprintf("%s/%s", self, candidates[i]);
-                if (access(p, R_OK) == 0) {
-                    *out = p;
-                    return 0;
-                }
-                free(p);
-            }
-        }
-    }
-    char *p = hd_xasprintf("%s/hedge-init", HEDGE_LIBEXECDIR);
-    if (access(p, R_OK) == 0) {
-        *out = p;
+    /* the build tree keeps it in src/init/; an install puts it in libexecdir */
+    *out = hd_program_sibling("src/init/hedge-init");
+    if (*out)
         return 0;
-    }
-    free(p);
-    return hd_error_set(err, ENOENT, "hedge-init: not found next to hedge nor in %s (set HEDGE_INIT)",
-                        HEDGE_LIBEXECDIR);
+    *out = hd_find_program("hedge-init", err);
+    return *out ? 0 : hd_error_prefix(err, "the guest's init (set HEDGE_INIT to its path)");
 }
 
 /* ---- content digests ---------------------------------------------------- */

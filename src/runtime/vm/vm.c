@@ -6,7 +6,9 @@
  *            find the guest kernel, build/reuse the initramfs and the erofs
  *            image of the rootfs (vm-assets.c), pick the accelerator
  *            (vm-accel.c), encode the spec as the CONFIG message
- *   start    spawn QEMU in the workload's cgroup (vm-qemu.c), send CONFIG,
+ *   start    spawn QEMU in the workload's cgroup (vm-qemu.c), [hold_before_exec
+ *            (hedge-oci-vm): at READY call w->held, wait for the exec FIFO's
+ *            reader], send CONFIG,
  *            wait for STARTED (or the guest's ERROR: 125/126/127 like the
  *            other backends), then start the relay thread; w->pid is QEMU
  *   signal   queue a SIGNAL message; SIGTERM also arms the stop grace period
@@ -77,6 +79,22 @@
 
 enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
 
+#define MAX_EXECS 16 /* as hedge-init's */
+
+/* A process exec'd beside the workload (hd_vm_exec): where its output and its exit code go. */
+struct vm_exec {
+    uint32_t id;
+    int out_fd, err_fd, done_fd; /* -1: a free slot */
+};
+
+/* A message for the guest waiting for the relay (EXEC). */
+struct vm_pending {
+    uint32_t type;
+    uint32_t length;
+    unsigned char *payload;
+    struct vm_pending *next;
+};
+
 struct vm {
     enum vm_state state;
     struct hd_vm_kernel kernel;
@@ -113,6 +131,9 @@ struct vm {
     bool stop;
     bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
     bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
+    struct vm_exec execs[MAX_EXECS];
+    uint32_t next_exec_id;
+    struct vm_pending *pending; /* messages for the guest, in order */
     /* written by the relay, read after it is joined */
     bool got_exit;
     struct hd_vm_exit_msg exit_msg;
@@ -492,6 +513,8 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
     vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = vm->state_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
+    for (size_t i = 0; i < MAX_EXECS; i++)
+        vm->execs[i].out_fd = vm->execs[i].err_fd = vm->execs[i].done_fd = -1;
     pthread_mutex_init(&vm->lock, NULL);
     w->backend_data = vm;
     /* our own copies: the caller may close its fds once the workload started */
@@ -723,8 +746,49 @@ static int send_config(struct vm *vm, hd_error_t *err)
     return 0;
 }
 
+#define HOLD_POLL_MS 10
+
+/*
+ * hold_before_exec (hedge-oci-vm's create/start split, backend.h): the guest is at READY; tell the caller
+ * (held), then wait until the exec FIFO has a reader, give it its byte and return so that CONFIG goes.
+ * The FIFO is opened non-blocking every HOLD_POLL_MS so that a QEMU that ends meanwhile ends the hold.
+ */
+static int hold_until_start(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    if (!w->hold_before_exec)
+        return 0;
+    if (w->held && w->held(w, w->held_data, err) < 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", w->exec_fifo_fd);
+    for (;;) {
+        int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n;
+            do
+                n = write(fd, "0", 1);
+            while (n < 0 && errno == EINTR);
+            int e = errno;
+            close(fd);
+            if (n != 1)
+                return hd_error_set(err, e, "vm: write the exec FIFO");
+            return 0;
+        }
+        if (errno != ENXIO && errno != EINTR)
+            return hd_error_sys(err, "vm: open the exec FIFO");
+        struct pollfd p = {.fd = vm->qemu_pidfd, .events = POLLIN};
+        if (poll(&p, 1, HOLD_POLL_MS) > 0)
+            return hd_error_set(err, 0, "vm: QEMU ended while the guest was held before its command");
+        sigset_t pending;
+        if (w->hold_end_signals && sigpending(&pending) == 0)
+            for (int sig = 1; sig < NSIG; sig++)
+                if (sigismember(w->hold_end_signals, sig) == 1 && sigismember(&pending, sig) == 1)
+                    return hd_error_set(err, ECANCELED, "vm: signal %d ended the hold before the command started", sig);
+    }
+}
+
 /* Answer READY with CONFIG (a restored guest said READY before its snapshot: ready is true and CONFIG
- * goes at once), then wait for STARTED or ERROR; bounded by the boot timeout. */
+ * goes at once), then wait for STARTED or ERROR; bounded by the boot timeout (not counting a hold). */
 static int wait_for_start(struct hd_workload *w, struct vm *vm, bool ready, hd_error_t *err)
 {
     cleanup_free struct hd_vm_reader *reader = hd_xcalloc(1, sizeof(*reader));
@@ -734,11 +798,13 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, bool ready, hd_e
         timeout_ms = atoi(env);
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
     fcntl(vm->port_fd, F_SETFL, O_NONBLOCK);
-    if (ready && send_config(vm, err) < 0) {
+    if (ready && (hold_until_start(w, vm, err) < 0 || send_config(vm, err) < 0)) {
         kill_qemu(vm);
         reap_qemu(vm, true);
         return -1;
     }
+    if (ready && w->hold_before_exec)
+        deadline = now_ms() + (uint64_t)timeout_ms;
     for (;;) {
         struct hd_vm_msg_header h;
         const unsigned char *payload;
@@ -753,11 +819,13 @@ static int wait_for_start(struct hd_workload *w, struct vm *vm, bool ready, hd_e
             if (h.type == HD_VM_MSG_READY && !ready) {
                 ready = true;
                 hd_vm_reader_consume(reader, used);
-                if (send_config(vm, err) < 0) {
+                if (hold_until_start(w, vm, err) < 0 || send_config(vm, err) < 0) {
                     kill_qemu(vm);
                     reap_qemu(vm, true);
                     return -1;
                 }
+                if (w->hold_before_exec)
+                    deadline = now_ms() + (uint64_t)timeout_ms;
                 continue;
             }
             if (h.type == HD_VM_MSG_STARTED)
@@ -1034,6 +1102,78 @@ static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t l
     }
 }
 
+/* The exec session a guest message names (its first 4 bytes), or NULL (already gone). */
+static struct vm_exec *find_exec(struct vm *vm, const unsigned char *payload)
+{
+    uint32_t id;
+    memcpy(&id, payload, 4);
+    struct vm_exec *found = NULL;
+    pthread_mutex_lock(&vm->lock);
+    for (size_t i = 0; i < MAX_EXECS && found == NULL; i++)
+        if (vm->execs[i].done_fd >= 0 && vm->execs[i].id == id)
+            found = &vm->execs[i];
+    pthread_mutex_unlock(&vm->lock);
+    return found;
+}
+
+/* Close a session's descriptors: its caller sees the end (without a code: the VM ended first). */
+static void close_exec(struct vm *vm, struct vm_exec *e)
+{
+    pthread_mutex_lock(&vm->lock);
+    int fds[3] = {e->out_fd, e->err_fd, e->done_fd};
+    e->out_fd = e->err_fd = e->done_fd = -1;
+    pthread_mutex_unlock(&vm->lock);
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
+               hd_error_t *err)
+{
+    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    int fds[3] = {out_fd, err_fd, done_fd};
+    int rc = 0;
+    if (vm == NULL || vm->state != VM_RUNNING || !vm->relay_started)
+        rc = hd_error_set(err, ESRCH, "exec: the VM is not running");
+    else if (len + 4 > HD_VM_MSG_MAX)
+        rc = hd_error_set(err, E2BIG, "exec: command and environment take %zu bytes, more than %u", len,
+                          HD_VM_MSG_MAX - 4);
+    struct vm_exec *slot = NULL;
+    if (rc == 0) {
+        pthread_mutex_lock(&vm->lock);
+        for (size_t i = 0; i < MAX_EXECS && slot == NULL; i++)
+            if (vm->execs[i].done_fd < 0)
+                slot = &vm->execs[i];
+        if (slot && !vm->got_exit) {
+            *slot = (struct vm_exec){.id = ++vm->next_exec_id, .out_fd = out_fd, .err_fd = err_fd, .done_fd = done_fd};
+            struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
+            m->type = HD_VM_MSG_EXEC;
+            m->length = (uint32_t)(len + 4);
+            m->payload = hd_xmalloc(len + 4);
+            memcpy(m->payload, &slot->id, 4);
+            memcpy(m->payload + 4, records, len);
+            struct vm_pending **tail = &vm->pending;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = m;
+        }
+        pthread_mutex_unlock(&vm->lock);
+        if (slot == NULL)
+            rc = hd_error_set(err, EBUSY, "exec: %d processes are exec'd already", MAX_EXECS);
+    }
+    if (rc < 0) {
+        for (int i = 0; i < 3; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        return -1;
+    }
+    uint64_t one = 1;
+    ssize_t n = write(vm->wake_fd, &one, sizeof(one));
+    (void)n;
+    return 0;
+}
+
 /* Handle one message from the guest; false on a protocol violation. */
 static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
@@ -1044,6 +1184,25 @@ static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const 
         memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
         vm->got_exit = true;
         return true;
+    case HD_VM_MSG_EXEC_STDOUT:
+    case HD_VM_MSG_EXEC_STDERR: {
+        struct vm_exec *e = find_exec(vm, payload);
+        if (e)
+            write_out(vm, h->type == HD_VM_MSG_EXEC_STDOUT ? e->out_fd : e->err_fd, payload + 4, h->length - 4);
+        return true;
+    }
+    case HD_VM_MSG_EXEC_EXIT: {
+        struct vm_exec *e = find_exec(vm, payload);
+        if (e) {
+            struct hd_vm_exit_msg m;
+            memcpy(&m, payload + 4, sizeof(m));
+            uint32_t code = m.signal ? (uint32_t)HD_EXIT_SIGNAL(m.signal) : m.status >= 0 ? (uint32_t)m.status : 125u;
+            ssize_t n = send(e->done_fd, &code, sizeof(code), MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)n; /* a caller that went away learns nothing */
+            close_exec(vm, e);
+        }
+        return true;
+    }
     case HD_VM_MSG_ERROR: {
         uint32_t code;
         memcpy(&code, payload, 4);
@@ -1082,6 +1241,12 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
             uint32_t sig = (uint32_t)vm->queued_signals[0];
             memmove(vm->queued_signals, vm->queued_signals + 1, (size_t)(--vm->n_queued) * sizeof(int));
             outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
+        } else if (out->len == 0 && vm->pending && !vm->got_exit) {
+            struct vm_pending *m = vm->pending;
+            vm->pending = m->next;
+            outgoing_set(out, m->type, m->payload, m->length);
+            free(m->payload);
+            free(m);
         }
         pthread_mutex_unlock(&vm->lock);
         if (stop)
@@ -1186,6 +1351,8 @@ static void *relay_main(void *arg)
     /* the guest is gone (or being killed): no more output, so the readers see end of file */
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
+    for (size_t i = 0; i < MAX_EXECS; i++)
+        close_exec(vm, &vm->execs[i]);
     return NULL;
 }
 
@@ -1291,6 +1458,14 @@ static void vm_cleanup(struct hd_workload *w)
     }
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
+    for (size_t i = 0; i < MAX_EXECS; i++)
+        close_exec(vm, &vm->execs[i]);
+    while (vm->pending) {
+        struct vm_pending *m = vm->pending;
+        vm->pending = m->next;
+        free(m->payload);
+        free(m);
+    }
     if (vm->port_fd >= 0)
         close(vm->port_fd);
     if (vm->qemu_end >= 0)

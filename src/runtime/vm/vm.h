@@ -73,6 +73,15 @@ struct hd_workload;
 /* The guest's address ("10.89.0.2/24") on the hedge bridge, or NULL without a bridge network. */
 const char *hd_vm_guest_address(const struct hd_workload *w);
 
+/*
+ * One more process in the running guest beside the workload (hedge-oci-vm exec): records are CONFIG's
+ * HD_VM_CFG_ARG/ENV/WORKDIR/USER records. Takes out_fd, err_fd and done_fd (closed on error too): the
+ * process's stdout and stderr are written to the first two, its exit code (u32, docker's) to done_fd, then all
+ * three are closed; when the VM ends first they are closed without a code.
+ */
+int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
+               hd_error_t *err);
+
 /* Guest RAM for a spec (memory + guest overhead, or the default). */
 int64_t hd_vm_guest_ram(const struct hd_resources *res);
 /* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,

@@ -1,0 +1,695 @@
+/*
+ * vm.c - hedge-oci-vm: the same command line as hedge-oci, the bundle's
+ * process in a VM with its own kernel (hedge's vm backend, runtime/vm/).
+ *
+ * The binary is hedge-oci started under the name hedge-oci-vm (a symlink);
+ * main.c sets oci_globals.vm and the verbs that differ come here.
+ *
+ * create forks a holder that does not die with the caller (a double fork,
+ * setsid; the engine's subreaper - conmon, the containerd shim - inherits it).
+ * The holder owns the workload: hd_workload_create with a vm spec, then
+ * hd_workload_start in the vm backend's hold (backend.h): QEMU boots, the
+ * guest's hedge-init says READY, the backend calls held() - the holder saves
+ * state.json with its own pid and tells create "ready" over a pipe - and the
+ * backend waits for a reader of <root>/<id>/exec.fifo. create then writes the
+ * pid file and returns; a failure before READY reaches create as text on the
+ * same pipe, after the holder removed what it made (QEMU, cgroup, run dir),
+ * and create removes the state dir. start is hedge-oci's own (it opens the
+ * FIFO: the backend sends CONFIG). The holder then relays the guest's
+ * stdout/stderr to its own stdio (create's fds 0-2, which the engine gave),
+ * forwards the signals it gets (kill) to the guest as SIGNAL messages, and
+ * exits with the workload's status, which it also keeps in <root>/<id>/exit.
+ * SIGKILL ends the holder, and QEMU with it (QEMU's parent-death signal).
+ * state, kill and delete are hedge-oci's: the pid is the holder's, the cgroup
+ * QEMU's.
+ *
+ * run in the foreground needs no holder: this process runs the workload
+ * (hd_workload_* without the hold) and is the pid in the state.
+ *
+ * exec: whoever runs the workload (the holder, a foreground run) listens on
+ * <root>/<id>/exec.sock; `exec` sends the process (CONFIG-style records) with
+ * its own stdout and stderr (SCM_RIGHTS), and the vm backend has hedge-init
+ * start it (hd_vm_exec, an EXEC message); the guest's output goes straight
+ * into those fds and the exit code comes back on the connection, to a small
+ * host process `exec` forks (its pid is the exec's pid: --pid-file, --detach).
+ *
+ * What a guest cannot have is refused naming the field; what it does not need
+ * is ignored (docs/oci.md#hedge-oci-vm says which and why).
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "base/log.h"
+#include "base/util.h"
+#include "cgroup/cgroup.h"
+#include "runtime/run.h"
+#include "runtime/vm/proto.h"
+#include "runtime/vm/vm.h"
+
+static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
+
+/* Is mount m (config.json's mounts[i]) a bind? */
+static bool mount_is_bind(json_t *m)
+{
+    json_t *type = json_object_get(m, "type");
+    if (json_is_string(type) && strcmp(json_string_value(type), "bind") == 0)
+        return true;
+    size_t k;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "options"), k, o)
+    {
+        if (json_is_string(o) &&
+            (strcmp(json_string_value(o), "bind") == 0 || strcmp(json_string_value(o), "rbind") == 0))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The bundle's mounts under a VM: the guest makes its own /proc, /sys, /dev (and what else a filesystem
+ * mount asks for is not made); a bind of a file (/etc/hosts, /etc/resolv.conf, /etc/hostname,
+ * /run/.containerenv) is not shared yet and the rootfs's own file is seen; the engines' /dev/shm bind is
+ * the guest's own /dev/shm; a bind of any other directory is refused (no virtiofs/9p to share it).
+ */
+static int check_mounts(const struct oci_config *cfg, hd_error_t *err)
+{
+    cleanup_free char *path = hd_xasprintf("%s/config.json", cfg->bundle);
+    json_t *root = json_load_file(path, 0, NULL);
+    json_t *mounts = json_object_get(root, "mounts");
+    size_t i;
+    json_t *m;
+    int rc = 0;
+    json_array_foreach(mounts, i, m)
+    {
+        if (!mount_is_bind(m))
+            continue;
+        const char *source = json_string_value(json_object_get(m, "source"));
+        const char *target = json_string_value(json_object_get(m, "destination"));
+        struct stat st;
+        if (source == NULL || target == NULL || stat(source, &st) < 0 || !S_ISDIR(st.st_mode)) {
+            oci_log("debug", "mounts[%zu]: the bind of %s is ignored in a VM (the rootfs's own file is seen)", i,
+                    target ? target : "?");
+            continue;
+        }
+        if (strcmp(target, "/dev/shm") == 0)
+            continue;
+        rc = hd_error_set(err, 0,
+                          "mounts[%zu]: a bind of the directory %s at %s is not supported by hedge-oci-vm yet (the "
+                          "guest cannot share host directories: no virtiofs/9p here)",
+                          i, source, target);
+        break;
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* Turn cfg's container spec into a vm spec; refuse what a guest cannot have, naming the field. */
+static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
+{
+    struct hd_spec *spec = cfg->spec;
+    if (cfg->terminal)
+        return hd_error_set(err, 0,
+                            "process.terminal: a terminal is not supported by hedge-oci-vm yet (the guest's "
+                            "output is relayed as pipes)");
+    for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
+        if (cfg->ns_paths[t] == NULL)
+            continue;
+        if (t == HD_JOIN_NET) {
+            oci_log("warning",
+                    "linux.namespaces[%zu].path: %s is ignored: the guest has no network device yet (network none)",
+                    cfg->ns_index[t], cfg->ns_paths[t]);
+            continue;
+        }
+        return hd_error_set(err, 0,
+                            "linux.namespaces[%zu].path: joining %s is not supported by hedge-oci-vm (the process "
+                            "runs under the guest's own kernel)",
+                            cfg->ns_index[t], cfg->ns_paths[t]);
+    }
+    if (spec->userns.enabled || cfg->new_userns)
+        return hd_error_set(err, 0,
+                            "linux.uidMappings: a user namespace is not supported by hedge-oci-vm (the guest "
+                            "kernel is the isolation boundary)");
+    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_POSTSTOP))
+        return hd_error_set(err, 0, "hooks: not supported by hedge-oci-vm yet");
+    if (check_mounts(cfg, err) < 0)
+        return -1;
+    for (int i = 0; i < spec->n_mounts; i++) {
+        free(spec->mounts[i].source);
+        free(spec->mounts[i].target);
+    }
+    free(spec->mounts);
+    spec->mounts = NULL;
+    spec->n_mounts = 0;
+    /* root in its own guest kernel: no capability sets, no seccomp filter, no host namespaces */
+    hd_strv_free(spec->security.cap_add);
+    hd_strv_free(spec->security.cap_drop);
+    spec->security.cap_add = spec->security.cap_drop = NULL;
+    free(spec->security.seccomp);
+    spec->security.seccomp = hd_xstrdup("unconfined");
+    spec->network = HD_NET_NONE;
+    spec->isolation = HD_ISOLATION_VM;
+    /* chosen here, quietly: the backend's warning would land in the workload's stderr */
+    enum hd_vm_accel accel;
+    if (hd_vm_accel_choose(getenv("HEDGE_OCI_VM_ACCEL"), true, &accel, err) < 0)
+        return hd_error_prefix(err, "HEDGE_OCI_VM_ACCEL");
+    free(spec->vm_accel);
+    spec->vm_accel = hd_xstrdup(hd_vm_accel_name(accel));
+    if (hd_spec_validate(spec, err) < 0)
+        return hd_error_prefix(err, "config.json (as a hedge vm spec)");
+    return 0;
+}
+
+static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct oci_config **out, hd_error_t *err)
+{
+    if (oci_id_check(id, err) < 0)
+        return -1;
+    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
+        return hd_error_set(err, 0, "--preserve-fds: passing extra file descriptors is not supported yet");
+    struct oci_config *cfg = NULL;
+    if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
+        return -1;
+    cfg->id = id;
+    if (vm_spec_from_config(cfg, err) < 0 ||
+        (f->console_socket && *f->console_socket &&
+         hd_error_set(err, 0, "--console-socket: a terminal is not supported by hedge-oci-vm yet") < 0)) {
+        oci_config_free(cfg);
+        return -1;
+    }
+    if (cfg->cgroup_name == NULL)
+        cfg->cgroup_name = hd_xstrdup(id);
+    *out = cfg;
+    return 0;
+}
+
+/* state.json for a workload w whose pid (in the state) is pid: the holder, or the foreground run. */
+static int save_state(const char *id, const struct oci_config *cfg, const struct hd_workload *w, pid_t pid,
+                      hd_error_t *err)
+{
+    const char *parent = getenv("HEDGE_CGROUP_PARENT");
+    cleanup_free char *created = oci_now_rfc3339();
+    struct oci_state st = {
+        .id = (char *)id,
+        .pid = pid,
+        .pid_start = hd_proc_start_time(pid),
+        .bundle = cfg->bundle,
+        .rootfs = cfg->rootfs,
+        .created = created,
+        .cgroup_parent = (char *)(parent && *parent ? parent : "hedge"),
+        .cgroup_name = cfg->cgroup_name,
+        .cgroup_mode = (char *)hd_cgroup_mode_name(hd_cgroup_detect()),
+        .run_dir = w->run_dir,
+        .annotations_json = cfg->annotations_json,
+    };
+    return oci_state_save(&st, err);
+}
+
+static void remove_state_dir(const char *id)
+{
+    cleanup_free char *dir = oci_state_dir(id);
+    hd_error_t ignored = NULL;
+    hd_rm_rf(dir, &ignored);
+    hd_error_free(&ignored);
+}
+
+/* Keep the workload's exit code in <root>/<id>/exit (the holder's own exit status says the same). */
+static void save_exit_code(const char *id, int code)
+{
+    cleanup_free char *path = hd_xasprintf("%s/%s/exit", oci_globals.root, id);
+    char text[16];
+    snprintf(text, sizeof(text), "%d\n", code);
+    hd_error_t ignored = NULL;
+    hd_write_file_atomic(path, text, strlen(text), &ignored);
+    hd_error_free(&ignored);
+}
+
+static int block_forwarded_signals(sigset_t *mask, hd_error_t *err)
+{
+    sigemptyset(mask);
+    for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++)
+        sigaddset(mask, forwarded_signals[i]);
+    if (sigprocmask(SIG_BLOCK, mask, NULL) < 0)
+        return hd_error_sys(err, "sigprocmask");
+    return 0;
+}
+
+/* ---- exec: <root>/<id>/exec.sock, served by whoever runs the workload (the holder, a foreground run) ---- */
+
+static char *exec_socket_path(const char *id)
+{
+    return hd_xasprintf("%s/%s/exec.sock", oci_globals.root, id);
+}
+
+static int exec_socket_address(const char *id, struct sockaddr_un *addr, hd_error_t *err)
+{
+    cleanup_free char *path = exec_socket_path(id);
+    *addr = (struct sockaddr_un){.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr->sun_path))
+        return hd_error_set(err, ENAMETOOLONG, "exec socket %s: the path is too long (--root)", path);
+    strcpy(addr->sun_path, path);
+    return 0;
+}
+
+/* The exec socket, or -1 with a warning in the log: a container without it runs, only exec is refused. */
+static int open_exec_socket(const char *id)
+{
+    struct sockaddr_un addr;
+    hd_error_t err = NULL;
+    int fd = -1;
+    if (exec_socket_address(id, &addr, &err) == 0) {
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 8) < 0) {
+            hd_error_sys(&err, "exec socket %s", addr.sun_path);
+            if (fd >= 0)
+                close(fd);
+            fd = -1;
+        }
+    }
+    if (err)
+        oci_log("warning", "%s: exec will be refused: %s", id, hd_error_text(err));
+    hd_error_free(&err);
+    return fd;
+}
+
+/*
+ * One exec request: a u32 length with the caller's stdout and stderr (SCM_RIGHTS), then that many bytes of
+ * records. The guest's process writes to those fds; the connection gets its exit code (hd_vm_exec).
+ */
+static void serve_exec(struct hd_workload *w, int listen_fd)
+{
+    int conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (conn < 0)
+        return;
+    struct timeval tv = {2, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint32_t len = 0;
+    char control[CMSG_SPACE(2 * sizeof(int))] = {0};
+    struct iovec iov = {.iov_base = &len, .iov_len = sizeof(len)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+    ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    int fds[2] = {-1, -1};
+    struct cmsghdr *c = n == (ssize_t)sizeof(len) ? CMSG_FIRSTHDR(&mh) : NULL;
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(fds)))
+        memcpy(fds, CMSG_DATA(c), sizeof(fds));
+    cleanup_free char *records = NULL;
+    hd_error_t err = NULL;
+    if (fds[0] < 0 || fds[1] < 0 || len == 0 || len > HD_VM_MSG_MAX) {
+        hd_error_set(&err, EPROTO, "exec: a malformed request");
+    } else {
+        records = hd_xmalloc(len);
+        if (hd_read_exact(conn, records, len) < 0)
+            hd_error_sys(&err, "exec: read the request");
+    }
+    if (err == NULL) {
+        hd_vm_exec(w, records, len, fds[0], fds[1], conn, &err); /* takes the three fds, also on error */
+        fds[0] = fds[1] = conn = -1;
+    }
+    if (err)
+        oci_log("warning", "%s", hd_error_text(err));
+    hd_error_free(&err);
+    int left[3] = {fds[0], fds[1], conn};
+    for (int i = 0; i < 3; i++)
+        if (left[i] >= 0)
+            close(left[i]);
+}
+
+static void records_add(char **buf, size_t *len, char tag, const char *value)
+{
+    size_t n = strlen(value) + 1;
+    *buf = hd_xrealloc(*buf, *len + 1 + n);
+    (*buf)[*len] = tag;
+    memcpy(*buf + *len + 1, value, n);
+    *len += 1 + n;
+}
+
+int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *pid_out, hd_error_t *err)
+{
+    cleanup_free char *records = NULL;
+    size_t len = 0;
+    for (size_t i = 0; spec->command && spec->command[i]; i++)
+        records_add(&records, &len, HD_VM_CFG_ARG, spec->command[i]);
+    for (size_t i = 0; spec->env && spec->env[i]; i++)
+        records_add(&records, &len, HD_VM_CFG_ENV, spec->env[i]);
+    if (spec->workdir)
+        records_add(&records, &len, HD_VM_CFG_WORKDIR, spec->workdir);
+    if (spec->user)
+        records_add(&records, &len, HD_VM_CFG_USER, spec->user);
+    if (len + 4 > HD_VM_MSG_MAX)
+        return hd_error_set(err, E2BIG, "the command and environment take %zu bytes, more than %u", len,
+                            HD_VM_MSG_MAX - 4);
+    struct sockaddr_un addr;
+    if (exec_socket_address(st->id, &addr, err) < 0)
+        return -1;
+    cleanup_close int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        return hd_error_sys(err, "connect to the VM's holder (%s)", addr.sun_path);
+    uint32_t n32 = (uint32_t)len;
+    int fds[2] = {STDOUT_FILENO, STDERR_FILENO};
+    char control[CMSG_SPACE(sizeof(fds))] = {0};
+    struct iovec iov = {.iov_base = &n32, .iov_len = sizeof(n32)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(n32) || hd_write_all(sock, records, len) < 0)
+        return hd_error_sys(err, "send the process to the VM's holder");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return hd_error_sys(err, "fork");
+    if (pid == 0) {
+        /* the exec'd process on the host side: ends with the guest process's exit code */
+        uint32_t code;
+        if (hd_read_exact(sock, &code, sizeof(code)) == 0)
+            _exit((int)(code & 0xff));
+        fprintf(stderr, "hedge-oci-vm: exec %s: the VM ended before the process did, or refused it (see --log)\n",
+                st->id);
+        _exit(255);
+    }
+    *pid_out = pid;
+    return 0;
+}
+
+/* The workload runs: forward our signals to the guest and serve exec until QEMU ends, then its exit code. */
+static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exec_fd, int *code, hd_error_t *err)
+{
+    cleanup_close int sfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
+    if (sfd < 0 || pidfd < 0)
+        return hd_error_sys(err, "watch QEMU (pid %d)", (int)w->pid);
+    for (;;) {
+        struct pollfd fds[3] = {
+            {.fd = pidfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}, {.fd = exec_fd, .events = POLLIN}};
+        if (poll(fds, 3, -1) < 0 && errno != EINTR)
+            return hd_error_sys(err, "poll");
+        if (fds[2].revents & POLLIN)
+            serve_exec(w, exec_fd);
+        struct signalfd_siginfo si;
+        while ((fds[1].revents & POLLIN) && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            hd_error_t ignored = NULL;
+            if (hd_workload_signal(w, (int)si.ssi_signo, &ignored) < 0)
+                oci_log("warning", "signal %d: %s", (int)si.ssi_signo, hd_error_text(ignored));
+            hd_error_free(&ignored);
+        }
+        if (fds[0].revents & POLLIN)
+            break;
+    }
+    struct hd_exit exit;
+    if (hd_workload_wait(w, &exit, err) < 0)
+        return -1;
+    *code = exit.code;
+    return 0;
+}
+
+/* ---- create: the holder ---- */
+
+struct holder {
+    const char *id;
+    struct oci_config *cfg;
+    int notify_fd; /* to create, until "ready" or the error went */
+    int fifo_fd;   /* O_PATH of exec.fifo */
+};
+
+/* The guest is at READY (vm backend's held): state.json with our pid, then "ready PID" to create. */
+static int holder_held(const struct hd_workload *w, void *data, hd_error_t *err)
+{
+    struct holder *h = data;
+    if (save_state(h->id, h->cfg, w, getpid(), err) < 0)
+        return -1;
+    char msg[32];
+    int n = snprintf(msg, sizeof(msg), "ready %d\n", (int)getpid());
+    if (hd_write_all(h->notify_fd, msg, (size_t)n) < 0)
+        return hd_error_sys(err, "tell create the VM is ready");
+    close(h->notify_fd);
+    h->notify_fd = -1;
+    return 0;
+}
+
+/* hd_log lines (the backend's) go to a text --log file, else nowhere: the holder's stderr is the workload's,
+ * and a JSON log (containerd reads it back) takes only JSON lines. */
+static void holder_log_setup(void)
+{
+    hd_error_t ignored = NULL;
+    if (oci_globals.log_path == NULL || oci_globals.log_json || hd_log_open(oci_globals.log_path, &ignored) < 0) {
+        int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0)
+            hd_log_set_fd(fd);
+    }
+    hd_error_free(&ignored);
+}
+
+/*
+ * The holder keeps only its stdio, the pipe to create and the FIFO: a descriptor the engine left open to create
+ * (a pipe it reads to its end) must not stay open for the container's life. Its cwd is /, not the caller's.
+ */
+static void holder_drop_inherited(const struct holder *h)
+{
+    int keep_low = h->notify_fd < h->fifo_fd ? h->notify_fd : h->fifo_fd;
+    int keep_high = h->notify_fd < h->fifo_fd ? h->fifo_fd : h->notify_fd;
+    for (int fd = 3; fd < keep_low; fd++)
+        close(fd);
+    if (keep_high > keep_low + 1)
+        syscall(SYS_close_range, (unsigned)keep_low + 1, (unsigned)keep_high - 1, 0u);
+    syscall(SYS_close_range, (unsigned)keep_high + 1, ~0u, 0u);
+    if (chdir("/") < 0)
+        oci_log("warning", "chdir /: %s", strerror(errno));
+}
+
+/* A signal ended the hold (created, not started): QEMU goes, and the holder dies of the signal. */
+static void die_of_pending_signal(const struct holder *h, struct hd_workload *w, const sigset_t *ending)
+{
+    struct timespec now = {0, 0};
+    int sig = sigtimedwait(ending, NULL, &now);
+    if (sig <= 0)
+        return;
+    save_exit_code(h->id, 128 + sig);
+    hd_workload_release(w); /* QEMU is killed; delete removes the cgroup and the run dir */
+    signal(sig, SIG_DFL);
+    sigset_t one;
+    sigemptyset(&one);
+    sigaddset(&one, sig);
+    raise(sig);
+    sigprocmask(SIG_UNBLOCK, &one, NULL);
+    _exit(128 + sig);
+}
+
+/* The holder's life; returns its exit status (the workload's). */
+static int holder_main(struct holder *h)
+{
+    holder_drop_inherited(h);
+    holder_log_setup();
+    hd_error_t err = NULL;
+    struct hd_workload *w = NULL;
+    sigset_t mask;
+    /* blocked before the relay thread exists: a signal is forwarded, never the thread's default action */
+    if (block_forwarded_signals(&mask, &err) < 0)
+        goto early_fail;
+    oci_use_cgroup_parent(h->cfg->cgroup_parent);
+    struct hd_run_options opts = {.cgroup_name = h->cfg->cgroup_name};
+    int exec_fd = open_exec_socket(h->id); /* the holder's until it exits */
+    if (hd_workload_create(h->cfg->spec, &opts, &w, &err) < 0)
+        goto early_fail;
+    w->hold_before_exec = true;
+    w->exec_fifo_fd = h->fifo_fd;
+    w->held = holder_held;
+    w->held_data = h;
+    sigset_t ending = mask; /* what ends a held container: the forwarded signals whose default is to end */
+    sigdelset(&ending, SIGWINCH);
+    w->hold_end_signals = &ending;
+    int code = 0;
+    if (hd_workload_start(w, &err) < 0) {
+        if (h->notify_fd >= 0)
+            goto early_fail;
+        if (err->errnum == ECANCELED) /* killed while created: die of that signal, as a held process does */
+            die_of_pending_signal(h, w, &ending);
+        /* after start: the guest could not run the command (126/127), as a container's exec error */
+        code = hd_error_exit_code(err);
+        fprintf(stderr, "hedge-oci-vm: %s\n", hd_error_text(err));
+        oci_log("warning", "%s: %s", h->id, hd_error_text(err));
+        hd_error_free(&err);
+    } else if (forward_and_wait(w, &mask, exec_fd, &code, &err) < 0) {
+        code = hd_error_exit_code(err);
+        oci_log("warning", "%s: %s", h->id, hd_error_text(err));
+        hd_error_free(&err);
+    }
+    save_exit_code(h->id, code);
+    /* QEMU is gone (or killed here); delete removes the cgroup and the run dir */
+    hd_workload_release(w);
+    return code;
+early_fail:
+    hd_workload_destroy(w); /* QEMU, cgroup, run dir: nothing is left when create reports */
+    if (h->notify_fd >= 0) {
+        cleanup_free char *msg = hd_xasprintf("error %s", err ? hd_error_text(err) : "unknown error");
+        (void)hd_write_all(h->notify_fd, msg, strlen(msg));
+    }
+    hd_error_free(&err);
+    return OCI_EXIT_FAILURE;
+}
+
+/* Read the holder's word until it closes the pipe. */
+static char *read_word(int fd)
+{
+    size_t len = 0, cap = 256;
+    char *buf = hd_xmalloc(cap);
+    for (;;) {
+        if (len + 1 >= cap)
+            buf = hd_xrealloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* A holder that died without a word: its QEMU died with it; remove the cgroup it may have left. */
+static void remove_cgroup(const struct oci_config *cfg)
+{
+    struct hd_cgroup *cg = NULL;
+    hd_error_t ignored = NULL;
+    oci_use_cgroup_parent(cfg->cgroup_parent);
+    if (hd_cgroup_open(cfg->cgroup_name, &cg, &ignored) == 0)
+        hd_cgroup_destroy(cg, &ignored);
+    hd_error_free(&ignored);
+}
+
+static int make_state_dir(const char *id, hd_error_t *err)
+{
+    cleanup_free char *dir = oci_state_dir(id);
+    if (hd_mkdir_p(oci_globals.root, 0711, err) < 0)
+        return -1;
+    if (mkdir(dir, 0711) < 0) {
+        if (errno == EEXIST)
+            return hd_error_set(err, EEXIST, "container \"%s\" already exists", id);
+        return hd_error_sys(err, "mkdir %s", dir);
+    }
+    return 0;
+}
+
+int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
+{
+    struct oci_config *cfg = NULL;
+    if (load_vm_config(id, f, &cfg, err) < 0)
+        return hd_error_prefix(err, "create %s", id);
+    if (make_state_dir(id, err) < 0) {
+        oci_config_free(cfg);
+        return hd_error_prefix(err, "create %s", id);
+    }
+    cleanup_free char *fifo_path = oci_fifo_path(id);
+    cleanup_close int fifo = -1;
+    cleanup_free char *word = NULL;
+    int pipefd[2] = {-1, -1};
+    if (mkfifo(fifo_path, 0622) < 0 || chmod(fifo_path, 0622) < 0 || (fifo = open(fifo_path, O_PATH | O_CLOEXEC)) < 0) {
+        hd_error_sys(err, "mkfifo %s", fifo_path);
+        goto fail;
+    }
+    if (pipe2(pipefd, O_CLOEXEC) < 0) {
+        hd_error_sys(err, "pipe");
+        goto fail;
+    }
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0) {
+        hd_error_sys(err, "fork");
+        goto fail;
+    }
+    if (child == 0) {
+        /* a session of its own, then the grandchild: it outlives create and no terminal hangs it up */
+        close(pipefd[0]);
+        if (setsid() < 0)
+            _exit(OCI_EXIT_FAILURE);
+        pid_t holder = fork();
+        if (holder != 0)
+            _exit(holder < 0 ? OCI_EXIT_FAILURE : 0);
+        struct holder h = {.id = id, .cfg = cfg, .notify_fd = pipefd[1], .fifo_fd = fifo};
+        exit(holder_main(&h));
+    }
+    close(pipefd[1]);
+    pipefd[1] = -1;
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    word = read_word(pipefd[0]);
+    close(pipefd[0]);
+    pid_t pid = 0;
+    if (sscanf(word, "ready %d", &pid) != 1 || pid <= 0) {
+        if (strncmp(word, "error ", 6) == 0)
+            hd_error_set(err, 0, "%s", word + 6);
+        else
+            hd_error_set(err, 0, "the VM's holder process ended before the guest was ready");
+        remove_cgroup(cfg);
+        goto fail;
+    }
+    if (f->pid_file && oci_write_pid_file(f->pid_file, pid, err) < 0) {
+        /* as delete: the holder (QEMU ends with it), the cgroup, the run dir the state names */
+        struct oci_state *st = NULL;
+        hd_error_t ignored = NULL;
+        if (oci_state_load(id, &st, &ignored) == 0)
+            oci_state_destroy(st, &ignored);
+        hd_error_free(&ignored);
+        oci_state_free(st);
+        goto fail;
+    }
+    oci_log("debug", "created %s in a VM: holder pid %d", id, (int)pid);
+    oci_config_free(cfg);
+    return 0;
+fail:
+    if (pipefd[0] >= 0 && word == NULL)
+        close(pipefd[0]);
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);
+    remove_state_dir(id);
+    oci_config_free(cfg);
+    return hd_error_prefix(err, "create %s", id);
+}
+
+/* ---- run in the foreground: no holder ---- */
+
+int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *code, hd_error_t *err)
+{
+    struct oci_config *cfg = NULL;
+    if (load_vm_config(id, f, &cfg, err) < 0)
+        return hd_error_prefix(err, "run %s", id);
+    if (make_state_dir(id, err) < 0) {
+        oci_config_free(cfg);
+        return hd_error_prefix(err, "run %s", id);
+    }
+    struct hd_workload *w = NULL;
+    sigset_t mask;
+    int rc = -1;
+    hd_log_set_level(HD_LOG_WARN); /* the backend's notes (a template restore) would mix into the output */
+    oci_use_cgroup_parent(cfg->cgroup_parent);
+    struct hd_run_options opts = {.cgroup_name = cfg->cgroup_name};
+    cleanup_close int exec_fd = open_exec_socket(id);
+    if (block_forwarded_signals(&mask, err) < 0 || hd_workload_create(cfg->spec, &opts, &w, err) < 0 ||
+        save_state(id, cfg, w, getpid(), err) < 0 ||
+        (f->pid_file && oci_write_pid_file(f->pid_file, getpid(), err) < 0) || hd_workload_start(w, err) < 0)
+        goto out;
+    rc = forward_and_wait(w, &mask, exec_fd, code, err);
+out:
+    hd_workload_destroy(w);
+    remove_state_dir(id);
+    oci_config_free(cfg);
+    return rc < 0 ? hd_error_prefix(err, "run %s", id) : 0;
+}

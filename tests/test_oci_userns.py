@@ -1,0 +1,193 @@
+"""hedge-oci with a new user namespace: linux.namespaces {"type": "user"} with linux.uidMappings/gidMappings
+(docs/oci.md). Real parts only: hedge-oci runs busybox bundles whose rootfs is chowned into the mapped range, and
+podman (rootful) drives it with --uidmap/--gidmap. Bad mappings fail create with an error naming the field and
+leave nothing (state dir, cgroup, mount)."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from test_oci import HEDGE_OCI, bundle, cgroup_dirs, make_bundle, oci, podman, subreaper  # noqa: F401 (fixtures)
+
+BASE = 100000
+SIZE = 65536
+MAP = [{"containerID": 0, "hostID": BASE, "size": SIZE}]
+
+
+def with_userns(config_changes=None, uid_map=MAP, gid_map=MAP, user=True):
+    """The changes make_bundle takes for a default config plus a new user namespace with these maps."""
+    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")]
+    if user:
+        namespaces.append({"type": "user"})
+    changes = {"linux.namespaces": namespaces}
+    if uid_map is not None:
+        changes["linux.uidMappings"] = uid_map
+    if gid_map is not None:
+        changes["linux.gidMappings"] = gid_map
+    changes.update(config_changes or {})
+    return changes
+
+
+@pytest.fixture
+def mapped_rootfs(tmp_path, busybox_rootfs):
+    """A copy of the busybox rootfs owned by the mapped root (host 100000), with /home/app owned by host 101000
+    (1000 inside) and /root-owned owned by host root (outside the map: nobody inside)."""
+    root = tmp_path / "mapped-rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    (root / "home" / "app").mkdir(parents=True, exist_ok=True)
+    (root / "root-owned").write_text("host root's\n")
+    subprocess.run(["chown", "-R", "-h", f"{BASE}:{BASE}", str(root)], check=True)
+    os.chown(root / "home" / "app", BASE + 1000, BASE + 1000)
+    os.chown(root / "root-owned", 0, 0)
+    return root
+
+
+def test_run_in_a_user_namespace_sees_its_maps_and_owners(oci, tmp_path, mapped_rootfs):
+    script = ("cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; "
+              "stat -c '%u:%g %n' / /home/app /root-owned; touch /made-inside; "
+              "cat /proc/self/status | grep CapEff")
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["sh", "-c", script], **with_userns())
+    r = oci("run", "--bundle", b, "uns1")
+    assert r.code == 0, r
+    lines = [" ".join(line.split()) for line in r.out.splitlines()]
+    assert lines[:4] == [f"0 {BASE} {SIZE}", f"0 {BASE} {SIZE}", "0", "0"], r
+    assert lines[4:7] == ["0:0 /", "1000:1000 /home/app", "65534:65534 /root-owned"], r
+    assert lines[7] == "CapEff: 0000000020000420", r  # the config's set (runc spec: AUDIT_WRITE, KILL, NET_BIND_SERVICE)
+    # what root made inside belongs to the mapped root on the host
+    st = os.stat(mapped_rootfs / "made-inside")
+    assert (st.st_uid, st.st_gid) == (BASE, BASE)
+    assert not (oci.root / "uns1").exists() and cgroup_dirs("uns1") == []
+
+
+def test_several_ranges_and_a_user_inside(oci, tmp_path, mapped_rootfs):
+    """Two ranges per map; the process runs as 1000 with supplementary groups (setgroups stays allowed)."""
+    uid_map = [{"containerID": 0, "hostID": BASE, "size": 1000}, {"containerID": 1000, "hostID": BASE + 1000,
+                                                                   "size": 1000}]
+    gid_map = [{"containerID": 0, "hostID": BASE, "size": 10}, {"containerID": 10, "hostID": BASE + 10,
+                                                                 "size": 2000}]
+    b = make_bundle(tmp_path / "b", mapped_rootfs,
+                    ["sh", "-c", "cat /proc/self/uid_map; id -u; id -G; touch /home/app/mine && echo wrote"],
+                    **with_userns({"process.user": {"uid": 1000, "gid": 1000, "additionalGids": [5, 20]}},
+                                  uid_map=uid_map, gid_map=gid_map))
+    r = oci("run", "--bundle", b, "uns2")
+    assert r.code == 0, r
+    lines = [" ".join(line.split()) for line in r.out.splitlines()]
+    assert lines == [f"0 {BASE} 1000", f"1000 {BASE + 1000} 1000", "1000", "1000 5 20", "wrote"], r
+    assert os.stat(mapped_rootfs / "home" / "app" / "mine").st_uid == BASE + 1000
+
+
+def test_create_start_exec_delete_in_a_user_namespace(oci, tmp_path, mapped_rootfs, subreaper):
+    """The create/start split, hooks on both sides, exec joining the namespace, delete."""
+    hook_out = tmp_path / "prestart"
+    hooks = {"prestart": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {hook_out}"]}],
+             "createContainer": [{"path": "/bin/true"}],
+             "startContainer": [{"path": "/bin/true"}]}
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["sleep", "1000"], **with_userns({"hooks": hooks}))
+    r = oci("create", "--bundle", b, "uns3")
+    assert r.code == 0, r
+    pid = json.loads(hook_out.read_text())["pid"]
+    with open(f"/proc/{pid}/uid_map") as f:
+        assert f.read().split() == ["0", str(BASE), str(SIZE)]
+    assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+    r = oci("start", "uns3")
+    assert r.code == 0, r
+    r = oci("exec", "uns3", "sh", "-c", "id -u; cat /proc/self/uid_map")
+    assert r.code == 0 and " ".join(r.out.split()) == f"0 0 {BASE} {SIZE}", r
+    r = oci("delete", "--force", "uns3")
+    assert r.code == 0, r
+    reap(pid)
+    assert not (oci.root / "uns3").exists() and cgroup_dirs("uns3") == []
+
+
+def test_host_network_in_a_user_namespace_gets_the_hosts_sys(oci, tmp_path, mapped_rootfs):
+    """Without a network namespace of its own, sysfs cannot be mounted in the user namespace: the host's /sys
+    is bound read-only; the cgroup mount works in the container's cgroup namespace."""
+    changes = with_userns()
+    changes["linux.namespaces"] = [n for n in changes["linux.namespaces"] if n["type"] != "network"]
+    b = make_bundle(tmp_path / "b", mapped_rootfs,
+                    ["sh", "-c", "ls /sys/class/net | grep -qx lo && echo sys; ls /sys/fs/cgroup | grep -q . && "
+                                 "echo cgroup; touch /sys/x 2>/dev/null || echo ro"], **changes)
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                                   "options": ["nosuid", "noexec", "nodev", "ro"]}]
+    (b / "config.json").write_text(json.dumps(config))
+    r = oci("run", "--bundle", b, "uns4")
+    assert r.code == 0 and r.out == "sys\ncgroup\nro\n", r
+
+
+def test_joined_network_namespace_with_a_new_user_namespace(oci, tmp_path, mapped_rootfs, subreaper):
+    """A network namespace by path (podman's bridge networks) with a new user namespace: hedge-oci enters it for
+    the clone, so the process is born there; /sys is the host's, bound read-only; exec joins both."""
+    keep = tmp_path / "netns"
+    keep.touch()
+    subprocess.run(["unshare", f"--net={keep}", "true"], check=True)
+    try:
+        ino = os.stat(keep).st_ino
+        changes = with_userns()
+        changes["linux.namespaces"] = [n for n in changes["linux.namespaces"] if n["type"] != "network"] + [
+            {"type": "network", "path": str(keep)}]
+        b = make_bundle(tmp_path / "b", mapped_rootfs, ["sleep", "1000"], **changes)
+        r = oci("create", "--bundle", b, "uns5")
+        assert r.code == 0, r
+        pid = json.loads(oci("state", "uns5").out)["pid"]
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == ino
+        assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+        assert oci("start", "uns5").code == 0
+        r = oci("exec", "uns5", "sh", "-c", "id -u; readlink /proc/self/ns/net; grep -c : /proc/net/dev; "
+                                          "grep -q ' /sys sysfs ro' /proc/mounts && echo sys-ro")
+        assert r.code == 0 and r.out.split() == ["0", f"net:[{ino}]", "1", "sys-ro"], r
+        assert oci("delete", "--force", "uns5").code == 0
+        reap(pid)
+    finally:
+        subprocess.run(["umount", str(keep)], check=True)
+
+
+BAD = [
+    ("overlap inside", {"uid_map": MAP + [{"containerID": 1000, "hostID": 300000, "size": 10}]},
+     "linux.uidMappings[1]: its containerID range overlaps that of linux.uidMappings[0]"),
+    ("overlap on the host", {"gid_map": [{"containerID": 0, "hostID": BASE, "size": 10},
+                                         {"containerID": 10, "hostID": BASE + 5, "size": 10}]},
+     "linux.gidMappings[1]: its hostID range overlaps that of linux.gidMappings[0]"),
+    ("size 0", {"uid_map": [{"containerID": 0, "hostID": BASE, "size": 0}]},
+     "linux.uidMappings[0].size: must be a number of ids from 1 to 4294967295"),
+    ("past the last id", {"uid_map": [{"containerID": 0, "hostID": 4294967000, "size": 1000}]},
+     "linux.uidMappings[0].size: the range goes past the last id"),
+    ("no gidMappings", {"gid_map": None}, "linux.gidMappings: a new user namespace needs them (none given)"),
+    ("not a number", {"uid_map": [{"containerID": "0", "hostID": BASE, "size": 1}]},
+     "linux.uidMappings[0].containerID: must be an id"),
+    ("mappings without a user namespace", {"user": False},
+     "linux.uidMappings: mappings need a new user namespace"),
+    ("the process's uid unmapped", {"config_changes": {"process.user": {"uid": 70000, "gid": 0}}},
+     "process.user.uid: 70000 is not mapped by linux.uidMappings"),
+    ("a joined mount namespace too", {"config_changes": {"linux.namespaces": [
+        {"type": t} for t in ("pid", "ipc", "uts", "network", "user")] + [{"type": "mount",
+                                                                           "path": "/proc/self/ns/mnt"}]}},
+     "linux.namespaces[5].path: joining an existing mount namespace together with a new user namespace"),
+]
+
+
+@pytest.mark.parametrize("case,args,message", BAD, ids=[b[0] for b in BAD])
+def test_a_bad_mapping_fails_create_and_leaves_nothing(oci, tmp_path, mapped_rootfs, case, args, message):
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["true"], **with_userns(**args))
+    r = oci("create", "--bundle", b, "unsbad")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "unsbad").exists()
+    assert cgroup_dirs("unsbad") == []
+
+
+def test_podman_uidmap_runs_hedge_oci(podman):
+    """podman (rootful) --uidmap/--gidmap: it chowns its copy of the image into the range and passes the maps."""
+    r = podman("--runtime", HEDGE_OCI, "run", "--rm", "--network", "none", "--uidmap", f"0:{BASE}:{SIZE}",
+               "--gidmap", f"0:{BASE}:{SIZE}", "localhost/hedge-busybox:test",
+               "sh", "-c", "id; cat /proc/self/uid_map; stat -c %u:%g /bin")
+    assert r.code == 0, r
+    lines = [" ".join(line.split()) for line in r.out.splitlines()]
+    assert lines[0].startswith("uid=0(root) gid=0(root)"), r
+    assert lines[1:] == [f"0 {BASE} {SIZE}", "0:0"], r
+
+
+def reap(pid, timeout=10):
+    from test_oci import reap as reap_orphan
+    return reap_orphan(pid, timeout)

@@ -1,0 +1,271 @@
+"""hedge-oci-vm: hedge-oci's command line, the bundle's process in a QEMU guest with its own kernel.
+
+The same binary as hedge-oci under the name hedge-oci-vm (a symlink the build makes). create leaves a
+holder process (the pid in --pid-file and in `state`) that holds the booted guest at READY until start;
+the holder relays the guest's output to its own stdio (create's), forwards kill's signals to the guest,
+runs exec'd processes in the guest (EXEC messages) and exits with the workload's status. Each boot takes a few seconds under TCG, so the tests are few and
+each checks several things; they skip, as tests/test_vm.py does, when QEMU or the guest kernel is absent.
+podman and containerd (the runc v2 shim) drive it as they drive runc.
+"""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, CGROUP_PARENT, SANITIZER_ENV, Result, check_sanitizer
+from test_oci import make_bundle, podman, reap, subreaper  # noqa: F401 (fixtures)
+from test_oci_containerd import IMAGE, containerd, wait_status as ctr_wait_status  # noqa: F401 (fixture)
+from test_vm import guest_kernel, qemu_processes_for  # noqa: F401 (fixture)
+
+HEDGE_OCI_VM = BUILD / "hedge-oci-vm"
+
+
+@pytest.fixture
+def ocivm(dirs, guest_kernel):  # noqa: F811
+    """ocivm(*args, env=None, timeout=120) -> Result: hedge-oci-vm with a per-test --root (TCG)."""
+    root = dirs["state"] / "oci-root"
+
+    def run(*args, timeout=120, env=None, stdout_path=None):
+        """stdout_path: create's stdout (the holder's, so the workload's) goes to that file."""
+        e = dict(os.environ)
+        e.update(SANITIZER_ENV)
+        e.update({"HEDGE_STATE_DIR": str(dirs["state"]), "HEDGE_RUN_DIR": str(dirs["run"]),
+                  "HEDGE_CGROUP_PARENT": CGROUP_PARENT, "HEDGE_VM_KERNEL_DIR": str(guest_kernel),
+                  "HEDGE_OCI_VM_ACCEL": "tcg"})
+        e.update(env or {})
+        argv = [str(HEDGE_OCI_VM), "--root", str(root)] + [str(a) for a in args]
+        # files, not pipes: create's holder keeps create's stdio (the workload's output goes there)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            stdout = open(stdout_path, "w") if stdout_path else out
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, timeout=timeout,
+                                      env=e)
+            finally:
+                if stdout_path:
+                    stdout.close()
+            out.seek(0)
+            err.seek(0)
+            proc.stdout, proc.stderr = out.read(), err.read()
+        check_sanitizer(proc.stderr)
+        return Result(proc)
+
+    run.root = root
+    yield run
+    left = sorted(p.name for p in root.iterdir()) if root.exists() else []
+    for cid in left:
+        run("delete", "--force", cid)
+    assert left == [], f"containers left behind under --root: {left}"
+    assert qemu_processes_for(dirs["run"]) == [], "QEMU left running"
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox_rootfs):
+    def make(*args, **changes):
+        return make_bundle(tmp_path / "bundle", busybox_rootfs, args, **changes)
+    return make
+
+
+def state(ocivm, cid):
+    r = ocivm("state", cid)
+    assert r.code == 0, r
+    return json.loads(r.out)
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_run_prints_and_exits_with_the_status(ocivm, bundle, code):
+    b = bundle("sh", "-c", f"echo out; echo err >&2; uname -r; exit {code}", **{"process.terminal": False})
+    r = ocivm("run", "-b", b, f"r{code}")
+    assert r.code == code, r
+    out, release = r.out.splitlines()
+    assert out == "out"
+    assert release != os.uname().release  # the guest's own kernel
+    assert r.err == "err\n"
+    assert not ocivm.root.joinpath(f"r{code}").exists()
+
+
+def test_create_state_start_delete_with_the_pid_file(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
+    b = bundle("sh", "-c", "echo started; read line; echo done >&2; exit 5", **{"process.terminal": False})
+    pid_file = tmp_path / "pid"
+    r = ocivm("create", "-b", b, "--pid-file", pid_file, "c1")
+    assert r.code == 0, r
+    pid = int(pid_file.read_text())
+    st = state(ocivm, "c1")
+    assert (st["status"], st["pid"], st["bundle"]) == ("created", pid, str(b))
+    # the holder outlived create (it is ours as the subreaper) and owns a booted QEMU
+    assert os.waitpid(pid, os.WNOHANG) == (0, 0)
+    assert len(qemu_processes_for(dirs["run"])) == 1
+    assert ocivm("start", "c1").code == 0
+    assert state(ocivm, "c1")["status"] in ("running", "stopped")
+    status = reap(pid, timeout=60)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
+    st = state(ocivm, "c1")
+    assert (st["status"], st["pid"]) == ("stopped", 0)
+    assert (ocivm.root / "c1" / "exit").read_text() == "5\n"
+    assert ocivm("start", "c1").code == 1
+    assert ocivm("delete", "c1").code == 0
+    assert not (ocivm.root / "c1").exists()
+    assert ocivm("state", "c1").code == 1
+
+
+def test_kill_reaches_the_sleeping_process_in_the_guest(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
+    out = tmp_path / "out"
+    b = bundle("sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo sleeping; while :; do sleep 0.2; done",
+               **{"process.terminal": False})
+    # the holder's stdio is create's: the workload's output lands in create's stdout
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "k1", stdout_path=out)
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    assert ocivm("start", "k1").code == 0
+    deadline = time.monotonic() + 30
+    while "sleeping" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ocivm("kill", "k1", "SIGTERM").code == 0
+    status = reap(pid, timeout=30)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7
+    assert out.read_text() == "sleeping\ngot TERM\n"
+    assert ocivm("kill", "k1", "TERM").code == 1  # stopped: nothing to signal
+    assert ocivm("delete", "k1").code == 0
+    # a created container (the guest held, its command not sent) dies of the signal, as runc's held process does
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "k2")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    assert state(ocivm, "k2")["status"] == "created"
+    assert ocivm("kill", "k2", "TERM").code == 0
+    status = reap(pid, timeout=30)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+    assert state(ocivm, "k2")["status"] == "stopped"
+    assert qemu_processes_for(dirs["run"]) == []
+    assert ocivm("delete", "k2").code == 0
+
+
+@pytest.mark.parametrize("change,env,message", [
+    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]}, {},
+     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm yet"),
+    ({"process.terminal": True}, {}, "process.terminal: a terminal is not supported by hedge-oci-vm yet"),
+    ({}, {"HEDGE_VM_KERNEL_DIR": "/nonexistent"}, "guest kernel /nonexistent/vmlinuz: not found"),
+    # QEMU itself starts and fails: the holder reports it, nothing of it is left
+    ({}, {"HEDGE_VM_MACHINE": "no-such-machine"}, "vm: QEMU exited with status 1"),
+])
+def test_a_bad_bundle_fails_create_and_leaves_nothing(ocivm, bundle, tmp_path, dirs, change, env, message):
+    b = bundle("true", **{"process.terminal": False, **change})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "bad", env=env)
+    assert r.code == 1, r
+    assert r.err.startswith("hedge-oci-vm: create bad: "), r.err
+    assert message in r.err, r.err
+    assert not (ocivm.root / "bad").exists()
+    assert not (tmp_path / "pid").exists()
+    assert qemu_processes_for(dirs["run"]) == []
+    assert not (dirs["run"] / "runs").exists() or list((dirs["run"] / "runs").iterdir()) == []
+
+
+def test_exec_runs_more_processes_in_the_guest(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
+    assert os.readlink(HEDGE_OCI_VM) == "hedge-oci"
+    r = ocivm("--version")
+    assert r.code == 0 and r.out.startswith("hedge-oci-vm version "), r
+    b = bundle("sleep", "1000", **{"process.terminal": False})
+    assert ocivm("exec", "e1", "true").code == 1  # no such container
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "e1")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    r = ocivm("exec", "e1", "true")
+    assert r.code == 1 and "exec e1: " in r.err, r  # created, not running: the holder serves exec once started
+    assert ocivm("start", "e1").code == 0
+    # its streams, its status, and the guest's kernel (not the host's)
+    r = ocivm("exec", "e1", "sh", "-c", "echo out; echo err >&2; uname -r; exit 3")
+    assert r.code == 3, r
+    assert r.out.splitlines()[0] == "out" and r.out.splitlines()[1] != os.uname().release
+    assert r.err == "err\n"
+    r = ocivm("exec", "--env", "A=b", "--cwd", "/tmp", "--user", "1000:1000", "e1", "sh", "-c", "echo $A; pwd; id -u")
+    assert (r.code, r.out) == (0, "b\n/tmp\n1000\n"), r
+    # more output than a message holds
+    r = ocivm("exec", "e1", "sh", "-c", "head -c 300000 /dev/zero | wc -c")
+    assert (r.code, r.out.strip()) == (0, "300000"), r
+    r = ocivm("exec", "e1", "no-such-command")
+    assert r.code == 127 and "no-such-command: command not found" in r.err, r
+    r = ocivm("exec", "-t", "e1", "true")
+    assert r.code == 1 and "exec --tty: a terminal is not supported by hedge-oci-vm yet" in r.err, r
+    # --detach: the pid file names a host process that ends with the guest's process
+    r = ocivm("exec", "--detach", "--pid-file", tmp_path / "exec-pid", "e1", "sh", "-c", "exit 5")
+    assert r.code == 0, r
+    status = reap(int((tmp_path / "exec-pid").read_text()), timeout=30)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
+    assert ocivm("delete", "--force", "e1").code == 0
+    reap(pid)
+
+
+def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa: F811
+    # podman hands a runtime a clean environment: a wrapper named for the runtime gives ours the test's dirs
+    wrapper = tmp_path / "hedge-oci-vm-test"
+    wrapper.write_text("#!/bin/bash\n"
+                       f"export HEDGE_VM_KERNEL_DIR={guest_kernel} HEDGE_STATE_DIR={dirs['state']} "
+                       f"HEDGE_RUN_DIR={dirs['run']} HEDGE_OCI_VM_ACCEL=tcg\n"
+                       f'exec -a hedge-oci-vm {BUILD / "hedge-oci"} "$@"\n')
+    wrapper.chmod(0o755)
+    cid = tmp_path / "cid"
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "--cidfile", cid,
+               "localhost/hedge-busybox:test", "echo", "hi", timeout=180)
+    assert (r.code, r.out) == (0, "hi\n"), r
+    # podman passes no --root: hedge-oci-vm's own default root, empty again
+    assert not os.path.exists(f"/run/hedge-oci-vm/{cid.read_text().strip()}")
+    cid.unlink()
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "localhost/hedge-busybox:test",
+               "sh", "-c", "uname -r; exit 4", timeout=180)
+    assert r.code == 4, r
+    assert r.out.strip() == (guest_kernel / "release").read_text().strip()
+    # detached: logs, exec refused, stop (SIGTERM forwarded to the guest), the exit code, rm
+    r = podman("--runtime", wrapper, "run", "-d", "--name", "long", "--network", "none",
+               "localhost/hedge-busybox:test", "sh", "-c",
+               "trap 'echo bye; exit 9' TERM; echo up; while :; do sleep 0.2; done", timeout=180)
+    assert r.code == 0, r
+    deadline = time.monotonic() + 60
+    while "up" not in podman("--runtime", wrapper, "logs", "long").out and time.monotonic() < deadline:
+        time.sleep(0.2)
+    r = podman("--runtime", wrapper, "exec", "-e", "A=b", "-w", "/tmp", "long", "sh", "-c", "echo $A; pwd; exit 3")
+    assert (r.code, r.out) == (3, "b\n/tmp\n"), r
+    r = podman("--runtime", wrapper, "exec", "long", "nonexistent")
+    assert r.code == 127, r
+    r = podman("--runtime", wrapper, "stop", "-t", "20", "long")
+    assert r.code == 0, r
+    assert podman("--runtime", wrapper, "logs", "long").out == "up\nbye\n"
+    assert podman("--runtime", wrapper, "inspect", "--format", "{{.State.ExitCode}}", "long").out == "9\n"
+    assert podman("--runtime", wrapper, "rm", "long").code == 0
+    r = podman("--runtime", wrapper, "run", "--rm", "-t", "--network", "none", "localhost/hedge-busybox:test", "true")
+    assert r.code != 0 and "process.terminal: a terminal is not supported by hedge-oci-vm yet" in r.err, r
+    assert qemu_processes_for(dirs["run"]) == []
+
+
+@pytest.fixture
+def vm_env(monkeypatch, guest_kernel, dirs):  # noqa: F811
+    """containerd hands its environment down to the shim and the runtime: the test's dirs and TCG."""
+    for key, value in {"HEDGE_VM_KERNEL_DIR": guest_kernel, "HEDGE_STATE_DIR": dirs["state"],
+                       "HEDGE_RUN_DIR": dirs["run"], "HEDGE_OCI_VM_ACCEL": "tcg"}.items():
+        monkeypatch.setenv(key, str(value))
+
+
+def test_ctr_runs_hedge_oci_vm(vm_env, containerd, dirs):  # noqa: F811
+    ctr = containerd
+    via = ["--runc-binary", HEDGE_OCI_VM, "--runc-root", ctr.base / "hedge-oci-vm-root"]
+    r = ctr("run", "--rm", *via, IMAGE, "v-exit", "sh", "-c", "echo out; echo err >&2; uname -r; exit 3",
+            timeout=180)
+    assert r.returncode == 3, r
+    out, release = r.stdout.splitlines()
+    assert out == "out" and "err" in r.stderr, r
+    assert release != os.uname().release
+    # detached, then `ctr task kill` (SIGTERM through the holder into the guest) and the exit status
+    r = ctr("run", "-d", *via, IMAGE, "v-kill", "sh", "-c", "trap 'exit 6' TERM; while :; do sleep 0.2; done",
+            timeout=180)
+    assert r.returncode == 0, r
+    ctr_wait_status(ctr, "v-kill", "RUNNING", timeout=60)
+    r = ctr("task", "exec", "--exec-id", "x1", "v-kill", "sh", "-c", "echo in the guest; exit 4", timeout=60)
+    assert (r.returncode, r.stdout) == (4, "in the guest\n"), r
+    time.sleep(1)  # the trap is set once the shell runs in the guest
+    assert ctr("task", "kill", "v-kill").returncode == 0
+    ctr_wait_status(ctr, "v-kill", "STOPPED", timeout=60)
+    r = ctr("task", "delete", "v-kill")
+    assert r.returncode == 0 and "non-zero exit code 6\"" in r.stderr, r
+    assert ctr("container", "delete", "v-kill").returncode == 0
+    assert qemu_processes_for(dirs["run"]) == []
