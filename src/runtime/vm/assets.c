@@ -374,7 +374,8 @@ static void rootfs_cache_prune(const char *dir, const char *keep)
         images[n++] = (struct cached_image){hd_xstrdup(de->d_name), (int64_t)st.st_blocks * 512, st.st_mtime};
         total += (int64_t)st.st_blocks * 512;
     }
-    qsort(images, n, sizeof(*images), cached_image_older);
+    if (n > 1)
+        qsort(images, n, sizeof(*images), cached_image_older);
     time_t now = time(NULL);
     const char *keep_name = strrchr(keep, '/') ? strrchr(keep, '/') + 1 : keep;
     for (size_t i = 0; i < n; i++) {
