@@ -183,9 +183,11 @@ struct oci_config {
     char *state_creating;
     char *state_created;
     /* linux.namespaces[].path by enum hd_join_ns (NULL: a new namespace), the entry's index for errors, and
-     * the fds oci_namespaces_open opened (-1 until then) */
+     * the fds oci_namespaces_open opened (-1 until then). A pid, ipc or uts namespace the config does not
+     * list is the runtime's own, joined through /proc/self/ns (ns_inherited; the VM handler ignores it). */
     char *ns_paths[HD_JOIN_NS_COUNT];
     size_t ns_index[HD_JOIN_NS_COUNT];
+    bool ns_inherited[HD_JOIN_NS_COUNT];
     int ns_fds[HD_JOIN_NS_COUNT];
     /* a new user namespace (linux.namespaces "user" without a path): linux.uidMappings/gidMappings as the
      * text of /proc/PID/uid_map and gid_map (userns.c), else NULL */

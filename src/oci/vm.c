@@ -129,8 +129,8 @@ static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
                             "process.terminal: a terminal is not supported by hedge-oci-vm yet (the guest's "
                             "output is relayed as pipes)");
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
-        if (cfg->ns_paths[t] == NULL)
-            continue;
+        if (cfg->ns_paths[t] == NULL || cfg->ns_inherited[t])
+            continue; /* the host's own: nothing of it reaches the guest */
         if (t == HD_JOIN_NET) {
             oci_log("warning",
                     "linux.namespaces[%zu].path: %s is ignored: the guest has no network device yet (network none)",
