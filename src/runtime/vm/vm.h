@@ -1,8 +1,9 @@
 /*
  * vm.h - the parts of the VM isolation backend, shared by vm.c (the backend:
- * lifecycle and I/O relay), vm-qemu.c (how QEMU is started), vm-assets.c
- * (guest kernel, initramfs, rootfs images) and vm-accel.c (is KVM usable?),
- * plus what the CLI's `hedge vm` verb and run.c need.
+ * lifecycle and I/O relay), vm_exec.c (processes exec'd beside the workload),
+ * vm-qemu.c (how QEMU is started), vm-assets.c (guest kernel, initramfs,
+ * rootfs images) and vm-accel.c (is KVM usable?), plus what the CLI's
+ * `hedge vm` verb and run.c need.
  *
  * The QEMU-specific part is only vm-qemu.c: a native KVM VMM would replace it
  * and keep the rest (protocol, assets, relay).
