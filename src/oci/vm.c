@@ -28,10 +28,12 @@
  *
  * exec: whoever runs the workload (the holder, a foreground run) listens on
  * <root>/<id>/exec.sock; `exec` sends the process (CONFIG-style records) with
- * its own stdout and stderr (SCM_RIGHTS), and the vm backend has hedge-init
- * start it (hd_vm_exec, an EXEC message); the guest's output goes straight
- * into those fds and the exit code comes back on the connection, to a small
- * host process `exec` forks (its pid is the exec's pid: --pid-file, --detach).
+ * its own stdin, stdout and stderr (SCM_RIGHTS), and the vm backend has
+ * hedge-init start it (hd_vm_exec, an EXEC message); the relay feeds what the
+ * stdin gives to the guest process's stdin (EXEC_STDIN), the guest's output
+ * goes straight into the other two fds and the exit code comes back on the
+ * connection, to a small host process `exec` forks (its pid is the exec's
+ * pid: --pid-file, --detach).
  *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
@@ -288,8 +290,9 @@ static int open_exec_socket(const char *id)
 }
 
 /*
- * One exec request: a u32 length with the caller's stdout and stderr (SCM_RIGHTS), then that many bytes of
- * records. The guest's process writes to those fds; the connection gets its exit code (hd_vm_exec).
+ * One exec request: a u32 length with the caller's stdin, stdout and stderr (SCM_RIGHTS), then that many
+ * bytes of records. The guest's process reads the first and writes to the others; the connection gets its
+ * exit code (hd_vm_exec).
  */
 static void serve_exec(struct hd_workload *w, int listen_fd)
 {
@@ -299,17 +302,25 @@ static void serve_exec(struct hd_workload *w, int listen_fd)
     struct timeval tv = {2, 0};
     setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint32_t len = 0;
-    char control[CMSG_SPACE(2 * sizeof(int))] = {0};
+    char control[CMSG_SPACE(3 * sizeof(int))] = {0};
     struct iovec iov = {.iov_base = &len, .iov_len = sizeof(len)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
     ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-    int fds[2] = {-1, -1};
+    int fds[3] = {-1, -1, -1};
     struct cmsghdr *c = n == (ssize_t)sizeof(len) ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(fds)))
-        memcpy(fds, CMSG_DATA(c), sizeof(fds));
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (c->cmsg_len == CMSG_LEN(sizeof(fds)))
+            memcpy(fds, CMSG_DATA(c), sizeof(fds));
+        else /* not the three we expect: close what came */
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+                close(fd);
+            }
+    }
     cleanup_free char *records = NULL;
     hd_error_t err = NULL;
-    if (fds[0] < 0 || fds[1] < 0 || len == 0 || len > HD_VM_MSG_MAX) {
+    if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 || len == 0 || len > HD_VM_MSG_MAX) {
         hd_error_set(&err, EPROTO, "exec: a malformed request");
     } else {
         records = hd_xmalloc(len);
@@ -317,14 +328,14 @@ static void serve_exec(struct hd_workload *w, int listen_fd)
             hd_error_sys(&err, "exec: read the request");
     }
     if (err == NULL) {
-        hd_vm_exec(w, records, len, fds[0], fds[1], conn, &err); /* takes the three fds, also on error */
-        fds[0] = fds[1] = conn = -1;
+        hd_vm_exec(w, records, len, fds[0], fds[1], fds[2], conn, &err); /* takes the four fds, also on error */
+        fds[0] = fds[1] = fds[2] = conn = -1;
     }
     if (err)
         oci_log("warning", "%s", hd_error_text(err));
     hd_error_free(&err);
-    int left[3] = {fds[0], fds[1], conn};
-    for (int i = 0; i < 3; i++)
+    int left[4] = {fds[0], fds[1], fds[2], conn};
+    for (int i = 0; i < 4; i++)
         if (left[i] >= 0)
             close(left[i]);
 }
@@ -360,7 +371,9 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *p
     if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         return hd_error_sys(err, "connect to the VM's holder (%s)", addr.sun_path);
     uint32_t n32 = (uint32_t)len;
-    int fds[2] = {STDOUT_FILENO, STDERR_FILENO};
+    /* a caller without a stdin (fd 0 closed) gives the process an empty one */
+    cleanup_close int null_fd = fcntl(STDIN_FILENO, F_GETFD) < 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    int fds[3] = {null_fd >= 0 ? null_fd : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
     char control[CMSG_SPACE(sizeof(fds))] = {0};
     struct iovec iov = {.iov_base = &n32, .iov_len = sizeof(n32)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};

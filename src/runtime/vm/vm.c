@@ -1028,8 +1028,9 @@ void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t le
 /* Handle one message from the guest; false on a protocol violation. */
 static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
-    if (hd_vm_exec_handle(vm, h, payload))
-        return true;
+    int handled = hd_vm_exec_handle(vm, h, payload);
+    if (handled != 0)
+        return handled > 0;
     switch (h->type) {
     case HD_VM_MSG_STDOUT: hd_vm_write_out(vm, vm->stdio[1], payload, h->length); return true;
     case HD_VM_MSG_STDERR: hd_vm_write_out(vm, vm->stdio[2], payload, h->length); return true;
@@ -1105,13 +1106,14 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
 
         /* stdin is read only when nothing is pending, and no more once the workload exited */
         bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
-        struct pollfd fds[3] = {
+        struct pollfd fds[3 + MAX_EXECS] = {
             {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
             {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
             {.fd = vm->wake_fd, .events = POLLIN},
         };
+        hd_vm_exec_stdin_poll(vm, out->len == 0 && !ack_due && !vm->got_exit, fds + 3); /* exec'd processes' */
         int timeout = (kill_at || exit_deadline) ? 100 : -1;
-        if (poll(fds, 3, timeout) < 0) {
+        if (poll(fds, ARRAY_SIZE(fds), timeout) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -1131,6 +1133,8 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
                 hd_vm_outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
             }
         }
+        if (out->len == 0)
+            hd_vm_exec_stdin_read(vm, fds + 3, out);
         if (out->len && (fds[0].revents & POLLOUT)) {
             ssize_t n = send(vm->port_fd, out->buf + out->off, out->len - out->off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {

@@ -76,11 +76,12 @@ const char *hd_vm_guest_address(const struct hd_workload *w);
 
 /*
  * One more process in the running guest beside the workload (hedge-oci-vm exec): records are CONFIG's
- * HD_VM_CFG_ARG/ENV/WORKDIR/USER records. Takes out_fd, err_fd and done_fd (closed on error too): the
- * process's stdout and stderr are written to the first two, its exit code (u32, docker's) to done_fd, then all
- * three are closed; when the VM ends first they are closed without a code.
+ * HD_VM_CFG_ARG/ENV/WORKDIR/USER records. Takes in_fd, out_fd, err_fd and done_fd (closed on error too):
+ * what in_fd gives until its end is the process's stdin (read without blocking the relay; in_fd is closed at
+ * its end), its stdout and stderr are written to out_fd and err_fd, its exit code (u32, docker's) to done_fd,
+ * then all are closed; when the VM ends first they are closed without a code.
  */
-int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
+int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd, int out_fd, int err_fd, int done_fd,
                hd_error_t *err);
 
 /* Guest RAM for a spec (memory + guest overhead, or the default). */

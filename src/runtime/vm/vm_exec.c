@@ -1,16 +1,25 @@
 /*
  * vm_exec.c - processes exec'd into a running guest beside its workload (hedge-oci-vm exec, hd_vm_exec).
  *
- * Each is a session: a number the host picks, and the caller's descriptors its output and its end go to.
- * hd_vm_exec (the caller's thread) takes a free slot and queues an EXEC message (the session number, then
- * CONFIG-style ARG/ENV/WORKDIR/USER records) for the relay thread (vm.c), which sends it; hedge-init starts
- * the process in the workload's root and guest cgroup. The relay hands this file the guest's EXEC_STDOUT,
- * EXEC_STDERR and EXEC_EXIT messages: the bytes are written to the session's fds, the exit code (u32,
- * docker's: 128+N for signal N) goes to its done fd, and the slot is free again. A session whose guest ends
- * first is closed without a code. The message layouts are in proto.h.
+ * Each is a session: a number the host picks, and the caller's descriptors its stdin comes from and its
+ * output and its end go to. hd_vm_exec (the caller's thread) takes a free slot and queues an EXEC message
+ * (the session number, then CONFIG-style ARG/ENV/WORKDIR/USER records) for the relay thread (vm.c), which
+ * sends it; hedge-init starts the process in the workload's root and guest cgroup. The relay hands this file
+ * the guest's EXEC_STDOUT, EXEC_STDERR, EXEC_STDIN_ACK and EXEC_EXIT messages: the bytes are written to the
+ * session's fds, the exit code (u32, docker's: 128+N for signal N) goes to its done fd, and the slot is free
+ * again. A session whose guest ends first is closed without a code. The message layouts are in proto.h.
+ *
+ * stdin: the relay polls each session's stdin beside its other descriptors, never blocks on it, and reads
+ * one chunk only when it has no message in flight and the session has room in its window
+ * (HD_VM_EXEC_STDIN_WINDOW bytes sent and not acknowledged by hedge-init): so a process in the guest that
+ * does not read its stdin stalls only its own session's input. The caller's descriptor is read as it is
+ * (it is not made non-blocking: that flag would change the caller's own file description); a read follows
+ * a poll that said it is readable, which for the pipes, ttys, sockets and files a caller gives does not
+ * block. End of file (or an error) closes it here and goes to the guest as EXEC_STDIN_EOF.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -23,7 +32,7 @@
 void hd_vm_exec_init(struct vm *vm)
 {
     for (size_t i = 0; i < MAX_EXECS; i++)
-        vm->execs[i].out_fd = vm->execs[i].err_fd = vm->execs[i].done_fd = -1;
+        vm->execs[i].in_fd = vm->execs[i].out_fd = vm->execs[i].err_fd = vm->execs[i].done_fd = -1;
 }
 
 /* The exec session a guest message names (its first 4 bytes), or NULL (already gone). */
@@ -44,10 +53,10 @@ static struct vm_exec *find_exec(struct vm *vm, const unsigned char *payload)
 static void close_exec(struct vm *vm, struct vm_exec *e)
 {
     pthread_mutex_lock(&vm->lock);
-    int fds[3] = {e->out_fd, e->err_fd, e->done_fd};
-    e->out_fd = e->err_fd = e->done_fd = -1;
+    int fds[4] = {e->in_fd, e->out_fd, e->err_fd, e->done_fd};
+    e->in_fd = e->out_fd = e->err_fd = e->done_fd = -1;
     pthread_mutex_unlock(&vm->lock);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (fds[i] >= 0)
             close(fds[i]);
 }
@@ -58,11 +67,11 @@ void hd_vm_exec_close_all(struct vm *vm)
         close_exec(vm, &vm->execs[i]);
 }
 
-int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
+int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd, int out_fd, int err_fd, int done_fd,
                hd_error_t *err)
 {
     struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
-    int fds[3] = {out_fd, err_fd, done_fd};
+    int fds[4] = {in_fd, out_fd, err_fd, done_fd};
     int rc = 0;
     if (vm == NULL || vm->state != VM_RUNNING || !vm->relay_started)
         rc = hd_error_set(err, ESRCH, "exec: the VM is not running");
@@ -76,7 +85,8 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_f
             if (vm->execs[i].done_fd < 0)
                 slot = &vm->execs[i];
         if (slot && !vm->got_exit) {
-            *slot = (struct vm_exec){.id = ++vm->next_exec_id, .out_fd = out_fd, .err_fd = err_fd, .done_fd = done_fd};
+            *slot = (struct vm_exec){
+                .id = ++vm->next_exec_id, .in_fd = in_fd, .out_fd = out_fd, .err_fd = err_fd, .done_fd = done_fd};
             struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
             m->type = HD_VM_MSG_EXEC;
             m->length = (uint32_t)(len + 4);
@@ -93,7 +103,7 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_f
             rc = hd_error_set(err, EBUSY, "exec: %d processes are exec'd already", MAX_EXECS);
     }
     if (rc < 0) {
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
         return -1;
@@ -104,7 +114,7 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_f
     return 0;
 }
 
-bool hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
+int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
     switch (h->type) {
     case HD_VM_MSG_EXEC_STDOUT:
@@ -112,7 +122,21 @@ bool hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const un
         struct vm_exec *e = find_exec(vm, payload);
         if (e)
             hd_vm_write_out(vm, h->type == HD_VM_MSG_EXEC_STDOUT ? e->out_fd : e->err_fd, payload + 4, h->length - 4);
-        return true;
+        return 1;
+    }
+    case HD_VM_MSG_EXEC_STDIN_ACK: {
+        struct vm_exec *e = find_exec(vm, payload);
+        uint32_t count;
+        memcpy(&count, payload + 4, 4);
+        if (e && count > e->unacked) {
+            snprintf(vm->relay_problem, sizeof(vm->relay_problem),
+                     "protocol: the guest acknowledged %u stdin bytes of exec session %u, %u were sent", count, e->id,
+                     e->unacked);
+            return -1;
+        }
+        if (e)
+            e->unacked -= count;
+        return 1;
     }
     case HD_VM_MSG_EXEC_EXIT: {
         struct vm_exec *e = find_exec(vm, payload);
@@ -124,8 +148,53 @@ bool hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const un
             (void)n; /* a caller that went away learns nothing */
             close_exec(vm, e);
         }
-        return true;
+        return 1;
     }
-    default: return false;
+    default: return 0;
+    }
+}
+
+void hd_vm_exec_stdin_poll(struct vm *vm, bool may_send, struct pollfd *fds)
+{
+    pthread_mutex_lock(&vm->lock);
+    may_send = may_send && vm->pending == NULL; /* a session's EXEC goes out before its first stdin bytes */
+    for (size_t i = 0; i < MAX_EXECS; i++) {
+        const struct vm_exec *e = &vm->execs[i];
+        bool room = e->done_fd >= 0 && e->unacked < HD_VM_EXEC_STDIN_WINDOW;
+        fds[i] = (struct pollfd){.fd = may_send && room ? e->in_fd : -1, .events = POLLIN};
+    }
+    pthread_mutex_unlock(&vm->lock);
+}
+
+void hd_vm_exec_stdin_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out)
+{
+    /* round robin: each turn starts after the session read last, so none starves the others */
+    size_t start = vm->next_stdin_session;
+    for (size_t k = 0; k < MAX_EXECS; k++) {
+        size_t i = (start + k) % MAX_EXECS;
+        struct vm_exec *e = &vm->execs[i];
+        if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
+            continue;
+        vm->next_stdin_session = (i + 1) % MAX_EXECS;
+        unsigned char buf[4 + 16384];
+        uint32_t room = HD_VM_EXEC_STDIN_WINDOW - e->unacked;
+        size_t want = room < sizeof(buf) - 4 ? room : sizeof(buf) - 4;
+        memcpy(buf, &e->id, 4);
+        ssize_t n = read(e->in_fd, buf + 4, want);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
+            return;
+        if (n > 0) {
+            e->unacked += (uint32_t)n;
+            hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_STDIN, buf, (uint32_t)(4 + n));
+            return;
+        }
+        /* the end of the caller's stdin (or an error reading it): the guest closes the process's stdin */
+        pthread_mutex_lock(&vm->lock);
+        int fd = e->in_fd;
+        e->in_fd = -1;
+        pthread_mutex_unlock(&vm->lock);
+        close(fd);
+        hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_STDIN_EOF, &e->id, 4);
+        return;
     }
 }

@@ -10,6 +10,7 @@
 #ifndef HEDGE_VM_INTERNAL_H
 #define HEDGE_VM_INTERNAL_H
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,10 +23,13 @@ enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
 
 #define MAX_EXECS 16 /* as hedge-init's */
 
-/* A process exec'd beside the workload (hd_vm_exec): where its output and its exit code go. */
+/* A process exec'd beside the workload (hd_vm_exec): where its stdin comes from, where its output and its
+ * exit code go. */
 struct vm_exec {
     uint32_t id;
-    int out_fd, err_fd, done_fd; /* -1: a free slot */
+    int in_fd;                   /* the caller's stdin, -1 once its end went to the guest */
+    int out_fd, err_fd, done_fd; /* done_fd -1: a free slot */
+    uint32_t unacked;            /* EXEC_STDIN bytes sent and not acknowledged (relay thread) */
 };
 
 /* A message for the guest waiting for the relay (EXEC). */
@@ -74,6 +78,7 @@ struct vm {
     bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
     struct vm_exec execs[MAX_EXECS];
     uint32_t next_exec_id;
+    size_t next_stdin_session;  /* relay thread: where the next round over the sessions' stdin starts */
     struct vm_pending *pending; /* messages for the guest, in order */
     /* written by the relay, read after it is joined */
     bool got_exit;
@@ -110,8 +115,14 @@ void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t le
 
 /* Mark every exec slot free (prepare). */
 void hd_vm_exec_init(struct vm *vm);
-/* An EXEC_STDOUT/EXEC_STDERR/EXEC_EXIT message from the guest: relay it. false when h is not one of them. */
-bool hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
+/* An EXEC_STDOUT/EXEC_STDERR/EXEC_EXIT/EXEC_STDIN_ACK message from the guest: relay it. 1 when handled, 0
+ * when h is not one of them, -1 on a protocol violation (vm->relay_problem says which). */
+int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
+/* The relay's poll entries for the sessions' stdin (fds[MAX_EXECS]): a session is read when may_send (the
+ * relay has no message in flight), no EXEC waits to go out and its window has room. */
+void hd_vm_exec_stdin_poll(struct vm *vm, bool may_send, struct pollfd *fds);
+/* After poll: one chunk (or the end) of a ready session's stdin into out as EXEC_STDIN (EXEC_STDIN_EOF). */
+void hd_vm_exec_stdin_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
 /* The guest is gone: close every session's descriptors (their callers see the end, without a code). */
 void hd_vm_exec_close_all(struct vm *vm);
 
