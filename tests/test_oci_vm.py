@@ -7,19 +7,22 @@ runs exec'd processes in the guest (EXEC messages) and exits with the workload's
 each checks several things; they skip, as tests/test_vm.py does, when QEMU or the guest kernel is absent.
 podman and containerd (the runc v2 shim) drive it as they drive runc.
 """
+import fcntl
 import hashlib
 import json
 import os
 import signal
+import struct
 import subprocess
 import tempfile
+import termios
 import threading
 import time
 
 import pytest
 
 from conftest import BUILD, CGROUP_PARENT, SANITIZER_ENV, Result, check_sanitizer
-from test_oci import make_bundle, podman, reap, subreaper  # noqa: F401 (fixtures)
+from test_oci import console_socket, make_bundle, podman, read_terminal, reap, receive_master, subreaper  # noqa: F401
 from test_oci_containerd import IMAGE, containerd, wait_status as ctr_wait_status  # noqa: F401 (fixture)
 from test_vm import guest_kernel, qemu_processes_for  # noqa: F401 (fixture)
 
@@ -192,8 +195,6 @@ def test_exec_runs_more_processes_in_the_guest(ocivm, bundle, tmp_path, subreape
     assert (r.code, r.out.strip()) == (0, "300000"), r
     r = ocivm("exec", "e1", "no-such-command")
     assert r.code == 127 and "no-such-command: command not found" in r.err, r
-    r = ocivm("exec", "-t", "e1", "true")
-    assert r.code == 1 and "exec --tty: a terminal is not supported by hedge-oci-vm yet" in r.err, r
     # --detach: the pid file names a host process that ends with the guest's process
     r = ocivm("exec", "--detach", "--pid-file", tmp_path / "exec-pid", "e1", "sh", "-c", "exit 5")
     assert r.code == 0, r
@@ -242,6 +243,44 @@ def test_exec_gives_the_guest_process_its_stdin(ocivm, bundle, tmp_path, subreap
     reap(pid)
 
 
+def test_exec_with_a_terminal_in_the_guest(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
+    b = bundle("sleep", "1000", **{"process.terminal": False})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "t1")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    assert ocivm("start", "t1").code == 0
+    # conmon's way: the master reaches the console socket; the process runs on a pty of the guest's (its
+    # stdio and controlling terminal), which does the echo and \n -> \r\n; a new size set on the master
+    # reaches it
+    srv = console_socket(tmp_path / "exec.sock")
+    r = ocivm("exec", "--tty", "--console-socket", tmp_path / "exec.sock", "--detach", "--pid-file",
+              tmp_path / "exec.pid", "t1", "sh", "-c",
+              "tty; [ -t 0 ] && echo ready; read line; stty size; echo \"got $line\"; exit 6")
+    assert r.code == 0, r
+    master, name = receive_master(srv)
+    assert name == b"/dev/ptmx"
+    out = b""
+    deadline = time.monotonic() + 30
+    while not out.endswith(b"ready\r\n") and time.monotonic() < deadline:
+        out += os.read(master, 4096)
+    assert out == b"/dev/pts/0\r\nready\r\n", out
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    time.sleep(2)  # the size goes through the exec's host process, the keys through the holder's relay
+    os.write(master, b"hello\n")
+    assert read_terminal(master) == "hello\n33 111\ngot hello\n"
+    status = reap(int((tmp_path / "exec.pid").read_text()), timeout=30)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 6
+    # in the foreground without a console socket, exec relays the terminal to its own stdio, as runc does
+    r = ocivm("exec", "-t", "t1", "sh", "-c", "tty; exit 5")
+    assert r.code == 5 and r.out.replace("\r", "") == "/dev/pts/0\n", r
+    r = ocivm("exec", "--console-socket", tmp_path / "exec.sock", "t1", "true")
+    assert r.code == 1 and "needs --tty" in r.err, r
+    r = ocivm("exec", "-t", "--detach", "t1", "true")
+    assert r.code == 1 and "a detached process needs --console-socket" in r.err, r
+    assert ocivm("delete", "--force", "t1").code == 0
+    reap(pid)
+
+
 def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa: F811
     # podman hands a runtime a clean environment: a wrapper named for the runtime gives ours the test's dirs
     wrapper = tmp_path / "hedge-oci-vm-test"
@@ -275,6 +314,8 @@ def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa
     assert r.code == 127, r
     r = podman("--runtime", wrapper, "exec", "-i", "long", "cat", input="hello\n")
     assert (r.code, r.out) == (0, "hello\n"), r
+    r = podman("--runtime", wrapper, "exec", "-t", "long", "sh", "-c", "tty; exit 2")
+    assert r.code == 2 and r.out.replace("\r", "") == "/dev/pts/0\n", r
     r = podman("--runtime", wrapper, "stop", "-t", "20", "long")
     assert r.code == 0, r
     assert podman("--runtime", wrapper, "logs", "long").out == "up\nbye\n"

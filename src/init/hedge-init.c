@@ -465,12 +465,14 @@ static void setup_rootfs(const struct guest_config *cfg)
         {"/newroot/proc", "proc"},
         {"/newroot/sys", "sysfs"},
         {"/newroot/dev", "devtmpfs"},
+        {"/newroot/dev/pts", "devpts"}, /* the ptys of exec --tty (and of the workload's own use) */
     };
     for (size_t i = 0; i < ARRAY_SIZE(inside); i++) {
         mkdir(inside[i].target, 0755);
         struct stat st;
+        const char *data = strcmp(inside[i].type, "devpts") == 0 ? "ptmxmode=0666,mode=0620,gid=5" : NULL;
         if (stat(inside[i].target, &st) == 0 &&
-            mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, NULL) < 0)
+            mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, data) < 0)
             guest_fail(HD_EXIT_HEDGE, errno, "mount %s on %s", inside[i].type, inside[i].target);
     }
 }
@@ -749,8 +751,8 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
 struct exec_session {
     uint32_t id;
     pid_t pid;  /* -1 once reaped */
-    int in_fd;  /* our end of its stdin (non-blocking), -1 once closed */
-    int out_fd; /* our end of its stdout, -1 at EOF */
+    int in_fd;  /* our end of its stdin (non-blocking), -1 once closed; a terminal's master */
+    int out_fd; /* our end of its stdout, -1 at EOF; a terminal's master too (a dup), -1 once it gave EIO */
     int err_fd;
     int status; /* its wait status once reaped */
     int used;
@@ -758,6 +760,7 @@ struct exec_session {
     unsigned char *in_buf;
     size_t in_off, in_len;
     int in_eof; /* EXEC_STDIN_EOF came: close stdin once the bytes are in */
+    int tty;    /* on a pty: in_fd and out_fd are its master */
 };
 
 static struct exec_session execs[MAX_EXECS];
@@ -780,6 +783,38 @@ static void send_exec_exit(uint32_t id, int status_code, int signal)
     send_exec_message(HD_VM_MSG_EXEC_EXIT, id, &m, sizeof(m));
 }
 
+/*
+ * The process's stdio: three pipes, or (tty) a pty of the guest's sized rows x cols: the slave its stdin,
+ * stdout and stderr (in[0], out[1], errp[1]), the master ours for writing and reading (in[1], out[0]; errp[0]
+ * stays -1: a terminal has one output stream). 0, or -1 with errno (nothing left open).
+ */
+static int exec_stdio(int tty, unsigned rows, unsigned cols, int in[2], int out[2], int errp[2])
+{
+    if (!tty) {
+        if (pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0)
+            return 0;
+    } else {
+        in[1] = open("/newroot/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        int unlock = 0;
+        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+        if (in[1] >= 0 && ioctl(in[1], TIOCSPTLCK, &unlock) == 0 && (rows == 0 || ioctl(in[1], TIOCSWINSZ, &ws) == 0) &&
+            (in[0] = ioctl(in[1], TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0 &&
+            (out[0] = fcntl(in[1], F_DUPFD_CLOEXEC, 3)) >= 0 && (out[1] = fcntl(in[0], F_DUPFD_CLOEXEC, 3)) >= 0 &&
+            (errp[1] = fcntl(in[0], F_DUPFD_CLOEXEC, 3)) >= 0)
+            return 0;
+    }
+    int e = errno;
+    int *all[] = {in, out, errp};
+    for (size_t i = 0; i < 3; i++)
+        for (int k = 0; k < 2; k++) {
+            if (all[i][k] >= 0)
+                close(all[i][k]);
+            all[i][k] = -1;
+        }
+    errno = e;
+    return -1;
+}
+
 /* EXEC: decode the records and start the process; a failure is its stderr and exit status. */
 static void start_exec(const unsigned char *payload, uint32_t length)
 {
@@ -787,6 +822,8 @@ static void start_exec(const unsigned char *payload, uint32_t length)
     memcpy(&id, payload, 4);
     char **argv = NULL, **env = NULL;
     const char *workdir = "/", *user = NULL;
+    int tty = 0;
+    unsigned rows = 0, cols = 0;
     for (size_t off = 4; off < length;) {
         char tag = (char)payload[off++];
         const char *value = (const char *)payload + off;
@@ -799,7 +836,13 @@ static void start_exec(const unsigned char *payload, uint32_t length)
         case HD_VM_CFG_ENV: hd_strv_push(&env, value); break;
         case HD_VM_CFG_WORKDIR: workdir = value; break;
         case HD_VM_CFG_USER: user = value; break;
-        default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not ARG, ENV, WORKDIR or USER", tag);
+        case HD_VM_CFG_TERMINAL:
+            if (sscanf(value, "%u %u", &rows, &cols) != 2 || rows > 65535 || cols > 65535)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec terminal size \"%s\" is not \"ROWS COLS\"", value);
+            tty = 1;
+            break;
+        default:
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not ARG, ENV, WORKDIR, USER or TERMINAL", tag);
         }
     }
     if (env == NULL)
@@ -814,14 +857,14 @@ static void start_exec(const unsigned char *payload, uint32_t length)
         hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: no command");
     } else if (s == NULL) {
         hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: %d processes are exec'd already", MAX_EXECS);
-    } else if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-               pipe2(report, O_CLOEXEC) < 0) {
+    } else if (exec_stdio(tty, rows, cols, in, out, errp) < 0) {
+        hd_error_set_code(&err, HD_EXIT_HEDGE, errno, tty ? "exec: a terminal (/dev/pts/ptmx)" : "exec: pipe");
+    } else if (pipe2(report, O_CLOEXEC) < 0) {
         hd_error_set_code(&err, HD_EXIT_HEDGE, errno, "exec: pipe");
-        int *all[] = {in, out, errp, report};
-        for (size_t i = 0; i < 4; i++)
-            for (int k = 0; k < 2; k++)
-                if (all[i][k] >= 0)
-                    close(all[i][k]);
+        int fds[] = {in[0], in[1], out[0], out[1], errp[0], errp[1]};
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
         in[1] = out[0] = errp[0] = -1;
     } else {
         pid_t pid = fork();
@@ -829,6 +872,8 @@ static void start_exec(const unsigned char *payload, uint32_t length)
             setsid();
             if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
                 hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
+            if (tty && ioctl(0, TIOCSCTTY, 0) < 0)
+                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "exec: make the terminal the controlling one");
             if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
                 hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
                 hd_child_fail(report[1], HD_EXIT_HEDGE, err->errnum, "%s", err->message);
@@ -846,9 +891,9 @@ static void start_exec(const unsigned char *payload, uint32_t length)
         } else if (hd_child_read_report(report[0], &err) < 0) {
             waitpid(pid, NULL, 0);
         } else {
-            fcntl(in[1], F_SETFL, O_NONBLOCK);
+            fcntl(in[1], F_SETFL, O_NONBLOCK); /* a terminal's: also out[0], the same open file */
             *s = (struct exec_session){
-                .id = id, .pid = pid, .in_fd = in[1], .out_fd = out[0], .err_fd = errp[0], .used = 1};
+                .id = id, .pid = pid, .in_fd = in[1], .out_fd = out[0], .err_fd = errp[0], .used = 1, .tty = tty};
             in[1] = out[0] = errp[0] = -1;
         }
         close(report[0]);
@@ -961,6 +1006,18 @@ static void exec_stdin(const unsigned char *payload, uint32_t length)
     flush_exec_stdin(s);
 }
 
+/* EXEC_RESIZE: the terminal's new size (its foreground process group gets SIGWINCH). */
+static void exec_resize(const unsigned char *payload)
+{
+    struct exec_session *s = find_exec_session(payload);
+    struct hd_vm_winsize size;
+    memcpy(&size, payload + 4, sizeof(size));
+    int master = s == NULL || !s->tty ? -1 : s->out_fd >= 0 ? s->out_fd : s->in_fd;
+    struct winsize ws = {.ws_row = size.rows, .ws_col = size.cols};
+    if (master >= 0)
+        ioctl(master, TIOCSWINSZ, &ws);
+}
+
 static void exec_stdin_eof(const unsigned char *payload)
 {
     struct exec_session *s = find_exec_session(payload);
@@ -1055,6 +1112,7 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
     case HD_VM_MSG_EXEC: start_exec(payload, h->length); break;
     case HD_VM_MSG_EXEC_STDIN: exec_stdin(payload, h->length); break;
     case HD_VM_MSG_EXEC_STDIN_EOF: exec_stdin_eof(payload); break;
+    case HD_VM_MSG_EXEC_RESIZE: exec_resize(payload); break;
     default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);

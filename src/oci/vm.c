@@ -33,7 +33,10 @@
  * stdin gives to the guest process's stdin (EXEC_STDIN), the guest's output
  * goes straight into the other two fds and the exit code comes back on the
  * connection, to a small host process `exec` forks (its pid is the exec's
- * pid: --pid-file, --detach).
+ * pid: --pid-file, --detach). exec --tty sends the slave of a host pty (raw)
+ * as all three and asks for a terminal in the guest; the master goes to the
+ * console socket, and the host process, on that pty as its controlling
+ * terminal, writes each new size on the connection (SIGWINCH).
  *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
@@ -48,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -349,7 +353,57 @@ static void records_add(char **buf, size_t *len, char tag, const char *value)
     *len += 1 + n;
 }
 
-int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *pid_out, hd_error_t *err)
+/* The terminal's size (struct hd_vm_winsize) to the holder, which sends it to the guest (EXEC_RESIZE). */
+static void send_terminal_size(int sock, int slave)
+{
+    struct winsize ws;
+    if (ioctl(slave, TIOCGWINSZ, &ws) < 0)
+        return;
+    struct hd_vm_winsize size = {.rows = ws.ws_row, .cols = ws.ws_col};
+    ssize_t n = send(sock, &size, sizeof(size), MSG_NOSIGNAL);
+    (void)n; /* the holder went away: the exit code will not come either */
+}
+
+/*
+ * The exec'd process on the host side (the pid exec reports): ends with the guest process's exit code. With a
+ * terminal (slave >= 0) it makes the host pty its controlling terminal, so that a new size the engine sets on
+ * the master comes as SIGWINCH, and passes each size on (the first at once: one set before it took the
+ * terminal is read here, one set after comes as SIGWINCH).
+ */
+static void __attribute__((noreturn)) exec_waiter(int sock, int slave, const char *id)
+{
+    if (slave >= 0) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGWINCH);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        int winch = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (winch >= 0 && setsid() >= 0 && ioctl(slave, TIOCSCTTY, 0) == 0) {
+            send_terminal_size(sock, slave);
+            for (;;) {
+                struct pollfd p[2] = {{.fd = sock, .events = POLLIN}, {.fd = winch, .events = POLLIN}};
+                if (poll(p, 2, -1) < 0 && errno != EINTR)
+                    break;
+                struct signalfd_siginfo si;
+                bool resized = false;
+                while (read(winch, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                    resized = true;
+                if (resized)
+                    send_terminal_size(sock, slave);
+                if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+                    break; /* the exit code, or the end */
+            }
+        }
+    }
+    uint32_t code;
+    if (hd_read_exact(sock, &code, sizeof(code)) == 0)
+        _exit((int)(code & 0xff));
+    fprintf(stderr, "hedge-oci-vm: exec %s: the VM ended before the process did, or refused it (see --log)\n", id);
+    _exit(255);
+}
+
+int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const struct oci_console *console,
+                pid_t *pid_out, hd_error_t *err)
 {
     cleanup_free char *records = NULL;
     size_t len = 0;
@@ -361,19 +415,33 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *p
         records_add(&records, &len, HD_VM_CFG_WORKDIR, spec->workdir);
     if (spec->user)
         records_add(&records, &len, HD_VM_CFG_USER, spec->user);
-    if (len + 4 > HD_VM_MSG_MAX)
+    if (len + 4 + 16 > HD_VM_MSG_MAX)
         return hd_error_set(err, E2BIG, "the command and environment take %zu bytes, more than %u", len,
-                            HD_VM_MSG_MAX - 4);
+                            HD_VM_MSG_MAX - 4 - 16);
     struct sockaddr_un addr;
     if (exec_socket_address(st->id, &addr, err) < 0)
         return -1;
     cleanup_close int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         return hd_error_sys(err, "connect to the VM's holder (%s)", addr.sun_path);
+    /* a terminal: the process's stdio is the slave of a host pty whose master went to the console socket */
+    cleanup_close int slave = -1;
+    if (console) {
+        if ((slave = oci_console_host_pty(console, err)) < 0)
+            return -1;
+        struct winsize ws = {0};
+        ioctl(slave, TIOCGWINSZ, &ws);
+        char size[32];
+        snprintf(size, sizeof(size), "%u %u", ws.ws_row, ws.ws_col);
+        records_add(&records, &len, HD_VM_CFG_TERMINAL, size);
+    }
     uint32_t n32 = (uint32_t)len;
     /* a caller without a stdin (fd 0 closed) gives the process an empty one */
-    cleanup_close int null_fd = fcntl(STDIN_FILENO, F_GETFD) < 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    cleanup_close int null_fd =
+        slave < 0 && fcntl(STDIN_FILENO, F_GETFD) < 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
     int fds[3] = {null_fd >= 0 ? null_fd : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+    if (slave >= 0)
+        fds[0] = fds[1] = fds[2] = slave;
     char control[CMSG_SPACE(sizeof(fds))] = {0};
     struct iovec iov = {.iov_base = &n32, .iov_len = sizeof(n32)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
@@ -389,13 +457,9 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *p
     if (pid < 0)
         return hd_error_sys(err, "fork");
     if (pid == 0) {
-        /* the exec'd process on the host side: ends with the guest process's exit code */
-        uint32_t code;
-        if (hd_read_exact(sock, &code, sizeof(code)) == 0)
-            _exit((int)(code & 0xff));
-        fprintf(stderr, "hedge-oci-vm: exec %s: the VM ended before the process did, or refused it (see --log)\n",
-                st->id);
-        _exit(255);
+        if (console)
+            close(console->socket_fd);
+        exec_waiter(sock, slave, st->id);
     }
     *pid_out = pid;
     return 0;

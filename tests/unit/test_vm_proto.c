@@ -58,6 +58,11 @@ static void test_validity(void)
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 4, 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 12, 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 8, 0)); /* guest → host only */
+    /* a terminal's size: the session, rows and columns */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 8, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 4, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 12, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 8, 1));
     CHECK(!hd_vm_msg_valid(0, 0, 0));
     CHECK(!hd_vm_msg_valid(999, 0, 1));
 }

@@ -13,7 +13,7 @@
  * which does not link libhedge.
  *
  *   host → guest   CONFIG (once, first, as the answer to READY), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC,
- *                  EXEC_STDIN, EXEC_STDIN_EOF
+ *                  EXEC_STDIN, EXEC_STDIN_EOF, EXEC_RESIZE
  *   guest → host   READY (once, first), STARTED, STDOUT, STDERR, EXIT, ERROR, EXEC_STDOUT, EXEC_STDERR,
  *                  EXEC_EXIT, EXEC_STDIN_ACK
  *
@@ -30,6 +30,12 @@
  * EXEC_STDIN_ACK (the session, then a u32 count) for the bytes the pipe took (or dropped, once the process
  * closed its stdin). More than the window is a protocol error; a message for a session that ended is
  * dropped (the host's and the guest's ends of a session do not end at the same moment).
+ *
+ * An EXEC with a HD_VM_CFG_TERMINAL record ("ROWS COLS", 0 0: unknown) runs the process on a pty of the guest's
+ * (its stdin, stdout, stderr and controlling terminal): EXEC_STDIN goes to the pty's master, what the master
+ * gives comes back as EXEC_STDOUT (there is no EXEC_STDERR), and EXEC_RESIZE (the session, then struct
+ * hd_vm_winsize) sets its size (the process gets SIGWINCH). The guest's pty does the line discipline (echo,
+ * ^C, \n → \r\n): the host end it is relayed to is raw.
  *
  * READY says hedge-init is up and the port is open. The host answers with
  * CONFIG only then, so the wall clock and the entropy seed CONFIG carries are
@@ -66,6 +72,7 @@ enum hd_vm_msg_type {
     HD_VM_MSG_EXEC = 6,            /* host → guest: u32 session, then ARG/ENV/WORKDIR/USER records */
     HD_VM_MSG_EXEC_STDIN = 7,      /* host → guest: u32 session, then bytes for the exec'd process's stdin */
     HD_VM_MSG_EXEC_STDIN_EOF = 8,  /* host → guest: u32 session; close its stdin once the bytes are in */
+    HD_VM_MSG_EXEC_RESIZE = 9,     /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
     HD_VM_MSG_STARTED = 16,        /* guest → host: empty; the command was exec'd */
     HD_VM_MSG_STDOUT = 17,         /* guest → host: bytes the workload wrote to fd 1 */
     HD_VM_MSG_STDERR = 18,         /* guest → host: bytes the workload wrote to fd 2 */
@@ -98,6 +105,7 @@ enum hd_vm_config_tag {
     HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
     HD_VM_CFG_SECRET = 'S',      /* "MODE UID GID LEN TARGET" (octal MODE; UID/GID -1: the workload user's),
                                  then LEN value bytes: a file at TARGET on a tmpfs mounted at its directory */
+    HD_VM_CFG_TERMINAL = 'T',    /* EXEC only: "ROWS COLS", the process runs on a pty of that size (0 0: unknown) */
 };
 
 #define HD_VM_SEED_BYTES 64
@@ -108,6 +116,11 @@ enum hd_vm_config_tag {
 struct hd_vm_msg_header {
     uint32_t type;
     uint32_t length;
+};
+
+struct hd_vm_winsize {
+    uint16_t rows;
+    uint16_t cols;
 };
 
 struct hd_vm_exit_msg {
@@ -145,6 +158,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_EXEC: return length > 4;
     case HD_VM_MSG_EXEC_STDIN: return length > 4 && length - 4 <= HD_VM_EXEC_STDIN_WINDOW;
     case HD_VM_MSG_EXEC_STDIN_EOF: return length == 4;
+    case HD_VM_MSG_EXEC_RESIZE: return length == 4 + sizeof(struct hd_vm_winsize);
     default: return 0;
     }
 }

@@ -1106,12 +1106,12 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
 
         /* stdin is read only when nothing is pending, and no more once the workload exited */
         bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
-        struct pollfd fds[3 + MAX_EXECS] = {
+        struct pollfd fds[3 + 2 * MAX_EXECS] = {
             {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
             {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
             {.fd = vm->wake_fd, .events = POLLIN},
         };
-        hd_vm_exec_stdin_poll(vm, out->len == 0 && !ack_due && !vm->got_exit, fds + 3); /* exec'd processes' */
+        hd_vm_exec_input_poll(vm, out->len == 0 && !ack_due && !vm->got_exit, fds + 3); /* exec'd processes' */
         int timeout = (kill_at || exit_deadline) ? 100 : -1;
         if (poll(fds, ARRAY_SIZE(fds), timeout) < 0) {
             if (errno == EINTR)
@@ -1134,7 +1134,7 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
             }
         }
         if (out->len == 0)
-            hd_vm_exec_stdin_read(vm, fds + 3, out);
+            hd_vm_exec_input_read(vm, fds + 3, out);
         if (out->len && (fds[0].revents & POLLOUT)) {
             ssize_t n = send(vm->port_fd, out->buf + out->off, out->len - out->off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {

@@ -16,6 +16,11 @@
  * (it is not made non-blocking: that flag would change the caller's own file description); a read follows
  * a poll that said it is readable, which for the pipes, ttys, sockets and files a caller gives does not
  * block. End of file (or an error) closes it here and goes to the guest as EXEC_STDIN_EOF.
+ *
+ * A terminal (the records hold HD_VM_CFG_TERMINAL): the guest runs the process on a pty of its own; the
+ * caller's fds are the slave of a host pty in raw mode (hedge-oci-vm exec --tty made it and gave the master to
+ * the console socket), so keys and output pass through unchanged. The caller writes the terminal's size
+ * (struct hd_vm_winsize) on the done connection whenever it changes; the relay sends each as EXEC_RESIZE.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -67,6 +72,18 @@ void hd_vm_exec_close_all(struct vm *vm)
         close_exec(vm, &vm->execs[i]);
 }
 
+/* Do the records ask for a terminal (HD_VM_CFG_TERMINAL)? */
+static bool records_have_terminal(const char *records, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        char tag = records[off++];
+        if (tag == HD_VM_CFG_TERMINAL)
+            return true;
+        off += strnlen(records + off, len - off) + 1;
+    }
+    return false;
+}
+
 int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd, int out_fd, int err_fd, int done_fd,
                hd_error_t *err)
 {
@@ -85,8 +102,13 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd
             if (vm->execs[i].done_fd < 0)
                 slot = &vm->execs[i];
         if (slot && !vm->got_exit) {
-            *slot = (struct vm_exec){
-                .id = ++vm->next_exec_id, .in_fd = in_fd, .out_fd = out_fd, .err_fd = err_fd, .done_fd = done_fd};
+            *slot = (struct vm_exec){.id = ++vm->next_exec_id,
+                                     .in_fd = in_fd,
+                                     .out_fd = out_fd,
+                                     .err_fd = err_fd,
+                                     .done_fd = done_fd,
+                                     .tty = records_have_terminal(records, len),
+                                     .resizes_open = true};
             struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
             m->type = HD_VM_MSG_EXEC;
             m->length = (uint32_t)(len + 4);
@@ -154,7 +176,7 @@ int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const uns
     }
 }
 
-void hd_vm_exec_stdin_poll(struct vm *vm, bool may_send, struct pollfd *fds)
+void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds)
 {
     pthread_mutex_lock(&vm->lock);
     may_send = may_send && vm->pending == NULL; /* a session's EXEC goes out before its first stdin bytes */
@@ -162,13 +184,37 @@ void hd_vm_exec_stdin_poll(struct vm *vm, bool may_send, struct pollfd *fds)
         const struct vm_exec *e = &vm->execs[i];
         bool room = e->done_fd >= 0 && e->unacked < HD_VM_EXEC_STDIN_WINDOW;
         fds[i] = (struct pollfd){.fd = may_send && room ? e->in_fd : -1, .events = POLLIN};
+        bool resizes = may_send && e->done_fd >= 0 && e->tty && e->resizes_open;
+        fds[MAX_EXECS + i] = (struct pollfd){.fd = resizes ? e->done_fd : -1, .events = POLLIN};
     }
     pthread_mutex_unlock(&vm->lock);
 }
 
-void hd_vm_exec_stdin_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out)
+/* A terminal's new size from the caller (struct hd_vm_winsize on the done connection): EXEC_RESIZE. */
+static bool read_resize(struct vm_exec *e, struct outgoing *out)
 {
-    /* round robin: each turn starts after the session read last, so none starves the others */
+    unsigned char msg[4 + sizeof(struct hd_vm_winsize)];
+    ssize_t n = recv(e->done_fd, msg + 4, sizeof(struct hd_vm_winsize), MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return false;
+    if (n <= 0) {
+        e->resizes_open = false; /* the caller went away: its process runs on, at its last size */
+        return false;
+    }
+    if (n != (ssize_t)sizeof(struct hd_vm_winsize))
+        return false; /* the caller writes each size whole; a torn one is dropped */
+    memcpy(msg, &e->id, 4);
+    hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_RESIZE, msg, sizeof(msg));
+    return true;
+}
+
+void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out)
+{
+    for (size_t i = 0; i < MAX_EXECS; i++)
+        if (fds[MAX_EXECS + i].fd >= 0 && (fds[MAX_EXECS + i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+            read_resize(&vm->execs[i], out))
+            return;
+    /* stdin, round robin: each turn starts after the session read last, so none starves the others */
     size_t start = vm->next_stdin_session;
     for (size_t k = 0; k < MAX_EXECS; k++) {
         size_t i = (start + k) % MAX_EXECS;

@@ -30,6 +30,8 @@ struct vm_exec {
     int in_fd;                   /* the caller's stdin, -1 once its end went to the guest */
     int out_fd, err_fd, done_fd; /* done_fd -1: a free slot */
     uint32_t unacked;            /* EXEC_STDIN bytes sent and not acknowledged (relay thread) */
+    bool tty;                    /* on a terminal: done_fd also brings its sizes (struct hd_vm_winsize) */
+    bool resizes_open;           /* done_fd has not reached its end (relay thread) */
 };
 
 /* A message for the guest waiting for the relay (EXEC). */
@@ -118,11 +120,13 @@ void hd_vm_exec_init(struct vm *vm);
 /* An EXEC_STDOUT/EXEC_STDERR/EXEC_EXIT/EXEC_STDIN_ACK message from the guest: relay it. 1 when handled, 0
  * when h is not one of them, -1 on a protocol violation (vm->relay_problem says which). */
 int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
-/* The relay's poll entries for the sessions' stdin (fds[MAX_EXECS]): a session is read when may_send (the
- * relay has no message in flight), no EXEC waits to go out and its window has room. */
-void hd_vm_exec_stdin_poll(struct vm *vm, bool may_send, struct pollfd *fds);
-/* After poll: one chunk (or the end) of a ready session's stdin into out as EXEC_STDIN (EXEC_STDIN_EOF). */
-void hd_vm_exec_stdin_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
+/* The relay's poll entries for the sessions' input (fds[2 * MAX_EXECS]): their stdin, read when may_send (the
+ * relay has no message in flight), no EXEC waits to go out and the session's window has room; then the
+ * terminals' sizes from their callers. */
+void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds);
+/* After poll: a terminal's new size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
+ * EXEC_STDIN (EXEC_STDIN_EOF), into out. */
+void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
 /* The guest is gone: close every session's descriptors (their callers see the end, without a code). */
 void hd_vm_exec_close_all(struct vm *vm);
 
