@@ -1136,9 +1136,9 @@ def podman(tmp_path, busybox_rootfs):
                        text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
 
-    def run(*args, timeout=60):
+    def run(*args, timeout=60, input=None):
         proc = subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
-                              timeout=timeout)
+                              timeout=timeout, input=input)
         return Result(proc)
 
     yield run
