@@ -1069,8 +1069,6 @@ def test_namespaces_the_config_leaves_out_are_the_hosts(oci, bundle, subreaper):
 @pytest.mark.parametrize("change,message", [
     ({"hostname": "mine"}, "hostname: needs a uts namespace of the container's own"),
     ({"linux.sysctl": {"kernel.shmmax": "1000"}}, "linux.sysctl.kernel.shmmax: not a sysctl of the container's own"),
-    ({"linux.namespaces": [{"type": t} for t in ["pid", "ipc", "uts", "network"]]},
-     "sharing the host's mount namespace is not supported"),
 ])
 def test_what_would_change_a_shared_host_namespace_is_refused(oci, bundle, change, message):
     ns = {"linux.namespaces": [{"type": t} for t in ["mount", "network"]]}
@@ -1079,6 +1077,104 @@ def test_what_would_change_a_shared_host_namespace_is_refused(oci, bundle, chang
     assert r.code == 1 and message in r.err, r
     assert not (oci.root / "hostbad").exists()
     assert cgroup_dirs("hostbad") == []
+
+
+def all_mountinfo():
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+def test_a_config_without_namespaces_shares_every_one_of_the_hosts(oci, bundle, tmp_path, busybox_rootfs, subreaper):
+    """No linux.namespaces entry at all (the conformance suite's linux_ns_itype): the container is in every one of
+    the runtime's namespaces, mount and cgroup too. Without a mount namespace of its own the process only
+    chroots into root.path, as runc does; the config's mounts (proc, /dev, sysfs, ...) are left out with a
+    warning instead of landing on the host's mount table, and the user, cwd and hooks are as usual."""
+    marker = f"hedge-oci-nomnt-{os.getpid()}"
+    out = busybox_rootfs / "tmp" / f"{marker}.out"
+    (busybox_rootfs / marker).write_text("")
+    hook_out = tmp_path / "hooks.txt"
+    hook = ["/bin/sh", "-c", f"pwd >> {hook_out}"]
+    try:
+        b = bundle("sh", "-c", f"{{ test -e /{marker} && echo chrooted; pwd; id -u; id -g; ls /proc | wc -l; "
+                                f"echo end; }} > /tmp/{marker}.out 2>&1",
+                   **{"linux.namespaces": [], "linux.maskedPaths": [], "linux.readonlyPaths": [],
+                      "process.cwd": "/tmp", "process.user": {"uid": 1000, "gid": 1000},
+                      "hooks": {"createRuntime": [{"path": hook[0], "args": hook}],
+                                "createContainer": [{"path": hook[0], "args": hook}]}})
+        config = json.loads((b / "config.json").read_text())
+        config.pop("hostname", None)
+        (b / "config.json").write_text(json.dumps(config))
+        before = all_mountinfo()
+        log = tmp_path / "oci.log"
+        r = oci("--log", log, "create", "--bundle", b, "nomnt")
+        assert r.code == 0, r
+        assert "level=warning msg=\"mounts: the config's 6 mounts are not made: linux.namespaces has no mount " \
+               "entry" in log.read_text()
+        pid = state(oci, "nomnt")["pid"]
+        for n in ["pid", "ipc", "uts", "net", "cgroup", "mnt", "user"]:
+            assert os.readlink(f"/proc/{pid}/ns/{n}") == os.readlink(f"/proc/self/ns/{n}"), n
+        assert os.readlink(f"/proc/{pid}/root") == str(busybox_rootfs)
+        assert all_mountinfo() == before, "nothing of the container is mounted on the host"
+        # the hooks ran at their points: createRuntime (in the runtime's directory), then createContainer in
+        # the rootfs directory, before the chroot
+        lines = hook_out.read_text().splitlines()
+        assert len(lines) == 2 and lines[1] == str(busybox_rootfs), lines
+        # exec enters the same root
+        r = oci("exec", "nomnt", "sh", "-c", f"test -e /{marker} && echo chrooted; pwd")
+        assert r.code == 0 and r.out == "chrooted\n/tmp\n", r  # process.cwd, as the first process
+        assert oci("start", "nomnt").code == 0
+        assert os.WEXITSTATUS(reap(pid)) == 0
+        # no /proc mounted: the rootfs's empty directory, as it is
+        assert out.read_text().splitlines() == ["chrooted", "/tmp", "1000", "1000", "0", "end"]
+        assert all_mountinfo() == before
+        assert oci("delete", "nomnt").code == 0
+        assert all_mountinfo() == before
+        assert not (oci.root / "nomnt").exists()
+        assert cgroup_dirs("nomnt") == []
+    finally:
+        (busybox_rootfs / marker).unlink()
+        out.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]},
+     "mounts[0]: a bind mount needs a mount namespace of the container's own"),
+    ({"linux.maskedPaths": ["/proc/kcore"]}, "linux.maskedPaths: needs a mount namespace of the container's own"),
+    ({"linux.readonlyPaths": ["/proc/sys"]}, "linux.readonlyPaths: needs a mount namespace of the container's own"),
+    ({"root.readonly": True}, "root.readonly: needs a mount namespace of the container's own"),
+    ({"process.terminal": True}, "process.terminal: needs a mount namespace of the container's own"),
+    ({"linux.namespaces": [{"type": "mount", "path": "/proc/self/ns/mnt"}]},
+     "linux.namespaces[0].path: /proc/self/ns/mnt is the runtime's own mount namespace: leave the mount entry out"),
+])
+def test_what_would_mount_on_the_hosts_mount_table_is_refused(oci, bundle, busybox_rootfs, change, message):
+    """Without a mount namespace of its own, what would need a mount on the host's mount table, and cannot be
+    left out without changing what the process reads or writes, is refused, naming the field."""
+    b = bundle("true", **{"linux.namespaces": [], "linux.maskedPaths": [], "linux.readonlyPaths": [], **change})
+    config = json.loads((b / "config.json").read_text())
+    config.pop("hostname", None)
+    (b / "config.json").write_text(json.dumps(config))
+    before = all_mountinfo()
+    r = oci("create", "--bundle", b, "nomntbad")
+    assert r.code == 1 and message in r.err, r
+    assert all_mountinfo() == before
+    assert not (oci.root / "nomntbad").exists()
+    assert cgroup_dirs("nomntbad") == []
+
+
+def test_the_hosts_cgroup_namespace_shows_the_containers_own_cgroup(oci, bundle):
+    """No cgroup entry: the host's cgroup namespace (podman's default on cgroup v1, --cgroupns=host), so
+    /proc/self/cgroup shows the host's paths; a cgroup mount shows the container's own cgroup there, as runc
+    binds it, not the host's whole tree."""
+    b = bundle("sh", "-c", "readlink /proc/self/ns/cgroup; grep -q '/hostcg$' /proc/self/cgroup && echo host-paths; "
+                           "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+               **{"linux.resources": {"pids": {"limit": 40}}, "linux.namespaces": namespaces()})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                             "options": ["nosuid", "noexec", "nodev", "ro"]})
+    (b / "config.json").write_text(json.dumps(config))
+    r = oci("run", "--bundle", b, "hostcg")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [os.readlink("/proc/self/ns/cgroup"), "host-paths", "40"], r
 
 
 @pytest.mark.parametrize("ns_type,path,message", [
@@ -1192,6 +1288,11 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     r = podman("--runtime", HEDGE_OCI, "exec", "long", "sh", "-c",
                "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
     assert r.code == 0 and r.out == f"{64 << 20}\n", r
+    # podman leaves the cgroup namespace out on cgroup v1 (--cgroupns=host): the host's, and the cgroup mount
+    # above showed the container's own group in it
+    if not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        r = podman("--runtime", HEDGE_OCI, "exec", "long", "readlink", "/proc/self/ns/cgroup")
+        assert r.code == 0 and r.out == os.readlink("/proc/self/ns/cgroup") + "\n", r
     r = podman("--runtime", HEDGE_OCI, "exec", "long", "nonexistent")
     assert r.code == 127, r
     r = podman("--runtime", HEDGE_OCI, "exec", "-t", "long", "sh", "-c", "tty; exit 7")

@@ -20,6 +20,8 @@
  *   mounts: other tmpfs/mqueue/..., cgroup  mounted inside by the hook, in config order with the binds
  *                                         (a bind after one is taken off and put back in its turn)
  *   linux.namespaces                      the container backend's set; network absent = host;
+ *                                         pid/ipc/uts/cgroup absent = the runtime's own (joined);
+ *                                         mount absent = chroot only, nothing mounted (check_host_mount_ns);
  *                                         a path: joined (oci_namespaces_open, the workload's join_ns_fds)
  *   linux.uidMappings/gidMappings         a new user namespace: the workload's uid_map/gid_map (userns.c)
  *   linux.resources memory/cpu/pids       spec resources (cpu.cpus/mems, realtime*, blockIO,
@@ -707,6 +709,16 @@ int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err)
         const char *path = cfg->ns_paths[j];
         size_t i = cfg->ns_index[j];
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat theirs, ours;
+        /* the container's root would be set up (mounts, pivot_root) on the host's mount table */
+        if (fd >= 0 && j == HD_JOIN_MNT && fstat(fd, &theirs) == 0 && stat("/proc/self/ns/mnt", &ours) == 0 &&
+            theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) {
+            close(fd);
+            return hd_error_set(err, 0,
+                                "linux.namespaces[%zu].path: %s is the runtime's own mount namespace: leave the "
+                                "mount entry out to share it",
+                                i, path);
+        }
         if (fd < 0 && cfg->ns_inherited[j])
             return hd_error_sys(err, "linux.namespaces: no %s entry, so the runtime's own: open %s", namespace_types[t],
                                 path);
@@ -783,21 +795,22 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
                                     : owned_inside[k] == HD_JOIN_PID ? "pid"
                                                                      : "cgroup");
     /* A type the config does not list is the runtime's own (runtime-spec: "the container MUST inherit the
-     * runtime namespace of that type"; podman --pid=host, --ipc=host, --uts=host): pid, ipc and uts are
-     * joined through /proc/self/ns with the code that joins them by path. The mount namespace is always the
-     * container's own (its mounts would land on the host), and so is the cgroup one (it only hides more);
-     * the network namespace is its own unless the config shares the host's. */
-    if (!have[1])
-        return hd_error_set(err, 0,
-                            "linux.namespaces: sharing the host's mount namespace is not supported (hedge always "
-                            "gives the container its own)");
+     * runtime namespace of that type"; podman --pid=host, --ipc=host, --uts=host, --cgroupns=host): pid, ipc,
+     * uts and cgroup are joined through /proc/self/ns with the code that joins them by path (the runtime
+     * stays in a cgroup namespace that is its own: container.c). The mount namespace is shared by not
+     * making one: the process only chroots into the rootfs (host_mount_ns, checked in check_host_mount_ns).
+     * With a new user namespace the cgroup namespace stays the container's own: cgroupfs can be mounted
+     * inside only in a cgroup namespace that user namespace owns. The network namespace is its own unless
+     * the config shares the host's. */
+    cfg->host_mount_ns = !have[1];
     static const struct {
         size_t type;
         enum hd_join_ns join;
         const char *proc_name;
-    } inherited[] = {{0, HD_JOIN_PID, "pid"}, {2, HD_JOIN_IPC, "ipc"}, {3, HD_JOIN_UTS, "uts"}};
+    } inherited[] = {
+        {0, HD_JOIN_PID, "pid"}, {2, HD_JOIN_IPC, "ipc"}, {3, HD_JOIN_UTS, "uts"}, {5, HD_JOIN_CGROUP, "cgroup"}};
     for (size_t k = 0; k < ARRAY_SIZE(inherited); k++) {
-        if (have[inherited[k].type])
+        if (have[inherited[k].type] || (cfg->new_userns && inherited[k].join == HD_JOIN_CGROUP))
             continue;
         if (cfg->new_userns)
             return hd_error_set(err, 0,
@@ -1095,6 +1108,41 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+/*
+ * No mount namespace of the container's own (linux.namespaces has no mount entry): the process shares the host's
+ * and only chroots into root.path (runc does the same). runc makes the config's mounts there all the same, on
+ * the host's mount table (and leaves them behind after delete); hedge-oci mounts nothing there: the kernel
+ * filesystems of the config (proc, sysfs, tmpfs, devpts, mqueue, cgroup) are left out (create warns:
+ * cfg->n_mounts_skipped), and what cannot be left out without changing what the process reads or writes is
+ * refused, naming the field: bind mounts (parse_mount's caller), linux.maskedPaths and readonlyPaths (runc
+ * refuses them too), root.readonly (runc ignores it), linux.rootfsPropagation and process.terminal (the
+ * console is the container's /dev/console and its pty comes from its /dev/pts).
+ */
+static int check_host_mount_ns(json_t *root, struct oci_config *cfg, hd_error_t *err)
+{
+    static const char *const because = "needs a mount namespace of the container's own (linux.namespaces has no "
+                                       "mount entry: the host's is shared, and hedge-oci mounts nothing there)";
+    if (is_set(json_object_get(json_object_get(root, "linux"), "maskedPaths")))
+        return hd_error_set(err, 0, "linux.maskedPaths: %s", because);
+    if (is_set(json_object_get(json_object_get(root, "linux"), "readonlyPaths")))
+        return hd_error_set(err, 0, "linux.readonlyPaths: %s", because);
+    if (cfg->spec->readonly_rootfs)
+        return hd_error_set(err, 0, "root.readonly: %s", because);
+    if (cfg->rootfs_propagation)
+        return hd_error_set(err, 0, "linux.rootfsPropagation: %s", because);
+    if (cfg->terminal)
+        return hd_error_set(err, 0, "process.terminal: %s", because);
+    cfg->n_mounts_skipped = json_array_size(json_object_get(root, "mounts"));
+    for (int i = 0; i < cfg->n_mounts; i++) {
+        free(cfg->mounts[i].type);
+        free(cfg->mounts[i].source);
+        free(cfg->mounts[i].target);
+        free(cfg->mounts[i].data);
+    }
+    cfg->n_mounts = 0;
+    return 0;
+}
+
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err)
 {
     char resolved[PATH_MAX];
@@ -1173,9 +1221,19 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     json_t *m;
     json_array_foreach(mounts, i, m)
     {
+        int binds = cfg->spec->n_mounts;
         if (parse_mount(m, i, cfg, err) < 0)
             goto out;
+        if (cfg->host_mount_ns && cfg->spec->n_mounts > binds) {
+            hd_error_set(err, 0,
+                         "mounts[%zu]: a bind mount needs a mount namespace of the container's own (linux.namespaces "
+                         "has no mount entry: the host's is shared, and hedge-oci mounts nothing there)",
+                         i);
+            goto out;
+        }
     }
+    if (cfg->host_mount_ns && check_host_mount_ns(root, cfg, err) < 0)
+        goto out;
     json_t *ann = json_object_get(root, "annotations");
     if (json_is_object(ann))
         cfg->annotations_json = json_dumps(ann, JSON_COMPACT);
@@ -1198,6 +1256,48 @@ static int mkdir_p_inside(const char *path, hd_error_t *err)
     return hd_mkdir_p(path, 0755, err);
 }
 
+/*
+ * One cgroup hierarchy (fstype "cgroup" with mount(8)'s options, "cpu,cpuacct" or "none,name=systemd", or
+ * "cgroup2" with opts NULL) on dir, the way mount(2) would put it there, or, with path (the process's cgroup,
+ * /proc/self/cgroup's third field) other than "/", only that directory of it, as runc binds it: a container in
+ * the host's cgroup namespace (its config has no cgroup entry) sees its own cgroup there, not the host's tree.
+ * A path "/.." (a cgroup outside the namespace's root: a joined namespace) mounts the namespace's root.
+ */
+static int mount_cgroup_hierarchy(const char *fstype, const char *opts, const char *path, const char *dir,
+                                  unsigned long flags, hd_error_t *err)
+{
+    if (strcmp(path, "/") == 0 || strncmp(path, "/..", 3) == 0) {
+        if (mount(fstype, dir, fstype, flags, opts) < 0)
+            return hd_error_sys(err, "mount %s %s on %s", fstype, opts ? opts : "", dir);
+        return 0;
+    }
+    cleanup_close int fs = fsopen(fstype, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return hd_error_sys(err, "mount %s on %s", fstype, dir);
+    cleanup_free char *copy = opts ? hd_xstrdup(opts) : NULL;
+    char *save = NULL;
+    for (char *o = copy ? strtok_r(copy, ",", &save) : NULL; o; o = strtok_r(NULL, ",", &save)) {
+        char *value = strchr(o, '=');
+        if (value)
+            *value++ = '\0';
+        if (fsconfig(fs, value ? FSCONFIG_SET_STRING : FSCONFIG_SET_FLAG, o, value, 0) < 0)
+            return hd_error_sys(err, "mount %s %s on %s: option %s", fstype, opts, dir, o);
+    }
+    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return hd_error_sys(err, "mount %s %s on %s", fstype, opts ? opts : "", dir);
+    unsigned attrs =
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC | ((flags & MS_RDONLY) ? MOUNT_ATTR_RDONLY : 0);
+    cleanup_close int whole = fsmount(fs, FSMOUNT_CLOEXEC, attrs);
+    if (whole < 0)
+        return hd_error_sys(err, "mount %s %s on %s", fstype, opts ? opts : "", dir);
+    cleanup_close int sub = open_tree(whole, path + 1, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (sub < 0)
+        return hd_error_sys(err, "mount %s %s on %s: its directory %s", fstype, opts ? opts : "", dir, path);
+    if (move_mount(sub, "", AT_FDCWD, dir, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return hd_error_sys(err, "mount %s %s on %s", fstype, opts ? opts : "", dir);
+    return 0;
+}
+
 /* The container's cgroup hierarchies, as /proc/self/cgroup lists them, under target. */
 static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
 {
@@ -1209,9 +1309,8 @@ static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
     if (mkdir_p_inside(m->target, err) < 0)
         return -1;
     if (only_v2) {
-        if (mount("cgroup2", m->target, "cgroup2", base, NULL) < 0)
-            return hd_error_sys(err, "mount cgroup2 on %s", m->target);
-        return 0;
+        text[strlen(text) - 1] = '\0'; /* "0::PATH\n" */
+        return mount_cgroup_hierarchy("cgroup2", NULL, text + 3, m->target, base, err);
     }
     if (mount("tmpfs", m->target, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") < 0)
         return hd_error_sys(err, "mount tmpfs on %s", m->target);
@@ -1224,6 +1323,7 @@ static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
         char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (c2) {
             *c2 = '\0';
+            const char *path = c2 + 1;
             const char *ctrls = c1 + 1;
             const char *name = *ctrls == '\0' ? "unified" : strncmp(ctrls, "name=", 5) == 0 ? ctrls + 5 : ctrls;
             cleanup_free char *dir = hd_xasprintf("%s/%s", m->target, name);
@@ -1231,10 +1331,9 @@ static int mount_cgroups(const struct oci_mount *m, hd_error_t *err)
                 return hd_error_sys(err, "mkdir %s", dir);
             cleanup_free char *opts =
                 strncmp(ctrls, "name=", 5) == 0 ? hd_xasprintf("none,%s", ctrls) : hd_xstrdup(ctrls);
-            int r = *ctrls == '\0' ? mount("cgroup2", dir, "cgroup2", base, NULL)
-                                   : mount("cgroup", dir, "cgroup", base, opts);
-            if (r < 0)
-                return hd_error_sys(err, "mount cgroup %s on %s", ctrls, dir);
+            if (mount_cgroup_hierarchy(*ctrls == '\0' ? "cgroup2" : "cgroup", *ctrls == '\0' ? NULL : opts, path, dir,
+                                       base, err) < 0)
+                return -1;
             /* runc's links: cpu and cpuacct for "cpu,cpuacct" */
             if (strchr(name, ',')) {
                 cleanup_free char *copy = hd_xstrdup(name);

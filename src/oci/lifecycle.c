@@ -129,6 +129,12 @@ static int create_container(const char *id, const struct create_flags *f, bool f
         return -1;
     }
     cfg->id = id;
+    if (cfg->n_mounts_skipped > 0)
+        oci_log("warning",
+                "mounts: the config's %zu mounts are not made: linux.namespaces has no mount entry, so the "
+                "container shares the host's mount namespace and only chroots into root.path (runc would mount "
+                "them on the host's mount table)",
+                cfg->n_mounts_skipped);
     if (open_console(cfg, f, foreground, relay_fd, err) < 0) {
         oci_config_free(cfg);
         return hd_error_prefix(err, "create %s", id);
@@ -183,6 +189,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     w->device_rules = cfg->device_rules;
     w->n_device_rules = cfg->n_device_rules;
     w->join_ns_fds = cfg->ns_fds;
+    w->share_mount_ns = cfg->host_mount_ns;
     w->exec_fifo_fd = fifo;
     w->uid_map = cfg->uid_map;
     w->gid_map = cfg->gid_map;

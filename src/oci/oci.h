@@ -195,6 +195,10 @@ struct oci_config {
     /* a new user namespace (linux.namespaces "user" without a path): linux.uidMappings/gidMappings as the
      * text of /proc/PID/uid_map and gid_map (userns.c), else NULL */
     bool new_userns;
+    /* no "mount" entry in linux.namespaces: the runtime's mount namespace is shared, the process only chroots
+     * into the rootfs and nothing of the config is mounted (the workload's share_mount_ns) */
+    bool host_mount_ns;
+    size_t n_mounts_skipped; /* with host_mount_ns: the config's mounts left out (create warns) */
     char *uid_map;
     char *gid_map;
 };

@@ -146,6 +146,14 @@ struct hd_workload {
      */
     const int *join_ns_fds;
     /*
+     * hedge-oci's config without a mount namespace (linux.namespaces has no "mount" entry): the first process
+     * stays in the runtime's mount namespace and only chroot()s into rootfs (runc does the same), with nothing
+     * mounted: neither the rootfs prepared (its detached trees are dropped) nor /proc, /dev, /sys, the spec's
+     * mounts, devices or secrets (the caller refuses what would need them). HD_SETUP_BEFORE_PIVOT comes right
+     * before the chroot, HD_SETUP_INSIDE right after it.
+     */
+    bool share_mount_ns;
+    /*
      * hedge-oci's linux.uidMappings/gidMappings, with spec->userns.enabled: the text written to
      * /proc/PID/uid_map and gid_map ("inside host count" lines) instead of spec->userns's one range, the way
      * runc does it as root: setgroups stays allowed (the process's additionalGids) and the rootfs is not

@@ -55,6 +55,13 @@
  * refused. hedge-oci's id maps (w->uid_map) are written as given, with
  * setgroups allowed and no idmapped rootfs, as runc does as root.
  *
+ * Without a mount namespace of its own (share_mount_ns, hedge-oci's config
+ * without a "mount" entry) nothing is mounted at all: the child stays in the
+ * runtime's mount namespace and only chroot()s into the rootfs, as runc does
+ * (enter_root_by_chroot), and exec chroots into the first process's root. A
+ * joined cgroup namespace that is the runtime's own is neither joined nor
+ * unshared: the child just stays in it (with a new user namespace too).
+ *
  * Every mount lives in the container's mount namespace and dies with its last
  * process, so cleanup only has to kill PID 1 (which kills the whole pid
  * namespace), reap it, tear the network down and remove the overlay dirs.
@@ -98,6 +105,8 @@ struct container {
     enum hd_net_mode net_mode;
     struct hd_net *net;
     int report_fd; /* child side: the report pipe, for the exec hold */
+    int proc_fd;   /* child side, share_mount_ns: the runtime's /proc and /dev/null, kept across the chroot */
+    int null_fd;   /* (for the exec hold; -1 otherwise) */
 };
 
 static struct container *container_of(struct hd_workload *w)
@@ -139,6 +148,8 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
     const struct hd_spec *spec = w->spec;
     struct container *c = hd_xcalloc(1, sizeof(*c));
     hd_rootfs_init(&c->rootfs);
+    c->proc_fd = -1;
+    c->null_fd = -1;
     w->backend_data = c;
     if (w->rootfs == NULL)
         return hd_error_set(err, 0, "rootfs: container isolation needs an image or a rootfs");
@@ -166,11 +177,12 @@ static int container_prepare(struct hd_workload *w, hd_error_t *err)
  * /dev/null takes its fd number, so a later exec failure writes nowhere), then
  * wait in open(2) of the exec FIFO until the starter opens it for reading.
  */
-static int container_hold_before_exec(const struct hd_workload *w, int report_fd, hd_error_t *err)
+static int container_hold_before_exec(const struct hd_workload *w, const struct container *c, hd_error_t *err)
 {
+    int proc_fd = c->proc_fd, report_fd = c->report_fd;
     char path[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", w->exec_fifo_fd);
-    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    snprintf(path, sizeof(path), "%s/self/fd/%d", proc_fd >= 0 ? "." : "/proc", w->exec_fifo_fd);
+    int null = c->null_fd >= 0 ? c->null_fd : open("/dev/null", O_WRONLY | O_CLOEXEC);
     if (null < 0)
         return hd_error_sys(err, "exec hold: open /dev/null");
     if (dup3(null, report_fd, O_CLOEXEC) < 0) {
@@ -180,7 +192,7 @@ static int container_hold_before_exec(const struct hd_workload *w, int report_fd
     close(null);
     int fifo;
     do
-        fifo = open(path, O_WRONLY | O_CLOEXEC);
+        fifo = openat(proc_fd >= 0 ? proc_fd : AT_FDCWD, path, O_WRONLY | O_CLOEXEC);
     while (fifo < 0 && errno == EINTR);
     if (fifo < 0)
         _exit(HD_EXIT_HEDGE);
@@ -226,7 +238,7 @@ static int container_before_exec(void *data, hd_error_t *err)
                                c->seccomp, err) < 0)
         return -1;
     if (w->hold_before_exec)
-        return container_hold_before_exec(w, c->report_fd, err);
+        return container_hold_before_exec(w, c, err);
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_BEFORE_EXEC, err) < 0)
         return -1;
     return 0;
@@ -334,8 +346,19 @@ static int parent_return_after_clone(int own_fds[], hd_error_t *err)
 struct container_child_args {
     struct hd_workload *w;
     struct hd_cgroup_entry *cgroup_entry;
-    int go_fd; /* child side */
+    bool cgroup_ns_ours; /* the joined cgroup namespace is the one we are in: nothing to join or unshare */
+    int go_fd;           /* child side */
 };
+
+/* Whether the namespace fd is the one we are in (/proc/self/ns/NAME). */
+static bool ns_is_ours(int fd, const char *proc_name)
+{
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/self/ns/%s", proc_name);
+    struct stat theirs, ours;
+    return fd >= 0 && fstat(fd, &theirs) == 0 && stat(path, &ours) == 0 && theirs.st_ino == ours.st_ino &&
+        theirs.st_dev == ours.st_dev;
+}
 
 /* Read exactly n bytes from the go socket; false on EOF or error. */
 static bool go_read(int fd, void *buf, size_t n)
@@ -377,6 +400,30 @@ static int container_before_pivot(void *data, hd_error_t *err)
     }
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_BEFORE_PIVOT, err) < 0)
         return -1;
+    return 0;
+}
+
+/*
+ * share_mount_ns (backend.h): no mount namespace of the container's own, so nothing is mounted at all (it would
+ * land on the runtime's mount table); the process only chroot()s into the rootfs, as runc does without one. The
+ * runtime's /proc stays reachable through c->proc_fd for the exec hold (the rootfs has no /proc mounted).
+ */
+static int enter_root_by_chroot(const struct hd_workload *w, struct container *c, struct container_child_args *args,
+                                hd_error_t *err)
+{
+    c->proc_fd = open("/proc", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (c->proc_fd < 0)
+        return hd_error_sys(err, "open /proc");
+    c->null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (c->null_fd < 0)
+        return hd_error_sys(err, "open /dev/null");
+    /* the createContainer hooks run in the rootfs directory, as with pivot_root (and runc) */
+    if (chdir(w->rootfs) < 0)
+        return hd_error_sys(err, "rootfs: chdir %s", w->rootfs);
+    if (container_before_pivot(args, err) < 0)
+        return -1;
+    if (chdir(w->rootfs) < 0 || chroot(".") < 0 || chdir("/") < 0)
+        return hd_error_sys(err, "chroot %s", w->rootfs);
     return 0;
 }
 
@@ -422,13 +469,15 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     if (rename && sethostname(c->hostname, strlen(c->hostname)) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "sethostname %s", c->hostname);
     args->go_fd = go_fd;
-    if (hd_rootfs_enter(w, &c->rootfs, container_before_pivot, args, &err) < 0)
+    if (w->share_mount_ns ? enter_root_by_chroot(w, c, args, &err) < 0
+                          : hd_rootfs_enter(w, &c->rootfs, container_before_pivot, args, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(c->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     hd_spawn_child_wait_go(go_fd);
     int cgroup_ns = joined_ns_fd(w, HD_JOIN_CGROUP);
-    if (cgroup_ns >= 0 ? setns(cgroup_ns, CLONE_NEWCGROUP) < 0 : unshare(CLONE_NEWCGROUP) < 0)
+    if (!args->cgroup_ns_ours &&
+        (cgroup_ns >= 0 ? setns(cgroup_ns, CLONE_NEWCGROUP) < 0 : unshare(CLONE_NEWCGROUP) < 0))
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "%s the cgroup namespace",
                       cgroup_ns >= 0 ? "join the existing" : "unshare");
     umask(022);
@@ -487,12 +536,13 @@ static int container_setup_from_parent(struct hd_workload *w, const struct hd_sp
     if (w->spec->userns.enabled) {
         if (write_id_maps(pid, w, err) < 0)
             return -1;
+        /* no rootfs trees with share_mount_ns: nothing to idmap */
         char path[64];
         snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
         cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
         if (userns_fd < 0)
             return hd_error_sys(err, "user namespace: open %s", path);
-        if (w->uid_map == NULL && hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+        if (w->uid_map == NULL && !w->share_mount_ns && hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
             return -1;
         if (send(s->go_fd, "u", 1, MSG_NOSIGNAL) != 1)
             return hd_error_sys(err, "user namespace: hand the id maps over to the container's process");
@@ -535,22 +585,30 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     if (w->cgroup && hd_cgroup_devices_apply(w->cgroup, rules, n_rules, err) < 0)
         return -1;
     bool userns = w->spec->userns.enabled;
+    /* the cgroup namespace we are in (hedge-oci's config without a cgroup entry): the child just stays there */
+    bool cgroup_ns_ours = ns_is_ours(joined_ns_fd(w, HD_JOIN_CGROUP), "cgroup");
     /* mount: the child sets up its root there; pid, cgroup: its proc and cgroup mounts; all need rights in
      * the namespace's owner, which a process in a new user namespace lacks */
     if (userns &&
         (joined_ns_fd(w, HD_JOIN_MNT) >= 0 || joined_ns_fd(w, HD_JOIN_PID) >= 0 ||
-         joined_ns_fd(w, HD_JOIN_CGROUP) >= 0))
+         (joined_ns_fd(w, HD_JOIN_CGROUP) >= 0 && !cgroup_ns_ours)))
         return hd_error_set(err, EINVAL,
                             "joining an existing mount, pid or cgroup namespace: not with a new user namespace");
+    if (w->share_mount_ns && joined_ns_fd(w, HD_JOIN_MNT) >= 0)
+        return hd_error_set(err, EINVAL, "sharing the runtime's mount namespace and joining another one");
+    if (w->share_mount_ns)
+        hd_rootfs_close(&c->rootfs); /* nothing is mounted: the prepared trees go unused */
     if (joined_ns_fd(w, HD_JOIN_NET) >= 0) {
         c->net_mode = HD_NET_HOST; /* nothing to make or set up: the namespace is someone else's */
         /* sysfs belongs to the network namespace's owner: the host's /sys is bound instead */
-        if (userns && hd_rootfs_use_host_sys(&c->rootfs, err) < 0)
+        if (userns && !w->share_mount_ns && hd_rootfs_use_host_sys(&c->rootfs, err) < 0)
             return -1;
     }
     if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
         return -1;
     unsigned long flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC;
+    if (w->share_mount_ns)
+        flags &= ~(unsigned long)CLONE_NEWNS;
     if (c->net_mode != HD_NET_HOST)
         flags |= CLONE_NEWNET; /* not for a joined one (HD_NET_HOST above) */
     for (size_t i = 0; i < ARRAY_SIZE(child_joins); i++)
@@ -581,7 +639,7 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
      * memory. On cgroup v2 (and in the unified directory of a hybrid host) it
      * is born in its cgroup (CLONE_INTO_CGROUP); it enters v1 hierarchies itself.
      */
-    struct container_child_args args = {.w = w, .cgroup_entry = &cgroup_entry};
+    struct container_child_args args = {.w = w, .cgroup_entry = &cgroup_entry, .cgroup_ns_ours = cgroup_ns_ours};
     struct hd_spawn_options opts = {
         .what = "container set-up",
         .clone_flags = flags,
@@ -672,6 +730,7 @@ struct join_child_args {
     const struct hd_container_join *j;
     struct hd_cgroup_entry *cgroup_entry;
     int ns_fd[JOIN_NS_MAX]; /* -1: the same as ours */
+    int root_fd;            /* the container's root when it shares our mount namespace (chroot), else -1 */
     uint64_t caps;
     struct hd_seccomp *seccomp;
 };
@@ -697,6 +756,8 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
         if (a->ns_fd[i] >= 0 && setns(a->ns_fd[i], join_namespaces[i].type) < 0)
             hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "join the container's %s namespace",
                           join_namespaces[i].name);
+    if (a->root_fd >= 0 && (fchdir(a->root_fd) < 0 || chroot(".") < 0 || chdir("/") < 0))
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "chroot into the container's root");
     if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "mark inherited fds close-on-exec");
     if (j->setup && j->setup(j->setup_data, &err) < 0)
@@ -741,9 +802,27 @@ static int open_ns_if_other(pid_t pid, const char *name, int *fd, hd_error_t *er
     return 0;
 }
 
+/* fd of /proc/PID/root when it is not our root, else -1 (*fd = -1) */
+static int open_root_if_other(pid_t pid, int *fd, hd_error_t *err)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+    *fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+        return hd_error_sys(err, "open %s", path);
+    struct stat theirs, ours;
+    if (fstat(*fd, &theirs) < 0 || stat("/", &ours) < 0)
+        return hd_error_sys(err, "stat %s", path);
+    if (theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) {
+        close(*fd);
+        *fd = -1;
+    }
+    return 0;
+}
+
 int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_error_t *err)
 {
-    struct join_child_args a = {.j = j};
+    struct join_child_args a = {.j = j, .root_fd = -1};
     for (size_t i = 0; i < JOIN_NS_MAX; i++)
         a.ns_fd[i] = -1;
     struct hd_cgroup_entry cgroup_entry;
@@ -756,6 +835,9 @@ int hd_container_join(const struct hd_container_join *j, pid_t *pid_out, hd_erro
     for (size_t i = 0; i < JOIN_NS_MAX; i++)
         if (open_ns_if_other(j->init_pid, join_namespaces[i].name, &a.ns_fd[i], err) < 0)
             goto out;
+    /* our own mount namespace (hedge-oci's share_mount_ns): the container's root is a chroot, entered the same way */
+    if (a.ns_fd[JOIN_NS_MAX - 1] < 0 && open_root_if_other(j->init_pid, &a.root_fd, err) < 0)
+        goto out;
     /* the pid namespace applies to our next child: ours is set for the clone and restored after */
     if (open_ns_if_other(j->init_pid, "pid", &pid_ns, err) < 0)
         goto out;
@@ -784,6 +866,8 @@ out:
     for (size_t i = 0; i < JOIN_NS_MAX; i++)
         if (a.ns_fd[i] >= 0)
             close(a.ns_fd[i]);
+    if (a.root_fd >= 0)
+        close(a.root_fd);
     hd_seccomp_free(a.seccomp);
     return rc;
 }
