@@ -2,10 +2,12 @@
 (docs/oci.md). Real parts only: hedge-oci runs busybox bundles whose rootfs is chowned into the mapped range, and
 podman (rootful) drives it with --uidmap/--gidmap. Bad mappings fail create with an error naming the field and
 leave nothing (state dir, cgroup, mount)."""
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -191,3 +193,131 @@ def test_podman_uidmap_runs_hedge_oci(podman):
 def reap(pid, timeout=10):
     from test_oci import reap as reap_orphan
     return reap_orphan(pid, timeout)
+
+
+# ---- joining an existing user namespace (linux.namespaces {"type": "user", "path": ...}) ----
+
+@contextlib.contextmanager
+def user_namespace(base):
+    """A user namespace with 0 -> base (65536 ids) for uids and gids, held by a `unshare --user sleep`; the maps
+    are written from here as root, as newuidmap would. Yields the sleep's pid."""
+    holder = subprocess.Popen(["unshare", "--user", "sleep", "1000"])
+    try:
+        path = f"/proc/{holder.pid}/ns/user"
+        for _ in range(500):  # until unshare has exec'd sleep in its new namespace
+            if os.readlink(path) != os.readlink("/proc/self/ns/user"):
+                break
+            time.sleep(0.01)
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{holder.pid}/{name}", "w") as f:
+                f.write(f"0 {base} {SIZE}\n")
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.fixture
+def userns_holder():
+    with user_namespace(BASE) as pid:
+        yield pid
+
+
+def joined_userns(path, config_changes=None):
+    changes = {"linux.namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")] +
+               [{"type": "user", "path": str(path)}]}
+    changes.update(config_changes or {})
+    return changes
+
+
+def test_join_an_existing_user_namespace(oci, tmp_path, mapped_rootfs, userns_holder, subreaper):
+    """The container's process is in the joined user namespace (its maps, root inside, owners as mapped) with new
+    pid, mount, ipc, uts, network and cgroup namespaces that namespace owns; hedge-oci is its parent (an
+    intermediate process joins and clones it with CLONE_PARENT); exec joins it too; nothing is left."""
+    userns = f"/proc/{userns_holder}/ns/user"
+    script = ("{ cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g; readlink /proc/self/ns/user; "
+              "stat -c '%u:%g %n' / /root-owned; touch /made-inside; echo $$; "
+              "grep -q ' /sys sysfs ro' /proc/mounts && echo sys-ro; echo end; } > /out 2>&1; sleep 1000")
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["sh", "-c", script], **joined_userns(userns))
+    r = oci("create", "--bundle", b, "unsj")
+    assert r.code == 0, r
+    pid = json.loads(oci("state", "unsj").out)["pid"]
+    assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink(userns)
+    # the namespaces it made belong to the joined user namespace
+    out = subprocess.run(["python3", "-c", f"""
+import fcntl, os
+NS_GET_USERNS = 0xb701
+for n in ["pid", "mnt", "ipc", "uts", "net", "cgroup"]:
+    fd = os.open("/proc/{pid}/ns/" + n, os.O_RDONLY)
+    owner = fcntl.ioctl(fd, NS_GET_USERNS)
+    print(n, os.fstat(owner).st_ino)
+"""], capture_output=True, text=True, check=True).stdout.split("\n")
+    userns_ino = str(os.stat(userns).st_ino)
+    assert [line.split()[1] for line in out if line] == [userns_ino] * 6, out
+    r = oci("exec", "unsj", "sh", "-c", "id -u; readlink /proc/self/ns/user")
+    assert r.code == 0 and r.out.split() == ["0", os.readlink(userns)], r
+    assert oci("start", "unsj").code == 0
+    out = mapped_rootfs / "out"
+    for _ in range(500):
+        if out.exists() and out.read_text().endswith("end\n"):
+            break
+        time.sleep(0.01)
+    lines = [" ".join(line.split()) for line in out.read_text().splitlines()]
+    assert lines == [f"0 {BASE} {SIZE}", f"0 {BASE} {SIZE}", "0", "0", os.readlink(userns), "0:0 /",
+                     "65534:65534 /root-owned", "1", "sys-ro", "end"], lines
+    assert oci("kill", "unsj", "KILL").code == 0
+    reap(pid)
+    assert oci("delete", "unsj").code == 0
+    st = os.stat(mapped_rootfs / "made-inside")
+    assert (st.st_uid, st.st_gid) == (BASE, BASE)
+    assert cgroup_dirs("unsj") == []
+
+
+def test_run_in_a_joined_user_namespace_reports_the_exit_status(oci, tmp_path, mapped_rootfs, userns_holder):
+    """run in the foreground waits for the container's process: hedge-oci is its parent although an intermediate
+    process cloned it (CLONE_PARENT)."""
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["sh", "-c", "id -u; exit 7"],
+                    **joined_userns(f"/proc/{userns_holder}/ns/user"))
+    r = oci("run", "--bundle", b, "unsjrun")
+    assert r.code == 7 and r.out == "0\n", r
+
+
+JOIN_BAD = [
+    ("the process's uid unmapped", {"process.user": {"uid": 70000, "gid": 0}},
+     "process.user.uid: 70000 is not mapped by the joined user namespace"),
+    ("a joined mount namespace too", {"linux.namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "network")] +
+                                      [{"type": "mount", "path": "/proc/self/ns/mnt"}, {"type": "user", "path": "U"}]},
+     "linux.namespaces[4].path: joining an existing mount namespace together with a joined user namespace"),
+    ("the host's ipc namespace", {"linux.namespaces": [{"type": t} for t in ("pid", "uts", "network", "mount")] +
+                                  [{"type": "user", "path": "U"}]},
+     "linux.namespaces: sharing the host's ipc namespace together with a joined user namespace"),
+    ("not a user namespace", {"linux.namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "network", "mount")] +
+                              [{"type": "user", "path": "/proc/self/ns/net"}]},
+     "linux.namespaces[5].path: /proc/self/ns/net is a namespace of type network, not user"),
+]
+
+
+@pytest.mark.parametrize("case,changes,message", JOIN_BAD, ids=[b[0] for b in JOIN_BAD])
+def test_a_bad_joined_user_namespace_fails_create_and_leaves_nothing(oci, tmp_path, mapped_rootfs, userns_holder,
+                                                                     case, changes, message):
+    userns = f"/proc/{userns_holder}/ns/user"
+    changes = json.loads(json.dumps(changes).replace('"U"', json.dumps(userns)))
+    b = make_bundle(tmp_path / "b", mapped_rootfs, ["true"], **joined_userns(userns, changes))
+    r = oci("create", "--bundle", b, "unsjbad")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "unsjbad").exists()
+    assert cgroup_dirs("unsjbad") == []
+
+
+def test_podman_userns_ns_path_runs_hedge_oci(podman):
+    """podman --userns=ns:PATH passes the path as linux.namespaces' user entry (with placeholder maps, "0 0 1",
+    ignored with a warning as runc 1.1 ignores them); the container is in it. podman cannot chown its copy of the
+    image for a namespace it only has the path of: this one maps root to the host's root, which owns the image."""
+    with user_namespace(0) as holder:
+        userns = f"/proc/{holder}/ns/user"
+        r = podman("--runtime", HEDGE_OCI, "run", "--rm", "--network", "none", "--userns", f"ns:{userns}",
+                   "localhost/hedge-busybox:test", "sh", "-c",
+                   "cat /proc/self/uid_map; readlink /proc/self/ns/user; id -u")
+        assert r.code == 0, r
+        lines = [" ".join(line.split()) for line in r.out.splitlines()]
+        assert lines == [f"0 0 {SIZE}", os.readlink(userns), "0"], r

@@ -646,14 +646,14 @@ static int parse_mount(json_t *m, size_t i, struct oci_config *cfg, hd_error_t *
 /* ---- linux ---- */
 
 static const char *const namespace_types[] = {"pid", "mount", "ipc", "uts", "network", "cgroup", "user", "time"};
-/* namespace_types[t] as the runtime's enum hd_join_ns and its CLONE_NEW* type (user, time: not joined) */
+/* namespace_types[t] as the runtime's enum hd_join_ns and its CLONE_NEW* type (time: not joined) */
 static const struct {
     int join;
     int clone_type;
 } namespace_joins[] = {
-    {HD_JOIN_PID, CLONE_NEWPID}, {HD_JOIN_MNT, CLONE_NEWNS},  {HD_JOIN_IPC, CLONE_NEWIPC},
-    {HD_JOIN_UTS, CLONE_NEWUTS}, {HD_JOIN_NET, CLONE_NEWNET}, {HD_JOIN_CGROUP, CLONE_NEWCGROUP},
-    {-1, CLONE_NEWUSER},         {-1, CLONE_NEWTIME},
+    {HD_JOIN_PID, CLONE_NEWPID},   {HD_JOIN_MNT, CLONE_NEWNS},  {HD_JOIN_IPC, CLONE_NEWIPC},
+    {HD_JOIN_UTS, CLONE_NEWUTS},   {HD_JOIN_NET, CLONE_NEWNET}, {HD_JOIN_CGROUP, CLONE_NEWCGROUP},
+    {HD_JOIN_USER, CLONE_NEWUSER}, {-1, CLONE_NEWTIME},
 };
 
 /* The name linux.namespaces uses for a CLONE_NEW* type, or NULL. */
@@ -734,6 +734,8 @@ int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err)
             return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s is a namespace of type %s, not %s", i, path,
                                 name ? name : "unknown", namespace_types[t]);
         }
+        if (j == HD_JOIN_USER && oci_userns_check_joined(cfg, fd, err) < 0)
+            return -1;
         /* no hostname in the config: the container's (/etc/hostname, $HOSTNAME) is the joined namespace's */
         if (j == HD_JOIN_UTS && cfg->spec->hostname == NULL && !cfg->ns_inherited[j] &&
             (cfg->spec->hostname = uts_namespace_hostname(fd, err)) == NULL)
@@ -765,7 +767,7 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
             if (j < 0)
                 return hd_error_set(err, 0,
                                     "linux.namespaces[%zu].path: joining an existing %s namespace is not "
-                                    "supported yet (network, ipc, uts, mount, cgroup and pid are)",
+                                    "supported yet (network, ipc, uts, mount, cgroup, pid and user are)",
                                     i, namespace_types[t]);
             if (!json_is_string(path) || json_string_value(path)[0] != '/')
                 return hd_error_set(err, 0, "linux.namespaces[%zu].path: not an absolute path", i);
@@ -782,24 +784,28 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
             cfg->new_userns = true; /* with linux.uidMappings/gidMappings (userns.c) */
         have[t] = true;
     }
-    /* with a new user namespace the runtime enters joined network, ipc and uts namespaces for the clone (the
-     * process is born there); the others need rights in their owner inside the container (mount, proc, cgroup) */
+    /* with a new or joined user namespace the runtime enters joined network, ipc and uts namespaces for the
+     * clone (the process is born there); the others need rights in their owner inside the container (mount,
+     * proc, cgroup) */
+    bool userns = cfg->new_userns || cfg->ns_paths[HD_JOIN_USER];
+    const char *which = cfg->new_userns ? "new" : "joined";
     static const enum hd_join_ns owned_inside[] = {HD_JOIN_MNT, HD_JOIN_PID, HD_JOIN_CGROUP};
-    for (size_t k = 0; k < ARRAY_SIZE(owned_inside) && cfg->new_userns; k++)
+    for (size_t k = 0; k < ARRAY_SIZE(owned_inside) && userns; k++)
         if (cfg->ns_paths[owned_inside[k]])
             return hd_error_set(err, 0,
-                                "linux.namespaces[%zu].path: joining an existing %s namespace together with a new "
+                                "linux.namespaces[%zu].path: joining an existing %s namespace together with a %s "
                                 "user namespace is not supported yet (network, ipc and uts are)",
                                 cfg->ns_index[owned_inside[k]],
                                 owned_inside[k] == HD_JOIN_MNT       ? "mount"
                                     : owned_inside[k] == HD_JOIN_PID ? "pid"
-                                                                     : "cgroup");
+                                                                     : "cgroup",
+                                which);
     /* A type the config does not list is the runtime's own (runtime-spec: "the container MUST inherit the
      * runtime namespace of that type"; podman --pid=host, --ipc=host, --uts=host, --cgroupns=host): pid, ipc,
      * uts and cgroup are joined through /proc/self/ns with the code that joins them by path (the runtime
      * stays in a cgroup namespace that is its own: container.c). The mount namespace is shared by not
      * making one: the process only chroots into the rootfs (host_mount_ns, checked in check_host_mount_ns).
-     * With a new user namespace the cgroup namespace stays the container's own: cgroupfs can be mounted
+     * With a new or joined user namespace the cgroup namespace stays the container's own: cgroupfs can be mounted
      * inside only in a cgroup namespace that user namespace owns. The network namespace is its own unless
      * the config shares the host's. */
     cfg->host_mount_ns = !have[1];
@@ -810,13 +816,13 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
     } inherited[] = {
         {0, HD_JOIN_PID, "pid"}, {2, HD_JOIN_IPC, "ipc"}, {3, HD_JOIN_UTS, "uts"}, {5, HD_JOIN_CGROUP, "cgroup"}};
     for (size_t k = 0; k < ARRAY_SIZE(inherited); k++) {
-        if (have[inherited[k].type] || (cfg->new_userns && inherited[k].join == HD_JOIN_CGROUP))
+        if (have[inherited[k].type] || (userns && inherited[k].join == HD_JOIN_CGROUP))
             continue;
-        if (cfg->new_userns)
+        if (userns)
             return hd_error_set(err, 0,
-                                "linux.namespaces: sharing the host's %s namespace together with a new user "
+                                "linux.namespaces: sharing the host's %s namespace together with a %s user "
                                 "namespace is not supported",
-                                namespace_types[inherited[k].type]);
+                                namespace_types[inherited[k].type], which);
         enum hd_join_ns j = inherited[k].join;
         cfg->ns_paths[j] = hd_xasprintf("/proc/self/ns/%s", inherited[k].proc_name);
         cfg->ns_inherited[j] = true;

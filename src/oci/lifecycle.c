@@ -191,8 +191,9 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     w->join_ns_fds = cfg->ns_fds;
     w->share_mount_ns = cfg->host_mount_ns;
     w->exec_fifo_fd = fifo;
-    w->uid_map = cfg->uid_map;
-    w->gid_map = cfg->gid_map;
+    /* a joined user namespace has its maps: the config's, when given, are only checked against them */
+    w->uid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->uid_map;
+    w->gid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->gid_map;
     if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER))
         w->before_pivot_parent = oci_hooks_before_pivot_parent;
     if (hd_workload_start(w, err) < 0)

@@ -206,6 +206,9 @@ struct oci_config {
 /* linux.uidMappings/gidMappings (lx: the "linux" object): checked (errors name the field) and kept as cfg's
  * uid_map/gid_map with a new user namespace; refused without one. After process and linux.namespaces. */
 int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_error_t *err);
+/* A joined user namespace (linux.namespaces "user" with a path, fd open): read its maps and check that root and
+ * process.user are mapped there (errors name the field). oci_namespaces_open calls it. */
+int oci_userns_check_joined(struct oci_config *cfg, int fd, hd_error_t *err);
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);

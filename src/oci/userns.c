@@ -15,9 +15,14 @@
  */
 #include "oci/oci.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -112,6 +117,20 @@ fail:
 int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_error_t *err)
 {
     json_t *uids = json_object_get(lx, "uidMappings"), *gids = json_object_get(lx, "gidMappings");
+    if (cfg->ns_paths[HD_JOIN_USER]) {
+        /* the runtime's user namespace set-up (rootfs.c: /dev nodes bound, sysfs made under the old root); the
+         * namespace's maps are read at create (oci_userns_check_joined). containerd, CRI-O and podman pass the
+         * namespace's maps too: kept (checked, as text) to be compared with them there, as runc does. */
+        cfg->spec->userns = (struct hd_user_namespace){.enabled = true, .size = 65536};
+        if (json_array_size(uids) == 0 && json_array_size(gids) == 0)
+            return 0;
+        cleanup_free struct id_range *u = NULL, *g = NULL;
+        size_t nu = 0, ng = 0;
+        if (parse_id_map(uids, "uidMappings", &u, &nu, &cfg->uid_map, err) < 0 ||
+            parse_id_map(gids, "gidMappings", &g, &ng, &cfg->gid_map, err) < 0)
+            return -1;
+        return 0;
+    }
     if (!new_userns) {
         static const char *const fields[] = {"uidMappings", "gidMappings"};
         for (size_t k = 0; k < 2; k++)
@@ -144,5 +163,134 @@ int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_err
         .gid_base = root_gid >= 0 ? (uint32_t)root_gid : gid_ranges[0].outside,
         .size = uid_ranges[0].count,
     };
+    return 0;
+}
+
+/* The text of /proc/self/{uid,gid}_map in the user namespace fd: a child joins it and writes both to a pipe
+ * (uid map, a NUL, gid map). */
+static int read_joined_maps(int fd, char **uid_map, char **gid_map, hd_error_t *err)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return hd_error_sys(err, "pipe");
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(p[0]);
+        close(p[1]);
+        return hd_error_sys(err, "fork");
+    }
+    if (pid == 0) {
+        char *u = NULL, *g = NULL;
+        hd_error_t e = NULL;
+        if (setns(fd, CLONE_NEWUSER) < 0 || hd_read_file("/proc/self/uid_map", &u, NULL, &e) < 0 ||
+            hd_read_file("/proc/self/gid_map", &g, NULL, &e) < 0)
+            _exit(1);
+        _exit(write(p[1], u, strlen(u) + 1) < 0 || write(p[1], g, strlen(g)) < 0);
+    }
+    close(p[1]);
+    char *buf = NULL;
+    size_t len = 0;
+    char chunk[4096];
+    ssize_t n;
+    while ((n = read(p[0], chunk, sizeof(chunk))) > 0 || (n < 0 && errno == EINTR)) {
+        if (n <= 0)
+            continue;
+        buf = hd_xrealloc(buf, len + (size_t)n + 1);
+        memcpy(buf + len, chunk, (size_t)n);
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    close(p[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || buf == NULL || strlen(buf) == len) {
+        free(buf);
+        return hd_error_set(err, 0, "join it to read its id maps");
+    }
+    *uid_map = buf;
+    *gid_map = hd_xstrdup(buf + strlen(buf) + 1);
+    return 0;
+}
+
+/* The host id inside maps to in the map's text ("inside outside count" lines), or -1. */
+static int64_t map_text_id(const char *text, uint32_t inside, uint32_t *count)
+{
+    for (const char *line = text; line && *line;) {
+        unsigned long long in, out, n;
+        if (sscanf(line, "%llu %llu %llu", &in, &out, &n) == 3 && inside >= in && inside < in + n) {
+            if (count)
+                *count = (uint32_t)n;
+            return (int64_t)(out + (inside - in));
+        }
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return -1;
+}
+
+/* Whether two maps' texts hold the same ranges (in any order, spaced any way). */
+static bool same_ranges(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    for (const char *line = a; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        unsigned long long in, out, n;
+        if (sscanf(line, "%llu %llu %llu", &in, &out, &n) != 3)
+            continue;
+        na++;
+        bool found = false;
+        for (const char *l2 = b; l2 && *l2 && !found; l2 = strchr(l2, '\n') ? strchr(l2, '\n') + 1 : NULL) {
+            unsigned long long in2, out2, n2;
+            found = sscanf(l2, "%llu %llu %llu", &in2, &out2, &n2) == 3 && in == in2 && out == out2 && n == n2;
+        }
+        if (!found)
+            return false;
+    }
+    for (const char *line = b; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        unsigned long long in, out, n;
+        nb += sscanf(line, "%llu %llu %llu", &in, &out, &n) == 3;
+    }
+    return na == nb;
+}
+
+int oci_userns_check_joined(struct oci_config *cfg, int fd, hd_error_t *err)
+{
+    size_t i = cfg->ns_index[HD_JOIN_USER];
+    cleanup_free char *uids = NULL, *gids = NULL;
+    if (read_joined_maps(fd, &uids, &gids, err) < 0)
+        return hd_error_prefix(err, "linux.namespaces[%zu].path: %s", i, cfg->ns_paths[HD_JOIN_USER]);
+    /* maps given with the path are the namespace's (runc's warning), or are ignored, as runc 1.1 ignores them
+     * (podman 4 passes "0 0 1" with --userns=ns:PATH; runc 1.2 refuses maps that differ) */
+    if (cfg->uid_map && same_ranges(cfg->uid_map, uids) && same_ranges(cfg->gid_map, gids))
+        oci_log("warning",
+                "config.json has both a userns path to join and a matching userns mapping specified -- "
+                "you may only provide one");
+    else if (cfg->uid_map)
+        oci_log("warning",
+                "linux.uidMappings/gidMappings: ignored: not the maps of the joined user namespace %s, which has its "
+                "own",
+                cfg->ns_paths[HD_JOIN_USER]);
+    /* the container's process sets itself up as root inside, then switches to process.user */
+    uint32_t size = 0;
+    int64_t root_uid = map_text_id(uids, 0, &size), root_gid = map_text_id(gids, 0, NULL);
+    if (root_uid < 0 || root_gid < 0)
+        return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s maps no %s 0 (root inside sets the container up)",
+                            i, cfg->ns_paths[HD_JOIN_USER], root_uid < 0 ? "uid" : "gid");
+    if (map_text_id(uids, cfg->uid, NULL) < 0)
+        return hd_error_set(err, 0, "process.user.uid: %u is not mapped by the joined user namespace %s",
+                            (unsigned)cfg->uid, cfg->ns_paths[HD_JOIN_USER]);
+    if (map_text_id(gids, cfg->gid, NULL) < 0)
+        return hd_error_set(err, 0, "process.user.gid: %u is not mapped by the joined user namespace %s",
+                            (unsigned)cfg->gid, cfg->ns_paths[HD_JOIN_USER]);
+    for (size_t k = 0; k < cfg->n_groups; k++)
+        if (map_text_id(gids, cfg->groups[k], NULL) < 0)
+            return hd_error_set(err, 0,
+                                "process.user.additionalGids[%zu]: %u is not mapped by the joined user "
+                                "namespace %s",
+                                k, (unsigned)cfg->groups[k], cfg->ns_paths[HD_JOIN_USER]);
+    cfg->spec->userns.uid_base = (uint32_t)root_uid;
+    cfg->spec->userns.gid_base = (uint32_t)root_gid;
+    cfg->spec->userns.size = size;
     return 0;
 }

@@ -46,8 +46,18 @@ enum hd_setup_phase { HD_SETUP_CGROUPS, HD_SETUP_BEFORE_PIVOT, HD_SETUP_INSIDE, 
 struct hd_device_rule;
 
 /* The namespaces a container's first process can join instead of making new ones (join_ns_fds below),
- * in the order it joins them: mount last (it changes the view of the paths), pid before the clone. */
-enum hd_join_ns { HD_JOIN_NET, HD_JOIN_IPC, HD_JOIN_UTS, HD_JOIN_CGROUP, HD_JOIN_MNT, HD_JOIN_PID, HD_JOIN_NS_COUNT };
+ * in the order it joins them: mount last (it changes the view of the paths), pid before the clone; a user
+ * namespace through an intermediate process (container.c). */
+enum hd_join_ns {
+    HD_JOIN_NET,
+    HD_JOIN_IPC,
+    HD_JOIN_UTS,
+    HD_JOIN_CGROUP,
+    HD_JOIN_MNT,
+    HD_JOIN_PID,
+    HD_JOIN_USER,
+    HD_JOIN_NS_COUNT
+};
 
 /* A host device node of spec->devices[], checked on the host (stat) by the plan. */
 struct hd_workload_device {

@@ -346,8 +346,9 @@ static int parent_return_after_clone(int own_fds[], hd_error_t *err)
 struct container_child_args {
     struct hd_workload *w;
     struct hd_cgroup_entry *cgroup_entry;
-    bool cgroup_ns_ours; /* the joined cgroup namespace is the one we are in: nothing to join or unshare */
-    int go_fd;           /* child side */
+    bool cgroup_ns_ours;       /* the joined cgroup namespace is the one we are in: nothing to join or unshare */
+    unsigned long clone_flags; /* a joined user namespace: the container's process's, cloned by the child */
+    int go_fd;                 /* child side */
 };
 
 /* Whether the namespace fd is the one we are in (/proc/self/ns/NAME). */
@@ -427,6 +428,45 @@ static int enter_root_by_chroot(const struct hd_workload *w, struct container *c
     return 0;
 }
 
+/*
+ * A joined user namespace (join_ns_fds[HD_JOIN_USER]): we are an intermediate process. A process cannot enter
+ * a user namespace and come back, so the parent cannot enter it for the clone the way it enters joined
+ * network, ipc and uts namespaces for a new one. We, its child, are in the workload's cgroups and in the joined
+ * namespaces already (entered as the host's root, which a process inside the user namespace could not), enter
+ * the user namespace and clone the container's process with its new namespaces, which that user namespace then
+ * owns; CLONE_PARENT makes the parent its parent (it waits for it). We send its pid (in the parent's pid
+ * namespace) over the go socket and exit; it goes on once we are gone. runc's nsexec does the same in stages:
+ * a child that joins the namespaces and unshares the rest, and a grandchild that becomes the container's init.
+ * Returns in the container's process only.
+ */
+static void clone_in_joined_userns(const struct container_child_args *args, int go_fd, int report_fd)
+{
+    if (setns(joined_ns_fd(args->w, HD_JOIN_USER), CLONE_NEWUSER) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "join the existing user namespace");
+    int order[2];
+    if (pipe2(order, O_CLOEXEC) < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "joined user namespace: pipe");
+    /* clone3 takes no exit signal with CLONE_PARENT: the child gets ours (SIGCHLD) */
+    struct clone_args ca = {.flags = args->clone_flags | CLONE_PARENT};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid < 0)
+        hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "clone the container's namespaces in the joined user namespace");
+    if (pid == 0) {
+        close(order[1]);
+        char byte;
+        while (read(order[0], &byte, 1) < 0 && errno == EINTR)
+            ; /* EOF: the intermediate sent our pid and is gone */
+        close(order[0]);
+        return;
+    }
+    int32_t sent = (int32_t)pid;
+    if (write(go_fd, &sent, sizeof(sent)) != (ssize_t)sizeof(sent)) {
+        kill(pid, SIGKILL);
+        _exit(HD_EXIT_HEDGE);
+    }
+    _exit(0);
+}
+
 __attribute__((noreturn)) static void container_child(void *data, int go_fd, int report_fd)
 {
     struct container_child_args *args = data;
@@ -435,6 +475,7 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     struct container *c = container_of(w);
     const struct hd_spec *spec = w->spec;
     bool userns = spec->userns.enabled;
+    bool join_userns = joined_ns_fd(w, HD_JOIN_USER) >= 0;
     hd_error_t err = NULL;
     /* first: nothing of the container runs outside its cgroup (the parent's credentials opened the files) */
     const char *failed_dir = NULL;
@@ -443,18 +484,20 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
         hd_child_fail(report_fd, HD_EXIT_HEDGE, -r, "cgroup: enter %s", failed_dir);
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_CGROUPS, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    for (size_t i = 0; i < ARRAY_SIZE(child_joins) && !userns; i++) {
+    for (size_t i = 0; i < ARRAY_SIZE(child_joins) && (!userns || join_userns); i++) {
         int fd = joined_ns_fd(w, child_joins[i].ns);
         if (fd >= 0 && setns(fd, child_joins[i].type) < 0)
             hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "join the existing %s namespace", child_joins[i].name);
     }
+    if (join_userns)
+        clone_in_joined_userns(args, go_fd, report_fd);
     /*
      * The mount work does not depend on the parent's network set-up, so it runs
      * while the parent does it; in a user namespace it needs the id maps first
      * (the parent's "u" once they are written).
      */
     char maps_written;
-    if (userns && (!go_read(go_fd, &maps_written, 1) || maps_written != 'u'))
+    if (userns && !join_userns && (!go_read(go_fd, &maps_written, 1) || maps_written != 'u'))
         _exit(HD_EXIT_HEDGE); /* the parent failed: its error is the one to report */
     hd_child_setup_stdio(w->stdio, report_fd);
     /* no fd hedge inherited from its caller may reach the workload (only 0, 1, 2) */
@@ -533,7 +576,7 @@ static int container_setup_from_parent(struct hd_workload *w, const struct hd_sp
 {
     struct container *c = container_of(w);
     pid_t pid = s->pid;
-    if (w->spec->userns.enabled) {
+    if (w->spec->userns.enabled && joined_ns_fd(w, HD_JOIN_USER) < 0) {
         if (write_id_maps(pid, w, err) < 0)
             return -1;
         /* no rootfs trees with share_mount_ns: nothing to idmap */
@@ -572,6 +615,26 @@ static int container_parent_before_pivot(struct hd_workload *w, struct hd_spawn 
     size_t want = sizeof(len) + len;
     if (sendmsg(s->go_fd, &msg, MSG_NOSIGNAL) != (ssize_t)want)
         return hd_error_sys(err, "hand the message over to the container's process");
+    return 0;
+}
+
+/* A joined user namespace: read the container's process's pid from the intermediate (clone_in_joined_userns),
+ * reap the intermediate and make the container's process the spawn's child (it is ours: CLONE_PARENT). */
+static int take_over_from_intermediate(struct hd_spawn *s, hd_error_t *err)
+{
+    int32_t pid;
+    if (!go_read(s->go_fd, &pid, sizeof(pid)) || pid <= 0) {
+        hd_error_set(err, EPIPE, "the intermediate process in the joined user namespace ended early");
+        return hd_spawn_abort(s, err); /* its report says why */
+    }
+    int status;
+    while (waitpid(s->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    s->pid = pid;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        hd_error_set(err, 0, "the intermediate process in the joined user namespace failed");
+        return hd_spawn_abort(s, err);
+    }
     return 0;
 }
 
@@ -624,7 +687,8 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         }
     }
     int own_ns[ARRAY_SIZE(child_joins)];
-    if (userns) {
+    bool join_userns = joined_ns_fd(w, HD_JOIN_USER) >= 0;
+    if (userns && !join_userns) {
         flags |= CLONE_NEWUSER;
         if (parent_enter_for_clone(w, own_ns, err) < 0) {
             hd_error_t ignored = NULL;
@@ -639,10 +703,11 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
      * memory. On cgroup v2 (and in the unified directory of a hybrid host) it
      * is born in its cgroup (CLONE_INTO_CGROUP); it enters v1 hierarchies itself.
      */
-    struct container_child_args args = {.w = w, .cgroup_entry = &cgroup_entry, .cgroup_ns_ours = cgroup_ns_ours};
+    struct container_child_args args = {
+        .w = w, .cgroup_entry = &cgroup_entry, .cgroup_ns_ours = cgroup_ns_ours, .clone_flags = flags};
     struct hd_spawn_options opts = {
         .what = "container set-up",
-        .clone_flags = flags,
+        .clone_flags = join_userns ? 0 : flags, /* the intermediate process clones with them */
         .cgroup_fd = cgroup_entry.clone_fd,
         .go = true,
         .child = container_child,
@@ -651,7 +716,7 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     struct hd_spawn s;
     int ret = hd_spawn_start(&opts, &s, err);
     hd_cgroup_entry_close(&cgroup_entry);
-    if (userns && parent_return_after_clone(own_ns, err) < 0) {
+    if (userns && !join_userns && parent_return_after_clone(own_ns, err) < 0) {
         if (ret == 0)
             hd_spawn_abort(&s, err);
         return -1;
@@ -665,6 +730,10 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         return hd_error_prefix(err, "clone into the joined pid namespace (its init process has exited)");
     if (ret < 0)
         return hd_error_prefix(err, "clone the container's namespaces");
+    if (join_userns && take_over_from_intermediate(&s, err) < 0) {
+        hd_rootfs_close(&c->rootfs);
+        return -1;
+    }
     w->pid = s.pid;
     if (container_setup_from_parent(w, &s, err) < 0 ||
         (w->before_pivot_parent && container_parent_before_pivot(w, &s, err) < 0))
