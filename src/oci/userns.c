@@ -12,6 +12,11 @@
  * mapped. What the runtime does with them (the clone with CLONE_NEWUSER, the
  * maps written by the parent before the child goes on) is in
  * src/runtime/container/container.c.
+ *
+ * A joined user namespace (linux.namespaces "user" with a path) has maps of
+ * its own: oci_userns_check_joined reads them at create (a child joins it)
+ * and checks that root and process.user are mapped there; maps the config
+ * gives as well are compared with them and otherwise ignored (runc 1.1).
  */
 #include "oci/oci.h"
 

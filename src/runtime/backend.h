@@ -149,9 +149,10 @@ struct hd_workload {
     size_t n_device_rules;
     /*
      * Existing namespaces to join (hedge-oci's linux.namespaces[].path): NULL, or HD_JOIN_NS_COUNT open
-     * namespace fds indexed by enum hd_join_ns, -1 where the container gets a new one. Not owned, not with
-     * a user namespace. The first process setns()es into each instead of unsharing it (the pid namespace:
-     * it is born there); hedge configures nothing in a joined network namespace (no lo, no addresses) and
+     * namespace fds indexed by enum hd_join_ns, -1 where the container gets a new one. Not owned. The first
+     * process setns()es into each instead of unsharing it (the pid namespace: it is born there; a user
+     * namespace, HD_JOIN_USER with spec->userns.enabled and no maps: an intermediate process enters it and
+     * clones the first process, container.c); hedge configures nothing in a joined network namespace (no lo, no addresses) and
      * sets the hostname of a joined uts namespace only when the spec names another one.
      */
     const int *join_ns_fds;

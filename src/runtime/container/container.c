@@ -55,6 +55,14 @@
  * refused. hedge-oci's id maps (w->uid_map) are written as given, with
  * setgroups allowed and no idmapped rootfs, as runc does as root.
  *
+ * A joined user namespace (join_ns_fds[HD_JOIN_USER]) cannot be entered by
+ * the parent for the clone (no way back out of it): the spawned child is an
+ * intermediate that enters the cgroups and the joined network, ipc and uts
+ * namespaces, then the user namespace, clones the container's process with
+ * the new namespaces and CLONE_PARENT, sends its pid and exits
+ * (clone_in_joined_userns); the process goes on as in a new user namespace,
+ * without id maps to wait for.
+ *
  * Without a mount namespace of its own (share_mount_ns, hedge-oci's config
  * without a "mount" entry) nothing is mounted at all: the child stays in the
  * runtime's mount namespace and only chroot()s into the rootfs, as runc does
