@@ -1145,6 +1145,10 @@ def test_a_config_without_namespaces_shares_every_one_of_the_hosts(oci, bundle, 
     ({"process.terminal": True}, "process.terminal: needs a mount namespace of the container's own"),
     ({"linux.namespaces": [{"type": "mount", "path": "/proc/self/ns/mnt"}]},
      "linux.namespaces[0].path: /proc/self/ns/mnt is the runtime's own mount namespace: leave the mount entry out"),
+    ({"linux.namespaces": [{"type": t} for t in ["pid", "ipc", "uts", "user"]],
+      "linux.uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+      "linux.gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]},
+     "linux.namespaces: sharing the host's mount namespace together with a new user namespace is not supported"),
 ])
 def test_what_would_mount_on_the_hosts_mount_table_is_refused(oci, bundle, busybox_rootfs, change, message):
     """Without a mount namespace of its own, what would need a mount on the host's mount table, and cannot be

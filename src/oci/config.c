@@ -809,6 +809,11 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
      * inside only in a cgroup namespace that user namespace owns. The network namespace is its own unless
      * the config shares the host's. */
     cfg->host_mount_ns = !have[1];
+    if (cfg->host_mount_ns && userns)
+        return hd_error_set(err, 0,
+                            "linux.namespaces: sharing the host's mount namespace together with a %s user namespace "
+                            "is not supported",
+                            which);
     static const struct {
         size_t type;
         enum hd_join_ns join;
