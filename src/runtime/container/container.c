@@ -587,13 +587,12 @@ static int container_setup_from_parent(struct hd_workload *w, const struct hd_sp
     if (w->spec->userns.enabled && joined_ns_fd(w, HD_JOIN_USER) < 0) {
         if (write_id_maps(pid, w, err) < 0)
             return -1;
-        /* no rootfs trees with share_mount_ns: nothing to idmap */
         char path[64];
         snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
         cleanup_close int userns_fd = open(path, O_RDONLY | O_CLOEXEC);
         if (userns_fd < 0)
             return hd_error_sys(err, "user namespace: open %s", path);
-        if (w->uid_map == NULL && !w->share_mount_ns && hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
+        if (w->uid_map == NULL && hd_rootfs_idmap(&c->rootfs, userns_fd, err) < 0)
             return -1;
         if (send(s->go_fd, "u", 1, MSG_NOSIGNAL) != 1)
             return hd_error_sys(err, "user namespace: hand the id maps over to the container's process");
@@ -665,14 +664,16 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
          (joined_ns_fd(w, HD_JOIN_CGROUP) >= 0 && !cgroup_ns_ours)))
         return hd_error_set(err, EINVAL,
                             "joining an existing mount, pid or cgroup namespace: not with a new user namespace");
-    if (w->share_mount_ns && joined_ns_fd(w, HD_JOIN_MNT) >= 0)
-        return hd_error_set(err, EINVAL, "sharing the runtime's mount namespace and joining another one");
+    if (w->share_mount_ns && (joined_ns_fd(w, HD_JOIN_MNT) >= 0 || userns))
+        return hd_error_set(err, EINVAL,
+                            "sharing the runtime's mount namespace: not with a joined mount namespace or a user "
+                            "namespace");
     if (w->share_mount_ns)
         hd_rootfs_close(&c->rootfs); /* nothing is mounted: the prepared trees go unused */
     if (joined_ns_fd(w, HD_JOIN_NET) >= 0) {
         c->net_mode = HD_NET_HOST; /* nothing to make or set up: the namespace is someone else's */
         /* sysfs belongs to the network namespace's owner: the host's /sys is bound instead */
-        if (userns && !w->share_mount_ns && hd_rootfs_use_host_sys(&c->rootfs, err) < 0)
+        if (userns && hd_rootfs_use_host_sys(&c->rootfs, err) < 0)
             return -1;
     }
     if (hd_cgroup_entry_open(w->cgroup, &cgroup_entry, err) < 0)
