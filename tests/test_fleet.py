@@ -17,6 +17,7 @@ import pytest
 from conftest import HEDGE, SANITIZER_ENV, check_sanitizer
 from mqtt_util import Collector, dedup_in_order, restore_cloud
 from test_daemon import SLEEP, spec, wait_for
+from test_daemon_broker import port_open
 from test_daemon_uplink import UplinkDaemon, cloud  # noqa: F401 (the cloud broker fixture)
 
 import subprocess
@@ -544,7 +545,7 @@ def test_a_rollback_job_keeps_its_version_in_the_same_generation_and_reports_the
     result = operator.job("n1", "rb-3", {"type": "rollback", "deployment": "ghost"})
     assert result["ok"] is False and result["error"] == "deployment: no deployment ghost on this node", result
     result = operator.job("n1", "rb-4", {"type": "frobnicate", "deployment": "app"})
-    assert result["error"] == "type: must be \"restart\", \"logs\" or \"rollback\"", result
+    assert result["error"] == "type: must be \"restart\", \"logs\", \"rollback\" or \"bench\"", result
     operator.desire("n1", 4, {})
     operator.wait_generation("n1", 4)
 
@@ -637,3 +638,60 @@ def test_hedge_fleet_logs_tails_and_follows_the_forwarded_batches(nodes, cloud, 
     assert r.code == 1 and 'deployment: no deployment a"b\\c on this node' in r.err, r
     operator.desire("n1", 2, {})
     operator.wait_generation("n1", 2)
+
+
+def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, operator):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    request = {"type": "bench", "spec": spec("b", ["/bin/true"]), "runs": 2}
+    result = operator.job("n1", "bench-1", request, timeout=120)
+    assert result["ok"] is True and result["type"] == "bench", result
+    report = result["report"]
+    assert report["workload"]["name"] == "b" and report["settings"]["runs"] == 2, report
+    figure = report["results"]["process"]["start_to_exit_ms"]
+    assert len(figure["samples"]) == 2 and figure["median"] > 0, figure
+    # the request's fields are checked by name
+    for bad, why in (({"spec": {"isolation": "process"}}, "spec: must be a workload spec with a \"name\""),
+                     ({"spec": spec("b", ["/bin/true"]), "runs": 0}, "runs: must be an integer 1..20"),
+                     ({"spec": spec("b", ["/bin/true"]), "port": "80"}, "port: must be a TCP port 1..65535"),
+                     ({"spec": spec("b", ["/bin/true"]), "timeout": -1}, "timeout: must be a number of seconds")):
+        result = operator.job("n1", f"bad-{len(why)}", {"type": "bench", **bad})
+        assert result["ok"] is False and result["error"].startswith(why), result
+    # what hedge bench itself refuses comes back as its reason
+    result = operator.job("n1", "bench-2", {"type": "bench", "spec": spec("b", "not a list")}, timeout=60)
+    assert result["ok"] is False and result["error"].startswith("bench: ") and "command" in result["error"], result
+    # a bench that takes too long is stopped at its timeout, with what it started
+    marker = f"61.{os.getpid()}"  # a sleep of its own, to look for afterwards
+    slow = spec("slow", ["/bin/sleep", marker])
+    t0 = time.monotonic()
+    result = operator.job("n1", "bench-3", {"type": "bench", "spec": slow, "runs": 1, "timeout": 2}, timeout=60)
+    assert result == {"id": "bench-3", "ok": False,
+                      "error": "bench: no report within the timeout of 2s (stopped)"}, result
+    assert time.monotonic() - t0 < 15
+    ps = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert ps.stdout == "", ps.stdout
+    assert not list(n.state.glob("fleet-bench.*"))  # its directory is gone
+    # hedged stops (cleanly, or kill -9) while a bench runs: the bench stops too, and the restarted hedged
+    # answers the job as interrupted
+    def kill9_and_start(n):
+        n.kill9()
+        wait_for(lambda: not port_open(n.port), timeout=15, what="the old network child gone")
+        n.start()
+    for i, stop in enumerate((restart, kill9_and_start)):
+        operator.publish(f"hedge/n1/jobs/cut-{i}", json.dumps({"type": "bench", "spec": slow, "runs": 1}), retain=False)
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0,
+                 timeout=15, what="the bench's workload")
+        during = operator.job("n1", f"during-{i}", {"type": "logs", "deployment": "none"}, timeout=5)
+        assert during["error"] == "deployment: no deployment none on this node"  # hedged answers meanwhile
+        stop(n)
+        wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1,
+                 timeout=15, what="the bench and its workload gone")
+        result = operator.job("n1", f"cut-{i}", {"type": "bench", "spec": slow, "runs": 1})
+        assert result == {"id": f"cut-{i}", "ok": False, "error": "interrupted by a restart of hedged"}, result
+        assert not list(n.state.glob("fleet-bench.*"))
+    # the kept result across a restart, as for any job
+    restart(n)
+    wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+    operator.latest.pop("hedge/n1/jobs/bench-1/result")
+    assert operator.job("n1", "bench-1", request)["report"] == report

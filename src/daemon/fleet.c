@@ -168,13 +168,14 @@ struct hd_fleet {
     int outstanding;
     char *last_report;
     struct hd_timer *timer;
-    struct hd_defer *kick; /* fleet_work, queued */
-    json_t *jobs_queued;   /* [[id, request]] waiting for fleet_work */
-    json_t *jobs_running;  /* {id: true}; saved when the job is asynchronous (it can be cut short) */
-    json_t *jobs_done;     /* {id: result text}, the last FLEET_JOBS_KEPT */
-    json_t *jobs_order;    /* [id] in the order they ended */
-    const char *accel;     /* "kvm" or "tcg": what a vm workload would run on (probed once) */
-    json_t *live_facts;    /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
+    struct hd_defer *kick;          /* fleet_work, queued */
+    json_t *jobs_queued;            /* [[id, request]] waiting for fleet_work */
+    json_t *jobs_running;           /* {id: true}; saved when the job is asynchronous (it can be cut short) */
+    json_t *jobs_done;              /* {id: result text}, the last FLEET_JOBS_KEPT */
+    json_t *jobs_order;             /* [id] in the order they ended */
+    struct hd_fleet_bench *benches; /* bench jobs running (fleet_bench.c) */
+    const char *accel;              /* "kvm" or "tcg": what a vm workload would run on (probed once) */
+    json_t *live_facts; /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
     int64_t live_facts_ms;
 };
 
@@ -700,6 +701,30 @@ static json_t *fleet_log_tail(const char *path, int lines, hd_error_t *err)
     return all;
 }
 
+static void fleet_bench_done(void *ctx, json_t *result)
+{
+    struct fleet_job *j = ctx;
+    fleet_job_finish(j->fleet, j->id, result);
+    fleet_job_free(j);
+}
+
+/* `hedge bench` on the request's spec, as hedged's child; the result comes when it exits. */
+static void fleet_bench_start(struct hd_fleet *f, const char *id, const json_t *request)
+{
+    struct fleet_job *j = fleet_job_new(f, id, "");
+    hd_error_t err = NULL;
+    if (hd_fleet_bench_start(&f->benches, f->loop, f->cfg->state_dir, request, fleet_bench_done, j, &err) < 0) {
+        fleet_job_failed(f, id, hd_error_text(err));
+        hd_error_free(&err);
+        fleet_job_free(j);
+    }
+}
+
+bool hd_fleet_child_exited(struct hd_fleet *f, pid_t pid, int status)
+{
+    return f && hd_fleet_bench_reaped(&f->benches, pid, status);
+}
+
 static void fleet_job_start(struct hd_fleet *f, const char *id, const char *request)
 {
     json_t *o = json_loads(request, 0, NULL);
@@ -707,8 +732,12 @@ static void fleet_job_start(struct hd_fleet *f, const char *id, const char *requ
     const char *name = json_string_value(json_object_get(o, "deployment"));
     json_t *lines_v = json_object_get(o, "lines");
     json_object_set_new(f->jobs_running, id, json_false()); /* running, not on record (it ends in this call) */
-    if (!type || (strcmp(type, "restart") != 0 && strcmp(type, "logs") != 0 && strcmp(type, "rollback") != 0)) {
-        fleet_job_failed(f, id, "type: must be \"restart\", \"logs\" or \"rollback\"");
+    if (!type ||
+        (strcmp(type, "restart") != 0 && strcmp(type, "logs") != 0 && strcmp(type, "rollback") != 0 &&
+         strcmp(type, "bench") != 0)) {
+        fleet_job_failed(f, id, "type: must be \"restart\", \"logs\", \"rollback\" or \"bench\"");
+    } else if (strcmp(type, "bench") == 0) {
+        fleet_bench_start(f, id, o);
     } else if (!name) {
         fleet_job_failed(f, id, "deployment: the name of a deployment is required");
     } else if (!hd_supervisor_exists(f->sup, name)) {
@@ -807,6 +836,7 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
     f->jobs_done = json_object();
     f->jobs_order = json_array();
     fleet_jobs_load(f);
+    hd_fleet_bench_clean_stale(cfg->state_dir);
     hd_netchild_set_fleet(net, fleet_on_desired, fleet_on_job, f);
     hd_store_set_event_sink(store, fleet_on_event, f);
     fleet_kick(f); /* the first report, once the loop runs: after the supervisor recovered */
@@ -821,6 +851,7 @@ void hd_fleet_free(struct hd_fleet *f)
         return;
     hd_netchild_set_fleet(f->net, NULL, NULL, NULL);
     hd_store_set_event_sink(f->store, NULL, NULL);
+    hd_fleet_bench_stop_all(&f->benches); /* their jobs stay on record as running: answered "interrupted" */
     if (f->timer)
         hd_loop_cancel(f->loop, f->timer);
     if (f->kick)
