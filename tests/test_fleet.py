@@ -84,6 +84,11 @@ class FleetNode(UplinkDaemon):
         config["fleet"] = {"labels": labels or {}}
         self.config.write_text(json.dumps(config))
 
+    def kill9(self):
+        super().kill9()
+        # its network child dies as it notices (PR_SET_PDEATHSIG): a start before that finds the port taken
+        wait_for(lambda: not port_open(self.port), timeout=15, what="the killed hedged's broker port closed")
+
 
 @pytest.fixture
 def operator(cloud):
@@ -640,7 +645,7 @@ def test_hedge_fleet_logs_tails_and_follows_the_forwarded_batches(nodes, cloud, 
     operator.wait_generation("n1", 2)
 
 
-def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, operator):
+def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, operator, cloud, hedge, tmp_path):
     n = nodes("n1")
     wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
     request = {"type": "bench", "spec": spec("b", ["/bin/true"]), "runs": 2}
@@ -650,6 +655,15 @@ def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, 
     assert report["workload"]["name"] == "b" and report["settings"]["runs"] == 2, report
     figure = report["results"]["process"]["start_to_exit_ms"]
     assert len(figure["samples"]) == 2 and figure["median"] > 0, figure
+    # the same through `hedge fleet job NODE bench SPEC`: it prints the report
+    (tmp_path / "b.json").write_text(json.dumps(spec("b", ["/bin/true"])))
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--runs", "1",
+              "--isolation", "process", timeout=120)
+    assert r.code == 0 and len(json.loads(r.out)["results"]["process"]["start_to_exit_ms"]["samples"]) == 1, r
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--runs", "0")
+    assert r.code == 1 and "runs: must be an integer 1..20" in r.err, r
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--frob", "1")
+    assert r.code == 2, r
     # the request's fields are checked by name
     for bad, why in (({"spec": {"isolation": "process"}}, "spec: must be a workload spec with a \"name\""),
                      ({"spec": spec("b", ["/bin/true"]), "runs": 0}, "runs: must be an integer 1..20"),
@@ -673,11 +687,7 @@ def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, 
     assert not list(n.state.glob("fleet-bench.*"))  # its directory is gone
     # hedged stops (cleanly, or kill -9) while a bench runs: the bench stops too, and the restarted hedged
     # answers the job as interrupted
-    def kill9_and_start(n):
-        n.kill9()
-        wait_for(lambda: not port_open(n.port), timeout=15, what="the old network child gone")
-        n.start()
-    for i, stop in enumerate((restart, kill9_and_start)):
+    for i, stop in enumerate((restart, lambda n: (n.kill9(), n.start()))):
         operator.publish(f"hedge/n1/jobs/cut-{i}", json.dumps({"type": "bench", "spec": slow, "runs": 1}), retain=False)
         wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0,
                  timeout=15, what="the bench's workload")

@@ -172,7 +172,7 @@ _hedge()
             case $prev in --spool|--config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             opts="--spool --config --json" ;;
         fleet)
-            case $prev in --broker|--prefix|--timeout|-l|--canaries|--id|-n) return ;;
+            case $prev in --broker|--prefix|--timeout|-l|--canaries|--id|-n|--runs|--port|--isolation) return ;;
                 --ca|--cert|--key|--sign-key) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             local w fverb=""
             for w in "${COMP_WORDS[@]:verb_at+1:cword-verb_at-1}"; do
@@ -185,7 +185,8 @@ _hedge()
             opts="--broker --prefix --timeout --ca --cert --key --sign-key --id --help"
             [[ $fverb == deploy || $fverb == rm ]] && opts="-l"
             [[ $fverb == rollout ]] && opts="-l --canaries"
-            [[ $fverb == logs ]] && opts="-n -f" ;;
+            [[ $fverb == logs ]] && opts="-n -f"
+            [[ $fverb == job ]] && opts="-n --runs --port --isolation" ;;
         version) opts="--help" ;;
     esac
 

@@ -9,6 +9,7 @@
  *   hedge fleet [FLAGS] wait NODE...
  *   hedge fleet [FLAGS] rollout -l KEY=VALUE [--canaries N] SPEC.json...
  *   hedge fleet [FLAGS] [--id ID] job NODE restart NAME | job NODE logs NAME [-n LINES]
+ *   hedge fleet [FLAGS] [--id ID] job NODE bench SPEC.json [--runs N] [--port P] [--isolation LIST]
  *   hedge fleet [FLAGS] [--id ID] rollback NODE NAME
  *   hedge fleet [FLAGS] [--id ID] logs NODE NAME [-n LINES] [-f]
  *   FLAGS: --broker HOST:PORT (default 127.0.0.1:1883), --prefix P (default hedge/), --timeout SECONDS
@@ -51,6 +52,8 @@ static const char usage_text[] =
     "  rm NODE|-l KEY=VALUE NAME...     take deployments out of the desired document(s)\n"
     "  wait NODE...                     until each node reports its desired generation applied\n"
     "  job NODE restart NAME | job NODE logs NAME [-n LINES]   [--id ID: ask again]\n"
+    "  job NODE bench SPEC [--runs N] [--port P] [--isolation LIST]\n"
+    "                                   hedge bench on the node; prints its report (JSON)\n"
     "  rollback NODE NAME               roll NAME back to its previous version (health-gated), then make that\n"
     "                                   spec the node's desired one\n"
     "  logs NODE NAME [-n LINES] [-f]   the last LINES (default 100) of its log; -f: then the forwarded lines\n"
@@ -638,9 +641,28 @@ static int fleet_ask(struct fleet *f, const char *node, const char *id, json_t *
 /* `job NODE restart NAME` or `job NODE logs NAME [-n N]`: publish PREFIX/NODE/jobs/ID, wait for its result. */
 static int fleet_job(struct fleet *f, const char *node, char **args, int n_args, const char *id, uint64_t deadline)
 {
-    static const char what[] = "job NODE restart NAME | job NODE logs NAME [-n LINES]";
+    static const char what[] = "job NODE restart NAME | job NODE logs NAME [-n LINES] | job NODE bench SPEC "
+                               "[--runs N] [--port P] [--isolation LIST]";
     json_t *request = NULL;
-    if (n_args == 2 && strcmp(args[0], "restart") == 0)
+    if (n_args >= 2 && strcmp(args[0], "bench") == 0) {
+        hd_error_t err = NULL;
+        json_t *set = fleet_load_specs((char *[]){args[1], NULL}, &err);
+        if (!set)
+            return cli_fail(&err);
+        request = json_pack("{s:s,s:O}", "type", "bench", "spec", json_object_iter_value(json_object_iter(set)));
+        json_decref(set);
+        for (int i = 2; i < n_args; i += 2) {
+            const char *flag = args[i], *value = i + 1 < n_args ? args[i + 1] : NULL;
+            if (value && (strcmp(flag, "--runs") == 0 || strcmp(flag, "--port") == 0))
+                json_object_set_new(request, flag + 2, json_integer(atoi(value)));
+            else if (value && strcmp(flag, "--isolation") == 0)
+                json_object_set_new(request, "isolation", json_string(value));
+            else {
+                json_decref(request);
+                return cli_usage_error("fleet", usage_text, what);
+            }
+        }
+    } else if (n_args == 2 && strcmp(args[0], "restart") == 0)
         request = json_pack("{s:s,s:s}", "type", "restart", "deployment", args[1]);
     else if ((n_args == 2 || (n_args == 4 && strcmp(args[2], "-n") == 0)) && strcmp(args[0], "logs") == 0)
         request = json_pack("{s:s,s:s,s:i}", "type", "logs", "deployment", args[1], "lines",
@@ -657,6 +679,10 @@ static int fleet_job(struct fleet *f, const char *node, char **args, int n_args,
         size_t i;
         json_t *line;
         json_array_foreach(json_object_get(res, "lines"), i, line) puts(json_string_value(line));
+    } else if (strcmp(args[0], "bench") == 0) { /* hedge bench's report.json */
+        char *text = json_dumps(json_object_get(res, "report"), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(text ? text : "{}");
+        free(text);
     } else {
         printf("%s: %s restarted (%s)\n", node, args[1], json_string_value(json_object_get(res, "state")) ?: "?");
     }
@@ -859,7 +885,9 @@ int cmd_fleet(int argc, char **argv)
                                    : "takes other operands");
     }
     if (timeout < 0)
-        timeout = strcmp(verb, "wait") == 0 || strcmp(verb, "rollout") == 0 || strcmp(verb, "rollback") == 0 ? 60 : 10;
+        timeout = is_job && strcmp(rest[1], "bench") == 0 ? 330 /* the node's bench timeout, 300 s, and some */
+            : strcmp(verb, "wait") == 0 || strcmp(verb, "rollout") == 0 || is_rollback ? 60
+                                                                                       : 10;
     size_t plen = strlen(prefix);
     if (strpbrk(prefix, "+#") || (plen && prefix[plen - 1] != '/'))
         return cli_usage_error("fleet", usage_text, "--prefix must end with '/' and hold no '+' or '#'");
