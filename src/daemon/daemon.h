@@ -207,7 +207,7 @@ typedef void (*hd_fleet_bench_done)(void *ctx, json_t *result);
 int hd_fleet_bench_start(struct hd_fleet_bench **list, struct hd_loop *loop, const char *state_dir,
                          const json_t *request, hd_fleet_bench_done done, void *ctx, hd_error_t *err);
 bool hd_fleet_bench_reaped(struct hd_fleet_bench **list, pid_t pid, int status);
-/* Stop and reap every bench (hedged stops), without answers. */
+/* Stop and reap every bench (hedged stops), without answers: done is not called, ctx stays the caller's. */
 void hd_fleet_bench_stop_all(struct hd_fleet_bench **list);
 /* Remove the directories of benches a killed hedged left behind. */
 void hd_fleet_bench_clean_stale(const char *state_dir);

@@ -174,6 +174,7 @@ struct hd_fleet {
     json_t *jobs_done;              /* {id: result text}, the last FLEET_JOBS_KEPT */
     json_t *jobs_order;             /* [id] in the order they ended */
     struct hd_fleet_bench *benches; /* bench jobs running (fleet_bench.c) */
+    struct fleet_job *jobs;         /* the asynchronous jobs running: restart, rollback, bench */
     const char *accel;              /* "kvm" or "tcg": what a vm workload would run on (probed once) */
     json_t *live_facts; /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
     int64_t live_facts_ms;
@@ -509,6 +510,7 @@ void hd_fleet_desired(struct hd_fleet *f, const char *doc, size_t len, const cha
 struct fleet_job {
     struct hd_fleet *fleet;
     char *id, *deployment;
+    struct fleet_job *next; /* f->jobs */
 };
 
 /* STATE/fleet-jobs.json: {"done": [[id, result text], ...] oldest first, "running": [id, ...]}. */
@@ -600,6 +602,8 @@ static struct fleet_job *fleet_job_new(struct hd_fleet *f, const char *id, const
     j->fleet = f;
     j->id = hd_xstrdup(id);
     j->deployment = hd_xstrdup(name);
+    j->next = f->jobs;
+    f->jobs = j;
     json_object_set_new(f->jobs_running, id, json_true());
     fleet_jobs_save(f);
     return j;
@@ -607,6 +611,11 @@ static struct fleet_job *fleet_job_new(struct hd_fleet *f, const char *id, const
 
 static void fleet_job_free(struct fleet_job *j)
 {
+    for (struct fleet_job **p = &j->fleet->jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
     free(j->id);
     free(j->deployment);
     free(j);
@@ -851,7 +860,12 @@ void hd_fleet_free(struct hd_fleet *f)
         return;
     hd_netchild_set_fleet(f->net, NULL, NULL, NULL);
     hd_store_set_event_sink(f->store, NULL, NULL);
-    hd_fleet_bench_stop_all(&f->benches); /* their jobs stay on record as running: answered "interrupted" */
+    /* the jobs still running stay on record as running: the next hedged answers them "interrupted" */
+    hd_fleet_bench_stop_all(&f->benches);
+    while (f->jobs) {
+        hd_supervisor_forget(f->sup, f->jobs);
+        fleet_job_free(f->jobs);
+    }
     if (f->timer)
         hd_loop_cancel(f->loop, f->timer);
     if (f->kick)
