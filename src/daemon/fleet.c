@@ -863,8 +863,10 @@ void hd_fleet_free(struct hd_fleet *f)
     /* the jobs still running stay on record as running: the next hedged answers them "interrupted" */
     hd_fleet_bench_stop_all(&f->benches);
     while (f->jobs) {
-        hd_supervisor_forget(f->sup, f->jobs);
-        fleet_job_free(f->jobs);
+        struct fleet_job *j = f->jobs;
+        f->jobs = j->next; /* out of the list first: fleet_job_free finds nothing to unlink */
+        hd_supervisor_forget(f->sup, j);
+        fleet_job_free(j);
     }
     if (f->timer)
         hd_loop_cancel(f->loop, f->timer);
