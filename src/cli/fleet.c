@@ -678,7 +678,8 @@ static int fleet_job(struct fleet *f, const char *node, char **args, int n_args,
     if (strcmp(args[0], "logs") == 0) {
         size_t i;
         json_t *line;
-        json_array_foreach(json_object_get(res, "lines"), i, line) puts(json_string_value(line));
+        json_array_foreach(json_object_get(res, "lines"), i, line) if (json_is_string(line))
+            puts(json_string_value(line));
     } else if (strcmp(args[0], "bench") == 0) { /* hedge bench's report.json */
         char *text = json_dumps(json_object_get(res, "report"), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         puts(text ? text : "{}");
@@ -774,7 +775,7 @@ static int fleet_logs(struct fleet *f, const char *node, const char *name, int l
         return code;
     size_t i;
     json_t *line;
-    json_array_foreach(json_object_get(res, "lines"), i, line) puts(json_string_value(line));
+    json_array_foreach(json_object_get(res, "lines"), i, line) if (json_is_string(line)) puts(json_string_value(line));
     fflush(stdout);
     if (!follow)
         return 0;
