@@ -1034,6 +1034,53 @@ def test_pod_containers_share_network_ipc_uts_pid_and_cgroup(oci, bundle, tmp_pa
         assert oci("delete", "poda").code == 0
 
 
+def test_namespaces_the_config_leaves_out_are_the_hosts(oci, bundle, subreaper):
+    """runtime-spec: a type linux.namespaces does not list is the runtime's own (podman --pid=host, --ipc=host,
+    --uts=host). The container sees the host's processes; a process it leaves behind dies with it."""
+    host = {n: os.readlink(f"/proc/self/ns/{n}") for n in ["pid", "ipc", "uts", "mnt"]}
+    b = bundle("sh", "-c", "for n in pid ipc uts mnt; do readlink /proc/self/ns/$n; done; hostname; "
+               f"test -d /proc/{os.getpid()} && echo sees-the-host; sleep 1000 >/dev/null & echo $!",
+               **{"linux.namespaces": [{"type": t} for t in ["mount", "network"]]})
+    config = json.loads((b / "config.json").read_text())
+    config.pop("hostname", None)
+    (b / "config.json").write_text(json.dumps(config))
+    r = oci("run", "--bundle", b, "hostns")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0:3] == [host["pid"], host["ipc"], host["uts"]], lines
+    assert lines[3] != host["mnt"], lines          # always a mount namespace of its own
+    assert lines[4] == socket.gethostname(), lines  # the host's name, unchanged
+    assert lines[5] == "sees-the-host", lines
+    left = int(lines[6])                          # a host pid: no pid namespace of its own to take it along
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(left, os.WNOHANG)[0] == left:  # reparented to this subreaper, then killed
+                break
+        except ChildProcessError:
+            if not pathlib.Path(f"/proc/{left}").exists():
+                break
+        time.sleep(0.05)
+    assert not pathlib.Path(f"/proc/{left}").exists(), "the container's background process outlived it"
+    assert not (oci.root / "hostns").exists()
+    assert cgroup_dirs("hostns") == []
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"hostname": "mine"}, "hostname: needs a uts namespace of the container's own"),
+    ({"linux.sysctl": {"kernel.shmmax": "1000"}}, "linux.sysctl.kernel.shmmax: not a sysctl of the container's own"),
+    ({"linux.namespaces": [{"type": t} for t in ["pid", "ipc", "uts", "network"]]},
+     "sharing the host's mount namespace is not supported"),
+])
+def test_what_would_change_a_shared_host_namespace_is_refused(oci, bundle, change, message):
+    ns = {"linux.namespaces": [{"type": t} for t in ["mount", "network"]]}
+    b = bundle("true", **{**ns, **change})
+    r = oci("create", "--bundle", b, "hostbad")
+    assert r.code == 1 and message in r.err, r
+    assert not (oci.root / "hostbad").exists()
+    assert cgroup_dirs("hostbad") == []
+
+
 @pytest.mark.parametrize("ns_type,path,message", [
     ("network", "/etc/hostname", "linux.namespaces[4].path: /etc/hostname is not a namespace file"),
     ("network", "/proc/self/ns/mnt", "linux.namespaces[4].path: /proc/self/ns/mnt is a namespace of type mount, "
@@ -1089,9 +1136,9 @@ def podman(tmp_path, busybox_rootfs):
                        text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
 
-    def run(*args, timeout=60):
+    def run(*args, timeout=60, input=None):
         proc = subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
-                              timeout=timeout)
+                              timeout=timeout, input=input)
         return Result(proc)
 
     yield run
@@ -1151,6 +1198,14 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
     assert r.code == 7 and r.out.replace("\r", "") == "/dev/pts/0\n", r
     r = podman("--runtime", HEDGE_OCI, "rm", "-f", "-t", "0", "long")
     assert r.code == 0, r
+    # the host's pid, ipc and uts namespaces (the config lists none of them)
+    r = podman("--runtime", HEDGE_OCI, "run", "--rm", "--network", "none", "--pid", "host", "--ipc", "host",
+               "--uts", "host", "localhost/hedge-busybox:test",
+               "sh", "-c", f"for n in pid ipc uts; do readlink /proc/self/ns/$n; done; hostname; "
+                           f"test -d /proc/{os.getpid()} && echo sees-the-host")
+    assert r.code == 0, r
+    assert r.out.splitlines() == [os.readlink(f"/proc/self/ns/{n}") for n in ["pid", "ipc", "uts"]] + \
+        [socket.gethostname(), "sees-the-host"], r
 
 
 @pytest.mark.parametrize("uidmap", [[], ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]],

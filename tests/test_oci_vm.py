@@ -7,17 +7,22 @@ runs exec'd processes in the guest (EXEC messages) and exits with the workload's
 each checks several things; they skip, as tests/test_vm.py does, when QEMU or the guest kernel is absent.
 podman and containerd (the runc v2 shim) drive it as they drive runc.
 """
+import fcntl
+import hashlib
 import json
 import os
 import signal
+import struct
 import subprocess
 import tempfile
+import termios
+import threading
 import time
 
 import pytest
 
 from conftest import BUILD, CGROUP_PARENT, SANITIZER_ENV, Result, check_sanitizer
-from test_oci import make_bundle, podman, reap, subreaper  # noqa: F401 (fixtures)
+from test_oci import console_socket, make_bundle, podman, read_terminal, reap, receive_master, subreaper  # noqa: F401
 from test_oci_containerd import IMAGE, containerd, wait_status as ctr_wait_status  # noqa: F401 (fixture)
 from test_vm import guest_kernel, qemu_processes_for  # noqa: F401 (fixture)
 
@@ -29,8 +34,9 @@ def ocivm(dirs, guest_kernel):  # noqa: F811
     """ocivm(*args, env=None, timeout=120) -> Result: hedge-oci-vm with a per-test --root (TCG)."""
     root = dirs["state"] / "oci-root"
 
-    def run(*args, timeout=120, env=None, stdout_path=None):
-        """stdout_path: create's stdout (the holder's, so the workload's) goes to that file."""
+    def run(*args, timeout=120, env=None, stdout_path=None, input=None, stdin_path=None):
+        """stdout_path: create's stdout (the holder's, so the workload's) goes to that file. stdin: /dev/null,
+        or input (bytes, through a pipe), or the file stdin_path."""
         e = dict(os.environ)
         e.update(SANITIZER_ENV)
         e.update({"HEDGE_STATE_DIR": str(dirs["state"]), "HEDGE_RUN_DIR": str(dirs["run"]),
@@ -41,12 +47,15 @@ def ocivm(dirs, guest_kernel):  # noqa: F811
         # files, not pipes: create's holder keeps create's stdio (the workload's output goes there)
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             stdout = open(stdout_path, "w") if stdout_path else out
+            stdin = open(stdin_path, "rb") if stdin_path else None if input is not None else subprocess.DEVNULL
             try:
-                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, timeout=timeout,
+                proc = subprocess.run(argv, stdin=stdin, input=input, stdout=stdout, stderr=err, timeout=timeout,
                                       env=e)
             finally:
                 if stdout_path:
                     stdout.close()
+                if stdin_path:
+                    stdin.close()
             out.seek(0)
             err.seek(0)
             proc.stdout, proc.stderr = out.read(), err.read()
@@ -186,14 +195,89 @@ def test_exec_runs_more_processes_in_the_guest(ocivm, bundle, tmp_path, subreape
     assert (r.code, r.out.strip()) == (0, "300000"), r
     r = ocivm("exec", "e1", "no-such-command")
     assert r.code == 127 and "no-such-command: command not found" in r.err, r
-    r = ocivm("exec", "-t", "e1", "true")
-    assert r.code == 1 and "exec --tty: a terminal is not supported by hedge-oci-vm yet" in r.err, r
     # --detach: the pid file names a host process that ends with the guest's process
     r = ocivm("exec", "--detach", "--pid-file", tmp_path / "exec-pid", "e1", "sh", "-c", "exit 5")
     assert r.code == 0, r
     status = reap(int((tmp_path / "exec-pid").read_text()), timeout=30)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 5
     assert ocivm("delete", "--force", "e1").code == 0
+    reap(pid)
+
+
+def test_exec_gives_the_guest_process_its_stdin(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
+    b = bundle("sleep", "1000", **{"process.terminal": False})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "i1")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    assert ocivm("start", "i1").code == 0
+    # `echo hello | hedge-oci-vm exec ID cat`
+    r = ocivm("exec", "i1", "cat", input=b"hello\n")
+    assert (r.code, r.out, r.err) == (0, "hello\n", ""), r
+    # the end of stdin reaches the process (read returns 0), without input too
+    r = ocivm("exec", "i1", "sh", "-c", "wc -c; echo done")
+    assert (r.code, r.out.split()) == (0, ["0", "done"]), r
+    # 1 MiB, many windows of EXEC_STDIN, arrives whole: through a pipe and from a file
+    data = os.urandom(1 << 20)
+    digest = hashlib.sha256(data).hexdigest()
+    check = ["sh", "-c", "cat > /tmp/in; wc -c < /tmp/in; sha256sum /tmp/in; rm /tmp/in"]
+    r = ocivm("exec", "i1", *check, input=data)
+    assert r.code == 0 and r.out.split()[:2] == [str(len(data)), digest], r
+    (tmp_path / "in").write_bytes(data)
+    r = ocivm("exec", "i1", *check, stdin_path=tmp_path / "in")
+    assert r.code == 0 and r.out.split()[:2] == [str(len(data)), digest], r
+    # a process that does not read its stdin holds up only its own: another exec runs meanwhile, and a
+    # process that closes its stdin early ends with its status
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(r=ocivm("exec", "i1", "sleep", "6", input=data)))
+    t.start()
+    time.sleep(1)
+    started = time.monotonic()
+    r = ocivm("exec", "i1", "echo", "beside")
+    assert (r.code, r.out) == (0, "beside\n"), r
+    assert time.monotonic() - started < 5 and t.is_alive()
+    t.join(timeout=60)
+    assert slow["r"].code == 0, slow["r"]
+    r = ocivm("exec", "i1", "sh", "-c", "head -c 10 >/dev/null; exec <&-; exit 4", input=data)
+    assert r.code == 4, r
+    assert ocivm("delete", "--force", "i1").code == 0
+    reap(pid)
+
+
+def test_exec_with_a_terminal_in_the_guest(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
+    b = bundle("sleep", "1000", **{"process.terminal": False})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "t1")
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    assert ocivm("start", "t1").code == 0
+    # conmon's way: the master reaches the console socket; the process runs on a pty of the guest's (its
+    # stdio and controlling terminal), which does the echo and \n -> \r\n; a new size set on the master
+    # reaches it
+    srv = console_socket(tmp_path / "exec.sock")
+    r = ocivm("exec", "--tty", "--console-socket", tmp_path / "exec.sock", "--detach", "--pid-file",
+              tmp_path / "exec.pid", "t1", "sh", "-c",
+              "tty; [ -t 0 ] && echo ready; read line; stty size; echo \"got $line\"; exit 6")
+    assert r.code == 0, r
+    master, name = receive_master(srv)
+    assert name == b"/dev/ptmx"
+    out = b""
+    deadline = time.monotonic() + 30
+    while not out.endswith(b"ready\r\n") and time.monotonic() < deadline:
+        out += os.read(master, 4096)
+    assert out == b"/dev/pts/0\r\nready\r\n", out
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    time.sleep(2)  # the size goes through the exec's host process, the keys through the holder's relay
+    os.write(master, b"hello\n")
+    assert read_terminal(master) == "hello\n33 111\ngot hello\n"
+    status = reap(int((tmp_path / "exec.pid").read_text()), timeout=30)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 6
+    # in the foreground without a console socket, exec relays the terminal to its own stdio, as runc does
+    r = ocivm("exec", "-t", "t1", "sh", "-c", "tty; exit 5")
+    assert r.code == 5 and r.out.replace("\r", "") == "/dev/pts/0\n", r
+    r = ocivm("exec", "--console-socket", tmp_path / "exec.sock", "t1", "true")
+    assert r.code == 1 and "needs --tty" in r.err, r
+    r = ocivm("exec", "-t", "--detach", "t1", "true")
+    assert r.code == 1 and "a detached process needs --console-socket" in r.err, r
+    assert ocivm("delete", "--force", "t1").code == 0
     reap(pid)
 
 
@@ -228,6 +312,10 @@ def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa
     assert (r.code, r.out) == (3, "b\n/tmp\n"), r
     r = podman("--runtime", wrapper, "exec", "long", "nonexistent")
     assert r.code == 127, r
+    r = podman("--runtime", wrapper, "exec", "-i", "long", "cat", input="hello\n")
+    assert (r.code, r.out) == (0, "hello\n"), r
+    r = podman("--runtime", wrapper, "exec", "-t", "long", "sh", "-c", "tty; exit 2")
+    assert r.code == 2 and r.out.replace("\r", "") == "/dev/pts/0\n", r
     r = podman("--runtime", wrapper, "stop", "-t", "20", "long")
     assert r.code == 0, r
     assert podman("--runtime", wrapper, "logs", "long").out == "up\nbye\n"

@@ -237,6 +237,41 @@ def test_a_restarted_child_judges_no_client_before_hedged_users_are_in(hooked):
     assert mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0
 
 
+def test_a_restarted_hedged_serves_only_once_its_workloads_users_are_back(hooked):
+    # hedged killed with -9: its workload lives on (KillMode=process) and keeps connecting. The new hedged
+    # re-adopts it and sends its user again; until then its broker must judge nobody (with no users at all,
+    # any name would pass as anonymous).
+    d = hooked()
+    spec = {"name": "adopted", "isolation": "process", "command": ["/bin/sleep", "1000"],
+            "mqtt": {"publish": ["adopted/#"], "subscribe": ["adopted/#"]}}
+    r = d.deploy(spec)
+    assert r.code == 0, r.err
+    pid = d.wait_state("adopted", "running")["pid"]
+    env = dict(kv.split("=", 1) for kv in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
+    user = env["HEDGE_MQTT_USERNAME"]
+    answers, stop = [], threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            answers.append(mqtt_connect_rc(d.port, user, "wrong", timeout=5))
+            time.sleep(0.001)
+    d.kill9()
+    threads = [threading.Thread(target=probe) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        d.start()
+        wait_for(lambda: mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0, what="the workload's user")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    judged = [a for a in answers if a is not None]
+    assert judged and 0 not in judged, f"a wrong password was let in: {judged.count(0)} of {len(judged)}"
+    assert d.ps("adopted")["pid"] == pid
+
+
 def test_a_restarted_child_keeps_the_port_a_zero_listener_got(tmp_path, hedge, monkeypatch):
     # broker.listen 127.0.0.1:0: the first child binds some port and workloads are given it; a restarted
     # child (hedged passes it the port) binds the same one, so their HEDGE_MQTT_PORT stays right

@@ -424,3 +424,30 @@ def test_boot_timeout_reports_qemu_status_over_qmp(vm):
     assert r.code == 125, r
     assert r.err.startswith("hedge: vm: the guest did not start the workload within 1500 ms (QEMU: running; "), r
     assert time.monotonic() - t0 < 30
+
+
+def test_rootfs_image_cache_drops_the_least_recently_used_over_its_budget(vm, dirs):
+    # HEDGE_VM_ROOTFS_CACHE_MAX bounds <state>/vm/rootfs: a new image makes the least recently used go until
+    # the rest fit, but never one used in the last 10 minutes (a VM may be about to open it); temp files of a
+    # build whose process is gone go too
+    cache = dirs["state"] / "vm" / "rootfs"
+    cache.mkdir(parents=True)
+    now = time.time()
+    for name, age in (("tree-old.erofs", 3 * 86400), ("tree-older.erofs", 4 * 86400), ("tree-recent.erofs", 60)):
+        (cache / name).write_bytes(os.urandom(2 << 20))
+        os.utime(cache / name, (now - age, now - age))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (cache / f"tree-crashed.erofs.tmp.{dead.pid}").write_bytes(b"half")
+    r = vm("--", "true", env={"HEDGE_VM_ROOTFS_CACHE_MAX": "3M"})
+    assert r.code == 0, r
+    left = sorted(p.name for p in cache.iterdir())
+    new = [n for n in left if n not in ("tree-recent.erofs",)]
+    assert "tree-recent.erofs" in left and len(new) == 1 and new[0].endswith(".erofs"), left
+    assert "removed tree-older.erofs" in r.err and "removed tree-old.erofs" in r.err, r.err
+    assert r.err.index("tree-older.erofs") < r.err.index("tree-old.erofs")  # the least recently used first
+    # a cached image is marked used each time it is found
+    os.utime(cache / new[0], (now - 86400, now - 86400))
+    r = vm("--", "true")
+    assert r.code == 0, r
+    assert (cache / new[0]).stat().st_mtime > now - 60

@@ -99,6 +99,9 @@ int hd_netchild_start(struct hd_loop *loop, const struct hd_daemon_config *cfg, 
                       struct hd_netchild **out, hd_error_t *err);
 /* Ask it to shut down (its store is flushed), wait a bounded time, free. NULL is ignored. */
 void hd_netchild_stop(struct hd_netchild *nc);
+/* The users and rules of the workloads hedged re-adopted at start are in: let the child's broker
+ * accept clients (SERVE), now and after every restart of the child (which get the users first). */
+void hd_netchild_serve(struct hd_netchild *nc);
 /* SIGCHLD: true when pid was the network child (its crash is counted and logged, a restart scheduled). */
 bool hd_netchild_reaped(struct hd_netchild *nc, pid_t pid, int status);
 /* Start a fresh child that reads the config again (SIGHUP); sessions and spool survive on disk. */

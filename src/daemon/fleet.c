@@ -219,6 +219,9 @@ static void fleet_load(struct hd_fleet *f)
 static json_t *fleet_live_facts(struct hd_fleet *f)
 {
     json_t *o = hd_netchild_facts(f->net);
+    /* when these were read: a node's "last seen" for the operator, to the minute (the report changes with
+     * them, so this adds no publish) */
+    json_object_set_new(o, "time_ms", json_integer((json_int_t)hd_wall_ms()));
     struct sysinfo si;
     if (sysinfo(&si) == 0) {
         json_object_set_new(o, "uptime_s", json_integer((json_int_t)si.uptime));

@@ -163,6 +163,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
         if (hd_loop_signals(loop, &mask, on_signal, &parts, &err) < 0 ||
             hd_netchild_start(loop, cfg, argv, true, &parts.net, &err) < 0)
             goto out;
+        hd_netchild_serve(parts.net);
         hd_log(HD_LOG_INFO, NULL, "version %s, broker only, state in %s", HEDGE_VERSION, cfg->broker.state_dir);
     } else {
         if (hd_store_open(db, &store, &err) < 0)
@@ -178,6 +179,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
         parts.fleet = fleet;
         if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
+        hd_netchild_serve(parts.net); /* the re-adopted workloads' users are in: clients may come */
         hd_api_set_netchild(api, parts.net);
         hd_log(HD_LOG_INFO, NULL, "version %s, listening on %s, state in %s", HEDGE_VERSION, cfg->socket_path,
                cfg->state_dir);

@@ -73,6 +73,7 @@ struct hd_netchild {
     int64_t started_ms;
     bool reload; /* the current child was asked to reload: its exit is no crash */
     bool stopping;
+    bool serve; /* hd_netchild_serve was called: each child gets SERVE after the users */
     uint64_t ping_seq, pong_seq;
     bool have_stats;
     struct hd_broker_stats stats;
@@ -233,7 +234,8 @@ static void netchild_on_ready(struct hd_netchild *nc, const char *port_text)
     nc->ready = true;
     for (size_t i = 0; i < nc->n_users; i++)
         netchild_send_user(nc, &nc->users[i]);
-    netchild_send(nc, HD_NET_SERVE, 0, NULL); /* the child's clients waited for these */
+    if (nc->serve)
+        netchild_send(nc, HD_NET_SERVE, 0, NULL); /* the child's clients waited for these */
     if (nc->fleet_report)
         hd_net_send(nc->fd, HD_NET_FLEET_REPORT, 1, (const char *const[]){nc->fleet_report});
     if (nc->events_dropped)
@@ -462,6 +464,14 @@ static void netchild_restart(struct hd_loop *loop, void *data)
         nc->backoff = nc->backoff * 2 > NETCHILD_BACKOFF_MAX ? NETCHILD_BACKOFF_MAX : nc->backoff * 2;
         nc->restart_timer = hd_loop_timer(nc->loop, nc->backoff, netchild_restart, nc);
     }
+}
+
+void hd_netchild_serve(struct hd_netchild *nc)
+{
+    if (nc == NULL || nc->serve)
+        return;
+    nc->serve = true;
+    netchild_send(nc, HD_NET_SERVE, 0, NULL); /* or, while it restarts, after its READY */
 }
 
 bool hd_netchild_reaped(struct hd_netchild *nc, pid_t pid, int status)

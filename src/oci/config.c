@@ -707,6 +707,9 @@ int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err)
         const char *path = cfg->ns_paths[j];
         size_t i = cfg->ns_index[j];
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 && cfg->ns_inherited[j])
+            return hd_error_sys(err, "linux.namespaces: no %s entry, so the runtime's own: open %s", namespace_types[t],
+                                path);
         if (fd < 0)
             return hd_error_sys(err, "linux.namespaces[%zu].path: open %s", i, path);
         cfg->ns_fds[j] = fd;
@@ -720,7 +723,7 @@ int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err)
                                 name ? name : "unknown", namespace_types[t]);
         }
         /* no hostname in the config: the container's (/etc/hostname, $HOSTNAME) is the joined namespace's */
-        if (j == HD_JOIN_UTS && cfg->spec->hostname == NULL &&
+        if (j == HD_JOIN_UTS && cfg->spec->hostname == NULL && !cfg->ns_inherited[j] &&
             (cfg->spec->hostname = uts_namespace_hostname(fd, err)) == NULL)
             return hd_error_prefix(err, "linux.namespaces[%zu].path: %s", i, path);
     }
@@ -779,14 +782,33 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
                                 owned_inside[k] == HD_JOIN_MNT       ? "mount"
                                     : owned_inside[k] == HD_JOIN_PID ? "pid"
                                                                      : "cgroup");
-    /* hedge's container always has its own pid, mount, ipc and uts namespaces (and cgroup,
-     * which only hides more); the network namespace is its own unless the config shares the host's */
-    for (size_t t = 0; t < 4; t++)
-        if (!have[t])
+    /* A type the config does not list is the runtime's own (runtime-spec: "the container MUST inherit the
+     * runtime namespace of that type"; podman --pid=host, --ipc=host, --uts=host): pid, ipc and uts are
+     * joined through /proc/self/ns with the code that joins them by path. The mount namespace is always the
+     * container's own (its mounts would land on the host), and so is the cgroup one (it only hides more);
+     * the network namespace is its own unless the config shares the host's. */
+    if (!have[1])
+        return hd_error_set(err, 0,
+                            "linux.namespaces: sharing the host's mount namespace is not supported (hedge always "
+                            "gives the container its own)");
+    static const struct {
+        size_t type;
+        enum hd_join_ns join;
+        const char *proc_name;
+    } inherited[] = {{0, HD_JOIN_PID, "pid"}, {2, HD_JOIN_IPC, "ipc"}, {3, HD_JOIN_UTS, "uts"}};
+    for (size_t k = 0; k < ARRAY_SIZE(inherited); k++) {
+        if (have[inherited[k].type])
+            continue;
+        if (cfg->new_userns)
             return hd_error_set(err, 0,
-                                "linux.namespaces: sharing the host's %s namespace is not supported yet "
-                                "(hedge always gives the container its own)",
-                                namespace_types[t]);
+                                "linux.namespaces: sharing the host's %s namespace together with a new user "
+                                "namespace is not supported",
+                                namespace_types[inherited[k].type]);
+        enum hd_join_ns j = inherited[k].join;
+        cfg->ns_paths[j] = hd_xasprintf("/proc/self/ns/%s", inherited[k].proc_name);
+        cfg->ns_inherited[j] = true;
+        cfg->ns_fds[j] = -1;
+    }
     spec->network = have[4] ? HD_NET_NONE : HD_NET_HOST;
     return 0;
 }
@@ -990,15 +1012,15 @@ static int parse_cgroups_path(json_t *path_j, struct oci_config *cfg, hd_error_t
     return 0;
 }
 
-static bool sysctl_namespaced(const char *key, bool own_network)
+static bool sysctl_namespaced(const char *key, bool own_network, bool own_ipc)
 {
     static const char *const ipc[] = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                                       "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"};
     for (size_t i = 0; i < ARRAY_SIZE(ipc); i++)
         if (strcmp(key, ipc[i]) == 0)
-            return true;
+            return own_ipc;
     if (strncmp(key, "fs.mqueue.", 10) == 0)
-        return true;
+        return own_ipc;
     return own_network && strncmp(key, "net.", 4) == 0;
 }
 
@@ -1063,7 +1085,8 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
         {
             if (!json_is_string(value))
                 return hd_error_set(err, 0, "linux.sysctl.%s: not a string", key);
-            if (!sysctl_namespaced(key, cfg->spec->network != HD_NET_HOST) || strstr(key, ".."))
+            if (!sysctl_namespaced(key, cfg->spec->network != HD_NET_HOST, !cfg->ns_inherited[HD_JOIN_IPC]) ||
+                strstr(key, ".."))
                 return hd_error_set(err, 0, "linux.sysctl.%s: not a sysctl of the container's own namespaces", key);
             cfg->sysctls[cfg->n_sysctls].key = hd_xstrdup(key);
             cfg->sysctls[cfg->n_sysctls++].value = hd_xstrdup(json_string_value(value));
@@ -1134,6 +1157,12 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
         parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
         goto out;
+    if (cfg->ns_inherited[HD_JOIN_UTS] && is_set(hostname)) {
+        hd_error_set(err, 0,
+                     "hostname: needs a uts namespace of the container's own (linux.namespaces has no uts "
+                     "entry: the host's is shared)");
+        goto out;
+    }
     if (cfg->ns_paths[HD_JOIN_UTS] && !is_set(hostname)) {
         free(cfg->spec->hostname); /* a joined uts namespace keeps its name (oci_namespaces_open reads it) */
         cfg->spec->hostname = NULL;

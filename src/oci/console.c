@@ -9,6 +9,9 @@
  * message, as runc does: conmon and the containerd shim read it so) and makes the slave its controlling
  * terminal and stdio (setsid, TIOCSCTTY). The engine owns the master from there on.
  *
+ * hedge-oci-vm's exec --tty (oci_console_host_pty) makes the pty on the host instead: its master goes to the
+ * socket the same way, its slave (raw) is relayed to a pty in the guest, which is the process's terminal.
+ *
  * Without --console-socket, a foreground `run` or `exec` is its own engine (runc does the same): the
  * connection is one end of a socketpair, hedge-oci receives the master and relays it to its own stdio
  * (raw mode when stdin is a terminal, the window size on SIGWINCH) until the process exits.
@@ -117,6 +120,33 @@ int oci_console_make(const struct oci_console *c, hd_error_t *err)
     if (ioctl(0, TIOCSCTTY, 0) < 0)
         return hd_error_sys(err, "terminal: make it the controlling terminal");
     return 0;
+}
+
+int oci_console_host_pty(const struct oci_console *c, hd_error_t *err)
+{
+    cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0)
+        return hd_error_sys(err, "terminal: open /dev/ptmx");
+    int unlock = 0;
+    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+        return hd_error_sys(err, "terminal: unlock the pty");
+    cleanup_close int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0)
+        return hd_error_sys(err, "terminal: open the pty slave");
+    if (c->rows > 0 || c->cols > 0) {
+        struct winsize ws = {.ws_row = (unsigned short)c->rows, .ws_col = (unsigned short)c->cols};
+        if (ioctl(master, TIOCSWINSZ, &ws) < 0)
+            return hd_error_sys(err, "terminal: set its size (process.consoleSize)");
+    }
+    struct termios raw;
+    if (tcgetattr(slave, &raw) < 0)
+        return hd_error_sys(err, "terminal: tcgetattr");
+    cfmakeraw(&raw);
+    if (tcsetattr(slave, TCSANOW, &raw) < 0)
+        return hd_error_sys(err, "terminal: raw mode");
+    if (send_master(c->socket_fd, master, "/dev/ptmx", err) < 0)
+        return -1;
+    return steal_fd(&slave);
 }
 
 int oci_console_receive(int socket_fd, hd_error_t *err)

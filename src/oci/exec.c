@@ -181,12 +181,14 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     if (f->no_new_privs)
         spec->security.no_new_privs = true;
     if (oci_globals.vm) { /* in the guest: the holder runs it (vm.c) */
-        if (f->process ? cfg->terminal : f->tty)
-            rc = hd_error_set(err, 0, "exec --tty: a terminal is not supported by hedge-oci-vm yet");
-        else if (status == OCI_CREATED) /* the guest is held before its command: nothing runs there yet */
+        struct oci_console console = {.socket_fd = -1};
+        int with_console = 0;
+        if (status == OCI_CREATED) /* the guest is held before its command: nothing runs there yet */
             rc = hd_error_set(err, 0, "the container is created, not started: start it first");
-        else
-            rc = oci_vm_exec(st, spec, pid_out, err);
+        else if ((with_console = exec_console(f, cfg, &console, relay_fd, err)) >= 0)
+            rc = oci_vm_exec(st, spec, with_console ? &console : NULL, pid_out, err);
+        if (console.socket_fd >= 0)
+            close(console.socket_fd); /* the master went through it */
         if (rc < 0)
             hd_error_prefix(err, "exec %s", st->id);
         goto out;

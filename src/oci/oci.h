@@ -131,6 +131,9 @@ struct oci_console {
     bool bind_dev_console; /* the first process: the slave over /dev/console too */
 };
 
+/* hedge-oci-vm exec --tty: a host pty, its master sent to c->socket_fd, its slave (raw: the guest's pty does the
+ * line discipline) returned for the VM's relay; sized by c->rows/cols when given. The slave, or -1. */
+int oci_console_host_pty(const struct oci_console *c, hd_error_t *err);
 /* Connect to an engine's --console-socket. */
 int oci_console_connect(const char *path, hd_error_t *err);
 /* No --console-socket, in the foreground: a socketpair; hedge-oci keeps *ours and relays the terminal. */
@@ -183,9 +186,11 @@ struct oci_config {
     char *state_creating;
     char *state_created;
     /* linux.namespaces[].path by enum hd_join_ns (NULL: a new namespace), the entry's index for errors, and
-     * the fds oci_namespaces_open opened (-1 until then) */
+     * the fds oci_namespaces_open opened (-1 until then). A pid, ipc or uts namespace the config does not
+     * list is the runtime's own, joined through /proc/self/ns (ns_inherited; the VM handler ignores it). */
     char *ns_paths[HD_JOIN_NS_COUNT];
     size_t ns_index[HD_JOIN_NS_COUNT];
+    bool ns_inherited[HD_JOIN_NS_COUNT];
     int ns_fds[HD_JOIN_NS_COUNT];
     /* a new user namespace (linux.namespaces "user" without a path): linux.uidMappings/gidMappings as the
      * text of /proc/PID/uid_map and gid_map (userns.c), else NULL */
@@ -300,7 +305,8 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
 /* exec: one more process in the guest (spec's command, env, workdir, user), through the holder's exec socket.
  * *pid_out is a host process that relays nothing (the guest's output goes straight to our stdout/stderr) and
  * exits with the guest process's exit code. */
-int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *pid_out, hd_error_t *err);
+int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const struct oci_console *console,
+                pid_t *pid_out, hd_error_t *err);
 /* run in the foreground: this process runs the VM; *code is the workload's exit code. */
 int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *code, hd_error_t *err);
 

@@ -28,10 +28,15 @@
  *
  * exec: whoever runs the workload (the holder, a foreground run) listens on
  * <root>/<id>/exec.sock; `exec` sends the process (CONFIG-style records) with
- * its own stdout and stderr (SCM_RIGHTS), and the vm backend has hedge-init
- * start it (hd_vm_exec, an EXEC message); the guest's output goes straight
- * into those fds and the exit code comes back on the connection, to a small
- * host process `exec` forks (its pid is the exec's pid: --pid-file, --detach).
+ * its own stdin, stdout and stderr (SCM_RIGHTS), and the vm backend has
+ * hedge-init start it (hd_vm_exec, an EXEC message); the relay feeds what the
+ * stdin gives to the guest process's stdin (EXEC_STDIN), the guest's output
+ * goes straight into the other two fds and the exit code comes back on the
+ * connection, to a small host process `exec` forks (its pid is the exec's
+ * pid: --pid-file, --detach). exec --tty sends the slave of a host pty (raw)
+ * as all three and asks for a terminal in the guest; the master goes to the
+ * console socket, and the host process, on that pty as its controlling
+ * terminal, writes each new size on the connection (SIGWINCH).
  *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
@@ -46,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -129,8 +135,8 @@ static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
                             "process.terminal: a terminal is not supported by hedge-oci-vm yet (the guest's "
                             "output is relayed as pipes)");
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
-        if (cfg->ns_paths[t] == NULL)
-            continue;
+        if (cfg->ns_paths[t] == NULL || cfg->ns_inherited[t])
+            continue; /* the host's own: nothing of it reaches the guest */
         if (t == HD_JOIN_NET) {
             oci_log("warning",
                     "linux.namespaces[%zu].path: %s is ignored: the guest has no network device yet (network none)",
@@ -288,8 +294,9 @@ static int open_exec_socket(const char *id)
 }
 
 /*
- * One exec request: a u32 length with the caller's stdout and stderr (SCM_RIGHTS), then that many bytes of
- * records. The guest's process writes to those fds; the connection gets its exit code (hd_vm_exec).
+ * One exec request: a u32 length with the caller's stdin, stdout and stderr (SCM_RIGHTS), then that many
+ * bytes of records. The guest's process reads the first and writes to the others; the connection gets its
+ * exit code (hd_vm_exec).
  */
 static void serve_exec(struct hd_workload *w, int listen_fd)
 {
@@ -299,17 +306,25 @@ static void serve_exec(struct hd_workload *w, int listen_fd)
     struct timeval tv = {2, 0};
     setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint32_t len = 0;
-    char control[CMSG_SPACE(2 * sizeof(int))] = {0};
+    char control[CMSG_SPACE(3 * sizeof(int))] = {0};
     struct iovec iov = {.iov_base = &len, .iov_len = sizeof(len)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
     ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
-    int fds[2] = {-1, -1};
+    int fds[3] = {-1, -1, -1};
     struct cmsghdr *c = n == (ssize_t)sizeof(len) ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(fds)))
-        memcpy(fds, CMSG_DATA(c), sizeof(fds));
+    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+        if (c->cmsg_len == CMSG_LEN(sizeof(fds)))
+            memcpy(fds, CMSG_DATA(c), sizeof(fds));
+        else /* not the three we expect: close what came */
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
+                close(fd);
+            }
+    }
     cleanup_free char *records = NULL;
     hd_error_t err = NULL;
-    if (fds[0] < 0 || fds[1] < 0 || len == 0 || len > HD_VM_MSG_MAX) {
+    if (fds[0] < 0 || fds[1] < 0 || fds[2] < 0 || len == 0 || len > HD_VM_MSG_MAX) {
         hd_error_set(&err, EPROTO, "exec: a malformed request");
     } else {
         records = hd_xmalloc(len);
@@ -317,14 +332,14 @@ static void serve_exec(struct hd_workload *w, int listen_fd)
             hd_error_sys(&err, "exec: read the request");
     }
     if (err == NULL) {
-        hd_vm_exec(w, records, len, fds[0], fds[1], conn, &err); /* takes the three fds, also on error */
-        fds[0] = fds[1] = conn = -1;
+        hd_vm_exec(w, records, len, fds[0], fds[1], fds[2], conn, &err); /* takes the four fds, also on error */
+        fds[0] = fds[1] = fds[2] = conn = -1;
     }
     if (err)
         oci_log("warning", "%s", hd_error_text(err));
     hd_error_free(&err);
-    int left[3] = {fds[0], fds[1], conn};
-    for (int i = 0; i < 3; i++)
+    int left[4] = {fds[0], fds[1], fds[2], conn};
+    for (int i = 0; i < 4; i++)
         if (left[i] >= 0)
             close(left[i]);
 }
@@ -338,7 +353,57 @@ static void records_add(char **buf, size_t *len, char tag, const char *value)
     *len += 1 + n;
 }
 
-int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *pid_out, hd_error_t *err)
+/* The terminal's size (struct hd_vm_winsize) to the holder, which sends it to the guest (EXEC_RESIZE). */
+static void send_terminal_size(int sock, int slave)
+{
+    struct winsize ws;
+    if (ioctl(slave, TIOCGWINSZ, &ws) < 0)
+        return;
+    struct hd_vm_winsize size = {.rows = ws.ws_row, .cols = ws.ws_col};
+    ssize_t n = send(sock, &size, sizeof(size), MSG_NOSIGNAL);
+    (void)n; /* the holder went away: the exit code will not come either */
+}
+
+/*
+ * The exec'd process on the host side (the pid exec reports): ends with the guest process's exit code. With a
+ * terminal (slave >= 0) it makes the host pty its controlling terminal, so that a new size the engine sets on
+ * the master comes as SIGWINCH, and passes each size on (the first at once: one set before it took the
+ * terminal is read here, one set after comes as SIGWINCH).
+ */
+static void __attribute__((noreturn)) exec_waiter(int sock, int slave, const char *id)
+{
+    if (slave >= 0) {
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGWINCH);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        int winch = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (winch >= 0 && setsid() >= 0 && ioctl(slave, TIOCSCTTY, 0) == 0) {
+            send_terminal_size(sock, slave);
+            for (;;) {
+                struct pollfd p[2] = {{.fd = sock, .events = POLLIN}, {.fd = winch, .events = POLLIN}};
+                if (poll(p, 2, -1) < 0 && errno != EINTR)
+                    break;
+                struct signalfd_siginfo si;
+                bool resized = false;
+                while (read(winch, &si, sizeof(si)) == (ssize_t)sizeof(si))
+                    resized = true;
+                if (resized)
+                    send_terminal_size(sock, slave);
+                if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+                    break; /* the exit code, or the end */
+            }
+        }
+    }
+    uint32_t code;
+    if (hd_read_exact(sock, &code, sizeof(code)) == 0)
+        _exit((int)(code & 0xff));
+    fprintf(stderr, "hedge-oci-vm: exec %s: the VM ended before the process did, or refused it (see --log)\n", id);
+    _exit(255);
+}
+
+int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const struct oci_console *console,
+                pid_t *pid_out, hd_error_t *err)
 {
     cleanup_free char *records = NULL;
     size_t len = 0;
@@ -350,17 +415,33 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *p
         records_add(&records, &len, HD_VM_CFG_WORKDIR, spec->workdir);
     if (spec->user)
         records_add(&records, &len, HD_VM_CFG_USER, spec->user);
-    if (len + 4 > HD_VM_MSG_MAX)
+    if (len + 4 + 16 > HD_VM_MSG_MAX)
         return hd_error_set(err, E2BIG, "the command and environment take %zu bytes, more than %u", len,
-                            HD_VM_MSG_MAX - 4);
+                            HD_VM_MSG_MAX - 4 - 16);
     struct sockaddr_un addr;
     if (exec_socket_address(st->id, &addr, err) < 0)
         return -1;
     cleanup_close int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
         return hd_error_sys(err, "connect to the VM's holder (%s)", addr.sun_path);
+    /* a terminal: the process's stdio is the slave of a host pty whose master went to the console socket */
+    cleanup_close int slave = -1;
+    if (console) {
+        if ((slave = oci_console_host_pty(console, err)) < 0)
+            return -1;
+        struct winsize ws = {0};
+        ioctl(slave, TIOCGWINSZ, &ws);
+        char size[32];
+        snprintf(size, sizeof(size), "%u %u", ws.ws_row, ws.ws_col);
+        records_add(&records, &len, HD_VM_CFG_TERMINAL, size);
+    }
     uint32_t n32 = (uint32_t)len;
-    int fds[2] = {STDOUT_FILENO, STDERR_FILENO};
+    /* a caller without a stdin (fd 0 closed) gives the process an empty one */
+    cleanup_close int null_fd =
+        slave < 0 && fcntl(STDIN_FILENO, F_GETFD) < 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    int fds[3] = {null_fd >= 0 ? null_fd : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
+    if (slave >= 0)
+        fds[0] = fds[1] = fds[2] = slave;
     char control[CMSG_SPACE(sizeof(fds))] = {0};
     struct iovec iov = {.iov_base = &n32, .iov_len = sizeof(n32)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
@@ -376,13 +457,9 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, pid_t *p
     if (pid < 0)
         return hd_error_sys(err, "fork");
     if (pid == 0) {
-        /* the exec'd process on the host side: ends with the guest process's exit code */
-        uint32_t code;
-        if (hd_read_exact(sock, &code, sizeof(code)) == 0)
-            _exit((int)(code & 0xff));
-        fprintf(stderr, "hedge-oci-vm: exec %s: the VM ended before the process did, or refused it (see --log)\n",
-                st->id);
-        _exit(255);
+        if (console)
+            close(console->socket_fd);
+        exec_waiter(sock, slave, st->id);
     }
     *pid_out = pid;
     return 0;

@@ -1,8 +1,9 @@
 /*
  * test_vm_proto.c - the host↔guest message framing (vm-proto.h): valid
- * messages of every type pass, malformed headers (unknown type, wrong
- * direction, oversize or ill-fitting length) are refused, and the incremental
- * reader reassembles messages split across reads and back-to-back in one read.
+ * messages of every type (exec's stdin, its end and its acknowledgement
+ * too) pass, malformed headers (unknown type, wrong direction, oversize or
+ * ill-fitting length) are refused, and the incremental reader reassembles
+ * messages split across reads and back-to-back in one read.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,26 @@ static void test_validity(void)
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDOUT, 4, 0));
     CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_EXIT, 4 + sizeof(struct hd_vm_exit_msg), 1));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_EXIT, sizeof(struct hd_vm_exit_msg), 1));
+    /* exec stdin: bytes and the end go to the guest, the acknowledgement (session, count) comes back */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, 5, 0));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, HD_VM_MSG_MAX, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, 4, 0)); /* a session and no byte */
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, 3, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, HD_VM_MSG_MAX + 1, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN, 5, 1)); /* host → guest only */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_EOF, 4, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_EOF, 0, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_EOF, 5, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_EOF, 4, 1));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 8, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 4, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 12, 1));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_STDIN_ACK, 8, 0)); /* guest → host only */
+    /* a terminal's size: the session, rows and columns */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 8, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 4, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 12, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 8, 1));
     CHECK(!hd_vm_msg_valid(0, 0, 0));
     CHECK(!hd_vm_msg_valid(999, 0, 1));
 }

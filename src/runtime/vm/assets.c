@@ -21,9 +21,19 @@
  *   (touch -d back-dating after editing) is missed - documented in docs/vm.md.
  * Cache files are written to a temp name and renamed, so a crashed build never
  * leaves a half image under the final name.
+ *
+ * The rootfs cache is bounded: each use of an image sets its mtime, and after
+ * a new image is made the least recently used ones are deleted until the dir
+ * holds at most $HEDGE_VM_ROOTFS_CACHE_MAX (a size, default 4G) on disk. An
+ * image used in the last ROOTFS_CACHE_GRACE_S is never deleted (a VM that just
+ * found it may not have opened it yet); one deleted while a VM runs from it
+ * stays readable to that VM (Linux keeps an open file), and the next start
+ * makes it again. Temp files of builds whose process is gone go too.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <time.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -36,6 +46,7 @@
 #include <unistd.h>
 
 #include "base/digest.h"
+#include "base/log.h"
 #include "config.h"
 #include "base/util.h"
 #include "runtime/vm/vm.h"
@@ -304,6 +315,82 @@ static int run_mkfs_erofs(const char *image, const char *root, const char *log, 
     return 0;
 }
 
+#define ROOTFS_CACHE_MAX_DEFAULT (4LL << 30)
+#define ROOTFS_CACHE_GRACE_S 600
+
+struct cached_image {
+    char *name;
+    int64_t bytes; /* on disk: images padded to a template's slot are sparse */
+    time_t used;
+};
+
+static int cached_image_older(const void *a, const void *b)
+{
+    const struct cached_image *x = a, *y = b;
+    return x->used < y->used ? -1 : x->used > y->used;
+}
+
+/* A build's temp file ("KEY.erofs.tmp.PID", "....log") whose process is gone. */
+static bool stale_temp(const char *name)
+{
+    const char *tmp = strstr(name, ".tmp.");
+    if (tmp == NULL)
+        return false;
+    char *end;
+    long pid = strtol(tmp + 5, &end, 10);
+    return pid > 0 && end != tmp + 5 && (*end == '\0' || strcmp(end, ".log") == 0) && kill((pid_t)pid, 0) < 0 &&
+        errno == ESRCH;
+}
+
+/* Delete least recently used images of dir (never keep, nor one used in the grace period) until the
+ * rest fit the budget. Best effort: a cache that cannot be pruned still serves. */
+static void rootfs_cache_prune(const char *dir, const char *keep)
+{
+    int64_t budget = ROOTFS_CACHE_MAX_DEFAULT;
+    const char *env = getenv("HEDGE_VM_ROOTFS_CACHE_MAX");
+    if (env && (hd_parse_size(env, &budget) < 0 || budget < 0)) {
+        hd_log(HD_LOG_WARN, "vm", "HEDGE_VM_ROOTFS_CACHE_MAX=%s: not a size; the rootfs cache is not pruned", env);
+        return;
+    }
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct cached_image *images = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (stale_temp(de->d_name)) {
+            unlinkat(dirfd(d), de->d_name, 0);
+            continue;
+        }
+        size_t len = strlen(de->d_name);
+        if (len < 7 || strcmp(de->d_name + len - 6, ".erofs") != 0)
+            continue;
+        images = hd_xrealloc(images, (n + 1) * sizeof(*images));
+        images[n++] = (struct cached_image){hd_xstrdup(de->d_name), (int64_t)st.st_blocks * 512, st.st_mtime};
+        total += (int64_t)st.st_blocks * 512;
+    }
+    if (n > 1)
+        qsort(images, n, sizeof(*images), cached_image_older);
+    time_t now = time(NULL);
+    const char *keep_name = strrchr(keep, '/') ? strrchr(keep, '/') + 1 : keep;
+    for (size_t i = 0; i < n; i++) {
+        if (total > budget && strcmp(images[i].name, keep_name) != 0 && now - images[i].used >= ROOTFS_CACHE_GRACE_S &&
+            unlinkat(dirfd(d), images[i].name, 0) == 0) {
+            total -= images[i].bytes;
+            hd_log(HD_LOG_INFO, "vm", "rootfs cache: removed %s (least recently used; the cache is over %lld bytes)",
+                   images[i].name, (long long)budget);
+        }
+        free(images[i].name);
+    }
+    free(images);
+    closedir(d);
+}
+
 int hd_vm_rootfs_image(const char *state_dir, const char *rootfs, const char *image_digest, char **path,
                        hd_error_t *err)
 {
@@ -325,6 +412,7 @@ int hd_vm_rootfs_image(const char *state_dir, const char *rootfs, const char *im
     cleanup_free char *dir = hd_xasprintf("%s/vm/rootfs", state_dir);
     char *final = hd_xasprintf("%s/%s.erofs", dir, key);
     if (access(final, R_OK) == 0) {
+        utimensat(AT_FDCWD, final, NULL, 0); /* used now: the last to go when the cache is pruned */
         *path = final;
         return 0;
     }
@@ -343,6 +431,7 @@ int hd_vm_rootfs_image(const char *state_dir, const char *rootfs, const char *im
         free(final);
         return hd_error_prefix(err, "rootfs image");
     }
+    rootfs_cache_prune(dir, final);
     *path = final;
     return 0;
 }

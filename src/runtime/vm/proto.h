@@ -12,15 +12,30 @@
  * Header-only (static inline) because the guest side is the static hedge-init,
  * which does not link libhedge.
  *
- *   host → guest   CONFIG (once, first, as the answer to READY), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC
+ *   host → guest   CONFIG (once, first, as the answer to READY), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC,
+ *                  EXEC_STDIN, EXEC_STDIN_EOF, EXEC_RESIZE
  *   guest → host   READY (once, first), STARTED, STDOUT, STDERR, EXIT, ERROR, EXEC_STDOUT, EXEC_STDERR,
- *                  EXEC_EXIT
+ *                  EXEC_EXIT, EXEC_STDIN_ACK
  *
  * EXEC (hedge-oci-vm exec) starts one more process beside the running workload: a u32 session number the host
  * picks, then CONFIG's ARG, ENV, WORKDIR and USER records. Its output comes back as EXEC_STDOUT/EXEC_STDERR
- * (the session, then the bytes; its stdin is /dev/null) and its end as EXEC_EXIT (the session, then struct
- * hd_vm_exit_msg); a command that cannot be started is its message on EXEC_STDERR and an EXEC_EXIT with
- * status 125/126/127. When the workload ends, its exec'd processes end with the VM.
+ * (the session, then the bytes) and its end as EXEC_EXIT (the session, then struct hd_vm_exit_msg); a command
+ * that cannot be started is its message on EXEC_STDERR and an EXEC_EXIT with status 125/126/127. When the
+ * workload ends, its exec'd processes end with the VM.
+ *
+ * An exec'd process's stdin is a pipe hedge-init fills from EXEC_STDIN messages (the session, then the bytes)
+ * and closes at EXEC_STDIN_EOF (the session). The flow is credited per session, so that one process that does
+ * not read its stdin never holds up the channel (signals, other sessions, EXIT_ACK): the host has at most
+ * HD_VM_EXEC_STDIN_WINDOW bytes sent and not yet acknowledged, hedge-init buffers up to that much and sends
+ * EXEC_STDIN_ACK (the session, then a u32 count) for the bytes the pipe took (or dropped, once the process
+ * closed its stdin). More than the window is a protocol error; a message for a session that ended is
+ * dropped (the host's and the guest's ends of a session do not end at the same moment).
+ *
+ * An EXEC with a HD_VM_CFG_TERMINAL record ("ROWS COLS", 0 0: unknown) runs the process on a pty of the guest's
+ * (its stdin, stdout, stderr and controlling terminal): EXEC_STDIN goes to the pty's master, what the master
+ * gives comes back as EXEC_STDOUT (there is no EXEC_STDERR), and EXEC_RESIZE (the session, then struct
+ * hd_vm_winsize) sets its size (the process gets SIGWINCH). The guest's pty does the line discipline (echo,
+ * ^C, \n → \r\n): the host end it is relayed to is raw.
  *
  * READY says hedge-init is up and the port is open. The host answers with
  * CONFIG only then, so the wall clock and the entropy seed CONFIG carries are
@@ -49,21 +64,25 @@
 #define HD_VM_PORT_NAME "org.hedge.0"
 
 enum hd_vm_msg_type {
-    HD_VM_MSG_CONFIG = 1,       /* host → guest: records, see HD_VM_CFG_* */
-    HD_VM_MSG_STDIN = 2,        /* host → guest: bytes for the workload's stdin */
-    HD_VM_MSG_STDIN_EOF = 3,    /* host → guest: empty; close the workload's stdin */
-    HD_VM_MSG_SIGNAL = 4,       /* host → guest: u32 signal number for the workload */
-    HD_VM_MSG_EXIT_ACK = 5,     /* host → guest: empty; what came before EXIT or ERROR is delivered, power off */
-    HD_VM_MSG_EXEC = 6,         /* host → guest: u32 session, then ARG/ENV/WORKDIR/USER records */
-    HD_VM_MSG_STARTED = 16,     /* guest → host: empty; the command was exec'd */
-    HD_VM_MSG_STDOUT = 17,      /* guest → host: bytes the workload wrote to fd 1 */
-    HD_VM_MSG_STDERR = 18,      /* guest → host: bytes the workload wrote to fd 2 */
-    HD_VM_MSG_EXIT = 19,        /* guest → host: struct hd_vm_exit_msg */
-    HD_VM_MSG_ERROR = 20,       /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
-    HD_VM_MSG_READY = 21,       /* guest → host: empty; hedge-init runs and waits for CONFIG */
-    HD_VM_MSG_EXEC_STDOUT = 22, /* guest → host: u32 session, then bytes an exec'd process wrote to fd 1 */
-    HD_VM_MSG_EXEC_STDERR = 23, /* guest → host: u32 session, then bytes it wrote to fd 2 */
-    HD_VM_MSG_EXEC_EXIT = 24,   /* guest → host: u32 session, then struct hd_vm_exit_msg */
+    HD_VM_MSG_CONFIG = 1,          /* host → guest: records, see HD_VM_CFG_* */
+    HD_VM_MSG_STDIN = 2,           /* host → guest: bytes for the workload's stdin */
+    HD_VM_MSG_STDIN_EOF = 3,       /* host → guest: empty; close the workload's stdin */
+    HD_VM_MSG_SIGNAL = 4,          /* host → guest: u32 signal number for the workload */
+    HD_VM_MSG_EXIT_ACK = 5,        /* host → guest: empty; what came before EXIT or ERROR is delivered, power off */
+    HD_VM_MSG_EXEC = 6,            /* host → guest: u32 session, then ARG/ENV/WORKDIR/USER records */
+    HD_VM_MSG_EXEC_STDIN = 7,      /* host → guest: u32 session, then bytes for the exec'd process's stdin */
+    HD_VM_MSG_EXEC_STDIN_EOF = 8,  /* host → guest: u32 session; close its stdin once the bytes are in */
+    HD_VM_MSG_EXEC_RESIZE = 9,     /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
+    HD_VM_MSG_STARTED = 16,        /* guest → host: empty; the command was exec'd */
+    HD_VM_MSG_STDOUT = 17,         /* guest → host: bytes the workload wrote to fd 1 */
+    HD_VM_MSG_STDERR = 18,         /* guest → host: bytes the workload wrote to fd 2 */
+    HD_VM_MSG_EXIT = 19,           /* guest → host: struct hd_vm_exit_msg */
+    HD_VM_MSG_ERROR = 20,          /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
+    HD_VM_MSG_READY = 21,          /* guest → host: empty; hedge-init runs and waits for CONFIG */
+    HD_VM_MSG_EXEC_STDOUT = 22,    /* guest → host: u32 session, then bytes an exec'd process wrote to fd 1 */
+    HD_VM_MSG_EXEC_STDERR = 23,    /* guest → host: u32 session, then bytes it wrote to fd 2 */
+    HD_VM_MSG_EXEC_EXIT = 24,      /* guest → host: u32 session, then struct hd_vm_exit_msg */
+    HD_VM_MSG_EXEC_STDIN_ACK = 25, /* guest → host: u32 session, then u32 count of EXEC_STDIN bytes taken */
 };
 
 enum hd_vm_config_tag {
@@ -86,13 +105,22 @@ enum hd_vm_config_tag {
     HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
     HD_VM_CFG_SECRET = 'S',      /* "MODE UID GID LEN TARGET" (octal MODE; UID/GID -1: the workload user's),
                                  then LEN value bytes: a file at TARGET on a tmpfs mounted at its directory */
+    HD_VM_CFG_TERMINAL = 'T',    /* EXEC only: "ROWS COLS", the process runs on a pty of that size (0 0: unknown) */
 };
 
 #define HD_VM_SEED_BYTES 64
 
+/* EXEC_STDIN bytes a session may have in flight (sent, not acknowledged): what hedge-init buffers for it. */
+#define HD_VM_EXEC_STDIN_WINDOW 65536u
+
 struct hd_vm_msg_header {
     uint32_t type;
     uint32_t length;
+};
+
+struct hd_vm_winsize {
+    uint16_t rows;
+    uint16_t cols;
 };
 
 struct hd_vm_exit_msg {
@@ -117,6 +145,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
         case HD_VM_MSG_EXEC_STDOUT:
         case HD_VM_MSG_EXEC_STDERR: return length >= 4;
         case HD_VM_MSG_EXEC_EXIT: return length == 4 + sizeof(struct hd_vm_exit_msg);
+        case HD_VM_MSG_EXEC_STDIN_ACK: return length == 8;
         default: return 0;
         }
     }
@@ -127,6 +156,9 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_SIGNAL: return length == 4;
     case HD_VM_MSG_EXIT_ACK: return length == 0;
     case HD_VM_MSG_EXEC: return length > 4;
+    case HD_VM_MSG_EXEC_STDIN: return length > 4 && length - 4 <= HD_VM_EXEC_STDIN_WINDOW;
+    case HD_VM_MSG_EXEC_STDIN_EOF: return length == 4;
+    case HD_VM_MSG_EXEC_RESIZE: return length == 4 + sizeof(struct hd_vm_winsize);
     default: return 0;
     }
 }

@@ -38,6 +38,9 @@
  *
  * Lifecycle (state): PREPARED → BOOTING → RUNNING → EXITED; any → DEAD when
  * QEMU ends without an EXIT message (the cause is then diagnosed).
+ *
+ * Processes exec'd beside the workload (hedge-oci-vm exec) are vm_exec.c's: the relay hands it their
+ * messages; struct vm and what both files use are in vm_internal.h.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +70,7 @@
 #include "runtime/vm/proto.h"
 #include "runtime/vm/qmp.h"
 #include "runtime/vm/vm.h"
+#include "runtime/vm/vm_internal.h"
 
 #define STOP_GRACE_MS 10000        /* after SIGTERM, then the VM is killed ($HEDGE_VM_STOP_GRACE_MS) */
 #define POWEROFF_GRACE_MS 10000    /* after the EXIT message, for QEMU to end */
@@ -76,81 +80,6 @@
 #define GUEST_KERNEL_OVERHEAD (64ll << 20) /* kernel, page tables, initramfs, tmpfs metadata */
 #define QEMU_OVERHEAD (192ll << 20)        /* QEMU itself + 64 MiB TCG translation buffer */
 #define QEMU_PIDS 64                       /* QEMU's threads: vCPUs, I/O, RCU, workers */
-
-enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
-
-#define MAX_EXECS 16 /* as hedge-init's */
-
-/* A process exec'd beside the workload (hd_vm_exec): where its output and its exit code go. */
-struct vm_exec {
-    uint32_t id;
-    int out_fd, err_fd, done_fd; /* -1: a free slot */
-};
-
-/* A message for the guest waiting for the relay (EXEC). */
-struct vm_pending {
-    uint32_t type;
-    uint32_t length;
-    unsigned char *payload;
-    struct vm_pending *next;
-};
-
-struct vm {
-    enum vm_state state;
-    struct hd_vm_kernel kernel;
-    char *initramfs;
-    char *rootfs_image;
-    char *console_log;
-    char *qemu_log;
-    enum hd_vm_accel accel;
-    char *config;
-    size_t config_len;
-    char *secrets; /* HD_VM_CFG_SECRET records (decrypted values): wiped once sent */
-    size_t secrets_len;
-    struct hd_net *net; /* the tap of a bridge network, or NULL */
-    char mac[18];
-    int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
-    int port_fd;        /* our end of the channel */
-    int qemu_end;       /* QEMU's end until it is spawned */
-    int qmp_end;        /* QEMU's end of the QMP socketpair until it is spawned */
-    int qmp_fd;         /* our end, until hd_qmp_attach takes it */
-    struct hd_qmp *qmp; /* attached on first use (main thread only, before the relay runs) */
-    pid_t qemu_pid;
-    int qemu_pidfd; /* signals go through it: never to a recycled pid */
-    int qemu_status;
-    bool qemu_reaped;
-
-    pthread_t relay;
-    bool relay_started;
-    int wake_fd; /* eventfd: queued signals or stop request for the relay */
-    pthread_mutex_t lock;
-    /* guarded by lock */
-    int queued_signals[16];
-    int n_queued;
-    uint64_t kill_at_ms; /* 0, or when the relay kills QEMU (grace expired) */
-    bool stop;
-    bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
-    bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
-    struct vm_exec execs[MAX_EXECS];
-    uint32_t next_exec_id;
-    struct vm_pending *pending; /* messages for the guest, in order */
-    /* written by the relay, read after it is joined */
-    bool got_exit;
-    struct hd_vm_exit_msg exit_msg;
-    bool got_error;
-    int error_code;
-    char error_text[1024];
-    char relay_problem[300]; /* protocol error or a deadline that fired */
-    bool killed_after_grace;
-    struct hd_vm_device *devices; /* spec devices for the guest (n_devices) */
-    size_t n_devices;
-    /* templates: restore instead of boot (vm_boot auto/snapshot and a verified template) */
-    bool snapshot;
-    bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
-    struct hd_vm_template tmpl;
-    char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
-    int state_fd;        /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
-};
 
 static uint64_t now_ms(void)
 {
@@ -513,8 +442,7 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
     vm->port_fd = vm->qemu_end = vm->wake_fd = vm->qemu_pidfd = vm->qmp_end = vm->qmp_fd = vm->state_fd = -1;
     vm->stdio[0] = vm->stdio[1] = vm->stdio[2] = -1;
     vm->qemu_pid = -1;
-    for (size_t i = 0; i < MAX_EXECS; i++)
-        vm->execs[i].out_fd = vm->execs[i].err_fd = vm->execs[i].done_fd = -1;
+    hd_vm_exec_init(vm);
     pthread_mutex_init(&vm->lock, NULL);
     w->backend_data = vm;
     /* our own copies: the caller may close its fds once the workload started */
@@ -1044,12 +972,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
 
 /* ---- the relay thread --------------------------------------------------- */
 
-struct outgoing {
-    unsigned char buf[sizeof(struct hd_vm_msg_header) + HD_VM_MSG_MAX];
-    size_t len, off;
-};
-
-static void outgoing_set(struct outgoing *o, uint32_t type, const void *payload, uint32_t length)
+void hd_vm_outgoing_set(struct outgoing *o, uint32_t type, const void *payload, uint32_t length)
 {
     struct hd_vm_msg_header h = {type, length};
     memcpy(o->buf, &h, sizeof(h));
@@ -1073,7 +996,7 @@ static bool discarding_output(struct vm *vm)
  * at a time (a pipe that polls writable takes that much without blocking), and once the VM is
  * being killed drop what cannot be written at once - the relay must always reach the end.
  */
-static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t len)
+void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t len)
 {
     while (len && fd >= 0) {
         bool discard = discarding_output(vm);
@@ -1102,107 +1025,19 @@ static void write_out(struct vm *vm, int fd, const unsigned char *data, size_t l
     }
 }
 
-/* The exec session a guest message names (its first 4 bytes), or NULL (already gone). */
-static struct vm_exec *find_exec(struct vm *vm, const unsigned char *payload)
-{
-    uint32_t id;
-    memcpy(&id, payload, 4);
-    struct vm_exec *found = NULL;
-    pthread_mutex_lock(&vm->lock);
-    for (size_t i = 0; i < MAX_EXECS && found == NULL; i++)
-        if (vm->execs[i].done_fd >= 0 && vm->execs[i].id == id)
-            found = &vm->execs[i];
-    pthread_mutex_unlock(&vm->lock);
-    return found;
-}
-
-/* Close a session's descriptors: its caller sees the end (without a code: the VM ended first). */
-static void close_exec(struct vm *vm, struct vm_exec *e)
-{
-    pthread_mutex_lock(&vm->lock);
-    int fds[3] = {e->out_fd, e->err_fd, e->done_fd};
-    e->out_fd = e->err_fd = e->done_fd = -1;
-    pthread_mutex_unlock(&vm->lock);
-    for (int i = 0; i < 3; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-}
-
-int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
-               hd_error_t *err)
-{
-    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
-    int fds[3] = {out_fd, err_fd, done_fd};
-    int rc = 0;
-    if (vm == NULL || vm->state != VM_RUNNING || !vm->relay_started)
-        rc = hd_error_set(err, ESRCH, "exec: the VM is not running");
-    else if (len + 4 > HD_VM_MSG_MAX)
-        rc = hd_error_set(err, E2BIG, "exec: command and environment take %zu bytes, more than %u", len,
-                          HD_VM_MSG_MAX - 4);
-    struct vm_exec *slot = NULL;
-    if (rc == 0) {
-        pthread_mutex_lock(&vm->lock);
-        for (size_t i = 0; i < MAX_EXECS && slot == NULL; i++)
-            if (vm->execs[i].done_fd < 0)
-                slot = &vm->execs[i];
-        if (slot && !vm->got_exit) {
-            *slot = (struct vm_exec){.id = ++vm->next_exec_id, .out_fd = out_fd, .err_fd = err_fd, .done_fd = done_fd};
-            struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
-            m->type = HD_VM_MSG_EXEC;
-            m->length = (uint32_t)(len + 4);
-            m->payload = hd_xmalloc(len + 4);
-            memcpy(m->payload, &slot->id, 4);
-            memcpy(m->payload + 4, records, len);
-            struct vm_pending **tail = &vm->pending;
-            while (*tail)
-                tail = &(*tail)->next;
-            *tail = m;
-        }
-        pthread_mutex_unlock(&vm->lock);
-        if (slot == NULL)
-            rc = hd_error_set(err, EBUSY, "exec: %d processes are exec'd already", MAX_EXECS);
-    }
-    if (rc < 0) {
-        for (int i = 0; i < 3; i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
-        return -1;
-    }
-    uint64_t one = 1;
-    ssize_t n = write(vm->wake_fd, &one, sizeof(one));
-    (void)n;
-    return 0;
-}
-
 /* Handle one message from the guest; false on a protocol violation. */
 static bool relay_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload)
 {
+    int handled = hd_vm_exec_handle(vm, h, payload);
+    if (handled != 0)
+        return handled > 0;
     switch (h->type) {
-    case HD_VM_MSG_STDOUT: write_out(vm, vm->stdio[1], payload, h->length); return true;
-    case HD_VM_MSG_STDERR: write_out(vm, vm->stdio[2], payload, h->length); return true;
+    case HD_VM_MSG_STDOUT: hd_vm_write_out(vm, vm->stdio[1], payload, h->length); return true;
+    case HD_VM_MSG_STDERR: hd_vm_write_out(vm, vm->stdio[2], payload, h->length); return true;
     case HD_VM_MSG_EXIT:
         memcpy(&vm->exit_msg, payload, sizeof(vm->exit_msg));
         vm->got_exit = true;
         return true;
-    case HD_VM_MSG_EXEC_STDOUT:
-    case HD_VM_MSG_EXEC_STDERR: {
-        struct vm_exec *e = find_exec(vm, payload);
-        if (e)
-            write_out(vm, h->type == HD_VM_MSG_EXEC_STDOUT ? e->out_fd : e->err_fd, payload + 4, h->length - 4);
-        return true;
-    }
-    case HD_VM_MSG_EXEC_EXIT: {
-        struct vm_exec *e = find_exec(vm, payload);
-        if (e) {
-            struct hd_vm_exit_msg m;
-            memcpy(&m, payload + 4, sizeof(m));
-            uint32_t code = m.signal ? (uint32_t)HD_EXIT_SIGNAL(m.signal) : m.status >= 0 ? (uint32_t)m.status : 125u;
-            ssize_t n = send(e->done_fd, &code, sizeof(code), MSG_NOSIGNAL | MSG_DONTWAIT);
-            (void)n; /* a caller that went away learns nothing */
-            close_exec(vm, e);
-        }
-        return true;
-    }
     case HD_VM_MSG_ERROR: {
         uint32_t code;
         memcpy(&code, payload, 4);
@@ -1235,16 +1070,16 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
         bool stop = vm->stop;
         uint64_t kill_at = vm->kill_at_ms;
         if (out->len == 0 && ack_due) {
-            outgoing_set(out, HD_VM_MSG_EXIT_ACK, NULL, 0);
+            hd_vm_outgoing_set(out, HD_VM_MSG_EXIT_ACK, NULL, 0);
             ack_due = false;
         } else if (out->len == 0 && vm->n_queued > 0) {
             uint32_t sig = (uint32_t)vm->queued_signals[0];
             memmove(vm->queued_signals, vm->queued_signals + 1, (size_t)(--vm->n_queued) * sizeof(int));
-            outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
+            hd_vm_outgoing_set(out, HD_VM_MSG_SIGNAL, &sig, 4);
         } else if (out->len == 0 && vm->pending && !vm->got_exit) {
             struct vm_pending *m = vm->pending;
             vm->pending = m->next;
-            outgoing_set(out, m->type, m->payload, m->length);
+            hd_vm_outgoing_set(out, m->type, m->payload, m->length);
             free(m->payload);
             free(m);
         }
@@ -1271,13 +1106,14 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
 
         /* stdin is read only when nothing is pending, and no more once the workload exited */
         bool read_stdin = vm->stdio[0] >= 0 && out->len == 0 && !ack_due && !vm->got_exit;
-        struct pollfd fds[3] = {
+        struct pollfd fds[3 + 2 * MAX_EXECS] = {
             {.fd = vm->port_fd, .events = POLLIN | (out->len ? POLLOUT : 0)},
             {.fd = read_stdin ? vm->stdio[0] : -1, .events = POLLIN},
             {.fd = vm->wake_fd, .events = POLLIN},
         };
+        hd_vm_exec_input_poll(vm, out->len == 0 && !ack_due && !vm->got_exit, fds + 3); /* exec'd processes' */
         int timeout = (kill_at || exit_deadline) ? 100 : -1;
-        if (poll(fds, 3, timeout) < 0) {
+        if (poll(fds, ARRAY_SIZE(fds), timeout) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -1291,12 +1127,14 @@ static void relay_loop(struct vm *vm, struct hd_vm_reader *reader, struct outgoi
             unsigned char buf[16384];
             ssize_t n = read(vm->stdio[0], buf, sizeof(buf));
             if (n > 0) {
-                outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
+                hd_vm_outgoing_set(out, HD_VM_MSG_STDIN, buf, (uint32_t)n);
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 close_stdio_copy(vm, 0); /* done with it: the guest gets the end next */
-                outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
+                hd_vm_outgoing_set(out, HD_VM_MSG_STDIN_EOF, NULL, 0);
             }
         }
+        if (out->len == 0)
+            hd_vm_exec_input_read(vm, fds + 3, out);
         if (out->len && (fds[0].revents & POLLOUT)) {
             ssize_t n = send(vm->port_fd, out->buf + out->off, out->len - out->off, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (n > 0) {
@@ -1351,8 +1189,7 @@ static void *relay_main(void *arg)
     /* the guest is gone (or being killed): no more output, so the readers see end of file */
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
-    for (size_t i = 0; i < MAX_EXECS; i++)
-        close_exec(vm, &vm->execs[i]);
+    hd_vm_exec_close_all(vm);
     return NULL;
 }
 
@@ -1458,8 +1295,7 @@ static void vm_cleanup(struct hd_workload *w)
     }
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
-    for (size_t i = 0; i < MAX_EXECS; i++)
-        close_exec(vm, &vm->execs[i]);
+    hd_vm_exec_close_all(vm);
     while (vm->pending) {
         struct vm_pending *m = vm->pending;
         vm->pending = m->next;

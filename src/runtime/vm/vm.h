@@ -1,8 +1,9 @@
 /*
  * vm.h - the parts of the VM isolation backend, shared by vm.c (the backend:
- * lifecycle and I/O relay), vm-qemu.c (how QEMU is started), vm-assets.c
- * (guest kernel, initramfs, rootfs images) and vm-accel.c (is KVM usable?),
- * plus what the CLI's `hedge vm` verb and run.c need.
+ * lifecycle and I/O relay), vm_exec.c (processes exec'd beside the workload),
+ * vm-qemu.c (how QEMU is started), vm-assets.c (guest kernel, initramfs,
+ * rootfs images) and vm-accel.c (is KVM usable?), plus what the CLI's
+ * `hedge vm` verb and run.c need.
  *
  * The QEMU-specific part is only vm-qemu.c: a native KVM VMM would replace it
  * and keep the rest (protocol, assets, relay).
@@ -75,11 +76,12 @@ const char *hd_vm_guest_address(const struct hd_workload *w);
 
 /*
  * One more process in the running guest beside the workload (hedge-oci-vm exec): records are CONFIG's
- * HD_VM_CFG_ARG/ENV/WORKDIR/USER records. Takes out_fd, err_fd and done_fd (closed on error too): the
- * process's stdout and stderr are written to the first two, its exit code (u32, docker's) to done_fd, then all
- * three are closed; when the VM ends first they are closed without a code.
+ * HD_VM_CFG_ARG/ENV/WORKDIR/USER records. Takes in_fd, out_fd, err_fd and done_fd (closed on error too):
+ * what in_fd gives until its end is the process's stdin (read without blocking the relay; in_fd is closed at
+ * its end), its stdout and stderr are written to out_fd and err_fd, its exit code (u32, docker's) to done_fd,
+ * then all are closed; when the VM ends first they are closed without a code.
  */
-int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int out_fd, int err_fd, int done_fd,
+int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd, int out_fd, int err_fd, int done_fd,
                hd_error_t *err);
 
 /* Guest RAM for a spec (memory + guest overhead, or the default). */

@@ -1,0 +1,133 @@
+/*
+ * vm_internal.h - what the vm backend's two halves share: vm.c (prepare, start, the relay thread, signal,
+ * wait, cleanup) and vm_exec.c (the processes hedge-oci-vm exec runs beside the workload: their sessions,
+ * and the relay of their EXEC_* messages). Not for use outside runtime/vm/.
+ *
+ * struct vm is one guest. The relay thread owns the channel to the guest; the exec sessions in it are
+ * shared between the thread that asks for an exec (hd_vm_exec, the holder's main thread) and the relay,
+ * under vm->lock.
+ */
+#ifndef HEDGE_VM_INTERNAL_H
+#define HEDGE_VM_INTERNAL_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "runtime/vm/proto.h"
+#include "runtime/vm/vm.h"
+
+enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
+
+#define MAX_EXECS 16 /* as hedge-init's */
+
+/* A process exec'd beside the workload (hd_vm_exec): where its stdin comes from, where its output and its
+ * exit code go. */
+struct vm_exec {
+    uint32_t id;
+    int in_fd;                   /* the caller's stdin, -1 once its end went to the guest */
+    int out_fd, err_fd, done_fd; /* done_fd -1: a free slot */
+    uint32_t unacked;            /* EXEC_STDIN bytes sent and not acknowledged (relay thread) */
+    bool tty;                    /* on a terminal: done_fd also brings its sizes (struct hd_vm_winsize) */
+    bool resizes_open;           /* done_fd has not reached its end (relay thread) */
+};
+
+/* A message for the guest waiting for the relay (EXEC). */
+struct vm_pending {
+    uint32_t type;
+    uint32_t length;
+    unsigned char *payload;
+    struct vm_pending *next;
+};
+
+struct vm {
+    enum vm_state state;
+    struct hd_vm_kernel kernel;
+    char *initramfs;
+    char *rootfs_image;
+    char *console_log;
+    char *qemu_log;
+    enum hd_vm_accel accel;
+    char *config;
+    size_t config_len;
+    char *secrets; /* HD_VM_CFG_SECRET records (decrypted values): wiped once sent */
+    size_t secrets_len;
+    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    char mac[18];
+    int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
+    int port_fd;        /* our end of the channel */
+    int qemu_end;       /* QEMU's end until it is spawned */
+    int qmp_end;        /* QEMU's end of the QMP socketpair until it is spawned */
+    int qmp_fd;         /* our end, until hd_qmp_attach takes it */
+    struct hd_qmp *qmp; /* attached on first use (main thread only, before the relay runs) */
+    pid_t qemu_pid;
+    int qemu_pidfd; /* signals go through it: never to a recycled pid */
+    int qemu_status;
+    bool qemu_reaped;
+
+    pthread_t relay;
+    bool relay_started;
+    int wake_fd; /* eventfd: queued signals or stop request for the relay */
+    pthread_mutex_t lock;
+    /* guarded by lock */
+    int queued_signals[16];
+    int n_queued;
+    uint64_t kill_at_ms; /* 0, or when the relay kills QEMU (grace expired) */
+    bool stop;
+    bool discard_output; /* the VM is being killed: output nobody takes at once is dropped */
+    bool kill_requested; /* SIGKILL was asked for (no message: like a process killed by its owner) */
+    struct vm_exec execs[MAX_EXECS];
+    uint32_t next_exec_id;
+    size_t next_stdin_session;  /* relay thread: where the next round over the sessions' stdin starts */
+    struct vm_pending *pending; /* messages for the guest, in order */
+    /* written by the relay, read after it is joined */
+    bool got_exit;
+    struct hd_vm_exit_msg exit_msg;
+    bool got_error;
+    int error_code;
+    char error_text[1024];
+    char relay_problem[300]; /* protocol error or a deadline that fired */
+    bool killed_after_grace;
+    struct hd_vm_device *devices; /* spec devices for the guest (n_devices) */
+    size_t n_devices;
+    /* templates: restore instead of boot (vm_boot auto/snapshot and a verified template) */
+    bool snapshot;
+    bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
+    struct hd_vm_template tmpl;
+    char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
+    int state_fd;        /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
+};
+
+/* The relay's one message for the guest in flight (the socket is non-blocking). */
+struct outgoing {
+    unsigned char buf[sizeof(struct hd_vm_msg_header) + HD_VM_MSG_MAX];
+    size_t len, off;
+};
+
+/* ---- vm.c ---- */
+
+/* Put one message in the relay's outgoing buffer (which is empty). */
+void hd_vm_outgoing_set(struct outgoing *o, uint32_t type, const void *payload, uint32_t length);
+/* Write guest output to a caller's fd without ever blocking the relay for good (see vm.c). */
+void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t len);
+
+/* ---- vm_exec.c ---- */
+
+/* Mark every exec slot free (prepare). */
+void hd_vm_exec_init(struct vm *vm);
+/* An EXEC_STDOUT/EXEC_STDERR/EXEC_EXIT/EXEC_STDIN_ACK message from the guest: relay it. 1 when handled, 0
+ * when h is not one of them, -1 on a protocol violation (vm->relay_problem says which). */
+int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
+/* The relay's poll entries for the sessions' input (fds[2 * MAX_EXECS]): their stdin, read when may_send (the
+ * relay has no message in flight), no EXEC waits to go out and the session's window has room; then the
+ * terminals' sizes from their callers. */
+void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds);
+/* After poll: a terminal's new size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
+ * EXEC_STDIN (EXEC_STDIN_EOF), into out. */
+void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
+/* The guest is gone: close every session's descriptors (their callers see the end, without a code). */
+void hd_vm_exec_close_all(struct vm *vm);
+
+#endif
