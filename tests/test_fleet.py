@@ -267,6 +267,9 @@ def test_hedge_fleet_cli_deploys_by_label_waits_lists_and_removes(nodes, cloud, 
     assert ns[2].api("GET", "/v1/workloads")[1] == []
     lines = {line.split()[0]: line.split() for line in fleet("ls").out.splitlines()[1:]}
     assert lines["n0"][1:4] == ["online", "1", "1"] and lines["n2"][2:4] == ["-", "-"], lines
+    # ERRORS, SPOOL, VERSION, LAST SEEN (when the node's live facts were read, to the minute)
+    version = json.loads(fleet("status", "n0").out)["facts"]["hedge_version"]
+    assert lines["n0"][6:9] == ["0", "0", version] and lines["n0"][-1] == "ago" and lines["n0"][-2].endswith("s"), lines
     status = json.loads(fleet("status", "n1").out)
     assert status["deployments"]["web"]["managed"] == "fleet" and status["desired_generation"] == 1
     # A spec that does not validate: wait says so and exits 1.

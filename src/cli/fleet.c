@@ -202,9 +202,31 @@ static int64_t doc_generation(json_t *entry, const char *which)
 
 /* ---- ls, status ---- */
 
+/* "12s ago", "5m ago", "3h ago", "2d ago": how long ago a report's facts were read (facts.time_ms), or "-". */
+static void fleet_age(json_t *facts, char *out, size_t size)
+{
+    json_t *t = json_object_get(facts, "time_ms");
+    if (!json_is_integer(t)) {
+        snprintf(out, size, "-");
+        return;
+    }
+    int64_t s = (hd_wall_ms() - (int64_t)json_integer_value(t)) / 1000;
+    if (s < 0)
+        s = 0;
+    if (s < 120)
+        snprintf(out, size, "%llds ago", (long long)s);
+    else if (s < 7200)
+        snprintf(out, size, "%lldm ago", (long long)(s / 60));
+    else if (s < 172800)
+        snprintf(out, size, "%lldh ago", (long long)(s / 3600));
+    else
+        snprintf(out, size, "%lldd ago", (long long)(s / 86400));
+}
+
 static int fleet_ls(struct fleet *f)
 {
-    printf("%-20s %-8s %-9s %-9s %-11s %s\n", "NODE", "STATUS", "APPLIED", "DESIRED", "DEPLOYMENTS", "ERRORS");
+    printf("%-20s %-8s %-9s %-9s %-11s %-6s %-6s %-9s %s\n", "NODE", "STATUS", "APPLIED", "DESIRED", "DEPLOYMENTS",
+           "ERRORS", "SPOOL", "VERSION", "LAST SEEN");
     const char *name;
     json_t *e;
     json_object_foreach(f->nodes, name, e)
@@ -224,8 +246,15 @@ static int fleet_ls(struct fleet *f)
         if (reported)
             snprintf(deps, sizeof(deps), "%zu/%zu running", running, json_object_size(deployments));
         const char *status = json_string_value(json_object_get(e, "status"));
-        printf("%-20s %-8s %-9s %-9s %-11s %zu\n", name, status ? status : "-", applied, desired, deps,
-               json_object_size(json_object_get(reported, "errors")));
+        json_t *facts = json_object_get(reported, "facts");
+        char spool[24] = "-", seen[24];
+        if (json_is_integer(json_object_get(facts, "spool_depth")))
+            snprintf(spool, sizeof(spool), "%lld",
+                     (long long)json_integer_value(json_object_get(facts, "spool_depth")));
+        fleet_age(facts, seen, sizeof(seen));
+        const char *version = json_string_value(json_object_get(facts, "hedge_version"));
+        printf("%-20s %-8s %-9s %-9s %-11s %-6zu %-6s %-9s %s\n", name, status ? status : "-", applied, desired, deps,
+               json_object_size(json_object_get(reported, "errors")), spool, version ? version : "-", seen);
     }
     return 0;
 }
