@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -96,6 +97,39 @@ def test_run_prints_and_exits_with_the_status(ocivm, bundle, code):
     assert not ocivm.root.joinpath(f"r{code}").exists()
 
 
+def test_bound_files_are_copied_into_the_guest(ocivm, bundle, tmp_path):
+    """Binds of files (as the engines make for /etc/hosts, /etc/hostname, ...) are copies in the guest, bound at
+    their destinations with the host file's mode and owner, read-only when the bind is."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.1.2.3 somewhere\n")
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(range(256)) * 300)  # 76800 bytes: more than one message
+    secret.chmod(0o640)
+    os.chown(secret, 123, 45)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    b = bundle("sh", "-c", "cat /etc/hosts; stat -c '%a %u %g %s' /run/secrets/token; md5sum /run/secrets/token; "
+                           "stat -c %s /new/dir/empty; echo x >> /etc/hosts || echo read-only; "
+                           "echo y >> /new/dir/empty && cat /new/dir/empty; grep -c ' /etc/hosts ' /proc/mounts",
+               **{"process.terminal": False})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [
+        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind", "ro"]},
+        {"destination": "/run/secrets/token", "type": "bind", "source": str(secret), "options": ["bind"]},
+        {"destination": "/new/dir/empty", "type": "bind", "source": str(empty), "options": ["rbind", "rw"]},
+    ]
+    (b / "config.json").write_text(json.dumps(config))
+    r = ocivm("run", "-b", b, "files")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0] == "10.1.2.3 somewhere", r
+    assert lines[1] == "640 123 45 76800", r
+    assert lines[2].split()[0] == hashlib.md5(secret.read_bytes()).hexdigest(), r
+    assert lines[3:] == ["0", "read-only", "y", "1"], r
+    assert "Read-only file system" in r.err, r
+    assert hosts.read_text() == "10.1.2.3 somewhere\n" and empty.read_text() == ""  # copies: the host's stay
+
+
 def test_create_state_start_delete_with_the_pid_file(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
     b = bundle("sh", "-c", "echo started; read line; echo done >&2; exit 5", **{"process.terminal": False})
     pid_file = tmp_path / "pid"
@@ -153,13 +187,24 @@ def test_kill_reaches_the_sleeping_process_in_the_guest(ocivm, bundle, tmp_path,
 
 @pytest.mark.parametrize("change,env,message", [
     ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]}, {},
-     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm yet"),
+     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm"),
+    # a bound file is copied into the guest: up to 1 MiB each
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "BIG", "options": ["rbind"]}]}, {},
+     "mounts[0]: BIG is 1048577 bytes: hedge-oci-vm copies a bound file into the guest, up to 1048576 bytes"),
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "/dev/null", "options": ["rbind"]}]}, {},
+     "mounts[0]: a bind of /dev/null (neither a regular file nor a directory) is not supported by hedge-oci-vm"),
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "/nonexistent", "options": ["rbind"]}]}, {},
+     "mounts[0]: the source /nonexistent: No such file or directory"),
     ({"process.terminal": True}, {}, "process.terminal: a terminal is not supported by hedge-oci-vm yet"),
     ({}, {"HEDGE_VM_KERNEL_DIR": "/nonexistent"}, "guest kernel /nonexistent/vmlinuz: not found"),
     # QEMU itself starts and fails: the holder reports it, nothing of it is left
     ({}, {"HEDGE_VM_MACHINE": "no-such-machine"}, "vm: QEMU exited with status 1"),
 ])
 def test_a_bad_bundle_fails_create_and_leaves_nothing(ocivm, bundle, tmp_path, dirs, change, env, message):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (1 << 20 | 1))
+    change = json.loads(json.dumps(change).replace('"BIG"', json.dumps(str(big))))
+    message = message.replace("BIG", str(big))
     b = bundle("true", **{"process.terminal": False, **change})
     r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "bad", env=env)
     assert r.code == 1, r
@@ -323,6 +368,39 @@ def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa
     assert podman("--runtime", wrapper, "rm", "long").code == 0
     r = podman("--runtime", wrapper, "run", "--rm", "-t", "--network", "none", "localhost/hedge-busybox:test", "true")
     assert r.code != 0 and "process.terminal: a terminal is not supported by hedge-oci-vm yet" in r.err, r
+    assert qemu_processes_for(dirs["run"]) == []
+
+
+def vm_wrapper(path, guest_kernel, dirs):  # noqa: F811
+    """podman hands a runtime a clean environment: a wrapper named for the runtime gives ours the test's dirs."""
+    path.write_text("#!/bin/bash\n"
+                    f"export HEDGE_VM_KERNEL_DIR={guest_kernel} HEDGE_STATE_DIR={dirs['state']} "
+                    f"HEDGE_RUN_DIR={dirs['run']} HEDGE_OCI_VM_ACCEL=tcg\n"
+                    f'exec -a hedge-oci-vm {BUILD / "hedge-oci"} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # noqa: F811
+    """The files podman writes per container and binds in (/etc/hosts, /etc/hostname, /run/.containerenv) are
+    the guest's; a host directory cannot be bound (no 9p here): the error names the mount."""
+    wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "--hostname", "vmhost",
+               "--add-host", "db.example:10.9.8.7", "localhost/hedge-busybox:test", "sh", "-c",
+               "echo \"$(cat /etc/hostname)\"; hostname; grep db.example /etc/hosts; test -f /run/.containerenv && echo env",
+               timeout=180)
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[:2] == ["vmhost", "vmhost"], r
+    assert lines[2].split() == ["10.9.8.7", "db.example"], r
+    assert lines[3] == "env", r
+    data = tmp_path / "data"
+    data.mkdir()
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "-v", f"{data}:/data",
+               "localhost/hedge-busybox:test", "true", timeout=180)
+    assert r.code != 0, r
+    assert f"a bind of the directory {data} at /data is not supported by hedge-oci-vm" in r.err, r
+    assert re.search(r"mounts\[\d+\]: a bind of the directory", r.err), r
     assert qemu_processes_for(dirs["run"]) == []
 
 

@@ -54,7 +54,11 @@ struct vm {
     size_t config_len;
     char *secrets; /* HD_VM_CFG_SECRET records (decrypted values): wiped once sent */
     size_t secrets_len;
-    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    struct hd_net *net;             /* the tap of a bridge network, or NULL */
+    struct hd_vm_netns_link *netns; /* hedge-oci-vm: the tap in an engine's network namespace, or NULL */
+    char *netns_path;
+    char *files; /* hedge-oci-vm: the FILE records' bytes (files_len), sent after CONFIG */
+    size_t files_len;
     char mac[18];
     int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;        /* our end of the channel */
