@@ -11,7 +11,9 @@ import fcntl
 import hashlib
 import json
 import os
+import pathlib
 import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -183,6 +185,74 @@ def test_kill_reaches_the_sleeping_process_in_the_guest(ocivm, bundle, tmp_path,
     assert state(ocivm, "k2")["status"] == "stopped"
     assert qemu_processes_for(dirs["run"]) == []
     assert ocivm("delete", "k2").code == 0
+
+
+@pytest.fixture
+def engine_netns():
+    """What an engine makes, in two network namespaces of the test's own: the container's ("inner", eth0 with
+    10.123.46.6/24 and a default route via 10.123.46.1) and the far end of its veth ("outer", 10.123.46.1/24,
+    where the engine's bridge would be). Removed after."""
+    inner, outer = f"hedge-vmnet-in-{os.getpid()}", f"hedge-vmnet-out-{os.getpid()}"
+    for name in (inner, outer):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in (["-n", outer, "link", "add", "v1", "type", "veth", "peer", "name", "eth0", "netns", inner],
+                    ["-n", outer, "addr", "add", "10.123.46.1/24", "dev", "v1"],
+                    ["-n", outer, "link", "set", "v1", "up"], ["-n", outer, "link", "set", "lo", "up"],
+                    ["-n", inner, "addr", "add", "10.123.46.6/24", "dev", "eth0"],
+                    ["-n", inner, "link", "set", "eth0", "up"],
+                    ["-n", inner, "route", "add", "default", "via", "10.123.46.1"]):
+            subprocess.run(["ip"] + cmd, check=True)
+        yield inner, outer
+    finally:
+        for name in (inner, outer):
+            subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def in_netns(name, *argv, **kw):
+    return subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True, **kw)
+
+
+def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_path, subreaper, dirs,  # noqa: F811
+                                                         engine_netns):
+    """linux.namespaces' network path (as podman and CNI give it): the guest's NIC has the veth's MAC, address and
+    default route; a tap beside the veth and tc redirects carry the frames both ways; delete leaves the namespace
+    as it was."""
+    inner, outer = engine_netns
+    mac = in_netns(inner, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    out = tmp_path / "out"
+    b = bundle("sh", "-c", "ip -o -4 addr show eth0; cat /sys/class/net/eth0/address; ip route | grep default; "
+                           "ping -c 1 -W 10 10.123.46.1 >/dev/null && echo reached; mkdir -p /tmp/www; "
+                           "echo pong > /tmp/www/index.html; echo serving; exec httpd -f -p 8080 -h /tmp/www",
+               **{"process.terminal": False,
+                  "linux.namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")] +
+                                      [{"type": "network", "path": f"/run/netns/{inner}"}]})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "net1", stdout_path=out)
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    qdiscs = in_netns(inner, "tc", "qdisc", "show").stdout
+    assert "ingress ffff: dev eth0" in qdiscs and "ingress ffff: dev hdtap0" in qdiscs, qdiscs
+    assert ocivm("start", "net1").code == 0
+    deadline = time.monotonic() + 60
+    while "serving" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = out.read_text().splitlines()
+    assert "10.123.46.6/24" in lines[0], lines
+    assert lines[1] == mac, lines
+    assert "default via 10.123.46.1 dev eth0" in lines[2], lines
+    assert lines[3:] == ["reached", "serving"], lines
+    # from the far end of the veth (the engine's side) to the process in the guest
+    got = in_netns(outer, "python3", "-c", "import urllib.request as u; "
+                   "print(u.urlopen('http://10.123.46.6:8080/', timeout=20).read().decode(), end='')", timeout=60)
+    assert got.returncode == 0 and got.stdout == "pong\n", got
+    assert ocivm("kill", "net1", "KILL").code == 0
+    reap(pid, timeout=30)
+    assert ocivm("delete", "net1").code == 0
+    assert qemu_processes_for(dirs["run"]) == []
+    # as the engine left it: no tap, no qdisc of ours, the address on eth0
+    assert in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout == ""
+    assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
+    assert "10.123.46.6/24" in in_netns(inner, "ip", "-o", "-4", "addr", "show", "eth0").stdout
 
 
 @pytest.mark.parametrize("change,env,message", [
@@ -402,6 +472,71 @@ def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # 
     assert f"a bind of the directory {data} at /data is not supported by hedge-oci-vm" in r.err, r
     assert re.search(r"mounts\[\d+\]: a bind of the directory", r.err), r
     assert qemu_processes_for(dirs["run"]) == []
+
+
+def test_podman_publishes_a_port_of_the_guest(guest_kernel, dirs, tmp_path, busybox_rootfs):  # noqa: F811
+    """podman's network (CNI bridge) with -p: the host port reaches httpd in the VM; the guest reaches the
+    network's gateway; nothing of ours is left after rm -f. podman runs inside a network namespace this test
+    makes (its bridge, addresses and firewall rules stay there), as test_oci.py's network test does; the host
+    port is fetched on that namespace's loopback."""
+    if shutil.which("podman") is None or shutil.which("nsenter") is None:
+        pytest.skip("podman or nsenter is not installed (deps/oci.txt)")
+    if not pathlib.Path("/usr/lib/cni/bridge").exists():
+        pytest.skip("podman's CNI network backend needs the bridge plugin (containernetworking-plugins)")
+    wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
+    netdir = tmp_path / "cni"
+    netdir.mkdir()
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=1024:1024"]\n'
+                    f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{netdir}"\n')
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    host = f"hedge-ocivm-podnet-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", host], check=True)
+    runroot = tempfile.mkdtemp(prefix="hedge-ocivm-podnet-", dir="/tmp")
+    base = ["nsenter", f"--net=/run/netns/{host}", "podman", "--root", str(tmp_path / "storage"), "--runroot",
+            runroot, "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+
+    def podman(*args, timeout=60):
+        return Result(subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
+                                     timeout=timeout))
+
+    try:
+        subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
+        tar = tmp_path / "busybox.tar"
+        subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+        assert podman("import", tar, "localhost/hedge-busybox:test", timeout=120).code == 0
+        r = podman("network", "create", "--subnet", "10.89.77.0/24", "hedgevmnet")
+        assert r.code == 0, r
+        r = podman("--runtime", wrapper, "run", "-d", "--name", "web", "--network", "hedgevmnet",
+                   "-p", "127.0.0.1:18080:8080", "localhost/hedge-busybox:test", "sh", "-c",
+                   "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+                   timeout=180)
+        assert r.code == 0, r
+        r = podman("inspect", "--format", "{{.NetworkSettings.Networks.hedgevmnet.IPAddress}}", "web")
+        ip = r.out.strip()
+        assert r.code == 0 and ip.startswith("10.89.77."), r
+        fetch = ("import time, urllib.request as u\n"
+                 "for i in range(100):\n"
+                 "    try:\n"
+                 "        print(u.urlopen('http://127.0.0.1:18080/', timeout=5).read().decode(), end=''); break\n"
+                 "    except OSError: time.sleep(0.3)\n")
+        got = subprocess.run(["ip", "netns", "exec", host, "python3", "-c", fetch], capture_output=True, text=True,
+                             timeout=120)
+        assert got.stdout == "pong\n", got
+        r = podman("--runtime", wrapper, "exec", "web", "sh", "-c",
+                   "ip -o -4 addr show eth0; ping -c 1 -W 10 10.89.77.1 >/dev/null && echo reached")
+        assert r.code == 0 and f"{ip}/24" in r.out and r.out.endswith("reached\n"), r
+        cid = podman("inspect", "--format", "{{.Id}}", "web").out.strip()
+        assert podman("--runtime", wrapper, "rm", "-f", "-t", "0", "web").code == 0
+        assert qemu_processes_for(dirs["run"]) == []
+        assert cid and not os.path.exists(f"/run/hedge-oci-vm/{cid}")
+    finally:
+        podman("--runtime", wrapper, "rm", "--all", "--force", "-t", "0")
+        podman("network", "rm", "-f", "hedgevmnet")
+        subprocess.run(["umount", "-R", runroot], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", host], check=True)
+    assert not (netdir / "hedgevmnet.conflist").exists()
 
 
 @pytest.fixture
