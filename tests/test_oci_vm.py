@@ -257,12 +257,14 @@ def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_pa
 
 @pytest.mark.parametrize("change,env,message", [
     ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]}, {},
-     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm"),
+     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm (the guest kernel has "
+     "no 9p"),
     # a bound file is copied into the guest: up to 1 MiB each
     ({"mounts": [{"destination": "/x", "type": "bind", "source": "BIG", "options": ["rbind"]}]}, {},
      "mounts[0]: BIG is 1048577 bytes: hedge-oci-vm copies a bound file into the guest, up to 1048576 bytes"),
     ({"mounts": [{"destination": "/x", "type": "bind", "source": "/dev/null", "options": ["rbind"]}]}, {},
-     "mounts[0]: a bind of /dev/null (neither a regular file nor a directory) is not supported by hedge-oci-vm"),
+     "mounts[0]: a bind of /dev/null (neither a regular file nor a directory) is not supported by "
+     "hedge-oci-vm"),
     ({"mounts": [{"destination": "/x", "type": "bind", "source": "/nonexistent", "options": ["rbind"]}]}, {},
      "mounts[0]: the source /nonexistent: No such file or directory"),
     ({"process.terminal": True}, {}, "process.terminal: a terminal is not supported by hedge-oci-vm yet"),
@@ -457,7 +459,8 @@ def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # 
     wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
     r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "--hostname", "vmhost",
                "--add-host", "db.example:10.9.8.7", "localhost/hedge-busybox:test", "sh", "-c",
-               "echo \"$(cat /etc/hostname)\"; hostname; grep db.example /etc/hosts; test -f /run/.containerenv && echo env",
+               "echo \"$(cat /etc/hostname)\"; hostname; grep db.example /etc/hosts; "
+               "test -f /run/.containerenv && echo env",
                timeout=180)
     assert r.code == 0, r
     lines = r.out.splitlines()

@@ -16,8 +16,12 @@
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
  *   3a. make the host's devices (CONFIG's device records) appear at their targets;
- *   3b. bring lo up; with a bridge network load /modules/net, give eth0 the
- *      leased address and a default route via the gateway (plain ioctls);
+ *       bind the files hedge-oci-vm copied in (FILE records, their bytes in
+ *       FILE_DATA messages right after CONFIG) at their destinations;
+ *   3b. bring lo up; with a network (hedge's bridge, or an engine's network
+ *      namespace the host redirects to the tap) load /modules/net, give eth0
+ *      the address (and MTU) and a default route via the gateway, if any
+ *      (plain ioctls);
  *   4. put the workload in a guest cgroup v2 group whose pids.max and
  *      memory.max come from the spec (so pids are enforced *inside* the guest,
  *      and an OOM kill shows in memory.events), fork, chroot, apply

@@ -159,7 +159,7 @@ static int read_bound_file(size_t i, const char *source, const char *target, jso
  * mount asks for is not made); a bind of a regular file (/etc/hosts, /etc/resolv.conf, /etc/hostname,
  * /run/.containerenv, secrets) is copied into the guest and bound there by hedge-init (up to VM_FILE_MAX
  * bytes each, HD_VM_FILES_MAX in all); the engines' /dev/shm bind is the guest's own /dev/shm; a bind of
- * any other directory is refused (the guest kernel has no 9p/virtiofs here to share it).
+ * any other directory is refused (Debian's cloud guest kernel has no 9p; virtiofs is not wired up).
  */
 static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
@@ -189,7 +189,8 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
                 continue;
             rc = hd_error_set(err, 0,
                               "mounts[%zu]: a bind of the directory %s at %s is not supported by hedge-oci-vm "
-                              "(the guest kernel has no 9p or virtiofs to share a host directory)",
+                              "(the guest kernel has no 9p, and virtiofs is not wired up: a guest cannot share a "
+                              "host directory yet)",
                               i, source, target);
             break;
         }
