@@ -132,6 +132,35 @@ def test_bound_files_are_copied_into_the_guest(ocivm, bundle, tmp_path):
     assert hosts.read_text() == "10.1.2.3 somewhere\n" and empty.read_text() == ""  # copies: the host's stay
 
 
+def test_bound_directories_are_shared_with_the_guest(ocivm, bundle, tmp_path, dirs):
+    """A bind of a host directory is shared through virtiofs (a virtiofsd per directory): the guest sees the
+    host's files, its writes reach the host; a read-only bind cannot be written, also not by the guest's root."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "hello").write_text("from the host\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "keep").write_text("keep\n")
+    b = bundle("sh", "-c", "cat /data/sub/hello; echo from the guest > /data/written; mkdir /data/d; "
+                           "cat /ro/keep; echo x > /ro/new || echo ro refused; "
+                           "mount -o remount,rw /ro && echo y > /ro/new2 || echo still refused",
+               **{"process.terminal": False})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [
+        {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "rw"]},
+        {"destination": "/ro", "type": "bind", "source": str(ro), "options": ["rbind", "ro"]},
+    ]
+    (b / "config.json").write_text(json.dumps(config))
+    r = ocivm("run", "-b", b, "dirs")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["from the host", "keep", "ro refused", "still refused"], r
+    assert (data / "written").read_text() == "from the guest\n"
+    assert (data / "d").is_dir()
+    assert sorted(p.name for p in ro.iterdir()) == ["keep"]
+    assert qemu_processes_for(dirs["run"]) == []
+    assert subprocess.run(["pgrep", "-f", f"virtiofsd.*{tmp_path}"], capture_output=True).returncode == 1
+
+
 def test_create_state_start_delete_with_the_pid_file(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
     b = bundle("sh", "-c", "echo started; read line; echo done >&2; exit 5", **{"process.terminal": False})
     pid_file = tmp_path / "pid"
@@ -253,12 +282,21 @@ def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_pa
     assert in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout == ""
     assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
     assert "10.123.46.6/24" in in_netns(inner, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    # an ingress qdisc the engine has on its interface is not ours to take (nor to remove)
+    subprocess.run(["ip", "netns", "exec", inner, "tc", "qdisc", "add", "dev", "eth0", "ingress"], check=True)
+    r = ocivm("create", "-b", b, "net2")
+    assert r.code == 1, r
+    assert (f"linux.namespaces[4].path: network namespace /run/netns/{inner}: an ingress qdisc on eth0 "
+            "(has it one already?)") in r.err, r
+    assert "ingress ffff:" in in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout
+    assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
+    assert not (ocivm.root / "net2").exists()
 
 
 @pytest.mark.parametrize("change,env,message", [
-    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]}, {},
-     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm (the guest kernel has "
-     "no 9p"),
+    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]},
+     {"HEDGE_VIRTIOFSD": "/nonexistent/virtiofsd"},
+     "mounts[0]: a bind of the directory /tmp at /data: no virtiofsd to share a host directory"),
     # a bound file is copied into the guest: up to 1 MiB each
     ({"mounts": [{"destination": "/x", "type": "bind", "source": "BIG", "options": ["rbind"]}]}, {},
      "mounts[0]: BIG is 1048577 bytes: hedge-oci-vm copies a bound file into the guest, up to 1048576 bytes"),
@@ -455,7 +493,8 @@ def vm_wrapper(path, guest_kernel, dirs):  # noqa: F811
 
 def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # noqa: F811
     """The files podman writes per container and binds in (/etc/hosts, /etc/hostname, /run/.containerenv) are
-    the guest's; a host directory cannot be bound (no 9p here): the error names the mount."""
+    the guest's; -v HOSTDIR:/data is shared (virtiofs) both ways; without a virtiofsd the error names the
+    mount."""
     wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
     r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "--hostname", "vmhost",
                "--add-host", "db.example:10.9.8.7", "localhost/hedge-busybox:test", "sh", "-c",
@@ -467,13 +506,21 @@ def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # 
     assert lines[:2] == ["vmhost", "vmhost"], r
     assert lines[2].split() == ["10.9.8.7", "db.example"], r
     assert lines[3] == "env", r
+    # -v: a host directory through virtiofs, both ways
     data = tmp_path / "data"
     data.mkdir()
+    (data / "in").write_text("host file\n")
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "-v", f"{data}:/data",
+               "localhost/hedge-busybox:test", "sh", "-c", "cat /data/in; echo guest file > /data/out",
+               timeout=180)
+    assert (r.code, r.out) == (0, "host file\n"), r
+    assert (data / "out").read_text() == "guest file\n"
+    # without a virtiofsd the error names the mount
+    wrapper.write_text(wrapper.read_text().replace("export ", "export HEDGE_VIRTIOFSD=/nonexistent "))
     r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "-v", f"{data}:/data",
                "localhost/hedge-busybox:test", "true", timeout=180)
     assert r.code != 0, r
-    assert f"a bind of the directory {data} at /data is not supported by hedge-oci-vm" in r.err, r
-    assert re.search(r"mounts\[\d+\]: a bind of the directory", r.err), r
+    assert re.search(r"mounts\[\d+\]: a bind of the directory .* at /data: no virtiofsd", r.err), r
     assert qemu_processes_for(dirs["run"]) == []
 
 

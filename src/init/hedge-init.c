@@ -99,6 +99,7 @@ struct guest_config {
     struct guest_file *files; /* HD_VM_CFG_FILE records: their bytes in FILES_DIR/N */
     size_t n_files;
     char *net_mtu;
+    char **shares; /* HD_VM_CFG_SHARE records: "RO TAG TARGET" */
 };
 
 /* A file bound into the guest (hedge-oci-vm's bind mounts of files): FILES_DIR/<index>, bound at target. */
@@ -377,6 +378,7 @@ static void read_config(struct guest_config *cfg)
             break;
         }
         case HD_VM_CFG_NET_MTU: cfg->net_mtu = hd_xstrdup(value); break;
+        case HD_VM_CFG_SHARE: hd_strv_push(&cfg->shares, value); break;
         case HD_VM_CFG_FILE: {
             struct guest_file f = {0};
             int n = 0;
@@ -639,6 +641,37 @@ static void setup_devices(const struct guest_config *cfg)
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: mknod", target);
         if (chmod(path, mode) < 0) /* the umask took some bits */
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
+    }
+}
+
+/*
+ * Host directories (hedge-oci-vm's directory binds): virtiofs, one tag per directory (the host runs a
+ * virtiofsd for each); the modules in /modules/fs are loaded only for a guest that has one. A read-only
+ * share is mounted read-only (the host's daemon sees it read-only as well).
+ */
+static void setup_shares(const struct guest_config *cfg)
+{
+    if (cfg->shares == NULL)
+        return;
+    load_modules("/modules/fs");
+    for (size_t i = 0; cfg->shares[i]; i++) {
+        int ro = 0, n = 0;
+        char tag[32];
+        if (sscanf(cfg->shares[i], "%d %31s %n", &ro, tag, &n) != 2 || n == 0 || cfg->shares[i][n] != '/')
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config share \"%s\" is not RO TAG TARGET", cfg->shares[i]);
+        const char *target = cfg->shares[i] + n;
+        char path[4200];
+        snprintf(path, sizeof(path), "/newroot%s", target);
+        hd_error_t err = NULL;
+        if (hd_mkdir_p(path, 0755, &err) < 0)
+            guest_fail(HD_EXIT_HEDGE, err->errnum, "mounts: %s: %s", target, err->message);
+        /* the device may still be probing after the modules load: a few tries */
+        int tries = 0;
+        while (mount(tag, path, "virtiofs", ro ? MS_RDONLY : 0, NULL) < 0) {
+            if (++tries > 200 || (errno != ENOENT && errno != ENODEV && errno != EINVAL))
+                guest_fail(HD_EXIT_HEDGE, errno, "mounts: virtiofs %s at %s", tag, target);
+            sleep_ms(10);
+        }
     }
 }
 
@@ -1409,6 +1442,7 @@ int main(void)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
     setup_devices(&cfg);
+    setup_shares(&cfg);
     setup_files(&cfg);
     setup_secrets(&cfg);
     setup_machine_id(&cfg);

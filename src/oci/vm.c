@@ -92,8 +92,11 @@ static bool mount_is_bind(json_t *m)
 struct vm_extras {
     struct hd_vm_file *files;
     size_t n_files;
-    const char *netns_path; /* cfg's, not owned */
-    size_t netns_index;     /* its linux.namespaces[] */
+    struct hd_vm_share *shares; /* bound directories */
+    size_t n_shares;
+    size_t first_share_index; /* mounts[] of the first one, for errors */
+    const char *netns_path;   /* cfg's, not owned */
+    size_t netns_index;       /* its linux.namespaces[] */
 };
 
 static void vm_extras_free(struct vm_extras *x)
@@ -103,6 +106,11 @@ static void vm_extras_free(struct vm_extras *x)
         free((char *)x->files[i].data);
     }
     free(x->files);
+    for (size_t i = 0; i < x->n_shares; i++) {
+        free((char *)x->shares[i].source);
+        free((char *)x->shares[i].target);
+    }
+    free(x->shares);
     *x = (struct vm_extras){0};
 }
 
@@ -159,7 +167,7 @@ static int read_bound_file(size_t i, const char *source, const char *target, jso
  * mount asks for is not made); a bind of a regular file (/etc/hosts, /etc/resolv.conf, /etc/hostname,
  * /run/.containerenv, secrets) is copied into the guest and bound there by hedge-init (up to VM_FILE_MAX
  * bytes each, HD_VM_FILES_MAX in all); the engines' /dev/shm bind is the guest's own /dev/shm; a bind of
- * any other directory is refused (Debian's cloud guest kernel has no 9p; virtiofs is not wired up).
+ * any other directory is shared with the guest through virtiofs (runtime/vm/share.c).
  */
 static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
@@ -187,12 +195,12 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
         if (S_ISDIR(st.st_mode)) {
             if (strcmp(target, "/dev/shm") == 0)
                 continue;
-            rc = hd_error_set(err, 0,
-                              "mounts[%zu]: a bind of the directory %s at %s is not supported by hedge-oci-vm "
-                              "(the guest kernel has no 9p, and virtiofs is not wired up: a guest cannot share a "
-                              "host directory yet)",
-                              i, source, target);
-            break;
+            if (x->n_shares == 0)
+                x->first_share_index = i;
+            x->shares = hd_xrealloc(x->shares, (x->n_shares + 1) * sizeof(*x->shares));
+            x->shares[x->n_shares++] = (struct hd_vm_share){
+                .source = hd_xstrdup(source), .target = hd_xstrdup(target), .readonly = mount_option(m, "ro")};
+            continue;
         }
         x->files = hd_xrealloc(x->files, (x->n_files + 1) * sizeof(*x->files));
         if ((rc = read_bound_file(i, source, target, m, &x->files[x->n_files], err)) < 0)
@@ -305,6 +313,9 @@ static int apply_extras(struct hd_workload *w, const char *id, const struct vm_e
 {
     if (x->n_files && hd_vm_add_files(w, x->files, x->n_files, err) < 0)
         return hd_error_prefix(err, "mounts");
+    if (x->n_shares && hd_vm_add_shares(w, x->shares, x->n_shares, err) < 0)
+        return hd_error_prefix(err, "mounts[%zu]: a bind of the directory %s at %s", x->first_share_index,
+                               x->shares[0].source, x->shares[0].target);
     if (x->netns_path == NULL)
         return 0;
     struct hd_vm_netns_link link;

@@ -239,15 +239,16 @@ static int make_tap(int sock, struct hd_vm_netns_link *l, hd_error_t *err)
     return 0;
 }
 
+/* The redirects, once the veth's ingress qdisc is ours (tc prints "Exclusivity flag on" when the engine has
+ * one already: then nothing is touched). */
 static char *redirect_commands(const struct hd_vm_netns_link *l)
 {
-    return hd_xasprintf("qdisc add dev %s ingress\n"
-                        "filter add dev %s parent ffff: protocol all u32 match u32 0 0 action mirred egress "
+    return hd_xasprintf("filter add dev %s parent ffff: protocol all u32 match u32 0 0 action mirred egress "
                         "redirect dev %s\n"
                         "qdisc add dev %s ingress\n"
                         "filter add dev %s parent ffff: protocol all u32 match u32 0 0 action mirred egress "
                         "redirect dev %s\n",
-                        l->ifname, l->ifname, l->tap, l->tap, l->tap, l->ifname);
+                        l->ifname, l->tap, l->tap, l->tap, l->ifname);
 }
 
 int hd_vm_netns_attach(const char *netns_path, struct hd_vm_netns_link *l, hd_error_t *err)
@@ -264,8 +265,17 @@ int hd_vm_netns_attach(const char *netns_path, struct hd_vm_netns_link *l, hd_er
     }
     if (find_interface(sock, l, err) < 0 || read_interface(sock, l, err) < 0 || make_tap(sock, l, err) < 0)
         goto out;
+    char *first = hd_xasprintf("qdisc add dev %s ingress\n", l->ifname);
+    int tc = run_tc(first, false, err);
+    free(first);
+    if (tc < 0) {
+        close(l->tap_fd);
+        l->tap_fd = -1;
+        hd_error_prefix(err, "an ingress qdisc on %s (has it one already?)", l->ifname);
+        goto out;
+    }
     char *commands = redirect_commands(l);
-    int tc = run_tc(commands, false, err);
+    tc = run_tc(commands, false, err);
     free(commands);
     if (tc < 0) {
         hd_error_t ignored = NULL;

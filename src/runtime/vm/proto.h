@@ -114,6 +114,7 @@ enum hd_vm_config_tag {
     HD_VM_CFG_FILE = 'F',        /* "MODE UID GID RO LEN TARGET" (octal MODE, RO 0/1): a file bound at TARGET
                                  (hedge-oci-vm's bind mounts of files); its LEN bytes follow CONFIG in
                                  FILE_DATA messages, the files' bytes one after the other, in record order */
+    HD_VM_CFG_SHARE = 'D',       /* "RO TAG TARGET": mount the virtiofs TAG (a host directory) at TARGET */
     HD_VM_CFG_NET_MTU = 'U',     /* decimal: eth0's MTU (the engine's interface's) */
     HD_VM_CFG_TERMINAL = 'T',    /* EXEC only: "ROWS COLS", the process runs on a pty of that size (0 0: unknown) */
 };

@@ -237,7 +237,7 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 }
 
 /* Add a record to a prepared guest's CONFIG (hedge-oci-vm's additions), within the message's bound. */
-static int config_append(struct vm *vm, char tag, const char *value, hd_error_t *err)
+int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *err)
 {
     if (vm->config_len + vm->secrets_len + 2 + strlen(value) + CONFIG_FRESH_MAX > HD_VM_MSG_MAX)
         return hd_error_set(err, E2BIG, "vm config: more than %u bytes", HD_VM_MSG_MAX);
@@ -259,7 +259,7 @@ int hd_vm_add_files(struct hd_workload *w, const struct hd_vm_file *files, size_
                                 HD_VM_FILES_MAX);
         cleanup_free char *record = hd_xasprintf("%o %u %u %d %zu %s", f->mode & 07777, (unsigned)f->uid,
                                                  (unsigned)f->gid, f->readonly ? 1 : 0, f->len, f->target);
-        if (config_append(vm, HD_VM_CFG_FILE, record, err) < 0)
+        if (hd_vm_config_append(vm, HD_VM_CFG_FILE, record, err) < 0)
             return hd_error_prefix(err, "files: %s", f->target);
         vm->files = hd_xrealloc(vm->files, vm->files_len + f->len + 1);
         if (f->len)
@@ -290,9 +290,9 @@ int hd_vm_attach_netns(struct hd_workload *w, const char *netns_path, struct hd_
     snprintf(vm->mac, sizeof(vm->mac), "%s", l->mac);
     char mtu[16];
     snprintf(mtu, sizeof(mtu), "%d", l->mtu);
-    if (config_append(vm, HD_VM_CFG_NET_ADDRESS, l->address, err) < 0 ||
-        (l->gateway[0] && config_append(vm, HD_VM_CFG_NET_GATEWAY, l->gateway, err) < 0) ||
-        config_append(vm, HD_VM_CFG_NET_MTU, mtu, err) < 0)
+    if (hd_vm_config_append(vm, HD_VM_CFG_NET_ADDRESS, l->address, err) < 0 ||
+        (l->gateway[0] && hd_vm_config_append(vm, HD_VM_CFG_NET_GATEWAY, l->gateway, err) < 0) ||
+        hd_vm_config_append(vm, HD_VM_CFG_NET_MTU, mtu, err) < 0)
         return -1; /* cleanup undoes the attach */
     if (link)
         *link = *l;
@@ -893,6 +893,8 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         if (vm->state_fd < 0)
             return hd_error_sys(err, "vm: open %s", vm->tmpl.state_path);
     }
+    if (vm->n_shares && vm->share_sockets == NULL && hd_vm_shares_start(vm, w->run_dir, err) < 0)
+        return -1;
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -916,6 +918,7 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         .mem_share = false,
         .incoming = vm->snapshot,
         .incoming_fd = vm->state_fd,
+        .share_sockets = vm->share_sockets,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -1383,6 +1386,7 @@ static void vm_cleanup(struct hd_workload *w)
     }
     free(vm->netns_path);
     free(vm->files);
+    hd_vm_shares_stop(vm); /* QEMU is dead: nothing uses the daemons */
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
     hd_vm_exec_close_all(vm);

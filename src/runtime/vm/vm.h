@@ -25,6 +25,7 @@ struct hd_vm_kernel {
     char *release;      /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
     char **modules;     /* dir/modules/NN-name.ko in load order (may be empty) */
     char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
+    char **fs_modules;  /* dir/modules/fs/NN-name.ko (virtiofs): loaded only when it has a host directory */
 };
 
 /* The one place the guest kernel lives: $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (by default
@@ -104,6 +105,17 @@ struct hd_vm_file {
 /* After hd_workload_create, before hd_workload_start: the files go to the guest with CONFIG. */
 int hd_vm_add_files(struct hd_workload *w, const struct hd_vm_file *files, size_t n, hd_error_t *err);
 
+/* A host directory shared with the guest (hedge-oci-vm's bind mounts of directories): virtiofs, one
+ * virtiofsd per share, mounted by hedge-init at target. */
+struct hd_vm_share {
+    const char *source;
+    const char *target;
+    bool readonly; /* virtiofsd sees source read-only (a read-only bind in its own mount namespace) */
+};
+/* After hd_workload_create, before start: needs the guest kernel's virtiofs modules and virtiofsd (a cold
+ * boot, guest RAM on shared memory). */
+int hd_vm_add_shares(struct hd_workload *w, const struct hd_vm_share *shares, size_t n, hd_error_t *err);
+
 /* The guest's NIC on an engine's network namespace (netns.c, Kata's tc redirect). */
 struct hd_vm_netns_link {
     char ifname[16];  /* the engine's interface in the namespace (the veth, eth0) */
@@ -165,8 +177,10 @@ struct hd_vm_launch {
      * (a clone: copy-on-write, the template stays as it is). */
     const char *mem_path;
     bool mem_share;
-    bool incoming;   /* -incoming defer: wait for migrate-incoming (restore from a template) */
-    int incoming_fd; /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
+    bool incoming;        /* -incoming defer: wait for migrate-incoming (restore from a template) */
+    int incoming_fd;      /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
+    char **share_sockets; /* virtiofsd's vhost-user sockets, one vhost-user-fs device each (tag hdfsN); RAM
+                             then is shared memory (memfd) */
 };
 
 struct hd_cgroup;
