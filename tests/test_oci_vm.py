@@ -161,6 +161,22 @@ def test_bound_directories_are_shared_with_the_guest(ocivm, bundle, tmp_path, di
     assert subprocess.run(["pgrep", "-f", f"virtiofsd.*{tmp_path}"], capture_output=True).returncode == 1
 
 
+def test_a_directory_bind_needs_the_guest_kernels_virtiofs(ocivm, bundle, tmp_path, guest_kernel, dirs):  # noqa: F811
+    """A guest kernel dir fetched before modules/fs existed: the directory bind is refused naming the mount, and
+    what to do."""
+    old = tmp_path / "old-kernel"
+    shutil.copytree(guest_kernel, old, ignore=lambda d, names: ["fs"] if d.endswith("modules") else [])
+    b = bundle("true", **{"process.terminal": False,
+                          "mounts": [{"destination": "/data", "type": "bind", "source": str(tmp_path),
+                                      "options": ["rbind"]}]})
+    r = ocivm("create", "-b", b, "old", env={"HEDGE_VM_KERNEL_DIR": str(old)})
+    assert r.code == 1, r
+    assert (f"mounts[0]: a bind of the directory {tmp_path} at /data: the guest kernel in {old} has no virtiofs "
+            "modules (modules/fs): fetch it again with `hedge vm kernel fetch`") in r.err, r
+    assert not (ocivm.root / "old").exists()
+    assert qemu_processes_for(dirs["run"]) == []
+
+
 def test_create_state_start_delete_with_the_pid_file(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
     b = bundle("sh", "-c", "echo started; read line; echo done >&2; exit 5", **{"process.terminal": False})
     pid_file = tmp_path / "pid"
