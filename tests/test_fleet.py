@@ -6,6 +6,7 @@ nodes are real hedged daemons with their uplink to that mosquitto, each with its
 port and node id.
 """
 import json
+import os
 import signal
 import time
 import threading
@@ -13,9 +14,11 @@ import threading
 import paho.mqtt.client as paho
 import pytest
 
-from mqtt_util import Collector, Mosquitto, dedup_in_order, need_mqtt_tools, restore_cloud
+from conftest import HEDGE, SANITIZER_ENV, check_sanitizer
+from mqtt_util import Collector, dedup_in_order, restore_cloud
 from test_daemon import SLEEP, spec, wait_for
-from test_daemon_uplink import UplinkDaemon
+from test_daemon_broker import port_open
+from test_daemon_uplink import UplinkDaemon, cloud  # noqa: F401 (the cloud broker fixture)
 
 import subprocess
 
@@ -49,10 +52,18 @@ class Operator:
         doc = json.dumps({"generation": generation, "deployments": deployments})
         self.publish(f"hedge/{node}/desired", doc)
 
-    def publish(self, topic, payload):
-        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.cloud.port), "-q", "1", "-r", "-t",
-                            topic, "-m", payload], capture_output=True, text=True, timeout=10)
+    def publish(self, topic, payload, retain=True):
+        r = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.cloud.port), "-q", "1",
+                            *(["-r"] if retain else []), "-t", topic, "-m", payload],
+                           capture_output=True, text=True, timeout=10)
         assert r.returncode == 0, r.stderr
+
+    def job(self, node, job_id, request, timeout=30):
+        """Publish a job as any MQTT client would, and wait for its result."""
+        self.publish(f"hedge/{node}/jobs/{job_id}", json.dumps(request), retain=False)
+        text = wait_for(lambda: self.get(f"hedge/{node}/jobs/{job_id}/result"), timeout=timeout,
+                        what=f"the result of job {job_id}")
+        return json.loads(text)
 
     def wait_generation(self, node, generation, timeout=30):
         def applied():
@@ -73,13 +84,10 @@ class FleetNode(UplinkDaemon):
         config["fleet"] = {"labels": labels or {}}
         self.config.write_text(json.dumps(config))
 
-
-@pytest.fixture
-def cloud(tmp_path):
-    need_mqtt_tools()
-    c = Mosquitto(tmp_path, "cloud").start()
-    yield c
-    c.stop()
+    def kill9(self):
+        super().kill9()
+        # its network child dies as it notices (PR_SET_PDEATHSIG): a start before that finds the port taken
+        wait_for(lambda: not port_open(self.port), timeout=15, what="the killed hedged's broker port closed")
 
 
 @pytest.fixture
@@ -259,6 +267,9 @@ def test_hedge_fleet_cli_deploys_by_label_waits_lists_and_removes(nodes, cloud, 
     assert ns[2].api("GET", "/v1/workloads")[1] == []
     lines = {line.split()[0]: line.split() for line in fleet("ls").out.splitlines()[1:]}
     assert lines["n0"][1:4] == ["online", "1", "1"] and lines["n2"][2:4] == ["-", "-"], lines
+    # ERRORS, SPOOL, VERSION, LAST SEEN (when the node's live facts were read, to the minute)
+    version = json.loads(fleet("status", "n0").out)["facts"]["hedge_version"]
+    assert lines["n0"][6:9] == ["0", "0", version] and lines["n0"][-1] == "ago" and lines["n0"][-2].endswith("s"), lines
     status = json.loads(fleet("status", "n1").out)
     assert status["deployments"]["web"]["managed"] == "fleet" and status["desired_generation"] == 1
     # A spec that does not validate: wait says so and exits 1.
@@ -457,3 +468,243 @@ def test_jobs_restart_and_tail_logs_and_a_repeated_id_gets_the_same_result(nodes
     assert fleet("job", "n1", "frobnicate", "talk").code == 2
     operator.desire("n1", 2, {})
     operator.wait_generation("n1", 2)
+
+
+def restart(n):
+    """Stop hedged cleanly (its workloads keep running) and start it again."""
+    n.proc.send_signal(signal.SIGTERM)
+    assert n.proc.wait(timeout=15) == 0
+    n.start()
+
+
+STUBBORN = ["/bin/sh", "-c", "trap '' TERM; while :; do sleep 1; done"]  # a stop takes the whole stop_grace
+
+
+def test_job_results_survive_a_restart_and_a_job_cut_short_by_kill_9_is_answered_interrupted(
+        nodes, cloud, operator, hedge):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    operator.desire("n1", 1, {"talk": spec("talk", SLEEP), "stubborn": spec("stubborn", STUBBORN)})
+    operator.wait_generation("n1", 1)
+
+    def fleet(*args):
+        return hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "--timeout", "30", *args, timeout=60)
+    r = fleet("--id", "keep-1", "job", "n1", "restart", "talk")
+    assert r.code == 0 and "n1: talk restarted" in r.out, r
+    pid = wait_for(lambda: n.ps("talk")["pid"], timeout=15, what="talk running")
+    # a clean restart of hedged: the kept result answers, nothing runs again
+    restart(n)
+    wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+    r2 = fleet("--id", "keep-1", "job", "n1", "restart", "talk")
+    assert r2.code == 0 and r2.out == r.out, r2
+    assert n.ps("talk")["pid"] == pid
+    # a restart job that takes stop_grace (10 s); hedged is killed while it runs
+    r = fleet("--timeout", "2", "--id", "cut-1", "job", "n1", "restart", "stubborn")
+    assert r.code == 124 and "no result from n1" in r.err, r
+    kept = json.loads((n.state / "fleet-jobs.json").read_text())
+    assert kept["running"] == ["cut-1"] and [d[0] for d in kept["done"]] == ["keep-1"], kept
+    n.kill9()
+    n.start()
+    wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online after kill -9")
+    r = fleet("--id", "cut-1", "job", "n1", "restart", "stubborn")
+    assert r.code == 1 and "job cut-1 on n1: interrupted by a restart of hedged" in r.err, r
+    result = operator.job("n1", "cut-1", {"type": "restart", "deployment": "stubborn"})
+    assert result == {"id": "cut-1", "ok": False, "error": "interrupted by a restart of hedged"}, result
+    assert fleet("--id", "keep-1", "job", "n1", "restart", "talk").out == r2.out  # kept across kill -9 too
+    assert n.ps("talk")["pid"] == pid
+    operator.desire("n1", 2, {"talk": spec("talk", SLEEP)})
+    operator.wait_generation("n1", 2, timeout=60)
+
+
+def test_a_rollback_job_keeps_its_version_in_the_same_generation_and_reports_the_drift(nodes, operator):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    operator.desire("n1", 1, {"app": spec("app", SLEEP)})
+    v1 = operator.wait_generation("n1", 1)["deployments"]["app"]["digest"]
+    operator.desire("n1", 2, {"app": spec("app", ["/bin/sleep", "999"])})
+    v2 = operator.wait_generation("n1", 2)["deployments"]["app"]
+    assert v2["version"] == 2 and v2["digest"] != v1
+    result = operator.job("n1", "rb-1", {"type": "rollback", "deployment": "app"})
+    assert result["ok"] is True and result["type"] == "rollback" and result["deployment"] == "app", result
+    assert result["version"] == 3 and result["digest"] == v1 and result["managed"] == "fleet", result
+    assert result["spec"]["command"] == SLEEP and result["spec"]["name"] == "app", result
+
+    def drifted():
+        r = operator.reported("n1")
+        return r if r["deployments"]["app"]["digest"] == v1 and "deployments.app" in r["errors"] else None
+    r = wait_for(drifted, timeout=15, what="the rollback in the report")
+    assert r["generation"] == 2 and r["deployments"]["app"]["version"] == 3, r
+    assert r["errors"]["deployments.app"].startswith(f"rolled back by job rb-1 to version 3 ({v1}): runs another "
+                                                     "spec than the desired one"), r["errors"]
+    # the desired spec is not applied again over the rollback in the same generation, restart included
+    time.sleep(2)
+    assert n.ps("app")["version"] == 3
+    restart(n)
+    wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+    time.sleep(1.5)
+    r = operator.reported("n1")
+    assert r["generation"] == 2 and r["deployments"]["app"]["version"] == 3 and "deployments.app" in r["errors"], r
+    # errors: a deployment with no earlier version, one that does not exist, a rollback in progress
+    operator.desire("n1", 3, {"app": spec("app", SLEEP), "solo": spec("solo", SLEEP)})
+    assert operator.wait_generation("n1", 3)["errors"] == {}
+    result = operator.job("n1", "rb-2", {"type": "rollback", "deployment": "solo"})
+    assert result == {"id": "rb-2", "ok": False,
+                      "error": "workload \"solo\": no earlier version to roll back to"}, result
+    result = operator.job("n1", "rb-3", {"type": "rollback", "deployment": "ghost"})
+    assert result["ok"] is False and result["error"] == "deployment: no deployment ghost on this node", result
+    result = operator.job("n1", "rb-4", {"type": "frobnicate", "deployment": "app"})
+    assert result["error"] == "type: must be \"restart\", \"logs\", \"rollback\" or \"bench\"", result
+    operator.desire("n1", 4, {})
+    operator.wait_generation("n1", 4)
+
+
+def test_hedge_fleet_rollback_rolls_back_then_makes_the_running_spec_the_desired_one(nodes, cloud, operator, hedge,
+                                                                                    tmp_path):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+
+    def fleet(*args):
+        return hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "--timeout", "60", *args, timeout=90)
+    for g, command in ((1, SLEEP), (2, ["/bin/sleep", "999"])):
+        (tmp_path / "app.json").write_text(json.dumps(spec("app", command)))
+        assert fleet("deploy", "n1", tmp_path / "app.json").code == 0
+        assert fleet("wait", "n1").code == 0
+    v1 = [v["digest"] for v in n.api("GET", "/v1/workloads/app/history")[1]["versions"] if v["version"] == 1][0]
+    r = fleet("rollback", "n1", "app")
+    assert r.code == 0, r
+    assert f"n1: app rolled back to version 3 ({v1})" in r.out and "n1: generation 3 applied" in r.out, r
+    desired = json.loads(operator.get("hedge/n1/desired"))
+    assert desired["generation"] == 3 and desired["deployments"]["app"]["command"] == SLEEP, desired
+    rep = operator.wait_generation("n1", 3)
+    assert rep["errors"] == {} and rep["deployments"]["app"]["version"] == 3, rep  # unchanged: no new version
+    assert rep["deployments"]["app"]["digest"] == v1
+    # a local deployment rolls back too; it has no desired document to change
+    assert n.deploy(spec("mine", SLEEP)).code == 0
+    assert n.deploy(spec("mine", ["/bin/sleep", "998"])).code == 0
+    r = fleet("rollback", "n1", "mine")
+    assert r.code == 0 and "mine is a local deployment: no desired document to change" in r.out, r
+    assert n.ps("mine")["version"] == 3 and json.loads(operator.get("hedge/n1/desired"))["generation"] == 3
+    # errors: the job's own (exit 1), usage (2), a node that does not answer (124)
+    r = fleet("rollback", "n1", "nosuch")
+    assert r.code == 1 and "deployment: no deployment nosuch on this node" in r.err, r
+    r = fleet("rollback", "n1", "mine")  # version 3 went back to version 1's spec; 2 is its previous good one
+    assert r.code == 0, r
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "--timeout", "2", "rollback", "ghost", "app")
+    assert r.code == 124 and "no result from ghost" in r.err, r
+    assert fleet("rollback", "n1").code == 2 and fleet("rollback", "n1", "app", "x").code == 2
+    assert n.cli("rm", "mine").code == 0
+    assert fleet("rm", "n1", "app").code == 0 and fleet("wait", "n1").code == 0
+
+
+def test_hedge_fleet_logs_tails_and_follows_the_forwarded_batches(nodes, cloud, operator, hedge):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    operator.desire("n1", 1, {"talk": spec("talk", ["/bin/sh", "-c", "for i in 1 2 3 4 5; do echo line $i; done; "
+                                                                       "exec sleep 1000"])})
+    operator.wait_generation("n1", 1)
+
+    def fleet(*args):
+        return hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "--timeout", "30", *args, timeout=60)
+    wait_for(lambda: "line 5" in fleet("logs", "n1", "talk").out, timeout=15, what="the log lines")
+    r = fleet("logs", "n1", "talk", "-n", "2")
+    assert r.code == 0 and r.out == "line 4\nline 5\n", r
+    # -f: the tail, then each forwarded batch as it comes, until SIGINT
+    env = dict(os.environ, **SANITIZER_ENV)
+    proc = subprocess.Popen([str(HEDGE), "fleet", "--broker", f"127.0.0.1:{cloud.port}", "logs", "n1", "talk", "-f",
+                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: out == ["line 5\n"], timeout=15, what="the tail")
+
+        def forwarded():  # published until the subscription (made after the tail) sees one
+            batch = {"deployment": "talk", "lines": ["fwd 1", "fwd 2"], "dropped": 3, "ts": 1796569200123}
+            operator.publish("hedge/n1/logs/talk", json.dumps(batch), retain=False)
+            time.sleep(0.3)
+            return "fwd 2\n" in out
+        wait_for(forwarded, timeout=15, what="a forwarded batch printed")
+        assert out[1:3] == ["fwd 1\n", "fwd 2\n"], out
+        operator.publish("hedge/n1/logs/talk", json.dumps({"deployment": "talk", "lines": ["fwd 3"], "dropped": 0,
+                                                           "ts": 1796569200124}), retain=False)
+        wait_for(lambda: out[-1] == "fwd 3\n", timeout=15, what="the next batch")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        err = proc.stderr.read()
+        assert "hedge fleet: 3 lines dropped by the node's rate cap" in err, err
+        check_sanitizer(err)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    r = fleet("logs", "n1", "nosuch", "-f")
+    assert r.code == 1 and "deployment: no deployment nosuch on this node" in r.err, r
+    assert fleet("logs", "n1").code == 2 and fleet("logs", "n1", "talk", "-n", "0").code == 2
+    assert fleet("logs", "n1", "talk", "-x").code == 2
+    # names are passed as JSON strings, whatever they hold
+    r = fleet("job", "n1", "restart", 'a"b\\c')
+    assert r.code == 1 and 'deployment: no deployment a"b\\c on this node' in r.err, r
+    operator.desire("n1", 2, {})
+    operator.wait_generation("n1", 2)
+
+
+def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, operator, cloud, hedge, tmp_path):
+    n = nodes("n1")
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    request = {"type": "bench", "spec": spec("b", ["/bin/true"]), "runs": 2}
+    result = operator.job("n1", "bench-1", request, timeout=120)
+    assert result["ok"] is True and result["type"] == "bench", result
+    report = result["report"]
+    assert report["workload"]["name"] == "b" and report["settings"]["runs"] == 2, report
+    figure = report["results"]["process"]["start_to_exit_ms"]
+    assert len(figure["samples"]) == 2 and figure["median"] > 0, figure
+    # the same through `hedge fleet job NODE bench SPEC`: it prints the report
+    (tmp_path / "b.json").write_text(json.dumps(spec("b", ["/bin/true"])))
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--runs", "1",
+              "--isolation", "process", timeout=120)
+    assert r.code == 0 and len(json.loads(r.out)["results"]["process"]["start_to_exit_ms"]["samples"]) == 1, r
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--runs", "0")
+    assert r.code == 1 and "runs: must be an integer 1..20" in r.err, r
+    r = hedge("fleet", "--broker", f"127.0.0.1:{cloud.port}", "job", "n1", "bench", tmp_path / "b.json", "--frob", "1")
+    assert r.code == 2, r
+    # the request's fields are checked by name
+    for bad, why in (({"spec": {"isolation": "process"}}, "spec: must be a workload spec with a \"name\""),
+                     ({"spec": spec("b", ["/bin/true"]), "runs": 0}, "runs: must be an integer 1..20"),
+                     ({"spec": spec("b", ["/bin/true"]), "port": "80"}, "port: must be a TCP port 1..65535"),
+                     ({"spec": spec("b", ["/bin/true"]), "timeout": -1}, "timeout: must be a number of seconds")):
+        result = operator.job("n1", f"bad-{len(why)}", {"type": "bench", **bad})
+        assert result["ok"] is False and result["error"].startswith(why), result
+    # what hedge bench itself refuses comes back as its reason
+    result = operator.job("n1", "bench-2", {"type": "bench", "spec": spec("b", "not a list")}, timeout=60)
+    assert result["ok"] is False and result["error"].startswith("bench: ") and "command" in result["error"], result
+    # a bench that takes too long is stopped at its timeout, with what it started
+    marker = f"61.{os.getpid()}"  # a sleep of its own, to look for afterwards
+    slow = spec("slow", ["/bin/sleep", marker])
+    t0 = time.monotonic()
+    result = operator.job("n1", "bench-3", {"type": "bench", "spec": slow, "runs": 1, "timeout": 2}, timeout=60)
+    assert result == {"id": "bench-3", "ok": False,
+                      "error": "bench: no report within the timeout of 2s (stopped)"}, result
+    assert time.monotonic() - t0 < 15
+    ps = subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True, text=True)
+    assert ps.stdout == "", ps.stdout
+    assert not list(n.state.glob("fleet-bench.*"))  # its directory is gone
+    # hedged stops (cleanly, or kill -9) while a bench runs: the bench stops too, and the restarted hedged
+    # answers the job as interrupted
+    for i, stop in enumerate((restart, lambda n: (n.kill9(), n.start()))):
+        operator.publish(f"hedge/n1/jobs/cut-{i}", json.dumps({"type": "bench", "spec": slow, "runs": 1}), retain=False)
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0,
+                 timeout=15, what="the bench's workload")
+        during = operator.job("n1", f"during-{i}", {"type": "logs", "deployment": "none"}, timeout=5)
+        assert during["error"] == "deployment: no deployment none on this node"  # hedged answers meanwhile
+        stop(n)
+        wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+        wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1,
+                 timeout=15, what="the bench and its workload gone")
+        result = operator.job("n1", f"cut-{i}", {"type": "bench", "spec": slow, "runs": 1})
+        assert result == {"id": f"cut-{i}", "ok": False, "error": "interrupted by a restart of hedged"}, result
+        assert not list(n.state.glob("fleet-bench.*"))
+    # the kept result across a restart, as for any job
+    restart(n)
+    wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
+    operator.latest.pop("hedge/n1/jobs/bench-1/result")
+    assert operator.job("n1", "bench-1", request)["report"] == report

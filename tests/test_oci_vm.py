@@ -11,6 +11,9 @@ import fcntl
 import hashlib
 import json
 import os
+import pathlib
+import re
+import shutil
 import signal
 import struct
 import subprocess
@@ -96,6 +99,84 @@ def test_run_prints_and_exits_with_the_status(ocivm, bundle, code):
     assert not ocivm.root.joinpath(f"r{code}").exists()
 
 
+def test_bound_files_are_copied_into_the_guest(ocivm, bundle, tmp_path):
+    """Binds of files (as the engines make for /etc/hosts, /etc/hostname, ...) are copies in the guest, bound at
+    their destinations with the host file's mode and owner, read-only when the bind is."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("10.1.2.3 somewhere\n")
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(range(256)) * 300)  # 76800 bytes: more than one message
+    secret.chmod(0o640)
+    os.chown(secret, 123, 45)
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    b = bundle("sh", "-c", "cat /etc/hosts; stat -c '%a %u %g %s' /run/secrets/token; md5sum /run/secrets/token; "
+                           "stat -c %s /new/dir/empty; echo x >> /etc/hosts || echo read-only; "
+                           "echo y >> /new/dir/empty && cat /new/dir/empty; grep -c ' /etc/hosts ' /proc/mounts",
+               **{"process.terminal": False})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [
+        {"destination": "/etc/hosts", "type": "bind", "source": str(hosts), "options": ["rbind", "ro"]},
+        {"destination": "/run/secrets/token", "type": "bind", "source": str(secret), "options": ["bind"]},
+        {"destination": "/new/dir/empty", "type": "bind", "source": str(empty), "options": ["rbind", "rw"]},
+    ]
+    (b / "config.json").write_text(json.dumps(config))
+    r = ocivm("run", "-b", b, "files")
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[0] == "10.1.2.3 somewhere", r
+    assert lines[1] == "640 123 45 76800", r
+    assert lines[2].split()[0] == hashlib.md5(secret.read_bytes()).hexdigest(), r
+    assert lines[3:] == ["0", "read-only", "y", "1"], r
+    assert "Read-only file system" in r.err, r
+    assert hosts.read_text() == "10.1.2.3 somewhere\n" and empty.read_text() == ""  # copies: the host's stay
+
+
+def test_bound_directories_are_shared_with_the_guest(ocivm, bundle, tmp_path, dirs):
+    """A bind of a host directory is shared through virtiofs (a virtiofsd per directory): the guest sees the
+    host's files, its writes reach the host; a read-only bind cannot be written, also not by the guest's root."""
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "hello").write_text("from the host\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "keep").write_text("keep\n")
+    b = bundle("sh", "-c", "cat /data/sub/hello; echo from the guest > /data/written; mkdir /data/d; "
+                           "cat /ro/keep; echo x > /ro/new || echo ro refused; "
+                           "mount -o remount,rw /ro && echo y > /ro/new2 || echo still refused",
+               **{"process.terminal": False})
+    config = json.loads((b / "config.json").read_text())
+    config["mounts"] += [
+        {"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind", "rw"]},
+        {"destination": "/ro", "type": "bind", "source": str(ro), "options": ["rbind", "ro"]},
+    ]
+    (b / "config.json").write_text(json.dumps(config))
+    r = ocivm("run", "-b", b, "dirs")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["from the host", "keep", "ro refused", "still refused"], r
+    assert (data / "written").read_text() == "from the guest\n"
+    assert (data / "d").is_dir()
+    assert sorted(p.name for p in ro.iterdir()) == ["keep"]
+    assert qemu_processes_for(dirs["run"]) == []
+    assert subprocess.run(["pgrep", "-f", f"virtiofsd.*{tmp_path}"], capture_output=True).returncode == 1
+
+
+def test_a_directory_bind_needs_the_guest_kernels_virtiofs(ocivm, bundle, tmp_path, guest_kernel, dirs):  # noqa: F811
+    """A guest kernel dir fetched before modules/fs existed: the directory bind is refused naming the mount, and
+    what to do."""
+    old = tmp_path / "old-kernel"
+    shutil.copytree(guest_kernel, old, ignore=lambda d, names: ["fs"] if d.endswith("modules") else [])
+    b = bundle("true", **{"process.terminal": False,
+                          "mounts": [{"destination": "/data", "type": "bind", "source": str(tmp_path),
+                                      "options": ["rbind"]}]})
+    r = ocivm("create", "-b", b, "old", env={"HEDGE_VM_KERNEL_DIR": str(old)})
+    assert r.code == 1, r
+    assert (f"mounts[0]: a bind of the directory {tmp_path} at /data: the guest kernel in {old} has no virtiofs "
+            "modules (modules/fs): fetch it again with `hedge vm kernel fetch`") in r.err, r
+    assert not (ocivm.root / "old").exists()
+    assert qemu_processes_for(dirs["run"]) == []
+
+
 def test_create_state_start_delete_with_the_pid_file(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
     b = bundle("sh", "-c", "echo started; read line; echo done >&2; exit 5", **{"process.terminal": False})
     pid_file = tmp_path / "pid"
@@ -151,15 +232,105 @@ def test_kill_reaches_the_sleeping_process_in_the_guest(ocivm, bundle, tmp_path,
     assert ocivm("delete", "k2").code == 0
 
 
+@pytest.fixture
+def engine_netns():
+    """What an engine makes, in two network namespaces of the test's own: the container's ("inner", eth0 with
+    10.123.46.6/24 and a default route via 10.123.46.1) and the far end of its veth ("outer", 10.123.46.1/24,
+    where the engine's bridge would be). Removed after."""
+    inner, outer = f"hedge-vmnet-in-{os.getpid()}", f"hedge-vmnet-out-{os.getpid()}"
+    for name in (inner, outer):
+        subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for cmd in (["-n", outer, "link", "add", "v1", "type", "veth", "peer", "name", "eth0", "netns", inner],
+                    ["-n", outer, "addr", "add", "10.123.46.1/24", "dev", "v1"],
+                    ["-n", outer, "link", "set", "v1", "up"], ["-n", outer, "link", "set", "lo", "up"],
+                    ["-n", inner, "addr", "add", "10.123.46.6/24", "dev", "eth0"],
+                    ["-n", inner, "link", "set", "eth0", "up"],
+                    ["-n", inner, "route", "add", "default", "via", "10.123.46.1"]):
+            subprocess.run(["ip"] + cmd, check=True)
+        yield inner, outer
+    finally:
+        for name in (inner, outer):
+            subprocess.run(["ip", "netns", "delete", name], check=True)
+
+
+def in_netns(name, *argv, **kw):
+    return subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True, **kw)
+
+
+def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_path, subreaper, dirs,  # noqa: F811
+                                                         engine_netns):
+    """linux.namespaces' network path (as podman and CNI give it): the guest's NIC has the veth's MAC, address and
+    default route; a tap beside the veth and tc redirects carry the frames both ways; delete leaves the namespace
+    as it was."""
+    inner, outer = engine_netns
+    mac = in_netns(inner, "cat", "/sys/class/net/eth0/address").stdout.strip()
+    out = tmp_path / "out"
+    b = bundle("sh", "-c", "ip -o -4 addr show eth0; cat /sys/class/net/eth0/address; ip route | grep default; "
+                           "ping -c 1 -W 10 10.123.46.1 >/dev/null && echo reached; mkdir -p /tmp/www; "
+                           "echo pong > /tmp/www/index.html; echo serving; exec httpd -f -p 8080 -h /tmp/www",
+               **{"process.terminal": False,
+                  "linux.namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")] +
+                                      [{"type": "network", "path": f"/run/netns/{inner}"}]})
+    r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "net1", stdout_path=out)
+    assert r.code == 0, r
+    pid = int((tmp_path / "pid").read_text())
+    qdiscs = in_netns(inner, "tc", "qdisc", "show").stdout
+    assert "ingress ffff: dev eth0" in qdiscs and "ingress ffff: dev hdtap0" in qdiscs, qdiscs
+    assert ocivm("start", "net1").code == 0
+    deadline = time.monotonic() + 60
+    while "serving" not in out.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    lines = out.read_text().splitlines()
+    assert "10.123.46.6/24" in lines[0], lines
+    assert lines[1] == mac, lines
+    assert "default via 10.123.46.1 dev eth0" in lines[2], lines
+    assert lines[3:] == ["reached", "serving"], lines
+    # from the far end of the veth (the engine's side) to the process in the guest
+    got = in_netns(outer, "python3", "-c", "import urllib.request as u; "
+                   "print(u.urlopen('http://10.123.46.6:8080/', timeout=20).read().decode(), end='')", timeout=60)
+    assert got.returncode == 0 and got.stdout == "pong\n", got
+    assert ocivm("kill", "net1", "KILL").code == 0
+    reap(pid, timeout=30)
+    assert ocivm("delete", "net1").code == 0
+    assert qemu_processes_for(dirs["run"]) == []
+    # as the engine left it: no tap, no qdisc of ours, the address on eth0
+    assert in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout == ""
+    assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
+    assert "10.123.46.6/24" in in_netns(inner, "ip", "-o", "-4", "addr", "show", "eth0").stdout
+    # an ingress qdisc the engine has on its interface is not ours to take (nor to remove)
+    subprocess.run(["ip", "netns", "exec", inner, "tc", "qdisc", "add", "dev", "eth0", "ingress"], check=True)
+    r = ocivm("create", "-b", b, "net2")
+    assert r.code == 1, r
+    assert (f"linux.namespaces[4].path: network namespace /run/netns/{inner}: an ingress qdisc on eth0 "
+            "(has it one already?)") in r.err, r
+    assert "ingress ffff:" in in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout
+    assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
+    assert not (ocivm.root / "net2").exists()
+
+
 @pytest.mark.parametrize("change,env,message", [
-    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]}, {},
-     "mounts[0]: a bind of the directory /tmp at /data is not supported by hedge-oci-vm yet"),
+    ({"mounts": [{"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"]}]},
+     {"HEDGE_VIRTIOFSD": "/nonexistent/virtiofsd"},
+     "mounts[0]: a bind of the directory /tmp at /data: no virtiofsd to share a host directory"),
+    # a bound file is copied into the guest: up to 1 MiB each
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "BIG", "options": ["rbind"]}]}, {},
+     "mounts[0]: BIG is 1048577 bytes: hedge-oci-vm copies a bound file into the guest, up to 1048576 bytes"),
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "/dev/null", "options": ["rbind"]}]}, {},
+     "mounts[0]: a bind of /dev/null (neither a regular file nor a directory) is not supported by "
+     "hedge-oci-vm"),
+    ({"mounts": [{"destination": "/x", "type": "bind", "source": "/nonexistent", "options": ["rbind"]}]}, {},
+     "mounts[0]: the source /nonexistent: No such file or directory"),
     ({"process.terminal": True}, {}, "process.terminal: a terminal is not supported by hedge-oci-vm yet"),
     ({}, {"HEDGE_VM_KERNEL_DIR": "/nonexistent"}, "guest kernel /nonexistent/vmlinuz: not found"),
     # QEMU itself starts and fails: the holder reports it, nothing of it is left
     ({}, {"HEDGE_VM_MACHINE": "no-such-machine"}, "vm: QEMU exited with status 1"),
 ])
 def test_a_bad_bundle_fails_create_and_leaves_nothing(ocivm, bundle, tmp_path, dirs, change, env, message):
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (1 << 20 | 1))
+    change = json.loads(json.dumps(change).replace('"BIG"', json.dumps(str(big))))
+    message = message.replace("BIG", str(big))
     b = bundle("true", **{"process.terminal": False, **change})
     r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "bad", env=env)
     assert r.code == 1, r
@@ -324,6 +495,114 @@ def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa
     r = podman("--runtime", wrapper, "run", "--rm", "-t", "--network", "none", "localhost/hedge-busybox:test", "true")
     assert r.code != 0 and "process.terminal: a terminal is not supported by hedge-oci-vm yet" in r.err, r
     assert qemu_processes_for(dirs["run"]) == []
+
+
+def vm_wrapper(path, guest_kernel, dirs):  # noqa: F811
+    """podman hands a runtime a clean environment: a wrapper named for the runtime gives ours the test's dirs."""
+    path.write_text("#!/bin/bash\n"
+                    f"export HEDGE_VM_KERNEL_DIR={guest_kernel} HEDGE_STATE_DIR={dirs['state']} "
+                    f"HEDGE_RUN_DIR={dirs['run']} HEDGE_OCI_VM_ACCEL=tcg\n"
+                    f'exec -a hedge-oci-vm {BUILD / "hedge-oci"} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_podman_files_reach_the_guest(podman, guest_kernel, dirs, tmp_path):  # noqa: F811
+    """The files podman writes per container and binds in (/etc/hosts, /etc/hostname, /run/.containerenv) are
+    the guest's; -v HOSTDIR:/data is shared (virtiofs) both ways; without a virtiofsd the error names the
+    mount."""
+    wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "--hostname", "vmhost",
+               "--add-host", "db.example:10.9.8.7", "localhost/hedge-busybox:test", "sh", "-c",
+               "echo \"$(cat /etc/hostname)\"; hostname; grep db.example /etc/hosts; "
+               "test -f /run/.containerenv && echo env",
+               timeout=180)
+    assert r.code == 0, r
+    lines = r.out.splitlines()
+    assert lines[:2] == ["vmhost", "vmhost"], r
+    assert lines[2].split() == ["10.9.8.7", "db.example"], r
+    assert lines[3] == "env", r
+    # -v: a host directory through virtiofs, both ways
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in").write_text("host file\n")
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "-v", f"{data}:/data",
+               "localhost/hedge-busybox:test", "sh", "-c", "cat /data/in; echo guest file > /data/out",
+               timeout=180)
+    assert (r.code, r.out) == (0, "host file\n"), r
+    assert (data / "out").read_text() == "guest file\n"
+    # without a virtiofsd the error names the mount
+    wrapper.write_text(wrapper.read_text().replace("export ", "export HEDGE_VIRTIOFSD=/nonexistent "))
+    r = podman("--runtime", wrapper, "run", "--rm", "--network", "none", "-v", f"{data}:/data",
+               "localhost/hedge-busybox:test", "true", timeout=180)
+    assert r.code != 0, r
+    assert re.search(r"mounts\[\d+\]: a bind of the directory .* at /data: no virtiofsd", r.err), r
+    assert qemu_processes_for(dirs["run"]) == []
+
+
+def test_podman_publishes_a_port_of_the_guest(guest_kernel, dirs, tmp_path, busybox_rootfs):  # noqa: F811
+    """podman's network (CNI bridge) with -p: the host port reaches httpd in the VM; the guest reaches the
+    network's gateway; nothing of ours is left after rm -f. podman runs inside a network namespace this test
+    makes (its bridge, addresses and firewall rules stay there), as test_oci.py's network test does; the host
+    port is fetched on that namespace's loopback."""
+    if shutil.which("podman") is None or shutil.which("nsenter") is None:
+        pytest.skip("podman or nsenter is not installed (deps/oci.txt)")
+    if not pathlib.Path("/usr/lib/cni/bridge").exists():
+        pytest.skip("podman's CNI network backend needs the bridge plugin (containernetworking-plugins)")
+    wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
+    netdir = tmp_path / "cni"
+    netdir.mkdir()
+    conf = tmp_path / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=1024:1024"]\n'
+                    f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{netdir}"\n')
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    host = f"hedge-ocivm-podnet-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", host], check=True)
+    runroot = tempfile.mkdtemp(prefix="hedge-ocivm-podnet-", dir="/tmp")
+    base = ["nsenter", f"--net=/run/netns/{host}", "podman", "--root", str(tmp_path / "storage"), "--runroot",
+            runroot, "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
+
+    def podman(*args, timeout=60):
+        return Result(subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
+                                     timeout=timeout))
+
+    try:
+        subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
+        tar = tmp_path / "busybox.tar"
+        subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
+        assert podman("import", tar, "localhost/hedge-busybox:test", timeout=120).code == 0
+        r = podman("network", "create", "--subnet", "10.89.77.0/24", "hedgevmnet")
+        assert r.code == 0, r
+        r = podman("--runtime", wrapper, "run", "-d", "--name", "web", "--network", "hedgevmnet",
+                   "-p", "127.0.0.1:18080:8080", "localhost/hedge-busybox:test", "sh", "-c",
+                   "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+                   timeout=180)
+        assert r.code == 0, r
+        r = podman("inspect", "--format", "{{.NetworkSettings.Networks.hedgevmnet.IPAddress}}", "web")
+        ip = r.out.strip()
+        assert r.code == 0 and ip.startswith("10.89.77."), r
+        fetch = ("import time, urllib.request as u\n"
+                 "for i in range(100):\n"
+                 "    try:\n"
+                 "        print(u.urlopen('http://127.0.0.1:18080/', timeout=5).read().decode(), end=''); break\n"
+                 "    except OSError: time.sleep(0.3)\n")
+        got = subprocess.run(["ip", "netns", "exec", host, "python3", "-c", fetch], capture_output=True, text=True,
+                             timeout=120)
+        assert got.stdout == "pong\n", got
+        r = podman("--runtime", wrapper, "exec", "web", "sh", "-c",
+                   "ip -o -4 addr show eth0; ping -c 1 -W 10 10.89.77.1 >/dev/null && echo reached")
+        assert r.code == 0 and f"{ip}/24" in r.out and r.out.endswith("reached\n"), r
+        cid = podman("inspect", "--format", "{{.Id}}", "web").out.strip()
+        assert podman("--runtime", wrapper, "rm", "-f", "-t", "0", "web").code == 0
+        assert qemu_processes_for(dirs["run"]) == []
+        assert cid and not os.path.exists(f"/run/hedge-oci-vm/{cid}")
+    finally:
+        podman("--runtime", wrapper, "rm", "--all", "--force", "-t", "0")
+        podman("network", "rm", "-f", "hedgevmnet")
+        subprocess.run(["umount", "-R", runroot], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", host], check=True)
+    assert not (netdir / "hedgevmnet.conflist").exists()
 
 
 @pytest.fixture

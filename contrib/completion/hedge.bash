@@ -172,19 +172,21 @@ _hedge()
             case $prev in --spool|--config) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             opts="--spool --config --json" ;;
         fleet)
-            case $prev in --broker|--prefix|--timeout|-l|--canaries|--id|-n) return ;;
+            case $prev in --broker|--prefix|--timeout|-l|--canaries|--id|-n|--runs|--port|--isolation) return ;;
                 --ca|--cert|--key|--sign-key) COMPREPLY=($(compgen -f -- "$cur")); return ;; esac
             local w fverb=""
             for w in "${COMP_WORDS[@]:verb_at+1:cword-verb_at-1}"; do
-                case $w in ls|status|deploy|rm|wait|rollout|job) fverb=$w; break ;; esac
+                case $w in ls|status|deploy|rm|wait|rollout|job|rollback|logs) fverb=$w; break ;; esac
             done
             if [[ -z $fverb && $cur != -* ]]; then
-                COMPREPLY=($(compgen -W "ls status deploy rm wait rollout job" -- "$cur")); return
+                COMPREPLY=($(compgen -W "ls status deploy rm wait rollout job rollback logs" -- "$cur")); return
             fi
             [[ $fverb == deploy || $fverb == rollout ]] && files=1
             opts="--broker --prefix --timeout --ca --cert --key --sign-key --id --help"
             [[ $fverb == deploy || $fverb == rm ]] && opts="-l"
-            [[ $fverb == rollout ]] && opts="-l --canaries" ;;
+            [[ $fverb == rollout ]] && opts="-l --canaries"
+            [[ $fverb == logs ]] && opts="-n -f"
+            [[ $fverb == job ]] && opts="-n --runs --port --isolation" ;;
         version) opts="--help" ;;
     esac
 

@@ -9,6 +9,9 @@
  *   hedge fleet [FLAGS] wait NODE...
  *   hedge fleet [FLAGS] rollout -l KEY=VALUE [--canaries N] SPEC.json...
  *   hedge fleet [FLAGS] [--id ID] job NODE restart NAME | job NODE logs NAME [-n LINES]
+ *   hedge fleet [FLAGS] [--id ID] job NODE bench SPEC.json [--runs N] [--port P] [--isolation LIST]
+ *   hedge fleet [FLAGS] [--id ID] rollback NODE NAME
+ *   hedge fleet [FLAGS] [--id ID] logs NODE NAME [-n LINES] [-f]
  *   FLAGS: --broker HOST:PORT (default 127.0.0.1:1883), --prefix P (default hedge/), --timeout SECONDS
  *          (default 60 for wait, else 10), --ca FILE, --cert FILE, --key FILE (TLS), --sign-key FILE (an
  *          Ed25519 private key: desired documents go out signed), $HEDGE_FLEET_USER and
@@ -18,12 +21,14 @@
  * keep what the broker sends until nothing new has come for a moment (the retained messages come right
  * after the SUBACK). deploy and rm change each target node's desired document (the generation goes up)
  * and publish it retained; wait keeps reading until every node named reports its desired generation
- * applied; rollout goes canaries first (fleet_rollout). Exit codes: 0 done; 1 a node reported errors for the
+ * applied; rollout goes canaries first (fleet_rollout); job, rollback and logs publish a job and wait for
+ * its result (fleet_ask); logs -f then prints the node's forwarded log batches until SIGINT. Exit codes: 0 done; 1 a node reported errors for the
  * generation it applied (wait), a rollout halted or a node of it failed, or no node matched; 2 usage; 124 wait timed out; 125 the broker could not be reached or refused.
  */
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +42,7 @@
 
 #define FLEET_QUIET_NS 300000000ull /* the snapshot is complete after this long without a retained message */
 #define FLEET_EXIT_TIMEOUT 124
+#define FLEET_FOLLOW_SUBSCRIBE_NS 10000000000ull /* logs -f: how long the broker has to grant the subscription */
 
 static const char usage_text[] =
     "hedge fleet [--broker HOST:PORT] [--prefix P] [--timeout S] [--ca F] [--cert F --key F] [--sign-key F] VERB\n"
@@ -46,6 +52,11 @@ static const char usage_text[] =
     "  rm NODE|-l KEY=VALUE NAME...     take deployments out of the desired document(s)\n"
     "  wait NODE...                     until each node reports its desired generation applied\n"
     "  job NODE restart NAME | job NODE logs NAME [-n LINES]   [--id ID: ask again]\n"
+    "  job NODE bench SPEC [--runs N] [--port P] [--isolation LIST]\n"
+    "                                   hedge bench on the node; prints its report (JSON)\n"
+    "  rollback NODE NAME               roll NAME back to its previous version (health-gated), then make that\n"
+    "                                   spec the node's desired one\n"
+    "  logs NODE NAME [-n LINES] [-f]   the last LINES (default 100) of its log; -f: then the forwarded lines\n"
     "  rollout -l KEY=VALUE [--canaries N] SPEC...\n"
     "                                   staged: N canaries (default 1) first, the rest once they are healthy;\n"
     "                                   a failing canary halts it and gets its previous document back";
@@ -58,7 +69,8 @@ struct fleet {
     bool connected, subscribed, failed;
     uint64_t last_message_ns;
     uint16_t next_id;
-    int unacked; /* our QoS 1 publishes not yet acknowledged */
+    int unacked;              /* our QoS 1 publishes not yet acknowledged */
+    const char *follow_topic; /* logs -f: the batches on this topic are printed as they come */
     char *error;
 };
 
@@ -88,12 +100,18 @@ static void fleet_on_suback(void *ctx, uint16_t id, const uint8_t *codes, size_t
     f->last_message_ns = hd_now_ns();
 }
 
+static void fleet_print_batch(const struct hd_mqtt_message *m);
+
 static void fleet_on_message(void *ctx, const struct hd_mqtt_message *m)
 {
     struct fleet *f = ctx;
     f->last_message_ns = hd_now_ns();
     if (m->qos)
         hd_mqtt_puback(f->c, m->packet_id);
+    if (f->follow_topic && strcmp(m->topic, f->follow_topic) == 0) {
+        fleet_print_batch(m);
+        return;
+    }
     size_t plen = strlen(f->prefix);
     if (strncmp(m->topic, f->prefix, plen) != 0)
         return;
@@ -184,9 +202,31 @@ static int64_t doc_generation(json_t *entry, const char *which)
 
 /* ---- ls, status ---- */
 
+/* "12s ago", "5m ago", "3h ago", "2d ago": how long ago a report's facts were read (facts.time_ms), or "-". */
+static void fleet_age(json_t *facts, char *out, size_t size)
+{
+    json_t *t = json_object_get(facts, "time_ms");
+    if (!json_is_integer(t)) {
+        snprintf(out, size, "-");
+        return;
+    }
+    int64_t s = (hd_wall_ms() - (int64_t)json_integer_value(t)) / 1000;
+    if (s < 0)
+        s = 0;
+    if (s < 120)
+        snprintf(out, size, "%llds ago", (long long)s);
+    else if (s < 7200)
+        snprintf(out, size, "%lldm ago", (long long)(s / 60));
+    else if (s < 172800)
+        snprintf(out, size, "%lldh ago", (long long)(s / 3600));
+    else
+        snprintf(out, size, "%lldd ago", (long long)(s / 86400));
+}
+
 static int fleet_ls(struct fleet *f)
 {
-    printf("%-20s %-8s %-9s %-9s %-11s %s\n", "NODE", "STATUS", "APPLIED", "DESIRED", "DEPLOYMENTS", "ERRORS");
+    printf("%-20s %-8s %-9s %-9s %-11s %-6s %-6s %-9s %s\n", "NODE", "STATUS", "APPLIED", "DESIRED", "DEPLOYMENTS",
+           "ERRORS", "SPOOL", "VERSION", "LAST SEEN");
     const char *name;
     json_t *e;
     json_object_foreach(f->nodes, name, e)
@@ -206,8 +246,15 @@ static int fleet_ls(struct fleet *f)
         if (reported)
             snprintf(deps, sizeof(deps), "%zu/%zu running", running, json_object_size(deployments));
         const char *status = json_string_value(json_object_get(e, "status"));
-        printf("%-20s %-8s %-9s %-9s %-11s %zu\n", name, status ? status : "-", applied, desired, deps,
-               json_object_size(json_object_get(reported, "errors")));
+        json_t *facts = json_object_get(reported, "facts");
+        char spool[24] = "-", seen[24];
+        if (json_is_integer(json_object_get(facts, "spool_depth")))
+            snprintf(spool, sizeof(spool), "%lld",
+                     (long long)json_integer_value(json_object_get(facts, "spool_depth")));
+        fleet_age(facts, seen, sizeof(seen));
+        const char *version = json_string_value(json_object_get(facts, "hedge_version"));
+        printf("%-20s %-8s %-9s %-9s %-11s %-6zu %-6s %-9s %s\n", name, status ? status : "-", applied, desired, deps,
+               json_object_size(json_object_get(reported, "errors")), spool, version ? version : "-", seen);
     }
     return 0;
 }
@@ -545,7 +592,7 @@ out:
     return code;
 }
 
-/* ---- job ---- */
+/* ---- job, rollback, logs ---- */
 
 struct job_wait {
     const char *node, *leaf;
@@ -563,42 +610,48 @@ static bool fleet_subscribed(struct fleet *f, void *arg)
     return f->unacked == 0 && ((struct job_wait *)arg)->subscribed;
 }
 
-/* `job NODE restart NAME` or `job NODE logs NAME [-n N]`: publish PREFIX/NODE/jobs/ID, wait for its result. */
-static int fleet_job(struct fleet *f, const char *node, char **args, int n_args, const char *id, uint64_t deadline)
+/* Subscribe to the filter and wait for the SUBACK: 0, or the exit code after printing why. */
+static int fleet_subscribe(struct fleet *f, const char *filter, uint64_t deadline)
 {
-    cleanup_free char *request = NULL;
-    for (int i = 0; i < n_args; i++)
-        if (!args[i])
-            return cli_usage_error("fleet", usage_text, "job NODE restart NAME | job NODE logs NAME [-n LINES]");
-    if (n_args == 2 && strcmp(args[0], "restart") == 0)
-        request = hd_xasprintf("{\"type\":\"restart\",\"deployment\":\"%s\"}", args[1]);
-    else if ((n_args == 2 || (n_args == 4 && strcmp(args[2], "-n") == 0)) && strcmp(args[0], "logs") == 0)
-        request = hd_xasprintf("{\"type\":\"logs\",\"deployment\":\"%s\",\"lines\":%d}", args[1],
-                               n_args == 4 ? atoi(args[3]) : 100);
-    else
-        return cli_usage_error("fleet", usage_text, "job NODE restart NAME | job NODE logs NAME [-n LINES]");
-    if (strpbrk(args[1], "\"\\"))
-        return cli_usage_error("fleet", usage_text, "'%s' is not a deployment name", args[1]);
+    char *filters[] = {(char *)filter, NULL};
+    f->subscribed = false;
+    hd_mqtt_subscribe(f->c, ++f->next_id ? f->next_id : ++f->next_id, filters, 1);
+    hd_mqtt_client_flush(f->c);
+    if (fleet_run(f, fleet_snapshot_done, NULL, deadline) != 0) {
+        fprintf(stderr, "hedge fleet: %s\n", f->error ? f->error : "the broker did not answer in time");
+        return HD_EXIT_HEDGE;
+    }
+    return 0;
+}
+
+/*
+ * Publish the request (taken) to PREFIX/NODE/jobs/ID and wait for its result: 0 with *result (owned by
+ * f->nodes) when the node answered ok; else the exit code, after saying why: 1 the job failed, 124 no
+ * result in time, 125 the broker.
+ */
+static int fleet_ask(struct fleet *f, const char *node, const char *id, json_t *request, uint64_t deadline,
+                     json_t **result)
+{
+    cleanup_free char *text = json_dumps(request, JSON_COMPACT);
+    json_decref(request);
     cleanup_free char *leaf = hd_xasprintf("jobs/%s/result", id);
     cleanup_free char *result_topic = hd_xasprintf("%s%s/%s", f->prefix, node, leaf);
     cleanup_free char *job_topic = hd_xasprintf("%s%s/jobs/%s", f->prefix, node, id);
     struct job_wait w = {node, leaf, false};
-    char *filters[] = {result_topic, NULL};
-    f->subscribed = false;
-    hd_mqtt_subscribe(f->c, ++f->next_id ? f->next_id : ++f->next_id, filters, 1);
-    hd_mqtt_client_flush(f->c);
-    if (fleet_run(f, fleet_snapshot_done, NULL, deadline) != 0)
-        goto broker;
+    int code = fleet_subscribe(f, result_topic, deadline);
+    if (code)
+        return code;
     w.subscribed = true;
-    hd_mqtt_publish(f->c, job_topic, request, strlen(request), 1, false, ++f->next_id ? f->next_id : ++f->next_id, NULL,
-                    0);
+    hd_mqtt_publish(f->c, job_topic, text, strlen(text), 1, false, ++f->next_id ? f->next_id : ++f->next_id, NULL, 0);
     f->unacked++;
     hd_mqtt_client_flush(f->c);
-    if (fleet_run(f, fleet_subscribed, &w, deadline) < 0)
-        goto broker;
-    int r = fleet_run(f, fleet_job_answered, &w, deadline);
-    if (r < 0)
-        goto broker;
+    int r = fleet_run(f, fleet_subscribed, &w, deadline);
+    if (r == 0)
+        r = fleet_run(f, fleet_job_answered, &w, deadline);
+    if (r < 0) {
+        fprintf(stderr, "hedge fleet: %s\n", f->error ? f->error : "the broker connection failed");
+        return HD_EXIT_HEDGE;
+    }
     if (r > 0) {
         fprintf(stderr, "hedge fleet: job %s: no result from %s in time (is it online? `--id %s` asks again)\n", id,
                 node, id);
@@ -610,19 +663,164 @@ static int fleet_job(struct fleet *f, const char *node, char **args, int n_args,
                 json_string_value(json_object_get(res, "error")) ?: "failed");
         return 1;
     }
+    *result = res;
+    return 0;
+}
+
+/* `job NODE restart NAME` or `job NODE logs NAME [-n N]`: publish PREFIX/NODE/jobs/ID, wait for its result. */
+static int fleet_job(struct fleet *f, const char *node, char **args, int n_args, const char *id, uint64_t deadline)
+{
+    static const char what[] = "job NODE restart NAME | job NODE logs NAME [-n LINES] | job NODE bench SPEC "
+                               "[--runs N] [--port P] [--isolation LIST]";
+    json_t *request = NULL;
+    if (n_args >= 2 && strcmp(args[0], "bench") == 0) {
+        hd_error_t err = NULL;
+        json_t *set = fleet_load_specs((char *[]){args[1], NULL}, &err);
+        if (!set)
+            return cli_fail(&err);
+        request = json_pack("{s:s,s:O}", "type", "bench", "spec", json_object_iter_value(json_object_iter(set)));
+        json_decref(set);
+        for (int i = 2; i < n_args; i += 2) {
+            const char *flag = args[i], *value = i + 1 < n_args ? args[i + 1] : NULL;
+            if (value && (strcmp(flag, "--runs") == 0 || strcmp(flag, "--port") == 0))
+                json_object_set_new(request, flag + 2, json_integer(atoi(value)));
+            else if (value && strcmp(flag, "--isolation") == 0)
+                json_object_set_new(request, "isolation", json_string(value));
+            else {
+                json_decref(request);
+                return cli_usage_error("fleet", usage_text, what);
+            }
+        }
+    } else if (n_args == 2 && strcmp(args[0], "restart") == 0)
+        request = json_pack("{s:s,s:s}", "type", "restart", "deployment", args[1]);
+    else if ((n_args == 2 || (n_args == 4 && strcmp(args[2], "-n") == 0)) && strcmp(args[0], "logs") == 0)
+        request = json_pack("{s:s,s:s,s:i}", "type", "logs", "deployment", args[1], "lines",
+                            n_args == 4 ? atoi(args[3]) : 100);
+    else
+        return cli_usage_error("fleet", usage_text, what);
+    if (!request) /* not UTF-8 */
+        return cli_usage_error("fleet", usage_text, "'%s' is not a deployment name", args[1]);
+    json_t *res;
+    int code = fleet_ask(f, node, id, request, deadline, &res);
+    if (code)
+        return code;
     if (strcmp(args[0], "logs") == 0) {
         size_t i;
         json_t *line;
-        json_array_foreach(json_object_get(res, "lines"), i, line) puts(json_string_value(line));
+        json_array_foreach(json_object_get(res, "lines"), i, line) if (json_is_string(line))
+            puts(json_string_value(line));
+    } else if (strcmp(args[0], "bench") == 0) { /* hedge bench's report.json */
+        char *text = json_dumps(json_object_get(res, "report"), JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(text ? text : "{}");
+        free(text);
     } else {
         printf("%s: %s restarted (%s)\n", node, args[1], json_string_value(json_object_get(res, "state")) ?: "?");
     }
     return 0;
-broker:
-    fprintf(stderr, "hedge fleet: %s\n", f->error ? f->error : "the broker did not answer in time");
-    return HD_EXIT_HEDGE;
 }
 
+/*
+ * `rollback NODE NAME`: the rollback job (hedged's health-gated rollback to the previous good version),
+ * then, for a fleet deployment, the node's next desired document with the spec that runs now, so that
+ * desired and reported agree again; waits until the node applied it.
+ */
+static int fleet_rollback(struct fleet *f, const char *node, const char *name, const char *id, uint64_t deadline)
+{
+    json_t *request = json_pack("{s:s,s:s}", "type", "rollback", "deployment", name);
+    if (!request)
+        return cli_usage_error("fleet", usage_text, "'%s' is not a deployment name", name);
+    json_t *res;
+    int code = fleet_ask(f, node, id, request, deadline, &res);
+    if (code)
+        return code;
+    json_t *spec = json_object_get(res, "spec");
+    printf("%s: %s rolled back to version %lld (%s)\n", node, name,
+           (long long)json_integer_value(json_object_get(res, "version")),
+           json_string_value(json_object_get(res, "digest")) ?: "?");
+    if (!json_is_object(spec) || strcmp(json_string_value(json_object_get(res, "managed")) ?: "", "fleet") != 0) {
+        printf("%s: %s is a local deployment: no desired document to change\n", node, name);
+        return 0;
+    }
+    json_t *set = json_pack("{s:O}", name, spec);
+    int64_t g = fleet_publish_desired(f, node, set, NULL, false);
+    json_decref(set);
+    if (g < 0) {
+        fprintf(stderr, "hedge fleet: %s\n", f->error);
+        return HD_EXIT_HEDGE;
+    }
+    /* wait for this generation, not for the one the broker may not have echoed back yet */
+    json_t *entry = json_object_get(f->nodes, node), *desired = json_object_get(entry, "desired");
+    if (json_is_object(desired))
+        json_object_set_new(desired, "generation", json_integer(g));
+    else if (entry)
+        json_object_set_new(entry, "desired", json_pack("{s:I}", "generation", (json_int_t)g));
+    hd_mqtt_client_flush(f->c);
+    int r = fleet_run(f, fleet_acked, NULL, deadline);
+    if (r != 0) {
+        fprintf(stderr, "hedge fleet: %s\n", r < 0 ? f->error : "the broker did not acknowledge in time");
+        return HD_EXIT_HEDGE;
+    }
+    return fleet_wait(f, (char *[]){(char *)node, NULL}, deadline);
+}
+
+static volatile sig_atomic_t fleet_interrupted;
+
+static void fleet_on_sigint(int sig)
+{
+    fleet_interrupted = 1;
+}
+
+static bool fleet_stop_following(struct fleet *f, void *arg)
+{
+    return fleet_interrupted;
+}
+
+/* A batch of forwarded log lines: {"deployment", "lines": [...], "dropped": N, "ts"}. */
+static void fleet_print_batch(const struct hd_mqtt_message *m)
+{
+    json_t *batch = json_loadb((const char *)m->payload, m->payload_len, 0, NULL);
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(batch, "lines"), i, line) if (json_is_string(line))
+        puts(json_string_value(line));
+    json_int_t dropped = json_integer_value(json_object_get(batch, "dropped"));
+    if (dropped > 0)
+        fprintf(stderr, "hedge fleet: %lld line%s dropped by the node's rate cap\n", (long long)dropped,
+                dropped == 1 ? "" : "s");
+    fflush(stdout);
+    json_decref(batch);
+}
+
+/* `logs NODE NAME [-n LINES] [-f]`: the logs job's tail; with -f, then the forwarded batches until SIGINT. */
+static int fleet_logs(struct fleet *f, const char *node, const char *name, int lines, bool follow, const char *id,
+                      uint64_t deadline)
+{
+    json_t *request = json_pack("{s:s,s:s,s:i}", "type", "logs", "deployment", name, "lines", lines);
+    if (!request)
+        return cli_usage_error("fleet", usage_text, "'%s' is not a deployment name", name);
+    json_t *res;
+    int code = fleet_ask(f, node, id, request, deadline, &res);
+    if (code)
+        return code;
+    size_t i;
+    json_t *line;
+    json_array_foreach(json_object_get(res, "lines"), i, line) if (json_is_string(line)) puts(json_string_value(line));
+    fflush(stdout);
+    if (!follow)
+        return 0;
+    cleanup_free char *topic = hd_xasprintf("%s%s/logs/%s", f->prefix, node, name);
+    struct sigaction sa = {.sa_handler = fleet_on_sigint};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    f->follow_topic = topic;
+    code = fleet_subscribe(f, topic, hd_now_ns() + FLEET_FOLLOW_SUBSCRIBE_NS);
+    if (code == 0 && fleet_run(f, fleet_stop_following, NULL, UINT64_MAX) < 0) {
+        fprintf(stderr, "hedge fleet: %s\n", f->error ? f->error : "the broker connection failed");
+        code = HD_EXIT_HEDGE;
+    }
+    f->follow_topic = NULL;
+    return code;
+}
 int cmd_fleet(int argc, char **argv)
 {
     const char *broker = "127.0.0.1:1883", *prefix = "hedge/", *label = NULL, *sign_key = NULL, *job_id = NULL;
@@ -660,10 +858,28 @@ int cmd_fleet(int argc, char **argv)
     const char *verb = argv[i++];
     char **rest = argv + i;
     int n_rest = argc - i;
-    int canaries = 1;
-    if (strcmp(verb, "job") == 0) {
-        if (n_rest < 3 || !hd_mqtt_level_valid_name(rest[0]))
-            return cli_usage_error("fleet", usage_text, "job NODE restart NAME | job NODE logs NAME [-n LINES]");
+    int canaries = 1, log_lines = 100;
+    bool follow = false;
+    bool is_job = strcmp(verb, "job") == 0, is_rollback = strcmp(verb, "rollback") == 0,
+         is_logs = strcmp(verb, "logs") == 0;
+    if (is_job || is_rollback || is_logs) {
+        if (is_logs) {
+            int n = 2;
+            for (; n < n_rest; n++) {
+                if (strcmp(rest[n], "-f") == 0)
+                    follow = true;
+                else if (strcmp(rest[n], "-n") == 0 && n + 1 < n_rest && (log_lines = atoi(rest[n + 1])) >= 1 &&
+                         log_lines <= 1000)
+                    n++;
+                else
+                    return cli_usage_error("fleet", usage_text, "logs NODE NAME [-n LINES (1..1000)] [-f]");
+            }
+        }
+        if ((is_job ? n_rest < 3 : is_rollback ? n_rest != 2 : n_rest < 2) || !hd_mqtt_level_valid_name(rest[0]))
+            return cli_usage_error("fleet", usage_text, "%s",
+                                   is_job            ? "job NODE restart NAME | job NODE logs NAME [-n LINES]"
+                                       : is_rollback ? "rollback NODE NAME"
+                                                     : "logs NODE NAME [-n LINES] [-f]");
         if (job_id && (!hd_mqtt_level_valid_name(job_id) || strlen(job_id) > 64))
             return cli_usage_error("fleet", usage_text, "--id: a topic level of at most 64 characters");
     } else if (strcmp(verb, "rollout") == 0) {
@@ -699,7 +915,9 @@ int cmd_fleet(int argc, char **argv)
                                    : "takes other operands");
     }
     if (timeout < 0)
-        timeout = strcmp(verb, "wait") == 0 || strcmp(verb, "rollout") == 0 ? 60 : 10;
+        timeout = is_job && strcmp(rest[1], "bench") == 0 ? 330 /* the node's bench timeout, 300 s, and some */
+            : strcmp(verb, "wait") == 0 || strcmp(verb, "rollout") == 0 || is_rollback ? 60
+                                                                                       : 10;
     size_t plen = strlen(prefix);
     if (strpbrk(prefix, "+#") || (plen && prefix[plen - 1] != '/'))
         return cli_usage_error("fleet", usage_text, "--prefix must end with '/' and hold no '+' or '#'");
@@ -756,6 +974,10 @@ int cmd_fleet(int argc, char **argv)
         code = fleet_rollout(&f, label, canaries, rest, timeout);
     else if (strcmp(verb, "job") == 0)
         code = fleet_job(&f, rest[0], rest + 1, n_rest - 1, job_id ? job_id : rnd, deadline);
+    else if (strcmp(verb, "rollback") == 0)
+        code = fleet_rollback(&f, rest[0], rest[1], job_id ? job_id : rnd, deadline);
+    else if (strcmp(verb, "logs") == 0)
+        code = fleet_logs(&f, rest[0], rest[1], log_lines, follow, job_id ? job_id : rnd, deadline);
     else
         code = fleet_change(&f, verb[0] == 'd', node, label, rest, deadline);
 out:

@@ -198,7 +198,22 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
 /* A desired document the child passed on, with its signature ("" unsigned; error: why the child could not
  * read it, else ""). */
 void hd_fleet_desired(struct hd_fleet *f, const char *doc, size_t len, const char *signature, const char *error);
+/* A child of hedged ended: true when it was the fleet's (a bench job); f may be NULL. */
+bool hd_fleet_child_exited(struct hd_fleet *f, pid_t pid, int status);
 void hd_fleet_free(struct hd_fleet *f);
+
+/* fleet_bench.c: the bench job, `hedge bench --json` as a child of hedged. done gets the job's result
+ * ({"ok": true, "type": "bench", "report": {...}} or {"ok": false, "error": ...}), to take. */
+struct hd_fleet_bench;
+typedef void (*hd_fleet_bench_done)(void *ctx, json_t *result);
+/* Start it; -1 with err naming the request's field, or saying what failed. */
+int hd_fleet_bench_start(struct hd_fleet_bench **list, struct hd_loop *loop, const char *state_dir,
+                         const json_t *request, hd_fleet_bench_done done, void *ctx, hd_error_t *err);
+bool hd_fleet_bench_reaped(struct hd_fleet_bench **list, pid_t pid, int status);
+/* Stop and reap every bench (hedged stops), without answers: done is not called, ctx stays the caller's. */
+void hd_fleet_bench_stop_all(struct hd_fleet_bench **list);
+/* Remove the directories of benches a killed hedged left behind. */
+void hd_fleet_bench_clean_stale(const char *state_dir);
 
 /* ---- workload_creds.c -------------------------------------------------- */
 

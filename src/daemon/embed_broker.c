@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "daemon/daemon.h"
@@ -84,6 +85,8 @@ int hd_config_check_broker_listen(const struct hd_daemon_config *cfg, hd_error_t
                         "the broker over TCP; ws://, wss:// and listen_tls listeners can only be added next to one");
 }
 
+#define BROKER_BIND_WAIT_NS (3ULL * 1000 * 1000 * 1000)
+
 /* A listener's address is taken (on Debian, mosquitto.service holds 127.0.0.1:1883): keep the broker's
  * "listener HOST:PORT: bind: Address already in use" and say what to change. */
 static void broker_explain_address_in_use(hd_error_t *err)
@@ -104,7 +107,16 @@ int hd_daemon_broker_start(struct hd_loop *loop, const struct hd_daemon_config *
     if (!cfg->broker_enabled)
         return 0;
     struct hd_broker *b = NULL;
-    if (hd_broker_new(&cfg->broker, &b, err) < 0) {
+    /* A hedged killed with -9 takes its network child along (PDEATHSIG), but that child may still hold
+     * the listeners for a moment while the kernel tears it down: a taken address is tried again for a
+     * while before it is an error (another broker holding it costs that wait once, at start). */
+    uint64_t give_up = hd_now_ns() + BROKER_BIND_WAIT_NS;
+    while (hd_broker_new(&cfg->broker, &b, err) < 0) {
+        if (*err && (*err)->errnum == EADDRINUSE && hd_now_ns() < give_up) {
+            hd_error_free(err);
+            usleep(50 * 1000);
+            continue;
+        }
         if (*err && (*err)->errnum == EADDRINUSE)
             broker_explain_address_in_use(err);
         return hd_error_prefix(err, "broker");

@@ -14,10 +14,13 @@
  * the local API alone. One document is applied at a time; one that arrives
  * meanwhile waits, and only the latest waits.
  *
- * What the fleet owns and the generation applied are kept in
- * STATE/fleet.json (written atomically), so that after a restart hedged
- * knows which deployments are the fleet's and does not apply a document
- * twice (the broker sends the retained document again at every connect).
+ * What the fleet owns, the generation applied and what it could not do are
+ * kept in STATE/fleet.json (written atomically), so that after a restart
+ * hedged knows which deployments are the fleet's and does not apply a
+ * document twice (the broker sends the retained document again at every
+ * connect). The results of the last jobs, and the jobs running, are kept in
+ * STATE/fleet-jobs.json the same way: a repeated job ID is answered from it
+ * after a restart too, and a job the restart cut short is answered "interrupted".
  *
  * The report (PREFIX/NODE/reported, retained) is built here once a second and
  * handed to the child when it changed; the child publishes it now and at every
@@ -155,6 +158,7 @@ struct hd_fleet {
     struct hd_netchild *net;
     const struct hd_daemon_config *cfg;
     char *state_path;         /* STATE/fleet.json */
+    char *jobs_path;          /* STATE/fleet-jobs.json: the kept results and the jobs running */
     int64_t generation;       /* the last generation applied; -1: none yet */
     json_t *owned;            /* {name: true}: the deployments the fleet made */
     json_t *errors;           /* {field path: reason} of the last document */
@@ -164,13 +168,15 @@ struct hd_fleet {
     int outstanding;
     char *last_report;
     struct hd_timer *timer;
-    struct hd_defer *kick; /* fleet_work, queued */
-    json_t *jobs_queued;   /* [[id, request]] waiting for fleet_work */
-    json_t *jobs_running;  /* {id: true} */
-    json_t *jobs_done;     /* {id: result text}, the last FLEET_JOBS_KEPT */
-    json_t *jobs_order;    /* [id] in the order they ended */
-    const char *accel;     /* "kvm" or "tcg": what a vm workload would run on (probed once) */
-    json_t *live_facts;    /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
+    struct hd_defer *kick;          /* fleet_work, queued */
+    json_t *jobs_queued;            /* [[id, request]] waiting for fleet_work */
+    json_t *jobs_running;           /* {id: true}; saved when the job is asynchronous (it can be cut short) */
+    json_t *jobs_done;              /* {id: result text}, the last FLEET_JOBS_KEPT */
+    json_t *jobs_order;             /* [id] in the order they ended */
+    struct hd_fleet_bench *benches; /* bench jobs running (fleet_bench.c) */
+    struct fleet_job *jobs;         /* the asynchronous jobs running: restart, rollback, bench */
+    const char *accel;              /* "kvm" or "tcg": what a vm workload would run on (probed once) */
+    json_t *live_facts; /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
     int64_t live_facts_ms;
 };
 
@@ -178,7 +184,8 @@ static void fleet_apply_next(struct hd_fleet *f);
 
 static void fleet_save(struct hd_fleet *f)
 {
-    json_t *o = json_pack("{s:I,s:O}", "generation", (json_int_t)f->generation, "owned", f->owned);
+    json_t *o =
+        json_pack("{s:I,s:O,s:O}", "generation", (json_int_t)f->generation, "owned", f->owned, "errors", f->errors);
     cleanup_free char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     hd_error_t err = NULL;
@@ -197,10 +204,13 @@ static void fleet_load(struct hd_fleet *f)
     if (!o)
         return; /* first start */
     json_t *g = json_object_get(o, "generation"), *owned = json_object_get(o, "owned");
+    json_t *errors = json_object_get(o, "errors");
     if (json_is_integer(g))
         f->generation = json_integer_value(g);
     if (json_is_object(owned))
         json_object_update(f->owned, owned);
+    if (json_is_object(errors)) /* what the last document could not do, and rollbacks since */
+        json_object_update(f->errors, errors);
     json_decref(o);
 }
 
@@ -503,7 +513,73 @@ void hd_fleet_desired(struct hd_fleet *f, const char *doc, size_t len, const cha
 struct fleet_job {
     struct hd_fleet *fleet;
     char *id, *deployment;
+    struct fleet_job *next; /* f->jobs */
 };
+
+/* STATE/fleet-jobs.json: {"done": [[id, result text], ...] oldest first, "running": [id, ...]}. */
+static void fleet_jobs_save(struct hd_fleet *f)
+{
+    json_t *done = json_array();
+    size_t i;
+    json_t *id;
+    json_array_foreach(f->jobs_order, i, id)
+        json_array_append_new(done, json_pack("[O,O]", id, json_object_get(f->jobs_done, json_string_value(id))));
+    json_t *running = json_array();
+    const char *k;
+    json_t *v;
+    json_object_foreach(f->jobs_running, k, v) if (json_is_true(v)) json_array_append_new(running, json_string(k));
+    json_t *o = json_pack("{s:o,s:o}", "done", done, "running", running);
+    cleanup_free char *text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    hd_error_t err = NULL;
+    if (hd_write_file_atomic(f->jobs_path, text, strlen(text), &err) < 0) {
+        hd_log(HD_LOG_ERROR, "fleet", "%s", hd_error_text(err));
+        hd_error_free(&err);
+    }
+}
+
+static void fleet_jobs_keep(struct hd_fleet *f, const char *id, const char *text)
+{
+    if (!json_object_get(f->jobs_done, id))
+        json_array_append_new(f->jobs_order, json_string(id));
+    json_object_set_new(f->jobs_done, id, json_string(text));
+    while (json_array_size(f->jobs_order) > FLEET_JOBS_KEPT) {
+        json_object_del(f->jobs_done, json_string_value(json_array_get(f->jobs_order, 0)));
+        json_array_remove(f->jobs_order, 0);
+    }
+}
+
+/* The kept results again; a job that was running when hedged stopped is answered as interrupted. */
+static void fleet_jobs_load(struct hd_fleet *f)
+{
+    json_t *o = json_load_file(f->jobs_path, 0, NULL);
+    if (!o)
+        return; /* first start, or a file from before: nothing kept */
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(o, "done"), i, v)
+    {
+        const char *id = json_string_value(json_array_get(v, 0)), *text = json_string_value(json_array_get(v, 1));
+        if (id && text)
+            fleet_jobs_keep(f, id, text);
+    }
+    bool interrupted = false;
+    json_array_foreach(json_object_get(o, "running"), i, v)
+    {
+        const char *id = json_string_value(v);
+        if (!id || json_object_get(f->jobs_done, id))
+            continue;
+        json_t *r = json_pack("{s:s,s:b,s:s}", "id", id, "ok", 0, "error", "interrupted by a restart of hedged");
+        cleanup_free char *text = json_dumps(r, JSON_COMPACT);
+        json_decref(r);
+        fleet_jobs_keep(f, id, text);
+        hd_log(HD_LOG_WARN, "fleet", "job %s: interrupted by the restart", id);
+        interrupted = true;
+    }
+    json_decref(o);
+    if (interrupted)
+        fleet_jobs_save(f);
+}
 
 static void fleet_job_finish(struct hd_fleet *f, const char *id, json_t *result)
 {
@@ -511,12 +587,8 @@ static void fleet_job_finish(struct hd_fleet *f, const char *id, json_t *result)
     char *text = json_dumps(result, JSON_COMPACT);
     json_decref(result);
     json_object_del(f->jobs_running, id);
-    json_object_set_new(f->jobs_done, id, json_string(text));
-    json_array_append_new(f->jobs_order, json_string(id));
-    if (json_array_size(f->jobs_order) > FLEET_JOBS_KEPT) {
-        json_object_del(f->jobs_done, json_string_value(json_array_get(f->jobs_order, 0)));
-        json_array_remove(f->jobs_order, 0);
-    }
+    fleet_jobs_keep(f, id, text);
+    fleet_jobs_save(f);
     hd_netchild_fleet_result(f->net, id, text);
     free(text);
 }
@@ -526,8 +598,27 @@ static void fleet_job_failed(struct hd_fleet *f, const char *id, const char *why
     fleet_job_finish(f, id, json_pack("{s:b,s:s}", "ok", 0, "error", why));
 }
 
+/* An asynchronous job: on record as running before it starts, so that a restart can answer it. */
+static struct fleet_job *fleet_job_new(struct hd_fleet *f, const char *id, const char *name)
+{
+    struct fleet_job *j = hd_xcalloc(1, sizeof(*j));
+    j->fleet = f;
+    j->id = hd_xstrdup(id);
+    j->deployment = hd_xstrdup(name);
+    j->next = f->jobs;
+    f->jobs = j;
+    json_object_set_new(f->jobs_running, id, json_true());
+    fleet_jobs_save(f);
+    return j;
+}
+
 static void fleet_job_free(struct fleet_job *j)
 {
+    for (struct fleet_job **p = &j->fleet->jobs; *p; p = &(*p)->next)
+        if (*p == j) {
+            *p = j->next;
+            break;
+        }
     free(j->id);
     free(j->deployment);
     free(j);
@@ -556,6 +647,41 @@ static void fleet_job_stopped(void *ctx, enum hd_sup_result result, json_t *body
         return;
     }
     hd_supervisor_start(j->fleet->sup, j->deployment, fleet_job_started, j);
+}
+
+/*
+ * The rollback went through its health gate: answer with the spec that runs now. A fleet deployment now
+ * runs another spec than its desired document says; like an upgrade that failed its health check, that is
+ * reported under errors until the next generation is applied, and the same generation is never applied
+ * again (the operator's `hedge fleet rollback` publishes the next one, with the spec that runs).
+ */
+static void fleet_job_rolled_back(void *ctx, enum hd_sup_result result, json_t *body, hd_error_t err)
+{
+    struct fleet_job *j = ctx;
+    struct hd_fleet *f = j->fleet;
+    json_t *now = result == HD_SUP_OK ? hd_supervisor_get(f->sup, j->deployment) : NULL;
+    if (!now) {
+        fleet_job_failed(f, j->id, err ? hd_error_text(err) : "the rollback failed");
+    } else {
+        bool fleet_managed = json_object_get(f->owned, j->deployment) != NULL;
+        json_t *version = json_object_get(now, "version"), *digest = json_object_get(now, "digest");
+        if (fleet_managed) {
+            cleanup_free char *path = hd_xasprintf("deployments.%s", j->deployment);
+            cleanup_free char *why =
+                hd_xasprintf("rolled back by job %s to version %lld (%s): runs another spec than the desired one",
+                             j->id, (long long)json_integer_value(version), json_string_value(digest) ?: "?");
+            fleet_error(f, path, why);
+            fleet_save(f);
+            fleet_kick(f);
+        }
+        fleet_job_finish(f, j->id,
+                         json_pack("{s:b,s:s,s:s,s:O,s:O?,s:O,s:s}", "ok", 1, "type", "rollback", "deployment",
+                                   j->deployment, "version", version, "digest", digest, "spec",
+                                   json_object_get(now, "spec"), "managed", fleet_managed ? "fleet" : "local"));
+    }
+    json_decref(now);
+    json_decref(body);
+    fleet_job_free(j);
 }
 
 /* The last lines of the deployment's log (at most FLEET_LOG_TAIL_BYTES of its end). */
@@ -587,15 +713,43 @@ static json_t *fleet_log_tail(const char *path, int lines, hd_error_t *err)
     return all;
 }
 
+static void fleet_bench_done(void *ctx, json_t *result)
+{
+    struct fleet_job *j = ctx;
+    fleet_job_finish(j->fleet, j->id, result);
+    fleet_job_free(j);
+}
+
+/* `hedge bench` on the request's spec, as hedged's child; the result comes when it exits. */
+static void fleet_bench_start(struct hd_fleet *f, const char *id, const json_t *request)
+{
+    struct fleet_job *j = fleet_job_new(f, id, "");
+    hd_error_t err = NULL;
+    if (hd_fleet_bench_start(&f->benches, f->loop, f->cfg->state_dir, request, fleet_bench_done, j, &err) < 0) {
+        fleet_job_failed(f, id, hd_error_text(err));
+        hd_error_free(&err);
+        fleet_job_free(j);
+    }
+}
+
+bool hd_fleet_child_exited(struct hd_fleet *f, pid_t pid, int status)
+{
+    return f && hd_fleet_bench_reaped(&f->benches, pid, status);
+}
+
 static void fleet_job_start(struct hd_fleet *f, const char *id, const char *request)
 {
     json_t *o = json_loads(request, 0, NULL);
     const char *type = json_string_value(json_object_get(o, "type"));
     const char *name = json_string_value(json_object_get(o, "deployment"));
     json_t *lines_v = json_object_get(o, "lines");
-    json_object_set_new(f->jobs_running, id, json_true());
-    if (!type || (strcmp(type, "restart") != 0 && strcmp(type, "logs") != 0)) {
-        fleet_job_failed(f, id, "type: must be \"restart\" or \"logs\"");
+    json_object_set_new(f->jobs_running, id, json_false()); /* running, not on record (it ends in this call) */
+    if (!type ||
+        (strcmp(type, "restart") != 0 && strcmp(type, "logs") != 0 && strcmp(type, "rollback") != 0 &&
+         strcmp(type, "bench") != 0)) {
+        fleet_job_failed(f, id, "type: must be \"restart\", \"logs\", \"rollback\" or \"bench\"");
+    } else if (strcmp(type, "bench") == 0) {
+        fleet_bench_start(f, id, o);
     } else if (!name) {
         fleet_job_failed(f, id, "deployment: the name of a deployment is required");
     } else if (!hd_supervisor_exists(f->sup, name)) {
@@ -615,12 +769,10 @@ static void fleet_job_start(struct hd_fleet *f, const char *id, const char *requ
         else
             fleet_job_failed(f, id, hd_error_text(err));
         hd_error_free(&err);
+    } else if (strcmp(type, "rollback") == 0) {
+        hd_supervisor_rollback(f->sup, name, -1, fleet_job_rolled_back, fleet_job_new(f, id, name));
     } else {
-        struct fleet_job *j = hd_xcalloc(1, sizeof(*j));
-        j->fleet = f;
-        j->id = hd_xstrdup(id);
-        j->deployment = hd_xstrdup(name);
-        hd_supervisor_stop(f->sup, name, fleet_job_stopped, j);
+        hd_supervisor_stop(f->sup, name, fleet_job_stopped, fleet_job_new(f, id, name));
     }
     json_decref(o);
 }
@@ -685,6 +837,7 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
     f->net = net;
     f->cfg = cfg;
     f->state_path = hd_xasprintf("%s/fleet.json", cfg->state_dir);
+    f->jobs_path = hd_xasprintf("%s/fleet-jobs.json", cfg->state_dir);
     f->errors = json_object();
     struct hd_vm_accel_probe probe;
     hd_vm_accel_probe(&probe);
@@ -694,6 +847,8 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
     f->jobs_running = json_object();
     f->jobs_done = json_object();
     f->jobs_order = json_array();
+    fleet_jobs_load(f);
+    hd_fleet_bench_clean_stale(cfg->state_dir);
     hd_netchild_set_fleet(net, fleet_on_desired, fleet_on_job, f);
     hd_store_set_event_sink(store, fleet_on_event, f);
     fleet_kick(f); /* the first report, once the loop runs: after the supervisor recovered */
@@ -708,6 +863,14 @@ void hd_fleet_free(struct hd_fleet *f)
         return;
     hd_netchild_set_fleet(f->net, NULL, NULL, NULL);
     hd_store_set_event_sink(f->store, NULL, NULL);
+    /* the jobs still running stay on record as running: the next hedged answers them "interrupted" */
+    hd_fleet_bench_stop_all(&f->benches);
+    while (f->jobs) {
+        struct fleet_job *j = f->jobs;
+        f->jobs = j->next; /* out of the list first: fleet_job_free finds nothing to unlink */
+        hd_supervisor_forget(f->sup, j);
+        fleet_job_free(j);
+    }
     if (f->timer)
         hd_loop_cancel(f->loop, f->timer);
     if (f->kick)
@@ -730,5 +893,6 @@ void hd_fleet_free(struct hd_fleet *f)
     json_decref(f->jobs_order);
     free(f->last_report);
     free(f->state_path);
+    free(f->jobs_path);
     free(f);
 }

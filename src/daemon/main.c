@@ -58,6 +58,7 @@ static const char usage[] =
 struct daemon_parts {
     struct hd_supervisor *sup; /* NULL with --broker-only */
     struct hd_netchild *net;   /* NULL when neither broker nor uplink runs */
+    struct hd_fleet *fleet;    /* NULL without a fleet section */
 };
 
 static void on_signal(struct hd_loop *loop, int signo, void *data)
@@ -68,7 +69,8 @@ static void on_signal(struct hd_loop *loop, int signo, void *data)
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-            if (!hd_netchild_reaped(parts->net, pid, status) && parts->sup)
+            if (!hd_netchild_reaped(parts->net, pid, status) && !hd_fleet_child_exited(parts->fleet, pid, status) &&
+                parts->sup)
                 hd_supervisor_child_exited(parts->sup, pid, status);
     } else if (signo == SIGTERM || signo == SIGINT) {
         hd_log(HD_LOG_INFO, NULL, "signal %d: exiting; workloads keep running", signo);
@@ -174,6 +176,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
             goto out;
         hd_supervisor_set_broker(sup, cfg->broker_enabled ? parts.net : NULL);
         fleet = hd_fleet_new(loop, sup, store, parts.net, cfg); /* before recover: its events go up too */
+        parts.fleet = fleet;
         if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
             goto out;
         hd_netchild_serve(parts.net); /* the re-adopted workloads' users are in: clients may come */
@@ -190,6 +193,7 @@ out:
         hd_error_free(&err);
     }
     hd_api_stop(api);
+    parts.fleet = NULL;
     hd_fleet_free(fleet);
     hd_netchild_stop(parts.net);
     hd_supervisor_free(sup);

@@ -16,8 +16,12 @@
  *      writes and an overlay of both at /newroot (or /lower as is when the
  *      rootfs is read-only), with /proc, /sys and /dev inside;
  *   3a. make the host's devices (CONFIG's device records) appear at their targets;
- *   3b. bring lo up; with a bridge network load /modules/net, give eth0 the
- *      leased address and a default route via the gateway (plain ioctls);
+ *       bind the files hedge-oci-vm copied in (FILE records, their bytes in
+ *       FILE_DATA messages right after CONFIG) at their destinations;
+ *   3b. bring lo up; with a network (hedge's bridge, or an engine's network
+ *      namespace the host redirects to the tap) load /modules/net, give eth0
+ *      the address (and MTU) and a default route via the gateway, if any
+ *      (plain ioctls);
  *   4. put the workload in a guest cgroup v2 group whose pids.max and
  *      memory.max come from the spec (so pids are enforced *inside* the guest,
  *      and an OOM kill shows in memory.events), fork, chroot, apply
@@ -92,7 +96,22 @@ struct guest_config {
     char **devices;               /* HD_VM_CFG_DEVICE records: "KIND NAME MODE TARGET" */
     struct guest_secret *secrets; /* HD_VM_CFG_SECRET records, wiped once written */
     size_t n_secrets;
+    struct guest_file *files; /* HD_VM_CFG_FILE records: their bytes in FILES_DIR/N */
+    size_t n_files;
+    char *net_mtu;
+    char **shares; /* HD_VM_CFG_SHARE records: "RO TAG TARGET" */
 };
+
+/* A file bound into the guest (hedge-oci-vm's bind mounts of files): FILES_DIR/<index>, bound at target. */
+struct guest_file {
+    unsigned mode;
+    unsigned uid, gid;
+    int readonly;
+    size_t len;
+    char *target;
+};
+
+#define FILES_DIR "/hedge-files"
 
 struct guest_secret {
     unsigned mode;
@@ -266,6 +285,51 @@ static void wait_for_device(const char *path)
 }
 
 /* Read and decode the CONFIG message; malformed → fail. */
+/*
+ * The FILE records' bytes follow CONFIG as FILE_DATA messages (proto.h): written to FILES_DIR/<index> in
+ * the initramfs's root (memory), bound at their targets once the rootfs is mounted (setup_files).
+ */
+static void read_files(struct guest_config *cfg)
+{
+    if (cfg->n_files == 0)
+        return;
+    if (mkdir(FILES_DIR, 0700) < 0 && errno != EEXIST)
+        guest_fail(HD_EXIT_HEDGE, errno, "mkdir %s", FILES_DIR);
+    size_t have = 0; /* bytes left in the current FILE_DATA message */
+    char *chunk = hd_xmalloc(HD_VM_MSG_MAX);
+    for (size_t i = 0; i < cfg->n_files; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), FILES_DIR "/%zu", i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "files: create %s", path);
+        for (size_t left = cfg->files[i].len; left > 0;) {
+            if (have == 0) {
+                struct hd_vm_msg_header h;
+                int r = hd_vm_read_all(port_fd, &h, sizeof(h));
+                if (r < 0)
+                    guest_fail(HD_EXIT_HEDGE, -r, "read files from host");
+                if (h.type != HD_VM_MSG_FILE_DATA || !hd_vm_msg_valid(h.type, h.length, 0))
+                    guest_fail(HD_EXIT_HEDGE, 0, "protocol: expected file data, got type %u length %u", h.type,
+                               h.length);
+                have = h.length;
+            }
+            size_t n = have < left ? have : left;
+            int r = hd_vm_read_all(port_fd, chunk, n);
+            if (r == 0)
+                r = hd_vm_write_all(fd, chunk, n);
+            if (r < 0)
+                guest_fail(HD_EXIT_HEDGE, -r, "files: %s", cfg->files[i].target);
+            have -= n;
+            left -= n;
+        }
+        close(fd);
+    }
+    free(chunk);
+    if (have != 0)
+        guest_fail(HD_EXIT_HEDGE, 0, "protocol: %zu bytes of file data beyond the files", have);
+}
+
 static void read_config(struct guest_config *cfg)
 {
     struct hd_vm_msg_header h;
@@ -313,6 +377,19 @@ static void read_config(struct guest_config *cfg)
             cfg->secrets[cfg->n_secrets++] = sec;
             break;
         }
+        case HD_VM_CFG_NET_MTU: cfg->net_mtu = hd_xstrdup(value); break;
+        case HD_VM_CFG_SHARE: hd_strv_push(&cfg->shares, value); break;
+        case HD_VM_CFG_FILE: {
+            struct guest_file f = {0};
+            int n = 0;
+            if (sscanf(value, "%o %u %u %d %zu %n", &f.mode, &f.uid, &f.gid, &f.readonly, &f.len, &n) != 5 || n == 0 ||
+                value[n] != '/' || f.mode > 07777)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config file \"%s\" is not MODE UID GID RO LEN TARGET", value);
+            f.target = hd_xstrdup(value + n);
+            cfg->files = hd_xrealloc(cfg->files, (cfg->n_files + 1) * sizeof(*cfg->files));
+            cfg->files[cfg->n_files++] = f;
+            break;
+        }
         case HD_VM_CFG_MACHINE_ID: {
             unsigned char id[16];
             if (hd_vm_hex_decode(value, id, sizeof(id)) < 0)
@@ -344,6 +421,7 @@ static void read_config(struct guest_config *cfg)
     free(buf);
     if (cfg->argv == NULL)
         guest_fail(HD_EXIT_HEDGE, 0, "protocol: config has no command");
+    read_files(cfg);
 }
 
 /*
@@ -420,8 +498,8 @@ static void setup_network(const struct guest_config *cfg)
     struct in_addr addr, gateway;
     if (inet_pton(AF_INET, addr_text, &addr) != 1 || prefix < 1 || prefix > 32)
         guest_fail(HD_EXIT_HEDGE, 0, "network: bad address \"%s\"", cfg->net_address);
-    if (cfg->net_gateway == NULL || inet_pton(AF_INET, cfg->net_gateway, &gateway) != 1)
-        guest_fail(HD_EXIT_HEDGE, 0, "network: bad gateway \"%s\"", cfg->net_gateway ? cfg->net_gateway : "");
+    if (cfg->net_gateway && inet_pton(AF_INET, cfg->net_gateway, &gateway) != 1)
+        guest_fail(HD_EXIT_HEDGE, 0, "network: bad gateway \"%s\"", cfg->net_gateway);
     load_modules("/modules/net");
     wait_for_device("/sys/class/net/eth0");
     struct ifreq ifr;
@@ -433,7 +511,16 @@ static void setup_network(const struct guest_config *cfg)
     set_inet(&ifr.ifr_netmask, htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix)));
     if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0)
         guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 netmask /%d", prefix);
+    if (cfg->net_mtu) {
+        ifr.ifr_mtu = atoi(cfg->net_mtu);
+        if (ioctl(sock, SIOCSIFMTU, &ifr) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 MTU %s", cfg->net_mtu);
+    }
     interface_up(sock, "eth0");
+    if (cfg->net_gateway == NULL) { /* a network without a way out (podman --internal) */
+        close(sock);
+        return;
+    }
     struct rtentry route;
     memset(&route, 0, sizeof(route));
     set_inet(&route.rt_dst, INADDR_ANY);
@@ -554,6 +641,76 @@ static void setup_devices(const struct guest_config *cfg)
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: mknod", target);
         if (chmod(path, mode) < 0) /* the umask took some bits */
             guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
+    }
+}
+
+/*
+ * Host directories (hedge-oci-vm's directory binds): virtiofs, one tag per directory (the host runs a
+ * virtiofsd for each); the modules in /modules/fs are loaded only for a guest that has one. A read-only
+ * share is mounted read-only (the host's daemon sees it read-only as well).
+ */
+static void setup_shares(const struct guest_config *cfg)
+{
+    if (cfg->shares == NULL)
+        return;
+    load_modules("/modules/fs");
+    for (size_t i = 0; cfg->shares[i]; i++) {
+        int ro = 0, n = 0;
+        char tag[32];
+        if (sscanf(cfg->shares[i], "%d %31s %n", &ro, tag, &n) != 2 || n == 0 || cfg->shares[i][n] != '/')
+            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config share \"%s\" is not RO TAG TARGET", cfg->shares[i]);
+        const char *target = cfg->shares[i] + n;
+        char path[4200];
+        snprintf(path, sizeof(path), "/newroot%s", target);
+        hd_error_t err = NULL;
+        if (hd_mkdir_p(path, 0755, &err) < 0)
+            guest_fail(HD_EXIT_HEDGE, err->errnum, "mounts: %s: %s", target, err->message);
+        /* the device may still be probing after the modules load: a few tries */
+        int tries = 0;
+        while (mount(tag, path, "virtiofs", ro ? MS_RDONLY : 0, NULL) < 0) {
+            if (++tries > 200 || (errno != ENOENT && errno != ENODEV && errno != EINVAL))
+                guest_fail(HD_EXIT_HEDGE, errno, "mounts: virtiofs %s at %s", tag, target);
+            sleep_ms(10);
+        }
+    }
+}
+
+/*
+ * The files an engine binds into a container (hedge-oci-vm): each copy in FILES_DIR gets the host file's
+ * owner and mode and is bound at its target in the new root (made empty in the overlay if missing; a
+ * read-only root must have it), read-only when the bind was. Writes inside stay in the guest.
+ */
+static void setup_files(const struct guest_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_files; i++) {
+        const struct guest_file *f = &cfg->files[i];
+        char src[64], path[4200];
+        snprintf(src, sizeof(src), FILES_DIR "/%zu", i);
+        snprintf(path, sizeof(path), "/newroot%s", f->target);
+        if (chown(src, f->uid, f->gid) < 0 || chmod(src, f->mode) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "mounts: owner and mode of %s", f->target);
+        struct stat st;
+        int exists = lstat(path, &st) == 0;
+        if (!exists || !S_ISREG(st.st_mode)) {
+            char *dir = hd_xstrdup(path);
+            *strrchr(dir, '/') = '\0';
+            hd_error_t err = NULL;
+            if (hd_mkdir_p(dir, 0755, &err) < 0)
+                guest_fail(HD_EXIT_HEDGE, err->errnum, "mounts: %s: %s", f->target, err->message);
+            free(dir);
+            if (exists && !S_ISLNK(st.st_mode))
+                guest_fail(HD_EXIT_HEDGE, 0, "mounts: %s is not a file in the rootfs", f->target);
+            if (exists && unlink(path) < 0) /* a symlink (e.g. to systemd's resolv.conf): the file replaces it */
+                guest_fail(HD_EXIT_HEDGE, errno, "mounts: replace the symlink %s", f->target);
+            int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (fd < 0)
+                guest_fail(HD_EXIT_HEDGE, errno, "mounts: create %s in the rootfs", f->target);
+            close(fd);
+        }
+        if (mount(src, path, NULL, MS_BIND, NULL) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "mounts: bind %s", f->target);
+        if (f->readonly && mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
+            guest_fail(HD_EXIT_HEDGE, errno, "mounts: %s read-only", f->target);
     }
 }
 
@@ -1285,6 +1442,8 @@ int main(void)
         guest_fail(HD_EXIT_HEDGE, errno, "signalfd");
     setup_rootfs(&cfg);
     setup_devices(&cfg);
+    setup_shares(&cfg);
+    setup_files(&cfg);
     setup_secrets(&cfg);
     setup_machine_id(&cfg);
     debug_phase("rootfs mounted");

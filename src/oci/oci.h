@@ -315,6 +315,8 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
 int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const struct oci_console *console,
                 pid_t *pid_out, hd_error_t *err);
 /* run in the foreground: this process runs the VM; *code is the workload's exit code. */
+/* delete: undo what a VM's holder could not (its guest's redirect in the engine's network namespace). */
+void oci_vm_delete_net(const char *id);
 int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *code, hd_error_t *err);
 
 /* ---- option parsing shared by the verbs (main.c) ---- */

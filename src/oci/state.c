@@ -249,6 +249,8 @@ int oci_state_destroy(const struct oci_state *st, hd_error_t *err)
         kill(st->pid, SIGKILL);
         wait_for_exit(st);
     }
+    if (oci_globals.vm)
+        oci_vm_delete_net(st->id);
     if (st->cgroup_name) {
         oci_use_cgroup_parent(st->cgroup_parent);
         struct hd_cgroup *cg = NULL;

@@ -88,18 +88,93 @@ static bool mount_is_bind(json_t *m)
     return false;
 }
 
+/* What a guest gets beyond the hedge spec: the bound files' copies and the engine's network namespace. */
+struct vm_extras {
+    struct hd_vm_file *files;
+    size_t n_files;
+    struct hd_vm_share *shares; /* bound directories */
+    size_t n_shares;
+    size_t first_share_index; /* mounts[] of the first one, for errors */
+    const char *netns_path;   /* cfg's, not owned */
+    size_t netns_index;       /* its linux.namespaces[] */
+};
+
+static void vm_extras_free(struct vm_extras *x)
+{
+    for (size_t i = 0; i < x->n_files; i++) {
+        free((char *)x->files[i].target);
+        free((char *)x->files[i].data);
+    }
+    free(x->files);
+    for (size_t i = 0; i < x->n_shares; i++) {
+        free((char *)x->shares[i].source);
+        free((char *)x->shares[i].target);
+    }
+    free(x->shares);
+    *x = (struct vm_extras){0};
+}
+
+#define VM_FILE_MAX (1u << 20) /* one bound file's bytes */
+
+static bool mount_option(json_t *m, const char *name)
+{
+    size_t k;
+    json_t *o;
+    json_array_foreach(json_object_get(m, "options"), k, o)
+    {
+        if (json_is_string(o) && strcmp(json_string_value(o), name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Read the bound file source (mounts[i]) into f. */
+static int read_bound_file(size_t i, const char *source, const char *target, json_t *m, struct hd_vm_file *f,
+                           hd_error_t *err)
+{
+    cleanup_close int fd = open(source, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return hd_error_sys(err, "mounts[%zu]: the source %s", i, source);
+    if (!S_ISREG(st.st_mode))
+        return hd_error_set(err, 0,
+                            "mounts[%zu]: a bind of %s (neither a regular file nor a directory) is not supported by "
+                            "hedge-oci-vm",
+                            i, source);
+    if (st.st_size > (off_t)VM_FILE_MAX)
+        return hd_error_set(err, EFBIG,
+                            "mounts[%zu]: %s is %lld bytes: hedge-oci-vm copies a bound file into the guest, up "
+                            "to %u bytes",
+                            i, source, (long long)st.st_size, VM_FILE_MAX);
+    char *data = hd_xmalloc((size_t)st.st_size + 1);
+    ssize_t n = hd_read_exact(fd, data, (size_t)st.st_size) == 0 ? st.st_size : -1;
+    if (n < 0) {
+        free(data);
+        return hd_error_sys(err, "mounts[%zu]: read %s", i, source);
+    }
+    *f = (struct hd_vm_file){.target = hd_xstrdup(target),
+                             .mode = st.st_mode & 07777,
+                             .uid = st.st_uid,
+                             .gid = st.st_gid,
+                             .readonly = mount_option(m, "ro"),
+                             .data = data,
+                             .len = (size_t)n};
+    return 0;
+}
+
 /*
  * The bundle's mounts under a VM: the guest makes its own /proc, /sys, /dev (and what else a filesystem
- * mount asks for is not made); a bind of a file (/etc/hosts, /etc/resolv.conf, /etc/hostname,
- * /run/.containerenv) is not shared yet and the rootfs's own file is seen; the engines' /dev/shm bind is
- * the guest's own /dev/shm; a bind of any other directory is refused (no virtiofs/9p to share it).
+ * mount asks for is not made); a bind of a regular file (/etc/hosts, /etc/resolv.conf, /etc/hostname,
+ * /run/.containerenv, secrets) is copied into the guest and bound there by hedge-init (up to VM_FILE_MAX
+ * bytes each, HD_VM_FILES_MAX in all); the engines' /dev/shm bind is the guest's own /dev/shm; a bind of
+ * any other directory is shared with the guest through virtiofs (runtime/vm/share.c).
  */
-static int check_mounts(const struct oci_config *cfg, hd_error_t *err)
+static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
     cleanup_free char *path = hd_xasprintf("%s/config.json", cfg->bundle);
     json_t *root = json_load_file(path, 0, NULL);
     json_t *mounts = json_object_get(root, "mounts");
-    size_t i;
+    size_t i, total = 0;
     json_t *m;
     int rc = 0;
     json_array_foreach(mounts, i, m)
@@ -109,25 +184,44 @@ static int check_mounts(const struct oci_config *cfg, hd_error_t *err)
         const char *source = json_string_value(json_object_get(m, "source"));
         const char *target = json_string_value(json_object_get(m, "destination"));
         struct stat st;
-        if (source == NULL || target == NULL || stat(source, &st) < 0 || !S_ISDIR(st.st_mode)) {
-            oci_log("debug", "mounts[%zu]: the bind of %s is ignored in a VM (the rootfs's own file is seen)", i,
-                    target ? target : "?");
+        if (source == NULL || target == NULL || target[0] != '/') {
+            rc = hd_error_set(err, 0, "mounts[%zu]: a bind needs a source and an absolute destination", i);
+            break;
+        }
+        if (stat(source, &st) < 0) {
+            rc = hd_error_sys(err, "mounts[%zu]: the source %s", i, source);
+            break;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (strcmp(target, "/dev/shm") == 0)
+                continue;
+            if (x->n_shares == 0)
+                x->first_share_index = i;
+            x->shares = hd_xrealloc(x->shares, (x->n_shares + 1) * sizeof(*x->shares));
+            x->shares[x->n_shares++] = (struct hd_vm_share){
+                .source = hd_xstrdup(source), .target = hd_xstrdup(target), .readonly = mount_option(m, "ro")};
             continue;
         }
-        if (strcmp(target, "/dev/shm") == 0)
-            continue;
-        rc = hd_error_set(err, 0,
-                          "mounts[%zu]: a bind of the directory %s at %s is not supported by hedge-oci-vm yet (the "
-                          "guest cannot share host directories: no virtiofs/9p here)",
-                          i, source, target);
-        break;
+        x->files = hd_xrealloc(x->files, (x->n_files + 1) * sizeof(*x->files));
+        if ((rc = read_bound_file(i, source, target, m, &x->files[x->n_files], err)) < 0)
+            break;
+        total += x->files[x->n_files++].len;
+        if (total > HD_VM_FILES_MAX) {
+            rc = hd_error_set(err, EFBIG,
+                              "mounts[%zu]: the bound files take more than %u bytes in all (hedge-oci-vm copies "
+                              "them into the guest)",
+                              i, HD_VM_FILES_MAX);
+            break;
+        }
     }
     json_decref(root);
+    if (rc < 0)
+        vm_extras_free(x);
     return rc;
 }
 
 /* Turn cfg's container spec into a vm spec; refuse what a guest cannot have, naming the field. */
-static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
+static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
     struct hd_spec *spec = cfg->spec;
     if (cfg->terminal)
@@ -136,11 +230,10 @@ static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
                             "output is relayed as pipes)");
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
         if (cfg->ns_paths[t] == NULL || cfg->ns_inherited[t])
-            continue; /* the host's own: nothing of it reaches the guest */
-        if (t == HD_JOIN_NET) {
-            oci_log("warning",
-                    "linux.namespaces[%zu].path: %s is ignored: the guest has no network device yet (network none)",
-                    cfg->ns_index[t], cfg->ns_paths[t]);
+            continue;           /* the host's own: nothing of it reaches the guest */
+        if (t == HD_JOIN_NET) { /* the guest's NIC is bridged to it (hd_vm_attach_netns) */
+            x->netns_path = cfg->ns_paths[t];
+            x->netns_index = cfg->ns_index[t];
             continue;
         }
         return hd_error_set(err, 0,
@@ -154,7 +247,7 @@ static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
                             "kernel is the isolation boundary)");
     if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_POSTSTOP))
         return hd_error_set(err, 0, "hooks: not supported by hedge-oci-vm yet");
-    if (check_mounts(cfg, err) < 0)
+    if (check_mounts(cfg, x, err) < 0)
         return -1;
     for (int i = 0; i < spec->n_mounts; i++) {
         free(spec->mounts[i].source);
@@ -182,7 +275,8 @@ static int vm_spec_from_config(struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct oci_config **out, hd_error_t *err)
+static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct oci_config **out, struct vm_extras *x,
+                          hd_error_t *err)
 {
     if (oci_id_check(id, err) < 0)
         return -1;
@@ -192,9 +286,10 @@ static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct o
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
     cfg->id = id;
-    if (vm_spec_from_config(cfg, err) < 0 ||
+    if (vm_spec_from_config(cfg, x, err) < 0 ||
         (f->console_socket && *f->console_socket &&
          hd_error_set(err, 0, "--console-socket: a terminal is not supported by hedge-oci-vm yet") < 0)) {
+        vm_extras_free(x);
         oci_config_free(cfg);
         return -1;
     }
@@ -202,6 +297,56 @@ static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct o
         cfg->cgroup_name = hd_xstrdup(id);
     *out = cfg;
     return 0;
+}
+
+static char *vm_net_path(const char *id)
+{
+    return hd_xasprintf("%s/%s/vm-net", oci_globals.root, id);
+}
+
+/*
+ * After hd_workload_create: the bound files go with CONFIG, the guest's NIC goes on the engine's network
+ * namespace. <root>/<id>/vm-net keeps the namespace and its interface for delete (oci_vm_delete_net), in
+ * case the holder dies before it undoes the redirect.
+ */
+static int apply_extras(struct hd_workload *w, const char *id, const struct vm_extras *x, hd_error_t *err)
+{
+    if (x->n_files && hd_vm_add_files(w, x->files, x->n_files, err) < 0)
+        return hd_error_prefix(err, "mounts");
+    if (x->n_shares && hd_vm_add_shares(w, x->shares, x->n_shares, err) < 0)
+        return hd_error_prefix(err, "mounts[%zu]: a bind of the directory %s at %s", x->first_share_index,
+                               x->shares[0].source, x->shares[0].target);
+    if (x->netns_path == NULL)
+        return 0;
+    struct hd_vm_netns_link link;
+    if (hd_vm_attach_netns(w, x->netns_path, &link, err) < 0)
+        return hd_error_prefix(err, "linux.namespaces[%zu].path", x->netns_index);
+    cleanup_free char *path = vm_net_path(id);
+    cleanup_free char *text = hd_xasprintf("%s\n%s\n", x->netns_path, link.ifname);
+    if (hd_write_file_atomic(path, text, strlen(text), err) < 0)
+        return -1;
+    oci_log("debug", "%s: the guest's NIC (%s, %s) on %s of %s via %s", id, link.mac, link.address, link.ifname,
+            x->netns_path, link.tap);
+    return 0;
+}
+
+void oci_vm_delete_net(const char *id)
+{
+    cleanup_free char *path = vm_net_path(id);
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+    hd_error_t err = NULL;
+    if (hd_read_file(path, &text, &len, &err) == 0) {
+        char *nl = strchr(text, '\n');
+        char *ifname = nl ? nl + 1 : NULL;
+        char *end = ifname ? strchr(ifname, '\n') : NULL;
+        if (end) {
+            *nl = *end = '\0';
+            if (hd_vm_netns_detach(text, ifname, &err) < 0)
+                oci_log("warning", "delete %s: %s", id, hd_error_text(err));
+        }
+    }
+    hd_error_free(&err);
 }
 
 /* state.json for a workload w whose pid (in the state) is pid: the holder, or the foreground run. */
@@ -501,6 +646,7 @@ static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exe
 struct holder {
     const char *id;
     struct oci_config *cfg;
+    const struct vm_extras *x;
     int notify_fd; /* to create, until "ready" or the error went */
     int fifo_fd;   /* O_PATH of exec.fifo */
 };
@@ -582,7 +728,7 @@ static int holder_main(struct holder *h)
     oci_use_cgroup_parent(h->cfg->cgroup_parent);
     struct hd_run_options opts = {.cgroup_name = h->cfg->cgroup_name};
     int exec_fd = open_exec_socket(h->id); /* the holder's until it exits */
-    if (hd_workload_create(h->cfg->spec, &opts, &w, &err) < 0)
+    if (hd_workload_create(h->cfg->spec, &opts, &w, &err) < 0 || apply_extras(w, h->id, h->x, &err) < 0)
         goto early_fail;
     w->hold_before_exec = true;
     w->exec_fifo_fd = h->fifo_fd;
@@ -667,9 +813,11 @@ static int make_state_dir(const char *id, hd_error_t *err)
 int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
 {
     struct oci_config *cfg = NULL;
-    if (load_vm_config(id, f, &cfg, err) < 0)
+    struct vm_extras x = {0};
+    if (load_vm_config(id, f, &cfg, &x, err) < 0)
         return hd_error_prefix(err, "create %s", id);
     if (make_state_dir(id, err) < 0) {
+        vm_extras_free(&x);
         oci_config_free(cfg);
         return hd_error_prefix(err, "create %s", id);
     }
@@ -699,7 +847,7 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
         pid_t holder = fork();
         if (holder != 0)
             _exit(holder < 0 ? OCI_EXIT_FAILURE : 0);
-        struct holder h = {.id = id, .cfg = cfg, .notify_fd = pipefd[1], .fifo_fd = fifo};
+        struct holder h = {.id = id, .cfg = cfg, .x = &x, .notify_fd = pipefd[1], .fifo_fd = fifo};
         exit(holder_main(&h));
     }
     close(pipefd[1]);
@@ -729,6 +877,7 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
         goto fail;
     }
     oci_log("debug", "created %s in a VM: holder pid %d", id, (int)pid);
+    vm_extras_free(&x);
     oci_config_free(cfg);
     return 0;
 fail:
@@ -737,6 +886,7 @@ fail:
     if (pipefd[1] >= 0)
         close(pipefd[1]);
     remove_state_dir(id);
+    vm_extras_free(&x);
     oci_config_free(cfg);
     return hd_error_prefix(err, "create %s", id);
 }
@@ -746,9 +896,11 @@ fail:
 int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *code, hd_error_t *err)
 {
     struct oci_config *cfg = NULL;
-    if (load_vm_config(id, f, &cfg, err) < 0)
+    struct vm_extras x = {0};
+    if (load_vm_config(id, f, &cfg, &x, err) < 0)
         return hd_error_prefix(err, "run %s", id);
     if (make_state_dir(id, err) < 0) {
+        vm_extras_free(&x);
         oci_config_free(cfg);
         return hd_error_prefix(err, "run %s", id);
     }
@@ -760,13 +912,14 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
     struct hd_run_options opts = {.cgroup_name = cfg->cgroup_name};
     cleanup_close int exec_fd = open_exec_socket(id);
     if (block_forwarded_signals(&mask, err) < 0 || hd_workload_create(cfg->spec, &opts, &w, err) < 0 ||
-        save_state(id, cfg, w, getpid(), err) < 0 ||
+        apply_extras(w, id, &x, err) < 0 || save_state(id, cfg, w, getpid(), err) < 0 ||
         (f->pid_file && oci_write_pid_file(f->pid_file, getpid(), err) < 0) || hd_workload_start(w, err) < 0)
         goto out;
     rc = forward_and_wait(w, &mask, exec_fd, code, err);
 out:
     hd_workload_destroy(w);
     remove_state_dir(id);
+    vm_extras_free(&x);
     oci_config_free(cfg);
     return rc < 0 ? hd_error_prefix(err, "run %s", id) : 0;
 }

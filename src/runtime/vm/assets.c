@@ -110,6 +110,7 @@ int hd_vm_kernel_find(const char *state_dir, struct hd_vm_kernel *k, hd_error_t 
     }
     list_modules(k->dir, "modules", &k->modules);
     list_modules(k->dir, "modules/net", &k->net_modules);
+    list_modules(k->dir, "modules/fs", &k->fs_modules);
     return 0;
 }
 
@@ -120,6 +121,7 @@ void hd_vm_kernel_free(struct hd_vm_kernel *k)
     free(k->release);
     hd_strv_free(k->modules);
     hd_strv_free(k->net_modules);
+    hd_strv_free(k->fs_modules);
     memset(k, 0, sizeof(*k));
 }
 
@@ -180,8 +182,8 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     if (f == NULL)
         return hd_error_sys(err, "create %s", path);
     struct cpio_writer c = {.f = f};
-    static const char *const dirs[] = {"dev",   "proc",  "sys",     "modules", "modules/net",
-                                       "lower", "upper", "newroot", "cg"};
+    static const char *const dirs[] = {"dev",        "proc",  "sys",   "modules", "modules/net",
+                                       "modules/fs", "lower", "upper", "newroot", "cg"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
         cpio_entry(&c, dirs[i], S_IFDIR | 0755, 0, 0, NULL, 0);
     /* the kernel opens /dev/console for init's stdio before devtmpfs is mounted */
@@ -196,6 +198,11 @@ static int write_initramfs(const char *path, const char *init, const struct hd_v
     for (size_t i = 0; k->net_modules && k->net_modules[i]; i++) {
         cleanup_free char *name = hd_xasprintf("modules/net/%s", strrchr(k->net_modules[i], '/') + 1);
         if (cpio_file(&c, name, k->net_modules[i], 0644, err) < 0)
+            return -1;
+    }
+    for (size_t i = 0; k->fs_modules && k->fs_modules[i]; i++) {
+        cleanup_free char *name = hd_xasprintf("modules/fs/%s", strrchr(k->fs_modules[i], '/') + 1);
+        if (cpio_file(&c, name, k->fs_modules[i], 0644, err) < 0)
             return -1;
     }
     cpio_entry(&c, "TRAILER!!!", 0, 0, 0, NULL, 0);
@@ -226,6 +233,10 @@ int hd_vm_initramfs(const char *state_dir, const struct hd_vm_kernel *k, char **
     for (size_t i = 0; r == 0 && k->net_modules && k->net_modules[i]; i++) {
         hd_sha256_update(&ctx, k->net_modules[i], strlen(k->net_modules[i]) + 1);
         r = hd_sha256_update_file(&ctx, k->net_modules[i], err);
+    }
+    for (size_t i = 0; r == 0 && k->fs_modules && k->fs_modules[i]; i++) {
+        hd_sha256_update(&ctx, k->fs_modules[i], strlen(k->fs_modules[i]) + 1);
+        r = hd_sha256_update_file(&ctx, k->fs_modules[i], err);
     }
     char hex[HD_SHA256_HEX_LEN + 1];
     hd_sha256_final_hex(&ctx, hex);

@@ -12,7 +12,7 @@
  * Header-only (static inline) because the guest side is the static hedge-init,
  * which does not link libhedge.
  *
- *   host → guest   CONFIG (once, first, as the answer to READY), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC,
+ *   host → guest   CONFIG (once, first, as the answer to READY), FILE_DATA (right after CONFIG), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC,
  *                  EXEC_STDIN, EXEC_STDIN_EOF, EXEC_RESIZE
  *   guest → host   READY (once, first), STARTED, STDOUT, STDERR, EXIT, ERROR, EXEC_STDOUT, EXEC_STDERR,
  *                  EXEC_EXIT, EXEC_STDIN_ACK
@@ -51,6 +51,11 @@
  * CONFIG's payload is a list of records {u8 tag, NUL-terminated string}; the
  * tags are HD_VM_CFG_*. A HD_VM_CFG_SECRET record's string is followed by the
  * LEN bytes of the secret's value it announces (raw: a value may hold NULs). The other payloads are described beside their types.
+ *
+ * HD_VM_CFG_FILE records (the files an engine binds into a container: /etc/hosts, /etc/resolv.conf, ...)
+ * announce LEN bytes each; their bytes do not fit CONFIG, so they follow it as FILE_DATA messages: one stream,
+ * the first record's bytes, then the next's, cut into messages of at most HD_VM_MSG_MAX bytes. The guest reads
+ * exactly the sum of the LENs before anything else; a message of another type before that is a protocol error.
  */
 #ifndef HEDGE_VM_PROTO_H
 #define HEDGE_VM_PROTO_H
@@ -73,6 +78,7 @@ enum hd_vm_msg_type {
     HD_VM_MSG_EXEC_STDIN = 7,      /* host → guest: u32 session, then bytes for the exec'd process's stdin */
     HD_VM_MSG_EXEC_STDIN_EOF = 8,  /* host → guest: u32 session; close its stdin once the bytes are in */
     HD_VM_MSG_EXEC_RESIZE = 9,     /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
+    HD_VM_MSG_FILE_DATA = 10,      /* host → guest: right after CONFIG, the bytes of CONFIG's FILE records */
     HD_VM_MSG_STARTED = 16,        /* guest → host: empty; the command was exec'd */
     HD_VM_MSG_STDOUT = 17,         /* guest → host: bytes the workload wrote to fd 1 */
     HD_VM_MSG_STDERR = 18,         /* guest → host: bytes the workload wrote to fd 2 */
@@ -95,7 +101,7 @@ enum hd_vm_config_tag {
     HD_VM_CFG_MEMORY = 'm',      /* decimal memory.max in bytes for the workload's guest cgroup */
     HD_VM_CFG_READONLY = 'r',    /* "1": no overlay, the erofs rootfs is the root as is */
     HD_VM_CFG_NET_ADDRESS = 'n', /* "10.89.0.2/24": eth0's address (bridge network) */
-    HD_VM_CFG_NET_GATEWAY = 'g', /* "10.89.0.1": the default route */
+    HD_VM_CFG_NET_GATEWAY = 'g', /* "10.89.0.1": the default route (none without this record) */
     HD_VM_CFG_SEED = 's',        /* 2*HD_VM_SEED_BYTES hex digits from the host's getrandom(): credited to
                                  the guest's input pool (RNDADDENTROPY), then the CRNG is reseeded */
     HD_VM_CFG_CLOCK = 't',       /* "SEC.NSEC": the host's CLOCK_REALTIME when it sent CONFIG */
@@ -105,6 +111,11 @@ enum hd_vm_config_tag {
     HD_VM_CFG_MACHINE_ID = 'i',  /* 32 hex digits: the guest's /etc/machine-id (its own, also for a clone) */
     HD_VM_CFG_SECRET = 'S',      /* "MODE UID GID LEN TARGET" (octal MODE; UID/GID -1: the workload user's),
                                  then LEN value bytes: a file at TARGET on a tmpfs mounted at its directory */
+    HD_VM_CFG_FILE = 'F',        /* "MODE UID GID RO LEN TARGET" (octal MODE, RO 0/1): a file bound at TARGET
+                                 (hedge-oci-vm's bind mounts of files); its LEN bytes follow CONFIG in
+                                 FILE_DATA messages, the files' bytes one after the other, in record order */
+    HD_VM_CFG_SHARE = 'D',       /* "RO TAG TARGET": mount the virtiofs TAG (a host directory) at TARGET */
+    HD_VM_CFG_NET_MTU = 'U',     /* decimal: eth0's MTU (the engine's interface's) */
     HD_VM_CFG_TERMINAL = 'T',    /* EXEC only: "ROWS COLS", the process runs on a pty of that size (0 0: unknown) */
 };
 
@@ -159,6 +170,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_EXEC_STDIN: return length > 4 && length - 4 <= HD_VM_EXEC_STDIN_WINDOW;
     case HD_VM_MSG_EXEC_STDIN_EOF: return length == 4;
     case HD_VM_MSG_EXEC_RESIZE: return length == 4 + sizeof(struct hd_vm_winsize);
+    case HD_VM_MSG_FILE_DATA: return length > 0;
     default: return 0;
     }
 }

@@ -107,6 +107,25 @@ static char **qemu_argv(const struct hd_vm_launch *l)
         hd_strv_push(&v, "-machine");
         hd_strv_push(&v, "memory-backend=hedge-ram");
     }
+    if (l->share_sockets && l->mem_path == NULL) { /* vhost-user (virtiofsd) maps guest RAM: shared memory */
+        hd_strv_push(&v, "-object");
+        s = hd_xasprintf("memory-backend-memfd,id=hedge-ram,size=%lldM,share=on", (long long)(l->ram_bytes >> 20));
+        hd_strv_push(&v, s);
+        free(s);
+        hd_strv_push(&v, "-machine");
+        hd_strv_push(&v, "memory-backend=hedge-ram");
+    }
+    for (size_t i = 0; l->share_sockets && l->share_sockets[i]; i++) {
+        cleanup_free char *path = qemu_escape(l->share_sockets[i]);
+        hd_strv_push(&v, "-chardev");
+        s = hd_xasprintf("socket,id=hdfs%zu,path=%s", i, path);
+        hd_strv_push(&v, s);
+        free(s);
+        hd_strv_push(&v, "-device");
+        s = hd_xasprintf("vhost-user-fs-pci,chardev=hdfs%zu,tag=hdfs%zu", i, i);
+        hd_strv_push(&v, s);
+        free(s);
+    }
     if (l->incoming) {
         hd_strv_push(&v, "-incoming");
         hd_strv_push(&v, "defer");

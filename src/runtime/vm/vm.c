@@ -236,6 +236,69 @@ static int build_config(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     return build_secrets(w, vm, err);
 }
 
+/* Add a record to a prepared guest's CONFIG (hedge-oci-vm's additions), within the message's bound. */
+int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *err)
+{
+    if (vm->config_len + vm->secrets_len + 2 + strlen(value) + CONFIG_FRESH_MAX > HD_VM_MSG_MAX)
+        return hd_error_set(err, E2BIG, "vm config: more than %u bytes", HD_VM_MSG_MAX);
+    config_add(&vm->config, &vm->config_len, tag, value);
+    return 0;
+}
+
+int hd_vm_add_files(struct hd_workload *w, const struct hd_vm_file *files, size_t n, hd_error_t *err)
+{
+    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    if (vm == NULL || vm->state != VM_PREPARED)
+        return hd_error_set(err, EINVAL, "files: not a prepared VM");
+    for (size_t i = 0; i < n; i++) {
+        const struct hd_vm_file *f = &files[i];
+        if (f->target[0] != '/')
+            return hd_error_set(err, EINVAL, "files: %s is not an absolute path", f->target);
+        if (vm->files_len + f->len > HD_VM_FILES_MAX)
+            return hd_error_set(err, E2BIG, "files: %s: more than %u bytes of files in all", f->target,
+                                HD_VM_FILES_MAX);
+        cleanup_free char *record = hd_xasprintf("%o %u %u %d %zu %s", f->mode & 07777, (unsigned)f->uid,
+                                                 (unsigned)f->gid, f->readonly ? 1 : 0, f->len, f->target);
+        if (hd_vm_config_append(vm, HD_VM_CFG_FILE, record, err) < 0)
+            return hd_error_prefix(err, "files: %s", f->target);
+        vm->files = hd_xrealloc(vm->files, vm->files_len + f->len + 1);
+        if (f->len)
+            memcpy(vm->files + vm->files_len, f->data, f->len);
+        vm->files_len += f->len;
+    }
+    return 0;
+}
+
+int hd_vm_attach_netns(struct hd_workload *w, const char *netns_path, struct hd_vm_netns_link *link, hd_error_t *err)
+{
+    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    if (vm == NULL || vm->state != VM_PREPARED || vm->net || vm->netns)
+        return hd_error_set(err, EINVAL, "network namespace: not a prepared VM without a network");
+    if (vm->snapshot) { /* a template has no NIC: this guest boots cold */
+        if (vm->boot_insist)
+            return hd_error_set(err, 0, "vm: --vm-boot snapshot: a template has no network device");
+        hd_vm_template_free(&vm->tmpl);
+        vm->snapshot = false;
+    }
+    struct hd_vm_netns_link *l = hd_xcalloc(1, sizeof(*l));
+    if (hd_vm_netns_attach(netns_path, l, err) < 0) {
+        free(l);
+        return -1;
+    }
+    vm->netns = l;
+    vm->netns_path = hd_xstrdup(netns_path);
+    snprintf(vm->mac, sizeof(vm->mac), "%s", l->mac);
+    char mtu[16];
+    snprintf(mtu, sizeof(mtu), "%d", l->mtu);
+    if (hd_vm_config_append(vm, HD_VM_CFG_NET_ADDRESS, l->address, err) < 0 ||
+        (l->gateway[0] && hd_vm_config_append(vm, HD_VM_CFG_NET_GATEWAY, l->gateway, err) < 0) ||
+        hd_vm_config_append(vm, HD_VM_CFG_NET_MTU, mtu, err) < 0)
+        return -1; /* cleanup undoes the attach */
+    if (link)
+        *link = *l;
+    return 0;
+}
+
 /* ---- devices ----------------------------------------------------------- */
 
 /*
@@ -669,6 +732,18 @@ static int send_config(struct vm *vm, hd_error_t *err)
     if (r == 0)
         r = socket_send_all(vm->port_fd, buf, len);
     explicit_bzero(buf, len);
+    /* the bound files' bytes, right after: the guest reads them before anything else */
+    for (size_t off = 0; r == 0 && off < vm->files_len;) {
+        size_t n = vm->files_len - off < HD_VM_MSG_MAX ? vm->files_len - off : HD_VM_MSG_MAX;
+        struct hd_vm_msg_header fh = {HD_VM_MSG_FILE_DATA, (uint32_t)n};
+        r = socket_send_all(vm->port_fd, &fh, sizeof(fh));
+        if (r == 0)
+            r = socket_send_all(vm->port_fd, vm->files + off, n);
+        off += n;
+    }
+    free(vm->files);
+    vm->files = NULL;
+    vm->files_len = 0;
     if (r < 0)
         return hd_error_set(err, -r, "vm: send config to the guest");
     return 0;
@@ -818,6 +893,8 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         if (vm->state_fd < 0)
             return hd_error_sys(err, "vm: open %s", vm->tmpl.state_path);
     }
+    if (vm->n_shares && vm->share_sockets == NULL && hd_vm_shares_start(vm, w->run_dir, err) < 0)
+        return -1;
     struct hd_vm_launch launch = {
         .vmlinuz = vm->kernel.vmlinuz,
         .initramfs = vm->initramfs,
@@ -829,7 +906,9 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
         .vcpus = guest_vcpus(w->spec),
         .extra_append = extra_append,
-        .tap_fd = vm->net ? hd_net_tap_fd(vm->net) : -1,
+        .tap_fd = vm->net ? hd_net_tap_fd(vm->net)
+            : vm->netns   ? vm->netns->tap_fd
+                          : -1,
         .mac = vm->mac,
         .qmp_fd = vm->qmp_end,
         .devices = vm->devices,
@@ -839,6 +918,7 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         .mem_share = false,
         .incoming = vm->snapshot,
         .incoming_fd = vm->state_fd,
+        .share_sockets = vm->share_sockets,
     };
     vm->state = VM_BOOTING;
     if (hd_vm_qemu_spawn(&launch, w->cgroup, &vm->qemu_pid, err) < 0)
@@ -1293,6 +1373,20 @@ static void vm_cleanup(struct hd_workload *w)
         }
         vm->net = NULL;
     }
+    if (vm->netns) { /* QEMU is dead: the tap goes with our fd, then the veth's redirect */
+        hd_error_t err = NULL;
+        if (vm->netns->tap_fd >= 0)
+            close(vm->netns->tap_fd);
+        if (hd_vm_netns_detach(vm->netns_path, vm->netns->ifname, &err) < 0) {
+            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
+            hd_error_free(&err);
+        }
+        free(vm->netns);
+        vm->netns = NULL;
+    }
+    free(vm->netns_path);
+    free(vm->files);
+    hd_vm_shares_stop(vm); /* QEMU is dead: nothing uses the daemons */
     for (int i = 0; i < 3; i++)
         close_stdio_copy(vm, i);
     hd_vm_exec_close_all(vm);

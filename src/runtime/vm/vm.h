@@ -25,6 +25,7 @@ struct hd_vm_kernel {
     char *release;      /* contents of dir/release, e.g. 6.1.0-56-cloud-amd64 */
     char **modules;     /* dir/modules/NN-name.ko in load order (may be empty) */
     char **net_modules; /* dir/modules/net/NN-name.ko: loaded only when the guest has a network */
+    char **fs_modules;  /* dir/modules/fs/NN-name.ko (virtiofs): loaded only when it has a host directory */
 };
 
 /* The one place the guest kernel lives: $HEDGE_VM_KERNEL_DIR, else <state>/vm/kernel (by default
@@ -84,6 +85,56 @@ const char *hd_vm_guest_address(const struct hd_workload *w);
 int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd, int out_fd, int err_fd, int done_fd,
                hd_error_t *err);
 
+/* ---- hedge-oci-vm: what an OCI bundle gives a guest beyond a hedge spec ---- */
+
+/* A file an engine binds into the container (/etc/hosts, /etc/resolv.conf, ...): copied into the guest and
+ * bound at target there (a file of its own, on the guest's side: writes do not reach the host). */
+struct hd_vm_file {
+    const char *target;
+    unsigned mode; /* permission bits */
+    uid_t uid;
+    gid_t gid;
+    bool readonly;
+    const char *data; /* len bytes */
+    size_t len;
+};
+
+/* The files' total a guest takes (they follow CONFIG as FILE_DATA messages). */
+#define HD_VM_FILES_MAX (4u << 20)
+
+/* After hd_workload_create, before hd_workload_start: the files go to the guest with CONFIG. */
+int hd_vm_add_files(struct hd_workload *w, const struct hd_vm_file *files, size_t n, hd_error_t *err);
+
+/* A host directory shared with the guest (hedge-oci-vm's bind mounts of directories): virtiofs, one
+ * virtiofsd per share, mounted by hedge-init at target. */
+struct hd_vm_share {
+    const char *source;
+    const char *target;
+    bool readonly; /* virtiofsd sees source read-only (a read-only bind in its own mount namespace) */
+};
+/* After hd_workload_create, before start: needs the guest kernel's virtiofs modules and virtiofsd (a cold
+ * boot, guest RAM on shared memory). */
+int hd_vm_add_shares(struct hd_workload *w, const struct hd_vm_share *shares, size_t n, hd_error_t *err);
+
+/* The guest's NIC on an engine's network namespace (netns.c, Kata's tc redirect). */
+struct hd_vm_netns_link {
+    char ifname[16];  /* the engine's interface in the namespace (the veth, eth0) */
+    char tap[16];     /* the tap made beside it */
+    char mac[18];     /* the veth's MAC: the guest NIC's */
+    char address[24]; /* its IPv4 address, "10.88.0.5/16" */
+    char gateway[16]; /* the default route's gateway, "" if none */
+    int mtu;
+    int tap_fd; /* the tap (alive while open), for QEMU */
+};
+/* Read the interface, make the tap and redirect both ways (tc) in the namespace at netns_path. */
+int hd_vm_netns_attach(const char *netns_path, struct hd_vm_netns_link *l, hd_error_t *err);
+/* Remove the redirect from ifname (the tap goes with its last fd); nothing when the namespace is gone. */
+int hd_vm_netns_detach(const char *netns_path, const char *ifname, hd_error_t *err);
+/* After hd_workload_create, before start: the guest's NIC on the namespace at netns_path (a cold boot: a
+ * template has no NIC). What it made is undone when the workload is destroyed or released; *link (may be
+ * NULL) gets the interface's names for a later hd_vm_netns_detach by another process. */
+int hd_vm_attach_netns(struct hd_workload *w, const char *netns_path, struct hd_vm_netns_link *link, hd_error_t *err);
+
 /* Guest RAM for a spec (memory + guest overhead, or the default). */
 int64_t hd_vm_guest_ram(const struct hd_resources *res);
 /* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,
@@ -126,8 +177,10 @@ struct hd_vm_launch {
      * (a clone: copy-on-write, the template stays as it is). */
     const char *mem_path;
     bool mem_share;
-    bool incoming;   /* -incoming defer: wait for migrate-incoming (restore from a template) */
-    int incoming_fd; /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
+    bool incoming;        /* -incoming defer: wait for migrate-incoming (restore from a template) */
+    int incoming_fd;      /* with incoming: the template's state file, fd 6 in QEMU (migrate-incoming "fd:6"); -1 */
+    char **share_sockets; /* virtiofsd's vhost-user sockets, one vhost-user-fs device each (tag hdfsN); RAM
+                             then is shared memory (memfd) */
 };
 
 struct hd_cgroup;

@@ -34,6 +34,13 @@ struct vm_exec {
     bool resizes_open;           /* done_fd has not reached its end (relay thread) */
 };
 
+/* A host directory for the guest (share.c): its virtiofsd. */
+struct vm_share {
+    char *source, *target;
+    bool readonly;
+    pid_t pid; /* virtiofsd, -1 before it runs */
+};
+
 /* A message for the guest waiting for the relay (EXEC). */
 struct vm_pending {
     uint32_t type;
@@ -54,7 +61,15 @@ struct vm {
     size_t config_len;
     char *secrets; /* HD_VM_CFG_SECRET records (decrypted values): wiped once sent */
     size_t secrets_len;
-    struct hd_net *net; /* the tap of a bridge network, or NULL */
+    struct hd_net *net;             /* the tap of a bridge network, or NULL */
+    struct hd_vm_netns_link *netns; /* hedge-oci-vm: the tap in an engine's network namespace, or NULL */
+    char *netns_path;
+    char *files; /* hedge-oci-vm: the FILE records' bytes (files_len), sent after CONFIG */
+    size_t files_len;
+    struct vm_share *shares; /* hedge-oci-vm: host directories (n_shares), one virtiofsd each */
+    size_t n_shares;
+    char *share_dir;      /* the 0700 dir of their sockets */
+    char **share_sockets; /* for QEMU */
     char mac[18];
     int stdio[3];       /* our copies of w->stdio, -1 once the relay is done with one */
     int port_fd;        /* our end of the channel */
@@ -112,6 +127,16 @@ struct outgoing {
 void hd_vm_outgoing_set(struct outgoing *o, uint32_t type, const void *payload, uint32_t length);
 /* Write guest output to a caller's fd without ever blocking the relay for good (see vm.c). */
 void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t len);
+
+/* Add a record to a prepared guest's CONFIG, within the message's bound. */
+int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *err);
+
+/* ---- share.c ---- */
+
+/* Start each share's virtiofsd (before QEMU; logs in run_dir). */
+int hd_vm_shares_start(struct vm *vm, const char *run_dir, hd_error_t *err);
+/* Kill and reap them, remove their sockets, free the shares. */
+void hd_vm_shares_stop(struct vm *vm);
 
 /* ---- vm_exec.c ---- */
 
