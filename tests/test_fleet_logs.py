@@ -131,6 +131,30 @@ def test_lines_written_while_the_cloud_is_away_arrive_after_it_returns(node, clo
     later.close()
 
 
+def test_after_hedged_restarts_forwarding_goes_on_from_the_end_of_the_log(node, cloud):
+    """kill -9 hedged while a forwarding workload runs: the restarted hedged adopts it and follows its log
+    from where the log ends then; no line is sent twice (the lines of the restart's gap are not sent)."""
+    n = node()
+    n.wait_connected()
+    sub = Collector(cloud.port, "hedge/n1/logs/#")
+    cmd = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "beat $i"; sleep 0.2; done']
+    assert n.deploy(spec("beat", cmd, logs={"forward": True})).code == 0
+
+    def numbers():
+        return [int(line.split()[1]) for line in lines_of(sub, "hedge/n1/logs/beat")]
+    wait_for(lambda: len(numbers()) >= 5, timeout=15, what="the first beats")
+    n.kill9()
+    time.sleep(1)
+    n.start()
+    n.wait_connected()
+    before = max(numbers())
+    wait_for(lambda: len([x for x in numbers() if x > before]) >= 10, timeout=30, what="beats after the restart")
+    got = numbers()
+    assert got == sorted(set(got)), got
+    assert got[0] == 1, "a deployment made while hedged runs is followed from the start of its log"
+    sub.close()
+
+
 def test_forwarding_goes_on_after_the_network_child_restarts(node, cloud):
     """The network child is killed twice while a workload writes: hedged holds what it reads meanwhile
     (a bounded number of batches) and sends it to the new child; the lines keep their order."""
