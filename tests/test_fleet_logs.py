@@ -116,6 +116,29 @@ def test_a_rotated_log_keeps_its_lines_flowing(node, cloud):
     sub.close()
 
 
+def test_a_truncated_log_is_read_again_from_its_start(node, cloud):
+    n = node()
+    n.wait_connected()
+    sub = Collector(cloud.port, "hedge/n1/logs/#")
+    cmd = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "truncated-log line $i"; sleep 0.1; done']
+    assert n.deploy(spec("trunc", cmd, logs={"forward": True})).code == 0
+
+    def numbers():
+        return [int(line.split()[2]) for line in lines_of(sub, "hedge/n1/logs/trunc")]
+    wait_for(lambda: len(numbers()) >= 30, timeout=15, what="30 lines")
+    log = n.state / "logs" / "trunc.log"
+    with open(log, "r+") as f:  # as logrotate's copytruncate does; the monitor appends (O_APPEND) at 0 then
+        f.truncate(0)
+    cut = max(numbers())
+    wait_for(lambda: len([x for x in numbers() if x > cut]) >= 20, timeout=15, what="lines after the truncation")
+    got = numbers()
+    assert got == sorted(set(got)), got
+    # lines written between hedged's last look and the truncation are gone (at most about a second's 10);
+    # the next ones are read from the start of the shrunk file, not from where the old one had got to
+    assert max(b - a for a, b in zip(got, got[1:])) <= 15, got
+    sub.close()
+
+
 def test_lines_written_while_the_cloud_is_away_arrive_after_it_returns(node, cloud, operator):
     n = node()
     n.wait_connected()
