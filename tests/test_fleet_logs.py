@@ -5,14 +5,19 @@ Real parts as in test_fleet.py: Debian's mosquitto as the cloud broker, a real h
 to it, paho subscribers on the cloud side.
 """
 import json
+import os
 import signal
+import subprocess
+import threading
 import time
 
 import pytest
 
+from conftest import HEDGE, SANITIZER_ENV, check_sanitizer
 from mqtt_util import Collector, dedup_in_order, publish_many, restore_cloud
-from test_daemon import SLEEP, spec, wait_for
+from test_daemon import SLEEP, Daemon, spec, wait_for
 from test_fleet import FleetNode, cloud, operator  # noqa: F401 (fixtures)
+from test_privsep import net_child
 
 
 @pytest.fixture
@@ -181,8 +186,6 @@ def test_after_hedged_restarts_forwarding_goes_on_from_the_end_of_the_log(node, 
 def test_forwarding_goes_on_after_the_network_child_restarts(node, cloud):
     """The network child is killed twice while a workload writes: hedged holds what it reads meanwhile
     (a bounded number of batches) and sends it to the new child; the lines keep their order."""
-    import os
-    from test_privsep import net_child
     n = node()
     n.wait_connected()
     sub = Collector(cloud.port, "hedge/n1/logs/#")
@@ -254,6 +257,35 @@ def test_a_spool_full_of_logs_gives_way_to_events_and_telemetry(node, cloud, ope
     later.close()
 
 
+def test_hedge_fleet_logs_follows_what_the_node_forwards(node, cloud, operator, hedge):
+    """The operator's `hedge fleet logs NODE NAME -f` (src/cli/fleet.c) on the node's real batches: a
+    deployment from a desired document with logs.forward, its tail, then its lines as they are forwarded."""
+    node()
+    wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
+    cmd = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "beat $i"; sleep 0.3; done']
+    operator.desire("n1", 1, {"beat": spec("beat", cmd, logs={"forward": True})})
+    operator.wait_generation("n1", 1)
+    env = dict(os.environ, **SANITIZER_ENV)
+    proc = subprocess.Popen([str(HEDGE), "fleet", "--broker", f"127.0.0.1:{cloud.port}", "logs", "n1", "beat", "-f",
+                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = []
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: len(out) >= 8, timeout=20, what="the tail and forwarded lines")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        check_sanitizer(proc.stderr.read())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    numbers = [int(line.split()[1]) for line in out]
+    assert all(line.startswith("beat ") for line in out), out
+    assert numbers[1:] == sorted(set(numbers[1:])), out  # the batches after the tail, in order
+    assert numbers[-1] > numbers[0], out
+
+
 @pytest.mark.parametrize("forward, message", [
     ({"lines_per_minute": 0}, "logs.forward.lines_per_minute: must be an integer 1..100000"),
     ({"bytes_per_minute": "64K"}, "logs.forward.bytes_per_minute: must be an integer 1024..1048576"),
@@ -261,7 +293,6 @@ def test_a_spool_full_of_logs_gives_way_to_events_and_telemetry(node, cloud, ope
     ("yes", "logs.forward: must be true, false or an object {lines_per_minute, bytes_per_minute}, not a string"),
 ])
 def test_a_bad_logs_forward_is_refused_by_deploy_naming_the_field(tmp_path, hedge, forward, message):
-    from test_daemon import Daemon
     d = Daemon(tmp_path, hedge)
     d.start()
     try:
