@@ -86,6 +86,20 @@ def test_lines_go_up_in_order_in_batches_and_only_for_workloads_that_forward(nod
     sub.close()
 
 
+def test_long_lines_are_cut_bytes_that_are_not_utf8_replaced_and_an_unfinished_line_goes_out(node, cloud):
+    n = node()
+    n.wait_connected()
+    sub = Collector(cloud.port, "hedge/n1/logs/#")
+    cmd = ["/bin/sh", "-c", r"printf 'bad \377\376 bytes\n'; head -c 10000 /dev/zero | tr '\0' L; echo; "
+           r"printf 'no newline yet'; exec /bin/sleep 1000"]
+    assert n.deploy(spec("odd", cmd, logs={"forward": True})).code == 0
+    wait_for(lambda: "no newline yet" in lines_of(sub, "hedge/n1/logs/odd"), timeout=20, what="the unfinished line")
+    got = lines_of(sub, "hedge/n1/logs/odd")
+    assert got == ["bad \ufffd\ufffd bytes", "L" * 4096, "L" * 4096, "L" * 1808, "no newline yet"], \
+        [line[:40] for line in got]
+    sub.close()
+
+
 def test_the_rate_and_byte_caps_drop_lines_and_the_batches_say_how_many(node, cloud):
     n = node()
     n.wait_connected()
@@ -102,6 +116,24 @@ def test_the_rate_and_byte_caps_drop_lines_and_the_batches_say_how_many(node, cl
     assert lines_of(sub, "hedge/n1/logs/lines") == twenty[:5]
     wait_for(lambda: settled("hedge/n1/logs/bytes", 15), timeout=30, what="15 wide lines reported dropped")
     assert lines_of(sub, "hedge/n1/logs/bytes") == wide[:5]
+    sub.close()
+
+
+def test_a_flood_is_capped_at_the_default_600_lines_a_minute(node, cloud):
+    """80,000 lines in bursts over about 8 s: 600 go up in the minute, every other line is counted in
+    "dropped" (in the first batch, then in batches of drops alone every 10 s), and hedged stays responsive."""
+    n = node()
+    n.wait_connected()
+    sub = Collector(cloud.port, "hedge/n1/logs/#")
+    cmd = ["/bin/sh", "-c", "i=0; while [ $i -lt 40 ]; do yes 'flood line' | head -n 2000; sleep 0.2; "
+           "i=$((i+1)); done; exec /bin/sleep 1000"]
+    assert n.deploy(spec("flood", cmd, logs={"forward": True})).code == 0
+    wait_for(lambda: sum(b["dropped"] for b in batches(sub, "hedge/n1/logs/flood")) == 80000 - 600, timeout=40,
+             what="the drops reported")
+    assert n.ps("flood")["state"] == "running"
+    got = batches(sub, "hedge/n1/logs/flood")
+    assert [line for b in got for line in b["lines"]] == ["flood line"] * 600
+    assert len(got) <= 5, [(len(b["lines"]), b["dropped"]) for b in got]  # drops alone: at most every 10 s
     sub.close()
 
 

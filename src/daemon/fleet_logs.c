@@ -152,15 +152,17 @@ static void follower_line(struct follower *f, const char *s, size_t len, int64_t
     }
     int64_t lines_cap = f->lines_per_minute ? f->lines_per_minute : HD_LOGS_LINES_PER_MINUTE;
     int64_t bytes_cap = f->bytes_per_minute ? f->bytes_per_minute : HD_LOGS_BYTES_PER_MINUTE;
-    size_t cost = json_escaped_len(s, len);
     if (f->window_lines + 1 > lines_cap || f->window_bytes + (int64_t)len > bytes_cap ||
-        f->pending_bytes + cost > FLEET_LOGS_PENDING_MAX) {
+        f->pending_bytes + json_escaped_len(s, len) > FLEET_LOGS_PENDING_MAX) {
         f->dropped++;
         return;
     }
+    json_t *line = line_string(s, len);
+    /* what it costs in a batch, counted again when it leaves (follower_send): the string as sent */
+    size_t cost = json_escaped_len(json_string_value(line), json_string_length(line));
     f->window_lines++;
     f->window_bytes += (int64_t)len;
-    json_array_append_new(f->lines, json_pack("[I,o]", (json_int_t)(now / 1000), line_string(s, len)));
+    json_array_append_new(f->lines, json_pack("[I,o]", (json_int_t)(now / 1000), line));
     f->pending_bytes += cost;
 }
 
@@ -285,11 +287,14 @@ static void follower_send(struct hd_fleet_logs *fl, struct follower *f, int64_t 
         if (taken == 0)
             ts = json_integer_value(json_array_get(entry, 0));
         size += cost;
-        f->pending_bytes -= cost - 1;
+        f->pending_bytes = f->pending_bytes > cost - 1 ? f->pending_bytes - (cost - 1) : 0;
         json_array_append(lines, line);
     }
-    for (size_t i = 0; i < taken; i++)
-        json_array_remove(f->lines, 0);
+    json_t *rest = json_array(); /* what did not fit waits; one copy, not a removal per line */
+    for (size_t i = taken; i < waiting; i++)
+        json_array_append(rest, json_array_get(f->lines, i));
+    json_decref(f->lines);
+    f->lines = rest;
     json_t *batch = json_pack("{s:s,s:o,s:I,s:I}", "deployment", f->name, "lines", lines, "dropped",
                               (json_int_t)f->dropped, "ts", (json_int_t)ts);
     char *text = json_dumps(batch, JSON_COMPACT);
