@@ -36,7 +36,14 @@
  * pid: --pid-file, --detach). exec --tty sends the slave of a host pty (raw)
  * as all three and asks for a terminal in the guest; the master goes to the
  * console socket, and the host process, on that pty as its controlling
- * terminal, writes each new size on the connection (SIGWINCH).
+ * terminal, writes each new size on the connection (SIGWINCH). That host process relays the signals it gets
+ * on the same connection (the holder sends EXEC_SIGNAL); its death before the exit code (SIGKILL) ends the
+ * connection, and the holder has the guest process killed.
+ *
+ * process.terminal: create makes a host pty, sends its master to --console-socket and gives its slave (raw) to
+ * the holder as stdio and controlling terminal; the guest runs the workload on a pty of its own (CONFIG's
+ * TERMINAL record) and the holder passes each new size (SIGWINCH) as RESIZE. A foreground run without a
+ * socket relays its own stdio (raw when it is a terminal).
  *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
