@@ -731,10 +731,29 @@ def test_ctr_runs_hedge_oci_vm(vm_env, containerd, dirs):  # noqa: F811
     ctr_wait_status(ctr, "v-kill", "RUNNING", timeout=60)
     r = ctr("task", "exec", "--exec-id", "x1", "v-kill", "sh", "-c", "echo in the guest; exit 4", timeout=60)
     assert (r.returncode, r.stdout) == (4, "in the guest\n"), r
+    # `ctr task kill --exec-id`: the signal to the exec's host process reaches the guest process's trap
+    p = subprocess.Popen(["ctr", "--address", ctr.address, "--namespace", ctr.namespace, "task", "exec", "--exec-id",
+                          "x2", "v-kill", "sh", "-c", "trap 'echo got-term; exit 8' TERM; echo armed; "
+                          "while :; do sleep 0.2; done"], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert p.stdout.readline() == "armed\n"
+    r = ctr("task", "kill", "--exec-id", "x2", "v-kill")
+    assert r.returncode == 0, r
+    assert p.wait(timeout=60) == 8 and p.stdout.read() == "got-term\n"
     time.sleep(1)  # the trap is set once the shell runs in the guest
     assert ctr("task", "kill", "v-kill").returncode == 0
     ctr_wait_status(ctr, "v-kill", "STOPPED", timeout=60)
     r = ctr("task", "delete", "v-kill")
     assert r.returncode == 0 and "non-zero exit code 6\"" in r.stderr, r
     assert ctr("container", "delete", "v-kill").returncode == 0
+    # `ctr run -t` on a terminal of the test's: the shim's console socket gets the host pty's master, the process
+    # runs on the guest's pty, its exit code is ctr's
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    p = subprocess.Popen(["ctr", "--address", ctr.address, "--namespace", ctr.namespace, "run", "--rm", "-t",
+                          *map(str, via), IMAGE, "v-tty", "sh", "-c", "tty; stty size; exit 5"],
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    assert p.wait(timeout=180) == 5
+    out = read_terminal(master).replace("\r", "")  # the guest's pty's \r\n, then the test's pty's
+    assert "/dev/pts/0\n30 100\n" in out, out
     assert qemu_processes_for(dirs["run"]) == []
