@@ -453,7 +453,7 @@ def test_exec_with_a_terminal_in_the_guest(ocivm, bundle, tmp_path, subreaper): 
     reap(pid)
 
 
-def test_the_workload_on_a_terminal(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
+def test_the_workload_on_a_terminal(ocivm, bundle, tmp_path, dirs, guest_kernel, subreaper):  # noqa: F811
     """process.terminal with --console-socket (conmon's way): the master of a host pty reaches the socket, the
     workload runs on a pty of the guest's (stdio, controlling terminal) sized by process.consoleSize; keys and
     new sizes reach it, its exit code is the holder's."""
@@ -485,6 +485,22 @@ def test_the_workload_on_a_terminal(ocivm, bundle, tmp_path, subreaper):  # noqa
     assert r.code == 5, r
     lines = r.out.replace("\r", "").splitlines()  # the guest's pty echoes the input whenever it comes
     assert sorted(lines) == ["/dev/pts/0", "got typed", "typed"] and lines[-1] == "got typed", r
+    # in the foreground on a terminal of its own: that terminal goes raw while the guest's pty does the line
+    # discipline, its size is the guest pty's, and its modes come back at the end
+    b = bundle("sh", "-c", "tty; stty size; exit 6", **{"process.terminal": True})
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 25, 90, 0, 0))
+    modes = termios.tcgetattr(slave)
+    env = {**os.environ, **SANITIZER_ENV, "HEDGE_STATE_DIR": str(dirs["state"]), "HEDGE_RUN_DIR": str(dirs["run"]),
+           "HEDGE_CGROUP_PARENT": CGROUP_PARENT, "HEDGE_VM_KERNEL_DIR": str(guest_kernel),
+           "HEDGE_OCI_VM_ACCEL": "tcg"}
+    p = subprocess.Popen([str(HEDGE_OCI_VM), "--root", str(ocivm.root), "run", "-b", str(b), "w4"], stdin=slave,
+                         stdout=slave, stderr=slave, env=env)
+    assert p.wait(timeout=120) == 6
+    assert termios.tcgetattr(slave) == modes
+    os.close(slave)
+    out = read_terminal(master)
+    assert out.replace("\r", "") == "/dev/pts/0\n25 90\n", out
     # --console-socket needs process.terminal
     srv2 = console_socket(tmp_path / "c2.sock")
     b = bundle("true", **{"process.terminal": False})
