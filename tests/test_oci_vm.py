@@ -544,12 +544,14 @@ def test_signals_reach_an_exec_d_process(ocivm, bundle, tmp_path, dirs, subreape
               "echo $$ > /tmp/victim; exec sleep 1000")
     assert r.code == 0, r
     exec_pid = int((tmp_path / "exec.pid").read_text())
-    r = ocivm("exec", "s1", "sh", "-c", "while [ ! -s /tmp/victim ]; do sleep 0.2; done; kill -0 $(cat /tmp/victim) && echo alive")
+    r = ocivm("exec", "s1", "sh", "-c",
+              "while [ ! -s /tmp/victim ]; do sleep 0.2; done; kill -0 $(cat /tmp/victim) && echo alive")
     assert (r.code, r.out) == (0, "alive\n"), r
     os.kill(exec_pid, signal.SIGKILL)
     status = reap(exec_pid, timeout=30)
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    r = ocivm("exec", "s1", "sh", "-c", "for i in $(seq 50); do kill -0 $(cat /tmp/victim) 2>/dev/null || { echo gone; exit 0; }; sleep 0.2; done; exit 1")
+    r = ocivm("exec", "s1", "sh", "-c", "for i in $(seq 50); do kill -0 $(cat /tmp/victim) 2>/dev/null || "
+              "{ echo gone; exit 0; }; sleep 0.2; done; exit 1")
     assert (r.code, r.out) == (0, "gone\n"), r
     # the foreground exec forwards what it gets to its host process, which relays it
     p = subprocess.Popen([str(HEDGE_OCI_VM), "--root", str(ocivm.root), "exec", "s1", "sh", "-c",
