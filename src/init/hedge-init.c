@@ -100,6 +100,8 @@ struct guest_config {
     size_t n_files;
     char *net_mtu;
     char **shares; /* HD_VM_CFG_SHARE records: "RO TAG TARGET" */
+    int tty;       /* HD_VM_CFG_TERMINAL: the workload runs on a guest pty of tty_rows x tty_cols */
+    unsigned tty_rows, tty_cols;
 };
 
 /* A file bound into the guest (hedge-oci-vm's bind mounts of files): FILES_DIR/<index>, bound at target. */
@@ -379,6 +381,12 @@ static void read_config(struct guest_config *cfg)
         }
         case HD_VM_CFG_NET_MTU: cfg->net_mtu = hd_xstrdup(value); break;
         case HD_VM_CFG_SHARE: hd_strv_push(&cfg->shares, value); break;
+        case HD_VM_CFG_TERMINAL:
+            if (sscanf(value, "%u %u", &cfg->tty_rows, &cfg->tty_cols) != 2 || cfg->tty_rows > 65535 ||
+                cfg->tty_cols > 65535)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config terminal size \"%s\" is not \"ROWS COLS\"", value);
+            cfg->tty = 1;
+            break;
         case HD_VM_CFG_FILE: {
             struct guest_file f = {0};
             int n = 0;
@@ -842,16 +850,21 @@ static int oom_kills(void)
 
 struct workload {
     pid_t pid;
-    int in_fd;  /* our end of its stdin, -1 once closed */
-    int out_fd; /* our end of its stdout, -1 at EOF */
-    int err_fd;
+    int in_fd;  /* our end of its stdin, -1 once closed; a terminal's master */
+    int out_fd; /* our end of its stdout, -1 at EOF; a terminal's master too (a dup) */
+    int err_fd; /* -1 from the start on a terminal: it has one output stream */
+    int tty;
 };
 
+static int exec_stdio(int tty, unsigned rows, unsigned cols, int in[2], int out[2], int errp[2]);
+
+/* The workload: its stdio three pipes, or (CONFIG's TERMINAL) a guest pty, its controlling terminal. */
 static void start_workload(const struct guest_config *cfg, struct workload *wl)
 {
-    int in[2], out[2], errp[2], report[2];
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-        pipe2(report, O_CLOEXEC) < 0)
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, report[2];
+    if (exec_stdio(cfg->tty, cfg->tty_rows, cfg->tty_cols, in, out, errp) < 0)
+        guest_fail(HD_EXIT_HEDGE, errno, cfg->tty ? "a terminal (/dev/pts/ptmx)" : "pipe");
+    if (pipe2(report, O_CLOEXEC) < 0)
         guest_fail(HD_EXIT_HEDGE, errno, "pipe");
     pid_t pid = fork();
     if (pid < 0)
@@ -860,6 +873,8 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
         setsid();
         if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
             hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
+        if (cfg->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+            hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "make the terminal the controlling one");
         hd_error_t err = NULL;
         /* hedge-init is exempt from the OOM killer; the workload must not inherit that */
         if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
@@ -895,7 +910,8 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
     wl->in_fd = in[1];
     wl->out_fd = out[0];
     wl->err_fd = errp[0];
-    fcntl(wl->in_fd, F_SETFL, O_NONBLOCK);
+    wl->tty = cfg->tty;
+    fcntl(wl->in_fd, F_SETFL, O_NONBLOCK); /* a terminal's: also out_fd, the same open file */
     int r = hd_vm_send(port_fd, HD_VM_MSG_STARTED, NULL, 0);
     if (r < 0)
         guest_fail(HD_EXIT_HEDGE, -r, "send started");
@@ -1175,6 +1191,18 @@ static void exec_resize(const unsigned char *payload)
         ioctl(master, TIOCSWINSZ, &ws);
 }
 
+/* EXEC_SIGNAL: the signal for the session's process (one that ended is not signalled). */
+static void exec_signal(const unsigned char *payload)
+{
+    struct exec_session *s = find_exec_session(payload);
+    uint32_t sig;
+    memcpy(&sig, payload + 4, 4);
+    if (sig == 0 || sig >= 65)
+        guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec signal %u out of range", sig);
+    if (s && s->pid > 0)
+        kill(s->pid, (int)sig);
+}
+
 static void exec_stdin_eof(const unsigned char *payload)
 {
     struct exec_session *s = find_exec_session(payload);
@@ -1219,6 +1247,19 @@ struct pending_input {
     int eof; /* close stdin once the pending bytes are written */
 };
 
+/* The end of the workload's stdin: a pipe is closed; a terminal gets ^D (the end of input, as a terminal says
+ * it) and our writing copy of its master is closed. */
+static void close_workload_stdin(struct workload *wl)
+{
+    if (wl->tty) {
+        char eof = 4;
+        ssize_t n = write(wl->in_fd, &eof, 1);
+        (void)n;
+    }
+    close(wl->in_fd);
+    wl->in_fd = -1;
+}
+
 static void flush_input(struct workload *wl, struct pending_input *in)
 {
     while (wl->in_fd >= 0 && in->off < in->len) {
@@ -1237,10 +1278,8 @@ static void flush_input(struct workload *wl, struct pending_input *in)
         free(in->data);
         in->data = NULL;
         in->len = in->off = 0;
-        if (in->eof && wl->in_fd >= 0) {
-            close(wl->in_fd);
-            wl->in_fd = -1;
-        }
+        if (in->eof && wl->in_fd >= 0)
+            close_workload_stdin(wl);
     }
 }
 
@@ -1270,6 +1309,16 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
     case HD_VM_MSG_EXEC_STDIN: exec_stdin(payload, h->length); break;
     case HD_VM_MSG_EXEC_STDIN_EOF: exec_stdin_eof(payload); break;
     case HD_VM_MSG_EXEC_RESIZE: exec_resize(payload); break;
+    case HD_VM_MSG_EXEC_SIGNAL: exec_signal(payload); break;
+    case HD_VM_MSG_RESIZE: {
+        struct hd_vm_winsize size;
+        memcpy(&size, payload, sizeof(size));
+        struct winsize ws = {.ws_row = size.rows, .ws_col = size.cols};
+        int master = !wl->tty ? -1 : wl->out_fd >= 0 ? wl->out_fd : wl->in_fd;
+        if (master >= 0)
+            ioctl(master, TIOCSWINSZ, &ws);
+        break;
+    }
     default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);
@@ -1361,10 +1410,8 @@ static int relay(struct workload *wl, int sigchld_fd)
             handle_host_message(wl, &in, &h, payload);
             hd_vm_reader_consume(reader, used);
         }
-        if (in.len == 0 && in.eof && wl->in_fd >= 0) {
-            close(wl->in_fd);
-            wl->in_fd = -1;
-        }
+        if (in.len == 0 && in.eof && wl->in_fd >= 0)
+            close_workload_stdin(wl);
     }
     free(in.data);
     return status;

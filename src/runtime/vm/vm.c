@@ -269,6 +269,40 @@ int hd_vm_add_files(struct hd_workload *w, const struct hd_vm_file *files, size_
     return 0;
 }
 
+int hd_vm_set_terminal(struct hd_workload *w, unsigned rows, unsigned cols, hd_error_t *err)
+{
+    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    if (vm == NULL || vm->state != VM_PREPARED)
+        return hd_error_set(err, EINVAL, "terminal: not a prepared VM");
+    char size[32];
+    snprintf(size, sizeof(size), "%u %u", rows > 65535 ? 65535 : rows, cols > 65535 ? 65535 : cols);
+    return hd_vm_config_append(vm, HD_VM_CFG_TERMINAL, size, err);
+}
+
+int hd_vm_resize(struct hd_workload *w, unsigned rows, unsigned cols, hd_error_t *err)
+{
+    struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;
+    if (vm == NULL || vm->state != VM_RUNNING || !vm->relay_started)
+        return hd_error_set(err, ESRCH, "resize: the VM is not running");
+    struct hd_vm_winsize size = {.rows = (uint16_t)(rows > 65535 ? 65535 : rows),
+                                 .cols = (uint16_t)(cols > 65535 ? 65535 : cols)};
+    struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
+    m->type = HD_VM_MSG_RESIZE;
+    m->length = sizeof(size);
+    m->payload = hd_xmalloc(sizeof(size));
+    memcpy(m->payload, &size, sizeof(size));
+    pthread_mutex_lock(&vm->lock);
+    struct vm_pending **tail = &vm->pending;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = m;
+    pthread_mutex_unlock(&vm->lock);
+    uint64_t one = 1;
+    if (write(vm->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        return hd_error_sys(err, "resize: wake relay");
+    return 0;
+}
+
 int hd_vm_attach_netns(struct hd_workload *w, const char *netns_path, struct hd_vm_netns_link *link, hd_error_t *err)
 {
     struct vm *vm = w->backend == &hd_backend_vm ? w->backend_data : NULL;

@@ -30,8 +30,8 @@ struct vm_exec {
     int in_fd;                   /* the caller's stdin, -1 once its end went to the guest */
     int out_fd, err_fd, done_fd; /* done_fd -1: a free slot */
     uint32_t unacked;            /* EXEC_STDIN bytes sent and not acknowledged (relay thread) */
-    bool tty;                    /* on a terminal: done_fd also brings its sizes (struct hd_vm_winsize) */
-    bool resizes_open;           /* done_fd has not reached its end (relay thread) */
+    bool tty;                    /* on a terminal: done_fd also brings its sizes */
+    bool caller_open;            /* done_fd (signals, sizes: struct hd_vm_exec_control) has not ended (relay) */
 };
 
 /* A host directory for the guest (share.c): its virtiofsd. */
@@ -146,10 +146,10 @@ void hd_vm_exec_init(struct vm *vm);
  * when h is not one of them, -1 on a protocol violation (vm->relay_problem says which). */
 int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
 /* The relay's poll entries for the sessions' input (fds[2 * MAX_EXECS]): their stdin, read when may_send (the
- * relay has no message in flight), no EXEC waits to go out and the session's window has room; then the
- * terminals' sizes from their callers. */
+ * relay has no message in flight), no EXEC waits to go out and the session's window has room; then their
+ * callers' done connections (signals, terminal sizes). */
 void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds);
-/* After poll: a terminal's new size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
+/* After poll: a caller's signal as EXEC_SIGNAL or terminal size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
  * EXEC_STDIN (EXEC_STDIN_EOF), into out. */
 void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
 /* The guest is gone: close every session's descriptors (their callers see the end, without a code). */
