@@ -601,6 +601,18 @@ def test_podman_runs_hedge_oci_vm(podman, guest_kernel, dirs, tmp_path):  # noqa
     assert (r.code, r.out) == (0, "hello\n"), r
     r = podman("--runtime", wrapper, "exec", "-t", "long", "sh", "-c", "tty; exit 2")
     assert r.code == 2 and r.out.replace("\r", "") == "/dev/pts/0\n", r
+    # pause freezes the whole VM (QEMU's cgroup), unpause thaws it
+    r = podman("--runtime", wrapper, "pause", "long")
+    assert r.code == 0, r
+    assert podman("--runtime", wrapper, "inspect", "--format", "{{.State.Status}}", "long").out == "paused\n"
+    r = podman("--runtime", wrapper, "unpause", "long")
+    assert r.code == 0, r
+    assert podman("--runtime", wrapper, "inspect", "--format", "{{.State.Status}}", "long").out == "running\n"
+    r = podman("--runtime", wrapper, "exec", "long", "echo", "thawed")
+    assert (r.code, r.out) == (0, "thawed\n"), r
+    # update: QEMU's cgroup, raised past its memory+swap limit (the v1 kernel wants memsw first then)
+    r = podman("--runtime", wrapper, "update", "--memory", "512m", "long")
+    assert r.code == 0, r.err
     r = podman("--runtime", wrapper, "stop", "-t", "20", "long")
     assert r.code == 0, r
     assert podman("--runtime", wrapper, "logs", "long").out == "up\nbye\n"
