@@ -1,7 +1,8 @@
 /*
- * vm_internal.h - what the vm backend's two halves share: vm.c (prepare, start, the relay thread, signal,
- * wait, cleanup) and vm_exec.c (the processes hedge-oci-vm exec runs beside the workload: their sessions,
- * and the relay of their EXEC_* messages). Not for use outside runtime/vm/.
+ * vm_internal.h - what the vm backend's parts share: vm.c (prepare, start, the relay thread, signal,
+ * wait, cleanup), config.c (the CONFIG message: built at prepare, sent at READY) and vm_exec.c (the processes
+ * hedge-oci-vm exec runs beside the workload: their sessions, and the relay of their EXEC_* messages), and
+ * share.c's virtiofsd. Not for use outside runtime/vm/.
  *
  * struct vm is one guest. The relay thread owns the channel to the guest; the exec sessions in it are
  * shared between the thread that asks for an exec (hd_vm_exec, the holder's main thread) and the relay,
@@ -128,8 +129,19 @@ void hd_vm_outgoing_set(struct outgoing *o, uint32_t type, const void *payload, 
 /* Write guest output to a caller's fd without ever blocking the relay for good (see vm.c). */
 void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t len);
 
+/* Send one whole message on the (blocking) socket, without SIGPIPE: 0 or -errno. */
+int hd_vm_socket_send_all(int fd, const void *buf, size_t len);
+
+/* ---- config.c ---- */
+
+/* Encode the spec as the CONFIG message's records (vm->config) and the secrets' (vm->secrets), at prepare. */
+int hd_vm_config_build(struct hd_workload *w, struct vm *vm, hd_error_t *err);
 /* Add a record to a prepared guest's CONFIG, within the message's bound. */
 int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *err);
+/* Answer READY: CONFIG with a fresh seed and clock, then the bound files' bytes; the buffers are wiped. */
+int hd_vm_config_send(struct vm *vm, hd_error_t *err);
+/* Wipe and free what CONFIG held (cleanup, when it never went). */
+void hd_vm_config_wipe(struct vm *vm);
 
 /* ---- share.c ---- */
 
