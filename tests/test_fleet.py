@@ -97,6 +97,16 @@ def operator(cloud):
     o.close()
 
 
+def stop_nodes(started):
+    """Stop the nodes a test started (a paused one too) and check each left nothing behind."""
+    for n in started:
+        if n.proc and n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGCONT)
+            n.proc.send_signal(signal.SIGTERM)
+            n.proc.wait(timeout=15)
+        n.cleanup()
+
+
 @pytest.fixture
 def nodes(tmp_path, hedge, cloud):
     started = []
@@ -106,12 +116,7 @@ def nodes(tmp_path, hedge, cloud):
         started.append(n)
         return n.start()
     yield make
-    for n in started:
-        if n.proc and n.proc.poll() is None:
-            n.proc.send_signal(signal.SIGCONT)
-            n.proc.send_signal(signal.SIGTERM)
-            n.proc.wait(timeout=15)
-        n.cleanup()
+    stop_nodes(started)
 
 
 def running(report, name):

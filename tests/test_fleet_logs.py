@@ -16,7 +16,7 @@ import pytest
 from conftest import HEDGE, SANITIZER_ENV, check_sanitizer
 from mqtt_util import Collector, dedup_in_order, publish_many, restore_cloud
 from test_daemon import SLEEP, Daemon, spec, wait_for
-from test_fleet import FleetNode, cloud, operator  # noqa: F401 (fixtures)
+from test_fleet import FleetNode, cloud, operator, stop_nodes  # noqa: F401 (fixtures)
 from test_privsep import net_child
 
 
@@ -35,12 +35,7 @@ def node(tmp_path, hedge, cloud):
         started.append(n)
         return n.start()
     yield make
-    for n in started:
-        if n.proc and n.proc.poll() is None:
-            n.proc.send_signal(signal.SIGCONT)
-            n.proc.send_signal(signal.SIGTERM)
-            n.proc.wait(timeout=15)
-        n.cleanup()
+    stop_nodes(started)
 
 
 def batches(collector, topic=None):

@@ -6,6 +6,7 @@ errors that name the fields hedge-oci does not support, and podman driving
 hedge-oci as its OCI runtime. Every test runs the real binary as root and leaves
 nothing behind (conftest's checks, plus the state dir under --root).
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -1313,13 +1314,12 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
         [socket.gethostname(), "sees-the-host"], r
 
 
-@pytest.mark.parametrize("uidmap", [[], ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]],
-                         ids=["", "userns"])
-def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
-    """Two containers on a real podman network (CNI bridge), joined by the namespace path podman passes. podman
-    runs inside a network namespace this test makes, so its bridge, addresses and firewall rules stay there; its
-    network configs live in the test's own directory. With --uidmap the containers have a new user namespace
-    too, and hedge-oci enters podman's network namespace for their clone."""
+@contextlib.contextmanager
+def podman_in_netns(tmp_path, busybox_rootfs, prefix, network, runtime):
+    """podman on a CNI network of its own, inside a network namespace made here (its bridge, addresses and
+    firewall rules stay there; its network configs live in tmp_path), with the busybox image imported. Yields
+    (podman, netns name); afterwards every container (removed through runtime), the network, podman's runroot
+    and the namespace are gone."""
     if shutil.which("podman") is None or shutil.which("nsenter") is None:
         pytest.skip("podman or nsenter is not installed (deps/oci.txt)")
     if not pathlib.Path("/usr/lib/cni/bridge").exists():
@@ -1330,21 +1330,39 @@ def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
     conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=1024:1024"]\n'
                     f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{netdir}"\n')
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    host = f"hedge-oci-podnet-{os.getpid()}"
+    host = f"{prefix}-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", host], check=True)
-    runroot = tempfile.mkdtemp(prefix="hedge-oci-podnet-", dir="/tmp")
+    runroot = tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp")
     base = ["nsenter", f"--net=/run/netns/{host}", "podman", "--root", str(tmp_path / "storage"), "--runroot",
             runroot, "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
 
     def podman(*args, timeout=60):
         return Result(subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
                                      timeout=timeout))
-
     try:
+        subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
         tar = tmp_path / "busybox.tar"
         subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
         r = podman("import", tar, "localhost/hedge-busybox:test", timeout=120)
         assert r.code == 0, r
+        yield podman, host
+    finally:
+        podman("--runtime", runtime, "rm", "--all", "--force", "-t", "0")
+        podman("network", "rm", "-f", network)
+        subprocess.run(["umount", "-R", runroot], capture_output=True)
+        shutil.rmtree(runroot, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", host], check=True)
+    assert not (netdir / f"{network}.conflist").exists()
+
+
+@pytest.mark.parametrize("uidmap", [[], ["--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536"]],
+                         ids=["", "userns"])
+def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
+    """Two containers on a real podman network (CNI bridge), joined by the namespace path podman passes. podman
+    runs inside a network namespace this test makes, so its bridge, addresses and firewall rules stay there; its
+    network configs live in the test's own directory. With --uidmap the containers have a new user namespace
+    too, and hedge-oci enters podman's network namespace for their clone."""
+    with podman_in_netns(tmp_path, busybox_rootfs, "hedge-oci-podnet", "hedgenet", HEDGE_OCI) as (podman, _):
         r = podman("network", "create", "hedgenet")
         assert r.code == 0, r
         r = podman("--runtime", HEDGE_OCI, "run", "-d", "--name", "srv", "--network", "hedgenet", *uidmap,
@@ -1361,10 +1379,3 @@ def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
         assert r.code == 0, r
         assert "eth0" in r.out and "pong" in r.out.splitlines()[-1], r
         assert r.out.splitlines()[1].split() == (["0", "100000", "65536"] if uidmap else ["0", "0", "4294967295"]), r
-    finally:
-        podman("rm", "--all", "--force", "-t", "0")
-        podman("network", "rm", "-f", "hedgenet")
-        subprocess.run(["umount", "-R", runroot], capture_output=True)
-        shutil.rmtree(runroot, ignore_errors=True)
-        subprocess.run(["ip", "netns", "delete", host], check=True)
-    assert not (netdir / "hedgenet.conflist").exists()

@@ -25,7 +25,8 @@ import time
 import pytest
 
 from conftest import BUILD, CGROUP_PARENT, SANITIZER_ENV, Result, check_sanitizer
-from test_oci import console_socket, make_bundle, podman, read_terminal, reap, receive_master, subreaper  # noqa: F401
+from test_oci import (console_socket, make_bundle, podman, podman_in_netns, read_terminal, reap,  # noqa: F401
+                      receive_master, subreaper)
 from test_oci_containerd import IMAGE, containerd, wait_status as ctr_wait_status  # noqa: F401 (fixture)
 from test_vm import guest_kernel, qemu_processes_for  # noqa: F401 (fixture)
 
@@ -677,32 +678,8 @@ def test_podman_publishes_a_port_of_the_guest(guest_kernel, dirs, tmp_path, busy
     network's gateway; nothing of ours is left after rm -f. podman runs inside a network namespace this test
     makes (its bridge, addresses and firewall rules stay there), as test_oci.py's network test does; the host
     port is fetched on that namespace's loopback."""
-    if shutil.which("podman") is None or shutil.which("nsenter") is None:
-        pytest.skip("podman or nsenter is not installed (deps/oci.txt)")
-    if not pathlib.Path("/usr/lib/cni/bridge").exists():
-        pytest.skip("podman's CNI network backend needs the bridge plugin (containernetworking-plugins)")
     wrapper = vm_wrapper(tmp_path / "hedge-oci-vm-test", guest_kernel, dirs)
-    netdir = tmp_path / "cni"
-    netdir.mkdir()
-    conf = tmp_path / "containers.conf"
-    conf.write_text('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=1024:1024"]\n'
-                    f'[network]\nnetwork_backend = "cni"\nnetwork_config_dir = "{netdir}"\n')
-    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    host = f"hedge-ocivm-podnet-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", host], check=True)
-    runroot = tempfile.mkdtemp(prefix="hedge-ocivm-podnet-", dir="/tmp")
-    base = ["nsenter", f"--net=/run/netns/{host}", "podman", "--root", str(tmp_path / "storage"), "--runroot",
-            runroot, "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"]
-
-    def podman(*args, timeout=60):
-        return Result(subprocess.run(base + [str(a) for a in args], capture_output=True, text=True, env=env,
-                                     timeout=timeout))
-
-    try:
-        subprocess.run(["ip", "-n", host, "link", "set", "lo", "up"], check=True)
-        tar = tmp_path / "busybox.tar"
-        subprocess.run(["tar", "-C", str(busybox_rootfs), "-cf", str(tar), "."], check=True)
-        assert podman("import", tar, "localhost/hedge-busybox:test", timeout=120).code == 0
+    with podman_in_netns(tmp_path, busybox_rootfs, "hedge-ocivm-podnet", "hedgevmnet", wrapper) as (podman, host):
         r = podman("network", "create", "--subnet", "10.89.77.0/24", "hedgevmnet")
         assert r.code == 0, r
         r = podman("--runtime", wrapper, "run", "-d", "--name", "web", "--network", "hedgevmnet",
@@ -728,13 +705,6 @@ def test_podman_publishes_a_port_of_the_guest(guest_kernel, dirs, tmp_path, busy
         assert podman("--runtime", wrapper, "rm", "-f", "-t", "0", "web").code == 0
         assert qemu_processes_for(dirs["run"]) == []
         assert cid and not os.path.exists(f"/run/hedge-oci-vm/{cid}")
-    finally:
-        podman("--runtime", wrapper, "rm", "--all", "--force", "-t", "0")
-        podman("network", "rm", "-f", "hedgevmnet")
-        subprocess.run(["umount", "-R", runroot], capture_output=True)
-        shutil.rmtree(runroot, ignore_errors=True)
-        subprocess.run(["ip", "netns", "delete", host], check=True)
-    assert not (netdir / "hedgevmnet.conflist").exists()
 
 
 @pytest.fixture

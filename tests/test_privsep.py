@@ -200,68 +200,31 @@ def mqtt_connect_rc(port, user, password, timeout=2.0):
     return ack[3] if len(ack) == 4 and ack[0] == 0x20 else None
 
 
-def test_a_restarted_child_judges_no_client_before_hedged_users_are_in(hooked):
-    # The restarted child knows no users until hedged sends them: a client it judged before that would pass
-    # as anonymous. It serves only after hedged's users and rules (SERVE): a wrong password, tried over and
-    # over across the restart, is refused every time it gets an answer.
-    d = hooked()
-    spec = {"name": "probe", "isolation": "process", "command": ["/bin/sleep", "1000"],
-            "mqtt": {"publish": ["probe/#"], "subscribe": ["probe/#"]}}
+def deploy_mqtt_workload(d, name):
+    """A sleeping process workload with broker credentials: its pid, user and password."""
+    spec = {"name": name, "isolation": "process", "command": ["/bin/sleep", "1000"],
+            "mqtt": {"publish": [f"{name}/#"], "subscribe": [f"{name}/#"]}}
     r = d.deploy(spec)
     assert r.code == 0, r.err
-    pid = d.wait_state("probe", "running")["pid"]
+    pid = d.wait_state(name, "running")["pid"]
     env = dict(kv.split("=", 1) for kv in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
-    user = env["HEDGE_MQTT_USERNAME"]
-    assert mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0
-    assert mqtt_connect_rc(d.port, user, "wrong") == 4
+    return pid, env["HEDGE_MQTT_USERNAME"], env["HEDGE_MQTT_PASSWORD"]
+
+
+def assert_wrong_password_never_let_in(port, user, meanwhile):
+    """Eight clients try user with a wrong password over and over while meanwhile() runs (and 0.3 s more):
+    every CONNACK they get must refuse it."""
     answers, stop = [], threading.Event()
 
     def probe():
         while not stop.is_set():
-            answers.append(mqtt_connect_rc(d.port, user, "wrong", timeout=5))
-    threads = [threading.Thread(target=probe) for _ in range(8)]
-    for t in threads:
-        t.start()
-    try:
-        time.sleep(0.2)
-        os.kill(d.proc.pid, signal.SIGUSR2)  # the child calls a forbidden syscall and is restarted
-        wait_for(lambda: metric(d, "hedge_netchild_restarts_total") == 1 and metric(d, "hedge_netchild_up") == 1,
-                 what="the restarted child")
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
-    judged = [a for a in answers if a is not None]
-    assert judged and 0 not in judged, f"a wrong password was let in: {judged.count(0)} of {len(judged)}"
-    assert mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0
-
-
-def test_a_restarted_hedged_serves_only_once_its_workloads_users_are_back(hooked):
-    # hedged killed with -9: its workload lives on (KillMode=process) and keeps connecting. The new hedged
-    # re-adopts it and sends its user again; until then its broker must judge nobody (with no users at all,
-    # any name would pass as anonymous).
-    d = hooked()
-    spec = {"name": "adopted", "isolation": "process", "command": ["/bin/sleep", "1000"],
-            "mqtt": {"publish": ["adopted/#"], "subscribe": ["adopted/#"]}}
-    r = d.deploy(spec)
-    assert r.code == 0, r.err
-    pid = d.wait_state("adopted", "running")["pid"]
-    env = dict(kv.split("=", 1) for kv in pathlib.Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in kv)
-    user = env["HEDGE_MQTT_USERNAME"]
-    answers, stop = [], threading.Event()
-
-    def probe():
-        while not stop.is_set():
-            answers.append(mqtt_connect_rc(d.port, user, "wrong", timeout=5))
+            answers.append(mqtt_connect_rc(port, user, "wrong", timeout=5))
             time.sleep(0.001)
-    d.kill9()
     threads = [threading.Thread(target=probe) for _ in range(8)]
     for t in threads:
         t.start()
     try:
-        d.start()
-        wait_for(lambda: mqtt_connect_rc(d.port, user, env["HEDGE_MQTT_PASSWORD"]) == 0, what="the workload's user")
+        meanwhile()
         time.sleep(0.3)
     finally:
         stop.set()
@@ -269,6 +232,37 @@ def test_a_restarted_hedged_serves_only_once_its_workloads_users_are_back(hooked
             t.join()
     judged = [a for a in answers if a is not None]
     assert judged and 0 not in judged, f"a wrong password was let in: {judged.count(0)} of {len(judged)}"
+
+
+def test_a_restarted_child_judges_no_client_before_hedged_users_are_in(hooked):
+    # The restarted child knows no users until hedged sends them: a client it judged before that would pass
+    # as anonymous. It serves only after hedged's users and rules (SERVE).
+    d = hooked()
+    _, user, password = deploy_mqtt_workload(d, "probe")
+    assert mqtt_connect_rc(d.port, user, password) == 0
+    assert mqtt_connect_rc(d.port, user, "wrong") == 4
+
+    def restart_the_child():
+        time.sleep(0.2)
+        os.kill(d.proc.pid, signal.SIGUSR2)  # the child calls a forbidden syscall and is restarted
+        wait_for(lambda: metric(d, "hedge_netchild_restarts_total") == 1 and metric(d, "hedge_netchild_up") == 1,
+                 what="the restarted child")
+    assert_wrong_password_never_let_in(d.port, user, restart_the_child)
+    assert mqtt_connect_rc(d.port, user, password) == 0
+
+
+def test_a_restarted_hedged_serves_only_once_its_workloads_users_are_back(hooked):
+    # hedged killed with -9: its workload lives on (KillMode=process) and keeps connecting. The new hedged
+    # re-adopts it and sends its user again; until then its broker must judge nobody (with no users at all,
+    # any name would pass as anonymous).
+    d = hooked()
+    pid, user, password = deploy_mqtt_workload(d, "adopted")
+
+    def restart_hedged():
+        d.kill9()
+        d.start()
+        wait_for(lambda: mqtt_connect_rc(d.port, user, password) == 0, what="the workload's user")
+    assert_wrong_password_never_let_in(d.port, user, restart_hedged)
     assert d.ps("adopted")["pid"] == pid
 
 
