@@ -77,7 +77,8 @@ static int send_master(int socket_fd, int master, const char *name, hd_error_t *
     return 0;
 }
 
-int oci_console_make(const struct oci_console *c, hd_error_t *err)
+/* A new pty: its master and slave (CLOEXEC), sized as c asks. */
+static int open_pty(const struct oci_console *c, int *master_out, int *slave_out, hd_error_t *err)
 {
     cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0)
@@ -89,16 +90,27 @@ int oci_console_make(const struct oci_console *c, hd_error_t *err)
     cleanup_close int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (slave < 0)
         return hd_error_sys(err, "terminal: open the pty slave");
-    int number = 0;
-    if (ioctl(master, TIOCGPTN, &number) < 0)
-        return hd_error_sys(err, "terminal: pty number");
-    char slave_path[64];
-    snprintf(slave_path, sizeof(slave_path), "/dev/pts/%d", number);
     if (c->rows > 0 || c->cols > 0) {
         struct winsize ws = {.ws_row = (unsigned short)c->rows, .ws_col = (unsigned short)c->cols};
         if (ioctl(master, TIOCSWINSZ, &ws) < 0)
             return hd_error_sys(err, "terminal: set its size (process.consoleSize)");
     }
+    *master_out = steal_fd(&master);
+    *slave_out = steal_fd(&slave);
+    return 0;
+}
+
+int oci_console_make(const struct oci_console *c, hd_error_t *err)
+{
+    cleanup_close int master = -1;
+    cleanup_close int slave = -1;
+    if (open_pty(c, &master, &slave, err) < 0)
+        return -1;
+    int number = 0;
+    if (ioctl(master, TIOCGPTN, &number) < 0)
+        return hd_error_sys(err, "terminal: pty number");
+    char slave_path[64];
+    snprintf(slave_path, sizeof(slave_path), "/dev/pts/%d", number);
     if (fchown(slave, c->uid, c->gid) < 0 || fchmod(slave, 0620) < 0)
         return hd_error_sys(err, "terminal: give %s to %u:%u", slave_path, (unsigned)c->uid, (unsigned)c->gid);
     if (c->bind_dev_console) {
@@ -124,20 +136,10 @@ int oci_console_make(const struct oci_console *c, hd_error_t *err)
 
 int oci_console_host_pty(const struct oci_console *c, hd_error_t *err)
 {
-    cleanup_close int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (master < 0)
-        return hd_error_sys(err, "terminal: open /dev/ptmx");
-    int unlock = 0;
-    if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
-        return hd_error_sys(err, "terminal: unlock the pty");
-    cleanup_close int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (slave < 0)
-        return hd_error_sys(err, "terminal: open the pty slave");
-    if (c->rows > 0 || c->cols > 0) {
-        struct winsize ws = {.ws_row = (unsigned short)c->rows, .ws_col = (unsigned short)c->cols};
-        if (ioctl(master, TIOCSWINSZ, &ws) < 0)
-            return hd_error_sys(err, "terminal: set its size (process.consoleSize)");
-    }
+    cleanup_close int master = -1;
+    cleanup_close int slave = -1;
+    if (open_pty(c, &master, &slave, err) < 0)
+        return -1;
     struct termios raw;
     if (tcgetattr(slave, &raw) < 0)
         return hd_error_sys(err, "terminal: tcgetattr");
