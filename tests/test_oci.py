@@ -644,6 +644,40 @@ def test_device_rules_go_through_the_runtime_device_list(oci, bundle, mode):
     assert "Operation not permitted" in r.err, r
 
 
+def test_linux_devices_are_made_inside(oci, bundle):
+    # linux.devices: the node made in the container's /dev with the config's numbers, mode and owner (the host's
+    # /dev/fuse is 0600); it opens because linux.resources.devices allows it (runc adds no rule for the node)
+    b = bundle("sh", "-c", "stat -c '%F %t:%T %a %u:%g' /dev/fuse /dev/sub/fifo; (exec 3<>/dev/fuse) && echo fuse-open",
+               **{"linux.devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438,
+                                     "uid": 1000, "gid": 1001},
+                                    {"path": "/dev/sub/fifo", "type": "p", "fileMode": 0o640}],
+                  "linux.resources": {"devices": [{"allow": False, "access": "rwm"},
+                                                  {"allow": True, "type": "c", "major": 10, "minor": 229,
+                                                   "access": "rwm"}]}})
+    r = oci("run", "--bundle", b, "devs")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["character special file a:e5 666 1000:1001", "fifo 0:0 640 0:0", "fuse-open"], r
+
+
+def test_linux_devices_need_their_allow_rule(oci, bundle):
+    # without a rule of linux.resources.devices the node is there but cannot be opened (as with runc)
+    b = bundle("sh", "-c", "ls /dev/fuse && (exec 3<>/dev/fuse) || echo refused",
+               **{"linux.devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438}],
+                  "linux.resources": {"devices": [{"allow": False, "access": "rwm"}]}})
+    r = oci("run", "--bundle", b, "devs")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["/dev/fuse", "refused"] and "Operation not permitted" in r.err, r
+
+
+def test_domainname_and_personality(oci, bundle):
+    b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
+               domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})
+    r = oci("run", "--bundle", b, "pers")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["example.org", "i686", "00040008"], r
+    assert open("/proc/sys/kernel/domainname").read() != "example.org\n"
+
+
 @pytest.mark.parametrize("change,field", [
     ({"process.terminal": True, "process.consoleSize": {"height": -1, "width": 80}}, "process.consoleSize.height"),
     ({"hooks": {"prestart": [{"path": "bin/true"}]}}, "hooks.prestart[0].path"),
@@ -658,7 +692,14 @@ def test_device_rules_go_through_the_runtime_device_list(oci, bundle, mode):
     ({"linux.uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, "linux.uidMappings"),
     ({"process.rlimits": [{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]}, "process.rlimits[0].type"),
     ({"linux.sysctl": {"kernel.hostname": "x"}}, "linux.sysctl.kernel.hostname"),
-    ({"domainname": "example.org"}, "domainname"),
+    ({"domainname": "example.org", "linux.namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}]},
+     "domainname: needs a uts namespace of the container's own"),
+    ({"linux.devices": [{"path": "/dev/fuse", "type": "x", "major": 10, "minor": 229}]},
+     "linux.devices[0].type: \"x\" is not c, b, u or p"),
+    ({"linux.devices": [{"path": "dev/fuse", "type": "c", "major": 10, "minor": 229}]}, "linux.devices[0].path"),
+    ({"linux.devices": [{"path": "/dev/fuse", "type": "c", "minor": 229}]}, "linux.devices[0].major: missing"),
+    ({"linux.personality": {"domain": "PDP11"}}, "linux.personality.domain"),
+    ({"linux.personality": {"domain": "LINUX", "flags": ["NO_SUCH"]}}, "linux.personality.flags[0]"),
     ({"linux.rootfsPropagation": "sideways"}, "linux.rootfsPropagation"),
     ({"process.user": {"uid": 0, "gid": 0, "additionalGids": ["x"]}}, "process.user.additionalGids[0]"),
     ({"process.user": {"uid": 0, "gid": 0, "additionalGids": [-1]}}, "process.user.additionalGids[0]"),

@@ -29,6 +29,8 @@
  *   linux.cgroupsPath                     cgroup parent + name
  *   linux.seccomp                         written to the state dir, spec seccomp = that file
  *   linux.maskedPaths/readonlyPaths       inside by the hook (on top of hedge's defaults)
+ *   linux.devices, domainname,            inside by the hook, after the mounts (extras.c)
+ *     linux.personality
  *   linux.sysctl                          namespaced keys, written inside by the hook
  */
 #include "oci/oci.h"
@@ -92,6 +94,7 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->device_rules);
     free(cfg->uid_map);
     free(cfg->gid_map);
+    oci_extras_free(cfg);
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
         if (cfg->ns_paths[t] && cfg->ns_fds[t] >= 0)
             close(cfg->ns_fds[t]);
@@ -1075,8 +1078,7 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
 {
     if (!json_is_object(lx))
         return hd_error_set(err, 0, "linux: missing or not an object");
-    static const char *const refused[] = {"devices",     "intelRdt",     "personality",
-                                          "timeOffsets", "memoryPolicy", "netDevices"};
+    static const char *const refused[] = {"intelRdt", "timeOffsets", "memoryPolicy", "netDevices"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
             return -1;
@@ -1208,13 +1210,12 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     else if (strlen(id) <= 63 &&
              strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") == strlen(id))
         cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
-    if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
-        refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
-        refuse_if_set(root, "zos", "", err) < 0 ||
+    if (refuse_if_set(root, "vm", "", err) < 0 || refuse_if_set(root, "windows", "", err) < 0 ||
+        refuse_if_set(root, "solaris", "", err) < 0 || refuse_if_set(root, "zos", "", err) < 0 ||
         oci_hooks_parse(json_object_get(root, "hooks"), &cfg->hooks, err) < 0)
         goto out;
     if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
-        parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
+        parse_linux(json_object_get(root, "linux"), cfg, err) < 0 || oci_extras_parse(root, cfg, err) < 0)
         goto out;
     if (cfg->ns_inherited[HD_JOIN_UTS] && is_set(hostname)) {
         hd_error_set(err, 0,
@@ -1554,5 +1555,5 @@ static int setup_inside(const struct oci_config *cfg, hd_error_t *err)
         return -1;
     if (cfg->rootfs_propagation && mount(NULL, "/", NULL, cfg->rootfs_propagation, NULL) < 0)
         return hd_error_sys(err, "linux.rootfsPropagation");
-    return 0;
+    return oci_extras_setup_inside(cfg, err);
 }

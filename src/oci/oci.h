@@ -146,6 +146,16 @@ int oci_console_receive(int socket_fd, hd_error_t *err);
 /* Relay the master to our stdio (raw mode, window size) until pid (our child or not) exits. */
 int oci_console_relay(int master, pid_t pid, hd_error_t *err);
 
+/* One entry of linux.devices (extras.c). */
+struct oci_device {
+    char *path;
+    mode_t mode; /* S_IFCHR/S_IFBLK/S_IFIFO | fileMode */
+    dev_t rdev;
+    uid_t uid;
+    gid_t gid;
+    bool bound; /* a new user namespace: the host's node at path, bound by the runtime (a spec device) */
+};
+
 struct oci_config {
     struct hd_spec *spec;
     const char *id; /* the container id (the caller's string) */
@@ -201,7 +211,15 @@ struct oci_config {
     size_t n_mounts_skipped; /* with host_mount_ns: the config's mounts left out (create warns) */
     char *uid_map;
     char *gid_map;
+    /* linux.devices, domainname, linux.personality (extras.c) */
+    struct oci_device *devices;
+    size_t n_devices;
+    char *domainname; /* NULL: left as it is */
+    bool have_personality;
+    unsigned long personality;
 };
+
+/* ---- fields applied inside the container beside config.c's (extras.c) ---- */
 
 /* linux.uidMappings/gidMappings (lx: the "linux" object): checked (errors name the field) and kept as cfg's
  * uid_map/gid_map with a new user namespace; refused without one. After process and linux.namespaces. */
@@ -209,6 +227,12 @@ int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_err
 /* A joined user namespace (linux.namespaces "user" with a path, fd open): read its maps and check that root and
  * process.user are mapped there (errors name the field). oci_namespaces_open calls it. */
 int oci_userns_check_joined(struct oci_config *cfg, int fd, hd_error_t *err);
+/* linux.devices, domainname and linux.personality of config.json (root) into cfg, after linux.namespaces and
+ * the user namespace; errors name the field. */
+int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err);
+void oci_extras_free(struct oci_config *cfg);
+/* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */
+int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err);
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);

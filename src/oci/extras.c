@@ -1,0 +1,223 @@
+/*
+ * extras.c - config.json fields that hedge-oci applies inside the container itself, beside config.c's
+ * mounts, masks and sysctls (config.c keeps the parsing of everything else and calls these):
+ *
+ *   linux.devices      device nodes in the container: mknod (type, numbers, fileMode, uid, gid) after the
+ *                      config's mounts, as runc does; in a new user namespace (no mknod there) the host's
+ *                      node of the same path is bound instead (a spec device, as `hedge run --device`),
+ *                      fifos are made with mknod there too. The device cgroup's allow rules are the
+ *                      config's linux.resources.devices, as runc (nothing is added for these nodes).
+ *   domainname         setdomainname(2) in the container's uts namespace (refused when it is the host's)
+ *   linux.personality  personality(2) in the container before its filter and exec: LINUX or LINUX32 and
+ *                      the flags of personality(2) by name
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "base/util.h"
+
+void oci_extras_free(struct oci_config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_devices; i++)
+        free(cfg->devices[i].path);
+    free(cfg->devices);
+    free(cfg->domainname);
+}
+
+static bool clean_absolute(const char *p)
+{
+    if (p[0] != '/' || strcmp(p, "/") == 0)
+        return false;
+    size_t n = strlen(p);
+    return strstr(p, "/../") == NULL && !(n >= 3 && strcmp(p + n - 3, "/..") == 0);
+}
+
+/* A number field of linux.devices[i]: absent is def; else an integer in [0, max]. */
+static int device_number(json_t *d, size_t i, const char *key, bool required, int64_t def, int64_t max, int64_t *out,
+                         hd_error_t *err)
+{
+    json_t *v = json_object_get(d, key);
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return hd_error_set(err, 0, "linux.devices[%zu].%s: missing (needed for type c, b and u)", i, key);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max)
+        return hd_error_set(err, 0, "linux.devices[%zu].%s: not an integer from 0 to %lld", i, key, (long long)max);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* linux.devices of the "linux" object lx: kept in cfg->devices; in a new user namespace the character and block
+ * nodes become spec devices (the host's node bound). */
+static int parse_devices(json_t *lx, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *arr = json_object_get(lx, "devices");
+    if (arr == NULL || json_is_null(arr))
+        return 0;
+    if (!json_is_array(arr))
+        return hd_error_set(err, 0, "linux.devices: not an array");
+    cfg->devices = hd_xcalloc(json_array_size(arr) + 1, sizeof(*cfg->devices));
+    size_t i;
+    json_t *d;
+    json_array_foreach(arr, i, d)
+    {
+        if (!json_is_object(d))
+            return hd_error_set(err, 0, "linux.devices[%zu]: not an object", i);
+        const char *path = json_string_value(json_object_get(d, "path"));
+        if (path == NULL || !clean_absolute(path))
+            return hd_error_set(err, 0, "linux.devices[%zu].path: \"%s\" is not an absolute path without \"..\"", i,
+                                path ? path : "");
+        const char *type = json_string_value(json_object_get(d, "type"));
+        mode_t kind = 0;
+        if (type && (strcmp(type, "c") == 0 || strcmp(type, "u") == 0))
+            kind = S_IFCHR;
+        else if (type && strcmp(type, "b") == 0)
+            kind = S_IFBLK;
+        else if (type && strcmp(type, "p") == 0)
+            kind = S_IFIFO;
+        else
+            return hd_error_set(err, 0, "linux.devices[%zu].type: \"%s\" is not c, b, u or p", i, type ? type : "");
+        int64_t maj, min, mode, uid, gid;
+        bool numbered = kind != S_IFIFO;
+        if (device_number(d, i, "major", numbered, 0, 0xfff, &maj, err) < 0 ||
+            device_number(d, i, "minor", numbered, 0, 0xfffff, &min, err) < 0 ||
+            device_number(d, i, "fileMode", false, 0666, 07777, &mode, err) < 0 ||
+            device_number(d, i, "uid", false, 0, UINT32_MAX - 1, &uid, err) < 0 ||
+            device_number(d, i, "gid", false, 0, UINT32_MAX - 1, &gid, err) < 0)
+            return -1;
+        struct oci_device *o = &cfg->devices[cfg->n_devices++];
+        *o = (struct oci_device){.path = hd_xstrdup(path),
+                                 .mode = kind | (mode_t)mode,
+                                 .rdev = numbered ? makedev((unsigned)maj, (unsigned)min) : 0,
+                                 .uid = (uid_t)uid,
+                                 .gid = (gid_t)gid};
+        if (cfg->new_userns && kind != S_IFIFO) {
+            /* no mknod in a user namespace: the host's node, bound (runc does the same) */
+            struct hd_spec *s = cfg->spec;
+            s->devices = hd_xrealloc(s->devices, ((size_t)s->n_devices + 1) * sizeof(*s->devices));
+            s->devices[s->n_devices++] = (struct hd_device){.path = hd_xstrdup(path), .target = hd_xstrdup(path)};
+            o->bound = true;
+        }
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    unsigned long flag;
+} personality_flags[] = {
+    {"UNAME26", UNAME26},
+    {"ADDR_NO_RANDOMIZE", ADDR_NO_RANDOMIZE},
+    {"FDPIC_FUNCPTRS", FDPIC_FUNCPTRS},
+    {"MMAP_PAGE_ZERO", MMAP_PAGE_ZERO},
+    {"ADDR_COMPAT_LAYOUT", ADDR_COMPAT_LAYOUT},
+    {"READ_IMPLIES_EXEC", READ_IMPLIES_EXEC},
+    {"ADDR_LIMIT_32BIT", ADDR_LIMIT_32BIT},
+    {"SHORT_INODE", SHORT_INODE},
+    {"WHOLE_SECONDS", WHOLE_SECONDS},
+    {"STICKY_TIMEOUTS", STICKY_TIMEOUTS},
+    {"ADDR_LIMIT_3GB", ADDR_LIMIT_3GB},
+};
+
+static int parse_personality(json_t *lx, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *p = json_object_get(lx, "personality");
+    if (p == NULL || json_is_null(p))
+        return 0;
+    if (!json_is_object(p))
+        return hd_error_set(err, 0, "linux.personality: not an object");
+    const char *domain = json_string_value(json_object_get(p, "domain"));
+    if (domain && strcmp(domain, "LINUX") == 0)
+        cfg->personality = PER_LINUX;
+    else if (domain && strcmp(domain, "LINUX32") == 0)
+        cfg->personality = PER_LINUX32;
+    else
+        return hd_error_set(err, 0, "linux.personality.domain: \"%s\" is not LINUX or LINUX32", domain ? domain : "");
+    json_t *flags = json_object_get(p, "flags");
+    if (flags && !json_is_null(flags) && !json_is_array(flags))
+        return hd_error_set(err, 0, "linux.personality.flags: not an array");
+    size_t i;
+    json_t *f;
+    json_array_foreach(flags, i, f)
+    {
+        const char *name = json_is_string(f) ? json_string_value(f) : "";
+        size_t k = 0;
+        while (k < ARRAY_SIZE(personality_flags) && strcmp(personality_flags[k].name, name) != 0)
+            k++;
+        if (k == ARRAY_SIZE(personality_flags))
+            return hd_error_set(err, 0, "linux.personality.flags[%zu]: \"%s\" is not a flag of personality(2)", i,
+                                name);
+        cfg->personality |= personality_flags[k].flag;
+    }
+    cfg->have_personality = true;
+    return 0;
+}
+
+int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *lx = json_object_get(root, "linux");
+    if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0)
+        return -1;
+    json_t *dn = json_object_get(root, "domainname");
+    if (dn && !json_is_null(dn) && !json_is_string(dn))
+        return hd_error_set(err, 0, "domainname: not a string");
+    if (dn && json_string_length(dn) > 0) {
+        if (json_string_length(dn) > 64)
+            return hd_error_set(err, 0, "domainname: longer than 64 characters");
+        if (cfg->ns_inherited[HD_JOIN_UTS])
+            return hd_error_set(err, 0,
+                                "domainname: needs a uts namespace of the container's own (linux.namespaces has no "
+                                "uts entry: the host's is shared)");
+        cfg->domainname = hd_xstrdup(json_string_value(dn));
+    }
+    return 0;
+}
+
+/* One node of linux.devices at its path (parents made): whatever is there (not a directory) is replaced, as the
+ * runtime's own /dev/null and the like are when the config lists them. */
+static int make_device(const struct oci_device *d, size_t i, hd_error_t *err)
+{
+    cleanup_free char *parent = hd_xstrdup(d->path);
+    *strrchr(parent, '/') = '\0';
+    if (parent[0] && hd_mkdir_p(parent, 0755, err) < 0)
+        return hd_error_prefix(err, "linux.devices[%zu]", i);
+    struct stat st;
+    if (lstat(d->path, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return hd_error_set(err, EISDIR, "linux.devices[%zu].path: %s is a directory", i, d->path);
+        if (unlink(d->path) < 0)
+            return hd_error_sys(err, "linux.devices[%zu]: remove %s", i, d->path);
+    }
+    mode_t old = umask(0);
+    int rc = mknod(d->path, d->mode, d->rdev);
+    umask(old);
+    if (rc < 0)
+        return hd_error_sys(err, "linux.devices[%zu]: mknod %s", i, d->path);
+    if (lchown(d->path, d->uid, d->gid) < 0)
+        return hd_error_sys(err, "linux.devices[%zu]: chown %s to %u:%u", i, d->path, (unsigned)d->uid,
+                            (unsigned)d->gid);
+    return 0;
+}
+
+int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err)
+{
+    for (size_t i = 0; i < cfg->n_devices; i++)
+        if (!cfg->devices[i].bound && make_device(&cfg->devices[i], i, err) < 0)
+            return -1;
+    if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
+        return hd_error_sys(err, "domainname: setdomainname %s", cfg->domainname);
+    if (cfg->have_personality && personality(cfg->personality) < 0)
+        return hd_error_sys(err, "linux.personality: personality(0x%lx)", cfg->personality);
+    return 0;
+}
