@@ -57,7 +57,7 @@ def oci(dirs):
     """oci(*args, input=None, timeout=30, env=None) -> Result: hedge-oci with a per-test --root."""
     root = dirs["state"] / "oci-root"
 
-    def run(*args, timeout=30, env=None, root_flag=True):
+    def run(*args, timeout=30, env=None, root_flag=True, fds=None):
         e = dict(os.environ)
         e.update(SANITIZER_ENV)
         e["HEDGE_RUN_DIR"] = str(dirs["run"])
@@ -67,7 +67,11 @@ def oci(dirs):
         argv = [str(HEDGE_OCI)] + (["--root", str(root)] if root_flag else []) + [str(a) for a in args]
         # files, not pipes: a created container inherits create's stdio and keeps a pipe open
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout, env=e)
+            # fds: {number in hedge-oci: our fd} (--preserve-fds)
+            extra = dict(preexec_fn=lambda: [os.dup2(src, dst) for dst, src in fds.items()],
+                         pass_fds=tuple(fds)) if fds else {}
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout, env=e,
+                                  **extra)
             out.seek(0)
             err.seek(0)
             proc.stdout, proc.stderr = out.read(), err.read()
@@ -477,7 +481,7 @@ def test_exec_joins_the_container(oci, bundle, tmp_path, subreaper):
     assert r.code == 1 and "not paused" in r.err, r
     # flags hedge-oci does not support name themselves
     for flags, name in [(["--additional-gids", "1,"], "--additional-gids"), (["-g", "x"], "--additional-gids"),
-                        (["--preserve-fds", "2"], "--preserve-fds")]:
+                        (["--preserve-fds", "2"], "--preserve-fds: fd 3 is not open")]:
         r = oci("exec", *flags, "ex", "true")
         assert r.code == 1 and name in r.err, r
     r = oci("exec", "ex")
@@ -667,6 +671,55 @@ def test_linux_devices_need_their_allow_rule(oci, bundle):
     r = oci("run", "--bundle", b, "devs")
     assert r.code == 0, r
     assert r.out.splitlines() == ["/dev/fuse", "refused"] and "Operation not permitted" in r.err, r
+
+
+def read_all(fd):
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data.decode()
+
+
+def test_preserve_fds_pass_a_pipe_to_the_process(oci, bundle, subreaper):
+    # --preserve-fds 1: hedge-oci's fd 3 (a pipe here) is the process's fd 3, with run and with create + start;
+    # with LISTEN_FDS=1 (socket activation, as runc) fd 3 is the listening one, the preserved ones follow it
+    b = bundle("sh", "-c", "echo to-fd3 >&3; echo to-fd4 >&4 || echo no-fd4; echo ${LISTEN_FDS-none} ${LISTEN_PID-}")
+    r_end, w_end = os.pipe()
+    r = oci("run", "--preserve-fds", "1", "--bundle", b, "pfd", fds={3: w_end})
+    os.close(w_end)
+    assert r.code == 0, r
+    assert read_all(r_end) == "to-fd3\n" and r.out.splitlines()[-2:] == ["no-fd4", "none"], r
+    r_end, w_end = os.pipe()
+    assert oci("create", "--preserve-fds", "1", "--bundle", b, "pfd", fds={3: w_end}).code == 0
+    os.close(w_end)
+    pid = state(oci, "pfd")["pid"]
+    assert oci("start", "pfd").code == 0
+    assert read_all(r_end) == "to-fd3\n"
+    reap(pid)
+    assert oci("delete", "pfd").code == 0
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+    r = oci("run", "--preserve-fds", "1", "--bundle", b, "pfd", fds={3: w3, 4: w4}, env={"LISTEN_FDS": "1"})
+    os.close(w3)
+    os.close(w4)
+    assert r.code == 0, r
+    assert (read_all(r3), read_all(r4)) == ("to-fd3\n", "to-fd4\n") and r.out.splitlines()[-1] == "1 1", r
+    # a fd that is not open names the flag, and nothing is left
+    r = oci("run", "--preserve-fds", "2", "--bundle", b, "pfd")
+    assert r.code == 1 and "--preserve-fds: fd 3 is not open" in r.err, r
+    r = oci("run", "--preserve-fds", "x", "--bundle", b, "pfd")
+    assert r.code == 1 and "--preserve-fds" in r.err, r
+    # exec passes them too
+    b = bundle("sleep", "30")
+    assert oci("run", "--detach", "--bundle", b, "pfe").code == 0
+    pid = state(oci, "pfe")["pid"]
+    r_end, w_end = os.pipe()
+    r = oci("exec", "--preserve-fds", "1", "pfe", "sh", "-c", "echo exec-fd3 >&3", fds={3: w_end})
+    os.close(w_end)
+    assert r.code == 0 and read_all(r_end) == "exec-fd3\n", r
+    assert oci("delete", "--force", "pfe").code == 0
+    reap(pid)
 
 
 def test_domainname_and_personality(oci, bundle):
@@ -988,8 +1041,6 @@ def test_cli_surface(oci, tmp_path):
         assert r.code == 1 and 'container "x" does not exist' in r.err, r
     r = oci("--systemd-cgroup", "list")
     assert r.code == 1 and "systemd" in r.err, r
-    r = oci("create", "--preserve-fds", "3", "--bundle", tmp_path, "x")
-    assert r.code == 1 and "--preserve-fds" in r.err, r
     r = oci("--log-format", "xml", "list")
     assert r.code == 1 and "--log-format" in r.err, r
     r = oci("spec", "--bundle", tmp_path)

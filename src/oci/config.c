@@ -1448,7 +1448,9 @@ int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_p
     case HD_SETUP_BEFORE_PIVOT:
         return oci_hooks_run(&cfg->hooks, OCI_HOOK_CREATE_CONTAINER, oci_hook_state(w, "creating"), err);
     case HD_SETUP_BEFORE_EXEC:
-        return oci_hooks_run(&cfg->hooks, OCI_HOOK_START_CONTAINER, oci_hook_state(w, "created"), err);
+        if (oci_hooks_run(&cfg->hooks, OCI_HOOK_START_CONTAINER, oci_hook_state(w, "created"), err) < 0)
+            return -1;
+        return oci_pass_fds_before_exec(cfg, err);
     case HD_SETUP_INSIDE: break;
     }
     if (setup_inside(cfg, err) < 0)

@@ -39,8 +39,6 @@ struct exec_flags {
 
 static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
 {
-    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
-        return hd_error_set(err, 0, "exec --preserve-fds: passing extra file descriptors is not supported yet");
     if (f->apparmor && *f->apparmor)
         return hd_error_set(err, 0, "exec --apparmor: AppArmor profiles are not supported yet");
     if (f->process_label && *f->process_label)
@@ -102,9 +100,18 @@ static int write_pid(const char *path, pid_t pid, hd_error_t *err)
     return 0;
 }
 
-static int exec_console_setup(void *data, hd_error_t *err)
+struct exec_setup {
+    struct oci_console *console; /* NULL: no terminal */
+    const struct oci_config *cfg;
+};
+
+/* In the joining process: its terminal, then the --preserve-fds fds open across exec. */
+static int exec_setup(void *data, hd_error_t *err)
 {
-    return oci_console_make(data, err);
+    struct exec_setup *s = data;
+    if (s->console && oci_console_make(s->console, err) < 0)
+        return -1;
+    return oci_pass_fds_before_exec(s->cfg, err);
 }
 
 /* "uid[:gid]" of --user (a name keeps the config's ids): the owner of the exec's terminal. */
@@ -157,6 +164,12 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     cleanup_free char *seccomp_path = hd_xasprintf("%s/seccomp.json", dir);
     if (f->process && oci_process_load(f->process, cfg, err) < 0)
         goto out;
+    if (oci_pass_fds_setup(cfg, f->preserve_fds, false, err) < 0)
+        goto out;
+    if (oci_globals.vm && cfg->n_pass_fds > 0) {
+        hd_error_set(err, 0, "exec --preserve-fds: passing file descriptors into a VM is not supported");
+        goto out;
+    }
     if (!f->process) {
         if (args == NULL || args[0] == NULL) {
             hd_error_set(err, 0, "exec: give the command after the container id, or --process FILE");
@@ -210,9 +223,10 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     int with_console = exec_console(f, cfg, &console, relay_fd, err);
     if (with_console < 0)
         goto out;
+    struct exec_setup setup = {.console = with_console ? &console : NULL, .cfg = cfg};
     struct hd_container_join j = {
-        .setup = with_console ? exec_console_setup : NULL,
-        .setup_data = &console,
+        .setup = exec_setup,
+        .setup_data = &setup,
         .init_pid = st->pid,
         .security = &spec->security,
         .caps_inheritable = cfg->caps_inheritable,

@@ -10,6 +10,9 @@
  *   domainname         setdomainname(2) in the container's uts namespace (refused when it is the host's)
  *   linux.personality  personality(2) in the container before its filter and exec: LINUX or LINUX32 and
  *                      the flags of personality(2) by name
+ *   --preserve-fds N   fds 3..3+N-1 of hedge-oci (after the LISTEN_FDS of socket activation, as runc) kept
+ *                      open at the same numbers for the process: the runtime marks every fd above 2
+ *                      close-on-exec in the child; the hook clears the mark right before exec
  */
 #include "oci/oci.h"
 
@@ -207,6 +210,50 @@ static int make_device(const struct oci_device *d, size_t i, hd_error_t *err)
     if (lchown(d->path, d->uid, d->gid) < 0)
         return hd_error_sys(err, "linux.devices[%zu]: chown %s to %u:%u", i, d->path, (unsigned)d->uid,
                             (unsigned)d->gid);
+    return 0;
+}
+
+/* A count of fds: a decimal number from 0 to 65536 (where is names it for errors). */
+static int fd_count(const char *text, const char *where, int *out, hd_error_t *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(text, &end, 10);
+    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno || n > 65536)
+        return hd_error_set(err, 0, "%s: \"%s\" is not a number of file descriptors", where, text);
+    *out = (int)n;
+    return 0;
+}
+
+int oci_pass_fds_setup(struct oci_config *cfg, const char *preserve_fds, bool activation, hd_error_t *err)
+{
+    int listen = 0, preserve = 0;
+    const char *lf = activation ? getenv("LISTEN_FDS") : NULL;
+    const char *lp = getenv("LISTEN_PID");
+    /* runc's socket activation: LISTEN_FDS for us (LISTEN_PID, when set, is our pid) */
+    if (lf && *lf && (lp == NULL || strtol(lp, NULL, 10) == (long)getpid()) &&
+        fd_count(lf, "LISTEN_FDS", &listen, err) < 0)
+        return -1;
+    if (preserve_fds && fd_count(preserve_fds, "--preserve-fds", &preserve, err) < 0)
+        return -1;
+    for (int fd = 3; fd < 3 + listen + preserve; fd++)
+        if (fcntl(fd, F_GETFD) < 0)
+            return hd_error_set(err, EBADF, "%s: fd %d is not open", fd < 3 + listen ? "LISTEN_FDS" : "--preserve-fds",
+                                fd);
+    cfg->n_pass_fds = listen + preserve;
+    if (listen > 0) {
+        cleanup_free char *kv = hd_xasprintf("LISTEN_FDS=%d", listen);
+        hd_env_set(&cfg->spec->env, kv);
+        hd_env_set(&cfg->spec->env, "LISTEN_PID=1");
+    }
+    return 0;
+}
+
+int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err)
+{
+    for (int fd = 3; fd < 3 + cfg->n_pass_fds; fd++)
+        if (fcntl(fd, F_SETFD, 0) < 0)
+            return hd_error_sys(err, "--preserve-fds: fd %d", fd);
     return 0;
 }
 

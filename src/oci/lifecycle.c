@@ -58,8 +58,6 @@ char *oci_now_rfc3339(void)
 
 static int check_create_flags(const struct create_flags *f, hd_error_t *err)
 {
-    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
-        return hd_error_set(err, 0, "--preserve-fds: passing extra file descriptors is not supported yet");
     /* --no-pivot: hedge always uses pivot_root; --no-new-keyring: hedge never makes a session
      * keyring (its seccomp filter refuses keyctl), which is what the flag asks for. */
     return 0;
@@ -129,6 +127,10 @@ static int create_container(const char *id, const struct create_flags *f, bool f
         return -1;
     }
     cfg->id = id;
+    if (oci_pass_fds_setup(cfg, f->preserve_fds, true, err) < 0) {
+        oci_config_free(cfg);
+        return -1;
+    }
     if (cfg->n_mounts_skipped > 0)
         oci_log("warning",
                 "mounts: the config's %zu mounts are not made: linux.namespaces has no mount entry, so the "

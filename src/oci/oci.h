@@ -217,6 +217,9 @@ struct oci_config {
     char *domainname; /* NULL: left as it is */
     bool have_personality;
     unsigned long personality;
+    /* --preserve-fds N and the LISTEN_FDS of the runtime's environment: fds 3..3+n_pass_fds-1 reach the
+     * process at the same numbers */
+    int n_pass_fds;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -231,6 +234,12 @@ int oci_userns_check_joined(struct oci_config *cfg, int fd, hd_error_t *err);
  * the user namespace; errors name the field. */
 int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err);
 void oci_extras_free(struct oci_config *cfg);
+/* --preserve-fds (text, NULL: 0) and, with activation (create, run), $LISTEN_FDS (runc's socket activation:
+ * those first, LISTEN_FDS and LISTEN_PID=1 in the process's environment): check the fds are open and keep their
+ * count in cfg. */
+int oci_pass_fds_setup(struct oci_config *cfg, const char *preserve_fds, bool activation, hd_error_t *err);
+/* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
+int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
 /* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */
 int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err);
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
