@@ -722,6 +722,39 @@ def test_preserve_fds_pass_a_pipe_to_the_process(oci, bundle, subreaper):
     reap(pid)
 
 
+def unified_dir(name):
+    for base in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]:
+        if os.path.exists(f"{base}/cgroup.procs"):
+            return pathlib.Path(base) / CGROUP_PARENT / name
+    pytest.fail("no cgroup v2 hierarchy here")
+
+
+def test_resources_unified_are_written_to_the_v2_group(oci, bundle, subreaper):
+    # cgroup.max.descendants exists in every v2 group, the unified one of this hybrid host too
+    b = bundle("true", **{"linux.resources": {"unified": {"cgroup.max.descendants": "7", "cgroup.max.depth": "3"}}})
+    assert oci("create", "--bundle", b, "uni").code == 0
+    try:
+        d = unified_dir("uni")
+        assert (d / "cgroup.max.descendants").read_text() == "7\n"
+        assert (d / "cgroup.max.depth").read_text() == "3\n"
+    finally:
+        pid = state(oci, "uni")["pid"]
+        assert oci("delete", "--force", "uni").code == 0
+        reap(pid)
+    # a file the group does not have, or a bad key, names the key; nothing is left (the fixtures check)
+    for unified, message in [({"cgroup.max.descendants": "7", "no.such.file": "1"},
+                              "linux.resources.unified.no.such.file: the container's cgroup has no such file"),
+                             ({"../cgroup.procs": "1"}, "linux.resources.unified.../cgroup.procs"),
+                             ({"cgroup.procs": "1"}, "linux.resources.unified.cgroup.procs"),
+                             ({"cgroup.max.depth": "lots"}, "linux.resources.unified.cgroup.max.depth: write")]:
+        b = bundle("true", **{"linux.resources": {"unified": unified}})
+        r = oci("create", "--bundle", b, "uni")
+        assert r.code == 1 and message in r.err, (message, r)
+        assert not unified_dir("uni").exists()
+    r = oci("create", "--bundle", b, "uni", env={"HEDGE_CGROUP_MODE": "v1"})
+    assert r.code == 1 and "linux.resources.unified: needs a cgroup v2 hierarchy" in r.err, r
+
+
 def test_domainname_and_personality(oci, bundle):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})

@@ -909,11 +909,12 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     struct hd_spec *spec = cfg->spec;
     if (res == NULL || json_is_null(res))
         return 0;
-    static const char *const refused[] = {"network", "rdma", "unified"};
+    static const char *const refused[] = {"network", "rdma"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(res, refused[i], "linux.resources.", err) < 0)
             return -1;
-    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0)
+    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0 ||
+        oci_unified_parse(json_object_get(res, "unified"), cfg, err) < 0)
         return -1;
     json_t *mem = json_object_get(res, "memory");
     if (json_is_object(mem)) {
@@ -1006,8 +1007,10 @@ int oci_resources_load(const char *text, size_t len, struct hd_resources *out, h
         unsupported(err, "linux.resources.devices",
                     "changing the device list of a running container is not "
                     "supported yet");
-    else if (parse_resources(res, cfg, err) == 0)
+    else if (parse_resources(res, cfg, err) == 0 && cfg->n_unified == 0)
         rc = 0;
+    else if (cfg->n_unified > 0)
+        unsupported(err, "linux.resources.unified", "changing it on a running container is not supported yet");
     if (rc == 0)
         *out = cfg->spec->resources; /* as at create: memory without swap leaves swap unlimited */
     oci_config_free(cfg);

@@ -10,6 +10,9 @@
  *   domainname         setdomainname(2) in the container's uts namespace (refused when it is the host's)
  *   linux.personality  personality(2) in the container before its filter and exec: LINUX or LINUX32 and
  *                      the flags of personality(2) by name
+ *   linux.resources.unified  key/value pairs written to the files of the container's group in the cgroup v2
+ *                      hierarchy (v2 host, or the unified part of a hybrid one), after the process is in it
+ *                      and held before exec
  *   --preserve-fds N   fds 3..3+N-1 of hedge-oci (after the LISTEN_FDS of socket activation, as runc) kept
  *                      open at the same numbers for the process: the runtime marks every fd above 2
  *                      close-on-exec in the child; the hook clears the mark right before exec
@@ -27,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "cgroup/cgroup.h"
 
 void oci_extras_free(struct oci_config *cfg)
 {
@@ -34,6 +38,11 @@ void oci_extras_free(struct oci_config *cfg)
         free(cfg->devices[i].path);
     free(cfg->devices);
     free(cfg->domainname);
+    for (size_t i = 0; i < cfg->n_unified; i++) {
+        free(cfg->unified[i].key);
+        free(cfg->unified[i].value);
+    }
+    free(cfg->unified);
 }
 
 static bool clean_absolute(const char *p)
@@ -254,6 +263,57 @@ int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err)
     for (int fd = 3; fd < 3 + cfg->n_pass_fds; fd++)
         if (fcntl(fd, F_SETFD, 0) < 0)
             return hd_error_sys(err, "--preserve-fds: fd %d", fd);
+    return 0;
+}
+
+int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err)
+{
+    if (unified == NULL || json_is_null(unified))
+        return 0;
+    if (!json_is_object(unified))
+        return hd_error_set(err, 0, "linux.resources.unified: not an object");
+    if (json_object_size(unified) == 0)
+        return 0;
+    if (hd_cgroup_detect() == HD_CGROUP_V1)
+        return hd_error_set(err, 0, "linux.resources.unified: needs a cgroup v2 hierarchy (this host has v1 only)");
+    cfg->unified = hd_xcalloc(json_object_size(unified), sizeof(*cfg->unified));
+    const char *key;
+    json_t *value;
+    json_object_foreach(unified, key, value)
+    {
+        if (key[0] == '\0' || strchr(key, '/') || strstr(key, ".."))
+            return hd_error_set(err, 0, "linux.resources.unified.%s: not the name of a file of the group", key);
+        if (strcmp(key, "cgroup.procs") == 0 || strcmp(key, "cgroup.threads") == 0)
+            return hd_error_set(err, 0, "linux.resources.unified.%s: moves processes, not a limit", key);
+        if (!json_is_string(value))
+            return hd_error_set(err, 0, "linux.resources.unified.%s: not a string", key);
+        cfg->unified[cfg->n_unified].key = hd_xstrdup(key);
+        cfg->unified[cfg->n_unified++].value = hd_xstrdup(json_string_value(value));
+    }
+    return 0;
+}
+
+int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_error_t *err)
+{
+    if (cfg->n_unified == 0)
+        return 0;
+    const char *dir = hd_cgroup_unified_dir(cg);
+    if (dir == NULL)
+        return hd_error_set(err, 0, "linux.resources.unified: the container's cgroup has no cgroup v2 directory");
+    for (size_t i = 0; i < cfg->n_unified; i++) {
+        const struct oci_sysctl *u = &cfg->unified[i];
+        cleanup_free char *path = hd_xasprintf("%s/%s", dir, u->key);
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            return hd_error_set(err, errno, "linux.resources.unified.%s: %s", u->key,
+                                errno == ENOENT ? "the container's cgroup has no such file" : "cannot open it");
+        ssize_t n = write(fd, u->value, strlen(u->value));
+        int e = errno;
+        close(fd);
+        if (n < 0 || (size_t)n != strlen(u->value))
+            return hd_error_set(err, n < 0 ? e : EIO, "linux.resources.unified.%s: write \"%s\" to %s", u->key,
+                                u->value, path);
+    }
     return 0;
 }
 

@@ -198,7 +198,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     w->gid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->gid_map;
     if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER))
         w->before_pivot_parent = oci_hooks_before_pivot_parent;
-    if (hd_workload_start(w, err) < 0)
+    if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg, w->cgroup, err) < 0)
         goto fail;
     if (cfg->console_fd >= 0) { /* the container's process has its copy */
         close(cfg->console_fd);

@@ -220,6 +220,9 @@ struct oci_config {
     /* --preserve-fds N and the LISTEN_FDS of the runtime's environment: fds 3..3+n_pass_fds-1 reach the
      * process at the same numbers */
     int n_pass_fds;
+    /* linux.resources.unified: files of the cgroup v2 group and their values */
+    struct oci_sysctl *unified;
+    size_t n_unified;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -238,6 +241,12 @@ void oci_extras_free(struct oci_config *cfg);
  * those first, LISTEN_FDS and LISTEN_PID=1 in the process's environment): check the fds are open and keep their
  * count in cfg. */
 int oci_pass_fds_setup(struct oci_config *cfg, const char *preserve_fds, bool activation, hd_error_t *err);
+/* linux.resources.unified (NULL or null: none) into cfg: checked keys (no "/" or "..", not cgroup.procs or
+ * cgroup.threads), string values, a host with a cgroup v2 hierarchy; errors name the field. */
+int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
+/* Write them to the container's group in the v2 hierarchy (create, after the process is held in it): a file
+ * the group does not have is an error naming linux.resources.unified.KEY. */
+int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_error_t *err);
 /* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
 int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
 /* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */
