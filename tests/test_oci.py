@@ -755,6 +755,73 @@ def test_resources_unified_are_written_to_the_v2_group(oci, bundle, subreaper):
     assert r.code == 1 and "linux.resources.unified: needs a cgroup v2 hierarchy" in r.err, r
 
 
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif): 80 bytes
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp): 24 bytes
+
+
+def seccomp_agent(path, answer_errno):
+    """A listener agent at path (runtime-spec "Seccomp listener"): takes one connection, receives the state and the
+    listener fd, answers one notification with -answer_errno. Returns (thread, result dict)."""
+    import array
+    import fcntl
+    import struct
+    import threading
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(str(path))
+    srv.listen(1)
+    srv.settimeout(20)
+    result = {}
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+            fds = array.array("i")
+            msg, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            result["state"] = json.loads(msg)
+            result["fd_kind"] = os.readlink(f"/proc/self/fd/{fds[0]}")
+            conn.close()
+            notif = bytearray(80)
+            fcntl.ioctl(fds[0], SECCOMP_IOCTL_NOTIF_RECV, notif)
+            notif_id, pid = struct.unpack_from("QI", notif)
+            result["nr"] = struct.unpack_from("i", notif, 16)[0]
+            fcntl.ioctl(fds[0], SECCOMP_IOCTL_NOTIF_SEND, struct.pack("QqiI", notif_id, 0, -answer_errno, 0))
+            os.close(fds[0])
+        except Exception as e:  # the test's asserts say what went wrong
+            result["error"] = repr(e)
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t, result
+
+
+def test_seccomp_listener_gets_the_fd_and_the_state(oci, bundle, tmp_path):
+    # SCMP_ACT_NOTIFY on mkdir: the agent gets the listener and answers ELOOP, which the container's mkdir reports
+    sock = tmp_path / "agent.sock"
+    agent, result = seccomp_agent(sock, 40)
+    b = bundle("sh", "-c", "mkdir /made; echo rc=$?",
+               **{"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": str(sock),
+                                    "listenerMetadata": "from-the-test",
+                                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}})
+    r = oci("run", "--bundle", b, "lis")
+    agent.join(20)
+    assert r.code == 0 and r.out.splitlines() == ["rc=1"] and "Too many levels of symbolic links" in r.err, (r, result)
+    assert "error" not in result, result
+    st = result["state"]
+    assert st["ociVersion"] == "1.1.0" and st["fds"] == ["seccompFd"] and st["metadata"] == "from-the-test", st
+    assert st["state"]["id"] == "lis" and st["state"]["pid"] == st["pid"] > 0 and st["state"]["bundle"] == str(b), st
+    assert result["fd_kind"] == "anon_inode:seccomp notify", result
+    assert result["nr"] in (83, 258), result  # mkdir / mkdirat on x86_64
+    # a socket nobody listens at fails create, naming the field
+    sock.unlink(missing_ok=True)
+    r = oci("create", "--bundle", b, "lis")
+    assert r.code == 1 and "linux.seccomp.listenerPath: connect to" in r.err, r
+
+
 def test_domainname_and_personality(oci, bundle):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})

@@ -67,6 +67,8 @@ void oci_config_free(struct oci_config *cfg)
     oci_hooks_free(&cfg->hooks);
     if (cfg->console_fd >= 0)
         close(cfg->console_fd);
+    if (cfg->listener_fd >= 0)
+        close(cfg->listener_fd);
     free(cfg->bundle);
     free(cfg->rootfs);
     for (int i = 0; i < cfg->n_mounts; i++) {
@@ -1058,9 +1060,7 @@ static int parse_seccomp(json_t *sc, struct oci_config *cfg, hd_error_t *err)
 {
     if (!is_set(sc))
         return 0;
-    if (refuse_if_set(sc, "flags", "linux.seccomp.", err) < 0 ||
-        refuse_if_set(sc, "listenerPath", "linux.seccomp.", err) < 0 ||
-        refuse_if_set(sc, "listenerMetadata", "linux.seccomp.", err) < 0)
+    if (refuse_if_set(sc, "flags", "linux.seccomp.", err) < 0 || oci_listener_parse(sc, cfg, err) < 0)
         return -1;
     size_t i;
     json_t *arch;
@@ -1183,6 +1183,7 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     cfg->bundle = hd_xstrdup(resolved);
     cfg->umask = -1;
     cfg->console_fd = -1;
+    cfg->listener_fd = -1;
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++)
         cfg->ns_fds[t] = -1;
     int rc = -1;

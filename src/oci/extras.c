@@ -13,6 +13,10 @@
  *   linux.resources.unified  key/value pairs written to the files of the container's group in the cgroup v2
  *                      hierarchy (v2 host, or the unified part of a hybrid one), after the process is in it
  *                      and held before exec
+ *   linux.seccomp.listenerPath  create connects to the unix socket there; the container's process loads its
+ *                      filter with SECCOMP_FILTER_FLAG_NEW_LISTENER and sends the listener fd over that
+ *                      connection (SCM_RIGHTS) with the container process state (runtime-spec "Seccomp
+ *                      listener": ociVersion, fds ["seccompFd"], pid, metadata, state), as runc sends it
  *   --preserve-fds N   fds 3..3+N-1 of hedge-oci (after the LISTEN_FDS of socket activation, as runc) kept
  *                      open at the same numbers for the process: the runtime marks every fd above 2
  *                      close-on-exec in the child; the hook clears the mark right before exec
@@ -25,7 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/personality.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -43,6 +49,8 @@ void oci_extras_free(struct oci_config *cfg)
         free(cfg->unified[i].value);
     }
     free(cfg->unified);
+    free(cfg->listener_path);
+    free(cfg->listener_metadata);
 }
 
 static bool clean_absolute(const char *p)
@@ -314,6 +322,72 @@ int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_err
             return hd_error_set(err, n < 0 ? e : EIO, "linux.resources.unified.%s: write \"%s\" to %s", u->key,
                                 u->value, path);
     }
+    return 0;
+}
+
+int oci_listener_parse(json_t *sc, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *path = json_object_get(sc, "listenerPath");
+    json_t *meta = json_object_get(sc, "listenerMetadata");
+    if (path && !json_is_null(path) && !json_is_string(path))
+        return hd_error_set(err, 0, "linux.seccomp.listenerPath: not a string");
+    if (meta && !json_is_null(meta) && !json_is_string(meta))
+        return hd_error_set(err, 0, "linux.seccomp.listenerMetadata: not a string");
+    if (path == NULL || json_string_length(path) == 0) {
+        if (meta && json_string_length(meta) > 0)
+            return hd_error_set(err, 0, "linux.seccomp.listenerMetadata: given without a listenerPath");
+        return 0;
+    }
+    const char *p = json_string_value(path);
+    struct sockaddr_un addr;
+    if (p[0] != '/' || strlen(p) >= sizeof(addr.sun_path))
+        return hd_error_set(err, 0, "linux.seccomp.listenerPath: \"%s\" is not an absolute path of a unix socket", p);
+    cfg->listener_path = hd_xstrdup(p);
+    cfg->listener_metadata = hd_xstrdup(meta && json_is_string(meta) ? json_string_value(meta) : "");
+    return 0;
+}
+
+int oci_listener_connect(struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->listener_path == NULL)
+        return 0;
+    if (cfg->seccomp_json == NULL)
+        return 0; /* an empty linux.seccomp: no filter, so no listener */
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    strcpy(addr.sun_path, cfg->listener_path);
+    cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return hd_error_sys(err, "linux.seccomp.listenerPath: socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+        return hd_error_sys(err, "linux.seccomp.listenerPath: connect to %s", cfg->listener_path);
+    cfg->listener_fd = steal_fd(&fd);
+    return 0;
+}
+
+int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err)
+{
+    const struct oci_config *cfg = data;
+    json_t *state = json_loads(oci_hook_state(w, "creating"), 0, NULL);
+    json_t *pid = json_object_get(state, "pid");
+    json_t *msg = json_pack("{s:s, s:[s], s:O?, s:s, s:O?}", "ociVersion", OCI_VERSION, "fds", "seccompFd", "pid", pid,
+                            "metadata", cfg->listener_metadata, "state", state);
+    cleanup_free char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    json_decref(msg);
+    json_decref(state);
+    if (text == NULL)
+        return hd_error_set(err, 0, "linux.seccomp.listenerPath: the container process state");
+    char control[CMSG_SPACE(sizeof(int))];
+    memset(control, 0, sizeof(control));
+    struct iovec iov = {.iov_base = text, .iov_len = strlen(text)};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&m);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    if (sendmsg(cfg->listener_fd, &m, MSG_NOSIGNAL) < 0)
+        return hd_error_sys(err, "linux.seccomp.listenerPath: send the listener to %s", cfg->listener_path);
+    close(cfg->listener_fd); /* the container's copy: the agent sees the end of the message */
     return 0;
 }
 

@@ -137,7 +137,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
                 "container shares the host's mount namespace and only chroots into root.path (runc would mount "
                 "them on the host's mount table)",
                 cfg->n_mounts_skipped);
-    if (open_console(cfg, f, foreground, relay_fd, err) < 0) {
+    if (open_console(cfg, f, foreground, relay_fd, err) < 0 || oci_listener_connect(cfg, err) < 0) {
         oci_config_free(cfg);
         return hd_error_prefix(err, "create %s", id);
     }
@@ -196,13 +196,20 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     /* a joined user namespace has its maps: the config's, when given, are only checked against them */
     w->uid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->uid_map;
     w->gid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->gid_map;
-    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER))
+    /* the state documents reach the process for its hooks and its seccomp listener's message */
+    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER) || cfg->listener_path)
         w->before_pivot_parent = oci_hooks_before_pivot_parent;
+    if (cfg->listener_path)
+        w->seccomp_listener = oci_listener_send;
     if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg, w->cgroup, err) < 0)
         goto fail;
     if (cfg->console_fd >= 0) { /* the container's process has its copy */
         close(cfg->console_fd);
         cfg->console_fd = -1;
+    }
+    if (cfg->listener_fd >= 0) { /* likewise */
+        close(cfg->listener_fd);
+        cfg->listener_fd = -1;
     }
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
     created = oci_now_rfc3339();

@@ -223,6 +223,11 @@ struct oci_config {
     /* linux.resources.unified: files of the cgroup v2 group and their values */
     struct oci_sysctl *unified;
     size_t n_unified;
+    /* linux.seccomp.listenerPath and listenerMetadata (NULL: none); the connection to it create makes, which the
+     * container's process inherits and sends the listener fd over (-1 until then) */
+    char *listener_path;
+    char *listener_metadata;
+    int listener_fd;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -247,6 +252,13 @@ int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
 /* Write them to the container's group in the v2 hierarchy (create, after the process is held in it): a file
  * the group does not have is an error naming linux.resources.unified.KEY. */
 int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_error_t *err);
+/* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */
+int oci_listener_parse(json_t *sc, struct oci_config *cfg, hd_error_t *err);
+/* create: connect to the listenerPath (cfg->listener_fd), before the container exists. */
+int oci_listener_connect(struct oci_config *cfg, hd_error_t *err);
+/* The workload's seccomp_listener (backend.h), data the oci_config: the listener fd and the container process
+ * state (runtime-spec "Seccomp listener") sent over cfg->listener_fd. */
+int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
 /* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
 int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
 /* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */

@@ -137,6 +137,10 @@ struct hd_workload {
     int (*held)(const struct hd_workload *w, void *data, hd_error_t *err); /* vm backend: at the hold */
     void *held_data;
     const sigset_t *hold_end_signals;
+    /* Container backend: the first process loads its seccomp filter with a listener
+     * (SECCOMP_FILTER_FLAG_NEW_LISTENER) and hands the fd to this callback (data: container_setup_data) right
+     * after, in the container; it closes the fd afterwards. NULL: no listener. hedge-oci's listenerPath. */
+    int (*seccomp_listener)(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;
