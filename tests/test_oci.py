@@ -822,6 +822,45 @@ def test_seccomp_listener_gets_the_fd_and_the_state(oci, bundle, tmp_path):
     assert r.code == 1 and "linux.seccomp.listenerPath: connect to" in r.err, r
 
 
+def host_uptime():
+    return float(open("/proc/uptime").read().split()[0])
+
+
+def test_time_namespace_with_offsets(oci, bundle, subreaper):
+    # a new time namespace: /proc/uptime (boottime) inside is the host's plus the offset, for the first process and
+    # for an exec'd one (it joins the namespace); hedge-oci's own later children stay in the host's
+    namespaces = [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "time")]
+    b = bundle("sh", "-c", "cut -d' ' -f1 /proc/uptime; sleep 30",
+               **{"linux.namespaces": namespaces,
+                  "linux.timeOffsets": {"boottime": {"secs": 86400 * 10, "nanosecs": 0},
+                                        "monotonic": {"secs": 3600, "nanosecs": 500}}})
+    before = host_uptime()
+    assert oci("create", "--bundle", b, "tns").code == 0
+    pid = state(oci, "tns")["pid"]
+    try:
+        assert os.readlink(f"/proc/{pid}/ns/time") != os.readlink("/proc/self/ns/time")
+        offsets = open(f"/proc/{pid}/timens_offsets").read().split()
+        assert offsets == ["monotonic", "3600", "500", "boottime", "864000", "0"], offsets
+        r = oci("exec", "tns", "cut", "-d ", "-f1", "/proc/uptime")
+        after = host_uptime()
+        assert r.code == 0, r
+        assert before + 864000 - 1 <= float(r.out) <= after + 864000 + 1, (before, r.out, after)
+    finally:
+        assert oci("delete", "--force", "tns").code == 0
+        reap(pid)
+    before = host_uptime()
+    r = oci("run", "--bundle", bundle("cut", "-d ", "-f1", "/proc/uptime", **{
+        "linux.namespaces": namespaces, "linux.timeOffsets": {"boottime": {"secs": -int(before) // 2}}}), "tns")
+    after = host_uptime()
+    assert r.code == 0 and before - int(before) // 2 - 1 <= float(r.out) <= after - int(before) // 2 + 1, (before, r)
+    r = oci("run", "--bundle", bundle("cut", "-d ", "-f1", "/proc/uptime", **{"linux.timeOffsets": {
+        "boottime": {"secs": 5}}}), "tns")
+    assert r.code == 1 and "linux.timeOffsets: needs a new time namespace" in r.err, r
+    b = bundle("true", **{"linux.namespaces": namespaces, "linux.timeOffsets": {"realtime": {"secs": 5}}})
+    r = oci("run", "--bundle", b, "tns")
+    assert r.code == 1 and "linux.timeOffsets.realtime" in r.err, r
+
+
 def test_domainname_and_personality(oci, bundle):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})

@@ -783,8 +783,7 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
             continue;
         }
         if (strcmp(namespace_types[t], "time") == 0)
-            return hd_error_set(err, 0, "linux.namespaces[%zu]: a new %s namespace is not supported yet", i,
-                                namespace_types[t]);
+            cfg->new_timens = true; /* with linux.timeOffsets (extras.c) */
         if (strcmp(namespace_types[t], "user") == 0)
             cfg->new_userns = true; /* with linux.uidMappings/gidMappings (userns.c) */
         have[t] = true;
@@ -1081,7 +1080,7 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
 {
     if (!json_is_object(lx))
         return hd_error_set(err, 0, "linux: missing or not an object");
-    static const char *const refused[] = {"intelRdt", "timeOffsets", "memoryPolicy", "netDevices"};
+    static const char *const refused[] = {"intelRdt", "memoryPolicy", "netDevices"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
             return -1;

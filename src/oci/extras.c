@@ -17,6 +17,8 @@
  *                      filter with SECCOMP_FILTER_FLAG_NEW_LISTENER and sends the listener fd over that
  *                      connection (SCM_RIGHTS) with the container process state (runtime-spec "Seccomp
  *                      listener": ociVersion, fds ["seccompFd"], pid, metadata, state), as runc sends it
+ *   linux.timeOffsets  with a new time namespace: the runtime's workload time_offsets (backend.h), written for
+ *                      the namespace it unshares for the clone
  *   --preserve-fds N   fds 3..3+N-1 of hedge-oci (after the LISTEN_FDS of socket activation, as runc) kept
  *                      open at the same numbers for the process: the runtime marks every fd above 2
  *                      close-on-exec in the child; the hook clears the mark right before exec
@@ -51,6 +53,7 @@ void oci_extras_free(struct oci_config *cfg)
     free(cfg->unified);
     free(cfg->listener_path);
     free(cfg->listener_metadata);
+    free(cfg->time_offsets);
 }
 
 static bool clean_absolute(const char *p)
@@ -184,10 +187,45 @@ static int parse_personality(json_t *lx, struct oci_config *cfg, hd_error_t *err
     return 0;
 }
 
+/* linux.timeOffsets: {"monotonic": {"secs": N, "nanosecs": M}, "boottime": {...}} as timens_offsets lines. */
+static int parse_time_offsets(json_t *lx, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *offsets = json_object_get(lx, "timeOffsets");
+    bool given = offsets && !json_is_null(offsets);
+    if (given && !json_is_object(offsets))
+        return hd_error_set(err, 0, "linux.timeOffsets: not an object");
+    if (!cfg->new_timens) {
+        if (given && json_object_size(offsets) > 0)
+            return hd_error_set(err, 0,
+                                "linux.timeOffsets: needs a new time namespace (linux.namespaces has no time entry)");
+        return 0;
+    }
+    cfg->time_offsets = hd_xstrdup("");
+    const char *clock;
+    json_t *o;
+    json_object_foreach(given ? offsets : NULL, clock, o)
+    {
+        if (strcmp(clock, "monotonic") != 0 && strcmp(clock, "boottime") != 0)
+            return hd_error_set(err, 0, "linux.timeOffsets.%s: not monotonic or boottime", clock);
+        json_t *secs = json_object_get(o, "secs"), *nsecs = json_object_get(o, "nanosecs");
+        if (!json_is_object(o) || (secs && !json_is_integer(secs)))
+            return hd_error_set(err, 0, "linux.timeOffsets.%s.secs: not an integer", clock);
+        if (nsecs &&
+            (!json_is_integer(nsecs) || json_integer_value(nsecs) < 0 || json_integer_value(nsecs) >= 1000000000))
+            return hd_error_set(err, 0, "linux.timeOffsets.%s.nanosecs: not an integer from 0 to 999999999", clock);
+        char *more =
+            hd_xasprintf("%s%s %lld %lld\n", cfg->time_offsets, clock, (long long)(secs ? json_integer_value(secs) : 0),
+                         (long long)(nsecs ? json_integer_value(nsecs) : 0));
+        free(cfg->time_offsets);
+        cfg->time_offsets = more;
+    }
+    return 0;
+}
+
 int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err)
 {
     json_t *lx = json_object_get(root, "linux");
-    if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0)
+    if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0 || parse_time_offsets(lx, cfg, err) < 0)
         return -1;
     json_t *dn = json_object_get(root, "domainname");
     if (dn && !json_is_null(dn) && !json_is_string(dn))

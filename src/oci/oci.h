@@ -228,6 +228,10 @@ struct oci_config {
     char *listener_path;
     char *listener_metadata;
     int listener_fd;
+    /* a new time namespace (linux.namespaces "time" without a path) and linux.timeOffsets as the text of
+     * /proc/PID/timens_offsets ("" without offsets) */
+    bool new_timens;
+    char *time_offsets;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */

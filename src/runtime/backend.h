@@ -141,6 +141,10 @@ struct hd_workload {
      * (SECCOMP_FILTER_FLAG_NEW_LISTENER) and hands the fd to this callback (data: container_setup_data) right
      * after, in the container; it closes the fd afterwards. NULL: no listener. hedge-oci's listenerPath. */
     int (*seccomp_listener)(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
+    /* Container backend: a new time namespace for the first process, with these offsets (the text of
+     * /proc/PID/timens_offsets: "monotonic SECS NSECS\n", "boottime ..."; "" none); NULL: the runtime's. Not
+     * owned. */
+    const char *time_offsets;
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;

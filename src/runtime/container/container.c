@@ -659,6 +659,23 @@ static int take_over_from_intermediate(struct hd_spawn *s, hd_error_t *err)
     return 0;
 }
 
+/*
+ * A new time namespace applies to children only (clone(2) has no room for CLONE_NEWTIME): unshare one for
+ * our next child, write its offsets while no process is in it, and, once the child is cloned, go back to
+ * ours (*own, kept open) so that nothing else we start lands there.
+ */
+static int time_ns_enter_for_children(const char *offsets, int *own, hd_error_t *err)
+{
+    *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
+    if (*own < 0)
+        return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
+    if (unshare(CLONE_NEWTIME) < 0)
+        return hd_error_sys(err, "time namespace: unshare");
+    if (*offsets && hd_write_file("/proc/self/timens_offsets", offsets, strlen(offsets), err) < 0)
+        return hd_error_prefix(err, "time namespace: its offsets"); /* the caller goes back to ours */
+    return 0;
+}
+
 static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
@@ -737,7 +754,14 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         .data = &args,
     };
     struct hd_spawn s;
-    int ret = hd_spawn_start(&opts, &s, err);
+    cleanup_close int own_time_ns = -1;
+    int ret = w->time_offsets ? time_ns_enter_for_children(w->time_offsets, &own_time_ns, err) : 0;
+    if (ret == 0)
+        ret = hd_spawn_start(&opts, &s, err);
+    if (own_time_ns >= 0 && setns(own_time_ns, CLONE_NEWTIME) < 0 && ret == 0) {
+        hd_error_sys(err, "time namespace: back to ours");
+        ret = hd_spawn_abort(&s, err); /* below, as a failed clone */
+    }
     hd_cgroup_entry_close(&cgroup_entry);
     if (userns && !join_userns && parent_return_after_clone(own_ns, err) < 0) {
         if (ret == 0)
