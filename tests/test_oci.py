@@ -861,6 +861,25 @@ def test_time_namespace_with_offsets(oci, bundle, subreaper):
     assert r.code == 1 and "linux.timeOffsets.realtime" in r.err, r
 
 
+@pytest.mark.parametrize("change,field", [
+    ({"domainname": "example.org"}, "domainname"),
+    ({"linux.devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]}, "linux.devices"),
+    ({"linux.personality": {"domain": "LINUX32"}}, "linux.personality"),
+    ({"linux.timeOffsets": {"boottime": {"secs": 5}}}, "linux.timeOffsets"),
+    ({"linux.resources": {"unified": {"cgroup.max.depth": "3"}}}, "linux.resources.unified"),
+    ({"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"}},
+     "linux.seccomp.listenerPath"),
+])
+def test_what_the_guest_cannot_do_is_refused_under_hedge_oci_vm(bundle, tmp_path, change, field):
+    # refused at config load, before anything exists (no guest kernel needed)
+    r = subprocess.run([str(BUILD / "hedge-oci-vm"), "--root", str(tmp_path / "vmroot"), "create", "--bundle",
+                        str(bundle("true", **change)), "v"], capture_output=True, text=True, timeout=30,
+                       env={**os.environ, **SANITIZER_ENV})
+    check_sanitizer(r.stderr)
+    assert r.returncode == 1 and f"{field}: not supported under hedge-oci-vm" in r.stderr, r
+    assert not (tmp_path / "vmroot" / "v").exists()
+
+
 def test_domainname_and_personality(oci, bundle):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})

@@ -222,8 +222,31 @@ static int parse_time_offsets(json_t *lx, struct oci_config *cfg, hd_error_t *er
     return 0;
 }
 
+/* hedge-oci-vm: the guest's hedge-init has none of these (docs/oci.md, "config.json under hedge-oci-vm"). */
+static int refuse_under_vm(json_t *root, hd_error_t *err)
+{
+    json_t *lx = json_object_get(root, "linux");
+    const struct {
+        json_t *parent;
+        const char *key, *field;
+    } fields[] = {
+        {root, "domainname", "domainname"},
+        {lx, "devices", "linux.devices"},
+        {lx, "personality", "linux.personality"},
+        {lx, "timeOffsets", "linux.timeOffsets"},
+        {json_object_get(lx, "resources"), "unified", "linux.resources.unified"},
+        {json_object_get(lx, "seccomp"), "listenerPath", "linux.seccomp.listenerPath"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+        if (oci_json_is_set(json_object_get(fields[i].parent, fields[i].key)))
+            return hd_error_set(err, 0, "%s: not supported under hedge-oci-vm", fields[i].field);
+    return 0;
+}
+
 int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err)
 {
+    if (oci_globals.vm && refuse_under_vm(root, err) < 0)
+        return -1;
     json_t *lx = json_object_get(root, "linux");
     if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0 || parse_time_offsets(lx, cfg, err) < 0)
         return -1;
