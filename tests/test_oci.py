@@ -729,7 +729,7 @@ def unified_dir(name):
     pytest.fail("no cgroup v2 hierarchy here")
 
 
-def test_resources_unified_are_written_to_the_v2_group(oci, bundle, subreaper):
+def test_resources_unified_are_written_to_the_v2_group(oci, bundle, subreaper, tmp_path):
     # cgroup.max.descendants exists in every v2 group, the unified one of this hybrid host too
     b = bundle("true", **{"linux.resources": {"unified": {"cgroup.max.descendants": "7", "cgroup.max.depth": "3"}}})
     assert oci("create", "--bundle", b, "uni").code == 0
@@ -737,6 +737,14 @@ def test_resources_unified_are_written_to_the_v2_group(oci, bundle, subreaper):
         d = unified_dir("uni")
         assert (d / "cgroup.max.descendants").read_text() == "7\n"
         assert (d / "cgroup.max.depth").read_text() == "3\n"
+        # update writes them too; a bad key names itself there as well
+        res = tmp_path / "res.json"
+        res.write_text(json.dumps({"unified": {"cgroup.max.descendants": "9"}}))
+        r = oci("update", "--resources", res, "uni")
+        assert r.code == 0 and (d / "cgroup.max.descendants").read_text() == "9\n", r
+        res.write_text(json.dumps({"unified": {"no.such.file": "1"}}))
+        r = oci("update", "--resources", res, "uni")
+        assert r.code == 1 and "linux.resources.unified.no.such.file: the container's cgroup has no such" in r.err, r
     finally:
         pid = state(oci, "uni")["pid"]
         assert oci("delete", "--force", "uni").code == 0

@@ -993,7 +993,8 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err)
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, struct oci_sysctl **unified,
+                       size_t *n_unified, hd_error_t *err)
 {
     json_error_t jerr;
     json_t *res = json_loadb(text, len, 0, &jerr);
@@ -1004,16 +1005,20 @@ int oci_resources_load(const char *text, size_t len, struct hd_resources *out, h
     int rc = -1;
     struct oci_config *cfg = hd_xcalloc(1, sizeof(*cfg));
     cfg->spec = hd_spec_new();
+    cfg->console_fd = -1; /* not stdin: oci_config_free closes what is >= 0 */
+    cfg->listener_fd = -1;
     if (is_set(json_object_get(res, "devices")))
         unsupported(err, "linux.resources.devices",
                     "changing the device list of a running container is not "
                     "supported yet");
-    else if (parse_resources(res, cfg, err) == 0 && cfg->n_unified == 0)
+    else if (parse_resources(res, cfg, err) == 0)
         rc = 0;
-    else if (cfg->n_unified > 0)
-        unsupported(err, "linux.resources.unified", "changing it on a running container is not supported yet");
-    if (rc == 0)
+    if (rc == 0) {
         *out = cfg->spec->resources; /* as at create: memory without swap leaves swap unlimited */
+        *unified = get_and_reset(&cfg->unified);
+        *n_unified = cfg->n_unified;
+        cfg->n_unified = 0;
+    }
     oci_config_free(cfg);
     json_decref(res);
     return rc < 0 ? hd_error_prefix(err, "update") : 0;

@@ -628,11 +628,15 @@ int oci_cmd_update(int argc, char **argv)
         len = strlen(text);
     }
     struct hd_resources res = {0};
-    if (oci_resources_load(text, len, &res, &err) < 0)
+    struct oci_sysctl *unified = NULL;
+    size_t n_unified = 0;
+    if (oci_resources_load(text, len, &res, &unified, &n_unified, &err) < 0)
         return oci_fail(&err);
     struct oci_state *st = NULL;
-    if (oci_state_load(argv[first], &st, &err) < 0)
+    if (oci_state_load(argv[first], &st, &err) < 0) {
+        oci_unified_free(unified, n_unified);
         return oci_fail(&err);
+    }
     int rc = 0;
     struct hd_cgroup *cg = NULL;
     if (oci_state_status(st) == OCI_STOPPED)
@@ -643,8 +647,11 @@ int oci_cmd_update(int argc, char **argv)
     }
     if (rc == 0)
         rc = hd_cgroup_update(cg, &res, &err);
+    if (rc == 0)
+        rc = oci_unified_apply(unified, n_unified, cg, &err);
     if (rc < 0)
         hd_error_prefix(&err, "update %s", st->id);
+    oci_unified_free(unified, n_unified);
     hd_cgroup_forget(cg);
     oci_state_free(st);
     return rc < 0 ? oci_fail(&err) : 0;

@@ -46,11 +46,7 @@ void oci_extras_free(struct oci_config *cfg)
         free(cfg->devices[i].path);
     free(cfg->devices);
     free(cfg->domainname);
-    for (size_t i = 0; i < cfg->n_unified; i++) {
-        free(cfg->unified[i].key);
-        free(cfg->unified[i].value);
-    }
-    free(cfg->unified);
+    oci_unified_free(cfg->unified, cfg->n_unified);
     free(cfg->listener_path);
     free(cfg->listener_metadata);
     free(cfg->time_offsets);
@@ -362,25 +358,34 @@ int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_error_t *err)
+void oci_unified_free(struct oci_sysctl *unified, size_t n)
 {
-    if (cfg->n_unified == 0)
+    for (size_t i = 0; i < n; i++) {
+        free(unified[i].key);
+        free(unified[i].value);
+    }
+    free(unified);
+}
+
+int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgroup *cg, hd_error_t *err)
+{
+    if (n == 0)
         return 0;
     const char *dir = hd_cgroup_unified_dir(cg);
     if (dir == NULL)
         return hd_error_set(err, 0, "linux.resources.unified: the container's cgroup has no cgroup v2 directory");
-    for (size_t i = 0; i < cfg->n_unified; i++) {
-        const struct oci_sysctl *u = &cfg->unified[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct oci_sysctl *u = &unified[i];
         cleanup_free char *path = hd_xasprintf("%s/%s", dir, u->key);
         int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
             return hd_error_set(err, errno, "linux.resources.unified.%s: %s", u->key,
                                 errno == ENOENT ? "the container's cgroup has no such file" : "cannot open it");
-        ssize_t n = write(fd, u->value, strlen(u->value));
+        ssize_t wrote = write(fd, u->value, strlen(u->value));
         int e = errno;
         close(fd);
-        if (n < 0 || (size_t)n != strlen(u->value))
-            return hd_error_set(err, n < 0 ? e : EIO, "linux.resources.unified.%s: write \"%s\" to %s", u->key,
+        if (wrote < 0 || (size_t)wrote != strlen(u->value))
+            return hd_error_set(err, wrote < 0 ? e : EIO, "linux.resources.unified.%s: write \"%s\" to %s", u->key,
                                 u->value, path);
     }
     return 0;

@@ -202,7 +202,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     if (cfg->listener_path)
         w->seccomp_listener = oci_listener_send;
     w->time_offsets = cfg->time_offsets;
-    if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg, w->cgroup, err) < 0)
+    if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg->unified, cfg->n_unified, w->cgroup, err) < 0)
         goto fail;
     if (cfg->console_fd >= 0) { /* the container's process has its copy */
         close(cfg->console_fd);

@@ -253,9 +253,10 @@ int oci_pass_fds_setup(struct oci_config *cfg, const char *preserve_fds, bool ac
 /* linux.resources.unified (NULL or null: none) into cfg: checked keys (no "/" or "..", not cgroup.procs or
  * cgroup.threads), string values, a host with a cgroup v2 hierarchy; errors name the field. */
 int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
-/* Write them to the container's group in the v2 hierarchy (create, after the process is held in it): a file
- * the group does not have is an error naming linux.resources.unified.KEY. */
-int oci_unified_apply(const struct oci_config *cfg, struct hd_cgroup *cg, hd_error_t *err);
+/* Write the n pairs to the container's group in the v2 hierarchy (create, after the process is held in it;
+ * update): a file the group does not have is an error naming linux.resources.unified.KEY. */
+int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgroup *cg, hd_error_t *err);
+void oci_unified_free(struct oci_sysctl *unified, size_t n);
 /* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */
 int oci_listener_parse(json_t *sc, struct oci_config *cfg, hd_error_t *err);
 /* create: connect to the listenerPath (cfg->listener_fd), before the container exists. */
@@ -273,8 +274,10 @@ void oci_config_free(struct oci_config *cfg);
 /* Open every linux.namespaces[].path (create does it before anything else) and check each is a namespace of
  * its entry's type; errors name the field. cfg->ns_fds then feed the workload's join_ns_fds. */
 int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err);
-/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged). */
-int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err);
+/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged) and
+ * its unified pairs (*unified owned by the caller: oci_unified_free). */
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, struct oci_sysctl **unified,
+                       size_t *n_unified, hd_error_t *err);
 /* resources.c: linux.resources.cpu.cpus/mems/realtimePeriod/realtimeRuntime, blockIO and hugepageLimits of
  * res (a linux.resources object) into r. */
 int oci_resources_parse_cpuset_io(json_t *res, struct hd_resources *r, hd_error_t *err);
