@@ -767,63 +767,90 @@ SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif): 80
 SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp): 24 bytes
 
 
-def seccomp_agent(path, answer_errno):
-    """A listener agent at path (runtime-spec "Seccomp listener"): takes one connection, receives the state and the
-    listener fd, answers one notification with -answer_errno. Returns (thread, result dict)."""
+def seccomp_agent(path, answer_errno, connections=1):
+    """A listener agent at path (runtime-spec "Seccomp listener"): takes `connections` connections, receives each
+    one's state and listener fd, and answers the first notification of each with -answer_errno (a thread per
+    listener). Returns (thread, results: a list of dicts, one per connection)."""
     import array
     import fcntl
     import struct
     import threading
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(path))
-    srv.listen(1)
+    srv.listen(connections)
     srv.settimeout(20)
-    result = {}
+    results = []
+
+    def answer(fd, result):
+        try:
+            notif = bytearray(80)
+            fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, notif)
+            notif_id, _ = struct.unpack_from("QI", notif)
+            result["nr"] = struct.unpack_from("i", notif, 16)[0]
+            fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, struct.pack("QqiI", notif_id, 0, -answer_errno, 0))
+        except OSError as e:  # the process ended without a notification
+            result["answer_error"] = repr(e)
+        finally:
+            os.close(fd)
 
     def serve():
         try:
-            conn, _ = srv.accept()
-            fds = array.array("i")
-            msg, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
-            for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            result["state"] = json.loads(msg)
-            result["fd_kind"] = os.readlink(f"/proc/self/fd/{fds[0]}")
-            conn.close()
-            notif = bytearray(80)
-            fcntl.ioctl(fds[0], SECCOMP_IOCTL_NOTIF_RECV, notif)
-            notif_id, pid = struct.unpack_from("QI", notif)
-            result["nr"] = struct.unpack_from("i", notif, 16)[0]
-            fcntl.ioctl(fds[0], SECCOMP_IOCTL_NOTIF_SEND, struct.pack("QqiI", notif_id, 0, -answer_errno, 0))
-            os.close(fds[0])
+            for _ in range(connections):
+                conn, _ = srv.accept()
+                result = {}
+                results.append(result)
+                fds = array.array("i")
+                msg, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(4 * fds.itemsize))
+                for level, kind, data in anc:
+                    if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                        fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+                result["state"] = json.loads(msg)
+                result["fd_kind"] = os.readlink(f"/proc/self/fd/{fds[0]}")
+                conn.close()
+                threading.Thread(target=answer, args=(fds[0], result), daemon=True).start()
         except Exception as e:  # the test's asserts say what went wrong
-            result["error"] = repr(e)
+            results.append({"error": repr(e)})
         finally:
             srv.close()
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    return t, result
+    return t, results
 
 
-def test_seccomp_listener_gets_the_fd_and_the_state(oci, bundle, tmp_path):
+def test_seccomp_listener_gets_the_fd_and_the_state(oci, bundle, tmp_path, subreaper):
     # SCMP_ACT_NOTIFY on mkdir: the agent gets the listener and answers ELOOP, which the container's mkdir reports
     sock = tmp_path / "agent.sock"
-    agent, result = seccomp_agent(sock, 40)
-    b = bundle("sh", "-c", "mkdir /made; echo rc=$?",
-               **{"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": str(sock),
-                                    "listenerMetadata": "from-the-test",
-                                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}})
+    agent, results = seccomp_agent(sock, 40)
+    seccomp = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": str(sock), "listenerMetadata": "from-the-test",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    b = bundle("sh", "-c", "mkdir /made; echo rc=$?", **{"linux.seccomp": seccomp})
     r = oci("run", "--bundle", b, "lis")
     agent.join(20)
-    assert r.code == 0 and r.out.splitlines() == ["rc=1"] and "Too many levels of symbolic links" in r.err, (r, result)
+    assert r.code == 0 and r.out.splitlines() == ["rc=1"] and "Too many levels of symbolic links" in r.err, (r, results)
+    result = results[0]
     assert "error" not in result, result
     st = result["state"]
     assert st["ociVersion"] == "1.1.0" and st["fds"] == ["seccompFd"] and st["metadata"] == "from-the-test", st
     assert st["state"]["id"] == "lis" and st["state"]["pid"] == st["pid"] > 0 and st["state"]["bundle"] == str(b), st
+    assert st["state"]["status"] == "creating", st
     assert result["fd_kind"] == "anon_inode:seccomp notify", result
     assert result["nr"] in (83, 258), result  # mkdir / mkdirat on x86_64
+    # an exec'd process's listener goes to the agent too, with the running container's state
+    sock.unlink()
+    agent, results = seccomp_agent(sock, 40, connections=2)
+    b = bundle("sleep", "30", **{"linux.seccomp": seccomp})
+    assert oci("run", "--detach", "--bundle", b, "lis").code == 0
+    pid = state(oci, "lis")["pid"]
+    try:
+        r = oci("exec", "lis", "sh", "-c", "mkdir /made; echo rc=$?")
+        agent.join(20)
+        assert r.code == 0 and r.out.splitlines() == ["rc=1"] and "Too many levels" in r.err, (r, results)
+        assert [x["state"]["state"]["status"] for x in results] == ["creating", "running"], results
+        assert results[1]["state"]["pid"] == pid and results[1]["nr"] in (83, 258), results
+    finally:
+        assert oci("delete", "--force", "lis").code == 0
+        reap(pid)
     # a socket nobody listens at fails create, naming the field
     sock.unlink(missing_ok=True)
     r = oci("create", "--bundle", b, "lis")
@@ -888,13 +915,23 @@ def test_what_the_guest_cannot_do_is_refused_under_hedge_oci_vm(bundle, tmp_path
     assert not (tmp_path / "vmroot" / "v").exists()
 
 
-def test_domainname_and_personality(oci, bundle):
+def test_domainname_and_personality(oci, bundle, subreaper):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})
     r = oci("run", "--bundle", b, "pers")
     assert r.code == 0, r
     assert r.out.splitlines() == ["example.org", "i686", "00040008"], r
     assert open("/proc/sys/kernel/domainname").read() != "example.org\n"
+    # an exec'd process gets the personality too (as runc)
+    b = bundle("sleep", "30", **{"linux.personality": {"domain": "LINUX32"}})
+    assert oci("run", "--detach", "--bundle", b, "pers").code == 0
+    pid = state(oci, "pers")["pid"]
+    try:
+        r = oci("exec", "pers", "uname", "-m")
+        assert r.code == 0 and r.out == "i686\n", r
+    finally:
+        assert oci("delete", "--force", "pers").code == 0
+        reap(pid)
 
 
 @pytest.mark.parametrize("change,field", [

@@ -103,15 +103,25 @@ static int write_pid(const char *path, pid_t pid, hd_error_t *err)
 struct exec_setup {
     struct oci_console *console; /* NULL: no terminal */
     const struct oci_config *cfg;
+    char *state; /* the container's state document, for the seccomp listener's message */
 };
 
-/* In the joining process: its terminal, then the --preserve-fds fds open across exec. */
+/* In the joining process: its terminal, the --preserve-fds fds open across exec, the personality. */
 static int exec_setup(void *data, hd_error_t *err)
 {
     struct exec_setup *s = data;
     if (s->console && oci_console_make(s->console, err) < 0)
         return -1;
-    return oci_pass_fds_before_exec(s->cfg, err);
+    if (oci_pass_fds_before_exec(s->cfg, err) < 0)
+        return -1;
+    return oci_personality_apply(s->cfg, err);
+}
+
+/* linux.seccomp.listenerPath: the exec'd process's listener goes to the agent too, as runc sends it. */
+static int exec_listener(void *data, int fd, hd_error_t *err)
+{
+    struct exec_setup *s = data;
+    return oci_listener_send_fd(s->cfg, s->state, fd, err);
 }
 
 /* "uid[:gid]" of --user (a name keeps the config's ids): the owner of the exec's terminal. */
@@ -162,6 +172,7 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     struct hd_cgroup *cg = NULL;
     cleanup_free char *dir = oci_state_dir(st->id);
     cleanup_free char *seccomp_path = hd_xasprintf("%s/seccomp.json", dir);
+    cleanup_free char *state_doc = NULL; /* for the seccomp listener's message */
     if (f->process && oci_process_load(f->process, cfg, err) < 0)
         goto out;
     if (oci_pass_fds_setup(cfg, f->preserve_fds, false, err) < 0)
@@ -219,11 +230,14 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     oci_use_cgroup_parent(st->cgroup_parent);
     if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
         goto out;
+    if (oci_listener_connect(cfg, err) < 0)
+        goto out;
     struct oci_console console = {.socket_fd = -1};
     int with_console = exec_console(f, cfg, &console, relay_fd, err);
     if (with_console < 0)
         goto out;
-    struct exec_setup setup = {.console = with_console ? &console : NULL, .cfg = cfg};
+    state_doc = oci_state_document(st, "running", st->pid, false);
+    struct exec_setup setup = {.console = with_console ? &console : NULL, .cfg = cfg, .state = state_doc};
     struct hd_container_join j = {
         .setup = exec_setup,
         .setup_data = &setup,
@@ -238,6 +252,8 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         .user = spec->user,
         .groups = cfg->groups,
         .n_groups = cfg->n_groups,
+        .seccomp_listener = cfg->listener_fd >= 0 ? exec_listener : NULL,
+        .seccomp_listener_data = &setup,
     };
     rc = hd_container_join(&j, pid_out, err);
     if (console.socket_fd >= 0)

@@ -430,10 +430,9 @@ int oci_listener_connect(struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err)
+int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, int fd, hd_error_t *err)
 {
-    const struct oci_config *cfg = data;
-    json_t *state = json_loads(oci_hook_state(w, "creating"), 0, NULL);
+    json_t *state = json_loads(state_json, 0, NULL);
     json_t *pid = json_object_get(state, "pid");
     json_t *msg = json_pack("{s:s, s:[s], s:O?, s:s, s:O?}", "ociVersion", OCI_VERSION, "fds", "seccompFd", "pid", pid,
                             "metadata", cfg->listener_metadata, "state", state);
@@ -453,8 +452,13 @@ int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_
     memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
     if (sendmsg(cfg->listener_fd, &m, MSG_NOSIGNAL) < 0)
         return hd_error_sys(err, "linux.seccomp.listenerPath: send the listener to %s", cfg->listener_path);
-    close(cfg->listener_fd); /* the container's copy: the agent sees the end of the message */
+    close(cfg->listener_fd); /* the process's copy: the agent sees the end of the message */
     return 0;
+}
+
+int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err)
+{
+    return oci_listener_send_fd(data, oci_hook_state(w, "creating"), fd, err);
 }
 
 int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err)
@@ -464,6 +468,11 @@ int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err)
             return -1;
     if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
         return hd_error_sys(err, "domainname: setdomainname %s", cfg->domainname);
+    return oci_personality_apply(cfg, err);
+}
+
+int oci_personality_apply(const struct oci_config *cfg, hd_error_t *err)
+{
     if (cfg->have_personality && personality(cfg->personality) < 0)
         return hd_error_sys(err, "linux.personality: personality(0x%lx)", cfg->personality);
     return 0;

@@ -264,6 +264,10 @@ int oci_listener_connect(struct oci_config *cfg, hd_error_t *err);
 /* The workload's seccomp_listener (backend.h), data the oci_config: the listener fd and the container process
  * state (runtime-spec "Seccomp listener") sent over cfg->listener_fd. */
 int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
+/* The same for any process (exec's): fd and the message around state_json (a state document). */
+int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, int fd, hd_error_t *err);
+/* linux.personality, when given, for this process (the first one's hook, exec's set-up). */
+int oci_personality_apply(const struct oci_config *cfg, hd_error_t *err);
 /* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
 int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
 /* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */

@@ -221,22 +221,31 @@ static int container_hold_before_exec(const struct hd_workload *w, const struct 
 
 /* The process's security, last before exec: capabilities, then (with no_new_privs) seccomp.
  * The first process and every joined one (hd_container_join) go through here. */
-/* Load the filter; with a listener callback (the first process of hedge-oci's listenerPath, w), with a
- * listener whose fd the callback gets. */
-static int load_filter(const struct hd_workload *w, const struct hd_seccomp *seccomp, hd_error_t *err)
+/* Load the filter; with a listener callback (hedge-oci's listenerPath), with a listener whose fd the callback
+ * gets. */
+static int load_filter(int (*listener)(void *data, int fd, hd_error_t *err), void *data,
+                       const struct hd_seccomp *seccomp, hd_error_t *err)
 {
-    if (w == NULL || w->seccomp_listener == NULL || seccomp == NULL)
+    if (listener == NULL || seccomp == NULL)
         return hd_seccomp_load(seccomp, err);
     int fd = hd_seccomp_load_listener(seccomp, err);
     if (fd < 0)
         return -1;
-    int rc = w->seccomp_listener(w, w->container_setup_data, fd, err);
+    int rc = listener(data, fd, err);
     close(fd);
     return rc;
 }
 
-static int apply_process_security(const struct hd_workload *w, uint64_t caps, uint64_t inheritable, uint64_t ambient,
-                                  bool no_new_privs, const struct hd_seccomp *seccomp, hd_error_t *err)
+/* The workload's seccomp_listener as load_filter's callback (data: the workload). */
+static int workload_listener(void *data, int fd, hd_error_t *err)
+{
+    const struct hd_workload *w = data;
+    return w->seccomp_listener(w, w->container_setup_data, fd, err);
+}
+
+static int apply_process_security(int (*listener)(void *data, int fd, hd_error_t *err), void *listener_data,
+                                  uint64_t caps, uint64_t inheritable, uint64_t ambient, bool no_new_privs,
+                                  const struct hd_seccomp *seccomp, hd_error_t *err)
 {
     /* with inheritable/ambient sets (hedge-oci), as runc: the permitted set whatever the user (keep_caps held
      * it over the user switch), so that ambient capabilities can be raised and outlive exec */
@@ -246,7 +255,7 @@ static int apply_process_security(const struct hd_workload *w, uint64_t caps, ui
     } else if (hd_caps_apply(caps, err) < 0) {
         return -1;
     }
-    if (no_new_privs && load_filter(w, seccomp, err) < 0)
+    if (no_new_privs && load_filter(listener, listener_data, seccomp, err) < 0)
         return -1;
     return 0;
 }
@@ -256,8 +265,8 @@ static int container_before_exec(void *data, hd_error_t *err)
 {
     struct hd_workload *w = data;
     struct container *c = container_of(w);
-    if (apply_process_security(w, c->caps, w->caps_inheritable, w->caps_ambient, w->spec->security.no_new_privs,
-                               c->seccomp, err) < 0)
+    if (apply_process_security(w->seccomp_listener ? workload_listener : NULL, w, c->caps, w->caps_inheritable,
+                               w->caps_ambient, w->spec->security.no_new_privs, c->seccomp, err) < 0)
         return -1;
     if (w->hold_before_exec)
         return container_hold_before_exec(w, c, err);
@@ -551,7 +560,8 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_INSIDE, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     c->report_fd = report_fd;
-    if (!spec->security.no_new_privs && load_filter(w, c->seccomp, &err) < 0)
+    if (!spec->security.no_new_privs &&
+        load_filter(w->seccomp_listener ? workload_listener : NULL, w, c->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = w->argv,
@@ -854,8 +864,8 @@ struct join_child_args {
 static int join_before_exec(void *data, hd_error_t *err)
 {
     struct join_child_args *a = data;
-    return apply_process_security(NULL, a->caps, a->j->caps_inheritable, a->j->caps_ambient,
-                                  a->j->security->no_new_privs, a->seccomp, err);
+    return apply_process_security(a->j->seccomp_listener, a->j->seccomp_listener_data, a->caps, a->j->caps_inheritable,
+                                  a->j->caps_ambient, a->j->security->no_new_privs, a->seccomp, err);
 }
 
 __attribute__((noreturn)) static void join_child(void *data, int go_fd, int report_fd)
@@ -880,7 +890,7 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(a->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    if (!j->security->no_new_privs && hd_seccomp_load(a->seccomp, &err) < 0)
+    if (!j->security->no_new_privs && load_filter(j->seccomp_listener, j->seccomp_listener_data, a->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = j->argv,
