@@ -888,6 +888,23 @@ def test_time_namespace_with_offsets(oci, bundle, subreaper):
         "linux.namespaces": namespaces, "linux.timeOffsets": {"boottime": {"secs": -int(before) // 2}}}), "tns")
     after = host_uptime()
     assert r.code == 0 and before - int(before) // 2 - 1 <= float(r.out) <= after - int(before) // 2 + 1, (before, r)
+    # a second container joins the first one's time namespace by path
+    b = bundle("sh", "-c", "sleep 30", **{"linux.namespaces": namespaces,
+                                          "linux.timeOffsets": {"boottime": {"secs": 864000}}})
+    assert oci("run", "--detach", "--bundle", b, "tns").code == 0
+    pid = state(oci, "tns")["pid"]
+    try:
+        joined = namespaces[:-1] + [{"type": "time", "path": f"/proc/{pid}/ns/time"}]
+        before = host_uptime()
+        r = oci("run", "--bundle", bundle("cut", "-d ", "-f1", "/proc/uptime", **{"linux.namespaces": joined}), "tj")
+        after = host_uptime()
+        assert r.code == 0 and before + 864000 - 1 <= float(r.out) <= after + 864000 + 1, (before, r)
+        r = oci("run", "--bundle", bundle("true", **{"linux.namespaces": joined,
+                                                     "linux.timeOffsets": {"boottime": {"secs": 5}}}), "tj")
+        assert r.code == 1 and "linux.timeOffsets: needs a new time namespace (linux.namespaces joins one" in r.err, r
+    finally:
+        assert oci("delete", "--force", "tns").code == 0
+        reap(pid)
     r = oci("run", "--bundle", bundle("cut", "-d ", "-f1", "/proc/uptime", **{"linux.timeOffsets": {
         "boottime": {"secs": 5}}}), "tns")
     assert r.code == 1 and "linux.timeOffsets: needs a new time namespace" in r.err, r
@@ -941,8 +958,8 @@ def test_domainname_and_personality(oci, bundle, subreaper):
     ({"hooks": {"prestop": []}}, "hooks.prestop"),
     ({"mounts": [{"destination": "/x", "type": "nfs", "source": "srv:/x"}]}, "mounts[0].type"),
     ({"linux.namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"},
-                           {"type": "network"}, {"type": "time", "path": "/proc/1/ns/time"}]},
-     "linux.namespaces[5].path: joining an existing time namespace is not supported yet"),
+                           {"type": "network"}, {"type": "time", "path": "/proc/self/ns/net"}]},
+     "linux.namespaces[5].path: /proc/self/ns/net is not a time namespace"),
     ({"linux.resources": {"rdma": {"mlx5_0": {"hcaHandles": 1}}}}, "linux.resources.rdma"),
     ({"linux.resources": {"blockIO": {"weight": 5}}}, "linux.resources.blockIO.weight"),
     ({"linux.uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, "linux.uidMappings"),

@@ -767,6 +767,14 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
         json_t *path = json_object_get(ns, "path");
         if (have[t])
             return hd_error_set(err, 0, "linux.namespaces[%zu]: a second %s namespace", i, namespace_types[t]);
+        if (is_set(path) && namespace_joins[t].clone_type == CLONE_NEWTIME) {
+            if (!json_is_string(path) || json_string_value(path)[0] != '/')
+                return hd_error_set(err, 0, "linux.namespaces[%zu].path: not an absolute path", i);
+            cfg->time_ns_path = hd_xstrdup(json_string_value(path)); /* opened by oci_time_ns_open (extras.c) */
+            cfg->time_ns_index = i;
+            have[t] = true;
+            continue;
+        }
         if (is_set(path)) {
             int j = namespace_joins[t].join;
             if (j < 0)
@@ -1007,6 +1015,7 @@ int oci_resources_load(const char *text, size_t len, struct hd_resources *out, s
     cfg->spec = hd_spec_new();
     cfg->console_fd = -1; /* not stdin: oci_config_free closes what is >= 0 */
     cfg->listener_fd = -1;
+    cfg->time_ns_fd = -1;
     if (is_set(json_object_get(res, "devices")))
         unsupported(err, "linux.resources.devices",
                     "changing the device list of a running container is not "
@@ -1188,6 +1197,7 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     cfg->umask = -1;
     cfg->console_fd = -1;
     cfg->listener_fd = -1;
+    cfg->time_ns_fd = -1;
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++)
         cfg->ns_fds[t] = -1;
     int rc = -1;

@@ -18,7 +18,8 @@
  *                      connection (SCM_RIGHTS) with the container process state (runtime-spec "Seccomp
  *                      listener": ociVersion, fds ["seccompFd"], pid, metadata, state), as runc sends it
  *   linux.timeOffsets  with a new time namespace: the runtime's workload time_offsets (backend.h), written for
- *                      the namespace it unshares for the clone
+ *                      the namespace it unshares for the clone; a time namespace by path: its fd, which the
+ *                      runtime enters for the clone (time_ns_fd)
  *   --preserve-fds N   fds 3..3+N-1 of hedge-oci (after the LISTEN_FDS of socket activation, as runc) kept
  *                      open at the same numbers for the process: the runtime marks every fd above 2
  *                      close-on-exec in the child; the hook clears the mark right before exec
@@ -30,6 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/personality.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,6 +54,9 @@ void oci_extras_free(struct oci_config *cfg)
     free(cfg->listener_path);
     free(cfg->listener_metadata);
     free(cfg->time_offsets);
+    free(cfg->time_ns_path);
+    if (cfg->time_ns_fd >= 0)
+        close(cfg->time_ns_fd);
 }
 
 static bool clean_absolute(const char *p)
@@ -192,8 +199,8 @@ static int parse_time_offsets(json_t *lx, struct oci_config *cfg, hd_error_t *er
         return hd_error_set(err, 0, "linux.timeOffsets: not an object");
     if (!cfg->new_timens) {
         if (given && json_object_size(offsets) > 0)
-            return hd_error_set(err, 0,
-                                "linux.timeOffsets: needs a new time namespace (linux.namespaces has no time entry)");
+            return hd_error_set(err, 0, "linux.timeOffsets: needs a new time namespace (linux.namespaces %s)",
+                                cfg->time_ns_path ? "joins one by path" : "has no time entry");
         return 0;
     }
     cfg->time_offsets = hd_xstrdup("");
@@ -388,6 +395,22 @@ int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgro
             return hd_error_set(err, wrote < 0 ? e : EIO, "linux.resources.unified.%s: write \"%s\" to %s", u->key,
                                 u->value, path);
     }
+    return 0;
+}
+
+int oci_time_ns_open(struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->time_ns_path == NULL)
+        return 0;
+    size_t i = cfg->time_ns_index;
+    cfg->time_ns_fd = open(cfg->time_ns_path, O_RDONLY | O_CLOEXEC);
+    if (cfg->time_ns_fd < 0)
+        return hd_error_sys(err, "linux.namespaces[%zu].path: open %s", i, cfg->time_ns_path);
+    int type = ioctl(cfg->time_ns_fd, NS_GET_NSTYPE);
+    if (type < 0)
+        return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s is not a namespace file", i, cfg->time_ns_path);
+    if (type != CLONE_NEWTIME)
+        return hd_error_set(err, 0, "linux.namespaces[%zu].path: %s is not a time namespace", i, cfg->time_ns_path);
     return 0;
 }
 

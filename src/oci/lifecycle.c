@@ -122,7 +122,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     struct oci_config *cfg = NULL;
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
-    if (oci_namespaces_open(cfg, err) < 0) { /* before anything else, as runc opens them */
+    if (oci_namespaces_open(cfg, err) < 0 || oci_time_ns_open(cfg, err) < 0) { /* first, as runc opens them */
         oci_config_free(cfg);
         return -1;
     }
@@ -202,6 +202,7 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     if (cfg->listener_path)
         w->seccomp_listener = oci_listener_send;
     w->time_offsets = cfg->time_offsets;
+    w->time_ns_fd = cfg->time_ns_fd >= 0 ? &cfg->time_ns_fd : NULL;
     if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg->unified, cfg->n_unified, w->cgroup, err) < 0)
         goto fail;
     if (cfg->console_fd >= 0) { /* the container's process has its copy */

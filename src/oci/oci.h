@@ -232,6 +232,10 @@ struct oci_config {
      * /proc/PID/timens_offsets ("" without offsets) */
     bool new_timens;
     char *time_offsets;
+    /* linux.namespaces "time" with a path: the path, the entry's index, its fd once opened (-1 until then) */
+    char *time_ns_path;
+    size_t time_ns_index;
+    int time_ns_fd;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -257,6 +261,8 @@ int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
  * update): a file the group does not have is an error naming linux.resources.unified.KEY. */
 int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgroup *cg, hd_error_t *err);
 void oci_unified_free(struct oci_sysctl *unified, size_t n);
+/* create: open the time namespace linux.namespaces joins by path (cfg->time_ns_fd) and check its type. */
+int oci_time_ns_open(struct oci_config *cfg, hd_error_t *err);
 /* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */
 int oci_listener_parse(json_t *sc, struct oci_config *cfg, hd_error_t *err);
 /* create: connect to the listenerPath (cfg->listener_fd), before the container exists. */

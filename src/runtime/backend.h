@@ -145,6 +145,9 @@ struct hd_workload {
      * /proc/PID/timens_offsets: "monotonic SECS NSECS\n", "boottime ..."; "" none); NULL: the runtime's. Not
      * owned. */
     const char *time_offsets;
+    /* Container backend: an existing time namespace (an fd of it) for the first process, entered for the clone
+     * only as a new one is; NULL: none. Not owned. */
+    const int *time_ns_fd;
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;

@@ -686,6 +686,18 @@ static int time_ns_enter_for_children(const char *offsets, int *own, hd_error_t 
     return 0;
 }
 
+/* An existing time namespace for our next child: setns changes ours too (we are single-threaded); the caller
+ * goes back to *own after the clone. */
+static int time_ns_join_for_children(int fd, int *own, hd_error_t *err)
+{
+    *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
+    if (*own < 0)
+        return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
+    if (setns(fd, CLONE_NEWTIME) < 0)
+        return hd_error_sys(err, "join the existing time namespace");
+    return 0;
+}
+
 static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
@@ -765,7 +777,9 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     };
     struct hd_spawn s;
     cleanup_close int own_time_ns = -1;
-    int ret = w->time_offsets ? time_ns_enter_for_children(w->time_offsets, &own_time_ns, err) : 0;
+    int ret = w->time_offsets ? time_ns_enter_for_children(w->time_offsets, &own_time_ns, err)
+        : w->time_ns_fd       ? time_ns_join_for_children(*w->time_ns_fd, &own_time_ns, err)
+                              : 0;
     if (ret == 0)
         ret = hd_spawn_start(&opts, &s, err);
     if (own_time_ns >= 0 && setns(own_time_ns, CLONE_NEWTIME) < 0 && ret == 0) {
