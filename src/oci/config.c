@@ -12,6 +12,7 @@
  *   process.capabilities                  spec cap_drop ALL + cap_add (one set; unknown names
  *                                         dropped with runc's warning), inheritable/ambient masks
  *   process.noNewPrivileges               spec no_new_privs
+ *   process.ioPriority, scheduler         set in the container's process before its filter (sched.c)
  *   process.rlimits, oomScoreAdj          set in the runtime before the clone (inherited)
  *   root.path/readonly, hostname          spec rootfs/readonly_rootfs/hostname
  *   mounts: bind/rbind                    spec mounts (+ nosuid/nodev/noexec inside)
@@ -418,9 +419,7 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
         cfg->console_cols = (unsigned)width;
     }
     if (refuse_if_set(proc, "commandLine", "process.", err) < 0 ||
-        refuse_if_set(proc, "ioPriority", "process.", err) < 0 ||
-        refuse_if_set(proc, "scheduler", "process.", err) < 0 ||
-        refuse_if_set(proc, "execCPUAffinity", "process.", err) < 0)
+        refuse_if_set(proc, "execCPUAffinity", "process.", err) < 0 || oci_sched_parse(proc, cfg, err) < 0)
         return -1;
     if (get_strv(json_object_get(proc, "args"), "process.args", &spec->command, err) < 0)
         return -1;

@@ -114,7 +114,7 @@ static int exec_setup(void *data, hd_error_t *err)
         return -1;
     if (oci_pass_fds_before_exec(s->cfg, err) < 0)
         return -1;
-    return oci_personality_apply(s->cfg, err);
+    return oci_process_attrs_apply(s->cfg, err);
 }
 
 /* linux.seccomp.listenerPath: the exec'd process's listener goes to the agent too, as runc sends it. */

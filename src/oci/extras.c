@@ -234,6 +234,8 @@ static int refuse_under_vm(json_t *root, hd_error_t *err)
         const char *key, *field;
     } fields[] = {
         {root, "domainname", "domainname"},
+        {json_object_get(root, "process"), "ioPriority", "process.ioPriority"},
+        {json_object_get(root, "process"), "scheduler", "process.scheduler"},
         {lx, "devices", "linux.devices"},
         {lx, "personality", "linux.personality"},
         {lx, "timeOffsets", "linux.timeOffsets"},
@@ -491,11 +493,13 @@ int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err)
             return -1;
     if (cfg->domainname && setdomainname(cfg->domainname, strlen(cfg->domainname)) < 0)
         return hd_error_sys(err, "domainname: setdomainname %s", cfg->domainname);
-    return oci_personality_apply(cfg, err);
+    return oci_process_attrs_apply(cfg, err);
 }
 
-int oci_personality_apply(const struct oci_config *cfg, hd_error_t *err)
+int oci_process_attrs_apply(const struct oci_config *cfg, hd_error_t *err)
 {
+    if (oci_sched_apply(cfg, err) < 0)
+        return -1;
     if (cfg->have_personality && personality(cfg->personality) < 0)
         return hd_error_sys(err, "linux.personality: personality(0x%lx)", cfg->personality);
     return 0;

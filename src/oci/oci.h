@@ -146,6 +146,15 @@ int oci_console_receive(int socket_fd, hd_error_t *err);
 /* Relay the master to our stdio (raw mode, window size) until pid (our child or not) exits. */
 int oci_console_relay(int master, pid_t pid, hd_error_t *err);
 
+/* process.scheduler (sched.c): sched_setattr(2)'s fields. */
+struct oci_sched {
+    unsigned policy;
+    uint64_t flags;
+    int nice;
+    unsigned priority;
+    uint64_t runtime, deadline, period;
+};
+
 /* One entry of linux.devices (extras.c). */
 struct oci_device {
     char *path;
@@ -236,6 +245,11 @@ struct oci_config {
     char *time_ns_path;
     size_t time_ns_index;
     int time_ns_fd;
+    /* process.ioPriority (ioprio_set's value) and process.scheduler (sched.c) */
+    bool have_io_priority;
+    int io_priority;
+    bool have_sched;
+    struct oci_sched sched;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -261,6 +275,11 @@ int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
  * update): a file the group does not have is an error naming linux.resources.unified.KEY. */
 int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgroup *cg, hd_error_t *err);
 void oci_unified_free(struct oci_sysctl *unified, size_t n);
+/* process.ioPriority and process.scheduler of a process object (config.json's, exec --process's); errors name
+ * the field. */
+int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err);
+/* Apply them to this process (the container's, before its filter and exec). */
+int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err);
 /* create: open the time namespace linux.namespaces joins by path (cfg->time_ns_fd) and check its type. */
 int oci_time_ns_open(struct oci_config *cfg, hd_error_t *err);
 /* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */
@@ -272,8 +291,9 @@ int oci_listener_connect(struct oci_config *cfg, hd_error_t *err);
 int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
 /* The same for any process (exec's): fd and the message around state_json (a state document). */
 int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, int fd, hd_error_t *err);
-/* linux.personality, when given, for this process (the first one's hook, exec's set-up). */
-int oci_personality_apply(const struct oci_config *cfg, hd_error_t *err);
+/* process.ioPriority, process.scheduler and linux.personality, those given, for this process (the first one's
+ * hook, exec's set-up). */
+int oci_process_attrs_apply(const struct oci_config *cfg, hd_error_t *err);
 /* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
 int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
 /* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */

@@ -1,0 +1,158 @@
+/*
+ * sched.c - process.ioPriority and process.scheduler of config.json (and of exec --process): parsed into the
+ * config (errors name the field) and applied in the container's process before its filter and exec, in the
+ * first process's hook and in exec's set-up, as runc applies them (ioprio_set(2), sched_setattr(2)).
+ */
+#include "oci/oci.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "base/util.h"
+
+enum { IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_SHIFT = 13 };
+
+/* sched_setattr(2)'s argument (the first fields: the size says which). */
+struct sched_attr_v1 {
+    uint32_t size;
+    uint32_t sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime;
+    uint64_t sched_deadline;
+    uint64_t sched_period;
+};
+
+static const struct {
+    const char *name;
+    int value;
+} io_classes[] = {{"IOPRIO_CLASS_RT", 1}, {"IOPRIO_CLASS_BE", 2}, {"IOPRIO_CLASS_IDLE", 3}};
+
+static const struct {
+    const char *name;
+    int value;
+} policies[] = {{"SCHED_OTHER", 0}, {"SCHED_FIFO", 1}, {"SCHED_RR", 2},      {"SCHED_BATCH", 3},
+                {"SCHED_ISO", 4},   {"SCHED_IDLE", 5}, {"SCHED_DEADLINE", 6}};
+
+static const struct {
+    const char *name;
+    uint64_t value;
+} sched_flags[] = {
+    {"SCHED_FLAG_RESET_ON_FORK", 0x01},  {"SCHED_FLAG_RECLAIM", 0x02},     {"SCHED_FLAG_DL_OVERRUN", 0x04},
+    {"SCHED_FLAG_KEEP_POLICY", 0x08},    {"SCHED_FLAG_KEEP_PARAMS", 0x10}, {"SCHED_FLAG_UTIL_CLAMP_MIN", 0x20},
+    {"SCHED_FLAG_UTIL_CLAMP_MAX", 0x40},
+};
+
+static int parse_io_priority(json_t *io, struct oci_config *cfg, hd_error_t *err)
+{
+    if (!json_is_object(io))
+        return hd_error_set(err, 0, "process.ioPriority: not an object");
+    const char *cls = json_string_value(json_object_get(io, "class"));
+    size_t k = 0;
+    while (k < ARRAY_SIZE(io_classes) && !(cls && strcmp(cls, io_classes[k].name) == 0))
+        k++;
+    if (k == ARRAY_SIZE(io_classes))
+        return hd_error_set(err, 0, "process.ioPriority.class: \"%s\" is not IOPRIO_CLASS_RT, _BE or _IDLE",
+                            cls ? cls : "");
+    json_t *prio = json_object_get(io, "priority");
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > 7))
+        return hd_error_set(err, 0, "process.ioPriority.priority: not an integer from 0 to 7");
+    cfg->io_priority = (io_classes[k].value << IOPRIO_CLASS_SHIFT) | (int)(prio ? json_integer_value(prio) : 0);
+    cfg->have_io_priority = true;
+    return 0;
+}
+
+/* A non-negative integer field of process.scheduler (absent: 0). */
+static int sched_u64(json_t *s, const char *key, uint64_t *out, hd_error_t *err)
+{
+    json_t *v = json_object_get(s, key);
+    if (v && (!json_is_integer(v) || json_integer_value(v) < 0))
+        return hd_error_set(err, 0, "process.scheduler.%s: not a non-negative integer", key);
+    *out = v ? (uint64_t)json_integer_value(v) : 0;
+    return 0;
+}
+
+static int parse_scheduler(json_t *s, struct oci_config *cfg, hd_error_t *err)
+{
+    if (!json_is_object(s))
+        return hd_error_set(err, 0, "process.scheduler: not an object");
+    const char *policy = json_string_value(json_object_get(s, "policy"));
+    size_t k = 0;
+    while (k < ARRAY_SIZE(policies) && !(policy && strcmp(policy, policies[k].name) == 0))
+        k++;
+    if (k == ARRAY_SIZE(policies))
+        return hd_error_set(err, 0, "process.scheduler.policy: \"%s\" is not a scheduling policy",
+                            policy ? policy : "");
+    struct oci_sched *o = &cfg->sched;
+    *o = (struct oci_sched){.policy = (unsigned)policies[k].value};
+    json_t *nice = json_object_get(s, "nice"), *prio = json_object_get(s, "priority");
+    if (nice && (!json_is_integer(nice) || json_integer_value(nice) < -20 || json_integer_value(nice) > 19))
+        return hd_error_set(err, 0, "process.scheduler.nice: not an integer from -20 to 19");
+    if (prio && (!json_is_integer(prio) || json_integer_value(prio) < 0 || json_integer_value(prio) > 99))
+        return hd_error_set(err, 0, "process.scheduler.priority: not an integer from 0 to 99");
+    o->nice = nice ? (int)json_integer_value(nice) : 0;
+    o->priority = prio ? (unsigned)json_integer_value(prio) : 0;
+    bool realtime = o->policy == 1 || o->policy == 2;
+    if (realtime && o->priority == 0)
+        return hd_error_set(err, 0, "process.scheduler.priority: %s needs a priority from 1 to 99", policy);
+    if (!realtime && o->priority != 0)
+        return hd_error_set(err, 0, "process.scheduler.priority: only for SCHED_FIFO and SCHED_RR");
+    if (sched_u64(s, "runtime", &o->runtime, err) < 0 || sched_u64(s, "deadline", &o->deadline, err) < 0 ||
+        sched_u64(s, "period", &o->period, err) < 0)
+        return -1;
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(s, "flags"), i, f)
+    {
+        const char *name = json_is_string(f) ? json_string_value(f) : "";
+        size_t j = 0;
+        while (j < ARRAY_SIZE(sched_flags) && strcmp(sched_flags[j].name, name) != 0)
+            j++;
+        if (j == ARRAY_SIZE(sched_flags))
+            return hd_error_set(err, 0, "process.scheduler.flags[%zu]: \"%s\" is not a flag of sched_setattr(2)", i,
+                                name);
+        o->flags |= sched_flags[j].value;
+    }
+    cfg->have_sched = true;
+    return 0;
+}
+
+int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err)
+{
+    cfg->have_io_priority = false;
+    cfg->have_sched = false;
+    json_t *io = json_object_get(proc, "ioPriority");
+    json_t *s = json_object_get(proc, "scheduler");
+    if (io && !json_is_null(io) && parse_io_priority(io, cfg, err) < 0)
+        return -1;
+    if (s && !json_is_null(s) && parse_scheduler(s, cfg, err) < 0)
+        return -1;
+    return 0;
+}
+
+int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->have_io_priority && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, cfg->io_priority) < 0)
+        return hd_error_sys(err, "process.ioPriority: ioprio_set");
+    if (cfg->have_sched) {
+        const struct oci_sched *o = &cfg->sched;
+        struct sched_attr_v1 attr = {
+            .size = sizeof(attr),
+            .sched_policy = o->policy,
+            .sched_flags = o->flags,
+            .sched_nice = o->nice,
+            .sched_priority = o->priority,
+            .sched_runtime = o->runtime,
+            .sched_deadline = o->deadline,
+            .sched_period = o->period,
+        };
+        if (syscall(SYS_sched_setattr, 0, &attr, 0) < 0)
+            return hd_error_sys(err, "process.scheduler: sched_setattr");
+    }
+    return 0;
+}
