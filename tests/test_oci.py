@@ -919,6 +919,7 @@ def test_time_namespace_with_offsets(oci, bundle, subreaper):
     ({"linux.personality": {"domain": "LINUX32"}}, "linux.personality"),
     ({"process.scheduler": {"policy": "SCHED_BATCH"}}, "process.scheduler"),
     ({"process.ioPriority": {"class": "IOPRIO_CLASS_BE"}}, "process.ioPriority"),
+    ({"process.execCPUAffinity": {"final": "0"}}, "process.execCPUAffinity"),
     ({"linux.timeOffsets": {"boottime": {"secs": 5}}}, "linux.timeOffsets"),
     ({"linux.resources": {"unified": {"cgroup.max.depth": "3"}}}, "linux.resources.unified"),
     ({"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"}},
@@ -934,7 +935,7 @@ def test_what_the_guest_cannot_do_is_refused_under_hedge_oci_vm(bundle, tmp_path
     assert not (tmp_path / "vmroot" / "v").exists()
 
 
-def test_io_priority_and_scheduler(oci, bundle, subreaper):
+def test_io_priority_and_scheduler(oci, bundle, subreaper, tmp_path):
     # set in the container's process before exec (seen from the host while it is held), and in an exec'd one
     libc = ctypes.CDLL(None, use_errno=True)
     b = bundle("sleep", "30", **{"process.ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 6},
@@ -947,6 +948,19 @@ def test_io_priority_and_scheduler(oci, bundle, subreaper):
         assert oci("start", "sch").code == 0
         r = oci("exec", "sch", "cut", "-d ", "-f19,41", "/proc/self/stat")
         assert r.code == 0 and r.out == "7 3\n", r
+        # process.execCPUAffinity (exec'd processes only): final after the cgroup, or the cgroup's CPUs
+        if os.cpu_count() < 2:
+            pytest.fail("execCPUAffinity needs two CPUs to show")
+        allowed = "0-%d" % (len(os.sched_getaffinity(0)) - 1)
+        process = tmp_path / "process.json"
+        for aff, want in [({"initial": "0", "final": "1"}, "1"), ({"initial": "1"}, allowed)]:
+            process.write_text(json.dumps({"args": ["grep", "Cpus_allowed_list", "/proc/self/status"], "cwd": "/",
+                                           "user": {"uid": 0, "gid": 0}, "execCPUAffinity": aff}))
+            r = oci("exec", "--process", process, "sch")
+            assert r.code == 0 and r.out.split() == ["Cpus_allowed_list:", want], (aff, r)
+        process.write_text(json.dumps({"args": ["true"], "cwd": "/", "execCPUAffinity": {"initial": "3-1"}}))
+        r = oci("exec", "--process", process, "sch")
+        assert r.code == 1 and "process.execCPUAffinity.initial" in r.err, r
     finally:
         assert oci("delete", "--force", "sch").code == 0
         reap(pid)

@@ -418,8 +418,7 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
         cfg->console_rows = (unsigned)height;
         cfg->console_cols = (unsigned)width;
     }
-    if (refuse_if_set(proc, "commandLine", "process.", err) < 0 ||
-        refuse_if_set(proc, "execCPUAffinity", "process.", err) < 0 || oci_sched_parse(proc, cfg, err) < 0)
+    if (refuse_if_set(proc, "commandLine", "process.", err) < 0 || oci_sched_parse(proc, cfg, err) < 0)
         return -1;
     if (get_strv(json_object_get(proc, "args"), "process.args", &spec->command, err) < 0)
         return -1;

@@ -112,7 +112,7 @@ static int exec_setup(void *data, hd_error_t *err)
     struct exec_setup *s = data;
     if (s->console && oci_console_make(s->console, err) < 0)
         return -1;
-    if (oci_pass_fds_before_exec(s->cfg, err) < 0)
+    if (oci_pass_fds_before_exec(s->cfg, err) < 0 || oci_affinity_final(s->cfg, err) < 0)
         return -1;
     return oci_process_attrs_apply(s->cfg, err);
 }
@@ -255,7 +255,7 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         .seccomp_listener = cfg->listener_fd >= 0 ? exec_listener : NULL,
         .seccomp_listener_data = &setup,
     };
-    rc = hd_container_join(&j, pid_out, err);
+    rc = oci_affinity_initial(cfg, err) < 0 ? -1 : hd_container_join(&j, pid_out, err);
     if (console.socket_fd >= 0)
         close(console.socket_fd); /* the process has its copy */
     if (rc < 0 && *err && (*err)->exit_code == HD_EXIT_NOT_FOUND) {

@@ -55,6 +55,8 @@ void oci_extras_free(struct oci_config *cfg)
     free(cfg->listener_metadata);
     free(cfg->time_offsets);
     free(cfg->time_ns_path);
+    free(cfg->affinity_initial);
+    free(cfg->affinity_final);
     if (cfg->time_ns_fd >= 0)
         close(cfg->time_ns_fd);
 }
@@ -236,6 +238,7 @@ static int refuse_under_vm(json_t *root, hd_error_t *err)
         {root, "domainname", "domainname"},
         {json_object_get(root, "process"), "ioPriority", "process.ioPriority"},
         {json_object_get(root, "process"), "scheduler", "process.scheduler"},
+        {json_object_get(root, "process"), "execCPUAffinity", "process.execCPUAffinity"},
         {lx, "devices", "linux.devices"},
         {lx, "personality", "linux.personality"},
         {lx, "timeOffsets", "linux.timeOffsets"},

@@ -250,6 +250,9 @@ struct oci_config {
     int io_priority;
     bool have_sched;
     struct oci_sched sched;
+    /* process.execCPUAffinity (exec'd processes only): CPU lists, or NULL */
+    char *affinity_initial;
+    char *affinity_final;
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -280,6 +283,10 @@ void oci_unified_free(struct oci_sysctl *unified, size_t n);
 int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err);
 /* Apply them to this process (the container's, before its filter and exec). */
 int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err);
+/* exec: process.execCPUAffinity.initial as hedge-oci's own affinity while it starts the process (none: nothing). */
+int oci_affinity_initial(const struct oci_config *cfg, hd_error_t *err);
+/* In the exec'd process after it joined the cgroup: .final, or (with only .initial) the cgroup's CPUs. */
+int oci_affinity_final(const struct oci_config *cfg, hd_error_t *err);
 /* create: open the time namespace linux.namespaces joins by path (cfg->time_ns_fd) and check its type. */
 int oci_time_ns_open(struct oci_config *cfg, hd_error_t *err);
 /* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */

@@ -1,11 +1,15 @@
 /*
  * sched.c - process.ioPriority and process.scheduler of config.json (and of exec --process): parsed into the
  * config (errors name the field) and applied in the container's process before its filter and exec, in the
- * first process's hook and in exec's set-up, as runc applies them (ioprio_set(2), sched_setattr(2)).
+ * first process's hook and in exec's set-up, as runc applies them (ioprio_set(2), sched_setattr(2)). And
+ * process.execCPUAffinity, which the runtime-spec keeps for exec'd processes: `initial` is hedge-oci's own
+ * affinity while it starts the process (inherited until the process joins the cgroup), `final` the process's
+ * after it joined; without `final` the process may run on any CPU of its cgroup (runc's reset).
  */
 #include "oci/oci.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <stdint.h>
 #include <string.h>
@@ -13,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/util.h"
+#include "cgroup/cgroup.h"
 
 enum { IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_SHIFT = 13 };
 
@@ -122,10 +127,80 @@ static int parse_scheduler(json_t *s, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+/* A cpu list ("0-3,5") of process.execCPUAffinity.key into *out (NULL when absent). */
+static int parse_affinity(json_t *aff, const char *key, char **out, hd_error_t *err)
+{
+    free(*out);
+    *out = NULL;
+    json_t *v = json_object_get(aff, key);
+    if (v == NULL || json_is_null(v))
+        return 0;
+    const char *list = json_string_value(v);
+    if (list == NULL || !hd_cgroup_cpuset_list_valid(list))
+        return hd_error_set(err, 0, "process.execCPUAffinity.%s: not a CPU list like 0-3,5", key);
+    for (const char *p = list; *p;) { /* every number within what sched_setaffinity takes */
+        char *end = NULL;
+        if (strtoul(p, &end, 10) >= CPU_SETSIZE)
+            return hd_error_set(err, 0, "process.execCPUAffinity.%s: CPU numbers go up to %d", key, CPU_SETSIZE - 1);
+        p = *end ? end + 1 : end;
+    }
+    *out = hd_xstrdup(list);
+    return 0;
+}
+
+static void cpu_list_to_set(const char *list, cpu_set_t *set)
+{
+    CPU_ZERO(set);
+    for (const char *p = list; *p;) {
+        char *end = NULL;
+        unsigned long first = strtoul(p, &end, 10), last = first;
+        if (*end == '-')
+            last = strtoul(end + 1, &end, 10);
+        for (unsigned long c = first; c <= last; c++)
+            CPU_SET(c, set);
+        p = *end ? end + 1 : end;
+    }
+}
+
+int oci_affinity_initial(const struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->affinity_initial == NULL)
+        return 0;
+    cpu_set_t set;
+    cpu_list_to_set(cfg->affinity_initial, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        return hd_error_sys(err, "process.execCPUAffinity.initial: sched_setaffinity %s", cfg->affinity_initial);
+    return 0;
+}
+
+int oci_affinity_final(const struct oci_config *cfg, hd_error_t *err)
+{
+    if (cfg->affinity_initial == NULL && cfg->affinity_final == NULL)
+        return 0;
+    cpu_set_t set;
+    if (cfg->affinity_final) {
+        cpu_list_to_set(cfg->affinity_final, &set);
+    } else {
+        CPU_ZERO(&set);
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            CPU_SET(c, &set); /* the kernel keeps the cgroup's CPUs of them */
+    }
+    if (sched_setaffinity(0, sizeof(set), &set) < 0)
+        return hd_error_sys(err, "process.execCPUAffinity.final: sched_setaffinity %s",
+                            cfg->affinity_final ? cfg->affinity_final : "(the cgroup's CPUs)");
+    return 0;
+}
+
 int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err)
 {
     cfg->have_io_priority = false;
     cfg->have_sched = false;
+    json_t *aff = json_object_get(proc, "execCPUAffinity");
+    if (aff && !json_is_null(aff) && !json_is_object(aff))
+        return hd_error_set(err, 0, "process.execCPUAffinity: not an object");
+    if (parse_affinity(aff, "initial", &cfg->affinity_initial, err) < 0 ||
+        parse_affinity(aff, "final", &cfg->affinity_final, err) < 0)
+        return -1;
     json_t *io = json_object_get(proc, "ioPriority");
     json_t *s = json_object_get(proc, "scheduler");
     if (io && !json_is_null(io) && parse_io_priority(io, cfg, err) < 0)
