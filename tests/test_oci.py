@@ -920,6 +920,7 @@ def test_time_namespace_with_offsets(oci, bundle, subreaper):
     ({"process.scheduler": {"policy": "SCHED_BATCH"}}, "process.scheduler"),
     ({"process.ioPriority": {"class": "IOPRIO_CLASS_BE"}}, "process.ioPriority"),
     ({"process.execCPUAffinity": {"final": "0"}}, "process.execCPUAffinity"),
+    ({"linux.memoryPolicy": {"mode": "MPOL_LOCAL"}}, "linux.memoryPolicy"),
     ({"linux.timeOffsets": {"boottime": {"secs": 5}}}, "linux.timeOffsets"),
     ({"linux.resources": {"unified": {"cgroup.max.depth": "3"}}}, "linux.resources.unified"),
     ({"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/x.sock"}},
@@ -966,6 +967,20 @@ def test_io_priority_and_scheduler(oci, bundle, subreaper, tmp_path):
         reap(pid)
 
 
+def test_memory_policy(oci, bundle, subreaper):
+    # linux.memoryPolicy: set_mempolicy in the process (numa_maps shows the policy of its mappings), exec'd too
+    b = bundle("sh", "-c", "grep -c ' interleave:0 ' /proc/self/numa_maps; sleep 30",
+               **{"linux.memoryPolicy": {"mode": "MPOL_INTERLEAVE", "nodes": "0", "flags": ["MPOL_F_STATIC_NODES"]}})
+    assert oci("run", "--detach", "--bundle", b, "mpol").code == 0
+    pid = state(oci, "mpol")["pid"]
+    try:
+        r = oci("exec", "mpol", "grep", "-c", "interleave=static:0", "/proc/self/numa_maps")
+        assert r.code == 0 and int(r.out) > 0, r
+    finally:
+        assert oci("delete", "--force", "mpol").code == 0
+        reap(pid)
+
+
 def test_domainname_and_personality(oci, bundle, subreaper):
     b = bundle("sh", "-c", "cat /proc/sys/kernel/domainname; uname -m; cat /proc/self/personality",
                domainname="example.org", **{"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}})
@@ -1009,6 +1024,10 @@ def test_domainname_and_personality(oci, bundle, subreaper):
     ({"process.ioPriority": {"class": "IOPRIO_CLASS_FAST", "priority": 1}}, "process.ioPriority.class"),
     ({"process.ioPriority": {"class": "IOPRIO_CLASS_BE", "priority": 8}}, "process.ioPriority.priority"),
     ({"process.scheduler": {"policy": "SCHED_FAST"}}, "process.scheduler.policy"),
+    ({"linux.memoryPolicy": {"mode": "MPOL_FAST"}}, "linux.memoryPolicy.mode"),
+    ({"linux.memoryPolicy": {"mode": "MPOL_BIND"}}, "linux.memoryPolicy.nodes: MPOL_BIND needs a node list"),
+    ({"linux.memoryPolicy": {"mode": "MPOL_BIND", "nodes": "5000"}}, "linux.memoryPolicy.nodes: node numbers"),
+    ({"linux.memoryPolicy": {"mode": "MPOL_LOCAL", "flags": ["X"]}}, "linux.memoryPolicy.flags[0]"),
     ({"process.scheduler": {"policy": "SCHED_FIFO"}}, "process.scheduler.priority: SCHED_FIFO needs a priority"),
     ({"process.scheduler": {"policy": "SCHED_OTHER", "flags": ["X"]}}, "process.scheduler.flags[0]"),
     ({"linux.personality": {"domain": "LINUX", "flags": ["NO_SUCH"]}}, "linux.personality.flags[0]"),

@@ -242,6 +242,7 @@ static int refuse_under_vm(json_t *root, hd_error_t *err)
         {lx, "devices", "linux.devices"},
         {lx, "personality", "linux.personality"},
         {lx, "timeOffsets", "linux.timeOffsets"},
+        {lx, "memoryPolicy", "linux.memoryPolicy"},
         {json_object_get(lx, "resources"), "unified", "linux.resources.unified"},
         {json_object_get(lx, "seccomp"), "listenerPath", "linux.seccomp.listenerPath"},
     };
@@ -256,7 +257,8 @@ int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err)
     if (oci_globals.vm && refuse_under_vm(root, err) < 0)
         return -1;
     json_t *lx = json_object_get(root, "linux");
-    if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0 || parse_time_offsets(lx, cfg, err) < 0)
+    if (parse_devices(lx, cfg, err) < 0 || parse_personality(lx, cfg, err) < 0 ||
+        parse_time_offsets(lx, cfg, err) < 0 || oci_memory_policy_parse(lx, cfg, err) < 0)
         return -1;
     json_t *dn = json_object_get(root, "domainname");
     if (dn && !json_is_null(dn) && !json_is_string(dn))

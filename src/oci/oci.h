@@ -253,6 +253,10 @@ struct oci_config {
     /* process.execCPUAffinity (exec'd processes only): CPU lists, or NULL */
     char *affinity_initial;
     char *affinity_final;
+    /* linux.memoryPolicy: set_mempolicy's mode (with its flags) and node mask (nodes 0..1023) */
+    bool have_mpol;
+    int mpol_mode;
+    unsigned long mpol_nodes[1024 / (8 * sizeof(unsigned long))];
 };
 
 /* ---- fields applied inside the container beside config.c's (extras.c) ---- */
@@ -283,6 +287,8 @@ void oci_unified_free(struct oci_sysctl *unified, size_t n);
 int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err);
 /* Apply them to this process (the container's, before its filter and exec). */
 int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err);
+/* linux.memoryPolicy of the "linux" object lx into cfg; errors name the field. */
+int oci_memory_policy_parse(json_t *lx, struct oci_config *cfg, hd_error_t *err);
 /* exec: process.execCPUAffinity.initial as hedge-oci's own affinity while it starts the process (none: nothing). */
 int oci_affinity_initial(const struct oci_config *cfg, hd_error_t *err);
 /* In the exec'd process after it joined the cgroup: .final, or (with only .initial) the cgroup's CPUs. */

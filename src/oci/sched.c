@@ -4,7 +4,8 @@
  * first process's hook and in exec's set-up, as runc applies them (ioprio_set(2), sched_setattr(2)). And
  * process.execCPUAffinity, which the runtime-spec keeps for exec'd processes: `initial` is hedge-oci's own
  * affinity while it starts the process (inherited until the process joins the cgroup), `final` the process's
- * after it joined; without `final` the process may run on any CPU of its cgroup (runc's reset).
+ * after it joined; without `final` the process may run on any CPU of its cgroup (runc's reset). And
+ * linux.memoryPolicy: set_mempolicy(2) in the process with the mode, nodes and flags (inherited across exec).
  */
 #include "oci/oci.h"
 
@@ -191,6 +192,78 @@ int oci_affinity_final(const struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
+static const struct {
+    const char *name;
+    int value;
+} mpol_modes[] = {{"MPOL_DEFAULT", 0},
+                  {"MPOL_PREFERRED", 1},
+                  {"MPOL_BIND", 2},
+                  {"MPOL_INTERLEAVE", 3},
+                  {"MPOL_LOCAL", 4},
+                  {"MPOL_PREFERRED_MANY", 5},
+                  {"MPOL_WEIGHTED_INTERLEAVE", 6}};
+
+static const struct {
+    const char *name;
+    int value;
+} mpol_flags[] = {
+    {"MPOL_F_NUMA_BALANCING", 1 << 13}, {"MPOL_F_RELATIVE_NODES", 1 << 14}, {"MPOL_F_STATIC_NODES", 1 << 15}};
+
+enum { MPOL_NODES_MAX = 1024 };
+
+int oci_memory_policy_parse(json_t *lx, struct oci_config *cfg, hd_error_t *err)
+{
+    json_t *mp = json_object_get(lx, "memoryPolicy");
+    if (mp == NULL || json_is_null(mp))
+        return 0;
+    if (!json_is_object(mp))
+        return hd_error_set(err, 0, "linux.memoryPolicy: not an object");
+    const char *mode = json_string_value(json_object_get(mp, "mode"));
+    size_t k = 0;
+    while (k < ARRAY_SIZE(mpol_modes) && !(mode && strcmp(mode, mpol_modes[k].name) == 0))
+        k++;
+    if (k == ARRAY_SIZE(mpol_modes))
+        return hd_error_set(err, 0, "linux.memoryPolicy.mode: \"%s\" is not a mode of set_mempolicy(2)",
+                            mode ? mode : "");
+    cfg->mpol_mode = mpol_modes[k].value;
+    json_t *nodes = json_object_get(mp, "nodes");
+    const char *list = json_string_value(nodes);
+    bool no_nodes = cfg->mpol_mode == 0 || cfg->mpol_mode == 4; /* default, local */
+    if (nodes && !json_is_null(nodes) && list == NULL)
+        return hd_error_set(err, 0, "linux.memoryPolicy.nodes: not a string");
+    if (no_nodes && list && *list)
+        return hd_error_set(err, 0, "linux.memoryPolicy.nodes: %s takes no nodes", mode);
+    if (!no_nodes && (list == NULL || !hd_cgroup_cpuset_list_valid(list)))
+        return hd_error_set(err, 0, "linux.memoryPolicy.nodes: %s needs a node list like 0-1,3", mode);
+    memset(cfg->mpol_nodes, 0, sizeof(cfg->mpol_nodes));
+    for (const char *p = no_nodes ? "" : list; *p;) {
+        char *end = NULL;
+        unsigned long first = strtoul(p, &end, 10), last = first;
+        if (*end == '-')
+            last = strtoul(end + 1, &end, 10);
+        if (last >= MPOL_NODES_MAX)
+            return hd_error_set(err, 0, "linux.memoryPolicy.nodes: node numbers go up to %d", MPOL_NODES_MAX - 1);
+        for (unsigned long n = first; n <= last; n++)
+            cfg->mpol_nodes[n / (8 * sizeof(unsigned long))] |= 1UL << (n % (8 * sizeof(unsigned long)));
+        p = *end ? end + 1 : end;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(mp, "flags"), i, f)
+    {
+        const char *name = json_is_string(f) ? json_string_value(f) : "";
+        size_t j = 0;
+        while (j < ARRAY_SIZE(mpol_flags) && strcmp(mpol_flags[j].name, name) != 0)
+            j++;
+        if (j == ARRAY_SIZE(mpol_flags))
+            return hd_error_set(err, 0, "linux.memoryPolicy.flags[%zu]: \"%s\" is not a flag of set_mempolicy(2)", i,
+                                name);
+        cfg->mpol_mode |= mpol_flags[j].value;
+    }
+    cfg->have_mpol = true;
+    return 0;
+}
+
 int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err)
 {
     cfg->have_io_priority = false;
@@ -212,6 +285,9 @@ int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err)
 
 int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err)
 {
+    if (cfg->have_mpol &&
+        syscall(SYS_set_mempolicy, cfg->mpol_mode, cfg->mpol_nodes, (unsigned long)MPOL_NODES_MAX + 1) < 0)
+        return hd_error_sys(err, "linux.memoryPolicy: set_mempolicy");
     if (cfg->have_io_priority && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, cfg->io_priority) < 0)
         return hd_error_sys(err, "process.ioPriority: ioprio_set");
     if (cfg->have_sched) {
