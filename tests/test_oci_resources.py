@@ -81,6 +81,25 @@ def test_update_resources_file_sets_cpuset(oci, bundle, subreaper, tmp_path):
     assert cgroup_dirs("csu") == [] and not d.exists()
 
 
+def test_update_raises_a_memory_limit_past_its_memory_plus_swap(oci, bundle, subreaper):
+    """cgroup v1 keeps limit <= memory+swap: raising both (podman update --memory) must write memsw first."""
+    mem = BASE / "memory" / CGROUP_PARENT / "memup"
+    b = bundle("sleep", "1000", **{"linux.resources": {"memory": {"limit": 64 << 20, "swap": 64 << 20}}})
+    assert oci("create", "--bundle", b, "memup").code == 0
+    pid = state(oci, "memup")["pid"]
+    r = oci("update", "--memory", "512m", "--memory-swap", "1g", "memup")
+    assert r.code == 0, r
+    if (mem / "memory.limit_in_bytes").exists():  # v1 (this hybrid host); v2 has no such order
+        assert (mem / "memory.limit_in_bytes").read_text().strip() == str(512 << 20)
+        if (mem / "memory.memsw.limit_in_bytes").exists():
+            assert (mem / "memory.memsw.limit_in_bytes").read_text().strip() == str(1 << 30)
+    r = oci("update", "--memory", "32m", "--memory-swap", "32m", "memup")  # and down again: limit first
+    assert r.code == 0, r
+    assert oci("delete", "--force", "memup").code == 0
+    reap(pid)
+    assert cgroup_dirs("memup") == []
+
+
 @pytest.mark.parametrize("cpu, field", [
     ({"cpus": "abc"}, "linux.resources.cpu.cpus"),
     ({"mems": "0-"}, "linux.resources.cpu.mems"),

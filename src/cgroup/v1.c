@@ -259,11 +259,23 @@ static int v1_apply_memory(struct hd_cgroup *cg, const struct hd_resources *res,
     if (res->memory <= 0)
         return 0;
     snprintf(value, sizeof(value), "%" PRId64, res->memory);
-    if (cgroup_write(dir, "memory.limit_in_bytes", value, err) < 0)
-        return hd_error_prefix(err, "resources.memory");
-    if (cgroup_file_exists(dir, "memory.memsw.limit_in_bytes")) {
-        snprintf(value, sizeof(value), "%" PRId64, hd_cgroup_v1_memsw_limit(res));
-        if (cgroup_write(dir, "memory.memsw.limit_in_bytes", value, err) < 0)
+    bool memsw = cgroup_file_exists(dir, "memory.memsw.limit_in_bytes");
+    char memsw_value[32];
+    snprintf(memsw_value, sizeof(memsw_value), "%" PRId64, hd_cgroup_v1_memsw_limit(res));
+    if (cgroup_write(dir, "memory.limit_in_bytes", value, err) < 0) {
+        /* the kernel keeps limit <= memory+swap: a limit raised past the group's memsw (an update) can
+         * only follow it, so memsw goes first then */
+        if (!memsw || !*err || (*err)->errnum != EINVAL)
+            return hd_error_prefix(err, "resources.memory");
+        hd_error_free(err);
+        if (cgroup_write(dir, "memory.memsw.limit_in_bytes", memsw_value, err) < 0)
+            return hd_error_prefix(err, "resources.memory_swap");
+        if (cgroup_write(dir, "memory.limit_in_bytes", value, err) < 0)
+            return hd_error_prefix(err, "resources.memory");
+        return 0;
+    }
+    if (memsw) {
+        if (cgroup_write(dir, "memory.memsw.limit_in_bytes", memsw_value, err) < 0)
             return hd_error_prefix(err, "resources.memory_swap");
         return 0;
     }

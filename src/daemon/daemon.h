@@ -139,6 +139,8 @@ void hd_netchild_fleet_result(struct hd_netchild *nc, const char *id, const char
 void hd_netchild_fleet_report(struct hd_netchild *nc, const char *report);
 /* Send one event (JSON) to the child's spool; held (up to 1000, oldest dropped) while no child is ready. */
 void hd_netchild_fleet_event(struct hd_netchild *nc, const char *event);
+/* Send a batch of a deployment's forwarded log lines; a bounded number is held while the child restarts. */
+void hd_netchild_fleet_log(struct hd_netchild *nc, const char *deployment, const char *batch);
 /* The child's side: serve over control socket fd until told to stop; the exit code. */
 int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only);
 
@@ -185,6 +187,8 @@ struct hd_fleet_link *hd_fleet_link_start(const struct hd_daemon_config *cfg, st
 void hd_fleet_link_report(struct hd_fleet_link *l, const char *report);
 /* Spool an event for PREFIX/NODE/events (priority class 1: after class 0, before telemetry). */
 void hd_fleet_link_event(struct hd_fleet_link *l, const char *event);
+/* Spool a batch of a deployment's forwarded log lines for PREFIX/NODE/logs/DEPLOYMENT (class 9). */
+void hd_fleet_link_log(struct hd_fleet_link *l, const char *deployment, const char *batch);
 /* Publish a job's result on PREFIX/NODE/jobs/ID/result (QoS 1, not retained). */
 void hd_fleet_link_result(struct hd_fleet_link *l, const char *id, const char *result);
 /* Say "offline" (a clean shutdown sends no will) and free. */
@@ -214,6 +218,12 @@ bool hd_fleet_bench_reaped(struct hd_fleet_bench **list, pid_t pid, int status);
 void hd_fleet_bench_stop_all(struct hd_fleet_bench **list);
 /* Remove the directories of benches a killed hedged left behind. */
 void hd_fleet_bench_clean_stale(const char *state_dir);
+
+/* In hedged (fleet_logs.c): follow the log of every deployment with logs.forward and hand batches of its
+ * lines to the network child (docs/fleet.md, "Log forwarding"). */
+struct hd_fleet_logs;
+struct hd_fleet_logs *hd_fleet_logs_new(struct hd_loop *loop, struct hd_supervisor *sup, struct hd_netchild *net);
+void hd_fleet_logs_free(struct hd_fleet_logs *fl);
 
 /* ---- workload_creds.c -------------------------------------------------- */
 
@@ -428,6 +438,10 @@ json_t *hd_supervisor_history(struct hd_supervisor *sup, const char *name);
 /* Log file of a workload (caller frees), NULL when unknown. */
 char *hd_supervisor_log_path(struct hd_supervisor *sup, const char *name);
 bool hd_supervisor_exists(struct hd_supervisor *sup, const char *name);
+/* Call fn for every deployment with its current spec (fleet_logs.c reads logs.forward). */
+struct hd_spec;
+void hd_supervisor_each(struct hd_supervisor *sup, void (*fn)(void *ctx, const char *name, const struct hd_spec *spec),
+                        void *ctx);
 /* {"state_dir", "images": [...]}: the image references deployments record (every version) and pulls
  * in progress name: what `hedge image prune` keeps. */
 json_t *hd_supervisor_images_in_use(struct hd_supervisor *sup);

@@ -178,6 +178,7 @@ struct hd_fleet {
     const char *accel;              /* "kvm" or "tcg": what a vm workload would run on (probed once) */
     json_t *live_facts; /* uptime, load, memory, disk, broker clients, spool depth: refreshed every minute */
     int64_t live_facts_ms;
+    struct hd_fleet_logs *logs; /* log forwarding (fleet_logs.c) */
 };
 
 static void fleet_apply_next(struct hd_fleet *f);
@@ -853,6 +854,7 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
     hd_store_set_event_sink(store, fleet_on_event, f);
     fleet_kick(f); /* the first report, once the loop runs: after the supervisor recovered */
     f->timer = hd_loop_timer(loop, FLEET_REPORT_PERIOD_S, fleet_on_timer, f);
+    f->logs = hd_fleet_logs_new(loop, sup, net);
     hd_log(HD_LOG_INFO, "fleet", "node %s, desired state from %s", cfg->uplink->node_id, cfg->fleet->prefix);
     return f;
 }
@@ -871,6 +873,7 @@ void hd_fleet_free(struct hd_fleet *f)
         hd_supervisor_forget(f->sup, j);
         fleet_job_free(j);
     }
+    hd_fleet_logs_free(f->logs);
     if (f->timer)
         hd_loop_cancel(f->loop, f->timer);
     if (f->kick)

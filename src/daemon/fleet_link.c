@@ -12,6 +12,11 @@
  * object (HD_NET_FLEET_DESIRED), or as the reason it could not be read:
  * hedged, which checks the fields, never reads the network's bytes. At a clean shutdown it publishes
  * "offline" itself, since a DISCONNECT tells the broker not to send the will.
+ *
+ * Events (PREFIX/NODE/events) and forwarded log batches (PREFIX/NODE/logs/NAME,
+ * from fleet_logs.c) go through the uplink's durable spool: events in class 1,
+ * logs in class 9, the least important, so that a spool full of logs gives
+ * way to everything else.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +26,17 @@
 #include "base/util.h"
 #include "daemon/daemon.h"
 #include "daemon/netchild_proto.h"
+#include "mqtt/topic.h"
 #include "uplink/uplink.h"
 
 #define FLEET_EVENTS_PRIORITY 1 /* after class 0 (the operator's most urgent routes), before telemetry */
+#define FLEET_LOGS_PRIORITY 9   /* the least important class: logs never push anything else out of the spool */
+#define FLEET_LOGS_TTL_MS (24 * 3600 * 1000LL) /* a day's logs wait in the spool, no more */
 
 struct hd_fleet_link {
     struct hd_uplink *uplink;
     int fd; /* the control socket to hedged */
-    char *desired, *reported, *status, *events, *jobs, *jobs_prefix;
+    char *desired, *reported, *status, *events, *jobs, *jobs_prefix, *logs_prefix;
     char *report; /* the last report from hedged, NULL: none yet */
 };
 
@@ -150,6 +158,7 @@ struct hd_fleet_link *hd_fleet_link_start(const struct hd_daemon_config *cfg, st
     l->events = hd_fleet_topic(cfg, "events");
     l->jobs = hd_fleet_topic(cfg, "jobs/+");
     l->jobs_prefix = hd_fleet_topic(cfg, "jobs/");
+    l->logs_prefix = hd_fleet_topic(cfg, "logs/");
     char *filters[] = {l->desired, l->jobs, NULL};
     struct hd_uplink_cloud_user user = {
         .filters = filters,
@@ -183,6 +192,30 @@ void hd_fleet_link_event(struct hd_fleet_link *l, const char *event)
     }
 }
 
+/* A batch of a deployment's forwarded log lines (fleet_logs.c builds it): through the spool in the least
+ * important class, with a day to live. */
+void hd_fleet_link_log(struct hd_fleet_link *l, const char *deployment, const char *batch)
+{
+    if (!l)
+        return;
+    if (!hd_mqtt_level_valid_name(deployment)) {
+        hd_log(HD_LOG_WARN, "fleet", "log batch for \"%s\": not a topic level, dropped", deployment);
+        return;
+    }
+    cleanup_free char *topic = hd_xasprintf("%s%s", l->logs_prefix, deployment);
+    struct hd_spool_message m = {.topic = topic,
+                                 .payload = batch,
+                                 .len = strlen(batch),
+                                 .qos = 1,
+                                 .priority = FLEET_LOGS_PRIORITY,
+                                 .ttl_ms = FLEET_LOGS_TTL_MS};
+    hd_error_t err = NULL;
+    if (hd_uplink_enqueue(l->uplink, &m, &err) < 0) {
+        hd_log(HD_LOG_WARN, "fleet", "log batch of %s: %s", deployment, hd_error_text(err));
+        hd_error_free(&err);
+    }
+}
+
 void hd_fleet_link_result(struct hd_fleet_link *l, const char *id, const char *result)
 {
     if (!l)
@@ -202,6 +235,7 @@ void hd_fleet_link_stop(struct hd_fleet_link *l)
     free(l->events);
     free(l->jobs);
     free(l->jobs_prefix);
+    free(l->logs_prefix);
     free(l->report);
     free(l);
 }

@@ -43,6 +43,7 @@
 #define NETCHILD_BACKOFF_MAX 10.0
 #define NETCHILD_STABLE_MS 30000  /* a child that lived this long restarts at the minimum backoff */
 #define NETCHILD_EVENTS_HELD 1000 /* fleet events held while the child restarts */
+#define NETCHILD_LOGS_HELD 64     /* forwarded log batches (each at most ~16 KiB) held meanwhile */
 
 struct netchild_rule {
     char *access, *filter;
@@ -86,6 +87,9 @@ struct hd_netchild {
     char **fleet_events; /* events waiting for a ready child: a ring of NETCHILD_EVENTS_HELD */
     size_t events_first, events_count;
     uint64_t events_dropped;
+    char **fleet_logs; /* log batches waiting for a ready child: a ring of NETCHILD_LOGS_HELD {name, batch} pairs */
+    size_t logs_first, logs_count;
+    uint64_t logs_dropped;
 };
 
 static void netchild_kill(struct hd_netchild *nc, const char *why);
@@ -248,6 +252,18 @@ static void netchild_on_ready(struct hd_netchild *nc, const char *port_text)
         free(*e);
         *e = NULL;
         nc->events_first = (nc->events_first + 1) % NETCHILD_EVENTS_HELD;
+    }
+    if (nc->logs_dropped)
+        hd_log(HD_LOG_WARN, "netchild", "%llu forwarded log batches dropped while the network child was away",
+               (unsigned long long)nc->logs_dropped);
+    nc->logs_dropped = 0;
+    for (; nc->logs_count; nc->logs_count--) {
+        char **b = &nc->fleet_logs[2 * nc->logs_first];
+        hd_net_send(nc->fd, HD_NET_FLEET_LOG, 2, (const char *const[]){b[0], b[1]});
+        free(b[0]);
+        free(b[1]);
+        b[0] = b[1] = NULL;
+        nc->logs_first = (nc->logs_first + 1) % NETCHILD_LOGS_HELD;
     }
 }
 
@@ -614,6 +630,9 @@ void hd_netchild_stop(struct hd_netchild *nc)
     for (size_t i = 0; nc->fleet_events && i < NETCHILD_EVENTS_HELD; i++)
         free(nc->fleet_events[i]);
     free(nc->fleet_events);
+    for (size_t i = 0; nc->fleet_logs && i < 2 * NETCHILD_LOGS_HELD; i++)
+        free(nc->fleet_logs[i]);
+    free(nc->fleet_logs);
     free(nc);
 }
 
@@ -729,6 +748,29 @@ void hd_netchild_fleet_event(struct hd_netchild *nc, const char *event)
         nc->events_dropped++;
     }
     nc->fleet_events[(nc->events_first + nc->events_count++) % NETCHILD_EVENTS_HELD] = hd_xstrdup(event);
+}
+
+void hd_netchild_fleet_log(struct hd_netchild *nc, const char *deployment, const char *batch)
+{
+    if (!nc || strlen(batch) + strlen(deployment) >= HD_NET_MAX_MSG - 64)
+        return;
+    if (nc->ready && nc->fd >= 0 && nc->logs_count == 0 &&
+        hd_net_send(nc->fd, HD_NET_FLEET_LOG, 2, (const char *const[]){deployment, batch}) == 0)
+        return;
+    if (!nc->fleet_logs)
+        nc->fleet_logs = hd_xcalloc(2 * NETCHILD_LOGS_HELD, sizeof(char *));
+    if (nc->logs_count == NETCHILD_LOGS_HELD) { /* full: the oldest goes */
+        char **b = &nc->fleet_logs[2 * nc->logs_first];
+        free(b[0]);
+        free(b[1]);
+        b[0] = b[1] = NULL;
+        nc->logs_first = (nc->logs_first + 1) % NETCHILD_LOGS_HELD;
+        nc->logs_count--;
+        nc->logs_dropped++;
+    }
+    char **b = &nc->fleet_logs[2 * ((nc->logs_first + nc->logs_count++) % NETCHILD_LOGS_HELD)];
+    b[0] = hd_xstrdup(deployment);
+    b[1] = hd_xstrdup(batch);
 }
 
 void hd_netchild_fleet_result(struct hd_netchild *nc, const char *id, const char *result)

@@ -275,6 +275,7 @@ static void netchild_on_control(struct hd_loop *loop, int fd, uint32_t events, v
     case HD_NET_FLEET_REPORT: hd_fleet_link_report(c->fleet, m->field[0]); break;
     case HD_NET_FLEET_EVENT: hd_fleet_link_event(c->fleet, m->field[0]); break;
     case HD_NET_FLEET_RESULT: hd_fleet_link_result(c->fleet, m->field[0], m->field[1]); break;
+    case HD_NET_FLEET_LOG: hd_fleet_link_log(c->fleet, m->field[0], m->field[1]); break;
     case HD_NET_PING: hd_net_send(fd, HD_NET_PONG, 1, &m->field[0]); break;
     case HD_NET_RELOAD: /* a fresh child reads the config again; sessions and spool are on disk */
     case HD_NET_SHUTDOWN: hd_loop_quit(loop); break;

@@ -50,7 +50,7 @@ static bool net_type_from_child(uint16_t t)
 
 static bool net_type_to_child(uint16_t t)
 {
-    return t >= HD_NET_SET_USER && t <= HD_NET_SERVE;
+    return t >= HD_NET_SET_USER && t <= HD_NET_FLEET_LOG;
 }
 
 /* The field count each type must have. */
@@ -70,6 +70,7 @@ static int net_fields_of(uint16_t t)
     case HD_NET_FLEET_EVENT: return 1;
     case HD_NET_FLEET_JOB: return 2;
     case HD_NET_FLEET_RESULT: return 2;
+    case HD_NET_FLEET_LOG: return 2;
     default: return 0;
     }
 }

@@ -47,6 +47,7 @@ enum hd_net_type {
     HD_NET_FLEET_EVENT = 25,  /* event (JSON): to spool for the fleet's events topic */
     HD_NET_FLEET_RESULT = 26, /* job id, result (JSON): to publish on the job's result topic */
     HD_NET_SERVE = 27,        /* hedged's users and rules (sent after READY) are in: accept clients */
+    HD_NET_FLEET_LOG = 28,    /* deployment, batch (JSON): forwarded log lines to spool for PREFIX/NODE/logs/NAME */
 };
 /* clang-format on */
 

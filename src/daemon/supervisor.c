@@ -72,6 +72,14 @@ bool hd_supervisor_exists(struct hd_supervisor *sup, const char *name)
     return supervisor_find(sup, name) != NULL;
 }
 
+void hd_supervisor_each(struct hd_supervisor *sup, void (*fn)(void *ctx, const char *name, const struct hd_spec *spec),
+                        void *ctx)
+{
+    for (struct workload *wl = sup->workloads; wl; wl = wl->next)
+        if (!wl->removing)
+            fn(ctx, wl->name, wl->spec);
+}
+
 const char *workload_state_name(const struct workload *wl)
 {
     if (wl->state == HD_LC_BACKOFF && wl->consecutive_failures >= wl->sup->cfg->crash_loop_after)

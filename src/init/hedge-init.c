@@ -37,14 +37,17 @@
  * message (and to the console), then the guest powers off: the host never
  * waits on a guest that gave up. A malformed message from the host is such a
  * failure.
+ *
+ * This file holds PID 1's life: boot, the host port, CONFIG (and the bound
+ * files' bytes after it), the workload, the relay loop, EXIT and power-off.
+ * The guest's set-up (steps 2-4: entropy and clock, rootfs, devices, shares,
+ * files, secrets, machine id, cgroup, network) is setup.c; the EXEC sessions
+ * (their table, stdin windows, ptys, signals) are exec.c; init.h is what the
+ * three share.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
-#include <net/route.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -53,12 +56,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <linux/random.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,60 +66,13 @@
 
 #include "base/child.h"
 #include "base/util.h"
-#include "runtime/vm/proto.h"
+#include "init/init.h"
 
-#define GUEST_CGROUP "/cg"
-#define WORKLOAD_CGROUP GUEST_CGROUP "/workload"
-#define DEVICE_WAIT_MS 20000
 #define EXIT_ACK_WAIT_MS 10000 /* the host acknowledges EXIT at once; the bound is for a host gone wrong */
 
-static int port_fd = -1;
+int port_fd = -1;
 static struct hd_vm_reader host_reader; /* messages from the host, after CONFIG */
 static int debug;                       /* "hedge.debug" on the kernel command line: phase timestamps on the console */
-
-struct guest_config {
-    char **argv;
-    char **env;
-    char *workdir;
-    char *user;
-    char *hostname;
-    char *pids;
-    char *memory;
-    int readonly;
-    char *net_address; /* "10.89.0.2/24" with a bridge network, else NULL */
-    char *net_gateway;
-    char *machine_id; /* 32 hex digits for /etc/machine-id */
-    unsigned char seed[HD_VM_SEED_BYTES];
-    int have_seed;
-    struct timespec clock; /* the host's wall clock when it sent CONFIG */
-    int have_clock;
-    char **devices;               /* HD_VM_CFG_DEVICE records: "KIND NAME MODE TARGET" */
-    struct guest_secret *secrets; /* HD_VM_CFG_SECRET records, wiped once written */
-    size_t n_secrets;
-    struct guest_file *files; /* HD_VM_CFG_FILE records: their bytes in FILES_DIR/N */
-    size_t n_files;
-    char *net_mtu;
-    char **shares; /* HD_VM_CFG_SHARE records: "RO TAG TARGET" */
-};
-
-/* A file bound into the guest (hedge-oci-vm's bind mounts of files): FILES_DIR/<index>, bound at target. */
-struct guest_file {
-    unsigned mode;
-    unsigned uid, gid;
-    int readonly;
-    size_t len;
-    char *target;
-};
-
-#define FILES_DIR "/hedge-files"
-
-struct guest_secret {
-    unsigned mode;
-    long long uid, gid; /* -1: the workload user's */
-    char *target;
-    char *value;
-    size_t len;
-};
 
 static void console_print(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void console_print(const char *fmt, ...)
@@ -139,7 +92,7 @@ static void console_print(const char *fmt, ...)
         close(fd);
 }
 
-static void debug_phase(const char *phase)
+void debug_phase(const char *phase)
 {
     if (!debug)
         return;
@@ -160,7 +113,7 @@ __attribute__((noreturn)) static void power_off(void)
 static void wait_for_exit_ack(void);
 
 /* Report a failure to the host (exit code + text) and the console, then power off. */
-__attribute__((noreturn, format(printf, 3, 4))) static void guest_fail(int code, int errnum, const char *fmt, ...)
+void guest_fail(int code, int errnum, const char *fmt, ...)
 {
     char text[1024];
     va_list ap;
@@ -184,21 +137,19 @@ __attribute__((noreturn, format(printf, 3, 4))) static void guest_fail(int code,
     power_off();
 }
 
-static uint64_t now_ms(void)
+uint64_t now_ms(void)
 {
     return hd_now_ns() / 1000000u;
 }
 
-static void sleep_ms(long ms)
+void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
 }
 
-static void debug_phase(const char *phase);
-
-static void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data)
+void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data)
 {
     mkdir(target, 0755);
     if (mount(src, target, type, flags, data) < 0)
@@ -212,7 +163,7 @@ static int select_ko(const struct dirent *d)
 }
 
 /* Load the modules in dir in name order; a module already built in or loaded is fine. */
-static void load_modules(const char *dir)
+void load_modules(const char *dir)
 {
     struct dirent **names = NULL;
     int n = scandir(dir, &names, select_ko, alphasort);
@@ -273,18 +224,6 @@ static int open_host_port(void)
     }
 }
 
-static void wait_for_device(const char *path)
-{
-    uint64_t deadline = now_ms() + DEVICE_WAIT_MS;
-    struct stat st;
-    while (stat(path, &st) < 0) {
-        if (now_ms() >= deadline)
-            guest_fail(HD_EXIT_HEDGE, 0, "device %s did not appear within %d ms", path, DEVICE_WAIT_MS);
-        sleep_ms(1);
-    }
-}
-
-/* Read and decode the CONFIG message; malformed → fail. */
 /*
  * The FILE records' bytes follow CONFIG as FILE_DATA messages (proto.h): written to FILES_DIR/<index> in
  * the initramfs's root (memory), bound at their targets once the rootfs is mounted (setup_files).
@@ -330,6 +269,7 @@ static void read_files(struct guest_config *cfg)
         guest_fail(HD_EXIT_HEDGE, 0, "protocol: %zu bytes of file data beyond the files", have);
 }
 
+/* Read and decode the CONFIG message; malformed → fail. */
 static void read_config(struct guest_config *cfg)
 {
     struct hd_vm_msg_header h;
@@ -379,6 +319,12 @@ static void read_config(struct guest_config *cfg)
         }
         case HD_VM_CFG_NET_MTU: cfg->net_mtu = hd_xstrdup(value); break;
         case HD_VM_CFG_SHARE: hd_strv_push(&cfg->shares, value); break;
+        case HD_VM_CFG_TERMINAL:
+            if (sscanf(value, "%u %u", &cfg->tty_rows, &cfg->tty_cols) != 2 || cfg->tty_rows > 65535 ||
+                cfg->tty_cols > 65535)
+                guest_fail(HD_EXIT_HEDGE, 0, "protocol: config terminal size \"%s\" is not \"ROWS COLS\"", value);
+            cfg->tty = 1;
+            break;
         case HD_VM_CFG_FILE: {
             struct guest_file f = {0};
             int n = 0;
@@ -424,407 +370,6 @@ static void read_config(struct guest_config *cfg)
     read_files(cfg);
 }
 
-/*
- * The host's seed goes into the input pool, credited at full weight (RNDADDENTROPY), and the CRNG is
- * reseeded from it (RNDRESEEDCRNG): the guest's CPU model has no RDRAND, so without this the first
- * getrandom() blocks ~1 s while the kernel gathers jitter, and a restored clone would share the
- * random state of the snapshot. Then the wall clock: a restored guest's is stale by the snapshot's age.
- */
-static void apply_host_state(struct guest_config *cfg)
-{
-    if (cfg->have_seed) {
-        struct {
-            struct rand_pool_info info;
-            unsigned char bytes[HD_VM_SEED_BYTES];
-        } pool;
-        pool.info.entropy_count = HD_VM_SEED_BYTES * 8; /* bits */
-        pool.info.buf_size = HD_VM_SEED_BYTES;          /* bytes */
-        memcpy(pool.bytes, cfg->seed, HD_VM_SEED_BYTES);
-        explicit_bzero(cfg->seed, sizeof(cfg->seed));
-        int fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "entropy: open /dev/random");
-        if (ioctl(fd, RNDADDENTROPY, &pool) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "entropy: RNDADDENTROPY");
-        explicit_bzero(&pool, sizeof(pool));
-        if (ioctl(fd, RNDRESEEDCRNG) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "entropy: RNDRESEEDCRNG");
-        close(fd);
-    }
-    if (cfg->have_clock && clock_settime(CLOCK_REALTIME, &cfg->clock) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "clock_settime");
-}
-
-static void set_inet(struct sockaddr *sa, in_addr_t addr)
-{
-    struct sockaddr_in *in = (struct sockaddr_in *)(void *)sa;
-    memset(in, 0, sizeof(*in));
-    in->sin_family = AF_INET;
-    in->sin_addr.s_addr = addr;
-}
-
-static void interface_up(int sock, const char *name)
-{
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
-    if (ioctl(sock, SIOCGIFFLAGS, &ifr) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: %s flags", name);
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(sock, SIOCSIFFLAGS, &ifr) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: bring %s up", name);
-}
-
-/*
- * lo always comes up (like a container's own namespace). With a bridge network: load the
- * virtio-net modules, wait for eth0, give it the leased address and route via the gateway.
- */
-static void setup_network(const struct guest_config *cfg)
-{
-    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (sock < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: socket");
-    interface_up(sock, "lo");
-    if (cfg->net_address == NULL) {
-        close(sock);
-        return;
-    }
-    char addr_text[32];
-    snprintf(addr_text, sizeof(addr_text), "%s", cfg->net_address);
-    char *slash = strchr(addr_text, '/');
-    int prefix = slash ? atoi(slash + 1) : 32;
-    if (slash)
-        *slash = '\0';
-    struct in_addr addr, gateway;
-    if (inet_pton(AF_INET, addr_text, &addr) != 1 || prefix < 1 || prefix > 32)
-        guest_fail(HD_EXIT_HEDGE, 0, "network: bad address \"%s\"", cfg->net_address);
-    if (cfg->net_gateway && inet_pton(AF_INET, cfg->net_gateway, &gateway) != 1)
-        guest_fail(HD_EXIT_HEDGE, 0, "network: bad gateway \"%s\"", cfg->net_gateway);
-    load_modules("/modules/net");
-    wait_for_device("/sys/class/net/eth0");
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof(ifr));
-    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "eth0");
-    set_inet(&ifr.ifr_addr, addr.s_addr);
-    if (ioctl(sock, SIOCSIFADDR, &ifr) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 address %s", cfg->net_address);
-    set_inet(&ifr.ifr_netmask, htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix)));
-    if (ioctl(sock, SIOCSIFNETMASK, &ifr) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 netmask /%d", prefix);
-    if (cfg->net_mtu) {
-        ifr.ifr_mtu = atoi(cfg->net_mtu);
-        if (ioctl(sock, SIOCSIFMTU, &ifr) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "network: eth0 MTU %s", cfg->net_mtu);
-    }
-    interface_up(sock, "eth0");
-    if (cfg->net_gateway == NULL) { /* a network without a way out (podman --internal) */
-        close(sock);
-        return;
-    }
-    struct rtentry route;
-    memset(&route, 0, sizeof(route));
-    set_inet(&route.rt_dst, INADDR_ANY);
-    set_inet(&route.rt_genmask, INADDR_ANY);
-    set_inet(&route.rt_gateway, gateway.s_addr);
-    route.rt_flags = RTF_UP | RTF_GATEWAY;
-    route.rt_dev = (char *)"eth0";
-    if (ioctl(sock, SIOCADDRT, &route) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "network: default route via %s", cfg->net_gateway);
-    close(sock);
-}
-
-static void setup_rootfs(const struct guest_config *cfg)
-{
-    wait_for_device("/dev/vda");
-    if (cfg->readonly) {
-        mount_or_fail("/dev/vda", "/newroot", "erofs", MS_RDONLY, NULL);
-    } else {
-        mount_or_fail("/dev/vda", "/lower", "erofs", MS_RDONLY, NULL);
-        mount_or_fail("upper", "/upper", "tmpfs", 0, "mode=0755");
-        mkdir("/upper/data", 0755);
-        mkdir("/upper/work", 0755);
-        mount_or_fail("overlay", "/newroot", "overlay", 0, "lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work");
-    }
-    /* A read-only root without these dirs cannot get them; the workload then runs without. */
-    struct {
-        const char *target, *type;
-    } inside[] = {
-        {"/newroot/proc", "proc"},
-        {"/newroot/sys", "sysfs"},
-        {"/newroot/dev", "devtmpfs"},
-        {"/newroot/dev/pts", "devpts"}, /* the ptys of exec --tty (and of the workload's own use) */
-    };
-    for (size_t i = 0; i < ARRAY_SIZE(inside); i++) {
-        mkdir(inside[i].target, 0755);
-        struct stat st;
-        const char *data = strcmp(inside[i].type, "devpts") == 0 ? "ptmxmode=0666,mode=0620,gid=5" : NULL;
-        if (stat(inside[i].target, &st) == 0 &&
-            mount(inside[i].type, inside[i].target, inside[i].type, MS_NOSUID | MS_NOEXEC, data) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "mount %s on %s", inside[i].type, inside[i].target);
-    }
-}
-
-/* Read a one-line sysfs attribute dir/entry/attr into buf (newline dropped); 0, or -1 if absent. */
-static int read_attr(const char *dir, const char *entry, const char *attr, char *buf, size_t size)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s/%s", dir, entry, attr);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, size - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
-    return 0;
-}
-
-/* The device number of the entry of dir (entries starting with prefix) whose attr is want; waits for it. */
-static dev_t find_device(const char *dir, const char *prefix, const char *attr, const char *want)
-{
-    uint64_t deadline = now_ms() + DEVICE_WAIT_MS;
-    for (;;) {
-        DIR *d = opendir(dir);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            char value[64], numbers[32];
-            unsigned maj, min;
-            if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
-                read_attr(dir, e->d_name, attr, value, sizeof(value)) < 0 || strcmp(value, want) != 0 ||
-                read_attr(dir, e->d_name, "dev", numbers, sizeof(numbers)) < 0 ||
-                sscanf(numbers, "%u:%u", &maj, &min) != 2)
-                continue;
-            closedir(d);
-            return makedev(maj, min);
-        }
-        if (d)
-            closedir(d);
-        if (now_ms() >= deadline)
-            guest_fail(HD_EXIT_HEDGE, 0, "device %s (%s/%s*/%s) did not appear within %d ms", want, dir, prefix, attr,
-                       DEVICE_WAIT_MS);
-        sleep_ms(1);
-    }
-}
-
-/*
- * The host's devices (docs/vm.md#devices): each one's guest node - the virtio-serial port named NAME, or
- * the virtio-blk disk whose serial is NAME - is made again at TARGET in the new root with the mode the
- * spec's permissions give (mknod: the same device numbers, so it works outside /dev too).
- */
-static void setup_devices(const struct guest_config *cfg)
-{
-    for (size_t i = 0; cfg->devices && cfg->devices[i]; i++) {
-        char kind, name[48];
-        unsigned mode;
-        int off = 0;
-        if (sscanf(cfg->devices[i], "%c %47s %o %n", &kind, name, &mode, &off) != 3 || off == 0 ||
-            (kind != 'c' && kind != 'b') || cfg->devices[i][off] != '/' || mode > 0777)
-            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config device \"%s\" is not KIND NAME MODE TARGET",
-                       cfg->devices[i]);
-        const char *target = cfg->devices[i] + off;
-        dev_t dev = kind == 'c' ? find_device("/sys/class/virtio-ports", "vport", "name", name)
-                                : find_device("/sys/block", "vd", "serial", name);
-        char path[4200];
-        snprintf(path, sizeof(path), "/newroot%s", target);
-        char *slash = strrchr(path, '/');
-        *slash = '\0';
-        hd_error_t err = NULL;
-        if (hd_mkdir_p(path, 0755, &err) < 0)
-            guest_fail(HD_EXIT_HEDGE, err->errnum, "device %s: %s", target, err->message);
-        *slash = '/';
-        struct stat st;
-        if (lstat(path, &st) == 0 && !S_ISDIR(st.st_mode))
-            unlink(path); /* a node of the guest's own /dev at that name gives way */
-        if (mknod(path, (kind == 'c' ? S_IFCHR : S_IFBLK) | mode, dev) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "device %s: mknod", target);
-        if (chmod(path, mode) < 0) /* the umask took some bits */
-            guest_fail(HD_EXIT_HEDGE, errno, "device %s: chmod", target);
-    }
-}
-
-/*
- * Host directories (hedge-oci-vm's directory binds): virtiofs, one tag per directory (the host runs a
- * virtiofsd for each); the modules in /modules/fs are loaded only for a guest that has one. A read-only
- * share is mounted read-only (the host's daemon sees it read-only as well).
- */
-static void setup_shares(const struct guest_config *cfg)
-{
-    if (cfg->shares == NULL)
-        return;
-    load_modules("/modules/fs");
-    for (size_t i = 0; cfg->shares[i]; i++) {
-        int ro = 0, n = 0;
-        char tag[32];
-        if (sscanf(cfg->shares[i], "%d %31s %n", &ro, tag, &n) != 2 || n == 0 || cfg->shares[i][n] != '/')
-            guest_fail(HD_EXIT_HEDGE, 0, "protocol: config share \"%s\" is not RO TAG TARGET", cfg->shares[i]);
-        const char *target = cfg->shares[i] + n;
-        char path[4200];
-        snprintf(path, sizeof(path), "/newroot%s", target);
-        hd_error_t err = NULL;
-        if (hd_mkdir_p(path, 0755, &err) < 0)
-            guest_fail(HD_EXIT_HEDGE, err->errnum, "mounts: %s: %s", target, err->message);
-        /* the device may still be probing after the modules load: a few tries */
-        int tries = 0;
-        while (mount(tag, path, "virtiofs", ro ? MS_RDONLY : 0, NULL) < 0) {
-            if (++tries > 200 || (errno != ENOENT && errno != ENODEV && errno != EINVAL))
-                guest_fail(HD_EXIT_HEDGE, errno, "mounts: virtiofs %s at %s", tag, target);
-            sleep_ms(10);
-        }
-    }
-}
-
-/*
- * The files an engine binds into a container (hedge-oci-vm): each copy in FILES_DIR gets the host file's
- * owner and mode and is bound at its target in the new root (made empty in the overlay if missing; a
- * read-only root must have it), read-only when the bind was. Writes inside stay in the guest.
- */
-static void setup_files(const struct guest_config *cfg)
-{
-    for (size_t i = 0; i < cfg->n_files; i++) {
-        const struct guest_file *f = &cfg->files[i];
-        char src[64], path[4200];
-        snprintf(src, sizeof(src), FILES_DIR "/%zu", i);
-        snprintf(path, sizeof(path), "/newroot%s", f->target);
-        if (chown(src, f->uid, f->gid) < 0 || chmod(src, f->mode) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "mounts: owner and mode of %s", f->target);
-        struct stat st;
-        int exists = lstat(path, &st) == 0;
-        if (!exists || !S_ISREG(st.st_mode)) {
-            char *dir = hd_xstrdup(path);
-            *strrchr(dir, '/') = '\0';
-            hd_error_t err = NULL;
-            if (hd_mkdir_p(dir, 0755, &err) < 0)
-                guest_fail(HD_EXIT_HEDGE, err->errnum, "mounts: %s: %s", f->target, err->message);
-            free(dir);
-            if (exists && !S_ISLNK(st.st_mode))
-                guest_fail(HD_EXIT_HEDGE, 0, "mounts: %s is not a file in the rootfs", f->target);
-            if (exists && unlink(path) < 0) /* a symlink (e.g. to systemd's resolv.conf): the file replaces it */
-                guest_fail(HD_EXIT_HEDGE, errno, "mounts: replace the symlink %s", f->target);
-            int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-            if (fd < 0)
-                guest_fail(HD_EXIT_HEDGE, errno, "mounts: create %s in the rootfs", f->target);
-            close(fd);
-        }
-        if (mount(src, path, NULL, MS_BIND, NULL) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "mounts: bind %s", f->target);
-        if (f->readonly && mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "mounts: %s read-only", f->target);
-    }
-}
-
-static int dir_len_cmp(const void *a, const void *b)
-{
-    size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
-    return la < lb ? -1 : la > lb ? 1 : strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/*
- * The secrets, as a container gets them (docs/security.md, "Secrets"): each target's directory is a
- * tmpfs of its own (parents mounted before children), holding only the secrets' files, with the
- * spec's mode and owner (default: the workload user's ids). The values are wiped from memory here.
- */
-static void setup_secrets(struct guest_config *cfg)
-{
-    if (cfg->n_secrets == 0)
-        return;
-    uid_t wuid = 0;
-    gid_t wgid = 0;
-    hd_error_t err = NULL;
-    if (cfg->user && hd_resolve_user("/newroot", cfg->user, &wuid, &wgid, &err) < 0)
-        hd_error_free(&err); /* start_workload reports an unknown user */
-    char **dirs = NULL;
-    for (size_t i = 0; i < cfg->n_secrets; i++) {
-        char *d = hd_xstrdup(cfg->secrets[i].target);
-        *strrchr(d, '/') = '\0';
-        if (d[0] != '\0' && !hd_strv_contains(dirs, d))
-            hd_strv_push(&dirs, d);
-        free(d);
-    }
-    size_t n = 0;
-    while (dirs && dirs[n])
-        n++;
-    if (n > 1)
-        qsort(dirs, n, sizeof(*dirs), dir_len_cmp);
-    for (size_t i = 0; i < n; i++) {
-        char path[4200];
-        snprintf(path, sizeof(path), "/newroot%s", dirs[i]);
-        if (hd_mkdir_p(path, 0755, &err) < 0)
-            guest_fail(HD_EXIT_HEDGE, err->errnum, "secrets: %s: %s", dirs[i], err->message);
-        mount_or_fail("hedge-secrets", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,nr_inodes=1024");
-    }
-    hd_strv_free(dirs);
-    for (size_t i = 0; i < cfg->n_secrets; i++) {
-        struct guest_secret *sec = &cfg->secrets[i];
-        char path[4200];
-        snprintf(path, sizeof(path), "/newroot%s", sec->target);
-        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "secrets: create %s", sec->target);
-        int r = hd_vm_write_all(fd, sec->value, sec->len);
-        if (r < 0)
-            guest_fail(HD_EXIT_HEDGE, -r, "secrets: write %s", sec->target);
-        uid_t uid = sec->uid >= 0 ? (uid_t)sec->uid : wuid;
-        gid_t gid = sec->gid >= 0 ? (gid_t)sec->gid : wgid;
-        if (fchown(fd, uid, gid) < 0 || fchmod(fd, sec->mode) < 0)
-            guest_fail(HD_EXIT_HEDGE, errno, "secrets: owner and mode of %s", sec->target);
-        close(fd);
-        explicit_bzero(sec->value, sec->len);
-        free(sec->value);
-        free(sec->target);
-    }
-    free(cfg->secrets);
-    cfg->secrets = NULL;
-    cfg->n_secrets = 0;
-}
-
-/*
- * The guest's own /etc/machine-id (a clone of a template must not share one): written into the
- * overlay, or over an existing file of a read-only root by a bind mount of a file on /run's tmpfs.
- */
-static void setup_machine_id(const struct guest_config *cfg)
-{
-    if (cfg->machine_id == NULL)
-        return;
-    char line[40];
-    int n = snprintf(line, sizeof(line), "%s\n", cfg->machine_id);
-    hd_error_t err = NULL;
-    if (!cfg->readonly) {
-        mkdir("/newroot/etc", 0755);
-        if (hd_write_file("/newroot/etc/machine-id", line, (size_t)n, &err) < 0)
-            guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-        return;
-    }
-    struct stat st;
-    if (stat("/newroot/etc/machine-id", &st) < 0)
-        return; /* a read-only root without the file cannot get one */
-    if (hd_write_file("/machine-id", line, (size_t)n, &err) < 0)
-        guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    if (mount("/machine-id", "/newroot/etc/machine-id", NULL, MS_BIND, NULL) < 0)
-        guest_fail(HD_EXIT_HEDGE, errno, "bind /etc/machine-id");
-}
-
-static void write_control(const char *path, const char *value)
-{
-    hd_error_t err = NULL;
-    if (hd_write_file(path, value, strlen(value), &err) < 0)
-        guest_fail(HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-}
-
-/* The workload's guest cgroup: pids.max and memory.max as the spec says. */
-static void setup_cgroup(const struct guest_config *cfg)
-{
-    mount_or_fail("cgroup2", GUEST_CGROUP, "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL);
-    write_control(GUEST_CGROUP "/cgroup.subtree_control", "+memory +pids");
-    if (mkdir(WORKLOAD_CGROUP, 0755) < 0 && errno != EEXIST)
-        guest_fail(HD_EXIT_HEDGE, errno, "mkdir %s", WORKLOAD_CGROUP);
-    if (cfg->pids)
-        write_control(WORKLOAD_CGROUP "/pids.max", cfg->pids);
-    if (cfg->memory)
-        write_control(WORKLOAD_CGROUP "/memory.max", cfg->memory);
-}
-
 static int oom_kills(void)
 {
     char *text = NULL;
@@ -842,16 +387,19 @@ static int oom_kills(void)
 
 struct workload {
     pid_t pid;
-    int in_fd;  /* our end of its stdin, -1 once closed */
-    int out_fd; /* our end of its stdout, -1 at EOF */
-    int err_fd;
+    int in_fd;  /* our end of its stdin, -1 once closed; a terminal's master */
+    int out_fd; /* our end of its stdout, -1 at EOF; a terminal's master too (a dup) */
+    int err_fd; /* -1 from the start on a terminal: it has one output stream */
+    int tty;
 };
 
+/* The workload: its stdio three pipes, or (CONFIG's TERMINAL) a guest pty, its controlling terminal. */
 static void start_workload(const struct guest_config *cfg, struct workload *wl)
 {
-    int in[2], out[2], errp[2], report[2];
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-        pipe2(report, O_CLOEXEC) < 0)
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, report[2];
+    if (exec_stdio(cfg->tty, cfg->tty_rows, cfg->tty_cols, in, out, errp) < 0)
+        guest_fail(HD_EXIT_HEDGE, errno, cfg->tty ? "a terminal (/dev/pts/ptmx)" : "pipe");
+    if (pipe2(report, O_CLOEXEC) < 0)
         guest_fail(HD_EXIT_HEDGE, errno, "pipe");
     pid_t pid = fork();
     if (pid < 0)
@@ -860,6 +408,8 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
         setsid();
         if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
             hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
+        if (cfg->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+            hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "make the terminal the controlling one");
         hd_error_t err = NULL;
         /* hedge-init is exempt from the OOM killer; the workload must not inherit that */
         if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
@@ -895,309 +445,11 @@ static void start_workload(const struct guest_config *cfg, struct workload *wl)
     wl->in_fd = in[1];
     wl->out_fd = out[0];
     wl->err_fd = errp[0];
-    fcntl(wl->in_fd, F_SETFL, O_NONBLOCK);
+    wl->tty = cfg->tty;
+    fcntl(wl->in_fd, F_SETFL, O_NONBLOCK); /* a terminal's: also out_fd, the same open file */
     int r = hd_vm_send(port_fd, HD_VM_MSG_STARTED, NULL, 0);
     if (r < 0)
         guest_fail(HD_EXIT_HEDGE, -r, "send started");
-}
-
-/* ---- exec'd processes (EXEC, hedge-oci-vm exec): beside the workload, in its root and cgroup ---- */
-
-#define MAX_EXECS 16
-
-struct exec_session {
-    uint32_t id;
-    pid_t pid;  /* -1 once reaped */
-    int in_fd;  /* our end of its stdin (non-blocking), -1 once closed; a terminal's master */
-    int out_fd; /* our end of its stdout, -1 at EOF; a terminal's master too (a dup), -1 once it gave EIO */
-    int err_fd;
-    int status; /* its wait status once reaped */
-    int used;
-    /* EXEC_STDIN bytes its stdin has not taken yet: in_buf[in_off..in_len), at most the window */
-    unsigned char *in_buf;
-    size_t in_off, in_len;
-    int in_eof; /* EXEC_STDIN_EOF came: close stdin once the bytes are in */
-    int tty;    /* on a pty: in_fd and out_fd are its master */
-};
-
-static struct exec_session execs[MAX_EXECS];
-
-/* Send a message that starts with the session's number. */
-static void send_exec_message(uint32_t type, uint32_t id, const void *data, size_t len)
-{
-    unsigned char buf[4 + 16384 + sizeof(struct hd_vm_exit_msg)];
-    memcpy(buf, &id, 4);
-    if (len)
-        memcpy(buf + 4, data, len);
-    int r = hd_vm_send(port_fd, type, buf, (uint32_t)(4 + len));
-    if (r < 0)
-        guest_fail(HD_EXIT_HEDGE, -r, "send exec message to host");
-}
-
-static void send_exec_exit(uint32_t id, int status_code, int signal)
-{
-    struct hd_vm_exit_msg m = {.status = status_code, .signal = signal};
-    send_exec_message(HD_VM_MSG_EXEC_EXIT, id, &m, sizeof(m));
-}
-
-/*
- * The process's stdio: three pipes, or (tty) a pty of the guest's sized rows x cols: the slave its stdin,
- * stdout and stderr (in[0], out[1], errp[1]), the master ours for writing and reading (in[1], out[0]; errp[0]
- * stays -1: a terminal has one output stream). 0, or -1 with errno (nothing left open).
- */
-static int exec_stdio(int tty, unsigned rows, unsigned cols, int in[2], int out[2], int errp[2])
-{
-    if (!tty) {
-        if (pipe2(in, O_CLOEXEC) == 0 && pipe2(out, O_CLOEXEC) == 0 && pipe2(errp, O_CLOEXEC) == 0)
-            return 0;
-    } else {
-        in[1] = open("/newroot/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
-        int unlock = 0;
-        struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-        if (in[1] >= 0 && ioctl(in[1], TIOCSPTLCK, &unlock) == 0 && (rows == 0 || ioctl(in[1], TIOCSWINSZ, &ws) == 0) &&
-            (in[0] = ioctl(in[1], TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC)) >= 0 &&
-            (out[0] = fcntl(in[1], F_DUPFD_CLOEXEC, 3)) >= 0 && (out[1] = fcntl(in[0], F_DUPFD_CLOEXEC, 3)) >= 0 &&
-            (errp[1] = fcntl(in[0], F_DUPFD_CLOEXEC, 3)) >= 0)
-            return 0;
-    }
-    int e = errno;
-    int *all[] = {in, out, errp};
-    for (size_t i = 0; i < 3; i++)
-        for (int k = 0; k < 2; k++) {
-            if (all[i][k] >= 0)
-                close(all[i][k]);
-            all[i][k] = -1;
-        }
-    errno = e;
-    return -1;
-}
-
-/* EXEC: decode the records and start the process; a failure is its stderr and exit status. */
-static void start_exec(const unsigned char *payload, uint32_t length)
-{
-    uint32_t id;
-    memcpy(&id, payload, 4);
-    char **argv = NULL, **env = NULL;
-    const char *workdir = "/", *user = NULL;
-    int tty = 0;
-    unsigned rows = 0, cols = 0;
-    for (size_t off = 4; off < length;) {
-        char tag = (char)payload[off++];
-        const char *value = (const char *)payload + off;
-        const char *nul = memchr(value, '\0', length - off);
-        if (nul == NULL)
-            guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not NUL-terminated", tag);
-        off += (size_t)(nul - value) + 1;
-        switch (tag) {
-        case HD_VM_CFG_ARG: hd_strv_push(&argv, value); break;
-        case HD_VM_CFG_ENV: hd_strv_push(&env, value); break;
-        case HD_VM_CFG_WORKDIR: workdir = value; break;
-        case HD_VM_CFG_USER: user = value; break;
-        case HD_VM_CFG_TERMINAL:
-            if (sscanf(value, "%u %u", &rows, &cols) != 2 || rows > 65535 || cols > 65535)
-                guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec terminal size \"%s\" is not \"ROWS COLS\"", value);
-            tty = 1;
-            break;
-        default:
-            guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec record '%c' is not ARG, ENV, WORKDIR, USER or TERMINAL", tag);
-        }
-    }
-    if (env == NULL)
-        hd_strv_push(&env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    struct exec_session *s = NULL;
-    for (size_t i = 0; i < MAX_EXECS && s == NULL; i++)
-        if (!execs[i].used)
-            s = &execs[i];
-    hd_error_t err = NULL;
-    int in[2] = {-1, -1}, out[2] = {-1, -1}, errp[2] = {-1, -1}, report[2] = {-1, -1};
-    if (argv == NULL) {
-        hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: no command");
-    } else if (s == NULL) {
-        hd_error_set_code(&err, HD_EXIT_HEDGE, 0, "exec: %d processes are exec'd already", MAX_EXECS);
-    } else if (exec_stdio(tty, rows, cols, in, out, errp) < 0) {
-        hd_error_set_code(&err, HD_EXIT_HEDGE, errno, tty ? "exec: a terminal (/dev/pts/ptmx)" : "exec: pipe");
-    } else if (pipe2(report, O_CLOEXEC) < 0) {
-        hd_error_set_code(&err, HD_EXIT_HEDGE, errno, "exec: pipe");
-        int fds[] = {in[0], in[1], out[0], out[1], errp[0], errp[1]};
-        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
-        in[1] = out[0] = errp[0] = -1;
-    } else {
-        pid_t pid = fork();
-        if (pid == 0) {
-            setsid();
-            if (dup2(in[0], 0) < 0 || dup2(out[1], 1) < 0 || dup2(errp[1], 2) < 0)
-                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "stdio: dup2");
-            if (tty && ioctl(0, TIOCSCTTY, 0) < 0)
-                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "exec: make the terminal the controlling one");
-            if (hd_write_file("/proc/self/oom_score_adj", "0", 1, &err) < 0 ||
-                hd_write_file(WORKLOAD_CGROUP "/cgroup.procs", "0", 1, &err) < 0)
-                hd_child_fail(report[1], HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-            if (chroot("/newroot") < 0 || chdir("/") < 0)
-                hd_child_fail(report[1], HD_EXIT_HEDGE, errno, "chroot /newroot");
-            struct hd_exec_plan plan = {.argv = argv, .env = env, .workdir = workdir, .user = user};
-            hd_child_exec(report[1], &plan);
-        }
-        close(in[0]);
-        close(out[1]);
-        close(errp[1]);
-        close(report[1]);
-        if (pid < 0) {
-            hd_error_set_code(&err, HD_EXIT_HEDGE, errno, "exec: fork");
-        } else if (hd_child_read_report(report[0], &err) < 0) {
-            waitpid(pid, NULL, 0);
-        } else {
-            fcntl(in[1], F_SETFL, O_NONBLOCK); /* a terminal's: also out[0], the same open file */
-            *s = (struct exec_session){
-                .id = id, .pid = pid, .in_fd = in[1], .out_fd = out[0], .err_fd = errp[0], .used = 1, .tty = tty};
-            in[1] = out[0] = errp[0] = -1;
-        }
-        close(report[0]);
-    }
-    if (in[1] >= 0)
-        close(in[1]);
-    if (out[0] >= 0)
-        close(out[0]);
-    if (errp[0] >= 0)
-        close(errp[0]);
-    if (err) {
-        cleanup_free char *text = hd_xasprintf("hedge: %s\n", hd_error_text(err));
-        send_exec_message(HD_VM_MSG_EXEC_STDERR, id, text, strlen(text));
-        send_exec_exit(id, hd_error_exit_code(err), 0);
-        hd_error_free(&err);
-    }
-    hd_strv_free(argv);
-    hd_strv_free(env);
-}
-
-/* What a pipe has now (0: nothing yet); at its end (or an error) it is closed and *fd set to -1. */
-static ssize_t read_pipe(int *fd, char *buf, size_t cap)
-{
-    ssize_t n = read(*fd, buf, cap);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return 0;
-    if (n <= 0) {
-        close(*fd);
-        *fd = -1;
-        return 0;
-    }
-    return n;
-}
-
-/* An exec'd process's pipe: its bytes to the host, the pipe closed at EOF. */
-static void forward_exec_output(struct exec_session *s, int *fd, uint32_t type)
-{
-    char buf[16384];
-    ssize_t n = read_pipe(fd, buf, sizeof(buf));
-    if (n > 0)
-        send_exec_message(type, s->id, buf, (size_t)n);
-}
-
-/* The session id names, or NULL (it ended, or never started: its messages are dropped). */
-static struct exec_session *find_exec_session(const unsigned char *payload)
-{
-    uint32_t id;
-    memcpy(&id, payload, 4);
-    for (size_t i = 0; i < MAX_EXECS; i++)
-        if (execs[i].used && execs[i].id == id)
-            return &execs[i];
-    return NULL;
-}
-
-static void close_exec_stdin(struct exec_session *s)
-{
-    if (s->in_fd >= 0)
-        close(s->in_fd);
-    s->in_fd = -1;
-    free(s->in_buf);
-    s->in_buf = NULL;
-    s->in_off = s->in_len = 0;
-}
-
-/*
- * Write what a session's stdin takes now; the bytes taken (or dropped: the process closed its stdin) are
- * acknowledged to the host, which then may send that many more. At EXEC_STDIN_EOF with nothing left: close.
- */
-static void flush_exec_stdin(struct exec_session *s)
-{
-    uint32_t done = 0;
-    while (s->in_off < s->in_len) {
-        ssize_t n = s->in_fd >= 0 ? write(s->in_fd, s->in_buf + s->in_off, s->in_len - s->in_off) : -1;
-        if (n < 0 && s->in_fd >= 0 && errno == EINTR)
-            continue;
-        if (n < 0 && s->in_fd >= 0 && errno == EAGAIN)
-            break;
-        if (n < 0) /* EPIPE (or already closed): drop the rest */
-            n = (ssize_t)(s->in_len - s->in_off);
-        s->in_off += (size_t)n;
-        done += (uint32_t)n;
-    }
-    if (s->in_off == s->in_len)
-        s->in_off = s->in_len = 0;
-    if (done)
-        send_exec_message(HD_VM_MSG_EXEC_STDIN_ACK, s->id, &done, sizeof(done));
-    if (s->in_eof && s->in_len == 0)
-        close_exec_stdin(s);
-}
-
-/* EXEC_STDIN: buffer the bytes (within the session's window) and write what the pipe takes. */
-static void exec_stdin(const unsigned char *payload, uint32_t length)
-{
-    struct exec_session *s = find_exec_session(payload);
-    if (s == NULL || s->in_eof)
-        return;
-    size_t n = length - 4;
-    if (s->in_len - s->in_off + n > HD_VM_EXEC_STDIN_WINDOW)
-        guest_fail(HD_EXIT_HEDGE, 0, "protocol: exec session %u: %zu stdin bytes unacknowledged, more than %u", s->id,
-                   s->in_len - s->in_off + n, HD_VM_EXEC_STDIN_WINDOW);
-    if (s->in_buf == NULL)
-        s->in_buf = hd_xmalloc(HD_VM_EXEC_STDIN_WINDOW);
-    if (s->in_off) {
-        memmove(s->in_buf, s->in_buf + s->in_off, s->in_len - s->in_off);
-        s->in_len -= s->in_off;
-        s->in_off = 0;
-    }
-    memcpy(s->in_buf + s->in_len, payload + 4, n);
-    s->in_len += n;
-    flush_exec_stdin(s);
-}
-
-/* EXEC_RESIZE: the terminal's new size (its foreground process group gets SIGWINCH). */
-static void exec_resize(const unsigned char *payload)
-{
-    struct exec_session *s = find_exec_session(payload);
-    struct hd_vm_winsize size;
-    memcpy(&size, payload + 4, sizeof(size));
-    int master = s == NULL || !s->tty ? -1 : s->out_fd >= 0 ? s->out_fd : s->in_fd;
-    struct winsize ws = {.ws_row = size.rows, .ws_col = size.cols};
-    if (master >= 0)
-        ioctl(master, TIOCSWINSZ, &ws);
-}
-
-static void exec_stdin_eof(const unsigned char *payload)
-{
-    struct exec_session *s = find_exec_session(payload);
-    if (s == NULL)
-        return;
-    s->in_eof = 1;
-    flush_exec_stdin(s);
-}
-
-/* Sessions whose process is reaped and whose output is drained: EXEC_EXIT, and the slot is free. */
-static void finish_execs(void)
-{
-    for (size_t i = 0; i < MAX_EXECS; i++) {
-        struct exec_session *s = &execs[i];
-        if (!s->used || s->pid > 0 || s->out_fd >= 0 || s->err_fd >= 0)
-            continue;
-        close_exec_stdin(s);
-        if (WIFSIGNALED(s->status))
-            send_exec_exit(s->id, -1, WTERMSIG(s->status));
-        else
-            send_exec_exit(s->id, WEXITSTATUS(s->status), 0);
-        s->used = 0;
-    }
 }
 
 /* Forward what a workload pipe has to the host; close it at EOF. */
@@ -1219,6 +471,19 @@ struct pending_input {
     int eof; /* close stdin once the pending bytes are written */
 };
 
+/* The end of the workload's stdin: a pipe is closed; a terminal gets ^D (the end of input, as a terminal says
+ * it) and our writing copy of its master is closed. */
+static void close_workload_stdin(struct workload *wl)
+{
+    if (wl->tty) {
+        char eof = 4;
+        ssize_t n = write(wl->in_fd, &eof, 1);
+        (void)n;
+    }
+    close(wl->in_fd);
+    wl->in_fd = -1;
+}
+
 static void flush_input(struct workload *wl, struct pending_input *in)
 {
     while (wl->in_fd >= 0 && in->off < in->len) {
@@ -1237,10 +502,8 @@ static void flush_input(struct workload *wl, struct pending_input *in)
         free(in->data);
         in->data = NULL;
         in->len = in->off = 0;
-        if (in->eof && wl->in_fd >= 0) {
-            close(wl->in_fd);
-            wl->in_fd = -1;
-        }
+        if (in->eof && wl->in_fd >= 0)
+            close_workload_stdin(wl);
     }
 }
 
@@ -1270,6 +533,16 @@ static void handle_host_message(struct workload *wl, struct pending_input *in, c
     case HD_VM_MSG_EXEC_STDIN: exec_stdin(payload, h->length); break;
     case HD_VM_MSG_EXEC_STDIN_EOF: exec_stdin_eof(payload); break;
     case HD_VM_MSG_EXEC_RESIZE: exec_resize(payload); break;
+    case HD_VM_MSG_EXEC_SIGNAL: exec_signal(payload); break;
+    case HD_VM_MSG_RESIZE: {
+        struct hd_vm_winsize size;
+        memcpy(&size, payload, sizeof(size));
+        struct winsize ws = {.ws_row = size.rows, .ws_col = size.cols};
+        int master = !wl->tty ? -1 : wl->out_fd >= 0 ? wl->out_fd : wl->in_fd;
+        if (master >= 0)
+            ioctl(master, TIOCSWINSZ, &ws);
+        break;
+    }
     default: guest_fail(HD_EXIT_HEDGE, 0, "protocol: unexpected message type %u from host", h->type);
     }
     flush_input(wl, in);
@@ -1285,20 +558,15 @@ static int relay(struct workload *wl, int sigchld_fd)
     /* The port stays blocking: reads only follow POLLIN (one read returns what is there), and
      * writes must wait while the host drains the virtqueue rather than fail with EAGAIN. */
     while (wl->pid > 0 || wl->out_fd >= 0 || wl->err_fd >= 0) {
-        struct pollfd fds[5 + 3 * MAX_EXECS] = {
+        struct pollfd fds[5 + EXEC_POLL_FDS] = {
             {.fd = sigchld_fd, .events = POLLIN},
             {.fd = port_open && in.len == 0 ? port_fd : -1, .events = POLLIN},
             {.fd = wl->out_fd, .events = POLLIN},
             {.fd = wl->err_fd, .events = POLLIN},
             {.fd = in.len ? wl->in_fd : -1, .events = POLLOUT},
         };
-        for (size_t i = 0; i < MAX_EXECS; i++) {
-            fds[5 + 2 * i] = (struct pollfd){.fd = execs[i].used ? execs[i].out_fd : -1, .events = POLLIN};
-            fds[6 + 2 * i] = (struct pollfd){.fd = execs[i].used ? execs[i].err_fd : -1, .events = POLLIN};
-            int waiting = execs[i].used && execs[i].in_len > execs[i].in_off;
-            fds[5 + 2 * MAX_EXECS + i] = (struct pollfd){.fd = waiting ? execs[i].in_fd : -1, .events = POLLOUT};
-        }
-        if (poll(fds, 5 + 3 * MAX_EXECS, -1) < 0) {
+        exec_poll_fds(fds + 5);
+        if (poll(fds, 5 + EXEC_POLL_FDS, -1) < 0) {
             if (errno == EINTR)
                 continue;
             guest_fail(HD_EXIT_HEDGE, errno, "poll");
@@ -1310,11 +578,7 @@ static int relay(struct workload *wl, int sigchld_fd)
             int st;
             pid_t p;
             while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
-                for (size_t i = 0; i < MAX_EXECS; i++)
-                    if (execs[i].used && execs[i].pid == p) {
-                        execs[i].status = st;
-                        execs[i].pid = -1;
-                    }
+                exec_reaped(p, st);
                 if (p == wl->pid) {
                     status = st;
                     wl->pid = -1;
@@ -1340,14 +604,7 @@ static int relay(struct workload *wl, int sigchld_fd)
             forward_output(&wl->err_fd, HD_VM_MSG_STDERR);
         if (fds[4].revents & (POLLOUT | POLLERR | POLLHUP))
             flush_input(wl, &in);
-        for (size_t i = 0; i < MAX_EXECS; i++) {
-            if (fds[5 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR))
-                forward_exec_output(&execs[i], &execs[i].out_fd, HD_VM_MSG_EXEC_STDOUT);
-            if (fds[6 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR))
-                forward_exec_output(&execs[i], &execs[i].err_fd, HD_VM_MSG_EXEC_STDERR);
-            if (fds[5 + 2 * MAX_EXECS + i].revents & (POLLOUT | POLLERR | POLLHUP))
-                flush_exec_stdin(&execs[i]);
-        }
+        exec_poll_events(fds + 5);
         finish_execs();
         /* whole messages already buffered, also those held back while stdin was full */
         struct hd_vm_msg_header h;
@@ -1361,10 +618,8 @@ static int relay(struct workload *wl, int sigchld_fd)
             handle_host_message(wl, &in, &h, payload);
             hd_vm_reader_consume(reader, used);
         }
-        if (in.len == 0 && in.eof && wl->in_fd >= 0) {
-            close(wl->in_fd);
-            wl->in_fd = -1;
-        }
+        if (in.len == 0 && in.eof && wl->in_fd >= 0)
+            close_workload_stdin(wl);
     }
     free(in.data);
     return status;

@@ -406,7 +406,7 @@ int oci_write_pid_file(const char *path, pid_t pid, hd_error_t *err);
 struct oci_vm_flags {
     const char *bundle;
     const char *pid_file;
-    const char *console_socket; /* refused: no terminal yet */
+    const char *console_socket; /* process.terminal's: the host pty's master goes there */
     const char *preserve_fds;
 };
 

@@ -36,7 +36,14 @@
  * pid: --pid-file, --detach). exec --tty sends the slave of a host pty (raw)
  * as all three and asks for a terminal in the guest; the master goes to the
  * console socket, and the host process, on that pty as its controlling
- * terminal, writes each new size on the connection (SIGWINCH).
+ * terminal, writes each new size on the connection (SIGWINCH). That host process relays the signals it gets
+ * on the same connection (the holder sends EXEC_SIGNAL); its death before the exit code (SIGKILL) ends the
+ * connection, and the holder has the guest process killed.
+ *
+ * process.terminal: create makes a host pty, sends its master to --console-socket and gives its slave (raw) to
+ * the holder as stdio and controlling terminal; the guest runs the workload on a pty of its own (CONFIG's
+ * TERMINAL record) and the holder passes each new size (SIGWINCH) as RESIZE. A foreground run without a
+ * socket relays its own stdio (raw when it is a terminal).
  *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
@@ -57,6 +64,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -224,10 +232,6 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
 static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
     struct hd_spec *spec = cfg->spec;
-    if (cfg->terminal)
-        return hd_error_set(err, 0,
-                            "process.terminal: a terminal is not supported by hedge-oci-vm yet (the guest's "
-                            "output is relayed as pipes)");
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
         if (cfg->ns_paths[t] == NULL || cfg->ns_inherited[t])
             continue;           /* the host's own: nothing of it reaches the guest */
@@ -275,8 +279,20 @@ static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_e
     return 0;
 }
 
-static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct oci_config **out, struct vm_extras *x,
-                          hd_error_t *err)
+/* process.terminal and --console-socket, runc's rules: the socket needs a terminal, and a terminal that nobody
+ * in the foreground relays needs the socket. */
+static int check_terminal(const struct oci_config *cfg, const struct oci_vm_flags *f, bool foreground, hd_error_t *err)
+{
+    bool socket_given = f->console_socket && *f->console_socket;
+    if (!cfg->terminal && socket_given)
+        return hd_error_set(err, 0, "--console-socket: the config has no terminal (process.terminal is false)");
+    if (cfg->terminal && !socket_given && !foreground)
+        return hd_error_set(err, 0, "process.terminal: a detached container needs --console-socket for its terminal");
+    return 0;
+}
+
+static int load_vm_config(const char *id, const struct oci_vm_flags *f, bool foreground, struct oci_config **out,
+                          struct vm_extras *x, hd_error_t *err)
 {
     if (oci_id_check(id, err) < 0)
         return -1;
@@ -286,9 +302,7 @@ static int load_vm_config(const char *id, const struct oci_vm_flags *f, struct o
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
     cfg->id = id;
-    if (vm_spec_from_config(cfg, x, err) < 0 ||
-        (f->console_socket && *f->console_socket &&
-         hd_error_set(err, 0, "--console-socket: a terminal is not supported by hedge-oci-vm yet") < 0)) {
+    if (check_terminal(cfg, f, foreground, err) < 0 || vm_spec_from_config(cfg, x, err) < 0) {
         vm_extras_free(x);
         oci_config_free(cfg);
         return -1;
@@ -498,47 +512,52 @@ static void records_add(char **buf, size_t *len, char tag, const char *value)
     *len += 1 + n;
 }
 
-/* The terminal's size (struct hd_vm_winsize) to the holder, which sends it to the guest (EXEC_RESIZE). */
-static void send_terminal_size(int sock, int slave)
+/* A control record (struct hd_vm_exec_control) to the holder: a signal, or (signal 0) the terminal's size. */
+static void send_control(int sock, uint32_t sig, int slave)
 {
-    struct winsize ws;
-    if (ioctl(slave, TIOCGWINSZ, &ws) < 0)
-        return;
-    struct hd_vm_winsize size = {.rows = ws.ws_row, .cols = ws.ws_col};
-    ssize_t n = send(sock, &size, sizeof(size), MSG_NOSIGNAL);
+    struct hd_vm_exec_control c = {.signal = sig};
+    if (sig == 0) {
+        struct winsize ws;
+        if (ioctl(slave, TIOCGWINSZ, &ws) < 0)
+            return;
+        c.rows = ws.ws_row;
+        c.cols = ws.ws_col;
+    }
+    ssize_t n = send(sock, &c, sizeof(c), MSG_NOSIGNAL);
     (void)n; /* the holder went away: the exit code will not come either */
 }
 
 /*
- * The exec'd process on the host side (the pid exec reports): ends with the guest process's exit code. With a
- * terminal (slave >= 0) it makes the host pty its controlling terminal, so that a new size the engine sets on
- * the master comes as SIGWINCH, and passes each size on (the first at once: one set before it took the
- * terminal is read here, one set after comes as SIGWINCH).
+ * The exec'd process on the host side (the pid exec reports): ends with the guest process's exit code. The
+ * signals an engine sends it (forwarded_signals; mask: blocked already, by oci_vm_exec before the fork) go to
+ * the holder, which has hedge-init send them to the guest process (EXEC_SIGNAL); SIGKILL ends this process,
+ * the holder sees its connection end and has the guest process killed. With a terminal (slave >= 0) it makes
+ * the host pty its controlling terminal, so that a new size the engine sets on the master comes as SIGWINCH,
+ * and passes each size on (the first at once: one set before it took the terminal is read here, one set
+ * after comes as SIGWINCH).
  */
-static void __attribute__((noreturn)) exec_waiter(int sock, int slave, const char *id)
+static void __attribute__((noreturn)) exec_waiter(int sock, int slave, const char *id, const sigset_t *mask)
 {
-    if (slave >= 0) {
-        sigset_t mask;
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGWINCH);
-        sigprocmask(SIG_BLOCK, &mask, NULL);
-        int winch = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-        if (winch >= 0 && setsid() >= 0 && ioctl(slave, TIOCSCTTY, 0) == 0) {
-            send_terminal_size(sock, slave);
-            for (;;) {
-                struct pollfd p[2] = {{.fd = sock, .events = POLLIN}, {.fd = winch, .events = POLLIN}};
-                if (poll(p, 2, -1) < 0 && errno != EINTR)
-                    break;
-                struct signalfd_siginfo si;
-                bool resized = false;
-                while (read(winch, &si, sizeof(si)) == (ssize_t)sizeof(si))
-                    resized = true;
-                if (resized)
-                    send_terminal_size(sock, slave);
-                if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
-                    break; /* the exit code, or the end */
-            }
+    int sfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    bool tty = slave >= 0 && setsid() >= 0 && ioctl(slave, TIOCSCTTY, 0) == 0;
+    if (tty)
+        send_control(sock, 0, slave);
+    while (sfd >= 0) {
+        struct pollfd p[2] = {{.fd = sock, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        struct signalfd_siginfo si;
+        bool resized = false;
+        while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            if (si.ssi_signo == SIGWINCH)
+                resized = true;
+            else
+                send_control(sock, si.ssi_signo, -1);
         }
+        if (resized && tty)
+            send_control(sock, 0, slave);
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+            break; /* the exit code, or the end */
     }
     uint32_t code;
     if (hd_read_exact(sock, &code, sizeof(code)) == 0)
@@ -598,25 +617,50 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const st
     if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(n32) || hd_write_all(sock, records, len) < 0)
         return hd_error_sys(err, "send the process to the VM's holder");
     fflush(NULL);
+    /* blocked before the fork: a signal sent to the new pid as soon as it exists is relayed, not lost */
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    for (size_t i = 0; i < ARRAY_SIZE(forwarded_signals); i++)
+        sigaddset(&mask, forwarded_signals[i]);
+    sigprocmask(SIG_BLOCK, &mask, &old);
     pid_t pid = fork();
-    if (pid < 0)
-        return hd_error_sys(err, "fork");
     if (pid == 0) {
         if (console)
             close(console->socket_fd);
-        exec_waiter(sock, slave, st->id);
+        exec_waiter(sock, slave, st->id, &mask);
     }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        return hd_error_sys(err, "fork");
     *pid_out = pid;
     return 0;
 }
 
-/* The workload runs: forward our signals to the guest and serve exec until QEMU ends, then its exit code. */
-static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exec_fd, int *code, hd_error_t *err)
+/* The size of the terminal tty_fd to the workload's guest pty (RESIZE; the kernel there signals only a change). */
+static void pass_terminal_size(struct hd_workload *w, int tty_fd)
+{
+    struct winsize ws;
+    hd_error_t ignored = NULL;
+    if (ioctl(tty_fd, TIOCGWINSZ, &ws) == 0 && (ws.ws_row || ws.ws_col) &&
+        hd_vm_resize(w, ws.ws_row, ws.ws_col, &ignored) < 0)
+        oci_log("warning", "terminal size: %s", hd_error_text(ignored));
+    hd_error_free(&ignored);
+}
+
+/*
+ * The workload runs: forward our signals to the guest and serve exec until QEMU ends, then its exit code. With
+ * a terminal (tty_fd: the host terminal relayed to the workload's guest pty, our controlling one), SIGWINCH
+ * is its new size, passed on as RESIZE (the guest's pty signals its process itself).
+ */
+static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exec_fd, int tty_fd, int *code,
+                            hd_error_t *err)
 {
     cleanup_close int sfd = signalfd(-1, mask, SFD_CLOEXEC | SFD_NONBLOCK);
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, w->pid, 0);
     if (sfd < 0 || pidfd < 0)
         return hd_error_sys(err, "watch QEMU (pid %d)", (int)w->pid);
+    if (tty_fd >= 0)
+        pass_terminal_size(w, tty_fd); /* one set while the container was created, not started */
     for (;;) {
         struct pollfd fds[3] = {
             {.fd = pidfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}, {.fd = exec_fd, .events = POLLIN}};
@@ -626,6 +670,10 @@ static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exe
             serve_exec(w, exec_fd);
         struct signalfd_siginfo si;
         while ((fds[1].revents & POLLIN) && read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            if (si.ssi_signo == SIGWINCH && tty_fd >= 0) {
+                pass_terminal_size(w, tty_fd);
+                continue;
+            }
             hd_error_t ignored = NULL;
             if (hd_workload_signal(w, (int)si.ssi_signo, &ignored) < 0)
                 oci_log("warning", "signal %d: %s", (int)si.ssi_signo, hd_error_text(ignored));
@@ -641,6 +689,18 @@ static int forward_and_wait(struct hd_workload *w, const sigset_t *mask, int exe
     return 0;
 }
 
+/* process.terminal: the guest runs the workload on a pty of the size the host terminal tty_fd has (-1: none,
+ * process.consoleSize's). */
+static int set_terminal(struct hd_workload *w, int tty_fd, const struct oci_config *cfg, hd_error_t *err)
+{
+    struct winsize ws = {.ws_row = (unsigned short)cfg->console_rows, .ws_col = (unsigned short)cfg->console_cols};
+    if (tty_fd >= 0)
+        ioctl(tty_fd, TIOCGWINSZ, &ws);
+    if (hd_vm_set_terminal(w, ws.ws_row, ws.ws_col, err) < 0)
+        return hd_error_prefix(err, "process.terminal");
+    return 0;
+}
+
 /* ---- create: the holder ---- */
 
 struct holder {
@@ -649,6 +709,7 @@ struct holder {
     const struct vm_extras *x;
     int notify_fd; /* to create, until "ready" or the error went */
     int fifo_fd;   /* O_PATH of exec.fifo */
+    int tty_fd;    /* process.terminal: the slave of the host pty whose master went to the console socket */
 };
 
 /* The guest is at READY (vm backend's held): state.json with our pid, then "ready PID" to create. */
@@ -685,6 +746,14 @@ static void holder_log_setup(void)
  */
 static void holder_drop_inherited(const struct holder *h)
 {
+    if (h->tty_fd >= 0) { /* a terminal: the slave is our stdio and our controlling terminal (SIGWINCH) */
+        for (int fd = 0; fd < 3; fd++)
+            dup2(h->tty_fd, fd);
+        if (h->tty_fd > 2)
+            close(h->tty_fd);
+        if (setsid() < 0 || ioctl(0, TIOCSCTTY, 0) < 0)
+            oci_log("warning", "terminal: make it the controlling one: %s", strerror(errno));
+    }
     int keep_low = h->notify_fd < h->fifo_fd ? h->notify_fd : h->fifo_fd;
     int keep_high = h->notify_fd < h->fifo_fd ? h->fifo_fd : h->notify_fd;
     for (int fd = 3; fd < keep_low; fd++)
@@ -728,7 +797,8 @@ static int holder_main(struct holder *h)
     oci_use_cgroup_parent(h->cfg->cgroup_parent);
     struct hd_run_options opts = {.cgroup_name = h->cfg->cgroup_name};
     int exec_fd = open_exec_socket(h->id); /* the holder's until it exits */
-    if (hd_workload_create(h->cfg->spec, &opts, &w, &err) < 0 || apply_extras(w, h->id, h->x, &err) < 0)
+    if (hd_workload_create(h->cfg->spec, &opts, &w, &err) < 0 || apply_extras(w, h->id, h->x, &err) < 0 ||
+        (h->tty_fd >= 0 && set_terminal(w, 0, h->cfg, &err) < 0))
         goto early_fail;
     w->hold_before_exec = true;
     w->exec_fifo_fd = h->fifo_fd;
@@ -748,7 +818,7 @@ static int holder_main(struct holder *h)
         fprintf(stderr, "hedge-oci-vm: %s\n", hd_error_text(err));
         oci_log("warning", "%s: %s", h->id, hd_error_text(err));
         hd_error_free(&err);
-    } else if (forward_and_wait(w, &mask, exec_fd, &code, &err) < 0) {
+    } else if (forward_and_wait(w, &mask, exec_fd, h->tty_fd >= 0 ? 0 : -1, &code, &err) < 0) {
         code = hd_error_exit_code(err);
         oci_log("warning", "%s: %s", h->id, hd_error_text(err));
         hd_error_free(&err);
@@ -814,7 +884,7 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
 {
     struct oci_config *cfg = NULL;
     struct vm_extras x = {0};
-    if (load_vm_config(id, f, &cfg, &x, err) < 0)
+    if (load_vm_config(id, f, false, &cfg, &x, err) < 0)
         return hd_error_prefix(err, "create %s", id);
     if (make_state_dir(id, err) < 0) {
         vm_extras_free(&x);
@@ -823,8 +893,18 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
     }
     cleanup_free char *fifo_path = oci_fifo_path(id);
     cleanup_close int fifo = -1;
+    cleanup_close int tty = -1;
     cleanup_free char *word = NULL;
     int pipefd[2] = {-1, -1};
+    if (cfg->terminal) { /* the pty is the host's; its master goes to the engine now, as runc's create does */
+        struct oci_console console = {.socket_fd = -1, .rows = cfg->console_rows, .cols = cfg->console_cols};
+        if ((console.socket_fd = oci_console_connect(f->console_socket, err)) < 0)
+            goto fail;
+        tty = oci_console_host_pty(&console, err);
+        close(console.socket_fd);
+        if (tty < 0)
+            goto fail;
+    }
     if (mkfifo(fifo_path, 0622) < 0 || chmod(fifo_path, 0622) < 0 || (fifo = open(fifo_path, O_PATH | O_CLOEXEC)) < 0) {
         hd_error_sys(err, "mkfifo %s", fifo_path);
         goto fail;
@@ -847,7 +927,7 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
         pid_t holder = fork();
         if (holder != 0)
             _exit(holder < 0 ? OCI_EXIT_FAILURE : 0);
-        struct holder h = {.id = id, .cfg = cfg, .x = &x, .notify_fd = pipefd[1], .fifo_fd = fifo};
+        struct holder h = {.id = id, .cfg = cfg, .x = &x, .notify_fd = pipefd[1], .fifo_fd = fifo, .tty_fd = tty};
         exit(holder_main(&h));
     }
     close(pipefd[1]);
@@ -897,7 +977,7 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
 {
     struct oci_config *cfg = NULL;
     struct vm_extras x = {0};
-    if (load_vm_config(id, f, &cfg, &x, err) < 0)
+    if (load_vm_config(id, f, true, &cfg, &x, err) < 0)
         return hd_error_prefix(err, "run %s", id);
     if (make_state_dir(id, err) < 0) {
         vm_extras_free(&x);
@@ -911,12 +991,37 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
     oci_use_cgroup_parent(cfg->cgroup_parent);
     struct hd_run_options opts = {.cgroup_name = cfg->cgroup_name};
     cleanup_close int exec_fd = open_exec_socket(id);
+    /* process.terminal: with --console-socket, a host pty whose master goes there (its slave the workload's
+     * stdio); without, our own terminal (raw: the guest's pty does the line discipline), or our pipes */
+    cleanup_close int slave = -1;
+    int tty_fd = -1;
+    struct termios saved;
+    if (cfg->terminal && f->console_socket && *f->console_socket) {
+        struct oci_console console = {.socket_fd = -1, .rows = cfg->console_rows, .cols = cfg->console_cols};
+        if ((console.socket_fd = oci_console_connect(f->console_socket, err)) < 0)
+            goto out;
+        slave = oci_console_host_pty(&console, err);
+        close(console.socket_fd);
+        if (slave < 0)
+            goto out;
+        opts.stdio[0] = opts.stdio[1] = opts.stdio[2] = slave;
+        opts.set_stdio = true;
+    } else if (cfg->terminal && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        struct termios raw = saved;
+        cfmakeraw(&raw);
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+        tty_fd = STDIN_FILENO;
+    }
     if (block_forwarded_signals(&mask, err) < 0 || hd_workload_create(cfg->spec, &opts, &w, err) < 0 ||
-        apply_extras(w, id, &x, err) < 0 || save_state(id, cfg, w, getpid(), err) < 0 ||
+        apply_extras(w, id, &x, err) < 0 ||
+        (cfg->terminal && set_terminal(w, tty_fd >= 0 ? tty_fd : slave, cfg, err) < 0) ||
+        save_state(id, cfg, w, getpid(), err) < 0 ||
         (f->pid_file && oci_write_pid_file(f->pid_file, getpid(), err) < 0) || hd_workload_start(w, err) < 0)
         goto out;
-    rc = forward_and_wait(w, &mask, exec_fd, code, err);
+    rc = forward_and_wait(w, &mask, exec_fd, tty_fd, code, err);
 out:
+    if (tty_fd >= 0)
+        tcsetattr(tty_fd, TCSANOW, &saved);
     hd_workload_destroy(w);
     remove_state_dir(id);
     vm_extras_free(&x);

@@ -943,7 +943,49 @@ static int parse_mqtt(struct hd_spec *s, const json_t *v, const char *p, hd_erro
     return check_fields(v, p, mqtt_fields, s, e);
 }
 
+static int parse_logs_lines(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return hd_json_int(v, p, 1, HD_LOGS_LINES_PER_MINUTE_MAX, "an integer 1..100000", &s->logs.lines_per_minute, e);
+}
+
+static int parse_logs_bytes(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return hd_json_int(v, p, HD_LOGS_BYTES_PER_MINUTE_MIN, HD_LOGS_BYTES_PER_MINUTE_MAX, "an integer 1024..1048576",
+                       &s->logs.bytes_per_minute, e);
+}
+
+static const struct field logs_forward_fields[] = {
+    {"lines_per_minute", parse_logs_lines},
+    {"bytes_per_minute", parse_logs_bytes},
+    {NULL, NULL},
+};
+
+/* true, false, or the caps: {"lines_per_minute": N, "bytes_per_minute": N} (forwarding on). */
+static int parse_logs_forward(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    s->logs = (struct hd_logs){0};
+    if (json_is_boolean(v)) {
+        s->logs.forward = json_is_true(v);
+        return 0;
+    }
+    if (!json_is_object(v))
+        return hd_json_type_error(v, p, "true, false or an object {lines_per_minute, bytes_per_minute}", e);
+    s->logs.forward = true;
+    return check_fields(v, p, logs_forward_fields, s, e);
+}
+
+static const struct field logs_fields[] = {
+    {"forward", parse_logs_forward},
+    {NULL, NULL},
+};
+
+static int parse_logs(struct hd_spec *s, const json_t *v, const char *p, hd_error_t *e)
+{
+    return check_fields(v, p, logs_fields, s, e);
+}
+
 static const struct field spec_fields[] = {
+    {"logs", parse_logs},
     {"mqtt", parse_mqtt},
     {"health", parse_health},
     {"name", parse_name},
@@ -1407,6 +1449,18 @@ char *hd_spec_to_json(const struct hd_spec *spec)
     }
     if (spec->secret_update == HD_SECRET_UPDATE_RESTART)
         json_object_set_new(o, "secret_update", json_string("restart"));
+    if (spec->logs.forward) {
+        json_t *fw = json_true();
+        if (spec->logs.lines_per_minute || spec->logs.bytes_per_minute) {
+            json_decref(fw);
+            fw = json_object();
+            if (spec->logs.lines_per_minute)
+                json_object_set_new(fw, "lines_per_minute", json_integer(spec->logs.lines_per_minute));
+            if (spec->logs.bytes_per_minute)
+                json_object_set_new(fw, "bytes_per_minute", json_integer(spec->logs.bytes_per_minute));
+        }
+        json_object_set_new(o, "logs", json_pack("{s:o}", "forward", fw));
+    }
     char *out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(o);
     if (out == NULL)

@@ -173,6 +173,19 @@ enum hd_secret_update {
     HD_SECRET_UPDATE_RESTART,     /* it is restarted and starts with the new value */
 };
 
+/* The `logs` block: the workload's log forwarded to the fleet's logs topic (docs/fleet.md, "Log forwarding";
+ * hedged with a fleet section only). The limits are per minute; 0 = the default. */
+#define HD_LOGS_LINES_PER_MINUTE 600
+#define HD_LOGS_BYTES_PER_MINUTE 65536
+#define HD_LOGS_LINES_PER_MINUTE_MAX 100000
+#define HD_LOGS_BYTES_PER_MINUTE_MIN 1024
+#define HD_LOGS_BYTES_PER_MINUTE_MAX 1048576
+struct hd_logs {
+    bool forward;
+    int64_t lines_per_minute; /* 0 = HD_LOGS_LINES_PER_MINUTE */
+    int64_t bytes_per_minute; /* 0 = HD_LOGS_BYTES_PER_MINUTE */
+};
+
 struct hd_user_namespace {
     bool enabled;
     uint32_t uid_base; /* host uid that maps to 0 inside */
@@ -215,6 +228,7 @@ struct hd_spec {
     struct hd_secret_ref *secrets;
     int n_secrets;
     enum hd_secret_update secret_update;
+    struct hd_logs logs;
 };
 
 const char *hd_function_mode_name(enum hd_function_mode mode);

@@ -55,6 +55,17 @@ static void test_round_trip(void)
     CHECK(hd_net_recv(sv[1], true, &msg, &err) == 1 && msg.type == HD_NET_READY);
     CHECK(hd_net_send(sv[0], HD_NET_SHUTDOWN, 0, NULL) == 0);
     CHECK(hd_net_recv(sv[1], false, &msg, &err) == 1 && msg.n_fields == 0);
+    /* a batch of forwarded log lines: hedged's to send, with its two fields */
+    const char *log[] = {"web", "{\"lines\":[\"a\"]}"};
+    CHECK(hd_net_send(sv[0], HD_NET_FLEET_LOG, 2, log) == 0);
+    CHECK(hd_net_recv(sv[1], false, &msg, &err) == 1 && msg.type == HD_NET_FLEET_LOG && msg.n_fields == 2);
+    CHECK_STR(msg.field[0], "web");
+    CHECK(hd_net_send(sv[0], HD_NET_FLEET_LOG, 2, log) == 0);
+    CHECK(hd_net_recv(sv[1], true, &msg, &err) == -1); /* never the child's */
+    hd_error_free(&err);
+    CHECK(hd_net_send(sv[0], HD_NET_FLEET_LOG, 1, log) == 0);
+    CHECK(hd_net_recv(sv[1], false, &msg, &err) == -1); /* one field short */
+    hd_error_free(&err);
     /* nothing waiting: EAGAIN, not a message */
     CHECK(hd_net_recv(sv[1], false, &msg, &err) == -1 && err && err->errnum == EAGAIN);
     hd_error_free(&err);

@@ -1,4 +1,6 @@
 /* test_spec.c - the JSON spec parser and validator: every error names its field. */
+#include <jansson.h>
+
 #include "check.h"
 #include "spec/spec.h"
 #include "mqtt/topic.h"
@@ -301,8 +303,64 @@ static void test_devices_block(void)
     CHECK(hd_device_class_parse("a 1:1 r", &c, &why) < 0);
 }
 
+/* logs.forward: true, or the caps; the round trip keeps what was given; errors name the field. */
+static char *logs_round_trip(const char *json)
+{
+    static char buf[512];
+    struct hd_spec *spec = hd_spec_new();
+    hd_error_t err = NULL;
+    CHECK(hd_spec_parse_json(spec, json, strlen(json), "t.json", &err) == 0);
+    CHECK(hd_spec_validate(spec, &err) == 0);
+    char *out = hd_spec_to_json(spec);
+    struct hd_spec *again = hd_spec_new();
+    CHECK(hd_spec_parse_json(again, out, strlen(out), "roundtrip", &err) == 0);
+    char *out2 = hd_spec_to_json(again);
+    CHECK_STR(out, out2);
+    CHECK(again->logs.forward == spec->logs.forward);
+    CHECK(again->logs.lines_per_minute == spec->logs.lines_per_minute);
+    CHECK(again->logs.bytes_per_minute == spec->logs.bytes_per_minute);
+    json_t *o = json_loads(out, 0, NULL);
+    char *logs =
+        json_object_get(o, "logs") ? json_dumps(json_object_get(o, "logs"), JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    snprintf(buf, sizeof(buf), "%s", logs ? logs : "");
+    free(logs);
+    json_decref(o);
+    free(out);
+    free(out2);
+    hd_spec_free(again);
+    hd_spec_free(spec);
+    hd_error_free(&err);
+    return buf;
+}
+
+static void test_logs_block(void)
+{
+    CHECK_STR(logs_round_trip("{\"isolation\":\"process\",\"command\":[\"x\"],\"logs\":{\"forward\":true}}"),
+              "{\"forward\":true}");
+    CHECK_STR(logs_round_trip("{\"isolation\":\"process\",\"command\":[\"x\"],\"logs\":{\"forward\":false}}"), "");
+    CHECK_STR(logs_round_trip("{\"image\":\"b\",\"logs\":{\"forward\":{\"lines_per_minute\":5}}}"),
+              "{\"forward\":{\"lines_per_minute\":5}}");
+    CHECK_STR(logs_round_trip("{\"image\":\"b\",\"logs\":{\"forward\":{\"lines_per_minute\":5,"
+                              "\"bytes_per_minute\":2048}}}"),
+              "{\"forward\":{\"bytes_per_minute\":2048,\"lines_per_minute\":5}}");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"forward\":{\"lines_per_minute\":0}}}"),
+              "t.json: logs.forward.lines_per_minute: must be an integer 1..100000");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"forward\":{\"lines_per_minute\":\"9\"}}}"),
+              "t.json: logs.forward.lines_per_minute: must be an integer 1..100000");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"forward\":{\"bytes_per_minute\":10}}}"),
+              "t.json: logs.forward.bytes_per_minute: must be an integer 1024..1048576");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"forward\":{\"rate\":1}}}"),
+              "t.json: logs.forward.rate: unknown field");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"forward\":\"yes\"}}"),
+              "t.json: logs.forward: must be true, false or an object {lines_per_minute, bytes_per_minute}, not a "
+              "string");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":{\"fwd\":true}}"), "t.json: logs.fwd: unknown field");
+    CHECK_STR(try_spec("{\"image\":\"b\",\"logs\":true}"), "t.json: logs: must be an object, not a boolean");
+}
+
 int main(void)
 {
+    test_logs_block();
     test_devices_block();
     test_mqtt_block();
     test_full_spec();

@@ -63,6 +63,15 @@ static void test_validity(void)
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 4, 0));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 12, 0));
     CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_RESIZE, 8, 1));
+    /* the workload's terminal: RESIZE is a struct hd_vm_winsize; EXEC_SIGNAL a session and a signal */
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_RESIZE, 4, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_RESIZE, 0, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_RESIZE, 8, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_RESIZE, 4, 1));
+    CHECK(hd_vm_msg_valid(HD_VM_MSG_EXEC_SIGNAL, 8, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_SIGNAL, 4, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_SIGNAL, 12, 0));
+    CHECK(!hd_vm_msg_valid(HD_VM_MSG_EXEC_SIGNAL, 8, 1));
     CHECK(!hd_vm_msg_valid(0, 0, 0));
     CHECK(!hd_vm_msg_valid(999, 0, 1));
 }

@@ -13,7 +13,7 @@
  * which does not link libhedge.
  *
  *   host → guest   CONFIG (once, first, as the answer to READY), FILE_DATA (right after CONFIG), STDIN, STDIN_EOF, SIGNAL, EXIT_ACK, EXEC,
- *                  EXEC_STDIN, EXEC_STDIN_EOF, EXEC_RESIZE
+ *                  EXEC_STDIN, EXEC_STDIN_EOF, EXEC_RESIZE, RESIZE, EXEC_SIGNAL
  *   guest → host   READY (once, first), STARTED, STDOUT, STDERR, EXIT, ERROR, EXEC_STDOUT, EXEC_STDERR,
  *                  EXEC_EXIT, EXEC_STDIN_ACK
  *
@@ -36,6 +36,13 @@
  * gives comes back as EXEC_STDOUT (there is no EXEC_STDERR), and EXEC_RESIZE (the session, then struct
  * hd_vm_winsize) sets its size (the process gets SIGWINCH). The guest's pty does the line discipline (echo,
  * ^C, \n → \r\n): the host end it is relayed to is raw.
+ *
+ * CONFIG with a HD_VM_CFG_TERMINAL record does the same for the workload: it runs on a guest pty of that size,
+ * STDIN goes to the master, the master's output comes back as STDOUT (no STDERR), RESIZE (struct
+ * hd_vm_winsize) sets its size. STDIN_EOF closes hedge-init's copy of the master for writing only.
+ *
+ * EXEC_SIGNAL (the session, then a u32 signal number) sends that signal to the exec'd process (its pid, as
+ * kill(2)); one for a session that ended is dropped.
  *
  * READY says hedge-init is up and the port is open. The host answers with
  * CONFIG only then, so the wall clock and the entropy seed CONFIG carries are
@@ -79,6 +86,8 @@ enum hd_vm_msg_type {
     HD_VM_MSG_EXEC_STDIN_EOF = 8,  /* host → guest: u32 session; close its stdin once the bytes are in */
     HD_VM_MSG_EXEC_RESIZE = 9,     /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
     HD_VM_MSG_FILE_DATA = 10,      /* host → guest: right after CONFIG, the bytes of CONFIG's FILE records */
+    HD_VM_MSG_RESIZE = 11,         /* host → guest: struct hd_vm_winsize, the workload's terminal's new size */
+    HD_VM_MSG_EXEC_SIGNAL = 12,    /* host → guest: u32 session, then u32 signal number for its process */
     HD_VM_MSG_STARTED = 16,        /* guest → host: empty; the command was exec'd */
     HD_VM_MSG_STDOUT = 17,         /* guest → host: bytes the workload wrote to fd 1 */
     HD_VM_MSG_STDERR = 18,         /* guest → host: bytes the workload wrote to fd 2 */
@@ -116,7 +125,8 @@ enum hd_vm_config_tag {
                                  FILE_DATA messages, the files' bytes one after the other, in record order */
     HD_VM_CFG_SHARE = 'D',       /* "RO TAG TARGET": mount the virtiofs TAG (a host directory) at TARGET */
     HD_VM_CFG_NET_MTU = 'U',     /* decimal: eth0's MTU (the engine's interface's) */
-    HD_VM_CFG_TERMINAL = 'T',    /* EXEC only: "ROWS COLS", the process runs on a pty of that size (0 0: unknown) */
+    HD_VM_CFG_TERMINAL = 'T',    /* CONFIG or EXEC: "ROWS COLS", the process runs on a pty of that size (0 0:
+                                 unknown) */
 };
 
 #define HD_VM_SEED_BYTES 64
@@ -171,6 +181,8 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_EXEC_STDIN_EOF: return length == 4;
     case HD_VM_MSG_EXEC_RESIZE: return length == 4 + sizeof(struct hd_vm_winsize);
     case HD_VM_MSG_FILE_DATA: return length > 0;
+    case HD_VM_MSG_RESIZE: return length == sizeof(struct hd_vm_winsize);
+    case HD_VM_MSG_EXEC_SIGNAL: return length == 8;
     default: return 0;
     }
 }

@@ -87,6 +87,22 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd
 
 /* ---- hedge-oci-vm: what an OCI bundle gives a guest beyond a hedge spec ---- */
 
+/*
+ * What an exec's caller writes on the done connection (hd_vm_exec) while its process runs: signal 0 and a
+ * terminal's new size (EXEC_RESIZE), or a signal for the process (EXEC_SIGNAL). When the connection ends
+ * before the process did (the caller died: SIGKILL), the process gets SIGKILL.
+ */
+struct hd_vm_exec_control {
+    uint32_t signal;
+    uint16_t rows, cols;
+};
+
+/* After hd_workload_create, before start: the workload runs on a pty of the guest's, rows x cols (0 0:
+ * unknown); its stdin and stdout (a raw host terminal's slave, or pipes) are relayed to the pty's master. */
+int hd_vm_set_terminal(struct hd_workload *w, unsigned rows, unsigned cols, hd_error_t *err);
+/* The workload's terminal has a new size (RESIZE: its foreground process group gets SIGWINCH). */
+int hd_vm_resize(struct hd_workload *w, unsigned rows, unsigned cols, hd_error_t *err);
+
 /* A file an engine binds into the container (/etc/hosts, /etc/resolv.conf, ...): copied into the guest and
  * bound at target there (a file of its own, on the guest's side: writes do not reach the host). */
 struct hd_vm_file {

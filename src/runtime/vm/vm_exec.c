@@ -20,10 +20,17 @@
  * A terminal (the records hold HD_VM_CFG_TERMINAL): the guest runs the process on a pty of its own; the
  * caller's fds are the slave of a host pty in raw mode (hedge-oci-vm exec --tty made it and gave the master to
  * the console socket), so keys and output pass through unchanged. The caller writes the terminal's size
- * (struct hd_vm_winsize) on the done connection whenever it changes; the relay sends each as EXEC_RESIZE.
+ * (struct hd_vm_exec_control, signal 0) on the done connection whenever it changes; the relay sends each as
+ * EXEC_RESIZE.
+ *
+ * Signals: the caller (hedge-oci-vm exec's host process, the exec's pid) writes each signal it gets as a
+ * struct hd_vm_exec_control on the done connection; the relay sends it as EXEC_SIGNAL. SIGKILL cannot be
+ * caught: when the done connection ends before the process did (its caller died), the relay sends
+ * EXEC_SIGNAL SIGKILL, so that the guest process ends with the host one.
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,7 +115,7 @@ int hd_vm_exec(struct hd_workload *w, const char *records, size_t len, int in_fd
                                      .err_fd = err_fd,
                                      .done_fd = done_fd,
                                      .tty = records_have_terminal(records, len),
-                                     .resizes_open = true};
+                                     .caller_open = true};
             struct vm_pending *m = hd_xcalloc(1, sizeof(*m));
             m->type = HD_VM_MSG_EXEC;
             m->length = (uint32_t)(len + 4);
@@ -184,27 +191,45 @@ void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds)
         const struct vm_exec *e = &vm->execs[i];
         bool room = e->done_fd >= 0 && e->unacked < HD_VM_EXEC_STDIN_WINDOW;
         fds[i] = (struct pollfd){.fd = may_send && room ? e->in_fd : -1, .events = POLLIN};
-        bool resizes = may_send && e->done_fd >= 0 && e->tty && e->resizes_open;
-        fds[MAX_EXECS + i] = (struct pollfd){.fd = resizes ? e->done_fd : -1, .events = POLLIN};
+        bool control = may_send && e->done_fd >= 0 && e->caller_open;
+        fds[MAX_EXECS + i] = (struct pollfd){.fd = control ? e->done_fd : -1, .events = POLLIN};
     }
     pthread_mutex_unlock(&vm->lock);
 }
 
-/* A terminal's new size from the caller (struct hd_vm_winsize on the done connection): EXEC_RESIZE. */
-static bool read_resize(struct vm_exec *e, struct outgoing *out)
+/*
+ * What the caller wrote on the done connection (struct hd_vm_exec_control): a terminal's new size
+ * (EXEC_RESIZE) or a signal (EXEC_SIGNAL); its end before the process's: EXEC_SIGNAL SIGKILL.
+ */
+static bool read_control(struct vm_exec *e, struct outgoing *out)
 {
-    unsigned char msg[4 + sizeof(struct hd_vm_winsize)];
-    ssize_t n = recv(e->done_fd, msg + 4, sizeof(struct hd_vm_winsize), MSG_DONTWAIT);
+    struct hd_vm_exec_control c;
+    unsigned char msg[8];
+    ssize_t n = recv(e->done_fd, &c, sizeof(c), MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return false;
-    if (n <= 0) {
-        e->resizes_open = false; /* the caller went away: its process runs on, at its last size */
-        return false;
-    }
-    if (n != (ssize_t)sizeof(struct hd_vm_winsize))
-        return false; /* the caller writes each size whole; a torn one is dropped */
     memcpy(msg, &e->id, 4);
-    hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_RESIZE, msg, sizeof(msg));
+    if (n <= 0) {
+        e->caller_open = false; /* the caller died (SIGKILL): so does its process */
+        uint32_t sig = SIGKILL;
+        memcpy(msg + 4, &sig, 4);
+        hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_SIGNAL, msg, 8);
+        return true;
+    }
+    if (n != (ssize_t)sizeof(c))
+        return false; /* the caller writes each whole; a torn one is dropped */
+    if (c.signal != 0) {
+        if (c.signal >= 65)
+            return false;
+        memcpy(msg + 4, &c.signal, 4);
+        hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_SIGNAL, msg, 8);
+        return true;
+    }
+    if (!e->tty)
+        return false;
+    struct hd_vm_winsize size = {.rows = c.rows, .cols = c.cols};
+    memcpy(msg + 4, &size, sizeof(size));
+    hd_vm_outgoing_set(out, HD_VM_MSG_EXEC_RESIZE, msg, 4 + sizeof(size));
     return true;
 }
 
@@ -212,7 +237,7 @@ void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgo
 {
     for (size_t i = 0; i < MAX_EXECS; i++)
         if (fds[MAX_EXECS + i].fd >= 0 && (fds[MAX_EXECS + i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-            read_resize(&vm->execs[i], out))
+            read_control(&vm->execs[i], out))
             return;
     /* stdin, round robin: each turn starts after the session read last, so none starves the others */
     size_t start = vm->next_stdin_session;

@@ -1,7 +1,8 @@
 /*
- * vm_internal.h - what the vm backend's two halves share: vm.c (prepare, start, the relay thread, signal,
- * wait, cleanup) and vm_exec.c (the processes hedge-oci-vm exec runs beside the workload: their sessions,
- * and the relay of their EXEC_* messages). Not for use outside runtime/vm/.
+ * vm_internal.h - what the vm backend's parts share: vm.c (prepare, start, the relay thread, signal,
+ * wait, cleanup), config.c (the CONFIG message: built at prepare, sent at READY) and vm_exec.c (the processes
+ * hedge-oci-vm exec runs beside the workload: their sessions, and the relay of their EXEC_* messages), and
+ * share.c's virtiofsd. Not for use outside runtime/vm/.
  *
  * struct vm is one guest. The relay thread owns the channel to the guest; the exec sessions in it are
  * shared between the thread that asks for an exec (hd_vm_exec, the holder's main thread) and the relay,
@@ -30,8 +31,8 @@ struct vm_exec {
     int in_fd;                   /* the caller's stdin, -1 once its end went to the guest */
     int out_fd, err_fd, done_fd; /* done_fd -1: a free slot */
     uint32_t unacked;            /* EXEC_STDIN bytes sent and not acknowledged (relay thread) */
-    bool tty;                    /* on a terminal: done_fd also brings its sizes (struct hd_vm_winsize) */
-    bool resizes_open;           /* done_fd has not reached its end (relay thread) */
+    bool tty;                    /* on a terminal: done_fd also brings its sizes */
+    bool caller_open;            /* done_fd (signals, sizes: struct hd_vm_exec_control) has not ended (relay) */
 };
 
 /* A host directory for the guest (share.c): its virtiofsd. */
@@ -128,8 +129,19 @@ void hd_vm_outgoing_set(struct outgoing *o, uint32_t type, const void *payload, 
 /* Write guest output to a caller's fd without ever blocking the relay for good (see vm.c). */
 void hd_vm_write_out(struct vm *vm, int fd, const unsigned char *data, size_t len);
 
+/* Send one whole message on the (blocking) socket, without SIGPIPE: 0 or -errno. */
+int hd_vm_socket_send_all(int fd, const void *buf, size_t len);
+
+/* ---- config.c ---- */
+
+/* Encode the spec as the CONFIG message's records (vm->config) and the secrets' (vm->secrets), at prepare. */
+int hd_vm_config_build(struct hd_workload *w, struct vm *vm, hd_error_t *err);
 /* Add a record to a prepared guest's CONFIG, within the message's bound. */
 int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *err);
+/* Answer READY: CONFIG with a fresh seed and clock, then the bound files' bytes; the buffers are wiped. */
+int hd_vm_config_send(struct vm *vm, hd_error_t *err);
+/* Wipe and free what CONFIG held (cleanup, when it never went). */
+void hd_vm_config_wipe(struct vm *vm);
 
 /* ---- share.c ---- */
 
@@ -146,10 +158,10 @@ void hd_vm_exec_init(struct vm *vm);
  * when h is not one of them, -1 on a protocol violation (vm->relay_problem says which). */
 int hd_vm_exec_handle(struct vm *vm, const struct hd_vm_msg_header *h, const unsigned char *payload);
 /* The relay's poll entries for the sessions' input (fds[2 * MAX_EXECS]): their stdin, read when may_send (the
- * relay has no message in flight), no EXEC waits to go out and the session's window has room; then the
- * terminals' sizes from their callers. */
+ * relay has no message in flight), no EXEC waits to go out and the session's window has room; then their
+ * callers' done connections (signals, terminal sizes). */
 void hd_vm_exec_input_poll(struct vm *vm, bool may_send, struct pollfd *fds);
-/* After poll: a terminal's new size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
+/* After poll: a caller's signal as EXEC_SIGNAL or terminal size as EXEC_RESIZE, else one chunk (or the end) of a ready session's stdin as
  * EXEC_STDIN (EXEC_STDIN_EOF), into out. */
 void hd_vm_exec_input_read(struct vm *vm, const struct pollfd *fds, struct outgoing *out);
 /* The guest is gone: close every session's descriptors (their callers see the end, without a code). */
