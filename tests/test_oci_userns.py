@@ -63,6 +63,19 @@ def test_run_in_a_user_namespace_sees_its_maps_and_owners(oci, tmp_path, mapped_
     assert not (oci.root / "uns1").exists() and cgroup_dirs("uns1") == []
 
 
+def test_linux_devices_in_a_user_namespace_are_the_hosts_nodes_bound(oci, tmp_path, mapped_rootfs):
+    # no mknod in a user namespace: the host's /dev/fuse (root's, 0600: nobody's inside) is bound, as runc does;
+    # a fifo is made all the same
+    b = make_bundle(tmp_path / "b", mapped_rootfs,
+                    ["sh", "-c", "stat -c '%F %t:%T %a %u:%g' /dev/fuse /dev/fifo; grep -c ' /dev/fuse ' /proc/mounts"],
+                    **with_userns({"linux.devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229,
+                                                      "fileMode": 438},
+                                                     {"path": "/dev/fifo", "type": "p"}]}))
+    r = oci("run", "--bundle", b, "unsdev")
+    assert r.code == 0, r
+    assert r.out.splitlines() == ["character special file a:e5 600 65534:65534", "fifo 0:0 666 0:0", "1"], r
+
+
 def test_several_ranges_and_a_user_inside(oci, tmp_path, mapped_rootfs):
     """Two ranges per map; the process runs as 1000 with supplementary groups (setgroups stays allowed)."""
     uid_map = [{"containerID": 0, "hostID": BASE, "size": 1000}, {"containerID": 1000, "hostID": BASE + 1000,

@@ -761,6 +761,13 @@ int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err)
     return rc;
 }
 
+const char *hd_cgroup_unified_dir(struct hd_cgroup *cg)
+{
+    if (cg == NULL)
+        return NULL;
+    return cg->v2_dir ? cg->v2_dir : cg->unified_dir;
+}
+
 const char *hd_cgroup_path(struct hd_cgroup *cg)
 {
     if (cg == NULL || cg->n_dirs == 0)

@@ -101,6 +101,9 @@ int hd_cgroup_destroy(struct hd_cgroup *cg, hd_error_t *err);
 bool hd_cgroup_cpuset_list_valid(const char *list);
 /* A hugetlb page size as the cgroup files name it: digits then KB, MB or GB ("2MB", "1GB"). */
 bool hd_cgroup_hugepage_size_valid(const char *size);
+/* The group's directory in the cgroup v2 hierarchy: the group on a v2 host, its unified one on a hybrid host;
+ * NULL on a v1 host (or with no directory there). */
+const char *hd_cgroup_unified_dir(struct hd_cgroup *cg);
 /* Path of the group in the "main" hierarchy (for messages and tests). */
 const char *hd_cgroup_path(struct hd_cgroup *cg);
 

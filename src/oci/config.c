@@ -12,6 +12,7 @@
  *   process.capabilities                  spec cap_drop ALL + cap_add (one set; unknown names
  *                                         dropped with runc's warning), inheritable/ambient masks
  *   process.noNewPrivileges               spec no_new_privs
+ *   process.ioPriority, scheduler         set in the container's process before its filter (sched.c)
  *   process.rlimits, oomScoreAdj          set in the runtime before the clone (inherited)
  *   root.path/readonly, hostname          spec rootfs/readonly_rootfs/hostname
  *   mounts: bind/rbind                    spec mounts (+ nosuid/nodev/noexec inside)
@@ -29,6 +30,8 @@
  *   linux.cgroupsPath                     cgroup parent + name
  *   linux.seccomp                         written to the state dir, spec seccomp = that file
  *   linux.maskedPaths/readonlyPaths       inside by the hook (on top of hedge's defaults)
+ *   linux.devices, domainname,            inside by the hook, after the mounts (extras.c)
+ *     linux.personality
  *   linux.sysctl                          namespaced keys, written inside by the hook
  */
 #include "oci/oci.h"
@@ -65,6 +68,8 @@ void oci_config_free(struct oci_config *cfg)
     oci_hooks_free(&cfg->hooks);
     if (cfg->console_fd >= 0)
         close(cfg->console_fd);
+    if (cfg->listener_fd >= 0)
+        close(cfg->listener_fd);
     free(cfg->bundle);
     free(cfg->rootfs);
     for (int i = 0; i < cfg->n_mounts; i++) {
@@ -92,6 +97,7 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->device_rules);
     free(cfg->uid_map);
     free(cfg->gid_map);
+    oci_extras_free(cfg);
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
         if (cfg->ns_paths[t] && cfg->ns_fds[t] >= 0)
             close(cfg->ns_fds[t]);
@@ -412,10 +418,7 @@ static int parse_process(json_t *proc, struct oci_config *cfg, hd_error_t *err)
         cfg->console_rows = (unsigned)height;
         cfg->console_cols = (unsigned)width;
     }
-    if (refuse_if_set(proc, "commandLine", "process.", err) < 0 ||
-        refuse_if_set(proc, "ioPriority", "process.", err) < 0 ||
-        refuse_if_set(proc, "scheduler", "process.", err) < 0 ||
-        refuse_if_set(proc, "execCPUAffinity", "process.", err) < 0)
+    if (refuse_if_set(proc, "commandLine", "process.", err) < 0 || oci_sched_parse(proc, cfg, err) < 0)
         return -1;
     if (get_strv(json_object_get(proc, "args"), "process.args", &spec->command, err) < 0)
         return -1;
@@ -762,6 +765,14 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
         json_t *path = json_object_get(ns, "path");
         if (have[t])
             return hd_error_set(err, 0, "linux.namespaces[%zu]: a second %s namespace", i, namespace_types[t]);
+        if (is_set(path) && namespace_joins[t].clone_type == CLONE_NEWTIME) {
+            if (!json_is_string(path) || json_string_value(path)[0] != '/')
+                return hd_error_set(err, 0, "linux.namespaces[%zu].path: not an absolute path", i);
+            cfg->time_ns_path = hd_xstrdup(json_string_value(path)); /* opened by oci_time_ns_open (extras.c) */
+            cfg->time_ns_index = i;
+            have[t] = true;
+            continue;
+        }
         if (is_set(path)) {
             int j = namespace_joins[t].join;
             if (j < 0)
@@ -778,8 +789,7 @@ static int parse_namespaces(json_t *arr, struct oci_config *cfg, hd_error_t *err
             continue;
         }
         if (strcmp(namespace_types[t], "time") == 0)
-            return hd_error_set(err, 0, "linux.namespaces[%zu]: a new %s namespace is not supported yet", i,
-                                namespace_types[t]);
+            cfg->new_timens = true; /* with linux.timeOffsets (extras.c) */
         if (strcmp(namespace_types[t], "user") == 0)
             cfg->new_userns = true; /* with linux.uidMappings/gidMappings (userns.c) */
         have[t] = true;
@@ -906,11 +916,12 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     struct hd_spec *spec = cfg->spec;
     if (res == NULL || json_is_null(res))
         return 0;
-    static const char *const refused[] = {"network", "rdma", "unified"};
+    static const char *const refused[] = {"network", "rdma"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(res, refused[i], "linux.resources.", err) < 0)
             return -1;
-    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0)
+    if (parse_devices_rules(json_object_get(res, "devices"), cfg, err) < 0 ||
+        oci_unified_parse(json_object_get(res, "unified"), cfg, err) < 0)
         return -1;
     json_t *mem = json_object_get(res, "memory");
     if (json_is_object(mem)) {
@@ -988,7 +999,8 @@ static int parse_resources(json_t *res, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err)
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, struct oci_sysctl **unified,
+                       size_t *n_unified, hd_error_t *err)
 {
     json_error_t jerr;
     json_t *res = json_loadb(text, len, 0, &jerr);
@@ -999,14 +1011,21 @@ int oci_resources_load(const char *text, size_t len, struct hd_resources *out, h
     int rc = -1;
     struct oci_config *cfg = hd_xcalloc(1, sizeof(*cfg));
     cfg->spec = hd_spec_new();
+    cfg->console_fd = -1; /* not stdin: oci_config_free closes what is >= 0 */
+    cfg->listener_fd = -1;
+    cfg->time_ns_fd = -1;
     if (is_set(json_object_get(res, "devices")))
         unsupported(err, "linux.resources.devices",
                     "changing the device list of a running container is not "
                     "supported yet");
     else if (parse_resources(res, cfg, err) == 0)
         rc = 0;
-    if (rc == 0)
+    if (rc == 0) {
         *out = cfg->spec->resources; /* as at create: memory without swap leaves swap unlimited */
+        *unified = get_and_reset(&cfg->unified);
+        *n_unified = cfg->n_unified;
+        cfg->n_unified = 0;
+    }
     oci_config_free(cfg);
     json_decref(res);
     return rc < 0 ? hd_error_prefix(err, "update") : 0;
@@ -1052,9 +1071,7 @@ static int parse_seccomp(json_t *sc, struct oci_config *cfg, hd_error_t *err)
 {
     if (!is_set(sc))
         return 0;
-    if (refuse_if_set(sc, "flags", "linux.seccomp.", err) < 0 ||
-        refuse_if_set(sc, "listenerPath", "linux.seccomp.", err) < 0 ||
-        refuse_if_set(sc, "listenerMetadata", "linux.seccomp.", err) < 0)
+    if (refuse_if_set(sc, "flags", "linux.seccomp.", err) < 0 || oci_listener_parse(sc, cfg, err) < 0)
         return -1;
     size_t i;
     json_t *arch;
@@ -1075,8 +1092,7 @@ static int parse_linux(json_t *lx, struct oci_config *cfg, hd_error_t *err)
 {
     if (!json_is_object(lx))
         return hd_error_set(err, 0, "linux: missing or not an object");
-    static const char *const refused[] = {"devices",     "intelRdt",     "personality",
-                                          "timeOffsets", "memoryPolicy", "netDevices"};
+    static const char *const refused[] = {"intelRdt", "netDevices"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         if (refuse_if_set(lx, refused[i], "linux.", err) < 0)
             return -1;
@@ -1178,6 +1194,8 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     cfg->bundle = hd_xstrdup(resolved);
     cfg->umask = -1;
     cfg->console_fd = -1;
+    cfg->listener_fd = -1;
+    cfg->time_ns_fd = -1;
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++)
         cfg->ns_fds[t] = -1;
     int rc = -1;
@@ -1208,13 +1226,12 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
     else if (strlen(id) <= 63 &&
              strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") == strlen(id))
         cfg->spec->hostname = hd_xstrdup(id); /* else the runtime's run id */
-    if (refuse_if_set(root, "domainname", "", err) < 0 || refuse_if_set(root, "vm", "", err) < 0 ||
-        refuse_if_set(root, "windows", "", err) < 0 || refuse_if_set(root, "solaris", "", err) < 0 ||
-        refuse_if_set(root, "zos", "", err) < 0 ||
+    if (refuse_if_set(root, "vm", "", err) < 0 || refuse_if_set(root, "windows", "", err) < 0 ||
+        refuse_if_set(root, "solaris", "", err) < 0 || refuse_if_set(root, "zos", "", err) < 0 ||
         oci_hooks_parse(json_object_get(root, "hooks"), &cfg->hooks, err) < 0)
         goto out;
     if (parse_process(json_object_get(root, "process"), cfg, err) < 0 ||
-        parse_linux(json_object_get(root, "linux"), cfg, err) < 0)
+        parse_linux(json_object_get(root, "linux"), cfg, err) < 0 || oci_extras_parse(root, cfg, err) < 0)
         goto out;
     if (cfg->ns_inherited[HD_JOIN_UTS] && is_set(hostname)) {
         hd_error_set(err, 0,
@@ -1447,7 +1464,9 @@ int oci_container_setup(const struct hd_workload *w, void *data, enum hd_setup_p
     case HD_SETUP_BEFORE_PIVOT:
         return oci_hooks_run(&cfg->hooks, OCI_HOOK_CREATE_CONTAINER, oci_hook_state(w, "creating"), err);
     case HD_SETUP_BEFORE_EXEC:
-        return oci_hooks_run(&cfg->hooks, OCI_HOOK_START_CONTAINER, oci_hook_state(w, "created"), err);
+        if (oci_hooks_run(&cfg->hooks, OCI_HOOK_START_CONTAINER, oci_hook_state(w, "created"), err) < 0)
+            return -1;
+        return oci_pass_fds_before_exec(cfg, err);
     case HD_SETUP_INSIDE: break;
     }
     if (setup_inside(cfg, err) < 0)
@@ -1554,5 +1573,5 @@ static int setup_inside(const struct oci_config *cfg, hd_error_t *err)
         return -1;
     if (cfg->rootfs_propagation && mount(NULL, "/", NULL, cfg->rootfs_propagation, NULL) < 0)
         return hd_error_sys(err, "linux.rootfsPropagation");
-    return 0;
+    return oci_extras_setup_inside(cfg, err);
 }

@@ -39,8 +39,6 @@ struct exec_flags {
 
 static int check_exec_flags(const struct exec_flags *f, hd_error_t *err)
 {
-    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
-        return hd_error_set(err, 0, "exec --preserve-fds: passing extra file descriptors is not supported yet");
     if (f->apparmor && *f->apparmor)
         return hd_error_set(err, 0, "exec --apparmor: AppArmor profiles are not supported yet");
     if (f->process_label && *f->process_label)
@@ -102,9 +100,28 @@ static int write_pid(const char *path, pid_t pid, hd_error_t *err)
     return 0;
 }
 
-static int exec_console_setup(void *data, hd_error_t *err)
+struct exec_setup {
+    struct oci_console *console; /* NULL: no terminal */
+    const struct oci_config *cfg;
+    char *state; /* the container's state document, for the seccomp listener's message */
+};
+
+/* In the joining process: its terminal, the --preserve-fds fds open across exec, the personality. */
+static int exec_setup(void *data, hd_error_t *err)
 {
-    return oci_console_make(data, err);
+    struct exec_setup *s = data;
+    if (s->console && oci_console_make(s->console, err) < 0)
+        return -1;
+    if (oci_pass_fds_before_exec(s->cfg, err) < 0 || oci_affinity_final(s->cfg, err) < 0)
+        return -1;
+    return oci_process_attrs_apply(s->cfg, err);
+}
+
+/* linux.seccomp.listenerPath: the exec'd process's listener goes to the agent too, as runc sends it. */
+static int exec_listener(void *data, int fd, hd_error_t *err)
+{
+    struct exec_setup *s = data;
+    return oci_listener_send_fd(s->cfg, s->state, fd, err);
 }
 
 /* "uid[:gid]" of --user (a name keeps the config's ids): the owner of the exec's terminal. */
@@ -155,8 +172,15 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     struct hd_cgroup *cg = NULL;
     cleanup_free char *dir = oci_state_dir(st->id);
     cleanup_free char *seccomp_path = hd_xasprintf("%s/seccomp.json", dir);
+    cleanup_free char *state_doc = NULL; /* for the seccomp listener's message */
     if (f->process && oci_process_load(f->process, cfg, err) < 0)
         goto out;
+    if (oci_pass_fds_setup(cfg, f->preserve_fds, false, err) < 0)
+        goto out;
+    if (oci_globals.vm && cfg->n_pass_fds > 0) {
+        hd_error_set(err, 0, "exec --preserve-fds: passing file descriptors into a VM is not supported");
+        goto out;
+    }
     if (!f->process) {
         if (args == NULL || args[0] == NULL) {
             hd_error_set(err, 0, "exec: give the command after the container id, or --process FILE");
@@ -206,13 +230,17 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
     oci_use_cgroup_parent(st->cgroup_parent);
     if (st->cgroup_name && hd_cgroup_open(st->cgroup_name, &cg, err) < 0)
         goto out;
+    if (oci_listener_connect(cfg, err) < 0)
+        goto out;
     struct oci_console console = {.socket_fd = -1};
     int with_console = exec_console(f, cfg, &console, relay_fd, err);
     if (with_console < 0)
         goto out;
+    state_doc = oci_state_document(st, "running", st->pid, false);
+    struct exec_setup setup = {.console = with_console ? &console : NULL, .cfg = cfg, .state = state_doc};
     struct hd_container_join j = {
-        .setup = with_console ? exec_console_setup : NULL,
-        .setup_data = &console,
+        .setup = exec_setup,
+        .setup_data = &setup,
         .init_pid = st->pid,
         .security = &spec->security,
         .caps_inheritable = cfg->caps_inheritable,
@@ -224,8 +252,10 @@ static int exec_process(const struct oci_state *st, const struct exec_flags *f, 
         .user = spec->user,
         .groups = cfg->groups,
         .n_groups = cfg->n_groups,
+        .seccomp_listener = cfg->listener_fd >= 0 ? exec_listener : NULL,
+        .seccomp_listener_data = &setup,
     };
-    rc = hd_container_join(&j, pid_out, err);
+    rc = oci_affinity_initial(cfg, err) < 0 ? -1 : hd_container_join(&j, pid_out, err);
     if (console.socket_fd >= 0)
         close(console.socket_fd); /* the process has its copy */
     if (rc < 0 && *err && (*err)->exit_code == HD_EXIT_NOT_FOUND) {
@@ -614,11 +644,15 @@ int oci_cmd_update(int argc, char **argv)
         len = strlen(text);
     }
     struct hd_resources res = {0};
-    if (oci_resources_load(text, len, &res, &err) < 0)
+    struct oci_sysctl *unified = NULL;
+    size_t n_unified = 0;
+    if (oci_resources_load(text, len, &res, &unified, &n_unified, &err) < 0)
         return oci_fail(&err);
     struct oci_state *st = NULL;
-    if (oci_state_load(argv[first], &st, &err) < 0)
+    if (oci_state_load(argv[first], &st, &err) < 0) {
+        oci_unified_free(unified, n_unified);
         return oci_fail(&err);
+    }
     int rc = 0;
     struct hd_cgroup *cg = NULL;
     if (oci_state_status(st) == OCI_STOPPED)
@@ -629,8 +663,11 @@ int oci_cmd_update(int argc, char **argv)
     }
     if (rc == 0)
         rc = hd_cgroup_update(cg, &res, &err);
+    if (rc == 0)
+        rc = oci_unified_apply(unified, n_unified, cg, &err);
     if (rc < 0)
         hd_error_prefix(&err, "update %s", st->id);
+    oci_unified_free(unified, n_unified);
     hd_cgroup_forget(cg);
     oci_state_free(st);
     return rc < 0 ? oci_fail(&err) : 0;

@@ -58,8 +58,6 @@ char *oci_now_rfc3339(void)
 
 static int check_create_flags(const struct create_flags *f, hd_error_t *err)
 {
-    if (f->preserve_fds && strcmp(f->preserve_fds, "0") != 0)
-        return hd_error_set(err, 0, "--preserve-fds: passing extra file descriptors is not supported yet");
     /* --no-pivot: hedge always uses pivot_root; --no-new-keyring: hedge never makes a session
      * keyring (its seccomp filter refuses keyctl), which is what the flag asks for. */
     return 0;
@@ -124,18 +122,22 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     struct oci_config *cfg = NULL;
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
-    if (oci_namespaces_open(cfg, err) < 0) { /* before anything else, as runc opens them */
+    if (oci_namespaces_open(cfg, err) < 0 || oci_time_ns_open(cfg, err) < 0) { /* first, as runc opens them */
         oci_config_free(cfg);
         return -1;
     }
     cfg->id = id;
+    if (oci_pass_fds_setup(cfg, f->preserve_fds, true, err) < 0) {
+        oci_config_free(cfg);
+        return -1;
+    }
     if (cfg->n_mounts_skipped > 0)
         oci_log("warning",
                 "mounts: the config's %zu mounts are not made: linux.namespaces has no mount entry, so the "
                 "container shares the host's mount namespace and only chroots into root.path (runc would mount "
                 "them on the host's mount table)",
                 cfg->n_mounts_skipped);
-    if (open_console(cfg, f, foreground, relay_fd, err) < 0) {
+    if (open_console(cfg, f, foreground, relay_fd, err) < 0 || oci_listener_connect(cfg, err) < 0) {
         oci_config_free(cfg);
         return hd_error_prefix(err, "create %s", id);
     }
@@ -194,13 +196,22 @@ static int create_container(const char *id, const struct create_flags *f, bool f
     /* a joined user namespace has its maps: the config's, when given, are only checked against them */
     w->uid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->uid_map;
     w->gid_map = cfg->ns_paths[HD_JOIN_USER] ? NULL : cfg->gid_map;
-    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER))
+    /* the state documents reach the process for its hooks and its seccomp listener's message */
+    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_START_CONTAINER) || cfg->listener_path)
         w->before_pivot_parent = oci_hooks_before_pivot_parent;
-    if (hd_workload_start(w, err) < 0)
+    if (cfg->listener_path)
+        w->seccomp_listener = oci_listener_send;
+    w->time_offsets = cfg->time_offsets;
+    w->time_ns_fd = cfg->time_ns_fd >= 0 ? &cfg->time_ns_fd : NULL;
+    if (hd_workload_start(w, err) < 0 || oci_unified_apply(cfg->unified, cfg->n_unified, w->cgroup, err) < 0)
         goto fail;
     if (cfg->console_fd >= 0) { /* the container's process has its copy */
         close(cfg->console_fd);
         cfg->console_fd = -1;
+    }
+    if (cfg->listener_fd >= 0) { /* likewise */
+        close(cfg->listener_fd);
+        cfg->listener_fd = -1;
     }
     const char *parent = getenv("HEDGE_CGROUP_PARENT");
     created = oci_now_rfc3339();

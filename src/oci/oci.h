@@ -146,6 +146,25 @@ int oci_console_receive(int socket_fd, hd_error_t *err);
 /* Relay the master to our stdio (raw mode, window size) until pid (our child or not) exits. */
 int oci_console_relay(int master, pid_t pid, hd_error_t *err);
 
+/* process.scheduler (sched.c): sched_setattr(2)'s fields. */
+struct oci_sched {
+    unsigned policy;
+    uint64_t flags;
+    int nice;
+    unsigned priority;
+    uint64_t runtime, deadline, period;
+};
+
+/* One entry of linux.devices (extras.c). */
+struct oci_device {
+    char *path;
+    mode_t mode; /* S_IFCHR/S_IFBLK/S_IFIFO | fileMode */
+    dev_t rdev;
+    uid_t uid;
+    gid_t gid;
+    bool bound; /* a new user namespace: the host's node at path, bound by the runtime (a spec device) */
+};
+
 struct oci_config {
     struct hd_spec *spec;
     const char *id; /* the container id (the caller's string) */
@@ -201,7 +220,46 @@ struct oci_config {
     size_t n_mounts_skipped; /* with host_mount_ns: the config's mounts left out (create warns) */
     char *uid_map;
     char *gid_map;
+    /* linux.devices, domainname, linux.personality (extras.c) */
+    struct oci_device *devices;
+    size_t n_devices;
+    char *domainname; /* NULL: left as it is */
+    bool have_personality;
+    unsigned long personality;
+    /* --preserve-fds N and the LISTEN_FDS of the runtime's environment: fds 3..3+n_pass_fds-1 reach the
+     * process at the same numbers */
+    int n_pass_fds;
+    /* linux.resources.unified: files of the cgroup v2 group and their values */
+    struct oci_sysctl *unified;
+    size_t n_unified;
+    /* linux.seccomp.listenerPath and listenerMetadata (NULL: none); the connection to it create makes, which the
+     * container's process inherits and sends the listener fd over (-1 until then) */
+    char *listener_path;
+    char *listener_metadata;
+    int listener_fd;
+    /* a new time namespace (linux.namespaces "time" without a path) and linux.timeOffsets as the text of
+     * /proc/PID/timens_offsets ("" without offsets) */
+    bool new_timens;
+    char *time_offsets;
+    /* linux.namespaces "time" with a path: the path, the entry's index, its fd once opened (-1 until then) */
+    char *time_ns_path;
+    size_t time_ns_index;
+    int time_ns_fd;
+    /* process.ioPriority (ioprio_set's value) and process.scheduler (sched.c) */
+    bool have_io_priority;
+    int io_priority;
+    bool have_sched;
+    struct oci_sched sched;
+    /* process.execCPUAffinity (exec'd processes only): CPU lists, or NULL */
+    char *affinity_initial;
+    char *affinity_final;
+    /* linux.memoryPolicy: set_mempolicy's mode (with its flags) and node mask (nodes 0..1023) */
+    bool have_mpol;
+    int mpol_mode;
+    unsigned long mpol_nodes[1024 / (8 * sizeof(unsigned long))];
 };
+
+/* ---- fields applied inside the container beside config.c's (extras.c) ---- */
 
 /* linux.uidMappings/gidMappings (lx: the "linux" object): checked (errors name the field) and kept as cfg's
  * uid_map/gid_map with a new user namespace; refused without one. After process and linux.namespaces. */
@@ -209,14 +267,60 @@ int oci_userns_parse(json_t *lx, bool new_userns, struct oci_config *cfg, hd_err
 /* A joined user namespace (linux.namespaces "user" with a path, fd open): read its maps and check that root and
  * process.user are mapped there (errors name the field). oci_namespaces_open calls it. */
 int oci_userns_check_joined(struct oci_config *cfg, int fd, hd_error_t *err);
+/* linux.devices, domainname and linux.personality of config.json (root) into cfg, after linux.namespaces and
+ * the user namespace; errors name the field. */
+int oci_extras_parse(json_t *root, struct oci_config *cfg, hd_error_t *err);
+void oci_extras_free(struct oci_config *cfg);
+/* --preserve-fds (text, NULL: 0) and, with activation (create, run), $LISTEN_FDS (runc's socket activation:
+ * those first, LISTEN_FDS and LISTEN_PID=1 in the process's environment): check the fds are open and keep their
+ * count in cfg. */
+int oci_pass_fds_setup(struct oci_config *cfg, const char *preserve_fds, bool activation, hd_error_t *err);
+/* linux.resources.unified (NULL or null: none) into cfg: checked keys (no "/" or "..", not cgroup.procs or
+ * cgroup.threads), string values, a host with a cgroup v2 hierarchy; errors name the field. */
+int oci_unified_parse(json_t *unified, struct oci_config *cfg, hd_error_t *err);
+/* Write the n pairs to the container's group in the v2 hierarchy (create, after the process is held in it;
+ * update): a file the group does not have is an error naming linux.resources.unified.KEY. */
+int oci_unified_apply(const struct oci_sysctl *unified, size_t n, struct hd_cgroup *cg, hd_error_t *err);
+void oci_unified_free(struct oci_sysctl *unified, size_t n);
+/* process.ioPriority and process.scheduler of a process object (config.json's, exec --process's); errors name
+ * the field. */
+int oci_sched_parse(json_t *proc, struct oci_config *cfg, hd_error_t *err);
+/* Apply them to this process (the container's, before its filter and exec). */
+int oci_sched_apply(const struct oci_config *cfg, hd_error_t *err);
+/* linux.memoryPolicy of the "linux" object lx into cfg; errors name the field. */
+int oci_memory_policy_parse(json_t *lx, struct oci_config *cfg, hd_error_t *err);
+/* exec: process.execCPUAffinity.initial as hedge-oci's own affinity while it starts the process (none: nothing). */
+int oci_affinity_initial(const struct oci_config *cfg, hd_error_t *err);
+/* In the exec'd process after it joined the cgroup: .final, or (with only .initial) the cgroup's CPUs. */
+int oci_affinity_final(const struct oci_config *cfg, hd_error_t *err);
+/* create: open the time namespace linux.namespaces joins by path (cfg->time_ns_fd) and check its type. */
+int oci_time_ns_open(struct oci_config *cfg, hd_error_t *err);
+/* linux.seccomp.listenerPath/listenerMetadata of the seccomp object sc into cfg; errors name the field. */
+int oci_listener_parse(json_t *sc, struct oci_config *cfg, hd_error_t *err);
+/* create: connect to the listenerPath (cfg->listener_fd), before the container exists. */
+int oci_listener_connect(struct oci_config *cfg, hd_error_t *err);
+/* The workload's seccomp_listener (backend.h), data the oci_config: the listener fd and the container process
+ * state (runtime-spec "Seccomp listener") sent over cfg->listener_fd. */
+int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
+/* The same for any process (exec's): fd and the message around state_json (a state document). */
+int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, int fd, hd_error_t *err);
+/* process.ioPriority, process.scheduler and linux.personality, those given, for this process (the first one's
+ * hook, exec's set-up). */
+int oci_process_attrs_apply(const struct oci_config *cfg, hd_error_t *err);
+/* Right before exec: the passed fds lose close-on-exec (the runtime marked every inherited fd so). */
+int oci_pass_fds_before_exec(const struct oci_config *cfg, hd_error_t *err);
+/* Inside the container, after the config's mounts: the device nodes, the domain name, the personality. */
+int oci_extras_setup_inside(const struct oci_config *cfg, hd_error_t *err);
 /* Read <bundle>/config.json; errors name the field ("process.terminal: ..."). */
 int oci_config_load(const char *bundle, const char *id, struct oci_config **out, hd_error_t *err);
 void oci_config_free(struct oci_config *cfg);
 /* Open every linux.namespaces[].path (create does it before anything else) and check each is a namespace of
  * its entry's type; errors name the field. cfg->ns_fds then feed the workload's join_ns_fds. */
 int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err);
-/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged). */
-int oci_resources_load(const char *text, size_t len, struct hd_resources *out, hd_error_t *err);
+/* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged) and
+ * its unified pairs (*unified owned by the caller: oci_unified_free). */
+int oci_resources_load(const char *text, size_t len, struct hd_resources *out, struct oci_sysctl **unified,
+                       size_t *n_unified, hd_error_t *err);
 /* resources.c: linux.resources.cpu.cpus/mems/realtimePeriod/realtimeRuntime, blockIO and hugepageLimits of
  * res (a linux.resources object) into r. */
 int oci_resources_parse_cpuset_io(json_t *res, struct hd_resources *r, hd_error_t *err);

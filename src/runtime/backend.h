@@ -137,6 +137,17 @@ struct hd_workload {
     int (*held)(const struct hd_workload *w, void *data, hd_error_t *err); /* vm backend: at the hold */
     void *held_data;
     const sigset_t *hold_end_signals;
+    /* Container backend: the first process loads its seccomp filter with a listener
+     * (SECCOMP_FILTER_FLAG_NEW_LISTENER) and hands the fd to this callback (data: container_setup_data) right
+     * after, in the container; it closes the fd afterwards. NULL: no listener. hedge-oci's listenerPath. */
+    int (*seccomp_listener)(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
+    /* Container backend: a new time namespace for the first process, with these offsets (the text of
+     * /proc/PID/timens_offsets: "monotonic SECS NSECS\n", "boottime ..."; "" none); NULL: the runtime's. Not
+     * owned. */
+    const char *time_offsets;
+    /* Container backend: an existing time namespace (an fd of it) for the first process, entered for the clone
+     * only as a new one is; NULL: none. Not owned. */
+    const int *time_ns_fd;
     /* Capability sets beyond hedge's one set (hedge itself leaves them empty): applied last. */
     uint64_t caps_inheritable;
     uint64_t caps_ambient;

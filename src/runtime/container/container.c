@@ -221,7 +221,30 @@ static int container_hold_before_exec(const struct hd_workload *w, const struct 
 
 /* The process's security, last before exec: capabilities, then (with no_new_privs) seccomp.
  * The first process and every joined one (hd_container_join) go through here. */
-static int apply_process_security(uint64_t caps, uint64_t inheritable, uint64_t ambient, bool no_new_privs,
+/* Load the filter; with a listener callback (hedge-oci's listenerPath), with a listener whose fd the callback
+ * gets. */
+static int load_filter(int (*listener)(void *data, int fd, hd_error_t *err), void *data,
+                       const struct hd_seccomp *seccomp, hd_error_t *err)
+{
+    if (listener == NULL || seccomp == NULL)
+        return hd_seccomp_load(seccomp, err);
+    int fd = hd_seccomp_load_listener(seccomp, err);
+    if (fd < 0)
+        return -1;
+    int rc = listener(data, fd, err);
+    close(fd);
+    return rc;
+}
+
+/* The workload's seccomp_listener as load_filter's callback (data: the workload). */
+static int workload_listener(void *data, int fd, hd_error_t *err)
+{
+    const struct hd_workload *w = data;
+    return w->seccomp_listener(w, w->container_setup_data, fd, err);
+}
+
+static int apply_process_security(int (*listener)(void *data, int fd, hd_error_t *err), void *listener_data,
+                                  uint64_t caps, uint64_t inheritable, uint64_t ambient, bool no_new_privs,
                                   const struct hd_seccomp *seccomp, hd_error_t *err)
 {
     /* with inheritable/ambient sets (hedge-oci), as runc: the permitted set whatever the user (keep_caps held
@@ -232,7 +255,7 @@ static int apply_process_security(uint64_t caps, uint64_t inheritable, uint64_t 
     } else if (hd_caps_apply(caps, err) < 0) {
         return -1;
     }
-    if (no_new_privs && hd_seccomp_load(seccomp, err) < 0)
+    if (no_new_privs && load_filter(listener, listener_data, seccomp, err) < 0)
         return -1;
     return 0;
 }
@@ -242,8 +265,8 @@ static int container_before_exec(void *data, hd_error_t *err)
 {
     struct hd_workload *w = data;
     struct container *c = container_of(w);
-    if (apply_process_security(c->caps, w->caps_inheritable, w->caps_ambient, w->spec->security.no_new_privs,
-                               c->seccomp, err) < 0)
+    if (apply_process_security(w->seccomp_listener ? workload_listener : NULL, w, c->caps, w->caps_inheritable,
+                               w->caps_ambient, w->spec->security.no_new_privs, c->seccomp, err) < 0)
         return -1;
     if (w->hold_before_exec)
         return container_hold_before_exec(w, c, err);
@@ -537,7 +560,8 @@ __attribute__((noreturn)) static void container_child(void *data, int go_fd, int
     if (w->container_setup && w->container_setup(w, w->container_setup_data, HD_SETUP_INSIDE, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     c->report_fd = report_fd;
-    if (!spec->security.no_new_privs && hd_seccomp_load(c->seccomp, &err) < 0)
+    if (!spec->security.no_new_privs &&
+        load_filter(w->seccomp_listener ? workload_listener : NULL, w, c->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = w->argv,
@@ -645,6 +669,35 @@ static int take_over_from_intermediate(struct hd_spawn *s, hd_error_t *err)
     return 0;
 }
 
+/*
+ * A new time namespace applies to children only (clone(2) has no room for CLONE_NEWTIME): unshare one for
+ * our next child, write its offsets while no process is in it, and, once the child is cloned, go back to
+ * ours (*own, kept open) so that nothing else we start lands there.
+ */
+static int time_ns_enter_for_children(const char *offsets, int *own, hd_error_t *err)
+{
+    *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
+    if (*own < 0)
+        return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
+    if (unshare(CLONE_NEWTIME) < 0)
+        return hd_error_sys(err, "time namespace: unshare");
+    if (*offsets && hd_write_file("/proc/self/timens_offsets", offsets, strlen(offsets), err) < 0)
+        return hd_error_prefix(err, "time namespace: its offsets"); /* the caller goes back to ours */
+    return 0;
+}
+
+/* An existing time namespace for our next child: setns changes ours too (we are single-threaded); the caller
+ * goes back to *own after the clone. */
+static int time_ns_join_for_children(int fd, int *own, hd_error_t *err)
+{
+    *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
+    if (*own < 0)
+        return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
+    if (setns(fd, CLONE_NEWTIME) < 0)
+        return hd_error_sys(err, "join the existing time namespace");
+    return 0;
+}
+
 static int container_start(struct hd_workload *w, hd_error_t *err)
 {
     struct container *c = container_of(w);
@@ -723,7 +776,16 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
         .data = &args,
     };
     struct hd_spawn s;
-    int ret = hd_spawn_start(&opts, &s, err);
+    cleanup_close int own_time_ns = -1;
+    int ret = w->time_offsets ? time_ns_enter_for_children(w->time_offsets, &own_time_ns, err)
+        : w->time_ns_fd       ? time_ns_join_for_children(*w->time_ns_fd, &own_time_ns, err)
+                              : 0;
+    if (ret == 0)
+        ret = hd_spawn_start(&opts, &s, err);
+    if (own_time_ns >= 0 && setns(own_time_ns, CLONE_NEWTIME) < 0 && ret == 0) {
+        hd_error_sys(err, "time namespace: back to ours");
+        ret = hd_spawn_abort(&s, err); /* below, as a failed clone */
+    }
     hd_cgroup_entry_close(&cgroup_entry);
     if (userns && !join_userns && parent_return_after_clone(own_ns, err) < 0) {
         if (ret == 0)
@@ -816,8 +878,8 @@ struct join_child_args {
 static int join_before_exec(void *data, hd_error_t *err)
 {
     struct join_child_args *a = data;
-    return apply_process_security(a->caps, a->j->caps_inheritable, a->j->caps_ambient, a->j->security->no_new_privs,
-                                  a->seccomp, err);
+    return apply_process_security(a->j->seccomp_listener, a->j->seccomp_listener_data, a->caps, a->j->caps_inheritable,
+                                  a->j->caps_ambient, a->j->security->no_new_privs, a->seccomp, err);
 }
 
 __attribute__((noreturn)) static void join_child(void *data, int go_fd, int report_fd)
@@ -842,7 +904,7 @@ __attribute__((noreturn)) static void join_child(void *data, int go_fd, int repo
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     if (hd_caps_drop_bounding(a->caps, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
-    if (!j->security->no_new_privs && hd_seccomp_load(a->seccomp, &err) < 0)
+    if (!j->security->no_new_privs && load_filter(j->seccomp_listener, j->seccomp_listener_data, a->seccomp, &err) < 0)
         hd_child_fail(report_fd, HD_EXIT_HEDGE, err->errnum, "%s", err->message);
     struct hd_exec_plan plan = {
         .argv = j->argv,

@@ -34,6 +34,10 @@ struct hd_container_join {
     void *setup_data;
     const gid_t *groups; /* supplementary groups, exactly (as hd_exec_plan); NULL: the primary gid alone */
     size_t n_groups;
+    /* Optional: load the filter with a listener (SECCOMP_FILTER_FLAG_NEW_LISTENER) and hand its fd to this
+     * callback right after, in the process (hedge-oci's listenerPath); the fd is closed afterwards. */
+    int (*seccomp_listener)(void *data, int fd, hd_error_t *err);
+    void *seccomp_listener_data;
 };
 
 /* Start the process; it has exec'd when this returns 0 (*pid_out is its host pid, our child).

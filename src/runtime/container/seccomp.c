@@ -217,6 +217,8 @@ static int json_action(const char *name, json_t *errno_ret, uint32_t *out)
         *out = SCMP_ACT_TRAP;
     else if (strcmp(name, "SCMP_ACT_LOG") == 0)
         *out = SCMP_ACT_LOG;
+    else if (strcmp(name, "SCMP_ACT_NOTIFY") == 0)
+        *out = SCMP_ACT_NOTIFY; /* for a listener (hedge-oci's linux.seccomp.listenerPath); ENOSYS without one */
     else
         return -1;
     return 0;
@@ -585,6 +587,16 @@ out:
     hd_seccomp_free(f);
     seccomp_release(ctx);
     return ret;
+}
+
+int hd_seccomp_load_listener(const struct hd_seccomp *filter, hd_error_t *err)
+{
+    if (filter == NULL)
+        return hd_error_set(err, 0, "seccomp: a listener needs a filter");
+    long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &filter->prog);
+    if (fd < 0)
+        return hd_error_sys(err, "seccomp: load the filter with a listener");
+    return (int)fd;
 }
 
 int hd_seccomp_load(const struct hd_seccomp *filter, hd_error_t *err)

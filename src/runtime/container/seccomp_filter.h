@@ -25,6 +25,8 @@ struct hd_seccomp;
 int hd_seccomp_build(const struct hd_security *sec, uint64_t caps, struct hd_seccomp **out, hd_error_t *err);
 /* Child side: install the filter. Needs no_new_privs or CAP_SYS_ADMIN. */
 int hd_seccomp_load(const struct hd_seccomp *filter, hd_error_t *err);
+/* The same with SECCOMP_FILTER_FLAG_NEW_LISTENER: the listener fd (close-on-exec), or -1. */
+int hd_seccomp_load_listener(const struct hd_seccomp *filter, hd_error_t *err);
 /* Number of BPF instructions (for tests and messages). */
 unsigned hd_seccomp_length(const struct hd_seccomp *filter);
 void hd_seccomp_free(struct hd_seccomp *filter);
