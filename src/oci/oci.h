@@ -317,6 +317,8 @@ void oci_config_free(struct oci_config *cfg);
 /* Open every linux.namespaces[].path (create does it before anything else) and check each is a namespace of
  * its entry's type; errors name the field. cfg->ns_fds then feed the workload's join_ns_fds. */
 int oci_namespaces_open(struct oci_config *cfg, hd_error_t *err);
+/* namespaces.c: linux.namespaces (an array) into cfg: new, joined by path, or the runtime's own (inherited). */
+int oci_namespaces_parse(json_t *arr, struct oci_config *cfg, hd_error_t *err);
 /* update --resources: a linux.resources object as the limits it sets (fields it leaves out are 0: unchanged) and
  * its unified pairs (*unified owned by the caller: oci_unified_free). */
 int oci_resources_load(const char *text, size_t len, struct hd_resources *out, struct oci_sysctl **unified,
