@@ -155,9 +155,11 @@ def test_builtin_echo_process_report(process_report):
             assert fig["ratio_to_process"] is None, key
     p50, p90, p99 = (res[f"rr_latency_{p}_us"]["median"] for p in ("p50", "p90", "p99"))
     assert 0 < p50 <= p90 <= p99 < 1e6
-    tps = res["rr_transactions_per_s"]["median"]
-    # one transaction in flight: transactions/s is about 1 / mean latency
-    assert 1e6 / p99 / 2 < tps < 1e6 / p50 * 1.5
+    # one transaction in flight: in each run, transactions/s is about 1 / mean latency (per run: the medians
+    # of two figures may come from different runs, and a loaded machine makes runs differ)
+    runs = zip(*(res[k]["samples"] for k in ("rr_transactions_per_s", "rr_latency_p50_us", "rr_latency_p99_us")))
+    for tps, run_p50, run_p99 in runs:
+        assert 1e6 / run_p99 / 2 < tps < 1e6 / run_p50 * 1.5, (tps, run_p50, run_p99)
     assert 0 < res["start_to_ready_ms"]["median"] < 10000
     assert res["stream_throughput_mbit_s"]["median"] > 10
     assert res["host_cpu_s_per_10k_transactions"]["median"] > 0
