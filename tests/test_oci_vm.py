@@ -100,6 +100,46 @@ def test_run_prints_and_exits_with_the_status(ocivm, bundle, code):
     assert not ocivm.root.joinpath(f"r{code}").exists()
 
 
+def test_a_pod_container_joining_its_sandbox_namespaces_runs(ocivm, bundle, tmp_path):
+    """Kubernetes and podman pods: a container joins the sandbox's ipc, uts and pid namespaces by path. Each
+    container here is a VM of its own: the guest takes the uts namespace's name as its hostname, the others are
+    not shared (a warning in the log says so), and a user namespace path is refused naming the entry."""
+    sandbox = subprocess.Popen(["unshare", "--ipc", "--uts", "--pid", "--fork", "--kill-child", "sh", "-c",
+                                "hostname pod-sandbox && exec sleep 1000"])
+    try:
+        def sleeper():
+            try:
+                kids = pathlib.Path(f"/proc/{sandbox.pid}/task/{sandbox.pid}/children").read_text().split()
+            except OSError:
+                return None
+            return int(kids[0]) if kids and pathlib.Path(f"/proc/{kids[0]}/exe").resolve().name == "sleep" else None
+        deadline = time.monotonic() + 10
+        while (pid := sleeper()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid, "the sandbox did not start"
+        ns = [{"type": "pid", "path": f"/proc/{pid}/ns/pid"}, {"type": "mount"},
+              {"type": "ipc", "path": f"/proc/{pid}/ns/ipc"}, {"type": "uts", "path": f"/proc/{pid}/ns/uts"}]
+        b = bundle("hostname", **{"process.terminal": False, "linux.namespaces": ns})
+        config = json.loads((b / "config.json").read_text())
+        config.pop("hostname", None)
+        (b / "config.json").write_text(json.dumps(config))
+        log = tmp_path / "pod.log"
+        r = ocivm("--log", log, "run", "-b", b, "pod1")
+        assert (r.code, r.out) == (0, "pod-sandbox\n"), r
+        text = log.read_text()
+        assert f"linux.namespaces[0].path: /proc/{pid}/ns/pid is not shared with the guest" in text, text
+        assert f"linux.namespaces[2].path: /proc/{pid}/ns/ipc is not shared with the guest" in text, text
+        b = bundle("true", **{"process.terminal": False,
+                              "linux.namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")] +
+                                                  [{"type": "user", "path": f"/proc/{pid}/ns/user"}]})
+        r = ocivm("run", "-b", b, "pod2")
+        assert r.code == 1 and "linux.namespaces[4].path: joining the user namespace" in r.err, r
+        assert not ocivm.root.joinpath("pod2").exists()
+    finally:
+        sandbox.kill()
+        sandbox.wait()
+
+
 def test_bound_files_are_copied_into_the_guest(ocivm, bundle, tmp_path):
     """Binds of files (as the engines make for /etc/hosts, /etc/hostname, ...) are copies in the guest, bound at
     their destinations with the host file's mode and owner, read-only when the bind is."""

@@ -240,10 +240,14 @@ static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_e
             x->netns_index = cfg->ns_index[t];
             continue;
         }
-        return hd_error_set(err, 0,
-                            "linux.namespaces[%zu].path: joining %s is not supported by hedge-oci-vm (the process "
-                            "runs under the guest's own kernel)",
-                            cfg->ns_index[t], cfg->ns_paths[t]);
+        /* A pod's containers join its sandbox's ipc, uts, pid (and cgroup, mount) namespaces by path (Kubernetes,
+         * podman pods). Each container here is a VM with its own kernel: nothing of a host namespace reaches
+         * the guest, except the uts namespace's name, which becomes the guest's hostname (oci_namespaces_open
+         * read it when the config names none). The pod still runs; its containers share what their VMs can. */
+        if (t != HD_JOIN_UTS)
+            oci_log("warning",
+                    "linux.namespaces[%zu].path: %s is not shared with the guest (it runs under its own kernel)",
+                    cfg->ns_index[t], cfg->ns_paths[t]);
     }
     if (spec->userns.enabled || cfg->new_userns)
         return hd_error_set(err, 0,
@@ -302,7 +306,17 @@ static int load_vm_config(const char *id, const struct oci_vm_flags *f, bool for
     if (oci_config_load(f->bundle ? f->bundle : ".", id, &cfg, err) < 0)
         return -1;
     cfg->id = id;
-    if (check_terminal(cfg, f, foreground, err) < 0 || vm_spec_from_config(cfg, x, err) < 0) {
+    if (cfg->ns_paths[HD_JOIN_USER]) {
+        hd_error_set(err, 0,
+                     "linux.namespaces[%zu].path: joining the user namespace %s is not supported by hedge-oci-vm "
+                     "(the guest kernel is the isolation boundary)",
+                     cfg->ns_index[HD_JOIN_USER], cfg->ns_paths[HD_JOIN_USER]);
+        oci_config_free(cfg);
+        return -1;
+    }
+    /* the paths are checked as for a container (errors name the entry), and a joined uts namespace gives its name */
+    if (oci_namespaces_open(cfg, err) < 0 || check_terminal(cfg, f, foreground, err) < 0 ||
+        vm_spec_from_config(cfg, x, err) < 0) {
         vm_extras_free(x);
         oci_config_free(cfg);
         return -1;
