@@ -1732,11 +1732,11 @@ def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
     runs inside a network namespace this test makes, so its bridge, addresses and firewall rules stay there; its
     network configs live in the test's own directory. With --uidmap the containers have a new user namespace
     too, and hedge-oci enters podman's network namespace for their clone."""
-    with podman_in_netns(tmp_path, busybox_rootfs, "hedge-oci-podnet", "hedgenet", HEDGE_OCI) as (podman, _):
+    with podman_in_netns(tmp_path, busybox_rootfs, "hedge-oci-podnet", "hedgenet", HEDGE_OCI) as (podman, host):
         r = podman("network", "create", "hedgenet")
         assert r.code == 0, r
         r = podman("--runtime", HEDGE_OCI, "run", "-d", "--name", "srv", "--network", "hedgenet", *uidmap,
-                   "localhost/hedge-busybox:test", "sh", "-c",
+                   "-p", "127.0.0.1:18081:8080", "localhost/hedge-busybox:test", "sh", "-c",
                    "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www")
         assert r.code == 0, r
         r = podman("inspect", "--format", "{{.NetworkSettings.Networks.hedgenet.IPAddress}}", "srv")
@@ -1749,3 +1749,12 @@ def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
         assert r.code == 0, r
         assert "eth0" in r.out and "pong" in r.out.splitlines()[-1], r
         assert r.out.splitlines()[1].split() == (["0", "100000", "65536"] if uidmap else ["0", "0", "4294967295"]), r
+        # -p: the published port on the (namespace's) host loopback reaches the container's httpd
+        fetch = ("import time, urllib.request as u\n"
+                 "for i in range(50):\n"
+                 "    try:\n"
+                 "        print(u.urlopen('http://127.0.0.1:18081/', timeout=5).read().decode(), end=''); break\n"
+                 "    except OSError: time.sleep(0.2)\n")
+        got = subprocess.run(["ip", "netns", "exec", host, "python3", "-c", fetch], capture_output=True, text=True,
+                             timeout=60)
+        assert got.stdout == "pong\n", got
