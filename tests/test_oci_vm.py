@@ -407,6 +407,20 @@ def test_host_hooks_of_a_foreground_run(ocivm, bundle, tmp_path):
         assert doc["pid"] == (0 if name == "poststop" else pid), (name, doc)
 
 
+def test_a_failing_create_hook_fails_a_foreground_run(ocivm, bundle, tmp_path):
+    """run in the foreground: a failing createRuntime hook ends it before the command, naming the hook; the VM,
+    cgroup and state go, and poststop does not run (nothing was created)."""
+    hooks, entries = host_hooks(tmp_path, ["poststop"])
+    hooks["createRuntime"] = [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}]
+    b = bundle("sh", "-c", "echo ran", hooks=hooks, **{"process.terminal": False})
+    r = ocivm("run", "-b", b, "fgbad")
+    assert r.code == 1, r
+    assert "run fgbad: hooks.createRuntime[0]: /bin/sh exited with status 4: nope" in r.err, r
+    assert "ran" not in r.out
+    assert entries() == []
+    assert not (ocivm.root / "fgbad").exists()
+
+
 def test_exec_runs_more_processes_in_the_guest(ocivm, bundle, tmp_path, subreaper):  # noqa: F811
     assert os.readlink(HEDGE_OCI_VM) == "hedge-oci"
     r = ocivm("--version")
