@@ -367,6 +367,14 @@ def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_pa
     ({}, {"HEDGE_VM_KERNEL_DIR": "/nonexistent"}, "guest kernel /nonexistent/vmlinuz: not found"),
     # QEMU itself starts and fails: the holder reports it, nothing of it is left
     ({}, {"HEDGE_VM_MACHINE": "no-such-machine"}, "vm: QEMU exited with status 1"),
+    # a failing createRuntime hook (run once the guest is held at READY) fails create: holder and QEMU go
+    ({"hooks": {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no network >&2; exit 3"]}]}}, {},
+     "hooks.createRuntime[0]: /bin/sh exited with status 3: no network"),
+    # the hooks that run in the container's namespaces: a VM has none on the host
+    ({"hooks": {"createContainer": [{"path": "/bin/true"}]}}, {},
+     "hooks.createContainer: not supported by hedge-oci-vm (it runs in the container's namespaces"),
+    ({"hooks": {"startContainer": [{"path": "/bin/true"}]}}, {},
+     "hooks.startContainer: not supported by hedge-oci-vm"),
 ])
 def test_a_bad_bundle_fails_create_and_leaves_nothing(ocivm, bundle, tmp_path, dirs, change, env, message):
     big = tmp_path / "big"
@@ -382,6 +390,75 @@ def test_a_bad_bundle_fails_create_and_leaves_nothing(ocivm, bundle, tmp_path, d
     assert not (tmp_path / "pid").exists()
     assert qemu_processes_for(dirs["run"]) == []
     assert not (dirs["run"] / "runs").exists() or list((dirs["run"] / "runs").iterdir()) == []
+
+
+def host_hooks(tmp_path, phases):
+    """Hooks that append "NAME STATE" to tmp_path/hook-log (the state from stdin); returns (hooks, entries())."""
+    script = tmp_path / "hook.sh"
+    script.write_text('#!/bin/sh\necho "$1 $(cat)" >> "$2"\n')
+    script.chmod(0o755)
+    log = tmp_path / "hook-log"
+    hooks = {p: [{"path": str(script), "args": ["hook.sh", p, str(log)]}] for p in phases}
+
+    def entries():
+        if not log.exists():
+            return []
+        return [(line.split(" ", 1)[0], json.loads(line.split(" ", 1)[1])) for line in log.read_text().splitlines()]
+    return hooks, entries
+
+
+WANT_HOOK_STATUS = {"prestart": "created", "createRuntime": "creating", "poststart": "running", "poststop": "stopped"}
+
+
+def test_host_hooks_run_once_with_the_state(ocivm, bundle, tmp_path, subreaper, dirs):  # noqa: F811
+    """prestart and createRuntime at create (the guest held at READY, the holder's pid), poststart after
+    start, poststop after delete: in hedge-oci-vm, each once, with the state of that moment on stdin."""
+    hooks, entries = host_hooks(tmp_path, WANT_HOOK_STATUS)
+    b = bundle("true", hooks=hooks, **{"process.terminal": False})
+    r = ocivm("create", "-b", b, "hk")
+    assert r.code == 0, r
+    pid = state(ocivm, "hk")["pid"]
+    assert [n for n, _ in entries()] == ["prestart", "createRuntime"]
+    assert len(qemu_processes_for(dirs["run"])) == 1
+    assert ocivm("start", "hk").code == 0
+    status = reap(pid, timeout=60)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert ocivm("delete", "hk").code == 0
+    got = entries()
+    assert [n for n, _ in got] == ["prestart", "createRuntime", "poststart", "poststop"], got
+    for name, doc in got:
+        assert doc["id"] == "hk" and doc["bundle"] == str(b), (name, doc)
+        assert doc["status"] == WANT_HOOK_STATUS[name], (name, doc)
+        assert doc["pid"] == (0 if name == "poststop" else pid), (name, doc)
+
+
+def test_host_hooks_of_a_foreground_run(ocivm, bundle, tmp_path):
+    """run in the foreground: the same four hooks, the pid the run's own (the state's), poststop at the end."""
+    hooks, entries = host_hooks(tmp_path, WANT_HOOK_STATUS)
+    b = bundle("sh", "-c", "echo hi", hooks=hooks, **{"process.terminal": False})
+    r = ocivm("run", "-b", b, "fg")
+    assert (r.code, r.out) == (0, "hi\n"), r
+    got = entries()
+    assert [n for n, _ in got] == ["prestart", "createRuntime", "poststart", "poststop"], got
+    pid = got[0][1]["pid"]
+    assert pid > 0
+    for name, doc in got:
+        assert doc["id"] == "fg" and doc["status"] == WANT_HOOK_STATUS[name], (name, doc)
+        assert doc["pid"] == (0 if name == "poststop" else pid), (name, doc)
+
+
+def test_a_failing_create_hook_fails_a_foreground_run(ocivm, bundle, tmp_path):
+    """run in the foreground: a failing createRuntime hook ends it before the command, naming the hook; the VM,
+    cgroup and state go, and poststop does not run (nothing was created)."""
+    hooks, entries = host_hooks(tmp_path, ["poststop"])
+    hooks["createRuntime"] = [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 4"]}]
+    b = bundle("sh", "-c", "echo ran", hooks=hooks, **{"process.terminal": False})
+    r = ocivm("run", "-b", b, "fgbad")
+    assert r.code == 1, r
+    assert "run fgbad: hooks.createRuntime[0]: /bin/sh exited with status 4: nope" in r.err, r
+    assert "ran" not in r.out
+    assert entries() == []
+    assert not (ocivm.root / "fgbad").exists()
 
 
 def test_exec_runs_more_processes_in_the_guest(ocivm, bundle, tmp_path, subreaper):  # noqa: F811

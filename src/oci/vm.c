@@ -45,6 +45,11 @@
  * TERMINAL record) and the holder passes each new size (SIGWINCH) as RESIZE. A foreground run without a
  * socket relays its own stdio (raw when it is a terminal).
  *
+ * hooks: prestart and createRuntime run in create (the runtime's namespaces) once the holder said "ready" (the
+ * guest held at READY, state.json naming the holder), poststart and poststop are lifecycle.c's (start, delete,
+ * from <root>/<id>/hooks.json); a foreground run holds at READY for its own (the FIFO a pipe it reads itself).
+ * createContainer and startContainer run in the container's namespaces: a VM has none on the host, refused.
+ *
  * What a guest cannot have is refused naming the field; what it does not need
  * is ignored (docs/oci.md#hedge-oci-vm says which and why).
  */
@@ -253,8 +258,14 @@ static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_e
         return hd_error_set(err, 0,
                             "linux.uidMappings: a user namespace is not supported by hedge-oci-vm (the guest "
                             "kernel is the isolation boundary)");
-    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_POSTSTOP))
-        return hd_error_set(err, 0, "hooks: not supported by hedge-oci-vm yet");
+    /* prestart, createRuntime, poststart and poststop run on the host (run_create_hooks, lifecycle.c); these two
+     * run in the container's namespaces, which a VM does not have on the host */
+    for (int p = OCI_HOOK_CREATE_CONTAINER; p <= OCI_HOOK_START_CONTAINER; p++)
+        if (cfg->hooks.n[p] > 0)
+            return hd_error_set(err, 0,
+                                "hooks.%s: not supported by hedge-oci-vm (it runs in the container's namespaces, "
+                                "and the process runs under the guest's own kernel, not in namespaces on the host)",
+                                oci_hook_phase_name((enum oci_hook_phase)p));
     if (check_mounts(cfg, x, err) < 0)
         return -1;
     for (int i = 0; i < spec->n_mounts; i++) {
@@ -715,6 +726,46 @@ static int set_terminal(struct hd_workload *w, int tty_fd, const struct oci_conf
     return 0;
 }
 
+/* ---- hooks on the host ---- */
+
+/* prestart ("created", first) and createRuntime ("creating") in hedge-oci-vm (the runtime's namespaces) once the
+ * guest is at READY and state.json names the pid (the holder's, or the foreground run's): the documents `state`
+ * prints, in the order and with the statuses a container's hooks get (hooks.c). poststart and poststop are
+ * lifecycle.c's (start, delete: <root>/<id>/hooks.json) but for a foreground run's, below. */
+static int run_create_hooks(const char *id, const struct oci_hooks *hooks, hd_error_t *err)
+{
+    if (!oci_hooks_any(hooks, OCI_HOOK_PRESTART, OCI_HOOK_CREATE_RUNTIME))
+        return 0;
+    struct oci_state *st = NULL;
+    if (oci_state_load(id, &st, err) < 0)
+        return -1;
+    cleanup_free char *created = oci_state_document(st, "created", st->pid, false);
+    cleanup_free char *creating = oci_state_document(st, "creating", st->pid, false);
+    int rc = 0;
+    if (oci_hooks_run(hooks, OCI_HOOK_PRESTART, created, err) < 0 ||
+        oci_hooks_run(hooks, OCI_HOOK_CREATE_RUNTIME, creating, err) < 0)
+        rc = -1;
+    oci_state_free(st);
+    return rc;
+}
+
+/* A foreground run holds at READY only for its hooks (the FIFO is a pipe whose reader it keeps: no wait). */
+struct foreground_hooks {
+    const char *id;
+    const struct oci_hooks *hooks;
+    bool created; /* the create hooks passed: poststop runs at the end */
+};
+
+static int foreground_held(const struct hd_workload *w, void *data, hd_error_t *err)
+{
+    (void)w;
+    struct foreground_hooks *fh = data;
+    if (run_create_hooks(fh->id, fh->hooks, err) < 0)
+        return -1;
+    fh->created = true;
+    return 0;
+}
+
 /* ---- create: the holder ---- */
 
 struct holder {
@@ -960,7 +1011,8 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
         remove_cgroup(cfg);
         goto fail;
     }
-    if (f->pid_file && oci_write_pid_file(f->pid_file, pid, err) < 0) {
+    if (run_create_hooks(id, &cfg->hooks, err) < 0 || oci_hooks_save(&cfg->hooks, id, err) < 0 ||
+        (f->pid_file && oci_write_pid_file(f->pid_file, pid, err) < 0)) {
         /* as delete: the holder (QEMU ends with it), the cgroup, the run dir the state names */
         struct oci_state *st = NULL;
         hd_error_t ignored = NULL;
@@ -999,6 +1051,9 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
         return hd_error_prefix(err, "run %s", id);
     }
     struct hd_workload *w = NULL;
+    struct oci_state *st = NULL;
+    struct foreground_hooks fh = {.id = id, .hooks = &cfg->hooks, .created = false};
+    int hold[2] = {-1, -1};
     sigset_t mask;
     int rc = -1;
     hd_log_set_level(HD_LOG_WARN); /* the backend's notes (a template restore) would mix into the output */
@@ -1030,14 +1085,40 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
         apply_extras(w, id, &x, err) < 0 ||
         (cfg->terminal && set_terminal(w, tty_fd >= 0 ? tty_fd : slave, cfg, err) < 0) ||
         save_state(id, cfg, w, getpid(), err) < 0 ||
-        (f->pid_file && oci_write_pid_file(f->pid_file, getpid(), err) < 0) || hd_workload_start(w, err) < 0)
+        (f->pid_file && oci_write_pid_file(f->pid_file, getpid(), err) < 0))
         goto out;
+    if (oci_hooks_any(&cfg->hooks, OCI_HOOK_PRESTART, OCI_HOOK_POSTSTOP)) {
+        if (oci_state_load(id, &st, err) < 0)
+            goto out;
+        if (pipe2(hold, O_CLOEXEC) < 0) {
+            hd_error_sys(err, "pipe");
+            goto out;
+        }
+        w->hold_before_exec = true;
+        w->exec_fifo_fd = hold[1];
+        w->held = foreground_held;
+        w->held_data = &fh;
+    }
+    if (hd_workload_start(w, err) < 0)
+        goto out;
+    if (st && cfg->hooks.n[OCI_HOOK_POSTSTART] > 0) {
+        cleanup_free char *state = oci_state_document(st, "running", st->pid, false);
+        oci_hooks_run_warn(&cfg->hooks, OCI_HOOK_POSTSTART, state);
+    }
     rc = forward_and_wait(w, &mask, exec_fd, tty_fd, code, err);
 out:
     if (tty_fd >= 0)
         tcsetattr(tty_fd, TCSANOW, &saved);
     hd_workload_destroy(w);
     remove_state_dir(id);
+    if (fh.created && cfg->hooks.n[OCI_HOOK_POSTSTOP] > 0) {
+        cleanup_free char *state = oci_state_document(st, "stopped", 0, false);
+        oci_hooks_run_warn(&cfg->hooks, OCI_HOOK_POSTSTOP, state);
+    }
+    oci_state_free(st);
+    for (int i = 0; i < 2; i++)
+        if (hold[i] >= 0)
+            close(hold[i]);
     vm_extras_free(&x);
     oci_config_free(cfg);
     return rc < 0 ? hd_error_prefix(err, "run %s", id) : 0;
