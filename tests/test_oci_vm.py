@@ -313,6 +313,17 @@ def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_pa
                **{"process.terminal": False,
                   "linux.namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")] +
                                       [{"type": "network", "path": f"/run/netns/{inner}"}]})
+    # a pod's sandbox (its pause container, as containerd's CRI marks it) leaves the pod's network to the
+    # containers that serve on it: no tap, no redirect for its VM
+    sandbox = tmp_path / "sandbox"
+    make_bundle(sandbox, pathlib.Path(json.loads((b / "config.json").read_text())["root"]["path"]), ["sleep", "1000"],
+                **{"process.terminal": False, "annotations": {"io.kubernetes.cri.container-type": "sandbox"},
+                   "linux.namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts")] +
+                                       [{"type": "network", "path": f"/run/netns/{inner}"}]})
+    r = ocivm("create", "-b", sandbox, "--pid-file", tmp_path / "sandbox.pid", "pause1")
+    assert r.code == 0, r
+    sandbox_pid = int((tmp_path / "sandbox.pid").read_text())
+    assert "hdtap0" not in in_netns(inner, "ip", "-o", "link").stdout
     r = ocivm("create", "-b", b, "--pid-file", tmp_path / "pid", "net1", stdout_path=out)
     assert r.code == 0, r
     pid = int((tmp_path / "pid").read_text())
@@ -334,6 +345,8 @@ def test_the_guest_nic_is_on_the_engines_network_namespace(ocivm, bundle, tmp_pa
     assert ocivm("kill", "net1", "KILL").code == 0
     reap(pid, timeout=30)
     assert ocivm("delete", "net1").code == 0
+    assert ocivm("delete", "--force", "pause1").code == 0
+    reap(sandbox_pid, timeout=30)
     assert qemu_processes_for(dirs["run"]) == []
     # as the engine left it: no tap, no qdisc of ours, the address on eth0
     assert in_netns(inner, "tc", "qdisc", "show", "dev", "eth0", "ingress").stdout == ""

@@ -233,13 +233,32 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
     return rc;
 }
 
+/* A pod's sandbox container (Kubernetes' pause, as containerd's CRI and CRI-O mark it in the annotations): it
+ * only holds the pod's namespaces, so its VM leaves the pod's network to the containers that serve on it. */
+static bool is_pod_sandbox(const struct oci_config *cfg)
+{
+    if (cfg->annotations_json == NULL)
+        return false;
+    json_t *ann = json_loads(cfg->annotations_json, 0, NULL);
+    const char *cri = json_string_value(json_object_get(ann, "io.kubernetes.cri.container-type"));
+    const char *crio = json_string_value(json_object_get(ann, "io.kubernetes.cri-o.ContainerType"));
+    bool sandbox = (cri && strcmp(cri, "sandbox") == 0) || (crio && strcmp(crio, "sandbox") == 0);
+    json_decref(ann);
+    return sandbox;
+}
+
 /* Turn cfg's container spec into a vm spec; refuse what a guest cannot have, naming the field. */
 static int vm_spec_from_config(struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
     struct hd_spec *spec = cfg->spec;
     for (size_t t = 0; t < HD_JOIN_NS_COUNT; t++) {
         if (cfg->ns_paths[t] == NULL || cfg->ns_inherited[t])
-            continue;           /* the host's own: nothing of it reaches the guest */
+            continue; /* the host's own: nothing of it reaches the guest */
+        if (t == HD_JOIN_NET && is_pod_sandbox(cfg)) {
+            oci_log("info", "linux.namespaces[%zu].path: %s is left to the pod's containers (this is its sandbox)",
+                    cfg->ns_index[t], cfg->ns_paths[t]);
+            continue;
+        }
         if (t == HD_JOIN_NET) { /* the guest's NIC is bridged to it (hd_vm_attach_netns) */
             x->netns_path = cfg->ns_paths[t];
             x->netns_index = cfg->ns_index[t];
