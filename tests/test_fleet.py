@@ -601,6 +601,16 @@ def test_hedge_fleet_rollback_rolls_back_then_makes_the_running_spec_the_desired
     assert fleet("rm", "n1", "app").code == 0 and fleet("wait", "n1").code == 0
 
 
+def follow_logs(port, node, name):
+    """`hedge fleet logs NODE NAME -f -n 1` in the background: the process and the list its stdout lines go to."""
+    proc = subprocess.Popen([str(HEDGE), "fleet", "--broker", f"127.0.0.1:{port}", "logs", node, name, "-f", "-n",
+                             "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **SANITIZER_ENV))
+    out = []
+    threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True).start()
+    return proc, out
+
+
 def test_hedge_fleet_logs_tails_and_follows_the_forwarded_batches(nodes, cloud, operator, hedge):
     n = nodes("n1")
     wait_for(lambda: operator.reported("n1"), timeout=15, what="the first report")
@@ -614,12 +624,7 @@ def test_hedge_fleet_logs_tails_and_follows_the_forwarded_batches(nodes, cloud, 
     r = fleet("logs", "n1", "talk", "-n", "2")
     assert r.code == 0 and r.out == "line 4\nline 5\n", r
     # -f: the tail, then each forwarded batch as it comes, until SIGINT
-    env = dict(os.environ, **SANITIZER_ENV)
-    proc = subprocess.Popen([str(HEDGE), "fleet", "--broker", f"127.0.0.1:{cloud.port}", "logs", "n1", "talk", "-f",
-                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    out = []
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
-    reader.start()
+    proc, out = follow_logs(cloud.port, "n1", "talk")
     try:
         wait_for(lambda: out == ["line 5\n"], timeout=15, what="the tail")
 

@@ -7,16 +7,14 @@ to it, paho subscribers on the cloud side.
 import json
 import os
 import signal
-import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import HEDGE, SANITIZER_ENV, check_sanitizer
+from conftest import check_sanitizer
 from mqtt_util import Collector, dedup_in_order, publish_many, restore_cloud
 from test_daemon import SLEEP, Daemon, spec, wait_for
-from test_fleet import FleetNode, cloud, operator, stop_nodes  # noqa: F401 (fixtures)
+from test_fleet import FleetNode, cloud, follow_logs, operator, stop_nodes  # noqa: F401 (fixtures)
 from test_privsep import net_child
 
 
@@ -292,12 +290,7 @@ def test_hedge_fleet_logs_follows_what_the_node_forwards(node, cloud, operator, 
     cmd = ["/bin/sh", "-c", 'i=0; while true; do i=$((i+1)); echo "beat $i"; sleep 0.3; done']
     operator.desire("n1", 1, {"beat": spec("beat", cmd, logs={"forward": True})})
     operator.wait_generation("n1", 1)
-    env = dict(os.environ, **SANITIZER_ENV)
-    proc = subprocess.Popen([str(HEDGE), "fleet", "--broker", f"127.0.0.1:{cloud.port}", "logs", "n1", "beat", "-f",
-                             "-n", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    out = []
-    reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
-    reader.start()
+    proc, out = follow_logs(cloud.port, "n1", "beat")
     try:
         wait_for(lambda: len(out) >= 8, timeout=20, what="the tail and forwarded lines")
         proc.send_signal(signal.SIGINT)

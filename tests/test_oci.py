@@ -1684,6 +1684,17 @@ def test_podman_runs_hedge_oci(podman, tmp_path):
         [socket.gethostname(), "sees-the-host"], r
 
 
+def fetch_in_netns(netns, url, tries=100):
+    """GET url from inside the network namespace netns, trying again while nothing answers (0.3 s apart)."""
+    fetch = ("import sys, time, urllib.request as u\n"
+             f"for i in range({tries}):\n"
+             "    try:\n"
+             "        print(u.urlopen(sys.argv[1], timeout=5).read().decode(), end=''); break\n"
+             "    except OSError: time.sleep(0.3)\n")
+    return subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", fetch, url], capture_output=True,
+                          text=True, timeout=tries * 6)
+
+
 @contextlib.contextmanager
 def podman_in_netns(tmp_path, busybox_rootfs, prefix, network, runtime):
     """podman on a CNI network of its own, inside a network namespace made here (its bridge, addresses and
@@ -1750,11 +1761,5 @@ def test_podman_network_with_hedge_oci(tmp_path, busybox_rootfs, uidmap):
         assert "eth0" in r.out and "pong" in r.out.splitlines()[-1], r
         assert r.out.splitlines()[1].split() == (["0", "100000", "65536"] if uidmap else ["0", "0", "4294967295"]), r
         # -p: the published port on the (namespace's) host loopback reaches the container's httpd
-        fetch = ("import time, urllib.request as u\n"
-                 "for i in range(50):\n"
-                 "    try:\n"
-                 "        print(u.urlopen('http://127.0.0.1:18081/', timeout=5).read().decode(), end=''); break\n"
-                 "    except OSError: time.sleep(0.2)\n")
-        got = subprocess.run(["ip", "netns", "exec", host, "python3", "-c", fetch], capture_output=True, text=True,
-                             timeout=60)
+        got = fetch_in_netns(host, "http://127.0.0.1:18081/")
         assert got.stdout == "pong\n", got

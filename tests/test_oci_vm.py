@@ -25,8 +25,8 @@ import time
 import pytest
 
 from conftest import BUILD, CGROUP_PARENT, SANITIZER_ENV, Result, check_sanitizer
-from test_oci import (console_socket, make_bundle, podman, podman_in_netns, read_terminal, reap,  # noqa: F401
-                      receive_master, subreaper)
+from test_oci import (console_socket, fetch_in_netns, make_bundle, podman, podman_in_netns,  # noqa: F401
+                      read_terminal, reap, receive_master, subreaper)
 from test_oci_containerd import IMAGE, containerd, wait_status as ctr_wait_status  # noqa: F401 (fixture)
 from test_vm import guest_kernel, qemu_processes_for  # noqa: F401 (fixture)
 
@@ -820,13 +820,7 @@ def test_podman_publishes_a_port_of_the_guest(guest_kernel, dirs, tmp_path, busy
         r = podman("inspect", "--format", "{{.NetworkSettings.Networks.hedgevmnet.IPAddress}}", "web")
         ip = r.out.strip()
         assert r.code == 0 and ip.startswith("10.89.77."), r
-        fetch = ("import time, urllib.request as u\n"
-                 "for i in range(100):\n"
-                 "    try:\n"
-                 "        print(u.urlopen('http://127.0.0.1:18080/', timeout=5).read().decode(), end=''); break\n"
-                 "    except OSError: time.sleep(0.3)\n")
-        got = subprocess.run(["ip", "netns", "exec", host, "python3", "-c", fetch], capture_output=True, text=True,
-                             timeout=120)
+        got = fetch_in_netns(host, "http://127.0.0.1:18080/")
         assert got.stdout == "pong\n", got
         r = podman("--runtime", wrapper, "exec", "web", "sh", "-c",
                    "ip -o -4 addr show eth0; ping -c 1 -W 10 10.89.77.1 >/dev/null && echo reached")
