@@ -12,7 +12,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +73,8 @@ static int template_build(int argc, char **argv)
         .state_dir = state,
         .vmlinuz = k.vmlinuz,
         .initramfs = initramfs,
-        .ram_bytes = hd_vm_guest_ram(&res),
-        .vcpus = res.cpus > 0 ? (int)ceil(res.cpus) : 1,
+        .ram_bytes = hd_spec_vm_ram(&res),
+        .vcpus = hd_spec_vm_vcpus(&res),
         .accel = accel,
         .append = append,
     };

@@ -41,7 +41,8 @@ struct hd_api {
     struct hd_loop *loop;
     struct hd_supervisor *sup;
     const struct hd_daemon_config *cfg;
-    struct hd_netchild *net; /* the broker's and uplink's counters join /metrics, GET /v1/uplink; NULL: none */
+    struct hd_netchild *net;    /* the broker's and uplink's counters join /metrics, GET /v1/uplink; NULL: none */
+    struct hd_vm_pool *vm_pool; /* the warm pool's gauges join /metrics; NULL: none */
     int fd;
     struct hd_watch *watch;
     struct conn *conns;
@@ -345,6 +346,11 @@ static void route(struct conn *c, const char *method, char *target, const char *
             cleanup_free char *net = hd_netchild_metrics(api->net);
             text = hd_xasprintf("%s%s", workloads, net);
         }
+        if (api->vm_pool) {
+            cleanup_free char *before = get_and_reset(&text);
+            cleanup_free char *pool = hd_vm_pool_metrics_text(api->vm_pool);
+            text = hd_xasprintf("%s%s", before, pool);
+        }
         return respond_raw(c, 200, "text/plain; version=0.0.4", text, strlen(text));
     }
     if (strcmp(target, "/v1/uplink") == 0) {
@@ -573,6 +579,12 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
         c->next = api->conns;
         api->conns = c;
     }
+}
+
+void hd_api_set_vm_pool(struct hd_api *api, struct hd_vm_pool *pool)
+{
+    if (api)
+        api->vm_pool = pool;
 }
 
 void hd_api_set_netchild(struct hd_api *api, struct hd_netchild *net)

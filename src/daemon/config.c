@@ -29,6 +29,7 @@ void hd_config_defaults(struct hd_daemon_config *cfg)
     cfg->backoff_max = 30;
     cfg->restart_reset_after = 10;
     cfg->crash_loop_after = 3;
+    cfg->vm_pool = 1;
     cfg->stop_grace = 10;
     cfg->log_level = HD_LOG_INFO;
     cfg->broker_enabled = true;
@@ -81,6 +82,7 @@ static const char *const config_keys[] = {
     "restart_reset_after",
     "stop_grace",
     "crash_loop_after",
+    "vm_pool",
     "log_level",
     "broker",
     "uplink",
@@ -141,6 +143,13 @@ static int config_field(struct hd_daemon_config *cfg, const char *key, const jso
         if (hd_json_int(v, key, 1, 1000, "an integer 1..1000", &n, err) < 0)
             return -1;
         cfg->crash_loop_after = (int)n;
+        return 0;
+    }
+    if (strcmp(key, "vm_pool") == 0) {
+        int64_t n;
+        if (hd_json_int(v, key, 0, 16, "an integer 0..16 (clones per VM template; 0: no warm pool)", &n, err) < 0)
+            return -1;
+        cfg->vm_pool = (int)n;
         return 0;
     }
     if (strcmp(key, "log_level") == 0) {

@@ -60,6 +60,7 @@ struct hd_daemon_config {
     struct hd_fleet_config *fleet;   /* the "fleet" section; NULL = not managed from a fleet (the default) */
     char **insecure_registries;      /* "registries": {"insecure": [...]}: pulled over plain HTTP */
     char *registry_ca;               /* "registries": {"ca": FILE}: CA bundle for pulls; NULL: the system's */
+    int vm_pool;                     /* "vm_pool": restored clones kept waiting per VM template (default 1, 0: off) */
 };
 
 void hd_config_defaults(struct hd_daemon_config *cfg);
@@ -357,7 +358,15 @@ struct hd_instance {
 
 /* Path of the hedge-monitor binary. */
 void hd_instance_set_exe(const char *path);
-/* Start a monitor for spec_json; returns with inst->report_fd to watch. */
+struct hd_vm_pool;
+/* The warm pool hd_instance_spawn offers each instance to first (NULL: none). */
+void hd_instance_set_pool(struct hd_vm_pool *pool);
+/* Exec hedge-monitor with argv detached (double fork, own session, stdin/stdout /dev/null, stderr
+ * <state>/monitor.log), fd3 as its fd 3 and fd4 (unless -1) as its fd 4. */
+int hd_instance_exec_detached(const struct hd_daemon_config *cfg, const char *const argv[], int fd3, int fd4,
+                              hd_error_t *err);
+/* Start a monitor for spec_json (or hand the instance to a ready member of the warm pool); returns with
+ * inst->report_fd to watch. */
 int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, const char *spec_json, const char *id,
                       struct hd_instance **out, hd_error_t *err);
 /* Read the start report: 0 started (pidfd set), -1 failed (err holds the workload's error). */
@@ -456,5 +465,19 @@ int hd_api_start(struct hd_loop *loop, struct hd_supervisor *sup, const struct h
 void hd_api_stop(struct hd_api *api);
 /* Add the network child's counters (broker, uplink) to /metrics and serve GET /v1/uplink (NULL: none). */
 void hd_api_set_netchild(struct hd_api *api, struct hd_netchild *net);
+/* The warm pool's part of /metrics. */
+void hd_api_set_vm_pool(struct hd_api *api, struct hd_vm_pool *pool);
+
+/* ---- vm_pool.c: restored VM clones waiting for vm deployments (docs/vm.md#the-warm-pool) ---- */
+
+/* NULL when cfg->vm_pool is 0. The templates dir is scanned at once, then every few seconds. */
+struct hd_vm_pool *hd_vm_pool_new(struct hd_loop *loop, const struct hd_daemon_config *cfg);
+/* Close every waiting member (each kills its clone and exits). pool may be NULL. */
+void hd_vm_pool_free(struct hd_vm_pool *pool);
+/* Hand the instance (dir, start report's write end, lock) to a ready member whose template fits spec_json:
+ * true when one took it (it is that instance's monitor now); false: fork a monitor as usual. */
+bool hd_vm_pool_take(struct hd_vm_pool *pool, const char *spec_json, const char *dir, int report_fd, int lock_fd);
+/* Prometheus text (new string; "" without a pool). */
+char *hd_vm_pool_metrics_text(struct hd_vm_pool *pool);
 
 #endif

@@ -32,11 +32,57 @@
 #include "base/util.h"
 
 static char *monitor_exe;
+static struct hd_vm_pool *vm_pool;
 
 void hd_instance_set_exe(const char *path)
 {
     free(monitor_exe);
-    monitor_exe = hd_xstrdup(path);
+    monitor_exe = path ? hd_xstrdup(path) : NULL;
+}
+
+void hd_instance_set_pool(struct hd_vm_pool *pool)
+{
+    vm_pool = pool;
+}
+
+int hd_instance_exec_detached(const struct hd_daemon_config *cfg, const char *const argv[], int fd3, int fd4,
+                              hd_error_t *err)
+{
+    cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return hd_error_sys(err, "fork monitor");
+    if (pid == 0) {
+        /* Double fork: the monitor is nobody's child but init's (or a subreaper's),
+         * in its own session, so neither hedged's death nor its signals reach it. */
+        setsid();
+        pid_t grandchild = fork();
+        if (grandchild != 0)
+            _exit(grandchild < 0 ? 1 : 0);
+        /* The monitors' rare messages go to one file in the state dir: not to hedged's
+         * stderr, which may be a pipe that a monitor must not hold open after hedged exits. */
+        int devnull = open("/dev/null", O_RDWR);
+        int logfd = open(mlog, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        /* move the two fds out of the way first, so that dup2 to 3 and 4 clobbers neither */
+        int fd3_high = fcntl(fd3, F_DUPFD, 10);
+        int fd4_high = fd4 >= 0 ? fcntl(fd4, F_DUPFD, 10) : -1;
+        if (devnull < 0 || logfd < 0 || fd3_high < 0 || (fd4 >= 0 && fd4_high < 0) ||
+            dup2(fd3_high, HD_MONITOR_REPORT_FD) < 0 || (fd4 >= 0 && dup2(fd4_high, HD_MONITOR_LOCK_FD) < 0) ||
+            dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0)
+            _exit(1);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        execv(monitor_exe, (char *const *)argv);
+        _exit(HD_EXIT_NOT_FOUND);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return hd_error_set(err, 0, "fork monitor: the intermediate process failed");
+    return 0;
 }
 
 static struct hd_instance *instance_new(const struct hd_daemon_config *cfg, const char *id)
@@ -86,7 +132,6 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
     int report[2] = {-1, -1};
     cleanup_free char *log = hd_xasprintf("%s/%s.log", cfg->log_dir, name);
     cleanup_free char *path = hd_xasprintf("%s/" HD_MONITOR_SPEC_FILE, inst->dir);
-    cleanup_free char *mlog = hd_xasprintf("%s/monitor.log", cfg->state_dir);
     cleanup_free char *lock_path = hd_xasprintf("%s/" HD_MONITOR_LOCK_FILE, inst->dir);
     cleanup_close int lock = -1;
     if (hd_mkdir_p(inst->dir, 0700, err) < 0 || hd_mkdir_p(cfg->log_dir, 0750, err) < 0)
@@ -112,41 +157,12 @@ int hd_instance_spawn(const struct hd_daemon_config *cfg, const char *name, cons
         hd_error_sys(err, "%s", lock_path);
         goto fail;
     }
-    pid_t pid = fork();
-    if (pid < 0) {
-        hd_error_sys(err, "fork monitor");
+    const char *argv[] = {"hedge-monitor", inst->dir, NULL};
+    if (!hd_vm_pool_take(vm_pool, spec_json, inst->dir, report[1], lock) &&
+        hd_instance_exec_detached(cfg, argv, report[1], lock, err) < 0)
         goto fail;
-    }
-    if (pid == 0) {
-        /* Double fork: the monitor is nobody's child but init's (or a subreaper's),
-         * in its own session, so neither hedged's death nor its signals reach it. */
-        setsid();
-        pid_t grandchild = fork();
-        if (grandchild != 0)
-            _exit(grandchild < 0 ? 1 : 0);
-        /* The monitors' rare messages go to one file in the state dir: not to hedged's
-         * stderr, which may be a pipe that a monitor must not hold open after hedged exits. */
-        int devnull = open("/dev/null", O_RDWR);
-        int logfd = open(mlog, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        /* move the two fds out of the way first, so that dup2 to 3 and 4 clobbers neither */
-        int report_high = fcntl(report[1], F_DUPFD, 10);
-        int lock_high = fcntl(lock, F_DUPFD, 10);
-        if (devnull < 0 || logfd < 0 || report_high < 0 || lock_high < 0 ||
-            dup2(report_high, HD_MONITOR_REPORT_FD) < 0 || dup2(lock_high, HD_MONITOR_LOCK_FD) < 0 ||
-            dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(logfd, 2) < 0)
-            _exit(1);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        execl(monitor_exe, "hedge-monitor", inst->dir, (char *)NULL);
-        _exit(HD_EXIT_NOT_FOUND);
-    }
     close(report[1]);
     report[1] = -1;
-    int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
     inst->report_fd = report[0];
     fcntl(inst->report_fd, F_SETFL, O_NONBLOCK);
     *out = inst;

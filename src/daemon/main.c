@@ -111,6 +111,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
     struct hd_loop *loop = NULL;
     struct hd_store *store = NULL;
     struct hd_supervisor *sup = NULL;
+    struct hd_vm_pool *vm_pool = NULL;
     struct hd_api *api = NULL;
     struct hd_fleet *fleet = NULL;
     struct daemon_parts parts = {0};
@@ -181,6 +182,9 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
             goto out;
         hd_netchild_serve(parts.net); /* the re-adopted workloads' users are in: clients may come */
         hd_api_set_netchild(api, parts.net);
+        vm_pool = hd_vm_pool_new(loop, cfg); /* after recover: the re-adopted workloads come first */
+        hd_instance_set_pool(vm_pool);
+        hd_api_set_vm_pool(api, vm_pool);
         hd_log(HD_LOG_INFO, NULL, "version %s, listening on %s, state in %s", HEDGE_VERSION, cfg->socket_path,
                cfg->state_dir);
     }
@@ -192,6 +196,8 @@ out:
         hd_error_print(err, "hedged");
         hd_error_free(&err);
     }
+    hd_instance_set_pool(NULL);
+    hd_vm_pool_free(vm_pool);
     hd_api_stop(api);
     parts.fleet = NULL;
     hd_fleet_free(fleet);

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,8 +43,10 @@
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/monitor_proto.h"
+#include "image/image.h"
 #include "runtime/backend.h"
 #include "runtime/run.h"
+#include "runtime/vm/vm.h"
 #include "spec/spec.h"
 
 struct monitor {
@@ -272,7 +275,7 @@ static int monitor_load(struct monitor *m, struct hd_spec *spec, hd_error_t *err
     return r;
 }
 
-static int monitor_main(const char *dir)
+static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
 {
     prctl(PR_SET_NAME, "hedge-monitor");
     struct monitor m = {.dirfd = -1, .log_fd = -1, .dir = hd_xstrdup(dir)};
@@ -282,6 +285,7 @@ static int monitor_main(const char *dir)
 
     m.dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (m.dirfd < 0) {
+        hd_vm_pooled_destroy(pooled);
         hd_error_sys(&err, "monitor: %s", dir);
         monitor_report("err %d %s\n", HD_EXIT_HEDGE, hd_error_text(err));
         return 1;
@@ -290,11 +294,14 @@ static int monitor_main(const char *dir)
      * (same open file). CLOEXEC, so that a workload never holds it. */
     cleanup_close int lock = HD_MONITOR_LOCK_FD;
     if (fcntl(lock, F_SETFD, FD_CLOEXEC) < 0 || flock(lock, LOCK_EX | LOCK_NB) < 0) {
+        hd_vm_pooled_destroy(pooled);
         hd_error_sys(&err, "monitor: lock %s/" HD_MONITOR_LOCK_FILE, dir);
         return monitor_start_failed(&m, &err);
     }
-    if (monitor_load(&m, spec, &err) < 0)
+    if (monitor_load(&m, spec, &err) < 0) {
+        hd_vm_pooled_destroy(pooled);
         return monitor_start_failed(&m, &err);
+    }
 
     /* Signals to the monitor go to the workload; we read them from a signalfd. */
     sigset_t mask;
@@ -308,10 +315,12 @@ static int monitor_main(const char *dir)
     cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     cleanup_close int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (sfd < 0 || devnull < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+        hd_vm_pooled_destroy(pooled);
         hd_error_sys(&err, "monitor: set up");
         return monitor_start_failed(&m, &err);
     }
-    struct hd_run_options opts = {.set_stdio = true, .stdio = {devnull, out[1], errp[1]}};
+    /* the workload owns the pool's clone from here on, used or not */
+    struct hd_run_options opts = {.set_stdio = true, .stdio = {devnull, out[1], errp[1]}, .vm_pooled = pooled};
     if (hd_workload_create(spec, &opts, &m.workload, &err) < 0)
         return monitor_start_failed(&m, &err);
     if (hd_workload_start(m.workload, &err) < 0) {
@@ -391,12 +400,109 @@ static int monitor_main(const char *dir)
     return 0;
 }
 
+/*
+ * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL`, hedged's daemon/vm_pool.c): fd 3 is a
+ * SOCK_SEQPACKET socket to hedged. Start a restored clone of the template of that shape (runtime/vm/pool.c),
+ * say "ready QEMU_PID KEY" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
+ * report's write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's
+ * monitor, and the workload takes the clone. The end of the socket (hedged stopped or shrinks its pool), or
+ * QEMU ending, ends the member: QEMU is killed, its cgroup and files removed.
+ */
+static int pool_member(int argc, char **argv)
+{
+    prctl(PR_SET_NAME, "hedge-vm-pool");
+    char *end = NULL;
+    long long ram = argc == 5 ? strtoll(argv[2], &end, 10) : 0;
+    int vcpus = argc == 5 ? atoi(argv[3]) : 0;
+    if (argc != 5 || *end || ram <= 0 || vcpus <= 0) {
+        fprintf(stderr, "usage: hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL (started by hedged)\n");
+        return 2;
+    }
+    /* the socket leaves fd 3 (and 4) free for the instance's start report and lock */
+    int sock = fcntl(3, F_DUPFD_CLOEXEC, 10);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull >= 0 && devnull < 10) { /* it may be fd 4 itself */
+        int high = fcntl(devnull, F_DUPFD_CLOEXEC, 10);
+        close(devnull);
+        devnull = high;
+    }
+    if (sock < 0 || devnull < 0 || dup3(devnull, 3, O_CLOEXEC) < 0 || dup3(devnull, 4, O_CLOEXEC) < 0)
+        return 1; /* 3 and 4 stay taken until the instance's fds replace them: nothing of the clone lands there */
+    close(devnull);
+    signal(SIGPIPE, SIG_IGN);
+    hd_error_t err = NULL;
+    struct hd_vm_pooled *p = NULL;
+    char msg[PATH_MAX + 64];
+    if (hd_vm_pooled_start(hd_state_dir(), ram, vcpus, argv[4], &p, &err) < 0) {
+        int n = snprintf(msg, sizeof(msg), "err %s", hd_error_text(err));
+        hd_error_free(&err);
+        (void)!send(sock, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, MSG_NOSIGNAL);
+        return 1;
+    }
+    int n = snprintf(msg, sizeof(msg), "ready %d %s", (int)hd_vm_pooled_qemu_pid(p), hd_vm_pooled_key(p));
+    if (send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0) {
+        hd_vm_pooled_destroy(p);
+        return 1;
+    }
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = sock, .events = POLLIN}, {.fd = hd_vm_pooled_qemu_pidfd(p), .events = POLLIN}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[1].revents) { /* QEMU ended while waiting */
+            hd_log(HD_LOG_WARN, "vm-pool", "QEMU of the pool's clone (template %.12s) ended", hd_vm_pooled_key(p));
+            break;
+        }
+        if (!fds[0].revents)
+            continue;
+        union {
+            char buf[CMSG_SPACE(2 * sizeof(int))];
+            struct cmsghdr align;
+        } control;
+        struct iovec iov = {.iov_base = msg, .iov_len = sizeof(msg) - 1};
+        struct msghdr mh = {
+            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf)};
+        ssize_t got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break; /* hedged closed it: go */
+        msg[got] = '\0';
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        if (strncmp(msg, "take /", 6) != 0 || c == NULL || c->cmsg_type != SCM_RIGHTS ||
+            c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
+            hd_log(HD_LOG_WARN, "vm-pool", "bad request from hedged: %.60s", msg);
+            break;
+        }
+        int fds_in[2];
+        memcpy(fds_in, CMSG_DATA(c), sizeof(fds_in));
+        close(sock);
+        /* fd 3: the start report, fd 4: the instance lock, as a monitor hedged forks gets them */
+        if (dup2(fds_in[0], HD_MONITOR_REPORT_FD) < 0 || dup2(fds_in[1], HD_MONITOR_LOCK_FD) < 0) {
+            hd_vm_pooled_destroy(p);
+            return 1;
+        }
+        close(fds_in[0]);
+        close(fds_in[1]);
+        fcntl(HD_MONITOR_REPORT_FD, F_SETFD, 0);
+        prctl(PR_SET_NAME, "hedge-monitor");
+        return monitor_main(msg + 5, p);
+    }
+    hd_vm_pooled_destroy(p);
+    close(sock);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     hd_log_init("hedge-monitor", NULL);
+    if (argc >= 2 && strcmp(argv[1], "--vm-pool") == 0)
+        return pool_member(argc, argv);
     if (argc != 2 || argv[1][0] != '/') {
         fprintf(stderr, "usage: hedge-monitor INSTANCE_DIR (started by hedged, with the start report on fd 3)\n");
         return 2;
     }
-    return monitor_main(argv[1]);
+    return monitor_main(argv[1], NULL);
 }

@@ -86,8 +86,9 @@ struct hd_workload {
     int stdio[3];             /* fds the workload gets as 0,1,2 */
     bool console_only;        /* reserved */
 
-    pid_t pid;          /* host pid that backend->wait waits for */
-    void *backend_data; /* backend-private state */
+    pid_t pid;                      /* host pid that backend->wait waits for */
+    void *backend_data;             /* backend-private state */
+    struct hd_vm_pooled *vm_pooled; /* hd_run_options.vm_pooled until the vm backend takes it; destroyed with w */
 
     /*
      * Optional extensions for callers that drive the container backend step by

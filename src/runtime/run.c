@@ -219,10 +219,13 @@ static int hand_over_if_libraries_needed(const struct hd_spec *spec, hd_error_t 
 int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,
                        hd_error_t *err)
 {
-    if (hd_spec_validate(spec, err) < 0 || hand_over_if_libraries_needed(spec, err) < 0)
+    if (hd_spec_validate(spec, err) < 0 || hand_over_if_libraries_needed(spec, err) < 0) {
+        hd_vm_pooled_destroy(opts ? opts->vm_pooled : NULL);
         return -1;
+    }
     struct hd_workload *w = hd_xcalloc(1, sizeof(*w));
     w->spec = spec;
+    w->vm_pooled = opts ? opts->vm_pooled : NULL;
     w->pid = -1;
     w->backend = hd_backend_for(spec->isolation);
     w->state_dir = opts && opts->state_dir ? opts->state_dir : hd_state_dir();
@@ -321,6 +324,7 @@ void hd_workload_destroy(struct hd_workload *w)
     hd_error_t err = NULL;
     if (w->backend && w->backend->cleanup)
         w->backend->cleanup(w);
+    hd_vm_pooled_destroy(w->vm_pooled); /* not taken by the vm backend */
     hd_secrets_cleanup(w);
     if (w->cgroup && hd_cgroup_destroy(w->cgroup, &err) < 0) {
         hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));

@@ -12,10 +12,12 @@
 #include "spec/spec.h"
 
 struct hd_run_options {
-    const char *state_dir;   /* NULL: hd_state_dir() */
-    int stdio[3];            /* fds for the workload's 0,1,2; {0,1,2} by default */
-    bool set_stdio;          /* stdio[] was filled in */
-    const char *cgroup_name; /* the group under the cgroup parent; NULL: the run id (hedge-oci names it) */
+    const char *state_dir;          /* NULL: hd_state_dir() */
+    int stdio[3];                   /* fds for the workload's 0,1,2; {0,1,2} by default */
+    bool set_stdio;                 /* stdio[] was filled in */
+    const char *cgroup_name;        /* the group under the cgroup parent; NULL: the run id (hedge-oci names it) */
+    struct hd_vm_pooled *vm_pooled; /* a warm pool's restored clone for a vm workload (runtime/vm/vm.h): the
+                                       workload owns it from hd_workload_create on, used or not */
 };
 
 int hd_workload_create(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_workload **out,

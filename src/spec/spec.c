@@ -1467,3 +1467,22 @@ char *hd_spec_to_json(const struct hd_spec *spec)
         abort();
     return out;
 }
+
+#define VM_DEFAULT_GUEST_RAM (256ll << 20)
+#define VM_GUEST_KERNEL_OVERHEAD (64ll << 20) /* kernel, page tables, initramfs, tmpfs metadata */
+
+int64_t hd_spec_vm_ram(const struct hd_resources *res)
+{
+    if (res->memory <= 0)
+        return VM_DEFAULT_GUEST_RAM;
+    int64_t ram = res->memory + VM_GUEST_KERNEL_OVERHEAD;
+    return (ram + (1 << 20) - 1) & ~((int64_t)(1 << 20) - 1);
+}
+
+int hd_spec_vm_vcpus(const struct hd_resources *res)
+{
+    if (res->cpus <= 0)
+        return 1;
+    int whole = (int)res->cpus; /* rounded up by hand: hedge does not link libm */
+    return whole < res->cpus ? whole + 1 : whole;
+}

@@ -263,4 +263,9 @@ char *hd_spec_to_json(const struct hd_spec *spec);
 /* Check the spec as a whole and against its isolation level. */
 int hd_spec_validate(const struct hd_spec *spec, hd_error_t *err);
 
+/* A vm workload's guest: RAM is resources.memory + 64 MiB for the guest kernel, rounded up to a MiB (256 MiB
+ * without a memory limit); vCPUs are ceil(resources.cpus) (1 without). A template and a warm pool match on both. */
+int64_t hd_spec_vm_ram(const struct hd_resources *res);
+int hd_spec_vm_vcpus(const struct hd_resources *res);
+
 #endif

@@ -159,7 +159,10 @@ static char **qemu_argv(const struct hd_vm_launch *l)
     hd_strv_push(&v, "-serial");
     hd_strv_push(&v, "chardev:console");
     hd_strv_push(&v, "-drive");
-    s = hd_xasprintf("file=%s,if=none,id=rootfs,format=raw,readonly=on", l->rootfs_image);
+    /* node names: a pooled clone's slot gets the workload's image by blockdev-reopen (pool.c) */
+    s = hd_xasprintf("file=%s,if=none,id=rootfs,format=raw,readonly=on,node-name=" HD_VM_SLOT_NODE
+                     ",file.node-name=" HD_VM_SLOT_NODE "-file",
+                     l->rootfs_image);
     hd_strv_push(&v, s);
     free(s);
     hd_strv_push(&v, "-device");

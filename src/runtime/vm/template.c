@@ -291,9 +291,40 @@ static int set_ignore_shared(struct hd_qmp *q, hd_error_t *err)
     return r;
 }
 
-int hd_vm_template_set_ignore_shared(struct hd_qmp *q, hd_error_t *err)
+int hd_vm_template_restore(struct hd_qmp *q, int timeout_ms, hd_error_t *err)
 {
-    return set_ignore_shared(q, err);
+    bool debug = getenv("HEDGE_VM_DEBUG") != NULL;
+    uint64_t t0 = hd_now_ns();
+    if (debug)
+        hd_log(HD_LOG_INFO, "vm", "restore: QMP greeting (QEMU up)");
+    if (set_ignore_shared(q, err) < 0)
+        return -1;
+    json_t *args = json_pack("{s:s}", "uri", "fd:6"); /* the state file QEMU holds since its start */
+    int r = hd_qmp_command(q, "migrate-incoming", args, QMP_TIMEOUT_MS, NULL, err);
+    json_decref(args);
+    if (r < 0)
+        return -1;
+    uint64_t deadline = hd_now_ns() / 1000000u + (uint64_t)timeout_ms;
+    for (;;) {
+        cleanup_free char *status = NULL;
+        bool running = false;
+        if (hd_qmp_query_status(q, QMP_TIMEOUT_MS, &status, &running, err) < 0)
+            return -1;
+        if (running)
+            return 0;
+        /* the template was saved paused: the loaded clone stays paused until told to go on */
+        if (strcmp(status, "paused") == 0) {
+            if (debug)
+                hd_log(HD_LOG_INFO, "vm", "restore: state loaded in %.3f s", (double)(hd_now_ns() - t0) / 1e9);
+            return hd_qmp_command(q, "cont", NULL, QMP_TIMEOUT_MS, NULL, err);
+        }
+        if (strcmp(status, "inmigrate") != 0 && strcmp(status, "prelaunch") != 0 &&
+            strcmp(status, "finish-migrate") != 0 && strcmp(status, "restore-vm") != 0)
+            return hd_error_set(err, 0, "QEMU is %s after loading the template", status);
+        if (hd_now_ns() / 1000000u >= deadline)
+            return hd_error_set(err, 0, "QEMU still %s after %d ms", status, timeout_ms);
+        usleep(2000);
+    }
 }
 
 /* migrate to the state file and wait until QEMU says completed (or failed). */

@@ -76,10 +76,6 @@
 #define POWEROFF_GRACE_MS 10000    /* after the EXIT message, for QEMU to end */
 #define BOOT_TIMEOUT_TCG_MS 120000 /* a TCG boot takes ~3-6 s; allow a very loaded host */
 #define BOOT_TIMEOUT_KVM_MS 30000
-#define DEFAULT_GUEST_RAM (256ll << 20)
-#define GUEST_KERNEL_OVERHEAD (64ll << 20) /* kernel, page tables, initramfs, tmpfs metadata */
-#define QEMU_OVERHEAD (192ll << 20)        /* QEMU itself + 64 MiB TCG translation buffer */
-#define QEMU_PIDS 64                       /* QEMU's threads: vCPUs, I/O, RCU, workers */
 
 static uint64_t now_ms(void)
 {
@@ -92,18 +88,10 @@ static int stop_grace_ms(void)
     return env && atoi(env) > 0 ? atoi(env) : STOP_GRACE_MS;
 }
 
-int64_t hd_vm_guest_ram(const struct hd_resources *res)
-{
-    if (res->memory <= 0)
-        return DEFAULT_GUEST_RAM;
-    int64_t ram = res->memory + GUEST_KERNEL_OVERHEAD;
-    return (ram + (1 << 20) - 1) & ~((int64_t)(1 << 20) - 1);
-}
-
 void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resources *out)
 {
     *out = *spec_res;
-    out->memory = hd_vm_guest_ram(spec_res) + QEMU_OVERHEAD;
+    out->memory = hd_spec_vm_ram(spec_res) + QEMU_OVERHEAD;
     out->memory_swap = 0;
     out->pids = QEMU_PIDS;
 }
@@ -275,14 +263,6 @@ static int open_channels(struct vm *vm, hd_error_t *err)
     return 0;
 }
 
-static int guest_vcpus(const struct hd_spec *spec)
-{
-    if (spec->resources.cpus <= 0)
-        return 1;
-    int whole = (int)spec->resources.cpus; /* rounded up by hand: hedge does not link libm */
-    return whole < spec->resources.cpus ? whole + 1 : whole;
-}
-
 /* Pad the rootfs image to the template's disk slot (sparse; erofs ignores what follows its blocks). */
 static int fit_rootfs_slot(const char *image, hd_error_t *err)
 {
@@ -324,8 +304,8 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             .state_dir = w->state_dir,
             .vmlinuz = vm->kernel.vmlinuz,
             .initramfs = vm->initramfs,
-            .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
-            .vcpus = guest_vcpus(w->spec),
+            .ram_bytes = hd_spec_vm_ram(&w->spec->resources),
+            .vcpus = hd_spec_vm_vcpus(&w->spec->resources),
             .accel = vm->accel,
             .append = append,
         };
@@ -342,6 +322,10 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     }
     if (why == NULL) {
         vm->snapshot = true;
+        if (w->vm_pooled && strcmp(hd_vm_pooled_key(w->vm_pooled), vm->tmpl.key) == 0) {
+            vm->pooled = w->vm_pooled; /* a warm pool's clone of this very template: vm_start takes it over */
+            w->vm_pooled = NULL;
+        }
         return 0;
     }
     if (vm->boot_insist) {
@@ -349,7 +333,7 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             hd_error_set(err, 0,
                          "vm: --vm-boot snapshot: no template for this guest (%lld MiB RAM, %d vCPU, %s); build it "
                          "with `hedge vm template build` and the same --memory and --cpus",
-                         (long long)(hd_vm_guest_ram(&w->spec->resources) >> 20), guest_vcpus(w->spec),
+                         (long long)(hd_spec_vm_ram(&w->spec->resources) >> 20), hd_spec_vm_vcpus(&w->spec->resources),
                          hd_vm_accel_name(vm->accel));
         else
             hd_error_set(err, 0, "vm: --vm-boot snapshot: %s", hd_error_text(why));
@@ -391,6 +375,12 @@ static int vm_prepare(struct hd_workload *w, hd_error_t *err)
         return -1;
     if (choose_boot(w, vm, err) < 0) /* before the network: a refusal leaves nothing to undo */
         return -1;
+    if (w->vm_pooled) { /* a pool's clone this guest cannot use: its QEMU goes now, not when the workload ends */
+        hd_log(HD_LOG_INFO, "vm", "the warm pool's clone (template %.12s) does not fit this guest (%s); not used",
+               hd_vm_pooled_key(w->vm_pooled), vm->snapshot ? "another template" : "a cold boot");
+        hd_vm_pooled_destroy(w->vm_pooled);
+        w->vm_pooled = NULL;
+    }
     if (w->spec->network == HD_NET_BRIDGE) {
         const char *tap, *cidr, *gateway;
         if (hd_net_setup_tap(w->state_dir, w->id, &vm->net, &tap, &cidr, &gateway, err) < 0)
@@ -707,8 +697,8 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
         .qemu_log = vm->qemu_log,
         .port_fd = vm->qemu_end,
         .accel = vm->accel,
-        .ram_bytes = hd_vm_guest_ram(&w->spec->resources),
-        .vcpus = guest_vcpus(w->spec),
+        .ram_bytes = hd_spec_vm_ram(&w->spec->resources),
+        .vcpus = hd_spec_vm_vcpus(&w->spec->resources),
         .extra_append = extra_append,
         .tap_fd = vm->net ? hd_net_tap_fd(vm->net)
             : vm->netns   ? vm->netns->tap_fd
@@ -744,50 +734,21 @@ static int spawn_qemu(struct hd_workload *w, struct vm *vm, hd_error_t *err)
     return 0;
 }
 
-/* Load the template's device state into the waiting clone and let it run (QEMU starts it after the load). */
+/* Load the template's device state into the waiting clone and let it run (template.c). */
 static int restore_template(struct vm *vm, hd_error_t *err)
 {
     int fd = vm->qmp_fd;
     vm->qmp_fd = -1;
     if (hd_qmp_attach(fd, RESTORE_TIMEOUT_MS, &vm->qmp, err) < 0)
         return -1;
-    bool debug = getenv("HEDGE_VM_DEBUG") != NULL;
-    uint64_t t0 = hd_now_ns();
-    if (debug)
-        hd_log(HD_LOG_INFO, "vm", "restore: QMP greeting (QEMU up)");
-    if (hd_vm_template_set_ignore_shared(vm->qmp, err) < 0)
+    if (hd_vm_template_restore(vm->qmp, RESTORE_TIMEOUT_MS, err) < 0) {
+        reap_qemu(vm, false);
+        cleanup_free char *why = log_line(vm->qemu_log, NULL);
+        if (why)
+            hd_error_prefix(err, "%s", why);
         return -1;
-    json_t *args = json_pack("{s:s}", "uri", "fd:6"); /* the state file QEMU holds since its start */
-    int r = hd_qmp_command(vm->qmp, "migrate-incoming", args, QMP_TIMEOUT_MS, NULL, err);
-    json_decref(args);
-    if (r < 0)
-        return -1;
-    uint64_t deadline = now_ms() + RESTORE_TIMEOUT_MS;
-    for (;;) {
-        cleanup_free char *status = NULL;
-        bool running = false;
-        if (hd_qmp_query_status(vm->qmp, QMP_TIMEOUT_MS, &status, &running, err) < 0) {
-            reap_qemu(vm, false);
-            cleanup_free char *why = log_line(vm->qemu_log, NULL);
-            if (why)
-                hd_error_prefix(err, "%s", why);
-            return -1;
-        }
-        if (running)
-            return 0;
-        /* the template was saved paused: the loaded clone stays paused until told to go on */
-        if (strcmp(status, "paused") == 0) {
-            if (debug)
-                hd_log(HD_LOG_INFO, "vm", "restore: state loaded in %.3f s", (double)(hd_now_ns() - t0) / 1e9);
-            return hd_qmp_command(vm->qmp, "cont", NULL, QMP_TIMEOUT_MS, NULL, err);
-        }
-        if (strcmp(status, "inmigrate") != 0 && strcmp(status, "prelaunch") != 0 &&
-            strcmp(status, "finish-migrate") != 0 && strcmp(status, "restore-vm") != 0)
-            return hd_error_set(err, 0, "QEMU is %s after loading the template", status);
-        if (now_ms() >= deadline)
-            return hd_error_set(err, 0, "QEMU still %s after %d ms", status, RESTORE_TIMEOUT_MS);
-        usleep(2000);
     }
+    return 0;
 }
 
 /* A restore that failed before the workload's CONFIG went out: end that QEMU, start afresh. */
@@ -813,14 +774,64 @@ static int reset_for_cold_boot(struct vm *vm, hd_error_t *err)
     return open_channels(vm, err);
 }
 
+/*
+ * Take over a warm pool's clone (pool.c): the workload's image into its disk slot, QEMU into the workload's
+ * cgroup, then its channel, QMP, pid and logs become this guest's. The guest is at READY: CONFIG goes next.
+ */
+static int adopt_pooled(struct hd_workload *w, struct vm *vm, hd_error_t *err)
+{
+    struct hd_vm_pooled *p = vm->pooled;
+    if (fit_rootfs_slot(vm->rootfs_image, err) < 0 || hd_vm_pooled_attach_rootfs(p, vm->rootfs_image, err) < 0)
+        return -1;
+    if (w->cgroup && hd_cgroup_enter(w->cgroup, p->qemu_pid, err) < 0)
+        return hd_error_prefix(err, "move QEMU into the workload's cgroup");
+    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
+    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    vm->port_fd = p->port_fd;
+    vm->qmp = p->qmp;
+    vm->qemu_pid = p->qemu_pid;
+    vm->qemu_pidfd = p->qemu_pidfd;
+    p->port_fd = p->qemu_pidfd = -1;
+    p->qemu_pid = -1;
+    p->qmp = NULL;
+    free(vm->console_log);
+    free(vm->qemu_log);
+    vm->console_log = p->console_log;
+    vm->qemu_log = p->qemu_log;
+    vm->pool_dir = p->dir;
+    p->console_log = p->qemu_log = p->dir = NULL;
+    hd_vm_pooled_destroy(p); /* its cgroup is empty now */
+    vm->pooled = NULL;
+    vm->state = VM_BOOTING;
+    return 0;
+}
+
 static int vm_start(struct hd_workload *w, hd_error_t *err)
 {
     struct vm *vm = w->backend_data;
     uint64_t t0 = hd_now_ns();
-    if (spawn_qemu(w, vm, err) < 0)
-        return -1;
     bool ready = false;
-    if (vm->snapshot) {
+    if (vm->pooled) {
+        hd_error_t why = NULL;
+        if (vm->snapshot && adopt_pooled(w, vm, &why) == 0) {
+            ready = true; /* restored long ago, waiting for CONFIG */
+            hd_log(HD_LOG_INFO, "vm", "boot: pool (template %.12s), taken in %.3f s", vm->tmpl.key,
+                   (double)(hd_now_ns() - t0) / 1e9);
+        } else {
+            hd_log(HD_LOG_WARN, "vm", "the warm pool's clone: %s; restoring from the template",
+                   why ? hd_error_text(why) : "not a snapshot boot");
+            hd_error_free(&why);
+            hd_vm_pooled_destroy(vm->pooled);
+            vm->pooled = NULL;
+        }
+    }
+    if (!ready && spawn_qemu(w, vm, err) < 0)
+        return -1;
+    if (!ready && vm->snapshot) {
         hd_error_t why = NULL;
         if (restore_template(vm, &why) == 0) {
             ready = true; /* the guest said READY before the snapshot: CONFIG goes now */
@@ -1230,6 +1241,13 @@ static void vm_cleanup(struct hd_workload *w)
         unlink(vm->console_log);
     if (vm->qemu_log)
         unlink(vm->qemu_log);
+    hd_vm_pooled_destroy(vm->pooled);
+    if (vm->pool_dir) {
+        hd_error_t ignored = NULL;
+        if (hd_rm_rf(vm->pool_dir, &ignored) < 0)
+            hd_error_free(&ignored);
+        free(vm->pool_dir);
+    }
     pthread_mutex_destroy(&vm->lock);
     hd_vm_kernel_free(&vm->kernel);
     hd_vm_template_free(&vm->tmpl);

@@ -151,8 +151,6 @@ int hd_vm_netns_detach(const char *netns_path, const char *ifname, hd_error_t *e
  * NULL) gets the interface's names for a later hd_vm_netns_detach by another process. */
 int hd_vm_attach_netns(struct hd_workload *w, const char *netns_path, struct hd_vm_netns_link *link, hd_error_t *err);
 
-/* Guest RAM for a spec (memory + guest overhead, or the default). */
-int64_t hd_vm_guest_ram(const struct hd_resources *res);
 /* Limits for the host cgroup that holds QEMU: guest RAM + QEMU's own overhead,
  * pids for QEMU's threads (the spec's pids apply inside the guest). */
 void hd_vm_host_resources(const struct hd_resources *spec_res, struct hd_resources *out);
@@ -214,6 +212,8 @@ char *hd_vm_extra_append(void);
 /* The rootfs disk slot a template leaves: virtio-blk reads a disk's size once, so every clone's
  * rootfs image is padded to this size (sparse); a larger image cannot use a template. */
 #define HD_VM_SLOT_BYTES (1ll << 30)
+/* The slot disk's format node in QEMU (its file node is HD_VM_SLOT_NODE "-file"). */
+#define HD_VM_SLOT_NODE "hdslot"
 
 struct hd_vm_template_inputs {
     const char *state_dir;
@@ -247,8 +247,26 @@ struct json_t;
 /* Check the template in dir (against want_key if not NULL); its manifest in *manifest when asked. */
 int hd_vm_template_verify(const char *dir, const char *want_key, struct json_t **manifest, hd_error_t *err);
 struct hd_qmp;
-/* migrate-set-capabilities x-ignore-shared: the RAM is the template's file, only devices travel. */
-int hd_vm_template_set_ignore_shared(struct hd_qmp *q, hd_error_t *err);
+/* A clone waiting in -incoming defer with the template's state file as fd 6: load it (x-ignore-shared: the RAM
+ * is the template's file) and let the guest run; bounded by timeout_ms. */
+int hd_vm_template_restore(struct hd_qmp *q, int timeout_ms, hd_error_t *err);
 void hd_vm_template_free(struct hd_vm_template *t);
+
+/* ---- a warm pool's member (pool.c) ---- */
+
+/*
+ * A clone of the template for (ram_bytes, vcpus, accel: "auto", "kvm", "tcg" or NULL), restored and running
+ * in a cgroup of its own, its guest waiting for CONFIG. A workload takes it through hd_run_options.vm_pooled
+ * (its template must be the one the workload would restore; else the workload destroys it and starts as
+ * usual). The caller must stay QEMU's parent: the workload's process reaps it.
+ */
+struct hd_vm_pooled;
+int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel,
+                       struct hd_vm_pooled **out, hd_error_t *err);
+/* Kill QEMU, reap it, remove its cgroup and files. p may be NULL. */
+void hd_vm_pooled_destroy(struct hd_vm_pooled *p);
+pid_t hd_vm_pooled_qemu_pid(const struct hd_vm_pooled *p);
+int hd_vm_pooled_qemu_pidfd(const struct hd_vm_pooled *p); /* readable when QEMU ended */
+const char *hd_vm_pooled_key(const struct hd_vm_pooled *p);
 
 #endif

@@ -22,7 +22,9 @@
 
 enum vm_state { VM_PREPARED, VM_BOOTING, VM_RUNNING, VM_EXITED, VM_DEAD };
 
-#define MAX_EXECS 16 /* as hedge-init's */
+#define MAX_EXECS 16                /* as hedge-init's */
+#define QEMU_OVERHEAD (192ll << 20) /* QEMU itself + 64 MiB TCG translation buffer: its cgroup has guest RAM + this */
+#define QEMU_PIDS 64                /* QEMU's threads: vCPUs, I/O, RCU, workers */
 
 /* A process exec'd beside the workload (hd_vm_exec): where its stdin comes from, where its output and its
  * exit code go. */
@@ -112,8 +114,27 @@ struct vm {
     bool snapshot;
     bool boot_insist; /* --vm-boot snapshot: no fallback to a cold boot */
     struct hd_vm_template tmpl;
-    char machine_id[33]; /* the guest's /etc/machine-id: its own, also for clones */
-    int state_fd;        /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
+    char machine_id[33];         /* the guest's /etc/machine-id: its own, also for clones */
+    int state_fd;                /* the template's state file, open while QEMU starts (fd 6 in QEMU) */
+    struct hd_vm_pooled *pooled; /* a warm pool's clone of tmpl this guest takes over at start (pool.c) */
+    char *pool_dir;              /* its dir (logs), removed at cleanup once taken over */
+};
+
+/* A warm pool's member (pool.c): a restored clone of tmpl, running, its guest waiting for CONFIG. */
+struct hd_vm_pooled {
+    char id[16];
+    char *dir; /* <runtime>/vm-pool/<id>: QEMU's log and the guest's console (the placeholder is unlinked) */
+    char *console_log, *qemu_log;
+    char *vmlinuz, *initramfs;
+    struct hd_vm_template tmpl;
+    int64_t ram_bytes;
+    int vcpus;
+    enum hd_vm_accel accel;
+    struct hd_cgroup *cgroup; /* hedge/vm-pool-<id> until a workload's cgroup takes QEMU */
+    pid_t qemu_pid;           /* our child */
+    int qemu_pidfd;
+    int port_fd; /* our end of the guest's channel */
+    struct hd_qmp *qmp;
 };
 
 /* The relay's one message for the guest in flight (the socket is non-blocking). */
@@ -142,6 +163,11 @@ int hd_vm_config_append(struct vm *vm, char tag, const char *value, hd_error_t *
 int hd_vm_config_send(struct vm *vm, hd_error_t *err);
 /* Wipe and free what CONFIG held (cleanup, when it never went). */
 void hd_vm_config_wipe(struct vm *vm);
+
+/* ---- pool.c ---- */
+
+/* The workload's rootfs image into a pooled clone's disk slot, under the running guest. */
+int hd_vm_pooled_attach_rootfs(struct hd_vm_pooled *p, const char *image, hd_error_t *err);
 
 /* ---- share.c ---- */
 
