@@ -4,7 +4,7 @@
  * Why: on a virtual machine every cpuid instruction traps to the hypervisor (~7 us here), and glibc's
  * start-up probes the CPU and its caches with ~80 of them before main(): ~0.6 ms, most of what a bare
  * `hedge run -i process` cost beyond the workload's own start, which pays the same probe again in its
- * own loader (issue 18 part 3; docs/process.md#start-up-cost). So the static `hedge` has its ELF entry
+ * own loader (issue 18 part 3; docs/install.md, "The fast path of a bare process"). So the static `hedge` has its ELF entry
  * here: hd_fast_entry looks at the arguments and, for the plain case, does the whole run with raw
  * system calls and no C library at all; for anything else it jumps to glibc's _start and main() runs as
  * always.
