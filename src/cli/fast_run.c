@@ -302,15 +302,15 @@ struct fast_run {
     bool v2;                     /* one directory (v2), or unified + v1 memory (hybrid) */
     char dirs[2][FAST_PATH_MAX]; /* made in this order, removed in the reverse one */
     int n_dirs;
-    char *kill_dir; /* the directory with cgroup.kill */
-    int tasks_fd;   /* hybrid: the v1 memory group's tasks, written by the child */
-    int oom_fd;     /* memory.oom_control (v1) or memory.events (v2), or -1 */
-    int report[2];  /* the child's exec error, if it has one (CLOEXEC: empty after an exec) */
+    char *kill_dir;        /* the directory with cgroup.kill */
+    int tasks_fd;          /* hybrid: the v1 memory group's tasks, written by the child */
+    int oom_fd;            /* memory.oom_control (v1) or memory.events (v2), or -1 */
+    volatile int exec_err; /* set by the child when it cannot exec (it shares our memory: posix_spawn's way) */
 };
 
 static char fast_child_stack[64 * 1024] __attribute__((aligned(16)));
 
-/* The signals hedge forwards (runtime/run.c), plus SIGCHLD: blocked and read from a signalfd. */
+/* The signals hedge forwards (runtime/run.c), plus SIGCHLD: blocked and taken with rt_sigtimedwait. */
 static uint64_t fast_forwarded_mask(void)
 {
     static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD};
@@ -352,8 +352,7 @@ static uint64_t fast_status_mask(const char *status, const char *key)
 
 __attribute__((noreturn)) static void fast_child_fail(struct fast_run *r, long err)
 {
-    int e = (int)-err;
-    SC3(SYS_write, r->report[1], &e, sizeof(e));
+    r->exec_err = err < 0 ? (int)-err : EIO;
     for (;;)
         SC1(SYS_exit, 127);
 }
@@ -508,8 +507,6 @@ static void fast_undo(struct fast_run *r)
 {
     fast_close(&r->tasks_fd);
     fast_close(&r->oom_fd);
-    fast_close(&r->report[0]);
-    fast_close(&r->report[1]);
     fast_remove_dirs(r);
 }
 
@@ -632,7 +629,8 @@ void hd_fast_run(long *sp)
     r.v2 = false;
     r.n_dirs = 0;
     r.kill_dir = NULL;
-    r.tasks_fd = r.oom_fd = r.report[0] = r.report[1] = -1;
+    r.tasks_fd = r.oom_fd = -1;
+    r.exec_err = 0;
     /* a closed stdio descriptor is the full path's error (base/child.c) */
     for (int fd = 0; fd < 3; fd++)
         if (SC2(SYS_fcntl, fd, F_GETFD) < 0)
@@ -661,12 +659,11 @@ void hd_fast_run(long *sp)
     uint64_t mask = fast_forwarded_mask(), old_mask = 0;
     if (SC4(SYS_rt_sigprocmask, SIG_BLOCK, &mask, &old_mask, 8) < 0)
         return;
-    long sfd = -1, cgfd = -1;
+    long cgfd = -1;
     if (!fast_make_cgroup(&r, id))
         goto undo;
-    sfd = sc(SYS_signalfd4, -1, (long)&mask, 8, O_CLOEXEC, 0);
     cgfd = SC3(SYS_open, r.dirs[0], O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
-    if (sfd < 0 || cgfd < 0 || SC2(SYS_pipe2, r.report, O_CLOEXEC) < 0)
+    if (cgfd < 0)
         goto undo;
     struct clone_args args = {
         .flags = CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP,
@@ -676,42 +673,33 @@ void hd_fast_run(long *sp)
         .cgroup = (uint64_t)cgfd,
     };
     long pid = fast_clone3(&args, sizeof(args), fast_child, &r);
-    fast_close(&r.report[1]);
+    /* the vfork child has exec'd or exited: exec_err says which */
     fast_close(&r.tasks_fd);
+    SC1(SYS_close, cgfd);
+    cgfd = -1;
     if (pid < 0)
         goto undo;
-    int exec_err = 0;
-    long n;
-    do
-        n = SC3(SYS_read, r.report[0], &exec_err, sizeof(exec_err));
-    while (n == -EINTR);
-    if (n != 0) {
+    if (r.exec_err) {
         /* the workload never ran: undo, and let the full path say why */
         sc(SYS_wait4, pid, 0, 0, 0, 0);
         goto undo;
     }
-    fast_close(&r.report[0]);
-    SC1(SYS_close, cgfd);
 
-    /* Point of no return. Forward signals until the workload exits (runtime/run.c, hd_run). */
+    /* Point of no return. Forward signals until the workload exits (runtime/run.c, hd_run); the
+     * blocked signals are taken one by one (rt_sigtimedwait: no signalfd to make). */
     int status = 0;
     for (;;) {
-        struct {
-            uint32_t signo;
-            char rest[124];
-        } si;
-        n = SC3(SYS_read, sfd, &si, sizeof(si));
-        if (n == (long)sizeof(si) && si.signo != SIGCHLD)
-            SC2(SYS_kill, pid, si.signo);
-        if (n < 0 && n != -EINTR && n != -EAGAIN)
-            break; /* cannot happen; the blocking wait below still reaps */
-        long w = sc(SYS_wait4, pid, (long)&status, 1 /* WNOHANG */, 0, 0);
-        if (w == pid)
+        char info[128]; /* siginfo_t */
+        long sig = SC4(SYS_rt_sigtimedwait, &mask, info, NULL, 8);
+        if (sig > 0 && sig != SIGCHLD)
+            SC2(SYS_kill, pid, sig);
+        if (sig < 0 && sig != -EINTR && sig != -EAGAIN) {
+            while (sc(SYS_wait4, pid, (long)&status, 0, 0, 0) == -EINTR) /* cannot happen; reap anyway */
+                ;
             break;
-    }
-    if (n < 0) {
-        while (sc(SYS_wait4, pid, (long)&status, 0, 0, 0) == -EINTR)
-            ;
+        }
+        if (sc(SYS_wait4, pid, (long)&status, 1 /* WNOHANG */, 0, 0) == pid)
+            break;
     }
     int code, termsig = status & 0x7f;
     if (termsig == 0)
@@ -731,7 +719,6 @@ void hd_fast_run(long *sp)
     }
     fast_close(&r.oom_fd);
     fast_remove_dirs(&r);
-    SC1(SYS_close, sfd);
     if (oom) {
         static const char line[] =
             "hedge: OOM-killed: the kernel killed the workload because the host ran out of memory\n";
@@ -741,8 +728,6 @@ void hd_fast_run(long *sp)
         SC1(SYS_exit_group, code);
 
 undo:
-    if (sfd >= 0)
-        SC1(SYS_close, sfd);
     if (cgfd >= 0)
         SC1(SYS_close, cgfd);
     fast_undo(&r);
