@@ -101,7 +101,8 @@ static const struct option options[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* Say why the workload died: its own memory limit, or (no limit) the host running out. */
+/* Say why the workload died: its own memory limit, or (no limit) the host running out. The static hedge's
+ * fast path (fast_run.c) prints the no-limit line itself: keep the two the same. */
 static void print_oom_line(const struct hd_spec *spec)
 {
     const char *name = spec->name ? spec->name : "";

@@ -20,6 +20,10 @@
  * The child is a vfork child (hd_spawn_options.share_memory): it runs in our
  * memory until it execs, so the kernel copies none of our page tables; the
  * child only makes syscalls on what we prepared and writes nothing of ours.
+ *
+ * The static `hedge` runs the plain `hedge run -i process -- CMD` without this
+ * file, from its ELF entry before glibc starts (src/cli/fast_run.c, the same
+ * steps with raw system calls); flags, specs, hedged and hedge-full come here.
  */
 #include <errno.h>
 #include <signal.h>

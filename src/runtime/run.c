@@ -368,6 +368,7 @@ void hd_workload_release(struct hd_workload *w)
     free(w);
 }
 
+/* The same set is forwarded by the static hedge's fast path (cli/fast_run.c): keep the two the same. */
 static const int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
 int hd_run(const struct hd_spec *spec, const struct hd_run_options *opts, struct hd_exit *exit, hd_error_t *err)
