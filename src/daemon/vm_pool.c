@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,7 @@
 #define POOL_RETRY_MIN_MS 5000
 #define POOL_RETRY_MAX_MS 300000
 #define POOL_MAX_SHAPES 16
+#define POOL_STOP_WAIT_MS 5000
 
 struct pool_shape { /* one template */
     char key[65];
@@ -286,6 +288,31 @@ void hd_vm_pool_free(struct hd_vm_pool *pool)
         hd_loop_cancel(pool->loop, pool->timer);
     if (pool->fill)
         hd_loop_cancel_defer(pool->loop, pool->fill);
+    /* Tell every member to go (the end of its socket), then wait, bounded, until each has killed its
+     * clone and exited (its end closes): hedged leaves no QEMU, cgroup or file of the pool behind. */
+    size_t n = 0;
+    for (struct pool_member *m = pool->members; m; m = m->next)
+        n += shutdown(m->sock, SHUT_WR) == 0;
+    int64_t deadline = now_ms() + POOL_STOP_WAIT_MS;
+    while (n > 0 && now_ms() < deadline) {
+        struct pollfd fds[64];
+        size_t k = 0;
+        for (struct pool_member *m = pool->members; m && k < ARRAY_SIZE(fds); m = m->next)
+            if (m->sock >= 0)
+                fds[k++] = (struct pollfd){.fd = m->sock, .events = POLLIN};
+        if (k == 0 || poll(fds, k, (int)(deadline - now_ms())) <= 0)
+            break;
+        for (size_t i = 0; i < k; i++) {
+            char buf[256];
+            if (fds[i].revents && recv(fds[i].fd, buf, sizeof(buf), MSG_DONTWAIT) <= 0)
+                for (struct pool_member *m = pool->members; m; m = m->next)
+                    if (m->sock == fds[i].fd) {
+                        close(m->sock);
+                        m->sock = -1;
+                        n--;
+                    }
+        }
+    }
     while (pool->members)
         member_free(pool, pool->members);
     free(pool);
