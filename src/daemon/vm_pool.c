@@ -206,7 +206,8 @@ static void pool_scan(struct hd_vm_pool *pool)
             if (shape == NULL && pool->n_shapes < POOL_MAX_SHAPES) {
                 shape = &pool->shapes[pool->n_shapes++];
                 memset(shape, 0, sizeof(*shape));
-                snprintf(shape->key, sizeof(shape->key), "%s", e->d_name);
+                memcpy(shape->key, e->d_name, 64); /* the name is 64 hex digits (checked above) */
+                shape->key[64] = '\0';
                 shape->ram_bytes = ram;
                 shape->vcpus = (int)vcpus;
                 snprintf(shape->accel, sizeof(shape->accel), "%s", accel);
