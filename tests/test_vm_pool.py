@@ -161,3 +161,17 @@ def test_vm_pool_config_is_checked(tmp_path, hedge):
                            env=hedge.env(), timeout=30)
         assert p.returncode != 0
         assert "vm_pool" in p.stderr and "0..16" in p.stderr, p.stderr
+
+
+def test_a_stale_template_is_logged_and_never_pooled(pooled_daemon, template):  # noqa: F811
+    """A template of this guest's shape built from another kernel, initramfs or QEMU (here: under another key)
+    is refused by the member before any QEMU starts, and hedged says why once."""
+    d = pooled_daemon(config={"vm_pool": 1})
+    d.stop()
+    tdir = d.state / "vm" / "templates"
+    (tdir / template["dir"].name).rename(tdir / ("0" * 64))
+    d.start()
+    wait_for(lambda: "stale" in d.errlog.read_text(), timeout=30, what="the pool's log line")
+    assert f"vm-pool: template {'0' * 12}: stale: built from another kernel, initramfs or QEMU" in d.errlog.read_text()
+    assert ready(d) == 0
+    assert pool_cgroups() == []

@@ -401,7 +401,7 @@ static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
 }
 
 /*
- * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL`, hedged's daemon/vm_pool.c): fd 3 is a
+ * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY`, hedged's daemon/vm_pool.c): fd 3 is a
  * SOCK_SEQPACKET socket to hedged. Start a restored clone of the template of that shape (runtime/vm/pool.c),
  * say "ready QEMU_PID KEY" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
  * report's write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's
@@ -412,10 +412,10 @@ static int pool_member(int argc, char **argv)
 {
     prctl(PR_SET_NAME, "hedge-vm-pool");
     char *end = NULL;
-    long long ram = argc == 5 ? strtoll(argv[2], &end, 10) : 0;
-    int vcpus = argc == 5 ? atoi(argv[3]) : 0;
-    if (argc != 5 || *end || ram <= 0 || vcpus <= 0) {
-        fprintf(stderr, "usage: hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL (started by hedged)\n");
+    long long ram = argc == 6 ? strtoll(argv[2], &end, 10) : 0;
+    int vcpus = argc == 6 ? atoi(argv[3]) : 0;
+    if (argc != 6 || *end || ram <= 0 || vcpus <= 0) {
+        fprintf(stderr, "usage: hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY (started by hedged)\n");
         return 2;
     }
     /* the socket leaves fd 3 (and 4) free for the instance's start report and lock */
@@ -433,7 +433,7 @@ static int pool_member(int argc, char **argv)
     hd_error_t err = NULL;
     struct hd_vm_pooled *p = NULL;
     char msg[PATH_MAX + 64];
-    if (hd_vm_pooled_start(hd_state_dir(), ram, vcpus, argv[4], &p, &err) < 0) {
+    if (hd_vm_pooled_start(hd_state_dir(), ram, vcpus, argv[4], argv[5], &p, &err) < 0) {
         int n = snprintf(msg, sizeof(msg), "err %s", hd_error_text(err));
         hd_error_free(&err);
         (void)!send(sock, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, MSG_NOSIGNAL);

@@ -114,7 +114,8 @@ static void member_failed(struct hd_vm_pool *pool, struct pool_member *m, const 
         int64_t backoff = POOL_RETRY_MIN_MS << (shape->failures < 6 ? shape->failures - 1 : 6);
         shape->retry_at_ms = now_ms() + (backoff < POOL_RETRY_MAX_MS ? backoff : POOL_RETRY_MAX_MS);
         if (strncmp(shape->last_error, why, sizeof(shape->last_error) - 1) != 0) {
-            hd_log(HD_LOG_WARN, "vm-pool", "template %.12s: %s (retried with a back-off)", m->key, why);
+            hd_log(HD_LOG_WARN, "vm-pool", "template %.12s: %s (retried with a back-off; `hedge vm template ls`)",
+                   m->key, why);
             snprintf(shape->last_error, sizeof(shape->last_error), "%s", why);
         }
     }
@@ -138,6 +139,13 @@ static void on_member(struct hd_loop *loop, int fd, uint32_t events, void *data)
     int qemu = 0, pos = 0;
     char key[65];
     if (sscanf(msg, "ready %d %64s%n", &qemu, key, &pos) == 2 && pos > 0) {
+        if (strcmp(key, m->key) != 0) { /* the current kernel, initramfs or QEMU give another template */
+            char why[160];
+            snprintf(why, sizeof(why),
+                     "stale: this guest's template is %.12s now (remove it with `hedge vm template rm`)", key);
+            member_failed(pool, m, why);
+            return;
+        }
         m->ready = true;
         m->qemu_pid = qemu;
         struct pool_shape *shape = shape_find(pool, m->key);
@@ -162,7 +170,7 @@ static void member_spawn(struct hd_vm_pool *pool, struct pool_shape *shape)
     char ram[24], vcpus[12];
     snprintf(ram, sizeof(ram), "%lld", (long long)shape->ram_bytes);
     snprintf(vcpus, sizeof(vcpus), "%d", shape->vcpus);
-    const char *argv[] = {"hedge-monitor", "--vm-pool", ram, vcpus, shape->accel, NULL};
+    const char *argv[] = {"hedge-monitor", "--vm-pool", ram, vcpus, shape->accel, shape->key, NULL};
     hd_error_t err = NULL;
     int r = hd_instance_exec_detached(pool->cfg, argv, sv[1], -1, &err);
     close(sv[1]);

@@ -269,13 +269,23 @@ static void read_files(struct guest_config *cfg)
         guest_fail(HD_EXIT_HEDGE, 0, "protocol: %zu bytes of file data beyond the files", have);
 }
 
-/* Read and decode the CONFIG message; malformed → fail. */
+/* Read and decode the CONFIG message (after any WARM: a rehearsal, answered WARM_DONE); malformed → fail. */
 static void read_config(struct guest_config *cfg)
 {
     struct hd_vm_msg_header h;
-    int r = hd_vm_read_all(port_fd, &h, sizeof(h));
-    if (r < 0)
-        guest_fail(HD_EXIT_HEDGE, -r, "read config from host");
+    int r;
+    for (;;) {
+        r = hd_vm_read_all(port_fd, &h, sizeof(h));
+        if (r < 0)
+            guest_fail(HD_EXIT_HEDGE, -r, "read config from host");
+        if (h.type != HD_VM_MSG_WARM || h.length != 0)
+            break;
+        rehearse_start();
+        debug_phase("rehearsed");
+        r = hd_vm_send(port_fd, HD_VM_MSG_WARM_DONE, NULL, 0);
+        if (r < 0)
+            guest_fail(HD_EXIT_HEDGE, -r, "send warm-done");
+    }
     if (h.type != HD_VM_MSG_CONFIG || !hd_vm_msg_valid(h.type, h.length, 0))
         guest_fail(HD_EXIT_HEDGE, 0, "protocol: expected a config message, got type %u length %u", h.type, h.length);
     char *buf = hd_xmalloc(h.length);
@@ -661,8 +671,10 @@ static void wait_for_exit_ack(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc >= 1 && strcmp(argv[0], HD_INIT_REHEARSAL_ARGV0) == 0)
+        return 0; /* rehearse_start's exec */
     /* SIGCHLD through a signalfd; the rest default (PID 1 ignores signals it has no handler for anyway). */
     sigset_t mask;
     sigemptyset(&mask);

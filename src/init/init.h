@@ -92,6 +92,10 @@ void setup_secrets(struct guest_config *cfg);
 void setup_machine_id(const struct guest_config *cfg);
 void setup_cgroup(const struct guest_config *cfg);
 void setup_network(const struct guest_config *cfg);
+/* WARM (a pool's clone, before CONFIG): run the start's code paths once on nothing, undo them all. */
+void rehearse_start(void);
+/* hedge-init exec'd by the rehearsal: argv[0], it exits at once. */
+#define HD_INIT_REHEARSAL_ARGV0 "hedge-init-rehearsal"
 
 /* ---- exec.c: exec sessions, and the stdio plumbing the workload shares with them ---- */
 

@@ -11,6 +11,7 @@
  * guest_fail, which tells the host why. Records of CONFIG that are malformed fail the same way.
  */
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <linux/fs.h>
 #include <unistd.h>
 
 #include "base/child.h"
@@ -442,4 +445,72 @@ void setup_cgroup(const struct guest_config *cfg)
         write_control(WORKLOAD_CGROUP "/pids.max", cfg->pids);
     if (cfg->memory)
         write_control(WORKLOAD_CGROUP "/memory.max", cfg->memory);
+}
+
+/*
+ * A warm pool's clone (host: runtime/vm/pool.c) sends WARM before CONFIG: under TCG each code path of the
+ * guest is translated the first time it runs in a QEMU process, and a restored clone has run none, so the
+ * start's paths are rehearsed here, on nothing of a workload, before the clone waits: the rootfs disk
+ * probed (the placeholder has no erofs: the mount fails, as meant; its page cache is dropped after), a
+ * tmpfs with an overlay and proc in it, the guest cgroup with a child in it, lo, a fork and exec of
+ * hedge-init itself (which exits at once) with the workload's pipes. Everything is undone; nothing of it
+ * reaches the workload, whose CONFIG brings the clone's own entropy, clock and identity.
+ */
+void rehearse_start(void)
+{
+    int disk = open("/dev/vda", O_RDONLY | O_CLOEXEC);
+    if (disk >= 0) {
+        if (mount("/dev/vda", "/lower", "erofs", MS_RDONLY, NULL) == 0) /* not the placeholder: undo */
+            umount("/lower");
+        ioctl(disk, BLKFLSBUF, 0); /* nothing of the placeholder may stay cached for the workload's image */
+        close(disk);
+    }
+    if (mount("warm", "/upper", "tmpfs", 0, "mode=0755") == 0) {
+        mkdir("/upper/lower", 0755);
+        mkdir("/upper/data", 0755);
+        mkdir("/upper/work", 0755);
+        if (mount("overlay", "/newroot", "overlay", 0,
+                  "lowerdir=/upper/lower,upperdir=/upper/data,workdir=/upper/work") == 0) {
+            mkdir("/newroot/proc", 0755);
+            if (mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NOEXEC, NULL) == 0)
+                umount("/newroot/proc");
+            umount("/newroot");
+        }
+        umount("/upper");
+    }
+    bool cgroup = mount("cgroup2", GUEST_CGROUP, "cgroup2", MS_NOSUID | MS_NOEXEC | MS_NODEV, NULL) == 0;
+    if (cgroup) {
+        hd_write_file(GUEST_CGROUP "/cgroup.subtree_control", "+memory +pids", 13, NULL);
+        mkdir(GUEST_CGROUP "/warm", 0755);
+        hd_write_file(GUEST_CGROUP "/warm/pids.max", "64", 2, NULL);
+    }
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock >= 0) {
+        interface_up(sock, "lo"); /* as the workload's start does */
+        close(sock);
+    }
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) == 0) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            setsid();
+            dup2(out[1], 1);
+            if (cgroup)
+                hd_write_file(GUEST_CGROUP "/warm/cgroup.procs", "0", 1, NULL);
+            char *const argv[] = {(char *)HD_INIT_REHEARSAL_ARGV0, NULL};
+            execv("/init", argv);
+            _exit(127);
+        }
+        close(out[1]);
+        char buf[64];
+        while (pid > 0 && read(out[0], buf, sizeof(buf)) > 0)
+            ;
+        close(out[0]);
+        if (pid > 0)
+            waitpid(pid, NULL, 0);
+    }
+    if (cgroup) {
+        rmdir(GUEST_CGROUP "/warm");
+        umount(GUEST_CGROUP);
+    }
 }

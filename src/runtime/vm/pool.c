@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,7 @@
 #include "base/util.h"
 #include "cgroup/cgroup.h"
 #include "runtime/run.h"
+#include "runtime/vm/proto.h"
 #include "runtime/vm/qmp.h"
 #include "runtime/vm/vm.h"
 #include "runtime/vm/vm_internal.h"
@@ -98,7 +100,7 @@ const char *hd_vm_pooled_key(const struct hd_vm_pooled *p)
 }
 
 /* The template a workload of this shape would restore: the same inputs as vm.c's choose_boot. */
-static int pooled_find_template(const char *state_dir, struct hd_vm_pooled *p, hd_error_t *err)
+static int pooled_find_template(const char *state_dir, const char *want_key, struct hd_vm_pooled *p, hd_error_t *err)
 {
     struct hd_vm_kernel kernel = {0};
     cleanup_free char *initramfs = NULL;
@@ -116,20 +118,59 @@ static int pooled_find_template(const char *state_dir, struct hd_vm_pooled *p, h
         .append = append,
     };
     char stale[65];
-    if (hd_vm_template_find(&in, &p->tmpl, err) == 0) {
+    if (hd_vm_template_find(&in, &p->tmpl, err) == 0 && want_key && strcmp(p->tmpl.key, want_key) != 0) {
+        hd_error_set(err, 0, "stale: this guest's template is %.12s now", p->tmpl.key);
+    } else if (*err == NULL) {
         p->vmlinuz = hd_xstrdup(kernel.vmlinuz);
         p->initramfs = hd_xstrdup(initramfs);
         r = 0;
     } else if ((*err)->errnum == ENOENT && hd_vm_template_find_stale(&in, p->tmpl.key, stale)) {
         hd_error_free(err);
-        hd_error_set(err, ENOENT, "template %.12s is stale: built from another kernel, initramfs or QEMU", stale);
+        hd_error_set(err, 0, "stale: built from another kernel, initramfs or QEMU than the current ones");
     }
 out:
     hd_vm_kernel_free(&kernel);
     return r;
 }
 
-int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel,
+/*
+ * WARM, then wait for WARM_DONE: the guest runs a start's code paths once (init/setup.c's rehearse_start),
+ * so that under TCG they are translated in this QEMU before a workload waits on them.
+ */
+static int pooled_rehearse(struct hd_vm_pooled *p, hd_error_t *err)
+{
+    uint64_t t0 = hd_now_ns();
+    struct hd_vm_msg_header h = {HD_VM_MSG_WARM, 0};
+    int r = hd_vm_socket_send_all(p->port_fd, &h, sizeof(h));
+    if (r < 0)
+        return hd_error_set(err, -r, "send WARM to the guest");
+    size_t got = 0;
+    while (got < sizeof(h)) {
+        struct pollfd pfd = {.fd = p->port_fd, .events = POLLIN};
+        int pr = poll(&pfd, 1, POOL_RESTORE_TIMEOUT_MS);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            return hd_error_set(err, ETIMEDOUT, "the guest did not finish its rehearsal within %d ms",
+                                POOL_RESTORE_TIMEOUT_MS);
+        ssize_t n = read(p->port_fd, (char *)&h + got, sizeof(h) - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return hd_error_set(err, n < 0 ? errno : EPIPE, "the guest's channel ended during its rehearsal");
+        got += (size_t)n;
+    }
+    if (h.type != HD_VM_MSG_WARM_DONE || h.length != 0)
+        return hd_error_set(err, EPROTO,
+                            "protocol: the guest answered WARM with type %u length %u (an initramfs "
+                            "without the rehearsal?)",
+                            h.type, h.length);
+    if (getenv("HEDGE_VM_DEBUG"))
+        hd_log(HD_LOG_INFO, "vm-pool", "rehearsal in %.3f s", (double)(hd_now_ns() - t0) / 1e9);
+    return 0;
+}
+
+int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel, const char *want_key,
                        struct hd_vm_pooled **out, hd_error_t *err)
 {
     struct hd_vm_pooled *p = hd_xcalloc(1, sizeof(*p));
@@ -144,7 +185,7 @@ int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, cons
     cleanup_free char *append = hd_vm_extra_append();
     struct hd_resources res = {.memory = ram_bytes + QEMU_OVERHEAD, .pids = QEMU_PIDS};
     int sv[2];
-    if (hd_vm_accel_choose(accel, true, &p->accel, err) < 0 || pooled_find_template(state_dir, p, err) < 0)
+    if (hd_vm_accel_choose(accel, true, &p->accel, err) < 0 || pooled_find_template(state_dir, want_key, p, err) < 0)
         goto fail;
     p->dir = hd_xasprintf("%s/vm-pool/%s", hd_runtime_dir(), p->id);
     if (hd_mkdir_p(p->dir, 0700, err) < 0)
@@ -213,7 +254,7 @@ int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, cons
     if (hd_qmp_attach(attach_fd, POOL_RESTORE_TIMEOUT_MS, &p->qmp, err) < 0)
         goto fail;
     unlink(slot); /* QEMU opened it at start (it answered QMP): nothing is left on disk if it dies */
-    if (hd_vm_template_restore(p->qmp, POOL_RESTORE_TIMEOUT_MS, err) < 0)
+    if (hd_vm_template_restore(p->qmp, POOL_RESTORE_TIMEOUT_MS, err) < 0 || pooled_rehearse(p, err) < 0)
         goto fail;
     *out = p;
     return 0;
@@ -227,7 +268,7 @@ fail:
     if (state_fd >= 0)
         close(state_fd);
     hd_vm_pooled_destroy(p);
-    return hd_error_prefix(err, "vm pool");
+    return -1;
 }
 
 /* The workload's rootfs image in the slot: a file node for it, then the slot's raw node reopened onto it. */

@@ -76,28 +76,30 @@
 #define HD_VM_PORT_NAME "org.hedge.0"
 
 enum hd_vm_msg_type {
-    HD_VM_MSG_CONFIG = 1,          /* host → guest: records, see HD_VM_CFG_* */
-    HD_VM_MSG_STDIN = 2,           /* host → guest: bytes for the workload's stdin */
-    HD_VM_MSG_STDIN_EOF = 3,       /* host → guest: empty; close the workload's stdin */
-    HD_VM_MSG_SIGNAL = 4,          /* host → guest: u32 signal number for the workload */
-    HD_VM_MSG_EXIT_ACK = 5,        /* host → guest: empty; what came before EXIT or ERROR is delivered, power off */
-    HD_VM_MSG_EXEC = 6,            /* host → guest: u32 session, then ARG/ENV/WORKDIR/USER records */
-    HD_VM_MSG_EXEC_STDIN = 7,      /* host → guest: u32 session, then bytes for the exec'd process's stdin */
-    HD_VM_MSG_EXEC_STDIN_EOF = 8,  /* host → guest: u32 session; close its stdin once the bytes are in */
-    HD_VM_MSG_EXEC_RESIZE = 9,     /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
-    HD_VM_MSG_FILE_DATA = 10,      /* host → guest: right after CONFIG, the bytes of CONFIG's FILE records */
-    HD_VM_MSG_RESIZE = 11,         /* host → guest: struct hd_vm_winsize, the workload's terminal's new size */
-    HD_VM_MSG_EXEC_SIGNAL = 12,    /* host → guest: u32 session, then u32 signal number for its process */
-    HD_VM_MSG_STARTED = 16,        /* guest → host: empty; the command was exec'd */
-    HD_VM_MSG_STDOUT = 17,         /* guest → host: bytes the workload wrote to fd 1 */
-    HD_VM_MSG_STDERR = 18,         /* guest → host: bytes the workload wrote to fd 2 */
-    HD_VM_MSG_EXIT = 19,           /* guest → host: struct hd_vm_exit_msg */
-    HD_VM_MSG_ERROR = 20,          /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
-    HD_VM_MSG_READY = 21,          /* guest → host: empty; hedge-init runs and waits for CONFIG */
+    HD_VM_MSG_CONFIG = 1,         /* host → guest: records, see HD_VM_CFG_* */
+    HD_VM_MSG_STDIN = 2,          /* host → guest: bytes for the workload's stdin */
+    HD_VM_MSG_STDIN_EOF = 3,      /* host → guest: empty; close the workload's stdin */
+    HD_VM_MSG_SIGNAL = 4,         /* host → guest: u32 signal number for the workload */
+    HD_VM_MSG_EXIT_ACK = 5,       /* host → guest: empty; what came before EXIT or ERROR is delivered, power off */
+    HD_VM_MSG_EXEC = 6,           /* host → guest: u32 session, then ARG/ENV/WORKDIR/USER records */
+    HD_VM_MSG_EXEC_STDIN = 7,     /* host → guest: u32 session, then bytes for the exec'd process's stdin */
+    HD_VM_MSG_EXEC_STDIN_EOF = 8, /* host → guest: u32 session; close its stdin once the bytes are in */
+    HD_VM_MSG_EXEC_RESIZE = 9,    /* host → guest: u32 session, then struct hd_vm_winsize (a terminal's) */
+    HD_VM_MSG_FILE_DATA = 10,     /* host → guest: right after CONFIG, the bytes of CONFIG's FILE records */
+    HD_VM_MSG_RESIZE = 11,        /* host → guest: struct hd_vm_winsize, the workload's terminal's new size */
+    HD_VM_MSG_EXEC_SIGNAL = 12,   /* host → guest: u32 session, then u32 signal number for its process */
+    HD_VM_MSG_WARM = 13,    /* host → guest: empty, before CONFIG; rehearse a start's code paths (a pool's clone) */
+    HD_VM_MSG_STARTED = 16, /* guest → host: empty; the command was exec'd */
+    HD_VM_MSG_STDOUT = 17,  /* guest → host: bytes the workload wrote to fd 1 */
+    HD_VM_MSG_STDERR = 18,  /* guest → host: bytes the workload wrote to fd 2 */
+    HD_VM_MSG_EXIT = 19,    /* guest → host: struct hd_vm_exit_msg */
+    HD_VM_MSG_ERROR = 20,   /* guest → host: u32 exit code (125/126/127), then text (no NUL) */
+    HD_VM_MSG_READY = 21,   /* guest → host: empty; hedge-init runs and waits for CONFIG */
     HD_VM_MSG_EXEC_STDOUT = 22,    /* guest → host: u32 session, then bytes an exec'd process wrote to fd 1 */
     HD_VM_MSG_EXEC_STDERR = 23,    /* guest → host: u32 session, then bytes it wrote to fd 2 */
     HD_VM_MSG_EXEC_EXIT = 24,      /* guest → host: u32 session, then struct hd_vm_exit_msg */
     HD_VM_MSG_EXEC_STDIN_ACK = 25, /* guest → host: u32 session, then u32 count of EXEC_STDIN bytes taken */
+    HD_VM_MSG_WARM_DONE = 26,      /* guest → host: empty; the rehearsal is over, CONFIG may come */
 };
 
 enum hd_vm_config_tag {
@@ -167,6 +169,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
         case HD_VM_MSG_EXEC_STDERR: return length >= 4;
         case HD_VM_MSG_EXEC_EXIT: return length == 4 + sizeof(struct hd_vm_exit_msg);
         case HD_VM_MSG_EXEC_STDIN_ACK: return length == 8;
+        case HD_VM_MSG_WARM_DONE: return length == 0;
         default: return 0;
         }
     }
@@ -183,6 +186,7 @@ static inline int hd_vm_msg_valid(uint32_t type, uint32_t length, int from_guest
     case HD_VM_MSG_FILE_DATA: return length > 0;
     case HD_VM_MSG_RESIZE: return length == sizeof(struct hd_vm_winsize);
     case HD_VM_MSG_EXEC_SIGNAL: return length == 8;
+    case HD_VM_MSG_WARM: return length == 0;
     default: return 0;
     }
 }
