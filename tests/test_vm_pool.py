@@ -119,6 +119,9 @@ def test_a_taken_clone_runs_in_the_workloads_cgroup_and_stops_like_any_vm(pooled
     cgroups = pathlib.Path(f"/proc/{qemu}/cgroup").read_text()
     assert f"/{CGROUP_PARENT}/" in cgroups and "vm-pool-" not in cgroups, cgroups  # moved out of the pool's group
     assert "boot: pool (template " in (d.state / "monitor.log").read_text()
+    assert d.ps("long")["vm_boot"] == "pool"  # which path the start took: the API and hedge ps say it
+    row = next(line for line in d.cli("ps").out.splitlines() if line.startswith("long "))
+    assert row.split()[2] == "vm/pool", row
     assert d.cli("stop", "long").code == 0
     d.wait_state("long", "stopped", "exited", timeout=30)
     wait_for(lambda: not os.path.exists(f"/proc/{qemu}"), timeout=10, what="QEMU to end")

@@ -33,14 +33,18 @@ int cmd_ps(int argc, char **argv)
         json_decref(list);
         return 0;
     }
-    printf("%-20s %-7s %-10s %-11s %-8s %-8s %-8s %-8s %s\n", "NAME", "VERSION", "ISOLATION", "STATE", "PID", "UPTIME",
+    printf("%-20s %-7s %-11s %-11s %-8s %-8s %-8s %-8s %s\n", "NAME", "VERSION", "ISOLATION", "STATE", "PID", "UPTIME",
            "RESTARTS", "CPU", "MEMORY");
     size_t i;
     json_t *w;
     json_array_foreach(list, i, w)
     {
-        char pid[16] = "-", uptime[16] = "-", cpu[16] = "-", mem[16] = "-";
+        char pid[16] = "-", uptime[16] = "-", cpu[16] = "-", mem[16] = "-", isolation[32];
         json_t *v;
+        /* a vm's start path: vm/cold, vm/snapshot (a template), vm/pool (a warm pool's clone) */
+        const char *boot = json_string_value(json_object_get(w, "vm_boot"));
+        snprintf(isolation, sizeof(isolation), "%s%s%s", json_string_value(json_object_get(w, "isolation")),
+                 boot ? "/" : "", boot ? boot : "");
         if (json_is_integer(v = json_object_get(w, "pid")))
             snprintf(pid, sizeof(pid), "%lld", (long long)json_integer_value(v));
         if (json_is_number(v = json_object_get(w, "uptime_seconds")))
@@ -49,10 +53,10 @@ int cmd_ps(int argc, char **argv)
             snprintf(cpu, sizeof(cpu), "%.2fs", json_number_value(v));
         if (json_is_number(v = json_object_get(w, "memory_bytes")))
             hd_client_size(json_number_value(v), mem, sizeof(mem));
-        printf("%-20s %-7lld %-10s %-11s %-8s %-8s %-8lld %-8s %s\n", json_string_value(json_object_get(w, "name")),
-               (long long)json_integer_value(json_object_get(w, "version")),
-               json_string_value(json_object_get(w, "isolation")), json_string_value(json_object_get(w, "state")), pid,
-               uptime, (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
+        printf("%-20s %-7lld %-11s %-11s %-8s %-8s %-8lld %-8s %s\n", json_string_value(json_object_get(w, "name")),
+               (long long)json_integer_value(json_object_get(w, "version")), isolation,
+               json_string_value(json_object_get(w, "state")), pid, uptime,
+               (long long)json_integer_value(json_object_get(w, "restarts")), cpu, mem);
     }
     bool header = false;
     json_array_foreach(list, i, w)

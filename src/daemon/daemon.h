@@ -345,6 +345,7 @@ struct hd_instance {
     char *run_dir;          /* the run's runtime dir (removed by the monitor, or by us if it was lost) */
     char *secrets_dir;      /* the run's secrets tmpfs, or NULL (unmounted likewise) */
     int64_t started_at;     /* unix ms */
+    char vm_boot[12];       /* a vm workload's start: "cold", "snapshot" or "pool"; "" otherwise */
     int report_fd;          /* start report from the monitor, -1 once read */
     int pidfd;              /* the monitor's pidfd, -1 until known */
     struct hd_watch *watch; /* on report_fd, then on pidfd */

@@ -186,6 +186,8 @@ static int instance_read_state(struct hd_instance *inst, hd_error_t *err)
     inst->pid = (pid_t)json_integer_value(json_object_get(s, "pid"));
     inst->started_at = json_integer_value(json_object_get(s, "started_at"));
     inst->pid_start = (uint64_t)json_integer_value(json_object_get(s, "pid_start"));
+    const char *vm_boot = json_string_value(json_object_get(s, "vm_boot"));
+    snprintf(inst->vm_boot, sizeof(inst->vm_boot), "%s", vm_boot ? vm_boot : "");
     const char *run_dir = json_string_value(json_object_get(s, "run_dir"));
     free(inst->run_dir);
     inst->run_dir = run_dir && strstr(run_dir, "/runs/") ? hd_xstrdup(run_dir) : NULL;

@@ -337,6 +337,8 @@ static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
     json_t *state = json_pack("{s:i,s:i,s:I,s:I,s:s}", "monitor_pid", (int)getpid(), "pid", (int)pid, "started_at",
                               (json_int_t)unix_ms(), "pid_start", (json_int_t)hd_proc_start_time(pid), "run_dir",
                               m.workload->run_dir);
+    if (m.workload->vm_boot[0]) /* hedge ps: cold, snapshot or pool */
+        json_object_set_new(state, "vm_boot", json_string(m.workload->vm_boot));
     if (m.workload->secrets_dir) /* for hedged, which unmounts it if this monitor is killed */
         json_object_set_new(state, "secrets_dir", json_string(m.workload->secrets_dir));
     monitor_write_json(&m, HD_MONITOR_STATE_FILE, state);

@@ -562,6 +562,8 @@ static json_t *workload_json(struct workload *wl, bool with_stats)
                         running ? json_real((double)(supervisor_unix_ms() - run->inst->started_at) / 1000.0)
                                 : json_null());
     json_object_set_new(o, "last_error", wl->last_error ? json_string(wl->last_error) : json_null());
+    json_object_set_new(o, "vm_boot",
+                        run && run->inst && run->inst->vm_boot[0] ? json_string(run->inst->vm_boot) : json_null());
     json_object_set_new(o, "upgrading_to", wl->up ? json_integer(wl->up->version) : json_null());
     struct pull *pending = pull_find(wl->sup, wl->name);
     json_object_set_new(o, "pulling", pending ? json_string(pending->image) : json_null());

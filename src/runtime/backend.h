@@ -89,6 +89,7 @@ struct hd_workload {
     pid_t pid;                      /* host pid that backend->wait waits for */
     void *backend_data;             /* backend-private state */
     struct hd_vm_pooled *vm_pooled; /* hd_run_options.vm_pooled until the vm backend takes it; destroyed with w */
+    char vm_boot[12]; /* vm, once started: how the guest came up: "cold", "snapshot" (a template) or "pool" */
 
     /*
      * Optional extensions for callers that drive the container backend step by

@@ -850,6 +850,7 @@ static int vm_start(struct hd_workload *w, hd_error_t *err)
                 return -1;
         }
     }
+    snprintf(w->vm_boot, sizeof(w->vm_boot), "%s", !vm->snapshot ? "cold" : vm->pool_dir ? "pool" : "snapshot");
     /* CONFIG goes when the guest says READY (wait_for_start) */
     if (wait_for_start(w, vm, ready, err) < 0)
         return -1;
