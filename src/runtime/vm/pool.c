@@ -8,7 +8,8 @@
  *          same kernel, initramfs and kernel arguments: a stale template is refused here, not later);
  *          spawn QEMU in a cgroup of its own (hedge/vm-pool-<id>, the limits of a guest of that size)
  *          with the template's RAM mapped privately and a sparse placeholder in the disk slot (unlinked
- *          as soon as QEMU holds it); restore. The guest runs: hedge-init waits for CONFIG.
+ *          as soon as QEMU holds it); restore; send WARM and wait for WARM_DONE while the guest rehearses
+ *          a start on nothing. The guest runs: hedge-init waits for CONFIG.
  *   adopt  (vm.c, at the workload's start) the workload's erofs image replaces the placeholder under
  *          the running guest: blockdev-add of a file node, then blockdev-reopen of the slot's raw node
  *          onto it. The guest read the placeholder only when it probed the disk, and dropped that page
@@ -16,8 +17,8 @@
  *          into the workload's cgroup; CONFIG goes with this clone's own entropy seed, clock, hostname
  *          and machine id, as after any restore.
  *
- * What the pool saves is QEMU's start and the restore (spawn to a running guest); the guest's own work
- * after CONFIG is the same as for a template restore.
+ * What the pool saves is QEMU's start and the restore (spawn to a running guest), and with the rehearsal
+ * (WARM, init/setup.c's rehearse_start) the first translation under TCG of the code paths a start runs.
  */
 #include <errno.h>
 #include <fcntl.h>
