@@ -7,7 +7,7 @@ PYTHON     ?= /usr/bin/python3
 PYTEST     ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?=
 
-.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench bench-pull bench-oci bench-fleet clean fuzz guest-kernel \
+.PHONY: all deps build asan-build test unit pytest asan-test test-quick run bench bench-vm bench-pull bench-oci bench-fleet clean fuzz guest-kernel \
 	install deb package-test oci-conformance oci-conformance-ci analyze format format-check
 
 all: build
@@ -75,6 +75,10 @@ run: build
 bench: build
 	./bench/start
 	./bench/daemon
+
+# VM start: cold, template restore, hedged with and without the warm pool, a bare QEMU; memory of clones.
+bench-vm: build
+	./bench/vm-start
 
 # hedge image pull beside skopeo copy and podman pull (a local docker-registry; see docs/images.md).
 bench-pull: build
