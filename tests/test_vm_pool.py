@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import time
 
@@ -178,3 +179,22 @@ def test_a_stale_template_is_logged_and_never_pooled(pooled_daemon, template):  
     assert f"vm-pool: template {'0' * 12}: stale: built from another kernel, initramfs or QEMU" in d.errlog.read_text()
     assert ready(d) == 0
     assert pool_cgroups() == []
+
+
+def test_a_member_killed_while_waiting_leaves_nothing_and_is_replaced(pooled_daemon, dirs):
+    """SIGTERM: the member removes its clone itself. SIGKILL: QEMU dies with it (PDEATHSIG) and hedged removes
+    the clone's cgroup and dir. Either way the pool refills."""
+    d = pooled_daemon(config={"vm_pool": 1})
+    pool_dir = dirs["run"] / "vm-pool"
+    for sig, swept in ((signal.SIGTERM, False), (signal.SIGKILL, True)):
+        wait_for(lambda: ready(d) == 1, timeout=RESTORE_WAIT, what="a clone ready in the pool")
+        (qemu,) = pids_mentioning(str(pool_dir))
+        member = int(pathlib.Path(f"/proc/{qemu}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert "--vm-pool" in pathlib.Path(f"/proc/{member}/cmdline").read_text()
+        (clone,) = list(pool_dir.iterdir())
+        os.kill(member, sig)
+        wait_for(lambda: not (pool_dir / clone.name).exists(), timeout=15, what="the clone's dir removed")
+        wait_for(lambda: f"vm-pool-{clone.name}" not in pool_cgroups(), timeout=15, what="its cgroup removed")
+        assert not os.path.exists(f"/proc/{qemu}/cmdline") or "qemu" not in open(f"/proc/{qemu}/cmdline").read()
+        assert (f"removed what the pool member of clone {clone.name} left" in d.errlog.read_text()) == swept
+    wait_for(lambda: ready(d) == 1, timeout=RESTORE_WAIT, what="the pool refilled")

@@ -404,8 +404,8 @@ static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
 
 /*
  * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY`, hedged's daemon/vm_pool.c): fd 3 is a
- * SOCK_SEQPACKET socket to hedged. Start a restored clone of the template of that shape (runtime/vm/pool.c),
- * say "ready QEMU_PID KEY" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
+ * SOCK_SEQPACKET socket to hedged. Say "starting ID DIR" (the clone's name and dir), start a restored clone of
+ * the template of that shape (runtime/vm/pool.c), say "ready QEMU_PID KEY" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
  * report's write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's
  * monitor, and the workload takes the clone. The end of the socket (hedged stopped or shrinks its pool), or
  * QEMU ending, ends the member: QEMU is killed, its cgroup and files removed.
@@ -432,23 +432,41 @@ static int pool_member(int argc, char **argv)
         return 1; /* 3 and 4 stay taken until the instance's fds replace them: nothing of the clone lands there */
     close(devnull);
     signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM, SIGINT, SIGHUP end a waiting member as the socket's end does (its clone goes, nothing stays);
+     * after a take monitor_main blocks them too and reads them from a signalfd of its own */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     hd_error_t err = NULL;
     struct hd_vm_pooled *p = NULL;
     char msg[PATH_MAX + 64];
-    if (hd_vm_pooled_start(hd_state_dir(), ram, vcpus, argv[4], argv[5], &p, &err) < 0) {
-        int n = snprintf(msg, sizeof(msg), "err %s", hd_error_text(err));
+    /* first the clone's name and dir: if this process dies unseen, hedged removes what it left */
+    char id[16];
+    hd_random_id(id, sizeof(id));
+    cleanup_free char *pool_dir = hd_vm_pooled_dir(id);
+    int n = snprintf(msg, sizeof(msg), "starting %s %s", id, pool_dir);
+    if (sfd < 0 || n >= (int)sizeof(msg) || send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0)
+        return 1;
+    if (hd_vm_pooled_start(id, hd_state_dir(), ram, vcpus, argv[4], argv[5], &p, &err) < 0) {
+        n = snprintf(msg, sizeof(msg), "err %s", hd_error_text(err));
         hd_error_free(&err);
         (void)!send(sock, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, MSG_NOSIGNAL);
         return 1;
     }
-    int n = snprintf(msg, sizeof(msg), "ready %d %s", (int)hd_vm_pooled_qemu_pid(p), hd_vm_pooled_key(p));
+    n = snprintf(msg, sizeof(msg), "ready %d %s", (int)hd_vm_pooled_qemu_pid(p), hd_vm_pooled_key(p));
     if (send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0) {
         hd_vm_pooled_destroy(p);
         return 1;
     }
     for (;;) {
-        struct pollfd fds[2] = {{.fd = sock, .events = POLLIN}, {.fd = hd_vm_pooled_qemu_pidfd(p), .events = POLLIN}};
-        if (poll(fds, 2, -1) < 0) {
+        struct pollfd fds[3] = {{.fd = sock, .events = POLLIN},
+                                {.fd = hd_vm_pooled_qemu_pidfd(p), .events = POLLIN},
+                                {.fd = sfd, .events = POLLIN}};
+        if (poll(fds, 3, -1) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -457,6 +475,8 @@ static int pool_member(int argc, char **argv)
             hd_log(HD_LOG_WARN, "vm-pool", "QEMU of the pool's clone (template %.12s) ended", hd_vm_pooled_key(p));
             break;
         }
+        if (fds[2].revents) /* told to go */
+            break;
         if (!fds[0].revents)
             continue;
         union {
@@ -488,11 +508,13 @@ static int pool_member(int argc, char **argv)
         }
         close(fds_in[0]);
         close(fds_in[1]);
+        close(sfd);
         fcntl(HD_MONITOR_REPORT_FD, F_SETFD, 0);
         prctl(PR_SET_NAME, "hedge-monitor");
         return monitor_main(msg + 5, p);
     }
     hd_vm_pooled_destroy(p);
+    close(sfd);
     close(sock);
     return 0;
 }

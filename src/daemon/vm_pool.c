@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -30,12 +31,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "base/log.h"
 #include "base/loop.h"
 #include "base/util.h"
+#include "cgroup/cgroup.h"
 #include "daemon/daemon.h"
 #include "spec/spec.h"
 
@@ -61,6 +64,8 @@ struct pool_member {
     int sock;
     struct hd_watch *watch;
     char key[65];
+    char clone_id[16]; /* from "starting ID DIR": its cgroup is vm-pool-ID */
+    char *clone_dir;
     bool ready;
     pid_t qemu_pid;
     struct pool_member *next;
@@ -92,6 +97,26 @@ static struct pool_shape *shape_find(struct hd_vm_pool *pool, const char *key)
     return NULL;
 }
 
+/*
+ * A member that ended removes its clone's cgroup and dir itself, the dir last; a dir still there means it
+ * died on the way (SIGKILL): what it left goes here (the cgroup's remaining processes are killed).
+ */
+static void member_sweep(struct pool_member *m)
+{
+    struct stat st;
+    if (m->clone_dir == NULL || m->clone_id[0] == '\0' || stat(m->clone_dir, &st) < 0)
+        return;
+    hd_error_t err = NULL;
+    cleanup_free char *name = hd_xasprintf("vm-pool-%s", m->clone_id);
+    struct hd_cgroup *cg = NULL;
+    if (hd_cgroup_open(name, &cg, &err) < 0 || hd_cgroup_destroy(cg, &err) < 0 || hd_rm_rf(m->clone_dir, &err) < 0) {
+        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
+        hd_error_free(&err);
+        return;
+    }
+    hd_log(HD_LOG_INFO, "vm-pool", "removed what the pool member of clone %s left", m->clone_id);
+}
+
 static void member_free(struct hd_vm_pool *pool, struct pool_member *m)
 {
     for (struct pool_member **p = &pool->members; *p; p = &(*p)->next)
@@ -103,6 +128,7 @@ static void member_free(struct hd_vm_pool *pool, struct pool_member *m)
         hd_loop_unwatch(pool->loop, m->watch);
     if (m->sock >= 0)
         close(m->sock); /* the member kills its clone and exits */
+    free(m->clone_dir);
     free(m);
 }
 
@@ -131,6 +157,7 @@ static void on_member(struct hd_loop *loop, int fd, uint32_t events, void *data)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) { /* the member ended: its clone's QEMU died, or it failed before saying why */
+        member_sweep(m);
         member_failed(pool, m, m->ready ? "a waiting clone ended" : "the pool member ended before its clone ran");
         pool_fill_soon(pool);
         return;
@@ -138,6 +165,19 @@ static void on_member(struct hd_loop *loop, int fd, uint32_t events, void *data)
     msg[n] = '\0';
     int qemu = 0, pos = 0;
     char key[65];
+    char id[16], dir[PATH_MAX];
+    if (sscanf(msg, "starting %15s %4095s%n", id, dir, &pos) == 2 && pos > 0) {
+        /* a clone's dir, <runtime>/vm-pool/<id>: nothing else is ever removed for it */
+        size_t tail = strlen("/vm-pool/") + strlen(id);
+        if (dir[0] == '/' && strlen(dir) > tail && strcmp(dir + strlen(dir) - strlen(id), id) == 0 &&
+            strncmp(dir + strlen(dir) - tail, "/vm-pool/", 9) == 0 && strspn(id, "0123456789abcdef") == strlen(id)) {
+            snprintf(m->clone_id, sizeof(m->clone_id), "%s", id);
+            free(m->clone_dir);
+            m->clone_dir = hd_xstrdup(dir);
+        }
+        return;
+    }
+    pos = 0;
     if (sscanf(msg, "ready %d %64s%n", &qemu, key, &pos) == 2 && pos > 0) {
         if (strcmp(key, m->key) != 0) { /* the current kernel, initramfs or QEMU give another template */
             char why[160];
@@ -322,8 +362,10 @@ void hd_vm_pool_free(struct hd_vm_pool *pool)
                     }
         }
     }
-    while (pool->members)
+    while (pool->members) {
+        member_sweep(pool->members); /* one that did not end in time, or died */
         member_free(pool, pool->members);
+    }
     free(pool);
 }
 

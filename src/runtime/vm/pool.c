@@ -171,15 +171,20 @@ static int pooled_rehearse(struct hd_vm_pooled *p, hd_error_t *err)
     return 0;
 }
 
-int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel, const char *want_key,
-                       struct hd_vm_pooled **out, hd_error_t *err)
+char *hd_vm_pooled_dir(const char *id)
+{
+    return hd_xasprintf("%s/vm-pool/%s", hd_runtime_dir(), id);
+}
+
+int hd_vm_pooled_start(const char *id, const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel,
+                       const char *want_key, struct hd_vm_pooled **out, hd_error_t *err)
 {
     struct hd_vm_pooled *p = hd_xcalloc(1, sizeof(*p));
     p->qemu_pid = -1;
     p->qemu_pidfd = p->port_fd = -1;
     p->ram_bytes = ram_bytes;
     p->vcpus = vcpus;
-    hd_random_id(p->id, sizeof(p->id));
+    snprintf(p->id, sizeof(p->id), "%s", id);
     int qemu_port = -1, qmp_fd = -1, qmp_end = -1, state_fd = -1;
     cleanup_free char *slot = NULL;
     cleanup_free char *cg_name = NULL;
@@ -188,7 +193,7 @@ int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, cons
     int sv[2];
     if (hd_vm_accel_choose(accel, true, &p->accel, err) < 0 || pooled_find_template(state_dir, want_key, p, err) < 0)
         goto fail;
-    p->dir = hd_xasprintf("%s/vm-pool/%s", hd_runtime_dir(), p->id);
+    p->dir = hd_vm_pooled_dir(p->id);
     if (hd_mkdir_p(p->dir, 0700, err) < 0)
         goto fail;
     p->console_log = hd_xasprintf("%s/console.log", p->dir);

@@ -255,15 +255,17 @@ void hd_vm_template_free(struct hd_vm_template *t);
 /* ---- a warm pool's member (pool.c) ---- */
 
 /*
- * A clone of the template for (ram_bytes, vcpus, accel: "auto", "kvm", "tcg" or NULL; want_key: the template that
+ * A clone (named id, hd_random_id) of the template for (ram_bytes, vcpus, accel: "auto", "kvm", "tcg" or NULL; want_key: the template that
  * must be found, or NULL for any), restored, rehearsed (WARM) and running
  * in a cgroup of its own, its guest waiting for CONFIG. A workload takes it through hd_run_options.vm_pooled
  * (its template must be the one the workload would restore; else the workload destroys it and starts as
  * usual). The caller must stay QEMU's parent: the workload's process reaps it.
  */
 struct hd_vm_pooled;
-int hd_vm_pooled_start(const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel, const char *want_key,
-                       struct hd_vm_pooled **out, hd_error_t *err);
+int hd_vm_pooled_start(const char *id, const char *state_dir, int64_t ram_bytes, int vcpus, const char *accel,
+                       const char *want_key, struct hd_vm_pooled **out, hd_error_t *err);
+/* The clone id's dir: <runtime>/vm-pool/<id> (its cgroup is hedge/vm-pool-<id>). New string. */
+char *hd_vm_pooled_dir(const char *id);
 /* Kill QEMU, reap it, remove its cgroup and files. p may be NULL. */
 void hd_vm_pooled_destroy(struct hd_vm_pooled *p);
 pid_t hd_vm_pooled_qemu_pid(const struct hd_vm_pooled *p);
