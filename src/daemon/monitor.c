@@ -40,6 +40,7 @@
 /* The runtime library and the protocol with hedged (monitor_proto.h): nothing else of hedged,
  * no broker header (daemon.h names the broker's config). */
 #include "base/error.h"
+#include "base/fdpass.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "daemon/monitor_proto.h"
@@ -404,8 +405,8 @@ static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
 
 /*
  * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY`, hedged's daemon/vm_pool.c): fd 3 is a
- * SOCK_SEQPACKET socket to hedged. Say "starting ID DIR" (the clone's name and dir), start a restored clone of
- * the template of that shape (runtime/vm/pool.c), say "ready QEMU_PID KEY" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
+ * SOCK_SEQPACKET socket to hedged. Say "starting ID PID DIR" (the clone's name, this process, the clone's dir), start a restored clone of
+ * the template of that shape (runtime/vm/pool.c), say "ready QEMU_PID" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
  * report's write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's
  * monitor, and the workload takes the clone. The end of the socket (hedged stopped or shrinks its pool), or
  * QEMU ending, ends the member: QEMU is killed, its cgroup and files removed.
@@ -448,7 +449,7 @@ static int pool_member(int argc, char **argv)
     char id[16];
     hd_random_id(id, sizeof(id));
     cleanup_free char *pool_dir = hd_vm_pooled_dir(id);
-    int n = snprintf(msg, sizeof(msg), "starting %s %s", id, pool_dir);
+    int n = snprintf(msg, sizeof(msg), "starting %s %d %s", id, (int)getpid(), pool_dir);
     if (sfd < 0 || n >= (int)sizeof(msg) || send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0)
         return 1;
     if (hd_vm_pooled_start(id, hd_state_dir(), ram, vcpus, argv[4], argv[5], &p, &err) < 0) {
@@ -457,7 +458,7 @@ static int pool_member(int argc, char **argv)
         (void)!send(sock, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, MSG_NOSIGNAL);
         return 1;
     }
-    n = snprintf(msg, sizeof(msg), "ready %d %s", (int)hd_vm_pooled_qemu_pid(p), hd_vm_pooled_key(p));
+    n = snprintf(msg, sizeof(msg), "ready %d", (int)hd_vm_pooled_qemu_pid(p));
     if (send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0) {
         hd_vm_pooled_destroy(p);
         return 1;
@@ -479,27 +480,18 @@ static int pool_member(int argc, char **argv)
             break;
         if (!fds[0].revents)
             continue;
-        union {
-            char buf[CMSG_SPACE(2 * sizeof(int))];
-            struct cmsghdr align;
-        } control;
-        struct iovec iov = {.iov_base = msg, .iov_len = sizeof(msg) - 1};
-        struct msghdr mh = {
-            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf)};
-        ssize_t got = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
-        if (got < 0 && errno == EINTR)
-            continue;
+        int fds_in[2];
+        size_t nfds = 0;
+        ssize_t got = hd_recv_fds(sock, msg, sizeof(msg) - 1, fds_in, 2, &nfds, 0);
         if (got <= 0)
             break; /* hedged closed it: go */
         msg[got] = '\0';
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        if (strncmp(msg, "take /", 6) != 0 || c == NULL || c->cmsg_type != SCM_RIGHTS ||
-            c->cmsg_len != CMSG_LEN(2 * sizeof(int))) {
-            hd_log(HD_LOG_WARN, "vm-pool", "bad request from hedged: %.60s", msg);
+        if (strncmp(msg, "take /", 6) != 0 || nfds != 2) {
+            hd_log(HD_LOG_WARN, "vm-pool", "bad request from hedged (%zu descriptors): %.60s", nfds, msg);
+            for (size_t i = 0; i < nfds; i++)
+                close(fds_in[i]);
             break;
         }
-        int fds_in[2];
-        memcpy(fds_in, CMSG_DATA(c), sizeof(fds_in));
         close(sock);
         /* fd 3: the start report, fd 4: the instance lock, as a monitor hedged forks gets them */
         if (dup2(fds_in[0], HD_MONITOR_REPORT_FD) < 0 || dup2(fds_in[1], HD_MONITOR_LOCK_FD) < 0) {

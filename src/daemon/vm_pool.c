@@ -4,7 +4,7 @@
  * For each template in <state>/vm/templates (`hedge vm template build`), hedged keeps `vm_pool` clones
  * (default 1; 0 turns the pool off) restored and running, their guests waiting for CONFIG. Each is a
  * hedge-monitor in pool mode (monitor.c's pool_member, runtime/vm/pool.c), detached like every monitor
- * and tied to hedged by a SOCK_SEQPACKET socket: "ready QEMU_PID KEY" when its clone runs, or "err ...".
+ * and tied to hedged by a SOCK_SEQPACKET socket: "ready QEMU_PID" when its clone runs, or "err ...".
  *
  * A vm deployment whose guest has a template's shape (RAM and vCPUs from its resources, no bridge network,
  * no host devices, boot not cold) takes a ready member: hd_instance_spawn hands it the instance ("take
@@ -37,6 +37,7 @@
 
 #include "base/log.h"
 #include "base/loop.h"
+#include "base/fdpass.h"
 #include "base/util.h"
 #include "cgroup/cgroup.h"
 #include "daemon/daemon.h"
@@ -64,8 +65,9 @@ struct pool_member {
     int sock;
     struct hd_watch *watch;
     char key[65];
-    char clone_id[16]; /* from "starting ID DIR": its cgroup is vm-pool-ID */
+    char clone_id[16]; /* from "starting ID PID DIR": its cgroup is vm-pool-ID */
     char *clone_dir;
+    pid_t pid; /* the member, while its socket is open (0: not said yet) */
     bool ready;
     pid_t qemu_pid;
     struct pool_member *next;
@@ -148,11 +150,31 @@ static void member_failed(struct hd_vm_pool *pool, struct pool_member *m, const 
     member_free(pool, m);
 }
 
+/* "starting ID PID DIR", the member's first message: its clone's name and dir, and its pid. */
+static bool member_starting(struct pool_member *m, const char *msg)
+{
+    char id[16], dir[PATH_MAX];
+    int pid = 0, pos = 0;
+    if (sscanf(msg, "starting %15s %d %4095s%n", id, &pid, dir, &pos) != 3 || pos == 0)
+        return false;
+    m->pid = pid > 1 ? pid : 0;
+    /* the clone's dir must be <runtime>/vm-pool/<id>: nothing else is ever removed for it */
+    cleanup_free char *suffix = hd_xasprintf("/vm-pool/%s", id);
+    size_t dl = strlen(dir), sl = strlen(suffix);
+    if (dir[0] == '/' && dl > sl && strcmp(dir + dl - sl, suffix) == 0 &&
+        strspn(id, "0123456789abcdef") == strlen(id)) {
+        snprintf(m->clone_id, sizeof(m->clone_id), "%s", id);
+        free(m->clone_dir);
+        m->clone_dir = hd_xstrdup(dir);
+    }
+    return true;
+}
+
 static void on_member(struct hd_loop *loop, int fd, uint32_t events, void *data)
 {
     struct pool_member *m = data;
     struct hd_vm_pool *pool = m->pool;
-    char msg[1024];
+    char msg[PATH_MAX + 64];
     ssize_t n = recv(fd, msg, sizeof(msg) - 1, MSG_DONTWAIT);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -163,29 +185,11 @@ static void on_member(struct hd_loop *loop, int fd, uint32_t events, void *data)
         return;
     }
     msg[n] = '\0';
-    int qemu = 0, pos = 0;
-    char key[65];
-    char id[16], dir[PATH_MAX];
-    if (sscanf(msg, "starting %15s %4095s%n", id, dir, &pos) == 2 && pos > 0) {
-        /* a clone's dir, <runtime>/vm-pool/<id>: nothing else is ever removed for it */
-        size_t tail = strlen("/vm-pool/") + strlen(id);
-        if (dir[0] == '/' && strlen(dir) > tail && strcmp(dir + strlen(dir) - strlen(id), id) == 0 &&
-            strncmp(dir + strlen(dir) - tail, "/vm-pool/", 9) == 0 && strspn(id, "0123456789abcdef") == strlen(id)) {
-            snprintf(m->clone_id, sizeof(m->clone_id), "%s", id);
-            free(m->clone_dir);
-            m->clone_dir = hd_xstrdup(dir);
-        }
+    if (member_starting(m, msg))
         return;
-    }
-    pos = 0;
-    if (sscanf(msg, "ready %d %64s%n", &qemu, key, &pos) == 2 && pos > 0) {
-        if (strcmp(key, m->key) != 0) { /* the current kernel, initramfs or QEMU give another template */
-            char why[160];
-            snprintf(why, sizeof(why),
-                     "stale: this guest's template is %.12s now (remove it with `hedge vm template rm`)", key);
-            member_failed(pool, m, why);
-            return;
-        }
+    int qemu = 0, pos = 0;
+    /* "ready QEMU_PID": a clone of the template hedged named (the member refuses any other) runs */
+    if (sscanf(msg, "ready %d%n", &qemu, &pos) == 1 && pos > 0) {
         m->ready = true;
         m->qemu_pid = qemu;
         struct pool_shape *shape = shape_find(pool, m->key);
@@ -340,8 +344,17 @@ void hd_vm_pool_free(struct hd_vm_pool *pool)
     /* Tell every member to go (the end of its socket), then wait, bounded, until each has killed its
      * clone and exited (its end closes): hedged leaves no QEMU, cgroup or file of the pool behind. */
     size_t n = 0;
-    for (struct pool_member *m = pool->members; m; m = m->next)
+    for (struct pool_member *m = pool->members; m; m = m->next) {
+        char msg[PATH_MAX + 64]; /* what the loop has not read yet: "starting" (the pid) and "ready" */
+        ssize_t got;
+        while ((got = recv(m->sock, msg, sizeof(msg) - 1, MSG_DONTWAIT)) > 0) {
+            msg[got] = '\0';
+            m->ready |= !member_starting(m, msg) && strncmp(msg, "ready ", 6) == 0;
+        }
         n += shutdown(m->sock, SHUT_WR) == 0;
+        if (!m->ready && m->pid > 0) /* busy starting its clone, it reads the socket only after: stop it now */
+            kill(m->pid, SIGKILL);
+    }
     int64_t deadline = now_ms() + POOL_STOP_WAIT_MS;
     while (n > 0 && now_ms() < deadline) {
         struct pollfd fds[64];
@@ -362,8 +375,21 @@ void hd_vm_pool_free(struct hd_vm_pool *pool)
                     }
         }
     }
+    /* one still busy starting its clone (it reads the socket only once the clone runs) is killed, its QEMU
+     * with it (PDEATHSIG); its socket is still open, so the pid is still the member's */
+    bool killed = false;
+    for (struct pool_member *m = pool->members; m; m = m->next)
+        if (m->sock >= 0 && m->pid > 0)
+            killed |= kill(m->pid, SIGKILL) == 0;
+    for (struct pool_member *m = pool->members; killed && m; m = m->next)
+        if (m->sock >= 0) {
+            struct pollfd pfd = {.fd = m->sock, .events = POLLIN};
+            char buf[256];
+            while (poll(&pfd, 1, 2000) > 0 && recv(m->sock, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+                ;
+        }
     while (pool->members) {
-        member_sweep(pool->members); /* one that did not end in time, or died */
+        member_sweep(pool->members); /* a member killed above, or one that died: what it left */
         member_free(pool, pool->members);
     }
     free(pool);
@@ -396,21 +422,8 @@ bool hd_vm_pool_take(struct hd_vm_pool *pool, const char *spec_json, const char 
         if (!m->ready || shape == NULL || !shape_fits(shape, spec))
             continue;
         cleanup_free char *msg = hd_xasprintf("take %s", dir);
-        union {
-            char buf[CMSG_SPACE(2 * sizeof(int))];
-            struct cmsghdr align;
-        } control;
-        memset(&control, 0, sizeof(control));
-        struct iovec iov = {.iov_base = msg, .iov_len = strlen(msg)};
-        struct msghdr mh = {
-            .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof(control.buf)};
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(2 * sizeof(int));
         int fds[2] = {report_fd, lock_fd};
-        memcpy(CMSG_DATA(c), fds, sizeof(fds));
-        bool sent = sendmsg(m->sock, &mh, MSG_NOSIGNAL) == (ssize_t)iov.iov_len;
+        bool sent = hd_send_fds(m->sock, msg, strlen(msg), fds, 2) == (ssize_t)strlen(msg);
         member_free(pool, m); /* taken (it is a monitor now), or gone */
         pool_fill_soon(pool);
         if (sent)
