@@ -105,29 +105,22 @@ static int pooled_find_template(const char *state_dir, const char *want_key, str
 {
     struct hd_vm_kernel kernel = {0};
     cleanup_free char *initramfs = NULL;
-    cleanup_free char *append = hd_vm_extra_append();
     int r = -1;
     if (hd_vm_kernel_find(state_dir, &kernel, err) < 0 || hd_vm_initramfs(state_dir, &kernel, &initramfs, err) < 0)
         goto out;
-    struct hd_vm_template_inputs in = {
-        .state_dir = state_dir,
-        .vmlinuz = kernel.vmlinuz,
-        .initramfs = initramfs,
-        .ram_bytes = p->ram_bytes,
-        .vcpus = p->vcpus,
-        .accel = p->accel,
-        .append = append,
-    };
     char stale[65];
-    if (hd_vm_template_find(&in, &p->tmpl, err) == 0 && want_key && strcmp(p->tmpl.key, want_key) != 0) {
+    if (hd_vm_template_lookup(state_dir, kernel.vmlinuz, initramfs, p->ram_bytes, p->vcpus, p->accel, &p->tmpl, stale,
+                              err) < 0) {
+        if (stale[0]) {
+            hd_error_free(err);
+            hd_error_set(err, 0, "stale: built from another kernel, initramfs or QEMU than the current ones");
+        }
+    } else if (want_key && strcmp(p->tmpl.key, want_key) != 0) {
         hd_error_set(err, 0, "stale: this guest's template is %.12s now", p->tmpl.key);
-    } else if (*err == NULL) {
+    } else {
         p->vmlinuz = hd_xstrdup(kernel.vmlinuz);
         p->initramfs = hd_xstrdup(initramfs);
         r = 0;
-    } else if ((*err)->errnum == ENOENT && hd_vm_template_find_stale(&in, p->tmpl.key, stale)) {
-        hd_error_free(err);
-        hd_error_set(err, 0, "stale: built from another kernel, initramfs or QEMU than the current ones");
     }
 out:
     hd_vm_kernel_free(&kernel);

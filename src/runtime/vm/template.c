@@ -438,6 +438,27 @@ int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char
     return found;
 }
 
+int hd_vm_template_lookup(const char *state_dir, const char *vmlinuz, const char *initramfs, int64_t ram_bytes,
+                          int vcpus, enum hd_vm_accel accel, struct hd_vm_template *t, char stale[65], hd_error_t *err)
+{
+    cleanup_free char *append = hd_vm_extra_append();
+    struct hd_vm_template_inputs in = {
+        .state_dir = state_dir,
+        .vmlinuz = vmlinuz,
+        .initramfs = initramfs,
+        .ram_bytes = ram_bytes,
+        .vcpus = vcpus,
+        .accel = accel,
+        .append = append,
+    };
+    stale[0] = '\0';
+    if (hd_vm_template_find(&in, t, err) == 0)
+        return 0;
+    if ((*err)->errnum == ENOENT && !hd_vm_template_find_stale(&in, t->key, stale))
+        stale[0] = '\0';
+    return -1;
+}
+
 /* Templates of the same shape under another key: the kernel, initramfs or QEMU changed. */
 static void remove_replaced(const char *root, const struct hd_vm_template_inputs *in, const char *key)
 {

@@ -299,20 +299,12 @@ static int choose_boot(struct hd_workload *w, struct vm *vm, hd_error_t *err)
             return 0;
         hd_error_set(&why, 0, "a template has no host devices (devices); use --vm-boot cold or auto");
     } else {
-        cleanup_free char *append = hd_vm_extra_append();
-        struct hd_vm_template_inputs in = {
-            .state_dir = w->state_dir,
-            .vmlinuz = vm->kernel.vmlinuz,
-            .initramfs = vm->initramfs,
-            .ram_bytes = hd_spec_vm_ram(&w->spec->resources),
-            .vcpus = hd_spec_vm_vcpus(&w->spec->resources),
-            .accel = vm->accel,
-            .append = append,
-        };
         char stale[65];
-        if (hd_vm_template_find(&in, &vm->tmpl, &why) == 0 && fit_rootfs_slot(vm->rootfs_image, &why) < 0) {
+        if (hd_vm_template_lookup(w->state_dir, vm->kernel.vmlinuz, vm->initramfs, hd_spec_vm_ram(&w->spec->resources),
+                                  hd_spec_vm_vcpus(&w->spec->resources), vm->accel, &vm->tmpl, stale, &why) == 0 &&
+            fit_rootfs_slot(vm->rootfs_image, &why) < 0) {
             hd_vm_template_free(&vm->tmpl);
-        } else if (why && why->errnum == ENOENT && hd_vm_template_find_stale(&in, vm->tmpl.key, stale)) {
+        } else if (stale[0]) {
             hd_error_free(&why);
             hd_error_set(&why, 0,
                          "template %.12s is stale: built from another kernel, initramfs or QEMU (rebuild it with "
