@@ -248,6 +248,17 @@ static int random_hex(char *out, size_t n, hd_error_t *err)
     return 0;
 }
 
+/* Both ends of the guest's channel and QMP socketpairs (a failed restore, a pool's clone taken over). */
+static void close_channels(struct vm *vm)
+{
+    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
+    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
+
 /* The guest's channel and QMP socketpairs (again after a failed restore). */
 static int open_channels(struct vm *vm, hd_error_t *err)
 {
@@ -755,12 +766,7 @@ static int reset_for_cold_boot(struct vm *vm, hd_error_t *err)
     vm->qemu_reaped = false;
     hd_qmp_close(vm->qmp);
     vm->qmp = NULL;
-    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
-    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
-        if (*fds[i] >= 0)
-            close(*fds[i]);
-        *fds[i] = -1;
-    }
+    close_channels(vm);
     vm->snapshot = false;
     vm->relay_problem[0] = '\0';
     return open_channels(vm, err);
@@ -773,16 +779,11 @@ static int reset_for_cold_boot(struct vm *vm, hd_error_t *err)
 static int adopt_pooled(struct hd_workload *w, struct vm *vm, hd_error_t *err)
 {
     struct hd_vm_pooled *p = vm->pooled;
-    if (fit_rootfs_slot(vm->rootfs_image, err) < 0 || hd_vm_pooled_attach_rootfs(p, vm->rootfs_image, err) < 0)
+    if (hd_vm_pooled_attach_rootfs(p, vm->rootfs_image, err) < 0) /* choose_boot fitted it to the slot */
         return -1;
     if (w->cgroup && hd_cgroup_enter(w->cgroup, p->qemu_pid, err) < 0)
         return hd_error_prefix(err, "move QEMU into the workload's cgroup");
-    int *fds[] = {&vm->port_fd, &vm->qemu_end, &vm->qmp_fd, &vm->qmp_end};
-    for (size_t i = 0; i < ARRAY_SIZE(fds); i++) {
-        if (*fds[i] >= 0)
-            close(*fds[i]);
-        *fds[i] = -1;
-    }
+    close_channels(vm);
     vm->port_fd = p->port_fd;
     vm->qmp = p->qmp;
     vm->qemu_pid = p->qemu_pid;
