@@ -149,6 +149,23 @@ void sleep_ms(long ms)
         ;
 }
 
+/* Read a one-line sysfs attribute dir/entry/attr into buf (newline dropped); 0, or -1 if absent. */
+int read_sysfs_attr(const char *dir, const char *entry, const char *attr, char *buf, size_t size)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, entry, attr);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    buf[strcspn(buf, "\n")] = '\0';
+    return 0;
+}
+
 void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data)
 {
     mkdir(target, 0755);
@@ -194,18 +211,9 @@ static int open_host_port(void)
         while (d && (e = readdir(d))) {
             if (e->d_name[0] == '.')
                 continue;
-            char path[300], name[64] = "";
-            snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", e->d_name);
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
-            if (fd < 0)
-                continue;
-            ssize_t n = read(fd, name, sizeof(name) - 1);
-            close(fd);
-            if (n <= 0)
-                continue;
-            name[n] = '\0';
-            name[strcspn(name, "\n")] = '\0';
-            if (strcmp(name, HD_VM_PORT_NAME) != 0)
+            char path[300], name[64];
+            if (read_sysfs_attr("/sys/class/virtio-ports", e->d_name, "name", name, sizeof(name)) < 0 ||
+                strcmp(name, HD_VM_PORT_NAME) != 0)
                 continue;
             snprintf(path, sizeof(path), "/dev/%s", e->d_name);
             closedir(d);

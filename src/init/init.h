@@ -78,6 +78,8 @@ __attribute__((noreturn, format(printf, 3, 4))) void guest_fail(int code, int er
 void debug_phase(const char *phase);
 uint64_t now_ms(void);
 void sleep_ms(long ms);
+/* Read a one-line sysfs attribute dir/entry/attr into buf (newline dropped); 0, or -1 if absent. */
+int read_sysfs_attr(const char *dir, const char *entry, const char *attr, char *buf, size_t size);
 void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data);
 void load_modules(const char *dir);
 

@@ -186,23 +186,6 @@ void setup_rootfs(const struct guest_config *cfg)
     }
 }
 
-/* Read a one-line sysfs attribute dir/entry/attr into buf (newline dropped); 0, or -1 if absent. */
-static int read_attr(const char *dir, const char *entry, const char *attr, char *buf, size_t size)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s/%s", dir, entry, attr);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, size - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    buf[strcspn(buf, "\n")] = '\0';
-    return 0;
-}
-
 /* The device number of the entry of dir (entries starting with prefix) whose attr is want; waits for it. */
 static dev_t find_device(const char *dir, const char *prefix, const char *attr, const char *want)
 {
@@ -214,8 +197,8 @@ static dev_t find_device(const char *dir, const char *prefix, const char *attr, 
             char value[64], numbers[32];
             unsigned maj, min;
             if (strncmp(e->d_name, prefix, strlen(prefix)) != 0 ||
-                read_attr(dir, e->d_name, attr, value, sizeof(value)) < 0 || strcmp(value, want) != 0 ||
-                read_attr(dir, e->d_name, "dev", numbers, sizeof(numbers)) < 0 ||
+                read_sysfs_attr(dir, e->d_name, attr, value, sizeof(value)) < 0 || strcmp(value, want) != 0 ||
+                read_sysfs_attr(dir, e->d_name, "dev", numbers, sizeof(numbers)) < 0 ||
                 sscanf(numbers, "%u:%u", &maj, &min) != 2)
                 continue;
             closedir(d);

@@ -141,10 +141,7 @@ static int parse_devices(json_t *lx, struct oci_config *cfg, hd_error_t *err)
     return 0;
 }
 
-static const struct {
-    const char *name;
-    unsigned long flag;
-} personality_flags[] = {
+static const struct oci_flag_name personality_flags[] = {
     {"UNAME26", UNAME26},
     {"ADDR_NO_RANDOMIZE", ADDR_NO_RANDOMIZE},
     {"FDPIC_FUNCPTRS", FDPIC_FUNCPTRS},
@@ -175,19 +172,9 @@ static int parse_personality(json_t *lx, struct oci_config *cfg, hd_error_t *err
     json_t *flags = json_object_get(p, "flags");
     if (flags && !json_is_null(flags) && !json_is_array(flags))
         return hd_error_set(err, 0, "linux.personality.flags: not an array");
-    size_t i;
-    json_t *f;
-    json_array_foreach(flags, i, f)
-    {
-        const char *name = json_is_string(f) ? json_string_value(f) : "";
-        size_t k = 0;
-        while (k < ARRAY_SIZE(personality_flags) && strcmp(personality_flags[k].name, name) != 0)
-            k++;
-        if (k == ARRAY_SIZE(personality_flags))
-            return hd_error_set(err, 0, "linux.personality.flags[%zu]: \"%s\" is not a flag of personality(2)", i,
-                                name);
-        cfg->personality |= personality_flags[k].flag;
-    }
+    if (oci_flags_parse(flags, "linux.personality.flags", "personality(2)", personality_flags,
+                        ARRAY_SIZE(personality_flags), &cfg->personality, err) < 0)
+        return -1;
     cfg->have_personality = true;
     return 0;
 }

@@ -304,6 +304,15 @@ int oci_listener_connect(struct oci_config *cfg, hd_error_t *err);
 int oci_listener_send(const struct hd_workload *w, void *data, int fd, hd_error_t *err);
 /* The same for any process (exec's): fd and the message around state_json (a state document). */
 int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, int fd, hd_error_t *err);
+/* A name of a kernel flag and its bit (sched.c's, extras.c's tables). */
+struct oci_flag_name {
+    const char *name;
+    unsigned long value;
+};
+/* The flag names of the array arr (field "path", e.g. "process.scheduler.flags") ORed into *out; an unknown one
+ * is an error naming its index and the syscall (what). A non-array adds nothing. */
+int oci_flags_parse(json_t *arr, const char *path, const char *what, const struct oci_flag_name *table, size_t n,
+                    unsigned long *out, hd_error_t *err);
 /* process.ioPriority, process.scheduler and linux.personality, those given, for this process (the first one's
  * hook, exec's set-up). */
 int oci_process_attrs_apply(const struct oci_config *cfg, hd_error_t *err);

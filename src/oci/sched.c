@@ -45,14 +45,29 @@ static const struct {
 } policies[] = {{"SCHED_OTHER", 0}, {"SCHED_FIFO", 1}, {"SCHED_RR", 2},      {"SCHED_BATCH", 3},
                 {"SCHED_ISO", 4},   {"SCHED_IDLE", 5}, {"SCHED_DEADLINE", 6}};
 
-static const struct {
-    const char *name;
-    uint64_t value;
-} sched_flags[] = {
+static const struct oci_flag_name sched_flags[] = {
     {"SCHED_FLAG_RESET_ON_FORK", 0x01},  {"SCHED_FLAG_RECLAIM", 0x02},     {"SCHED_FLAG_DL_OVERRUN", 0x04},
     {"SCHED_FLAG_KEEP_POLICY", 0x08},    {"SCHED_FLAG_KEEP_PARAMS", 0x10}, {"SCHED_FLAG_UTIL_CLAMP_MIN", 0x20},
     {"SCHED_FLAG_UTIL_CLAMP_MAX", 0x40},
 };
+
+int oci_flags_parse(json_t *arr, const char *path, const char *what, const struct oci_flag_name *table, size_t n,
+                    unsigned long *out, hd_error_t *err)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(arr, i, f)
+    {
+        const char *name = json_is_string(f) ? json_string_value(f) : "";
+        size_t j = 0;
+        while (j < n && strcmp(table[j].name, name) != 0)
+            j++;
+        if (j == n)
+            return hd_error_set(err, 0, "%s[%zu]: \"%s\" is not a flag of %s", path, i, name, what);
+        *out |= table[j].value;
+    }
+    return 0;
+}
 
 static int parse_io_priority(json_t *io, struct oci_config *cfg, hd_error_t *err)
 {
@@ -111,19 +126,11 @@ static int parse_scheduler(json_t *s, struct oci_config *cfg, hd_error_t *err)
     if (sched_u64(s, "runtime", &o->runtime, err) < 0 || sched_u64(s, "deadline", &o->deadline, err) < 0 ||
         sched_u64(s, "period", &o->period, err) < 0)
         return -1;
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(s, "flags"), i, f)
-    {
-        const char *name = json_is_string(f) ? json_string_value(f) : "";
-        size_t j = 0;
-        while (j < ARRAY_SIZE(sched_flags) && strcmp(sched_flags[j].name, name) != 0)
-            j++;
-        if (j == ARRAY_SIZE(sched_flags))
-            return hd_error_set(err, 0, "process.scheduler.flags[%zu]: \"%s\" is not a flag of sched_setattr(2)", i,
-                                name);
-        o->flags |= sched_flags[j].value;
-    }
+    unsigned long flags = 0;
+    if (oci_flags_parse(json_object_get(s, "flags"), "process.scheduler.flags", "sched_setattr(2)", sched_flags,
+                        ARRAY_SIZE(sched_flags), &flags, err) < 0)
+        return -1;
+    o->flags |= flags;
     cfg->have_sched = true;
     return 0;
 }
@@ -203,10 +210,7 @@ static const struct {
                   {"MPOL_PREFERRED_MANY", 5},
                   {"MPOL_WEIGHTED_INTERLEAVE", 6}};
 
-static const struct {
-    const char *name;
-    int value;
-} mpol_flags[] = {
+static const struct oci_flag_name mpol_flags[] = {
     {"MPOL_F_NUMA_BALANCING", 1 << 13}, {"MPOL_F_RELATIVE_NODES", 1 << 14}, {"MPOL_F_STATIC_NODES", 1 << 15}};
 
 enum { MPOL_NODES_MAX = 1024 };
@@ -247,19 +251,11 @@ int oci_memory_policy_parse(json_t *lx, struct oci_config *cfg, hd_error_t *err)
             cfg->mpol_nodes[n / (8 * sizeof(unsigned long))] |= 1UL << (n % (8 * sizeof(unsigned long)));
         p = *end ? end + 1 : end;
     }
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(mp, "flags"), i, f)
-    {
-        const char *name = json_is_string(f) ? json_string_value(f) : "";
-        size_t j = 0;
-        while (j < ARRAY_SIZE(mpol_flags) && strcmp(mpol_flags[j].name, name) != 0)
-            j++;
-        if (j == ARRAY_SIZE(mpol_flags))
-            return hd_error_set(err, 0, "linux.memoryPolicy.flags[%zu]: \"%s\" is not a flag of set_mempolicy(2)", i,
-                                name);
-        cfg->mpol_mode |= mpol_flags[j].value;
-    }
+    unsigned long flags = 0;
+    if (oci_flags_parse(json_object_get(mp, "flags"), "linux.memoryPolicy.flags", "set_mempolicy(2)", mpol_flags,
+                        ARRAY_SIZE(mpol_flags), &flags, err) < 0)
+        return -1;
+    cfg->mpol_mode |= (int)flags;
     cfg->have_mpol = true;
     return 0;
 }

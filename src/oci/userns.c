@@ -184,13 +184,15 @@ static int read_joined_maps(int fd, char **uid_map, char **gid_map, hd_error_t *
         close(p[1]);
         return hd_error_sys(err, "fork");
     }
-    if (pid == 0) {
+    if (pid == 0) { /* exits with the errno of what failed (the parent's error names it), 0 once both went */
         char *u = NULL, *g = NULL;
         hd_error_t e = NULL;
-        if (setns(fd, CLONE_NEWUSER) < 0 || hd_read_file("/proc/self/uid_map", &u, NULL, &e) < 0 ||
+        if (setns(fd, CLONE_NEWUSER) < 0)
+            _exit(errno ? errno : EIO);
+        if (hd_read_file("/proc/self/uid_map", &u, NULL, &e) < 0 ||
             hd_read_file("/proc/self/gid_map", &g, NULL, &e) < 0)
-            _exit(1);
-        _exit(write(p[1], u, strlen(u) + 1) < 0 || write(p[1], g, strlen(g)) < 0);
+            _exit(e->errnum ? e->errnum : EIO);
+        _exit(write(p[1], u, strlen(u) + 1) < 0 || write(p[1], g, strlen(g)) < 0 ? (errno ? errno : EIO) : 0);
     }
     close(p[1]);
     char *buf = NULL;
@@ -206,12 +208,17 @@ static int read_joined_maps(int fd, char **uid_map, char **gid_map, hd_error_t *
         buf[len] = '\0';
     }
     close(p[0]);
-    int status;
+    int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || buf == NULL || strlen(buf) == len) {
         free(buf);
-        return hd_error_set(err, 0, "join it to read its id maps");
+        if (!WIFEXITED(status))
+            return hd_error_set(err, 0, "join it to read its id maps: the child ended by signal %d",
+                                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        if (WEXITSTATUS(status) != 0)
+            return hd_error_set(err, WEXITSTATUS(status), "join it to read its id maps");
+        return hd_error_set(err, 0, "join it to read its id maps: they did not come back whole");
     }
     *uid_map = buf;
     *gid_map = hd_xstrdup(buf + strlen(buf) + 1);

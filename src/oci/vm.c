@@ -160,8 +160,7 @@ static int read_bound_file(size_t i, const char *source, const char *target, jso
                             "to %u bytes",
                             i, source, (long long)st.st_size, VM_FILE_MAX);
     char *data = hd_xmalloc((size_t)st.st_size + 1);
-    ssize_t n = hd_read_exact(fd, data, (size_t)st.st_size) == 0 ? st.st_size : -1;
-    if (n < 0) {
+    if (hd_read_exact(fd, data, (size_t)st.st_size) < 0) {
         free(data);
         return hd_error_sys(err, "mounts[%zu]: read %s", i, source);
     }
@@ -171,7 +170,7 @@ static int read_bound_file(size_t i, const char *source, const char *target, jso
                              .gid = st.st_gid,
                              .readonly = mount_option(m, "ro"),
                              .data = data,
-                             .len = (size_t)n};
+                             .len = (size_t)st.st_size};
     return 0;
 }
 
@@ -785,6 +784,18 @@ static int foreground_held(const struct hd_workload *w, void *data, hd_error_t *
     return 0;
 }
 
+/* process.terminal with --console-socket (socket_path): a host pty of process.consoleSize whose master goes to
+ * the socket; its slave (raw), or -1 with err. */
+static int console_socket_pty(const struct oci_config *cfg, const char *socket_path, hd_error_t *err)
+{
+    struct oci_console console = {.socket_fd = -1, .rows = cfg->console_rows, .cols = cfg->console_cols};
+    if ((console.socket_fd = oci_console_connect(socket_path, err)) < 0)
+        return -1;
+    int slave = oci_console_host_pty(&console, err);
+    close(console.socket_fd);
+    return slave;
+}
+
 /* ---- create: the holder ---- */
 
 struct holder {
@@ -980,15 +991,9 @@ int oci_vm_create(const char *id, const struct oci_vm_flags *f, hd_error_t *err)
     cleanup_close int tty = -1;
     cleanup_free char *word = NULL;
     int pipefd[2] = {-1, -1};
-    if (cfg->terminal) { /* the pty is the host's; its master goes to the engine now, as runc's create does */
-        struct oci_console console = {.socket_fd = -1, .rows = cfg->console_rows, .cols = cfg->console_cols};
-        if ((console.socket_fd = oci_console_connect(f->console_socket, err)) < 0)
-            goto fail;
-        tty = oci_console_host_pty(&console, err);
-        close(console.socket_fd);
-        if (tty < 0)
-            goto fail;
-    }
+    /* the pty is the host's; its master goes to the engine now, as runc's create does */
+    if (cfg->terminal && (tty = console_socket_pty(cfg, f->console_socket, err)) < 0)
+        goto fail;
     if (mkfifo(fifo_path, 0622) < 0 || chmod(fifo_path, 0622) < 0 || (fifo = open(fifo_path, O_PATH | O_CLOEXEC)) < 0) {
         hd_error_sys(err, "mkfifo %s", fifo_path);
         goto fail;
@@ -1085,12 +1090,7 @@ int oci_vm_run_foreground(const char *id, const struct oci_vm_flags *f, int *cod
     int tty_fd = -1;
     struct termios saved;
     if (cfg->terminal && f->console_socket && *f->console_socket) {
-        struct oci_console console = {.socket_fd = -1, .rows = cfg->console_rows, .cols = cfg->console_cols};
-        if ((console.socket_fd = oci_console_connect(f->console_socket, err)) < 0)
-            goto out;
-        slave = oci_console_host_pty(&console, err);
-        close(console.socket_fd);
-        if (slave < 0)
+        if ((slave = console_socket_pty(cfg, f->console_socket, err)) < 0)
             goto out;
         opts.stdio[0] = opts.stdio[1] = opts.stdio[2] = slave;
         opts.set_stdio = true;

@@ -670,31 +670,22 @@ static int take_over_from_intermediate(struct hd_spawn *s, hd_error_t *err)
 }
 
 /*
- * A new time namespace applies to children only (clone(2) has no room for CLONE_NEWTIME): unshare one for
- * our next child, write its offsets while no process is in it, and, once the child is cloned, go back to
- * ours (*own, kept open) so that nothing else we start lands there.
+ * A time namespace applies to children only (clone(2) has no room for CLONE_NEWTIME). With offsets: unshare a
+ * new one for our next child and write its offsets while no process is in it; without: join the existing one
+ * join_fd (setns changes ours too: we are single-threaded). Either way ours is kept open in *own, and the
+ * caller goes back to it once the child is cloned (or this failed), so that nothing else we start lands there.
  */
-static int time_ns_enter_for_children(const char *offsets, int *own, hd_error_t *err)
+static int time_ns_for_children(const char *offsets, int join_fd, int *own, hd_error_t *err)
 {
     *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
     if (*own < 0)
         return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
+    if (offsets == NULL)
+        return setns(join_fd, CLONE_NEWTIME) < 0 ? hd_error_sys(err, "join the existing time namespace") : 0;
     if (unshare(CLONE_NEWTIME) < 0)
         return hd_error_sys(err, "time namespace: unshare");
     if (*offsets && hd_write_file("/proc/self/timens_offsets", offsets, strlen(offsets), err) < 0)
-        return hd_error_prefix(err, "time namespace: its offsets"); /* the caller goes back to ours */
-    return 0;
-}
-
-/* An existing time namespace for our next child: setns changes ours too (we are single-threaded); the caller
- * goes back to *own after the clone. */
-static int time_ns_join_for_children(int fd, int *own, hd_error_t *err)
-{
-    *own = open("/proc/self/ns/time", O_RDONLY | O_CLOEXEC);
-    if (*own < 0)
-        return hd_error_sys(err, "time namespace: open /proc/self/ns/time");
-    if (setns(fd, CLONE_NEWTIME) < 0)
-        return hd_error_sys(err, "join the existing time namespace");
+        return hd_error_prefix(err, "time namespace: its offsets");
     return 0;
 }
 
@@ -777,9 +768,9 @@ static int container_start(struct hd_workload *w, hd_error_t *err)
     };
     struct hd_spawn s;
     cleanup_close int own_time_ns = -1;
-    int ret = w->time_offsets ? time_ns_enter_for_children(w->time_offsets, &own_time_ns, err)
-        : w->time_ns_fd       ? time_ns_join_for_children(*w->time_ns_fd, &own_time_ns, err)
-                              : 0;
+    int ret = w->time_offsets || w->time_ns_fd
+        ? time_ns_for_children(w->time_offsets, w->time_ns_fd ? *w->time_ns_fd : -1, &own_time_ns, err)
+        : 0;
     if (ret == 0)
         ret = hd_spawn_start(&opts, &s, err);
     if (own_time_ns >= 0 && setns(own_time_ns, CLONE_NEWTIME) < 0 && ret == 0) {
