@@ -35,6 +35,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "base/fdpass.h"
 #include "base/util.h"
 
 int oci_console_connect(const char *path, hd_error_t *err)
@@ -63,16 +64,7 @@ int oci_console_pair(int *ours, int *theirs, hd_error_t *err)
 
 static int send_master(int socket_fd, int master, const char *name, hd_error_t *err)
 {
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof(control));
-    struct iovec iov = {.iov_base = (void *)name, .iov_len = strlen(name)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &master, sizeof(int));
-    if (sendmsg(socket_fd, &msg, MSG_NOSIGNAL) < 0)
+    if (hd_send_fds(socket_fd, name, strlen(name), &master, 1) < 0)
         return hd_error_sys(err, "terminal: send the pty master to the console socket");
     return 0;
 }
@@ -154,20 +146,13 @@ int oci_console_host_pty(const struct oci_console *c, hd_error_t *err)
 int oci_console_receive(int socket_fd, hd_error_t *err)
 {
     char name[256];
-    char control[CMSG_SPACE(sizeof(int))];
-    struct iovec iov = {.iov_base = name, .iov_len = sizeof(name)};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
-    ssize_t n;
-    do
-        n = recvmsg(socket_fd, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
+    int fd = -1;
+    size_t n_fds = 0;
+    ssize_t n = hd_recv_fds(socket_fd, name, sizeof(name), &fd, 1, &n_fds, 0);
     if (n < 0)
         return hd_error_sys(err, "terminal: receive the pty master");
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-    if (n == 0 || cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS)
+    if (n == 0 || n_fds == 0)
         return hd_error_set(err, EPROTO, "terminal: the container's process sent no pty");
-    int fd;
-    memcpy(&fd, CMSG_DATA(cmsg), sizeof(int));
     return fd;
 }
 

@@ -41,6 +41,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "base/fdpass.h"
 #include "base/util.h"
 #include "cgroup/cgroup.h"
 
@@ -458,16 +459,7 @@ int oci_listener_send_fd(const struct oci_config *cfg, const char *state_json, i
     json_decref(state);
     if (text == NULL)
         return hd_error_set(err, 0, "linux.seccomp.listenerPath: the container process state");
-    char control[CMSG_SPACE(sizeof(int))];
-    memset(control, 0, sizeof(control));
-    struct iovec iov = {.iov_base = text, .iov_len = strlen(text)};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
-    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&m);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
-    if (sendmsg(cfg->listener_fd, &m, MSG_NOSIGNAL) < 0)
+    if (hd_send_fds(cfg->listener_fd, text, strlen(text), &fd, 1) < 0)
         return hd_error_sys(err, "linux.seccomp.listenerPath: send the listener to %s", cfg->listener_path);
     close(cfg->listener_fd); /* the process's copy: the agent sees the end of the message */
     return 0;

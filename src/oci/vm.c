@@ -76,6 +76,7 @@
 #include <jansson.h>
 
 #include "base/log.h"
+#include "base/fdpass.h"
 #include "base/util.h"
 #include "cgroup/cgroup.h"
 #include "runtime/run.h"
@@ -508,21 +509,13 @@ static void serve_exec(struct hd_workload *w, int listen_fd)
     struct timeval tv = {2, 0};
     setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     uint32_t len = 0;
-    char control[CMSG_SPACE(3 * sizeof(int))] = {0};
-    struct iovec iov = {.iov_base = &len, .iov_len = sizeof(len)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
-    ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
     int fds[3] = {-1, -1, -1};
-    struct cmsghdr *c = n == (ssize_t)sizeof(len) ? CMSG_FIRSTHDR(&mh) : NULL;
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        if (c->cmsg_len == CMSG_LEN(sizeof(fds)))
-            memcpy(fds, CMSG_DATA(c), sizeof(fds));
-        else /* not the three we expect: close what came */
-            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(fd));
-                close(fd);
-            }
+    size_t n_fds = 0;
+    ssize_t n = hd_recv_fds(conn, &len, sizeof(len), fds, 3, &n_fds, MSG_WAITALL);
+    if (n != (ssize_t)sizeof(len) || n_fds != 3) { /* not the three we expect: close what came */
+        for (size_t i = 0; i < n_fds; i++)
+            close(fds[i]);
+        fds[0] = fds[1] = fds[2] = -1;
     }
     cleanup_free char *records = NULL;
     hd_error_t err = NULL;
@@ -649,15 +642,7 @@ int oci_vm_exec(const struct oci_state *st, const struct hd_spec *spec, const st
     int fds[3] = {null_fd >= 0 ? null_fd : STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO};
     if (slave >= 0)
         fds[0] = fds[1] = fds[2] = slave;
-    char control[CMSG_SPACE(sizeof(fds))] = {0};
-    struct iovec iov = {.iov_base = &n32, .iov_len = sizeof(n32)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof(control)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
-    if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)sizeof(n32) || hd_write_all(sock, records, len) < 0)
+    if (hd_send_fds(sock, &n32, sizeof(n32), fds, 3) != (ssize_t)sizeof(n32) || hd_write_all(sock, records, len) < 0)
         return hd_error_sys(err, "send the process to the VM's holder");
     fflush(NULL);
     /* blocked before the fork: a signal sent to the new pid as soon as it exists is relayed, not lost */
