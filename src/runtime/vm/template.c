@@ -21,7 +21,7 @@
  * digest of its content; path, size and mtime of a custom $HEDGE_VM_INITRD), guest RAM, vCPUs, accelerator, machine type, the extra kernel arguments,
  * the QEMU binary (path, size, mtime) and the slot size. A changed input gives another key: the
  * old template is no longer found (and `build` removes templates of the same shape it replaces).
- * A template is never trusted blindly: hd_vm_template_find checks the manifest against the key,
+ * A template is never trusted blindly: template_find checks the manifest against the key,
  * the state file's SHA-256 and the RAM file's size.
  */
 #include <errno.h>
@@ -204,7 +204,9 @@ int hd_vm_template_verify(const char *dir, const char *want_key, json_t **manife
     return r;
 }
 
-int hd_vm_template_find(const struct hd_vm_template_inputs *in, struct hd_vm_template *t, hd_error_t *err)
+/* The verified template for in: -1 with errnum ENOENT when there is none, another error when it is corrupt
+ * (manifest, state file's sha256, RAM file's size). */
+static int template_find(const struct hd_vm_template_inputs *in, struct hd_vm_template *t, hd_error_t *err)
 {
     memset(t, 0, sizeof(*t));
     if (hd_vm_template_key(in, t->key, err) < 0)
@@ -418,7 +420,9 @@ static bool same_shape(const char *root, const char *name, const struct hd_vm_te
     return same;
 }
 
-int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65])
+/* A template of the same shape as in (RAM, vCPUs, accelerator, machine, kernel arguments) under another key
+ * than key: built from another kernel, initramfs or QEMU. 1 with its key in stale, else 0. */
+static int template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65])
 {
     cleanup_free char *root = hd_vm_templates_dir(in->state_dir);
     DIR *d = opendir(root);
@@ -452,9 +456,9 @@ int hd_vm_template_lookup(const char *state_dir, const char *vmlinuz, const char
         .append = append,
     };
     stale[0] = '\0';
-    if (hd_vm_template_find(&in, t, err) == 0)
+    if (template_find(&in, t, err) == 0)
         return 0;
-    if ((*err)->errnum == ENOENT && !hd_vm_template_find_stale(&in, t->key, stale))
+    if ((*err)->errnum == ENOENT && !template_find_stale(&in, t->key, stale))
         stale[0] = '\0';
     return -1;
 }

@@ -234,15 +234,10 @@ struct hd_vm_template {
 char *hd_vm_templates_dir(const char *state_dir);
 /* The SHA-256 of every input that shapes a saved guest. */
 int hd_vm_template_key(const struct hd_vm_template_inputs *in, char key[65], hd_error_t *err);
-/* The verified template for in: -1 with errnum ENOENT when there is none, another error when it is
- * corrupt (manifest, state file's sha256, RAM file's size). */
-int hd_vm_template_find(const struct hd_vm_template_inputs *in, struct hd_vm_template *t, hd_error_t *err);
-/* A template of the same shape as in (RAM, vCPUs, accelerator, machine, kernel arguments) under another
- * key than key: built from another kernel, initramfs or QEMU. 1 with its key in stale, else 0. */
-int hd_vm_template_find_stale(const struct hd_vm_template_inputs *in, const char *key, char stale[65]);
-/* hd_vm_template_find for a guest of this shape booting vmlinuz and initramfs with this process's extra kernel
- * arguments (hd_vm_extra_append); when there is none (ENOENT), stale gets the key of one of the same shape
- * built from other inputs, or "". */
+/* The verified template for a guest of this shape booting vmlinuz and initramfs with this process's extra
+ * kernel arguments (hd_vm_extra_append): 0; -1 with errnum ENOENT when there is none (stale then gets the key
+ * of one of the same shape built from other inputs, or ""), another error when it is corrupt (manifest, state
+ * file's sha256, RAM file's size). */
 int hd_vm_template_lookup(const char *state_dir, const char *vmlinuz, const char *initramfs, int64_t ram_bytes,
                           int vcpus, enum hd_vm_accel accel, struct hd_vm_template *t, char stale[65], hd_error_t *err);
 /* Build it (boot, READY, pause, save) unless a verified one exists (force: rebuild). */
