@@ -121,7 +121,8 @@ static int bench_args(const json_t *request, char ***argv, double *timeout, hd_e
     if (duration &&
         (!json_is_number(duration) || json_number_value(duration) <= 0 ||
          json_number_value(duration) > BENCH_TIMEOUT_MAX_S))
-        return hd_error_set(err, 0, "duration: must be a number of seconds above 0");
+        return hd_error_set(err, 0, "duration: must be a number of seconds, above 0 and at most %d",
+                            BENCH_TIMEOUT_MAX_S);
     if (t && (!json_is_number(t) || json_number_value(t) <= 0 || json_number_value(t) > BENCH_TIMEOUT_MAX_S))
         return hd_error_set(err, 0, "timeout: must be a number of seconds, above 0 and at most %d",
                             BENCH_TIMEOUT_MAX_S);
