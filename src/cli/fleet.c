@@ -42,6 +42,9 @@
 
 #define FLEET_QUIET_NS 300000000ull /* the snapshot is complete after this long without a retained message */
 #define FLEET_EXIT_TIMEOUT 124
+#define JOB_USAGE \
+    "job NODE restart NAME | job NODE logs NAME [-n LINES] | job NODE bench SPEC [--runs N] [--port P] " \
+    "[--isolation LIST]"
 #define FLEET_FOLLOW_SUBSCRIBE_NS 10000000000ull /* logs -f: how long the broker has to grant the subscription */
 
 static const char usage_text[] =
@@ -670,8 +673,7 @@ static int fleet_ask(struct fleet *f, const char *node, const char *id, json_t *
 /* `job NODE restart NAME` or `job NODE logs NAME [-n N]`: publish PREFIX/NODE/jobs/ID, wait for its result. */
 static int fleet_job(struct fleet *f, const char *node, char **args, int n_args, const char *id, uint64_t deadline)
 {
-    static const char what[] = "job NODE restart NAME | job NODE logs NAME [-n LINES] | job NODE bench SPEC "
-                               "[--runs N] [--port P] [--isolation LIST]";
+    static const char what[] = JOB_USAGE;
     json_t *request = NULL;
     if (n_args >= 2 && strcmp(args[0], "bench") == 0) {
         hd_error_t err = NULL;
@@ -877,7 +879,7 @@ int cmd_fleet(int argc, char **argv)
         }
         if ((is_job ? n_rest < 3 : is_rollback ? n_rest != 2 : n_rest < 2) || !hd_mqtt_level_valid_name(rest[0]))
             return cli_usage_error("fleet", usage_text, "%s",
-                                   is_job            ? "job NODE restart NAME | job NODE logs NAME [-n LINES]"
+                                   is_job            ? JOB_USAGE
                                        : is_rollback ? "rollback NODE NAME"
                                                      : "logs NODE NAME [-n LINES] [-f]");
         if (job_id && (!hd_mqtt_level_valid_name(job_id) || strlen(job_id) > 64))

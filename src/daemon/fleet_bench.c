@@ -51,6 +51,16 @@ struct hd_fleet_bench {
     struct hd_fleet_bench *next;
 };
 
+/* The bench's directory goes, with whatever bench left in it; a failure is only logged. */
+static void bench_remove_dir(const char *dir)
+{
+    hd_error_t err = NULL;
+    if (hd_rm_rf(dir, &err) < 0) {
+        hd_log(HD_LOG_WARN, "fleet", "bench: %s", hd_error_text(err));
+        hd_error_free(&err);
+    }
+}
+
 static void bench_free(struct hd_fleet_bench *b)
 {
     if (b->timer)
@@ -59,13 +69,8 @@ static void bench_free(struct hd_fleet_bench *b)
         close(b->out_fd);
     if (b->err_fd >= 0)
         close(b->err_fd);
-    if (b->dir) {
-        hd_error_t err = NULL;
-        if (hd_rm_rf(b->dir, &err) < 0) {
-            hd_log(HD_LOG_WARN, "fleet", "bench: %s", hd_error_text(err));
-            hd_error_free(&err);
-        }
-    }
+    if (b->dir)
+        bench_remove_dir(b->dir);
     free(b->dir);
     free(b);
 }
@@ -96,10 +101,7 @@ void hd_fleet_bench_clean_stale(const char *state_dir)
                 kill(-(pid_t)pid, SIGKILL);
         }
         hd_error_free(&err);
-        if (hd_rm_rf(dir, &err) < 0) {
-            hd_log(HD_LOG_WARN, "fleet", "bench: %s", hd_error_text(err));
-            hd_error_free(&err);
-        }
+        bench_remove_dir(dir);
     }
     globfree(&g);
 }
@@ -121,7 +123,8 @@ static int bench_args(const json_t *request, char ***argv, double *timeout, hd_e
     if (duration &&
         (!json_is_number(duration) || json_number_value(duration) <= 0 ||
          json_number_value(duration) > BENCH_TIMEOUT_MAX_S))
-        return hd_error_set(err, 0, "duration: must be a number of seconds above 0");
+        return hd_error_set(err, 0, "duration: must be a number of seconds, above 0 and at most %d",
+                            BENCH_TIMEOUT_MAX_S);
     if (t && (!json_is_number(t) || json_number_value(t) <= 0 || json_number_value(t) > BENCH_TIMEOUT_MAX_S))
         return hd_error_set(err, 0, "timeout: must be a number of seconds, above 0 and at most %d",
                             BENCH_TIMEOUT_MAX_S);

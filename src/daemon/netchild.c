@@ -229,6 +229,17 @@ static bool netchild_metrics_valid(const char *text)
     return true;
 }
 
+/* The oldest held log batch ({name, batch}) leaves the ring: sent, or dropped for a newer one. */
+static void netchild_logs_drop_first(struct hd_netchild *nc)
+{
+    char **b = &nc->fleet_logs[2 * nc->logs_first];
+    free(b[0]);
+    free(b[1]);
+    b[0] = b[1] = NULL;
+    nc->logs_first = (nc->logs_first + 1) % NETCHILD_LOGS_HELD;
+    nc->logs_count--;
+}
+
 static void netchild_on_ready(struct hd_netchild *nc, const char *port_text)
 {
     uint64_t port;
@@ -257,13 +268,10 @@ static void netchild_on_ready(struct hd_netchild *nc, const char *port_text)
         hd_log(HD_LOG_WARN, "netchild", "%llu forwarded log batches dropped while the network child was away",
                (unsigned long long)nc->logs_dropped);
     nc->logs_dropped = 0;
-    for (; nc->logs_count; nc->logs_count--) {
+    while (nc->logs_count) {
         char **b = &nc->fleet_logs[2 * nc->logs_first];
         hd_net_send(nc->fd, HD_NET_FLEET_LOG, 2, (const char *const[]){b[0], b[1]});
-        free(b[0]);
-        free(b[1]);
-        b[0] = b[1] = NULL;
-        nc->logs_first = (nc->logs_first + 1) % NETCHILD_LOGS_HELD;
+        netchild_logs_drop_first(nc);
     }
 }
 
@@ -760,12 +768,7 @@ void hd_netchild_fleet_log(struct hd_netchild *nc, const char *deployment, const
     if (!nc->fleet_logs)
         nc->fleet_logs = hd_xcalloc(2 * NETCHILD_LOGS_HELD, sizeof(char *));
     if (nc->logs_count == NETCHILD_LOGS_HELD) { /* full: the oldest goes */
-        char **b = &nc->fleet_logs[2 * nc->logs_first];
-        free(b[0]);
-        free(b[1]);
-        b[0] = b[1] = NULL;
-        nc->logs_first = (nc->logs_first + 1) % NETCHILD_LOGS_HELD;
-        nc->logs_count--;
+        netchild_logs_drop_first(nc);
         nc->logs_dropped++;
     }
     char **b = &nc->fleet_logs[2 * ((nc->logs_first + nc->logs_count++) % NETCHILD_LOGS_HELD)];
