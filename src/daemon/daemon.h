@@ -357,6 +357,17 @@ struct hd_instance {
     int64_t finished_at; /* unix ms */
 };
 
+/* ---- supervisor.c: a child hedged forks to exec a helper (health probe, image pull, fleet bench) ---- */
+
+/* In the child: hedged's signal mask off, SIGPIPE default, a session of its own, stdin from /dev/null, stdout
+ * to out_fd and stderr to err_fd (-1: /dev/null). Not hd_child_reset_signals: base/child.c would pull the
+ * whole runtime into hedged. */
+void hd_daemon_child_begin(int out_fd, int err_fd);
+/* The hedge CLI: next to hedged (a build dir), else from PATH (an install: bin/ beside sbin/). New string. */
+char *hd_daemon_hedge_path(void);
+/* In the child: exec hedge (hd_daemon_hedge_path) with argv, or say why on stderr and exit 127. */
+__attribute__((noreturn)) void hd_daemon_exec_hedge(const char *hedge, char *const argv[]);
+
 /* Path of the hedge-monitor binary. */
 void hd_instance_set_exe(const char *path);
 struct hd_vm_pool;

@@ -244,9 +244,7 @@ int hd_fleet_bench_start(struct hd_fleet_bench **list, struct hd_loop *loop, con
         bench_free(b);
         return -1;
     }
-    cleanup_free char *hedge = hd_program_sibling("hedge");
-    if (!hedge)
-        hedge = hd_xstrdup("hedge"); /* an install: hedge is in bindir, hedged in sbindir */
+    cleanup_free char *hedge = hd_daemon_hedge_path();
     pid_t pid = fork();
     if (pid < 0) {
         hd_error_sys(err, "bench: fork");
@@ -254,24 +252,10 @@ int hd_fleet_bench_start(struct hd_fleet_bench **list, struct hd_loop *loop, con
         return -1;
     }
     if (pid == 0) {
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        setsid();                         /* its own process group: the timeout stops bench and whatever it started */
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* and so does hedged's end, kill -9 included */
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (devnull >= 0)
-            dup2(devnull, 0);
-        dup2(b->out_fd, 1);
-        dup2(b->err_fd, 2);
-        syscall(SYS_close_range, 3, ~0U, 0); /* hedged's sockets stay hedged's, also if bench outlives it */
-        if (strchr(hedge, '/'))
-            execv(hedge, argv);
-        else
-            execvp(hedge, argv);
-        dprintf(2, "hedge: exec %s: %s\n", hedge, strerror(errno));
-        _exit(127);
+        hd_daemon_child_begin(b->out_fd, b->err_fd); /* a session of its own: the timeout stops bench and all */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);            /* it started; and so does hedged's end, kill -9 included */
+        syscall(SYS_close_range, 3, ~0U, 0);         /* hedged's sockets stay hedged's, also if bench outlives it */
+        hd_daemon_exec_hedge(hedge, argv);
     }
     b->pid = pid;
     cleanup_free char *pid_path = hd_xasprintf("%s/pid", b->dir), *pid_text = hd_xasprintf("%d\n", (int)pid);

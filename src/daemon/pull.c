@@ -68,13 +68,6 @@ struct pull *pull_find(struct hd_supervisor *sup, const char *name)
     return NULL;
 }
 
-/* hedge, next to hedged (a build dir), else from PATH (an install: bin/ beside sbin/). */
-static char *pull_hedge_path(void)
-{
-    char *path = hd_program_sibling("hedge");
-    return path ? path : hd_xstrdup("hedge");
-}
-
 static void pull_unlink(struct pull *p)
 {
     for (struct pull **q = &p->sup->pulls; *q; q = &(*q)->next)
@@ -99,7 +92,7 @@ static void pull_free(struct pull *p)
 void pull_start(struct hd_supervisor *sup, const struct hd_spec *spec, const char *body, size_t len, const char *origin,
                 double health_wait, hd_reply_fn reply, void *ctx)
 {
-    cleanup_free char *hedge = pull_hedge_path();
+    cleanup_free char *hedge = hd_daemon_hedge_path();
     cleanup_strv char **argv = NULL;
     hd_strv_push(&argv, "hedge");
     hd_strv_push(&argv, "image");
@@ -130,13 +123,8 @@ void pull_start(struct hd_supervisor *sup, const struct hd_spec *spec, const cha
         return;
     }
     if (pid == 0) {
-        supervisor_child_begin(out_fd);
-        if (strchr(hedge, '/'))
-            execv(hedge, argv);
-        else
-            execvp(hedge, argv);
-        dprintf(2, "hedge: exec %s: %s\n", hedge, strerror(errno));
-        _exit(127);
+        hd_daemon_child_begin(out_fd, out_fd);
+        hd_daemon_exec_hedge(hedge, argv);
     }
     struct pull *p = hd_xcalloc(1, sizeof(*p));
     p->sup = sup;

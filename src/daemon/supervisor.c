@@ -18,6 +18,7 @@
  * Results are typed (enum hd_sup_result + an error message); api.c alone
  * speaks HTTP.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -689,7 +690,7 @@ void hd_supervisor_free(struct hd_supervisor *sup)
     free(sup);
 }
 
-void supervisor_child_begin(int out_fd)
+void hd_daemon_child_begin(int out_fd, int err_fd)
 {
     sigset_t none;
     sigemptyset(&none);
@@ -700,5 +701,21 @@ void supervisor_child_begin(int out_fd)
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(out_fd >= 0 ? out_fd : devnull, 1);
-    dup2(out_fd >= 0 ? out_fd : devnull, 2);
+    dup2(err_fd >= 0 ? err_fd : devnull, 2);
+}
+
+char *hd_daemon_hedge_path(void)
+{
+    char *path = hd_program_sibling("hedge");
+    return path ? path : hd_xstrdup("hedge");
+}
+
+void hd_daemon_exec_hedge(const char *hedge, char *const argv[])
+{
+    if (strchr(hedge, '/'))
+        execv(hedge, argv);
+    else
+        execvp(hedge, argv);
+    dprintf(2, "hedge: exec %s: %s\n", hedge, strerror(errno));
+    _exit(127);
 }

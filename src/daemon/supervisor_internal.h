@@ -113,10 +113,6 @@ struct hd_supervisor {
 };
 
 /* ---- supervisor.c ---- */
-/* In a child hedged forked to exec a helper (health probe, image pull): hedged's signal mask off, SIGPIPE
- * default, a session of its own, stdin from /dev/null, stdout and stderr to out_fd (-1: /dev/null). Not
- * hd_child_reset_signals: base/child.c would pull the whole runtime into hedged. */
-void supervisor_child_begin(int out_fd);
 int64_t supervisor_unix_ms(void);
 void supervisor_log_error(hd_error_t *err);
 /* Answer a request with a failure: the message goes out as err. extra (stolen, may be NULL)

@@ -150,7 +150,7 @@ static void upgrade_probe(struct hd_loop *loop, void *data)
         return;
     }
     if (pid == 0) {
-        supervisor_child_begin(-1);
+        hd_daemon_child_begin(-1, -1);
         setenv("HEDGE_WORKLOAD_NAME", wl->name, 1);
         setenv("HEDGE_WORKLOAD_PID", pid_text, 1);
         setenv("HEDGE_WORKLOAD_VERSION", version_text, 1);
