@@ -167,6 +167,12 @@ static void log_report_repeats(void)
     log_write(body, (size_t)len);
 }
 
+void hd_log_error(enum hd_log_level level, const char *component, hd_error_t *err)
+{
+    hd_log(level, component, "%s", hd_error_text(*err));
+    hd_error_free(err);
+}
+
 void hd_log_flush(void)
 {
     pthread_mutex_lock(&log_lock);

@@ -47,6 +47,9 @@ bool hd_log_enabled(enum hd_log_level level);
 
 /* Log one line; component may be NULL. No trailing newline in fmt. */
 void hd_log(enum hd_log_level level, const char *component, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Log *err's text as one line and free it (*err becomes NULL): what a clean-up does with a failure it can only
+ * report. */
+void hd_log_error(enum hd_log_level level, const char *component, hd_error_t *err);
 /* Write the pending "last message repeated" line, if any (at exit). */
 void hd_log_flush(void);
 

@@ -570,8 +570,7 @@ static void on_accept(struct hd_loop *loop, int fd, uint32_t events, void *data)
         hd_error_t err = NULL;
         c->watch = hd_loop_watch(loop, cfd, EPOLLIN | EPOLLRDHUP, on_conn, c, &err);
         if (c->watch == NULL) {
-            hd_log(HD_LOG_ERROR, "api", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_ERROR, "api", &err);
             close(cfd);
             free(c);
             continue;

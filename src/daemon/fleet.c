@@ -191,8 +191,7 @@ static void fleet_save(struct hd_fleet *f)
     json_decref(o);
     hd_error_t err = NULL;
     if (hd_write_file_atomic(f->state_path, text, strlen(text), &err) < 0) {
-        hd_log(HD_LOG_ERROR, "fleet", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "fleet", &err);
     }
 }
 
@@ -534,8 +533,7 @@ static void fleet_jobs_save(struct hd_fleet *f)
     json_decref(o);
     hd_error_t err = NULL;
     if (hd_write_file_atomic(f->jobs_path, text, strlen(text), &err) < 0) {
-        hd_log(HD_LOG_ERROR, "fleet", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "fleet", &err);
     }
 }
 

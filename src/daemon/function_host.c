@@ -234,19 +234,16 @@ void hd_function_forget(const struct hd_daemon_config *cfg, const char *name)
             continue;
         cleanup_free char *parent = function_cgroup_parent(name, version);
         if (hd_cgroup_sweep(parent, &err) < 0) {
-            hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "functions", &err);
         }
     }
     if (d)
         closedir(d);
     cleanup_free char *run_dir = function_run_dir(name, 0);
     if (hd_rm_rf(run_dir, &err) < 0) {
-        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "functions", &err);
     }
     if (hd_rm_rf(dir, &err) < 0) {
-        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "functions", &err);
     }
 }

@@ -108,8 +108,7 @@ void hd_instance_free(struct hd_instance *inst, bool remove_dir)
     if (remove_dir) {
         hd_error_t err = NULL;
         if (hd_rm_rf(inst->dir, &err) < 0) {
-            hd_log(HD_LOG_WARN, "instance", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "instance", &err);
         }
     }
     free(inst->dir);

@@ -483,8 +483,7 @@ static void netchild_restart(struct hd_loop *loop, void *data)
     hd_error_t err = NULL;
     nc->restarts++;
     if (netchild_spawn(nc, &err) < 0) {
-        hd_log(HD_LOG_ERROR, "netchild", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "netchild", &err);
         nc->backoff = nc->backoff * 2 > NETCHILD_BACKOFF_MAX ? NETCHILD_BACKOFF_MAX : nc->backoff * 2;
         nc->restart_timer = hd_loop_timer(nc->loop, nc->backoff, netchild_restart, nc);
     }

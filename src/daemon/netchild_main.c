@@ -259,14 +259,12 @@ static void netchild_on_control(struct hd_loop *loop, int fd, uint32_t events, v
         else
             r = hd_broker_set_user(c->broker, m->field[0], m->field[1], &err);
         if (r < 0) {
-            hd_log(HD_LOG_ERROR, "netchild", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_ERROR, "netchild", &err);
         }
         break;
     case HD_NET_SERVE:
         if (c->broker && hd_broker_serve(c->broker, &err) < 0) {
-            hd_log(HD_LOG_ERROR, "netchild", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_ERROR, "netchild", &err);
             c->exit_code = 1;
             hd_loop_quit(loop);
         }
@@ -422,8 +420,7 @@ int hd_netchild_main(struct hd_daemon_config *cfg, int fd, bool broker_only)
     c.exit_code = 0;
     if (hd_loop_run(c.loop, &err) < 0) {
         c.exit_code = 1;
-        hd_log(HD_LOG_ERROR, "netchild", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "netchild", &err);
     }
     goto out;
 fail : {

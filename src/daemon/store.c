@@ -479,8 +479,7 @@ void hd_store_event(struct hd_store *st, const char *name, const char *type, con
                   store_prepare(st, &err, "INSERT INTO events(time, name, type, message) VALUES(?1,?2,?3,?4)", "Isss",
                                 now, name, type, msg),
                   &err) < 0) {
-        hd_log(HD_LOG_ERROR, "store", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "store", &err);
     }
     /* Keep the event log bounded. */
     if (sqlite3_exec(st->db, "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - 10000", NULL, NULL, NULL) !=

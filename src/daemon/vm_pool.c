@@ -112,8 +112,7 @@ static void member_sweep(struct pool_member *m)
     cleanup_free char *name = hd_xasprintf("vm-pool-%s", m->clone_id);
     struct hd_cgroup *cg = NULL;
     if (hd_cgroup_open(name, &cg, &err) < 0 || hd_cgroup_destroy(cg, &err) < 0 || hd_rm_rf(m->clone_dir, &err) < 0) {
-        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
         return;
     }
     hd_log(HD_LOG_INFO, "vm-pool", "removed what the pool member of clone %s left", m->clone_id);
@@ -219,8 +218,7 @@ static void member_spawn(struct hd_vm_pool *pool, struct pool_shape *shape)
     int r = hd_instance_exec_detached(pool->cfg, argv, sv[1], -1, &err);
     close(sv[1]);
     if (r < 0) {
-        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
         close(sv[0]);
         return;
     }
@@ -230,8 +228,7 @@ static void member_spawn(struct hd_vm_pool *pool, struct pool_shape *shape)
     snprintf(m->key, sizeof(m->key), "%s", shape->key);
     m->watch = hd_loop_watch(pool->loop, m->sock, EPOLLIN, on_member, m, &err);
     if (m->watch == NULL) {
-        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
     }
     m->next = pool->members;
     pool->members = m;

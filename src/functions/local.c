@@ -171,8 +171,7 @@ void hd_local_write_stats(struct hd_local *l, struct hd_invoker *inv, bool force
     cleanup_free char *path = hd_xasprintf("%s/stats.json", l->dir);
     hd_error_t err = NULL;
     if (text == NULL || hd_write_file_atomic(path, text, strlen(text), &err) < 0) {
-        hd_log(HD_LOG_ERROR, "functions", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "functions", &err);
     }
     free(text);
     l->stats_written_ns = now;

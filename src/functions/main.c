@@ -353,8 +353,7 @@ int main(int argc, char **argv)
         rc = hd_loop_run(a.loop, &err);
     }
     if (rc < 0) {
-        hd_log(HD_LOG_ERROR, "functions", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_ERROR, "functions", &err);
     }
     struct hd_invoker_stats st;
     hd_invoker_get_stats(a.inv, &st);
@@ -370,8 +369,7 @@ int main(int argc, char **argv)
     }
     hd_invoker_free(a.inv);
     if (own_placement && placement_sweep(&err) < 0) {
-        hd_log(HD_LOG_WARN, "functions", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "functions", &err);
     }
     hd_mqtt_client_close(a.mqtt, true);
     hd_mqtt_client_free(a.mqtt);

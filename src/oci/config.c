@@ -95,6 +95,7 @@ void oci_config_free(struct oci_config *cfg)
     free(cfg->cgroup_name);
     free(cfg->seccomp_json);
     free(cfg->annotations_json);
+    json_decref(cfg->document);
     free(cfg->device_rules);
     free(cfg->uid_map);
     free(cfg->gid_map);
@@ -1071,6 +1072,7 @@ int oci_config_load(const char *bundle, const char *id, struct oci_config **out,
         hd_error_prefix(err, "config.json (as a hedge spec)");
         goto out;
     }
+    cfg->document = json_incref(root);
     *out = get_and_reset(&cfg);
     rc = 0;
 out:

@@ -170,10 +170,7 @@ static int parse_personality(json_t *lx, struct oci_config *cfg, hd_error_t *err
         cfg->personality = PER_LINUX32;
     else
         return hd_error_set(err, 0, "linux.personality.domain: \"%s\" is not LINUX or LINUX32", domain ? domain : "");
-    json_t *flags = json_object_get(p, "flags");
-    if (flags && !json_is_null(flags) && !json_is_array(flags))
-        return hd_error_set(err, 0, "linux.personality.flags: not an array");
-    if (oci_flags_parse(flags, "linux.personality.flags", "personality(2)", personality_flags,
+    if (oci_flags_parse(json_object_get(p, "flags"), "linux.personality.flags", "personality(2)", personality_flags,
                         ARRAY_SIZE(personality_flags), &cfg->personality, err) < 0)
         return -1;
     cfg->have_personality = true;

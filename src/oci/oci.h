@@ -199,6 +199,7 @@ struct oci_config {
     struct hd_device_rule *device_rules;
     size_t n_device_rules;
     char *annotations_json; /* "annotations" as text, or NULL */
+    json_t *document;       /* config.json as parsed, for what only a backend reads (hedge-oci-vm's binds) */
     struct oci_hooks hooks;
     /* the container's state documents for the hooks that run inside it, handed over at create
      * (before_pivot_parent): "creating" for createContainer, "created" for startContainer */
@@ -310,7 +311,7 @@ struct oci_flag_name {
     unsigned long value;
 };
 /* The flag names of the array arr (field "path", e.g. "process.scheduler.flags") ORed into *out; an unknown one
- * is an error naming its index and the syscall (what). A non-array adds nothing. */
+ * is an error naming its index and the syscall (what), and so is a value other than an array or null. */
 int oci_flags_parse(json_t *arr, const char *path, const char *what, const struct oci_flag_name *table, size_t n,
                     unsigned long *out, hd_error_t *err);
 /* process.ioPriority, process.scheduler and linux.personality, those given, for this process (the first one's

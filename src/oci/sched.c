@@ -54,6 +54,8 @@ static const struct oci_flag_name sched_flags[] = {
 int oci_flags_parse(json_t *arr, const char *path, const char *what, const struct oci_flag_name *table, size_t n,
                     unsigned long *out, hd_error_t *err)
 {
+    if (arr != NULL && !json_is_null(arr) && !json_is_array(arr))
+        return hd_error_set(err, 0, "%s: not an array", path);
     size_t i;
     json_t *f;
     json_array_foreach(arr, i, f)

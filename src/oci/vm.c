@@ -184,9 +184,7 @@ static int read_bound_file(size_t i, const char *source, const char *target, jso
  */
 static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_error_t *err)
 {
-    cleanup_free char *path = hd_xasprintf("%s/config.json", cfg->bundle);
-    json_t *root = json_load_file(path, 0, NULL);
-    json_t *mounts = json_object_get(root, "mounts");
+    json_t *mounts = json_object_get(cfg->document, "mounts");
     size_t i, total = 0;
     json_t *m;
     int rc = 0;
@@ -227,7 +225,6 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
             break;
         }
     }
-    json_decref(root);
     if (rc < 0)
         vm_extras_free(x);
     return rc;
@@ -237,14 +234,10 @@ static int check_mounts(const struct oci_config *cfg, struct vm_extras *x, hd_er
  * only holds the pod's namespaces, so its VM leaves the pod's network to the containers that serve on it. */
 static bool is_pod_sandbox(const struct oci_config *cfg)
 {
-    if (cfg->annotations_json == NULL)
-        return false;
-    json_t *ann = json_loads(cfg->annotations_json, 0, NULL);
+    json_t *ann = json_object_get(cfg->document, "annotations");
     const char *cri = json_string_value(json_object_get(ann, "io.kubernetes.cri.container-type"));
     const char *crio = json_string_value(json_object_get(ann, "io.kubernetes.cri-o.ContainerType"));
-    bool sandbox = (cri && strcmp(cri, "sandbox") == 0) || (crio && strcmp(crio, "sandbox") == 0);
-    json_decref(ann);
-    return sandbox;
+    return (cri && strcmp(cri, "sandbox") == 0) || (crio && strcmp(crio, "sandbox") == 0);
 }
 
 /* Turn cfg's container spec into a vm spec; refuse what a guest cannot have, naming the field. */

@@ -327,13 +327,11 @@ void hd_workload_destroy(struct hd_workload *w)
     hd_vm_pooled_destroy(w->vm_pooled); /* not taken by the vm backend */
     hd_secrets_cleanup(w);
     if (w->cgroup && hd_cgroup_destroy(w->cgroup, &err) < 0) {
-        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "cleanup", &err);
     }
     w->cgroup = NULL;
     if (w->run_dir && hd_rm_rf(w->run_dir, &err) < 0) {
-        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "cleanup", &err);
     }
     free(w->run_dir);
     free(w->rootfs);

@@ -823,8 +823,7 @@ static void container_cleanup(struct hd_workload *w)
         return;
     hd_error_t err = NULL;
     if (hd_net_teardown(c->net, &err) < 0) {
-        hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "cleanup", &err);
     }
     hd_rootfs_cleanup(&c->rootfs);
     hd_seccomp_free(c->seccomp);

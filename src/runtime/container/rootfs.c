@@ -123,8 +123,7 @@ void hd_rootfs_cleanup(struct hd_rootfs *r)
     if (r->overlay_dir) {
         hd_error_t err = NULL;
         if (hd_rm_rf(r->overlay_dir, &err) < 0) {
-            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "cleanup", &err);
         }
         free(r->overlay_dir);
         r->overlay_dir = NULL;

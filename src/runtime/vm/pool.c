@@ -69,12 +69,10 @@ void hd_vm_pooled_destroy(struct hd_vm_pooled *p)
         close(p->port_fd);
     hd_error_t err = NULL;
     if (p->cgroup && hd_cgroup_destroy(p->cgroup, &err) < 0) {
-        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
     }
     if (p->dir && hd_rm_rf(p->dir, &err) < 0) {
-        hd_log(HD_LOG_WARN, "vm-pool", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
     }
     hd_vm_template_free(&p->tmpl);
     free(p->dir);

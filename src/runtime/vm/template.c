@@ -476,8 +476,7 @@ static void remove_replaced(const char *root, const struct hd_vm_template_inputs
         cleanup_free char *dir = hd_xasprintf("%s/%s", root, e->d_name);
         hd_error_t err = NULL;
         if (hd_rm_rf(dir, &err) < 0) {
-            hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "vm", &err);
         } else {
             hd_log(HD_LOG_INFO, "vm", "template %.12s: replaced by %.12s (an input changed)", e->d_name, key);
         }

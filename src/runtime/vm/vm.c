@@ -504,8 +504,7 @@ static struct hd_qmp *vm_qmp(struct vm *vm)
         int fd = vm->qmp_fd;
         vm->qmp_fd = -1; /* hd_qmp_attach owns it now */
         if (hd_qmp_attach(fd, QMP_TIMEOUT_MS, &vm->qmp, &err) < 0) {
-            hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "vm", &err);
         }
     }
     return vm->qmp;
@@ -534,8 +533,7 @@ static void qemu_quit(struct vm *vm)
     if (q == NULL)
         return;
     if (hd_qmp_quit(q, QMP_TIMEOUT_MS, &err) < 0) {
-        hd_log(HD_LOG_WARN, "vm", "%s", hd_error_text(err));
-        hd_error_free(&err);
+        hd_log_error(HD_LOG_WARN, "vm", &err);
         return;
     }
     uint64_t until = now_ms() + QMP_TIMEOUT_MS;
@@ -1177,8 +1175,7 @@ static void vm_cleanup(struct hd_workload *w)
     if (vm->net) { /* QEMU is dead: nothing holds the tap any more */
         hd_error_t err = NULL;
         if (hd_net_teardown(vm->net, &err) < 0) {
-            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "cleanup", &err);
         }
         vm->net = NULL;
     }
@@ -1187,8 +1184,7 @@ static void vm_cleanup(struct hd_workload *w)
         if (vm->netns->tap_fd >= 0)
             close(vm->netns->tap_fd);
         if (hd_vm_netns_detach(vm->netns_path, vm->netns->ifname, &err) < 0) {
-            hd_log(HD_LOG_WARN, "cleanup", "%s", hd_error_text(err));
-            hd_error_free(&err);
+            hd_log_error(HD_LOG_WARN, "cleanup", &err);
         }
         free(vm->netns);
         vm->netns = NULL;
