@@ -718,3 +718,16 @@ def test_a_bench_job_runs_hedge_bench_on_the_spec_and_answers_its_report(nodes, 
     wait_for(lambda: operator.get("hedge/n1/status") == "online", timeout=15, what="n1 online again")
     operator.latest.pop("hedge/n1/jobs/bench-1/result")
     assert operator.job("n1", "bench-1", request)["report"] == report
+    # a hedged started with the fleet turned off still stops and removes what a killed one's bench left
+    operator.publish("hedge/n1/jobs/cut-off", json.dumps({"type": "bench", "spec": slow, "runs": 1}), retain=False)
+    wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 0,
+             timeout=15, what="the bench's workload")
+    assert list(n.state.glob("fleet-bench.*"))
+    n.kill9()
+    config = json.loads(n.config.read_text())
+    del config["fleet"]
+    n.config.write_text(json.dumps(config))
+    n.start()
+    wait_for(lambda: subprocess.run(["pgrep", "-f", f"sleep {marker}"], capture_output=True).returncode == 1,
+             timeout=15, what="the bench and its workload gone")
+    assert not list(n.state.glob("fleet-bench.*"))

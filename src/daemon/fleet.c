@@ -847,7 +847,6 @@ struct hd_fleet *hd_fleet_new(struct hd_loop *loop, struct hd_supervisor *sup, s
     f->jobs_done = json_object();
     f->jobs_order = json_array();
     fleet_jobs_load(f);
-    hd_fleet_bench_clean_stale(cfg->state_dir);
     hd_netchild_set_fleet(net, fleet_on_desired, fleet_on_job, f);
     hd_store_set_event_sink(store, fleet_on_event, f);
     fleet_kick(f); /* the first report, once the loop runs: after the supervisor recovered */

@@ -176,6 +176,7 @@ static int daemon_run(struct hd_daemon_config *cfg, char **argv, bool broker_onl
         if (hd_netchild_start(loop, cfg, argv, false, &parts.net, &err) < 0)
             goto out;
         hd_supervisor_set_broker(sup, cfg->broker_enabled ? parts.net : NULL);
+        hd_fleet_bench_clean_stale(cfg->state_dir);             /* a bench a killed hedged left, fleet on or not */
         fleet = hd_fleet_new(loop, sup, store, parts.net, cfg); /* before recover: its events go up too */
         parts.fleet = fleet;
         if (hd_supervisor_recover(sup, &err) < 0 || hd_api_start(loop, sup, cfg, &api, &err) < 0)
