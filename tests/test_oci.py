@@ -1327,6 +1327,13 @@ def test_cli_surface(oci, tmp_path):
     assert r.code == 1 and "systemd" in r.err, r
     r = oci("--log-format", "xml", "list")
     assert r.code == 1 and "--log-format" in r.err, r
+    # runc's words for a flag it does not know, naming the verb when it is a verb's
+    r = oci("--frob", "list")
+    assert r.code == 1 and r.err.strip() == "hedge-oci: flag provided but not defined: -frob", r
+    r = oci("list", "--frob")
+    assert r.code == 1 and r.err.strip() == "hedge-oci: list: flag provided but not defined: -frob", r
+    r = oci("--log")
+    assert r.code == 1 and r.err.strip() == "hedge-oci: flag needs an argument: -log", r
     r = oci("spec", "--bundle", tmp_path)
     assert r.code == 0, r
     assert json.loads((tmp_path / "config.json").read_text())["process"]["terminal"] is False

@@ -98,6 +98,8 @@ static const struct oci_option *find_option(const struct oci_option *opts, const
 
 int oci_parse_options(const char *verb, int argc, char **argv, const struct oci_option *opts)
 {
+    const char *sep = verb ? ": " : ""; /* errors start with the verb; the global flags' have none */
+    verb = verb ? verb : "";
     int i = 0;
     while (i < argc) {
         const char *a = argv[i];
@@ -114,7 +116,7 @@ int oci_parse_options(const char *verb, int argc, char **argv, const struct oci_
             exit(0);
         }
         if (o == NULL) {
-            oci_log("error", "%s: flag provided but not defined: -%.*s", verb, (int)len, name);
+            oci_log("error", "%s%sflag provided but not defined: -%.*s", verb, sep, (int)len, name);
             return -1;
         }
         if (o->has_arg) {
@@ -123,7 +125,7 @@ int oci_parse_options(const char *verb, int argc, char **argv, const struct oci_
             } else if (i + 1 < argc) {
                 *o->value = argv[++i];
             } else {
-                oci_log("error", "%s: flag needs an argument: -%s", verb, o->name);
+                oci_log("error", "%s%sflag needs an argument: -%s", verb, sep, o->name);
                 return -1;
             }
             if (o->values)
@@ -207,7 +209,7 @@ int main(int argc, char **argv)
     oci_globals.vm = strcmp(base ? base + 1 : argv[0], "hedge-oci-vm") == 0;
     if (oci_globals.vm) /* its own default root, as each runtime has: list and state see only VMs */
         oci_globals.root = OCI_VM_DEFAULT_ROOT;
-    int first = oci_parse_options("hedge-oci", argc - 1, argv + 1, globals);
+    int first = oci_parse_options(NULL, argc - 1, argv + 1, globals);
     if (first < 0)
         return OCI_EXIT_FAILURE;
     first += 1;

@@ -445,7 +445,8 @@ struct oci_option {
     char ***values;     /* has_arg, repeatable (runc's --env, --cap): every value appended (caller frees) */
 };
 /* Parse runc-style flags (-x, --name, --name=value, -name value) up to the first
- * positional; returns the index of the first positional, or -1 (error printed). */
+ * positional; returns the index of the first positional, or -1 (error printed, naming verb; NULL for the
+ * global flags). */
 int oci_parse_options(const char *verb, int argc, char **argv, const struct oci_option *opts);
 
 #endif
