@@ -15,7 +15,7 @@ import pytest
 from conftest import BUILD, HEDGE, ROOT
 
 COMPLETION = ROOT / "contrib" / "completion" / "hedge.bash"
-MAN_PAGES = ["docs/man/hedge.1", "docs/man/hedged.8", "docs/man/hedge-spec.5"]
+MAN_PAGES = ["docs/man/hedge.1", "docs/man/hedged.8", "docs/man/hedge-spec.5", "docs/man/hedge-oci.8"]
 
 INSTALLED = [
     "usr/bin/hedge", "usr/bin/hedge-broker", "usr/bin/hedge-uplink", "usr/bin/hedge-functions", "usr/sbin/hedged",
@@ -23,6 +23,7 @@ INSTALLED = [
     "usr/libexec/hedge/hedge-monitor", "usr/libexec/hedge/hedge-full", "usr/libexec/hedge/hedge-init", "usr/libexec/hedge/hedge-echo-server",
     "usr/libexec/hedge/hedge-fetch-kernel", "etc/hedge/hedged.json", "usr/lib/systemd/system/hedged.service",
     "usr/share/man/man1/hedge.1", "usr/share/man/man8/hedged.8", "usr/share/man/man5/hedge-spec.5",
+    "usr/share/man/man8/hedge-oci.8", "usr/share/man/man8/hedge-oci-vm.8",
     "usr/share/bash-completion/completions/hedge", "usr/share/bash-completion/completions/hedged",
     "usr/share/doc/hedge/install.md",
 ]
@@ -109,6 +110,19 @@ def test_hedge_man_page_names_every_verb():
                           env={**os.environ, "MANWIDTH": "200", "LC_ALL": "C.UTF-8", "MANPAGER": "cat"}).stdout
     for verb in _verbs():
         assert re.search(rf"^\s+(\w+, )*{verb}\b", text, re.M), verb
+
+
+def test_hedge_oci_man_page_names_every_verb_and_global_flag():
+    out = subprocess.run([str(BUILD / "hedge-oci"), "--help"], capture_output=True, text=True).stdout
+    verbs = [line.split()[0] for line in out.split("verbs:")[1].split("not supported yet")[0].splitlines() if line.strip()]
+    assert len(verbs) >= 15, out
+    text = subprocess.run(["man", "-l", str(ROOT / "docs/man/hedge-oci.8")], capture_output=True, text=True,
+                          env={**os.environ, "MANWIDTH": "200", "LC_ALL": "C.UTF-8", "MANPAGER": "cat"}).stdout
+    commands = text.split("COMMANDS")[1].split("EXIT STATUS")[0]
+    for verb in verbs:
+        assert re.search(rf"^\s+{verb}\b|, {verb} ", commands, re.M), verb
+    usage = out.split("verbs:")[0]
+    assert _flags(usage) - {"--help"} <= _flags(text.split("GLOBAL OPTIONS")[1].split("COMMANDS")[0]), usage
 
 
 def test_completion_knows_every_verb_and_flag():
