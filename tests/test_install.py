@@ -15,7 +15,8 @@ import pytest
 from conftest import BUILD, HEDGE, ROOT
 
 COMPLETION = ROOT / "contrib" / "completion" / "hedge.bash"
-MAN_PAGES = ["docs/man/hedge.1", "docs/man/hedged.8", "docs/man/hedge-spec.5", "docs/man/hedge-oci.8"]
+MAN_PAGES = ["docs/man/hedge.1", "docs/man/hedged.8", "docs/man/hedge-spec.5", "docs/man/hedge-oci.8",
+             "docs/man/hedge-broker.1", "docs/man/hedge-functions.1", "docs/man/hedge-uplink.1"]
 
 INSTALLED = [
     "usr/bin/hedge", "usr/bin/hedge-broker", "usr/bin/hedge-uplink", "usr/bin/hedge-functions", "usr/sbin/hedged",
@@ -23,7 +24,8 @@ INSTALLED = [
     "usr/libexec/hedge/hedge-monitor", "usr/libexec/hedge/hedge-full", "usr/libexec/hedge/hedge-init", "usr/libexec/hedge/hedge-echo-server",
     "usr/libexec/hedge/hedge-fetch-kernel", "etc/hedge/hedged.json", "usr/lib/systemd/system/hedged.service",
     "usr/share/man/man1/hedge.1", "usr/share/man/man8/hedged.8", "usr/share/man/man5/hedge-spec.5",
-    "usr/share/man/man8/hedge-oci.8", "usr/share/man/man8/hedge-oci-vm.8",
+    "usr/share/man/man8/hedge-oci.8", "usr/share/man/man8/hedge-oci-vm.8", "usr/share/man/man1/hedge-broker.1",
+    "usr/share/man/man1/hedge-functions.1", "usr/share/man/man1/hedge-uplink.1",
     "usr/share/bash-completion/completions/hedge", "usr/share/bash-completion/completions/hedged",
     "usr/share/doc/hedge/install.md",
 ]
