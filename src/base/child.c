@@ -82,46 +82,6 @@ void hd_child_setup_stdio(const int stdio[3], int report_fd)
             hd_child_fail(report_fd, HD_EXIT_HEDGE, errno, "stdio: dup2");
 }
 
-/* The 16-digit hex mask of the "<key>:" line of /proc/<pid>/status text; false when absent or malformed. */
-static bool status_mask(const char *status, const char *key, uint64_t *out)
-{
-    size_t klen = strlen(key);
-    for (const char *line = status; *line;) {
-        if (strncmp(line, key, klen) != 0 || line[klen] != ':') {
-            const char *next = strchr(line, '\n');
-            if (next == NULL)
-                return false;
-            line = next + 1;
-            continue;
-        }
-        const char *p = line + klen + 1;
-        while (*p == ' ' || *p == '\t')
-            p++;
-        uint64_t mask = 0;
-        int digits = 0;
-        for (; digits < 16; p++, digits++) {
-            int v = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
-            if (v < 0)
-                break;
-            mask = mask << 4 | (uint64_t)v;
-        }
-        if (digits != 16 || *p != '\n') /* 64 signals; a line cut short is no answer */
-            return false;
-        *out = mask;
-        return true;
-    }
-    return false;
-}
-
-bool hd_child_parse_signal_masks(const char *status, uint64_t *touched)
-{
-    uint64_t ignored, caught;
-    if (!status_mask(status, "SigIgn", &ignored) || !status_mask(status, "SigCgt", &caught))
-        return false;
-    *touched = ignored | caught;
-    return true;
-}
-
 /*
  * Only signals whose disposition is not the default need a call: the ignored ones (exec keeps
  * SIG_IGN) and the caught ones (a handler of the parent must not run between the unblock below and

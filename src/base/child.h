@@ -12,6 +12,7 @@
 #define HEDGE_CHILD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -47,9 +48,48 @@ __attribute__((noreturn)) void hd_child_exec(int report_fd, const struct hd_exec
 int hd_child_set_user(const char *user, const gid_t *groups, size_t n_groups, hd_error_t *err);
 /* Child side: restore default dispositions and an empty signal mask. */
 void hd_child_reset_signals(void);
+/* The 16-digit hex mask of the "<key>:" line of /proc/<pid>/status text; false when absent or malformed.
+ * Inline and without a libc call: the static hedge's fast path (cli/fast_run.c) runs it before libc starts. */
+static inline bool hd_status_hex_mask(const char *status, const char *key, uint64_t *out)
+{
+    for (const char *line = status; *line;) {
+        size_t k = 0;
+        while (key[k] && line[k] == key[k])
+            k++;
+        if (key[k] == '\0' && line[k] == ':') {
+            const char *p = line + k + 1;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            uint64_t mask = 0;
+            int digits = 0;
+            for (; digits < 16; p++, digits++) {
+                int v = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
+                if (v < 0)
+                    break;
+                mask = mask << 4 | (uint64_t)v;
+            }
+            if (digits != 16 || *p != '\n') /* 64 signals; a line cut short is no answer */
+                return false;
+            *out = mask;
+            return true;
+        }
+        while (*line && *line != '\n')
+            line++;
+        if (*line)
+            line++;
+    }
+    return false;
+}
 /* From /proc/<pid>/status text: the signals whose disposition is not the default (SigIgn | SigCgt,
  * bit n-1 for signal n). False when either line is missing or malformed. */
-bool hd_child_parse_signal_masks(const char *status, uint64_t *touched);
+static inline bool hd_child_parse_signal_masks(const char *status, uint64_t *touched)
+{
+    uint64_t ignored, caught;
+    if (!hd_status_hex_mask(status, "SigIgn", &ignored) || !hd_status_hex_mask(status, "SigCgt", &caught))
+        return false;
+    *touched = ignored | caught;
+    return true;
+}
 /* Parent side: 0 when the child exec'd (EOF), else -1 with the child's report in err. */
 int hd_child_read_report(int report_fd, hd_error_t *err);
 /* Resolve a "user" string to ids using the passwd/group files under root ("/" for the host). */

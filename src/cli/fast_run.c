@@ -47,6 +47,8 @@
 #include <stdint.h>
 #include <sys/syscall.h>
 
+#include "base/child.h"
+
 #define FAST_CGROUP_ROOT "/sys/fs/cgroup"
 #define FAST_PATH_MAX 4096
 #define FAST_RMDIR_ROUNDS 200
@@ -326,36 +328,6 @@ static uint64_t fast_forwarded_mask(void)
     return m;
 }
 
-/* A 16-digit hex mask of "<key>:" in /proc/self/status text; all ones when absent or malformed. */
-static uint64_t fast_status_mask(const char *status, const char *key)
-{
-    size_t klen = fast_strlen(key);
-    for (const char *line = status; *line;) {
-        size_t i = 0;
-        while (i < klen && line[i] == key[i])
-            i++;
-        if (i == klen && line[i] == ':') {
-            const char *p = line + klen + 1;
-            while (*p == ' ' || *p == '\t')
-                p++;
-            uint64_t mask = 0;
-            int digits = 0;
-            for (; digits < 16; p++, digits++) {
-                int v = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10 : -1;
-                if (v < 0)
-                    break;
-                mask = mask << 4 | (uint64_t)v;
-            }
-            return digits == 16 && *p == '\n' ? mask : ~(uint64_t)0;
-        }
-        while (*line && *line != '\n')
-            line++;
-        if (*line)
-            line++;
-    }
-    return ~(uint64_t)0;
-}
-
 __attribute__((noreturn)) static void fast_child_fail(struct fast_run *r, long err)
 {
     r->exec_err = err < 0 ? (int)-err : EIO;
@@ -374,9 +346,10 @@ static void fast_child(void *data)
     }
     /* exec keeps SIG_IGN: what the caller ignored goes back to the default (base/child.c) */
     char status[8192];
-    uint64_t touched = ~(uint64_t)0;
-    if (fast_read_file("/proc/self/status", status, sizeof(status)) > 0)
-        touched = fast_status_mask(status, "SigIgn") | fast_status_mask(status, "SigCgt");
+    uint64_t touched = ~(uint64_t)0; /* unreadable: every signal goes back to the default */
+    if (fast_read_file("/proc/self/status", status, sizeof(status)) <= 0 ||
+        !hd_child_parse_signal_masks(status, &touched))
+        touched = ~(uint64_t)0;
     for (int sig = 1; sig <= 64; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP || !(touched >> (sig - 1) & 1))
             continue;
