@@ -404,12 +404,13 @@ static int monitor_main(const char *dir, struct hd_vm_pooled *pooled)
 }
 
 /*
- * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY`, hedged's daemon/vm_pool.c): fd 3 is a
- * SOCK_SEQPACKET socket to hedged. Say "starting ID PID DIR" (the clone's name, this process, the clone's dir), start a restored clone of
- * the template of that shape (runtime/vm/pool.c), say "ready QEMU_PID" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start
- * report's write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's
- * monitor, and the workload takes the clone. The end of the socket (hedged stopped or shrinks its pool), or
- * QEMU ending, ends the member: QEMU is killed, its cgroup and files removed.
+ * Pool mode (`hedge-monitor --vm-pool RAM_BYTES VCPUS ACCEL TEMPLATE_KEY`, hedged's daemon/vm_pool.c): fd 3
+ * is a SOCK_SEQPACKET socket to hedged. Say "starting ID PID" (the clone's name, which names its cgroup and
+ * dir, and this process), start a restored clone of the template of that shape (runtime/vm/pool.c), say
+ * "ready QEMU_PID" (or "err MESSAGE" and exit), then wait for "take INSTANCE_DIR" with the start report's
+ * write end and the instance lock (SCM_RIGHTS): from then on this process is that instance's monitor, and
+ * the workload takes the clone. The end of the socket (hedged stopped or shrinks its pool), or QEMU ending,
+ * ends the member: QEMU is killed, its cgroup and files removed.
  */
 static int pool_member(int argc, char **argv)
 {
@@ -445,11 +446,11 @@ static int pool_member(int argc, char **argv)
     hd_error_t err = NULL;
     struct hd_vm_pooled *p = NULL;
     char msg[PATH_MAX + 64];
-    /* first the clone's name and dir: if this process dies unseen, hedged removes what it left */
+    /* first the clone's name (its cgroup and dir follow from it): if this process dies unseen, hedged removes
+     * what it left */
     char id[16];
     hd_random_id(id, sizeof(id));
-    cleanup_free char *pool_dir = hd_vm_pooled_dir(id);
-    int n = snprintf(msg, sizeof(msg), "starting %s %d %s", id, (int)getpid(), pool_dir);
+    int n = snprintf(msg, sizeof(msg), "starting %s %d", id, (int)getpid());
     if (sfd < 0 || n >= (int)sizeof(msg) || send(sock, msg, (size_t)n, MSG_NOSIGNAL) < 0)
         return 1;
     if (hd_vm_pooled_start(id, hd_state_dir(), ram, vcpus, argv[4], argv[5], &p, &err) < 0) {

@@ -41,6 +41,7 @@
 #include "base/util.h"
 #include "cgroup/cgroup.h"
 #include "daemon/daemon.h"
+#include "runtime/vm/vm.h"
 #include "spec/spec.h"
 
 #define POOL_SCAN_SECONDS 5.0
@@ -65,7 +66,7 @@ struct pool_member {
     int sock;
     struct hd_watch *watch;
     char key[65];
-    char clone_id[16]; /* from "starting ID PID DIR": its cgroup is vm-pool-ID */
+    char clone_id[16]; /* from "starting ID PID": its cgroup is vm-pool-ID */
     char *clone_dir;
     pid_t pid; /* the member, while its socket is open (0: not said yet) */
     bool ready;
@@ -149,22 +150,19 @@ static void member_failed(struct hd_vm_pool *pool, struct pool_member *m, const 
     member_free(pool, m);
 }
 
-/* "starting ID PID DIR", the member's first message: its clone's name and dir, and its pid. */
+/* "starting ID PID", the member's first message: its clone's name (the clone's cgroup is vm-pool-ID, its dir
+ * hd_vm_pooled_dir(ID)) and its pid. */
 static bool member_starting(struct pool_member *m, const char *msg)
 {
-    char id[16], dir[PATH_MAX];
+    char id[16];
     int pid = 0, pos = 0;
-    if (sscanf(msg, "starting %15s %d %4095s%n", id, &pid, dir, &pos) != 3 || pos == 0)
+    if (sscanf(msg, "starting %15s %d%n", id, &pid, &pos) != 2 || pos == 0)
         return false;
     m->pid = pid > 1 ? pid : 0;
-    /* the clone's dir must be <runtime>/vm-pool/<id>: nothing else is ever removed for it */
-    cleanup_free char *suffix = hd_xasprintf("/vm-pool/%s", id);
-    size_t dl = strlen(dir), sl = strlen(suffix);
-    if (dir[0] == '/' && dl > sl && strcmp(dir + dl - sl, suffix) == 0 &&
-        strspn(id, "0123456789abcdef") == strlen(id)) {
+    if (id[0] && strspn(id, "0123456789abcdef") == strlen(id)) { /* a name, never a path */
         snprintf(m->clone_id, sizeof(m->clone_id), "%s", id);
         free(m->clone_dir);
-        m->clone_dir = hd_xstrdup(dir);
+        m->clone_dir = hd_vm_pooled_dir(id);
     }
     return true;
 }
@@ -226,12 +224,13 @@ static void member_spawn(struct hd_vm_pool *pool, struct pool_shape *shape)
     m->pool = pool;
     m->sock = sv[0];
     snprintf(m->key, sizeof(m->key), "%s", shape->key);
-    m->watch = hd_loop_watch(pool->loop, m->sock, EPOLLIN, on_member, m, &err);
-    if (m->watch == NULL) {
-        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
-    }
     m->next = pool->members;
     pool->members = m;
+    m->watch = hd_loop_watch(pool->loop, m->sock, EPOLLIN, on_member, m, &err);
+    if (m->watch == NULL) { /* never heard: it goes at once (the end of its socket ends it) */
+        hd_log_error(HD_LOG_WARN, "vm-pool", &err);
+        member_free(pool, m);
+    }
 }
 
 /* The templates on disk, from their manifests (the member verifies the template itself). */
